@@ -1,0 +1,221 @@
+"""The chain's data model: frozen dataclasses for everything a block carries.
+
+Paper §3.2-§3.3: blocks are snapshots of the system, not transactions. A block holds
+the resource reports of the nodes, the migration plan computed from its parent, the
+validator-set changes, the application submissions, the VDF output and proof seeding
+the next slot's roles, and the committee's aggregate attestation.
+
+Every quantity consensus depends on is an integer (Rule 2): resource shares are in
+basis points (1/100 of a percent, 0..10 000), times in milliseconds, RTT in
+microseconds, network use in bytes per second. The canonical byte encoding of each
+type lives in ``chain/encoding.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from edgechain.types import AppId, BlockHash, NodeId, PublicKey, Signature, Slot
+
+BASIS_POINTS = 10_000
+"""100.00 %: resource shares are integers in [0, BASIS_POINTS]."""
+
+
+class RuntimeKind(enum.IntEnum):
+    """How an application runs on a node (``runtime/``)."""
+
+    PROCESS = 1
+    CONTAINER = 2
+
+
+@dataclass(frozen=True)
+class AppPolicy:
+    """Per-application placement policy (DESIGN.md, "Migration plan" target).
+
+    ``pinned``: the app never moves once placed (an empty ``pin_node`` means "wherever it
+    is first placed"; a set ``pin_node`` forces that node). ``allowed_labels``: a node
+    must carry at least one of these labels (geo-fencing); empty means any node.
+    ``anti_affinity``: apps sharing a non-empty group avoid sharing a node.
+    ``min_interval_slots``: minimum number of slots between two moves of this app.
+    """
+
+    pinned: bool = False
+    pin_node: bytes = b""
+    allowed_labels: tuple[str, ...] = ()
+    anti_affinity: str = ""
+    min_interval_slots: int = 0
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """An application submitted through any node's API and placed by the planner.
+
+    ``image`` names a container image (container runtime); ``command`` the argv of a
+    plain process (process runtime). ``cpu_bp``/``ram_bp`` are resource hints used to
+    place the app before it has reported. ``nonce`` lets a user submit two otherwise
+    identical apps; the app id is the hash of the canonical encoding of the spec.
+    """
+
+    name: str
+    runtime: RuntimeKind
+    image: str = ""
+    command: tuple[str, ...] = ()
+    cpu_bp: int = 0
+    ram_bp: int = 0
+    stateful: bool = False
+    policy: AppPolicy = field(default_factory=AppPolicy)
+    nonce: bytes = b""
+
+
+@dataclass(frozen=True)
+class AppUsage:
+    """One application's resource vector, paper §3.2: {app, cpu, ram, disk, network, t}."""
+
+    app: AppId
+    cpu_bp: int
+    ram_bp: int
+    disk_bp: int
+    net_bps: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class ResourceReport:
+    """A node's signed report of its own totals and its applications (paper Table 2).
+
+    Built on the block of ``slot - 1`` and carried by the producer of ``slot``. The
+    node signs the report's canonical encoding (without the signature) so that a
+    cluster representative cannot forge it.
+    """
+
+    node: NodeId
+    slot: Slot
+    timestamp_ms: int
+    cpu_bp: int
+    ram_bp: int
+    disk_bp: int
+    rtt_us: int
+    apps: tuple[AppUsage, ...]
+    signature: Signature
+
+
+class PlanAction(enum.IntEnum):
+    PLACE = 1
+    """Start a newly submitted (queued) app on ``destination``; ``origin`` is empty."""
+
+    MIGRATE = 2
+    """Move a running app from ``origin`` to ``destination``."""
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One line of the migration plan (paper Algorithm 1's output)."""
+
+    action: PlanAction
+    app: AppId
+    origin: bytes
+    """A 32-byte NodeId for MIGRATE, empty for PLACE."""
+    destination: NodeId
+
+
+@dataclass(frozen=True)
+class InclusionRequest:
+    """A node's signed request to join the validator set (paper §4 step 7).
+
+    ``pop`` is the proof of possession of ``public_key`` (rogue-key defence);
+    ``ticket`` is the network admin's signature over the public key (permissioned
+    admission; empty when the chain's admission is open); ``signature`` is the node's
+    own signature over the request. ``address`` is ``host:port`` of its transport.
+    """
+
+    public_key: PublicKey
+    pop: Signature
+    address: str
+    labels: tuple[str, ...]
+    ticket: bytes
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class ExitRequest:
+    """A validator's signed request to leave the set from ``slot`` on."""
+
+    node: NodeId
+    slot: Slot
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """Parameters fixed by genesis."""
+
+    chain_id: str
+    genesis_time_ms: int
+    slot_duration_ms: int
+    committee_size: int
+    epoch_length: int = 32
+    initial_difficulty: int = 10_000
+    vdf_target_bp: int = 2_500
+    """VDF evaluation should take this share of the slot (difficulty rule)."""
+    admin_key: bytes = b""
+    """48-byte admin public key; empty means open admission (local experiments only)."""
+    nodes_per_cluster: int = 20
+    max_migrations_per_slot: int = 4
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """The first block: chain parameters and the initial validators (paper §4 step 6)."""
+
+    params: ChainParams
+    inclusions: tuple[InclusionRequest, ...]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """A produced block (paper §3.3).
+
+    The block hash covers everything except the three signature fields, so producer
+    signature and committee votes both sign the hash, and the attestation can be
+    attached without changing the block's identity. ``difficulty`` is the number of
+    VDF iterations the *child* of this block must evaluate; this block's own VDF used
+    its parent's difficulty (paper: P_n = VDF(hash_{n-1}, difficulty_{n-1})).
+    """
+
+    parent: BlockHash
+    slot: Slot
+    epoch: int
+    producer: NodeId
+    timestamp_ms: int
+    difficulty: int
+    vdf_output: bytes
+    vdf_proof: bytes
+    reports: tuple[ResourceReport, ...]
+    plan: tuple[PlanEntry, ...]
+    inclusions: tuple[InclusionRequest, ...]
+    exits: tuple[ExitRequest, ...]
+    submissions: tuple[AppSpec, ...]
+    producer_signature: Signature
+    signers: bytes
+    """Bitfield over the elected committee in election order, bit i = byte i//8, bit i%8."""
+    aggregate_signature: Signature
+
+
+@dataclass(frozen=True)
+class SkipBlock:
+    """The deterministic block a committee signs when the producer is silent (§3.4).
+
+    It carries only the exclusion of the silent producer. Its hash covers parent, slot
+    and the excluded node, so every committee member signs the same bytes.
+    """
+
+    parent: BlockHash
+    slot: Slot
+    excluded: NodeId
+    signers: bytes
+    aggregate_signature: Signature
+
+
+AnyBlock = Block | SkipBlock
