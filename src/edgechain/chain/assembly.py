@@ -1,0 +1,103 @@
+"""Pure helpers that sign and assemble chain objects (producer, committee, joining node).
+
+BLS signing is deterministic, so these are pure functions of their inputs; the secret
+key never leaves the caller's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TypeVar
+
+from edgechain.chain.attestation import compute_bitfield
+from edgechain.chain.encoding import (
+    compute_block_hash,
+    compute_exit_signing_root,
+    compute_inclusion_signing_root,
+    compute_producer_message,
+    compute_report_signing_root,
+    compute_ticket_message,
+    compute_vote_message,
+)
+from edgechain.chain.model import (
+    AppUsage,
+    Block,
+    ExitRequest,
+    InclusionRequest,
+    ResourceReport,
+    SkipBlock,
+)
+from edgechain.chain.validator_set import compute_node_id
+from edgechain.crypto import bls
+from edgechain.types import BlockHash, NodeId, SecretKey, Signature, Slot
+
+B = TypeVar("B", Block, SkipBlock)
+
+EMPTY_SIGNATURE = Signature(b"\x00" * 96)
+"""Placeholder in a candidate before the field is signed or aggregated."""
+
+
+def make_ticket(admin_sk: SecretKey, chain_id: str, public_key: bytes) -> bytes:
+    return bls.sign(admin_sk, compute_ticket_message(chain_id, public_key))
+
+
+def make_inclusion_request(
+    sk: SecretKey, address: str, labels: tuple[str, ...], ticket: bytes = b""
+) -> InclusionRequest:
+    pk = bls.sk_to_pk(sk)
+    unsigned = InclusionRequest(pk, bls.pop_prove(sk), address, labels, ticket, EMPTY_SIGNATURE)
+    return dataclasses.replace(
+        unsigned, signature=bls.sign(sk, compute_inclusion_signing_root(unsigned))
+    )
+
+
+def make_exit_request(sk: SecretKey, slot: Slot) -> ExitRequest:
+    unsigned = ExitRequest(compute_node_id(bls.sk_to_pk(sk)), slot, EMPTY_SIGNATURE)
+    return dataclasses.replace(
+        unsigned, signature=bls.sign(sk, compute_exit_signing_root(unsigned))
+    )
+
+
+def make_report(
+    sk: SecretKey,
+    slot: Slot,
+    *,
+    timestamp_ms: int,
+    cpu_bp: int,
+    ram_bp: int,
+    disk_bp: int,
+    rtt_us: int,
+    apps: tuple[AppUsage, ...],
+) -> ResourceReport:
+    node = compute_node_id(bls.sk_to_pk(sk))
+    ordered = tuple(sorted(apps, key=lambda u: u.app))
+    unsigned = ResourceReport(
+        node, slot, timestamp_ms, cpu_bp, ram_bp, disk_bp, rtt_us, ordered, EMPTY_SIGNATURE
+    )
+    return dataclasses.replace(
+        unsigned, signature=bls.sign(sk, compute_report_signing_root(unsigned))
+    )
+
+
+def sign_as_producer(block: Block, sk: SecretKey) -> Block:
+    message = compute_producer_message(compute_block_hash(block))
+    return dataclasses.replace(block, producer_signature=bls.sign(sk, message))
+
+
+def sign_vote(block_hash: BlockHash, sk: SecretKey) -> Signature:
+    """A committee member's attestation of a block or skip block (paper Algorithm 3)."""
+    return bls.sign(sk, compute_vote_message(block_hash))
+
+
+def attach_attestation(block: B, committee_size: int, votes: Mapping[int, bytes]) -> B:
+    """Aggregate the votes (by committee index) into the block's bitfield and signature."""
+    indices = sorted(votes)
+    aggregate = bls.aggregate([votes[i] for i in indices])
+    return dataclasses.replace(
+        block, signers=compute_bitfield(indices, committee_size), aggregate_signature=aggregate
+    )
+
+
+def get_producer_node(sk: SecretKey) -> NodeId:
+    return compute_node_id(bls.sk_to_pk(sk))

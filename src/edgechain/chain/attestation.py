@@ -1,0 +1,50 @@
+"""Committee signer bitfields (paper §3.4: "aggregated votes" in the block header).
+
+Bit ``i`` of the bitfield is ``(bitfield[i // 8] >> (i % 8)) & 1`` and stands for the
+committee member at election index ``i``. The bitfield has exactly
+``ceil(committee_size / 8)`` bytes and no bit set at or beyond ``committee_size``, so each
+set of signers has one encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def get_bitfield_size(committee_size: int) -> int:
+    return (committee_size + 7) // 8
+
+
+def compute_bitfield(indices: Iterable[int], committee_size: int) -> bytes:
+    out = bytearray(get_bitfield_size(committee_size))
+    for i in indices:
+        if not 0 <= i < committee_size:
+            raise ValueError(f"signer index {i} outside committee of {committee_size}")
+        out[i // 8] |= 1 << (i % 8)
+    return bytes(out)
+
+
+def is_bitfield_well_formed(bitfield: bytes, committee_size: int) -> bool:
+    if len(bitfield) != get_bitfield_size(committee_size):
+        return False
+    spare = len(bitfield) * 8 - committee_size
+    return spare == 0 or bitfield[-1] >> (8 - spare) == 0
+
+
+def get_signer_indices(bitfield: bytes) -> list[int]:
+    return [
+        byte_index * 8 + bit
+        for byte_index, byte in enumerate(bitfield)
+        if byte
+        for bit in range(8)
+        if byte >> bit & 1
+    ]
+
+
+def count_signers(bitfield: bytes) -> int:
+    return sum(byte.bit_count() for byte in bitfield)
+
+
+def is_majority(signers: int, committee_size: int) -> bool:
+    """Strictly more than half of the elected committee (paper §3.4 "majority vote")."""
+    return 2 * signers > committee_size

@@ -1,0 +1,630 @@
+"""Canonical byte encoding of every chain object, and the hashes defined on it.
+
+The encoding is specified field by field (docs in ``docs/encoding.md`` and
+``ARCHITECTURE.md``), never pickle or dict order, so a second implementation can
+reproduce every hash (``tests/vectors/blocks.json``). Primitives:
+
+* ``u8``/``u16``/``u32``/``u64``: unsigned big-endian integers of that width.
+* ``fixed(n)``: exactly n raw bytes (hashes 32, node ids 32, keys 48, signatures 96).
+* ``bytes``: u32 length, then the bytes (each field has its own maximum).
+* ``str``: u16 length, then strict UTF-8 (each field has its own maximum).
+* ``list<T>``: u32 count, then the items (each list has its own maximum count).
+* ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
+
+A block's encoding is ``u8 tag || header || producer_signature || signers ||
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v1" || tag ||
+header)``, so the signatures that attest to a block are not part of its identity.
+Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
+beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from edgechain.chain.model import (
+    AnyBlock,
+    AppPolicy,
+    AppSpec,
+    AppUsage,
+    Block,
+    ChainParams,
+    ExitRequest,
+    Genesis,
+    InclusionRequest,
+    PlanAction,
+    PlanEntry,
+    ResourceReport,
+    RuntimeKind,
+    SkipBlock,
+)
+from edgechain.errors import DecodeError
+from edgechain.types import (
+    HASH_SIZE,
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    AppId,
+    BlockHash,
+    NodeId,
+    PublicKey,
+    Signature,
+    Slot,
+)
+
+T = TypeVar("T")
+
+TAG_BLOCK = 1
+TAG_SKIP_BLOCK = 2
+TAG_GENESIS = 3
+
+VDF_FORM_SIZE = 100
+"""chiavdf's compressed class-group form for a 1024-bit discriminant."""
+
+
+class Limits:
+    """Hard upper bounds on what a peer may send; each is a DecodeError beyond it."""
+
+    MAX_BLOCK_BYTES = 8 * 1024 * 1024
+    MAX_REPORTS = 4096
+    MAX_APPS_PER_REPORT = 256
+    MAX_PLAN_ENTRIES = 4096
+    MAX_INCLUSIONS = 1024
+    MAX_EXITS = 1024
+    MAX_SUBMISSIONS = 1024
+    MAX_LABELS = 16
+    MAX_COMMAND_ARGS = 64
+    MAX_SHORT_STR = 256
+    MAX_ARG_STR = 4096
+    MAX_SIGNER_BYTES = 128
+    """A committee of at most 1024 members."""
+    MAX_TICKET_BYTES = SIGNATURE_SIZE
+    MAX_NONCE_BYTES = 64
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+class Writer:
+    """Appends primitives to a bytearray."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def u8(self, v: int) -> None:
+        self.buf += struct.pack(">B", v)
+
+    def u16(self, v: int) -> None:
+        self.buf += struct.pack(">H", v)
+
+    def u32(self, v: int) -> None:
+        self.buf += struct.pack(">I", v)
+
+    def u64(self, v: int) -> None:
+        self.buf += struct.pack(">Q", v)
+
+    def fixed(self, v: bytes, size: int) -> None:
+        if len(v) != size:
+            raise ValueError(f"expected {size} bytes, got {len(v)}")
+        self.buf += v
+
+    def var_bytes(self, v: bytes) -> None:
+        self.u32(len(v))
+        self.buf += v
+
+    def string(self, v: str) -> None:
+        raw = v.encode("utf-8")
+        self.u16(len(raw))
+        self.buf += raw
+
+    def boolean(self, v: bool) -> None:
+        self.u8(1 if v else 0)
+
+    def items(self, values: Sequence[T], write: Callable[[Writer, T], None]) -> None:
+        self.u32(len(values))
+        for value in values:
+            write(self, value)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+class Reader:
+    """Reads primitives with bounds checks; every failure is a DecodeError."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise DecodeError("truncated", f"need {n} bytes at {self.pos}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(">Q", self.take(8))[0])
+
+    def fixed(self, size: int) -> bytes:
+        return self.take(size)
+
+    def var_bytes(self, max_len: int) -> bytes:
+        n = self.u32()
+        if n > max_len:
+            raise DecodeError("too_long", f"{n} bytes > {max_len}")
+        return self.take(n)
+
+    def string(self, max_len: int) -> str:
+        n = self.u16()
+        if n > max_len:
+            raise DecodeError("too_long", f"string of {n} bytes > {max_len}")
+        try:
+            return self.take(n).decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise DecodeError("bad_utf8") from None
+
+    def boolean(self) -> bool:
+        v = self.u8()
+        if v > 1:
+            raise DecodeError("bad_bool", str(v))
+        return v == 1
+
+    def items(self, max_count: int, min_item_size: int, read: Callable[[Reader], T]) -> list[T]:
+        n = self.u32()
+        if n > max_count:
+            raise DecodeError("too_many", f"{n} items > {max_count}")
+        # Refuse counts the remaining bytes cannot possibly hold, before allocating.
+        if n * min_item_size > self.remaining():
+            raise DecodeError("truncated", f"{n} items cannot fit in {self.remaining()} bytes")
+        return [read(self) for _ in range(n)]
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise DecodeError("trailing_bytes", f"{len(self.data) - self.pos} bytes")
+
+
+def _decode_with(data: bytes, read: Callable[[Reader], T]) -> T:
+    if len(data) > Limits.MAX_BLOCK_BYTES:
+        raise DecodeError("too_large", f"{len(data)} bytes")
+    reader = Reader(bytes(data))
+    value = read(reader)
+    reader.finish()
+    return value
+
+
+def _enum_value(value: int, enum_type: type[PlanAction] | type[RuntimeKind]) -> int:
+    try:
+        return int(enum_type(value))
+    except ValueError:
+        raise DecodeError("bad_enum", f"{enum_type.__name__}={value}") from None
+
+
+# --- apps ------------------------------------------------------------------------------
+
+
+def write_app_policy(w: Writer, p: AppPolicy) -> None:
+    w.boolean(p.pinned)
+    w.var_bytes(p.pin_node)
+    w.items(p.allowed_labels, Writer.string)
+    w.string(p.anti_affinity)
+    w.u32(p.min_interval_slots)
+
+
+def read_app_policy(r: Reader) -> AppPolicy:
+    pinned = r.boolean()
+    pin_node = r.var_bytes(HASH_SIZE)
+    if pin_node and len(pin_node) != HASH_SIZE:
+        raise DecodeError("bad_pin_node")
+    labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
+    anti = r.string(Limits.MAX_SHORT_STR)
+    return AppPolicy(pinned, pin_node, labels, anti, r.u32())
+
+
+def write_app_spec(w: Writer, s: AppSpec) -> None:
+    w.string(s.name)
+    w.u8(int(s.runtime))
+    w.string(s.image)
+    w.items(s.command, Writer.string)
+    w.u32(s.cpu_bp)
+    w.u32(s.ram_bp)
+    w.boolean(s.stateful)
+    write_app_policy(w, s.policy)
+    w.var_bytes(s.nonce)
+
+
+def read_app_spec(r: Reader) -> AppSpec:
+    name = r.string(Limits.MAX_SHORT_STR)
+    runtime = RuntimeKind(_enum_value(r.u8(), RuntimeKind))
+    image = r.string(Limits.MAX_SHORT_STR)
+    command = tuple(r.items(Limits.MAX_COMMAND_ARGS, 2, lambda x: x.string(Limits.MAX_ARG_STR)))
+    cpu, ram = r.u32(), r.u32()
+    stateful = r.boolean()
+    policy = read_app_policy(r)
+    nonce = r.var_bytes(Limits.MAX_NONCE_BYTES)
+    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy, nonce)
+
+
+def encode_app_spec(s: AppSpec) -> bytes:
+    w = Writer()
+    write_app_spec(w, s)
+    return bytes(w.buf)
+
+
+def decode_app_spec(data: bytes) -> AppSpec:
+    return _decode_with(data, read_app_spec)
+
+
+def compute_app_id(s: AppSpec) -> AppId:
+    return AppId(hashlib.sha256(b"edgechain/app/v1" + encode_app_spec(s)).digest())
+
+
+# --- resource reports ----------------------------------------------------------------
+
+_APP_USAGE_SIZE = HASH_SIZE + 4 * 3 + 8 * 2
+
+
+def write_app_usage(w: Writer, u: AppUsage) -> None:
+    w.fixed(u.app, HASH_SIZE)
+    w.u32(u.cpu_bp)
+    w.u32(u.ram_bp)
+    w.u32(u.disk_bp)
+    w.u64(u.net_bps)
+    w.u64(u.timestamp_ms)
+
+
+def read_app_usage(r: Reader) -> AppUsage:
+    app = AppId(r.fixed(HASH_SIZE))
+    cpu, ram, disk = r.u32(), r.u32(), r.u32()
+    return AppUsage(app, cpu, ram, disk, r.u64(), r.u64())
+
+
+def write_report_body(w: Writer, rep: ResourceReport) -> None:
+    w.fixed(rep.node, HASH_SIZE)
+    w.u64(rep.slot)
+    w.u64(rep.timestamp_ms)
+    w.u32(rep.cpu_bp)
+    w.u32(rep.ram_bp)
+    w.u32(rep.disk_bp)
+    w.u32(rep.rtt_us)
+    w.items(rep.apps, write_app_usage)
+
+
+def write_report(w: Writer, rep: ResourceReport) -> None:
+    write_report_body(w, rep)
+    w.fixed(rep.signature, SIGNATURE_SIZE)
+
+
+def read_report(r: Reader) -> ResourceReport:
+    node = NodeId(r.fixed(HASH_SIZE))
+    slot = Slot(r.u64())
+    ts = r.u64()
+    cpu, ram, disk, rtt = r.u32(), r.u32(), r.u32(), r.u32()
+    apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
+    sig = Signature(r.fixed(SIGNATURE_SIZE))
+    return ResourceReport(node, slot, ts, cpu, ram, disk, rtt, apps, sig)
+
+
+_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 4 + 4 + SIGNATURE_SIZE
+
+
+def encode_report(rep: ResourceReport) -> bytes:
+    w = Writer()
+    write_report(w, rep)
+    return bytes(w.buf)
+
+
+def decode_report(data: bytes) -> ResourceReport:
+    return _decode_with(data, read_report)
+
+
+def compute_report_signing_root(rep: ResourceReport) -> bytes:
+    w = Writer()
+    write_report_body(w, rep)
+    return hashlib.sha256(b"edgechain/report/v1" + w.buf).digest()
+
+
+# --- plan ------------------------------------------------------------------------------
+
+_PLAN_ENTRY_MIN_SIZE = 1 + HASH_SIZE + 4 + HASH_SIZE
+
+
+def write_plan_entry(w: Writer, e: PlanEntry) -> None:
+    w.u8(int(e.action))
+    w.fixed(e.app, HASH_SIZE)
+    w.var_bytes(e.origin)
+    w.fixed(e.destination, HASH_SIZE)
+
+
+def read_plan_entry(r: Reader) -> PlanEntry:
+    action = PlanAction(_enum_value(r.u8(), PlanAction))
+    app = AppId(r.fixed(HASH_SIZE))
+    origin = r.var_bytes(HASH_SIZE)
+    if action is PlanAction.PLACE and origin:
+        raise DecodeError("bad_plan_entry", "PLACE with an origin")
+    if action is PlanAction.MIGRATE and len(origin) != HASH_SIZE:
+        raise DecodeError("bad_plan_entry", "MIGRATE without a 32-byte origin")
+    return PlanEntry(action, app, origin, NodeId(r.fixed(HASH_SIZE)))
+
+
+def encode_plan_entry(e: PlanEntry) -> bytes:
+    w = Writer()
+    write_plan_entry(w, e)
+    return bytes(w.buf)
+
+
+def decode_plan_entry(data: bytes) -> PlanEntry:
+    return _decode_with(data, read_plan_entry)
+
+
+# --- validator changes -----------------------------------------------------------------
+
+
+def write_inclusion_body(w: Writer, req: InclusionRequest) -> None:
+    w.fixed(req.public_key, PUBLIC_KEY_SIZE)
+    w.fixed(req.pop, SIGNATURE_SIZE)
+    w.string(req.address)
+    w.items(req.labels, Writer.string)
+    w.var_bytes(req.ticket)
+
+
+def write_inclusion(w: Writer, req: InclusionRequest) -> None:
+    write_inclusion_body(w, req)
+    w.fixed(req.signature, SIGNATURE_SIZE)
+
+
+def read_inclusion(r: Reader) -> InclusionRequest:
+    pk = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
+    pop = Signature(r.fixed(SIGNATURE_SIZE))
+    address = r.string(Limits.MAX_SHORT_STR)
+    labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
+    ticket = r.var_bytes(Limits.MAX_TICKET_BYTES)
+    return InclusionRequest(pk, pop, address, labels, ticket, Signature(r.fixed(SIGNATURE_SIZE)))
+
+
+_MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + 2 + 4 + 4
+
+
+def encode_inclusion(req: InclusionRequest) -> bytes:
+    w = Writer()
+    write_inclusion(w, req)
+    return bytes(w.buf)
+
+
+def decode_inclusion(data: bytes) -> InclusionRequest:
+    return _decode_with(data, read_inclusion)
+
+
+def compute_inclusion_signing_root(req: InclusionRequest) -> bytes:
+    w = Writer()
+    write_inclusion_body(w, req)
+    return hashlib.sha256(b"edgechain/inclusion/v1" + w.buf).digest()
+
+
+def compute_ticket_message(chain_id: str, public_key: bytes) -> bytes:
+    """What the network admin signs to admit ``public_key`` to chain ``chain_id``."""
+    w = Writer()
+    w.string(chain_id)
+    w.fixed(public_key, PUBLIC_KEY_SIZE)
+    return hashlib.sha256(b"edgechain/ticket/v1" + w.buf).digest()
+
+
+def write_exit(w: Writer, e: ExitRequest) -> None:
+    w.fixed(e.node, HASH_SIZE)
+    w.u64(e.slot)
+    w.fixed(e.signature, SIGNATURE_SIZE)
+
+
+def read_exit(r: Reader) -> ExitRequest:
+    node = NodeId(r.fixed(HASH_SIZE))
+    slot = Slot(r.u64())
+    return ExitRequest(node, slot, Signature(r.fixed(SIGNATURE_SIZE)))
+
+
+_EXIT_SIZE = HASH_SIZE + 8 + SIGNATURE_SIZE
+
+
+def compute_exit_signing_root(e: ExitRequest) -> bytes:
+    w = Writer()
+    w.fixed(e.node, HASH_SIZE)
+    w.u64(e.slot)
+    return hashlib.sha256(b"edgechain/exit/v1" + w.buf).digest()
+
+
+# --- genesis ---------------------------------------------------------------------------
+
+
+def write_params(w: Writer, p: ChainParams) -> None:
+    w.string(p.chain_id)
+    w.u64(p.genesis_time_ms)
+    w.u32(p.slot_duration_ms)
+    w.u32(p.committee_size)
+    w.u32(p.epoch_length)
+    w.u64(p.initial_difficulty)
+    w.u32(p.vdf_target_bp)
+    w.var_bytes(p.admin_key)
+    w.u32(p.nodes_per_cluster)
+    w.u32(p.max_migrations_per_slot)
+
+
+def read_params(r: Reader) -> ChainParams:
+    chain_id = r.string(Limits.MAX_SHORT_STR)
+    genesis_time, slot_ms, committee, epoch = r.u64(), r.u32(), r.u32(), r.u32()
+    difficulty, target = r.u64(), r.u32()
+    admin = r.var_bytes(PUBLIC_KEY_SIZE)
+    if admin and len(admin) != PUBLIC_KEY_SIZE:
+        raise DecodeError("bad_admin_key")
+    return ChainParams(
+        chain_id, genesis_time, slot_ms, committee, epoch, difficulty, target, admin,
+        r.u32(), r.u32(),
+    )  # fmt: skip
+
+
+def write_genesis(w: Writer, g: Genesis) -> None:
+    w.u8(TAG_GENESIS)
+    write_params(w, g.params)
+    w.items(g.inclusions, write_inclusion)
+    w.u64(g.timestamp_ms)
+
+
+def read_genesis(r: Reader) -> Genesis:
+    if r.u8() != TAG_GENESIS:
+        raise DecodeError("bad_tag", "not a genesis block")
+    params = read_params(r)
+    inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
+    return Genesis(params, inclusions, r.u64())
+
+
+def encode_genesis(g: Genesis) -> bytes:
+    w = Writer()
+    write_genesis(w, g)
+    return bytes(w.buf)
+
+
+def decode_genesis(data: bytes) -> Genesis:
+    return _decode_with(data, read_genesis)
+
+
+def compute_genesis_hash(g: Genesis) -> BlockHash:
+    return BlockHash(hashlib.sha256(b"edgechain/genesis/v1" + encode_genesis(g)).digest())
+
+
+# --- blocks ----------------------------------------------------------------------------
+
+
+def _write_block_header(w: Writer, b: Block) -> None:
+    w.u8(TAG_BLOCK)
+    w.fixed(b.parent, HASH_SIZE)
+    w.u64(b.slot)
+    w.u64(b.epoch)
+    w.fixed(b.producer, HASH_SIZE)
+    w.u64(b.timestamp_ms)
+    w.u64(b.difficulty)
+    w.fixed(b.vdf_output, VDF_FORM_SIZE)
+    w.fixed(b.vdf_proof, VDF_FORM_SIZE)
+    w.items(b.reports, write_report)
+    w.items(b.plan, write_plan_entry)
+    w.items(b.inclusions, write_inclusion)
+    w.items(b.exits, write_exit)
+    w.items(b.submissions, write_app_spec)
+
+
+def _write_skip_header(w: Writer, b: SkipBlock) -> None:
+    w.u8(TAG_SKIP_BLOCK)
+    w.fixed(b.parent, HASH_SIZE)
+    w.u64(b.slot)
+    w.fixed(b.excluded, HASH_SIZE)
+
+
+def _write_attestation(w: Writer, signers: bytes, aggregate: bytes) -> None:
+    w.var_bytes(signers)
+    w.fixed(aggregate, SIGNATURE_SIZE)
+
+
+def encode_block_with_header_size(b: AnyBlock) -> tuple[bytes, int]:
+    """The full encoding and the length of its header prefix (what the hash covers)."""
+    w = Writer()
+    if isinstance(b, Block):
+        _write_block_header(w, b)
+        header_size = len(w.buf)
+        w.fixed(b.producer_signature, SIGNATURE_SIZE)
+    else:
+        _write_skip_header(w, b)
+        header_size = len(w.buf)
+    _write_attestation(w, b.signers, b.aggregate_signature)
+    return bytes(w.buf), header_size
+
+
+def encode_block(b: AnyBlock) -> bytes:
+    return encode_block_with_header_size(b)[0]
+
+
+def _hash_header(header: bytes) -> BlockHash:
+    return BlockHash(hashlib.sha256(b"edgechain/block/v1" + header).digest())
+
+
+def compute_block_hash(b: AnyBlock) -> BlockHash:
+    w = Writer()
+    if isinstance(b, Block):
+        _write_block_header(w, b)
+    else:
+        _write_skip_header(w, b)
+    return _hash_header(bytes(w.buf))
+
+
+def _read_block_body(r: Reader) -> Block:
+    parent = BlockHash(r.fixed(HASH_SIZE))
+    slot, epoch = Slot(r.u64()), r.u64()
+    producer = NodeId(r.fixed(HASH_SIZE))
+    ts, difficulty = r.u64(), r.u64()
+    vdf_output, vdf_proof = r.fixed(VDF_FORM_SIZE), r.fixed(VDF_FORM_SIZE)
+    reports = tuple(r.items(Limits.MAX_REPORTS, _MIN_REPORT_SIZE, read_report))
+    plan = tuple(r.items(Limits.MAX_PLAN_ENTRIES, _PLAN_ENTRY_MIN_SIZE, read_plan_entry))
+    inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
+    exits = tuple(r.items(Limits.MAX_EXITS, _EXIT_SIZE, read_exit))
+    submissions = tuple(r.items(Limits.MAX_SUBMISSIONS, 16, read_app_spec))
+    producer_sig = Signature(r.fixed(SIGNATURE_SIZE))
+    signers = r.var_bytes(Limits.MAX_SIGNER_BYTES)
+    aggregate = Signature(r.fixed(SIGNATURE_SIZE))
+    return Block(
+        parent, slot, epoch, producer, ts, difficulty, vdf_output, vdf_proof, reports, plan,
+        inclusions, exits, submissions, producer_sig, signers, aggregate,
+    )  # fmt: skip
+
+
+def _read_skip_body(r: Reader) -> SkipBlock:
+    parent = BlockHash(r.fixed(HASH_SIZE))
+    slot = Slot(r.u64())
+    excluded = NodeId(r.fixed(HASH_SIZE))
+    signers = r.var_bytes(Limits.MAX_SIGNER_BYTES)
+    return SkipBlock(parent, slot, excluded, signers, Signature(r.fixed(SIGNATURE_SIZE)))
+
+
+def decode_block_with_hash(data: bytes) -> tuple[AnyBlock, BlockHash]:
+    """Decode a block and compute its hash from the received bytes (no re-encoding)."""
+    if len(data) > Limits.MAX_BLOCK_BYTES:
+        raise DecodeError("too_large", f"{len(data)} bytes")
+    r = Reader(bytes(data))
+    tag = r.u8()
+    block: AnyBlock
+    if tag == TAG_BLOCK:
+        block = _read_block_body(r)
+        header_end = r.pos - SIGNATURE_SIZE - 4 - len(block.signers) - SIGNATURE_SIZE
+    elif tag == TAG_SKIP_BLOCK:
+        block = _read_skip_body(r)
+        header_end = r.pos - 4 - len(block.signers) - SIGNATURE_SIZE
+    else:
+        raise DecodeError("bad_tag", f"block tag {tag}")
+    r.finish()
+    return block, _hash_header(r.data[:header_end])
+
+
+def decode_block(data: bytes) -> AnyBlock:
+    return decode_block_with_hash(data)[0]
+
+
+def compute_vote_message(block_hash: BlockHash) -> bytes:
+    """What a committee member signs for a block or skip block (domain-separated)."""
+    return b"edgechain/vote/v1" + block_hash
+
+
+def compute_producer_message(block_hash: BlockHash) -> bytes:
+    return b"edgechain/producer/v1" + block_hash

@@ -1,0 +1,305 @@
+"""Checks of everything a block proves on its own (paper §3.4, Algorithm 3).
+
+Given its parent's context and the *given* producer key and committee, a block is
+checked for: slot and epoch arithmetic, difficulty bounds, the VDF proof over the
+parent hash, the producer's signature, every resource report's signature and bounds,
+every inclusion's proof of possession, signature and admission ticket, every exit's
+signature, the app submissions, and the committee's aggregate signature with a signer
+bitfield covering a majority. Each rejection raises :class:`ValidationError` with its
+own reason code (``Reason``).
+
+What needs the elected roles or the recomputed plan (is this the elected producer? is
+the plan the deterministic one?) lives in ``consensus/``, which calls into here
+(DESIGN.md, "Dependency direction"): ``chain/`` imports nothing above it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edgechain.chain.attestation import (
+    count_signers,
+    get_signer_indices,
+    is_bitfield_well_formed,
+    is_majority,
+)
+from edgechain.chain.encoding import (
+    VDF_FORM_SIZE,
+    compute_app_id,
+    compute_exit_signing_root,
+    compute_inclusion_signing_root,
+    compute_producer_message,
+    compute_report_signing_root,
+    compute_ticket_message,
+    compute_vote_message,
+)
+from edgechain.chain.model import (
+    BASIS_POINTS,
+    AppSpec,
+    Block,
+    ChainParams,
+    ExitRequest,
+    Genesis,
+    InclusionRequest,
+    ResourceReport,
+    RuntimeKind,
+    SkipBlock,
+)
+from edgechain.chain.validator_set import ValidatorSet, compute_node_id
+from edgechain.crypto import bls, vdf
+from edgechain.errors import ValidationError
+from edgechain.types import BlockHash, PublicKey, Slot
+
+
+class Reason:
+    """Stable rejection codes (metrics labels, tests)."""
+
+    BAD_PARENT = "bad_parent"
+    BAD_SLOT = "bad_slot"
+    BAD_EPOCH = "bad_epoch"
+    BAD_PRODUCER = "bad_producer"
+    BAD_DIFFICULTY = "bad_difficulty"
+    BAD_VDF = "bad_vdf"
+    BAD_PRODUCER_SIGNATURE = "bad_producer_signature"
+    BAD_BITFIELD = "bad_bitfield"
+    NO_MAJORITY = "no_majority"
+    BAD_AGGREGATE = "bad_aggregate_signature"
+    BAD_REPORT = "bad_report"
+    BAD_REPORT_SIGNATURE = "bad_report_signature"
+    DUPLICATE_REPORT = "duplicate_report"
+    BAD_INCLUSION = "bad_inclusion"
+    BAD_POP = "bad_proof_of_possession"
+    BAD_TICKET = "bad_admission_ticket"
+    BAD_EXIT = "bad_exit"
+    BAD_SUBMISSION = "bad_submission"
+    BAD_PLAN = "bad_plan"
+    BAD_GENESIS = "bad_genesis"
+
+
+@dataclass
+class SignatureCache:
+    """Signatures this node has itself verified, by digest of (key, message, signature).
+
+    A report a committee member verified when it arrived over the overlay need not be
+    verified again inside the block. A real node only ever caches its own results (the
+    simulator may share one cache between simulated nodes, DESIGN.md "Scale path").
+    """
+
+    max_entries: int = 1 << 18
+    _seen: set[bytes] = field(default_factory=set)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        key = hashlib.sha256(public_key + message + signature).digest()
+        if key in self._seen:
+            return True
+        if not bls.verify(public_key, message, signature):
+            return False
+        if len(self._seen) >= self.max_entries:
+            self._seen.clear()
+        self._seen.add(key)
+        return True
+
+
+def _verify(cache: SignatureCache | None, pk: bytes, message: bytes, sig: bytes) -> bool:
+    return cache.verify(pk, message, sig) if cache else bls.verify(pk, message, sig)
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """What the self-contained checks need from the parent and the elected roles."""
+
+    params: ChainParams
+    parent_hash: BlockHash
+    parent_slot: Slot
+    vdf_iterations: int
+    """The difficulty recorded in the last produced ancestor (the VDF's iteration count)."""
+    validators: ValidatorSet
+    """The validator set after the parent."""
+    producer_key: PublicKey
+    committee: tuple[PublicKey, ...]
+
+
+# --- pieces ----------------------------------------------------------------------------
+
+
+def validate_inclusion(req: InclusionRequest, params: ChainParams) -> None:
+    """Proof of possession (rogue-key defence), the node's signature, the admin ticket."""
+    if not req.address or not bls.is_public_key_valid(req.public_key):
+        raise ValidationError(Reason.BAD_INCLUSION, "address or key")
+    if not bls.pop_verify(req.public_key, req.pop):
+        raise ValidationError(Reason.BAD_POP)
+    if not bls.verify(req.public_key, compute_inclusion_signing_root(req), req.signature):
+        raise ValidationError(Reason.BAD_INCLUSION, "signature")
+    if params.admin_key:
+        message = compute_ticket_message(params.chain_id, req.public_key)
+        if not bls.verify(params.admin_key, message, req.ticket):
+            raise ValidationError(Reason.BAD_TICKET)
+    elif req.ticket:
+        raise ValidationError(Reason.BAD_TICKET, "ticket on an open-admission chain")
+
+
+def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:
+    info = validators.get(req.node)
+    if info is None:
+        raise ValidationError(Reason.BAD_EXIT, "not a validator")
+    if req.slot > slot:
+        raise ValidationError(Reason.BAD_EXIT, "exit from a future slot")
+    if not bls.verify(info.public_key, compute_exit_signing_root(req), req.signature):
+        raise ValidationError(Reason.BAD_EXIT, "signature")
+
+
+def _is_share(v: int) -> bool:
+    return 0 <= v <= BASIS_POINTS
+
+
+def validate_report(
+    rep: ResourceReport, validators: ValidatorSet, slot: Slot, cache: SignatureCache | None
+) -> None:
+    info = validators.get(rep.node)
+    if info is None:
+        raise ValidationError(Reason.BAD_REPORT, "reporter is not a validator")
+    if rep.slot != slot:
+        raise ValidationError(Reason.BAD_REPORT, f"report for slot {rep.slot} in slot {slot}")
+    shares = [rep.cpu_bp, rep.ram_bp, rep.disk_bp]
+    for usage in rep.apps:
+        shares += [usage.cpu_bp, usage.ram_bp, usage.disk_bp]
+    if not all(map(_is_share, shares)):
+        raise ValidationError(Reason.BAD_REPORT, "share outside [0, 10000]")
+    apps = [u.app for u in rep.apps]
+    if apps != sorted(set(apps)):
+        raise ValidationError(Reason.BAD_REPORT, "apps not sorted and unique")
+    if not _verify(cache, info.public_key, compute_report_signing_root(rep), rep.signature):
+        raise ValidationError(Reason.BAD_REPORT_SIGNATURE, rep.node.hex()[:16])
+
+
+def validate_app_spec(spec: AppSpec) -> None:
+    if not spec.name:
+        raise ValidationError(Reason.BAD_SUBMISSION, "empty name")
+    if spec.runtime is RuntimeKind.PROCESS and not spec.command:
+        raise ValidationError(Reason.BAD_SUBMISSION, "process app without a command")
+    if spec.runtime is RuntimeKind.CONTAINER and not spec.image:
+        raise ValidationError(Reason.BAD_SUBMISSION, "container app without an image")
+    if not (_is_share(spec.cpu_bp) and _is_share(spec.ram_bp)):
+        raise ValidationError(Reason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
+
+
+def validate_attestation(
+    block_hash: BlockHash, signers: bytes, aggregate: bytes, committee: Sequence[PublicKey]
+) -> int:
+    """FastAggregateVerify over the signing committee members; returns the signer count."""
+    if not is_bitfield_well_formed(signers, len(committee)):
+        raise ValidationError(Reason.BAD_BITFIELD)
+    count = count_signers(signers)
+    if not is_majority(count, len(committee)):
+        raise ValidationError(Reason.NO_MAJORITY, f"{count} of {len(committee)}")
+    keys = [committee[i] for i in get_signer_indices(signers)]
+    if not bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate):
+        raise ValidationError(Reason.BAD_AGGREGATE)
+    return count
+
+
+# --- blocks ----------------------------------------------------------------------------
+
+
+def validate_block(
+    block: Block,
+    block_hash: BlockHash,
+    ctx: BlockContext,
+    *,
+    check_attestation: bool = True,
+    cache: SignatureCache | None = None,
+) -> None:
+    """Everything a produced block proves on its own, cheapest checks first.
+
+    ``check_attestation=False`` checks a *candidate* (paper Algorithm 3, committee case:
+    verify proof, plan, signature before voting) which has no aggregate yet.
+    """
+    params = ctx.params
+    if block.parent != ctx.parent_hash:
+        raise ValidationError(Reason.BAD_PARENT)
+    if block.slot <= ctx.parent_slot:
+        raise ValidationError(Reason.BAD_SLOT, f"{block.slot} after {ctx.parent_slot}")
+    if block.epoch != block.slot // params.epoch_length:
+        raise ValidationError(Reason.BAD_EPOCH)
+    if block.producer != compute_node_id(ctx.producer_key):
+        raise ValidationError(Reason.BAD_PRODUCER)
+    if not 1 <= block.difficulty <= vdf.MAX_ITERATIONS:
+        raise ValidationError(Reason.BAD_DIFFICULTY, str(block.difficulty))
+    _validate_contents(block, ctx, cache)
+    producer_message = compute_producer_message(block_hash)
+    if not _verify(cache, ctx.producer_key, producer_message, block.producer_signature):
+        raise ValidationError(Reason.BAD_PRODUCER_SIGNATURE)
+    # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
+    if len(block.vdf_output) != VDF_FORM_SIZE or not vdf.verify(
+        ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof
+    ):
+        raise ValidationError(Reason.BAD_VDF)
+    if check_attestation:
+        validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
+
+
+def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | None) -> None:
+    nodes = [r.node for r in block.reports]
+    if nodes != sorted(set(nodes)):
+        raise ValidationError(Reason.DUPLICATE_REPORT, "reports not sorted by unique node")
+    for rep in block.reports:
+        validate_report(rep, ctx.validators, block.slot, cache)
+    members = ctx.validators
+    new_keys = [r.public_key for r in block.inclusions]
+    if len(set(new_keys)) != len(new_keys):
+        raise ValidationError(Reason.BAD_INCLUSION, "duplicate inclusion")
+    for req in block.inclusions:
+        if compute_node_id(req.public_key) in members:
+            raise ValidationError(Reason.BAD_INCLUSION, "already a validator")
+        validate_inclusion(req, ctx.params)
+    exiting = [e.node for e in block.exits]
+    if len(set(exiting)) != len(exiting):
+        raise ValidationError(Reason.BAD_EXIT, "duplicate exit")
+    for req_exit in block.exits:
+        validate_exit(req_exit, members, block.slot)
+    app_ids = [compute_app_id(s) for s in block.submissions]
+    if len(set(app_ids)) != len(app_ids):
+        raise ValidationError(Reason.BAD_SUBMISSION, "duplicate submission")
+    for spec in block.submissions:
+        validate_app_spec(spec)
+    planned = [e.app for e in block.plan]
+    if len(set(planned)) != len(planned):
+        raise ValidationError(Reason.BAD_PLAN, "an app appears twice in the plan")
+
+
+def validate_skip_block(
+    block: SkipBlock,
+    block_hash: BlockHash,
+    ctx: BlockContext,
+    *,
+    check_attestation: bool = True,
+) -> None:
+    """A skip block excludes exactly the elected (silent) producer of its slot."""
+    if block.parent != ctx.parent_hash:
+        raise ValidationError(Reason.BAD_PARENT)
+    if block.slot <= ctx.parent_slot:
+        raise ValidationError(Reason.BAD_SLOT)
+    if block.excluded != compute_node_id(ctx.producer_key):
+        raise ValidationError(Reason.BAD_PRODUCER, "skip block excludes another node")
+    if check_attestation:
+        validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
+
+
+def validate_genesis(genesis: Genesis) -> None:
+    """Genesis: sane parameters and at least ``committee_size + 1`` valid inclusions."""
+    p = genesis.params
+    if not p.chain_id or p.slot_duration_ms <= 0 or p.committee_size < 1 or p.epoch_length < 1:
+        raise ValidationError(Reason.BAD_GENESIS, "parameters")
+    if not 1 <= p.initial_difficulty <= vdf.MAX_ITERATIONS or not 0 < p.vdf_target_bp < 10_000:
+        raise ValidationError(Reason.BAD_GENESIS, "difficulty")
+    if p.admin_key and not bls.is_public_key_valid(p.admin_key):
+        raise ValidationError(Reason.BAD_GENESIS, "admin key")
+    if len(genesis.inclusions) < p.committee_size + 1:
+        raise ValidationError(Reason.BAD_GENESIS, "fewer than committee_size + 1 validators")
+    keys = [r.public_key for r in genesis.inclusions]
+    if len(set(keys)) != len(keys):
+        raise ValidationError(Reason.BAD_GENESIS, "duplicate validator")
+    for req in genesis.inclusions:
+        validate_inclusion(req, p)

@@ -1,0 +1,93 @@
+"""The validator set and its state transition (paper §3.4).
+
+"To build the validator set, a node builds the chain to the current tip and, upon
+verifying each block, executes the validator state transition function." Membership
+changes only through blocks: inclusions (signed requests carrying a verified proof of
+possession and an admission ticket), exits (signed by the leaving validator) and the
+exclusion of a silent producer by a skip block. The set is kept sorted by public key,
+the order role election shuffles (DESIGN.md, "Seed and roles").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from edgechain.chain.model import AnyBlock, Block, Genesis, InclusionRequest
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.types import NodeId, PublicKey
+
+__all__ = ["ValidatorInfo", "ValidatorSet", "compute_node_id"]
+
+
+@dataclass(frozen=True)
+class ValidatorInfo:
+    node: NodeId
+    public_key: PublicKey
+    address: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValidatorSet:
+    """Immutable validator set, members sorted by public key bytes."""
+
+    members: tuple[ValidatorInfo, ...]
+    _by_node: Mapping[NodeId, ValidatorInfo] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {m.node: m for m in self.members}
+        object.__setattr__(self, "_by_node", MappingProxyType(index))
+
+    @staticmethod
+    def from_members(members: Iterable[ValidatorInfo]) -> ValidatorSet:
+        unique = {m.node: m for m in members}
+        return ValidatorSet(tuple(sorted(unique.values(), key=lambda m: m.public_key)))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._by_node
+
+    def get(self, node: NodeId) -> ValidatorInfo | None:
+        return self._by_node.get(node)
+
+    def get_public_keys(self) -> tuple[PublicKey, ...]:
+        return tuple(m.public_key for m in self.members)
+
+    def get_node_ids(self) -> tuple[NodeId, ...]:
+        return tuple(m.node for m in self.members)
+
+
+def get_validator_info(req: InclusionRequest) -> ValidatorInfo:
+    return ValidatorInfo(compute_node_id(req.public_key), req.public_key, req.address, req.labels)
+
+
+def compute_genesis_validator_set(genesis: Genesis) -> ValidatorSet:
+    return ValidatorSet.from_members(get_validator_info(r) for r in genesis.inclusions)
+
+
+def get_removed_nodes(block: AnyBlock) -> tuple[NodeId, ...]:
+    """Nodes a block takes out of the set: its exits, or a skip block's silent producer."""
+    if isinstance(block, Block):
+        return tuple(e.node for e in block.exits)
+    return (block.excluded,)
+
+
+def apply_block_to_validator_set(vs: ValidatorSet, block: AnyBlock) -> ValidatorSet:
+    """The validator-set state transition of one (already validated) block.
+
+    Removals apply before inclusions so that a node may exit and rejoin with a new
+    address in one block; inclusions of current members are ignored (validation
+    rejects them, this keeps the transition total).
+    """
+    removed = set(get_removed_nodes(block))
+    kept = [m for m in vs.members if m.node not in removed]
+    if isinstance(block, Block):
+        present = {m.node for m in kept}
+        kept.extend(
+            info for info in map(get_validator_info, block.inclusions) if info.node not in present
+        )
+    return ValidatorSet.from_members(kept)

@@ -1,0 +1,187 @@
+"""BLS12-381 signatures, IETF proof-of-possession ciphersuite, bytes in and bytes out.
+
+Ciphersuite ``BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`` (draft-irtf-cfrg-bls-signature,
+the one Ethereum uses): public keys are 48-byte compressed G1 points, signatures 96-byte
+compressed G2 points. py_arkworks_bls12381 provides the curve arithmetic, hash-to-curve
+and pairings; this module assembles the scheme from them (KeyGen, SkToPk, KeyValidate,
+CoreSign, CoreVerify, Aggregate, FastAggregateVerify, PopProve, PopVerify). The tests
+check it against py_ecc's ``G2ProofOfPossession`` in both directions.
+
+Every function that takes peer data returns ``False`` (verify) or raises
+:class:`BlsError` (a :class:`~edgechain.errors.PeerError`) on malformed input: the
+infinity public key, points not on the curve or not in the subgroup, wrong lengths,
+empty signer lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from functools import lru_cache
+
+from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
+
+from edgechain.errors import LocalError, PeerError
+from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PublicKey, SecretKey, Signature
+
+CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+DST_SIGNATURE = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
+DST_POP = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
+_KEYGEN_SALT = b"BLS-SIG-KEYGEN-SALT-"
+_G1_GENERATOR = G1Point()
+_NEG_G1_GENERATOR = -_G1_GENERATOR
+_G1_IDENTITY_BYTES = G1Point.identity().to_compressed_bytes()
+_PK_CACHE_SIZE = 1 << 16
+
+
+class BlsError(PeerError):
+    """Malformed BLS input from a peer (bad length, off-curve point, infinity key)."""
+
+
+def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    okm = b""
+    block = b""
+    counter = 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm += block
+        counter += 1
+    return okm[:length]
+
+
+def keygen(ikm: bytes, key_info: bytes = b"") -> SecretKey:
+    """KeyGen from the IETF draft (v4+): HKDF-SHA256 with a re-hashed salt until sk != 0.
+
+    ``ikm`` must hold at least 32 bytes of secret entropy.
+    """
+    if len(ikm) < 32:
+        raise LocalError("BLS keygen needs at least 32 bytes of input key material")
+    salt = _KEYGEN_SALT
+    sk = 0
+    while sk == 0:
+        salt = hashlib.sha256(salt).digest()
+        prk = _hkdf_extract(salt, ikm + b"\x00")
+        okm = _hkdf_expand(prk, key_info + (48).to_bytes(2, "big"), 48)
+        sk = int.from_bytes(okm, "big") % CURVE_ORDER
+    return SecretKey(sk)
+
+
+def _scalar(sk: SecretKey) -> Scalar:
+    if not 0 < sk < CURVE_ORDER:
+        raise LocalError("BLS secret key out of range")
+    return Scalar(sk)
+
+
+def sk_to_pk(sk: SecretKey) -> PublicKey:
+    return PublicKey((_G1_GENERATOR * _scalar(sk)).to_compressed_bytes())
+
+
+@lru_cache(maxsize=_PK_CACHE_SIZE)
+def _decode_public_key(pk: bytes) -> G1Point:
+    # Decompression with the subgroup check costs ~65 us; validator keys recur every
+    # slot, so a node caches the points it has itself validated.
+    if len(pk) != PUBLIC_KEY_SIZE:
+        raise BlsError("bad_public_key", f"length {len(pk)}")
+    if pk == _G1_IDENTITY_BYTES:
+        raise BlsError("bad_public_key", "infinity")
+    try:
+        point = G1Point.from_compressed_bytes(pk)
+    except Exception as exc:  # the binding raises plain ValueError/OverflowError
+        raise BlsError("bad_public_key", str(exc)) from None
+    if not point.is_in_subgroup():
+        raise BlsError("bad_public_key", "not in subgroup")
+    return point
+
+
+def _decode_signature(sig: bytes) -> G2Point:
+    if len(sig) != SIGNATURE_SIZE:
+        raise BlsError("bad_signature", f"length {len(sig)}")
+    try:
+        point = G2Point.from_compressed_bytes(sig)
+    except Exception as exc:
+        raise BlsError("bad_signature", str(exc)) from None
+    if not point.is_in_subgroup():
+        raise BlsError("bad_signature", "not in subgroup")
+    return point
+
+
+def is_public_key_valid(pk: bytes) -> bool:
+    """KeyValidate: on the curve, in the subgroup, not the identity."""
+    try:
+        _decode_public_key(bytes(pk))
+    except BlsError:
+        return False
+    return True
+
+
+def _core_sign(sk: SecretKey, message: bytes, dst: bytes) -> Signature:
+    return Signature((G2Point.hash_to_curve(message, dst) * _scalar(sk)).to_compressed_bytes())
+
+
+def _core_verify(pk_point: G1Point, message: bytes, sig: bytes, dst: bytes) -> bool:
+    try:
+        sig_point = _decode_signature(sig)
+    except BlsError:
+        return False
+    # e(pk, H(m)) == e(g1, sig)  <=>  e(pk, H(m)) * e(-g1, sig) == 1
+    return GT.pairing_check(
+        [pk_point, _NEG_G1_GENERATOR], [G2Point.hash_to_curve(message, dst), sig_point]
+    )
+
+
+def sign(sk: SecretKey, message: bytes) -> Signature:
+    return _core_sign(sk, message, DST_SIGNATURE)
+
+
+def verify(pk: bytes, message: bytes, sig: bytes) -> bool:
+    try:
+        pk_point = _decode_public_key(bytes(pk))
+    except BlsError:
+        return False
+    return _core_verify(pk_point, message, sig, DST_SIGNATURE)
+
+
+def aggregate(signatures: Sequence[bytes]) -> Signature:
+    """Sum of signatures; raises :class:`BlsError` on an empty list or a bad point."""
+    if not signatures:
+        raise BlsError("empty_aggregate", "no signatures to aggregate")
+    total = G2Point.identity()
+    for sig in signatures:
+        total = total + _decode_signature(sig)
+    return Signature(total.to_compressed_bytes())
+
+
+def aggregate_public_keys(public_keys: Sequence[bytes]) -> G1Point:
+    if not public_keys:
+        raise BlsError("empty_aggregate", "no public keys")
+    total = G1Point.identity()
+    for pk in public_keys:
+        total = total + _decode_public_key(bytes(pk))
+    return total
+
+
+def fast_aggregate_verify(public_keys: Sequence[bytes], message: bytes, sig: bytes) -> bool:
+    """All ``public_keys`` signed the same ``message``; keys must carry verified PoPs."""
+    try:
+        aggregate_pk = aggregate_public_keys(public_keys)
+    except BlsError:
+        return False
+    return _core_verify(aggregate_pk, message, sig, DST_SIGNATURE)
+
+
+def pop_prove(sk: SecretKey) -> Signature:
+    """Proof of possession: a signature over the public key under the POP tag."""
+    return _core_sign(sk, sk_to_pk(sk), DST_POP)
+
+
+def pop_verify(pk: bytes, proof: bytes) -> bool:
+    try:
+        pk_point = _decode_public_key(bytes(pk))
+    except BlsError:
+        return False
+    return _core_verify(pk_point, bytes(pk), proof, DST_POP)

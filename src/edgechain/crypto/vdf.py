@@ -1,0 +1,133 @@
+"""Verifiable Delay Function: class-group Wesolowski VDF via chiavdf.
+
+Paper §3.4: the producer of block ``n`` evaluates ``VDF(hash(n - 1), difficulty(n - 1))``
+and the output seeds the roles of the next slot (DESIGN.md, "VDF" and "Seed and
+roles"). The group is the class group of binary quadratic forms of a 1024-bit negative
+discriminant derived from the challenge (the parent block hash), so no trusted setup is
+needed; the starting element is the generator form ``(a, b) = (2, 1)``.
+
+Byte layout (chiavdf's compressed form encoding, ``FORM_SIZE`` = 100 bytes each):
+
+* ``output``: the form ``y = x^(2^iterations)``;
+* ``proof``: the Wesolowski proof ``pi = x^floor(2^iterations / B)`` where ``B`` is a
+  prime derived from ``x`` and ``y``. For ``iterations`` below the size of ``B``
+  (~264 bits) the proof is legitimately the identity form.
+
+Canonical encodings. chiavdf's verifier accepts some non-canonical encodings of a valid
+form: the identity and generator forms are recognised by a flag bit and the other 99
+bytes are ignored, and unused high bits of the last field are not checked. Since the
+block seed is ``SHA-256(output)``, a producer could otherwise grind the next roles by
+re-encoding the same output. :func:`verify` therefore also requires both forms to be
+canonical: special forms must be exactly their canonical 100 bytes, other forms must
+pass chiavdf's strict deserialisation, which re-serialises and compares every byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import chiavdf
+
+from edgechain.types import HASH_SIZE
+
+DISCRIMINANT_BITS = 1024
+FORM_SIZE = 100
+OUTPUT_SIZE = FORM_SIZE
+PROOF_SIZE = FORM_SIZE
+CHALLENGE_SIZE = HASH_SIZE
+
+MAX_ITERATIONS = 1 << 32
+"""Upper bound on the difficulty: ~6.6 hours of evaluation at ~180k iterations/s.
+
+Anything larger cannot be a sensible slot difficulty; refusing it early keeps absurd
+peer values away from the C++ code (which takes an unsigned 64-bit count).
+"""
+
+_FLAG_IS_IDENTITY = 0x04
+_FLAG_IS_GENERATOR = 0x08
+_IDENTITY_FORM = bytes([_FLAG_IS_IDENTITY]) + bytes(FORM_SIZE - 1)
+GENERATOR_FORM = bytes([_FLAG_IS_GENERATOR]) + bytes(FORM_SIZE - 1)
+"""The starting element ``x``: chiavdf's encoding of the generator form (2, 1)."""
+
+_RECURSION_DEPTH = 0  # plain Wesolowski: one proof, no n-Wesolowski segments
+_DISCRIMINANT_CACHE_SIZE = 256  # a node verifies a handful of recent parents at most
+
+
+@dataclass(frozen=True)
+class VdfResult:
+    """An evaluated VDF: the output form and its Wesolowski proof (100 bytes each)."""
+
+    output: bytes
+    proof: bytes
+
+
+@lru_cache(maxsize=_DISCRIMINANT_CACHE_SIZE)
+def _discriminant(challenge: bytes) -> str:
+    # Deriving the discriminant is a search for a 1024-bit prime (~6 ms); the producer
+    # and every verifier of a block use the same parent hash, so cache it.
+    disc: str = chiavdf.create_discriminant(challenge, DISCRIMINANT_BITS)
+    return disc
+
+
+def _check_arguments(challenge: bytes, iterations: int) -> str | None:
+    """The reason the arguments are unusable, or ``None`` if they are fine."""
+    if len(challenge) != CHALLENGE_SIZE:
+        return f"challenge must be {CHALLENGE_SIZE} bytes, got {len(challenge)}"
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        return f"iterations must be in [1, {MAX_ITERATIONS}], got {iterations}"
+    return None
+
+
+def prove(challenge: bytes, iterations: int) -> VdfResult:
+    """Evaluate the VDF on ``challenge`` (the parent block hash) for ``iterations`` squarings.
+
+    Takes ``iterations`` / ~180k seconds. chiavdf releases the GIL while it works, so it
+    may run in a worker thread. Raises ``ValueError`` on a challenge that is not 32
+    bytes or iterations outside ``[1, MAX_ITERATIONS]`` (local misuse).
+    """
+    problem = _check_arguments(challenge, iterations)
+    if problem is not None:
+        raise ValueError(problem)
+    blob: bytes = chiavdf.prove(bytes(challenge), GENERATOR_FORM, DISCRIMINANT_BITS, iterations, "")
+    if len(blob) != OUTPUT_SIZE + PROOF_SIZE:
+        raise RuntimeError(f"chiavdf returned {len(blob)} bytes, expected 200")
+    return VdfResult(output=blob[:OUTPUT_SIZE], proof=blob[OUTPUT_SIZE:])
+
+
+def _is_canonical_form(discriminant: str, form: bytes) -> bool:
+    if form[0] & (_FLAG_IS_IDENTITY | _FLAG_IS_GENERATOR):
+        return form in (_IDENTITY_FORM, GENERATOR_FORM)
+    try:
+        chiavdf.bqfc_deserialize(discriminant, form, True)
+    except Exception:  # chiavdf raises RuntimeError; be defensive about peer bytes
+        return False
+    return True
+
+
+def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+    """Whether ``output``/``proof`` is the canonical VDF evaluation for the inputs (~3 ms).
+
+    Never raises on peer data: wrong lengths, out-of-range iterations, undecodable or
+    non-canonical forms and wrong proofs all return ``False``.
+    """
+    if _check_arguments(challenge, iterations) is not None:
+        return False
+    if len(output) != OUTPUT_SIZE or len(proof) != PROOF_SIZE:
+        return False
+    output, proof = bytes(output), bytes(proof)
+    discriminant = _discriminant(bytes(challenge))
+    if not (_is_canonical_form(discriminant, output) and _is_canonical_form(discriminant, proof)):
+        return False
+    try:
+        ok: bool = chiavdf.verify_n_wesolowski(
+            discriminant,
+            GENERATOR_FORM,
+            output + proof,
+            iterations,
+            DISCRIMINANT_BITS,
+            _RECURSION_DEPTH,
+        )
+    except Exception:  # chiavdf raises RuntimeError on some malformed forms
+        return False
+    return bool(ok)

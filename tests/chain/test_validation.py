@@ -1,0 +1,304 @@
+"""Self-contained block checks: a valid chain passes, each defect has its own reason."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from edgechain.chain.assembly import (
+    make_exit_request,
+    make_inclusion_request,
+    make_report,
+    make_ticket,
+    sign_as_producer,
+)
+from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
+from edgechain.chain.model import (
+    AppSpec,
+    AppUsage,
+    Block,
+    Genesis,
+    PlanAction,
+    PlanEntry,
+    RuntimeKind,
+)
+from edgechain.chain.validation import (
+    BlockContext,
+    Reason,
+    SignatureCache,
+    validate_block,
+    validate_genesis,
+    validate_skip_block,
+)
+from edgechain.chain.validator_set import (
+    ValidatorSet,
+    apply_block_to_validator_set,
+    compute_genesis_validator_set,
+)
+from edgechain.errors import ValidationError
+from edgechain.testing import (
+    ADMIN,
+    Identity,
+    attest,
+    build_block,
+    build_skip_block,
+    make_genesis,
+    make_identity,
+    make_joining_request,
+)
+from edgechain.types import AppId, Slot
+
+ITERATIONS = 200
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[Genesis, list[Identity], ValidatorSet]:
+    genesis, idents = make_genesis(6, committee_size=4, difficulty=ITERATIONS)
+    return genesis, idents, compute_genesis_validator_set(genesis)
+
+
+def _ctx(world: tuple[Genesis, list[Identity], ValidatorSet]) -> BlockContext:
+    genesis, idents, vs = world
+    return BlockContext(
+        params=genesis.params,
+        parent_hash=compute_genesis_hash(genesis),
+        parent_slot=Slot(0),
+        vdf_iterations=ITERATIONS,
+        validators=vs,
+        producer_key=idents[0].pk,
+        committee=tuple(i.pk for i in idents[1:5]),
+    )
+
+
+def _block(world: tuple[Genesis, list[Identity], ValidatorSet], **kw: object) -> Block:
+    genesis, idents, _ = world
+    args: dict[str, object] = dict(
+        parent=compute_genesis_hash(genesis),
+        slot=Slot(1),
+        params=genesis.params,
+        vdf_iterations=ITERATIONS,
+        producer=idents[0],
+        committee=idents[1:5],
+    )
+    args.update(kw)
+    return build_block(**args)  # type: ignore[arg-type]
+
+
+def _reason(fn: Callable[[], None]) -> str:
+    with pytest.raises(ValidationError) as info:
+        fn()
+    return info.value.reason
+
+
+def test_valid_block_with_every_kind_of_content(
+    world: tuple[Genesis, list[Identity], ValidatorSet],
+) -> None:
+    genesis, idents, vs = world
+    spec = AppSpec("counter", RuntimeKind.PROCESS, command=("sh", "-c", "true"))
+    usage = AppUsage(AppId(b"\x01" * 32), 100, 200, 300, 4000, 1)
+    reports = tuple(
+        make_report(
+            i.sk,
+            Slot(1),
+            timestamp_ms=1,
+            cpu_bp=10,
+            ram_bp=20,
+            disk_bp=30,
+            rtt_us=400,
+            apps=(usage,),
+        )
+        for i in idents[:3]
+    )
+    newcomer = make_identity(99)
+    inclusion = make_joining_request(newcomer, genesis.params, 99)
+    leave = make_exit_request(idents[5].sk, Slot(1))
+    plan = (PlanEntry(PlanAction.MIGRATE, usage.app, idents[0].node, idents[1].node),)
+    block = _block(
+        world,
+        reports=reports,
+        inclusions=(inclusion,),
+        exits=(leave,),
+        submissions=(spec,),
+        plan=plan,
+    )
+    validate_block(block, compute_block_hash(block), _ctx(world))
+    after = apply_block_to_validator_set(vs, block)
+    assert newcomer.node in after and idents[5].node not in after
+    assert len(after) == len(vs)
+    assert list(after.get_public_keys()) == sorted(after.get_public_keys())
+
+
+def test_bare_majority_passes_and_half_does_not(
+    world: tuple[Genesis, list[Identity], ValidatorSet],
+) -> None:
+    ctx = _ctx(world)
+    ok = _block(world, signer_indices=[0, 2, 3])
+    validate_block(ok, compute_block_hash(ok), ctx)
+    half = _block(world, signer_indices=[0, 1])
+    assert (
+        _reason(lambda: validate_block(half, compute_block_hash(half), ctx)) == Reason.NO_MAJORITY
+    )
+    # Without the attestation check the same block is a valid candidate.
+    validate_block(half, compute_block_hash(half), ctx, check_attestation=False)
+
+
+def test_each_defect_has_its_reason(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+    _genesis, idents, _ = world
+    ctx = _ctx(world)
+    good = _block(world)
+    h = compute_block_hash(good)
+
+    def check(block: Block, ctx: BlockContext = ctx, block_hash: bytes | None = None) -> str:
+        bh = block_hash if block_hash is not None else compute_block_hash(block)
+        return _reason(lambda: validate_block(block, bh, ctx))  # type: ignore[arg-type]
+
+    assert check(good, dataclasses.replace(ctx, parent_hash=b"\x09" * 32)) == Reason.BAD_PARENT  # type: ignore[arg-type]
+    assert check(good, dataclasses.replace(ctx, parent_slot=Slot(1))) == Reason.BAD_SLOT
+    assert check(dataclasses.replace(good, epoch=7)) == Reason.BAD_EPOCH
+    assert check(good, dataclasses.replace(ctx, producer_key=idents[5].pk)) == Reason.BAD_PRODUCER
+    assert check(dataclasses.replace(good, difficulty=0)) == Reason.BAD_DIFFICULTY
+    assert check(good, dataclasses.replace(ctx, vdf_iterations=ITERATIONS + 1)) == Reason.BAD_VDF
+    flipped = bytearray(good.vdf_proof)
+    flipped[10] ^= 1
+    assert (
+        check(dataclasses.replace(good, vdf_proof=bytes(flipped)), block_hash=h) == Reason.BAD_VDF
+    )
+    assert (
+        check(dataclasses.replace(good, producer_signature=good.aggregate_signature), block_hash=h)
+        == Reason.BAD_PRODUCER_SIGNATURE
+    )
+    # Another committee: the aggregate does not verify.
+    other = dataclasses.replace(ctx, committee=tuple(i.pk for i in [idents[5], *idents[2:5]]))
+    assert check(good, other) == Reason.BAD_AGGREGATE
+    assert check(dataclasses.replace(good, signers=b"\x1f"), block_hash=h) == Reason.BAD_BITFIELD
+    assert (
+        check(dataclasses.replace(good, signers=b"\x0f\x00"), block_hash=h) == Reason.BAD_BITFIELD
+    )
+    # A vote for another block does not count for this one.
+    forged = attest(_block(world, slot=Slot(2)), idents[1:5])
+    assert (
+        check(
+            dataclasses.replace(good, aggregate_signature=forged.aggregate_signature), block_hash=h
+        )
+        == Reason.BAD_AGGREGATE
+    )
+
+
+def test_bad_contents(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+    genesis, idents, _ = world
+    ctx = _ctx(world)
+    outsider = make_identity(77)
+
+    def reason_of(**kw: object) -> str:
+        block = _block(world, **kw)
+        return _reason(lambda: validate_block(block, compute_block_hash(block), ctx))
+
+    def report(ident: Identity, slot: int = 1, cpu: int = 10) -> object:
+        return make_report(
+            ident.sk, Slot(slot), timestamp_ms=1, cpu_bp=cpu, ram_bp=1, disk_bp=1, rtt_us=1, apps=()
+        )
+
+    assert reason_of(reports=(report(outsider),)) == Reason.BAD_REPORT
+    assert reason_of(reports=(report(idents[0], slot=2),)) == Reason.BAD_REPORT
+    assert reason_of(reports=(report(idents[0], cpu=10_001),)) == Reason.BAD_REPORT
+    forged = dataclasses.replace(report(idents[0]), cpu_bp=11)  # type: ignore[type-var]
+    assert reason_of(reports=(forged,)) == Reason.BAD_REPORT_SIGNATURE
+    assert reason_of(reports=(report(idents[0]), report(idents[0]))) == Reason.DUPLICATE_REPORT
+    no_ticket = make_inclusion_request(outsider.sk, "127.0.0.1:1", (), b"")
+    assert reason_of(inclusions=(no_ticket,)) == Reason.BAD_TICKET
+    wrong_admin = make_inclusion_request(
+        outsider.sk, "127.0.0.1:1", (), make_ticket(outsider.sk, "testnet", outsider.pk)
+    )
+    assert reason_of(inclusions=(wrong_admin,)) == Reason.BAD_TICKET
+    good_req = make_joining_request(outsider, genesis.params, 5)
+    assert (
+        reason_of(inclusions=(dataclasses.replace(good_req, pop=good_req.signature),))
+        == Reason.BAD_POP
+    )
+    assert (
+        reason_of(inclusions=(dataclasses.replace(good_req, address="10.0.0.1:2"),))
+        == Reason.BAD_INCLUSION
+    )
+    assert reason_of(inclusions=(good_req, good_req)) == Reason.BAD_INCLUSION
+    assert (
+        reason_of(inclusions=(make_joining_request(idents[1], genesis.params),))
+        == Reason.BAD_INCLUSION
+    )
+    assert reason_of(exits=(make_exit_request(outsider.sk, Slot(1)),)) == Reason.BAD_EXIT
+    assert reason_of(exits=(make_exit_request(idents[1].sk, Slot(5)),)) == Reason.BAD_EXIT
+    assert reason_of(submissions=(AppSpec("x", RuntimeKind.CONTAINER),)) == Reason.BAD_SUBMISSION
+    entry = PlanEntry(PlanAction.PLACE, AppId(b"\x02" * 32), b"", idents[0].node)
+    assert reason_of(plan=(entry, entry)) == Reason.BAD_PLAN
+    assert ADMIN.pk == genesis.params.admin_key
+
+
+def test_skip_block(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+    _genesis, idents, vs = world
+    ctx = _ctx(world)
+    skip = build_skip_block(
+        parent=ctx.parent_hash, slot=Slot(1), excluded=idents[0].node, committee=idents[1:5]
+    )
+    validate_skip_block(skip, compute_block_hash(skip), ctx)
+    assert idents[0].node not in apply_block_to_validator_set(vs, skip)
+    wrong = build_skip_block(
+        parent=ctx.parent_hash, slot=Slot(1), excluded=idents[2].node, committee=idents[1:5]
+    )
+    assert (
+        _reason(lambda: validate_skip_block(wrong, compute_block_hash(wrong), ctx))
+        == Reason.BAD_PRODUCER
+    )
+    minority = build_skip_block(
+        parent=ctx.parent_hash,
+        slot=Slot(1),
+        excluded=idents[0].node,
+        committee=idents[1:5],
+        signer_indices=[3],
+    )
+    assert (
+        _reason(lambda: validate_skip_block(minority, compute_block_hash(minority), ctx))
+        == Reason.NO_MAJORITY
+    )
+
+
+def test_genesis_rules() -> None:
+    genesis, _ = make_genesis(5, committee_size=4)
+    validate_genesis(genesis)
+    small = dataclasses.replace(genesis, inclusions=genesis.inclusions[:4])
+    assert _reason(lambda: validate_genesis(small)) == Reason.BAD_GENESIS
+    dup = dataclasses.replace(genesis, inclusions=(*genesis.inclusions, genesis.inclusions[0]))
+    assert _reason(lambda: validate_genesis(dup)) == Reason.BAD_GENESIS
+    open_genesis, _ = make_genesis(5, committee_size=4, admin=False)
+    validate_genesis(open_genesis)
+
+
+def test_signature_cache_only_remembers_valid(
+    world: tuple[Genesis, list[Identity], ValidatorSet],
+) -> None:
+    _, idents, _ = world
+    cache = SignatureCache()
+    block = _block(
+        world,
+        reports=(
+            make_report(
+                idents[0].sk,
+                Slot(1),
+                timestamp_ms=1,
+                cpu_bp=1,
+                ram_bp=1,
+                disk_bp=1,
+                rtt_us=1,
+                apps=(),
+            ),
+        ),
+    )
+    validate_block(block, compute_block_hash(block), _ctx(world), cache=cache)
+    assert len(cache._seen) == 2  # the report and the producer signature
+    bad = dataclasses.replace(block, producer_signature=block.aggregate_signature)
+    with pytest.raises(ValidationError):
+        validate_block(bad, compute_block_hash(bad), _ctx(world), cache=cache)
+    assert len(cache._seen) == 2
+    # A re-signed block is still accepted (the cache is keyed by content, not by node).
+    resigned = sign_as_producer(block, idents[0].sk)
+    validate_block(resigned, compute_block_hash(resigned), _ctx(world), cache=cache)
