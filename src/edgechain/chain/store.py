@@ -1,0 +1,415 @@
+"""The block store: blocks, genesis and head in one SQLite file that survives kill -9.
+
+This is the only storage module of ``chain/``; it does SQLite I/O and nothing else
+(no clock, no randomness). Blocks are opaque encoded bytes plus the metadata fork
+choice needs (parent, slot, weight), so the store does not depend on the block
+encoding.
+
+Durability. The database runs in WAL mode with ``synchronous=FULL``: every put is one
+transaction, and when it returns its WAL frames are fsynced, so a committed block or
+head survives a process kill *and* a power cut. ``NORMAL`` would only guarantee the
+former; the cost of FULL is one fsync per commit, which is nothing at one block per
+slot (seconds). A kill at any moment leaves the database at some committed state:
+SQLite rolls back the torn WAL tail on the next open.
+
+Consistency. ``put_block`` requires the parent (a stored block or the genesis) and a
+later slot, and ``set_head`` requires a stored block, both checked inside the write
+transaction, so the stored blocks always form one tree rooted at genesis and the head
+always names a stored block. ``load_fork_choice`` relies on both.
+
+A block's hash does not cover its attestation, so the same block can arrive with
+different signer sets (and bytes). The first write wins: ``put_block`` of a known hash
+is a no-op, as is ``ForkChoice.add``.
+
+Identity. A file is accepted only if it carries our SQLite ``application_id``, our
+schema version (``user_version``) and our magic row; an empty or missing file is
+initialised. Anything else (a corrupt, truncated or foreign file) raises
+:class:`~edgechain.errors.StoreError` without being modified.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+
+from edgechain.chain.forkchoice import GENESIS_SLOT, ForkChoice
+from edgechain.errors import StoreError
+from edgechain.types import HASH_SIZE, BlockHash, Slot
+
+APPLICATION_ID = 0x45444743
+"""``PRAGMA application_id`` of an edgechain block store: ASCII "EDGC"."""
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version``; bump with a migration when the schema changes."""
+
+MAGIC = "edgechain-blockstore"
+
+_ITER_BATCH = 512
+"""Rows per query in ``iter_blocks`` so no read transaction stays open across yields."""
+
+_SCHEMA = (
+    "CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0),"
+    " hash BLOB NOT NULL, encoded BLOB NOT NULL)",
+    "CREATE TABLE head (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL)",
+    "CREATE TABLE blocks (hash BLOB PRIMARY KEY, parent BLOB NOT NULL,"
+    " slot INTEGER NOT NULL, weight INTEGER NOT NULL, encoded BLOB NOT NULL)",
+    "CREATE INDEX blocks_by_slot ON blocks (slot, hash)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """A stored block's metadata (its bytes come from ``get_block``)."""
+
+    hash: BlockHash
+    parent: BlockHash
+    slot: Slot
+    weight: int
+
+
+@dataclass(frozen=True)
+class GenesisRecord:
+    hash: BlockHash
+    encoded: bytes
+
+
+class BlockStore:
+    """Blocks, genesis, head and a small key/value table in one SQLite file.
+
+    Not thread-safe; one process should own a store file at a time.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        try:
+            # Autocommit mode: transactions are explicit (see _write_transaction).
+            self._conn = sqlite3.connect(self._path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open block store {self._path}: {exc}") from exc
+        self._closed = False
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            self._closed = True
+            raise
+
+    def _open(self) -> None:
+        with self._translate_errors("open"):
+            self._conn.execute("PRAGMA synchronous = FULL")
+            # Before anything else: a file cut to a few bytes would otherwise read as
+            # an empty database and be initialised over.
+            self._check_file_size()
+            with self._write_transaction():
+                if self._is_empty_database():
+                    self._create_schema()
+                else:
+                    self._check_identity()
+            # Only after the file is known to be ours: switching to WAL rewrites the
+            # header, and a foreign file must be left untouched. Persistent, so a
+            # kill between schema creation and here is repaired on the next open.
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"block store {self._path}: cannot enable WAL (got {mode})")
+
+    def _is_empty_database(self) -> bool:
+        (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        (app_id,) = self._conn.execute("PRAGMA application_id").fetchone()
+        return int(tables) == 0 and int(app_id) == 0
+
+    def _create_schema(self) -> None:
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._conn.executemany(
+            "INSERT INTO store_info (key, value) VALUES (?, ?)",
+            [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION))],
+        )
+        # Both pragmas write the header inside the current transaction.
+        self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_identity(self) -> None:
+        (app_id,) = self._conn.execute("PRAGMA application_id").fetchone()
+        if int(app_id) != APPLICATION_ID:
+            raise StoreError(
+                f"{self._path} is not an edgechain block store "
+                f"(SQLite application_id {int(app_id):#x}, expected {APPLICATION_ID:#x})"
+            )
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if int(version) != SCHEMA_VERSION:
+            raise StoreError(
+                f"block store {self._path} has schema version {version}, "
+                f"this build reads version {SCHEMA_VERSION}"
+            )
+        try:
+            row = self._conn.execute("SELECT value FROM store_info WHERE key = 'magic'").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self._path} is not an edgechain block store: {exc}") from exc
+        if row is None or row[0] != MAGIC:
+            raise StoreError(f"{self._path} is not an edgechain block store (bad magic row)")
+        # Touch every table once so a damaged schema or a truncated file fails here,
+        # at open, rather than at the first block read.
+        for table in ("genesis", "head", "blocks", "meta"):
+            self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+        self._conn.execute("SELECT max(slot) FROM blocks").fetchone()
+
+    def _check_file_size(self) -> None:
+        # SQLite reads and writes the main file in whole pages (WAL checkpoints too),
+        # and rounds a partial last page up, reading it back as zeros. So a size that
+        # is not a page multiple means the file was cut short. A cut on a page
+        # boundary is caught by SQLite itself (header page count > file size).
+        if not os.path.isfile(self._path):
+            return
+        (page_size,) = self._conn.execute("PRAGMA page_size").fetchone()
+        size = os.path.getsize(self._path)
+        if size % int(page_size) != 0:
+            raise StoreError(
+                f"block store {self._path} is truncated or damaged: {size} bytes is not "
+                f"a multiple of the {page_size}-byte page size"
+            )
+
+    # -- context manager / lifetime ------------------------------------------------
+
+    def __enter__(self) -> BlockStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent). Committed data is already durable."""
+        if not self._closed:
+            self._closed = True
+            self._conn.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # -- genesis -------------------------------------------------------------------
+
+    def put_genesis(self, genesis: BlockHash, encoded: bytes) -> None:
+        """Record the chain's genesis once; the same hash again is a no-op."""
+        _check_hash(genesis, "genesis")
+        with self._translate_errors("put_genesis"), self._write_transaction():
+            row = self._conn.execute("SELECT hash FROM genesis WHERE id = 0").fetchone()
+            if row is not None:
+                if bytes(row[0]) != genesis:
+                    raise StoreError(
+                        f"block store {self._path} belongs to genesis {bytes(row[0]).hex()}, "
+                        f"not {genesis.hex()}"
+                    )
+                return
+            self._conn.execute(
+                "INSERT INTO genesis (id, hash, encoded) VALUES (0, ?, ?)", (genesis, encoded)
+            )
+
+    def get_genesis(self) -> GenesisRecord | None:
+        with self._translate_errors("get_genesis"):
+            row = self._conn.execute("SELECT hash, encoded FROM genesis WHERE id = 0").fetchone()
+        if row is None:
+            return None
+        return GenesisRecord(hash=BlockHash(bytes(row[0])), encoded=bytes(row[1]))
+
+    # -- blocks --------------------------------------------------------------------
+
+    def put_block(
+        self, block: BlockHash, parent: BlockHash, slot: Slot, weight: int, encoded: bytes
+    ) -> bool:
+        """Store a block in one transaction; return False if the hash was already stored.
+
+        The parent must be the genesis or a stored block with an earlier slot.
+        """
+        _check_hash(block, "block")
+        _check_hash(parent, "parent")
+        if weight < 0:
+            raise StoreError(f"block {block.hex()} has negative weight {weight}")
+        with self._translate_errors("put_block"), self._write_transaction():
+            existing = self._conn.execute(
+                "SELECT parent, slot FROM blocks WHERE hash = ?", (block,)
+            ).fetchone()
+            if existing is not None:
+                if bytes(existing[0]) != parent or int(existing[1]) != slot:
+                    raise StoreError(
+                        f"block {block.hex()} is stored with a different parent or slot"
+                    )
+                return False
+            parent_slot = self._get_parent_slot(parent)
+            if parent_slot is None:
+                raise StoreError(f"parent {parent.hex()} of block {block.hex()} is not stored")
+            if slot <= parent_slot:
+                raise StoreError(
+                    f"block {block.hex()} at slot {slot} does not follow parent slot {parent_slot}"
+                )
+            self._conn.execute(
+                "INSERT INTO blocks (hash, parent, slot, weight, encoded) VALUES (?, ?, ?, ?, ?)",
+                (block, parent, slot, weight, encoded),
+            )
+            return True
+
+    def _get_parent_slot(self, parent: BlockHash) -> Slot | None:
+        row = self._conn.execute("SELECT slot FROM blocks WHERE hash = ?", (parent,)).fetchone()
+        if row is not None:
+            return Slot(int(row[0]))
+        row = self._conn.execute("SELECT 1 FROM genesis WHERE hash = ?", (parent,)).fetchone()
+        return GENESIS_SLOT if row is not None else None
+
+    def get_block(self, block: BlockHash) -> bytes | None:
+        """The encoded bytes of a stored (non-genesis) block, or None."""
+        with self._translate_errors("get_block"):
+            row = self._conn.execute(
+                "SELECT encoded FROM blocks WHERE hash = ?", (block,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def get_record(self, block: BlockHash) -> BlockRecord | None:
+        """A stored block's metadata, or None."""
+        with self._translate_errors("get_record"):
+            row = self._conn.execute(
+                "SELECT hash, parent, slot, weight FROM blocks WHERE hash = ?", (block,)
+            ).fetchone()
+        return None if row is None else _to_record(row)
+
+    def has_block(self, block: BlockHash) -> bool:
+        """True for a stored non-genesis block (see ``get_genesis`` for genesis)."""
+        with self._translate_errors("has_block"):
+            row = self._conn.execute("SELECT 1 FROM blocks WHERE hash = ?", (block,)).fetchone()
+        return row is not None
+
+    def count_blocks(self) -> int:
+        with self._translate_errors("count_blocks"):
+            (count,) = self._conn.execute("SELECT count(*) FROM blocks").fetchone()
+        return int(count)
+
+    def iter_blocks(self) -> Iterator[BlockRecord]:
+        """Every stored block's metadata ordered by (slot, hash): parents first.
+
+        A child's slot is always above its parent's, so this order lets a caller
+        rebuild a ``ForkChoice`` in one pass. Reads in batches (keyset pagination) so
+        the caller may write to the store while iterating.
+        """
+        last: tuple[int, bytes] | None = None
+        while True:
+            with self._translate_errors("iter_blocks"):
+                if last is None:
+                    rows = self._conn.execute(
+                        "SELECT hash, parent, slot, weight FROM blocks ORDER BY slot, hash LIMIT ?",
+                        (_ITER_BATCH,),
+                    ).fetchall()
+                else:
+                    rows = self._conn.execute(
+                        "SELECT hash, parent, slot, weight FROM blocks"
+                        " WHERE (slot, hash) > (?, ?) ORDER BY slot, hash LIMIT ?",
+                        (*last, _ITER_BATCH),
+                    ).fetchall()
+            for row in rows:
+                yield _to_record(row)
+            if len(rows) < _ITER_BATCH:
+                return
+            last = (int(rows[-1][2]), bytes(rows[-1][0]))
+
+    # -- head ----------------------------------------------------------------------
+
+    def set_head(self, head: BlockHash) -> None:
+        """Record the head the node has applied; it must be stored (or the genesis)."""
+        with self._translate_errors("set_head"), self._write_transaction():
+            if self._get_parent_slot(head) is None:
+                raise StoreError(f"head {head.hex()} is not a stored block")
+            self._conn.execute("INSERT OR REPLACE INTO head (id, hash) VALUES (0, ?)", (head,))
+
+    def get_head(self) -> BlockHash | None:
+        with self._translate_errors("get_head"):
+            row = self._conn.execute("SELECT hash FROM head WHERE id = 0").fetchone()
+        return None if row is None else BlockHash(bytes(row[0]))
+
+    # -- small key/value table -----------------------------------------------------
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        with self._translate_errors("put_meta"), self._write_transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self._translate_errors("get_meta"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def check_integrity(self) -> None:
+        """Run SQLite's full ``integrity_check``; raise StoreError on any problem.
+
+        O(size of the database), so it is not run on every open.
+        """
+        with self._translate_errors("check_integrity"):
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        messages = [str(row[0]) for row in rows]
+        if messages != ["ok"]:
+            raise StoreError(
+                f"block store {self._path} failed integrity check: {'; '.join(messages[:5])}"
+            )
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front so the checks made inside the
+        # transaction still hold at COMMIT.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # SQLite may already have rolled back by itself (disk full, I/O error).
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _translate_errors(self, operation: str) -> Iterator[None]:
+        if self._closed:
+            raise StoreError(f"block store {self._path} is closed ({operation})")
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"block store {self._path} is unusable ({operation}): {exc}") from exc
+
+
+def load_fork_choice(store: BlockStore) -> ForkChoice:
+    """Rebuild the fork-choice tree from every stored block.
+
+    Raises StoreError when the store has no genesis yet.
+    """
+    genesis = store.get_genesis()
+    if genesis is None:
+        raise StoreError(f"block store {store.path} has no genesis")
+    fork_choice = ForkChoice(genesis.hash, GENESIS_SLOT)
+    for record in store.iter_blocks():
+        fork_choice.add(record.hash, record.parent, record.slot, record.weight)
+    return fork_choice
+
+
+def _to_record(row: tuple[bytes, bytes, int, int]) -> BlockRecord:
+    return BlockRecord(
+        hash=BlockHash(bytes(row[0])),
+        parent=BlockHash(bytes(row[1])),
+        slot=Slot(int(row[2])),
+        weight=int(row[3]),
+    )
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise StoreError(f"{what} hash must be {HASH_SIZE} bytes, got {len(value)}")
