@@ -87,6 +87,9 @@ class SignatureCache:
     simulator may share one cache between simulated nodes, DESIGN.md "Scale path").
     """
 
+    randomness: bytes = b""
+    """Secret for batch verification (see ``bls.batch_verify``); a node derives it from
+    its key so that no peer can predict the batch's random scalars."""
     max_entries: int = 1 << 18
     _seen: set[bytes] = field(default_factory=set)
 
@@ -96,10 +99,30 @@ class SignatureCache:
             return True
         if not bls.verify(public_key, message, signature):
             return False
+        self._remember(key)
+        return True
+
+    def verify_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+        """Verify many signatures at once; one bad signature costs a one-by-one pass."""
+        keys = [hashlib.sha256(pk + m + sig).digest() for pk, m, sig in items]
+        todo = [i for i, key in enumerate(keys) if key not in self._seen]
+        if todo and bls.batch_verify([items[i] for i in todo], self.randomness):
+            for i in todo:
+                self._remember(keys[i])
+            todo = []
+        results = [True] * len(items)
+        for i in todo:
+            results[i] = self.verify(*items[i])
+        return results
+
+    def add_own(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        """Record a signature this node just made itself: nothing to verify."""
+        self._remember(hashlib.sha256(public_key + message + signature).digest())
+
+    def _remember(self, key: bytes) -> None:
         if len(self._seen) >= self.max_entries:
             self._seen.clear()
         self._seen.add(key)
-        return True
 
 
 def _verify(cache: SignatureCache | None, pk: bytes, message: bytes, sig: bytes) -> bool:
@@ -154,9 +177,8 @@ def _is_share(v: int) -> bool:
     return 0 <= v <= BASIS_POINTS
 
 
-def validate_report(
-    rep: ResourceReport, validators: ValidatorSet, slot: Slot, cache: SignatureCache | None
-) -> None:
+def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: Slot) -> PublicKey:
+    """Everything about a report but its signature; returns the reporter's key."""
     info = validators.get(rep.node)
     if info is None:
         raise ValidationError(Reason.BAD_REPORT, "reporter is not a validator")
@@ -170,8 +192,24 @@ def validate_report(
     apps = [u.app for u in rep.apps]
     if apps != sorted(set(apps)):
         raise ValidationError(Reason.BAD_REPORT, "apps not sorted and unique")
-    if not _verify(cache, info.public_key, compute_report_signing_root(rep), rep.signature):
-        raise ValidationError(Reason.BAD_REPORT_SIGNATURE, rep.node.hex()[:16])
+    return info.public_key
+
+
+def validate_reports(
+    reports: Sequence[ResourceReport],
+    validators: ValidatorSet,
+    slot: Slot,
+    cache: SignatureCache | None,
+) -> None:
+    """Fields of every report, then all their signatures as one batch."""
+    items = [
+        (validate_report_fields(r, validators, slot), compute_report_signing_root(r), r.signature)
+        for r in reports
+    ]
+    verdicts = (cache or SignatureCache()).verify_batch(items)
+    for report, ok in zip(reports, verdicts, strict=True):
+        if not ok:
+            raise ValidationError(Reason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])
 
 
 def validate_app_spec(spec: AppSpec) -> None:
@@ -244,8 +282,7 @@ def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | 
     nodes = [r.node for r in block.reports]
     if nodes != sorted(set(nodes)):
         raise ValidationError(Reason.DUPLICATE_REPORT, "reports not sorted by unique node")
-    for rep in block.reports:
-        validate_report(rep, ctx.validators, block.slot, cache)
+    validate_reports(block.reports, ctx.validators, block.slot, cache)
     members = ctx.validators
     new_keys = [r.public_key for r in block.inclusions]
     if len(set(new_keys)) != len(new_keys):

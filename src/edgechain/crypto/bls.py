@@ -9,8 +9,10 @@ check it against py_ecc's ``G2ProofOfPossession`` in both directions.
 
 Every function that takes peer data returns ``False`` (verify) or raises
 :class:`BlsError` (a :class:`~edgechain.errors.PeerError`) on malformed input: the
-infinity public key, points not on the curve or not in the subgroup, wrong lengths,
-empty signer lists.
+infinity public key, points not on the curve or not in the subgroup, non-canonical
+encodings (which py_arkworks_bls12381 alone would accept, e.g. an infinity flag with
+stray bits), wrong lengths, empty signer lists, and a FastAggregateVerify whose keys sum
+to the identity (IETF CoreVerify runs KeyValidate on the aggregate key).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ DST_POP = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
 _KEYGEN_SALT = b"BLS-SIG-KEYGEN-SALT-"
 _G1_GENERATOR = G1Point()
 _NEG_G1_GENERATOR = -_G1_GENERATOR
-_G1_IDENTITY_BYTES = G1Point.identity().to_compressed_bytes()
+_G1_IDENTITY = G1Point.identity()
+_G1_IDENTITY_BYTES = _G1_IDENTITY.to_compressed_bytes()
 _PK_CACHE_SIZE = 1 << 16
 
 
@@ -93,6 +96,12 @@ def _decode_public_key(pk: bytes) -> G1Point:
         point = G1Point.from_compressed_bytes(pk)
     except Exception as exc:  # the binding raises plain ValueError/OverflowError
         raise BlsError("bad_public_key", str(exc)) from None
+    if point.to_compressed_bytes() != pk:
+        # The binding ignores stray bits next to the infinity flag (0xe0.., 0xc0..01), so
+        # without this an identity key slips past the check above and verifies any
+        # message with the infinity signature; canonical bytes also keep one point from
+        # posing as several validators (roles sort by key bytes, node ids hash them).
+        raise BlsError("bad_public_key", "non-canonical encoding")
     if not point.is_in_subgroup():
         raise BlsError("bad_public_key", "not in subgroup")
     return point
@@ -105,6 +114,8 @@ def _decode_signature(sig: bytes) -> G2Point:
         point = G2Point.from_compressed_bytes(sig)
     except Exception as exc:
         raise BlsError("bad_signature", str(exc)) from None
+    if point.to_compressed_bytes() != sig:
+        raise BlsError("bad_signature", "non-canonical encoding")  # no malleable bytes
     if not point.is_in_subgroup():
         raise BlsError("bad_signature", "not in subgroup")
     return point
@@ -171,6 +182,10 @@ def fast_aggregate_verify(public_keys: Sequence[bytes], message: bytes, sig: byt
         aggregate_pk = aggregate_public_keys(public_keys)
     except BlsError:
         return False
+    if aggregate_pk == _G1_IDENTITY:
+        # CoreVerify runs KeyValidate on the aggregate: keys summing to the identity
+        # (pk and -pk) would otherwise accept the infinity signature for any message.
+        return False
     return _core_verify(aggregate_pk, message, sig, DST_SIGNATURE)
 
 
@@ -185,3 +200,40 @@ def pop_verify(pk: bytes, proof: bytes) -> bool:
     except BlsError:
         return False
     return _core_verify(pk_point, bytes(pk), proof, DST_POP)
+
+
+def batch_verify(items: Sequence[tuple[bytes, bytes, bytes]], randomness: bytes) -> bool:
+    """True iff *every* (public key, message, signature) triple verifies.
+
+    Randomised batch verification: with secret 64-bit scalars r_i, check
+    ``e(-g1, sum r_i*sig_i) * prod e(r_i*pk_i, H(m_i)) == 1`` in one multi-pairing.
+    Without the r_i, two forged signatures could cancel in the sum; with them a forger
+    succeeds with probability 2^-64. ``randomness`` must be unpredictable to whoever
+    chose the signatures (a node passes a secret derived from its key); the scalars are
+    SHA-256 of it and the batch, so the check is reproducible for a given node.
+    Costs about 0.8 ms a signature against 1.5 ms for :func:`verify` one by one.
+    """
+    if not items:
+        return True
+    digest = hashlib.sha256(randomness)
+    for pk, message, sig in items:
+        digest.update(pk + hashlib.sha256(message).digest() + sig)
+    batch_seed = digest.digest()
+    g1_points: list[G1Point] = []
+    g2_points: list[G2Point] = []
+    signatures: list[G2Point] = []
+    scalars: list[Scalar] = []
+    try:
+        for index, (pk, message, sig) in enumerate(items):
+            r = int.from_bytes(
+                hashlib.sha256(batch_seed + index.to_bytes(8, "big")).digest()[:8], "big"
+            )
+            scalar = Scalar(r | 1)
+            g1_points.append(_decode_public_key(bytes(pk)) * scalar)
+            g2_points.append(G2Point.hash_to_curve(message, DST_SIGNATURE))
+            signatures.append(_decode_signature(sig))
+            scalars.append(scalar)
+    except BlsError:
+        return False
+    combined = G2Point.multiexp_unchecked(signatures, scalars)
+    return GT.pairing_check([*g1_points, _NEG_G1_GENERATOR], [*g2_points, combined])

@@ -1,0 +1,180 @@
+"""Crypto and election micro-benchmarks: medians over repeated runs.
+
+    .venv/bin/python benchmarks/crypto.py [--repeat 50] [--json results.json] [--only NAME]
+
+Each ``bench_*`` function returns a flat dict of figures (times in milliseconds,
+``median`` over ``repeat`` runs timed with ``time.perf_counter``) and, where the project
+has one, the ``goal_ms`` it is measured against. ``main`` runs the registry
+``BENCHMARKS`` in order, prints one line per benchmark and optionally writes every
+result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edgechain.consensus.roles import compute_roles
+from edgechain.crypto import bls, vdf
+from edgechain.crypto.shuffle import compute_shuffled_list
+from edgechain.types import PublicKey, SecretKey, Slot
+
+Result = dict[str, float | int | str]
+DEFAULT_REPEAT = 50
+
+
+def _median_ms(
+    run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None
+) -> float:
+    """Median wall time of ``run`` in ms; ``before`` (untimed) runs ahead of each call."""
+    samples = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000.0
+
+
+def _secret_keys(count: int) -> list[SecretKey]:
+    return [
+        bls.keygen(hashlib.sha256(b"bench key" + i.to_bytes(4, "big")).digest())
+        for i in range(count)
+    ]
+
+
+def _seed(label: bytes) -> bytes:
+    return hashlib.sha256(b"bench seed " + label).digest()
+
+
+def bench_fast_aggregate_verify(repeat: int = DEFAULT_REPEAT, signers: int = 256) -> Result:
+    """FastAggregateVerify of one committee vote: cold (keys not yet decoded) and warm."""
+    sks = _secret_keys(signers)
+    pks = [bls.sk_to_pk(sk) for sk in sks]
+    message = b"bench block header hash"
+    signature = bls.aggregate([bls.sign(sk, message) for sk in sks])
+    assert bls.fast_aggregate_verify(pks, message, signature)
+    # Cold: bls.py caches decoded (subgroup-checked) keys; clear the cache before each run.
+    cold = _median_ms(
+        lambda: bls.fast_aggregate_verify(pks, message, signature),
+        repeat,
+        before=bls._decode_public_key.cache_clear,
+    )
+    bls.fast_aggregate_verify(pks, message, signature)
+    warm = _median_ms(lambda: bls.fast_aggregate_verify(pks, message, signature), repeat)
+    return {"signers": signers, "cold_ms": cold, "warm_ms": warm, "goal_ms": 5.0, "repeat": repeat}
+
+
+def bench_shuffle(repeat: int = DEFAULT_REPEAT, count: int = 10_000) -> Result:
+    """Whole-list swap-or-not shuffle (90 rounds)."""
+    seed = _seed(b"shuffle")
+    median = _median_ms(lambda: compute_shuffled_list(count, seed), repeat)
+    return {"count": count, "median_ms": median, "goal_ms": 50.0, "repeat": repeat}
+
+
+def bench_vdf_verify(repeat: int = DEFAULT_REPEAT, iterations: int = 20_000) -> Result:
+    """VDF verification; cold also derives the 1024-bit discriminant (a new parent hash)."""
+    challenge = _seed(b"vdf verify")
+    result = vdf.prove(challenge, iterations)
+    assert vdf.verify(challenge, iterations, result.output, result.proof)
+    warm = _median_ms(
+        lambda: vdf.verify(challenge, iterations, result.output, result.proof), repeat
+    )
+    cold = _median_ms(
+        lambda: vdf.verify(challenge, iterations, result.output, result.proof),
+        repeat,
+        before=vdf._discriminant.cache_clear,
+    )
+    discriminant = _median_ms(
+        lambda: vdf.precompute_discriminant(challenge),
+        repeat,
+        before=vdf._discriminant.cache_clear,
+    )
+    return {
+        "iterations": iterations,
+        "warm_ms": warm,
+        "cold_ms": cold,
+        "discriminant_ms": discriminant,
+        "goal_ms": 10.0,
+        "repeat": repeat,
+    }
+
+
+def bench_vdf_prove(repeat: int = 3, iterations: int = 200_000) -> Result:
+    """VDF evaluation speed: sets how many iterations fit a slot on this machine."""
+    challenge = _seed(b"vdf prove")
+    vdf._discriminant(challenge)  # time the squarings, not the discriminant
+    median = _median_ms(lambda: vdf.prove(challenge, iterations), repeat)
+    return {
+        "iterations": iterations,
+        "median_ms": median,
+        "iterations_per_s": round(iterations / (median / 1000.0)),
+        "repeat": repeat,
+    }
+
+
+def bench_roles(
+    repeat: int = DEFAULT_REPEAT, validators: int = 1000, committee: int = 64
+) -> Result:
+    """Role election (Algorithm 2) for one slot: sort, roles seed, shuffle, split."""
+    keys = [
+        PublicKey(hashlib.sha256(b"pk" + i.to_bytes(4, "big")).digest() + bytes(16))
+        for i in range(validators)
+    ]
+    parent_seed = _seed(b"roles")
+    slots = iter(range(10**9))
+    median = _median_ms(
+        lambda: compute_roles(keys, parent_seed, Slot(next(slots)), committee), repeat
+    )
+    return {"validators": validators, "committee": committee, "median_ms": median, "repeat": repeat}
+
+
+# --- Block validation -----------------------------------------------------------------
+# Reserved for the lead: add ``bench_block_validation(repeat) -> Result`` here and
+# register it in BENCHMARKS below.
+# --------------------------------------------------------------------------------------
+
+
+BENCHMARKS: dict[str, Callable[[int], Result]] = {
+    "fast_aggregate_verify_256": bench_fast_aggregate_verify,
+    "shuffle_10000": bench_shuffle,
+    "vdf_verify": bench_vdf_verify,
+    # Proving is slow (~1 s a run): at most 3 runs whatever --repeat says.
+    "vdf_prove": lambda repeat: bench_vdf_prove(max(1, min(repeat, 3))),
+    "roles_1000": bench_roles,
+}
+
+
+def _format(result: Result) -> str:
+    return "  ".join(
+        f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in result.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="edgechain crypto benchmarks")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs per median")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run a subset")
+    args = parser.parse_args(argv)
+    results: dict[str, Result] = {}
+    for name, bench in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        results[name] = bench(args.repeat)
+        print(f"{name:28} {_format(results[name])}", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Consensus messages and the engine's outputs (sans-I/O, in the style of aioquic).
+
+The engine never sends anything itself: every input call returns an :class:`Output`
+with messages to send (each with a destination), the next time it wants to be woken,
+VDF evaluations to run, and events for the layers above (accepted blocks, migrations
+to execute). ``node.py`` turns these into datagrams and frames; ``sim/`` into events on
+a virtual clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from edgechain.chain.model import (
+    AnyBlock,
+    AppSpec,
+    Block,
+    ExitRequest,
+    Genesis,
+    InclusionRequest,
+    PlanEntry,
+    ResourceReport,
+)
+from edgechain.types import BlockHash, NodeId, Signature, Slot
+
+# --- messages ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidateMsg:
+    """Producer → committee: the signed, not yet attested candidate (Algorithm 3)."""
+
+    block: Block
+
+
+@dataclass(frozen=True)
+class VoteMsg:
+    """Committee member → producer: a BLS signature over the candidate's hash."""
+
+    block_hash: BlockHash
+    slot: Slot
+    voter: NodeId
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class SkipVoteMsg:
+    """Committee member → committee: a vote for the deterministic skip block of a slot."""
+
+    parent: BlockHash
+    slot: Slot
+    excluded: NodeId
+    voter: NodeId
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class BlockMsg:
+    """Gossip: an attested block or skip block."""
+
+    block: AnyBlock
+
+
+@dataclass(frozen=True)
+class ReportMsg:
+    """Node → its cluster representative, or representative → producer (a batch)."""
+
+    reports: tuple[ResourceReport, ...]
+
+
+@dataclass(frozen=True)
+class InclusionMsg:
+    """Gossip: a joining node's signed inclusion request (paper §4 step 7)."""
+
+    request: InclusionRequest
+
+
+@dataclass(frozen=True)
+class ExitMsg:
+    """Gossip: a validator's signed exit request."""
+
+    request: ExitRequest
+
+
+@dataclass(frozen=True)
+class SubmissionMsg:
+    """Gossip: an application submitted through some node's API."""
+
+    spec: AppSpec
+
+
+@dataclass(frozen=True)
+class GenesisMsg:
+    """Gossip: the genesis block, signed by the bootstrap node (paper §4 step 6)."""
+
+    genesis: Genesis
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class SyncRequestMsg:
+    """Ask a peer for ``want`` and up to ``limit`` of its ancestors."""
+
+    want: BlockHash
+    limit: int
+
+
+@dataclass(frozen=True)
+class SyncResponseMsg:
+    """Blocks oldest first, each the parent of the next."""
+
+    blocks: tuple[AnyBlock, ...]
+    genesis: GenesisMsg | None = None
+    """Included when the blocks reach back to genesis, for a node that has none yet."""
+
+
+Message = (
+    CandidateMsg
+    | VoteMsg
+    | SkipVoteMsg
+    | BlockMsg
+    | ReportMsg
+    | InclusionMsg
+    | ExitMsg
+    | SubmissionMsg
+    | GenesisMsg
+    | SyncRequestMsg
+    | SyncResponseMsg
+)
+
+# --- outputs -------------------------------------------------------------------------
+
+
+class Route(enum.Enum):
+    DIRECT = "direct"
+    """To the nodes listed in ``Outgoing.to``."""
+    GOSSIP = "gossip"
+    """To every node, through the gossip layer (de-duplicated, fanned out)."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message: Message
+    route: Route
+    to: tuple[NodeId, ...] = ()
+
+
+@dataclass(frozen=True)
+class VdfRequest:
+    """Evaluate the VDF; feed the result back with ``on_vdf_result``.
+
+    ``difficulty`` is the chain's iteration count (what the evaluation *costs*);
+    ``iterations`` what the proof must use (equal on a real node; the simulator may
+    scale it down and charge its clock for ``difficulty``).
+    """
+
+    challenge: BlockHash
+    difficulty: int
+    iterations: int
+    slot: Slot
+
+
+@dataclass(frozen=True)
+class BlockAccepted:
+    block_hash: BlockHash
+    slot: Slot
+    skip: bool
+    signers: int
+
+
+@dataclass(frozen=True)
+class HeadChanged:
+    old: BlockHash
+    new: BlockHash
+    reverted: tuple[BlockHash, ...]
+    applied: tuple[BlockHash, ...]
+
+
+@dataclass(frozen=True)
+class MigrationOrder:
+    """A plan entry of an accepted block that involves this node (as origin or target)."""
+
+    block_hash: BlockHash
+    slot: Slot
+    entry: PlanEntry
+    spec: AppSpec | None
+
+
+@dataclass(frozen=True)
+class GenesisCreated:
+    genesis_hash: BlockHash
+
+
+@dataclass(frozen=True)
+class PeerRejected:
+    """A peer's input that failed a check; counted, never fatal."""
+
+    reason: str
+    sender: NodeId | None
+
+
+Event = BlockAccepted | HeadChanged | MigrationOrder | GenesisCreated | PeerRejected
+
+
+@dataclass
+class Output:
+    messages: list[Outgoing] = field(default_factory=list)
+    vdf_requests: list[VdfRequest] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    next_wakeup_ms: int | None = None
+
+    def extend(self, other: Output) -> None:
+        self.messages.extend(other.messages)
+        self.vdf_requests.extend(other.vdf_requests)
+        self.events.extend(other.events)
+        self.next_wakeup_ms = _earliest(self.next_wakeup_ms, other.next_wakeup_ms)
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

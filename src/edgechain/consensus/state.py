@@ -1,0 +1,329 @@
+"""Chain state after each block, its transition, and full block validation.
+
+The state after a block is a pure function of the chain up to that block, so it is
+keyed by the block hash. It carries what the *child* needs: the seed for role
+election (Algorithm 2), the validator set, the VDF difficulty, the app registry, and
+the resource reports the planner reads (Algorithm 1 works on the parent's data).
+
+Full validation = the self-contained checks of ``chain/validation.py`` with the
+*elected* producer and committee, plus what only consensus knows: the timestamp window,
+the difficulty rule, the recomputed migration plan, and submissions not already known.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from edgechain.chain.attestation import count_signers
+from edgechain.chain.encoding import compute_app_id, compute_block_hash, compute_genesis_hash
+from edgechain.chain.model import (
+    AnyBlock,
+    Block,
+    ChainParams,
+    Genesis,
+    PlanEntry,
+    ResourceReport,
+)
+from edgechain.chain.validation import (
+    BlockContext,
+    SignatureCache,
+    validate_block,
+    validate_skip_block,
+)
+from edgechain.chain.validator_set import (
+    ValidatorSet,
+    apply_block_to_validator_set,
+    compute_genesis_validator_set,
+    get_removed_nodes,
+)
+from edgechain.consensus.roles import Roles, compute_roles
+from edgechain.crypto import vdf
+from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
+from edgechain.errors import ValidationError
+from edgechain.orchestrator.planner import compute_plan
+from edgechain.orchestrator.policy import NodeInfo
+from edgechain.orchestrator.registry import (
+    EMPTY_REGISTRY,
+    Registry,
+    apply_block_to_registry,
+    get_record,
+)
+from edgechain.types import BlockHash, Slot
+
+T = TypeVar("T")
+
+
+class Memo:
+    """A bounded memo of pure results, keyed by content (hashes, slots).
+
+    A real node keeps its own; the simulator may hand one instance to all simulated
+    nodes, which is safe precisely because every key determines its value (DESIGN.md,
+    "Scale path": shared verification results keyed by content hash).
+    """
+
+    def __init__(self, randomness: bytes, max_entries: int = 50_000) -> None:
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._max = max_entries
+        self.signatures = SignatureCache(randomness=randomness)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        try:
+            value = self._entries[key]
+        except KeyError:
+            self.misses += 1
+            value = compute()
+            self._entries[key] = value
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+            return value
+        self.hits += 1
+        return cast(T, value)
+
+    def get_block_hash(self, block: AnyBlock) -> BlockHash:
+        """Hash by object identity: the memo holds the block, so its id is not reused.
+
+        A node that decodes a block from bytes already knows its hash
+        (``decode_block_with_hash``) and primes this with :meth:`put_block_hash`.
+        """
+        return self.get(("hash", id(block)), lambda: (block, compute_block_hash(block)))[1]
+
+    def put_block_hash(self, block: AnyBlock, block_hash: BlockHash) -> None:
+        self.get(("hash", id(block)), lambda: (block, block_hash))
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """The state after a block (or genesis)."""
+
+    block_hash: BlockHash
+    slot: Slot
+    seed: bytes
+    validators: ValidatorSet
+    difficulty: int
+    """VDF iterations the child must evaluate."""
+    registry: Registry
+    reports: tuple[ResourceReport, ...]
+    """Planner input for the child: the reports of the last produced block."""
+    signers: int
+    is_skip: bool
+
+
+def compute_genesis_state(genesis: Genesis) -> BlockState:
+    genesis_hash = compute_genesis_hash(genesis)
+    return BlockState(
+        block_hash=genesis_hash,
+        slot=Slot(0),
+        seed=compute_genesis_seed(genesis_hash),
+        validators=compute_genesis_validator_set(genesis),
+        difficulty=genesis.params.initial_difficulty,
+        registry=EMPTY_REGISTRY,
+        reports=(),
+        signers=0,
+        is_skip=False,
+    )
+
+
+def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> BlockState:
+    """The state transition of one validated block."""
+    removed = get_removed_nodes(block)
+    validators = apply_block_to_validator_set(parent.validators, block)
+    if isinstance(block, Block):
+        submissions = tuple((compute_app_id(s), s) for s in block.submissions)
+        registry = apply_block_to_registry(
+            parent.registry, block.slot, submissions, block.plan, removed
+        )
+        return BlockState(
+            block_hash=block_hash,
+            slot=block.slot,
+            seed=compute_block_seed(block.vdf_output),
+            validators=validators,
+            difficulty=block.difficulty,
+            registry=registry,
+            reports=block.reports,
+            signers=count_signers(block.signers),
+            is_skip=False,
+        )
+    registry = apply_block_to_registry(parent.registry, block.slot, (), (), removed)
+    return BlockState(
+        block_hash=block_hash,
+        slot=block.slot,
+        seed=compute_skip_seed(parent.seed, block.slot),
+        validators=validators,
+        difficulty=parent.difficulty,
+        registry=registry,
+        # A skip block carries no reports: the child plans on the last known ones.
+        reports=parent.reports,
+        signers=count_signers(block.signers),
+        is_skip=True,
+    )
+
+
+# --- time and difficulty ---------------------------------------------------------------
+
+
+def get_slot_start_ms(params: ChainParams, slot: int) -> int:
+    return params.genesis_time_ms + slot * params.slot_duration_ms
+
+
+def get_current_slot(params: ChainParams, now_ms: int) -> Slot:
+    if now_ms < params.genesis_time_ms:
+        return Slot(0)
+    return Slot((now_ms - params.genesis_time_ms) // params.slot_duration_ms)
+
+
+def get_candidate_deadline_ms(params: ChainParams, slot: int) -> int:
+    """2/3 of the slot: votes are aggregated, or the committee turns to a skip block."""
+    return get_slot_start_ms(params, slot) + params.slot_duration_ms * 2 // 3
+
+
+def compute_next_difficulty(params: ChainParams, parent_difficulty: int, elapsed_ms: int) -> int:
+    """Deterministic difficulty rule: steer VDF time toward ``vdf_target_bp`` of the slot.
+
+    ``elapsed_ms`` is the block's timestamp minus its slot start: the time the producer
+    spent before its candidate was ready, which the VDF dominates. The new difficulty
+    scales by target/elapsed, bounded to ±25 % a block so one producer's clock cannot
+    swing it, and moves by at least one iteration when it should move at all.
+    """
+    target = params.slot_duration_ms * params.vdf_target_bp // 10_000
+    elapsed = max(1, elapsed_ms)
+    wanted = parent_difficulty * target // elapsed
+    low, high = parent_difficulty * 3 // 4, parent_difficulty * 5 // 4
+    bounded = min(max(wanted, low), high)
+    if bounded == parent_difficulty and wanted != parent_difficulty:
+        bounded += 1 if wanted > parent_difficulty else -1
+    return min(max(bounded, 1), vdf.MAX_ITERATIONS)
+
+
+# --- roles and plans (memoised: pure functions of the parent state) --------------------
+
+
+def get_roles(memo: Memo, parent: BlockState, slot: Slot, committee_size: int) -> Roles:
+    return memo.get(
+        ("roles", parent.block_hash, slot),
+        lambda: compute_roles(
+            parent.validators.get_public_keys(), parent.seed, slot, committee_size
+        ),
+    )
+
+
+def get_node_infos(validators: ValidatorSet) -> tuple[NodeInfo, ...]:
+    return tuple(NodeInfo(m.node, m.labels) for m in validators.members)
+
+
+def get_plan(
+    memo: Memo, params: ChainParams, parent: BlockState, slot: Slot
+) -> tuple[PlanEntry, ...]:
+    """Algorithm 1 (extended): the plan a block at ``slot`` on ``parent`` must carry."""
+    return memo.get(
+        ("plan", parent.block_hash, slot),
+        lambda: compute_plan(
+            parent.registry,
+            parent.reports,
+            get_node_infos(parent.validators),
+            slot,
+            params.max_migrations_per_slot,
+        ),
+    )
+
+
+# --- full validation -------------------------------------------------------------------
+
+
+class ConsensusReason:
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_DIFFICULTY_RULE = "bad_difficulty_rule"
+    WRONG_PLAN = "wrong_plan"
+    KNOWN_SUBMISSION = "known_submission"
+
+
+@dataclass(frozen=True)
+class ValidationMode:
+    check_attestation: bool = True
+    proof_scale: int = 1
+    """The VDF proof uses ``max(1, difficulty // proof_scale)`` iterations (1 on a
+    real node; the simulator scales proofs down and charges its clock the full cost)."""
+
+
+def get_proof_iterations(difficulty: int, proof_scale: int) -> int:
+    return max(1, difficulty // proof_scale)
+
+
+def validate_full(
+    memo: Memo,
+    params: ChainParams,
+    parent: BlockState,
+    block: AnyBlock,
+    block_hash: BlockHash,
+    mode: ValidationMode,
+) -> int:
+    """Validate ``block`` on ``parent`` as a validator would (Algorithm 3); returns signers.
+
+    Results are memoised by (hash, mode): a block's content fixes its parent, so the
+    answer cannot differ between two calls. A rejection is memoised too and re-raised.
+    """
+    key = ("valid", block_hash, mode)
+    outcome = memo.get(
+        key, lambda: _validate_outcome(memo, params, parent, block, block_hash, mode)
+    )
+    if isinstance(outcome, ValidationError):
+        raise ValidationError(outcome.reason, outcome.detail)
+    return outcome
+
+
+def _validate_outcome(
+    memo: Memo,
+    params: ChainParams,
+    parent: BlockState,
+    block: AnyBlock,
+    block_hash: BlockHash,
+    mode: ValidationMode,
+) -> int | ValidationError:
+    try:
+        _validate_uncached(memo, params, parent, block, block_hash, mode)
+    except ValidationError as exc:
+        return exc
+    return count_signers(block.signers)
+
+
+def _validate_uncached(
+    memo: Memo,
+    params: ChainParams,
+    parent: BlockState,
+    block: AnyBlock,
+    block_hash: BlockHash,
+    mode: ValidationMode,
+) -> None:
+    roles = get_roles(memo, parent, block.slot, params.committee_size)
+    ctx = BlockContext(
+        params=params,
+        parent_hash=parent.block_hash,
+        parent_slot=parent.slot,
+        vdf_iterations=get_proof_iterations(parent.difficulty, mode.proof_scale),
+        validators=parent.validators,
+        producer_key=roles.producer,
+        committee=roles.committee,
+    )
+    if not isinstance(block, Block):
+        validate_skip_block(block, block_hash, ctx, check_attestation=mode.check_attestation)
+        return
+    slot_start = get_slot_start_ms(params, block.slot)
+    if not slot_start <= block.timestamp_ms <= get_candidate_deadline_ms(params, block.slot):
+        raise ValidationError(ConsensusReason.BAD_TIMESTAMP)
+    expected = compute_next_difficulty(params, parent.difficulty, block.timestamp_ms - slot_start)
+    if block.difficulty != expected:
+        raise ValidationError(
+            ConsensusReason.BAD_DIFFICULTY_RULE, f"{block.difficulty} != {expected}"
+        )
+    validate_block(
+        block, block_hash, ctx, check_attestation=mode.check_attestation, cache=memo.signatures
+    )
+    if block.plan != get_plan(memo, params, parent, block.slot):
+        raise ValidationError(ConsensusReason.WRONG_PLAN)
+    for spec in block.submissions:
+        if get_record(parent.registry, compute_app_id(spec)) is not None:
+            raise ValidationError(ConsensusReason.KNOWN_SUBMISSION)

@@ -1,0 +1,179 @@
+"""Integer load scores, and the planner's load model built from a block's reports.
+
+Paper §3.2: a node's state is the vector {app, cpu, ram, disk, network, timestamp} per
+application; Algorithm 1 (§3.3) compares node and app "scores" without defining them.
+Our score is an integer combination of basis points (Rule 2: no floats):
+
+    score = CPU_WEIGHT * cpu_bp + RAM_WEIGHT * ram_bp        (each share clamped to 0..10 000)
+
+CPU counts twice: it is the resource the paper balances (its evaluation, Fig. 9-11,
+plots CPU load) and the one every co-located app contends for at once. RAM is included
+so that a node whose memory is full does not look free, at half weight because a RAM
+share says less about the slowdown of the other apps. Disk is left out (mostly images
+and state that the migration moves anyway, and disk shares are not comparable across
+devices); network is in bytes per second, a different unit. A reported total scores at
+most 30 000.
+
+The load model (:func:`compute_load_model`) is where the planner's inputs meet:
+
+* ``app_score``: an app's measured usage, taken from the report of the node the
+  registry places it on if that report lists it, else from the report of the smallest
+  node id that lists it (the app is still running at a migration's origin), else the
+  spec's ``cpu_bp``/``ram_bp`` hints (queued apps, apps not started yet).
+* ``background``: a reported node's total minus the apps it reports (the OS and
+  anything not orchestrated), never negative.
+* ``node load = background + sum of app_score over the apps the registry places on it``.
+
+Charging each app to its *registry* node, not to wherever a report last saw it, is what
+keeps a migration in flight from being counted twice: once the plan that moves an app
+is in a block, its load is at the destination in every later plan, even if the origin's
+next report still lists it (reports lag a slot behind; transfers take seconds to
+minutes, paper Table 3).
+
+A node with no report in the parent block (it just joined, or its report was lost in
+the overlay) has an unknown background. We estimate it as the median background of the
+reported nodes (the lower median; 0 when nobody reported, e.g. right after genesis), so
+such a node is neither the favourite target of every placement, as a background of 0
+would make it (a representative dropping reports could then steer apps), nor shunned.
+It may receive PLACEs (otherwise nothing could be placed before the first reports
+arrive), but the planner never migrates to or from it: an estimate is not comparable
+with a measurement, and §3.2 accepts that a report lost in the overlay "only delays
+potential migrations for a subset of applications". A report whose node is not a validator is
+ignored. If a node appears in several reports, the one with the highest
+(slot, timestamp_ms, canonical encoding) counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from edgechain.chain.encoding import encode_report
+from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
+from edgechain.orchestrator.registry import Registry
+from edgechain.types import AppId, NodeId
+
+CPU_WEIGHT = 2
+RAM_WEIGHT = 1
+MAX_SCORE = (CPU_WEIGHT + RAM_WEIGHT) * BASIS_POINTS
+
+
+def compute_load_score(cpu_bp: int, ram_bp: int) -> int:
+    """The integer load of a (cpu, ram) pair in basis points; shares are clamped to
+    [0, BASIS_POINTS] so that one absurd report cannot dominate the plan."""
+    return CPU_WEIGHT * _clamp_share(cpu_bp) + RAM_WEIGHT * _clamp_share(ram_bp)
+
+
+def compute_hint_score(spec: AppSpec) -> int:
+    """The load an app is expected to add before it has ever been measured."""
+    return compute_load_score(spec.cpu_bp, spec.ram_bp)
+
+
+def compute_usage_score(usage: AppUsage) -> int:
+    return compute_load_score(usage.cpu_bp, usage.ram_bp)
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """Loads of the validators as the planner sees them at the start of a plan.
+
+    ``node_load``: every validator (an unreported one with the median background);
+    ``app_score``: every app in the registry; ``reported``: the validators with a
+    report, the only ones that take part in migrations.
+    """
+
+    node_load: Mapping[NodeId, int]
+    app_score: Mapping[AppId, int]
+    reported: frozenset[NodeId]
+
+
+def select_reports(
+    reports: Sequence[ResourceReport], validators: frozenset[NodeId]
+) -> dict[NodeId, ResourceReport]:
+    """One report per validator: the highest (slot, timestamp_ms, canonical encoding),
+    a total order on distinct reports, so the choice never depends on the order of the
+    block's report list (block validation should already refuse duplicates)."""
+    chosen: dict[NodeId, ResourceReport] = {}
+    for report in reports:
+        if report.node not in validators:
+            continue
+        current = chosen.get(report.node)
+        if current is None or _report_rank(report) > _report_rank(current):
+            chosen[report.node] = report
+    return chosen
+
+
+def compute_load_model(
+    registry: Registry, reports: Sequence[ResourceReport], validators: frozenset[NodeId]
+) -> LoadModel:
+    """Build the load model (see the module docstring for every rule)."""
+    chosen = select_reports(reports, validators)
+    own_usage, any_usage = _collect_usages(registry, chosen)
+    app_score: dict[AppId, int] = {}
+    node_load: dict[NodeId, int] = dict.fromkeys(validators, 0)
+    for record in registry.records:
+        if record.app in own_usage:
+            score = own_usage[record.app]
+        elif record.app in any_usage:
+            score = any_usage[record.app]
+        else:
+            score = compute_hint_score(record.spec)
+        app_score[record.app] = score
+        if record.node is not None and record.node in node_load:
+            node_load[record.node] += score
+    backgrounds = {node: compute_background(report) for node, report in chosen.items()}
+    estimate = compute_median_background(list(backgrounds.values()))
+    for node in node_load:
+        node_load[node] += backgrounds.get(node, estimate)
+    return LoadModel(node_load=node_load, app_score=app_score, reported=frozenset(chosen))
+
+
+def compute_median_background(backgrounds: Sequence[int]) -> int:
+    """The lower median (an element, so an integer), 0 for none: the background
+    assumed for a validator without a report."""
+    if not backgrounds:
+        return 0
+    ordered = sorted(backgrounds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def compute_background(report: ResourceReport) -> int:
+    """A node's load that is not one of its reported apps (never negative)."""
+    total = compute_load_score(report.cpu_bp, report.ram_bp)
+    return max(0, total - sum(_get_report_app_scores(report).values()))
+
+
+def _collect_usages(
+    registry: Registry, chosen: Mapping[NodeId, ResourceReport]
+) -> tuple[dict[AppId, int], dict[AppId, int]]:
+    """(usage reported by the app's registry node, usage reported by the smallest node
+    id that lists the app) for every app that appears in some chosen report."""
+    own: dict[AppId, int] = {}
+    first: dict[AppId, int] = {}
+    placement = {r.app: r.node for r in registry.records if r.node is not None}
+    for node in sorted(chosen):
+        for app, score in _get_report_app_scores(chosen[node]).items():
+            if placement.get(app) == node:
+                own[app] = score
+            first.setdefault(app, score)
+    return own, first
+
+
+def _get_report_app_scores(report: ResourceReport) -> dict[AppId, int]:
+    """App -> score in one report; an app listed twice counts once, with its highest
+    score (a malformed report must not change the result with its list order)."""
+    scores: dict[AppId, int] = {}
+    for usage in report.apps:
+        score = compute_usage_score(usage)
+        if score > scores.get(usage.app, -1):
+            scores[usage.app] = score
+    return scores
+
+
+def _report_rank(report: ResourceReport) -> tuple[int, int, bytes]:
+    # Only evaluated when a node has two reports, so the encoding is rarely computed.
+    return (report.slot, report.timestamp_ms, encode_report(report))
+
+
+def _clamp_share(value: int) -> int:
+    return min(max(value, 0), BASIS_POINTS)

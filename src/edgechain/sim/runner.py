@@ -1,0 +1,581 @@
+"""The deterministic simulator: many consensus engines, one virtual clock, one seed.
+
+Every simulated node runs the *same* :class:`ConsensusEngine` a real node runs. The
+runner feeds it ticks, delivered messages and VDF results on a virtual clock
+(``sim/clock.py``) over a seeded network with latency, loss, partitions and crashes
+(``sim/network.py``). VDF proofs are real, at ``difficulty // proof_scale`` iterations,
+while the clock is charged what the full difficulty would cost at ``vdf_ips``
+(DESIGN.md, "VDF"). Simulated nodes share one :class:`Memo`, so a block is verified
+once per network rather than once per node (a real node never shares it).
+
+An auditor with its own memo re-validates every block any honest node accepts, and
+the runner checks the invariants of issue "Consensus engine and simulator" each slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgechain.chain.assembly import make_ticket
+from edgechain.chain.encoding import compute_block_hash, encode_block
+from edgechain.chain.model import AnyBlock, ChainParams, Genesis, SkipBlock
+from edgechain.chain.validation import SignatureCache
+from edgechain.consensus.engine import ConsensusEngine, EngineConfig
+from edgechain.consensus.messages import (
+    BlockAccepted,
+    BlockMsg,
+    CandidateMsg,
+    HeadChanged,
+    Message,
+    Output,
+    ReportMsg,
+    Route,
+    SyncResponseMsg,
+    VdfRequest,
+)
+from edgechain.consensus.state import (
+    BlockState,
+    Memo,
+    ValidationMode,
+    apply_block,
+    compute_genesis_state,
+    get_roles,
+    get_slot_start_ms,
+    validate_full,
+)
+from edgechain.crypto import vdf
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.errors import PeerError
+from edgechain.sim.clock import MILLISECOND, SimClock, Timer
+from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
+from edgechain.testing import ADMIN, Identity, make_identity
+from edgechain.types import BlockHash, NodeId, Slot
+
+SCENARIOS = ("none", "crash-producers", "partition-heal", "byzantine-producer", "lossy", "churn")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    nodes: int = 20
+    committee: int = 8
+    slots: int = 30
+    slot_duration_ms: int = 2_000
+    latency_ms: tuple[int, int] = (0, 5)
+    seed: int = 1
+    faults: str = "none"
+    vdf_ips: int = 180_000
+    """Iterations per second the virtual clock charges (measured: chiavdf ~180k/s here)."""
+    proof_scale: int = 1_000
+    vdf_target_bp: int = 2_500
+    send_reports: bool = True
+    nodes_per_cluster: int = 20
+    agreement_depth: int = 4
+    """Honest nodes must agree on everything older than this many slots."""
+    convergence_slots: int = 6
+    """After a partition heals, one head everywhere within this many slots."""
+    trace: bool = True
+    """Hash every network event into a digest (byte-identical-trace checks)."""
+
+
+@dataclass
+class SimNode:
+    index: int
+    ident: Identity
+    engine: ConsensusEngine
+    honest: bool = True
+    up: bool = True
+    timer: Timer[Any] | None = None
+    timer_at: int | None = None
+
+
+@dataclass
+class SlotRecord:
+    slot: int
+    producer: int | None
+    kind: str
+    votes: int
+    block_time_ms: int | None
+
+
+@dataclass
+class SimResult:
+    summary: dict[str, Any]
+    slots: list[dict[str, Any]]
+    roles: dict[str, dict[str, int]]
+    trace_digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "slots": self.slots,
+            "roles": self.roles,
+            "trace_digest": self.trace_digest,
+        }
+
+
+def _message_size(msg: Message, memo: Memo) -> int:
+    """Approximate wire size; blocks are charged their canonical encoding."""
+    if isinstance(msg, BlockMsg | CandidateMsg):
+        return memo.get(("size", id(msg.block)), lambda: (msg.block, len(encode_block(msg.block))))[
+            1
+        ]
+    if isinstance(msg, ReportMsg):
+        return 64 + 180 * len(msg.reports)
+    if isinstance(msg, SyncResponseMsg):
+        return 64 + sum(_message_size(BlockMsg(b), memo) for b in msg.blocks)
+    return 200
+
+
+class Auditor:
+    """Re-validates every block an honest node accepts, with a private memo."""
+
+    def __init__(self, genesis: Genesis, proof_scale: int, signatures: SignatureCache) -> None:
+        self.params = genesis.params
+        self.memo = Memo(randomness=b"edgechain/sim/auditor")
+        # Its own memo of roles, plans, states and verdicts; signatures it shares with
+        # the simulated nodes, each still verified for real once.
+        self.memo.signatures = signatures
+        genesis_state = compute_genesis_state(genesis)
+        self.states: dict[BlockHash, BlockState] = {genesis_state.block_hash: genesis_state}
+        self.mode = ValidationMode(check_attestation=True, proof_scale=proof_scale)
+        self.invalid: list[str] = []
+
+    def check(self, block: AnyBlock, block_hash: BlockHash) -> None:
+        if block_hash in self.states:
+            return
+        parent = self.states.get(block.parent)
+        if parent is None:
+            self.invalid.append(f"block {block_hash.hex()[:12]} accepted before its parent")
+            return
+        if compute_block_hash(block) != block_hash:
+            self.invalid.append(f"block {block_hash.hex()[:12]} has another hash")
+            return
+        try:
+            validate_full(self.memo, self.params, parent, block, block_hash, self.mode)
+        except PeerError as exc:
+            self.invalid.append(f"invalid block {block_hash.hex()[:12]} accepted: {exc}")
+            return
+        self.states[block_hash] = apply_block(parent, block, block_hash)
+
+
+class Simulation:
+    """Build with a config, then :meth:`run`. Same config, same result (wall time aside)."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        engine_factory: Callable[[int, Identity, EngineConfig, Memo], ConsensusEngine]
+        | None = None,
+        byzantine: frozenset[int] = frozenset(),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if config.faults not in SCENARIOS:
+            raise ValueError(f"unknown fault scenario {config.faults!r}; one of {SCENARIOS}")
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.clock = SimClock()
+        low, high = config.latency_ms
+        self.net: SimNetwork[Message] = SimNetwork(
+            config.seed,
+            self.clock,
+            profile=LinkProfile(latency=Uniform(low * MILLISECOND, high * MILLISECOND)),
+            trace=config.trace,
+        )
+        self.memo = Memo(
+            randomness=hashlib.sha256(b"edgechain/sim" + config.seed.to_bytes(8, "big")).digest(),
+            max_entries=400_000,
+        )
+        self.progress = progress
+        self.byzantine = byzantine
+        self.params = ChainParams(
+            chain_id=f"sim-{config.seed}",
+            genesis_time_ms=0,
+            slot_duration_ms=config.slot_duration_ms,
+            committee_size=config.committee,
+            initial_difficulty=max(
+                1, config.vdf_ips * config.slot_duration_ms * config.vdf_target_bp // 10_000_000
+            ),
+            vdf_target_bp=config.vdf_target_bp,
+            admin_key=ADMIN.pk,
+            nodes_per_cluster=config.nodes_per_cluster,
+        )
+        self.nodes: list[SimNode] = []
+        self.by_id: dict[NodeId, SimNode] = {}
+        self.accept_times: dict[BlockHash, int] = {}
+        self.blocks: dict[BlockHash, AnyBlock] = {}
+        self.violations: list[str] = []
+        self.auditor: Auditor | None = None
+        self.genesis_slot_ms: int | None = None
+        self.reorgs = 0
+        self.peer_errors: Counter[str] = Counter()
+        self.heal_slot: int | None = None
+        self.crashed_producers: list[tuple[int, NodeId]] = []
+        self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
+        bootstrap = make_identity(0, b"sim")
+        for i in range(config.nodes):
+            ident = bootstrap if i == 0 else make_identity(i, b"sim")
+            engine_config = EngineConfig(
+                chain_id=self.params.chain_id,
+                bootstrap_key=bootstrap.pk,
+                address=f"sim:{i}",
+                labels=("region-a" if i % 2 == 0 else "region-b",),
+                ticket=make_ticket(ADMIN.sk, self.params.chain_id, ident.pk),
+                genesis_template=self.params if i == 0 else None,
+                genesis_delay_ms=1_000,
+                proof_scale=config.proof_scale,
+                send_reports=config.send_reports,
+            )
+            factory = engine_factory if (engine_factory and i in byzantine) else None
+            engine = (
+                factory(i, ident, engine_config, self.memo)
+                if factory
+                else ConsensusEngine(ident.sk, engine_config, memo=self.memo)
+            )
+            node = SimNode(i, ident, engine, honest=i not in byzantine)
+            self.nodes.append(node)
+            self.by_id[ident.node] = node
+
+    # --- driving -----------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return self.clock.now // MILLISECOND
+
+    def _start_node(self, node: SimNode, at_ms: int) -> None:
+        node.up = True
+        self.net.register(node.ident.node, self._deliver)
+        self.net.node_up(node.ident.node)
+        self._arm(node, at_ms)
+
+    def _arm(self, node: SimNode, at_ms: int | None) -> None:
+        if at_ms is None or not node.up:
+            return
+        at_ms = max(at_ms, self.now_ms())
+        if node.timer is not None and node.timer.pending and node.timer_at is not None:
+            if node.timer_at <= at_ms:
+                return
+            node.timer.cancel()
+        node.timer_at = at_ms
+        node.timer = self.clock.schedule(at_ms * MILLISECOND, lambda: self._wake(node))
+
+    def _wake(self, node: SimNode) -> None:
+        node.timer = None
+        node.timer_at = None
+        if node.up:
+            self._handle(node, node.engine.on_tick(self.now_ms()))
+
+    def _deliver(self, src: NodeId, dst: NodeId, payload: Message, at: int) -> None:
+        node = self.by_id[dst]
+        if node.up:
+            self._handle(node, node.engine.on_message(payload, src, self.now_ms()))
+
+    def _handle(self, node: SimNode, out: Output) -> None:
+        src = node.ident.node
+        for outgoing in out.messages:
+            size = _message_size(outgoing.message, self.memo)
+            if outgoing.route is Route.GOSSIP:
+                targets: Any = (n.ident.node for n in self.nodes if n is not node)
+            else:
+                targets = outgoing.to
+            for dst in targets:
+                if dst != src and dst in self.by_id:
+                    self.net.send(src, dst, outgoing.message, size)
+        for request in out.vdf_requests:
+            self._run_vdf(node, request)
+        for event in out.events:
+            if isinstance(event, BlockAccepted):
+                self._on_accepted(node, event)
+            elif isinstance(event, HeadChanged) and event.reverted and node.honest:
+                self.reorgs += 1
+        self._arm(node, out.next_wakeup_ms)
+
+    def _run_vdf(self, node: SimNode, request: VdfRequest) -> None:
+        key = (bytes(request.challenge), request.iterations)
+        result = self._vdf_cache.get(key)
+        if result is None:
+            result = vdf.prove(request.challenge, request.iterations)
+            self._vdf_cache[key] = result
+        delay_us = request.difficulty * 1_000_000 // self.config.vdf_ips
+
+        def finish() -> None:
+            if node.up:
+                self._handle(node, node.engine.on_vdf_result(request, result, self.now_ms()))
+
+        self.clock.call_later(delay_us, finish)
+
+    def _on_accepted(self, node: SimNode, event: BlockAccepted) -> None:
+        if not node.honest:
+            return
+        block = node.engine.blocks[event.block_hash]
+        self.blocks.setdefault(event.block_hash, block)
+        self.accept_times.setdefault(event.block_hash, self.now_ms())
+        if self.auditor is None and node.engine.genesis is not None:
+            self.auditor = Auditor(
+                node.engine.genesis, self.config.proof_scale, self.memo.signatures
+            )
+        if self.auditor is not None:
+            self.auditor.check(block, event.block_hash)
+
+    # --- the run -----------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        for node in self.nodes:
+            if not (self.config.faults == "churn" and node.index >= self.config.nodes * 4 // 5):
+                self._start_node(node, 0)
+        # Genesis is created by the bootstrap node once committee + 1 requests are in.
+        while self.nodes[0].engine.genesis is None and self.clock.run_next():
+            pass
+        genesis = self.nodes[0].engine.genesis
+        if genesis is None:
+            raise RuntimeError("the bootstrap node never created genesis")
+        self.genesis_slot_ms = genesis.params.genesis_time_ms
+        params = genesis.params
+        end_slot = self.config.slots
+        for slot in range(1, end_slot + 1):
+            self._inject_faults(slot, params)
+            self.clock.run_until(get_slot_start_ms(params, slot + 1) * MILLISECOND)
+            self._check_invariants(slot, params)
+            if self.progress:
+                self.progress(slot, end_slot)
+        return self._result(params, time.perf_counter() - started)
+
+    # --- faults ------------------------------------------------------------------------
+
+    def _honest_up(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.honest and n.up and n.engine.genesis is not None]
+
+    def _majority_head(self) -> BlockState | None:
+        heads = Counter(n.engine.head for n in self._honest_up() if n.engine.head)
+        if not heads:
+            return None
+        head, _ = max(heads.items(), key=lambda kv: (kv[1], kv[0]))
+        return self._honest_up()[0].engine.states.get(head) or next(
+            n.engine.states[head] for n in self._honest_up() if head in n.engine.states
+        )
+
+    def _inject_faults(self, slot: int, params: ChainParams) -> None:
+        faults = self.config.faults
+        start_ms = get_slot_start_ms(params, slot)
+        if faults == "crash-producers" and slot % 10 == 5:
+            # Crash the producer elected for this slot just before it starts.
+            head = self._majority_head()
+            if head is not None and head.slot < slot:
+                roles = get_roles(self.memo, head, Slot(slot), params.committee_size)
+                victim = self.by_id.get(compute_node_id(roles.producer))
+                if victim is not None and victim.index != 0 and victim.up:
+                    self._crash(victim)
+                    self.crashed_producers.append((slot, victim.ident.node))
+        elif faults == "partition-heal":
+            split_at, heal_at = max(3, self.config.slots // 5), max(6, self.config.slots // 2)
+            if slot == split_at:
+                ids = [n.ident.node for n in self.nodes]
+                cut = len(ids) * 3 // 5
+                self.net.partition([set(ids[:cut]), set(ids[cut:])])
+            elif slot == heal_at:
+                self.net.heal()
+                self.heal_slot = slot
+        elif faults == "lossy" and slot == 1:
+            profile = self.net.default_profile
+            self.net.set_default_profile(dataclasses.replace(profile, loss=0.10))
+        elif faults == "churn":
+            late = [n for n in self.nodes if n.index >= self.config.nodes * 4 // 5]
+            if slot == 3:
+                for node in late:
+                    self._start_node(node, start_ms)
+            if slot % 7 == 0 and slot + 3 < self.config.slots:
+                # One node leaves with a signed exit request, another crashes and restarts.
+                leaver = self.nodes[1 + (slot // 7) % (self.config.nodes - 1)]
+                if leaver.up and leaver.engine.is_validator():
+                    self._handle(leaver, leaver.engine.request_exit(start_ms))
+            if slot % 9 == 0:
+                victim = self.nodes[1 + (slot * 7) % (self.config.nodes - 1)]
+                if victim.up:
+                    self._crash(victim)
+                    self.clock.schedule(
+                        (start_ms + 2 * params.slot_duration_ms) * MILLISECOND,
+                        functools.partial(self._restart, victim),
+                    )
+
+    def _crash(self, node: SimNode) -> None:
+        node.up = False
+        if node.timer is not None:
+            node.timer.cancel()
+        node.timer = None
+        node.timer_at = None
+        self.net.node_down(node.ident.node)
+
+    def _restart(self, node: SimNode) -> None:
+        """Restart with its store: a fresh engine that replays the blocks it had."""
+        old = node.engine
+        engine = ConsensusEngine(
+            node.ident.sk,
+            old.config,
+            genesis=old.genesis,
+            genesis_signature=old.genesis_msg.signature if old.genesis_msg else None,
+            memo=self.memo,
+        )
+        now = self.now_ms()
+        for block_hash in old.get_chain():
+            engine.on_message(BlockMsg(old.blocks[block_hash]), None, now)
+        node.engine = engine
+        node.up = True
+        self.net.node_up(node.ident.node)
+        self._arm(node, now)
+
+    # --- invariants --------------------------------------------------------------------
+
+    def _check_invariants(self, slot: int, params: ChainParams) -> None:
+        if self.auditor is not None and self.auditor.invalid:
+            self.violations.extend(f"slot {slot}: {v}" for v in self.auditor.invalid)
+            self.auditor.invalid.clear()
+        honest = self._honest_up()
+        if not honest:
+            return
+        # The validator set is a function of the block: compare with the auditor's.
+        if self.auditor is not None:
+            for node in honest:
+                head = node.engine.head
+                if head is None:
+                    continue
+                audited = self.auditor.states.get(head)
+                if (
+                    audited is not None
+                    and audited.validators != node.engine.states[head].validators
+                ):
+                    self.violations.append(
+                        f"slot {slot}: validator sets differ at {head.hex()[:12]}"
+                    )
+        in_partition = self.net.partitioned
+        recently_healed = (
+            self.heal_slot is not None and slot < self.heal_slot + self.config.convergence_slots
+        )
+        if in_partition or recently_healed:
+            return
+        depth = slot - self.config.agreement_depth
+        if depth < 1:
+            return
+        prefixes = set()
+        for node in honest:
+            if node.engine.fork is None or node.engine.head is None:
+                continue
+            prefixes.add(self._ancestor_at(node, depth))
+        if len(prefixes) > 1:
+            self.violations.append(f"slot {slot}: honest nodes disagree below slot {depth}")
+
+    @staticmethod
+    def _ancestor_at(node: SimNode, slot: int) -> BlockHash | None:
+        fork = node.engine.fork
+        head = node.engine.head
+        assert fork is not None and head is not None
+        for h in (head, *fork.get_ancestors(head)):
+            if fork.get_slot(h) <= slot:
+                return h
+        return None
+
+    # --- results -----------------------------------------------------------------------
+
+    def _result(self, params: ChainParams, wall: float) -> SimResult:
+        honest = self._honest_up()
+        heads = {n.engine.head for n in honest}
+        reference = max(
+            honest,
+            key=lambda n: (
+                n.engine.fork.get_weight(n.engine.head) if n.engine.fork and n.engine.head else 0,
+                -n.index,
+            ),
+        )
+        chain = reference.engine.get_chain()
+        by_slot: dict[int, BlockHash] = {reference.engine.blocks[h].slot: h for h in chain}
+        records: list[dict[str, Any]] = []
+        role_counts: dict[str, Counter[str]] = {
+            n.ident.node.hex()[:16]: Counter() for n in self.nodes
+        }
+        parent_state = (
+            reference.engine.states[reference.engine.fork.get_root()]
+            if reference.engine.fork
+            else None
+        )
+        for slot in range(1, self.config.slots + 1):
+            block_hash = by_slot.get(slot)
+            producer_index: int | None = None
+            if parent_state is not None and parent_state.slot < slot:
+                roles = get_roles(self.memo, parent_state, Slot(slot), params.committee_size)
+                producer = self.by_id.get(compute_node_id(roles.producer))
+                producer_index = producer.index if producer else None
+                role_counts[compute_node_id(roles.producer).hex()[:16]]["producer"] += 1
+                for pk in roles.committee:
+                    role_counts[compute_node_id(pk).hex()[:16]]["committee"] += 1
+            if block_hash is None:
+                records.append(
+                    dataclasses.asdict(SlotRecord(slot, producer_index, "none", 0, None))
+                )
+                continue
+            block = reference.engine.blocks[block_hash]
+            kind = "skip" if isinstance(block, SkipBlock) else "block"
+            accepted = self.accept_times.get(block_hash)
+            block_time = None if accepted is None else accepted - get_slot_start_ms(params, slot)
+            votes = reference.engine.states[block_hash].signers
+            records.append(
+                dataclasses.asdict(SlotRecord(slot, producer_index, kind, votes, block_time))
+            )
+            parent_state = reference.engine.states[block_hash]
+        kinds = Counter(r["kind"] for r in records)
+        head_state = reference.engine.get_head_state()
+        for node in self.nodes:
+            self.peer_errors.update(node.engine.stats.peer_errors)
+        vote_counts = [r["votes"] for r in records if r["kind"] == "block"]
+        block_times = sorted(r["block_time_ms"] for r in records if r["block_time_ms"] is not None)
+        summary: dict[str, Any] = {
+            "nodes": self.config.nodes,
+            "committee": self.config.committee,
+            "slots": self.config.slots,
+            "slot_duration_ms": self.config.slot_duration_ms,
+            "seed": self.config.seed,
+            "faults": self.config.faults,
+            "blocks": kinds["block"],
+            "skip_blocks": kinds["skip"],
+            "empty_slots": kinds["none"],
+            "forks_resolved": self.reorgs,
+            "distinct_heads": len(heads),
+            "violations": list(self.violations),
+            "validators_at_end": len(head_state.validators) if head_state else 0,
+            "votes_per_block": {
+                "min": min(vote_counts, default=0),
+                "max": max(vote_counts, default=0),
+                "mean": round(sum(vote_counts) / len(vote_counts), 2) if vote_counts else 0,
+            },
+            "block_time_ms": {
+                "p50": block_times[len(block_times) // 2] if block_times else None,
+                "max": block_times[-1] if block_times else None,
+            },
+            "peer_errors": dict(sorted(self.peer_errors.items())),
+            "crashed_producers": [[s, n.hex()[:16]] for s, n in self.crashed_producers],
+            "messages": self.net.stats().sent,
+            "wall_seconds": round(wall, 2),
+        }
+        role_table = {k: dict(sorted(v.items())) for k, v in sorted(role_counts.items())}
+        digest = self.net.trace_digest() if self.config.trace else ""
+        return SimResult(summary, records, role_table, digest)
+
+
+def run_simulation(config: SimConfig, **kwargs: Any) -> SimResult:
+    return Simulation(config, **kwargs).run()
+
+
+def compute_result_digest(result: SimResult) -> str:
+    """Digest of everything but wall time, to compare two runs of one seed."""
+    data = result.to_json()
+    data["summary"] = {k: v for k, v in data["summary"].items() if k != "wall_seconds"}
+    return hashlib.sha256(repr(data).encode()).hexdigest()
+
+
+__all__ = ["SCENARIOS", "SimConfig", "SimResult", "Simulation", "field", "run_simulation"]

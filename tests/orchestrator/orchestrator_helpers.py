@@ -1,0 +1,91 @@
+"""Builders shared by the orchestrator tests: node ids, app specs, reports, registries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.model import (
+    AppPolicy,
+    AppSpec,
+    AppUsage,
+    PlanAction,
+    PlanEntry,
+    ResourceReport,
+    RuntimeKind,
+)
+from edgechain.orchestrator import (
+    EMPTY_REGISTRY,
+    Registry,
+    apply_block_to_registry,
+    compute_submissions_with_ids,
+)
+from edgechain.types import AppId, NodeId, Signature, Slot
+
+
+def node_id(i: int) -> NodeId:
+    """Node ids whose byte order is their index order: node_id(1) < node_id(2)."""
+    return NodeId(bytes([i]) * 32)
+
+
+def app_spec(
+    name: str, cpu_bp: int = 0, ram_bp: int = 0, policy: AppPolicy | None = None
+) -> AppSpec:
+    return AppSpec(
+        name=name,
+        runtime=RuntimeKind.PROCESS,
+        command=("sleep", "infinity"),
+        cpu_bp=cpu_bp,
+        ram_bp=ram_bp,
+        policy=policy or AppPolicy(),
+    )
+
+
+def app_id(spec: AppSpec) -> AppId:
+    return compute_app_id(spec)
+
+
+def report(
+    node: NodeId,
+    cpu_bp: int,
+    ram_bp: int = 0,
+    apps: Sequence[tuple[AppId, int, int]] = (),
+    slot: int = 0,
+) -> ResourceReport:
+    """A report whose totals are given explicitly; ``apps`` are (app, cpu_bp, ram_bp)."""
+    return ResourceReport(
+        node=node,
+        slot=Slot(slot),
+        timestamp_ms=1_000 * slot,
+        cpu_bp=cpu_bp,
+        ram_bp=ram_bp,
+        disk_bp=0,
+        rtt_us=0,
+        apps=tuple(AppUsage(app, cpu, ram, 0, 0, 1_000 * slot) for app, cpu, ram in apps),
+        signature=Signature(b"\x00" * 96),
+    )
+
+
+def build_registry(
+    placements: Sequence[tuple[AppSpec, NodeId | None]], placed_at: int = 2
+) -> Registry:
+    """Submit every spec in a block of slot ``placed_at - 1``, then PLACE those with a
+    node in a block of slot ``placed_at`` (so their last move is ``placed_at``)."""
+    specs = [spec for spec, _ in placements]
+    registry = apply_block_to_registry(
+        EMPTY_REGISTRY, Slot(placed_at - 1), compute_submissions_with_ids(specs), (), ()
+    )
+    plan = tuple(
+        PlanEntry(PlanAction.PLACE, app_id(spec), b"", node)
+        for spec, node in placements
+        if node is not None
+    )
+    return apply_block_to_registry(registry, Slot(placed_at), (), plan, ())
+
+
+def migrations(plan: Sequence[PlanEntry]) -> list[tuple[AppId, bytes, NodeId]]:
+    return [(e.app, e.origin, e.destination) for e in plan if e.action is PlanAction.MIGRATE]
+
+
+def placements(plan: Sequence[PlanEntry]) -> list[tuple[AppId, NodeId]]:
+    return [(e.app, e.destination) for e in plan if e.action is PlanAction.PLACE]

@@ -1,0 +1,213 @@
+"""Generate (or check) the committed test vectors in this directory.
+
+    python tests/vectors/generate.py           # rewrite shuffle.json and roles.json
+    python tests/vectors/generate.py --check   # exit 1 if they differ from a regeneration
+
+The formats are documented in README.md next to this script. Everything here is
+deterministic: seeds and keys are derived from fixed labels with SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edgechain.consensus.roles import compute_roles
+from edgechain.crypto import bls
+from edgechain.crypto.hashing import sha256
+from edgechain.crypto.seed import (
+    compute_block_seed,
+    compute_genesis_seed,
+    compute_roles_seed,
+    compute_skip_seed,
+)
+from edgechain.crypto.shuffle import (
+    SHUFFLE_ROUND_COUNT,
+    compute_shuffled_index,
+    compute_shuffled_list,
+)
+from edgechain.types import PublicKey, Slot
+
+HERE = Path(__file__).resolve().parent
+MAX_FILE_BYTES = 200_000
+
+SHUFFLE_COUNTS = [0, 1, 2, 3, 5, 10, 33, 100, 255, 256, 257, 1000]
+SHUFFLE_SEEDS_PER_COUNT = 2
+LARGE_COUNTS = [10_000, 1_000_003, (1 << 32) + 7, 1 << 40]
+
+ROLE_KEYS = 64
+ROLE_SHAPES = [  # (validator count, committee size)
+    (1, 0),
+    (1, 4),
+    (2, 1),
+    (3, 4),
+    (4, 3),
+    (10, 0),
+    (10, 4),
+    (11, 10),
+    (33, 8),
+    (64, 16),
+    (64, 63),
+]
+SLOTS = [0, 1, 2, 255, 1 << 32, (1 << 64) - 1]
+
+
+def label_hash(label: bytes, index: int) -> bytes:
+    return sha256(label, index.to_bytes(4, "big"))
+
+
+def vector_public_key(index: int) -> PublicKey:
+    """Key ``i``: ``sk_to_pk(keygen(SHA-256(b"vector" || i as 4-byte big-endian)))``."""
+    return bls.sk_to_pk(bls.keygen(label_hash(b"vector", index)))
+
+
+def shuffle_vectors() -> dict[str, object]:
+    cases: list[dict[str, object]] = []
+    for count in SHUFFLE_COUNTS:
+        for k in range(SHUFFLE_SEEDS_PER_COUNT):
+            seed = label_hash(b"shuffle vector seed", 100 * count + k)
+            cases.append(
+                {"seed": seed.hex(), "count": count, "mapping": compute_shuffled_list(count, seed)}
+            )
+    index_cases: list[dict[str, object]] = []
+    for k, count in enumerate(LARGE_COUNTS):
+        seed = label_hash(b"shuffle index vector seed", k)
+        for index in sorted({0, 1, 255, 256, count // 2, count - 2, count - 1}):
+            shuffled = compute_shuffled_index(index, count, seed)
+            index_cases.append(
+                {"seed": seed.hex(), "count": count, "index": index, "shuffled": shuffled}
+            )
+    return {
+        "format": "edgechain-shuffle-vectors/1",
+        "shuffle_round_count": SHUFFLE_ROUND_COUNT,
+        "cases": cases,
+        "index_cases": index_cases,
+    }
+
+
+def _scrambled(indices: list[int], salt: int) -> list[int]:
+    # A fixed, seed-free reordering (the election must not depend on input order).
+    return sorted(indices, key=lambda i: sha256(b"scramble", bytes([salt]), i.to_bytes(4, "big")))
+
+
+def roles_vectors() -> dict[str, object]:
+    keys = [vector_public_key(i) for i in range(ROLE_KEYS)]
+    position = {pk: i for i, pk in enumerate(keys)}
+    cases: list[dict[str, object]] = []
+    for shape, (count, committee_size) in enumerate(ROLE_SHAPES):
+        parent_seed = label_hash(b"roles vector parent", shape)
+        for slot in (SLOTS[shape % len(SLOTS)], SLOTS[(shape + 1) % len(SLOTS)]):
+            members = _scrambled(list(range(count)), shape)
+            roles = compute_roles(
+                [keys[i] for i in members], parent_seed, Slot(slot), committee_size
+            )
+            cases.append(
+                {
+                    "validator_set": members,
+                    "parent_seed": parent_seed.hex(),
+                    "slot": slot,
+                    "committee_size": committee_size,
+                    "roles_seed": compute_roles_seed(parent_seed, slot).hex(),
+                    "producer": position[roles.producer],
+                    "committee": [position[pk] for pk in roles.committee],
+                    "validators": [position[pk] for pk in roles.validators],
+                }
+            )
+    return {
+        "format": "edgechain-roles-vectors/1",
+        "public_keys": [pk.hex() for pk in keys],
+        "cases": cases,
+        "seeds": seed_vectors(),
+    }
+
+
+def seed_vectors() -> list[dict[str, object]]:
+    vectors: list[dict[str, object]] = []
+    for k in range(2):
+        vdf_output = (label_hash(b"vdf output", k) * 4)[:100]
+        vectors.append(
+            {
+                "kind": "block",
+                "vdf_output": vdf_output.hex(),
+                "seed": compute_block_seed(vdf_output).hex(),
+            }
+        )
+        genesis_hash = label_hash(b"genesis hash", k)
+        vectors.append(
+            {
+                "kind": "genesis",
+                "genesis_hash": genesis_hash.hex(),
+                "seed": compute_genesis_seed(genesis_hash).hex(),
+            }
+        )
+    parent_seed = label_hash(b"seed vector parent", 0)
+    for slot in SLOTS:
+        vectors.append(
+            {
+                "kind": "skip",
+                "parent_seed": parent_seed.hex(),
+                "slot": slot,
+                "seed": compute_skip_seed(parent_seed, slot).hex(),
+            }
+        )
+        vectors.append(
+            {
+                "kind": "roles",
+                "parent_seed": parent_seed.hex(),
+                "slot": slot,
+                "seed": compute_roles_seed(parent_seed, slot).hex(),
+            }
+        )
+    return vectors
+
+
+def render(document: dict[str, object]) -> str:
+    """JSON with one line per list element at the top level: small, diff-friendly."""
+    lines = ["{"]
+    items = list(document.items())
+    for n, (key, value) in enumerate(items):
+        comma = "," if n < len(items) - 1 else ""
+        if isinstance(value, list) and value:
+            lines.append(f"  {json.dumps(key)}: [")
+            for m, element in enumerate(value):
+                inner = "," if m < len(value) - 1 else ""
+                lines.append(f"    {json.dumps(element, separators=(', ', ': '))}{inner}")
+            lines.append(f"  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS: dict[str, Callable[[], dict[str, object]]] = {
+    "shuffle.json": shuffle_vectors,
+    "roles.json": roles_vectors,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args(argv)
+    status = 0
+    for name, generate in GENERATORS.items():
+        text = render(generate())
+        if len(text.encode()) > MAX_FILE_BYTES:
+            print(f"{name}: {len(text.encode())} bytes exceeds {MAX_FILE_BYTES}", file=sys.stderr)
+            status = 1
+        path = HERE / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{name}: differs from a regeneration", file=sys.stderr)
+                status = 1
+        else:
+            path.write_text(text)
+            print(f"wrote {path} ({len(text.encode())} bytes)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

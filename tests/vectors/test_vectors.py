@@ -1,0 +1,87 @@
+"""The committed vectors are current, small, and agree with the per-index code paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgechain.consensus.roles import compute_roles
+from edgechain.crypto.seed import (
+    compute_block_seed,
+    compute_genesis_seed,
+    compute_roles_seed,
+    compute_skip_seed,
+)
+from edgechain.crypto.shuffle import compute_shuffled_index
+from edgechain.types import PublicKey, Slot
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(name: str) -> Any:
+    return json.loads((HERE / name).read_text())
+
+
+def test_vectors_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(HERE / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_vectors_are_small() -> None:
+    for name in ("shuffle.json", "roles.json"):
+        assert (HERE / name).stat().st_size < 200_000
+
+
+def test_shuffle_vectors_per_index() -> None:
+    vectors = load("shuffle.json")
+    assert vectors["shuffle_round_count"] == 90
+    for case in vectors["cases"]:
+        seed, count = bytes.fromhex(case["seed"]), case["count"]
+        assert case["mapping"] == [compute_shuffled_index(i, count, seed) for i in range(count)]
+    for case in vectors["index_cases"]:
+        seed = bytes.fromhex(case["seed"])
+        assert compute_shuffled_index(case["index"], case["count"], seed) == case["shuffled"]
+
+
+def test_roles_vectors() -> None:
+    vectors = load("roles.json")
+    keys = [PublicKey(bytes.fromhex(pk)) for pk in vectors["public_keys"]]
+    for case in vectors["cases"]:
+        parent_seed = bytes.fromhex(case["parent_seed"])
+        slot = Slot(case["slot"])
+        assert compute_roles_seed(parent_seed, slot).hex() == case["roles_seed"]
+        members = [keys[k] for k in case["validator_set"]]
+        roles = compute_roles(members, parent_seed, slot, case["committee_size"])
+        assert roles.producer == keys[case["producer"]]
+        assert list(roles.committee) == [keys[k] for k in case["committee"]]
+        assert list(roles.validators) == [keys[k] for k in case["validators"]]
+        # Step by step, as README.md describes it.
+        ordered = sorted(members)
+        seed = bytes.fromhex(case["roles_seed"])
+        shuffled = [
+            ordered[compute_shuffled_index(i, len(ordered), seed)] for i in range(len(ordered))
+        ]
+        assert shuffled[0] == keys[case["producer"]]
+
+
+def test_seed_vectors() -> None:
+    for vector in load("roles.json")["seeds"]:
+        kind = vector["kind"]
+        if kind == "block":
+            seed = compute_block_seed(bytes.fromhex(vector["vdf_output"]))
+        elif kind == "genesis":
+            seed = compute_genesis_seed(bytes.fromhex(vector["genesis_hash"]))
+        elif kind == "skip":
+            seed = compute_skip_seed(bytes.fromhex(vector["parent_seed"]), Slot(vector["slot"]))
+        else:
+            assert kind == "roles"
+            seed = compute_roles_seed(bytes.fromhex(vector["parent_seed"]), Slot(vector["slot"]))
+        assert seed.hex() == vector["seed"], vector
