@@ -414,7 +414,7 @@ def test_same_input_in_any_order_gives_the_same_plan() -> None:
         assert compute_plan(registry, shuffled_reports, shuffled_nodes, SLOT, 4) == expected
 
 
-GOLDEN_PLAN_SHA256 = "to-be-filled"
+GOLDEN_PLAN_SHA256 = "fd670aaccc9b736e864981acf9fdf42d7db0cec970cce94495536c06e1d0c13c"
 """The plan of :func:`scenario` at slot 10 with max_migrations 4, checked by hand.
 Loads: node 1 13000, 2 2550, 3 3000, 4 4000, 6 6000, and unreported node 5 the lower
 median background, 4000. PLACE app0 -> 2 (2550), app1 -> 2 (3050; no "g" there),

@@ -217,7 +217,8 @@ class ConsensusEngine:
         self.forwarded: set[Slot] = set()
         self.last_reported_slot = 0
         self.duty: ProducerDuty | None = None
-        self.voted: dict[Slot, BlockHash] = {}
+        self.voted: dict[Slot, tuple[BlockHash, NodeId]] = {}
+        self.leaving = False
         self.skip_voted: set[Slot] = set()
         self.skip_votes: dict[BlockHash, dict[int, Signature]] = {}
         self.last_inclusion_sent_ms: int | None = None
@@ -250,6 +251,7 @@ class ConsensusEngine:
             self._pre_genesis_tick(now_ms, out)
         else:
             self._release_held(now_ms, out)
+            self._retry_sync(now_ms, out)
             self._regossip_inclusion(now_ms, out)
             slot = get_current_slot(self.params, now_ms)
             if slot >= 1:
@@ -301,6 +303,7 @@ class ConsensusEngine:
         if self.params is not None:
             req = make_exit_request(self.sk, get_current_slot(self.params, now_ms))
             self.pending_exits[req.node] = req
+            self.leaving = True
             out.messages.append(Outgoing(ExitMsg(req), Route.GOSSIP))
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
         return out
@@ -412,7 +415,7 @@ class ConsensusEngine:
 
     def _regossip_inclusion(self, now: int, out: Output) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7)."""
-        if self.is_validator():
+        if self.leaving or self.is_validator():
             return
         last = self.last_inclusion_sent_ms
         if last is not None and now - last < self.config.inclusion_retry_ms:
@@ -606,11 +609,13 @@ class ConsensusEngine:
             return  # too late: we have turned (or will turn) to the skip block
         previous = self.voted.get(block.slot)
         if previous is not None or block.slot in self.skip_voted:
-            if previous is not None and previous != block_hash:
+            # One vote per slot. Two candidates from *one* producer is equivocation; from
+            # two producers it is two heads (the producer of each branch is elected).
+            if previous is not None and previous[0] != block_hash and previous[1] == block.producer:
                 raise PeerError("equivocating_producer")
             return
         validate_full(self.memo, params, parent, block, block_hash, self.candidate_mode)
-        self.voted[block.slot] = block_hash
+        self.voted[block.slot] = (block_hash, block.producer)
         self.stats.votes_sent += 1
         vote = VoteMsg(block_hash, block.slot, self.node_id, sign_vote(block_hash, self.sk))
         out.messages.append(Outgoing(vote, Route.DIRECT, (block.producer,)))
@@ -814,6 +819,13 @@ class ConsensusEngine:
                 self.stats.peer_errors[exc.reason] += 1
                 out.events.append(PeerRejected(exc.reason, sender))
 
+    def _retry_sync(self, now: int, out: Output) -> None:
+        """Ask again for missing parents (a sync request or its answer may be lost)."""
+        for missing, waiting in self.orphans.items():
+            peers = [sender for _, _, sender in waiting if sender is not None]
+            if peers:
+                self._request_sync(missing, peers[0], now, out)
+
     def _request_sync(self, want: BlockHash, peer: NodeId, now: int, out: Output) -> None:
         last = self.sync_requested.get(want)
         if last is not None and now - last < 1_000:
@@ -911,9 +923,9 @@ class ConsensusEngine:
         assert params is not None and head is not None
         current = get_current_slot(params, now)
         for report in reports:
-            if report.node not in head.validators:
-                raise PeerError("report_from_non_validator")
-            if current <= report.slot <= current + 2:  # else stale or far ahead: dropped
+            # A report from outside our validator set may be honest (a node we have just
+            # seen excluded, or one not yet included on our branch): dropped, not blamed.
+            if report.node in head.validators and current <= report.slot <= current + 2:
                 self._route_report(report, head)
         self._maybe_forward_reports(now, out)
         bad = self._verify_pool(head)
@@ -921,21 +933,19 @@ class ConsensusEngine:
             raise PeerError("bad_report_signature", f"{bad} reports")
 
     def _verify_reports(self, head: BlockState, reports: list[ResourceReport]) -> list[bool]:
-        keys = [head.validators.get(r.node) for r in reports]
-        items = [
-            (info.public_key, compute_report_signing_root(r), r.signature)
-            for r, info in zip(reports, keys, strict=True)
-            if info is not None
-        ]
-        if len(items) != len(reports):
-            return [info is not None for info in keys]
+        """Batch-check signatures of reports from members of ``head``'s validator set."""
+        items = []
+        for report in reports:
+            info = head.validators.get(report.node)
+            assert info is not None, "callers keep only reports from validators"
+            items.append((info.public_key, compute_report_signing_root(report), report.signature))
         return self.memo.signatures.verify_batch(items)
 
     def _verify_pool(self, head: BlockState) -> int:
         """Check the producer's newly pooled reports as one batch; drop bad ones."""
         bad = 0
         for slot, pool in self.unverified_pool.items():
-            reports = list(pool.values())
+            reports = [r for r in pool.values() if r.node in head.validators]
             for report, ok in zip(reports, self._verify_reports(head, reports), strict=True):
                 if ok:
                     self.report_pool.setdefault(slot, {})[report.node] = report
@@ -963,7 +973,9 @@ class ConsensusEngine:
             roles = get_roles(self.memo, head, Slot(slot), params.committee_size)
             producer = compute_node_id(roles.producer)
             # A representative vouches for nothing, but forwards only what verifies.
-            candidates = sorted(buffered.values(), key=lambda r: r.node)
+            candidates = sorted(
+                (r for r in buffered.values() if r.node in head.validators), key=lambda r: r.node
+            )
             verdicts = self._verify_reports(head, candidates)
             if not all(verdicts):
                 self.stats.peer_errors["bad_report_signature"] += verdicts.count(False)
@@ -990,6 +1002,8 @@ class ConsensusEngine:
                 self._get_forward_time(s),
                 get_candidate_deadline_ms(params, s),
             ]
+        if self.orphans:
+            candidates.append(now + 1_000)
         if self.held:
             candidates.append(
                 min(get_slot_start_ms(params, b.slot) for b, _, _ in self.held)

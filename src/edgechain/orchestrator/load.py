@@ -108,7 +108,8 @@ def compute_load_model(
 ) -> LoadModel:
     """Build the load model (see the module docstring for every rule)."""
     chosen = select_reports(reports, validators)
-    own_usage, any_usage = _collect_usages(registry, chosen)
+    listed = {node: _get_report_app_scores(report) for node, report in chosen.items()}
+    own_usage, any_usage = _collect_usages(registry, listed)
     app_score: dict[AppId, int] = {}
     node_load: dict[NodeId, int] = dict.fromkeys(validators, 0)
     for record in registry.records:
@@ -121,7 +122,9 @@ def compute_load_model(
         app_score[record.app] = score
         if record.node is not None and record.node in node_load:
             node_load[record.node] += score
-    backgrounds = {node: compute_background(report) for node, report in chosen.items()}
+    backgrounds = {
+        node: compute_background(report, listed[node]) for node, report in chosen.items()
+    }
     estimate = compute_median_background(list(backgrounds.values()))
     for node in node_load:
         node_load[node] += backgrounds.get(node, estimate)
@@ -137,22 +140,23 @@ def compute_median_background(backgrounds: Sequence[int]) -> int:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def compute_background(report: ResourceReport) -> int:
-    """A node's load that is not one of its reported apps (never negative)."""
+def compute_background(report: ResourceReport, app_scores: Mapping[AppId, int]) -> int:
+    """A node's load that is not one of its reported apps (``app_scores``, from
+    :func:`_get_report_app_scores`), never negative."""
     total = compute_load_score(report.cpu_bp, report.ram_bp)
-    return max(0, total - sum(_get_report_app_scores(report).values()))
+    return max(0, total - sum(app_scores.values()))
 
 
 def _collect_usages(
-    registry: Registry, chosen: Mapping[NodeId, ResourceReport]
+    registry: Registry, listed: Mapping[NodeId, Mapping[AppId, int]]
 ) -> tuple[dict[AppId, int], dict[AppId, int]]:
     """(usage reported by the app's registry node, usage reported by the smallest node
     id that lists the app) for every app that appears in some chosen report."""
     own: dict[AppId, int] = {}
     first: dict[AppId, int] = {}
     placement = {r.app: r.node for r in registry.records if r.node is not None}
-    for node in sorted(chosen):
-        for app, score in _get_report_app_scores(chosen[node]).items():
+    for node in sorted(listed):
+        for app, score in listed[node].items():
             if placement.get(app) == node:
                 own[app] = score
             first.setdefault(app, score)

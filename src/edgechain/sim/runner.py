@@ -54,6 +54,7 @@ from edgechain.consensus.state import (
 from edgechain.crypto import vdf
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
+from edgechain.sim.byzantine import BEHAVIOURS, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.testing import ADMIN, Identity, make_identity
@@ -81,6 +82,9 @@ class SimConfig:
     """Honest nodes must agree on everything older than this many slots."""
     convergence_slots: int = 6
     """After a partition heals, one head everywhere within this many slots."""
+    gossip_relay: int = 4
+    """Each node forwards a gossiped block it sees first to this many random peers, as
+    the gossip layer does; 0 makes gossip a single direct broadcast."""
     trace: bool = True
     """Hash every network event into a digest (byte-identical-trace checks)."""
 
@@ -180,6 +184,11 @@ class Simulation:
     ) -> None:
         if config.faults not in SCENARIOS:
             raise ValueError(f"unknown fault scenario {config.faults!r}; one of {SCENARIOS}")
+        if config.faults == "byzantine-producer" and engine_factory is None:
+            # Nodes 1..6 each misbehave one way (sim/byzantine.py); the rest are honest.
+            assignment = {i + 1: kind for i, kind in enumerate(BEHAVIOURS) if i + 1 < config.nodes}
+            engine_factory = make_byzantine_factory(assignment)
+            byzantine = frozenset(assignment)
         self.config = config
         self.rng = random.Random(config.seed)
         self.clock = SimClock()
@@ -220,6 +229,7 @@ class Simulation:
         self.heal_slot: int | None = None
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
+        self.relayed: dict[int, set[int]] = {}
         bootstrap = make_identity(0, b"sim")
         for i in range(config.nodes):
             ident = bootstrap if i == 0 else make_identity(i, b"sim")
@@ -274,8 +284,26 @@ class Simulation:
 
     def _deliver(self, src: NodeId, dst: NodeId, payload: Message, at: int) -> None:
         node = self.by_id[dst]
-        if node.up:
-            self._handle(node, node.engine.on_message(payload, src, self.now_ms()))
+        if not node.up:
+            return
+        if isinstance(payload, BlockMsg) and self.config.gossip_relay:
+            self._relay(node, payload)
+        self._handle(node, node.engine.on_message(payload, src, self.now_ms()))
+
+    def _relay(self, node: SimNode, msg: BlockMsg) -> None:
+        """Gossip forwarding on first sight (de-duplicated by block identity)."""
+        seen = self.relayed.setdefault(node.index, set())
+        key = id(msg.block)
+        if key in seen:
+            return
+        seen.add(key)
+        if len(seen) > 4096:
+            seen.clear()
+        size = _message_size(msg, self.memo)
+        for _ in range(self.config.gossip_relay):
+            peer = self.nodes[self.rng.randrange(len(self.nodes))]
+            if peer is not node:
+                self.net.send(node.ident.node, peer.ident.node, msg, size)
 
     def _handle(self, node: SimNode, out: Output) -> None:
         src = node.ident.node
@@ -378,7 +406,7 @@ class Simulation:
             split_at, heal_at = max(3, self.config.slots // 5), max(6, self.config.slots // 2)
             if slot == split_at:
                 ids = [n.ident.node for n in self.nodes]
-                cut = len(ids) * 3 // 5
+                cut = len(ids) // 2  # even halves: both can win committee majorities
                 self.net.partition([set(ids[:cut]), set(ids[cut:])])
             elif slot == heal_at:
                 self.net.heal()

@@ -1,0 +1,143 @@
+"""``edgechain`` command line: simulate, demo (and, as they land, node / testnet / ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgechain.sim.runner import SCENARIOS, SimConfig, SimResult, Simulation
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        values = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX in ms, got {text!r}") from None
+    if values[0] < 0 or values[1] < values[0]:
+        raise argparse.ArgumentTypeError(f"bad latency range {text!r}")
+    return values
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (silent when stderr is not a terminal)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        elapsed = time.perf_counter() - self.started
+        bar = "#" * filled + "." * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} slots  {elapsed:6.1f}s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def format_summary(result: SimResult) -> str:
+    s = result.summary
+    votes = s["votes_per_block"]
+    times = s["block_time_ms"]
+    lines = [
+        f"nodes {s['nodes']}, committee {s['committee']}, {s['slots']} slots of "
+        f"{s['slot_duration_ms'] / 1000:g} s, seed {s['seed']}, faults: {s['faults']}",
+        f"  blocks          {s['blocks']}",
+        f"  skip blocks     {s['skip_blocks']}",
+        f"  empty slots     {s['empty_slots']}",
+        f"  votes per block min {votes['min']}  mean {votes['mean']}  max {votes['max']}",
+        f"  block time      p50 {times['p50']} ms  max {times['max']} ms (after slot start)",
+        f"  forks resolved  {s['forks_resolved']}",
+        f"  distinct heads  {s['distinct_heads']}",
+        f"  validators      {s['validators_at_end']} at the end",
+        f"  peer errors     {s['peer_errors'] or 'none'}",
+        f"  messages        {s['messages']}",
+        f"  wall time       {s['wall_seconds']} s",
+    ]
+    if s["violations"]:
+        lines.append(f"  VIOLATIONS ({len(s['violations'])}):")
+        lines += [f"    - {v}" for v in s["violations"][:20]]
+    else:
+        lines.append("  violations      none")
+    return "\n".join(lines)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    config = SimConfig(
+        nodes=args.nodes,
+        committee=args.committee,
+        slots=args.slots,
+        slot_duration_ms=int(args.slot_duration * 1000),
+        latency_ms=args.latency,
+        seed=args.seed,
+        faults=args.faults,
+        send_reports=not args.no_reports,
+        trace=not args.no_trace,
+    )
+    progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
+    result = Simulation(config, progress=progress).run()
+    print(format_summary(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+        print(f"  json            {args.json}")
+    return 1 if result.summary["violations"] else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A short, readable simulation (until the real local testnet lands)."""
+    print("edgechain demo: 16 simulated nodes, committee 6, 2 s slots, one crashed producer\n")
+    config = SimConfig(nodes=16, committee=6, slots=24, seed=args.seed, faults="crash-producers")
+    result = Simulation(config, progress=ProgressBar("demo", sys.stderr.isatty())).run()
+    print(format_summary(result))
+    print("\n slot  producer  kind   votes  block time")
+    for record in result.slots:
+        block_time = record["block_time_ms"]
+        shown = f"{block_time} ms" if block_time is not None else "-"
+        print(
+            f" {record['slot']:>4}  node {record['producer']!s:>3}  {record['kind']:<5}  "
+            f"{record['votes']:>5}  {shown}"
+        )
+    return 1 if result.summary["violations"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgechain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="run a deterministic network simulation")
+    sim.add_argument("--nodes", type=int, default=20)
+    sim.add_argument("--committee", type=int, default=8)
+    sim.add_argument("--slots", type=int, default=30)
+    sim.add_argument("--slot-duration", type=float, default=2.0, help="seconds")
+    sim.add_argument("--latency", type=_parse_range, default=(0, 5), help="MIN-MAX ms")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--faults", choices=SCENARIOS, default="none")
+    sim.add_argument("--json", metavar="FILE")
+    sim.add_argument("--no-reports", action="store_true", help="nodes send no resource reports")
+    sim.add_argument("--no-trace", action="store_true", help="skip the network trace digest")
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="a short, readable demonstration")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
