@@ -320,7 +320,7 @@ class ConsensusEngine:
         if self.params is None:
             # Before genesis only blocks matter: they tell us a chain exists; fetch it.
             if isinstance(msg, BlockMsg) and sender is not None:
-                self._request_sync(msg.block.parent, sender, now, out)
+                self._request_sync(self.memo.get_block_hash(msg.block), sender, now, out)
             elif isinstance(msg, SyncResponseMsg) and msg.genesis is not None:
                 self._on_genesis(msg.genesis, out)
                 self._on_sync_response(msg, sender, now, out)
