@@ -43,10 +43,12 @@ def make_ticket(admin_sk: SecretKey, chain_id: str, public_key: bytes) -> bytes:
 
 
 def make_inclusion_request(
-    sk: SecretKey, address: str, labels: tuple[str, ...], ticket: bytes = b""
+    sk: SecretKey, address: str, labels: tuple[str, ...], ticket: bytes = b"", nonce: int = 0
 ) -> InclusionRequest:
     pk = bls.sk_to_pk(sk)
-    unsigned = InclusionRequest(pk, bls.pop_prove(sk), address, labels, ticket, EMPTY_SIGNATURE)
+    unsigned = InclusionRequest(
+        pk, bls.pop_prove(sk), address, labels, ticket, EMPTY_SIGNATURE, nonce
+    )
     return dataclasses.replace(
         unsigned, signature=bls.sign(sk, compute_inclusion_signing_root(unsigned))
     )

@@ -384,6 +384,7 @@ def write_inclusion_body(w: Writer, req: InclusionRequest) -> None:
     w.string(req.address)
     w.items(req.labels, Writer.string)
     w.var_bytes(req.ticket)
+    w.u64(req.nonce)
 
 
 def write_inclusion(w: Writer, req: InclusionRequest) -> None:
@@ -397,10 +398,12 @@ def read_inclusion(r: Reader) -> InclusionRequest:
     address = r.string(Limits.MAX_SHORT_STR)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
     ticket = r.var_bytes(Limits.MAX_TICKET_BYTES)
-    return InclusionRequest(pk, pop, address, labels, ticket, Signature(r.fixed(SIGNATURE_SIZE)))
+    nonce = r.u64()
+    signature = Signature(r.fixed(SIGNATURE_SIZE))
+    return InclusionRequest(pk, pop, address, labels, ticket, signature, nonce)
 
 
-_MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + 2 + 4 + 4
+_MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + 2 + 4 + 4 + 8
 
 
 def encode_inclusion(req: InclusionRequest) -> bytes:

@@ -135,6 +135,9 @@ class InclusionRequest:
     labels: tuple[str, ...]
     ticket: bytes
     signature: Signature
+    nonce: int = 0
+    """The slot the request was made in (0 before genesis): a node that was excluded
+    asks again with a new request, which gossip does not mistake for the old one."""
 
 
 @dataclass(frozen=True)

@@ -398,7 +398,8 @@ class ConsensusEngine:
 
     def _on_inclusion(self, req: InclusionRequest) -> None:
         key = bytes(req.public_key)
-        if key in self.pending_inclusions:
+        known = self.pending_inclusions.get(key)
+        if known is not None and known.nonce >= req.nonce:
             return
         if self.params is None:
             template = self.config.genesis_template
@@ -421,7 +422,15 @@ class ConsensusEngine:
         if last is not None and now - last < self.config.inclusion_retry_ms:
             return
         self.last_inclusion_sent_ms = now
-        self.pending_inclusions.setdefault(bytes(self.pk), self.own_request)
+        state = self.get_head_state()
+        if state is not None and self.own_request.nonce < state.slot:
+            # Excluded (or never admitted) since our last request: ask anew, so gossip
+            # carries it as a new message rather than a duplicate of the old one.
+            config = self.config
+            self.own_request = make_inclusion_request(
+                self.sk, config.address, config.labels, config.ticket, nonce=state.slot
+            )
+        self.pending_inclusions[bytes(self.pk)] = self.own_request
         out.messages.append(Outgoing(InclusionMsg(self.own_request), Route.GOSSIP))
 
     def _on_exit(self, req: ExitRequest) -> None:

@@ -1,0 +1,206 @@
+"""asyncio transport: UDP datagrams for small messages, length-prefixed TCP frames for
+blocks, sync and bulk data, both on one port number.
+
+The only I/O of the network layer. Everything received is handed up as
+``(bytes, transport, source address)``; decoding, verification and routing happen in
+``node.py`` with the pure codec, gossip and DHT objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgechain.errors import DecodeError
+from edgechain.wire.codec import Transport
+from edgechain.wire.framing import FrameDecoder, encode_frame
+from edgechain.wire.limits import MAX_DATAGRAM_BYTES
+
+log = logging.getLogger(__name__)
+
+Receiver = Callable[[bytes, Transport, str], None]
+"""Called with each datagram or frame, how it came, and ``host:port`` of the sender
+(for TCP the peer's ephemeral port: only a hint)."""
+
+CONNECT_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 512
+MAX_WRITE_BUFFER = 32 * 1024 * 1024
+"""Beyond this much unsent data to one peer, frames to it are dropped (it is too slow)."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must be host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) > MAX_DATAGRAM_BYTES:
+            return
+        self.receiver(data, Transport.DATAGRAM, join_address(str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+@dataclass
+class TransportStats:
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    send_failures: int = 0
+    bad_frames: int = 0
+
+
+class NetworkTransport:
+    """One node's sockets. ``start`` binds; ``send`` picks UDP or TCP as told."""
+
+    def __init__(self, host: str, port: int, receiver: Receiver) -> None:
+        self.host = host
+        self.port = port
+        self.receiver = receiver
+        self.stats = TransportStats()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[str, asyncio.StreamWriter] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind TCP first (port 0 picks a free one), then UDP on the same number."""
+        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self._on_datagram), local_addr=(self.host, self.port)
+        )
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+        for writer in self._connections.values():
+            writer.close()
+        self._connections.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, transport: Transport, source: str) -> None:
+        self.stats.datagrams_in += 1
+        self.stats.bytes_in += len(data)
+        self.receiver(data, transport, source)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        source = join_address(str(peer[0]), int(peer[1])) if peer else "unknown:0"
+        decoder = FrameDecoder()
+        try:
+            while True:
+                chunk = await reader.read(256 * 1024)
+                if not chunk:
+                    break
+                try:
+                    frames = decoder.feed(chunk)
+                except DecodeError:
+                    # A peer that breaks framing loses the connection, nothing else.
+                    self.stats.bad_frames += 1
+                    break
+                for frame in frames:
+                    self.stats.frames_in += 1
+                    self.stats.bytes_in += len(frame)
+                    self.receiver(frame, Transport.STREAM, source)
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, address: str, data: bytes, transport: Transport) -> None:
+        """Fire and forget: UDP at once, TCP through a (possibly new) connection."""
+        try:
+            host, port = split_address(address)
+        except ValueError:
+            self.stats.send_failures += 1
+            return
+        if transport is Transport.DATAGRAM and self._udp is not None:
+            self._udp.sendto(data, (host, port))
+            self.stats.datagrams_out += 1
+            self.stats.bytes_out += len(data)
+            return
+        task = asyncio.ensure_future(self._send_frame(address, host, port, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_frame(self, address: str, host: str, port: int, data: bytes) -> None:
+        frame = encode_frame(data)
+        for attempt in range(2):
+            writer = await self._get_connection(address, host, port)
+            if writer is None:
+                break
+            if writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                self.stats.send_failures += 1
+                return
+            try:
+                writer.write(frame)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                self._drop(address)
+                if attempt == 0:
+                    continue
+                break
+            self.stats.frames_out += 1
+            self.stats.bytes_out += len(data)
+            return
+        self.stats.send_failures += 1
+
+    async def _get_connection(
+        self, address: str, host: str, port: int
+    ) -> asyncio.StreamWriter | None:
+        writer = self._connections.get(address)
+        if writer is not None and not writer.is_closing():
+            return writer
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            existing = self._connections.get(address)
+            if existing is not None and not existing.is_closing():
+                return existing
+            try:
+                _, opened = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
+                )
+            except (OSError, TimeoutError):
+                return None
+            if len(self._connections) >= MAX_CONNECTIONS:
+                oldest = next(iter(self._connections))
+                self._drop(oldest)
+            self._connections[address] = opened
+            return opened
+
+    def _drop(self, address: str) -> None:
+        writer = self._connections.pop(address, None)
+        if writer is not None:
+            writer.close()

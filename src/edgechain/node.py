@@ -1,0 +1,652 @@
+"""One running node: the consensus engine, DHT and gossip driven over real sockets.
+
+``Node.run`` owns the only event loop of a node. It feeds the sans-I/O objects
+(``consensus.engine``, ``network.dht``, ``network.gossip``) with decoded messages and
+wall-clock ticks, and turns their outputs into datagrams, frames, VDF evaluations in a
+worker thread, and writes to the SQLite store. Paper §4 steps 1-5: a node joins the DHT
+through the bootstrap node, whose address and public key every node is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from edgechain.api.http import HttpError, HttpServer, Request
+from edgechain.chain.encoding import (
+    decode_block,
+    decode_genesis,
+    encode_block,
+    encode_genesis,
+)
+from edgechain.chain.model import (
+    BASIS_POINTS,
+    AppPolicy,
+    AppSpec,
+    Block,
+    ChainParams,
+    RuntimeKind,
+    SkipBlock,
+)
+from edgechain.chain.store import BlockStore
+from edgechain.consensus.engine import ConsensusEngine, EngineConfig, LocalUsage
+from edgechain.consensus.messages import (
+    BlockAccepted,
+    BlockMsg,
+    GenesisCreated,
+    GenesisMsg,
+    HeadChanged,
+    MigrationOrder,
+    Outgoing,
+    Output,
+    PeerRejected,
+    Route,
+    SubmissionMsg,
+    SyncResponseMsg,
+    VdfRequest,
+)
+from edgechain.consensus.roles import Role
+from edgechain.consensus.state import get_current_slot, get_roles
+from edgechain.crypto import bls, vdf
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.crypto.keystore import load_or_create_keystore
+from edgechain.errors import PeerError, ValidationError
+from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
+from edgechain.network.gossip import Gossip, GossipConfig
+from edgechain.network.transport import NetworkTransport, join_address, split_address
+from edgechain.types import NodeId, Signature, Slot
+from edgechain.wire.codec import (
+    Transport,
+    decode_gossip_payload,
+    decode_message,
+    encode_gossip_payload,
+    encode_message,
+    fit_sync_response,
+    is_envelope_signed,
+    select_transport,
+)
+from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
+
+log = logging.getLogger("edgechain.node")
+
+USAGE_INTERVAL_MS = 5_000
+MAX_ACCEPTED_LOG = 20_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    listen: str = "127.0.0.1:0"
+    http: str = "127.0.0.1:0"
+    advertise_host: str | None = None
+    bootstrap: str | None = None
+    bootstrap_key: bytes = b""
+    chain_id: str = "edgechain"
+    admin_key: bytes = b""
+    ticket: bytes = b""
+    genesis: bool = False
+    committee: int = 8
+    slot_duration_ms: int = 2_000
+    vdf_target_bp: int = 2_500
+    initial_difficulty: int | None = None
+    labels: tuple[str, ...] = ()
+    ready_file: Path | None = None
+
+
+@dataclass
+class AcceptedBlock:
+    hash: str
+    slot: int
+    skip: bool
+    signers: int
+    producer: str | None
+    excluded: str | None
+    accepted_ms: int
+
+
+@dataclass
+class NodeCounters:
+    decode_errors: Counter[str] = field(default_factory=Counter)
+    unresolved: int = 0
+
+
+def _clamp_share(value: int) -> int:
+    return max(0, min(BASIS_POINTS, value))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def measure_vdf_ips(iterations: int = 20_000) -> int:
+    """Iterations per second of this machine (for the genesis difficulty)."""
+    started = time.perf_counter()
+    vdf.prove(os.urandom(32), iterations)
+    return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.sk = load_or_create_keystore(config.data_dir / "node.key")
+        self.pk = bls.sk_to_pk(self.sk)
+        self.node_id = compute_node_id(self.pk)
+        self.store = BlockStore(config.data_dir / "chain.db")
+        host, port = split_address(config.listen)
+        self.transport = NetworkTransport(host, port, self._on_data)
+        http_host, http_port = split_address(config.http)
+        self.http = HttpServer(http_host, http_port, self._on_http)
+        self.rng = random.Random(self.node_id)
+        self.dht = DhtNode(self.node_id, random.Random(self.rng.getrandbits(64)), DhtConfig())
+        self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
+        self.engine: ConsensusEngine | None = None
+        self.counters = NodeCounters()
+        self.accepted: deque[AcceptedBlock] = deque(maxlen=MAX_ACCEPTED_LOG)
+        self.addresses: dict[NodeId, str] = {}
+        """Source addresses of UDP datagrams: where a sender can be answered."""
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)
+        self._wake = asyncio.Event()
+        self._next_usage_ms = 0
+        self._replaying = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.transport.start()
+        await self.http.start()
+        self.engine = self._make_engine()
+        self._replay_store()
+        self._join_dht()
+        self._write_ready_file()
+        log.info("node started", extra={"fields": self._identity()})
+        try:
+            await self._loop(stop)
+        finally:
+            await self.http.close()
+            await self.transport.close()
+            self.store.close()
+            log.info("node stopped", extra={"fields": {"node_id": self.node_id.hex()}})
+
+    def _make_engine(self) -> ConsensusEngine:
+        cfg = self.config
+        listen_host = self.transport.host
+        advertise = cfg.advertise_host or (
+            "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
+        )
+        template = None
+        if cfg.genesis:
+            difficulty = cfg.initial_difficulty or max(
+                1, measure_vdf_ips() * cfg.slot_duration_ms * cfg.vdf_target_bp // 10_000_000
+            )
+            template = ChainParams(
+                chain_id=cfg.chain_id,
+                genesis_time_ms=0,
+                slot_duration_ms=cfg.slot_duration_ms,
+                committee_size=cfg.committee,
+                initial_difficulty=difficulty,
+                vdf_target_bp=cfg.vdf_target_bp,
+                admin_key=cfg.admin_key,
+            )
+        engine_config = EngineConfig(
+            chain_id=cfg.chain_id,
+            bootstrap_key=bls.sk_to_pk(self.sk) if cfg.genesis else cfg.bootstrap_key,  # type: ignore[arg-type]
+            address=join_address(advertise, self.transport.port),
+            labels=cfg.labels,
+            ticket=cfg.ticket,
+            genesis_template=template,
+        )
+        stored = self.store.get_genesis()
+        genesis = decode_genesis(stored.encoded) if stored is not None else None
+        signature = self.store.get_meta("genesis_signature")
+        return ConsensusEngine(
+            self.sk,
+            engine_config,
+            genesis=genesis,
+            genesis_signature=Signature(signature) if signature else None,
+        )
+
+    def _replay_store(self) -> None:
+        """Restart: re-validate and re-apply every stored block (parents first)."""
+        engine = self.engine
+        assert engine is not None
+        if engine.genesis is None:
+            return
+        self._replaying = True
+        count = 0
+        try:
+            for record in self.store.iter_blocks():
+                data = self.store.get_block(record.hash)
+                if data is None:
+                    continue
+                out = engine.on_message(BlockMsg(decode_block(data)), None, now_ms())
+                self._apply(out)
+                count += 1
+        finally:
+            self._replaying = False
+        log.info("store replayed", extra={"fields": {"blocks": count}})
+
+    def _join_dht(self) -> None:
+        cfg = self.config
+        if cfg.bootstrap and cfg.bootstrap_key:
+            contact = Contact(compute_node_id(cfg.bootstrap_key), cfg.bootstrap)  # type: ignore[arg-type]
+        else:
+            contact = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
+        self._apply_dht(self.dht.join(contact, now_ms()))
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "udp_port": self.transport.port,
+            "tcp_port": self.transport.port,
+            "http_port": self.http.port,
+            "pid": os.getpid(),
+        }
+
+    def _write_ready_file(self) -> None:
+        path = self.config.ready_file
+        if path is None:
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._identity()))
+        tmp.replace(path)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = now_ms()
+            self._tick(now)
+            wake_at = self._next_wakeup(now)
+            timeout = max(0.0, (wake_at - now_ms()) / 1000)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first(stop, self._wake), timeout)
+
+    @staticmethod
+    async def _first(*events: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _tick(self, now: int) -> None:
+        engine = self.engine
+        assert engine is not None
+        if now >= self._next_usage_ms:
+            self._next_usage_ms = now + USAGE_INTERVAL_MS
+            engine.set_local_usage(self._measure_usage())
+        self._apply(engine.on_tick(now))
+        self._apply_dht(self.dht.on_tick(now))
+        self.gossip.set_peers(self._gossip_peers())
+        for peer, ihave in self.gossip.on_tick(now):
+            self._send_to(peer, ihave)
+
+    def _next_wakeup(self, now: int) -> int:
+        candidates = [now + 1_000, self._next_usage_ms]
+        engine = self.engine
+        if engine is not None and self._engine_wakeup is not None:
+            candidates.append(self._engine_wakeup)
+        if self._dht_wakeup is not None:
+            candidates.append(self._dht_wakeup)
+        if self.gossip.next_wakeup_ms is not None:
+            candidates.append(self.gossip.next_wakeup_ms)
+        return max(now + 1, min(candidates))
+
+    _engine_wakeup: int | None = None
+    _dht_wakeup: int | None = None
+
+    def _measure_usage(self) -> LocalUsage:
+        cpu = int(psutil.cpu_percent(None) * 100)
+        ram = int(psutil.virtual_memory().percent * 100)
+        disk = int(psutil.disk_usage(str(self.config.data_dir)).percent * 100)
+        return LocalUsage(
+            cpu_bp=_clamp_share(cpu), ram_bp=_clamp_share(ram), disk_bp=_clamp_share(disk)
+        )
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            message, sender = decode_message(data, transport)
+        except PeerError as exc:
+            self.counters.decode_errors[exc.reason] += 1
+            log.debug(
+                "undecodable message", extra={"fields": {"reason": exc.reason, "from": source}}
+            )
+            return
+        now = now_ms()
+        if transport is Transport.DATAGRAM:
+            self.addresses[sender] = source
+        if isinstance(message, Ping | Pong | FindNode | Nodes):
+            if transport is Transport.DATAGRAM:
+                self._apply_dht(self.dht.on_message(Contact(sender, source), message, now))
+        elif isinstance(message, GossipMsg):
+            self._on_gossip(sender, message, now)
+        elif isinstance(message, IHave):
+            for peer, want in self.gossip.on_ihave(sender, message, now):
+                self._send_to(peer, want)
+        elif isinstance(message, IWant):
+            for peer, copy in self.gossip.on_iwant(sender, message, now):
+                self._send_to(peer, copy)
+        else:
+            self._apply(engine.on_message(message, sender, now))
+        self._wake.set()
+
+    def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
+        engine = self.engine
+        assert engine is not None
+        deliver, forwards = self.gossip.on_message(sender, message, now)
+        for peer, copy in forwards:
+            self._send_to(peer, copy)
+        if not deliver:
+            return
+        try:
+            inner, origin = decode_gossip_payload(message.payload)
+        except PeerError as exc:
+            self.counters.decode_errors[exc.reason] += 1
+            return
+        self._apply(engine.on_message(inner, origin, now))
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _apply(self, out: Output) -> None:
+        engine = self.engine
+        assert engine is not None
+        if out.next_wakeup_ms is not None:
+            self._engine_wakeup = out.next_wakeup_ms
+        for event in out.events:
+            self._on_event(event)
+        if self._replaying:
+            return
+        for outgoing in out.messages:
+            self._send_outgoing(outgoing)
+        for request in out.vdf_requests:
+            self._start_vdf(request)
+
+    def _send_outgoing(self, outgoing: Outgoing) -> None:
+        message = outgoing.message
+        if outgoing.route is Route.GOSSIP:
+            sk = self.sk if is_envelope_signed(type(message)) else None
+            payload = encode_gossip_payload(message, self.node_id, sk)  # type: ignore[arg-type]
+            for peer, copy in self.gossip.publish(payload, now_ms()):
+                self._send_to(peer, copy)
+            return
+        if isinstance(message, SyncResponseMsg):
+            message = fit_sync_response(message)
+        data = encode_message(message, self.node_id)
+        transport = select_transport(message, data)
+        for peer in outgoing.to:
+            address = self._resolve(peer)
+            if address is None:
+                self.counters.unresolved += 1
+                self._apply_dht(self.dht.find(peer, now_ms()))
+                continue
+            self.transport.send(address, data, transport)
+
+    def _send_to(self, peer: NodeId, message: GossipMsg | IHave | IWant) -> None:
+        address = self._resolve(peer)
+        if address is None:
+            self.counters.unresolved += 1
+            return
+        data = encode_message(message, self.node_id)
+        self.transport.send(address, data, select_transport(message, data))
+
+    def _apply_dht(self, out: DhtOutput) -> None:
+        if out.next_wakeup_ms is not None:
+            self._dht_wakeup = out.next_wakeup_ms
+        for contact, message in out.messages:
+            data = encode_message(message, self.node_id, self.sk)
+            self.transport.send(contact.address, data, Transport.DATAGRAM)
+
+    def _resolve(self, node: NodeId) -> str | None:
+        """Where to reach ``node``: the address it registered on chain, else the DHT."""
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        if state is not None:
+            info = state.validators.get(node)
+            if info is not None:
+                return info.address
+        address = self.dht.get_address(node) or self.addresses.get(node)
+        if address is None and engine is not None:
+            for request in engine.pending_inclusions.values():
+                if compute_node_id(request.public_key) == node:
+                    return request.address
+        return address
+
+    def _gossip_peers(self) -> Iterable[NodeId]:
+        peers = [c.node_id for c in self.dht.get_peers()]
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        if state is not None:
+            peers.extend(state.validators.get_node_ids())
+        return peers
+
+    def _start_vdf(self, request: VdfRequest) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, vdf.prove, request.challenge, request.iterations)
+
+        def done(f: asyncio.Future[vdf.VdfResult]) -> None:
+            engine = self.engine
+            if engine is None or f.cancelled() or f.exception() is not None:
+                return
+            self._apply(engine.on_vdf_result(request, f.result(), now_ms()))
+            self._wake.set()
+
+        future.add_done_callback(done)
+
+    # --- events --------------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        engine = self.engine
+        assert engine is not None
+        if isinstance(event, BlockAccepted):
+            block = engine.blocks[event.block_hash]
+            weight = event.signers
+            if not self._replaying:
+                self.store.put_block(
+                    event.block_hash, block.parent, block.slot, weight, encode_block(block)
+                )
+            self.accepted.append(
+                AcceptedBlock(
+                    hash=event.block_hash.hex(),
+                    slot=event.slot,
+                    skip=event.skip,
+                    signers=event.signers,
+                    producer=block.producer.hex() if isinstance(block, Block) else None,
+                    excluded=block.excluded.hex() if isinstance(block, SkipBlock) else None,
+                    accepted_ms=now_ms(),
+                )
+            )
+            log.info(
+                "block accepted",
+                extra={
+                    "fields": {
+                        "slot": event.slot,
+                        "hash": event.block_hash.hex()[:16],
+                        "skip": event.skip,
+                        "signers": event.signers,
+                    }
+                },
+            )
+        elif isinstance(event, HeadChanged):
+            if not self._replaying:
+                self.store.set_head(event.new)
+            if event.reverted:
+                log.info(
+                    "reorg",
+                    extra={
+                        "fields": {"reverted": len(event.reverted), "applied": len(event.applied)}
+                    },
+                )
+        elif isinstance(event, GenesisCreated):
+            genesis_msg = engine.genesis_msg
+            if genesis_msg is not None and self.store.get_genesis() is None:
+                self.store.put_genesis(event.genesis_hash, encode_genesis(genesis_msg.genesis))
+                self.store.put_meta("genesis_signature", genesis_msg.signature)
+            log.info("genesis", extra={"fields": {"hash": event.genesis_hash.hex()[:16]}})
+        elif isinstance(event, MigrationOrder):
+            log.info(
+                "migration order",
+                extra={
+                    "fields": {
+                        "app": event.entry.app.hex()[:16],
+                        "action": event.entry.action.name,
+                        "slot": event.slot,
+                    }
+                },
+            )
+        elif isinstance(event, PeerRejected):
+            log.debug("peer input rejected", extra={"fields": {"reason": event.reason}})
+
+    # --- HTTP API ------------------------------------------------------------------------
+
+    async def _on_http(self, request: Request) -> tuple[int, Any]:
+        if request.method == "GET" and request.path == "/health":
+            return 200, {"ok": True}
+        if request.method == "GET" and request.path == "/status":
+            return 200, self.get_status()
+        if request.method == "GET" and request.path == "/blocks":
+            since = int(request.query.get("since", "0") or 0)
+            return 200, [vars(b) for b in self.accepted if b.slot >= since]
+        if request.method == "GET" and request.path == "/chain":
+            return 200, self._get_chain()
+        if request.method == "POST" and request.path == "/apps":
+            return self._submit_app(request.body)
+        if request.path in ("/health", "/status", "/blocks", "/chain", "/apps"):
+            raise HttpError(405, "method not allowed")
+        raise HttpError(404, "not found")
+
+    def get_status(self) -> dict[str, Any]:
+        engine = self.engine
+        assert engine is not None
+        now = now_ms()
+        state = engine.get_head_state()
+        params = engine.params
+        role = Role.NONE
+        slot = 0
+        if params is not None and state is not None:
+            slot = get_current_slot(params, now)
+            if state.slot < slot and len(state.validators):
+                roles = get_roles(engine.memo, state, Slot(slot), params.committee_size)
+                role = roles.get_role(self.pk)
+        memory = self.process.memory_info()
+        cpu = self.process.cpu_times()
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "chain_id": self.config.chain_id,
+            "genesis": engine.genesis is not None,
+            "slot": slot,
+            "head": engine.head.hex() if engine.head else None,
+            "head_slot": state.slot if state else None,
+            "role": role.value,
+            "is_validator": engine.is_validator(),
+            "validators": len(state.validators) if state else 0,
+            "peers": len(self.dht.get_peers()),
+            "blocks_accepted": engine.stats.blocks_accepted,
+            "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
+            "reorgs": engine.stats.reorgs,
+            "peer_errors": dict(engine.stats.peer_errors),
+            "decode_errors": dict(self.counters.decode_errors),
+            "transport": vars(self.transport.stats),
+            "rss_mb": round(memory.rss / 2**20, 1),
+            "cpu_seconds": round(cpu.user + cpu.system, 2),
+        }
+
+    def _get_chain(self) -> list[dict[str, Any]]:
+        engine = self.engine
+        assert engine is not None
+        return [
+            {
+                "hash": h.hex(),
+                "slot": engine.blocks[h].slot,
+                "skip": isinstance(engine.blocks[h], SkipBlock),
+            }
+            for h in engine.get_chain()
+        ]
+
+    def _submit_app(self, body: bytes) -> tuple[int, Any]:
+        engine = self.engine
+        assert engine is not None
+        try:
+            spec = parse_app_spec(json.loads(body or b"{}"))
+            app_id, out = engine.submit_app(spec, now_ms())
+        except (ValueError, TypeError, KeyError, ValidationError) as exc:
+            raise HttpError(400, f"bad app spec: {exc}") from None
+        self._apply(out)
+        return 201, {"app_id": app_id.hex()}
+
+
+def parse_app_spec(data: dict[str, Any]) -> AppSpec:
+    """The JSON form of an app spec (POST /apps)."""
+    policy = data.get("policy", {})
+    return AppSpec(
+        name=str(data["name"]),
+        runtime=RuntimeKind[str(data.get("runtime", "process")).upper()],
+        image=str(data.get("image", "")),
+        command=tuple(str(a) for a in data.get("command", ())),
+        cpu_bp=int(data.get("cpu_bp", 0)),
+        ram_bp=int(data.get("ram_bp", 0)),
+        stateful=bool(data.get("stateful", False)),
+        policy=AppPolicy(
+            pinned=bool(policy.get("pinned", False)),
+            pin_node=bytes.fromhex(policy.get("pin_node", "")),
+            allowed_labels=tuple(policy.get("allowed_labels", ())),
+            anti_affinity=str(policy.get("anti_affinity", "")),
+            min_interval_slots=int(policy.get("min_interval_slots", 0)),
+        ),
+        nonce=bytes.fromhex(data.get("nonce", "")),
+    )
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "t": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+async def run_node(config: NodeConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Node(config).run(stop)
+
+
+__all__ = ["GenesisMsg", "Node", "NodeConfig", "SubmissionMsg", "parse_app_spec", "run_node"]
