@@ -1,6 +1,6 @@
 """Generate (or check) the committed test vectors in this directory.
 
-    python tests/vectors/generate.py           # rewrite shuffle.json and roles.json
+    python tests/vectors/generate.py           # rewrite shuffle.json, roles.json, blocks.json
     python tests/vectors/generate.py --check   # exit 1 if they differ from a regeneration
 
 The formats are documented in README.md next to this script. Everything here is
@@ -15,6 +15,25 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from edgechain.chain.assembly import make_exit_request, make_report
+from edgechain.chain.encoding import (
+    compute_app_id,
+    compute_block_hash,
+    compute_genesis_hash,
+    compute_vote_message,
+    encode_app_spec,
+    encode_block,
+    encode_genesis,
+)
+from edgechain.chain.model import (
+    AppPolicy,
+    AppSpec,
+    AppUsage,
+    Block,
+    PlanAction,
+    PlanEntry,
+    RuntimeKind,
+)
 from edgechain.consensus.roles import compute_roles
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import sha256
@@ -28,6 +47,13 @@ from edgechain.crypto.shuffle import (
     SHUFFLE_ROUND_COUNT,
     compute_shuffled_index,
     compute_shuffled_list,
+)
+from edgechain.testing import (
+    build_block,
+    build_skip_block,
+    make_genesis,
+    make_identity,
+    make_joining_request,
 )
 from edgechain.types import PublicKey, Slot
 
@@ -164,6 +190,70 @@ def seed_vectors() -> list[dict[str, object]]:
     return vectors
 
 
+def block_vectors() -> dict[str, object]:
+    """Canonical encodings and hashes of genesis, a block, a skip block and an app spec.
+
+    Built with ``edgechain.testing`` (keys from fixed labels, a real VDF at 100
+    iterations, deterministic BLS signatures), so the bytes are reproducible.
+    """
+    genesis, idents = make_genesis(5, committee_size=3, difficulty=100)
+    genesis_hash = compute_genesis_hash(genesis)
+    spec = AppSpec(
+        "counter",
+        RuntimeKind.PROCESS,
+        command=("sh", "-c", "echo hi"),
+        cpu_bp=250,
+        ram_bp=100,
+        stateful=True,
+        policy=AppPolicy(allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3),
+        nonce=b"\x01\x02",
+    )
+    app = compute_app_id(spec)
+    usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000)
+    reports = tuple(
+        make_report(
+            ident.sk, Slot(1), timestamp_ms=1_700_000_002_000 + i, cpu_bp=100 * i,
+            ram_bp=200, disk_bp=300, rtt_us=1_000 + i, apps=(usage,) if i == 0 else (),
+        )
+        for i, ident in enumerate(idents[:2])
+    )  # fmt: skip
+    newcomer = make_identity(50)
+    block = build_block(
+        parent=genesis_hash,
+        slot=Slot(1),
+        params=genesis.params,
+        vdf_iterations=100,
+        producer=idents[0],
+        committee=idents[1:4],
+        signer_indices=[0, 2],
+        reports=reports,
+        plan=(PlanEntry(PlanAction.MIGRATE, app, idents[0].node, idents[1].node),),
+        inclusions=(make_joining_request(newcomer, genesis.params, 50),),
+        exits=(make_exit_request(idents[4].sk, Slot(1)),),
+        submissions=(spec,),
+    )
+    skip = build_skip_block(
+        parent=compute_block_hash(block),
+        slot=Slot(2),
+        excluded=idents[2].node,
+        committee=idents[1:4],
+        signer_indices=[0, 1],
+    )
+    return {
+        "genesis": [{"encoding": encode_genesis(genesis).hex(), "hash": genesis_hash.hex()}],
+        "blocks": [
+            {
+                "kind": "block" if isinstance(b, Block) else "skip",
+                "encoding": encode_block(b).hex(),
+                "hash": compute_block_hash(b).hex(),
+                "vote_message": compute_vote_message(compute_block_hash(b)).hex(),
+            }
+            for b in (block, skip)
+        ],
+        "app_specs": [{"encoding": encode_app_spec(spec).hex(), "app_id": app.hex()}],
+    }
+
+
 def render(document: dict[str, object]) -> str:
     """JSON with one line per list element at the top level: small, diff-friendly."""
     lines = ["{"]
@@ -185,6 +275,7 @@ def render(document: dict[str, object]) -> str:
 GENERATORS: dict[str, Callable[[], dict[str, object]]] = {
     "shuffle.json": shuffle_vectors,
     "roles.json": roles_vectors,
+    "blocks.json": block_vectors,
 }
 
 

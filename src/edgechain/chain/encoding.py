@@ -1,6 +1,6 @@
 """Canonical byte encoding of every chain object, and the hashes defined on it.
 
-The encoding is specified field by field (docs in ``docs/encoding.md`` and
+The encoding is specified field by field (``tests/vectors/README.md`` and
 ``ARCHITECTURE.md``), never pickle or dict order, so a second implementation can
 reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 
