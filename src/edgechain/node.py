@@ -520,6 +520,8 @@ class Node:
     # --- HTTP API ------------------------------------------------------------------------
 
     async def _on_http(self, request: Request) -> tuple[int, Any]:
+        if self.engine is None:
+            raise HttpError(503, "starting")
         if request.method == "GET" and request.path == "/health":
             return 200, {"ok": True}
         if request.method == "GET" and request.path == "/status":
