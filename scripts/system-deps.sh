@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Installs the system packages the container tests need (Debian), only as root and
-# only when missing. Without root it prints what is missing and the podman tests skip.
+# Installs the system packages the container tests and the migration benchmark need
+# (Debian), only as root and only when missing. Without root it prints what is missing
+# and the podman tests skip.
+#
+#   podman          the container engine; its API service is what the container runtime
+#                   talks to (edgechain.runtime.podman starts a private one per node)
+#   runc            the OCI runtime podman is configured to use (crun is not required)
+#   busybox-static  a *static* busybox: the sample image is FROM scratch + busybox, so
+#                   the dynamic `busybox` package would not run in it
+#   util-linux      setpriv, with which the process runtime ties apps to their node
+#
+# Nothing else is set up here: the containers.conf podman needs on these VMs (runc,
+# cgroupfs, explicit ulimits) is written by edgechain.runtime.podman next to the
+# service's own storage, and pointed at through CONTAINERS_CONF.
 set -euo pipefail
 need=()
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
-[ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: not root, cannot install ${need[*]}; the podman tests will skip" >&2

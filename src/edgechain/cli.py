@@ -83,6 +83,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         faults=args.faults,
         send_reports=not args.no_reports,
         trace=not args.no_trace,
+        overlay=args.overlay,
+        preset_genesis=args.preset_genesis,
     )
     progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
     result = Simulation(config, progress=progress).run()
@@ -199,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", metavar="FILE")
     sim.add_argument("--no-reports", action="store_true", help="nodes send no resource reports")
     sim.add_argument("--no-trace", action="store_true", help="skip the network trace digest")
+    sim.add_argument(
+        "--overlay",
+        choices=("gossip", "broadcast"),
+        default="gossip",
+        help="gossip: real DHT + gossip objects per node; broadcast: direct to all",
+    )
+    sim.add_argument(
+        "--preset-genesis", action="store_true", help="start from a genesis holding every node"
+    )
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(func=cmd_simulate)
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgechain.chain.assembly import make_ticket
-from edgechain.chain.encoding import compute_block_hash, encode_block
+from edgechain.chain.assembly import EMPTY_SIGNATURE, make_inclusion_request, make_ticket
+from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash, encode_block
 from edgechain.chain.model import AnyBlock, ChainParams, Genesis, SkipBlock
 from edgechain.chain.validation import SignatureCache
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
@@ -51,14 +51,17 @@ from edgechain.consensus.state import (
     get_slot_start_ms,
     validate_full,
 )
-from edgechain.crypto import vdf
+from edgechain.crypto import bls, vdf
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
+from edgechain.network.dht import DhtNode, DhtOutput
+from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.sim.byzantine import BEHAVIOURS, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.testing import ADMIN, Identity, make_identity
-from edgechain.types import BlockHash, NodeId, Slot
+from edgechain.types import BlockHash, NodeId, Signature, Slot
+from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
 
 SCENARIOS = ("none", "crash-producers", "partition-heal", "byzantine-producer", "lossy", "churn")
 
@@ -82,9 +85,18 @@ class SimConfig:
     """Honest nodes must agree on everything older than this many slots."""
     convergence_slots: int = 6
     """After a partition heals, one head everywhere within this many slots."""
+    overlay: str = "gossip"
+    """``gossip``: every node runs the real DHT (``network/dht.py``) and gossip
+    (``network/gossip.py``) objects, and gossip spreads through DHT neighbours.
+    ``broadcast``: a gossiped message goes straight to every node, plus the relay below."""
     gossip_relay: int = 4
-    """Each node forwards a gossiped block it sees first to this many random peers, as
-    the gossip layer does; 0 makes gossip a single direct broadcast."""
+    """With ``broadcast``: each node forwards a block it sees first to this many random
+    peers; 0 makes gossip a single direct broadcast."""
+    gossip_fanout: int = 8
+    gossip_heartbeat_ms: int = 2_000
+    preset_genesis: bool = False
+    """Start from a genesis holding every node, as if the bootstrap node had gathered
+    all requests (skips the join phase, which is not what large runs measure)."""
     trace: bool = True
     """Hash every network event into a digest (byte-identical-trace checks)."""
 
@@ -98,6 +110,12 @@ class SimNode:
     up: bool = True
     timer: Timer[Any] | None = None
     timer_at: int | None = None
+    gossip: Gossip | None = None
+    dht: DhtNode | None = None
+    dht_wakeup: int | None = None
+
+
+SimPayload = Message | GossipMsg | IHave | IWant | Ping | Pong | FindNode | Nodes
 
 
 @dataclass
@@ -125,7 +143,7 @@ class SimResult:
         }
 
 
-def _message_size(msg: Message, memo: Memo) -> int:
+def _message_size(msg: Any, memo: Memo) -> int:
     """Approximate wire size; blocks are charged their canonical encoding."""
     if isinstance(msg, BlockMsg | CandidateMsg):
         return memo.get(("size", id(msg.block)), lambda: (msg.block, len(encode_block(msg.block))))[
@@ -193,7 +211,7 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.clock = SimClock()
         low, high = config.latency_ms
-        self.net: SimNetwork[Message] = SimNetwork(
+        self.net: SimNetwork[SimPayload] = SimNetwork(
             config.seed,
             self.clock,
             profile=LinkProfile(latency=Uniform(low * MILLISECOND, high * MILLISECOND)),
@@ -230,9 +248,14 @@ class Simulation:
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
         self.relayed: dict[int, set[int]] = {}
+        self.tokens: dict[bytes, tuple[Message, NodeId]] = {}
+        """Gossip payload token -> (message, origin): the gossip objects run for real on
+        small tokens instead of re-encoding a block at every hop."""
         bootstrap = make_identity(0, b"sim")
-        for i in range(config.nodes):
-            ident = bootstrap if i == 0 else make_identity(i, b"sim")
+        self.bootstrap = bootstrap
+        idents = [bootstrap] + [make_identity(i, b"sim") for i in range(1, config.nodes)]
+        configs = []
+        for i, ident in enumerate(idents):
             engine_config = EngineConfig(
                 chain_id=self.params.chain_id,
                 bootstrap_key=bootstrap.pk,
@@ -244,15 +267,49 @@ class Simulation:
                 proof_scale=config.proof_scale,
                 send_reports=config.send_reports,
             )
+            configs.append(engine_config)
+        genesis, genesis_sig = self._make_preset_genesis(idents, configs)
+        for i, (ident, engine_config) in enumerate(zip(idents, configs, strict=True)):
             factory = engine_factory if (engine_factory and i in byzantine) else None
             engine = (
                 factory(i, ident, engine_config, self.memo)
                 if factory
-                else ConsensusEngine(ident.sk, engine_config, memo=self.memo)
+                else ConsensusEngine(
+                    ident.sk,
+                    engine_config,
+                    memo=self.memo,
+                    genesis=genesis,
+                    genesis_signature=genesis_sig,
+                )
             )
+            if factory and genesis is not None:
+                engine._adopt_genesis(genesis, genesis_sig or EMPTY_SIGNATURE)
             node = SimNode(i, ident, engine, honest=i not in byzantine)
+            if config.overlay == "gossip":
+                rng = random.Random(config.seed * 1_000_003 + i)
+                node.dht = DhtNode(ident.node, random.Random(rng.getrandbits(64)))
+                gossip_config = GossipConfig(
+                    fanout=config.gossip_fanout, heartbeat_ms=config.gossip_heartbeat_ms
+                )
+                node.gossip = Gossip(ident.node, random.Random(rng.getrandbits(64)), gossip_config)
             self.nodes.append(node)
             self.by_id[ident.node] = node
+
+    def _make_preset_genesis(
+        self, idents: list[Identity], configs: list[EngineConfig]
+    ) -> tuple[Genesis | None, Signature | None]:
+        if not self.config.preset_genesis:
+            return None, None
+        requests = sorted(
+            (
+                make_inclusion_request(ident.sk, c.address, c.labels, c.ticket)
+                for ident, c in zip(idents, configs, strict=True)
+            ),
+            key=lambda r: r.public_key,
+        )
+        params = dataclasses.replace(self.params, genesis_time_ms=1_000)
+        genesis = Genesis(params, tuple(requests), 0)
+        return genesis, bls.sign(self.bootstrap.sk, compute_genesis_hash(genesis))
 
     # --- driving -----------------------------------------------------------------------
 
@@ -263,6 +320,9 @@ class Simulation:
         node.up = True
         self.net.register(node.ident.node, self._deliver)
         self.net.node_up(node.ident.node)
+        if node.dht is not None:
+            bootstrap = Contact(self.bootstrap.node, self.bootstrap.node.hex())
+            self._handle_dht(node, node.dht.join(bootstrap, self.now_ms()))
         self._arm(node, at_ms)
 
     def _arm(self, node: SimNode, at_ms: int | None) -> None:
@@ -279,16 +339,81 @@ class Simulation:
     def _wake(self, node: SimNode) -> None:
         node.timer = None
         node.timer_at = None
-        if node.up:
-            self._handle(node, node.engine.on_tick(self.now_ms()))
+        if not node.up:
+            return
+        now = self.now_ms()
+        if node.dht is not None:
+            self._handle_dht(node, node.dht.on_tick(now))
+        if node.gossip is not None:
+            self._refresh_peers(node)
+            for peer, ihave in node.gossip.on_tick(now):
+                self.net.send(node.ident.node, peer, ihave, 64 + 32 * len(ihave.message_ids))
+        self._handle(node, node.engine.on_tick(now))
 
-    def _deliver(self, src: NodeId, dst: NodeId, payload: Message, at: int) -> None:
+    def _refresh_peers(self, node: SimNode) -> None:
+        assert node.gossip is not None and node.dht is not None
+        node.gossip.set_peers(c.node_id for c in node.dht.get_peers())
+
+    def _handle_dht(self, node: SimNode, out: DhtOutput) -> None:
+        if out.next_wakeup_ms is not None:
+            node.dht_wakeup = out.next_wakeup_ms
+        for contact, message in out.messages:
+            self.net.send(node.ident.node, NodeId(bytes.fromhex(contact.address)), message, 120)
+        if out.next_wakeup_ms is not None:
+            self._arm(node, out.next_wakeup_ms)
+
+    def _deliver(self, src: NodeId, dst: NodeId, payload: SimPayload, at: int) -> None:
         node = self.by_id[dst]
         if not node.up:
             return
-        if isinstance(payload, BlockMsg) and self.config.gossip_relay:
+        now = self.now_ms()
+        if isinstance(payload, Ping | Pong | FindNode | Nodes):
+            if node.dht is not None:
+                self._handle_dht(node, node.dht.on_message(Contact(src, src.hex()), payload, now))
+            return
+        if isinstance(payload, GossipMsg | IHave | IWant):
+            self._on_gossip(node, src, payload, now)
+            return
+        if (
+            isinstance(payload, BlockMsg)
+            and self.config.overlay == "broadcast"
+            and self.config.gossip_relay
+        ):
             self._relay(node, payload)
-        self._handle(node, node.engine.on_message(payload, src, self.now_ms()))
+        self._handle(node, node.engine.on_message(payload, src, now))
+
+    def _on_gossip(
+        self, node: SimNode, src: NodeId, payload: GossipMsg | IHave | IWant, now: int
+    ) -> None:
+        gossip = node.gossip
+        if gossip is None:
+            return
+        me = node.ident.node
+        if isinstance(payload, IHave):
+            for peer, want in gossip.on_ihave(src, payload, now):
+                self.net.send(me, peer, want, 64 + 32 * len(want.message_ids))
+            return
+        if isinstance(payload, IWant):
+            for peer, copy in gossip.on_iwant(src, payload, now):
+                self.net.send(me, peer, copy, self._gossip_size(copy))
+            return
+        deliver, forwards = gossip.on_message(src, payload, now)
+        for peer, copy in forwards:
+            self.net.send(me, peer, copy, self._gossip_size(copy))
+        if deliver:
+            message, origin = self.tokens[payload.payload]
+            self._handle(node, node.engine.on_message(message, origin, now))
+
+    def _gossip_size(self, msg: GossipMsg) -> int:
+        return 48 + _message_size(self.tokens[msg.payload][0], self.memo)
+
+    def _publish(self, node: SimNode, message: Message) -> None:
+        assert node.gossip is not None
+        token = len(self.tokens).to_bytes(8, "big")
+        self.tokens[token] = (message, node.ident.node)
+        self._refresh_peers(node)
+        for peer, copy in node.gossip.publish(token, self.now_ms()):
+            self.net.send(node.ident.node, peer, copy, self._gossip_size(copy))
 
     def _relay(self, node: SimNode, msg: BlockMsg) -> None:
         """Gossip forwarding on first sight (de-duplicated by block identity)."""
@@ -309,6 +434,9 @@ class Simulation:
         src = node.ident.node
         for outgoing in out.messages:
             size = _message_size(outgoing.message, self.memo)
+            if outgoing.route is Route.GOSSIP and node.gossip is not None:
+                self._publish(node, outgoing.message)
+                continue
             if outgoing.route is Route.GOSSIP:
                 targets: Any = (n.ident.node for n in self.nodes if n is not node)
             else:
@@ -324,6 +452,8 @@ class Simulation:
             elif isinstance(event, HeadChanged) and event.reverted and node.honest:
                 self.reorgs += 1
         self._arm(node, out.next_wakeup_ms)
+        if node.gossip is not None and node.gossip.next_wakeup_ms is not None:
+            self._arm(node, node.gossip.next_wakeup_ms)
 
     def _run_vdf(self, node: SimNode, request: VdfRequest) -> None:
         key = (bytes(request.challenge), request.iterations)
@@ -455,9 +585,14 @@ class Simulation:
         for block_hash in old.get_chain():
             engine.on_message(BlockMsg(old.blocks[block_hash]), None, now)
         node.engine = engine
-        node.up = True
-        self.net.node_up(node.ident.node)
-        self._arm(node, now)
+        if node.dht is not None and node.gossip is not None:
+            # A restarted process has lost its routing table and seen-cache too.
+            rng = random.Random(self.config.seed * 7_919 + node.index + now)
+            node.dht = DhtNode(node.ident.node, random.Random(rng.getrandbits(64)))
+            node.gossip = Gossip(
+                node.ident.node, random.Random(rng.getrandbits(64)), node.gossip.config
+            )
+        self._start_node(node, now)
 
     # --- invariants --------------------------------------------------------------------
 

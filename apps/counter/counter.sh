@@ -1,0 +1,72 @@
+#!/bin/sh
+# counter: the stateful sample app used to check migrations (paper §4.2, Table 3).
+#
+# Increments a counter every INTERVAL seconds and persists it in
+# $EDGECHAIN_STATE_DIR/count after every step. A migrated copy reads the file back, so it
+# continues from where the origin stopped: never from zero, never backwards.
+#
+# usage: counter.sh [PAD_BYTES] [INTERVAL_S] [TAG]
+#   PAD_BYTES  size of an incompressible pad file kept in the state dir, created once, so
+#              the state weighs like the paper's median CRIU checkpoint (15.2 MB); default 0
+#   INTERVAL_S seconds between increments (default 0.1: ten steps a second)
+#   TAG        ignored; lets a test find this exact instance in the process table
+#
+# POSIX sh only (dash on a host, busybox sh in the container image): no python needed.
+#
+# Crash safety: the count is written to a temporary file and renamed over the old one, so
+# a freeze (SIGSTOP, cgroup freezer) or a SIGKILL at any instant leaves a whole value.
+# Signals: TERM/INT persist and exit; USR1 is the runtime's cooperative checkpoint hook:
+# persist, then touch $EDGECHAIN_CHECKPOINT_ACK so the runtime knows the state on disk is
+# current (runtime/process.py). The runtime signals the whole process group, which also
+# ends a pending `sleep` at once, so the trap runs without waiting for the interval.
+set -u
+
+dir="${EDGECHAIN_STATE_DIR:?EDGECHAIN_STATE_DIR is not set}"
+pad="${1:-0}"
+interval="${2:-0.1}"
+ack="${EDGECHAIN_CHECKPOINT_ACK:-}"
+
+count=0
+if [ -f "$dir/count" ]; then
+    read -r count < "$dir/count" || count=""
+fi
+case "$count" in
+    '' | *[!0-9]*)
+        echo "counter: corrupt state file $dir/count" >&2
+        exit 2
+        ;;
+esac
+echo "counter: starting from $count"
+
+if [ "$pad" -gt 0 ] && [ ! -f "$dir/pad" ]; then
+    head -c "$pad" /dev/urandom > "$dir/pad.tmp" && mv -f "$dir/pad.tmp" "$dir/pad"
+fi
+
+persist() {
+    echo "$count" > "$dir/count.tmp" && mv -f "$dir/count.tmp" "$dir/count"
+}
+
+on_term() {
+    persist
+    exit 0
+}
+
+on_checkpoint() {
+    persist
+    if [ -n "$ack" ]; then
+        : > "$ack"
+    fi
+}
+
+trap on_term TERM INT
+trap on_checkpoint USR1
+# Advertise the checkpoint hook to the runtime (it travels with the state).
+if [ -n "$ack" ]; then
+    : > "$dir/.checkpoint-hook"
+fi
+
+while :; do
+    count=$((count + 1))
+    persist
+    sleep "$interval"
+done

@@ -1,0 +1,451 @@
+"""Migration benchmark: save / transmit / resume beside the paper's Table 3.
+
+Runs ``--runs`` migrations of the stateful ``counter`` app carrying 15 MiB of state
+(the paper's median CRIU checkpoint is 15.2 MB, §4.2) back and forth between two nodes
+on loopback: two transfer endpoints, separate runtime roots, and for containers two
+separate Podman API services with separate image stores. Then it times the reference
+implementation's standard path on the same app with the podman CLI, as its shell
+scripts do (SaveContainer.sh: stop, commit, save to a tar; the tar is sent to the destination,
+here uncompressed over a loopback TCP connection; RunContainer.sh: load, run), and
+prints our / their ratio.
+
+After every migration the counter must continue at the destination from at least the
+value it had at the origin, and keep counting (``counter_continuity_ok``).
+
+    .venv/bin/python benchmarks/migration.py --runs 30 --json runs/migration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
+from edgechain.runtime.base import AppRuntime
+from edgechain.runtime.container import ContainerRuntime
+from edgechain.runtime.image import import_sample_image
+from edgechain.runtime.podman import PodmanService, PodmanUnavailableError
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.samples import PAPER_STATE_BYTES, SAMPLE_IMAGE, get_counter_spec
+from edgechain.runtime.transfer import (
+    MigrationOutcome,
+    MigrationResult,
+    TransferClient,
+    TransferServer,
+)
+from edgechain.types import BlockHash, NodeId
+
+PAPER_TABLE3_MEDIAN_MS = {
+    "criu": {"save_ms": 2701.0, "transmit_ms": 79.0, "resume_ms": 3259.0},
+    "standard": {"save_ms": 11231.0, "transmit_ms": 1624.0, "resume_ms": 7414.0},
+}
+GOALS_MS = {"process": 300.0, "container": 1000.0}
+SEGMENTS = ("save_ms", "transmit_ms", "resume_ms", "total_ms")
+COUNTER_INTERVAL_S = 0.1
+CONTINUE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Series:
+    """Per-run figures of one runtime (or the reference path)."""
+
+    save_ms: list[float] = field(default_factory=list)
+    transmit_ms: list[float] = field(default_factory=list)
+    resume_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+    raw_bytes: list[int] = field(default_factory=list)
+    compressed_bytes: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    continuity_ok: bool = True
+
+    def add(self, save: float, transmit: float, resume: float) -> None:
+        self.save_ms.append(save)
+        self.transmit_ms.append(transmit)
+        self.resume_ms.append(resume)
+        self.total_ms.append(save + transmit + resume)
+
+    def get_summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"runs": len(self.total_ms), "failures": self.failures}
+        for name in SEGMENTS:
+            out[name] = compute_summary(getattr(self, name))
+        if self.raw_bytes:
+            out["raw_bytes"] = compute_summary([float(v) for v in self.raw_bytes])
+            out["compressed_bytes"] = compute_summary([float(v) for v in self.compressed_bytes])
+        out["counter_continuity_ok"] = self.continuity_ok
+        return out
+
+
+def compute_summary(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "min": None, "max": None, "mean": None}
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "mean": round(statistics.fmean(values), 2),
+    }
+
+
+def read_count(state_dir: Path) -> int:
+    """The counter app's persisted value in ``state_dir`` (0 before its first write)."""
+    try:
+        return int((state_dir / "count").read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def wait_for(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# --- our migrations ---------------------------------------------------------------------
+
+
+@dataclass
+class BenchNode:
+    node_id: NodeId
+    runtime: ProcessRuntime | ContainerRuntime
+    server: TransferServer
+    client: TransferClient
+
+
+def accept_all(block_hash: BlockHash, entry: PlanEntry) -> bool:
+    del block_hash, entry
+    return True
+
+
+async def run_ours(
+    label: str, runtimes: tuple[AppRuntime, AppRuntime], spec: AppSpec, work: Path, runs: int
+) -> Series:
+    """``runs`` migrations of ``spec`` alternating between the two runtimes."""
+    series = Series()
+    nodes = []
+    for index, runtime in enumerate(runtimes):
+        node_id = NodeId(bytes([index + 1]) * 32)
+        server = TransferServer(runtime, node_id, accept_all, work / f"{label}-transfer-{index}")
+        await server.start("127.0.0.1", 0)
+        nodes.append(BenchNode(node_id, runtime, server, TransferClient(runtime)))  # type: ignore[arg-type]
+    app = compute_app_id(spec)
+    origin = nodes[0]
+    origin.runtime.start(app, spec)
+    state = origin.runtime.get_state_dir(app)
+    if not wait_for(lambda: (state / "pad").exists() and read_count(state) > 0, 60):
+        raise RuntimeError(f"{label}: the counter never started")
+    try:
+        for run in range(runs):
+            src, dst = nodes[run % 2], nodes[(run + 1) % 2]
+            time.sleep(0.2)  # let the app run between migrations, as in a real slot
+            before = read_count(src.runtime.get_state_dir(app))
+            entry = PlanEntry(PlanAction.MIGRATE, app, src.node_id, dst.node_id)
+            block = BlockHash(secrets.token_bytes(32))
+            result: MigrationResult = await src.client.migrate(
+                block, entry, spec, "127.0.0.1", dst.server.port
+            )
+            if result.outcome is not MigrationOutcome.COMPLETED:
+                series.failures.append(f"run {run}: {result.outcome.value} {result.reason}")
+                series.continuity_ok = False
+                break
+            series.add(result.save_ms, result.transmit_ms, result.resume_ms)
+            series.raw_bytes.append(result.raw_bytes)
+            series.compressed_bytes.append(result.compressed_bytes)
+            dst_state = dst.runtime.get_state_dir(app)
+            first = read_count(dst_state)
+            continued = wait_for(lambda: read_count(dst_state) > first, CONTINUE_TIMEOUT_S)  # noqa: B023
+            if first < before or not continued:
+                series.continuity_ok = False
+                series.failures.append(f"run {run}: counter {before} -> {first}, {continued=}")
+        return series
+    finally:
+        for node in nodes:
+            await node.server.close()
+            node.runtime.remove(app)
+
+
+# --- the reference implementation's standard path --------------------------------------
+
+
+def copy_over_loopback(source: Path, target: Path) -> None:
+    """Send a file through a loopback TCP connection, uncompressed (the tar's copy)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def receive() -> None:
+            conn, _ = listener.accept()
+            with conn, target.open("wb") as sink:
+                while data := conn.recv(1 << 20):
+                    sink.write(data)
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        with socket.create_connection(("127.0.0.1", port)) as conn, source.open("rb") as src:
+            conn.sendfile(src)
+        receiver.join()
+
+
+def podman(service: PodmanService, *args: str) -> str:
+    return service.run_cli(*args).stdout.strip()
+
+
+def run_reference(services: tuple[PodmanService, PodmanService], work: Path, runs: int) -> Series:
+    """Stop, commit, save; copy; load, run: the reference's standard migration."""
+    series = Series()
+    tag = f"ref-{secrets.token_hex(4)}"
+    argv = [
+        "/bin/sh",
+        "/apps/counter/counter.sh",
+        str(PAPER_STATE_BYTES),
+        f"{COUNTER_INTERVAL_S:g}",
+        tag,
+    ]
+    # The state lives inside the container's file system: commit carries it.
+    run_args = ["run", "-d", "--network", "none", "-e", "EDGECHAIN_STATE_DIR=/state"]
+    container = podman(services[0], *run_args, SAMPLE_IMAGE, *argv)
+
+    def count(service: PodmanService, name: str) -> int:
+        try:
+            return int(podman(service, "exec", name, "cat", "/state/count") or 0)
+        except PodmanUnavailableError:
+            return 0
+
+    if not wait_for(lambda: count(services[0], container) > 0, 60):
+        raise RuntimeError("reference: the counter never started")
+    wait_for(lambda: podman(services[0], "exec", container, "ls", "/state").find("pad") >= 0, 60)
+    images: list[list[str]] = [[], []]
+    try:
+        for run in range(runs):
+            src, dst = run % 2, (run + 1) % 2
+            time.sleep(0.2)
+            before = count(services[src], container)
+            tar_src = work / f"ref-{run}-src.tar"
+            tar_dst = work / f"ref-{run}-dst.tar"
+            start = time.perf_counter()
+            podman(services[src], "stop", container)
+            image = podman(services[src], "commit", "-q", container)
+            podman(services[src], "save", "-o", str(tar_src), image)
+            save_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            copy_over_loopback(tar_src, tar_dst)
+            transmit_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            loaded = podman(services[dst], "load", "-q", "-i", str(tar_dst))
+            image_ref = loaded.rsplit(":", 1)[-1].strip() if "sha256:" in loaded else image
+            new_container = podman(services[dst], *run_args, image_ref, *argv)
+            resume_ms = (time.perf_counter() - start) * 1000
+            series.add(save_ms, transmit_ms, resume_ms)
+            series.raw_bytes.append(tar_src.stat().st_size)
+            series.compressed_bytes.append(tar_src.stat().st_size)
+            # The origin deletes its copy; keep the destination's image for the way back.
+            podman(services[src], "rm", "-f", container)
+            for old in [*images[src], image]:
+                subprocess.run(
+                    [*services[src].get_cli_args(), "rmi", "-f", old],
+                    env=services[src].get_env(),
+                    capture_output=True,
+                    check=False,
+                )
+            images[src] = []
+            images[dst].append(image_ref)
+            tar_src.unlink()
+            tar_dst.unlink()
+            container = new_container
+            first = count(services[dst], container)
+            continued = wait_for(lambda: count(services[dst], container) > first, 10)  # noqa: B023
+            if first < before or not continued:
+                series.continuity_ok = False
+                series.failures.append(f"run {run}: counter {before} -> {first}, {continued=}")
+        return series
+    finally:
+        for service in services:
+            subprocess.run(
+                [*service.get_cli_args(), "rm", "-f", "--all"],
+                env=service.get_env(),
+                capture_output=True,
+                check=False,
+            )
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def format_cell(summary: dict[str, Any] | None, segment: str) -> str:
+    if not summary or segment not in summary or summary[segment]["median"] is None:
+        return "-"
+    s = summary[segment]
+    return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    columns = ("process", "container", "reference_standard")
+    print(f"\nMigration of a counter app with {report['state_bytes'] / 2**20:.0f} MiB of state,")
+    print(f"{report['runs']} runs per runtime; ms as median (min-max). Paper Table 3: medians.\n")
+    header = f"{'segment':<10}" + "".join(f"{c:>24}" for c in columns)
+    header += f"{'paper CRIU':>12}{'paper std':>11}"
+    print(header)
+    for segment in SEGMENTS:
+        row = f"{segment.removesuffix('_ms'):<10}"
+        row += "".join(f"{format_cell(report.get(c), segment):>24}" for c in columns)
+        if segment == "total_ms":
+            criu = sum(PAPER_TABLE3_MEDIAN_MS["criu"].values())
+            std = sum(PAPER_TABLE3_MEDIAN_MS["standard"].values())
+        else:
+            criu = PAPER_TABLE3_MEDIAN_MS["criu"][segment]
+            std = PAPER_TABLE3_MEDIAN_MS["standard"][segment]
+        print(row + f"{criu:>12.0f}{std:>11.0f}")
+    print()
+    for name, value in report["ratio"].items():
+        print(f"ratio {name}: {value}")
+    for name, ok in report["goals"].items():
+        print(f"goal {name}: {'met' if ok else 'NOT met'}")
+    print(f"counter continuity: {'ok' if report['counter_continuity_ok'] else 'BROKEN'}")
+    for label in columns:
+        section = report.get(label) or {}
+        if section.get("skipped"):
+            print(f"{label}: skipped ({section['skipped']})")
+        for failure in section.get("failures", []):
+            print(f"{label}: {failure}")
+
+
+def get_ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> float | None:
+    try:
+        mine = float(ours["total_ms"]["median"])  # type: ignore[index]
+        reference = float(theirs["total_ms"]["median"])  # type: ignore[index]
+        return round(mine / reference, 4)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "runs": args.runs,
+        "state_bytes": PAPER_STATE_BYTES,
+        "storage_driver": args.storage_driver,
+    }
+    tag = f"bench-{secrets.token_hex(4)}"
+    process_spec = get_counter_spec(
+        RuntimeKind.PROCESS, pad_bytes=PAPER_STATE_BYTES, interval_s=COUNTER_INTERVAL_S, tag=tag
+    )
+    process_rts = (ProcessRuntime(work / "proc-a"), ProcessRuntime(work / "proc-b"))
+    try:
+        series = await run_ours("process", process_rts, process_spec, work, args.runs)
+        report["process"] = series.get_summary()
+    finally:
+        for runtime in process_rts:
+            runtime.close()
+
+    services = (
+        PodmanService(work / "podman-a", storage_driver=args.storage_driver),
+        PodmanService(work / "podman-b", storage_driver=args.storage_driver),
+    )
+    try:
+        if args.no_podman:
+            raise PodmanUnavailableError("--no-podman")
+        for service in services:
+            service.start()
+            client = service.get_client()
+            try:
+                import_sample_image(client, service.workdir)
+            finally:
+                client.close()
+        container_rts = tuple(
+            ContainerRuntime(
+                work / f"ctr-{name}",
+                client=service.get_client(),
+                node_tag=f"bench{name}",
+                network_mode="none",
+            )
+            for name, service in zip("ab", services, strict=True)
+        )
+        container_spec = get_counter_spec(
+            RuntimeKind.CONTAINER,
+            pad_bytes=PAPER_STATE_BYTES,
+            interval_s=COUNTER_INTERVAL_S,
+            tag=tag,
+        )
+        try:
+            pair = (container_rts[0], container_rts[1])
+            series = await run_ours("container", pair, container_spec, work, args.runs)
+            report["container"] = series.get_summary()
+        finally:
+            for container_rt in container_rts:
+                container_rt.close()
+        reference = run_reference(services, work, args.reference_runs or args.runs)
+        report["reference_standard"] = reference.get_summary()
+    except PodmanUnavailableError as exc:
+        report.setdefault("container", {"skipped": str(exc)})
+        report["reference_standard"] = {"skipped": str(exc)}
+    finally:
+        for service in services:
+            service.destroy()
+
+    report["paper_table3_median_ms"] = PAPER_TABLE3_MEDIAN_MS
+    reference_summary = report.get("reference_standard")
+    report["ratio"] = {
+        "process_vs_reference_standard": get_ratio(report.get("process"), reference_summary),
+        "container_vs_reference_standard": get_ratio(report.get("container"), reference_summary),
+    }
+    sections = [report.get(k) or {} for k in ("process", "container", "reference_standard")]
+    report["counter_continuity_ok"] = all(
+        s.get("counter_continuity_ok", True) for s in sections if not s.get("skipped")
+    ) and not report["process"].get("failures")
+    goals: dict[str, bool] = {}
+    for name, limit in GOALS_MS.items():
+        median = ((report.get(name) or {}).get("total_ms") or {}).get("median")
+        if median is not None:
+            goals[f"{name}_total_median_le_{limit:.0f}ms"] = median <= limit
+    for key, ratio in report["ratio"].items():
+        if ratio is not None:
+            goals[f"{key.removesuffix('_vs_reference_standard')}_faster_than_standard"] = ratio < 1
+    report["goals"] = goals
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="migrations per runtime")
+    parser.add_argument(
+        "--reference-runs", type=int, default=0, help="standard-path runs (default: --runs)"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--no-podman", action="store_true", help="process runtime only")
+    parser.add_argument(
+        "--storage-driver",
+        default="overlay",
+        help="podman storage driver of both nodes (overlay, as a real node would; vfs)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    work = Path(tempfile.mkdtemp(prefix="ecbench-", dir="/tmp"))
+    try:
+        report = asyncio.run(run_all(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_report(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["counter_continuity_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

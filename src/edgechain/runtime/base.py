@@ -1,0 +1,155 @@
+"""The one small interface every application runtime implements (DESIGN.md, "Runtimes").
+
+A runtime runs the apps the accepted plans put on this node and takes part in their
+migration (paper §3.3): ``save`` freezes an app and writes its state to an archive,
+``restore`` unpacks such an archive on another node and starts the app there. The
+origin keeps its copy until the destination acknowledges, so ``save`` never deletes
+anything: ``resume`` undoes it (the migration failed), ``remove`` ends it (the
+destination runs the app now).
+
+Archive format, shared by both runtimes: an uncompressed tar whose members live under
+``state/`` (the app's state directory) plus, for the container runtime when the
+destination lacks the base image, one ``image.tar`` member (``docker save`` output).
+Compression belongs to the transfer (``runtime/transfer.py``), not to the archive.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.errors import LocalError
+from edgechain.types import AppId
+
+STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
+"""Environment variable through which an app learns where to keep its state."""
+
+CHECKPOINT_ACK_ENV = "EDGECHAIN_CHECKPOINT_ACK"
+"""Path the app touches to acknowledge a cooperative checkpoint (SIGUSR1)."""
+
+CHECKPOINT_MARKER = ".checkpoint-hook"
+"""A file of this name in the state dir says the app implements the checkpoint hook."""
+
+ARCHIVE_STATE_PREFIX = "state"
+ARCHIVE_IMAGE_MEMBER = "image.tar"
+
+
+class AppRuntimeError(LocalError):
+    """A runtime operation failed on this node (our side, not a peer's fault)."""
+
+
+class AppNotFoundError(AppRuntimeError):
+    """No app with that id on this runtime."""
+
+
+class AppStatus(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    """Frozen in memory (SIGSTOP / cgroup freezer); ``resume`` continues it at once."""
+    STOPPED = "stopped"
+    """Not running; its state directory is kept, ``resume`` starts it again."""
+
+
+@dataclass(frozen=True)
+class AppStats:
+    """One sample of an app's resource use (paper §3.2's resource vector, per app).
+
+    Shares are integer basis points of the whole host (``chain.model.BASIS_POINTS``):
+    ``cpu_bp`` is the CPU time used since the previous sample divided by the wall time
+    times the host's core count.
+    """
+
+    app: AppId
+    cpu_bp: int
+    ram_bp: int
+    rss_bytes: int
+    disk_bytes: int
+    """Size of the app's state directory (what a migration carries)."""
+    status: AppStatus
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """An app this runtime holds, as listed by ``AppRuntime.list``."""
+
+    app: AppId
+    name: str
+    status: AppStatus
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """What ``save`` produced: an archive file ready to stream to the destination."""
+
+    app: AppId
+    archive: Path
+    raw_bytes: int
+    """Size of the archive file (uncompressed)."""
+    live: bool
+    """True: the app is frozen in memory at the origin (``resume`` is instant).
+    False: it was stopped gracefully (``resume`` restarts it from its state dir)."""
+    includes_image: bool
+
+
+@runtime_checkable
+class AppRuntime(Protocol):
+    """Start, stop, pause, resume, stats, save, restore and list the apps of one node.
+
+    Every method is blocking; the transfer calls them through ``asyncio.to_thread``.
+    Implementations are safe to call from any thread.
+    """
+
+    @property
+    def kind(self) -> RuntimeKind: ...
+
+    def start(self, app: AppId, spec: AppSpec) -> None:
+        """Run ``spec`` as ``app``, reusing its state directory if one exists."""
+        ...
+
+    def stop(self, app: AppId) -> None:
+        """Stop the app gracefully, keeping its state (``resume`` starts it again)."""
+        ...
+
+    def pause(self, app: AppId) -> None:
+        """Freeze the app in memory."""
+        ...
+
+    def resume(self, app: AppId) -> None:
+        """Undo ``pause``, ``stop`` or ``save``: the app runs again on this node."""
+        ...
+
+    def stats(self, app: AppId) -> AppStats: ...
+
+    def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
+        """Freeze or stop the app and archive its state; the app's copy stays here."""
+        ...
+
+    def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
+        """Unpack an archive from ``save`` (another node's) and start the app."""
+        ...
+
+    def remove(self, app: AppId) -> None:
+        """Stop the app and delete everything it had here (after a migration)."""
+        ...
+
+    def list(self) -> tuple[AppInfo, ...]: ...
+
+    def is_running(self, app: AppId) -> bool:
+        """True when the app is running or paused here (not stopped, not absent)."""
+        ...
+
+    def has_image(self, spec: AppSpec) -> bool:
+        """True when this node can start ``spec`` without receiving its base image."""
+        ...
+
+    def close(self) -> None:
+        """Stop every app and release the runtime; leaves no process behind."""
+        ...
+
+
+def get_app_dirname(app: AppId) -> str:
+    """The directory name of an app under a runtime root: its id in hex."""
+    return bytes(app).hex()

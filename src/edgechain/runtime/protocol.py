@@ -1,0 +1,289 @@
+"""The migration transfer's wire format and every constant it depends on, in one place.
+
+A migration (paper §3.3, DESIGN.md "Migration execution") is one TCP connection from
+the origin to the destination carrying typed, length-prefixed frames::
+
+    frame  = kind:u8 || length:u32 (big-endian) || body[length]
+
+    origin                                   destination
+    OFFER  (block hash, PlanEntry, AppSpec) ->
+                                          <- VERDICT (accept [+ need image] | already
+                                                      running | refused + reason)
+    BEGIN  (raw size, flags)                ->            (origin saved the app here)
+    DATA*  (zstd-compressed archive chunks) ->
+    END    (compressed size, SHA-256 of raw) ->
+                                          <- RECEIVED   (payload verified)
+                                          <- DONE       (restored and started) | NACK
+
+The OFFER body is the "length-prefixed binary header"::
+
+    magic "EMIG" || version:u8 || block_hash[32]
+    || entry_len:u32 || encode_plan_entry(entry) || spec_len:u32 || encode_app_spec(spec)
+
+Everything read is peer input: each frame kind has a maximum body length checked
+before the body is read, unknown kinds and malformed bodies are ``DecodeError``, a
+stalled or closed peer is a :class:`TransferError`; both are ``PeerError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import struct
+from dataclasses import dataclass
+
+from edgechain.chain.encoding import (
+    decode_app_spec,
+    decode_plan_entry,
+    encode_app_spec,
+    encode_plan_entry,
+)
+from edgechain.chain.model import AppSpec, PlanEntry
+from edgechain.errors import DecodeError, PeerError
+from edgechain.types import HASH_SIZE, BlockHash
+
+# --- protocol constants ----------------------------------------------------------------
+
+PROTOCOL_MAGIC = b"EMIG"
+PROTOCOL_VERSION = 1
+
+MAX_HEADER_BYTES = 64 * 1024
+"""Largest OFFER body (block hash + plan entry + app spec); a spec is well under this."""
+
+CHUNK_BYTES = 256 * 1024
+"""Size of the compressed DATA frames the origin sends."""
+
+MAX_DATA_FRAME_BYTES = 2 * CHUNK_BYTES
+"""Largest DATA body a destination accepts."""
+
+READ_BYTES = 1024 * 1024
+"""How much of the archive the origin reads and compresses per step."""
+
+MAX_REASON_BYTES = 200
+"""Longest human-readable reason in a VERDICT or NACK."""
+
+DEFAULT_MAX_STATE_BYTES = 4 * 1024**3
+"""Default bound on the uncompressed archive a destination accepts (state + image)."""
+
+ZSTD_LEVEL = 1
+"""Fast compression: the paper notes compressing is the costly part of a save (§4.2)."""
+
+_FRAME_HEAD = struct.Struct(">BI")
+_BEGIN = struct.Struct(">QB")
+_END = struct.Struct(">Q32s")
+_VERDICT_HEAD = struct.Struct(">BB")
+
+
+class FrameKind(enum.IntEnum):
+    OFFER = 1
+    VERDICT = 2
+    BEGIN = 3
+    DATA = 4
+    END = 5
+    RECEIVED = 6
+    DONE = 7
+    NACK = 8
+
+
+MAX_BODY_BYTES: dict[FrameKind, int] = {
+    FrameKind.OFFER: MAX_HEADER_BYTES,
+    FrameKind.VERDICT: _VERDICT_HEAD.size + MAX_REASON_BYTES,
+    FrameKind.BEGIN: _BEGIN.size,
+    FrameKind.DATA: MAX_DATA_FRAME_BYTES,
+    FrameKind.END: _END.size,
+    FrameKind.RECEIVED: 0,
+    FrameKind.DONE: 0,
+    FrameKind.NACK: MAX_REASON_BYTES,
+}
+
+
+class Verdict(enum.IntEnum):
+    ACCEPT = 1
+    ALREADY_RUNNING = 2
+    """Idempotent re-send: this destination already runs the app from that block."""
+    REFUSED = 3
+
+
+FLAG_IMAGE = 0x01
+"""VERDICT: the destination lacks the base image. BEGIN: the archive carries it."""
+
+
+class TransferError(PeerError):
+    """The peer stalled, closed the connection or broke the protocol's sequence."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The transfer header: which planned migration this connection carries."""
+
+    block_hash: BlockHash
+    entry: PlanEntry
+    spec: AppSpec
+
+
+@dataclass(frozen=True)
+class VerdictMessage:
+    verdict: Verdict
+    need_image: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Begin:
+    raw_bytes: int
+    includes_image: bool
+
+
+@dataclass(frozen=True)
+class End:
+    compressed_bytes: int
+    sha256: bytes
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def encode_frame(kind: FrameKind, body: bytes = b"") -> bytes:
+    if len(body) > MAX_BODY_BYTES[kind]:
+        raise ValueError(f"{kind.name} body of {len(body)} bytes exceeds its maximum")
+    return _FRAME_HEAD.pack(int(kind), len(body)) + body
+
+
+def _encode_reason(reason: str) -> bytes:
+    raw = reason.encode("utf-8", errors="replace")[:MAX_REASON_BYTES]
+    return raw.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def _decode_reason(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def encode_offer(offer: Offer) -> bytes:
+    if len(offer.block_hash) != HASH_SIZE:
+        raise ValueError("block hash must be 32 bytes")
+    entry = encode_plan_entry(offer.entry)
+    spec = encode_app_spec(offer.spec)
+    return b"".join(
+        (
+            PROTOCOL_MAGIC,
+            bytes([PROTOCOL_VERSION]),
+            bytes(offer.block_hash),
+            struct.pack(">I", len(entry)),
+            entry,
+            struct.pack(">I", len(spec)),
+            spec,
+        )
+    )
+
+
+def decode_offer(body: bytes) -> Offer:
+    """Decode an OFFER body; every length is checked against what remains."""
+    if len(body) > MAX_HEADER_BYTES:
+        raise DecodeError("header_too_large", f"{len(body)} bytes")
+    head = len(PROTOCOL_MAGIC) + 1 + HASH_SIZE
+    if len(body) < head + 8:
+        raise DecodeError("header_truncated", f"{len(body)} bytes")
+    if body[: len(PROTOCOL_MAGIC)] != PROTOCOL_MAGIC:
+        raise DecodeError("bad_magic")
+    version = body[len(PROTOCOL_MAGIC)]
+    if version != PROTOCOL_VERSION:
+        raise DecodeError("bad_version", str(version))
+    block_hash = BlockHash(body[len(PROTOCOL_MAGIC) + 1 : head])
+    pos = head
+    parts: list[bytes] = []
+    for _ in range(2):
+        if pos + 4 > len(body):
+            raise DecodeError("header_truncated")
+        (size,) = struct.unpack_from(">I", body, pos)
+        pos += 4
+        if size > len(body) - pos:
+            raise DecodeError("header_truncated", f"field of {size} bytes")
+        parts.append(body[pos : pos + size])
+        pos += size
+    if pos != len(body):
+        raise DecodeError("header_trailing_bytes", f"{len(body) - pos} bytes")
+    return Offer(block_hash, decode_plan_entry(parts[0]), decode_app_spec(parts[1]))
+
+
+def encode_verdict(message: VerdictMessage) -> bytes:
+    flags = FLAG_IMAGE if message.need_image else 0
+    return _VERDICT_HEAD.pack(int(message.verdict), flags) + _encode_reason(message.reason)
+
+
+def decode_verdict(body: bytes) -> VerdictMessage:
+    if len(body) < _VERDICT_HEAD.size:
+        raise DecodeError("verdict_truncated")
+    code, flags = _VERDICT_HEAD.unpack_from(body)
+    try:
+        verdict = Verdict(code)
+    except ValueError:
+        raise DecodeError("bad_verdict", str(code)) from None
+    if flags & ~FLAG_IMAGE:
+        raise DecodeError("bad_flags", str(flags))
+    return VerdictMessage(verdict, bool(flags & FLAG_IMAGE), _decode_reason(body[2:]))
+
+
+def encode_begin(begin: Begin) -> bytes:
+    return _BEGIN.pack(begin.raw_bytes, FLAG_IMAGE if begin.includes_image else 0)
+
+
+def decode_begin(body: bytes) -> Begin:
+    if len(body) != _BEGIN.size:
+        raise DecodeError("bad_begin")
+    raw, flags = _BEGIN.unpack(body)
+    if flags & ~FLAG_IMAGE:
+        raise DecodeError("bad_flags", str(flags))
+    return Begin(raw, bool(flags & FLAG_IMAGE))
+
+
+def encode_end(end: End) -> bytes:
+    return _END.pack(end.compressed_bytes, end.sha256)
+
+
+def decode_end(body: bytes) -> End:
+    if len(body) != _END.size:
+        raise DecodeError("bad_end")
+    compressed, digest = _END.unpack(body)
+    return End(compressed, digest)
+
+
+def encode_nack(reason: str) -> bytes:
+    return _encode_reason(reason)
+
+
+def decode_nack(body: bytes) -> str:
+    return _decode_reason(body)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+async def read_frame(reader: asyncio.StreamReader, timeout_s: float) -> tuple[FrameKind, bytes]:
+    """Read one frame, bounding its length by its kind and the wait by ``timeout_s``."""
+    try:
+        head = await asyncio.wait_for(reader.readexactly(_FRAME_HEAD.size), timeout_s)
+        code, size = _FRAME_HEAD.unpack(head)
+        try:
+            kind = FrameKind(code)
+        except ValueError:
+            raise DecodeError("unknown_frame", str(code)) from None
+        if size > MAX_BODY_BYTES[kind]:
+            raise DecodeError("frame_too_large", f"{kind.name} of {size} bytes")
+        body = await asyncio.wait_for(reader.readexactly(size), timeout_s) if size else b""
+    except asyncio.IncompleteReadError:
+        raise TransferError("connection_closed") from None
+    except TimeoutError:
+        raise TransferError("timeout", f"no frame within {timeout_s:g} s") from None
+    except (ConnectionError, OSError) as exc:
+        raise TransferError("connection_error", str(exc)) from None
+    return kind, body
+
+
+async def expect_frame(
+    reader: asyncio.StreamReader, timeout_s: float, *kinds: FrameKind
+) -> tuple[FrameKind, bytes]:
+    """``read_frame`` that accepts only ``kinds`` (a NACK is always accepted)."""
+    kind, body = await read_frame(reader, timeout_s)
+    if kind not in kinds and kind is not FrameKind.NACK:
+        raise DecodeError("unexpected_frame", kind.name)
+    return kind, body

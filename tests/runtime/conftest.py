@@ -1,0 +1,77 @@
+"""Fixtures of the runtime tests: process runtimes, and a real Podman API service.
+
+The podman fixture is session-scoped: it starts two private ``podman system service``
+instances (two nodes with separate image stores; see ``edgechain.runtime.podman``),
+imports the python-free sample image into both, proves a container can run, and at the
+end removes every container and stops both services. It skips, saying why, only when
+podman is not installed or cannot run a container on this host; with
+``EDGECHAIN_REQUIRE_PODMAN=1`` that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgechain.runtime.image import ImageBuildError, import_sample_image
+from edgechain.runtime.podman import (
+    PodmanService,
+    PodmanUnavailableError,
+    get_unavailable_reason,
+)
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.samples import SAMPLE_IMAGE
+
+
+@pytest.fixture
+def process_pair(tmp_path: Path) -> Iterator[tuple[ProcessRuntime, ProcessRuntime]]:
+    """Two process runtimes (two nodes' roots) closed after the test."""
+    a = ProcessRuntime(tmp_path / "node-a", stop_grace_s=2.0)
+    b = ProcessRuntime(tmp_path / "node-b", stop_grace_s=2.0)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("EDGECHAIN_REQUIRE_PODMAN") == "1":
+        pytest.fail(f"podman required but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def podman_services() -> Iterator[tuple[PodmanService, PodmanService]]:
+    """Two private podman API services (nodes A and B), each with the sample image."""
+    reason = get_unavailable_reason()
+    if reason:
+        _skip_or_fail(reason)
+    # Under /tmp, short: AF_UNIX socket paths are limited to ~100 bytes.
+    base = Path(tempfile.mkdtemp(prefix="ecpod-", dir="/tmp"))
+    services = (PodmanService(base / "a"), PodmanService(base / "b"))
+    try:
+        for service in services:
+            service.start()
+            client = service.get_client()
+            try:
+                import_sample_image(client, service.workdir)
+            finally:
+                client.close()
+        services[0].check_can_run(SAMPLE_IMAGE)
+    except (PodmanUnavailableError, ImageBuildError) as exc:
+        for service in services:
+            service.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+        _skip_or_fail(f"podman cannot run containers here: {exc}")
+    try:
+        yield services
+    finally:
+        for service in services:
+            service.destroy()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,306 @@
+"""Shared helpers of the runtime tests: polling, counters, process census."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
+from edgechain.runtime.base import AppRuntime
+from edgechain.runtime.transfer import (
+    MigrationResult,
+    PlanCheck,
+    ProgressCallback,
+    TransferClient,
+    TransferServer,
+    TransferTimeouts,
+)
+from edgechain.types import AppId, BlockHash, NodeId
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def read_count(state_dir: Path) -> int:
+    """The counter app's persisted value (0 when it has not written one yet)."""
+    try:
+        text = (state_dir / "count").read_text().strip()
+    except FileNotFoundError:
+        return 0
+    return int(text) if text else 0
+
+
+def wait_count_above(state_dir: Path, value: int, timeout_s: float = 10.0) -> int:
+    """Wait until the counter in ``state_dir`` exceeds ``value``; return the new value."""
+    wait_until(lambda: read_count(state_dir) > value, timeout_s)
+    return read_count(state_dir)
+
+
+def _is_tagged(proc: psutil.Process, tag: str) -> bool:
+    try:
+        cmdline = proc.cmdline()
+        return bool(cmdline) and cmdline[-1] == tag and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def get_tagged_processes(tag: str) -> list[psutil.Process]:
+    """One process per live instance of the app whose argv ends with ``tag``.
+
+    A shell forks before it execs a command, and the child briefly has the same argv
+    (it may even be frozen there by a save). Every instance runs in its own session
+    (the process runtime starts each app with setsid; runc gives each container its
+    own), so an instance is a session: the session's lowest tagged pid stands for it.
+    """
+    sessions: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        if not _is_tagged(proc, tag):
+            continue
+        try:
+            sid = os.getsid(proc.pid)
+        except OSError:
+            continue
+        if sid not in sessions or proc.pid < sessions[sid].pid:
+            sessions[sid] = proc
+    return list(sessions.values())
+
+
+def assert_single_instance(tag: str) -> None:
+    """The app tagged ``tag`` runs exactly once on the whole host."""
+    wait_until(lambda: len(get_tagged_processes(tag)) == 1, timeout_s=5.0)
+    time.sleep(0.1)  # and stays single: no late second copy appears
+    assert len(get_tagged_processes(tag)) == 1
+
+
+def get_node_id(name: str) -> NodeId:
+    return NodeId(name.encode().ljust(32, b"\0")[:32])
+
+
+def get_block_hash(n: int) -> BlockHash:
+    return BlockHash(n.to_bytes(32, "big"))
+
+
+def get_entry(spec: AppSpec, origin: NodeId, destination: NodeId) -> PlanEntry:
+    return PlanEntry(PlanAction.MIGRATE, compute_app_id(spec), origin, destination)
+
+
+def get_app(spec: AppSpec) -> AppId:
+    return compute_app_id(spec)
+
+
+def get_free_closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DestinationProcess:
+    """A destination node in its own OS process (``dest_node.py``), so it can be killed."""
+
+    def __init__(self, root: Path, node_id: NodeId, *, hang_in_restore: bool = False) -> None:
+        self.root = root
+        self.port_file = root / "port"
+        self.restoring_marker = root / "restoring"
+        args = [
+            sys.executable,
+            str(HERE / "dest_node.py"),
+            "--root",
+            str(root),
+            "--node-id",
+            bytes(node_id).hex(),
+            "--port-file",
+            str(self.port_file),
+        ]
+        if hang_in_restore:
+            args += ["--hang-in-restore", str(self.restoring_marker)]
+        root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(args, start_new_session=True, cwd=REPO)
+        wait_until(lambda: self.port_file.exists() and self.port_file.read_text().strip() != "")
+        self.port = int(self.port_file.read_text())
+
+    def kill(self) -> None:
+        """SIGKILL the node (and only it: its apps must die by themselves)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, sig: signal.Signals = signal.SIGSTOP) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def cleanup(self) -> None:
+        """Kill the node's whole process group, whatever state the test left it in.
+
+        SIGKILL alone, no SIGCONT first: a stopped node must not get to run again.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+# --- nodes: a runtime with its transfer server and client -----------------------------
+
+
+def accept_all(block_hash: BlockHash, entry: PlanEntry) -> bool:
+    del block_hash, entry
+    return True
+
+
+@dataclass
+class Node:
+    """One test node: a runtime, its transfer server (port 0) and client."""
+
+    name: str
+    node_id: NodeId
+    runtime: AppRuntime
+    server: TransferServer
+    client: TransferClient
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def migrate_to(
+        self,
+        other: Node,
+        spec: AppSpec,
+        block: int,
+        *,
+        port: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> MigrationResult:
+        """Migrate ``spec`` from this node to ``other`` (or to ``port``, e.g. a proxy)."""
+        entry = get_entry(spec, self.node_id, other.node_id)
+        return await self.client.migrate(
+            get_block_hash(block),
+            entry,
+            spec,
+            "127.0.0.1",
+            other.port if port is None else port,
+            on_progress=on_progress,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_nodes(
+    runtimes: Sequence[AppRuntime],
+    work: Path,
+    *,
+    is_planned: PlanCheck = accept_all,
+    timeouts: TransferTimeouts | None = None,
+) -> AsyncIterator[list[Node]]:
+    """Start a transfer server and client per runtime; close the servers after."""
+    nodes = []
+    try:
+        for index, runtime in enumerate(runtimes):
+            name = chr(ord("a") + index)
+            node_id = get_node_id(name)
+            server = TransferServer(
+                runtime, node_id, is_planned, work / f"transfer-{name}", timeouts=timeouts
+            )
+            await server.start("127.0.0.1", 0)
+            client = TransferClient(runtime, timeouts=timeouts)
+            nodes.append(Node(name, node_id, runtime, server, client))
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.server.close()
+
+
+class TamperProxy:
+    """A loopback TCP proxy in front of a destination, to damage one connection.
+
+    ``flip_at``: XOR the byte at that offset of the origin-to-destination stream.
+    ``cut_reply_after``: forward only that many bytes of the destination's replies,
+    then close both sides (a DONE lost on the way back). Only the first connection is
+    damaged; later ones (the origin's re-send probe) pass through untouched.
+    """
+
+    def __init__(
+        self, target_port: int, *, flip_at: int | None = None, cut_reply_after: int | None = None
+    ) -> None:
+        self.target_port = target_port
+        self.flip_at = flip_at
+        self.cut_reply_after = cut_reply_after
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        damaged = self.connections == 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        flip = self.flip_at if damaged else None
+        cut = self.cut_reply_after if damaged else None
+        forward = asyncio.ensure_future(self._pump(reader, up_writer, flip, None, writer))
+        backward = asyncio.ensure_future(self._pump(up_reader, writer, None, cut, up_writer))
+        self._tasks.update((forward, backward))
+        await asyncio.gather(forward, backward, return_exceptions=True)
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        flip_at: int | None,
+        cut_after: int | None,
+        other: asyncio.StreamWriter,
+    ) -> None:
+        offset = 0
+        try:
+            while data := await source.read(65536):
+                if flip_at is not None and offset <= flip_at < offset + len(data):
+                    buf = bytearray(data)
+                    buf[flip_at - offset] ^= 0xFF
+                    data = bytes(buf)
+                if cut_after is not None and offset + len(data) >= cut_after:
+                    sink.write(data[: cut_after - offset])
+                    await sink.drain()
+                    break
+                sink.write(data)
+                await sink.drain()
+                offset += len(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+            if cut_after is not None:
+                other.close()

@@ -1,0 +1,245 @@
+"""The container runtime against real Podman API services (two nodes, two image stores).
+
+The sample apps run in the python-free busybox image; migrations go through the real
+transfer over loopback. Every container a test starts is removed by the runtime's
+``close`` (and the session fixture removes anything left before stopping podman).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgechain.chain.model import AppSpec, PlanEntry, RuntimeKind
+from edgechain.runtime.base import AppRuntime, AppRuntimeError, AppStatus
+from edgechain.runtime.container import ContainerRuntime, is_criu_available
+from edgechain.runtime.podman import PodmanService
+from edgechain.runtime.samples import SAMPLE_IMAGE, get_counter_spec, get_cpu_load_spec
+from edgechain.runtime.transfer import MigrationOutcome
+from edgechain.types import BlockHash
+
+from .helpers import (
+    TamperProxy,
+    assert_single_instance,
+    get_app,
+    get_entry,
+    get_tagged_processes,
+    open_nodes,
+    read_count,
+    wait_count_above,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.podman, pytest.mark.xdist_group("podman")]
+
+Services = tuple[PodmanService, PodmanService]
+Pair = tuple[ContainerRuntime, ContainerRuntime]
+
+
+@pytest.fixture
+def container_pair(podman_services: Services, tmp_path: Path) -> Iterator[Pair]:
+    """Node A on service A, node B on service B; both closed (containers removed)."""
+    a = ContainerRuntime(
+        tmp_path / "node-a",
+        client=podman_services[0].get_client(),
+        node_tag=f"a{secrets.token_hex(3)}",
+        network_mode="none",
+        stop_grace_s=1,
+    )
+    b = ContainerRuntime(
+        tmp_path / "node-b",
+        client=podman_services[1].get_client(),
+        node_tag=f"b{secrets.token_hex(3)}",
+        network_mode="none",
+        stop_grace_s=1,
+    )
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _counter(pad: int = 0, image: str = SAMPLE_IMAGE) -> tuple[AppSpec, str]:
+    tag = f"c-{secrets.token_hex(4)}"
+    spec = get_counter_spec(
+        RuntimeKind.CONTAINER, pad_bytes=pad, interval_s=0.05, tag=tag, image=image
+    )
+    return spec, tag
+
+
+def _start_counter(runtime: ContainerRuntime, pad: int = 0, image: str = SAMPLE_IMAGE) -> AppSpec:
+    spec, _ = _counter(pad, image)
+    app = get_app(spec)
+    runtime.start(app, spec)
+    state = runtime.get_state_dir(app)
+    if pad:
+        wait_until((state / "pad").exists)
+    wait_count_above(state, 1)
+    return spec
+
+
+def test_lifecycle_stats_and_list(container_pair: Pair) -> None:
+    a, _ = container_pair
+    assert isinstance(a, AppRuntime)
+    assert a.criu_available is is_criu_available()
+    spec = _start_counter(a)
+    app = get_app(spec)
+    tag = spec.command[-1]
+    assert_single_instance(tag)  # the container's sh is a host process like any other
+    assert [(i.app, i.name, i.status) for i in a.list()] == [(app, "counter", AppStatus.RUNNING)]
+    state = a.get_state_dir(app)
+    a.pause(app)
+    assert a.stats(app).status is AppStatus.PAUSED
+    frozen = read_count(state)
+    time.sleep(0.3)
+    assert read_count(state) == frozen
+    a.resume(app)
+    assert wait_count_above(state, frozen) > frozen
+    a.stop(app)
+    assert a.stats(app).status is AppStatus.STOPPED
+    assert get_tagged_processes(tag) == []
+    stopped_at = read_count(state)
+    a.resume(app)  # restarts from the state dir: never from zero
+    assert wait_count_above(state, stopped_at) > stopped_at
+    with pytest.raises(AppRuntimeError):
+        a.start(app, spec)
+    a.remove(app)
+    assert a.list() == ()
+    assert not a.get_app_dir(app).exists()
+
+
+def test_cpu_load_shows_in_stats(container_pair: Pair) -> None:
+    a, _ = container_pair
+    spec = get_cpu_load_spec(RuntimeKind.CONTAINER, share_percent=60, tag=secrets.token_hex(4))
+    app = get_app(spec)
+    a.start(app, spec)
+    a.stats(app)
+    time.sleep(1.0)
+    stats = a.stats(app)
+    assert 200 < stats.cpu_bp <= 10_000
+    assert stats.rss_bytes > 0
+
+
+def test_save_archives_only_the_state(container_pair: Pair) -> None:
+    a, _ = container_pair
+    spec = _start_counter(a, pad=200_000)
+    app = get_app(spec)
+    saved = a.save(app)
+    assert saved.live and not saved.includes_image
+    assert a.stats(app).status is AppStatus.PAUSED
+    assert 200_000 < saved.raw_bytes < 300_000  # the state, not the image
+    a.resume(app)
+    assert a.stats(app).status is AppStatus.RUNNING
+
+
+def test_migrations_between_nodes_keep_the_counter(container_pair: Pair, tmp_path: Path) -> None:
+    a, b = container_pair
+    spec = _start_counter(a, pad=1 << 20)
+    app = get_app(spec)
+    tag = spec.command[-1]
+
+    async def run() -> None:
+        async with open_nodes([a, b], tmp_path) as (na, nb):
+            hops = [(na, nb, a, b), (nb, na, b, a), (na, nb, a, b)]
+            for block, (src, dst, src_rt, dst_rt) in enumerate(hops, start=1):
+                before = read_count(src_rt.get_state_dir(app))
+                result = await src.migrate_to(dst, spec, block)
+                assert result.outcome is MigrationOutcome.COMPLETED, result
+                assert result.live and not result.included_image
+                assert result.raw_bytes > 1 << 20
+                assert not src_rt.is_running(app) and src_rt.list() == ()
+                assert dst_rt.is_running(app)
+                assert_single_instance(tag)
+                first = read_count(dst_rt.get_state_dir(app))
+                assert first >= before  # continues: never from zero, never backwards
+                wait_count_above(dst_rt.get_state_dir(app), first)
+
+    asyncio.run(run())
+
+
+def test_destination_without_the_image_receives_it(
+    podman_services: Services, container_pair: Pair, tmp_path: Path
+) -> None:
+    a, b = container_pair
+    # An image only node A has: a new tag of the sample image on service A.
+    repository, version = "localhost/edgechain-only-a", secrets.token_hex(3)
+    image = f"{repository}:{version}"
+    client = podman_services[0].get_client()
+    try:
+        assert client.images.get(SAMPLE_IMAGE).tag(repository, tag=version)
+    finally:
+        client.close()
+    spec = _start_counter(a, image=image)
+    app = get_app(spec)
+    assert not b.has_image(spec)
+
+    async def run() -> None:
+        async with open_nodes([a, b], tmp_path) as (na, nb):
+            before = read_count(a.get_state_dir(app))
+            result = await na.migrate_to(nb, spec, 1)
+            assert result.outcome is MigrationOutcome.COMPLETED, result
+            assert result.included_image
+            assert result.raw_bytes > 1_000_000  # busybox came along
+            assert b.has_image(spec)
+            first = read_count(b.get_state_dir(app))
+            assert first >= before
+            wait_count_above(b.get_state_dir(app), first)
+
+    try:
+        asyncio.run(run())
+        assert_single_instance(spec.command[-1])
+    finally:
+        b.remove(app)
+        client = podman_services[1].get_client()
+        try:
+            client.images.remove(image, force=True)
+        finally:
+            client.close()
+
+
+def test_refused_and_corrupted_migrations_keep_the_container(
+    container_pair: Pair, tmp_path: Path
+) -> None:
+    a, b = container_pair
+    spec = _start_counter(a, pad=1 << 20)
+    app = get_app(spec)
+    tag = spec.command[-1]
+
+    def is_planned(block_hash: BlockHash, entry: PlanEntry) -> bool:
+        del entry
+        return block_hash != bytes(32)
+
+    async def run() -> None:
+        async with open_nodes([a, b], tmp_path, is_planned=is_planned) as (na, nb):
+            result = await na.client.migrate(
+                BlockHash(bytes(32)),
+                get_entry(spec, na.node_id, nb.node_id),
+                spec,
+                "127.0.0.1",
+                nb.port,
+            )
+            assert result.outcome is MigrationOutcome.REFUSED
+            assert a.stats(app).status is AppStatus.RUNNING
+            proxy = TamperProxy(nb.port, flip_at=500_000)
+            port = await proxy.start()
+            try:
+                before = read_count(a.get_state_dir(app))
+                result = await na.migrate_to(nb, spec, 2, port=port)
+            finally:
+                await proxy.close()
+            assert result.outcome is MigrationOutcome.FAILED
+            assert result.live  # it was frozen, then unpaused
+            assert a.stats(app).status is AppStatus.RUNNING
+            first = read_count(a.get_state_dir(app))
+            assert first >= before
+            wait_count_above(a.get_state_dir(app), first)
+
+    asyncio.run(run())
+    assert b.list() == ()
+    assert_single_instance(tag)
