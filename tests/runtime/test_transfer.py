@@ -469,3 +469,49 @@ def test_stalled_destination_times_out(process_pair: Pair, tmp_path: Path) -> No
     assert_single_instance(tag)
     assert len(get_tagged_processes(tag)) == 1
     assert os.path.isdir(a.get_state_dir(app))
+
+
+def test_only_the_planned_origin_can_offer(process_pair: Pair, tmp_path: Path) -> None:
+    """With origin checks on, an unsigned or foreign-signed offer is refused: nobody who
+    merely read the plan can slip a forged archive in before the real origin."""
+    from edgechain.crypto import bls
+    from edgechain.runtime.transfer import TransferClient, TransferServer
+
+    a, b = process_pair
+    spec, tag = _start_counter(a)
+    origin_sk = bls.keygen(b"\x11" * 32)
+    impostor_sk = bls.keygen(b"\x22" * 32)
+    origin_id, dest_id = get_node_id("a"), get_node_id("b")
+    keys = {origin_id: bls.sk_to_pk(origin_sk)}
+
+    def verify_origin(node: object, message: bytes, signature: bytes) -> bool:
+        pk = keys.get(node)  # type: ignore[call-overload]
+        return pk is not None and bls.verify(pk, message, signature)
+
+    async def run() -> list[MigrationResult]:
+        server = TransferServer(
+            b, dest_id, lambda *_: True, tmp_path / "dest", verify_origin=verify_origin
+        )
+        await server.start("127.0.0.1", 0)
+        entry = get_entry(spec, origin_id, dest_id)
+        results = []
+        try:
+            for sk in (None, impostor_sk, origin_sk):
+                client = TransferClient(a, sk=sk)
+                results.append(
+                    await client.migrate(get_block_hash(5), entry, spec, "127.0.0.1", server.port)
+                )
+        finally:
+            await server.close()
+        return results
+
+    unsigned, forged, genuine = asyncio.run(run())
+    assert (unsigned.outcome, unsigned.reason) == (
+        MigrationOutcome.REFUSED,
+        "unauthenticated_origin",
+    )
+    assert (forged.outcome, forged.reason) == (MigrationOutcome.REFUSED, "unauthenticated_origin")
+    assert genuine.outcome is MigrationOutcome.COMPLETED
+    assert a.list() == ()
+    assert_single_instance(tag)
+    b.stop(get_app(spec))

@@ -19,6 +19,13 @@ The OFFER body is the "length-prefixed binary header"::
 
     magic "EMIG" || version:u8 || block_hash[32]
     || entry_len:u32 || encode_plan_entry(entry) || spec_len:u32 || encode_app_spec(spec)
+    || signature_len:u32 || signature (0 or 96 bytes)
+
+The signature is the origin node's BLS signature over :func:`compute_offer_signing_root`.
+A destination that checks it (``TransferServer(verify_origin=...)``) accepts a
+migration only from the node the plan names as origin: without it, anyone who read the
+public plan could offer a forged archive first, and the real origin, told the app
+already runs there, would delete the only true copy.
 
 Everything read is peer input: each frame kind has a maximum body length checked
 before the body is read, unknown kinds and malformed bodies are ``DecodeError``, a
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -40,12 +48,12 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.errors import DecodeError, PeerError
-from edgechain.types import HASH_SIZE, BlockHash
+from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, BlockHash
 
 # --- protocol constants ----------------------------------------------------------------
 
 PROTOCOL_MAGIC = b"EMIG"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 MAX_HEADER_BYTES = 64 * 1024
 """Largest OFFER body (block hash + plan entry + app spec); a spec is well under this."""
@@ -119,6 +127,18 @@ class Offer:
     block_hash: BlockHash
     entry: PlanEntry
     spec: AppSpec
+    signature: bytes = b""
+    """The origin's BLS signature over :func:`compute_offer_signing_root` (or empty)."""
+
+
+def compute_offer_signing_root(block_hash: BlockHash, entry: PlanEntry, spec: AppSpec) -> bytes:
+    """What the origin signs: the offer's block hash, plan entry and spec, tagged."""
+    return hashlib.sha256(
+        b"edgechain/migration-offer/v1"
+        + bytes(block_hash)
+        + encode_plan_entry(entry)
+        + encode_app_spec(spec)
+    ).digest()
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,8 @@ def encode_offer(offer: Offer) -> bytes:
             entry,
             struct.pack(">I", len(spec)),
             spec,
+            struct.pack(">I", len(offer.signature)),
+            offer.signature,
         )
     )
 
@@ -191,7 +213,7 @@ def decode_offer(body: bytes) -> Offer:
     block_hash = BlockHash(body[len(PROTOCOL_MAGIC) + 1 : head])
     pos = head
     parts: list[bytes] = []
-    for _ in range(2):
+    for _ in range(3):
         if pos + 4 > len(body):
             raise DecodeError("header_truncated")
         (size,) = struct.unpack_from(">I", body, pos)
@@ -202,7 +224,9 @@ def decode_offer(body: bytes) -> Offer:
         pos += size
     if pos != len(body):
         raise DecodeError("header_trailing_bytes", f"{len(body) - pos} bytes")
-    return Offer(block_hash, decode_plan_entry(parts[0]), decode_app_spec(parts[1]))
+    if len(parts[2]) not in (0, SIGNATURE_SIZE):
+        raise DecodeError("bad_offer_signature", f"{len(parts[2])} bytes")
+    return Offer(block_hash, decode_plan_entry(parts[0]), decode_app_spec(parts[1]), parts[2])
 
 
 def encode_verdict(message: VerdictMessage) -> bytes:

@@ -41,6 +41,7 @@ import zstandard
 
 from edgechain.chain.encoding import compute_app_id
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
+from edgechain.crypto import bls
 from edgechain.errors import DecodeError, PeerError
 from edgechain.runtime.base import (
     AppNotFoundError,
@@ -61,6 +62,7 @@ from edgechain.runtime.protocol import (
     TransferError,
     Verdict,
     VerdictMessage,
+    compute_offer_signing_root,
     decode_begin,
     decode_end,
     decode_nack,
@@ -75,7 +77,7 @@ from edgechain.runtime.protocol import (
     expect_frame,
     read_frame,
 )
-from edgechain.types import AppId, BlockHash, NodeId
+from edgechain.types import AppId, BlockHash, NodeId, SecretKey
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ _LINGER_S = 2.0
 still sends, so that closing does not reset the connection before the NACK is read."""
 
 PlanCheck = Callable[[BlockHash, PlanEntry], bool | Awaitable[bool]]
+OriginCheck = Callable[[NodeId, bytes, bytes], bool]
+"""``verify_origin(origin, message, signature)``: did the validator ``origin`` sign it?"""
 """``is_planned(block_hash, entry)``: is ``entry`` in the plan of an accepted block?"""
 
 ProgressCallback = Callable[[int], None]
@@ -237,10 +241,13 @@ class TransferClient:
         *,
         timeouts: TransferTimeouts | None = None,
         zstd_level: int = ZSTD_LEVEL,
+        sk: SecretKey | None = None,
     ) -> None:
         self.runtime = runtime
         self.timeouts = timeouts or TransferTimeouts()
         self.zstd_level = zstd_level
+        self.sk = sk
+        """The origin node's key: signs every offer so destinations can authenticate it."""
         self._locks: dict[AppId, asyncio.Lock] = {}
 
     async def migrate(
@@ -264,7 +271,14 @@ class TransferClient:
         async with lock:
             if not await asyncio.to_thread(self.runtime.is_running, app):
                 raise AppNotFoundError(f"app {bytes(app).hex()[:16]} does not run here")
-            offer = encode_frame(FrameKind.OFFER, encode_offer(Offer(block_hash, entry, spec)))
+            signature = (
+                bls.sign(self.sk, compute_offer_signing_root(block_hash, entry, spec))
+                if self.sk is not None
+                else b""
+            )
+            offer = encode_frame(
+                FrameKind.OFFER, encode_offer(Offer(block_hash, entry, spec, signature))
+            )
             return await self._migrate(_Job(app, block_hash, offer, host, port, on_progress))
 
     async def _offer(
@@ -455,10 +469,13 @@ class TransferServer:
         *,
         timeouts: TransferTimeouts | None = None,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        verify_origin: OriginCheck | None = None,
     ) -> None:
         self.runtime = runtime
         self.node_id = node_id
         self.is_planned = is_planned
+        self.verify_origin = verify_origin
+        """When set, only offers signed by the plan entry's origin are accepted."""
         self.work_dir = Path(work_dir)
         self.timeouts = timeouts or TransferTimeouts()
         self.max_state_bytes = max_state_bytes
@@ -528,6 +545,12 @@ class TransferServer:
             return "spec_does_not_match_app"
         if offer.spec.runtime is not self.runtime.kind:
             return "wrong_runtime"
+        if self.verify_origin is not None:
+            root = compute_offer_signing_root(offer.block_hash, entry, offer.spec)
+            if not offer.signature or not self.verify_origin(
+                NodeId(entry.origin), root, offer.signature
+            ):
+                return "unauthenticated_origin"
         try:
             planned = self.is_planned(offer.block_hash, entry)
             if inspect.isawaitable(planned):
