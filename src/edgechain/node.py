@@ -67,6 +67,7 @@ from edgechain.errors import PeerError, ValidationError
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
+from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.types import NodeId, Signature, Slot
 from edgechain.wire.codec import (
     Transport,
@@ -163,13 +164,19 @@ class Node:
         self._wake = asyncio.Event()
         self._next_usage_ms = 0
         self._replaying = False
+        self.apps: AppManager | None = None
+        self._transfer_port: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.transport.start()
         await self.http.start()
+        # Before the engine: the transfer port goes into our inclusion request's labels.
+        self.apps = AppManager(self.config.data_dir, self.node_id, self.sk)
+        self._transfer_port = await self.apps.start(self.transport.host)
         self.engine = self._make_engine()
+        self.apps.attach(self.engine)
         self._replay_store()
         self._join_dht()
         self._write_ready_file()
@@ -177,10 +184,20 @@ class Node:
         try:
             await self._loop(stop)
         finally:
+            await self._close_apps()
             await self.http.close()
             await self.transport.close()
             self.store.close()
             log.info("node stopped", extra={"fields": {"node_id": self.node_id.hex()}})
+
+    async def _close_apps(self) -> None:
+        if self.apps is not None:
+            await self.apps.close()
+
+    def _get_labels(self) -> tuple[str, ...]:
+        if self._transfer_port is None:
+            return self.config.labels
+        return (*self.config.labels, get_transfer_label(self._transfer_port))
 
     def _make_engine(self) -> ConsensusEngine:
         cfg = self.config
@@ -206,7 +223,7 @@ class Node:
             chain_id=cfg.chain_id,
             bootstrap_key=bls.sk_to_pk(self.sk) if cfg.genesis else cfg.bootstrap_key,  # type: ignore[arg-type]
             address=join_address(advertise, self.transport.port),
-            labels=cfg.labels,
+            labels=self._get_labels(),
             ticket=cfg.ticket,
             genesis_template=template,
         )
@@ -255,6 +272,7 @@ class Node:
             "udp_port": self.transport.port,
             "tcp_port": self.transport.port,
             "http_port": self.http.port,
+            "transfer_port": self._transfer_port,
             "pid": os.getpid(),
         }
 
@@ -290,7 +308,13 @@ class Node:
         assert engine is not None
         if now >= self._next_usage_ms:
             self._next_usage_ms = now + USAGE_INTERVAL_MS
-            engine.set_local_usage(self._measure_usage())
+            usage = self._measure_usage()
+            if self.apps is not None:
+                self.apps.set_host_usage(usage)  # merged with the apps' own usage
+            else:
+                engine.set_local_usage(usage)
+        if self.apps is not None:
+            self.apps.tick(now)
         self._apply(engine.on_tick(now))
         self._apply_dht(self.dht.on_tick(now))
         self.gossip.set_peers(self._gossip_peers())
@@ -299,6 +323,8 @@ class Node:
 
     def _next_wakeup(self, now: int) -> int:
         candidates = [now + 1_000, self._next_usage_ms]
+        if self.apps is not None:
+            candidates.append(self.apps.next_wakeup_ms)
         engine = self.engine
         if engine is not None and self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
@@ -514,6 +540,9 @@ class Node:
                     }
                 },
             )
+            # Replayed blocks are history: reconcile starts what the head places here.
+            if self.apps is not None and not self._replaying:
+                self.apps.on_order(event)
         elif isinstance(event, PeerRejected):
             log.debug("peer input rejected", extra={"fields": {"reason": event.reason}})
 
@@ -533,6 +562,8 @@ class Node:
             return 200, self._get_chain()
         if request.method == "POST" and request.path == "/apps":
             return self._submit_app(request.body)
+        if request.method == "GET" and request.path == "/apps":
+            return 200, self.apps.get_views() if self.apps is not None else []
         if request.path in ("/health", "/status", "/blocks", "/chain", "/apps"):
             raise HttpError(405, "method not allowed")
         raise HttpError(404, "not found")
@@ -572,6 +603,7 @@ class Node:
             "transport": vars(self.transport.stats),
             "rss_mb": round(memory.rss / 2**20, 1),
             "cpu_seconds": round(cpu.user + cpu.system, 2),
+            "apps": self.apps.get_status_apps() if self.apps is not None else [],
         }
 
     def _get_chain(self) -> list[dict[str, Any]]:
