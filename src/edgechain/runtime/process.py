@@ -220,8 +220,11 @@ class ProcessRuntime:
         proc = record.proc
         if proc is not None:
             pgid = proc.pid
-            if record.status is AppStatus.PAUSED:
-                _signal_group(pgid, signal.SIGCONT)  # a stopped process cannot die cleanly
+            if record.status is AppStatus.PAUSED and grace_s > 0:
+                # A stopped process cannot handle SIGTERM; without a grace (removing the
+                # origin's copy after a migration) SIGKILL alone ends it, never letting
+                # the frozen copy run again.
+                _signal_group(pgid, signal.SIGCONT)
             if grace_s > 0 and _signal_group(pgid, signal.SIGTERM):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=grace_s)
