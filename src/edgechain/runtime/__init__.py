@@ -6,10 +6,13 @@
 * ``podman``, ``image``: a private Podman API service and the sample image.
 * ``protocol``, ``transfer``: save / transmit / resume between nodes over TCP.
 * ``samples``: the sample apps of ``apps/`` as app specs.
+* ``manager``: a node's ``AppManager``: runs the apps the chain places on it, carries
+  out its migration orders, measures per-app usage for its reports.
 
-Only ``edgechain.types``, ``edgechain.errors`` and ``edgechain.chain`` are imported
-from the rest of the project; the docker SDK is imported lazily by the container
-runtime, so the process runtime works on a host without it.
+All but ``manager`` import only ``edgechain.types``, ``errors``, ``chain`` and
+``crypto``; ``manager`` also reads consensus state (allowed: ``runtime/`` sits above
+``consensus/``). The docker SDK is imported lazily by the container runtime, so the
+process runtime works on a host without it.
 """
 
 from edgechain.runtime.base import (
