@@ -20,8 +20,9 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
+# A local testnet of 8 real node processes (process runtime, SQLite), 20 slots of 2 s.
 demo: venv
-	$(BIN)/edgechain demo
+	$(BIN)/edgechain testnet --nodes 8 --committee 3 --slot-duration 2 --slots 20
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -96,7 +96,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A short, readable simulation (until the real local testnet lands)."""
+    """A short, readable simulated run with one crashed producer per ten slots."""
     print("edgechain demo: 16 simulated nodes, committee 6, 2 s slots, one crashed producer\n")
     config = SimConfig(nodes=16, committee=6, slots=24, seed=args.seed, faults="crash-producers")
     result = Simulation(config, progress=ProgressBar("demo", sys.stderr.isatty())).run()
@@ -223,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
             node.add_argument(flag, type=kind, default=None)
     node.set_defaults(func=cmd_node)
 
-    demo = sub.add_parser("demo", help="a short, readable demonstration")
+    from edgechain.lab.testnet import add_testnet_parser
+
+    add_testnet_parser(sub)
+
+    demo = sub.add_parser("demo", help="a short, readable simulated run (see `make demo`)")
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -1,0 +1,343 @@
+"""The pure parts of the testnet launcher: ports, addresses, command lines, summaries,
+and the post-run election of producers."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from edgechain.chain.encoding import (
+    compute_block_hash,
+    compute_genesis_hash,
+    encode_block,
+    encode_genesis,
+)
+from edgechain.chain.store import BlockStore
+from edgechain.consensus.roles import compute_roles
+from edgechain.consensus.state import apply_block, compute_genesis_state
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.lab.cluster import (
+    Bootstrap,
+    NodePorts,
+    NodeSpec,
+    allocate_ports,
+    build_node_argv,
+    build_node_env,
+    parse_ready,
+)
+from edgechain.lab.elections import ElectionError, compute_producers, load_chain
+from edgechain.lab.netns import (
+    LAB_NETWORK,
+    NetnsError,
+    build_exec_prefix,
+    build_namespace_batch,
+    build_setup_batch,
+    find_leftovers,
+    plan_netns,
+)
+from edgechain.lab.summary import (
+    BlockRecord,
+    ChainEntry,
+    Collected,
+    Interval,
+    KillRecord,
+    build_chain_summary,
+    pick_reference,
+)
+from edgechain.lab.testnet import LaunchConfig, LaunchError, Progress, format_progress
+from edgechain.testing import build_skip_block, make_genesis
+from edgechain.types import PublicKey, Slot
+
+PK = PublicKey(bytes(range(48)))
+
+
+def make_config(**overrides: object) -> LaunchConfig:
+    values: dict[str, object] = {
+        "nodes": 5,
+        "committee": 3,
+        "slot_duration": 1.0,
+        "slots": 10,
+        "run_dir": Path("/tmp/run"),
+        "node_command": ("edgechain", "node"),
+    }
+    values.update(overrides)
+    return LaunchConfig(**values)  # type: ignore[arg-type]
+
+
+def make_spec(index: int = 1, **overrides: object) -> NodeSpec:
+    values: dict[str, object] = {
+        "index": index,
+        "data_dir": Path(f"/tmp/run/node-{index:03d}"),
+        "public_key": PK,
+        "ticket": b"\x01\x02",
+        "host": "127.0.0.1",
+        "ports": NodePorts(0, 0),
+    }
+    values.update(overrides)
+    return NodeSpec(**values)  # type: ignore[arg-type]
+
+
+# --- configuration, ports, command lines ------------------------------------------------
+
+
+def test_allocate_ports() -> None:
+    assert allocate_ports(2, None) == [NodePorts(0, 0), NodePorts(0, 0)]
+    assert allocate_ports(3, 7000) == [
+        NodePorts(7000, 7001),
+        NodePorts(7002, 7003),
+        NodePorts(7004, 7005),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nodes": 3}, "committee \\+ 1"),
+        ({"slots": 0}, "positive"),
+        ({"join_interval": -1.0}, "join-interval"),
+        ({"kill": 5}, "--kill must be"),
+        ({"kill": 1}, "--kill-at"),
+        ({"kill": 1, "kill_at": 10}, "--kill-at"),
+        ({"base_port": 65530}, "--base-port"),
+    ],
+)
+def test_config_check_rejects_networks_that_cannot_work(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(LaunchError, match=message):
+        make_config(**overrides).check()
+
+
+def test_config_check_accepts_a_kill_plan() -> None:
+    make_config(kill=2, kill_at=4).check()
+
+
+def test_bootstrap_node_argv_creates_genesis() -> None:
+    options = make_config(slot_duration=1.5).get_node_options()
+    guard = ("setpriv", "--pdeathsig", "KILL")
+    argv = build_node_argv(make_spec(0), options, admin_key=PK, bootstrap=None, guard=guard)
+    assert argv[:5] == ["setpriv", "--pdeathsig", "KILL", "edgechain", "node"]
+    text = " ".join(argv)
+    assert "--genesis --committee 3 --slot-duration 1.5" in text
+    assert f"--admin-key {PK.hex()} --ticket 0102" in text
+    assert "--ready-file /tmp/run/node-000/ready.json" in text
+    assert "--bootstrap" not in text
+
+
+def test_joining_node_argv_names_the_bootstrap() -> None:
+    spec = make_spec(
+        2,
+        host="10.213.0.4",
+        ports=NodePorts(7004, 7005),
+        exec_prefix=("ip", "netns", "exec", "ec-2"),
+    )
+    bootstrap = Bootstrap("10.213.0.2:7000", PK)
+    argv = build_node_argv(
+        spec, make_config().get_node_options(), admin_key=None, bootstrap=bootstrap
+    )
+    assert argv[:6] == ["ip", "netns", "exec", "ec-2", "edgechain", "node"]
+    text = " ".join(argv)
+    assert "--listen 10.213.0.4:7004 --http 10.213.0.4:7005" in text
+    assert f"--bootstrap 10.213.0.2:7000 --bootstrap-key {PK.hex()}" in text
+    assert "--genesis" not in text
+    assert "--admin-key" not in text  # open admission
+
+
+def test_node_env_drops_edgechain_settings() -> None:
+    env = build_node_env({"PATH": "/bin", "EDGECHAIN_LISTEN": "0.0.0.0:1"})
+    assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1"}
+
+
+def test_parse_ready() -> None:
+    ready = parse_ready(
+        {
+            "node_id": "ab",
+            "public_key": "cd",
+            "udp_port": 1,
+            "tcp_port": 1,
+            "http_port": 2,
+            "pid": 3,
+        }
+    )
+    assert (ready.udp_port, ready.http_port, ready.pid) == (1, 2, 3)
+    with pytest.raises(ValueError):
+        parse_ready({"node_id": "ab"})
+
+
+def test_format_progress() -> None:
+    waiting = format_progress(Progress(elapsed_s=2.0, nodes=5, up=2, target_slots=10))
+    assert "waiting for genesis" in waiting
+    assert "up 2/5" in waiting
+    line = format_progress(
+        Progress(
+            elapsed_s=9.5,
+            nodes=5,
+            up=4,
+            target_slots=10,
+            genesis=True,
+            slot=7,
+            head_slot=6,
+            validators=5,
+            skip_blocks=1,
+            down=1,
+        )
+    )
+    assert "slot 7/10  head 6" in line
+    assert "up 4/5 (1 down)" in line
+    assert "validators 5" in line
+    assert "skip blocks 1" in line
+
+
+# --- network namespaces ---------------------------------------------------------------
+
+
+def test_plan_netns_addresses_stay_in_the_lab_network() -> None:
+    plan = plan_netns(50, subnet_index=3)
+    assert plan.subnet == ipaddress.IPv4Network("10.213.3.0/24")
+    assert plan.gateway == "10.213.3.1"
+    assert plan.addresses[0] == "10.213.3.2"
+    assert plan.addresses[49] == "10.213.3.51"
+    assert len(set(plan.addresses)) == 50
+    assert all(ipaddress.IPv4Address(a) in LAB_NETWORK for a in plan.addresses)
+    assert plan.namespaces[7] == "ec-7"
+    assert plan.bridge == "ecbr0"
+    assert build_exec_prefix(plan, 7) == ["ip", "netns", "exec", "ec-7"]
+
+
+def test_plan_netns_limits() -> None:
+    assert plan_netns(253).addresses[-1] == "10.213.0.254"
+    assert all(len(name) <= 15 for name in plan_netns(253, prefix="abcdef").host_interfaces)
+    with pytest.raises(NetnsError):
+        plan_netns(254)
+    with pytest.raises(NetnsError):
+        plan_netns(2, subnet_index=256)
+    with pytest.raises(NetnsError):
+        plan_netns(2, prefix="Bad-Name")
+
+
+def test_setup_batches() -> None:
+    plan = plan_netns(2, subnet_index=9, prefix="ect")
+    assert build_setup_batch(plan) == [
+        "link add ectbr0 type bridge",
+        "addr add 10.213.9.1/24 dev ectbr0",
+        "link set ectbr0 up",
+        "netns add ect-0",
+        "link add ectv0 type veth peer name eth0 netns ect-0",
+        "link set ectv0 master ectbr0 up",
+        "netns add ect-1",
+        "link add ectv1 type veth peer name eth0 netns ect-1",
+        "link set ectv1 master ectbr0 up",
+    ]
+    assert build_namespace_batch(plan, 1) == [
+        "addr add 10.213.9.3/24 dev eth0",
+        "link set eth0 up",
+        "link set lo up",
+    ]
+
+
+def test_find_leftovers_matches_only_the_prefix() -> None:
+    plan = plan_netns(2, prefix="ec")
+    found = find_leftovers(
+        plan,
+        namespaces=["ec-0", "ec-17", "ecx-1", "other", "ec-"],
+        links=["lo", "eth0", "ecbr0", "ecv3", "ecbr1", "ecxv1"],
+    )
+    assert found.namespaces == ("ec-0", "ec-17")
+    assert found.links == ("ecbr0", "ecv3")
+    assert not find_leftovers(plan, namespaces=["other"], links=["lo"])
+
+
+# --- chain summary --------------------------------------------------------------------
+
+
+def test_chain_summary_from_collected_answers() -> None:
+    def blocks(*times: int) -> list[BlockRecord]:
+        return [
+            BlockRecord("h1", 1, False, 3, "p1", None, times[0]),
+            BlockRecord("h2", 2, True, 2, None, "dead", times[1]),
+            BlockRecord("h3", 3, False, 3, "p3", None, times[2]),
+        ]
+
+    full = [ChainEntry("h1", 1, False), ChainEntry("h2", 2, True), ChainEntry("h3", 3, False)]
+    behind = full[:2]
+    collected = Collected(
+        statuses={
+            0: {"head": "h3", "genesis": True},
+            1: {"head": "h3", "genesis": True},
+            2: {"head": "h2", "genesis": True},
+            3: None,
+            4: {"head": None, "genesis": False},
+        },
+        chains={0: full, 1: full, 2: behind, 3: None, 4: []},
+        blocks={0: blocks(1000, 2000, 3000), 1: blocks(1010, 2010, 3020), 2: None, 3: None, 4: []},
+    )
+    names = {i: f"node-{i:03d}" for i in range(5)}
+    kill = KillRecord("node-002", "dead", kill_slot=1, kill_ms=0, restart_slot=3, restart_ms=0)
+    runs = {name: (Interval(0, None),) for name in names.values()}
+    summary = build_chain_summary(
+        nodes=names,
+        collected=collected,
+        runs=runs,
+        end_slot=3,
+        join_slot=1,
+        kills=[kill],
+        producers={2: "dead"},
+    )
+    assert summary["nodes_answering"] == 4
+    assert summary["nodes_without_genesis"] == ["node-004"]
+    assert summary["reference_node"] == "node-000"
+    assert summary["distinct_heads"] == 2
+    assert summary["live_heads"] == 2
+    assert (summary["blocks"], summary["skip_blocks"], summary["skip_slots"]) == (2, 1, [2])
+    assert summary["skip_blocks_after_join"] == 1
+    assert summary["unexplained_skip_slots"] == []
+    assert summary["missing_slots"] == 0
+    assert summary["block_propagation_ms"]["samples"] == 6
+    assert summary["block_propagation_ms"]["max"] == 20.0
+    assert summary["signers_per_block"]["p50"] == 3.0
+    (report,) = summary["kills"]
+    assert report["elected_while_down"] == {2: "skip_excluding_it"}
+    assert report["resynced"] is False  # node-002 stayed at h2
+
+
+def test_pick_reference_needs_a_chain() -> None:
+    assert pick_reference({}, 5) is None
+    chain = [ChainEntry("h1", 1, False)]
+    assert pick_reference({"node-001": chain, "node-000": []}, 1) == "node-000"
+
+
+# --- elections ------------------------------------------------------------------------
+
+
+def test_elected_producers_follow_the_chain(tmp_path: Path) -> None:
+    genesis, idents = make_genesis(6, committee_size=3)
+    state0 = compute_genesis_state(genesis)
+    roles1 = compute_roles(state0.validators.get_public_keys(), state0.seed, Slot(1), 3)
+    by_key = {bytes(i.pk): i for i in idents}
+    producer1 = by_key[bytes(roles1.producer)]
+    committee1 = [by_key[bytes(pk)] for pk in roles1.committee]
+    skip = build_skip_block(
+        parent=state0.block_hash, slot=Slot(1), excluded=producer1.node, committee=committee1
+    )
+    skip_hash = compute_block_hash(skip)
+    state1 = apply_block(state0, skip, skip_hash)
+
+    producers = compute_producers(genesis, [(skip_hash, skip)], [1, 2, 3])
+
+    assert producers[1] == producer1.node.hex()
+    for slot in (2, 3):
+        roles = compute_roles(state1.validators.get_public_keys(), state1.seed, Slot(slot), 3)
+        assert producers[slot] == compute_node_id(roles.producer).hex()
+        assert producers[slot] != producer1.node.hex()  # excluded by the skip block
+
+    store_path = tmp_path / "chain.db"
+    with BlockStore(store_path) as store:
+        store.put_genesis(compute_genesis_hash(genesis), encode_genesis(genesis))
+        store.put_block(skip_hash, skip.parent, skip.slot, 2, encode_block(skip))
+    loaded_genesis, loaded = load_chain(store_path, [skip_hash.hex()])
+    assert loaded_genesis == genesis
+    assert loaded == [(skip_hash, skip)]
+    with pytest.raises(ElectionError):
+        load_chain(store_path, ["00" * 32])

@@ -1,0 +1,266 @@
+"""Real testnets: node processes started by the launcher, on loopback or in network
+namespaces, watched to the end, and no process left behind.
+
+Sizes are small (2-core machine): about two minutes in all. ``EDGECHAIN_LONG=1`` makes
+the slow test run the issue's size class (50 nodes) instead of its short form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from edgechain.lab.cluster import get_guard_prefix
+from edgechain.lab.netns import get_unavailable_reason, list_links, list_namespaces
+from edgechain.lab.testnet import LaunchConfig, run_testnet
+
+LONG = os.environ.get("EDGECHAIN_LONG") == "1"
+
+SUMMARY_KEYS = {
+    "nodes",
+    "slots",
+    "skip_blocks",
+    "skip_blocks_after_join",
+    "distinct_heads",
+    "rss_mb",
+    "cpu_seconds",
+    "block_propagation_ms",
+    "kills",
+    "genesis",
+    "join_slot",
+    "ok",
+}
+
+
+def find_processes(run_dir: Path) -> list[str]:
+    """Processes whose command line mentions the run directory (launched nodes)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if any(str(run_dir) in part for part in cmdline) and process.pid != os.getpid():
+            found.append(f"{process.pid}: {' '.join(cmdline)[:120]}")
+    return found
+
+
+def assert_nothing_left(run_dir: Path, summary: dict[str, Any]) -> None:
+    assert summary["leftover_process_groups"] == []
+    assert find_processes(run_dir) == []
+    assert summary["crashes"] == []
+    assert summary["exit_codes"] == {}, "a node did not exit 0 on SIGTERM"
+    assert summary["stop_sigkilled"] == []
+
+
+def config(tmp_path: Path, **overrides: Any) -> LaunchConfig:
+    values: dict[str, Any] = {
+        "nodes": 5,
+        "committee": 3,
+        "slot_duration": 1.0,
+        "slots": 12,
+        "join_interval": 0.5,
+        "run_dir": tmp_path / "run",
+        "json_path": tmp_path / "summary.json",
+        "progress": False,
+    }
+    values.update(overrides)
+    return LaunchConfig(**values)
+
+
+def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    summary = run_testnet(cfg)
+
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary["genesis"], summary["failure"]
+    assert summary["slots"] == 12
+    assert summary["nodes_answering"] == 5
+    assert summary["join_slot"] is not None
+    assert summary["validators_at_end"] == 5
+    assert summary["skip_blocks_after_join"] == 0, summary["skip_slots"]
+    assert summary["distinct_heads"] == 1, summary["heads"]
+    assert summary["blocks"] >= 10
+    assert summary["block_propagation_ms"]["samples"] > 0
+    assert summary["block_propagation_ms"]["p50"] <= summary["block_propagation_ms"]["p99"]
+    assert set(summary["rss_mb"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
+    assert 5 < summary["rss_mb"]["max"] < 500
+    assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
+    assert summary["kills"] == []
+    assert summary["ok"]
+    assert_nothing_left(cfg.run_dir, summary)
+    # The launcher made every key and ticket: keystores are private, ids are recorded.
+    manifest = json.loads((cfg.run_dir / "testnet.json").read_text())
+    assert len(manifest["nodes"]) == 5
+    for node in manifest["nodes"]:
+        key = cfg.run_dir / node["name"] / "node.key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        ready = json.loads((cfg.run_dir / node["name"] / "ready.json").read_text())
+        assert ready["node_id"] == node["node_id"]
+
+
+def test_killed_nodes_are_skipped_and_resync(tmp_path: Path) -> None:
+    """kill -9 two nodes: the chain goes on, their slots become skip blocks excluding
+    them, and once restarted they follow the same head again."""
+    cfg = config(tmp_path, nodes=6, slots=24, kill=2, kill_at=6, restart_after=8, seed=3)
+    summary = run_testnet(cfg)
+
+    assert summary["genesis"], summary["failure"]
+    assert len(summary["kills"]) == 2
+    for kill in summary["kills"]:
+        assert kill["name"] != "node-000"  # never the bootstrap
+        assert kill["restart_slot"] is not None
+        assert kill["blocks_it_produced_while_down"] == []
+        # Every slot it was elected to produce while down is a skip block excluding it.
+        assert kill["elected_slots_skipped"], kill["elected_while_down"]
+        assert kill["resynced"], kill
+    assert summary["unexplained_skip_slots"] == []
+    assert summary["distinct_heads"] == 1, summary["heads"]
+    # The chain kept going while they were down.
+    collected = json.loads((cfg.run_dir / "collected.json").read_text())
+    reference = collected[summary["reference_node"]]["chain"]
+    first = summary["kills"][0]
+    low, high = first["down_slots"]
+    produced = [e for e in reference if low <= e["slot"] <= high and not e["skip"]]
+    assert len(produced) >= (high - low + 1) // 2, reference
+    if not any(k["elected_while_down"] for k in summary["kills"]):
+        warnings.warn(
+            "no killed node was elected while down: skip path not exercised", stacklevel=1
+        )
+    assert_nothing_left(cfg.run_dir, summary)
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_launcher(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    run_dir = tmp_path / "run"
+    argv = [
+        sys.executable,
+        "-m",
+        "edgechain.lab.testnet",
+        "--nodes",
+        "4",
+        "--committee",
+        "3",
+        "--slot-duration",
+        "1",
+        "--slots",
+        "1000",
+        "--join-interval",
+        "0.3",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        *extra,
+    ]
+    # SIGINT ignored on purpose: like a background job of a non-interactive shell.
+    launcher = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    return launcher, run_dir
+
+
+def _log(run_dir: Path) -> str:
+    path = run_dir / "launcher.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_ctrl_c_stops_every_node_and_writes_the_summary(tmp_path: Path) -> None:
+    launcher, run_dir = _start_launcher(tmp_path, "--json", str(tmp_path / "s.json"))
+    try:
+        _wait_for(lambda: "genesis after" in _log(run_dir), 60, "genesis")
+        assert len(find_processes(run_dir)) >= 4  # the launcher and its nodes
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130, output.decode()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["interrupted"]
+    assert summary["genesis"]
+    assert_nothing_left(run_dir, summary)
+
+
+@pytest.mark.skipif(not get_guard_prefix(), reason="setpriv (util-linux) is not installed")
+def test_nodes_die_with_a_sigkilled_launcher(tmp_path: Path) -> None:
+    """No cleanup code can run on SIGKILL: the nodes' parent-death signal does it."""
+    launcher, run_dir = _start_launcher(tmp_path)
+    try:
+        _wait_for(lambda: len(find_processes(run_dir)) >= 3, 60, "nodes")
+        launcher.kill()
+        launcher.wait(timeout=10)
+        _wait_for(lambda: find_processes(run_dir) == [], 10, "the nodes to die")
+    finally:
+        launcher.kill()
+
+
+def _netns_unavailable() -> str | None:
+    reason = get_unavailable_reason()
+    if reason is not None:
+        return reason
+    try:
+        list_namespaces()
+    except Exception as exc:
+        return f"ip netns does not work here: {exc}"
+    return None
+
+
+@pytest.mark.root
+def test_netns_testnet(tmp_path: Path) -> None:
+    """One namespace per node on a private bridge: real addresses, cleaned up after."""
+    reason = _netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cfg = config(tmp_path, nodes=4, slots=8, netns=True, netns_prefix="ect", netns_subnet=250)
+    summary = run_testnet(cfg)
+
+    assert summary["genesis"], summary["failure"]
+    assert summary["distinct_heads"] == 1, summary["heads"]
+    assert summary["skip_blocks_after_join"] == 0
+    assert summary["ok"]
+    manifest = json.loads((cfg.run_dir / "testnet.json").read_text())
+    assert [n["host"] for n in manifest["nodes"]] == [f"10.213.250.{i}" for i in range(2, 6)]
+    assert [n["namespace"] for n in manifest["nodes"]] == [f"ect-{i}" for i in range(4)]
+    assert_nothing_left(cfg.run_dir, summary)
+    assert not [n for n in list_namespaces() if n.startswith("ect-")]
+    assert not [n for n in list_links() if n.startswith("ect")]
+
+
+@pytest.mark.slow
+def test_bigger_testnet(tmp_path: Path) -> None:
+    """Short form: 12 nodes, committee 6; EDGECHAIN_LONG=1: 50 nodes, committee 16."""
+    nodes, committee, slots = (50, 16, 60) if LONG else (12, 6, 20)
+    cfg = config(
+        tmp_path,
+        nodes=nodes,
+        committee=committee,
+        slot_duration=2.0,
+        slots=slots,
+        join_interval=0.5,
+    )
+    summary = run_testnet(cfg)
+
+    assert summary["genesis"], summary["failure"]
+    assert summary["validators_at_end"] == nodes
+    assert summary["distinct_heads"] == 1, summary["heads"]
+    assert summary["skip_blocks_after_join"] == 0, summary["skip_slots"]
+    assert_nothing_left(cfg.run_dir, summary)
