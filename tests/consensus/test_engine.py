@@ -302,3 +302,26 @@ def test_difficulty_rule_converges() -> None:
     for _ in range(40):
         difficulty = compute_next_difficulty(PARAMS, difficulty, difficulty * 1_000 // ips)
     assert abs(difficulty * 1_000 // ips - 500) <= 5
+
+
+def test_skip_at_the_validator_floor_excludes_nobody() -> None:
+    """With exactly committee_size + 1 validators, a silent producer is not excluded:
+    the chain must keep a committee to recover once producers are fast enough again."""
+    from edgechain.chain.validator_set import NO_EXCLUSION
+    from edgechain.consensus.state import get_roles
+
+    net = Harness(4)  # committee 3 + 1: the floor
+    net.start_chain()
+    net.run_slot(1)
+    head = net.engine(0).get_head_state()
+    assert head is not None
+    roles = get_roles(net.engine(0).memo, head, Slot(2), PARAMS.committee_size)
+    silent = next(n for n, e in net.engines.items() if e.pk == roles.producer)
+    net.down.add(silent)
+    net.run_slot(2)
+    live = next(e for n, e in net.engines.items() if n not in net.down)
+    tip = live.blocks[live.head]  # type: ignore[index]
+    assert isinstance(tip, SkipBlock) and tip.excluded == NO_EXCLUSION
+    state = live.get_head_state()
+    assert state is not None and len(state.validators) == 4
+    assert state.difficulty == head.difficulty * 3 // 4

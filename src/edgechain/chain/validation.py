@@ -47,7 +47,11 @@ from edgechain.chain.model import (
     RuntimeKind,
     SkipBlock,
 )
-from edgechain.chain.validator_set import ValidatorSet, compute_node_id
+from edgechain.chain.validator_set import (
+    ValidatorSet,
+    compute_node_id,
+    compute_skip_exclusion,
+)
 from edgechain.crypto import bls, vdf
 from edgechain.errors import ValidationError
 from edgechain.types import BlockHash, PublicKey, Slot
@@ -313,12 +317,16 @@ def validate_skip_block(
     *,
     check_attestation: bool = True,
 ) -> None:
-    """A skip block excludes exactly the elected (silent) producer of its slot."""
+    """A skip block excludes exactly the elected (silent) producer of its slot, or
+    nobody when the validator set is at its floor (``compute_skip_exclusion``)."""
     if block.parent != ctx.parent_hash:
         raise ValidationError(Reason.BAD_PARENT)
     if block.slot <= ctx.parent_slot:
         raise ValidationError(Reason.BAD_SLOT)
-    if block.excluded != compute_node_id(ctx.producer_key):
+    expected = compute_skip_exclusion(
+        ctx.validators, compute_node_id(ctx.producer_key), ctx.params.committee_size
+    )
+    if block.excluded != expected:
         raise ValidationError(Reason.BAD_PRODUCER, "skip block excludes another node")
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)

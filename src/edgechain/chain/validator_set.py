@@ -61,6 +61,25 @@ class ValidatorSet:
         return tuple(m.node for m in self.members)
 
 
+NO_EXCLUSION = NodeId(bytes(32))
+"""A skip block's ``excluded`` when the validator set is at its floor."""
+
+
+def compute_skip_exclusion(
+    validators: ValidatorSet, producer: NodeId, committee_size: int
+) -> NodeId:
+    """Whom the skip block of a silent ``producer`` excludes (paper §3.4).
+
+    The producer, unless that would leave fewer than ``committee_size + 1`` validators:
+    at that floor the skip block excludes nobody. Without the floor, a network whose
+    producers are briefly too slow (an overloaded host) excludes itself down to an
+    empty committee and can never attest a block again.
+    """
+    if len(validators) > committee_size + 1:
+        return producer
+    return NO_EXCLUSION
+
+
 def get_validator_info(req: InclusionRequest) -> ValidatorInfo:
     return ValidatorInfo(compute_node_id(req.public_key), req.public_key, req.address, req.labels)
 

@@ -68,6 +68,7 @@ from edgechain.chain.validation import (
     validate_genesis,
     validate_inclusion,
 )
+from edgechain.chain.validator_set import compute_skip_exclusion
 from edgechain.cluster.kmeans import Clustering, compute_clusters
 from edgechain.consensus.messages import (
     BlockAccepted,
@@ -581,7 +582,7 @@ class ConsensusEngine:
     ) -> None:
         """Algorithm 3, committee case: no valid candidate by 2/3 of the slot."""
         self.skip_voted.add(slot)
-        excluded = compute_node_id(roles.producer)
+        excluded = self._get_skip_exclusion(head, roles)
         skip_hash = self._get_skip_hash(head.block_hash, slot, excluded)
         vote = SkipVoteMsg(
             head.block_hash, slot, excluded, self.node_id, sign_vote(skip_hash, self.sk)
@@ -590,6 +591,12 @@ class ConsensusEngine:
         others = tuple(compute_node_id(pk) for pk in roles.committee if pk != self.pk)
         out.messages.append(Outgoing(vote, Route.DIRECT, others))
         self._collect_skip_vote(vote, roles, index, skip_hash, now, out)
+
+    def _get_skip_exclusion(self, parent: BlockState, roles: Roles) -> NodeId:
+        params = self.params
+        assert params is not None
+        producer = compute_node_id(roles.producer)
+        return compute_skip_exclusion(parent.validators, producer, params.committee_size)
 
     def _get_skip_hash(self, parent: BlockHash, slot: Slot, excluded: NodeId) -> BlockHash:
         return self.memo.get(
@@ -660,7 +667,7 @@ class ConsensusEngine:
                 self._request_sync(vote.parent, sender, now, out)
             return
         roles = get_roles(self.memo, parent, vote.slot, params.committee_size)
-        if vote.excluded != compute_node_id(roles.producer):
+        if vote.excluded != self._get_skip_exclusion(parent, roles):
             raise PeerError("skip_vote_wrong_producer")
         voter_index = next(
             (i for i, pk in enumerate(roles.committee) if compute_node_id(pk) == vote.voter), None

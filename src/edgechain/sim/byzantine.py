@@ -112,7 +112,7 @@ class OutsideVoter(ConsensusEngine):
         roles = get_roles(self.memo, head, slot, params.committee_size)
         if roles.committee_index(self.pk) is not None:
             return out
-        excluded = compute_node_id(roles.producer)
+        excluded = self._get_skip_exclusion(head, roles)
         skip_hash = self._get_skip_hash(head.block_hash, slot, excluded)
         vote = SkipVoteMsg(
             head.block_hash, slot, excluded, self.node_id, sign_vote(skip_hash, self.sk)
