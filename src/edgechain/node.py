@@ -10,6 +10,7 @@ through the bootstrap node, whose address and public key every node is given.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -26,6 +27,7 @@ from typing import Any
 import psutil
 
 from edgechain.api.http import HttpError, HttpServer, Request
+from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import (
     decode_block,
     decode_genesis,
@@ -46,6 +48,7 @@ from edgechain.consensus.engine import ConsensusEngine, EngineConfig, LocalUsage
 from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
+    CandidateMsg,
     GenesisCreated,
     GenesisMsg,
     HeadChanged,
@@ -54,9 +57,11 @@ from edgechain.consensus.messages import (
     Output,
     PeerRejected,
     Route,
+    SkipVoteMsg,
     SubmissionMsg,
     SyncResponseMsg,
     VdfRequest,
+    VoteMsg,
 )
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_current_slot, get_roles
@@ -162,6 +167,8 @@ class Node:
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
+        # The VDF gets a thread of its own: it must never queue behind runtime calls.
+        self._vdf_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vdf")
         self._next_usage_ms = 0
         self._replaying = False
         self.apps: AppManager | None = None
@@ -404,9 +411,28 @@ class Node:
         if self._replaying:
             return
         for outgoing in out.messages:
+            self._log_duty(outgoing)
             self._send_outgoing(outgoing)
         for request in out.vdf_requests:
             self._start_vdf(request)
+
+    def _log_duty(self, outgoing: Outgoing) -> None:
+        """Producer and committee actions, so a skip block can be explained from logs."""
+        message = outgoing.message
+        if isinstance(message, CandidateMsg):
+            fields = {"slot": message.block.slot, "to": len(outgoing.to)}
+            log.info("candidate sent", extra={"fields": fields})
+        elif isinstance(message, BlockMsg) and isinstance(message.block, Block):
+            if message.block.producer == self.node_id:
+                fields = {
+                    "slot": message.block.slot,
+                    "signers": count_signers(message.block.signers),
+                }
+                log.info("block produced", extra={"fields": fields})
+        elif isinstance(message, SkipVoteMsg):
+            log.info("skip vote sent", extra={"fields": {"slot": message.slot}})
+        elif isinstance(message, VoteMsg):
+            log.info("vote sent", extra={"fields": {"slot": message.slot}})
 
     def _send_outgoing(self, outgoing: Outgoing) -> None:
         message = outgoing.message
@@ -468,12 +494,27 @@ class Node:
 
     def _start_vdf(self, request: VdfRequest) -> None:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, vdf.prove, request.challenge, request.iterations)
+        started = now_ms()
+        log.info(
+            "vdf started",
+            extra={"fields": {"slot": request.slot, "iterations": request.iterations}},
+        )
+        future = loop.run_in_executor(
+            self._vdf_pool, vdf.prove, request.challenge, request.iterations
+        )
 
         def done(f: asyncio.Future[vdf.VdfResult]) -> None:
             engine = self.engine
-            if engine is None or f.cancelled() or f.exception() is not None:
+            if engine is None or f.cancelled():
                 return
+            if f.exception() is not None:
+                log.error(
+                    "vdf failed",
+                    extra={"fields": {"slot": request.slot, "error": repr(f.exception())}},
+                )
+                return
+            elapsed = now_ms() - started
+            log.info("vdf done", extra={"fields": {"slot": request.slot, "ms": elapsed}})
             self._apply(engine.on_vdf_result(request, f.result(), now_ms()))
             self._wake.set()
 

@@ -136,6 +136,9 @@ class EngineConfig:
     max_block_items: int = 256
     inclusion_retry_ms: int = 8_000
     send_reports: bool = True
+    report_interval_slots: int = 4
+    """Report every this many slots (each node at its own phase): the chain state keeps
+    every node's latest report, so blocks need only carry the new ones (§3.2)."""
 
 
 @dataclass(frozen=True)
@@ -412,7 +415,10 @@ class ConsensusEngine:
             state = self.get_head_state()
             if state is not None and compute_node_id(req.public_key) in state.validators:
                 return
-        self.memo.get(("inclusion-valid", req), lambda: validate_inclusion(req, params))
+        self.memo.get(
+            ("inclusion-valid", req),
+            lambda: validate_inclusion(req, params, self.memo.signatures),
+        )
         self.pending_inclusions[key] = req
 
     def _regossip_inclusion(self, now: int, out: Output) -> None:
@@ -910,6 +916,9 @@ class ConsensusEngine:
         ):
             return
         self.last_reported_slot = target
+        interval = max(1, self.config.report_interval_slots)
+        if (target + self.node_id[0]) % interval:
+            return
         u = self.local_usage
         report = make_report(
             self.sk, target, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,

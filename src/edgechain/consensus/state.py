@@ -108,9 +108,27 @@ class BlockState:
     """VDF iterations the child must evaluate."""
     registry: Registry
     reports: tuple[ResourceReport, ...]
-    """Planner input for the child: the reports of the last produced block."""
+    """Planner input for the child: each validator's latest report on this chain (at
+    most ``REPORT_MAX_AGE_SLOTS`` old), sorted by node. Nodes need not report every slot:
+    a block carries the reports that arrived, the state carries everyone's latest."""
     signers: int
     is_skip: bool
+
+
+REPORT_MAX_AGE_SLOTS = 32
+"""A report older than this many slots no longer describes its node's load."""
+
+
+def merge_reports(
+    known: tuple[ResourceReport, ...],
+    fresh: tuple[ResourceReport, ...],
+    validators: ValidatorSet,
+    slot: int,
+) -> tuple[ResourceReport, ...]:
+    """Each validator's latest report: ``fresh`` (this block's) over ``known``."""
+    latest = {r.node: r for r in known if r.slot + REPORT_MAX_AGE_SLOTS >= slot}
+    latest.update((r.node, r) for r in fresh)
+    return tuple(latest[node] for node in sorted(latest) if node in validators)
 
 
 def compute_genesis_state(genesis: Genesis) -> BlockState:
@@ -144,7 +162,7 @@ def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> B
             validators=validators,
             difficulty=block.difficulty,
             registry=registry,
-            reports=block.reports,
+            reports=merge_reports(parent.reports, block.reports, validators, block.slot),
             signers=count_signers(block.signers),
             is_skip=False,
         )
@@ -158,7 +176,7 @@ def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> B
         difficulty=max(1, parent.difficulty * 3 // 4),
         registry=registry,
         # A skip block carries no reports: the child plans on the last known ones.
-        reports=parent.reports,
+        reports=merge_reports(parent.reports, (), validators, block.slot),
         signers=count_signers(block.signers),
         is_skip=True,
     )
