@@ -211,6 +211,19 @@ def _decode_with(data: bytes, read: Callable[[Reader], T]) -> T:
     return value
 
 
+def _encode_with(value: T, write: Callable[[Writer, T], None]) -> bytes:
+    w = Writer()
+    write(w, value)
+    return bytes(w.buf)
+
+
+def _compute_signing_root(
+    domain: bytes, value: T, write_body: Callable[[Writer, T], None]
+) -> bytes:
+    """SHA-256 of a domain tag and an object's encoding without its signature."""
+    return hashlib.sha256(domain + _encode_with(value, write_body)).digest()
+
+
 def _enum_value(value: int, enum_type: type[PlanAction] | type[RuntimeKind]) -> int:
     try:
         return int(enum_type(value))
@@ -264,9 +277,7 @@ def read_app_spec(r: Reader) -> AppSpec:
 
 
 def encode_app_spec(s: AppSpec) -> bytes:
-    w = Writer()
-    write_app_spec(w, s)
-    return bytes(w.buf)
+    return _encode_with(s, write_app_spec)
 
 
 def decode_app_spec(data: bytes) -> AppSpec:
@@ -327,9 +338,7 @@ _MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 4 + 4 + SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:
-    w = Writer()
-    write_report(w, rep)
-    return bytes(w.buf)
+    return _encode_with(rep, write_report)
 
 
 def decode_report(data: bytes) -> ResourceReport:
@@ -337,9 +346,7 @@ def decode_report(data: bytes) -> ResourceReport:
 
 
 def compute_report_signing_root(rep: ResourceReport) -> bytes:
-    w = Writer()
-    write_report_body(w, rep)
-    return hashlib.sha256(b"edgechain/report/v1" + w.buf).digest()
+    return _compute_signing_root(b"edgechain/report/v1", rep, write_report_body)
 
 
 # --- plan ------------------------------------------------------------------------------
@@ -366,9 +373,7 @@ def read_plan_entry(r: Reader) -> PlanEntry:
 
 
 def encode_plan_entry(e: PlanEntry) -> bytes:
-    w = Writer()
-    write_plan_entry(w, e)
-    return bytes(w.buf)
+    return _encode_with(e, write_plan_entry)
 
 
 def decode_plan_entry(data: bytes) -> PlanEntry:
@@ -407,9 +412,7 @@ _MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + 2 + 4 + 4 + 8
 
 
 def encode_inclusion(req: InclusionRequest) -> bytes:
-    w = Writer()
-    write_inclusion(w, req)
-    return bytes(w.buf)
+    return _encode_with(req, write_inclusion)
 
 
 def decode_inclusion(data: bytes) -> InclusionRequest:
@@ -417,9 +420,7 @@ def decode_inclusion(data: bytes) -> InclusionRequest:
 
 
 def compute_inclusion_signing_root(req: InclusionRequest) -> bytes:
-    w = Writer()
-    write_inclusion_body(w, req)
-    return hashlib.sha256(b"edgechain/inclusion/v1" + w.buf).digest()
+    return _compute_signing_root(b"edgechain/inclusion/v1", req, write_inclusion_body)
 
 
 def compute_ticket_message(chain_id: str, public_key: bytes) -> bytes:
@@ -497,9 +498,7 @@ def read_genesis(r: Reader) -> Genesis:
 
 
 def encode_genesis(g: Genesis) -> bytes:
-    w = Writer()
-    write_genesis(w, g)
-    return bytes(w.buf)
+    return _encode_with(g, write_genesis)
 
 
 def decode_genesis(data: bytes) -> Genesis:
