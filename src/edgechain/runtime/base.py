@@ -153,3 +153,15 @@ class AppRuntime(Protocol):
 def get_app_dirname(app: AppId) -> str:
     """The directory name of an app under a runtime root: its id in hex."""
     return bytes(app).hex()
+
+
+class AppDirectories:
+    """Where a runtime keeps each app: ``<root>/<app id hex>/state`` (shared layout)."""
+
+    root: Path
+
+    def get_app_dir(self, app: AppId) -> Path:
+        return self.root / get_app_dirname(app)
+
+    def get_state_dir(self, app: AppId) -> Path:
+        return self.get_app_dir(app) / "state"

@@ -39,6 +39,7 @@ from edgechain.runtime.archive import extract_state_archive, get_tree_size, writ
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
     STATE_DIR_ENV,
+    AppDirectories,
     AppInfo,
     AppNotFoundError,
     AppRuntimeError,
@@ -83,7 +84,7 @@ def _get_status(container: Any) -> AppStatus:
     return AppStatus.STOPPED
 
 
-class ContainerRuntime:
+class ContainerRuntime(AppDirectories):
     """``AppRuntime`` for containers on a Docker-API engine (Docker or Podman)."""
 
     def __init__(
@@ -118,12 +119,6 @@ class ContainerRuntime:
         return RuntimeKind.CONTAINER
 
     # --- naming and lookup ---------------------------------------------------------------
-
-    def get_app_dir(self, app: AppId) -> Path:
-        return self.root / get_app_dirname(app)
-
-    def get_state_dir(self, app: AppId) -> Path:
-        return self.get_app_dir(app) / "state"
 
     def get_container_name(self, app: AppId) -> str:
         return f"edgechain-{self.node_tag}-{get_app_dirname(app)[:16]}"

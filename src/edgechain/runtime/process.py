@@ -48,13 +48,13 @@ from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
     CHECKPOINT_MARKER,
     STATE_DIR_ENV,
+    AppDirectories,
     AppInfo,
     AppNotFoundError,
     AppRuntimeError,
     AppStats,
     AppStatus,
     SavedState,
-    get_app_dirname,
 )
 from edgechain.types import AppId
 
@@ -94,7 +94,7 @@ def _read_pid_file(path: Path) -> tuple[int, float] | None:
         return None
 
 
-class ProcessRuntime:
+class ProcessRuntime(AppDirectories):
     """``AppRuntime`` for plain processes, each app in its own session and state dir."""
 
     def __init__(
@@ -124,12 +124,6 @@ class ProcessRuntime:
         return RuntimeKind.PROCESS
 
     # --- paths ---------------------------------------------------------------------------
-
-    def get_app_dir(self, app: AppId) -> Path:
-        return self.root / get_app_dirname(app)
-
-    def get_state_dir(self, app: AppId) -> Path:
-        return self.get_app_dir(app) / "state"
 
     # --- bookkeeping ---------------------------------------------------------------------
 
