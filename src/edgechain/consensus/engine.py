@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from edgechain.chain.assembly import (
@@ -157,7 +157,7 @@ class ProducerDuty:
     slot: Slot
     parent: BlockHash
     roles: Roles
-    committee_ids: dict[NodeId, int]
+    committee_ids: Mapping[NodeId, int]
     candidate: Block | None = None
     candidate_hash: BlockHash | None = None
     claimed: dict[int, list[Signature]] = field(default_factory=dict)
@@ -481,7 +481,7 @@ class ConsensusEngine:
             and (duty.candidate is not None or duty.parent == head.block_hash)
         ):
             return  # never two candidates for one slot; the VDF is already running
-        committee_ids = {compute_node_id(pk): i for i, pk in enumerate(roles.committee)}
+        committee_ids = self._get_committee_ids(head, slot, roles)
         self.duty = ProducerDuty(slot, head.block_hash, roles, committee_ids)
         iterations = get_proof_iterations(head.difficulty, self.config.proof_scale)
         out.vdf_requests.append(VdfRequest(head.block_hash, head.difficulty, iterations, slot))
@@ -594,9 +594,19 @@ class ConsensusEngine:
             head.block_hash, slot, excluded, self.node_id, sign_vote(skip_hash, self.sk)
         )
         self.stats.skip_votes_sent += 1
-        others = tuple(compute_node_id(pk) for pk in roles.committee if pk != self.pk)
+        members = self._get_committee_ids(head, slot, roles)
+        others = tuple(node for node in members if node != self.node_id)
         out.messages.append(Outgoing(vote, Route.DIRECT, others))
         self._collect_skip_vote(vote, roles, index, skip_hash, now, out)
+
+    def _get_committee_ids(
+        self, parent: BlockState, slot: Slot, roles: Roles
+    ) -> Mapping[NodeId, int]:
+        """Committee members' node ids to their bitfield index, in committee order."""
+        return self.memo.get(
+            ("committee-ids", parent.block_hash, slot),
+            lambda: {compute_node_id(pk): i for i, pk in enumerate(roles.committee)},
+        )
 
     def _get_skip_exclusion(self, parent: BlockState, roles: Roles) -> NodeId:
         params = self.params
@@ -675,9 +685,7 @@ class ConsensusEngine:
         roles = get_roles(self.memo, parent, vote.slot, params.committee_size)
         if vote.excluded != self._get_skip_exclusion(parent, roles):
             raise PeerError("skip_vote_wrong_producer")
-        voter_index = next(
-            (i for i, pk in enumerate(roles.committee) if compute_node_id(pk) == vote.voter), None
-        )
+        voter_index = self._get_committee_ids(parent, vote.slot, roles).get(vote.voter)
         if voter_index is None:
             raise PeerError("vote_outside_committee")
         skip_hash = self._get_skip_hash(vote.parent, vote.slot, vote.excluded)
@@ -812,12 +820,9 @@ class ConsensusEngine:
             a for a in self.pending_submissions if get_record(state.registry, a) is not None
         ]:
             del self.pending_submissions[app_id]
-        for old in [s for s in self.report_pool if s < state.slot]:
-            del self.report_pool[old]
-        for old in [s for s in self.forward_buffer if s < state.slot]:
-            del self.forward_buffer[old]
-        for old in [s for s in self.unverified_pool if s < state.slot]:
-            del self.unverified_pool[old]
+        for table in (self.report_pool, self.forward_buffer, self.unverified_pool):
+            for old in [s for s in table if s < state.slot]:
+                del table[old]
         self.forwarded = {s for s in self.forwarded if s >= state.slot}
         for old in [s for s in self.voted if s < state.slot - 64]:
             del self.voted[old]

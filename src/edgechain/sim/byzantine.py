@@ -26,7 +26,6 @@ from edgechain.consensus.messages import (
     VoteMsg,
 )
 from edgechain.consensus.state import BlockState, Memo, get_current_slot, get_roles
-from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.vdf import VdfResult
 from edgechain.testing import Identity
 from edgechain.types import AppId, BlockHash, NodeId, Slot
@@ -117,7 +116,7 @@ class OutsideVoter(ConsensusEngine):
         vote = SkipVoteMsg(
             head.block_hash, slot, excluded, self.node_id, sign_vote(skip_hash, self.sk)
         )
-        members = tuple(compute_node_id(pk) for pk in roles.committee)
+        members = tuple(self._get_committee_ids(head, slot, roles))
         out.messages.append(Outgoing(vote, Route.DIRECT, members))
         return out
 

@@ -512,13 +512,12 @@ class Simulation:
         return [n for n in self.nodes if n.honest and n.up and n.engine.genesis is not None]
 
     def _majority_head(self) -> BlockState | None:
-        heads = Counter(n.engine.head for n in self._honest_up() if n.engine.head)
+        honest = self._honest_up()
+        heads = Counter(n.engine.head for n in honest if n.engine.head)
         if not heads:
             return None
         head, _ = max(heads.items(), key=lambda kv: (kv[1], kv[0]))
-        return self._honest_up()[0].engine.states.get(head) or next(
-            n.engine.states[head] for n in self._honest_up() if head in n.engine.states
-        )
+        return next(n.engine.states[head] for n in honest if head in n.engine.states)
 
     def _inject_faults(self, slot: int, params: ChainParams) -> None:
         faults = self.config.faults
