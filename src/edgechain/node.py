@@ -170,6 +170,8 @@ class Node:
         # The VDF gets a thread of its own: it must never queue behind runtime calls.
         self._vdf_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vdf")
         self._next_usage_ms = 0
+        self._engine_wakeup: int | None = None
+        self._dht_wakeup: int | None = None
         self._replaying = False
         self.apps: AppManager | None = None
         self._transfer_port: int | None = None
@@ -332,17 +334,13 @@ class Node:
         candidates = [now + 1_000, self._next_usage_ms]
         if self.apps is not None:
             candidates.append(self.apps.next_wakeup_ms)
-        engine = self.engine
-        if engine is not None and self._engine_wakeup is not None:
+        if self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
         if self._dht_wakeup is not None:
             candidates.append(self._dht_wakeup)
         if self.gossip.next_wakeup_ms is not None:
             candidates.append(self.gossip.next_wakeup_ms)
         return max(now + 1, min(candidates))
-
-    _engine_wakeup: int | None = None
-    _dht_wakeup: int | None = None
 
     def _measure_usage(self) -> LocalUsage:
         cpu = int(psutil.cpu_percent(None) * 100)
