@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,21 @@ def _read_count(node: Node, app: str) -> int:
 
 
 def _counter_processes(*, include_frozen: bool = True) -> list[psutil.Process]:
-    """The test app's counter processes; the origin's copy is frozen (SIGSTOP) while
-    the destination restores it, which is not running it twice."""
+    """The test app's running copies, one per process group (each copy's group leader).
+
+    The origin's copy is frozen (SIGSTOP) while the destination restores it, which is
+    not running it twice. The shell forks for every ``mv`` and ``sleep``, and the child
+    carries the shell's command line until it execs, so only group leaders count.
+    """
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmdline = proc.info["cmdline"] or []
         if not (any("counter.sh" in part for part in cmdline) and TAG in cmdline):
+            continue
+        try:
+            if os.getpgid(proc.pid) != proc.pid:
+                continue
+        except ProcessLookupError:
             continue
         if include_frozen or proc.info["status"] != psutil.STATUS_STOPPED:
             found.append(proc)
