@@ -30,12 +30,16 @@ from edgechain.lab.cluster import (
 from edgechain.lab.elections import ElectionError, compute_producers, load_chain
 from edgechain.lab.netns import (
     LAB_NETWORK,
+    NeighbourLimits,
     NetnsError,
     build_exec_prefix,
     build_namespace_batch,
     build_setup_batch,
+    compute_neighbour_limits,
     find_leftovers,
     plan_netns,
+    read_neighbour_limits,
+    write_neighbour_limits,
 )
 from edgechain.lab.summary import (
     BlockRecord,
@@ -341,3 +345,25 @@ def test_elected_producers_follow_the_chain(tmp_path: Path) -> None:
     assert loaded == [(skip_hash, skip)]
     with pytest.raises(ElectionError):
         load_chain(store_path, ["00" * 32])
+
+
+def test_neighbour_limits_fit_a_full_mesh_and_never_shrink() -> None:
+    defaults = NeighbourLimits(soft_floor=128, soft=512, hard=1024)
+    limits = compute_neighbour_limits(50, defaults)
+    # 50 namespaces each learning 49 peers and the bridge, the root learning all 50.
+    assert limits.soft >= 50 * 51 + defaults.soft
+    assert limits.hard >= limits.soft
+    assert limits.soft_floor == defaults.soft_floor
+    generous = NeighbourLimits(soft_floor=1, soft=100_000, hard=200_000)
+    assert compute_neighbour_limits(50, generous) == generous
+    # The 24-node runs that worked with the defaults still fit well inside the result.
+    assert compute_neighbour_limits(24, defaults).soft >= 24 * 25
+
+
+def test_neighbour_limits_round_trip(tmp_path: Path) -> None:
+    for i, value in ((1, 128), (2, 512), (3, 1024)):
+        (tmp_path / f"gc_thresh{i}").write_text(f"{value}\n")
+    assert read_neighbour_limits(tmp_path) == NeighbourLimits(128, 512, 1024)
+    raised = NeighbourLimits(128, 3062, 6124)
+    write_neighbour_limits(raised, tmp_path)
+    assert read_neighbour_limits(tmp_path) == raised

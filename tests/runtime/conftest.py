@@ -65,10 +65,11 @@ def podman_services() -> Iterator[tuple[PodmanService, PodmanService]]:
                 client.close()
         services[0].check_can_run(SAMPLE_IMAGE)
     except (PodmanUnavailableError, ImageBuildError) as exc:
+        logs = "\n".join(f"{s.workdir.name}: {s.get_log_tail()}" for s in services)
         for service in services:
             service.destroy()
         shutil.rmtree(base, ignore_errors=True)
-        _skip_or_fail(f"podman cannot run containers here: {exc}")
+        _skip_or_fail(f"podman cannot run containers here: {exc}\nservice logs:\n{logs}")
     try:
         yield services
     finally:

@@ -12,6 +12,13 @@ it cannot work. A lock file per prefix keeps two launchers from sharing one layo
 launcher holding the lock may remove leftovers of a run that died without cleaning up.
 
 ``tc netem`` does not work on the development kernel, so no latency is injected here.
+
+Linux keeps one IPv4 neighbour (ARP) table for all namespaces, and its garbage-collection
+limits count every namespace's entries together: with the default ``gc_thresh3`` of 1024
+a full mesh of 50 namespaces (50 x 50 entries) overflows it, ARP fails for the unlucky
+ones ("neighbor table overflow!" in the kernel log) and some nodes hear nothing. The
+launcher raises the limits for the run (:func:`compute_neighbour_limits`) and puts the
+old values back afterwards.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ MAX_IFNAME = 15
 """Linux IFNAMSIZ - 1."""
 
 LOCK_DIR = Path("/run/lock")
+NEIGH_SYSCTL_DIR = Path("/proc/sys/net/ipv4/neigh/default")
+HOST_NEIGHBOUR_ROOM = 512
+"""ARP entries left for the host's own use besides the testnet's."""
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -87,6 +97,44 @@ def plan_netns(nodes: int, subnet_index: int = 0, prefix: str = "ec") -> NetnsPl
         host_interfaces=host_interfaces,
         addresses=tuple(str(hosts[i + 1]) for i in range(nodes)),
     )
+
+
+@dataclass(frozen=True)
+class NeighbourLimits:
+    """The kernel's ARP-table garbage-collection thresholds (``gc_thresh1..3``)."""
+
+    soft_floor: int
+    soft: int
+    hard: int
+
+
+def compute_neighbour_limits(nodes: int, current: NeighbourLimits) -> NeighbourLimits:
+    """Limits under which ``nodes`` fully meshed namespaces never overflow the table.
+
+    Every namespace learns its ``nodes - 1`` peers and the bridge address, the root
+    namespace learns every node: about ``nodes * (nodes + 1)`` entries, on top of what the
+    host already holds (the kernel's default soft limit, 512, is left for that). Never
+    lowers a limit.
+    """
+    needed = nodes * (nodes + 1)
+    soft = max(current.soft, needed + HOST_NEIGHBOUR_ROOM)
+    return NeighbourLimits(
+        soft_floor=current.soft_floor,
+        soft=soft,
+        hard=max(current.hard, 2 * soft),
+    )
+
+
+def read_neighbour_limits(directory: Path = NEIGH_SYSCTL_DIR) -> NeighbourLimits:
+    values = [int((directory / f"gc_thresh{i}").read_text()) for i in (1, 2, 3)]
+    return NeighbourLimits(*values)
+
+
+def write_neighbour_limits(limits: NeighbourLimits, directory: Path = NEIGH_SYSCTL_DIR) -> None:
+    # The kernel checks no order between the three; each takes effect on its own.
+    for name, value in (("gc_thresh3", limits.hard), ("gc_thresh2", limits.soft)):
+        (directory / name).write_text(f"{value}\n")
+    (directory / "gc_thresh1").write_text(f"{limits.soft_floor}\n")
 
 
 def build_setup_batch(plan: NetnsPlan) -> list[str]:
@@ -193,6 +241,8 @@ class NetnsNetwork:
         self.plan = plan
         self._lock: IO[bytes] | None = None
         self._created = False
+        self._saved_limits: NeighbourLimits | None = None
+        self._raised_limits: NeighbourLimits | None = None
 
     def __enter__(self) -> NetnsNetwork:
         self.create()
@@ -213,6 +263,7 @@ class NetnsNetwork:
         self._acquire_lock()
         try:
             self._remove_leftovers()
+            self._raise_neighbour_limits()
             self._created = True
             self._run_batch(build_setup_batch(self.plan))
             for index, namespace in enumerate(self.plan.namespaces):
@@ -225,10 +276,34 @@ class NetnsNetwork:
         if self._created:
             self._created = False
             self._remove_leftovers()
+        self._restore_neighbour_limits()
         self._release_lock()
 
     def exec_prefix(self, index: int) -> list[str]:
         return build_exec_prefix(self.plan, index)
+
+    def _raise_neighbour_limits(self) -> None:
+        try:
+            current = read_neighbour_limits()
+            wanted = compute_neighbour_limits(self.plan.nodes, current)
+            if wanted != current:
+                write_neighbour_limits(wanted)
+                self._saved_limits, self._raised_limits = current, wanted
+        except (OSError, ValueError) as exc:
+            raise NetnsError(
+                f"cannot raise the ARP table limits in {NEIGH_SYSCTL_DIR} for "
+                f"{self.plan.nodes} namespaces: {exc}"
+            ) from None
+
+    def _restore_neighbour_limits(self) -> None:
+        saved, raised = self._saved_limits, self._raised_limits
+        self._saved_limits = self._raised_limits = None
+        if saved is None:
+            return
+        # Someone else (another launcher) changed them meanwhile: theirs now, leave them.
+        with contextlib.suppress(OSError, ValueError):
+            if read_neighbour_limits() == raised:
+                write_neighbour_limits(saved)
 
     def _acquire_lock(self) -> None:
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
@@ -289,6 +364,8 @@ __all__ = [
     "build_namespace_batch",
     "build_setup_batch",
     "Leftovers",
+    "NeighbourLimits",
+    "compute_neighbour_limits",
     "find_leftovers",
     "get_unavailable_reason",
     "plan_netns",

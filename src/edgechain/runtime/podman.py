@@ -196,16 +196,43 @@ class PodmanService:
             base_url=self.base_url, version=ENGINE_API_VERSION, timeout=timeout
         )
 
-    def check_can_run(self, image: str) -> None:
-        """Run a throwaway container: proves runc, cgroups and ulimits work here."""
-        client = self.get_client()
+    def check_can_run(self, image: str, timeout_s: float = 60.0) -> None:
+        """Run a throwaway container: proves runc, cgroups and ulimits work here.
+
+        Create, start and poll its state rather than ``containers.run``: that waits on
+        the service's ``wait`` and ``logs`` endpoints, and a missed exit event there
+        once hung a loaded CI run for the client's whole timeout.
+        """
+        client = self.get_client(timeout=int(timeout_s))
+        container = None
         try:
-            client.containers.run(
-                image, ["/bin/true"], remove=True, network_mode="none", detach=False
-            )
+            container = client.containers.create(image, ["/bin/true"], network_mode="none")
+            container.start()
+            deadline = time.monotonic() + timeout_s
+            while True:
+                container.reload()
+                state = container.attrs.get("State", {})
+                if state.get("Status") == "exited":
+                    break
+                if time.monotonic() > deadline:
+                    raise PodmanUnavailableError(
+                        f"a /bin/true container still {state.get('Status')!r} after "
+                        f"{timeout_s:.0f}s; service log: {self.get_log_tail(500)}"
+                    )
+                time.sleep(0.05)
+            if state.get("ExitCode") != 0:
+                raise PodmanUnavailableError(
+                    f"/bin/true in a container exited with {state.get('ExitCode')}: "
+                    f"{state.get('Error') or self.get_log_tail(500)}"
+                )
+        except PodmanUnavailableError:
+            raise
         except Exception as exc:
             raise PodmanUnavailableError(f"podman cannot run a container here: {exc}") from exc
         finally:
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
             client.close()
 
     def remove_all_containers(self) -> None:
