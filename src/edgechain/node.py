@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -144,6 +145,59 @@ def measure_vdf_ips(iterations: int = 20_000) -> int:
     return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
 
 
+PRODUCER_NICE = -20
+"""Nice value of the VDF thread, and of the node while it produces the current slot's
+block, where the node may raise priority (root or CAP_SYS_NICE); elsewhere all keep
+the default. The VDF is the slot's critical path: it gets a core whatever else runs."""
+
+COMMITTEE_NICE = -5
+"""Nice value of a committee member until the slot's block is in: its votes have a
+deadline, but a whole committee raised as high as the producer would crowd it out."""
+
+
+def _set_thread_nice(nice: int) -> bool:
+    """Set the calling thread's nice value (Linux: per thread); False if not allowed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        return False
+    return True
+
+
+AUTOGROUP_FILE = Path("/proc/self/autogroup")
+
+
+def _set_autogroup_nice(nice: int) -> bool:
+    """Set the nice value of this process's scheduler autogroup (Linux); False if not.
+
+    With autogroup scheduling (the default on desktop and many server kernels) the CPU
+    is shared fairly between sessions first and thread nice values only weigh threads
+    of one session against each other; a node started in its own session (as the
+    testnet launcher does) is raised against the other nodes only through its group.
+    """
+    try:
+        AUTOGROUP_FILE.write_text(f"{nice}\n")
+    except OSError:
+        return False
+    return True
+
+
+def _get_autogroup_nice() -> int | None:
+    try:
+        # "/autogroup-123 nice 0"
+        return int(AUTOGROUP_FILE.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _raise_thread_priority() -> None:
+    # A producer whose VDF is starved by the device's apps (or, in a one-host testnet,
+    # by the other nodes verifying the previous block) misses its slot: a skip block.
+    # Raising priority needs privilege; without it the thread keeps the default.
+    if not _set_thread_nice(PRODUCER_NICE):
+        log.debug("vdf thread keeps default priority (no permission to raise it)")
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -167,12 +221,23 @@ class Node:
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
-        # The VDF gets a thread of its own: it must never queue behind runtime calls.
-        self._vdf_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vdf")
+        # The VDF gets a thread of its own: it must never queue behind runtime calls. It
+        # is the slot's critical path, so it also runs ahead of other work on the device.
+        self._vdf_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="vdf", initializer=_raise_thread_priority
+        )
+        self._vdf_running: dict[VdfRequest, Path] = {}
+        self._vdf_dir = config.data_dir / "vdf"
+        self._vdf_dir.mkdir(exist_ok=True)
+        for leftover in self._vdf_dir.glob("*.run"):
+            leftover.unlink()  # a killed run's; nothing evaluates them any more
         self._next_usage_ms = 0
         self._engine_wakeup: int | None = None
         self._dht_wakeup: int | None = None
         self._replaying = False
+        self._duty_nice: int | None = None
+        self._loop_thread_id = threading.get_native_id()
+        self._base_nice: tuple[int, int | None] = (0, None)
         self.apps: AppManager | None = None
         self._transfer_port: int | None = None
 
@@ -294,14 +359,26 @@ class Node:
         tmp.replace(path)
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            now = now_ms()
-            self._tick(now)
-            wake_at = self._next_wakeup(now)
-            timeout = max(0.0, (wake_at - now_ms()) / 1000)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first(stop, self._wake), timeout)
+        self._loop_thread_id = threading.get_native_id()
+        self._base_nice = (
+            os.getpriority(os.PRIO_PROCESS, self._loop_thread_id),
+            _get_autogroup_nice(),
+        )
+        try:
+            while not stop.is_set():
+                now = now_ms()
+                self._tick(now)
+                self._drop_unwanted_vdfs(now)
+                self._update_priority(now)
+                wake_at = self._next_wakeup(now)
+                timeout = max(0.0, (wake_at - now_ms()) / 1000)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._first(stop, self._wake), timeout)
+        finally:
+            self._drop_unwanted_vdfs(now_ms(), all_of_them=True)
+            if self._duty_nice is not None:
+                self._set_duty_priority(None)
 
     @staticmethod
     async def _first(*events: asyncio.Event) -> None:
@@ -497,26 +574,60 @@ class Node:
             "vdf started",
             extra={"fields": {"slot": request.slot, "iterations": request.iterations}},
         )
-        future = loop.run_in_executor(
-            self._vdf_pool, vdf.prove, request.challenge, request.iterations
-        )
+        # The evaluation runs while this file exists (see vdf.prove): removing it is how
+        # _drop_unwanted_vdfs stops an evaluation whose result nobody wants any more.
+        keep_running = self._vdf_dir / f"{request.slot}-{request.challenge.hex()[:16]}.run"
+        keep_running.touch()
+        self._vdf_running[request] = keep_running
+        timing: dict[str, int] = {}
+
+        def prove() -> vdf.VdfResult:
+            # Measured in the thread: tells a slow evaluation from a busy event loop.
+            timing["start"] = now_ms()
+            cpu_started = time.thread_time()
+            try:
+                return vdf.prove(
+                    request.challenge, request.iterations, keep_running=str(keep_running)
+                )
+            finally:
+                timing["end"] = now_ms()
+                timing["cpu"] = int((time.thread_time() - cpu_started) * 1000)
+
+        future = loop.run_in_executor(self._vdf_pool, prove)
 
         def done(f: asyncio.Future[vdf.VdfResult]) -> None:
+            self._vdf_running.pop(request, None)
+            keep_running.unlink(missing_ok=True)
             engine = self.engine
             if engine is None or f.cancelled():
                 return
-            if f.exception() is not None:
-                log.error(
-                    "vdf failed",
-                    extra={"fields": {"slot": request.slot, "error": repr(f.exception())}},
-                )
+            now = now_ms()
+            fields = {
+                "slot": request.slot,
+                "ms": now - started,
+                "queued_ms": timing["start"] - started,
+                "compute_ms": timing["end"] - timing["start"],
+                "cpu_ms": timing["cpu"],
+                "delivery_ms": now - timing["end"],
+            }
+            error = f.exception()
+            if isinstance(error, vdf.VdfCancelledError):
+                log.info("vdf dropped", extra={"fields": fields})
                 return
-            elapsed = now_ms() - started
-            log.info("vdf done", extra={"fields": {"slot": request.slot, "ms": elapsed}})
+            if error is not None:
+                log.error("vdf failed", extra={"fields": {**fields, "error": repr(error)}})
+                return
+            log.info("vdf done", extra={"fields": fields})
             self._apply(engine.on_vdf_result(request, f.result(), now_ms()))
             self._wake.set()
 
         future.add_done_callback(done)
+
+    def _drop_unwanted_vdfs(self, now: int, *, all_of_them: bool = False) -> None:
+        engine = self.engine
+        for request, keep_running in list(self._vdf_running.items()):
+            if all_of_them or engine is None or not engine.is_vdf_wanted(request, now):
+                keep_running.unlink(missing_ok=True)
 
     # --- events --------------------------------------------------------------------------
 
@@ -607,19 +718,54 @@ class Node:
             raise HttpError(405, "method not allowed")
         raise HttpError(404, "not found")
 
+    def _get_current_role(self, now: int) -> tuple[int, Role]:
+        """The current slot, and our role in it while its block is still to come."""
+        engine = self.engine
+        assert engine is not None
+        state = engine.get_head_state()
+        params = engine.params
+        if params is None or state is None:
+            return 0, Role.NONE
+        slot = get_current_slot(params, now)
+        if state.slot >= slot or not len(state.validators):
+            return slot, Role.NONE
+        roles = get_roles(engine.memo, state, Slot(slot), params.committee_size)
+        return slot, roles.get_role(self.pk)
+
+    def _update_priority(self, now: int) -> None:
+        """On duty (producer or committee of the current slot): run ahead of other work
+        (the loop thread and this process's autogroup, see :func:`_set_autogroup_nice`).
+
+        A slot's deadlines are the producer's VDF and candidate and the committee's
+        votes, all before 2/3 of the slot. On a busy device (or a one-host testnet, where
+        every node verifies the last block at the same moment) they would queue behind
+        work that has no deadline. The VDF thread is raised for good; the loop thread
+        only while on duty, since the VDF result and the votes pass through it (a raised
+        thread waiting for the GIL held by a preempted normal one gains nothing).
+        """
+        _, role = self._get_current_role(now)
+        duty_nice = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
+        if duty_nice != self._duty_nice:
+            self._set_duty_priority(duty_nice)
+
+    def _set_duty_priority(self, duty_nice: int | None) -> None:
+        self._duty_nice = duty_nice
+        base_thread, base_group = self._base_nice
+        with contextlib.suppress(OSError):
+            os.setpriority(
+                os.PRIO_PROCESS,
+                self._loop_thread_id,
+                base_thread if duty_nice is None else min(base_thread, duty_nice),
+            )
+        if base_group is not None:
+            _set_autogroup_nice(base_group if duty_nice is None else min(base_group, duty_nice))
+
     def get_status(self) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
         now = now_ms()
         state = engine.get_head_state()
-        params = engine.params
-        role = Role.NONE
-        slot = 0
-        if params is not None and state is not None:
-            slot = get_current_slot(params, now)
-            if state.slot < slot and len(state.validators):
-                roles = get_roles(engine.memo, state, Slot(slot), params.committee_size)
-                role = roles.get_role(self.pk)
+        slot, role = self._get_current_role(now)
         memory = self.process.memory_info()
         cpu = self.process.cpu_times()
         return {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -196,3 +198,31 @@ def test_precompute_discriminant() -> None:
     assert vdf._discriminant.cache_info().currsize == 1
     with pytest.raises(ValueError):
         vdf.precompute_discriminant(b"short")
+
+
+def test_prove_stops_when_its_keep_running_file_goes(tmp_path: Path) -> None:
+    keep_running = tmp_path / "vdf.run"
+    keep_running.touch()
+    outcome: list[BaseException | vdf.VdfResult] = []
+
+    def evaluate() -> None:
+        try:
+            # About a minute of squarings: only the removal can end it quickly.
+            outcome.append(vdf.prove(challenge(7), 10_000_000, keep_running=str(keep_running)))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=evaluate)
+    worker.start()
+    keep_running.unlink()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the evaluation did not stop"
+    [result] = outcome
+    assert isinstance(result, vdf.VdfCancelledError)
+
+
+def test_prove_with_a_keep_running_file_gives_a_valid_proof(tmp_path: Path) -> None:
+    keep_running = tmp_path / "vdf.run"
+    keep_running.touch()
+    result = vdf.prove(challenge(8), 1000, keep_running=str(keep_running))
+    assert vdf.verify(challenge(8), 1000, result.output, result.proof)

@@ -274,18 +274,29 @@ class ConsensusEngine:
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
         return out
 
-    def on_vdf_result(self, request: VdfRequest, result: VdfResult, now_ms: int) -> Output:
-        out = Output()
+    def is_vdf_wanted(self, request: VdfRequest, now_ms: int) -> bool:
+        """Whether ``request``'s result would still become a candidate.
+
+        No longer once the slot's candidate deadline passed, a candidate went out, or the
+        head moved off the challenge (a candidate on a stale parent gets no votes); the
+        caller may then stop the evaluation.
+        """
         duty = self.duty
         params = self.params
-        if (
+        return (
             params is not None
             and duty is not None
             and duty.slot == request.slot
             and duty.parent == request.challenge
+            and self.head == request.challenge
             and duty.candidate is None
             and now_ms < get_candidate_deadline_ms(params, duty.slot)
-        ):
+        )
+
+    def on_vdf_result(self, request: VdfRequest, result: VdfResult, now_ms: int) -> Output:
+        out = Output()
+        duty = self.duty
+        if duty is not None and self.is_vdf_wanted(request, now_ms):
             self._send_candidate(duty, result, now_ms, out)
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
         return out

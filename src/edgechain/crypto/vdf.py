@@ -90,17 +90,30 @@ def _check_arguments(challenge: bytes, iterations: int) -> str | None:
     return None
 
 
-def prove(challenge: bytes, iterations: int) -> VdfResult:
+class VdfCancelledError(Exception):
+    """The evaluation was stopped: its ``keep_running`` file was removed."""
+
+
+def prove(challenge: bytes, iterations: int, *, keep_running: str = "") -> VdfResult:
     """Evaluate the VDF on ``challenge`` (the parent block hash) for ``iterations`` squarings.
 
     Takes ``iterations`` / ~180k seconds. chiavdf releases the GIL while it works, so it
     may run in a worker thread. Raises ``ValueError`` on a challenge that is not 32
     bytes or iterations outside ``[1, MAX_ITERATIONS]`` (local misuse).
+
+    ``keep_running``: the path of an existing file; chiavdf checks it as it goes and
+    stops within milliseconds once it is gone (:class:`VdfCancelledError`). That is how a
+    producer drops an evaluation nobody wants any more (its slot passed, or a new head
+    made it a different slot's producer) instead of burning a core on it.
     """
     problem = _check_arguments(challenge, iterations)
     if problem is not None:
         raise ValueError(problem)
-    blob: bytes = chiavdf.prove(bytes(challenge), GENERATOR_FORM, DISCRIMINANT_BITS, iterations, "")
+    blob: bytes = chiavdf.prove(
+        bytes(challenge), GENERATOR_FORM, DISCRIMINANT_BITS, iterations, keep_running
+    )
+    if not blob and keep_running:
+        raise VdfCancelledError(f"VDF evaluation stopped: {keep_running} was removed")
     if len(blob) != OUTPUT_SIZE + PROOF_SIZE:
         raise RuntimeError(f"chiavdf returned {len(blob)} bytes, expected 200")
     return VdfResult(output=blob[:OUTPUT_SIZE], proof=blob[OUTPUT_SIZE:])
