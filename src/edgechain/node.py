@@ -456,6 +456,12 @@ class Node:
             for peer, copy in self.gossip.on_iwant(sender, message, now):
                 self._send_to(peer, copy)
         else:
+            if isinstance(message, BlockMsg) and self._duty_nice is None:
+                # Blocks come directly only to the next slot's producer and committee
+                # (engine._publish_block): we are one of them, and checking this block
+                # is the first step of the duty, so it already runs raised. The loop
+                # settles the priority on our actual role right after.
+                self._set_duty_priority(COMMITTEE_NICE)
             self._apply(engine.on_message(message, sender, now))
         self._wake.set()
 
@@ -498,7 +504,7 @@ class Node:
             fields = {"slot": message.block.slot, "to": len(outgoing.to)}
             log.info("candidate sent", extra={"fields": fields})
         elif isinstance(message, BlockMsg) and isinstance(message.block, Block):
-            if message.block.producer == self.node_id:
+            if message.block.producer == self.node_id and outgoing.route is Route.GOSSIP:
                 fields = {
                     "slot": message.block.slot,
                     "signers": count_signers(message.block.signers),

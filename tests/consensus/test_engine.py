@@ -22,6 +22,7 @@ from edgechain.consensus.messages import (
     GenesisMsg,
     Message,
     MigrationOrder,
+    Outgoing,
     Output,
     PeerRejected,
     Route,
@@ -34,8 +35,9 @@ from edgechain.consensus.state import (
     get_slot_start_ms,
 )
 from edgechain.crypto import vdf
+from edgechain.crypto.hashing import compute_node_id
 from edgechain.testing import ADMIN, make_identity
-from edgechain.types import NodeId, Signature, Slot
+from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 PARAMS = ChainParams(
     chain_id="harness",
@@ -325,3 +327,64 @@ def test_skip_at_the_validator_floor_excludes_nobody() -> None:
     state = live.get_head_state()
     assert state is not None and len(state.validators) == 4
     assert state.difficulty == head.difficulty * 3 // 4
+
+
+def test_a_vdf_is_wanted_only_while_it_can_still_become_the_candidate() -> None:
+    net = Harness(6)
+    net.start_chain()
+    net.run_slot(1)
+    head = net.engine(0).get_head_state()
+    assert head is not None
+    from edgechain.consensus.state import get_roles
+
+    roles = get_roles(net.engine(0).memo, head, Slot(2), PARAMS.committee_size)
+    producer = next(e for e in net.engines.values() if e.pk == roles.producer)
+    start = get_slot_start_ms(net.chain_params(), 2)
+    [request] = producer.on_tick(start).vdf_requests
+    assert producer.is_vdf_wanted(request, start + 100)
+    # Past 2/3 of the slot a candidate could not be sent any more.
+    deadline = get_candidate_deadline_ms(net.chain_params(), 2)
+    assert not producer.is_vdf_wanted(request, deadline)
+    # Once the candidate went out, a second evaluation is not wanted either.
+    result = vdf.prove(request.challenge, request.iterations)
+    out = producer.on_vdf_result(request, result, start + 100)
+    assert out.messages, "the candidate went to the committee"
+    assert not producer.is_vdf_wanted(request, start + 200)
+    # A request for another parent (the head moved on) is never wanted.
+    stale = dataclasses.replace(request, challenge=BlockHash(bytes(32)))
+    assert not producer.is_vdf_wanted(stale, start + 100)
+
+
+class RecordingHarness(Harness):
+    def __init__(self, count: int) -> None:
+        self.sent: list[tuple[NodeId, Outgoing]] = []
+        super().__init__(count)
+
+    def handle(self, src: NodeId, out: Output, queue: list[tuple[NodeId, NodeId, Message]]) -> None:
+        self.sent.extend((src, outgoing) for outgoing in out.messages)
+        super().handle(src, out, queue)
+
+
+def test_a_new_block_goes_straight_to_the_next_producer_and_committee() -> None:
+    net = RecordingHarness(8)
+    net.start_chain()
+    net.run_slot(1)
+    engine = net.engine(0)
+    [block_hash] = engine.get_chain()
+    block = engine.blocks[block_hash]
+    assert isinstance(block, Block)
+    from edgechain.consensus.state import get_roles
+
+    state = engine.states[block_hash]
+    roles = get_roles(engine.memo, state, Slot(2), PARAMS.committee_size)
+    next_duties = {compute_node_id(pk) for pk in (roles.producer, *roles.committee)}
+    sends = [
+        (src, o)
+        for src, o in net.sent
+        if isinstance(o.message, BlockMsg) and o.message.block == block
+    ]
+    # The producer of slot 1 sent it directly to slot 2's duties, then gossiped it.
+    [(src, direct)] = [(s, o) for s, o in sends if o.route is Route.DIRECT]
+    assert src == block.producer
+    assert set(direct.to) == next_duties - {block.producer}
+    assert [o.route for s, o in sends if s == block.producer] == [Route.DIRECT, Route.GOSSIP]

@@ -591,8 +591,27 @@ class ConsensusEngine:
         block = attach_attestation(candidate, committee_size, votes)
         assert duty.candidate_hash is not None
         self.memo.put_block_hash(block, duty.candidate_hash)
+        self._publish_block(block, duty.candidate_hash, now, out)
+
+    def _publish_block(self, block: AnyBlock, block_hash: BlockHash, now: int, out: Output) -> None:
+        """Accept our new block (or assembled skip block), then send it out.
+
+        Gossip reaches everyone in a few hops, but each hop waits for a busy node to
+        read its socket. The next slot's producer and committee cannot start without
+        this block, and whoever made it already knows them (the roles follow from its
+        seed), so they get it directly first: one hop on the slot's critical path.
+        """
+        self._on_block(block, block_hash, None, now, out)
+        state = self.states.get(block_hash)
+        params = self.params
+        if state is not None and params is not None and len(state.validators):
+            slot = Slot(block.slot + 1)
+            roles = get_roles(self.memo, state, slot, params.committee_size)
+            duties = [compute_node_id(roles.producer), *self._get_committee_ids(state, slot, roles)]
+            to = tuple(node for node in dict.fromkeys(duties) if node != self.node_id)
+            if to:
+                out.messages.append(Outgoing(BlockMsg(block), Route.DIRECT, to))
         out.messages.append(Outgoing(BlockMsg(block), Route.GOSSIP))
-        self._on_block(block, duty.candidate_hash, None, now, out)
 
     def _send_skip_vote(
         self, slot: Slot, head: BlockState, roles: Roles, index: int, now: int, out: Output
@@ -726,8 +745,7 @@ class ConsensusEngine:
         skip = attach_attestation(unsigned, len(roles.committee), votes)
         self.memo.put_block_hash(skip, skip_hash)
         self.stats.skip_blocks_assembled += 1
-        out.messages.append(Outgoing(BlockMsg(skip), Route.GOSSIP))
-        self._on_block(skip, skip_hash, None, now, out)
+        self._publish_block(skip, skip_hash, now, out)
 
     # --- blocks, fork choice, sync -----------------------------------------------------
 
