@@ -585,11 +585,17 @@ class Node:
         keep_running = self._vdf_dir / f"{request.slot}-{request.challenge.hex()[:16]}.run"
         keep_running.touch()
         self._vdf_running[request] = keep_running
+        # Raised now, not at the loop's next pass: the request may come from a message
+        # handler, with a backlog of other callbacks before the loop runs again.
+        if self._duty_nice != PRODUCER_NICE:
+            self._set_duty_priority(PRODUCER_NICE)
         timing: dict[str, int] = {}
 
         def prove() -> vdf.VdfResult:
             # Measured in the thread: tells a slow evaluation from a busy event loop.
             timing["start"] = now_ms()
+            timing["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            timing["group_nice"] = _get_autogroup_nice() or 0
             cpu_started = time.thread_time()
             try:
                 return vdf.prove(
@@ -615,6 +621,8 @@ class Node:
                 "compute_ms": timing["end"] - timing["start"],
                 "cpu_ms": timing["cpu"],
                 "delivery_ms": now - timing["end"],
+                "nice": timing["nice"],
+                "group_nice": timing["group_nice"],
             }
             error = f.exception()
             if isinstance(error, vdf.VdfCancelledError):
@@ -749,7 +757,21 @@ class Node:
         only while on duty, since the VDF result and the votes pass through it (a raised
         thread waiting for the GIL held by a preempted normal one gains nothing).
         """
-        _, role = self._get_current_role(now)
+        if self._vdf_running:
+            # Only wanted evaluations are left (the loop drops the others first).
+            if self._duty_nice != PRODUCER_NICE:
+                self._set_duty_priority(PRODUCER_NICE)
+            return
+        slot, role = self._get_current_role(now)
+        engine = self.engine
+        head = engine.get_head_state() if engine is not None else None
+        if head is None or head.slot != slot - 1:
+            # Every slot gets a block or a skip block: a head older than the last slot
+            # means we are behind, and roles computed on it are most likely not the
+            # network's. Still try the duty (the last slot may really have no block), but
+            # never crowd out the real producer: several lagging nodes that each believe
+            # they produce once starved it at this priority.
+            role = Role.NONE
         duty_nice = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
         if duty_nice != self._duty_nice:
             self._set_duty_priority(duty_nice)
