@@ -285,6 +285,14 @@ def test_assess_kill_reports_skips_elections_and_resync() -> None:
     assert report["elected_while_down"] == {5: "skip_excluding_it"}
     assert report["elected_slots_skipped"] is True
     assert report["skip_blocks_excluding_it"] == []  # the kill slot is not a down slot
+    # Killed after its candidate went out: the committee voted, so no skip block; the
+    # kill slot may stay empty. A later empty slot it was elected to is still a miss.
+    died_mid_duty = [canonical(4), canonical(6)]
+    report = assess_kill(KILL, died_mid_duty, "h6", "h6", 12, producers={5: "dead"})
+    assert report["elected_while_down"] == {5: "empty"}
+    assert report["elected_slots_skipped"] is True
+    report = assess_kill(KILL, died_mid_duty, "h6", "h6", 12, producers={7: "dead"})
+    assert report["elected_slots_skipped"] is False
 
 
 def test_unexplained_skips_are_those_not_excluding_a_down_node() -> None:

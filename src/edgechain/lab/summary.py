@@ -324,8 +324,12 @@ def assess_kill(
         for s in get_election_slots(kill, end_slot)
         if producers.get(s) == kill.node_id
     }
+    # In the kill slot the node may have died after its candidate went out: then the
+    # committee has voted, so it signs no skip block (a member with a vote cast never
+    # does), and the slot stays empty unless the block was finished first.
     skipped = all(
-        outcome == "skip_excluding_it" or (slot == kill.kill_slot and outcome == "block_by_it")
+        outcome == "skip_excluding_it"
+        or (slot == kill.kill_slot and outcome in ("block_by_it", "empty"))
         for slot, outcome in elected.items()
     )
     return {
