@@ -32,6 +32,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import (
     compute_next_difficulty,
     get_candidate_deadline_ms,
+    get_roles,
     get_slot_start_ms,
 )
 from edgechain.crypto import vdf
@@ -123,6 +124,13 @@ class Harness:
         for at in (start, start + 600, get_candidate_deadline_ms(params, slot), start + 1_999):
             self.tick(at)
 
+    def get_next_producer(self, slot: int) -> ConsensusEngine:
+        """The engine elected to produce ``slot`` on node 0's head."""
+        head = self.engine(0).get_head_state()
+        assert head is not None
+        roles = get_roles(self.engine(0).memo, head, Slot(slot), self.params.committee_size)
+        return next(e for e in self.engines.values() if e.pk == roles.producer)
+
     def chain_params(self) -> ChainParams:
         params = self.engine(0).params
         assert params is not None, "no genesis yet"
@@ -178,13 +186,8 @@ def test_silent_producer_is_excluded_by_a_skip_block() -> None:
     net = Harness(6)
     net.start_chain()
     net.run_slot(1)
-    head = net.engine(0).get_head_state()
-    assert head is not None
-    # Find slot 2's producer and take it down before the slot starts.
-    from edgechain.consensus.state import get_roles
-
-    roles = get_roles(net.engine(0).memo, head, Slot(2), PARAMS.committee_size)
-    silent = next(n for n, e in net.engines.items() if e.pk == roles.producer)
+    # Take slot 2's producer down before the slot starts.
+    silent = net.get_next_producer(2).node_id
     net.down.add(silent)
     net.run_slot(2)
     live = [e for n, e in net.engines.items() if n not in net.down]
@@ -310,15 +313,13 @@ def test_skip_at_the_validator_floor_excludes_nobody() -> None:
     """With exactly committee_size + 1 validators, a silent producer is not excluded:
     the chain must keep a committee to recover once producers are fast enough again."""
     from edgechain.chain.validator_set import NO_EXCLUSION
-    from edgechain.consensus.state import get_roles
 
     net = Harness(4)  # committee 3 + 1: the floor
     net.start_chain()
     net.run_slot(1)
     head = net.engine(0).get_head_state()
     assert head is not None
-    roles = get_roles(net.engine(0).memo, head, Slot(2), PARAMS.committee_size)
-    silent = next(n for n, e in net.engines.items() if e.pk == roles.producer)
+    silent = net.get_next_producer(2).node_id
     net.down.add(silent)
     net.run_slot(2)
     live = next(e for n, e in net.engines.items() if n not in net.down)
@@ -333,12 +334,7 @@ def test_a_vdf_is_wanted_only_while_it_can_still_become_the_candidate() -> None:
     net = Harness(6)
     net.start_chain()
     net.run_slot(1)
-    head = net.engine(0).get_head_state()
-    assert head is not None
-    from edgechain.consensus.state import get_roles
-
-    roles = get_roles(net.engine(0).memo, head, Slot(2), PARAMS.committee_size)
-    producer = next(e for e in net.engines.values() if e.pk == roles.producer)
+    producer = net.get_next_producer(2)
     start = get_slot_start_ms(net.chain_params(), 2)
     [request] = producer.on_tick(start).vdf_requests
     assert producer.is_vdf_wanted(request, start + 100)
@@ -373,8 +369,6 @@ def test_a_new_block_goes_straight_to_the_next_producer_and_committee() -> None:
     [block_hash] = engine.get_chain()
     block = engine.blocks[block_hash]
     assert isinstance(block, Block)
-    from edgechain.consensus.state import get_roles
-
     state = engine.states[block_hash]
     roles = get_roles(engine.memo, state, Slot(2), PARAMS.committee_size)
     next_duties = {compute_node_id(pk) for pk in (roles.producer, *roles.committee)}
