@@ -236,7 +236,6 @@ class Node:
         self._dht_wakeup: int | None = None
         self._replaying = False
         self._duty_nice: int | None = None
-        self._loop_thread_id = threading.get_native_id()
         self._base_nice: tuple[int, int | None] = (0, None)
         self.apps: AppManager | None = None
         self._transfer_port: int | None = None
@@ -359,9 +358,8 @@ class Node:
         tmp.replace(path)
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        self._loop_thread_id = threading.get_native_id()
         self._base_nice = (
-            os.getpriority(os.PRIO_PROCESS, self._loop_thread_id),
+            os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
             _get_autogroup_nice(),
         )
         try:
@@ -377,8 +375,7 @@ class Node:
                     await asyncio.wait_for(self._first(stop, self._wake), timeout)
         finally:
             self._drop_unwanted_vdfs(now_ms(), all_of_them=True)
-            if self._duty_nice is not None:
-                self._set_duty_priority(None)
+            self._set_duty_priority(None)
 
     @staticmethod
     async def _first(*events: asyncio.Event) -> None:
@@ -587,8 +584,7 @@ class Node:
         self._vdf_running[request] = keep_running
         # Raised now, not at the loop's next pass: the request may come from a message
         # handler, with a backlog of other callbacks before the loop runs again.
-        if self._duty_nice != PRODUCER_NICE:
-            self._set_duty_priority(PRODUCER_NICE)
+        self._set_duty_priority(PRODUCER_NICE)
         timing: dict[str, int] = {}
 
         def prove() -> vdf.VdfResult:
@@ -759,8 +755,7 @@ class Node:
         """
         if self._vdf_running:
             # Only wanted evaluations are left (the loop drops the others first).
-            if self._duty_nice != PRODUCER_NICE:
-                self._set_duty_priority(PRODUCER_NICE)
+            self._set_duty_priority(PRODUCER_NICE)
             return
         slot, role = self._get_current_role(now)
         engine = self.engine
@@ -772,19 +767,20 @@ class Node:
             # never crowd out the real producer: several lagging nodes that each believe
             # they produce once starved it at this priority.
             role = Role.NONE
-        duty_nice = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
-        if duty_nice != self._duty_nice:
-            self._set_duty_priority(duty_nice)
+        self._set_duty_priority(
+            {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
+        )
 
     def _set_duty_priority(self, duty_nice: int | None) -> None:
+        """Raise (or with None, restore) the loop thread and this process's autogroup.
+
+        Always called on the loop thread; a no-op when nothing changes.
+        """
+        if duty_nice == self._duty_nice:
+            return
         self._duty_nice = duty_nice
         base_thread, base_group = self._base_nice
-        with contextlib.suppress(OSError):
-            os.setpriority(
-                os.PRIO_PROCESS,
-                self._loop_thread_id,
-                base_thread if duty_nice is None else min(base_thread, duty_nice),
-            )
+        _set_thread_nice(base_thread if duty_nice is None else min(base_thread, duty_nice))
         if base_group is not None:
             _set_autogroup_nice(base_group if duty_nice is None else min(base_group, duty_nice))
 
