@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import secrets
 import shutil
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.container import ContainerRuntime
@@ -48,7 +49,7 @@ from edgechain.runtime.transfer import (
     TransferClient,
     TransferServer,
 )
-from edgechain.types import BlockHash, NodeId
+from edgechain.types import AppId, BlockHash, NodeId
 
 PAPER_TABLE3_MEDIAN_MS = {
     "criu": {"save_ms": 2701.0, "transmit_ms": 79.0, "resume_ms": 3259.0},
@@ -145,7 +146,7 @@ async def run_ours(
         server = TransferServer(runtime, node_id, accept_all, work / f"{label}-transfer-{index}")
         await server.start("127.0.0.1", 0)
         nodes.append(BenchNode(node_id, runtime, server, TransferClient(runtime)))  # type: ignore[arg-type]
-    app = compute_app_id(spec)
+    app = AppId(hashlib.sha256(b"bench-app" + encode_app_spec(spec)).digest())
     origin = nodes[0]
     origin.runtime.start(app, spec)
     state = origin.runtime.get_state_dir(app)

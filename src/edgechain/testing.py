@@ -22,7 +22,6 @@ from edgechain.chain.assembly import (
 )
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import (
-    AppSpec,
     Block,
     ChainParams,
     ExitRequest,
@@ -30,6 +29,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     PlanEntry,
     ResourceReport,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.chain.validator_set import compute_node_id
@@ -98,7 +98,7 @@ def build_block(
     plan: tuple[PlanEntry, ...] = (),
     inclusions: tuple[InclusionRequest, ...] = (),
     exits: tuple[ExitRequest, ...] = (),
-    submissions: tuple[AppSpec, ...] = (),
+    commands: tuple[SignedCommand, ...] = (),
     difficulty: int | None = None,
     vdf_result: vdf.VdfResult | None = None,
 ) -> Block:
@@ -117,7 +117,7 @@ def build_block(
         plan=plan,
         inclusions=inclusions,
         exits=exits,
-        submissions=submissions,
+        commands=commands,
         producer_signature=EMPTY_SIGNATURE,
         signers=b"",
         aggregate_signature=EMPTY_SIGNATURE,

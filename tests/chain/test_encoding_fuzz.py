@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgechain.chain.assembly import make_report
+from edgechain.chain.assembly import make_command, make_report
 from edgechain.chain.encoding import (
     TAG_BLOCK,
     Writer,
@@ -26,14 +26,16 @@ from edgechain.chain.encoding import (
     decode_app_spec,
     decode_block,
     decode_block_with_hash,
+    decode_command,
     decode_genesis,
     decode_inclusion,
     decode_plan_entry,
     decode_report,
     encode_app_spec,
     encode_block,
+    encode_command,
     encode_genesis,
-    write_app_spec,
+    write_command,
     write_exit,
     write_inclusion,
     write_plan_entry,
@@ -44,6 +46,7 @@ from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
+    CommandKind,
     PlanAction,
     PlanEntry,
     RuntimeKind,
@@ -82,7 +85,12 @@ BLOCK = build_block(
         ),
     ),
     plan=(PlanEntry(PlanAction.MIGRATE, _USAGE.app, IDENTS[2].node, IDENTS[3].node),),
-    submissions=(AppSpec("a", RuntimeKind.PROCESS, command=("true",), policy=AppPolicy(True)),),
+    commands=(
+        make_command(
+            IDENTS[0].sk, GENESIS.params.chain_id, 1, CommandKind.SUBMIT,
+            spec=AppSpec("a", RuntimeKind.PROCESS, command=("true",), policy=AppPolicy(True)),
+        ),
+    ),
 )  # fmt: skip
 BLOCK_BYTES = encode_block(BLOCK)
 SKIP = build_skip_block(
@@ -158,7 +166,7 @@ def test_spliced_garbage_is_a_clean_rejection(original: bytes, data: st.DataObje
 
 
 def _count_offsets() -> list[int]:
-    """Offsets of the u32 list counts in BLOCK's header (reports .. submissions)."""
+    """Offsets of the u32 list counts in BLOCK's header (reports .. commands)."""
     offset = 1 + 32 + 8 + 8 + 32 + 8 + 8 + 100 + 100
     offsets = []
     lists: list[tuple[Sequence[Any], Callable[[Writer, Any], None]]] = [
@@ -166,7 +174,7 @@ def _count_offsets() -> list[int]:
         (BLOCK.plan, write_plan_entry),
         (BLOCK.inclusions, write_inclusion),
         (BLOCK.exits, write_exit),
-        (BLOCK.submissions, write_app_spec),
+        (BLOCK.commands, write_command),
     ]
     for items, write in lists:
         offsets.append(offset)
@@ -198,13 +206,16 @@ def test_absurd_counts_do_not_allocate(absurd: int) -> None:
 @pytest.mark.parametrize("length", [0xFFFFFFFF, 1 << 30, 257])
 def test_absurd_lengths_are_rejected(length: int) -> None:
     spec = encode_app_spec(AppSpec("x", RuntimeKind.PROCESS, command=("y",)))
-    # The name's u16 length, then a nonce u32 length near the end.
+    # The name's u16 length, then a command's u32 app length (after signer, seq, kind).
     bad_name = struct.pack(">H", min(length, 0xFFFF)) + spec[2:]
     with pytest.raises(DecodeError):
         decode_app_spec(bad_name)
-    bad_nonce = spec[:-4] + struct.pack(">I", length)
+    stop = make_command(IDENTS[0].sk, "c", 1, CommandKind.STOP, app=bytes(32))
+    encoded = encode_command(stop)
+    at = 48 + 8 + 1
+    bad_app = encoded[:at] + struct.pack(">I", length) + encoded[at + 4 :]
     with pytest.raises(DecodeError):
-        decode_app_spec(bad_nonce)
+        decode_command(bad_app)
 
 
 def test_oversized_input_is_refused_before_parsing() -> None:
@@ -219,11 +230,11 @@ def test_oversized_input_is_refused_before_parsing() -> None:
     command=st.lists(st.text(max_size=20), max_size=5),
     cpu=st.integers(0, 10_000),
     labels=st.lists(st.text(max_size=10), max_size=4),
-    nonce=st.binary(max_size=64),
+    seq=st.integers(1, 2**64 - 1),
     interval=st.integers(0, 2**32 - 1),
 )
-def test_app_spec_roundtrip(
-    name: str, command: list[str], cpu: int, labels: list[str], nonce: bytes, interval: int
+def test_app_spec_and_command_roundtrip(
+    name: str, command: list[str], cpu: int, labels: list[str], seq: int, interval: int
 ) -> None:
     spec = AppSpec(
         name,
@@ -231,6 +242,7 @@ def test_app_spec_roundtrip(
         command=tuple(command),
         cpu_bp=cpu,
         policy=AppPolicy(allowed_labels=tuple(labels), min_interval_slots=interval),
-        nonce=nonce,
     )
     assert decode_app_spec(encode_app_spec(spec)) == spec
+    update = make_command(IDENTS[0].sk, "c", seq, CommandKind.UPDATE, app=bytes(32), spec=spec)
+    assert decode_command(encode_command(update)) == update

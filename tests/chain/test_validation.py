@@ -8,17 +8,20 @@ from collections.abc import Callable
 import pytest
 
 from edgechain.chain.assembly import (
+    make_command,
     make_exit_request,
     make_inclusion_request,
     make_report,
     make_ticket,
     sign_as_producer,
 )
+from edgechain.chain.authority import CommandReason
 from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
 from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
+    CommandKind,
     Genesis,
     PlanAction,
     PlanEntry,
@@ -48,7 +51,7 @@ from edgechain.testing import (
     make_identity,
     make_joining_request,
 )
-from edgechain.types import AppId, Slot
+from edgechain.types import AppId, Signature, Slot
 
 ITERATIONS = 200
 
@@ -120,7 +123,9 @@ def test_valid_block_with_every_kind_of_content(
         reports=reports,
         inclusions=(inclusion,),
         exits=(leave,),
-        submissions=(spec,),
+        commands=(
+            make_command(idents[0].sk, genesis.params.chain_id, 1, CommandKind.SUBMIT, spec=spec),
+        ),
         plan=plan,
     )
     validate_block(block, compute_block_hash(block), _ctx(world))
@@ -228,7 +233,22 @@ def test_bad_contents(world: tuple[Genesis, list[Identity], ValidatorSet]) -> No
     )
     assert reason_of(exits=(make_exit_request(outsider.sk, Slot(1)),)) == Reason.BAD_EXIT
     assert reason_of(exits=(make_exit_request(idents[1].sk, Slot(5)),)) == Reason.BAD_EXIT
-    assert reason_of(submissions=(AppSpec("x", RuntimeKind.CONTAINER),)) == Reason.BAD_SUBMISSION
+    chain_id = genesis.params.chain_id
+    no_image = AppSpec("x", RuntimeKind.CONTAINER)
+    submit = make_command(idents[0].sk, chain_id, 1, CommandKind.SUBMIT, spec=no_image)
+    assert reason_of(commands=(submit,)) == Reason.BAD_SUBMISSION
+    long_name = AppSpec("x" * 5000, RuntimeKind.PROCESS, command=("true",))
+    submit = make_command(idents[0].sk, chain_id, 1, CommandKind.SUBMIT, spec=long_name)
+    assert reason_of(commands=(submit,)) == Reason.BAD_SUBMISSION
+    stop = make_command(idents[0].sk, chain_id, 1, CommandKind.STOP, app=b"\x01" * 32)
+    unsigned = dataclasses.replace(stop, signature=Signature(bytes(96)))
+    assert reason_of(commands=(unsigned,)) == CommandReason.BAD_SIGNATURE
+    forged = dataclasses.replace(stop, seq=2)
+    assert reason_of(commands=(forged,)) == CommandReason.BAD_SIGNATURE
+    other_chain = make_command(idents[0].sk, "other", 1, CommandKind.STOP, app=b"\x01" * 32)
+    assert reason_of(commands=(other_chain,)) == CommandReason.BAD_SIGNATURE
+    no_app = make_command(idents[0].sk, chain_id, 1, CommandKind.STOP)
+    assert reason_of(commands=(no_app,)) == CommandReason.MALFORMED
     entry = PlanEntry(PlanAction.PLACE, AppId(b"\x02" * 32), b"", idents[0].node)
     assert reason_of(plan=(entry, entry)) == Reason.BAD_PLAN
     assert ADMIN.pk == genesis.params.admin_key

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 import pytest
 
-from edgechain.chain.assembly import make_ticket
-from edgechain.chain.encoding import compute_app_id
-from edgechain.chain.model import AppSpec, Block, ChainParams, RuntimeKind, SkipBlock
+from edgechain.chain.assembly import make_command, make_ticket
+from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.model import AppSpec, Block, ChainParams, CommandKind, RuntimeKind, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
     BlockAccepted,
@@ -267,8 +267,9 @@ def test_submitted_app_is_included_then_placed() -> None:
     net = Harness(5)
     net.start_chain()
     spec = AppSpec("counter", RuntimeKind.PROCESS, command=("sh", "-c", "sleep 1"))
-    app_id, out = net.engine(3).submit_app(spec, net.now)
-    assert app_id == compute_app_id(spec)
+    command = make_command(ADMIN.sk, PARAMS.chain_id, 1, CommandKind.SUBMIT, spec=spec)
+    _, out = net.engine(3).submit_command(command, net.now)
+    app_id = compute_submitted_app_id(ADMIN.pk, 1)
     queue: list[tuple[NodeId, NodeId, Message]] = []
     net.handle(net.order[3], out, queue)
     net.pump(queue)
@@ -276,7 +277,7 @@ def test_submitted_app_is_included_then_placed() -> None:
         net.run_slot(slot)
     engine = net.engine(0)
     chain = [engine.blocks[h] for h in engine.get_chain()]
-    assert isinstance(chain[0], Block) and chain[0].submissions == (spec,)
+    assert isinstance(chain[0], Block) and chain[0].commands == (command,)
     assert isinstance(chain[1], Block) and [e.app for e in chain[1].plan] == [app_id]
     destination = chain[1].plan[0].destination
     orders = [e for e in net.events[destination] if isinstance(e, MigrationOrder)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Collection, Sequence
 
-from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import (
     AppPolicy,
     AppSpec,
@@ -16,10 +17,12 @@ from edgechain.chain.model import (
 )
 from edgechain.orchestrator import (
     EMPTY_REGISTRY,
+    AppRecord,
     Registry,
     apply_block_to_registry,
-    compute_submissions_with_ids,
+    get_record,
 )
+from edgechain.orchestrator.registry import put_record
 from edgechain.types import AppId, NodeId, Signature, Slot
 
 
@@ -42,7 +45,32 @@ def app_spec(
 
 
 def app_id(spec: AppSpec) -> AppId:
-    return compute_app_id(spec)
+    """A test id per distinct spec (on chain, ids come from the SUBMIT command). It is
+    the id block format 1 derived from the spec (with an empty nonce), so the golden
+    plans and the convergence runs of these tests keep their app ids."""
+    return AppId(hashlib.sha256(b"edgechain/app/v1" + encode_app_spec(spec) + bytes(4)).digest())
+
+
+def compute_submissions_with_ids(
+    specs: Sequence[AppSpec],
+) -> tuple[tuple[AppId, AppSpec], ...]:
+    return tuple((app_id(spec), spec) for spec in specs)
+
+
+def apply_test_block(
+    registry: Registry,
+    slot: Slot,
+    submissions: Sequence[tuple[AppId, AppSpec]],
+    plan: Sequence[PlanEntry],
+    removed: Collection[NodeId],
+) -> Registry:
+    """A block's plan and departures, then SUBMITs of ``submissions`` (what the block's
+    commands do, without keys): a known id is ignored."""
+    registry = apply_block_to_registry(registry, slot, plan, removed)
+    for app, spec in submissions:
+        if get_record(registry, app) is None:
+            registry = put_record(registry, AppRecord(app=app, spec=spec, created_slot=slot))
+    return registry
 
 
 def report(
@@ -72,7 +100,7 @@ def build_registry(
     """Submit every spec in a block of slot ``placed_at - 1``, then PLACE those with a
     node in a block of slot ``placed_at`` (so their last move is ``placed_at``)."""
     specs = [spec for spec, _ in placements]
-    registry = apply_block_to_registry(
+    registry = apply_test_block(
         EMPTY_REGISTRY, Slot(placed_at - 1), compute_submissions_with_ids(specs), (), ()
     )
     plan = tuple(
@@ -80,7 +108,7 @@ def build_registry(
         for spec, node in placements
         if node is not None
     )
-    return apply_block_to_registry(registry, Slot(placed_at), (), plan, ())
+    return apply_test_block(registry, Slot(placed_at), (), plan, ())
 
 
 def migrations(plan: Sequence[PlanEntry]) -> list[tuple[AppId, bytes, NodeId]]:

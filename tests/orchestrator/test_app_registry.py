@@ -5,16 +5,20 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from orchestrator_helpers import app_id, app_spec, build_registry, node_id
+from orchestrator_helpers import (
+    app_id,
+    app_spec,
+    apply_test_block,
+    build_registry,
+    compute_submissions_with_ids,
+    node_id,
+)
 
-from edgechain.chain.encoding import compute_app_id
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.errors import ValidationError
 from edgechain.orchestrator import (
     EMPTY_REGISTRY,
     Registry,
-    apply_block_to_registry,
-    compute_submissions_with_ids,
     get_apps_on_node,
     get_placement,
     get_queued_records,
@@ -45,8 +49,8 @@ def assert_invariants(registry: Registry) -> None:
 def test_submissions_join_the_queue_in_block_order() -> None:
     specs = [app_spec(name) for name in ("web", "db", "cache")]
     pairs = compute_submissions_with_ids(specs)
-    assert [app for app, _ in pairs] == [compute_app_id(s) for s in specs]
-    registry = apply_block_to_registry(EMPTY_REGISTRY, Slot(1), pairs, (), ())
+    assert [app for app, _ in pairs] == [app_id(s) for s in specs]
+    registry = apply_test_block(EMPTY_REGISTRY, Slot(1), pairs, (), ())
     assert registry.queue == tuple(app for app, _ in pairs)
     assert [r.spec for r in get_queued_records(registry)] == specs
     assert all(get_placement(registry, app) is None for app, _ in pairs)
@@ -56,17 +60,17 @@ def test_submissions_join_the_queue_in_block_order() -> None:
 def test_duplicate_submissions_are_ignored() -> None:
     spec = app_spec("web")
     pairs = compute_submissions_with_ids([spec, spec])
-    registry = apply_block_to_registry(EMPTY_REGISTRY, Slot(1), pairs, (), ())
+    registry = apply_test_block(EMPTY_REGISTRY, Slot(1), pairs, (), ())
     assert registry.queue == (app_id(spec),)
-    again = apply_block_to_registry(registry, Slot(2), pairs[:1], (), ())
+    again = apply_test_block(registry, Slot(2), pairs[:1], (), ())
     assert again == registry
-    placed = apply_block_to_registry(registry, Slot(2), (), (place(app_id(spec), A),), ())
-    assert apply_block_to_registry(placed, Slot(3), pairs, (), ()) == placed
+    placed = apply_test_block(registry, Slot(2), (), (place(app_id(spec), A),), ())
+    assert apply_test_block(placed, Slot(3), pairs, (), ()) == placed
 
 
 def test_an_empty_block_returns_the_same_object() -> None:
     registry = build_registry([(app_spec("web"), A)])
-    assert apply_block_to_registry(registry, Slot(9), (), (), ()) is registry
+    assert apply_test_block(registry, Slot(9), (), (), ()) is registry
 
 
 def test_place_and_migrate_update_placement_and_last_move() -> None:
@@ -77,7 +81,7 @@ def test_place_and_migrate_update_placement_and_last_move() -> None:
     assert (record.node, record.last_move_slot) == (A, Slot(2))
     assert registry.queue == (app_id(db),)
 
-    registry = apply_block_to_registry(
+    registry = apply_test_block(
         registry, Slot(7), (), (migrate(app_id(web), A, B), place(app_id(db), C)), ()
     )
     assert get_placement(registry, app_id(web)) == B
@@ -95,9 +99,7 @@ def test_apps_of_departed_nodes_go_to_the_front_of_the_queue_in_id_order() -> No
         placed_at=2,
     )
     new = app_spec("new")
-    registry = apply_block_to_registry(
-        registry, Slot(3), compute_submissions_with_ids([new]), (), {A, C}
-    )
+    registry = apply_test_block(registry, Slot(3), compute_submissions_with_ids([new]), (), {A, C})
     evicted = sorted([app_id(specs[0]), app_id(specs[2]), app_id(specs[4])])
     assert registry.queue == (*evicted, app_id(specs[3]), app_id(new))
     assert get_placement(registry, app_id(specs[1])) == B
@@ -114,7 +116,7 @@ def test_the_plan_is_applied_before_departures() -> None:
     block: the app must end up queued again, not on a departed node."""
     web = app_spec("web")
     registry = build_registry([(web, None)])
-    registry = apply_block_to_registry(registry, Slot(3), (), (place(app_id(web), A),), {A})
+    registry = apply_test_block(registry, Slot(3), (), (place(app_id(web), A),), {A})
     assert registry.queue == (app_id(web),)
     assert get_placement(registry, app_id(web)) is None
 
@@ -122,7 +124,7 @@ def test_the_plan_is_applied_before_departures() -> None:
 def test_skip_block_excludes_a_producer() -> None:
     web = app_spec("web")
     registry = build_registry([(web, B)])
-    after = apply_block_to_registry(registry, Slot(5), (), (), (B,))
+    after = apply_test_block(registry, Slot(5), (), (), (B,))
     assert after.queue == (app_id(web),)
 
 
@@ -139,7 +141,7 @@ def test_skip_block_excludes_a_producer() -> None:
 def test_inconsistent_plan_entries_are_rejected(entry: PlanEntry, reason: str) -> None:
     registry = build_registry([(app_spec("placed"), A), (app_spec("queued"), None)])
     with pytest.raises(ValidationError) as info:
-        apply_block_to_registry(registry, Slot(9), (), (entry,), ())
+        apply_test_block(registry, Slot(9), (), (entry,), ())
     assert info.value.reason == reason
 
 
@@ -148,7 +150,7 @@ def test_an_app_twice_in_a_plan_is_rejected() -> None:
     registry = build_registry([(spec, A)])
     plan = (migrate(app_id(spec), A, B), migrate(app_id(spec), B, C))
     with pytest.raises(ValidationError) as info:
-        apply_block_to_registry(registry, Slot(9), (), plan, ())
+        apply_test_block(registry, Slot(9), (), plan, ())
     assert info.value.reason == "plan_app_twice"
 
 
@@ -156,7 +158,7 @@ def test_records_stay_sorted_as_apps_arrive() -> None:
     registry = EMPTY_REGISTRY
     for i in range(20):
         pairs = compute_submissions_with_ids([app_spec(f"app{i}")])
-        registry = apply_block_to_registry(registry, Slot(i + 1), pairs, (), ())
+        registry = apply_test_block(registry, Slot(i + 1), pairs, (), ())
         assert_invariants(registry)
     assert len(registry.records) == 20
     for record in registry.records:
@@ -207,7 +209,7 @@ def test_property_apps_are_never_lost(
             else:
                 plan.append(migrate(record.app, record.node, destination))
         removed_nodes = {NODES[i] for i in removed}
-        registry = apply_block_to_registry(
+        registry = apply_test_block(
             registry,
             Slot(slot),
             compute_submissions_with_ids([specs[i] for i in new]),

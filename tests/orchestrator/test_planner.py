@@ -15,6 +15,7 @@ import pytest
 from orchestrator_helpers import (
     app_id,
     app_spec,
+    apply_test_block,
     build_registry,
     migrations,
     node_id,
@@ -30,7 +31,6 @@ from edgechain.orchestrator import (
     DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
     NodeInfo,
     Registry,
-    apply_block_to_registry,
     compute_load_model,
     compute_load_score,
     compute_plan,
@@ -362,7 +362,7 @@ def test_plan_applies_cleanly_to_the_registry() -> None:
     reports = [report(A, 6_000, apps=[(app_id(specs[0]), 2_000, 0), (app_id(specs[1]), 1_000, 0)])]
     reports += [report(B, 0), report(C, 500)]
     plan = compute_plan(registry, reports, NODES, SLOT, 4)
-    after = apply_block_to_registry(registry, SLOT, (), plan, ())
+    after = apply_test_block(registry, SLOT, (), plan, ())
     assert after.queue == ()
     assert {r.last_move_slot for r in after.records if r.app in {e.app for e in plan}} == {SLOT}
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 
-from orchestrator_helpers import app_id, app_spec, build_registry, node_id
+from orchestrator_helpers import app_id, app_spec, apply_test_block, build_registry, node_id
 
 from edgechain.chain.model import AppSpec, AppUsage, PlanAction, PlanEntry, ResourceReport
 from edgechain.orchestrator import (
     DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
     NodeInfo,
     Registry,
-    apply_block_to_registry,
     compute_load_model,
     compute_load_score,
     compute_plan,
@@ -99,7 +98,7 @@ def simulate(
         reports = make_reports(running, slot - 1, noise)
         plan = compute_plan(parent, reports, NODES, Slot(slot), max_migrations)
         plans.append(plan)
-        history.append(apply_block_to_registry(parent, Slot(slot), (), plan, ()))
+        history.append(apply_test_block(parent, Slot(slot), (), plan, ()))
     return history, plans
 
 

@@ -13,17 +13,22 @@ from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from orchestrator_helpers import app_id, app_spec, node_id, report
+from orchestrator_helpers import (
+    app_id,
+    app_spec,
+    apply_test_block,
+    compute_submissions_with_ids,
+    node_id,
+    report,
+)
 
 from edgechain.chain.model import AppPolicy, AppSpec, PlanAction, PlanEntry, ResourceReport
 from edgechain.orchestrator import (
     EMPTY_REGISTRY,
     NodeInfo,
     Registry,
-    apply_block_to_registry,
     compute_load_model,
     compute_plan,
-    compute_submissions_with_ids,
     get_record,
     is_move_allowed,
     is_node_allowed,
@@ -86,7 +91,7 @@ def cases(draw: st.DrawFn, busy: bool = False) -> Case:
     ]
     # Submitted at slot 1, then placed (or not) on any node in blocks of slots 2..9:
     # arbitrary states, including ones that break policies, as a legacy chain might hold.
-    registry = apply_block_to_registry(
+    registry = apply_test_block(
         EMPTY_REGISTRY, Slot(1), compute_submissions_with_ids(specs), (), ()
     )
     where = [draw(st.integers(0, node_count)) for _ in specs]  # 0 = stays queued
@@ -97,7 +102,7 @@ def cases(draw: st.DrawFn, busy: bool = False) -> Case:
             for spec, w, t in zip(specs, where, when, strict=True)
             if w and t == slot
         )
-        registry = apply_block_to_registry(registry, Slot(slot), (), plan, ())
+        registry = apply_test_block(registry, Slot(slot), (), plan, ())
     reports = []
     for info in nodes:
         if not busy and draw(st.integers(0, 3)) == 0:
@@ -203,7 +208,7 @@ def test_property_plan_is_valid_and_respects_every_policy(case: Case) -> None:
             assert after < before, "every migration lowers the potential"
     assert migrated <= case.max_migrations
     # The plan applies to the registry it was computed from (what validators do next).
-    after_block = apply_block_to_registry(case.registry, case.slot, (), plan, ())
+    after_block = apply_test_block(case.registry, case.slot, (), plan, ())
     for record in after_block.records:
         assert record.node is None or record.node in infos
 

@@ -15,14 +15,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edgechain.chain.assembly import make_exit_request, make_report
+from edgechain.chain.assembly import make_command, make_exit_request, make_report
 from edgechain.chain.encoding import (
-    compute_app_id,
+    FORMAT_VERSION,
     compute_block_hash,
+    compute_command_hash,
+    compute_command_signing_root,
     compute_genesis_hash,
+    compute_submitted_app_id,
     compute_vote_message,
-    encode_app_spec,
     encode_block,
+    encode_command,
     encode_genesis,
 )
 from edgechain.chain.model import (
@@ -30,6 +33,7 @@ from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
+    CommandKind,
     PlanAction,
     PlanEntry,
     RuntimeKind,
@@ -206,9 +210,15 @@ def block_vectors() -> dict[str, object]:
         ram_bp=100,
         stateful=True,
         policy=AppPolicy(allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3),
-        nonce=b"\x01\x02",
     )
-    app = compute_app_id(spec)
+    operator = make_identity(60)
+    chain_id = genesis.params.chain_id
+    submit = make_command(operator.sk, chain_id, 7, CommandKind.SUBMIT, spec=spec)
+    app = compute_submitted_app_id(operator.pk, 7)
+    move = make_command(operator.sk, chain_id, 8, CommandKind.MOVE, app=app, node=idents[2].node)
+    grant = make_command(
+        make_identity(61).sk, chain_id, 1, CommandKind.GRANT_OPERATOR, key=operator.pk
+    )
     usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000)
     reports = tuple(
         make_report(
@@ -230,7 +240,7 @@ def block_vectors() -> dict[str, object]:
         plan=(PlanEntry(PlanAction.MIGRATE, app, idents[0].node, idents[1].node),),
         inclusions=(make_joining_request(newcomer, genesis.params, 50),),
         exits=(make_exit_request(idents[4].sk, Slot(1)),),
-        submissions=(spec,),
+        commands=(submit, move, grant),
     )
     skip = build_skip_block(
         parent=compute_block_hash(block),
@@ -240,6 +250,7 @@ def block_vectors() -> dict[str, object]:
         signer_indices=[0, 1],
     )
     return {
+        "format": f"edgechain-block-vectors/{FORMAT_VERSION}",
         "genesis": [{"encoding": encode_genesis(genesis).hex(), "hash": genesis_hash.hex()}],
         "blocks": [
             {
@@ -250,7 +261,16 @@ def block_vectors() -> dict[str, object]:
             }
             for b in (block, skip)
         ],
-        "app_specs": [{"encoding": encode_app_spec(spec).hex(), "app_id": app.hex()}],
+        "commands": [
+            {
+                "chain_id": chain_id,
+                "encoding": encode_command(c).hex(),
+                "signing_root": compute_command_signing_root(chain_id, c).hex(),
+                "command_hash": compute_command_hash(c).hex(),
+                "app_id": app.hex() if c.kind is CommandKind.SUBMIT else None,
+            }
+            for c in (submit, move, grant)
+        ],
     }
 
 

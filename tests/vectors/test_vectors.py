@@ -90,16 +90,18 @@ def test_seed_vectors() -> None:
 def test_block_vectors_decode_and_hash() -> None:
     """Each encoding decodes, re-encodes to the same bytes, and hashes as recorded."""
     from edgechain.chain.encoding import (
-        compute_app_id,
+        compute_command_hash,
+        compute_command_signing_root,
         compute_genesis_hash,
-        decode_app_spec,
+        compute_submitted_app_id,
         decode_block_with_hash,
+        decode_command,
         decode_genesis,
-        encode_app_spec,
         encode_block,
+        encode_command,
         encode_genesis,
     )
-    from edgechain.chain.validation import validate_genesis
+    from edgechain.chain.validation import validate_command_signature, validate_genesis
 
     vectors = load("blocks.json")
     for case in vectors["genesis"]:
@@ -111,7 +113,13 @@ def test_block_vectors_decode_and_hash() -> None:
         block, block_hash = decode_block_with_hash(bytes.fromhex(case["encoding"]))
         assert encode_block(block).hex() == case["encoding"]
         assert block_hash.hex() == case["hash"]
-    for case in vectors["app_specs"]:
-        spec = decode_app_spec(bytes.fromhex(case["encoding"]))
-        assert encode_app_spec(spec).hex() == case["encoding"]
-        assert compute_app_id(spec).hex() == case["app_id"]
+    for case in vectors["commands"]:
+        command = decode_command(bytes.fromhex(case["encoding"]))
+        assert encode_command(command).hex() == case["encoding"]
+        validate_command_signature(command, case["chain_id"])
+        root = compute_command_signing_root(case["chain_id"], command)
+        assert root.hex() == case["signing_root"]
+        assert compute_command_hash(command).hex() == case["command_hash"]
+        if case["app_id"] is not None:
+            app_id = compute_submitted_app_id(command.signer, command.seq)
+            assert app_id.hex() == case["app_id"]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from edgechain.chain.assembly import make_exit_request, make_report
+from edgechain.chain.assembly import make_command, make_exit_request, make_report
 from edgechain.chain.encoding import compute_genesis_hash, encode_genesis
-from edgechain.chain.model import AppPolicy, AppSpec, AppUsage, RuntimeKind
+from edgechain.chain.model import AppPolicy, AppSpec, AppUsage, CommandKind, RuntimeKind
 from edgechain.consensus.messages import (
     BlockMsg,
     CandidateMsg,
+    CommandMsg,
     ExitMsg,
     GenesisMsg,
     InclusionMsg,
     ReportMsg,
     SkipVoteMsg,
-    SubmissionMsg,
     SyncRequestMsg,
     SyncResponseMsg,
     VoteMsg,
@@ -55,7 +55,9 @@ BLOCK = build_block(
     producer=IDENTS[0],
     committee=IDENTS[1:5],
     reports=(REPORT,),
-    submissions=(SPEC,),
+    commands=(
+        make_command(IDENTS[0].sk, GENESIS.params.chain_id, 1, CommandKind.SUBMIT, spec=SPEC),
+    ),
 )
 SKIP = build_skip_block(
     parent=GENESIS_HASH, slot=Slot(1), excluded=IDENTS[0].node, committee=IDENTS[1:5]
@@ -74,7 +76,7 @@ SAMPLES: dict[str, WireMessage] = {
     "reports": ReportMsg((REPORT, REPORT)),
     "inclusion": InclusionMsg(GENESIS.inclusions[0]),
     "exit": ExitMsg(EXIT),
-    "submission": SubmissionMsg(SPEC),
+    "command": CommandMsg(BLOCK.commands[0]),
     "genesis": GenesisMsg(GENESIS, GENESIS_SIG),
     "sync_request": SyncRequestMsg(BlockHash(b"\x02" * 32), 64),
     "sync_response": SyncResponseMsg((BLOCK, SKIP), GenesisMsg(GENESIS, GENESIS_SIG)),

@@ -91,7 +91,7 @@ def test_signature_fields_follow_the_per_type_rule(name: str) -> None:
 
 def test_signed_types_are_exactly_the_documented_ones() -> None:
     names = {t.__name__ for t in ENVELOPE_SIGNED}
-    assert names == {"Ping", "Pong", "FindNode", "Nodes", "SubmissionMsg"}
+    assert names == {"Ping", "Pong", "FindNode", "Nodes"}
 
 
 def test_every_payload_kind_has_a_sample() -> None:
@@ -187,13 +187,13 @@ def test_empty_payload_is_rejected() -> None:
 
 
 def test_gossip_payload_is_the_origins_envelope() -> None:
-    inner = encode_gossip_payload(SAMPLES["submission"], SENDER.node, SENDER.sk)  # type: ignore[arg-type]
+    inner = encode_gossip_payload(SAMPLES["command"], SENDER.node, SENDER.sk)  # type: ignore[arg-type]
     outer = GossipMsg(compute_message_id(inner), 5, inner)
     received, hop = decode_message(encode_message(outer, OTHER.node))
     assert hop == OTHER.node
     assert isinstance(received, GossipMsg)
     message, origin = decode_gossip_payload(received.payload)
-    assert message == SAMPLES["submission"]
+    assert message == SAMPLES["command"]
     assert origin == SENDER.node
 
 
@@ -317,7 +317,7 @@ def test_one_nodes_report_fits_a_datagram_until_it_has_many_apps() -> None:
 
 
 def test_blocks_never_choose_udp() -> None:
-    for name in ("block", "skip_block", "candidate", "genesis", "sync_response", "submission"):
+    for name in ("block", "skip_block", "candidate", "genesis", "sync_response", "command"):
         assert not isinstance(SAMPLES[name], DATAGRAM_TYPES)
         assert select_transport(SAMPLES[name], _encode(name)) is Transport.STREAM
 

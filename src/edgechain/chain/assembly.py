@@ -13,6 +13,7 @@ from typing import TypeVar
 from edgechain.chain.attestation import compute_bitfield
 from edgechain.chain.encoding import (
     compute_block_hash,
+    compute_command_signing_root,
     compute_exit_signing_root,
     compute_inclusion_signing_root,
     compute_producer_message,
@@ -21,11 +22,15 @@ from edgechain.chain.encoding import (
     compute_vote_message,
 )
 from edgechain.chain.model import (
+    NO_SIGNATURE,
+    AppSpec,
     AppUsage,
     Block,
+    CommandKind,
     ExitRequest,
     InclusionRequest,
     ResourceReport,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.chain.validator_set import compute_node_id
@@ -34,7 +39,7 @@ from edgechain.types import BlockHash, NodeId, SecretKey, Signature, Slot
 
 B = TypeVar("B", Block, SkipBlock)
 
-EMPTY_SIGNATURE = Signature(b"\x00" * 96)
+EMPTY_SIGNATURE = NO_SIGNATURE
 """Placeholder in a candidate before the field is signed or aggregated."""
 
 
@@ -52,6 +57,23 @@ def make_inclusion_request(
     return dataclasses.replace(
         unsigned, signature=bls.sign(sk, compute_inclusion_signing_root(unsigned))
     )
+
+
+def make_command(
+    sk: SecretKey,
+    chain_id: str,
+    seq: int,
+    kind: CommandKind,
+    *,
+    app: bytes = b"",
+    node: bytes = b"",
+    key: bytes = b"",
+    spec: AppSpec | None = None,
+) -> SignedCommand:
+    """A command signed by ``sk`` for chain ``chain_id`` (an operator's or the admin's)."""
+    unsigned = SignedCommand(bls.sk_to_pk(sk), seq, kind, app, node, key, spec)
+    signature = bls.sign(sk, compute_command_signing_root(chain_id, unsigned))
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 def make_exit_request(sk: SecretKey, slot: Slot) -> ExitRequest:

@@ -12,8 +12,9 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v1" || tag ||
-header)``, so the signatures that attest to a block are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v2" || tag ||
+header)`` (``FORMAT_VERSION`` 2: blocks carry signed commands instead of bare app
+specs), so the signatures that attest to a block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -32,6 +33,7 @@ from edgechain.chain.model import (
     AppUsage,
     Block,
     ChainParams,
+    CommandKind,
     ExitRequest,
     Genesis,
     InclusionRequest,
@@ -39,6 +41,7 @@ from edgechain.chain.model import (
     PlanEntry,
     ResourceReport,
     RuntimeKind,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.errors import DecodeError
@@ -55,6 +58,11 @@ from edgechain.types import (
 )
 
 T = TypeVar("T")
+
+FORMAT_VERSION = 2
+"""Version of the block format; it names the block hash's domain tag. 2: signed
+commands replace bare app specs, app ids no longer hash the spec, params carry
+``open_admission``."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -73,7 +81,7 @@ class Limits:
     MAX_PLAN_ENTRIES = 4096
     MAX_INCLUSIONS = 1024
     MAX_EXITS = 1024
-    MAX_SUBMISSIONS = 1024
+    MAX_COMMANDS = 1024
     MAX_LABELS = 16
     MAX_COMMAND_ARGS = 64
     MAX_SHORT_STR = 256
@@ -81,7 +89,6 @@ class Limits:
     MAX_SIGNER_BYTES = 128
     """A committee of at most 1024 members."""
     MAX_TICKET_BYTES = SIGNATURE_SIZE
-    MAX_NONCE_BYTES = 64
 
 
 # --- writing -------------------------------------------------------------------------
@@ -224,7 +231,9 @@ def _compute_signing_root(
     return hashlib.sha256(domain + _encode_with(value, write_body)).digest()
 
 
-def _enum_value(value: int, enum_type: type[PlanAction] | type[RuntimeKind]) -> int:
+def _enum_value(
+    value: int, enum_type: type[PlanAction] | type[RuntimeKind] | type[CommandKind]
+) -> int:
     try:
         return int(enum_type(value))
     except ValueError:
@@ -261,7 +270,6 @@ def write_app_spec(w: Writer, s: AppSpec) -> None:
     w.u32(s.ram_bp)
     w.boolean(s.stateful)
     write_app_policy(w, s.policy)
-    w.var_bytes(s.nonce)
 
 
 def read_app_spec(r: Reader) -> AppSpec:
@@ -272,8 +280,7 @@ def read_app_spec(r: Reader) -> AppSpec:
     cpu, ram = r.u32(), r.u32()
     stateful = r.boolean()
     policy = read_app_policy(r)
-    nonce = r.var_bytes(Limits.MAX_NONCE_BYTES)
-    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy, nonce)
+    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy)
 
 
 def encode_app_spec(s: AppSpec) -> bytes:
@@ -284,8 +291,118 @@ def decode_app_spec(data: bytes) -> AppSpec:
     return _decode_with(data, read_app_spec)
 
 
-def compute_app_id(s: AppSpec) -> AppId:
-    return AppId(hashlib.sha256(b"edgechain/app/v1" + encode_app_spec(s)).digest())
+def compute_submitted_app_id(signer: bytes, seq: int) -> AppId:
+    """The id of the app a SUBMIT command creates: unique per (signer, seq), because a
+    signer's sequence numbers only grow; independent of the spec, which UPDATE changes."""
+    w = Writer()
+    w.fixed(signer, PUBLIC_KEY_SIZE)
+    w.u64(seq)
+    return AppId(hashlib.sha256(b"edgechain/app/v2" + w.buf).digest())
+
+
+def get_spec_encoding_error(spec: AppSpec) -> str | None:
+    """Why ``spec`` cannot be encoded within the decoder's limits, or None.
+
+    A spec the encoder writes but a peer's decoder refuses (a 5000-character name, say)
+    would make the whole block undecodable, so APIs and producers check this first.
+    """
+    checks: list[tuple[str, str, int]] = [
+        ("name", spec.name, Limits.MAX_SHORT_STR),
+        ("image", spec.image, Limits.MAX_SHORT_STR),
+        ("policy.anti_affinity", spec.policy.anti_affinity, Limits.MAX_SHORT_STR),
+    ]
+    checks += [(f"command[{i}]", a, Limits.MAX_ARG_STR) for i, a in enumerate(spec.command)]
+    checks += [
+        (f"policy.allowed_labels[{i}]", label, Limits.MAX_SHORT_STR)
+        for i, label in enumerate(spec.policy.allowed_labels)
+    ]
+    for field_name, text, limit in checks:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return f"{field_name}: not valid UTF-8"
+        if size > limit:
+            return f"{field_name}: {size} bytes > {limit}"
+    if len(spec.command) > Limits.MAX_COMMAND_ARGS:
+        return f"command: {len(spec.command)} arguments > {Limits.MAX_COMMAND_ARGS}"
+    if len(spec.policy.allowed_labels) > Limits.MAX_LABELS:
+        return f"policy.allowed_labels: {len(spec.policy.allowed_labels)} > {Limits.MAX_LABELS}"
+    if spec.policy.pin_node and len(spec.policy.pin_node) != HASH_SIZE:
+        return "policy.pin_node: not a 32-byte node id"
+    for field_name, value in (
+        ("cpu_bp", spec.cpu_bp),
+        ("ram_bp", spec.ram_bp),
+        ("policy.min_interval_slots", spec.policy.min_interval_slots),
+    ):
+        if not 0 <= value < 2**32:
+            return f"{field_name}: {value} outside [0, 2^32)"
+    return None
+
+
+# --- signed commands -------------------------------------------------------------------
+
+_MAX_COMMAND_KEY = PUBLIC_KEY_SIZE
+
+
+def _read_optional_fixed(r: Reader, size: int, what: str) -> bytes:
+    value = r.var_bytes(size)
+    if value and len(value) != size:
+        raise DecodeError("bad_length", what)
+    return value
+
+
+def write_command_body(w: Writer, c: SignedCommand) -> None:
+    w.fixed(c.signer, PUBLIC_KEY_SIZE)
+    w.u64(c.seq)
+    w.u8(int(c.kind))
+    w.var_bytes(c.app)
+    w.var_bytes(c.node)
+    w.var_bytes(c.key)
+    w.boolean(c.spec is not None)
+    if c.spec is not None:
+        write_app_spec(w, c.spec)
+
+
+def write_command(w: Writer, c: SignedCommand) -> None:
+    write_command_body(w, c)
+    w.fixed(c.signature, SIGNATURE_SIZE)
+
+
+def read_command(r: Reader) -> SignedCommand:
+    signer = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
+    seq = r.u64()
+    kind = CommandKind(_enum_value(r.u8(), CommandKind))
+    app = _read_optional_fixed(r, HASH_SIZE, "command app")
+    node = _read_optional_fixed(r, HASH_SIZE, "command node")
+    key = _read_optional_fixed(r, _MAX_COMMAND_KEY, "command key")
+    spec = read_app_spec(r) if r.boolean() else None
+    signature = Signature(r.fixed(SIGNATURE_SIZE))
+    return SignedCommand(signer, seq, kind, app, node, key, spec, signature)
+
+
+_MIN_COMMAND_SIZE = PUBLIC_KEY_SIZE + 8 + 1 + 3 * 4 + 1 + SIGNATURE_SIZE
+
+
+def encode_command(c: SignedCommand) -> bytes:
+    return _encode_with(c, write_command)
+
+
+def decode_command(data: bytes) -> SignedCommand:
+    return _decode_with(data, read_command)
+
+
+def compute_command_signing_root(chain_id: str, c: SignedCommand) -> bytes:
+    """What the signer signs: the domain, the chain id (no replay on another chain) and
+    the command without its signature."""
+    w = Writer()
+    w.string(chain_id)
+    write_command_body(w, c)
+    return hashlib.sha256(b"edgechain/command/v1" + w.buf).digest()
+
+
+def compute_command_hash(c: SignedCommand) -> bytes:
+    """A command's identity (gossip, API receipts): the hash of its full encoding."""
+    return hashlib.sha256(b"edgechain/command-id/v1" + encode_command(c)).digest()
 
 
 # --- resource reports ----------------------------------------------------------------
@@ -467,6 +584,7 @@ def write_params(w: Writer, p: ChainParams) -> None:
     w.var_bytes(p.admin_key)
     w.u32(p.nodes_per_cluster)
     w.u32(p.max_migrations_per_slot)
+    w.boolean(p.open_admission)
 
 
 def read_params(r: Reader) -> ChainParams:
@@ -478,7 +596,7 @@ def read_params(r: Reader) -> ChainParams:
         raise DecodeError("bad_admin_key")
     return ChainParams(
         chain_id, genesis_time, slot_ms, committee, epoch, difficulty, target, admin,
-        r.u32(), r.u32(),
+        r.u32(), r.u32(), r.boolean(),
     )  # fmt: skip
 
 
@@ -506,10 +624,14 @@ def decode_genesis(data: bytes) -> Genesis:
 
 
 def compute_genesis_hash(g: Genesis) -> BlockHash:
-    return BlockHash(hashlib.sha256(b"edgechain/genesis/v1" + encode_genesis(g)).digest())
+    return BlockHash(
+        hashlib.sha256(f"edgechain/genesis/v{FORMAT_VERSION}".encode() + encode_genesis(g)).digest()
+    )
 
 
 # --- blocks ----------------------------------------------------------------------------
+
+BLOCK_HASH_DOMAIN = f"edgechain/block/v{FORMAT_VERSION}".encode()
 
 
 def _write_block_header(w: Writer, b: Block) -> None:
@@ -526,7 +648,7 @@ def _write_block_header(w: Writer, b: Block) -> None:
     w.items(b.plan, write_plan_entry)
     w.items(b.inclusions, write_inclusion)
     w.items(b.exits, write_exit)
-    w.items(b.submissions, write_app_spec)
+    w.items(b.commands, write_command)
 
 
 def _write_skip_header(w: Writer, b: SkipBlock) -> None:
@@ -560,7 +682,7 @@ def encode_block(b: AnyBlock) -> bytes:
 
 
 def _hash_header(header: bytes) -> BlockHash:
-    return BlockHash(hashlib.sha256(b"edgechain/block/v1" + header).digest())
+    return BlockHash(hashlib.sha256(BLOCK_HASH_DOMAIN + header).digest())
 
 
 def compute_block_hash(b: AnyBlock) -> BlockHash:
@@ -582,13 +704,13 @@ def _read_block_body(r: Reader) -> Block:
     plan = tuple(r.items(Limits.MAX_PLAN_ENTRIES, _PLAN_ENTRY_MIN_SIZE, read_plan_entry))
     inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
     exits = tuple(r.items(Limits.MAX_EXITS, _EXIT_SIZE, read_exit))
-    submissions = tuple(r.items(Limits.MAX_SUBMISSIONS, 16, read_app_spec))
+    commands = tuple(r.items(Limits.MAX_COMMANDS, _MIN_COMMAND_SIZE, read_command))
     producer_sig = Signature(r.fixed(SIGNATURE_SIZE))
     signers = r.var_bytes(Limits.MAX_SIGNER_BYTES)
     aggregate = Signature(r.fixed(SIGNATURE_SIZE))
     return Block(
         parent, slot, epoch, producer, ts, difficulty, vdf_output, vdf_proof, reports, plan,
-        inclusions, exits, submissions, producer_sig, signers, aggregate,
+        inclusions, exits, commands, producer_sig, signers, aggregate,
     )  # fmt: skip
 
 

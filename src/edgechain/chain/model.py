@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from edgechain.types import AppId, BlockHash, NodeId, PublicKey, Signature, Slot
 
+NO_SIGNATURE = Signature(b"\x00" * 96)
+"""Placeholder of an object not signed yet (``chain.assembly.EMPTY_SIGNATURE``)."""
+
 BASIS_POINTS = 10_000
 """100.00 %: resource shares are integers in [0, BASIS_POINTS]."""
 
@@ -53,8 +56,9 @@ class AppSpec:
 
     ``image`` names a container image (container runtime); ``command`` the argv of a
     plain process (process runtime). ``cpu_bp``/``ram_bp`` are resource hints used to
-    place the app before it has reported. ``nonce`` lets a user submit two otherwise
-    identical apps; the app id is the hash of the canonical encoding of the spec.
+    place the app before it has reported. The spec carries no identity: an app's id
+    comes from the SUBMIT command that created it (``compute_submitted_app_id``), so an
+    UPDATE can change the spec and keep the id, and two identical specs are two apps.
     """
 
     name: str
@@ -65,7 +69,69 @@ class AppSpec:
     ram_bp: int = 0
     stateful: bool = False
     policy: AppPolicy = field(default_factory=AppPolicy)
-    nonce: bytes = b""
+
+
+class CommandKind(enum.IntEnum):
+    """What a signed command asks for (DESIGN.md, "Who may change what runs").
+
+    App commands (1-6) may be signed by an operator or the admin; authority commands
+    (10-12) by the admin only.
+    """
+
+    SUBMIT = 1
+    """``spec``: a new app, queued for placement; its id is derived from signer and seq."""
+    UPDATE = 2
+    """``app``, ``spec``: a new spec version; same id, same node, state kept."""
+    STOP = 3
+    """``app``: stop it where it is; it keeps its node and its state."""
+    START = 4
+    """``app``: run a stopped app again."""
+    MOVE = 5
+    """``app``, ``node``: the planner migrates the app to ``node`` (policy permitting)."""
+    REMOVE = 6
+    """``app``: the app is deleted, with its state."""
+    GRANT_OPERATOR = 10
+    """``key``: a 48-byte BLS public key becomes an operator."""
+    REVOKE_OPERATOR = 11
+    """``key``: an operator key is refused from the next block on."""
+    EXCLUDE_NODE = 12
+    """``node``: the validator leaves the set and may not rejoin with its key."""
+
+
+APP_COMMANDS = frozenset(
+    {
+        CommandKind.SUBMIT,
+        CommandKind.UPDATE,
+        CommandKind.STOP,
+        CommandKind.START,
+        CommandKind.MOVE,
+        CommandKind.REMOVE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class SignedCommand:
+    """A command that changes what runs, signed by an operator (or the admin).
+
+    The signature covers a domain tag, the chain id and every field but itself
+    (``compute_command_signing_root``), so a command cannot be replayed on another chain;
+    ``seq`` must exceed the signer's last applied sequence number (replay protection, see
+    ARCHITECTURE.md, "Signed commands"). Unused fields are empty.
+    """
+
+    signer: PublicKey
+    seq: int
+    kind: CommandKind
+    app: bytes = b""
+    """32-byte AppId (every app command but SUBMIT)."""
+    node: bytes = b""
+    """32-byte NodeId (MOVE target, EXCLUDE_NODE)."""
+    key: bytes = b""
+    """48-byte public key (GRANT_OPERATOR, REVOKE_OPERATOR)."""
+    spec: AppSpec | None = None
+    """SUBMIT and UPDATE."""
+    signature: Signature = NO_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -162,9 +228,13 @@ class ChainParams:
     vdf_target_bp: int = 2_500
     """VDF evaluation should take this share of the slot (difficulty rule)."""
     admin_key: bytes = b""
-    """48-byte admin public key; empty means open admission (local experiments only)."""
+    """48-byte admin public key: it signs admission tickets and grants operator keys.
+    Empty means no admin: open admission and no app can ever be authorised (simulations
+    of the consensus core only)."""
     nodes_per_cluster: int = 20
     max_migrations_per_slot: int = 4
+    open_admission: bool = False
+    """Nodes join without an admission ticket (labs); the admin key still rules apps."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +269,8 @@ class Block:
     plan: tuple[PlanEntry, ...]
     inclusions: tuple[InclusionRequest, ...]
     exits: tuple[ExitRequest, ...]
-    submissions: tuple[AppSpec, ...]
+    commands: tuple[SignedCommand, ...]
+    """Signed app and authority commands, applied in this order after the plan."""
     producer_signature: Signature
     signers: bytes
     """Bitfield over the elected committee in election order, bit i = byte i//8, bit i%8."""

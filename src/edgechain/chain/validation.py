@@ -4,9 +4,9 @@ Given its parent's context and the *given* producer key and committee, a block i
 checked for: slot and epoch arithmetic, difficulty bounds, the VDF proof over the
 parent hash, the producer's signature, every resource report's signature and bounds,
 every inclusion's proof of possession, signature and admission ticket, every exit's
-signature, the app submissions, and the committee's aggregate signature with a signer
-bitfield covering a majority. Each rejection raises :class:`ValidationError` with its
-own reason code (``Reason``).
+signature, every signed command's shape and signature, and the committee's aggregate
+signature with a signer bitfield covering a majority. Each rejection raises
+:class:`ValidationError` with its own reason code (``Reason``).
 
 What needs the elected roles or the recomputed plan (is this the elected producer? is
 the plan the deterministic one?) lives in ``consensus/``, which calls into here
@@ -25,15 +25,17 @@ from edgechain.chain.attestation import (
     is_bitfield_well_formed,
     is_majority,
 )
+from edgechain.chain.authority import CommandReason, check_command_shape
 from edgechain.chain.encoding import (
     VDF_FORM_SIZE,
-    compute_app_id,
+    compute_command_signing_root,
     compute_exit_signing_root,
     compute_inclusion_signing_root,
     compute_producer_message,
     compute_report_signing_root,
     compute_ticket_message,
     compute_vote_message,
+    get_spec_encoding_error,
 )
 from edgechain.chain.model import (
     BASIS_POINTS,
@@ -45,6 +47,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     ResourceReport,
     RuntimeKind,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.chain.validator_set import (
@@ -180,12 +183,12 @@ def validate_inclusion(
         raise ValidationError(Reason.BAD_POP)
     if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
         raise ValidationError(Reason.BAD_INCLUSION, "signature")
-    if params.admin_key:
+    if params.admin_key and not params.open_admission:
         message = compute_ticket_message(params.chain_id, req.public_key)
         if not _verify(cache, params.admin_key, message, req.ticket):
             raise ValidationError(Reason.BAD_TICKET)
-    elif req.ticket:
-        raise ValidationError(Reason.BAD_TICKET, "ticket on an open-admission chain")
+    elif req.ticket and not params.admin_key:
+        raise ValidationError(Reason.BAD_TICKET, "ticket on a chain without an admin key")
 
 
 def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:
@@ -238,6 +241,11 @@ def validate_reports(
 
 
 def validate_app_spec(spec: AppSpec) -> None:
+    """A spec the chain can carry and a runtime can start (the wire's limits included:
+    a field the decoder refuses would make the whole block undecodable)."""
+    error = get_spec_encoding_error(spec)
+    if error is not None:
+        raise ValidationError(Reason.BAD_SUBMISSION, error)
     if not spec.name:
         raise ValidationError(Reason.BAD_SUBMISSION, "empty name")
     if spec.runtime is RuntimeKind.PROCESS and not spec.command:
@@ -246,6 +254,29 @@ def validate_app_spec(spec: AppSpec) -> None:
         raise ValidationError(Reason.BAD_SUBMISSION, "container app without an image")
     if not (_is_share(spec.cpu_bp) and _is_share(spec.ram_bp)):
         raise ValidationError(Reason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
+
+
+def validate_commands(
+    commands: Sequence[SignedCommand], chain_id: str, cache: SignatureCache | None
+) -> None:
+    """Every command's shape, then all their signatures as one batch. Who may sign what,
+    and whether a command applies, depends on the chain state: ``orchestrator/commands.py``.
+    """
+    for cmd in commands:
+        check_command_shape(cmd)
+        if cmd.spec is not None:
+            validate_app_spec(cmd.spec)
+    items = [(c.signer, compute_command_signing_root(chain_id, c), c.signature) for c in commands]
+    verdicts = (cache or SignatureCache()).verify_batch(items)
+    for cmd, ok in zip(commands, verdicts, strict=True):
+        if not ok:
+            raise ValidationError(CommandReason.BAD_SIGNATURE, f"{cmd.kind.name} seq {cmd.seq}")
+
+
+def validate_command_signature(
+    cmd: SignedCommand, chain_id: str, cache: SignatureCache | None = None
+) -> None:
+    validate_commands((cmd,), chain_id, cache)
 
 
 def validate_attestation(
@@ -321,11 +352,7 @@ def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | 
         raise ValidationError(Reason.BAD_EXIT, "duplicate exit")
     for req_exit in block.exits:
         validate_exit(req_exit, members, block.slot)
-    app_ids = [compute_app_id(s) for s in block.submissions]
-    if len(set(app_ids)) != len(app_ids):
-        raise ValidationError(Reason.BAD_SUBMISSION, "duplicate submission")
-    for spec in block.submissions:
-        validate_app_spec(spec)
+    validate_commands(block.commands, ctx.params.chain_id, cache)
     planned = [e.app for e in block.plan]
     if len(set(planned)) != len(planned):
         raise ValidationError(Reason.BAD_PLAN, "an app appears twice in the plan")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from edgechain.chain.model import AnyBlock, Block, Genesis, InclusionRequest
+from edgechain.chain.model import AnyBlock, Block, CommandKind, Genesis, InclusionRequest
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.types import NodeId, PublicKey
 
@@ -89,9 +89,13 @@ def compute_genesis_validator_set(genesis: Genesis) -> ValidatorSet:
 
 
 def get_removed_nodes(block: AnyBlock) -> tuple[NodeId, ...]:
-    """Nodes a block takes out of the set: its exits, or a skip block's silent producer."""
+    """Nodes a block takes out of the set: its exits and the nodes the admin excluded
+    (EXCLUDE_NODE commands), or a skip block's silent producer."""
     if isinstance(block, Block):
-        return tuple(e.node for e in block.exits)
+        excluded = tuple(
+            NodeId(c.node) for c in block.commands if c.kind is CommandKind.EXCLUDE_NODE
+        )
+        return tuple(e.node for e in block.exits) + excluded
     return (block.excluded,)
 
 

@@ -1,7 +1,7 @@
 """The consensus engine: paper Algorithm 3 as a sans-I/O state machine.
 
 Inputs: ``on_tick(now)``, ``on_message(msg, sender, now)``, ``on_vdf_result(...)`` and
-API commands (``submit_app``, ``request_exit``, ``set_local_usage``). Each returns an
+API commands (``submit_command``, ``request_exit``, ``set_local_usage``). Each returns an
 :class:`~edgechain.consensus.messages.Output`: messages with their routes, VDF
 evaluations to run, events, and when to be woken next. No clock, no sockets, no
 unseeded randomness: ``node.py`` drives it over asyncio, ``sim/`` over a virtual clock.
@@ -10,7 +10,7 @@ Per slot ``s`` on the head ``H`` (the fork-choice head):
 
 * every node elects the roles of ``s`` from ``H``'s seed (Algorithm 2);
 * the **producer** evaluates the VDF on ``H``, builds the candidate (the reports it was
-  sent, the plan recomputed from ``H``, pending inclusions, exits and submissions),
+  sent, the plan recomputed from ``H``, pending inclusions, exits and signed commands),
   signs it and sends it to the committee; it aggregates votes until all are in or 2/3
   of the slot has passed, and gossips the block if a majority of the committee signed;
 * a **committee member** fully validates the candidate (VDF, plan, signatures) and
@@ -41,8 +41,8 @@ from edgechain.chain.assembly import (
     sign_vote,
 )
 from edgechain.chain.attestation import is_majority
+from edgechain.chain.authority import is_banned
 from edgechain.chain.encoding import (
-    compute_app_id,
     compute_block_hash,
     compute_genesis_hash,
     compute_report_signing_root,
@@ -51,7 +51,6 @@ from edgechain.chain.encoding import (
 from edgechain.chain.forkchoice import ForkChoice
 from edgechain.chain.model import (
     AnyBlock,
-    AppSpec,
     AppUsage,
     Block,
     ChainParams,
@@ -60,20 +59,22 @@ from edgechain.chain.model import (
     InclusionRequest,
     PlanAction,
     ResourceReport,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.chain.validation import (
-    validate_app_spec,
     validate_exit,
     validate_genesis,
     validate_inclusion,
 )
 from edgechain.chain.validator_set import compute_skip_exclusion
 from edgechain.cluster.kmeans import Clustering, compute_clusters
+from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
     CandidateMsg,
+    CommandMsg,
     ExitMsg,
     GenesisCreated,
     GenesisMsg,
@@ -87,7 +88,6 @@ from edgechain.consensus.messages import (
     ReportMsg,
     Route,
     SkipVoteMsg,
-    SubmissionMsg,
     SyncRequestMsg,
     SyncResponseMsg,
     VdfRequest,
@@ -112,9 +112,9 @@ from edgechain.consensus.state import (
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id, sha256
 from edgechain.crypto.vdf import VdfResult
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, ValidationError
 from edgechain.orchestrator.registry import get_record
-from edgechain.types import AppId, BlockHash, NodeId, PublicKey, SecretKey, Signature, Slot
+from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey, Signature, Slot
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class ConsensusEngine:
         self.sync_requested: dict[BlockHash, int] = {}
         self.pending_inclusions: dict[bytes, InclusionRequest] = {}
         self.pending_exits: dict[NodeId, ExitRequest] = {}
-        self.pending_submissions: dict[AppId, AppSpec] = {}
+        self.commands = CommandPool(config.chain_id, 0, self.memo.signatures)
         self.report_pool: dict[Slot, dict[NodeId, ResourceReport]] = {}
         self.unverified_pool: dict[Slot, dict[NodeId, ResourceReport]] = {}
         self.forward_buffer: dict[Slot, dict[NodeId, ResourceReport]] = {}
@@ -304,14 +304,27 @@ class ConsensusEngine:
     def set_local_usage(self, usage: LocalUsage) -> None:
         self.local_usage = usage
 
-    def submit_app(self, spec: AppSpec, now_ms: int) -> tuple[AppId, Output]:
-        """API: accept an app spec, remember it until a block includes it, gossip it."""
-        validate_app_spec(spec)
-        app_id = compute_app_id(spec)
-        self.pending_submissions[app_id] = spec
-        out = Output(messages=[Outgoing(SubmissionMsg(spec), Route.GOSSIP)])
+    def submit_command(self, cmd: SignedCommand, now_ms: int) -> tuple[bytes, Output]:
+        """API: check a signed command against the head state in full (it must apply),
+        remember it until a block carries it, gossip it; returns its hash. A refused
+        command raises its ValidationError (``CommandReason``), which is the caller's
+        answer and is counted like a peer's."""
+        try:
+            digest = self._add_command(cmd, now_ms, check_applies=True)
+        except PeerError as exc:
+            self.stats.peer_errors[exc.reason] += 1
+            raise
+        out = Output(messages=[Outgoing(CommandMsg(cmd), Route.GOSSIP)])
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
-        return app_id, out
+        return digest, out
+
+    def _add_command(self, cmd: SignedCommand, now_ms: int, *, check_applies: bool) -> bytes:
+        state = self.get_head_state()
+        params = self.params
+        if state is None or params is None:
+            raise ValidationError("no_chain", "no genesis yet")
+        slot = get_current_slot(params, now_ms)
+        return self.commands.add(cmd, state, slot, check_applies=check_applies)
 
     def request_exit(self, now_ms: int) -> Output:
         out = Output()
@@ -352,9 +365,9 @@ class ConsensusEngine:
             self._on_reports(msg.reports, now, out)
         elif isinstance(msg, ExitMsg):
             self._on_exit(msg.request)
-        elif isinstance(msg, SubmissionMsg):
-            validate_app_spec(msg.spec)
-            self.pending_submissions.setdefault(compute_app_id(msg.spec), msg.spec)
+        elif isinstance(msg, CommandMsg):
+            # Refused and counted unless its signer may issue it (on_message counts it).
+            self._add_command(msg.command, now, check_applies=False)
         elif isinstance(msg, SyncRequestMsg):
             self._on_sync_request(msg, sender, out)
         elif isinstance(msg, SyncResponseMsg):
@@ -404,6 +417,7 @@ class ConsensusEngine:
         self.genesis = genesis
         self.genesis_msg = GenesisMsg(genesis, signature)
         self.params = genesis.params
+        self.commands.committee_size = genesis.params.committee_size
         self.fork = ForkChoice(genesis_hash)
         self.head = genesis_hash
         self.states[genesis_hash] = self.memo.get(
@@ -523,16 +537,12 @@ class ConsensusEngine:
             r
             for r in sorted(self.pending_inclusions.values(), key=lambda r: r.public_key)
             if compute_node_id(r.public_key) not in parent.validators
+            and not is_banned(parent.authority, compute_node_id(r.public_key))
         )[:limit]
         exits = tuple(
             e
             for node, e in sorted(self.pending_exits.items())
             if node in parent.validators and e.slot <= slot
-        )[:limit]
-        submissions = tuple(
-            spec
-            for app_id, spec in sorted(self.pending_submissions.items())
-            if get_record(parent.registry, app_id) is None
         )[:limit]
         timestamp = max(now, get_slot_start_ms(params, slot))
         difficulty = compute_next_difficulty(
@@ -551,12 +561,13 @@ class ConsensusEngine:
             plan=get_plan(self.memo, params, parent, slot),
             inclusions=inclusions,
             exits=exits,
-            submissions=submissions,
+            commands=(),
             producer_signature=EMPTY_SIGNATURE,
             signers=b"",
             aggregate_signature=EMPTY_SIGNATURE,
         )
-        return sign_as_producer(unsigned, self.sk)
+        commands = self.commands.select(parent, unsigned, limit)
+        return sign_as_producer(dataclasses.replace(unsigned, commands=commands), self.sk)
 
     def _get_valid_votes(self, duty: ProducerDuty) -> dict[int, Signature]:
         """One verified signature per voter: a single FastAggregateVerify over the first
@@ -781,7 +792,10 @@ class ConsensusEngine:
                 self._request_sync(block.parent, sender, now, out)
             return False
         signers = validate_full(self.memo, params, parent, block, block_hash, self.mode)
-        state = self.memo.get(("state", block_hash), lambda: apply_block(parent, block, block_hash))
+        state = self.memo.get(
+            ("state", block_hash),
+            lambda: apply_block(parent, block, block_hash, params.committee_size),
+        )
         self.states[block_hash] = state
         self.blocks[block_hash] = block
         fork.add(block_hash, block.parent, block.slot, signers)
@@ -845,10 +859,9 @@ class ConsensusEngine:
             del self.pending_inclusions[key]
         for node in [n for n in self.pending_exits if n not in state.validators]:
             del self.pending_exits[node]
-        for app_id in [
-            a for a in self.pending_submissions if get_record(state.registry, a) is not None
-        ]:
-            del self.pending_submissions[app_id]
+        params = self.params
+        assert params is not None
+        self.commands.prune(state, Slot(state.slot))
         for table in (self.report_pool, self.forward_buffer, self.unverified_pool):
             for old in [s for s in table if s < state.slot]:
                 del table[old]

@@ -21,6 +21,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     PlanEntry,
     ResourceReport,
+    SignedCommand,
 )
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
@@ -84,10 +85,10 @@ class ExitMsg:
 
 
 @dataclass(frozen=True)
-class SubmissionMsg:
-    """Gossip: an application submitted through some node's API."""
+class CommandMsg:
+    """Gossip: a signed app or authority command submitted through some node's API."""
 
-    spec: AppSpec
+    command: SignedCommand
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ Message = (
     | ReportMsg
     | InclusionMsg
     | ExitMsg
-    | SubmissionMsg
+    | CommandMsg
     | GenesisMsg
     | SyncRequestMsg
     | SyncResponseMsg

@@ -7,18 +7,20 @@ the resource reports the planner reads (Algorithm 1 works on the parent's data).
 
 Full validation = the self-contained checks of ``chain/validation.py`` with the
 *elected* producer and committee, plus what only consensus knows: the timestamp window,
-the difficulty rule, the recomputed migration plan, and submissions not already known.
+the difficulty rule, the recomputed migration plan, and the signed commands against the
+parent's authority and registry (``orchestrator/commands.py``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from edgechain.chain.attestation import count_signers
-from edgechain.chain.encoding import compute_app_id, compute_block_hash, compute_genesis_hash
+from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
+from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
 from edgechain.chain.model import (
     AnyBlock,
     Block,
@@ -37,19 +39,20 @@ from edgechain.chain.validator_set import (
     ValidatorSet,
     apply_block_to_validator_set,
     compute_genesis_validator_set,
+    compute_node_id,
     get_removed_nodes,
 )
 from edgechain.consensus.roles import Roles, compute_roles
 from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
 from edgechain.errors import ValidationError
+from edgechain.orchestrator.commands import CommandContext, apply_commands
 from edgechain.orchestrator.planner import compute_plan
 from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import (
     EMPTY_REGISTRY,
     Registry,
     apply_block_to_registry,
-    get_record,
 )
 from edgechain.types import BlockHash, Slot
 
@@ -113,6 +116,8 @@ class BlockState:
     a block carries the reports that arrived, the state carries everyone's latest."""
     signers: int
     is_skip: bool
+    authority: Authority = field(default_factory=Authority)
+    """Admin and operator keys, their sequence numbers, banned nodes (``chain/authority``)."""
 
 
 REPORT_MAX_AGE_SLOTS = 32
@@ -143,18 +148,46 @@ def compute_genesis_state(genesis: Genesis) -> BlockState:
         reports=(),
         signers=0,
         is_skip=False,
+        authority=compute_genesis_authority(genesis.params),
     )
 
 
-def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> BlockState:
-    """The state transition of one validated block."""
+def get_command_context(
+    parent: BlockState, validators: ValidatorSet, slot: Slot, committee_size: int
+) -> CommandContext:
+    """What a block's commands are checked against (``validators``: after departures)."""
+    return CommandContext(
+        authority=parent.authority,
+        validators=validators,
+        slot=slot,
+        min_validators=committee_size + 1,
+    )
+
+
+def apply_block_commands(
+    parent: BlockState, block: Block, committee_size: int
+) -> tuple[Registry, Authority, ValidatorSet]:
+    """Registry, authority and validator set after ``block``: plan, departures, then its
+    commands in order. Raises the ValidationError of the first command that does not
+    check (``orchestrator/commands.py``)."""
     removed = get_removed_nodes(block)
+    registry = apply_block_to_registry(parent.registry, block.slot, block.plan, removed)
     validators = apply_block_to_validator_set(parent.validators, block)
+    if not block.commands:
+        return registry, parent.authority, validators
+    gone = set(removed)
+    remaining = ValidatorSet(tuple(m for m in parent.validators.members if m.node not in gone))
+    ctx = get_command_context(parent, remaining, block.slot, committee_size)
+    registry, authority = apply_commands(registry, ctx, block.commands)
+    return registry, authority, validators
+
+
+def apply_block(
+    parent: BlockState, block: AnyBlock, block_hash: BlockHash, committee_size: int
+) -> BlockState:
+    """The state transition of one validated block."""
     if isinstance(block, Block):
-        submissions = tuple((compute_app_id(s), s) for s in block.submissions)
-        registry = apply_block_to_registry(
-            parent.registry, block.slot, submissions, block.plan, removed
-        )
+        registry, authority, validators = apply_block_commands(parent, block, committee_size)
         return BlockState(
             block_hash=block_hash,
             slot=block.slot,
@@ -165,8 +198,10 @@ def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> B
             reports=merge_reports(parent.reports, block.reports, validators, block.slot),
             signers=count_signers(block.signers),
             is_skip=False,
+            authority=authority,
         )
-    registry = apply_block_to_registry(parent.registry, block.slot, (), (), removed)
+    validators = apply_block_to_validator_set(parent.validators, block)
+    registry = apply_block_to_registry(parent.registry, block.slot, (), get_removed_nodes(block))
     return BlockState(
         block_hash=block_hash,
         slot=block.slot,
@@ -179,6 +214,7 @@ def apply_block(parent: BlockState, block: AnyBlock, block_hash: BlockHash) -> B
         reports=merge_reports(parent.reports, (), validators, block.slot),
         signers=count_signers(block.signers),
         is_skip=True,
+        authority=parent.authority,
     )
 
 
@@ -257,7 +293,7 @@ class ConsensusReason:
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_DIFFICULTY_RULE = "bad_difficulty_rule"
     WRONG_PLAN = "wrong_plan"
-    KNOWN_SUBMISSION = "known_submission"
+    BANNED_NODE = "banned_node"
 
 
 @dataclass(frozen=True)
@@ -343,6 +379,9 @@ def _validate_uncached(
     )
     if block.plan != get_plan(memo, params, parent, block.slot):
         raise ValidationError(ConsensusReason.WRONG_PLAN)
-    for spec in block.submissions:
-        if get_record(parent.registry, compute_app_id(spec)) is not None:
-            raise ValidationError(ConsensusReason.KNOWN_SUBMISSION)
+    for req in block.inclusions:
+        if is_banned(parent.authority, compute_node_id(req.public_key)):
+            raise ValidationError(ConsensusReason.BANNED_NODE)
+    # Who signed each command and whether it applies: a block carrying a command that
+    # does not check gets no votes.
+    apply_block_commands(parent, block, params.committee_size)

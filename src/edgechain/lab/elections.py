@@ -34,7 +34,7 @@ def compute_producers(
     genesis exclusive, in order). A slot is elected from the last block before it."""
     states: list[BlockState] = [compute_genesis_state(genesis)]
     for block_hash, block in chain:
-        states.append(apply_block(states[-1], block, block_hash))
+        states.append(apply_block(states[-1], block, block_hash, genesis.params.committee_size))
     committee = genesis.params.committee_size
     producers = {}
     for slot in slots:

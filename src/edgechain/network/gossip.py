@@ -2,7 +2,7 @@
 
 Paper §3.1: blocks spread by a gossip protocol "that makes sure all messages reach all
 nodes in the network while minimizing network usage"; DESIGN.md routes blocks, skip
-blocks, inclusion and exit requests, app submissions and genesis through it. No I/O, no
+blocks, inclusion and exit requests, signed app commands and genesis through it. No I/O, no
 clock (every input carries ``now`` in milliseconds), randomness from a seeded RNG.
 
 **Push** ("infect and die", with a hop budget). A node that sees a message for the first

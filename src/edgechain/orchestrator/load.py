@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from edgechain.chain.encoding import encode_report
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
-from edgechain.orchestrator.registry import Registry
+from edgechain.orchestrator.registry import AppState, Registry
 from edgechain.types import AppId, NodeId
 
 CPU_WEIGHT = 2
@@ -120,7 +120,12 @@ def compute_load_model(
         else:
             score = compute_hint_score(record.spec)
         app_score[record.app] = score
-        if record.node is not None and record.node in node_load:
+        # A stopped app runs nowhere: it keeps its node (and state) but weighs nothing.
+        if (
+            record.node is not None
+            and record.node in node_load
+            and record.state is AppState.RUNNING
+        ):
             node_load[record.node] += score
     backgrounds = {
         node: compute_background(report, listed[node]) for node, report in chosen.items()

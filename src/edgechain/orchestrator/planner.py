@@ -20,6 +20,12 @@ no node can take (pinned to an absent node, labels nobody has, anti-affinity wit
 node) stays queued and does not block the apps behind it. PLACE entries are not counted
 against ``max_migrations``: they start apps, nothing stops.
 
+Operator moves (a MOVE command left ``move_to`` on the app's record) come first in
+phase 2: each such running app whose policy and minimum interval allow it migrates to
+the named node, counted against ``max_migrations``, whatever the loads say. A queued
+app with a ``move_to`` is placed there when the node may take it. Stopped apps are
+neither placed nor moved, and weigh nothing on their node.
+
 Phase 2, migrations (every plan, after placement, so a busy queue cannot starve
 rebalancing): up to ``max_migrations`` moves, each chosen greedily on the loads updated
 by the previous entries. A move takes a movable app (policy allows it, not already in
@@ -76,7 +82,12 @@ from edgechain.orchestrator.policy import (
     is_move_allowed,
     is_node_allowed,
 )
-from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
+from edgechain.orchestrator.registry import (
+    AppRecord,
+    AppState,
+    Registry,
+    get_queued_records,
+)
 from edgechain.types import AppId, NodeId, Slot
 
 DEFAULT_MIN_GAP_REDUCTION = 1_000
@@ -114,11 +125,13 @@ def compute_plan(
     model = compute_load_model(registry, reports, frozenset(infos))
     state = _PlanState.start(registry, model, infos)
     entries = _place_queued_apps(registry, state)
+    operator_moves = _plan_operator_moves(state, slot, max_migrations, min_move_interval)
+    entries.extend(operator_moves)
     entries.extend(
         _plan_migrations(
             state,
             slot,
-            max_migrations,
+            max_migrations - len(operator_moves),
             required_reduction=max(1, min_gap_reduction),
             min_move_interval=min_move_interval,
         )
@@ -169,7 +182,11 @@ class _PlanState:
             planned=set(),
         )
         for record in registry.records:  # app id order, so every list stays sorted
-            if record.node is not None and record.node in infos:
+            if (
+                record.node is not None
+                and record.node in infos
+                and record.state is AppState.RUNNING
+            ):
                 state.apps_on[record.node].append(record.app)
                 state.count_group(record, record.node, 1)
         return state
@@ -215,7 +232,9 @@ def _place_queued_apps(registry: Registry, state: _PlanState) -> list[PlanEntry]
     heapq.heapify(heap)
     entries: list[PlanEntry] = []
     for record in get_queued_records(registry):
-        if is_constrained(record.spec.policy):
+        if record.move_to in state.infos and state.is_destination_allowed(record, record.move_to):
+            destination: NodeId | None = record.move_to
+        elif is_constrained(record.spec.policy):
             destination = _find_least_loaded_allowed(state, record)
         else:
             destination = _peek_least_loaded(heap, state.load)
@@ -247,6 +266,34 @@ def _find_least_loaded_allowed(state: _PlanState, record: AppRecord) -> NodeId |
 
 
 # --- phase 2: migrations ---------------------------------------------------------------
+
+
+def _plan_operator_moves(
+    state: _PlanState, slot: Slot, max_migrations: int, min_move_interval: int
+) -> list[PlanEntry]:
+    """MOVE commands not carried out yet, in app id order, as far as the budget goes."""
+    entries: list[PlanEntry] = []
+    for app in sorted(state.records):
+        if len(entries) >= max_migrations:
+            break
+        record = state.records[app]
+        origin, target = record.node, record.move_to
+        if (
+            target is None
+            or origin is None
+            or origin not in state.infos
+            or target not in state.infos
+            or target == origin
+            or app in state.planned
+            or record.state is not AppState.RUNNING
+            or not is_move_allowed(record, slot, min_move_interval)
+            or not state.is_destination_allowed(record, target)
+        ):
+            continue
+        state.remove_app(record, origin)
+        state.add_app(record, target)
+        entries.append(PlanEntry(PlanAction.MIGRATE, app, origin, target))
+    return entries
 
 
 @dataclass(frozen=True)
@@ -329,6 +376,7 @@ def _find_best_move_from(
         score = state.app_score[app]
         if (
             app in state.planned
+            or record.move_to is not None
             or 2 * score < required_reduction
             or not is_move_allowed(record, slot, min_move_interval)
         ):

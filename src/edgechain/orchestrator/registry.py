@@ -6,9 +6,11 @@ the chain's app registry only. The registry is therefore consensus state, rebuil
 every node by applying blocks in order, exactly like the validator set (§3.4):
 ``registry_after(block) = apply_block_to_registry(registry_after(parent), block...)``.
 
-It records which apps exist (id -> spec), where each one is placed, the queue of
-submitted-but-unplaced apps in submission order, and the slot of each app's last
-placement or move (for ``AppPolicy.min_interval_slots``).
+It records which apps exist (id -> spec and its version), whether each one should run
+(``AppState``), where each one is placed, the queue of running-but-unplaced apps in
+submission order, the slot of each app's last placement or move (for
+``AppPolicy.min_interval_slots``) and a pending operator MOVE. Signed commands
+(``orchestrator/commands.py`` checks them) change it through the primitives below.
 
 Representation: one tuple of :class:`AppRecord` sorted by app id bytes, plus the queue
 tuple. Tuples share nothing mutable, so "copying" a registry is free; a block rebuilds
@@ -19,13 +21,22 @@ binary searches. Everything is ordered by bytes, never by dict or set order.
 from __future__ import annotations
 
 import bisect
+import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from edgechain.chain.encoding import compute_app_id
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
 from edgechain.errors import ValidationError
 from edgechain.types import AppId, NodeId, Slot
+
+GENESIS_SLOT = Slot(0)
+
+
+class AppState(enum.Enum):
+    """What the operator asked for: the app runs, or it is stopped where it is."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -42,13 +53,22 @@ class AppRecord:
     spec: AppSpec
     node: NodeId | None = None
     last_move_slot: Slot | None = None
+    state: AppState = AppState.RUNNING
+    version: int = 1
+    """Spec version: 1 at SUBMIT, +1 per UPDATE. A node runs the record's version."""
+    owner: bytes = b""
+    """The key that submitted it."""
+    created_slot: Slot = GENESIS_SLOT
+    move_to: NodeId | None = None
+    """An operator's MOVE not carried out yet: the planner migrates the app there."""
 
 
 @dataclass(frozen=True)
 class Registry:
     """``records`` sorted by app id bytes (unique); ``queue`` holds the ids of the
-    unplaced apps in the order they are to be placed (see :func:`apply_block_to_registry`).
-    Invariant: an app is in ``queue`` exactly when its record's ``node`` is ``None``."""
+    unplaced running apps in the order they are to be placed (see
+    :func:`apply_block_to_registry`). Invariant: an app is in ``queue`` exactly when its
+    record's ``node`` is ``None`` and its state is RUNNING."""
 
     records: tuple[AppRecord, ...] = ()
     queue: tuple[AppId, ...] = ()
@@ -89,62 +109,67 @@ def get_queued_records(registry: Registry) -> tuple[AppRecord, ...]:
     return tuple(records)
 
 
-def compute_submissions_with_ids(
-    submissions: Sequence[AppSpec],
-) -> tuple[tuple[AppId, AppSpec], ...]:
-    """Pair each submitted spec with its app id (SHA-256 of the canonical encoding)."""
-    return tuple((compute_app_id(spec), spec) for spec in submissions)
-
-
 def apply_block_to_registry(
     registry: Registry,
     slot: Slot,
-    submissions_with_ids: Sequence[tuple[AppId, AppSpec]],
     plan: Sequence[PlanEntry],
     removed_nodes: Collection[NodeId],
 ) -> Registry:
-    """The registry after a block of ``slot``; pure, ``registry`` is not modified.
+    """The registry after a block's plan and departures; pure, ``registry`` is kept.
 
-    Order matters and is part of the protocol:
+    Order matters and is part of the protocol; the block's signed commands follow these
+    two steps (``orchestrator/commands.py``):
 
     1. The block's ``plan`` (computed from ``registry``, i.e. the parent's state): PLACE
        takes a queued app to its destination, MIGRATE moves a placed app from its origin;
-       both set the app's ``last_move_slot`` to ``slot``. An entry that does not fit the
-       registry (unknown app, PLACE of a placed app, MIGRATE from the wrong origin, an app
-       twice) is a ValidationError: honest validators recompute the plan from this same
-       registry, so such a plan can only come from a faulty producer.
-    2. ``removed_nodes`` (the block's exits, or a skip block's excluded producer): every
-       app placed on one of them goes back to the *front* of the queue, in app id order,
-       so it is re-placed before new submissions. An app is never lost (DESIGN.md,
-       "Migration execution"); its ``last_move_slot`` is kept.
-    3. ``submissions_with_ids``, in block order, join the back of the queue. An id the
-       registry already knows (a resubmission, or a duplicate in the block) is ignored,
-       so a gossiped submission included twice cannot create a second app.
+       both set the app's ``last_move_slot`` to ``slot``, and a MIGRATE to the app's
+       ``move_to`` clears it. An entry that does not fit the registry (unknown app,
+       PLACE of a placed app, MIGRATE from the wrong origin, an app twice) is a
+       ValidationError: honest validators recompute the plan from this same registry, so
+       such a plan can only come from a faulty producer.
+    2. ``removed_nodes`` (the block's exits and exclusions, or a skip block's excluded
+       producer): every app placed on one of them is unplaced; the running ones go back
+       to the *front* of the queue, in app id order, so they are re-placed before new
+       submissions. An app is never lost (DESIGN.md, "Migration execution"); its
+       ``last_move_slot`` is kept, a ``move_to`` naming a removed node is dropped.
 
-    App ids are taken as given; use :func:`compute_submissions_with_ids` to derive them.
-    A skip block is ``apply_block_to_registry(r, slot, (), (), {excluded})``.
+    A skip block is ``apply_block_to_registry(r, slot, (), {excluded})``.
     """
-    if not submissions_with_ids and not plan and not removed_nodes:
+    if not plan and not removed_nodes:
         return registry
     changed: dict[AppId, AppRecord] = {}
     queue = _apply_plan(registry, slot, plan, changed)
     queue = _evict_removed_nodes(registry, removed_nodes, changed) + queue
-    added, queue = _enqueue_submissions(registry, submissions_with_ids, changed, queue)
-    records = [changed.get(r.app, r) for r in registry.records]
-    if added:
-        records.extend(added)
-        records.sort(key=_record_app)
+    records = tuple(changed.get(r.app, r) for r in registry.records)
+    return Registry(records=records, queue=tuple(queue))
+
+
+def put_record(registry: Registry, record: AppRecord) -> Registry:
+    """``registry`` with ``record`` added or replaced; the queue follows the invariant
+    (a running unplaced app not yet queued joins its back; any other leaves it)."""
+    records = list(registry.records)
+    pos = bisect.bisect_left(records, record.app, key=_record_app)
+    if pos < len(records) and records[pos].app == record.app:
+        records[pos] = record
+    else:
+        records.insert(pos, record)
+    queued = record.node is None and record.state is AppState.RUNNING
+    queue = [a for a in registry.queue if a != record.app]
+    if queued:
+        queue = list(registry.queue) if record.app in registry.queue else [*queue, record.app]
     return Registry(records=tuple(records), queue=tuple(queue))
+
+
+def delete_record(registry: Registry, app: AppId) -> Registry:
+    """``registry`` without ``app`` (REMOVE)."""
+    return Registry(
+        records=tuple(r for r in registry.records if r.app != app),
+        queue=tuple(a for a in registry.queue if a != app),
+    )
 
 
 def _record_app(record: AppRecord) -> AppId:
     return record.app
-
-
-def _get_current(
-    registry: Registry, changed: dict[AppId, AppRecord], app: AppId
-) -> AppRecord | None:
-    return changed[app] if app in changed else get_record(registry, app)
 
 
 def _apply_plan(
@@ -169,7 +194,10 @@ def _apply_plan(
             raise ValidationError("plan_wrong_origin", entry.app.hex())
         elif entry.destination == entry.origin:
             raise ValidationError("plan_migrate_in_place", entry.app.hex())
-        changed[entry.app] = replace(record, node=entry.destination, last_move_slot=slot)
+        move_to = None if record.move_to == entry.destination else record.move_to
+        changed[entry.app] = replace(
+            record, node=entry.destination, last_move_slot=slot, move_to=move_to
+        )
     return [app for app in registry.queue if app not in placed]
 
 
@@ -183,25 +211,11 @@ def _evict_removed_nodes(
     evicted: list[AppId] = []
     for original in registry.records:  # app id order
         record = changed.get(original.app, original)
+        move_to = None if record.move_to in removed else record.move_to
         if record.node is not None and record.node in removed:
-            changed[record.app] = replace(record, node=None)
-            evicted.append(record.app)
+            changed[record.app] = replace(record, node=None, move_to=move_to)
+            if record.state is AppState.RUNNING:
+                evicted.append(record.app)
+        elif move_to != record.move_to:
+            changed[record.app] = replace(record, move_to=move_to)
     return evicted
-
-
-def _enqueue_submissions(
-    registry: Registry,
-    submissions_with_ids: Sequence[tuple[AppId, AppSpec]],
-    changed: dict[AppId, AppRecord],
-    queue: list[AppId],
-) -> tuple[list[AppRecord], list[AppId]]:
-    """Step 3: new records (unsorted) and the queue with the new ids appended."""
-    added: list[AppRecord] = []
-    seen: set[AppId] = set()
-    for app, spec in submissions_with_ids:
-        if app in seen or _get_current(registry, changed, app) is not None:
-            continue
-        seen.add(app)
-        added.append(AppRecord(app=app, spec=spec))
-        queue.append(app)
-    return added, queue

@@ -61,7 +61,6 @@ def get_counter_spec(
         cpu_bp=10,
         ram_bp=10,
         stateful=True,
-        nonce=tag.encode(),
     )
 
 
@@ -89,5 +88,4 @@ def get_cpu_load_spec(
         cpu_bp=share_percent * 100 // max(1, os.cpu_count() or 1),
         ram_bp=1,
         stateful=False,
-        nonce=tag.encode(),
     )

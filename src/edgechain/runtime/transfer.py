@@ -39,7 +39,6 @@ from typing import BinaryIO, cast
 
 import zstandard
 
-from edgechain.chain.encoding import compute_app_id
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
 from edgechain.crypto import bls
 from edgechain.errors import DecodeError, PeerError
@@ -92,6 +91,9 @@ PlanCheck = Callable[[BlockHash, PlanEntry], bool | Awaitable[bool]]
 OriginCheck = Callable[[NodeId, bytes, bytes], bool]
 """``verify_origin(origin, message, signature)``: did the validator ``origin`` sign it?"""
 """``is_planned(block_hash, entry)``: is ``entry`` in the plan of an accepted block?"""
+
+SpecCheck = Callable[[AppId, AppSpec], bool]
+"""``is_spec_current(app, spec)``: is ``spec`` what the chain records for ``app``?"""
 
 ProgressCallback = Callable[[int], None]
 """Called by the origin with the compressed bytes sent so far, after each DATA frame."""
@@ -470,8 +472,12 @@ class TransferServer:
         timeouts: TransferTimeouts | None = None,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         verify_origin: OriginCheck | None = None,
+        is_spec_current: SpecCheck | None = None,
     ) -> None:
         self.runtime = runtime
+        self.is_spec_current = is_spec_current
+        """When set, the offered spec must be the one the chain records for the app (app
+        ids do not hash the spec: an UPDATE changes the spec and keeps the id)."""
         self.node_id = node_id
         self.is_planned = is_planned
         self.verify_origin = verify_origin
@@ -541,7 +547,7 @@ class TransferServer:
             return "not_a_migration"
         if entry.destination != self.node_id:
             return "wrong_destination"
-        if compute_app_id(offer.spec) != entry.app:
+        if self.is_spec_current is not None and not self.is_spec_current(entry.app, offer.spec):
             return "spec_does_not_match_app"
         if offer.spec.runtime is not self.runtime.kind:
             return "wrong_runtime"

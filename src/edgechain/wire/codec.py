@@ -10,11 +10,11 @@ another exception.
 
 Which message types the envelope signs is fixed per type (``ENVELOPE_SIGNED``) and
 explained in ``edgechain.proto``: the DHT (whose whole job is binding node ids to
-addresses) and app submissions (which have no signature of their own). Every other
-message is self-authenticating (a BLS signature on the chain object or vote inside),
-so signing its envelope would only cost a pairing per hop; for those, ``sender`` is an
-unauthenticated hint. Gossip, IHave and IWant are unsigned hints too: what they lead to
-is checked by its id (SHA-256 of the payload) and by the payload's own rule.
+addresses). Every other message, signed app commands included, is self-authenticating
+(a BLS signature on the chain object or vote inside), so signing its envelope would
+only cost a pairing per hop; for those, ``sender`` is an unauthenticated hint. Gossip,
+IHave and IWant are unsigned hints too: what they lead to is checked by its id
+(SHA-256 of the payload) and by the payload's own rule.
 
 Signatures on chain objects are *not* checked here: that needs chain state (who the
 producer is, the committee, the validator keys) and is the job of ``chain/`` and
@@ -35,13 +35,13 @@ from edgechain.chain.encoding import (
     Limits,
     Reader,
     Writer,
-    decode_app_spec,
     decode_block,
+    decode_command,
     decode_genesis,
     decode_inclusion,
     decode_report,
-    encode_app_spec,
     encode_block,
+    encode_command,
     encode_genesis,
     encode_inclusion,
     encode_report,
@@ -52,13 +52,13 @@ from edgechain.chain.model import Block, ExitRequest
 from edgechain.consensus.messages import (
     BlockMsg,
     CandidateMsg,
+    CommandMsg,
     ExitMsg,
     GenesisMsg,
     InclusionMsg,
     Message,
     ReportMsg,
     SkipVoteMsg,
-    SubmissionMsg,
     SyncRequestMsg,
     SyncResponseMsg,
     VoteMsg,
@@ -103,13 +103,13 @@ from edgechain.wire.messages import (
 WireMessage = Message | Ping | Pong | FindNode | Nodes | GossipMsg | IHave | IWant
 """Everything that travels in an Envelope."""
 
-GossipableMessage = BlockMsg | InclusionMsg | ExitMsg | SubmissionMsg | GenesisMsg
+GossipableMessage = BlockMsg | InclusionMsg | ExitMsg | CommandMsg | GenesisMsg
 """What may sit inside a gossip wrapper (DESIGN.md: what is "gossiped")."""
 
-ENVELOPE_SIGNED: frozenset[type] = frozenset({Ping, Pong, FindNode, Nodes, SubmissionMsg})
+ENVELOPE_SIGNED: frozenset[type] = frozenset({Ping, Pong, FindNode, Nodes})
 """Types whose envelope carries the sender's public key and signature (see module doc)."""
 
-GOSSIP_TYPES: tuple[type, ...] = (BlockMsg, InclusionMsg, ExitMsg, SubmissionMsg, GenesisMsg)
+GOSSIP_TYPES: tuple[type, ...] = (BlockMsg, InclusionMsg, ExitMsg, CommandMsg, GenesisMsg)
 
 DATAGRAM_TYPES: tuple[type, ...] = (
     VoteMsg, SkipVoteMsg, ReportMsg, Ping, Pong, FindNode, Nodes, IHave, IWant
@@ -272,8 +272,8 @@ def _to_payload(message: WireMessage) -> pb.Payload:
             p.inclusion.request = encode_inclusion(message.request)
         case ExitMsg():
             p.exit.request = _encode_exit(message.request)
-        case SubmissionMsg():
-            p.submission.spec = encode_app_spec(message.spec)
+        case CommandMsg():
+            p.command.command = encode_command(message.command)
         case GenesisMsg():
             p.genesis.CopyFrom(_to_genesis_announce(message))
         case SyncRequestMsg():
@@ -425,8 +425,8 @@ def _decode_exit(p: pb.Payload) -> ExitMsg:
     return ExitMsg(request)
 
 
-def _decode_submission(p: pb.Payload) -> SubmissionMsg:
-    return SubmissionMsg(decode_app_spec(p.submission.spec))
+def _decode_command(p: pb.Payload) -> CommandMsg:
+    return CommandMsg(decode_command(p.command.command))
 
 
 def _decode_genesis(p: pb.Payload) -> GenesisMsg:
@@ -510,7 +510,7 @@ _DECODERS: dict[str, Callable[[pb.Payload], WireMessage]] = {
     "reports": _decode_reports,
     "inclusion": _decode_inclusion,
     "exit": _decode_exit,
-    "submission": _decode_submission,
+    "command": _decode_command,
     "genesis": _decode_genesis,
     "sync_request": _decode_sync_request,
     "sync_response": _decode_sync_response,

@@ -58,15 +58,14 @@ class Envelope(_message.Message):
 
       signed by the envelope (sender authenticated hop by hop):
         ping, pong, find_node, nodes   the DHT binds node ids to addresses, so who answers
-                                       must be the holder of the id's key;
-        submission                     an app spec has no signature of its own; when it is
-                                       gossiped the inner envelope is the origin's.
+                                       must be the holder of the id's key.
 
       NOT signed by the envelope (both fields empty; `sender` is only a hint):
         candidate, block               producer signature / committee aggregate inside;
         vote, skip_vote                the voter's BLS signature inside;
         reports                        each report is signed by its node;
         inclusion, exit                signed requests;
+        command                        signed by its operator (or the admin) inside;
         genesis                        signed by the bootstrap node (field below);
         sync_request                   harmless: the answer is checked on its own;
         sync_response                  blocks are checked against the chain, the genesis
@@ -122,7 +121,7 @@ class Payload(_message.Message):
     REPORTS_FIELD_NUMBER: _builtins.int
     INCLUSION_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
-    SUBMISSION_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     GENESIS_FIELD_NUMBER: _builtins.int
     SYNC_REQUEST_FIELD_NUMBER: _builtins.int
     SYNC_RESPONSE_FIELD_NUMBER: _builtins.int
@@ -150,7 +149,7 @@ class Payload(_message.Message):
     @_builtins.property
     def exit(self) -> Global___Exit: ...
     @_builtins.property
-    def submission(self) -> Global___Submission: ...
+    def command(self) -> Global___Command: ...
     @_builtins.property
     def genesis(self) -> Global___GenesisAnnounce: ...
     @_builtins.property
@@ -185,7 +184,7 @@ class Payload(_message.Message):
         reports: Global___Reports | None = ...,
         inclusion: Global___Inclusion | None = ...,
         exit: Global___Exit | None = ...,
-        submission: Global___Submission | None = ...,
+        command: Global___Command | None = ...,
         genesis: Global___GenesisAnnounce | None = ...,
         sync_request: Global___SyncRequest | None = ...,
         sync_response: Global___SyncResponse | None = ...,
@@ -197,11 +196,11 @@ class Payload(_message.Message):
         ihave: Global___IHave | None = ...,
         iwant: Global___IWant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "submission", b"submission", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "submission", b"submission", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "submission", "genesis", "sync_request", "sync_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "command", "genesis", "sync_request", "sync_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -386,25 +385,27 @@ class Exit(_message.Message):
 Global___Exit: _TypeAlias = Exit  # noqa: Y015
 
 @_typing.final
-class Submission(_message.Message):
-    """Gossip: canonical AppSpec, submitted through some node's API."""
+class Command(_message.Message):
+    """Gossip: a canonical SignedCommand (app lifecycle or operator keys), signed inside.
+    Field 8 of Payload carried bare app specs before block format 2.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SPEC_FIELD_NUMBER: _builtins.int
-    spec: _builtins.bytes
+    COMMAND_FIELD_NUMBER: _builtins.int
+    command: _builtins.bytes
     def __init__(
         self,
         *,
-        spec: _builtins.bytes = ...,
+        command: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Submission: _TypeAlias = Submission  # noqa: Y015
+Global___Command: _TypeAlias = Command  # noqa: Y015
 
 @_typing.final
 class GenesisAnnounce(_message.Message):

@@ -3,7 +3,7 @@
 The consensus messages live in :mod:`edgechain.consensus.messages`; these are the
 messages of the layers that carry them: the Kademlia DHT (paper §4 step 5: "the
 bootstrapping node and all other nodes maintain a Kademlia-style DHT") and the gossip
-wrapper with its pull repair (paper §3.1: blocks, inclusion requests and submissions
+wrapper with its pull repair (paper §3.1: blocks, inclusion requests and app commands
 spread by gossip). The pure objects of :mod:`edgechain.network` and
 the simulator exchange these dataclasses directly; :mod:`edgechain.wire.codec` maps
 them to and from bytes.

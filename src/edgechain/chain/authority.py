@@ -1,0 +1,161 @@
+"""Who may change what runs: the admin key, the operator keys and their sequence numbers.
+
+DESIGN.md, "Who may change what runs": the admin key is fixed at genesis; it grants and
+revokes operator keys on chain and may exclude a node. Every app command is signed by an
+operator (or the admin). Like the validator set, this is consensus state rebuilt by
+applying blocks in order; it is checked against the *parent's* state, so a key revoked
+in block B is refused from B's child on, and a key granted in B may sign from B's child
+on.
+
+Replay protection is a per-signer sequence number: a command is valid only if its
+``seq`` exceeds the signer's last applied one (ARCHITECTURE.md, "Signed commands",
+argues this against an expiry slot). The last sequence number of a revoked key is kept,
+so re-granting it does not reopen its old commands.
+
+Representation: sorted tuples of bytes (binary search), so the state is immutable,
+cheap to share between blocks and ordered by bytes only (Rule 2).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from edgechain.chain.model import APP_COMMANDS, ChainParams, CommandKind, SignedCommand
+from edgechain.errors import ValidationError
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, NodeId
+
+
+class CommandReason:
+    """Rejection codes of signed commands (metrics labels, API error mapping)."""
+
+    BAD_SIGNATURE = "command_bad_signature"
+    UNKNOWN_SIGNER = "command_unknown_signer"
+    REVOKED = "command_revoked"
+    REPLAYED = "command_replayed"
+    NOT_ADMIN = "command_not_admin"
+    MALFORMED = "command_malformed"
+    INVALID = "command_invalid"
+    """Authentic, but it does not apply to the state (unknown app, bad target, ...)."""
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The admin key, the active operators, revoked keys, every signer's last sequence
+    number and the nodes the admin excluded for good; tuples sorted by bytes."""
+
+    admin_key: bytes = b""
+    operators: tuple[bytes, ...] = ()
+    revoked: tuple[bytes, ...] = ()
+    sequences: tuple[tuple[bytes, int], ...] = ()
+    banned: tuple[NodeId, ...] = ()
+
+
+def compute_genesis_authority(params: ChainParams) -> Authority:
+    return Authority(admin_key=params.admin_key)
+
+
+def _contains(values: tuple[bytes, ...], key: bytes) -> bool:
+    pos = bisect.bisect_left(values, key)
+    return pos < len(values) and values[pos] == key
+
+
+def is_admin(auth: Authority, key: bytes) -> bool:
+    return bool(auth.admin_key) and key == auth.admin_key
+
+
+def is_operator(auth: Authority, key: bytes) -> bool:
+    """May ``key`` sign app commands? The admin may, and every granted operator."""
+    return is_admin(auth, key) or _contains(auth.operators, key)
+
+
+def is_revoked(auth: Authority, key: bytes) -> bool:
+    return _contains(auth.revoked, key)
+
+
+def is_banned(auth: Authority, node: bytes) -> bool:
+    return _contains(auth.banned, node)
+
+
+def get_last_seq(auth: Authority, key: bytes) -> int:
+    """The signer's last applied sequence number (0 if it never signed a command)."""
+    pos = bisect.bisect_left(auth.sequences, (key, -1))
+    if pos < len(auth.sequences) and auth.sequences[pos][0] == key:
+        return auth.sequences[pos][1]
+    return 0
+
+
+def check_command_shape(cmd: SignedCommand) -> None:
+    """Each kind carries exactly its own fields (a self-contained check)."""
+    kind = cmd.kind
+    wants_app = kind in APP_COMMANDS and kind is not CommandKind.SUBMIT
+    wants_spec = kind in (CommandKind.SUBMIT, CommandKind.UPDATE)
+    wants_node = kind in (CommandKind.MOVE, CommandKind.EXCLUDE_NODE)
+    wants_key = kind in (CommandKind.GRANT_OPERATOR, CommandKind.REVOKE_OPERATOR)
+    if len(cmd.app) != (HASH_SIZE if wants_app else 0):
+        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: app field")
+    if (cmd.spec is not None) != wants_spec:
+        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: spec field")
+    if len(cmd.node) != (HASH_SIZE if wants_node else 0):
+        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: node field")
+    if len(cmd.key) != (PUBLIC_KEY_SIZE if wants_key else 0):
+        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: key field")
+    if cmd.seq < 1:
+        raise ValidationError(CommandReason.MALFORMED, "seq must be at least 1")
+
+
+def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> None:
+    """May the signer issue this command now? ``last_seq`` is the signer's last sequence
+    number including earlier commands of the same block."""
+    signer = bytes(cmd.signer)
+    if cmd.kind not in APP_COMMANDS:
+        if not is_admin(auth, signer):
+            raise ValidationError(CommandReason.NOT_ADMIN, cmd.kind.name)
+    elif not is_operator(auth, signer):
+        if is_revoked(auth, signer):
+            raise ValidationError(CommandReason.REVOKED, signer.hex()[:16])
+        raise ValidationError(CommandReason.UNKNOWN_SIGNER, signer.hex()[:16])
+    if cmd.seq <= last_seq:
+        raise ValidationError(CommandReason.REPLAYED, f"seq {cmd.seq} <= {last_seq}")
+
+
+def _with(values: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
+    return values if _contains(values, key) else tuple(sorted((*values, key)))
+
+
+def _without(values: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
+    return tuple(v for v in values if v != key)
+
+
+def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedCommand]) -> Authority:
+    """The authority after a block's (already validated) commands: sequence numbers,
+    grants, revocations and bans."""
+    operators, revoked, banned = auth.operators, auth.revoked, tuple(map(bytes, auth.banned))
+    seqs: dict[bytes, int] = {}
+    for cmd in commands:
+        seqs[bytes(cmd.signer)] = max(seqs.get(bytes(cmd.signer), 0), cmd.seq)
+        if cmd.kind is CommandKind.GRANT_OPERATOR:
+            operators, revoked = _with(operators, cmd.key), _without(revoked, cmd.key)
+        elif cmd.kind is CommandKind.REVOKE_OPERATOR:
+            operators, revoked = _without(operators, cmd.key), _with(revoked, cmd.key)
+        elif cmd.kind is CommandKind.EXCLUDE_NODE:
+            banned = _with(banned, cmd.node)
+    if not seqs:
+        return auth
+    return Authority(
+        admin_key=auth.admin_key,
+        operators=operators,
+        revoked=revoked,
+        sequences=_merge_sequences(auth.sequences, seqs),
+        banned=tuple(NodeId(n) for n in banned),
+    )
+
+
+def _merge_sequences(
+    known: tuple[tuple[bytes, int], ...], fresh: Mapping[bytes, int]
+) -> tuple[tuple[bytes, int], ...]:
+    merged = dict(known)
+    for key, seq in fresh.items():
+        merged[key] = max(merged.get(key, 0), seq)
+    return tuple(sorted(merged.items()))

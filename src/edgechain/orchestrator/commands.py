@@ -1,0 +1,195 @@
+"""Signed commands applied to the chain state: the app lifecycle and the operator keys.
+
+DESIGN.md, "Who may change what runs". A block's commands are applied in block order
+after its plan and departures (``apply_block_to_registry``). Each is checked first:
+
+* its shape and its signer's authority against the *parent's* authority
+  (``chain/authority.py``): a key revoked in this block still signs in this block, and
+  is refused from the next one on; sequence numbers must grow, also within the block;
+* that it applies to the registry as the block's earlier steps left it (the app exists,
+  a stopped app is not stopped again, a MOVE names a validator the app's policy allows
+  ...). A command that does not apply is a ``command_invalid`` ValidationError: the
+  producer filters such commands out, so a block carrying one is invalid and gets no
+  votes.
+
+Signatures are checked with the block's other signatures (``chain/validation.py``),
+batched; this module does no cryptography but the public-key check of a GRANT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from edgechain.chain.authority import (
+    Authority,
+    CommandReason,
+    apply_commands_to_authority,
+    check_command_shape,
+    check_command_signer,
+    get_last_seq,
+    is_operator,
+)
+from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.model import APP_COMMANDS, CommandKind, SignedCommand
+from edgechain.chain.validation import validate_app_spec
+from edgechain.chain.validator_set import ValidatorSet
+from edgechain.crypto import bls
+from edgechain.errors import ValidationError
+from edgechain.orchestrator.policy import NodeInfo, is_node_allowed
+from edgechain.orchestrator.registry import (
+    AppRecord,
+    AppState,
+    Registry,
+    delete_record,
+    get_record,
+    put_record,
+)
+from edgechain.types import AppId, NodeId, Slot
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What a block's commands are checked against besides the registry."""
+
+    authority: Authority
+    """The parent's authority (who may sign)."""
+    validators: ValidatorSet
+    """The validators after the block's departures (MOVE and EXCLUDE targets)."""
+    slot: Slot
+    min_validators: int
+    """An exclusion may not take the set below this (committee_size + 1)."""
+
+
+def _invalid(detail: str) -> ValidationError:
+    return ValidationError(CommandReason.INVALID, detail)
+
+
+def _get_app(registry: Registry, cmd: SignedCommand) -> AppRecord:
+    record = get_record(registry, AppId(cmd.app))
+    if record is None:
+        raise _invalid(f"{cmd.kind.name}: unknown app {cmd.app.hex()[:16]}")
+    return record
+
+
+def _apply_app_command(registry: Registry, ctx: CommandContext, cmd: SignedCommand) -> Registry:
+    kind = cmd.kind
+    if kind is CommandKind.SUBMIT:
+        assert cmd.spec is not None  # check_command_shape
+        _check_spec(cmd)
+        app = compute_submitted_app_id(cmd.signer, cmd.seq)
+        if get_record(registry, app) is not None:
+            raise _invalid("SUBMIT: app id exists")
+        record = AppRecord(app=app, spec=cmd.spec, owner=bytes(cmd.signer), created_slot=ctx.slot)
+        return put_record(registry, record)
+    record = _get_app(registry, cmd)
+    if kind is CommandKind.UPDATE:
+        assert cmd.spec is not None
+        _check_spec(cmd)
+        return put_record(registry, replace(record, spec=cmd.spec, version=record.version + 1))
+    if kind is CommandKind.STOP:
+        if record.state is AppState.STOPPED:
+            raise _invalid("STOP: the app is stopped already")
+        return put_record(registry, replace(record, state=AppState.STOPPED, move_to=None))
+    if kind is CommandKind.START:
+        if record.state is AppState.RUNNING:
+            raise _invalid("START: the app is running already")
+        return put_record(registry, replace(record, state=AppState.RUNNING))
+    if kind is CommandKind.MOVE:
+        _check_move(record, ctx, NodeId(cmd.node))
+        return put_record(registry, replace(record, move_to=NodeId(cmd.node)))
+    # REMOVE (check_command_shape admits no other app command)
+    return delete_record(registry, record.app)
+
+
+def _check_spec(cmd: SignedCommand) -> None:
+    assert cmd.spec is not None
+    try:
+        validate_app_spec(cmd.spec)
+    except ValidationError as exc:
+        raise _invalid(f"{cmd.kind.name}: {exc.detail or exc.reason}") from None
+
+
+def _check_move(record: AppRecord, ctx: CommandContext, target: NodeId) -> None:
+    if record.state is not AppState.RUNNING or record.node is None:
+        raise _invalid("MOVE: only a placed, running app can move")
+    if target == record.node:
+        raise _invalid("MOVE: the app runs on that node already")
+    info = ctx.validators.get(target)
+    if info is None:
+        raise _invalid(f"MOVE: {target.hex()[:16]} is not a validator")
+    policy = record.spec.policy
+    if policy.pinned or not is_node_allowed(policy, NodeInfo(info.node, info.labels)):
+        raise _invalid("MOVE: the app's policy does not allow that node")
+
+
+def _check_authority_command(
+    auth: Authority, ctx: CommandContext, cmd: SignedCommand, excluded: set[bytes]
+) -> None:
+    if cmd.kind is CommandKind.GRANT_OPERATOR:
+        if is_operator(auth, cmd.key):
+            raise _invalid("GRANT_OPERATOR: already an operator")
+        if not bls.is_public_key_valid(cmd.key):
+            raise _invalid("GRANT_OPERATOR: not a valid public key")
+    elif cmd.kind is CommandKind.REVOKE_OPERATOR:
+        if not is_operator(auth, cmd.key) or cmd.key == auth.admin_key:
+            raise _invalid("REVOKE_OPERATOR: not an operator")
+    elif cmd.kind is CommandKind.EXCLUDE_NODE:
+        if cmd.node not in ctx.validators or cmd.node in excluded:
+            raise _invalid("EXCLUDE_NODE: not a validator")
+        if len(ctx.validators) - len(excluded) - 1 < ctx.min_validators:
+            raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
+
+
+def check_command(
+    registry: Registry, ctx: CommandContext, cmd: SignedCommand, last_seq: int | None = None
+) -> Registry:
+    """Check one command against the state (see the module docstring) and return the
+    registry after it. ``last_seq`` defaults to the signer's in ``ctx.authority``."""
+    check_command_shape(cmd)
+    auth = ctx.authority
+    seq = get_last_seq(auth, cmd.signer) if last_seq is None else last_seq
+    check_command_signer(auth, cmd, seq)
+    if cmd.kind in APP_COMMANDS:
+        return _apply_app_command(registry, ctx, cmd)
+    _check_authority_command(auth, ctx, cmd, set())
+    return registry
+
+
+def apply_commands(
+    registry: Registry, ctx: CommandContext, commands: Sequence[SignedCommand]
+) -> tuple[Registry, Authority]:
+    """The registry and authority after a block's commands, in order; the first one
+    that does not check raises its ValidationError."""
+    if not commands:
+        return registry, ctx.authority
+    last: dict[bytes, int] = {}
+    excluded: set[bytes] = set()
+    for cmd in commands:
+        signer = bytes(cmd.signer)
+        seq = last[signer] if signer in last else get_last_seq(ctx.authority, signer)
+        check_command_shape(cmd)
+        check_command_signer(ctx.authority, cmd, seq)
+        if cmd.kind in APP_COMMANDS:
+            registry = _apply_app_command(registry, ctx, cmd)
+        else:
+            so_far = _authority_so_far(ctx.authority, commands, cmd)
+            _check_authority_command(so_far, ctx, cmd, excluded)
+            if cmd.kind is CommandKind.EXCLUDE_NODE:
+                excluded.add(cmd.node)
+        last[signer] = cmd.seq
+    return registry, apply_commands_to_authority(ctx.authority, commands)
+
+
+def _authority_so_far(
+    auth: Authority, commands: Sequence[SignedCommand], upto: SignedCommand
+) -> Authority:
+    """The authority with the grants and revocations of the block's earlier commands, so
+    that granting one key twice in a block is refused like granting it twice in two
+    blocks (the signers are still checked against the parent's authority)."""
+    earlier = []
+    for cmd in commands:
+        if cmd is upto:
+            break
+        earlier.append(cmd)
+    return apply_commands_to_authority(auth, earlier)
