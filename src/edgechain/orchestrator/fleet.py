@@ -1,0 +1,160 @@
+"""The fleet as the chain sees it: app views, an app's history, names resolved to ids.
+
+Pure functions of chain state for the API and the CLI (DESIGN.md, "Apps"): where each
+app should run comes from the head registry; where it was last *seen* running comes from
+the nodes' signed reports the state carries; an app's history (submission, updates,
+stops, placements, migrations, evictions) comes from the blocks of the head chain.
+Nothing here reads a clock or a runtime: migration timings are measured by the nodes
+involved and served by them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.model import AnyBlock, Block, CommandKind, PlanAction, ResourceReport
+from edgechain.chain.validator_set import get_removed_nodes
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record
+from edgechain.types import AppId, BlockHash
+
+MIN_PREFIX_HEX = 4
+"""An app may be named by a unique prefix of its id, at least this many hex digits."""
+
+
+@dataclass(frozen=True)
+class AppView:
+    """One app of the registry, with where the latest reports saw it running."""
+
+    app_id: AppId
+    name: str
+    state: str
+    """``running`` (placed), ``queued`` (running but not placed yet) or ``stopped``."""
+    version: int
+    node: bytes | None
+    runtime: str
+    owner: bytes
+    created_slot: int
+    last_move_slot: int | None
+    move_to: bytes | None
+    reported_on: tuple[bytes, ...]
+    """Nodes whose latest report lists the app (sorted): where it was seen running."""
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One thing the chain did to an app, in chain order."""
+
+    slot: int
+    block: BlockHash
+    kind: str
+    """``submit``, ``update``, ``stop``, ``start``, ``move`` (requested), ``remove``,
+    ``place``, ``migrate`` or ``evict`` (its node left the validator set)."""
+    node: bytes | None = None
+    """Where the event puts the app (place, migrate, move) or the node it left (evict)."""
+    origin: bytes | None = None
+    """The node a migration takes it from."""
+    signer: bytes | None = None
+    """The key that signed the command (command events only)."""
+    version: int | None = None
+    """The spec version after a submit or update."""
+
+
+def get_app_state_name(record: AppRecord) -> str:
+    if record.state is AppState.STOPPED:
+        return "stopped"
+    return "queued" if record.node is None else "running"
+
+
+def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> AppView:
+    seen = tuple(sorted(r.node for r in reports if any(u.app == record.app for u in r.apps)))
+    return AppView(
+        app_id=record.app,
+        name=record.spec.name,
+        state=get_app_state_name(record),
+        version=record.version,
+        node=record.node,
+        runtime=record.spec.runtime.name.lower(),
+        owner=record.owner,
+        created_slot=record.created_slot,
+        last_move_slot=record.last_move_slot,
+        move_to=record.move_to,
+        reported_on=seen,
+    )
+
+
+def compute_app_views(registry: Registry, reports: Sequence[ResourceReport]) -> tuple[AppView, ...]:
+    """Every app of the registry, in app id order."""
+    return tuple(compute_app_view(record, reports) for record in registry.records)
+
+
+def resolve_app(registry: Registry, text: str) -> AppId:
+    """The app named by ``text``: its full id, a unique id prefix (at least
+    ``MIN_PREFIX_HEX`` hex digits) or a unique name. KeyError when nothing matches,
+    ValueError (listing the candidates) when several do."""
+    wanted = text.strip().lower()
+    if len(wanted) == 64:
+        try:
+            app = AppId(bytes.fromhex(wanted))
+        except ValueError:
+            pass
+        else:
+            if get_record(registry, app) is not None:
+                return app
+    by_name = [r.app for r in registry.records if r.spec.name == text]
+    if len(by_name) == 1:
+        return by_name[0]
+    is_hex = len(wanted) >= MIN_PREFIX_HEX and all(c in "0123456789abcdef" for c in wanted)
+    by_prefix = [r.app for r in registry.records if is_hex and r.app.hex().startswith(wanted)]
+    candidates = by_name or by_prefix
+    if not candidates:
+        raise KeyError(f"no app named {text!r}")
+    if len(candidates) > 1:
+        listed = ", ".join(a.hex()[:12] for a in candidates[:8])
+        raise ValueError(f"{text!r} names {len(candidates)} apps: {listed}")
+    return candidates[0]
+
+
+def compute_app_history(
+    app: AppId, chain: Iterable[tuple[BlockHash, AnyBlock, Registry]]
+) -> list[HistoryEvent]:
+    """What the chain did to ``app``. ``chain``: the head chain's blocks in order, each
+    with the registry *before* it (its parent's)."""
+    events: list[HistoryEvent] = []
+    for block_hash, block, before in chain:
+        placed = get_record(before, app)
+        for node in get_removed_nodes(block):
+            if placed is not None and placed.node == node:
+                events.append(HistoryEvent(block.slot, block_hash, "evict", node=node))
+        if not isinstance(block, Block):
+            continue
+        for entry in block.plan:
+            if entry.app != app:
+                continue
+            kind = "place" if entry.action is PlanAction.PLACE else "migrate"
+            origin = entry.origin if entry.action is PlanAction.MIGRATE else None
+            events.append(
+                HistoryEvent(block.slot, block_hash, kind, node=entry.destination, origin=origin)
+            )
+        version = placed.version if placed is not None else 0
+        for cmd in block.commands:
+            if cmd.kind is CommandKind.SUBMIT:
+                if compute_submitted_app_id(cmd.signer, cmd.seq) != app:
+                    continue
+                version = 1
+            elif cmd.app != app:
+                continue
+            elif cmd.kind is CommandKind.UPDATE:
+                version += 1
+            events.append(
+                HistoryEvent(
+                    block.slot,
+                    block_hash,
+                    cmd.kind.name.lower(),
+                    node=cmd.node or None,
+                    signer=bytes(cmd.signer),
+                    version=version if cmd.spec is not None else None,
+                )
+            )
+    return events

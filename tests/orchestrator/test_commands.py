@@ -1,0 +1,253 @@
+"""Signed commands against the chain state: who may sign, replay, and the app lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from edgechain.chain.assembly import make_command
+from edgechain.chain.authority import (
+    Authority,
+    CommandReason,
+    get_last_seq,
+    is_banned,
+    is_operator,
+)
+from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.model import (
+    AppPolicy,
+    AppSpec,
+    CommandKind,
+    PlanAction,
+    PlanEntry,
+    RuntimeKind,
+    SignedCommand,
+)
+from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
+from edgechain.errors import ValidationError
+from edgechain.orchestrator import EMPTY_REGISTRY, AppState, Registry, compute_plan, get_record
+from edgechain.orchestrator.commands import CommandContext, apply_commands
+from edgechain.orchestrator.fleet import compute_app_history, compute_app_views, resolve_app
+from edgechain.orchestrator.policy import NodeInfo
+from edgechain.orchestrator.registry import apply_block_to_registry
+from edgechain.testing import make_identity
+from edgechain.types import AppId, BlockHash, NodeId, Slot
+
+CHAIN = "test-chain"
+ADMIN = make_identity(1, b"cmd-admin")
+OPERATOR = make_identity(2, b"cmd-operator")
+STRANGER = make_identity(3, b"cmd-stranger")
+NODES = [make_identity(10 + i, b"cmd-node") for i in range(4)]
+VALIDATORS = ValidatorSet.from_members(
+    ValidatorInfo(n.node, n.pk, f"n{i}", ("eu",) if i < 2 else ()) for i, n in enumerate(NODES)
+)
+SPEC = AppSpec("web", RuntimeKind.PROCESS, command=("sleep", "infinity"), cpu_bp=100)
+
+
+class Chain:
+    """Registry and authority advanced block by block, as the consensus state does."""
+
+    def __init__(self) -> None:
+        self.registry: Registry = EMPTY_REGISTRY
+        self.authority = Authority(admin_key=ADMIN.pk)
+        self.slot = 0
+        self.seqs: dict[bytes, int] = {}
+
+    def sign(self, who: object, kind: CommandKind, **fields: object) -> SignedCommand:
+        sk = who.sk  # type: ignore[attr-defined]
+        pk = bytes(who.pk)  # type: ignore[attr-defined]
+        self.seqs[pk] = self.seqs.get(pk, 0) + 1
+        return make_command(sk, CHAIN, self.seqs[pk], kind, **fields)  # type: ignore[arg-type]
+
+    def block(self, commands: Sequence[SignedCommand], plan: Sequence[PlanEntry] = ()) -> None:
+        self.slot += 1
+        registry = apply_block_to_registry(self.registry, Slot(self.slot), plan, ())
+        ctx = CommandContext(self.authority, VALIDATORS, Slot(self.slot), min_validators=3)
+        self.registry, self.authority = apply_commands(registry, ctx, commands)
+
+    def refused(self, commands: Sequence[SignedCommand]) -> str:
+        before = (self.registry, self.authority, self.slot)
+        with pytest.raises(ValidationError) as info:
+            self.block(commands)
+        self.registry, self.authority, self.slot = before
+        return info.value.reason
+
+    def plan(self) -> tuple[PlanEntry, ...]:
+        infos = [NodeInfo(m.node, m.labels) for m in VALIDATORS.members]
+        return compute_plan(self.registry, (), infos, Slot(self.slot + 1), 4)
+
+
+def granted() -> Chain:
+    chain = Chain()
+    chain.block([chain.sign(ADMIN, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk)])
+    return chain
+
+
+def test_only_granted_keys_sign_app_commands() -> None:
+    chain = Chain()
+    submit = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
+    assert chain.refused([submit]) == CommandReason.UNKNOWN_SIGNER
+    chain.block([chain.sign(ADMIN, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk)])
+    assert is_operator(chain.authority, OPERATOR.pk)
+    chain.block([submit])
+    assert get_record(chain.registry, compute_submitted_app_id(OPERATOR.pk, 1)) is not None
+    # An operator may not grant keys; nor may a stranger.
+    grant = chain.sign(OPERATOR, CommandKind.GRANT_OPERATOR, key=STRANGER.pk)
+    assert chain.refused([grant]) == CommandReason.NOT_ADMIN
+    exclude = chain.sign(STRANGER, CommandKind.EXCLUDE_NODE, node=NODES[0].node)
+    assert chain.refused([exclude]) == CommandReason.NOT_ADMIN
+
+
+def test_replayed_and_out_of_order_commands_are_refused() -> None:
+    chain = granted()
+    first = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
+    second = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
+    chain.block([first, second])
+    assert get_last_seq(chain.authority, OPERATOR.pk) == 2
+    assert chain.refused([first]) == CommandReason.REPLAYED
+    assert chain.refused([second]) == CommandReason.REPLAYED
+    later = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(1))
+    earlier = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(2))
+    assert chain.refused([earlier, later]) == CommandReason.REPLAYED  # seq 4 before seq 3
+
+
+def test_a_revoked_key_is_refused_from_the_next_block_and_regrant_keeps_its_seq() -> None:
+    chain = granted()
+    submit = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
+    revoke = chain.sign(ADMIN, CommandKind.REVOKE_OPERATOR, key=OPERATOR.pk)
+    chain.block([revoke, submit])  # same block: still checked against the parent
+    assert not is_operator(chain.authority, OPERATOR.pk)
+    again = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(1))
+    assert chain.refused([again]) == CommandReason.REVOKED
+    chain.block([chain.sign(ADMIN, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk)])
+    assert chain.refused([submit]) == CommandReason.REPLAYED
+    chain.block([again])
+    assert get_record(chain.registry, app_of(1)).state is AppState.STOPPED  # type: ignore[union-attr]
+
+
+def app_of(seq: int) -> AppId:
+    return compute_submitted_app_id(OPERATOR.pk, seq)
+
+
+def test_lifecycle_stop_start_update_move_remove() -> None:
+    chain = granted()
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    app = app_of(1)
+    place = chain.plan()
+    assert [e.action for e in place] == [PlanAction.PLACE]
+    chain.block([], place)
+    home = place[0].destination
+    assert get_record(chain.registry, app).node == home  # type: ignore[union-attr]
+
+    chain.block([chain.sign(OPERATOR, CommandKind.STOP, app=app)])
+    record = get_record(chain.registry, app)
+    assert record is not None and record.state is AppState.STOPPED and record.node == home
+    assert chain.refused([chain.sign(OPERATOR, CommandKind.STOP, app=app)]) == "command_invalid"
+    chain.block([chain.sign(OPERATOR, CommandKind.START, app=app)])
+    assert get_record(chain.registry, app).state is AppState.RUNNING  # type: ignore[union-attr]
+
+    new_spec = AppSpec("web", RuntimeKind.PROCESS, command=("sleep", "1000"), cpu_bp=200)
+    chain.block([chain.sign(OPERATOR, CommandKind.UPDATE, app=app, spec=new_spec)])
+    record = get_record(chain.registry, app)
+    assert record is not None and record.version == 2 and record.spec == new_spec
+    assert record.node == home and chain.plan() == ()
+
+    target = next(m.node for m in VALIDATORS.members if m.node != home)
+    for _ in range(4):  # the protocol's minimum interval between two moves
+        chain.block([])
+    chain.block([chain.sign(OPERATOR, CommandKind.MOVE, app=app, node=target)])
+    plan = chain.plan()
+    assert plan == (PlanEntry(PlanAction.MIGRATE, app, home, target),)
+    chain.block([], plan)
+    record = get_record(chain.registry, app)
+    assert record is not None and record.node == target and record.move_to is None
+
+    chain.block([chain.sign(OPERATOR, CommandKind.REMOVE, app=app)])
+    assert get_record(chain.registry, app) is None and chain.registry.queue == ()
+    gone = chain.sign(OPERATOR, CommandKind.START, app=app)
+    assert chain.refused([gone]) == "command_invalid"
+
+
+def test_move_respects_the_policy_and_the_validator_set() -> None:
+    chain = granted()
+    eu_only = AppSpec(
+        "db", RuntimeKind.PROCESS, command=("true",), policy=AppPolicy(allowed_labels=("eu",))
+    )
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=eu_only)])
+    chain.block([], chain.plan())
+    app = app_of(1)
+    home = get_record(chain.registry, app).node  # type: ignore[union-attr]
+    not_eu = next(m.node for m in VALIDATORS.members if not m.labels)
+    other_eu = next(m.node for m in VALIDATORS.members if m.labels and m.node != home)
+    outsider = make_identity(99).node
+    for node in (not_eu, outsider, home):
+        move = chain.sign(OPERATOR, CommandKind.MOVE, app=app, node=node)
+        assert chain.refused([move]) == "command_invalid"
+    chain.block([chain.sign(OPERATOR, CommandKind.MOVE, app=app, node=other_eu)])
+    assert get_record(chain.registry, app).move_to == other_eu  # type: ignore[union-attr]
+
+
+def test_a_stopped_app_is_neither_placed_nor_moved_nor_counted() -> None:
+    chain = granted()
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    chain.block([chain.sign(OPERATOR, CommandKind.STOP, app=app_of(1))])
+    assert chain.registry.queue == () and chain.plan() == ()
+    chain.block([chain.sign(OPERATOR, CommandKind.START, app=app_of(1))])
+    assert list(chain.registry.queue) == [app_of(1)]
+    assert [e.action for e in chain.plan()] == [PlanAction.PLACE]
+
+
+def test_admin_exclusion_bans_and_respects_the_floor() -> None:
+    chain = Chain()
+    chain.block([chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=NODES[0].node)])
+    assert is_banned(chain.authority, NODES[0].node)
+    # 4 validators, floor 3: excluding two in one block would leave 2.
+    two = [
+        chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=NODES[1].node),
+        chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=NODES[2].node),
+    ]
+    assert chain.refused(two) == "command_invalid"
+    malformed = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE)
+    assert chain.refused([malformed]) == CommandReason.MALFORMED
+
+
+def test_fleet_views_names_and_history() -> None:
+    chain = granted()
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    app = app_of(1)
+    assert resolve_app(chain.registry, "web") == app
+    assert resolve_app(chain.registry, app.hex()[:6]) == app
+    assert resolve_app(chain.registry, app.hex()) == app
+    with pytest.raises(KeyError):
+        resolve_app(chain.registry, "nope")
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    with pytest.raises(ValueError, match="names 2 apps"):
+        resolve_app(chain.registry, "web")
+    views = compute_app_views(chain.registry, ())
+    assert [v.state for v in views] == ["queued", "queued"]
+    assert all(v.reported_on == () for v in views)
+
+
+def test_history_comes_from_the_blocks() -> None:
+    from edgechain.testing import build_block, make_genesis
+
+    genesis, idents = make_genesis(4, committee_size=2, difficulty=10)
+    node = NodeId(idents[1].node)
+    submit = make_command(ADMIN.sk, CHAIN, 1, CommandKind.SUBMIT, spec=SPEC)
+    app = compute_submitted_app_id(ADMIN.pk, 1)
+    common = {"params": genesis.params, "vdf_iterations": 10, "producer": idents[0],
+              "committee": idents[1:3]}  # fmt: skip
+    first = build_block(parent=BlockHash(bytes(32)), slot=Slot(1), commands=(submit,), **common)  # type: ignore[arg-type]
+    place = PlanEntry(PlanAction.PLACE, app, b"", node)
+    second = build_block(parent=BlockHash(bytes(32)), slot=Slot(2), plan=(place,), **common)  # type: ignore[arg-type]
+    history = compute_app_history(
+        app,
+        [
+            (BlockHash(b"\x01" * 32), first, EMPTY_REGISTRY),
+            (BlockHash(b"\x02" * 32), second, EMPTY_REGISTRY),
+        ],
+    )
+    assert [(e.kind, e.slot) for e in history] == [("submit", 1), ("place", 2)]
+    assert history[0].signer == ADMIN.pk and history[0].version == 1
+    assert history[1].node == node
