@@ -5,6 +5,10 @@
 wall-clock ticks, and turns their outputs into datagrams, frames, VDF evaluations in a
 worker thread, and writes to the SQLite store. Paper §4 steps 1-5: a node joins the DHT
 through the bootstrap node, whose address and public key every node is given.
+
+The node knows nothing of HTTP: ``api/`` sits above it and calls its public interface
+(``get_*`` and ``submit_*``, see "public interface" below); ``node_daemon.py`` builds
+the process, a node with the API server around it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from collections import Counter, deque
@@ -27,9 +29,11 @@ from typing import Any
 
 import psutil
 
-from edgechain.api.http import HttpError, HttpServer, Request
+from edgechain.chain.assembly import make_command
 from edgechain.chain.attestation import count_signers
+from edgechain.chain.authority import get_last_seq
 from edgechain.chain.encoding import (
+    compute_submitted_app_id,
     decode_block,
     decode_genesis,
     encode_block,
@@ -37,11 +41,12 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import (
     BASIS_POINTS,
-    AppPolicy,
+    AnyBlock,
     AppSpec,
     Block,
     ChainParams,
-    RuntimeKind,
+    CommandKind,
+    SignedCommand,
     SkipBlock,
 )
 from edgechain.chain.store import BlockStore
@@ -51,7 +56,6 @@ from edgechain.consensus.messages import (
     BlockMsg,
     CandidateMsg,
     GenesisCreated,
-    GenesisMsg,
     HeadChanged,
     MigrationOrder,
     Outgoing,
@@ -59,22 +63,30 @@ from edgechain.consensus.messages import (
     PeerRejected,
     Route,
     SkipVoteMsg,
-    SubmissionMsg,
     SyncResponseMsg,
     VdfRequest,
     VoteMsg,
 )
 from edgechain.consensus.roles import Role
-from edgechain.consensus.state import get_current_slot, get_roles
+from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls, vdf
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.crypto.keystore import load_or_create_keystore
-from edgechain.errors import PeerError, ValidationError
+from edgechain.crypto.keystore import load_keystore, load_or_create_keystore
+from edgechain.errors import LocalError, PeerError, ValidationError
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
+from edgechain.node_logging import configure_logging
+from edgechain.node_priority import (
+    COMMITTEE_NICE,
+    PRODUCER_NICE,
+    get_autogroup_nice,
+    raise_thread_priority,
+    set_autogroup_nice,
+    set_thread_nice,
+)
 from edgechain.runtime.manager import AppManager, get_transfer_label
-from edgechain.types import NodeId, Signature, Slot
+from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Signature, Slot
 from edgechain.wire.codec import (
     Transport,
     decode_gossip_payload,
@@ -104,6 +116,8 @@ class NodeConfig:
     chain_id: str = "edgechain"
     admin_key: bytes = b""
     ticket: bytes = b""
+    open_admission: bool = False
+    """Genesis only: nodes join without a ticket (labs); the admin key still rules apps."""
     genesis: bool = False
     committee: int = 8
     slot_duration_ms: int = 2_000
@@ -111,6 +125,32 @@ class NodeConfig:
     initial_difficulty: int | None = None
     labels: tuple[str, ...] = ()
     ready_file: Path | None = None
+    operator_key: Path | None = None
+    """A keystore file with an operator key: the node signs SUBMIT commands with it for
+    local callers who present its API token (``POST /apps``)."""
+
+
+@dataclass(frozen=True)
+class CommandReceipt:
+    """A command the node accepted and gossiped (not yet in a block)."""
+
+    command_hash: bytes
+    seq: int
+    app_id: AppId | None = None
+    """SUBMIT only: the id the app will have."""
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One block of the head chain and the state of its parent."""
+
+    block_hash: BlockHash
+    block: AnyBlock
+    parent_state: BlockState
+
+
+class NoOperatorKeyError(LocalError):
+    """``submit_app`` needs an operator key in the node's configuration."""
 
 
 @dataclass
@@ -145,59 +185,6 @@ def measure_vdf_ips(iterations: int = 20_000) -> int:
     return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
 
 
-PRODUCER_NICE = -20
-"""Nice value of the VDF thread, and of the node while it produces the current slot's
-block, where the node may raise priority (root or CAP_SYS_NICE); elsewhere all keep
-the default. The VDF is the slot's critical path: it gets a core whatever else runs."""
-
-COMMITTEE_NICE = -5
-"""Nice value of a committee member until the slot's block is in: its votes have a
-deadline, but a whole committee raised as high as the producer would crowd it out."""
-
-
-def _set_thread_nice(nice: int) -> bool:
-    """Set the calling thread's nice value (Linux: per thread); False if not allowed."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except OSError:
-        return False
-    return True
-
-
-AUTOGROUP_FILE = Path("/proc/self/autogroup")
-
-
-def _set_autogroup_nice(nice: int) -> bool:
-    """Set the nice value of this process's scheduler autogroup (Linux); False if not.
-
-    With autogroup scheduling (the default on desktop and many server kernels) the CPU
-    is shared fairly between sessions first and thread nice values only weigh threads
-    of one session against each other; a node started in its own session (as the
-    testnet launcher does) is raised against the other nodes only through its group.
-    """
-    try:
-        AUTOGROUP_FILE.write_text(f"{nice}\n")
-    except OSError:
-        return False
-    return True
-
-
-def _get_autogroup_nice() -> int | None:
-    try:
-        # "/autogroup-123 nice 0"
-        return int(AUTOGROUP_FILE.read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _raise_thread_priority() -> None:
-    # A producer whose VDF is starved by the device's apps (or, in a one-host testnet,
-    # by the other nodes verifying the previous block) misses its slot: a skip block.
-    # Raising priority needs privilege; without it the thread keeps the default.
-    if not _set_thread_nice(PRODUCER_NICE):
-        log.debug("vdf thread keeps default priority (no permission to raise it)")
-
-
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -206,10 +193,15 @@ class Node:
         self.pk = bls.sk_to_pk(self.sk)
         self.node_id = compute_node_id(self.pk)
         self.store = BlockStore(config.data_dir / "chain.db")
+        self.operator_sk: SecretKey | None = (
+            load_keystore(config.operator_key) if config.operator_key is not None else None
+        )
         host, port = split_address(config.listen)
         self.transport = NetworkTransport(host, port, self._on_data)
-        http_host, http_port = split_address(config.http)
-        self.http = HttpServer(http_host, http_port, self._on_http)
+        self._operator_seq = 0
+        """The last seq this node signed with its operator key."""
+        self.started = asyncio.Event()
+        """Set once the node runs (engine built, store replayed, DHT joined)."""
         self.rng = random.Random(self.node_id)
         self.dht = DhtNode(self.node_id, random.Random(self.rng.getrandbits(64)), DhtConfig())
         self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
@@ -224,7 +216,7 @@ class Node:
         # The VDF gets a thread of its own: it must never queue behind runtime calls. It
         # is the slot's critical path, so it also runs ahead of other work on the device.
         self._vdf_pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="vdf", initializer=_raise_thread_priority
+            1, thread_name_prefix="vdf", initializer=raise_thread_priority
         )
         self._vdf_running: dict[VdfRequest, Path] = {}
         self._vdf_dir = config.data_dir / "vdf"
@@ -244,7 +236,6 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.transport.start()
-        await self.http.start()
         # Before the engine: the transfer port goes into our inclusion request's labels.
         self.apps = AppManager(self.config.data_dir, self.node_id, self.sk)
         self._transfer_port = await self.apps.start(self.transport.host)
@@ -252,13 +243,12 @@ class Node:
         self.apps.attach(self.engine)
         self._replay_store()
         self._join_dht()
-        self._write_ready_file()
-        log.info("node started", extra={"fields": self._identity()})
+        log.info("node started", extra={"fields": self.get_identity()})
+        self.started.set()
         try:
             await self._loop(stop)
         finally:
             await self._close_apps()
-            await self.http.close()
             await self.transport.close()
             self.store.close()
             log.info("node stopped", extra={"fields": {"node_id": self.node_id.hex()}})
@@ -280,6 +270,8 @@ class Node:
         )
         template = None
         if cfg.genesis:
+            if not cfg.admin_key:
+                raise LocalError("a new chain needs an admin key (--admin-key)")
             difficulty = cfg.initial_difficulty or max(
                 1, measure_vdf_ips() * cfg.slot_duration_ms * cfg.vdf_target_bp // 10_000_000
             )
@@ -291,6 +283,7 @@ class Node:
                 initial_difficulty=difficulty,
                 vdf_target_bp=cfg.vdf_target_bp,
                 admin_key=cfg.admin_key,
+                open_admission=cfg.open_admission,
             )
         engine_config = EngineConfig(
             chain_id=cfg.chain_id,
@@ -338,29 +331,10 @@ class Node:
             contact = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
         self._apply_dht(self.dht.join(contact, now_ms()))
 
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id.hex(),
-            "public_key": self.pk.hex(),
-            "udp_port": self.transport.port,
-            "tcp_port": self.transport.port,
-            "http_port": self.http.port,
-            "transfer_port": self._transfer_port,
-            "pid": os.getpid(),
-        }
-
-    def _write_ready_file(self) -> None:
-        path = self.config.ready_file
-        if path is None:
-            return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._identity()))
-        tmp.replace(path)
-
     async def _loop(self, stop: asyncio.Event) -> None:
         self._base_nice = (
             os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
-            _get_autogroup_nice(),
+            get_autogroup_nice(),
         )
         try:
             while not stop.is_set():
@@ -591,7 +565,7 @@ class Node:
             # Measured in the thread: tells a slow evaluation from a busy event loop.
             timing["start"] = now_ms()
             timing["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-            timing["group_nice"] = _get_autogroup_nice() or 0
+            timing["group_nice"] = get_autogroup_nice() or 0
             cpu_started = time.thread_time()
             try:
                 return vdf.prove(
@@ -706,28 +680,6 @@ class Node:
         elif isinstance(event, PeerRejected):
             log.debug("peer input rejected", extra={"fields": {"reason": event.reason}})
 
-    # --- HTTP API ------------------------------------------------------------------------
-
-    async def _on_http(self, request: Request) -> tuple[int, Any]:
-        if self.engine is None:
-            raise HttpError(503, "starting")
-        if request.method == "GET" and request.path == "/health":
-            return 200, {"ok": True}
-        if request.method == "GET" and request.path == "/status":
-            return 200, self.get_status()
-        if request.method == "GET" and request.path == "/blocks":
-            since = int(request.query.get("since", "0") or 0)
-            return 200, [vars(b) for b in self.accepted if b.slot >= since]
-        if request.method == "GET" and request.path == "/chain":
-            return 200, self._get_chain()
-        if request.method == "POST" and request.path == "/apps":
-            return self._submit_app(request.body)
-        if request.method == "GET" and request.path == "/apps":
-            return 200, self.apps.get_views() if self.apps is not None else []
-        if request.path in ("/health", "/status", "/blocks", "/chain", "/apps"):
-            raise HttpError(405, "method not allowed")
-        raise HttpError(404, "not found")
-
     def _get_current_role(self, now: int) -> tuple[int, Role]:
         """The current slot, and our role in it while its block is still to come."""
         engine = self.engine
@@ -744,7 +696,7 @@ class Node:
 
     def _update_priority(self, now: int) -> None:
         """On duty (producer or committee of the current slot): run ahead of other work
-        (the loop thread and this process's autogroup, see :func:`_set_autogroup_nice`).
+        (the loop thread and this process's autogroup, see :func:`set_autogroup_nice`).
 
         A slot's deadlines are the producer's VDF and candidate and the committee's
         votes, all before 2/3 of the slot. On a busy device (or a one-host testnet, where
@@ -780,22 +732,65 @@ class Node:
             return
         self._duty_nice = duty_nice
         base_thread, base_group = self._base_nice
-        _set_thread_nice(base_thread if duty_nice is None else min(base_thread, duty_nice))
+        set_thread_nice(base_thread if duty_nice is None else min(base_thread, duty_nice))
         if base_group is not None:
-            _set_autogroup_nice(base_group if duty_nice is None else min(base_group, duty_nice))
+            set_autogroup_nice(base_group if duty_nice is None else min(base_group, duty_nice))
+
+    # --- public interface (api/ calls these; nothing here knows of HTTP) ----------------
+
+    def is_ready(self) -> bool:
+        """True once the engine exists (``run`` has started it)."""
+        return self.engine is not None
+
+    def has_operator_key(self) -> bool:
+        return self.operator_sk is not None
+
+    def get_identity(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "udp_port": self.transport.port,
+            "tcp_port": self.transport.port,
+            "transfer_port": self._transfer_port,
+            "pid": os.getpid(),
+        }
+
+    def get_params(self) -> ChainParams | None:
+        """The chain's parameters (None before genesis)."""
+        return self.engine.params if self.engine is not None else None
+
+    def get_head_state(self) -> BlockState | None:
+        """The state after the head block (None before genesis)."""
+        return self.engine.get_head_state() if self.engine is not None else None
+
+    def get_head_chain(self) -> list[ChainEntry]:
+        """The head chain, oldest first (genesis exclusive), each block with the state
+        it was built on."""
+        engine = self.engine
+        if engine is None:
+            return []
+        out = []
+        for block_hash in engine.get_chain():
+            block = engine.blocks[block_hash]
+            out.append(ChainEntry(block_hash, block, engine.states[block.parent]))
+        return out
 
     def get_status(self) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
         now = now_ms()
         state = engine.get_head_state()
+        params = engine.params
         slot, role = self._get_current_role(now)
         memory = self.process.memory_info()
         cpu = self.process.cpu_times()
+        admin_key = params.admin_key if params is not None else self.config.admin_key
         return {
             "node_id": self.node_id.hex(),
             "public_key": self.pk.hex(),
             "chain_id": self.config.chain_id,
+            "admin_key": admin_key.hex() if admin_key else None,
+            "open_admission": params.open_admission if params is not None else None,
             "genesis": engine.genesis is not None,
             "slot": slot,
             "head": engine.head.hex() if engine.head else None,
@@ -812,10 +807,23 @@ class Node:
             "transport": vars(self.transport.stats),
             "rss_mb": round(memory.rss / 2**20, 1),
             "cpu_seconds": round(cpu.user + cpu.system, 2),
+            "operator_key": (
+                bls.sk_to_pk(self.operator_sk).hex() if self.operator_sk is not None else None
+            ),
             "apps": self.apps.get_status_apps() if self.apps is not None else [],
         }
 
-    def _get_chain(self) -> list[dict[str, Any]]:
+    def get_blocks(self, since: int = 0, limit: int = MAX_ACCEPTED_LOG) -> list[dict[str, Any]]:
+        """Blocks this node accepted (any branch), slot >= ``since``, oldest first."""
+        out: list[dict[str, Any]] = []
+        for block in self.accepted:
+            if block.slot >= since:
+                if len(out) >= limit:
+                    break
+                out.append(vars(block))
+        return out
+
+    def get_chain(self) -> list[dict[str, Any]]:
         engine = self.engine
         assert engine is not None
         return [
@@ -827,69 +835,63 @@ class Node:
             for h in engine.get_chain()
         ]
 
-    def _submit_app(self, body: bytes) -> tuple[int, Any]:
+    def get_runtime_apps(self) -> list[dict[str, Any]]:
+        """The apps this node's runtime has, as it sees them."""
+        return self.apps.get_views() if self.apps is not None else []
+
+    def get_migrations(self) -> list[dict[str, Any]]:
+        """This node's migration results (outbound), oldest first, with timings."""
+        return list(self.apps.results) if self.apps is not None else []
+
+    def submit_command(self, command: SignedCommand) -> CommandReceipt:
+        """Check ``command`` against the head state, keep it for a block and gossip it.
+
+        Raises the engine's ValidationError (``CommandReason``, ``no_chain``) if refused.
+        """
         engine = self.engine
-        assert engine is not None
-        try:
-            spec = parse_app_spec(json.loads(body or b"{}"))
-            app_id, out = engine.submit_app(spec, now_ms())
-        except (ValueError, TypeError, KeyError, ValidationError) as exc:
-            raise HttpError(400, f"bad app spec: {exc}") from None
+        if engine is None:
+            raise ValidationError("no_chain", "node is starting")
+        digest, out = engine.submit_command(command, now_ms())
         self._apply(out)
-        return 201, {"app_id": app_id.hex()}
+        self._wake.set()
+        app_id = None
+        if command.kind is CommandKind.SUBMIT:
+            app_id = compute_submitted_app_id(command.signer, command.seq)
+        return CommandReceipt(digest, command.seq, app_id)
 
-
-def parse_app_spec(data: dict[str, Any]) -> AppSpec:
-    """The JSON form of an app spec (POST /apps)."""
-    policy = data.get("policy", {})
-    return AppSpec(
-        name=str(data["name"]),
-        runtime=RuntimeKind[str(data.get("runtime", "process")).upper()],
-        image=str(data.get("image", "")),
-        command=tuple(str(a) for a in data.get("command", ())),
-        cpu_bp=int(data.get("cpu_bp", 0)),
-        ram_bp=int(data.get("ram_bp", 0)),
-        stateful=bool(data.get("stateful", False)),
-        policy=AppPolicy(
-            pinned=bool(policy.get("pinned", False)),
-            pin_node=bytes.fromhex(policy.get("pin_node", "")),
-            allowed_labels=tuple(policy.get("allowed_labels", ())),
-            anti_affinity=str(policy.get("anti_affinity", "")),
-            min_interval_slots=int(policy.get("min_interval_slots", 0)),
-        ),
-        nonce=bytes.fromhex(data.get("nonce", "")),
-    )
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message and the event's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "t": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    def submit_app(self, spec: AppSpec) -> CommandReceipt:
+        """Sign a SUBMIT of ``spec`` with the node's operator key and submit it."""
+        engine = self.engine
+        sk = self.operator_sk
+        if sk is None:
+            raise NoOperatorKeyError("no operator key configured (--operator-key)")
+        state = engine.get_head_state() if engine is not None else None
+        params = engine.params if engine is not None else None
+        if state is None or params is None:
+            raise ValidationError("no_chain", "no genesis yet")
+        # SPEC's seq rule, and above what this node signed already: two submissions in
+        # one millisecond, or before the first is in a block, still get distinct seqs.
+        last = get_last_seq(state.authority, bls.sk_to_pk(sk))
+        seq = max(last + 1, self._operator_seq + 1, now_ms())
+        command = make_command(sk, params.chain_id, seq, CommandKind.SUBMIT, spec=spec)
+        receipt = self.submit_command(command)
+        self._operator_seq = seq
+        return receipt
 
 
 async def run_node(config: NodeConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Node(config).run(stop)
+    """Transitional alias of :func:`edgechain.node_daemon.run_node`, the process entry
+    point (a node with its HTTP API), for callers that still import it from here."""
+    from edgechain.node_daemon import run_node as run_daemon
+
+    await run_daemon(config)
 
 
-__all__ = ["GenesisMsg", "Node", "NodeConfig", "SubmissionMsg", "parse_app_spec", "run_node"]
+__all__ = [
+    "ChainEntry",
+    "CommandReceipt",
+    "Node",
+    "NodeConfig",
+    "configure_logging",
+    "run_node",
+]

@@ -17,7 +17,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from edgechain.api.http import Request
 from edgechain.chain.assembly import make_ticket
 from edgechain.consensus.messages import SyncRequestMsg, VoteMsg
 from edgechain.crypto import bls
@@ -64,8 +63,7 @@ def _free_port() -> int:
 
 
 async def _status(node: Node) -> dict[str, Any]:
-    _, status = await node._on_http(Request("GET", "/status", {}, b""))
-    return dict(status)
+    return node.get_status()
 
 
 async def _wait_for(predicate: Any, timeout: float) -> bool:

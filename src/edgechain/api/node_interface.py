@@ -1,0 +1,49 @@
+"""What the API needs from a node: the node's public interface, as a Protocol.
+
+``edgechain.node.Node`` implements it; the API's unit tests use a fake. Getters return
+chain objects or plain JSON-able data, ``submit_*`` raise the node's and engine's own
+errors (``ValidationError`` with a ``reason``, ``NoOperatorKeyError``), which the routes
+map to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from edgechain.chain.model import AppSpec, ChainParams, SignedCommand
+from edgechain.consensus.state import BlockState
+from edgechain.node import ChainEntry, CommandReceipt
+
+
+class NodeInterface(Protocol):
+    def is_ready(self) -> bool:
+        """False until the node runs (the API answers 503 meanwhile)."""
+        ...
+
+    def has_operator_key(self) -> bool: ...
+
+    def get_status(self) -> dict[str, Any]: ...
+
+    def get_params(self) -> ChainParams | None: ...
+
+    def get_head_state(self) -> BlockState | None: ...
+
+    def get_head_chain(self) -> list[ChainEntry]:
+        """The head chain, oldest first, genesis exclusive, with each parent's state."""
+        ...
+
+    def get_blocks(self, since: int, limit: int) -> list[dict[str, Any]]: ...
+
+    def get_chain(self) -> list[dict[str, Any]]: ...
+
+    def get_runtime_apps(self) -> list[dict[str, Any]]: ...
+
+    def get_migrations(self) -> list[dict[str, Any]]: ...
+
+    def submit_command(self, command: SignedCommand) -> CommandReceipt:
+        """Check (against the head state), keep and gossip a signed command."""
+        ...
+
+    def submit_app(self, spec: AppSpec) -> CommandReceipt:
+        """Sign a SUBMIT of ``spec`` with the node's operator key and submit it."""
+        ...

@@ -1,0 +1,316 @@
+"""The HTTP API's routes: parse, call the node's public interface, map errors to statuses.
+
+Every refusal is an :class:`HttpError` with the offending field; anything else a
+handler raises is the server's catch-all 500 (``api/server.py``). The node is reached
+only through :class:`NodeInterface`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from edgechain.api.auth import is_authorized
+from edgechain.api.node_interface import NodeInterface
+from edgechain.api.schema import (
+    SchemaError,
+    app_spec_to_json,
+    check_keys,
+    check_query,
+    get_hex,
+    get_object,
+    parse_app_spec,
+    parse_query_int,
+)
+from edgechain.api.server import HttpError, Reply, Request
+from edgechain.api.views import render_nodes, render_operator, to_json
+from edgechain.chain.authority import CommandReason
+from edgechain.chain.encoding import decode_command
+from edgechain.chain.model import SignedCommand
+from edgechain.consensus.state import BlockState
+from edgechain.errors import DecodeError, PeerError
+from edgechain.node import CommandReceipt, NoOperatorKeyError
+from edgechain.orchestrator.fleet import (
+    compute_app_history,
+    compute_app_view,
+    compute_app_views,
+    resolve_app,
+)
+from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.types import PUBLIC_KEY_SIZE
+
+MAX_BLOCKS = 20_000
+"""The most ``GET /blocks`` returns (a node keeps that many in its accepted log)."""
+
+COMMAND_STATUS = {
+    CommandReason.BAD_SIGNATURE: 403,
+    CommandReason.UNKNOWN_SIGNER: 403,
+    CommandReason.REVOKED: 403,
+    CommandReason.NOT_ADMIN: 403,
+    CommandReason.REPLAYED: 409,
+    CommandReason.MALFORMED: 400,
+    CommandReason.INVALID: 422,
+    "command_pool_full": 503,
+    "no_chain": 503,
+}
+"""HTTP status of each reason a node refuses a command for (unknown reasons: 422)."""
+
+Params = tuple[str, ...]
+RouteHandler = Callable[[Request, Params], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: tuple[str, ...]
+    """Path segments; ``{name}`` matches any one segment."""
+    handler: RouteHandler
+    query: frozenset[str] = frozenset()
+    """The query parameters the route reads (any other is a 400)."""
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    """Percent-decoded segments of ``path`` (which starts with '/')."""
+    try:
+        return tuple(unquote(s, errors="strict") for s in path.split("/")[1:])
+    except UnicodeDecodeError:
+        raise HttpError(400, "path is not UTF-8", "path") from None
+
+
+def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> Params | None:
+    if len(pattern) != len(segments):
+        return None
+    params = []
+    for want, got in zip(pattern, segments, strict=True):
+        if want.startswith("{"):
+            if not got:
+                return None
+            params.append(got)
+        elif want != got:
+            return None
+    return tuple(params)
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def find(self, request: Request) -> tuple[Route, Params]:
+        """The route for ``request``; 404 for an unknown path, 405 for a wrong method."""
+        segments = split_path(request.path)
+        allowed: list[str] = []
+        for route in self.routes:
+            params = _match(route.pattern, segments)
+            if params is None:
+                continue
+            if route.method == request.method:
+                return route, params
+            allowed.append(route.method)
+        if allowed:
+            raise HttpError(
+                405,
+                f"method {request.method[:16]} not allowed here",
+                "method",
+                (("Allow", ", ".join(sorted(set(allowed)))),),
+            )
+        raise HttpError(404, "no such endpoint", "path")
+
+
+def _pattern(text: str) -> tuple[str, ...]:
+    return tuple(text.split("/")[1:])
+
+
+def parse_json_body(body: bytes) -> object:
+    if not body:
+        raise HttpError(400, "empty body, expected JSON", "body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise HttpError(400, "body is not valid JSON", "body") from None
+
+
+def schema_error(exc: SchemaError) -> HttpError:
+    return HttpError(400, exc.message, exc.field)
+
+
+def command_error(exc: PeerError, field: str = "command") -> HttpError:
+    """A refused command's HTTP answer (SPEC: 403 authority, 409 replay, 422 invalid)."""
+    status = COMMAND_STATUS.get(exc.reason, 422)
+    headers = (("Retry-After", "2"),) if status == 503 else ()
+    return HttpError(status, str(exc), field if status < 500 else None, headers)
+
+
+def render_receipt(receipt: CommandReceipt) -> dict[str, Any]:
+    out: dict[str, Any] = {"command_hash": receipt.command_hash.hex(), "seq": receipt.seq}
+    if receipt.app_id is not None:
+        out["app_id"] = receipt.app_id.hex()
+    return out
+
+
+class NodeRoutes:
+    """The API of one node; ``handle`` is the server's handler."""
+
+    def __init__(self, node: NodeInterface, token: str) -> None:
+        self.node = node
+        self.token = token
+        self.router = Router(
+            [
+                Route("GET", _pattern("/health"), self.get_health),
+                Route("GET", _pattern("/status"), self.get_status),
+                Route("GET", _pattern("/blocks"), self.get_blocks, frozenset({"since", "limit"})),
+                Route("GET", _pattern("/chain"), self.get_chain),
+                Route("GET", _pattern("/nodes"), self.get_nodes),
+                Route("GET", _pattern("/apps"), self.get_apps),
+                Route("GET", _pattern("/apps/{app}"), self.get_app),
+                Route("GET", _pattern("/apps/{app}/history"), self.get_app_history),
+                Route("GET", _pattern("/migrations"), self.get_migrations),
+                Route("GET", _pattern("/runtime/apps"), self.get_runtime_apps),
+                Route("GET", _pattern("/operators/{public_key}"), self.get_operator),
+                Route("POST", _pattern("/commands"), self.post_command),
+                Route("POST", _pattern("/apps"), self.post_app),
+            ]
+        )
+
+    async def handle(self, request: Request) -> Reply:
+        route, params = self.router.find(request)
+        try:
+            check_query(request.query, route.query)
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        if not self.node.is_ready():
+            raise HttpError(503, "node is starting", None, (("Retry-After", "1"),))
+        return route.handler(request, params)
+
+    def _get_state(self) -> BlockState:
+        state = self.node.get_head_state()
+        if state is None:
+            raise HttpError(503, "no chain yet (before genesis)", None, (("Retry-After", "2"),))
+        return state
+
+    # --- reading --------------------------------------------------------------------
+
+    def get_health(self, request: Request, params: Params) -> Reply:
+        return Reply(200, {"ok": True})
+
+    def get_status(self, request: Request, params: Params) -> Reply:
+        return Reply(200, self.node.get_status())
+
+    def get_blocks(self, request: Request, params: Params) -> Reply:
+        try:
+            since = parse_query_int(request.query, "since", default=0, low=0, high=2**63 - 1)
+            limit = parse_query_int(
+                request.query, "limit", default=MAX_BLOCKS, low=1, high=MAX_BLOCKS
+            )
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        return Reply(200, self.node.get_blocks(since, limit))
+
+    def get_chain(self, request: Request, params: Params) -> Reply:
+        return Reply(200, self.node.get_chain())
+
+    def get_nodes(self, request: Request, params: Params) -> Reply:
+        return Reply(200, render_nodes(self._get_state()))
+
+    def get_apps(self, request: Request, params: Params) -> Reply:
+        state = self._get_state()
+        return Reply(200, to_json(compute_app_views(state.registry, state.reports)))
+
+    def _resolve_app(self, state: BlockState, text: str) -> AppRecord:
+        try:
+            app = resolve_app(state.registry, text)
+        except KeyError:
+            raise HttpError(404, f"no app named {text[:64]!r}", "app") from None
+        except ValueError as exc:
+            raise HttpError(409, str(exc), "app") from None
+        record = get_record(state.registry, app)
+        assert record is not None  # resolve_app returns only apps of the registry
+        return record
+
+    def get_app(self, request: Request, params: Params) -> Reply:
+        state = self._get_state()
+        record = self._resolve_app(state, params[0])
+        view = to_json(compute_app_view(record, state.reports))
+        return Reply(200, {**view, "spec": app_spec_to_json(record.spec)})
+
+    def get_app_history(self, request: Request, params: Params) -> Reply:
+        state = self._get_state()
+        app = self._resolve_app(state, params[0]).app
+        chain = (
+            (e.block_hash, e.block, e.parent_state.registry) for e in self.node.get_head_chain()
+        )
+        events = compute_app_history(app, chain)
+        migrations = [
+            m for m in self.node.get_migrations() if app.hex().startswith(str(m.get("app", "-")))
+        ]
+        return Reply(
+            200, {"app_id": app.hex(), "events": to_json(events), "migrations": to_json(migrations)}
+        )
+
+    def get_migrations(self, request: Request, params: Params) -> Reply:
+        return Reply(200, to_json(self.node.get_migrations()))
+
+    def get_runtime_apps(self, request: Request, params: Params) -> Reply:
+        return Reply(200, to_json(self.node.get_runtime_apps()))
+
+    def get_operator(self, request: Request, params: Params) -> Reply:
+        try:
+            key = get_hex(params[0], "public_key", sizes=(PUBLIC_KEY_SIZE,))
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        return Reply(200, render_operator(self._get_state(), key))
+
+    # --- writing --------------------------------------------------------------------
+
+    def post_command(self, request: Request, params: Params) -> Reply:
+        try:
+            body = get_object(parse_json_body(request.body), "body")
+            check_keys(body, frozenset({"command"}))
+            if "command" not in body:
+                raise SchemaError("command", "missing")
+            text = body["command"]
+            if not isinstance(text, str):
+                raise SchemaError("command", "expected the hex of an encoded command")
+            raw = bytes.fromhex(text)
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        except ValueError:
+            raise HttpError(400, "not hexadecimal", "command") from None
+        try:
+            command = decode_command(raw)
+        except DecodeError as exc:
+            raise HttpError(400, f"undecodable command: {exc}", "command") from None
+        return self._submit(command)
+
+    def _submit(self, command: SignedCommand) -> Reply:
+        try:
+            receipt = self.node.submit_command(command)
+        except PeerError as exc:
+            raise command_error(exc) from None
+        return Reply(202, render_receipt(receipt))
+
+    def post_app(self, request: Request, params: Params) -> Reply:
+        # Token first: without it a caller learns nothing, not even what is wrong with
+        # its spec. Then the spec, then whether this node can sign for it at all.
+        if not is_authorized(request.headers, self.token):
+            raise HttpError(
+                401,
+                "needs Authorization: Bearer <the node's api.token>",
+                "authorization",
+                (("WWW-Authenticate", 'Bearer realm="edgechain"'),),
+            )
+        try:
+            spec = parse_app_spec(get_object(parse_json_body(request.body), "body"))
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        if not self.node.has_operator_key():
+            raise HttpError(403, "this node has no operator key (--operator-key)", "operator_key")
+        try:
+            receipt = self.node.submit_app(spec)
+        except NoOperatorKeyError as exc:
+            raise HttpError(403, str(exc), "operator_key") from None
+        except PeerError as exc:
+            raise command_error(exc, "body") from None
+        return Reply(202, render_receipt(receipt))

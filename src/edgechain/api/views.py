@@ -1,0 +1,68 @@
+"""JSON views of chain state for the API: nodes, operators, and a generic converter.
+
+Pure functions of a ``BlockState`` (no node, no I/O): byte strings become hex, enums
+their value, dataclasses objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from edgechain.chain.authority import get_last_seq, is_admin, is_operator, is_revoked
+from edgechain.consensus.state import BlockState
+
+
+def to_json(value: object) -> Any:
+    """A JSON-able copy of ``value``: bytes as hex, enums by value, dataclasses as objects."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_")
+        }
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(v) for v in value]
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def render_nodes(state: BlockState) -> list[dict[str, Any]]:
+    """The validators of ``state`` with their latest report (if any)."""
+    reports = {r.node: r for r in state.reports}
+    out = []
+    for info in state.validators.members:
+        report = reports.get(info.node)
+        out.append(
+            {
+                "node_id": info.node.hex(),
+                "public_key": info.public_key.hex(),
+                "address": info.address,
+                "labels": list(info.labels),
+                "cpu_bp": report.cpu_bp if report else None,
+                "ram_bp": report.ram_bp if report else None,
+                "report_slot": report.slot if report else None,
+                "apps": [u.app.hex() for u in report.apps] if report else [],
+            }
+        )
+    return out
+
+
+def render_operator(state: BlockState, public_key: bytes) -> dict[str, Any]:
+    auth = state.authority
+    return {
+        "public_key": public_key.hex(),
+        "admin": is_admin(auth, public_key),
+        "operator": is_operator(auth, public_key),
+        "revoked": is_revoked(auth, public_key),
+        "last_seq": get_last_seq(auth, public_key),
+    }

@@ -1,0 +1,77 @@
+"""The node process: a :class:`~edgechain.node.Node` with its HTTP API around it.
+
+``api/`` sits above the node (the node never imports it), so this is where the two meet:
+the API server binds first (answering 503 until the node runs), the node starts, and
+then the ready file is written with every port, the API's included. ``run_node`` is
+the entry point ``edgechain node`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+from edgechain.api.auth import load_or_create_token
+from edgechain.api.routes import NodeRoutes
+from edgechain.api.server import READ_TIMEOUT_S, HttpServer
+from edgechain.network.transport import split_address
+from edgechain.node import Node, NodeConfig
+
+log = logging.getLogger("edgechain.node")
+
+
+class NodeService:
+    """One node and its API server, run together by :meth:`run`."""
+
+    def __init__(self, config: NodeConfig, *, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.config = config
+        self.node = Node(config)
+        self.token = load_or_create_token(config.data_dir)
+        self.routes = NodeRoutes(self.node, self.token)
+        host, port = split_address(config.http)
+        self.api = HttpServer(host, port, self.routes.handle, read_timeout_s=read_timeout_s)
+
+    @property
+    def http_port(self) -> int:
+        return self.api.port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.api.start()
+        log.info(
+            "api listening",
+            extra={"fields": {"host": self.api.host, "http_port": self.api.port}},
+        )
+        node_task = asyncio.ensure_future(self.node.run(stop))
+        try:
+            started = asyncio.ensure_future(self.node.started.wait())
+            await asyncio.wait({node_task, started}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            if self.node.started.is_set():
+                self._write_ready_file()
+            await node_task
+        finally:
+            if not node_task.done():
+                node_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await node_task
+            await self.api.close()
+
+    def _write_ready_file(self) -> None:
+        path = self.config.ready_file
+        if path is None:
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.node.get_identity(), "http_port": self.api.port}))
+        tmp.replace(path)
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node and its API until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await NodeService(config).run(stop)

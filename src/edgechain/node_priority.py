@@ -1,0 +1,68 @@
+"""Scheduling priority of a node's duties (ARCHITECTURE.md, "Real node": deadlines first).
+
+Where the node may raise priority (root or CAP_SYS_NICE) the VDF thread, and the loop
+thread and its scheduler autogroup while the node is on duty, run ahead of other work;
+elsewhere every call here is a no-op that returns False.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger("edgechain.node")
+
+
+PRODUCER_NICE = -20
+"""Nice value of the VDF thread, and of the node while it produces the current slot's
+block, where the node may raise priority (root or CAP_SYS_NICE); elsewhere all keep
+the default. The VDF is the slot's critical path: it gets a core whatever else runs."""
+
+COMMITTEE_NICE = -5
+"""Nice value of a committee member until the slot's block is in: its votes have a
+deadline, but a whole committee raised as high as the producer would crowd it out."""
+
+
+def set_thread_nice(nice: int) -> bool:
+    """Set the calling thread's nice value (Linux: per thread); False if not allowed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        return False
+    return True
+
+
+AUTOGROUP_FILE = Path("/proc/self/autogroup")
+
+
+def set_autogroup_nice(nice: int) -> bool:
+    """Set the nice value of this process's scheduler autogroup (Linux); False if not.
+
+    With autogroup scheduling (the default on desktop and many server kernels) the CPU
+    is shared fairly between sessions first and thread nice values only weigh threads
+    of one session against each other; a node started in its own session (as the
+    testnet launcher does) is raised against the other nodes only through its group.
+    """
+    try:
+        AUTOGROUP_FILE.write_text(f"{nice}\n")
+    except OSError:
+        return False
+    return True
+
+
+def get_autogroup_nice() -> int | None:
+    try:
+        # "/autogroup-123 nice 0"
+        return int(AUTOGROUP_FILE.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def raise_thread_priority() -> None:
+    # A producer whose VDF is starved by the device's apps (or, in a one-host testnet,
+    # by the other nodes verifying the previous block) misses its slot: a skip block.
+    # Raising priority needs privilege; without it the thread keeps the default.
+    if not set_thread_nice(PRODUCER_NICE):
+        log.debug("vdf thread keeps default priority (no permission to raise it)")

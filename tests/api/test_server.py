@@ -1,0 +1,215 @@
+"""The HTTP server on real sockets (port 0): every bad input gets a JSON answer.
+
+Each case sends exact bytes and parses the reply strictly (``http_client``): a
+well-formed HTTP/1.1 response with a JSON body, the status the server promises, and the
+offending field named.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from edgechain.api.server import (
+    MAX_BODY,
+    MAX_HEADERS,
+    MAX_LINE,
+    HttpError,
+    HttpServer,
+    Reply,
+    Request,
+)
+
+from .http_client import Response, call, exchange, parse_response, request_bytes
+from .loop_thread import LoopThread
+
+READ_TIMEOUT_S = 0.5
+
+
+class BoomError(Exception):
+    pass
+
+
+async def handler(request: Request) -> Reply:
+    if request.path == "/boom":
+        raise BoomError("handler bug")
+    if request.path == "/refuse":
+        raise HttpError(409, "no", "thing")
+    if request.path == "/unserialisable":
+        return Reply(200, {"x": object()})
+    return Reply(
+        200,
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "body": request.body.decode("latin-1"),
+            "headers": dict(request.headers),
+        },
+    )
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    loop = LoopThread()
+    server = HttpServer("127.0.0.1", 0, handler, read_timeout_s=READ_TIMEOUT_S, max_connections=8)
+    loop.run(server.start())
+    try:
+        yield server.port
+    finally:
+        loop.run(server.close())
+        loop.close()
+
+
+def raw(port: int, data: bytes, **kwargs: bool) -> Response:
+    return parse_response(exchange(port, data, **kwargs))
+
+
+def test_a_good_request_round_trips(port: int) -> None:
+    reply = call(port, "POST", "/x?a=1&b=%C3%A9", b'{"k": 1}', {"X-Test": "yes"})
+    assert reply.status == 200
+    assert reply.body["method"] == "POST"
+    assert reply.body["query"] == {"a": "1", "b": "\u00e9"}
+    assert reply.body["body"] == '{"k": 1}'
+    assert reply.body["headers"]["x-test"] == "yes"
+    assert reply.headers["connection"] == "close"
+
+
+def test_absolute_form_target(port: int) -> None:
+    reply = raw(port, b"GET http://host:1/abs?q=2 HTTP/1.1\r\n\r\n")
+    assert (reply.status, reply.body["path"], reply.body["query"]) == (200, "/abs", {"q": "2"})
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "field"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "request_line"),
+        (b"GET /x\r\n\r\n", 400, "request_line"),
+        (b"GET /x HTTP/2.0\r\n\r\n", 400, "version"),
+        (b"G(T /x HTTP/1.1\r\n\r\n", 400, "method"),
+        (b"GET x HTTP/1.1\r\n\r\n", 400, "target"),
+        (b"GET /x?a=%ff HTTP/1.1\r\n\r\n", 400, "query"),
+        (b"GET /x?a=1&a=2 HTTP/1.1\r\n\r\n", 400, "a"),
+        (b"GET /x HTTP/1.1\r\nno colon here\r\n\r\n", 400, "headers"),
+        (b"GET /x HTTP/1.1\r\n folded: x\r\n\r\n", 400, "headers"),
+        (b"GET /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "content-length"),
+        (b"GET /x HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400, "content-length"),
+        (
+            b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            400,
+            "content-length",
+        ),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411, None),
+        (
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\nx",
+            400,
+            "transfer-encoding",
+        ),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400, "body"),
+        (b"GET /x HTTP/1.1\r\nHost: a", 400, "headers"),
+        (b"GET /x HT", 400, "request_line"),
+        (b"\xff\xfe\x00\x01\r\n\r\n", 400, "request_line"),
+    ],
+)
+def test_malformed_requests_get_a_400(
+    port: int, data: bytes, status: int, field: str | None
+) -> None:
+    reply = raw(port, data)
+    assert reply.status == status, reply.body
+    assert "error" in reply.body
+    if field is not None:
+        assert reply.body["field"] == field
+
+
+def test_an_over_long_request_line_is_414(port: int) -> None:
+    reply = raw(port, b"GET /" + b"a" * (MAX_LINE + 10) + b" HTTP/1.1\r\n\r\n")
+    assert (reply.status, reply.body["field"]) == (414, "request_line")
+
+
+def test_an_over_long_header_is_431(port: int) -> None:
+    reply = raw(port, b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_LINE + 10) + b"\r\n\r\n")
+    assert (reply.status, reply.body["field"]) == (431, "headers")
+
+
+def test_too_many_headers_is_431(port: int) -> None:
+    headers = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
+    reply = raw(port, b"GET / HTTP/1.1\r\n" + headers + b"\r\n")
+    assert reply.status == 431
+
+
+def test_an_oversized_body_is_413_and_the_answer_arrives(port: int) -> None:
+    """The client is still sending when the server answers: the answer must survive."""
+    body = b"x" * (MAX_BODY + 1)
+    reply = raw(port, request_bytes("POST", "/x", body))
+    assert (reply.status, reply.body["field"]) == (413, "body")
+
+
+def test_an_oversized_declared_length_is_413_without_a_body(port: int) -> None:
+    reply = raw(port, b"POST /x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n")
+    assert reply.status == 413
+
+
+def test_expect_100_continue(port: int) -> None:
+    reply = raw(port, request_bytes("POST", "/x", b"abc", {"Expect": "100-continue"}))
+    assert (reply.status, reply.body["body"]) == (200, "abc")
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /x HTT",
+        b"GET /x HTTP/1.1\r\nHost: a\r\n",
+        b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+    ],
+)
+def test_a_stalled_client_gets_408_then_the_connection_closes(port: int, partial: bytes) -> None:
+    reply = raw(port, partial, half_close=False)
+    assert (reply.status, reply.body["field"]) == (408, "request")
+
+
+def test_a_handler_exception_is_a_logged_500(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="edgechain.api"):
+        reply = call(port, "GET", "/boom")
+    assert reply.status == 500
+    assert reply.body == {"error": "internal error"}
+    assert any(r.exc_info and isinstance(r.exc_info[1], BoomError) for r in caplog.records)
+    # The server keeps serving.
+    assert call(port, "GET", "/fine").status == 200
+
+
+def test_an_unserialisable_reply_is_a_500(port: int) -> None:
+    assert call(port, "GET", "/unserialisable").status == 500
+
+
+def test_http_errors_name_their_field(port: int) -> None:
+    reply = call(port, "GET", "/refuse")
+    assert (reply.status, reply.body) == (409, {"error": "no", "field": "thing"})
+
+
+def test_a_silent_client_is_closed_without_harm(port: int) -> None:
+    assert exchange(port, b"") == b""
+    assert call(port, "GET", "/fine").status == 200
+
+
+def test_more_connections_than_allowed_get_503() -> None:
+    loop = LoopThread()
+    server = HttpServer("127.0.0.1", 0, handler, read_timeout_s=30.0, max_connections=4)
+    loop.run(server.start())
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 10
+        while server.open_connections < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.open_connections == 4
+        reply = call(server.port, "GET", "/fine")
+        assert reply.status == 503
+        assert "retry-after" in reply.headers
+    finally:
+        for sock in idle:
+            sock.close()
+        loop.run(server.close())
+        loop.close()
