@@ -1,0 +1,143 @@
+"""Signed commands through the engines: refused and counted by every node, and a
+hostile producer that carries an unsigned command gets no votes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from test_engine import PARAMS, Harness
+
+from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
+from edgechain.chain.authority import CommandReason
+from edgechain.chain.encoding import compute_command_hash, compute_submitted_app_id
+from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, SignedCommand
+from edgechain.consensus.command_pool import PendingCommand
+from edgechain.consensus.messages import CommandMsg, VoteMsg
+from edgechain.errors import ValidationError
+from edgechain.orchestrator import get_record
+from edgechain.testing import ADMIN, make_identity
+from edgechain.types import Slot
+
+SPEC = AppSpec("web", RuntimeKind.PROCESS, command=("sleep", "infinity"))
+OPERATOR = make_identity(7, b"operator")
+
+
+def gossip_to_all(net: Harness, cmd: SignedCommand, sender: int) -> None:
+    for i in range(len(net.order)):
+        if i != sender:
+            net.deliver(i, CommandMsg(cmd), net.order[sender])
+
+
+def chain_commands(net: Harness, i: int) -> list[SignedCommand]:
+    engine = net.engine(i)
+    return [
+        c
+        for h in engine.get_chain()
+        if isinstance(block := engine.blocks[h], Block)
+        for c in block.commands
+    ]
+
+
+def admin(seq: int, kind: CommandKind, **fields: object) -> SignedCommand:
+    return make_command(ADMIN.sk, PARAMS.chain_id, seq, kind, **fields)  # type: ignore[arg-type]
+
+
+def operator(seq: int, kind: CommandKind, **fields: object) -> SignedCommand:
+    return make_command(OPERATOR.sk, PARAMS.chain_id, seq, kind, **fields)  # type: ignore[arg-type]
+
+
+def include(net: Harness, cmd: SignedCommand, first_slot: int) -> int:
+    """Submit ``cmd`` at node 1's API and run slots until a block carries it."""
+    _, out = net.engine(1).submit_command(cmd, net.now)
+    queue: list = []  # type: ignore[type-arg]
+    net.handle(net.order[1], out, queue)
+    net.pump(queue)
+    slot = first_slot
+    while cmd not in chain_commands(net, 0):
+        net.run_slot(slot)
+        slot += 1
+        assert slot < first_slot + 6, "command never included"
+    return slot
+
+
+def test_bad_commands_are_refused_and_counted_by_every_node() -> None:
+    net = Harness(5)
+    net.start_chain()
+    slot = include(net, admin(1, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk), 1)
+    slot = include(net, operator(1, CommandKind.SUBMIT, spec=SPEC), slot)
+    slot = include(net, admin(2, CommandKind.REVOKE_OPERATOR, key=OPERATOR.pk), slot)
+    node_key = make_identity(3, b"harness")  # a validator, not an operator
+    stranger = make_identity(99, b"stranger")
+    bad = {
+        CommandReason.BAD_SIGNATURE: dataclasses.replace(
+            admin(5, CommandKind.SUBMIT, spec=SPEC), signature=EMPTY_SIGNATURE
+        ),
+        CommandReason.UNKNOWN_SIGNER: make_command(
+            node_key.sk, PARAMS.chain_id, 1, CommandKind.SUBMIT, spec=SPEC
+        ),
+        CommandReason.REVOKED: operator(2, CommandKind.SUBMIT, spec=SPEC),
+        CommandReason.REPLAYED: admin(1, CommandKind.GRANT_OPERATOR, key=stranger.pk),
+        CommandReason.NOT_ADMIN: make_command(
+            node_key.sk, PARAMS.chain_id, 1, CommandKind.EXCLUDE_NODE, node=net.order[4]
+        ),
+    }
+    for reason, cmd in bad.items():
+        # Gossiped by node 3 (a validator holding no operator key) to every other node.
+        gossip_to_all(net, cmd, sender=3)
+        for i in range(len(net.order)):
+            if i != 3:
+                assert net.engine(i).stats.peer_errors[reason] >= 1, (reason, i)
+        # The API refuses it with the same reason.
+        with pytest.raises(ValidationError) as info:
+            net.engine(0).submit_command(cmd, net.now)
+        assert info.value.reason == reason
+    for extra in range(3):
+        net.run_slot(slot + extra)
+    carried = chain_commands(net, 0)
+    assert not any(cmd in carried for cmd in bad.values())
+    for engine in net.engines.values():
+        assert all(compute_command_hash(c) not in engine.commands.pending for c in bad.values())
+        state = engine.get_head_state()
+        assert state is not None and len(state.registry.records) == 1  # the one SUBMIT
+
+
+def test_api_refuses_commands_that_do_not_apply() -> None:
+    net = Harness(4)
+    net.start_chain()
+    stop_unknown = admin(1, CommandKind.STOP, app=b"\x05" * 32)
+    with pytest.raises(ValidationError) as info:
+        net.engine(0).submit_command(stop_unknown, net.now)
+    assert info.value.reason == CommandReason.INVALID
+    long_name = dataclasses.replace(SPEC, name="x" * 5000)
+    with pytest.raises(ValidationError):
+        net.engine(0).submit_command(admin(1, CommandKind.SUBMIT, spec=long_name), net.now)
+
+
+def test_hostile_producer_with_an_unsigned_command_gets_no_votes() -> None:
+    net = Harness(5)
+    net.start_chain()
+    producer = net.get_next_producer(1)
+    unsigned = dataclasses.replace(
+        admin(1, CommandKind.SUBMIT, spec=SPEC), signature=EMPTY_SIGNATURE
+    )
+    # The hostile producer skips the pool's checks and carries the command anyway.
+    producer.commands.pending[compute_command_hash(unsigned)] = PendingCommand(unsigned, Slot(0))
+    votes: list[VoteMsg] = []
+    original = net.handle
+
+    def spy(src, out, queue):  # type: ignore[no-untyped-def]
+        votes.extend(m.message for m in out.messages if isinstance(m.message, VoteMsg))
+        original(src, out, queue)
+
+    net.handle = spy  # type: ignore[method-assign]
+    net.run_slot(1)
+    assert votes == []
+    rejected = sum(e.stats.peer_errors[CommandReason.BAD_SIGNATURE] for e in net.engines.values())
+    assert rejected >= PARAMS.committee_size // 2 + 1
+    engine = net.engine(0)
+    head = engine.blocks[engine.head]  # type: ignore[index]
+    assert not isinstance(head, Block) or unsigned not in head.commands
+    state = engine.get_head_state()
+    assert state is not None
+    assert get_record(state.registry, compute_submitted_app_id(ADMIN.pk, 1)) is None
