@@ -1,4 +1,4 @@
-"""``edgechain`` command line: simulate, demo (and, as they land, node / testnet / ...)."""
+"""``edgechain simulate`` and ``edgechain demo``: simulated networks on a virtual clock."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from edgechain.sim.runner import SCENARIOS, SimConfig, SimResult, Simulation
 
@@ -112,93 +110,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if result.summary["violations"] else 0
 
 
-NODE_OPTIONS: dict[str, tuple[type, Any]] = {
-    "data_dir": (str, "./edgechain-data"),
-    "listen": (str, "127.0.0.1:0"),
-    "http": (str, "127.0.0.1:0"),
-    "advertise_host": (str, None),
-    "bootstrap": (str, None),
-    "bootstrap_key": (str, ""),
-    "chain_id": (str, "edgechain"),
-    "admin_key": (str, ""),
-    "ticket": (str, ""),
-    "genesis": (bool, False),
-    "committee": (int, 8),
-    "slot_duration": (float, 2.0),
-    "vdf_fraction": (float, 0.25),
-    "labels": (str, ""),
-    "ready_file": (str, None),
-    "log_level": (str, "INFO"),
-}
-
-
-def resolve_node_options(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    """Flags over EDGECHAIN_* environment over the TOML file over defaults."""
-    import tomllib
-
-    values: dict[str, Any] = {k: default for k, (_, default) in NODE_OPTIONS.items()}
-    if args.config:
-        with open(args.config, "rb") as f:
-            for key, value in tomllib.load(f).items():
-                name = key.replace("-", "_")
-                if name not in NODE_OPTIONS:
-                    raise SystemExit(f"{args.config}: unknown option {key!r}")
-                values[name] = value
-    for name, (kind, _) in NODE_OPTIONS.items():
-        env = environ.get("EDGECHAIN_" + name.upper())
-        if env is not None:
-            values[name] = env.lower() in ("1", "true", "yes") if kind is bool else kind(env)
-    for name in NODE_OPTIONS:
-        flag = getattr(args, name, None)
-        if flag is not None and flag is not False:
-            values[name] = flag
-    return values
-
-
-def cmd_node(args: argparse.Namespace) -> int:
-    import asyncio
-    import os
-
-    from edgechain.node import NodeConfig, configure_logging, run_node
-
-    v = resolve_node_options(args, dict(os.environ))
-    configure_logging(v["log_level"])
-    config = NodeConfig(
-        data_dir=Path(v["data_dir"]),
-        listen=v["listen"],
-        http=v["http"],
-        advertise_host=v["advertise_host"],
-        bootstrap=v["bootstrap"],
-        bootstrap_key=bytes.fromhex(v["bootstrap_key"]),
-        chain_id=v["chain_id"],
-        admin_key=bytes.fromhex(v["admin_key"]),
-        ticket=bytes.fromhex(v["ticket"]),
-        genesis=bool(v["genesis"]),
-        committee=int(v["committee"]),
-        slot_duration_ms=int(float(v["slot_duration"]) * 1000),
-        vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
-        labels=tuple(label for label in str(v["labels"]).split(",") if label),
-        ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
-    )
-    if not config.genesis and not (config.bootstrap and config.bootstrap_key):
-        raise SystemExit("a non-bootstrap node needs --bootstrap HOST:PORT and --bootstrap-key")
-    asyncio.run(run_node(config))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgechain", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = sub.add_parser("simulate", help="run a deterministic network simulation")
-    sim.add_argument("--nodes", type=int, default=20)
-    sim.add_argument("--committee", type=int, default=8)
-    sim.add_argument("--slots", type=int, default=30)
-    sim.add_argument("--slot-duration", type=float, default=2.0, help="seconds")
+    sim.add_argument("--nodes", type=int, default=20, help="number of nodes (default 20)")
+    sim.add_argument("--committee", type=int, default=8, help="committee size (default 8)")
+    sim.add_argument("--slots", type=int, default=30, help="slots to run (default 30)")
+    sim.add_argument("--slot-duration", type=float, default=2.0, help="seconds (default 2)")
     sim.add_argument("--latency", type=_parse_range, default=(0, 5), help="MIN-MAX ms")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--faults", choices=SCENARIOS, default="none")
-    sim.add_argument("--json", metavar="FILE")
+    sim.add_argument("--seed", type=int, default=1, help="same seed, same run (default 1)")
+    sim.add_argument("--faults", choices=SCENARIOS, default="none", help="fault scenario")
+    sim.add_argument("--json", metavar="FILE", help="also write the result here")
     sim.add_argument("--no-reports", action="store_true", help="nodes send no resource reports")
     sim.add_argument("--no-trace", action="store_true", help="skip the network trace digest")
     sim.add_argument(
@@ -210,33 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--preset-genesis", action="store_true", help="start from a genesis holding every node"
     )
-    sim.add_argument("--quiet", action="store_true")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_simulate)
 
-    node = sub.add_parser("node", help="run a node daemon")
-    node.add_argument("--config", metavar="FILE.toml")
-    for name, (kind, _) in NODE_OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            node.add_argument(flag, action="store_true", default=None)
-        else:
-            node.add_argument(flag, type=kind, default=None)
-    node.set_defaults(func=cmd_node)
-
-    from edgechain.lab.testnet import add_testnet_parser
-
-    add_testnet_parser(sub)
-
-    demo = sub.add_parser("demo", help="a short, readable simulated run (see `make demo`)")
-    demo.add_argument("--seed", type=int, default=7)
+    demo = sub.add_parser("demo", help="a short, readable simulated run")
+    demo.add_argument("--seed", type=int, default=7, help="default 7")
     demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args: Any = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

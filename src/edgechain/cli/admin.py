@@ -1,0 +1,144 @@
+"""``edgechain admin ...``: keys, tickets, operators, exclusions (the admin key signs).
+
+The admin key is fixed at genesis (``edgechain node --genesis --admin-key PUBKEY``). It
+mints admission tickets for new validators (off chain: the ticket goes on the joining
+node's command line), grants and revokes operator keys and excludes nodes (signed
+commands, applied by a block like every app command).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgechain.chain.assembly import make_ticket
+from edgechain.chain.model import CommandKind
+from edgechain.cli.client import Fleet
+from edgechain.cli.commands import CommandResult, get_chain_id, send_command
+from edgechain.cli.common import EXIT_USAGE, CliError, print_json, short
+from edgechain.cli.context import Context, parse_hex
+from edgechain.cli.fleet import resolve_node
+from edgechain.crypto import bls
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.crypto.keystore import create_keystore, load_keystore
+from edgechain.errors import KeystoreError
+from edgechain.types import PUBLIC_KEY_SIZE, PublicKey, SecretKey
+
+NODE_ID_SIZE = 32
+
+
+def parse_public_key(text: str) -> bytes:
+    """A public key given as 96 hex digits or as a keystore file holding it."""
+    if Path(text).is_file():
+        try:
+            return bytes(bls.sk_to_pk(load_keystore(text)))
+        except KeystoreError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    return parse_hex(text, PUBLIC_KEY_SIZE, "public key")
+
+
+def grant_operator(
+    fleet: Fleet,
+    admin_sk: SecretKey,
+    public_key: bytes,
+    *,
+    wait: bool = True,
+    timeout: float = 60.0,
+) -> CommandResult:
+    """Make ``public_key`` an operator (``edgechain admin grant``; also the testnet's)."""
+    return send_command(
+        fleet, admin_sk, CommandKind.GRANT_OPERATOR, key=public_key, wait=wait, timeout=timeout
+    )
+
+
+def _print_result(ctx: Context, result: CommandResult, what: str) -> None:
+    done = "applied" if result.applied else "accepted by a node (not waiting for a block)"
+    ctx.emit(
+        result.to_json(), f"{what}: {done} (seq {result.seq}, command {short(result.command_hash)})"
+    )
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        sk = create_keystore(args.file)
+    except KeystoreError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    pk = bls.sk_to_pk(sk)
+    value = {"file": args.file, "public_key": bytes(pk).hex(), "node_id": compute_node_id(pk).hex()}
+    if args.json:
+        print_json(value)
+    else:
+        print(
+            f"wrote {args.file}\npublic key  {value['public_key']}\nnode id     {value['node_id']}"
+        )
+    return 0
+
+
+def cmd_ticket(args: argparse.Namespace) -> int:
+    public_key = parse_public_key(args.public_key)
+    ctx = Context.from_args(args)
+    chain_id = args.chain_id or get_chain_id(ctx.fleet)
+    ticket = make_ticket(ctx.admin_key(), chain_id, PublicKey(public_key)).hex()
+    ctx.emit({"public_key": public_key.hex(), "chain_id": chain_id, "ticket": ticket}, ticket)
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    public_key = parse_public_key(args.public_key)
+    ctx = Context.from_args(args)
+    result = grant_operator(
+        ctx.fleet, ctx.admin_key(), public_key, wait=ctx.wait, timeout=ctx.timeout
+    )
+    _print_result(ctx, result, f"grant operator {short(public_key.hex(), 16)}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    public_key = parse_public_key(args.public_key)
+    ctx = Context.from_args(args)
+    result = ctx.send(ctx.admin_key(), CommandKind.REVOKE_OPERATOR, key=public_key)
+    _print_result(ctx, result, f"revoke operator {short(public_key.hex(), 16)}")
+    return 0
+
+
+def cmd_exclude(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    node = parse_hex(str(resolve_node(ctx, args.node)["node_id"]), NODE_ID_SIZE, "node id")
+    result = ctx.send(ctx.admin_key(), CommandKind.EXCLUDE_NODE, node=node)
+    _print_result(ctx, result, f"exclude node {short(node.hex())}")
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    admin = sub.add_parser("admin", help="admin key operations: keys, tickets, operators")
+    group = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    pubkey_help = "public key (96 hex digits) or a keystore file holding it"
+
+    keygen = group.add_parser(
+        "keygen", parents=[common], help="create a keystore file (0600) and print its public key"
+    )
+    keygen.add_argument("file", help="the new keystore file (never overwritten)")
+    keygen.set_defaults(func=cmd_keygen)
+
+    ticket = group.add_parser(
+        "ticket", parents=[common], help="print an admission ticket (hex) for a node's key"
+    )
+    ticket.add_argument("public_key", help=pubkey_help)
+    ticket.add_argument("--chain-id", help="the chain's id (default: ask a node)")
+    ticket.set_defaults(func=cmd_ticket)
+
+    for name, help_text, func in (
+        ("grant", "make a key an operator (it may then sign app commands)", cmd_grant),
+        ("revoke", "refuse an operator key from the next block on", cmd_revoke),
+    ):
+        parser = group.add_parser(name, parents=[common], help=help_text, description=help_text)
+        parser.add_argument("public_key", help=pubkey_help)
+        parser.set_defaults(func=func)
+
+    exclude = group.add_parser(
+        "exclude", parents=[common], help="remove a validator and ban its key"
+    )
+    exclude.add_argument("node", help="node id or unique prefix (see `edgechain nodes`)")
+    exclude.set_defaults(func=cmd_exclude)

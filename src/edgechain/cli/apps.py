@@ -1,0 +1,298 @@
+"""``edgechain apps ...``: submit, list, show, stop, start, rm, update, move, history.
+
+APP is an app id, a unique id prefix or a unique name (resolved by the node,
+``GET /apps/{APP}``); NODE a node id or a unique prefix of one (``edgechain nodes``).
+Every command that changes something is a signed command (``cli/commands.py``) and by
+default returns once a block applied it, printing the app as the chain then has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from typing import Any
+
+from edgechain.chain.model import CommandKind
+from edgechain.cli.client import quote_segment
+from edgechain.cli.commands import CommandResult
+from edgechain.cli.common import CliError, format_fields, format_table, short
+from edgechain.cli.context import Context, parse_hex
+from edgechain.cli.fleet import get_list, resolve_node
+from edgechain.cli.specfile import load_spec
+
+APP_ID_SIZE = 32
+NODE_ID_SIZE = 32
+
+
+def get_app(ctx: Context, text: str) -> dict[str, Any]:
+    """The node's view of one app (with its spec); APP resolved by the node."""
+    view = ctx.fleet.get(f"/apps/{quote_segment(text)}")
+    if not isinstance(view, dict) or not isinstance(view.get("app_id"), str):
+        raise CliError(f"GET /apps/{text} did not answer with an app")
+    return view
+
+
+def get_app_id(ctx: Context, text: str) -> bytes:
+    return parse_hex(str(get_app(ctx, text)["app_id"]), APP_ID_SIZE, "app id")
+
+
+# --- formatting -----------------------------------------------------------------------
+
+
+def format_apps(apps: list[dict[str, Any]]) -> str:
+    rows = [
+        (
+            short(a.get("app_id")),
+            a.get("name"),
+            a.get("state"),
+            a.get("version"),
+            short(a.get("node")),
+            a.get("runtime"),
+            a.get("created_slot"),
+            a.get("last_move_slot"),
+            ",".join(short(n) for n in a.get("reported_on") or []) or "-",
+        )
+        for a in sorted(apps, key=lambda a: (str(a.get("name")), str(a.get("app_id"))))
+    ]
+    headers = ("APP", "NAME", "STATE", "VER", "NODE", "RUNTIME", "CREATED", "MOVED", "RUNS ON")
+    return format_table(headers, rows) + f"\n{len(apps)} apps"
+
+
+def format_app(view: dict[str, Any]) -> str:
+    pairs: list[tuple[str, Any]] = [
+        ("app", view.get("app_id")),
+        ("name", view.get("name")),
+        ("state", view.get("state")),
+        ("version", view.get("version")),
+        ("node", view.get("node")),
+        ("moving to", view.get("move_to")),
+        ("runtime", view.get("runtime")),
+        ("owner", short(view.get("owner"), 16)),
+        ("created at slot", view.get("created_slot")),
+        ("last moved at slot", view.get("last_move_slot")),
+        ("reported running on", ", ".join(short(n) for n in view.get("reported_on") or []) or "-"),
+    ]
+    spec = view.get("spec")
+    if isinstance(spec, dict):
+        for name in ("image", "command", "cpu_bp", "ram_bp", "stateful"):
+            value = spec.get(name)
+            if value in (None, "", []):
+                continue
+            if name == "command" and isinstance(value, list):
+                value = shlex.join(str(v) for v in value)
+            pairs.append((f"spec.{name}", value))
+        policy = spec.get("policy")
+        if isinstance(policy, dict):
+            # Only what differs from the defaults (no pin, no labels, no interval).
+            chosen = {k: v for k, v in policy.items() if v not in (False, "", [], 0, None)}
+            pairs.append(("spec.policy", json.dumps(chosen) if chosen else "default"))
+    return format_fields(pairs)
+
+
+def format_result(result: CommandResult, view: dict[str, Any] | None) -> str:
+    done = "applied" if result.applied else "accepted by a node (not waiting for a block)"
+    line = f"{result.kind}: {done} (seq {result.seq}, command {short(result.command_hash)})"
+    if view is None:
+        return line
+    return line + "\n" + format_app(view)
+
+
+def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
+    """Print the result, and the app as the chain now has it (None: it is gone)."""
+    view = None
+    if app is not None and result.applied:
+        view = get_app(ctx, app)
+    value = result.to_json()
+    if view is not None:
+        value["app"] = view
+    ctx.emit(value, format_result(result, view))
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    ctx = Context.from_args(args)
+    result = ctx.send(ctx.operator_key(), CommandKind.SUBMIT, spec=spec)
+    _report(ctx, result, result.app_id)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    apps = get_list(ctx, "/apps")
+    ctx.emit(apps, format_apps(apps))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    view = get_app(ctx, args.app)
+    ctx.emit(view, format_app(view))
+    return 0
+
+
+def _simple(kind: CommandKind) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        ctx = Context.from_args(args)
+        app = get_app_id(ctx, args.app)
+        result = ctx.send(ctx.operator_key(), kind, app=app)
+        _report(ctx, result, None if kind is CommandKind.REMOVE else app.hex())
+        return 0
+
+    return run
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    ctx = Context.from_args(args)
+    app = get_app_id(ctx, args.app)
+    result = ctx.send(ctx.operator_key(), CommandKind.UPDATE, app=app, spec=spec)
+    _report(ctx, result, app.hex())
+    return 0
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    app = get_app_id(ctx, args.app)
+    node = parse_hex(str(resolve_node(ctx, args.node)["node_id"]), NODE_ID_SIZE, "node id")
+    result = ctx.send(ctx.operator_key(), CommandKind.MOVE, app=app, node=node)
+    _report(ctx, result, app.hex())
+    return 0
+
+
+# --- history --------------------------------------------------------------------------
+
+
+def _same_app(entry: dict[str, Any], app_id: str) -> bool:
+    """Migration results may carry a shortened id (``app``) or the full one."""
+    value = entry.get("app_id", entry.get("app"))
+    return isinstance(value, str) and len(value) >= 8 and app_id.startswith(value.lower())
+
+
+def merge_migrations(
+    app_id: str, own: list[Any], answers: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Migration results for ``app_id`` from every node (deduplicated, by slot), and the
+    URLs of nodes that could not tell."""
+    merged: dict[str, dict[str, Any]] = {}
+    missing = []
+    sources: list[tuple[str, Any]] = [("", own), *answers.items()]
+    for url, answer in sources:
+        if not isinstance(answer, list):
+            missing.append(url)
+            continue
+        for entry in answer:
+            if isinstance(entry, dict) and _same_app(entry, app_id):
+                key = repr(sorted((k, repr(v)) for k, v in entry.items() if k != "reported_by"))
+                merged.setdefault(key, {**entry, "reported_by": url} if url else dict(entry))
+    ordered = sorted(
+        merged.values(), key=lambda e: (int(e.get("slot") or 0), int(e.get("attempt") or 0))
+    )
+    return ordered, [u for u in missing if u]
+
+
+def _describe_event(event: dict[str, Any]) -> str:
+    details = []
+    for name, value in event.items():
+        if name in ("slot", "kind", "event", "type", "block") or value is None:
+            continue
+        # Node ids, keys: 12 hex digits tell them apart in a table.
+        shown = short(value) if isinstance(value, str) and len(value) > 16 else value
+        details.append(f"{name}={shown}")
+    return " ".join(details)
+
+
+def format_history(app_id: str, events: list[Any], migrations: list[dict[str, Any]]) -> str:
+    rows = [
+        (e.get("slot"), e.get("kind", e.get("event", e.get("type"))), _describe_event(e))
+        for e in events
+        if isinstance(e, dict)
+    ]
+    lines = [f"app {app_id}", format_table(("SLOT", "EVENT", "DETAILS"), rows)]
+    if migrations:
+        lines.append("")
+        lines.append(
+            format_table(
+                ("SLOT", "TO", "OUTCOME", "SAVE", "TRANSMIT", "RESUME", "STATE BYTES"),
+                [
+                    (
+                        m.get("slot"),
+                        short(m.get("to", m.get("destination"))),
+                        m.get("outcome"),
+                        _ms(m.get("save_ms")),
+                        _ms(m.get("transmit_ms")),
+                        _ms(m.get("resume_ms")),
+                        m.get("raw_bytes"),
+                    )
+                    for m in migrations
+                ],
+            )
+        )
+    return "\n".join(lines)
+
+
+def _ms(value: Any) -> str:
+    return f"{value} ms" if isinstance(value, int | float) else "-"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    app_id = str(get_app(ctx, args.app)["app_id"])
+    reply = ctx.fleet.get(f"/apps/{app_id}/history")
+    if not isinstance(reply, dict):
+        raise CliError(f"GET /apps/{app_id}/history did not answer with an object")
+    events = reply.get("events") if isinstance(reply.get("events"), list) else []
+    own = reply.get("migrations") if isinstance(reply.get("migrations"), list) else []
+    migrations, missing = merge_migrations(app_id, own or [], ctx.fleet.get_each("/migrations"))
+    value = {
+        "app_id": app_id,
+        "events": events,
+        "migrations": migrations,
+        "nodes_not_answering": missing,
+    }
+    text = format_history(app_id, events or [], migrations)
+    if missing:
+        text += f"\n(no migration timings from {', '.join(missing)})"
+    ctx.emit(value, text)
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    apps = sub.add_parser("apps", help="manage the fleet's apps (signed with your operator key)")
+    group = apps.add_subparsers(dest="apps_command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, func: Any, *arguments: tuple[str, str]) -> None:
+        parser = group.add_parser(name, parents=[common], help=help_text, description=help_text)
+        for argument, argument_help in arguments:
+            parser.add_argument(argument, help=argument_help)
+        parser.set_defaults(func=func)
+
+    app = ("app", "app id, unique id prefix, or unique name")
+    spec = ("spec", "app spec file: YAML, or JSON if it ends in .json ('-': stdin)")
+    add("submit", "submit a new app (placed by the planner)", cmd_submit, spec)
+    add("list", "every app of the fleet, with its node", cmd_list)
+    add("show", "one app, with its spec", cmd_show, app)
+    add(
+        "stop",
+        "stop an app where it is (it keeps its node and state)",
+        _simple(CommandKind.STOP),
+        app,
+    )
+    add("start", "run a stopped app again", _simple(CommandKind.START), app)
+    add("rm", "remove an app and delete its state", _simple(CommandKind.REMOVE), app)
+    add("update", "a new spec version (same id, same node, state kept)", cmd_update, app, spec)
+    add(
+        "move",
+        "migrate an app to a named node (within its policy)",
+        cmd_move,
+        app,
+        ("node", "node id or unique prefix (see `edgechain nodes`)"),
+    )
+    add(
+        "history", "placements, moves and stops from the chain; migration timings", cmd_history, app
+    )

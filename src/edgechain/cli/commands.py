@@ -1,0 +1,117 @@
+"""Signed commands from the client: build, sign, post, and wait until applied.
+
+``seq = max(last_seq + 1, now_ms)`` with ``last_seq`` from ``GET /operators/{pk}``:
+strictly above every seq the chain applied for this key (replay protection), and
+time-like, so two clients sharing a key rarely pick the same one. The command is posted
+hex-encoded to ``POST /commands``; it is applied once ``GET /operators/{pk}`` shows
+``last_seq >= seq`` (the command is in a block of the node's head chain).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgechain.chain.assembly import make_command
+from edgechain.chain.encoding import encode_command
+from edgechain.chain.model import AppSpec, CommandKind
+from edgechain.cli.client import Fleet
+from edgechain.cli.common import EXIT_FAILED, CliError
+from edgechain.crypto import bls
+from edgechain.types import SecretKey
+
+POLL_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    kind: str
+    signer: str
+    seq: int
+    command_hash: str
+    app_id: str | None
+    applied: bool
+    """False with ``--no-wait``: accepted by a node, not yet seen in a block."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "signer": self.signer,
+            "seq": self.seq,
+            "command_hash": self.command_hash,
+            "app_id": self.app_id,
+            "applied": self.applied,
+        }
+
+
+def get_chain_id(fleet: Fleet) -> str:
+    status = fleet.get("/status")
+    chain_id = status.get("chain_id") if isinstance(status, dict) else None
+    if not isinstance(chain_id, str):
+        raise CliError("the node's /status has no chain_id")
+    return chain_id
+
+
+def get_last_seq(fleet: Fleet, public_key_hex: str) -> int:
+    operator = fleet.get(f"/operators/{public_key_hex}")
+    last_seq = operator.get("last_seq") if isinstance(operator, dict) else None
+    if not isinstance(last_seq, int) or isinstance(last_seq, bool):
+        raise CliError(f"the node's /operators/{public_key_hex[:12]}... has no last_seq")
+    return last_seq
+
+
+def choose_seq(last_seq: int, now_ms: int) -> int:
+    return max(last_seq + 1, now_ms)
+
+
+def send_command(
+    fleet: Fleet,
+    sk: SecretKey,
+    kind: CommandKind,
+    *,
+    app: bytes = b"",
+    node: bytes = b"",
+    key: bytes = b"",
+    spec: AppSpec | None = None,
+    wait: bool = True,
+    timeout: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> CommandResult:
+    """Sign and post one command; with ``wait``, return once it is applied on chain."""
+    signer = bytes(bls.sk_to_pk(sk)).hex()
+    chain_id = get_chain_id(fleet)
+    seq = choose_seq(get_last_seq(fleet, signer), int(clock() * 1000))
+    command = make_command(sk, chain_id, seq, kind, app=app, node=node, key=key, spec=spec)
+    reply = fleet.post("/commands", {"command": encode_command(command).hex()})
+    if not isinstance(reply, dict):
+        raise CliError("POST /commands did not answer with a JSON object")
+    app_id = reply.get("app_id")
+    result = CommandResult(
+        kind=kind.name.lower(),
+        signer=signer,
+        seq=seq,
+        command_hash=str(reply.get("command_hash", "")),
+        app_id=app_id if isinstance(app_id, str) else (app.hex() if app else None),
+        applied=False,
+    )
+    if not wait:
+        return result
+    wait_applied(fleet, signer, seq, timeout)
+    return CommandResult(**{**result.to_json(), "applied": True})
+
+
+def wait_applied(fleet: Fleet, signer_hex: str, seq: int, timeout: float) -> None:
+    """Poll until the signer's ``last_seq`` reaches ``seq``; CliError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if get_last_seq(fleet, signer_hex) >= seq:
+            return
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"command seq {seq} was accepted by a node but is not in a block after "
+                f"{timeout:g} s (it may still be applied, or a block producer refused it)",
+                EXIT_FAILED,
+            )
+        time.sleep(POLL_INTERVAL_S)

@@ -1,0 +1,199 @@
+"""``edgechain nodes``, ``edgechain blocks``, ``edgechain status``: read-only views."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgechain.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CliError,
+    format_fields,
+    format_table,
+    short,
+)
+from edgechain.cli.context import Context
+
+DEFAULT_BLOCKS = 20
+
+
+def get_list(ctx: Context, path: str) -> list[dict[str, Any]]:
+    reply = ctx.fleet.get(path)
+    if not isinstance(reply, list) or not all(isinstance(e, dict) for e in reply):
+        raise CliError(f"GET {path} did not answer with a list of objects")
+    return reply
+
+
+def resolve_node(ctx: Context, text: str) -> dict[str, Any]:
+    """The validator whose node id is ``text`` or starts with it (unique prefix)."""
+    wanted = text.lower().removeprefix("0x")
+    if not wanted or any(c not in "0123456789abcdef" for c in wanted):
+        raise CliError(f"NODE {text!r}: expected a node id or a hex prefix of one", EXIT_USAGE)
+    nodes = get_list(ctx, "/nodes")
+    exact = [n for n in nodes if str(n.get("node_id", "")).lower() == wanted]
+    matches = exact or [n for n in nodes if str(n.get("node_id", "")).lower().startswith(wanted)]
+    if not matches:
+        raise CliError(f"no validator's node id starts with {text!r}", EXIT_FAILED)
+    if len(matches) > 1:
+        ids = ", ".join(short(n.get("node_id")) for n in matches[:5])
+        raise CliError(f"node id prefix {text!r} is ambiguous: {ids}", EXIT_USAGE)
+    return matches[0]
+
+
+# --- nodes ----------------------------------------------------------------------------
+
+
+def format_nodes(nodes: list[dict[str, Any]]) -> str:
+    rows = [
+        (
+            short(n.get("node_id")),
+            n.get("address"),
+            ",".join(
+                str(label)
+                for label in n.get("labels") or []
+                if not str(label).startswith("edgechain.")
+            )
+            or "-",
+            _percent(n.get("cpu_bp")),
+            _percent(n.get("ram_bp")),
+            n.get("report_slot"),
+            len(n.get("apps") or []),
+        )
+        for n in sorted(nodes, key=lambda n: str(n.get("node_id")))
+    ]
+    headers = ("NODE", "ADDRESS", "LABELS", "CPU", "RAM", "REPORTED", "APPS")
+    return format_table(headers, rows) + f"\n{len(nodes)} validators"
+
+
+def _percent(basis_points: Any) -> str:
+    if not isinstance(basis_points, int):
+        return "-"
+    return f"{basis_points / 100:.1f}%"
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    nodes = get_list(ctx, "/nodes")
+    ctx.emit(nodes, format_nodes(nodes))
+    return 0
+
+
+# --- blocks ---------------------------------------------------------------------------
+
+
+def format_blocks(blocks: list[dict[str, Any]]) -> str:
+    rows = []
+    for b in sorted(blocks, key=lambda b: (int(b.get("slot") or 0), str(b.get("hash")))):
+        skip = bool(b.get("skip"))
+        who = b.get("excluded") if skip else b.get("producer")
+        commands = b.get("commands")
+        rows.append(
+            (
+                b.get("slot"),
+                "skip" if skip else "block",
+                short(b.get("hash")),
+                ("excludes " if skip else "") + short(who),
+                b.get("signers"),
+                len(commands) if isinstance(commands, list) else commands,
+            )
+        )
+    headers = ("SLOT", "KIND", "HASH", "PRODUCER", "SIGNERS", "COMMANDS")
+    return format_table(headers, rows)
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    since = args.since
+    if since is None:
+        status = ctx.fleet.get("/status")
+        head = status.get("head_slot") if isinstance(status, dict) else None
+        since = max(0, (head if isinstance(head, int) else 0) - args.limit + 1)
+    blocks = get_list(ctx, f"/blocks?since={since}&limit={args.limit}")
+    ctx.emit(blocks, format_blocks(blocks))
+    return 0
+
+
+# --- status ---------------------------------------------------------------------------
+
+STATUS_FIELDS = (
+    "chain_id",
+    "node_id",
+    "genesis",
+    "slot",
+    "head_slot",
+    "head",
+    "role",
+    "is_validator",
+    "validators",
+    "peers",
+    "admin_key",
+    "open_admission",
+    "blocks_accepted",
+    "skip_blocks_accepted",
+)
+
+
+def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | None) -> str:
+    pairs: list[tuple[str, Any]] = [("node", url)]
+    for name in STATUS_FIELDS:
+        if name in status:
+            value = status[name]
+            pairs.append((name, short(value, 16) if name in ("head", "admin_key") else value))
+    apps = status.get("apps")
+    if isinstance(apps, list):
+        pairs.append(("apps here", len(apps)))
+    if operator is not None:
+        role = (
+            "admin"
+            if operator.get("admin")
+            else ("operator" if operator.get("operator") else "not an operator")
+        )
+        pairs.append(("your key", f"{short(operator.get('public_key'), 16)} ({role})"))
+        pairs.append(("your last seq", operator.get("last_seq")))
+    return format_fields(pairs)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    status = ctx.fleet.get("/status")
+    if not isinstance(status, dict):
+        raise CliError("GET /status did not answer with an object")
+    url = str(ctx.fleet.urls[ctx.fleet.preferred])
+    operator = None
+    if ctx.config.key is not None:
+        from edgechain.crypto import bls
+
+        public_key = bytes(bls.sk_to_pk(ctx.operator_key())).hex()
+        operator = ctx.fleet.get(f"/operators/{public_key}")
+    ctx.emit(
+        {"node": url, "status": status, "operator": operator},
+        format_status(status, url, operator if isinstance(operator, dict) else None),
+    )
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    nodes = sub.add_parser(
+        "nodes", parents=[common], help="the validators: address, load, apps reported"
+    )
+    nodes.set_defaults(func=cmd_nodes)
+    blocks = sub.add_parser(
+        "blocks", parents=[common], help="recent blocks as one node accepted them"
+    )
+    blocks.add_argument(
+        "--since", type=int, metavar="SLOT", help="from this slot (default: the last --limit slots)"
+    )
+    blocks.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_BLOCKS,
+        help=f"at most this many (default {DEFAULT_BLOCKS})",
+    )
+    blocks.set_defaults(func=cmd_blocks)
+    status = sub.add_parser(
+        "status", parents=[common], help="the first answering node's status, and your key's"
+    )
+    status.set_defaults(func=cmd_status)

@@ -1,0 +1,201 @@
+"""``edgechain node``: the daemon (options: see ``DESCRIPTION``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgechain.cli.common import EXIT_USAGE
+
+DESCRIPTION = """\
+Run a node daemon.
+
+Options come from flags, EDGECHAIN_<NAME> environment variables (EDGECHAIN_DATA_DIR,
+EDGECHAIN_OPEN_ADMISSION=1, ...) or a TOML file (--config; keys as the flags without
+the dashes), in that order of precedence over the defaults."""
+
+
+@dataclass(frozen=True)
+class NodeOption:
+    kind: type
+    default: Any
+    help: str
+    metavar: str | None = None
+
+
+NODE_OPTIONS: dict[str, NodeOption] = {
+    "data_dir": NodeOption(
+        str, "./edgechain-data", "directory for the key, chain store and apps", "DIR"
+    ),
+    "listen": NodeOption(
+        str, "127.0.0.1:0", "UDP and TCP address for peers (port 0: any free port)", "HOST:PORT"
+    ),
+    "http": NodeOption(
+        str,
+        "127.0.0.1:0",
+        "HTTP API address; localhost unless you mean to expose it (port 0: any)",
+        "HOST:PORT",
+    ),
+    "advertise_host": NodeOption(
+        str, None, "host other nodes reach us at (default: the --listen host)", "HOST"
+    ),
+    "bootstrap": NodeOption(
+        str, None, "a known node to join through (every node but the genesis node)", "HOST:PORT"
+    ),
+    "bootstrap_key": NodeOption(str, "", "the bootstrap node's public key (hex)", "HEX"),
+    "chain_id": NodeOption(str, "edgechain", "network name; signatures are bound to it", "NAME"),
+    "admin_key": NodeOption(
+        str,
+        "",
+        "the admin's public key (hex; `edgechain admin keygen FILE` makes one); fixed at "
+        "genesis: it signs admission tickets and grants operator keys",
+        "HEX",
+    ),
+    "ticket": NodeOption(
+        str, "", "this node's admission ticket from the admin (`edgechain admin ticket`)", "HEX"
+    ),
+    "open_admission": NodeOption(
+        bool, False, "lab networks: any node may join without a ticket", None
+    ),
+    "operator_key": NodeOption(
+        str,
+        None,
+        "an operator keystore file: the node signs POST /apps for local callers holding "
+        "its API token (<data-dir>/api.token)",
+        "FILE",
+    ),
+    "genesis": NodeOption(
+        bool, False, "this node creates the chain (needs --admin-key or --open-admission)", None
+    ),
+    "committee": NodeOption(int, 8, "committee size (genesis parameter)", "N"),
+    "slot_duration": NodeOption(float, 2.0, "seconds per slot (genesis parameter)", "SEC"),
+    "vdf_fraction": NodeOption(
+        float, 0.25, "share of a slot the VDF should take (genesis parameter)", "FRACTION"
+    ),
+    "labels": NodeOption(str, "", "comma-separated labels for app placement policies", "A,B"),
+    "ready_file": NodeOption(
+        str, None, "write a JSON file with the node id and bound ports once listening", "FILE"
+    ),
+    "log_level": NodeOption(str, "INFO", "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+}
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+class NodeOptionError(Exception):
+    """Options that cannot start a node; the message says what to pass."""
+
+
+def resolve_node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Flags over EDGECHAIN_* environment over the TOML file over defaults."""
+    import tomllib
+
+    values: dict[str, Any] = {k: option.default for k, option in NODE_OPTIONS.items()}
+    if args.config:
+        with open(args.config, "rb") as f:
+            for key, value in tomllib.load(f).items():
+                name = key.replace("-", "_")
+                if name not in NODE_OPTIONS:
+                    raise NodeOptionError(f"{args.config}: unknown option {key!r}")
+                values[name] = value
+    for name, option in NODE_OPTIONS.items():
+        env = environ.get("EDGECHAIN_" + name.upper())
+        if env is not None:
+            values[name] = env.lower() in TRUE_WORDS if option.kind is bool else option.kind(env)
+    for name in NODE_OPTIONS:
+        flag = getattr(args, name, None)
+        if flag is not None and flag is not False:
+            values[name] = flag
+    return values
+
+
+def check_node_options(values: Mapping[str, Any]) -> None:
+    """Refuse combinations that cannot make a working (or a safe) node."""
+    if values["genesis"] and not values["admin_key"] and not values["open_admission"]:
+        raise NodeOptionError(
+            "a new chain needs an admin key: pass --admin-key PUBKEY (create one with "
+            "`edgechain admin keygen admin.key`), or --open-admission for a lab network "
+            "that anyone may join"
+        )
+    if not values["genesis"] and not (values["bootstrap"] and values["bootstrap_key"]):
+        raise NodeOptionError(
+            "a node that does not create the chain (--genesis) joins one: pass "
+            "--bootstrap HOST:PORT and --bootstrap-key HEX"
+        )
+
+
+def _hex(values: Mapping[str, Any], name: str) -> bytes:
+    try:
+        return bytes.fromhex(str(values[name]))
+    except ValueError:
+        raise NodeOptionError(f"--{name.replace('_', '-')}: not hexadecimal") from None
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import sys
+
+    try:
+        v = resolve_node_options(args, dict(os.environ))
+        check_node_options(v)
+    except (NodeOptionError, OSError, ValueError) as exc:
+        print(f"edgechain node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from edgechain.node import NodeConfig
+    from edgechain.node_daemon import run_node
+    from edgechain.node_logging import configure_logging
+
+    try:
+        config = NodeConfig(
+            data_dir=Path(v["data_dir"]),
+            listen=v["listen"],
+            http=v["http"],
+            advertise_host=v["advertise_host"],
+            bootstrap=v["bootstrap"],
+            bootstrap_key=_hex(v, "bootstrap_key"),
+            chain_id=v["chain_id"],
+            admin_key=_hex(v, "admin_key"),
+            ticket=_hex(v, "ticket"),
+            open_admission=bool(v["open_admission"]),
+            operator_key=Path(v["operator_key"]) if v["operator_key"] else None,
+            genesis=bool(v["genesis"]),
+            committee=int(v["committee"]),
+            slot_duration_ms=int(float(v["slot_duration"]) * 1000),
+            vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
+            labels=tuple(label for label in str(v["labels"]).split(",") if label),
+            ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
+        )
+    except (NodeOptionError, OSError, ValueError) as exc:
+        print(f"edgechain node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(v["log_level"])
+    asyncio.run(run_node(config))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = sub.add_parser(
+        "node",
+        help="run a node daemon",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    node.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
+    for name, option in NODE_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        default = "" if option.default in (None, "", False) else f" (default {option.default})"
+        if option.kind is bool:
+            node.add_argument(flag, action="store_true", default=None, help=option.help)
+        else:
+            node.add_argument(
+                flag,
+                type=option.kind,
+                default=None,
+                metavar=option.metavar,
+                help=option.help + default,
+            )
+    node.set_defaults(func=cmd_node)

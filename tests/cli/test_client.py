@@ -1,0 +1,266 @@
+"""The fleet client against a fake node: config, failover, signing, waiting, output,
+errors and exit statuses, all through ``edgechain.cli.main`` as a user would call it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.model import CommandKind, RuntimeKind
+from edgechain.cli import main
+from edgechain.cli.apps import merge_migrations
+from edgechain.cli.client import (
+    ClientConfig,
+    load_client_config,
+    parse_client_config,
+    parse_node_url,
+    write_client_config,
+)
+from edgechain.cli.commands import choose_seq
+from edgechain.cli.common import CliError, format_table
+from edgechain.crypto import bls
+from edgechain.crypto.keystore import create_keystore, load_keystore
+
+from .fake_node import CHAIN_ID, FakeState, make_app_view, serve
+
+SPEC_YAML = """\
+name: web
+runtime: process
+command: ["/bin/sh", "-c", "sleep 1000"]
+cpu_bp: 100
+ram_bp: 50
+stateful: true
+policy:
+  min_interval_slots: 3
+"""
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def state() -> FakeState:
+    return FakeState()
+
+
+@pytest.fixture
+def url(state: FakeState) -> Iterator[str]:
+    with serve(state) as address:
+        yield address
+
+
+@pytest.fixture
+def client(tmp_path: Path, url: str) -> Path:
+    create_keystore(tmp_path / "operator.key")
+    create_keystore(tmp_path / "admin.key")
+    path = tmp_path / "client.toml"
+    # A dead node first: the client must move on to the one that answers.
+    write_client_config(path, [_closed_port_url(), url], "operator.key", "admin.key")
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture[str], client: Path, *argv: str) -> tuple[int, str, str]:
+    code = main(["--client", str(client), "--timeout", "5", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _operator_pk(tmp_path: Path) -> bytes:
+    return bytes(bls.sk_to_pk(load_keystore(tmp_path / "operator.key")))
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+def test_client_config_resolves_key_paths_and_rejects_bad_members(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    write_client_config(path, ["http://127.0.0.1:1", "127.0.0.1:2"], "k/op.key")
+    config = load_client_config(path)
+    assert config == ClientConfig(
+        ("http://127.0.0.1:1", "127.0.0.1:2"), tmp_path / "k/op.key", None, path
+    )
+    with pytest.raises(CliError, match="unknown member"):
+        parse_client_config({"nodes": ["http://a:1"], "keys": "x"}, tmp_path, "c")
+    with pytest.raises(CliError, match="non-empty list"):
+        parse_client_config({"nodes": []}, tmp_path, "c")
+    with pytest.raises(CliError, match="not http://HOST:PORT"):
+        parse_client_config({"nodes": ["https://a:1"]}, tmp_path, "c")
+    assert parse_node_url("http://[::1]:80").host == "::1"
+
+
+def test_seq_is_time_like_and_above_the_last() -> None:
+    assert choose_seq(5, 1_700_000_000_000) == 1_700_000_000_000
+    assert choose_seq(1_800_000_000_000, 1_700_000_000_000) == 1_800_000_000_001
+
+
+def test_table_and_migration_merge() -> None:
+    assert format_table(("A", "BB"), [(1, None), ("xyz", 2)]).splitlines() == [
+        "A    BB",
+        "1    -",
+        "xyz  2",
+    ]
+    app = "ab" * 32
+    entry = {"app": app[:16], "slot": 9, "outcome": "completed", "attempt": 0}
+    other = {"app": "cd" * 8, "slot": 3, "outcome": "completed", "attempt": 0}
+    merged, missing = merge_migrations(
+        app, [entry], {"http://a:1": [entry, other], "http://b:2": CliError("down")}
+    )
+    assert merged == [entry]
+    assert missing == ["http://b:2"]
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def test_submit_signs_posts_waits_and_prints_the_app(
+    tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "web.yaml"
+    spec.write_text(SPEC_YAML)
+    code, out, err = _run(capsys, client, "apps", "submit", str(spec))
+    assert code == 0, err
+    [command] = state.commands
+    assert command.kind is CommandKind.SUBMIT
+    assert bytes(command.signer) == _operator_pk(tmp_path)
+    assert command.spec is not None and command.spec.runtime is RuntimeKind.PROCESS
+    assert command.spec.command == ("/bin/sh", "-c", "sleep 1000")
+    assert command.spec.policy.min_interval_slots == 3
+    app_id = compute_submitted_app_id(command.signer, command.seq).hex()
+    assert "submit: applied" in out
+    assert app_id in out and "queued" in out
+
+
+def test_json_output_and_app_by_name(
+    client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_id = "12" * 32
+    state.apps[app_id] = make_app_view(app_id, "web", "running", "ef" * 32)
+    code, out, _ = _run(capsys, client, "apps", "list", "--json")
+    assert code == 0
+    assert json.loads(out)[0]["app_id"] == app_id
+    code, out, _ = _run(capsys, client, "apps", "list")
+    assert "web" in out and "efefefefefef" in out and "1 apps" in out
+
+    code, out, err = _run(capsys, client, "apps", "stop", "web", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["applied"] and result["kind"] == "stop"
+    assert result["app"]["state"] == "stopped"
+    assert state.commands[-1].app.hex() == app_id
+
+
+def test_move_resolves_the_node_prefix(
+    client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_id = "34" * 32
+    state.apps[app_id] = make_app_view(app_id, "db", "running", "aa" * 32)
+    state.nodes = [
+        {"node_id": "aa" * 32, "address": "127.0.0.1:1"},
+        {"node_id": "ab" + "00" * 31, "address": "127.0.0.1:2"},
+        {"node_id": "ab" + "11" * 31, "address": "127.0.0.1:3"},
+    ]
+    code, _, err = _run(capsys, client, "apps", "move", "db", "ab")
+    assert code == 2 and "ambiguous" in err
+    code, _, err = _run(capsys, client, "apps", "move", "db", "ab11")
+    assert code == 0, err
+    assert state.commands[-1].kind is CommandKind.MOVE
+    assert state.commands[-1].node.hex() == "ab" + "11" * 31
+    code, _, err = _run(capsys, client, "apps", "move", "db", "ff")
+    assert code == 1 and "no validator" in err
+
+
+def test_history_merges_migration_timings(
+    client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_id = "56" * 32
+    state.apps[app_id] = make_app_view(app_id, "db", "running", "aa" * 32)
+    state.migrations = [
+        {"app": app_id[:16], "slot": 12, "to": "bb" * 16, "outcome": "completed", "save_ms": 4.5},
+        {"app": "99" * 8, "slot": 13, "outcome": "completed"},
+    ]
+    code, out, err = _run(capsys, client, "apps", "history", "db", "--json")
+    assert code == 0, err
+    history = json.loads(out)
+    assert [e["kind"] for e in history["events"]] == ["submitted", "placed"]
+    assert [m["slot"] for m in history["migrations"]] == [12]
+    # The dead node of the config could not tell.
+    assert len(history["nodes_not_answering"]) == 1
+    code, out, _ = _run(capsys, client, "apps", "history", app_id[:8])
+    assert "placed" in out and "4.5 ms" in out
+
+
+def test_api_errors_exit_1_and_local_errors_exit_2(
+    tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, client, "apps", "show", "nothing")
+    assert (code, err) == (1, "error: no app 'nothing' (field app)\n")
+
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"name": "x", "runtime": "process", "colour": "red"}))
+    code, _, err = _run(capsys, client, "apps", "submit", str(spec))
+    assert code == 2 and "colour" in err
+    assert state.commands == []
+
+    spec.write_text("{")
+    code, _, err = _run(capsys, client, "apps", "submit", str(spec))
+    assert code == 2 and "not valid JSON" in err
+
+    (tmp_path / "ok.yaml").write_text(SPEC_YAML)
+    state.refuse = (403, {"error": "command_unknown_signer"})
+    code, _, err = _run(capsys, client, "apps", "submit", str(tmp_path / "ok.yaml"))
+    assert (code, err) == (1, "error: command_unknown_signer\n")
+
+    state.refuse = None
+    state.apply_after_polls = -1
+    code, _, err = _run(
+        capsys, client, "--timeout", "0.5", "apps", "submit", str(tmp_path / "ok.yaml")
+    )
+    assert code == 1 and "not in a block after 0.5 s" in err
+
+    code, out, err = _run(capsys, client, "--no-wait", "apps", "submit", str(tmp_path / "ok.yaml"))
+    assert code == 0 and "not waiting" in out
+
+    dead = tmp_path / "dead.toml"
+    write_client_config(dead, [_closed_port_url()], "operator.key")
+    code, _, err = _run(capsys, dead, "apps", "list")
+    assert code == 2 and "no node answered" in err
+
+    assert main(["apps", "list", "--client", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read client config" in capsys.readouterr().err
+
+
+def test_admin_keygen_ticket_grant(
+    tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, client, "admin", "keygen", str(tmp_path / "new.key"), "--json")
+    assert code == 0
+    new_pk = json.loads(out)["public_key"]
+    assert bytes(bls.sk_to_pk(load_keystore(tmp_path / "new.key"))).hex() == new_pk
+    code, _, err = _run(capsys, client, "admin", "keygen", str(tmp_path / "new.key"))
+    assert code == 2 and "already exists" in err
+
+    code, out, _ = _run(capsys, client, "admin", "ticket", new_pk)
+    assert code == 0
+    from edgechain.chain.assembly import make_ticket
+    from edgechain.types import PublicKey
+
+    admin_sk = load_keystore(tmp_path / "admin.key")
+    assert out.strip() == make_ticket(admin_sk, CHAIN_ID, PublicKey(bytes.fromhex(new_pk))).hex()
+
+    # A keystore file stands for its public key.
+    code, out, err = _run(capsys, client, "admin", "grant", str(tmp_path / "new.key"))
+    assert code == 0, err
+    command = state.commands[-1]
+    assert command.kind is CommandKind.GRANT_OPERATOR
+    assert command.key.hex() == new_pk
+    assert bytes(command.signer) == bytes(bls.sk_to_pk(admin_sk))
+    code, _, err = _run(capsys, client, "admin", "revoke", "00ff")
+    assert code == 2 and "96 hex digits" in err
