@@ -6,6 +6,11 @@ imports the python-free sample image into both, proves a container can run, and 
 end removes every container and stops both services. It skips, saying why, only when
 podman is not installed or cannot run a container on this host; with
 ``EDGECHAIN_REQUIRE_PODMAN=1`` that is a failure instead.
+
+``tmp_path`` is overridden here: when the tests run as root, the process runtime runs
+apps as an unprivileged user (``nobody``), which must be able to reach its state
+directory, and pytest's own temporary directories are 0700. Each test gets a fresh
+directory under a searchable (0711, not listable) base in ``/tmp`` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,28 @@ from edgechain.runtime.podman import (
 )
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.samples import SAMPLE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def reachable_base() -> Iterator[Path]:
+    """A base directory every user may pass through (0711) but not list."""
+    base = Path(tempfile.mkdtemp(prefix="ecrt-", dir="/tmp"))
+    base.chmod(0o711)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(reachable_base: Path) -> Iterator[Path]:
+    """A fresh per-test directory the app user can reach (see the module docstring)."""
+    path = Path(tempfile.mkdtemp(dir=reachable_base))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

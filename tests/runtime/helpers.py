@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import psutil
 
-from edgechain.chain.encoding import compute_app_id
+from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.transfer import (
     MigrationResult,
     PlanCheck,
     ProgressCallback,
+    SpecCheck,
     TransferClient,
     TransferServer,
     TransferTimeouts,
@@ -105,11 +107,13 @@ def get_block_hash(n: int) -> BlockHash:
 
 
 def get_entry(spec: AppSpec, origin: NodeId, destination: NodeId) -> PlanEntry:
-    return PlanEntry(PlanAction.MIGRATE, compute_app_id(spec), origin, destination)
+    return PlanEntry(PlanAction.MIGRATE, get_app(spec), origin, destination)
 
 
 def get_app(spec: AppSpec) -> AppId:
-    return compute_app_id(spec)
+    """A test app id derived from the spec (the chain derives ids from the SUBMIT
+    command; here every test spec carries a unique tag, so its hash is unique too)."""
+    return AppId(hashlib.sha256(b"test-app" + encode_app_spec(spec)).digest())
 
 
 def get_free_closed_port() -> int:
@@ -213,6 +217,7 @@ async def open_nodes(
     *,
     is_planned: PlanCheck = accept_all,
     timeouts: TransferTimeouts | None = None,
+    is_spec_current: SpecCheck | None = None,
 ) -> AsyncIterator[list[Node]]:
     """Start a transfer server and client per runtime; close the servers after."""
     nodes = []
@@ -221,7 +226,12 @@ async def open_nodes(
             name = chr(ord("a") + index)
             node_id = get_node_id(name)
             server = TransferServer(
-                runtime, node_id, is_planned, work / f"transfer-{name}", timeouts=timeouts
+                runtime,
+                node_id,
+                is_planned,
+                work / f"transfer-{name}",
+                timeouts=timeouts,
+                is_spec_current=is_spec_current,
             )
             await server.start("127.0.0.1", 0)
             client = TransferClient(runtime, timeouts=timeouts)

@@ -260,13 +260,13 @@ def test_apps_die_with_their_node(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from edgechain.chain.encoding import compute_app_id\n"
         "from edgechain.chain.model import RuntimeKind\n"
         "from edgechain.runtime.process import ProcessRuntime\n"
         "from edgechain.runtime.samples import get_counter_spec\n"
+        "from edgechain.types import AppId\n"
         "spec = get_counter_spec(RuntimeKind.PROCESS, tag=sys.argv[1])\n"
         "runtime = ProcessRuntime(Path(sys.argv[2]))  # kept alive: it owns the spawner\n"
-        "runtime.start(compute_app_id(spec), spec)\n"
+        "runtime.start(AppId(bytes(32)), spec)\n"
         "print('started', flush=True)\n"
         "time.sleep(300)\n"
     )

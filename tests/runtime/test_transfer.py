@@ -29,7 +29,7 @@ from edgechain.runtime.protocol import (
 )
 from edgechain.runtime.samples import get_counter_spec
 from edgechain.runtime.transfer import MigrationOutcome, MigrationResult, TransferTimeouts
-from edgechain.types import BlockHash
+from edgechain.types import AppId, BlockHash
 
 from .helpers import (
     DestinationProcess,
@@ -160,8 +160,11 @@ def test_misaddressed_and_forged_offers_are_refused(process_pair: Pair, tmp_path
     spec, tag = _start_counter(a)
     other, _ = _counter()
 
+    def is_spec_current(app: AppId, offered: AppSpec) -> bool:
+        return app == get_app(spec) and offered == spec  # what "the chain" records
+
     async def run() -> None:
-        async with open_nodes([a, b], tmp_path) as (na, nb):
+        async with open_nodes([a, b], tmp_path, is_spec_current=is_spec_current) as (na, nb):
             elsewhere = get_entry(spec, na.node_id, get_node_id("zz"))
             result = await na.client.migrate(
                 get_block_hash(1), elsewhere, spec, "127.0.0.1", nb.port

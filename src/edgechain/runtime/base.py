@@ -16,12 +16,14 @@ Compression belongs to the transfer (``runtime/transfer.py``), not to the archiv
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from edgechain.chain.encoding import decode_app_spec, encode_app_spec
 from edgechain.chain.model import AppSpec, RuntimeKind
-from edgechain.errors import LocalError
+from edgechain.errors import LocalError, PeerError
 from edgechain.types import AppId
 
 STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
@@ -35,6 +37,12 @@ CHECKPOINT_MARKER = ".checkpoint-hook"
 
 ARCHIVE_STATE_PREFIX = "state"
 ARCHIVE_IMAGE_MEMBER = "image.tar"
+
+SPEC_FILE = "spec"
+"""In an app's directory: the canonical encoding of the spec it was last started with."""
+VERSION_FILE = "version"
+"""Next to it: that spec's version; absent when unknown (restored from a migration,
+which carries no version)."""
 
 
 class AppRuntimeError(LocalError):
@@ -156,7 +164,8 @@ def get_app_dirname(app: AppId) -> str:
 
 
 class AppDirectories:
-    """Where a runtime keeps each app: ``<root>/<app id hex>/state`` (shared layout)."""
+    """Where a runtime keeps each app: ``<root>/<app id hex>/state`` (shared layout),
+    and the release (spec, version) it last started there, which outlives the node."""
 
     root: Path
 
@@ -165,3 +174,34 @@ class AppDirectories:
 
     def get_state_dir(self, app: AppId) -> Path:
         return self.get_app_dir(app) / "state"
+
+    def write_release(self, app: AppId, spec: AppSpec, version: int | None) -> None:
+        app_dir = self.get_app_dir(app)
+        _write_atomically(app_dir / SPEC_FILE, encode_app_spec(spec))
+        if version is None:
+            (app_dir / VERSION_FILE).unlink(missing_ok=True)
+        else:
+            _write_atomically(app_dir / VERSION_FILE, f"{version}\n".encode())
+
+    def read_releases(self) -> Iterator[tuple[AppId, AppSpec, int | None]]:
+        """The apps under ``root`` with a readable recorded release, in id order."""
+        for spec_file in sorted(self.root.glob(f"*/{SPEC_FILE}")):
+            app_dir = spec_file.parent
+            try:
+                app = AppId(bytes.fromhex(app_dir.name))
+                spec = decode_app_spec(spec_file.read_bytes())
+            except (ValueError, OSError, PeerError):
+                continue  # not an app directory, or an older format: leave it alone
+            if len(app) != 32 or get_app_dirname(app) != app_dir.name:
+                continue
+            try:
+                version: int | None = int((app_dir / VERSION_FILE).read_text().strip())
+            except (OSError, ValueError):
+                version = None
+            yield app, spec, version
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

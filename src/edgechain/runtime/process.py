@@ -25,11 +25,23 @@ Apps die with their node: with ``die_with_node`` each app is started through
 dies (killed mid-restore, say) its apps get SIGKILL instead of running on unseen next
 to the copy the origin resumes. A pid file per app lets a restarted runtime reap
 orphans of an earlier incarnation (``reap_orphans``).
+
+Never as root: when the node runs as root, every app runs as ``app_user`` (``nobody``
+by default; ``runtime/appuser.py``) with no supplementary groups. The app owns its
+``state/`` and a ``run/`` directory for its checkpoint acknowledgement; the app
+directory itself and the runtime's files in it (pid file, recorded spec, log) stay
+root's. A node that is not root runs apps as its own user: there is nothing to drop.
+
+Each app directory records the spec (and, when the caller gave one, the spec version)
+the app was last started with, so the runtime knows after a node restart which apps it
+holds and which version each one ran (``get_release``); the node compares that with
+the chain's registry to carry out UPDATE and REMOVE.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -43,6 +55,14 @@ from pathlib import Path
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
+from edgechain.runtime.appuser import (
+    DEFAULT_APP_USER,
+    AppUser,
+    AppUserError,
+    find_unreachable,
+    give_tree,
+    resolve_app_user,
+)
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, write_state_archive
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
@@ -60,9 +80,14 @@ from edgechain.types import AppId
 
 PID_FILE = "pid"
 SAVED_ARCHIVE = "saved.tar"
+RUN_DIR = "run"
+"""Per-app directory the app may write besides its state (owned by the app user)."""
 ACK_FILE = "checkpoint.ack"
+"""In ``RUN_DIR``."""
 LOG_FILE = "app.log"
 _POLL_S = 0.002
+
+_log = logging.getLogger("edgechain.runtime")
 
 
 @dataclass
@@ -75,6 +100,8 @@ class _App:
     lock: threading.RLock
     last_sample: tuple[float, float] | None = None
     """(monotonic time, CPU seconds) at the previous ``stats`` call."""
+    version: int | None = None
+    """The spec version ``spec`` is, when known."""
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -95,7 +122,13 @@ def _read_pid_file(path: Path) -> tuple[int, float] | None:
 
 
 class ProcessRuntime(AppDirectories):
-    """``AppRuntime`` for plain processes, each app in its own session and state dir."""
+    """``AppRuntime`` for plain processes, each app in its own session and state dir.
+
+    ``app_user`` (``USER`` or ``USER:GROUP``) is who apps run as when this process is
+    root; an unknown user, or root itself, is an :class:`AppUserError` here, at
+    start-up. ``None`` asks for no drop, which a root node refuses too: apps never run
+    as root. A node that is not root runs apps as itself and ignores ``app_user``.
+    """
 
     def __init__(
         self,
@@ -104,11 +137,27 @@ class ProcessRuntime(AppDirectories):
         stop_grace_s: float = 2.0,
         checkpoint_timeout_s: float = 1.0,
         die_with_node: bool = True,
+        app_user: str | None = DEFAULT_APP_USER,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stop_grace_s = stop_grace_s
         self.checkpoint_timeout_s = checkpoint_timeout_s
+        self.app_user = self._get_app_user(app_user)
+        self._unusable = ""
+        """Why no app can start here (the app user cannot reach the root), or ""."""
+        if self.app_user is not None:
+            # Search without listing: an app reaches its own directory by name only.
+            self.root.chmod(0o711)
+            blocked = find_unreachable(self.root, self.app_user)
+            if blocked is not None:
+                self._unusable = (
+                    f"app user {self.app_user.name} cannot reach {blocked} on the way to "
+                    f"{self.root}: make it searchable (chmod o+x) or use another data dir"
+                )
+                # Loud, but not fatal: the node still serves the chain; every start
+                # fails with this message instead of running the app as root.
+                _log.error("process runtime cannot run apps: %s", self._unusable)
         self._setpriv = shutil.which("setpriv") if die_with_node else None
         self._apps: dict[AppId, _App] = {}
         self._lock = threading.Lock()
@@ -117,13 +166,31 @@ class ProcessRuntime(AppDirectories):
         # threads would kill apps at random.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgechain-spawn")
         self._closed = False
+        self._load_recorded()
         self.reap_orphans()
+
+    @staticmethod
+    def _get_app_user(app_user: str | None) -> AppUser | None:
+        if os.geteuid() != 0:
+            return None  # already unprivileged: apps run as the node's user
+        if app_user is None:
+            raise AppUserError("the node runs as root and no app user is configured")
+        return resolve_app_user(app_user)
 
     @property
     def kind(self) -> RuntimeKind:
         return RuntimeKind.PROCESS
 
+    @property
+    def unusable_reason(self) -> str:
+        """Why apps cannot start on this runtime ("" when they can)."""
+        return self._unusable
+
     # --- paths ---------------------------------------------------------------------------
+
+    def get_run_dir(self, app: AppId) -> Path:
+        """The directory besides ``state/`` the app may write (its checkpoint ack)."""
+        return self.get_app_dir(app) / RUN_DIR
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -133,6 +200,32 @@ class ProcessRuntime(AppDirectories):
         if record is None:
             raise AppNotFoundError(f"no app {bytes(app).hex()[:16]} on this runtime")
         return record
+
+    def _get_or_add(self, app: AppId, spec: AppSpec) -> _App:
+        with self._lock:
+            if self._closed:
+                raise AppRuntimeError("runtime is closed")
+            record = self._apps.get(app)
+            if record is None:
+                record = _App(spec, None, AppStatus.STOPPED, threading.RLock())
+                self._apps[app] = record
+            return record
+
+    def _is_current(self, app: AppId, record: _App) -> bool:
+        """False once ``remove`` has dropped ``record`` (a caller that waited for its
+        lock must start over, or it would run an app the runtime no longer tracks)."""
+        with self._lock:
+            return self._apps.get(app) is record
+
+    def _load_recorded(self) -> None:
+        """Know the apps an earlier incarnation left here (stopped; state kept)."""
+        for app, spec, version in self.read_releases():
+            self._apps[app] = _App(spec, None, AppStatus.STOPPED, threading.RLock(), None, version)
+
+    def _record_release(self, app: AppId, record: _App, spec: AppSpec, version: int | None) -> None:
+        self.write_release(app, spec, version)
+        record.spec = spec
+        record.version = version
 
     def _refresh(self, record: _App) -> AppStatus:
         """Notice an app that exited on its own (and reap it)."""
@@ -169,21 +262,61 @@ class ProcessRuntime(AppDirectories):
 
     # --- process control -----------------------------------------------------------------
 
-    def _spawn(self, app: AppId, spec: AppSpec) -> subprocess.Popen[bytes]:
+    def _prepare_dirs(self, app: AppId, *, fresh_state: bool = False) -> None:
+        """Create the app's directories; with an app user, hand it what it may write.
+
+        ``fresh_state``: the state dir was just unpacked by root from an archive (see
+        ``give_tree``); otherwise it is the app's own, possibly from an older run as
+        root, so ownership is checked on every start.
+        """
+        if self._unusable:
+            raise AppUserError(self._unusable)
+        app_dir = self.get_app_dir(app)
+        app_dir.mkdir(exist_ok=True)
+        for sub in (self.get_state_dir(app), self.get_run_dir(app)):
+            sub.mkdir(exist_ok=True)
+        user = self.app_user
+        if user is None:
+            return
+        app_dir.chmod(0o711)  # root's: the app passes through to state/ and run/ only
+        os.chown(app_dir, os.geteuid(), os.getegid())
+        give_tree(self.get_state_dir(app), user, fresh=fresh_state)
+        give_tree(self.get_run_dir(app), user)
+
+    def _get_env(self, app: AppId) -> dict[str, str]:
+        env = dict(os.environ)
+        env[STATE_DIR_ENV] = str(self.get_state_dir(app))
+        env[CHECKPOINT_ACK_ENV] = str(self.get_run_dir(app) / ACK_FILE)
+        if self.app_user is not None:
+            # The node's HOME (root's) is not the app's; its state dir is all it has.
+            env.update(
+                HOME=str(self.get_state_dir(app)),
+                USER=self.app_user.name,
+                LOGNAME=self.app_user.name,
+            )
+        return env
+
+    def _spawn(
+        self, app: AppId, spec: AppSpec, *, fresh_state: bool = False
+    ) -> subprocess.Popen[bytes]:
         if not spec.command:
             raise AppRuntimeError(f"app {spec.name!r} has no command for the process runtime")
+        self._prepare_dirs(app, fresh_state=fresh_state)
         app_dir = self.get_app_dir(app)
         state_dir = self.get_state_dir(app)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env[STATE_DIR_ENV] = str(state_dir)
-        env[CHECKPOINT_ACK_ENV] = str(app_dir / ACK_FILE)
+        env = self._get_env(app)
         argv = list(spec.command)
         if self._setpriv is not None:
+            # Credentials change in the child before it execs setpriv (Popen's user and
+            # group), so the death signal setpriv sets is not cleared by that change.
             argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
+        user = self.app_user
 
         def fork() -> subprocess.Popen[bytes]:
-            with (app_dir / LOG_FILE).open("ab") as log:
+            # The log stays root's (0600): the app writes it through the inherited fd.
+            fd = os.open(app_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, "ab") as log:
                 return subprocess.Popen(
                     argv,
                     cwd=state_dir,
@@ -192,6 +325,9 @@ class ProcessRuntime(AppDirectories):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    user=user.uid if user is not None else None,
+                    group=user.gid if user is not None else None,
+                    extra_groups=[] if user is not None else None,
                 )
 
         try:
@@ -235,7 +371,7 @@ class ProcessRuntime(AppDirectories):
         proc = record.proc
         if proc is None:
             return False
-        ack = self.get_app_dir(app) / ACK_FILE
+        ack = self.get_run_dir(app) / ACK_FILE
         ack.unlink(missing_ok=True)
         # The whole group gets SIGUSR1: it also ends a pending `sleep` in a shell app, so
         # the trap runs at once instead of after the sleep.
@@ -252,21 +388,21 @@ class ProcessRuntime(AppDirectories):
 
     # --- the AppRuntime interface --------------------------------------------------------
 
-    def start(self, app: AppId, spec: AppSpec) -> None:
-        with self._lock:
-            if self._closed:
-                raise AppRuntimeError("runtime is closed")
-            record = self._apps.get(app)
-            if record is None:
-                record = _App(spec, None, AppStatus.STOPPED, threading.RLock())
-                self._apps[app] = record
-        with record.lock:
-            if self._refresh(record) is not AppStatus.STOPPED:
-                raise AppRuntimeError(f"app {spec.name!r} is already running")
-            record.spec = spec
-            record.proc = self._spawn(app, spec)
-            record.status = AppStatus.RUNNING
-            record.last_sample = None
+    def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
+        """Run ``spec`` (spec ``version``, when the caller knows it) from the app's
+        state dir; the spec and version are recorded for ``get_release``."""
+        while True:
+            record = self._get_or_add(app, spec)
+            with record.lock:
+                if not self._is_current(app, record):
+                    continue  # removed while we waited for its lock: a new record
+                if self._refresh(record) is not AppStatus.STOPPED:
+                    raise AppRuntimeError(f"app {spec.name!r} is already running")
+                record.proc = self._spawn(app, spec)
+                record.status = AppStatus.RUNNING
+                record.last_sample = None
+                self._record_release(app, record, spec, version)
+                return
 
     def stop(self, app: AppId) -> None:
         record = self._get(app)
@@ -334,26 +470,27 @@ class ProcessRuntime(AppDirectories):
             return SavedState(app, archive, size, live, includes_image=False)
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
-        with self._lock:
-            if self._closed:
-                raise AppRuntimeError("runtime is closed")
-            record = self._apps.get(app)
-            if record is None:
-                record = _App(spec, None, AppStatus.STOPPED, threading.RLock())
-                self._apps[app] = record
-        with record.lock:
-            if self._refresh(record) is not AppStatus.STOPPED:
-                raise AppRuntimeError(f"app {spec.name!r} is already running here")
-            try:
-                extract_state_archive(archive, self.get_state_dir(app))
-                record.spec = spec
-                record.proc = self._spawn(app, spec)
-                record.status = AppStatus.RUNNING
-                record.last_sample = None
-            except BaseException:
-                # Nothing of a failed restore stays: the origin still owns the app.
-                self._forget(app, record)
-                raise
+        """Unpack and start; the spec version is unknown here (``set_version``)."""
+        while True:
+            record = self._get_or_add(app, spec)
+            with record.lock:
+                if not self._is_current(app, record):
+                    continue
+                if self._refresh(record) is not AppStatus.STOPPED:
+                    raise AppRuntimeError(f"app {spec.name!r} is already running here")
+                try:
+                    self.get_app_dir(app).mkdir(exist_ok=True)
+                    extract_state_archive(archive, self.get_state_dir(app))
+                    # Unpacked by root, in a directory no app could write: owned wholesale.
+                    record.proc = self._spawn(app, spec, fresh_state=True)
+                    record.status = AppStatus.RUNNING
+                    record.last_sample = None
+                    self._record_release(app, record, spec, None)
+                except BaseException:
+                    # Nothing of a failed restore stays: the origin still owns the app.
+                    self._forget(app, record)
+                    raise
+                return
 
     def remove(self, app: AppId) -> None:
         with self._lock:
@@ -393,6 +530,19 @@ class ProcessRuntime(AppDirectories):
     def has_image(self, spec: AppSpec) -> bool:
         del spec
         return True
+
+    def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
+        """The spec the app was last started with, and its version when known."""
+        record = self._get(app)
+        with record.lock:
+            return record.spec, record.version
+
+    def set_version(self, app: AppId, version: int) -> None:
+        """Record the version of the spec the app runs (after a restore: the caller
+        found the restored spec equal to that version's)."""
+        record = self._get(app)
+        with record.lock:
+            self._record_release(app, record, record.spec, version)
 
     def get_pid(self, app: AppId) -> int | None:
         """The pid of the app's group leader, or None when it is not running."""
