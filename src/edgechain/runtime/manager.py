@@ -15,10 +15,24 @@ runtime call runs in a worker thread (``asyncio.to_thread``), every order in a t
 * MIGRATE to this node: nothing to do; the server accepts the transfer once
   :meth:`is_planned` finds the entry in a block of our head chain.
 
-Reconcile, about once a slot: an app the head registry places here that does not run
-(it crashed, or the node restarted) is started from its state dir, but only if it was
-placed here by a PLACE or by a migration this node completed (the transfer ledger); an
-app moved here that has not arrived is the origin's to send, never ours to start.
+Reconcile, about once a slot, makes the runtime match the head registry (the rules are
+in ``runtime/lifecycle.py``; each action runs in a worker thread under the app's lock,
+re-checks the runtime there, and is logged as "app started", "app stopped", "app
+updated" or "app removed"):
+
+* placed here, RUNNING, not running (it crashed, the node restarted, or a START): start
+  it from its state dir, but only if it was placed here by a PLACE or by a migration
+  this node completed (the transfer ledger); an app moved here that has not arrived is
+  the origin's to send, never ours to start;
+* placed here, STOPPED, running: stop it, keeping its state dir;
+* placed here, RUNNING, running another spec version (UPDATE): stop it and start the
+  record's spec from the same state dir; the runtime records the version it started,
+  so this survives a node restart;
+* held here, record gone from the head registry (REMOVE): stop it and delete its app
+  directory, once the head chain shows the removal (``lifecycle.was_removed``).
+
+An app in flight (a migration out holds its lock; one coming in has an incoming file)
+is skipped, and an app whose record places it on another node is left alone.
 
 Transfer port: peers learn it from the chain, as the label ``edgechain.transfer=PORT``
 of the node's inclusion request (:func:`get_transfer_label`). The port is chosen once
@@ -47,12 +61,22 @@ from typing import Any
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, Block, PlanAction, PlanEntry
-from edgechain.consensus.engine import ConsensusEngine, LocalUsage
+from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.messages import MigrationOrder
 from edgechain.crypto import bls
 from edgechain.errors import LocalError
-from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
+from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
+from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
+from edgechain.runtime.lifecycle import (
+    Action,
+    ChainView,
+    HeldApp,
+    decide,
+    find_placing_entry,
+    is_on_head_chain,
+    was_removed,
+)
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.transfer import MigrationResult, TransferClient, TransferServer
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Slot
@@ -95,6 +119,8 @@ class AppView:
     cpu_bp: int = 0
     ram_bp: int = 0
     disk_bytes: int = 0
+    version: int | None = None
+    """The spec version the runtime started (None: not known yet, after a migration)."""
 
 
 def merge_usage(host: LocalUsage, apps: tuple[AppUsage, ...]) -> LocalUsage:
@@ -109,49 +135,22 @@ def merge_usage(host: LocalUsage, apps: tuple[AppUsage, ...]) -> LocalUsage:
     )
 
 
-def is_on_head_chain(engine: ConsensusEngine, block_hash: BlockHash) -> bool:
-    """True when ``block_hash`` is an ancestor-or-self of the engine's head."""
-    target = engine.blocks.get(block_hash)
-    current = engine.head
-    if target is None:
-        return False
-    while current is not None and current in engine.blocks:
-        if current == block_hash:
-            return True
-        block = engine.blocks[current]
-        if block.slot < target.slot:
-            return False
-        current = block.parent
-    return False
-
-
-def find_placing_entry(
-    engine: ConsensusEngine, record: AppRecord
-) -> tuple[BlockHash, PlanEntry] | None:
-    """The head-chain block (of ``record.last_move_slot``) and entry that put the app
-    where the registry has it; None if it is out of reach."""
-    slot = record.last_move_slot
-    current = engine.head
-    while slot is not None and current is not None and current in engine.blocks:
-        block = engine.blocks[current]
-        if block.slot < slot:
-            return None
-        if block.slot == slot and isinstance(block, Block):
-            for entry in block.plan:
-                if entry.app == record.app:
-                    return current, entry
-            return None
-        current = block.parent
-    return None
-
-
 class AppManager:
     """Runs the apps the chain places on this node and carries out their migrations."""
 
-    def __init__(self, data_dir: Path, node_id: NodeId, sk: SecretKey) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        node_id: NodeId,
+        sk: SecretKey,
+        *,
+        app_user: str | None = DEFAULT_APP_USER,
+    ) -> None:
+        """``app_user``: who apps run as when the node is root (``ProcessRuntime``); an
+        unknown user is an ``AppUserError`` (a ``LocalError``) here."""
         self.node_id = node_id
         self.root = data_dir / "apps"
-        self.runtime = ProcessRuntime(self.root)
+        self.runtime = ProcessRuntime(self.root, app_user=app_user)
         self.transfer_dir = data_dir / "transfer"
         # Offers are signed by their origin and checked against the chain's validator
         # keys: only the node the plan names can hand an app over (runtime/protocol.py).
@@ -161,14 +160,17 @@ class AppManager:
             self.is_planned,
             self.transfer_dir,
             verify_origin=self.verify_origin,
+            is_spec_current=self.is_spec_current,
         )
         self.client = TransferClient(self.runtime, sk=sk)
-        self.engine: ConsensusEngine | None = None
+        self.engine: ChainView | None = None
         self.host_usage = LocalUsage()
         self.app_usage: tuple[AppUsage, ...] = ()
         self.views: tuple[AppView, ...] = ()
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
         self._locks: dict[AppId, asyncio.Lock] = {}
+        self._searched: dict[AppId, BlockHash] = {}
+        """``lifecycle.was_removed``'s memory of heads already searched, per app."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0
@@ -190,7 +192,7 @@ class AppManager:
         port_file.write_text(f"{bound}\n")
         return bound
 
-    def attach(self, engine: ConsensusEngine) -> None:
+    def attach(self, engine: ChainView) -> None:
         self.engine = engine
 
     async def close(self) -> None:
@@ -244,6 +246,17 @@ class AppManager:
             return False
         return is_on_head_chain(engine, block_hash)
 
+    def is_spec_current(self, app: AppId, spec: AppSpec) -> bool:
+        """The TransferServer's check: ``spec`` is the head registry's spec of ``app``
+        (ids do not hash the spec, so the spec is checked against the chain)."""
+        record = self._get_head_record(app)
+        return record is not None and record.spec == spec
+
+    def _get_head_record(self, app: AppId) -> AppRecord | None:
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        return get_record(state.registry, app) if state is not None else None
+
     def verify_origin(self, origin: NodeId, message: bytes, signature: bytes) -> bool:
         """Did validator ``origin`` sign ``message``? Its key from the recent chain."""
         engine = self.engine
@@ -278,29 +291,38 @@ class AppManager:
         return self._locks.setdefault(app, asyncio.Lock())
 
     async def _place(self, app: AppId, spec: AppSpec) -> None:
+        version: int | None = None
+        record = self._get_head_record(app)
+        if record is not None and record.node == self.node_id:
+            # The head may be past the PLACE block: a STOP or an UPDATE since wins.
+            if record.state is AppState.STOPPED:
+                return
+            spec, version = record.spec, record.version
         async with self._lock(app):
-            await self._start_if_stopped(app, spec, "place")
+            await self._start_if_stopped(app, spec, "place", version)
 
-    async def _start_if_stopped(self, app: AppId, spec: AppSpec, why: str) -> None:
+    async def _start_if_stopped(
+        self, app: AppId, spec: AppSpec, why: str, version: int | None = None
+    ) -> None:
         if await asyncio.to_thread(self.runtime.is_running, app):
             return
-        fields = {"app": bytes(app).hex()[:16], "name": spec.name, "why": why}
+        fields = {"app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version}
         try:
-            await asyncio.to_thread(self.runtime.start, app, spec)
+            await asyncio.to_thread(self.runtime.start, app, spec, version=version)
         except AppRuntimeError as exc:
             log.error("app start failed", extra={"fields": {**fields, "error": str(exc)}})
             return
         log.info("app started", extra={"fields": fields})
 
-    def _is_still_wanted(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
-        """The block is on our head chain and the registry still places the app at the
-        entry's destination (a reorg or a later move makes the offer pointless)."""
+    def _get_wanted_record(self, block_hash: BlockHash, entry: PlanEntry) -> AppRecord | None:
+        """The app's head record while the block is on our head chain and the registry
+        still places the app at the entry's destination (a reorg, a later move or a
+        REMOVE makes the offer pointless); None otherwise."""
         engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        if engine is None or state is None or not is_on_head_chain(engine, block_hash):
-            return False
-        record = get_record(state.registry, entry.app)
-        return record is not None and record.node == entry.destination
+        if engine is None or not is_on_head_chain(engine, block_hash):
+            return None
+        record = self._get_head_record(entry.app)
+        return record if record is not None and record.node == entry.destination else None
 
     def _get_destination(self, node: NodeId) -> tuple[str, int] | None:
         engine = self.engine
@@ -327,14 +349,19 @@ class AppManager:
             "slot": slot,
             "to": bytes(entry.destination).hex()[:16],
         }
-        while time.monotonic() < deadline and self._is_still_wanted(block_hash, entry):
+        while time.monotonic() < deadline:
+            record = self._get_wanted_record(block_hash, entry)
+            if record is None:
+                break
             address = self._get_destination(entry.destination)
             if address is None:
                 log.error("no transfer address for destination", extra={"fields": fields})
                 return
             async with self._lock(app):
                 try:
-                    result = await self.client.migrate(block_hash, entry, spec, *address)
+                    # The head's spec, not the order's: the destination checks the offer
+                    # against its head registry, and an UPDATE may have come in between.
+                    result = await self.client.migrate(block_hash, entry, record.spec, *address)
                 except LocalError as exc:
                     # Not running here (never started, or already gone): nothing to send.
                     log.warning("migration skipped", extra={"fields": {**fields, "why": str(exc)}})
@@ -365,22 +392,104 @@ class AppManager:
     # --- measure and reconcile ---------------------------------------------------------
 
     async def _round(self) -> None:
-        await self._reconcile()
+        await self.reconcile()
         await self._measure()
 
-    async def _reconcile(self) -> None:
+    async def reconcile(self) -> None:
+        """One pass of the lifecycle rules (module docstring); idempotent. ``tick``
+        runs it about once a slot."""
         engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        if engine is None or state is None:
+        if engine is None or engine.get_head_state() is None:
             return
-        for record in get_apps_on_node(state.registry, self.node_id):
-            lock = self._lock(record.app)
-            if lock.locked() or not self._may_start_here(engine, record):
+        held = {h.app: h for h in await asyncio.to_thread(self._get_held)}
+        state = engine.get_head_state()  # after the await: the head may have moved
+        if state is None:
+            return
+        apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
+        apps += sorted(app for app in held if get_record(state.registry, app) is None)
+        for app in apps:
+            lock = self._lock(app)
+            if lock.locked():
+                continue  # in flight (a migration out) or already being acted on
+            # Read again per app: an earlier action awaited, and the head moves on.
+            current = engine.get_head_state()
+            record = get_record(current.registry, app) if current is not None else None
+            action = decide(self.node_id, record, held.get(app))
+            if action is None or not self._is_allowed(engine, action, app, record):
                 continue
             async with lock:
-                await self._start_if_stopped(record.app, record.spec, "reconcile")
+                await self._carry_out(action, app, record)
 
-    def _may_start_here(self, engine: ConsensusEngine, record: AppRecord) -> bool:
+    def _get_held(self) -> list[HeldApp]:
+        """Blocking: the runtime's apps with their releases."""
+        held = []
+        for info in self.runtime.list():
+            try:
+                spec, version = self.runtime.get_release(info.app)
+            except AppRuntimeError:
+                continue  # removed meanwhile
+            running = info.status is not AppStatus.STOPPED
+            held.append(HeldApp(info.app, running, spec, version))
+        return held
+
+    def _is_allowed(
+        self, engine: ChainView, action: Action, app: AppId, record: AppRecord | None
+    ) -> bool:
+        if action is Action.START:
+            return record is not None and self._may_start_here(engine, record)
+        if action is Action.REMOVE:
+            return not self._is_arriving(app) and was_removed(engine, app, self._searched)
+        return True
+
+    def _is_arriving(self, app: AppId) -> bool:
+        """A migration of ``app`` is being received or restored here (the transfer
+        server's incoming file exists from the first byte until the restore ends)."""
+        incoming = self.transfer_dir / "incoming"
+        return any(incoming.glob(f"{get_app_dirname(app)}-*"))
+
+    async def _carry_out(self, action: Action, app: AppId, record: AppRecord | None) -> None:
+        """Run ``action`` in a worker thread; the caller holds the app's lock."""
+        fields: dict[str, Any] = {"app": bytes(app).hex()[:16]}
+        if record is not None:
+            fields.update(name=record.spec.name, version=record.version)
+        try:
+            if action is Action.START and record is not None:
+                await self._start_if_stopped(app, record.spec, "reconcile", record.version)
+            elif action is Action.STOP:
+                if await asyncio.to_thread(self._stop_if_running, app):
+                    log.info("app stopped", extra={"fields": {**fields, "why": "stopped"}})
+            elif action is Action.UPDATE and record is not None:
+                done, old = await asyncio.to_thread(self._restart_at, app, record)
+                if done:
+                    log.info("app updated", extra={"fields": {**fields, "from_version": old}})
+            elif action is Action.CONFIRM and record is not None:
+                await asyncio.to_thread(self.runtime.set_version, app, record.version)
+            elif action is Action.REMOVE:
+                await asyncio.to_thread(self.runtime.remove, app)
+                self._searched.pop(app, None)
+                log.info("app removed", extra={"fields": {**fields, "why": "removed"}})
+        except AppRuntimeError as exc:
+            fields.update(action=action.value, error=str(exc))
+            log.error("app action failed", extra={"fields": fields})
+
+    def _stop_if_running(self, app: AppId) -> bool:
+        """Blocking: stop the app (state kept) if it runs; True when it did."""
+        if not self.runtime.is_running(app):
+            return False
+        self.runtime.stop(app)
+        return True
+
+    def _restart_at(self, app: AppId, record: AppRecord) -> tuple[bool, int | None]:
+        """Blocking: if the app still runs another release, stop it and start the
+        record's spec from the same state dir. Returns (restarted, the old version)."""
+        spec, version = self.runtime.get_release(app)
+        if not self.runtime.is_running(app) or (spec, version) == (record.spec, record.version):
+            return False, version
+        self.runtime.stop(app)
+        self.runtime.start(app, record.spec, version=record.version)
+        return True, version
+
+    def _may_start_here(self, engine: ChainView, record: AppRecord) -> bool:
         """Placed here by a PLACE, or moved here by a migration we completed."""
         found = find_placing_entry(engine, record)
         if found is None:
@@ -405,7 +514,12 @@ class AppManager:
         usage: list[AppUsage] = []
         for info in self.runtime.list():
             running = info.status is not AppStatus.STOPPED
+            try:
+                version = self.runtime.get_release(info.app)[1]
+            except AppRuntimeError:
+                continue  # removed since the listing
             view = AppView(bytes(info.app).hex(), info.name, running, info.status.value)
+            view = replace(view, version=version)
             if running:
                 try:
                     stats = self.runtime.stats(info.app)

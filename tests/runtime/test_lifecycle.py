@@ -1,0 +1,350 @@
+"""The app lifecycle against the head registry: start, stop, update, remove.
+
+``decide`` (the rules) on its own, then ``AppManager.reconcile`` driving a real
+``ProcessRuntime`` (real processes, checked on the process table) over a small fake
+chain: real ``Block`` and ``BlockState`` objects whose registries the test writes, the
+way the lead's registry would after STOP, START, UPDATE and REMOVE commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgechain.chain.model import (
+    AnyBlock,
+    AppSpec,
+    Block,
+    PlanAction,
+    PlanEntry,
+    RuntimeKind,
+)
+from edgechain.chain.validator_set import ValidatorSet
+from edgechain.consensus.engine import LocalUsage
+from edgechain.consensus.state import BlockState
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.runtime.lifecycle import Action, HeldApp, decide, was_removed
+from edgechain.runtime.manager import AppManager
+from edgechain.runtime.samples import get_counter_spec
+from edgechain.testing import make_identity
+from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
+
+from .helpers import get_app, get_node_id, get_tagged_processes, read_count, wait_count_above
+
+ME = make_identity(1)
+OTHER = get_node_id("other")
+
+
+# --- the fake chain -------------------------------------------------------------------
+
+
+class FakeChain:
+    """A linear chain whose registries the test writes; what ``AppManager`` reads."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[BlockHash, AnyBlock] = {}
+        self.states: dict[BlockHash, BlockState] = {}
+        genesis = BlockHash(bytes(32))
+        self.states[genesis] = self._state(genesis, Slot(0), Registry())
+        self.head: BlockHash | None = genesis
+        self.usage: LocalUsage | None = None
+
+    @staticmethod
+    def _state(block_hash: BlockHash, slot: Slot, registry: Registry) -> BlockState:
+        return BlockState(
+            block_hash, slot, b"", ValidatorSet(()), 1, registry, (), 0, is_skip=False
+        )
+
+    def append(self, records: tuple[AppRecord, ...], plan: tuple[PlanEntry, ...] = ()) -> Slot:
+        """A new head block carrying ``plan``, after which the registry is ``records``."""
+        assert self.head is not None
+        slot = Slot(len(self.blocks) + 1)
+        block = Block(
+            self.head, slot, 0, ME.node, 0, 1, b"", b"", (), plan, (), (), (),
+            Signature(b""), b"", Signature(b""),
+        )  # fmt: skip
+        block_hash = BlockHash(slot.to_bytes(32, "big"))
+        registry = Registry(tuple(sorted(records, key=lambda r: bytes(r.app))))
+        self.blocks[block_hash] = block
+        self.states[block_hash] = self._state(block_hash, slot, registry)
+        self.head = block_hash
+        return slot
+
+    def get_head_state(self) -> BlockState | None:
+        return self.states[self.head] if self.head is not None else None
+
+    def get_chain(self, upto: BlockHash | None = None) -> list[BlockHash]:
+        chain = []
+        current = upto or self.head
+        while current is not None:
+            chain.append(current)
+            block = self.blocks.get(current)
+            current = block.parent if block is not None else None
+        return chain[::-1]
+
+    def set_local_usage(self, usage: LocalUsage) -> None:
+        self.usage = usage
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _counter(tag: str, interval_s: float = 0.05) -> AppSpec:
+    return get_counter_spec(RuntimeKind.PROCESS, interval_s=interval_s, tag=tag)
+
+
+def _new_app() -> tuple[AppId, AppSpec, str]:
+    tag = f"l-{secrets.token_hex(4)}"
+    spec = _counter(tag)
+    return get_app(spec), spec, tag
+
+
+def _place(chain: FakeChain, app: AppId, spec: AppSpec, node: NodeId = ME.node) -> AppRecord:
+    """A block whose plan PLACEs ``app`` on ``node`` (what makes a start legitimate)."""
+    record = AppRecord(app, spec, node=node, last_move_slot=Slot(len(chain.blocks) + 1))
+    chain.append((record,), (PlanEntry(PlanAction.PLACE, app, NodeId(bytes(32)), node),))
+    return record
+
+
+def _pids(tag: str) -> set[int]:
+    return {p.pid for p in get_tagged_processes(tag)}
+
+
+def _events(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
+    return [r.fields for r in caplog.records if r.getMessage() == message]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[tuple[AppManager, FakeChain]]:
+    chain = FakeChain()
+    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
+    apps.attach(chain)
+    try:
+        yield apps, chain
+    finally:
+        asyncio.run(apps.close())
+
+
+def _reconcile(apps: AppManager) -> None:
+    asyncio.run(apps.reconcile())
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def test_decide() -> None:
+    app, spec, _ = _new_app()
+    newer = replace(spec, cpu_bp=spec.cpu_bp + 1)
+    here = AppRecord(app, spec, node=ME.node, version=2)
+    stopped = replace(here, state=AppState.STOPPED)
+    updated = replace(here, spec=newer, version=3)
+
+    def held(running: bool, version: int | None = 2, s: AppSpec = spec) -> HeldApp:
+        return HeldApp(app, running, s, version)
+
+    me = ME.node
+    assert decide(me, here, None) is Action.START
+    assert decide(me, here, held(False)) is Action.START
+    assert decide(me, here, held(True)) is None
+    assert decide(me, stopped, held(True)) is Action.STOP
+    assert decide(me, stopped, held(False)) is None
+    assert decide(me, stopped, None) is None
+    assert decide(me, updated, held(True)) is Action.UPDATE
+    assert decide(me, updated, held(False)) is Action.START  # starts at the new version
+    assert decide(me, replace(here, version=3), held(True)) is Action.UPDATE  # same spec
+    assert decide(me, here, held(True, version=None)) is Action.CONFIRM
+    assert decide(me, here, held(True, version=None, s=newer)) is Action.UPDATE
+    assert decide(me, None, held(True)) is Action.REMOVE
+    assert decide(me, None, held(False)) is Action.REMOVE
+    assert decide(me, None, None) is None
+    # Placed elsewhere or queued: not ours to touch (issue 9).
+    assert decide(me, replace(here, node=OTHER), held(True)) is None
+    assert decide(me, replace(here, node=None), held(True)) is None
+
+
+def test_was_removed_needs_the_record_on_an_ancestor() -> None:
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    searched: dict[AppId, BlockHash] = {}
+    chain.append(())
+    assert not was_removed(chain, app, searched)  # never on this chain: keep it
+    chain.append((AppRecord(app, spec, node=ME.node),))
+    assert not was_removed(chain, app, searched)  # present at the head
+    chain.append(())
+    chain.append(())
+    assert was_removed(chain, app, searched)  # held two blocks back: a REMOVE
+
+
+# --- reconcile on a real runtime -------------------------------------------------------
+
+
+def test_start_stop_start_keeps_the_state(
+    manager: tuple[AppManager, FakeChain], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    _reconcile(apps)
+    state = apps.runtime.get_state_dir(app)
+    wait_count_above(state, 3)
+    [pid] = _pids(tag)
+    _reconcile(apps)  # idempotent: the same single instance
+    assert _pids(tag) == {pid}
+    assert apps.runtime.get_release(app) == (spec, 1)
+
+    chain.append((replace(record, state=AppState.STOPPED),))
+    _reconcile(apps)
+    assert _pids(tag) == set()
+    assert not apps.runtime.is_running(app)
+    stopped_at = read_count(state)
+    assert stopped_at > 3
+    _reconcile(apps)  # nothing more to do, and nothing restarts it
+    assert _pids(tag) == set()
+    assert read_count(state) == stopped_at
+    assert [e["app"] for e in _events(caplog, "app stopped")] == [bytes(app).hex()[:16]]
+
+    chain.append((record,))  # START
+    _reconcile(apps)
+    assert len(_pids(tag)) == 1
+    # Same state dir: it continues from where it stopped, never from zero.
+    assert wait_count_above(state, stopped_at) > stopped_at
+    log = (apps.runtime.get_app_dir(app) / "app.log").read_text()
+    assert f"counter: starting from {stopped_at}" in log
+
+
+def test_update_restarts_the_new_spec_on_the_same_state_and_survives_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    chain = FakeChain()
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
+    apps.attach(chain)
+    try:
+        _reconcile(apps)
+        state = apps.runtime.get_state_dir(app)
+        before = wait_count_above(state, 3)
+        [old_pid] = _pids(tag)
+        newer = _counter(tag, interval_s=0.04)
+        chain.append((replace(record, spec=newer, version=2),))  # UPDATE
+        _reconcile(apps)
+        [new_pid] = _pids(tag)
+        assert new_pid != old_pid
+        assert "0.04" in psutil.Process(new_pid).cmdline()
+        assert apps.runtime.get_release(app) == (newer, 2)
+        assert wait_count_above(state, before) > before  # state kept
+        [event] = _events(caplog, "app updated")
+        assert (event["version"], event["from_version"]) == (2, 1)
+        _reconcile(apps)
+        assert _pids(tag) == {new_pid}  # idempotent
+    finally:
+        asyncio.run(apps.close())
+    assert _pids(tag) == set()
+    # A restarted node's runtime knows what it ran, at which version, from its disk.
+    again = AppManager(tmp_path / "node", ME.node, ME.sk)
+    again.attach(chain)
+    try:
+        assert again.runtime.get_release(app) == (newer, 2)
+        chain.append((replace(record, spec=spec, version=3),))  # UPDATE while it was down
+        _reconcile(again)
+        assert len(_pids(tag)) == 1
+        assert again.runtime.get_release(app) == (spec, 3)
+    finally:
+        asyncio.run(again.close())
+
+
+def test_remove_stops_and_deletes_only_removed_apps(
+    manager: tuple[AppManager, FakeChain], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    _reconcile(apps)
+    wait_count_above(apps.runtime.get_state_dir(app), 1)
+    # A copy of an app the chain never had (a reorg undid the migration that brought it,
+    # or the node is behind): its state may be the only copy, so it stays.
+    stray, stray_spec, stray_tag = _new_app()
+    apps.runtime.start(stray, stray_spec)
+    chain.append(())  # REMOVE of `app`
+    _reconcile(apps)
+    assert _pids(tag) == set()
+    assert not apps.runtime.get_app_dir(app).exists()
+    assert app not in [i.app for i in apps.runtime.list()]
+    assert len(_pids(stray_tag)) == 1
+    assert [e["app"] for e in _events(caplog, "app removed")] == [bytes(app).hex()[:16]]
+    _reconcile(apps)  # idempotent
+    assert len(_events(caplog, "app removed")) == 1
+    del record
+
+
+def test_apps_in_flight_or_elsewhere_are_left_alone(
+    manager: tuple[AppManager, FakeChain],
+) -> None:
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    _reconcile(apps)
+    [pid] = _pids(tag)
+
+    async def stop_while_locked() -> None:
+        # A migration out holds the app's lock for as long as it runs.
+        async with apps._lock(app):
+            await apps.reconcile()
+
+    chain.append((replace(record, state=AppState.STOPPED),))
+    asyncio.run(stop_while_locked())
+    assert _pids(tag) == {pid}
+    # A migration in: the transfer server's incoming file exists while it receives.
+    chain.append(())
+    incoming = apps.transfer_dir / "incoming" / f"{bytes(app).hex()}-0a0b0c0d"
+    incoming.write_bytes(b"")
+    _reconcile(apps)
+    assert _pids(tag) == {pid}
+    incoming.unlink()
+    # Placed on another node (a migration not finished here): issue 9's to resolve.
+    chain.append((replace(record, node=OTHER),))
+    _reconcile(apps)
+    assert _pids(tag) == {pid}
+
+
+def test_a_restored_copy_gets_its_version_confirmed_or_updated(
+    manager: tuple[AppManager, FakeChain], tmp_path: Path
+) -> None:
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    _reconcile(apps)
+    saved = apps.runtime.save(app)
+    archive = tmp_path / "moved.tar"
+    saved.archive.rename(archive)
+    apps.runtime.remove(app)
+    # As if it arrived by a migration: restored, version unknown.
+    apps.runtime.restore(app, spec, archive)
+    [pid] = _pids(tag)
+    chain.append((replace(record, version=5),))
+    _reconcile(apps)
+    assert apps.runtime.get_release(app) == (spec, 5)
+    assert _pids(tag) == {pid}  # the same spec: nothing restarts
+
+
+def test_an_app_moved_here_is_not_started_before_it_arrives(
+    manager: tuple[AppManager, FakeChain],
+) -> None:
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    slot = Slot(len(chain.blocks) + 1)
+    record = AppRecord(app, spec, node=ME.node, last_move_slot=slot)
+    chain.append((record,), (PlanEntry(PlanAction.MIGRATE, app, OTHER, ME.node),))
+    _reconcile(apps)
+    assert _pids(tag) == set()
+    assert apps.runtime.list() == ()
