@@ -1,0 +1,61 @@
+"""``edgechain node`` options: help texts, precedence, and the refusals before start."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from edgechain.cli import build_parser, main
+from edgechain.cli.node import (
+    NODE_OPTIONS,
+    NodeOptionError,
+    check_node_options,
+    resolve_node_options,
+)
+
+
+def _node_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    node: argparse.ArgumentParser = sub.choices["node"]
+    return node
+
+
+def test_every_node_flag_has_a_help_text() -> None:
+    actions = [a for a in _node_parser()._actions if a.option_strings]
+    assert {a.dest for a in actions} >= set(NODE_OPTIONS)
+    for action in actions:
+        assert action.help and len(action.help) > 10, action.option_strings
+
+
+def test_flags_over_environment_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('chain-id = "from-file"\ncommittee = 5\nlabels = "a,b"\n')
+    args = build_parser().parse_args(["node", "--config", str(config), "--committee", "7"])
+    values = resolve_node_options(
+        args, {"EDGECHAIN_CHAIN_ID": "from-env", "EDGECHAIN_OPEN_ADMISSION": "yes"}
+    )
+    assert values["committee"] == 7
+    assert values["chain_id"] == "from-env"
+    assert values["labels"] == "a,b"
+    assert values["open_admission"] is True
+    config.write_text("comittee = 5\n")
+    args = build_parser().parse_args(["node", "--config", str(config)])
+    with pytest.raises(NodeOptionError, match="unknown option 'comittee'"):
+        resolve_node_options(args, {})
+
+
+def test_a_new_chain_needs_an_admin_key(capsys: pytest.CaptureFixture[str]) -> None:
+    base = {k: o.default for k, o in NODE_OPTIONS.items()}
+    with pytest.raises(NodeOptionError, match="a new chain needs an admin key"):
+        check_node_options({**base, "genesis": True})
+    check_node_options({**base, "genesis": True, "admin_key": "ab" * 48})
+    check_node_options({**base, "genesis": True, "open_admission": True})
+    with pytest.raises(NodeOptionError, match="--bootstrap"):
+        check_node_options(base)
+
+    assert main(["node", "--genesis", "--data-dir", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "a new chain needs an admin key" in err and "--open-admission" in err
