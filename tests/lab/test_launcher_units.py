@@ -99,7 +99,8 @@ def test_allocate_ports() -> None:
     ("overrides", "message"),
     [
         ({"nodes": 3}, "committee \\+ 1"),
-        ({"slots": 0}, "positive"),
+        ({"slots": -1}, "negative"),
+        ({"committee": 0}, "positive"),
         ({"join_interval": -1.0}, "join-interval"),
         ({"kill": 5}, "--kill must be"),
         ({"kill": 1}, "--kill-at"),
@@ -116,6 +117,7 @@ def test_config_check_rejects_networks_that_cannot_work(
 
 def test_config_check_accepts_a_kill_plan() -> None:
     make_config(kill=2, kill_at=4).check()
+    make_config(slots=0, kill=1, kill_at=40).check()  # --forever
 
 
 def test_bootstrap_node_argv_creates_genesis() -> None:
@@ -138,15 +140,15 @@ def test_joining_node_argv_names_the_bootstrap() -> None:
         exec_prefix=("ip", "netns", "exec", "ec-2"),
     )
     bootstrap = Bootstrap("10.213.0.2:7000", PK)
-    argv = build_node_argv(
-        spec, make_config().get_node_options(), admin_key=None, bootstrap=bootstrap
-    )
+    options = make_config(open_admission=True).get_node_options()
+    argv = build_node_argv(spec, options, admin_key=PK, bootstrap=bootstrap)
     assert argv[:6] == ["ip", "netns", "exec", "ec-2", "edgechain", "node"]
     text = " ".join(argv)
     assert "--listen 10.213.0.4:7004 --http 10.213.0.4:7005" in text
     assert f"--bootstrap 10.213.0.2:7000 --bootstrap-key {PK.hex()}" in text
     assert "--genesis" not in text
-    assert "--admin-key" not in text  # open admission
+    assert f"--admin-key {PK.hex()} --open-admission" in text
+    assert "--ticket" not in text  # open admission
 
 
 def test_node_env_drops_edgechain_settings() -> None:
@@ -192,6 +194,10 @@ def test_format_progress() -> None:
     assert "up 4/5 (1 down)" in line
     assert "validators 5" in line
     assert "skip blocks 1" in line
+    forever = format_progress(
+        Progress(elapsed_s=1.0, nodes=5, up=5, target_slots=0, genesis=True, slot=3)
+    )
+    assert "slot 3 (Ctrl-C stops)" in forever
 
 
 # --- network namespaces ---------------------------------------------------------------
@@ -326,7 +332,7 @@ def test_elected_producers_follow_the_chain(tmp_path: Path) -> None:
         parent=state0.block_hash, slot=Slot(1), excluded=producer1.node, committee=committee1
     )
     skip_hash = compute_block_hash(skip)
-    state1 = apply_block(state0, skip, skip_hash)
+    state1 = apply_block(state0, skip, skip_hash, 3)
 
     producers = compute_producers(genesis, [(skip_hash, skip)], [1, 2, 3])
 

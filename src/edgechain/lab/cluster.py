@@ -120,17 +120,22 @@ class NodeOptions:
     committee: int
     """Genesis parameters, given to the bootstrap node only."""
     slot_duration: float
+    open_admission: bool = False
+    """Nodes join without tickets (the admin key still grants operators)."""
 
 
 def build_node_argv(
     spec: NodeSpec,
     options: NodeOptions,
     *,
-    admin_key: PublicKey | None,
+    admin_key: PublicKey,
     bootstrap: Bootstrap | None,
     guard: Sequence[str] = (),
 ) -> list[str]:
     """The command line of one node; ``bootstrap=None`` makes it the genesis node.
+
+    Every node gets the admin key (a new chain needs one); with open admission it gets
+    ``--open-admission`` instead of its ticket.
 
     ``guard`` goes first (``setpriv --pdeathsig KILL``): it survives the ``exec`` of
     ``ip netns exec`` and of the node itself, so the node dies with the launcher.
@@ -150,8 +155,11 @@ def build_node_argv(
         "--ready-file",
         str(spec.ready_file),
     ]
-    if admin_key is not None:
-        argv += ["--admin-key", bytes(admin_key).hex(), "--ticket", spec.ticket.hex()]
+    argv += ["--admin-key", bytes(admin_key).hex()]
+    if options.open_admission:
+        argv.append("--open-admission")
+    else:
+        argv += ["--ticket", spec.ticket.hex()]
     if bootstrap is None:
         argv += [
             "--genesis",
@@ -336,7 +344,7 @@ class Cluster:
         self,
         options: NodeOptions,
         specs: Sequence[NodeSpec],
-        admin_key: PublicKey | None,
+        admin_key: PublicKey,
         log: Callable[[str], None],
         stop_grace: float = STOP_GRACE_S,
     ) -> None:

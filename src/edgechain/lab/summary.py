@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -393,6 +393,12 @@ class Collected:
     statuses: dict[int, dict[str, Any] | None]
     chains: dict[int, list[ChainEntry] | None]
     blocks: dict[int, list[BlockRecord] | None]
+    apps: list[Any] | None = None
+    """The fleet view (``GET /apps``) of the first node that answered."""
+    histories: dict[str, Any] = field(default_factory=dict)
+    """App id -> that node's ``GET /apps/{id}/history``."""
+    migrations: dict[int, Any] = field(default_factory=dict)
+    """Every node's ``GET /migrations``."""
 
 
 def pick_reference(chains: Mapping[str, Sequence[ChainEntry]], end_slot: int) -> str | None:

@@ -5,17 +5,23 @@ address and public key; the others start one every ``--join-interval`` seconds (
 paper used 10 s), join through it, and the bootstrap creates genesis once
 ``committee + 1`` inclusion requests are in. The launcher:
 
-* creates the run directory: ``admin.key`` (the network admin key), ``testnet.json``
+* creates the run directory: ``admin.key`` (the network admin key), ``operator.key``
+  (an operator key, granted on chain right after genesis), ``testnet.json``
   (manifest: every node's public key and id), ``launcher.log`` and one ``node-NNN/``
   per node holding its ``node.key`` (created here, so the launcher knows every public
   key and signs every admission ticket), ``chain.db``, ``ready.json``,
   ``stdout.log`` and ``stderr.log``;
 * starts the nodes (optionally one network namespace each, ``--netns``), shows one
   live progress line on stderr, kills and restarts nodes on request (``--kill``);
-* after ``--slots`` slots past genesis (or on Ctrl-C / SIGTERM) collects every node's
-  ``/status``, ``/chain`` and ``/blocks``, stops every node (SIGTERM, SIGKILL after a
-  grace), and writes the summary (``summary.json`` in the run directory, and
-  ``--json FILE``).
+* once genesis is reached and every node is up, grants ``operator.key`` with the admin
+  key (a signed GRANT_OPERATOR, as ``edgechain admin grant`` sends it) and then writes
+  ``client.toml`` (every node's URL, ``key = "operator.key"``, ``admin_key =
+  "admin.key"``): ``edgechain --client RUN/client.toml apps ...`` works from then on;
+* after ``--slots`` slots past genesis (``--slots 0`` / ``--forever``: until Ctrl-C or
+  SIGTERM) collects every node's ``/status``, ``/chain``, ``/blocks``, the fleet's apps
+  with their history (``/apps``, ``/apps/{id}/history``) and every node's
+  ``/migrations``, stops every node (SIGTERM, SIGKILL after a grace), and writes the
+  summary (``summary.json`` in the run directory, and ``--json FILE``).
 
 No node outlives the launcher: each runs in its own process group which is signalled
 as a whole; ``stop_all`` runs from ``finally`` and ``atexit``; and where ``setpriv``
@@ -52,6 +58,12 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
     crashes                 node processes that exited without being told to
     exit_codes              {name: code} of nodes that did not exit 0 on SIGTERM
     stop_sigkilled          nodes that ignored SIGTERM for the whole grace period
+    until_interrupted       ``--slots 0``: the run was meant to end at Ctrl-C
+    client                  {config, operator_key, granted, error}: the client config
+    apps                    per app on chain at the end: name, state, node (name), and
+                            its history from the chain (placements, moves, stops ...
+                            with their slots, node ids as names) with the migration
+                            timings the nodes reported
 """
 
 from __future__ import annotations
@@ -78,6 +90,7 @@ from edgechain.chain.assembly import make_ticket
 from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
 from edgechain.errors import LocalError
+from edgechain.lab.apps import format_app_line, summarize_apps
 from edgechain.lab.cluster import (
     HTTP_TIMEOUT_S,
     STOP_GRACE_S,
@@ -96,6 +109,7 @@ from edgechain.lab.cluster import (
 )
 from edgechain.lab.elections import load_producers
 from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan_netns
+from edgechain.lab.operator import OperatorSetup
 from edgechain.lab.summary import (
     ChainEntry,
     Collected,
@@ -138,6 +152,7 @@ class LaunchConfig:
     committee: int
     slot_duration: float
     slots: int
+    """Slots past genesis to run; 0: until interrupted."""
     run_dir: Path
     join_interval: float = 1.0
     json_path: Path | None = None
@@ -167,20 +182,28 @@ class LaunchConfig:
                 f"--nodes {self.nodes} is fewer than committee + 1 = {self.committee + 1}: "
                 "genesis needs that many inclusion requests"
             )
-        if self.committee < 1 or self.slots < 1 or self.slot_duration <= 0:
-            raise LaunchError("--committee, --slots and --slot-duration must be positive")
+        if self.committee < 1 or self.slot_duration <= 0:
+            raise LaunchError("--committee and --slot-duration must be positive")
+        if self.slots < 0:
+            raise LaunchError("--slots must not be negative (0: until interrupted)")
         if self.join_interval < 0:
             raise LaunchError("--join-interval must not be negative")
         if self.kill:
             if not 0 < self.kill < self.nodes:
                 raise LaunchError(f"--kill must be 1..{self.nodes - 1} (never the bootstrap)")
-            if self.kill_at is None or not 0 < self.kill_at < self.slots:
+            if self.kill_at is None or not 0 < self.kill_at < (self.slots or 2**62):
                 raise LaunchError("--kill needs --kill-at SLOT with 0 < SLOT < --slots")
         if self.base_port is not None and not 1024 <= self.base_port <= 65535 - 2 * self.nodes:
             raise LaunchError(f"--base-port must leave room for {2 * self.nodes} ports")
 
     def get_node_options(self) -> NodeOptions:
-        return NodeOptions(self.node_command, self.chain_id, self.committee, self.slot_duration)
+        return NodeOptions(
+            self.node_command,
+            self.chain_id,
+            self.committee,
+            self.slot_duration,
+            self.open_admission,
+        )
 
     def get_genesis_timeout(self) -> float:
         if self.genesis_timeout is not None:
@@ -209,8 +232,9 @@ def format_progress(p: Progress) -> str:
     if not p.genesis:
         return f"testnet  waiting for genesis | {up} | {p.elapsed_s:5.1f}s"
     head = "-" if p.head_slot is None else str(p.head_slot)
+    target = f"/{p.target_slots}" if p.target_slots else " (Ctrl-C stops)"
     return (
-        f"testnet  slot {p.slot}/{p.target_slots}  head {head} | {up} | "
+        f"testnet  slot {p.slot}{target}  head {head} | {up} | "
         f"validators {p.validators} | skip blocks {p.skip_blocks} | {p.elapsed_s:5.1f}s"
     )
 
@@ -267,6 +291,7 @@ class Launcher:
         self.failure: str | None = None
         self.plan: NetnsPlan | None = None
         self.cluster: Cluster | None = None
+        self.operator: OperatorSetup | None = None
         self.started_at = time.monotonic()
         self.source_digest = compute_source_digest(PACKAGE_DIR)
         self.rng = random.Random(config.seed)
@@ -313,18 +338,23 @@ class Launcher:
 
     # -- phases --
 
-    def _prepare(self) -> tuple[list[NodeSpec], PublicKey | None]:
+    def _prepare(self) -> tuple[list[NodeSpec], PublicKey]:
         """Keys, tickets, data dirs and (with --netns) the address plan."""
         config = self.config
         admin_sk = create_keystore(config.run_dir / "admin.key")
         admin_pk = bls.sk_to_pk(admin_sk)
+        self.operator = OperatorSetup(config.run_dir, admin_sk, config.slot_duration, self._log)
         if config.netns:
             self.plan = plan_netns(config.nodes, config.netns_subnet, config.netns_prefix)
         ports = allocate_ports(config.nodes, config.base_port)
         specs = []
         for index in range(config.nodes):
             data_dir = config.run_dir / get_node_name(index)
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Searchable, not listable, by others: a root node runs its apps as an
+            # unprivileged user, who must reach its state dir under here. The secrets
+            # in it (node.key, api.token) are 0600 files.
+            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.chmod(0o711)
             pk = bls.sk_to_pk(create_keystore(data_dir / "node.key"))
             plan = self.plan
             specs.append(
@@ -339,7 +369,7 @@ class Launcher:
                 )
             )
         self._write_manifest(specs, admin_pk)
-        return specs, None if config.open_admission else admin_pk
+        return specs, admin_pk
 
     def _run_and_collect(self) -> Collected | None:
         try:
@@ -402,6 +432,7 @@ class Launcher:
             self._check_nodes()
             if now >= next_reference:
                 self._poll_reference()
+                self._setup_operator(joined)
                 next_reference = now + reference_interval
             if now >= next_sample:
                 self._sample_resources()
@@ -410,7 +441,11 @@ class Launcher:
                 raise LaunchError(f"no genesis after {config.get_genesis_timeout():.0f}s")
             self._kill_and_restart()
             self._show_progress()
-            if self.observed.genesis_after_s is not None and self.observed.slot > config.slots:
+            if (
+                config.slots
+                and self.observed.genesis_after_s is not None
+                and self.observed.slot > config.slots
+            ):
                 break
             if not self._any_running():
                 raise LaunchError("every node has exited")
@@ -421,6 +456,18 @@ class Launcher:
         # Slot S's block is gossiped within slot S; a short settle lets the last
         # copies arrive before the heads are compared.
         time.sleep(config.slot_duration / 4)
+
+    def _setup_operator(self, joined: int) -> None:
+        """Grant the operator key once there is a chain and every node is up."""
+        operator = self.operator
+        if operator is None:
+            return
+        urls = None
+        if self.observed.genesis_after_s is not None and joined == self.config.nodes:
+            addresses = [self._node_address(i) for i in range(self.config.nodes)]
+            if all(a is not None for a in addresses):
+                urls = [f"http://{a[0]}:{a[1]}" for a in addresses if a is not None]
+        operator.poll(self._pool, urls)
 
     # -- polling --
 
@@ -533,12 +580,34 @@ class Launcher:
         statuses = self._get_all("/status")
         chains = self._get_all("/chain")
         blocks = self._get_all("/blocks?since=0")
-        self._write_raw(statuses, chains, blocks)
+        apps, histories = self._collect_apps()
+        migrations = self._get_all("/migrations")
+        self._write_raw(statuses, chains, blocks, migrations)
+        fleet = {"apps": apps, "histories": histories}
+        (self.config.run_dir / "collected-apps.json").write_text(json.dumps(fleet) + "\n")
         return Collected(
             statuses={i: s if isinstance(s, dict) else None for i, s in statuses.items()},
             chains={i: _parse_or_none(parse_chain, c) for i, c in chains.items()},
             blocks={i: _parse_or_none(parse_block_records, b) for i, b in blocks.items()},
+            apps=apps,
+            histories=histories,
+            migrations=migrations,
         )
+
+    def _collect_apps(self) -> tuple[list[Any] | None, dict[str, Any]]:
+        """The fleet view and every app's history, from the first node that answers."""
+        for index in range(self.config.nodes):
+            apps = self._get(index, "/apps", COLLECT_TIMEOUT_S, COLLECT_TRIES)
+            if not isinstance(apps, list):
+                continue
+            histories = {}
+            for view in apps:
+                app_id = view.get("app_id") if isinstance(view, dict) else None
+                if isinstance(app_id, str):
+                    path = f"/apps/{app_id}/history"
+                    histories[app_id] = self._get(index, path, COLLECT_TIMEOUT_S, COLLECT_TRIES)
+            return apps, histories
+        return None, {}
 
     def _write_raw(self, *answers: Mapping[int, Any]) -> None:
         """The answers as received, per node: for analyses the summary does not do."""
@@ -549,6 +618,7 @@ class Launcher:
                 "status": answers[0].get(index),
                 "chain": answers[1].get(index),
                 "blocks": answers[2].get(index),
+                "migrations": answers[3].get(index),
             }
             for index, node in enumerate(cluster.nodes)
         }
@@ -567,6 +637,7 @@ class Launcher:
             "netns": config.netns,
             "run_dir": str(config.run_dir),
             "interrupted": self.interrupted,
+            "until_interrupted": config.slots == 0,
             "failure": self.failure,
             "genesis": observed.genesis_after_s is not None,
             "genesis_after_s": _round(observed.genesis_after_s),
@@ -610,6 +681,13 @@ class Launcher:
         }
         summary["stop_sigkilled"] = [n.spec.name for n in cluster.nodes if n.sigkilled_at_stop]
         summary["leftover_process_groups"] = find_live_groups(cluster.get_group_ids())
+        summary["client"] = self.operator.to_json() if self.operator is not None else None
+        summary["apps"] = summarize_apps(
+            collected.apps,
+            collected.histories,
+            {cluster.nodes[i].spec.name: m for i, m in collected.migrations.items()},
+            {n.spec.node_id: n.spec.name for n in cluster.nodes},
+        )
         summary["ok"] = bool(
             summary["genesis"]
             and summary["distinct_heads"] == 1
@@ -623,7 +701,8 @@ class Launcher:
         """Last slot the run completed: slot ``S``, or the one before an interruption."""
         if self.observed.genesis_after_s is None:
             return 0
-        return max(0, min(self.observed.slot - 1, self.config.slots))
+        last = self.observed.slot - 1
+        return max(0, min(last, self.config.slots) if self.config.slots else last)
 
     def _load_producers(self, collected: Collected, end_slot: int) -> dict[int, str]:
         """Elected producers of the slots killed nodes were down (from a stopped node's
@@ -766,7 +845,13 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
     add("--nodes", type=int, default=5, help="number of nodes (default 5)")
     add("--committee", type=int, default=3, help="committee size (default 3)")
     add("--slot-duration", type=float, default=2.0, metavar="SEC", help="default 2")
-    add("--slots", type=int, default=30, help="stop this many slots after genesis")
+    add(
+        "--slots",
+        type=int,
+        default=30,
+        help="stop this many slots after genesis (default 30; 0: run until Ctrl-C)",
+    )
+    add("--forever", action="store_true", help="run until Ctrl-C (same as --slots 0)")
     add(
         "--join-interval",
         type=float,
@@ -807,7 +892,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         nodes=args.nodes,
         committee=args.committee,
         slot_duration=args.slot_duration,
-        slots=args.slots,
+        slots=0 if args.forever else args.slots,
         run_dir=args.run_dir or default_run_dir(),
         join_interval=args.join_interval,
         json_path=args.json,
@@ -839,7 +924,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     lines = [
         f"testnet: {summary['nodes']} nodes, committee {summary['committee']}, "
         f"{summary['slots']} slots of {summary['slot_duration']:g} s"
-        + ("  (interrupted)" if summary["interrupted"] else ""),
+        + (
+            ("  (until Ctrl-C)" if summary.get("until_interrupted") else "  (interrupted)")
+            if summary["interrupted"]
+            else ""
+        ),
         f"  genesis           {'after ' + str(summary['genesis_after_s']) + ' s' if summary['genesis'] else 'NO'}",  # noqa: E501
         f"  join slot         {summary['join_slot']}",
         f"  blocks / skips    {summary['blocks']} / {summary['skip_blocks']} "
@@ -856,6 +945,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"{kill['skip_blocks_excluding_it']}, restarted at {kill['restart_slot']}, "
             f"resynced {kill['resynced']}"
         )
+    client = summary.get("client")
+    if client and client.get("config"):
+        granted = "operator key granted" if client["granted"] else "operator key NOT granted"
+        lines.append(f"  client config     {client['config']} ({granted})")
+    apps = summary.get("apps")
+    if apps:
+        lines.append(f"  apps              {len(apps)} on chain at the end:")
+        lines += [f"    {format_app_line(app)}" for app in apps]
     if summary["crashes"]:
         lines.append(f"  CRASHES           {[c['name'] for c in summary['crashes']]}")
     if summary["failure"]:
@@ -886,7 +983,8 @@ def interrupt_on_termination() -> Iterator[None]:
 
 def cmd_testnet(args: argparse.Namespace) -> int:
     """Exit 0: the network worked (genesis, one head, no crash); 1: it did not; 130:
-    interrupted; 2: bad options or the launcher could not start it."""
+    interrupted before ``--slots`` (with ``--slots 0`` an interruption is the end: 0 or
+    1); 2: bad options or the launcher could not start it."""
     try:
         config = config_from_args(args)
         with interrupt_on_termination():
@@ -897,8 +995,9 @@ def cmd_testnet(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     if args.json:
         print(f"  json              {args.json}")
-    if summary["interrupted"]:
+    if summary["interrupted"] and config.slots:
         return 130
+    # --slots 0: Ctrl-C is the planned end of the run, not an interruption of it.
     return 0 if summary["ok"] else 1
 
 
