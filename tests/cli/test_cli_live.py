@@ -1,0 +1,281 @@
+"""The whole app lifecycle on a real testnet, driven only through the CLI.
+
+``edgechain testnet --forever`` starts 4 node processes (committee 2, 1 s slots) and
+writes ``client.toml``; every step after that is an ``edgechain --client ...``
+subprocess: submit, list, stop, start, update, move to a named node, remove. After each
+step the host's process table must match what the chain says: one process group per
+running instance, on the node the app is placed on (found from the instance's state
+directory), none for a stopped or removed app; and the app's state (a counter) is kept
+across stop/start, update and move. Ctrl-C then stops the testnet, which still writes
+its summary with the app's history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from edgechain.runtime.samples import get_apps_dir
+
+EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
+SLOT_S = 1.0
+SETUP_TIMEOUT_S = 120.0
+STEP_TIMEOUT_S = 40.0
+
+pytestmark = pytest.mark.xdist_group("testnet")
+
+
+def _spec_yaml(tag: str, interval: str) -> str:
+    script = get_apps_dir() / "counter" / "counter.sh"
+    return (
+        "name: lifecycle\n"
+        "runtime: process\n"
+        f'command: ["/bin/sh", "{script}", "0", "{interval}", "{tag}"]\n'
+        "cpu_bp: 10\n"
+        "ram_bp: 10\n"
+        "stateful: true\n"
+    )
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running copy of the test app: its process group and where it runs."""
+
+    pid: int
+    node: str
+    """Node name (``node-001``) from the state directory it was started with."""
+    app: str
+    cmdline: tuple[str, ...]
+    frozen: bool
+
+
+class LiveNet:
+    """A running ``edgechain testnet`` and the CLI pointed at it."""
+
+    def __init__(self, run_dir: Path, tag: str) -> None:
+        self.run_dir = run_dir
+        self.tag = tag
+        self.client = run_dir / "client.toml"
+        self.launcher: subprocess.Popen[bytes] | None = None
+        self.max_copies = 0
+
+    def start(self) -> None:
+        argv = [
+            EDGECHAIN,
+            "testnet",
+            "--forever",
+            "--quiet",
+            "--nodes",
+            "4",
+            "--committee",
+            "2",
+            "--slot-duration",
+            f"{SLOT_S:g}",
+            "--join-interval",
+            "0.3",
+            "--run-dir",
+            str(self.run_dir),
+        ]
+        self.launcher = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> tuple[int, str]:
+        launcher = self.launcher
+        assert launcher is not None
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+        try:
+            output, _ = launcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            output, _ = launcher.communicate()
+        return launcher.returncode, output.decode(errors="replace")
+
+    def cli(self, *argv: str) -> Any:
+        """``edgechain --client RUN/client.toml ARGV --json``; fails the test on error."""
+        done = subprocess.run(
+            [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def names(self) -> dict[str, str]:
+        """Node id -> node name, from the launcher's manifest."""
+        manifest = json.loads((self.run_dir / "testnet.json").read_text())
+        return {n["node_id"]: n["name"] for n in manifest["nodes"]}
+
+    def instances(self) -> list[Instance]:
+        """The test app's copies on this host, one per process group (group leaders:
+        the shell's forks carry its command line until they exec)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = tuple(proc.info["cmdline"] or ())
+            if not (any("counter.sh" in part for part in cmdline) and self.tag in cmdline):
+                continue
+            try:
+                if os.getpgid(proc.pid) != proc.pid:
+                    continue
+                state_dir = Path(proc.environ()["EDGECHAIN_STATE_DIR"])
+            except (ProcessLookupError, psutil.Error, KeyError):
+                continue
+            relative = state_dir.relative_to(self.run_dir)  # node-NNN/apps/<app>/state
+            frozen = proc.info["status"] == psutil.STATUS_STOPPED
+            found.append(Instance(proc.pid, relative.parts[0], relative.parts[2], cmdline, frozen))
+        self.max_copies = max(self.max_copies, sum(1 for i in found if not i.frozen))
+        return found
+
+    def read_count(self, node: str, app: str) -> int:
+        try:
+            return int((self.run_dir / node / "apps" / app / "state" / "count").read_text())
+        except (OSError, ValueError):
+            return -1
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.launcher is not None and self.launcher.poll() is None, "testnet died"
+            if predicate():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}: instances {self.instances()}")
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: a root node runs apps as an unprivileged user, who must
+    # be able to reach its state directory, and pytest's base directory is 0700.
+    base = Path(tempfile.mkdtemp(prefix="edgechain-cli-live-"))
+    base.chmod(0o711)
+    try:
+        yield base / "run"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _placed(net: LiveNet, app: str, node: str | None = None) -> bool:
+    view = net.cli("apps", "show", app)
+    where = view["node"]
+    if view["state"] != "running" or where is None or (node is not None and where != node):
+        return False
+    name = net.names()[where]
+    instances = net.instances()
+    return (
+        view["reported_on"] == [where]
+        and [(i.node, i.app) for i in instances] == [(name, app)]
+        and net.read_count(name, app) > 0
+    )
+
+
+def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
+    tag = f"cli-live-{os.getpid()}-{time.monotonic_ns()}"
+    net = LiveNet(run_dir, tag)
+    spec = run_dir.parent / "app.yaml"
+    spec.write_text(_spec_yaml(tag, "0.2"))
+    net.start()
+    try:
+        net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
+        status = net.cli("status")
+        assert status["operator"]["operator"], status
+
+        # submit: placed on one node, one copy running there.
+        submitted = net.cli("apps", "submit", str(spec))
+        assert submitted["applied"] and submitted["kind"] == "submit"
+        app = submitted["app_id"]
+        net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
+        # listed fleet-wide, with its node, by every node of the config
+        node = net.cli("apps", "show", "lifecycle")["node"]
+        listed = [a for a in net.cli("apps", "list") if a["app_id"] == app]
+        assert [(a["name"], a["node"], a["state"]) for a in listed] == [
+            ("lifecycle", node, "running")
+        ]
+        name = net.names()[node]
+
+        # stop: no copy left anywhere, the record keeps its node and the state stays.
+        stopped = net.cli("apps", "stop", "lifecycle")
+        assert stopped["app"]["state"] == "stopped" and stopped["app"]["node"] == node
+        net.wait_for(lambda: net.instances() == [], "the app to stop", STEP_TIMEOUT_S)
+        count_stopped = net.read_count(name, app)
+        assert count_stopped > 0
+
+        # start: runs again on the same node, counting on from the kept state.
+        assert net.cli("apps", "start", app[:10])["app"]["state"] == "running"
+        net.wait_for(
+            lambda: _placed(net, app, node) and net.read_count(name, app) > count_stopped,
+            "the app to start again",
+            STEP_TIMEOUT_S,
+        )
+
+        # update: a new spec version (faster interval), same id, same node, state kept.
+        spec.write_text(_spec_yaml(tag, "0.1"))
+        count_before_update = net.read_count(name, app)
+        updated = net.cli("apps", "update", app, str(spec))
+        assert updated["app"]["version"] == 2 and updated["app"]["node"] == node
+
+        def runs_new_version() -> bool:
+            instances = net.instances()
+            return (
+                _placed(net, app, node)
+                and len(instances) == 1
+                and "0.1" in instances[0].cmdline
+                and net.read_count(name, app) > count_before_update
+            )
+
+        net.wait_for(runs_new_version, "the updated app", STEP_TIMEOUT_S)
+
+        # move to a named node (by id prefix): one copy, there, the counter goes on.
+        target = sorted(n for n in net.names() if n != node)[0]
+        count_before_move = net.read_count(name, app)
+        moved = net.cli("apps", "move", app, target[:12])
+        assert moved["applied"]
+        net.wait_for(lambda: _placed(net, app, target), "the move", STEP_TIMEOUT_S)
+        target_name = net.names()[target]
+        assert net.read_count(target_name, app) >= count_before_move
+        net.wait_for(
+            lambda: not (run_dir / name / "apps" / app).exists(),
+            "the origin to delete its copy",
+            STEP_TIMEOUT_S,
+        )
+        history = net.cli("apps", "history", app)
+        assert history["events"], history
+
+        # remove: gone from the chain, no copy, its state deleted.
+        removed = net.cli("apps", "rm", "lifecycle")
+        assert removed["applied"]
+        net.wait_for(
+            lambda: all(a["app_id"] != app for a in net.cli("apps", "list")),
+            "the app to leave the registry",
+            STEP_TIMEOUT_S,
+        )
+        net.wait_for(
+            lambda: net.instances() == [] and not (run_dir / target_name / "apps" / app).exists(),
+            "the app and its state to be deleted",
+            STEP_TIMEOUT_S,
+        )
+        assert net.max_copies == 1
+    finally:
+        code, output = net.stop()
+    # Ctrl-C is how a --forever testnet ends: it stops every node and writes its summary.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert code == 0, output
+    assert summary["interrupted"] and summary["ok"]
+    assert summary["client"]["granted"]
+    assert summary["leftover_process_groups"] == []
+    assert net.instances() == []
