@@ -1,0 +1,307 @@
+"""The HTTP API of live nodes: every endpoint, a signed submission, and hypothesis-driven
+hostile requests.
+
+Two ``NodeService`` objects (a node with its API server, what ``edgechain node`` runs)
+on an event loop thread of their own, loopback port 0, 1 s slots, committee of one. The
+admin grants node 0's operator key through ``POST /commands``; a local script's
+``POST /apps`` (bearer token) is signed by node 0 and lands on chain. Then hypothesis
+throws random methods, paths, queries, headers and bodies (random and spec-shaped JSON,
+oversized fields, broken lengths, raw garbage) at node 1, whose operator key is never
+granted, so nothing a fuzzer composes can run. Every reply must be one well-formed HTTP
+response with a JSON body and a 2xx/4xx status, and both nodes must keep producing
+blocks afterwards. ``EDGECHAIN_LONG=1`` sends ten times as many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from edgechain.api.auth import TOKEN_FILE
+from edgechain.api.server import MAX_BODY
+from edgechain.chain.assembly import make_command, make_ticket
+from edgechain.chain.encoding import encode_command
+from edgechain.chain.model import CommandKind
+from edgechain.crypto import bls
+from edgechain.crypto.keystore import create_keystore
+from edgechain.node import NodeConfig
+from edgechain.node_daemon import NodeService
+
+from .hostile_requests import http_requests
+from .http_client import Response, call, exchange, parse_response, request_bytes
+from .loop_thread import LoopThread
+
+LONG = os.environ.get("EDGECHAIN_LONG") == "1"
+FUZZ_REQUESTS = 3_000 if LONG else 300
+CHAIN_ID = "apilive"
+ADMIN_SK = bls.keygen(b"\x09" * 32)
+
+
+@dataclass
+class Cluster:
+    services: list[NodeService]
+    ports: list[int]
+    tokens: list[str]
+    operators: list[bytes]
+    """Public keys of each node's operator key."""
+
+    def get(self, index: int, target: str) -> Any:
+        reply = call(self.ports[index], "GET", target)
+        assert reply.status == 200, (target, reply)
+        return reply.body
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _configs(tmp: Path, count: int) -> list[NodeConfig]:
+    admin_pk = bls.sk_to_pk(ADMIN_SK)
+    bootstrap_port = _free_port()
+    pks = []
+    for i in range(count):
+        (tmp / f"n{i}").mkdir()
+        pks.append(bls.sk_to_pk(create_keystore(tmp / f"n{i}" / "node.key")))
+        create_keystore(tmp / f"operator{i}.key")
+    return [
+        NodeConfig(
+            data_dir=tmp / f"n{i}",
+            listen=f"127.0.0.1:{bootstrap_port if i == 0 else 0}",
+            http="127.0.0.1:0",
+            bootstrap=None if i == 0 else f"127.0.0.1:{bootstrap_port}",
+            bootstrap_key=b"" if i == 0 else pks[0],
+            chain_id=CHAIN_ID,
+            admin_key=admin_pk,
+            ticket=make_ticket(ADMIN_SK, CHAIN_ID, pk),
+            genesis=i == 0,
+            committee=1,
+            slot_duration_ms=1_000,
+            initial_difficulty=5_000,
+            operator_key=tmp / f"operator{i}.key",
+        )
+        for i, pk in enumerate(pks)
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _make_services(configs: list[NodeConfig]) -> list[NodeService]:
+    # On the loop's thread: a node's SQLite store belongs to the thread that opened it.
+    return [NodeService(c) for c in configs]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # As root, apps run as an unprivileged user, who must reach the node's data dir:
+    # pytest's temporary directories are 0700, this one is 0711 (searchable, not listable).
+    tmp = Path(tempfile.mkdtemp(prefix="apilive-", dir="/tmp"))
+    tmp.chmod(0o711)
+    configs = _configs(tmp, 2)
+    loop = LoopThread()
+    stop = asyncio.Event()
+    services = loop.run(_make_services(configs))
+    runs = [asyncio.run_coroutine_threadsafe(services[0].run(stop), loop.loop)]
+
+    def started(count: int) -> bool:
+        for run in runs:
+            if run.done():
+                run.result()  # raises what stopped the node
+                raise AssertionError("a node stopped")
+        return all(s.node.started.is_set() for s in services[:count])
+
+    try:
+        wait_for(lambda: started(1), 30, "the bootstrap node")
+        runs += [asyncio.run_coroutine_threadsafe(s.run(stop), loop.loop) for s in services[1:]]
+        wait_for(lambda: started(len(services)), 30, "the nodes")
+        ports = [s.http_port for s in services]
+        tokens = [(c.data_dir / TOKEN_FILE).read_text().strip() for c in configs]
+        operators = [bytes.fromhex(call(p, "GET", "/status").body["operator_key"]) for p in ports]
+        result = Cluster(services, ports, tokens, operators)
+
+        def producing() -> bool:
+            statuses = [call(p, "GET", "/status").body for p in ports]
+            return all(s["validators"] == 2 and (s["head_slot"] or 0) >= 2 for s in statuses)
+
+        wait_for(producing, 60, "two validators producing blocks")
+        yield result
+    finally:
+        loop.loop.call_soon_threadsafe(stop.set)
+        for run in runs:
+            run.result(30)
+        loop.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _head_slot(cluster: Cluster, index: int) -> int:
+    return int(cluster.get(index, "/status")["head_slot"] or 0)
+
+
+def test_every_endpoint_and_a_signed_submission(cluster: Cluster) -> None:
+    operator = cluster.operators[0]
+    # The admin grants node 0's operator key on chain.
+    grant = make_command(ADMIN_SK, CHAIN_ID, 1, CommandKind.GRANT_OPERATOR, key=operator)
+    body = json.dumps({"command": encode_command(grant).hex()}).encode()
+    reply = call(cluster.ports[0], "POST", "/commands", body)
+    assert reply.status == 202, reply.body
+    # A replay of it is refused.
+    assert call(cluster.ports[1], "POST", "/commands", body).status in (202, 409)
+    wait_for(
+        lambda: bool(cluster.get(1, f"/operators/{operator.hex()}")["operator"]),
+        30,
+        "the grant on chain",
+    )
+    assert call(cluster.ports[0], "POST", "/commands", body).status == 409
+
+    # A local script submits through node 0 with its token. The label exists nowhere,
+    # so the app stays queued and nothing runs on this host.
+    spec = {
+        "name": "parked",
+        "command": ["/nonexistent/app"],
+        "policy": {"allowed_labels": ["nowhere"]},
+    }
+    auth = {"Authorization": f"Bearer {cluster.tokens[0]}"}
+    assert call(cluster.ports[0], "POST", "/apps", json.dumps(spec).encode()).status == 401
+    reply = call(cluster.ports[0], "POST", "/apps", json.dumps(spec).encode(), auth)
+    assert reply.status == 202, reply.body
+    app_id, seq = reply.body["app_id"], reply.body["seq"]
+    wait_for(
+        lambda: cluster.get(1, f"/operators/{operator.hex()}")["last_seq"] >= seq,
+        30,
+        "the submission on chain",
+    )
+    # Node 1 has an operator key too, but it was never granted.
+    reply = call(
+        cluster.ports[1],
+        "POST",
+        "/apps",
+        json.dumps(spec).encode(),
+        {"Authorization": f"Bearer {cluster.tokens[1]}"},
+    )
+    assert (reply.status, reply.body["field"]) == (403, "body")
+    assert "command_unknown_signer" in reply.body["error"]
+
+    for index in (0, 1):
+        apps = cluster.get(index, "/apps")
+        assert [(a["app_id"], a["state"], a["node"]) for a in apps] == [(app_id, "queued", None)]
+        one = cluster.get(index, "/apps/parked")
+        assert one["spec"]["policy"]["allowed_labels"] == ["nowhere"]
+        assert cluster.get(index, f"/apps/{app_id[:8]}")["name"] == "parked"
+        history = cluster.get(index, "/apps/parked/history")
+        assert [e["kind"] for e in history["events"]] == ["submit"]
+        assert history["events"][0]["signer"] == operator.hex()
+        nodes = cluster.get(index, "/nodes")
+        assert len(nodes) == 2
+        status = cluster.get(index, "/status")
+        assert status["chain_id"] == CHAIN_ID
+        assert status["admin_key"] == bls.sk_to_pk(ADMIN_SK).hex()
+        assert status["open_admission"] is False
+        chain = cluster.get(index, "/chain")
+        blocks = cluster.get(index, f"/blocks?since={chain[-1]['slot']}&limit=5")
+        assert 1 <= len(blocks) <= 5
+        assert cluster.get(index, "/health") == {"ok": True}
+        assert cluster.get(index, "/migrations") == []
+        assert cluster.get(index, "/runtime/apps") == []
+    assert call(cluster.ports[0], "GET", "/apps/nothing").status == 404
+    assert call(cluster.ports[0], "GET", "/blocks?since=x").body["field"] == "since"
+
+
+def _request(method: str, target: str, body: object = None, token: str = "") -> bytes:
+    raw = b"" if body is None else json.dumps(body).encode()
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    return request_bytes(method, target, raw, auth)
+
+
+def _issue_examples(token: str) -> list[tuple[bytes, int]]:
+    """Issue 8's inputs (which used to drop the connection) and one of each status."""
+    spec = {"name": "x", "command": ["/nonexistent/x"]}
+    return [
+        (_request("GET", "/blocks?since=x"), 400),
+        (_request("POST", "/apps", [], token), 400),
+        (_request("POST", "/apps", {**spec, "policy": []}, token), 400),
+        (_request("POST", "/apps", {**spec, "policy": {"min_interval_slots": -1}}, token), 400),
+        (_request("POST", "/apps", {**spec, "name": "n" * 5000}, token), 400),
+        (_request("POST", "/apps", spec), 401),
+        (_request("POST", "/apps", spec, token), 403),  # its operator key is not granted
+        (_request("GET", "/nowhere"), 404),
+        (_request("DELETE", "/apps"), 405),
+        (request_bytes("POST", "/apps", b"x" * (MAX_BODY + 1)), 413),
+        (_request("GET", "/status"), 200),
+        (_request("POST", "/commands", {"command": "00"}), 400),
+    ]
+
+
+def test_hostile_requests_get_json_answers_and_the_node_keeps_producing(
+    cluster: Cluster,
+) -> None:
+    victim = 1
+    port, token = cluster.ports[victim], cluster.tokens[victim]
+    statuses: Counter[int] = Counter()
+    fields: Counter[str] = Counter()
+
+    def check(data: bytes) -> Response:
+        reply = parse_response(exchange(port, data))
+        statuses[reply.status] += 1
+        assert 200 <= reply.status < 500, (data[:300], reply)
+        if reply.status >= 400:
+            assert isinstance(reply.body, dict) and reply.body.get("error"), reply
+            fields[f"{reply.status} {reply.body.get('field')}"] += 1
+        return reply
+
+    before = _head_slot(cluster, victim)
+    for data, status in _issue_examples(token):
+        assert check(data).status == status, data[:200]
+
+    @settings(
+        max_examples=FUZZ_REQUESTS,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(http_requests(token))
+    def one_request(data: bytes) -> None:
+        check(data)
+
+    one_request()
+    after = _head_slot(cluster, victim)
+    print(
+        json.dumps(
+            {
+                "requests": sum(statuses.values()),
+                "statuses": dict(sorted(statuses.items())),
+                "fields": dict(fields.most_common(12)),
+                "head_slot": [before, after],
+            }
+        )
+    )
+    assert sum(statuses.values()) >= FUZZ_REQUESTS
+    # Both nodes go on producing: the head moves two more slots on each.
+    for index in (0, 1):
+
+        def moved(i: int = index) -> bool:
+            return _head_slot(cluster, i) >= after + 2
+
+        wait_for(moved, 30, f"node {index} producing")
+    status = cluster.get(victim, "/status")
+    assert status["is_validator"] and status["validators"] == 2

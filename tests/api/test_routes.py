@@ -1,0 +1,297 @@
+"""Routes against a fake node: statuses, fields, auth, and the command error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from edgechain.api.routes import NodeRoutes
+from edgechain.api.server import HttpError, Reply, Request
+from edgechain.chain.assembly import make_command
+from edgechain.chain.authority import CommandReason
+from edgechain.chain.encoding import compute_submitted_app_id, encode_command
+from edgechain.chain.model import AppSpec, ChainParams, CommandKind, RuntimeKind, SignedCommand
+from edgechain.consensus.state import BlockState, compute_genesis_state
+from edgechain.errors import ValidationError
+from edgechain.node import ChainEntry, CommandReceipt, NoOperatorKeyError
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.testing import ADMIN, make_genesis
+from edgechain.types import AppId, Slot
+
+TOKEN = "ab" * 32
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+SPEC = AppSpec(name="web", runtime=RuntimeKind.PROCESS, command=("/bin/true",))
+
+
+def _app(n: int) -> AppId:
+    return AppId(bytes([n]) * 32)
+
+
+class FakeNode:
+    def __init__(self) -> None:
+        genesis, idents = make_genesis(3)
+        self.params = genesis.params
+        records = (
+            AppRecord(_app(1), SPEC, idents[0].node, Slot(3), owner=ADMIN.pk),
+            AppRecord(_app(2), dataclasses.replace(SPEC, name="db"), state=AppState.STOPPED),
+            AppRecord(_app(0x12), dataclasses.replace(SPEC, name="twin")),
+            AppRecord(_app(0x13), dataclasses.replace(SPEC, name="twin")),
+        )
+        self.state: BlockState | None = dataclasses.replace(
+            compute_genesis_state(genesis), registry=Registry(records=records)
+        )
+        self.ready = True
+        self.operator = True
+        self.refuse: str | None = None
+        self.submitted: list[object] = []
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    def has_operator_key(self) -> bool:
+        return self.operator
+
+    def get_status(self) -> dict[str, Any]:
+        return {"ok": 1}
+
+    def get_params(self) -> ChainParams | None:
+        return self.params
+
+    def get_head_state(self) -> BlockState | None:
+        return self.state
+
+    def get_head_chain(self) -> list[ChainEntry]:
+        return []
+
+    def get_blocks(self, since: int, limit: int) -> list[dict[str, Any]]:
+        return [{"since": since, "limit": limit}]
+
+    def get_chain(self) -> list[dict[str, Any]]:
+        return []
+
+    def get_runtime_apps(self) -> list[dict[str, Any]]:
+        return []
+
+    def get_migrations(self) -> list[dict[str, Any]]:
+        return [{"app": _app(1).hex()[:16], "outcome": "ok"}, {"app": "ffff", "outcome": "x"}]
+
+    def submit_command(self, command: SignedCommand) -> CommandReceipt:
+        if self.refuse is not None:
+            raise ValidationError(self.refuse, "refused")
+        self.submitted.append(command)
+        return CommandReceipt(
+            b"\x01" * 32, command.seq, compute_submitted_app_id(command.signer, command.seq)
+        )
+
+    def submit_app(self, spec: AppSpec) -> CommandReceipt:
+        if not self.operator:
+            raise NoOperatorKeyError("none")
+        if self.refuse is not None:
+            raise ValidationError(self.refuse, "refused")
+        self.submitted.append(spec)
+        return CommandReceipt(b"\x02" * 32, 7, _app(9))
+
+
+@pytest.fixture
+def node() -> FakeNode:
+    return FakeNode()
+
+
+def call(
+    node: FakeNode,
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    body: Any = b"",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = Request(method, path, query or {}, raw, headers or {})
+    try:
+        return asyncio.run(NodeRoutes(node, TOKEN).handle(request))
+    except HttpError as exc:
+        return exc.to_reply()
+
+
+def error(reply: Reply) -> tuple[int, str | None]:
+    assert "error" in reply.payload
+    return reply.status, reply.payload.get("field")
+
+
+def test_health_and_status(node: FakeNode) -> None:
+    assert call(node, "GET", "/health").payload == {"ok": True}
+    assert call(node, "GET", "/status").payload == {"ok": 1}
+
+
+def test_unknown_paths_are_404_and_wrong_methods_405(node: FakeNode) -> None:
+    assert error(call(node, "GET", "/nope")) == (404, "path")
+    assert error(call(node, "GET", "/health/")) == (404, "path")
+    assert error(call(node, "GET", "/apps/x/y/z")) == (404, "path")
+    assert error(call(node, "GET", "/%ff")) == (400, "path")
+    reply = call(node, "DELETE", "/apps")
+    assert error(reply) == (405, "method")
+    assert dict(reply.headers)["Allow"] == "GET, POST"
+    assert error(call(node, "POST", "/status")) == (405, "method")
+
+
+def test_query_parameters(node: FakeNode) -> None:
+    assert call(node, "GET", "/blocks", {"since": "5", "limit": "3"}).payload == [
+        {"since": 5, "limit": 3}
+    ]
+    for bad in ("x", "-1", "1.0", "", "9" * 30):
+        assert error(call(node, "GET", "/blocks", {"since": bad})) == (400, "since")
+    assert error(call(node, "GET", "/blocks", {"limit": "0"})) == (400, "limit")
+    assert error(call(node, "GET", "/blocks", {"colour": "red"})) == (400, "colour")
+    assert error(call(node, "GET", "/status", {"since": "1"})) == (400, "since")
+
+
+def test_503_while_starting_and_before_genesis(node: FakeNode) -> None:
+    node.ready = False
+    assert call(node, "GET", "/health").status == 503
+    assert call(node, "GET", "/nope").status == 404  # routing still answers
+    node.ready = True
+    node.state = None
+    for path in ("/nodes", "/apps", "/apps/web", "/operators/" + "00" * 48):
+        assert call(node, "GET", path).status == 503, path
+
+
+def test_nodes_and_operators(node: FakeNode) -> None:
+    nodes = call(node, "GET", "/nodes").payload
+    assert len(nodes) == 3
+    assert set(nodes[0]) == {
+        "node_id",
+        "public_key",
+        "address",
+        "labels",
+        "cpu_bp",
+        "ram_bp",
+        "report_slot",
+        "apps",
+    }
+    admin = call(node, "GET", f"/operators/{ADMIN.pk.hex()}").payload
+    assert admin == {
+        "public_key": ADMIN.pk.hex(),
+        "admin": True,
+        "operator": True,
+        "revoked": False,
+        "last_seq": 0,
+    }
+    assert call(node, "GET", f"/operators/{'11' * 48}").payload["operator"] is False
+    for bad in ("zz", "11" * 47, "11" * 49):
+        assert error(call(node, "GET", f"/operators/{bad}")) == (400, "public_key")
+
+
+def test_apps_fleet_view(node: FakeNode) -> None:
+    apps = call(node, "GET", "/apps").payload
+    assert [a["name"] for a in apps] == ["web", "db", "twin", "twin"]
+    assert apps[0]["state"] == "running" and apps[1]["state"] == "stopped"
+    assert apps[2]["state"] == "queued" and apps[2]["node"] is None
+    one = call(node, "GET", "/apps/web").payload
+    assert one["app_id"] == _app(1).hex()
+    assert one["spec"]["command"] == ["/bin/true"]
+    assert call(node, "GET", "/apps/" + _app(2).hex()[:6]).payload["name"] == "db"
+    assert error(call(node, "GET", "/apps/nothing")) == (404, "app")
+    assert error(call(node, "GET", "/apps/twin")) == (409, "app")
+    history = call(node, "GET", "/apps/web/history").payload
+    assert history == {
+        "app_id": _app(1).hex(),
+        "events": [],
+        "migrations": [{"app": _app(1).hex()[:16], "outcome": "ok"}],
+    }
+
+
+def test_post_apps_needs_the_token_first(node: FakeNode) -> None:
+    for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": TOKEN}):
+        reply = call(node, "POST", "/apps", body=[], headers=headers)
+        assert error(reply) == (401, "authorization")
+        assert "WWW-Authenticate" in dict(reply.headers)
+    assert node.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"", "body"),
+        (b"{", "body"),
+        (b"\xff\xfe", "body"),
+        (b"[" * 100_000, "body"),
+        ([], "body"),
+        ({"name": "x", "command": ["a"], "policy": []}, "policy"),
+        (
+            {"name": "x", "command": ["a"], "policy": {"min_interval_slots": -1}},
+            "policy.min_interval_slots",
+        ),
+        ({"name": "x" * 5000, "command": ["a"]}, "name"),
+    ],
+)
+def test_post_apps_bad_specs(node: FakeNode, body: Any, field: str) -> None:
+    assert error(call(node, "POST", "/apps", body=body, headers=AUTH)) == (400, field)
+
+
+def test_post_apps_without_operator_key_is_403(node: FakeNode) -> None:
+    node.operator = False
+    body = {"name": "x", "command": ["a"]}
+    assert error(call(node, "POST", "/apps", body=body, headers=AUTH)) == (403, "operator_key")
+
+
+def test_post_apps_submits(node: FakeNode) -> None:
+    reply = call(node, "POST", "/apps", body={"name": "x", "command": ["a"]}, headers=AUTH)
+    assert reply.status == 202
+    assert reply.payload == {"command_hash": "02" * 32, "seq": 7, "app_id": _app(9).hex()}
+    assert node.submitted == [AppSpec(name="x", runtime=RuntimeKind.PROCESS, command=("a",))]
+
+
+def _command() -> SignedCommand:
+    return make_command(ADMIN.sk, "testnet", 5, CommandKind.SUBMIT, spec=SPEC)
+
+
+def test_post_commands(node: FakeNode) -> None:
+    cmd = _command()
+    reply = call(node, "POST", "/commands", body={"command": encode_command(cmd).hex()})
+    assert reply.status == 202
+    assert reply.payload["seq"] == 5
+    assert reply.payload["app_id"] == compute_submitted_app_id(ADMIN.pk, 5).hex()
+    assert node.submitted == [cmd]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "command"),
+        ([], "body"),
+        ({"command": 5}, "command"),
+        ({"command": "zz"}, "command"),
+        ({"command": "00" * 10}, "command"),
+        ({"command": "", "extra": 1}, "extra"),
+    ],
+)
+def test_post_commands_bad_input(node: FakeNode, body: Any, field: str) -> None:
+    assert error(call(node, "POST", "/commands", body=body)) == (400, field)
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        (CommandReason.BAD_SIGNATURE, 403),
+        (CommandReason.UNKNOWN_SIGNER, 403),
+        (CommandReason.REVOKED, 403),
+        (CommandReason.NOT_ADMIN, 403),
+        (CommandReason.REPLAYED, 409),
+        (CommandReason.MALFORMED, 400),
+        (CommandReason.INVALID, 422),
+        ("no_chain", 503),
+        ("command_pool_full", 503),
+        ("something_new", 422),
+    ],
+)
+def test_refused_commands_map_to_statuses(node: FakeNode, reason: str, status: int) -> None:
+    node.refuse = reason
+    reply = call(node, "POST", "/commands", body={"command": encode_command(_command()).hex()})
+    assert reply.status == status
+    assert reason in reply.payload["error"]
+    spec = {"name": "x", "command": ["a"]}
+    assert call(node, "POST", "/apps", body=spec, headers=AUTH).status == status
