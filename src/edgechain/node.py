@@ -879,19 +879,10 @@ class Node:
         return receipt
 
 
-async def run_node(config: NodeConfig) -> None:
-    """Transitional alias of :func:`edgechain.node_daemon.run_node`, the process entry
-    point (a node with its HTTP API), for callers that still import it from here."""
-    from edgechain.node_daemon import run_node as run_daemon
-
-    await run_daemon(config)
-
-
 __all__ = [
     "ChainEntry",
     "CommandReceipt",
     "Node",
     "NodeConfig",
     "configure_logging",
-    "run_node",
 ]
