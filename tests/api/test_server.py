@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,6 +39,8 @@ async def handler(request: Request) -> Reply:
         raise BoomError("handler bug")
     if request.path == "/refuse":
         raise HttpError(409, "no", "thing")
+    if request.path == "/huge":
+        return Reply(200, ["x" * 1024] * 16 * 1024)
     if request.path == "/unserialisable":
         return Reply(200, {"x": object()})
     return Reply(
@@ -63,6 +65,13 @@ def port() -> Iterator[int]:
     finally:
         loop.run(server.close())
         loop.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def raw(port: int, data: bytes, **kwargs: bool) -> Response:
@@ -201,15 +210,28 @@ def test_more_connections_than_allowed_get_503() -> None:
     loop.run(server.start())
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
     try:
-        deadline = time.monotonic() + 10
-        while server.open_connections < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.open_connections == 4
+        wait_until(lambda: server.open_connections == 4)
         reply = call(server.port, "GET", "/fine")
         assert reply.status == 503
         assert "retry-after" in reply.headers
     finally:
         for sock in idle:
             sock.close()
+        loop.run(server.close())
+        loop.close()
+
+
+def test_a_client_that_does_not_read_its_answer_is_dropped() -> None:
+    loop = LoopThread()
+    server = HttpServer("127.0.0.1", 0, handler, write_timeout_s=0.5)
+    loop.run(server.start())
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.sendall(request_bytes("GET", "/huge"))
+        wait_until(lambda: server.open_connections == 1)  # accepted, answer stuck
+        wait_until(lambda: server.open_connections == 0)  # given up on the reader
+    finally:
+        sock.close()
         loop.run(server.close())
         loop.close()

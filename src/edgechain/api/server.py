@@ -42,6 +42,8 @@ MAX_BODY = 256 * 1024
 MAX_QUERY_FIELDS = 32
 READ_TIMEOUT_S = 5.0
 """Time a client has to send its whole request."""
+WRITE_TIMEOUT_S = 30.0
+"""Time a client has to take our whole answer."""
 MAX_CONNECTIONS = 64
 LINGER_S = 1.0
 """How long to read away what a client still sends after our answer."""
@@ -240,6 +242,7 @@ class HttpServer:
         handler: Handler,
         *,
         read_timeout_s: float = READ_TIMEOUT_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
         max_body: int = MAX_BODY,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
@@ -247,6 +250,7 @@ class HttpServer:
         self.port = port
         self.handler = handler
         self.read_timeout_s = read_timeout_s
+        self.write_timeout_s = write_timeout_s
         self.max_body = max_body
         self.max_connections = max_connections
         self._server: asyncio.Server | None = None
@@ -325,10 +329,12 @@ class HttpServer:
             except (TypeError, ValueError):
                 log.exception("api reply not serialisable", extra={"fields": {}})
                 data = encode_response(Reply(500, {"error": "internal error"}))
-            writer.write(data)
-            await writer.drain()
+            # A client that stops reading must not hold the connection (and its slot).
+            async with asyncio.timeout(self.write_timeout_s):
+                writer.write(data)
+                await writer.drain()
             await self._linger(reader, writer)
-        except (_NothingSentError, ConnectionError, OSError):
+        except (_NothingSentError, ConnectionError, OSError, TimeoutError):
             pass
         finally:
             self._open -= 1
