@@ -1,12 +1,16 @@
-"""Real nodes run real apps: an accepted plan places a stateful app, and a later plan
-migrates it to another node, where its counter continues; it never runs twice.
+"""Real nodes run real apps through their whole lifecycle, driven by signed commands.
 
 Four ``Node`` objects in one event loop (as in ``test_node_live.py``), 1 s slots, the
-process runtime. All four share this host, so their host measurements are replaced by
-simulated devices (an idle background each); the apps' own usage is measured for real.
-The app is the ``counter`` sample with a ``cpu-load`` child in its process group, so
-its measured score is large enough for the planner to move it. Once it runs, its node's
-simulated background is raised: the planner must move it away.
+process runtime. A SUBMIT signed by the chain's admin key places a stateful app; its
+node's simulated background is then raised, so the planner migrates it (its counter
+continues at the destination, never twice at once); then STOP, START, UPDATE and
+REMOVE, each checked on the host's process table: what runs is what the chain says.
+
+All four nodes share this host, so their host measurements are replaced by simulated
+devices (an idle background each); the apps' own usage is measured for real. The app
+is the ``counter`` sample with a ``cpu-load`` child in its process group, so its
+measured score is large enough for the planner to move it. When the test runs as
+root, the nodes run the app as ``nobody``, which the process table must show.
 """
 
 from __future__ import annotations
@@ -14,40 +18,104 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
+import socket
+import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from edgechain.api.http import Request
+from edgechain.chain.assembly import make_command, make_ticket
+from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind
 from edgechain.consensus.engine import LocalUsage
-from edgechain.node import Node
+from edgechain.crypto import bls
+from edgechain.crypto.keystore import create_keystore
+from edgechain.node import Node, NodeConfig
+from edgechain.orchestrator.registry import AppState, get_record
 from edgechain.runtime.samples import get_apps_dir
-
-from .test_node_live import _configs, _status, _wait_for
+from edgechain.types import AppId, SecretKey
 
 IDLE = LocalUsage(cpu_bp=200, ram_bp=500, disk_bp=1_000)
 BUSY = LocalUsage(cpu_bp=6_000, ram_bp=500, disk_bp=1_000)
 TAG = "apps-live-test"
+CHAIN_ID = "apps-live"
+ADMIN = SecretKey(bls.keygen(b"apps-live-admin-key-seed-32bytes"))
 
 
-def _app_spec_json() -> bytes:
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A data-dir parent the app user (``nobody``, when root) can pass through: pytest's
+    own temporary directories are 0700."""
+    path = Path(tempfile.mkdtemp(prefix="ecapps-", dir="/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _configs(tmp: Path, count: int) -> list[NodeConfig]:
+    for i in range(count):
+        (tmp / f"n{i}").mkdir()
+    keys = [create_keystore(tmp / f"n{i}" / "node.key") for i in range(count)]
+    pks = [bls.sk_to_pk(sk) for sk in keys]
+    bootstrap_port = _free_port()
+    return [
+        NodeConfig(
+            data_dir=tmp / f"n{i}",
+            listen=f"127.0.0.1:{bootstrap_port if i == 0 else 0}",
+            http="127.0.0.1:0",
+            bootstrap=None if i == 0 else f"127.0.0.1:{bootstrap_port}",
+            bootstrap_key=b"" if i == 0 else pks[0],
+            chain_id=CHAIN_ID,
+            admin_key=bls.sk_to_pk(ADMIN),
+            ticket=make_ticket(ADMIN, CHAIN_ID, pk),
+            genesis=i == 0,
+            committee=2,
+            slot_duration_ms=1_000,
+            initial_difficulty=5_000,
+        )
+        for i, pk in enumerate(pks)
+    ]
+
+
+def _app_spec(interval_s: str = "0.1") -> AppSpec:
     apps = get_apps_dir()
     script = (
         f"/bin/sh '{apps}/cpu-load/cpu-load.sh' 30 100 & "
-        f"exec /bin/sh '{apps}/counter/counter.sh' 0 0.1 {TAG}"
+        f"exec /bin/sh '{apps}/counter/counter.sh' 0 {interval_s} {TAG}"
     )
-    spec = {
-        "name": "counter",
-        "runtime": "process",
-        "command": ["/bin/sh", "-c", script],
-        "cpu_bp": 10,
-        "ram_bp": 10,
-        "stateful": True,
-        "nonce": TAG.encode().hex(),
-    }
-    return json.dumps(spec).encode()
+    return AppSpec(
+        name="counter",
+        runtime=RuntimeKind.PROCESS,
+        command=("/bin/sh", "-c", script),
+        cpu_bp=10,
+        ram_bp=10,
+        stateful=True,
+    )
+
+
+class Admin:
+    """Signs commands with the chain's admin key (the admin may do everything)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def send(self, node: Node, kind: CommandKind, **fields: Any) -> AppId | None:
+        self.seq = max(self.seq + 1, int(time.time() * 1000))
+        command = make_command(ADMIN, CHAIN_ID, self.seq, kind, **fields)
+        return node.submit_command(command).app_id
 
 
 def _simulate_device(node: Node, usage: LocalUsage) -> None:
@@ -95,6 +163,25 @@ def _counter_processes(*, include_frozen: bool = True) -> list[psutil.Process]:
     return found
 
 
+def _starts(node: Node, app: str) -> list[int]:
+    """The counts each start of the app on ``node`` began from (its log)."""
+    log = node.config.data_dir / "apps" / app / "app.log"
+    return [
+        int(line.rsplit(" ", 1)[1])
+        for line in log.read_text().splitlines()
+        if line.startswith("counter: starting from")
+    ]
+
+
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 async def _run(tmp: Path) -> dict[str, Any]:
     nodes = [Node(c) for c in _configs(tmp, 4)]
     for node in nodes:
@@ -103,25 +190,29 @@ async def _run(tmp: Path) -> dict[str, Any]:
     tasks = [asyncio.ensure_future(nodes[0].run(stop))]
     await asyncio.sleep(0.5)
     tasks += [asyncio.ensure_future(n.run(stop)) for n in nodes[1:]]
+    admin = Admin()
     max_copies = 0
+    out: dict[str, Any] = {}
     try:
 
         async def all_validators() -> bool:
             if any(n.engine is None for n in nodes):
                 return False
-            statuses = [await _status(n) for n in nodes]
-            return all(s["validators"] == 4 for s in statuses)
+            return all(n.get_status()["validators"] == 4 for n in nodes)
 
-        assert await _wait_for(all_validators, 40), [await _status(n) for n in nodes]
-        code, body = await nodes[1]._on_http(Request("POST", "/apps", {}, _app_spec_json()))
-        assert code == 201, body
-        app = str(body["app_id"])
+        assert await _wait_for(all_validators, 40), [n.get_status() for n in nodes]
+        app_id = admin.send(nodes[1], CommandKind.SUBMIT, spec=_app_spec())
+        assert app_id is not None
+        app = bytes(app_id).hex()
+        out["app"] = app
 
         async def placed() -> bool:
             return len(_running_on(nodes, app)) == 1
 
         assert await _wait_for(placed, 40), "the app was not placed and started"
         origin = _running_on(nodes, app)[0]
+        [copy] = _counter_processes()
+        out["uids"] = list(copy.uids())
         placed_at = time.monotonic()
 
         async def counting() -> bool:
@@ -145,40 +236,112 @@ async def _run(tmp: Path) -> dict[str, Any]:
         }
         destination = _running_on(nodes, app)[0]
         moved_at = time.monotonic()
-        await asyncio.sleep(1.5)
-        count_after = _read_count(nodes[destination], app)
-        app_log = nodes[destination].config.data_dir / "apps" / app / "app.log"
-        starts = [
-            int(line.rsplit(" ", 1)[1])
-            for line in app_log.read_text().splitlines()
-            if line.startswith("counter: starting from")
-        ]
-        _, apps_route = await nodes[destination]._on_http(Request("GET", "/apps", {}, b""))
-        status = await _status(nodes[destination])
-        return {
-            "app": app,
-            "origin": origin,
-            "destination": destination,
-            "count_before": count_before,
-            "count_after": count_after,
-            "destination_starts": starts,
-            "origin_dir_left": (nodes[origin].config.data_dir / "apps" / app).exists(),
-            "results": list(origin_apps.results),
-            "apps_route": apps_route,
-            "status_apps": status["apps"],
-            "processes": len(_counter_processes()),
-            "max_copies": max_copies,
-            "seconds_to_migrate": round(moved_at - placed_at, 1),
-        }
+
+        async def counted_on() -> bool:
+            return _read_count(nodes[destination], app) > count_before + 5
+
+        assert await _wait_for(counted_on, 20)
+        out.update(
+            origin=origin,
+            destination=destination,
+            count_before=count_before,
+            count_after=_read_count(nodes[destination], app),
+            destination_starts=_starts(nodes[destination], app),
+            origin_dir_left=(nodes[origin].config.data_dir / "apps" / app).exists(),
+            results=list(origin_apps.results),
+            runtime_apps=nodes[destination].get_runtime_apps(),
+            status_apps=nodes[destination].get_status()["apps"],
+            processes=len(_counter_processes()),
+            seconds_to_migrate=round(moved_at - placed_at, 1),
+        )
+        _simulate_device(nodes[origin], IDLE)
+        out["lifecycle"] = await _lifecycle(nodes, admin, app_id)
+        out["max_copies"] = max_copies
+        return out
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
 
 
-def test_apps_are_placed_and_migrated_live(tmp_path: Path) -> None:
-    result = asyncio.run(_run(tmp_path))
+async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str, Any]:
+    """STOP, START, UPDATE, REMOVE; after each, the host runs what the chain says."""
+    app = bytes(app_id).hex()
+    steps: dict[str, Any] = {}
+
+    def where() -> Node:
+        state = nodes[0].get_head_state()
+        record = get_record(state.registry, app_id) if state is not None else None
+        assert record is not None and record.node is not None
+        return next(n for n in nodes if n.node_id == record.node)
+
+    def record_is(state: AppState, version: int) -> bool:
+        head = nodes[0].get_head_state()
+        record = get_record(head.registry, app_id) if head is not None else None
+        return record is not None and (record.state, record.version) == (state, version)
+
+    async def stopped() -> bool:
+        return record_is(AppState.STOPPED, 1) and _counter_processes() == []
+
+    admin.send(nodes[2], CommandKind.STOP, app=app_id)
+    assert await _wait_for(stopped, 30), "STOP did not stop the app"
+    host = where()
+    frozen = _read_count(host, app)
+    await asyncio.sleep(1.5)  # a reconcile round or more: nothing restarts it
+    steps["stop"] = {"processes": len(_counter_processes()), "count_still": _read_count(host, app)}
+    assert steps["stop"] == {"processes": 0, "count_still": frozen}
+
+    async def started() -> bool:
+        return record_is(AppState.RUNNING, 1) and len(_counter_processes()) == 1
+
+    admin.send(nodes[3], CommandKind.START, app=app_id)
+    assert await _wait_for(started, 30), "START did not start the app"
+    host = where()
+    steps["start"] = {"starts": _starts(host, app), "frozen": frozen}
+    assert _starts(host, app)[-1] == frozen  # same state dir, from where it stopped
+
+    def runtime_versions() -> list[int | None]:
+        return [v["version"] for v in where().get_runtime_apps() if v["app"] == app]
+
+    async def updated() -> bool:
+        copies = _counter_processes()
+        return (
+            record_is(AppState.RUNNING, 2)
+            and len(copies) == 1
+            and "0.05" in " ".join(copies[0].cmdline())
+            and runtime_versions() == [2]  # the runtime view is sampled once a round
+        )
+
+    before_update = _read_count(host, app)
+    admin.send(nodes[0], CommandKind.UPDATE, app=app_id, spec=_app_spec("0.05"))
+    assert await _wait_for(updated, 30), (
+        "UPDATE did not restart the new version",
+        runtime_versions(),
+    )
+    host = where()
+    steps["update"] = {"starts": _starts(host, app), "versions": runtime_versions()}
+    assert _starts(host, app)[-1] >= before_update  # state kept
+
+    async def removed() -> bool:
+        head = nodes[0].get_head_state()
+        gone = head is not None and get_record(head.registry, app_id) is None
+        dirs = [(n.config.data_dir / "apps" / app).exists() for n in nodes]
+        return gone and _counter_processes() == [] and not any(dirs)
+
+    admin.send(nodes[1], CommandKind.REMOVE, app=app_id)
+    assert await _wait_for(removed, 30), "REMOVE did not stop and delete the app"
+    await asyncio.sleep(1.5)
+    steps["remove"] = {"processes": len(_counter_processes())}
+    assert steps["remove"] == {"processes": 0}
+    return steps
+
+
+def test_apps_are_placed_migrated_and_managed_live(reachable_tmp: Path) -> None:
+    result = asyncio.run(_run(reachable_tmp))
     print(json.dumps(result, default=str))
     app = result["app"]
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert result["uids"] == [nobody] * 3  # never root
     assert result["destination"] != result["origin"]
     # The counter continued from the origin's state: never from zero, never backwards.
     assert result["count_after"] > result["count_before"] > 0
@@ -191,7 +354,7 @@ def test_apps_are_placed_and_migrated_live(tmp_path: Path) -> None:
     # Exactly one copy ever ran at a time (the process table, polled every 0.2 s).
     assert result["max_copies"] == 1
     assert result["processes"] == 1
-    assert any(a["app"] == app and a["running"] for a in result["apps_route"])
+    assert any(a["app"] == app and a["running"] for a in result["runtime_apps"])
     assert {"app": app, "name": "counter", "running": True} in result["status_apps"]
     # Every node closed its runtime: no app process outlives its node.
     assert _counter_processes() == []
