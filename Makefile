@@ -20,9 +20,10 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-# A local testnet of 8 real node processes (process runtime, SQLite), 20 slots of 2 s.
+# A local testnet of 8 real node processes (process runtime, SQLite, 2 s slots); the
+# sample apps are submitted and one is moved through the CLI (edgechain/lab/demo.py).
 demo: venv
-	$(BIN)/edgechain testnet --nodes 8 --committee 3 --slot-duration 2 --slots 20
+	$(BIN)/python -m edgechain.lab.demo --nodes 8 --committee 3 --slot-duration 2
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -114,7 +114,7 @@ def summarize_apps(
     return sorted(summaries, key=lambda s: (str(s["name"]), s["app_id"]))
 
 
-def format_app_line(app: Mapping[str, Any]) -> str:
+def format_app_line(app: Mapping[str, Any], name_width: int = 0) -> str:
     """``counter  1a2b3c4d5e6f  running on node-003 v1: node-001 @5 -> node-003 @21 (340 ms)``"""
     steps = []
     for event in app["events"]:
@@ -126,7 +126,8 @@ def format_app_line(app: Mapping[str, Any]) -> str:
     timing = f" (migrations {', '.join(f'{t} ms' for t in completed)})" if completed else ""
     where = f"on {app['node']}" if app["node"] else ""
     return (
-        f"{app['name']}  {str(app['app_id'])[:12]}  {app['state']} {where} v{app['version']}: "
+        f"{app['name']!s:<{name_width}}  {str(app['app_id'])[:12]}  "
+        f"{app['state']} {where} v{app['version']}: "
         + (" -> ".join(steps) or "never placed")
         + timing
     )

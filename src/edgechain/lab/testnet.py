@@ -952,7 +952,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     apps = summary.get("apps")
     if apps:
         lines.append(f"  apps              {len(apps)} on chain at the end:")
-        lines += [f"    {format_app_line(app)}" for app in apps]
+        width = max(len(str(app["name"])) for app in apps)
+        lines += [f"    {format_app_line(app, width)}" for app in apps]
     if summary["crashes"]:
         lines.append(f"  CRASHES           {[c['name'] for c in summary['crashes']]}")
     if summary["failure"]:
