@@ -66,7 +66,7 @@ def _assert_runs_as(runtime: ProcessRuntime, spec: AppSpec, user: AppUser) -> No
             assert tuple(proc.uids()) == (user.uid,) * 3, proc
             assert tuple(proc.gids()) == (user.gid,) * 3, proc
             assert _supplementary_groups(proc.pid) == []
-        except (psutil.NoSuchProcess, FileNotFoundError):
+        except (psutil.NoSuchProcess, OSError):
             continue  # a short-lived child (the counter's mv) ended meanwhile
 
 
@@ -165,7 +165,7 @@ def test_an_app_cannot_write_the_runtime_files(
     assert (state / "home").read_text().strip() == str(state)
     assert not (runtime.get_app_dir(app) / "evil").exists()
     runtime.stop(app)
-    assert get_tagged_processes(tag) == []
+    wait_until(lambda: get_tagged_processes(tag) == [])
 
 
 @needs_root

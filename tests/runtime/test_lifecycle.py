@@ -36,7 +36,14 @@ from edgechain.runtime.samples import get_counter_spec
 from edgechain.testing import make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
 
-from .helpers import get_app, get_node_id, get_tagged_processes, read_count, wait_count_above
+from .helpers import (
+    get_app,
+    get_node_id,
+    get_tagged_processes,
+    read_count,
+    wait_count_above,
+    wait_until,
+)
 
 ME = make_identity(1)
 OTHER = get_node_id("other")
@@ -117,6 +124,18 @@ def _pids(tag: str) -> set[int]:
     return {p.pid for p in get_tagged_processes(tag)}
 
 
+def _single_pid(tag: str) -> int:
+    """The one running instance's pid, once a stopped one's last fork has died too."""
+    wait_until(lambda: len(_pids(tag)) == 1)
+    [pid] = _pids(tag)
+    return pid
+
+
+def _wait_none(tag: str) -> None:
+    """No instance left (a stopped one's last fork may take a moment to die)."""
+    wait_until(lambda: _pids(tag) == set())
+
+
 def _events(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
     return [r.fields for r in caplog.records if r.getMessage() == message]  # type: ignore[attr-defined]
 
@@ -195,14 +214,14 @@ def test_start_stop_start_keeps_the_state(
     _reconcile(apps)
     state = apps.runtime.get_state_dir(app)
     wait_count_above(state, 3)
-    [pid] = _pids(tag)
+    pid = _single_pid(tag)
     _reconcile(apps)  # idempotent: the same single instance
     assert _pids(tag) == {pid}
     assert apps.runtime.get_release(app) == (spec, 1)
 
     chain.append((replace(record, state=AppState.STOPPED),))
     _reconcile(apps)
-    assert _pids(tag) == set()
+    _wait_none(tag)
     assert not apps.runtime.is_running(app)
     stopped_at = read_count(state)
     assert stopped_at > 3
@@ -213,7 +232,7 @@ def test_start_stop_start_keeps_the_state(
 
     chain.append((record,))  # START
     _reconcile(apps)
-    assert len(_pids(tag)) == 1
+    _single_pid(tag)
     # Same state dir: it continues from where it stopped, never from zero.
     assert wait_count_above(state, stopped_at) > stopped_at
     log = (apps.runtime.get_app_dir(app) / "app.log").read_text()
@@ -233,11 +252,11 @@ def test_update_restarts_the_new_spec_on_the_same_state_and_survives_a_restart(
         _reconcile(apps)
         state = apps.runtime.get_state_dir(app)
         before = wait_count_above(state, 3)
-        [old_pid] = _pids(tag)
+        old_pid = _single_pid(tag)
         newer = _counter(tag, interval_s=0.04)
         chain.append((replace(record, spec=newer, version=2),))  # UPDATE
         _reconcile(apps)
-        [new_pid] = _pids(tag)
+        new_pid = _single_pid(tag)
         assert new_pid != old_pid
         assert "0.04" in psutil.Process(new_pid).cmdline()
         assert apps.runtime.get_release(app) == (newer, 2)
@@ -248,7 +267,7 @@ def test_update_restarts_the_new_spec_on_the_same_state_and_survives_a_restart(
         assert _pids(tag) == {new_pid}  # idempotent
     finally:
         asyncio.run(apps.close())
-    assert _pids(tag) == set()
+    _wait_none(tag)
     # A restarted node's runtime knows what it ran, at which version, from its disk.
     again = AppManager(tmp_path / "node", ME.node, ME.sk)
     again.attach(chain)
@@ -256,7 +275,7 @@ def test_update_restarts_the_new_spec_on_the_same_state_and_survives_a_restart(
         assert again.runtime.get_release(app) == (newer, 2)
         chain.append((replace(record, spec=spec, version=3),))  # UPDATE while it was down
         _reconcile(again)
-        assert len(_pids(tag)) == 1
+        _single_pid(tag)
         assert again.runtime.get_release(app) == (spec, 3)
     finally:
         asyncio.run(again.close())
@@ -277,7 +296,7 @@ def test_remove_stops_and_deletes_only_removed_apps(
     apps.runtime.start(stray, stray_spec)
     chain.append(())  # REMOVE of `app`
     _reconcile(apps)
-    assert _pids(tag) == set()
+    _wait_none(tag)
     assert not apps.runtime.get_app_dir(app).exists()
     assert app not in [i.app for i in apps.runtime.list()]
     assert len(_pids(stray_tag)) == 1
@@ -294,7 +313,7 @@ def test_apps_in_flight_or_elsewhere_are_left_alone(
     app, spec, tag = _new_app()
     record = _place(chain, app, spec)
     _reconcile(apps)
-    [pid] = _pids(tag)
+    pid = _single_pid(tag)
 
     async def stop_while_locked() -> None:
         # A migration out holds the app's lock for as long as it runs.
@@ -330,7 +349,7 @@ def test_a_restored_copy_gets_its_version_confirmed_or_updated(
     apps.runtime.remove(app)
     # As if it arrived by a migration: restored, version unknown.
     apps.runtime.restore(app, spec, archive)
-    [pid] = _pids(tag)
+    pid = _single_pid(tag)
     chain.append((replace(record, version=5),))
     _reconcile(apps)
     assert apps.runtime.get_release(app) == (spec, 5)

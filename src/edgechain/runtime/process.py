@@ -48,6 +48,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,11 +464,28 @@ class ProcessRuntime(AppDirectories):
                 self._terminate(record, app, self.stop_grace_s)
             archive = self.get_app_dir(app) / SAVED_ARCHIVE
             try:
-                size = write_state_archive(self.get_state_dir(app), archive)
+                with self._locked_out(app):
+                    size = write_state_archive(self.get_state_dir(app), archive)
             except BaseException:
                 self.resume(app)
                 raise
             return SavedState(app, archive, size, live, includes_image=False)
+
+    @contextlib.contextmanager
+    def _locked_out(self, app: AppId) -> Iterator[None]:
+        """Root reads the state dir by path while it archives it; other apps share the
+        app user, so the dir is root's (0700) meanwhile: none of them can swap a
+        directory for a symlink under the walk and have root archive what it points to."""
+        user, state = self.app_user, self.get_state_dir(app)
+        if user is None:
+            yield
+            return
+        os.chown(state, os.geteuid(), os.getegid(), follow_symlinks=False)
+        os.chmod(state, 0o700)  # the app may have opened it up; only root's parent holds it
+        try:
+            yield
+        finally:
+            os.chown(state, user.uid, user.gid, follow_symlinks=False)
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
