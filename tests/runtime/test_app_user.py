@@ -7,6 +7,7 @@ unprivileged, as that user, and there is nothing to drop.
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import os
 import pwd
@@ -17,14 +18,25 @@ import psutil
 import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.crypto import bls
+from edgechain.errors import LocalError
 from edgechain.runtime.appuser import AppUser, AppUserError, find_unreachable, resolve_app_user
 from edgechain.runtime.base import AppStatus
+from edgechain.runtime.manager import AppManager
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.samples import get_counter_spec
 
-from .helpers import get_app, get_tagged_processes, read_count, wait_count_above, wait_until
+from .helpers import (
+    get_app,
+    get_node_id,
+    get_tagged_processes,
+    read_count,
+    wait_count_above,
+    wait_until,
+)
 
 IS_ROOT = os.geteuid() == 0
+KEY = bls.keygen(b"app-user-test-key-seed-32-bytes!")
 needs_root = pytest.mark.skipif(
     not IS_ROOT,
     reason="needs a root node: only root drops privileges (as a normal user the apps "
@@ -105,8 +117,14 @@ def test_resolve_app_user() -> None:
 @needs_root
 def test_a_bad_app_user_is_a_local_error_at_start_up(tmp_path: Path) -> None:
     for bad in ("no-such-user-edgechain", "root", None):
-        with pytest.raises(AppUserError):
+        with pytest.raises(LocalError):
             ProcessRuntime(tmp_path / "rt", app_user=bad)
+    # The node's app manager passes it through, and fails the same way.
+    with pytest.raises(AppUserError, match="does not exist"):
+        AppManager(tmp_path / "node", get_node_id("n"), KEY, app_user="no-such-user-edgechain")
+    manager = AppManager(tmp_path / "node", get_node_id("n"), KEY, app_user="nobody")
+    assert manager.runtime.app_user == _nobody()
+    asyncio.run(manager.close())
 
 
 def test_find_unreachable(tmp_path: Path) -> None:
