@@ -295,3 +295,13 @@ def test_refused_commands_map_to_statuses(node: FakeNode, reason: str, status: i
     assert reason in reply.payload["error"]
     spec = {"name": "x", "command": ["a"]}
     assert call(node, "POST", "/apps", body=spec, headers=AUTH).status == status
+
+
+def test_json_depth_is_bounded_before_parsing() -> None:
+    from edgechain.api.routes import MAX_JSON_DEPTH, get_json_depth
+
+    assert get_json_depth(b"[" * 100_000) == MAX_JSON_DEPTH + 1
+    assert get_json_depth(b'{"a": "[[[[", "b": [[1]]}') == 3
+    assert get_json_depth(b'["\\"[[[", {}]') == 2
+    deep = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert get_json_depth(deep) == MAX_JSON_DEPTH

@@ -123,9 +123,45 @@ def _pattern(text: str) -> tuple[str, ...]:
     return tuple(text.split("/")[1:])
 
 
+MAX_JSON_DEPTH = 32
+"""Nesting deeper than any request needs; json's C scanner recurses once per level, and
+a 256 KiB body of ``[`` overflows the C stack of a thread with a small stack."""
+
+_OPENERS = frozenset(b"[{")
+_CLOSERS = frozenset(b"]}")
+
+
+def get_json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``body`` (strings skipped), without
+    parsing it; it stops counting past ``MAX_JSON_DEPTH``."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif byte in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
 def parse_json_body(body: bytes) -> object:
     if not body:
         raise HttpError(400, "empty body, expected JSON", "body")
+    if get_json_depth(body) > MAX_JSON_DEPTH:
+        raise HttpError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "body")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
