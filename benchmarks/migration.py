@@ -437,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="ecbench-", dir="/tmp"))
+    # As root the runtimes run apps as an unprivileged user, which must pass through.
+    work.chmod(0o711)
     try:
         report = asyncio.run(run_all(args, work))
     finally:
