@@ -128,6 +128,8 @@ class NodeConfig:
     operator_key: Path | None = None
     """A keystore file with an operator key: the node signs SUBMIT commands with it for
     local callers who present its API token (``POST /apps``)."""
+    app_user: str = "nobody"
+    """``USER[:GROUP]`` that process apps run as when the node is root (never root)."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,9 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         await self.transport.start()
         # Before the engine: the transfer port goes into our inclusion request's labels.
-        self.apps = AppManager(self.config.data_dir, self.node_id, self.sk)
+        self.apps = AppManager(
+            self.config.data_dir, self.node_id, self.sk, app_user=self.config.app_user
+        )
         self._transfer_port = await self.apps.start(self.transport.host)
         self.engine = self._make_engine()
         self.apps.attach(self.engine)

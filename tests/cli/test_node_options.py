@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,17 @@ def test_a_new_chain_needs_an_admin_key(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["node", "--genesis", "--data-dir", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err
     assert "a new chain needs an admin key" in err and "--open-admission" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root node drops apps to an app user")
+def test_a_missing_app_user_stops_the_node_with_a_message(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "edgechain.cli", "node", "--data-dir", str(tmp_path / "d"),
+            "--genesis", "--open-admission", "--app-user", "no-such-user-here",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "app user 'no-such-user-here' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

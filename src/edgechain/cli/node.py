@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgechain.cli.common import EXIT_USAGE
+from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE
 
 DESCRIPTION = """\
 Run a node daemon.
@@ -66,6 +66,13 @@ NODE_OPTIONS: dict[str, NodeOption] = {
         "an operator keystore file: the node signs POST /apps for local callers holding "
         "its API token (<data-dir>/api.token)",
         "FILE",
+    ),
+    "app_user": NodeOption(
+        str,
+        "nobody",
+        "when the node runs as root, process apps run as this unprivileged USER[:GROUP] "
+        "(never root)",
+        "USER",
     ),
     "genesis": NodeOption(
         bool, False, "this node creates the chain (needs --admin-key or --open-admission)", None
@@ -145,6 +152,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     except (NodeOptionError, OSError, ValueError) as exc:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from edgechain.errors import LocalError
     from edgechain.node import NodeConfig
     from edgechain.node_daemon import run_node
     from edgechain.node_logging import configure_logging
@@ -162,6 +170,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             ticket=_hex(v, "ticket"),
             open_admission=bool(v["open_admission"]),
             operator_key=Path(v["operator_key"]) if v["operator_key"] else None,
+            app_user=str(v["app_user"]),
             genesis=bool(v["genesis"]),
             committee=int(v["committee"]),
             slot_duration_ms=int(float(v["slot_duration"]) * 1000),
@@ -173,7 +182,13 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(v["log_level"])
-    asyncio.run(run_node(config))
+    try:
+        asyncio.run(run_node(config))
+    except LocalError as exc:
+        # Our configuration (a bad app user, an unreadable key, a taken port): say what,
+        # without a traceback; a bug still raises.
+        print(f"edgechain node: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
