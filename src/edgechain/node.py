@@ -55,6 +55,7 @@ from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
     CandidateMsg,
+    CommandMsg,
     GenesisCreated,
     HeadChanged,
     MigrationOrder,
@@ -444,16 +445,25 @@ class Node:
         engine = self.engine
         assert engine is not None
         deliver, forwards = self.gossip.on_message(sender, message, now)
-        for peer, copy in forwards:
-            self._send_to(peer, copy)
-        if not deliver:
-            return
         try:
-            inner, origin = decode_gossip_payload(message.payload)
+            inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
         except PeerError as exc:
+            # Undecodable for us, undecodable for every honest peer: not relayed.
             self.counters.decode_errors[exc.reason] += 1
             return
-        self._apply(engine.on_message(inner, origin, now))
+        if isinstance(inner, CommandMsg):
+            # Cheap to check, and anyone can make one: a command is relayed only once it
+            # passed our checks, so a refused one dies at the first honest hop. Blocks are
+            # relayed before validation: their propagation time is the slot's budget.
+            out = engine.on_message(inner, origin, now)
+            self._apply(out)
+            if any(isinstance(e, PeerRejected) for e in out.events):
+                return
+            inner = None
+        for peer, copy in forwards:
+            self._send_to(peer, copy)
+        if inner is not None:
+            self._apply(engine.on_message(inner, origin, now))
 
     # --- sending -------------------------------------------------------------------------
 

@@ -1,0 +1,242 @@
+"""Nobody runs code on the fleet without the right key: a real testnet refuses and counts.
+
+``edgechain testnet --forever`` starts 4 node processes. Through the CLI the admin grants
+a second operator key and revokes it again. Then five bad commands, each naming an app
+whose command line carries a unique marker, are
+
+* posted to a node's ``POST /commands`` (refused with 403 or 409), and
+* gossiped straight into every node's transport port, as a node would gossip them
+  (the "non-operator" one signed by a validator's own node key),
+
+and every node must count every refusal by reason in ``GET /status``; no block carries
+them, the fleet view stays empty and no process with the marker ever appears. A fifth
+node started by hand without an admission ticket never becomes a validator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
+from edgechain.chain.authority import CommandReason
+from edgechain.chain.encoding import encode_command
+from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind, SignedCommand
+from edgechain.consensus.messages import CommandMsg
+from edgechain.crypto import bls
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.crypto.keystore import create_keystore, load_keystore
+from edgechain.types import NodeId, SecretKey
+from edgechain.wire.codec import encode_gossip_payload, encode_message
+from edgechain.wire.framing import encode_frame
+from edgechain.wire.messages import GossipMsg, compute_message_id
+
+EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
+SETUP_TIMEOUT_S = 120.0
+COUNT_TIMEOUT_S = 30.0
+
+pytestmark = pytest.mark.xdist_group("testnet")
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class LiveTestnet:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.client = run_dir / "client.toml"
+        self.launcher: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
+                "--committee", "2", "--slot-duration", "1", "--join-interval", "0.3",
+                "--run-dir", str(self.run_dir)]  # fmt: skip
+        self.launcher = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        launcher = self.launcher
+        if launcher is None:
+            return
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+
+    def cli(self, *argv: str) -> Any:
+        done = subprocess.run(
+            [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def ready(self) -> list[dict[str, Any]]:
+        """Each node's ready file: node id, ports, pid."""
+        manifest = json.loads((self.run_dir / "testnet.json").read_text())
+        return [
+            json.loads((self.run_dir / n["name"] / "ready.json").read_text())
+            for n in manifest["nodes"]
+        ]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [http(f"http://127.0.0.1:{r['http_port']}/status")[1] for r in self.ready()]
+
+
+def gossip(port: int, cmd: SignedCommand, origin_sk: SecretKey) -> None:
+    """Hand ``cmd`` to a node as a gossip hop from ``origin_sk``'s node would."""
+    origin = NodeId(compute_node_id(bls.sk_to_pk(origin_sk)))
+    payload = encode_gossip_payload(CommandMsg(cmd), origin, origin_sk)
+    frame = encode_frame(encode_message(GossipMsg(compute_message_id(payload), 4, payload), origin))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(frame)
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="edgechain-refusals-"))
+    base.chmod(0o711)  # the app user of a root node must reach its state dirs
+    try:
+        yield base / "run"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> None:
+    marker = f"refused-{os.getpid()}-{time.monotonic_ns()}"
+    spec = AppSpec("owned", RuntimeKind.PROCESS, command=("/bin/sh", "-c", f"sleep 600 # {marker}"))
+    net = LiveTestnet(run_dir)
+    net.start()
+    intruder: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(net.client.exists, "client.toml (genesis and the operator grant)", SETUP_TIMEOUT_S)
+        chain_id = http(f"{_url(net, 0)}/status")[1]["chain_id"]
+        admin_sk = load_keystore(run_dir / "admin.key")
+        stranger_sk = create_keystore(run_dir.parent / "stranger.key")
+        revoked_sk = create_keystore(run_dir.parent / "revoked.key")
+        revoked_pk = bls.sk_to_pk(revoked_sk).hex()
+        net.cli("admin", "grant", revoked_pk)
+        net.cli("admin", "revoke", revoked_pk)
+        node_sk = load_keystore(run_dir / "node-001" / "node.key")
+        admin_seq = http(f"{_url(net, 0)}/operators/{bls.sk_to_pk(admin_sk).hex()}")[1]["last_seq"]
+
+        def sign(sk: SecretKey, seq: int, kind: CommandKind = CommandKind.SUBMIT) -> SignedCommand:
+            return make_command(sk, chain_id, seq, kind, spec=spec)
+
+        bad = {
+            CommandReason.BAD_SIGNATURE: dataclasses.replace(
+                sign(admin_sk, admin_seq + 10), signature=EMPTY_SIGNATURE
+            ),
+            CommandReason.UNKNOWN_SIGNER: sign(stranger_sk, 1),
+            CommandReason.REVOKED: sign(revoked_sk, time.time_ns()),
+            CommandReason.REPLAYED: sign(admin_sk, admin_seq),
+            # A validator gossips a command signed with its own node key.
+            "non_operator": sign(node_sk, 1),
+        }
+
+        # The API refuses each one with a 4xx naming the reason.
+        for cmd in bad.values():
+            code, reply = http(f"{_url(net, 0)}/commands", {"command": encode_command(cmd).hex()})
+            assert code in (403, 409), (code, reply)
+        before = [dict(s["peer_errors"]) for s in net.statuses()]
+
+        # Gossiped into every node: every node refuses and counts each one.
+        ports = [r["udp_port"] for r in net.ready()]
+        for port in ports:
+            for cmd in bad.values():
+                gossip(port, cmd, node_sk)
+
+        def counted() -> bool:
+            for was, now in zip(before, (s["peer_errors"] for s in net.statuses()), strict=True):
+                grown = {k: now.get(k, 0) - was.get(k, 0) for k in now}
+                if grown.get(CommandReason.BAD_SIGNATURE, 0) < 1:
+                    return False
+                if grown.get(CommandReason.UNKNOWN_SIGNER, 0) < 2:  # stranger + node key
+                    return False
+                if grown.get(CommandReason.REVOKED, 0) < 1:
+                    return False
+                if grown.get(CommandReason.REPLAYED, 0) < 1:
+                    return False
+            return True
+
+        wait_for(counted, "every node to count every refusal", COUNT_TIMEOUT_S)
+
+        # A node without a ticket asks to join; it never becomes a validator.
+        ready = net.ready()
+        manifest = json.loads((run_dir / "testnet.json").read_text())
+        intruder_dir = run_dir.parent / "intruder"
+        intruder = subprocess.Popen(
+            [EDGECHAIN, "node", "--data-dir", str(intruder_dir), "--listen", "127.0.0.1:0",
+             "--http", "127.0.0.1:0", "--bootstrap", f"127.0.0.1:{ready[0]['udp_port']}",
+             "--bootstrap-key", manifest["nodes"][0]["public_key"], "--chain-id", chain_id,
+             "--slot-duration", "1", "--ready-file", str(run_dir.parent / "intruder.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        intruder_ready = run_dir.parent / "intruder.json"
+        wait_for(intruder_ready.exists, "the ticketless node to start", SETUP_TIMEOUT_S)
+        intruder_url = f"http://127.0.0.1:{json.loads(intruder_ready.read_text())['http_port']}"
+
+        def refused_to_join() -> bool:
+            mine = http(f"{intruder_url}/status")[1]
+            others = [s["peer_errors"].get("bad_admission_ticket", 0) for s in net.statuses()]
+            return bool(mine["genesis"] and mine["head_slot"]) and sum(others) >= 2
+
+        wait_for(refused_to_join, "the ticketless node's requests to be refused", 60)
+        start_slot = net.statuses()[0]["head_slot"]
+        wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 8, "8 more slots", 60)
+        assert not http(f"{intruder_url}/status")[1]["is_validator"]
+        assert len(net.cli("nodes")) == 4
+
+        # Nothing ran, nothing was carried: no app on chain, no process with the marker.
+        assert net.cli("apps", "list") == []
+        assert not any(marker in " ".join(p.info["cmdline"] or ()) for p in
+                       psutil.process_iter(["cmdline"]))  # fmt: skip
+    finally:
+        if intruder is not None:
+            intruder.send_signal(signal.SIGTERM)
+            try:
+                intruder.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(intruder.pid, signal.SIGKILL)
+        net.stop()
+
+
+def _url(net: LiveTestnet, index: int) -> str:
+    return f"http://127.0.0.1:{net.ready()[index]['http_port']}"
