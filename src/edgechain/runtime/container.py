@@ -48,7 +48,7 @@ from edgechain.runtime.base import (
     SavedState,
     get_app_dirname,
 )
-from edgechain.runtime.process import compute_cpu_bp
+from edgechain.runtime.process_group import compute_cpu_bp
 from edgechain.types import AppId
 
 STATE_MOUNT = "/state"

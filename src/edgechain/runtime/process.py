@@ -6,25 +6,18 @@ its own directory ``<root>/<app id hex>/`` holding ``state/`` (given to the app 
 runtime's own bookkeeping. Each app runs in its own session, so its whole process group
 is signalled and killed together: stopping an app never leaves its children behind.
 
-Migration (paper §3.3, §4.2). The paper's CRIU path freezes a container and ships only
-its state; the standard path stops it and ships everything. Here ``save`` either
+:class:`ProcessRuntime` is the ``AppRuntime`` implementation: it keeps each app's
+record (spec, process, status) under its locks and composes the pieces that do the
+work, each in its own module:
 
-* uses the app's *cooperative checkpoint hook* when the app advertises one (a
-  ``.checkpoint-hook`` file in its state dir): SIGUSR1 to the group, wait for the app
-  to touch ``EDGECHAIN_CHECKPOINT_ACK``, then SIGSTOP the group. The app stays frozen
-  in memory, like a CRIU dump with ``--leave-running`` off, and a failed migration
-  resumes it with SIGCONT at once; or
-* stops the app gracefully: SIGTERM to the group, ``stop_grace_s`` to exit, then
-  SIGKILL. A failed migration restarts it from the untouched state dir.
-
-Either way only the state dir is archived (tar), so the payload is the app's state,
-like CRIU's small checkpoint, never an image.
-
-Apps die with their node: with ``die_with_node`` each app is started through
-``setpriv --pdeathsig KILL`` from one long-lived spawner thread, so if the node process
-dies (killed mid-restore, say) its apps get SIGKILL instead of running on unseen next
-to the copy the origin resumes. A pid file per app lets a restarted runtime reap
-orphans of an earlier incarnation (``reap_orphans``).
+* ``runtime/spawner.py``: starting apps (one spawner thread, ``setpriv --pdeathsig
+  KILL`` so apps die with their node), pid files, reaping orphans of an earlier
+  incarnation (``reap_orphans``);
+* ``runtime/process_group.py``: signalling, ending and measuring an app's process
+  group;
+* ``runtime/checkpoint.py``: what ``save`` does for a migration (the cooperative
+  checkpoint hook, else a graceful stop; the state archive);
+* ``runtime/appuser.py``: the unprivileged user apps run as.
 
 Never as root: when the node runs as root, every app runs as ``app_user`` (``nobody``
 by default; ``runtime/appuser.py``) with no supplementary groups. The app owns its
@@ -40,7 +33,6 @@ the chain's registry to carry out UPDATE and REMOVE.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -48,8 +40,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +54,7 @@ from edgechain.runtime.appuser import (
     give_tree,
     resolve_app_user,
 )
-from edgechain.runtime.archive import extract_state_archive, get_tree_size, write_state_archive
+from edgechain.runtime.archive import extract_state_archive, get_tree_size
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
     CHECKPOINT_MARKER,
@@ -77,16 +67,25 @@ from edgechain.runtime.base import (
     AppStatus,
     SavedState,
 )
+from edgechain.runtime.checkpoint import (
+    ACK_FILE,
+    SAVED_ARCHIVE,
+    checkpoint_and_freeze,
+    write_archive_locked_out,
+)
+from edgechain.runtime.process_group import (
+    compute_cpu_bp,
+    end_group,
+    get_group_usage,
+    kill_leftovers,
+    signal_group,
+)
+from edgechain.runtime.spawner import PID_FILE, Spawner, reap_orphan_groups, write_pid_file
 from edgechain.types import AppId
 
-PID_FILE = "pid"
-SAVED_ARCHIVE = "saved.tar"
 RUN_DIR = "run"
 """Per-app directory the app may write besides its state (owned by the app user)."""
-ACK_FILE = "checkpoint.ack"
-"""In ``RUN_DIR``."""
 LOG_FILE = "app.log"
-_POLL_S = 0.002
 
 _log = logging.getLogger("edgechain.runtime")
 
@@ -103,23 +102,6 @@ class _App:
     """(monotonic time, CPU seconds) at the previous ``stats`` call."""
     version: int | None = None
     """The spec version ``spec`` is, when known."""
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _read_pid_file(path: Path) -> tuple[int, float] | None:
-    try:
-        pid_text, created_text = path.read_text().split()
-        return int(pid_text), float(created_text)
-    except (OSError, ValueError):
-        return None
 
 
 class ProcessRuntime(AppDirectories):
@@ -159,13 +141,9 @@ class ProcessRuntime(AppDirectories):
                 # Loud, but not fatal: the node still serves the chain; every start
                 # fails with this message instead of running the app as root.
                 _log.error("process runtime cannot run apps: %s", self._unusable)
-        self._setpriv = shutil.which("setpriv") if die_with_node else None
+        self._spawner = Spawner(die_with_node=die_with_node)
         self._apps: dict[AppId, _App] = {}
         self._lock = threading.Lock()
-        # One long-lived thread forks every app: the parent-death signal fires when the
-        # *thread* that forked a child exits, so forking from short-lived executor
-        # threads would kill apps at random.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgechain-spawn")
         self._closed = False
         self._load_recorded()
         self.reap_orphans()
@@ -231,7 +209,7 @@ class ProcessRuntime(AppDirectories):
     def _refresh(self, record: _App) -> AppStatus:
         """Notice an app that exited on its own (and reap it)."""
         if record.proc is not None and record.proc.poll() is not None:
-            self._kill_leftovers(record.proc.pid)
+            kill_leftovers(record.proc.pid)
             record.proc = None
             record.status = AppStatus.STOPPED
         return record.status
@@ -242,24 +220,12 @@ class ProcessRuntime(AppDirectories):
         Their state directories stay (state is never thrown away); only processes go.
         Returns how many groups were killed.
         """
-        killed = 0
-        for pid_file in self.root.glob(f"*/{PID_FILE}"):
-            entry = _read_pid_file(pid_file)
-            if entry is None:
-                continue
-            pid, created = entry
-            with self._lock:
-                owned = any(r.proc is not None and r.proc.pid == pid for r in self._apps.values())
-            if owned:
-                continue
-            try:
-                alive = abs(psutil.Process(pid).create_time() - created) < 0.01
-            except psutil.Error:
-                alive = False
-            if alive and _signal_group(pid, signal.SIGKILL):
-                killed += 1
-            pid_file.unlink(missing_ok=True)
-        return killed
+        return reap_orphan_groups(self.root, self._owns_pid)
+
+    def _owns_pid(self, pid: int) -> bool:
+        """True when ``pid`` leads the group of an app this runtime runs."""
+        with self._lock:
+            return any(r.proc is not None and r.proc.pid == pid for r in self._apps.values())
 
     # --- process control -----------------------------------------------------------------
 
@@ -306,62 +272,23 @@ class ProcessRuntime(AppDirectories):
         app_dir = self.get_app_dir(app)
         state_dir = self.get_state_dir(app)
         env = self._get_env(app)
-        argv = list(spec.command)
-        if self._setpriv is not None:
-            # Credentials change in the child before it execs setpriv (Popen's user and
-            # group), so the death signal setpriv sets is not cleared by that change.
-            argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
-        user = self.app_user
-
-        def fork() -> subprocess.Popen[bytes]:
-            # The log stays root's (0600): the app writes it through the inherited fd.
-            fd = os.open(app_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.fchmod(fd, 0o600)
-            with open(fd, "ab") as log:
-                return subprocess.Popen(
-                    argv,
-                    cwd=state_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    user=user.uid if user is not None else None,
-                    group=user.gid if user is not None else None,
-                    extra_groups=[] if user is not None else None,
-                )
-
         try:
-            proc = self._spawner.submit(fork).result()
+            proc = self._spawner.spawn(
+                spec.command,
+                cwd=state_dir,
+                env=env,
+                log_path=app_dir / LOG_FILE,
+                user=self.app_user,
+            )
         except OSError as exc:
             raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
-        try:
-            created = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
-            created = 0.0
-        (app_dir / PID_FILE).write_text(f"{proc.pid} {created}\n")
+        write_pid_file(app_dir / PID_FILE, proc.pid)
         return proc
-
-    def _kill_leftovers(self, pgid: int) -> None:
-        # The leader is gone; children it left in its group (a pending `sleep`) go too.
-        _signal_group(pgid, signal.SIGKILL)
 
     def _terminate(self, record: _App, app: AppId, grace_s: float) -> None:
         """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything."""
-        proc = record.proc
-        if proc is not None:
-            pgid = proc.pid
-            if record.status is AppStatus.PAUSED and grace_s > 0:
-                # A stopped process cannot handle SIGTERM; without a grace (removing the
-                # origin's copy after a migration) SIGKILL alone ends it, never letting
-                # the frozen copy run again.
-                _signal_group(pgid, signal.SIGCONT)
-            if grace_s > 0 and _signal_group(pgid, signal.SIGTERM):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=grace_s)
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait()
-            self._kill_leftovers(pgid)
+        if record.proc is not None:
+            end_group(record.proc, paused=record.status is AppStatus.PAUSED, grace_s=grace_s)
         record.proc = None
         record.status = AppStatus.STOPPED
         record.last_sample = None
@@ -373,17 +300,8 @@ class ProcessRuntime(AppDirectories):
         if proc is None:
             return False
         ack = self.get_run_dir(app) / ACK_FILE
-        ack.unlink(missing_ok=True)
-        # The whole group gets SIGUSR1: it also ends a pending `sleep` in a shell app, so
-        # the trap runs at once instead of after the sleep.
-        if not _signal_group(proc.pid, signal.SIGUSR1):
+        if not checkpoint_and_freeze(proc, ack, self.checkpoint_timeout_s):
             return False
-        deadline = time.monotonic() + self.checkpoint_timeout_s
-        while not ack.exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                return False
-            time.sleep(_POLL_S)
-        _signal_group(proc.pid, signal.SIGSTOP)
         record.status = AppStatus.PAUSED
         return True
 
@@ -416,7 +334,7 @@ class ProcessRuntime(AppDirectories):
         with record.lock:
             if self._refresh(record) is AppStatus.STOPPED or record.proc is None:
                 raise AppRuntimeError("cannot pause a stopped app")
-            _signal_group(record.proc.pid, signal.SIGSTOP)
+            signal_group(record.proc.pid, signal.SIGSTOP)
             record.status = AppStatus.PAUSED
 
     def resume(self, app: AppId) -> None:
@@ -425,7 +343,7 @@ class ProcessRuntime(AppDirectories):
             (self.get_app_dir(app) / SAVED_ARCHIVE).unlink(missing_ok=True)
             status = self._refresh(record)
             if status is AppStatus.PAUSED and record.proc is not None:
-                _signal_group(record.proc.pid, signal.SIGCONT)
+                signal_group(record.proc.pid, signal.SIGCONT)
                 record.status = AppStatus.RUNNING
             elif status is AppStatus.STOPPED:
                 record.proc = self._spawn(app, record.spec)
@@ -438,7 +356,7 @@ class ProcessRuntime(AppDirectories):
             status = self._refresh(record)
             cpu_s, rss = 0.0, 0
             if record.proc is not None:
-                cpu_s, rss = _get_group_usage(record.proc.pid)
+                cpu_s, rss = get_group_usage(record.proc.pid)
             now = time.monotonic()
             cpu_bp = 0
             if record.last_sample is not None and record.proc is not None:
@@ -464,28 +382,11 @@ class ProcessRuntime(AppDirectories):
                 self._terminate(record, app, self.stop_grace_s)
             archive = self.get_app_dir(app) / SAVED_ARCHIVE
             try:
-                with self._locked_out(app):
-                    size = write_state_archive(self.get_state_dir(app), archive)
+                size = write_archive_locked_out(self.get_state_dir(app), archive, self.app_user)
             except BaseException:
                 self.resume(app)
                 raise
             return SavedState(app, archive, size, live, includes_image=False)
-
-    @contextlib.contextmanager
-    def _locked_out(self, app: AppId) -> Iterator[None]:
-        """Root reads the state dir by path while it archives it; other apps share the
-        app user, so the dir is root's (0700) meanwhile: none of them can swap a
-        directory for a symlink under the walk and have root archive what it points to."""
-        user, state = self.app_user, self.get_state_dir(app)
-        if user is None:
-            yield
-            return
-        os.chown(state, os.geteuid(), os.getegid(), follow_symlinks=False)
-        os.chmod(state, 0o700)  # the app may have opened it up; only root's parent holds it
-        try:
-            yield
-        finally:
-            os.chown(state, user.uid, user.gid, follow_symlinks=False)
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
@@ -577,36 +478,10 @@ class ProcessRuntime(AppDirectories):
             with record.lock:
                 self._refresh(record)
                 self._terminate(record, app, min(self.stop_grace_s, 1.0))
-        self._spawner.shutdown(wait=True)
+        self._spawner.close()
 
     def __enter__(self) -> ProcessRuntime:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def compute_cpu_bp(cpu_seconds: float, wall_seconds: float) -> int:
-    """CPU share of the whole host in basis points, clamped to [0, BASIS_POINTS]."""
-    cores = psutil.cpu_count() or 1
-    if wall_seconds <= 0:
-        return 0
-    share = cpu_seconds / (wall_seconds * cores)
-    return max(0, min(BASIS_POINTS, round(share * BASIS_POINTS)))
-
-
-def _get_group_usage(leader_pid: int) -> tuple[float, int]:
-    """CPU seconds (including reaped children) and RSS bytes of a process tree."""
-    cpu, rss = 0.0, 0
-    with contextlib.suppress(psutil.Error):
-        leader = psutil.Process(leader_pid)
-        with leader.oneshot():
-            times = leader.cpu_times()
-            cpu += times.user + times.system + times.children_user + times.children_system
-            rss += leader.memory_info().rss
-        for child in leader.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                times = child.cpu_times()
-                cpu += times.user + times.system
-                rss += child.memory_info().rss
-    return cpu, rss

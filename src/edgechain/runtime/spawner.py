@@ -1,0 +1,126 @@
+"""Starting app processes so they die with their node, and finding them again after.
+
+Apps die with their node: with ``die_with_node`` each app is started through
+``setpriv --pdeathsig KILL`` from one long-lived spawner thread (:class:`Spawner`), so
+if the node process dies (killed mid-restore, say) its apps get SIGKILL instead of
+running on unseen next to the copy the origin resumes. Each app gets its own session
+(its own process group, ``runtime/process_group.py``), its log file as stdout and
+stderr, and, when the node is root, the app user's uid and gid with no supplementary
+groups (``runtime/appuser.py``).
+
+A pid file per app directory (leader pid and its creation time) lets a restarted runtime
+reap orphans of an earlier incarnation (:func:`reap_orphan_groups`); the creation time
+keeps it from killing an unrelated process that reused the pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from edgechain.runtime.appuser import AppUser
+from edgechain.runtime.process_group import signal_group
+
+PID_FILE = "pid"
+"""In an app's directory: its group leader's pid and creation time (root's file)."""
+
+
+class Spawner:
+    """Forks every app from one long-lived thread, through ``setpriv --pdeathsig KILL``
+    when ``die_with_node`` and setpriv (util-linux) is installed."""
+
+    def __init__(self, *, die_with_node: bool) -> None:
+        self._setpriv = shutil.which("setpriv") if die_with_node else None
+        # One long-lived thread forks every app: the parent-death signal fires when the
+        # *thread* that forked a child exits, so forking from short-lived executor
+        # threads would kill apps at random.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgechain-spawn")
+
+    def spawn(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        user: AppUser | None,
+    ) -> subprocess.Popen[bytes]:
+        """Run ``command`` in a new session as ``user`` (None: as this process), output
+        appended to ``log_path``. Raises ``OSError`` when it cannot start."""
+        argv = list(command)
+        if self._setpriv is not None:
+            # Credentials change in the child before it execs setpriv (Popen's user and
+            # group), so the death signal setpriv sets is not cleared by that change.
+            argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+        def fork() -> subprocess.Popen[bytes]:
+            # The log stays root's (0600): the app writes it through the inherited fd.
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, "ab") as log:
+                return subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    user=user.uid if user is not None else None,
+                    group=user.gid if user is not None else None,
+                    extra_groups=[] if user is not None else None,
+                )
+
+        return self._thread.submit(fork).result()
+
+    def close(self) -> None:
+        """Stop the spawner thread (after the last ``spawn``)."""
+        self._thread.shutdown(wait=True)
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    """Record ``pid`` and its creation time (0 when it is already gone) in ``path``."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    path.write_text(f"{pid} {created}\n")
+
+
+def read_pid_file(path: Path) -> tuple[int, float] | None:
+    try:
+        pid_text, created_text = path.read_text().split()
+        return int(pid_text), float(created_text)
+    except (OSError, ValueError):
+        return None
+
+
+def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
+    """Kill the process groups recorded in pid files under ``root`` (``<root>/*/pid``)
+    whose leader still runs and is not ``is_owned``; remove those pid files.
+
+    Returns how many groups were killed.
+    """
+    killed = 0
+    for pid_file in root.glob(f"*/{PID_FILE}"):
+        entry = read_pid_file(pid_file)
+        if entry is None:
+            continue
+        pid, created = entry
+        if is_owned(pid):
+            continue
+        try:
+            alive = abs(psutil.Process(pid).create_time() - created) < 0.01
+        except psutil.Error:
+            alive = False
+        if alive and signal_group(pid, signal.SIGKILL):
+            killed += 1
+        pid_file.unlink(missing_ok=True)
+    return killed
