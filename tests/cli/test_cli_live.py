@@ -32,8 +32,8 @@ from edgechain.runtime.samples import get_apps_dir
 
 EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
 SLOT_S = 1.0
-SETUP_TIMEOUT_S = 120.0
-STEP_TIMEOUT_S = 40.0
+SETUP_TIMEOUT_S = 300.0
+STEP_TIMEOUT_S = 90.0
 
 pytestmark = pytest.mark.xdist_group("testnet")
 
