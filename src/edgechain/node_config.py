@@ -1,0 +1,108 @@
+"""What a node is told at start (:class:`NodeConfig`) and the engine that follows from it.
+
+``make_engine`` turns the configuration into a :class:`ConsensusEngine`: the chain's
+parameters when this node creates the chain (the VDF difficulty measured on this
+machine), the address and labels of its inclusion request, and the genesis a restarted
+node finds in its store. Kept apart from ``node.py`` because none of it runs in the
+node's loop: it is read once, before the loop starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechain.chain.encoding import decode_genesis
+from edgechain.chain.model import ChainParams
+from edgechain.chain.store import BlockStore
+from edgechain.consensus.engine import ConsensusEngine, EngineConfig
+from edgechain.crypto import bls, vdf
+from edgechain.errors import LocalError
+from edgechain.network.transport import join_address
+from edgechain.types import SecretKey, Signature
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    listen: str = "127.0.0.1:0"
+    http: str = "127.0.0.1:0"
+    advertise_host: str | None = None
+    bootstrap: str | None = None
+    bootstrap_key: bytes = b""
+    chain_id: str = "edgechain"
+    admin_key: bytes = b""
+    ticket: bytes = b""
+    open_admission: bool = False
+    """Genesis only: nodes join without a ticket (labs); the admin key still rules apps."""
+    genesis: bool = False
+    committee: int = 8
+    slot_duration_ms: int = 2_000
+    vdf_target_bp: int = 2_500
+    initial_difficulty: int | None = None
+    labels: tuple[str, ...] = ()
+    ready_file: Path | None = None
+    operator_key: Path | None = None
+    """A keystore file with an operator key: the node signs SUBMIT commands with it for
+    local callers who present its API token (``POST /apps``)."""
+    app_user: str = "nobody"
+    """``USER[:GROUP]`` that process apps run as when the node is root (never root)."""
+
+
+def measure_vdf_ips(iterations: int = 20_000) -> int:
+    """Iterations per second of this machine (for the genesis difficulty)."""
+    started = time.perf_counter()
+    vdf.prove(os.urandom(32), iterations)
+    return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
+
+
+def make_engine(
+    cfg: NodeConfig,
+    sk: SecretKey,
+    store: BlockStore,
+    *,
+    listen_host: str,
+    port: int,
+    labels: tuple[str, ...],
+) -> ConsensusEngine:
+    """The engine of a node listening on ``listen_host:port`` whose inclusion request
+    carries ``labels``; with the genesis from ``store`` if the node has one."""
+    advertise = cfg.advertise_host or (
+        "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
+    )
+    template = None
+    if cfg.genesis:
+        if not cfg.admin_key:
+            raise LocalError("a new chain needs an admin key (--admin-key)")
+        difficulty = cfg.initial_difficulty or max(
+            1, measure_vdf_ips() * cfg.slot_duration_ms * cfg.vdf_target_bp // 10_000_000
+        )
+        template = ChainParams(
+            chain_id=cfg.chain_id,
+            genesis_time_ms=0,
+            slot_duration_ms=cfg.slot_duration_ms,
+            committee_size=cfg.committee,
+            initial_difficulty=difficulty,
+            vdf_target_bp=cfg.vdf_target_bp,
+            admin_key=cfg.admin_key,
+            open_admission=cfg.open_admission,
+        )
+    engine_config = EngineConfig(
+        chain_id=cfg.chain_id,
+        bootstrap_key=bls.sk_to_pk(sk) if cfg.genesis else cfg.bootstrap_key,  # type: ignore[arg-type]
+        address=join_address(advertise, port),
+        labels=labels,
+        ticket=cfg.ticket,
+        genesis_template=template,
+    )
+    stored = store.get_genesis()
+    genesis = decode_genesis(stored.encoded) if stored is not None else None
+    signature = store.get_meta("genesis_signature")
+    return ConsensusEngine(
+        sk,
+        engine_config,
+        genesis=genesis,
+        genesis_signature=Signature(signature) if signature else None,
+    )

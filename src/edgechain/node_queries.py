@@ -1,0 +1,170 @@
+"""The read side of a node's public interface: what ``api/`` and tests ask a node.
+
+:class:`NodeQueries` is a mixin of :class:`~edgechain.node.Node` (the API holds a node
+and calls ``node.get_status()`` etc., see ``api/node_interface.py``). Its methods only
+read the node's state; they never feed the engine, send or write, and nothing here
+knows of HTTP. The write side (``submit_*``) stays on ``Node``, since it drives the
+engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
+from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.state import BlockState
+from edgechain.crypto import bls
+from edgechain.network.dht import DhtNode
+from edgechain.network.transport import NetworkTransport
+from edgechain.node_clock import now_ms
+from edgechain.node_config import NodeConfig
+from edgechain.node_duty import get_current_role
+from edgechain.node_events import MAX_ACCEPTED_LOG, EventRecorder
+from edgechain.runtime.manager import AppManager
+from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One block of the head chain and the state of its parent."""
+
+    block_hash: BlockHash
+    block: AnyBlock
+    parent_state: BlockState
+
+
+@dataclass
+class NodeCounters:
+    """Input the node's loop could not use (``decode_errors`` is in the status)."""
+
+    decode_errors: Counter[str] = field(default_factory=Counter)
+    unresolved: int = 0
+
+
+class NodeQueries:
+    """Read-only public interface of a node (api/ calls these)."""
+
+    # Set by Node.__init__ (and ``engine``, ``apps``, ``_transfer_port`` by Node.run).
+    config: NodeConfig
+    pk: PublicKey
+    node_id: NodeId
+    operator_sk: SecretKey | None
+    transport: NetworkTransport
+    dht: DhtNode
+    engine: ConsensusEngine | None
+    counters: NodeCounters
+    recorder: EventRecorder
+    process: psutil.Process
+    apps: AppManager | None
+    _transfer_port: int | None
+
+    def is_ready(self) -> bool:
+        """True once the engine exists (``run`` has started it)."""
+        return self.engine is not None
+
+    def has_operator_key(self) -> bool:
+        return self.operator_sk is not None
+
+    def get_identity(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "udp_port": self.transport.port,
+            "tcp_port": self.transport.port,
+            "transfer_port": self._transfer_port,
+            "pid": os.getpid(),
+        }
+
+    def get_params(self) -> ChainParams | None:
+        """The chain's parameters (None before genesis)."""
+        return self.engine.params if self.engine is not None else None
+
+    def get_head_state(self) -> BlockState | None:
+        """The state after the head block (None before genesis)."""
+        return self.engine.get_head_state() if self.engine is not None else None
+
+    def get_head_chain(self) -> list[ChainEntry]:
+        """The head chain, oldest first (genesis exclusive), each block with the state
+        it was built on."""
+        engine = self.engine
+        if engine is None:
+            return []
+        out = []
+        for block_hash in engine.get_chain():
+            block = engine.blocks[block_hash]
+            out.append(ChainEntry(block_hash, block, engine.states[block.parent]))
+        return out
+
+    def get_status(self) -> dict[str, Any]:
+        engine = self.engine
+        assert engine is not None
+        now = now_ms()
+        state = engine.get_head_state()
+        params = engine.params
+        slot, role = get_current_role(engine, self.pk, now)
+        memory = self.process.memory_info()
+        cpu = self.process.cpu_times()
+        admin_key = params.admin_key if params is not None else self.config.admin_key
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "chain_id": self.config.chain_id,
+            "admin_key": admin_key.hex() if admin_key else None,
+            "open_admission": params.open_admission if params is not None else None,
+            "genesis": engine.genesis is not None,
+            "slot": slot,
+            "head": engine.head.hex() if engine.head else None,
+            "head_slot": state.slot if state else None,
+            "role": role.value,
+            "is_validator": engine.is_validator(),
+            "validators": len(state.validators) if state else 0,
+            "peers": len(self.dht.get_peers()),
+            "blocks_accepted": engine.stats.blocks_accepted,
+            "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
+            "reorgs": engine.stats.reorgs,
+            "peer_errors": dict(engine.stats.peer_errors),
+            "decode_errors": dict(self.counters.decode_errors),
+            "transport": vars(self.transport.stats),
+            "rss_mb": round(memory.rss / 2**20, 1),
+            "cpu_seconds": round(cpu.user + cpu.system, 2),
+            "operator_key": (
+                bls.sk_to_pk(self.operator_sk).hex() if self.operator_sk is not None else None
+            ),
+            "apps": self.apps.get_status_apps() if self.apps is not None else [],
+        }
+
+    def get_blocks(self, since: int = 0, limit: int = MAX_ACCEPTED_LOG) -> list[dict[str, Any]]:
+        """Blocks this node accepted (any branch), slot >= ``since``, oldest first."""
+        out: list[dict[str, Any]] = []
+        for block in self.recorder.accepted:
+            if block.slot >= since:
+                if len(out) >= limit:
+                    break
+                out.append(vars(block))
+        return out
+
+    def get_chain(self) -> list[dict[str, Any]]:
+        engine = self.engine
+        assert engine is not None
+        return [
+            {
+                "hash": h.hex(),
+                "slot": engine.blocks[h].slot,
+                "skip": isinstance(engine.blocks[h], SkipBlock),
+            }
+            for h in engine.get_chain()
+        ]
+
+    def get_runtime_apps(self) -> list[dict[str, Any]]:
+        """The apps this node's runtime has, as it sees them."""
+        return self.apps.get_views() if self.apps is not None else []
+
+    def get_migrations(self) -> list[dict[str, Any]]:
+        """This node's migration results (outbound), oldest first, with timings."""
+        return list(self.apps.results) if self.apps is not None else []
