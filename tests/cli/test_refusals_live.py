@@ -10,7 +10,8 @@ whose command line carries a unique marker, are
 
 and every node must count every refusal by reason in ``GET /status``; no block carries
 them, the fleet view stays empty and no process with the marker ever appears. A fifth
-node started by hand without an admission ticket never becomes a validator.
+node started by hand without an admission ticket never becomes a validator, and a node
+the admin excludes never comes back.
 """
 
 from __future__ import annotations
@@ -242,6 +243,16 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         assert net.cli("apps", "list") == []
         assert not any(marker in " ".join(p.info["cmdline"] or ()) for p in
                        psutil.process_iter(["cmdline"]))  # fmt: skip
+
+        # The admin excludes a validator: it leaves the set and, though it keeps asking
+        # with a valid ticket, is never included again.
+        victim = manifest["nodes"][3]["node_id"]
+        net.cli("admin", "exclude", victim)
+        ids = {n["node_id"] for n in net.cli("nodes")}
+        assert victim not in ids and len(ids) == 3
+        start_slot = net.statuses()[0]["head_slot"]
+        wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 10, "10 more slots", 90)
+        assert victim not in {n["node_id"] for n in net.cli("nodes")}
     finally:
         if intruder is not None:
             intruder.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ import pytest
 from test_engine import PARAMS, Harness
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
-from edgechain.chain.authority import CommandReason
+from edgechain.chain.authority import CommandReason, is_banned
 from edgechain.chain.encoding import compute_command_hash, compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.command_pool import PendingCommand
@@ -141,3 +141,17 @@ def test_hostile_producer_with_an_unsigned_command_gets_no_votes() -> None:
     state = engine.get_head_state()
     assert state is not None
     assert get_record(state.registry, compute_submitted_app_id(ADMIN.pk, 1)) is None
+
+
+def test_admin_exclusion_goes_through_blocks_and_the_node_never_returns() -> None:
+    net = Harness(6)
+    net.start_chain()
+    victim = net.order[5]
+    slot = include(net, admin(1, CommandKind.EXCLUDE_NODE, node=victim), 1)
+    for extra in range(6):  # the victim keeps asking to join with its valid ticket
+        net.run_slot(slot + extra)
+    for i in range(5):
+        state = net.engine(i).get_head_state()
+        assert state is not None and victim not in state.validators
+        assert is_banned(state.authority, victim)
+    assert not net.engine(5).is_validator()

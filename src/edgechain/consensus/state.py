@@ -153,14 +153,20 @@ def compute_genesis_state(genesis: Genesis) -> BlockState:
 
 
 def get_command_context(
-    parent: BlockState, validators: ValidatorSet, slot: Slot, committee_size: int
+    parent: BlockState,
+    validators: ValidatorSet,
+    slot: Slot,
+    committee_size: int,
+    leaving: frozenset[bytes] = frozenset(),
 ) -> CommandContext:
-    """What a block's commands are checked against (``validators``: after departures)."""
+    """What a block's commands are checked against (``validators``: after its exits;
+    ``leaving``: every node the block removes, exclusions included)."""
     return CommandContext(
         authority=parent.authority,
         validators=validators,
         slot=slot,
         min_validators=committee_size + 1,
+        leaving=leaving,
     )
 
 
@@ -175,9 +181,12 @@ def apply_block_commands(
     validators = apply_block_to_validator_set(parent.validators, block)
     if not block.commands:
         return registry, parent.authority, validators
-    gone = set(removed)
-    remaining = ValidatorSet(tuple(m for m in parent.validators.members if m.node not in gone))
-    ctx = get_command_context(parent, remaining, block.slot, committee_size)
+    # An EXCLUDE names a validator of the parent (less the block's exits); the set of
+    # every node the block removes keeps MOVEs off them.
+    exits = {e.node for e in block.exits}
+    remaining = ValidatorSet(tuple(m for m in parent.validators.members if m.node not in exits))
+    leaving = frozenset(bytes(n) for n in removed)
+    ctx = get_command_context(parent, remaining, block.slot, committee_size, leaving)
     registry, authority = apply_commands(registry, ctx, block.commands)
     return registry, authority, validators
 

@@ -55,10 +55,12 @@ class CommandContext:
     authority: Authority
     """The parent's authority (who may sign)."""
     validators: ValidatorSet
-    """The validators after the block's departures (MOVE and EXCLUDE targets)."""
+    """The validators after the block's exits: whom an EXCLUDE may name."""
     slot: Slot
     min_validators: int
     """An exclusion may not take the set below this (committee_size + 1)."""
+    leaving: frozenset[bytes] = frozenset()
+    """Every node the block takes out (exits and exclusions): no MOVE may target one."""
 
 
 def _invalid(detail: str) -> ValidationError:
@@ -116,7 +118,7 @@ def _check_move(record: AppRecord, ctx: CommandContext, target: NodeId) -> None:
     if target == record.node:
         raise _invalid("MOVE: the app runs on that node already")
     info = ctx.validators.get(target)
-    if info is None:
+    if info is None or target in ctx.leaving:
         raise _invalid(f"MOVE: {target.hex()[:16]} is not a validator")
     policy = record.spec.policy
     if policy.pinned or not is_node_allowed(policy, NodeInfo(info.node, info.labels)):
