@@ -1,0 +1,124 @@
+"""What every part of the consensus engine reads: who this node is, its configuration,
+memo and counters, and the chain it holds (genesis, accepted blocks, their states, the
+fork choice and its head).
+
+The parts (``joining``, ``producer``, ``committee``, ``reports``, ``sync``,
+``acceptance``) share one :class:`EngineContext`; :class:`ConsensusEngine
+<edgechain.consensus.engine.ConsensusEngine>` creates it and wires the parts together.
+Sans-I/O like the engine.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from edgechain.chain.encoding import compute_genesis_hash
+from edgechain.chain.forkchoice import ForkChoice
+from edgechain.chain.model import AnyBlock, AppUsage, ChainParams, Genesis
+from edgechain.consensus.messages import GenesisMsg
+from edgechain.consensus.state import BlockState, Memo, compute_genesis_state
+from edgechain.crypto import bls
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.types import BlockHash, PublicKey, SecretKey, Signature
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    chain_id: str
+    bootstrap_key: PublicKey
+    """The bootstrap node's key, known to every node (paper §4 step 1); signs genesis."""
+    address: str
+    labels: tuple[str, ...] = ()
+    ticket: bytes = b""
+    """Admission ticket from the network admin (empty on an open-admission chain)."""
+    genesis_template: ChainParams | None = None
+    """Bootstrap node only: the parameters of the genesis it will create."""
+    genesis_delay_ms: int = 3_000
+    proof_scale: int = 1
+    future_tolerance_ms: int = 500
+    sync_limit: int = 256
+    max_orphans: int = 1_024
+    max_block_items: int = 256
+    inclusion_retry_ms: int = 8_000
+    send_reports: bool = True
+    report_interval_slots: int = 4
+    """Report every this many slots (each node at its own phase): the chain state keeps
+    every node's latest report, so blocks need only carry the new ones (§3.2)."""
+
+
+@dataclass(frozen=True)
+class LocalUsage:
+    """This node's measured resource use (from ``runtime/`` monitoring or the simulator)."""
+
+    cpu_bp: int = 0
+    ram_bp: int = 0
+    disk_bp: int = 0
+    rtt_us: int = 0
+    apps: tuple[AppUsage, ...] = ()
+
+
+@dataclass
+class EngineStats:
+    blocks_accepted: int = 0
+    skip_blocks_accepted: int = 0
+    blocks_produced: int = 0
+    skip_blocks_assembled: int = 0
+    votes_sent: int = 0
+    skip_votes_sent: int = 0
+    reorgs: int = 0
+    peer_errors: Counter[str] = field(default_factory=Counter)
+
+
+def get_genesis_hash(memo: Memo, genesis: Genesis) -> BlockHash:
+    # Keyed by identity and holding the object, like Memo.get_block_hash.
+    return memo.get(
+        ("genesis-hash", id(genesis)), lambda: (genesis, compute_genesis_hash(genesis))
+    )[1]
+
+
+class EngineContext:
+    """This node's identity, configuration, memo and counters, and the chain it holds."""
+
+    def __init__(self, sk: SecretKey, config: EngineConfig, memo: Memo) -> None:
+        self.sk = sk
+        self.pk = bls.sk_to_pk(sk)
+        self.node_id = compute_node_id(self.pk)
+        self.config = config
+        self.memo = memo
+        self.stats = EngineStats()
+        self.genesis: Genesis | None = None
+        self.genesis_msg: GenesisMsg | None = None
+        self.params: ChainParams | None = None
+        self.fork: ForkChoice | None = None
+        self.head: BlockHash | None = None
+        self.states: dict[BlockHash, BlockState] = {}
+        self.blocks: dict[BlockHash, AnyBlock] = {}
+
+    def get_head_state(self) -> BlockState | None:
+        return self.states[self.head] if self.head is not None else None
+
+    def is_validator(self) -> bool:
+        state = self.get_head_state()
+        return state is not None and self.node_id in state.validators
+
+    def get_chain(self, upto: BlockHash | None = None) -> list[BlockHash]:
+        """Hashes from genesis (exclusive) to ``upto`` (default: head), oldest first."""
+        if self.fork is None or self.head is None:
+            return []
+        tip = upto or self.head
+        chain = [tip, *self.fork.get_ancestors(tip)]
+        chain.reverse()
+        return chain[1:]
+
+    def adopt_genesis(self, genesis: Genesis, signature: Signature) -> None:
+        """Start the chain at ``genesis``: its parameters, fork choice, head and state."""
+        genesis_hash = get_genesis_hash(self.memo, genesis)
+        self.genesis = genesis
+        self.genesis_msg = GenesisMsg(genesis, signature)
+        self.params = genesis.params
+        self.fork = ForkChoice(genesis_hash)
+        self.head = genesis_hash
+        self.states[genesis_hash] = self.memo.get(
+            ("state", genesis_hash), lambda: compute_genesis_state(genesis)
+        )

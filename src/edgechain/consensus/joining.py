@@ -1,0 +1,160 @@
+"""Genesis, joining and leaving (paper §4 steps 6-11).
+
+Before genesis the bootstrap node gathers inclusion requests and, once it holds enough
+for a committee and a producer, creates and signs the genesis; every other node adopts
+the first genesis the bootstrap key signed. After genesis a node outside the validator
+set keeps asking to join; inclusion and exit requests wait here until a block carries
+them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from edgechain.chain.assembly import make_exit_request, make_inclusion_request
+from edgechain.chain.encoding import compute_genesis_hash
+from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
+from edgechain.chain.validation import validate_exit, validate_genesis, validate_inclusion
+from edgechain.consensus.context import EngineContext, get_genesis_hash
+from edgechain.consensus.messages import (
+    ExitMsg,
+    GenesisCreated,
+    GenesisMsg,
+    InclusionMsg,
+    Outgoing,
+    Output,
+    Route,
+)
+from edgechain.consensus.state import BlockState
+from edgechain.crypto import bls
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.errors import PeerError
+from edgechain.types import NodeId, PublicKey, Signature, Slot
+
+
+class Joining:
+    """Inclusion and exit requests, and the genesis that starts the chain."""
+
+    def __init__(
+        self, ctx: EngineContext, adopt_genesis: Callable[[Genesis, Signature], None]
+    ) -> None:
+        self.ctx = ctx
+        self.adopt_genesis = adopt_genesis
+        config = ctx.config
+        self.own_request = make_inclusion_request(
+            ctx.sk, config.address, config.labels, config.ticket
+        )
+        self.pending_inclusions: dict[bytes, InclusionRequest] = {}
+        self.pending_exits: dict[NodeId, ExitRequest] = {}
+        self.leaving = False
+        self.last_inclusion_sent_ms: int | None = None
+
+    # --- genesis -----------------------------------------------------------------------
+
+    def pre_genesis_tick(self, now: int, out: Output) -> None:
+        ctx = self.ctx
+        template = ctx.config.genesis_template
+        if template is None:
+            self.regossip_inclusion(now, out)
+            return
+        self.pending_inclusions.setdefault(bytes(ctx.pk), self.own_request)
+        if len(self.pending_inclusions) < template.committee_size + 1:
+            return
+        # Round the start up to a whole second so logs line up across nodes.
+        start = (now + ctx.config.genesis_delay_ms + 999) // 1000 * 1000
+        params = dataclasses.replace(template, genesis_time_ms=start)
+        inclusions = tuple(sorted(self.pending_inclusions.values(), key=lambda r: r.public_key))
+        genesis = Genesis(params, inclusions, now)
+        signature = bls.sign(ctx.sk, compute_genesis_hash(genesis))
+        self.adopt_genesis(genesis, signature)
+        assert ctx.genesis_msg is not None
+        out.messages.append(Outgoing(ctx.genesis_msg, Route.GOSSIP))
+        out.events.append(GenesisCreated(compute_genesis_hash(genesis)))
+
+    def on_genesis(self, msg: GenesisMsg, out: Output) -> None:
+        ctx = self.ctx
+        if ctx.genesis is not None:
+            return
+        genesis_hash = get_genesis_hash(ctx.memo, msg.genesis)
+        if msg.genesis.params.chain_id != ctx.config.chain_id:
+            raise PeerError("foreign_genesis", msg.genesis.params.chain_id)
+        if not bls.verify(ctx.config.bootstrap_key, genesis_hash, msg.signature):
+            raise PeerError("bad_genesis_signature")
+        ctx.memo.get(("genesis-valid", genesis_hash), lambda: validate_genesis(msg.genesis))
+        self.adopt_genesis(msg.genesis, msg.signature)
+        out.events.append(GenesisCreated(genesis_hash))
+
+    # --- joining -----------------------------------------------------------------------
+
+    def on_inclusion(self, req: InclusionRequest) -> None:
+        ctx = self.ctx
+        key = bytes(req.public_key)
+        known = self.pending_inclusions.get(key)
+        if known is not None and known.nonce >= req.nonce:
+            return
+        if ctx.params is None:
+            template = ctx.config.genesis_template
+            if template is None:
+                return  # only the bootstrap node gathers requests before genesis
+            params = template
+        else:
+            params = ctx.params
+            state = ctx.get_head_state()
+            if state is not None and compute_node_id(req.public_key) in state.validators:
+                return
+        ctx.memo.get(
+            ("inclusion-valid", req),
+            lambda: validate_inclusion(req, params, ctx.memo.signatures),
+        )
+        self.pending_inclusions[key] = req
+
+    def regossip_inclusion(self, now: int, out: Output) -> None:
+        """A node outside the validator set keeps asking to join (paper §4 step 7)."""
+        ctx = self.ctx
+        if self.leaving or ctx.is_validator():
+            return
+        last = self.last_inclusion_sent_ms
+        if last is not None and now - last < ctx.config.inclusion_retry_ms:
+            return
+        self.last_inclusion_sent_ms = now
+        state = ctx.get_head_state()
+        if state is not None and self.own_request.nonce < state.slot:
+            # Excluded (or never admitted) since our last request: ask anew, so gossip
+            # carries it as a new message rather than a duplicate of the old one.
+            config = ctx.config
+            self.own_request = make_inclusion_request(
+                ctx.sk, config.address, config.labels, config.ticket, nonce=state.slot
+            )
+        self.pending_inclusions[bytes(ctx.pk)] = self.own_request
+        out.messages.append(Outgoing(InclusionMsg(self.own_request), Route.GOSSIP))
+
+    def get_retry_time(self) -> int | None:
+        """When to ask to join again, while outside the validator set."""
+        last = self.last_inclusion_sent_ms
+        if last is not None and not self.ctx.is_validator():
+            return last + self.ctx.config.inclusion_retry_ms
+        return None
+
+    # --- leaving -----------------------------------------------------------------------
+
+    def request_exit(self, slot: Slot, out: Output) -> None:
+        req = make_exit_request(self.ctx.sk, slot)
+        self.pending_exits[req.node] = req
+        self.leaving = True
+        out.messages.append(Outgoing(ExitMsg(req), Route.GOSSIP))
+
+    def on_exit(self, req: ExitRequest) -> None:
+        state = self.ctx.get_head_state()
+        assert state is not None
+        validate_exit(req, state.validators, Slot(2**62))
+        self.pending_exits.setdefault(req.node, req)
+
+    def prune(self, state: BlockState) -> None:
+        """Drop requests a block on the head chain (``state``) already carries."""
+        for key in [
+            k for k in self.pending_inclusions if compute_node_id(PublicKey(k)) in state.validators
+        ]:
+            del self.pending_inclusions[key]
+        for node in [n for n in self.pending_exits if n not in state.validators]:
+            del self.pending_exits[node]

@@ -1,0 +1,139 @@
+"""Sync, orphans and held blocks (§3.5).
+
+A block whose parent is unknown waits as an orphan while its parent is requested from
+the sender (retried from ``on_tick`` while orphans wait); a block from beyond
+``future_tolerance_ms`` is held until its slot is near. This part also answers other
+nodes' sync requests from the chain this node holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgechain.chain.model import AnyBlock
+from edgechain.consensus.context import EngineContext
+from edgechain.consensus.messages import (
+    Outgoing,
+    Output,
+    PeerRejected,
+    Route,
+    SyncRequestMsg,
+    SyncResponseMsg,
+)
+from edgechain.consensus.state import get_slot_start_ms
+from edgechain.errors import PeerError
+from edgechain.types import BlockHash, NodeId
+
+Pending = tuple[AnyBlock, BlockHash, NodeId | None]
+"""A block not accepted yet, its hash, and who sent it."""
+OnBlock = Callable[[AnyBlock, BlockHash, NodeId | None, int, Output], None]
+
+
+class Sync:
+    """Orphans by missing parent, held future blocks, and sync requests sent."""
+
+    def __init__(self, ctx: EngineContext, on_block: OnBlock) -> None:
+        self.ctx = ctx
+        self.on_block = on_block
+        self.orphans: dict[BlockHash, list[Pending]] = {}
+        self.orphan_count = 0
+        self.held: list[Pending] = []
+        self.sync_requested: dict[BlockHash, int] = {}
+
+    # --- blocks that wait --------------------------------------------------------------
+
+    def hold(self, block: AnyBlock, block_hash: BlockHash, sender: NodeId | None) -> None:
+        """From the future beyond tolerance: held, not accepted (DESIGN.md "Time")."""
+        if len(self.held) < self.ctx.config.max_orphans:
+            self.held.append((block, block_hash, sender))
+
+    def add_orphan(self, block: AnyBlock, block_hash: BlockHash, sender: NodeId | None) -> None:
+        if self.orphan_count >= self.ctx.config.max_orphans:
+            return
+        waiting = self.orphans.setdefault(block.parent, [])
+        if all(h != block_hash for _, h, _ in waiting):
+            waiting.append((block, block_hash, sender))
+            self.orphan_count += 1
+
+    def take_orphans(self, parent: BlockHash) -> list[Pending]:
+        """The orphans waiting for ``parent``, which has just been accepted."""
+        waiting = self.orphans.pop(parent, [])
+        self.orphan_count -= len(waiting)
+        return waiting
+
+    def release_held(self, now: int, out: Output) -> None:
+        params = self.ctx.params
+        assert params is not None
+        tolerance = self.ctx.config.future_tolerance_ms
+        due = [
+            item for item in self.held if get_slot_start_ms(params, item[0].slot) <= now + tolerance
+        ]
+        if not due:
+            return
+        self.held = [item for item in self.held if item not in due]
+        for block, block_hash, sender in due:
+            try:
+                self.on_block(block, block_hash, sender, now, out)
+            except PeerError as exc:
+                self.ctx.stats.peer_errors[exc.reason] += 1
+                out.events.append(PeerRejected(exc.reason, sender))
+
+    def get_wakeups(self, now: int) -> list[int]:
+        """When waiting blocks need another look: a sync retry, a held block's slot."""
+        params = self.ctx.params
+        assert params is not None
+        times = []
+        if self.orphans:
+            times.append(now + 1_000)
+        if self.held:
+            times.append(
+                min(get_slot_start_ms(params, b.slot) for b, _, _ in self.held)
+                - self.ctx.config.future_tolerance_ms
+            )
+        return times
+
+    # --- sync requests -----------------------------------------------------------------
+
+    def retry_sync(self, now: int, out: Output) -> None:
+        """Ask again for missing parents (a sync request or its answer may be lost)."""
+        for missing, waiting in self.orphans.items():
+            peers = [sender for _, _, sender in waiting if sender is not None]
+            if peers:
+                self.request_sync(missing, peers[0], now, out)
+
+    def request_sync(self, want: BlockHash, peer: NodeId, now: int, out: Output) -> None:
+        last = self.sync_requested.get(want)
+        if last is not None and now - last < 1_000:
+            return
+        self.sync_requested[want] = now
+        if len(self.sync_requested) > 4 * self.ctx.config.max_orphans:
+            self.sync_requested = {want: now}
+        out.messages.append(
+            Outgoing(SyncRequestMsg(want, self.ctx.config.sync_limit), Route.DIRECT, (peer,))
+        )
+
+    def on_sync_request(self, msg: SyncRequestMsg, sender: NodeId | None, out: Output) -> None:
+        ctx = self.ctx
+        fork = ctx.fork
+        if sender is None or fork is None:
+            return
+        if msg.want not in ctx.blocks:
+            if ctx.genesis_msg is not None and msg.want == fork.get_root():
+                out.messages.append(
+                    Outgoing(SyncResponseMsg((), ctx.genesis_msg), Route.DIRECT, (sender,))
+                )
+            return
+        limit = max(1, min(msg.limit, ctx.config.sync_limit))
+        chain = [msg.want, *fork.get_ancestors(msg.want)][:limit]
+        blocks = tuple(ctx.blocks[h] for h in reversed(chain) if h in ctx.blocks)
+        reaches_genesis = bool(blocks) and blocks[0].parent == fork.get_root()
+        genesis = ctx.genesis_msg if reaches_genesis else None
+        out.messages.append(Outgoing(SyncResponseMsg(blocks, genesis), Route.DIRECT, (sender,)))
+
+    def on_sync_response(
+        self, msg: SyncResponseMsg, sender: NodeId | None, now: int, out: Output
+    ) -> None:
+        if self.ctx.params is None:
+            return
+        for block in msg.blocks[: self.ctx.config.sync_limit]:
+            self.on_block(block, self.ctx.memo.get_block_hash(block), sender, now, out)
