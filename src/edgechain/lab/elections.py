@@ -11,6 +11,7 @@ excluding it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgechain.chain.encoding import decode_block, decode_genesis
@@ -27,23 +28,39 @@ class ElectionError(LocalError):
     """The store does not hold the chain the run reported."""
 
 
-def compute_producers(
+@dataclass(frozen=True)
+class Election:
+    """Who was elected for one slot (node ids, hex)."""
+
+    producer: str
+    committee: tuple[str, ...]
+
+
+def compute_elections(
     genesis: Genesis, chain: Sequence[tuple[BlockHash, AnyBlock]], slots: Sequence[int]
-) -> dict[int, str]:
-    """Elected producer (node id hex) of each of ``slots`` along ``chain`` (canonical,
+) -> dict[int, Election]:
+    """Elected producer and committee of each of ``slots`` along ``chain`` (canonical,
     genesis exclusive, in order). A slot is elected from the last block before it."""
     states: list[BlockState] = [compute_genesis_state(genesis)]
     for block_hash, block in chain:
         states.append(apply_block(states[-1], block, block_hash, genesis.params.committee_size))
-    committee = genesis.params.committee_size
-    producers = {}
+    size = genesis.params.committee_size
+    elections = {}
     for slot in slots:
         parent = next(s for s in reversed(states) if s.slot < slot)
-        roles = compute_roles(
-            parent.validators.get_public_keys(), parent.seed, Slot(slot), committee
+        roles = compute_roles(parent.validators.get_public_keys(), parent.seed, Slot(slot), size)
+        elections[slot] = Election(
+            producer=compute_node_id(roles.producer).hex(),
+            committee=tuple(compute_node_id(k).hex() for k in roles.committee),
         )
-        producers[slot] = compute_node_id(roles.producer).hex()
-    return producers
+    return elections
+
+
+def compute_producers(
+    genesis: Genesis, chain: Sequence[tuple[BlockHash, AnyBlock]], slots: Sequence[int]
+) -> dict[int, str]:
+    """Elected producer (node id hex) of each of ``slots`` along ``chain``."""
+    return {s: e.producer for s, e in compute_elections(genesis, chain, slots).items()}
 
 
 def load_chain(
@@ -71,4 +88,11 @@ def load_producers(
     return compute_producers(genesis, chain, slots)
 
 
-__all__ = ["ElectionError", "compute_producers", "load_chain", "load_producers"]
+__all__ = [
+    "Election",
+    "ElectionError",
+    "compute_elections",
+    "compute_producers",
+    "load_chain",
+    "load_producers",
+]
