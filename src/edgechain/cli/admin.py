@@ -17,14 +17,12 @@ from edgechain.cli.client import Fleet
 from edgechain.cli.commands import CommandResult, get_chain_id, send_command
 from edgechain.cli.common import EXIT_USAGE, CliError, print_json, short
 from edgechain.cli.context import Context, parse_hex
-from edgechain.cli.fleet import resolve_node
+from edgechain.cli.fleet import resolve_node_id
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import create_keystore, load_keystore
 from edgechain.errors import KeystoreError
 from edgechain.types import PUBLIC_KEY_SIZE, PublicKey, SecretKey
-
-NODE_ID_SIZE = 32
 
 
 def parse_public_key(text: str) -> bytes:
@@ -103,7 +101,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_exclude(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
-    node = parse_hex(str(resolve_node(ctx, args.node)["node_id"]), NODE_ID_SIZE, "node id")
+    node = resolve_node_id(ctx, args.node)
     result = ctx.send(ctx.admin_key(), CommandKind.EXCLUDE_NODE, node=node)
     _print_result(ctx, result, f"exclude node {short(node.hex())}")
     return 0

@@ -18,11 +18,10 @@ from edgechain.cli.client import quote_segment
 from edgechain.cli.commands import CommandResult
 from edgechain.cli.common import CliError, format_fields, format_table, short
 from edgechain.cli.context import Context, parse_hex
-from edgechain.cli.fleet import get_list, resolve_node
+from edgechain.cli.fleet import get_list, resolve_node_id
 from edgechain.cli.specfile import load_spec
 
 APP_ID_SIZE = 32
-NODE_ID_SIZE = 32
 
 
 def get_app(ctx: Context, text: str) -> dict[str, Any]:
@@ -157,7 +156,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 def cmd_move(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
     app = get_app_id(ctx, args.app)
-    node = parse_hex(str(resolve_node(ctx, args.node)["node_id"]), NODE_ID_SIZE, "node id")
+    node = resolve_node_id(ctx, args.node)
     result = ctx.send(ctx.operator_key(), CommandKind.MOVE, app=app, node=node)
     _report(ctx, result, app.hex())
     return 0

@@ -13,9 +13,10 @@ from edgechain.cli.common import (
     format_table,
     short,
 )
-from edgechain.cli.context import Context
+from edgechain.cli.context import Context, parse_hex
 
 DEFAULT_BLOCKS = 20
+NODE_ID_SIZE = 32
 
 
 def get_list(ctx: Context, path: str) -> list[dict[str, Any]]:
@@ -39,6 +40,11 @@ def resolve_node(ctx: Context, text: str) -> dict[str, Any]:
         ids = ", ".join(short(n.get("node_id")) for n in matches[:5])
         raise CliError(f"node id prefix {text!r} is ambiguous: {ids}", EXIT_USAGE)
     return matches[0]
+
+
+def resolve_node_id(ctx: Context, text: str) -> bytes:
+    """The node id of :func:`resolve_node`'s validator, as bytes."""
+    return parse_hex(str(resolve_node(ctx, text)["node_id"]), NODE_ID_SIZE, "node id")
 
 
 # --- nodes ----------------------------------------------------------------------------
