@@ -472,7 +472,7 @@ class Node(NodeQueries):
         engine = self.engine
         sk = self.operator_sk
         if sk is None:
-            raise NoOperatorKeyError("no operator key configured (--operator-key)")
+            raise NoOperatorKeyError("this node has no operator key (--operator-key)")
         state = engine.get_head_state() if engine is not None else None
         params = engine.params if engine is not None else None
         if state is None or params is None:

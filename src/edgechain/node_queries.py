@@ -68,9 +68,6 @@ class NodeQueries:
         """True once the engine exists (``run`` has started it)."""
         return self.engine is not None
 
-    def has_operator_key(self) -> bool:
-        return self.operator_sk is not None
-
     def get_identity(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id.hex(),

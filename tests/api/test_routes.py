@@ -52,9 +52,6 @@ class FakeNode:
     def is_ready(self) -> bool:
         return self.ready
 
-    def has_operator_key(self) -> bool:
-        return self.operator
-
     def get_status(self) -> dict[str, Any]:
         return {"ok": 1}
 

@@ -341,8 +341,6 @@ class NodeRoutes:
             spec = parse_app_spec(get_object(parse_json_body(request.body), "body"))
         except SchemaError as exc:
             raise schema_error(exc) from None
-        if not self.node.has_operator_key():
-            raise HttpError(403, "this node has no operator key (--operator-key)", "operator_key")
         try:
             receipt = self.node.submit_app(spec)
         except NoOperatorKeyError as exc:
