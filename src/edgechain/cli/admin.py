@@ -50,10 +50,7 @@ def grant_operator(
 
 
 def _print_result(ctx: Context, result: CommandResult, what: str) -> None:
-    done = "applied" if result.applied else "accepted by a node (not waiting for a block)"
-    ctx.emit(
-        result.to_json(), f"{what}: {done} (seq {result.seq}, command {short(result.command_hash)})"
-    )
+    ctx.emit(result.to_json(), result.describe(what))
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -90,8 +90,7 @@ def format_app(view: dict[str, Any]) -> str:
 
 
 def format_result(result: CommandResult, view: dict[str, Any] | None) -> str:
-    done = "applied" if result.applied else "accepted by a node (not waiting for a block)"
-    line = f"{result.kind}: {done} (seq {result.seq}, command {short(result.command_hash)})"
+    line = result.describe(result.kind)
     if view is None:
         return line
     return line + "\n" + format_app(view)

@@ -18,7 +18,7 @@ from edgechain.chain.assembly import make_command
 from edgechain.chain.encoding import encode_command
 from edgechain.chain.model import AppSpec, CommandKind
 from edgechain.cli.client import Fleet
-from edgechain.cli.common import EXIT_FAILED, CliError
+from edgechain.cli.common import EXIT_FAILED, CliError, short
 from edgechain.crypto import bls
 from edgechain.types import SecretKey
 
@@ -44,6 +44,11 @@ class CommandResult:
             "app_id": self.app_id,
             "applied": self.applied,
         }
+
+    def describe(self, what: str) -> str:
+        """``WHAT: applied (seq N, command HASH)``, for the client's text output."""
+        done = "applied" if self.applied else "accepted by a node (not waiting for a block)"
+        return f"{what}: {done} (seq {self.seq}, command {short(self.command_hash)})"
 
 
 def get_chain_id(fleet: Fleet) -> str:
