@@ -11,10 +11,10 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from edgechain.crypto.keystore import check_private_file
 from edgechain.errors import LocalError
 
 TOKEN_FILE = "api.token"
@@ -31,14 +31,7 @@ def _read_token(path: Path) -> str:
     except OSError as exc:
         raise TokenError(f"{path}: cannot open the API token: {exc.strerror}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise TokenError(f"{path}: the API token is not a regular file")
-        if info.st_mode & 0o077:
-            raise TokenError(
-                f"{path}: API token permissions {stat.S_IMODE(info.st_mode):04o} give access "
-                "to group or others (run: chmod 600 on the file)"
-            )
+        check_private_file(fd, path, "API token", TokenError)
         data = os.read(fd, 4 * TOKEN_BYTES)
     finally:
         os.close(fd)

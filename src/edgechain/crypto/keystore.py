@@ -112,6 +112,27 @@ def decode_keystore(data: bytes, where: str = "keystore") -> SecretKey:
     return SecretKey(sk)
 
 
+def check_private_file(
+    fd: int, path: Path, what: str, error: type[LocalError] = KeystoreError
+) -> os.stat_result:
+    """The ``fstat`` of the open ``fd``, if it is a regular file that grants nothing to
+    group or others; ``error`` naming ``path`` and ``what`` otherwise.
+
+    Checked on the open file, so the checks apply to what is actually read. Shared by
+    every file holding a secret (key files here, the API token in ``api/auth.py``).
+    """
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path}: {what} is not a regular file")
+    if info.st_mode & 0o077:
+        raise error(
+            f"{path}: {what} permissions {stat.S_IMODE(info.st_mode):04o} give access "
+            "to group or others; refusing to use a possibly exposed secret "
+            "(run: chmod 600 on the file)"
+        )
+    return info
+
+
 def _read_key_file(path: Path) -> bytes:
     try:
         # O_NONBLOCK: opening a FIFO planted at the path must not hang the node.
@@ -121,16 +142,7 @@ def _read_key_file(path: Path) -> bytes:
     except OSError as exc:
         raise KeystoreError(f"{path}: cannot open keystore: {exc.strerror}") from None
     try:
-        # fstat the open file so the checks apply to what we actually read.
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeystoreError(f"{path}: keystore is not a regular file")
-        if info.st_mode & 0o077:
-            raise KeystoreError(
-                f"{path}: keystore permissions {stat.S_IMODE(info.st_mode):04o} give access "
-                "to group or others; refusing to use a possibly exposed key "
-                "(run: chmod 600 on the file)"
-            )
+        info = check_private_file(fd, path, "keystore")
         if info.st_size > MAX_FILE_SIZE:
             raise KeystoreError(f"{path}: not an edgechain keystore ({info.st_size} bytes)")
         with os.fdopen(os.dup(fd), "rb") as stream:
