@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgechain.chain.assembly import make_command
@@ -104,7 +104,7 @@ def send_command(
     if not wait:
         return result
     wait_applied(fleet, signer, seq, timeout)
-    return CommandResult(**{**result.to_json(), "applied": True})
+    return replace(result, applied=True)
 
 
 def wait_applied(fleet: Fleet, signer_hex: str, seq: int, timeout: float) -> None:
