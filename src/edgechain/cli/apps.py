@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from edgechain.chain.model import CommandKind
@@ -164,7 +165,7 @@ def cmd_move(args: argparse.Namespace) -> int:
 # --- history --------------------------------------------------------------------------
 
 
-def _same_app(entry: dict[str, Any], app_id: str) -> bool:
+def is_same_app(entry: Mapping[str, Any], app_id: str) -> bool:
     """Migration results may carry a shortened id (``app``) or the full one."""
     value = entry.get("app_id", entry.get("app"))
     return isinstance(value, str) and len(value) >= 8 and app_id.startswith(value.lower())
@@ -183,7 +184,7 @@ def merge_migrations(
             missing.append(url)
             continue
         for entry in answer:
-            if isinstance(entry, dict) and _same_app(entry, app_id):
+            if isinstance(entry, dict) and is_same_app(entry, app_id):
                 key = repr(sorted((k, repr(v)) for k, v in entry.items() if k != "reported_by"))
                 merged.setdefault(key, {**entry, "reported_by": url} if url else dict(entry))
     ordered = sorted(

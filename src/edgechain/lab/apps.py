@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgechain.cli.apps import is_same_app
+
 PATH_EVENTS = ("place", "migrate")
 """History events that put the app on a node."""
 
@@ -19,12 +21,6 @@ def _name(names: Mapping[str, str], node: Any) -> str | None:
     if not isinstance(node, str) or not node:
         return None
     return names.get(node, node[:12])
-
-
-def _same_app(entry: Mapping[str, Any], app_id: str) -> bool:
-    """Migration results may carry a shortened id (``app``) or the full one."""
-    value = entry.get("app_id", entry.get("app"))
-    return isinstance(value, str) and len(value) >= 8 and app_id.startswith(value.lower())
 
 
 def _total_ms(entry: Mapping[str, Any]) -> float | None:
@@ -60,7 +56,7 @@ def summarize_app(
             "raw_bytes": m.get("raw_bytes"),
         }
         for m in migrations
-        if _same_app(m, app_id)
+        if is_same_app(m, app_id)
     ]
     return {
         "app_id": app_id,
