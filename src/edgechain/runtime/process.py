@@ -33,6 +33,7 @@ the chain's registry to carry out UPDATE and REMOVE.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +198,20 @@ class ProcessRuntime(AppDirectories):
         with self._lock:
             return self._apps.get(app) is record
 
+    @contextlib.contextmanager
+    def _claim_stopped(self, app: AppId, spec: AppSpec, running: str) -> Iterator[_App]:
+        """Hold the lock of the app's record (added when new), which must be stopped;
+        when it runs, ``AppRuntimeError`` says "app NAME ``running``"."""
+        while True:
+            record = self._get_or_add(app, spec)
+            with record.lock:
+                if not self._is_current(app, record):
+                    continue  # removed while we waited for its lock: a new record
+                if self._refresh(record) is not AppStatus.STOPPED:
+                    raise AppRuntimeError(f"app {spec.name!r} {running}")
+                yield record
+                return
+
     def _load_recorded(self) -> None:
         """Know the apps an earlier incarnation left here (stopped; state kept)."""
         for app, spec, version in self.read_releases():
@@ -285,6 +301,14 @@ class ProcessRuntime(AppDirectories):
         write_pid_file(app_dir / PID_FILE, proc.pid)
         return proc
 
+    def _launch(
+        self, record: _App, app: AppId, spec: AppSpec, *, fresh_state: bool = False
+    ) -> None:
+        """Spawn ``spec`` for ``record`` (held, stopped) and mark it running."""
+        record.proc = self._spawn(app, spec, fresh_state=fresh_state)
+        record.status = AppStatus.RUNNING
+        record.last_sample = None
+
     def _terminate(self, record: _App, app: AppId, grace_s: float) -> None:
         """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything."""
         if record.proc is not None:
@@ -310,18 +334,9 @@ class ProcessRuntime(AppDirectories):
     def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
         """Run ``spec`` (spec ``version``, when the caller knows it) from the app's
         state dir; the spec and version are recorded for ``get_release``."""
-        while True:
-            record = self._get_or_add(app, spec)
-            with record.lock:
-                if not self._is_current(app, record):
-                    continue  # removed while we waited for its lock: a new record
-                if self._refresh(record) is not AppStatus.STOPPED:
-                    raise AppRuntimeError(f"app {spec.name!r} is already running")
-                record.proc = self._spawn(app, spec)
-                record.status = AppStatus.RUNNING
-                record.last_sample = None
-                self._record_release(app, record, spec, version)
-                return
+        with self._claim_stopped(app, spec, "is already running") as record:
+            self._launch(record, app, spec)
+            self._record_release(app, record, spec, version)
 
     def stop(self, app: AppId) -> None:
         record = self._get(app)
@@ -346,9 +361,7 @@ class ProcessRuntime(AppDirectories):
                 signal_group(record.proc.pid, signal.SIGCONT)
                 record.status = AppStatus.RUNNING
             elif status is AppStatus.STOPPED:
-                record.proc = self._spawn(app, record.spec)
-                record.status = AppStatus.RUNNING
-                record.last_sample = None
+                self._launch(record, app, record.spec)
 
     def stats(self, app: AppId) -> AppStats:
         record = self._get(app)
@@ -390,26 +403,17 @@ class ProcessRuntime(AppDirectories):
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
-        while True:
-            record = self._get_or_add(app, spec)
-            with record.lock:
-                if not self._is_current(app, record):
-                    continue
-                if self._refresh(record) is not AppStatus.STOPPED:
-                    raise AppRuntimeError(f"app {spec.name!r} is already running here")
-                try:
-                    self.get_app_dir(app).mkdir(exist_ok=True)
-                    extract_state_archive(archive, self.get_state_dir(app))
-                    # Unpacked by root, in a directory no app could write: owned wholesale.
-                    record.proc = self._spawn(app, spec, fresh_state=True)
-                    record.status = AppStatus.RUNNING
-                    record.last_sample = None
-                    self._record_release(app, record, spec, None)
-                except BaseException:
-                    # Nothing of a failed restore stays: the origin still owns the app.
-                    self._forget(app, record)
-                    raise
-                return
+        with self._claim_stopped(app, spec, "is already running here") as record:
+            try:
+                self.get_app_dir(app).mkdir(exist_ok=True)
+                extract_state_archive(archive, self.get_state_dir(app))
+                # Unpacked by root, in a directory no app could write: owned wholesale.
+                self._launch(record, app, spec, fresh_state=True)
+                self._record_release(app, record, spec, None)
+            except BaseException:
+                # Nothing of a failed restore stays: the origin still owns the app.
+                self._forget(app, record)
+                raise
 
     def remove(self, app: AppId) -> None:
         with self._lock:
