@@ -63,6 +63,7 @@ import psutil
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, Block, PlanAction, PlanEntry
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.messages import MigrationOrder
+from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.errors import LocalError
 from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
@@ -252,9 +253,12 @@ class AppManager:
         record = self._get_head_record(app)
         return record is not None and record.spec == spec
 
-    def _get_head_record(self, app: AppId) -> AppRecord | None:
+    def _get_head_state(self) -> BlockState | None:
         engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
+        return engine.get_head_state() if engine is not None else None
+
+    def _get_head_record(self, app: AppId) -> AppRecord | None:
+        state = self._get_head_state()
         return get_record(state.registry, app) if state is not None else None
 
     def verify_origin(self, origin: NodeId, message: bytes, signature: bytes) -> bool:
@@ -325,8 +329,7 @@ class AppManager:
         return record if record is not None and record.node == entry.destination else None
 
     def _get_destination(self, node: NodeId) -> tuple[str, int] | None:
-        engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
+        state = self._get_head_state()
         info = state.validators.get(node) if state is not None else None
         if info is None:
             return None
@@ -518,8 +521,9 @@ class AppManager:
                 version = self.runtime.get_release(info.app)[1]
             except AppRuntimeError:
                 continue  # removed since the listing
-            view = AppView(bytes(info.app).hex(), info.name, running, info.status.value)
-            view = replace(view, version=version)
+            view = AppView(
+                bytes(info.app).hex(), info.name, running, info.status.value, version=version
+            )
             if running:
                 try:
                     stats = self.runtime.stats(info.app)
