@@ -15,6 +15,7 @@ directory under a searchable (0711, not listable) base in ``/tmp`` instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,26 +34,29 @@ from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.samples import SAMPLE_IMAGE
 
 
-@pytest.fixture(scope="session")
-def reachable_base() -> Iterator[Path]:
-    """A base directory every user may pass through (0711) but not list."""
-    base = Path(tempfile.mkdtemp(prefix="ecrt-", dir="/tmp"))
-    base.chmod(0o711)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def tmp_path(reachable_base: Path) -> Iterator[Path]:
-    """A fresh per-test directory the app user can reach (see the module docstring)."""
-    path = Path(tempfile.mkdtemp(dir=reachable_base))
+@contextlib.contextmanager
+def _reachable_dir(parent: Path, prefix: str | None = None) -> Iterator[Path]:
+    """A new directory in ``parent`` every user may pass through (0711) but not list;
+    removed with its contents afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     path.chmod(0o711)
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def reachable_base() -> Iterator[Path]:
+    with _reachable_dir(Path("/tmp"), prefix="ecrt-") as base:
+        yield base
+
+
+@pytest.fixture
+def tmp_path(reachable_base: Path) -> Iterator[Path]:
+    """A fresh per-test directory the app user can reach (see the module docstring)."""
+    with _reachable_dir(reachable_base) as path:
+        yield path
 
 
 @pytest.fixture
