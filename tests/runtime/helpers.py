@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,8 +19,9 @@ from pathlib import Path
 import psutil
 
 from edgechain.chain.encoding import encode_app_spec
-from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
+from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime
+from edgechain.runtime.samples import get_counter_spec
 from edgechain.runtime.transfer import (
     MigrationResult,
     PlanCheck,
@@ -114,6 +116,13 @@ def get_app(spec: AppSpec) -> AppId:
     """A test app id derived from the spec (the chain derives ids from the SUBMIT
     command; here every test spec carries a unique tag, so its hash is unique too)."""
     return AppId(hashlib.sha256(b"test-app" + encode_app_spec(spec)).digest())
+
+
+def get_counter(pad: int = 0) -> tuple[AppSpec, str]:
+    """A process counter app with a fresh tag (``pad`` bytes of padding state), and
+    the tag."""
+    tag = f"t-{secrets.token_hex(4)}"
+    return get_counter_spec(RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag), tag
 
 
 def get_free_closed_port() -> int:

@@ -24,10 +24,10 @@ from edgechain.runtime.appuser import AppUser, AppUserError, find_unreachable, r
 from edgechain.runtime.base import AppStatus
 from edgechain.runtime.manager import AppManager
 from edgechain.runtime.process import ProcessRuntime
-from edgechain.runtime.samples import get_counter_spec
 
 from .helpers import (
     get_app,
+    get_counter,
     get_node_id,
     get_tagged_processes,
     read_count,
@@ -42,11 +42,6 @@ needs_root = pytest.mark.skipif(
     reason="needs a root node: only root drops privileges (as a normal user the apps "
     "run as that user, nothing to check)",
 )
-
-
-def _counter(pad: int = 0) -> tuple[AppSpec, str]:
-    tag = f"u-{secrets.token_hex(4)}"
-    return get_counter_spec(RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag), tag
 
 
 def _session(leader: int) -> list[psutil.Process]:
@@ -146,7 +141,7 @@ def test_apps_run_as_the_app_user_and_write_their_state(
     runtime, _ = process_pair
     nobody = _nobody()
     assert runtime.app_user == nobody
-    spec, _ = _counter()
+    spec, _ = get_counter()
     app = get_app(spec)
     runtime.start(app, spec)
     state = runtime.get_state_dir(app)
@@ -192,7 +187,7 @@ def test_save_restore_round_trip_as_the_app_user(
 ) -> None:
     a, b = process_pair
     nobody = _nobody()
-    spec, tag = _counter(pad=20_000)
+    spec, tag = get_counter(pad=20_000)
     app = get_app(spec)
     a.start(app, spec, version=4)
     state_a = a.get_state_dir(app)
@@ -230,7 +225,7 @@ def test_state_left_by_root_is_handed_over_without_following_links(tmp_path: Pat
     outside = tmp_path / "outside"
     outside.write_text("root's\n")
     outside.chmod(0o600)
-    spec, _ = _counter()
+    spec, _ = get_counter()
     app = get_app(spec)
     with ProcessRuntime(tmp_path / "rt") as runtime:
         state = runtime.get_state_dir(app)
@@ -252,7 +247,7 @@ def test_state_left_by_root_is_handed_over_without_following_links(tmp_path: Pat
 def test_an_unreachable_root_starts_nothing(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
-    spec, tag = _counter()
+    spec, tag = get_counter()
     with ProcessRuntime(locked / "rt") as runtime:
         assert str(locked) in runtime.unusable_reason
         with pytest.raises(AppUserError, match="cannot reach"):
@@ -262,7 +257,7 @@ def test_an_unreachable_root_starts_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(IS_ROOT, reason="as root the apps drop to the app user (tests above)")
 def test_without_root_apps_run_as_the_node_user(tmp_path: Path) -> None:
-    spec, _ = _counter()
+    spec, _ = get_counter()
     app = get_app(spec)
     with ProcessRuntime(tmp_path / "rt", app_user="no-such-user-edgechain") as runtime:
         assert runtime.app_user is None
@@ -277,7 +272,7 @@ def test_without_root_apps_run_as_the_node_user(tmp_path: Path) -> None:
 
 
 def test_the_started_release_survives_a_restart(tmp_path: Path) -> None:
-    spec, _ = _counter()
+    spec, _ = get_counter()
     app = get_app(spec)
     with ProcessRuntime(tmp_path / "rt") as old:
         old.start(app, spec, version=3)

@@ -16,22 +16,18 @@ from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
 from edgechain.runtime.archive import ArchiveError, extract_state_archive
 from edgechain.runtime.base import AppNotFoundError, AppRuntime, AppRuntimeError, AppStatus
 from edgechain.runtime.process import ProcessRuntime
-from edgechain.runtime.samples import get_counter_spec, get_cpu_load_spec
+from edgechain.runtime.samples import get_cpu_load_spec
 
 from .helpers import (
     HERE,
     assert_single_instance,
     get_app,
+    get_counter,
     get_tagged_processes,
     read_count,
     wait_count_above,
     wait_until,
 )
-
-
-def _counter(pad: int = 0) -> tuple[AppSpec, str]:
-    tag = f"t-{secrets.token_hex(4)}"
-    return get_counter_spec(RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag), tag
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -58,7 +54,7 @@ def test_start_runs_the_app_in_its_own_state_dir(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     runtime, _ = process_pair
-    spec, tag = _counter()
+    spec, tag = get_counter()
     app = get_app(spec)
     runtime.start(app, spec)
     state = runtime.get_state_dir(app)
@@ -77,7 +73,7 @@ def test_stop_keeps_state_and_resume_continues_from_it(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     runtime, _ = process_pair
-    spec, tag = _counter()
+    spec, tag = get_counter()
     app = get_app(spec)
     runtime.start(app, spec)
     wait_count_above(runtime.get_state_dir(app), 3)
@@ -98,7 +94,7 @@ def test_pause_freezes_and_resume_continues(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     runtime, _ = process_pair
-    spec, _ = _counter()
+    spec, _ = get_counter()
     app = get_app(spec)
     runtime.start(app, spec)
     state = runtime.get_state_dir(app)
@@ -128,7 +124,7 @@ def test_stats_reports_cpu_ram_and_state_size(
     assert BASIS_POINTS // (cores * 20) < stats.cpu_bp <= BASIS_POINTS
     assert stats.rss_bytes > 0
     assert 0 <= stats.ram_bp < 100
-    counter, _ = _counter(pad=200_000)
+    counter, _ = get_counter(pad=200_000)
     counter_app = get_app(counter)
     runtime.start(counter_app, counter)
     wait_until(lambda: runtime.stats(counter_app).disk_bytes >= 200_000)
@@ -138,7 +134,7 @@ def test_save_uses_the_checkpoint_hook_and_keeps_the_app_frozen(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     runtime, tag = process_pair[0], ""
-    spec, tag = _counter(pad=100_000)
+    spec, tag = get_counter(pad=100_000)
     app = get_app(spec)
     runtime.start(app, spec)
     state = runtime.get_state_dir(app)
@@ -199,7 +195,7 @@ def test_restore_on_another_runtime_continues_the_count(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     a, b = process_pair
-    spec, tag = _counter(pad=50_000)
+    spec, tag = get_counter(pad=50_000)
     app = get_app(spec)
     a.start(app, spec)
     wait_count_above(a.get_state_dir(app), 5)
@@ -219,7 +215,7 @@ def test_restore_refuses_when_already_running(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:
     a, b = process_pair
-    spec, tag = _counter()
+    spec, tag = get_counter()
     app = get_app(spec)
     a.start(app, spec)
     b.start(app, spec)
@@ -232,7 +228,7 @@ def test_restore_refuses_when_already_running(
 
 def test_unknown_app_raises(process_pair: tuple[ProcessRuntime, ProcessRuntime]) -> None:
     runtime, _ = process_pair
-    spec, _ = _counter()
+    spec, _ = get_counter()
     with pytest.raises(AppNotFoundError):
         runtime.stats(get_app(spec))
     assert not runtime.is_running(get_app(spec))
@@ -242,7 +238,7 @@ def test_close_leaves_no_process(tmp_path: Path) -> None:
     runtime = ProcessRuntime(tmp_path / "rt")
     tags = []
     for _ in range(3):
-        spec, tag = _counter()
+        spec, tag = get_counter()
         runtime.start(get_app(spec), spec)
         tags.append(tag)
     wait_until(lambda: all(len(get_tagged_processes(t)) == 1 for t in tags))
@@ -250,7 +246,7 @@ def test_close_leaves_no_process(tmp_path: Path) -> None:
     for tag in tags:
         assert get_tagged_processes(tag) == []
     with pytest.raises(AppRuntimeError):
-        spec, _ = _counter()
+        spec, _ = get_counter()
         runtime.start(get_app(spec), spec)
 
 
@@ -291,7 +287,7 @@ def test_apps_die_with_their_node(tmp_path: Path) -> None:
 
 
 def test_reap_orphans_of_an_earlier_incarnation(tmp_path: Path) -> None:
-    spec, tag = _counter()
+    spec, tag = get_counter()
     app = get_app(spec)
     old = ProcessRuntime(tmp_path / "rt", die_with_node=False)
     old.start(app, spec)

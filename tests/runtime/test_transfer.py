@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.model import AppSpec, PlanEntry, RuntimeKind
+from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.runtime.base import AppNotFoundError
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.protocol import (
@@ -27,7 +27,6 @@ from edgechain.runtime.protocol import (
     encode_frame,
     encode_offer,
 )
-from edgechain.runtime.samples import get_counter_spec
 from edgechain.runtime.transfer import MigrationOutcome, MigrationResult, TransferTimeouts
 from edgechain.types import AppId, BlockHash
 
@@ -38,6 +37,7 @@ from .helpers import (
     assert_single_instance,
     get_app,
     get_block_hash,
+    get_counter,
     get_entry,
     get_free_closed_port,
     get_node_id,
@@ -50,13 +50,8 @@ from .helpers import (
 Pair = tuple[ProcessRuntime, ProcessRuntime]
 
 
-def _counter(pad: int = 0) -> tuple[AppSpec, str]:
-    tag = f"t-{secrets.token_hex(4)}"
-    return get_counter_spec(RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag), tag
-
-
 def _start_counter(runtime: ProcessRuntime, pad: int = 0) -> tuple[AppSpec, str]:
-    spec, tag = _counter(pad)
+    spec, tag = get_counter(pad)
     app = get_app(spec)
     runtime.start(app, spec)
     state = runtime.get_state_dir(app)
@@ -158,7 +153,7 @@ def test_plan_refused_leaves_the_app_running(process_pair: Pair, tmp_path: Path)
 def test_misaddressed_and_forged_offers_are_refused(process_pair: Pair, tmp_path: Path) -> None:
     a, b = process_pair
     spec, tag = _start_counter(a)
-    other, _ = _counter()
+    other, _ = get_counter()
 
     def is_spec_current(app: AppId, offered: AppSpec) -> bool:
         return app == get_app(spec) and offered == spec  # what "the chain" records
@@ -330,7 +325,7 @@ def test_unreachable_destination_leaves_the_app_running(process_pair: Pair) -> N
 
 def test_migrating_an_app_that_is_not_here_is_a_local_error(process_pair: Pair) -> None:
     a, _ = process_pair
-    spec, _ = _counter()
+    spec, _ = get_counter()
 
     async def run() -> None:
         from edgechain.runtime.transfer import TransferClient
