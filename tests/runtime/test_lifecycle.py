@@ -287,7 +287,7 @@ def test_remove_stops_and_deletes_only_removed_apps(
     caplog.set_level(logging.INFO, logger="edgechain.apps")
     apps, chain = manager
     app, spec, tag = _new_app()
-    record = _place(chain, app, spec)
+    _place(chain, app, spec)
     _reconcile(apps)
     wait_count_above(apps.runtime.get_state_dir(app), 1)
     # A copy of an app the chain never had (a reorg undid the migration that brought it,
@@ -303,7 +303,6 @@ def test_remove_stops_and_deletes_only_removed_apps(
     assert [e["app"] for e in _events(caplog, "app removed")] == [bytes(app).hex()[:16]]
     _reconcile(apps)  # idempotent
     assert len(_events(caplog, "app removed")) == 1
-    del record
 
 
 def test_apps_in_flight_or_elsewhere_are_left_alone(
