@@ -15,10 +15,10 @@ blocks afterwards. ``EDGECHAIN_LONG=1`` sends ten times as many requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -29,10 +29,11 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from node.live_nodes import make_configs
 
 from edgechain.api.auth import TOKEN_FILE
 from edgechain.api.server import MAX_BODY
-from edgechain.chain.assembly import make_command, make_ticket
+from edgechain.chain.assembly import make_command
 from edgechain.chain.encoding import encode_command
 from edgechain.chain.model import CommandKind
 from edgechain.crypto import bls
@@ -64,37 +65,14 @@ class Cluster:
         return reply.body
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _configs(tmp: Path, count: int) -> list[NodeConfig]:
-    admin_pk = bls.sk_to_pk(ADMIN_SK)
-    bootstrap_port = _free_port()
-    pks = []
+    """The live nodes' configurations, each node with an operator key of its own."""
+    configs = make_configs(tmp, count, admin=ADMIN_SK, chain_id=CHAIN_ID, committee=1)
     for i in range(count):
-        (tmp / f"n{i}").mkdir()
-        pks.append(bls.sk_to_pk(create_keystore(tmp / f"n{i}" / "node.key")))
         create_keystore(tmp / f"operator{i}.key")
     return [
-        NodeConfig(
-            data_dir=tmp / f"n{i}",
-            listen=f"127.0.0.1:{bootstrap_port if i == 0 else 0}",
-            http="127.0.0.1:0",
-            bootstrap=None if i == 0 else f"127.0.0.1:{bootstrap_port}",
-            bootstrap_key=b"" if i == 0 else pks[0],
-            chain_id=CHAIN_ID,
-            admin_key=admin_pk,
-            ticket=make_ticket(ADMIN_SK, CHAIN_ID, pk),
-            genesis=i == 0,
-            committee=1,
-            slot_duration_ms=1_000,
-            initial_difficulty=5_000,
-            operator_key=tmp / f"operator{i}.key",
-        )
-        for i, pk in enumerate(pks)
+        dataclasses.replace(config, operator_key=tmp / f"operator{i}.key")
+        for i, config in enumerate(configs)
     ]
 
 

@@ -20,25 +20,25 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from edgechain.chain.assembly import make_command, make_ticket
+from edgechain.chain.assembly import make_command
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind
 from edgechain.consensus.engine import LocalUsage
 from edgechain.crypto import bls
-from edgechain.crypto.keystore import create_keystore
-from edgechain.node import Node, NodeConfig
+from edgechain.node import Node
 from edgechain.orchestrator.registry import AppState, get_record
 from edgechain.runtime.samples import get_apps_dir
 from edgechain.types import AppId, SecretKey
+
+from .live_nodes import make_configs, wait_until
 
 IDLE = LocalUsage(cpu_bp=200, ram_bp=500, disk_bp=1_000)
 BUSY = LocalUsage(cpu_bp=6_000, ram_bp=500, disk_bp=1_000)
@@ -57,37 +57,6 @@ def reachable_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _configs(tmp: Path, count: int) -> list[NodeConfig]:
-    for i in range(count):
-        (tmp / f"n{i}").mkdir()
-    keys = [create_keystore(tmp / f"n{i}" / "node.key") for i in range(count)]
-    pks = [bls.sk_to_pk(sk) for sk in keys]
-    bootstrap_port = _free_port()
-    return [
-        NodeConfig(
-            data_dir=tmp / f"n{i}",
-            listen=f"127.0.0.1:{bootstrap_port if i == 0 else 0}",
-            http="127.0.0.1:0",
-            bootstrap=None if i == 0 else f"127.0.0.1:{bootstrap_port}",
-            bootstrap_key=b"" if i == 0 else pks[0],
-            chain_id=CHAIN_ID,
-            admin_key=bls.sk_to_pk(ADMIN),
-            ticket=make_ticket(ADMIN, CHAIN_ID, pk),
-            genesis=i == 0,
-            committee=2,
-            slot_duration_ms=1_000,
-            initial_difficulty=5_000,
-        )
-        for i, pk in enumerate(pks)
-    ]
 
 
 def _app_spec(interval_s: str = "0.1") -> AppSpec:
@@ -173,17 +142,9 @@ def _starts(node: Node, app: str) -> list[int]:
     ]
 
 
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.2)
-    return False
-
-
 async def _run(tmp: Path) -> dict[str, Any]:
-    nodes = [Node(c) for c in _configs(tmp, 4)]
+    configs = make_configs(tmp, 4, admin=ADMIN, chain_id=CHAIN_ID, committee=2)
+    nodes = [Node(c) for c in configs]
     for node in nodes:
         _simulate_device(node, IDLE)
     stop = asyncio.Event()
@@ -200,7 +161,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
                 return False
             return all(n.get_status()["validators"] == 4 for n in nodes)
 
-        assert await _wait_for(all_validators, 40), [n.get_status() for n in nodes]
+        assert await wait_until(all_validators, 40), [n.get_status() for n in nodes]
         app_id = admin.send(nodes[1], CommandKind.SUBMIT, spec=_app_spec())
         assert app_id is not None
         app = bytes(app_id).hex()
@@ -209,7 +170,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
         async def placed() -> bool:
             return len(_running_on(nodes, app)) == 1
 
-        assert await _wait_for(placed, 40), "the app was not placed and started"
+        assert await wait_until(placed, 40), "the app was not placed and started"
         origin = _running_on(nodes, app)[0]
         [copy] = _counter_processes()
         out["uids"] = list(copy.uids())
@@ -218,7 +179,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
         async def counting() -> bool:
             return _read_count(nodes[origin], app) >= 5
 
-        assert await _wait_for(counting, 20)
+        assert await wait_until(counting, 20)
         count_before = _read_count(nodes[origin], app)
         _simulate_device(nodes[origin], BUSY)
 
@@ -230,7 +191,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
 
         origin_apps = nodes[origin].apps
         assert origin_apps is not None
-        assert await _wait_for(migrated, 60), {
+        assert await wait_until(migrated, 60), {
             "running_on": _running_on(nodes, app),
             "results": list(origin_apps.results),
         }
@@ -240,7 +201,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
         async def counted_on() -> bool:
             return _read_count(nodes[destination], app) > count_before + 5
 
-        assert await _wait_for(counted_on, 20)
+        assert await wait_until(counted_on, 20)
         out.update(
             origin=origin,
             destination=destination,
@@ -283,7 +244,7 @@ async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str
         return record_is(AppState.STOPPED, 1) and _counter_processes() == []
 
     admin.send(nodes[2], CommandKind.STOP, app=app_id)
-    assert await _wait_for(stopped, 30), "STOP did not stop the app"
+    assert await wait_until(stopped, 30), "STOP did not stop the app"
     host = where()
     frozen = _read_count(host, app)
     await asyncio.sleep(1.5)  # a reconcile round or more: nothing restarts it
@@ -294,7 +255,7 @@ async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str
         return record_is(AppState.RUNNING, 1) and len(_counter_processes()) == 1
 
     admin.send(nodes[3], CommandKind.START, app=app_id)
-    assert await _wait_for(started, 30), "START did not start the app"
+    assert await wait_until(started, 30), "START did not start the app"
     host = where()
     steps["start"] = {"starts": _starts(host, app), "frozen": frozen}
     assert _starts(host, app)[-1] == frozen  # same state dir, from where it stopped
@@ -313,7 +274,7 @@ async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str
 
     before_update = _read_count(host, app)
     admin.send(nodes[0], CommandKind.UPDATE, app=app_id, spec=_app_spec("0.05"))
-    assert await _wait_for(updated, 30), (
+    assert await wait_until(updated, 30), (
         "UPDATE did not restart the new version",
         runtime_versions(),
     )
@@ -328,7 +289,7 @@ async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str
         return gone and _counter_processes() == [] and not any(dirs)
 
     admin.send(nodes[1], CommandKind.REMOVE, app=app_id)
-    assert await _wait_for(removed, 30), "REMOVE did not stop and delete the app"
+    assert await wait_until(removed, 30), "REMOVE did not stop and delete the app"
     await asyncio.sleep(1.5)
     steps["remove"] = {"processes": len(_counter_processes())}
     assert steps["remove"] == {"processes": 0}

@@ -17,62 +17,22 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from edgechain.chain.assembly import make_ticket
 from edgechain.consensus.messages import SyncRequestMsg, VoteMsg
 from edgechain.crypto import bls
-from edgechain.crypto.keystore import create_keystore
-from edgechain.node import Node, NodeConfig
+from edgechain.node import Node
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 from edgechain.wire.codec import encode_message
 from edgechain.wire.messages import FindNode, Ping
 
+from .live_nodes import make_configs, wait_until
+
 LONG = os.environ.get("EDGECHAIN_LONG") == "1"
 FUZZ_SECONDS = 60.0 if LONG else 8.0
-
-
-def _configs(tmp: Path, count: int) -> list[NodeConfig]:
-    admin = bls.keygen(b"\x07" * 32)
-    for i in range(count):
-        (tmp / f"n{i}").mkdir()
-    keys = [create_keystore(tmp / f"n{i}" / "node.key") for i in range(count)]
-    pks = [bls.sk_to_pk(sk) for sk in keys]
-    bootstrap_port = _free_port()
-    return [
-        NodeConfig(
-            data_dir=tmp / f"n{i}",
-            listen=f"127.0.0.1:{bootstrap_port if i == 0 else 0}",
-            http="127.0.0.1:0",
-            bootstrap=None if i == 0 else f"127.0.0.1:{bootstrap_port}",
-            bootstrap_key=b"" if i == 0 else pks[0],
-            chain_id="live",
-            admin_key=bls.sk_to_pk(admin),
-            ticket=make_ticket(admin, "live", pk),
-            genesis=i == 0,
-            committee=2,
-            slot_duration_ms=1_000,
-            initial_difficulty=5_000,
-        )
-        for i, pk in enumerate(pks)
-    ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ADMIN = bls.keygen(b"\x07" * 32)
 
 
 async def _status(node: Node) -> dict[str, Any]:
     return node.get_status()
-
-
-async def _wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.2)
-    return False
 
 
 def _hostile_inputs(rng: random.Random, victim: NodeId) -> list[bytes]:
@@ -134,7 +94,7 @@ async def _fuzz(victim: Node, seconds: float, seed: int) -> int:
 
 
 async def _run(tmp: Path) -> dict[str, Any]:
-    configs = _configs(tmp, 4)
+    configs = make_configs(tmp, 4, admin=ADMIN, chain_id="live", committee=2)
     nodes = [Node(c) for c in configs]
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(nodes[0].run(stop))]
@@ -148,7 +108,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
             statuses = [await _status(n) for n in nodes]
             return all((s["head_slot"] or 0) >= 3 for s in statuses)
 
-        assert await _wait_for(producing, 40), [await _status(n) for n in nodes]
+        assert await wait_until(producing, 40), [await _status(n) for n in nodes]
         victim = nodes[1]
         before = await _status(victim)
         sent = await _fuzz(victim, FUZZ_SECONDS, seed=5)
@@ -158,7 +118,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
             status = await _status(victim)
             return int(status["head_slot"] or 0) >= int(after_fuzz["head_slot"] or 0) + 2
 
-        assert await _wait_for(progressed, 20), "the fuzzed node stopped following the chain"
+        assert await wait_until(progressed, 20), "the fuzzed node stopped following the chain"
         statuses = [await _status(n) for n in nodes]
         return {"before": before, "after": statuses[1], "all": statuses, "sent": sent}
     finally:
