@@ -341,8 +341,6 @@ def get_spec_encoding_error(spec: AppSpec) -> str | None:
 
 # --- signed commands -------------------------------------------------------------------
 
-_MAX_COMMAND_KEY = PUBLIC_KEY_SIZE
-
 
 def _read_optional_fixed(r: Reader, size: int, what: str) -> bytes:
     value = r.var_bytes(size)
@@ -374,7 +372,7 @@ def read_command(r: Reader) -> SignedCommand:
     kind = CommandKind(_enum_value(r.u8(), CommandKind))
     app = _read_optional_fixed(r, HASH_SIZE, "command app")
     node = _read_optional_fixed(r, HASH_SIZE, "command node")
-    key = _read_optional_fixed(r, _MAX_COMMAND_KEY, "command key")
+    key = _read_optional_fixed(r, PUBLIC_KEY_SIZE, "command key")
     spec = read_app_spec(r) if r.boolean() else None
     signature = Signature(r.fixed(SIGNATURE_SIZE))
     return SignedCommand(signer, seq, kind, app, node, key, spec, signature)

@@ -15,7 +15,6 @@ Sans-I/O like the engine: every input carries its slot, nothing reads a clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgechain.chain.authority import (
@@ -29,7 +28,7 @@ from edgechain.chain.model import Block, SignedCommand
 from edgechain.chain.validation import SignatureCache, validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
 from edgechain.errors import ValidationError
-from edgechain.orchestrator.commands import check_command
+from edgechain.orchestrator.commands import apply_commands
 from edgechain.types import Slot
 
 MAX_PENDING_COMMANDS = 4_096
@@ -53,9 +52,6 @@ class CommandPool:
         self.cache = cache
         self.pending: dict[bytes, PendingCommand] = {}
 
-    def __len__(self) -> int:
-        return len(self.pending)
-
     def add(
         self, cmd: SignedCommand, head: BlockState, slot: Slot, *, check_applies: bool
     ) -> bytes:
@@ -72,7 +68,7 @@ class CommandPool:
             raise ValidationError(CommandReason.REPLAYED, f"seq {cmd.seq} is pending already")
         if check_applies and not any(p.command.seq < cmd.seq for p in mine):
             ctx = get_command_context(head, head.validators, slot, self.committee_size)
-            check_command(head.registry, ctx, cmd)
+            apply_commands(head.registry, ctx, (cmd,))
         digest = compute_command_hash(cmd)
         if digest not in self.pending:
             if len(self.pending) >= MAX_PENDING_COMMANDS or len(mine) >= MAX_PENDING_PER_SIGNER:
@@ -110,6 +106,3 @@ class CommandPool:
             or p.received_slot + COMMAND_TTL_SLOTS < slot
         ]:
             del self.pending[digest]
-
-    def get_commands(self) -> Sequence[SignedCommand]:
-        return [p.command for p in self.pending.values()]

@@ -143,21 +143,6 @@ def _check_authority_command(
             raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
 
 
-def check_command(
-    registry: Registry, ctx: CommandContext, cmd: SignedCommand, last_seq: int | None = None
-) -> Registry:
-    """Check one command against the state (see the module docstring) and return the
-    registry after it. ``last_seq`` defaults to the signer's in ``ctx.authority``."""
-    check_command_shape(cmd)
-    auth = ctx.authority
-    seq = get_last_seq(auth, cmd.signer) if last_seq is None else last_seq
-    check_command_signer(auth, cmd, seq)
-    if cmd.kind in APP_COMMANDS:
-        return _apply_app_command(registry, ctx, cmd)
-    _check_authority_command(auth, ctx, cmd, set())
-    return registry
-
-
 def apply_commands(
     registry: Registry, ctx: CommandContext, commands: Sequence[SignedCommand]
 ) -> tuple[Registry, Authority]:
@@ -167,6 +152,10 @@ def apply_commands(
         return registry, ctx.authority
     last: dict[bytes, int] = {}
     excluded: set[bytes] = set()
+    # Signers are checked against the parent's authority; grants and revocations are
+    # checked against the authority so far, so granting one key twice in a block is
+    # refused like granting it twice in two blocks.
+    so_far = ctx.authority
     for cmd in commands:
         signer = bytes(cmd.signer)
         seq = last[signer] if signer in last else get_last_seq(ctx.authority, signer)
@@ -175,23 +164,9 @@ def apply_commands(
         if cmd.kind in APP_COMMANDS:
             registry = _apply_app_command(registry, ctx, cmd)
         else:
-            so_far = _authority_so_far(ctx.authority, commands, cmd)
             _check_authority_command(so_far, ctx, cmd, excluded)
             if cmd.kind is CommandKind.EXCLUDE_NODE:
                 excluded.add(cmd.node)
+            so_far = apply_commands_to_authority(so_far, (cmd,))
         last[signer] = cmd.seq
     return registry, apply_commands_to_authority(ctx.authority, commands)
-
-
-def _authority_so_far(
-    auth: Authority, commands: Sequence[SignedCommand], upto: SignedCommand
-) -> Authority:
-    """The authority with the grants and revocations of the block's earlier commands, so
-    that granting one key twice in a block is refused like granting it twice in two
-    blocks (the signers are still checked against the parent's authority)."""
-    earlier = []
-    for cmd in commands:
-        if cmd is upto:
-            break
-        earlier.append(cmd)
-    return apply_commands_to_authority(auth, earlier)

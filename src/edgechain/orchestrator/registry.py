@@ -154,9 +154,11 @@ def put_record(registry: Registry, record: AppRecord) -> Registry:
     else:
         records.insert(pos, record)
     queued = record.node is None and record.state is AppState.RUNNING
-    queue = [a for a in registry.queue if a != record.app]
-    if queued:
-        queue = list(registry.queue) if record.app in registry.queue else [*queue, record.app]
+    queue = list(registry.queue)
+    if queued and record.app not in queue:
+        queue.append(record.app)
+    elif not queued and record.app in queue:
+        queue.remove(record.app)
     return Registry(records=tuple(records), queue=tuple(queue))
 
 
