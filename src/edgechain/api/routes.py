@@ -33,6 +33,7 @@ from edgechain.chain.model import SignedCommand
 from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError
 from edgechain.node import CommandReceipt, NoOperatorKeyError
+from edgechain.node_events import MAX_ACCEPTED_LOG
 from edgechain.orchestrator.fleet import (
     compute_app_history,
     compute_app_view,
@@ -42,7 +43,7 @@ from edgechain.orchestrator.fleet import (
 from edgechain.orchestrator.registry import AppRecord, get_record
 from edgechain.types import PUBLIC_KEY_SIZE
 
-MAX_BLOCKS = 20_000
+MAX_BLOCKS = MAX_ACCEPTED_LOG
 """The most ``GET /blocks`` returns (a node keeps that many in its accepted log)."""
 
 COMMAND_STATUS = {
