@@ -251,10 +251,7 @@ def parse_query_int(
         return default
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise SchemaError(name, f"expected an integer >= {low}, got {text[:32]!r}")
-    value = int(text)
-    if not low <= value <= high:
-        raise SchemaError(name, f"{value} outside [{low}, {high}]")
-    return value
+    return get_int(int(text), name, low=low, high=high)
 
 
 def check_query(query: Mapping[str, str], allowed: frozenset[str]) -> None:
