@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from edgechain.runtime.samples import get_apps_dir
 
-EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
-SLOT_S = 1.0
+from .live_testnet import LiveTestnet
+
 SETUP_TIMEOUT_S = 300.0
 STEP_TIMEOUT_S = 90.0
 
@@ -62,60 +56,13 @@ class Instance:
     frozen: bool
 
 
-class LiveNet:
-    """A running ``edgechain testnet`` and the CLI pointed at it."""
+class LiveNet(LiveTestnet):
+    """The testnet, and the test app's copies on this host."""
 
     def __init__(self, run_dir: Path, tag: str) -> None:
-        self.run_dir = run_dir
+        super().__init__(run_dir)
         self.tag = tag
-        self.client = run_dir / "client.toml"
-        self.launcher: subprocess.Popen[bytes] | None = None
         self.max_copies = 0
-
-    def start(self) -> None:
-        argv = [
-            EDGECHAIN,
-            "testnet",
-            "--forever",
-            "--quiet",
-            "--nodes",
-            "4",
-            "--committee",
-            "2",
-            "--slot-duration",
-            f"{SLOT_S:g}",
-            "--join-interval",
-            "0.3",
-            "--run-dir",
-            str(self.run_dir),
-        ]
-        self.launcher = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop(self) -> tuple[int, str]:
-        launcher = self.launcher
-        assert launcher is not None
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)
-        try:
-            output, _ = launcher.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            output, _ = launcher.communicate()
-        return launcher.returncode, output.decode(errors="replace")
-
-    def cli(self, *argv: str) -> Any:
-        """``edgechain --client RUN/client.toml ARGV --json``; fails the test on error."""
-        done = subprocess.run(
-            [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
-        return json.loads(done.stdout)
 
     def names(self) -> dict[str, str]:
         """Node id -> node name, from the launcher's manifest."""
@@ -156,18 +103,6 @@ class LiveNet:
                 return
             time.sleep(0.3)
         raise AssertionError(f"timed out waiting for {what}: instances {self.instances()}")
-
-
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: a root node runs apps as an unprivileged user, who must
-    # be able to reach its state directory, and pytest's base directory is 0700.
-    base = Path(tempfile.mkdtemp(prefix="edgechain-cli-live-"))
-    base.chmod(0o711)
-    try:
-        yield base / "run"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _placed(net: LiveNet, app: str, node: str | None = None) -> bool:

@@ -19,16 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +45,8 @@ from edgechain.wire.codec import encode_gossip_payload, encode_message
 from edgechain.wire.framing import encode_frame
 from edgechain.wire.messages import GossipMsg, compute_message_id
 
-EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
+from .live_testnet import EDGECHAIN, LiveTestnet
+
 SETUP_TIMEOUT_S = 300.0
 """Generous: on a busy 2-core host the joins, genesis and the grant can take minutes."""
 COUNT_TIMEOUT_S = 30.0
@@ -76,20 +74,7 @@ def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-class LiveTestnet:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.client = run_dir / "client.toml"
-        self.launcher: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
-                "--committee", "2", "--slot-duration", "1", "--join-interval", "0.3",
-                "--run-dir", str(self.run_dir)]  # fmt: skip
-        self.launcher = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
+class RefusalsTestnet(LiveTestnet):
     def wait_for_client(self) -> None:
         """Genesis and the operator grant are done once client.toml exists."""
         launcher = self.launcher
@@ -97,31 +82,9 @@ class LiveTestnet:
         deadline = time.monotonic() + SETUP_TIMEOUT_S
         while not self.client.exists():
             if launcher.poll() is not None or time.monotonic() > deadline:
-                output = self.stop()
+                _, output = self.stop()
                 raise AssertionError(f"no client.toml; the launcher said:\n{output[-4000:]}")
             time.sleep(0.3)
-
-    def stop(self) -> str:
-        """Ctrl-C the launcher (it stops every node); returns what it printed."""
-        launcher = self.launcher
-        if launcher is None or launcher.stdout is None or launcher.stdout.closed:
-            return ""
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)
-        try:
-            output, _ = launcher.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            output, _ = launcher.communicate()
-        return output.decode(errors="replace")
-
-    def cli(self, *argv: str) -> Any:
-        done = subprocess.run(
-            [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
-        return json.loads(done.stdout)
 
     def ready(self) -> list[dict[str, Any]]:
         """Each node's ready file: node id, ports, pid."""
@@ -144,20 +107,10 @@ def gossip(port: int, cmd: SignedCommand, origin_sk: SecretKey) -> None:
         conn.sendall(frame)
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="edgechain-refusals-"))
-    base.chmod(0o711)  # the app user of a root node must reach its state dirs
-    try:
-        yield base / "run"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> None:
     marker = f"refused-{os.getpid()}-{time.monotonic_ns()}"
     spec = AppSpec("owned", RuntimeKind.PROCESS, command=("/bin/sh", "-c", f"sleep 600 # {marker}"))
-    net = LiveTestnet(run_dir)
+    net = RefusalsTestnet(run_dir)
     net.start()
     intruder: subprocess.Popen[bytes] | None = None
     try:
@@ -263,5 +216,5 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         net.stop()
 
 
-def _url(net: LiveTestnet, index: int) -> str:
+def _url(net: RefusalsTestnet, index: int) -> str:
     return f"http://127.0.0.1:{net.ready()[index]['http_port']}"

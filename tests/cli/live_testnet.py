@@ -1,0 +1,61 @@
+"""A real ``edgechain testnet --forever`` and the CLI pointed at it, for the live tests.
+
+4 node processes, committee 2, 1 s slots, in ``run_dir``; the launcher writes
+``RUN/client.toml`` once genesis is reached and the operator key is granted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
+SLOT_S = 1.0
+
+
+class LiveTestnet:
+    """A running ``edgechain testnet`` and the CLI pointed at it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.client = run_dir / "client.toml"
+        self.launcher: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
+                "--committee", "2", "--slot-duration", f"{SLOT_S:g}", "--join-interval", "0.3",
+                "--run-dir", str(self.run_dir)]  # fmt: skip
+        self.launcher = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> tuple[int | None, str]:
+        """Ctrl-C the launcher (it stops every node); its exit status and what it printed
+        (nothing when stopped before)."""
+        launcher = self.launcher
+        if launcher is None:
+            return None, ""
+        if launcher.stdout is None or launcher.stdout.closed:
+            return launcher.returncode, ""
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+        try:
+            output, _ = launcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            output, _ = launcher.communicate()
+        return launcher.returncode, output.decode(errors="replace")
+
+    def cli(self, *argv: str) -> Any:
+        """``edgechain --client RUN/client.toml ARGV --json``; fails the test on error."""
+        done = subprocess.run(
+            [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
+        return json.loads(done.stdout)
