@@ -8,7 +8,11 @@ and under busybox ``sh`` in the python-free container image (``runtime/image.py`
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 from edgechain.chain.model import AppSpec, RuntimeKind
@@ -24,11 +28,61 @@ PAPER_STATE_BYTES = 15 * 1024 * 1024
 
 
 def get_apps_dir() -> Path:
-    """The repository's ``apps/`` (``EDGECHAIN_APPS_DIR`` overrides it)."""
+    """The sample apps' directory (``EDGECHAIN_APPS_DIR`` overrides it).
+
+    The repository's ``apps/``, unless this process is root and some directory on the
+    way to it is closed to others (a checkout in a 0700 ``mktemp -d``, say): a root
+    node runs apps as an unprivileged user, who could not read the scripts there. Then
+    a root-owned, world-readable copy in the temporary directory serves instead, one
+    per content, shared by every process that asks.
+    """
     override = os.environ.get("EDGECHAIN_APPS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "apps"
+    source = Path(__file__).resolve().parents[3] / "apps"
+    if os.geteuid() != 0 or is_open_to_others(source):
+        return source
+    return get_shared_copy(source)
+
+
+def is_open_to_others(path: Path) -> bool:
+    """Every directory from ``/`` down to ``path`` is searchable by anyone."""
+    return all(d.stat().st_mode & stat.S_IXOTH for d in (*path.parents, path))
+
+
+def get_shared_copy(source: Path) -> Path:
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+    base = Path(tempfile.gettempdir())
+    target = base / f"edgechain-apps-{digest.hexdigest()[:16]}"
+    if is_trusted_copy(target):
+        return target
+    staging = Path(tempfile.mkdtemp(prefix="edgechain-apps-staging-", dir=base))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    for path in (staging, *staging.rglob("*")):
+        path.chmod(0o755 if path.is_dir() or path.stat().st_mode & stat.S_IXUSR else 0o644)
+    try:
+        staging.rename(target)
+    except OSError:  # another process made it first, or a stranger's path is in the way
+        shutil.rmtree(staging, ignore_errors=True)
+        if not is_trusted_copy(target):
+            raise
+    return target
+
+
+def is_trusted_copy(path: Path) -> bool:
+    """A directory (not a link) of ours that nobody else may write to."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.geteuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 def _get_script(kind: RuntimeKind, relative: str) -> str:
