@@ -4,6 +4,8 @@ and the post-run election of producers."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -373,3 +375,16 @@ def test_neighbour_limits_round_trip(tmp_path: Path) -> None:
     raised = NeighbourLimits(128, 3062, 6124)
     write_neighbour_limits(raised, tmp_path)
     assert read_neighbour_limits(tmp_path) == raised
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root node drops apps to another user")
+def test_default_run_dir_is_reachable_for_the_app_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgechain.lab.testnet import default_run_dir
+    from edgechain.runtime.appuser import is_open_to_others
+
+    monkeypatch.chdir(tmp_path)  # pytest's tmp dirs are 0700: a closed checkout
+    run_dir = default_run_dir()
+    assert run_dir.is_absolute() and is_open_to_others(run_dir.parent)
+    shutil.rmtree(run_dir.parent)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.runtime.samples import get_apps_dir, get_shared_copy, is_open_to_others
+from edgechain.runtime.appuser import is_open_to_others
+from edgechain.runtime.samples import get_apps_dir, get_shared_copy
 
 REPO_APPS = Path(__file__).resolve().parents[2] / "apps"
 

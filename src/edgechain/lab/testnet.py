@@ -73,10 +73,12 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +129,7 @@ from edgechain.lab.summary import (
     parse_chain,
     pick_reference,
 )
+from edgechain.runtime.appuser import is_open_to_others
 from edgechain.types import PublicKey
 
 DEFAULT_CHAIN_ID = "edgechain-testnet"
@@ -257,8 +260,15 @@ PACKAGE_DIR = Path(edgechain.__file__).parent
 
 
 def default_run_dir(now: float | None = None) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return Path("runs") / f"testnet-{stamp}"
+    """``runs/testnet-<timestamp>``; as root in a directory closed to others (a checkout
+    in a 0700 ``mktemp -d``), a fresh 0711 directory under the temporary directory
+    instead, since the nodes' apps run as an unprivileged user who must reach it."""
+    name = f"testnet-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+    if os.geteuid() == 0 and not is_open_to_others(Path.cwd()):
+        base = Path(tempfile.mkdtemp(prefix="edgechain-runs-"))
+        base.chmod(0o711)
+        return base / name
+    return Path("runs") / name
 
 
 # --- the run --------------------------------------------------------------------------
@@ -310,6 +320,12 @@ class Launcher:
             raise LaunchError(f"run directory {run_dir} exists and is not empty")
         run_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = (self.config.run_dir / "launcher.log").open("a")
+        if os.geteuid() == 0 and not is_open_to_others(run_dir):
+            self._log(
+                f"warning: {run_dir} is closed to others: the nodes' apps run as an "
+                "unprivileged user and cannot start there (use a --run-dir whose "
+                "directories all have o+x)"
+            )
         collected: Collected | None = None
         try:
             specs, admin_key = self._prepare()

@@ -86,6 +86,12 @@ def _may_search(st: os.stat_result, user: AppUser) -> bool:
     return bool(st.st_mode & stat.S_IXOTH)
 
 
+def is_open_to_others(path: Path) -> bool:
+    """Every directory from ``/`` down to ``path`` is searchable by anyone (so whatever
+    the app user, it can reach what lies below)."""
+    return all(d.stat().st_mode & stat.S_IXOTH for d in (*path.parents, path))
+
+
 def find_unreachable(path: Path, user: AppUser) -> Path | None:
     """The first directory from ``/`` down to ``path`` that ``user`` cannot search."""
     path = path.resolve()

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.appuser import is_open_to_others
 
 SAMPLE_IMAGE = "localhost/edgechain-apps:latest"
 """Reference of the container image ``runtime/image.py`` builds from ``apps/``."""
@@ -43,11 +44,6 @@ def get_apps_dir() -> Path:
     if os.geteuid() != 0 or is_open_to_others(source):
         return source
     return get_shared_copy(source)
-
-
-def is_open_to_others(path: Path) -> bool:
-    """Every directory from ``/`` down to ``path`` is searchable by anyone."""
-    return all(d.stat().st_mode & stat.S_IXOTH for d in (*path.parents, path))
 
 
 def get_shared_copy(source: Path) -> Path:
