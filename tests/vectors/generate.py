@@ -210,6 +210,7 @@ def block_vectors() -> dict[str, object]:
         ram_bp=100,
         stateful=True,
         policy=AppPolicy(allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3),
+        replica_interval_slots=5,
     )
     operator = make_identity(60)
     chain_id = genesis.params.chain_id
@@ -219,6 +220,11 @@ def block_vectors() -> dict[str, object]:
     grant = make_command(
         make_identity(61).sk, chain_id, 1, CommandKind.GRANT_OPERATOR, key=operator.pk
     )
+    drain = make_command(
+        make_identity(61).sk, chain_id, 2, CommandKind.DRAIN_NODE, node=idents[3].node
+    )
+    recovered = compute_submitted_app_id(operator.pk, 9)
+    replicated = compute_submitted_app_id(operator.pk, 10)
     usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000)
     reports = tuple(
         make_report(
@@ -237,10 +243,14 @@ def block_vectors() -> dict[str, object]:
         committee=idents[1:4],
         signer_indices=[0, 2],
         reports=reports,
-        plan=(PlanEntry(PlanAction.MIGRATE, app, idents[0].node, idents[1].node),),
+        plan=(
+            PlanEntry(PlanAction.RECOVER, recovered, idents[4].node, idents[2].node),
+            PlanEntry(PlanAction.MIGRATE, app, idents[0].node, idents[1].node),
+            PlanEntry(PlanAction.REPLICA, replicated, idents[1].node, idents[3].node),
+        ),
         inclusions=(make_joining_request(newcomer, genesis.params, 50),),
         exits=(make_exit_request(idents[4].sk, Slot(1)),),
-        commands=(submit, move, grant),
+        commands=(submit, move, grant, drain),
     )
     skip = build_skip_block(
         parent=compute_block_hash(block),
@@ -269,7 +279,7 @@ def block_vectors() -> dict[str, object]:
                 "command_hash": compute_command_hash(c).hex(),
                 "app_id": app.hex() if c.kind is CommandKind.SUBMIT else None,
             }
-            for c in (submit, move, grant)
+            for c in (submit, move, grant, drain)
         ],
     }
 

@@ -249,7 +249,9 @@ class NodeRoutes:
         return Reply(200, self.node.get_chain())
 
     def get_nodes(self, request: Request, params: Params) -> Reply:
-        return Reply(200, render_nodes(self._get_state()))
+        chain_params = self.node.get_params()
+        down_after = chain_params.down_after_slots if chain_params is not None else 0
+        return Reply(200, render_nodes(self._get_state(), down_after))
 
     def get_apps(self, request: Request, params: Params) -> Reply:
         state = self._get_state()

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgechain.chain.authority import get_last_seq, is_admin, is_operator, is_revoked
 from edgechain.consensus.state import BlockState
+from edgechain.orchestrator.liveness import get_node_status
 
 
 def to_json(value: object) -> Any:
@@ -36,15 +37,22 @@ def to_json(value: object) -> Any:
     raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
-def render_nodes(state: BlockState) -> list[dict[str, Any]]:
-    """The validators of ``state`` with their latest report (if any)."""
+def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
+    """The validators of ``state`` with their status as the next block's plan sees it
+    (``orchestrator/liveness.py``: K = ``down_after``) and their latest report (if any)."""
     reports = {r.node: r for r in state.reports}
     out = []
+    slot = state.slot + 1
     for info in state.validators.members:
         report = reports.get(info.node)
+        status = get_node_status(
+            state.last_seen, info.node, slot, down_after, state.authority.draining
+        )
         out.append(
             {
                 "node_id": info.node.hex(),
+                "status": status.value,
+                "last_seen_slot": state.last_seen.get(info.node),
                 "public_key": info.public_key.hex(),
                 "address": info.address,
                 "labels": list(info.labels),

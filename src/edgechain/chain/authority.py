@@ -1,8 +1,8 @@
 """Who may change what runs: the admin key, the operator keys and their sequence numbers.
 
 DESIGN.md, "Who may change what runs": the admin key is fixed at genesis; it grants and
-revokes operator keys on chain and may exclude a node. Every app command is signed by an
-operator (or the admin). Like the validator set, this is consensus state rebuilt by
+revokes operator keys on chain, may exclude a node and may drain one. Every app command
+is signed by an operator (or the admin). Like the validator set, this is consensus state rebuilt by
 applying blocks in order; it is checked against the *parent's* state, so a key revoked
 in block B is refused from B's child on, and a key granted in B may sign from B's child
 on.
@@ -50,6 +50,8 @@ class Authority:
     revoked: tuple[bytes, ...] = ()
     sequences: tuple[tuple[bytes, int], ...] = ()
     banned: tuple[NodeId, ...] = ()
+    draining: tuple[NodeId, ...] = ()
+    """Validators the admin is draining (``DRAIN_NODE``): no new apps, apps moved away."""
 
 
 def compute_genesis_authority(params: ChainParams) -> Authority:
@@ -78,6 +80,10 @@ def is_banned(auth: Authority, node: bytes) -> bool:
     return _contains(auth.banned, node)
 
 
+def is_draining(auth: Authority, node: bytes) -> bool:
+    return _contains(auth.draining, node)
+
+
 def get_last_seq(auth: Authority, key: bytes) -> int:
     """The signer's last applied sequence number (0 if it never signed a command)."""
     pos = bisect.bisect_left(auth.sequences, (key, -1))
@@ -86,12 +92,23 @@ def get_last_seq(auth: Authority, key: bytes) -> int:
     return 0
 
 
+NODE_COMMANDS = frozenset(
+    {
+        CommandKind.MOVE,
+        CommandKind.EXCLUDE_NODE,
+        CommandKind.DRAIN_NODE,
+        CommandKind.UNDRAIN_NODE,
+    }
+)
+"""The kinds whose ``node`` field names a validator."""
+
+
 def check_command_shape(cmd: SignedCommand) -> None:
     """Each kind carries exactly its own fields (a self-contained check)."""
     kind = cmd.kind
     wants_app = kind in APP_COMMANDS and kind is not CommandKind.SUBMIT
     wants_spec = kind in (CommandKind.SUBMIT, CommandKind.UPDATE)
-    wants_node = kind in (CommandKind.MOVE, CommandKind.EXCLUDE_NODE)
+    wants_node = kind in NODE_COMMANDS
     wants_key = kind in (CommandKind.GRANT_OPERATOR, CommandKind.REVOKE_OPERATOR)
     if len(cmd.app) != (HASH_SIZE if wants_app else 0):
         raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: app field")
@@ -132,6 +149,7 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
     """The authority after a block's (already validated) commands: sequence numbers,
     grants, revocations and bans."""
     operators, revoked, banned = auth.operators, auth.revoked, tuple(map(bytes, auth.banned))
+    draining = tuple(map(bytes, auth.draining))
     seqs: dict[bytes, int] = {}
     for cmd in commands:
         seqs[bytes(cmd.signer)] = max(seqs.get(bytes(cmd.signer), 0), cmd.seq)
@@ -140,7 +158,11 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
         elif cmd.kind is CommandKind.REVOKE_OPERATOR:
             operators, revoked = _without(operators, cmd.key), _with(revoked, cmd.key)
         elif cmd.kind is CommandKind.EXCLUDE_NODE:
-            banned = _with(banned, cmd.node)
+            banned, draining = _with(banned, cmd.node), _without(draining, cmd.node)
+        elif cmd.kind is CommandKind.DRAIN_NODE:
+            draining = _with(draining, cmd.node)
+        elif cmd.kind is CommandKind.UNDRAIN_NODE:
+            draining = _without(draining, cmd.node)
     if not seqs:
         return auth
     return Authority(
@@ -149,6 +171,7 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
         revoked=revoked,
         sequences=_merge_sequences(auth.sequences, seqs),
         banned=tuple(NodeId(n) for n in banned),
+        draining=tuple(NodeId(n) for n in draining),
     )
 
 

@@ -12,9 +12,9 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v2" || tag ||
-header)`` (``FORMAT_VERSION`` 2: blocks carry signed commands instead of bare app
-specs), so the signatures that attest to a block are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v3" || tag ||
+header)`` (``FORMAT_VERSION`` 3: plans recover apps of down nodes and name replica
+nodes), so the signatures that attest to a block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -59,10 +59,12 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
-``open_admission``."""
+``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
+``replica_interval_slots``, params carry ``down_after_slots``, commands DRAIN_NODE and
+UNDRAIN_NODE."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -270,6 +272,7 @@ def write_app_spec(w: Writer, s: AppSpec) -> None:
     w.u32(s.ram_bp)
     w.boolean(s.stateful)
     write_app_policy(w, s.policy)
+    w.u32(s.replica_interval_slots)
 
 
 def read_app_spec(r: Reader) -> AppSpec:
@@ -280,7 +283,7 @@ def read_app_spec(r: Reader) -> AppSpec:
     cpu, ram = r.u32(), r.u32()
     stateful = r.boolean()
     policy = read_app_policy(r)
-    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy)
+    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy, r.u32())
 
 
 def encode_app_spec(s: AppSpec) -> bytes:
@@ -333,6 +336,7 @@ def get_spec_encoding_error(spec: AppSpec) -> str | None:
         ("cpu_bp", spec.cpu_bp),
         ("ram_bp", spec.ram_bp),
         ("policy.min_interval_slots", spec.policy.min_interval_slots),
+        ("replica_interval_slots", spec.replica_interval_slots),
     ):
         if not 0 <= value < 2**32:
             return f"{field_name}: {value} outside [0, 2^32)"
@@ -482,8 +486,8 @@ def read_plan_entry(r: Reader) -> PlanEntry:
     origin = r.var_bytes(HASH_SIZE)
     if action is PlanAction.PLACE and origin:
         raise DecodeError("bad_plan_entry", "PLACE with an origin")
-    if action is PlanAction.MIGRATE and len(origin) != HASH_SIZE:
-        raise DecodeError("bad_plan_entry", "MIGRATE without a 32-byte origin")
+    if action is not PlanAction.PLACE and len(origin) != HASH_SIZE:
+        raise DecodeError("bad_plan_entry", f"{action.name} without a 32-byte origin")
     return PlanEntry(action, app, origin, NodeId(r.fixed(HASH_SIZE)))
 
 
@@ -583,6 +587,7 @@ def write_params(w: Writer, p: ChainParams) -> None:
     w.u32(p.nodes_per_cluster)
     w.u32(p.max_migrations_per_slot)
     w.boolean(p.open_admission)
+    w.u32(p.down_after_slots)
 
 
 def read_params(r: Reader) -> ChainParams:
@@ -594,7 +599,7 @@ def read_params(r: Reader) -> ChainParams:
         raise DecodeError("bad_admin_key")
     return ChainParams(
         chain_id, genesis_time, slot_ms, committee, epoch, difficulty, target, admin,
-        r.u32(), r.u32(), r.boolean(),
+        r.u32(), r.u32(), r.boolean(), r.u32(),
     )  # fmt: skip
 
 

@@ -69,13 +69,17 @@ class AppSpec:
     ram_bp: int = 0
     stateful: bool = False
     policy: AppPolicy = field(default_factory=AppPolicy)
+    replica_interval_slots: int = 0
+    """A stateful app's opt-in to state replicas: every this many slots its node streams
+    a snapshot of its state to the replica node the plan names (0: no replicas). A
+    re-placed app restarts from its latest replica (DESIGN.md, "Exactly once")."""
 
 
 class CommandKind(enum.IntEnum):
     """What a signed command asks for (DESIGN.md, "Who may change what runs").
 
-    App commands (1-6) may be signed by an operator or the admin; authority commands
-    (10-12) by the admin only.
+    App commands (1-6) may be signed by an operator or the admin; authority and node
+    commands (10-14) by the admin only.
     """
 
     SUBMIT = 1
@@ -96,6 +100,11 @@ class CommandKind(enum.IntEnum):
     """``key``: an operator key is refused from the next block on."""
     EXCLUDE_NODE = 12
     """``node``: the validator leaves the set and may not rejoin with its key."""
+    DRAIN_NODE = 13
+    """``node``: the validator is ``draining``: it stays in the set, the planner places
+    nothing on it and migrates its apps away (maintenance, a graceful shutdown)."""
+    UNDRAIN_NODE = 14
+    """``node``: a draining validator takes apps again."""
 
 
 APP_COMMANDS = frozenset(
@@ -173,6 +182,15 @@ class PlanAction(enum.IntEnum):
     MIGRATE = 2
     """Move a running app from ``origin`` to ``destination``."""
 
+    RECOVER = 3
+    """``origin`` is down (no contribution to the chain for ``down_after_slots``): start
+    the app on ``destination``, from its latest state replica when it has one. Nothing
+    is transferred: the origin's copy is fenced (its lease expired) and stale."""
+
+    REPLICA = 4
+    """``destination`` becomes the app's replica node; ``origin`` is the app's node,
+    which streams state snapshots there. Nothing starts or stops."""
+
 
 @dataclass(frozen=True)
 class PlanEntry:
@@ -181,7 +199,8 @@ class PlanEntry:
     action: PlanAction
     app: AppId
     origin: bytes
-    """A 32-byte NodeId for MIGRATE, empty for PLACE."""
+    """A 32-byte NodeId (the app's node) for MIGRATE, RECOVER and REPLICA; empty for
+    PLACE."""
     destination: NodeId
 
 
@@ -235,6 +254,11 @@ class ChainParams:
     max_migrations_per_slot: int = 4
     open_admission: bool = False
     """Nodes join without an admission ticket (labs); the admin key still rules apps."""
+    down_after_slots: int = 12
+    """K: a validator with no contribution on chain (block, vote, report) for this many
+    slots is ``down``: it gets no placements and its apps are recovered elsewhere
+    (``orchestrator/liveness.py``). Reports come every 4 slots, so 12 leaves a live node
+    two lost reports of slack."""
 
 
 @dataclass(frozen=True)

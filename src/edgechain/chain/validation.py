@@ -254,6 +254,8 @@ def validate_app_spec(spec: AppSpec) -> None:
         raise ValidationError(Reason.BAD_SUBMISSION, "container app without an image")
     if not (_is_share(spec.cpu_bp) and _is_share(spec.ram_bp)):
         raise ValidationError(Reason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
+    if spec.replica_interval_slots and not spec.stateful:
+        raise ValidationError(Reason.BAD_SUBMISSION, "replicas of an app without state")
 
 
 def validate_commands(
@@ -389,6 +391,8 @@ def validate_genesis(genesis: Genesis) -> None:
         raise ValidationError(Reason.BAD_GENESIS, "difficulty")
     if p.admin_key and not bls.is_public_key_valid(p.admin_key):
         raise ValidationError(Reason.BAD_GENESIS, "admin key")
+    if p.down_after_slots < 1:
+        raise ValidationError(Reason.BAD_GENESIS, "down_after_slots")
     if len(genesis.inclusions) < p.committee_size + 1:
         raise ValidationError(Reason.BAD_GENESIS, "fewer than committee_size + 1 validators")
     keys = [r.public_key for r in genesis.inclusions]

@@ -78,7 +78,13 @@ class BlockAcceptance:
         signers = validate_full(ctx.memo, params, parent, block, block_hash, self.mode)
         state = ctx.memo.get(
             ("state", block_hash),
-            lambda: apply_block(parent, block, block_hash, params.committee_size),
+            lambda: apply_block(
+                parent,
+                block,
+                block_hash,
+                params.committee_size,
+                get_roles(ctx.memo, parent, block.slot, params.committee_size),
+            ),
         )
         ctx.states[block_hash] = state
         ctx.blocks[block_hash] = block

@@ -14,11 +14,11 @@ parent's authority and registry (``orchestrator/commands.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from edgechain.chain.attestation import count_signers
+from edgechain.chain.attestation import count_signers, get_signer_indices
 from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
 from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
 from edgechain.chain.model import (
@@ -47,6 +47,7 @@ from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
 from edgechain.errors import ValidationError
 from edgechain.orchestrator.commands import CommandContext, apply_commands
+from edgechain.orchestrator.liveness import compute_down_nodes, compute_last_seen
 from edgechain.orchestrator.planner import compute_plan
 from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import (
@@ -54,7 +55,7 @@ from edgechain.orchestrator.registry import (
     Registry,
     apply_block_to_registry,
 )
-from edgechain.types import BlockHash, Slot
+from edgechain.types import BlockHash, NodeId, Slot
 
 T = TypeVar("T")
 
@@ -118,6 +119,9 @@ class BlockState:
     is_skip: bool
     authority: Authority = field(default_factory=Authority)
     """Admin and operator keys, their sequence numbers, banned nodes (``chain/authority``)."""
+    last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)
+    """Each validator's latest contributing slot on this chain: block produced, vote in
+    an attestation, report carried (``orchestrator/liveness.py``). Never mutated."""
 
 
 REPORT_MAX_AGE_SLOTS = 32
@@ -149,6 +153,9 @@ def compute_genesis_state(genesis: Genesis) -> BlockState:
         signers=0,
         is_skip=False,
         authority=compute_genesis_authority(genesis.params),
+        last_seen=dict.fromkeys(
+            sorted(compute_genesis_validator_set(genesis).get_node_ids()), Slot(0)
+        ),
     )
 
 
@@ -191,10 +198,31 @@ def apply_block_commands(
     return registry, authority, validators
 
 
+def _get_contributions(block: AnyBlock, roles: Roles) -> Iterator[tuple[NodeId, Slot]]:
+    """Who contributed to ``block`` (liveness): its voters, its producer, its reports'
+    nodes (at the report's slot)."""
+    for index in get_signer_indices(block.signers):
+        if index < len(roles.committee):
+            yield compute_node_id(roles.committee[index]), block.slot
+    if isinstance(block, Block):
+        yield block.producer, block.slot
+        for report in block.reports:
+            yield report.node, report.slot
+
+
 def apply_block(
-    parent: BlockState, block: AnyBlock, block_hash: BlockHash, committee_size: int
+    parent: BlockState,
+    block: AnyBlock,
+    block_hash: BlockHash,
+    committee_size: int,
+    roles: Roles | None = None,
 ) -> BlockState:
-    """The state transition of one validated block."""
+    """The state transition of one validated block. ``roles``: the block's elected
+    roles when the caller has them (``get_roles``), else they are computed."""
+    if roles is None:
+        roles = compute_roles(
+            parent.validators.get_public_keys(), parent.seed, block.slot, committee_size
+        )
     if isinstance(block, Block):
         registry, authority, validators = apply_block_commands(parent, block, committee_size)
         return BlockState(
@@ -208,6 +236,12 @@ def apply_block(
             signers=count_signers(block.signers),
             is_skip=False,
             authority=authority,
+            last_seen=compute_last_seen(
+                parent.last_seen,
+                block.slot,
+                _get_contributions(block, roles),
+                validators.get_node_ids(),
+            ),
         )
     validators = apply_block_to_validator_set(parent.validators, block)
     registry = apply_block_to_registry(parent.registry, block.slot, (), get_removed_nodes(block))
@@ -224,6 +258,12 @@ def apply_block(
         signers=count_signers(block.signers),
         is_skip=True,
         authority=parent.authority,
+        last_seen=compute_last_seen(
+            parent.last_seen,
+            block.slot,
+            _get_contributions(block, roles),
+            validators.get_node_ids(),
+        ),
     )
 
 
@@ -291,6 +331,8 @@ def get_plan(
             get_node_infos(parent.validators),
             slot,
             params.max_migrations_per_slot,
+            down=compute_down_nodes(parent.last_seen, slot, params.down_after_slots),
+            draining=frozenset(parent.authority.draining),
         ),
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgechain.cli.apps import is_same_app
 
-PATH_EVENTS = ("place", "migrate")
+PATH_EVENTS = ("place", "migrate", "recover")
 """History events that put the app on a node."""
 
 

@@ -28,6 +28,7 @@ from edgechain.chain.authority import (
     check_command_shape,
     check_command_signer,
     get_last_seq,
+    is_draining,
     is_operator,
 )
 from edgechain.chain.encoding import compute_submitted_app_id
@@ -141,6 +142,13 @@ def _check_authority_command(
             raise _invalid("EXCLUDE_NODE: not a validator")
         if len(ctx.validators) - len(excluded) - 1 < ctx.min_validators:
             raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
+    elif cmd.kind is CommandKind.DRAIN_NODE:
+        if cmd.node not in ctx.validators or cmd.node in excluded:
+            raise _invalid("DRAIN_NODE: not a validator")
+        if is_draining(auth, cmd.node):
+            raise _invalid("DRAIN_NODE: already draining")
+    elif cmd.kind is CommandKind.UNDRAIN_NODE and not is_draining(auth, cmd.node):
+        raise _invalid("UNDRAIN_NODE: not draining")
 
 
 def apply_commands(

@@ -38,6 +38,8 @@ class AppView:
     created_slot: int
     last_move_slot: int | None
     move_to: bytes | None
+    replica_node: bytes | None
+    """Where its state replicas go (None: no replicas, or none named yet)."""
     reported_on: tuple[bytes, ...]
     """Nodes whose latest report lists the app (sorted): where it was seen running."""
 
@@ -50,9 +52,11 @@ class HistoryEvent:
     block: BlockHash
     kind: str
     """``submit``, ``update``, ``stop``, ``start``, ``move`` (requested), ``remove``,
-    ``place``, ``migrate`` or ``evict`` (its node left the validator set)."""
+    ``place``, ``migrate``, ``recover`` (its node was down), ``replica`` (a new replica
+    node) or ``evict`` (its node left the validator set)."""
     node: bytes | None = None
-    """Where the event puts the app (place, migrate, move) or the node it left (evict)."""
+    """Where the event puts the app (place, migrate, recover, move), its new replica node
+    (replica) or the node it left (evict)."""
     origin: bytes | None = None
     """The node a migration takes it from."""
     signer: bytes | None = None
@@ -80,6 +84,7 @@ def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> Ap
         created_slot=record.created_slot,
         last_move_slot=record.last_move_slot,
         move_to=record.move_to,
+        replica_node=record.replica_node,
         reported_on=seen,
     )
 
@@ -132,8 +137,9 @@ def compute_app_history(
         for entry in block.plan:
             if entry.app != app:
                 continue
-            kind = "place" if entry.action is PlanAction.PLACE else "migrate"
-            origin = entry.origin if entry.action is PlanAction.MIGRATE else None
+            # place, migrate, recover (its node was down), replica (a new replica node)
+            kind = entry.action.name.lower()
+            origin = entry.origin if entry.action is not PlanAction.PLACE else None
             events.append(
                 HistoryEvent(block.slot, block_hash, kind, node=entry.destination, origin=origin)
             )

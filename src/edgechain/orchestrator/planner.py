@@ -13,6 +13,14 @@ Algorithm 1 of the paper, which this generalises:
     else: move the max-load app of the most-loaded node to the least-loaded node if
           that narrows their gap
 
+Phase 0, recovery (DESIGN.md, "Exactly once"): every running app on a ``down`` node
+(``orchestrator/liveness.py``) gets a RECOVER entry, in app id order, to the first of
+these its policy allows: its pending ``move_to``, its replica node (which holds its
+latest state), the least-loaded available node. Not counted against
+``max_migrations``: the app is not running anywhere the chain trusts. An app no node
+may take (pinned to the down node) waits there. Down and draining nodes are never
+destinations, of anything.
+
 Phase 1, placement (every plan): queued apps, in queue order, each go to the
 least-loaded node its policy allows (ties: smallest node id), and that node's load grows
 by the app's score before the next app is placed, exactly as Algorithm 1's loop. An app
@@ -25,6 +33,10 @@ phase 2: each such running app whose policy and minimum interval allow it migrat
 the named node, counted against ``max_migrations``, whatever the loads say. A queued
 app with a ``move_to`` is placed there when the node may take it. Stopped apps are
 neither placed nor moved, and weigh nothing on their node.
+
+Then drains: each running app on a ``draining`` node whose policy allows a move goes to
+the least-loaded available node, counted against ``max_migrations`` (after operator
+moves).
 
 Phase 2, migrations (every plan, after placement, so a busy queue cannot starve
 rebalancing): up to ``max_migrations`` moves, each chosen greedily on the loads updated
@@ -61,6 +73,13 @@ Why plans cannot oscillate (the non-cycling argument):
 * In addition an app moves at most once every max(min_interval_slots,
   min_move_interval) slots, which covers transfers still in flight (tens of seconds,
   paper Table 3) and bounds the churn even when usage really changes.
+
+Phase 3, replicas: each running app that opted in to replicas
+(``spec.replica_interval_slots``) and has no entry in this plan gets a REPLICA entry
+when it has no valid replica node (none yet, down, draining, no longer a validator,
+the app's own node, or outside its allowed labels): the least-loaded available node
+other than its own that its labels allow. At most ``MAX_REPLICA_ENTRIES`` per plan, in
+app id order. A valid replica node is kept, so replica nodes do not churn with load.
 
 Cost: placement is O(Q log N) for unconstrained apps (a heap) and O(N) per constrained
 app; each migration sorts the reported nodes and scans the apps of the loaded nodes.
@@ -103,6 +122,10 @@ Table 3: save + transmit + resume), i.e. several slots; moving an app again befo
 has landed would chain transfers. Apps may ask for more with ``min_interval_slots``."""
 
 
+MAX_REPLICA_ENTRIES = 64
+"""REPLICA entries per plan: bounds a block after many stateful apps arrive at once."""
+
+
 def compute_plan(
     registry: Registry,
     reports: Sequence[ResourceReport],
@@ -110,32 +133,40 @@ def compute_plan(
     slot: Slot,
     max_migrations: int,
     *,
+    down: frozenset[NodeId] = frozenset(),
+    draining: frozenset[NodeId] = frozenset(),
     min_gap_reduction: int = DEFAULT_MIN_GAP_REDUCTION,
     min_move_interval: int = DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
 ) -> tuple[PlanEntry, ...]:
-    """The plan of the block of ``slot``: PLACE entries (queue order), then at most
-    ``max_migrations`` MIGRATE entries (in the order chosen). See the module docstring.
+    """The plan of the block of ``slot``: RECOVER entries (app id order), PLACE entries
+    (queue order), then at most ``max_migrations`` MIGRATE entries (in the order
+    chosen), then REPLICA entries. See the module docstring.
 
     ``registry``, ``reports`` and ``nodes`` are the state after the parent block; the
     order of ``reports`` and ``nodes`` and of each node's labels does not matter. Two
     NodeInfo with the same id are a LocalError (the caller's validator set is wrong).
-    The keyword parameters are protocol constants: every node must use the same ones.
+    ``down`` and ``draining`` are the node statuses of ``orchestrator/liveness.py``.
+    The other keyword parameters are protocol constants: every node must use the same
+    ones.
     """
     infos = _index_nodes(nodes)
     model = compute_load_model(registry, reports, frozenset(infos))
-    state = _PlanState.start(registry, model, infos)
-    entries = _place_queued_apps(registry, state)
-    operator_moves = _plan_operator_moves(state, slot, max_migrations, min_move_interval)
-    entries.extend(operator_moves)
+    state = _PlanState.start(registry, model, infos, down, draining)
+    entries = _recover_apps(state)
+    entries.extend(_place_queued_apps(registry, state))
+    moves = _plan_operator_moves(state, slot, max_migrations, min_move_interval)
+    moves.extend(_plan_drains(state, slot, max_migrations - len(moves), min_move_interval))
+    entries.extend(moves)
     entries.extend(
         _plan_migrations(
             state,
             slot,
-            max_migrations - len(operator_moves),
+            max_migrations - len(moves),
             required_reduction=max(1, min_gap_reduction),
             min_move_interval=min_move_interval,
         )
     )
+    entries.extend(_assign_replicas(state))
     return tuple(entries)
 
 
@@ -153,12 +184,17 @@ class _PlanState:
     """The planner's scratch state while it builds one plan (never escapes the call).
 
     ``load`` covers every validator; ``reported`` are those with a report (the only
-    ones migrations touch); ``apps_on`` lists each validator's apps in app id order;
-    ``groups_on`` counts each validator's apps per anti-affinity group; ``planned``
-    are the apps that already have an entry in this plan.
+    ones migrations touch); ``available`` are the validators neither down nor draining
+    (the only destinations); ``down`` and ``draining`` are the others; ``apps_on``
+    lists each validator's apps in app id order; ``groups_on`` counts each validator's
+    apps per anti-affinity group; ``planned`` are the apps that already have an entry
+    in this plan.
     """
 
     infos: dict[NodeId, NodeInfo]
+    available: frozenset[NodeId]
+    down: frozenset[NodeId]
+    draining: frozenset[NodeId]
     load: dict[NodeId, int]
     app_score: dict[AppId, int]
     records: dict[AppId, AppRecord]
@@ -169,10 +205,20 @@ class _PlanState:
 
     @classmethod
     def start(
-        cls, registry: Registry, model: LoadModel, infos: dict[NodeId, NodeInfo]
+        cls,
+        registry: Registry,
+        model: LoadModel,
+        infos: dict[NodeId, NodeInfo],
+        down: frozenset[NodeId],
+        draining: frozenset[NodeId],
     ) -> _PlanState:
+        down = down & frozenset(infos)
+        draining = (draining & frozenset(infos)) - down
         state = cls(
             infos=infos,
+            available=frozenset(infos) - down - draining,
+            down=down,
+            draining=draining,
             load=dict(model.node_load),
             app_score=dict(model.app_score),
             records={r.app: r for r in registry.records},
@@ -198,8 +244,9 @@ class _PlanState:
             groups[group] = groups.get(group, 0) + delta
 
     def is_destination_allowed(self, record: AppRecord, node: NodeId) -> bool:
-        """Labels, pin and anti-affinity (with the plan's earlier entries applied)."""
-        if not is_node_allowed(record.spec.policy, self.infos[node]):
+        """Available, labels, pin and anti-affinity (with the plan's earlier entries
+        applied)."""
+        if node not in self.available or not is_node_allowed(record.spec.policy, self.infos[node]):
             return False
         group = record.spec.policy.anti_affinity
         return not group or self.groups_on[node].get(group, 0) == 0
@@ -228,11 +275,13 @@ def _place_queued_apps(registry: Registry, state: _PlanState) -> list[PlanEntry]
     only grow in this phase and every change pushes a fresh entry, so the first current
     entry is exactly min over all validators of (load, node id).
     """
-    heap = [(load, node) for node, load in state.load.items()]
+    heap = [(load, node) for node, load in state.load.items() if node in state.available]
     heapq.heapify(heap)
     entries: list[PlanEntry] = []
     for record in get_queued_records(registry):
-        if record.move_to in state.infos and state.is_destination_allowed(record, record.move_to):
+        if record.move_to in state.available and state.is_destination_allowed(
+            record, record.move_to
+        ):
             destination: NodeId | None = record.move_to
         elif is_constrained(record.spec.policy):
             destination = _find_least_loaded_allowed(state, record)
@@ -265,6 +314,32 @@ def _find_least_loaded_allowed(state: _PlanState, record: AppRecord) -> NodeId |
     return None if best is None else best[1]
 
 
+# --- phase 0: recovery -----------------------------------------------------------------
+
+
+def _recover_apps(state: _PlanState) -> list[PlanEntry]:
+    """RECOVER each running app of a down node (module docstring, phase 0)."""
+    entries: list[PlanEntry] = []
+    for origin in sorted(state.down):
+        for app in list(state.apps_on[origin]):
+            record = state.records[app]
+            destination = next(
+                (
+                    node
+                    for node in (record.move_to, record.replica_node)
+                    if node is not None and state.is_destination_allowed(record, node)
+                ),
+                None,
+            ) or _find_least_loaded_allowed(state, record)
+            if destination is None:
+                continue  # pinned to its node, or nowhere allowed: it waits
+            state.remove_app(record, origin)
+            state.add_app(record, destination)
+            entries.append(PlanEntry(PlanAction.RECOVER, app, origin, destination))
+    entries.sort(key=lambda e: e.app)
+    return entries
+
+
 # --- phase 2: migrations ---------------------------------------------------------------
 
 
@@ -282,6 +357,7 @@ def _plan_operator_moves(
             target is None
             or origin is None
             or origin not in state.infos
+            or origin in state.down
             or target not in state.infos
             or target == origin
             or app in state.planned
@@ -293,6 +369,27 @@ def _plan_operator_moves(
         state.remove_app(record, origin)
         state.add_app(record, target)
         entries.append(PlanEntry(PlanAction.MIGRATE, app, origin, target))
+    return entries
+
+
+def _plan_drains(
+    state: _PlanState, slot: Slot, budget: int, min_move_interval: int
+) -> list[PlanEntry]:
+    """Move the apps off draining nodes (node id, then app id order) within ``budget``."""
+    entries: list[PlanEntry] = []
+    for origin in sorted(state.draining):
+        for app in list(state.apps_on[origin]):
+            if len(entries) >= budget:
+                return entries
+            record = state.records[app]
+            if app in state.planned or not is_move_allowed(record, slot, min_move_interval):
+                continue
+            destination = _find_least_loaded_allowed(state, record)
+            if destination is None:
+                continue
+            state.remove_app(record, origin)
+            state.add_app(record, destination)
+            entries.append(PlanEntry(PlanAction.MIGRATE, app, origin, destination))
     return entries
 
 
@@ -331,11 +428,11 @@ def _find_best_move(
 ) -> _Move | None:
     """The move from the most-loaded reported node that can make one (see module doc)."""
     load = state.load
-    ascending = sorted(state.reported, key=lambda n: (load[n], n))
-    if len(ascending) < 2:
+    ascending = sorted(state.reported & state.available, key=lambda n: (load[n], n))
+    if not ascending:
         return None
     lightest = load[ascending[0]]
-    for origin in sorted(state.reported, key=lambda n: (-load[n], n)):
+    for origin in sorted(state.reported - state.down, key=lambda n: (-load[n], n)):
         # A move shrinks its pair's gap g by min(2a, 2(g - a)) <= g. When even the gap
         # to the lightest node is below R, no app of this node qualifies, nor of any
         # lighter node (they come later in this order).
@@ -391,3 +488,44 @@ def _find_best_move_from(
                     best, best_drop = _Move(record, origin, destination), drop
                 break
     return best
+
+
+# --- phase 3: replicas -------------------------------------------------------------------
+
+
+def _assign_replicas(state: _PlanState) -> list[PlanEntry]:
+    """Name a replica node for each replicated app without a valid one (module docstring)."""
+    entries: list[PlanEntry] = []
+    for app in sorted(state.records):
+        if len(entries) >= MAX_REPLICA_ENTRIES:
+            break
+        record = state.records[app]
+        node = record.node
+        if (
+            node is None
+            or app in state.planned
+            or record.state is not AppState.RUNNING
+            or not record.spec.stateful
+            or record.spec.replica_interval_slots <= 0
+            or node not in state.infos
+            or node in state.down
+            or _is_replica_node_valid(state, record, record.replica_node)
+        ):
+            continue
+        best: tuple[int, NodeId] | None = None
+        for candidate in state.available:
+            if candidate != node and is_node_allowed(record.spec.policy, state.infos[candidate]):
+                key = (state.load[candidate], candidate)
+                best = key if best is None or key < best else best
+        if best is not None:
+            entries.append(PlanEntry(PlanAction.REPLICA, app, node, best[1]))
+    return entries
+
+
+def _is_replica_node_valid(state: _PlanState, record: AppRecord, replica: NodeId | None) -> bool:
+    """A replica node must be available, not the app's own node, and within the app's
+    labels (geo-fencing covers its state too); the pin does not apply to replicas."""
+    if replica is None or replica == record.node or replica not in state.available:
+        return False
+    labels = record.spec.policy.allowed_labels
+    return not labels or any(label in state.infos[replica].labels for label in labels)

@@ -61,6 +61,9 @@ class AppRecord:
     created_slot: Slot = GENESIS_SLOT
     move_to: NodeId | None = None
     """An operator's MOVE not carried out yet: the planner migrates the app there."""
+    replica_node: NodeId | None = None
+    """Where the app's node streams its state replicas (``spec.replica_interval_slots``),
+    named by a REPLICA plan entry; cleared when the app lands there or the node leaves."""
 
 
 @dataclass(frozen=True)
@@ -121,17 +124,20 @@ def apply_block_to_registry(
     two steps (``orchestrator/commands.py``):
 
     1. The block's ``plan`` (computed from ``registry``, i.e. the parent's state): PLACE
-       takes a queued app to its destination, MIGRATE moves a placed app from its origin;
-       both set the app's ``last_move_slot`` to ``slot``, and a MIGRATE to the app's
-       ``move_to`` clears it. An entry that does not fit the registry (unknown app,
-       PLACE of a placed app, MIGRATE from the wrong origin, an app twice) is a
+       takes a queued app to its destination, MIGRATE and RECOVER move a placed app from
+       its origin; all three set the app's ``last_move_slot`` to ``slot``, a move to the
+       app's ``move_to`` clears it, and one onto its replica node clears
+       ``replica_node`` (the replica is used up there). REPLICA names the app's replica
+       node. An entry that does not fit the registry (unknown app, PLACE of a placed
+       app, a move or REPLICA from the wrong origin, an app twice) is a
        ValidationError: honest validators recompute the plan from this same registry, so
        such a plan can only come from a faulty producer.
     2. ``removed_nodes`` (the block's exits and exclusions, or a skip block's excluded
        producer): every app placed on one of them is unplaced; the running ones go back
        to the *front* of the queue, in app id order, so they are re-placed before new
        submissions. An app is never lost (DESIGN.md, "Migration execution"); its
-       ``last_move_slot`` is kept, a ``move_to`` naming a removed node is dropped.
+       ``last_move_slot`` is kept, a ``move_to`` or ``replica_node`` naming a removed
+       node is dropped.
 
     A skip block is ``apply_block_to_registry(r, slot, (), {excluded})``.
     """
@@ -196,9 +202,17 @@ def _apply_plan(
             raise ValidationError("plan_wrong_origin", entry.app.hex())
         elif entry.destination == entry.origin:
             raise ValidationError("plan_migrate_in_place", entry.app.hex())
+        if entry.action is PlanAction.REPLICA:
+            changed[entry.app] = replace(record, replica_node=entry.destination)
+            continue
         move_to = None if record.move_to == entry.destination else record.move_to
+        replica = None if record.replica_node == entry.destination else record.replica_node
         changed[entry.app] = replace(
-            record, node=entry.destination, last_move_slot=slot, move_to=move_to
+            record,
+            node=entry.destination,
+            last_move_slot=slot,
+            move_to=move_to,
+            replica_node=replica,
         )
     return [app for app in registry.queue if app not in placed]
 
@@ -214,10 +228,11 @@ def _evict_removed_nodes(
     for original in registry.records:  # app id order
         record = changed.get(original.app, original)
         move_to = None if record.move_to in removed else record.move_to
+        replica = None if record.replica_node in removed else record.replica_node
         if record.node is not None and record.node in removed:
-            changed[record.app] = replace(record, node=None, move_to=move_to)
+            changed[record.app] = replace(record, node=None, move_to=move_to, replica_node=replica)
             if record.state is AppState.RUNNING:
                 evicted.append(record.app)
-        elif move_to != record.move_to:
-            changed[record.app] = replace(record, move_to=move_to)
+        elif move_to != record.move_to or replica != record.replica_node:
+            changed[record.app] = replace(record, move_to=move_to, replica_node=replica)
     return evicted

@@ -1,0 +1,195 @@
+"""Node liveness from chain data and what the planner does with it: recovery of a down
+node's apps, no destinations on down or draining nodes, drains, replica nodes
+(DESIGN.md, "Exactly once"; orchestrator/liveness.py, planner phases 0 and 3)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from orchestrator_helpers import app_id, app_spec, apply_test_block, build_registry, node_id, report
+
+from edgechain.chain.model import AppPolicy, AppSpec, PlanAction, PlanEntry
+from edgechain.errors import ValidationError
+from edgechain.orchestrator import NodeInfo, Registry, compute_plan, get_record
+from edgechain.orchestrator.liveness import (
+    FENCE_MARGIN_SLOTS,
+    NodeStatus,
+    compute_down_nodes,
+    compute_last_seen,
+    get_lease_end_slot,
+    get_node_status,
+)
+from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
+from edgechain.types import AppId, NodeId, Slot
+
+A, B, C, D = node_id(1), node_id(2), node_id(3), node_id(4)
+NODES = [NodeInfo(A), NodeInfo(B), NodeInfo(C), NodeInfo(D)]
+SLOT = Slot(40)
+K = 12
+
+
+def replicated(name: str, every: int = 5, policy: AppPolicy | None = None) -> AppSpec:
+    spec = app_spec(name, cpu_bp=500, policy=policy)
+    return replace(spec, stateful=True, replica_interval_slots=every)
+
+
+# --- liveness --------------------------------------------------------------------------
+
+
+def test_last_seen_rises_with_contributions_and_follows_the_validator_set() -> None:
+    seen = compute_last_seen(
+        {A: Slot(3), B: Slot(9)}, Slot(10), [(A, Slot(10)), (B, Slot(8))], [A, B, C]
+    )
+    # B's older contribution does not lower it; C was just included: seen now.
+    assert seen == {A: 10, B: 9, C: 10}
+    assert compute_last_seen(seen, Slot(11), [], [A, C]) == {A: 10, C: 10}
+
+
+def test_status_down_after_k_slots_down_wins_over_draining() -> None:
+    seen = {A: Slot(10), B: Slot(20)}
+    assert get_node_status(seen, A, 21, K, ()) is NodeStatus.ACTIVE
+    assert get_node_status(seen, A, 22, K, ()) is NodeStatus.DOWN
+    assert get_node_status(seen, B, 22, K, (B,)) is NodeStatus.DRAINING
+    assert get_node_status(seen, A, 22, K, (A,)) is NodeStatus.DOWN
+    assert compute_down_nodes(seen, 22, K) == {A}
+    # The lease ends F = K - margin slots after the node's own last contribution, so
+    # before the first slot whose plan may take it for down.
+    end = get_lease_end_slot(seen, A, K)
+    assert end == 10 + K - FENCE_MARGIN_SLOTS
+    assert end is not None and end < 10 + K
+    assert get_lease_end_slot(seen, C, K) is None
+
+
+# --- recovery ----------------------------------------------------------------------------
+
+
+def test_apps_of_a_down_node_are_recovered_to_available_nodes() -> None:
+    specs = [app_spec(f"a{i}", cpu_bp=1_000) for i in range(3)]
+    registry = build_registry([(specs[0], A), (specs[1], A), (specs[2], B)])
+    reports = [report(A, 2_000), report(B, 1_000), report(C, 0), report(D, 500)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 0, down=frozenset({A}))
+    # Scores: the two apps of A 2000 each (their hints), B 2000, C 0, D 1000. In app id
+    # order, the first goes to C (0 -> 2000), the second to D (1000), the least loaded.
+    first, second = sorted([app_id(specs[0]), app_id(specs[1])])
+    assert plan == (
+        PlanEntry(PlanAction.RECOVER, first, A, C),
+        PlanEntry(PlanAction.RECOVER, second, A, D),
+    )
+    after = apply_block_to_registry(registry, SLOT, plan, ())
+    assert all(get_record(after, e.app).node == e.destination for e in plan)  # type: ignore[union-attr]
+
+
+def test_recovery_prefers_the_replica_node_and_clears_it() -> None:
+    spec = replicated("db")
+    registry = build_registry([(spec, A)])
+    app = app_id(spec)
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, D),), ()
+    )
+    assert get_record(registry, app).replica_node == D  # type: ignore[union-attr]
+    reports = [report(B, 0), report(C, 0), report(D, 9_000)]  # D is the busiest
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({A}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, A, D),)
+    record = get_record(apply_block_to_registry(registry, SLOT, plan, ()), app)
+    assert record is not None and record.node == D and record.replica_node is None
+    assert record.last_move_slot == SLOT
+
+
+def test_down_and_draining_nodes_receive_nothing() -> None:
+    specs = [app_spec(f"q{i}", cpu_bp=1_000) for i in range(4)]
+    registry = build_registry([(s, None) for s in specs])
+    plan = compute_plan(registry, [], NODES, SLOT, 4, down=frozenset({A}), draining=frozenset({B}))
+    assert {e.destination for e in plan} == {C, D}
+    everyone_gone = compute_plan(registry, [], NODES[:2], SLOT, 4, down=frozenset({A, B}))
+    assert everyone_gone == ()
+
+
+def test_an_app_pinned_to_a_down_node_waits() -> None:
+    spec = app_spec("pinned", policy=AppPolicy(pinned=True, pin_node=A))
+    registry = build_registry([(spec, A)])
+    assert compute_plan(registry, [], NODES, SLOT, 4, down=frozenset({A})) == ()
+
+
+def test_stopped_apps_of_a_down_node_stay() -> None:
+    spec = app_spec("stopped")
+    registry = build_registry([(spec, A)])
+    record = get_record(registry, app_id(spec))
+    assert record is not None
+    registry = put_record(registry, replace(record, state=AppState.STOPPED))
+    assert compute_plan(registry, [], NODES, SLOT, 4, down=frozenset({A})) == ()
+
+
+def test_recover_from_the_wrong_origin_is_invalid() -> None:
+    spec = app_spec("x")
+    registry = build_registry([(spec, A)])
+    with pytest.raises(ValidationError):
+        apply_block_to_registry(
+            registry, SLOT, (PlanEntry(PlanAction.RECOVER, app_id(spec), B, C),), ()
+        )
+
+
+# --- drains ------------------------------------------------------------------------------
+
+
+def test_draining_node_is_emptied_within_the_budget() -> None:
+    specs = [app_spec(f"d{i}", cpu_bp=100) for i in range(3)]
+    registry = build_registry([(s, A) for s in specs])
+    reports = [report(A, 300), report(B, 0), report(C, 0), report(D, 0)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 2, draining=frozenset({A}))
+    assert [e.action for e in plan] == [PlanAction.MIGRATE] * 2
+    assert all(e.origin == A and e.destination != A for e in plan)
+    registry = apply_block_to_registry(registry, SLOT, plan, ())
+    plan = compute_plan(registry, reports, NODES, Slot(SLOT + 5), 2, draining=frozenset({A}))
+    assert len(plan) == 1 and plan[0].origin == A
+
+
+# --- replicas ----------------------------------------------------------------------------
+
+
+def place_replicated(node: NodeId | None = A) -> tuple[Registry, AppId]:
+    spec = replicated("db")
+    return build_registry([(spec, node)]), app_id(spec)
+
+
+def test_replica_node_is_named_once_and_kept() -> None:
+    registry, app = place_replicated()
+    reports = [report(A, 0), report(B, 3_000), report(C, 1_000), report(D, 2_000)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4)
+    assert plan == (PlanEntry(PlanAction.REPLICA, app, A, C),)  # least loaded but A
+    registry = apply_block_to_registry(registry, SLOT, plan, ())
+    # C got busier: a valid replica node is kept (no churn).
+    reports = [report(A, 0), report(B, 0), report(C, 9_000), report(D, 0)]
+    assert compute_plan(registry, reports, NODES, Slot(SLOT + 1), 4) == ()
+    # C is down: a new replica node.
+    plan = compute_plan(registry, reports, NODES, Slot(SLOT + 1), 4, down=frozenset({C}))
+    assert plan == (PlanEntry(PlanAction.REPLICA, app, A, B),)
+
+
+def test_replica_node_respects_labels_and_leaves_with_its_node() -> None:
+    spec = replicated("geo", policy=AppPolicy(allowed_labels=("eu",)))
+    nodes = [NodeInfo(A, ("eu",)), NodeInfo(B, ("us",)), NodeInfo(C, ("eu",))]
+    registry = build_registry([(spec, A)])
+    plan = compute_plan(registry, [], nodes, SLOT, 4)
+    assert plan == (PlanEntry(PlanAction.REPLICA, app_id(spec), A, C),)
+    registry = apply_block_to_registry(registry, SLOT, plan, ())
+    registry = apply_block_to_registry(registry, Slot(SLOT + 1), (), {C})
+    assert get_record(registry, app_id(spec)).replica_node is None  # type: ignore[union-attr]
+
+
+def test_apps_without_replicas_get_no_replica_node() -> None:
+    plain = app_spec("plain")
+    stateful_only = replace(app_spec("s"), stateful=True)
+    registry = build_registry([(plain, A), (stateful_only, A)])
+    assert compute_plan(registry, [], NODES, SLOT, 4) == ()
+
+
+def test_replicas_of_stopped_or_queued_apps_wait() -> None:
+    registry, _ = place_replicated(None)
+    plan = compute_plan(registry, [], NODES, SLOT, 4)
+    # Placed this plan: its replica node comes in the next one.
+    assert [e.action for e in plan] == [PlanAction.PLACE]
+    registry = apply_test_block(registry, SLOT, (), plan, ())
+    plan = compute_plan(registry, [], NODES, Slot(SLOT + 1), 4)
+    assert [e.action for e in plan] == [PlanAction.REPLICA]
+    assert plan[0].destination != plan[0].origin
