@@ -17,6 +17,12 @@ its state; the standard path stops it and ships everything. Here
 Either way only the state dir is archived (tar, :func:`write_archive_locked_out`), so
 the payload is the app's state, like CRIU's small checkpoint, never an image. Root
 writes that archive while the app user is locked out of the state dir.
+
+A state replica (``ProcessRuntime.snapshot``, ``runtime/replica.py``) needs the same
+archive of a running app without ending it: :func:`archive_while_frozen` asks the app
+to persist (the hook, when it has one), freezes its group, waits until every process is
+really stopped (a write in flight finishes first), archives, and lets it run again.
+The app is frozen only for the archive; what it costs is measured (``paused_ms``).
 """
 
 from __future__ import annotations
@@ -27,17 +33,45 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.archive import write_state_archive
+from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.process_group import signal_group
+from edgechain.types import AppId
 
 SAVED_ARCHIVE = "saved.tar"
 """In an app's directory: the archive ``save`` wrote (gone again on ``resume``)."""
 ACK_FILE = "checkpoint.ack"
 """In the app's run directory (``process.RUN_DIR``): the app's acknowledgement."""
+SNAPSHOT_PREFIX = "snapshot-"
+"""In an app's directory: ``snapshot-<random>.tar``, a replica snapshot being sent (the
+caller deletes it)."""
 _POLL_S = 0.002
+_STOP_POLL_S = 0.0002
+"""A group stops within microseconds: poll finely, the app is frozen meanwhile."""
+_STOPPED_STATES = frozenset("TtZX")
+"""/proc states of a process that cannot run: stopped, traced, zombie, dead."""
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """A copy of an app's state taken while it runs on (for a replica): an archive in
+    ``save``'s format, so ``restore`` and ``extract_state_archive`` take it."""
+
+    app: AppId
+    archive: Path
+    raw_bytes: int
+    """Size of the archive file (uncompressed)."""
+    paused_ms: float
+    """How long the app's processes were frozen for the copy (0 when not running)."""
+    frozen: bool
+    """True: the app was running and was frozen for the copy; False: it was archived as
+    it stood (stopped, or paused by someone else, and left so)."""
 
 
 def checkpoint_and_freeze(proc: subprocess.Popen[bytes], ack: Path, timeout_s: float) -> bool:
@@ -81,3 +115,104 @@ def _locked_out(state: Path, user: AppUser | None) -> Iterator[None]:
         yield
     finally:
         os.chown(state, user.uid, user.gid, follow_symlinks=False)
+
+
+def archive_while_frozen(
+    proc: subprocess.Popen[bytes] | None,
+    state_dir: Path,
+    archive: Path,
+    user: AppUser | None,
+    *,
+    ack: Path | None,
+    timeout_s: float,
+) -> tuple[int, float]:
+    """Archive ``state_dir`` into ``archive`` with the app's group frozen, then let the
+    group run again; return the archive's size and how long the group was frozen (ms).
+
+    ``proc``: the group's leader, None when the app does not run (archived as it is).
+    A leader someone else stopped (the fencing watchdog, ``runtime/watchdog.py``) is
+    archived as it is too, and never continued here. ``ack``: the app advertises the
+    checkpoint hook: it is first asked to persist (running on meanwhile, for up to
+    ``timeout_s``), else it is just frozen. A group that does not stop within
+    ``timeout_s`` is an ``AppRuntimeError`` (resumed).
+    """
+    if proc is None or proc.poll() is not None or _is_stopped(proc.pid):
+        return write_archive_locked_out(state_dir, archive, user), 0.0
+    if ack is None or not checkpoint_and_freeze(proc, ack, timeout_s):
+        if proc.poll() is not None:  # exited while asked to persist
+            return write_archive_locked_out(state_dir, archive, user), 0.0
+        signal_group(proc.pid, signal.SIGSTOP)
+    start = time.perf_counter()
+    try:
+        _wait_stopped(proc.pid, timeout_s)
+        size = write_archive_locked_out(state_dir, archive, user)
+    finally:
+        signal_group(proc.pid, signal.SIGCONT)
+    return size, (time.perf_counter() - start) * 1000.0
+
+
+def _wait_stopped(pgid: int, timeout_s: float) -> None:
+    """Wait until every process of group ``pgid`` is stopped (SIGSTOP takes effect
+    when a process next leaves the kernel: a write in flight completes first)."""
+    deadline = time.monotonic() + timeout_s
+    while not _is_group_stopped(pgid):
+        if time.monotonic() > deadline:
+            raise AppRuntimeError(f"process group {pgid} did not stop within {timeout_s:g} s")
+        time.sleep(_STOP_POLL_S)
+
+
+def _is_stopped(pid: int) -> bool:
+    return _read_state(pid)[0] in _STOPPED_STATES
+
+
+def _read_state(pid: int) -> tuple[str, int]:
+    """The state letter and the process group of ``pid`` ("" when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return "", 0
+    fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) "
+    return fields[0].decode(), int(fields[2])
+
+
+def _get_children(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc (psutil's full scan where the kernel lacks
+    ``/proc/PID/task/TID/children``)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        return [
+            int(child)
+            for tid in tasks
+            for child in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        ]
+    except FileNotFoundError:
+        if not Path(f"/proc/{pid}").exists():
+            return []
+    except OSError:
+        return []
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
+
+
+def _is_group_stopped(pgid: int) -> bool:
+    """Every process of the group, the leader and what it forked, is stopped (or gone,
+    or a zombie), or is a shell waiting for its stopped vfork child (it cannot run)."""
+    pending = [pgid]
+    while pending:
+        pid = pending.pop()
+        state, group = _read_state(pid)
+        children = _get_children(pid)
+        if group == pgid and _may_run(state, children):
+            return False
+        pending.extend(children)
+    return True
+
+
+def _may_run(state: str, children: list[int]) -> bool:
+    if not state or state in _STOPPED_STATES:
+        return False
+    # vfork: until its child execs, the parent waits in the kernel (uninterruptible),
+    # and a stopped child keeps it there.
+    return state != "D" or not any(_is_stopped(child) for child in children)

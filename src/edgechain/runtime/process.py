@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,9 @@ from edgechain.runtime.base import (
 from edgechain.runtime.checkpoint import (
     ACK_FILE,
     SAVED_ARCHIVE,
+    SNAPSHOT_PREFIX,
+    StateSnapshot,
+    archive_while_frozen,
     checkpoint_and_freeze,
     write_archive_locked_out,
 )
@@ -473,6 +477,35 @@ class ProcessRuntime(AppDirectories):
         with record.lock:
             self._refresh(record)
             return record.proc.pid if record.proc is not None else None
+
+    def snapshot(self, app: AppId) -> StateSnapshot:
+        """Copy the app's state for a replica while it keeps running here.
+
+        A running app is frozen only while its state dir is archived (after its
+        checkpoint hook, when it has one), then runs on; an app that is not running
+        (stopped, paused, frozen) is archived as it stands and left so. The archive
+        (``save``'s format: ``restore`` takes it) is the caller's to delete.
+        """
+        record = self._get(app)
+        with record.lock:
+            proc = record.proc if self._refresh(record) is AppStatus.RUNNING else None
+            state = self.get_state_dir(app)
+            hook = (state / CHECKPOINT_MARKER).exists()
+            ack = self.get_run_dir(app) / ACK_FILE if hook else None
+            archive = self.get_app_dir(app) / f"{SNAPSHOT_PREFIX}{secrets.token_hex(4)}.tar"
+            try:
+                size, paused_ms = archive_while_frozen(
+                    proc,
+                    state,
+                    archive,
+                    self.app_user,
+                    ack=ack,
+                    timeout_s=self.checkpoint_timeout_s,
+                )
+            except BaseException:
+                archive.unlink(missing_ok=True)
+                raise
+            return StateSnapshot(app, archive, size, paused_ms, frozen=proc is not None)
 
     def close(self) -> None:
         with self._lock:

@@ -27,6 +27,25 @@ migration only from the node the plan names as origin: without it, anyone who re
 public plan could offer a forged archive first, and the real origin, told the app
 already runs there, would delete the only true copy.
 
+A state replica (DESIGN.md "Exactly once": a down node's apps are re-placed from their
+latest replica) uses the same connection shape with another first frame. The app keeps
+running at its host, which takes the snapshot *before* offering it, so the offer can
+bind the payload::
+
+    origin (the app's host)                  replica node
+    REPLICA (app, origin, slot, SHA-256, raw size, signature) ->
+                                          <- VERDICT (accept | refused + reason)
+    BEGIN, DATA*, END                       ->
+                                          <- RECEIVED   (payload matches the offer)
+                                          <- DONE       (stored) | NACK
+
+    REPLICA body = magic "EREP" || version:u8 || app[32] || origin[32] || slot:u64
+                   || sha256[32] || raw_bytes:u64 || signature_len:u32 || signature
+
+The signature (:func:`compute_replica_signing_root`) binds app, origin, slot, hash and
+size: nobody but the app's host can make a replica node store a state for it, and a
+replayed offer cannot carry another payload or a newer slot.
+
 Everything read is peer input: each frame kind has a maximum body length checked
 before the body is read, unknown kinds and malformed bodies are ``DecodeError``, a
 stalled or closed peer is a :class:`TransferError`; both are ``PeerError``.
@@ -48,12 +67,14 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.errors import DecodeError, PeerError
-from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, BlockHash
+from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, AppId, BlockHash, NodeId
 
 # --- protocol constants ----------------------------------------------------------------
 
 PROTOCOL_MAGIC = b"EMIG"
 PROTOCOL_VERSION = 2
+REPLICA_MAGIC = b"EREP"
+REPLICA_VERSION = 1
 
 MAX_HEADER_BYTES = 64 * 1024
 """Largest OFFER body (block hash + plan entry + app spec); a spec is well under this."""
@@ -80,6 +101,7 @@ _FRAME_HEAD = struct.Struct(">BI")
 _BEGIN = struct.Struct(">QB")
 _END = struct.Struct(">Q32s")
 _VERDICT_HEAD = struct.Struct(">BB")
+_REPLICA_HEAD = struct.Struct(f">{len(REPLICA_MAGIC)}sB32s32sQ32sQI")
 
 
 class FrameKind(enum.IntEnum):
@@ -91,6 +113,8 @@ class FrameKind(enum.IntEnum):
     RECEIVED = 6
     DONE = 7
     NACK = 8
+    REPLICA = 9
+    """The offer of a state replica (instead of OFFER)."""
 
 
 MAX_BODY_BYTES: dict[FrameKind, int] = {
@@ -102,6 +126,7 @@ MAX_BODY_BYTES: dict[FrameKind, int] = {
     FrameKind.RECEIVED: 0,
     FrameKind.DONE: 0,
     FrameKind.NACK: MAX_REASON_BYTES,
+    FrameKind.REPLICA: _REPLICA_HEAD.size + SIGNATURE_SIZE,
 }
 
 
@@ -138,6 +163,38 @@ def compute_offer_signing_root(block_hash: BlockHash, entry: PlanEntry, spec: Ap
         + bytes(block_hash)
         + encode_plan_entry(entry)
         + encode_app_spec(spec)
+    ).digest()
+
+
+@dataclass(frozen=True)
+class ReplicaOffer:
+    """The header of a replica transfer: which app's state, from whom, of which slot."""
+
+    app: AppId
+    origin: NodeId
+    """The node that hosts the app and signed this offer."""
+    slot: int
+    """The slot the snapshot was taken in (a replica node keeps the latest)."""
+    sha256: bytes
+    """SHA-256 of the uncompressed archive that follows."""
+    raw_bytes: int
+    """Size of that archive."""
+    signature: bytes = b""
+    """The origin's BLS signature over :func:`compute_replica_signing_root` (or empty)."""
+
+
+def compute_replica_signing_root(
+    app: AppId, origin: NodeId, slot: int, sha256: bytes, raw_bytes: int
+) -> bytes:
+    """What the origin signs for a replica: every field of the offer, domain-tagged (a
+    migration offer's signature can never pass for a replica's, nor the reverse)."""
+    return hashlib.sha256(
+        b"edgechain/replica-offer/v1"
+        + bytes(app)
+        + bytes(origin)
+        + struct.pack(">Q", slot)
+        + sha256
+        + struct.pack(">Q", raw_bytes)
     ).digest()
 
 
@@ -227,6 +284,42 @@ def decode_offer(body: bytes) -> Offer:
     if len(parts[2]) not in (0, SIGNATURE_SIZE):
         raise DecodeError("bad_offer_signature", f"{len(parts[2])} bytes")
     return Offer(block_hash, decode_plan_entry(parts[0]), decode_app_spec(parts[1]), parts[2])
+
+
+def encode_replica_offer(offer: ReplicaOffer) -> bytes:
+    for name, value in (("app", offer.app), ("origin", offer.origin), ("sha256", offer.sha256)):
+        if len(value) != HASH_SIZE:
+            raise ValueError(f"{name} must be {HASH_SIZE} bytes")
+    return (
+        _REPLICA_HEAD.pack(
+            REPLICA_MAGIC,
+            REPLICA_VERSION,
+            bytes(offer.app),
+            bytes(offer.origin),
+            offer.slot,
+            offer.sha256,
+            offer.raw_bytes,
+            len(offer.signature),
+        )
+        + offer.signature
+    )
+
+
+def decode_replica_offer(body: bytes) -> ReplicaOffer:
+    """Decode a REPLICA body (fixed layout; the signature is absent or 96 bytes)."""
+    if len(body) < _REPLICA_HEAD.size:
+        raise DecodeError("header_truncated", f"{len(body)} bytes")
+    magic, version, app, origin, slot, digest, raw, sig_len = _REPLICA_HEAD.unpack_from(body)
+    if magic != REPLICA_MAGIC:
+        raise DecodeError("bad_magic")
+    if version != REPLICA_VERSION:
+        raise DecodeError("bad_version", str(version))
+    if sig_len not in (0, SIGNATURE_SIZE):
+        raise DecodeError("bad_offer_signature", f"{sig_len} bytes")
+    if len(body) != _REPLICA_HEAD.size + sig_len:
+        raise DecodeError("header_trailing_bytes", f"{len(body)} bytes")
+    signature = body[_REPLICA_HEAD.size :]
+    return ReplicaOffer(AppId(app), NodeId(origin), slot, digest, raw, signature)
 
 
 def encode_verdict(message: VerdictMessage) -> bytes:

@@ -1,0 +1,361 @@
+"""The destination side of a transfer: planned migrations in, and state replicas in.
+
+Migration: accepts only a transfer that matches a plan entry of its accepted chain (an
+injected :data:`PlanCheck`, so this layer needs no chain code), that names it as
+destination, whose spec is the chain's (``is_spec_current``) and, when
+``verify_origin`` is given, that the plan's origin signed; bounds and verifies
+everything it reads, restores and starts the app, then acknowledges. If it cannot tell
+the origin, it rolls the restore back.
+
+Replica: accepts a snapshot only from the node the chain names as the app's host, for
+an app whose replica node the chain says this is (an injected :data:`ReplicaCheck`),
+signed by that host when ``verify_origin`` is given, and not older than the replica
+already kept; the stream must match the hash and size the offer signed. It goes to the
+:class:`~edgechain.runtime.replica.ReplicaStore`, never to the runtime: a replica is
+not a start, and the running app set here does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechain.chain.model import PlanAction
+from edgechain.errors import DecodeError, PeerError
+from edgechain.runtime.base import AppRuntime, AppRuntimeError, get_app_dirname
+from edgechain.runtime.protocol import (
+    DEFAULT_MAX_STATE_BYTES,
+    FrameKind,
+    Offer,
+    ReplicaOffer,
+    TransferError,
+    Verdict,
+    VerdictMessage,
+    compute_offer_signing_root,
+    compute_replica_signing_root,
+    decode_offer,
+    decode_replica_offer,
+    encode_frame,
+    encode_nack,
+    encode_verdict,
+    expect_frame,
+)
+from edgechain.runtime.replica import ReplicaStore
+from edgechain.runtime.transfer_common import (
+    LINGER_S,
+    OriginCheck,
+    PlanCheck,
+    ReplicaCheck,
+    SpecCheck,
+    TransferTimeouts,
+    close_writer,
+    drain_until_eof,
+    is_peer_gone,
+    receive_payload,
+    send_frame,
+)
+from edgechain.types import AppId, BlockHash, NodeId
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """Counters of a :class:`TransferServer` (for telemetry and tests)."""
+
+    completed: int
+    already_running: int
+    refused: int
+    """Migration and replica offers refused."""
+    failed: int
+    replicas: int = 0
+    """Replicas verified and stored."""
+
+
+class TransferServer:
+    """The destination side: receives planned migrations into ``runtime``, and, given a
+    ``replicas`` store and ``is_replica_wanted``, state replicas into that store."""
+
+    def __init__(
+        self,
+        runtime: AppRuntime,
+        node_id: NodeId,
+        is_planned: PlanCheck,
+        work_dir: Path,
+        *,
+        timeouts: TransferTimeouts | None = None,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        verify_origin: OriginCheck | None = None,
+        is_spec_current: SpecCheck | None = None,
+        replicas: ReplicaStore | None = None,
+        is_replica_wanted: ReplicaCheck | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.is_spec_current = is_spec_current
+        """When set, the offered spec must be the one the chain records for the app (app
+        ids do not hash the spec: an UPDATE changes the spec and keeps the id)."""
+        self.node_id = node_id
+        self.is_planned = is_planned
+        self.verify_origin = verify_origin
+        """When set, only offers signed by their origin are accepted (a migration's: the
+        plan entry's origin; a replica's: the node it names, the app's host)."""
+        self.replicas = replicas
+        self.is_replica_wanted = is_replica_wanted
+        """Without both, every replica offer is refused (``replicas_not_accepted``)."""
+        self.work_dir = Path(work_dir)
+        self.timeouts = timeouts or TransferTimeouts()
+        self.max_state_bytes = max_state_bytes
+        """Bound on a received archive (uncompressed, and compressed), migration or
+        replica alike."""
+        (self.work_dir / "incoming").mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "ledger").mkdir(parents=True, exist_ok=True)
+        self._server: asyncio.Server | None = None
+        self._locks: dict[AppId, asyncio.Lock] = {}
+        self._replica_locks: dict[AppId, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counts = {
+            "completed": 0,
+            "already_running": 0,
+            "refused": 0,
+            "failed": 0,
+            "replicas": 0,
+        }
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._on_connection, host, port)
+        sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def get_stats(self) -> ServerStats:
+        return ServerStats(**self._counts)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _get_ledger_path(self, block_hash: BlockHash, app: AppId) -> Path:
+        return self.work_dir / "ledger" / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except PeerError as exc:
+            # Counted and dropped: a peer's bad input never takes the node down.
+            self._counts["failed"] += 1
+            with contextlib.suppress(Exception):
+                await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(str(exc))), 1.0)
+                await drain_until_eof(reader, LINGER_S)
+        except (ConnectionError, OSError):
+            self._counts["failed"] += 1
+        finally:
+            await close_writer(writer)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _send_verdict(self, writer: asyncio.StreamWriter, verdict: VerdictMessage) -> None:
+        frame = encode_frame(FrameKind.VERDICT, encode_verdict(verdict))
+        await send_frame(writer, frame, self.timeouts.io_s)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        self._counts["refused"] += 1
+        await self._send_verdict(writer, VerdictMessage(Verdict.REFUSED, False, reason))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t = self.timeouts
+        try:
+            kind, body = await expect_frame(reader, t.io_s, FrameKind.OFFER, FrameKind.REPLICA)
+            if kind is FrameKind.NACK:
+                raise DecodeError("unexpected_frame", kind.name)
+            offer = decode_replica_offer(body) if kind is FrameKind.REPLICA else decode_offer(body)
+        except DecodeError as exc:
+            await self._refuse(writer, exc.reason)
+            return
+        if isinstance(offer, ReplicaOffer):
+            await self._serve_replica(reader, writer, offer)
+        else:
+            await self._serve_migration(reader, writer, offer)
+
+    # --- migrations --------------------------------------------------------------------
+
+    async def _check(self, offer: Offer) -> str:
+        """Why ``offer`` must be refused, or "" when it is a planned migration to us."""
+        entry = offer.entry
+        if entry.action is not PlanAction.MIGRATE:
+            return "not_a_migration"
+        if entry.destination != self.node_id:
+            return "wrong_destination"
+        if self.is_spec_current is not None and not self.is_spec_current(entry.app, offer.spec):
+            return "spec_does_not_match_app"
+        if offer.spec.runtime is not self.runtime.kind:
+            return "wrong_runtime"
+        if self.verify_origin is not None:
+            root = compute_offer_signing_root(offer.block_hash, entry, offer.spec)
+            if not offer.signature or not self.verify_origin(
+                NodeId(entry.origin), root, offer.signature
+            ):
+                return "unauthenticated_origin"
+        try:
+            planned = self.is_planned(offer.block_hash, entry)
+            if inspect.isawaitable(planned):
+                planned = await planned
+        except Exception:
+            # The chain layer's bug, not the peer's: refuse, and say so loudly.
+            _log.exception("plan check failed for block %s", bytes(offer.block_hash).hex())
+            return "plan_check_failed"
+        if not planned:
+            return "not_planned"
+        return ""
+
+    async def _serve_migration(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offer: Offer
+    ) -> None:
+        reason = await self._check(offer)
+        if reason:
+            await self._refuse(writer, reason)
+            return
+        app = offer.entry.app
+        lock = self._locks.setdefault(app, asyncio.Lock())
+        async with lock:
+            ledger = self._get_ledger_path(offer.block_hash, app)
+            running = await asyncio.to_thread(self.runtime.is_running, app)
+            if running and ledger.exists():
+                self._counts["already_running"] += 1
+                verdict = VerdictMessage(Verdict.ALREADY_RUNNING, False, "")
+                await self._send_verdict(writer, verdict)
+                return
+            if running:
+                await self._refuse(writer, "app_already_running_here")
+                return
+            need_image = not await asyncio.to_thread(self.runtime.has_image, offer.spec)
+            await self._send_verdict(writer, VerdictMessage(Verdict.ACCEPT, need_image, ""))
+            await self._receive_and_restore(reader, writer, offer, ledger)
+
+    async def _receive_and_restore(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        offer: Offer,
+        ledger: Path,
+    ) -> None:
+        t = self.timeouts
+        app = offer.entry.app
+        incoming = self.work_dir / "incoming" / f"{get_app_dirname(app)}-{secrets.token_hex(4)}"
+        try:
+            await receive_payload(reader, incoming, self.timeouts, self.max_state_bytes)
+            await send_frame(writer, encode_frame(FrameKind.RECEIVED), t.io_s)
+            try:
+                await asyncio.to_thread(self.runtime.restore, app, offer.spec, incoming)
+            except (AppRuntimeError, PeerError, OSError) as exc:
+                self._counts["failed"] += 1
+                reason = f"restore_failed: {exc}"
+                await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(reason)), 1.0)
+                return
+            try:
+                if is_peer_gone(reader, writer):
+                    # The origin gave up (timeout) while we restored: it resumes its own
+                    # copy, so ours must go, or the app would run twice.
+                    raise TransferError("origin_gone", "connection closed during restore")
+                ledger.touch()
+                await send_frame(writer, encode_frame(FrameKind.DONE), t.io_s)
+            except BaseException:
+                ledger.unlink(missing_ok=True)
+                await asyncio.to_thread(self.runtime.remove, app)
+                raise
+            self._counts["completed"] += 1
+        finally:
+            incoming.unlink(missing_ok=True)
+
+    # --- replicas ----------------------------------------------------------------------
+
+    async def _check_replica(self, offer: ReplicaOffer) -> str:
+        """Why ``offer`` must be refused, or "" when this node keeps that app's replica."""
+        if self.replicas is None or self.is_replica_wanted is None:
+            return "replicas_not_accepted"
+        if offer.raw_bytes > self.max_state_bytes:
+            return "payload_too_large"
+        try:
+            wanted = self.is_replica_wanted(offer.app, offer.origin)
+            if inspect.isawaitable(wanted):
+                wanted = await wanted
+        except Exception:
+            _log.exception("replica check failed for app %s", bytes(offer.app).hex()[:16])
+            return "replica_check_failed"
+        if not wanted:
+            return "replica_not_wanted"
+        if self.verify_origin is not None:
+            root = compute_replica_signing_root(
+                offer.app, offer.origin, offer.slot, offer.sha256, offer.raw_bytes
+            )
+            if not offer.signature or not self.verify_origin(offer.origin, root, offer.signature):
+                return "unauthenticated_origin"
+        stored = self.replicas.get(offer.app)
+        if stored is not None and offer.slot < stored.slot:
+            return "stale_slot"
+        return ""
+
+    async def _serve_replica(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offer: ReplicaOffer
+    ) -> None:
+        reason = await self._check_replica(offer)
+        if reason:
+            await self._refuse(writer, reason)
+            return
+        store = self.replicas
+        assert store is not None  # checked above
+        lock = self._replica_locks.setdefault(offer.app, asyncio.Lock())
+        async with lock:
+            await self._send_verdict(writer, VerdictMessage(Verdict.ACCEPT, False, ""))
+            incoming = store.get_incoming_path(offer.app)
+            try:
+                payload = await receive_payload(
+                    reader, incoming, self.timeouts, self.max_state_bytes, expected=offer
+                )
+                await send_frame(writer, encode_frame(FrameKind.RECEIVED), self.timeouts.io_s)
+                try:
+                    info = await asyncio.to_thread(
+                        store.put,
+                        offer.app,
+                        offer.origin,
+                        offer.slot,
+                        incoming,
+                        payload.sha256,
+                        payload.raw_bytes,
+                        compressed_bytes=payload.compressed_bytes,
+                    )
+                except (OSError, ValueError) as exc:
+                    # Our disk, not the peer: say so loudly, and tell the origin at once.
+                    _log.error("cannot store replica of %s: %s", bytes(offer.app).hex()[:16], exc)
+                    info, reason = None, f"store_failed: {exc}"
+                else:
+                    # None: a newer replica was stored since the check (another connection).
+                    reason = "stale_slot"
+                if info is None:
+                    self._counts["failed"] += 1
+                    await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(reason)), 1.0)
+                    return
+                await send_frame(writer, encode_frame(FrameKind.DONE), self.timeouts.io_s)
+                self._counts["replicas"] += 1
+            finally:
+                incoming.unlink(missing_ok=True)
