@@ -421,13 +421,15 @@ class ConsensusEngine:
         self.acceptance.on_block(block, block_hash, sender, now, out)
 
     def _on_head_changed(self, now: int, out: Output) -> None:
-        """After the head moved: drop what the head chain carries, maybe report."""
+        """After the head moved: drop what the head chain carries, hand report pools to
+        the producers the new head elects, maybe report (or fall back)."""
         state = self.get_head_state()
         params = self.params
         assert state is not None and params is not None
         self.joining.prune(state)
         self.commands.prune(state, Slot(state.slot))
         self.reports.prune(state)
+        self.reports.hand_over_pools(now, out)
         self.committee.prune(state)
         self.reports.maybe_send_report(get_current_slot(params, now), now, out)
 

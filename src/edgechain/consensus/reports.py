@@ -6,11 +6,44 @@ it at the latest, every ``report_interval_slots`` slots at its own phase.
 Representatives batch-verify and forward to the producer of the report's slot once
 their whole cluster reported or at ``slot start + half the VDF target``; the producer
 pools what verifies for its candidate.
+
+A live node must never lose its reports because of its representative: a node that
+contributes nothing to the chain for a while is taken for down and its apps moved. Two
+rules make the relay survive a silent, byzantine or lagging representative.
+
+**Member fallback.** A member remembers its latest own report until its head chain
+carries it (the head state's ``reports`` holds an entry of ours with ``slot >=`` the
+report's). The deadline is the first of: the head reaching the report's slot (the block
+of that slot, or a later one, was accepted without it) and the start of the next slot
+while the head is still before it. In the usual case the relay has delivered and the
+block carries the report, so nothing is sent twice. Past the deadline the member signs
+a *fresh* report for the next slot it would report for and sends it straight to that
+slot's producer (roles on its own head), at most once per slot, re-targeting each
+following slot's producer until one is in. Fresh rather than the old one, because a
+block carries only reports of its own slot (``chain/validation.py`` refuses
+``rep.slot != block.slot``, and relays and producers pool by slot): the late report
+could never be included, and a new signature per missed slot is cheap. A direct copy
+that duplicates a representative's forward is harmless: pools are keyed by node.
+
+**Producer pools follow the head.** A node pools reports for its own candidate only
+while, on its *current* head, it is the producer of their slot. A representative one
+block behind computes roles on an older head and may take itself for the producer of
+the slot; it used to keep those reports and never forward them. Now, whenever the head
+changes, every pool for a slot the head has not reached whose producer on the new head
+is someone else is sent to that producer and dropped here (keep, then forward). We
+chose this over "pool only when the head is the slot's parent" because a slot may have
+no block at all (the head two slots back is then the right parent) and because a reorg
+can move the producer role just as a lagging head does; the head-change rule covers
+both and sends nothing in the usual case. A representative that forwards to a wrong
+*other* node needs no rule: that node is not the producer on its own head either, so it
+relays the reports like a representative.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from edgechain.chain.assembly import make_report
 from edgechain.chain.encoding import compute_report_signing_root
@@ -36,6 +69,25 @@ def get_forward_time(params: ChainParams, slot: int) -> int:
     return get_slot_start_ms(params, slot) + half_vdf
 
 
+def is_report_included(state: BlockState, report: ResourceReport) -> bool:
+    """Whether the chain up to ``state`` carries ``report`` or a later one of its node."""
+    reports = state.reports  # sorted by node (merge_reports)
+    i = bisect_left(reports, report.node, key=lambda r: r.node)
+    return i < len(reports) and reports[i].node == report.node and reports[i].slot >= report.slot
+
+
+@dataclass
+class RelayStats:
+    """The relay's own counters (the engine's ``EngineStats`` counts blocks and votes)."""
+
+    reports_signed: int = 0
+    """Own reports signed, for the representative or for the fallback."""
+    direct_fallbacks: int = 0
+    """Own reports sent straight to a producer because the relay had not delivered."""
+    pools_handed_over: int = 0
+    """Producer pools sent on because the new head elects another producer."""
+
+
 class ReportRelay:
     """This node's own reports, and the pools it keeps as representative and producer."""
 
@@ -47,6 +99,11 @@ class ReportRelay:
         self.forward_buffer: dict[Slot, dict[NodeId, ResourceReport]] = {}
         self.forwarded: set[Slot] = set()
         self.last_reported_slot = 0
+        self.own_report: ResourceReport | None = None
+        """Our latest report until the head chain carries it (the fallback's subject)."""
+        self.fallback_slot = 0
+        """The last slot whose producer got a direct fallback from us (once per slot)."""
+        self.stats = RelayStats()
 
     def get_clustering(self, state: BlockState) -> Clustering:
         params = self.ctx.params
@@ -60,35 +117,77 @@ class ReportRelay:
 
     def maybe_send_report(self, slot: Slot, now: int, out: Output) -> None:
         """Report for the next producer: once the head for ``t - 1`` is known, or at 2/3
-        of slot ``t - 1`` at the latest."""
+        of slot ``t - 1`` at the latest; past the fallback deadline, straight to it."""
         ctx = self.ctx
         params = ctx.params
         head = ctx.get_head_state()
         assert params is not None and head is not None
         target = Slot(slot + 1 if now >= get_candidate_deadline_ms(params, slot) else slot)
         target = Slot(max(target, head.slot + 1))
-        if (
-            not ctx.config.send_reports
-            or target <= self.last_reported_slot
-            or ctx.node_id not in head.validators
-        ):
+        if not ctx.config.send_reports or ctx.node_id not in head.validators:
+            self.own_report = None
             return
-        self.last_reported_slot = target
-        interval = max(1, ctx.config.report_interval_slots)
-        if (target + ctx.node_id[0]) % interval:
-            return
+        # Decided before a new report replaces ``own_report``: whether the last one
+        # missed its block, i.e. whether the relay may be failing us.
+        fall_back = self.is_fallback_due(head, now)
+        if target > self.last_reported_slot:
+            self.last_reported_slot = target
+            interval = max(1, ctx.config.report_interval_slots)
+            if (target + ctx.node_id[0]) % interval == 0:
+                report = self.sign_report(target, now)
+                self.send_to_representative(report, head, out)
+                if fall_back:
+                    self.send_direct(report, head, out)
+                return
+        if fall_back and target > self.fallback_slot:
+            self.send_direct(self.sign_report(target, now), head, out)
+
+    def is_fallback_due(self, head: BlockState, now: int) -> bool:
+        """Whether our latest report is past its deadline and not on the head chain."""
+        params = self.ctx.params
+        own = self.own_report
+        assert params is not None
+        if own is None:
+            return False
+        if is_report_included(head, own):
+            self.own_report = None
+            return False
+        return head.slot >= own.slot or get_current_slot(params, now) > own.slot
+
+    def sign_report(self, slot: Slot, now: int) -> ResourceReport:
+        ctx = self.ctx
         u = self.local_usage
         report = make_report(
-            ctx.sk, target, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
+            ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
             disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps,
         )  # fmt: skip
         ctx.memo.signatures.add_own(ctx.pk, compute_report_signing_root(report), report.signature)
+        self.own_report = report
+        self.stats.reports_signed += 1
+        return report
+
+    def send_to_representative(self, report: ResourceReport, head: BlockState, out: Output) -> None:
+        ctx = self.ctx
         representative = self.get_clustering(head).get_representative(ctx.node_id)
         if representative == ctx.node_id:
             self.route_report(report, head)
             self.verify_pool(head)
         else:
             out.messages.append(Outgoing(ReportMsg((report,)), Route.DIRECT, (representative,)))
+
+    def send_direct(self, report: ResourceReport, head: BlockState, out: Output) -> None:
+        """The fallback: ``report`` straight to its slot's producer on ``head``."""
+        ctx = self.ctx
+        params = ctx.params
+        assert params is not None and head.slot < report.slot
+        self.fallback_slot = report.slot
+        self.stats.direct_fallbacks += 1
+        roles = get_roles(ctx.memo, head, report.slot, params.committee_size)
+        if roles.producer == ctx.pk:
+            self.report_pool.setdefault(report.slot, {})[report.node] = report
+        else:
+            producer = compute_node_id(roles.producer)
+            out.messages.append(Outgoing(ReportMsg((report,)), Route.DIRECT, (producer,)))
 
     def route_report(self, report: ResourceReport, head: BlockState) -> None:
         params = self.ctx.params
@@ -167,8 +266,37 @@ class ReportRelay:
             self.forward_buffer[slot] = {}
             self.forwarded.add(Slot(slot))
             if producer == ctx.node_id:
+                # Kept only while the head says so: see hand_over_pools.
                 self.report_pool.setdefault(Slot(slot), {}).update((r.node, r) for r in batch)
             else:
+                out.messages.append(Outgoing(ReportMsg(batch), Route.DIRECT, (producer,)))
+
+    def hand_over_pools(self, now: int, out: Output) -> None:
+        """After a head change: send every producer pool we no longer own to the node the
+        new head elects for its slot (a lagging representative took itself for it)."""
+        ctx = self.ctx
+        params = ctx.params
+        head = ctx.get_head_state()
+        assert params is not None and head is not None
+        current = get_current_slot(params, now)
+        for slot in sorted(self.report_pool):
+            pool = self.report_pool[slot]
+            # Past slots are lost anyway (their producers' deadlines are gone) and the
+            # receiver would drop them; the member fallback covers those.
+            if slot <= head.slot or slot < current or not pool:
+                continue
+            roles = get_roles(ctx.memo, head, slot, params.committee_size)
+            if roles.producer == ctx.pk:
+                continue
+            del self.report_pool[slot]
+            batch = tuple(
+                sorted(
+                    (r for r in pool.values() if r.node in head.validators), key=lambda r: r.node
+                )
+            )
+            if batch:
+                self.stats.pools_handed_over += 1
+                producer = compute_node_id(roles.producer)
                 out.messages.append(Outgoing(ReportMsg(batch), Route.DIRECT, (producer,)))
 
     def prune(self, state: BlockState) -> None:

@@ -4,7 +4,8 @@ Each overrides one step of the honest protocol and otherwise behaves honestly, s
 test can assert the specific defence: a producer with an invalid VDF, a wrong plan or a
 bad signature gets no votes (and a skip block excludes it); an equivocating producer's
 second candidate is refused; a double vote or a vote from outside the committee is
-counted and ignored.
+counted and ignored; a representative that drops every report it should relay loses
+nobody's report for good, since members fall back to the producer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from edgechain.chain.assembly import sign_as_producer, sign_vote
 from edgechain.chain.encoding import compute_block_hash
-from edgechain.chain.model import Block, ChainParams, PlanAction, PlanEntry
+from edgechain.chain.model import Block, ChainParams, Genesis, PlanAction, PlanEntry
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig, ProducerDuty
 from edgechain.consensus.messages import (
     CandidateMsg,
@@ -25,10 +26,11 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
+from edgechain.consensus.reports import ReportRelay
 from edgechain.consensus.state import BlockState, Memo, get_current_slot, get_roles
 from edgechain.crypto.vdf import VdfResult
 from edgechain.testing import Identity
-from edgechain.types import AppId, BlockHash, NodeId, Slot
+from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Signature, Slot
 
 
 class InvalidVdfProducer(ConsensusEngine):
@@ -119,6 +121,39 @@ class OutsideVoter(ConsensusEngine):
         members = tuple(self._get_committee_ids(head, slot, roles))
         out.messages.append(Outgoing(vote, Route.DIRECT, members))
         return out
+
+
+class DroppingRelay(ReportRelay):
+    """Relays nothing: every batch a representative would forward, and every pool it
+    would hand on to another producer, goes nowhere."""
+
+    def maybe_forward_reports(self, now: int, out: Output) -> None:
+        super().maybe_forward_reports(now, Output())
+
+    def hand_over_pools(self, now: int, out: Output) -> None:
+        super().hand_over_pools(now, Output())
+
+
+class ReportDropper(ConsensusEngine):
+    """A representative that drops every report it is sent to relay: the silent or
+    byzantine representative the members' direct fallback must survive. It still pools
+    what it receives for a slot it produces itself (the honest relay's own decision), so
+    the fault measured is the relay's alone: a producer that leaves reports out delays
+    them to the next producer's block, whatever the relay does."""
+
+    def __init__(
+        self,
+        sk: SecretKey,
+        config: EngineConfig,
+        *,
+        genesis: Genesis | None = None,
+        genesis_signature: Signature | None = None,
+        memo: Memo | None = None,
+    ) -> None:
+        super().__init__(
+            sk, config, genesis=genesis, genesis_signature=genesis_signature, memo=memo
+        )
+        self.reports = DroppingRelay(self.ctx)
 
 
 BEHAVIOURS: tuple[type[ConsensusEngine], ...] = (

@@ -56,14 +56,22 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
-from edgechain.sim.byzantine import BEHAVIOURS, make_byzantine_factory
+from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.testing import ADMIN, Identity, make_identity
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
 
-SCENARIOS = ("none", "crash-producers", "partition-heal", "byzantine-producer", "lossy", "churn")
+SCENARIOS = (
+    "none",
+    "crash-producers",
+    "partition-heal",
+    "byzantine-producer",
+    "report-dropper",
+    "lossy",
+    "churn",
+)
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,13 @@ class Simulation:
             assignment = {i + 1: kind for i, kind in enumerate(BEHAVIOURS) if i + 1 < config.nodes}
             engine_factory = make_byzantine_factory(assignment)
             byzantine = frozenset(assignment)
+        elif config.faults == "report-dropper" and engine_factory is None:
+            # Every fourth node (1, 5, 9, ...) drops every report it should relay.
+            droppers: dict[int, type[ConsensusEngine]] = dict.fromkeys(
+                range(1, config.nodes, 4), ReportDropper
+            )
+            engine_factory = make_byzantine_factory(droppers)
+            byzantine = frozenset(droppers)
         self.config = config
         self.rng = random.Random(config.seed)
         self.clock = SimClock()
