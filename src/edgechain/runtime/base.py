@@ -59,6 +59,10 @@ class AppStatus(enum.Enum):
     """Frozen in memory (SIGSTOP / cgroup freezer); ``resume`` continues it at once."""
     STOPPED = "stopped"
     """Not running; its state directory is kept, ``resume`` starts it again."""
+    FROZEN = "frozen"
+    """Stopped by the fencing watchdog, not by the runtime: the node's lease expired
+    (``runtime/watchdog.py``). Held here but never continued by the runtime; only the
+    watchdog thaws it, and ``stop`` kills it outright (it may be a stale copy)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ Each app directory records the spec (and, when the caller gave one, the spec ver
 the app was last started with, so the runtime knows after a node restart which apps it
 holds and which version each one ran (``get_release``); the node compares that with
 the chain's registry to carry out UPDATE and REMOVE.
+
+Fencing (DESIGN.md, "Exactly once"; ``runtime/watchdog.py``): the node's watchdog
+freezes (SIGSTOP) every app group once the node's lease has expired. Such an app is
+listed as ``AppStatus.FROZEN`` (its leader is stopped, yet the runtime did not pause
+it), the runtime never continues it, and stopping it is a SIGKILL at once: a stale
+copy must never run again, not even its SIGTERM handler. While the runtime pauses an
+app itself (``pause``, a live ``save``), a ``paused`` file in its directory tells the
+watchdog never to thaw that group.
 """
 
 from __future__ import annotations
@@ -79,10 +87,12 @@ from edgechain.runtime.checkpoint import (
     checkpoint_and_freeze,
     write_archive_locked_out,
 )
+from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.runtime.process_group import (
     compute_cpu_bp,
     end_group,
     get_group_usage,
+    is_stopped,
     kill_leftovers,
     signal_group,
 )
@@ -234,6 +244,26 @@ class ProcessRuntime(AppDirectories):
             record.status = AppStatus.STOPPED
         return record.status
 
+    def _observe(self, record: _App) -> AppStatus:
+        """``_refresh``, and FROZEN for a running app the fencing watchdog stopped."""
+        status = self._refresh(record)
+        return AppStatus.FROZEN if self._is_fenced(record) else status
+
+    @staticmethod
+    def _is_fenced(record: _App) -> bool:
+        """The app's leader is stopped though the runtime did not pause it: frozen by
+        the fencing watchdog (``runtime/watchdog.py``)."""
+        proc = record.proc
+        return record.status is AppStatus.RUNNING and proc is not None and is_stopped(proc.pid)
+
+    def _mark_paused(self, app: AppId, paused: bool) -> None:
+        """Tell the watchdog whether the runtime itself keeps the app paused."""
+        marker = self.get_app_dir(app) / RUNTIME_PAUSED_FILE
+        if paused:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
     def reap_orphans(self) -> int:
         """Kill app process groups left by an earlier incarnation of this runtime.
 
@@ -309,14 +339,20 @@ class ProcessRuntime(AppDirectories):
         self, record: _App, app: AppId, spec: AppSpec, *, fresh_state: bool = False
     ) -> None:
         """Spawn ``spec`` for ``record`` (held, stopped) and mark it running."""
+        self._mark_paused(app, False)  # left by an earlier incarnation, if any
         record.proc = self._spawn(app, spec, fresh_state=fresh_state)
         record.status = AppStatus.RUNNING
         record.last_sample = None
 
     def _terminate(self, record: _App, app: AppId, grace_s: float) -> None:
-        """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything."""
+        """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything. A group
+        the watchdog froze gets SIGKILL alone (it is never continued)."""
         if record.proc is not None:
+            if self._is_fenced(record):
+                _log.warning("killing app %s frozen by the watchdog", bytes(app).hex()[:16])
+                grace_s = 0
             end_group(record.proc, paused=record.status is AppStatus.PAUSED, grace_s=grace_s)
+        self._mark_paused(app, False)
         record.proc = None
         record.status = AppStatus.STOPPED
         record.last_sample = None
@@ -328,7 +364,9 @@ class ProcessRuntime(AppDirectories):
         if proc is None:
             return False
         ack = self.get_run_dir(app) / ACK_FILE
+        self._mark_paused(app, True)  # before the SIGSTOP: the watchdog must not thaw it
         if not checkpoint_and_freeze(proc, ack, self.checkpoint_timeout_s):
+            self._mark_paused(app, False)
             return False
         record.status = AppStatus.PAUSED
         return True
@@ -351,8 +389,13 @@ class ProcessRuntime(AppDirectories):
     def pause(self, app: AppId) -> None:
         record = self._get(app)
         with record.lock:
-            if self._refresh(record) is AppStatus.STOPPED or record.proc is None:
+            status = self._observe(record)
+            if status is AppStatus.STOPPED or record.proc is None:
                 raise AppRuntimeError("cannot pause a stopped app")
+            if status is AppStatus.FROZEN:
+                # A pause would hand the group to resume(), which continues it.
+                raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
+            self._mark_paused(app, True)
             signal_group(record.proc.pid, signal.SIGSTOP)
             record.status = AppStatus.PAUSED
 
@@ -364,13 +407,14 @@ class ProcessRuntime(AppDirectories):
             if status is AppStatus.PAUSED and record.proc is not None:
                 signal_group(record.proc.pid, signal.SIGCONT)
                 record.status = AppStatus.RUNNING
+                self._mark_paused(app, False)
             elif status is AppStatus.STOPPED:
                 self._launch(record, app, record.spec)
 
     def stats(self, app: AppId) -> AppStats:
         record = self._get(app)
         with record.lock:
-            status = self._refresh(record)
+            status = self._observe(record)
             cpu_s, rss = 0.0, 0
             if record.proc is not None:
                 cpu_s, rss = get_group_usage(record.proc.pid)
@@ -388,7 +432,8 @@ class ProcessRuntime(AppDirectories):
         del include_image  # a process app has no image: its command is on every node
         record = self._get(app)
         with record.lock:
-            status = self._refresh(record)
+            # FROZEN: neither checkpointed nor archived live; _terminate kills it.
+            status = self._observe(record)
             live = False
             marker = self.get_state_dir(app) / CHECKPOINT_MARKER
             if status is AppStatus.RUNNING and marker.exists():
@@ -443,7 +488,7 @@ class ProcessRuntime(AppDirectories):
         out = []
         for app, record in items:
             with record.lock:
-                out.append(AppInfo(app, record.spec.name, self._refresh(record)))
+                out.append(AppInfo(app, record.spec.name, self._observe(record)))
         return tuple(out)
 
     def is_running(self, app: AppId) -> bool:
@@ -488,7 +533,8 @@ class ProcessRuntime(AppDirectories):
         """
         record = self._get(app)
         with record.lock:
-            proc = record.proc if self._refresh(record) is AppStatus.RUNNING else None
+            # Not FROZEN either: archive_while_frozen would continue the group after.
+            proc = record.proc if self._observe(record) is AppStatus.RUNNING else None
             state = self.get_state_dir(app)
             hook = (state / CHECKPOINT_MARKER).exists()
             ack = self.get_run_dir(app) / ACK_FILE if hook else None

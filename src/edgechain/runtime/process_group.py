@@ -30,6 +30,33 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def is_stopped(pid: int) -> bool:
+    """True when process ``pid`` is stopped (SIGSTOP: a pause, or a freeze by the
+    fencing watchdog, ``runtime/watchdog.py``), or has a SIGSTOP pending, so it stops
+    before it runs again: it may be waiting for a CPU, finishing a write, or (until a
+    SIGCONT) be a shell waiting for the child it vforked, which the same group
+    SIGSTOP stopped before its exec."""
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    if status == psutil.STATUS_STOPPED:
+        return True
+    return status != psutil.STATUS_ZOMBIE and _has_stop_pending(pid)
+
+
+def _has_stop_pending(pid: int) -> bool:
+    pending = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as file:
+            for line in file:
+                if line.startswith((b"SigPnd:", b"ShdPnd:")):
+                    pending |= int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(pending & 1 << (signal.SIGSTOP - 1))
+
+
 def kill_leftovers(pgid: int) -> None:
     # The leader is gone; children it left in its group (a pending `sleep`) go too.
     signal_group(pgid, signal.SIGKILL)
@@ -37,7 +64,8 @@ def kill_leftovers(pgid: int) -> None:
 
 def end_group(proc: subprocess.Popen[bytes], *, paused: bool, grace_s: float) -> None:
     """SIGTERM the group of ``proc`` (its leader), wait ``grace_s``, then SIGKILL; reap
-    everything. ``paused``: the group is stopped (SIGSTOP)."""
+    everything. ``paused``: the group is stopped (SIGSTOP) and may be continued for
+    its SIGTERM. With no grace, SIGKILL alone: a stopped group never runs again."""
     pgid = proc.pid
     if paused and grace_s > 0:
         # A stopped process cannot handle SIGTERM; without a grace (removing the

@@ -1,0 +1,372 @@
+"""The fencing watchdog: freezes a node's apps once the node's lease has expired.
+
+Why (DESIGN.md, "Exactly once: the app-layer contract"): the chain re-places the apps
+of a node that went silent. A node that is merely paused (SIGSTOP), wedged or cut off
+still has its apps running, so without fencing they would run twice. The node renews a
+lease while it sees a current chain (``runtime/lease.py``); this watchdog, a separate
+OS process, so it keeps working while the node is stopped, reads the lease every poll:
+
+* expired (or missing): SIGSTOP the process group of every app under
+  ``<data_dir>/apps/*/pid`` whose leader is alive with the recorded creation time
+  (a reused pid is never signalled) and is not stopped already; apps started while
+  the lease is expired are frozen by the next poll;
+* valid: SIGCONT only the groups this watchdog froze whose app the lease lists.
+  Groups it froze that the lease does not list stay frozen (stale copies: the node
+  kills them). It never thaws a group it did not freeze, nor one the runtime paused
+  itself for a migration (``apps/<hex>/paused``).
+
+What it froze is in ``<data_dir>/watchdog.json`` (rewritten atomically on every
+change), and every freeze and thaw is one JSON line on stderr. With ``--parent-pid``
+(the node), once the parent is gone it keeps watching until the lease expires,
+freezes what is left, then exits. SIGTERM or SIGINT end it at once, without freezing
+or thawing anything.
+
+Small on purpose, one per node and 50 nodes per host: stdlib only, it reads ``/proc``
+itself (the creation time as psutil computes it: boot time plus start ticks) and
+imports nothing of edgechain but ``runtime/lease.py``. ``fencing.Watchdog`` starts it
+without the package's ``__init__`` modules (which load the whole runtime); by hand::
+
+    python -m edgechain.runtime.watchdog --data-dir D [--poll-ms 100] [--parent-pid P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from edgechain.runtime.lease import (
+    APPS_DIR,
+    LEASE_FILE,
+    PID_FILE,
+    RUNTIME_PAUSED_FILE,
+    WATCHDOG_PID_FILE,
+    WATCHDOG_STATE_FILE,
+    Lease,
+    get_now_ms,
+    is_expired,
+    read_json,
+    read_lease,
+    read_pid_entry,
+    write_json_atomically,
+    write_pid_entry,
+)
+
+TYPE_CHECKING = False  # typing itself would cost every watchdog half a megabyte
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+DEFAULT_POLL_MS = 100
+CREATE_TIME_TOLERANCE_S = 0.01
+"""How close a leader's creation time must be to the pid file's (as in spawner.py)."""
+STOPPED_STATES = frozenset("Tt")
+"""Leader states that mean someone already stopped the group (signal or tracer)."""
+RUNNING_STATES = frozenset("RSDIW")
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+Identity = tuple[int, float]
+"""A group leader: its pid and its creation time (epoch seconds, psutil's)."""
+
+
+@dataclass(frozen=True)
+class Leader:
+    """An app's recorded group leader, found alive."""
+
+    app: str
+    """The app's id in hex (its directory's name)."""
+    pid: int
+    created: float
+    state: str
+    """The kernel's one-letter state (``/proc/PID/stat``): R, S, D, T, Z..."""
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def read_proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) of ``pid``; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields follow the last ")".
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode("ascii"), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_boot_time() -> float:
+    """The boot time in epoch seconds, as psutil reads it (``btime`` of /proc/stat)."""
+    with open("/proc/stat", "rb") as file:
+        for line in file:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def find_process(pid: int, created: float, boot_time: float) -> str | None:
+    """The state of ``pid`` if it is the process created at ``created``, else None.
+
+    "T" also for a process with a SIGSTOP pending: it stops before it runs again. It
+    may be waiting to be scheduled, finishing a write, or (for good, until a SIGCONT)
+    be a shell waiting for the child it vforked, which the same SIGSTOP stopped
+    before its exec.
+    """
+    found = read_proc_stat(pid)
+    if found is None:
+        return None
+    state, start_ticks = found
+    if abs(boot_time + start_ticks / _CLOCK_TICKS - created) >= CREATE_TIME_TOLERANCE_S:
+        return None  # the pid now belongs to another process
+    return "T" if state in RUNNING_STATES and has_stop_pending(pid) else state
+
+
+def has_stop_pending(pid: int) -> bool:
+    """SIGSTOP is pending for ``pid`` (its own or its thread group's pending set)."""
+    pending = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as file:
+            for line in file:
+                if line.startswith((b"SigPnd:", b"ShdPnd:")):
+                    pending |= int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(pending & 1 << (signal.SIGSTOP - 1))
+
+
+def get_own_create_time() -> float:
+    found = read_proc_stat(os.getpid())
+    assert found is not None  # we are running
+    return read_boot_time() + found[1] / _CLOCK_TICKS
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to a process group; False when it is gone or not ours to signal."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def find_leaders(apps_dir: str, boot_time: float) -> Iterator[Leader]:
+    """Every app under ``apps_dir`` whose pid file names a live group leader."""
+    try:
+        entries = list(os.scandir(apps_dir))
+    except OSError:
+        return
+    for entry in entries:
+        recorded = read_pid_entry(os.path.join(entry.path, PID_FILE))
+        if recorded is None:
+            continue
+        pid, created = recorded
+        state = find_process(pid, created, boot_time)
+        if state is not None and is_group_leader(pid):
+            yield Leader(entry.name, pid, created, state)
+
+
+# --- the fence --------------------------------------------------------------------------
+
+
+def log(event: str, **fields: object) -> None:
+    """One JSON line on stderr (the node sends it to ``watchdog.log``)."""
+    line = json.dumps({"ms": get_now_ms(), "event": event, **fields}, separators=(",", ":"))
+    print(line, file=sys.stderr, flush=True)
+
+
+class Fence:
+    """The groups this watchdog froze, and the freeze and thaw passes over them."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.apps_dir = os.path.join(data_dir, APPS_DIR)
+        self.frozen: dict[str, Identity] = {}
+        self.since_ms: int | None = None
+        """When the oldest group still frozen was frozen; None when none is."""
+
+    # --- state file ---
+
+    def save(self) -> None:
+        """Rewrite ``watchdog.json`` (what the node reports as frozen)."""
+        content = {
+            "frozen": sorted(self.frozen),
+            "since_ms": self.since_ms,
+            "pid": os.getpid(),
+            "groups": {app: list(identity) for app, identity in sorted(self.frozen.items())},
+        }
+        try:
+            write_json_atomically(os.path.join(self.data_dir, WATCHDOG_STATE_FILE), content)
+        except OSError as exc:
+            log("error", what="cannot write state", error=str(exc))
+
+    def adopt_previous(self) -> None:
+        """Take over the groups a previous watchdog froze that are still stopped, so
+        a lease that lists them again thaws them."""
+        previous = read_json(os.path.join(self.data_dir, WATCHDOG_STATE_FILE)) or {}
+        groups = previous.get("groups")
+        if not isinstance(groups, dict):
+            return
+        boot_time = read_boot_time()
+        for app, identity in groups.items():
+            try:
+                pid, created = int(identity[0]), float(identity[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue
+            if find_process(pid, created, boot_time) == "T":
+                self.frozen[app] = (pid, created)
+                log("adopt", app=app, pid=pid)
+        if self.frozen:
+            since = previous.get("since_ms")
+            self.since_ms = since if isinstance(since, int) else get_now_ms()
+
+    # --- passes ---
+
+    def freeze_all(self, boot_time: float) -> bool:
+        """Freeze every app group that runs; True when the frozen set changed."""
+        changed = self._forget_gone(boot_time)
+        for leader in find_leaders(self.apps_dir, boot_time):
+            changed |= self._freeze(leader)
+        return changed
+
+    def _freeze(self, leader: Leader) -> bool:
+        identity = (leader.pid, leader.created)
+        if self.frozen.get(leader.app) == identity:
+            if leader.state in RUNNING_STATES and signal_group(leader.pid, signal.SIGSTOP):
+                log("refreeze", app=leader.app, pid=leader.pid)  # someone continued it
+            return False
+        if leader.state in STOPPED_STATES:
+            return False  # stopped by someone else (the runtime's pause): not ours
+        if not signal_group(leader.pid, signal.SIGSTOP):
+            return False
+        if not self.frozen:
+            self.since_ms = get_now_ms()
+        self.frozen[leader.app] = identity
+        log("freeze", app=leader.app, pid=leader.pid)
+        return True
+
+    def thaw_listed(self, lease: Lease, boot_time: float) -> bool:
+        """Thaw the groups this watchdog froze that ``lease`` lists; True on change."""
+        changed = self._forget_gone(boot_time)
+        for app, (pid, _) in list(self.frozen.items()):
+            if app not in lease.apps:
+                continue  # a stale copy: stays frozen until the node kills it
+            del self.frozen[app]
+            changed = True
+            if os.path.exists(os.path.join(self.apps_dir, app, RUNTIME_PAUSED_FILE)):
+                log("leave", app=app, pid=pid, why="paused by the runtime")
+            elif signal_group(pid, signal.SIGCONT):
+                log("thaw", app=app, pid=pid)
+        if not self.frozen:
+            self.since_ms = None
+        return changed
+
+    def _forget_gone(self, boot_time: float) -> bool:
+        """Drop the frozen groups whose leader is gone (killed by the node and reaped;
+        a zombie leader's group may still hold frozen members)."""
+        gone = [
+            app
+            for app, (pid, created) in self.frozen.items()
+            if find_process(pid, created, boot_time) is None
+        ]
+        for app in gone:
+            log("gone", app=app, pid=self.frozen.pop(app)[0])
+        if gone and not self.frozen:
+            self.since_ms = None
+        return bool(gone)
+
+
+# --- the node, our parent -------------------------------------------------------------
+
+
+class Parent:
+    """The node process, recognised by its start time (its pid may be reused)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        found = read_proc_stat(pid)
+        self.start_ticks = found[1] if found is not None else None
+        self.gone = False
+
+    def is_gone(self) -> bool:
+        if not self.gone:
+            found = read_proc_stat(self.pid)
+            self.gone = found is None or found[0] in "ZX" or found[1] != self.start_ticks
+            if self.gone:
+                log("parent gone", pid=self.pid, then="exit once the lease expires")
+        return self.gone
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def run(data_dir: str, poll_ms: int, parent_pid: int | None) -> int:
+    """Poll until SIGTERM/SIGINT, or until the lease expired after the parent went."""
+    # Exit signals are taken synchronously (sigtimedwait is the poll's sleep), so a
+    # pass is never cut short between a signal and its record.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
+    write_pid_entry(os.path.join(data_dir, WATCHDOG_PID_FILE), os.getpid(), get_own_create_time())
+    fence = Fence(data_dir)
+    fence.adopt_previous()
+    fence.save()
+    parent = Parent(parent_pid) if parent_pid is not None else None
+    log("start", data_dir=data_dir, poll_ms=poll_ms, parent_pid=parent_pid)
+    lease_path = os.path.join(data_dir, LEASE_FILE)
+    while True:
+        lease = read_lease(lease_path)
+        expired = is_expired(lease, get_now_ms())
+        if poll(fence, lease, expired):
+            fence.save()
+        if parent is not None and parent.is_gone() and expired:
+            log("exit", why="parent gone and lease expired", frozen=len(fence.frozen))
+            return 0
+        received = signal.sigtimedwait(_EXIT_SIGNALS, poll_ms / 1000)
+        if received is not None:
+            log("exit", why=signal.Signals(received.si_signo).name, frozen=len(fence.frozen))
+            return 0
+
+
+def poll(fence: Fence, lease: Lease | None, expired: bool) -> bool:
+    """One pass; True when the frozen set changed."""
+    if not expired:
+        if not fence.frozen:
+            return False  # the common case: a valid lease and nothing to thaw
+        assert lease is not None
+        return fence.thaw_listed(lease, read_boot_time())
+    return fence.freeze_all(read_boot_time())
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgechain.runtime.watchdog",
+        description="Freeze a node's apps while its fencing lease is expired.",
+    )
+    parser.add_argument("--data-dir", required=True, help="the node's data directory")
+    parser.add_argument("--poll-ms", type=int, default=DEFAULT_POLL_MS)
+    parser.add_argument("--parent-pid", type=int, default=None, help="the node's pid")
+    args = parser.parse_args(argv)
+    if args.poll_ms <= 0:
+        parser.error("--poll-ms must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run(args.data_dir, args.poll_ms, args.parent_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Fencing on real processes and real signals (DESIGN.md, "Exactly once").
+
+Apps run through a real ``ProcessRuntime`` under ``<data_dir>/apps``, the watchdog is
+a real process started by ``fencing.Watchdog`` (the lean launch the node uses), and a
+``sleep`` process stands in for the node (the watchdog's ``--parent-pid``). Every
+check waits for a condition with a generous limit; each test ends every process it
+started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.base import AppRuntimeError, AppStatus
+from edgechain.runtime.fencing import Watchdog, get_frozen_apps
+from edgechain.runtime.lease import (
+    APPS_DIR,
+    PID_FILE,
+    RUNTIME_PAUSED_FILE,
+    WATCHDOG_LOG_FILE,
+    get_now_ms,
+    write_lease,
+    write_pid_entry,
+)
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.process_group import is_stopped
+from edgechain.types import AppId
+
+from .helpers import get_app, wait_until
+
+POLL_MS = 50
+LONG_MS = 60_000
+"""A lease that outlives any test."""
+LIMIT_S = 10.0
+"""Generous limit for every awaited condition (a freeze takes one poll)."""
+
+# Appends a line to state/ticks every 20 ms; on SIGTERM writes state/term first.
+LOOP = 'trap "echo term >> term; exit 0" TERM; while :; do echo x >> ticks; sleep 0.02; done'
+
+
+@dataclass
+class FencedNode:
+    """A node's data dir with its runtime, a stand-in node process and a watchdog."""
+
+    data_dir: Path
+    runtime: ProcessRuntime
+    parent: subprocess.Popen[bytes]
+    watchdog: Watchdog
+
+    def lease(self, valid_for_ms: int, apps: Iterable[AppId]) -> int:
+        """Write a lease valid for ``valid_for_ms`` from now; return its end (ms)."""
+        until = get_now_ms() + valid_for_ms
+        write_lease(self.data_dir, until, [bytes(a).hex() for a in apps], self.parent.pid)
+        return until
+
+    def start_app(self, script: str = LOOP, *, wait_tick: bool = True) -> AppId:
+        """Start an app; ``wait_tick``: wait for its first tick (it runs)."""
+        tag = f"fence-{secrets.token_hex(4)}"
+        spec = AppSpec(name=tag, runtime=RuntimeKind.PROCESS, command=("sh", "-c", script, tag))
+        app = get_app(spec)
+        self.runtime.start(app, spec)
+        if wait_tick:
+            wait_until(lambda: count_ticks(self.runtime, app) > 0, LIMIT_S)
+        return app
+
+    def start_watchdog(self) -> None:
+        self.watchdog.start(self.data_dir, self.parent.pid)
+
+    def read_log(self) -> list[dict[str, object]]:
+        text = (self.data_dir / WATCHDOG_LOG_FILE).read_text()
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    def logged(self, event: str) -> bool:
+        return any(entry["event"] == event for entry in self.read_log())
+
+
+def kill_process(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=LIMIT_S)
+
+
+def start_sleeper() -> subprocess.Popen[bytes]:
+    """A process leading its own group and session (like an app, or the node)."""
+    return subprocess.Popen(["sleep", "120"], start_new_session=True)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[FencedNode]:
+    """A fenced node whose watchdog is not started yet (a test writes a lease first)."""
+    data_dir = tmp_path / "node"
+    runtime = ProcessRuntime(data_dir / APPS_DIR, stop_grace_s=2.0)
+    parent = start_sleeper()
+    watchdog = Watchdog(poll_ms=POLL_MS)
+    try:
+        yield FencedNode(data_dir, runtime, parent, watchdog)
+    finally:
+        try:
+            watchdog.stop()
+            runtime.close()
+        finally:
+            kill_process(parent)
+
+
+# --- observing apps ---------------------------------------------------------------------
+
+
+def get_leader(runtime: ProcessRuntime, app: AppId) -> psutil.Process:
+    pid = runtime.get_pid(app)
+    assert pid is not None
+    return psutil.Process(pid)
+
+
+def is_frozen(runtime: ProcessRuntime, app: AppId) -> bool:
+    """The app's whole group is stopped (SIGSTOP), its leader and every child (a
+    child that exited as the group stopped stays a zombie: it does not run either)."""
+    leader = get_leader(runtime, app)
+    if not is_stopped(leader.pid):
+        return False
+    children = leader.children(recursive=True)
+    return all(is_stopped(c.pid) or c.status() == psutil.STATUS_ZOMBIE for c in children)
+
+
+def is_running(runtime: ProcessRuntime, app: AppId) -> bool:
+    return not is_stopped(get_leader(runtime, app).pid)
+
+
+def count_ticks(runtime: ProcessRuntime, app: AppId) -> int:
+    try:
+        return (runtime.get_state_dir(app) / "ticks").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_ticking(runtime: ProcessRuntime, apps: Iterable[AppId], ticks: int = 5) -> None:
+    """Wait until each app wrote ``ticks`` more ticks (2 bytes each): it runs on."""
+    starts = {app: count_ticks(runtime, app) for app in apps}
+
+    def have_ticked() -> bool:
+        return all(count_ticks(runtime, a) >= s + 2 * ticks for a, s in starts.items())
+
+    wait_until(have_ticked, LIMIT_S)
+
+
+def wait_frozen_apps(node: FencedNode, apps: Iterable[AppId]) -> None:
+    """Wait until ``watchdog.json`` (written after each pass) lists exactly ``apps``."""
+    expected = hexes(apps)
+    try:
+        wait_until(lambda: get_frozen_apps(node.data_dir) == expected, LIMIT_S)
+    except AssertionError:
+        frozen = get_frozen_apps(node.data_dir)
+        raise AssertionError(f"frozen {frozen}, not {expected}; log {node.read_log()}") from None
+
+
+def get_statuses(runtime: ProcessRuntime) -> dict[AppId, AppStatus]:
+    return {info.app: info.status for info in runtime.list()}
+
+
+def hexes(apps: Iterable[AppId]) -> set[str]:
+    return {bytes(app).hex() for app in apps}
+
+
+# --- tests ------------------------------------------------------------------------------
+
+
+def test_a_valid_lease_freezes_nothing(node: FencedNode) -> None:
+    apps = [node.start_app() for _ in range(2)]
+    node.lease(LONG_MS, apps)
+    node.start_watchdog()
+    wait_until(lambda: node.logged("start"), LIMIT_S)
+    wait_ticking(node.runtime, apps)  # many polls later: still running
+    assert node.watchdog.is_alive()
+    assert get_frozen_apps(node.data_dir) == set()
+    assert set(get_statuses(node.runtime).values()) == {AppStatus.RUNNING}
+
+
+def test_an_expired_lease_freezes_every_app_group(node: FencedNode) -> None:
+    # One app forks a child into its group: the freeze must reach it too.
+    apps = [node.start_app(), node.start_app(f"sleep 100 & {LOOP}"), node.start_app()]
+    until = node.lease(300, apps)
+    node.start_watchdog()
+    wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+    latency_ms = get_now_ms() - until
+    print(f"frozen {latency_ms} ms after the lease expired (poll {POLL_MS} ms)")
+    wait_frozen_apps(node, apps)
+    assert all(s is AppStatus.FROZEN for s in get_statuses(node.runtime).values())
+    assert node.runtime.is_running(apps[0])  # frozen is still held here
+    assert node.runtime.stats(apps[0]).status is AppStatus.FROZEN
+    assert sum(e["event"] == "freeze" for e in node.read_log()) == 3
+
+
+def test_renewal_thaws_only_the_listed_apps(node: FencedNode) -> None:
+    apps = [node.start_app() for _ in range(3)]
+    node.lease(-1, apps)  # already expired
+    node.start_watchdog()
+    wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+    node.lease(LONG_MS, apps[:2])
+    wait_until(lambda: all(is_running(node.runtime, a) for a in apps[:2]), LIMIT_S)
+    wait_ticking(node.runtime, apps[:2])
+    assert is_frozen(node.runtime, apps[2])
+    wait_frozen_apps(node, apps[2:])
+    statuses = get_statuses(node.runtime)
+    assert [statuses[a] for a in apps] == [AppStatus.RUNNING, AppStatus.RUNNING, AppStatus.FROZEN]
+
+
+def test_a_frozen_unlisted_app_is_killed_without_running_again(node: FencedNode) -> None:
+    kept, stale = node.start_app(), node.start_app()
+    node.lease(-1, [kept, stale])
+    node.start_watchdog()
+    wait_until(lambda: is_frozen(node.runtime, stale), LIMIT_S)
+    node.lease(LONG_MS, [kept])
+    wait_until(lambda: is_running(node.runtime, kept), LIMIT_S)
+    # Counted now, not at the freeze: a tick written as the SIGSTOP came completes.
+    ticks = count_ticks(node.runtime, stale)
+    leader = get_leader(node.runtime, stale)
+    started = time.monotonic()
+    node.runtime.stop(stale)
+    stop_s = time.monotonic() - started
+    assert not leader.is_running()
+    assert stop_s < 1.0  # SIGKILL at once, no SIGTERM grace (2 s here)
+    state = node.runtime.get_state_dir(stale)
+    assert count_ticks(node.runtime, stale) == ticks  # never ran again
+    assert not (state / "term").exists()  # not even its SIGTERM handler
+    assert get_statuses(node.runtime)[stale] is AppStatus.STOPPED
+    wait_until(lambda: get_frozen_apps(node.data_dir) == set(), LIMIT_S)
+    assert node.logged("gone")
+
+
+def test_an_app_started_after_expiry_is_frozen(node: FencedNode) -> None:
+    node.lease(-1, [])
+    node.start_watchdog()
+    wait_until(lambda: node.logged("start"), LIMIT_S)
+    late = node.start_app(wait_tick=False)  # it may be frozen before its first tick
+    wait_until(lambda: is_frozen(node.runtime, late), LIMIT_S)
+    wait_frozen_apps(node, [late])
+
+
+def test_an_app_the_runtime_paused_is_never_thawed(node: FencedNode) -> None:
+    paused, marked, frozen = (node.start_app() for _ in range(3))
+    node.runtime.pause(paused)  # the runtime's own pause, before the lease expires
+    node.lease(-1, [paused, marked, frozen])
+    node.start_watchdog()
+    wait_frozen_apps(node, [marked, frozen])  # not `paused`: the runtime stopped it
+    assert is_frozen(node.runtime, marked)
+    assert is_frozen(node.runtime, frozen)
+    with pytest.raises(AppRuntimeError, match="fencing"):
+        node.runtime.pause(frozen)  # resume() would continue it
+    # The runtime pauses `marked` too (a migration racing the freeze): its mark wins.
+    (node.runtime.get_app_dir(marked) / RUNTIME_PAUSED_FILE).touch()
+    node.lease(LONG_MS, [paused, marked, frozen])
+    wait_until(lambda: is_running(node.runtime, frozen), LIMIT_S)
+    wait_until(lambda: get_frozen_apps(node.data_dir) == set(), LIMIT_S)
+    assert is_frozen(node.runtime, paused)
+    assert is_frozen(node.runtime, marked)
+    assert get_statuses(node.runtime)[paused] is AppStatus.PAUSED
+    node.runtime.resume(paused)
+    wait_ticking(node.runtime, [paused])
+
+
+def test_a_state_snapshot_leaves_a_frozen_app_frozen(node: FencedNode) -> None:
+    app = node.start_app()
+    node.lease(-1, [app])
+    node.start_watchdog()
+    wait_frozen_apps(node, [app])
+    snapshot = node.runtime.snapshot(app)
+    try:
+        assert not snapshot.frozen  # archived as it stood, never continued afterwards
+        assert is_frozen(node.runtime, app)
+        assert not node.logged("refreeze")
+    finally:
+        snapshot.archive.unlink()
+
+
+def test_the_watchdog_works_while_the_node_is_stopped(node: FencedNode) -> None:
+    apps = [node.start_app() for _ in range(2)]
+    node.lease(400, apps)
+    node.start_watchdog()
+    os.kill(node.parent.pid, signal.SIGSTOP)  # the node is paused: it renews nothing
+    wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+    node.lease(LONG_MS, apps)  # (written here; the paused node would on waking)
+    wait_until(lambda: all(is_running(node.runtime, a) for a in apps), LIMIT_S)
+    assert node.watchdog.is_alive()
+
+
+def test_without_its_node_the_watchdog_freezes_at_expiry_then_exits(node: FencedNode) -> None:
+    apps = [node.start_app() for _ in range(2)]
+    until = node.lease(2000, apps)
+    node.start_watchdog()
+    kill_process(node.parent)
+    wait_until(lambda: node.logged("parent gone"), LIMIT_S)
+    if get_now_ms() < until - 300:  # still valid: it keeps watching, apps run on
+        assert node.watchdog.is_alive()
+        assert all(is_running(node.runtime, a) for a in apps)
+    wait_until(lambda: not node.watchdog.is_alive(), LIMIT_S)
+    assert get_now_ms() >= until
+    assert all(is_frozen(node.runtime, a) for a in apps)
+    assert get_frozen_apps(node.data_dir) == hexes(apps)  # written before it exited
+    assert node.read_log()[-1]["why"] == "parent gone and lease expired"
+
+
+def test_a_pid_file_with_another_create_time_is_ignored(node: FencedNode) -> None:
+    """Pid reuse: a pid file whose leader's creation time differs names another
+    process now, and the watchdog never signals it."""
+    stranger, witness = start_sleeper(), start_sleeper()
+    try:
+        apps_dir = node.data_dir / APPS_DIR
+        for name, proc, shift in (("aa" * 32, stranger, 100.0), ("bb" * 32, witness, 0.0)):
+            (apps_dir / name).mkdir()
+            created = psutil.Process(proc.pid).create_time() - shift
+            write_pid_entry(apps_dir / name / PID_FILE, proc.pid, created)
+        node.lease(-1, [])
+        node.start_watchdog()
+        # watchdog.json is written after the pass, which saw both pid files.
+        wait_until(lambda: get_frozen_apps(node.data_dir) == {"bb" * 32}, LIMIT_S)
+        assert psutil.Process(witness.pid).status() == psutil.STATUS_STOPPED
+        assert psutil.Process(stranger.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        kill_process(stranger)
+        kill_process(witness)
+
+
+def test_sigterm_ends_the_watchdog_without_thawing(node: FencedNode) -> None:
+    app = node.start_app()
+    node.lease(-1, [app])
+    node.start_watchdog()
+    wait_frozen_apps(node, [app])
+    node.watchdog.stop()
+    assert not node.watchdog.is_alive()
+    last = node.read_log()[-1]
+    assert (last["event"], last["why"]) == ("exit", "SIGTERM")
+    assert is_frozen(node.runtime, app)
+    assert get_frozen_apps(node.data_dir) == hexes([app])
+
+
+def test_a_new_watchdog_ends_the_previous_and_takes_over_its_freezes(node: FencedNode) -> None:
+    app = node.start_app()
+    node.lease(-1, [app])
+    node.start_watchdog()
+    wait_until(lambda: is_frozen(node.runtime, app), LIMIT_S)
+    first = node.watchdog.pid
+    assert first is not None
+    second = Watchdog(poll_ms=POLL_MS)  # a new incarnation of the node
+    try:
+        second.start(node.data_dir, node.parent.pid)
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie"
+        node.lease(LONG_MS, [app])
+        wait_until(lambda: is_running(node.runtime, app), LIMIT_S)  # adopted, then thawed
+        assert node.logged("adopt")
+    finally:
+        second.stop()
+
+
+def test_the_watchdog_stays_small(node: FencedNode) -> None:
+    """One watchdog per node, 50 nodes per host: no site-packages module is loaded (no
+    psutil, crypto, ...) and its resident set stays near the interpreter's own."""
+    node.lease(LONG_MS, [])
+    node.start_watchdog()
+    wait_until(lambda: node.logged("start"), LIMIT_S)
+    pid = node.watchdog.pid
+    assert pid is not None
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "site-packages" not in maps
+    rss_mb = psutil.Process(pid).memory_info().rss / 2**20
+    print(f"watchdog RSS {rss_mb:.1f} MiB")
+    assert rss_mb < 18
