@@ -62,6 +62,13 @@ def format_summary(result: SimResult) -> str:
         f"  messages        {s['messages']}",
         f"  wall time       {s['wall_seconds']} s",
     ]
+    apps = s.get("apps")
+    if apps is not None:
+        copies, worst = apps["max_copies_seen"], apps["recovered_within_slots"]
+        lines.append(
+            f"  apps            {apps['submitted']} submitted, max copies {copies}, "
+            f"{apps['recovered']} recovered (worst {worst} slots), {apps['unrecovered']} not"
+        )
     if s["violations"]:
         lines.append(f"  VIOLATIONS ({len(s['violations'])}):")
         lines += [f"    - {v}" for v in s["violations"][:20]]
@@ -83,6 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         trace=not args.no_trace,
         overlay=args.overlay,
         preset_genesis=args.preset_genesis,
+        apps=args.apps,
     )
     progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
     result = Simulation(config, progress=progress).run()
@@ -119,6 +127,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--latency", type=_parse_range, default=(0, 5), help="MIN-MAX ms")
     sim.add_argument("--seed", type=int, default=1, help="same seed, same run (default 1)")
     sim.add_argument("--faults", choices=SCENARIOS, default="none", help="fault scenario")
+    sim.add_argument("--apps", type=int, default=0, help="apps to submit and audit (exactly once)")
     sim.add_argument("--json", metavar="FILE", help="also write the result here")
     sim.add_argument("--no-reports", action="store_true", help="nodes send no resource reports")
     sim.add_argument("--no-trace", action="store_true", help="skip the network trace digest")

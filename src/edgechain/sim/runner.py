@@ -15,7 +15,6 @@ the runner checks the invariants of issue "Consensus engine and simulator" each 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import random
 import time
@@ -56,8 +55,10 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
+from edgechain.sim.apps import AppLayer, AppModelConfig
 from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
+from edgechain.sim.faults import APP_SCENARIOS, DEFAULT_SCENARIO_APPS, inject_faults
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.testing import ADMIN, Identity, make_identity
 from edgechain.types import BlockHash, NodeId, Signature, Slot
@@ -71,6 +72,9 @@ SCENARIOS = (
     "report-dropper",
     "lossy",
     "churn",
+    "app-host-crash",
+    "app-host-pause",
+    "reorg-apps",
 )
 
 
@@ -107,6 +111,12 @@ class SimConfig:
     all requests (skips the join phase, which is not what large runs measure)."""
     trace: bool = True
     """Hash every network event into a digest (byte-identical-trace checks)."""
+    apps: int = 0
+    """Apps the admin submits after genesis; > 0 (or an app scenario) runs the app
+    layer and its exactly-once auditor (``sim/apps.py``)."""
+    down_after_slots: int = 12
+    """K (``ChainParams.down_after_slots``)."""
+    app_model: AppModelConfig = field(default_factory=AppModelConfig)
 
 
 @dataclass
@@ -249,6 +259,7 @@ class Simulation:
             vdf_target_bp=config.vdf_target_bp,
             admin_key=ADMIN.pk,
             nodes_per_cluster=config.nodes_per_cluster,
+            down_after_slots=config.down_after_slots,
         )
         self.nodes: list[SimNode] = []
         self.by_id: dict[NodeId, SimNode] = {}
@@ -261,6 +272,8 @@ class Simulation:
         self.peer_errors: Counter[str] = Counter()
         self.heal_slot: int | None = None
         self.crashed_producers: list[tuple[int, NodeId]] = []
+        self.apps: AppLayer | None = None
+        self.app_victim: int | None = None
         self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
         self.relayed: dict[int, set[int]] = {}
         self.tokens: dict[bytes, tuple[Message, NodeId]] = {}
@@ -512,9 +525,14 @@ class Simulation:
             raise RuntimeError("the bootstrap node never created genesis")
         self.genesis_slot_ms = genesis.params.genesis_time_ms
         params = genesis.params
+        scenario_apps = DEFAULT_SCENARIO_APPS if self.config.faults in APP_SCENARIOS else 0
+        apps = self.config.apps or scenario_apps
+        if apps:
+            self.apps = AppLayer(self, params, apps, self.config.app_model)
+            self.apps.start()
         end_slot = self.config.slots
         for slot in range(1, end_slot + 1):
-            self._inject_faults(slot, params)
+            inject_faults(self, slot, params)
             self.clock.run_until(get_slot_start_ms(params, slot + 1) * MILLISECOND)
             self._check_invariants(slot, params)
             if self.progress:
@@ -533,80 +551,6 @@ class Simulation:
             return None
         head, _ = max(heads.items(), key=lambda kv: (kv[1], kv[0]))
         return next(n.engine.states[head] for n in honest if head in n.engine.states)
-
-    def _inject_faults(self, slot: int, params: ChainParams) -> None:
-        faults = self.config.faults
-        start_ms = get_slot_start_ms(params, slot)
-        if faults == "crash-producers" and slot % 10 == 5:
-            # Crash the producer elected for this slot just before it starts.
-            head = self._majority_head()
-            if head is not None and head.slot < slot:
-                roles = get_roles(self.memo, head, Slot(slot), params.committee_size)
-                victim = self.by_id.get(compute_node_id(roles.producer))
-                if victim is not None and victim.index != 0 and victim.up:
-                    self._crash(victim)
-                    self.crashed_producers.append((slot, victim.ident.node))
-        elif faults == "partition-heal":
-            split_at, heal_at = max(3, self.config.slots // 5), max(6, self.config.slots // 2)
-            if slot == split_at:
-                ids = [n.ident.node for n in self.nodes]
-                cut = len(ids) // 2  # even halves: both can win committee majorities
-                self.net.partition([set(ids[:cut]), set(ids[cut:])])
-            elif slot == heal_at:
-                self.net.heal()
-                self.heal_slot = slot
-        elif faults == "lossy" and slot == 1:
-            profile = self.net.default_profile
-            self.net.set_default_profile(dataclasses.replace(profile, loss=0.10))
-        elif faults == "churn":
-            late = [n for n in self.nodes if n.index >= self.config.nodes * 4 // 5]
-            if slot == 3:
-                for node in late:
-                    self._start_node(node, start_ms)
-            if slot % 7 == 0 and slot + 3 < self.config.slots:
-                # One node leaves with a signed exit request, another crashes and restarts.
-                leaver = self.nodes[1 + (slot // 7) % (self.config.nodes - 1)]
-                if leaver.up and leaver.engine.is_validator():
-                    self._handle(leaver, leaver.engine.request_exit(start_ms))
-            if slot % 9 == 0:
-                victim = self.nodes[1 + (slot * 7) % (self.config.nodes - 1)]
-                if victim.up:
-                    self._crash(victim)
-                    self.clock.schedule(
-                        (start_ms + 2 * params.slot_duration_ms) * MILLISECOND,
-                        functools.partial(self._restart, victim),
-                    )
-
-    def _crash(self, node: SimNode) -> None:
-        node.up = False
-        if node.timer is not None:
-            node.timer.cancel()
-        node.timer = None
-        node.timer_at = None
-        self.net.node_down(node.ident.node)
-
-    def _restart(self, node: SimNode) -> None:
-        """Restart with its store: a fresh engine that replays the blocks it had."""
-        old = node.engine
-        engine = ConsensusEngine(
-            node.ident.sk,
-            old.config,
-            genesis=old.genesis,
-            genesis_signature=old.genesis_msg.signature if old.genesis_msg else None,
-            memo=self.memo,
-        )
-        now = self.now_ms()
-        for block_hash in old.get_chain():
-            engine.on_message(BlockMsg(old.blocks[block_hash]), None, now)
-        node.engine = engine
-        if node.dht is not None and node.gossip is not None:
-            # A restarted process has lost its routing table and seen-cache too.
-            rng = random.Random(self.config.seed * 7_919 + node.index + now)
-            node.dht = DhtNode(node.ident.node, random.Random(rng.getrandbits(64)))
-            node.gossip = Gossip(
-                node.ident.node, random.Random(rng.getrandbits(64)), node.gossip.config
-            )
-        self._start_node(node, now)
 
     # --- invariants --------------------------------------------------------------------
 
@@ -736,6 +680,7 @@ class Simulation:
             },
             "peer_errors": dict(sorted(self.peer_errors.items())),
             "crashed_producers": [[s, n.hex()[:16]] for s, n in self.crashed_producers],
+            **({"apps": self.apps.summary()} if self.apps is not None else {}),
             "messages": self.net.stats().sent,
             "wall_seconds": round(wall, 2),
         }

@@ -1,0 +1,105 @@
+"""One simulated node's app runtime (``sim/apps.py`` drives it): the copies it holds,
+its transfer ledger, its migrations in and out and its fencing lease; and the checks
+``runtime/manager.py`` makes against the node's own head before it starts or hands
+over an app, re-implemented here where the manager reads its disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgechain.chain.model import AppSpec, Block, PlanAction, PlanEntry
+from edgechain.consensus.engine import ConsensusEngine
+from edgechain.orchestrator.liveness import is_down
+from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.runtime.lifecycle import find_placing_entry, is_on_head_chain
+from edgechain.types import AppId, BlockHash, NodeId
+
+
+@dataclass
+class Copy:
+    """An app the node's runtime holds."""
+
+    spec: AppSpec
+    version: int | None
+    running: bool = True
+    frozen: bool = False
+    """SIGSTOPped by the watchdog (its lease expired)."""
+    saving: bool = False
+    """Stopped at the origin while a migration streams its state (the app's lock)."""
+
+
+@dataclass
+class Handover:
+    """An outgoing migration (the manager's ``_migrate_out`` task)."""
+
+    block_hash: BlockHash
+    entry: PlanEntry
+    attempt: int = 0
+    next_try_ms: int = 0
+    in_flight: bool = False
+
+
+@dataclass
+class NodeApps:
+    """One node's app runtime, transfer ledger and fencing lease."""
+
+    index: int
+    node_id: NodeId
+    copies: dict[AppId, Copy] = field(default_factory=dict)
+    ledger: set[tuple[BlockHash, AppId]] = field(default_factory=set)
+    """Migrations received (the transfer server's ledger; on disk: survives a crash)."""
+    outgoing: dict[AppId, Handover] = field(default_factory=dict)
+    arriving: set[AppId] = field(default_factory=set)
+    searched: dict[AppId, BlockHash] = field(default_factory=dict)
+    lease_until_ms: int = 0
+    lease_apps: frozenset[AppId] = frozenset()
+    next_reconcile_ms: int = 0
+
+    def is_live_copy(self, app: AppId) -> bool:
+        """Does this node run ``app`` (running, neither frozen nor stopped for a save)?"""
+        copy = self.copies.get(app)
+        return copy is not None and copy.running and not copy.frozen and not copy.saving
+
+
+def get_start_reason(
+    engine: ConsensusEngine, apps: NodeApps, record: AppRecord, down_after: int
+) -> str | None:
+    """Why this node may start ``record``'s app (None: it may not). A re-implementation
+    of ``runtime/manager.py``'s ``AppManager._get_start_reason``, which reads the
+    transfer ledger and the incoming directory from disk: here they are
+    ``apps.ledger`` and ``apps.arriving``. Keep the two in step."""
+    found = find_placing_entry(engine, record)
+    if found is None:
+        return None
+    block_hash, entry = found
+    if entry.action is PlanAction.PLACE:
+        return "reconcile"
+    if entry.action is PlanAction.RECOVER:
+        return "recover"
+    if (block_hash, record.app) in apps.ledger:
+        return "reconcile"
+    if is_head_down(engine, entry.origin, down_after) and record.app not in apps.arriving:
+        return "origin down"
+    return None
+
+
+def is_head_down(engine: ConsensusEngine, node: bytes, down_after: int) -> bool:
+    """``node`` is down as the next block's plan on ``engine``'s head will see it."""
+    state = engine.get_head_state()
+    if state is None:
+        return False
+    return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after)
+
+
+def get_head_record(engine: ConsensusEngine, app: AppId) -> AppRecord | None:
+    state = engine.get_head_state()
+    return get_record(state.registry, app) if state is not None else None
+
+
+def is_planned(engine: ConsensusEngine, block_hash: BlockHash, entry: PlanEntry) -> bool:
+    """The destination's check of an offer (``AppManager.is_planned``)."""
+    block = engine.blocks.get(block_hash)
+    if not isinstance(block, Block) or entry not in block.plan:
+        return False
+    return is_on_head_chain(engine, block_hash)

@@ -1,0 +1,440 @@
+"""The app layer in the simulator: every node's app runtime as a model, driven on the
+virtual clock, audited for "every app runs exactly once" (DESIGN.md, "Exactly once:
+the app-layer contract").
+
+Each simulated node gets a :class:`~edgechain.sim.app_node.NodeApps`: the copies of
+apps its runtime holds (running, stopped; frozen by its watchdog), reconciled against
+the node's *own* head every ``reconcile_ms`` of virtual time while the node is up, by
+the real ``runtime/lifecycle.decide`` and the start guard of ``runtime/manager.py``
+(re-implemented in ``sim/app_node.py``: the manager reads its ledger from disk).
+Nothing here does I/O and nothing draws random numbers: one seed gives one run. The
+admin submits the apps (``sim/app_admin.py``); the auditor (``sim/app_audit.py``)
+checks the outcome every ``sample_ms``.
+
+* **Handover** (a MIGRATE, ``runtime/transfer.py``): the origin, up and holding a
+  running copy while its head carries the MIGRATE, offers the app to the destination;
+  the destination accepts when it is up, reachable and its head chain carries the
+  block (``is_planned``) with the same spec. The origin's copy then stops (it is saved
+  and streamed) and ``transfer_ms`` later the destination runs it, records it in its
+  ledger and the origin deletes its copy; a failed offer or transfer resumes the
+  origin's copy and retries with the manager's backoff.
+* **Fencing** (``runtime/fencing.py``, ``runtime/watchdog.py``): a node renews its lease
+  from its own head (``get_lease_end_slot`` of its ``last_seen``) while it is up; its
+  watchdog, which runs even while the node is paused, freezes every copy once the
+  lease has expired and thaws the ones the lease lists once it is valid again. A
+  frozen copy does not count as running. The model polls the watchdog at every tick
+  and right after a start, so it leaves out the real watchdog's poll delay (100 ms).
+* **Faults**: a crash kills the node's apps (process apps die with their node; their
+  state directories and the transfer ledger survive); a pause stops the node's timers
+  and network, but its copies keep running until its watchdog freezes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgechain.chain.model import (
+    AppSpec,
+    ChainParams,
+    CommandKind,
+    PlanAction,
+)
+from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.state import get_current_slot, get_slot_start_ms
+from edgechain.orchestrator.liveness import get_lease_end_slot
+from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
+from edgechain.runtime.lifecycle import (
+    Action,
+    HeldApp,
+    decide,
+    find_placing_entry,
+    is_on_head_chain,
+    was_removed,
+)
+from edgechain.sim.app_admin import Admin, make_app_spec
+from edgechain.sim.app_audit import AppAuditor, get_reverted
+from edgechain.sim.app_node import (
+    Copy,
+    Handover,
+    NodeApps,
+    get_head_record,
+    get_start_reason,
+    is_head_down,
+    is_planned,
+)
+from edgechain.sim.clock import MILLISECOND
+from edgechain.types import AppId, BlockHash
+
+if TYPE_CHECKING:
+    from edgechain.sim.runner import SimNode, Simulation
+
+MIGRATE_RETRY_MS = (500, 1_000, 2_000, 4_000)
+"""``runtime/manager.py``'s MIGRATE_RETRY_S: backoff between offers; the last repeats."""
+
+
+@dataclass(frozen=True)
+class AppModelConfig:
+    """How the simulated app runtimes behave (``SimConfig.app_model``)."""
+
+    reconcile_ms: int = 1_000
+    """Reconcile period (the manager's MEASURE_INTERVAL_MS); each node has its phase."""
+    sample_ms: int = 250
+    """The tick: lease renewal, watchdog poll, handover retries and one audit sample."""
+    transfer_ms: int = 1_000
+    """Save + stream + restore of one migration."""
+    fencing: bool = True
+    """False: no watchdog (the negative control: a paused node's apps run on)."""
+    submit_slot: int = 2
+    """Slot at whose start the admin submits ``SimConfig.apps`` apps."""
+    stateful_every: int = 3
+    """Every this many apps is stateful with replicas every ``replica_interval_slots``."""
+    replica_interval_slots: int = 4
+
+
+class AppLayer:
+    """Every node's :class:`NodeApps`, driven on the simulation's clock, the admin who
+    submits the apps, and the auditor. Built by the runner after genesis; the fault
+    primitives (``sim/faults.py``) tell it about crashes, pauses, restarts and
+    partitions."""
+
+    def __init__(
+        self, sim: Simulation, params: ChainParams, count: int, config: AppModelConfig
+    ) -> None:
+        self.sim = sim
+        self.params = params
+        self.config = config
+        self.down_after = params.down_after_slots
+        self.nodes = [NodeApps(n.index, n.ident.node) for n in sim.nodes]
+        self.to_submit = [
+            make_app_spec(i, config.stateful_every, config.replica_interval_slots)
+            for i in range(count)
+        ]
+        self.admin = Admin(sim, params.chain_id)
+        self.auditor = AppAuditor(sim, params, self.nodes)
+        self.starts = 0
+        self.stale_stops = 0
+        self.handovers = 0
+        self.handover_failures = 0
+        self.started_by: list[tuple[BlockHash, AppId]] = []
+        """(block, app) of every copy started or received for a plan entry."""
+
+    # --- the clock -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for apps in self.nodes:
+            # Each node reconciles at its own phase of the period.
+            apps.next_reconcile_ms = self._now() + apps.index * self.config.sample_ms % max(
+                1, self.config.reconcile_ms
+            )
+        self._schedule(self._now())
+
+    def _now(self) -> int:
+        return self.sim.clock.now // MILLISECOND
+
+    def _schedule(self, at_ms: int) -> None:
+        self.sim.clock.schedule(at_ms * MILLISECOND, self._tick)
+
+    def _tick(self) -> None:
+        now = self._now()
+        if self.to_submit and get_current_slot(self.params, now) >= self.config.submit_slot:
+            self._submit_pending(now)
+        for apps in self.nodes:
+            node = self.sim.nodes[apps.index]
+            if not node.up:
+                continue
+            self._renew_lease(node, apps, now)
+            self._run_handovers(node, apps, now)
+            if now >= apps.next_reconcile_ms:
+                apps.next_reconcile_ms = now + self.config.reconcile_ms
+                self._reconcile(node, apps, now)
+        for apps in self.nodes:
+            self._poll_watchdog(apps, now)
+        self.auditor.sample(now)
+        self._schedule(now + self.config.sample_ms)
+
+    # --- submissions -----------------------------------------------------------------------
+
+    def _submit_pending(self, now: int) -> None:
+        node = next((n for n in self.sim.nodes if n.up and n.honest), None)
+        while node is not None and self.to_submit:
+            if self.submit(node, CommandKind.SUBMIT, now, spec=self.to_submit[0]) is None:
+                return  # no chain yet: next tick
+            self.to_submit.pop(0)
+
+    def submit(
+        self,
+        node: SimNode,
+        kind: CommandKind,
+        now: int,
+        *,
+        spec: AppSpec | None = None,
+        app: bytes = b"",
+        to: bytes = b"",
+    ) -> AppId | None:
+        """An admin command through ``node`` (:meth:`Admin.send`); a new app makes
+        liveness due K + 3 slots later."""
+        done = self.admin.send(node, kind, now, spec=spec, app=app, to=to)
+        if done is not None and kind is CommandKind.SUBMIT:
+            self.auditor.note_event(now)
+        return done
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def on_partition(self) -> None:
+        """The network splits: no liveness check until it heals."""
+        self.auditor.note_fault(self._now(), [], lasting=True)
+
+    def on_heal(self) -> None:
+        self.auditor.end_fault(self._now())
+
+    def on_pause(self, node: SimNode) -> None:
+        """SIGSTOP: its copies run on until its watchdog freezes them. Its apps must
+        run exactly once again, elsewhere, within K + 3 slots, pause or not."""
+        apps = self.nodes[node.index]
+        affected = sorted(a for a in apps.copies if apps.is_live_copy(a))
+        self.auditor.note_fault(self._now(), affected)
+
+    def on_crash(self, node: SimNode) -> None:
+        """kill -9: the apps die with the node, and everything it held in memory."""
+        self.on_pause(node)
+        apps = self.nodes[node.index]
+        for copy in apps.copies.values():
+            copy.running = copy.frozen = copy.saving = False
+        apps.outgoing.clear()
+        apps.arriving.clear()
+        apps.searched.clear()
+
+    def on_start(self, node: SimNode) -> None:
+        """The node runs again (restart or resume): it reconciles at its next tick."""
+        now = self._now()
+        self.nodes[node.index].next_reconcile_ms = now
+        self.auditor.note_event(now)
+
+    # --- fencing ---------------------------------------------------------------------------
+
+    def _renew_lease(self, node: SimNode, apps: NodeApps, now: int) -> None:
+        """``AppManager._renew_lease``: F slots after our latest contribution on our
+        own head; listed: what the head places here and what we are handing over."""
+        engine = node.engine
+        state = engine.get_head_state()
+        params = engine.params
+        if state is None or params is None:
+            return
+        end = get_lease_end_slot(state.last_seen, apps.node_id, params.down_after_slots)
+        apps.lease_until_ms = get_slot_start_ms(params, end) if end is not None else 0
+        placed = {r.app for r in get_apps_on_node(state.registry, apps.node_id)}
+        apps.lease_apps = frozenset(placed | set(apps.outgoing))
+
+    def _poll_watchdog(self, apps: NodeApps, now: int) -> None:
+        """``runtime/watchdog.py``: lease expired, freeze every running copy; valid,
+        thaw the frozen copies the lease lists."""
+        if not self.config.fencing:
+            return
+        expired = now > apps.lease_until_ms
+        for app, copy in apps.copies.items():
+            if not copy.running:
+                continue
+            if expired:
+                copy.frozen = True
+            elif copy.frozen and app in apps.lease_apps:
+                copy.frozen = False
+
+    # --- reconcile (AppManager.reconcile) ---------------------------------------------------
+
+    def _reconcile(self, node: SimNode, apps: NodeApps, now: int) -> None:
+        engine = node.engine
+        state = engine.get_head_state()
+        if state is None:
+            return
+        order = [r.app for r in get_apps_on_node(state.registry, apps.node_id)]
+        placed_here = set(order)
+        order += sorted(a for a in apps.copies if a not in placed_here)
+        for app in order:
+            copy = apps.copies.get(app)
+            if copy is not None and copy.saving:
+                continue  # in flight: the migration holds the app's lock
+            record = get_record(state.registry, app)
+            held = HeldApp(app, copy.running, copy.spec, copy.version) if copy is not None else None
+            removed = (
+                record is None
+                and held is not None
+                and app not in apps.arriving
+                and was_removed(engine, app, apps.searched)
+            )
+            outgoing = held is not None and self._is_handing_over(node, apps, record, now)
+            action = decide(apps.node_id, record, held, removed=removed, outgoing=outgoing)
+            if action is None or not self._is_allowed(engine, apps, action, app, record):
+                continue
+            self._carry_out(apps, action, app, record, engine)
+        self._poll_watchdog(apps, now)
+
+    def _is_allowed(
+        self,
+        engine: ConsensusEngine,
+        apps: NodeApps,
+        action: Action,
+        app: AppId,
+        record: AppRecord | None,
+    ) -> bool:
+        if action is Action.START:
+            return (
+                record is not None
+                and get_start_reason(engine, apps, record, self.down_after) is not None
+            )
+        if action is Action.STOP_STALE:
+            return app not in apps.arriving
+        return True
+
+    def _carry_out(
+        self,
+        apps: NodeApps,
+        action: Action,
+        app: AppId,
+        record: AppRecord | None,
+        engine: ConsensusEngine,
+    ) -> None:
+        copy = apps.copies.get(app)
+        if action is Action.START and record is not None:
+            found = find_placing_entry(engine, record)
+            placed_by = found[0] if found is not None else None
+            apps.copies[app] = Copy(record.spec, record.version)
+            self.starts += 1
+            if placed_by is not None:
+                self.started_by.append((placed_by, app))
+        elif action in (Action.STOP, Action.STOP_STALE) and copy is not None:
+            copy.running = copy.frozen = False
+            if action is Action.STOP_STALE:
+                self.stale_stops += 1
+        elif action in (Action.UPDATE, Action.CONFIRM) and copy is not None and record:
+            copy.spec, copy.version = record.spec, record.version
+        elif action is Action.REMOVE:
+            apps.copies.pop(app, None)
+            apps.searched.pop(app, None)
+
+    # --- migrations (AppManager._is_handing_over, _migrate_out; transfer.py) ---------------
+
+    def _is_handing_over(
+        self, node: SimNode, apps: NodeApps, record: AppRecord | None, now: int
+    ) -> bool:
+        if record is None or record.node in (None, apps.node_id):
+            return False
+        if record.app in apps.outgoing:
+            return True
+        found = find_placing_entry(node.engine, record)
+        if found is None:
+            return False
+        block_hash, entry = found
+        if entry.action is not PlanAction.MIGRATE or entry.origin != apps.node_id:
+            return False
+        if is_head_down(node.engine, entry.destination, self.down_after):
+            return False
+        apps.outgoing[record.app] = Handover(block_hash, entry, next_try_ms=now)
+        return True
+
+    def _run_handovers(self, node: SimNode, apps: NodeApps, now: int) -> None:
+        for app in sorted(apps.outgoing):
+            handover = apps.outgoing[app]
+            if handover.in_flight or now < handover.next_try_ms:
+                continue
+            self._try_handover(node, apps, handover, now)
+
+    def _try_handover(self, node: SimNode, apps: NodeApps, handover: Handover, now: int) -> None:
+        entry = handover.entry
+        engine = node.engine
+        record = get_head_record(engine, entry.app)
+        if (
+            record is None
+            or record.node != entry.destination
+            or not is_on_head_chain(engine, handover.block_hash)
+            or is_head_down(engine, entry.destination, self.down_after)
+        ):
+            del apps.outgoing[entry.app]  # abandoned: reconcile decides what our copy is
+            return
+        copy = apps.copies.get(entry.app)
+        if copy is None or not copy.running:
+            del apps.outgoing[entry.app]  # "migration skipped": nothing runs here to send
+            return
+        target = self.sim.by_id[entry.destination]
+        dest = self.nodes[target.index]
+        if not self._can_talk(node, target):
+            self._retry(handover, now)
+            return
+        if dest.is_live_copy(entry.app):
+            self._finish_handover(apps, dest, handover, copy.spec)  # re-sent: acknowledged
+            return
+        dest_record = get_head_record(target.engine, entry.app)
+        if (
+            not is_planned(target.engine, handover.block_hash, entry)
+            or dest_record is None
+            or dest_record.spec != record.spec
+        ):
+            self._retry(handover, now)  # the destination refuses the offer (for now)
+            return
+        handover.in_flight = True
+        copy.saving = True
+        dest.arriving.add(entry.app)
+        self.sim.clock.call_later(
+            self.config.transfer_ms * MILLISECOND,
+            lambda: self._complete_transfer(node, target, handover, copy.spec),
+        )
+
+    def _complete_transfer(
+        self, origin: SimNode, target: SimNode, handover: Handover, spec: AppSpec
+    ) -> None:
+        apps, dest = self.nodes[origin.index], self.nodes[target.index]
+        app = handover.entry.app
+        dest.arriving.discard(app)
+        handover.in_flight = False
+        if apps.outgoing.get(app) is not handover:
+            return  # the origin crashed meanwhile: the stream broke
+        if not target.up or not self._can_talk(origin, target):
+            self.handover_failures += 1
+            copy = apps.copies.get(app)
+            if copy is not None:
+                copy.saving = False  # any failure resumes the app at the origin
+            self._retry(handover, self._now())
+            return
+        self._finish_handover(apps, dest, handover, spec)
+
+    def _finish_handover(
+        self, apps: NodeApps, dest: NodeApps, handover: Handover, spec: AppSpec
+    ) -> None:
+        """The destination runs the app (restored, started, acknowledged), then the
+        origin deletes its copy."""
+        app = handover.entry.app
+        apps.copies.pop(app, None)
+        if not dest.is_live_copy(app):
+            dest.copies[app] = Copy(spec, None)
+            self.started_by.append((handover.block_hash, app))
+        dest.ledger.add((handover.block_hash, app))
+        del apps.outgoing[app]
+        self.handovers += 1
+        self._poll_watchdog(dest, self._now())
+
+    def _retry(self, handover: Handover, now: int) -> None:
+        delay = MIGRATE_RETRY_MS[min(handover.attempt, len(MIGRATE_RETRY_MS) - 1)]
+        handover.attempt += 1
+        handover.next_try_ms = now + delay
+
+    def _can_talk(self, a: SimNode, b: SimNode) -> bool:
+        net = self.sim.net
+        return (
+            a.up
+            and b.up
+            and net.can_reach(a.ident.node, b.ident.node)
+            and net.can_reach(b.ident.node, a.ident.node)
+        )
+
+    # --- results ----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "submitted": len(self.admin.submitted),
+            "starts": self.starts,
+            "stale_stops": self.stale_stops,
+            "handovers": self.handovers,
+            "handover_failures": self.handover_failures,
+            **get_reverted(self.sim, set(self.started_by)),
+            **self.auditor.summary(),
+        }
