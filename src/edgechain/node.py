@@ -41,6 +41,7 @@ from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
     BlockMsg,
     CommandMsg,
+    HeadChanged,
     MigrationOrder,
     Outgoing,
     Output,
@@ -64,6 +65,7 @@ from edgechain.node_logging import configure_logging
 from edgechain.node_priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.node_queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node_vdf import VdfRunner
+from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.types import AppId, NodeId, SecretKey
 from edgechain.wire.codec import (
@@ -140,6 +142,9 @@ class Node(NodeQueries):
         self._replaying = False
         self.duty = DutyPriority()
         self.apps: AppManager | None = None
+        self.watchdog = Watchdog()
+        """Fencing (DESIGN.md, "Exactly once"): a process of its own that freezes our
+        apps when the lease the app manager renews runs out (runtime/fencing.py)."""
         self._transfer_port: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -151,6 +156,8 @@ class Node(NodeQueries):
             self.config.data_dir, self.node_id, self.sk, app_user=self.config.app_user
         )
         self._transfer_port = await self.apps.start(self.transport.host)
+        # Before any app can start: from here on, apps run only under a live lease.
+        await asyncio.to_thread(self.watchdog.start, self.config.data_dir)
         self.engine = make_engine(
             self.config,
             self.sk,
@@ -175,6 +182,8 @@ class Node(NodeQueries):
     async def _close_apps(self) -> None:
         if self.apps is not None:
             await self.apps.close()
+        # After the apps: a clean stop leaves nothing running for it to fence.
+        await asyncio.to_thread(self.watchdog.stop)
 
     def _get_labels(self) -> tuple[str, ...]:
         if self._transfer_port is None:
@@ -439,6 +448,10 @@ class Node(NodeQueries):
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
+        elif isinstance(event, HeadChanged) and self.apps is not None and not self._replaying:
+            # A new head may assign our apps elsewhere (a reorg, a sync after a pause):
+            # stale copies stop at the next tick, not a measuring interval later.
+            self.apps.on_head_changed()
 
     # --- duty priority (node_duty.py) ----------------------------------------------------
 

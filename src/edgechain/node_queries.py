@@ -26,6 +26,8 @@ from edgechain.node_clock import now_ms
 from edgechain.node_config import NodeConfig
 from edgechain.node_duty import get_current_role
 from edgechain.node_events import MAX_ACCEPTED_LOG, EventRecorder
+from edgechain.orchestrator.liveness import get_node_status
+from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
 from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey
 
@@ -134,7 +136,21 @@ class NodeQueries:
                 bls.sk_to_pk(self.operator_sk).hex() if self.operator_sk is not None else None
             ),
             "apps": self.apps.get_status_apps() if self.apps is not None else [],
+            "status": self._get_liveness(state, params),
+            "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
         }
+
+    def _get_liveness(self, state: BlockState | None, params: ChainParams | None) -> str | None:
+        """Our own status on our head chain (``orchestrator/liveness.py``)."""
+        if state is None or params is None or self.node_id not in state.last_seen:
+            return None
+        return get_node_status(
+            state.last_seen,
+            self.node_id,
+            state.slot + 1,
+            params.down_after_slots,
+            state.authority.draining,
+        ).value
 
     def get_blocks(self, since: int = 0, limit: int = MAX_ACCEPTED_LOG) -> list[dict[str, Any]]:
         """Blocks this node accepted (any branch), slot >= ``since``, oldest first."""

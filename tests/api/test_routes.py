@@ -161,6 +161,8 @@ def test_nodes_and_operators(node: FakeNode) -> None:
     assert len(nodes) == 3
     assert set(nodes[0]) == {
         "node_id",
+        "status",
+        "last_seen_slot",
         "public_key",
         "address",
         "labels",
@@ -169,6 +171,9 @@ def test_nodes_and_operators(node: FakeNode) -> None:
         "report_slot",
         "apps",
     }
+    # Genesis validators, seen at slot 0, in the view of the next slot: active.
+    assert {n["status"] for n in nodes} == {"active"}
+    assert {n["last_seen_slot"] for n in nodes} == {0}
     admin = call(node, "GET", f"/operators/{ADMIN.pk.hex()}").payload
     assert admin == {
         "public_key": ADMIN.pk.hex(),

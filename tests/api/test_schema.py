@@ -52,8 +52,10 @@ def test_a_full_spec() -> None:
             "anti_affinity": "db",
             "min_interval_slots": 2**32 - 1,
         },
+        "replica_interval_slots": 5,
     }
     spec = parse_app_spec(data)
+    assert spec.replica_interval_slots == 5
     assert spec.policy == AppPolicy(True, bytes.fromhex("ab" * 32), ("eu", "gpu"), "db", 2**32 - 1)
     assert app_spec_to_json(spec) == data
 
@@ -65,6 +67,8 @@ def test_a_full_spec() -> None:
         ([], "spec"),
         ({**good(), "policy": []}, "policy"),
         ({**good(), "policy": {"min_interval_slots": -1}}, "policy.min_interval_slots"),
+        ({**good(), "replica_interval_slots": 3}, "replica_interval_slots"),  # not stateful
+        ({**good(), "stateful": True, "replica_interval_slots": -1}, "replica_interval_slots"),
         ({**good(), "name": "n" * 5000}, "name"),
         # Shape.
         ("spec", "spec"),

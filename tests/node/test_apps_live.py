@@ -35,6 +35,7 @@ from edgechain.consensus.engine import LocalUsage
 from edgechain.crypto import bls
 from edgechain.node import Node
 from edgechain.orchestrator.registry import AppState, get_record
+from edgechain.runtime.process_group import is_stopped
 from edgechain.runtime.samples import get_apps_dir
 from edgechain.types import AppId, SecretKey
 
@@ -127,7 +128,9 @@ def _counter_processes(*, include_frozen: bool = True) -> list[psutil.Process]:
                 continue
         except ProcessLookupError:
             continue
-        if include_frozen or proc.info["status"] != psutil.STATUS_STOPPED:
+        # Frozen: stopped, or a SIGSTOP pending (a shell caught between its fork and
+        # its child's exec waits in D state until it is continued).
+        if include_frozen or not is_stopped(proc.pid):
             found.append(proc)
     return found
 

@@ -193,3 +193,17 @@ def test_replicas_of_stopped_or_queued_apps_wait() -> None:
     plan = compute_plan(registry, [], NODES, Slot(SLOT + 1), 4)
     assert [e.action for e in plan] == [PlanAction.REPLICA]
     assert plan[0].destination != plan[0].origin
+
+
+def test_an_app_evicted_with_its_node_is_placed_on_its_replica_node() -> None:
+    registry, app = place_replicated()
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, D),), ()
+    )
+    # A skip block excludes A: the app is queued again, its replica node kept.
+    registry = apply_block_to_registry(registry, Slot(6), (), {A})
+    record = get_record(registry, app)
+    assert record is not None and record.node is None and record.replica_node == D
+    reports = [report(B, 0), report(C, 0), report(D, 9_000)]
+    plan = compute_plan(registry, reports, NODES[1:], SLOT, 4)
+    assert plan == (PlanEntry(PlanAction.PLACE, app, b"", D),)

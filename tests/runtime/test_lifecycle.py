@@ -22,6 +22,7 @@ from edgechain.chain.model import (
     AnyBlock,
     AppSpec,
     Block,
+    ChainParams,
     PlanAction,
     PlanEntry,
     RuntimeKind,
@@ -62,6 +63,8 @@ class FakeChain:
         self.states[genesis] = self._state(genesis, Slot(0), Registry())
         self.head: BlockHash | None = genesis
         self.usage: LocalUsage | None = None
+        self.params: ChainParams | None = None
+        """No chain parameters: no liveness, no lease (the rules below need neither)."""
 
     @staticmethod
     def _state(block_hash: BlockHash, slot: Slot, registry: Registry) -> BlockState:
@@ -180,12 +183,21 @@ def test_decide() -> None:
     assert decide(me, replace(here, version=3), held(True)) is Action.UPDATE  # same spec
     assert decide(me, here, held(True, version=None)) is Action.CONFIRM
     assert decide(me, here, held(True, version=None, s=newer)) is Action.UPDATE
-    assert decide(me, None, held(True)) is Action.REMOVE
-    assert decide(me, None, held(False)) is Action.REMOVE
+    assert decide(me, None, held(True), removed=True) is Action.REMOVE
+    assert decide(me, None, held(False), removed=True) is Action.REMOVE
     assert decide(me, None, None) is None
-    # Placed elsewhere or queued: not ours to touch (issue 9).
-    assert decide(me, replace(here, node=OTHER), held(True)) is None
-    assert decide(me, replace(here, node=None), held(True)) is None
+    # No record and no REMOVE on the head chain (a reorg onto a branch without the app,
+    # or we are behind): a running copy is stale and stops, its state is kept.
+    assert decide(me, None, held(True)) is Action.STOP_STALE
+    assert decide(me, None, held(False)) is None
+    # Placed elsewhere or queued: a running copy here is a second one and stops, unless
+    # we are handing it over to the destination.
+    elsewhere = replace(here, node=OTHER)
+    assert decide(me, elsewhere, held(True)) is Action.STOP_STALE
+    assert decide(me, replace(here, node=None), held(True)) is Action.STOP_STALE
+    assert decide(me, elsewhere, held(True), outgoing=True) is None
+    assert decide(me, elsewhere, held(False)) is None
+    assert decide(me, elsewhere, None) is None
 
 
 def test_was_removed_needs_the_record_on_an_ancestor() -> None:
@@ -291,7 +303,8 @@ def test_remove_stops_and_deletes_only_removed_apps(
     _reconcile(apps)
     wait_count_above(apps.runtime.get_state_dir(app), 1)
     # A copy of an app the chain never had (a reorg undid the migration that brought it,
-    # or the node is behind): its state may be the only copy, so it stays.
+    # or the node is behind): it must not run, but its state may be the only copy, so
+    # it is stopped and kept.
     stray, stray_spec, stray_tag = _new_app()
     apps.runtime.start(stray, stray_spec)
     chain.append(())  # REMOVE of `app`
@@ -299,13 +312,15 @@ def test_remove_stops_and_deletes_only_removed_apps(
     _wait_none(tag)
     assert not apps.runtime.get_app_dir(app).exists()
     assert app not in [i.app for i in apps.runtime.list()]
-    assert len(_pids(stray_tag)) == 1
+    _wait_none(stray_tag)
+    assert apps.runtime.get_state_dir(stray).exists()
+    assert [e["app"] for e in _events(caplog, "stale app stopped")] == [bytes(stray).hex()[:16]]
     assert [e["app"] for e in _events(caplog, "app removed")] == [bytes(app).hex()[:16]]
     _reconcile(apps)  # idempotent
     assert len(_events(caplog, "app removed")) == 1
 
 
-def test_apps_in_flight_or_elsewhere_are_left_alone(
+def test_apps_in_flight_are_left_alone_and_stale_copies_stop(
     manager: tuple[AppManager, FakeChain],
 ) -> None:
     apps, chain = manager
@@ -329,10 +344,21 @@ def test_apps_in_flight_or_elsewhere_are_left_alone(
     _reconcile(apps)
     assert _pids(tag) == {pid}
     incoming.unlink()
-    # Placed on another node (a migration not finished here): issue 9's to resolve.
-    chain.append((replace(record, node=OTHER),))
+    # Moved to another node by a MIGRATE from here: we hand it over, so it runs on
+    # until the destination has it (here it has no transfer address: the handover is
+    # retried every round and the copy keeps running).
+    slot = Slot(len(chain.blocks) + 1)
+    moved = replace(record, node=OTHER, last_move_slot=slot)
+    chain.append((moved,), (PlanEntry(PlanAction.MIGRATE, app, ME.node, OTHER),))
+    _reconcile(apps)
     _reconcile(apps)
     assert _pids(tag) == {pid}
+    # Placed on another node without a MIGRATE from here (re-placed while we were away,
+    # or a reorg): a second copy, stopped at once; its state dir stays.
+    chain.append((replace(moved, last_move_slot=Slot(slot + 1)),))
+    _reconcile(apps)
+    _wait_none(tag)
+    assert apps.runtime.get_state_dir(app).exists()
 
 
 def test_a_restored_copy_gets_its_version_confirmed_or_updated(

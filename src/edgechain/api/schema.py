@@ -21,7 +21,17 @@ from edgechain.types import HASH_SIZE
 U32_MAX = 2**32 - 1
 
 SPEC_KEYS = frozenset(
-    {"name", "runtime", "image", "command", "cpu_bp", "ram_bp", "stateful", "policy"}
+    {
+        "name",
+        "runtime",
+        "image",
+        "command",
+        "cpu_bp",
+        "ram_bp",
+        "stateful",
+        "policy",
+        "replica_interval_slots",
+    }
 )
 POLICY_KEYS = frozenset(
     {"pinned", "pin_node", "allowed_labels", "anti_affinity", "min_interval_slots"}
@@ -209,7 +219,15 @@ def parse_app_spec(data: object, prefix: str = "") -> AppSpec:
         ram_bp=get_int(obj.get("ram_bp", 0), _join(prefix, "ram_bp"), low=0, high=BASIS_POINTS),
         stateful=get_bool(obj.get("stateful", False), _join(prefix, "stateful")),
         policy=parse_app_policy(obj.get("policy", {}), _join(prefix, "policy")),
+        replica_interval_slots=get_int(
+            obj.get("replica_interval_slots", 0),
+            _join(prefix, "replica_interval_slots"),
+            low=0,
+            high=U32_MAX,
+        ),
     )
+    if spec.replica_interval_slots and not spec.stateful:
+        raise SchemaError(_join(prefix, "replica_interval_slots"), "replicas need a stateful app")
     # The chain's own check of the same limits, in case the two ever drift apart.
     problem = get_spec_encoding_error(spec)
     if problem is not None:
@@ -239,6 +257,7 @@ def app_spec_to_json(spec: AppSpec) -> dict[str, Any]:
         "ram_bp": spec.ram_bp,
         "stateful": spec.stateful,
         "policy": app_policy_to_json(spec.policy),
+        "replica_interval_slots": spec.replica_interval_slots,
     }
 
 

@@ -2,7 +2,7 @@
 
 The admin key is fixed at genesis (``edgechain node --genesis --admin-key PUBKEY``). It
 mints admission tickets for new validators (off chain: the ticket goes on the joining
-node's command line), grants and revokes operator keys and excludes nodes (signed
+node's command line), grants and revokes operator keys, excludes and drains nodes (signed
 commands, applied by a block like every app command).
 """
 
@@ -104,6 +104,16 @@ def cmd_exclude(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args)
+    node = resolve_node_id(ctx, args.node)
+    kind = CommandKind.UNDRAIN_NODE if args.undo else CommandKind.DRAIN_NODE
+    result = ctx.send(ctx.admin_key(), kind, node=node)
+    verb = "undrain" if args.undo else "drain"
+    _print_result(ctx, result, f"{verb} node {short(node.hex())}")
+    return 0
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -137,3 +147,12 @@ def add_parsers(
     )
     exclude.add_argument("node", help="node id or unique prefix (see `edgechain nodes`)")
     exclude.set_defaults(func=cmd_exclude)
+
+    drain = group.add_parser(
+        "drain",
+        parents=[common],
+        help="move a validator's apps away and place nothing on it (it keeps validating)",
+    )
+    drain.add_argument("node", help="node id or unique prefix (see `edgechain nodes`)")
+    drain.add_argument("--undo", action="store_true", help="let the node take apps again")
+    drain.set_defaults(func=cmd_drain)

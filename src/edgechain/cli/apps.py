@@ -67,6 +67,7 @@ def format_app(view: dict[str, Any]) -> str:
         ("version", view.get("version")),
         ("node", view.get("node")),
         ("moving to", view.get("move_to")),
+        ("replica node", view.get("replica_node")),
         ("runtime", view.get("runtime")),
         ("owner", short(view.get("owner"), 16)),
         ("created at slot", view.get("created_slot")),
@@ -75,7 +76,7 @@ def format_app(view: dict[str, Any]) -> str:
     ]
     spec = view.get("spec")
     if isinstance(spec, dict):
-        for name in ("image", "command", "cpu_bp", "ram_bp", "stateful"):
+        for name in ("image", "command", "cpu_bp", "ram_bp", "stateful", "replica_interval_slots"):
             value = spec.get(name)
             if value in (None, "", []):
                 continue

@@ -61,6 +61,8 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
                 if not str(label).startswith("edgechain.")
             )
             or "-",
+            n.get("status") or "-",
+            n.get("last_seen_slot"),
             _percent(n.get("cpu_bp")),
             _percent(n.get("ram_bp")),
             n.get("report_slot"),
@@ -68,7 +70,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
         )
         for n in sorted(nodes, key=lambda n: str(n.get("node_id")))
     ]
-    headers = ("NODE", "ADDRESS", "LABELS", "CPU", "RAM", "REPORTED", "APPS")
+    headers = ("NODE", "ADDRESS", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "REPORTED", "APPS")
     return format_table(headers, rows) + f"\n{len(nodes)} validators"
 
 
@@ -131,6 +133,7 @@ STATUS_FIELDS = (
     "head",
     "role",
     "is_validator",
+    "status",
     "validators",
     "peers",
     "admin_key",
@@ -149,6 +152,10 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
     apps = status.get("apps")
     if isinstance(apps, list):
         pairs.append(("apps here", len(apps)))
+    frozen = status.get("frozen_apps")
+    if isinstance(frozen, list) and frozen:
+        # The watchdog froze them: this node's lease ran out (it lost the chain).
+        pairs.append(("frozen by the watchdog", ", ".join(short(str(a)) for a in frozen)))
     if operator is not None:
         role = (
             "admin"

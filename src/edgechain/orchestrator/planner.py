@@ -21,8 +21,10 @@ latest state), the least-loaded available node. Not counted against
 may take (pinned to the down node) waits there. Down and draining nodes are never
 destinations, of anything.
 
-Phase 1, placement (every plan): queued apps, in queue order, each go to the
-least-loaded node its policy allows (ties: smallest node id), and that node's load grows
+Phase 1, placement (every plan): queued apps, in queue order, each go to their pending
+``move_to`` or their replica node when the policy allows (an app evicted with its node
+restarts where its latest state is), else to the least-loaded node its policy allows
+(ties: smallest node id), and that node's load grows
 by the app's score before the next app is placed, exactly as Algorithm 1's loop. An app
 no node can take (pinned to an absent node, labels nobody has, anti-affinity with every
 node) stays queued and does not block the apps behind it. PLACE entries are not counted
@@ -279,10 +281,9 @@ def _place_queued_apps(registry: Registry, state: _PlanState) -> list[PlanEntry]
     heapq.heapify(heap)
     entries: list[PlanEntry] = []
     for record in get_queued_records(registry):
-        if record.move_to in state.available and state.is_destination_allowed(
-            record, record.move_to
-        ):
-            destination: NodeId | None = record.move_to
+        preferred = _get_preferred_node(state, record)
+        if preferred is not None:
+            destination: NodeId | None = preferred
         elif is_constrained(record.spec.policy):
             destination = _find_least_loaded_allowed(state, record)
         else:
@@ -293,6 +294,16 @@ def _place_queued_apps(registry: Registry, state: _PlanState) -> list[PlanEntry]
         heapq.heappush(heap, (state.load[destination], destination))
         entries.append(PlanEntry(PlanAction.PLACE, record.app, b"", destination))
     return entries
+
+
+def _get_preferred_node(state: _PlanState, record: AppRecord) -> NodeId | None:
+    """Where the app should go whatever the loads say, if it may: the operator's MOVE
+    target, else its replica node (which holds its latest state: an app evicted with
+    its node restarts from there, DESIGN.md "Exactly once")."""
+    for node in (record.move_to, record.replica_node):
+        if node is not None and state.is_destination_allowed(record, node):
+            return node
+    return None
 
 
 def _peek_least_loaded(heap: list[tuple[int, NodeId]], load: dict[NodeId, int]) -> NodeId | None:
@@ -323,14 +334,9 @@ def _recover_apps(state: _PlanState) -> list[PlanEntry]:
     for origin in sorted(state.down):
         for app in list(state.apps_on[origin]):
             record = state.records[app]
-            destination = next(
-                (
-                    node
-                    for node in (record.move_to, record.replica_node)
-                    if node is not None and state.is_destination_allowed(record, node)
-                ),
-                None,
-            ) or _find_least_loaded_allowed(state, record)
+            destination = _get_preferred_node(state, record) or _find_least_loaded_allowed(
+                state, record
+            )
             if destination is None:
                 continue  # pinned to its node, or nowhere allowed: it waits
             state.remove_app(record, origin)

@@ -9,12 +9,18 @@ and names the action; it is pure, so the rules are tested on their own.
 or the node's locks (an app in flight is never touched; a start needs a PLACE or a
 completed migration, ``_may_start_here``) and carries the actions out.
 
+Exactly once (DESIGN.md, "Exactly once: the app-layer contract"): a node runs only
+what its head chain assigns to it. A copy held here that the head does not assign
+(placed elsewhere: re-placed while this node was away, recovered after it was taken for
+down; queued; or absent after a reorg onto a branch that never had it) is *stale*: it is
+stopped at once (``Action.STOP_STALE``), its state kept, unless this node is the origin
+of the MIGRATE that put it elsewhere and is still handing it over (``outgoing``).
+
 An app whose record is absent from the head registry is deleted only when the head
 chain shows a REMOVE, i.e. an ancestor of the head held the record
 (:func:`was_removed`). A record can also be absent because the node is behind, or after
-a reorg onto a branch that never had the app (its copy here arrived by a migration the
-reorg undid); deleting then would lose the only copy of its state, so such an app is
-left alone.
+a reorg onto a branch that never had the app; deleting then could lose the only copy of
+its state, so such an app is only stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgechain.chain.model import AnyBlock, AppSpec, Block, PlanEntry
+from edgechain.chain.model import AnyBlock, AppSpec, Block, ChainParams, PlanEntry
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, get_record
@@ -37,6 +43,9 @@ class ChainView(Protocol):
 
     @property
     def head(self) -> BlockHash | None: ...
+
+    @property
+    def params(self) -> ChainParams | None: ...
 
     @property
     def blocks(self) -> Mapping[BlockHash, AnyBlock]: ...
@@ -64,6 +73,9 @@ class Action(enum.Enum):
     a migration, which carries no version): record the version, nothing restarts."""
     REMOVE = "remove"
     """The runtime holds it and the record is gone: stop it and delete its state."""
+    STOP_STALE = "stop_stale"
+    """Running here, but the head assigns it elsewhere (or nowhere): stop it now, keep its
+    state dir; it is a second copy, or a copy of something the chain never started."""
 
 
 @dataclass(frozen=True)
@@ -76,17 +88,31 @@ class HeldApp:
     version: int | None
 
 
-def decide(node: NodeId, record: AppRecord | None, held: HeldApp | None) -> Action | None:
+def decide(
+    node: NodeId,
+    record: AppRecord | None,
+    held: HeldApp | None,
+    *,
+    removed: bool = False,
+    outgoing: bool = False,
+) -> Action | None:
     """The action that makes ``held`` (None: the runtime has no such app) match
     ``record`` (None: the head registry has none), or None when nothing is to be done.
 
-    A record placed elsewhere, or queued, is not this node's to act on: a stale copy
-    here is left alone (an interrupted migration resolves it).
+    ``removed``: the head chain shows the record's REMOVE (``was_removed``).
+    ``outgoing``: this node is the origin of the head-chain MIGRATE that placed the app
+    elsewhere and is still handing it over; its copy runs until the destination has it.
     """
     if record is None:
-        return Action.REMOVE if held is not None else None
+        if held is None:
+            return None
+        if removed:
+            return Action.REMOVE
+        return Action.STOP_STALE if held.running else None
     if record.node != node:
-        return None
+        if held is None or not held.running or outgoing:
+            return None
+        return Action.STOP_STALE
     if record.state is AppState.STOPPED:
         return Action.STOP if held is not None and held.running else None
     if held is None or not held.running:

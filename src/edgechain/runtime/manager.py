@@ -60,15 +60,24 @@ from typing import Any
 
 import psutil
 
-from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, Block, PlanAction, PlanEntry
+from edgechain.chain.model import (
+    BASIS_POINTS,
+    AppSpec,
+    AppUsage,
+    Block,
+    PlanAction,
+    PlanEntry,
+)
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.messages import MigrationOrder
-from edgechain.consensus.state import BlockState
+from edgechain.consensus.state import BlockState, get_slot_start_ms
 from edgechain.crypto import bls
 from edgechain.errors import LocalError
+from edgechain.orchestrator.liveness import get_lease_end_slot, is_down
 from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
+from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.lifecycle import (
     Action,
     ChainView,
@@ -79,6 +88,8 @@ from edgechain.runtime.lifecycle import (
     was_removed,
 )
 from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.replica import ReplicaStore, restore_from_replica
+from edgechain.runtime.replication import DueReplica, Replicator
 from edgechain.runtime.transfer import MigrationResult, TransferClient, TransferServer
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Slot
 
@@ -88,8 +99,10 @@ TRANSFER_LABEL = "edgechain.transfer"
 PORT_FILE = "transfer.port"
 MEASURE_INTERVAL_MS = 1_000
 MIGRATE_RETRY_S = (0.5, 1.0, 2.0, 4.0)
-"""Backoff between offers of one migration; the last value repeats."""
-MIGRATE_GIVE_UP_S = 120.0
+"""Backoff between offers of one migration; the last value repeats. An origin never
+gives up while the head still places the app at an active destination: the app runs
+here until it runs there (DESIGN.md, "Exactly once"); once the destination is down the
+chain recovers the app elsewhere and this copy is stale."""
 MAX_RESULTS = 100
 ORIGIN_KEY_LOOKBACK = 64
 """Blocks back in which an origin's key is looked up (it may have left since)."""
@@ -164,12 +177,19 @@ class AppManager:
             is_spec_current=self.is_spec_current,
         )
         self.client = TransferClient(self.runtime, sk=sk)
+        self.replicas = ReplicaStore(data_dir / "replicas")
+        self.replicator = Replicator(node_id, self._get_head_state)
+        self.server.replicas = self.replicas
+        self.server.is_replica_wanted = self.replicator.is_wanted
+        self.lease = LeaseWriter(data_dir)
         self.engine: ChainView | None = None
         self.host_usage = LocalUsage()
         self.app_usage: tuple[AppUsage, ...] = ()
         self.views: tuple[AppView, ...] = ()
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
         self._locks: dict[AppId, asyncio.Lock] = {}
+        self._outgoing: dict[AppId, asyncio.Task[None]] = {}
+        """Migrations out in progress (the app runs here until the destination has it)."""
         self._searched: dict[AppId, BlockHash] = {}
         """``lifecycle.was_removed``'s memory of heads already searched, per app."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,17 +233,27 @@ class AppManager:
             log.warning("migration order without spec", extra={"fields": self._order(order)})
             return
         if entry.action is PlanAction.PLACE and entry.destination == self.node_id:
-            self._spawn(self._place(entry.app, order.spec))
+            self._spawn(self._place(entry.app, order.spec, "place"))
+        elif entry.action is PlanAction.RECOVER and entry.destination == self.node_id:
+            # Its node is down (and fenced): start it here from its latest replica.
+            self._spawn(self._place(entry.app, order.spec, "recover"))
         elif entry.action is PlanAction.MIGRATE and entry.origin == self.node_id:
-            self._spawn(self._migrate_out(order.block_hash, order.slot, entry, order.spec))
+            self._start_migrate_out(order.block_hash, order.slot, entry, order.spec)
         # MIGRATE to us: the transfer server accepts it once is_planned agrees.
+        # REPLICA naming us: the app's node sends, the server checks is_replica_wanted.
+
+    def on_head_changed(self) -> None:
+        """Reconcile at the next tick (or right after the round in progress)."""
+        self._next_measure_ms = 0
 
     def set_host_usage(self, usage: LocalUsage) -> None:
         self.host_usage = usage
         self._push_usage()
 
     def tick(self, now_ms: int) -> None:
-        """Measure apps and reconcile, at most one round at a time, ~once a slot."""
+        """Renew the fencing lease; measure apps and reconcile, at most one round at a
+        time, ~once a slot."""
+        self._renew_lease()
         if now_ms < self._next_measure_ms:
             return
         if self._measuring is not None and not self._measuring.done():
@@ -234,6 +264,21 @@ class AppManager:
     @property
     def next_wakeup_ms(self) -> int:
         return self._next_measure_ms
+
+    def _renew_lease(self) -> None:
+        """Let the watchdog keep our apps running until F slots after our latest
+        contribution on the head chain (``orchestrator/liveness.py``): before the first
+        slot whose plan may take us for down and recover them elsewhere. Listed: the apps
+        the head places here and those we are handing over."""
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        params = engine.params if engine is not None else None
+        if state is None or params is None:
+            return
+        end = get_lease_end_slot(state.last_seen, self.node_id, params.down_after_slots)
+        valid_until = get_slot_start_ms(params, end) if end is not None else 0
+        apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
+        self.lease.renew(valid_until, [*apps, *self._outgoing])
 
     # --- queries ---------------------------------------------------------------------
 
@@ -294,7 +339,7 @@ class AppManager:
     def _lock(self, app: AppId) -> asyncio.Lock:
         return self._locks.setdefault(app, asyncio.Lock())
 
-    async def _place(self, app: AppId, spec: AppSpec) -> None:
+    async def _place(self, app: AppId, spec: AppSpec, why: str) -> None:
         version: int | None = None
         record = self._get_head_record(app)
         if record is not None and record.node == self.node_id:
@@ -302,21 +347,55 @@ class AppManager:
             if record.state is AppState.STOPPED:
                 return
             spec, version = record.spec, record.version
+        elif record is not None:
+            return  # placed elsewhere since (a reorg, a later move): not ours to start
         async with self._lock(app):
-            await self._start_if_stopped(app, spec, "place", version)
+            await self._start_if_stopped(app, spec, why, version)
 
     async def _start_if_stopped(
         self, app: AppId, spec: AppSpec, why: str, version: int | None = None
     ) -> None:
         if await asyncio.to_thread(self.runtime.is_running, app):
             return
-        fields = {"app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version}
+        fields: dict[str, Any] = {
+            "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
+        }  # fmt: skip
         try:
+            if await asyncio.to_thread(self._is_replica_wanted_at_start, app, why):
+                used = await asyncio.to_thread(
+                    restore_from_replica, self.runtime, self.replicas, app, spec
+                )
+                fields["replica_slot"] = used.slot if used is not None else None
             await asyncio.to_thread(self.runtime.start, app, spec, version=version)
         except AppRuntimeError as exc:
             log.error("app start failed", extra={"fields": {**fields, "error": str(exc)}})
             return
         log.info("app started", extra={"fields": fields})
+
+    def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:
+        """Blocking: start from the local replica? After a RECOVER, or a migration whose
+        origin died, when we hold one; otherwise only when the runtime has no state of
+        the app at all (a stale local copy is older than the replica its node sent)."""
+        if self.replicas.get(app) is None:
+            return False
+        if why in ("recover", "origin down"):
+            return True
+        return not any(info.app == app for info in self.runtime.list())
+
+    def _start_migrate_out(
+        self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec
+    ) -> None:
+        """Hand the app over, once: a second order for it waits for the first."""
+        running = self._outgoing.get(entry.app)
+        if running is not None and not running.done():
+            return
+        task = self._spawn(self._migrate_out(block_hash, slot, entry, spec))
+        self._outgoing[entry.app] = task
+        task.add_done_callback(lambda t: self._forget_outgoing(entry.app, t))
+
+    def _forget_outgoing(self, app: AppId, task: asyncio.Task[None]) -> None:
+        if self._outgoing.get(app) is task:
+            del self._outgoing[app]
 
     def _get_wanted_record(self, block_hash: BlockHash, entry: PlanEntry) -> AppRecord | None:
         """The app's head record while the block is on our head chain and the registry
@@ -344,7 +423,6 @@ class AppManager:
         self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec
     ) -> None:
         app = entry.app
-        deadline = time.monotonic() + MIGRATE_GIVE_UP_S
         attempt = 0
         fields: dict[str, Any] = {
             "app": bytes(app).hex()[:16],
@@ -352,9 +430,9 @@ class AppManager:
             "slot": slot,
             "to": bytes(entry.destination).hex()[:16],
         }
-        while time.monotonic() < deadline:
+        while True:
             record = self._get_wanted_record(block_hash, entry)
-            if record is None:
+            if record is None or self._is_node_down(entry.destination):
                 break
             address = self._get_destination(entry.destination)
             if address is None:
@@ -374,6 +452,9 @@ class AppManager:
                 return
             await asyncio.sleep(MIGRATE_RETRY_S[min(attempt, len(MIGRATE_RETRY_S) - 1)])
             attempt += 1
+        # The head no longer places it there (a reorg, a later move, a REMOVE) or the
+        # destination is down (the chain recovers the app elsewhere): reconcile decides
+        # what this copy is now.
         log.warning("migration abandoned", extra={"fields": {**fields, "attempts": attempt}})
 
     def _record_result(self, result: MigrationResult, fields: dict[str, Any], attempt: int) -> None:
@@ -397,6 +478,7 @@ class AppManager:
     async def _round(self) -> None:
         await self.reconcile()
         await self._measure()
+        self._send_replicas()
 
     async def reconcile(self) -> None:
         """One pass of the lifecycle rules (module docstring); idempotent. ``tick``
@@ -409,7 +491,8 @@ class AppManager:
         if state is None:
             return
         apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
-        apps += sorted(app for app in held if get_record(state.registry, app) is None)
+        placed_here = set(apps)
+        apps += sorted(app for app in held if app not in placed_here)
         for app in apps:
             lock = self._lock(app)
             if lock.locked():
@@ -417,11 +500,54 @@ class AppManager:
             # Read again per app: an earlier action awaited, and the head moves on.
             current = engine.get_head_state()
             record = get_record(current.registry, app) if current is not None else None
-            action = decide(self.node_id, record, held.get(app))
+            here = held.get(app)
+            action = decide(
+                self.node_id,
+                record,
+                here,
+                removed=record is None
+                and here is not None
+                and not self._is_arriving(app)
+                and was_removed(engine, app, self._searched),
+                outgoing=here is not None and self._is_handing_over(engine, record, here),
+            )
             if action is None or not self._is_allowed(engine, action, app, record):
                 continue
             async with lock:
                 await self._carry_out(action, app, record)
+        self._prune_replicas(state)
+
+    def _is_handing_over(self, engine: ChainView, record: AppRecord | None, held: HeldApp) -> bool:
+        """Are we (still) the origin of the head-chain MIGRATE that placed the app
+        elsewhere, with the destination active? Then our copy runs until the destination
+        has it: a handover that is not running (we restarted, or an earlier attempt was
+        given up while the chain still wanted it) is started again."""
+        if record is None or record.node in (None, self.node_id):
+            return False
+        task = self._outgoing.get(record.app)
+        if task is not None and not task.done():
+            return True
+        found = find_placing_entry(engine, record)
+        if found is None:
+            return False
+        block_hash, entry = found
+        if entry.action is not PlanAction.MIGRATE or entry.origin != self.node_id:
+            return False
+        if self._is_node_down(entry.destination):
+            return False
+        block = engine.blocks.get(block_hash)
+        self._start_migrate_out(block_hash, block.slot if block else Slot(0), entry, held.spec)
+        return True
+
+    def _is_node_down(self, node: bytes) -> bool:
+        """The head's liveness view of ``node`` (``orchestrator/liveness.py``), as the
+        next block's plan will see it."""
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        params = engine.params if engine is not None else None
+        if state is None or params is None:
+            return False
+        return is_down(state.last_seen, NodeId(node), state.slot + 1, params.down_after_slots)
 
     def _get_held(self) -> list[HeldApp]:
         """Blocking: the runtime's apps with their releases."""
@@ -439,9 +565,9 @@ class AppManager:
         self, engine: ChainView, action: Action, app: AppId, record: AppRecord | None
     ) -> bool:
         if action is Action.START:
-            return record is not None and self._may_start_here(engine, record)
-        if action is Action.REMOVE:
-            return not self._is_arriving(app) and was_removed(engine, app, self._searched)
+            return record is not None and self._get_start_reason(engine, record) is not None
+        if action is Action.STOP_STALE:
+            return not self._is_arriving(app)
         return True
 
     def _is_arriving(self, app: AppId) -> bool:
@@ -457,7 +583,15 @@ class AppManager:
             fields.update(name=record.spec.name, version=record.version)
         try:
             if action is Action.START and record is not None:
-                await self._start_if_stopped(app, record.spec, "reconcile", record.version)
+                why = self._get_start_reason(self.engine, record) if self.engine else None
+                await self._start_if_stopped(app, record.spec, why or "reconcile", record.version)
+            elif action is Action.STOP_STALE:
+                if await asyncio.to_thread(self._stop_if_running, app):
+                    # A second copy: the head runs it elsewhere, or never started it.
+                    where = record.node.hex()[:16] if record and record.node else None
+                    log.warning(
+                        "stale app stopped", extra={"fields": {**fields, "placed_on": where}}
+                    )
             elif action is Action.STOP:
                 if await asyncio.to_thread(self._stop_if_running, app):
                     log.info("app stopped", extra={"fields": {**fields, "why": "stopped"}})
@@ -492,17 +626,70 @@ class AppManager:
         self.runtime.start(app, record.spec, version=record.version)
         return True, version
 
-    def _may_start_here(self, engine: ChainView, record: AppRecord) -> bool:
-        """Placed here by a PLACE, or moved here by a migration we completed."""
+    def _get_start_reason(self, engine: ChainView, record: AppRecord) -> str | None:
+        """Why this node may start the app the head places here (None: it may not):
+        a PLACE ("reconcile"), a RECOVER ("recover": its node was down), a migration we
+        completed ("reconcile"), or a migration whose origin is down ("origin down": it
+        never arrived and never will; the origin is fenced, so the app restarts here,
+        from our replica if we hold one). A migration still on its way is the origin's
+        to send, never ours to start."""
         found = find_placing_entry(engine, record)
         if found is None:
-            return False
+            return None
         block_hash, entry = found
         if entry.action is PlanAction.PLACE:
-            return True
+            return "reconcile"
+        if entry.action is PlanAction.RECOVER:
+            return "recover"
         # Same path as TransferServer's ledger: it exists once we acknowledged DONE.
         name = f"{bytes(block_hash).hex()}-{get_app_dirname(record.app)}"
-        return (self.transfer_dir / "ledger" / name).exists()
+        if (self.transfer_dir / "ledger" / name).exists():
+            return "reconcile"
+        if self._is_node_down(entry.origin) and not self._is_arriving(record.app):
+            return "origin down"
+        return None
+
+    def _send_replicas(self) -> None:
+        """Start the replica sends that are due (``runtime/replication.py``)."""
+        state = self._get_head_state()
+        if state is None:
+            return
+        running = {AppId(bytes.fromhex(v.app)) for v in self.views if v.running}
+        for due in self.replicator.get_due(state, running):
+            address = self._get_destination(due.replica_node)
+            if address is None:
+                continue
+            self.replicator.in_flight.add(due.app)
+            self._spawn(self._send_replica(due, *address))
+
+    async def _send_replica(self, due: DueReplica, host: str, port: int) -> None:
+        ok = False
+        fields: dict[str, Any] = {
+            "app": bytes(due.app).hex()[:16],
+            "slot": due.slot,
+            "to": bytes(due.replica_node).hex()[:16],
+        }
+        try:
+            result = await self.client.send_replica(due.app, due.slot, host, port)
+            ok = result.ok
+            fields.update(
+                outcome=result.outcome.value,
+                reason=result.reason,
+                paused_ms=round(result.paused_ms, 1),
+                transmit_ms=round(result.transmit_ms, 1),
+                compressed_bytes=result.compressed_bytes,
+            )
+            log.info("replica sent" if ok else "replica refused", extra={"fields": fields})
+        except (AppRuntimeError, OSError) as exc:
+            log.warning("replica failed", extra={"fields": {**fields, "error": str(exc)}})
+        finally:
+            self.replicator.on_sent(due, ok)
+
+    def _prune_replicas(self, state: BlockState) -> None:
+        stored = [info.app for info in self.replicas.list()]
+        for app in self.replicator.get_unwanted(state, stored):
+            self.replicas.remove(app)
+            log.info("replica dropped", extra={"fields": {"app": bytes(app).hex()[:16]}})
 
     async def _measure(self) -> None:
         views, usage = await asyncio.to_thread(self._sample)

@@ -1,0 +1,95 @@
+"""State replicas as a node takes part in them (DESIGN.md, "Exactly once", point 4).
+
+The plan names each opted-in app's replica node (``PlanAction.REPLICA``, recorded as
+``AppRecord.replica_node``). The app's node sends a snapshot of the app's state there
+every ``spec.replica_interval_slots`` slots, signed and hashed like a migration
+(``TransferClient.send_replica``); the replica node keeps the latest one
+(``runtime/replica.py``, ``ReplicaStore``) and accepts a replica only from the node the
+head registry places the app on, and only if it is the app's replica node
+(:meth:`Replicator.is_wanted`, the transfer server's callback). A RECOVER, or a
+migration whose origin is down, then restarts the app from it
+(``runtime/manager.py``).
+
+:class:`Replicator` is the bookkeeping: which replicas are due (:meth:`get_due`),
+in flight, last sent, and which stored ones the chain no longer wants
+(:meth:`get_unwanted`). The manager runs the sends and deletions in tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from edgechain.consensus.state import BlockState
+from edgechain.orchestrator.registry import AppState, get_record
+from edgechain.types import AppId, NodeId, Slot
+
+
+@dataclass(frozen=True)
+class DueReplica:
+    """A replica this node should send now."""
+
+    app: AppId
+    slot: Slot
+    replica_node: NodeId
+
+
+class Replicator:
+    """Which replicas this node sends and keeps; pure bookkeeping over the head state."""
+
+    def __init__(self, node_id: NodeId, get_head_state: Callable[[], BlockState | None]) -> None:
+        self.node_id = node_id
+        self._get_head_state = get_head_state
+        self.last_sent: dict[tuple[AppId, NodeId], Slot] = {}
+        """Per (app, replica node): the slot of the last replica it stored. A new replica
+        node gets one at once."""
+        self.in_flight: set[AppId] = set()
+
+    def is_wanted(self, app: AppId, origin: NodeId) -> bool:
+        """The transfer server's check: the head places ``app`` on ``origin`` and names
+        this node its replica node."""
+        state = self._get_head_state()
+        record = get_record(state.registry, app) if state is not None else None
+        return (
+            record is not None
+            and record.node == origin
+            and record.replica_node == self.node_id
+            and origin != self.node_id
+        )
+
+    def get_due(self, state: BlockState, running: Collection[AppId]) -> list[DueReplica]:
+        """The replicas to send at the head ``state``: apps placed here, RUNNING and
+        running, with a replica node, whose interval has passed since the last one."""
+        due = []
+        for record in state.registry.records:
+            interval = record.spec.replica_interval_slots
+            target = record.replica_node
+            if (
+                record.node != self.node_id
+                or target is None
+                or interval <= 0
+                or record.state is not AppState.RUNNING
+                or record.app not in running
+                or record.app in self.in_flight
+            ):
+                continue
+            last = self.last_sent.get((record.app, target))
+            if last is None or state.slot >= last + interval:
+                due.append(DueReplica(record.app, state.slot, target))
+        return due
+
+    def on_sent(self, replica: DueReplica, ok: bool) -> None:
+        self.in_flight.discard(replica.app)
+        if ok:
+            self.last_sent[(replica.app, replica.replica_node)] = replica.slot
+
+    def get_unwanted(self, state: BlockState, stored: Collection[AppId]) -> list[AppId]:
+        """Stored replicas the head no longer wants here: the app is gone, or this node
+        is neither its replica node nor its node (a RECOVER here uses the replica, and the
+        app's node keeps it until a new replica node holds a newer one)."""
+        unwanted = []
+        for app in stored:
+            record = get_record(state.registry, app)
+            if record is None or (self.node_id not in (record.replica_node, record.node)):
+                unwanted.append(app)
+        return unwanted
