@@ -451,7 +451,7 @@ class Node(NodeQueries):
         elif isinstance(event, HeadChanged) and self.apps is not None and not self._replaying:
             # A new head may assign our apps elsewhere (a reorg, a sync after a pause):
             # stale copies stop at the next tick, not a measuring interval later.
-            self.apps.on_head_changed()
+            self.apps.on_head_changed(reorg=bool(event.reverted))
 
     # --- duty priority (node_duty.py) ----------------------------------------------------
 

@@ -334,7 +334,7 @@ def test_elected_producers_follow_the_chain(tmp_path: Path) -> None:
         parent=state0.block_hash, slot=Slot(1), excluded=producer1.node, committee=committee1
     )
     skip_hash = compute_block_hash(skip)
-    state1 = apply_block(state0, skip, skip_hash, 3)
+    state1 = apply_block(state0, skip, skip_hash, genesis.params)
 
     producers = compute_producers(genesis, [(skip_hash, skip)], [1, 2, 3])
 

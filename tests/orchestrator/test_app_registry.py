@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ from edgechain.orchestrator import (
     get_queued_records,
     get_record,
 )
+from edgechain.orchestrator.registry import put_record
 from edgechain.types import AppId, NodeId, Slot
 
 A, B, C = node_id(1), node_id(2), node_id(3)
@@ -92,40 +95,45 @@ def test_place_and_migrate_update_placement_and_last_move() -> None:
     assert_invariants(registry)
 
 
-def test_apps_of_departed_nodes_go_to_the_front_of_the_queue_in_id_order() -> None:
+def test_apps_of_departed_nodes_stay_placed_until_recovered() -> None:
+    """A node that leaves (exit, exclusion) keeps its apps in the registry: it may only
+    have been slow and still run them; the planner RECOVERs them once it is down
+    (orchestrator/liveness.py). Its MOVE targets and replica roles go at once."""
     specs = [app_spec(f"app{i}") for i in range(5)]
     registry = build_registry(
         [(specs[0], A), (specs[1], B), (specs[2], A), (specs[3], None), (specs[4], C)],
         placed_at=2,
     )
+    record = get_record(registry, app_id(specs[1]))
+    assert record is not None
+    registry = put_record(registry, replace(record, move_to=A, replica_node=C))
     new = app_spec("new")
     registry = apply_test_block(registry, Slot(3), compute_submissions_with_ids([new]), (), {A, C})
-    evicted = sorted([app_id(specs[0]), app_id(specs[2]), app_id(specs[4])])
-    assert registry.queue == (*evicted, app_id(specs[3]), app_id(new))
-    assert get_placement(registry, app_id(specs[1])) == B
-    for app in evicted:
-        record = get_record(registry, app)
-        assert record is not None
-        assert record.node is None
-        assert record.last_move_slot == Slot(2), "last move is kept"
+    assert registry.queue == (app_id(specs[3]), app_id(new))
+    assert get_placement(registry, app_id(specs[0])) == A
+    assert get_placement(registry, app_id(specs[4])) == C
+    moved = get_record(registry, app_id(specs[1]))
+    assert moved is not None and moved.node == B
+    assert moved.move_to is None and moved.replica_node is None
     assert_invariants(registry)
 
 
 def test_the_plan_is_applied_before_departures() -> None:
     """A plan computed on the parent may place an app on a node that leaves in this very
-    block: the app must end up queued again, not on a departed node."""
+    block: the app stays there (recovered once that node is down), never queued twice."""
     web = app_spec("web")
     registry = build_registry([(web, None)])
     registry = apply_test_block(registry, Slot(3), (), (place(app_id(web), A),), {A})
-    assert registry.queue == (app_id(web),)
-    assert get_placement(registry, app_id(web)) is None
+    assert registry.queue == ()
+    assert get_placement(registry, app_id(web)) == A
 
 
-def test_skip_block_excludes_a_producer() -> None:
+def test_skip_block_excludes_a_producer_its_apps_wait() -> None:
     web = app_spec("web")
     registry = build_registry([(web, B)])
     after = apply_test_block(registry, Slot(5), (), (), (B,))
-    assert after.queue == (app_id(web),)
+    assert after.queue == ()
+    assert get_placement(after, app_id(web)) == B
 
 
 @pytest.mark.parametrize(
@@ -219,5 +227,3 @@ def test_property_apps_are_never_lost(
         submitted |= {app_id(specs[i]) for i in new}
         assert_invariants(registry)
         assert {r.app for r in registry.records} == submitted, "never lost, never invented"
-        for record in registry.records:
-            assert record.node is None or record.node not in removed_nodes

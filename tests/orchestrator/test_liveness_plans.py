@@ -23,7 +23,7 @@ from edgechain.orchestrator.liveness import (
 from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
 from edgechain.types import AppId, NodeId, Slot
 
-A, B, C, D = node_id(1), node_id(2), node_id(3), node_id(4)
+A, B, C, D, E = node_id(1), node_id(2), node_id(3), node_id(4), node_id(5)
 NODES = [NodeInfo(A), NodeInfo(B), NodeInfo(C), NodeInfo(D)]
 SLOT = Slot(40)
 K = 12
@@ -39,26 +39,52 @@ def replicated(name: str, every: int = 5, policy: AppPolicy | None = None) -> Ap
 
 def test_last_seen_rises_with_contributions_and_follows_the_validator_set() -> None:
     seen = compute_last_seen(
-        {A: Slot(3), B: Slot(9)}, Slot(10), [(A, Slot(10)), (B, Slot(8))], [A, B, C]
+        {A: Slot(3), B: Slot(9)}, Slot(10), [(A, Slot(10)), (B, Slot(8))], [A, B, C], K
     )
     # B's older contribution does not lower it; C was just included: seen now.
     assert seen == {A: 10, B: 9, C: 10}
-    assert compute_last_seen(seen, Slot(11), [], [A, C]) == {A: 10, C: 10}
+    # B leaves the set: it stays known (its apps wait for it to be down) until it is.
+    assert compute_last_seen(seen, Slot(11), [], [A, C], K) == {A: 10, B: 9, C: 10}
+    # It is forgotten once down, on a quorate chain (here A and C are recent) ...
+    recent = {A: Slot(20), B: Slot(9), C: Slot(20)}
+    assert compute_last_seen(recent, Slot(9 + K), [], [A, C], K) == {A: 20, C: 20}
+    # ... never on a chain that is not (the minority side of a partition excludes the
+    # silent majority: forgetting them would hand it the quorum) ...
+    stale = {A: Slot(10), B: Slot(9), C: Slot(10)}
+    assert B in compute_last_seen(stale, Slot(9 + K), [], [A, C], K)
+    # ... unless the admin banned it.
+    assert B not in compute_last_seen(stale, Slot(9 + K), [], [A, C], K, banned=[B])
 
 
 def test_status_down_after_k_slots_down_wins_over_draining() -> None:
-    seen = {A: Slot(10), B: Slot(20)}
+    seen = {A: Slot(10), B: Slot(20), C: Slot(21)}
     assert get_node_status(seen, A, 21, K, ()) is NodeStatus.ACTIVE
     assert get_node_status(seen, A, 22, K, ()) is NodeStatus.DOWN
     assert get_node_status(seen, B, 22, K, (B,)) is NodeStatus.DRAINING
     assert get_node_status(seen, A, 22, K, (A,)) is NodeStatus.DOWN
+    assert get_node_status(seen, D, 22, K, ()) is NodeStatus.DOWN  # unknown: down
     assert compute_down_nodes(seen, 22, K) == {A}
+    # A node the chain forgot that still holds apps is down too.
+    assert compute_down_nodes(seen, 22, K, holders=[B, D]) == {A, D}
     # The lease ends F = K - margin slots after the node's own last contribution, so
     # before the first slot whose plan may take it for down.
     end = get_lease_end_slot(seen, A, K)
     assert end == 10 + K - FENCE_MARGIN_SLOTS
     assert end is not None and end < 10 + K
-    assert get_lease_end_slot(seen, C, K) is None
+    assert get_lease_end_slot(seen, D, K) is None
+
+
+def test_a_minority_chain_recovers_nothing_and_its_leases_run_out() -> None:
+    """The minority side of a partition (2 of 5 here) still builds blocks, but it must
+    neither recover the majority's apps nor keep running its own: the majority side
+    recovers those K slots after it last heard of them."""
+    minority = {A: Slot(30), B: Slot(30), C: Slot(10), D: Slot(10), E: Slot(10)}
+    assert compute_down_nodes(minority, 30, K, holders=[C, D]) == frozenset()
+    # Its own nodes contribute every slot, but the quorum slot is the partition's start.
+    assert get_lease_end_slot(minority, A, K) == 10 + K - FENCE_MARGIN_SLOTS
+    majority = {A: Slot(10), B: Slot(10), C: Slot(30), D: Slot(30), E: Slot(30)}
+    assert compute_down_nodes(majority, 30, K) == {A, B}
+    assert get_lease_end_slot(majority, C, K) == 30 + K - FENCE_MARGIN_SLOTS
 
 
 # --- recovery ----------------------------------------------------------------------------
@@ -195,15 +221,17 @@ def test_replicas_of_stopped_or_queued_apps_wait() -> None:
     assert plan[0].destination != plan[0].origin
 
 
-def test_an_app_evicted_with_its_node_is_placed_on_its_replica_node() -> None:
+def test_an_app_of_an_excluded_node_waits_then_goes_to_its_replica_node() -> None:
     registry, app = place_replicated()
     registry = apply_block_to_registry(
         registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, D),), ()
     )
-    # A skip block excludes A: the app is queued again, its replica node kept.
+    # A skip block excludes A: the app stays on A (it may still run there) ...
     registry = apply_block_to_registry(registry, Slot(6), (), {A})
     record = get_record(registry, app)
-    assert record is not None and record.node is None and record.replica_node == D
+    assert record is not None and record.node == A and record.replica_node == D
     reports = [report(B, 0), report(C, 0), report(D, 9_000)]
-    plan = compute_plan(registry, reports, NODES[1:], SLOT, 4)
-    assert plan == (PlanEntry(PlanAction.PLACE, app, b"", D),)
+    assert compute_plan(registry, reports, NODES[1:], SLOT, 4) == ()
+    # ... until A is down: then it is recovered on its replica node.
+    plan = compute_plan(registry, reports, NODES[1:], SLOT, 4, down=frozenset({A}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, A, D),)

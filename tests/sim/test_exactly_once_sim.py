@@ -5,16 +5,14 @@ runtime modelled by ``sim/apps.py`` on the real lifecycle rules and audited by
 
 Seeds are chosen, and the tests check that each run really went through the case it is
 about (the fault hit apps, the chain recovered them, the reorg reverted a PLACE and a
-MIGRATE that nodes had acted on). Two protocol bugs the auditor found are pinned as
-strict xfails; see their docstrings.
+MIGRATE that nodes had acted on). The last two tests pin two protocol bugs the auditor
+found, now fixed (see their docstrings).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
-
-import pytest
 
 from edgechain.chain.model import AnyBlock, Block, PlanAction
 from edgechain.orchestrator.registry import AppState
@@ -128,28 +126,24 @@ def test_reorg_reverting_a_place_and_a_migrate_leaves_each_app_once() -> None:
     assert compute_result_digest(Simulation(REORG).run()) == compute_result_digest(result)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a skip block's exclusion re-places apps unfenced")
-def test_paused_host_excluded_by_a_skip_block_is_not_fenced_in_time() -> None:
-    """Protocol bug (seed 4). The host (node 11, 3 apps), paused at slot 9, is the
-    elected producer of slot 10: the skip block of slot 10 excludes it, and
-    ``registry._evict_removed_nodes`` puts its apps back in the queue, so the plan of
-    slot 11 PLACEs them on nodes 2, 3 and 0, which start them at 23.5-24 s. Its lease
-    (F = K - 4 slots after its last contribution) runs until slot 16: its copies are
-    frozen only at 33.25 s, ~5 slots of two copies. Eviction by exclusion (a skip
-    block, an admin EXCLUDE_NODE) skips the fencing delay that RECOVER waits for."""
+def test_paused_host_excluded_by_a_skip_block_is_fenced_before_its_apps_move() -> None:
+    """Was a protocol bug (seed 4). The host (node 11, 3 apps), paused at slot 9, is the
+    elected producer of slot 10 and the skip block of slot 10 excludes it. Its apps used
+    to be queued at once and PLACEd by slot 11 while its lease ran until slot 16: ~5
+    slots of two copies. Now a node that leaves keeps its apps in the registry until it
+    is down (K slots after its last contribution, after its lease), then RECOVER."""
     _, result, apps = _run(replace(HOST_FAULT, faults="app-host-pause", seed=4))
     assert apps["max_copies_seen"] == 1, result.summary["violations"]
+    assert not result.summary["violations"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: both halves of a partition run the same apps")
 def test_partition_heal_with_apps_runs_each_app_once() -> None:
-    """Protocol bug (partition-heal, seed 2: even halves, nodes 0-5 and 6-11, from
-    slot 6 to 17). Both halves keep building (a strict majority of a slot's committee
-    is enough) and each half's chain renews its own nodes' leases, so nothing is
-    fenced, while each half re-places the other's apps: by exclusion (on the 6-11
-    chain, the skip blocks of slots 6 and 9 exclude nodes 4 and 5; their apps are
-    PLACEd by its next block, slot 14) and by liveness (RECOVER from node 3, taken for
-    down at slot 15). Apps run on both sides from slot 14 until the heal."""
+    """Was a protocol bug (partition-heal, seed 2: even halves, nodes 0-5 and 6-11,
+    from slot 6 to 17). Both halves keep building (a strict majority of a slot's
+    committee is enough), and each half used to renew its own leases while re-placing
+    the other's apps. Now a chain on which no strict majority of the known nodes is
+    alive recovers nothing, and a node's lease also ends F slots after the chain last
+    saw a majority: with even halves, both sides freeze their apps until the heal."""
     config = SimConfig(
         nodes=12, committee=4, slots=34, seed=2, preset_genesis=True, apps=12,
         faults="partition-heal",

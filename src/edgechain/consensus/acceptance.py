@@ -82,7 +82,7 @@ class BlockAcceptance:
                 parent,
                 block,
                 block_hash,
-                params.committee_size,
+                params,
                 get_roles(ctx.memo, parent, block.slot, params.committee_size),
             ),
         )

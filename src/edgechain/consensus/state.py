@@ -214,11 +214,12 @@ def apply_block(
     parent: BlockState,
     block: AnyBlock,
     block_hash: BlockHash,
-    committee_size: int,
+    params: ChainParams,
     roles: Roles | None = None,
 ) -> BlockState:
     """The state transition of one validated block. ``roles``: the block's elected
     roles when the caller has them (``get_roles``), else they are computed."""
+    committee_size = params.committee_size
     if roles is None:
         roles = compute_roles(
             parent.validators.get_public_keys(), parent.seed, block.slot, committee_size
@@ -241,6 +242,8 @@ def apply_block(
                 block.slot,
                 _get_contributions(block, roles),
                 validators.get_node_ids(),
+                params.down_after_slots,
+                authority.banned,
             ),
         )
     validators = apply_block_to_validator_set(parent.validators, block)
@@ -263,6 +266,8 @@ def apply_block(
             block.slot,
             _get_contributions(block, roles),
             validators.get_node_ids(),
+            params.down_after_slots,
+            parent.authority.banned,
         ),
     )
 
@@ -331,7 +336,12 @@ def get_plan(
             get_node_infos(parent.validators),
             slot,
             params.max_migrations_per_slot,
-            down=compute_down_nodes(parent.last_seen, slot, params.down_after_slots),
+            down=compute_down_nodes(
+                parent.last_seen,
+                slot,
+                params.down_after_slots,
+                (r.node for r in parent.registry.records if r.node is not None),
+            ),
             draining=frozenset(parent.authority.draining),
         ),
     )

@@ -116,7 +116,7 @@ def format_app_line(app: Mapping[str, Any], name_width: int = 0) -> str:
     for event in app["events"]:
         if event["kind"] in PATH_EVENTS and event.get("node"):
             steps.append(f"{event['node']} @{event['slot']}")
-        elif event["kind"] in ("move", "stop", "start", "update", "evict"):
+        elif event["kind"] in ("move", "stop", "start", "update", "node_left", "replica"):
             steps.append(f"[{event['kind']} @{event['slot']}]")
     completed = [m["total_ms"] for m in app["migrations"] if m.get("outcome") == "completed"]
     timing = f" (migrations {', '.join(f'{t} ms' for t in completed)})" if completed else ""

@@ -43,7 +43,7 @@ def compute_elections(
     genesis exclusive, in order). A slot is elected from the last block before it."""
     states: list[BlockState] = [compute_genesis_state(genesis)]
     for block_hash, block in chain:
-        states.append(apply_block(states[-1], block, block_hash, genesis.params.committee_size))
+        states.append(apply_block(states[-1], block, block_hash, genesis.params))
     size = genesis.params.committee_size
     elections = {}
     for slot in slots:

@@ -3,7 +3,8 @@
 Pure functions of chain state for the API and the CLI (DESIGN.md, "Apps"): where each
 app should run comes from the head registry; where it was last *seen* running comes from
 the nodes' signed reports the state carries; an app's history (submission, updates,
-stops, placements, migrations, evictions) comes from the blocks of the head chain.
+stops, placements, migrations, recoveries, departures of its node) comes from the
+blocks of the head chain.
 Nothing here reads a clock or a runtime: migration timings are measured by the nodes
 involved and served by them.
 """
@@ -53,10 +54,11 @@ class HistoryEvent:
     kind: str
     """``submit``, ``update``, ``stop``, ``start``, ``move`` (requested), ``remove``,
     ``place``, ``migrate``, ``recover`` (its node was down), ``replica`` (a new replica
-    node) or ``evict`` (its node left the validator set)."""
+    node) or ``node_left`` (its node left the validator set; the app stays placed there
+    until the node is down)."""
     node: bytes | None = None
     """Where the event puts the app (place, migrate, recover, move), its new replica node
-    (replica) or the node it left (evict)."""
+    (replica) or the node that left (node_left)."""
     origin: bytes | None = None
     """The node a migration takes it from."""
     signer: bytes | None = None
@@ -130,8 +132,9 @@ def compute_app_history(
     for block_hash, block, before in chain:
         placed = get_record(before, app)
         for node in get_removed_nodes(block):
+            # Its apps stay there until the node is down, then a RECOVER moves them.
             if placed is not None and placed.node == node:
-                events.append(HistoryEvent(block.slot, block_hash, "evict", node=node))
+                events.append(HistoryEvent(block.slot, block_hash, "node_left", node=node))
         if not isinstance(block, Block):
             continue
         for entry in block.plan:

@@ -30,7 +30,7 @@ expires before the chain can recover its apps: an app is fenced before it is re-
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from edgechain.types import NodeId, Slot
 
@@ -47,7 +47,8 @@ class NodeStatus(enum.Enum):
 
 
 LastSeen = Mapping[NodeId, Slot]
-"""Each validator's latest contributing slot on a chain (the state after a block)."""
+"""Each validator's latest contributing slot on a chain (the state after a block), and
+that of each node that left the set, until it is down."""
 
 
 def compute_last_seen(
@@ -55,21 +56,42 @@ def compute_last_seen(
     slot: Slot,
     contributions: Iterable[tuple[NodeId, Slot]],
     validators: Iterable[NodeId],
+    down_after: int,
+    banned: Collection[bytes] = (),
 ) -> dict[NodeId, Slot]:
     """``last_seen`` after a block of ``slot``: the parent's, raised by this block's
     ``contributions`` (node, slot), for the validators after the block; a validator the
-    parent did not know (just included) is seen at ``slot``."""
+    parent did not know (just included) is seen at ``slot``.
+
+    A node that left the set (exit, exclusion) keeps its entry: its apps stay placed on
+    it until it is down, and it still counts in the quorum (:func:`is_quorate`). The
+    entry goes once the node is down *and* the parent chain is quorate, or the admin
+    banned the node (EXCLUDE_NODE). Why the quorum: the minority side of a partition
+    still builds blocks, and its skip blocks exclude the silent majority one by one; if
+    those exclusions shrank the quorum's denominator, the minority would soon hold a
+    "majority" of what is left and run the majority's apps a second time.
+    """
     seen = dict(parent)
     for node, at in contributions:
         if at > seen.get(node, -1):
             seen[node] = at
-    return {node: seen.get(node, slot) for node in validators}
+    members = set(validators)
+    after = {node: seen.get(node, slot) for node in members}
+    may_forget = is_quorate(parent, slot, down_after)
+    for node, at in seen.items():
+        if node in members:
+            continue
+        gone = slot - at >= down_after and (may_forget or node in banned)
+        if not gone:
+            after[node] = at
+    return {node: after[node] for node in sorted(after)}
 
 
 def is_down(last_seen: LastSeen, node: NodeId, slot: int, down_after: int) -> bool:
-    """Whether ``node`` counts as down in the plan (or view) of ``slot``."""
+    """Whether ``node`` counts as down in the plan (or view) of ``slot``; a node without
+    an entry (never a validator here, or gone for K slots) is down."""
     seen = last_seen.get(node)
-    return seen is not None and slot - seen >= down_after
+    return seen is None or slot - seen >= down_after
 
 
 def get_node_status(
@@ -80,16 +102,60 @@ def get_node_status(
     return NodeStatus.DRAINING if node in frozenset(draining) else NodeStatus.ACTIVE
 
 
-def compute_down_nodes(last_seen: LastSeen, slot: int, down_after: int) -> frozenset[NodeId]:
-    """The validators down in the plan of ``slot``."""
-    return frozenset(n for n in last_seen if is_down(last_seen, n, slot, down_after))
+def get_fence_slots(down_after: int) -> int:
+    """F: how long a lease outlives the chain's last sight of its node, or of a majority."""
+    return max(1, down_after - FENCE_MARGIN_SLOTS)
+
+
+def is_quorate(last_seen: LastSeen, slot: int, down_after: int) -> bool:
+    """A strict majority of the nodes ``last_seen`` knows was seen within the last F
+    slots: exactly when the leases of this chain's nodes may still be valid
+    (:func:`get_lease_end_slot`).
+
+    A chain that is not quorate may be the minority side of a partition, whose other
+    side is alive and recovers the apps it can no longer see: such a chain recovers
+    nothing (:func:`compute_down_nodes`) and forgets no departed node
+    (:func:`compute_last_seen`), and its nodes' leases run out. The window is F, not K:
+    with K, both sides of a partition would count each other alive for K slots.
+    """
+    window = get_fence_slots(down_after)
+    alive = sum(1 for at in last_seen.values() if slot - at < window)
+    return 2 * alive > len(last_seen)
+
+
+def compute_down_nodes(
+    last_seen: LastSeen, slot: int, down_after: int, holders: Iterable[NodeId] = ()
+) -> frozenset[NodeId]:
+    """The nodes down in the plan of ``slot``: known nodes silent for K slots, and the
+    ``holders`` (nodes the registry places apps on) that the chain no longer knows. None
+    when the chain is not quorate: a minority must not recover what the majority runs."""
+    if not is_quorate(last_seen, slot, down_after):
+        return frozenset()
+    down = {n for n in last_seen if is_down(last_seen, n, slot, down_after)}
+    down.update(n for n in holders if n not in last_seen)
+    return frozenset(down)
+
+
+def get_quorum_slot(last_seen: LastSeen) -> Slot | None:
+    """The latest slot by which a strict majority of the known nodes had been seen."""
+    if not last_seen:
+        return None
+    ordered = sorted(last_seen.values(), reverse=True)
+    return ordered[len(ordered) // 2]
 
 
 def get_lease_end_slot(last_seen: LastSeen, node: NodeId, down_after: int) -> Slot | None:
     """The slot at whose start ``node``'s fencing lease ends, by the chain it sees: F =
-    K - FENCE_MARGIN_SLOTS slots after its latest contribution there (None: it is not
-    a validator on that chain, so it holds no lease)."""
+    K - FENCE_MARGIN_SLOTS slots after the earlier of its own latest contribution and
+    the quorum slot (None: the chain does not know it, so it holds no lease).
+
+    Own contribution: the chain marks the node down K slots after it, so its apps are
+    frozen FENCE_MARGIN_SLOTS before they can be recovered. Quorum slot: a node whose
+    chain stops hearing from a majority (the minority side of a partition) freezes its
+    apps too, while the majority side recovers them K slots after it last heard of it.
+    """
     seen = last_seen.get(node)
-    if seen is None:
+    quorum = get_quorum_slot(last_seen)
+    if seen is None or quorum is None:
         return None
-    return Slot(seen + max(1, down_after - FENCE_MARGIN_SLOTS))
+    return Slot(min(seen, quorum) + get_fence_slots(down_after))

@@ -14,7 +14,8 @@ Algorithm 1 of the paper, which this generalises:
           that narrows their gap
 
 Phase 0, recovery (DESIGN.md, "Exactly once"): every running app on a ``down`` node
-(``orchestrator/liveness.py``) gets a RECOVER entry, in app id order, to the first of
+(``orchestrator/liveness.py``; a node that left the validator set keeps its apps until
+it is down) gets a RECOVER entry, in app id order, to the first of
 these its policy allows: its pending ``move_to``, its replica node (which holds its
 latest state), the least-loaded available node. Not counted against
 ``max_migrations``: the app is not running anywhere the chain trusts. An app no node
@@ -214,25 +215,27 @@ class _PlanState:
         down: frozenset[NodeId],
         draining: frozenset[NodeId],
     ) -> _PlanState:
-        down = down & frozenset(infos)
+        # ``down`` may name nodes that left the validator set with apps still on them
+        # (they stay placed there until the node is down, registry.py): their apps are
+        # recovered, nothing else is done with them.
         draining = (draining & frozenset(infos)) - down
         state = cls(
             infos=infos,
             available=frozenset(infos) - down - draining,
             down=down,
             draining=draining,
-            load=dict(model.node_load),
+            load=dict.fromkeys(down, 0) | dict(model.node_load),
             app_score=dict(model.app_score),
             records={r.app: r for r in registry.records},
             reported=model.reported,
-            apps_on={node: [] for node in infos},
-            groups_on={node: {} for node in infos},
+            apps_on={node: [] for node in (*infos, *down)},
+            groups_on={node: {} for node in (*infos, *down)},
             planned=set(),
         )
         for record in registry.records:  # app id order, so every list stays sorted
             if (
                 record.node is not None
-                and record.node in infos
+                and record.node in state.apps_on
                 and record.state is AppState.RUNNING
             ):
                 state.apps_on[record.node].append(record.app)

@@ -133,11 +133,12 @@ def apply_block_to_registry(
        ValidationError: honest validators recompute the plan from this same registry, so
        such a plan can only come from a faulty producer.
     2. ``removed_nodes`` (the block's exits and exclusions, or a skip block's excluded
-       producer): every app placed on one of them is unplaced; the running ones go back
-       to the *front* of the queue, in app id order, so they are re-placed before new
-       submissions. An app is never lost (DESIGN.md, "Migration execution"); its
-       ``last_move_slot`` is kept, a ``move_to`` or ``replica_node`` naming a removed
-       node is dropped.
+       producer): a ``move_to`` or ``replica_node`` naming one of them is dropped. Their
+       apps stay placed on them: a node excluded by a skip block may only have been slow
+       and still runs them, so re-placing them at once would run them twice. The
+       planner recovers them once the node is ``down`` (``orchestrator/liveness.py``),
+       after its fencing lease has frozen them (DESIGN.md, "Exactly once"). An app is
+       never lost, and never placed twice.
 
     A skip block is ``apply_block_to_registry(r, slot, (), {excluded})``.
     """
@@ -145,7 +146,7 @@ def apply_block_to_registry(
         return registry
     changed: dict[AppId, AppRecord] = {}
     queue = _apply_plan(registry, slot, plan, changed)
-    queue = _evict_removed_nodes(registry, removed_nodes, changed) + queue
+    _forget_removed_nodes(registry, removed_nodes, changed)
     records = tuple(changed.get(r.app, r) for r in registry.records)
     return Registry(records=records, queue=tuple(queue))
 
@@ -217,22 +218,16 @@ def _apply_plan(
     return [app for app in registry.queue if app not in placed]
 
 
-def _evict_removed_nodes(
+def _forget_removed_nodes(
     registry: Registry, removed_nodes: Collection[NodeId], changed: dict[AppId, AppRecord]
-) -> list[AppId]:
-    """Step 2: unplace the apps of departed nodes; returns them in app id order."""
+) -> None:
+    """Step 2: no MOVE to, and no replicas on, a node that left."""
     if not removed_nodes:
-        return []
+        return
     removed = set(removed_nodes)
-    evicted: list[AppId] = []
     for original in registry.records:  # app id order
         record = changed.get(original.app, original)
         move_to = None if record.move_to in removed else record.move_to
         replica = None if record.replica_node in removed else record.replica_node
-        if record.node is not None and record.node in removed:
-            changed[record.app] = replace(record, node=None, move_to=move_to, replica_node=replica)
-            if record.state is AppState.RUNNING:
-                evicted.append(record.app)
-        elif move_to != record.move_to or replica != record.replica_node:
+        if move_to != record.move_to or replica != record.replica_node:
             changed[record.app] = replace(record, move_to=move_to, replica_node=replica)
-    return evicted

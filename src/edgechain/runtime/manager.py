@@ -188,6 +188,8 @@ class AppManager:
         self.views: tuple[AppView, ...] = ()
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
         self._locks: dict[AppId, asyncio.Lock] = {}
+        self._settle_until = 0.0
+        """No start before this (monotonic seconds): a reorg is settling."""
         self._outgoing: dict[AppId, asyncio.Task[None]] = {}
         """Migrations out in progress (the app runs here until the destination has it)."""
         self._searched: dict[AppId, BlockHash] = {}
@@ -242,9 +244,15 @@ class AppManager:
         # MIGRATE to us: the transfer server accepts it once is_planned agrees.
         # REPLICA naming us: the app's node sends, the server checks is_replica_wanted.
 
-    def on_head_changed(self) -> None:
-        """Reconcile at the next tick (or right after the round in progress)."""
+    def on_head_changed(self, reorg: bool) -> None:
+        """Reconcile at the next tick (or right after the round in progress). After a
+        reorg, start nothing for one slot: the copy the winning branch does not want may
+        still run on a node that has not switched to it yet, and stops once it has."""
         self._next_measure_ms = 0
+        if reorg:
+            engine = self.engine
+            slot_ms = engine.params.slot_duration_ms if engine and engine.params else 0
+            self._settle_until = time.monotonic() + slot_ms / 1000
 
     def set_host_usage(self, usage: LocalUsage) -> None:
         self.host_usage = usage
@@ -565,7 +573,11 @@ class AppManager:
         self, engine: ChainView, action: Action, app: AppId, record: AppRecord | None
     ) -> bool:
         if action is Action.START:
-            return record is not None and self._get_start_reason(engine, record) is not None
+            return (
+                record is not None
+                and time.monotonic() >= self._settle_until
+                and self._get_start_reason(engine, record) is not None
+            )
         if action is Action.STOP_STALE:
             return not self._is_arriving(app)
         return True

@@ -55,6 +55,11 @@ class NodeApps:
     lease_until_ms: int = 0
     lease_apps: frozenset[AppId] = frozenset()
     next_reconcile_ms: int = 0
+    head: BlockHash | None = None
+    """The head of the last reconcile: a new one triggers a reconcile at once, as the
+    node's HeadChanged does (``AppManager.on_head_changed``)."""
+    settle_until_ms: int = 0
+    """After a reorg, no start before this (``AppManager`` ``REORG_SETTLE``)."""
 
     def is_live_copy(self, app: AppId) -> bool:
         """Does this node run ``app`` (running, neither frozen nor stopped for a save)?"""

@@ -145,6 +145,14 @@ class AppLayer:
                 continue
             self._renew_lease(node, apps, now)
             self._run_handovers(node, apps, now)
+            head = node.engine.head
+            if head != apps.head:
+                if apps.head is not None and not is_on_head_chain(node.engine, apps.head):
+                    # A reorg: the copy the new branch does not want may still run on a
+                    # node that has not switched yet (AppManager.on_head_changed).
+                    apps.settle_until_ms = now + self.params.slot_duration_ms
+                apps.head = head
+                apps.next_reconcile_ms = now
             if now >= apps.next_reconcile_ms:
                 apps.next_reconcile_ms = now + self.config.reconcile_ms
                 self._reconcile(node, apps, now)
@@ -280,6 +288,7 @@ class AppLayer:
         if action is Action.START:
             return (
                 record is not None
+                and self._now() >= apps.settle_until_ms
                 and get_start_reason(engine, apps, record, self.down_after) is not None
             )
         if action is Action.STOP_STALE:

@@ -203,7 +203,7 @@ class Auditor:
         except PeerError as exc:
             self.invalid.append(f"invalid block {block_hash.hex()[:12]} accepted: {exc}")
             return
-        self.states[block_hash] = apply_block(parent, block, block_hash, self.params.committee_size)
+        self.states[block_hash] = apply_block(parent, block, block_hash, self.params)
 
 
 class Simulation:
