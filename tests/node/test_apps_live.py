@@ -311,7 +311,9 @@ def test_apps_are_placed_migrated_and_managed_live(reachable_tmp: Path) -> None:
     assert result["count_after"] > result["count_before"] > 0
     [started_from] = result["destination_starts"]
     assert started_from >= result["count_before"]
-    assert not result["origin_dir_left"]
+    # The origin ended its copy and keeps the state it handed over until the move is
+    # K slots deep (a reorg may give the app back); it runs nothing (max_copies below).
+    assert result["origin_dir_left"]
     completed = [r for r in result["results"] if r["outcome"] == "completed"]
     assert len(completed) == 1, result["results"]
     assert completed[0]["raw_bytes"] > 0 and completed[0]["compressed_bytes"] > 0

@@ -162,6 +162,18 @@ class AppRuntime(Protocol):
         ...
 
 
+@runtime_checkable
+class RetiringRuntime(Protocol):
+    """A runtime that can end an app handed over by a migration and keep its state.
+
+    The origin keeps the state as it handed it over until the chain's move is deep: a
+    reorg that reverts the MIGRATE places the app here again, and it restarts from
+    that state instead of from nothing (``runtime/manager.py`` deletes it later).
+    """
+
+    def retire(self, app: AppId) -> None: ...
+
+
 def get_app_dirname(app: AppId) -> str:
     """The directory name of an app under a runtime root: its id in hex."""
     return bytes(app).hex()

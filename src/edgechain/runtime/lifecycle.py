@@ -76,6 +76,9 @@ class Action(enum.Enum):
     STOP_STALE = "stop_stale"
     """Running here, but the head assigns it elsewhere (or nowhere): stop it now, keep its
     state dir; it is a second copy, or a copy of something the chain never started."""
+    DISCARD = "discard"
+    """A stopped copy (handed over, or stale) of an app the head placed elsewhere at
+    least K slots ago: delete it; a reorg that deep is not expected to give it back."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def decide(
     *,
     removed: bool = False,
     outgoing: bool = False,
+    settled: bool = False,
 ) -> Action | None:
     """The action that makes ``held`` (None: the runtime has no such app) match
     ``record`` (None: the head registry has none), or None when nothing is to be done.
@@ -102,6 +106,7 @@ def decide(
     ``removed``: the head chain shows the record's REMOVE (``was_removed``).
     ``outgoing``: this node is the origin of the head-chain MIGRATE that placed the app
     elsewhere and is still handing it over; its copy runs until the destination has it.
+    ``settled``: the record's last move is at least K slots below the head.
     """
     if record is None:
         if held is None:
@@ -110,9 +115,11 @@ def decide(
             return Action.REMOVE
         return Action.STOP_STALE if held.running else None
     if record.node != node:
-        if held is None or not held.running or outgoing:
+        if held is None or outgoing:
             return None
-        return Action.STOP_STALE
+        if held.running:
+            return Action.STOP_STALE
+        return Action.DISCARD if settled and record.node is not None else None
     if record.state is AppState.STOPPED:
         return Action.STOP if held is not None and held.running else None
     if held is None or not held.running:

@@ -457,6 +457,7 @@ class AppManager:
                     return
             self._record_result(result, fields, attempt)
             if result.ok:
+                self._get_handed_path(block_hash, app).touch()
                 return
             await asyncio.sleep(MIGRATE_RETRY_S[min(attempt, len(MIGRATE_RETRY_S) - 1)])
             attempt += 1
@@ -518,6 +519,7 @@ class AppManager:
                 and not self._is_arriving(app)
                 and was_removed(engine, app, self._searched),
                 outgoing=here is not None and self._is_handing_over(engine, record, here),
+                settled=self._is_settled(record),
             )
             if action is None or not self._is_allowed(engine, action, app, record):
                 continue
@@ -543,9 +545,27 @@ class AppManager:
             return False
         if self._is_node_down(entry.destination):
             return False
+        if self._get_handed_path(block_hash, record.app).exists():
+            return False  # done: what we hold is the state as we handed it over
         block = engine.blocks.get(block_hash)
         self._start_migrate_out(block_hash, block.slot if block else Slot(0), entry, held.spec)
         return True
+
+    def _get_handed_path(self, block_hash: BlockHash, app: AppId) -> Path:
+        """Exists once we handed ``app`` over for the MIGRATE of ``block_hash`` (our
+        copy ended, its state kept): it is not offered again (``_is_handing_over``)."""
+        handed = self.transfer_dir / "handed"
+        handed.mkdir(parents=True, exist_ok=True)
+        return handed / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+
+    def _is_settled(self, record: AppRecord | None) -> bool:
+        """The record's last move is K slots below the head (``Action.DISCARD``)."""
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        params = engine.params if engine is not None else None
+        if record is None or record.last_move_slot is None or state is None or params is None:
+            return False
+        return state.slot - record.last_move_slot >= params.down_after_slots
 
     def _is_node_down(self, node: bytes) -> bool:
         """The head's liveness view of ``node`` (``orchestrator/liveness.py``), as the
@@ -617,6 +637,9 @@ class AppManager:
                 await asyncio.to_thread(self.runtime.remove, app)
                 self._searched.pop(app, None)
                 log.info("app removed", extra={"fields": {**fields, "why": "removed"}})
+            elif action is Action.DISCARD:
+                await asyncio.to_thread(self.runtime.remove, app)
+                log.info("app removed", extra={"fields": {**fields, "why": "placed elsewhere"}})
         except AppRuntimeError as exc:
             fields.update(action=action.value, error=str(exc))
             log.error("app action failed", extra={"fields": fields})

@@ -464,6 +464,14 @@ class ProcessRuntime(AppDirectories):
                 self._forget(app, record)
                 raise
 
+    def retire(self, app: AppId) -> None:
+        """End a handed-over app's group with SIGKILL alone (it is frozen for the save and
+        must never run again here) and keep its directory: ``RetiringRuntime``."""
+        record = self._get(app)
+        with record.lock:
+            self._refresh(record)
+            self._terminate(record, app, grace_s=0)
+
     def remove(self, app: AppId) -> None:
         with self._lock:
             record = self._apps.get(app)

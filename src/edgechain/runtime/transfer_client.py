@@ -3,7 +3,8 @@
 Migration (paper §3.3; DESIGN.md "Migration execution"): once a block is accepted, for
 each plan entry whose origin is this node, offer the migration to the destination; only
 on acceptance save the app (so a refusal costs nothing), stream the archive
-zstd-compressed, wait for the destination's DONE, and only then delete the local copy.
+zstd-compressed, wait for the destination's DONE, and only then end the local copy
+(its state is kept where the runtime can, ``RetiringRuntime``: a reorg may give it back).
 Any failure after the save (destination dead, stream broken, restore failed, timeout)
 resumes the app here. An app is never lost; the one window in which it could run twice,
 a DONE lost after the destination started the app, is closed by a re-send of the same
@@ -20,7 +21,7 @@ Timing (for Table 3's comparison): ``save_ms`` is freezing/stopping the app and
 archiving its state; ``transmit_ms`` runs from the first payload byte to the
 destination's RECEIVED (compression, transfer, decompression and verification are
 pipelined, so the paper's compress step is here); ``resume_ms`` runs from RECEIVED to
-DONE (unpack, start; for a replica: storing it). The origin's deletion of its copy comes
+DONE (unpack, start; for a replica: storing it). The origin's end of its copy comes
 after and is not counted.
 """
 
@@ -37,7 +38,13 @@ from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
-from edgechain.runtime.base import AppNotFoundError, AppRuntime, AppRuntimeError, SavedState
+from edgechain.runtime.base import (
+    AppNotFoundError,
+    AppRuntime,
+    AppRuntimeError,
+    RetiringRuntime,
+    SavedState,
+)
 from edgechain.runtime.checkpoint import StateSnapshot
 from edgechain.runtime.protocol import (
     ZSTD_LEVEL,
@@ -249,15 +256,17 @@ class TransferClient:
     ) -> MigrationResult:
         """Carry out one plan entry whose origin is this node; never loses the app.
 
-        Raises ``AppNotFoundError`` when the app does not run here (a local matter:
-        the planner will see it in the next reports); every peer-side failure is a
-        result with outcome REFUSED or FAILED, the app running here.
+        Raises ``AppNotFoundError`` when the runtime does not hold the app (a local
+        matter: the planner will see it in the next reports). A held app that is not
+        running (this node restarted before it handed the app over) is handed over as
+        its state stands. Every peer-side failure is a result with outcome REFUSED or
+        FAILED, the app running here.
         """
         app = entry.app
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
-            if not await asyncio.to_thread(self.runtime.is_running, app):
-                raise AppNotFoundError(f"app {bytes(app).hex()[:16]} does not run here")
+            if not await asyncio.to_thread(self._holds, app):
+                raise AppNotFoundError(f"app {bytes(app).hex()[:16]} is not held here")
             signature = (
                 bls.sign(self.sk, compute_offer_signing_root(block_hash, entry, spec))
                 if self.sk is not None
@@ -380,7 +389,7 @@ class TransferClient:
             return job.get_result(MigrationOutcome.REFUSED, verdict.reason)
         if verdict.verdict is Verdict.ALREADY_RUNNING:
             await close_writer(writer)
-            await asyncio.to_thread(self.runtime.remove, job.app)
+            await asyncio.to_thread(self._let_go, job.app)
             return job.get_result(MigrationOutcome.ALREADY_THERE, "re-send")
 
         saved: SavedState | None = None
@@ -410,8 +419,20 @@ class TransferClient:
                 await asyncio.to_thread(self.runtime.resume, job.app)
             raise
         await close_writer(writer)
-        await asyncio.to_thread(self.runtime.remove, job.app)
+        await asyncio.to_thread(self._let_go, job.app)
         return job.get_result(MigrationOutcome.COMPLETED, "")
+
+    def _holds(self, app: AppId) -> bool:
+        """Blocking: does the runtime hold ``app`` (running or not)?"""
+        return any(info.app == app for info in self.runtime.list())
+
+    def _let_go(self, app: AppId) -> None:
+        """Blocking: the destination runs the app now. End ours; keep its state when the
+        runtime can (``RetiringRuntime``: a reorg may give the app back), else delete."""
+        if isinstance(self.runtime, RetiringRuntime):
+            self.runtime.retire(app)
+        else:
+            self.runtime.remove(app)
 
     async def _recover(self, job: _Job, reason: str) -> MigrationResult:
         """After a failure past the save: confirm by re-send, else resume here."""
@@ -422,7 +443,7 @@ class TransferClient:
                 _, writer, verdict = await self._offer(job.host, job.port, job.offer)
                 await close_writer(writer)
                 if verdict.verdict is Verdict.ALREADY_RUNNING:
-                    await asyncio.to_thread(self.runtime.remove, job.app)
+                    await asyncio.to_thread(self._let_go, job.app)
                     return job.get_result(MigrationOutcome.COMPLETED, "confirmed by re-send")
         await asyncio.to_thread(self.runtime.resume, job.app)
         return job.get_result(MigrationOutcome.FAILED, reason)

@@ -271,7 +271,14 @@ class AppLayer:
                 and was_removed(engine, app, apps.searched)
             )
             outgoing = held is not None and self._is_handing_over(node, apps, record, now)
-            action = decide(apps.node_id, record, held, removed=removed, outgoing=outgoing)
+            settled = (
+                record is not None
+                and record.last_move_slot is not None
+                and state.slot - record.last_move_slot >= self.down_after
+            )
+            action = decide(
+                apps.node_id, record, held, removed=removed, outgoing=outgoing, settled=settled
+            )
             if action is None or not self._is_allowed(engine, apps, action, app, record):
                 continue
             self._carry_out(apps, action, app, record, engine)
@@ -320,6 +327,8 @@ class AppLayer:
         elif action is Action.REMOVE:
             apps.copies.pop(app, None)
             apps.searched.pop(app, None)
+        elif action is Action.DISCARD:
+            apps.copies.pop(app, None)
 
     # --- migrations (AppManager._is_handing_over, _migrate_out; transfer.py) ---------------
 
@@ -410,9 +419,11 @@ class AppLayer:
         self, apps: NodeApps, dest: NodeApps, handover: Handover, spec: AppSpec
     ) -> None:
         """The destination runs the app (restored, started, acknowledged), then the
-        origin deletes its copy."""
+        origin ends its copy and keeps its state (``ProcessRuntime.retire``)."""
         app = handover.entry.app
-        apps.copies.pop(app, None)
+        kept = apps.copies.get(app)
+        if kept is not None:
+            kept.running = kept.frozen = kept.saving = False
         if not dest.is_live_copy(app):
             dest.copies[app] = Copy(spec, None)
             self.started_by.append((handover.block_hash, app))
