@@ -17,17 +17,19 @@ import itertools
 import pytest
 
 from edgechain.chain.assembly import make_report
-from edgechain.chain.model import Block, ResourceReport
+from edgechain.chain.model import Block, ChainParams, ResourceReport
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import Output, ReportMsg
 from edgechain.consensus.reports import ReportRelay
 from edgechain.consensus.state import BlockState, get_roles, get_slot_start_ms
 from edgechain.crypto.hashing import compute_node_id, sha256
+from edgechain.orchestrator.liveness import is_down
 from edgechain.sim.runner import SimConfig, SimNode, Simulation
 from edgechain.testing import Identity, make_genesis
 from edgechain.types import BlockHash, NodeId, Slot
 
 INTERVAL: int = EngineConfig.report_interval_slots
+K: int = ChainParams.down_after_slots
 
 # 20 nodes in 4 clusters, so droppers are often some cluster's representative; the
 # report-dropper scenario makes every fourth node (5 of 20) one.
@@ -114,6 +116,25 @@ def test_reports_reach_the_chain_past_dropping_representatives() -> None:
     # reports signed), every honest validator on chain at least every 5 slots.
     assert max(gaps.values()) <= INTERVAL + 2, gaps
     assert signed > 0
+    # Issue "Every app runs exactly once": no member is marked down for its
+    # representative's fault, at any block of the chain, by any plan built on it.
+    assert _longest_silence(sim) < K
+
+
+def _longest_silence(sim: Simulation) -> int:
+    """The most slots any honest validator went without a contribution on chain, as the
+    plan built on each block of the heaviest honest chain sees it (slot + 1 - last
+    seen); a node is down from K on (``orchestrator/liveness.py``)."""
+    ref = max((n for n in sim.nodes if n.honest and n.up), key=lambda n: (_weight(n), -n.index))
+    honest = {n.ident.node for n in sim.nodes if n.honest}
+    longest = 0
+    for block_hash in ref.engine.get_chain():
+        state = ref.engine.states[block_hash]
+        for node, seen in state.last_seen.items():
+            if node in honest:
+                assert not is_down(state.last_seen, node, state.slot + 1, K)
+                longest = max(longest, state.slot + 1 - seen)
+    return longest
 
 
 def test_without_the_fallback_dropping_representatives_lose_reports(
