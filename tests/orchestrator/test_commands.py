@@ -12,6 +12,7 @@ from edgechain.chain.authority import (
     CommandReason,
     get_last_seq,
     is_banned,
+    is_draining,
     is_operator,
 )
 from edgechain.chain.encoding import compute_submitted_app_id
@@ -210,6 +211,24 @@ def test_admin_exclusion_bans_and_respects_the_floor() -> None:
     assert chain.refused(two) == "command_invalid"
     malformed = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE)
     assert chain.refused([malformed]) == CommandReason.MALFORMED
+
+
+def test_admin_drain_and_undrain() -> None:
+    chain = granted()
+    node = NODES[1].node
+    drain = chain.sign(OPERATOR, CommandKind.DRAIN_NODE, node=node)
+    assert chain.refused([drain]) == CommandReason.NOT_ADMIN
+    assert chain.refused([chain.sign(ADMIN, CommandKind.UNDRAIN_NODE, node=node)]) == (
+        "command_invalid"  # not draining
+    )
+    stranger = chain.sign(ADMIN, CommandKind.DRAIN_NODE, node=STRANGER.node)
+    assert chain.refused([stranger]) == "command_invalid"  # not a validator
+    chain.block([chain.sign(ADMIN, CommandKind.DRAIN_NODE, node=node)])
+    assert is_draining(chain.authority, node)
+    again = chain.sign(ADMIN, CommandKind.DRAIN_NODE, node=node)
+    assert chain.refused([again]) == "command_invalid"  # already draining
+    chain.block([chain.sign(ADMIN, CommandKind.UNDRAIN_NODE, node=node)])
+    assert not is_draining(chain.authority, node)
 
 
 def test_fleet_views_names_and_history() -> None:
