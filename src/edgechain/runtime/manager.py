@@ -54,6 +54,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -525,7 +526,7 @@ class AppManager:
                 continue
             async with lock:
                 await self._carry_out(action, app, record)
-        self._prune_replicas(state)
+        self._prune_replicas(state, held)
 
     def _is_handing_over(self, engine: ChainView, record: AppRecord | None, held: HeldApp) -> bool:
         """Are we (still) the origin of the head-chain MIGRATE that placed the app
@@ -720,9 +721,9 @@ class AppManager:
         finally:
             self.replicator.on_sent(due, ok)
 
-    def _prune_replicas(self, state: BlockState) -> None:
+    def _prune_replicas(self, state: BlockState, held: Collection[AppId]) -> None:
         stored = [info.app for info in self.replicas.list()]
-        for app in self.replicator.get_unwanted(state, stored):
+        for app in self.replicator.get_unwanted(state, stored, held):
             self.replicas.remove(app)
             log.info("replica dropped", extra={"fields": {"app": bytes(app).hex()[:16]}})
 

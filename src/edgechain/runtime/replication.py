@@ -83,13 +83,17 @@ class Replicator:
         if ok:
             self.last_sent[(replica.app, replica.replica_node)] = replica.slot
 
-    def get_unwanted(self, state: BlockState, stored: Collection[AppId]) -> list[AppId]:
-        """Stored replicas the head no longer wants here: the app is gone, or this node
-        is neither its replica node nor its node (a RECOVER here uses the replica, and the
-        app's node keeps it until a new replica node holds a newer one)."""
+    def get_unwanted(
+        self, state: BlockState, stored: Collection[AppId], held: Collection[AppId]
+    ) -> list[AppId]:
+        """Stored replicas the head no longer wants here: the app is gone, or this node is
+        not its replica node and either not its node either, or its node holding the
+        app's state itself (``held``: in the runtime; a RECOVER here has used it)."""
         unwanted = []
         for app in stored:
             record = get_record(state.registry, app)
-            if record is None or (self.node_id not in (record.replica_node, record.node)):
+            if record is None or (
+                record.replica_node != self.node_id and (record.node != self.node_id or app in held)
+            ):
                 unwanted.append(app)
         return unwanted
