@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,4 +21,6 @@ def run_dir() -> Iterator[Path]:
     try:
         yield base / "run"
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        # EDGECHAIN_KEEP_RUN=1 keeps the nodes' logs of a failed run for a look.
+        if not os.environ.get("EDGECHAIN_KEEP_RUN"):
+            shutil.rmtree(base, ignore_errors=True)
