@@ -65,12 +65,15 @@ class FakeChain:
         self.usage: LocalUsage | None = None
         self.params: ChainParams | None = None
         """No chain parameters: no liveness, no lease (the rules below need neither)."""
+        self.members: tuple[NodeId, ...] = ()
+        """Validators seen in every block (``BlockState.last_seen``): live leases."""
 
-    @staticmethod
-    def _state(block_hash: BlockHash, slot: Slot, registry: Registry) -> BlockState:
+    def _state(self, block_hash: BlockHash, slot: Slot, registry: Registry) -> BlockState:
+        members = getattr(self, "members", ())
         return BlockState(
-            block_hash, slot, b"", ValidatorSet(()), 1, registry, (), 0, is_skip=False
-        )
+            block_hash, slot, b"", ValidatorSet(()), 1, registry, (), 0, is_skip=False,
+            last_seen=dict.fromkeys(members, slot),
+        )  # fmt: skip
 
     def append(self, records: tuple[AppRecord, ...], plan: tuple[PlanEntry, ...] = ()) -> Slot:
         """A new head block carrying ``plan``, after which the registry is ``records``."""

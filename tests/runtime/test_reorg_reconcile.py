@@ -31,8 +31,12 @@ from .test_lifecycle import FakeChain, _new_app, _pids
 ME = make_identity(1)
 THEM = make_identity(2)
 SLOT_MS = 1_000
-PARAMS = ChainParams("reorg-test", 0, SLOT_MS, 3)
-"""Only the slot duration matters here (the settle delay after a reorg)."""
+
+
+def _params() -> ChainParams:
+    """Genesis now: both nodes are seen in every block, so their fencing leases (F slots
+    after that) stay valid for the test; the slot duration sets the settle delay."""
+    return ChainParams("reorg-test", int(time.time() * 1000), SLOT_MS, 3)
 
 
 class Node:
@@ -40,7 +44,8 @@ class Node:
         ident = make_identity(ident_index)
         self.id = ident.node
         self.chain = FakeChain()
-        self.chain.params = PARAMS
+        self.chain.params = _params()
+        self.chain.members = (ME.node, THEM.node)
         self.apps = AppManager(root / f"node-{ident_index}", ident.node, ident.sk)
         self.apps.attach(self.chain)
 
@@ -154,3 +159,25 @@ def test_a_reorg_that_reverts_a_completed_migrate(nodes: tuple[Node, Node]) -> N
     assert f"counter: starting from {handed_over}" in log
     them.reconcile()
     assert _pids(tag) == {pid_b}, "exactly once, where branch B places it"
+
+
+def test_nothing_starts_under_an_expired_lease(tmp_path: Path) -> None:
+    """A node whose chain last saw it more than F slots ago holds no valid lease: the
+    network may run its apps elsewhere already, so it starts none (the watchdog would
+    only freeze a new copy at its next poll)."""
+    node = Node(tmp_path, 1)
+    try:
+        # Genesis 100 slots ago; the node was last seen at slot 1 (this block).
+        node.chain.params = ChainParams("reorg-test", int(time.time() * 1000) - 100_000, SLOT_MS, 3)
+        app, spec, tag = _new_app()
+        record = AppRecord(app, spec, node=node.id, last_move_slot=Slot(1))
+        node.chain.append((record,), (_place(app, node.id),))
+        node.reconcile()
+        assert _pids(tag) == set()
+        assert node.apps.runtime.list() == ()
+        # Seen again (a block of the current slot): it starts.
+        node.chain.params = _params()
+        node.reconcile()
+        wait_until(lambda: len(_pids(tag)) == 1)
+    finally:
+        asyncio.run(node.apps.close())
