@@ -202,6 +202,22 @@ def test_an_expired_lease_freezes_every_app_group(node: FencedNode) -> None:
     assert sum(e["event"] == "freeze" for e in node.read_log()) == 3
 
 
+def test_frozen_groups_are_killed_once_the_lease_says_retire(node: FencedNode) -> None:
+    """From ``retire_after_ms`` (the first slot whose plan may take the node for down)
+    the watchdog kills what it froze: a node back from a pause finds no stale copy,
+    and none ever ran again (SIGKILL ends a stopped process as it stands)."""
+    apps = [node.start_app(), node.start_app()]
+    until = get_now_ms() - 1
+    write_lease(node.data_dir, until, [], node.parent.pid, until + 600)
+    node.start_watchdog()
+    wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+    ticks = [count_ticks(node.runtime, a) for a in apps]
+    wait_until(lambda: sum(e["event"] == "retire" for e in node.read_log()) == 2, LIMIT_S)
+    wait_until(lambda: not any(node.runtime.is_running(a) for a in apps), LIMIT_S)
+    assert [count_ticks(node.runtime, a) for a in apps] == ticks  # never ran again
+    assert all(node.runtime.get_state_dir(a).exists() for a in apps)  # state kept
+
+
 def test_renewal_thaws_only_the_listed_apps(node: FencedNode) -> None:
     apps = [node.start_app() for _ in range(3)]
     node.lease(-1, apps)  # already expired

@@ -185,14 +185,16 @@ class LeaseWriter:
         self._written: tuple[int, frozenset[str]] | None = None
         self._written_at = 0.0
 
-    def renew(self, valid_until_ms: int, apps: Iterable[bytes]) -> None:
+    def renew(
+        self, valid_until_ms: int, apps: Iterable[bytes], retire_after_ms: int | None = None
+    ) -> None:
         """Let the apps ``apps`` run here until ``valid_until_ms`` (wall-clock epoch
-        milliseconds)."""
+        milliseconds); from ``retire_after_ms`` on, the watchdog kills what it froze."""
         listed = frozenset(bytes(app).hex() for app in apps)
         if not self._is_due(valid_until_ms, listed):
             return
         try:
-            write_lease(self.data_dir, valid_until_ms, listed, self.node_pid)
+            write_lease(self.data_dir, valid_until_ms, listed, self.node_pid, retire_after_ms)
         except OSError as exc:
             _log.warning("cannot renew the fencing lease: %s", exc)
             return

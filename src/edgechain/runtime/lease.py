@@ -59,6 +59,10 @@ class Lease:
     apps: frozenset[str]
     """Hex ids of the apps the node may run (the watchdog thaws only these)."""
     node_pid: int
+    retire_after_ms: int | None = None
+    """From this wall-clock instant on, the chain may have recovered the node's apps
+    elsewhere: the watchdog kills (SIGKILL, state kept) the groups it holds frozen, so a
+    node back from a pause finds no stale copy left. None: never."""
 
 
 def get_now_ms() -> int:
@@ -75,9 +79,21 @@ def get_lease_path(data_dir: StrPath) -> str:
     return os.path.join(data_dir, LEASE_FILE)
 
 
-def write_lease(data_dir: StrPath, valid_until_ms: int, apps: Iterable[str], node_pid: int) -> None:
+def write_lease(
+    data_dir: StrPath,
+    valid_until_ms: int,
+    apps: Iterable[str],
+    node_pid: int,
+    retire_after_ms: int | None = None,
+) -> None:
     """Atomically replace ``<data_dir>/lease.json`` (``apps``: hex app ids)."""
-    content = {"valid_until_ms": valid_until_ms, "apps": sorted(apps), "node_pid": node_pid}
+    content: dict[str, Any] = {
+        "valid_until_ms": valid_until_ms,
+        "apps": sorted(apps),
+        "node_pid": node_pid,
+    }
+    if retire_after_ms is not None:
+        content["retire_after_ms"] = retire_after_ms
     write_json_atomically(get_lease_path(data_dir), content)
 
 
@@ -95,7 +111,10 @@ def read_lease(path: StrPath) -> Lease | None:
         return None  # JSON true/false are ints to Python
     if not isinstance(apps, list) or not all(isinstance(app, str) for app in apps):
         return None
-    return Lease(valid_until, frozenset(apps), node_pid)
+    retire = content.get("retire_after_ms")
+    if not isinstance(retire, int) or isinstance(retire, bool):
+        retire = None
+    return Lease(valid_until, frozenset(apps), node_pid, retire)
 
 
 def read_pid_entry(path: StrPath) -> tuple[int, float] | None:

@@ -292,7 +292,11 @@ class AppManager:
         if state is None or valid_until is None:
             return
         apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
-        self.lease.renew(valid_until, [*apps, *self._outgoing])
+        params = engine.params if engine is not None else None
+        margin_ms = FENCE_MARGIN_SLOTS * params.slot_duration_ms if params is not None else 0
+        # From the first slot whose plan may take us for down, the watchdog kills what
+        # it froze: a node back from a pause then finds no stale copy to stop.
+        self.lease.renew(valid_until, [*apps, *self._outgoing], valid_until + margin_ms)
         self._lease_until = valid_until
 
     def _get_lease_until(self) -> int | None:

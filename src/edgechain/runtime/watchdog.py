@@ -195,6 +195,8 @@ class Fence:
         self.data_dir = data_dir
         self.apps_dir = os.path.join(data_dir, APPS_DIR)
         self.frozen: dict[str, Identity] = {}
+        self.retired: set[str] = set()
+        """Frozen groups already sent SIGKILL (a zombie leader lingers until reaped)."""
         self.since_ms: int | None = None
         """When the oldest group still frozen was frozen; None when none is."""
 
@@ -274,6 +276,15 @@ class Fence:
             self.since_ms = None
         return changed
 
+    def retire_all(self) -> None:
+        """SIGKILL the frozen groups: the chain may run these apps elsewhere by now
+        (``Lease.retire_after_ms``). Stopped processes die of SIGKILL without running
+        again; their state stays on disk. They are forgotten once gone."""
+        for app, (pid, _) in self.frozen.items():
+            if app not in self.retired and signal_group(pid, signal.SIGKILL):
+                self.retired.add(app)
+                log("retire", app=app, pid=pid)
+
     def _forget_gone(self, boot_time: float) -> bool:
         """Drop the frozen groups whose leader is gone (killed by the node and reaped;
         a zombie leader's group may still hold frozen members)."""
@@ -284,6 +295,7 @@ class Fence:
         ]
         for app in gone:
             log("gone", app=app, pid=self.frozen.pop(app)[0])
+            self.retired.discard(app)
         if gone and not self.frozen:
             self.since_ms = None
         return bool(gone)
@@ -346,7 +358,11 @@ def poll(fence: Fence, lease: Lease | None, expired: bool) -> bool:
             return False  # the common case: a valid lease and nothing to thaw
         assert lease is not None
         return fence.thaw_listed(lease, read_boot_time())
-    return fence.freeze_all(read_boot_time())
+    changed = fence.freeze_all(read_boot_time())
+    retire = lease.retire_after_ms if lease is not None else None
+    if retire is not None and get_now_ms() >= retire:
+        fence.retire_all()
+    return changed
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
