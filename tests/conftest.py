@@ -1,0 +1,40 @@
+"""Suite-wide fixtures.
+
+Tests marked ``xdist_group(NAME)`` (a live testnet of real nodes, the podman service)
+must not run at the same time as another of their group: two testnets on two cores
+starve each other's slot deadlines. ``--dist loadgroup`` is meant to keep a group on one
+worker, but with the pytest and pytest-xdist installed here the group suffix is lost
+(pytest's ``nodeid`` no longer reads the ``_nodeid`` xdist sets), so the group is
+enforced here: a module-scoped autouse fixture holds an exclusive file lock per group
+for as long as the module's tests run on a worker (module fixtures, such as a shared
+testnet, are set up after it and torn down before it lets go).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_group_member_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    marks = getattr(request.module, "pytestmark", [])
+    groups = [
+        str(m.args[0])
+        for m in (marks if isinstance(marks, list) else [marks])
+        if getattr(m, "name", "") == "xdist_group" and m.args
+    ]
+    if not groups:
+        yield
+        return
+    lock_path = Path(tempfile.gettempdir()) / f"edgechain-tests-{groups[0]}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
