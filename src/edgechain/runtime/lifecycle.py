@@ -26,11 +26,11 @@ its state, so such an app is only stopped.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgechain.chain.model import AnyBlock, AppSpec, Block, ChainParams, PlanEntry
+from edgechain.chain.model import AnyBlock, AppSpec, Block, ChainParams, PlanAction, PlanEntry
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, get_record
@@ -188,4 +188,34 @@ def find_placing_entry(engine: ChainView, record: AppRecord) -> tuple[BlockHash,
                     return current, entry
             return None
         current = block.parent
+    return None
+
+
+def get_start_reason(
+    engine: ChainView,
+    record: AppRecord,
+    *,
+    is_received: Callable[[BlockHash, AppId], bool],
+    is_down: Callable[[bytes], bool],
+    is_arriving: Callable[[AppId], bool],
+) -> str | None:
+    """Why a node may start the app the head places on it (None: it may not): a PLACE
+    ("reconcile"), a RECOVER ("recover": its node was down), a migration it received
+    (``is_received``: the transfer ledger; "reconcile"), or a migration whose origin is
+    down and nothing is arriving ("origin down": it never arrived and never will; the
+    origin is fenced, so the app restarts here, from a local replica if there is one).
+    A migration still on its way is the origin's to send, never ours to start. The node
+    (``AppManager``) and the simulator's model (``sim/app_node.py``) share this rule."""
+    found = find_placing_entry(engine, record)
+    if found is None:
+        return None
+    block_hash, entry = found
+    if entry.action is PlanAction.PLACE:
+        return "reconcile"
+    if entry.action is PlanAction.RECOVER:
+        return "recover"
+    if is_received(block_hash, record.app):
+        return "reconcile"
+    if is_down(entry.origin) and not is_arriving(record.app):
+        return "origin down"
     return None

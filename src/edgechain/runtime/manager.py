@@ -85,6 +85,7 @@ from edgechain.runtime.lifecycle import (
     HeldApp,
     decide,
     find_placing_entry,
+    get_start_reason,
     is_on_head_chain,
     was_removed,
 )
@@ -732,27 +733,20 @@ class AppManager:
         return True, version
 
     def _get_start_reason(self, engine: ChainView, record: AppRecord) -> str | None:
-        """Why this node may start the app the head places here (None: it may not):
-        a PLACE ("reconcile"), a RECOVER ("recover": its node was down), a migration we
-        completed ("reconcile"), or a migration whose origin is down ("origin down": it
-        never arrived and never will; the origin is fenced, so the app restarts here,
-        from our replica if we hold one). A migration still on its way is the origin's
-        to send, never ours to start."""
-        found = find_placing_entry(engine, record)
-        if found is None:
-            return None
-        block_hash, entry = found
-        if entry.action is PlanAction.PLACE:
-            return "reconcile"
-        if entry.action is PlanAction.RECOVER:
-            return "recover"
-        # Same path as TransferServer's ledger: it exists once we acknowledged DONE.
-        name = f"{bytes(block_hash).hex()}-{get_app_dirname(record.app)}"
-        if (self.transfer_dir / "ledger" / name).exists():
-            return "reconcile"
-        if self._is_node_down(entry.origin) and not self._is_arriving(record.app):
-            return "origin down"
-        return None
+        """``lifecycle.get_start_reason`` with this node's transfer ledger (the same path
+        as the TransferServer's: it exists once we acknowledged DONE)."""
+
+        def is_received(block_hash: BlockHash, app: AppId) -> bool:
+            name = f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+            return (self.transfer_dir / "ledger" / name).exists()
+
+        return get_start_reason(
+            engine,
+            record,
+            is_received=is_received,
+            is_down=self._is_node_down,
+            is_arriving=self._is_arriving,
+        )
 
     def _send_replicas(self) -> None:
         """Start the replica sends that are due (``runtime/replication.py``)."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgechain.chain.model import AppSpec, Block, PlanAction, PlanEntry
+from edgechain.chain.model import AppSpec, Block, PlanEntry
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import find_placing_entry, is_on_head_chain
+from edgechain.runtime.lifecycle import get_start_reason as get_lifecycle_start_reason
+from edgechain.runtime.lifecycle import is_on_head_chain
 from edgechain.types import AppId, BlockHash, NodeId
 
 
@@ -70,23 +71,15 @@ class NodeApps:
 def get_start_reason(
     engine: ConsensusEngine, apps: NodeApps, record: AppRecord, down_after: int
 ) -> str | None:
-    """Why this node may start ``record``'s app (None: it may not). A re-implementation
-    of ``runtime/manager.py``'s ``AppManager._get_start_reason``, which reads the
-    transfer ledger and the incoming directory from disk: here they are
-    ``apps.ledger`` and ``apps.arriving``. Keep the two in step."""
-    found = find_placing_entry(engine, record)
-    if found is None:
-        return None
-    block_hash, entry = found
-    if entry.action is PlanAction.PLACE:
-        return "reconcile"
-    if entry.action is PlanAction.RECOVER:
-        return "recover"
-    if (block_hash, record.app) in apps.ledger:
-        return "reconcile"
-    if is_head_down(engine, entry.origin, down_after) and record.app not in apps.arriving:
-        return "origin down"
-    return None
+    """``runtime/lifecycle.get_start_reason`` (the node's own rule) with the model's
+    transfer ledger and arrivals (``apps.ledger``, ``apps.arriving``)."""
+    return get_lifecycle_start_reason(
+        engine,
+        record,
+        is_received=lambda block_hash, app: (block_hash, app) in apps.ledger,
+        is_down=lambda node: is_head_down(engine, node, down_after),
+        is_arriving=lambda app: app in apps.arriving,
+    )
 
 
 def is_head_down(engine: ConsensusEngine, node: bytes, down_after: int) -> bool:
