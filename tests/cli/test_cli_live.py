@@ -144,6 +144,10 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         name = net.names()[node]
 
         # stop: no copy left anywhere, the record keeps its node and the state stays.
+        # (The node is read again right before each command: the planner may have moved
+        # the app since, which is not what these steps check.)
+        node = net.cli("apps", "show", app)["node"]
+        name = net.names()[node]
         stopped = net.cli("apps", "stop", "lifecycle")
         assert stopped["app"]["state"] == "stopped" and stopped["app"]["node"] == node
         net.wait_for(lambda: net.instances() == [], "the app to stop", STEP_TIMEOUT_S)
@@ -160,6 +164,8 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
 
         # update: a new spec version (faster interval), same id, same node, state kept.
         spec.write_text(_spec_yaml(tag, "0.1"))
+        node = net.cli("apps", "show", app)["node"]
+        name = net.names()[node]
         count_before_update = net.read_count(name, app)
         updated = net.cli("apps", "update", app, str(spec))
         assert updated["app"]["version"] == 2 and updated["app"]["node"] == node
