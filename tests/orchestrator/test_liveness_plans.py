@@ -235,3 +235,15 @@ def test_an_app_of_an_excluded_node_waits_then_goes_to_its_replica_node() -> Non
     # ... until A is down: then it is recovered on its replica node.
     plan = compute_plan(registry, reports, NODES[1:], SLOT, 4, down=frozenset({A}))
     assert plan == (PlanEntry(PlanAction.RECOVER, app, A, D),)
+
+
+def test_a_pinned_app_gets_a_replica_node_within_its_labels() -> None:
+    """The pin says where the app runs, not where its state may be kept; the labels
+    (geo-fencing) say both."""
+    policy = AppPolicy(pinned=True, pin_node=A, allowed_labels=("eu",))
+    spec = replicated("pinned", policy=policy)
+    nodes = [NodeInfo(A, ("eu",)), NodeInfo(B, ("us",)), NodeInfo(C, ("eu",))]
+    registry = build_registry([(spec, A)])
+    assert compute_plan(registry, [], nodes, SLOT, 4) == (
+        PlanEntry(PlanAction.REPLICA, app_id(spec), A, C),
+    )

@@ -100,6 +100,7 @@ from edgechain.errors import LocalError
 from edgechain.orchestrator.load import LoadModel, compute_load_model
 from edgechain.orchestrator.policy import (
     NodeInfo,
+    has_allowed_label,
     is_constrained,
     is_move_allowed,
     is_node_allowed,
@@ -523,7 +524,7 @@ def _assign_replicas(state: _PlanState) -> list[PlanEntry]:
             continue
         best: tuple[int, NodeId] | None = None
         for candidate in state.available:
-            if candidate != node and is_node_allowed(record.spec.policy, state.infos[candidate]):
+            if _is_replica_node_valid(state, record, candidate):
                 key = (state.load[candidate], candidate)
                 best = key if best is None or key < best else best
         if best is not None:
@@ -536,5 +537,4 @@ def _is_replica_node_valid(state: _PlanState, record: AppRecord, replica: NodeId
     labels (geo-fencing covers its state too); the pin does not apply to replicas."""
     if replica is None or replica == record.node or replica not in state.available:
         return False
-    labels = record.spec.policy.allowed_labels
-    return not labels or any(label in state.infos[replica].labels for label in labels)
+    return has_allowed_label(record.spec.policy, state.infos[replica])

@@ -42,6 +42,12 @@ def is_node_allowed(policy: AppPolicy, node: NodeInfo) -> bool:
     (anti-affinity depends on the other apps and is checked by the planner)."""
     if policy.pin_node and node.node != policy.pin_node:
         return False
+    return has_allowed_label(policy, node)
+
+
+def has_allowed_label(policy: AppPolicy, node: NodeInfo) -> bool:
+    """Whether ``allowed_labels`` admit ``node`` (geo-fencing: also where the app's state
+    replicas may be kept; the pin applies to where it runs only)."""
     return not policy.allowed_labels or any(label in node.labels for label in policy.allowed_labels)
 
 
