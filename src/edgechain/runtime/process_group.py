@@ -19,6 +19,7 @@ import subprocess
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS
+from edgechain.runtime.watchdog import has_stop_pending
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -42,19 +43,7 @@ def is_stopped(pid: int) -> bool:
         return False
     if status == psutil.STATUS_STOPPED:
         return True
-    return status != psutil.STATUS_ZOMBIE and _has_stop_pending(pid)
-
-
-def _has_stop_pending(pid: int) -> bool:
-    pending = 0
-    try:
-        with open(f"/proc/{pid}/status", "rb") as file:
-            for line in file:
-                if line.startswith((b"SigPnd:", b"ShdPnd:")):
-                    pending |= int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
-        return False
-    return bool(pending & 1 << (signal.SIGSTOP - 1))
+    return status != psutil.STATUS_ZOMBIE and has_stop_pending(pid)
 
 
 def kill_leftovers(pgid: int) -> None:
