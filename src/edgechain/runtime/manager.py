@@ -66,6 +66,7 @@ from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
+    ChainParams,
     PlanAction,
     PlanEntry,
 )
@@ -194,6 +195,9 @@ class AppManager:
         self._locks: dict[AppId, asyncio.Lock] = {}
         self.data_dir = data_dir
         self._lease_until: int | None = None
+        self._head_lease: (
+            tuple[tuple[BlockHash, ChainParams], tuple[int, tuple[AppId, ...]]] | None
+        ) = None
         """The end of the lease last renewed (epoch ms; 0: we hold none)."""
         self._next_sweep_ms = 0
         self._settle_until = 0.0
@@ -287,29 +291,41 @@ class AppManager:
         contribution on the head chain (``orchestrator/liveness.py``): before the first
         slot whose plan may take us for down and recover them elsewhere. Listed: the apps
         the head places here and those we are handing over."""
+        lease = self._get_head_lease()
         engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        valid_until = self._get_lease_until()
-        if state is None or valid_until is None:
-            return
-        apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
         params = engine.params if engine is not None else None
-        margin_ms = FENCE_MARGIN_SLOTS * params.slot_duration_ms if params is not None else 0
+        if lease is None or params is None:
+            return
+        valid_until, apps = lease
         # From the first slot whose plan may take us for down, the watchdog kills what
         # it froze: a node back from a pause then finds no stale copy to stop.
+        margin_ms = FENCE_MARGIN_SLOTS * params.slot_duration_ms
         self.lease.renew(valid_until, [*apps, *self._outgoing], valid_until + margin_ms)
         self._lease_until = valid_until
 
     def _get_lease_until(self) -> int | None:
         """Our lease's end on the head chain, epoch ms (0: the chain does not know us;
         None: no chain yet)."""
+        lease = self._get_head_lease()
+        return lease[0] if lease is not None else None
+
+    def _get_head_lease(self) -> tuple[int, tuple[AppId, ...]] | None:
+        """Our lease's end and the apps the head places here, computed once per head:
+        ``tick`` renews the lease on every loop turn, and the quorum slot sorts every
+        node's last sighting."""
         engine = self.engine
         state = engine.get_head_state() if engine is not None else None
         params = engine.params if engine is not None else None
         if state is None or params is None:
             return None
+        cached = self._head_lease
+        if cached is not None and cached[0] == (state.block_hash, params):
+            return cached[1]
         end = get_lease_end_slot(state.last_seen, self.node_id, params.down_after_slots)
-        return get_slot_start_ms(params, end) if end is not None else 0
+        valid_until = get_slot_start_ms(params, end) if end is not None else 0
+        apps = tuple(r.app for r in get_apps_on_node(state.registry, self.node_id))
+        self._head_lease = ((state.block_hash, params), (valid_until, apps))
+        return valid_until, apps
 
     def _is_lease_valid(self) -> bool:
         """Never start an app under an expired lease: the watchdog would freeze it only
