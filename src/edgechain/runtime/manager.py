@@ -79,7 +79,7 @@ from edgechain.orchestrator.liveness import FENCE_MARGIN_SLOTS, get_lease_end_sl
 from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
-from edgechain.runtime.fencing import LeaseWriter, get_frozen_apps
+from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.lifecycle import (
     Action,
     ChainView,
@@ -107,8 +107,6 @@ gives up while the head still places the app at an active destination: the app r
 here until it runs there (DESIGN.md, "Exactly once"); once the destination is down the
 chain recovers the app elsewhere and this copy is stale."""
 MAX_RESULTS = 100
-FENCE_SWEEP_INTERVAL_MS = 500
-"""How often a node whose lease has long expired looks for frozen copies to stop."""
 ORIGIN_KEY_LOOKBACK = 64
 """Blocks back in which an origin's key is looked up (it may have left since)."""
 
@@ -193,13 +191,10 @@ class AppManager:
         self.views: tuple[AppView, ...] = ()
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
         self._locks: dict[AppId, asyncio.Lock] = {}
-        self.data_dir = data_dir
-        self._lease_until: int | None = None
         self._head_lease: (
             tuple[tuple[BlockHash, ChainParams], tuple[int, tuple[AppId, ...]]] | None
         ) = None
         """The end of the lease last renewed (epoch ms; 0: we hold none)."""
-        self._next_sweep_ms = 0
         self._settle_until = 0.0
         """No start before this (monotonic seconds): a reorg is settling."""
         self._outgoing: dict[AppId, asyncio.Task[None]] = {}
@@ -274,7 +269,6 @@ class AppManager:
         """Renew the fencing lease; measure apps and reconcile, at most one round at a
         time, ~once a slot."""
         self._renew_lease()
-        self._stop_fenced_copies(now_ms)
         if now_ms < self._next_measure_ms:
             return
         if self._measuring is not None and not self._measuring.done():
@@ -301,7 +295,6 @@ class AppManager:
         # it froze: a node back from a pause then finds no stale copy to stop.
         margin_ms = FENCE_MARGIN_SLOTS * params.slot_duration_ms
         self.lease.renew(valid_until, [*apps, *self._outgoing], valid_until + margin_ms)
-        self._lease_until = valid_until
 
     def _get_lease_until(self) -> int | None:
         """Our lease's end on the head chain, epoch ms (0: the chain does not know us;
@@ -336,39 +329,6 @@ class AppManager:
             return True
         until = self._get_lease_until()
         return until is not None and time.time() * 1000 < until
-
-    def _stop_fenced_copies(self, now_ms: int) -> None:
-        """A node back from a pause stops its stale copies before anything else.
-
-        Once our lease ended FENCE_MARGIN_SLOTS slots ago (K slots after our last
-        contribution on the chain we hold), the network may have recovered our apps
-        elsewhere, and our head, being old, cannot say yet: every copy the watchdog holds
-        frozen is stopped now (killed, never continued; state kept), before we sync.
-        One the chain still places here starts again from its state dir by reconcile.
-        """
-        engine = self.engine
-        params = engine.params if engine is not None else None
-        if (
-            params is None
-            or self._lease_until is None
-            or now_ms < self._next_sweep_ms
-            or now_ms < self._lease_until + FENCE_MARGIN_SLOTS * params.slot_duration_ms
-        ):
-            return
-        self._next_sweep_ms = now_ms + FENCE_SWEEP_INTERVAL_MS
-        for text in sorted(get_frozen_apps(self.data_dir)):
-            try:
-                app = AppId(bytes.fromhex(text))
-            except ValueError:
-                continue
-            if not self._lock(app).locked():
-                self._spawn(self._stop_fenced(app))
-
-    async def _stop_fenced(self, app: AppId) -> None:
-        async with self._lock(app):
-            if await asyncio.to_thread(self._stop_if_running, app):
-                fields = {"app": bytes(app).hex()[:16], "why": "lease expired"}
-                log.warning("stale app stopped", extra={"fields": fields})
 
     # --- queries ---------------------------------------------------------------------
 
