@@ -225,11 +225,12 @@ def block_vectors() -> dict[str, object]:
     )
     recovered = compute_submitted_app_id(operator.pk, 9)
     replicated = compute_submitted_app_id(operator.pk, 10)
-    usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000)
+    usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000, state_bytes=15_200_000)
     reports = tuple(
         make_report(
             ident.sk, Slot(1), timestamp_ms=1_700_000_002_000 + i, cpu_bp=100 * i,
             ram_bp=200, disk_bp=300, rtt_us=1_000 + i, apps=(usage,) if i == 0 else (),
+            pressure_bp=2_500 * i,
         )
         for i, ident in enumerate(idents[:2])
     )  # fmt: skip

@@ -93,11 +93,21 @@ def make_report(
     disk_bp: int,
     rtt_us: int,
     apps: tuple[AppUsage, ...],
+    pressure_bp: int = 0,
 ) -> ResourceReport:
     node = compute_node_id(bls.sk_to_pk(sk))
     ordered = tuple(sorted(apps, key=lambda u: u.app))
     unsigned = ResourceReport(
-        node, slot, timestamp_ms, cpu_bp, ram_bp, disk_bp, rtt_us, ordered, EMPTY_SIGNATURE
+        node,
+        slot,
+        timestamp_ms,
+        cpu_bp,
+        ram_bp,
+        disk_bp,
+        rtt_us,
+        ordered,
+        EMPTY_SIGNATURE,
+        pressure_bp=pressure_bp,
     )
     return dataclasses.replace(
         unsigned, signature=bls.sign(sk, compute_report_signing_root(unsigned))

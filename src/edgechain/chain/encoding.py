@@ -12,9 +12,10 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v3" || tag ||
-header)`` (``FORMAT_VERSION`` 3: plans recover apps of down nodes and name replica
-nodes), so the signatures that attest to a block are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v4" || tag ||
+header)`` (``FORMAT_VERSION`` 4: reports carry CPU pressure and each app's state
+size, for the planner's saturation rule and transfer costs), so the signatures that
+attest to a block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -59,7 +60,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -409,7 +410,7 @@ def compute_command_hash(c: SignedCommand) -> bytes:
 
 # --- resource reports ----------------------------------------------------------------
 
-_APP_USAGE_SIZE = HASH_SIZE + 4 * 3 + 8 * 2
+_APP_USAGE_SIZE = HASH_SIZE + 4 * 3 + 8 * 3
 
 
 def write_app_usage(w: Writer, u: AppUsage) -> None:
@@ -419,12 +420,14 @@ def write_app_usage(w: Writer, u: AppUsage) -> None:
     w.u32(u.disk_bp)
     w.u64(u.net_bps)
     w.u64(u.timestamp_ms)
+    w.u64(u.state_bytes)
 
 
 def read_app_usage(r: Reader) -> AppUsage:
     app = AppId(r.fixed(HASH_SIZE))
     cpu, ram, disk = r.u32(), r.u32(), r.u32()
-    return AppUsage(app, cpu, ram, disk, r.u64(), r.u64())
+    net, ts, state = r.u64(), r.u64(), r.u64()
+    return AppUsage(app, cpu, ram, disk, net, ts, state_bytes=state)
 
 
 def write_report_body(w: Writer, rep: ResourceReport) -> None:
@@ -435,6 +438,7 @@ def write_report_body(w: Writer, rep: ResourceReport) -> None:
     w.u32(rep.ram_bp)
     w.u32(rep.disk_bp)
     w.u32(rep.rtt_us)
+    w.u32(rep.pressure_bp)
     w.items(rep.apps, write_app_usage)
 
 
@@ -447,13 +451,13 @@ def read_report(r: Reader) -> ResourceReport:
     node = NodeId(r.fixed(HASH_SIZE))
     slot = Slot(r.u64())
     ts = r.u64()
-    cpu, ram, disk, rtt = r.u32(), r.u32(), r.u32(), r.u32()
+    cpu, ram, disk, rtt, pressure = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
     apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
     sig = Signature(r.fixed(SIGNATURE_SIZE))
-    return ResourceReport(node, slot, ts, cpu, ram, disk, rtt, apps, sig)
+    return ResourceReport(node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure)
 
 
-_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 4 + 4 + SIGNATURE_SIZE
+_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:

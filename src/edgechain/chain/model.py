@@ -153,6 +153,9 @@ class AppUsage:
     disk_bp: int
     net_bps: int
     timestamp_ms: int
+    state_bytes: int = 0
+    """Size of the app's state a migration would transfer (its state directory or
+    volume), so the planner weighs a move's gain against its transfer cost."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,11 @@ class ResourceReport:
     rtt_us: int
     apps: tuple[AppUsage, ...]
     signature: Signature
+    pressure_bp: int = 0
+    """CPU pressure: the share of time some runnable task waited for a CPU (Linux PSI,
+    ``/proc/pressure/cpu`` "some avg10"), in basis points. With ``cpu_bp`` at capacity it
+    tells the planner that the apps' measured usage is a starved share, not their demand
+    (``orchestrator/load.py``). Encoded after ``rtt_us``."""
 
 
 class PlanAction(enum.IntEnum):

@@ -212,7 +212,7 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
         raise ValidationError(Reason.BAD_REPORT, "reporter is not a validator")
     if rep.slot != slot:
         raise ValidationError(Reason.BAD_REPORT, f"report for slot {rep.slot} in slot {slot}")
-    shares = [rep.cpu_bp, rep.ram_bp, rep.disk_bp]
+    shares = [rep.cpu_bp, rep.ram_bp, rep.disk_bp, rep.pressure_bp]
     for usage in rep.apps:
         shares += [usage.cpu_bp, usage.ram_bp, usage.disk_bp]
     if not all(map(_is_share, shares)):

@@ -56,6 +56,8 @@ class LocalUsage:
     disk_bp: int = 0
     rtt_us: int = 0
     apps: tuple[AppUsage, ...] = ()
+    pressure_bp: int = 0
+    """CPU pressure stall share in basis points (``ResourceReport.pressure_bp``)."""
 
 
 @dataclass

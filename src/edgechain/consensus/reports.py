@@ -159,7 +159,7 @@ class ReportRelay:
         u = self.local_usage
         report = make_report(
             ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
-            disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps,
+            disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps, pressure_bp=u.pressure_bp,
         )  # fmt: skip
         ctx.memo.signatures.add_own(ctx.pk, compute_report_signing_root(report), report.signature)
         self.own_report = report

@@ -793,7 +793,17 @@ class AppManager:
                     views.append(view)
                     continue
                 disk_bp = stats.disk_bytes * BASIS_POINTS // self._disk_total
-                usage.append(AppUsage(info.app, stats.cpu_bp, stats.ram_bp, disk_bp, 0, now))
+                usage.append(
+                    AppUsage(
+                        info.app,
+                        stats.cpu_bp,
+                        stats.ram_bp,
+                        disk_bp,
+                        0,
+                        now,
+                        state_bytes=stats.disk_bytes,
+                    )
+                )
                 view = replace(
                     view, cpu_bp=stats.cpu_bp, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes
                 )
