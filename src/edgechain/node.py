@@ -67,6 +67,8 @@ from edgechain.node_queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node_vdf import VdfRunner
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
+from edgechain.runtime.pressure import read_cpu_pressure_bp
+from edgechain.runtime.usage import compute_capacity_bp
 from edgechain.types import AppId, NodeId, SecretKey
 from edgechain.wire.codec import (
     Transport,
@@ -153,7 +155,11 @@ class Node(NodeQueries):
         await self.transport.start()
         # Before the engine: the transfer port goes into our inclusion request's labels.
         self.apps = AppManager(
-            self.config.data_dir, self.node_id, self.sk, app_user=self.config.app_user
+            self.config.data_dir,
+            self.node_id,
+            self.sk,
+            app_user=self.config.app_user,
+            cpu_capacity=self.config.cpu_capacity,
         )
         self._transfer_port = await self.apps.start(self.transport.host)
         # Before any app can start: from here on, apps run only under a live lease.
@@ -275,11 +281,28 @@ class Node(NodeQueries):
         return max(now + 1, min(candidates))
 
     def _measure_usage(self) -> LocalUsage:
-        cpu = int(psutil.cpu_percent(None) * 100)
+        """The host's figures since the last call (the app manager adds its apps).
+
+        With a declared capacity, CPU is this process's own use over the capacity
+        (the manager adds its apps to it), and pressure is 0: host-wide PSI is about
+        every tenant of a shared host, not about this node's share of it, and a node
+        short of its share shows it as ``cpu_bp`` at capacity instead.
+        """
+        capacity = self.config.cpu_capacity
+        if capacity is None:
+            cpu = _clamp_share(int(psutil.cpu_percent(None) * 100))
+            pressure = read_cpu_pressure_bp()
+        else:
+            # Percent of one core, over the interval since the previous call.
+            cpu = compute_capacity_bp(self.process.cpu_percent(None) / 100, capacity)
+            pressure = 0
         ram = int(psutil.virtual_memory().percent * 100)
         disk = int(psutil.disk_usage(str(self.config.data_dir)).percent * 100)
         return LocalUsage(
-            cpu_bp=_clamp_share(cpu), ram_bp=_clamp_share(ram), disk_bp=_clamp_share(disk)
+            cpu_bp=cpu,
+            ram_bp=_clamp_share(ram),
+            disk_bp=_clamp_share(disk),
+            pressure_bp=pressure,
         )
 
     # --- receiving -----------------------------------------------------------------------

@@ -49,6 +49,10 @@ class NodeConfig:
     local callers who present its API token (``POST /apps``)."""
     app_user: str = "nobody"
     """``USER[:GROUP]`` that process apps run as when the node is root (never root)."""
+    cpu_capacity: float | None = None
+    """Cores this node declares it has (``--cpu-capacity``): every CPU share it reports is
+    of this many cores, its total counts its own process and its apps only, and it
+    reports no host-wide CPU pressure (``runtime/usage.py``). None: the whole host."""
 
 
 def measure_vdf_ips(iterations: int = 20_000) -> int:

@@ -132,6 +132,11 @@ class NodeQueries:
             "transport": vars(self.transport.stats),
             "rss_mb": round(memory.rss / 2**20, 1),
             "cpu_seconds": round(cpu.user + cpu.system, 2),
+            # What the node's next report says (runtime/usage.py): shares of
+            # cpu_capacity cores (null: of the whole host), pressure from Linux PSI.
+            "cpu_capacity": self.config.cpu_capacity,
+            "cpu_bp": engine.local_usage.cpu_bp,
+            "pressure_bp": engine.local_usage.pressure_bp,
             "operator_key": (
                 bls.sk_to_pk(self.operator_sk).hex() if self.operator_sk is not None else None
             ),

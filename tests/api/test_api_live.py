@@ -65,13 +65,19 @@ class Cluster:
         return reply.body
 
 
+CAPACITIES = (None, 0.5)
+
+
 def _configs(tmp: Path, count: int) -> list[NodeConfig]:
     """The live nodes' configurations, each node with an operator key of its own."""
     configs = make_configs(tmp, count, admin=ADMIN_SK, chain_id=CHAIN_ID, committee=1)
     for i in range(count):
         create_keystore(tmp / f"operator{i}.key")
+    # Node 1 declares a CPU capacity (--cpu-capacity), node 0 reports host shares.
     return [
-        dataclasses.replace(config, operator_key=tmp / f"operator{i}.key")
+        dataclasses.replace(
+            config, operator_key=tmp / f"operator{i}.key", cpu_capacity=CAPACITIES[i]
+        )
         for i, config in enumerate(configs)
     ]
 
@@ -191,7 +197,13 @@ def test_every_endpoint_and_a_signed_submission(cluster: Cluster) -> None:
         assert history["events"][0]["signer"] == operator.hex()
         nodes = cluster.get(index, "/nodes")
         assert len(nodes) == 2
+        assert all(0 <= (n["pressure_bp"] or 0) <= 10_000 for n in nodes)
         status = cluster.get(index, "/status")
+        assert status["cpu_capacity"] == CAPACITIES[index]
+        assert 0 <= status["cpu_bp"] <= 10_000
+        assert 0 <= status["pressure_bp"] <= 10_000
+        if CAPACITIES[index] is not None:
+            assert status["pressure_bp"] == 0  # host PSI says nothing of its share
         assert status["chain_id"] == CHAIN_ID
         assert status["admin_key"] == bls.sk_to_pk(ADMIN_SK).hex()
         assert status["open_admission"] is False

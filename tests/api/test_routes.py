@@ -168,6 +168,7 @@ def test_nodes_and_operators(node: FakeNode) -> None:
         "labels",
         "cpu_bp",
         "ram_bp",
+        "pressure_bp",
         "report_slot",
         "apps",
     }

@@ -15,6 +15,7 @@ from edgechain.cli.node import (
     NODE_OPTIONS,
     NodeOptionError,
     check_node_options,
+    get_cpu_capacity,
     resolve_node_options,
 )
 
@@ -62,6 +63,35 @@ def test_a_new_chain_needs_an_admin_key(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["node", "--genesis", "--data-dir", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err
     assert "a new chain needs an admin key" in err and "--open-admission" in err
+
+
+@pytest.mark.parametrize("value", [0, -1.5, "two", float("nan"), float("inf"), True, "0"])
+def test_a_cpu_capacity_is_a_positive_number_of_cores(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--cpu-capacity .*number of CPU cores above 0"):
+        get_cpu_capacity({"cpu_capacity": value})
+
+
+def test_cpu_capacity_from_flags_environment_and_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert get_cpu_capacity({"cpu_capacity": None}) is None
+    assert get_cpu_capacity({"cpu_capacity": "0.5"}) == 0.5
+    args = build_parser().parse_args(["node", "--cpu-capacity", "0.25"])
+    assert get_cpu_capacity(resolve_node_options(args, {})) == 0.25
+    args = build_parser().parse_args(["node"])
+    values = resolve_node_options(args, {"EDGECHAIN_CPU_CAPACITY": "1.5"})
+    assert get_cpu_capacity(values) == 1.5
+    with pytest.raises(NodeOptionError, match="EDGECHAIN_CPU_CAPACITY='lots': expected CORES"):
+        resolve_node_options(args, {"EDGECHAIN_CPU_CAPACITY": "lots"})
+    config = tmp_path / "node.toml"
+    config.write_text("cpu-capacity = 2\n")
+    args = build_parser().parse_args(["node", "--config", str(config)])
+    assert get_cpu_capacity(resolve_node_options(args, {})) == 2.0
+    # Refused before the node starts, with the option named.
+    argv = ["node", "--genesis", "--open-admission", "--cpu-capacity", "-1"]
+    assert main([*argv, "--data-dir", str(tmp_path / "d")]) == 2
+    assert "--cpu-capacity -1.0: expected a number of CPU cores above 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root node drops apps to an app user")

@@ -108,6 +108,8 @@ def test_allocate_ports() -> None:
         ({"kill": 1}, "--kill-at"),
         ({"kill": 1, "kill_at": 10}, "--kill-at"),
         ({"base_port": 65530}, "--base-port"),
+        ({"cpu_capacity": 0.0}, "--cpu-capacity"),
+        ({"cpu_capacity": float("nan")}, "--cpu-capacity"),
     ],
 )
 def test_config_check_rejects_networks_that_cannot_work(
@@ -151,6 +153,17 @@ def test_joining_node_argv_names_the_bootstrap() -> None:
     assert "--genesis" not in text
     assert f"--admin-key {PK.hex()} --open-admission" in text
     assert "--ticket" not in text  # open admission
+
+
+def test_every_node_gets_the_declared_cpu_capacity() -> None:
+    options = make_config(cpu_capacity=0.25).get_node_options()
+    bootstrap = Bootstrap("127.0.0.1:7000", PK)
+    for index, boot in ((0, None), (3, bootstrap)):
+        argv = build_node_argv(make_spec(index), options, admin_key=PK, bootstrap=boot)
+        assert argv[argv.index("--cpu-capacity") + 1] == "0.25"
+    argv = build_node_argv(make_spec(1), make_config().get_node_options(), admin_key=PK,
+                           bootstrap=bootstrap)  # fmt: skip
+    assert "--cpu-capacity" not in argv
 
 
 def test_node_env_drops_edgechain_settings() -> None:

@@ -65,12 +65,16 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
             n.get("last_seen_slot"),
             _percent(n.get("cpu_bp")),
             _percent(n.get("ram_bp")),
+            _percent(n.get("pressure_bp")),
             n.get("report_slot"),
             len(n.get("apps") or []),
         )
         for n in sorted(nodes, key=lambda n: str(n.get("node_id")))
     ]
-    headers = ("NODE", "ADDRESS", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "REPORTED", "APPS")
+    headers = (
+        "NODE", "ADDRESS", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "PRESSURE", "REPORTED",
+        "APPS",
+    )  # fmt: skip
     return format_table(headers, rows) + f"\n{len(nodes)} validators"
 
 
@@ -149,6 +153,15 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
         if name in status:
             value = status[name]
             pairs.append((name, short(value, 16) if name in ("head", "admin_key") else value))
+    cpu = status.get("cpu_bp")
+    if isinstance(cpu, int):
+        # Shares of the node's declared cores when it has them (--cpu-capacity).
+        capacity = status.get("cpu_capacity")
+        of = f"of {capacity:g} cores" if isinstance(capacity, int | float) else "of the host"
+        pairs.append(("cpu use", f"{_percent(cpu)} {of}"))
+    pressure = status.get("pressure_bp")
+    if isinstance(pressure, int):
+        pairs.append(("cpu pressure", _percent(pressure)))
     apps = status.get("apps")
     if isinstance(apps, list):
         pairs.append(("apps here", len(apps)))

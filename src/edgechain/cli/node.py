@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,14 @@ NODE_OPTIONS: dict[str, NodeOption] = {
         float, 0.25, "share of a slot the VDF should take (genesis parameter)", "FRACTION"
     ),
     "labels": NodeOption(str, "", "comma-separated labels for app placement policies", "A,B"),
+    "cpu_capacity": NodeOption(
+        float,
+        None,
+        "CPU cores this node offers (> 0, may be fractional): every CPU share it reports "
+        "is of this many cores, counting its own process and its apps (default: the "
+        "whole host)",
+        "CORES",
+    ),
     "ready_file": NodeOption(
         str, None, "write a JSON file with the node id and bound ports once listening", "FILE"
     ),
@@ -109,9 +119,16 @@ def resolve_node_options(args: argparse.Namespace, environ: Mapping[str, str]) -
                     raise NodeOptionError(f"{args.config}: unknown option {key!r}")
                 values[name] = value
     for name, option in NODE_OPTIONS.items():
-        env = environ.get("EDGECHAIN_" + name.upper())
-        if env is not None:
+        variable = "EDGECHAIN_" + name.upper()
+        env = environ.get(variable)
+        if env is None:
+            continue
+        try:
             values[name] = env.lower() in TRUE_WORDS if option.kind is bool else option.kind(env)
+        except ValueError:
+            raise NodeOptionError(
+                f"{variable}={env!r}: expected {option.metavar or option.kind.__name__}"
+            ) from None
     for name in NODE_OPTIONS:
         flag = getattr(args, name, None)
         if flag is not None and flag is not False:
@@ -132,6 +149,25 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             "a node that does not create the chain (--genesis) joins one: pass "
             "--bootstrap HOST:PORT and --bootstrap-key HEX"
         )
+    get_cpu_capacity(values)
+
+
+def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
+    """``cpu_capacity`` as a number of cores, None when not given; refuses anything
+    but a finite number above 0 (a TOML file may hold a string or a boolean)."""
+    value = values.get("cpu_capacity")
+    if value is None:
+        return None
+    cores: float | None = None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
+            cores = float(value)
+    if cores is None or not math.isfinite(cores) or cores <= 0:
+        raise NodeOptionError(
+            f"--cpu-capacity {value!r}: expected a number of CPU cores above 0, such as "
+            "2 or 0.5 (leave it out to report shares of the whole host)"
+        )
+    return cores
 
 
 def _hex(values: Mapping[str, Any], name: str) -> bytes:
@@ -176,6 +212,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             slot_duration_ms=int(float(v["slot_duration"]) * 1000),
             vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
             labels=tuple(label for label in str(v["labels"]).split(",") if label),
+            cpu_capacity=get_cpu_capacity(v),
             ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
         )
     except (NodeOptionError, OSError, ValueError) as exc:

@@ -122,6 +122,8 @@ class NodeOptions:
     slot_duration: float
     open_admission: bool = False
     """Nodes join without tickets (the admin key still grants operators)."""
+    cpu_capacity: float | None = None
+    """Every node's ``--cpu-capacity`` (None: each reports shares of the whole host)."""
 
 
 def build_node_argv(
@@ -160,6 +162,8 @@ def build_node_argv(
         argv.append("--open-admission")
     else:
         argv += ["--ticket", spec.ticket.hex()]
+    if options.cpu_capacity is not None:
+        argv += ["--cpu-capacity", f"{options.cpu_capacity:g}"]
     if bootstrap is None:
         argv += [
             "--genesis",

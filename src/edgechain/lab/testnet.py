@@ -33,7 +33,8 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
     ok                      genesis reached by every node, one head, no node crashed
     source_changed          the edgechain sources changed during the run (an
                             editable install edited meanwhile: nodes may differ)
-    nodes, committee, slot_duration, slots (slots past genesis when stopped)
+    nodes, committee, slot_duration, slots (slots past genesis when stopped),
+      cpu_capacity (every node's declared cores; null: shares of the whole host)
     genesis, genesis_after_s (launch to genesis), join_slot (head slot whose state
       first held all nodes), validators_at_end
     blocks, skip_blocks, skip_slots, missing_slots, skip_blocks_after_join
@@ -166,6 +167,8 @@ class LaunchConfig:
     host: str = "127.0.0.1"
     chain_id: str = DEFAULT_CHAIN_ID
     open_admission: bool = False
+    cpu_capacity: float | None = None
+    """Every node's declared CPU cores (``edgechain node --cpu-capacity``)."""
     kill: int = 0
     kill_at: int | None = None
     restart_after: int | None = 5
@@ -191,6 +194,10 @@ class LaunchConfig:
             raise LaunchError("--slots must not be negative (0: until interrupted)")
         if self.join_interval < 0:
             raise LaunchError("--join-interval must not be negative")
+        if self.cpu_capacity is not None and not 0 < self.cpu_capacity < float("inf"):
+            raise LaunchError(
+                f"--cpu-capacity {self.cpu_capacity:g}: expected a number of CPU cores above 0"
+            )
         if self.kill:
             if not 0 < self.kill < self.nodes:
                 raise LaunchError(f"--kill must be 1..{self.nodes - 1} (never the bootstrap)")
@@ -206,6 +213,7 @@ class LaunchConfig:
             self.committee,
             self.slot_duration,
             self.open_admission,
+            self.cpu_capacity,
         )
 
     def get_genesis_timeout(self) -> float:
@@ -650,6 +658,7 @@ class Launcher:
             "committee": config.committee,
             "slot_duration": config.slot_duration,
             "join_interval": config.join_interval,
+            "cpu_capacity": config.cpu_capacity,
             "netns": config.netns,
             "run_dir": str(config.run_dir),
             "interrupted": self.interrupted,
@@ -883,6 +892,13 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
     add("--base-port", type=int, help="node i: UDP/TCP base+2i, HTTP base+2i+1 (default: any)")
     add("--chain-id", default=DEFAULT_CHAIN_ID)
     add("--open-admission", action="store_true", help="no admin key or tickets")
+    add(
+        "--cpu-capacity",
+        type=float,
+        metavar="CORES",
+        help="every node declares this many CPU cores (edgechain node --cpu-capacity; "
+        "default: each reports shares of the whole host)",
+    )
     add("--kill", type=int, default=0, metavar="N", help="kill -9 N random non-bootstrap nodes")
     add("--kill-at", type=int, metavar="SLOT", help="slot at which to kill them")
     add(
@@ -918,6 +934,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         base_port=args.base_port,
         chain_id=args.chain_id,
         open_admission=args.open_admission,
+        cpu_capacity=args.cpu_capacity,
         kill=args.kill,
         kill_at=args.kill_at,
         restart_after=args.restart_after if args.restart_after >= 0 else None,

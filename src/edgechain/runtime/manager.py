@@ -41,10 +41,11 @@ bound again on restart (binding fails loudly if another process took it), becaus
 label stays on chain for as long as the node is a validator. A fixed offset from the
 listen port was rejected: local testnets already use ``listen + 1`` for HTTP.
 
-Usage: the stats of the running apps, sampled each interval, go into the node's
-``LocalUsage`` with the node's own host measurement, so reports carry real per-app
-usage. Host totals are raised to at least the sum of the apps (the two are sampled at
-different instants; a total below its parts would be nonsense to the load model).
+Usage: the stats of the running apps, sampled each interval and averaged over the last
+few samples, go into the node's ``LocalUsage`` with the node's own host measurement, so
+reports carry real per-app usage. Shares are of the whole host, or of the node's
+declared CPU capacity (``cpu_capacity``); ``runtime/usage.py`` says how the node's
+total is made of its parts in each case.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.replica import ReplicaStore, restore_from_replica
 from edgechain.runtime.replication import DueReplica, Replicator
 from edgechain.runtime.transfer import MigrationResult, TransferClient, TransferServer
+from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Slot
 
 log = logging.getLogger("edgechain.apps")
@@ -140,13 +142,16 @@ class AppView:
     """The spec version the runtime started (None: not known yet, after a migration)."""
 
 
-def merge_usage(host: LocalUsage, apps: tuple[AppUsage, ...]) -> LocalUsage:
-    """The node's report figures: host totals, never below the sum of its apps."""
-    cpu = sum(a.cpu_bp for a in apps)
+def merge_usage(
+    host: LocalUsage, apps: tuple[AppUsage, ...], *, node_only_cpu: bool = False
+) -> LocalUsage:
+    """The node's report figures: host totals, never below the sum of its apps; with
+    ``node_only_cpu`` (a declared capacity) ``host.cpu_bp`` is the node process alone
+    and the apps' CPU is added to it (``usage.merge_cpu_bp``)."""
     ram = sum(a.ram_bp for a in apps)
     return replace(
         host,
-        cpu_bp=min(BASIS_POINTS, max(host.cpu_bp, cpu)),
+        cpu_bp=merge_cpu_bp(host.cpu_bp, (a.cpu_bp for a in apps), node_only=node_only_cpu),
         ram_bp=min(BASIS_POINTS, max(host.ram_bp, ram)),
         apps=apps,
     )
@@ -162,10 +167,14 @@ class AppManager:
         sk: SecretKey,
         *,
         app_user: str | None = DEFAULT_APP_USER,
+        cpu_capacity: float | None = None,
     ) -> None:
         """``app_user``: who apps run as when the node is root (``ProcessRuntime``); an
-        unknown user is an ``AppUserError`` (a ``LocalError``) here."""
+        unknown user is an ``AppUserError`` (a ``LocalError``) here. ``cpu_capacity``:
+        the node's declared cores, which CPU shares are of (None: the whole host)."""
         self.node_id = node_id
+        self.cpu_capacity = cpu_capacity
+        self._cpu = CpuAverager()
         self.root = data_dir / "apps"
         self.runtime = ProcessRuntime(self.root, app_user=app_user)
         self.transfer_dir = data_dir / "transfer"
@@ -793,10 +802,11 @@ class AppManager:
                     views.append(view)
                     continue
                 disk_bp = stats.disk_bytes * BASIS_POINTS // self._disk_total
+                cpu_bp = scale_host_bp(self._cpu.add(info.app, stats.cpu_bp), self.cpu_capacity)
                 usage.append(
                     AppUsage(
                         info.app,
-                        stats.cpu_bp,
+                        cpu_bp,
                         stats.ram_bp,
                         disk_bp,
                         0,
@@ -805,15 +815,20 @@ class AppManager:
                     )
                 )
                 view = replace(
-                    view, cpu_bp=stats.cpu_bp, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes
+                    view, cpu_bp=cpu_bp, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes
                 )
             views.append(view)
+        self._cpu.retain({u.app for u in usage})
         usage.sort(key=lambda u: bytes(u.app))
         return tuple(views), tuple(usage)
 
     def _push_usage(self) -> None:
         if self.engine is not None:
-            self.engine.set_local_usage(merge_usage(self.host_usage, self.app_usage))
+            self.engine.set_local_usage(
+                merge_usage(
+                    self.host_usage, self.app_usage, node_only_cpu=self.cpu_capacity is not None
+                )
+            )
 
     @staticmethod
     def _order(order: MigrationOrder) -> dict[str, Any]:

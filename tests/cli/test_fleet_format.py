@@ -1,0 +1,29 @@
+"""``edgechain status`` and ``edgechain nodes`` text: the CPU figures a node reports."""
+
+from __future__ import annotations
+
+from edgechain.cli.fleet import format_nodes, format_status
+
+
+def test_status_shows_the_cpu_share_and_what_it_is_of() -> None:
+    base = {"chain_id": "c", "slot": 3, "apps": []}
+    text = format_status(
+        {**base, "cpu_bp": 4_250, "cpu_capacity": 0.25, "pressure_bp": 0}, "u", None
+    )
+    assert "42.5% of 0.25 cores" in text
+    assert "cpu pressure" in text and "0.0%" in text
+    text = format_status(
+        {**base, "cpu_bp": 1_000, "cpu_capacity": None, "pressure_bp": 712}, "u", None
+    )
+    assert "10.0% of the host" in text and "7.1%" in text
+    # An older node without the fields: nothing shown, nothing fails.
+    assert "cpu use" not in format_status(base, "u", None)
+
+
+def test_nodes_show_their_reported_pressure() -> None:
+    node = {"node_id": "ab" * 32, "status": "active", "cpu_bp": 10_000, "pressure_bp": 2_600}
+    text = format_nodes([node, {"node_id": "cd" * 32, "cpu_bp": None, "pressure_bp": None}])
+    header, first, second = text.splitlines()[:3]
+    assert "PRESSURE" in header
+    assert "100.0%" in first and "26.0%" in first
+    assert second.count("-") >= 3

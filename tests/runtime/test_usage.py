@@ -1,0 +1,98 @@
+"""CPU shares of the host or of a declared capacity (``runtime/usage.py``), and the
+app manager reporting them for a real app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from edgechain.chain.model import AppUsage, RuntimeKind
+from edgechain.consensus.engine import LocalUsage
+from edgechain.runtime.manager import AppManager, merge_usage
+from edgechain.runtime.process_group import get_group_usage
+from edgechain.runtime.samples import get_cpu_load_spec
+from edgechain.runtime.usage import (
+    CpuAverager,
+    compute_capacity_bp,
+    get_host_cores,
+    merge_cpu_bp,
+    scale_host_bp,
+)
+from edgechain.testing import make_identity
+from edgechain.types import AppId
+
+from .helpers import get_app
+
+ME = make_identity(1)
+APP_A = AppId(b"\xaa" * 32)
+APP_B = AppId(b"\xbb" * 32)
+
+
+def test_capacity_shares() -> None:
+    assert compute_capacity_bp(0.05, 0.25) == 2_000  # 5 % of a core on a quarter core
+    assert compute_capacity_bp(0.5, 0.25) == 10_000  # over capacity: at capacity
+    assert compute_capacity_bp(-0.1, 1.0) == 0
+    assert compute_capacity_bp(0.1, 0.0) == 0
+    # 1 % of a 2-core host is 2 % of one core, 8 % of a quarter core.
+    assert scale_host_bp(100, 0.25, host_cores=2) == 800
+    assert scale_host_bp(100.4, None, host_cores=2) == 100  # no capacity: unchanged
+    assert scale_host_bp(20_000, None) == 10_000
+    assert scale_host_bp(9_000, 1.0, host_cores=2) == 10_000
+
+
+def test_node_total_adds_apps_to_the_node_process_only_under_a_capacity() -> None:
+    assert merge_cpu_bp(1_500, [2_000, 1_000], node_only=True) == 4_500
+    assert merge_cpu_bp(9_000, [2_000], node_only=True) == 10_000
+    # Host-wide use already holds the apps: raised to their sum, never added.
+    assert merge_cpu_bp(1_500, [2_000, 1_000], node_only=False) == 3_000
+    assert merge_cpu_bp(5_000, [2_000], node_only=False) == 5_000
+    host = LocalUsage(cpu_bp=1_000, ram_bp=500, pressure_bp=700)
+    apps = (AppUsage(APP_A, 3_000, 100, 0, 0, 0), AppUsage(APP_B, 2_000, 100, 0, 0, 0))
+    merged = merge_usage(host, apps, node_only_cpu=True)
+    assert (merged.cpu_bp, merged.ram_bp, merged.pressure_bp, merged.apps) == (
+        6_000, 500, 700, apps,
+    )  # fmt: skip
+    assert merge_usage(host, apps).cpu_bp == 5_000
+
+
+def test_averager_skips_the_baseline_and_forgets_stopped_apps() -> None:
+    averager = CpuAverager(samples=3)
+    assert averager.add(APP_A, 0) == 0.0  # the runtime's baseline sample
+    assert averager.add(APP_A, 300) == 300.0
+    assert averager.add(APP_A, 100) == 200.0
+    assert averager.add(APP_A, 200) == 200.0
+    assert averager.add(APP_A, 600) == 300.0  # the oldest sample has left the window
+    assert averager.add(APP_B, 900) == 0.0
+    averager.retain({APP_B})
+    assert averager.add(APP_A, 500) == 0.0  # started again: a new baseline
+    assert averager.add(APP_B, 100) == 100.0
+
+
+@pytest.mark.parametrize("capacity", [None, 0.5])
+def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
+    tmp_path: Path, capacity: float | None
+) -> None:
+    """A real cpu-load app (20 % of a core): its reported share is the CPU it used over
+    the sampled span, of the capacity (else of the host), averaged over the samples."""
+    manager = AppManager(tmp_path / "node", ME.node, ME.sk, cpu_capacity=capacity)
+    spec = get_cpu_load_spec(RuntimeKind.PROCESS, share_percent=20, period_ms=100)
+    app = get_app(spec)
+    try:
+        manager.runtime.start(app, spec)
+        pid = manager.runtime._apps[app].proc.pid  # type: ignore[union-attr]
+        asyncio.run(manager._measure())  # the baseline
+        started, cpu_then = time.monotonic(), get_group_usage(pid)[0]
+        for _ in range(5):
+            time.sleep(0.4)  # the sampling interval (the manager's is ~1 s)
+            asyncio.run(manager._measure())
+        span, used = time.monotonic() - started, get_group_usage(pid)[0] - cpu_then
+        (usage,) = manager.app_usage
+        expected = scale_host_bp(used / span / get_host_cores() * 10_000, capacity)
+        assert usage.app == app
+        assert abs(usage.cpu_bp - expected) <= 0.3 * expected + 300, (usage, expected)
+        assert manager.get_views()[0]["cpu_bp"] == usage.cpu_bp
+    finally:
+        asyncio.run(manager.close())
