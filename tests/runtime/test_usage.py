@@ -4,6 +4,9 @@ app manager reporting them for a real app."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,10 +15,11 @@ import pytest
 from edgechain.chain.model import AppUsage, RuntimeKind
 from edgechain.consensus.engine import LocalUsage
 from edgechain.runtime.manager import AppManager, merge_usage
-from edgechain.runtime.process_group import get_group_usage
+from edgechain.runtime.process_group import GroupCensus, read_groups
 from edgechain.runtime.samples import get_cpu_load_spec
 from edgechain.runtime.usage import (
     CpuAverager,
+    CpuRate,
     compute_capacity_bp,
     get_host_cores,
     merge_cpu_bp,
@@ -24,7 +28,7 @@ from edgechain.runtime.usage import (
 from edgechain.testing import make_identity
 from edgechain.types import AppId
 
-from .helpers import get_app
+from .helpers import get_app, wait_until
 
 ME = make_identity(1)
 APP_A = AppId(b"\xaa" * 32)
@@ -58,6 +62,20 @@ def test_node_total_adds_apps_to_the_node_process_only_under_a_capacity() -> Non
     assert merge_usage(host, apps).cpu_bp == 5_000
 
 
+def test_own_cpu_rate_over_a_sliding_window() -> None:
+    rate = CpuRate(window_s=30.0)
+    assert rate.add(100.0, 50.0) is None
+    assert rate.add(105.0, 50.5) == pytest.approx(0.1)
+    assert rate.add(110.0, 52.0) == pytest.approx(0.2)  # since t = 100
+    for t in range(115, 135, 5):
+        rate.add(float(t), 52.0)
+    # The oldest reading kept is the newest one at least 30 s old (t = 105): a burst
+    # (the VDF of a produced block) weighs over the whole window, then leaves it.
+    assert rate.add(135.0, 52.0) == pytest.approx(1.5 / 30)
+    assert rate.add(140.0, 52.0) == pytest.approx(0.0)
+    assert rate.add(140.0, 51.0) == 0.0  # never negative
+
+
 def test_averager_skips_the_baseline_and_forgets_stopped_apps() -> None:
     averager = CpuAverager(samples=3)
     assert averager.add(APP_A, 0) == 0.0  # the runtime's baseline sample
@@ -84,11 +102,11 @@ def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
         manager.runtime.start(app, spec)
         pid = manager.runtime._apps[app].proc.pid  # type: ignore[union-attr]
         asyncio.run(manager._measure())  # the baseline
-        started, cpu_then = time.monotonic(), get_group_usage(pid)[0]
+        started, cpu_then = time.monotonic(), read_groups()[pid].cpu_s
         for _ in range(5):
             time.sleep(0.4)  # the sampling interval (the manager's is ~1 s)
             asyncio.run(manager._measure())
-        span, used = time.monotonic() - started, get_group_usage(pid)[0] - cpu_then
+        span, used = time.monotonic() - started, read_groups()[pid].cpu_s - cpu_then
         (usage,) = manager.app_usage
         expected = scale_host_bp(used / span / get_host_cores() * 10_000, capacity)
         assert usage.app == app
@@ -96,3 +114,30 @@ def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
         assert manager.get_views()[0]["cpu_bp"] == usage.cpu_bp
     finally:
         asyncio.run(manager.close())
+
+
+def test_census_sums_a_whole_group_and_serves_a_round(tmp_path: Path) -> None:
+    """One pass over /proc: the group's forked busy loop counts, another group does
+    not, and calls within the census's age share one reading."""
+    burn = "( while :; do :; done ) & sleep 30"
+    group = subprocess.Popen(["/bin/sh", "-c", burn], start_new_session=True)
+    other = subprocess.Popen(["/bin/sh", "-c", "sleep 30"], start_new_session=True)
+    try:
+        census = GroupCensus(max_age_s=60.0)
+        taken, first = census.get(group.pid)
+        assert first is not None and first.rss > 0
+        assert census.get(group.pid) == (taken, first)  # the same census
+        _, idle = census.get(other.pid)
+        assert idle is not None and idle.cpu_s < 0.05
+        assert census.get(2**22 + 12345)[1] is None
+        # The leader sleeps in `sleep 30`: only its forked busy loop can add CPU time.
+        started = time.monotonic()
+        wait_until(lambda: read_groups()[group.pid].cpu_s - first.cpu_s >= 0.05)
+        assert (
+            read_groups()[group.pid].cpu_s - first.cpu_s <= 2 * (time.monotonic() - started) + 0.1
+        )
+        assert read_groups()[other.pid].cpu_s < 0.05
+    finally:
+        for proc in (group, other):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -212,6 +212,7 @@ class AppManager:
         """``lifecycle.was_removed``'s memory of heads already searched, per app."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._measuring: asyncio.Task[None] | None = None
+        self._closing = False
         self._next_measure_ms = 0
         self._disk_total = max(1, psutil.disk_usage(str(data_dir)).total)
 
@@ -235,6 +236,10 @@ class AppManager:
         self.engine = engine
 
     async def close(self) -> None:
+        # Retry loops check this too: on Python 3.11 asyncio.wait_for may swallow a
+        # cancellation that meets a refused connect, and a migration retrying towards a
+        # destination that already stopped would then keep the node from stopping.
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -494,7 +499,7 @@ class AppManager:
             "slot": slot,
             "to": bytes(entry.destination).hex()[:16],
         }
-        while True:
+        while not self._closing:
             record = self._get_wanted_record(block_hash, entry)
             if record is None or self._is_node_down(entry.destination):
                 break
@@ -517,9 +522,9 @@ class AppManager:
                 return
             await asyncio.sleep(MIGRATE_RETRY_S[min(attempt, len(MIGRATE_RETRY_S) - 1)])
             attempt += 1
-        # The head no longer places it there (a reorg, a later move, a REMOVE) or the
-        # destination is down (the chain recovers the app elsewhere): reconcile decides
-        # what this copy is now.
+        # The head no longer places it there (a reorg, a later move, a REMOVE), the
+        # destination is down (the chain recovers the app elsewhere) or this node is
+        # stopping: reconcile decides what this copy is now (after a restart).
         log.warning("migration abandoned", extra={"fields": {**fields, "attempts": attempt}})
 
     def _record_result(self, result: MigrationResult, fields: dict[str, Any], attempt: int) -> None:

@@ -89,9 +89,9 @@ from edgechain.runtime.checkpoint import (
 )
 from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.runtime.process_group import (
+    GroupCensus,
     compute_cpu_bp,
     end_group,
-    get_group_usage,
     is_stopped,
     kill_leftovers,
     signal_group,
@@ -158,6 +158,7 @@ class ProcessRuntime(AppDirectories):
                 # fails with this message instead of running the app as root.
                 _log.error("process runtime cannot run apps: %s", self._unusable)
         self._spawner = Spawner(die_with_node=die_with_node)
+        self._census = GroupCensus()
         self._apps: dict[AppId, _App] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -416,9 +417,12 @@ class ProcessRuntime(AppDirectories):
         with record.lock:
             status = self._observe(record)
             cpu_s, rss = 0.0, 0
-            if record.proc is not None:
-                cpu_s, rss = get_group_usage(record.proc.pid)
             now = time.monotonic()
+            if record.proc is not None:
+                # One pass over /proc serves every app of a sampling round.
+                now, usage = self._census.get(record.proc.pid)
+                if usage is not None:
+                    cpu_s, rss = usage.cpu_s, usage.rss
             cpu_bp = 0
             if record.last_sample is not None and record.proc is not None:
                 then, cpu_then = record.last_sample

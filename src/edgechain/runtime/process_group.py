@@ -5,16 +5,24 @@ the app's leader pid is also its process group id, and everything the app forked
 that group. Every signal the runtime sends goes to the whole group: stopping an app
 never leaves its children behind, and pausing it freezes all of them.
 
-Usage is measured over the leader's process tree (psutil), as a share of the whole host
-in basis points (``compute_cpu_bp``, also used by the container runtime).
+Usage is measured over the app's process group, as a share of the whole host in basis
+points (``compute_cpu_bp``, also used by the container runtime). :class:`GroupCensus`
+reads every group's usage in one pass over ``/proc`` and shares it between the apps
+sampled in one round: finding one process tree's members means reading every process's
+parent (psutil's ``children`` does), so measuring N apps one by one cost N passes, which
+with 40 apps on a host of 300 processes was half a core, counted in the node's own load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
+import threading
+import time
+from dataclasses import dataclass
 
 import psutil
 
@@ -78,18 +86,75 @@ def compute_cpu_bp(cpu_seconds: float, wall_seconds: float) -> int:
     return max(0, min(BASIS_POINTS, round(share * BASIS_POINTS)))
 
 
-def get_group_usage(leader_pid: int) -> tuple[float, int]:
-    """CPU seconds (including reaped children) and RSS bytes of a process tree."""
-    cpu, rss = 0.0, 0
-    with contextlib.suppress(psutil.Error):
-        leader = psutil.Process(leader_pid)
-        with leader.oneshot():
-            times = leader.cpu_times()
-            cpu += times.user + times.system + times.children_user + times.children_system
-            rss += leader.memory_info().rss
-        for child in leader.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                times = child.cpu_times()
-                cpu += times.user + times.system
-                rss += child.memory_info().rss
-    return cpu, rss
+def get_run_seconds(pid: int, fallback: float) -> float:
+    """The CPU time of process ``pid`` (all its threads) in seconds, to the nanosecond
+    from ``/proc/PID/schedstat``; ``fallback`` (psutil's) where that is not readable.
+
+    Why not psutil's alone: ``/proc/PID/stat`` counts in 10 ms clock ticks, and a 2 %
+    app sampled every second moves by 2 ticks, so truncation alone is a quarter of it.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as file:
+            return int(file.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return fallback
+
+
+CENSUS_MAX_AGE_S = 0.25
+"""A census serves the stats calls of one sampling round (the app manager's, about once
+a second), never a later one."""
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class GroupUsage:
+    cpu_s: float
+    """CPU seconds of the group's live members, and of the children they reaped."""
+    rss: int
+    """Resident bytes of the live members."""
+
+
+class GroupCensus:
+    """Every process group's usage from one pass over ``/proc``, reused for
+    ``max_age_s``. A member's CPU is ``/proc/PID/schedstat``'s (nanoseconds; ``stat``'s
+    own count is in 10 ms ticks, a quarter of what a 2 % app uses in a second) plus the
+    children it reaped (``stat``: cutime, cstime). Thread-safe."""
+
+    def __init__(self, max_age_s: float = CENSUS_MAX_AGE_S) -> None:
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._taken = -math.inf
+        self._groups: dict[int, GroupUsage] = {}
+
+    def get(self, pgid: int) -> tuple[float, GroupUsage | None]:
+        """(monotonic time of the census, the group's usage or None: no such group)."""
+        with self._lock:
+            if time.monotonic() - self._taken > self.max_age_s:
+                self._groups = read_groups()
+                self._taken = time.monotonic()
+            return self._taken, self._groups.get(pgid)
+
+
+def read_groups() -> dict[int, GroupUsage]:
+    """Process group id -> usage, for every process on the host now."""
+    cpu: dict[int, float] = {}
+    rss: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                stat = file.read()
+            # After "pid (comm) ": state ppid pgrp ... utime(11) stime(12) cutime(13)
+            # cstime(14) ... rss(21), counted from state (comm may hold spaces).
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            group = int(fields[2])
+            own = (int(fields[11]) + int(fields[12])) / _TICKS
+            reaped = (int(fields[13]) + int(fields[14])) / _TICKS
+            resident = int(fields[21]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        cpu[group] = cpu.get(group, 0.0) + get_run_seconds(int(name), own) + reaped
+        rss[group] = rss.get(group, 0) + resident
+    return {group: GroupUsage(cpu[group], rss[group]) for group in cpu}

@@ -13,10 +13,15 @@ process plus its apps, over CORES: the host-wide figure would count work of othe
 tenants that the device's capacity does not include. Every share is clamped to
 ``BASIS_POINTS`` (a node over its capacity reports exactly at capacity).
 
-Apps' shares are averaged over their last few samples (:class:`CpuAverager`): one
-sample covers about a second, in which the kernel's 10 ms accounting ticks alone make a
-2 % app read anywhere from 1 % to 4 %, and the planner compares these figures across
-nodes (its module docstring asks for smoothed usage: noise must not move apps).
+Both are smoothed, because the planner compares them across nodes and noise must not
+move apps (its module docstring asks for smoothed usage). Apps' shares are averaged over
+their last few samples (:class:`CpuAverager`): one sample covers about a second, in
+which an app that burns in bursts (``apps/cpu-load``) reads anywhere from half to
+twice its share. The node's own process is measured over the last
+:data:`OWN_CPU_WINDOW_S` (:class:`CpuRate`): its load comes in bursts of its own
+(the VDF when it produces a block, about one slot in N, takes a quarter of that slot
+on a core), which over the 5 s between host measurements would swing its background
+by more than a small app's whole load.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import psutil
 from edgechain.chain.model import BASIS_POINTS
 from edgechain.types import AppId
 
+OWN_CPU_WINDOW_S = 30.0
+"""Span the node process's own CPU is measured over (several of its producer slots)."""
 AVERAGE_SAMPLES = 5
 """Samples an app's CPU share is averaged over (the app manager samples about once a
 second, so ~5 s: the node's host figures cover the same span)."""
@@ -92,3 +99,24 @@ class CpuAverager:
     def retain(self, apps: Collection[AppId]) -> None:
         for app in [a for a in self._seen if a not in apps]:
             del self._seen[app]
+
+
+class CpuRate:
+    """CPU seconds per second over about the last ``window_s`` seconds, from readings of
+    a cumulative CPU time (the node process's)."""
+
+    def __init__(self, window_s: float = OWN_CPU_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._readings: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, cpu_seconds: float) -> float | None:
+        """Record a reading at monotonic time ``t``; the rate since the oldest reading
+        kept (the newest one at least ``window_s`` old), None on the first."""
+        readings = self._readings
+        readings.append((t, cpu_seconds))
+        while len(readings) > 2 and readings[1][0] <= t - self.window_s:
+            readings.popleft()
+        first_t, first_cpu = readings[0]
+        if t <= first_t:
+            return None
+        return max(0.0, cpu_seconds - first_cpu) / (t - first_t)
