@@ -255,10 +255,19 @@ class LiveTestnet:
     nodes run their apps as an unprivileged user, who must reach their state dirs)."""
 
     def __init__(
-        self, run_dir: Path, *, nodes: int, committee: int, slot_s: float, join_s: float = 0.3
+        self,
+        run_dir: Path,
+        *,
+        nodes: int,
+        committee: int,
+        slot_s: float,
+        join_s: float = 0.3,
+        cpu_capacity: float | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.nodes, self.committee, self.slot_s, self.join_s = nodes, committee, slot_s, join_s
+        self.cpu_capacity = cpu_capacity
+        """Every node's ``--cpu-capacity`` (None: shares of the whole host)."""
         self.launcher: subprocess.Popen[bytes] | None = None
         self.params: ChainParams | None = None
         self.tags: set[str] = set()
@@ -276,6 +285,8 @@ class LiveTestnet:
                 "--nodes", str(self.nodes), "--committee", str(self.committee),
                 "--slot-duration", f"{self.slot_s:g}", "--join-interval", f"{self.join_s:g}",
                 "--run-dir", str(self.run_dir)]  # fmt: skip
+        if self.cpu_capacity is not None:
+            argv += ["--cpu-capacity", f"{self.cpu_capacity:g}"]
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with (self.run_dir.parent / f"{self.run_dir.name}.launcher.out").open("ab") as out:
             # Its own session: our Ctrl-C does not reach it before we stop it in order,

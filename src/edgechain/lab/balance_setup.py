@@ -1,0 +1,147 @@
+"""How the balance lab (``lab/balance.py``) changes the fleet: through the CLI only, as
+an operator would (``edgechain admin drain``, ``edgechain apps submit``).
+
+Commands go out with ``--no-wait``, a few CLI processes at a time
+(:func:`apply_commands`): waiting for each block in turn would take a slot per command,
+and on a loaded host one CLI call takes a second or two. Sent at once, commands of one
+key may reach a block producer out of their sequence order, and the chain then refuses
+the lower ones as replays; so a command is sent again once it can no longer apply: its
+CLI call failed, or a later command of the same key is on chain and its own is not (its
+sequence number is spent, ``cli/commands.py``). A command still in flight is never sent
+twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgechain.lab.exactly_once_watch import Observer, get_fleet
+from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
+
+CLI_WORKERS = 4
+"""CLI processes at a time (each mostly imports; the host has other work to do)."""
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One command as the CLI answered it (``--json``); ``answer`` None: it failed."""
+
+    argv: tuple[str, ...]
+    answer: dict[str, Any] | None
+    error: str | None = None
+
+
+def send(net: LiveTestnet, argv: Sequence[str], client: Path | None) -> Sent:
+    try:
+        return Sent(tuple(argv), net.cli(*argv, "--no-wait", client=client))
+    except LiveError as exc:  # a collision of two sequence numbers, a busy node
+        return Sent(tuple(argv), None, str(exc))
+
+
+def is_spent(net: LiveTestnet, sent: Sent) -> bool:
+    """The command can never apply (module docstring)."""
+    if sent.answer is None:
+        return True
+    operator = net.get(f"/operators/{sent.answer['signer']}")
+    return int(sent.answer["seq"]) < int(operator["last_seq"])
+
+
+def apply_commands(
+    net: LiveTestnet,
+    commands: Mapping[str, Sequence[str]],
+    get_done: Callable[[Mapping[str, Sent]], set[str]],
+    what: str,
+    timeout_s: float,
+    log: Callable[[str], None],
+    client: Path | None = None,
+) -> dict[str, Sent]:
+    """Send every command (``edgechain ARGV --no-wait``) and wait until ``get_done``
+    (given what each command's CLI call answered) names them all; returns the answers
+    (of the last sending). LiveError after ``timeout_s``."""
+    with ThreadPoolExecutor(max_workers=CLI_WORKERS) as pool:
+        futures = {key: pool.submit(send, net, argv, client) for key, argv in commands.items()}
+        sent = {key: future.result() for key, future in futures.items()}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        net.check_alive()
+        missing = sorted(set(commands) - get_done(sent))
+        if not missing:
+            return sent
+        if time.monotonic() > deadline:
+            errors = {k: sent[k].error for k in missing if sent[k].error}
+            raise LiveError(f"timed out after {timeout_s:.0f}s: {what}: {missing} {errors}")
+        for key in missing:
+            if is_spent(net, sent[key]):
+                log(f"{what}: {key} sent again ({sent[key].error or 'its seq was spent'})")
+                sent[key] = send(net, commands[key], client)
+        time.sleep(POLL_S)
+
+
+def get_statuses(net: LiveTestnet) -> dict[str, str]:
+    """Node name -> its status on the chain (``GET /nodes``)."""
+    names = net.get_names()
+    return {names[str(n["node_id"])]: str(n["status"]) for n in net.get("/nodes")}
+
+
+def set_draining(
+    net: LiveTestnet,
+    nodes: Sequence[str],
+    draining: bool,
+    timeout_s: float,
+    log: Callable[[str], None],
+) -> None:
+    """``edgechain admin drain NODE [--undo]`` for each of ``nodes``; returns once the
+    chain shows them all draining (or all active)."""
+    ids = {name: node_id for node_id, name in net.get_names().items()}
+    undo = () if draining else ("--undo",)
+    want = "draining" if draining else "active"
+    commands = {node: ("admin", "drain", ids[node], *undo) for node in nodes}
+
+    def done(_: Mapping[str, Sent]) -> set[str]:
+        statuses = get_statuses(net)
+        return {node for node in nodes if statuses.get(node) == want}
+
+    apply_commands(net, commands, done, f"{want} on chain", timeout_s, log)
+
+
+def submit_specs(
+    net: LiveTestnet,
+    specs: Mapping[str, Path],
+    client: Path,
+    timeout_s: float,
+    log: Callable[[str], None],
+) -> dict[str, str]:
+    """``edgechain apps submit FILE`` for each spec file (by app name); returns once the
+    chain holds every app: app name -> app id (hex)."""
+    commands = {name: ("apps", "submit", str(path)) for name, path in specs.items()}
+
+    def done(sent: Mapping[str, Sent]) -> set[str]:
+        on_chain = {str(view["app_id"]) for view in net.get("/apps")}
+        return {k for k, s in sent.items() if s.answer and s.answer["app_id"] in on_chain}
+
+    sent = apply_commands(net, commands, done, "submissions on chain", timeout_s, log, client)
+    apps = {name: str(s.answer["app_id"]) for name, s in sent.items() if s.answer}
+    views = net.get("/apps")
+    if len({view["name"] for view in views}) != len(views):
+        raise LiveError("an app was submitted twice (a CLI call failed after its node had it)")
+    return apps
+
+
+def wait_all_on(net: LiveTestnet, obs: Observer, node: str, timeout_s: float) -> None:
+    """Every app runs exactly once, on ``node``, where the chain places it."""
+
+    def placed() -> bool:
+        _, instances = obs.scan()
+        once = obs.get_running_once(instances)
+        if set(once) != set(obs.apps) or any(i.node != node for i in once.values()):
+            return False
+        fleet = get_fleet(net)
+        return all(fleet.get(app, {}).get("node_name") == node for app in obs.apps)
+
+    wait_until(placed, f"every app running on {node}", timeout_s, net.check_alive)
