@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -69,7 +68,6 @@ from edgechain.node_vdf import VdfRunner
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.runtime.pressure import read_cpu_pressure_bp
-from edgechain.runtime.usage import CpuRate, compute_capacity_bp
 from edgechain.types import AppId, NodeId, SecretKey
 from edgechain.wire.codec import (
     Transport,
@@ -135,7 +133,6 @@ class Node(NodeQueries):
         """Source addresses of UDP datagrams: where a sender can be answered."""
         self.process = psutil.Process()
         self.process.cpu_percent(None)
-        self._own_cpu = CpuRate()
         self._wake = asyncio.Event()
         self.vdf_runner = VdfRunner(
             config.data_dir / "vdf", on_start=self._on_vdf_start, on_result=self._on_vdf_result
@@ -285,21 +282,19 @@ class Node(NodeQueries):
     def _measure_usage(self) -> LocalUsage:
         """The host's figures since the last call (the app manager adds its apps).
 
-        With a declared capacity, CPU is this process's own use over the capacity,
-        over the last ``usage.OWN_CPU_WINDOW_S`` (the manager adds its apps to it),
-        and pressure is 0: host-wide PSI is about
-        every tenant of a shared host, not about this node's share of it, and a node
-        short of its share shows it as ``cpu_bp`` at capacity instead.
+        With a declared capacity (the cores this node offers its apps) CPU is 0 here:
+        the report's total is the sum of its apps' shares of the capacity, which the
+        manager adds (``runtime/usage.py``); this process's own work, the same protocol
+        on every node and noisy (VDF, transfers), is not part of it (``/status`` still
+        shows its ``cpu_seconds``). Pressure is 0 too: host-wide PSI is about every
+        tenant of a shared host, not about this node's share of it, and a node short of
+        its share shows it as ``cpu_bp`` at capacity instead.
         """
-        capacity = self.config.cpu_capacity
-        if capacity is None:
+        if self.config.cpu_capacity is None:
             cpu = _clamp_share(int(psutil.cpu_percent(None) * 100))
             pressure = read_cpu_pressure_bp()
         else:
-            times = self.process.cpu_times()
-            rate = self._own_cpu.add(time.monotonic(), times.user + times.system)
-            cpu = compute_capacity_bp(rate or 0.0, capacity)
-            pressure = 0
+            cpu = pressure = 0
         ram = int(psutil.virtual_memory().percent * 100)
         disk = int(psutil.disk_usage(str(self.config.data_dir)).percent * 100)
         return LocalUsage(

@@ -50,9 +50,10 @@ class NodeConfig:
     app_user: str = "nobody"
     """``USER[:GROUP]`` that process apps run as when the node is root (never root)."""
     cpu_capacity: float | None = None
-    """Cores this node declares it has (``--cpu-capacity``): every CPU share it reports is
-    of this many cores, its total counts its own process and its apps only, and it
-    reports no host-wide CPU pressure (``runtime/usage.py``). None: the whole host."""
+    """Cores this node offers its apps (``--cpu-capacity``): every CPU share it reports is
+    of this many cores, its total is the sum of its apps' (its own process left out),
+    and it reports no host-wide CPU pressure (``runtime/usage.py``). None: the whole
+    host."""
 
 
 def measure_vdf_ips(iterations: int = 20_000) -> int:

@@ -204,6 +204,9 @@ def test_every_endpoint_and_a_signed_submission(cluster: Cluster) -> None:
         assert 0 <= status["pressure_bp"] <= 10_000
         if CAPACITIES[index] is not None:
             assert status["pressure_bp"] == 0  # host PSI says nothing of its share
+            # The cores it offers its apps, and it runs none (the only app is queued):
+            # its own protocol work is not part of the total.
+            assert status["cpu_bp"] == 0
         assert status["chain_id"] == CHAIN_ID
         assert status["admin_key"] == bls.sk_to_pk(ADMIN_SK).hex()
         assert status["open_admission"] is False

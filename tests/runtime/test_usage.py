@@ -19,7 +19,6 @@ from edgechain.runtime.process_group import GroupCensus, read_groups
 from edgechain.runtime.samples import get_cpu_load_spec
 from edgechain.runtime.usage import (
     CpuAverager,
-    CpuRate,
     compute_capacity_bp,
     get_host_cores,
     merge_cpu_bp,
@@ -47,45 +46,34 @@ def test_capacity_shares() -> None:
     assert scale_host_bp(9_000, 1.0, host_cores=2) == 10_000
 
 
-def test_node_total_adds_apps_to_the_node_process_only_under_a_capacity() -> None:
-    assert merge_cpu_bp(1_500, [2_000, 1_000], node_only=True) == 4_500
-    assert merge_cpu_bp(9_000, [2_000], node_only=True) == 10_000
+def test_node_total_is_its_apps_alone_under_a_capacity() -> None:
+    # A declared capacity: the cores offered to apps; the node's own work is left out.
+    assert merge_cpu_bp(1_500, [2_000, 1_000], apps_only=True) == 3_000
+    assert merge_cpu_bp(0, [6_000, 5_000], apps_only=True) == 10_000
+    assert merge_cpu_bp(0, [], apps_only=True) == 0
     # Host-wide use already holds the apps: raised to their sum, never added.
-    assert merge_cpu_bp(1_500, [2_000, 1_000], node_only=False) == 3_000
-    assert merge_cpu_bp(5_000, [2_000], node_only=False) == 5_000
+    assert merge_cpu_bp(1_500, [2_000, 1_000], apps_only=False) == 3_000
+    assert merge_cpu_bp(5_000, [2_000], apps_only=False) == 5_000
     host = LocalUsage(cpu_bp=1_000, ram_bp=500, pressure_bp=700)
     apps = (AppUsage(APP_A, 3_000, 100, 0, 0, 0), AppUsage(APP_B, 2_000, 100, 0, 0, 0))
-    merged = merge_usage(host, apps, node_only_cpu=True)
+    merged = merge_usage(host, apps, apps_only_cpu=True)
     assert (merged.cpu_bp, merged.ram_bp, merged.pressure_bp, merged.apps) == (
-        6_000, 500, 700, apps,
+        5_000, 500, 700, apps,
     )  # fmt: skip
     assert merge_usage(host, apps).cpu_bp == 5_000
-
-
-def test_own_cpu_rate_over_a_sliding_window() -> None:
-    rate = CpuRate(window_s=30.0)
-    assert rate.add(100.0, 50.0) is None
-    assert rate.add(105.0, 50.5) == pytest.approx(0.1)
-    assert rate.add(110.0, 52.0) == pytest.approx(0.2)  # since t = 100
-    for t in range(115, 135, 5):
-        rate.add(float(t), 52.0)
-    # The oldest reading kept is the newest one at least 30 s old (t = 105): a burst
-    # (the VDF of a produced block) weighs over the whole window, then leaves it.
-    assert rate.add(135.0, 52.0) == pytest.approx(1.5 / 30)
-    assert rate.add(140.0, 52.0) == pytest.approx(0.0)
-    assert rate.add(140.0, 51.0) == 0.0  # never negative
+    assert merge_usage(LocalUsage(cpu_bp=6_000), apps).cpu_bp == 6_000
 
 
 def test_averager_skips_the_baseline_and_forgets_stopped_apps() -> None:
     averager = CpuAverager(samples=3)
-    assert averager.add(APP_A, 0) == 0.0  # the runtime's baseline sample
+    assert averager.add(APP_A, 0) is None  # the runtime's baseline sample
     assert averager.add(APP_A, 300) == 300.0
     assert averager.add(APP_A, 100) == 200.0
     assert averager.add(APP_A, 200) == 200.0
     assert averager.add(APP_A, 600) == 300.0  # the oldest sample has left the window
-    assert averager.add(APP_B, 900) == 0.0
+    assert averager.add(APP_B, 900) is None
     averager.retain({APP_B})
-    assert averager.add(APP_A, 500) == 0.0  # started again: a new baseline
+    assert averager.add(APP_A, 500) is None  # started again: a new baseline
     assert averager.add(APP_B, 100) == 100.0
 
 
@@ -102,6 +90,9 @@ def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
         manager.runtime.start(app, spec)
         pid = manager.runtime._apps[app].proc.pid  # type: ignore[union-attr]
         asyncio.run(manager._measure())  # the baseline
+        # No figure yet: the app is left out of the report, not listed at 0 CPU.
+        assert not manager.app_usage
+        assert [v["app"] for v in manager.get_views()] == [bytes(app).hex()]
         started, cpu_then = time.monotonic(), read_groups()[pid].cpu_s
         for _ in range(5):
             time.sleep(0.4)  # the sampling interval (the manager's is ~1 s)

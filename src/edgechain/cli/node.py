@@ -88,9 +88,9 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "cpu_capacity": NodeOption(
         float,
         None,
-        "CPU cores this node offers (> 0, may be fractional): every CPU share it reports "
-        "is of this many cores, counting its own process and its apps (default: the "
-        "whole host)",
+        "CPU cores this node offers its apps (> 0, may be fractional): every CPU share "
+        "it reports is of this many cores, and its total is its apps' (its own process "
+        "left out) (default: shares of the whole host, host-wide total)",
         "CORES",
     ),
     "ready_file": NodeOption(

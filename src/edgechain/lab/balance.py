@@ -27,13 +27,15 @@ One run (:func:`run_balance`):
 **Even**: max/mean over the nodes of their measured app load, each over the last
 ``window_slots`` slots, at most ``even_ratio``. ``slots_to_even`` is the first slot
 k >= 0 whose sample and the ``even_hold - 1`` samples after it are all even (None if
-that never happens within the run). ``slots_to_even_total`` is the same with each
-node process's own CPU added to its apps' (``node_process_pct``): that total is what
-a node reports and the planner balances, but it swings more (a produced block's VDF
-is a quarter of a core for a quarter of the slot), and nodes differ in what they
-cost themselves (the bootstrap node serves every join and more gossip), so a planner
-that evens the totals leaves the apps' load uneven by what the node processes differ
-(``slots_to_even_reported``: the reported ``cpu_bp``, what the planner evens).
+that never happens within the run). ``slots_to_even_reported`` is the same of the
+``cpu_bp`` the nodes reported, what the planner evens: under a declared capacity the
+sum of a node's apps' shares, the same quantity as the host's account but measured by
+the node (averaged over its last 5 samples, and one report behind).
+``slots_to_even_total`` adds each node process's own CPU to its apps'
+(``node_process_pct``), for information: the nodes leave it out of their reports (it
+is the same protocol on every node, and noisy: a produced block's VDF is a quarter of
+a core for a quarter of the slot, the bootstrap node serves every join), so nothing
+evens it.
 
 Commands go through the CLI a few at a time, without waiting for their blocks
 (``lab/balance_setup.py``).
@@ -81,9 +83,9 @@ class BalanceConfig:
     committee: int = 3
     apps: int = 40
     cpu_capacity: float = 0.5
-    """Cores every node declares: the apps' share of one core, and the node process's
-    own ~5-10 %, both count; 40 apps of 2 % are then 160 % of one node, about 20 % of
-    each of 8 (35-40 % with the node process), far from saturation (95 %)."""
+    """Cores every node offers its apps: 40 apps of 2 % of a core are then 160 % of
+    one node (it reports 100 %, saturated), 20 % of each of 8, far from saturation
+    (95 %)."""
     share_percent: int = 2
     """Of one core, per app."""
     period_ms: int = 500

@@ -896,7 +896,7 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         "--cpu-capacity",
         type=float,
         metavar="CORES",
-        help="every node declares this many CPU cores (edgechain node --cpu-capacity; "
+        help="every node offers its apps this many CPU cores (edgechain node --cpu-capacity; "
         "default: each reports shares of the whole host)",
     )
     add("--kill", type=int, default=0, metavar="N", help="kill -9 N random non-bootstrap nodes")

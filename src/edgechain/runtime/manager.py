@@ -44,8 +44,9 @@ listen port was rejected: local testnets already use ``listen + 1`` for HTTP.
 Usage: the stats of the running apps, sampled each interval and averaged over the last
 few samples, go into the node's ``LocalUsage`` with the node's own host measurement, so
 reports carry real per-app usage. Shares are of the whole host, or of the node's
-declared CPU capacity (``cpu_capacity``); ``runtime/usage.py`` says how the node's
-total is made of its parts in each case.
+declared CPU capacity (``cpu_capacity``: the cores it offers its apps, whose total is
+then its apps' alone); ``runtime/usage.py`` says how the node's total is made of its
+parts in each case.
 """
 
 from __future__ import annotations
@@ -143,15 +144,15 @@ class AppView:
 
 
 def merge_usage(
-    host: LocalUsage, apps: tuple[AppUsage, ...], *, node_only_cpu: bool = False
+    host: LocalUsage, apps: tuple[AppUsage, ...], *, apps_only_cpu: bool = False
 ) -> LocalUsage:
     """The node's report figures: host totals, never below the sum of its apps; with
-    ``node_only_cpu`` (a declared capacity) ``host.cpu_bp`` is the node process alone
-    and the apps' CPU is added to it (``usage.merge_cpu_bp``)."""
+    ``apps_only_cpu`` (a declared capacity) the CPU total is the sum of the apps' shares
+    alone, ``host.cpu_bp`` left out (``usage.merge_cpu_bp``)."""
     ram = sum(a.ram_bp for a in apps)
     return replace(
         host,
-        cpu_bp=merge_cpu_bp(host.cpu_bp, (a.cpu_bp for a in apps), node_only=node_only_cpu),
+        cpu_bp=merge_cpu_bp(host.cpu_bp, (a.cpu_bp for a in apps), apps_only=apps_only_cpu),
         ram_bp=min(BASIS_POINTS, max(host.ram_bp, ram)),
         apps=apps,
     )
@@ -791,6 +792,7 @@ class AppManager:
         now = int(time.time() * 1000)
         views: list[AppView] = []
         usage: list[AppUsage] = []
+        measured: set[AppId] = set()
         for info in self.runtime.list():
             running = info.status is not AppStatus.STOPPED
             try:
@@ -807,7 +809,18 @@ class AppManager:
                     views.append(view)
                     continue
                 disk_bp = stats.disk_bytes * BASIS_POINTS // self._disk_total
-                cpu_bp = scale_host_bp(self._cpu.add(info.app, stats.cpu_bp), self.cpu_capacity)
+                measured.add(info.app)
+                view = replace(view, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes)
+                mean = self._cpu.add(info.app, stats.cpu_bp)
+                if mean is None:
+                    # Just started here (placed, migrated in, restarted): no CPU figure
+                    # yet. Left out of the report rather than listed at 0, which made
+                    # the planner take the node for an app lighter than it is and send
+                    # it more; until listed here, the planner counts the app at the
+                    # origin's figure or its spec's request (orchestrator/load.py).
+                    views.append(view)
+                    continue
+                cpu_bp = scale_host_bp(mean, self.cpu_capacity)
                 usage.append(
                     AppUsage(
                         info.app,
@@ -819,11 +832,9 @@ class AppManager:
                         state_bytes=stats.disk_bytes,
                     )
                 )
-                view = replace(
-                    view, cpu_bp=cpu_bp, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes
-                )
+                view = replace(view, cpu_bp=cpu_bp)
             views.append(view)
-        self._cpu.retain({u.app for u in usage})
+        self._cpu.retain(measured)
         usage.sort(key=lambda u: bytes(u.app))
         return tuple(views), tuple(usage)
 
@@ -831,7 +842,7 @@ class AppManager:
         if self.engine is not None:
             self.engine.set_local_usage(
                 merge_usage(
-                    self.host_usage, self.app_usage, node_only_cpu=self.cpu_capacity is not None
+                    self.host_usage, self.app_usage, apps_only_cpu=self.cpu_capacity is not None
                 )
             )
 

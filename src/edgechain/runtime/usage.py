@@ -5,23 +5,24 @@ wall time and the host's core count (``process_group.compute_cpu_bp``), and the 
 total is the host-wide use (``psutil.cpu_percent``), raised to at least the sum of its
 apps (:func:`merge_cpu_bp`).
 
-A node started with ``--cpu-capacity CORES`` reports shares of CORES instead. That is
-a device given part of a bigger machine (a VM's or a cgroup's share, or one node of a
-lab running several on one host): its apps' shares of the whole host would make it
-look emptier than it is. Its total is then the CPU it knows it uses itself, its own
-process plus its apps, over CORES: the host-wide figure would count work of other
-tenants that the device's capacity does not include. Every share is clamped to
-``BASIS_POINTS`` (a node over its capacity reports exactly at capacity).
+A node started with ``--cpu-capacity CORES`` declares the cores it *offers to its apps*
+(like a Kubernetes node's allocatable CPU): a device given part of a bigger machine (a
+VM's or a cgroup's share), or one node of a lab running several on one host. Every
+share is then of CORES, and the node's total is the sum of its apps' shares. Its own
+process is left out: every node runs the same protocol, so it says nothing about where
+an app is better off, and it is noisy (the VDF when the node produces a block, about
+one slot in N, takes a quarter of that slot on a core; a node that just sent
+migrations spent CPU on the transfers), which made a planner evening out the totals
+chase the node processes' differences instead of the apps' load. The host-wide figure
+is left out too: it counts other tenants, whom the declared cores do not include.
+Every share is clamped to ``BASIS_POINTS`` (apps over the capacity report exactly at
+capacity).
 
-Both are smoothed, because the planner compares them across nodes and noise must not
-move apps (its module docstring asks for smoothed usage). Apps' shares are averaged over
-their last few samples (:class:`CpuAverager`): one sample covers about a second, in
-which an app that burns in bursts (``apps/cpu-load``) reads anywhere from half to
-twice its share. The node's own process is measured over the last
-:data:`OWN_CPU_WINDOW_S` (:class:`CpuRate`): its load comes in bursts of its own
-(the VDF when it produces a block, about one slot in N, takes a quarter of that slot
-on a core), which over the 5 s between host measurements would swing its background
-by more than a small app's whole load.
+Apps' shares are smoothed, because the planner compares them across nodes and noise
+must not move apps (its module docstring asks for smoothed usage): each is the mean of
+its last few samples (:class:`CpuAverager`); one sample covers about a second, in which
+an app that burns in bursts (``apps/cpu-load``) reads anywhere from half to twice its
+share.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ import psutil
 from edgechain.chain.model import BASIS_POINTS
 from edgechain.types import AppId
 
-OWN_CPU_WINDOW_S = 30.0
-"""Span the node process's own CPU is measured over (several of its producer slots)."""
 AVERAGE_SAMPLES = 5
 """Samples an app's CPU share is averaged over (the app manager samples about once a
 second, so ~5 s: the node's host figures cover the same span)."""
@@ -63,14 +62,14 @@ def scale_host_bp(host_bp: float, capacity: float | None, host_cores: int | None
     return compute_capacity_bp(host_bp / BASIS_POINTS * cores, capacity)
 
 
-def merge_cpu_bp(node_bp: int, app_bps: Iterable[int], *, node_only: bool) -> int:
-    """The node's total CPU share for its report. ``node_only``: ``node_bp`` is the node
-    process alone (a declared capacity), so its apps are added; otherwise it is the
-    host-wide use, which already contains the apps, and is only raised to their sum
-    (the two are sampled at different instants; a total below its parts would be
-    nonsense to the load model)."""
+def merge_cpu_bp(host_bp: int, app_bps: Iterable[int], *, apps_only: bool) -> int:
+    """The node's total CPU share for its report. ``apps_only`` (a declared capacity):
+    the sum of its apps' shares, ``host_bp`` left out (module docstring); otherwise
+    ``host_bp`` is the host-wide use, which already contains the apps, and is only
+    raised to their sum (the two are sampled at different instants; a total below its
+    parts would be nonsense to the load model)."""
     apps = sum(app_bps)
-    total = node_bp + apps if node_only else max(node_bp, apps)
+    total = apps if apps_only else max(host_bp, apps)
     return max(0, min(BASIS_POINTS, total))
 
 
@@ -87,36 +86,16 @@ class CpuAverager:
         self.samples = max(1, samples)
         self._seen: dict[AppId, deque[int]] = {}
 
-    def add(self, app: AppId, cpu_bp: int) -> float:
-        """Record one sample; the app's mean now (0.0 while it has none)."""
+    def add(self, app: AppId, cpu_bp: int) -> float | None:
+        """Record one sample; the app's mean now (None while it has none: the report
+        leaves the app out rather than list it at 0)."""
         window = self._seen.get(app)
         if window is None:
             self._seen[app] = deque(maxlen=self.samples)  # this one was the baseline
-            return 0.0
+            return None
         window.append(cpu_bp)
         return sum(window) / len(window)
 
     def retain(self, apps: Collection[AppId]) -> None:
         for app in [a for a in self._seen if a not in apps]:
             del self._seen[app]
-
-
-class CpuRate:
-    """CPU seconds per second over about the last ``window_s`` seconds, from readings of
-    a cumulative CPU time (the node process's)."""
-
-    def __init__(self, window_s: float = OWN_CPU_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._readings: deque[tuple[float, float]] = deque()
-
-    def add(self, t: float, cpu_seconds: float) -> float | None:
-        """Record a reading at monotonic time ``t``; the rate since the oldest reading
-        kept (the newest one at least ``window_s`` old), None on the first."""
-        readings = self._readings
-        readings.append((t, cpu_seconds))
-        while len(readings) > 2 and readings[1][0] <= t - self.window_s:
-            readings.popleft()
-        first_t, first_cpu = readings[0]
-        if t <= first_t:
-            return None
-        return max(0.0, cpu_seconds - first_cpu) / (t - first_t)
