@@ -92,6 +92,9 @@ class Scenario:
     planner: str
     slots: int
     seed: int
+    requests: str = "rounded"
+    """``rounded``: each spec declares its demand to the whole percent; ``none``: no
+    spec declares anything (the planner sees only measurements and its default)."""
 
 
 @dataclass(frozen=True)
@@ -136,12 +139,12 @@ def compute_request(demand_bp: int) -> int:
     return max(100, (demand_bp + 50) // 100 * 100)
 
 
-def get_spec(index: int, demand_bp: int) -> AppSpec:
+def get_spec(index: int, demand_bp: int, requests: str = "rounded") -> AppSpec:
     return AppSpec(
         name=f"app{index}",
         runtime=RuntimeKind.PROCESS,
         command=("sleep", "infinity"),
-        cpu_bp=compute_request(demand_bp),
+        cpu_bp=compute_request(demand_bp) if requests == "rounded" else 0,
         ram_bp=APP_RAM_BP,
     )
 
@@ -156,7 +159,8 @@ def build_fleet(scenario: Scenario) -> Fleet:
     for index, app_demand in enumerate(compute_demands(scenario.apps, scenario.seed)):
         app = get_app_id(scenario.seed, index)
         demand[app] = app_demand
-        record = AppRecord(app=app, spec=get_spec(index, app_demand), node=home)
+        spec = get_spec(index, app_demand, scenario.requests)
+        record = AppRecord(app=app, spec=spec, node=home)
         registry = put_record(registry, record)
     if len(registry.records) != scenario.apps:
         raise RuntimeError("app ids collided")
@@ -340,6 +344,7 @@ def get_summary(
         "start": scenario.start,
         "reports": scenario.reports,
         "planner": scenario.planner,
+        "requests": scenario.requests,
         "slots_to_balance": get_slots_to_balance(ratios),
         "migrations": tally.migrations,
         "placements": tally.placements,
@@ -378,6 +383,7 @@ def get_scenarios(args: argparse.Namespace) -> list[Scenario]:
             planner=planner,
             slots=args.slots or get_default_slots(nodes),
             seed=args.seed,
+            requests=args.requests,
         )
         for (nodes, apps), start, mode, planner in itertools.product(sizes, starts, modes, planners)
     ]
@@ -473,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", choices=STARTS, help="default: both")
     parser.add_argument("--reports", choices=REPORT_MODES, help="default: both")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--requests",
+        choices=("rounded", "none"),
+        default="rounded",
+        help="apps declare their demand to the whole percent (default), or nothing",
+    )
     parser.add_argument("--slots", type=int, help="default 60 up to 100 nodes, else 80")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import (
@@ -81,8 +81,13 @@ def report(
     ram_bp: int = 0,
     apps: Sequence[tuple[AppId, int, int]] = (),
     slot: int = 0,
+    *,
+    pressure_bp: int = 0,
+    state_bytes: Mapping[AppId, int] | None = None,
 ) -> ResourceReport:
-    """A report whose totals are given explicitly; ``apps`` are (app, cpu_bp, ram_bp)."""
+    """A report whose totals are given explicitly; ``apps`` are (app, cpu_bp, ram_bp);
+    ``state_bytes`` gives some apps a state size."""
+    sizes = state_bytes or {}
     return ResourceReport(
         node=node,
         slot=Slot(slot),
@@ -91,8 +96,12 @@ def report(
         ram_bp=ram_bp,
         disk_bp=0,
         rtt_us=0,
-        apps=tuple(AppUsage(app, cpu, ram, 0, 0, 1_000 * slot) for app, cpu, ram in apps),
+        apps=tuple(
+            AppUsage(app, cpu, ram, 0, 0, 1_000 * slot, state_bytes=sizes.get(app, 0))
+            for app, cpu, ram in apps
+        ),
         signature=Signature(b"\x00" * 96),
+        pressure_bp=pressure_bp,
     )
 
 

@@ -47,7 +47,11 @@ from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
 from edgechain.errors import ValidationError
 from edgechain.orchestrator.commands import CommandContext, apply_commands
-from edgechain.orchestrator.liveness import compute_down_nodes, compute_last_seen
+from edgechain.orchestrator.liveness import (
+    compute_down_nodes,
+    compute_last_seen,
+    compute_quiet_nodes,
+)
 from edgechain.orchestrator.planner import compute_plan
 from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import (
@@ -343,6 +347,7 @@ def get_plan(
                 (r.node for r in parent.registry.records if r.node is not None),
             ),
             draining=frozenset(parent.authority.draining),
+            quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots),
         ),
     )
 

@@ -13,11 +13,7 @@ from edgechain.orchestrator.load import (
     compute_load_model,
     compute_load_score,
 )
-from edgechain.orchestrator.planner import (
-    DEFAULT_MIN_GAP_REDUCTION,
-    DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
-    compute_plan,
-)
+from edgechain.orchestrator.planner import DEFAULT_MIN_MOVE_INTERVAL_SLOTS, compute_plan
 from edgechain.orchestrator.policy import NodeInfo, is_move_allowed, is_node_allowed
 from edgechain.orchestrator.registry import (
     EMPTY_REGISTRY,
@@ -33,7 +29,6 @@ from edgechain.orchestrator.registry import (
 
 __all__ = [
     "CPU_WEIGHT",
-    "DEFAULT_MIN_GAP_REDUCTION",
     "DEFAULT_MIN_MOVE_INTERVAL_SLOTS",
     "EMPTY_REGISTRY",
     "RAM_WEIGHT",

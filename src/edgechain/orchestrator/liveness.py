@@ -39,6 +39,16 @@ FENCE_MARGIN_SLOTS = 4
 absorb clock skew between the node's watchdog and the block timestamps, and the slot
 the recovering block takes to arrive."""
 
+QUIET_AFTER_SLOTS = 6
+"""A node silent for this many slots (one report late: reports come every 4 slots and
+take about one more to land) is *quiet*: not down yet, but the planner starts nothing
+new on it and moves nothing off it (``compute_quiet_nodes``). A migration from a node
+that has just died could only complete once the chain takes it for down, without its
+state; a quiet node's apps stay put until it speaks again or is recovered."""
+"""K - F: a node's lease ends this many slots before the chain may mark it down, to
+absorb clock skew between the node's watchdog and the block timestamps, and the slot
+the recovering block takes to arrive."""
+
 
 class NodeStatus(enum.Enum):
     ACTIVE = "active"
@@ -134,6 +144,16 @@ def compute_down_nodes(
     down = {n for n in last_seen if is_down(last_seen, n, slot, down_after)}
     down.update(n for n in holders if n not in last_seen)
     return frozenset(down)
+
+
+def compute_quiet_nodes(
+    last_seen: LastSeen, slot: int, down_after: int, quiet_after: int = QUIET_AFTER_SLOTS
+) -> frozenset[NodeId]:
+    """The known nodes silent for ``quiet_after`` slots but not yet down in the plan of
+    ``slot`` (``QUIET_AFTER_SLOTS``)."""
+    return frozenset(
+        node for node, at in last_seen.items() if quiet_after <= slot - at < down_after
+    )
 
 
 def get_quorum_slot(last_seen: LastSeen) -> Slot | None:

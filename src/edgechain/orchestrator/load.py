@@ -19,10 +19,24 @@ The load model (:func:`compute_load_model`) is where the planner's inputs meet:
 * ``app_score``: an app's measured usage, taken from the report of the node the
   registry places it on if that report lists it, else from the report of the smallest
   node id that lists it (the app is still running at a migration's origin), else the
-  spec's ``cpu_bp``/``ram_bp`` hints (queued apps, apps not started yet).
-* ``background``: a reported node's total minus the apps it reports (the OS and
-  anything not orchestrated), never negative.
-* ``node load = background + sum of app_score over the apps the registry places on it``.
+  spec's ``cpu_bp``/``ram_bp`` hints (queued apps, apps not started yet; an app that
+  declares no CPU counts at ``DEFAULT_CPU_REQUEST_BP``).
+* **Saturation.** A node at capacity (report ``cpu_bp >= SATURATED_CPU_BP``) or under
+  CPU pressure (``pressure_bp >= SATURATED_PRESSURE_BP``: some runnable task waited that
+  share of the time, Linux PSI) shares its CPU among its apps, so each app's measured
+  usage is a starved share, not its demand (200 apps wanting 880 % of a CPU each show
+  about a ninth of their demand). An app measured on a saturated node counts at
+  max(measured CPU, the spec's declared ``cpu_bp`` request): the request is the app's
+  own statement of demand, the usage a lower bound. An app without a request counts at
+  its starved share; the planner still moves it (its relative move rule lets small apps
+  go while the gap is wide) and the next reports, from unsaturated nodes, show its demand.
+* ``background``: a reported node's total minus the measured usage of the apps it
+  reports (the OS and anything not orchestrated), never negative.
+* ``node load = background + sum of app_score over the apps the registry places on it``,
+  which can exceed a saturated node's measured total: that excess is the load it could
+  not show.
+* ``app_state_bytes``: the state size the app's report gives (0 if none), the transfer
+  cost the planner weighs moves against.
 
 Charging each app to its *registry* node, not to wherever a report last saw it, is what
 keeps a migration in flight from being counted twice: once the plan that moves an app
@@ -57,6 +71,14 @@ CPU_WEIGHT = 2
 RAM_WEIGHT = 1
 MAX_SCORE = (CPU_WEIGHT + RAM_WEIGHT) * BASIS_POINTS
 
+SATURATED_CPU_BP = 9_500
+"""A node reporting at least this CPU share is at capacity: its apps are starved."""
+
+SATURATED_PRESSURE_BP = 2_500
+"""A node whose runnable tasks waited at least this share of the time (PSI "some avg10")
+is saturated even below 95 % CPU (a few CPU-bound apps can leave a core idle while
+the others queue)."""
+
 
 def compute_load_score(cpu_bp: int, ram_bp: int) -> int:
     """The integer load of a (cpu, ram) pair in basis points; shares are clamped to
@@ -64,9 +86,16 @@ def compute_load_score(cpu_bp: int, ram_bp: int) -> int:
     return CPU_WEIGHT * _clamp_share(cpu_bp) + RAM_WEIGHT * _clamp_share(ram_bp)
 
 
+DEFAULT_CPU_REQUEST_BP = 100
+"""The CPU an app that declares no request is expected to use before it is measured
+(1 %). Counting it as 0 would stack every such app submitted in one block on the same
+least-loaded node, as each placement would leave the loads unchanged."""
+
+
 def compute_hint_score(spec: AppSpec) -> int:
-    """The load an app is expected to add before it has ever been measured."""
-    return compute_load_score(spec.cpu_bp, spec.ram_bp)
+    """The load an app is expected to add before it has ever been measured: its
+    declared request, DEFAULT_CPU_REQUEST_BP of CPU when it declares none."""
+    return compute_load_score(spec.cpu_bp or DEFAULT_CPU_REQUEST_BP, spec.ram_bp)
 
 
 def compute_usage_score(usage: AppUsage) -> int:
@@ -85,6 +114,8 @@ class LoadModel:
     node_load: Mapping[NodeId, int]
     app_score: Mapping[AppId, int]
     reported: frozenset[NodeId]
+    app_state_bytes: Mapping[AppId, int]
+    saturated: frozenset[NodeId] = frozenset()
 
 
 def select_reports(
@@ -103,22 +134,30 @@ def select_reports(
     return chosen
 
 
+def is_saturated(report: ResourceReport) -> bool:
+    """Whether the node's apps got less CPU than they wanted (module docstring)."""
+    return report.cpu_bp >= SATURATED_CPU_BP or report.pressure_bp >= SATURATED_PRESSURE_BP
+
+
 def compute_load_model(
     registry: Registry, reports: Sequence[ResourceReport], validators: frozenset[NodeId]
 ) -> LoadModel:
     """Build the load model (see the module docstring for every rule)."""
     chosen = select_reports(reports, validators)
-    listed = {node: _get_report_app_scores(report) for node, report in chosen.items()}
+    listed = {node: _get_report_usages(report) for node, report in chosen.items()}
+    saturated = frozenset(node for node, report in chosen.items() if is_saturated(report))
     own_usage, any_usage = _collect_usages(registry, listed)
     app_score: dict[AppId, int] = {}
+    state_bytes: dict[AppId, int] = {}
     node_load: dict[NodeId, int] = dict.fromkeys(validators, 0)
     for record in registry.records:
-        if record.app in own_usage:
-            score = own_usage[record.app]
-        elif record.app in any_usage:
-            score = any_usage[record.app]
-        else:
+        found = own_usage.get(record.app) or any_usage.get(record.app)
+        if found is None:
             score = compute_hint_score(record.spec)
+        else:
+            reporter, usage = found
+            score = compute_demand_score(usage, record.spec, saturated=reporter in saturated)
+            state_bytes[record.app] = usage.state_bytes
         app_score[record.app] = score
         # A stopped app runs nowhere: it keeps its node (and state) but weighs nothing.
         if (
@@ -133,7 +172,20 @@ def compute_load_model(
     estimate = compute_median_background(list(backgrounds.values()))
     for node in node_load:
         node_load[node] += backgrounds.get(node, estimate)
-    return LoadModel(node_load=node_load, app_score=app_score, reported=frozenset(chosen))
+    return LoadModel(
+        node_load=node_load,
+        app_score=app_score,
+        reported=frozenset(chosen),
+        app_state_bytes=state_bytes,
+        saturated=saturated,
+    )
+
+
+def compute_demand_score(usage: AppUsage, spec: AppSpec, *, saturated: bool) -> int:
+    """An app's score from its measured usage; on a saturated node its CPU counts at
+    least at its declared request (module docstring, "Saturation")."""
+    cpu = max(usage.cpu_bp, spec.cpu_bp) if saturated else usage.cpu_bp
+    return compute_load_score(cpu, usage.ram_bp)
 
 
 def compute_median_background(backgrounds: Sequence[int]) -> int:
@@ -145,38 +197,53 @@ def compute_median_background(backgrounds: Sequence[int]) -> int:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def compute_background(report: ResourceReport, app_scores: Mapping[AppId, int]) -> int:
-    """A node's load that is not one of its reported apps (``app_scores``, from
-    :func:`_get_report_app_scores`), never negative."""
+def compute_background(report: ResourceReport, usages: Mapping[AppId, AppUsage]) -> int:
+    """A node's load that is not one of its reported apps (``usages``, from
+    :func:`_get_report_usages`) at their measured usage, never negative."""
     total = compute_load_score(report.cpu_bp, report.ram_bp)
-    return max(0, total - sum(app_scores.values()))
+    return max(0, total - sum(compute_usage_score(u) for u in usages.values()))
+
+
+_Found = tuple[NodeId, AppUsage]
 
 
 def _collect_usages(
-    registry: Registry, listed: Mapping[NodeId, Mapping[AppId, int]]
-) -> tuple[dict[AppId, int], dict[AppId, int]]:
+    registry: Registry, listed: Mapping[NodeId, Mapping[AppId, AppUsage]]
+) -> tuple[dict[AppId, _Found], dict[AppId, _Found]]:
     """(usage reported by the app's registry node, usage reported by the smallest node
-    id that lists the app) for every app that appears in some chosen report."""
-    own: dict[AppId, int] = {}
-    first: dict[AppId, int] = {}
+    id that lists it), each with its reporter, for every app in some chosen report."""
+    own: dict[AppId, _Found] = {}
+    first: dict[AppId, _Found] = {}
     placement = {r.app: r.node for r in registry.records if r.node is not None}
     for node in sorted(listed):
-        for app, score in listed[node].items():
+        for app, usage in listed[node].items():
             if placement.get(app) == node:
-                own[app] = score
-            first.setdefault(app, score)
+                own[app] = (node, usage)
+            first.setdefault(app, (node, usage))
     return own, first
 
 
-def _get_report_app_scores(report: ResourceReport) -> dict[AppId, int]:
-    """App -> score in one report; an app listed twice counts once, with its highest
-    score (a malformed report must not change the result with its list order)."""
-    scores: dict[AppId, int] = {}
+def _get_report_usages(report: ResourceReport) -> dict[AppId, AppUsage]:
+    """App -> usage in one report; an app listed twice counts once, with its highest
+    (score, encoding) (a malformed report must not change the result with its list
+    order; validation refuses such reports anyway)."""
+    usages: dict[AppId, AppUsage] = {}
     for usage in report.apps:
-        score = compute_usage_score(usage)
-        if score > scores.get(usage.app, -1):
-            scores[usage.app] = score
-    return scores
+        current = usages.get(usage.app)
+        if current is None or _usage_rank(usage) > _usage_rank(current):
+            usages[usage.app] = usage
+    return usages
+
+
+def _usage_rank(usage: AppUsage) -> tuple[int, int, int, int, int, int]:
+    return (
+        compute_usage_score(usage),
+        usage.cpu_bp,
+        usage.disk_bp,
+        usage.net_bps,
+        usage.timestamp_ms,
+        usage.state_bytes,
+    )
 
 
 def _report_rank(report: ResourceReport) -> tuple[int, int, bytes]:

@@ -64,6 +64,9 @@ class AppRecord:
     replica_node: NodeId | None = None
     """Where the app's node streams its state replicas (``spec.replica_interval_slots``),
     named by a REPLICA plan entry; cleared when the app lands there or the node leaves."""
+    previous_node: NodeId | None = None
+    """The origin of the app's last MIGRATE or RECOVER (None after a PLACE): the planner
+    does not balance an app straight back there (``orchestrator/balancing.py``)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ def apply_block_to_registry(
 
     1. The block's ``plan`` (computed from ``registry``, i.e. the parent's state): PLACE
        takes a queued app to its destination, MIGRATE and RECOVER move a placed app from
-       its origin; all three set the app's ``last_move_slot`` to ``slot``, a move to the
+       its origin; all three set the app's ``last_move_slot`` to ``slot`` and its
+       ``previous_node`` to the origin (None for PLACE), a move to the
        app's ``move_to`` clears it, and one onto its replica node clears
        ``replica_node`` (the replica is used up there). REPLICA names the app's replica
        node. An entry that does not fit the registry (unknown app, PLACE of a placed
@@ -214,6 +218,7 @@ def _apply_plan(
             last_move_slot=slot,
             move_to=move_to,
             replica_node=replica,
+            previous_node=None if entry.action is PlanAction.PLACE else record.node,
         )
     return [app for app in registry.queue if app not in placed]
 

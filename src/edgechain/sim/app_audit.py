@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 LIVENESS_SLACK_SLOTS = 3
 """DESIGN.md: every live app runs exactly once within K + 3 slots after a fault ends."""
+IN_FLIGHT_SLOTS = 2
+"""A migration (``transfer_ms``, 1 s by default) must land within this many slots of its
+block before the app counts as misplaced."""
 MAX_LISTED_VIOLATIONS = 20
 """Violations listed per kind (each counts one episode of one app; samples count all)."""
 
@@ -127,7 +130,7 @@ class AppAuditor:
             wanted = [host.index] if host is not None else []
             if record is None and not nodes:
                 continue
-            if nodes == wanted and record is not None:
+            if record is not None and (nodes == wanted or self._is_in_flight(state, record, nodes)):
                 self._absent.discard(app)
                 continue
             bad = True
@@ -140,6 +143,16 @@ class AppAuditor:
                 f"head (slot {state.slot}) wants {wanted if record else 'none'}",
             )
         self.liveness_samples += bad
+
+    def _is_in_flight(self, state: BlockState, record: AppRecord, nodes: list[int]) -> bool:
+        """A migration planned at most IN_FLIGHT_SLOTS ago may still be on its way: the
+        app runs at its origin until the handover, and briefly nowhere."""
+        if record.previous_node is None or record.last_move_slot is None:
+            return False
+        if state.slot - record.last_move_slot > IN_FLIGHT_SLOTS:
+            return False
+        origin = self.sim.by_id.get(record.previous_node)
+        return nodes == [] or (origin is not None and nodes == [origin.index])
 
     def _when(self, now: int) -> str:
         return f"slot {get_current_slot(self.params, now)} ({now} ms)"

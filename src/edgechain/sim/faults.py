@@ -113,6 +113,13 @@ def _inject_app_host_fault(sim: Simulation, slot: int, params: ChainParams) -> N
         if victim is None:
             return
         sim.app_victim = victim.index
+        head = sim._majority_head()
+        if head is not None:
+            sim.app_victim_apps = sum(
+                1
+                for r in get_apps_on_node(head.registry, victim.ident.node)
+                if r.state is AppState.RUNNING
+            )
         if sim.config.faults == "app-host-crash":
             crash(sim, victim)
         else:

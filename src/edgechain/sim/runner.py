@@ -274,6 +274,8 @@ class Simulation:
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self.apps: AppLayer | None = None
         self.app_victim: int | None = None
+        self.app_victim_apps = 0
+        """Running apps the majority head placed on the app-host fault's victim."""
         self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
         self.relayed: dict[int, set[int]] = {}
         self.tokens: dict[bytes, tuple[Message, NodeId]] = {}

@@ -1,0 +1,466 @@
+"""Phase 2 of the plan: balancing migrations, single moves then swaps.
+
+Paper §3.3, Algorithm 1's second branch moves the max-load app of the most-loaded node
+to the least-loaded node if that narrows their gap, one move per block. We keep its
+shape (from the most loaded to the least loaded, each move narrowing its pair's gap)
+and change three things: several moves per block within the migration budget
+(``plan_state.MigrationBudget``), a move rule relative to the loads instead of an
+absolute threshold, and swaps where no single move helps.
+
+**The move rule.** Scores are integers (``load.py``); L(n) is a node's load as the
+model charges it (apps at their registry node). Moving an app of score a from h to c,
+with gap g = L(h) - L(c), is allowed when
+
+    a >= MIN_MOVABLE_SCORE   and   g - a >= m(h, c),
+    m(h, c) = max(MIN_MOVE_MARGIN, (L(h) + L(c)) // MOVE_MARGIN_DIVISOR).
+
+The margin m is relative to the pair's load (about 3 %), because measurement noise is:
+a small app moves as long as the gap is wide (the landed rule demanded a fixed
+reduction of 5 % CPU, so 47 of 200 apps under 2.5 % CPU could never leave a node with
+100 % of the load), and a move that would leave the pair within noise of each other is
+not made. Among the movable apps of h, each to its least-loaded allowed destination,
+the move with the largest potential drop a * (g - a) per unit of transfer cost
+(MOVE_COST_BASE_BYTES + the app's state bytes) is chosen; cheaper moves first when the
+gain is equal, then the smallest app id. Origins are tried from the most loaded down.
+On an origin with many apps only the MOVE_WINDOW movable apps whose scores are closest
+to half the gap are weighed (the drop a * (g - a) peaks at a = g/2), which keeps a plan
+that drains 2000 apps off one node linear in its moves; every node computes the same
+window.
+
+**When to stop.** With mu the mean load of the available reported nodes, a move (or a
+swap) goes only from a node above mu + mu/8 to a node below mu. Once every node is
+within that band nothing moves: plans run dry after a few slots instead of refining
+by ever smaller steps (each move an app restart and a transfer), and an app that has
+found a node near the mean stays there.
+
+**Swaps.** When no single move qualifies (every app of the heavy node would overshoot
+the gap, the light node is full of apps too), an app x of a heavy node h and an app y
+of a light node c trade places if d = x - y satisfies the same rule (d >=
+MIN_MOVABLE_SCORE, g - d >= m(h, c)): the pair's loads move by d, as if one app of
+score d had moved. Two MIGRATE entries, charged to both nodes' budgets. Two transfers
+for one difference: d must also be at least (x + y) / 8, a quarter of the pair's mean
+app, so two apps of the same size are never swapped on their measurement noise (one
+app's figure varies by ~20 % between reports on a busy host).
+
+**Why it cannot cycle** (argued with the potential Phi = sum over nodes of L(n)^2):
+
+* Moving a from h to c changes Phi by (L(h) - a)^2 + (L(c) + a)^2 - L(h)^2 - L(c)^2 =
+  -2a(g - a) <= -2 * MIN_MOVABLE_SCORE * MIN_MOVE_MARGIN < 0. A swap changes it by
+  -2d(g - d), the same bound. So every balancing move strictly lowers Phi, a
+  non-negative integer: with fixed measurements no configuration can come back, and
+  balancing stops after at most Phi_0 / (2 * 20 * 100) moves.
+* Loads are charged to the registry's placement, so the next plan starts exactly where
+  this one left the model, and Phi keeps falling across slots while the measurements
+  stay the same. (Saturation changes an app's score when its node stops being
+  saturated: that is a change of measurements, like any real change of load.)
+* No app goes straight back: after a moves h -> c, c exceeds h by g' = 2a - g, and
+  moving a back would need g' - a >= m, but g' - a = a - g <= -m: it is refused with a
+  margin of 2m, which absorbs measurement noise of about m/4 on each of the four
+  figures involved. Beyond that, the registry keeps each app's
+  ``previous_node`` and balancing never sends an app back to it within
+  RETURN_GUARD_SLOTS slots of its move (operator moves, drains and recoveries may).
+* An app moves at most once per plan, and at most once every max(min_interval_slots,
+  min_move_interval) slots (``policy.is_move_allowed``), which covers transfers in
+  flight (tens of seconds, paper Table 3).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgechain.chain.model import PlanAction, PlanEntry
+from edgechain.orchestrator.plan_state import MIB, PlanState
+from edgechain.orchestrator.policy import is_move_allowed, is_node_allowed
+from edgechain.orchestrator.registry import AppRecord
+from edgechain.types import AppId, NodeId, Slot
+
+MIN_MOVE_MARGIN = 100
+"""The smallest margin a move must leave (score units: 0.5 % CPU)."""
+
+MOVE_MARGIN_DIVISOR = 32
+"""The margin is the pair's total load over this: ~3 % of it."""
+
+MIN_MOVABLE_SCORE = 20
+"""An app (or a swap's difference) below 0.1 % CPU is not worth a transfer."""
+
+RETURN_GUARD_SLOTS = 64
+"""Balancing does not send an app back to its previous node for this many slots."""
+
+MOVE_COST_BASE_BYTES = 16 * MIB
+"""A move's cost is this plus the app's state bytes: what restarting and sending a
+stateless app costs, so state size matters once it is a few MB."""
+
+BALANCE_BAND_DIVISOR = 8
+"""Balancing moves apps only off nodes more than mean / 8 (12.5 %) above the mean load
+of the available reported nodes, and only onto nodes below that mean (module
+docstring). Measured on a live testnet, a node's sum of five 2 % apps moves by ~10 %
+between reports: a narrower band chases that noise."""
+
+MOVE_WINDOW = 64
+"""Apps of one origin weighed for a single move (module docstring)."""
+
+SWAP_HEAVY_NODES = 4
+"""Swaps are tried from the few most loaded nodes..."""
+
+SWAP_LIGHT_NODES = 32
+"""...to the least loaded ones (the lightest often hold one large app each, which no
+swap can use, so more of them are scanned)..."""
+
+SWAP_APPS = 16
+"""...with each node's largest movable apps, which bounds a plan's cost."""
+
+MAX_SWAPS_PER_PLAN = 16
+"""Swaps refine what single moves leave; each search scans up to 4 * 32 node pairs."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """One app from ``origin`` to ``destination``; ``drop`` is the potential's fall
+    over two, ``cost`` the transfer cost."""
+
+    record: AppRecord
+    origin: NodeId
+    destination: NodeId
+    drop: int
+    cost: int
+
+
+def compute_move_margin(origin_load: int, destination_load: int) -> int:
+    """m(h, c) of the move rule (module docstring)."""
+    return max(MIN_MOVE_MARGIN, (origin_load + destination_load) // MOVE_MARGIN_DIVISOR)
+
+
+def is_gain_enough(gap: int, amount: int, margin: int) -> bool:
+    """The move rule: ``amount`` (an app's score, or a swap's difference) is worth
+    moving across ``gap`` and leaves at least ``margin``."""
+    return amount >= MIN_MOVABLE_SCORE and gap - amount >= margin
+
+
+def compute_move_cost(state_bytes: int) -> int:
+    return MOVE_COST_BASE_BYTES + max(0, state_bytes)
+
+
+def is_better(drop: int, cost: int, best: Move | None) -> bool:
+    """Larger drop per cost (exact, integers); equal value keeps the earlier move."""
+    return best is None or drop * best.cost > best.drop * cost
+
+
+def balance_loads(state: PlanState, slot: Slot, min_move_interval: int) -> list[PlanEntry]:
+    """Single moves while the budget lasts and one qualifies, then swaps."""
+    entries: list[PlanEntry] = []
+    movable = _MovableApps(state, slot, min_move_interval)
+    ranking = _Ranking(state)
+    if not ranking.destinations:
+        return entries
+    while state.has_budget():
+        move = _find_best_move(state, movable, ranking)
+        if move is None:
+            break
+        _apply(state, move, entries, ranking)
+        movable.discard(move.origin, move.record.app)
+    for _ in range(MAX_SWAPS_PER_PLAN):
+        if not state.has_budget(2):
+            break
+        swap = _find_best_swap(state, ranking, slot, min_move_interval)
+        if swap is None:
+            break
+        for move in swap:
+            _apply(state, move, entries, ranking)
+    return entries
+
+
+def _apply(state: PlanState, move: Move, entries: list[PlanEntry], ranking: _Ranking) -> None:
+    load = state.load
+    origin_load, destination_load = load[move.origin], load[move.destination]
+    state.migrate(move.record, move.origin, move.destination)
+    ranking.rerank(move.origin, origin_load, load[move.origin])
+    ranking.rerank(move.destination, destination_load, load[move.destination])
+    if state.received[move.destination] >= state.budget.in_per_node:
+        ranking.drop_destination(move.destination, load[move.destination])
+    entries.append(PlanEntry(PlanAction.MIGRATE, move.record.app, move.origin, move.destination))
+
+
+def _is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: int) -> bool:
+    """Whether balancing may move the app at all (not yet in this plan, no operator move
+    pending, policy and minimum interval allow it, worth a transfer)."""
+    record = state.records[app]
+    return (
+        app not in state.planned
+        and record.move_to is None
+        and state.app_score[app] >= MIN_MOVABLE_SCORE
+        and is_move_allowed(record, slot, min_move_interval)
+    )
+
+
+def _is_return(record: AppRecord, destination: NodeId, slot: Slot) -> bool:
+    return (
+        record.previous_node == destination
+        and record.last_move_slot is not None
+        and slot - record.last_move_slot < RETURN_GUARD_SLOTS
+    )
+
+
+class _MovableApps:
+    """Each origin's balancing candidates (``_is_candidate``) as a (score, app id)
+    sorted list, built once per plan on first use: an app's candidacy only changes
+    when it moves, and a moved app is discarded."""
+
+    def __init__(self, state: PlanState, slot: Slot, min_move_interval: int) -> None:
+        self.state = state
+        self.slot = slot
+        self.min_move_interval = min_move_interval
+        self.by_node: dict[NodeId, list[tuple[int, AppId]]] = {}
+
+    def get_window(self, origin: NodeId, gap: int) -> list[tuple[int, AppId]]:
+        """The MOVE_WINDOW candidates whose scores are closest to ``gap`` / 2."""
+        apps = self.by_node.get(origin)
+        if apps is None:
+            state = self.state
+            apps = sorted(
+                (state.app_score[app], app)
+                for app in state.apps_on[origin]
+                if _is_candidate(state, app, self.slot, self.min_move_interval)
+            )
+            self.by_node[origin] = apps
+        if len(apps) <= MOVE_WINDOW:
+            return apps
+        middle = bisect.bisect_left(apps, (gap // 2, AppId(b"")))
+        low = min(max(0, middle - MOVE_WINDOW // 2), len(apps) - MOVE_WINDOW)
+        return apps[low : low + MOVE_WINDOW]
+
+    def discard(self, origin: NodeId, app: AppId) -> None:
+        apps = self.by_node.get(origin)
+        if apps is not None:
+            key = (self.state.app_score[app], app)
+            position = bisect.bisect_left(apps, key)
+            if position < len(apps) and apps[position] == key:
+                del apps[position]
+
+
+class _Ranking:
+    """The reported nodes by load, kept sorted as balancing moves apps: destinations
+    (available, with incoming budget left) by (load, id), origins (not down) by
+    (-load, id)."""
+
+    def __init__(self, state: PlanState) -> None:
+        load = state.load
+        limit = state.budget.in_per_node
+        self.destinations = sorted(
+            (load[n], n)
+            for n in state.reported & state.available
+            if state.received.get(n, 0) < limit
+        )
+        self.origins = sorted((-load[n], n) for n in state.reported - state.down - state.quiet)
+        # Moves between these nodes keep their total: the mean is fixed for the plan.
+        pool = [load[n] for n in state.reported & state.available]
+        self.mean = sum(pool) // max(1, len(pool))
+        self.ceiling = self.mean + max(MIN_MOVE_MARGIN, self.mean // BALANCE_BAND_DIVISOR)
+        """Only nodes above this send, only nodes below ``mean`` receive."""
+
+    def drop_destination(self, node: NodeId, node_load: int) -> None:
+        position = bisect.bisect_left(self.destinations, (node_load, node))
+        if position < len(self.destinations) and self.destinations[position] == (node_load, node):
+            del self.destinations[position]
+
+    def rerank(self, node: NodeId, old_load: int, new_load: int) -> None:
+        for ranked, old_key, new_key in (
+            (self.destinations, (old_load, node), (new_load, node)),
+            (self.origins, (-old_load, node), (-new_load, node)),
+        ):
+            position = bisect.bisect_left(ranked, old_key)
+            if position < len(ranked) and ranked[position] == old_key:
+                del ranked[position]
+                bisect.insort(ranked, new_key)
+
+
+def _find_best_move(state: PlanState, movable: _MovableApps, ranking: _Ranking) -> Move | None:
+    """The best single move from the most-loaded node that can make one."""
+    load = state.load
+    ascending = ranking.destinations
+    if not ascending:
+        return None
+    lightest = ascending[0][0]
+    out_limit = state.budget.out_per_node
+    for _, origin in ranking.origins:
+        # The gap to the lightest node bounds every gap of this origin and of the
+        # lighter origins after it: below the smallest margin plus the smallest app,
+        # nothing qualifies any more.
+        if (
+            load[origin] - lightest < MIN_MOVE_MARGIN + MIN_MOVABLE_SCORE
+            or load[origin] <= ranking.ceiling
+        ):
+            return None
+        if state.sent[origin] >= out_limit:
+            continue
+        window = movable.get_window(origin, load[origin] - lightest)
+        move = _find_best_move_from(
+            state, origin, window, ascending, movable.slot, below=ranking.mean
+        )
+        if move is not None:
+            return move
+    return None
+
+
+def _find_best_move_from(
+    state: PlanState,
+    origin: NodeId,
+    window: list[tuple[int, AppId]],
+    ascending: list[tuple[int, NodeId]],
+    slot: Slot,
+    *,
+    below: int,
+) -> Move | None:
+    """Among ``window``'s apps, each to its least-loaded allowed destination (loaded
+    below ``below``), the move with the best drop per cost."""
+    load = state.load
+    origin_load = load[origin]
+    best: Move | None = None
+    for score, app in window:
+        if not state.can_send(origin, app):
+            continue
+        record = state.records[app]
+        for destination_load, destination in ascending:
+            if destination_load >= below:
+                break
+            gap = origin_load - destination_load
+            # Heavier destinations have smaller gaps and larger margins: none qualifies.
+            if not is_gain_enough(gap, score, compute_move_margin(origin_load, destination_load)):
+                break
+            if (
+                state.can_receive(destination, app)
+                and not _is_return(record, destination, slot)
+                and state.is_destination_allowed(record, destination)
+            ):
+                drop = score * (gap - score)
+                cost = compute_move_cost(state.app_bytes.get(app, 0))
+                if is_better(drop, cost, best):
+                    best = Move(record, origin, destination, drop, cost)
+                break
+    return best
+
+
+def _find_best_swap(
+    state: PlanState, ranking: _Ranking, slot: Slot, min_move_interval: int
+) -> tuple[Move, Move] | None:
+    """The best swap between one of the SWAP_HEAVY_NODES most loaded nodes and one of
+    the SWAP_LIGHT_NODES least loaded, each available with budget left both ways
+    (module docstring)."""
+    load = state.load
+    budget = state.budget
+
+    def has_room(node: NodeId) -> bool:
+        return (
+            node in state.available
+            and state.sent[node] < budget.out_per_node
+            and state.received[node] < budget.in_per_node
+        )
+
+    heavy = list(
+        itertools.islice(
+            (n for _, n in ranking.origins if load[n] > ranking.ceiling and has_room(n)),
+            SWAP_HEAVY_NODES,
+        )
+    )
+    light = list(
+        itertools.islice(
+            (n for _, n in ranking.destinations if load[n] < ranking.mean and has_room(n)),
+            SWAP_LIGHT_NODES,
+        )
+    )
+    candidates: dict[NodeId, list[AppId]] = {}
+
+    def get_candidates(node: NodeId) -> list[AppId]:
+        if node not in candidates:
+            candidates[node] = _get_swap_candidates(state, node, slot, min_move_interval)
+        return candidates[node]
+
+    best: tuple[Move, Move] | None = None
+    best_drop, best_cost = 0, 1
+    for heavy_node in heavy:
+        for light_node in light:
+            gap = load[heavy_node] - load[light_node]
+            margin = compute_move_margin(load[heavy_node], load[light_node])
+            if gap - MIN_MOVABLE_SCORE < margin:
+                break  # lighter nodes come first: the gaps only shrink
+            found = _find_best_swap_between(
+                state, heavy_node, light_node, get_candidates, slot=slot
+            )
+            if found is not None and found[0].drop * best_cost > best_drop * found[0].cost:
+                best = found
+                best_drop, best_cost = found[0].drop, found[0].cost
+    return best
+
+
+def _get_swap_candidates(
+    state: PlanState, node: NodeId, slot: Slot, min_move_interval: int
+) -> list[AppId]:
+    apps = [
+        app
+        for app in state.apps_on[node]
+        if _is_candidate(state, app, slot, min_move_interval) and state.can_send(node, app)
+    ]
+    apps.sort(key=lambda app: (-state.app_score[app], app))
+    return apps[:SWAP_APPS]
+
+
+def _find_best_swap_between(
+    state: PlanState,
+    heavy: NodeId,
+    light: NodeId,
+    get_candidates: Callable[[NodeId], list[AppId]],
+    *,
+    slot: Slot,
+) -> tuple[Move, Move] | None:
+    """The best (x of ``heavy``, y of ``light``) trade; both moves carry the swap's drop
+    d * (g - d) and total cost in ``drop``/``cost`` of the first."""
+    gap = state.load[heavy] - state.load[light]
+    margin = compute_move_margin(state.load[heavy], state.load[light])
+    best: tuple[Move, Move] | None = None
+    light_apps = get_candidates(light)
+    for x in get_candidates(heavy):
+        x_record = state.records[x]
+        if not state.can_receive(light, x) or _is_return(x_record, light, slot):
+            continue
+        for y in light_apps:
+            y_record = state.records[y]
+            difference = state.app_score[x] - state.app_score[y]
+            if (
+                8 * difference < state.app_score[x] + state.app_score[y]
+                or not is_gain_enough(gap, difference, margin)
+                or not state.can_receive(heavy, y)
+                or _is_return(y_record, heavy, slot)
+                or not _is_swap_allowed(state, x_record, heavy, y_record, light)
+            ):
+                continue
+            drop = difference * (gap - difference)
+            cost = compute_move_cost(state.app_bytes.get(x, 0)) + compute_move_cost(
+                state.app_bytes.get(y, 0)
+            )
+            if best is None or is_better(drop, cost, best[0]):
+                best = (
+                    Move(x_record, heavy, light, drop, cost),
+                    Move(y_record, light, heavy, drop, cost),
+                )
+    return best
+
+
+def _is_swap_allowed(
+    state: PlanState, x: AppRecord, heavy: NodeId, y: AppRecord, light: NodeId
+) -> bool:
+    """Labels, pin and anti-affinity of both apps, each counting the other as gone."""
+    return _may_enter(state, x, light, leaving=y) and _may_enter(state, y, heavy, leaving=x)
+
+
+def _may_enter(state: PlanState, record: AppRecord, node: NodeId, *, leaving: AppRecord) -> bool:
+    if node not in state.available or not is_node_allowed(record.spec.policy, state.infos[node]):
+        return False
+    group = record.spec.policy.anti_affinity
+    if not group:
+        return True
+    present = state.groups_on[node].get(group, 0)
+    if leaving.spec.policy.anti_affinity == group:
+        present -= 1
+    return present == 0

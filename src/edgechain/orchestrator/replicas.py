@@ -1,0 +1,57 @@
+"""Phase 3 of the plan: replica nodes (DESIGN.md, "Exactly once").
+
+Each running app that opted in to replicas (``spec.replica_interval_slots``) and has no
+entry in this plan gets a REPLICA entry when it has no valid replica node (none yet,
+down, draining, no longer a validator, the app's own node, or outside its allowed
+labels): the least-loaded available node other than its own that its labels allow. At
+most ``MAX_REPLICA_ENTRIES`` per plan, in app id order. A valid replica node is kept, so
+replica nodes do not churn with load.
+"""
+
+from __future__ import annotations
+
+from edgechain.chain.model import PlanAction, PlanEntry
+from edgechain.orchestrator.plan_state import PlanState
+from edgechain.orchestrator.policy import has_allowed_label
+from edgechain.orchestrator.registry import AppRecord, AppState
+from edgechain.types import NodeId
+
+MAX_REPLICA_ENTRIES = 64
+"""REPLICA entries per plan: bounds a block after many stateful apps arrive at once."""
+
+
+def assign_replicas(state: PlanState) -> list[PlanEntry]:
+    """Name a replica node for each replicated app without a valid one (module docstring)."""
+    entries: list[PlanEntry] = []
+    for app in sorted(state.records):
+        if len(entries) >= MAX_REPLICA_ENTRIES:
+            break
+        record = state.records[app]
+        node = record.node
+        if (
+            node is None
+            or app in state.planned
+            or record.state is not AppState.RUNNING
+            or not record.spec.stateful
+            or record.spec.replica_interval_slots <= 0
+            or node not in state.infos
+            or node in state.down
+            or _is_replica_node_valid(state, record, record.replica_node)
+        ):
+            continue
+        best: tuple[int, NodeId] | None = None
+        for candidate in state.available:
+            if _is_replica_node_valid(state, record, candidate):
+                key = (state.load[candidate], candidate)
+                best = key if best is None or key < best else best
+        if best is not None:
+            entries.append(PlanEntry(PlanAction.REPLICA, app, node, best[1]))
+    return entries
+
+
+def _is_replica_node_valid(state: PlanState, record: AppRecord, replica: NodeId | None) -> bool:
+    """A replica node must be available, not the app's own node, and within the app's
+    labels (geo-fencing covers its state too); the pin does not apply to replicas."""
+    if replica is None or replica == record.node or replica not in state.available:
+        return False
+    return has_allowed_label(record.spec.policy, state.infos[replica])
