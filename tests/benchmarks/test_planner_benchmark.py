@@ -26,6 +26,7 @@ SUMMARY_KEYS = {
     "start",
     "reports",
     "planner",
+    "requests",
     "slots_to_balance",
     "migrations",
     "placements",

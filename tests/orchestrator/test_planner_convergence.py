@@ -13,7 +13,9 @@ Sending an app straight back would need the same, and is refused with a margin o
 which absorbs measurement noise of about m/4 per figure. In the first fleet below the
 nodes end near 3 600 score units, so m is about 225 and m/4 about 56 score units, and
 the band is about 225 above the mean: a CPU jitter of n bp is 2n score units, so noise
-up to about 28 bp is within the margin's reach.
+up to about 28 bp is within the margin's reach. Below, no app goes back up to 30 bp,
+the churn dies down up to 60 bp, and from 1 % CPU (100 bp) on the planner takes the
+noise for load changes and keeps acting on it (within its rules).
 """
 
 from __future__ import annotations

@@ -102,18 +102,18 @@ between reports: a narrower band chases that noise."""
 MOVE_WINDOW = 64
 """Apps of one origin weighed for a single move (module docstring)."""
 
-SWAP_HEAVY_NODES = 4
+SWAP_HEAVY_NODES = 16
 """Swaps are tried from the few most loaded nodes..."""
 
 SWAP_LIGHT_NODES = 32
 """...to the least loaded ones (the lightest often hold one large app each, which no
 swap can use, so more of them are scanned)..."""
 
-SWAP_APPS = 16
+SWAP_APPS = 8
 """...with each node's largest movable apps, which bounds a plan's cost."""
 
 MAX_SWAPS_PER_PLAN = 16
-"""Swaps refine what single moves leave; each search scans up to 4 * 32 node pairs."""
+"""Swaps refine what single moves leave; each search scans up to 16 * 32 node pairs."""
 
 
 @dataclass(frozen=True)
@@ -358,18 +358,6 @@ def _find_best_swap(
             and state.received[node] < budget.in_per_node
         )
 
-    heavy = list(
-        itertools.islice(
-            (n for _, n in ranking.origins if load[n] > ranking.ceiling and has_room(n)),
-            SWAP_HEAVY_NODES,
-        )
-    )
-    light = list(
-        itertools.islice(
-            (n for _, n in ranking.destinations if load[n] < ranking.mean and has_room(n)),
-            SWAP_LIGHT_NODES,
-        )
-    )
     candidates: dict[NodeId, list[AppId]] = {}
 
     def get_candidates(node: NodeId) -> list[AppId]:
@@ -377,6 +365,28 @@ def _find_best_swap(
             candidates[node] = _get_swap_candidates(state, node, slot, min_move_interval)
         return candidates[node]
 
+    # Nodes whose apps all moved lately have nothing to trade: skip them, or the most
+    # loaded few would hide every other heavy node from the search.
+    heavy = list(
+        itertools.islice(
+            (
+                n
+                for _, n in ranking.origins
+                if load[n] > ranking.ceiling and has_room(n) and get_candidates(n)
+            ),
+            SWAP_HEAVY_NODES,
+        )
+    )
+    light = list(
+        itertools.islice(
+            (
+                n
+                for _, n in ranking.destinations
+                if load[n] < ranking.mean and has_room(n) and get_candidates(n)
+            ),
+            SWAP_LIGHT_NODES,
+        )
+    )
     best: tuple[Move, Move] | None = None
     best_drop, best_cost = 0, 1
     for heavy_node in heavy:

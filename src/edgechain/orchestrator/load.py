@@ -28,8 +28,9 @@ The load model (:func:`compute_load_model`) is where the planner's inputs meet:
   about a ninth of their demand). An app measured on a saturated node counts at
   max(measured CPU, the spec's declared ``cpu_bp`` request): the request is the app's
   own statement of demand, the usage a lower bound. An app without a request counts at
-  its starved share; the planner still moves it (its relative move rule lets small apps
-  go while the gap is wide) and the next reports, from unsaturated nodes, show its demand.
+  least at ``DEFAULT_CPU_REQUEST_BP`` there (2000 such apps sharing one CPU each show
+  0.05 %, too little to be worth a move); the next reports, from unsaturated nodes,
+  show its demand.
 * ``background``: a reported node's total minus the measured usage of the apps it
   reports (the OS and anything not orchestrated), never negative.
 * ``node load = background + sum of app_score over the apps the registry places on it``,
@@ -184,7 +185,8 @@ def compute_load_model(
 def compute_demand_score(usage: AppUsage, spec: AppSpec, *, saturated: bool) -> int:
     """An app's score from its measured usage; on a saturated node its CPU counts at
     least at its declared request (module docstring, "Saturation")."""
-    cpu = max(usage.cpu_bp, spec.cpu_bp) if saturated else usage.cpu_bp
+    request = spec.cpu_bp or DEFAULT_CPU_REQUEST_BP
+    cpu = max(usage.cpu_bp, request) if saturated else usage.cpu_bp
     return compute_load_score(cpu, usage.ram_bp)
 
 
