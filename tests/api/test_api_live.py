@@ -242,6 +242,8 @@ def _issue_examples(token: str) -> list[tuple[bytes, int]]:
         (request_bytes("POST", "/apps", b"x" * (MAX_BODY + 1)), 413),
         (_request("GET", "/status"), 200),
         (_request("POST", "/commands", {"command": "00"}), 400),
+        (b"\n", 400),  # empty lines, then EOF: was closed without an answer (hypothesis)
+        (b"\r\n\r\n", 400),
     ]
 
 

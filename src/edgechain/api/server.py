@@ -281,7 +281,13 @@ class HttpServer:
         for _ in range(4):  # RFC 9112 2.2: ignore empty lines before the request line
             if line not in (b"\r\n", b"\n"):
                 break
-            line = await _read_line(reader, "request_line", 414)
+            try:
+                line = await _read_line(reader, "request_line", 414)
+            except _NothingSentError:
+                # It sent empty lines, then closed: someone is there to answer.
+                raise HttpError(
+                    400, "connection closed before the request line", "request_line"
+                ) from None
         method, target = _parse_request_line(line)
         headers = await _read_headers(reader)
         path, query = _split_target(target)
