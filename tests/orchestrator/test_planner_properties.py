@@ -229,66 +229,87 @@ def cases(draw: st.DrawFn, busy: bool = False) -> Case:
     )
 
 
+SMALL_BP, LARGE_BP, ANY_BP, DRAINED_BP = (1_200, 1_800), (2_400, 3_000), (500, 3_000), (20, 300)
+
+
+SMALL_BP, LARGE_BP, ANY_BP, DRAINED_BP = (1_200, 1_800), (2_400, 3_000), (500, 3_000), (20, 300)
+
+
 @st.composite
 def tight_cases(draw: st.DrawFn) -> Case:
     """A few nodes holding a few large apps each and reporting exactly their apps'
-    usage (no background): nearly balanced fleets where single moves overshoot and
-    swaps are made, or node 1 drains. Some apps have an anti-affinity group or need a
-    label, and some moved before (a previous node, within the return guard or not)."""
+    usage (no background), where single moves overshoot and swaps are made. Layouts:
+    apps of any size anywhere; apps of two sizes anywhere; two apps per node, large
+    ones on the first half of the nodes and small ones on the others (only a swap
+    narrows such gaps); node 1 draining small apps. Some apps have an anti-affinity
+    group or need a label, and some came from another node (their previous node, within
+    the return guard or not)."""
     node_count = draw(st.integers(2, 5))
     nodes = [
         NodeInfo(node_id(i), ("eu",) if draw(st.integers(0, 3)) else ())
         for i in range(1, node_count + 1)
     ]
+    layout = draw(st.sampled_from(["any", "two sizes", "pairs", "drain"]))
+    app_count = 2 * node_count if layout == "pairs" else draw(st.integers(2, 12))
     specs = [
         app_spec(
             f"app{i}",
             policy=AppPolicy(
-                anti_affinity=draw(st.sampled_from(("", "", "g1", "g1", "g2"))),
+                anti_affinity=draw(st.sampled_from(("", "", "", "g1", "g2"))),
                 allowed_labels=("eu",) if draw(st.integers(0, 5)) == 0 else (),
             ),
         )
-        for i in range(draw(st.integers(2, 12)))
+        for i in range(app_count)
     ]
     ids = [app_id(spec) for spec in specs]
+    if layout == "pairs":
+        homes = [i // 2 + 1 for i in range(app_count)]
+        large = {app for app, home in zip(ids, homes, strict=True) if 2 * home <= node_count}
+        sizes = {app: LARGE_BP if app in large else SMALL_BP for app in ids}
+    else:  # half the apps on the draining node, when there is one
+        homes = [
+            1 if layout == "drain" and draw(st.booleans()) else draw(st.integers(1, node_count))
+            for _ in ids
+        ]
+        sizes = {
+            app: ANY_BP if layout == "any" else draw(st.sampled_from([SMALL_BP, LARGE_BP]))
+            for app in ids
+        }
+    draining = frozenset({node_id(1)}) if layout == "drain" else frozenset()
+    # Placed at slot 2 where they came from, migrated home at slot 3.
+    came_from = [
+        draw(st.integers(1, node_count)) if draw(st.integers(0, 2)) == 0 else home for home in homes
+    ]
     registry = apply_test_block(
         EMPTY_REGISTRY, Slot(1), compute_submissions_with_ids(specs), (), ()
     )
-    homes = [draw(st.integers(1, node_count)) for _ in specs]
     registry = apply_test_block(
         registry,
         Slot(2),
         (),
         [
-            PlanEntry(PlanAction.PLACE, app, b"", node_id(h))
-            for app, h in zip(ids, homes, strict=True)
+            PlanEntry(PlanAction.PLACE, app, b"", node_id(origin))
+            for app, origin in zip(ids, came_from, strict=True)
         ],
         (),
     )
-    moved = [draw(st.integers(0, node_count)) if draw(st.integers(0, 3)) == 0 else 0 for _ in ids]
     registry = apply_test_block(
         registry,
         Slot(3),
         (),
         [
-            PlanEntry(PlanAction.MIGRATE, app, node_id(h), node_id(m))
-            for app, h, m in zip(ids, homes, moved, strict=True)
-            if m and m != h
+            PlanEntry(PlanAction.MIGRATE, app, node_id(origin), node_id(home))
+            for app, origin, home in zip(ids, came_from, homes, strict=True)
+            if origin != home
         ],
         (),
     )
-    # Apps of two sizes leave gaps close to one app: only a swap of a large app for a
-    # small one (their difference at least an eighth of their sum) can narrow them.
-    classes = draw(st.sampled_from([[(500, 3_000)], [(1_200, 1_800), (2_400, 3_000)]]))
-    # Now and then node 1 drains, with small apps: they would all fit on one node.
-    draining = frozenset({node_id(1)}) if draw(st.integers(0, 3)) == 0 else frozenset()
     reports = []
     for info in nodes:
-        sizes = [(20, 300)] if info.node in draining else classes
         hosted = [
             (
                 record.app,
-                draw(st.integers(*draw(st.sampled_from(sizes)))),
+                draw(st.integers(*(DRAINED_BP if info.node in draining else sizes[record.app]))),
                 draw(st.integers(0, 500)),
             )
             for record in registry.records
@@ -311,7 +332,7 @@ def tight_cases(draw: st.DrawFn) -> Case:
         reports=reports,
         nodes=nodes,
         slot=Slot(draw(st.integers(10, 80))),
-        max_migrations=draw(st.integers(1, 5)),
+        max_migrations=draw(st.integers(3 if draining else 1, 5)),
         min_move_interval=draw(st.integers(0, 5)),
         draining=draining,
     )
@@ -597,6 +618,7 @@ class PlanCheck:
             for n in self.available
             if n != node and has_allowed_label(record.spec.policy, self.infos[n])
         ]
+        assert candidates, "a replica node the app's labels allow"
         assert (self.load[entry.destination], entry.destination) == min(candidates), (
             "the least-loaded node the app's labels allow, not its own"
         )
@@ -659,6 +681,7 @@ class PlanCheck:
                 for n in self.available
                 if self.may_enter(record, n) and self.can_receive(n, record.app)
             ]
+            assert candidates, "a drained app goes where it may"
             assert (self.load[destination], destination) == min(candidates), (
                 "a drained app goes to the least-loaded node that may take it"
             )
