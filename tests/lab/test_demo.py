@@ -57,7 +57,8 @@ def test_demo_moves_an_app_and_the_summary_shows_it(base: Path) -> None:
     counter = apps["counter"]
     kinds = [e["kind"] for e in counter["events"]]
     assert kinds[:2] == ["submit", "place"] and "move" in kinds and "migrate" in kinds
-    assert counter["node"] == counter["path"][-1] != counter["path"][0]
+    # It moved; the planner may balance it on afterwards, even back to where it started.
+    assert counter["node"] == counter["path"][-1] and len(set(counter["path"])) > 1
     assert any(m["outcome"] == "completed" for m in counter["migrations"])
     assert all(a["node"] is not None for a in apps.values())
     assert re.search(r"counter +\w{12}  running on node-\d{3} v1: node-\d{3} @\d+ -> ", output)

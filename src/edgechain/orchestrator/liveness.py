@@ -39,15 +39,14 @@ FENCE_MARGIN_SLOTS = 4
 absorb clock skew between the node's watchdog and the block timestamps, and the slot
 the recovering block takes to arrive."""
 
-QUIET_AFTER_SLOTS = 6
-"""A node silent for this many slots (one report late: reports come every 4 slots and
-take about one more to land) is *quiet*: not down yet, but the planner starts nothing
-new on it and moves nothing off it (``compute_quiet_nodes``). A migration from a node
-that has just died could only complete once the chain takes it for down, without its
-state; a quiet node's apps stay put until it speaks again or is recovered."""
-"""K - F: a node's lease ends this many slots before the chain may mark it down, to
-absorb clock skew between the node's watchdog and the block timestamps, and the slot
-the recovering block takes to arrive."""
+QUIET_AFTER_SLOTS = 8
+"""A node silent for this many slots (two reports late: reports come every 4 slots, and
+a live node's ``last_seen`` lags by up to about 6 on a busy 1 s-slot testnet, where 6
+left nodes quiet often enough to hold back replica nodes) is *quiet*: not down yet,
+but the planner starts nothing new on it and moves nothing off it
+(``compute_quiet_nodes``). A migration from a node that has just died could only
+complete once the chain takes it for down, without its state; a quiet node's apps
+stay put until it speaks again or is recovered."""
 
 
 class NodeStatus(enum.Enum):
