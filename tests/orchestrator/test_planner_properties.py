@@ -66,6 +66,7 @@ from edgechain.orchestrator.balancing import (
     MIN_MOVABLE_SCORE,
     MIN_MOVE_MARGIN,
     RETURN_GUARD_SLOTS,
+    SWAP_MIN_DIFFERENCE_DIVISOR,
     compute_move_margin,
     is_gain_enough,
 )
@@ -726,7 +727,9 @@ class PlanCheck:
         difference = self.model.app_score[x.app] - self.model.app_score[y.app]
         assert is_gain_enough(gap, difference, margin), "the move rule on the difference"
         size = self.model.app_score[x.app] + self.model.app_score[y.app]
-        assert 8 * difference >= size, "two transfers: d is at least (x + y) / 8"
+        assert SWAP_MIN_DIFFERENCE_DIVISOR * difference >= size, (
+            "two transfers: d is at least (x + y) / 8"
+        )
         assert self.can_send(light, y.app) and self.can_receive(heavy, y.app)
         before = self.potential()
         self.charge(x, heavy, light)

@@ -112,6 +112,9 @@ swap can use, so more of them are scanned)..."""
 SWAP_APPS = 8
 """...with each node's largest movable apps, which bounds a plan's cost."""
 
+SWAP_MIN_DIFFERENCE_DIVISOR = 8
+"""A swap's difference d must be at least (x + y) / 8 (module docstring, "Swaps")."""
+
 MAX_SWAPS_PER_PLAN = 16
 """Swaps refine what single moves leave; each search scans up to 16 * 32 node pairs."""
 
@@ -438,7 +441,7 @@ def _find_best_swap_between(
             y_record = state.records[y]
             difference = state.app_score[x] - state.app_score[y]
             if (
-                8 * difference < state.app_score[x] + state.app_score[y]
+                SWAP_MIN_DIFFERENCE_DIVISOR * difference < state.app_score[x] + state.app_score[y]
                 or not is_gain_enough(gap, difference, margin)
                 or not state.can_receive(heavy, y)
                 or _is_return(y_record, heavy, slot)
