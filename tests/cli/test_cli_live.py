@@ -63,6 +63,8 @@ class LiveNet(LiveTestnet):
         super().__init__(run_dir)
         self.tag = tag
         self.max_copies = 0
+        self.app: str | None = None
+        """The test app's id once submitted: a timeout then shows its history."""
 
     def names(self) -> dict[str, str]:
         """Node id -> node name, from the launcher's manifest."""
@@ -102,7 +104,10 @@ class LiveNet(LiveTestnet):
             if predicate():
                 return
             time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}: instances {self.instances()}")
+        history = self.cli("apps", "history", self.app) if self.app else None
+        raise AssertionError(
+            f"timed out waiting for {what}: instances {self.instances()}, history {history}"
+        )
 
 
 def _placed(net: LiveNet, app: str, node: str | None = None) -> bool:
@@ -133,7 +138,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         # submit: placed on one node, one copy running there.
         submitted = net.cli("apps", "submit", str(spec))
         assert submitted["applied"] and submitted["kind"] == "submit"
-        app = submitted["app_id"]
+        app = net.app = submitted["app_id"]
         net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
         # listed fleet-wide, with its node, by every node of the config
         node = net.cli("apps", "show", "lifecycle")["node"]

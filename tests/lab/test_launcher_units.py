@@ -3,6 +3,7 @@ and the post-run election of producers."""
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import shutil
@@ -52,7 +53,14 @@ from edgechain.lab.summary import (
     build_chain_summary,
     pick_reference,
 )
-from edgechain.lab.testnet import LaunchConfig, LaunchError, Progress, format_progress
+from edgechain.lab.testnet import (
+    DEFAULT_CPU_CAPACITY,
+    LaunchConfig,
+    LaunchError,
+    Progress,
+    add_testnet_arguments,
+    format_progress,
+)
 from edgechain.testing import build_skip_block, make_genesis
 from edgechain.types import PublicKey, Slot
 
@@ -161,9 +169,33 @@ def test_every_node_gets_the_declared_cpu_capacity() -> None:
     for index, boot in ((0, None), (3, bootstrap)):
         argv = build_node_argv(make_spec(index), options, admin_key=PK, bootstrap=boot)
         assert argv[argv.index("--cpu-capacity") + 1] == "0.25"
+    # By default every node offers one core: host-wide shares are one noisy figure that
+    # all the nodes of a host share. "host" asks for them anyway.
     argv = build_node_argv(make_spec(1), make_config().get_node_options(), admin_key=PK,
                            bootstrap=bootstrap)  # fmt: skip
+    assert argv[argv.index("--cpu-capacity") + 1] == "1"
+    argv = build_node_argv(make_spec(1), make_config(cpu_capacity=None).get_node_options(),
+                           admin_key=PK, bootstrap=bootstrap)  # fmt: skip
     assert "--cpu-capacity" not in argv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_testnet_arguments(parser)
+    return parser
+
+
+@pytest.mark.parametrize(("text", "expected"), [("host", None), ("0.5", 0.5), ("2", 2.0)])
+def test_testnet_cpu_capacity_flag(text: str, expected: float | None) -> None:
+    args = build_parser().parse_args(["--cpu-capacity", text])
+    assert args.cpu_capacity == expected
+    assert build_parser().parse_args([]).cpu_capacity == DEFAULT_CPU_CAPACITY
+
+
+def test_testnet_cpu_capacity_flag_rejects_words(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--cpu-capacity", "lots"])
+    assert "expected a number of CPU cores or 'host'" in capsys.readouterr().err
 
 
 def test_node_env_drops_edgechain_settings() -> None:

@@ -22,7 +22,7 @@ from orchestrator_helpers import (
 
 from edgechain.chain.model import AppPolicy, PlanAction, PlanEntry
 from edgechain.orchestrator import NodeInfo, compute_load_model, compute_plan
-from edgechain.orchestrator.balancing import RETURN_GUARD_SLOTS
+from edgechain.orchestrator.balancing import OPERATOR_HOLD_SLOTS, RETURN_GUARD_SLOTS
 from edgechain.orchestrator.liveness import QUIET_AFTER_SLOTS, compute_quiet_nodes
 from edgechain.orchestrator.load import SATURATED_CPU_BP, SATURATED_PRESSURE_BP
 from edgechain.orchestrator.plan_state import (
@@ -31,6 +31,7 @@ from edgechain.orchestrator.plan_state import (
     MIB,
     compute_migration_budget,
 )
+from edgechain.orchestrator.registry import get_record, put_record
 from edgechain.types import Slot
 
 A, B, C, D = node_id(1), node_id(2), node_id(3), node_id(4)
@@ -229,6 +230,41 @@ def test_registry_keeps_the_origin_of_the_last_move() -> None:
     )
     assert moved.records[0].previous_node == A and moved.records[0].node == C
     assert D not in {r.node for r in moved.records}
+
+
+def test_balancing_leaves_an_app_where_an_operator_moved_it() -> None:
+    """An operator's MOVE is not undone by the next plan: the app stays on the node it
+    was sent to for OPERATOR_HOLD_SLOTS, however loaded that node is."""
+    x, y = app_spec("x"), app_spec("y")
+    registry = build_registry([(x, A), (y, B)])
+    record = get_record(registry, app_id(x))
+    assert record is not None
+    registry = put_record(registry, replace(record, move_to=C))
+    registry = apply_test_block(
+        registry, Slot(3), (), (PlanEntry(PlanAction.MIGRATE, app_id(x), A, C),), ()
+    )
+    record = get_record(registry, app_id(x))
+    assert (
+        record is not None
+        and record.moved_by_operator
+        and record.node == C
+        and record.move_to is None
+    )
+    reports = [
+        report(A, 0),
+        report(B, 0, apps=[(app_id(y), 0, 0)]),
+        report(C, 8_000, apps=[(app_id(x), 3_000, 0)]),
+    ]
+    assert compute_plan(registry, reports, NODES, Slot(3 + OPERATOR_HOLD_SLOTS - 1), 4) == ()
+    later = Slot(3 + OPERATOR_HOLD_SLOTS)
+    assert [(a, o) for a, o, _ in migrations(compute_plan(registry, reports, NODES, later, 4))] == [
+        (app_id(x), C)
+    ]
+    # A balancing move clears the mark: only the operator's own moves hold.
+    rebalanced = apply_test_block(
+        registry, later, (), (PlanEntry(PlanAction.MIGRATE, app_id(x), C, A),), ()
+    )
+    assert not [r for r in rebalanced.records if r.moved_by_operator]
 
 
 # --- quiet nodes --------------------------------------------------------------------------

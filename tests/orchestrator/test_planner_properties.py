@@ -18,7 +18,8 @@ limits, the plan:
   satisfy the relative move rule (``balancing.is_gain_enough``) on the model's loads as
   updated entry by entry and strictly lower the potential (sum of L^2 over the reported
   nodes), a swap's difference being at least an eighth of its two apps' sum, never an
-  app back to its previous node within RETURN_GUARD_SLOTS;
+  app back to its previous node within RETURN_GUARD_SLOTS, nor an app an operator moved
+  within OPERATOR_HOLD_SLOTS;
 * drains each app to the least-loaded node that may take it, names the least-loaded
   valid replica node;
 * leaves queued (or on a down node) only apps that no node can take;
@@ -65,6 +66,7 @@ from edgechain.orchestrator.balancing import (
     BALANCE_BAND_DIVISOR,
     MIN_MOVABLE_SCORE,
     MIN_MOVE_MARGIN,
+    OPERATOR_HOLD_SLOTS,
     RETURN_GUARD_SLOTS,
     SWAP_MIN_DIFFERENCE_DIVISOR,
     compute_move_margin,
@@ -182,6 +184,8 @@ def cases(draw: st.DrawFn, busy: bool = False) -> Case:
         assert record is not None
         if record.node is not None and draw(st.integers(0, 7)) == 0:
             record = dataclasses.replace(record, move_to=node_id(draw(st.integers(1, departed))))
+        if record.last_move_slot is not None and draw(st.integers(0, 5)) == 0:
+            record = dataclasses.replace(record, moved_by_operator=True)  # as a MOVE landed
         if draw(st.integers(0, 7)) == 0:
             record = dataclasses.replace(
                 record, replica_node=node_id(draw(st.integers(1, departed)))
@@ -464,8 +468,14 @@ class PlanCheck:
     def is_candidate(self, record: AppRecord) -> bool:
         """What balancing may move: no operator move pending, worth a transfer, policy
         and minimum interval allow it."""
+        held = (
+            record.moved_by_operator
+            and record.last_move_slot is not None
+            and self.case.slot - record.last_move_slot < OPERATOR_HOLD_SLOTS
+        )
         return (
             record.move_to is None
+            and not held
             and self.model.app_score[record.app] >= MIN_MOVABLE_SCORE
             and is_move_allowed(record, self.case.slot, self.case.min_move_interval)
         )

@@ -288,7 +288,7 @@ def add_parsers(
     add("update", "a new spec version (same id, same node, state kept)", cmd_update, app, spec)
     add(
         "move",
-        "migrate an app to a named node (within its policy)",
+        "migrate an app to a named node (within its policy; balancing leaves it there 64 slots)",
         cmd_move,
         app,
         ("node", "node id or unique prefix (see `edgechain nodes`)"),

@@ -34,7 +34,7 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
     source_changed          the edgechain sources changed during the run (an
                             editable install edited meanwhile: nodes may differ)
     nodes, committee, slot_duration, slots (slots past genesis when stopped),
-      cpu_capacity (every node's declared cores; null: shares of the whole host)
+      cpu_capacity (every node's declared cores, default 1; null: shares of the whole host)
     genesis, genesis_after_s (launch to genesis), join_slot (head slot whose state
       first held all nodes), validators_at_end
     blocks, skip_blocks, skip_slots, missing_slots, skip_blocks_after_join
@@ -150,6 +150,25 @@ class LaunchError(LocalError):
 # --- configuration and pure helpers ---------------------------------------------------
 
 
+DEFAULT_CPU_CAPACITY = 1.0
+"""The cores each testnet node offers its apps unless told otherwise. Its reports then
+carry its own apps' usage only. The nodes of a testnet share one host, and host-wide
+shares (what a node reports without a capacity) are the same figure for all of them,
+sampled at different instants: the planner would move apps after that sampling noise,
+not after the apps' loads."""
+
+
+def _parse_cpu_capacity(text: str) -> float | None:
+    if text == "host":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number of CPU cores or 'host'"
+        ) from None
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     nodes: int
@@ -167,8 +186,9 @@ class LaunchConfig:
     host: str = "127.0.0.1"
     chain_id: str = DEFAULT_CHAIN_ID
     open_admission: bool = False
-    cpu_capacity: float | None = None
-    """Every node's declared CPU cores (``edgechain node --cpu-capacity``)."""
+    cpu_capacity: float | None = DEFAULT_CPU_CAPACITY
+    """Every node's declared CPU cores (``edgechain node --cpu-capacity``); None: each
+    reports shares of the whole host."""
     kill: int = 0
     kill_at: int | None = None
     restart_after: int | None = 5
@@ -894,10 +914,12 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
     add("--open-admission", action="store_true", help="no admin key or tickets")
     add(
         "--cpu-capacity",
-        type=float,
-        metavar="CORES",
+        type=_parse_cpu_capacity,
+        default=DEFAULT_CPU_CAPACITY,
+        metavar="CORES|host",
         help="every node offers its apps this many CPU cores (edgechain node --cpu-capacity; "
-        "default: each reports shares of the whole host)",
+        f"default {DEFAULT_CPU_CAPACITY:g}); 'host': each reports shares of the whole host, "
+        "which every node of one host shares",
     )
     add("--kill", type=int, default=0, metavar="N", help="kill -9 N random non-bootstrap nodes")
     add("--kill-at", type=int, metavar="SLOT", help="slot at which to kill them")

@@ -59,6 +59,10 @@ app's figure varies by ~20 % between reports on a busy host).
   figures involved. Beyond that, the registry keeps each app's
   ``previous_node`` and balancing never sends an app back to it within
   RETURN_GUARD_SLOTS slots of its move (operator moves, drains and recoveries may).
+* An app an operator moved (``AppRecord.moved_by_operator``) is not balanced away
+  within OPERATOR_HOLD_SLOTS of that move: the operator chose the node, and a plan
+  taking the app on at once would undo the command (drains and recoveries still move
+  it; ``pin_node`` in its policy keeps it there for good).
 * An app moves at most once per plan, and at most once every max(min_interval_slots,
   min_move_interval) slots (``policy.is_move_allowed``), which covers transfers in
   flight (tens of seconds, paper Table 3).
@@ -88,6 +92,9 @@ MIN_MOVABLE_SCORE = 20
 
 RETURN_GUARD_SLOTS = 64
 """Balancing does not send an app back to its previous node for this many slots."""
+
+OPERATOR_HOLD_SLOTS = 64
+"""Balancing leaves an app where an operator's MOVE put it for this many slots."""
 
 MOVE_COST_BASE_BYTES = 16 * MIB
 """A move's cost is this plus the app's state bytes: what restarting and sending a
@@ -188,13 +195,23 @@ def _apply(state: PlanState, move: Move, entries: list[PlanEntry], ranking: _Ran
 
 def _is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: int) -> bool:
     """Whether balancing may move the app at all (not yet in this plan, no operator move
-    pending, policy and minimum interval allow it, worth a transfer)."""
+    pending or just carried out, policy and minimum interval allow it, worth a
+    transfer)."""
     record = state.records[app]
     return (
         app not in state.planned
         and record.move_to is None
+        and not _is_held_by_operator(record, slot)
         and state.app_score[app] >= MIN_MOVABLE_SCORE
         and is_move_allowed(record, slot, min_move_interval)
+    )
+
+
+def _is_held_by_operator(record: AppRecord, slot: Slot) -> bool:
+    return (
+        record.moved_by_operator
+        and record.last_move_slot is not None
+        and slot - record.last_move_slot < OPERATOR_HOLD_SLOTS
     )
 
 

@@ -67,6 +67,9 @@ class AppRecord:
     previous_node: NodeId | None = None
     """The origin of the app's last MIGRATE or RECOVER (None after a PLACE): the planner
     does not balance an app straight back there (``orchestrator/balancing.py``)."""
+    moved_by_operator: bool = False
+    """Whether the app's last placement carried out an operator's MOVE (it landed on its
+    ``move_to``): balancing leaves it there for a while (``balancing.OPERATOR_HOLD_SLOTS``)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def apply_block_to_registry(
        takes a queued app to its destination, MIGRATE and RECOVER move a placed app from
        its origin; all three set the app's ``last_move_slot`` to ``slot`` and its
        ``previous_node`` to the origin (None for PLACE), a move to the
-       app's ``move_to`` clears it, and one onto its replica node clears
+       app's ``move_to`` clears it and sets ``moved_by_operator`` (any other move
+       clears that), and one onto its replica node clears
        ``replica_node`` (the replica is used up there). REPLICA names the app's replica
        node. An entry that does not fit the registry (unknown app, PLACE of a placed
        app, a move or REPLICA from the wrong origin, an app twice) is a
@@ -219,6 +223,7 @@ def _apply_plan(
             move_to=move_to,
             replica_node=replica,
             previous_node=None if entry.action is PlanAction.PLACE else record.node,
+            moved_by_operator=record.move_to is not None and record.move_to == entry.destination,
         )
     return [app for app in registry.queue if app not in placed]
 
