@@ -52,6 +52,10 @@ def app_specs(draw: st.DrawFn) -> AppSpec:
         ram_bp=draw(st.integers(0, 10_000)),
         stateful=draw(st.booleans()),
         policy=draw(app_policies()),
+        cpu_limit_millicores=draw(st.one_of(st.just(0), st.integers(10, 1_024_000))),
+        memory_limit_bytes=draw(st.one_of(st.just(0), st.integers(6 * 2**20, 2**48))),
+        state_limit_bytes=draw(st.one_of(st.just(0), st.integers(2**20, 2**40))),
+        run_as_root=runtime is RuntimeKind.CONTAINER and draw(st.booleans()),
     )
 
 
@@ -87,6 +91,10 @@ _SPEC_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "cpu_bp": st.one_of(st.integers(-5, 20_000), json_values(1)),
     "ram_bp": st.one_of(st.integers(-5, 20_000), json_values(1)),
     "stateful": st.one_of(st.booleans(), json_values(1)),
+    "cpu_limit_millicores": st.one_of(st.integers(-5, 2_000_000), json_values(1)),
+    "memory_limit_bytes": st.one_of(st.integers(-5, 2**65), json_values(1)),
+    "state_limit_bytes": st.one_of(st.integers(-5, 2**65), json_values(1)),
+    "run_as_root": st.one_of(st.booleans(), json_values(1)),
 }
 _POLICY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "pinned": st.one_of(st.booleans(), json_values(1)),

@@ -53,9 +53,15 @@ def test_a_full_spec() -> None:
             "min_interval_slots": 2**32 - 1,
         },
         "replica_interval_slots": 5,
+        "cpu_limit_millicores": 1_500,
+        "memory_limit_bytes": 2**30,
+        "state_limit_bytes": 2**40,
+        "run_as_root": True,
     }
     spec = parse_app_spec(data)
     assert spec.replica_interval_slots == 5
+    assert (spec.cpu_limit_millicores, spec.memory_limit_bytes) == (1_500, 2**30)
+    assert (spec.state_limit_bytes, spec.run_as_root) == (2**40, True)
     assert spec.policy == AppPolicy(True, bytes.fromhex("ab" * 32), ("eu", "gpu"), "db", 2**32 - 1)
     assert app_spec_to_json(spec) == data
 
@@ -100,6 +106,16 @@ def test_a_full_spec() -> None:
         ({**good(), "ram_bp": "5"}, "ram_bp"),
         ({**good(), "stateful": 1}, "stateful"),
         ({**good(), "policy": {"min_interval_slots": 2**32}}, "policy.min_interval_slots"),
+        # Resource limits (format 5): 0 or within the engines' range; root only in a container.
+        ({**good(), "cpu_limit_millicores": 5}, "cpu_limit_millicores"),
+        ({**good(), "cpu_limit_millicores": 1_024_001}, "cpu_limit_millicores"),
+        ({**good(), "cpu_limit_millicores": 0.5}, "cpu_limit_millicores"),
+        ({**good(), "memory_limit_bytes": 4 * 2**20}, "memory_limit_bytes"),
+        ({**good(), "memory_limit_bytes": -1}, "memory_limit_bytes"),
+        ({**good(), "memory_limit_bytes": "64Mi"}, "memory_limit_bytes"),
+        ({**good(), "state_limit_bytes": 2**40 + 1}, "state_limit_bytes"),
+        ({**good(), "run_as_root": True}, "run_as_root"),
+        ({**good(), "run_as_root": 1}, "run_as_root"),
         ({**good(), "policy": {"pinned": "yes"}}, "policy.pinned"),
         ({**good(), "policy": {"pin_node": "zz"}}, "policy.pin_node"),
         ({**good(), "policy": {"pin_node": "ab" * 31}}, "policy.pin_node"),

@@ -212,9 +212,21 @@ def block_vectors() -> dict[str, object]:
         policy=AppPolicy(allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3),
         replica_interval_slots=5,
     )
+    # Format 5: a container spec with every resource limit and the root opt-in set.
+    limited = AppSpec(
+        "cache",
+        RuntimeKind.CONTAINER,
+        image="localhost/edgechain-apps:latest",
+        stateful=True,
+        cpu_limit_millicores=500,
+        memory_limit_bytes=64 * 1024 * 1024,
+        state_limit_bytes=2**30,
+        run_as_root=True,
+    )
     operator = make_identity(60)
     chain_id = genesis.params.chain_id
     submit = make_command(operator.sk, chain_id, 7, CommandKind.SUBMIT, spec=spec)
+    submit_limited = make_command(operator.sk, chain_id, 11, CommandKind.SUBMIT, spec=limited)
     app = compute_submitted_app_id(operator.pk, 7)
     move = make_command(operator.sk, chain_id, 8, CommandKind.MOVE, app=app, node=idents[2].node)
     grant = make_command(
@@ -251,7 +263,7 @@ def block_vectors() -> dict[str, object]:
         ),
         inclusions=(make_joining_request(newcomer, genesis.params, 50),),
         exits=(make_exit_request(idents[4].sk, Slot(1)),),
-        commands=(submit, move, grant, drain),
+        commands=(submit, move, grant, drain, submit_limited),
     )
     skip = build_skip_block(
         parent=compute_block_hash(block),
@@ -278,9 +290,13 @@ def block_vectors() -> dict[str, object]:
                 "encoding": encode_command(c).hex(),
                 "signing_root": compute_command_signing_root(chain_id, c).hex(),
                 "command_hash": compute_command_hash(c).hex(),
-                "app_id": app.hex() if c.kind is CommandKind.SUBMIT else None,
+                "app_id": (
+                    compute_submitted_app_id(c.signer, c.seq).hex()
+                    if c.kind is CommandKind.SUBMIT
+                    else None
+                ),
             }
-            for c in (submit, move, grant, drain)
+            for c in (submit, move, grant, drain, submit_limited)
         ],
     }
 

@@ -15,7 +15,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgechain.chain.encoding import Limits, get_spec_encoding_error
-from edgechain.chain.model import BASIS_POINTS, AppPolicy, AppSpec, RuntimeKind
+from edgechain.chain.model import (
+    BASIS_POINTS,
+    MAX_CPU_LIMIT_MILLICORES,
+    MAX_MEMORY_LIMIT_BYTES,
+    MAX_STATE_LIMIT_BYTES,
+    AppPolicy,
+    AppSpec,
+    RuntimeKind,
+)
+from edgechain.chain.validation import get_spec_limits_error
 from edgechain.types import HASH_SIZE
 
 U32_MAX = 2**32 - 1
@@ -31,6 +40,10 @@ SPEC_KEYS = frozenset(
         "stateful",
         "policy",
         "replica_interval_slots",
+        "cpu_limit_millicores",
+        "memory_limit_bytes",
+        "state_limit_bytes",
+        "run_as_root",
     }
 )
 POLICY_KEYS = frozenset(
@@ -180,7 +193,8 @@ def parse_app_spec(data: object, prefix: str = "") -> AppSpec:
 
     Checks the shape, the wire's limits and what ``validate_app_spec`` would refuse
     (empty name, a process without a command, a container without an image, resource
-    hints outside [0, 10000]), so that a refused spec names its field.
+    hints outside [0, 10000], resource limits out of range, a process running as root),
+    so that a refused spec names its field.
     """
     obj = get_object(data, prefix or "spec")
     check_keys(obj, SPEC_KEYS, prefix)
@@ -225,11 +239,30 @@ def parse_app_spec(data: object, prefix: str = "") -> AppSpec:
             low=0,
             high=U32_MAX,
         ),
+        cpu_limit_millicores=get_int(
+            obj.get("cpu_limit_millicores", 0),
+            _join(prefix, "cpu_limit_millicores"),
+            low=0,
+            high=MAX_CPU_LIMIT_MILLICORES,
+        ),
+        memory_limit_bytes=get_int(
+            obj.get("memory_limit_bytes", 0),
+            _join(prefix, "memory_limit_bytes"),
+            low=0,
+            high=MAX_MEMORY_LIMIT_BYTES,
+        ),
+        state_limit_bytes=get_int(
+            obj.get("state_limit_bytes", 0),
+            _join(prefix, "state_limit_bytes"),
+            low=0,
+            high=MAX_STATE_LIMIT_BYTES,
+        ),
+        run_as_root=get_bool(obj.get("run_as_root", False), _join(prefix, "run_as_root")),
     )
     if spec.replica_interval_slots and not spec.stateful:
         raise SchemaError(_join(prefix, "replica_interval_slots"), "replicas need a stateful app")
-    # The chain's own check of the same limits, in case the two ever drift apart.
-    problem = get_spec_encoding_error(spec)
+    # The chain's own checks of the same limits, in case the two ever drift apart.
+    problem = get_spec_encoding_error(spec) or get_spec_limits_error(spec)
     if problem is not None:
         field, _, message = problem.partition(": ")
         raise SchemaError(_join(prefix, field), message)
@@ -258,6 +291,10 @@ def app_spec_to_json(spec: AppSpec) -> dict[str, Any]:
         "stateful": spec.stateful,
         "policy": app_policy_to_json(spec.policy),
         "replica_interval_slots": spec.replica_interval_slots,
+        "cpu_limit_millicores": spec.cpu_limit_millicores,
+        "memory_limit_bytes": spec.memory_limit_bytes,
+        "state_limit_bytes": spec.state_limit_bytes,
+        "run_as_root": spec.run_as_root,
     }
 
 

@@ -12,10 +12,10 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v4" || tag ||
-header)`` (``FORMAT_VERSION`` 4: reports carry CPU pressure and each app's state
-size, for the planner's saturation rule and transfer costs), so the signatures that
-attest to a block are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v5" || tag ||
+header)`` with the tag ``v5`` (``FORMAT_VERSION`` 5: app specs carry resource
+limits and the root opt-in), so the signatures that attest to a block are not part of
+its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -60,12 +60,14 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
 ``replica_interval_slots``, params carry ``down_after_slots``, commands DRAIN_NODE and
-UNDRAIN_NODE."""
+UNDRAIN_NODE. 4: reports carry ``pressure_bp``, app usages ``state_bytes``. 5: specs
+end with ``cpu_limit_millicores``, ``memory_limit_bytes``, ``state_limit_bytes`` and
+``run_as_root``."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -274,6 +276,10 @@ def write_app_spec(w: Writer, s: AppSpec) -> None:
     w.boolean(s.stateful)
     write_app_policy(w, s.policy)
     w.u32(s.replica_interval_slots)
+    w.u32(s.cpu_limit_millicores)
+    w.u64(s.memory_limit_bytes)
+    w.u64(s.state_limit_bytes)
+    w.boolean(s.run_as_root)
 
 
 def read_app_spec(r: Reader) -> AppSpec:
@@ -284,7 +290,22 @@ def read_app_spec(r: Reader) -> AppSpec:
     cpu, ram = r.u32(), r.u32()
     stateful = r.boolean()
     policy = read_app_policy(r)
-    return AppSpec(name, runtime, image, command, cpu, ram, stateful, policy, r.u32())
+    replica_interval = r.u32()
+    return AppSpec(
+        name,
+        runtime,
+        image,
+        command,
+        cpu,
+        ram,
+        stateful,
+        policy,
+        replica_interval,
+        cpu_limit_millicores=r.u32(),
+        memory_limit_bytes=r.u64(),
+        state_limit_bytes=r.u64(),
+        run_as_root=r.boolean(),
+    )
 
 
 def encode_app_spec(s: AppSpec) -> bytes:
@@ -338,9 +359,16 @@ def get_spec_encoding_error(spec: AppSpec) -> str | None:
         ("ram_bp", spec.ram_bp),
         ("policy.min_interval_slots", spec.policy.min_interval_slots),
         ("replica_interval_slots", spec.replica_interval_slots),
+        ("cpu_limit_millicores", spec.cpu_limit_millicores),
     ):
         if not 0 <= value < 2**32:
             return f"{field_name}: {value} outside [0, 2^32)"
+    for field_name, value in (
+        ("memory_limit_bytes", spec.memory_limit_bytes),
+        ("state_limit_bytes", spec.state_limit_bytes),
+    ):
+        if not 0 <= value < 2**64:
+            return f"{field_name}: {value} outside [0, 2^64)"
     return None
 
 

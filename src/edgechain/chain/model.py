@@ -25,6 +25,27 @@ BASIS_POINTS = 10_000
 """100.00 %: resource shares are integers in [0, BASIS_POINTS]."""
 
 
+MIN_MEMORY_LIMIT_BYTES = 6 * 1024 * 1024
+"""The smallest memory limit a spec may set: Docker refuses less than 6 MiB (and a
+container needs a few MiB to start at all), so a smaller one could never run anywhere."""
+
+MIN_CPU_LIMIT_MILLICORES = 10
+"""The smallest CPU limit a spec may set: engines refuse fewer than 0.01 cores."""
+
+MAX_CPU_LIMIT_MILLICORES = 1_024_000
+"""1024 cores: far beyond any edge device, well within the encoding's u32."""
+
+MAX_MEMORY_LIMIT_BYTES = 2**48
+"""256 TiB: a sanity bound, not a device size."""
+
+MIN_STATE_LIMIT_BYTES = 1024 * 1024
+"""The smallest state limit: a file system of its own (``runtime/state_quota.py``)
+cannot be made smaller."""
+
+MAX_STATE_LIMIT_BYTES = 2**40
+"""1 TiB of state: more could not migrate within any slot budget anyway."""
+
+
 class RuntimeKind(enum.IntEnum):
     """How an application runs on a node (``runtime/``)."""
 
@@ -73,6 +94,22 @@ class AppSpec:
     """A stateful app's opt-in to state replicas: every this many slots its node streams
     a snapshot of its state to the replica node the plan names (0: no replicas). A
     re-placed app restarts from its latest replica (DESIGN.md, "Exactly once")."""
+    # Resource limits (block format 5). Keyword-only, so the positional fields above keep
+    # their meaning in every existing call. 0 / False: no limit, the engine's defaults.
+    cpu_limit_millicores: int = field(default=0, kw_only=True)
+    """Hard CPU cap, in thousandths of a core (1000 = one core): the container engine
+    enforces it (CFS quota). A process-runtime app may carry it, but nothing enforces it
+    there."""
+    memory_limit_bytes: int = field(default=0, kw_only=True)
+    """Hard memory cap in bytes, swap included (the engine OOM-kills beyond it); if set,
+    at least ``MIN_MEMORY_LIMIT_BYTES``. Not enforced on the process runtime."""
+    state_limit_bytes: int = field(default=0, kw_only=True)
+    """How large the app's state directory may grow, in bytes (``runtime/state_quota.py``
+    says what enforces it)."""
+    run_as_root: bool = field(default=False, kw_only=True)
+    """The container runs as root inside (uid 0), only on nodes whose operator allowed
+    it; otherwise containers run as the node's unprivileged app user. Refused for the
+    process runtime: apps never run as root there."""
 
 
 class CommandKind(enum.IntEnum):

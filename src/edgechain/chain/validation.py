@@ -39,6 +39,12 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import (
     BASIS_POINTS,
+    MAX_CPU_LIMIT_MILLICORES,
+    MAX_MEMORY_LIMIT_BYTES,
+    MAX_STATE_LIMIT_BYTES,
+    MIN_CPU_LIMIT_MILLICORES,
+    MIN_MEMORY_LIMIT_BYTES,
+    MIN_STATE_LIMIT_BYTES,
     AppSpec,
     Block,
     ChainParams,
@@ -256,6 +262,48 @@ def validate_app_spec(spec: AppSpec) -> None:
         raise ValidationError(Reason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
     if spec.replica_interval_slots and not spec.stateful:
         raise ValidationError(Reason.BAD_SUBMISSION, "replicas of an app without state")
+    error = get_spec_limits_error(spec)
+    if error is not None:
+        raise ValidationError(Reason.BAD_SUBMISSION, error)
+
+
+def _get_range_error(name: str, value: int, low: int, high: int) -> str | None:
+    """Why a limit is out of range (0 is always allowed: no limit), or None."""
+    if value == 0 or low <= value <= high:
+        return None
+    return f"{name}: {value} outside [{low}, {high}] (0: no limit)"
+
+
+def get_spec_limits_error(spec: AppSpec) -> str | None:
+    """Why the spec's resource limits or root opt-in are refused (``"field: why"``), or
+    None. Shared with the API's schema so a refused field is named before signing.
+
+    The minima are what engines refuse (a limit no node could start would queue the app
+    forever); the maxima are sanity bounds well inside the encoding's widths.
+    """
+    for name, value, low, high in (
+        (
+            "cpu_limit_millicores",
+            spec.cpu_limit_millicores,
+            MIN_CPU_LIMIT_MILLICORES,
+            MAX_CPU_LIMIT_MILLICORES,
+        ),
+        (
+            "memory_limit_bytes",
+            spec.memory_limit_bytes,
+            MIN_MEMORY_LIMIT_BYTES,
+            MAX_MEMORY_LIMIT_BYTES,
+        ),
+        ("state_limit_bytes", spec.state_limit_bytes, MIN_STATE_LIMIT_BYTES, MAX_STATE_LIMIT_BYTES),
+    ):
+        error = _get_range_error(name, value, low, high)
+        if error is not None:
+            return error
+    if spec.run_as_root and spec.runtime is not RuntimeKind.CONTAINER:
+        # DESIGN.md: apps never run as root; only a container's own root (an operator's
+        # explicit opt-in per node) is allowed.
+        return "run_as_root: only a container app may run as root"
+    return None
 
 
 def validate_commands(

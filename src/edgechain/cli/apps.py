@@ -59,6 +59,33 @@ def format_apps(apps: list[dict[str, Any]]) -> str:
     return format_table(headers, rows) + f"\n{len(apps)} apps"
 
 
+def format_bytes(value: int) -> str:
+    """``64 MiB`` for whole binary units, else the exact byte count."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} bytes"
+
+
+def get_limit_fields(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The spec's resource limits and root opt-in, as people write them; only those set
+    (0 and false mean no limit)."""
+    pairs: list[tuple[str, Any]] = []
+    cpu = spec.get("cpu_limit_millicores")
+    if isinstance(cpu, int) and cpu > 0:
+        pairs.append(("spec.cpu_limit", f"{cpu / 1000:g} cores ({cpu}m)"))
+    for key, label in (
+        ("memory_limit_bytes", "memory_limit"),
+        ("state_limit_bytes", "state_limit"),
+    ):
+        value = spec.get(key)
+        if isinstance(value, int) and value > 0:
+            pairs.append((f"spec.{label}", format_bytes(value)))
+    if spec.get("run_as_root") is True:
+        pairs.append(("spec.run_as_root", "yes (only on nodes whose operator allows it)"))
+    return pairs
+
+
 def format_app(view: dict[str, Any]) -> str:
     pairs: list[tuple[str, Any]] = [
         ("app", view.get("app_id")),
@@ -83,6 +110,7 @@ def format_app(view: dict[str, Any]) -> str:
             if name == "command" and isinstance(value, list):
                 value = shlex.join(str(v) for v in value)
             pairs.append((f"spec.{name}", value))
+        pairs += get_limit_fields(spec)
         policy = spec.get("policy")
         if isinstance(policy, dict):
             # Only what differs from the defaults (no pin, no labels, no interval).
