@@ -65,6 +65,7 @@ from edgechain.node_logging import configure_logging
 from edgechain.node_priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.node_queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node_vdf import VdfRunner
+from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.runtime.pressure import read_cpu_pressure_bp
@@ -159,6 +160,9 @@ class Node(NodeQueries):
             self.sk,
             app_user=self.config.app_user,
             cpu_capacity=self.config.cpu_capacity,
+            container_engine=self.config.container_engine,
+            container_network=self.config.container_network,
+            allow_root_containers=self.config.allow_root_containers,
         )
         self._transfer_port = await self.apps.start(self.transport.host)
         # Before any app can start: from here on, apps run only under a live lease.
@@ -191,9 +195,17 @@ class Node(NodeQueries):
         await asyncio.to_thread(self.watchdog.stop)
 
     def _get_labels(self) -> tuple[str, ...]:
-        if self._transfer_port is None:
-            return self.config.labels
-        return (*self.config.labels, get_transfer_label(self._transfer_port))
+        """The inclusion request's labels: the configured ones, the transfer port, and
+        the container engine when there is one (the planner places container apps on
+        such nodes only)."""
+        labels = list(self.config.labels)
+        if self._transfer_port is not None:
+            labels.append(get_transfer_label(self._transfer_port))
+        if self.config.container_engine is not None:
+            labels.append(CONTAINER_ENGINE_LABEL)
+            if self.config.allow_root_containers:
+                labels.append(ROOT_CONTAINERS_LABEL)
+        return tuple(labels)
 
     def _replay_store(self) -> None:
         """Restart: re-validate and re-apply every stored block (parents first)."""

@@ -48,7 +48,16 @@ class NodeConfig:
     """A keystore file with an operator key: the node signs SUBMIT commands with it for
     local callers who present its API token (``POST /apps``)."""
     app_user: str = "nobody"
-    """``USER[:GROUP]`` that process apps run as when the node is root (never root)."""
+    """``USER[:GROUP]`` that apps run as when the node is root (never root)."""
+    container_engine: str | None = None
+    """The Engine API URL of the node's Docker or Podman (``--container-engine``): the
+    node then runs container apps and declares it in its inclusion labels
+    (``orchestrator.policy.CONTAINER_ENGINE_LABEL``). None: process apps only."""
+    allow_root_containers: bool = False
+    """Container apps whose spec asks for it may run as root inside their container
+    (``--allow-root-containers``; declared by ``policy.ROOT_CONTAINERS_LABEL``)."""
+    container_network: str = "none"
+    """Network mode of the node's containers (``--container-network``)."""
     cpu_capacity: float | None = None
     """Cores this node offers its apps (``--cpu-capacity``): every CPU share it reports is
     of this many cores, its total is the sum of its apps' (its own process left out),

@@ -141,6 +141,12 @@ class NodeQueries:
                 bls.sk_to_pk(self.operator_sk).hex() if self.operator_sk is not None else None
             ),
             "apps": self.apps.get_status_apps() if self.apps is not None else [],
+            # The runtimes this node runs apps with (container: --container-engine).
+            "runtimes": sorted(
+                kind.name.lower()
+                for kind in (self.apps.runtime.kinds if self.apps is not None else ())
+            ),
+            "container_engine": self.config.container_engine,
             "status": self._get_liveness(state, params),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
         }

@@ -21,15 +21,17 @@ SLOT_S = 1.0
 class LiveTestnet:
     """A running ``edgechain testnet`` and the CLI pointed at it."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.run_dir = run_dir
+        self.extra_args = extra_args
+        """More ``edgechain testnet`` flags (``--containers 3``)."""
         self.client = run_dir / "client.toml"
         self.launcher: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
                 "--committee", "2", "--slot-duration", f"{SLOT_S:g}", "--join-interval", "0.3",
-                "--run-dir", str(self.run_dir)]  # fmt: skip
+                "--run-dir", str(self.run_dir), *self.extra_args]  # fmt: skip
         self.launcher = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -27,3 +27,20 @@ def test_nodes_show_their_reported_pressure() -> None:
     assert "PRESSURE" in header
     assert "100.0%" in first and "26.0%" in first
     assert second.count("-") >= 3
+
+
+def test_nodes_show_the_runtimes_they_declared() -> None:
+    nodes = [
+        {"node_id": "ab" * 32, "labels": ["edgechain.transfer=1", "eu"]},
+        {"node_id": "cd" * 32, "labels": ["edgechain.runtime=container"]},
+        {"node_id": "ef" * 32, "labels": [
+            "edgechain.runtime=container", "edgechain.runtime=container-root"]},
+    ]  # fmt: skip
+    header, *rows = format_nodes(nodes).splitlines()[:4]
+    assert "RUNTIMES" in header
+    assert [row.split()[2] for row in rows] == [
+        "process",
+        "process,container",
+        "process,container+root",
+    ]
+    assert rows[0].split()[3] == "eu"

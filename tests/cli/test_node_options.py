@@ -16,6 +16,7 @@ from edgechain.cli.node import (
     NodeOptionError,
     check_node_options,
     get_cpu_capacity,
+    get_labels,
     resolve_node_options,
 )
 
@@ -106,3 +107,34 @@ def test_a_missing_app_user_stops_the_node_with_a_message(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "app user 'no-such-user-here' does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _genesis_options(*flags: str) -> dict[str, object]:
+    args = build_parser().parse_args(["node", "--genesis", "--open-admission", *flags])
+    return resolve_node_options(args, {})
+
+
+def test_labels_of_the_node_itself_cannot_be_set_by_hand() -> None:
+    assert get_labels(_genesis_options("--labels", "region=eu, gpu")) == ("region=eu", "gpu")
+    for label in ("edgechain.runtime=container", "edgechain.transfer=1"):
+        with pytest.raises(NodeOptionError, match="set by the node itself"):
+            check_node_options(_genesis_options("--labels", f"eu,{label}"))
+
+
+def test_container_engine_options_are_checked() -> None:
+    check_node_options(_genesis_options("--container-engine", "unix:///run/podman.sock"))
+    with pytest.raises(NodeOptionError, match="expected the Engine API URL"):
+        check_node_options(_genesis_options("--container-engine", "/run/podman.sock"))
+    with pytest.raises(NodeOptionError, match="needs --container-engine"):
+        check_node_options(_genesis_options("--allow-root-containers"))
+
+
+def test_an_engine_that_does_not_answer_stops_the_node(tmp_path: Path) -> None:
+    """A node that would declare container apps on chain without an engine to run them
+    does not start; it says which engine did not answer."""
+    argv = [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--open-admission",
+            "--data-dir", str(tmp_path / "data"),
+            "--container-engine", f"unix://{tmp_path / 'missing.sock'}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert "missing.sock does not answer" in done.stderr, done.stderr

@@ -4,6 +4,7 @@ and the post-run election of producers."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -59,6 +60,7 @@ from edgechain.lab.testnet import (
     LaunchError,
     Progress,
     add_testnet_arguments,
+    config_from_args,
     format_progress,
 )
 from edgechain.testing import build_skip_block, make_genesis
@@ -433,3 +435,27 @@ def test_default_run_dir_is_reachable_for_the_app_user(
     run_dir = default_run_dir()
     assert run_dir.is_absolute() and is_open_to_others(run_dir.parent)
     shutil.rmtree(run_dir.parent)
+
+
+def test_nodes_with_a_container_engine_get_its_url() -> None:
+    options = make_config().get_node_options()
+    url = "unix:///tmp/x/podman.sock"
+    spec = dataclasses.replace(make_spec(2), container_engine=url)
+    argv = build_node_argv(spec, options, admin_key=PK, bootstrap=None)
+    assert argv[argv.index("--container-engine") + 1] == url
+    assert "--container-engine" not in build_node_argv(
+        make_spec(3), options, admin_key=PK, bootstrap=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [([], 0), (["--containers"], 5), (["--containers", "2"], 2)]
+)
+def test_testnet_containers_flag(argv: list[str], expected: int) -> None:
+    config = config_from_args(build_parser().parse_args(["--nodes", "5", *argv]))
+    assert config.containers == expected
+
+
+def test_more_container_nodes_than_nodes_is_refused() -> None:
+    with pytest.raises(LaunchError, match=r"--containers must be 0\.\.5"):
+        make_config(containers=6).check()

@@ -73,7 +73,7 @@ from edgechain.orchestrator.balancing import (
     is_gain_enough,
 )
 from edgechain.orchestrator.plan_state import MIB, MigrationBudget, compute_migration_budget
-from edgechain.orchestrator.policy import has_allowed_label
+from edgechain.orchestrator.policy import is_replica_node_allowed
 from edgechain.orchestrator.registry import put_record
 from edgechain.orchestrator.replicas import MAX_REPLICA_ENTRIES
 from edgechain.types import AppId, NodeId, Slot
@@ -438,7 +438,7 @@ class PlanCheck:
 
     def may_enter(self, record: AppRecord, node: NodeId, leaving: AppRecord | None = None) -> bool:
         """Available, pin and labels, anti-affinity (``leaving`` counted as gone)."""
-        if node not in self.available or not is_node_allowed(record.spec.policy, self.infos[node]):
+        if node not in self.available or not is_node_allowed(record.spec, self.infos[node]):
             return False
         group = record.spec.policy.anti_affinity
         if not group:
@@ -627,7 +627,7 @@ class PlanCheck:
         candidates = [
             (self.load[n], n)
             for n in self.available
-            if n != node and has_allowed_label(record.spec.policy, self.infos[n])
+            if n != node and is_replica_node_allowed(record.spec, self.infos[n])
         ]
         assert candidates, "a replica node the app's labels allow"
         assert (self.load[entry.destination], entry.destination) == min(candidates), (
@@ -638,7 +638,7 @@ class PlanCheck:
             old is None
             or old == node
             or old not in self.available
-            or not has_allowed_label(record.spec.policy, self.infos[old])
+            or not is_replica_node_allowed(record.spec, self.infos[old])
         ), "a valid replica node is kept"
 
     def check_moved(self, entry: PlanEntry, record: AppRecord) -> NodeId:
@@ -802,7 +802,7 @@ def test_property_apps_left_queued_have_no_possible_node(case: Case) -> None:
     for record in stranded:
         group = record.spec.policy.anti_affinity
         for node in available:
-            assert not is_node_allowed(record.spec.policy, infos[node]) or (
+            assert not is_node_allowed(record.spec, infos[node]) or (
                 group and groups.get(node, Counter())[group] > 0
             ), "an app was left out although a node could take it"
 

@@ -87,7 +87,7 @@ def test_a_reorg_that_reverts_a_place(nodes: tuple[Node, Node]) -> None:
         node.chain.append((on_me,), (_place(app, me.id),))
         node.reconcile()
     [pid_a] = _pids(tag)
-    assert me.apps.runtime.get_pid(app) == pid_a
+    assert me.apps.runtime.process.get_pid(app) == pid_a
     # Branch B (heavier, say) placed it on THEM instead. THEM switches first.
     on_them = AppRecord(app, spec, node=them.id, last_move_slot=Slot(2))
     them.switch_to(genesis, (on_them,), (_place(app, them.id),))
@@ -101,7 +101,7 @@ def test_a_reorg_that_reverts_a_place(nodes: tuple[Node, Node]) -> None:
     them.reconcile()
     wait_until(lambda: len(_pids(tag)) == 1)
     [pid_b] = _pids(tag)
-    assert them.apps.runtime.get_pid(app) == pid_b
+    assert them.apps.runtime.process.get_pid(app) == pid_b
     me.reconcile()
     them.reconcile()
     assert _pids(tag) == {pid_b}, "exactly once, where branch B places it"
@@ -137,7 +137,7 @@ def test_a_reorg_that_reverts_a_completed_migrate(nodes: tuple[Node, Node]) -> N
         node.reconcile()
     wait_until(lambda: len(_pids(tag)) == 1)
     [pid_a] = _pids(tag)
-    assert them.apps.runtime.get_pid(app) == pid_a
+    assert them.apps.runtime.process.get_pid(app) == pid_a
     wait_count_above(them.apps.runtime.get_state_dir(app), handed_over + 2)
     # Branch B has no MIGRATE: the app is ME's again (its PLACE of block 1). ME, which
     # must start it, switches first.
@@ -151,7 +151,7 @@ def test_a_reorg_that_reverts_a_completed_migrate(nodes: tuple[Node, Node]) -> N
     me.reconcile()
     wait_until(lambda: len(_pids(tag)) == 1)
     [pid_b] = _pids(tag)
-    assert me.apps.runtime.get_pid(app) == pid_b
+    assert me.apps.runtime.process.get_pid(app) == pid_b
     # It continues from the state ME handed over, not from nothing (the few steps THEM
     # ran on branch A are lost with branch A).
     wait_count_above(me.apps.runtime.get_state_dir(app), handed_over)

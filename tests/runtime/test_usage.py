@@ -88,7 +88,8 @@ def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
     app = get_app(spec)
     try:
         manager.runtime.start(app, spec)
-        pid = manager.runtime._apps[app].proc.pid  # type: ignore[union-attr]
+        pid = manager.runtime.process.get_pid(app)
+        assert pid is not None
         asyncio.run(manager._measure())  # the baseline
         # No figure yet: the app is left out of the report, not listed at 0 CPU.
         assert not manager.app_usage

@@ -27,8 +27,12 @@ HOST_FAULT = SimConfig(
 """Seed 8: the busiest host is not elected producer while it is away, so the chain
 recovers its apps by liveness (RECOVER after K silent slots), not by exclusion."""
 REORG = SimConfig(
-    nodes=12, committee=3, slots=31, seed=2, preset_genesis=True, apps=12, faults="reorg-apps"
+    nodes=12, committee=3, slots=31, seed=7, preset_genesis=True, apps=12, faults="reorg-apps"
 )
+"""The seed is one whose losing branch held a PLACE and a completed MIGRATE that its
+nodes acted on (the test asserts it did). Block hashes pick the producers, so a new block
+format changes every run: format 5 needed 7 (1-12 all had no violation; only 7 and 8
+exercised both reverted actions)."""
 
 
 def _run(config: SimConfig) -> tuple[Simulation, SimResult, dict[str, Any]]:

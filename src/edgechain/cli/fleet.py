@@ -14,6 +14,7 @@ from edgechain.cli.common import (
     short,
 )
 from edgechain.cli.context import Context, parse_hex
+from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 
 DEFAULT_BLOCKS = 20
 NODE_ID_SIZE = 32
@@ -55,6 +56,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
         (
             short(n.get("node_id")),
             n.get("address"),
+            _get_runtimes(n.get("labels") or []),
             ",".join(
                 str(label)
                 for label in n.get("labels") or []
@@ -72,10 +74,18 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
         for n in sorted(nodes, key=lambda n: str(n.get("node_id")))
     ]
     headers = (
-        "NODE", "ADDRESS", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "PRESSURE", "REPORTED",
-        "APPS",
+        "NODE", "ADDRESS", "RUNTIMES", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "PRESSURE",
+        "REPORTED", "APPS",
     )  # fmt: skip
     return format_table(headers, rows) + f"\n{len(nodes)} validators"
+
+
+def _get_runtimes(labels: list[Any]) -> str:
+    """What the node runs, from the labels it declared (``orchestrator/policy.py``)."""
+    if CONTAINER_ENGINE_LABEL not in labels:
+        return "process"
+    root = "+root" if ROOT_CONTAINERS_LABEL in labels else ""
+    return f"process,container{root}"
 
 
 def _percent(basis_points: Any) -> str:

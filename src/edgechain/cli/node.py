@@ -72,8 +72,8 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "app_user": NodeOption(
         str,
         "nobody",
-        "when the node runs as root, process apps run as this unprivileged USER[:GROUP] "
-        "(never root)",
+        "when the node runs as root, apps (processes and containers) run as this "
+        "unprivileged USER[:GROUP] (never root)",
         "USER",
     ),
     "genesis": NodeOption(
@@ -93,6 +93,23 @@ NODE_OPTIONS: dict[str, NodeOption] = {
         "left out) (default: shares of the whole host, host-wide total)",
         "CORES",
     ),
+    "container_engine": NodeOption(
+        str,
+        None,
+        "the Docker Engine API of this node's Docker or Podman (unix:///PATH): the node "
+        "then runs container apps too and says so on chain (default: process apps only)",
+        "URL",
+    ),
+    "allow_root_containers": NodeOption(
+        bool,
+        False,
+        "container apps whose spec says run_as_root may run as root inside their "
+        "container here (declared on chain; default: every container runs as --app-user)",
+        None,
+    ),
+    "container_network": NodeOption(
+        str, "none", "network mode of this node's containers (none, host, bridge, a name)", "MODE"
+    ),
     "ready_file": NodeOption(
         str, None, "write a JSON file with the node id and bound ports once listening", "FILE"
     ),
@@ -100,6 +117,7 @@ NODE_OPTIONS: dict[str, NodeOption] = {
 }
 
 TRUE_WORDS = ("1", "true", "yes", "on")
+RESERVED_LABEL_PREFIX = "edgechain."
 
 
 class NodeOptionError(Exception):
@@ -150,6 +168,29 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             "--bootstrap HOST:PORT and --bootstrap-key HEX"
         )
     get_cpu_capacity(values)
+    get_labels(values)
+    engine = values.get("container_engine")
+    if values.get("allow_root_containers") and engine is None:
+        raise NodeOptionError("--allow-root-containers needs --container-engine")
+    if engine is not None and not str(engine).startswith(("unix://", "tcp://", "http://")):
+        raise NodeOptionError(
+            f"--container-engine {engine!r}: expected the Engine API URL, such as "
+            "unix:///run/podman/podman.sock or unix:///var/run/docker.sock"
+        )
+
+
+def get_labels(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """``labels`` split at commas; the ``edgechain.`` ones are the node's own (its
+    transfer port, its runtimes) and may not be set by hand."""
+    labels = tuple(label.strip() for label in str(values.get("labels") or "").split(","))
+    labels = tuple(label for label in labels if label)
+    reserved = [label for label in labels if label.startswith(RESERVED_LABEL_PREFIX)]
+    if reserved:
+        raise NodeOptionError(
+            f"--labels {','.join(reserved)}: labels starting with {RESERVED_LABEL_PREFIX!r} "
+            "are set by the node itself (--container-engine declares container apps)"
+        )
+    return labels
 
 
 def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
@@ -211,8 +252,11 @@ def cmd_node(args: argparse.Namespace) -> int:
             committee=int(v["committee"]),
             slot_duration_ms=int(float(v["slot_duration"]) * 1000),
             vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
-            labels=tuple(label for label in str(v["labels"]).split(",") if label),
+            labels=get_labels(v),
             cpu_capacity=get_cpu_capacity(v),
+            container_engine=v["container_engine"] or None,
+            container_network=str(v["container_network"]),
+            allow_root_containers=bool(v["allow_root_containers"]),
             ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
         )
     except (NodeOptionError, OSError, ValueError) as exc:

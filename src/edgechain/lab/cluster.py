@@ -60,6 +60,8 @@ class NodeSpec:
     ports: NodePorts
     exec_prefix: tuple[str, ...] = ()
     """``ip netns exec ec-<i>`` with --netns."""
+    container_engine: str | None = None
+    """The node's ``--container-engine`` URL (``edgechain testnet --containers``)."""
 
     @property
     def name(self) -> str:
@@ -164,6 +166,8 @@ def build_node_argv(
         argv += ["--ticket", spec.ticket.hex()]
     if options.cpu_capacity is not None:
         argv += ["--cpu-capacity", f"{options.cpu_capacity:g}"]
+    if spec.container_engine is not None:
+        argv += ["--container-engine", spec.container_engine]
     if bootstrap is None:
         argv += [
             "--genesis",

@@ -34,7 +34,8 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
     source_changed          the edgechain sources changed during the run (an
                             editable install edited meanwhile: nodes may differ)
     nodes, committee, slot_duration, slots (slots past genesis when stopped),
-      cpu_capacity (every node's declared cores, default 1; null: shares of the whole host)
+      cpu_capacity (every node's declared cores, default 1; null: shares of the whole host),
+      containers (how many nodes, the first ones, have a container engine)
     genesis, genesis_after_s (launch to genesis), join_slot (head slot whose state
       first held all nodes), validators_at_end
     blocks, skip_blocks, skip_slots, missing_slots, skip_blocks_after_join
@@ -110,6 +111,7 @@ from edgechain.lab.cluster import (
     http_get_json,
     now_ms,
 )
+from edgechain.lab.containers import ContainerEngines
 from edgechain.lab.elections import load_producers
 from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan_netns
 from edgechain.lab.operator import OperatorSetup
@@ -189,6 +191,8 @@ class LaunchConfig:
     cpu_capacity: float | None = DEFAULT_CPU_CAPACITY
     """Every node's declared CPU cores (``edgechain node --cpu-capacity``); None: each
     reports shares of the whole host."""
+    containers: int = 0
+    """Nodes 0..containers-1 get a private container engine (``lab/containers.py``)."""
     kill: int = 0
     kill_at: int | None = None
     restart_after: int | None = 5
@@ -218,6 +222,8 @@ class LaunchConfig:
             raise LaunchError(
                 f"--cpu-capacity {self.cpu_capacity:g}: expected a number of CPU cores above 0"
             )
+        if not 0 <= self.containers <= self.nodes:
+            raise LaunchError(f"--containers must be 0..{self.nodes} (nodes with an engine)")
         if self.kill:
             if not 0 < self.kill < self.nodes:
                 raise LaunchError(f"--kill must be 1..{self.nodes - 1} (never the bootstrap)")
@@ -358,6 +364,12 @@ class Launcher:
         try:
             specs, admin_key = self._prepare()
             with contextlib.ExitStack() as stack:
+                # First in, last out: the nodes remove their containers before their
+                # engines stop.
+                engines = stack.enter_context(ContainerEngines(self._log))
+                urls = engines.start((s.index, s.data_dir) for s in specs[: self.config.containers])
+                specs = [dataclasses.replace(s, container_engine=urls.get(s.index)) for s in specs]
+                self._write_manifest(specs, admin_key)
                 if self.plan is not None:
                     stack.enter_context(NetnsNetwork(self.plan))
                 self.cluster = Cluster(
@@ -412,7 +424,6 @@ class Launcher:
                     exec_prefix=tuple(build_exec_prefix(plan, index)) if plan else (),
                 )
             )
-        self._write_manifest(specs, admin_pk)
         return specs, admin_pk
 
     def _run_and_collect(self) -> Collected | None:
@@ -679,6 +690,7 @@ class Launcher:
             "slot_duration": config.slot_duration,
             "join_interval": config.join_interval,
             "cpu_capacity": config.cpu_capacity,
+            "containers": config.containers,
             "netns": config.netns,
             "run_dir": str(config.run_dir),
             "interrupted": self.interrupted,
@@ -793,6 +805,7 @@ class Launcher:
                     "public_key": bytes(s.public_key).hex(),
                     "host": s.host,
                     "namespace": s.exec_prefix[-1] if s.exec_prefix else None,
+                    "container_engine": s.container_engine,
                 }
                 for s in specs
             ],
@@ -921,6 +934,16 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         f"default {DEFAULT_CPU_CAPACITY:g}); 'host': each reports shares of the whole host, "
         "which every node of one host shares",
     )
+    add(
+        "--containers",
+        type=int,
+        nargs="?",
+        const=-1,
+        default=0,
+        metavar="N",
+        help="give the first N nodes (all without N) a private Podman service with the "
+        "sample image, so they run container apps (needs podman, runc, busybox-static)",
+    )
     add("--kill", type=int, default=0, metavar="N", help="kill -9 N random non-bootstrap nodes")
     add("--kill-at", type=int, metavar="SLOT", help="slot at which to kill them")
     add(
@@ -957,6 +980,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         chain_id=args.chain_id,
         open_admission=args.open_admission,
         cpu_capacity=args.cpu_capacity,
+        containers=args.nodes if args.containers == -1 else args.containers,
         kill=args.kill,
         kill_at=args.kill_at,
         restart_after=args.restart_after if args.restart_after >= 0 else None,

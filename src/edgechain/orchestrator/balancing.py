@@ -485,7 +485,7 @@ def _is_swap_allowed(
 
 
 def _may_enter(state: PlanState, record: AppRecord, node: NodeId, *, leaving: AppRecord) -> bool:
-    if node not in state.available or not is_node_allowed(record.spec.policy, state.infos[node]):
+    if node not in state.available or not is_node_allowed(record.spec, state.infos[node]):
         return False
     group = record.spec.policy.anti_affinity
     if not group:

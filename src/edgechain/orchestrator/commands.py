@@ -37,7 +37,7 @@ from edgechain.chain.validation import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
 from edgechain.errors import ValidationError
-from edgechain.orchestrator.policy import NodeInfo, is_node_allowed
+from edgechain.orchestrator.policy import NodeInfo, get_missing_runtime, is_node_allowed
 from edgechain.orchestrator.registry import (
     AppRecord,
     AppState,
@@ -121,8 +121,11 @@ def _check_move(record: AppRecord, ctx: CommandContext, target: NodeId) -> None:
     info = ctx.validators.get(target)
     if info is None or target in ctx.leaving:
         raise _invalid(f"MOVE: {target.hex()[:16]} is not a validator")
-    policy = record.spec.policy
-    if policy.pinned or not is_node_allowed(policy, NodeInfo(info.node, info.labels)):
+    node = NodeInfo(info.node, info.labels)
+    missing = get_missing_runtime(record.spec, node)
+    if missing is not None:
+        raise _invalid(f"MOVE: {target.hex()[:16]} lacks {missing} for the app")
+    if record.spec.policy.pinned or not is_node_allowed(record.spec, node):
         raise _invalid("MOVE: the app's policy does not allow that node")
 
 

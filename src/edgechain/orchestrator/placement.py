@@ -76,7 +76,7 @@ def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
     heap = [(load, node) for node, load in state.load.items() if node in state.available]
     heapq.heapify(heap)
     for record in rest:
-        if is_constrained(record.spec.policy):
+        if is_constrained(record.spec):
             destination = find_least_loaded_allowed(state, record)
         else:
             destination = _peek_least_loaded(heap, state.load)

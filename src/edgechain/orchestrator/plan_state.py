@@ -149,7 +149,7 @@ class PlanState:
     def is_destination_allowed(self, record: AppRecord, node: NodeId) -> bool:
         """Available, labels, pin and anti-affinity (with the plan's earlier entries
         applied)."""
-        if node not in self.available or not is_node_allowed(record.spec.policy, self.infos[node]):
+        if node not in self.available or not is_node_allowed(record.spec, self.infos[node]):
             return False
         group = record.spec.policy.anti_affinity
         return not group or self.groups_on[node].get(group, 0) == 0

@@ -17,15 +17,31 @@ the tests agree on what "respecting a policy" means:
   pod with required anti-affinity stays pending.
 * ``min_interval_slots``: at least this many slots between two moves of the app (its
   placement counts as a move); the planner also applies a protocol-wide minimum.
+
+And the runtime (``AppSpec.runtime``): a container app only ever goes to a node that
+declared a container engine, by the label ``edgechain.runtime=container`` of its
+inclusion request (``edgechain node --container-engine``); every node runs process
+apps. A container app whose spec asks to run as root (``run_as_root``) also needs the
+label ``edgechain.runtime=container-root``: the node's operator allowed it
+(``--allow-root-containers``). That holds for its placement, its moves and its replica
+node (a re-placed app restarts there). Validators recompute every plan, so a plan that
+breaks it is refused. A node that declares an engine it does not have fails to start
+the app and shows it in its status; it cannot make the app run twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgechain.chain.model import AppPolicy
+from edgechain.chain.model import AppPolicy, AppSpec, RuntimeKind
 from edgechain.orchestrator.registry import AppRecord
 from edgechain.types import NodeId, Slot
+
+CONTAINER_ENGINE_LABEL = "edgechain.runtime=container"
+"""In a node's inclusion labels: it runs container apps (it has a container engine)."""
+ROOT_CONTAINERS_LABEL = "edgechain.runtime=container-root"
+"""And this one: its operator lets container apps whose spec asks for it run as root
+inside their container (``edgechain node --allow-root-containers``)."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +53,36 @@ class NodeInfo:
     labels: tuple[str, ...] = ()
 
 
-def is_node_allowed(policy: AppPolicy, node: NodeInfo) -> bool:
-    """Whether ``pin_node`` and ``allowed_labels`` let the app run on ``node``
-    (anti-affinity depends on the other apps and is checked by the planner)."""
+def is_node_allowed(spec: AppSpec, node: NodeInfo) -> bool:
+    """Whether the app's runtime, ``pin_node`` and ``allowed_labels`` let it run on
+    ``node`` (anti-affinity depends on the other apps and is checked by the planner)."""
+    policy = spec.policy
     if policy.pin_node and node.node != policy.pin_node:
         return False
-    return has_allowed_label(policy, node)
+    return is_replica_node_allowed(spec, node)
+
+
+def is_replica_node_allowed(spec: AppSpec, node: NodeInfo) -> bool:
+    """Whether ``node`` may keep the app's state replicas: it could run the app (its
+    runtime; a re-placed app restarts on its replica node) and its labels are allowed
+    (the pin applies to where the app runs only)."""
+    return has_runtime(spec, node) and has_allowed_label(spec.policy, node)
+
+
+def has_runtime(spec: AppSpec, node: NodeInfo) -> bool:
+    """Whether ``node`` declared the runtime the app needs."""
+    return get_missing_runtime(spec, node) is None
+
+
+def get_missing_runtime(spec: AppSpec, node: NodeInfo) -> str | None:
+    """What ``node`` lacks to run the app, None when nothing."""
+    if spec.runtime is not RuntimeKind.CONTAINER:
+        return None
+    if CONTAINER_ENGINE_LABEL not in node.labels:
+        return "a container engine"
+    if spec.run_as_root and ROOT_CONTAINERS_LABEL not in node.labels:
+        return "its operator's consent to root containers"
+    return None
 
 
 def has_allowed_label(policy: AppPolicy, node: NodeInfo) -> bool:
@@ -51,9 +91,15 @@ def has_allowed_label(policy: AppPolicy, node: NodeInfo) -> bool:
     return not policy.allowed_labels or any(label in node.labels for label in policy.allowed_labels)
 
 
-def is_constrained(policy: AppPolicy) -> bool:
+def is_constrained(spec: AppSpec) -> bool:
     """Whether placement must look beyond "least-loaded node" for this app."""
-    return bool(policy.pin_node or policy.allowed_labels or policy.anti_affinity)
+    policy = spec.policy
+    return bool(
+        policy.pin_node
+        or policy.allowed_labels
+        or policy.anti_affinity
+        or spec.runtime is RuntimeKind.CONTAINER
+    )
 
 
 def is_move_allowed(record: AppRecord, slot: Slot, min_move_interval: int) -> bool:

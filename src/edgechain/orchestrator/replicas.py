@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.plan_state import PlanState
-from edgechain.orchestrator.policy import has_allowed_label
+from edgechain.orchestrator.policy import is_replica_node_allowed
 from edgechain.orchestrator.registry import AppRecord, AppState
 from edgechain.types import NodeId
 
@@ -50,8 +50,9 @@ def assign_replicas(state: PlanState) -> list[PlanEntry]:
 
 
 def _is_replica_node_valid(state: PlanState, record: AppRecord, replica: NodeId | None) -> bool:
-    """A replica node must be available, not the app's own node, and within the app's
-    labels (geo-fencing covers its state too); the pin does not apply to replicas."""
+    """A replica node must be available, not the app's own node, able to run the app
+    (its runtime) and within the app's labels (geo-fencing covers its state too); the
+    pin does not apply to replicas."""
     if replica is None or replica == record.node or replica not in state.available:
         return False
-    return has_allowed_label(record.spec.policy, state.infos[replica])
+    return is_replica_node_allowed(record.spec, state.infos[replica])

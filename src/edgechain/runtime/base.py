@@ -117,6 +117,11 @@ class AppRuntime(Protocol):
     @property
     def kind(self) -> RuntimeKind: ...
 
+    @property
+    def kinds(self) -> frozenset[RuntimeKind]:
+        """The runtime kinds it runs (one, or several for a node's set of runtimes)."""
+        ...
+
     def start(self, app: AppId, spec: AppSpec) -> None:
         """Run ``spec`` as ``app``, reusing its state directory if one exists."""
         ...
@@ -199,22 +204,35 @@ class AppDirectories:
         else:
             _write_atomically(app_dir / VERSION_FILE, f"{version}\n".encode())
 
-    def read_releases(self) -> Iterator[tuple[AppId, AppSpec, int | None]]:
-        """The apps under ``root`` with a readable recorded release, in id order."""
+    def read_releases(
+        self, kind: RuntimeKind | None = None
+    ) -> Iterator[tuple[AppId, AppSpec, int | None]]:
+        """The apps under ``root`` with a readable recorded release, in id order; only
+        those of runtime ``kind`` when given (the runtimes of a node share ``root``)."""
         for spec_file in sorted(self.root.glob(f"*/{SPEC_FILE}")):
-            app_dir = spec_file.parent
             try:
-                app = AppId(bytes.fromhex(app_dir.name))
-                spec = decode_app_spec(spec_file.read_bytes())
-            except (ValueError, OSError, PeerError):
-                continue  # not an app directory, or an older format: leave it alone
-            if len(app) != 32 or get_app_dirname(app) != app_dir.name:
+                app = AppId(bytes.fromhex(spec_file.parent.name))
+            except ValueError:
+                continue  # not an app directory
+            if len(app) != 32 or get_app_dirname(app) != spec_file.parent.name:
                 continue
-            try:
-                version: int | None = int((app_dir / VERSION_FILE).read_text().strip())
-            except (OSError, ValueError):
-                version = None
-            yield app, spec, version
+            release = self.read_release(app)
+            if release is not None and (kind is None or release[0].runtime is kind):
+                yield app, *release
+
+    def read_release(self, app: AppId) -> tuple[AppSpec, int | None] | None:
+        """The spec and version recorded for ``app`` here, None when there is none (or
+        it is unreadable: an older format is left alone)."""
+        app_dir = self.get_app_dir(app)
+        try:
+            spec = decode_app_spec((app_dir / SPEC_FILE).read_bytes())
+        except (OSError, PeerError):
+            return None
+        try:
+            version: int | None = int((app_dir / VERSION_FILE).read_text().strip())
+        except (OSError, ValueError):
+            version = None
+        return spec, version
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -20,6 +20,21 @@ container: it continues in memory, having lost nothing.
 CRIU itself (``docker checkpoint``) needs a kernel that passes ``criu check``; that is
 detected at start-up (``criu_available``), never assumed. On hosts where it fails, as on
 this project's VMs, the state-directory path above is the one used.
+
+In a node (``runtime/runtimes.py``) it shares the process runtime's layout under
+``<data_dir>/apps``: each app directory records the spec and version it was last
+started with (``AppDirectories``, read back after a restart: an app whose container is
+gone is listed as stopped, state kept), and the container's init process, which runc
+makes the leader of its own session and process group, is recorded in its ``pid`` file
+like a process app's leader. So the fencing watchdog (``runtime/watchdog.py``) freezes a
+container's processes when the node's lease expires exactly as it freezes process apps,
+without talking to the engine, and ``paused`` marks the containers this runtime paused
+itself (the engine's freezer), which the watchdog never thaws. A running container
+whose leader is stopped though the runtime did not pause it is ``FROZEN``: never
+continued, only killed.
+
+Apps never run as root: a root node runs each container as its app user (``nobody`` by
+default, the same account as process apps), which owns the bind-mounted state directory.
 """
 
 from __future__ import annotations
@@ -27,6 +42,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -35,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
+from edgechain.runtime.appuser import DEFAULT_APP_USER, AppUser, give_tree, resolve_app_user
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, write_state_archive
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
@@ -48,14 +66,29 @@ from edgechain.runtime.base import (
     SavedState,
     get_app_dirname,
 )
-from edgechain.runtime.process_group import compute_cpu_bp
+from edgechain.runtime.checkpoint import (
+    SAVED_ARCHIVE,
+    SNAPSHOT_PREFIX,
+    StateSnapshot,
+    write_archive_locked_out,
+)
+from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
+from edgechain.runtime.lease import PID_FILE, RUNTIME_PAUSED_FILE
+from edgechain.runtime.podman import ENGINE_API_VERSION
+from edgechain.runtime.process_group import compute_cpu_bp, is_stopped
+from edgechain.runtime.spawner import write_pid_file
+from edgechain.runtime.state_quota import (
+    StateQuotaError,
+    apply_state_quota,
+    discard_state_quota,
+    unmount_state_quota,
+)
 from edgechain.types import AppId
 
 STATE_MOUNT = "/state"
 LABEL_APP = "edgechain.app"
 LABEL_NAME = "edgechain.name"
 LABEL_NODE = "edgechain.node"
-SAVED_ARCHIVE = "saved.tar"
 IMAGE_FILE = "image.tar"
 CRIU_CHECK_TIMEOUT_S = 20.0
 
@@ -85,7 +118,17 @@ def _get_status(container: Any) -> AppStatus:
 
 
 class ContainerRuntime(AppDirectories):
-    """``AppRuntime`` for containers on a Docker-API engine (Docker or Podman)."""
+    """``AppRuntime`` for containers on a Docker-API engine (Docker or Podman).
+
+    ``app_user`` (``USER`` or ``USER:GROUP``): who containers run as when this process
+    is root (root itself is refused, as for process apps); a node that is not root runs
+    them as its own uid. ``network_mode``: the engine's network for every container
+    (``none``: no network, the default of a node; ``host``; a named network).
+    ``allow_root``: the node's operator lets specs that ask for it run as root inside
+    their container (``--allow-root-containers``); otherwise such a spec is refused.
+    Each container gets the spec's CPU, memory and pids limits from the engine
+    (``runtime/container_limits.py``) and its state dir its size limit
+    (``runtime/state_quota.py``)."""
 
     def __init__(
         self,
@@ -97,26 +140,54 @@ class ContainerRuntime(AppDirectories):
         stop_grace_s: int = 2,
         network_mode: str | None = None,
         detect_criu: bool = True,
+        app_user: str | None = DEFAULT_APP_USER,
+        ping: bool = False,
+        allow_root: bool = False,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if client is None:
             import docker
 
-            client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+            try:
+                client = (
+                    docker.DockerClient(base_url=base_url, version=ENGINE_API_VERSION)
+                    if base_url
+                    else docker.from_env()
+                )
+                if ping:
+                    client.ping()
+            except Exception as exc:  # the SDK's errors and its transport's
+                raise AppRuntimeError(
+                    f"container engine {base_url or '(DOCKER_HOST)'} does not answer: {exc}"
+                ) from exc
         self.client = client
         self.node_tag = node_tag or hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         self.stop_grace_s = stop_grace_s
         self.network_mode = network_mode
         self.criu_available = is_criu_available() if detect_criu else False
+        self.allow_root = allow_root
+        """Whether a spec's ``run_as_root`` is honoured (the node operator's choice)."""
+        self.app_user: AppUser | None = (
+            resolve_app_user(app_user) if os.geteuid() == 0 and app_user is not None else None
+        )
         self._lock = threading.Lock()
         self._app_locks: dict[AppId, threading.RLock] = {}
-        self._specs: dict[AppId, AppSpec] = {}
         self._samples: dict[AppId, tuple[float, int]] = {}
 
     @property
     def kind(self) -> RuntimeKind:
         return RuntimeKind.CONTAINER
+
+    @property
+    def kinds(self) -> frozenset[RuntimeKind]:
+        return frozenset({RuntimeKind.CONTAINER})
+
+    def get_user(self) -> str:
+        """The ``uid:gid`` containers run as (never 0 when the node is root)."""
+        if self.app_user is not None:
+            return f"{self.app_user.uid}:{self.app_user.gid}"
+        return f"{os.getuid()}:{os.getgid()}"
 
     # --- naming and lookup ---------------------------------------------------------------
 
@@ -137,6 +208,8 @@ class ContainerRuntime(AppDirectories):
             return self.client.containers.get(self.get_container_name(app))
         except docker.errors.NotFound:
             return None
+        except docker.errors.DockerException as exc:
+            raise AppRuntimeError(f"container engine: {exc}") from exc
 
     def _get(self, app: AppId) -> Any:
         container = self._find(app)
@@ -144,17 +217,71 @@ class ContainerRuntime(AppDirectories):
             raise AppNotFoundError(f"no container for app {bytes(app).hex()[:16]}")
         return container
 
+    def _observe(self, app: AppId, container: Any) -> AppStatus:
+        """The engine's status, and FROZEN for a running container whose leader the
+        fencing watchdog stopped (the runtime did not pause it)."""
+        status = _get_status(container)
+        if status is AppStatus.RUNNING and not self._is_marked_paused(app):
+            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+            if pid > 0 and is_stopped(pid):
+                return AppStatus.FROZEN
+        return status
+
+    def _is_marked_paused(self, app: AppId) -> bool:
+        return (self.get_app_dir(app) / RUNTIME_PAUSED_FILE).exists()
+
+    def _mark_paused(self, app: AppId, paused: bool) -> None:
+        """Tell the watchdog whether the runtime itself keeps the container paused."""
+        marker = self.get_app_dir(app) / RUNTIME_PAUSED_FILE
+        if paused:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
     # --- container control ---------------------------------------------------------------
 
-    def _run(self, app: AppId, spec: AppSpec) -> None:
+    def _prepare_dirs(self, app: AppId, spec: AppSpec, *, fresh_state: bool) -> Path:
+        """The app's state dir, given its size limit (``runtime/state_quota.py``) and to
+        the user the container runs as."""
+        app_dir = self.get_app_dir(app)
+        app_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = self.get_state_dir(app)
+        state_dir.mkdir(exist_ok=True)
+        user = None if spec.run_as_root else self.app_user
+        try:
+            apply_state_quota(
+                state_dir,
+                spec.state_limit_bytes,
+                owner=(user.uid, user.gid) if user is not None else None,
+            )
+        except StateQuotaError as exc:
+            raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
+        if user is not None:
+            app_dir.chmod(0o711)  # root's: the container reaches state/ by its mount only
+            give_tree(state_dir, user, fresh=fresh_state)
+        return state_dir
+
+    def _run(
+        self, app: AppId, spec: AppSpec, version: int | None, *, fresh_state: bool = False
+    ) -> None:
         import docker.errors
 
+        if spec.runtime is not RuntimeKind.CONTAINER:
+            raise AppRuntimeError(f"app {spec.name!r} is not a container app")
         if not spec.image:
             raise AppRuntimeError(f"app {spec.name!r} names no image for the container runtime")
         if not self.has_image(spec):
             raise AppRuntimeError(f"image {spec.image!r} is not present on this node")
-        state_dir = self.get_state_dir(app)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        if spec.run_as_root and not self.allow_root:
+            raise AppRuntimeError(
+                f"app {spec.name!r} asks to run as root, which this node does not allow "
+                "(edgechain node --allow-root-containers)"
+            )
+        try:
+            limits = get_container_limits(spec, user=self.get_user(), host_cpus=os.cpu_count())
+        except ContainerLimitsError as exc:
+            raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
+        state_dir = self._prepare_dirs(app, spec, fresh_state=fresh_state)
         stale = self._find(app)
         if stale is not None:
             stale.remove(force=True)
@@ -172,54 +299,99 @@ class ContainerRuntime(AppDirectories):
                 CHECKPOINT_ACK_ENV: "",
             },
             "volumes": {str(state_dir): {"bind": STATE_MOUNT, "mode": "rw"}},
+            **limits,
         }
         if self.network_mode:
             kwargs["network_mode"] = self.network_mode
+        self._mark_paused(app, False)  # left by an earlier incarnation, if any
         try:
-            self.client.containers.run(spec.image, **kwargs)
+            container = self.client.containers.run(spec.image, **kwargs)
+            container.reload()
         except docker.errors.DockerException as exc:
             raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
+        self._record_leader(app, container)
+        self.write_release(app, spec, version)
         with self._lock:
-            self._specs[app] = spec
             self._samples.pop(app, None)
+
+    def _record_leader(self, app: AppId, container: Any) -> None:
+        """The container's init in the app's pid file: the watchdog's handle on it."""
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        pid_file = self.get_app_dir(app) / PID_FILE
+        if pid > 0:
+            write_pid_file(pid_file, pid)
+        else:
+            pid_file.unlink(missing_ok=True)
+
+    def _end(self, app: AppId, container: Any, *, grace_s: int) -> None:
+        """Stop the container (SIGKILL at once when frozen or ``grace_s`` is 0: a stale
+        copy never runs its SIGTERM handler) and drop its pid file and paused mark."""
+        status = self._observe(app, container)
+        if status is AppStatus.FROZEN or grace_s == 0:
+            with contextlib.suppress(Exception):
+                container.kill()
+        elif status is AppStatus.PAUSED:
+            container.unpause()
+        if status is not AppStatus.STOPPED:
+            container.stop(timeout=grace_s)
+        (self.get_app_dir(app) / PID_FILE).unlink(missing_ok=True)
+        self._mark_paused(app, False)
 
     # --- the AppRuntime interface --------------------------------------------------------
 
-    def start(self, app: AppId, spec: AppSpec) -> None:
+    def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
         with self._get_lock(app):
             container = self._find(app)
             if container is not None and _get_status(container) is not AppStatus.STOPPED:
                 raise AppRuntimeError(f"app {spec.name!r} is already running")
-            self._run(app, spec)
+            self._run(app, spec, version)
 
     def stop(self, app: AppId) -> None:
         with self._get_lock(app):
-            container = self._get(app)
-            if _get_status(container) is AppStatus.PAUSED:
-                container.unpause()
-            container.stop(timeout=self.stop_grace_s)
+            container = self._find(app)
+            if container is None:
+                self._release_or_raise(app)
+                return
+            self._end(app, container, grace_s=self.stop_grace_s)
+
+    def _release_or_raise(self, app: AppId) -> tuple[AppSpec, int | None]:
+        """The app's recorded release; ``AppNotFoundError`` when it has none here."""
+        release = self.read_release(app)
+        if release is None or release[0].runtime is not RuntimeKind.CONTAINER:
+            raise AppNotFoundError(f"no container app {bytes(app).hex()[:16]} here")
+        return release
 
     def pause(self, app: AppId) -> None:
         with self._get_lock(app):
             container = self._get(app)
-            if _get_status(container) is not AppStatus.RUNNING:
+            status = self._observe(app, container)
+            if status is AppStatus.FROZEN:
+                raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
+            if status is not AppStatus.RUNNING:
                 raise AppRuntimeError("can only pause a running app")
+            self._mark_paused(app, True)  # before the freeze: the watchdog must not thaw it
             container.pause()
 
     def resume(self, app: AppId) -> None:
         with self._get_lock(app):
             (self.get_app_dir(app) / SAVED_ARCHIVE).unlink(missing_ok=True)
-            container = self._get(app)
-            status = _get_status(container)
+            container = self._find(app)
+            if container is None:
+                spec, version = self._release_or_raise(app)
+                self._run(app, spec, version)
+                return
+            status = self._observe(app, container)
             if status is AppStatus.PAUSED:
                 container.unpause()
+                self._mark_paused(app, False)
             elif status is AppStatus.STOPPED:
-                container.start()
+                spec, version = self._release_or_raise(app)
+                self._run(app, spec, version)
 
     def stats(self, app: AppId) -> AppStats:
         with self._get_lock(app):
             container = self._get(app)
-            status = _get_status(container)
+            status = self._observe(app, container)
             cpu_bp, rss = 0, 0
             if status is not AppStatus.STOPPED:
                 sample = container.stats(stream=False, one_shot=True)
@@ -239,17 +411,24 @@ class ContainerRuntime(AppDirectories):
     def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
         with self._get_lock(app):
             container = self._get(app)
-            status = _get_status(container)
-            if status is AppStatus.RUNNING:
+            status = self._observe(app, container)
+            if status is AppStatus.FROZEN:
+                # A stale copy: never archived live, killed (its state as it stands).
+                self._end(app, container, grace_s=0)
+            elif status is AppStatus.RUNNING:
+                self._mark_paused(app, True)
                 container.pause()  # freeze: the state dir stops changing
-            live = status is not AppStatus.STOPPED
+            live = status in (AppStatus.RUNNING, AppStatus.PAUSED)
             app_dir = self.get_app_dir(app)
             image_tar = app_dir / IMAGE_FILE if include_image else None
+            archive = app_dir / SAVED_ARCHIVE
             try:
                 if image_tar is not None:
                     self._write_image(container, image_tar)
-                archive = app_dir / SAVED_ARCHIVE
-                size = write_state_archive(self.get_state_dir(app), archive, image_tar)
+                    size = write_state_archive(self.get_state_dir(app), archive, image_tar)
+                else:
+                    state = self.get_state_dir(app)
+                    size = write_archive_locked_out(state, archive, self.app_user)
             except BaseException:
                 self.resume(app)
                 raise
@@ -267,6 +446,7 @@ class ContainerRuntime(AppDirectories):
                 sink.write(chunk)
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
+        """Unpack and start; the spec version is unknown here (``set_version``)."""
         import docker.errors
 
         with self._get_lock(app):
@@ -277,10 +457,13 @@ class ContainerRuntime(AppDirectories):
             app_dir.mkdir(parents=True, exist_ok=True)
             image_tar = app_dir / IMAGE_FILE
             try:
+                # The archive replaces the state: an image holding an older one goes.
+                discard_state_quota(self.get_state_dir(app))
                 if extract_state_archive(archive, self.get_state_dir(app), image_tar):
                     with image_tar.open("rb") as source:
                         self.client.images.load(source)
-                self._run(app, spec)
+                # Unpacked by root, in a directory no app could write: owned wholesale.
+                self._run(app, spec, None, fresh_state=True)
             except docker.errors.DockerException as exc:
                 self._forget(app)
                 raise AppRuntimeError(f"cannot restore {spec.name!r}: {exc}") from exc
@@ -290,6 +473,44 @@ class ContainerRuntime(AppDirectories):
             finally:
                 image_tar.unlink(missing_ok=True)
 
+    def snapshot(self, app: AppId) -> StateSnapshot:
+        """Copy the app's state for a replica while it runs on: the container is paused
+        (the engine's freezer) while its state dir is archived, then unpaused; a
+        container that is not running is archived as it stands and left so."""
+        with self._get_lock(app):
+            container = self._find(app)
+            if container is None:
+                self._release_or_raise(app)
+            running = container is not None and self._observe(app, container) is AppStatus.RUNNING
+            if not running:
+                container = None
+            archive = self.get_app_dir(app) / f"{SNAPSHOT_PREFIX}{secrets.token_hex(4)}.tar"
+            start = time.perf_counter()
+            if container is not None:
+                self._mark_paused(app, True)
+                container.pause()
+            try:
+                size = write_archive_locked_out(self.get_state_dir(app), archive, self.app_user)
+            except BaseException:
+                archive.unlink(missing_ok=True)
+                raise
+            finally:
+                if container is not None:
+                    container.unpause()
+                    self._mark_paused(app, False)
+            paused_ms = (time.perf_counter() - start) * 1000.0 if running else 0.0
+            return StateSnapshot(app, archive, size, paused_ms, frozen=running)
+
+    def retire(self, app: AppId) -> None:
+        """End a handed-over app's container with SIGKILL alone (frozen for the save, it
+        must never run again here) and keep its directory: ``RetiringRuntime``."""
+        with self._get_lock(app):
+            container = self._find(app)
+            if container is not None:
+                self._end(app, container, grace_s=0)
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+
     def remove(self, app: AppId) -> None:
         with self._get_lock(app):
             self._forget(app)
@@ -298,25 +519,33 @@ class ContainerRuntime(AppDirectories):
         container = self._find(app)
         if container is not None:
             container.remove(force=True)
+        with contextlib.suppress(StateQuotaError):
+            discard_state_quota(self.get_state_dir(app))  # a mount point is not removable
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
         with self._lock:
-            self._specs.pop(app, None)
             self._samples.pop(app, None)
 
     def _list_containers(self) -> list[Any]:
         mine = {"label": f"{LABEL_NODE}={self.node_tag}"}
-        return list(self.client.containers.list(all=True, filters=mine))
+        try:
+            return list(self.client.containers.list(all=True, filters=mine))
+        except Exception as exc:  # the engine's errors and its transport's
+            raise AppRuntimeError(f"container engine: {exc}") from exc
 
     def list(self) -> tuple[AppInfo, ...]:
-        out = []
+        """This node's containers, and the container apps recorded here whose container
+        is gone (stopped: a node restart, a removed container; their state is kept)."""
+        found: dict[AppId, AppInfo] = {}
         for container in self._list_containers():
             labels = container.labels or {}
             try:
                 app = AppId(bytes.fromhex(labels.get(LABEL_APP, "")))
             except ValueError:
                 continue  # not one of ours
-            out.append(AppInfo(app, labels.get(LABEL_NAME, ""), _get_status(container)))
-        return tuple(out)
+            found[app] = AppInfo(app, labels.get(LABEL_NAME, ""), self._observe(app, container))
+        for app, spec, _ in self.read_releases(RuntimeKind.CONTAINER):
+            found.setdefault(app, AppInfo(app, spec.name, AppStatus.STOPPED))
+        return tuple(found[app] for app in sorted(found))
 
     def is_running(self, app: AppId) -> bool:
         container = self._find(app)
@@ -329,7 +558,18 @@ class ContainerRuntime(AppDirectories):
             self.client.images.get(spec.image)
         except docker.errors.ImageNotFound:
             return False
+        except docker.errors.DockerException as exc:
+            raise AppRuntimeError(f"container engine: {exc}") from exc
         return True
+
+    def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
+        """The spec the app was last started with, and its version when known."""
+        return self._release_or_raise(app)
+
+    def set_version(self, app: AppId, version: int) -> None:
+        with self._get_lock(app):
+            spec, _ = self._release_or_raise(app)
+            self.write_release(app, spec, version)
 
     def close(self) -> None:
         """Remove this node's containers (their state dirs stay) and close the client."""
@@ -337,6 +577,11 @@ class ContainerRuntime(AppDirectories):
             for container in self._list_containers():
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
+        for app, _, _ in self.read_releases(RuntimeKind.CONTAINER):
+            (self.get_app_dir(app) / PID_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(StateQuotaError):
+                # The state stays in its image; the next start mounts it again.
+                unmount_state_quota(self.get_state_dir(app))
         self.client.close()
 
     def __enter__(self) -> ContainerRuntime:

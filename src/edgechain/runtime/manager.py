@@ -1,9 +1,11 @@
 """The node's app manager: accepted plans become running apps (DESIGN.md, "Migration
 execution", "Apps").
 
-One :class:`AppManager` per node owns the node's :class:`ProcessRuntime` (under
-``<data_dir>/apps``), a :class:`TransferServer` (incoming migrations) and a
-:class:`TransferClient` (outgoing ones). The node feeds it the engine's
+One :class:`AppManager` per node owns the node's runtimes (``runtime/runtimes.py``: the
+process runtime, and the container runtime when the node has a container engine; both
+under ``<data_dir>/apps``; each app runs with the runtime its spec names), a
+:class:`TransferServer` (incoming migrations) and a :class:`TransferClient` (outgoing
+ones). The node feeds it the engine's
 ``MigrationOrder`` events and ticks it; it never blocks the node's event loop: every
 runtime call runs in a worker thread (``asyncio.to_thread``), every order in a task.
 
@@ -92,9 +94,9 @@ from edgechain.runtime.lifecycle import (
     is_on_head_chain,
     was_removed,
 )
-from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.replica import ReplicaStore, restore_from_replica
 from edgechain.runtime.replication import DueReplica, Replicator
+from edgechain.runtime.runtimes import DEFAULT_CONTAINER_NETWORK, open_node_runtimes
 from edgechain.runtime.transfer import MigrationResult, TransferClient, TransferServer
 from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Slot
@@ -169,15 +171,22 @@ class AppManager:
         *,
         app_user: str | None = DEFAULT_APP_USER,
         cpu_capacity: float | None = None,
+        container_engine: str | None = None,
+        container_network: str = DEFAULT_CONTAINER_NETWORK,
+        allow_root_containers: bool = False,
     ) -> None:
-        """``app_user``: who apps run as when the node is root (``ProcessRuntime``); an
-        unknown user is an ``AppUserError`` (a ``LocalError``) here. ``cpu_capacity``:
-        the node's declared cores, which CPU shares are of (None: the whole host)."""
+        """``app_user``: who apps run as when the node is root (process apps and
+        containers alike); an unknown user is an ``AppUserError`` (a ``LocalError``)
+        here. ``cpu_capacity``: the node's declared cores, which CPU shares are of
+        (None: the whole host). ``container_engine``: the Engine API URL
+        (``unix:///...``) of the node's Docker or Podman, None for a process-only node;
+        ``container_network``: every container's network mode;
+        ``allow_root_containers``: specs may ask to run as root in their container."""
         self.node_id = node_id
         self.cpu_capacity = cpu_capacity
         self._cpu = CpuAverager()
         self.root = data_dir / "apps"
-        self.runtime = ProcessRuntime(self.root, app_user=app_user)
+        self.runtime = open_node_runtimes(self.root, app_user, container_engine, container_network)
         self.transfer_dir = data_dir / "transfer"
         # Offers are signed by their origin and checked against the chain's validator
         # keys: only the node the plan names can hand an app over (runtime/protocol.py).

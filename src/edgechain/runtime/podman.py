@@ -93,14 +93,21 @@ class PodmanService:
     """``podman system service`` on a private socket, storage and configuration."""
 
     def __init__(
-        self, workdir: Path, *, podman: str = "podman", storage_driver: str = STORAGE_DRIVER
+        self,
+        workdir: Path,
+        *,
+        podman: str = "podman",
+        storage_driver: str = STORAGE_DRIVER,
+        runroot: Path | None = None,
     ) -> None:
+        """``runroot``: where the service keeps its run state (``workdir/run`` by
+        default); podman refuses one longer than 50 characters."""
         self.workdir = Path(workdir)
         self.podman = podman
         self.storage_driver = storage_driver
         self.socket_path = self.workdir / "podman.sock"
         self.storage = self.workdir / "storage"
-        self.runroot = self.workdir / "run"
+        self.runroot = Path(runroot) if runroot is not None else self.workdir / "run"
         self.conf = self.workdir / "containers.conf"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -266,9 +273,10 @@ class PodmanService:
     def destroy(self) -> None:
         """``stop``, unmount what the storage driver left mounted, delete the storage."""
         self.stop()
-        for mount_point in get_mounts_under(self.workdir):
-            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        for top in (self.runroot, self.workdir):
+            for mount_point in get_mounts_under(top):
+                subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+            shutil.rmtree(top, ignore_errors=True)
 
     def __enter__(self) -> PodmanService:
         self.start()

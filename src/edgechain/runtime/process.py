@@ -178,6 +178,10 @@ class ProcessRuntime(AppDirectories):
         return RuntimeKind.PROCESS
 
     @property
+    def kinds(self) -> frozenset[RuntimeKind]:
+        return frozenset({RuntimeKind.PROCESS})
+
+    @property
     def unusable_reason(self) -> str:
         """Why apps cannot start on this runtime ("" when they can)."""
         return self._unusable
@@ -229,7 +233,7 @@ class ProcessRuntime(AppDirectories):
 
     def _load_recorded(self) -> None:
         """Know the apps an earlier incarnation left here (stopped; state kept)."""
-        for app, spec, version in self.read_releases():
+        for app, spec, version in self.read_releases(RuntimeKind.PROCESS):
             self._apps[app] = _App(spec, None, AppStatus.STOPPED, threading.RLock(), None, version)
 
     def _record_release(self, app: AppId, record: _App, spec: AppSpec, version: int | None) -> None:
@@ -377,6 +381,7 @@ class ProcessRuntime(AppDirectories):
     def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
         """Run ``spec`` (spec ``version``, when the caller knows it) from the app's
         state dir; the spec and version are recorded for ``get_release``."""
+        _check_kind(spec)
         with self._claim_stopped(app, spec, "is already running") as record:
             self._launch(record, app, spec)
             self._record_release(app, record, spec, version)
@@ -456,6 +461,7 @@ class ProcessRuntime(AppDirectories):
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
+        _check_kind(spec)
         with self._claim_stopped(app, spec, "is already running here") as record:
             try:
                 self.get_app_dir(app).mkdir(exist_ok=True)
@@ -580,3 +586,10 @@ class ProcessRuntime(AppDirectories):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_kind(spec: AppSpec) -> None:
+    """A container app is never run as a process: its command on the host, ignoring
+    the image it names, is not what was asked for."""
+    if spec.runtime is not RuntimeKind.PROCESS:
+        raise AppRuntimeError(f"app {spec.name!r} is a {spec.runtime.name.lower()} app")

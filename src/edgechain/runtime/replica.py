@@ -38,12 +38,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from edgechain.chain.model import AppSpec, RuntimeKind
-from edgechain.runtime.appuser import give_tree
+from edgechain.chain.model import AppSpec
+from edgechain.runtime.appuser import AppUser, give_tree
 from edgechain.runtime.archive import ArchiveError, extract_state_archive
 from edgechain.runtime.base import AppRuntimeError, get_app_dirname
 from edgechain.runtime.checkpoint import StateSnapshot
-from edgechain.runtime.process import ProcessRuntime
 from edgechain.types import HASH_SIZE, AppId, NodeId
 
 _log = logging.getLogger(__name__)
@@ -321,8 +320,22 @@ def _from_json(data: dict[str, Any], app_dir: Path) -> ReplicaInfo:
     )
 
 
+class StateDirRuntime(Protocol):
+    """What restoring a replica needs of a runtime: where the app's state lives, whom
+    it belongs to, and whether the app runs."""
+
+    @property
+    def app_user(self) -> AppUser | None: ...
+
+    def get_app_dir(self, app: AppId) -> Path: ...
+
+    def get_state_dir(self, app: AppId) -> Path: ...
+
+    def is_running(self, app: AppId) -> bool: ...
+
+
 def restore_from_replica(
-    runtime: ProcessRuntime, store: ReplicaStore, app: AppId, spec: AppSpec
+    runtime: StateDirRuntime, store: ReplicaStore, app: AppId, spec: AppSpec
 ) -> ReplicaInfo | None:
     """Blocking: make the latest valid replica of ``app`` its state dir on ``runtime``,
     so that ``runtime.start(app, spec)`` continues from it.
@@ -333,8 +346,6 @@ def restore_from_replica(
     fresh node). The app must not run here (``AppRuntimeError``): the caller holds its
     per-app lock from here to the start, so nothing starts it in between.
     """
-    if spec.runtime is not RuntimeKind.PROCESS:
-        raise AppRuntimeError(f"app {spec.name!r} is not a process app")
     if runtime.is_running(app):
         raise AppRuntimeError(f"app {spec.name!r} runs here: its state dir is in use")
     name = bytes(app).hex()[:16]

@@ -269,6 +269,14 @@ def release_state_quota(state_dir: Path) -> None:
     image.unlink(missing_ok=True)
 
 
+def unmount_state_quota(state_dir: Path) -> None:
+    """Unmount the image and keep it (the state in it): the node stops, the app's state
+    stays; the next ``apply_state_quota`` mounts it again. No-op when not mounted."""
+    state_dir = Path(state_dir)
+    if is_mounted(state_dir):
+        _unmount(state_dir)
+
+
 def discard_state_quota(state_dir: Path) -> None:
     """Unmount and delete the image, with the state in it: before a restore replaces
     the state or the app's directory is deleted. No-op without an image."""

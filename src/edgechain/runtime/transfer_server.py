@@ -208,7 +208,7 @@ class TransferServer:
             return "wrong_destination"
         if self.is_spec_current is not None and not self.is_spec_current(entry.app, offer.spec):
             return "spec_does_not_match_app"
-        if offer.spec.runtime is not self.runtime.kind:
+        if offer.spec.runtime not in self.runtime.kinds:
             return "wrong_runtime"
         if self.verify_origin is not None:
             root = compute_offer_signing_root(offer.block_hash, entry, offer.spec)

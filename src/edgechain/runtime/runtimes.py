@@ -1,0 +1,194 @@
+"""A node's runtimes: the process runtime always, the container runtime when the node
+has a container engine (``edgechain node --container-engine unix:///...``).
+
+:class:`NodeRuntimes` is what the app manager, the transfer client and server and the
+replica code hold: one object with the runtime interface (``base.AppRuntime``,
+``RetiringRuntime``, ``replica.SnapshotRuntime``) that sends each call to the runtime
+the app's spec names. An app new here (``start``, ``restore``) goes to the runtime of
+its spec's kind; every other call goes to the runtime that holds it, which is the one
+whose kind the app's recorded release names (both runtimes keep their apps under the
+same ``<data_dir>/apps`` layout, ``base.AppDirectories``). A container app on a node
+without an engine is refused with a clear ``AppRuntimeError``, never run as a process.
+
+The container runtime (and with it the docker SDK and its HTTP stack, several MB per
+node) is only imported when an engine is configured: a process-only node does not pay
+for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.appuser import AppUser
+from edgechain.runtime.base import (
+    AppDirectories,
+    AppInfo,
+    AppNotFoundError,
+    AppRuntimeError,
+    AppStats,
+    SavedState,
+)
+from edgechain.runtime.checkpoint import StateSnapshot
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.types import AppId
+
+if TYPE_CHECKING:
+    from edgechain.runtime.container import ContainerRuntime
+
+
+DEFAULT_CONTAINER_NETWORK = "none"
+"""A node's containers get no network unless its operator says otherwise: an app that
+serves or calls out is the operator's decision (``host``, ``bridge``, a named one)."""
+
+
+def open_node_runtimes(
+    root: Path,
+    app_user: str | None,
+    container_engine: str | None = None,
+    container_network: str = DEFAULT_CONTAINER_NETWORK,
+    *,
+    allow_root_containers: bool = False,
+) -> NodeRuntimes:
+    """The node's runtimes under ``root``; the container runtime only with an engine URL
+    (its SDK is imported here, not before). An engine that does not answer is an
+    ``AppRuntimeError`` now, not at the first container app."""
+    process = ProcessRuntime(root, app_user=app_user)
+    if container_engine is None:
+        return NodeRuntimes(process)
+    from edgechain.runtime.container import ContainerRuntime
+
+    try:
+        container = ContainerRuntime(
+            root,
+            base_url=container_engine,
+            network_mode=container_network,
+            app_user=app_user,
+            ping=True,
+            allow_root=allow_root_containers,
+        )
+    except BaseException:
+        process.close()
+        raise
+    return NodeRuntimes(process, container)
+
+
+class NoContainerEngineError(AppRuntimeError):
+    """A container app reached a node that has no container engine configured."""
+
+
+class NodeRuntimes(AppDirectories):
+    """The process runtime, and the container runtime when ``container`` is given;
+    they share ``process.root``."""
+
+    def __init__(self, process: ProcessRuntime, container: ContainerRuntime | None = None):
+        if container is not None and container.root != process.root:
+            raise AppRuntimeError("a node's runtimes must share one apps directory")
+        self.root = process.root
+        self.process = process
+        self.container = container
+
+    @property
+    def kind(self) -> RuntimeKind:
+        return RuntimeKind.PROCESS
+
+    @property
+    def kinds(self) -> frozenset[RuntimeKind]:
+        return self.process.kinds | (self.container.kinds if self.container else frozenset())
+
+    @property
+    def app_user(self) -> AppUser | None:
+        return self.process.app_user
+
+    @property
+    def unusable_reason(self) -> str:
+        return self.process.unusable_reason
+
+    def get_runtime(self, kind: RuntimeKind) -> ProcessRuntime | ContainerRuntime:
+        """The runtime for apps of ``kind``; ``NoContainerEngineError`` when this node
+        has none."""
+        if kind is RuntimeKind.PROCESS:
+            return self.process
+        if kind is RuntimeKind.CONTAINER and self.container is not None:
+            return self.container
+        raise NoContainerEngineError(
+            f"this node runs no {kind.name.lower()} apps (no container engine configured: "
+            "edgechain node --container-engine unix:///PATH)"
+        )
+
+    def _holder(self, app: AppId) -> ProcessRuntime | ContainerRuntime:
+        """The runtime holding ``app``: the kind its recorded release names (a process
+        app the process runtime knows without one, mid-start, is its own)."""
+        release = self.read_release(app)
+        if release is not None:
+            return self.get_runtime(release[0].runtime)
+        if any(info.app == app for info in self.process.list()):
+            return self.process
+        raise AppNotFoundError(f"no app {bytes(app).hex()[:16]} on this node")
+
+    # --- the runtime interface, dispatched -------------------------------------------------
+
+    def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
+        self.get_runtime(spec.runtime).start(app, spec, version=version)
+
+    def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
+        self.get_runtime(spec.runtime).restore(app, spec, archive)
+
+    def has_image(self, spec: AppSpec) -> bool:
+        return self.get_runtime(spec.runtime).has_image(spec)
+
+    def stop(self, app: AppId) -> None:
+        self._holder(app).stop(app)
+
+    def pause(self, app: AppId) -> None:
+        self._holder(app).pause(app)
+
+    def resume(self, app: AppId) -> None:
+        self._holder(app).resume(app)
+
+    def stats(self, app: AppId) -> AppStats:
+        return self._holder(app).stats(app)
+
+    def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
+        return self._holder(app).save(app, include_image=include_image)
+
+    def snapshot(self, app: AppId) -> StateSnapshot:
+        return self._holder(app).snapshot(app)
+
+    def retire(self, app: AppId) -> None:
+        self._holder(app).retire(app)
+
+    def remove(self, app: AppId) -> None:
+        try:
+            holder = self._holder(app)
+        except AppRuntimeError:
+            # Nothing recorded, or a container app on a node that lost its engine: the
+            # process runtime only deletes the app's directory then.
+            holder = self.process
+        holder.remove(app)
+
+    def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
+        return self._holder(app).get_release(app)
+
+    def set_version(self, app: AppId, version: int) -> None:
+        self._holder(app).set_version(app, version)
+
+    def is_running(self, app: AppId) -> bool:
+        try:
+            return self._holder(app).is_running(app)
+        except AppNotFoundError:
+            return False
+
+    def list(self) -> tuple[AppInfo, ...]:
+        listed = list(self.process.list())
+        if self.container is not None:
+            listed.extend(self.container.list())
+        return tuple(sorted(listed, key=lambda info: bytes(info.app)))
+
+    def close(self) -> None:
+        try:
+            self.process.close()
+        finally:
+            if self.container is not None:
+                self.container.close()
