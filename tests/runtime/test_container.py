@@ -17,7 +17,8 @@ import pytest
 
 from edgechain.chain.model import AppSpec, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, AppStatus
-from edgechain.runtime.container import ContainerRuntime, is_criu_available
+from edgechain.runtime.container import ContainerRuntime
+from edgechain.runtime.container_engine import is_criu_available
 from edgechain.runtime.podman import PodmanService
 from edgechain.runtime.samples import SAMPLE_IMAGE, get_counter_spec, get_cpu_load_spec
 from edgechain.runtime.transfer import MigrationOutcome

@@ -19,7 +19,9 @@ container: it continues in memory, having lost nothing.
 
 CRIU itself (``docker checkpoint``) needs a kernel that passes ``criu check``; that is
 detected at start-up (``criu_available``), never assumed. On hosts where it fails, as on
-this project's VMs, the state-directory path above is the one used.
+this project's VMs, the state-directory path above is the one used. What the runtime
+asks of the engine (its containers by app, their status, images) is in
+``runtime/container_engine.py``.
 
 In a node (``runtime/runtimes.py``) it shares the process runtime's layout under
 ``<data_dir>/apps``: each app directory records the spec and version it was last
@@ -40,12 +42,10 @@ default, the same account as process apps), which owns the bind-mounted state di
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import secrets
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -64,7 +64,6 @@ from edgechain.runtime.base import (
     AppStats,
     AppStatus,
     SavedState,
-    get_app_dirname,
 )
 from edgechain.runtime.checkpoint import (
     SAVED_ARCHIVE,
@@ -72,9 +71,15 @@ from edgechain.runtime.checkpoint import (
     StateSnapshot,
     write_archive_locked_out,
 )
+from edgechain.runtime.container_engine import (
+    EngineContainers,
+    get_leader_pid,
+    get_status,
+    is_criu_available,
+    open_engine_client,
+)
 from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
 from edgechain.runtime.lease import PID_FILE, RUNTIME_PAUSED_FILE
-from edgechain.runtime.podman import ENGINE_API_VERSION
 from edgechain.runtime.process_group import compute_cpu_bp, is_stopped
 from edgechain.runtime.spawner import write_pid_file
 from edgechain.runtime.state_quota import (
@@ -86,35 +91,7 @@ from edgechain.runtime.state_quota import (
 from edgechain.types import AppId
 
 STATE_MOUNT = "/state"
-LABEL_APP = "edgechain.app"
-LABEL_NAME = "edgechain.name"
-LABEL_NODE = "edgechain.node"
 IMAGE_FILE = "image.tar"
-CRIU_CHECK_TIMEOUT_S = 20.0
-
-
-@functools.cache
-def is_criu_available() -> bool:
-    """True only when ``criu check`` passes on this host (checked once, never assumed)."""
-    criu = shutil.which("criu")
-    if criu is None:
-        return False
-    try:
-        done = subprocess.run(
-            [criu, "check"], capture_output=True, timeout=CRIU_CHECK_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def _get_status(container: Any) -> AppStatus:
-    state = str(container.status)
-    if state == "running":
-        return AppStatus.RUNNING
-    if state == "paused":
-        return AppStatus.PAUSED
-    return AppStatus.STOPPED
 
 
 class ContainerRuntime(AppDirectories):
@@ -147,22 +124,9 @@ class ContainerRuntime(AppDirectories):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if client is None:
-            import docker
-
-            try:
-                client = (
-                    docker.DockerClient(base_url=base_url, version=ENGINE_API_VERSION)
-                    if base_url
-                    else docker.from_env()
-                )
-                if ping:
-                    client.ping()
-            except Exception as exc:  # the SDK's errors and its transport's
-                raise AppRuntimeError(
-                    f"container engine {base_url or '(DOCKER_HOST)'} does not answer: {exc}"
-                ) from exc
-        self.client = client
+            client = open_engine_client(base_url, ping=ping)
         self.node_tag = node_tag or hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        self.engine = EngineContainers(client, self.node_tag)
         self.stop_grace_s = stop_grace_s
         self.network_mode = network_mode
         self.criu_available = is_criu_available() if detect_criu else False
@@ -192,7 +156,7 @@ class ContainerRuntime(AppDirectories):
     # --- naming and lookup ---------------------------------------------------------------
 
     def get_container_name(self, app: AppId) -> str:
-        return f"edgechain-{self.node_tag}-{get_app_dirname(app)[:16]}"
+        return self.engine.get_name(app)
 
     def _get_lock(self, app: AppId) -> threading.RLock:
         with self._lock:
@@ -201,28 +165,12 @@ class ContainerRuntime(AppDirectories):
                 lock = self._app_locks[app] = threading.RLock()
             return lock
 
-    def _find(self, app: AppId) -> Any | None:
-        import docker.errors
-
-        try:
-            return self.client.containers.get(self.get_container_name(app))
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise AppRuntimeError(f"container engine: {exc}") from exc
-
-    def _get(self, app: AppId) -> Any:
-        container = self._find(app)
-        if container is None:
-            raise AppNotFoundError(f"no container for app {bytes(app).hex()[:16]}")
-        return container
-
     def _observe(self, app: AppId, container: Any) -> AppStatus:
         """The engine's status, and FROZEN for a running container whose leader the
         fencing watchdog stopped (the runtime did not pause it)."""
-        status = _get_status(container)
+        status = get_status(container)
         if status is AppStatus.RUNNING and not self._is_marked_paused(app):
-            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+            pid = get_leader_pid(container)
             if pid > 0 and is_stopped(pid):
                 return AppStatus.FROZEN
         return status
@@ -264,8 +212,6 @@ class ContainerRuntime(AppDirectories):
     def _run(
         self, app: AppId, spec: AppSpec, version: int | None, *, fresh_state: bool = False
     ) -> None:
-        import docker.errors
-
         if spec.runtime is not RuntimeKind.CONTAINER:
             raise AppRuntimeError(f"app {spec.name!r} is not a container app")
         if not spec.image:
@@ -282,18 +228,14 @@ class ContainerRuntime(AppDirectories):
         except ContainerLimitsError as exc:
             raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
         state_dir = self._prepare_dirs(app, spec, fresh_state=fresh_state)
-        stale = self._find(app)
+        stale = self.engine.find(app)
         if stale is not None:
             stale.remove(force=True)
         kwargs: dict[str, Any] = {
             "command": list(spec.command) or None,
             "detach": True,
-            "name": self.get_container_name(app),
-            "labels": {
-                LABEL_APP: get_app_dirname(app),
-                LABEL_NAME: spec.name,
-                LABEL_NODE: self.node_tag,
-            },
+            "name": self.engine.get_name(app),
+            "labels": self.engine.get_labels(app, spec.name),
             "environment": {
                 STATE_DIR_ENV: STATE_MOUNT,
                 CHECKPOINT_ACK_ENV: "",
@@ -305,9 +247,8 @@ class ContainerRuntime(AppDirectories):
             kwargs["network_mode"] = self.network_mode
         self._mark_paused(app, False)  # left by an earlier incarnation, if any
         try:
-            container = self.client.containers.run(spec.image, **kwargs)
-            container.reload()
-        except docker.errors.DockerException as exc:
+            container = self.engine.run(spec.image, **kwargs)
+        except AppRuntimeError as exc:
             raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
         self._record_leader(app, container)
         self.write_release(app, spec, version)
@@ -316,7 +257,7 @@ class ContainerRuntime(AppDirectories):
 
     def _record_leader(self, app: AppId, container: Any) -> None:
         """The container's init in the app's pid file: the watchdog's handle on it."""
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        pid = get_leader_pid(container)
         pid_file = self.get_app_dir(app) / PID_FILE
         if pid > 0:
             write_pid_file(pid_file, pid)
@@ -341,14 +282,14 @@ class ContainerRuntime(AppDirectories):
 
     def start(self, app: AppId, spec: AppSpec, *, version: int | None = None) -> None:
         with self._get_lock(app):
-            container = self._find(app)
-            if container is not None and _get_status(container) is not AppStatus.STOPPED:
+            container = self.engine.find(app)
+            if container is not None and get_status(container) is not AppStatus.STOPPED:
                 raise AppRuntimeError(f"app {spec.name!r} is already running")
             self._run(app, spec, version)
 
     def stop(self, app: AppId) -> None:
         with self._get_lock(app):
-            container = self._find(app)
+            container = self.engine.find(app)
             if container is None:
                 self._release_or_raise(app)
                 return
@@ -363,7 +304,7 @@ class ContainerRuntime(AppDirectories):
 
     def pause(self, app: AppId) -> None:
         with self._get_lock(app):
-            container = self._get(app)
+            container = self.engine.get(app)
             status = self._observe(app, container)
             if status is AppStatus.FROZEN:
                 raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
@@ -375,7 +316,7 @@ class ContainerRuntime(AppDirectories):
     def resume(self, app: AppId) -> None:
         with self._get_lock(app):
             (self.get_app_dir(app) / SAVED_ARCHIVE).unlink(missing_ok=True)
-            container = self._find(app)
+            container = self.engine.find(app)
             if container is None:
                 spec, version = self._release_or_raise(app)
                 self._run(app, spec, version)
@@ -390,7 +331,7 @@ class ContainerRuntime(AppDirectories):
 
     def stats(self, app: AppId) -> AppStats:
         with self._get_lock(app):
-            container = self._get(app)
+            container = self.engine.get(app)
             status = self._observe(app, container)
             cpu_bp, rss = 0, 0
             if status is not AppStatus.STOPPED:
@@ -410,7 +351,7 @@ class ContainerRuntime(AppDirectories):
 
     def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
         with self._get_lock(app):
-            container = self._get(app)
+            container = self.engine.get(app)
             status = self._observe(app, container)
             if status is AppStatus.FROZEN:
                 # A stale copy: never archived live, killed (its state as it stands).
@@ -424,7 +365,7 @@ class ContainerRuntime(AppDirectories):
             archive = app_dir / SAVED_ARCHIVE
             try:
                 if image_tar is not None:
-                    self._write_image(container, image_tar)
+                    self.engine.write_image(container, image_tar)
                     size = write_state_archive(self.get_state_dir(app), archive, image_tar)
                 else:
                     state = self.get_state_dir(app)
@@ -437,21 +378,11 @@ class ContainerRuntime(AppDirectories):
                     image_tar.unlink(missing_ok=True)
             return SavedState(app, archive, size, live, includes_image=include_image)
 
-    def _write_image(self, container: Any, out: Path) -> None:
-        # ``docker save`` by the reference the container was created from, so the
-        # destination loads it under that same name (Image.save would use its first tag).
-        reference = container.attrs["Config"]["Image"]
-        with out.open("wb") as sink:
-            for chunk in self.client.api.get_image(reference):
-                sink.write(chunk)
-
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
-        import docker.errors
-
         with self._get_lock(app):
-            container = self._find(app)
-            if container is not None and _get_status(container) is not AppStatus.STOPPED:
+            container = self.engine.find(app)
+            if container is not None and get_status(container) is not AppStatus.STOPPED:
                 raise AppRuntimeError(f"app {spec.name!r} is already running here")
             app_dir = self.get_app_dir(app)
             app_dir.mkdir(parents=True, exist_ok=True)
@@ -460,13 +391,9 @@ class ContainerRuntime(AppDirectories):
                 # The archive replaces the state: an image holding an older one goes.
                 discard_state_quota(self.get_state_dir(app))
                 if extract_state_archive(archive, self.get_state_dir(app), image_tar):
-                    with image_tar.open("rb") as source:
-                        self.client.images.load(source)
+                    self._load_image(image_tar)
                 # Unpacked by root, in a directory no app could write: owned wholesale.
                 self._run(app, spec, None, fresh_state=True)
-            except docker.errors.DockerException as exc:
-                self._forget(app)
-                raise AppRuntimeError(f"cannot restore {spec.name!r}: {exc}") from exc
             except BaseException:
                 self._forget(app)
                 raise
@@ -478,7 +405,7 @@ class ContainerRuntime(AppDirectories):
         (the engine's freezer) while its state dir is archived, then unpaused; a
         container that is not running is archived as it stands and left so."""
         with self._get_lock(app):
-            container = self._find(app)
+            container = self.engine.find(app)
             if container is None:
                 self._release_or_raise(app)
             running = container is not None and self._observe(app, container) is AppStatus.RUNNING
@@ -505,7 +432,7 @@ class ContainerRuntime(AppDirectories):
         """End a handed-over app's container with SIGKILL alone (frozen for the save, it
         must never run again here) and keep its directory: ``RetiringRuntime``."""
         with self._get_lock(app):
-            container = self._find(app)
+            container = self.engine.find(app)
             if container is not None:
                 self._end(app, container, grace_s=0)
                 with contextlib.suppress(Exception):
@@ -516,7 +443,7 @@ class ContainerRuntime(AppDirectories):
             self._forget(app)
 
     def _forget(self, app: AppId) -> None:
-        container = self._find(app)
+        container = self.engine.find(app)
         if container is not None:
             container.remove(force=True)
         with contextlib.suppress(StateQuotaError):
@@ -525,42 +452,29 @@ class ContainerRuntime(AppDirectories):
         with self._lock:
             self._samples.pop(app, None)
 
-    def _list_containers(self) -> list[Any]:
-        mine = {"label": f"{LABEL_NODE}={self.node_tag}"}
+    def _load_image(self, tar: Path) -> None:
         try:
-            return list(self.client.containers.list(all=True, filters=mine))
+            self.engine.load_image(tar)
         except Exception as exc:  # the engine's errors and its transport's
-            raise AppRuntimeError(f"container engine: {exc}") from exc
+            raise AppRuntimeError(f"cannot load the image a migration brought: {exc}") from exc
 
     def list(self) -> tuple[AppInfo, ...]:
         """This node's containers, and the container apps recorded here whose container
         is gone (stopped: a node restart, a removed container; their state is kept)."""
-        found: dict[AppId, AppInfo] = {}
-        for container in self._list_containers():
-            labels = container.labels or {}
-            try:
-                app = AppId(bytes.fromhex(labels.get(LABEL_APP, "")))
-            except ValueError:
-                continue  # not one of ours
-            found[app] = AppInfo(app, labels.get(LABEL_NAME, ""), self._observe(app, container))
+        found = {
+            app: AppInfo(app, name, self._observe(app, container))
+            for app, name, container in self.engine.list_mine()
+        }
         for app, spec, _ in self.read_releases(RuntimeKind.CONTAINER):
             found.setdefault(app, AppInfo(app, spec.name, AppStatus.STOPPED))
         return tuple(found[app] for app in sorted(found))
 
     def is_running(self, app: AppId) -> bool:
-        container = self._find(app)
-        return container is not None and _get_status(container) is not AppStatus.STOPPED
+        container = self.engine.find(app)
+        return container is not None and get_status(container) is not AppStatus.STOPPED
 
     def has_image(self, spec: AppSpec) -> bool:
-        import docker.errors
-
-        try:
-            self.client.images.get(spec.image)
-        except docker.errors.ImageNotFound:
-            return False
-        except docker.errors.DockerException as exc:
-            raise AppRuntimeError(f"container engine: {exc}") from exc
-        return True
+        return self.engine.has_image(spec.image)
 
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         """The spec the app was last started with, and its version when known."""
@@ -574,7 +488,7 @@ class ContainerRuntime(AppDirectories):
     def close(self) -> None:
         """Remove this node's containers (their state dirs stay) and close the client."""
         with contextlib.suppress(Exception):
-            for container in self._list_containers():
+            for _, _, container in self.engine.list_mine():
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
         for app, _, _ in self.read_releases(RuntimeKind.CONTAINER):
@@ -582,7 +496,7 @@ class ContainerRuntime(AppDirectories):
             with contextlib.suppress(StateQuotaError):
                 # The state stays in its image; the next start mounts it again.
                 unmount_state_quota(self.get_state_dir(app))
-        self.client.close()
+        self.engine.close()
 
     def __enter__(self) -> ContainerRuntime:
         return self
