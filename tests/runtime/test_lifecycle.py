@@ -334,7 +334,7 @@ def test_apps_in_flight_are_left_alone_and_stale_copies_stop(
 
     async def stop_while_locked() -> None:
         # A migration out holds the app's lock for as long as it runs.
-        async with apps._lock(app):
+        async with apps.tasks.lock(app):
             await apps.reconcile()
 
     chain.append((replace(record, state=AppState.STOPPED),))

@@ -49,12 +49,12 @@ def test_close_ends_a_retrying_migration_that_swallows_cancellation(tmp_path: Pa
         )
 
     manager.client.migrate = migrate  # type: ignore[method-assign]
-    manager._get_wanted_record = lambda *_: AppRecord(APP, spec, node=destination)  # type: ignore[method-assign]
-    manager._is_node_down = lambda _: False  # type: ignore[method-assign,assignment]
-    manager._get_destination = lambda _: ("127.0.0.1", 9)  # type: ignore[method-assign,assignment]
+    manager.migrations._get_wanted_record = lambda *_: AppRecord(APP, spec, node=destination)  # type: ignore[method-assign]
+    manager.head.is_node_down = lambda _: False  # type: ignore[method-assign,assignment]
+    manager.head.get_destination = lambda _: ("127.0.0.1", 9)  # type: ignore[method-assign,assignment]
 
     async def run() -> None:
-        manager._start_migrate_out(BLOCK, Slot(5), entry, spec)
+        manager.migrations.start(BLOCK, Slot(5), entry, spec)
         while not attempts:
             await asyncio.sleep(0.01)
         await asyncio.wait_for(manager.close(), timeout=20)

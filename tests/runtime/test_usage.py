@@ -90,14 +90,14 @@ def test_manager_reports_app_cpu_as_a_share_of_the_capacity(
         manager.runtime.start(app, spec)
         pid = manager.runtime.process.get_pid(app)
         assert pid is not None
-        asyncio.run(manager._measure())  # the baseline
+        asyncio.run(manager.usage.measure())  # the baseline
         # No figure yet: the app is left out of the report, not listed at 0 CPU.
         assert not manager.app_usage
         assert [v["app"] for v in manager.get_views()] == [bytes(app).hex()]
         started, cpu_then = time.monotonic(), read_groups()[pid].cpu_s
         for _ in range(5):
             time.sleep(0.4)  # the sampling interval (the manager's is ~1 s)
-            asyncio.run(manager._measure())
+            asyncio.run(manager.usage.measure())
         span, used = time.monotonic() - started, read_groups()[pid].cpu_s - cpu_then
         (usage,) = manager.app_usage
         expected = scale_host_bp(used / span / get_host_cores() * 10_000, capacity)

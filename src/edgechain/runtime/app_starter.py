@@ -1,0 +1,95 @@
+"""Starting an app on this node (``runtime/manager.py``): after a PLACE or a RECOVER
+naming it, and whenever reconcile finds an app placed here that does not run.
+
+:class:`AppStarter` starts an app only under a valid fencing lease
+(``runtime/lease_renewal.py``), from the local replica when that is the newer state
+(after a RECOVER, or a migration whose origin died), and logs "app started".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from edgechain.chain.model import AppSpec
+from edgechain.orchestrator.registry import AppState
+from edgechain.runtime.base import AppRuntimeError
+from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.replica import ReplicaStore, restore_from_replica
+from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.types import AppId, NodeId
+
+log = logging.getLogger("edgechain.apps")
+
+
+class AppStarter:
+    """Starts apps in ``runtime``; ``lock``: an app's lock (``AppTasks.lock``);
+    ``is_lease_valid``: may the node start anything now."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        runtime: NodeRuntimes,
+        replicas: ReplicaStore,
+        head: HeadQueries,
+        *,
+        lock: Callable[[AppId], asyncio.Lock],
+        is_lease_valid: Callable[[], bool],
+    ) -> None:
+        self.node_id = node_id
+        self.runtime = runtime
+        self.replicas = replicas
+        self.head = head
+        self._lock = lock
+        self._is_lease_valid = is_lease_valid
+
+    async def place(self, app: AppId, spec: AppSpec, why: str) -> None:
+        """A PLACE or RECOVER order naming this node, checked against the head."""
+        version: int | None = None
+        record = self.head.get_head_record(app)
+        if record is not None and record.node == self.node_id:
+            # The head may be past the PLACE block: a STOP or an UPDATE since wins.
+            if record.state is AppState.STOPPED:
+                return
+            spec, version = record.spec, record.version
+        elif record is not None:
+            return  # placed elsewhere since (a reorg, a later move): not ours to start
+        async with self._lock(app):
+            await self.start_if_stopped(app, spec, why, version)
+
+    async def start_if_stopped(
+        self, app: AppId, spec: AppSpec, why: str, version: int | None = None
+    ) -> None:
+        if await asyncio.to_thread(self.runtime.is_running, app):
+            return
+        if not self._is_lease_valid():
+            log.info(
+                "start deferred: lease expired", extra={"fields": {"app": bytes(app).hex()[:16]}}
+            )
+            return  # reconcile tries again once the lease is renewed
+        fields: dict[str, Any] = {
+            "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
+        }  # fmt: skip
+        try:
+            if await asyncio.to_thread(self._is_replica_wanted_at_start, app, why):
+                used = await asyncio.to_thread(
+                    restore_from_replica, self.runtime, self.replicas, app, spec
+                )
+                fields["replica_slot"] = used.slot if used is not None else None
+            await asyncio.to_thread(self.runtime.start, app, spec, version=version)
+        except AppRuntimeError as exc:
+            log.error("app start failed", extra={"fields": {**fields, "error": str(exc)}})
+            return
+        log.info("app started", extra={"fields": fields})
+
+    def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:
+        """Blocking: start from the local replica? After a RECOVER, or a migration whose
+        origin died, when we hold one; otherwise only when the runtime has no state of
+        the app at all (a stale local copy is older than the replica its node sent)."""
+        if self.replicas.get(app) is None:
+            return False
+        if why in ("recover", "origin down"):
+            return True
+        return not any(info.app == app for info in self.runtime.list())

@@ -1,0 +1,175 @@
+"""Migrations out of this node (DESIGN.md, "Migration execution"; ``runtime/manager.py``).
+
+A MIGRATE from this node is offered to the destination's transfer server, retried with
+backoff while the head chain still carries the block and still places the app there
+(the destination may accept the block a moment after us, and refuses until then). The
+transfer protocol guarantees the app is never lost and never runs twice.
+
+:class:`MigrationsOut` runs one retry loop per app (:meth:`~MigrationsOut.start`), keeps
+the last results for the API, marks a completed handover on disk so it is not offered
+again, and tells reconcile whether a copy held here is still being handed over
+(:meth:`~MigrationsOut.is_handing_over`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
+from edgechain.errors import LocalError
+from edgechain.orchestrator.registry import AppRecord
+from edgechain.runtime.app_tasks import AppTasks
+from edgechain.runtime.base import get_app_dirname
+from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.lifecycle import ChainView, HeldApp, find_placing_entry, is_on_head_chain
+from edgechain.runtime.transfer import MigrationResult, TransferClient
+from edgechain.types import AppId, BlockHash, NodeId, Slot
+
+log = logging.getLogger("edgechain.apps")
+
+MIGRATE_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+"""Backoff between offers of one migration; the last value repeats. An origin never
+gives up while the head still places the app at an active destination: the app runs
+here until it runs there (DESIGN.md, "Exactly once"); once the destination is down the
+chain recovers the app elsewhere and this copy is stale."""
+MAX_RESULTS = 100
+
+
+class MigrationsOut:
+    """The outgoing migrations of node ``node_id``, sent with ``client``; handovers are
+    recorded under ``transfer_dir``."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        client: TransferClient,
+        head: HeadQueries,
+        tasks: AppTasks,
+        transfer_dir: Path,
+    ) -> None:
+        self.node_id = node_id
+        self.client = client
+        self.head = head
+        self.tasks = tasks
+        self.transfer_dir = transfer_dir
+        self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
+        self._outgoing: dict[AppId, asyncio.Task[None]] = {}
+        """Migrations out in progress (the app runs here until the destination has it)."""
+
+    def get_outgoing(self) -> Collection[AppId]:
+        """The apps being handed over (the fencing lease lists them)."""
+        return self._outgoing.keys()
+
+    def start(self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec) -> None:
+        """Hand the app over, once: a second order for it waits for the first."""
+        running = self._outgoing.get(entry.app)
+        if running is not None and not running.done():
+            return
+        task = self.tasks.spawn(self._migrate_out(block_hash, slot, entry, spec))
+        self._outgoing[entry.app] = task
+        task.add_done_callback(lambda t: self._forget_outgoing(entry.app, t))
+
+    def _forget_outgoing(self, app: AppId, task: asyncio.Task[None]) -> None:
+        if self._outgoing.get(app) is task:
+            del self._outgoing[app]
+
+    def is_handing_over(self, engine: ChainView, record: AppRecord | None, held: HeldApp) -> bool:
+        """Are we (still) the origin of the head-chain MIGRATE that placed the app
+        elsewhere, with the destination active? Then our copy runs until the destination
+        has it: a handover that is not running (we restarted, or an earlier attempt was
+        given up while the chain still wanted it) is started again."""
+        if record is None or record.node in (None, self.node_id):
+            return False
+        task = self._outgoing.get(record.app)
+        if task is not None and not task.done():
+            return True
+        found = find_placing_entry(engine, record)
+        if found is None:
+            return False
+        block_hash, entry = found
+        if entry.action is not PlanAction.MIGRATE or entry.origin != self.node_id:
+            return False
+        if self.head.is_node_down(entry.destination):
+            return False
+        if self._get_handed_path(block_hash, record.app).exists():
+            return False  # done: what we hold is the state as we handed it over
+        block = engine.blocks.get(block_hash)
+        self.start(block_hash, block.slot if block else Slot(0), entry, held.spec)
+        return True
+
+    def _get_handed_path(self, block_hash: BlockHash, app: AppId) -> Path:
+        """Exists once we handed ``app`` over for the MIGRATE of ``block_hash`` (our
+        copy ended, its state kept): it is not offered again (``is_handing_over``)."""
+        handed = self.transfer_dir / "handed"
+        handed.mkdir(parents=True, exist_ok=True)
+        return handed / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+
+    def _get_wanted_record(self, block_hash: BlockHash, entry: PlanEntry) -> AppRecord | None:
+        """The app's head record while the block is on our head chain and the registry
+        still places the app at the entry's destination (a reorg, a later move or a
+        REMOVE makes the offer pointless); None otherwise."""
+        engine = self.head.engine
+        if engine is None or not is_on_head_chain(engine, block_hash):
+            return None
+        record = self.head.get_head_record(entry.app)
+        return record if record is not None and record.node == entry.destination else None
+
+    async def _migrate_out(
+        self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec
+    ) -> None:
+        app = entry.app
+        attempt = 0
+        fields: dict[str, Any] = {
+            "app": bytes(app).hex()[:16],
+            "name": spec.name,
+            "slot": slot,
+            "to": bytes(entry.destination).hex()[:16],
+        }
+        while not self.tasks.closing:
+            record = self._get_wanted_record(block_hash, entry)
+            if record is None or self.head.is_node_down(entry.destination):
+                break
+            address = self.head.get_destination(entry.destination)
+            if address is None:
+                log.error("no transfer address for destination", extra={"fields": fields})
+                return
+            async with self.tasks.lock(app):
+                try:
+                    # The head's spec, not the order's: the destination checks the offer
+                    # against its head registry, and an UPDATE may have come in between.
+                    result = await self.client.migrate(block_hash, entry, record.spec, *address)
+                except LocalError as exc:
+                    # Not running here (never started, or already gone): nothing to send.
+                    log.warning("migration skipped", extra={"fields": {**fields, "why": str(exc)}})
+                    return
+            self._record_result(result, fields, attempt)
+            if result.ok:
+                self._get_handed_path(block_hash, app).touch()
+                return
+            await asyncio.sleep(MIGRATE_RETRY_S[min(attempt, len(MIGRATE_RETRY_S) - 1)])
+            attempt += 1
+        # The head no longer places it there (a reorg, a later move, a REMOVE), the
+        # destination is down (the chain recovers the app elsewhere) or this node is
+        # stopping: reconcile decides what this copy is now (after a restart).
+        log.warning("migration abandoned", extra={"fields": {**fields, "attempts": attempt}})
+
+    def _record_result(self, result: MigrationResult, fields: dict[str, Any], attempt: int) -> None:
+        entry = {
+            **fields,
+            "attempt": attempt,
+            "outcome": result.outcome.value,
+            "reason": result.reason,
+            "save_ms": round(result.save_ms, 1),
+            "transmit_ms": round(result.transmit_ms, 1),
+            "resume_ms": round(result.resume_ms, 1),
+            "raw_bytes": result.raw_bytes,
+            "compressed_bytes": result.compressed_bytes,
+            "live": result.live,
+        }
+        self.results.append(entry)
+        log.info("migration", extra={"fields": entry})

@@ -1,0 +1,234 @@
+"""Reconciliation of this node's runtime with the head registry (DESIGN.md, "Exactly
+once"; ``runtime/manager.py`` runs it).
+
+Reconcile, about once a slot, makes the runtime match the head registry (the rules are
+in ``runtime/lifecycle.py``; each action runs in a worker thread under the app's lock,
+re-checks the runtime there, and is logged as "app started", "app stopped", "app
+updated" or "app removed"):
+
+* placed here, RUNNING, not running (it crashed, the node restarted, or a START): start
+  it from its state dir, but only if it was placed here by a PLACE or by a migration
+  this node completed (the transfer ledger); an app moved here that has not arrived is
+  the origin's to send, never ours to start;
+* placed here, STOPPED, running: stop it, keeping its state dir;
+* placed here, RUNNING, running another spec version (UPDATE): stop it and start the
+  record's spec from the same state dir; the runtime records the version it started,
+  so this survives a node restart;
+* held here, record gone from the head registry (REMOVE): stop it and delete its app
+  directory, once the head chain shows the removal (``lifecycle.was_removed``).
+
+An app in flight (a migration out holds its lock; one coming in has an incoming file)
+is skipped, and an app whose record places it on another node is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
+from edgechain.runtime.app_starter import AppStarter
+from edgechain.runtime.app_tasks import AppTasks
+from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
+from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.lifecycle import (
+    Action,
+    ChainView,
+    HeldApp,
+    decide,
+    get_start_reason,
+    was_removed,
+)
+from edgechain.runtime.migrations_out import MigrationsOut
+from edgechain.runtime.replica_sync import ReplicaSync
+from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.types import AppId, BlockHash, NodeId
+
+log = logging.getLogger("edgechain.apps")
+
+
+class Reconciler:
+    """One pass of the lifecycle rules over ``runtime`` at a time (:meth:`reconcile`).
+    ``transfer_dir``: the transfer server's work dir (its incoming files and ledger)."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        runtime: NodeRuntimes,
+        head: HeadQueries,
+        tasks: AppTasks,
+        *,
+        starter: AppStarter,
+        migrations: MigrationsOut,
+        replica_sync: ReplicaSync,
+        transfer_dir: Path,
+    ) -> None:
+        self.node_id = node_id
+        self.runtime = runtime
+        self.head = head
+        self.tasks = tasks
+        self.starter = starter
+        self.migrations = migrations
+        self.replica_sync = replica_sync
+        self.transfer_dir = transfer_dir
+        self._settle_until = 0.0
+        """No start before this (monotonic seconds): a reorg is settling."""
+        self._searched: dict[AppId, BlockHash] = {}
+        """``lifecycle.was_removed``'s memory of heads already searched, per app."""
+
+    def settle(self, seconds: float) -> None:
+        """Start nothing for ``seconds`` from now (a reorg is settling)."""
+        self._settle_until = time.monotonic() + seconds
+
+    async def reconcile(self) -> None:
+        """One pass of the lifecycle rules (module docstring); idempotent. ``tick``
+        runs it about once a slot."""
+        engine = self.head.engine
+        if engine is None or engine.get_head_state() is None:
+            return
+        held = {h.app: h for h in await asyncio.to_thread(self._get_held)}
+        state = engine.get_head_state()  # after the await: the head may have moved
+        if state is None:
+            return
+        apps = [r.app for r in get_apps_on_node(state.registry, self.node_id)]
+        placed_here = set(apps)
+        apps += sorted(app for app in held if app not in placed_here)
+        for app in apps:
+            lock = self.tasks.lock(app)
+            if lock.locked():
+                continue  # in flight (a migration out) or already being acted on
+            # Read again per app: an earlier action awaited, and the head moves on.
+            current = engine.get_head_state()
+            record = get_record(current.registry, app) if current is not None else None
+            here = held.get(app)
+            action = decide(
+                self.node_id,
+                record,
+                here,
+                removed=record is None
+                and here is not None
+                and not self._is_arriving(app)
+                and was_removed(engine, app, self._searched),
+                outgoing=here is not None and self.migrations.is_handing_over(engine, record, here),
+                settled=self._is_settled(record),
+            )
+            if action is None or not self._is_allowed(engine, action, app, record):
+                continue
+            async with lock:
+                await self._carry_out(action, app, record)
+        self.replica_sync.prune(state, held)
+
+    def _is_settled(self, record: AppRecord | None) -> bool:
+        """The record's last move is K slots below the head (``Action.DISCARD``)."""
+        engine = self.head.engine
+        state = engine.get_head_state() if engine is not None else None
+        params = engine.params if engine is not None else None
+        if record is None or record.last_move_slot is None or state is None or params is None:
+            return False
+        return state.slot - record.last_move_slot >= params.down_after_slots
+
+    def _get_held(self) -> list[HeldApp]:
+        """Blocking: the runtime's apps with their releases."""
+        held = []
+        for info in self.runtime.list():
+            try:
+                spec, version = self.runtime.get_release(info.app)
+            except AppRuntimeError:
+                continue  # removed meanwhile
+            running = info.status is not AppStatus.STOPPED
+            held.append(HeldApp(info.app, running, spec, version))
+        return held
+
+    def _is_allowed(
+        self, engine: ChainView, action: Action, app: AppId, record: AppRecord | None
+    ) -> bool:
+        if action is Action.START:
+            return (
+                record is not None
+                and time.monotonic() >= self._settle_until
+                and self._get_start_reason(engine, record) is not None
+            )
+        if action is Action.STOP_STALE:
+            return not self._is_arriving(app)
+        return True
+
+    def _is_arriving(self, app: AppId) -> bool:
+        """A migration of ``app`` is being received or restored here (the transfer
+        server's incoming file exists from the first byte until the restore ends)."""
+        incoming = self.transfer_dir / "incoming"
+        return any(incoming.glob(f"{get_app_dirname(app)}-*"))
+
+    async def _carry_out(self, action: Action, app: AppId, record: AppRecord | None) -> None:
+        """Run ``action`` in a worker thread; the caller holds the app's lock."""
+        fields: dict[str, Any] = {"app": bytes(app).hex()[:16]}
+        if record is not None:
+            fields.update(name=record.spec.name, version=record.version)
+        engine = self.head.engine
+        try:
+            if action is Action.START and record is not None:
+                why = self._get_start_reason(engine, record) if engine else None
+                await self.starter.start_if_stopped(
+                    app, record.spec, why or "reconcile", record.version
+                )
+            elif action is Action.STOP_STALE:
+                if await asyncio.to_thread(self._stop_if_running, app):
+                    # A second copy: the head runs it elsewhere, or never started it.
+                    where = record.node.hex()[:16] if record and record.node else None
+                    log.warning(
+                        "stale app stopped", extra={"fields": {**fields, "placed_on": where}}
+                    )
+            elif action is Action.STOP:
+                if await asyncio.to_thread(self._stop_if_running, app):
+                    log.info("app stopped", extra={"fields": {**fields, "why": "stopped"}})
+            elif action is Action.UPDATE and record is not None:
+                done, old = await asyncio.to_thread(self._restart_at, app, record)
+                if done:
+                    log.info("app updated", extra={"fields": {**fields, "from_version": old}})
+            elif action is Action.CONFIRM and record is not None:
+                await asyncio.to_thread(self.runtime.set_version, app, record.version)
+            elif action is Action.REMOVE:
+                await asyncio.to_thread(self.runtime.remove, app)
+                self._searched.pop(app, None)
+                log.info("app removed", extra={"fields": {**fields, "why": "removed"}})
+            elif action is Action.DISCARD:
+                await asyncio.to_thread(self.runtime.remove, app)
+                log.info("app removed", extra={"fields": {**fields, "why": "placed elsewhere"}})
+        except AppRuntimeError as exc:
+            fields.update(action=action.value, error=str(exc))
+            log.error("app action failed", extra={"fields": fields})
+
+    def _stop_if_running(self, app: AppId) -> bool:
+        """Blocking: stop the app (state kept) if it runs; True when it did."""
+        if not self.runtime.is_running(app):
+            return False
+        self.runtime.stop(app)
+        return True
+
+    def _restart_at(self, app: AppId, record: AppRecord) -> tuple[bool, int | None]:
+        """Blocking: if the app still runs another release, stop it and start the
+        record's spec from the same state dir. Returns (restarted, the old version)."""
+        spec, version = self.runtime.get_release(app)
+        if not self.runtime.is_running(app) or (spec, version) == (record.spec, record.version):
+            return False, version
+        self.runtime.stop(app)
+        self.runtime.start(app, record.spec, version=record.version)
+        return True, version
+
+    def _get_start_reason(self, engine: ChainView, record: AppRecord) -> str | None:
+        """``lifecycle.get_start_reason`` with this node's transfer ledger (the same path
+        as the TransferServer's: it exists once we acknowledged DONE)."""
+
+        def is_received(block_hash: BlockHash, app: AppId) -> bool:
+            name = f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+            return (self.transfer_dir / "ledger" / name).exists()
+
+        return get_start_reason(
+            engine,
+            record,
+            is_received=is_received,
+            is_down=self.head.is_node_down,
+            is_arriving=self._is_arriving,
+        )

@@ -1,0 +1,154 @@
+"""Per-app usage for the node's reports and the API (``runtime/manager.py``).
+
+The stats of the running apps, sampled each interval and averaged over the last few
+samples, go into the node's ``LocalUsage`` with the node's own host measurement, so
+reports carry real per-app usage. Shares are of the whole host, or of the node's
+declared CPU capacity (``cpu_capacity``: the cores it offers its apps, whose total is
+then its apps' alone); ``runtime/usage.py`` says how the node's total is made of its
+parts in each case.
+
+:class:`UsageSampler` keeps the last sample (:class:`AppView` per app for the API,
+``AppUsage`` per measured app for the reports) and pushes the merged figures
+(:func:`merge_usage`) to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+
+from edgechain.chain.model import BASIS_POINTS, AppUsage
+from edgechain.consensus.engine import LocalUsage
+from edgechain.runtime.base import AppRuntimeError, AppStatus
+from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
+from edgechain.types import AppId
+
+
+@dataclass(frozen=True)
+class AppView:
+    """One app of this node's runtime as the API shows it."""
+
+    app: str
+    name: str
+    running: bool
+    status: str
+    cpu_bp: int = 0
+    ram_bp: int = 0
+    disk_bytes: int = 0
+    version: int | None = None
+    """The spec version the runtime started (None: not known yet, after a migration)."""
+
+
+def merge_usage(
+    host: LocalUsage, apps: tuple[AppUsage, ...], *, apps_only_cpu: bool = False
+) -> LocalUsage:
+    """The node's report figures: host totals, never below the sum of its apps; with
+    ``apps_only_cpu`` (a declared capacity) the CPU total is the sum of the apps' shares
+    alone, ``host.cpu_bp`` left out (``usage.merge_cpu_bp``)."""
+    ram = sum(a.ram_bp for a in apps)
+    return replace(
+        host,
+        cpu_bp=merge_cpu_bp(host.cpu_bp, (a.cpu_bp for a in apps), apps_only=apps_only_cpu),
+        ram_bp=min(BASIS_POINTS, max(host.ram_bp, ram)),
+        apps=apps,
+    )
+
+
+class UsageSampler:
+    """Samples ``runtime``'s apps; ``disk_total``: the bytes of the data dir's disk
+    (disk shares are of it); ``cpu_capacity``: the node's declared cores (None: the
+    whole host)."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntimes,
+        head: HeadQueries,
+        *,
+        disk_total: int,
+        cpu_capacity: float | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.head = head
+        self.cpu_capacity = cpu_capacity
+        self._cpu = CpuAverager()
+        self._disk_total = disk_total
+        self.host_usage = LocalUsage()
+        self.app_usage: tuple[AppUsage, ...] = ()
+        self.views: tuple[AppView, ...] = ()
+
+    def get_running(self) -> set[AppId]:
+        """The apps running here, as last sampled."""
+        return {AppId(bytes.fromhex(v.app)) for v in self.views if v.running}
+
+    def set_host_usage(self, usage: LocalUsage) -> None:
+        self.host_usage = usage
+        self.push_usage()
+
+    async def measure(self) -> None:
+        views, usage = await asyncio.to_thread(self._sample)
+        self.views = views
+        self.app_usage = usage
+        self.push_usage()
+
+    def _sample(self) -> tuple[tuple[AppView, ...], tuple[AppUsage, ...]]:
+        """Blocking: list the runtime's apps and the stats of the running ones."""
+        now = int(time.time() * 1000)
+        views: list[AppView] = []
+        usage: list[AppUsage] = []
+        measured: set[AppId] = set()
+        for info in self.runtime.list():
+            running = info.status is not AppStatus.STOPPED
+            try:
+                version = self.runtime.get_release(info.app)[1]
+            except AppRuntimeError:
+                continue  # removed since the listing
+            view = AppView(
+                bytes(info.app).hex(), info.name, running, info.status.value, version=version
+            )
+            if running:
+                try:
+                    stats = self.runtime.stats(info.app)
+                except AppRuntimeError:
+                    views.append(view)
+                    continue
+                disk_bp = stats.disk_bytes * BASIS_POINTS // self._disk_total
+                measured.add(info.app)
+                view = replace(view, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes)
+                mean = self._cpu.add(info.app, stats.cpu_bp)
+                if mean is None:
+                    # Just started here (placed, migrated in, restarted): no CPU figure
+                    # yet. Left out of the report rather than listed at 0, which made
+                    # the planner take the node for an app lighter than it is and send
+                    # it more; until listed here, the planner counts the app at the
+                    # origin's figure or its spec's request (orchestrator/load.py).
+                    views.append(view)
+                    continue
+                cpu_bp = scale_host_bp(mean, self.cpu_capacity)
+                usage.append(
+                    AppUsage(
+                        info.app,
+                        cpu_bp,
+                        stats.ram_bp,
+                        disk_bp,
+                        0,
+                        now,
+                        state_bytes=stats.disk_bytes,
+                    )
+                )
+                view = replace(view, cpu_bp=cpu_bp)
+            views.append(view)
+        self._cpu.retain(measured)
+        usage.sort(key=lambda u: bytes(u.app))
+        return tuple(views), tuple(usage)
+
+    def push_usage(self) -> None:
+        engine = self.head.engine
+        if engine is not None:
+            engine.set_local_usage(
+                merge_usage(
+                    self.host_usage, self.app_usage, apps_only_cpu=self.cpu_capacity is not None
+                )
+            )
