@@ -5,9 +5,9 @@ records placed on it whose state is RUNNING, at their spec version; a STOPPED re
 keeps its state dir here but does not run; a record that is gone (REMOVE) takes the
 app and its state with it. :func:`decide` compares one record with the runtime's copy
 and names the action; it is pure, so the rules are tested on their own.
-:class:`~edgechain.runtime.manager.AppManager` applies the guards that need the chain
-or the node's locks (an app in flight is never touched; a start needs a PLACE or a
-completed migration, ``_may_start_here``) and carries the actions out.
+:class:`~edgechain.runtime.reconcile.Reconciler` (owned by the node's ``AppManager``)
+applies the guards that need the chain or the node's locks (an app in flight is never
+touched; a start needs a PLACE or a completed migration) and carries the actions out.
 
 Exactly once (DESIGN.md, "Exactly once: the app-layer contract"): a node runs only
 what its head chain assigns to it. A copy held here that the head does not assign

@@ -32,7 +32,7 @@ class Copy:
 
 @dataclass
 class Handover:
-    """An outgoing migration (the manager's ``_migrate_out`` task)."""
+    """An outgoing migration (``MigrationsOut._migrate_out``'s task)."""
 
     block_hash: BlockHash
     entry: PlanEntry

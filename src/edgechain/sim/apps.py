@@ -222,8 +222,9 @@ class AppLayer:
     # --- fencing ---------------------------------------------------------------------------
 
     def _renew_lease(self, node: SimNode, apps: NodeApps, now: int) -> None:
-        """``AppManager._renew_lease``: F slots after our latest contribution on our
-        own head; listed: what the head places here and what we are handing over."""
+        """``LeaseRenewal.renew`` (``runtime/lease_renewal.py``): F slots after our latest
+        contribution on our own head; listed: what the head places here and what we are
+        handing over."""
         engine = node.engine
         state = engine.get_head_state()
         params = engine.params
@@ -330,7 +331,7 @@ class AppLayer:
         elif action is Action.DISCARD:
             apps.copies.pop(app, None)
 
-    # --- migrations (AppManager._is_handing_over, _migrate_out; transfer.py) ---------------
+    # --- migrations (runtime/migrations_out.py: is_handing_over, _migrate_out) -----------
 
     def _is_handing_over(
         self, node: SimNode, apps: NodeApps, record: AppRecord | None, now: int
