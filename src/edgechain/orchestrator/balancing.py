@@ -74,10 +74,11 @@ import bisect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.plan_state import MIB, PlanState
-from edgechain.orchestrator.policy import is_move_allowed, is_node_allowed
+from edgechain.orchestrator.policy import is_move_allowed
 from edgechain.orchestrator.registry import AppRecord
 from edgechain.types import AppId, NodeId, Slot
 
@@ -89,6 +90,9 @@ MOVE_MARGIN_DIVISOR = 32
 
 MIN_MOVABLE_SCORE = 20
 """An app (or a swap's difference) below 0.1 % CPU is not worth a transfer."""
+
+_Key = TypeVar("_Key", bound=tuple[int, bytes])
+"""A sorted list's (score or load, id) entry."""
 
 RETURN_GUARD_SLOTS = 64
 """Balancing does not send an app back to its previous node for this many slots."""
@@ -254,10 +258,7 @@ class _MovableApps:
     def discard(self, origin: NodeId, app: AppId) -> None:
         apps = self.by_node.get(origin)
         if apps is not None:
-            key = (self.state.app_score[app], app)
-            position = bisect.bisect_left(apps, key)
-            if position < len(apps) and apps[position] == key:
-                del apps[position]
+            _remove_sorted(apps, (self.state.app_score[app], app))
 
 
 class _Ranking:
@@ -281,19 +282,24 @@ class _Ranking:
         """Only nodes above this send, only nodes below ``mean`` receive."""
 
     def drop_destination(self, node: NodeId, node_load: int) -> None:
-        position = bisect.bisect_left(self.destinations, (node_load, node))
-        if position < len(self.destinations) and self.destinations[position] == (node_load, node):
-            del self.destinations[position]
+        _remove_sorted(self.destinations, (node_load, node))
 
     def rerank(self, node: NodeId, old_load: int, new_load: int) -> None:
         for ranked, old_key, new_key in (
             (self.destinations, (old_load, node), (new_load, node)),
             (self.origins, (-old_load, node), (-new_load, node)),
         ):
-            position = bisect.bisect_left(ranked, old_key)
-            if position < len(ranked) and ranked[position] == old_key:
-                del ranked[position]
+            if _remove_sorted(ranked, old_key):
                 bisect.insort(ranked, new_key)
+
+
+def _remove_sorted(items: list[_Key], key: _Key) -> bool:
+    """Delete ``key`` from the sorted list ``items``; whether it was there."""
+    position = bisect.bisect_left(items, key)
+    if position < len(items) and items[position] == key:
+        del items[position]
+        return True
+    return False
 
 
 def _find_best_move(state: PlanState, movable: _MovableApps, ranking: _Ranking) -> Move | None:
@@ -481,16 +487,6 @@ def _is_swap_allowed(
     state: PlanState, x: AppRecord, heavy: NodeId, y: AppRecord, light: NodeId
 ) -> bool:
     """Labels, pin and anti-affinity of both apps, each counting the other as gone."""
-    return _may_enter(state, x, light, leaving=y) and _may_enter(state, y, heavy, leaving=x)
-
-
-def _may_enter(state: PlanState, record: AppRecord, node: NodeId, *, leaving: AppRecord) -> bool:
-    if node not in state.available or not is_node_allowed(record.spec, state.infos[node]):
-        return False
-    group = record.spec.policy.anti_affinity
-    if not group:
-        return True
-    present = state.groups_on[node].get(group, 0)
-    if leaving.spec.policy.anti_affinity == group:
-        present -= 1
-    return present == 0
+    return state.is_destination_allowed(x, light, leaving=y) and state.is_destination_allowed(
+        y, heavy, leaving=x
+    )

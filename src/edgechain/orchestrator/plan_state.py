@@ -146,13 +146,21 @@ class PlanState:
             groups = self.groups_on[node]
             groups[group] = groups.get(group, 0) + delta
 
-    def is_destination_allowed(self, record: AppRecord, node: NodeId) -> bool:
-        """Available, labels, pin and anti-affinity (with the plan's earlier entries
-        applied)."""
+    def is_destination_allowed(
+        self, record: AppRecord, node: NodeId, *, leaving: AppRecord | None = None
+    ) -> bool:
+        """Available, runtime, labels, pin and anti-affinity (with the plan's earlier
+        entries applied; ``leaving``: an app that leaves ``node`` in the same step, a
+        swap's other half)."""
         if node not in self.available or not is_node_allowed(record.spec, self.infos[node]):
             return False
         group = record.spec.policy.anti_affinity
-        return not group or self.groups_on[node].get(group, 0) == 0
+        if not group:
+            return True
+        present = self.groups_on[node].get(group, 0)
+        if leaving is not None and leaving.spec.policy.anti_affinity == group:
+            present -= 1
+        return present == 0
 
     def add_app(self, record: AppRecord, node: NodeId) -> None:
         self.load[node] += self.app_score[record.app]
