@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgechain.lab.testnet import LaunchConfig, interrupt_on_termination, run_testnet
+from edgechain.lab.testnet import interrupt_on_termination
+from edgechain.lab.testnet_config import LaunchConfig
+from edgechain.lab.testnet_launcher import run_testnet
 
 SCENARIOS = ("base", "netns", "kill")
 KILLED_NODES = 5

@@ -54,15 +54,9 @@ from edgechain.lab.summary import (
     build_chain_summary,
     pick_reference,
 )
-from edgechain.lab.testnet import (
-    DEFAULT_CPU_CAPACITY,
-    LaunchConfig,
-    LaunchError,
-    Progress,
-    add_testnet_arguments,
-    config_from_args,
-    format_progress,
-)
+from edgechain.lab.testnet import add_testnet_arguments, config_from_args
+from edgechain.lab.testnet_config import DEFAULT_CPU_CAPACITY, LaunchConfig, LaunchError
+from edgechain.lab.testnet_progress import Progress, format_progress
 from edgechain.testing import build_skip_block, make_genesis
 from edgechain.types import PublicKey, Slot
 
@@ -428,7 +422,7 @@ def test_neighbour_limits_round_trip(tmp_path: Path) -> None:
 def test_default_run_dir_is_reachable_for_the_app_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgechain.lab.testnet import default_run_dir
+    from edgechain.lab.testnet_config import default_run_dir
     from edgechain.runtime.appuser import is_open_to_others
 
     monkeypatch.chdir(tmp_path)  # pytest's tmp dirs are 0700: a closed checkout

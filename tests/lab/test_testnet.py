@@ -25,7 +25,8 @@ from edgechain.chain.attestation import is_majority
 from edgechain.lab.cluster import get_guard_prefix
 from edgechain.lab.elections import compute_elections, load_chain
 from edgechain.lab.netns import get_unavailable_reason, list_links, list_namespaces
-from edgechain.lab.testnet import LaunchConfig, run_testnet
+from edgechain.lab.testnet_config import LaunchConfig
+from edgechain.lab.testnet_launcher import run_testnet
 
 LONG = os.environ.get("EDGECHAIN_LONG") == "1"
 

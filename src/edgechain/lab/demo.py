@@ -28,7 +28,7 @@ from typing import Any
 
 from edgechain.chain.model import AppPolicy, AppSpec, RuntimeKind
 from edgechain.lab.operator import CLIENT_FILE, get_grant_timeout
-from edgechain.lab.testnet import default_run_dir
+from edgechain.lab.testnet_config import default_run_dir
 from edgechain.runtime.samples import get_counter_spec, get_cpu_load_spec
 
 CLI = (sys.executable, "-m", "edgechain.cli")

@@ -1,0 +1,121 @@
+"""The options of one testnet run (``edgechain testnet``, :mod:`edgechain.lab.testnet`):
+:class:`LaunchConfig` with its defaults and checks, :class:`LaunchError`, and the
+default run directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechain.errors import LocalError
+from edgechain.lab.cluster import STOP_GRACE_S, NodeOptions
+from edgechain.runtime.appuser import is_open_to_others
+
+DEFAULT_CHAIN_ID = "edgechain-testnet"
+DEFAULT_NODE_COMMAND = (sys.executable, "-m", "edgechain.cli", "node")
+READY_TIMEOUT_S = 60.0
+
+
+class LaunchError(LocalError):
+    """The testnet cannot be started or did not come up (bad options, no genesis...)."""
+
+
+DEFAULT_CPU_CAPACITY = 1.0
+"""The cores each testnet node offers its apps unless told otherwise. Its reports then
+carry its own apps' usage only. The nodes of a testnet share one host, and host-wide
+shares (what a node reports without a capacity) are the same figure for all of them,
+sampled at different instants: the planner would move apps after that sampling noise,
+not after the apps' loads."""
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    nodes: int
+    committee: int
+    slot_duration: float
+    slots: int
+    """Slots past genesis to run; 0: until interrupted."""
+    run_dir: Path
+    join_interval: float = 1.0
+    json_path: Path | None = None
+    netns: bool = False
+    netns_prefix: str = "ec"
+    netns_subnet: int = 0
+    base_port: int | None = None
+    host: str = "127.0.0.1"
+    chain_id: str = DEFAULT_CHAIN_ID
+    open_admission: bool = False
+    cpu_capacity: float | None = DEFAULT_CPU_CAPACITY
+    """Every node's declared CPU cores (``edgechain node --cpu-capacity``); None: each
+    reports shares of the whole host."""
+    containers: int = 0
+    """Nodes 0..containers-1 get a private container engine (``lab/containers.py``)."""
+    kill: int = 0
+    kill_at: int | None = None
+    restart_after: int | None = 5
+    """Slots after the kill to restart the killed nodes; None: never."""
+    seed: int | None = None
+    stop_grace: float = STOP_GRACE_S
+    genesis_timeout: float | None = None
+    """Seconds from launch; None: all joins plus 60 s."""
+    ready_timeout: float = READY_TIMEOUT_S
+    node_command: tuple[str, ...] = DEFAULT_NODE_COMMAND
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise :class:`LaunchError` on options that cannot make a network."""
+        if self.nodes < self.committee + 1:
+            raise LaunchError(
+                f"--nodes {self.nodes} is fewer than committee + 1 = {self.committee + 1}: "
+                "genesis needs that many inclusion requests"
+            )
+        if self.committee < 1 or self.slot_duration <= 0:
+            raise LaunchError("--committee and --slot-duration must be positive")
+        if self.slots < 0:
+            raise LaunchError("--slots must not be negative (0: until interrupted)")
+        if self.join_interval < 0:
+            raise LaunchError("--join-interval must not be negative")
+        if self.cpu_capacity is not None and not 0 < self.cpu_capacity < float("inf"):
+            raise LaunchError(
+                f"--cpu-capacity {self.cpu_capacity:g}: expected a number of CPU cores above 0"
+            )
+        if not 0 <= self.containers <= self.nodes:
+            raise LaunchError(f"--containers must be 0..{self.nodes} (nodes with an engine)")
+        if self.kill:
+            if not 0 < self.kill < self.nodes:
+                raise LaunchError(f"--kill must be 1..{self.nodes - 1} (never the bootstrap)")
+            if self.kill_at is None or not 0 < self.kill_at < (self.slots or 2**62):
+                raise LaunchError("--kill needs --kill-at SLOT with 0 < SLOT < --slots")
+        if self.base_port is not None and not 1024 <= self.base_port <= 65535 - 2 * self.nodes:
+            raise LaunchError(f"--base-port must leave room for {2 * self.nodes} ports")
+
+    def get_node_options(self) -> NodeOptions:
+        return NodeOptions(
+            self.node_command,
+            self.chain_id,
+            self.committee,
+            self.slot_duration,
+            self.open_admission,
+            self.cpu_capacity,
+        )
+
+    def get_genesis_timeout(self) -> float:
+        if self.genesis_timeout is not None:
+            return self.genesis_timeout
+        return self.join_interval * self.nodes + 60.0
+
+
+def default_run_dir(now: float | None = None) -> Path:
+    """``runs/testnet-<timestamp>``; as root in a directory closed to others (a checkout
+    in a 0700 ``mktemp -d``), a fresh 0711 directory under the temporary directory
+    instead, since the nodes' apps run as an unprivileged user who must reach it."""
+    name = f"testnet-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+    if os.geteuid() == 0 and not is_open_to_others(Path.cwd()):
+        base = Path(tempfile.mkdtemp(prefix="edgechain-runs-"))
+        base.chmod(0o711)
+        return base / name
+    return Path("runs") / name
