@@ -6,9 +6,10 @@ Commands go out with ``--no-wait``, a few CLI processes at a time
 and on a loaded host one CLI call takes a second or two. Sent at once, commands of one
 key may reach a block producer out of their sequence order, and the chain then refuses
 the lower ones as replays; so a command is sent again once it can no longer apply: its
-CLI call failed, or a later command of the same key is on chain and its own is not (its
-sequence number is spent, ``cli/commands.py``). A command still in flight is never sent
-twice.
+CLI call failed (and ``FAILED_RESEND_S`` passed: the node may have had it anyway), or a
+later command of the same key is on chain and its own is not (its sequence number is
+spent, ``cli/commands.py``). A command still in flight is never sent twice, and a
+submission counts as done once an app of its name is on chain.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
 CLI_WORKERS = 4
 """CLI processes at a time (each mostly imports; the host has other work to do)."""
 POLL_S = 0.5
+FAILED_RESEND_S = 15.0
+"""A CLI call that failed may still have reached its node (the answer was lost, or came
+after the CLI gave up on a loaded host): it is sent again only after this long, when the
+chain would hold it by now, so an app is not submitted twice."""
 
 
 @dataclass(frozen=True)
@@ -35,19 +40,23 @@ class Sent:
     argv: tuple[str, ...]
     answer: dict[str, Any] | None
     error: str | None = None
+    at: float = 0.0
+    """When the CLI call ended (monotonic seconds)."""
 
 
 def send(net: LiveTestnet, argv: Sequence[str], client: Path | None) -> Sent:
     try:
-        return Sent(tuple(argv), net.cli(*argv, "--no-wait", client=client))
+        answer = net.cli(*argv, "--no-wait", client=client)
     except LiveError as exc:  # a collision of two sequence numbers, a busy node
-        return Sent(tuple(argv), None, str(exc))
+        return Sent(tuple(argv), None, str(exc), time.monotonic())
+    return Sent(tuple(argv), answer, None, time.monotonic())
 
 
 def is_spent(net: LiveTestnet, sent: Sent) -> bool:
-    """The command can never apply (module docstring)."""
+    """The command can never apply (module docstring); a failed call only once the
+    chain would hold it had it reached its node (``FAILED_RESEND_S``)."""
     if sent.answer is None:
-        return True
+        return time.monotonic() - sent.at > FAILED_RESEND_S
     operator = net.get(f"/operators/{sent.answer['signer']}")
     return int(sent.answer["seq"]) < int(operator["last_seq"])
 
@@ -122,15 +131,15 @@ def submit_specs(
     commands = {name: ("apps", "submit", str(path)) for name, path in specs.items()}
 
     def done(sent: Mapping[str, Sent]) -> set[str]:
-        on_chain = {str(view["app_id"]) for view in net.get("/apps")}
-        return {k for k, s in sent.items() if s.answer and s.answer["app_id"] in on_chain}
+        # By name: a submission whose CLI call failed may be on chain all the same.
+        on_chain = {str(view["name"]) for view in net.get("/apps")}
+        return {name for name in sent if name in on_chain}
 
-    sent = apply_commands(net, commands, done, "submissions on chain", timeout_s, log, client)
-    apps = {name: str(s.answer["app_id"]) for name, s in sent.items() if s.answer}
+    apply_commands(net, commands, done, "submissions on chain", timeout_s, log, client)
     views = net.get("/apps")
     if len({view["name"] for view in views}) != len(views):
         raise LiveError("an app was submitted twice (a CLI call failed after its node had it)")
-    return apps
+    return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
 
 
 def wait_all_on(net: LiveTestnet, obs: Observer, node: str, timeout_s: float) -> None:
