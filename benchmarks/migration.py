@@ -39,7 +39,6 @@ from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.container import ContainerRuntime
-from edgechain.runtime.image import import_sample_image
 from edgechain.runtime.podman import PodmanService, PodmanUnavailableError
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.samples import PAPER_STATE_BYTES, SAMPLE_IMAGE, get_counter_spec
@@ -362,11 +361,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raise PodmanUnavailableError("--no-podman")
         for service in services:
             service.start()
-            client = service.get_client()
-            try:
-                import_sample_image(client, service.workdir)
-            finally:
-                client.close()
+            service.import_sample_image()
         container_rts = tuple(
             ContainerRuntime(
                 work / f"ctr-{name}",

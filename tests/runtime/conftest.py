@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.runtime.image import ImageBuildError, import_sample_image
+from edgechain.runtime.image import ImageBuildError
 from edgechain.runtime.podman import (
     PodmanService,
     PodmanUnavailableError,
@@ -89,11 +89,7 @@ def podman_services() -> Iterator[tuple[PodmanService, PodmanService]]:
     try:
         for service in services:
             service.start()
-            client = service.get_client()
-            try:
-                import_sample_image(client, service.workdir)
-            finally:
-                client.close()
+            service.import_sample_image()
         services[0].check_can_run(SAMPLE_IMAGE)
     except (PodmanUnavailableError, ImageBuildError) as exc:
         logs = "\n".join(f"{s.workdir.name}: {s.get_log_tail()}" for s in services)

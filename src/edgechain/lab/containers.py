@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgechain.errors import LocalError
-from edgechain.runtime.image import ImageBuildError, import_sample_image
+from edgechain.runtime.image import ImageBuildError
 from edgechain.runtime.podman import PodmanService, PodmanUnavailableError
 from edgechain.runtime.samples import SAMPLE_IMAGE
 
@@ -61,11 +61,7 @@ class ContainerEngines:
                     )
                 self.services[index] = service
                 service.start()
-                client = service.get_client()
-                try:
-                    import_sample_image(client, service.workdir)
-                finally:
-                    client.close()
+                service.import_sample_image()
                 if len(self.services) == 1:
                     service.check_can_run(SAMPLE_IMAGE)  # once: the host is the same
         except (PodmanUnavailableError, ImageBuildError) as exc:

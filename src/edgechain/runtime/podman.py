@@ -203,6 +203,16 @@ class PodmanService:
             base_url=self.base_url, version=ENGINE_API_VERSION, timeout=timeout
         )
 
+    def import_sample_image(self) -> None:
+        """Build the sample apps' image (``runtime/image.py``) into this service."""
+        from edgechain.runtime.image import import_sample_image
+
+        client = self.get_client()
+        try:
+            import_sample_image(client, self.workdir)
+        finally:
+            client.close()
+
     def check_can_run(self, image: str, timeout_s: float = 60.0) -> None:
         """Run a throwaway container: proves runc, cgroups and ulimits work here.
 
@@ -296,13 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     service = PodmanService(args.dir)
     service.start()
     if args.image:
-        from edgechain.runtime.image import import_sample_image
-
-        client = service.get_client()
-        try:
-            import_sample_image(client, args.dir)
-        finally:
-            client.close()
+        service.import_sample_image()
     print(f"DOCKER_HOST={service.base_url}", flush=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
