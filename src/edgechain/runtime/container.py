@@ -80,7 +80,7 @@ from edgechain.runtime.container_engine import (
 )
 from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
 from edgechain.runtime.lease import PID_FILE, RUNTIME_PAUSED_FILE
-from edgechain.runtime.process_group import compute_cpu_bp, is_stopped
+from edgechain.runtime.process_group import GroupCensus, compute_cpu_bp, is_stopped
 from edgechain.runtime.spawner import write_pid_file
 from edgechain.runtime.state_quota import (
     StateQuotaError,
@@ -103,7 +103,9 @@ class ContainerRuntime(AppDirectories):
     (``none``: no network, the default of a node; ``host``; a named network).
     ``allow_root``: the node's operator lets specs that ask for it run as root inside
     their container (``--allow-root-containers``); otherwise such a spec is refused.
-    Each container gets the spec's CPU, memory and pids limits from the engine
+    ``census``: the ``/proc`` census to measure with (the node shares the process
+    runtime's: one pass serves both). Each container gets the spec's CPU, memory and
+    pids limits from the engine
     (``runtime/container_limits.py``) and its state dir its size limit
     (``runtime/state_quota.py``)."""
 
@@ -120,6 +122,7 @@ class ContainerRuntime(AppDirectories):
         app_user: str | None = DEFAULT_APP_USER,
         ping: bool = False,
         allow_root: bool = False,
+        census: GroupCensus | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +140,9 @@ class ContainerRuntime(AppDirectories):
         )
         self._lock = threading.Lock()
         self._app_locks: dict[AppId, threading.RLock] = {}
-        self._samples: dict[AppId, tuple[float, int]] = {}
+        self._samples: dict[AppId, tuple[float, float, int]] = {}
+        """Per app: (census time, CPU seconds, leader pid) at the previous ``stats``."""
+        self.census = census if census is not None else GroupCensus()
 
     @property
     def kind(self) -> RuntimeKind:
@@ -330,20 +335,23 @@ class ContainerRuntime(AppDirectories):
                 self._run(app, spec, version)
 
     def stats(self, app: AppId) -> AppStats:
+        """CPU and resident memory of the container's processes (its init's process
+        group) from the same one-pass ``/proc`` census as process apps: no engine call
+        per app and sample, and the same measure as a process app's."""
         with self._get_lock(app):
             container = self.engine.get(app)
             status = self._observe(app, container)
             cpu_bp, rss = 0, 0
-            if status is not AppStatus.STOPPED:
-                sample = container.stats(stream=False, one_shot=True)
-                cpu_ns = int(sample.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0))
-                rss = int(sample.get("memory_stats", {}).get("usage", 0) or 0)
-                now = time.monotonic()
+            pid = get_leader_pid(container)
+            if status is not AppStatus.STOPPED and pid > 0:
+                now, usage = self.census.get(pid)
+                cpu_s = usage.cpu_s if usage is not None else 0.0
+                rss = usage.rss if usage is not None else 0
                 with self._lock:
                     previous = self._samples.get(app)
-                    self._samples[app] = (now, cpu_ns)
-                if previous is not None:
-                    cpu_bp = compute_cpu_bp((cpu_ns - previous[1]) / 1e9, now - previous[0])
+                    self._samples[app] = (now, cpu_s, pid)
+                if previous is not None and previous[2] == pid:
+                    cpu_bp = compute_cpu_bp(cpu_s - previous[1], now - previous[0])
             total = _get_host_memory()
             ram_bp = min(BASIS_POINTS, rss * BASIS_POINTS // max(1, total))
             disk = get_tree_size(self.get_state_dir(app))

@@ -158,7 +158,7 @@ class ProcessRuntime(AppDirectories):
                 # fails with this message instead of running the app as root.
                 _log.error("process runtime cannot run apps: %s", self._unusable)
         self._spawner = Spawner(die_with_node=die_with_node)
-        self._census = GroupCensus()
+        self.census = GroupCensus()
         self._apps: dict[AppId, _App] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -425,7 +425,7 @@ class ProcessRuntime(AppDirectories):
             now = time.monotonic()
             if record.proc is not None:
                 # One pass over /proc serves every app of a sampling round.
-                now, usage = self._census.get(record.proc.pid)
+                now, usage = self.census.get(record.proc.pid)
                 if usage is not None:
                     cpu_s, rss = usage.cpu_s, usage.rss
             cpu_bp = 0

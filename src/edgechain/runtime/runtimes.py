@@ -67,6 +67,7 @@ def open_node_runtimes(
             app_user=app_user,
             ping=True,
             allow_root=allow_root_containers,
+            census=process.census,
         )
     except BaseException:
         process.close()
