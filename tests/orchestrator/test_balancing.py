@@ -292,3 +292,23 @@ def test_a_quiet_node_neither_sends_nor_receives() -> None:
 def test_quiet_nodes_from_last_seen() -> None:
     last_seen = {A: Slot(10), B: Slot(10 - QUIET_AFTER_SLOTS), C: Slot(10 - 12)}
     assert compute_quiet_nodes(last_seen, 10, 12) == {B}
+
+
+def test_an_app_with_a_replica_node_is_balanced_to_it_only() -> None:
+    """If the origin dies while the migration is in flight, the destination restarts the
+    app from the replica it holds: any other destination would start it from nothing."""
+    kept = replace(app_spec("kept", cpu_bp=2_000), replica_interval_slots=3)
+    plain = app_spec("plain", cpu_bp=2_000)
+    registry = build_registry([(kept, A), (plain, A)])
+    record = get_record(registry, app_id(kept))
+    assert record is not None
+    registry = put_record(registry, replace(record, replica_node=C))
+    usage = [(app_id(kept), 2_000, 0), (app_id(plain), 2_000, 0)]
+    # B is the lightest node, C (the replica node) a little heavier.
+    reports = [report(A, 8_000, apps=usage), report(B, 0), report(C, 500)]
+    moves = migrations(compute_plan(registry, reports, NODES[:3], SLOT, 8))
+    assert (app_id(kept), A, C) in moves
+    assert all(dest == C for app, _, dest in moves if app == app_id(kept))
+    # A replica node that is not available (down) does not hold the app back.
+    down = compute_plan(registry, reports, NODES[:3], SLOT, 8, down=frozenset({C}))
+    assert (app_id(kept), A, B) in migrations(down)

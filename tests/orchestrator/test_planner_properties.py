@@ -19,7 +19,7 @@ limits, the plan:
   updated entry by entry and strictly lower the potential (sum of L^2 over the reported
   nodes), a swap's difference being at least an eighth of its two apps' sum, never an
   app back to its previous node within RETURN_GUARD_SLOTS, nor an app an operator moved
-  within OPERATOR_HOLD_SLOTS;
+  within OPERATOR_HOLD_SLOTS, and an app with a usable replica node to that node only;
 * drains each app to the least-loaded node that may take it, names the least-loaded
   valid replica node;
 * leaves queued (or on a down node) only apps that no node can take;
@@ -480,6 +480,13 @@ class PlanCheck:
             and is_move_allowed(record, self.case.slot, self.case.min_move_interval)
         )
 
+    def follows_replica(self, record: AppRecord, destination: NodeId) -> bool:
+        """Balancing sends an app with a usable replica node there only."""
+        replica = record.replica_node
+        if replica is None or replica == record.node or replica not in self.available:
+            return True
+        return destination == replica
+
     def is_return(self, record: AppRecord, destination: NodeId) -> bool:
         return (
             record.previous_node == destination
@@ -704,6 +711,7 @@ class PlanCheck:
             assert origin in reported and destination in reported, "reported nodes only"
             assert self.is_candidate(record)
             assert not self.is_return(record, destination), "not back to its previous node"
+            assert self.follows_replica(record, destination), "to its replica node, if any"
             self.check_band(origin, destination)
             gap = self.load[origin] - self.load[destination]
             margin = compute_move_margin(self.load[origin], self.load[destination])
@@ -729,6 +737,7 @@ class PlanCheck:
             assert self.received[node] < self.budget.in_per_node
         assert self.is_candidate(x) and self.is_candidate(y)
         assert not self.is_return(x, light) and not self.is_return(y, heavy)
+        assert self.follows_replica(x, light) and self.follows_replica(y, heavy)
         assert self.may_enter(x, light, leaving=y), "x may take y's place"
         assert self.may_enter(y, heavy, leaving=x), "y may take x's place"
         self.check_band(heavy, light)

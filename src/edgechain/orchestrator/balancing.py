@@ -59,6 +59,9 @@ app's figure varies by ~20 % between reports on a busy host).
   figures involved. Beyond that, the registry keeps each app's
   ``previous_node`` and balancing never sends an app back to it within
   RETURN_GUARD_SLOTS slots of its move (operator moves, drains and recoveries may).
+* An app with a usable replica node goes to that node only (``_follows_replica``): a
+  migration whose origin dies in flight then restarts from the replica, not from
+  nothing.
 * An app an operator moved (``AppRecord.moved_by_operator``) is not balanced away
   within OPERATOR_HOLD_SLOTS of that move: the operator chose the node, and a plan
   taking the app on at once would undo the command (drains and recoveries still move
@@ -359,6 +362,7 @@ def _find_best_move_from(
                 state.can_receive(destination, app)
                 and not _is_return(record, destination, slot)
                 and state.is_destination_allowed(record, destination)
+                and _follows_replica(state, record, destination)
             ):
                 drop = score * (gap - score)
                 cost = compute_move_cost(state.app_bytes.get(app, 0))
@@ -486,7 +490,26 @@ def _find_best_swap_between(
 def _is_swap_allowed(
     state: PlanState, x: AppRecord, heavy: NodeId, y: AppRecord, light: NodeId
 ) -> bool:
-    """Labels, pin and anti-affinity of both apps, each counting the other as gone."""
-    return state.is_destination_allowed(x, light, leaving=y) and state.is_destination_allowed(
-        y, heavy, leaving=x
+    """Labels, pin and anti-affinity of both apps, each counting the other as gone, and
+    each going to its replica node if it has one (``_follows_replica``)."""
+    return (
+        state.is_destination_allowed(x, light, leaving=y)
+        and state.is_destination_allowed(y, heavy, leaving=x)
+        and _follows_replica(state, x, light)
+        and _follows_replica(state, y, heavy)
     )
+
+
+def _follows_replica(state: PlanState, record: AppRecord, destination: NodeId) -> bool:
+    """An app with a usable replica node is balanced to that node only. If its origin
+    dies while the migration is in flight, the destination starts the app itself once
+    the origin is down ("origin down", ``runtime/lifecycle.py``), from the replica it
+    holds; any other destination would start it from nothing while its replica sits
+    elsewhere (the live exactly-once lab showed a node paused just as balancing moved
+    one of its apps: the app came back from 0, its replica at 39). The replica node is
+    the least-loaded valid node when named (``replicas.py``), so it is usually where
+    balancing would send the app anyway."""
+    replica = record.replica_node
+    if replica is None or replica == record.node or replica not in state.available:
+        return True
+    return destination == replica
