@@ -1,17 +1,18 @@
 """Container apps on real node processes (issue 11, "Must show"): node memory with and
 without a container engine, and live container migrations through the CLI.
 
-Starts its own ``edgechain testnet --forever --containers K`` (4 nodes, K = 2 with a
-private Podman service each, 1 s slots), submits ``--apps`` container counter apps
-with ``edgechain apps submit`` (all land on the two engine nodes), moves one of them
-back and forth ``--moves`` times with ``edgechain apps move`` and reads each
-migration's save / transmit / resume times from ``apps history``; then reads every
-node's resident memory from ``GET /status`` (after the apps ran and moved).
+Starts its own ``edgechain testnet --forever --containers 2`` (4 nodes, the first 2
+with a private Podman service each, 1 s slots; ``lab/faults_live.LiveTestnet``),
+submits ``--apps`` container counter apps with ``edgechain apps submit`` (all land on
+the two engine nodes), moves one of them back and forth ``--moves`` times with
+``edgechain apps move`` and reads each migration's save / transmit / resume times from
+``apps history``; then reads every node's resident memory from ``GET /status`` (after
+the apps ran and moved).
 
     .venv/bin/python benchmarks/container_node.py --apps 4 --moves 6 --json runs/ct.json
 
-Needs podman, runc and busybox-static (``scripts/system-deps.sh``). Exits 1 when a
-migration did not complete or a step timed out, 2 on bad options.
+Needs podman, runc and busybox-static (``scripts/system-deps.sh``). Exits 1 when fewer
+migrations completed than moves were asked for, or a step failed; 2 on bad options.
 """
 
 from __future__ import annotations
@@ -19,73 +20,21 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
+from edgechain.lab.faults_live import LiveError, LiveTestnet, http_get, wait_until
+
 IMAGE = "localhost/edgechain-apps:latest"
+READY_TIMEOUT_S = 300.0
 STEP_TIMEOUT_S = 120.0
-
-
-class Testnet:
-    def __init__(self, base: Path, engines: int) -> None:
-        self.run_dir = base / "run"
-        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
-                "--committee", "2", "--slot-duration", "1", "--join-interval", "0.3",
-                "--containers", str(engines), "--run-dir", str(self.run_dir)]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def cli(self, *argv: str) -> Any:
-        done = subprocess.run(
-            [EDGECHAIN, "--client", str(self.run_dir / "client.toml"), *argv, "--json"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"edgechain {' '.join(argv)}: {done.stderr.strip()}")
-        return json.loads(done.stdout)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        nodes: list[dict[str, Any]] = json.loads((self.run_dir / "testnet.json").read_text())[
-            "nodes"
-        ]
-        return nodes
-
-    def status(self, name: str) -> dict[str, Any]:
-        port = json.loads((self.run_dir / name / "ready.json").read_text())["http_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=30) as reply:
-            status: dict[str, Any] = json.load(reply)
-        return status
-
-    def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + STEP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the testnet exited")
-            if predicate():
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"timed out waiting for {what}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate()
+ENGINES = 2
 
 
 def spec_text(index: int) -> str:
@@ -96,48 +45,55 @@ def spec_text(index: int) -> str:
     )
 
 
-def is_running_on(net: Testnet, app: str, node: str | None = None) -> bool:
+def is_running_on(net: LiveTestnet, app: str, node: str | None = None) -> bool:
     view = net.cli("apps", "show", app)
     where = view["node"]
     placed = view["state"] == "running" and where is not None and view["reported_on"] == [where]
     return placed and (node is None or where == node)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="edgechain-ct-"))
-    base.chmod(0o711)
-    net = Testnet(base, engines=2)
+def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    net = LiveTestnet(base / "run", nodes=4, committee=2, slot_s=1.0, containers=ENGINES)
+    net.start()
     try:
-        net.wait_for((net.run_dir / "client.toml").exists, "genesis")
+        net.wait_ready(READY_TIMEOUT_S)
         apps = []
         for index in range(args.apps):
             spec = base / f"app-{index}.yaml"
             spec.write_text(spec_text(index))
             apps.append(net.cli("apps", "submit", str(spec))["app_id"])
         for app in apps:
-            net.wait_for(functools.partial(is_running_on, net, app), f"{app[:12]} to run")
-        engines = [n["node_id"] for n in net.nodes() if n["container_engine"]]
+            wait_until(
+                functools.partial(is_running_on, net, app),
+                f"{app[:12]} to run",
+                STEP_TIMEOUT_S,
+                net.check_alive,
+            )
+        nodes = net.get_nodes()
+        engines = [nodes[f"node-{i:03d}"].node_id for i in range(ENGINES)]
         moved = apps[0]
         for _ in range(args.moves):
             here = net.cli("apps", "show", moved)["node"]
             there = next(n for n in engines if n != here)
             net.cli("apps", "move", moved, there[:12])
-            net.wait_for(functools.partial(is_running_on, net, moved, there), "the move")
+            wait_until(
+                functools.partial(is_running_on, net, moved, there),
+                "the move",
+                STEP_TIMEOUT_S,
+                net.check_alive,
+            )
             time.sleep(args.settle)  # the protocol's minimum interval between two moves
         history = net.cli("apps", "history", moved)
-        migrations = [m for m in history["migrations"] if m["outcome"] == "completed"]
         rss = {
-            n["name"]: {
-                "engine": bool(n["container_engine"]),
-                "rss_mb": net.status(n["name"])["rss_mb"],
+            name: {
+                "engine": node.node_id in engines,
+                "rss_mb": http_get(node.url, "/status")["rss_mb"],
             }
-            for n in net.nodes()
+            for name, node in sorted(nodes.items())
         }
     finally:
         net.stop()
-        shutil.rmtree(base, ignore_errors=True)
-    with_engine = [r["rss_mb"] for r in rss.values() if r["engine"]]
-    without = [r["rss_mb"] for r in rss.values() if not r["engine"]]
+    migrations = [m for m in history["migrations"] if m["outcome"] == "completed"]
 
     def median(key: str) -> float:
         return round(statistics.median(float(m[key]) for m in migrations), 1)
@@ -151,8 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else None,
         "migrations": migrations,
         "rss_mb": rss,
-        "rss_with_engine_mb": max(with_engine),
-        "rss_without_engine_mb": max(without),
+        "rss_with_engine_mb": max(r["rss_mb"] for r in rss.values() if r["engine"]),
+        "rss_without_engine_mb": max(r["rss_mb"] for r in rss.values() if not r["engine"]),
+        "leftovers": net.leftovers,
     }
 
 
@@ -165,17 +122,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.apps < 1 or args.moves < 1:
         parser.error("--apps and --moves must be at least 1")
+    # Others may traverse but not list it: the apps run as an unprivileged user.
+    base = Path(tempfile.mkdtemp(prefix="edgechain-ct-"))
+    base.chmod(0o711)
     try:
-        result = run(args)
-    except RuntimeError as exc:
+        result = run(args, base)
+    except LiveError as exc:
         print(f"container_node: {exc}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     med = result["median_ms"] or {}
     print(
         f"container migrations of the moved app: {result['migrations_completed']} completed "
-        f"({args.moves} moves asked); "
-        f"median save {med.get('save_ms')} ms, transmit {med.get('transmit_ms')} ms, "
-        f"resume {med.get('resume_ms')} ms"
+        f"({args.moves} moves asked); median save {med.get('save_ms')} ms, "
+        f"transmit {med.get('transmit_ms')} ms, resume {med.get('resume_ms')} ms"
     )
     print(
         f"node RSS: {result['rss_with_engine_mb']} MB with a container engine, "
@@ -184,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     # At least the operator's moves; balancing may have moved the app once more.
-    return 0 if result["migrations_completed"] >= args.moves else 1
+    ok = result["migrations_completed"] >= args.moves and not result["leftovers"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -263,11 +263,14 @@ class LiveTestnet:
         slot_s: float,
         join_s: float = 0.3,
         cpu_capacity: float | None = None,
+        containers: int = 0,
     ) -> None:
         self.run_dir = run_dir
         self.nodes, self.committee, self.slot_s, self.join_s = nodes, committee, slot_s, join_s
         self.cpu_capacity = cpu_capacity
         """Every node's ``--cpu-capacity`` (None: shares of the whole host)."""
+        self.containers = containers
+        """How many nodes (the first ones) get a container engine (``--containers``)."""
         self.launcher: subprocess.Popen[bytes] | None = None
         self.params: ChainParams | None = None
         self.tags: set[str] = set()
@@ -287,6 +290,8 @@ class LiveTestnet:
                 "--run-dir", str(self.run_dir)]  # fmt: skip
         if self.cpu_capacity is not None:
             argv += ["--cpu-capacity", f"{self.cpu_capacity:g}"]
+        if self.containers:
+            argv += ["--containers", str(self.containers)]
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with (self.run_dir.parent / f"{self.run_dir.name}.launcher.out").open("ab") as out:
             # Its own session: our Ctrl-C does not reach it before we stop it in order,
