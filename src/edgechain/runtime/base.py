@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 from edgechain.chain.encoding import decode_app_spec, encode_app_spec
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.errors import LocalError, PeerError
+from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.types import AppId
 
 STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
@@ -195,6 +196,18 @@ class AppDirectories:
 
     def get_state_dir(self, app: AppId) -> Path:
         return self.get_app_dir(app) / "state"
+
+    def mark_paused(self, app: AppId, paused: bool) -> None:
+        """Tell the fencing watchdog whether the runtime itself keeps the app paused
+        (``pause``, a live ``save``): it never thaws such an app."""
+        marker = self.get_app_dir(app) / RUNTIME_PAUSED_FILE
+        if paused:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    def is_marked_paused(self, app: AppId) -> bool:
+        return (self.get_app_dir(app) / RUNTIME_PAUSED_FILE).exists()
 
     def write_release(self, app: AppId, spec: AppSpec, version: int | None) -> None:
         app_dir = self.get_app_dir(app)

@@ -79,7 +79,7 @@ from edgechain.runtime.container_engine import (
     open_engine_client,
 )
 from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
-from edgechain.runtime.lease import PID_FILE, RUNTIME_PAUSED_FILE
+from edgechain.runtime.lease import PID_FILE
 from edgechain.runtime.process_group import GroupCensus, compute_cpu_bp, is_stopped
 from edgechain.runtime.spawner import write_pid_file
 from edgechain.runtime.state_quota import (
@@ -174,22 +174,11 @@ class ContainerRuntime(AppDirectories):
         """The engine's status, and FROZEN for a running container whose leader the
         fencing watchdog stopped (the runtime did not pause it)."""
         status = get_status(container)
-        if status is AppStatus.RUNNING and not self._is_marked_paused(app):
+        if status is AppStatus.RUNNING and not self.is_marked_paused(app):
             pid = get_leader_pid(container)
             if pid > 0 and is_stopped(pid):
                 return AppStatus.FROZEN
         return status
-
-    def _is_marked_paused(self, app: AppId) -> bool:
-        return (self.get_app_dir(app) / RUNTIME_PAUSED_FILE).exists()
-
-    def _mark_paused(self, app: AppId, paused: bool) -> None:
-        """Tell the watchdog whether the runtime itself keeps the container paused."""
-        marker = self.get_app_dir(app) / RUNTIME_PAUSED_FILE
-        if paused:
-            marker.touch()
-        else:
-            marker.unlink(missing_ok=True)
 
     # --- container control ---------------------------------------------------------------
 
@@ -250,7 +239,7 @@ class ContainerRuntime(AppDirectories):
         }
         if self.network_mode:
             kwargs["network_mode"] = self.network_mode
-        self._mark_paused(app, False)  # left by an earlier incarnation, if any
+        self.mark_paused(app, False)  # left by an earlier incarnation, if any
         try:
             container = self.engine.run(spec.image, **kwargs)
         except AppRuntimeError as exc:
@@ -281,7 +270,7 @@ class ContainerRuntime(AppDirectories):
         if status is not AppStatus.STOPPED:
             container.stop(timeout=grace_s)
         (self.get_app_dir(app) / PID_FILE).unlink(missing_ok=True)
-        self._mark_paused(app, False)
+        self.mark_paused(app, False)
 
     # --- the AppRuntime interface --------------------------------------------------------
 
@@ -315,7 +304,7 @@ class ContainerRuntime(AppDirectories):
                 raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
             if status is not AppStatus.RUNNING:
                 raise AppRuntimeError("can only pause a running app")
-            self._mark_paused(app, True)  # before the freeze: the watchdog must not thaw it
+            self.mark_paused(app, True)  # before the freeze: the watchdog must not thaw it
             container.pause()
 
     def resume(self, app: AppId) -> None:
@@ -329,7 +318,7 @@ class ContainerRuntime(AppDirectories):
             status = self._observe(app, container)
             if status is AppStatus.PAUSED:
                 container.unpause()
-                self._mark_paused(app, False)
+                self.mark_paused(app, False)
             elif status is AppStatus.STOPPED:
                 spec, version = self._release_or_raise(app)
                 self._run(app, spec, version)
@@ -365,7 +354,7 @@ class ContainerRuntime(AppDirectories):
                 # A stale copy: never archived live, killed (its state as it stands).
                 self._end(app, container, grace_s=0)
             elif status is AppStatus.RUNNING:
-                self._mark_paused(app, True)
+                self.mark_paused(app, True)
                 container.pause()  # freeze: the state dir stops changing
             live = status in (AppStatus.RUNNING, AppStatus.PAUSED)
             app_dir = self.get_app_dir(app)
@@ -422,7 +411,7 @@ class ContainerRuntime(AppDirectories):
             archive = self.get_app_dir(app) / f"{SNAPSHOT_PREFIX}{secrets.token_hex(4)}.tar"
             start = time.perf_counter()
             if container is not None:
-                self._mark_paused(app, True)
+                self.mark_paused(app, True)
                 container.pause()
             try:
                 size = write_archive_locked_out(self.get_state_dir(app), archive, self.app_user)
@@ -432,7 +421,7 @@ class ContainerRuntime(AppDirectories):
             finally:
                 if container is not None:
                     container.unpause()
-                    self._mark_paused(app, False)
+                    self.mark_paused(app, False)
             paused_ms = (time.perf_counter() - start) * 1000.0 if running else 0.0
             return StateSnapshot(app, archive, size, paused_ms, frozen=running)
 

@@ -87,7 +87,6 @@ from edgechain.runtime.checkpoint import (
     checkpoint_and_freeze,
     write_archive_locked_out,
 )
-from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.runtime.process_group import (
     GroupCensus,
     compute_cpu_bp,
@@ -261,14 +260,6 @@ class ProcessRuntime(AppDirectories):
         proc = record.proc
         return record.status is AppStatus.RUNNING and proc is not None and is_stopped(proc.pid)
 
-    def _mark_paused(self, app: AppId, paused: bool) -> None:
-        """Tell the watchdog whether the runtime itself keeps the app paused."""
-        marker = self.get_app_dir(app) / RUNTIME_PAUSED_FILE
-        if paused:
-            marker.touch()
-        else:
-            marker.unlink(missing_ok=True)
-
     def reap_orphans(self) -> int:
         """Kill app process groups left by an earlier incarnation of this runtime.
 
@@ -344,7 +335,7 @@ class ProcessRuntime(AppDirectories):
         self, record: _App, app: AppId, spec: AppSpec, *, fresh_state: bool = False
     ) -> None:
         """Spawn ``spec`` for ``record`` (held, stopped) and mark it running."""
-        self._mark_paused(app, False)  # left by an earlier incarnation, if any
+        self.mark_paused(app, False)  # left by an earlier incarnation, if any
         record.proc = self._spawn(app, spec, fresh_state=fresh_state)
         record.status = AppStatus.RUNNING
         record.last_sample = None
@@ -357,7 +348,7 @@ class ProcessRuntime(AppDirectories):
                 _log.warning("killing app %s frozen by the watchdog", bytes(app).hex()[:16])
                 grace_s = 0
             end_group(record.proc, paused=record.status is AppStatus.PAUSED, grace_s=grace_s)
-        self._mark_paused(app, False)
+        self.mark_paused(app, False)
         record.proc = None
         record.status = AppStatus.STOPPED
         record.last_sample = None
@@ -369,9 +360,9 @@ class ProcessRuntime(AppDirectories):
         if proc is None:
             return False
         ack = self.get_run_dir(app) / ACK_FILE
-        self._mark_paused(app, True)  # before the SIGSTOP: the watchdog must not thaw it
+        self.mark_paused(app, True)  # before the SIGSTOP: the watchdog must not thaw it
         if not checkpoint_and_freeze(proc, ack, self.checkpoint_timeout_s):
-            self._mark_paused(app, False)
+            self.mark_paused(app, False)
             return False
         record.status = AppStatus.PAUSED
         return True
@@ -401,7 +392,7 @@ class ProcessRuntime(AppDirectories):
             if status is AppStatus.FROZEN:
                 # A pause would hand the group to resume(), which continues it.
                 raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
-            self._mark_paused(app, True)
+            self.mark_paused(app, True)
             signal_group(record.proc.pid, signal.SIGSTOP)
             record.status = AppStatus.PAUSED
 
@@ -413,7 +404,7 @@ class ProcessRuntime(AppDirectories):
             if status is AppStatus.PAUSED and record.proc is not None:
                 signal_group(record.proc.pid, signal.SIGCONT)
                 record.status = AppStatus.RUNNING
-                self._mark_paused(app, False)
+                self.mark_paused(app, False)
             elif status is AppStatus.STOPPED:
                 self._launch(record, app, record.spec)
 
@@ -520,6 +511,11 @@ class ProcessRuntime(AppDirectories):
     def has_image(self, spec: AppSpec) -> bool:
         del spec
         return True
+
+    def holds(self, app: AppId) -> bool:
+        """Whether this runtime knows the app (running or not)."""
+        with self._lock:
+            return app in self._apps
 
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         """The spec the app was last started with, and its version when known."""

@@ -5,9 +5,10 @@ has a container engine (``edgechain node --container-engine unix:///...``).
 replica code hold: one object with the runtime interface (``base.AppRuntime``,
 ``RetiringRuntime``, ``replica.SnapshotRuntime``) that sends each call to the runtime
 the app's spec names. An app new here (``start``, ``restore``) goes to the runtime of
-its spec's kind; every other call goes to the runtime that holds it, which is the one
-whose kind the app's recorded release names (both runtimes keep their apps under the
-same ``<data_dir>/apps`` layout, ``base.AppDirectories``). A container app on a node
+its spec's kind; every other call goes to the runtime that holds it: the process
+runtime when it knows the app, else the one whose kind the app's recorded release names
+(both runtimes keep their apps under the same ``<data_dir>/apps`` layout,
+``base.AppDirectories``). A container app on a node
 without an engine is refused with a clear ``AppRuntimeError``, never run as a process.
 
 The container runtime (and with it the docker SDK and its HTTP stack, several MB per
@@ -119,13 +120,14 @@ class NodeRuntimes(AppDirectories):
         )
 
     def _holder(self, app: AppId) -> ProcessRuntime | ContainerRuntime:
-        """The runtime holding ``app``: the kind its recorded release names (a process
-        app the process runtime knows without one, mid-start, is its own)."""
+        """The runtime holding ``app``: the process runtime knows its apps in memory
+        (those of an earlier incarnation too); any other app's recorded release names
+        its kind (read from disk only for those)."""
+        if self.process.holds(app):
+            return self.process
         release = self.read_release(app)
         if release is not None:
             return self.get_runtime(release[0].runtime)
-        if any(info.app == app for info in self.process.list()):
-            return self.process
         raise AppNotFoundError(f"no app {bytes(app).hex()[:16]} on this node")
 
     # --- the runtime interface, dispatched -------------------------------------------------
