@@ -11,11 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 EDGECHAIN = str(Path(sys.executable).parent / "edgechain")
 SLOT_S = 1.0
+POLL_S = 0.3
 
 
 class LiveTestnet:
@@ -25,6 +28,8 @@ class LiveTestnet:
         self.run_dir = run_dir
         self.extra_args = extra_args
         """More ``edgechain testnet`` flags (``--containers 3``)."""
+        self.app: str | None = None
+        """The test app's id once submitted."""
         self.client = run_dir / "client.toml"
         self.launcher: subprocess.Popen[bytes] | None = None
 
@@ -52,6 +57,26 @@ class LiveTestnet:
             os.killpg(launcher.pid, signal.SIGKILL)
             output, _ = launcher.communicate()
         return launcher.returncode, output.decode(errors="replace")
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
+        """Poll ``predicate`` while the testnet runs; on a timeout, fail with what
+        :meth:`describe` says of the fleet."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.launcher is not None and self.launcher.poll() is None, "testnet died"
+            if predicate():
+                return
+            time.sleep(POLL_S)
+        raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
+
+    def describe(self) -> str:
+        """What a timed-out wait reports: the copies the test sees, and the test app's
+        history from the chain."""
+        history = self.cli("apps", "history", self.app) if self.app else None
+        return f"{self.describe_copies()}, history {history}"
+
+    def describe_copies(self) -> str:
+        return ""
 
     def cli(self, *argv: str) -> Any:
         """``edgechain --client RUN/client.toml ARGV --json``; fails the test on error."""

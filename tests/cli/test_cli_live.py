@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +62,6 @@ class LiveNet(LiveTestnet):
         super().__init__(run_dir)
         self.tag = tag
         self.max_copies = 0
-        self.app: str | None = None
-        """The test app's id once submitted: a timeout then shows its history."""
 
     def names(self) -> dict[str, str]:
         """Node id -> node name, from the launcher's manifest."""
@@ -97,17 +94,8 @@ class LiveNet(LiveTestnet):
         except (OSError, ValueError):
             return -1
 
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.launcher is not None and self.launcher.poll() is None, "testnet died"
-            if predicate():
-                return
-            time.sleep(0.3)
-        history = self.cli("apps", "history", self.app) if self.app else None
-        raise AssertionError(
-            f"timed out waiting for {what}: instances {self.instances()}, history {history}"
-        )
+    def describe_copies(self) -> str:
+        return f"instances {self.instances()}"
 
 
 def _placed(net: LiveNet, app: str, node: str | None = None) -> bool:

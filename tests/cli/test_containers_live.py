@@ -24,7 +24,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,6 @@ class ContainerNet(LiveTestnet):
     def __init__(self, run_dir: Path, tag: str) -> None:
         super().__init__(run_dir, ("--containers", str(len(ENGINE_NODES))))
         self.tag = tag
-        self.app = ""
         self.max_copies = 0
 
     def manifest(self) -> dict[str, dict[str, object]]:
@@ -139,14 +137,19 @@ class ContainerNet(LiveTestnet):
         for container in self.engine_containers(name):
             container.remove(force=True)
 
+    def get_app(self) -> str:
+        assert self.app is not None, "the test app is not submitted yet"
+        return self.app
+
     def count_on(self, name: str) -> int:
+        count = self.run_dir / name / "apps" / self.get_app() / "state" / "count"
         try:
-            return int((self.run_dir / name / "apps" / self.app / "state" / "count").read_text())
+            return int(count.read_text())
         except (OSError, ValueError):
             return -1
 
     def runs_on(self, name: str) -> bool:
-        view = self.cli("apps", "show", self.app)
+        view = self.cli("apps", "show", self.get_app())
         if view["state"] != "running" or view["node"] is None:
             return False
         copies = self.copies()
@@ -157,15 +160,8 @@ class ContainerNet(LiveTestnet):
             and self.count_on(name) > 0
         )
 
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.launcher is not None and self.launcher.poll() is None, "testnet died"
-            if predicate():
-                return
-            time.sleep(0.5)
-        history = self.cli("apps", "history", self.app) if self.app else None
-        raise AssertionError(f"timed out waiting for {what}: {self.copies()}, {history}")
+    def describe_copies(self) -> str:
+        return f"copies {self.copies()}"
 
     def node_status(self, name: str) -> dict[str, Any]:
         port = json.loads((self.run_dir / name / "ready.json").read_text())["http_port"]
