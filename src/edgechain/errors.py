@@ -44,3 +44,9 @@ class KeystoreError(LocalError):
 
 class StoreError(LocalError):
     """The local block store is unusable."""
+
+
+class StoreFullError(StoreError):
+    """The file system holding the block store is full (SQLite ``SQLITE_FULL``): the
+    write was rolled back, nothing of it is stored. Local, not a peer's fault; the node
+    stops and comes back once space is freed (ARCHITECTURE.md, "Real node", full disk)."""

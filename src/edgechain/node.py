@@ -53,7 +53,7 @@ from edgechain.consensus.messages import (
 from edgechain.crypto import bls, vdf
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import load_keystore, load_or_create_keystore
-from edgechain.errors import LocalError, PeerError, ValidationError
+from edgechain.errors import LocalError, PeerError, StoreError, StoreFullError, ValidationError
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
@@ -148,6 +148,9 @@ class Node(NodeQueries):
         """Fencing (DESIGN.md, "Exactly once"): a process of its own that freezes our
         apps when the lease the app manager renews runs out (runtime/fencing.py)."""
         self._transfer_port: int | None = None
+        self.store_failure: StoreError | None = None
+        """A write to the store failed (a full disk): the engine holds a block the store
+        does not, so the node stops (``node_daemon.py`` exits with a code saying why)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -238,7 +241,7 @@ class Node(NodeQueries):
     async def _loop(self, stop: asyncio.Event) -> None:
         self.duty.capture_base()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self.store_failure is None:
                 now = now_ms()
                 self._tick(now)
                 self._drop_unwanted_vdfs(now)
@@ -320,7 +323,7 @@ class Node(NodeQueries):
 
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
-        if engine is None:
+        if engine is None or self.store_failure is not None:
             return
         try:
             message, sender = decode_message(data, transport)
@@ -383,10 +386,14 @@ class Node(NodeQueries):
     def _apply(self, out: Output) -> None:
         engine = self.engine
         assert engine is not None
+        if self.store_failure is not None:
+            return  # stopping: nothing more is accepted, sent or started
         if out.next_wakeup_ms is not None:
             self._engine_wakeup = out.next_wakeup_ms
         for event in out.events:
             self._on_event(event)
+            if self.store_failure is not None:
+                return
         if self._replaying:
             return
         for outgoing in out.messages:
@@ -478,7 +485,11 @@ class Node(NodeQueries):
     def _on_event(self, event: object) -> None:
         engine = self.engine
         assert engine is not None
-        self.recorder.record(engine, event, replaying=self._replaying)
+        try:
+            self.recorder.record(engine, event, replaying=self._replaying)
+        except StoreError as exc:
+            self._stop_on_store_failure(exc)
+            return
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
@@ -486,6 +497,19 @@ class Node(NodeQueries):
             # A new head may assign our apps elsewhere (a reorg, a sync after a pause):
             # stale copies stop at the next tick, not a measuring interval later.
             self.apps.on_head_changed(reorg=bool(event.reverted))
+
+    def _stop_on_store_failure(self, exc: StoreError) -> None:
+        """A block or head the store refused is not accepted: stop at once, before the
+        API, a peer or the apps act on the engine's newer state. The store holds every
+        block counted so far (each committed before ``accepted``), and a restart
+        re-syncs the rest once there is room again."""
+        self.store_failure = exc
+        full = isinstance(exc, StoreFullError)
+        log.error(
+            "disk full: stopping" if full else "block store failed: stopping",
+            extra={"fields": {"error": str(exc), "data_dir": str(self.config.data_dir)}},
+        )
+        self._wake.set()
 
     # --- duty priority (node_duty.py) ----------------------------------------------------
 

@@ -4,6 +4,12 @@
 the API server binds first (answering 503 until the node runs), the node starts, and
 then the ready file is written with every port, the API's included. ``run_node`` is
 the entry point ``edgechain node`` calls.
+
+A full disk (ARCHITECTURE.md, "Real node"): when the block store cannot store a block,
+the node stops cleanly and the process exits with :data:`EXIT_DISK_FULL` (75, BSD's
+``EX_TEMPFAIL``: try again later), or :data:`EXIT_STORE_FAILED` (74, ``EX_IOERR``) for
+any other failed store write. Its supervisor restarts it once there is room; it
+replays its store and syncs what it missed from its peers.
 """
 
 from __future__ import annotations
@@ -17,10 +23,16 @@ import signal
 from edgechain.api.auth import load_or_create_token
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import READ_TIMEOUT_S, HttpServer
+from edgechain.errors import StoreFullError
 from edgechain.network.transport import split_address
 from edgechain.node import Node, NodeConfig
 
 log = logging.getLogger("edgechain.node")
+
+EXIT_DISK_FULL = 75
+"""The node stopped because its data directory's file system is full."""
+EXIT_STORE_FAILED = 74
+"""The node stopped because a write to its block store failed otherwise."""
 
 
 class NodeService:
@@ -64,14 +76,32 @@ class NodeService:
         if path is None:
             return
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.node.get_identity(), "http_port": self.api.port}))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps({**self.node.get_identity(), "http_port": self.api.port}))
+            tmp.replace(path)
+        except OSError as exc:  # a full disk: the node runs, whoever waits for it times out
+            log.error("cannot write the ready file", extra={"fields": {"error": str(exc)}})
+            tmp.unlink(missing_ok=True)
 
 
 async def run_node(config: NodeConfig) -> None:
-    """Run a node and its API until SIGTERM or SIGINT."""
+    """Run a node and its API until SIGTERM or SIGINT; ``SystemExit`` with
+    :data:`EXIT_DISK_FULL` or :data:`EXIT_STORE_FAILED` when its store failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await NodeService(config).run(stop)
+    try:
+        service = NodeService(config)
+    except StoreFullError as exc:
+        log.error("disk full: cannot open the block store", extra={"fields": {"error": str(exc)}})
+        raise SystemExit(EXIT_DISK_FULL) from None
+    await service.run(stop)
+    failure = service.node.store_failure
+    if failure is not None:
+        code = EXIT_DISK_FULL if isinstance(failure, StoreFullError) else EXIT_STORE_FAILED
+        log.error(
+            "node stopped on a store failure: restart it once the disk has room",
+            extra={"fields": {"exit_code": code, "error": str(failure)}},
+        )
+        raise SystemExit(code)

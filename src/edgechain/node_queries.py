@@ -20,6 +20,7 @@ from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
+from edgechain.errors import StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
 from edgechain.node_clock import now_ms
@@ -65,10 +66,12 @@ class NodeQueries:
     process: psutil.Process
     apps: AppManager | None
     _transfer_port: int | None
+    store_failure: StoreError | None
 
     def is_ready(self) -> bool:
-        """True once the engine exists (``run`` has started it)."""
-        return self.engine is not None
+        """True once the engine exists (``run`` has started it), until a store write
+        fails (the engine then holds blocks the store does not: the node is stopping)."""
+        return self.engine is not None and self.store_failure is None
 
     def get_identity(self) -> dict[str, Any]:
         return {

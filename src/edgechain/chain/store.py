@@ -21,6 +21,12 @@ A block's hash does not cover its attestation, so the same block can arrive with
 different signer sets (and bytes). The first write wins: ``put_block`` of a known hash
 is a no-op, as is ``ForkChoice.add``.
 
+Full disk. A write the file system refuses (SQLite ``SQLITE_FULL``, or an I/O error
+while the file system has no room left) raises :class:`~edgechain.errors.StoreFullError`
+and leaves the store as it was before the write: the transaction is rolled back, so a
+block is either stored whole or not at all. Reads keep working. Whoever wrote must not
+count the block as stored (the node stops: ``node.py``).
+
 Identity. A file is accepted only if it carries our SQLite ``application_id``, our
 schema version (``user_version``) and our magic row; an empty or missing file is
 initialised. Anything else (a corrupt, truncated or foreign file) raises
@@ -29,15 +35,15 @@ initialised. Anything else (a corrupt, truncated or foreign file) raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
 from edgechain.chain.forkchoice import GENESIS_SLOT, ForkChoice
-from edgechain.errors import StoreError
+from edgechain.errors import StoreError, StoreFullError
 from edgechain.types import HASH_SIZE, BlockHash, Slot
 
 APPLICATION_ID = 0x45444743
@@ -47,6 +53,9 @@ SCHEMA_VERSION = 1
 """``PRAGMA user_version``; bump with a migration when the schema changes."""
 
 MAGIC = "edgechain-blockstore"
+
+FULL_MARGIN_BYTES = 64 * 1024
+"""An I/O error with less than this free on the store's file system counts as full."""
 
 _ITER_BATCH = 512
 """Rows per query in ``iter_blocks`` so no read transaction stays open across yields."""
@@ -363,7 +372,7 @@ class BlockStore:
 
     # -- plumbing ------------------------------------------------------------------
 
-    @contextmanager
+    @contextlib.contextmanager
     def _write_transaction(self) -> Iterator[None]:
         # IMMEDIATE takes the write lock up front so the checks made inside the
         # transaction still hold at COMMIT.
@@ -371,20 +380,50 @@ class BlockStore:
         try:
             yield
         except BaseException:
-            # SQLite may already have rolled back by itself (disk full, I/O error).
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            self._roll_back()
             raise
-        self._conn.execute("COMMIT")
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            # A COMMIT that fails (disk full while writing the WAL) may leave the
+            # transaction open; rolled back here, it cannot be committed by a later one.
+            self._roll_back()
+            raise
 
-    @contextmanager
+    def _roll_back(self) -> None:
+        # SQLite may already have rolled back by itself (disk full, I/O error).
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
         if self._closed:
             raise StoreError(f"block store {self._path} is closed ({operation})")
         try:
             yield
         except sqlite3.Error as exc:
+            if self._is_disk_full(exc):
+                raise StoreFullError(
+                    f"block store {self._path}: disk full ({operation}): {exc}"
+                ) from exc
             raise StoreError(f"block store {self._path} is unusable ({operation}): {exc}") from exc
+
+    def _is_disk_full(self, exc: sqlite3.Error) -> bool:
+        # SQLITE_FULL is what SQLite reports for ENOSPC on its files; growing the WAL
+        # index (-shm) on a full file system may surface as an I/O error instead.
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return False
+        if code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        if code & 0xFF != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            stat = os.statvfs(os.path.dirname(os.path.abspath(self._path)))
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < FULL_MARGIN_BYTES
 
 
 def load_fork_choice(store: BlockStore) -> ForkChoice:

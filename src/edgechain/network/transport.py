@@ -134,6 +134,11 @@ class NetworkTransport:
                     self.receiver(frame, Transport.STREAM, source)
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
+        except asyncio.CancelledError:
+            # The node is stopping (asyncio.run cancels what is left). Ended quietly:
+            # Python 3.11's StreamReaderProtocol would log a cancelled handler as an
+            # "Exception in callback" on every stop.
+            pass
         finally:
             writer.close()
 
