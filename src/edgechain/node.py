@@ -57,7 +57,7 @@ from edgechain.errors import LocalError, PeerError, StoreError, StoreFullError, 
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
-from edgechain.node_clock import now_ms
+from edgechain.node_clock import NodeClock
 from edgechain.node_config import NodeConfig, make_engine
 from edgechain.node_duty import DutyPriority, choose_duty_nice
 from edgechain.node_events import EventRecorder, log_duty
@@ -110,6 +110,8 @@ class Node(NodeQueries):
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.clock = NodeClock(config.clock_offset_ms)
+        """Every wall-clock read of the node (``--clock-offset-ms``: node_clock.py)."""
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.sk = load_or_create_keystore(config.data_dir / "node.key")
         self.pk = bls.sk_to_pk(self.sk)
@@ -129,14 +131,17 @@ class Node(NodeQueries):
         self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
         self.engine: ConsensusEngine | None = None
         self.counters = NodeCounters()
-        self.recorder = EventRecorder(self.store)
+        self.recorder = EventRecorder(self.store, self.clock)
         self.addresses: dict[NodeId, str] = {}
         """Source addresses of UDP datagrams: where a sender can be answered."""
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
         self.vdf_runner = VdfRunner(
-            config.data_dir / "vdf", on_start=self._on_vdf_start, on_result=self._on_vdf_result
+            config.data_dir / "vdf",
+            on_start=self._on_vdf_start,
+            on_result=self._on_vdf_result,
+            clock=self.clock,
         )
         self._next_usage_ms = 0
         self._engine_wakeup: int | None = None
@@ -144,9 +149,10 @@ class Node(NodeQueries):
         self._replaying = False
         self.duty = DutyPriority()
         self.apps: AppManager | None = None
-        self.watchdog = Watchdog()
+        self.watchdog = Watchdog(clock_offset_ms=self.clock.offset_ms)
         """Fencing (DESIGN.md, "Exactly once"): a process of its own that freezes our
-        apps when the lease the app manager renews runs out (runtime/fencing.py)."""
+        apps when the lease the app manager renews runs out (runtime/fencing.py); it
+        reads its clock with our offset, since the lease is written in our clock."""
         self._transfer_port: int | None = None
         self.store_failure: StoreError | None = None
         """A write to the store failed (a full disk): the engine holds a block the store
@@ -166,6 +172,7 @@ class Node(NodeQueries):
             container_engine=self.config.container_engine,
             container_network=self.config.container_network,
             allow_root_containers=self.config.allow_root_containers,
+            clock=self.clock.now_ms,
         )
         self._transfer_port = await self.apps.start(self.transport.host)
         # Before any app can start: from here on, apps run only under a live lease.
@@ -223,7 +230,7 @@ class Node(NodeQueries):
                 data = self.store.get_block(record.hash)
                 if data is None:
                     continue
-                out = engine.on_message(BlockMsg(decode_block(data)), None, now_ms())
+                out = engine.on_message(BlockMsg(decode_block(data)), None, self.clock.now_ms())
                 self._apply(out)
                 count += 1
         finally:
@@ -236,23 +243,23 @@ class Node(NodeQueries):
             contact = Contact(compute_node_id(cfg.bootstrap_key), cfg.bootstrap)  # type: ignore[arg-type]
         else:
             contact = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
-        self._apply_dht(self.dht.join(contact, now_ms()))
+        self._apply_dht(self.dht.join(contact, self.clock.now_ms()))
 
     async def _loop(self, stop: asyncio.Event) -> None:
         self.duty.capture_base()
         try:
             while not stop.is_set() and self.store_failure is None:
-                now = now_ms()
+                now = self.clock.now_ms()
                 self._tick(now)
                 self._drop_unwanted_vdfs(now)
                 self._update_priority(now)
                 wake_at = self._next_wakeup(now)
-                timeout = max(0.0, (wake_at - now_ms()) / 1000)
+                timeout = max(0.0, (wake_at - self.clock.now_ms()) / 1000)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._first(stop, self._wake), timeout)
         finally:
-            self._drop_unwanted_vdfs(now_ms(), all_of_them=True)
+            self._drop_unwanted_vdfs(self.clock.now_ms(), all_of_them=True)
             self.duty.set(None)
 
     @staticmethod
@@ -333,7 +340,7 @@ class Node(NodeQueries):
                 "undecodable message", extra={"fields": {"reason": exc.reason, "from": source}}
             )
             return
-        now = now_ms()
+        now = self.clock.now_ms()
         if transport is Transport.DATAGRAM:
             self.addresses[sender] = source
         if isinstance(message, Ping | Pong | FindNode | Nodes):
@@ -407,7 +414,7 @@ class Node(NodeQueries):
         if outgoing.route is Route.GOSSIP:
             sk = self.sk if is_envelope_signed(type(message)) else None
             payload = encode_gossip_payload(message, self.node_id, sk)  # type: ignore[arg-type]
-            for peer, copy in self.gossip.publish(payload, now_ms()):
+            for peer, copy in self.gossip.publish(payload, self.clock.now_ms()):
                 self._send_to(peer, copy)
             return
         if isinstance(message, SyncResponseMsg):
@@ -418,7 +425,7 @@ class Node(NodeQueries):
             address = self._resolve(peer)
             if address is None:
                 self.counters.unresolved += 1
-                self._apply_dht(self.dht.find(peer, now_ms()))
+                self._apply_dht(self.dht.find(peer, self.clock.now_ms()))
                 continue
             self.transport.send(address, data, transport)
 
@@ -470,7 +477,7 @@ class Node(NodeQueries):
     def _on_vdf_result(self, request: VdfRequest, result: vdf.VdfResult) -> None:
         engine = self.engine
         assert engine is not None  # the engine asked for this evaluation
-        self._apply(engine.on_vdf_result(request, result, now_ms()))
+        self._apply(engine.on_vdf_result(request, result, self.clock.now_ms()))
         self._wake.set()
 
     def _drop_unwanted_vdfs(self, now: int, *, all_of_them: bool = False) -> None:
@@ -530,7 +537,7 @@ class Node(NodeQueries):
         engine = self.engine
         if engine is None:
             raise ValidationError("no_chain", "node is starting")
-        digest, out = engine.submit_command(command, now_ms())
+        digest, out = engine.submit_command(command, self.clock.now_ms())
         self._apply(out)
         self._wake.set()
         app_id = None
@@ -551,7 +558,7 @@ class Node(NodeQueries):
         # SPEC's seq rule, and above what this node signed already: two submissions in
         # one millisecond, or before the first is in a block, still get distinct seqs.
         last = get_last_seq(state.authority, bls.sk_to_pk(sk))
-        seq = max(last + 1, self._operator_seq + 1, now_ms())
+        seq = max(last + 1, self._operator_seq + 1, self.clock.now_ms())
         command = make_command(sk, params.chain_id, seq, CommandKind.SUBMIT, spec=spec)
         receipt = self.submit_command(command)
         self._operator_seq = seq

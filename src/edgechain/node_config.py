@@ -63,6 +63,10 @@ class NodeConfig:
     of this many cores, its total is the sum of its apps' (its own process left out),
     and it reports no host-wide CPU pressure (``runtime/usage.py``). None: the whole
     host."""
+    clock_offset_ms: int = 0
+    """Milliseconds added to every wall-clock read of the node and of its fencing
+    watchdog (``--clock-offset-ms``; negative: behind): a device whose clock is that far
+    off, for clock-skew experiments (``node_clock.py``)."""
 
 
 def measure_vdf_ips(iterations: int = 20_000) -> int:

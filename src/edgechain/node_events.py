@@ -32,7 +32,7 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
-from edgechain.node_clock import now_ms
+from edgechain.node_clock import NodeClock
 from edgechain.types import NodeId
 
 log = logging.getLogger("edgechain.node")
@@ -52,10 +52,12 @@ class AcceptedBlock:
 
 
 class EventRecorder:
-    """Records the engine's events in ``store``, in :attr:`accepted` and in the log."""
+    """Records the engine's events in ``store``, in :attr:`accepted` and in the log;
+    ``accepted_ms`` is read from ``clock``, the node's."""
 
-    def __init__(self, store: BlockStore) -> None:
+    def __init__(self, store: BlockStore, clock: NodeClock) -> None:
         self.store = store
+        self.clock = clock
         self.accepted: deque[AcceptedBlock] = deque(maxlen=MAX_ACCEPTED_LOG)
         """Blocks accepted (any branch), oldest first; replayed ones too."""
 
@@ -76,7 +78,7 @@ class EventRecorder:
                     signers=event.signers,
                     producer=block.producer.hex() if isinstance(block, Block) else None,
                     excluded=block.excluded.hex() if isinstance(block, SkipBlock) else None,
-                    accepted_ms=now_ms(),
+                    accepted_ms=self.clock.now_ms(),
                 )
             )
             log.info(

@@ -23,7 +23,7 @@ from edgechain.crypto import bls
 from edgechain.errors import StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
-from edgechain.node_clock import now_ms
+from edgechain.node_clock import NodeClock
 from edgechain.node_config import NodeConfig
 from edgechain.node_duty import get_current_role
 from edgechain.node_events import MAX_ACCEPTED_LOG, EventRecorder
@@ -55,6 +55,7 @@ class NodeQueries:
 
     # Set by Node.__init__ (and ``engine``, ``apps``, ``_transfer_port`` by Node.run).
     config: NodeConfig
+    clock: NodeClock
     pk: PublicKey
     node_id: NodeId
     operator_sk: SecretKey | None
@@ -106,7 +107,7 @@ class NodeQueries:
     def get_status(self) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
-        now = now_ms()
+        now = self.clock.now_ms()
         state = engine.get_head_state()
         params = engine.params
         slot, role = get_current_role(engine, self.pk, now)
@@ -152,6 +153,9 @@ class NodeQueries:
             "container_engine": self.config.container_engine,
             "status": self._get_liveness(state, params),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
+            # --clock-offset-ms: every time this node reads, its watchdog's too, is
+            # shifted by it (node_clock.py).
+            "clock_offset_ms": self.clock.offset_ms,
         }
 
     def _get_liveness(self, state: BlockState | None, params: ChainParams | None) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgechain.consensus.messages import VdfRequest
 from edgechain.crypto import vdf
-from edgechain.node_clock import now_ms
+from edgechain.node_clock import NodeClock
 from edgechain.node_priority import get_autogroup_nice, raise_thread_priority
 
 log = logging.getLogger("edgechain.node")
@@ -34,7 +34,8 @@ class VdfRunner:
 
     ``on_start`` is called once an evaluation is registered, before it is queued (the
     node raises its duty priority there); ``on_result`` gets each finished result, on
-    the event loop. Dropped and failed evaluations are only logged.
+    the event loop. Dropped and failed evaluations are only logged. ``clock``: the
+    node's, for the timings.
     """
 
     def __init__(
@@ -43,9 +44,11 @@ class VdfRunner:
         *,
         on_start: Callable[[], None],
         on_result: Callable[[VdfRequest, vdf.VdfResult], None],
+        clock: NodeClock,
     ) -> None:
         self._on_start = on_start
         self._on_result = on_result
+        self._clock = clock
         # The VDF gets a thread of its own: it must never queue behind runtime calls. It
         # is the slot's critical path, so it also runs ahead of other work on the device.
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -63,7 +66,7 @@ class VdfRunner:
 
     def start(self, request: VdfRequest) -> None:
         loop = asyncio.get_running_loop()
-        started = now_ms()
+        started = self._clock.now_ms()
         log.info(
             "vdf started",
             extra={"fields": {"slot": request.slot, "iterations": request.iterations}},
@@ -78,7 +81,7 @@ class VdfRunner:
 
         def prove() -> vdf.VdfResult:
             # Measured in the thread: tells a slow evaluation from a busy event loop.
-            timing["start"] = now_ms()
+            timing["start"] = self._clock.now_ms()
             timing["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
             timing["group_nice"] = get_autogroup_nice() or 0
             cpu_started = time.thread_time()
@@ -87,7 +90,7 @@ class VdfRunner:
                     request.challenge, request.iterations, keep_running=str(keep_running)
                 )
             finally:
-                timing["end"] = now_ms()
+                timing["end"] = self._clock.now_ms()
                 timing["cpu"] = int((time.thread_time() - cpu_started) * 1000)
 
         future = loop.run_in_executor(self._pool, prove)
@@ -97,7 +100,7 @@ class VdfRunner:
             keep_running.unlink(missing_ok=True)
             if f.cancelled():
                 return
-            now = now_ms()
+            now = self._clock.now_ms()
             fields = {
                 "slot": request.slot,
                 "ms": now - started,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edgechain.cli import build_parser, main
@@ -15,10 +20,13 @@ from edgechain.cli.node import (
     NODE_OPTIONS,
     NodeOptionError,
     check_node_options,
+    get_clock_offset_ms,
     get_cpu_capacity,
     get_labels,
+    make_node_config,
     resolve_node_options,
 )
+from edgechain.crypto import bls
 
 
 def _node_parser() -> argparse.ArgumentParser:
@@ -138,3 +146,67 @@ def test_an_engine_that_does_not_answer_stops_the_node(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
     assert "missing.sock does not answer" in done.stderr, done.stderr
+
+
+def test_a_clock_offset_from_flags_environment_and_file_reaches_the_node_config(
+    tmp_path: Path,
+) -> None:
+    assert make_node_config(_genesis_options()).clock_offset_ms == 0
+    config = make_node_config(_genesis_options("--clock-offset-ms", "-1500"))
+    assert config.clock_offset_ms == -1500
+    assert make_node_config(_genesis_options("--clock-offset-ms=250")).clock_offset_ms == 250
+    args = build_parser().parse_args(["node", "--genesis", "--open-admission"])
+    values = resolve_node_options(args, {"EDGECHAIN_CLOCK_OFFSET_MS": "-40"})
+    assert make_node_config(values).clock_offset_ms == -40
+    file = tmp_path / "node.toml"
+    file.write_text("genesis = true\nopen-admission = true\nclock-offset-ms = 3000\n")
+    args = build_parser().parse_args(["node", "--config", str(file)])
+    assert make_node_config(resolve_node_options(args, {})).clock_offset_ms == 3000
+    # The flag wins, 0 included.
+    args = build_parser().parse_args(["node", "--config", str(file), "--clock-offset-ms", "0"])
+    assert make_node_config(resolve_node_options(args, {})).clock_offset_ms == 0
+
+
+@pytest.mark.parametrize("value", [1.5, "soon", True, "1e3"])
+def test_a_clock_offset_is_a_whole_number_of_milliseconds(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--clock-offset-ms .*whole number of milli"):
+        get_clock_offset_ms({"clock_offset_ms": value})
+    with pytest.raises(NodeOptionError, match=r"--clock-offset-ms"):
+        check_node_options({**_genesis_options(), "clock_offset_ms": value})
+
+
+def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdog(
+    run_dir: Path,
+) -> None:
+    """The real daemon: ``--clock-offset-ms`` reaches ``/status`` and the watchdog the
+    node starts (its argv and its first log line)."""
+    run_dir.mkdir()
+    data_dir, ready = run_dir / "node", run_dir / "ready.json"
+    admin = bls.sk_to_pk(bls.keygen(b"\x05" * 32)).hex()
+    argv = [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--admin-key", admin,
+            "--data-dir", str(data_dir), "--ready-file", str(ready),
+            "--clock-offset-ms", "-1500"]  # fmt: skip
+    node = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert node.poll() is None, node.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the node did not start"
+            time.sleep(0.1)
+        port = json.loads(ready.read_text())["http_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
+            status = json.load(reply)
+        assert status["clock_offset_ms"] == -1500
+        watchdog_pid = int((data_dir / "watchdog.pid").read_text().split()[0])
+        assert "--clock-offset-ms=-1500" in psutil.Process(watchdog_pid).cmdline()
+        log = (data_dir / "watchdog.log").read_text().splitlines()
+        start = next(json.loads(line) for line in log if '"start"' in line)
+        assert start["clock_offset_ms"] == -1500
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.communicate()
+    assert node.returncode == 0

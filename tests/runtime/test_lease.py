@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from edgechain.runtime import spawner
 from edgechain.runtime.fencing import LeaseWriter, get_frozen_apps, get_watchdog_command
+from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import (
     LEASE_FILE,
     PID_FILE,
@@ -30,7 +32,9 @@ from edgechain.runtime.lease import (
     read_pid_entry,
     write_lease,
 )
-from edgechain.runtime.watchdog import find_process, read_boot_time
+from edgechain.runtime.lease_renewal import LeaseRenewal
+from edgechain.runtime.watchdog import Fence, find_process, parse_args, read_boot_time
+from edgechain.testing import make_identity, make_params
 
 from .helpers import wait_until
 
@@ -168,3 +172,47 @@ def test_the_watchdog_runs_isolated_from_site_packages(tmp_path: Path) -> None:
     command = get_watchdog_command(tmp_path, 100, 1)
     assert command[:5] == [sys.executable, "-I", "-S", "-c", command[4]]
     assert command[-6:] == ["--data-dir", str(tmp_path), "--poll-ms", "100", "--parent-pid", "1"]
+
+
+# --- the node's clock offset (--clock-offset-ms) -----------------------------------------
+
+
+def test_the_watchdog_compares_the_lease_with_the_nodes_shifted_clock(tmp_path: Path) -> None:
+    """The node writes the lease in its clock, offset included; a watchdog given the
+    same offset judges it as the node does, whatever the host's clock says."""
+    now = get_now_ms()
+    valid = Lease(now + 60_000, frozenset(), 1)  # by the host's clock
+    expired = Lease(now - 1, frozenset(), 1)
+    assert not is_expired(valid, Fence(str(tmp_path)).now_ms())
+    assert is_expired(valid, Fence(str(tmp_path), clock_offset_ms=120_000).now_ms())
+    assert is_expired(expired, Fence(str(tmp_path)).now_ms())
+    assert not is_expired(expired, Fence(str(tmp_path), clock_offset_ms=-60_000).now_ms())
+
+
+def test_the_node_starts_its_watchdog_with_its_clock_offset(tmp_path: Path) -> None:
+    assert not any("clock-offset" in arg for arg in get_watchdog_command(tmp_path, 100, 1))
+    command = get_watchdog_command(tmp_path, 100, 1, -1500)
+    assert command[-1] == "--clock-offset-ms=-1500"
+    assert parse_args(command[6:]).clock_offset_ms == -1500
+    assert parse_args(command[6:-1]).clock_offset_ms == 0
+
+
+def test_the_lease_renewal_judges_its_lease_by_the_nodes_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node never starts an app under a lease its own (shifted) clock says expired."""
+    node = make_identity(1).node
+    head = HeadQueries(node)
+    head.engine = SimpleNamespace(params=make_params())
+    now = get_now_ms()
+
+    def renewal(clock_offset_ms: int) -> LeaseRenewal:
+        renewal = LeaseRenewal(
+            node, head, LeaseWriter(tmp_path), list, clock=lambda: get_now_ms(clock_offset_ms)
+        )
+        monkeypatch.setattr(renewal, "get_until", lambda: now + 60_000)
+        return renewal
+
+    assert renewal(0).is_valid()
+    assert not renewal(60_000).is_valid()
+    assert renewal(-3_600_000).is_valid()

@@ -392,3 +392,36 @@ def test_the_watchdog_stays_small(node: FencedNode) -> None:
     rss_mb = psutil.Process(pid).memory_info().rss / 2**20
     print(f"watchdog RSS {rss_mb:.1f} MiB")
     assert rss_mb < 18
+
+
+def test_a_node_ahead_of_the_host_has_its_apps_fenced_by_its_own_clock(node: FencedNode) -> None:
+    """``--clock-offset-ms``: the node writes the lease in its shifted clock and starts
+    the watchdog with the same offset, so the watchdog agrees with the node, not with
+    the host: a lease 1 min ahead of the host's clock has expired for a node 2 min
+    ahead, and one written in the node's clock keeps its apps running."""
+    ahead_ms = 2 * LONG_MS
+    node.watchdog.clock_offset_ms = ahead_ms  # as Node passes its own on
+    apps = [node.start_app(), node.start_app()]
+    node.lease(LONG_MS, apps)  # valid by the host's clock only
+    node.start_watchdog()
+    wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+    wait_frozen_apps(node, apps)
+    until = get_now_ms(ahead_ms) + LONG_MS  # as the node writes it
+    write_lease(node.data_dir, until, [bytes(a).hex() for a in apps], node.parent.pid)
+    wait_until(lambda: all(is_running(node.runtime, a) for a in apps), LIMIT_S)
+    start = next(e for e in node.read_log() if e["event"] == "start")
+    assert start["clock_offset_ms"] == ahead_ms
+    assert isinstance(start["ms"], int) and start["ms"] >= get_now_ms() + LONG_MS
+
+
+def test_a_node_behind_the_host_keeps_a_lease_the_host_would_call_expired(
+    node: FencedNode,
+) -> None:
+    node.watchdog.clock_offset_ms = -LONG_MS
+    apps = [node.start_app()]
+    node.lease(-1, apps)  # expired by the host's clock, 1 min ahead of the node's
+    node.start_watchdog()
+    wait_until(lambda: node.logged("start"), LIMIT_S)
+    wait_ticking(node.runtime, apps)  # many polls later: still running
+    assert get_frozen_apps(node.data_dir) == set()
+    assert not node.logged("freeze")

@@ -8,9 +8,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from edgechain.node_config import NodeConfig
 
 DESCRIPTION = """\
 Run a node daemon.
@@ -110,6 +113,14 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "container_network": NodeOption(
         str, "none", "network mode of this node's containers (none, host, bridge, a name)", "MODE"
     ),
+    "clock_offset_ms": NodeOption(
+        int,
+        0,
+        "clock-skew experiments: milliseconds added to every wall-clock read of the node "
+        "and its fencing watchdog, as on a device whose clock is that far off (negative: "
+        "behind); /status shows it as clock_offset_ms (default 0)",
+        "MS",
+    ),
     "ready_file": NodeOption(
         str, None, "write a JSON file with the node id and bound ports once listening", "FILE"
     ),
@@ -168,6 +179,7 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             "--bootstrap HOST:PORT and --bootstrap-key HEX"
         )
     get_cpu_capacity(values)
+    get_clock_offset_ms(values)
     get_labels(values)
     engine = values.get("container_engine")
     if values.get("allow_root_containers") and engine is None:
@@ -211,11 +223,59 @@ def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
     return cores
 
 
+def get_clock_offset_ms(values: Mapping[str, Any]) -> int:
+    """``clock_offset_ms`` as whole milliseconds (0 when not given); refuses anything
+    else (a TOML file may hold a float, a string or a boolean)."""
+    value = values.get("clock_offset_ms", 0)
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise NodeOptionError(
+        f"--clock-offset-ms {value!r}: expected a whole number of milliseconds, such as "
+        "1500 or -1500"
+    )
+
+
 def _hex(values: Mapping[str, Any], name: str) -> bytes:
     try:
         return bytes.fromhex(str(values[name]))
     except ValueError:
         raise NodeOptionError(f"--{name.replace('_', '-')}: not hexadecimal") from None
+
+
+def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
+    """The node's configuration from resolved options (``resolve_node_options``)."""
+    from edgechain.node_config import NodeConfig
+
+    return NodeConfig(
+        data_dir=Path(v["data_dir"]),
+        listen=v["listen"],
+        http=v["http"],
+        advertise_host=v["advertise_host"],
+        bootstrap=v["bootstrap"],
+        bootstrap_key=_hex(v, "bootstrap_key"),
+        chain_id=v["chain_id"],
+        admin_key=_hex(v, "admin_key"),
+        ticket=_hex(v, "ticket"),
+        open_admission=bool(v["open_admission"]),
+        operator_key=Path(v["operator_key"]) if v["operator_key"] else None,
+        app_user=str(v["app_user"]),
+        genesis=bool(v["genesis"]),
+        committee=int(v["committee"]),
+        slot_duration_ms=int(float(v["slot_duration"]) * 1000),
+        vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
+        labels=get_labels(v),
+        cpu_capacity=get_cpu_capacity(v),
+        container_engine=v["container_engine"] or None,
+        container_network=str(v["container_network"]),
+        allow_root_containers=bool(v["allow_root_containers"]),
+        clock_offset_ms=get_clock_offset_ms(v),
+        ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
+    )
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -230,35 +290,11 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from edgechain.errors import LocalError
-    from edgechain.node import NodeConfig
     from edgechain.node_daemon import run_node
     from edgechain.node_logging import configure_logging
 
     try:
-        config = NodeConfig(
-            data_dir=Path(v["data_dir"]),
-            listen=v["listen"],
-            http=v["http"],
-            advertise_host=v["advertise_host"],
-            bootstrap=v["bootstrap"],
-            bootstrap_key=_hex(v, "bootstrap_key"),
-            chain_id=v["chain_id"],
-            admin_key=_hex(v, "admin_key"),
-            ticket=_hex(v, "ticket"),
-            open_admission=bool(v["open_admission"]),
-            operator_key=Path(v["operator_key"]) if v["operator_key"] else None,
-            app_user=str(v["app_user"]),
-            genesis=bool(v["genesis"]),
-            committee=int(v["committee"]),
-            slot_duration_ms=int(float(v["slot_duration"]) * 1000),
-            vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
-            labels=get_labels(v),
-            cpu_capacity=get_cpu_capacity(v),
-            container_engine=v["container_engine"] or None,
-            container_network=str(v["container_network"]),
-            allow_root_containers=bool(v["allow_root_containers"]),
-            ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
-        )
+        config = make_node_config(v)
     except (NodeOptionError, OSError, ValueError) as exc:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE

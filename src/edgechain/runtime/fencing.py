@@ -60,21 +60,30 @@ sys.exit(main(sys.argv[1:]))
 _log = logging.getLogger("edgechain.runtime")
 
 
-def get_watchdog_command(data_dir: Path, poll_ms: int, parent_pid: int | None) -> list[str]:
+def get_watchdog_command(
+    data_dir: Path, poll_ms: int, parent_pid: int | None, clock_offset_ms: int = 0
+) -> list[str]:
     """The argv of a lean watchdog (see the module docstring): isolated from the
-    environment (``-I``) and from site-packages (``-S``), which it does not need."""
+    environment (``-I``) and from site-packages (``-S``), which it does not need.
+    ``clock_offset_ms``: the node's ``--clock-offset-ms``; the watchdog reads its clock
+    with it, since the node writes the lease in its shifted clock (``=``: a negative
+    value is not taken for an option)."""
     command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(_SOURCE_ROOT)]
     command += ["--data-dir", str(data_dir), "--poll-ms", str(poll_ms)]
     if parent_pid is not None:
         command += ["--parent-pid", str(parent_pid)]
+    if clock_offset_ms:
+        command.append(f"--clock-offset-ms={clock_offset_ms}")
     return command
 
 
 class Watchdog:
-    """The node's watchdog process (``runtime/watchdog.py``), one per data dir."""
+    """The node's watchdog process (``runtime/watchdog.py``), one per data dir;
+    ``clock_offset_ms``: the node's ``--clock-offset-ms`` (the lease is in that clock)."""
 
-    def __init__(self, *, poll_ms: int = DEFAULT_POLL_MS) -> None:
+    def __init__(self, *, poll_ms: int = DEFAULT_POLL_MS, clock_offset_ms: int = 0) -> None:
         self.poll_ms = poll_ms
+        self.clock_offset_ms = clock_offset_ms
         self._proc: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
 
@@ -91,7 +100,7 @@ class Watchdog:
         data_dir.mkdir(parents=True, exist_ok=True)
         end_previous_watchdog(data_dir)
         parent = os.getpid() if parent_pid is None else parent_pid
-        command = get_watchdog_command(data_dir, self.poll_ms, parent)
+        command = get_watchdog_command(data_dir, self.poll_ms, parent, self.clock_offset_ms)
         fd = os.open(data_dir / WATCHDOG_LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with open(fd, "ab") as log:
             # Its own session: no terminal's signal reaches it, and it outlives the node

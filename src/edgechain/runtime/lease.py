@@ -9,7 +9,9 @@ copies. This module is that contract on disk, in ``<data_dir>``:
 * ``lease.json``: ``{"valid_until_ms": <wall-clock epoch ms>, "apps": [<hex app ids
   the node may run>], "node_pid": <int>}``, written by the node
   (:func:`write_lease`), read by the watchdog every poll (:func:`read_lease`); a
-  missing or unreadable lease is an expired one;
+  missing or unreadable lease is an expired one. Its times are in the node's clock,
+  ``--clock-offset-ms`` included, and the watchdog reads the clock with the same
+  offset (``--clock-offset-ms`` of ``watchdog.py``);
 * ``watchdog.json``: what the watchdog froze (``{"frozen": [hex ids], "since_ms":
   ..., "pid": ...}`` plus each group's identity), read by the node for its status;
 * ``apps/<app id hex>/pid``: the process runtime's pid file, "<leader pid>
@@ -65,9 +67,11 @@ class Lease:
     node back from a pause finds no stale copy left. None: never."""
 
 
-def get_now_ms() -> int:
-    """Wall-clock epoch milliseconds (what ``valid_until_ms`` is compared with)."""
-    return time.time_ns() // 1_000_000
+def get_now_ms(offset_ms: int = 0) -> int:
+    """Wall-clock epoch milliseconds (what ``valid_until_ms`` is compared with), shifted
+    by ``offset_ms``: the node's ``--clock-offset-ms``, with which it writes the lease
+    and its watchdog reads the clock (``node_clock.NodeClock``)."""
+    return time.time_ns() // 1_000_000 + offset_ms
 
 
 def is_expired(lease: Lease | None, now_ms: int) -> bool:

@@ -10,7 +10,6 @@ and asks :meth:`LeaseRenewal.is_valid` before it starts an app.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
 
 from edgechain.chain.model import ChainParams
@@ -19,13 +18,14 @@ from edgechain.orchestrator.liveness import FENCE_MARGIN_SLOTS, get_lease_end_sl
 from edgechain.orchestrator.registry import get_apps_on_node
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.lease import get_now_ms
 from edgechain.types import AppId, BlockHash, NodeId
 
 
 class LeaseRenewal:
     """Renews ``lease`` from the head of ``head``'s engine; ``get_outgoing``: the apps
     this node is handing over (listed too: they run here until the destination has
-    them)."""
+    them); ``clock``: the node's wall clock (epoch ms, the lease's times are in it)."""
 
     def __init__(
         self,
@@ -33,8 +33,11 @@ class LeaseRenewal:
         head: HeadQueries,
         lease: LeaseWriter,
         get_outgoing: Callable[[], Collection[AppId]],
+        *,
+        clock: Callable[[], int] = get_now_ms,
     ) -> None:
         self.node_id = node_id
+        self._clock = clock
         self.head = head
         self.lease = lease
         self._get_outgoing = get_outgoing
@@ -91,4 +94,4 @@ class LeaseRenewal:
         if engine is None or engine.params is None:
             return True
         until = self.get_until()
-        return until is not None and time.time() * 1000 < until
+        return until is not None and self._clock() < until

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries, get_transfer_label
+from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.lease_renewal import LeaseRenewal
 from edgechain.runtime.lifecycle import ChainView
 from edgechain.runtime.migrations_out import MigrationsOut
@@ -98,6 +100,7 @@ class AppManager:
         container_engine: str | None = None,
         container_network: str = DEFAULT_CONTAINER_NETWORK,
         allow_root_containers: bool = False,
+        clock: Callable[[], int] = get_now_ms,
     ) -> None:
         """``app_user``: who apps run as when the node is root (process apps and
         containers alike); an unknown user is an ``AppUserError`` (a ``LocalError``)
@@ -105,7 +108,9 @@ class AppManager:
         (None: the whole host). ``container_engine``: the Engine API URL
         (``unix:///...``) of the node's Docker or Podman, None for a process-only node;
         ``container_network``: every container's network mode;
-        ``allow_root_containers``: specs may ask to run as root in their container."""
+        ``allow_root_containers``: specs may ask to run as root in their container.
+        ``clock``: the node's wall clock in epoch ms (``node_clock.NodeClock.now_ms``,
+        shifted by ``--clock-offset-ms``), which the lease and usage times are in."""
         self.node_id = node_id
         self.cpu_capacity = cpu_capacity
         self.root = data_dir / "apps"
@@ -133,7 +138,7 @@ class AppManager:
             node_id, self.client, self.head, self.tasks, self.transfer_dir
         )
         self.lease_renewal = LeaseRenewal(
-            node_id, self.head, self.lease, self.migrations.get_outgoing
+            node_id, self.head, self.lease, self.migrations.get_outgoing, clock=clock
         )
         self.starter = AppStarter(
             node_id,
@@ -161,6 +166,7 @@ class AppManager:
             self.head,
             disk_total=max(1, psutil.disk_usage(str(data_dir)).total),
             cpu_capacity=cpu_capacity,
+            clock=clock,
         )
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0

@@ -15,13 +15,14 @@ parts in each case.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from edgechain.chain.model import BASIS_POINTS, AppUsage
 from edgechain.consensus.engine import LocalUsage
 from edgechain.runtime.base import AppRuntimeError, AppStatus
 from edgechain.runtime.head_queries import HeadQueries
+from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
 from edgechain.types import AppId
@@ -69,8 +70,11 @@ class UsageSampler:
         *,
         disk_total: int,
         cpu_capacity: float | None = None,
+        clock: Callable[[], int] = get_now_ms,
     ) -> None:
         self.runtime = runtime
+        self._clock = clock
+        """The node's wall clock (epoch ms): the usage timestamps are in it."""
         self.head = head
         self.cpu_capacity = cpu_capacity
         self._cpu = CpuAverager()
@@ -95,7 +99,7 @@ class UsageSampler:
 
     def _sample(self) -> tuple[tuple[AppView, ...], tuple[AppUsage, ...]]:
         """Blocking: list the runtime's apps and the stats of the running ones."""
-        now = int(time.time() * 1000)
+        now = self._clock()
         views: list[AppView] = []
         usage: list[AppUsage] = []
         measured: set[AppId] = set()

@@ -16,7 +16,10 @@ OS process, so it keeps working while the node is stopped, reads the lease every
   itself for a migration (``apps/<hex>/paused``).
 
 What it froze is in ``<data_dir>/watchdog.json`` (rewritten atomically on every
-change), and every freeze and thaw is one JSON line on stderr. With ``--parent-pid``
+change), and every freeze and thaw is one JSON line on stderr. Its clock is the
+node's: ``--clock-offset-ms`` (the node's, passed on by ``fencing.Watchdog``) shifts
+every reading (the lease's expiry and retirement, ``since_ms``, the log's ``ms``), as
+the node's lease is written in its own shifted clock. With ``--parent-pid``
 (the node), once the parent is gone it keeps watching until the lease expires,
 freezes what is left, then exits. SIGTERM or SIGINT end it at once, without freezing
 or thawing anything.
@@ -27,6 +30,7 @@ imports nothing of edgechain but ``runtime/lease.py``. ``fencing.Watchdog`` star
 without the package's ``__init__`` modules (which load the whole runtime); by hand::
 
     python -m edgechain.runtime.watchdog --data-dir D [--poll-ms 100] [--parent-pid P]
+        [--clock-offset-ms=N]
 """
 
 from __future__ import annotations
@@ -182,23 +186,28 @@ def find_leaders(apps_dir: str, boot_time: float) -> Iterator[Leader]:
 # --- the fence --------------------------------------------------------------------------
 
 
-def log(event: str, **fields: object) -> None:
-    """One JSON line on stderr (the node sends it to ``watchdog.log``)."""
-    line = json.dumps({"ms": get_now_ms(), "event": event, **fields}, separators=(",", ":"))
-    print(line, file=sys.stderr, flush=True)
-
-
 class Fence:
-    """The groups this watchdog froze, and the freeze and thaw passes over them."""
+    """The groups this watchdog froze, and the freeze and thaw passes over them;
+    ``clock_offset_ms``: the node's (every reading of the clock is shifted by it)."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, clock_offset_ms: int = 0) -> None:
         self.data_dir = data_dir
+        self.clock_offset_ms = clock_offset_ms
         self.apps_dir = os.path.join(data_dir, APPS_DIR)
         self.frozen: dict[str, Identity] = {}
         self.retired: set[str] = set()
         """Frozen groups already sent SIGKILL (a zombie leader lingers until reaped)."""
         self.since_ms: int | None = None
         """When the oldest group still frozen was frozen; None when none is."""
+
+    def now_ms(self) -> int:
+        """The node's wall clock: what the lease's times are compared with."""
+        return get_now_ms(self.clock_offset_ms)
+
+    def log(self, event: str, **fields: object) -> None:
+        """One JSON line on stderr (the node sends it to ``watchdog.log``)."""
+        entry = {"ms": self.now_ms(), "event": event, **fields}
+        print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
 
     # --- state file ---
 
@@ -213,7 +222,7 @@ class Fence:
         try:
             write_json_atomically(os.path.join(self.data_dir, WATCHDOG_STATE_FILE), content)
         except OSError as exc:
-            log("error", what="cannot write state", error=str(exc))
+            self.log("error", what="cannot write state", error=str(exc))
 
     def adopt_previous(self) -> None:
         """Take over the groups a previous watchdog froze that are still stopped, so
@@ -230,10 +239,10 @@ class Fence:
                 continue
             if find_process(pid, created, boot_time) == "T":
                 self.frozen[app] = (pid, created)
-                log("adopt", app=app, pid=pid)
+                self.log("adopt", app=app, pid=pid)
         if self.frozen:
             since = previous.get("since_ms")
-            self.since_ms = since if isinstance(since, int) else get_now_ms()
+            self.since_ms = since if isinstance(since, int) else self.now_ms()
 
     # --- passes ---
 
@@ -248,16 +257,16 @@ class Fence:
         identity = (leader.pid, leader.created)
         if self.frozen.get(leader.app) == identity:
             if leader.state in RUNNING_STATES and signal_group(leader.pid, signal.SIGSTOP):
-                log("refreeze", app=leader.app, pid=leader.pid)  # someone continued it
+                self.log("refreeze", app=leader.app, pid=leader.pid)  # someone continued it
             return False
         if leader.state in STOPPED_STATES:
             return False  # stopped by someone else (the runtime's pause): not ours
         if not signal_group(leader.pid, signal.SIGSTOP):
             return False
         if not self.frozen:
-            self.since_ms = get_now_ms()
+            self.since_ms = self.now_ms()
         self.frozen[leader.app] = identity
-        log("freeze", app=leader.app, pid=leader.pid)
+        self.log("freeze", app=leader.app, pid=leader.pid)
         return True
 
     def thaw_listed(self, lease: Lease, boot_time: float) -> bool:
@@ -269,9 +278,9 @@ class Fence:
             del self.frozen[app]
             changed = True
             if os.path.exists(os.path.join(self.apps_dir, app, RUNTIME_PAUSED_FILE)):
-                log("leave", app=app, pid=pid, why="paused by the runtime")
+                self.log("leave", app=app, pid=pid, why="paused by the runtime")
             elif signal_group(pid, signal.SIGCONT):
-                log("thaw", app=app, pid=pid)
+                self.log("thaw", app=app, pid=pid)
         if not self.frozen:
             self.since_ms = None
         return changed
@@ -283,7 +292,7 @@ class Fence:
         for app, (pid, _) in self.frozen.items():
             if app not in self.retired and signal_group(pid, signal.SIGKILL):
                 self.retired.add(app)
-                log("retire", app=app, pid=pid)
+                self.log("retire", app=app, pid=pid)
 
     def _forget_gone(self, boot_time: float) -> bool:
         """Drop the frozen groups whose leader is gone (killed by the node and reaped;
@@ -294,7 +303,7 @@ class Fence:
             if find_process(pid, created, boot_time) is None
         ]
         for app in gone:
-            log("gone", app=app, pid=self.frozen.pop(app)[0])
+            self.log("gone", app=app, pid=self.frozen.pop(app)[0])
             self.retired.discard(app)
         if gone and not self.frozen:
             self.since_ms = None
@@ -314,40 +323,48 @@ class Parent:
         self.gone = False
 
     def is_gone(self) -> bool:
+        """True once the parent is found gone (and from then on)."""
         if not self.gone:
             found = read_proc_stat(self.pid)
             self.gone = found is None or found[0] in "ZX" or found[1] != self.start_ticks
-            if self.gone:
-                log("parent gone", pid=self.pid, then="exit once the lease expires")
         return self.gone
 
 
 # --- the loop ---------------------------------------------------------------------------
 
 
-def run(data_dir: str, poll_ms: int, parent_pid: int | None) -> int:
-    """Poll until SIGTERM/SIGINT, or until the lease expired after the parent went."""
+def run(data_dir: str, poll_ms: int, parent_pid: int | None, clock_offset_ms: int = 0) -> int:
+    """Poll until SIGTERM/SIGINT, or until the lease expired after the parent went;
+    ``clock_offset_ms``: the node's, added to every reading of the clock."""
     # Exit signals are taken synchronously (sigtimedwait is the poll's sleep), so a
     # pass is never cut short between a signal and its record.
     signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
     write_pid_entry(os.path.join(data_dir, WATCHDOG_PID_FILE), os.getpid(), get_own_create_time())
-    fence = Fence(data_dir)
+    fence = Fence(data_dir, clock_offset_ms)
     fence.adopt_previous()
     fence.save()
     parent = Parent(parent_pid) if parent_pid is not None else None
-    log("start", data_dir=data_dir, poll_ms=poll_ms, parent_pid=parent_pid)
+    fence.log(
+        "start",
+        data_dir=data_dir,
+        poll_ms=poll_ms,
+        parent_pid=parent_pid,
+        clock_offset_ms=clock_offset_ms,
+    )
     lease_path = os.path.join(data_dir, LEASE_FILE)
     while True:
         lease = read_lease(lease_path)
-        expired = is_expired(lease, get_now_ms())
+        expired = is_expired(lease, fence.now_ms())
         if poll(fence, lease, expired):
             fence.save()
-        if parent is not None and parent.is_gone() and expired:
-            log("exit", why="parent gone and lease expired", frozen=len(fence.frozen))
+        if parent is not None and not parent.gone and parent.is_gone():
+            fence.log("parent gone", pid=parent.pid, then="exit once the lease expires")
+        if parent is not None and parent.gone and expired:
+            fence.log("exit", why="parent gone and lease expired", frozen=len(fence.frozen))
             return 0
         received = signal.sigtimedwait(_EXIT_SIGNALS, poll_ms / 1000)
         if received is not None:
-            log("exit", why=signal.Signals(received.si_signo).name, frozen=len(fence.frozen))
+            fence.log("exit", why=signal.Signals(received.si_signo).name, frozen=len(fence.frozen))
             return 0
 
 
@@ -360,7 +377,7 @@ def poll(fence: Fence, lease: Lease | None, expired: bool) -> bool:
         return fence.thaw_listed(lease, read_boot_time())
     changed = fence.freeze_all(read_boot_time())
     retire = lease.retire_after_ms if lease is not None else None
-    if retire is not None and get_now_ms() >= retire:
+    if retire is not None and fence.now_ms() >= retire:
         fence.retire_all()
     return changed
 
@@ -373,6 +390,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", required=True, help="the node's data directory")
     parser.add_argument("--poll-ms", type=int, default=DEFAULT_POLL_MS)
     parser.add_argument("--parent-pid", type=int, default=None, help="the node's pid")
+    parser.add_argument(
+        "--clock-offset-ms",
+        type=int,
+        default=0,
+        help="the node's --clock-offset-ms: added to every reading of the clock, as the "
+        "node writes the lease in its shifted clock (negative: write --clock-offset-ms=-N)",
+    )
     args = parser.parse_args(argv)
     if args.poll_ms <= 0:
         parser.error("--poll-ms must be positive")
@@ -381,7 +405,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    return run(args.data_dir, args.poll_ms, args.parent_pid)
+    return run(args.data_dir, args.poll_ms, args.parent_pid, args.clock_offset_ms)
 
 
 if __name__ == "__main__":
