@@ -155,11 +155,14 @@ def scan_instances(run_dir: Path, tags: Collection[str]) -> list[Instance]:
 def find_leftovers(run_dir: Path, tags: Collection[str]) -> list[str]:
     """Processes of this testnet still alive: any whose command line names the run
     directory (launcher, nodes, watchdogs: ``--data-dir RUN/node-NNN``) or ends with one
-    of the apps' tags, or whose state directory lies under the run directory."""
+    of the apps' tags, or whose state directory lies under the run directory. This
+    process and its ancestors (``edgechain chaos --run-dir RUN`` under ``timeout``) are
+    the harness, not leftovers."""
     root = str(run_dir.resolve())
+    harness = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     left = []
     for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid == os.getpid():
+        if proc.pid in harness:
             continue
         cmdline = proc.info["cmdline"] or []
         mine = any(root in part for part in cmdline) or bool(cmdline and cmdline[-1] in tags)
@@ -334,6 +337,11 @@ class LiveTestnet:
             signal_groups([launcher.pid], signal.SIGKILL)
             launcher.wait()
         self.stop_code = launcher.returncode
+        self.sweep_leftovers()
+
+    def sweep_leftovers(self) -> None:
+        """Record in :attr:`leftovers` what of the run's apps outlived the testnet by
+        :data:`LEFTOVER_GRACE_S`, then kill it."""
         deadline = time.monotonic() + LEFTOVER_GRACE_S
         left = find_leftovers(self.run_dir, self.tags)
         while left and time.monotonic() < deadline:

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,9 @@ class Launcher:
         self.config = config
         self.observed = Observed()
         self.interrupted = False
+        self.stop_requested = threading.Event()
+        """Set from another thread (``lab/chaos_testnet.py`` runs the launcher in one):
+        the watch loop ends as after its last slot, and the run collects and stops."""
         self.failure: str | None = None
         self.plan: NetnsPlan | None = None
         self.cluster: Cluster | None = None
@@ -242,7 +246,7 @@ class Launcher:
                 config.slots
                 and self.observed.genesis_after_s is not None
                 and self.observed.slot > config.slots
-            ):
+            ) or self.stop_requested.is_set():
                 break
             if not self._any_running():
                 raise LaunchError("every node has exited")

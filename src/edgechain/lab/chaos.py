@@ -1,0 +1,483 @@
+"""``edgechain chaos``: faults on a live testnet of real node processes, with apps
+running and migrating, and the invariants checked after every fault (issue 12).
+
+One run (:func:`run_chaos`): a testnet with one network namespace per node
+(``lab/chaos_testnet.py``, root), N stateful counter apps submitted through the CLI,
+then until the duration is spent, one fault after another (``lab/chaos_faults.py``):
+
+1. a workload step: an operator's ``apps move`` of a random app to a random node,
+   through the CLI (half the gaps), so apps migrate throughout besides the planner's
+   own balancing;
+2. one fault, drawn with the seed: kill -9 and restart, SIGSTOP/SIGCONT, partitions
+   (halves, a minority, one node isolated, a ring) or one-way loss
+   (``lab/chaos_network.py``), held for its slots while the process table is sampled;
+3. the fault ends (restart, SIGCONT, heal) and the harness measures how long until
+   every honest node has one head (limit 5 slots) and every app runs exactly once where
+   the chain places it (limit K + 3 slots); a limit passed is a violation.
+
+Throughout: a second unfrozen copy of an app (confirmed) is a violation, and so is a
+node process that exits without the harness's signal. At the end, with the nodes
+stopped, every block in every node's store is validated again (``lab/chain_audit.py``):
+an invalid one is a violation, and so is any app process left behind.
+
+Not yet (issue 12 stays open): clock skew, a full disk, the hostile behaviours.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgechain.lab.chain_audit import audit_stores
+from edgechain.lab.chaos_faults import (
+    ALL_KINDS,
+    KILL,
+    PAUSE,
+    Fault,
+    compute_drop_rules,
+    draw_fault,
+    get_cut_off,
+)
+from edgechain.lab.chaos_network import PacketFilter
+from edgechain.lab.chaos_testnet import ChaosTestnet
+from edgechain.lab.chaos_watch import (
+    APPS_EXTRA_SLOTS,
+    HEAD_LIMIT_SLOTS,
+    HeadWatch,
+    Recovery,
+    wait_apps_once,
+    wait_heads,
+)
+from edgechain.lab.cluster import get_node_name
+from edgechain.lab.exactly_once_watch import (
+    CounterApp,
+    ExactlyOnceConfig,
+    Observer,
+    get_fleet,
+    submit_apps,
+)
+from edgechain.lab.faults_live import LiveError
+
+SAMPLE_S = 0.2
+"""Process table samples during a fault."""
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    run_dir: Path
+    """Must not exist yet, under a directory others may traverse (0711)."""
+    nodes: int = 8
+    duration_s: float = 120.0
+    """Faults are started until this much time has passed since the first."""
+    seed: int = 1
+    slot_s: float = 2.0
+    committee: int = 3
+    apps: int = 8
+    kinds: tuple[str, ...] = ALL_KINDS
+    fault_slots: int | None = None
+    """Every fault lasts this many slots (None: 2-5, drawn)."""
+    max_faults: int | None = None
+    replica_every: int = 3
+    setup_timeout_s: float = 600.0
+    netns_prefix: str = "ecc"
+    netns_subnet: int = 7
+    log: Callable[[str], None] = field(default=lambda _: None)
+
+
+@dataclass
+class FaultRecord:
+    fault: Fault
+    start_slot: float
+    end_slot: float
+    heads: Recovery
+    apps: Recovery
+    cut_off_apps: int
+    """Apps placed on a cut-off node when the fault began."""
+    replaced_apps: int
+    """Of those, the ones the chain (the majority) had placed elsewhere by its end."""
+    fenced_apps: int
+    """Of those, the ones whose copy on the cut-off node was frozen or gone by its end."""
+
+    def to_json(self, slot_s: float) -> dict[str, Any]:
+        def slots(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds / slot_s, 2)
+
+        return {
+            "number": self.fault.number,
+            "kind": self.fault.kind,
+            "nodes": [get_node_name(i) for i in self.fault.targets],
+            "duration_slots": self.fault.duration_slots,
+            "start_slot": round(self.start_slot, 2),
+            "end_slot": round(self.end_slot, 2),
+            "heads_converged_s": _round(self.heads.seconds),
+            "heads_converged_slots": slots(self.heads.seconds),
+            "apps_once_s": _round(self.apps.seconds),
+            "apps_once_slots": slots(self.apps.seconds),
+            "cut_off_apps": self.cut_off_apps,
+            "replaced_apps": self.replaced_apps,
+            "fenced_apps": self.fenced_apps,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+class ChaosRun:
+    """One run's state: the testnet, the apps, the faults so far and the violations."""
+
+    def __init__(self, config: ChaosConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.net = ChaosTestnet(
+            config.run_dir,
+            nodes=config.nodes,
+            committee=config.committee,
+            slot_s=config.slot_s,
+            seed=config.seed,
+            netns_prefix=config.netns_prefix,
+            netns_subnet=config.netns_subnet,
+        )
+        self.records: list[FaultRecord] = []
+        self.violations: list[dict[str, Any]] = []
+        self.workload: dict[str, int] = {"moves": 0, "moves_refused": 0}
+        self.apps: dict[str, CounterApp] = {}
+        self.obs: Observer | None = None
+        self.heads: HeadWatch | None = None
+        self.filter: PacketFilter | None = None
+        self.paused: set[str] = set()
+        self._crashes_seen = 0
+        self._doubles_seen = 0
+
+    # --- setup ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        config, net = self.config, self.net
+        net.start()
+        net.wait_ready(config.setup_timeout_s)
+        self.filter = PacketFilter(net.plan.namespaces)
+        self.filter.setup()
+        submit = ExactlyOnceConfig(
+            run_dir=config.run_dir,
+            nodes=config.nodes,
+            committee=config.committee,
+            apps=config.apps,
+            slot_s=config.slot_s,
+            replica_every=config.replica_every,
+        )
+        self.apps = submit_apps(net, submit)
+        self.obs = Observer(net, self.apps)
+        self.heads = HeadWatch(self._get_urls, config.nodes)
+        config.log(f"{len(self.apps)} apps submitted; waiting until each runs once")
+        t = time.time()
+        steady = wait_apps_once(net, self.obs, t, config.setup_timeout_s, self._tick, tuple)
+        if steady.seconds is None:
+            raise LiveError(f"the apps never ran exactly once: {steady.last_seen}")
+
+    def _get_urls(self) -> dict[str, str]:
+        return {name: node.url for name, node in self.net.get_nodes().items()}
+
+    def get_honest(self) -> Collection[str]:
+        """Nodes expected to agree: running and not paused."""
+        return [
+            node.spec.name
+            for node in self.net.cluster.nodes
+            if node.is_running() and node.spec.name not in self.paused
+        ]
+
+    # --- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        config = self.config
+        t0 = time.time()
+        number = 0
+        while time.time() - t0 < config.duration_s:
+            if config.max_faults is not None and number >= config.max_faults:
+                break
+            self._workload_step()
+            kind = self.rng.choice(config.kinds)
+            fault = draw_fault(self.rng, number, kind, config.nodes)
+            if config.fault_slots is not None:
+                fault = Fault(number, kind, config.fault_slots, fault.targets, fault.loss)
+            self._run_fault(fault)
+            number += 1
+
+    def _workload_step(self) -> None:
+        """Half the time, move a random app to a random other node (the CLI)."""
+        net = self.net
+        if not self.apps or self.rng.random() < 0.5:
+            self._sample_for(self.config.slot_s)
+            return
+        app = self.rng.choice(sorted(self.apps))
+        target = get_node_name(self.rng.randrange(self.config.nodes))
+        ids = {name: node.node_id for name, node in net.get_nodes().items()}
+        try:
+            fleet = get_fleet(net)
+            if fleet.get(app, {}).get("node_name") == target or target not in ids:
+                return
+            net.cli("apps", "move", app, ids[target][:16])
+            self.workload["moves"] += 1
+            self.config.log(f"moved {self.apps[app].name} to {target}")
+        except LiveError as exc:
+            # A refused move (policy, a node the chain counts as down) is the operator's
+            # problem, not the system's: counted, not a violation.
+            self.workload["moves_refused"] += 1
+            self.config.log(f"move of {self.apps[app].name} to {target} refused: {exc}")
+
+    def _run_fault(self, fault: Fault) -> None:
+        config, net = self.config, self.net
+        params = net.get_params()
+        k = params.down_after_slots
+        cut_off = {get_node_name(i) for i in get_cut_off(fault, config.nodes)}
+        before = get_fleet(net)
+        on_cut_off = {app for app, view in before.items() if view["node_name"] in cut_off}
+        t_start = time.time()
+        self._inject(fault)
+        config.log(f"fault {fault.describe()} at slot {net.get_slot(t_start):.1f}")
+        self._sample_for(fault.duration_slots * config.slot_s - (time.time() - t_start))
+        replaced, fenced = self._judge_cut_off(on_cut_off, cut_off)
+        self._end(fault)
+        t_end = time.time()
+        heads = wait_heads(
+            self._heads(), self.get_honest, t_end, HEAD_LIMIT_SLOTS * config.slot_s, self._tick
+        )
+        apps = wait_apps_once(
+            net,
+            self._observer(),
+            t_end,
+            (k + APPS_EXTRA_SLOTS) * config.slot_s,
+            self._tick,
+            lambda: self.paused,
+        )
+        record = FaultRecord(
+            fault,
+            net.get_slot(t_start),
+            net.get_slot(t_end),
+            heads,
+            apps,
+            len(on_cut_off),
+            replaced,
+            fenced,
+        )
+        self.records.append(record)
+        if heads.seconds is None:
+            self._violate(
+                "heads_converge",
+                fault,
+                f"not one head {HEAD_LIMIT_SLOTS} slots after: {heads.last_seen}",
+            )
+        if apps.seconds is None:
+            self._violate(
+                "apps_exactly_once",
+                fault,
+                f"not every app once {k + APPS_EXTRA_SLOTS} slots after: {apps.last_seen}",
+            )
+        self._tick()
+        config.log(
+            f"  heads one after {_show(heads.seconds)}, apps once after {_show(apps.seconds)}"
+        )
+
+    def _judge_cut_off(self, on_cut_off: set[str], cut_off: set[str]) -> tuple[int, int]:
+        if not on_cut_off:
+            return 0, 0
+        honest = [n for n in self.get_honest() if n not in cut_off]
+        try:
+            fleet = get_fleet(self.net, tuple(sorted(set(self._get_urls()) - set(honest))))
+        except LiveError:
+            return 0, 0
+        replaced = sum(
+            1 for app in on_cut_off if fleet.get(app, {}).get("node_name") not in cut_off
+        )
+        _, instances = self._observer().scan()
+        running = {(i.app, i.node) for i in instances if not i.frozen}
+        fenced = sum(1 for app in on_cut_off if not any((app, node) in running for node in cut_off))
+        return replaced, fenced
+
+    def _inject(self, fault: Fault) -> None:
+        net = self.net
+        if fault.kind == KILL:
+            for index in fault.targets:
+                net.crash(index)
+        elif fault.kind == PAUSE:
+            for index in fault.targets:
+                net.pause(index)
+                self.paused.add(get_node_name(index))
+        else:
+            self._filter().apply(compute_drop_rules(fault, net.plan.addresses))
+
+    def _end(self, fault: Fault) -> None:
+        net = self.net
+        if fault.kind == KILL:
+            for index in fault.targets:
+                net.restart(index)
+        elif fault.kind == PAUSE:
+            for index in fault.targets:
+                net.resume(index)
+                self.paused.discard(get_node_name(index))
+        else:
+            self._filter().heal()
+
+    # --- continuous checks -----------------------------------------------------------
+
+    def _sample_for(self, seconds: float) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            self._tick()
+            time.sleep(min(SAMPLE_S, max(0.0, deadline - time.time())))
+
+    def _tick(self) -> None:
+        """One process table sample; new doubles and crashes become violations."""
+        self.net.check_alive()
+        obs = self._observer()
+        obs.scan(timed=True)
+        for double in obs.doubles[self._doubles_seen :]:
+            self._violate("app_ran_twice", None, double)
+        self._doubles_seen = len(obs.doubles)
+        crashes = self.net.get_crashes()
+        for crash in crashes[self._crashes_seen :]:
+            self._violate("node_crashed", None, crash)
+        self._crashes_seen = len(crashes)
+
+    def _violate(self, invariant: str, fault: Fault | None, detail: Any) -> None:
+        entry = {
+            "invariant": invariant,
+            "fault": fault.number if fault is not None else None,
+            "slot": round(self.net.get_slot(time.time()), 1),
+            "detail": detail,
+        }
+        self.violations.append(entry)
+        self.config.log(f"VIOLATION {invariant}: {detail}")
+
+    def _observer(self) -> Observer:
+        assert self.obs is not None
+        return self.obs
+
+    def _heads(self) -> HeadWatch:
+        assert self.heads is not None
+        return self.heads
+
+    def _filter(self) -> PacketFilter:
+        assert self.filter is not None
+        return self.filter
+
+    # --- the end -------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """Stop the testnet, audit every store, and build the report."""
+        net, config = self.net, self.config
+        last = self.heads.last if self.heads is not None else None
+        if self.heads is not None:
+            self.heads.close()
+        net.stop()
+        stores = sorted(config.run_dir.glob("node-*/chain.db"))
+        audit = audit_stores(stores)
+        for entry in audit.invalid:
+            self._violate("invalid_block_accepted", None, entry)
+        for leftover in net.leftovers:
+            self._violate("process_left_behind", None, leftover)
+        peer_errors: dict[str, int] = {}
+        if last is not None:
+            for counts in last.peer_errors.values():
+                for reason, count in counts.items():
+                    peer_errors[reason] = peer_errors.get(reason, 0) + int(count)
+        return build_report(self, audit.to_json(), peer_errors)
+
+
+def _show(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "median": None, "max": None}
+    return {
+        "n": len(values),
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def build_report(
+    run: ChaosRun, audit: dict[str, Any], peer_errors: dict[str, int]
+) -> dict[str, Any]:
+    config = run.config
+    k = run.net.params.down_after_slots if run.net.params is not None else None
+    by_kind: dict[str, int] = {}
+    for record in run.records:
+        by_kind[record.fault.kind] = by_kind.get(record.fault.kind, 0) + 1
+    heads = [r.heads.seconds for r in run.records if r.heads.seconds is not None]
+    apps = [r.apps.seconds for r in run.records if r.apps.seconds is not None]
+    obs = run.obs.to_json() if run.obs is not None else None
+    return {
+        "config": {
+            "nodes": config.nodes,
+            "duration_s": config.duration_s,
+            "seed": config.seed,
+            "slot_s": config.slot_s,
+            "committee": config.committee,
+            "apps": config.apps,
+            "kinds": list(config.kinds),
+            "fault_slots": config.fault_slots,
+            "run_dir": str(config.run_dir),
+        },
+        "limits": {
+            "heads_converge_slots": HEAD_LIMIT_SLOTS,
+            "apps_exactly_once_slots": None if k is None else k + APPS_EXTRA_SLOTS,
+            "k_slots": k,
+            "unfrozen_copies_per_app": 1,
+            "node_crashes": 0,
+            "invalid_blocks_accepted": 0,
+        },
+        "faults": {
+            "total": len(run.records),
+            "by_kind": dict(sorted(by_kind.items())),
+            "list": [r.to_json(config.slot_s) for r in run.records],
+        },
+        "reconvergence_s": {"heads": _stats(heads), "apps_exactly_once": _stats(apps)},
+        "reconvergence_slots": {
+            "heads": _stats([h / config.slot_s for h in heads]),
+            "apps_exactly_once": _stats([a / config.slot_s for a in apps]),
+        },
+        "workload": run.workload,
+        "process_table": obs,
+        "chain_audit": audit,
+        "peer_errors": peer_errors,
+        "launcher": _launcher_part(run.net.summary),
+        "violations": run.violations,
+        "ok": not run.violations,
+    }
+
+
+def _launcher_part(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    keys = ("slots", "blocks", "skip_blocks", "distinct_heads", "crashes", "rss_mb")
+    return {key: summary.get(key) for key in keys}
+
+
+def run_chaos(config: ChaosConfig) -> dict[str, Any]:
+    run = ChaosRun(config)
+    failure: str | None = None
+    try:
+        run.setup()
+        run.run()
+    except LiveError as exc:
+        failure = str(exc)
+        config.log(f"failed: {exc}")
+    finally:
+        if run.filter is not None:
+            try:
+                run.filter.heal()
+            except Exception as exc:  # the namespaces go with the testnet anyway
+                config.log(f"heal at the end failed: {exc}")
+        report = run.finish()
+    if failure is not None:
+        report["failure"] = failure
+        report["violations"].append({"invariant": "harness", "fault": None, "detail": failure})
+        report["ok"] = False
+    return report
