@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -58,7 +60,7 @@ from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
 from edgechain.node_clock import NodeClock
-from edgechain.node_config import NodeConfig, make_engine
+from edgechain.node_config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node_duty import DutyPriority, choose_duty_nice
 from edgechain.node_events import EventRecorder, log_duty
 from edgechain.node_logging import configure_logging
@@ -81,6 +83,9 @@ from edgechain.wire.codec import (
     select_transport,
 )
 from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
+
+if TYPE_CHECKING:
+    from edgechain.hostile import Hostile
 
 log = logging.getLogger("edgechain.node")
 
@@ -116,6 +121,14 @@ class Node(NodeQueries):
         self.sk = load_or_create_keystore(config.data_dir / "node.key")
         self.pk = bls.sk_to_pk(self.sk)
         self.node_id = compute_node_id(self.pk)
+        self.hostile: Hostile | None = None
+        if os.environ.get(HOSTILE_ENV):
+            # Chaos experiments only: an honest node never imports hostile.py.
+            from edgechain.hostile import load_hostile
+
+            self.hostile = load_hostile(
+                os.environ[HOSTILE_ENV], self.sk, self.node_id, lambda: self.engine
+            )
         self.store = BlockStore(config.data_dir / "chain.db")
         self.operator_sk: SecretKey | None = (
             load_keystore(config.operator_key) if config.operator_key is not None else None
@@ -284,6 +297,8 @@ class Node(NodeQueries):
         if self.apps is not None:
             self.apps.tick(now)
         self._apply(engine.on_tick(now))
+        if self.hostile is not None:
+            self._apply(Output(messages=self.hostile.on_tick(now)))
         self._apply_dht(self.dht.on_tick(now))
         self.gossip.set_peers(self._gossip_peers())
         for peer, ihave in self.gossip.on_tick(now):
@@ -403,7 +418,10 @@ class Node(NodeQueries):
                 return
         if self._replaying:
             return
-        for outgoing in out.messages:
+        messages = out.messages
+        if self.hostile is not None:
+            messages = [m for o in messages for m in self.hostile.rewrite(o)]
+        for outgoing in messages:
             log_duty(outgoing, self.node_id)
             self._send_outgoing(outgoing)
         for request in out.vdf_requests:

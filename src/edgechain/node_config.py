@@ -23,6 +23,10 @@ from edgechain.errors import LocalError
 from edgechain.network.transport import join_address
 from edgechain.types import SecretKey, Signature
 
+HOSTILE_ENV = "EDGECHAIN_HOSTILE"
+"""Names hostile behaviours for chaos experiments (``hostile.py``): only then does the
+node import that module."""
+
 
 @dataclass(frozen=True)
 class NodeConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -31,6 +31,9 @@ from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
 from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey
+
+if TYPE_CHECKING:
+    from edgechain.hostile import Hostile
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class NodeQueries:
     apps: AppManager | None
     _transfer_port: int | None
     store_failure: StoreError | None
+    hostile: Hostile | None
 
     def is_ready(self) -> bool:
         """True once the engine exists (``run`` has started it), until a store write
@@ -156,6 +160,8 @@ class NodeQueries:
             # --clock-offset-ms: every time this node reads, its watchdog's too, is
             # shifted by it (node_clock.py).
             "clock_offset_ms": self.clock.offset_ms,
+            # EDGECHAIN_HOSTILE (chaos experiments): the behaviours and what they did.
+            "hostile": self.hostile.to_json() if self.hostile is not None else None,
         }
 
     def _get_liveness(self, state: BlockState | None, params: ChainParams | None) -> str | None:

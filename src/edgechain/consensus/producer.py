@@ -172,6 +172,9 @@ class Producer:
             raise PeerError("vote_outside_committee")
         claims = duty.claimed.setdefault(index, [])
         if vote.signature in claims:
+            # Harmless (counted once), but only a faulty or hostile voter sends one
+            # vote twice over a direct route: counted, not raised.
+            self.ctx.stats.peer_errors["duplicate_vote"] += 1
             return
         if len(claims) >= 2:
             raise PeerError("double_vote")

@@ -28,6 +28,7 @@ import psutil
 
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.lab.summary import Interval, RecordError
+from edgechain.node_config import HOSTILE_ENV
 from edgechain.types import PublicKey
 
 HTTP_TIMEOUT_S = 3.0
@@ -62,6 +63,8 @@ class NodeSpec:
     """``ip netns exec ec-<i>`` with --netns."""
     container_engine: str | None = None
     """The node's ``--container-engine`` URL (``edgechain testnet --containers``)."""
+    hostile: str | None = None
+    """``EDGECHAIN_HOSTILE`` for this node (``edgechain testnet --hostile``)."""
 
     @property
     def name(self) -> str:
@@ -376,7 +379,10 @@ class Cluster:
             bootstrap=None if index == 0 else self.bootstrap,
             guard=self.guard,
         )
-        node.start(argv, self.env)
+        env = self.env
+        if node.spec.hostile:
+            env = {**env, HOSTILE_ENV: node.spec.hostile}
+        node.start(argv, env)
         pid = node.current.popen.pid if node.current else None
         self.log(f"started {node.spec.name} pid {pid}: {shlex.join(argv)}")
 

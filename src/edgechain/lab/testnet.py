@@ -174,6 +174,15 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         help="restart killed nodes this many slots later (default 5; <0: never)",
     )
     add("--seed", type=int, help="seed of the choice of nodes to kill")
+    add(
+        "--hostile",
+        type=_parse_hostile,
+        action="append",
+        default=[],
+        metavar="INDEX:BEHAVIOURS",
+        help="run node INDEX with hostile behaviours (comma-separated, see "
+        "edgechain/hostile.py), e.g. 2:forged-votes; repeatable",
+    )
     add("--stop-grace", type=float, default=STOP_GRACE_S, metavar="SEC")
     add("--genesis-timeout", type=float, metavar="SEC")
     add(
@@ -182,6 +191,16 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         help="command that runs one node (default: this python -m edgechain.cli node)",
     )
     add("--quiet", action="store_true", help="no progress line")
+
+
+def _parse_hostile(text: str) -> tuple[int, str]:
+    from edgechain.hostile import HostileConfigError, parse_behaviours
+
+    index, _, behaviours = text.partition(":")
+    try:
+        return int(index), ",".join(parse_behaviours(behaviours))
+    except (ValueError, HostileConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> LaunchConfig:
@@ -205,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         kill_at=args.kill_at,
         restart_after=args.restart_after if args.restart_after >= 0 else None,
         seed=args.seed,
+        hostile=tuple(args.hostile),
         stop_grace=args.stop_grace,
         genesis_timeout=args.genesis_timeout,
         node_command=tuple(shlex.split(args.node_command)),

@@ -59,6 +59,8 @@ class LaunchConfig:
     restart_after: int | None = 5
     """Slots after the kill to restart the killed nodes; None: never."""
     seed: int | None = None
+    hostile: tuple[tuple[int, str], ...] = ()
+    """(node index, behaviours): those nodes run with ``EDGECHAIN_HOSTILE`` (``hostile.py``)."""
     stop_grace: float = STOP_GRACE_S
     genesis_timeout: float | None = None
     """Seconds from launch; None: all joins plus 60 s."""
@@ -90,6 +92,9 @@ class LaunchConfig:
                 raise LaunchError(f"--kill must be 1..{self.nodes - 1} (never the bootstrap)")
             if self.kill_at is None or not 0 < self.kill_at < (self.slots or 2**62):
                 raise LaunchError("--kill needs --kill-at SLOT with 0 < SLOT < --slots")
+        for index, _ in self.hostile:
+            if not 0 <= index < self.nodes:
+                raise LaunchError(f"--hostile {index}: no such node (0..{self.nodes - 1})")
         if self.base_port is not None and not 1024 <= self.base_port <= 65535 - 2 * self.nodes:
             raise LaunchError(f"--base-port must leave room for {2 * self.nodes} ports")
 

@@ -168,6 +168,7 @@ class Launcher:
                     host=plan.addresses[index] if plan else config.host,
                     ports=ports[index],
                     exec_prefix=tuple(build_exec_prefix(plan, index)) if plan else (),
+                    hostile=dict(config.hostile).get(index),
                 )
             )
         return specs, admin_pk

@@ -1,0 +1,224 @@
+"""Hostile node behaviours, for chaos experiments and the tests that show each one is
+refused (issue 12). Never part of an honest node: ``node.py`` imports this module only
+when ``EDGECHAIN_HOSTILE`` names behaviours (comma-separated), and a node started
+without it never loads it (a test checks).
+
+A behaviour rewrites what the node's honest engine sends (:meth:`Hostile.rewrite`) or
+adds messages of its own once a tick (:meth:`Hostile.on_tick`); everything else about
+the node stays honest, so the network sees one misbehaviour at a time. What the honest
+nodes must do about each (``consensus/``, ``chain/validation.py``):
+
+==================  =======================================  ==========================
+behaviour           what the node does                       honest nodes
+==================  =======================================  ==========================
+invalid-vdf         its candidates carry a wrong VDF output  ``bad_vdf``; no vote, the
+                    (re-signed, so only the VDF is wrong)    slot's skip block excludes
+                                                             it
+wrong-plan          its candidates carry a plan with one     ``bad_plan``; excluded
+                    entry more than the rule gives           likewise
+equivocate          sends its committee two different        ``equivocating_producer``
+                    signed candidates for one slot
+forged-votes        its votes carry a signature of another   ``bad_vote_signature``;
+                    key                                      the vote does not count
+duplicate-votes     sends each vote three times              ``duplicate_vote``; counted
+                                                             once
+outsider-votes      each slot it is not in the committee,    ``vote_outside_committee``
+                    signs the slot's skip block and sends
+                    the vote to the committee
+alter-reports       as representative, raises the CPU of     ``bad_report_signature``;
+                    the reports it relays                    the members' fallback
+                                                             still gets theirs on chain
+drop-reports        as representative, relays only its own   the members' fallback
+                    report                                   (``consensus/reports.py``)
+replay-commands     every 3 s re-gossips a signed command    ``command_replayed``
+                    the chain already carries
+==================  =======================================  ==========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgechain.chain.assembly import EMPTY_SIGNATURE, sign_as_producer, sign_vote
+from edgechain.chain.model import Block, PlanAction, PlanEntry, ResourceReport
+from edgechain.consensus.committee import get_committee_ids, get_skip_exclusion, get_skip_hash
+from edgechain.consensus.messages import (
+    CandidateMsg,
+    CommandMsg,
+    Outgoing,
+    ReportMsg,
+    Route,
+    SkipVoteMsg,
+    VoteMsg,
+)
+from edgechain.consensus.state import get_current_slot, get_roles
+from edgechain.crypto import bls
+from edgechain.errors import LocalError
+from edgechain.node_config import HOSTILE_ENV as ENV
+from edgechain.types import AppId, NodeId, SecretKey, Slot
+
+BEHAVIOURS = (
+    "invalid-vdf",
+    "wrong-plan",
+    "equivocate",
+    "forged-votes",
+    "duplicate-votes",
+    "outsider-votes",
+    "alter-reports",
+    "drop-reports",
+    "replay-commands",
+)
+REPLAY_EVERY_MS = 3_000
+
+
+class HostileConfigError(LocalError):
+    """``EDGECHAIN_HOSTILE`` names a behaviour that does not exist."""
+
+
+def parse_behaviours(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BEHAVIOURS]
+    if unknown or not names:
+        raise HostileConfigError(
+            f"{ENV}={value!r}: behaviours are {', '.join(BEHAVIOURS)}; unknown: {unknown}"
+        )
+    return names
+
+
+class Hostile:
+    """The behaviours of one hostile node; ``get_engine`` returns its consensus engine
+    (None before the node has one)."""
+
+    def __init__(
+        self,
+        behaviours: Sequence[str],
+        sk: SecretKey,
+        node_id: NodeId,
+        get_engine: Callable[[], Any],
+    ) -> None:
+        self.behaviours = frozenset(behaviours)
+        self.sk = sk
+        self.node_id = node_id
+        self.get_engine = get_engine
+        self.acts: Counter[str] = Counter()
+        """What it did, by behaviour (``/status`` shows it as ``hostile``)."""
+        self._forger = bls.keygen(os.urandom(32))
+        self._outsider_slot = -1
+        self._next_replay_ms = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"behaviours": sorted(self.behaviours), "acts": dict(self.acts)}
+
+    # --- what the honest engine sends ----------------------------------------------
+
+    def rewrite(self, outgoing: Outgoing) -> list[Outgoing]:
+        message = outgoing.message
+        if isinstance(message, CandidateMsg):
+            return self._rewrite_candidate(outgoing, message.block)
+        if isinstance(message, VoteMsg):
+            return self._rewrite_vote(outgoing, message)
+        if isinstance(message, ReportMsg):
+            return self._rewrite_reports(outgoing, message)
+        return [outgoing]
+
+    def _rewrite_candidate(self, outgoing: Outgoing, block: Block) -> list[Outgoing]:
+        if "invalid-vdf" in self.behaviours:
+            output = bytearray(block.vdf_output)
+            output[len(output) // 2] ^= 0x01
+            block = self._resign(dataclasses.replace(block, vdf_output=bytes(output)))
+            self.acts["invalid-vdf"] += 1
+        if "wrong-plan" in self.behaviours:
+            bogus = PlanEntry(PlanAction.PLACE, AppId(os.urandom(32)), b"", self.node_id)
+            block = self._resign(dataclasses.replace(block, plan=(*block.plan, bogus)))
+            self.acts["wrong-plan"] += 1
+        sent = [dataclasses.replace(outgoing, message=CandidateMsg(block))]
+        if "equivocate" in self.behaviours:
+            twin = self._resign(dataclasses.replace(block, timestamp_ms=block.timestamp_ms + 1))
+            sent.append(dataclasses.replace(outgoing, message=CandidateMsg(twin)))
+            self.acts["equivocate"] += 1
+        return sent
+
+    def _resign(self, block: Block) -> Block:
+        return sign_as_producer(
+            dataclasses.replace(block, producer_signature=EMPTY_SIGNATURE), self.sk
+        )
+
+    def _rewrite_vote(self, outgoing: Outgoing, vote: VoteMsg) -> list[Outgoing]:
+        if "forged-votes" in self.behaviours:
+            forged = sign_vote(vote.block_hash, self._forger)
+            vote = dataclasses.replace(vote, signature=forged)
+            outgoing = dataclasses.replace(outgoing, message=vote)
+            self.acts["forged-votes"] += 1
+        if "duplicate-votes" in self.behaviours:
+            self.acts["duplicate-votes"] += 1
+            return [outgoing, outgoing, outgoing]
+        return [outgoing]
+
+    def _rewrite_reports(self, outgoing: Outgoing, message: ReportMsg) -> list[Outgoing]:
+        own = tuple(r for r in message.reports if r.node == self.node_id)
+        others = tuple(r for r in message.reports if r.node != self.node_id)
+        if not others:
+            return [outgoing]
+        if "drop-reports" in self.behaviours:
+            self.acts["drop-reports"] += len(others)
+            return [dataclasses.replace(outgoing, message=ReportMsg(own))] if own else []
+        if "alter-reports" in self.behaviours:
+            altered = tuple(_raise_cpu(r) for r in others)
+            self.acts["alter-reports"] += len(altered)
+            return [dataclasses.replace(outgoing, message=ReportMsg(own + altered))]
+        return [outgoing]
+
+    # --- its own messages ------------------------------------------------------------
+
+    def on_tick(self, now: int) -> list[Outgoing]:
+        engine = self.get_engine()
+        if engine is None or engine.params is None or engine.head is None:
+            return []
+        sent: list[Outgoing] = []
+        if "outsider-votes" in self.behaviours:
+            sent += self._outsider_vote(engine, now)
+        if "replay-commands" in self.behaviours and now >= self._next_replay_ms:
+            self._next_replay_ms = now + REPLAY_EVERY_MS
+            sent += self._replay_command(engine)
+        return sent
+
+    def _outsider_vote(self, engine: Any, now: int) -> list[Outgoing]:
+        params, head = engine.params, engine.get_head_state()
+        slot = get_current_slot(params, now)
+        if head is None or slot <= head.slot or slot == self._outsider_slot:
+            return []
+        roles = get_roles(engine.memo, head, Slot(slot), params.committee_size)
+        members = get_committee_ids(engine.memo, head, Slot(slot), roles)
+        if self.node_id in members:
+            return []
+        self._outsider_slot = slot
+        excluded = get_skip_exclusion(params, head, roles)
+        skip_hash = get_skip_hash(engine.memo, head.block_hash, Slot(slot), excluded)
+        vote = SkipVoteMsg(
+            head.block_hash, Slot(slot), excluded, self.node_id, sign_vote(skip_hash, self.sk)
+        )
+        self.acts["outsider-votes"] += 1
+        return [Outgoing(vote, Route.DIRECT, tuple(members))]
+
+    def _replay_command(self, engine: Any) -> list[Outgoing]:
+        for block_hash in reversed(engine.get_chain()):
+            block = engine.blocks.get(block_hash)
+            commands = getattr(block, "commands", ())
+            if commands:
+                self.acts["replay-commands"] += 1
+                return [Outgoing(CommandMsg(commands[0]), Route.GOSSIP)]
+        return []
+
+
+def _raise_cpu(report: ResourceReport) -> ResourceReport:
+    return dataclasses.replace(report, cpu_bp=(report.cpu_bp + 2_500) % 10_001)
+
+
+def load_hostile(
+    value: str, sk: SecretKey, node_id: NodeId, get_engine: Callable[[], Any]
+) -> Hostile:
+    return Hostile(parse_behaviours(value), sk, node_id, get_engine)
