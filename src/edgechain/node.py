@@ -231,7 +231,8 @@ class Node(NodeQueries):
         return tuple(labels)
 
     def _replay_store(self) -> None:
-        """Restart: re-validate and re-apply every stored block (parents first)."""
+        """Restart: re-apply every stored block (parents first), without validating it
+        again (``ConsensusEngine.on_stored_block``)."""
         engine = self.engine
         assert engine is not None
         if engine.genesis is None:
@@ -243,7 +244,8 @@ class Node(NodeQueries):
                 data = self.store.get_block(record.hash)
                 if data is None:
                     continue
-                out = engine.on_message(BlockMsg(decode_block(data)), None, self.clock.now_ms())
+                block = decode_block(data)
+                out = engine.on_stored_block(block, record.hash, self.clock.now_ms())
                 self._apply(out)
                 count += 1
         finally:

@@ -383,3 +383,35 @@ def test_a_new_block_goes_straight_to_the_next_producer_and_committee() -> None:
     assert src == block.producer
     assert set(direct.to) == next_duties - {block.producer}
     assert [o.route for s, o in sends if s == block.producer] == [Route.DIRECT, Route.GOSSIP]
+
+
+def test_a_restart_applies_stored_blocks_without_validating_them_again() -> None:
+    net = Harness(4)
+    net.start_chain()
+    for slot in (1, 2, 3, 4):
+        net.run_slot(slot)
+    source = net.engine(0)
+    chain = [(h, source.blocks[h]) for h in source.get_chain()]
+    assert len(chain) >= 3
+    genesis_msg = source.genesis_msg
+    assert genesis_msg is not None
+
+    restarted = net.add(9)
+    restarted._adopt_genesis(genesis_msg.genesis, genesis_msg.signature)
+    for block_hash, block in chain:
+        out = restarted.on_stored_block(block, block_hash, net.now)
+        assert not any(isinstance(e, PeerRejected) for e in out.events)
+    assert restarted.head == source.head
+    assert restarted.get_head_state() == source.get_head_state()
+    assert dict(restarted.stats.peer_errors) == {}
+    # Only its own store is trusted, and only bytes that hash to the key they were
+    # stored under: a block altered on disk goes through full validation and fails.
+    damaged = net.add(10)
+    damaged._adopt_genesis(genesis_msg.genesis, genesis_msg.signature)
+    first_hash, first = chain[0]
+    assert isinstance(first, Block)
+    altered = dataclasses.replace(first, timestamp_ms=first.timestamp_ms + 1)
+    out = damaged.on_stored_block(altered, first_hash, net.now)
+    assert damaged.stats.peer_errors["stored_block_hash_mismatch"] == 1
+    assert any(isinstance(e, PeerRejected) for e in out.events)
+    assert damaged.head != first_hash and len(damaged.get_chain()) == 0
