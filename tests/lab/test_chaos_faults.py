@@ -8,6 +8,8 @@ import pytest
 
 from edgechain.lab.chaos_faults import (
     ALL_KINDS,
+    CLOCK_SKEW,
+    FULL_DISK,
     ISOLATE,
     KILL,
     ONE_WAY_LOSS,
@@ -35,7 +37,7 @@ def _hears(rules: list[DropRule], node: int, source: int) -> bool:
 def test_the_same_seed_draws_the_same_faults() -> None:
     def draw(seed: int) -> list[Fault]:
         rng = random.Random(seed)
-        return [draw_fault(rng, n, rng.choice(ALL_KINDS), 20) for n in range(50)]
+        return [draw_fault(rng, n, rng.choice(ALL_KINDS), 20, 19) for n in range(50)]
 
     assert draw(3) == draw(3)
     assert draw(3) != draw(4)
@@ -45,7 +47,7 @@ def test_the_same_seed_draws_the_same_faults() -> None:
 def test_every_kind_draws_valid_targets(kind: str) -> None:
     rng = random.Random(1)
     for number in range(30):
-        fault = draw_fault(rng, number, kind, 7)
+        fault = draw_fault(rng, number, kind, 7, disk_node=6)
         assert 2 <= fault.duration_slots <= 5
         assert fault.targets and all(0 <= t < 7 for t in fault.targets)
         assert list(fault.targets) == sorted(set(fault.targets))
@@ -53,6 +55,12 @@ def test_every_kind_draws_valid_targets(kind: str) -> None:
             assert len(fault.targets) <= 2  # fewer than a third of 7
         if kind == PARTITION_HALVES:
             assert len(fault.targets) == 3
+        if kind == CLOCK_SKEW:
+            assert 500 <= abs(fault.offset_ms) <= 3_000
+        else:
+            assert fault.offset_ms == 0
+        if kind == FULL_DISK:
+            assert fault.targets == (6,)
 
 
 def test_a_partition_cuts_both_ways_and_nothing_else() -> None:
@@ -108,3 +116,5 @@ def test_unknown_kinds_and_tiny_testnets_are_refused() -> None:
     assert check_kinds(["kill", "pause", "kill"]) == ("kill", "pause")
     with pytest.raises(FaultError):
         draw_fault(random.Random(0), 0, KILL, 3)
+    with pytest.raises(FaultError):
+        draw_fault(random.Random(0), 0, FULL_DISK, 6)  # no node on a small disk

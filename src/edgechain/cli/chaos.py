@@ -42,6 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add("--fault-slots", type=int, default=None, metavar="SLOTS",
         help="every fault lasts this many slots (default: 2-5, drawn)")  # fmt: skip
     add("--faults", type=int, default=None, help="stop after this many faults")
+    add("--sequence", default="", metavar="KINDS",
+        help="faults of these kinds in this order, round robin (not drawn)")  # fmt: skip
     add("--run-dir", type=Path, default=None, help="default: a fresh directory under /tmp")
     add("--netns-prefix", default="ecc", help="namespace names PREFIX-<i> (default ecc)")
     add("--netns-subnet", type=int, default=7, metavar="K", help="10.213.K.0/24 (default 7)")
@@ -64,6 +66,12 @@ def cmd_chaos(args: Any) -> int:
         kinds = check_kinds([k.strip() for k in args.kinds.split(",") if k.strip()])
     except FaultError as exc:
         raise CliError(str(exc)) from None
+    sequence = tuple(k.strip() for k in args.sequence.split(",") if k.strip())
+    if sequence:
+        try:
+            kinds = check_kinds(sequence)  # the kinds a run of this sequence prepares for
+        except FaultError as exc:
+            raise CliError(str(exc)) from None
     if args.nodes < 4 or args.nodes < args.committee + 1:
         raise CliError(f"--nodes must be at least 4 and committee + 1, not {args.nodes}")
     run_dir = args.run_dir
@@ -90,6 +98,7 @@ def cmd_chaos(args: Any) -> int:
         kinds=kinds,
         fault_slots=args.fault_slots,
         max_faults=args.faults,
+        sequence=sequence,
         netns_prefix=args.netns_prefix,
         netns_subnet=args.netns_subnet,
         log=log,

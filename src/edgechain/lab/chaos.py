@@ -9,8 +9,11 @@ then until the duration is spent, one fault after another (``lab/chaos_faults.py
    through the CLI (half the gaps), so apps migrate throughout besides the planner's
    own balancing;
 2. one fault, drawn with the seed: kill -9 and restart, SIGSTOP/SIGCONT, partitions
-   (halves, a minority, one node isolated, a ring) or one-way loss
-   (``lab/chaos_network.py``), held for its slots while the process table is sampled;
+   (halves, a minority, one node isolated, a ring), one-way loss
+   (``lab/chaos_network.py``), clock skew (a restart with ``--clock-offset-ms``) or a
+   full disk (the last node's data directory is a small file system of its own,
+   filled; it must stop with status 75 or go on, and keep every block it had
+   accepted), held for its slots while the process table is sampled;
 3. the fault ends (restart, SIGCONT, heal) and the harness measures how long until
    every honest node has one head (limit 5 slots) and every app runs exactly once where
    the chain places it (limit K + 3 slots); a limit passed is a violation.
@@ -20,22 +23,31 @@ node process that exits without the harness's signal. At the end, with the nodes
 stopped, every block in every node's store is validated again (``lab/chain_audit.py``):
 an invalid one is a violation, and so is any app process left behind.
 
-Not yet (issue 12 stays open): clock skew, a full disk, the hostile behaviours.
+Hostile nodes are ``edgechain testnet --hostile`` (``hostile.py``), checked by
+``tests/lab/test_hostile_live.py``; this harness runs honest nodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-import statistics
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgechain.lab.chain_audit import audit_stores
+from edgechain.lab.chaos_disk import (
+    CLEAN_STOP_EXIT,
+    SMALL_DISK_BYTES,
+    find_lost_blocks,
+    read_accepted,
+)
 from edgechain.lab.chaos_faults import (
     ALL_KINDS,
+    CLOCK_SKEW,
+    FULL_DISK,
     KILL,
     PAUSE,
     Fault,
@@ -44,12 +56,12 @@ from edgechain.lab.chaos_faults import (
     get_cut_off,
 )
 from edgechain.lab.chaos_network import PacketFilter
+from edgechain.lab.chaos_report import FaultRecord, RunFacts, build_report
 from edgechain.lab.chaos_testnet import ChaosTestnet
 from edgechain.lab.chaos_watch import (
     APPS_EXTRA_SLOTS,
     HEAD_LIMIT_SLOTS,
     HeadWatch,
-    Recovery,
     wait_apps_once,
     wait_heads,
 )
@@ -62,6 +74,7 @@ from edgechain.lab.exactly_once_watch import (
     submit_apps,
 )
 from edgechain.lab.faults_live import LiveError
+from edgechain.lab.small_disk import SmallDiskError, fill, free, is_small_disk_available, unmount
 
 SAMPLE_S = 0.2
 """Process table samples during a fault."""
@@ -82,50 +95,14 @@ class ChaosConfig:
     fault_slots: int | None = None
     """Every fault lasts this many slots (None: 2-5, drawn)."""
     max_faults: int | None = None
+    sequence: tuple[str, ...] = ()
+    """Faults of these kinds in this order, round robin (targets and lengths still
+    drawn); empty: each kind drawn from ``kinds``."""
     replica_every: int = 3
     setup_timeout_s: float = 600.0
     netns_prefix: str = "ecc"
     netns_subnet: int = 7
     log: Callable[[str], None] = field(default=lambda _: None)
-
-
-@dataclass
-class FaultRecord:
-    fault: Fault
-    start_slot: float
-    end_slot: float
-    heads: Recovery
-    apps: Recovery
-    cut_off_apps: int
-    """Apps placed on a cut-off node when the fault began."""
-    replaced_apps: int
-    """Of those, the ones the chain (the majority) had placed elsewhere by its end."""
-    fenced_apps: int
-    """Of those, the ones whose copy on the cut-off node was frozen or gone by its end."""
-
-    def to_json(self, slot_s: float) -> dict[str, Any]:
-        def slots(seconds: float | None) -> float | None:
-            return None if seconds is None else round(seconds / slot_s, 2)
-
-        return {
-            "number": self.fault.number,
-            "kind": self.fault.kind,
-            "nodes": [get_node_name(i) for i in self.fault.targets],
-            "duration_slots": self.fault.duration_slots,
-            "start_slot": round(self.start_slot, 2),
-            "end_slot": round(self.end_slot, 2),
-            "heads_converged_s": _round(self.heads.seconds),
-            "heads_converged_slots": slots(self.heads.seconds),
-            "apps_once_s": _round(self.apps.seconds),
-            "apps_once_slots": slots(self.apps.seconds),
-            "cut_off_apps": self.cut_off_apps,
-            "replaced_apps": self.replaced_apps,
-            "fenced_apps": self.fenced_apps,
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 class ChaosRun:
@@ -134,6 +111,14 @@ class ChaosRun:
     def __init__(self, config: ChaosConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        kinds = config.kinds
+        if FULL_DISK in kinds and not is_small_disk_available():
+            config.log("no loop devices (or not root): full-disk faults left out")
+            kinds = tuple(k for k in kinds if k != FULL_DISK)
+        self.kinds = kinds
+        self.sequence = tuple(k for k in config.sequence if k in kinds)
+        self.disk_node = config.nodes - 1 if FULL_DISK in kinds else None
+        small_disks = () if self.disk_node is None else ((self.disk_node, SMALL_DISK_BYTES),)
         self.net = ChaosTestnet(
             config.run_dir,
             nodes=config.nodes,
@@ -142,6 +127,7 @@ class ChaosRun:
             seed=config.seed,
             netns_prefix=config.netns_prefix,
             netns_subnet=config.netns_subnet,
+            small_disks=small_disks,
         )
         self.records: list[FaultRecord] = []
         self.violations: list[dict[str, Any]] = []
@@ -151,6 +137,10 @@ class ChaosRun:
         self.heads: HeadWatch | None = None
         self.filter: PacketFilter | None = None
         self.paused: set[str] = set()
+        self.disk_accepted: set[str] = set()
+        self.disk_exit: int | None = None
+        """The small-disk node's exit status in the last full-disk fault (None: it went on)."""
+        """Blocks the small-disk node listed as accepted just before its disk filled."""
         self._crashes_seen = 0
         self._doubles_seen = 0
 
@@ -200,10 +190,13 @@ class ChaosRun:
             if config.max_faults is not None and number >= config.max_faults:
                 break
             self._workload_step()
-            kind = self.rng.choice(config.kinds)
-            fault = draw_fault(self.rng, number, kind, config.nodes)
+            if self.sequence:
+                kind = self.sequence[number % len(self.sequence)]
+            else:
+                kind = self.rng.choice(self.kinds)
+            fault = draw_fault(self.rng, number, kind, config.nodes, self.disk_node)
             if config.fault_slots is not None:
-                fault = Fault(number, kind, config.fault_slots, fault.targets, fault.loss)
+                fault = dataclasses.replace(fault, duration_slots=config.fault_slots)
             self._run_fault(fault)
             number += 1
 
@@ -265,6 +258,19 @@ class ChaosRun:
             fenced,
         )
         self.records.append(record)
+        if fault.kind == CLOCK_SKEW:
+            record.detail["offset_ms"] = fault.offset_ms
+        if fault.kind == FULL_DISK:
+            (index,) = fault.targets
+            data_dir = net.cluster.nodes[index].spec.data_dir
+            lost = find_lost_blocks(data_dir / "chain.db", self.disk_accepted)
+            record.detail.update(
+                disk_exit_status=self.disk_exit,
+                accepted_blocks_checked=len(self.disk_accepted),
+                accepted_blocks_lost=len(lost),
+            )
+            if lost:
+                self._violate("accepted_block_lost", fault, {"blocks": lost[:10], "n": len(lost)})
         if heads.seconds is None:
             self._violate(
                 "heads_converge",
@@ -303,6 +309,16 @@ class ChaosRun:
         if fault.kind == KILL:
             for index in fault.targets:
                 net.crash(index)
+        elif fault.kind == CLOCK_SKEW:
+            for index in fault.targets:
+                net.stop_node(index)
+                net.restart(index, clock_offset_ms=fault.offset_ms)
+        elif fault.kind == FULL_DISK:
+            (index,) = fault.targets
+            node = net.get_nodes().get(get_node_name(index))
+            self.disk_accepted = read_accepted(node.url) if node is not None else set()
+            net.expect_exit(index, FULL_DISK)
+            fill(net.cluster.nodes[index].spec.data_dir)
         elif fault.kind == PAUSE:
             for index in fault.targets:
                 net.pause(index)
@@ -314,6 +330,19 @@ class ChaosRun:
         net = self.net
         if fault.kind == KILL:
             for index in fault.targets:
+                net.restart(index)
+        elif fault.kind == CLOCK_SKEW:
+            for index in fault.targets:
+                net.stop_node(index)
+                net.restart(index, clock_offset_ms=0)
+        elif fault.kind == FULL_DISK:
+            (index,) = fault.targets
+            free(net.cluster.nodes[index].spec.data_dir)
+            code = net.get_exit(index, FULL_DISK)
+            self.disk_exit = code
+            if code is not None:
+                if code != CLEAN_STOP_EXIT:
+                    self._violate("disk_full_unclean_stop", fault, f"exit status {code}")
                 net.restart(index)
         elif fault.kind == PAUSE:
             for index in fault.targets:
@@ -380,84 +409,46 @@ class ChaosRun:
             self._violate("invalid_block_accepted", None, entry)
         for leftover in net.leftovers:
             self._violate("process_left_behind", None, leftover)
+        for directory in net.mounted:
+            try:
+                unmount(directory)
+            except SmallDiskError as exc:
+                config.log(f"could not unmount {directory}: {exc}")
         peer_errors: dict[str, int] = {}
         if last is not None:
             for counts in last.peer_errors.values():
                 for reason, count in counts.items():
                     peer_errors[reason] = peer_errors.get(reason, 0) + int(count)
-        return build_report(self, audit.to_json(), peer_errors)
-
-
-def _show(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.1f}s"
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "median": None, "max": None}
-    return {
-        "n": len(values),
-        "median": round(statistics.median(values), 2),
-        "max": round(max(values), 2),
-    }
-
-
-def build_report(
-    run: ChaosRun, audit: dict[str, Any], peer_errors: dict[str, int]
-) -> dict[str, Any]:
-    config = run.config
-    k = run.net.params.down_after_slots if run.net.params is not None else None
-    by_kind: dict[str, int] = {}
-    for record in run.records:
-        by_kind[record.fault.kind] = by_kind.get(record.fault.kind, 0) + 1
-    heads = [r.heads.seconds for r in run.records if r.heads.seconds is not None]
-    apps = [r.apps.seconds for r in run.records if r.apps.seconds is not None]
-    obs = run.obs.to_json() if run.obs is not None else None
-    return {
-        "config": {
+        config_json = {
             "nodes": config.nodes,
             "duration_s": config.duration_s,
             "seed": config.seed,
             "slot_s": config.slot_s,
             "committee": config.committee,
             "apps": config.apps,
-            "kinds": list(config.kinds),
+            "kinds": list(self.kinds),
+            "small_disk_node": None if self.disk_node is None else get_node_name(self.disk_node),
             "fault_slots": config.fault_slots,
             "run_dir": str(config.run_dir),
-        },
-        "limits": {
-            "heads_converge_slots": HEAD_LIMIT_SLOTS,
-            "apps_exactly_once_slots": None if k is None else k + APPS_EXTRA_SLOTS,
-            "k_slots": k,
-            "unfrozen_copies_per_app": 1,
-            "node_crashes": 0,
-            "invalid_blocks_accepted": 0,
-        },
-        "faults": {
-            "total": len(run.records),
-            "by_kind": dict(sorted(by_kind.items())),
-            "list": [r.to_json(config.slot_s) for r in run.records],
-        },
-        "reconvergence_s": {"heads": _stats(heads), "apps_exactly_once": _stats(apps)},
-        "reconvergence_slots": {
-            "heads": _stats([h / config.slot_s for h in heads]),
-            "apps_exactly_once": _stats([a / config.slot_s for a in apps]),
-        },
-        "workload": run.workload,
-        "process_table": obs,
-        "chain_audit": audit,
-        "peer_errors": peer_errors,
-        "launcher": _launcher_part(run.net.summary),
-        "violations": run.violations,
-        "ok": not run.violations,
-    }
+        }
+        params = net.params
+        facts = RunFacts(
+            config=config_json,
+            slot_s=config.slot_s,
+            k=params.down_after_slots if params is not None else None,
+            records=self.records,
+            violations=self.violations,
+            workload=self.workload,
+            process_table=self.obs.to_json() if self.obs is not None else None,
+            audit=audit.to_json(),
+            peer_errors=peer_errors,
+            launcher_summary=net.summary,
+        )
+        return build_report(facts)
 
 
-def _launcher_part(summary: dict[str, Any] | None) -> dict[str, Any] | None:
-    if summary is None:
-        return None
-    keys = ("slots", "blocks", "skip_blocks", "distinct_heads", "crashes", "rss_mb")
-    return {key: summary.get(key) for key in keys}
+def _show(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def run_chaos(config: ChaosConfig) -> dict[str, Any]:

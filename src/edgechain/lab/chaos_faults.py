@@ -14,6 +14,12 @@ Kinds (issue 12):
   rest; one node cut from all; a ring where each node hears only its two neighbours.
 * ``one-way-loss`` — one node loses a share of the packets it receives from everyone
   (``-m statistic``); what it sends still arrives.
+* ``clock-skew`` — the node is stopped and restarted with ``--clock-offset-ms`` of
+  0.5-3 s either way (its watchdog follows), and restarted without at the end.
+* ``full-disk`` — the file system of the one node whose data directory is a small
+  disk of its own (``lab/small_disk.py``) is filled; the node must stop cleanly (exit
+  75) or go on, and keep every block it accepted; the filler is deleted at the end
+  and a stopped node restarted.
 
 Faults never overlap: each starts once the invariants after the previous one were
 measured (``lab/chaos.py``), so every re-convergence time belongs to one fault.
@@ -32,8 +38,10 @@ PARTITION_MINORITY = "partition-minority"
 ISOLATE = "isolate"
 RING = "ring"
 ONE_WAY_LOSS = "one-way-loss"
+CLOCK_SKEW = "clock-skew"
+FULL_DISK = "full-disk"
 
-PROCESS_KINDS = (KILL, PAUSE)
+PROCESS_KINDS = (KILL, PAUSE, CLOCK_SKEW, FULL_DISK)
 NETWORK_KINDS = (PARTITION_HALVES, PARTITION_MINORITY, ISOLATE, RING, ONE_WAY_LOSS)
 ALL_KINDS = (*PROCESS_KINDS, *NETWORK_KINDS)
 
@@ -59,10 +67,14 @@ class Fault:
     """Node indices the fault acts on (for a partition: one side; ring: every node)."""
     loss: float = 0.0
     """One-way loss only: the share of packets dropped."""
+    offset_ms: int = 0
+    """Clock skew only: the node's clock offset during the fault."""
 
     def describe(self) -> str:
         nodes = ",".join(f"node-{i:03d}" for i in self.targets)
         extra = f" loss {self.loss:.0%}" if self.kind == ONE_WAY_LOSS else ""
+        if self.kind == CLOCK_SKEW:
+            extra = f" offset {self.offset_ms:+d} ms"
         return f"#{self.number} {self.kind} {nodes} for {self.duration_slots} slots{extra}"
 
 
@@ -97,14 +109,23 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-def draw_fault(rng: random.Random, number: int, kind: str, nodes: int) -> Fault:
+def draw_fault(
+    rng: random.Random, number: int, kind: str, nodes: int, disk_node: int | None = None
+) -> Fault:
     """One fault of ``kind`` on a testnet of ``nodes`` nodes, its targets and length
-    drawn from ``rng``."""
+    drawn from ``rng``; ``disk_node``: the node on a small disk (full-disk faults)."""
     if nodes < 4:
         raise FaultError(f"chaos needs at least 4 nodes, not {nodes}")
     everyone = list(range(nodes))
-    if kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS):
-        targets: tuple[int, ...] = (rng.randrange(nodes),)
+    offset = 0
+    if kind == FULL_DISK:
+        if disk_node is None:
+            raise FaultError("a full-disk fault needs a node on a small disk")
+        targets: tuple[int, ...] = (disk_node,)
+    elif kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS, CLOCK_SKEW):
+        targets = (rng.randrange(nodes),)
+        if kind == CLOCK_SKEW:
+            offset = rng.choice((-1, 1)) * rng.randint(500, 3_000)
     elif kind == PARTITION_HALVES:
         targets = tuple(sorted(rng.sample(everyone, nodes // 2)))
     elif kind == PARTITION_MINORITY:
@@ -116,18 +137,10 @@ def draw_fault(rng: random.Random, number: int, kind: str, nodes: int) -> Fault:
         raise FaultError(f"unknown fault kind {kind!r}")
     # Long enough to matter (a lost slot or more), short of the K slots after which a
     # node is down and its apps recovered elsewhere: the quick faults a device sees
-    # most. A kill is the exception where recoveries are wanted (lab/chaos.py's
-    # --long-fault-every gives some faults K + a few slots instead).
+    # most (--fault-slots sets a length for all, e.g. the 20-slot partition).
     duration = rng.randint(2, 5)
     loss = LOSS_PROBABILITY if kind == ONE_WAY_LOSS else 0.0
-    return Fault(number, kind, duration, targets, loss)
-
-
-def draw_long_fault(rng: random.Random, number: int, kind: str, nodes: int, slots: int) -> Fault:
-    """A fault of ``kind`` that lasts ``slots`` (longer than K: the apps of the nodes
-    it cuts off are fenced and recovered elsewhere)."""
-    fault = draw_fault(rng, number, kind, nodes)
-    return Fault(number, kind, slots, fault.targets, fault.loss)
+    return Fault(number, kind, duration, targets, loss, offset)
 
 
 def compute_drop_rules(fault: Fault, addresses: Sequence[str]) -> list[DropRule]:
@@ -162,7 +175,7 @@ def compute_drop_rules(fault: Fault, addresses: Sequence[str]) -> list[DropRule]
 def get_cut_off(fault: Fault, nodes: int) -> tuple[int, ...]:
     """The nodes a fault takes out of the majority's sight (their apps may be fenced):
     the minority side of a partition, the killed, paused or isolated node."""
-    if fault.kind in (KILL, PAUSE, ISOLATE):
+    if fault.kind in (KILL, PAUSE, ISOLATE, CLOCK_SKEW, FULL_DISK):
         return fault.targets
     if fault.kind in (PARTITION_HALVES, PARTITION_MINORITY):
         side = set(fault.targets)

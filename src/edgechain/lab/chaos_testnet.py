@@ -11,7 +11,9 @@ process table.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class ChaosTestnet(LiveTestnet):
         join_s: float = 0.3,
         netns_prefix: str = "ecc",
         netns_subnet: int = 7,
+        small_disks: tuple[tuple[int, int], ...] = (),
     ) -> None:
         super().__init__(run_dir, nodes=nodes, committee=committee, slot_s=slot_s, join_s=join_s)
         self.config = LaunchConfig(
@@ -58,6 +61,7 @@ class ChaosTestnet(LiveTestnet):
             netns_subnet=netns_subnet,
             seed=seed,
             progress=False,
+            small_disks=small_disks,
         )
         self.runner: Launcher | None = None
         self.summary: dict[str, Any] | None = None
@@ -137,8 +141,52 @@ class ChaosTestnet(LiveTestnet):
         self.cluster.kill(index)  # SIGKILL of the node's group, reaped, not a crash
         signal_groups(groups, signal.SIGKILL)
 
-    def restart(self, index: int) -> None:
+    def restart(self, index: int, clock_offset_ms: int | None = None) -> None:
+        """Start a stopped node again on its data directory (with another clock
+        offset when given: the clock-skew fault)."""
+        node = self.cluster.nodes[index]
+        if clock_offset_ms is not None:
+            node.spec = dataclasses.replace(node.spec, clock_offset_ms=clock_offset_ms)
         self.cluster.restart(index)
+
+    def stop_node(self, index: int) -> None:
+        """SIGTERM, as an operator stops a node; SIGKILL after the grace."""
+        node = self.cluster.nodes[index]
+        current = node.current
+        if current is None or current.exit_code is not None:
+            return
+        current.ended_by = "stop"
+        node.signal(signal.SIGTERM)
+        try:
+            current.popen.wait(timeout=self.config.stop_grace)
+        except subprocess.TimeoutExpired:
+            node.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                current.popen.wait(timeout=10)
+        node.reap()
+
+    def expect_exit(self, index: int, why: str) -> None:
+        """The node may exit on its own now (a full disk): not a crash; the harness
+        judges its exit code (:meth:`get_exit`)."""
+        current = self.cluster.nodes[index].current
+        if current is not None and current.exit_code is None:
+            current.ended_by = why
+
+    def get_exit(self, index: int, why: str) -> int | None:
+        """The exit code of the incarnation :meth:`expect_exit` marked, once it ended;
+        None while it runs (the mark is then taken back)."""
+        node = self.cluster.nodes[index]
+        node.reap()
+        current = node.current
+        if current is None or current.ended_by != why:
+            return None
+        if current.exit_code is None:
+            current.ended_by = None
+        return current.exit_code
+
+    @property
+    def mounted(self) -> list[Path]:
+        return list(self.runner.mounted) if self.runner is not None else []
 
     def pause(self, index: int) -> None:
         """SIGSTOP of the node process alone: its watchdog and apps run on."""

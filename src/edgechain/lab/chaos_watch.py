@@ -27,6 +27,9 @@ HEAD_LIMIT_SLOTS = 5
 APPS_EXTRA_SLOTS = 3
 """Every live app runs exactly once within K + this many slots after a fault ends."""
 STATUS_TIMEOUT_S = 2.0
+MAX_LAG_SLOTS = 2
+"""A node whose head is on the leading node's chain this many slots behind it at most
+counts as converged (the block is on its way)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,26 @@ class HeadView:
     heads: Mapping[str, tuple[str | None, int | None]]
     peer_errors: Mapping[str, Mapping[str, int]]
 
-    def is_converged(self, expected: Collection[str]) -> bool:
-        """Every expected node answered, all with the same head."""
+    def is_converged(self, expected: Collection[str], chain: Collection[str] = ()) -> bool:
+        """Every expected node answered, and all are on one chain: the same head, or
+        (given ``chain``, the hashes of the chain of the node ahead) a head on that
+        chain at most :data:`MAX_LAG_SLOTS` behind. One poll of many nodes is not one
+        instant: a node that has not yet heard of the newest block follows the same
+        chain; a node on another branch does not."""
         if not expected or any(name not in self.heads for name in expected):
             return False
-        return len({self.heads[name][0] for name in expected}) == 1
+        if len({self.heads[name][0] for name in expected}) == 1:
+            return True
+        leader = self.get_leader(expected)
+        top = self.heads[leader][1] or 0
+        return all(
+            (head := self.heads[name])[0] in chain and (head[1] or 0) >= top - MAX_LAG_SLOTS
+            for name in expected
+        )
+
+    def get_leader(self, expected: Collection[str]) -> str:
+        """The node with the highest head (ties: the lowest name)."""
+        return min(expected, key=lambda name: (-(self.heads[name][1] or 0), name))
 
 
 class HeadWatch:
@@ -53,6 +71,20 @@ class HeadWatch:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def get_chain(self, view: HeadView, expected: Collection[str]) -> set[str]:
+        """The hashes of the leading node's chain; empty when every head is the same
+        or every expected node did not answer (no need to ask)."""
+        if any(name not in view.heads for name in expected):
+            return set()
+        if len({view.heads[name][0] for name in expected}) <= 1:
+            return set()
+        url = self.urls().get(view.get_leader(expected))
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            if url is not None:
+                answer = http_get(url, "/chain", STATUS_TIMEOUT_S)
+                return {str(entry["hash"]) for entry in answer}
+        return set()
 
     def poll(self, names: Collection[str]) -> HeadView:
         urls = self.urls()
@@ -100,7 +132,7 @@ def wait_heads(
         expected = names()
         view = watch.poll(expected)
         t = time.time()
-        if view.is_converged(expected):
+        if view.is_converged(expected, watch.get_chain(view, expected)):
             return Recovery(max(0.0, t - t_end), "")
         seen = _describe_heads(view, expected)
         if t - t_end > limit_s:

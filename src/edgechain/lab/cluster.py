@@ -65,6 +65,8 @@ class NodeSpec:
     """The node's ``--container-engine`` URL (``edgechain testnet --containers``)."""
     hostile: str | None = None
     """``EDGECHAIN_HOSTILE`` for this node (``edgechain testnet --hostile``)."""
+    clock_offset_ms: int = 0
+    """The node's ``--clock-offset-ms`` (the chaos harness's clock-skew fault)."""
 
     @property
     def name(self) -> str:
@@ -171,6 +173,8 @@ def build_node_argv(
         argv += ["--cpu-capacity", f"{options.cpu_capacity:g}"]
     if spec.container_engine is not None:
         argv += ["--container-engine", spec.container_engine]
+    if spec.clock_offset_ms:
+        argv += ["--clock-offset-ms", str(spec.clock_offset_ms)]
     if bootstrap is None:
         argv += [
             "--genesis",

@@ -59,6 +59,11 @@ class LaunchConfig:
     restart_after: int | None = 5
     """Slots after the kill to restart the killed nodes; None: never."""
     seed: int | None = None
+    small_disks: tuple[tuple[int, int], ...] = ()
+    """(node index, bytes): that node's data directory is a small file system of its
+    own (``lab/small_disk.py``, root), for the chaos harness's full-disk fault. The
+    launcher mounts them; its caller unmounts them (``Launcher.mounted``) once done
+    with the stores on them."""
     hostile: tuple[tuple[int, str], ...] = ()
     """(node index, behaviours): those nodes run with ``EDGECHAIN_HOSTILE`` (``hostile.py``)."""
     stop_grace: float = STOP_GRACE_S

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TextIO
 
 from edgechain.chain.assembly import make_ticket
@@ -37,6 +38,7 @@ from edgechain.lab.cluster import (
 from edgechain.lab.containers import ContainerEngines
 from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan_netns
 from edgechain.lab.operator import OperatorSetup
+from edgechain.lab.small_disk import mount_small_disk
 from edgechain.lab.summary import Collected, HeadObservation, KillRecord, count_validators
 from edgechain.lab.testnet_collect import collect
 from edgechain.lab.testnet_config import LaunchConfig, LaunchError
@@ -67,6 +69,9 @@ class Launcher:
         """Set from another thread (``lab/chaos_testnet.py`` runs the launcher in one):
         the watch loop ends as after its last slot, and the run collects and stops."""
         self.failure: str | None = None
+        self.mounted: list[Path] = []
+        """Data directories on a small disk of their own (``LaunchConfig.small_disks``),
+        left mounted for the caller."""
         self.plan: NetnsPlan | None = None
         self.cluster: Cluster | None = None
         self.operator: OperatorSetup | None = None
@@ -156,6 +161,10 @@ class Launcher:
             # unprivileged user, who must reach its state dir under here. The secrets
             # in it (node.key, api.token) are 0600 files.
             data_dir.mkdir(parents=True, exist_ok=True)
+            small_disk = dict(config.small_disks).get(index)
+            if small_disk is not None:
+                mount_small_disk(data_dir, small_disk)
+                self.mounted.append(data_dir)
             data_dir.chmod(0o711)
             pk = bls.sk_to_pk(create_keystore(data_dir / "node.key"))
             plan = self.plan

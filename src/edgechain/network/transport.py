@@ -27,12 +27,16 @@ Receiver = Callable[[bytes, Transport, str], None]
 (for TCP the peer's ephemeral port: only a hint)."""
 
 CONNECT_TIMEOUT_S = 2.0
-USER_TIMEOUT_MS = 5_000
+USER_TIMEOUT_MS = 10_000
 """``TCP_USER_TIMEOUT`` of every connection we open: data unacknowledged this long
 closes it, and the next frame opens a fresh one. Without it a connection that lived
 through a partition keeps its frames queued behind the kernel's exponential
 retransmission backoff (up to minutes) after the network heals: the chaos harness
-saw a healed minority hear no block of the majority for as long as it watched."""
+saw a healed minority hear no block of the majority for as long as it watched. With
+it, a shorter cut costs at most the backoff reached by then (about 5 s after 10 s).
+Not shorter: the timeout also ends a connection whose receiver's window stays shut
+(a node starved of CPU not reading a large sync response), which must survive
+ordinary overload."""
 MAX_CONNECTIONS = 512
 MAX_WRITE_BUFFER = 32 * 1024 * 1024
 """Beyond this much unsent data to one peer, frames to it are dropped (it is too slow)."""
