@@ -9,6 +9,9 @@
 #   busybox-static  a *static* busybox: the sample image is FROM scratch + busybox, so
 #                   the dynamic `busybox` package would not run in it
 #   util-linux      setpriv, with which the process runtime ties apps to their node
+#   iproute2        ip netns: one network namespace per testnet node (--netns, chaos)
+#   iptables        the chaos harness's partitions and packet loss, inside the namespaces
+#   e2fsprogs       mkfs.ext4: small loop-mounted disks (state quotas, the full-disk fault)
 #
 # Nothing else is set up here: the containers.conf podman needs on these VMs (runc,
 # cgroupfs, explicit ulimits) is written by edgechain.runtime.podman next to the
@@ -19,6 +22,9 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: not root, cannot install ${need[*]}; the podman tests will skip" >&2
