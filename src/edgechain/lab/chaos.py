@@ -138,9 +138,9 @@ class ChaosRun:
         self.filter: PacketFilter | None = None
         self.paused: set[str] = set()
         self.disk_accepted: set[str] = set()
+        """Blocks the small-disk node listed as accepted just before its disk filled."""
         self.disk_exit: int | None = None
         """The small-disk node's exit status in the last full-disk fault (None: it went on)."""
-        """Blocks the small-disk node listed as accepted just before its disk filled."""
         self._crashes_seen = 0
         self._doubles_seen = 0
 
@@ -311,7 +311,7 @@ class ChaosRun:
                 net.crash(index)
         elif fault.kind == CLOCK_SKEW:
             for index in fault.targets:
-                net.stop_node(index)
+                net.cluster.stop(index)
                 net.restart(index, clock_offset_ms=fault.offset_ms)
         elif fault.kind == FULL_DISK:
             (index,) = fault.targets
@@ -333,7 +333,7 @@ class ChaosRun:
                 net.restart(index)
         elif fault.kind == CLOCK_SKEW:
             for index in fault.targets:
-                net.stop_node(index)
+                net.cluster.stop(index)
                 net.restart(index, clock_offset_ms=0)
         elif fault.kind == FULL_DISK:
             (index,) = fault.targets

@@ -4,23 +4,17 @@ network namespace, ``lab/netns.py``): install a fault's DROP rules, heal them al
 Each namespace gets its own chain (:data:`~edgechain.lab.chaos_faults.CHAIN`) that its
 INPUT jumps to, so a heal is one flush per namespace and nothing else in the
 namespace's tables is touched. Needs root and iptables (the nf_tables or legacy
-front end alike: only ``-N``, ``-I``, ``-A`` and ``-F`` are used).
+front end alike: only ``-N``, ``-I``, ``-A`` and ``-F`` are used); a failure raises
+:class:`~edgechain.lab.netns.NetnsError`.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 
-from edgechain.errors import LocalError
 from edgechain.lab.chaos_faults import CHAIN, DropRule
-
-COMMAND_TIMEOUT_S = 30.0
-
-
-class ChaosNetworkError(LocalError):
-    """iptables failed in a namespace (missing, not root, a namespace gone)."""
+from edgechain.lab.netns import run_ip
 
 
 def get_unavailable_reason() -> str | None:
@@ -53,18 +47,5 @@ class PacketFilter:
             self._iptables(index, "-F", CHAIN)
         self.dirty.clear()
 
-    def count_rules(self, index: int) -> int:
-        out = self._iptables(index, "-S", CHAIN)
-        return sum(1 for line in out.splitlines() if line.startswith("-A "))
-
-    def _iptables(self, index: int, *args: str) -> str:
-        argv = ["ip", "netns", "exec", self.namespaces[index], "iptables", "-w", *args]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ChaosNetworkError(f"{' '.join(argv)}: {exc}") from exc
-        if done.returncode != 0:
-            raise ChaosNetworkError(f"{' '.join(argv)}: {done.stderr.strip()}")
-        return done.stdout
+    def _iptables(self, index: int, *args: str) -> None:
+        run_ip(["netns", "exec", self.namespaces[index], "iptables", "-w", *args])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -148,22 +147,6 @@ class ChaosTestnet(LiveTestnet):
         if clock_offset_ms is not None:
             node.spec = dataclasses.replace(node.spec, clock_offset_ms=clock_offset_ms)
         self.cluster.restart(index)
-
-    def stop_node(self, index: int) -> None:
-        """SIGTERM, as an operator stops a node; SIGKILL after the grace."""
-        node = self.cluster.nodes[index]
-        current = node.current
-        if current is None or current.exit_code is not None:
-            return
-        current.ended_by = "stop"
-        node.signal(signal.SIGTERM)
-        try:
-            current.popen.wait(timeout=self.config.stop_grace)
-        except subprocess.TimeoutExpired:
-            node.signal(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                current.popen.wait(timeout=10)
-        node.reap()
 
     def expect_exit(self, index: int, why: str) -> None:
         """The node may exit on its own now (a full disk): not a crash; the harness

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgechain.lab.exactly_once_watch import Observer, get_fleet
-from edgechain.lab.faults_live import POLL_S, LiveError, http_get
+from edgechain.lab.faults_live import POLL_S, LiveError, LiveTestnet, http_get
 
 HEAD_LIMIT_SLOTS = 5
 """Honest heads converge within this many slots after a fault ends (issue 12)."""
@@ -150,7 +150,9 @@ def _describe_heads(view: HeadView, expected: Collection[str]) -> str:
     return "; ".join(f"{key}: {', '.join(nodes)}" for key, nodes in sorted(groups.items()))
 
 
-def check_apps_once(net: Any, obs: Observer, avoid: Collection[str] = ()) -> tuple[bool, str]:
+def check_apps_once(
+    net: LiveTestnet, obs: Observer, avoid: Collection[str] = ()
+) -> tuple[bool, str]:
     """Every app runs exactly once, where the chain places it (one look)."""
     _, instances = obs.scan()
     once = obs.get_running_once(instances)
@@ -172,7 +174,7 @@ def check_apps_once(net: Any, obs: Observer, avoid: Collection[str] = ()) -> tup
 
 
 def wait_apps_once(
-    net: Any,
+    net: LiveTestnet,
     obs: Observer,
     t_end: float,
     limit_s: float,

@@ -414,6 +414,23 @@ class Cluster:
         node.reap()
         self.log(f"killed {node.spec.name} (SIGKILL)")
 
+    def stop(self, index: int) -> None:
+        """SIGTERM one node, as an operator stops it; SIGKILL after the grace."""
+        node = self.nodes[index]
+        current = node.current
+        if current is None or current.exit_code is not None:
+            return
+        current.ended_by = "stop"
+        node.signal(signal.SIGTERM)
+        try:
+            current.popen.wait(timeout=self.stop_grace)
+        except subprocess.TimeoutExpired:
+            node.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                current.popen.wait(timeout=10)
+        node.reap()
+        self.log(f"stopped {node.spec.name}")
+
     def stop_all(self) -> None:
         """SIGTERM every node, SIGKILL what is left after the grace, reap everything.
 

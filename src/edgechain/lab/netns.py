@@ -182,7 +182,7 @@ def get_unavailable_reason() -> str | None:
     return None
 
 
-def _run_ip(args: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
+def run_ip(args: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
     try:
         done = subprocess.run(
             ["ip", *args],
@@ -201,7 +201,7 @@ def _run_ip(args: Sequence[str], *, stdin: str | None = None, check: bool = True
 
 def list_namespaces() -> list[str]:
     """Names of the existing network namespaces (``ip netns list``)."""
-    return [line.split()[0] for line in _run_ip(["netns", "list"]).splitlines() if line.strip()]
+    return [line.split()[0] for line in run_ip(["netns", "list"]).splitlines() if line.strip()]
 
 
 def list_links() -> list[str]:
@@ -338,7 +338,7 @@ class NetnsNetwork:
     @staticmethod
     def _kill_inside(namespace: str) -> None:
         """SIGKILL processes left in one of our namespaces (normally none)."""
-        output = _run_ip(["netns", "pids", namespace], check=False)
+        output = run_ip(["netns", "pids", namespace], check=False)
         for token in output.split():
             with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
                 os.kill(int(token), 9)
@@ -351,7 +351,7 @@ class NetnsNetwork:
         with tempfile.NamedTemporaryFile("w", prefix="edgechain-ip-", suffix=".batch") as batch:
             batch.write("\n".join(lines) + "\n")
             batch.flush()
-            _run_ip([*options, "-batch", batch.name], check=not force)
+            run_ip([*options, "-batch", batch.name], check=not force)
 
 
 __all__ = [
