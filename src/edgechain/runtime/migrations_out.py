@@ -8,7 +8,11 @@ transfer protocol guarantees the app is never lost and never runs twice.
 :class:`MigrationsOut` runs one retry loop per app (:meth:`~MigrationsOut.start`), keeps
 the last results for the API, marks a completed handover on disk so it is not offered
 again, and tells reconcile whether a copy held here is still being handed over
-(:meth:`~MigrationsOut.is_handing_over`).
+(:meth:`~MigrationsOut.is_handing_over`). A handover the head no longer wants (the chain
+placed the app on a third node, e.g. RECOVERed it because the destination was taken
+for down while our offer waited on it) is cancelled by reconcile before anything else
+(:meth:`~MigrationsOut.cancel_unwanted`): its attempt holds the app's lock for as long
+as the transfer's timeouts allow, and our copy must stop now, not when they run out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,25 @@ gives up while the head still places the app at an active destination: the app r
 here until it runs there (DESIGN.md, "Exactly once"); once the destination is down the
 chain recovers the app elsewhere and this copy is stale."""
 MAX_RESULTS = 100
+CANCEL_WAIT_S = 10.0
+"""How long reconcile waits for cancelled handovers to end (a save in progress ends
+first; a cancellation swallowed by a refused connect ends at the loop's next check)."""
+
+
+@dataclass(eq=False)
+class Handover:
+    """One app's migration out in progress: the MIGRATE it carries out and its task."""
+
+    block_hash: BlockHash
+    entry: PlanEntry
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    abandoned: bool = False
+    """Set when the head no longer wants it: a cancelled attempt then leaves the app as
+    the save left it (stopped, or paused for reconcile to stop) instead of resuming it."""
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
 
 
 class MigrationsOut:
@@ -58,25 +82,59 @@ class MigrationsOut:
         self.tasks = tasks
         self.transfer_dir = transfer_dir
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
-        self._outgoing: dict[AppId, asyncio.Task[None]] = {}
+        self._outgoing: dict[AppId, Handover] = {}
         """Migrations out in progress (the app runs here until the destination has it)."""
 
     def get_outgoing(self) -> Collection[AppId]:
-        """The apps being handed over (the fencing lease lists them)."""
-        return self._outgoing.keys()
+        """The apps being handed over to where the head still places them (the fencing
+        lease lists them)."""
+        return [app for app, handover in self._outgoing.items() if self._is_wanted(handover)]
 
     def start(self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec) -> None:
         """Hand the app over, once: a second order for it waits for the first."""
         running = self._outgoing.get(entry.app)
-        if running is not None and not running.done():
+        if running is not None and running.running:
             return
-        task = self.tasks.spawn(self._migrate_out(block_hash, slot, entry, spec))
-        self._outgoing[entry.app] = task
-        task.add_done_callback(lambda t: self._forget_outgoing(entry.app, t))
+        handover = Handover(block_hash, entry)
+        task = self.tasks.spawn(self._migrate_out(handover, slot, spec))
+        handover.task = task
+        self._outgoing[entry.app] = handover
+        task.add_done_callback(lambda _: self._forget_outgoing(handover))
 
-    def _forget_outgoing(self, app: AppId, task: asyncio.Task[None]) -> None:
-        if self._outgoing.get(app) is task:
-            del self._outgoing[app]
+    def _forget_outgoing(self, handover: Handover) -> None:
+        if self._outgoing.get(handover.entry.app) is handover:
+            del self._outgoing[handover.entry.app]
+
+    def _is_wanted(self, handover: Handover) -> bool:
+        """Still running, on our head chain, to where the head places the app, and the
+        destination not down."""
+        return (
+            handover.running
+            and self._get_wanted_record(handover.block_hash, handover.entry) is not None
+            and not self.head.is_node_down(handover.entry.destination)
+        )
+
+    async def cancel_unwanted(self) -> None:
+        """Cancel every handover the head no longer wants and wait (up to
+        ``CANCEL_WAIT_S``) for them to end, so reconcile can stop the copy at once:
+        the chain runs the app elsewhere (a RECOVER after our destination was taken for
+        down, a later move) or nowhere. Waiting out the attempt instead would run the
+        app twice until the transfer's timeouts fire."""
+        unwanted = [h for h in self._outgoing.values() if h.running and not self._is_wanted(h)]
+        tasks = [h.task for h in unwanted if h.task is not None]
+        for handover, task in zip(unwanted, tasks, strict=True):
+            handover.abandoned = True
+            task.cancel()
+            log.warning(
+                "migration cancelled",
+                extra={"fields": {
+                    "app": bytes(handover.entry.app).hex()[:16],
+                    "to": bytes(handover.entry.destination).hex()[:16],
+                    "why": "the head no longer places the app there",
+                }},
+            )  # fmt: skip
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
     def is_handing_over(self, engine: ChainView, record: AppRecord | None, held: HeldApp) -> bool:
         """Are we (still) the origin of the head-chain MIGRATE that placed the app
@@ -85,9 +143,11 @@ class MigrationsOut:
         given up while the chain still wanted it) is started again."""
         if record is None or record.node in (None, self.node_id):
             return False
-        task = self._outgoing.get(record.app)
-        if task is not None and not task.done():
-            return True
+        handover = self._outgoing.get(record.app)
+        if handover is not None and handover.running:
+            # Only while the head places the app where this handover takes it: a copy
+            # whose app the chain re-placed on a third node is stale (cancel_unwanted).
+            return self._is_wanted(handover)
         found = find_placing_entry(engine, record)
         if found is None:
             return False
@@ -119,9 +179,8 @@ class MigrationsOut:
         record = self.head.get_head_record(entry.app)
         return record if record is not None and record.node == entry.destination else None
 
-    async def _migrate_out(
-        self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec
-    ) -> None:
+    async def _migrate_out(self, handover: Handover, slot: Slot, spec: AppSpec) -> None:
+        block_hash, entry = handover.block_hash, handover.entry
         app = entry.app
         attempt = 0
         fields: dict[str, Any] = {
@@ -142,7 +201,13 @@ class MigrationsOut:
                 try:
                     # The head's spec, not the order's: the destination checks the offer
                     # against its head registry, and an UPDATE may have come in between.
-                    result = await self.client.migrate(block_hash, entry, record.spec, *address)
+                    result = await self.client.migrate(
+                        block_hash,
+                        entry,
+                        record.spec,
+                        *address,
+                        resume_if_cancelled=lambda: not handover.abandoned,
+                    )
                 except LocalError as exc:
                     # Not running here (never started, or already gone): nothing to send.
                     log.warning("migration skipped", extra={"fields": {**fields, "why": str(exc)}})

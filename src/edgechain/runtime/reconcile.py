@@ -18,7 +18,9 @@ updated" or "app removed"):
   directory, once the head chain shows the removal (``lifecycle.was_removed``).
 
 An app in flight (a migration out holds its lock; one coming in has an incoming file)
-is skipped, and an app whose record places it on another node is left alone.
+is skipped, and an app whose record places it on another node is left alone. A
+migration out that the head no longer wants (it places the app on neither end) is
+cancelled first, so its copy is stopped in this pass (``MigrationsOut.cancel_unwanted``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class Reconciler:
         engine = self.head.engine
         if engine is None or engine.get_head_state() is None:
             return
+        # First: a handover whose app the head re-placed on a third node holds the app's
+        # lock while its offer waits; cancelled, its copy is stale and stopped below.
+        await self.migrations.cancel_unwanted()
         held = {h.app: h for h in await asyncio.to_thread(self._get_held)}
         state = engine.get_head_state()  # after the await: the head may have moved
         if state is None:

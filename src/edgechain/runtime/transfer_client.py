@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,7 @@ class _Job:
     host: str
     port: int
     stream: PayloadStream
+    resume_if_cancelled: Callable[[], bool]
     save_ms: float = 0.0
     raw_bytes: int = 0
     included_image: bool = False
@@ -253,6 +255,7 @@ class TransferClient:
         port: int,
         *,
         on_progress: ProgressCallback | None = None,
+        resume_if_cancelled: Callable[[], bool] = lambda: True,
     ) -> MigrationResult:
         """Carry out one plan entry whose origin is this node; never loses the app.
 
@@ -261,6 +264,11 @@ class TransferClient:
         running (this node restarted before it handed the app over) is handed over as
         its state stands. Every peer-side failure is a result with outcome REFUSED or
         FAILED, the app running here.
+
+        Cancelled, it resumes a saved app here when ``resume_if_cancelled()`` says so
+        (a node stopping); otherwise (the chain re-placed the app on a third node
+        meanwhile) the app stays as the save left it, stopped or paused, and the caller
+        stops it: resuming it would run it beside the copy the chain started.
         """
         app = entry.app
         lock = self._locks.setdefault(app, asyncio.Lock())
@@ -275,7 +283,9 @@ class TransferClient:
             offer = encode_frame(
                 FrameKind.OFFER, encode_offer(Offer(block_hash, entry, spec, signature))
             )
-            job = _Job(app, block_hash, offer, host, port, PayloadStream(on_progress))
+            job = _Job(
+                app, block_hash, offer, host, port, PayloadStream(on_progress), resume_if_cancelled
+            )
             return await self._migrate(job)
 
     async def send_replica(
@@ -393,11 +403,15 @@ class TransferClient:
             return job.get_result(MigrationOutcome.ALREADY_THERE, "re-send")
 
         saved: SavedState | None = None
+        saving: asyncio.Future[SavedState] | None = None
         try:
             start = time.perf_counter()
-            saved = await asyncio.to_thread(
-                self.runtime.save, job.app, include_image=verdict.need_image
+            saving = asyncio.ensure_future(
+                asyncio.to_thread(self.runtime.save, job.app, include_image=verdict.need_image)
             )
+            # Shielded: a cancellation must not leave the save's thread running unseen
+            # (the handler below waits for it, then decides what the app becomes).
+            saved = await asyncio.shield(saving)
             job.save_ms = ms_since(start)
             job.raw_bytes, job.live = saved.raw_bytes, saved.live
             job.included_image = saved.includes_image
@@ -413,9 +427,12 @@ class TransferClient:
                 return job.get_result(MigrationOutcome.FAILED, reason)
             return await self._recover(job, reason)
         except BaseException:
-            # Cancelled (node shutting down) or our own bug: the app must not stay frozen.
+            # Cancelled (node stopping, or the head re-placed the app) or our own bug.
             await close_writer(writer)
-            if saved is not None:
+            if saved is None and saving is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    saved = await asyncio.shield(saving)  # a failed save resumed the app
+            if saved is not None and job.resume_if_cancelled():
                 await asyncio.to_thread(self.runtime.resume, job.app)
             raise
         await close_writer(writer)
