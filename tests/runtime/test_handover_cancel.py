@@ -63,7 +63,7 @@ def _manager(root: Path, destination: tuple[str, int]) -> tuple[AppManager, Fake
     manager.attach(chain)
     # The destination's transfer address comes from its registration, which the fake
     # chain's empty validator set lacks: point it at the silent socket.
-    manager.head.get_destination = lambda _: destination  # type: ignore[method-assign]
+    manager.head.get_destination = lambda _: destination  # type: ignore[method-assign,assignment]
     return manager, chain
 
 
