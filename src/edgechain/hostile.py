@@ -32,11 +32,20 @@ drop-reports        as representative, relays only its own   the members' fallba
                     report                                   (``consensus/reports.py``)
 replay-commands     every 3 s re-gossips a signed command    ``command_replayed``
                     the chain already carries
+announce-apps       its own reports list, with a heavy       ``report_names_app_not_run``;
+                    usage, apps the chain placed on other    the planner ignores those
+                    nodes (re-signed: a valid report)        listings (``orchestrator/
+                                                             load.py``)
+unplanned-          every 3 s offers another node's          the transfer server refuses
+migrations          transfer server a signed MIGRATE of an   it, ``not_planned``
+                    app to it that no block carries          (``transfer_refusals``);
+                                                             nothing starts
 ==================  =======================================  ==========================
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections import Counter
@@ -44,7 +53,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, sign_as_producer, sign_vote
-from edgechain.chain.model import Block, PlanAction, PlanEntry, ResourceReport
+from edgechain.chain.encoding import compute_report_signing_root
+from edgechain.chain.model import AppUsage, Block, PlanAction, PlanEntry, ResourceReport
 from edgechain.consensus.committee import get_committee_ids, get_skip_exclusion, get_skip_hash
 from edgechain.consensus.messages import (
     CandidateMsg,
@@ -55,11 +65,21 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
-from edgechain.consensus.state import get_current_slot, get_roles
+from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
-from edgechain.errors import LocalError
+from edgechain.errors import LocalError, PeerError
 from edgechain.node_config import HOSTILE_ENV as ENV
-from edgechain.types import AppId, NodeId, SecretKey, Slot
+from edgechain.runtime.head_queries import get_transfer_port
+from edgechain.runtime.protocol import (
+    FrameKind,
+    Offer,
+    compute_offer_signing_root,
+    encode_frame,
+    encode_offer,
+)
+from edgechain.runtime.transfer_client import send_offer
+from edgechain.runtime.transfer_common import TransferTimeouts, close_writer
+from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Signature, Slot
 
 BEHAVIOURS = (
     "invalid-vdf",
@@ -71,8 +91,13 @@ BEHAVIOURS = (
     "alter-reports",
     "drop-reports",
     "replay-commands",
+    "announce-apps",
+    "unplanned-migrations",
 )
 REPLAY_EVERY_MS = 3_000
+OFFER_EVERY_MS = 3_000
+MAX_ANNOUNCED = 16
+ANNOUNCED_CPU_BP = 5_000
 
 
 class HostileConfigError(LocalError):
@@ -109,9 +134,17 @@ class Hostile:
         self._forger = bls.keygen(os.urandom(32))
         self._outsider_slot = -1
         self._next_replay_ms = 0
+        self._next_offer_ms = 0
+        self.verdicts: Counter[str] = Counter()
+        """unplanned-migrations: the verdicts its offers got (``refused:<reason>``)."""
+        self._offers: set[asyncio.Task[None]] = set()
 
     def to_json(self) -> dict[str, Any]:
-        return {"behaviours": sorted(self.behaviours), "acts": dict(self.acts)}
+        return {
+            "behaviours": sorted(self.behaviours),
+            "acts": dict(self.acts),
+            "verdicts": dict(self.verdicts),
+        }
 
     # --- what the honest engine sends ----------------------------------------------
 
@@ -159,6 +192,10 @@ class Hostile:
         return [outgoing]
 
     def _rewrite_reports(self, outgoing: Outgoing, message: ReportMsg) -> list[Outgoing]:
+        if "announce-apps" in self.behaviours:
+            reports = tuple(self._announce(r) for r in message.reports)
+            message = ReportMsg(reports)
+            outgoing = dataclasses.replace(outgoing, message=message)
         own = tuple(r for r in message.reports if r.node == self.node_id)
         others = tuple(r for r in message.reports if r.node != self.node_id)
         if not others:
@@ -172,6 +209,29 @@ class Hostile:
             return [dataclasses.replace(outgoing, message=ReportMsg(own + altered))]
         return [outgoing]
 
+    def _announce(self, report: ResourceReport) -> ResourceReport:
+        """Our own report, listing also apps the head places on other nodes."""
+        engine = self.get_engine()
+        head: BlockState | None = engine.get_head_state() if engine is not None else None
+        if report.node != self.node_id or head is None:
+            return report
+        listed = {u.app for u in report.apps}
+        others = [
+            r.app
+            for r in head.registry.records
+            if r.node is not None and r.node != self.node_id and r.app not in listed
+        ][:MAX_ANNOUNCED]
+        if not others:
+            return report
+        fake = tuple(
+            AppUsage(app, ANNOUNCED_CPU_BP, 1_000, 0, 0, report.timestamp_ms) for app in others
+        )
+        apps = tuple(sorted((*report.apps, *fake), key=lambda u: u.app))
+        unsigned = dataclasses.replace(report, apps=apps, signature=EMPTY_SIGNATURE)
+        signature = Signature(bls.sign(self.sk, compute_report_signing_root(unsigned)))
+        self.acts["announce-apps"] += len(fake)
+        return dataclasses.replace(unsigned, signature=signature)
+
     # --- its own messages ------------------------------------------------------------
 
     def on_tick(self, now: int) -> list[Outgoing]:
@@ -184,7 +244,52 @@ class Hostile:
         if "replay-commands" in self.behaviours and now >= self._next_replay_ms:
             self._next_replay_ms = now + REPLAY_EVERY_MS
             sent += self._replay_command(engine)
+        if "unplanned-migrations" in self.behaviours and now >= self._next_offer_ms:
+            self._next_offer_ms = now + OFFER_EVERY_MS
+            self._offer_unplanned(engine)
         return sent
+
+    def _offer_unplanned(self, engine: Any) -> None:
+        """Offer each other validator in turn a MIGRATE to it, from us, of an app the
+        head registry holds, signed by us, against the head block, which carries no
+        such entry: the offer passes every check but ``is_planned``."""
+        head: BlockState | None = engine.get_head_state()
+        if head is None or not head.registry.records:
+            return
+        targets = [
+            info
+            for info in head.validators.members
+            if info.node != self.node_id and get_transfer_port(info.labels) is not None
+        ]
+        if not targets:
+            return
+        turn = self.acts["unplanned-migrations"]
+        info = targets[turn % len(targets)]
+        node = info.node
+        records = head.registry.records
+        record = records[turn % len(records)]
+        entry = PlanEntry(PlanAction.MIGRATE, record.app, self.node_id, node)
+        root = compute_offer_signing_root(head.block_hash, entry, record.spec)
+        offer = Offer(BlockHash(head.block_hash), entry, record.spec, bls.sign(self.sk, root))
+        host = info.address.rsplit(":", 1)[0].strip("[]")
+        port = get_transfer_port(info.labels)
+        assert port is not None
+        self.acts["unplanned-migrations"] += 1
+        task = asyncio.get_running_loop().create_task(
+            self._send_offer(host, port, encode_frame(FrameKind.OFFER, encode_offer(offer)))
+        )
+        self._offers.add(task)
+        task.add_done_callback(self._offers.discard)
+
+    async def _send_offer(self, host: str, port: int, frame: bytes) -> None:
+        try:
+            _, writer, verdict = await send_offer(host, port, frame, TransferTimeouts())
+        except PeerError as exc:
+            self.verdicts[f"error:{exc}"[:60]] += 1
+            return
+        # Accepted would be the honest node's bug: we send no state, it times out.
+        self.verdicts[f"{verdict.verdict.name.lower()}:{verdict.reason}"] += 1
+        await close_writer(writer)
 
     def _outsider_vote(self, engine: Any, now: int) -> list[Outgoing]:
         params, head = engine.params, engine.get_head_state()

@@ -157,6 +157,13 @@ class NodeQueries:
             "container_engine": self.config.container_engine,
             "status": self._get_liveness(state, params),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
+            # Migration and replica offers this node's transfer server refused, by the
+            # reason it gave (not_planned: no block of our head chain carries the entry).
+            "transfer_refusals": (
+                dict(self.apps.server.get_stats().refused_by_reason)
+                if self.apps is not None
+                else {}
+            ),
             # --clock-offset-ms: every time this node reads, its watchdog's too, is
             # shifted by it (node_clock.py).
             "clock_offset_ms": self.clock.offset_ms,

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from edgechain.chain.assembly import make_report, sign_vote
 from edgechain.chain.encoding import compute_report_signing_root, compute_vote_message
-from edgechain.chain.model import ResourceReport
+from edgechain.chain.model import ResourceReport, RuntimeKind
 from edgechain.consensus.messages import Outgoing, ReportMsg, Route, VoteMsg
 from edgechain.crypto import bls
 from edgechain.hostile import BEHAVIOURS, Hostile, HostileConfigError, parse_behaviours
+from edgechain.orchestrator.load import get_unclaimed_apps
+from edgechain.orchestrator.registry import AppRecord, Registry
+from edgechain.runtime.samples import get_counter_spec
 from edgechain.testing import make_identity
-from edgechain.types import BlockHash, SecretKey, Slot
+from edgechain.types import AppId, BlockHash, SecretKey, Slot
 
 ME = make_identity(1)
 OTHER = make_identity(2)
@@ -78,7 +82,28 @@ def test_altered_reports_no_longer_carry_a_valid_signature() -> None:
     mine, theirs = sent.message.reports
     assert bls.verify(ME.pk, compute_report_signing_root(mine), mine.signature)
     assert not bls.verify(OTHER.pk, compute_report_signing_root(theirs), theirs.signature)
-    assert hostile.to_json() == {"behaviours": ["alter-reports"], "acts": {"alter-reports": 1}}
+    assert hostile.to_json() == {
+        "behaviours": ["alter-reports"],
+        "acts": {"alter-reports": 1},
+        "verdicts": {},
+    }
+
+
+def test_announced_apps_are_signed_into_the_nodes_own_report() -> None:
+    """``announce-apps``: our own report also lists the head's apps placed elsewhere,
+    re-signed (a valid report); the honest planner's rule makes it count for nothing."""
+    theirs = AppRecord(AppId(b"\x05" * 32), get_counter_spec(RuntimeKind.PROCESS), OTHER.node)
+    registry = Registry((theirs,))
+    head = SimpleNamespace(registry=registry)  # what the behaviour reads of the head
+    engine = SimpleNamespace(get_head_state=lambda: head)
+    hostile = Hostile(("announce-apps",), ME.sk, ME.node, lambda: engine)
+    (sent,) = hostile.rewrite(_reports())
+    assert isinstance(sent.message, ReportMsg)
+    mine, other = sent.message.reports
+    assert [u.app for u in mine.apps] == [theirs.app]
+    assert bls.verify(ME.pk, compute_report_signing_root(mine), mine.signature)
+    assert other == _reports().message.reports[1]  # type: ignore[union-attr]
+    assert get_unclaimed_apps(registry, mine, mine.slot) == [theirs.app]
 
 
 def test_other_messages_pass_untouched() -> None:

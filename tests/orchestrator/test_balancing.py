@@ -48,18 +48,18 @@ def test_a_saturated_node_counts_its_apps_at_their_declared_request() -> None:
     registry = build_registry([(s, A) for s in specs])
     usage = [(app_id(s), 2_500, 0) for s in specs]
     saturated = report(A, 10_000, apps=usage)
-    model = compute_load_model(registry, [saturated], frozenset({A}))
+    model = compute_load_model(registry, [saturated], frozenset({A}), SLOT)
     assert model.saturated == {A}
     assert model.node_load[A] == 4 * 2 * 4_000  # the demand it could not show
     assert all(model.app_score[app_id(s)] == 8_000 for s in specs)
     # Below capacity and without pressure, the measured usage is the truth.
     calm = report(A, SATURATED_CPU_BP - 1, apps=[(a, 2_374, 0) for a, _, _ in usage])
-    model = compute_load_model(registry, [calm], frozenset({A}))
+    model = compute_load_model(registry, [calm], frozenset({A}), SLOT)
     assert model.saturated == frozenset()
     assert model.app_score[app_id(specs[0])] == 2 * 2_374
     # CPU pressure alone marks saturation (runnable tasks waited a quarter of the time).
     pressed = report(A, 6_000, apps=usage, pressure_bp=SATURATED_PRESSURE_BP)
-    model = compute_load_model(registry, [pressed], frozenset({A}))
+    model = compute_load_model(registry, [pressed], frozenset({A}), SLOT)
     assert model.saturated == {A} and model.node_load[A] == 32_000
 
 
@@ -67,7 +67,7 @@ def test_a_request_below_the_measured_usage_never_lowers_the_score() -> None:
     spec = app_spec("greedy", cpu_bp=100)
     registry = build_registry([(spec, A)])
     model = compute_load_model(
-        registry, [report(A, 10_000, apps=[(app_id(spec), 9_000, 0)])], frozenset({A})
+        registry, [report(A, 10_000, apps=[(app_id(spec), 9_000, 0)])], frozenset({A}), SLOT
     )
     assert model.app_score[app_id(spec)] == 18_000
 

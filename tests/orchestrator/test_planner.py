@@ -34,6 +34,11 @@ from edgechain.orchestrator import (
     compute_load_score,
     compute_plan,
 )
+from edgechain.orchestrator.load import (
+    HANDOVER_LISTING_SLOTS,
+    compute_hint_score,
+    get_unclaimed_apps,
+)
 from edgechain.types import Slot
 
 A, B, C, D = node_id(1), node_id(2), node_id(3), node_id(4)
@@ -298,7 +303,7 @@ def test_unreported_node_gets_placements_but_no_migrations() -> None:
         report(B, 5_000, apps=[(app_id(y), 4_000, 0)]),  # 10000: background 2000 + y 8000
     ]
     nodes = [NodeInfo(A), NodeInfo(B), NodeInfo(D)]  # D has no report
-    model = compute_load_model(registry, reports, frozenset({A, B, D}))
+    model = compute_load_model(registry, reports, frozenset({A, B, D}), SLOT)
     assert model.node_load[D] == 2_000, "lower median of the backgrounds 2000 and 14000"
     plan = compute_plan(registry, reports, nodes, SLOT, 4)
     assert placements(plan) == [(app_id(queued), D)]  # the least loaded: 2000
@@ -335,8 +340,8 @@ def test_conflicting_reports_of_one_node_resolve_independently_of_order() -> Non
     one = report(A, 5_000, apps=[(app_id(x), 2_000, 0)], slot=9)
     other = report(A, 1_000, apps=[(app_id(x), 200, 0)], slot=9)  # same slot and time
     nodes = frozenset({A, B})
-    first = compute_load_model(registry, [one, other, report(B, 0)], nodes)
-    second = compute_load_model(registry, [report(B, 0), other, one], nodes)
+    first = compute_load_model(registry, [one, other, report(B, 0)], nodes, SLOT)
+    second = compute_load_model(registry, [report(B, 0), other, one], nodes, SLOT)
     assert first == second
 
 
@@ -348,13 +353,54 @@ def test_load_model_charges_an_app_in_flight_to_its_registry_node() -> None:
         report(A, 3_000, apps=[(app_id(x), 2_000, 0)]),  # background 6000 - 4000 = 2000
         report(B, 500),  # background 1000, x not started yet
     ]
-    model = compute_load_model(registry, reports, frozenset({A, B, C}))
+    model = compute_load_model(registry, reports, frozenset({A, B, C}), SLOT)
     assert model.app_score[app_id(x)] == 4_000, "measured at A, not the 18000 hint"
     assert model.app_score[app_id(y)] == 1_400, "queued: hint"
     assert model.node_load[A] == 2_000
     assert model.node_load[B] == 1_000 + 4_000
     assert model.node_load[C] == 1_000, "unreported: lower median of backgrounds 1000, 2000"
     assert model.reported == frozenset({A, B})
+
+
+def test_apps_a_node_does_not_run_are_ignored_in_its_report() -> None:
+    """Issue 12's hostile ``announce-apps``: C lists x and y, which the registry placed
+    on A and B long ago, with a heavy usage. Counted, C's background would drop to 0
+    and C would look free; x's demand would be C's figure where A does not list it."""
+    x, y, z = app_spec("x"), app_spec("y"), app_spec("z", cpu_bp=300)
+    registry = build_registry([(x, A), (y, B), (z, None)], placed_at=2)
+    late = Slot(2 + HANDOVER_LISTING_SLOTS + 1)
+    honest = [report(A, 3_000, apps=[(app_id(x), 1_000, 0)]), report(B, 2_000)]
+    liar = report(C, 2_500, apps=[(app_id(x), 5_000, 0), (app_id(y), 9_000, 0)])
+    nodes = frozenset({A, B, C})
+    model = compute_load_model(registry, [*honest, liar], nodes, late)
+    assert model.node_load[C] == 5_000, "its whole total is background"
+    assert model.app_score[app_id(x)] == 2_000, "x as A measures it"
+    assert model.app_score[app_id(y)] == compute_hint_score(y), "B does not list y yet"
+    assert model == compute_load_model(registry, [*honest, report(C, 2_500)], nodes, late)
+    assert get_unclaimed_apps(registry, liar, late) == [app_id(x), app_id(y)]
+    assert get_unclaimed_apps(registry, honest[0], late) == []
+    # The plan is the one without the lie: z goes to B (background 4000), not to C.
+    plan = compute_plan(registry, [*honest, liar], NODES, late, 4)
+    assert placements(plan) == [(app_id(z), B)]
+
+
+def test_a_recently_moved_app_may_still_be_listed_by_its_origin() -> None:
+    """x moved A -> B at slot 2: within HANDOVER_LISTING_SLOTS A may still run it, and its
+    listing counts (A's background excludes it; x's demand is A's figure until B lists
+    it). Of two such listings the lower counts: a liar can only lower it."""
+    x = app_spec("x")
+    registry = build_registry([(x, B)], placed_at=2)
+    soon = Slot(2 + HANDOVER_LISTING_SLOTS)
+    origin = report(A, 3_000, apps=[(app_id(x), 1_000, 0)])
+    liar = report(C, 1_000, apps=[(app_id(x), 9_000, 0)])
+    model = compute_load_model(registry, [origin, liar, report(B, 0)], frozenset({A, B, C}), soon)
+    assert model.app_score[app_id(x)] == 2_000, "the lower of A's and C's figures"
+    assert model.node_load[A] == 6_000 - 2_000
+    assert get_unclaimed_apps(registry, origin, soon) == []
+    later = Slot(soon + 1)
+    assert get_unclaimed_apps(registry, origin, later) == [app_id(x)]
+    model = compute_load_model(registry, [origin, report(B, 0)], frozenset({A, B}), later)
+    assert model.node_load[A] == 6_000, "a copy past the window is background"
 
 
 def test_duplicate_node_infos_are_a_local_error() -> None:

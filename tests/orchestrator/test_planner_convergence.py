@@ -209,7 +209,9 @@ def test_the_model_sees_moves_in_flight_at_their_destination() -> None:
     for slot_index in range(1, 30):
         parent = history[slot_index]
         reports = make_reports(history[slot_index - 1], slot_index + 2, 0)
-        model = compute_load_model(parent, reports, frozenset(i.node for i in NODES))
+        model = compute_load_model(
+            parent, reports, frozenset(i.node for i in NODES), Slot(slot_index + 1)
+        )
         assert dict(model.node_load) == true_loads(parent)
 
 

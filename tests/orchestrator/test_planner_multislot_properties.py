@@ -220,7 +220,8 @@ def check_slot(run: Run, fleet: Fleet, case: Case, plan: Sequence[PlanEntry]) ->
         run.last_move[entry.app] = case.slot
     if not fleet.constant_model:
         return
-    model = compute_load_model(case.registry, case.reports, frozenset(i.node for i in fleet.nodes))
+    nodes = frozenset(i.node for i in fleet.nodes)
+    model = compute_load_model(case.registry, case.reports, nodes, case.slot)
     assert dict(model.node_load) == true_loads(case.registry, fleet), (
         "the model charges each app's true demand to its registry node"
     )

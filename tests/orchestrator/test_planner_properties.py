@@ -417,7 +417,9 @@ class PlanCheck:
     def __post_init__(self) -> None:
         case = self.case
         self.infos = {info.node: info for info in case.nodes}
-        self.model = compute_load_model(case.registry, case.reports, frozenset(self.infos))
+        self.model = compute_load_model(
+            case.registry, case.reports, frozenset(self.infos), case.slot
+        )
         self.budget = compute_migration_budget(case.max_migrations, len(self.infos))
         self.draining = (case.draining & frozenset(self.infos)) - case.down
         self.quiet = (case.quiet & frozenset(self.infos)) - case.down

@@ -60,6 +60,7 @@ from edgechain.consensus.state import (
 )
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
+from edgechain.orchestrator.load import get_unclaimed_apps
 from edgechain.types import NodeId, Slot
 
 
@@ -221,7 +222,14 @@ class ReportRelay:
             info = head.validators.get(report.node)
             assert info is not None, "callers keep only reports from validators"
             items.append((info.public_key, compute_report_signing_root(report), report.signature))
-        return self.ctx.memo.signatures.verify_batch(items)
+        verdicts = self.ctx.memo.signatures.verify_batch(items)
+        for report, ok in zip(reports, verdicts, strict=True):
+            # Signed, so relayed and carried; but apps its node may not list (it does not
+            # run them as far as the chain knows) are ignored by the planner, and counted.
+            unclaimed = get_unclaimed_apps(head.registry, report, report.slot) if ok else []
+            if unclaimed:
+                self.ctx.stats.peer_errors["report_names_app_not_run"] += len(unclaimed)
+        return verdicts
 
     def verify_pool(self, head: BlockState) -> int:
         """Check the producer's newly pooled reports as one batch; drop bad ones."""

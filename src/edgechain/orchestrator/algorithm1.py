@@ -59,14 +59,14 @@ def compute_algorithm1_plan(
     """Algorithm 1 of the paper (§3.3) on the registry and reports after the parent
     block: PLACE entries for the whole queue (queue order), else at most one MIGRATE.
 
-    ``slot`` is accepted for parity with ``compute_plan``; the paper's algorithm has no
-    notion of time (no minimum interval between moves) and does not use it. The order
+    ``slot`` is the plan's, as for ``compute_plan``: the paper's algorithm has no notion
+    of time (no minimum interval between moves); only the load model's rule on which
+    report listings count uses it. The order
     of ``reports`` and ``nodes`` does not matter; two NodeInfo with the same id are a
     LocalError.
     """
-    del slot
     validators = get_validators(nodes)
-    model = compute_load_model(registry, reports, validators)
+    model = compute_load_model(registry, reports, validators, slot)
     if registry.queue:
         return compute_placements(registry, model)
     move = compute_migration(registry, model)

@@ -16,9 +16,18 @@ most 30 000.
 
 The load model (:func:`compute_load_model`) is where the planner's inputs meet:
 
+* **Which listings count.** A report may name an app only if the registry places the
+  app on the reporter, or moved it within the last ``HANDOVER_LISTING_SLOTS`` slots
+  (the reporter may be a migration's origin still running it, or a node that has not
+  stopped a stale copy yet). Any other listing is ignored everywhere below: a node
+  naming apps it does not run (issue 12's hostile ``announce-apps``) would otherwise
+  lower its own background by their claimed usage and look free to every placement,
+  or set the demand of an app whose own node has not listed it yet. Honest reports
+  are unaffected (``get_unclaimed_apps`` is what the nodes count as a peer error).
 * ``app_score``: an app's measured usage, taken from the report of the node the
-  registry places it on if that report lists it, else from the report of the smallest
-  node id that lists it (the app is still running at a migration's origin), else the
+  registry places it on if that report lists it, else the lowest usage among the other
+  reports that may list it (the app is still running at a migration's origin; a liar
+  can only lower it there, for the few slots until its node reports it), else the
   spec's ``cpu_bp``/``ram_bp`` hints (queued apps, apps not started yet; an app that
   declares no CPU counts at ``DEFAULT_CPU_REQUEST_BP``).
 * **Saturation.** A node at capacity (report ``cpu_bp >= SATURATED_CPU_BP``) or under
@@ -32,7 +41,7 @@ The load model (:func:`compute_load_model`) is where the planner's inputs meet:
   0.05 %, too little to be worth a move); the next reports, from unsaturated nodes,
   show its demand.
 * ``background``: a reported node's total minus the measured usage of the apps it
-  reports (the OS and anything not orchestrated), never negative.
+  may list (the OS and anything not orchestrated), never negative.
 * ``node load = background + sum of app_score over the apps the registry places on it``,
   which can exceed a saturated node's measured total: that excess is the load it could
   not show.
@@ -65,8 +74,8 @@ from dataclasses import dataclass
 
 from edgechain.chain.encoding import encode_report
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
-from edgechain.orchestrator.registry import AppState, Registry
-from edgechain.types import AppId, NodeId
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.types import AppId, NodeId, Slot
 
 CPU_WEIGHT = 2
 RAM_WEIGHT = 1
@@ -140,12 +149,51 @@ def is_saturated(report: ResourceReport) -> bool:
     return report.cpu_bp >= SATURATED_CPU_BP or report.pressure_bp >= SATURATED_PRESSURE_BP
 
 
+HANDOVER_LISTING_SLOTS = 16
+"""How long after the registry moved an app (a MIGRATE, RECOVER or PLACE: its
+``last_move_slot``) a node it does not place the app on may still list it: a
+migration's origin runs the app until the destination has it (its retries end when the
+destination is down, K = 12 slots), and a stale copy stops within a slot or two."""
+
+
+def is_listing_allowed(record: AppRecord | None, reporter: NodeId, slot: Slot) -> bool:
+    """May ``reporter`` list the app of ``record`` in the report planned at ``slot``?
+    (module docstring, "Which listings count")."""
+    if record is None:
+        return False
+    if record.node == reporter:
+        return True
+    moved = record.last_move_slot
+    return moved is not None and slot - moved <= HANDOVER_LISTING_SLOTS
+
+
+def get_unclaimed_apps(registry: Registry, report: ResourceReport, slot: Slot) -> list[AppId]:
+    """The apps ``report`` lists that its node may not list (``is_listing_allowed``):
+    what the planner ignores, and the nodes count as ``report_names_app_not_run``."""
+    records = {r.app: r for r in registry.records}
+    return [
+        u.app for u in report.apps if not is_listing_allowed(records.get(u.app), report.node, slot)
+    ]
+
+
 def compute_load_model(
-    registry: Registry, reports: Sequence[ResourceReport], validators: frozenset[NodeId]
+    registry: Registry,
+    reports: Sequence[ResourceReport],
+    validators: frozenset[NodeId],
+    slot: Slot,
 ) -> LoadModel:
-    """Build the load model (see the module docstring for every rule)."""
+    """Build the load model of the plan of ``slot`` (see the module docstring for every
+    rule)."""
     chosen = select_reports(reports, validators)
-    listed = {node: _get_report_usages(report) for node, report in chosen.items()}
+    records = {r.app: r for r in registry.records}
+    listed = {
+        node: {
+            app: usage
+            for app, usage in _get_report_usages(report).items()
+            if is_listing_allowed(records.get(app), node, slot)
+        }
+        for node, report in chosen.items()
+    }
     saturated = frozenset(node for node, report in chosen.items() if is_saturated(report))
     own_usage, any_usage = _collect_usages(registry, listed)
     app_score: dict[AppId, int] = {}
@@ -212,17 +260,21 @@ _Found = tuple[NodeId, AppUsage]
 def _collect_usages(
     registry: Registry, listed: Mapping[NodeId, Mapping[AppId, AppUsage]]
 ) -> tuple[dict[AppId, _Found], dict[AppId, _Found]]:
-    """(usage reported by the app's registry node, usage reported by the smallest node
-    id that lists it), each with its reporter, for every app in some chosen report."""
+    """(usage reported by the app's registry node, the lowest usage reported by another
+    node, ties to the smallest node id), each with its reporter, for every app in some
+    chosen report's allowed listings."""
     own: dict[AppId, _Found] = {}
-    first: dict[AppId, _Found] = {}
+    lowest: dict[AppId, _Found] = {}
     placement = {r.app: r.node for r in registry.records if r.node is not None}
     for node in sorted(listed):
         for app, usage in listed[node].items():
             if placement.get(app) == node:
                 own[app] = (node, usage)
-            first.setdefault(app, (node, usage))
-    return own, first
+                continue
+            current = lowest.get(app)
+            if current is None or _usage_rank(usage) < _usage_rank(current[1]):
+                lowest[app] = (node, usage)
+    return own, lowest
 
 
 def _get_report_usages(report: ResourceReport) -> dict[AppId, AppUsage]:

@@ -90,7 +90,7 @@ def compute_plan(
     ``min_move_interval`` are protocol constants: every node must use the same ones.
     """
     infos = _index_nodes(nodes)
-    model = compute_load_model(registry, reports, frozenset(infos))
+    model = compute_load_model(registry, reports, frozenset(infos), slot)
     budget = compute_migration_budget(max_migrations, len(infos))
     state = PlanState.start(registry, model, infos, down, draining, quiet, budget)
     entries = recover_apps(state)

@@ -369,25 +369,7 @@ class TransferClient:
     async def _offer(
         self, host: str, port: int, offer: bytes
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, VerdictMessage]:
-        t = self.timeouts
-        try:
-            connecting = asyncio.open_connection(host, port)
-            reader, writer = await asyncio.wait_for(connecting, t.connect_s)
-        except TimeoutError:
-            raise TransferError("connect_timeout", f"{host}:{port}") from None
-        except OSError as exc:
-            raise TransferError("connect_failed", str(exc)) from None
-        try:
-            await send_frame(writer, offer, t.io_s)
-            kind, body = await expect_frame(reader, t.io_s, FrameKind.VERDICT)
-            if kind is FrameKind.NACK:
-                verdict = VerdictMessage(Verdict.REFUSED, False, decode_nack(body))
-            else:
-                verdict = decode_verdict(body)
-        except BaseException:
-            await close_writer(writer)
-            raise
-        return reader, writer, verdict
+        return await send_offer(host, port, offer, self.timeouts)
 
     async def _migrate(self, job: _Job) -> MigrationResult:
         try:
@@ -464,3 +446,28 @@ class TransferClient:
                     return job.get_result(MigrationOutcome.COMPLETED, "confirmed by re-send")
         await asyncio.to_thread(self.runtime.resume, job.app)
         return job.get_result(MigrationOutcome.FAILED, reason)
+
+
+async def send_offer(
+    host: str, port: int, offer: bytes, timeouts: TransferTimeouts
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, VerdictMessage]:
+    """Connect to a transfer server, send an OFFER frame and read its verdict; the
+    connection stays open for the payload. Raises ``TransferError`` (a PeerError)."""
+    try:
+        connecting = asyncio.open_connection(host, port)
+        reader, writer = await asyncio.wait_for(connecting, timeouts.connect_s)
+    except TimeoutError:
+        raise TransferError("connect_timeout", f"{host}:{port}") from None
+    except OSError as exc:
+        raise TransferError("connect_failed", str(exc)) from None
+    try:
+        await send_frame(writer, offer, timeouts.io_s)
+        kind, body = await expect_frame(reader, timeouts.io_s, FrameKind.VERDICT)
+        if kind is FrameKind.NACK:
+            verdict = VerdictMessage(Verdict.REFUSED, False, decode_nack(body))
+        else:
+            verdict = decode_verdict(body)
+    except BaseException:
+        await close_writer(writer)
+        raise
+    return reader, writer, verdict

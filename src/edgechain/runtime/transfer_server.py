@@ -22,7 +22,9 @@ import contextlib
 import inspect
 import logging
 import secrets
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.chain.model import PlanAction
@@ -75,6 +77,9 @@ class ServerStats:
     failed: int
     replicas: int = 0
     """Replicas verified and stored."""
+    refused_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """``refused`` by the reason sent to the peer (``not_planned``: an offer no block
+    of our head chain carries; ``unauthenticated_origin``; ...)."""
 
 
 class TransferServer:
@@ -118,6 +123,7 @@ class TransferServer:
         self._locks: dict[AppId, asyncio.Lock] = {}
         self._replica_locks: dict[AppId, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusals: Counter[str] = Counter()
         self._counts = {
             "completed": 0,
             "already_running": 0,
@@ -138,7 +144,7 @@ class TransferServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def get_stats(self) -> ServerStats:
-        return ServerStats(**self._counts)
+        return ServerStats(**self._counts, refused_by_reason=dict(self._refusals))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -180,6 +186,7 @@ class TransferServer:
 
     async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
         self._counts["refused"] += 1
+        self._refusals[reason] += 1
         await self._send_verdict(writer, VerdictMessage(Verdict.REFUSED, False, reason))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
