@@ -69,7 +69,7 @@ from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.errors import LocalError, PeerError
 from edgechain.node_config import HOSTILE_ENV as ENV
-from edgechain.runtime.head_queries import get_transfer_port
+from edgechain.runtime.head_queries import get_transfer_address
 from edgechain.runtime.protocol import (
     FrameKind,
     Offer,
@@ -79,7 +79,7 @@ from edgechain.runtime.protocol import (
 )
 from edgechain.runtime.transfer_client import send_offer
 from edgechain.runtime.transfer_common import TransferTimeouts, close_writer
-from edgechain.types import AppId, BlockHash, NodeId, SecretKey, Signature, Slot
+from edgechain.types import AppId, NodeId, SecretKey, Signature, Slot
 
 BEHAVIOURS = (
     "invalid-vdf",
@@ -257,23 +257,19 @@ class Hostile:
         if head is None or not head.registry.records:
             return
         targets = [
-            info
+            (info.node, address)
             for info in head.validators.members
-            if info.node != self.node_id and get_transfer_port(info.labels) is not None
+            if info.node != self.node_id and (address := get_transfer_address(info)) is not None
         ]
         if not targets:
             return
         turn = self.acts["unplanned-migrations"]
-        info = targets[turn % len(targets)]
-        node = info.node
+        node, (host, port) = targets[turn % len(targets)]
         records = head.registry.records
         record = records[turn % len(records)]
         entry = PlanEntry(PlanAction.MIGRATE, record.app, self.node_id, node)
         root = compute_offer_signing_root(head.block_hash, entry, record.spec)
-        offer = Offer(BlockHash(head.block_hash), entry, record.spec, bls.sign(self.sk, root))
-        host = info.address.rsplit(":", 1)[0].strip("[]")
-        port = get_transfer_port(info.labels)
-        assert port is not None
+        offer = Offer(head.block_hash, entry, record.spec, bls.sign(self.sk, root))
         self.acts["unplanned-migrations"] += 1
         task = asyncio.get_running_loop().create_task(
             self._send_offer(host, port, encode_frame(FrameKind.OFFER, encode_offer(offer)))

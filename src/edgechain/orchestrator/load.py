@@ -74,7 +74,7 @@ from dataclasses import dataclass
 
 from edgechain.chain.encoding import encode_report
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
-from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record
 from edgechain.types import AppId, NodeId, Slot
 
 CPU_WEIGHT = 2
@@ -170,9 +170,10 @@ def is_listing_allowed(record: AppRecord | None, reporter: NodeId, slot: Slot) -
 def get_unclaimed_apps(registry: Registry, report: ResourceReport, slot: Slot) -> list[AppId]:
     """The apps ``report`` lists that its node may not list (``is_listing_allowed``):
     what the planner ignores, and the nodes count as ``report_names_app_not_run``."""
-    records = {r.app: r for r in registry.records}
     return [
-        u.app for u in report.apps if not is_listing_allowed(records.get(u.app), report.node, slot)
+        u.app
+        for u in report.apps
+        if not is_listing_allowed(get_record(registry, u.app), report.node, slot)
     ]
 
 
@@ -195,7 +196,7 @@ def compute_load_model(
         for node, report in chosen.items()
     }
     saturated = frozenset(node for node, report in chosen.items() if is_saturated(report))
-    own_usage, any_usage = _collect_usages(registry, listed)
+    own_usage, any_usage = _collect_usages(records, listed)
     app_score: dict[AppId, int] = {}
     state_bytes: dict[AppId, int] = {}
     node_load: dict[NodeId, int] = dict.fromkeys(validators, 0)
@@ -258,17 +259,16 @@ _Found = tuple[NodeId, AppUsage]
 
 
 def _collect_usages(
-    registry: Registry, listed: Mapping[NodeId, Mapping[AppId, AppUsage]]
+    records: Mapping[AppId, AppRecord], listed: Mapping[NodeId, Mapping[AppId, AppUsage]]
 ) -> tuple[dict[AppId, _Found], dict[AppId, _Found]]:
     """(usage reported by the app's registry node, the lowest usage reported by another
     node, ties to the smallest node id), each with its reporter, for every app in some
     chosen report's allowed listings."""
     own: dict[AppId, _Found] = {}
     lowest: dict[AppId, _Found] = {}
-    placement = {r.app: r.node for r in registry.records if r.node is not None}
     for node in sorted(listed):
         for app, usage in listed[node].items():
-            if placement.get(app) == node:
+            if records[app].node == node:  # listed: so the registry holds it
                 own[app] = (node, usage)
                 continue
             current = lowest.get(app)

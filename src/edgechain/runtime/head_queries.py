@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 
 from edgechain.chain.model import AppSpec, Block, PlanEntry
+from edgechain.chain.validator_set import ValidatorInfo
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.orchestrator.liveness import is_down
@@ -42,6 +43,16 @@ def get_transfer_port(labels: tuple[str, ...]) -> int | None:
             with contextlib.suppress(ValueError):
                 return int(label[len(prefix) :])
     return None
+
+
+def get_transfer_address(info: ValidatorInfo) -> tuple[str, int] | None:
+    """(host, port) of a validator's transfer server: its transport's host with the port
+    of its transfer label; None when it advertises none."""
+    port = get_transfer_port(info.labels)
+    if port is None:
+        return None
+    # host:port of the node's transport; an IPv6 host keeps its colons.
+    return info.address.rsplit(":", 1)[0].strip("[]"), port
 
 
 class HeadQueries:
@@ -100,11 +111,4 @@ class HeadQueries:
         """Where ``node``'s transfer server listens, from its head-chain registration."""
         state = self.get_head_state()
         info = state.validators.get(node) if state is not None else None
-        if info is None:
-            return None
-        port = get_transfer_port(info.labels)
-        if port is None:
-            return None
-        # host:port of the node's transport; an IPv6 host keeps its colons.
-        host = info.address.rsplit(":", 1)[0].strip("[]")
-        return host, port
+        return get_transfer_address(info) if info is not None else None

@@ -345,7 +345,7 @@ class TransferClient:
         self, job: _ReplicaJob, offer: bytes, archive: Path, host: str, port: int
     ) -> ReplicaResult:
         try:
-            reader, writer, verdict = await self._offer(host, port, offer)
+            reader, writer, verdict = await send_offer(host, port, offer, self.timeouts)
         except PeerError as exc:
             return job.get_result(ReplicaOutcome.REFUSED, str(exc))
         try:
@@ -366,14 +366,9 @@ class TransferClient:
             await close_writer(writer)
         return job.get_result(ReplicaOutcome.STORED, "")
 
-    async def _offer(
-        self, host: str, port: int, offer: bytes
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, VerdictMessage]:
-        return await send_offer(host, port, offer, self.timeouts)
-
     async def _migrate(self, job: _Job) -> MigrationResult:
         try:
-            reader, writer, verdict = await self._offer(job.host, job.port, job.offer)
+            reader, writer, verdict = await send_offer(job.host, job.port, job.offer, self.timeouts)
         except PeerError as exc:
             return job.get_result(MigrationOutcome.REFUSED, str(exc))
         if verdict.verdict is Verdict.REFUSED:
@@ -439,7 +434,7 @@ class TransferClient:
             # The whole payload left: the destination may have started the app and lost
             # only the DONE. The same offer again is idempotent and tells us which.
             with contextlib.suppress(PeerError):
-                _, writer, verdict = await self._offer(job.host, job.port, job.offer)
+                _, writer, verdict = await send_offer(job.host, job.port, job.offer, self.timeouts)
                 await close_writer(writer)
                 if verdict.verdict is Verdict.ALREADY_RUNNING:
                     await asyncio.to_thread(self._let_go, job.app)
