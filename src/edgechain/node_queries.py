@@ -20,11 +20,13 @@ from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
+from edgechain.crypto.session import SessionKeys
 from edgechain.errors import StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
 from edgechain.node_clock import NodeClock
 from edgechain.node_config import NodeConfig
+from edgechain.node_cpu import CpuAccounting
 from edgechain.node_duty import get_current_role
 from edgechain.node_events import MAX_ACCEPTED_LOG, EventRecorder
 from edgechain.orchestrator.liveness import get_node_status
@@ -68,6 +70,8 @@ class NodeQueries:
     counters: NodeCounters
     recorder: EventRecorder
     process: psutil.Process
+    cpu: CpuAccounting
+    sessions: SessionKeys
     apps: AppManager | None
     _transfer_port: int | None
     store_failure: StoreError | None
@@ -132,6 +136,12 @@ class NodeQueries:
             "is_validator": engine.is_validator(),
             "validators": len(state.validators) if state else 0,
             "peers": len(self.dht.get_peers()),
+            # DHT envelopes: MACs verified under session keys, keys derived (one
+            # scalar multiplication each: crypto/session.py).
+            "dht_sessions": {
+                "keys_derived": self.sessions.derivations,
+                "macs_verified": self.sessions.macs_verified,
+            },
             "blocks_accepted": engine.stats.blocks_accepted,
             "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
             "reorgs": engine.stats.reorgs,
@@ -140,6 +150,9 @@ class NodeQueries:
             "transport": vars(self.transport.stats),
             "rss_mb": round(memory.rss / 2**20, 1),
             "cpu_seconds": round(cpu.user + cpu.system, 2),
+            # Milliseconds of CPU per slot by component, median and p99, on and off
+            # duty (telemetry/cpu.py), over the last slots.
+            "cpu_per_slot": self.cpu.log.summarize(),
             # What the node's next report says (runtime/usage.py): shares of
             # cpu_capacity cores (null: of the whole host), pressure from Linux PSI.
             "cpu_capacity": self.config.cpu_capacity,

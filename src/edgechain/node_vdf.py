@@ -25,6 +25,7 @@ from edgechain.consensus.messages import VdfRequest
 from edgechain.crypto import vdf
 from edgechain.node_clock import NodeClock
 from edgechain.node_priority import get_autogroup_nice, raise_thread_priority
+from edgechain.telemetry.cpu import Component, get_meter
 
 log = logging.getLogger("edgechain.node")
 
@@ -84,14 +85,18 @@ class VdfRunner:
             timing["start"] = self._clock.now_ms()
             timing["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
             timing["group_nice"] = get_autogroup_nice() or 0
-            cpu_started = time.thread_time()
+            cpu_started = time.thread_time_ns()
             try:
                 return vdf.prove(
                     request.challenge, request.iterations, keep_running=str(keep_running)
                 )
             finally:
                 timing["end"] = self._clock.now_ms()
-                timing["cpu"] = int((time.thread_time() - cpu_started) * 1000)
+                cpu_ns = time.thread_time_ns() - cpu_started
+                timing["cpu"] = cpu_ns // 1_000_000
+                meter = get_meter()
+                if meter is not None:
+                    meter.add(Component.VDF_PROVING, cpu_ns)
 
         future = loop.run_in_executor(self._pool, prove)
 

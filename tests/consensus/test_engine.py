@@ -15,11 +15,13 @@ from edgechain.chain.assembly import make_command, make_ticket
 from edgechain.chain.encoding import compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, ChainParams, CommandKind, RuntimeKind, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
+from edgechain.consensus.joining import get_retry_interval
 from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
     Event,
     GenesisMsg,
+    InclusionMsg,
     Message,
     MigrationOrder,
     Outgoing,
@@ -415,3 +417,27 @@ def test_a_restart_applies_stored_blocks_without_validating_them_again() -> None
     assert damaged.stats.peer_errors["stored_block_hash_mismatch"] == 1
     assert any(isinstance(e, PeerRejected) for e in out.events)
     assert damaged.head != first_hash and len(damaged.get_chain()) == 0
+
+
+def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
+    """Each new request costs every node a pairing: the retry interval doubles up to 4x
+    the base while a node waits to be included (joining.get_retry_interval)."""
+    assert [get_retry_interval(8_000, a) for a in range(5)] == [
+        8_000, 8_000, 16_000, 32_000, 32_000,
+    ]  # fmt: skip
+    net = Harness(4)
+    net.start_chain()
+    net.run_slot(1)
+    newcomer = net.add(7)
+    tip = net.engine(0).blocks[net.engine(0).head]  # type: ignore[index]
+    net.deliver(4, BlockMsg(tip), net.order[0])
+    assert newcomer.genesis is not None
+    # Nobody includes it (the others are down): it asks at 0, +8, +24, +56, +88 s.
+    net.down.update(net.order[:4])
+    start = net.now
+    sent = []
+    for at in range(start, start + 100_000, 500):
+        out = newcomer.on_tick(at)
+        if any(isinstance(o.message, InclusionMsg) for o in out.messages):
+            sent.append((at - start) // 1000)
+    assert sent == [0, 8, 24, 56, 88]

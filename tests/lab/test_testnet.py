@@ -64,6 +64,18 @@ def assert_nothing_left(run_dir: Path, summary: dict[str, Any]) -> None:
     assert summary["stop_sigkilled"] == []
 
 
+def assert_cpu_per_slot(table: dict[str, Any]) -> None:
+    """The per-slot CPU table (telemetry/cpu.py): both duties measured, every component
+    present, block checks seen, and the components add up to the process's CPU."""
+    for duty in ("on_duty", "off_duty"):
+        part = table[duty]
+        assert part is not None and part["slots"] > 0, duty
+        assert set(part["components_ms"]) >= {"vdf_check", "dht", "gossip", "other", "process"}
+        assert 0.9 <= part["measured_share"]["median"] <= 1.1, part
+    assert table["off_duty"]["components_ms"]["vdf_check"]["median"] > 0
+    assert table["on_duty"]["components_ms"]["vdf_proving"]["p99"] > 0
+
+
 def config(tmp_path: Path, **overrides: Any) -> LaunchConfig:
     values: dict[str, Any] = {
         "nodes": 5,
@@ -102,6 +114,13 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     assert set(summary["rss_mb"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
     assert 5 < summary["rss_mb"]["max"] < 500
     assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
+    assert_cpu_per_slot(summary["cpu_per_slot"])
+    statuses = [
+        node["status"] for node in json.loads((cfg.run_dir / "collected.json").read_text()).values()
+    ]
+    # Every node's DHT traffic went MACed after the first message to each peer.
+    assert all(s["dht_sessions"]["macs_verified"] > 0 for s in statuses)
+    assert all(not s["decode_errors"] for s in statuses)
     assert summary["kills"] == []
     assert summary["ok"]
     assert_nothing_left(cfg.run_dir, summary)

@@ -63,6 +63,7 @@ from edgechain.chain.validator_set import (
 )
 from edgechain.crypto import bls, vdf
 from edgechain.errors import ValidationError
+from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, PublicKey, Slot
 
 
@@ -180,21 +181,22 @@ def validate_inclusion(
     """
     if not req.address or not bls.is_public_key_valid(req.public_key):
         raise ValidationError(Reason.BAD_INCLUSION, "address or key")
-    pop_ok = (
-        cache.verify_pop(req.public_key, req.pop)
-        if cache
-        else bls.pop_verify(req.public_key, req.pop)
-    )
-    if not pop_ok:
-        raise ValidationError(Reason.BAD_POP)
-    if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
-        raise ValidationError(Reason.BAD_INCLUSION, "signature")
-    if params.admin_key and not params.open_admission:
-        message = compute_ticket_message(params.chain_id, req.public_key)
-        if not _verify(cache, params.admin_key, message, req.ticket):
-            raise ValidationError(Reason.BAD_TICKET)
-    elif req.ticket and not params.admin_key:
-        raise ValidationError(Reason.BAD_TICKET, "ticket on a chain without an admin key")
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        pop_ok = (
+            cache.verify_pop(req.public_key, req.pop)
+            if cache
+            else bls.pop_verify(req.public_key, req.pop)
+        )
+        if not pop_ok:
+            raise ValidationError(Reason.BAD_POP)
+        if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
+            raise ValidationError(Reason.BAD_INCLUSION, "signature")
+        if params.admin_key and not params.open_admission:
+            message = compute_ticket_message(params.chain_id, req.public_key)
+            if not _verify(cache, params.admin_key, message, req.ticket):
+                raise ValidationError(Reason.BAD_TICKET)
+        elif req.ticket and not params.admin_key:
+            raise ValidationError(Reason.BAD_TICKET, "ticket on a chain without an admin key")
 
 
 def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:
@@ -203,7 +205,9 @@ def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> Non
         raise ValidationError(Reason.BAD_EXIT, "not a validator")
     if req.slot > slot:
         raise ValidationError(Reason.BAD_EXIT, "exit from a future slot")
-    if not bls.verify(info.public_key, compute_exit_signing_root(req), req.signature):
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        signed = bls.verify(info.public_key, compute_exit_signing_root(req), req.signature)
+    if not signed:
         raise ValidationError(Reason.BAD_EXIT, "signature")
 
 
@@ -240,7 +244,8 @@ def validate_reports(
         (validate_report_fields(r, validators, slot), compute_report_signing_root(r), r.signature)
         for r in reports
     ]
-    verdicts = (cache or SignatureCache()).verify_batch(items)
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        verdicts = (cache or SignatureCache()).verify_batch(items)
     for report, ok in zip(reports, verdicts, strict=True):
         if not ok:
             raise ValidationError(Reason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])
@@ -317,7 +322,8 @@ def validate_commands(
         if cmd.spec is not None:
             validate_app_spec(cmd.spec)
     items = [(c.signer, compute_command_signing_root(chain_id, c), c.signature) for c in commands]
-    verdicts = (cache or SignatureCache()).verify_batch(items)
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        verdicts = (cache or SignatureCache()).verify_batch(items)
     for cmd, ok in zip(commands, verdicts, strict=True):
         if not ok:
             raise ValidationError(CommandReason.BAD_SIGNATURE, f"{cmd.kind.name} seq {cmd.seq}")
@@ -339,7 +345,9 @@ def validate_attestation(
     if not is_majority(count, len(committee)):
         raise ValidationError(Reason.NO_MAJORITY, f"{count} of {len(committee)}")
     keys = [committee[i] for i in get_signer_indices(signers)]
-    if not bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate):
+    with cpu_span(Component.ATTESTATION_CHECK):
+        valid = bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate)
+    if not valid:
         raise ValidationError(Reason.BAD_AGGREGATE)
     return count
 
@@ -373,12 +381,17 @@ def validate_block(
         raise ValidationError(Reason.BAD_DIFFICULTY, str(block.difficulty))
     _validate_contents(block, ctx, cache)
     producer_message = compute_producer_message(block_hash)
-    if not _verify(cache, ctx.producer_key, producer_message, block.producer_signature):
+    # The producer's signature, like the aggregate, is a check every validator makes.
+    with cpu_span(Component.ATTESTATION_CHECK):
+        signed = _verify(cache, ctx.producer_key, producer_message, block.producer_signature)
+    if not signed:
         raise ValidationError(Reason.BAD_PRODUCER_SIGNATURE)
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
-    if len(block.vdf_output) != VDF_FORM_SIZE or not vdf.verify(
-        ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof
-    ):
+    if len(block.vdf_output) != VDF_FORM_SIZE:
+        raise ValidationError(Reason.BAD_VDF)
+    with cpu_span(Component.VDF_CHECK):
+        proven = vdf.verify(ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof)
+    if not proven:
         raise ValidationError(Reason.BAD_VDF)
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)

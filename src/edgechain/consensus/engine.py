@@ -93,6 +93,7 @@ from edgechain.consensus.sync import Pending, Sync
 from edgechain.crypto.hashing import sha256
 from edgechain.crypto.vdf import VdfResult
 from edgechain.errors import PeerError, ValidationError
+from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, NodeId, SecretKey, Signature, Slot
 
 __all__ = [
@@ -102,6 +103,17 @@ __all__ = [
     "LocalUsage",
     "ProducerDuty",
 ]
+
+
+def get_message_component(msg: Message) -> Component:
+    """What handling ``msg`` is charged to (``telemetry/cpu.py``)."""
+    if isinstance(msg, BlockMsg | SyncResponseMsg):
+        return Component.BLOCK_OTHER
+    if isinstance(msg, CandidateMsg | VoteMsg | SkipVoteMsg):
+        return Component.VOTES
+    if isinstance(msg, ReportMsg):
+        return Component.REPORTS
+    return Component.CONSENSUS
 
 
 class ConsensusEngine:
@@ -359,6 +371,10 @@ class ConsensusEngine:
     # --- dispatch ----------------------------------------------------------------------
 
     def _dispatch(self, msg: Message, sender: NodeId | None, now: int, out: Output) -> None:
+        with cpu_span(get_message_component(msg)):
+            self._dispatch_message(msg, sender, now, out)
+
+    def _dispatch_message(self, msg: Message, sender: NodeId | None, now: int, out: Output) -> None:
         if isinstance(msg, GenesisMsg):
             self.joining.on_genesis(msg, out)
             return
@@ -399,8 +415,9 @@ class ConsensusEngine:
         params = self.params
         head = self.get_head_state()
         assert params is not None and head is not None
-        self.reports.maybe_send_report(slot, now, out)
-        self.reports.maybe_forward_reports(now, out)
+        with cpu_span(Component.REPORTS):
+            self.reports.maybe_send_report(slot, now, out)
+            self.reports.maybe_forward_reports(now, out)
         self.producer.maybe_finalize(now, out)
         # ``head`` stays the head this tick began with, even if the block just
         # finalized moved it: the next tick acts on the new one.

@@ -32,6 +32,20 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
 from edgechain.types import NodeId, PublicKey, Signature, Slot
 
+MAX_RETRY_BACKOFF = 4
+"""A request waits at most this many base intervals (``inclusion_retry_ms``) to be
+sent again. Every node verifies every new request (its signature: a pairing), and a
+request is re-signed for each retry, so a crowd of joiners retrying at the base rate
+under load (a 100-node testnet starting on 2 cores) spent the CPU the blocks that
+would include them needed. Gossip and the pending pools keep a request across
+retries; a retry only covers a loss."""
+
+
+def get_retry_interval(base_ms: int, attempts: int) -> int:
+    """The wait after ``attempts`` requests since genesis (or since we were a validator):
+    the base until one was sent, then doubling up to ``MAX_RETRY_BACKOFF`` times it."""
+    return base_ms * min(MAX_RETRY_BACKOFF, 1 << max(0, attempts - 1))
+
 
 class Joining:
     """Inclusion and exit requests, and the genesis that starts the chain."""
@@ -49,6 +63,9 @@ class Joining:
         self.pending_exits: dict[NodeId, ExitRequest] = {}
         self.leaving = False
         self.last_inclusion_sent_ms: int | None = None
+        self.inclusion_attempts = 0
+        """Requests sent since we last were a validator (or since genesis): the retry
+        interval doubles with each, up to ``MAX_RETRY_BACKOFF`` times the base."""
 
     # --- genesis -----------------------------------------------------------------------
 
@@ -112,12 +129,17 @@ class Joining:
     def regossip_inclusion(self, now: int, out: Output) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7)."""
         ctx = self.ctx
-        if self.leaving or ctx.is_validator():
+        if ctx.is_validator():
+            self.inclusion_attempts = 0  # an exclusion later asks again promptly
             return
-        last = self.last_inclusion_sent_ms
-        if last is not None and now - last < ctx.config.inclusion_retry_ms:
+        if self.leaving:
+            return
+        retry = self.get_retry_time()
+        if retry is not None and now < retry:
             return
         self.last_inclusion_sent_ms = now
+        if ctx.params is not None:
+            self.inclusion_attempts += 1
         state = ctx.get_head_state()
         if state is not None and self.own_request.nonce < state.slot:
             # Excluded (or never admitted) since our last request: ask anew, so gossip
@@ -132,9 +154,11 @@ class Joining:
     def get_retry_time(self) -> int | None:
         """When to ask to join again, while outside the validator set."""
         last = self.last_inclusion_sent_ms
-        if last is not None and not self.ctx.is_validator():
-            return last + self.ctx.config.inclusion_retry_ms
-        return None
+        if last is None or self.ctx.is_validator():
+            return None
+        return last + get_retry_interval(
+            self.ctx.config.inclusion_retry_ms, self.inclusion_attempts
+        )
 
     # --- leaving -----------------------------------------------------------------------
 

@@ -121,6 +121,14 @@ def _decode_signature(sig: bytes) -> G2Point:
     return point
 
 
+def compute_shared_point(sk: SecretKey, peer_pk: bytes) -> bytes:
+    """Static Diffie-Hellman on G1: ``sk * peer_pk``, compressed (48 bytes). Both ends of
+    a pair get the same point, ``sk_a * sk_b * G1``. ``peer_pk`` is KeyValidated first
+    (raises :class:`BlsError`), so no small-subgroup point can leak bits of ``sk``.
+    ``crypto/session.py`` hashes it into a key; never use the point itself as one."""
+    return (_decode_public_key(bytes(peer_pk)) * _scalar(sk)).to_compressed_bytes()
+
+
 def is_public_key_valid(pk: bytes) -> bool:
     """KeyValidate: on the curve, in the subgroup, not the identity."""
     try:

@@ -48,6 +48,10 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             block_propagation_ms_after_join: only blocks after join_slot
     signers_per_block       {p50, ...} over canonical non-skip blocks
     rss_mb, rss_peak_mb, cpu_seconds   {per_node: {name: value}, max, mean, min, total}
+    cpu_per_slot            {on_duty, off_duty}: per component (telemetry/cpu.py), ms
+                            of CPU per slot, median over nodes of each node's median
+                            and of its p99 (max_p99: the worst node), and
+                            measured_share (components / process CPU)
     peer_errors, decode_errors         summed over nodes
     kills                   per killed node: kill_slot, restart_slot, down_slots;
                             elected_while_down {slot: outcome} for the slots it was
@@ -91,6 +95,7 @@ from edgechain.lab.testnet_config import (
     default_run_dir,
 )
 from edgechain.lab.testnet_launcher import Launcher
+from edgechain.telemetry.cpu import format_cpu_table
 
 
 def _parse_cpu_capacity(text: str) -> float | None:
@@ -257,6 +262,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"  propagation       {dist('block_propagation_ms', 'ms')}",
         f"  rss per node      mean {rss['mean']} MB, max {rss['max']} MB",
         f"  cpu per node      mean {cpu['mean']} s, max {cpu['max']} s",
+        *format_cpu_table(summary.get("cpu_per_slot") or {}),
     ]
     for kill in summary["kills"]:
         lines.append(

@@ -33,6 +33,7 @@ from edgechain.lab.summary import (
     pick_reference,
 )
 from edgechain.lab.testnet_config import LaunchConfig
+from edgechain.telemetry.cpu import merge_node_summaries
 
 
 @dataclass
@@ -126,6 +127,9 @@ def summarize_run(
         {n.spec.name: n.get_cpu_seconds() for n in cluster.nodes if n.incarnations}, 2
     )
     statuses = [s for s in collected.statuses.values() if s is not None]
+    summary["cpu_per_slot"] = merge_node_summaries(
+        [s["cpu_per_slot"] for s in statuses if s.get("cpu_per_slot")]
+    )
     summary["peer_errors"] = merge_counters(s.get("peer_errors") or {} for s in statuses)
     summary["decode_errors"] = merge_counters(s.get("decode_errors") or {} for s in statuses)
     summary["crashes"] = observed.crashes

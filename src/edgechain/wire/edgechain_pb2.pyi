@@ -56,9 +56,14 @@ class Envelope(_message.Message):
     and `public_key` the sender's key, with SHA-256(public_key) == sender. Whether a
     message type carries them is fixed per type (never optional):
 
-      signed by the envelope (sender authenticated hop by hop):
+      authenticated by the envelope (sender authenticated hop by hop):
         ping, pong, find_node, nodes   the DHT binds node ids to addresses, so who answers
-                                       must be the holder of the id's key.
+                                       must be the holder of the id's key. Either
+                                       `signature` (BLS over the signing root) or `mac`
+                                       (HMAC under the pair's session key, for a
+                                       recipient whose key the sender knows:
+                                       crypto/session.py), never both; `public_key`
+                                       always.
 
       NOT signed by the envelope (both fields empty; `sender` is only a hint):
         candidate, block               producer signature / committee aggregate inside;
@@ -83,6 +88,7 @@ class Envelope(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """1"""
     sender: _builtins.bytes
@@ -93,6 +99,8 @@ class Envelope(_message.Message):
     """96 bytes when signed, else empty"""
     payload: _builtins.bytes
     """a serialised Payload"""
+    mac: _builtins.bytes
+    """16 bytes when MACed (instead of signature), else empty"""
     def __init__(
         self,
         *,
@@ -101,10 +109,11 @@ class Envelope(_message.Message):
         public_key: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
         payload: _builtins.bytes = ...,
+        mac: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "public_key", b"public_key", "sender", b"sender", "signature", b"signature", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mac", b"mac", "payload", b"payload", "public_key", b"public_key", "sender", b"sender", "signature", b"signature", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

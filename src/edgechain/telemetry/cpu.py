@@ -1,0 +1,305 @@
+"""Where a node's CPU goes, by component, slot by slot.
+
+Issue 13 asks for a CPU budget per node per slot, split by what spends it. The pieces:
+
+* :class:`Component`: the one list of components (the metrics issue exports it as a
+  label);
+* :func:`cpu_span`: ``with cpu_span(Component.DHT): ...`` charges the CPU time of the
+  block to that component. Spans nest, and the innermost one is charged (exclusive
+  time): the BLS check inside a DHT message's decoding is the DHT's, the VDF check
+  inside block validation is ``VDF_CHECK``, not ``BLOCK_OTHER``;
+* :class:`CpuMeter`: the accumulator the spans charge, read with ``thread_time_ns``
+  on the loop thread. Installed once by the real node (``install_meter``); without one
+  every span is a no-op costing one global read, which is what the simulator and the
+  tests run, so protocol code can carry spans and stay free of clocks: a span never
+  returns a value the caller could act on;
+* :class:`SlotCpuLog`: per-slot samples (each component's share of one slot, the
+  process's whole CPU, whether the node was on duty), bounded, and their median and
+  p99 for ``/status`` and the testnet summary.
+
+The loop thread starts the meter (``CpuMeter.start``) with ``OTHER`` as its base, so
+its time outside every named span (the event loop itself, the interpreter) is
+``OTHER``. Work on another thread is added with :meth:`CpuMeter.add` from that
+thread's own reading (the VDF proof). What no span saw (asyncio's worker threads,
+library threads) is the process's CPU minus the components: ``unaccounted``, which the
+summary shows beside them, so
+"the components add up to the process" is a measurement, not a definition.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class Component(enum.Enum):
+    """What a node spends CPU on (one label value each)."""
+
+    VDF_CHECK = "vdf_check"
+    """Checking a block's VDF proof (every validator, every block)."""
+    ATTESTATION_CHECK = "attestation_check"
+    """Checking a block's committee aggregate signature (every validator, every block)."""
+    SIGNATURE_CHECKS = "signature_checks"
+    """The other signatures a block carries: reports, commands, inclusions, exits."""
+    BLOCK_OTHER = "block_other"
+    """The rest of taking a block: decoding, recomputing the state and the plan, fork
+    choice, the events it causes."""
+    VDF_PROVING = "vdf_proving"
+    """Evaluating a VDF as the producer (its own thread)."""
+    VOTES = "votes"
+    """Candidates, votes and skip votes: the committee's duty and its checks."""
+    CONSENSUS = "consensus"
+    """The engine's other work: timers, producing, commands, inclusions, sync."""
+    REPORTS = "reports"
+    """Making, signing, checking and relaying resource reports."""
+    DHT = "dht"
+    """The Kademlia DHT: its messages, their authentication and the lookups."""
+    GOSSIP = "gossip"
+    """Gossip: relaying, IHave/IWant, duplicate suppression, payload decoding."""
+    STORE = "store"
+    """SQLite writes and reads of the block store."""
+    APPS = "apps"
+    """The app manager: reconciling, usage sampling, leases."""
+    OTHER = "other"
+    """The loop thread outside every named span: the event loop, the interpreter, the
+    HTTP API (its handlers are coroutines, which a thread-time span cannot follow)."""
+
+
+class CpuMeter:
+    """Exclusive CPU time per component, charged by nested spans on the loop thread.
+
+    Spans count only on the thread that called :meth:`start` (the node's event loop):
+    no lock and no thread-local on the hot path. Another thread's work is charged with
+    :meth:`add` from its own reading (the VDF proof); what no span saw shows as the
+    process's unaccounted CPU.
+    """
+
+    def __init__(self) -> None:
+        self._totals_ns = [0] * len(_INDEX)
+        self._added_ns = [0] * len(_INDEX)
+        self._lock = threading.Lock()
+        self._stack: list[int] = []
+        self._mark = 0
+        self.owner: int | None = None
+
+    def start(self, base: Component = Component.OTHER) -> None:
+        """Spans count on this thread from now on; ``base`` gets its time outside them."""
+        self.owner = threading.get_ident()
+        self._stack = [_INDEX[base]]
+        self._mark = time.thread_time_ns()
+
+    def enter(self, component: Component) -> None:
+        now = time.thread_time_ns()
+        stack = self._stack
+        if stack:
+            self._totals_ns[stack[-1]] += now - self._mark
+        self._mark = now
+        stack.append(_INDEX[component])
+
+    def exit(self) -> None:
+        now = time.thread_time_ns()
+        self._totals_ns[self._stack.pop()] += now - self._mark
+        self._mark = now
+
+    def add(self, component: Component, ns: int) -> None:
+        """Charge ``ns`` measured elsewhere (another thread's own reading)."""
+        with self._lock:
+            self._added_ns[_INDEX[component]] += ns
+
+    def get_totals_ns(self) -> dict[Component, int]:
+        """Every component's total so far; call on the loop thread (its open span is
+        counted up to now)."""
+        if self._stack and threading.get_ident() == self.owner:
+            now = time.thread_time_ns()
+            self._totals_ns[self._stack[-1]] += now - self._mark
+            self._mark = now
+        with self._lock:
+            added = list(self._added_ns)
+        return {c: self._totals_ns[i] + added[i] for c, i in _INDEX.items()}
+
+
+_INDEX = {component: i for i, component in enumerate(Component)}
+_meter: CpuMeter | None = None
+
+
+def install_meter(meter: CpuMeter | None) -> None:
+    """The process's meter (the real node's), or None to measure nothing."""
+    global _meter
+    _meter = meter
+
+
+def get_meter() -> CpuMeter | None:
+    return _meter
+
+
+class cpu_span:  # noqa: N801 -- used like a function: ``with cpu_span(...)``
+    """``with cpu_span(component):`` charges the block's CPU to ``component`` (module
+    doc); a no-op without a meter, or off the meter's thread."""
+
+    __slots__ = ("_component", "_meter")
+
+    def __init__(self, component: Component) -> None:
+        self._component = component
+        self._meter: CpuMeter | None = None
+
+    def __enter__(self) -> None:
+        meter = _meter
+        if meter is not None and meter.owner == threading.get_ident():
+            meter.enter(self._component)
+            self._meter = meter
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._meter is not None:
+            self._meter.exit()
+            self._meter = None
+
+
+@dataclass(frozen=True)
+class SlotCpu:
+    """One slot's CPU, in microseconds: each measured component and the process."""
+
+    slot: int
+    on_duty: bool
+    components_us: Mapping[Component, int]
+    process_us: int
+
+    @property
+    def unaccounted_us(self) -> int:
+        """The process's CPU no span saw (negative: the readings' rounding)."""
+        return self.process_us - sum(self.components_us.values())
+
+
+MAX_SLOT_SAMPLES = 600
+
+
+def compute_percentile(values: list[int], fraction: float) -> int:
+    """Nearest-rank percentile of integers (0 for none)."""
+    if not values:
+        return 0
+    ordered = sorted(values)
+    rank = max(1, -(-int(fraction * 1000) * len(ordered) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class SlotCpuLog:
+    """The last :data:`MAX_SLOT_SAMPLES` slots' CPU, from cumulative readings.
+
+    ``record(slot, on_duty, totals_ns, process_ns)`` at each slot boundary closes the
+    slot that just ended; the first call only sets the baseline.
+    """
+
+    def __init__(self, limit: int = MAX_SLOT_SAMPLES) -> None:
+        self.samples: deque[SlotCpu] = deque(maxlen=limit)
+        self._last: tuple[dict[Component, int], int] | None = None
+
+    def record(
+        self, slot: int, on_duty: bool, totals_ns: dict[Component, int], process_ns: int
+    ) -> None:
+        last = self._last
+        self._last = (totals_ns, process_ns)
+        if last is None:
+            return
+        before, process_before = last
+        self.samples.append(
+            SlotCpu(
+                slot=slot,
+                on_duty=on_duty,
+                components_us={c: (totals_ns[c] - before[c]) // 1000 for c in Component},
+                process_us=(process_ns - process_before) // 1000,
+            )
+        )
+
+    def summarize(self) -> dict[str, object]:
+        """Median and p99 per component (ms per slot), on and off duty, the process's
+        own, and ``measured_share``: the components' sum over the process's CPU."""
+        out: dict[str, object] = {}
+        for name, duty in (("on_duty", True), ("off_duty", False)):
+            samples = [s for s in self.samples if s.on_duty is duty]
+            table: dict[str, dict[str, float]] = {}
+            for component in Component:
+                table[component.value] = _get_figures([s.components_us[component] for s in samples])
+            table["unaccounted"] = _get_figures([s.unaccounted_us for s in samples])
+            process = [s.process_us for s in samples]
+            table["process"] = _get_figures(process)
+            measured = sum(sum(s.components_us.values()) for s in samples)
+            total = sum(process)
+            out[name] = {
+                "slots": len(samples),
+                "components_ms": table,
+                "measured_share": round(measured / total, 3) if total else None,
+            }
+        return out
+
+
+def _get_figures(values_us: list[int]) -> dict[str, float]:
+    return {
+        "median": compute_percentile(values_us, 0.5) / 1000,
+        "p99": compute_percentile(values_us, 0.99) / 1000,
+    }
+
+
+def merge_node_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Many nodes' :meth:`SlotCpuLog.summarize` as one table: per component and duty,
+    the median over nodes of each node's median, and of each node's p99 (ms per slot);
+    ``measured_share`` over nodes, lowest and median."""
+    out: dict[str, Any] = {}
+    for duty in ("on_duty", "off_duty"):
+        parts = [s[duty] for s in summaries if s.get(duty, {}).get("slots")]
+        if not parts:
+            out[duty] = None
+            continue
+        table: dict[str, dict[str, float]] = {}
+        for name in parts[0]["components_ms"]:
+            medians = [p["components_ms"][name]["median"] for p in parts]
+            p99s = [p["components_ms"][name]["p99"] for p in parts]
+            table[name] = {
+                "median": _median_float(medians),
+                "p99": _median_float(p99s),
+                "max_p99": max(p99s),
+            }
+        shares = [p["measured_share"] for p in parts if p["measured_share"] is not None]
+        out[duty] = {
+            "nodes": len(parts),
+            "slots": sum(p["slots"] for p in parts),
+            "components_ms": table,
+            "measured_share": {
+                "min": min(shares) if shares else None,
+                "median": _median_float(shares) if shares else None,
+            },
+        }
+    return out
+
+
+def _median_float(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+def format_cpu_table(merged: Mapping[str, Any]) -> list[str]:
+    """The merged table as text lines (ms per slot, median / p99 over nodes)."""
+    lines = []
+    duties = [d for d in ("off_duty", "on_duty") if merged.get(d)]
+    if not duties:
+        return ["  cpu per slot      (no slot measured)"]
+    header = "  cpu ms/slot       " + "".join(f"{d.replace('_', ' '):>22}" for d in duties)
+    lines.append(header)
+    lines.append("  " + " " * 18 + "".join(f"{'median':>11}{'p99':>11}" for _ in duties))
+    for name in merged[duties[0]]["components_ms"]:
+        row = f"  {name:<18}"
+        for duty in duties:
+            figures = merged[duty]["components_ms"][name]
+            row += f"{figures['median']:>11.2f}{figures['p99']:>11.2f}"
+        lines.append(row)
+    shares = "  ".join(
+        f"{d.replace('_', ' ')} {merged[d]['measured_share']['median']}" for d in duties
+    )
+    lines.append(f"  measured share    {shares} (components / process CPU, median node)")
+    return lines
