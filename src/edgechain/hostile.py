@@ -68,7 +68,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.errors import LocalError, PeerError
-from edgechain.node_config import HOSTILE_ENV as ENV
+from edgechain.node.config import HOSTILE_ENV as ENV
 from edgechain.runtime.head_queries import get_transfer_address
 from edgechain.runtime.protocol import (
     FrameKind,

@@ -1,5 +1,5 @@
 """The node's clock and ``--clock-offset-ms``: one offset, the same in every reading the
-node and its watchdog make (clock-skew experiments, ``node_clock.py``)."""
+node and its watchdog make (clock-skew experiments, ``node/clock.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgechain.node_clock import NodeClock
+from edgechain.node.clock import NodeClock
 from edgechain.runtime.lease import get_now_ms
 
 

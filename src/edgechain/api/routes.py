@@ -33,7 +33,7 @@ from edgechain.chain.model import SignedCommand
 from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError
 from edgechain.node import CommandReceipt, NoOperatorKeyError
-from edgechain.node_events import MAX_ACCEPTED_LOG
+from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.orchestrator.fleet import (
     compute_app_history,
     compute_app_view,

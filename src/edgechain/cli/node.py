@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from edgechain.node_config import NodeConfig
+    from edgechain.node.config import NodeConfig
 
 DESCRIPTION = """\
 Run a node daemon.
@@ -249,7 +249,7 @@ def _hex(values: Mapping[str, Any], name: str) -> bytes:
 
 def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
     """The node's configuration from resolved options (``resolve_node_options``)."""
-    from edgechain.node_config import NodeConfig
+    from edgechain.node.config import NodeConfig
 
     return NodeConfig(
         data_dir=Path(v["data_dir"]),
@@ -290,8 +290,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from edgechain.errors import LocalError
+    from edgechain.node.log_format import configure_logging
     from edgechain.node_daemon import run_node
-    from edgechain.node_logging import configure_logging
 
     try:
         config = make_node_config(v)

@@ -71,7 +71,7 @@ class BlockAcceptance:
     ) -> bool:
         """Validate and apply ``block``; ``trusted``: it comes from this node's own store,
         where only blocks that passed ``validate_full`` are ever written
-        (``node_events.py`` stores on ``BlockAccepted``), so a restart applies it without
+        (``node/events.py`` stores on ``BlockAccepted``), so a restart applies it without
         checking its VDF, plan and signatures again (``on_stored_block``)."""
         ctx = self.ctx
         params, fork = ctx.params, ctx.fork

@@ -28,7 +28,7 @@ import psutil
 
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.lab.summary import Interval, RecordError
-from edgechain.node_config import HOSTILE_ENV
+from edgechain.node.config import HOSTILE_ENV
 from edgechain.types import PublicKey
 
 HTTP_TIMEOUT_S = 3.0

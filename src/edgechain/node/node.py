@@ -6,16 +6,10 @@ wall-clock ticks, and turns their outputs into datagrams, frames, VDF evaluation
 writes to the SQLite store. Paper §4 steps 1-5: a node joins the DHT through the
 bootstrap node, whose address and public key every node is given.
 
-The loop's helpers live next to it, each in a module of its own:
-
-* ``node_config.py``: ``NodeConfig`` and the engine it configures (read once, at start);
-* ``node_vdf.py``: VDF evaluations on their own thread, stopped when no longer wanted;
-* ``node_events.py``: the engine's events into the store, the accepted-blocks log and
-  the JSON log lines (with each duty the node performs);
-* ``node_duty.py``: which scheduling priority the node's duties get now, and the raise
-  (on the OS calls of ``node_priority.py``);
-* ``node_queries.py``: the read side of the public interface (``get_*``), a mixin of
-  ``Node``; the write side (``submit_*``) is below, since it feeds the engine.
+Its collaborators live next to it in ``edgechain.node`` (see the package doc): the
+VDF worker, the events recorder, the duty priority, peer routing (``routing.py``:
+addresses, keys, encoding what is sent), the CPU budget, the read-side queries (a mixin
+of ``Node``; the write side, ``submit_*``, is below since it feeds the engine).
 
 The node knows nothing of HTTP: ``api/`` sits above it and calls its public interface;
 ``node_daemon.py`` builds the process, a node with the API server around it.
@@ -28,7 +22,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,7 +31,7 @@ import psutil
 from edgechain.chain.assembly import make_command
 from edgechain.chain.authority import get_last_seq
 from edgechain.chain.encoding import compute_submitted_app_id, decode_block
-from edgechain.chain.model import BASIS_POINTS, AppSpec, CommandKind, SignedCommand
+from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
@@ -48,8 +42,6 @@ from edgechain.consensus.messages import (
     Outgoing,
     Output,
     PeerRejected,
-    Route,
-    SyncResponseMsg,
     VdfRequest,
 )
 from edgechain.consensus.state import get_current_slot
@@ -61,30 +53,26 @@ from edgechain.errors import LocalError, PeerError, StoreError, StoreFullError, 
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
-from edgechain.node_clock import NodeClock
-from edgechain.node_config import HOSTILE_ENV, NodeConfig, make_engine
-from edgechain.node_cpu import CpuAccounting
-from edgechain.node_duty import DutyPriority, choose_duty_nice
-from edgechain.node_events import EventRecorder, log_duty
-from edgechain.node_logging import configure_logging
-from edgechain.node_priority import COMMITTEE_NICE, PRODUCER_NICE
-from edgechain.node_queries import ChainEntry, NodeCounters, NodeQueries
-from edgechain.node_vdf import VdfRunner
+from edgechain.node.clock import NodeClock
+from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
+from edgechain.node.cpu import CpuAccounting
+from edgechain.node.duty import DutyPriority, choose_duty_nice
+from edgechain.node.events import EventRecorder, log_duty
+from edgechain.node.host_usage import measure_host_usage
+from edgechain.node.log_format import configure_logging
+from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
+from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
+from edgechain.node.routing import PeerRouting
+from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
-from edgechain.runtime.pressure import read_cpu_pressure_bp
 from edgechain.telemetry.cpu import Component, cpu_span
-from edgechain.types import AppId, NodeId, PublicKey, SecretKey
+from edgechain.types import AppId, NodeId, SecretKey
 from edgechain.wire.codec import (
     Transport,
     decode_gossip_payload,
     decode_message,
-    encode_gossip_payload,
-    encode_message,
-    fit_sync_response,
-    is_envelope_signed,
-    select_transport,
 )
 from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
 
@@ -116,17 +104,13 @@ class NoOperatorKeyError(LocalError):
     """``submit_app`` needs an operator key in the node's configuration."""
 
 
-def _clamp_share(value: int) -> int:
-    return max(0, min(BASIS_POINTS, value))
-
-
 class Node(NodeQueries):
     """A node: one event loop (:meth:`run`) driving its engine, DHT and gossip."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.clock = NodeClock(config.clock_offset_ms)
-        """Every wall-clock read of the node (``--clock-offset-ms``: node_clock.py)."""
+        """Every wall-clock read of the node (``--clock-offset-ms``: node/clock.py)."""
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.sk = load_or_create_keystore(config.data_dir / "node.key")
         self.pk = bls.sk_to_pk(self.sk)
@@ -159,19 +143,26 @@ class Node(NodeQueries):
         self.engine: ConsensusEngine | None = None
         self.counters = NodeCounters()
         self.recorder = EventRecorder(self.store, self.clock)
-        self.addresses: dict[NodeId, str] = {}
-        """Source addresses of UDP datagrams: where a sender can be answered."""
+        self.routing = PeerRouting(
+            self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
+            lambda: self.engine,
+        )  # fmt: skip
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
         self.cpu = CpuAccounting()
-        """CPU per slot by component (node_cpu.py, telemetry/cpu.py): ``/status``."""
+        """CPU per slot by component (node/cpu.py, telemetry/cpu.py): ``/status``."""
         self.vdf_runner = VdfRunner(
             config.data_dir / "vdf",
             on_start=self._on_vdf_start,
             on_result=self._on_vdf_result,
             clock=self.clock,
         )
+        self.measure_usage: Callable[[], LocalUsage] = lambda: measure_host_usage(
+            config.cpu_capacity, config.data_dir
+        )
+        """The host's usage for our reports (host_usage.py); tests put a simulated
+        device here."""
         self._next_usage_ms = 0
         self._engine_wakeup: int | None = None
         self._tick_due_ms = 0
@@ -321,7 +312,7 @@ class Node(NodeQueries):
         with cpu_span(Component.APPS):
             if now >= self._next_usage_ms:
                 self._next_usage_ms = now + USAGE_INTERVAL_MS
-                usage = self._measure_usage()
+                usage = self.measure_usage()
                 if self.apps is not None:
                     self.apps.set_host_usage(usage)  # merged with the apps' own usage
                 else:
@@ -335,9 +326,9 @@ class Node(NodeQueries):
         with cpu_span(Component.DHT):
             self._apply_dht(self.dht.on_tick(now))
         with cpu_span(Component.GOSSIP):
-            self.gossip.set_peers(self._gossip_peers())
+            self.gossip.set_peers(self.routing.get_gossip_peers())
             for peer, ihave in self.gossip.on_tick(now):
-                self._send_to(peer, ihave)
+                self.routing.send_to(peer, ihave)
 
     def _next_wakeup(self, now: int) -> int:
         candidates = [now + 1_000, self._next_usage_ms]
@@ -350,31 +341,6 @@ class Node(NodeQueries):
         if self.gossip.next_wakeup_ms is not None:
             candidates.append(self.gossip.next_wakeup_ms)
         return max(now + 1, min(candidates))
-
-    def _measure_usage(self) -> LocalUsage:
-        """The host's figures since the last call (the app manager adds its apps).
-
-        With a declared capacity (the cores this node offers its apps) CPU is 0 here:
-        the report's total is the sum of its apps' shares of the capacity, which the
-        manager adds (``runtime/usage.py``); this process's own work, the same protocol
-        on every node and noisy (VDF, transfers), is not part of it (``/status`` still
-        shows its ``cpu_seconds``). Pressure is 0 too: host-wide PSI is about every
-        tenant of a shared host, not about this node's share of it, and a node short of
-        its share shows it as ``cpu_bp`` at capacity instead.
-        """
-        if self.config.cpu_capacity is None:
-            cpu = _clamp_share(int(psutil.cpu_percent(None) * 100))
-            pressure = read_cpu_pressure_bp()
-        else:
-            cpu = pressure = 0
-        ram = int(psutil.virtual_memory().percent * 100)
-        disk = int(psutil.disk_usage(str(self.config.data_dir)).percent * 100)
-        return LocalUsage(
-            cpu_bp=cpu,
-            ram_bp=_clamp_share(ram),
-            disk_bp=_clamp_share(disk),
-            pressure_bp=pressure,
-        )
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -395,7 +361,7 @@ class Node(NodeQueries):
             return
         now = self.clock.now_ms()
         if transport is Transport.DATAGRAM:
-            self.addresses[sender] = source
+            self.routing.on_datagram_from(sender, source)
         if isinstance(message, Ping | Pong | FindNode | Nodes):
             if transport is Transport.DATAGRAM:
                 with cpu_span(Component.DHT):
@@ -406,11 +372,11 @@ class Node(NodeQueries):
         elif isinstance(message, IHave):
             with cpu_span(Component.GOSSIP):
                 for peer, want in self.gossip.on_ihave(sender, message, now):
-                    self._send_to(peer, want)
+                    self.routing.send_to(peer, want)
         elif isinstance(message, IWant):
             with cpu_span(Component.GOSSIP):
                 for peer, copy in self.gossip.on_iwant(sender, message, now):
-                    self._send_to(peer, copy)
+                    self.routing.send_to(peer, copy)
         else:
             if isinstance(message, BlockMsg) and self.duty.nice is None:
                 # Blocks come directly only to the next slot's producer and committee
@@ -441,7 +407,7 @@ class Node(NodeQueries):
                 return
             inner = None
         for peer, copy in forwards:
-            self._send_to(peer, copy)
+            self.routing.send_to(peer, copy)
         if inner is not None:
             self._apply(engine.on_message(inner, origin, now))
 
@@ -470,81 +436,17 @@ class Node(NodeQueries):
             self.vdf_runner.start(request)
 
     def _send_outgoing(self, outgoing: Outgoing) -> None:
-        message = outgoing.message
-        if outgoing.route is Route.GOSSIP:
-            sk = self.sk if is_envelope_signed(type(message)) else None
-            payload = encode_gossip_payload(message, self.node_id, sk)  # type: ignore[arg-type]
-            for peer, copy in self.gossip.publish(payload, self.clock.now_ms()):
-                self._send_to(peer, copy)
-            return
-        if isinstance(message, SyncResponseMsg):
-            message = fit_sync_response(message)
-        data = encode_message(message, self.node_id)
-        transport = select_transport(message, data)
-        for peer in outgoing.to:
-            address = self._resolve(peer)
-            if address is None:
-                self.counters.unresolved += 1
-                self._apply_dht(self.dht.find(peer, self.clock.now_ms()))
-                continue
-            self.transport.send(address, data, transport)
-
-    def _send_to(self, peer: NodeId, message: GossipMsg | IHave | IWant) -> None:
-        address = self._resolve(peer)
-        if address is None:
-            self.counters.unresolved += 1
-            return
-        data = encode_message(message, self.node_id)
-        self.transport.send(address, data, select_transport(message, data))
+        now = self.clock.now_ms()
+        for peer in self.routing.send_outgoing(outgoing, now):
+            self._apply_dht(self.dht.find(peer, now))
 
     def _apply_dht(self, out: DhtOutput) -> None:
         if out.next_wakeup_ms is not None:
             self._dht_wakeup = out.next_wakeup_ms
         for contact, message in out.messages:
-            data = encode_message(
-                message,
-                self.node_id,
-                self.sk,
-                sessions=self.sessions,
-                recipient_pk=self._get_peer_key(contact.node_id),
-            )
-            self.transport.send(contact.address, data, Transport.DATAGRAM)
+            self.routing.send_dht(contact, message)
 
-    def _get_peer_key(self, node: NodeId) -> PublicKey | None:
-        """``node``'s public key if we know it: from a message it authenticated, the
-        configured bootstrap key, or the validator set of our head."""
-        key = self.sessions.get_peer_key(node)
-        if key is not None:
-            return key
-        engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        info = state.validators.get(node) if state is not None else None
-        return info.public_key if info is not None else None
-
-    def _resolve(self, node: NodeId) -> str | None:
-        """Where to reach ``node``: the address it registered on chain, else the DHT."""
-        engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        if state is not None:
-            info = state.validators.get(node)
-            if info is not None:
-                return info.address
-        address = self.dht.get_address(node) or self.addresses.get(node)
-        if address is None and engine is not None:
-            for request in engine.pending_inclusions.values():
-                if compute_node_id(request.public_key) == node:
-                    return request.address
-        return address
-
-    def _gossip_peers(self) -> Iterable[NodeId]:
-        peers = [c.node_id for c in self.dht.get_peers()]
-        engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        if state is not None:
-            peers.extend(state.validators.get_node_ids())
-        return peers
-
-    # --- VDF (node_vdf.py runs it) -------------------------------------------------------
+    # --- VDF (vdf_worker.py runs it) -------------------------------------------------------
 
     def _on_vdf_start(self) -> None:
         # Raised now, not at the loop's next pass: the request may come from a message
@@ -596,7 +498,7 @@ class Node(NodeQueries):
         )
         self._request_tick(self.clock.now_ms())
 
-    # --- duty priority (node_duty.py) ----------------------------------------------------
+    # --- duty priority (node/duty.py) ----------------------------------------------------
 
     def _update_priority(self, now: int) -> None:
         engine = self.engine
@@ -608,7 +510,7 @@ class Node(NodeQueries):
             get_current_slot(params, now) if params is not None else None, nice is not None
         )
 
-    # --- public interface, write side (the read side: node_queries.py) -------------------
+    # --- public interface, write side (the read side: node/queries.py) -------------------
 
     def submit_command(self, command: SignedCommand) -> CommandReceipt:
         """Check ``command`` against the head state, keep it for a block and gossip it.

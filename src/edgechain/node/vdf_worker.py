@@ -2,7 +2,7 @@
 
 The VDF is the slot's critical path (the producer's candidate waits for it), so it
 never queues behind other work: one worker thread, raised at start where the node may
-raise priority (:func:`~edgechain.node_priority.raise_thread_priority`; chiavdf
+raise priority (:func:`~edgechain.node.priority.raise_thread_priority`; chiavdf
 releases the GIL while it works). Each evaluation runs while its keep-running file
 exists (see :func:`edgechain.crypto.vdf.prove`): removing the file is how the node
 stops one whose result the engine no longer wants. The "vdf done" log line splits the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from edgechain.consensus.messages import VdfRequest
 from edgechain.crypto import vdf
-from edgechain.node_clock import NodeClock
-from edgechain.node_priority import get_autogroup_nice, raise_thread_priority
+from edgechain.node.clock import NodeClock
+from edgechain.node.priority import get_autogroup_nice, raise_thread_priority
 from edgechain.telemetry.cpu import Component, get_meter
 
 log = logging.getLogger("edgechain.node")

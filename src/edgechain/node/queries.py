@@ -24,11 +24,11 @@ from edgechain.crypto.session import SessionKeys
 from edgechain.errors import StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
-from edgechain.node_clock import NodeClock
-from edgechain.node_config import NodeConfig
-from edgechain.node_cpu import CpuAccounting
-from edgechain.node_duty import get_current_role
-from edgechain.node_events import MAX_ACCEPTED_LOG, EventRecorder
+from edgechain.node.clock import NodeClock
+from edgechain.node.config import NodeConfig
+from edgechain.node.cpu import CpuAccounting
+from edgechain.node.duty import get_current_role
+from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder
 from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
@@ -52,7 +52,6 @@ class NodeCounters:
     """Input the node's loop could not use (``decode_errors`` is in the status)."""
 
     decode_errors: Counter[str] = field(default_factory=Counter)
-    unresolved: int = 0
 
 
 class NodeQueries:
@@ -178,7 +177,7 @@ class NodeQueries:
                 else {}
             ),
             # --clock-offset-ms: every time this node reads, its watchdog's too, is
-            # shifted by it (node_clock.py).
+            # shifted by it (node/clock.py).
             "clock_offset_ms": self.clock.offset_ms,
             # EDGECHAIN_HOSTILE (chaos experiments): the behaviours and what they did.
             "hostile": self.hostile.to_json() if self.hostile is not None else None,

@@ -70,7 +70,7 @@ class NodeConfig:
     clock_offset_ms: int = 0
     """Milliseconds added to every wall-clock read of the node and of its fencing
     watchdog (``--clock-offset-ms``; negative: behind): a device whose clock is that far
-    off, for clock-skew experiments (``node_clock.py``)."""
+    off, for clock-skew experiments (``node/clock.py``)."""
 
 
 def measure_vdf_ips(iterations: int = 20_000) -> int:

@@ -4,7 +4,7 @@ ARCHITECTURE.md, "Real node": deadlines first. :func:`choose_duty_nice` is the p
 (the producer and committee of the current slot run raised, a node that is behind does
 not); :class:`DutyPriority` applies the choice to the loop thread and this process's
 autogroup, relative to their values when the loop started, and restores them.
-``node_priority.py`` holds the OS calls both rest on.
+``priority.py`` holds the OS calls both rest on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_current_slot, get_roles
-from edgechain.node_priority import (
+from edgechain.node.priority import (
     COMMITTEE_NICE,
     PRODUCER_NICE,
     get_autogroup_nice,

@@ -2,7 +2,7 @@
 
 Milliseconds since the Unix epoch: the unit of every time the sans-I/O objects take
 (slot times, wakeups, gossip and DHT timers). A node's pieces (``node.py``,
-``node_vdf.py``, ``node_events.py``, ``node_queries.py``) all read the node's
+``node/vdf_worker.py``, ``node/events.py``, ``node/queries.py``) all read the node's
 :class:`NodeClock`, and it hands its :meth:`NodeClock.now_ms` to the runtime (the
 fencing lease's validity, app usage timestamps).
 

@@ -32,7 +32,7 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
-from edgechain.node_clock import NodeClock
+from edgechain.node.clock import NodeClock
 from edgechain.types import NodeId
 
 log = logging.getLogger("edgechain.node")

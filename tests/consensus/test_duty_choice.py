@@ -1,0 +1,39 @@
+"""choose_duty_nice (node/duty.py): the pure choice of the loop's priority from the
+engine's state, on engines of the consensus test harness (no OS calls)."""
+
+from __future__ import annotations
+
+from test_engine import Harness
+
+from edgechain.consensus.roles import Role
+from edgechain.consensus.state import get_slot_start_ms
+from edgechain.node.duty import choose_duty_nice, get_current_role
+from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
+
+
+def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> None:
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    now = get_slot_start_ms(params, 2) + 10  # the head is slot 1's block: up to date
+    choices = {}
+    for engine in net.engines.values():
+        _, role = get_current_role(engine, engine.pk, now)
+        choices[role] = choices.get(role, set()) | {
+            choose_duty_nice(engine, engine.pk, now, vdf_running=False)
+        }
+    assert choices[Role.PRODUCER] == {PRODUCER_NICE}
+    assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
+    assert choices.get(Role.NONE, {None}) == {None}
+
+
+def test_a_node_behind_gets_no_raise_but_a_running_vdf_keeps_the_producers() -> None:
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    later = get_slot_start_ms(params, 4) + 10  # slots 2 and 3 never came: behind
+    for engine in net.engines.values():
+        assert choose_duty_nice(engine, engine.pk, later, vdf_running=False) is None
+        assert choose_duty_nice(engine, engine.pk, later, vdf_running=True) == PRODUCER_NICE
