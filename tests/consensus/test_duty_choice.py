@@ -17,7 +17,7 @@ def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> Non
     net.run_slot(1)
     params = net.chain_params()
     now = get_slot_start_ms(params, 2) + 10  # the head is slot 1's block: up to date
-    choices = {}
+    choices: dict[Role, set[int | None]] = {}
     for engine in net.engines.values():
         _, role = get_current_role(engine, engine.pk, now)
         choices[role] = choices.get(role, set()) | {
