@@ -17,6 +17,7 @@ from edgechain.chain.model import AppSpec, Block, ChainParams, CommandKind, Runt
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.joining import get_retry_interval
 from edgechain.consensus.messages import (
+    HEAD_WANT,
     BlockAccepted,
     BlockMsg,
     Event,
@@ -441,3 +442,22 @@ def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
         if any(isinstance(o.message, InclusionMsg) for o in out.messages):
             sent.append((at - start) // 1000)
     assert sent == [0, 8, 24, 56, 88]
+
+
+def test_a_node_nobody_gossips_to_asks_the_bootstrap_for_the_chain() -> None:
+    """No block or gossip reaches it (its DHT lookups failed): with its first inclusion
+    request it asks the bootstrap directly (HEAD_WANT) and syncs the whole chain."""
+    net = Harness(4)
+    net.start_chain()
+    for slot in (1, 2, 3):
+        net.run_slot(slot)
+    newcomer = net.add(7)
+    assert newcomer.genesis is None
+    out = newcomer.on_tick(net.now)
+    asks = [(o.message.want, o.to) for o in out.messages if isinstance(o.message, SyncRequestMsg)]
+    assert asks == [(HEAD_WANT, (net.order[0],))]
+    queue: list[tuple[NodeId, NodeId, Message]] = []
+    net.handle(newcomer.node_id, out, queue)
+    net.pump(queue)
+    assert newcomer.genesis == net.engine(0).genesis
+    assert newcomer.head == net.engine(0).head

@@ -18,6 +18,7 @@ from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import validate_exit, validate_genesis, validate_inclusion
 from edgechain.consensus.context import EngineContext, get_genesis_hash
 from edgechain.consensus.messages import (
+    HEAD_WANT,
     ExitMsg,
     GenesisCreated,
     GenesisMsg,
@@ -25,6 +26,7 @@ from edgechain.consensus.messages import (
     Outgoing,
     Output,
     Route,
+    SyncRequestMsg,
 )
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
@@ -126,6 +128,20 @@ class Joining:
         )
         self.pending_inclusions[key] = req
 
+    def ask_bootstrap_for_chain(self, out: Output) -> None:
+        """Before genesis, with each inclusion retry: ask the bootstrap node directly
+        for the genesis and its head (``Sync.on_sync_request``, ``HEAD_WANT``).
+
+        A node learns of the chain from gossip, which reaches it only once some node
+        holds it as a peer (its DHT contacts, or the validators). In a 100-node join on
+        2 cores, 14 nodes got no answer but the bootstrap's to their DHT lookups,
+        stayed out of every peer list, and never saw a block or the genesis; the
+        bootstrap's address and key are the one thing every node is given."""
+        bootstrap = compute_node_id(self.ctx.config.bootstrap_key)
+        if bootstrap != self.ctx.node_id:
+            request = SyncRequestMsg(HEAD_WANT, self.ctx.config.sync_limit)
+            out.messages.append(Outgoing(request, Route.DIRECT, (bootstrap,)))
+
     def regossip_inclusion(self, now: int, out: Output) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7)."""
         ctx = self.ctx
@@ -140,6 +156,8 @@ class Joining:
         self.last_inclusion_sent_ms = now
         if ctx.params is not None:
             self.inclusion_attempts += 1
+        else:
+            self.ask_bootstrap_for_chain(out)
         state = ctx.get_head_state()
         if state is not None and self.own_request.nonce < state.slot:
             # Excluded (or never admitted) since our last request: ask anew, so gossip

@@ -107,6 +107,11 @@ class SyncRequestMsg:
     limit: int
 
 
+HEAD_WANT = BlockHash(bytes(32))
+"""``SyncRequestMsg.want`` that asks for the responder's head block and the genesis
+(a node that has no chain yet and knows no block hash: ``Joining.ask_bootstrap_for_chain``)."""
+
+
 @dataclass(frozen=True)
 class SyncResponseMsg:
     """Blocks oldest first, each the parent of the next."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from edgechain.chain.model import AnyBlock
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import (
+    HEAD_WANT,
     Outgoing,
     Output,
     PeerRejected,
@@ -116,6 +117,19 @@ class Sync:
         ctx = self.ctx
         fork = ctx.fork
         if sender is None or fork is None:
+            return
+        if msg.want == HEAD_WANT and ctx.head is not None and ctx.head in ctx.blocks:
+            # A node without the genesis asks for it and our head: it syncs the head's
+            # ancestors from us like any orphan's (joining.ask_bootstrap_for_chain).
+            head_block = ctx.blocks[ctx.head]
+            out.messages.append(
+                Outgoing(SyncResponseMsg((head_block,), ctx.genesis_msg), Route.DIRECT, (sender,))
+            )
+            return
+        if msg.want == HEAD_WANT and ctx.genesis_msg is not None:
+            out.messages.append(
+                Outgoing(SyncResponseMsg((), ctx.genesis_msg), Route.DIRECT, (sender,))
+            )
             return
         if msg.want not in ctx.blocks:
             if ctx.genesis_msg is not None and msg.want == fork.get_root():
