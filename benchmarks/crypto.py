@@ -22,8 +22,12 @@ from pathlib import Path
 
 from edgechain.consensus.roles import compute_roles
 from edgechain.crypto import bls, vdf
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.crypto.session import SessionKeys, compute_session_key
 from edgechain.crypto.shuffle import compute_shuffled_list
 from edgechain.types import PublicKey, SecretKey, Slot
+from edgechain.wire.codec import Transport, decode_message, encode_message
+from edgechain.wire.messages import FindNode
 
 Result = dict[str, float | int | str]
 DEFAULT_REPEAT = 50
@@ -208,6 +212,40 @@ def bench_block_validation(
     }
 
 
+def bench_dht_envelope(repeat: int = DEFAULT_REPEAT) -> Result:
+    """One DHT message (a FindNode) encoded by its sender and decoded by its receiver:
+    BLS-signed as every DHT message was, and MACed under the pair's session key
+    (crypto/session.py) as between nodes that know each other's key; and the one
+    key derivation a pair pays once."""
+    sender_sk, receiver_sk = _secret_keys(2)
+    sender_pk, receiver_pk = bls.sk_to_pk(sender_sk), bls.sk_to_pk(receiver_sk)
+    sender_id = compute_node_id(sender_pk)
+    message = FindNode(7, compute_node_id(receiver_pk))
+    sender, receiver = SessionKeys(sender_sk, sender_pk), SessionKeys(receiver_sk, receiver_pk)
+    sender.get_key(receiver_pk)
+    receiver.get_key(sender_pk)
+
+    def signed() -> None:
+        decode_message(encode_message(message, sender_id, sender_sk), Transport.DATAGRAM)
+
+    def maced() -> None:
+        data = encode_message(
+            message, sender_id, sender_sk, sessions=sender, recipient_pk=receiver_pk
+        )
+        decode_message(data, Transport.DATAGRAM, receiver)
+
+    signed_ms = _median_ms(signed, repeat)
+    maced_ms = _median_ms(maced, repeat)
+    derive_ms = _median_ms(lambda: compute_session_key(sender_sk, sender_id, receiver_pk), repeat)
+    return {
+        "signed_ms": signed_ms,
+        "maced_ms": maced_ms,
+        "ratio": round(signed_ms / maced_ms, 1),
+        "key_derivation_ms": derive_ms,
+        "repeat": repeat,
+    }
+
+
 # --------------------------------------------------------------------------------------
 
 
@@ -219,6 +257,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     "vdf_prove": lambda repeat: bench_vdf_prove(max(1, min(repeat, 3))),
     "roles_1000": bench_roles,
     "block_validation_1000_reports": bench_block_validation,
+    "dht_envelope": bench_dht_envelope,
 }
 
 
