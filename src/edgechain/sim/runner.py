@@ -9,7 +9,9 @@ while the clock is charged what the full difficulty would cost at ``vdf_ips``
 once per network rather than once per node (a real node never shares it).
 
 An auditor with its own memo re-validates every block any honest node accepts, and
-the runner checks the invariants of issue "Consensus engine and simulator" each slot.
+the invariants of issue "Consensus engine and simulator" are checked each slot
+(``sim/audit.py``); faults are injected by ``sim/faults.py`` and the result is built by
+``sim/summary.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_inclusion_request, make_ticket
-from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash, encode_block
-from edgechain.chain.model import AnyBlock, ChainParams, Genesis, SkipBlock
-from edgechain.chain.validation import SignatureCache
+from edgechain.chain.encoding import compute_genesis_hash, encode_block
+from edgechain.chain.model import AnyBlock, ChainParams, Genesis
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
     BlockAccepted,
@@ -43,25 +44,20 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import (
     BlockState,
     Memo,
-    ValidationMode,
-    apply_block,
-    compute_genesis_state,
-    get_roles,
     get_slot_start_ms,
-    validate_full,
 )
 from edgechain.crypto import bls, vdf
-from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.sim.apps import AppLayer, AppModelConfig
+from edgechain.sim.audit import Auditor, check_invariants
 from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
 from edgechain.sim.faults import APP_SCENARIOS, DEFAULT_SCENARIO_APPS, inject_faults
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
+from edgechain.sim.summary import SimResult, build_result, compute_result_digest
 from edgechain.testing import ADMIN, Identity, make_identity
-from edgechain.types import BlockHash, NodeId, Signature, Slot
+from edgechain.types import BlockHash, NodeId, Signature
 from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
 
 SCENARIOS = (
@@ -136,31 +132,6 @@ class SimNode:
 SimPayload = Message | GossipMsg | IHave | IWant | Ping | Pong | FindNode | Nodes
 
 
-@dataclass
-class SlotRecord:
-    slot: int
-    producer: int | None
-    kind: str
-    votes: int
-    block_time_ms: int | None
-
-
-@dataclass
-class SimResult:
-    summary: dict[str, Any]
-    slots: list[dict[str, Any]]
-    roles: dict[str, dict[str, int]]
-    trace_digest: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary,
-            "slots": self.slots,
-            "roles": self.roles,
-            "trace_digest": self.trace_digest,
-        }
-
-
 def _message_size(msg: Any, memo: Memo) -> int:
     """Approximate wire size; blocks are charged their canonical encoding."""
     if isinstance(msg, BlockMsg | CandidateMsg):
@@ -172,38 +143,6 @@ def _message_size(msg: Any, memo: Memo) -> int:
     if isinstance(msg, SyncResponseMsg):
         return 64 + sum(_message_size(BlockMsg(b), memo) for b in msg.blocks)
     return 200
-
-
-class Auditor:
-    """Re-validates every block an honest node accepts, with a private memo."""
-
-    def __init__(self, genesis: Genesis, proof_scale: int, signatures: SignatureCache) -> None:
-        self.params = genesis.params
-        self.memo = Memo(randomness=b"edgechain/sim/auditor")
-        # Its own memo of roles, plans, states and verdicts; signatures it shares with
-        # the simulated nodes, each still verified for real once.
-        self.memo.signatures = signatures
-        genesis_state = compute_genesis_state(genesis)
-        self.states: dict[BlockHash, BlockState] = {genesis_state.block_hash: genesis_state}
-        self.mode = ValidationMode(check_attestation=True, proof_scale=proof_scale)
-        self.invalid: list[str] = []
-
-    def check(self, block: AnyBlock, block_hash: BlockHash) -> None:
-        if block_hash in self.states:
-            return
-        parent = self.states.get(block.parent)
-        if parent is None:
-            self.invalid.append(f"block {block_hash.hex()[:12]} accepted before its parent")
-            return
-        if compute_block_hash(block) != block_hash:
-            self.invalid.append(f"block {block_hash.hex()[:12]} has another hash")
-            return
-        try:
-            validate_full(self.memo, self.params, parent, block, block_hash, self.mode)
-        except PeerError as exc:
-            self.invalid.append(f"invalid block {block_hash.hex()[:12]} accepted: {exc}")
-            return
-        self.states[block_hash] = apply_block(parent, block, block_hash, self.params)
 
 
 class Simulation:
@@ -536,10 +475,10 @@ class Simulation:
         for slot in range(1, end_slot + 1):
             inject_faults(self, slot, params)
             self.clock.run_until(get_slot_start_ms(params, slot + 1) * MILLISECOND)
-            self._check_invariants(slot, params)
+            check_invariants(self, slot, params)
             if self.progress:
                 self.progress(slot, end_slot)
-        return self._result(params, time.perf_counter() - started)
+        return build_result(self, params, time.perf_counter() - started)
 
     # --- faults ------------------------------------------------------------------------
 
@@ -554,152 +493,17 @@ class Simulation:
         head, _ = max(heads.items(), key=lambda kv: (kv[1], kv[0]))
         return next(n.engine.states[head] for n in honest if head in n.engine.states)
 
-    # --- invariants --------------------------------------------------------------------
-
-    def _check_invariants(self, slot: int, params: ChainParams) -> None:
-        if self.auditor is not None and self.auditor.invalid:
-            self.violations.extend(f"slot {slot}: {v}" for v in self.auditor.invalid)
-            self.auditor.invalid.clear()
-        honest = self._honest_up()
-        if not honest:
-            return
-        # The validator set is a function of the block: compare with the auditor's.
-        if self.auditor is not None:
-            for node in honest:
-                head = node.engine.head
-                if head is None:
-                    continue
-                audited = self.auditor.states.get(head)
-                if (
-                    audited is not None
-                    and audited.validators != node.engine.states[head].validators
-                ):
-                    self.violations.append(
-                        f"slot {slot}: validator sets differ at {head.hex()[:12]}"
-                    )
-        in_partition = self.net.partitioned
-        recently_healed = (
-            self.heal_slot is not None and slot < self.heal_slot + self.config.convergence_slots
-        )
-        if in_partition or recently_healed:
-            return
-        depth = slot - self.config.agreement_depth
-        if depth < 1:
-            return
-        prefixes = set()
-        for node in honest:
-            if node.engine.fork is None or node.engine.head is None:
-                continue
-            prefixes.add(self._ancestor_at(node, depth))
-        if len(prefixes) > 1:
-            self.violations.append(f"slot {slot}: honest nodes disagree below slot {depth}")
-
-    @staticmethod
-    def _ancestor_at(node: SimNode, slot: int) -> BlockHash | None:
-        fork = node.engine.fork
-        head = node.engine.head
-        assert fork is not None and head is not None
-        for h in (head, *fork.get_ancestors(head)):
-            if fork.get_slot(h) <= slot:
-                return h
-        return None
-
-    # --- results -----------------------------------------------------------------------
-
-    def _result(self, params: ChainParams, wall: float) -> SimResult:
-        honest = self._honest_up()
-        heads = {n.engine.head for n in honest}
-        reference = max(
-            honest,
-            key=lambda n: (
-                n.engine.fork.get_weight(n.engine.head) if n.engine.fork and n.engine.head else 0,
-                -n.index,
-            ),
-        )
-        chain = reference.engine.get_chain()
-        by_slot: dict[int, BlockHash] = {reference.engine.blocks[h].slot: h for h in chain}
-        records: list[dict[str, Any]] = []
-        role_counts: dict[str, Counter[str]] = {
-            n.ident.node.hex()[:16]: Counter() for n in self.nodes
-        }
-        parent_state = (
-            reference.engine.states[reference.engine.fork.get_root()]
-            if reference.engine.fork
-            else None
-        )
-        for slot in range(1, self.config.slots + 1):
-            block_hash = by_slot.get(slot)
-            producer_index: int | None = None
-            if parent_state is not None and parent_state.slot < slot:
-                roles = get_roles(self.memo, parent_state, Slot(slot), params.committee_size)
-                producer = self.by_id.get(compute_node_id(roles.producer))
-                producer_index = producer.index if producer else None
-                role_counts[compute_node_id(roles.producer).hex()[:16]]["producer"] += 1
-                for pk in roles.committee:
-                    role_counts[compute_node_id(pk).hex()[:16]]["committee"] += 1
-            if block_hash is None:
-                records.append(
-                    dataclasses.asdict(SlotRecord(slot, producer_index, "none", 0, None))
-                )
-                continue
-            block = reference.engine.blocks[block_hash]
-            kind = "skip" if isinstance(block, SkipBlock) else "block"
-            accepted = self.accept_times.get(block_hash)
-            block_time = None if accepted is None else accepted - get_slot_start_ms(params, slot)
-            votes = reference.engine.states[block_hash].signers
-            records.append(
-                dataclasses.asdict(SlotRecord(slot, producer_index, kind, votes, block_time))
-            )
-            parent_state = reference.engine.states[block_hash]
-        kinds = Counter(r["kind"] for r in records)
-        head_state = reference.engine.get_head_state()
-        for node in self.nodes:
-            self.peer_errors.update(node.engine.stats.peer_errors)
-        vote_counts = [r["votes"] for r in records if r["kind"] == "block"]
-        block_times = sorted(r["block_time_ms"] for r in records if r["block_time_ms"] is not None)
-        summary: dict[str, Any] = {
-            "nodes": self.config.nodes,
-            "committee": self.config.committee,
-            "slots": self.config.slots,
-            "slot_duration_ms": self.config.slot_duration_ms,
-            "seed": self.config.seed,
-            "faults": self.config.faults,
-            "blocks": kinds["block"],
-            "skip_blocks": kinds["skip"],
-            "empty_slots": kinds["none"],
-            "forks_resolved": self.reorgs,
-            "distinct_heads": len(heads),
-            "violations": list(self.violations),
-            "validators_at_end": len(head_state.validators) if head_state else 0,
-            "votes_per_block": {
-                "min": min(vote_counts, default=0),
-                "max": max(vote_counts, default=0),
-                "mean": round(sum(vote_counts) / len(vote_counts), 2) if vote_counts else 0,
-            },
-            "block_time_ms": {
-                "p50": block_times[len(block_times) // 2] if block_times else None,
-                "max": block_times[-1] if block_times else None,
-            },
-            "peer_errors": dict(sorted(self.peer_errors.items())),
-            "crashed_producers": [[s, n.hex()[:16]] for s, n in self.crashed_producers],
-            **({"apps": self.apps.summary()} if self.apps is not None else {}),
-            "messages": self.net.stats().sent,
-            "wall_seconds": round(wall, 2),
-        }
-        role_table = {k: dict(sorted(v.items())) for k, v in sorted(role_counts.items())}
-        digest = self.net.trace_digest() if self.config.trace else ""
-        return SimResult(summary, records, role_table, digest)
-
 
 def run_simulation(config: SimConfig, **kwargs: Any) -> SimResult:
     return Simulation(config, **kwargs).run()
 
 
-def compute_result_digest(result: SimResult) -> str:
-    """Digest of everything but wall time, to compare two runs of one seed."""
-    data = result.to_json()
-    data["summary"] = {k: v for k, v in data["summary"].items() if k != "wall_seconds"}
-    return hashlib.sha256(repr(data).encode()).hexdigest()
-
-
-__all__ = ["SCENARIOS", "SimConfig", "SimResult", "Simulation", "field", "run_simulation"]
+__all__ = [
+    "SCENARIOS",
+    "SimConfig",
+    "SimResult",
+    "Simulation",
+    "compute_result_digest",
+    "field",
+    "run_simulation",
+]

@@ -1,0 +1,101 @@
+"""The simulator's checks: an auditor that re-validates every block an honest node
+accepts, with a memo of its own, and the per-slot invariants."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgechain.chain.encoding import compute_block_hash
+from edgechain.chain.model import AnyBlock, ChainParams, Genesis
+from edgechain.chain.validation import SignatureCache
+from edgechain.consensus.state import (
+    BlockState,
+    Memo,
+    ValidationMode,
+    apply_block,
+    compute_genesis_state,
+    validate_full,
+)
+from edgechain.errors import PeerError
+from edgechain.types import BlockHash
+
+if TYPE_CHECKING:
+    from edgechain.sim.runner import SimNode, Simulation
+
+
+class Auditor:
+    """Re-validates every block an honest node accepts, with a private memo."""
+
+    def __init__(self, genesis: Genesis, proof_scale: int, signatures: SignatureCache) -> None:
+        self.params = genesis.params
+        self.memo = Memo(randomness=b"edgechain/sim/auditor")
+        # Its own memo of roles, plans, states and verdicts; signatures it shares with
+        # the simulated nodes, each still verified for real once.
+        self.memo.signatures = signatures
+        genesis_state = compute_genesis_state(genesis)
+        self.states: dict[BlockHash, BlockState] = {genesis_state.block_hash: genesis_state}
+        self.mode = ValidationMode(check_attestation=True, proof_scale=proof_scale)
+        self.invalid: list[str] = []
+
+    def check(self, block: AnyBlock, block_hash: BlockHash) -> None:
+        if block_hash in self.states:
+            return
+        parent = self.states.get(block.parent)
+        if parent is None:
+            self.invalid.append(f"block {block_hash.hex()[:12]} accepted before its parent")
+            return
+        if compute_block_hash(block) != block_hash:
+            self.invalid.append(f"block {block_hash.hex()[:12]} has another hash")
+            return
+        try:
+            validate_full(self.memo, self.params, parent, block, block_hash, self.mode)
+        except PeerError as exc:
+            self.invalid.append(f"invalid block {block_hash.hex()[:12]} accepted: {exc}")
+            return
+        self.states[block_hash] = apply_block(parent, block, block_hash, self.params)
+
+
+def check_invariants(sim: Simulation, slot: int, params: ChainParams) -> None:
+    """Each slot: no invalid block accepted, validator sets as the auditor computes
+    them, and (outside partitions and their healing) one prefix below ``agreement_depth``."""
+    if sim.auditor is not None and sim.auditor.invalid:
+        sim.violations.extend(f"slot {slot}: {v}" for v in sim.auditor.invalid)
+        sim.auditor.invalid.clear()
+    honest = sim._honest_up()
+    if not honest:
+        return
+    # The validator set is a function of the block: compare with the auditor's.
+    if sim.auditor is not None:
+        for node in honest:
+            head = node.engine.head
+            if head is None:
+                continue
+            audited = sim.auditor.states.get(head)
+            if audited is not None and audited.validators != node.engine.states[head].validators:
+                sim.violations.append(f"slot {slot}: validator sets differ at {head.hex()[:12]}")
+    in_partition = sim.net.partitioned
+    recently_healed = (
+        sim.heal_slot is not None and slot < sim.heal_slot + sim.config.convergence_slots
+    )
+    if in_partition or recently_healed:
+        return
+    depth = slot - sim.config.agreement_depth
+    if depth < 1:
+        return
+    prefixes = set()
+    for node in honest:
+        if node.engine.fork is None or node.engine.head is None:
+            continue
+        prefixes.add(get_ancestor_at(node, depth))
+    if len(prefixes) > 1:
+        sim.violations.append(f"slot {slot}: honest nodes disagree below slot {depth}")
+
+
+def get_ancestor_at(node: SimNode, slot: int) -> BlockHash | None:
+    fork = node.engine.fork
+    head = node.engine.head
+    assert fork is not None and head is not None
+    for h in (head, *fork.get_ancestors(head)):
+        if fork.get_slot(h) <= slot:
+            return h
+    return None

@@ -1,0 +1,130 @@
+"""A simulation's result: the summary, the per-slot records and the role table."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgechain.chain.model import ChainParams, SkipBlock
+from edgechain.consensus.state import get_roles, get_slot_start_ms
+from edgechain.crypto.hashing import compute_node_id
+from edgechain.types import BlockHash, Slot
+
+if TYPE_CHECKING:
+    from edgechain.sim.runner import Simulation
+
+
+@dataclass
+class SlotRecord:
+    slot: int
+    producer: int | None
+    kind: str
+    votes: int
+    block_time_ms: int | None
+
+
+@dataclass
+class SimResult:
+    summary: dict[str, Any]
+    slots: list[dict[str, Any]]
+    roles: dict[str, dict[str, int]]
+    trace_digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "slots": self.slots,
+            "roles": self.roles,
+            "trace_digest": self.trace_digest,
+        }
+
+
+def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult:
+    """The run's summary, one record per slot on the heaviest honest chain, and the
+    role counts."""
+    honest = sim._honest_up()
+    heads = {n.engine.head for n in honest}
+    reference = max(
+        honest,
+        key=lambda n: (
+            n.engine.fork.get_weight(n.engine.head) if n.engine.fork and n.engine.head else 0,
+            -n.index,
+        ),
+    )
+    chain = reference.engine.get_chain()
+    by_slot: dict[int, BlockHash] = {reference.engine.blocks[h].slot: h for h in chain}
+    records: list[dict[str, Any]] = []
+    role_counts: dict[str, Counter[str]] = {n.ident.node.hex()[:16]: Counter() for n in sim.nodes}
+    parent_state = (
+        reference.engine.states[reference.engine.fork.get_root()] if reference.engine.fork else None
+    )
+    for slot in range(1, sim.config.slots + 1):
+        block_hash = by_slot.get(slot)
+        producer_index: int | None = None
+        if parent_state is not None and parent_state.slot < slot:
+            roles = get_roles(sim.memo, parent_state, Slot(slot), params.committee_size)
+            producer = sim.by_id.get(compute_node_id(roles.producer))
+            producer_index = producer.index if producer else None
+            role_counts[compute_node_id(roles.producer).hex()[:16]]["producer"] += 1
+            for pk in roles.committee:
+                role_counts[compute_node_id(pk).hex()[:16]]["committee"] += 1
+        if block_hash is None:
+            records.append(dataclasses.asdict(SlotRecord(slot, producer_index, "none", 0, None)))
+            continue
+        block = reference.engine.blocks[block_hash]
+        kind = "skip" if isinstance(block, SkipBlock) else "block"
+        accepted = sim.accept_times.get(block_hash)
+        block_time = None if accepted is None else accepted - get_slot_start_ms(params, slot)
+        votes = reference.engine.states[block_hash].signers
+        records.append(
+            dataclasses.asdict(SlotRecord(slot, producer_index, kind, votes, block_time))
+        )
+        parent_state = reference.engine.states[block_hash]
+    kinds = Counter(r["kind"] for r in records)
+    head_state = reference.engine.get_head_state()
+    for node in sim.nodes:
+        sim.peer_errors.update(node.engine.stats.peer_errors)
+    vote_counts = [r["votes"] for r in records if r["kind"] == "block"]
+    block_times = sorted(r["block_time_ms"] for r in records if r["block_time_ms"] is not None)
+    summary: dict[str, Any] = {
+        "nodes": sim.config.nodes,
+        "committee": sim.config.committee,
+        "slots": sim.config.slots,
+        "slot_duration_ms": sim.config.slot_duration_ms,
+        "seed": sim.config.seed,
+        "faults": sim.config.faults,
+        "blocks": kinds["block"],
+        "skip_blocks": kinds["skip"],
+        "empty_slots": kinds["none"],
+        "forks_resolved": sim.reorgs,
+        "distinct_heads": len(heads),
+        "violations": list(sim.violations),
+        "validators_at_end": len(head_state.validators) if head_state else 0,
+        "votes_per_block": {
+            "min": min(vote_counts, default=0),
+            "max": max(vote_counts, default=0),
+            "mean": round(sum(vote_counts) / len(vote_counts), 2) if vote_counts else 0,
+        },
+        "block_time_ms": {
+            "p50": block_times[len(block_times) // 2] if block_times else None,
+            "max": block_times[-1] if block_times else None,
+        },
+        "peer_errors": dict(sorted(sim.peer_errors.items())),
+        "crashed_producers": [[s, n.hex()[:16]] for s, n in sim.crashed_producers],
+        **({"apps": sim.apps.summary()} if sim.apps is not None else {}),
+        "messages": sim.net.stats().sent,
+        "wall_seconds": round(wall, 2),
+    }
+    role_table = {k: dict(sorted(v.items())) for k, v in sorted(role_counts.items())}
+    digest = sim.net.trace_digest() if sim.config.trace else ""
+    return SimResult(summary, records, role_table, digest)
+
+
+def compute_result_digest(result: SimResult) -> str:
+    """Digest of everything but wall time, to compare two runs of one seed."""
+    data = result.to_json()
+    data["summary"] = {k: v for k, v in data["summary"].items() if k != "wall_seconds"}
+    return hashlib.sha256(repr(data).encode()).hexdigest()
