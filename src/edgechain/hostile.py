@@ -54,7 +54,14 @@ from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, sign_as_producer, sign_vote
 from edgechain.chain.encoding import compute_report_signing_root
-from edgechain.chain.model import AppUsage, Block, PlanAction, PlanEntry, ResourceReport
+from edgechain.chain.model import (
+    NO_REPORT_SIGNATURE,
+    AppUsage,
+    Block,
+    PlanAction,
+    PlanEntry,
+    ResourceReport,
+)
 from edgechain.consensus.committee import get_committee_ids, get_skip_exclusion, get_skip_hash
 from edgechain.consensus.messages import (
     CandidateMsg,
@@ -67,6 +74,7 @@ from edgechain.consensus.messages import (
 )
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
+from edgechain.crypto.report_key import sign_report_message
 from edgechain.errors import LocalError, PeerError
 from edgechain.node.config import HOSTILE_ENV as ENV
 from edgechain.runtime.head_queries import get_transfer_address
@@ -79,7 +87,7 @@ from edgechain.runtime.protocol import (
 )
 from edgechain.runtime.transfer_client import send_offer
 from edgechain.runtime.transfer_common import TransferTimeouts, close_writer
-from edgechain.types import AppId, NodeId, SecretKey, Signature, Slot
+from edgechain.types import AppId, NodeId, SecretKey, Slot
 
 BEHAVIOURS = (
     "invalid-vdf",
@@ -227,8 +235,8 @@ class Hostile:
             AppUsage(app, ANNOUNCED_CPU_BP, 1_000, 0, 0, report.timestamp_ms) for app in others
         )
         apps = tuple(sorted((*report.apps, *fake), key=lambda u: u.app))
-        unsigned = dataclasses.replace(report, apps=apps, signature=EMPTY_SIGNATURE)
-        signature = Signature(bls.sign(self.sk, compute_report_signing_root(unsigned)))
+        unsigned = dataclasses.replace(report, apps=apps, signature=NO_REPORT_SIGNATURE)
+        signature = sign_report_message(self.sk, compute_report_signing_root(unsigned))
         self.acts["announce-apps"] += len(fake)
         return dataclasses.replace(unsigned, signature=signature)
 

@@ -26,11 +26,16 @@ PublicKey = NewType("PublicKey", bytes)
 Signature = NewType("Signature", bytes)
 """96-byte compressed G2 point."""
 
+ReportSignature = NewType("ReportSignature", bytes)
+"""64-byte Ed25519 signature of a resource report (crypto/report_key.py)."""
+
 SecretKey = NewType("SecretKey", int)
 """BLS secret scalar, 0 < sk < r."""
 
 HASH_SIZE = 32
 PUBLIC_KEY_SIZE = 48
 SIGNATURE_SIZE = 96
+REPORT_KEY_SIZE = 32
+REPORT_SIGNATURE_SIZE = 64
 
 ZERO_HASH = BlockHash(b"\x00" * HASH_SIZE)

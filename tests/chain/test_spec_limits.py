@@ -10,8 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgechain.chain.encoding import (
-    BLOCK_HASH_DOMAIN,
-    FORMAT_VERSION,
     decode_app_spec,
     encode_app_spec,
     get_spec_encoding_error,
@@ -37,11 +35,6 @@ LIMITS_BYTES = 4 + 8 + 8 + 1
 
 def limited(spec: AppSpec = CONTAINER, **changes: object) -> AppSpec:
     return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
-
-
-def test_format_5_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 5
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v5"
 
 
 def test_limits_default_to_none_and_are_keyword_only() -> None:

@@ -15,6 +15,7 @@ from edgechain.chain.encoding import compute_report_signing_root, compute_vote_m
 from edgechain.chain.model import ResourceReport, RuntimeKind
 from edgechain.consensus.messages import Outgoing, ReportMsg, Route, VoteMsg
 from edgechain.crypto import bls
+from edgechain.crypto.report_key import get_report_public_key, verify_report_signature
 from edgechain.hostile import BEHAVIOURS, Hostile, HostileConfigError, parse_behaviours
 from edgechain.orchestrator.load import get_unclaimed_apps
 from edgechain.orchestrator.registry import AppRecord, Registry
@@ -80,8 +81,12 @@ def test_altered_reports_no_longer_carry_a_valid_signature() -> None:
     (sent,) = hostile.rewrite(_reports())
     assert isinstance(sent.message, ReportMsg)
     mine, theirs = sent.message.reports
-    assert bls.verify(ME.pk, compute_report_signing_root(mine), mine.signature)
-    assert not bls.verify(OTHER.pk, compute_report_signing_root(theirs), theirs.signature)
+    assert verify_report_signature(
+        get_report_public_key(ME.sk), compute_report_signing_root(mine), mine.signature
+    )
+    assert not verify_report_signature(
+        get_report_public_key(OTHER.sk), compute_report_signing_root(theirs), theirs.signature
+    )
     assert hostile.to_json() == {
         "behaviours": ["alter-reports"],
         "acts": {"alter-reports": 1},
@@ -101,7 +106,9 @@ def test_announced_apps_are_signed_into_the_nodes_own_report() -> None:
     assert isinstance(sent.message, ReportMsg)
     mine, other = sent.message.reports
     assert [u.app for u in mine.apps] == [theirs.app]
-    assert bls.verify(ME.pk, compute_report_signing_root(mine), mine.signature)
+    assert verify_report_signature(
+        get_report_public_key(ME.sk), compute_report_signing_root(mine), mine.signature
+    )
     assert other == _reports().message.reports[1]  # type: ignore[union-attr]
     assert get_unclaimed_apps(registry, mine, mine.slot) == [theirs.app]
 

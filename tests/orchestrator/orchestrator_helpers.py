@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import (
+    NO_REPORT_SIGNATURE,
     AppPolicy,
     AppSpec,
     AppUsage,
@@ -23,7 +24,7 @@ from edgechain.orchestrator import (
     get_record,
 )
 from edgechain.orchestrator.registry import put_record
-from edgechain.types import AppId, NodeId, Signature, Slot
+from edgechain.types import AppId, NodeId, Slot
 
 
 def node_id(i: int) -> NodeId:
@@ -101,7 +102,7 @@ def report(
             AppUsage(app, cpu, ram, 0, 0, 1_000 * slot, state_bytes=sizes.get(app, 0))
             for app, cpu, ram in apps
         ),
-        signature=Signature(b"\x00" * 96),
+        signature=NO_REPORT_SIGNATURE,
         pressure_bp=pressure_bp,
     )
 

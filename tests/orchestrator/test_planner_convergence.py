@@ -39,6 +39,7 @@ from test_planner_properties import Case, check_plan
 
 from edgechain.chain.model import (
     BASIS_POINTS,
+    NO_REPORT_SIGNATURE,
     AppSpec,
     AppUsage,
     ChainParams,
@@ -60,7 +61,7 @@ from edgechain.orchestrator import (
 from edgechain.orchestrator.balancing import RETURN_GUARD_SLOTS
 from edgechain.orchestrator.plan_state import MIB, MigrationBudget, compute_migration_budget
 from edgechain.orchestrator.registry import put_record
-from edgechain.types import AppId, NodeId, Signature, Slot
+from edgechain.types import AppId, NodeId, Slot
 
 NODE_COUNT = 8
 APP_COUNT = 24
@@ -107,7 +108,7 @@ def make_reports(running: Registry, slot: int, noise: int) -> list[ResourceRepor
                 disk_bp=0,
                 rtt_us=0,
                 apps=tuple(AppUsage(app, cpu, ram, 0, 0, slot * 1_000) for app, cpu, ram in apps),
-                signature=Signature(b"\x00" * 96),
+                signature=NO_REPORT_SIGNATURE,
             )
         )
     return reports

@@ -1,6 +1,6 @@
 """Pure helpers that sign and assemble chain objects (producer, committee, joining node).
 
-BLS signing is deterministic, so these are pure functions of their inputs; the secret
+BLS and Ed25519 signing are deterministic, so these are pure functions of their inputs; the secret
 key never leaves the caller's memory.
 """
 
@@ -22,6 +22,7 @@ from edgechain.chain.encoding import (
     compute_vote_message,
 )
 from edgechain.chain.model import (
+    NO_REPORT_SIGNATURE,
     NO_SIGNATURE,
     AppSpec,
     AppUsage,
@@ -34,7 +35,7 @@ from edgechain.chain.model import (
     SkipBlock,
 )
 from edgechain.chain.validator_set import compute_node_id
-from edgechain.crypto import bls
+from edgechain.crypto import bls, report_key
 from edgechain.types import BlockHash, NodeId, SecretKey, Signature, Slot
 
 B = TypeVar("B", Block, SkipBlock)
@@ -52,7 +53,14 @@ def make_inclusion_request(
 ) -> InclusionRequest:
     pk = bls.sk_to_pk(sk)
     unsigned = InclusionRequest(
-        pk, bls.pop_prove(sk), address, labels, ticket, EMPTY_SIGNATURE, nonce
+        pk,
+        bls.pop_prove(sk),
+        address,
+        labels,
+        ticket,
+        EMPTY_SIGNATURE,
+        nonce,
+        report_key.get_report_public_key(sk),
     )
     return dataclasses.replace(
         unsigned, signature=bls.sign(sk, compute_inclusion_signing_root(unsigned))
@@ -106,12 +114,11 @@ def make_report(
         disk_bp,
         rtt_us,
         ordered,
-        EMPTY_SIGNATURE,
+        NO_REPORT_SIGNATURE,
         pressure_bp=pressure_bp,
     )
-    return dataclasses.replace(
-        unsigned, signature=bls.sign(sk, compute_report_signing_root(unsigned))
-    )
+    signature = report_key.sign_report_message(sk, compute_report_signing_root(unsigned))
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 def sign_as_producer(block: Block, sk: SecretKey) -> Block:

@@ -5,17 +5,18 @@ The encoding is specified field by field (``tests/vectors/README.md`` and
 reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 
 * ``u8``/``u16``/``u32``/``u64``: unsigned big-endian integers of that width.
-* ``fixed(n)``: exactly n raw bytes (hashes 32, node ids 32, keys 48, signatures 96).
+* ``fixed(n)``: exactly n raw bytes (hashes 32, node ids 32, keys 48, signatures 96;
+  Ed25519 report keys 32 and report signatures 64).
 * ``bytes``: u32 length, then the bytes (each field has its own maximum).
 * ``str``: u16 length, then strict UTF-8 (each field has its own maximum).
 * ``list<T>``: u32 count, then the items (each list has its own maximum count).
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v5" || tag ||
-header)`` with the tag ``v5`` (``FORMAT_VERSION`` 5: app specs carry resource
-limits and the root opt-in), so the signatures that attest to a block are not part of
-its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v6" || tag ||
+header)`` with the tag ``v6`` (``FORMAT_VERSION`` 6: reports are signed with Ed25519
+report keys, which inclusion requests carry), so the signatures that attest to a block
+are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -49,25 +50,29 @@ from edgechain.errors import DecodeError
 from edgechain.types import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
+    REPORT_KEY_SIZE,
+    REPORT_SIGNATURE_SIZE,
     SIGNATURE_SIZE,
     AppId,
     BlockHash,
     NodeId,
     PublicKey,
+    ReportSignature,
     Signature,
     Slot,
 )
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
 ``replica_interval_slots``, params carry ``down_after_slots``, commands DRAIN_NODE and
 UNDRAIN_NODE. 4: reports carry ``pressure_bp``, app usages ``state_bytes``. 5: specs
 end with ``cpu_limit_millicores``, ``memory_limit_bytes``, ``state_limit_bytes`` and
-``run_as_root``."""
+``run_as_root``. 6: a report's signature is a 64-byte Ed25519 signature, an inclusion
+request carries the 32-byte ``report_key`` after its proof of possession."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -472,7 +477,7 @@ def write_report_body(w: Writer, rep: ResourceReport) -> None:
 
 def write_report(w: Writer, rep: ResourceReport) -> None:
     write_report_body(w, rep)
-    w.fixed(rep.signature, SIGNATURE_SIZE)
+    w.fixed(rep.signature, REPORT_SIGNATURE_SIZE)
 
 
 def read_report(r: Reader) -> ResourceReport:
@@ -481,11 +486,11 @@ def read_report(r: Reader) -> ResourceReport:
     ts = r.u64()
     cpu, ram, disk, rtt, pressure = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
     apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
-    sig = Signature(r.fixed(SIGNATURE_SIZE))
+    sig = ReportSignature(r.fixed(REPORT_SIGNATURE_SIZE))
     return ResourceReport(node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure)
 
 
-_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + SIGNATURE_SIZE
+_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + REPORT_SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:
@@ -497,7 +502,7 @@ def decode_report(data: bytes) -> ResourceReport:
 
 
 def compute_report_signing_root(rep: ResourceReport) -> bytes:
-    return _compute_signing_root(b"edgechain/report/v1", rep, write_report_body)
+    return _compute_signing_root(b"edgechain/report/v2", rep, write_report_body)
 
 
 # --- plan ------------------------------------------------------------------------------
@@ -537,6 +542,7 @@ def decode_plan_entry(data: bytes) -> PlanEntry:
 def write_inclusion_body(w: Writer, req: InclusionRequest) -> None:
     w.fixed(req.public_key, PUBLIC_KEY_SIZE)
     w.fixed(req.pop, SIGNATURE_SIZE)
+    w.fixed(req.report_key, REPORT_KEY_SIZE)
     w.string(req.address)
     w.items(req.labels, Writer.string)
     w.var_bytes(req.ticket)
@@ -551,15 +557,16 @@ def write_inclusion(w: Writer, req: InclusionRequest) -> None:
 def read_inclusion(r: Reader) -> InclusionRequest:
     pk = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
     pop = Signature(r.fixed(SIGNATURE_SIZE))
+    report_key = r.fixed(REPORT_KEY_SIZE)
     address = r.string(Limits.MAX_SHORT_STR)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
     ticket = r.var_bytes(Limits.MAX_TICKET_BYTES)
     nonce = r.u64()
     signature = Signature(r.fixed(SIGNATURE_SIZE))
-    return InclusionRequest(pk, pop, address, labels, ticket, signature, nonce)
+    return InclusionRequest(pk, pop, address, labels, ticket, signature, nonce, report_key)
 
 
-_MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + 2 + 4 + 4 + 8
+_MIN_INCLUSION_SIZE = PUBLIC_KEY_SIZE + 2 * SIGNATURE_SIZE + REPORT_KEY_SIZE + 2 + 4 + 4 + 8
 
 
 def encode_inclusion(req: InclusionRequest) -> bytes:
@@ -571,7 +578,7 @@ def decode_inclusion(data: bytes) -> InclusionRequest:
 
 
 def compute_inclusion_signing_root(req: InclusionRequest) -> bytes:
-    return _compute_signing_root(b"edgechain/inclusion/v1", req, write_inclusion_body)
+    return _compute_signing_root(b"edgechain/inclusion/v2", req, write_inclusion_body)
 
 
 def compute_ticket_message(chain_id: str, public_key: bytes) -> bytes:

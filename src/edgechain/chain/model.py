@@ -16,9 +16,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from edgechain.types import AppId, BlockHash, NodeId, PublicKey, Signature, Slot
+from edgechain.types import AppId, BlockHash, NodeId, PublicKey, ReportSignature, Signature, Slot
 
 NO_SIGNATURE = Signature(b"\x00" * 96)
+NO_REPORT_SIGNATURE = ReportSignature(b"\x00" * 64)
 """Placeholder of an object not signed yet (``chain.assembly.EMPTY_SIGNATURE``)."""
 
 BASIS_POINTS = 10_000
@@ -200,8 +201,9 @@ class ResourceReport:
     """A node's signed report of its own totals and its applications (paper Table 2).
 
     Built on the block of ``slot - 1`` and carried by the producer of ``slot``. The
-    node signs the report's canonical encoding (without the signature) so that a
-    cluster representative cannot forge it.
+    node signs the report's canonical encoding (without the signature) with its Ed25519
+    report key (``crypto/report_key.py``), so that a cluster representative cannot
+    forge it and every node can check a block's reports cheaply.
     """
 
     node: NodeId
@@ -212,7 +214,7 @@ class ResourceReport:
     disk_bp: int
     rtt_us: int
     apps: tuple[AppUsage, ...]
-    signature: Signature
+    signature: ReportSignature
     pressure_bp: int = 0
     """CPU pressure: the share of time some runnable task waited for a CPU (Linux PSI,
     ``/proc/pressure/cpu`` "some avg10"), in basis points. With ``cpu_bp`` at capacity it
@@ -268,6 +270,9 @@ class InclusionRequest:
     nonce: int = 0
     """The slot the request was made in (0 before genesis): a node that was excluded
     asks again with a new request, which gossip does not mistake for the old one."""
+    report_key: bytes = b""
+    """The node's 32-byte Ed25519 report key, bound to ``public_key`` by ``signature``
+    (which covers it); its reports are verified under it (``crypto/report_key.py``)."""
 
 
 @dataclass(frozen=True)

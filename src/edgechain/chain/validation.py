@@ -61,7 +61,7 @@ from edgechain.chain.validator_set import (
     compute_node_id,
     compute_skip_exclusion,
 )
-from edgechain.crypto import bls, vdf
+from edgechain.crypto import bls, report_key, vdf
 from edgechain.errors import ValidationError
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, PublicKey, Slot
@@ -129,6 +129,23 @@ class SignatureCache:
             results[i] = self.verify(*items[i])
         return results
 
+    def verify_reports(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+        """Ed25519 report signatures ``(report key, message, signature)``, one by one
+        (libsodium has no batch check; one costs about 0.1 ms, a BLS one 2 ms)."""
+        results = []
+        for public_key, message, signature in items:
+            key = hashlib.sha256(b"report" + public_key + message + signature).digest()
+            ok = key in self._seen
+            if not ok and report_key.verify_report_signature(public_key, message, signature):
+                self._remember(key)
+                ok = True
+            results.append(ok)
+        return results
+
+    def add_own_report(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        """Record a report this node just signed itself."""
+        self._remember(hashlib.sha256(b"report" + public_key + message + signature).digest())
+
     def verify_pop(self, public_key: bytes, proof: bytes) -> bool:
         """A proof of possession, remembered like a signature."""
         key = hashlib.sha256(b"pop" + public_key + proof).digest()
@@ -181,6 +198,8 @@ def validate_inclusion(
     """
     if not req.address or not bls.is_public_key_valid(req.public_key):
         raise ValidationError(Reason.BAD_INCLUSION, "address or key")
+    if not report_key.is_report_key_valid(req.report_key):
+        raise ValidationError(Reason.BAD_INCLUSION, "report key")
     with cpu_span(Component.SIGNATURE_CHECKS):
         pop_ok = (
             cache.verify_pop(req.public_key, req.pop)
@@ -215,8 +234,8 @@ def _is_share(v: int) -> bool:
     return 0 <= v <= BASIS_POINTS
 
 
-def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: Slot) -> PublicKey:
-    """Everything about a report but its signature; returns the reporter's key."""
+def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: Slot) -> bytes:
+    """Everything about a report but its signature; returns the reporter's report key."""
     info = validators.get(rep.node)
     if info is None:
         raise ValidationError(Reason.BAD_REPORT, "reporter is not a validator")
@@ -230,7 +249,7 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
     apps = [u.app for u in rep.apps]
     if apps != sorted(set(apps)):
         raise ValidationError(Reason.BAD_REPORT, "apps not sorted and unique")
-    return info.public_key
+    return info.report_key
 
 
 def validate_reports(
@@ -239,13 +258,14 @@ def validate_reports(
     slot: Slot,
     cache: SignatureCache | None,
 ) -> None:
-    """Fields of every report, then all their signatures as one batch."""
+    """Fields of every report, then their Ed25519 signatures (each once per node: the
+    cache holds those verified when the report was relayed)."""
     items = [
         (validate_report_fields(r, validators, slot), compute_report_signing_root(r), r.signature)
         for r in reports
     ]
     with cpu_span(Component.SIGNATURE_CHECKS):
-        verdicts = (cache or SignatureCache()).verify_batch(items)
+        verdicts = (cache or SignatureCache()).verify_reports(items)
     for report, ok in zip(reports, verdicts, strict=True):
         if not ok:
             raise ValidationError(Reason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])

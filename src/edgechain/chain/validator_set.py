@@ -27,6 +27,8 @@ class ValidatorInfo:
     public_key: PublicKey
     address: str
     labels: tuple[str, ...]
+    report_key: bytes = b""
+    """The Ed25519 key its resource reports are signed with (its inclusion request's)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def compute_skip_exclusion(
 
 
 def get_validator_info(req: InclusionRequest) -> ValidatorInfo:
-    return ValidatorInfo(compute_node_id(req.public_key), req.public_key, req.address, req.labels)
+    return ValidatorInfo(
+        compute_node_id(req.public_key), req.public_key, req.address, req.labels, req.report_key
+    )
 
 
 def compute_genesis_validator_set(genesis: Genesis) -> ValidatorSet:

@@ -59,6 +59,7 @@ from edgechain.consensus.state import (
     get_slot_start_ms,
 )
 from edgechain.crypto.hashing import compute_node_id
+from edgechain.crypto.report_key import get_report_public_key
 from edgechain.errors import PeerError
 from edgechain.orchestrator.load import get_unclaimed_apps
 from edgechain.types import NodeId, Slot
@@ -162,7 +163,9 @@ class ReportRelay:
             ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
             disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps, pressure_bp=u.pressure_bp,
         )  # fmt: skip
-        ctx.memo.signatures.add_own(ctx.pk, compute_report_signing_root(report), report.signature)
+        ctx.memo.signatures.add_own_report(
+            get_report_public_key(ctx.sk), compute_report_signing_root(report), report.signature
+        )
         self.own_report = report
         self.stats.reports_signed += 1
         return report
@@ -216,13 +219,13 @@ class ReportRelay:
             raise PeerError("bad_report_signature", f"{bad} reports")
 
     def verify_reports(self, head: BlockState, reports: list[ResourceReport]) -> list[bool]:
-        """Batch-check signatures of reports from members of ``head``'s validator set."""
+        """Check signatures of reports from members of ``head``'s validator set."""
         items = []
         for report in reports:
             info = head.validators.get(report.node)
             assert info is not None, "callers keep only reports from validators"
-            items.append((info.public_key, compute_report_signing_root(report), report.signature))
-        verdicts = self.ctx.memo.signatures.verify_batch(items)
+            items.append((info.report_key, compute_report_signing_root(report), report.signature))
+        verdicts = self.ctx.memo.signatures.verify_reports(items)
         for report, ok in zip(reports, verdicts, strict=True):
             # Signed, so relayed and carried; but apps its node may not list (it does not
             # run them as far as the chain knows) are ignored by the planner, and counted.

@@ -51,6 +51,9 @@ class NodeApps:
     ledger: set[tuple[BlockHash, AppId]] = field(default_factory=set)
     """Migrations received (the transfer server's ledger; on disk: survives a crash)."""
     outgoing: dict[AppId, Handover] = field(default_factory=dict)
+    handed: set[tuple[BlockHash, AppId]] = field(default_factory=set)
+    """Migrations this node completed as origin (``MigrationsOut``'s handed markers; on
+    disk: survives a crash): never offered again."""
     arriving: set[AppId] = field(default_factory=set)
     searched: dict[AppId, BlockHash] = field(default_factory=dict)
     lease_until_ms: int = 0

@@ -348,6 +348,8 @@ class AppLayer:
             return False
         if is_head_down(node.engine, entry.destination, self.down_after):
             return False
+        if (block_hash, record.app) in apps.handed:
+            return False  # done: what we hold is the state as we handed it over
         apps.outgoing[record.app] = Handover(block_hash, entry, next_try_ms=now)
         return True
 
@@ -371,9 +373,12 @@ class AppLayer:
             del apps.outgoing[entry.app]  # abandoned: reconcile decides what our copy is
             return
         copy = apps.copies.get(entry.app)
-        if copy is None or not copy.running:
-            del apps.outgoing[entry.app]  # "migration skipped": nothing runs here to send
+        if copy is None:
+            del apps.outgoing[entry.app]  # "migration skipped": nothing held here to send
             return
+        # A held copy that is not running (handed over on a branch a reorg reverted, or
+        # stopped stale) is sent as its state stands, as TransferClient.migrate does: the
+        # destination waits for it, and nothing else would ever start the app there.
         target = self.sim.by_id[entry.destination]
         dest = self.nodes[target.index]
         if not self._can_talk(node, target):
@@ -429,6 +434,7 @@ class AppLayer:
             dest.copies[app] = Copy(spec, None)
             self.started_by.append((handover.block_hash, app))
         dest.ledger.add((handover.block_hash, app))
+        apps.handed.add((handover.block_hash, app))
         del apps.outgoing[app]
         self.handovers += 1
         self._poll_watchdog(dest, self._now())
