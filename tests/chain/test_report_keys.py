@@ -6,40 +6,35 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from chain_world import World, build_slot_1_block, get_slot_1_context, make_world
 
 from edgechain.chain.assembly import make_inclusion_request, make_report
 from edgechain.chain.encoding import (
     BLOCK_HASH_DOMAIN,
     FORMAT_VERSION,
     compute_block_hash,
-    compute_genesis_hash,
     compute_report_signing_root,
     decode_inclusion,
     decode_report,
     encode_inclusion,
     encode_report,
 )
-from edgechain.chain.model import Block, Genesis, ResourceReport
+from edgechain.chain.model import ResourceReport
 from edgechain.chain.validation import (
-    BlockContext,
     Reason,
     SignatureCache,
     validate_block,
     validate_inclusion,
 )
-from edgechain.chain.validator_set import ValidatorSet, compute_genesis_validator_set
 from edgechain.crypto import report_key
 from edgechain.errors import ValidationError
-from edgechain.testing import Identity, build_block, make_genesis, make_identity
+from edgechain.testing import Identity, make_identity
 from edgechain.types import ReportSignature, SecretKey, Slot
-
-ITERATIONS = 200
 
 
 @pytest.fixture(scope="module")
-def world() -> tuple[Genesis, list[Identity], ValidatorSet]:
-    genesis, idents = make_genesis(6, committee_size=4, difficulty=ITERATIONS)
-    return genesis, idents, compute_genesis_validator_set(genesis)
+def world() -> World:
+    return make_world()
 
 
 def _report(ident: Identity, slot: int = 1, cpu: int = 10) -> ResourceReport:
@@ -48,28 +43,9 @@ def _report(ident: Identity, slot: int = 1, cpu: int = 10) -> ResourceReport:
     )
 
 
-def _validate_with_reports(
-    world: tuple[Genesis, list[Identity], ValidatorSet], reports: tuple[ResourceReport, ...]
-) -> None:
-    genesis, idents, vs = world
-    block: Block = build_block(
-        parent=compute_genesis_hash(genesis),
-        slot=Slot(1),
-        params=genesis.params,
-        vdf_iterations=ITERATIONS,
-        producer=idents[0],
-        committee=idents[1:5],
-        reports=reports,
-    )
-    ctx = BlockContext(
-        params=genesis.params,
-        parent_hash=compute_genesis_hash(genesis),
-        parent_slot=Slot(0),
-        vdf_iterations=ITERATIONS,
-        validators=vs,
-        producer_key=idents[0].pk,
-        committee=tuple(i.pk for i in idents[1:5]),
-    )
+def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) -> None:
+    block = build_slot_1_block(world, reports=reports)
+    ctx = get_slot_1_context(world)
     validate_block(block, compute_block_hash(block), ctx, cache=SignatureCache())
 
 
@@ -114,7 +90,7 @@ def test_reports_and_inclusions_round_trip_with_the_ed25519_fields() -> None:
 
 
 def test_the_genesis_validators_carry_their_report_keys(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     _, idents, vs = world
     for ident in idents:
@@ -124,7 +100,7 @@ def test_the_genesis_validators_carry_their_report_keys(
 
 
 def test_an_inclusion_with_a_bad_or_swapped_report_key_is_refused(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     params = world[0].params
     outsider = make_identity(77)
@@ -142,7 +118,7 @@ def test_an_inclusion_with_a_bad_or_swapped_report_key_is_refused(
 
 
 def test_a_block_checks_each_report_under_its_nodes_report_key(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     _, idents, _ = world
     _validate_with_reports(world, tuple(_report(i) for i in idents))

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 import pytest
+from chain_world import ITERATIONS, World, build_slot_1_block, get_slot_1_context, make_world
 
 from edgechain.chain.assembly import (
     make_command,
@@ -16,13 +17,12 @@ from edgechain.chain.assembly import (
     sign_as_producer,
 )
 from edgechain.chain.authority import CommandReason
-from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
+from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
     CommandKind,
-    Genesis,
     PlanAction,
     PlanEntry,
     RuntimeKind,
@@ -36,16 +36,13 @@ from edgechain.chain.validation import (
     validate_skip_block,
 )
 from edgechain.chain.validator_set import (
-    ValidatorSet,
     apply_block_to_validator_set,
-    compute_genesis_validator_set,
 )
 from edgechain.errors import ValidationError
 from edgechain.testing import (
     ADMIN,
     Identity,
     attest,
-    build_block,
     build_skip_block,
     make_genesis,
     make_identity,
@@ -53,40 +50,18 @@ from edgechain.testing import (
 )
 from edgechain.types import AppId, Signature, Slot
 
-ITERATIONS = 200
-
 
 @pytest.fixture(scope="module")
-def world() -> tuple[Genesis, list[Identity], ValidatorSet]:
-    genesis, idents = make_genesis(6, committee_size=4, difficulty=ITERATIONS)
-    return genesis, idents, compute_genesis_validator_set(genesis)
+def world() -> World:
+    return make_world()
 
 
-def _ctx(world: tuple[Genesis, list[Identity], ValidatorSet]) -> BlockContext:
-    genesis, idents, vs = world
-    return BlockContext(
-        params=genesis.params,
-        parent_hash=compute_genesis_hash(genesis),
-        parent_slot=Slot(0),
-        vdf_iterations=ITERATIONS,
-        validators=vs,
-        producer_key=idents[0].pk,
-        committee=tuple(i.pk for i in idents[1:5]),
-    )
+def _ctx(world: World) -> BlockContext:
+    return get_slot_1_context(world)
 
 
-def _block(world: tuple[Genesis, list[Identity], ValidatorSet], **kw: object) -> Block:
-    genesis, idents, _ = world
-    args: dict[str, object] = dict(
-        parent=compute_genesis_hash(genesis),
-        slot=Slot(1),
-        params=genesis.params,
-        vdf_iterations=ITERATIONS,
-        producer=idents[0],
-        committee=idents[1:5],
-    )
-    args.update(kw)
-    return build_block(**args)  # type: ignore[arg-type]
+def _block(world: World, **kw: object) -> Block:
+    return build_slot_1_block(world, **kw)
 
 
 def _reason(fn: Callable[[], None]) -> str:
@@ -96,7 +71,7 @@ def _reason(fn: Callable[[], None]) -> str:
 
 
 def test_valid_block_with_every_kind_of_content(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     genesis, idents, vs = world
     spec = AppSpec("counter", RuntimeKind.PROCESS, command=("sh", "-c", "true"))
@@ -136,7 +111,7 @@ def test_valid_block_with_every_kind_of_content(
 
 
 def test_bare_majority_passes_and_half_does_not(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     ctx = _ctx(world)
     ok = _block(world, signer_indices=[0, 2, 3])
@@ -149,7 +124,7 @@ def test_bare_majority_passes_and_half_does_not(
     validate_block(half, compute_block_hash(half), ctx, check_attestation=False)
 
 
-def test_each_defect_has_its_reason(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+def test_each_defect_has_its_reason(world: World) -> None:
     _genesis, idents, _ = world
     ctx = _ctx(world)
     good = _block(world)
@@ -191,7 +166,7 @@ def test_each_defect_has_its_reason(world: tuple[Genesis, list[Identity], Valida
     )
 
 
-def test_bad_contents(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+def test_bad_contents(world: World) -> None:
     genesis, idents, _ = world
     ctx = _ctx(world)
     outsider = make_identity(77)
@@ -254,7 +229,7 @@ def test_bad_contents(world: tuple[Genesis, list[Identity], ValidatorSet]) -> No
     assert ADMIN.pk == genesis.params.admin_key
 
 
-def test_skip_block(world: tuple[Genesis, list[Identity], ValidatorSet]) -> None:
+def test_skip_block(world: World) -> None:
     _genesis, idents, vs = world
     ctx = _ctx(world)
     skip = build_skip_block(
@@ -294,7 +269,7 @@ def test_genesis_rules() -> None:
 
 
 def test_signature_cache_only_remembers_valid(
-    world: tuple[Genesis, list[Identity], ValidatorSet],
+    world: World,
 ) -> None:
     _, idents, _ = world
     cache = SignatureCache()
