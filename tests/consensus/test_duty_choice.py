@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from test_engine import Harness
 
+from edgechain.chain.model import NO_SIGNATURE, SkipBlock
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_slot_start_ms
 from edgechain.node.duty import choose_duty_nice, get_current_role
 from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
+from edgechain.types import BlockHash, NodeId, Slot
 
 
 def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> None:
@@ -28,12 +30,35 @@ def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> Non
     assert choices.get(Role.NONE, {None}) == {None}
 
 
-def test_a_node_behind_gets_no_raise_but_a_running_vdf_keeps_the_producers() -> None:
+def test_after_an_empty_slot_the_duties_are_still_raised() -> None:
+    """Slots 2 and 3 got no block: the head is the network's, its roles stand."""
     net = Harness(5)
     net.start_chain()
     net.run_slot(1)
     params = net.chain_params()
-    later = get_slot_start_ms(params, 4) + 10  # slots 2 and 3 never came: behind
+    later = get_slot_start_ms(params, 4) + 10
+    choices: dict[Role, set[int | None]] = {}
     for engine in net.engines.values():
+        _, role = get_current_role(engine, engine.pk, later)
+        choices[role] = choices.get(role, set()) | {
+            choose_duty_nice(engine, engine.pk, later, vdf_running=False)
+        }
+    assert choices[Role.PRODUCER] == {PRODUCER_NICE}
+    assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
+
+
+def test_a_node_behind_gets_no_raise_but_a_running_vdf_keeps_the_producers() -> None:
+    """A block of slot 3 waits for its parent: the network is ahead of our head."""
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    later = get_slot_start_ms(params, 4) + 10
+    newer = SkipBlock(BlockHash(b"\x01" * 32), Slot(3), NodeId(bytes(32)), b"", NO_SIGNATURE)
+    for engine in net.engines.values():
+        engine.sync.add_orphan(newer, BlockHash(b"\x02" * 32), None)
+        assert engine.sync.has_orphan_after(Slot(1))
         assert choose_duty_nice(engine, engine.pk, later, vdf_running=False) is None
         assert choose_duty_nice(engine, engine.pk, later, vdf_running=True) == PRODUCER_NICE
+        # An orphan of an older slot (a dead fork) is no sign of being behind.
+        assert not engine.sync.has_orphan_after(Slot(3))

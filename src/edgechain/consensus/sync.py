@@ -23,7 +23,7 @@ from edgechain.consensus.messages import (
 )
 from edgechain.consensus.state import get_slot_start_ms
 from edgechain.errors import PeerError
-from edgechain.types import BlockHash, NodeId
+from edgechain.types import BlockHash, NodeId, Slot
 
 Pending = tuple[AnyBlock, BlockHash, NodeId | None]
 """A block not accepted yet, its hash, and who sent it."""
@@ -55,6 +55,13 @@ class Sync:
         if all(h != block_hash for _, h, _ in waiting):
             waiting.append((block, block_hash, sender))
             self.orphan_count += 1
+
+    def has_orphan_after(self, slot: Slot) -> bool:
+        """Is a block of a later slot than ``slot`` waiting for its ancestors? (Then the
+        network is ahead of a head at ``slot``: this node is behind.)"""
+        return any(
+            block.slot > slot for waiting in self.orphans.values() for block, _, _ in waiting
+        )
 
     def take_orphans(self, parent: BlockHash) -> list[Pending]:
         """The orphans waiting for ``parent``, which has just been accepted."""

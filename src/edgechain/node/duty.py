@@ -57,12 +57,15 @@ def choose_duty_nice(
         return PRODUCER_NICE
     slot, role = get_current_role(engine, pk, now)
     head = engine.get_head_state()
-    if head is None or head.slot != slot - 1:
-        # Every slot gets a block or a skip block: a head older than the last slot
-        # means we are behind, and roles computed on it are most likely not the
-        # network's. Still try the duty (the last slot may really have no block), but
-        # never crowd out the real producer: several lagging nodes that each believe
-        # they produce once starved it at this priority.
+    if head is None or (head.slot != slot - 1 and engine.sync.has_orphan_after(head.slot)):
+        # A block of a later slot than our head waits for its ancestors: we are
+        # behind, and roles computed on our head are most likely not the network's.
+        # Still try the duty, but never crowd out the real producer: several lagging
+        # nodes that each believed they produce once starved it at this priority.
+        # A head older than the last slot with nothing newer in sight is the network's
+        # (a slot got neither a block nor a skip block): that slot's duties are raised,
+        # or a loaded host whose committee once missed the deadline keeps missing it
+        # (100 nodes on 2 cores: after one empty slot no committee was raised again).
         role = Role.NONE
     return {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
 
