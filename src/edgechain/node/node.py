@@ -147,6 +147,15 @@ class Node(NodeQueries):
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
             lambda: self.engine,
         )  # fmt: skip
+        if config.bootstrap and config.bootstrap_key:
+            # A joiner asks the bootstrap for the chain until it has it (HEAD_WANT). A
+            # routing table replaces a silent contact at once when a replacement waits
+            # (Kademlia §4.1), and a loaded bootstrap is often silent: without this
+            # address the request could go nowhere (in 100-node runs on 2 cores, 5-6
+            # joiners, all with ids sharing the bootstrap's first two bits, never got
+            # the genesis).
+            bootstrap_id = compute_node_id(config.bootstrap_key)  # type: ignore[arg-type]
+            self.routing.configured[bootstrap_id] = config.bootstrap
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()

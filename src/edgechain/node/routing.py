@@ -59,6 +59,9 @@ class PeerRouting:
         self._get_engine = get_engine
         self.addresses: dict[NodeId, str] = {}
         """Source addresses of UDP datagrams: where a sender can be answered."""
+        self.configured: dict[NodeId, str] = {}
+        """Addresses the operator gave (the bootstrap's): the last resort of
+        :meth:`resolve`, since a routing table may evict a peer that answered slowly."""
         self.counters = RoutingCounters()
 
     def on_datagram_from(self, sender: NodeId, source: str) -> None:
@@ -77,7 +80,7 @@ class PeerRouting:
             for request in engine.pending_inclusions.values():
                 if compute_node_id(request.public_key) == node:
                     return request.address
-        return address
+        return address or self.configured.get(node)
 
     def get_peer_key(self, node: NodeId) -> PublicKey | None:
         """``node``'s public key if we know it: from a message it authenticated, the
