@@ -13,18 +13,24 @@ from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.types import BlockHash, NodeId, Slot
 
 
-def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> None:
-    net = Harness(5)
-    net.start_chain()
-    net.run_slot(1)
-    params = net.chain_params()
-    now = get_slot_start_ms(params, 2) + 10  # the head is slot 1's block: up to date
+def _get_choices_by_role(net: Harness, now: int) -> dict[Role, set[int | None]]:
+    """Each role's duty choices over the harness's nodes at ``now`` (no VDF running)."""
     choices: dict[Role, set[int | None]] = {}
     for engine in net.engines.values():
         _, role = get_current_role(engine, engine.pk, now)
         choices[role] = choices.get(role, set()) | {
             choose_duty_nice(engine, engine.pk, now, vdf_running=False)
         }
+    return choices
+
+
+def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> None:
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    now = get_slot_start_ms(params, 2) + 10  # the head is slot 1's block: up to date
+    choices = _get_choices_by_role(net, now)
     assert choices[Role.PRODUCER] == {PRODUCER_NICE}
     assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
     assert choices.get(Role.NONE, {None}) == {None}
@@ -36,13 +42,7 @@ def test_after_an_empty_slot_the_duties_are_still_raised() -> None:
     net.start_chain()
     net.run_slot(1)
     params = net.chain_params()
-    later = get_slot_start_ms(params, 4) + 10
-    choices: dict[Role, set[int | None]] = {}
-    for engine in net.engines.values():
-        _, role = get_current_role(engine, engine.pk, later)
-        choices[role] = choices.get(role, set()) | {
-            choose_duty_nice(engine, engine.pk, later, vdf_running=False)
-        }
+    choices = _get_choices_by_role(net, get_slot_start_ms(params, 4) + 10)
     assert choices[Role.PRODUCER] == {PRODUCER_NICE}
     assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
 

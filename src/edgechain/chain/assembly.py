@@ -1,7 +1,7 @@
 """Pure helpers that sign and assemble chain objects (producer, committee, joining node).
 
-BLS and Ed25519 signing are deterministic, so these are pure functions of their inputs; the secret
-key never leaves the caller's memory.
+BLS and Ed25519 signing are deterministic, so these are pure functions of their inputs;
+the secret key never leaves the caller's memory.
 """
 
 from __future__ import annotations

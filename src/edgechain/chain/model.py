@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from edgechain.types import AppId, BlockHash, NodeId, PublicKey, ReportSignature, Signature, Slot
 
 NO_SIGNATURE = Signature(b"\x00" * 96)
-NO_REPORT_SIGNATURE = ReportSignature(b"\x00" * 64)
 """Placeholder of an object not signed yet (``chain.assembly.EMPTY_SIGNATURE``)."""
+NO_REPORT_SIGNATURE = ReportSignature(b"\x00" * 64)
+"""Placeholder of a report not signed yet (``chain.assembly.make_report``)."""
 
 BASIS_POINTS = 10_000
 """100.00 %: resource shares are integers in [0, BASIS_POINTS]."""

@@ -134,7 +134,7 @@ class SignatureCache:
         (libsodium has no batch check; one costs about 0.1 ms, a BLS one 2 ms)."""
         results = []
         for public_key, message, signature in items:
-            key = hashlib.sha256(b"report" + public_key + message + signature).digest()
+            key = _get_report_entry(public_key, message, signature)
             ok = key in self._seen
             if not ok and report_key.verify_report_signature(public_key, message, signature):
                 self._remember(key)
@@ -144,7 +144,7 @@ class SignatureCache:
 
     def add_own_report(self, public_key: bytes, message: bytes, signature: bytes) -> None:
         """Record a report this node just signed itself."""
-        self._remember(hashlib.sha256(b"report" + public_key + message + signature).digest())
+        self._remember(_get_report_entry(public_key, message, signature))
 
     def verify_pop(self, public_key: bytes, proof: bytes) -> bool:
         """A proof of possession, remembered like a signature."""
@@ -156,14 +156,15 @@ class SignatureCache:
         self._remember(key)
         return True
 
-    def add_own(self, public_key: bytes, message: bytes, signature: bytes) -> None:
-        """Record a signature this node just made itself: nothing to verify."""
-        self._remember(hashlib.sha256(public_key + message + signature).digest())
-
     def _remember(self, key: bytes) -> None:
         if len(self._seen) >= self.max_entries:
             self._seen.clear()
         self._seen.add(key)
+
+
+def _get_report_entry(public_key: bytes, message: bytes, signature: bytes) -> bytes:
+    """A report signature's entry in the cache (its own domain: not a BLS signature's)."""
+    return hashlib.sha256(b"report" + public_key + message + signature).digest()
 
 
 def _verify(cache: SignatureCache | None, pk: bytes, message: bytes, sig: bytes) -> bool:

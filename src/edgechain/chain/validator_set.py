@@ -111,7 +111,9 @@ def apply_block_to_validator_set(vs: ValidatorSet, block: AnyBlock) -> Validator
     rejects them, this keeps the transition total).
     """
     removed = set(get_removed_nodes(block))
-    if not (removed & vs._by_node.keys()) and not (isinstance(block, Block) and block.inclusions):
+    if not any(node in vs for node in removed) and not (
+        isinstance(block, Block) and block.inclusions
+    ):
         return vs  # most blocks change nobody: the child's state shares the parent's set
     kept = [m for m in vs.members if m.node not in removed]
     if isinstance(block, Block):

@@ -147,14 +147,17 @@ class Node(NodeQueries):
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
             lambda: self.engine,
         )  # fmt: skip
+        self.bootstrap: Contact | None = None
+        """The bootstrap node the operator named (None: this node creates the chain)."""
         if config.bootstrap and config.bootstrap_key:
+            bootstrap_id = compute_node_id(config.bootstrap_key)  # type: ignore[arg-type]
+            self.bootstrap = Contact(bootstrap_id, config.bootstrap)
             # A joiner asks the bootstrap for the chain until it has it (HEAD_WANT). A
             # routing table replaces a silent contact at once when a replacement waits
             # (Kademlia §4.1), and a loaded bootstrap is often silent: without this
             # address the request could go nowhere (in 100-node runs on 2 cores, 5-6
             # joiners, all with ids sharing the bootstrap's first two bits, never got
             # the genesis).
-            bootstrap_id = compute_node_id(config.bootstrap_key)  # type: ignore[arg-type]
             self.routing.configured[bootstrap_id] = config.bootstrap
         self.process = psutil.Process()
         self.process.cpu_percent(None)
@@ -272,11 +275,9 @@ class Node(NodeQueries):
         log.info("store replayed", extra={"fields": {"blocks": count}})
 
     def _join_dht(self) -> None:
-        cfg = self.config
-        if cfg.bootstrap and cfg.bootstrap_key:
-            contact = Contact(compute_node_id(cfg.bootstrap_key), cfg.bootstrap)  # type: ignore[arg-type]
-        else:
-            contact = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
+        contact = self.bootstrap or Contact(
+            self.node_id, join_address(self.transport.host, self.transport.port)
+        )
         self._apply_dht(self.dht.join(contact, self.clock.now_ms()))
 
     async def _loop(self, stop: asyncio.Event) -> None:
