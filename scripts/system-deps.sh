@@ -12,6 +12,9 @@
 #   iproute2        ip netns: one network namespace per testnet node (--netns, chaos)
 #   iptables        the chaos harness's partitions and packet loss, inside the namespaces
 #   e2fsprogs       mkfs.ext4: small loop-mounted disks (state quotas, the full-disk fault)
+#   chromium, chromium-driver
+#                   headless Chromium and its WebDriver: the dashboard's browser test
+#                   (tests/api/test_dashboard_browser.py drives it with selenium)
 #
 # Nothing else is set up here: the containers.conf podman needs on these VMs (runc,
 # cgroupfs, explicit ulimits) is written by edgechain.runtime.podman next to the
@@ -25,9 +28,11 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+test -x /usr/bin/chromium || need+=(chromium)
+test -x /usr/bin/chromedriver || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
-  echo "system-deps: not root, cannot install ${need[*]}; the podman tests will skip" >&2
+  echo "system-deps: not root, cannot install ${need[*]}; the tests needing them will skip" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -26,6 +26,7 @@ from edgechain.api.server import READ_TIMEOUT_S, HttpServer
 from edgechain.errors import StoreFullError
 from edgechain.network.transport import split_address
 from edgechain.node import Node, NodeConfig
+from edgechain.telemetry import logs
 
 log = logging.getLogger("edgechain.node")
 
@@ -52,10 +53,7 @@ class NodeService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.api.start()
-        log.info(
-            "api listening",
-            extra={"fields": {"host": self.api.host, "http_port": self.api.port}},
-        )
+        logs.info(log, "api listening", host=self.api.host, http_port=self.api.port)
         node_task = asyncio.ensure_future(self.node.run(stop))
         try:
             started = asyncio.ensure_future(self.node.started.wait())
@@ -80,7 +78,7 @@ class NodeService:
             tmp.write_text(json.dumps({**self.node.get_identity(), "http_port": self.api.port}))
             tmp.replace(path)
         except OSError as exc:  # a full disk: the node runs, whoever waits for it times out
-            log.error("cannot write the ready file", extra={"fields": {"error": str(exc)}})
+            logs.error(log, "cannot write the ready file", error=str(exc))
             tmp.unlink(missing_ok=True)
 
 
@@ -94,14 +92,16 @@ async def run_node(config: NodeConfig) -> None:
     try:
         service = NodeService(config)
     except StoreFullError as exc:
-        log.error("disk full: cannot open the block store", extra={"fields": {"error": str(exc)}})
+        logs.error(log, "disk full: cannot open the block store", error=str(exc))
         raise SystemExit(EXIT_DISK_FULL) from None
     await service.run(stop)
     failure = service.node.store_failure
     if failure is not None:
         code = EXIT_DISK_FULL if isinstance(failure, StoreFullError) else EXIT_STORE_FAILED
-        log.error(
+        logs.error(
+            log,
             "node stopped on a store failure: restart it once the disk has room",
-            extra={"fields": {"exit_code": code, "error": str(failure)}},
+            exit_code=code,
+            error=str(failure),
         )
         raise SystemExit(code)

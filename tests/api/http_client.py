@@ -13,15 +13,20 @@ class Response:
     status: int
     headers: dict[str, str]
     body: Any
-    """The parsed JSON body."""
+    """The parsed JSON body (a text body as ``str``: ``TEXT_TYPES``)."""
+
+
+TEXT_TYPES = ("text/html", "text/css", "application/javascript", "text/plain", "image/svg+xml")
+"""What a 200 may be besides JSON (every error is JSON)."""
 
 
 class MalformedResponseError(AssertionError):
     """The server's bytes are not one well-formed HTTP response with a JSON body."""
 
 
-def parse_response(data: bytes) -> Response:
-    """One complete response (the server closes after it): status, headers, JSON body."""
+def parse_response(data: bytes, *, to_head: bool = False) -> Response:
+    """One complete response (the server closes after it): status, headers, JSON body
+    (or a text body of a 200); ``to_head``: the answer to a HEAD request, which has none."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise MalformedResponseError(f"no end of headers in {data[:200]!r}")
@@ -37,13 +42,20 @@ def parse_response(data: bytes) -> Response:
             raise MalformedResponseError(f"bad header {line!r}")
         headers[name.strip().lower()] = value.strip()
     if int(code) == 100:  # interim answer: the real one follows
-        return parse_response(body)
-    if headers.get("content-type") != "application/json":
-        raise MalformedResponseError(f"content-type {headers.get('content-type')!r}")
+        return parse_response(body, to_head=to_head)
+    if to_head and not body:
+        # A HEAD answer is the head alone (a request the server could not parse is
+        # not known to be a HEAD: it gets a whole JSON answer, checked below).
+        return Response(int(code), headers, None)
+    content_type = headers.get("content-type", "")
     if int(headers.get("content-length", "-1")) != len(body):
         raise MalformedResponseError(
             f"content-length {headers.get('content-length')} != {len(body)}"
         )
+    if int(code) == 200 and content_type.startswith(TEXT_TYPES):
+        return Response(200, headers, body.decode())  # the dashboard's files, /metrics
+    if content_type != "application/json":
+        raise MalformedResponseError(f"content-type {content_type!r}")
     try:
         payload = json.loads(body)
     except ValueError:

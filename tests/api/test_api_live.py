@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from node.live_nodes import make_configs
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgechain.api.auth import TOKEN_FILE
 from edgechain.api.server import MAX_BODY
@@ -40,6 +42,7 @@ from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
 from edgechain.node import NodeConfig
 from edgechain.node_daemon import NodeService
+from edgechain.telemetry.cpu import Component
 
 from .hostile_requests import http_requests
 from .http_client import Response, call, exchange, parse_response, request_bytes
@@ -256,10 +259,11 @@ def test_hostile_requests_get_json_answers_and_the_node_keeps_producing(
     fields: Counter[str] = Counter()
 
     def check(data: bytes) -> Response:
-        reply = parse_response(exchange(port, data))
+        head = data.startswith(b"HEAD ")
+        reply = parse_response(exchange(port, data), to_head=head)
         statuses[reply.status] += 1
         assert 200 <= reply.status < 500, (data[:300], reply)
-        if reply.status >= 400:
+        if reply.status >= 400 and not head:
             assert isinstance(reply.body, dict) and reply.body.get("error"), reply
             fields[f"{reply.status} {reply.body.get('field')}"] += 1
         return reply
@@ -300,3 +304,65 @@ def test_hostile_requests_get_json_answers_and_the_node_keeps_producing(
         wait_for(moved, 30, f"node {index} producing")
     status = cluster.get(victim, "/status")
     assert status["is_validator"] and status["validators"] == 2
+
+
+def _read_events(port: int, count: int, timeout: float = 30.0) -> tuple[dict[str, str], list[str]]:
+    """Open ``GET /events``: its response headers and its first ``count`` messages (each
+    message's lines, chunked transfer coding removed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request_bytes("GET", "/events", headers={"Accept": "text/event-stream"}))
+        data = b""
+        deadline = time.monotonic() + timeout
+        while data.partition(b"\r\n\r\n")[2].count(b"\n\n") < count:
+            assert time.monotonic() < deadline, f"no {count} events: {data[:300]!r}"
+            chunk = sock.recv(65536)
+            assert chunk, f"the stream closed: {data[:300]!r}"
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = dict(
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(":") for line in head.decode().split("\r\n")[1:])
+    )
+    assert headers["transfer-encoding"] == "chunked", headers
+    text = b""
+    while body:  # chunks: a hex size line, the data, CRLF
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        text, body = text + body[:size], body[size + 2 :]
+    return headers, text.decode().split("\n\n")[:count]
+
+
+def test_metrics_events_and_the_dashboard_on_a_live_node(cluster: Cluster) -> None:
+    port = cluster.ports[0]
+    # /metrics parses with prometheus-client's own parser and counts what happened.
+    reply = call(port, "GET", "/metrics")
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(reply.body)
+        for s in family.samples
+    }
+    assert samples[("edgechain_blocks_accepted_total", (("kind", "block"),))] >= 2
+    assert samples[("edgechain_head_slot", ())] >= 2
+    assert samples[("edgechain_validators", ())] == 2
+    assert samples[("edgechain_block_votes_count", ())] >= 1
+    # (In-process nodes share one CPU meter slot: only the labels are checked here.)
+    for component in Component:
+        assert ("edgechain_cpu_seconds_total", (("component", component.value),)) in samples
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    # /events: the first snapshot comes at once, and it is the node's head.
+    headers, (retry, event) = _read_events(port, 2)
+    assert headers["content-type"] == "text/event-stream"
+    assert retry == "retry: 1000"  # the browser reconnects after this (streams are bounded)
+    fields = dict(line.partition(": ")[::2] for line in event.split("\n"))
+    assert fields["event"] == "snapshot"
+    snapshot = json.loads(fields["data"])
+    assert snapshot["node"]["head_slot"] >= 2
+    assert len(snapshot["nodes"]) == 2
+    # The dashboard's page and files; an unknown file is a JSON 404.
+    page = call(port, "GET", "/dashboard")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    assert call(port, "GET", "/").body == page.body
+    assert call(port, "GET", "/dashboard/nothing.js").status == 404
+    assert call(port, "GET", "/dashboard/snapshot").body["node"]["id"]
+    assert call(port, "GET", "/openapi.json").body["openapi"].startswith("3.")

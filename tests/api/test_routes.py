@@ -12,11 +12,11 @@ import pytest
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import HttpError, Reply, Request
 from edgechain.chain.assembly import make_command
-from edgechain.chain.authority import CommandReason
 from edgechain.chain.encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppSpec, ChainParams, CommandKind, RuntimeKind, SignedCommand
+from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, compute_genesis_state
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.node import ChainEntry, CommandReceipt, NoOperatorKeyError
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.testing import ADMIN, make_genesis
@@ -46,7 +46,7 @@ class FakeNode:
         )
         self.ready = True
         self.operator = True
-        self.refuse: str | None = None
+        self.refuse: RejectReason | None = None
         self.submitted: list[object] = []
 
     def is_ready(self) -> bool:
@@ -75,6 +75,18 @@ class FakeNode:
 
     def get_migrations(self) -> list[dict[str, Any]]:
         return [{"app": _app(1).hex()[:16], "outcome": "ok"}, {"app": "ffff", "outcome": "x"}]
+
+    def get_overview(self) -> dict[str, Any]:
+        return {"node_id": "00" * 32, "public_key": "00" * 48, "peers": 0, "rss_mb": 0}
+
+    def get_recent_chain(self, count: int) -> list[ChainEntry]:
+        return []
+
+    def get_slot_roles(self) -> tuple[int, Roles | None]:
+        return 0, None
+
+    def get_metrics_text(self) -> bytes:
+        return b"# HELP edgechain_slot x\n# TYPE edgechain_slot gauge\nedgechain_slot 3.0\n"
 
     def submit_command(self, command: SignedCommand) -> CommandReceipt:
         if self.refuse is not None:
@@ -279,19 +291,21 @@ def test_post_commands_bad_input(node: FakeNode, body: Any, field: str) -> None:
 @pytest.mark.parametrize(
     ("reason", "status"),
     [
-        (CommandReason.BAD_SIGNATURE, 403),
-        (CommandReason.UNKNOWN_SIGNER, 403),
-        (CommandReason.REVOKED, 403),
-        (CommandReason.NOT_ADMIN, 403),
-        (CommandReason.REPLAYED, 409),
-        (CommandReason.MALFORMED, 400),
-        (CommandReason.INVALID, 422),
-        ("no_chain", 503),
-        ("command_pool_full", 503),
-        ("something_new", 422),
+        (RejectReason.COMMAND_BAD_SIGNATURE, 403),
+        (RejectReason.COMMAND_UNKNOWN_SIGNER, 403),
+        (RejectReason.COMMAND_REVOKED, 403),
+        (RejectReason.COMMAND_NOT_ADMIN, 403),
+        (RejectReason.COMMAND_REPLAYED, 409),
+        (RejectReason.COMMAND_MALFORMED, 400),
+        (RejectReason.COMMAND_INVALID, 422),
+        (RejectReason.NO_CHAIN, 503),
+        (RejectReason.COMMAND_POOL_FULL, 503),
+        (RejectReason.BAD_VDF, 422),  # any other reason
     ],
 )
-def test_refused_commands_map_to_statuses(node: FakeNode, reason: str, status: int) -> None:
+def test_refused_commands_map_to_statuses(
+    node: FakeNode, reason: RejectReason, status: int
+) -> None:
     node.refuse = reason
     reply = call(node, "POST", "/commands", body={"command": encode_command(_command()).hex()})
     assert reply.status == status
@@ -308,3 +322,26 @@ def test_json_depth_is_bounded_before_parsing() -> None:
     assert get_json_depth(b'["\\"[[[", {}]') == 2
     deep = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
     assert get_json_depth(deep) == MAX_JSON_DEPTH
+
+
+def test_event_streams_are_bounded_in_number_and_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgechain.api import live
+
+    routes = NodeRoutes(FakeNode(), TOKEN)
+    request = Request("GET", "/events", {}, b"", {})
+    reply = asyncio.run(routes.handle(request))
+    assert (reply.status, reply.content_type) == (200, live.EVENT_STREAM)
+    monkeypatch.setattr(live, "STREAM_LIFETIME_S", 0.0)
+    monkeypatch.setattr(live, "POLL_S", 0.0)
+
+    async def drain() -> list[bytes]:
+        assert reply.stream is not None
+        return [piece async for piece in reply.stream()]
+
+    # A stream past its lifetime ends after telling the browser when to come back.
+    assert asyncio.run(drain()) == [b"retry: 1000\n\n"]
+    assert routes.feed.open_streams == 0
+    routes.feed.open_streams = live.MAX_STREAMS
+    with pytest.raises(HttpError) as refused:
+        asyncio.run(routes.handle(request))
+    assert refused.value.status == 503

@@ -16,6 +16,7 @@ import pytest
 
 from edgechain.api.server import (
     MAX_BODY,
+    MAX_HEAD,
     MAX_HEADERS,
     MAX_LINE,
     HttpError,
@@ -89,7 +90,7 @@ def test_a_good_request_round_trips(port: int) -> None:
 
 
 def test_absolute_form_target(port: int) -> None:
-    reply = raw(port, b"GET http://host:1/abs?q=2 HTTP/1.1\r\n\r\n")
+    reply = raw(port, b"GET http://host:1/abs?q=2 HTTP/1.1\r\nHost: host:1\r\n\r\n")
     assert (reply.status, reply.body["path"], reply.body["query"]) == (200, "/abs", {"q": "2"})
 
 
@@ -99,26 +100,28 @@ def test_absolute_form_target(port: int) -> None:
         (b"GARBAGE\r\n\r\n", 400, "request_line"),
         (b"GET /x\r\n\r\n", 400, "request_line"),
         (b"GET /x HTTP/2.0\r\n\r\n", 400, "version"),
-        (b"G(T /x HTTP/1.1\r\n\r\n", 400, "method"),
-        (b"GET x HTTP/1.1\r\n\r\n", 400, "target"),
-        (b"GET /x?a=%ff HTTP/1.1\r\n\r\n", 400, "query"),
-        (b"GET /x?a=1&a=2 HTTP/1.1\r\n\r\n", 400, "a"),
-        (b"GET /x HTTP/1.1\r\nno colon here\r\n\r\n", 400, "headers"),
-        (b"GET /x HTTP/1.1\r\n folded: x\r\n\r\n", 400, "headers"),
-        (b"GET /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "content-length"),
-        (b"GET /x HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400, "content-length"),
+        (b"G(T /x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "request_line"),
+        (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "target"),
+        (b"GET /x?a=%ff HTTP/1.1\r\nHost: a\r\n\r\n", 400, "query"),
+        (b"GET /x?a=1&a=2 HTTP/1.1\r\nHost: a\r\n\r\n", 400, "a"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400, "headers"),
+        (b"GET /x HTTP/1.1\r\n\r\n", 400, "headers"),  # HTTP/1.1 needs Host
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400, "content-length"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n", 400, "content-length"),
         (
-            b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
             400,
             "content-length",
         ),
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411, None),
+        (b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501, None),
         (
-            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\nx",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 1\r\n\r\nx",
             400,
             "transfer-encoding",
         ),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400, "body"),
+        (b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nshort", 400, "body"),
+        (b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", 400, "body"),
         (b"GET /x HTTP/1.1\r\nHost: a", 400, "headers"),
         (b"GET /x HT", 400, "request_line"),
         (b"\xff\xfe\x00\x01\r\n\r\n", 400, "request_line"),
@@ -135,18 +138,18 @@ def test_malformed_requests_get_a_400(
 
 
 def test_an_over_long_request_line_is_414(port: int) -> None:
-    reply = raw(port, b"GET /" + b"a" * (MAX_LINE + 10) + b" HTTP/1.1\r\n\r\n")
+    reply = raw(port, b"GET /" + b"a" * (MAX_LINE + 10) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     assert (reply.status, reply.body["field"]) == (414, "request_line")
 
 
 def test_an_over_long_header_is_431(port: int) -> None:
-    reply = raw(port, b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_LINE + 10) + b"\r\n\r\n")
+    reply = raw(port, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * (MAX_HEAD + 10) + b"\r\n\r\n")
     assert (reply.status, reply.body["field"]) == (431, "headers")
 
 
 def test_too_many_headers_is_431(port: int) -> None:
     headers = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
-    reply = raw(port, b"GET / HTTP/1.1\r\n" + headers + b"\r\n")
+    reply = raw(port, b"GET / HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n")
     assert reply.status == 431
 
 
@@ -158,8 +161,30 @@ def test_an_oversized_body_is_413_and_the_answer_arrives(port: int) -> None:
 
 
 def test_an_oversized_declared_length_is_413_without_a_body(port: int) -> None:
-    reply = raw(port, b"POST /x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n")
+    reply = raw(port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n")
     assert reply.status == 413
+
+
+def test_a_chunked_body_is_read(port: int) -> None:
+    data = (
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert (raw(port, data).status, raw(port, data).body["body"]) == (200, "abcde")
+
+
+def test_an_oversized_chunked_body_is_413(port: int) -> None:
+    chunk = b"x" * (64 * 1024)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // len(chunk) + 1)
+    )
+    data = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    assert (raw(port, data + b"0\r\n\r\n").status, raw(port, data).body["field"]) == (413, "body")
+
+
+def test_empty_lines_before_the_request_line_are_ignored(port: int) -> None:
+    assert raw(port, b"\r\n\r\n" + request_bytes("GET", "/fine")).status == 200
+    assert raw(port, b"\r\n\r\n").status == 400
 
 
 def test_expect_100_continue(port: int) -> None:
@@ -172,7 +197,7 @@ def test_expect_100_continue(port: int) -> None:
     [
         b"GET /x HTT",
         b"GET /x HTTP/1.1\r\nHost: a\r\n",
-        b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nab",
     ],
 )
 def test_a_stalled_client_gets_408_then_the_connection_closes(port: int, partial: bytes) -> None:

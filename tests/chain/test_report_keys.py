@@ -21,13 +21,12 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import ResourceReport
 from edgechain.chain.validation import (
-    Reason,
     SignatureCache,
     validate_block,
     validate_inclusion,
 )
 from edgechain.crypto import report_key
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.testing import Identity, make_identity
 from edgechain.types import ReportSignature, SecretKey, Slot
 
@@ -109,12 +108,12 @@ def test_an_inclusion_with_a_bad_or_swapped_report_key_is_refused(
     validate_inclusion(request, open_params)
     with pytest.raises(ValidationError) as bad:
         validate_inclusion(dataclasses.replace(request, report_key=bytes(32)), open_params)
-    assert bad.value.reason == Reason.BAD_INCLUSION and "report key" in str(bad.value)
+    assert bad.value.reason == RejectReason.BAD_INCLUSION and "report key" in str(bad.value)
     # Another (valid) key swapped in after signing: the BLS signature covers the key.
     swapped = report_key.get_report_public_key(make_identity(78).sk)
     with pytest.raises(ValidationError) as bad:
         validate_inclusion(dataclasses.replace(request, report_key=swapped), open_params)
-    assert bad.value.reason == Reason.BAD_INCLUSION and "signature" in str(bad.value)
+    assert bad.value.reason == RejectReason.BAD_INCLUSION and "signature" in str(bad.value)
 
 
 def test_a_block_checks_each_report_under_its_nodes_report_key(
@@ -135,7 +134,7 @@ def test_a_block_checks_each_report_under_its_nodes_report_key(
     for bad in (by_other, altered, unsigned):
         with pytest.raises(ValidationError) as refused:
             _validate_with_reports(world, (_report(idents[0]), bad))
-        assert refused.value.reason == Reason.BAD_REPORT_SIGNATURE
+        assert refused.value.reason == RejectReason.BAD_REPORT_SIGNATURE
 
 
 def test_the_cache_remembers_only_good_report_signatures() -> None:

@@ -24,8 +24,8 @@ from edgechain.chain.model import (
     AppSpec,
     RuntimeKind,
 )
-from edgechain.chain.validation import Reason, get_spec_limits_error, validate_app_spec
-from edgechain.errors import DecodeError, ValidationError
+from edgechain.chain.validation import get_spec_limits_error, validate_app_spec
+from edgechain.errors import DecodeError, RejectReason, ValidationError
 
 CONTAINER = AppSpec("cache", RuntimeKind.CONTAINER, image="localhost/edgechain-apps:latest")
 PROCESS = AppSpec("worker", RuntimeKind.PROCESS, command=("sleep", "60"))
@@ -127,5 +127,5 @@ def test_validation_refuses(spec: AppSpec, field: str) -> None:
     assert error is not None and error.startswith(field)
     with pytest.raises(ValidationError) as info:
         validate_app_spec(spec)
-    assert info.value.reason == Reason.BAD_SUBMISSION
+    assert info.value.reason == RejectReason.BAD_SUBMISSION
     assert field in str(info.value)

@@ -16,7 +16,6 @@ from edgechain.chain.assembly import (
     make_ticket,
     sign_as_producer,
 )
-from edgechain.chain.authority import CommandReason
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import (
     AppSpec,
@@ -29,7 +28,6 @@ from edgechain.chain.model import (
 )
 from edgechain.chain.validation import (
     BlockContext,
-    Reason,
     SignatureCache,
     validate_block,
     validate_genesis,
@@ -38,7 +36,7 @@ from edgechain.chain.validation import (
 from edgechain.chain.validator_set import (
     apply_block_to_validator_set,
 )
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.testing import (
     ADMIN,
     Identity,
@@ -118,7 +116,8 @@ def test_bare_majority_passes_and_half_does_not(
     validate_block(ok, compute_block_hash(ok), ctx)
     half = _block(world, signer_indices=[0, 1])
     assert (
-        _reason(lambda: validate_block(half, compute_block_hash(half), ctx)) == Reason.NO_MAJORITY
+        _reason(lambda: validate_block(half, compute_block_hash(half), ctx))
+        == RejectReason.NO_MAJORITY
     )
     # Without the attestation check the same block is a valid candidate.
     validate_block(half, compute_block_hash(half), ctx, check_attestation=False)
@@ -134,27 +133,37 @@ def test_each_defect_has_its_reason(world: World) -> None:
         bh = block_hash if block_hash is not None else compute_block_hash(block)
         return _reason(lambda: validate_block(block, bh, ctx))  # type: ignore[arg-type]
 
-    assert check(good, dataclasses.replace(ctx, parent_hash=b"\x09" * 32)) == Reason.BAD_PARENT  # type: ignore[arg-type]
-    assert check(good, dataclasses.replace(ctx, parent_slot=Slot(1))) == Reason.BAD_SLOT
-    assert check(dataclasses.replace(good, epoch=7)) == Reason.BAD_EPOCH
-    assert check(good, dataclasses.replace(ctx, producer_key=idents[5].pk)) == Reason.BAD_PRODUCER
-    assert check(dataclasses.replace(good, difficulty=0)) == Reason.BAD_DIFFICULTY
-    assert check(good, dataclasses.replace(ctx, vdf_iterations=ITERATIONS + 1)) == Reason.BAD_VDF
+    wrong_parent = dataclasses.replace(ctx, parent_hash=b"\x09" * 32)  # type: ignore[arg-type]
+    assert check(good, wrong_parent) == RejectReason.BAD_PARENT
+    assert check(good, dataclasses.replace(ctx, parent_slot=Slot(1))) == RejectReason.BAD_SLOT
+    assert check(dataclasses.replace(good, epoch=7)) == RejectReason.BAD_EPOCH
+    assert (
+        check(good, dataclasses.replace(ctx, producer_key=idents[5].pk))
+        == RejectReason.BAD_PRODUCER
+    )
+    assert check(dataclasses.replace(good, difficulty=0)) == RejectReason.BAD_DIFFICULTY
+    assert (
+        check(good, dataclasses.replace(ctx, vdf_iterations=ITERATIONS + 1)) == RejectReason.BAD_VDF
+    )
     flipped = bytearray(good.vdf_proof)
     flipped[10] ^= 1
     assert (
-        check(dataclasses.replace(good, vdf_proof=bytes(flipped)), block_hash=h) == Reason.BAD_VDF
+        check(dataclasses.replace(good, vdf_proof=bytes(flipped)), block_hash=h)
+        == RejectReason.BAD_VDF
     )
     assert (
         check(dataclasses.replace(good, producer_signature=good.aggregate_signature), block_hash=h)
-        == Reason.BAD_PRODUCER_SIGNATURE
+        == RejectReason.BAD_PRODUCER_SIGNATURE
     )
     # Another committee: the aggregate does not verify.
     other = dataclasses.replace(ctx, committee=tuple(i.pk for i in [idents[5], *idents[2:5]]))
-    assert check(good, other) == Reason.BAD_AGGREGATE
-    assert check(dataclasses.replace(good, signers=b"\x1f"), block_hash=h) == Reason.BAD_BITFIELD
+    assert check(good, other) == RejectReason.BAD_AGGREGATE_SIGNATURE
     assert (
-        check(dataclasses.replace(good, signers=b"\x0f\x00"), block_hash=h) == Reason.BAD_BITFIELD
+        check(dataclasses.replace(good, signers=b"\x1f"), block_hash=h) == RejectReason.BAD_BITFIELD
+    )
+    assert (
+        check(dataclasses.replace(good, signers=b"\x0f\x00"), block_hash=h)
+        == RejectReason.BAD_BITFIELD
     )
     # A vote for another block does not count for this one.
     forged = attest(_block(world, slot=Slot(2)), idents[1:5])
@@ -162,7 +171,7 @@ def test_each_defect_has_its_reason(world: World) -> None:
         check(
             dataclasses.replace(good, aggregate_signature=forged.aggregate_signature), block_hash=h
         )
-        == Reason.BAD_AGGREGATE
+        == RejectReason.BAD_AGGREGATE_SIGNATURE
     )
 
 
@@ -180,52 +189,54 @@ def test_bad_contents(world: World) -> None:
             ident.sk, Slot(slot), timestamp_ms=1, cpu_bp=cpu, ram_bp=1, disk_bp=1, rtt_us=1, apps=()
         )
 
-    assert reason_of(reports=(report(outsider),)) == Reason.BAD_REPORT
-    assert reason_of(reports=(report(idents[0], slot=2),)) == Reason.BAD_REPORT
-    assert reason_of(reports=(report(idents[0], cpu=10_001),)) == Reason.BAD_REPORT
+    assert reason_of(reports=(report(outsider),)) == RejectReason.BAD_REPORT
+    assert reason_of(reports=(report(idents[0], slot=2),)) == RejectReason.BAD_REPORT
+    assert reason_of(reports=(report(idents[0], cpu=10_001),)) == RejectReason.BAD_REPORT
     forged = dataclasses.replace(report(idents[0]), cpu_bp=11)  # type: ignore[type-var]
-    assert reason_of(reports=(forged,)) == Reason.BAD_REPORT_SIGNATURE
-    assert reason_of(reports=(report(idents[0]), report(idents[0]))) == Reason.DUPLICATE_REPORT
+    assert reason_of(reports=(forged,)) == RejectReason.BAD_REPORT_SIGNATURE
+    assert (
+        reason_of(reports=(report(idents[0]), report(idents[0]))) == RejectReason.DUPLICATE_REPORT
+    )
     no_ticket = make_inclusion_request(outsider.sk, "127.0.0.1:1", (), b"")
-    assert reason_of(inclusions=(no_ticket,)) == Reason.BAD_TICKET
+    assert reason_of(inclusions=(no_ticket,)) == RejectReason.BAD_ADMISSION_TICKET
     wrong_admin = make_inclusion_request(
         outsider.sk, "127.0.0.1:1", (), make_ticket(outsider.sk, "testnet", outsider.pk)
     )
-    assert reason_of(inclusions=(wrong_admin,)) == Reason.BAD_TICKET
+    assert reason_of(inclusions=(wrong_admin,)) == RejectReason.BAD_ADMISSION_TICKET
     good_req = make_joining_request(outsider, genesis.params, 5)
     assert (
         reason_of(inclusions=(dataclasses.replace(good_req, pop=good_req.signature),))
-        == Reason.BAD_POP
+        == RejectReason.BAD_PROOF_OF_POSSESSION
     )
     assert (
         reason_of(inclusions=(dataclasses.replace(good_req, address="10.0.0.1:2"),))
-        == Reason.BAD_INCLUSION
+        == RejectReason.BAD_INCLUSION
     )
-    assert reason_of(inclusions=(good_req, good_req)) == Reason.BAD_INCLUSION
+    assert reason_of(inclusions=(good_req, good_req)) == RejectReason.BAD_INCLUSION
     assert (
         reason_of(inclusions=(make_joining_request(idents[1], genesis.params),))
-        == Reason.BAD_INCLUSION
+        == RejectReason.BAD_INCLUSION
     )
-    assert reason_of(exits=(make_exit_request(outsider.sk, Slot(1)),)) == Reason.BAD_EXIT
-    assert reason_of(exits=(make_exit_request(idents[1].sk, Slot(5)),)) == Reason.BAD_EXIT
+    assert reason_of(exits=(make_exit_request(outsider.sk, Slot(1)),)) == RejectReason.BAD_EXIT
+    assert reason_of(exits=(make_exit_request(idents[1].sk, Slot(5)),)) == RejectReason.BAD_EXIT
     chain_id = genesis.params.chain_id
     no_image = AppSpec("x", RuntimeKind.CONTAINER)
     submit = make_command(idents[0].sk, chain_id, 1, CommandKind.SUBMIT, spec=no_image)
-    assert reason_of(commands=(submit,)) == Reason.BAD_SUBMISSION
+    assert reason_of(commands=(submit,)) == RejectReason.BAD_SUBMISSION
     long_name = AppSpec("x" * 5000, RuntimeKind.PROCESS, command=("true",))
     submit = make_command(idents[0].sk, chain_id, 1, CommandKind.SUBMIT, spec=long_name)
-    assert reason_of(commands=(submit,)) == Reason.BAD_SUBMISSION
+    assert reason_of(commands=(submit,)) == RejectReason.BAD_SUBMISSION
     stop = make_command(idents[0].sk, chain_id, 1, CommandKind.STOP, app=b"\x01" * 32)
     unsigned = dataclasses.replace(stop, signature=Signature(bytes(96)))
-    assert reason_of(commands=(unsigned,)) == CommandReason.BAD_SIGNATURE
+    assert reason_of(commands=(unsigned,)) == RejectReason.COMMAND_BAD_SIGNATURE
     forged = dataclasses.replace(stop, seq=2)
-    assert reason_of(commands=(forged,)) == CommandReason.BAD_SIGNATURE
+    assert reason_of(commands=(forged,)) == RejectReason.COMMAND_BAD_SIGNATURE
     other_chain = make_command(idents[0].sk, "other", 1, CommandKind.STOP, app=b"\x01" * 32)
-    assert reason_of(commands=(other_chain,)) == CommandReason.BAD_SIGNATURE
+    assert reason_of(commands=(other_chain,)) == RejectReason.COMMAND_BAD_SIGNATURE
     no_app = make_command(idents[0].sk, chain_id, 1, CommandKind.STOP)
-    assert reason_of(commands=(no_app,)) == CommandReason.MALFORMED
+    assert reason_of(commands=(no_app,)) == RejectReason.COMMAND_MALFORMED
     entry = PlanEntry(PlanAction.PLACE, AppId(b"\x02" * 32), b"", idents[0].node)
-    assert reason_of(plan=(entry, entry)) == Reason.BAD_PLAN
+    assert reason_of(plan=(entry, entry)) == RejectReason.BAD_PLAN
     assert ADMIN.pk == genesis.params.admin_key
 
 
@@ -242,7 +253,7 @@ def test_skip_block(world: World) -> None:
     )
     assert (
         _reason(lambda: validate_skip_block(wrong, compute_block_hash(wrong), ctx))
-        == Reason.BAD_PRODUCER
+        == RejectReason.BAD_PRODUCER
     )
     minority = build_skip_block(
         parent=ctx.parent_hash,
@@ -253,7 +264,7 @@ def test_skip_block(world: World) -> None:
     )
     assert (
         _reason(lambda: validate_skip_block(minority, compute_block_hash(minority), ctx))
-        == Reason.NO_MAJORITY
+        == RejectReason.NO_MAJORITY
     )
 
 
@@ -261,9 +272,9 @@ def test_genesis_rules() -> None:
     genesis, _ = make_genesis(5, committee_size=4)
     validate_genesis(genesis)
     small = dataclasses.replace(genesis, inclusions=genesis.inclusions[:4])
-    assert _reason(lambda: validate_genesis(small)) == Reason.BAD_GENESIS
+    assert _reason(lambda: validate_genesis(small)) == RejectReason.BAD_GENESIS
     dup = dataclasses.replace(genesis, inclusions=(*genesis.inclusions, genesis.inclusions[0]))
-    assert _reason(lambda: validate_genesis(dup)) == Reason.BAD_GENESIS
+    assert _reason(lambda: validate_genesis(dup)) == RejectReason.BAD_GENESIS
     open_genesis, _ = make_genesis(5, committee_size=4, admin=False)
     validate_genesis(open_genesis)
 

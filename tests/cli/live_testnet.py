@@ -1,7 +1,8 @@
 """A real ``edgechain testnet --forever`` and the CLI pointed at it, for the live tests.
 
-4 node processes, committee 2, 1 s slots, in ``run_dir``; the launcher writes
-``RUN/client.toml`` once genesis is reached and the operator key is granted.
+``nodes`` node processes (4 by default), committee 2, 1 s slots, in ``run_dir``; the
+launcher writes ``RUN/client.toml`` once genesis is reached and the operator key is
+granted.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ POLL_S = 0.3
 class LiveTestnet:
     """A running ``edgechain testnet`` and the CLI pointed at it."""
 
-    def __init__(self, run_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, run_dir: Path, extra_args: tuple[str, ...] = (), nodes: int = 4) -> None:
         self.run_dir = run_dir
         self.extra_args = extra_args
         """More ``edgechain testnet`` flags (``--containers 3``)."""
+        self.nodes = nodes
         self.app: str | None = None
         """The test app's id once submitted."""
         self.client = run_dir / "client.toml"
         self.launcher: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", "4",
+        argv = [EDGECHAIN, "testnet", "--forever", "--quiet", "--nodes", str(self.nodes),
                 "--committee", "2", "--slot-duration", f"{SLOT_S:g}", "--join-interval", "0.3",
                 "--run-dir", str(self.run_dir), *self.extra_args]  # fmt: skip
         self.launcher = subprocess.Popen(

@@ -33,13 +33,13 @@ import psutil
 import pytest
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
-from edgechain.chain.authority import CommandReason
 from edgechain.chain.encoding import encode_command
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.messages import CommandMsg
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import create_keystore, load_keystore
+from edgechain.errors import RejectReason
 from edgechain.types import NodeId, SecretKey
 from edgechain.wire.codec import encode_gossip_payload, encode_message
 from edgechain.wire.framing import encode_frame
@@ -129,12 +129,12 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
             return make_command(sk, chain_id, seq, kind, spec=spec)
 
         bad = {
-            CommandReason.BAD_SIGNATURE: dataclasses.replace(
+            RejectReason.COMMAND_BAD_SIGNATURE: dataclasses.replace(
                 sign(admin_sk, admin_seq + 10), signature=EMPTY_SIGNATURE
             ),
-            CommandReason.UNKNOWN_SIGNER: sign(stranger_sk, 1),
-            CommandReason.REVOKED: sign(revoked_sk, time.time_ns()),
-            CommandReason.REPLAYED: sign(admin_sk, admin_seq),
+            RejectReason.COMMAND_UNKNOWN_SIGNER: sign(stranger_sk, 1),
+            RejectReason.COMMAND_REVOKED: sign(revoked_sk, time.time_ns()),
+            RejectReason.COMMAND_REPLAYED: sign(admin_sk, admin_seq),
             # A validator gossips a command signed with its own node key.
             "non_operator": sign(node_sk, 1),
         }
@@ -154,13 +154,13 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         def counted() -> bool:
             for was, now in zip(before, (s["peer_errors"] for s in net.statuses()), strict=True):
                 grown = {k: now.get(k, 0) - was.get(k, 0) for k in now}
-                if grown.get(CommandReason.BAD_SIGNATURE, 0) < 1:
+                if grown.get(RejectReason.COMMAND_BAD_SIGNATURE, 0) < 1:
                     return False
-                if grown.get(CommandReason.UNKNOWN_SIGNER, 0) < 2:  # stranger + node key
+                if grown.get(RejectReason.COMMAND_UNKNOWN_SIGNER, 0) < 2:  # stranger + node key
                     return False
-                if grown.get(CommandReason.REVOKED, 0) < 1:
+                if grown.get(RejectReason.COMMAND_REVOKED, 0) < 1:
                     return False
-                if grown.get(CommandReason.REPLAYED, 0) < 1:
+                if grown.get(RejectReason.COMMAND_REPLAYED, 0) < 1:
                     return False
             return True
 

@@ -40,6 +40,7 @@ from edgechain.consensus.state import (
 )
 from edgechain.crypto import vdf
 from edgechain.crypto.hashing import compute_node_id
+from edgechain.errors import RejectReason
 from edgechain.testing import ADMIN, make_identity
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
@@ -415,7 +416,7 @@ def test_a_restart_applies_stored_blocks_without_validating_them_again() -> None
     assert isinstance(first, Block)
     altered = dataclasses.replace(first, timestamp_ms=first.timestamp_ms + 1)
     out = damaged.on_stored_block(altered, first_hash, net.now)
-    assert damaged.stats.peer_errors["stored_block_hash_mismatch"] == 1
+    assert damaged.stats.peer_errors[RejectReason.STORED_BLOCK_HASH_MISMATCH] == 1
     assert any(isinstance(e, PeerRejected) for e in out.events)
     assert damaged.head != first_hash and len(damaged.get_chain()) == 0
 

@@ -9,12 +9,12 @@ import pytest
 from test_engine import PARAMS, Harness
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
-from edgechain.chain.authority import CommandReason, is_banned
+from edgechain.chain.authority import is_banned
 from edgechain.chain.encoding import compute_command_hash, compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.command_pool import PendingCommand
 from edgechain.consensus.messages import CommandMsg, VoteMsg
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator import get_record
 from edgechain.testing import ADMIN, make_identity
 from edgechain.types import Slot
@@ -70,15 +70,15 @@ def test_bad_commands_are_refused_and_counted_by_every_node() -> None:
     node_key = make_identity(3, b"harness")  # a validator, not an operator
     stranger = make_identity(99, b"stranger")
     bad = {
-        CommandReason.BAD_SIGNATURE: dataclasses.replace(
+        RejectReason.COMMAND_BAD_SIGNATURE: dataclasses.replace(
             admin(5, CommandKind.SUBMIT, spec=SPEC), signature=EMPTY_SIGNATURE
         ),
-        CommandReason.UNKNOWN_SIGNER: make_command(
+        RejectReason.COMMAND_UNKNOWN_SIGNER: make_command(
             node_key.sk, PARAMS.chain_id, 1, CommandKind.SUBMIT, spec=SPEC
         ),
-        CommandReason.REVOKED: operator(2, CommandKind.SUBMIT, spec=SPEC),
-        CommandReason.REPLAYED: admin(1, CommandKind.GRANT_OPERATOR, key=stranger.pk),
-        CommandReason.NOT_ADMIN: make_command(
+        RejectReason.COMMAND_REVOKED: operator(2, CommandKind.SUBMIT, spec=SPEC),
+        RejectReason.COMMAND_REPLAYED: admin(1, CommandKind.GRANT_OPERATOR, key=stranger.pk),
+        RejectReason.COMMAND_NOT_ADMIN: make_command(
             node_key.sk, PARAMS.chain_id, 1, CommandKind.EXCLUDE_NODE, node=net.order[4]
         ),
     }
@@ -108,7 +108,7 @@ def test_api_refuses_commands_that_do_not_apply() -> None:
     stop_unknown = admin(1, CommandKind.STOP, app=b"\x05" * 32)
     with pytest.raises(ValidationError) as info:
         net.engine(0).submit_command(stop_unknown, net.now)
-    assert info.value.reason == CommandReason.INVALID
+    assert info.value.reason == RejectReason.COMMAND_INVALID
     long_name = dataclasses.replace(SPEC, name="x" * 5000)
     with pytest.raises(ValidationError):
         net.engine(0).submit_command(admin(1, CommandKind.SUBMIT, spec=long_name), net.now)
@@ -133,7 +133,9 @@ def test_hostile_producer_with_an_unsigned_command_gets_no_votes() -> None:
     net.handle = spy  # type: ignore[method-assign]
     net.run_slot(1)
     assert votes == []
-    rejected = sum(e.stats.peer_errors[CommandReason.BAD_SIGNATURE] for e in net.engines.values())
+    rejected = sum(
+        e.stats.peer_errors[RejectReason.COMMAND_BAD_SIGNATURE] for e in net.engines.values()
+    )
     assert rejected >= PARAMS.committee_size // 2 + 1
     engine = net.engine(0)
     head = engine.blocks[engine.head]  # type: ignore[index]

@@ -72,7 +72,10 @@ def assert_cpu_per_slot(table: dict[str, Any]) -> None:
         assert part is not None and part["slots"] > 0, duty
         assert set(part["components_ms"]) >= {"vdf_check", "dht", "gossip", "other", "process"}
         assert 0.9 <= part["measured_share"]["median"] <= 1.1, part
-    assert table["off_duty"]["components_ms"]["vdf_check"]["median"] > 0
+    # Blocks are checked off duty too. Not every off-duty slot: on a loaded host a block
+    # can arrive after its slot, and its check then falls in the next one, which may be
+    # on duty (CI-like load gave a median of 0 over a 12-slot run once).
+    assert table["off_duty"]["components_ms"]["vdf_check"]["p99"] > 0
     assert table["on_duty"]["components_ms"]["vdf_proving"]["p99"] > 0
 
 

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from edgechain.errors import RejectReason
 from edgechain.network.dht import (
     ID_BITS,
     STALE_FAILURES,
@@ -318,7 +319,7 @@ def test_replayed_request_from_another_address_does_not_move_the_contact() -> No
 def test_answers_that_match_no_request_are_rejected() -> None:
     node = _node()
     out = node.on_message(_contact(7), Pong(123), now=0)
-    assert out.events == [DhtRejected("unexpected_answer", _contact(7).node_id)]
+    assert out.events == [DhtRejected(RejectReason.UNEXPECTED_ANSWER, _contact(7).node_id)]
     assert out.messages == []
     # An answer with the right request id from the wrong node is rejected too.
     ping_out = node.on_message(_contact(8), Ping(1), now=0)

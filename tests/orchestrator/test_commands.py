@@ -9,7 +9,6 @@ import pytest
 from edgechain.chain.assembly import make_command
 from edgechain.chain.authority import (
     Authority,
-    CommandReason,
     get_last_seq,
     is_banned,
     is_draining,
@@ -26,7 +25,7 @@ from edgechain.chain.model import (
     SignedCommand,
 )
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator import EMPTY_REGISTRY, AppState, Registry, compute_plan, get_record
 from edgechain.orchestrator.commands import CommandContext, apply_commands
 from edgechain.orchestrator.fleet import compute_app_history, compute_app_views, resolve_app
@@ -88,16 +87,16 @@ def granted() -> Chain:
 def test_only_granted_keys_sign_app_commands() -> None:
     chain = Chain()
     submit = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
-    assert chain.refused([submit]) == CommandReason.UNKNOWN_SIGNER
+    assert chain.refused([submit]) == RejectReason.COMMAND_UNKNOWN_SIGNER
     chain.block([chain.sign(ADMIN, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk)])
     assert is_operator(chain.authority, OPERATOR.pk)
     chain.block([submit])
     assert get_record(chain.registry, compute_submitted_app_id(OPERATOR.pk, 1)) is not None
     # An operator may not grant keys; nor may a stranger.
     grant = chain.sign(OPERATOR, CommandKind.GRANT_OPERATOR, key=STRANGER.pk)
-    assert chain.refused([grant]) == CommandReason.NOT_ADMIN
+    assert chain.refused([grant]) == RejectReason.COMMAND_NOT_ADMIN
     exclude = chain.sign(STRANGER, CommandKind.EXCLUDE_NODE, node=NODES[0].node)
-    assert chain.refused([exclude]) == CommandReason.NOT_ADMIN
+    assert chain.refused([exclude]) == RejectReason.COMMAND_NOT_ADMIN
 
 
 def test_replayed_and_out_of_order_commands_are_refused() -> None:
@@ -106,11 +105,11 @@ def test_replayed_and_out_of_order_commands_are_refused() -> None:
     second = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
     chain.block([first, second])
     assert get_last_seq(chain.authority, OPERATOR.pk) == 2
-    assert chain.refused([first]) == CommandReason.REPLAYED
-    assert chain.refused([second]) == CommandReason.REPLAYED
+    assert chain.refused([first]) == RejectReason.COMMAND_REPLAYED
+    assert chain.refused([second]) == RejectReason.COMMAND_REPLAYED
     later = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(1))
     earlier = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(2))
-    assert chain.refused([earlier, later]) == CommandReason.REPLAYED  # seq 4 before seq 3
+    assert chain.refused([earlier, later]) == RejectReason.COMMAND_REPLAYED  # seq 4 before seq 3
 
 
 def test_a_revoked_key_is_refused_from_the_next_block_and_regrant_keeps_its_seq() -> None:
@@ -120,9 +119,9 @@ def test_a_revoked_key_is_refused_from_the_next_block_and_regrant_keeps_its_seq(
     chain.block([revoke, submit])  # same block: still checked against the parent
     assert not is_operator(chain.authority, OPERATOR.pk)
     again = chain.sign(OPERATOR, CommandKind.STOP, app=app_of(1))
-    assert chain.refused([again]) == CommandReason.REVOKED
+    assert chain.refused([again]) == RejectReason.COMMAND_REVOKED
     chain.block([chain.sign(ADMIN, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk)])
-    assert chain.refused([submit]) == CommandReason.REPLAYED
+    assert chain.refused([submit]) == RejectReason.COMMAND_REPLAYED
     chain.block([again])
     assert get_record(chain.registry, app_of(1)).state is AppState.STOPPED  # type: ignore[union-attr]
 
@@ -210,14 +209,14 @@ def test_admin_exclusion_bans_and_respects_the_floor() -> None:
     ]
     assert chain.refused(two) == "command_invalid"
     malformed = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE)
-    assert chain.refused([malformed]) == CommandReason.MALFORMED
+    assert chain.refused([malformed]) == RejectReason.COMMAND_MALFORMED
 
 
 def test_admin_drain_and_undrain() -> None:
     chain = granted()
     node = NODES[1].node
     drain = chain.sign(OPERATOR, CommandKind.DRAIN_NODE, node=node)
-    assert chain.refused([drain]) == CommandReason.NOT_ADMIN
+    assert chain.refused([drain]) == RejectReason.COMMAND_NOT_ADMIN
     assert chain.refused([chain.sign(ADMIN, CommandKind.UNDRAIN_NODE, node=node)]) == (
         "command_invalid"  # not draining
     )

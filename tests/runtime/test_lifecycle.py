@@ -34,6 +34,7 @@ from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.runtime.lifecycle import Action, HeldApp, decide, was_removed
 from edgechain.runtime.manager import AppManager
 from edgechain.runtime.samples import get_counter_spec
+from edgechain.telemetry import logs
 from edgechain.testing import make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
 
@@ -143,7 +144,7 @@ def _wait_none(tag: str) -> None:
 
 
 def _events(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
-    return [r.fields for r in caplog.records if r.getMessage() == message]  # type: ignore[attr-defined]
+    return [logs.get_fields(r) for r in caplog.records if r.getMessage() == message]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from edgechain.chain.model import AppSpec, ChainParams, SignedCommand
+from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState
 from edgechain.node import ChainEntry, CommandReceipt
 
@@ -37,6 +38,24 @@ class NodeInterface(Protocol):
     def get_runtime_apps(self) -> list[dict[str, Any]]: ...
 
     def get_migrations(self) -> list[dict[str, Any]]: ...
+
+    def get_metrics_text(self) -> bytes:
+        """The Prometheus exposition of the node's metrics."""
+        ...
+
+    def get_overview(self) -> dict[str, Any]:
+        """``node_id``, ``public_key`` (hex), ``peers``, ``rss_mb``: cheap, for the
+        dashboard."""
+        ...
+
+    def get_recent_chain(self, count: int) -> list[ChainEntry]:
+        """The last ``count`` blocks of the head chain, oldest first (as
+        ``get_head_chain`` ends)."""
+        ...
+
+    def get_slot_roles(self) -> tuple[int, Roles | None]:
+        """The current slot and its elected roles (None when there are none)."""
+        ...
 
     def submit_command(self, command: SignedCommand) -> CommandReceipt:
         """Check (against the head state), keep and gossip a signed command."""

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from edgechain.api.auth import is_authorized
+from edgechain.api.live import EVENT_STREAM, DashboardFiles, SnapshotFeed
 from edgechain.api.node_interface import NodeInterface
+from edgechain.api.openapi import get_openapi_document
 from edgechain.api.schema import (
     SchemaError,
     app_spec_to_json,
@@ -27,11 +29,10 @@ from edgechain.api.schema import (
 )
 from edgechain.api.server import HttpError, Reply, Request
 from edgechain.api.views import render_nodes, render_operator, to_json
-from edgechain.chain.authority import CommandReason
 from edgechain.chain.encoding import decode_command
 from edgechain.chain.model import SignedCommand
 from edgechain.consensus.state import BlockState
-from edgechain.errors import DecodeError, PeerError
+from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.node import CommandReceipt, NoOperatorKeyError
 from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.orchestrator.fleet import (
@@ -41,21 +42,22 @@ from edgechain.orchestrator.fleet import (
     resolve_app,
 )
 from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgechain.types import PUBLIC_KEY_SIZE
 
 MAX_BLOCKS = MAX_ACCEPTED_LOG
 """The most ``GET /blocks`` returns (a node keeps that many in its accepted log)."""
 
-COMMAND_STATUS = {
-    CommandReason.BAD_SIGNATURE: 403,
-    CommandReason.UNKNOWN_SIGNER: 403,
-    CommandReason.REVOKED: 403,
-    CommandReason.NOT_ADMIN: 403,
-    CommandReason.REPLAYED: 409,
-    CommandReason.MALFORMED: 400,
-    CommandReason.INVALID: 422,
-    "command_pool_full": 503,
-    "no_chain": 503,
+COMMAND_STATUS: dict[RejectReason, int] = {
+    RejectReason.COMMAND_BAD_SIGNATURE: 403,
+    RejectReason.COMMAND_UNKNOWN_SIGNER: 403,
+    RejectReason.COMMAND_REVOKED: 403,
+    RejectReason.COMMAND_NOT_ADMIN: 403,
+    RejectReason.COMMAND_REPLAYED: 409,
+    RejectReason.COMMAND_MALFORMED: 400,
+    RejectReason.COMMAND_INVALID: 422,
+    RejectReason.COMMAND_POOL_FULL: 503,
+    RejectReason.NO_CHAIN: 503,
 }
 """HTTP status of each reason a node refuses a command for (unknown reasons: 422)."""
 
@@ -208,8 +210,18 @@ class NodeRoutes:
                 Route("GET", _pattern("/operators/{public_key}"), self.get_operator),
                 Route("POST", _pattern("/commands"), self.post_command),
                 Route("POST", _pattern("/apps"), self.post_app),
+                # Observability (ARCHITECTURE.md, "API"): these answer before genesis.
+                Route("GET", _pattern("/openapi.json"), self.get_openapi),
+                Route("GET", _pattern("/metrics"), self.get_metrics),
+                Route("GET", _pattern("/events"), self.get_events),
+                Route("GET", _pattern("/"), self.get_dashboard),
+                Route("GET", _pattern("/dashboard"), self.get_dashboard),
+                Route("GET", _pattern("/dashboard/snapshot"), self.get_snapshot),
+                Route("GET", _pattern("/dashboard/{asset}"), self.get_asset),
             ]
         )
+        self.files = DashboardFiles()
+        self.feed = SnapshotFeed(node)
 
     async def handle(self, request: Request) -> Reply:
         route, params = self.router.find(request)
@@ -217,7 +229,7 @@ class NodeRoutes:
             check_query(request.query, route.query)
         except SchemaError as exc:
             raise schema_error(exc) from None
-        if not self.node.is_ready():
+        if not self.node.is_ready() and route.handler not in self.always:
             raise HttpError(503, "node is starting", None, (("Retry-After", "1"),))
         return route.handler(request, params)
 
@@ -300,6 +312,42 @@ class NodeRoutes:
         except SchemaError as exc:
             raise schema_error(exc) from None
         return Reply(200, render_operator(self._get_state(), key))
+
+    # --- observability --------------------------------------------------------------
+
+    @property
+    def always(self) -> tuple[RouteHandler, ...]:
+        """Handlers that answer while the node starts (nothing of the node's state)."""
+        return (self.get_openapi, self.get_dashboard, self.get_asset)
+
+    def get_openapi(self, request: Request, params: Params) -> Reply:
+        return Reply(200, get_openapi_document())
+
+    def get_metrics(self, request: Request, params: Params) -> Reply:
+        return Reply(200, body=self.node.get_metrics_text(), content_type=METRICS_TYPE)
+
+    def get_events(self, request: Request, params: Params) -> Reply:
+        if self.feed.is_full():
+            raise HttpError(503, "too many event streams", None, (("Retry-After", "5"),))
+        headers = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
+        return Reply(200, headers=headers, content_type=EVENT_STREAM, stream=self.feed.stream)
+
+    def get_snapshot(self, request: Request, params: Params) -> Reply:
+        self._get_state()  # 503 before genesis, as /events waits for it
+        return Reply(200, self.feed.get_snapshot())
+
+    def get_dashboard(self, request: Request, params: Params) -> Reply:
+        return self._file("index.html")
+
+    def get_asset(self, request: Request, params: Params) -> Reply:
+        return self._file(params[0])
+
+    def _file(self, name: str) -> Reply:
+        found = self.files.get(name)
+        if found is None:
+            raise HttpError(404, f"no dashboard file {name[:64]!r}", "path")
+        body, content_type = found
+        return Reply(200, body=body, content_type=content_type)
 
     # --- writing --------------------------------------------------------------------
 

@@ -1,23 +1,31 @@
-"""A small JSON-over-HTTP/1.1 server on asyncio streams.
+"""The API's HTTP/1.1 server: h11 on asyncio streams.
 
-One request per connection (``Connection: close``), bounded request line, headers and
-body, JSON in and out. Whatever a client sends, it gets an HTTP answer with a JSON body
-before the connection closes (issue 8: a bad query used to drop the connection):
+h11 (a sans-I/O HTTP/1.1 state machine, ~0.4 MB of RSS: ARCHITECTURE.md, "API") parses
+requests and frames responses; this module adds the limits, the timeouts and the rule
+that whatever a client sends, it gets an HTTP answer with a JSON body before the
+connection closes (issue 8: a bad query used to drop the connection):
 
-* malformed request line, header, ``Content-Length``, a body cut short: 400;
-* a request line or header over the limits: 414 / 431; a body over ``max_body``: 413;
-* a ``Transfer-Encoding`` without ``Content-Length`` (chunked is not supported): 411;
+* a request h11 cannot parse (request line, headers, ``Content-Length``, a body cut
+  short), an HTTP version other than 1.0/1.1, ``Transfer-Encoding`` beside
+  ``Content-Length``: 400 naming the field;
+* a request target over ``MAX_LINE``: 414; a head over ``MAX_HEAD`` or more than
+  ``MAX_HEADERS`` headers: 431; a body over ``max_body`` (declared or chunked): 413;
+* a transfer coding other than chunked: 501;
 * a client that stalls mid-request: 408 after ``read_timeout_s``;
 * an exception in the handler: logged, 500 (the catch-all);
 * more than ``max_connections`` at once: 503 at once, so a slow client cannot hold them all.
 
 Only a client that connects and sends nothing at all is closed without an answer.
-After answering, the server stops writing and reads (and discards) what the client is
-still sending for a moment before closing: closing a socket with unread input makes
-the kernel send a reset, and the client may lose our answer with it (for example a 413
-sent while the oversized body is still arriving).
+One request per connection (``Connection: close``). After answering, the server stops
+writing and reads (and discards) what the client is still sending for a moment before
+closing: closing a socket with unread input makes the kernel send a reset, and the
+client may lose our answer with it (for example a 413 sent while the oversized body is
+still arriving).
 
-The routes live in ``api/routes.py``; this module only speaks HTTP.
+A :class:`Reply` is JSON (``payload``), raw bytes of a content type (``body``: the
+dashboard's files, ``/metrics``), or a stream (``stream``: server-sent events), which
+runs until the client goes or the server closes. The routes live in ``api/routes.py``;
+this module only speaks HTTP.
 """
 
 from __future__ import annotations
@@ -27,15 +35,22 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from edgechain.telemetry import logs
 
 log = logging.getLogger("edgechain.api")
 
 MAX_LINE = 8 * 1024
-"""Longest request line or header line, in bytes."""
+"""Longest request target, in bytes."""
+MAX_HEAD = 16 * 1024
+"""Longest request head (request line and headers), in bytes."""
 MAX_HEADERS = 64
 MAX_BODY = 256 * 1024
 """Largest request body: a spec at the wire's limits fits (64 arguments of 4 KiB)."""
@@ -43,15 +58,17 @@ MAX_QUERY_FIELDS = 32
 READ_TIMEOUT_S = 5.0
 """Time a client has to send its whole request."""
 WRITE_TIMEOUT_S = 30.0
-"""Time a client has to take our whole answer."""
+"""Time a client has to take our whole answer (each piece of a stream)."""
 MAX_CONNECTIONS = 64
 LINGER_S = 1.0
 """How long to read away what a client still sends after our answer."""
 LINGER_BYTES = 4 * MAX_BODY
+READ_CHUNK = 64 * 1024
+
+JSON_TYPE = "application/json"
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-"""RFC 9110 token: methods and header names."""
-_VERSION = re.compile(r"^HTTP/1\.[01]$")
+"""RFC 9110 token: methods."""
 
 
 @dataclass(frozen=True)
@@ -65,35 +82,23 @@ class Request:
     """Lower-case names."""
 
 
+Stream = Callable[[], AsyncGenerator[bytes, None]]
+"""A streamed body: called once, its pieces written as they come."""
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
-    payload: Any
+    payload: Any = None
+    """The JSON body (when ``body`` and ``stream`` are None)."""
     headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    """A body of ``content_type`` as is."""
+    content_type: str = JSON_TYPE
+    stream: Stream | None = None
 
 
 Handler = Callable[[Request], Awaitable[Reply]]
-
-REASONS = {
-    100: "Continue",
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    422: "Unprocessable Content",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 class HttpError(Exception):
@@ -123,27 +128,20 @@ class _NothingSentError(Exception):
     """The client closed before sending a byte: there is nobody to answer."""
 
 
-async def _read_line(reader: asyncio.StreamReader, what: str, too_long: int) -> bytes:
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise HttpError(too_long, f"{what} longer than {MAX_LINE} bytes", what) from None
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial and what == "request_line":
-            raise _NothingSentError from None
-        raise HttpError(400, f"connection closed inside the {what}", what) from None
-
-
-def _parse_request_line(line: bytes) -> tuple[str, str]:
-    parts = line.decode("latin-1").strip("\r\n").split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "expected METHOD TARGET HTTP/1.x", "request_line")
-    method, target, version = parts
-    if not _TOKEN.match(method):
-        raise HttpError(400, "bad method", "method")
-    if not _VERSION.match(version):
-        raise HttpError(400, "only HTTP/1.0 and HTTP/1.1 are spoken", "version")
-    return method, target
+def _get_field_of(error: h11.RemoteProtocolError, *, line_done: bool, head_done: bool) -> str:
+    """The part of the request an h11 error is about (h11 says it only in its message)."""
+    if head_done:
+        return "body"
+    if not line_done:
+        return "request_line"
+    text = str(error).lower()
+    if "content-length" in text:
+        return "content-length"
+    if "transfer-encoding" in text:
+        return "transfer-encoding"
+    if "request line" in text:
+        return "request_line"
+    return "headers"
 
 
 def _split_target(target: str) -> tuple[str, dict[str, str]]:
@@ -178,60 +176,206 @@ def _split_target(target: str) -> tuple[str, dict[str, str]]:
     return path, params
 
 
-async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+def _check_head(event: h11.Request, max_body: int) -> tuple[str, str, dict[str, str]]:
+    """Method, target and headers of a parsed head, or the HttpError it deserves."""
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise HttpError(400, "only HTTP/1.0 and HTTP/1.1 are spoken", "version")
+    method = event.method.decode("latin-1")
+    if not _TOKEN.match(method):  # h11 checks this too; kept as the API's own rule
+        raise HttpError(400, "bad method", "method")
+    if len(event.target) > MAX_LINE:
+        raise HttpError(414, f"request target longer than {MAX_LINE} bytes", "request_line")
+    if len(event.headers) > MAX_HEADERS:
+        raise HttpError(431, f"more than {MAX_HEADERS} headers", "headers")
+    # h11 bounds a head that arrives in pieces (max_incomplete_event_size), not one
+    # that arrives whole.
+    if sum(len(n) + len(v) + 4 for n, v in event.headers) + len(event.target) > MAX_HEAD:
+        raise HttpError(431, f"request head over {MAX_HEAD} bytes", "headers")
     headers: dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
-        line = await _read_line(reader, "headers", 431)
-        if line in (b"\r\n", b"\n"):
-            return headers
-        text = line.decode("latin-1").rstrip("\r\n")
-        name, colon, value = text.partition(":")
-        if not colon or not _TOKEN.match(name):
-            raise HttpError(400, f"malformed header line {text[:64]!r}", "headers")
-        key = name.lower()
-        value = value.strip(" \t")
-        if key in headers:
-            if key == "content-length":
-                if headers[key] != value:
-                    raise HttpError(400, "conflicting Content-Length headers", key)
-                continue
-            value = f"{headers[key]}, {value}"
-        headers[key] = value
-    raise HttpError(431, f"more than {MAX_HEADERS} headers", "headers")
-
-
-def _get_body_length(headers: Mapping[str, str], max_body: int) -> int:
-    if "transfer-encoding" in headers:
-        if "content-length" in headers:
-            raise HttpError(400, "both Transfer-Encoding and Content-Length", "transfer-encoding")
-        raise HttpError(
-            411, "chunked bodies are not supported; send Content-Length", "transfer-encoding"
-        )
-    text = headers.get("content-length", "0")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise HttpError(400, "Content-Length is not a number", "content-length")
-    length = int(text)
-    if length > max_body:
+    for raw_name, raw_value in event.headers:
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    if "transfer-encoding" in headers and "content-length" in headers:
+        # h11 lets Transfer-Encoding win (RFC 9112 6.3); refusing both is safer.
+        raise HttpError(400, "both Transfer-Encoding and Content-Length", "transfer-encoding")
+    length = headers.get("content-length")
+    if length is not None and int(length) > max_body:  # h11 checked it is a number
         raise HttpError(413, f"body over {max_body} bytes", "body")
-    return length
-
-
-def encode_response(reply: Reply) -> bytes:
-    body = json.dumps(reply.payload, separators=(",", ":")).encode() + b"\n"
-    lines = [
-        f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Unknown')}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *(f"{name}: {value}" for name, value in reply.headers),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return method, event.target.decode("latin-1"), headers
 
 
 def _describe(request: Request | None) -> dict[str, str]:
     if request is None:
         return {"stage": "reading"}
     return {"method": request.method[:16], "path": request.path[:128]}
+
+
+def _get_reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def encode_head(conn: h11.Connection, reply: Reply, length: int | None) -> bytes:
+    """The status line and headers of ``reply`` (``length`` None: a streamed body)."""
+    headers = [("Content-Type", reply.content_type)]
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    headers += [("Connection", "close"), *reply.headers]
+    data = conn.send(
+        h11.Response(status_code=reply.status, headers=headers, reason=_get_reason(reply.status))
+    )
+    assert data is not None
+    return data
+
+
+def get_body(reply: Reply) -> bytes:
+    """The bytes of a non-streamed reply (JSON: compact, one line)."""
+    if reply.body is not None:
+        return reply.body
+    return json.dumps(reply.payload, separators=(",", ":")).encode() + b"\n"
+
+
+class _Connection:
+    """One client connection: read one request through h11, answer it, close."""
+
+    def __init__(
+        self,
+        server: HttpServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.started = False
+        """Something (even an empty line) came: the client gets an answer."""
+        self.fed = False
+        """Bytes went to h11 (empty lines before the request line do not)."""
+        self.method = ""
+        self.line_done = False
+        """A whole request line came (h11's errors do not say where they are)."""
+        self.head_done = False
+
+    async def _receive(self) -> None:
+        data = await self.reader.read(READ_CHUNK)
+        if not data:
+            if not self.started:
+                raise _NothingSentError
+            if not self.fed:  # only empty lines: h11 saw nothing to answer
+                raise HttpError(400, "connection closed before the request line", "request_line")
+            self.h11.receive_data(b"")  # the client's end of input
+            return
+        self.started = True
+        if not self.fed:
+            # RFC 9112 2.2: ignore empty lines before the request line.
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+            self.fed = True
+        self.line_done = self.line_done or b"\n" in data
+        self.h11.receive_data(data)
+
+    async def _next_event(self) -> object:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                if status == 400 and "incomplete event" in str(exc).lower():
+                    status = 431  # h11's head limit: MAX_HEAD
+                where = _get_field_of(exc, line_done=self.line_done, head_done=self.head_done)
+                raise HttpError(status, str(exc), where) from None
+            if event is not h11.NEED_DATA:
+                return event
+            await self._receive()
+
+    async def read_request(self) -> Request:
+        event = await self._next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            raise HttpError(400, "connection closed before the request line", "request_line")
+        assert isinstance(event, h11.Request)
+        self.head_done = True
+        self.method = event.method.decode("latin-1")
+        method, target, headers = _check_head(event, self.server.max_body)
+        path, query = _split_target(target)
+        if self.h11.they_are_waiting_for_100_continue:
+            self.writer.write(
+                self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+        body = bytearray()
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.server.max_body:
+                    raise HttpError(413, f"body over {self.server.max_body} bytes", "body")
+            elif isinstance(event, h11.EndOfMessage):
+                return Request(method, path, query, bytes(body), headers)
+            else:  # ConnectionClosed mid-body: h11 raises for a short Content-Length
+                raise HttpError(400, "connection closed inside the body", "body")
+
+    async def answer(self) -> Reply:
+        request: Request | None = None
+        try:
+            async with asyncio.timeout(self.server.read_timeout_s):
+                request = await self.read_request()
+            return await self.server.handler(request)
+        except TimeoutError:
+            if request is not None:  # the handler's own, not the client's
+                logs.log_exception(log, "api handler timed out", **_describe(request))
+                return Reply(500, {"error": "internal error"})
+            return HttpError(408, "request not complete in time", "request").to_reply()
+        except HttpError as exc:
+            return exc.to_reply()
+        except (_NothingSentError, ConnectionError):
+            raise
+        except Exception:
+            # The catch-all: our bug, never the client's connection's problem.
+            logs.log_exception(log, "api request failed", **_describe(request))
+            return Reply(500, {"error": "internal error"})
+
+    async def _write(self, data: bytes) -> None:
+        # A client that stops reading must not hold the connection (and its slot).
+        async with asyncio.timeout(self.server.write_timeout_s):
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def send(self, reply: Reply) -> None:
+        if reply.stream is not None and self.method != "HEAD":
+            await self._write(encode_head(self.h11, reply, None))
+            async with contextlib.aclosing(reply.stream()) as pieces:
+                async for piece in pieces:
+                    await self._write(self.h11.send(h11.Data(data=piece)) or b"")
+            await self._write(self.h11.send(h11.EndOfMessage()) or b"")
+            return
+        try:
+            body = get_body(reply)
+        except (TypeError, ValueError):
+            logs.log_exception(log, "api reply not serialisable")
+            reply = Reply(500, {"error": "internal error"})
+            body = get_body(reply)
+        data = encode_head(self.h11, reply, len(body))
+        if self.method != "HEAD":  # a HEAD answer is the head alone (RFC 9110 9.3.2)
+            data += self.h11.send(h11.Data(data=body)) or b""
+        data += self.h11.send(h11.EndOfMessage()) or b""
+        await self._write(data)
+
+    async def linger(self) -> None:
+        """Half-close, then read away the client's leftover input (see module doc)."""
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        discarded = 0
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            async with asyncio.timeout(LINGER_S):
+                while discarded < LINGER_BYTES:
+                    chunk = await self.reader.read(READ_CHUNK)
+                    if not chunk:
+                        return
+                    discarded += len(chunk)
 
 
 class HttpServer:
@@ -262,8 +406,7 @@ class HttpServer:
         return self._open
 
     async def start(self) -> None:
-        # The stream limit bounds every readuntil: a longer line is a LimitOverrunError.
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_LINE)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -274,72 +417,19 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Request:
-        line = await _read_line(reader, "request_line", 414)
-        for _ in range(4):  # RFC 9112 2.2: ignore empty lines before the request line
-            if line not in (b"\r\n", b"\n"):
-                break
-            try:
-                line = await _read_line(reader, "request_line", 414)
-            except _NothingSentError:
-                # It sent empty lines, then closed: someone is there to answer.
-                raise HttpError(
-                    400, "connection closed before the request line", "request_line"
-                ) from None
-        method, target = _parse_request_line(line)
-        headers = await _read_headers(reader)
-        path, query = _split_target(target)
-        length = _get_body_length(headers, self.max_body)
-        if length and headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = await reader.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError:
-            raise HttpError(400, "body shorter than Content-Length", "body") from None
-        return Request(method, path, query, body, headers)
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Reply:
-        request: Request | None = None
-        try:
-            async with asyncio.timeout(self.read_timeout_s):
-                request = await self._read_request(reader, writer)
-            return await self.handler(request)
-        except TimeoutError:
-            if request is not None:  # the handler's own, not the client's
-                log.exception("api handler timed out", extra={"fields": _describe(request)})
-                return Reply(500, {"error": "internal error"})
-            return HttpError(408, "request not complete in time", "request").to_reply()
-        except HttpError as exc:
-            return exc.to_reply()
-        except (_NothingSentError, ConnectionError):
-            raise
-        except Exception:
-            # The catch-all: our bug, never the client's connection's problem.
-            log.exception("api request failed", extra={"fields": _describe(request)})
-            return Reply(500, {"error": "internal error"})
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         self._open += 1
+        connection = _Connection(self, reader, writer)
         try:
             if self._open > self.max_connections:
                 reply = Reply(503, {"error": "too many connections"}, (("Retry-After", "1"),))
             else:
-                reply = await self._answer(reader, writer)
-            try:
-                data = encode_response(reply)
-            except (TypeError, ValueError):
-                log.exception("api reply not serialisable", extra={"fields": {}})
-                data = encode_response(Reply(500, {"error": "internal error"}))
-            # A client that stops reading must not hold the connection (and its slot).
-            async with asyncio.timeout(self.write_timeout_s):
-                writer.write(data)
-                await writer.drain()
-            await self._linger(reader, writer)
+                reply = await connection.answer()
+            await connection.send(reply)
+            await connection.linger()
         except (_NothingSentError, ConnectionError, OSError, TimeoutError):
             pass
         finally:
@@ -347,16 +437,3 @@ class HttpServer:
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
-
-    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Half-close, then read away the client's leftover input (see module doc)."""
-        if writer.can_write_eof():
-            writer.write_eof()
-        discarded = 0
-        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-            async with asyncio.timeout(LINGER_S):
-                while discarded < LINGER_BYTES:
-                    chunk = await reader.read(64 * 1024)
-                    if not chunk:
-                        return
-                    discarded += len(chunk)

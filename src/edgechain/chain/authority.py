@@ -23,21 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from edgechain.chain.model import APP_COMMANDS, ChainParams, CommandKind, SignedCommand
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, NodeId
-
-
-class CommandReason:
-    """Rejection codes of signed commands (metrics labels, API error mapping)."""
-
-    BAD_SIGNATURE = "command_bad_signature"
-    UNKNOWN_SIGNER = "command_unknown_signer"
-    REVOKED = "command_revoked"
-    REPLAYED = "command_replayed"
-    NOT_ADMIN = "command_not_admin"
-    MALFORMED = "command_malformed"
-    INVALID = "command_invalid"
-    """Authentic, but it does not apply to the state (unknown app, bad target, ...)."""
 
 
 @dataclass(frozen=True)
@@ -111,15 +98,15 @@ def check_command_shape(cmd: SignedCommand) -> None:
     wants_node = kind in NODE_COMMANDS
     wants_key = kind in (CommandKind.GRANT_OPERATOR, CommandKind.REVOKE_OPERATOR)
     if len(cmd.app) != (HASH_SIZE if wants_app else 0):
-        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: app field")
+        raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: app field")
     if (cmd.spec is not None) != wants_spec:
-        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: spec field")
+        raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: spec field")
     if len(cmd.node) != (HASH_SIZE if wants_node else 0):
-        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: node field")
+        raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: node field")
     if len(cmd.key) != (PUBLIC_KEY_SIZE if wants_key else 0):
-        raise ValidationError(CommandReason.MALFORMED, f"{kind.name}: key field")
+        raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: key field")
     if cmd.seq < 1:
-        raise ValidationError(CommandReason.MALFORMED, "seq must be at least 1")
+        raise ValidationError(RejectReason.COMMAND_MALFORMED, "seq must be at least 1")
 
 
 def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> None:
@@ -128,13 +115,13 @@ def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> 
     signer = bytes(cmd.signer)
     if cmd.kind not in APP_COMMANDS:
         if not is_admin(auth, signer):
-            raise ValidationError(CommandReason.NOT_ADMIN, cmd.kind.name)
+            raise ValidationError(RejectReason.COMMAND_NOT_ADMIN, cmd.kind.name)
     elif not is_operator(auth, signer):
         if is_revoked(auth, signer):
-            raise ValidationError(CommandReason.REVOKED, signer.hex()[:16])
-        raise ValidationError(CommandReason.UNKNOWN_SIGNER, signer.hex()[:16])
+            raise ValidationError(RejectReason.COMMAND_REVOKED, signer.hex()[:16])
+        raise ValidationError(RejectReason.COMMAND_UNKNOWN_SIGNER, signer.hex()[:16])
     if cmd.seq <= last_seq:
-        raise ValidationError(CommandReason.REPLAYED, f"seq {cmd.seq} <= {last_seq}")
+        raise ValidationError(RejectReason.COMMAND_REPLAYED, f"seq {cmd.seq} <= {last_seq}")
 
 
 def _with(values: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:

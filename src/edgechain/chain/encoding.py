@@ -46,7 +46,7 @@ from edgechain.chain.model import (
     SignedCommand,
     SkipBlock,
 )
-from edgechain.errors import DecodeError
+from edgechain.errors import DecodeError, RejectReason
 from edgechain.types import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
@@ -164,7 +164,7 @@ class Reader:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise DecodeError("truncated", f"need {n} bytes at {self.pos}")
+            raise DecodeError(RejectReason.TRUNCATED, f"need {n} bytes at {self.pos}")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -187,41 +187,43 @@ class Reader:
     def var_bytes(self, max_len: int) -> bytes:
         n = self.u32()
         if n > max_len:
-            raise DecodeError("too_long", f"{n} bytes > {max_len}")
+            raise DecodeError(RejectReason.TOO_LONG, f"{n} bytes > {max_len}")
         return self.take(n)
 
     def string(self, max_len: int) -> str:
         n = self.u16()
         if n > max_len:
-            raise DecodeError("too_long", f"string of {n} bytes > {max_len}")
+            raise DecodeError(RejectReason.TOO_LONG, f"string of {n} bytes > {max_len}")
         try:
             return self.take(n).decode("utf-8", errors="strict")
         except UnicodeDecodeError:
-            raise DecodeError("bad_utf8") from None
+            raise DecodeError(RejectReason.BAD_UTF8) from None
 
     def boolean(self) -> bool:
         v = self.u8()
         if v > 1:
-            raise DecodeError("bad_bool", str(v))
+            raise DecodeError(RejectReason.BAD_BOOL, str(v))
         return v == 1
 
     def items(self, max_count: int, min_item_size: int, read: Callable[[Reader], T]) -> list[T]:
         n = self.u32()
         if n > max_count:
-            raise DecodeError("too_many", f"{n} items > {max_count}")
+            raise DecodeError(RejectReason.TOO_MANY, f"{n} items > {max_count}")
         # Refuse counts the remaining bytes cannot possibly hold, before allocating.
         if n * min_item_size > self.remaining():
-            raise DecodeError("truncated", f"{n} items cannot fit in {self.remaining()} bytes")
+            raise DecodeError(
+                RejectReason.TRUNCATED, f"{n} items cannot fit in {self.remaining()} bytes"
+            )
         return [read(self) for _ in range(n)]
 
     def finish(self) -> None:
         if self.pos != len(self.data):
-            raise DecodeError("trailing_bytes", f"{len(self.data) - self.pos} bytes")
+            raise DecodeError(RejectReason.TRAILING_BYTES, f"{len(self.data) - self.pos} bytes")
 
 
 def _decode_with(data: bytes, read: Callable[[Reader], T]) -> T:
     if len(data) > Limits.MAX_BLOCK_BYTES:
-        raise DecodeError("too_large", f"{len(data)} bytes")
+        raise DecodeError(RejectReason.TOO_LARGE, f"{len(data)} bytes")
     reader = Reader(bytes(data))
     value = read(reader)
     reader.finish()
@@ -247,7 +249,7 @@ def _enum_value(
     try:
         return int(enum_type(value))
     except ValueError:
-        raise DecodeError("bad_enum", f"{enum_type.__name__}={value}") from None
+        raise DecodeError(RejectReason.BAD_ENUM, f"{enum_type.__name__}={value}") from None
 
 
 # --- apps ------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def read_app_policy(r: Reader) -> AppPolicy:
     pinned = r.boolean()
     pin_node = r.var_bytes(HASH_SIZE)
     if pin_node and len(pin_node) != HASH_SIZE:
-        raise DecodeError("bad_pin_node")
+        raise DecodeError(RejectReason.BAD_PIN_NODE)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
     anti = r.string(Limits.MAX_SHORT_STR)
     return AppPolicy(pinned, pin_node, labels, anti, r.u32())
@@ -383,7 +385,7 @@ def get_spec_encoding_error(spec: AppSpec) -> str | None:
 def _read_optional_fixed(r: Reader, size: int, what: str) -> bytes:
     value = r.var_bytes(size)
     if value and len(value) != size:
-        raise DecodeError("bad_length", what)
+        raise DecodeError(RejectReason.BAD_LENGTH, what)
     return value
 
 
@@ -522,9 +524,9 @@ def read_plan_entry(r: Reader) -> PlanEntry:
     app = AppId(r.fixed(HASH_SIZE))
     origin = r.var_bytes(HASH_SIZE)
     if action is PlanAction.PLACE and origin:
-        raise DecodeError("bad_plan_entry", "PLACE with an origin")
+        raise DecodeError(RejectReason.BAD_PLAN_ENTRY, "PLACE with an origin")
     if action is not PlanAction.PLACE and len(origin) != HASH_SIZE:
-        raise DecodeError("bad_plan_entry", f"{action.name} without a 32-byte origin")
+        raise DecodeError(RejectReason.BAD_PLAN_ENTRY, f"{action.name} without a 32-byte origin")
     return PlanEntry(action, app, origin, NodeId(r.fixed(HASH_SIZE)))
 
 
@@ -635,7 +637,7 @@ def read_params(r: Reader) -> ChainParams:
     difficulty, target = r.u64(), r.u32()
     admin = r.var_bytes(PUBLIC_KEY_SIZE)
     if admin and len(admin) != PUBLIC_KEY_SIZE:
-        raise DecodeError("bad_admin_key")
+        raise DecodeError(RejectReason.BAD_ADMIN_KEY)
     return ChainParams(
         chain_id, genesis_time, slot_ms, committee, epoch, difficulty, target, admin,
         r.u32(), r.u32(), r.boolean(), r.u32(),
@@ -651,7 +653,7 @@ def write_genesis(w: Writer, g: Genesis) -> None:
 
 def read_genesis(r: Reader) -> Genesis:
     if r.u8() != TAG_GENESIS:
-        raise DecodeError("bad_tag", "not a genesis block")
+        raise DecodeError(RejectReason.BAD_TAG, "not a genesis block")
     params = read_params(r)
     inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
     return Genesis(params, inclusions, r.u64())
@@ -767,7 +769,7 @@ def _read_skip_body(r: Reader) -> SkipBlock:
 def decode_block_with_hash(data: bytes) -> tuple[AnyBlock, BlockHash]:
     """Decode a block and compute its hash from the received bytes (no re-encoding)."""
     if len(data) > Limits.MAX_BLOCK_BYTES:
-        raise DecodeError("too_large", f"{len(data)} bytes")
+        raise DecodeError(RejectReason.TOO_LARGE, f"{len(data)} bytes")
     r = Reader(bytes(data))
     tag = r.u8()
     block: AnyBlock
@@ -778,7 +780,7 @@ def decode_block_with_hash(data: bytes) -> tuple[AnyBlock, BlockHash]:
         block = _read_skip_body(r)
         header_end = r.pos - 4 - len(block.signers) - SIGNATURE_SIZE
     else:
-        raise DecodeError("bad_tag", f"block tag {tag}")
+        raise DecodeError(RejectReason.BAD_TAG, f"block tag {tag}")
     r.finish()
     return block, _hash_header(r.data[:header_end])
 

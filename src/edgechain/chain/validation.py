@@ -6,7 +6,7 @@ parent hash, the producer's signature, every resource report's signature and bou
 every inclusion's proof of possession, signature and admission ticket, every exit's
 signature, every signed command's shape and signature, and the committee's aggregate
 signature with a signer bitfield covering a majority. Each rejection raises
-:class:`ValidationError` with its own reason code (``Reason``).
+:class:`ValidationError` with its own reason code (a :class:`~edgechain.errors.RejectReason`).
 
 What needs the elected roles or the recomputed plan (is this the elected producer? is
 the plan the deterministic one?) lives in ``consensus/``, which calls into here
@@ -25,7 +25,7 @@ from edgechain.chain.attestation import (
     is_bitfield_well_formed,
     is_majority,
 )
-from edgechain.chain.authority import CommandReason, check_command_shape
+from edgechain.chain.authority import check_command_shape
 from edgechain.chain.encoding import (
     VDF_FORM_SIZE,
     compute_command_signing_root,
@@ -62,34 +62,9 @@ from edgechain.chain.validator_set import (
     compute_skip_exclusion,
 )
 from edgechain.crypto import bls, report_key, vdf
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, PublicKey, Slot
-
-
-class Reason:
-    """Stable rejection codes (metrics labels, tests)."""
-
-    BAD_PARENT = "bad_parent"
-    BAD_SLOT = "bad_slot"
-    BAD_EPOCH = "bad_epoch"
-    BAD_PRODUCER = "bad_producer"
-    BAD_DIFFICULTY = "bad_difficulty"
-    BAD_VDF = "bad_vdf"
-    BAD_PRODUCER_SIGNATURE = "bad_producer_signature"
-    BAD_BITFIELD = "bad_bitfield"
-    NO_MAJORITY = "no_majority"
-    BAD_AGGREGATE = "bad_aggregate_signature"
-    BAD_REPORT = "bad_report"
-    BAD_REPORT_SIGNATURE = "bad_report_signature"
-    DUPLICATE_REPORT = "duplicate_report"
-    BAD_INCLUSION = "bad_inclusion"
-    BAD_POP = "bad_proof_of_possession"
-    BAD_TICKET = "bad_admission_ticket"
-    BAD_EXIT = "bad_exit"
-    BAD_SUBMISSION = "bad_submission"
-    BAD_PLAN = "bad_plan"
-    BAD_GENESIS = "bad_genesis"
 
 
 @dataclass
@@ -198,9 +173,9 @@ def validate_inclusion(
     a block carries it again (three pairings saved per request per block).
     """
     if not req.address or not bls.is_public_key_valid(req.public_key):
-        raise ValidationError(Reason.BAD_INCLUSION, "address or key")
+        raise ValidationError(RejectReason.BAD_INCLUSION, "address or key")
     if not report_key.is_report_key_valid(req.report_key):
-        raise ValidationError(Reason.BAD_INCLUSION, "report key")
+        raise ValidationError(RejectReason.BAD_INCLUSION, "report key")
     with cpu_span(Component.SIGNATURE_CHECKS):
         pop_ok = (
             cache.verify_pop(req.public_key, req.pop)
@@ -208,27 +183,29 @@ def validate_inclusion(
             else bls.pop_verify(req.public_key, req.pop)
         )
         if not pop_ok:
-            raise ValidationError(Reason.BAD_POP)
+            raise ValidationError(RejectReason.BAD_PROOF_OF_POSSESSION)
         if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
-            raise ValidationError(Reason.BAD_INCLUSION, "signature")
+            raise ValidationError(RejectReason.BAD_INCLUSION, "signature")
         if params.admin_key and not params.open_admission:
             message = compute_ticket_message(params.chain_id, req.public_key)
             if not _verify(cache, params.admin_key, message, req.ticket):
-                raise ValidationError(Reason.BAD_TICKET)
+                raise ValidationError(RejectReason.BAD_ADMISSION_TICKET)
         elif req.ticket and not params.admin_key:
-            raise ValidationError(Reason.BAD_TICKET, "ticket on a chain without an admin key")
+            raise ValidationError(
+                RejectReason.BAD_ADMISSION_TICKET, "ticket on a chain without an admin key"
+            )
 
 
 def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:
     info = validators.get(req.node)
     if info is None:
-        raise ValidationError(Reason.BAD_EXIT, "not a validator")
+        raise ValidationError(RejectReason.BAD_EXIT, "not a validator")
     if req.slot > slot:
-        raise ValidationError(Reason.BAD_EXIT, "exit from a future slot")
+        raise ValidationError(RejectReason.BAD_EXIT, "exit from a future slot")
     with cpu_span(Component.SIGNATURE_CHECKS):
         signed = bls.verify(info.public_key, compute_exit_signing_root(req), req.signature)
     if not signed:
-        raise ValidationError(Reason.BAD_EXIT, "signature")
+        raise ValidationError(RejectReason.BAD_EXIT, "signature")
 
 
 def _is_share(v: int) -> bool:
@@ -239,17 +216,17 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
     """Everything about a report but its signature; returns the reporter's report key."""
     info = validators.get(rep.node)
     if info is None:
-        raise ValidationError(Reason.BAD_REPORT, "reporter is not a validator")
+        raise ValidationError(RejectReason.BAD_REPORT, "reporter is not a validator")
     if rep.slot != slot:
-        raise ValidationError(Reason.BAD_REPORT, f"report for slot {rep.slot} in slot {slot}")
+        raise ValidationError(RejectReason.BAD_REPORT, f"report for slot {rep.slot} in slot {slot}")
     shares = [rep.cpu_bp, rep.ram_bp, rep.disk_bp, rep.pressure_bp]
     for usage in rep.apps:
         shares += [usage.cpu_bp, usage.ram_bp, usage.disk_bp]
     if not all(map(_is_share, shares)):
-        raise ValidationError(Reason.BAD_REPORT, "share outside [0, 10000]")
+        raise ValidationError(RejectReason.BAD_REPORT, "share outside [0, 10000]")
     apps = [u.app for u in rep.apps]
     if apps != sorted(set(apps)):
-        raise ValidationError(Reason.BAD_REPORT, "apps not sorted and unique")
+        raise ValidationError(RejectReason.BAD_REPORT, "apps not sorted and unique")
     return info.report_key
 
 
@@ -269,7 +246,7 @@ def validate_reports(
         verdicts = (cache or SignatureCache()).verify_reports(items)
     for report, ok in zip(reports, verdicts, strict=True):
         if not ok:
-            raise ValidationError(Reason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])
+            raise ValidationError(RejectReason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])
 
 
 def validate_app_spec(spec: AppSpec) -> None:
@@ -277,20 +254,20 @@ def validate_app_spec(spec: AppSpec) -> None:
     a field the decoder refuses would make the whole block undecodable)."""
     error = get_spec_encoding_error(spec)
     if error is not None:
-        raise ValidationError(Reason.BAD_SUBMISSION, error)
+        raise ValidationError(RejectReason.BAD_SUBMISSION, error)
     if not spec.name:
-        raise ValidationError(Reason.BAD_SUBMISSION, "empty name")
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "empty name")
     if spec.runtime is RuntimeKind.PROCESS and not spec.command:
-        raise ValidationError(Reason.BAD_SUBMISSION, "process app without a command")
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "process app without a command")
     if spec.runtime is RuntimeKind.CONTAINER and not spec.image:
-        raise ValidationError(Reason.BAD_SUBMISSION, "container app without an image")
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "container app without an image")
     if not (_is_share(spec.cpu_bp) and _is_share(spec.ram_bp)):
-        raise ValidationError(Reason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
     if spec.replica_interval_slots and not spec.stateful:
-        raise ValidationError(Reason.BAD_SUBMISSION, "replicas of an app without state")
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "replicas of an app without state")
     error = get_spec_limits_error(spec)
     if error is not None:
-        raise ValidationError(Reason.BAD_SUBMISSION, error)
+        raise ValidationError(RejectReason.BAD_SUBMISSION, error)
 
 
 def _get_range_error(name: str, value: int, low: int, high: int) -> str | None:
@@ -347,7 +324,9 @@ def validate_commands(
         verdicts = (cache or SignatureCache()).verify_batch(items)
     for cmd, ok in zip(commands, verdicts, strict=True):
         if not ok:
-            raise ValidationError(CommandReason.BAD_SIGNATURE, f"{cmd.kind.name} seq {cmd.seq}")
+            raise ValidationError(
+                RejectReason.COMMAND_BAD_SIGNATURE, f"{cmd.kind.name} seq {cmd.seq}"
+            )
 
 
 def validate_command_signature(
@@ -361,15 +340,15 @@ def validate_attestation(
 ) -> int:
     """FastAggregateVerify over the signing committee members; returns the signer count."""
     if not is_bitfield_well_formed(signers, len(committee)):
-        raise ValidationError(Reason.BAD_BITFIELD)
+        raise ValidationError(RejectReason.BAD_BITFIELD)
     count = count_signers(signers)
     if not is_majority(count, len(committee)):
-        raise ValidationError(Reason.NO_MAJORITY, f"{count} of {len(committee)}")
+        raise ValidationError(RejectReason.NO_MAJORITY, f"{count} of {len(committee)}")
     keys = [committee[i] for i in get_signer_indices(signers)]
     with cpu_span(Component.ATTESTATION_CHECK):
         valid = bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate)
     if not valid:
-        raise ValidationError(Reason.BAD_AGGREGATE)
+        raise ValidationError(RejectReason.BAD_AGGREGATE_SIGNATURE)
     return count
 
 
@@ -391,29 +370,29 @@ def validate_block(
     """
     params = ctx.params
     if block.parent != ctx.parent_hash:
-        raise ValidationError(Reason.BAD_PARENT)
+        raise ValidationError(RejectReason.BAD_PARENT)
     if block.slot <= ctx.parent_slot:
-        raise ValidationError(Reason.BAD_SLOT, f"{block.slot} after {ctx.parent_slot}")
+        raise ValidationError(RejectReason.BAD_SLOT, f"{block.slot} after {ctx.parent_slot}")
     if block.epoch != block.slot // params.epoch_length:
-        raise ValidationError(Reason.BAD_EPOCH)
+        raise ValidationError(RejectReason.BAD_EPOCH)
     if block.producer != compute_node_id(ctx.producer_key):
-        raise ValidationError(Reason.BAD_PRODUCER)
+        raise ValidationError(RejectReason.BAD_PRODUCER)
     if not 1 <= block.difficulty <= vdf.MAX_ITERATIONS:
-        raise ValidationError(Reason.BAD_DIFFICULTY, str(block.difficulty))
+        raise ValidationError(RejectReason.BAD_DIFFICULTY, str(block.difficulty))
     _validate_contents(block, ctx, cache)
     producer_message = compute_producer_message(block_hash)
     # The producer's signature, like the aggregate, is a check every validator makes.
     with cpu_span(Component.ATTESTATION_CHECK):
         signed = _verify(cache, ctx.producer_key, producer_message, block.producer_signature)
     if not signed:
-        raise ValidationError(Reason.BAD_PRODUCER_SIGNATURE)
+        raise ValidationError(RejectReason.BAD_PRODUCER_SIGNATURE)
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
     if len(block.vdf_output) != VDF_FORM_SIZE:
-        raise ValidationError(Reason.BAD_VDF)
+        raise ValidationError(RejectReason.BAD_VDF)
     with cpu_span(Component.VDF_CHECK):
         proven = vdf.verify(ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof)
     if not proven:
-        raise ValidationError(Reason.BAD_VDF)
+        raise ValidationError(RejectReason.BAD_VDF)
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
 
@@ -421,25 +400,25 @@ def validate_block(
 def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | None) -> None:
     nodes = [r.node for r in block.reports]
     if nodes != sorted(set(nodes)):
-        raise ValidationError(Reason.DUPLICATE_REPORT, "reports not sorted by unique node")
+        raise ValidationError(RejectReason.DUPLICATE_REPORT, "reports not sorted by unique node")
     validate_reports(block.reports, ctx.validators, block.slot, cache)
     members = ctx.validators
     new_keys = [r.public_key for r in block.inclusions]
     if len(set(new_keys)) != len(new_keys):
-        raise ValidationError(Reason.BAD_INCLUSION, "duplicate inclusion")
+        raise ValidationError(RejectReason.BAD_INCLUSION, "duplicate inclusion")
     for req in block.inclusions:
         if compute_node_id(req.public_key) in members:
-            raise ValidationError(Reason.BAD_INCLUSION, "already a validator")
+            raise ValidationError(RejectReason.BAD_INCLUSION, "already a validator")
         validate_inclusion(req, ctx.params, cache)
     exiting = [e.node for e in block.exits]
     if len(set(exiting)) != len(exiting):
-        raise ValidationError(Reason.BAD_EXIT, "duplicate exit")
+        raise ValidationError(RejectReason.BAD_EXIT, "duplicate exit")
     for req_exit in block.exits:
         validate_exit(req_exit, members, block.slot)
     validate_commands(block.commands, ctx.params.chain_id, cache)
     planned = [e.app for e in block.plan]
     if len(set(planned)) != len(planned):
-        raise ValidationError(Reason.BAD_PLAN, "an app appears twice in the plan")
+        raise ValidationError(RejectReason.BAD_PLAN, "an app appears twice in the plan")
 
 
 def validate_skip_block(
@@ -452,14 +431,14 @@ def validate_skip_block(
     """A skip block excludes exactly the elected (silent) producer of its slot, or
     nobody when the validator set is at its floor (``compute_skip_exclusion``)."""
     if block.parent != ctx.parent_hash:
-        raise ValidationError(Reason.BAD_PARENT)
+        raise ValidationError(RejectReason.BAD_PARENT)
     if block.slot <= ctx.parent_slot:
-        raise ValidationError(Reason.BAD_SLOT)
+        raise ValidationError(RejectReason.BAD_SLOT)
     expected = compute_skip_exclusion(
         ctx.validators, compute_node_id(ctx.producer_key), ctx.params.committee_size
     )
     if block.excluded != expected:
-        raise ValidationError(Reason.BAD_PRODUCER, "skip block excludes another node")
+        raise ValidationError(RejectReason.BAD_PRODUCER, "skip block excludes another node")
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
 
@@ -468,17 +447,17 @@ def validate_genesis(genesis: Genesis) -> None:
     """Genesis: sane parameters and at least ``committee_size + 1`` valid inclusions."""
     p = genesis.params
     if not p.chain_id or p.slot_duration_ms <= 0 or p.committee_size < 1 or p.epoch_length < 1:
-        raise ValidationError(Reason.BAD_GENESIS, "parameters")
+        raise ValidationError(RejectReason.BAD_GENESIS, "parameters")
     if not 1 <= p.initial_difficulty <= vdf.MAX_ITERATIONS or not 0 < p.vdf_target_bp < 10_000:
-        raise ValidationError(Reason.BAD_GENESIS, "difficulty")
+        raise ValidationError(RejectReason.BAD_GENESIS, "difficulty")
     if p.admin_key and not bls.is_public_key_valid(p.admin_key):
-        raise ValidationError(Reason.BAD_GENESIS, "admin key")
+        raise ValidationError(RejectReason.BAD_GENESIS, "admin key")
     if p.down_after_slots < 1:
-        raise ValidationError(Reason.BAD_GENESIS, "down_after_slots")
+        raise ValidationError(RejectReason.BAD_GENESIS, "down_after_slots")
     if len(genesis.inclusions) < p.committee_size + 1:
-        raise ValidationError(Reason.BAD_GENESIS, "fewer than committee_size + 1 validators")
+        raise ValidationError(RejectReason.BAD_GENESIS, "fewer than committee_size + 1 validators")
     keys = [r.public_key for r in genesis.inclusions]
     if len(set(keys)) != len(keys):
-        raise ValidationError(Reason.BAD_GENESIS, "duplicate validator")
+        raise ValidationError(RejectReason.BAD_GENESIS, "duplicate validator")
     for req in genesis.inclusions:
         validate_inclusion(req, p)

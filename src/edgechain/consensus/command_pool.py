@@ -18,7 +18,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from edgechain.chain.authority import (
-    CommandReason,
     check_command_shape,
     check_command_signer,
     get_last_seq,
@@ -27,7 +26,7 @@ from edgechain.chain.encoding import compute_command_hash
 from edgechain.chain.model import Block, SignedCommand
 from edgechain.chain.validation import SignatureCache, validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.commands import apply_commands
 from edgechain.types import Slot
 
@@ -56,7 +55,7 @@ class CommandPool:
         self, cmd: SignedCommand, head: BlockState, slot: Slot, *, check_applies: bool
     ) -> bytes:
         """Check ``cmd`` against ``head`` and keep it; returns its hash. Raises a
-        ValidationError (reason from ``CommandReason``) when it is refused. With
+        ValidationError (a ``RejectReason.COMMAND_*`` reason) when it is refused. With
         ``check_applies`` (the API) it must also apply to the head registry, unless its
         signer has earlier commands still pending here (they may make it apply)."""
         check_command_shape(cmd)
@@ -65,14 +64,16 @@ class CommandPool:
         check_command_signer(head.authority, cmd, get_last_seq(head.authority, signer))
         mine = [p for p in self.pending.values() if p.command.signer == cmd.signer]
         if any(p.command.seq == cmd.seq and p.command != cmd for p in mine):
-            raise ValidationError(CommandReason.REPLAYED, f"seq {cmd.seq} is pending already")
+            raise ValidationError(
+                RejectReason.COMMAND_REPLAYED, f"seq {cmd.seq} is pending already"
+            )
         if check_applies and not any(p.command.seq < cmd.seq for p in mine):
             ctx = get_command_context(head, head.validators, slot, self.committee_size)
             apply_commands(head.registry, ctx, (cmd,))
         digest = compute_command_hash(cmd)
         if digest not in self.pending:
             if len(self.pending) >= MAX_PENDING_COMMANDS or len(mine) >= MAX_PENDING_PER_SIGNER:
-                raise ValidationError("command_pool_full")
+                raise ValidationError(RejectReason.COMMAND_POOL_FULL)
             self.pending[digest] = PendingCommand(cmd, slot)
         return digest
 

@@ -29,7 +29,7 @@ from edgechain.consensus.state import (
     validate_full,
 )
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 RequestSync = Callable[[BlockHash, NodeId, int, Output], None]
@@ -85,7 +85,7 @@ class Committee:
         roles = get_roles(ctx.memo, parent, block.slot, params.committee_size)
         index = roles.committee_index(ctx.pk)
         if index is None:
-            raise PeerError("candidate_to_non_member")
+            raise PeerError(RejectReason.CANDIDATE_TO_NON_MEMBER)
         if block.slot != get_current_slot(params, now):
             return  # stale or early: a vote now would be for the wrong slot
         if now >= get_candidate_deadline_ms(params, block.slot):
@@ -95,7 +95,7 @@ class Committee:
             # One vote per slot. Two candidates from *one* producer is equivocation; from
             # two producers it is two heads (the producer of each branch is elected).
             if previous is not None and previous[0] != block_hash and previous[1] == block.producer:
-                raise PeerError("equivocating_producer")
+                raise PeerError(RejectReason.EQUIVOCATING_PRODUCER)
             return
         validate_full(ctx.memo, params, parent, block, block_hash, self.mode)
         self.voted[block.slot] = (block_hash, block.producer)
@@ -145,15 +145,15 @@ class Committee:
             return
         roles = get_roles(ctx.memo, parent, vote.slot, params.committee_size)
         if vote.excluded != get_skip_exclusion(params, parent, roles):
-            raise PeerError("skip_vote_wrong_producer")
+            raise PeerError(RejectReason.SKIP_VOTE_WRONG_PRODUCER)
         voter_index = get_committee_ids(ctx.memo, parent, vote.slot, roles).get(vote.voter)
         if voter_index is None:
-            raise PeerError("vote_outside_committee")
+            raise PeerError(RejectReason.VOTE_OUTSIDE_COMMITTEE)
         skip_hash = get_skip_hash(ctx.memo, vote.parent, vote.slot, vote.excluded)
         if not ctx.memo.signatures.verify(
             roles.committee[voter_index], compute_vote_message(skip_hash), vote.signature
         ):
-            raise PeerError("bad_vote_signature")
+            raise PeerError(RejectReason.BAD_VOTE_SIGNATURE)
         self.collect_skip_vote(vote, roles, voter_index, skip_hash, now, out)
 
     def collect_skip_vote(
@@ -168,7 +168,7 @@ class Committee:
         votes = self.skip_votes.setdefault(skip_hash, {})
         known = votes.get(index)
         if known is not None and known != vote.signature:
-            raise PeerError("double_vote")
+            raise PeerError(RejectReason.DOUBLE_VOTE)
         votes[index] = vote.signature
         if skip_hash in self.ctx.states or not is_majority(len(votes), len(roles.committee)):
             return

@@ -20,6 +20,7 @@ from edgechain.consensus.messages import GenesisMsg
 from edgechain.consensus.state import BlockState, Memo, compute_genesis_state
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
+from edgechain.errors import RejectReason
 from edgechain.types import BlockHash, PublicKey, SecretKey, Signature
 
 
@@ -69,7 +70,7 @@ class EngineStats:
     votes_sent: int = 0
     skip_votes_sent: int = 0
     reorgs: int = 0
-    peer_errors: Counter[str] = field(default_factory=Counter)
+    peer_errors: Counter[RejectReason] = field(default_factory=Counter)
 
 
 def get_genesis_hash(memo: Memo, genesis: Genesis) -> BlockHash:

@@ -92,7 +92,7 @@ from edgechain.consensus.state import (
 from edgechain.consensus.sync import Pending, Sync
 from edgechain.crypto.hashing import sha256
 from edgechain.crypto.vdf import VdfResult
-from edgechain.errors import PeerError, ValidationError
+from edgechain.errors import PeerError, RejectReason, ValidationError
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, NodeId, SecretKey, Signature, Slot
 
@@ -309,7 +309,7 @@ class ConsensusEngine:
         if not trusted:
             # Judged by what the bytes are, under their own hash (validation results
             # are memoised by hash).
-            self.stats.peer_errors["stored_block_hash_mismatch"] += 1
+            self.stats.peer_errors[RejectReason.STORED_BLOCK_HASH_MISMATCH] += 1
         if self.params is not None:
             try:
                 self.acceptance.accept(block, actual, None, now_ms, out, trusted=trusted)
@@ -342,7 +342,7 @@ class ConsensusEngine:
     def submit_command(self, cmd: SignedCommand, now_ms: int) -> tuple[bytes, Output]:
         """API: check a signed command against the head state in full (it must apply),
         remember it until a block carries it, gossip it; returns its hash. A refused
-        command raises its ValidationError (``CommandReason``), which is the caller's
+        command raises its ValidationError (``RejectReason.COMMAND_*``), which is the caller's
         answer and is counted like a peer's."""
         try:
             digest = self._add_command(cmd, now_ms, check_applies=True)
@@ -357,7 +357,7 @@ class ConsensusEngine:
         state = self.get_head_state()
         params = self.params
         if state is None or params is None:
-            raise ValidationError("no_chain", "no genesis yet")
+            raise ValidationError(RejectReason.NO_CHAIN, "no genesis yet")
         slot = get_current_slot(params, now_ms)
         return self.commands.add(cmd, state, slot, check_applies=check_applies)
 

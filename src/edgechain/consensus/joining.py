@@ -31,7 +31,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.types import NodeId, PublicKey, Signature, Slot
 
 MAX_RETRY_BACKOFF = 4
@@ -97,9 +97,9 @@ class Joining:
             return
         genesis_hash = get_genesis_hash(ctx.memo, msg.genesis)
         if msg.genesis.params.chain_id != ctx.config.chain_id:
-            raise PeerError("foreign_genesis", msg.genesis.params.chain_id)
+            raise PeerError(RejectReason.FOREIGN_GENESIS, msg.genesis.params.chain_id)
         if not bls.verify(ctx.config.bootstrap_key, genesis_hash, msg.signature):
-            raise PeerError("bad_genesis_signature")
+            raise PeerError(RejectReason.BAD_GENESIS_SIGNATURE)
         ctx.memo.get(("genesis-valid", genesis_hash), lambda: validate_genesis(msg.genesis))
         self.adopt_genesis(msg.genesis, msg.signature)
         out.events.append(GenesisCreated(genesis_hash))

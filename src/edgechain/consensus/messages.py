@@ -23,6 +23,7 @@ from edgechain.chain.model import (
     ResourceReport,
     SignedCommand,
 )
+from edgechain.errors import RejectReason
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 # --- messages ------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class GenesisCreated:
 class PeerRejected:
     """A peer's input that failed a check; counted, never fatal."""
 
-    reason: str
+    reason: RejectReason
     sender: NodeId | None
 
 

@@ -48,7 +48,7 @@ from edgechain.consensus.state import (
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.vdf import VdfResult
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 Publish = Callable[[AnyBlock, BlockHash, int, Output], None]
@@ -169,20 +169,20 @@ class Producer:
             return  # a late vote for a slot already closed
         index = duty.committee_ids.get(vote.voter)
         if index is None:
-            raise PeerError("vote_outside_committee")
+            raise PeerError(RejectReason.VOTE_OUTSIDE_COMMITTEE)
         claims = duty.claimed.setdefault(index, [])
         if vote.signature in claims:
             # Harmless (counted once), but only a faulty or hostile voter sends one
             # vote twice over a direct route: counted, not raised.
-            self.ctx.stats.peer_errors["duplicate_vote"] += 1
+            self.ctx.stats.peer_errors[RejectReason.DUPLICATE_VOTE] += 1
             return
         if len(claims) >= 2:
-            raise PeerError("double_vote")
+            raise PeerError(RejectReason.DOUBLE_VOTE)
         # BLS is deterministic: a second, different signature from one voter means one
         # of the two is forged; both are kept and the aggregation step sorts them out.
         claims.append(vote.signature)
         if len(claims) > 1:
-            self.ctx.stats.peer_errors["double_vote"] += 1
+            self.ctx.stats.peer_errors[RejectReason.DOUBLE_VOTE] += 1
         if len(duty.claimed) == len(duty.roles.committee):
             self.finalize(duty, now, out)
 
@@ -216,7 +216,7 @@ class Producer:
                 if self.ctx.memo.signatures.verify(committee[index], message, sig):
                     valid[index] = sig
                     break
-                self.ctx.stats.peer_errors["bad_vote_signature"] += 1
+                self.ctx.stats.peer_errors[RejectReason.BAD_VOTE_SIGNATURE] += 1
         return valid
 
     def finalize(self, duty: ProducerDuty, now: int, out: Output) -> None:

@@ -60,7 +60,7 @@ from edgechain.consensus.state import (
 )
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.report_key import get_report_public_key
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.orchestrator.load import get_unclaimed_apps
 from edgechain.types import NodeId, Slot
 
@@ -216,7 +216,7 @@ class ReportRelay:
         self.maybe_forward_reports(now, out)
         bad = self.verify_pool(head)
         if bad:
-            raise PeerError("bad_report_signature", f"{bad} reports")
+            raise PeerError(RejectReason.BAD_REPORT_SIGNATURE, f"{bad} reports")
 
     def verify_reports(self, head: BlockState, reports: list[ResourceReport]) -> list[bool]:
         """Check signatures of reports from members of ``head``'s validator set."""
@@ -231,7 +231,7 @@ class ReportRelay:
             # run them as far as the chain knows) are ignored by the planner, and counted.
             unclaimed = get_unclaimed_apps(head.registry, report, report.slot) if ok else []
             if unclaimed:
-                self.ctx.stats.peer_errors["report_names_app_not_run"] += len(unclaimed)
+                self.ctx.stats.peer_errors[RejectReason.REPORT_NAMES_APP_NOT_RUN] += len(unclaimed)
         return verdicts
 
     def verify_pool(self, head: BlockState) -> int:
@@ -272,7 +272,7 @@ class ReportRelay:
             )
             verdicts = self.verify_reports(head, candidates)
             if not all(verdicts):
-                ctx.stats.peer_errors["bad_report_signature"] += verdicts.count(False)
+                ctx.stats.peer_errors[RejectReason.BAD_REPORT_SIGNATURE] += verdicts.count(False)
             batch = tuple(r for r, ok in zip(candidates, verdicts, strict=True) if ok)
             self.forward_buffer[slot] = {}
             self.forwarded.add(Slot(slot))

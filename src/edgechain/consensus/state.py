@@ -45,7 +45,7 @@ from edgechain.chain.validator_set import (
 from edgechain.consensus.roles import Roles, compute_roles
 from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.commands import CommandContext, apply_commands
 from edgechain.orchestrator.liveness import (
     compute_down_nodes,
@@ -355,13 +355,6 @@ def get_plan(
 # --- full validation -------------------------------------------------------------------
 
 
-class ConsensusReason:
-    BAD_TIMESTAMP = "bad_timestamp"
-    BAD_DIFFICULTY_RULE = "bad_difficulty_rule"
-    WRONG_PLAN = "wrong_plan"
-    BANNED_NODE = "banned_node"
-
-
 @dataclass(frozen=True)
 class ValidationMode:
     check_attestation: bool = True
@@ -434,20 +427,18 @@ def _validate_uncached(
         return
     slot_start = get_slot_start_ms(params, block.slot)
     if not slot_start <= block.timestamp_ms <= get_candidate_deadline_ms(params, block.slot):
-        raise ValidationError(ConsensusReason.BAD_TIMESTAMP)
+        raise ValidationError(RejectReason.BAD_TIMESTAMP)
     expected = compute_next_difficulty(params, parent.difficulty, block.timestamp_ms - slot_start)
     if block.difficulty != expected:
-        raise ValidationError(
-            ConsensusReason.BAD_DIFFICULTY_RULE, f"{block.difficulty} != {expected}"
-        )
+        raise ValidationError(RejectReason.BAD_DIFFICULTY_RULE, f"{block.difficulty} != {expected}")
     validate_block(
         block, block_hash, ctx, check_attestation=mode.check_attestation, cache=memo.signatures
     )
     if block.plan != get_plan(memo, params, parent, block.slot):
-        raise ValidationError(ConsensusReason.WRONG_PLAN)
+        raise ValidationError(RejectReason.WRONG_PLAN)
     for req in block.inclusions:
         if is_banned(parent.authority, compute_node_id(req.public_key)):
-            raise ValidationError(ConsensusReason.BANNED_NODE)
+            raise ValidationError(RejectReason.BANNED_NODE)
     # Who signed each command and whether it applies: a block carrying a command that
     # does not check gets no votes. (Without commands there is nothing to check: the
     # plan was just compared with the recomputed one.)

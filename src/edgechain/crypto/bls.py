@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
-from edgechain.errors import LocalError, PeerError
+from edgechain.errors import LocalError, PeerError, RejectReason
 from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PublicKey, SecretKey, Signature
 
 CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
@@ -89,35 +89,35 @@ def _decode_public_key(pk: bytes) -> G1Point:
     # Decompression with the subgroup check costs ~65 us; validator keys recur every
     # slot, so a node caches the points it has itself validated.
     if len(pk) != PUBLIC_KEY_SIZE:
-        raise BlsError("bad_public_key", f"length {len(pk)}")
+        raise BlsError(RejectReason.BAD_PUBLIC_KEY, f"length {len(pk)}")
     if pk == _G1_IDENTITY_BYTES:
-        raise BlsError("bad_public_key", "infinity")
+        raise BlsError(RejectReason.BAD_PUBLIC_KEY, "infinity")
     try:
         point = G1Point.from_compressed_bytes(pk)
     except Exception as exc:  # the binding raises plain ValueError/OverflowError
-        raise BlsError("bad_public_key", str(exc)) from None
+        raise BlsError(RejectReason.BAD_PUBLIC_KEY, str(exc)) from None
     if point.to_compressed_bytes() != pk:
         # The binding ignores stray bits next to the infinity flag (0xe0.., 0xc0..01), so
         # without this an identity key slips past the check above and verifies any
         # message with the infinity signature; canonical bytes also keep one point from
         # posing as several validators (roles sort by key bytes, node ids hash them).
-        raise BlsError("bad_public_key", "non-canonical encoding")
+        raise BlsError(RejectReason.BAD_PUBLIC_KEY, "non-canonical encoding")
     if not point.is_in_subgroup():
-        raise BlsError("bad_public_key", "not in subgroup")
+        raise BlsError(RejectReason.BAD_PUBLIC_KEY, "not in subgroup")
     return point
 
 
 def _decode_signature(sig: bytes) -> G2Point:
     if len(sig) != SIGNATURE_SIZE:
-        raise BlsError("bad_signature", f"length {len(sig)}")
+        raise BlsError(RejectReason.BAD_SIGNATURE, f"length {len(sig)}")
     try:
         point = G2Point.from_compressed_bytes(sig)
     except Exception as exc:
-        raise BlsError("bad_signature", str(exc)) from None
+        raise BlsError(RejectReason.BAD_SIGNATURE, str(exc)) from None
     if point.to_compressed_bytes() != sig:
-        raise BlsError("bad_signature", "non-canonical encoding")  # no malleable bytes
+        raise BlsError(RejectReason.BAD_SIGNATURE, "non-canonical encoding")  # no malleable bytes
     if not point.is_in_subgroup():
-        raise BlsError("bad_signature", "not in subgroup")
+        raise BlsError(RejectReason.BAD_SIGNATURE, "not in subgroup")
     return point
 
 
@@ -168,7 +168,7 @@ def verify(pk: bytes, message: bytes, sig: bytes) -> bool:
 def aggregate(signatures: Sequence[bytes]) -> Signature:
     """Sum of signatures; raises :class:`BlsError` on an empty list or a bad point."""
     if not signatures:
-        raise BlsError("empty_aggregate", "no signatures to aggregate")
+        raise BlsError(RejectReason.EMPTY_AGGREGATE, "no signatures to aggregate")
     total = G2Point.identity()
     for sig in signatures:
         total = total + _decode_signature(sig)
@@ -177,7 +177,7 @@ def aggregate(signatures: Sequence[bytes]) -> Signature:
 
 def aggregate_public_keys(public_keys: Sequence[bytes]) -> G1Point:
     if not public_keys:
-        raise BlsError("empty_aggregate", "no public keys")
+        raise BlsError(RejectReason.EMPTY_AGGREGATE, "no public keys")
     total = G1Point.identity()
     for pk in public_keys:
         total = total + _decode_public_key(bytes(pk))

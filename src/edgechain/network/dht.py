@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from edgechain.errors import RejectReason
 from edgechain.types import HASH_SIZE, NodeId
 from edgechain.wire.messages import Contact, DhtMessage, FindNode, Nodes, Ping, Pong
 
@@ -426,7 +427,7 @@ class LookupFinished:
 class DhtRejected:
     """An answer that matched no request of ours (late, replayed, or from someone else)."""
 
-    reason: str
+    reason: RejectReason
     sender: NodeId
 
 
@@ -597,7 +598,7 @@ class DhtNode:
             or pending.contact.node_id != src.node_id
             or (pending.kind is _RequestKind.FIND) != is_nodes
         ):
-            out.events.append(DhtRejected("unexpected_answer", src.node_id))
+            out.events.append(DhtRejected(RejectReason.UNEXPECTED_ANSWER, src.node_id))
             return
         del self._pending[request_id]
         if self._pinging.get(src.node_id) == request_id:

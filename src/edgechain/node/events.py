@@ -33,6 +33,7 @@ from edgechain.consensus.messages import (
     VoteMsg,
 )
 from edgechain.node.clock import NodeClock
+from edgechain.telemetry import logs
 from edgechain.types import NodeId
 
 log = logging.getLogger("edgechain.node")
@@ -81,62 +82,51 @@ class EventRecorder:
                     accepted_ms=self.clock.now_ms(),
                 )
             )
-            log.info(
+            logs.info(
+                log,
                 "block accepted",
-                extra={
-                    "fields": {
-                        "slot": event.slot,
-                        "hash": event.block_hash.hex()[:16],
-                        "skip": event.skip,
-                        "signers": event.signers,
-                    }
-                },
+                slot=event.slot,
+                hash=event.block_hash.hex()[:16],
+                skip=event.skip,
+                signers=event.signers,
             )
         elif isinstance(event, HeadChanged):
             if not replaying:
                 self.store.set_head(event.new)
             if event.reverted:
-                log.info(
-                    "reorg",
-                    extra={
-                        "fields": {"reverted": len(event.reverted), "applied": len(event.applied)}
-                    },
-                )
+                logs.info(log, "reorg", reverted=len(event.reverted), applied=len(event.applied))
         elif isinstance(event, GenesisCreated):
             genesis_msg = engine.genesis_msg
             if genesis_msg is not None and self.store.get_genesis() is None:
                 self.store.put_genesis(event.genesis_hash, encode_genesis(genesis_msg.genesis))
                 self.store.put_meta("genesis_signature", genesis_msg.signature)
-            log.info("genesis", extra={"fields": {"hash": event.genesis_hash.hex()[:16]}})
+            logs.info(log, "genesis", hash=event.genesis_hash.hex()[:16])
         elif isinstance(event, MigrationOrder):
-            log.info(
+            logs.info(
+                log,
                 "migration order",
-                extra={
-                    "fields": {
-                        "app": event.entry.app.hex()[:16],
-                        "action": event.entry.action.name,
-                        "slot": event.slot,
-                    }
-                },
+                app=event.entry.app.hex()[:16],
+                action=event.entry.action.name,
+                slot=event.slot,
             )
         elif isinstance(event, PeerRejected):
-            log.debug("peer input rejected", extra={"fields": {"reason": event.reason}})
+            logs.debug(log, "peer input rejected", reason=event.reason)
 
 
 def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:
     """Producer and committee actions, so a skip block can be explained from logs."""
     message = outgoing.message
     if isinstance(message, CandidateMsg):
-        fields = {"slot": message.block.slot, "to": len(outgoing.to)}
-        log.info("candidate sent", extra={"fields": fields})
+        logs.info(log, "candidate sent", slot=message.block.slot, to=len(outgoing.to))
     elif isinstance(message, BlockMsg) and isinstance(message.block, Block):
         if message.block.producer == node_id and outgoing.route is Route.GOSSIP:
-            fields = {
-                "slot": message.block.slot,
-                "signers": count_signers(message.block.signers),
-            }
-            log.info("block produced", extra={"fields": fields})
+            logs.info(
+                log,
+                "block produced",
+                slot=message.block.slot,
+                signers=count_signers(message.block.signers),
+            )
     elif isinstance(message, SkipVoteMsg):
-        log.info("skip vote sent", extra={"fields": {"slot": message.slot}})
+        logs.info(log, "skip vote sent", slot=message.slot)
     elif isinstance(message, VoteMsg):
-        log.info("vote sent", extra={"fields": {"slot": message.slot}})
+        logs.info(log, "vote sent", slot=message.slot)

@@ -1,25 +1,13 @@
-"""The node's log format: one JSON object per line (time, level, message, fields)."""
+"""The node's log format: one JSON object per line (time, level, message, fields), written
+by :class:`~edgechain.telemetry.logs.JsonLogFormatter` (events: ``telemetry/logs.py``)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
+from edgechain.telemetry.logs import JsonLogFormatter
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message and the event's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "t": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        return json.dumps(entry, default=str)
+__all__ = ["JsonLogFormatter", "configure_logging"]
 
 
 def configure_logging(level: str = "INFO") -> None:

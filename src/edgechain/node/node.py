@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,9 +36,11 @@ from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
+    BlockAccepted,
     BlockMsg,
     CommandMsg,
     HeadChanged,
+    Message,
     MigrationOrder,
     Outgoing,
     Output,
@@ -49,7 +52,14 @@ from edgechain.crypto import bls, vdf
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import load_keystore, load_or_create_keystore
 from edgechain.crypto.session import SessionKeys
-from edgechain.errors import LocalError, PeerError, StoreError, StoreFullError, ValidationError
+from edgechain.errors import (
+    LocalError,
+    PeerError,
+    RejectReason,
+    StoreError,
+    StoreFullError,
+    ValidationError,
+)
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
@@ -60,6 +70,7 @@ from edgechain.node.duty import DutyPriority, choose_duty_nice
 from edgechain.node.events import EventRecorder, log_duty
 from edgechain.node.host_usage import measure_host_usage
 from edgechain.node.log_format import configure_logging
+from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.routing import PeerRouting
@@ -67,6 +78,7 @@ from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
+from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import AppId, NodeId, SecretKey
 from edgechain.wire.codec import (
@@ -162,7 +174,9 @@ class Node(NodeQueries):
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
-        self.cpu = CpuAccounting()
+        self.observer = NodeObserver(self.get_metrics_reading)
+        """The node's Prometheus metrics (node/metrics.py): ``GET /metrics``."""
+        self.cpu = CpuAccounting(on_slot=self.observer.on_slot_cpu)
         """CPU per slot by component (node/cpu.py, telemetry/cpu.py): ``/status``."""
         self.vdf_runner = VdfRunner(
             config.data_dir / "vdf",
@@ -209,6 +223,7 @@ class Node(NodeQueries):
             allow_root_containers=self.config.allow_root_containers,
             clock=self.clock.now_ms,
         )
+        self.apps.migrations.on_result = self.observer.on_migration
         self._transfer_port = await self.apps.start(self.transport.host)
         # Before any app can start: from here on, apps run only under a live lease.
         await asyncio.to_thread(self.watchdog.start, self.config.data_dir)
@@ -223,7 +238,7 @@ class Node(NodeQueries):
         self.apps.attach(self.engine)
         self._replay_store()
         self._join_dht()
-        log.info("node started", extra={"fields": self.get_identity()})
+        logs.info(log, "node started", **self.get_identity())
         self.started.set()
         try:
             await self._loop(stop)
@@ -231,7 +246,7 @@ class Node(NodeQueries):
             await self._close_apps()
             await self.transport.close()
             self.store.close()
-            log.info("node stopped", extra={"fields": {"node_id": self.node_id.hex()}})
+            logs.info(log, "node stopped", node_id=self.node_id.hex())
 
     async def _close_apps(self) -> None:
         if self.apps is not None:
@@ -272,7 +287,7 @@ class Node(NodeQueries):
                 count += 1
         finally:
             self._replaying = False
-        log.info("store replayed", extra={"fields": {"blocks": count}})
+        logs.info(log, "store replayed", blocks=count)
 
     def _join_dht(self) -> None:
         contact = self.bootstrap or Contact(
@@ -365,9 +380,7 @@ class Node(NodeQueries):
                 message, sender = decode_message(data, transport, self.sessions)
         except PeerError as exc:
             self.counters.decode_errors[exc.reason] += 1
-            log.debug(
-                "undecodable message", extra={"fields": {"reason": exc.reason, "from": source}}
-            )
+            logs.debug(log, "undecodable message", reason=exc.reason, **{"from": source})
             return
         now = self.clock.now_ms()
         if transport is Transport.DATAGRAM:
@@ -394,7 +407,7 @@ class Node(NodeQueries):
                 # is the first step of the duty, so it already runs raised. The loop
                 # settles the priority on our actual role right after.
                 self.duty.set(COMMITTEE_NICE)
-            self._apply(engine.on_message(message, sender, now))
+            self._take(message, sender, now)
         self._request_tick(now + TICK_COALESCE_MS)
 
     def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
@@ -419,7 +432,17 @@ class Node(NodeQueries):
         for peer, copy in forwards:
             self.routing.send_to(peer, copy)
         if inner is not None:
-            self._apply(engine.on_message(inner, origin, now))
+            self._take(inner, origin, now)
+
+    def _take(self, message: Message, sender: NodeId | None, now: int) -> None:
+        """Hand a consensus message to the engine (a block's time goes to the metrics)."""
+        engine = self.engine
+        assert engine is not None
+        started = time.perf_counter()
+        out = engine.on_message(message, sender, now)
+        if isinstance(message, BlockMsg):
+            self.observer.on_block_taken(time.perf_counter() - started)
+        self._apply(out)
 
     # --- sending -------------------------------------------------------------------------
 
@@ -487,6 +510,10 @@ class Node(NodeQueries):
         except StoreError as exc:
             self._stop_on_store_failure(exc)
             return
+        if isinstance(event, BlockAccepted):
+            self.observer.on_block_accepted(
+                engine, event, self.clock.now_ms(), replaying=self._replaying
+            )
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
@@ -502,9 +529,11 @@ class Node(NodeQueries):
         re-syncs the rest once there is room again."""
         self.store_failure = exc
         full = isinstance(exc, StoreFullError)
-        log.error(
+        logs.error(
+            log,
             "disk full: stopping" if full else "block store failed: stopping",
-            extra={"fields": {"error": str(exc), "data_dir": str(self.config.data_dir)}},
+            error=str(exc),
+            data_dir=str(self.config.data_dir),
         )
         self._request_tick(self.clock.now_ms())
 
@@ -525,11 +554,11 @@ class Node(NodeQueries):
     def submit_command(self, command: SignedCommand) -> CommandReceipt:
         """Check ``command`` against the head state, keep it for a block and gossip it.
 
-        Raises the engine's ValidationError (``CommandReason``, ``no_chain``) if refused.
+        Raises the engine's ValidationError (``RejectReason.COMMAND_*``, ``NO_CHAIN``) if refused.
         """
         engine = self.engine
         if engine is None:
-            raise ValidationError("no_chain", "node is starting")
+            raise ValidationError(RejectReason.NO_CHAIN, "node is starting")
         digest, out = engine.submit_command(command, self.clock.now_ms())
         self._apply(out)
         self._request_tick(self.clock.now_ms())
@@ -547,7 +576,7 @@ class Node(NodeQueries):
         state = engine.get_head_state() if engine is not None else None
         params = engine.params if engine is not None else None
         if state is None or params is None:
-            raise ValidationError("no_chain", "no genesis yet")
+            raise ValidationError(RejectReason.NO_CHAIN, "no genesis yet")
         # SPEC's seq rule, and above what this node signed already: two submissions in
         # one millisecond, or before the first is in a block, still get distinct seqs.
         last = get_last_seq(state.authority, bls.sk_to_pk(sk))

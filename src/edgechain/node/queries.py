@@ -18,10 +18,11 @@ import psutil
 
 from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine
-from edgechain.consensus.state import BlockState
+from edgechain.consensus.roles import Roles
+from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.crypto.session import SessionKeys
-from edgechain.errors import StoreError
+from edgechain.errors import RejectReason, StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
 from edgechain.node.clock import NodeClock
@@ -29,10 +30,12 @@ from edgechain.node.config import NodeConfig
 from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duty import get_current_role
 from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder
+from edgechain.node.metrics import NodeObserver
 from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
-from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey
+from edgechain.telemetry.metrics import MetricsReading
+from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey, Slot
 
 if TYPE_CHECKING:
     from edgechain.hostile import Hostile
@@ -51,7 +54,7 @@ class ChainEntry:
 class NodeCounters:
     """Input the node's loop could not use (``decode_errors`` is in the status)."""
 
-    decode_errors: Counter[str] = field(default_factory=Counter)
+    decode_errors: Counter[RejectReason] = field(default_factory=Counter)
 
 
 class NodeQueries:
@@ -70,6 +73,7 @@ class NodeQueries:
     recorder: EventRecorder
     process: psutil.Process
     cpu: CpuAccounting
+    observer: NodeObserver
     sessions: SessionKeys
     apps: AppManager | None
     _transfer_port: int | None
@@ -195,6 +199,36 @@ class NodeQueries:
             state.authority.draining,
         ).value
 
+    def get_metrics_reading(self) -> MetricsReading | None:
+        """What ``/metrics`` reads at scrape time (None before the engine runs)."""
+        engine = self.engine
+        if engine is None:
+            return None
+        state = engine.get_head_state()
+        params = engine.params
+        now = self.clock.now_ms()
+        return MetricsReading(
+            slot=get_current_slot(params, now) if params is not None else 0,
+            head_slot=state.slot if state is not None else None,
+            validators=len(state.validators) if state is not None else 0,
+            is_validator=engine.is_validator(),
+            peers=len(self.dht.get_peers()),
+            apps_running=(
+                sum(1 for v in self.apps.views if v.running) if self.apps is not None else 0
+            ),
+            blocks=engine.stats.blocks_accepted,
+            skip_blocks=engine.stats.skip_blocks_accepted,
+            reorgs=engine.stats.reorgs,
+            peer_errors=dict(engine.stats.peer_errors),
+            decode_errors=dict(self.counters.decode_errors),
+            cpu_ns=self.cpu.meter.get_totals_ns(),
+            migrations=dict(self.apps.migrations.outcomes) if self.apps is not None else {},
+        )
+
+    def get_metrics_text(self) -> bytes:
+        """The Prometheus exposition of this node's metrics (``telemetry/metrics.py``)."""
+        return self.observer.render()
+
     def get_blocks(self, since: int = 0, limit: int = MAX_ACCEPTED_LOG) -> list[dict[str, Any]]:
         """Blocks this node accepted (any branch), slot >= ``since``, oldest first."""
         out: list[dict[str, Any]] = []
@@ -224,3 +258,56 @@ class NodeQueries:
     def get_migrations(self) -> list[dict[str, Any]]:
         """This node's migration results (outbound), oldest first, with timings."""
         return list(self.apps.results) if self.apps is not None else []
+
+    # --- the dashboard's (api/snapshot.py): cheap enough to ask twice a second ---------
+
+    def get_overview(self) -> dict[str, Any]:
+        """Who this node is and a few cheap figures (``get_status`` without its costly
+        tables): ids, the DHT peers it knows, its resident memory in MiB."""
+        return {
+            "node_id": self.node_id.hex(),
+            "public_key": self.pk.hex(),
+            "peers": len(self.dht.get_peers()),
+            "rss_mb": round(self.process.memory_info().rss / 2**20),
+        }
+
+    def get_recent_chain(self, count: int) -> list[ChainEntry]:
+        """The last ``count`` blocks of the head chain (genesis exclusive), oldest first,
+        each with the state it was built on: the end of ``get_head_chain`` without
+        walking the whole chain."""
+        engine = self.engine
+        if engine is None or engine.head is None:
+            return []
+        out: list[ChainEntry] = []
+        block_hash = engine.head
+        while len(out) < count:
+            block = engine.blocks.get(block_hash)
+            if block is None:  # genesis
+                break
+            out.append(ChainEntry(block_hash, block, engine.states[block.parent]))
+            block_hash = block.parent
+        out.reverse()
+        return out
+
+    def get_slot_roles(self) -> tuple[int, Roles | None]:
+        """The current slot (this node's clock) and its elected roles: on the head state
+        while the slot's block is still to come (as ``get_current_role``), else the roles
+        the head block was elected under. None before genesis, on an empty validator set
+        or while the head is genesis itself and its slot has not passed."""
+        engine = self.engine
+        if engine is None:
+            return 0, None
+        params, state = engine.params, engine.get_head_state()
+        if params is None or state is None:
+            return 0, None
+        slot = get_current_slot(params, self.clock.now_ms())
+        if state.slot < slot:
+            parent, elected = state, Slot(slot)
+        else:
+            block = engine.blocks.get(state.block_hash)
+            if block is None:
+                return slot, None
+            parent, elected = engine.states[block.parent], block.slot
+        if not len(parent.validators):
+            return slot, None
+        return slot, get_roles(engine.memo, parent, elected, params.committee_size)

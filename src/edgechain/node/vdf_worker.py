@@ -25,6 +25,7 @@ from edgechain.consensus.messages import VdfRequest
 from edgechain.crypto import vdf
 from edgechain.node.clock import NodeClock
 from edgechain.node.priority import get_autogroup_nice, raise_thread_priority
+from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, get_meter
 
 log = logging.getLogger("edgechain.node")
@@ -68,10 +69,7 @@ class VdfRunner:
     def start(self, request: VdfRequest) -> None:
         loop = asyncio.get_running_loop()
         started = self._clock.now_ms()
-        log.info(
-            "vdf started",
-            extra={"fields": {"slot": request.slot, "iterations": request.iterations}},
-        )
+        logs.info(log, "vdf started", slot=request.slot, iterations=request.iterations)
         # The evaluation runs while this file exists (see vdf.prove): removing it is how
         # drop_unwanted stops an evaluation whose result nobody wants any more.
         keep_running = self._dir / f"{request.slot}-{request.challenge.hex()[:16]}.run"
@@ -118,12 +116,12 @@ class VdfRunner:
             }
             error = f.exception()
             if isinstance(error, vdf.VdfCancelledError):
-                log.info("vdf dropped", extra={"fields": fields})
+                logs.info(log, "vdf dropped", **fields)
                 return
             if error is not None:
-                log.error("vdf failed", extra={"fields": {**fields, "error": repr(error)}})
+                logs.error(log, "vdf failed", **fields, error=repr(error))
                 return
-            log.info("vdf done", extra={"fields": fields})
+            logs.info(log, "vdf done", **fields)
             self._on_result(request, f.result())
 
         future.add_done_callback(done)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 
 from edgechain.chain.authority import (
     Authority,
-    CommandReason,
     apply_commands_to_authority,
     check_command_shape,
     check_command_signer,
@@ -36,7 +35,7 @@ from edgechain.chain.model import APP_COMMANDS, CommandKind, SignedCommand
 from edgechain.chain.validation import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.policy import NodeInfo, get_missing_runtime, is_node_allowed
 from edgechain.orchestrator.registry import (
     AppRecord,
@@ -65,7 +64,7 @@ class CommandContext:
 
 
 def _invalid(detail: str) -> ValidationError:
-    return ValidationError(CommandReason.INVALID, detail)
+    return ValidationError(RejectReason.COMMAND_INVALID, detail)
 
 
 def _get_app(registry: Registry, cmd: SignedCommand) -> AppRecord:

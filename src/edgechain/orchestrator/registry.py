@@ -26,7 +26,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
-from edgechain.errors import ValidationError
+from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import AppId, NodeId, Slot
 
 GENESIS_SLOT = Slot(0)
@@ -199,18 +199,18 @@ def _apply_plan(
     placed: set[AppId] = set()
     for entry in plan:
         if entry.app in changed:
-            raise ValidationError("plan_app_twice", entry.app.hex())
+            raise ValidationError(RejectReason.PLAN_APP_TWICE, entry.app.hex())
         record = get_record(registry, entry.app)
         if record is None:
-            raise ValidationError("plan_unknown_app", entry.app.hex())
+            raise ValidationError(RejectReason.PLAN_UNKNOWN_APP, entry.app.hex())
         if entry.action is PlanAction.PLACE:
             if record.node is not None:
-                raise ValidationError("plan_place_not_queued", entry.app.hex())
+                raise ValidationError(RejectReason.PLAN_PLACE_NOT_QUEUED, entry.app.hex())
             placed.add(entry.app)
         elif record.node is None or record.node != entry.origin:
-            raise ValidationError("plan_wrong_origin", entry.app.hex())
+            raise ValidationError(RejectReason.PLAN_WRONG_ORIGIN, entry.app.hex())
         elif entry.destination == entry.origin:
-            raise ValidationError("plan_migrate_in_place", entry.app.hex())
+            raise ValidationError(RejectReason.PLAN_MIGRATE_IN_PLACE, entry.app.hex())
         if entry.action is PlanAction.REPLICA:
             changed[entry.app] = replace(record, replica_node=entry.destination)
             continue

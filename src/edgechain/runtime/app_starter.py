@@ -19,6 +19,7 @@ from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaStore, restore_from_replica
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId
 
 log = logging.getLogger("edgechain.apps")
@@ -65,9 +66,7 @@ class AppStarter:
         if await asyncio.to_thread(self.runtime.is_running, app):
             return
         if not self._is_lease_valid():
-            log.info(
-                "start deferred: lease expired", extra={"fields": {"app": bytes(app).hex()[:16]}}
-            )
+            logs.info(log, "start deferred: lease expired", app=bytes(app).hex()[:16])
             return  # reconcile tries again once the lease is renewed
         fields: dict[str, Any] = {
             "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
@@ -80,9 +79,9 @@ class AppStarter:
                 fields["replica_slot"] = used.slot if used is not None else None
             await asyncio.to_thread(self.runtime.start, app, spec, version=version)
         except AppRuntimeError as exc:
-            log.error("app start failed", extra={"fields": {**fields, "error": str(exc)}})
+            logs.error(log, "app start failed", **fields, error=str(exc))
             return
-        log.info("app started", extra={"fields": fields})
+        logs.info(log, "app started", **fields)
 
     def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:
         """Blocking: start from the local replica? After a RECOVER, or a migration whose

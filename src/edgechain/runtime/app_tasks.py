@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from edgechain.telemetry import logs
 from edgechain.types import AppId
 
 log = logging.getLogger("edgechain.apps")
@@ -35,7 +36,7 @@ class AppTasks:
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("app task failed", exc_info=task.exception())
+            logs.log_exception(log, "app task failed", task.exception())
 
     def lock(self, app: AppId) -> asyncio.Lock:
         return self._locks.setdefault(app, asyncio.Lock())

@@ -13,7 +13,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from edgechain.errors import DecodeError
+from edgechain.errors import DecodeError, RejectReason
 from edgechain.runtime.base import ARCHIVE_IMAGE_MEMBER, ARCHIVE_STATE_PREFIX
 
 MAX_ARCHIVE_MEMBERS = 100_000
@@ -55,25 +55,25 @@ def extract_state_archive(archive: Path, state_dir: Path, image_out: Path | None
             with tarfile.TarFile(archive, "r", copybufsize=COPY_BUFFER_BYTES) as tar:
                 for count, member in enumerate(tar, start=1):
                     if count > MAX_ARCHIVE_MEMBERS:
-                        raise ArchiveError("archive_too_many_members", str(count))
+                        raise ArchiveError(RejectReason.ARCHIVE_TOO_MANY_MEMBERS, str(count))
                     if member.name == ARCHIVE_IMAGE_MEMBER and member.isfile():
                         if image_out is None:
-                            raise ArchiveError("archive_unexpected_image")
+                            raise ArchiveError(RejectReason.ARCHIVE_UNEXPECTED_IMAGE)
                         source = tar.extractfile(member)
                         if source is None:
-                            raise ArchiveError("archive_bad_image")
+                            raise ArchiveError(RejectReason.ARCHIVE_BAD_IMAGE)
                         with source, image_out.open("wb") as sink:
                             shutil.copyfileobj(source, sink, COPY_BUFFER_BYTES)
                         has_image = True
                     elif _is_state_member(member.name):
                         tar.extract(member, staging, filter="data")
                     else:
-                        raise ArchiveError("archive_bad_member", member.name[:200])
+                        raise ArchiveError(RejectReason.ARCHIVE_BAD_MEMBER, member.name[:200])
         except (tarfile.TarError, UnicodeError) as exc:
-            raise ArchiveError("archive_malformed", str(exc)[:200]) from None
+            raise ArchiveError(RejectReason.ARCHIVE_MALFORMED, str(exc)[:200]) from None
         unpacked = staging / ARCHIVE_STATE_PREFIX
         if not unpacked.is_dir():
-            raise ArchiveError("archive_without_state")
+            raise ArchiveError(RejectReason.ARCHIVE_WITHOUT_STATE)
         old = state_dir.parent / (state_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if state_dir.exists():

@@ -76,6 +76,7 @@ from edgechain.runtime.replication import Replicator
 from edgechain.runtime.runtimes import DEFAULT_CONTAINER_NETWORK, open_node_runtimes
 from edgechain.runtime.transfer import TransferClient, TransferServer
 from edgechain.runtime.usage_sampler import AppView, UsageSampler, merge_usage
+from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey
 
 __all__ = ["AppManager", "AppView", "get_transfer_label", "merge_usage"]
@@ -181,7 +182,7 @@ class AppManager:
             _, bound = await self.server.start(host, port)
         except OSError:
             # Loud: peers know this port from the chain; a node on another one is unreachable.
-            log.error("cannot bind the transfer port", extra={"fields": {"port": port}})
+            logs.error(log, "cannot bind the transfer port", port=port)
             await asyncio.to_thread(self.runtime.close)
             raise
         port_file.write_text(f"{bound}\n")
@@ -204,7 +205,7 @@ class AppManager:
     def on_order(self, order: MigrationOrder) -> None:
         entry = order.entry
         if order.spec is None:
-            log.warning("migration order without spec", extra={"fields": self._order(order)})
+            logs.warning(log, "migration order without spec", **self._order(order))
             return
         if entry.action is PlanAction.PLACE and entry.destination == self.node_id:
             self.tasks.spawn(self.starter.place(entry.app, order.spec, "place"))

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Collection
+from collections import Counter, deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from edgechain.runtime.base import get_app_dirname
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lifecycle import ChainView, HeldApp, find_placing_entry, is_on_head_chain
 from edgechain.runtime.transfer import MigrationResult, TransferClient
+from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId, Slot
 
 log = logging.getLogger("edgechain.apps")
@@ -82,6 +83,10 @@ class MigrationsOut:
         self.tasks = tasks
         self.transfer_dir = transfer_dir
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
+        self.outcomes: Counter[str] = Counter()
+        """Every attempt's outcome since start (``results`` keeps the last few)."""
+        self.on_result: Callable[[MigrationResult], None] | None = None
+        """Told each attempt's result (the node's metrics)."""
         self._outgoing: dict[AppId, Handover] = {}
         """Migrations out in progress (the app runs here until the destination has it)."""
 
@@ -125,14 +130,13 @@ class MigrationsOut:
         for handover, task in zip(unwanted, tasks, strict=True):
             handover.abandoned = True
             task.cancel()
-            log.warning(
+            logs.warning(
+                log,
                 "migration cancelled",
-                extra={"fields": {
-                    "app": bytes(handover.entry.app).hex()[:16],
-                    "to": bytes(handover.entry.destination).hex()[:16],
-                    "why": "the head no longer places the app there",
-                }},
-            )  # fmt: skip
+                app=bytes(handover.entry.app).hex()[:16],
+                to=bytes(handover.entry.destination).hex()[:16],
+                why="the head no longer places the app there",
+            )
         if tasks:
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
@@ -195,7 +199,7 @@ class MigrationsOut:
                 break
             address = self.head.get_destination(entry.destination)
             if address is None:
-                log.error("no transfer address for destination", extra={"fields": fields})
+                logs.error(log, "no transfer address for destination", **fields)
                 return
             async with self.tasks.lock(app):
                 try:
@@ -210,7 +214,7 @@ class MigrationsOut:
                     )
                 except LocalError as exc:
                     # Not running here (never started, or already gone): nothing to send.
-                    log.warning("migration skipped", extra={"fields": {**fields, "why": str(exc)}})
+                    logs.warning(log, "migration skipped", **fields, why=str(exc))
                     return
             self._record_result(result, fields, attempt)
             if result.ok:
@@ -221,7 +225,7 @@ class MigrationsOut:
         # The head no longer places it there (a reorg, a later move, a REMOVE), the
         # destination is down (the chain recovers the app elsewhere) or this node is
         # stopping: reconcile decides what this copy is now (after a restart).
-        log.warning("migration abandoned", extra={"fields": {**fields, "attempts": attempt}})
+        logs.warning(log, "migration abandoned", **fields, attempts=attempt)
 
     def _record_result(self, result: MigrationResult, fields: dict[str, Any], attempt: int) -> None:
         entry = {
@@ -237,4 +241,7 @@ class MigrationsOut:
             "live": result.live,
         }
         self.results.append(entry)
-        log.info("migration", extra={"fields": entry})
+        self.outcomes[result.outcome.value] += 1
+        if self.on_result is not None:
+            self.on_result(result)
+        logs.info(log, "migration", **entry)

@@ -66,7 +66,7 @@ from edgechain.chain.encoding import (
     encode_plan_entry,
 )
 from edgechain.chain.model import AppSpec, PlanEntry
-from edgechain.errors import DecodeError, PeerError
+from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, AppId, BlockHash, NodeId
 
 # --- protocol constants ----------------------------------------------------------------
@@ -258,31 +258,31 @@ def encode_offer(offer: Offer) -> bytes:
 def decode_offer(body: bytes) -> Offer:
     """Decode an OFFER body; every length is checked against what remains."""
     if len(body) > MAX_HEADER_BYTES:
-        raise DecodeError("header_too_large", f"{len(body)} bytes")
+        raise DecodeError(RejectReason.HEADER_TOO_LARGE, f"{len(body)} bytes")
     head = len(PROTOCOL_MAGIC) + 1 + HASH_SIZE
     if len(body) < head + 8:
-        raise DecodeError("header_truncated", f"{len(body)} bytes")
+        raise DecodeError(RejectReason.HEADER_TRUNCATED, f"{len(body)} bytes")
     if body[: len(PROTOCOL_MAGIC)] != PROTOCOL_MAGIC:
-        raise DecodeError("bad_magic")
+        raise DecodeError(RejectReason.BAD_MAGIC)
     version = body[len(PROTOCOL_MAGIC)]
     if version != PROTOCOL_VERSION:
-        raise DecodeError("bad_version", str(version))
+        raise DecodeError(RejectReason.BAD_VERSION, str(version))
     block_hash = BlockHash(body[len(PROTOCOL_MAGIC) + 1 : head])
     pos = head
     parts: list[bytes] = []
     for _ in range(3):
         if pos + 4 > len(body):
-            raise DecodeError("header_truncated")
+            raise DecodeError(RejectReason.HEADER_TRUNCATED)
         (size,) = struct.unpack_from(">I", body, pos)
         pos += 4
         if size > len(body) - pos:
-            raise DecodeError("header_truncated", f"field of {size} bytes")
+            raise DecodeError(RejectReason.HEADER_TRUNCATED, f"field of {size} bytes")
         parts.append(body[pos : pos + size])
         pos += size
     if pos != len(body):
-        raise DecodeError("header_trailing_bytes", f"{len(body) - pos} bytes")
+        raise DecodeError(RejectReason.HEADER_TRAILING_BYTES, f"{len(body) - pos} bytes")
     if len(parts[2]) not in (0, SIGNATURE_SIZE):
-        raise DecodeError("bad_offer_signature", f"{len(parts[2])} bytes")
+        raise DecodeError(RejectReason.BAD_OFFER_SIGNATURE, f"{len(parts[2])} bytes")
     return Offer(block_hash, decode_plan_entry(parts[0]), decode_app_spec(parts[1]), parts[2])
 
 
@@ -308,16 +308,16 @@ def encode_replica_offer(offer: ReplicaOffer) -> bytes:
 def decode_replica_offer(body: bytes) -> ReplicaOffer:
     """Decode a REPLICA body (fixed layout; the signature is absent or 96 bytes)."""
     if len(body) < _REPLICA_HEAD.size:
-        raise DecodeError("header_truncated", f"{len(body)} bytes")
+        raise DecodeError(RejectReason.HEADER_TRUNCATED, f"{len(body)} bytes")
     magic, version, app, origin, slot, digest, raw, sig_len = _REPLICA_HEAD.unpack_from(body)
     if magic != REPLICA_MAGIC:
-        raise DecodeError("bad_magic")
+        raise DecodeError(RejectReason.BAD_MAGIC)
     if version != REPLICA_VERSION:
-        raise DecodeError("bad_version", str(version))
+        raise DecodeError(RejectReason.BAD_VERSION, str(version))
     if sig_len not in (0, SIGNATURE_SIZE):
-        raise DecodeError("bad_offer_signature", f"{sig_len} bytes")
+        raise DecodeError(RejectReason.BAD_OFFER_SIGNATURE, f"{sig_len} bytes")
     if len(body) != _REPLICA_HEAD.size + sig_len:
-        raise DecodeError("header_trailing_bytes", f"{len(body)} bytes")
+        raise DecodeError(RejectReason.HEADER_TRAILING_BYTES, f"{len(body)} bytes")
     signature = body[_REPLICA_HEAD.size :]
     return ReplicaOffer(AppId(app), NodeId(origin), slot, digest, raw, signature)
 
@@ -329,14 +329,14 @@ def encode_verdict(message: VerdictMessage) -> bytes:
 
 def decode_verdict(body: bytes) -> VerdictMessage:
     if len(body) < _VERDICT_HEAD.size:
-        raise DecodeError("verdict_truncated")
+        raise DecodeError(RejectReason.VERDICT_TRUNCATED)
     code, flags = _VERDICT_HEAD.unpack_from(body)
     try:
         verdict = Verdict(code)
     except ValueError:
-        raise DecodeError("bad_verdict", str(code)) from None
+        raise DecodeError(RejectReason.BAD_VERDICT, str(code)) from None
     if flags & ~FLAG_IMAGE:
-        raise DecodeError("bad_flags", str(flags))
+        raise DecodeError(RejectReason.BAD_FLAGS, str(flags))
     return VerdictMessage(verdict, bool(flags & FLAG_IMAGE), _decode_reason(body[2:]))
 
 
@@ -346,10 +346,10 @@ def encode_begin(begin: Begin) -> bytes:
 
 def decode_begin(body: bytes) -> Begin:
     if len(body) != _BEGIN.size:
-        raise DecodeError("bad_begin")
+        raise DecodeError(RejectReason.BAD_BEGIN)
     raw, flags = _BEGIN.unpack(body)
     if flags & ~FLAG_IMAGE:
-        raise DecodeError("bad_flags", str(flags))
+        raise DecodeError(RejectReason.BAD_FLAGS, str(flags))
     return Begin(raw, bool(flags & FLAG_IMAGE))
 
 
@@ -359,7 +359,7 @@ def encode_end(end: End) -> bytes:
 
 def decode_end(body: bytes) -> End:
     if len(body) != _END.size:
-        raise DecodeError("bad_end")
+        raise DecodeError(RejectReason.BAD_END)
     compressed, digest = _END.unpack(body)
     return End(compressed, digest)
 
@@ -383,16 +383,16 @@ async def read_frame(reader: asyncio.StreamReader, timeout_s: float) -> tuple[Fr
         try:
             kind = FrameKind(code)
         except ValueError:
-            raise DecodeError("unknown_frame", str(code)) from None
+            raise DecodeError(RejectReason.UNKNOWN_FRAME, str(code)) from None
         if size > MAX_BODY_BYTES[kind]:
-            raise DecodeError("frame_too_large", f"{kind.name} of {size} bytes")
+            raise DecodeError(RejectReason.FRAME_TOO_LARGE, f"{kind.name} of {size} bytes")
         body = await asyncio.wait_for(reader.readexactly(size), timeout_s) if size else b""
     except asyncio.IncompleteReadError:
-        raise TransferError("connection_closed") from None
+        raise TransferError(RejectReason.CONNECTION_CLOSED) from None
     except TimeoutError:
-        raise TransferError("timeout", f"no frame within {timeout_s:g} s") from None
+        raise TransferError(RejectReason.TIMEOUT, f"no frame within {timeout_s:g} s") from None
     except (ConnectionError, OSError) as exc:
-        raise TransferError("connection_error", str(exc)) from None
+        raise TransferError(RejectReason.CONNECTION_ERROR, str(exc)) from None
     return kind, body
 
 
@@ -402,5 +402,5 @@ async def expect_frame(
     """``read_frame`` that accepts only ``kinds`` (a NACK is always accepted)."""
     kind, body = await read_frame(reader, timeout_s)
     if kind not in kinds and kind is not FrameKind.NACK:
-        raise DecodeError("unexpected_frame", kind.name)
+        raise DecodeError(RejectReason.UNEXPECTED_FRAME, kind.name)
     return kind, body

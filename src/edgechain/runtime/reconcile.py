@@ -47,6 +47,7 @@ from edgechain.runtime.lifecycle import (
 from edgechain.runtime.migrations_out import MigrationsOut
 from edgechain.runtime.replica_sync import ReplicaSync
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId
 
 log = logging.getLogger("edgechain.apps")
@@ -182,28 +183,25 @@ class Reconciler:
                 if await asyncio.to_thread(self._stop_if_running, app):
                     # A second copy: the head runs it elsewhere, or never started it.
                     where = record.node.hex()[:16] if record and record.node else None
-                    log.warning(
-                        "stale app stopped", extra={"fields": {**fields, "placed_on": where}}
-                    )
+                    logs.warning(log, "stale app stopped", **fields, placed_on=where)
             elif action is Action.STOP:
                 if await asyncio.to_thread(self._stop_if_running, app):
-                    log.info("app stopped", extra={"fields": {**fields, "why": "stopped"}})
+                    logs.info(log, "app stopped", **fields, why="stopped")
             elif action is Action.UPDATE and record is not None:
                 done, old = await asyncio.to_thread(self._restart_at, app, record)
                 if done:
-                    log.info("app updated", extra={"fields": {**fields, "from_version": old}})
+                    logs.info(log, "app updated", **fields, from_version=old)
             elif action is Action.CONFIRM and record is not None:
                 await asyncio.to_thread(self.runtime.set_version, app, record.version)
             elif action is Action.REMOVE:
                 await asyncio.to_thread(self.runtime.remove, app)
                 self._searched.pop(app, None)
-                log.info("app removed", extra={"fields": {**fields, "why": "removed"}})
+                logs.info(log, "app removed", **fields, why="removed")
             elif action is Action.DISCARD:
                 await asyncio.to_thread(self.runtime.remove, app)
-                log.info("app removed", extra={"fields": {**fields, "why": "placed elsewhere"}})
+                logs.info(log, "app removed", **fields, why="placed elsewhere")
         except AppRuntimeError as exc:
-            fields.update(action=action.value, error=str(exc))
-            log.error("app action failed", extra={"fields": fields})
+            logs.error(log, "app action failed", **fields, action=action.value, error=str(exc))
 
     def _stop_if_running(self, app: AppId) -> bool:
         """Blocking: stop the app (state kept) if it runs; True when it did."""

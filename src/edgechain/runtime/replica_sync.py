@@ -19,6 +19,7 @@ from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaStore
 from edgechain.runtime.replication import DueReplica, Replicator
 from edgechain.runtime.transfer import TransferClient
+from edgechain.telemetry import logs
 from edgechain.types import AppId
 
 log = logging.getLogger("edgechain.apps")
@@ -71,9 +72,9 @@ class ReplicaSync:
                 transmit_ms=round(result.transmit_ms, 1),
                 compressed_bytes=result.compressed_bytes,
             )
-            log.info("replica sent" if ok else "replica refused", extra={"fields": fields})
+            logs.info(log, "replica sent" if ok else "replica refused", **fields)
         except (AppRuntimeError, OSError) as exc:
-            log.warning("replica failed", extra={"fields": {**fields, "error": str(exc)}})
+            logs.warning(log, "replica failed", **fields, error=str(exc))
         finally:
             self.replicator.on_sent(due, ok)
 
@@ -82,4 +83,4 @@ class ReplicaSync:
         stored = [info.app for info in self.replicas.list()]
         for app in self.replicator.get_unwanted(state, stored, held):
             self.replicas.remove(app)
-            log.info("replica dropped", extra={"fields": {"app": bytes(app).hex()[:16]}})
+            logs.info(log, "replica dropped", app=bytes(app).hex()[:16])

@@ -38,7 +38,7 @@ from pathlib import Path
 from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.runtime.base import (
     AppNotFoundError,
     AppRuntime,
@@ -452,9 +452,9 @@ async def send_offer(
         connecting = asyncio.open_connection(host, port)
         reader, writer = await asyncio.wait_for(connecting, timeouts.connect_s)
     except TimeoutError:
-        raise TransferError("connect_timeout", f"{host}:{port}") from None
+        raise TransferError(RejectReason.CONNECT_TIMEOUT, f"{host}:{port}") from None
     except OSError as exc:
-        raise TransferError("connect_failed", str(exc)) from None
+        raise TransferError(RejectReason.CONNECT_FAILED, str(exc)) from None
     try:
         await send_frame(writer, offer, timeouts.io_s)
         kind, body = await expect_frame(reader, timeouts.io_s, FrameKind.VERDICT)

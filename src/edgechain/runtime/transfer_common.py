@@ -23,7 +23,7 @@ from typing import BinaryIO, cast
 import zstandard
 
 from edgechain.chain.model import AppSpec, PlanEntry
-from edgechain.errors import DecodeError
+from edgechain.errors import DecodeError, RejectReason
 from edgechain.runtime.protocol import (
     CHUNK_BYTES,
     READ_BYTES,
@@ -114,9 +114,9 @@ async def send_frame(writer: asyncio.StreamWriter, frame: bytes, timeout_s: floa
     try:
         await asyncio.wait_for(writer.drain(), timeout_s)
     except TimeoutError:
-        raise TransferError("timeout", "peer stopped reading") from None
+        raise TransferError(RejectReason.TIMEOUT, "peer stopped reading") from None
     except (ConnectionError, OSError) as exc:
-        raise TransferError("connection_error", str(exc)) from None
+        raise TransferError(RejectReason.CONNECTION_ERROR, str(exc)) from None
 
 
 # --- the payload, origin side ----------------------------------------------------------
@@ -157,7 +157,7 @@ async def send_payload(
         await _send_archive(writer, archive, begin, stream, reply, timeouts.io_s, zstd_level)
         done, _ = await asyncio.wait({reply}, timeout=timeouts.io_s)
         if not done:
-            raise TransferError("timeout", "no RECEIVED after the payload")
+            raise TransferError(RejectReason.TIMEOUT, "no RECEIVED after the payload")
         _check_reply(reply.result(), FrameKind.RECEIVED, stream)
     finally:
         reply.cancel()
@@ -173,9 +173,9 @@ def _check_reply(
     kind, body = frame
     if kind is FrameKind.NACK:
         stream.end_sent = False  # the destination said it failed: nothing to confirm
-        raise TransferError("nack", decode_nack(body))
+        raise TransferError(RejectReason.NACK, decode_nack(body))
     if kind is not expected:
-        raise DecodeError("unexpected_frame", kind.name)
+        raise DecodeError(RejectReason.UNEXPECTED_FRAME, kind.name)
 
 
 async def _send_archive(
@@ -245,7 +245,9 @@ class _BoundedSink:
     def write(self, data: bytes) -> int:
         self.size += len(data)
         if self.size > self.limit:
-            raise DecodeError("payload_too_large", f"more than the announced {self.limit} bytes")
+            raise DecodeError(
+                RejectReason.PAYLOAD_TOO_LARGE, f"more than the announced {self.limit} bytes"
+            )
         self.digest.update(data)
         return self.file.write(data)
 
@@ -264,9 +266,9 @@ async def receive_payload(
     _, body = await expect_frame(reader, timeouts.io_s, FrameKind.BEGIN)
     begin = decode_begin(body)
     if begin.raw_bytes > max_bytes:
-        raise DecodeError("payload_too_large", f"{begin.raw_bytes} bytes announced")
+        raise DecodeError(RejectReason.PAYLOAD_TOO_LARGE, f"{begin.raw_bytes} bytes announced")
     if expected is not None and begin != Begin(expected.raw_bytes, False):
-        raise DecodeError("size_mismatch", f"{begin.raw_bytes} != {expected.raw_bytes}")
+        raise DecodeError(RejectReason.SIZE_MISMATCH, f"{begin.raw_bytes} != {expected.raw_bytes}")
     compressed = 0
     with path.open("wb") as file:
         sink = _BoundedSink(file, begin.raw_bytes)
@@ -279,24 +281,24 @@ async def receive_payload(
                     reader, timeouts.io_s, FrameKind.DATA, FrameKind.END
                 )
                 if kind is FrameKind.NACK:
-                    raise TransferError("origin_aborted", decode_nack(body))
+                    raise TransferError(RejectReason.ORIGIN_ABORTED, decode_nack(body))
                 if kind is FrameKind.END:
                     end = decode_end(body)
                     break
                 compressed += len(body)
                 if compressed > max_bytes:
-                    raise DecodeError("payload_too_large", "compressed stream too long")
+                    raise DecodeError(RejectReason.PAYLOAD_TOO_LARGE, "compressed stream too long")
                 decompressor.write(body)
             decompressor.flush()  # type: ignore[no-untyped-call]
         except zstandard.ZstdError as exc:
-            raise DecodeError("bad_compression", str(exc)) from None
+            raise DecodeError(RejectReason.BAD_COMPRESSION, str(exc)) from None
     if end.compressed_bytes != compressed:
-        raise DecodeError("size_mismatch", f"{compressed} != {end.compressed_bytes}")
+        raise DecodeError(RejectReason.SIZE_MISMATCH, f"{compressed} != {end.compressed_bytes}")
     if sink.size != begin.raw_bytes:
-        raise DecodeError("size_mismatch", f"raw {sink.size} != {begin.raw_bytes}")
+        raise DecodeError(RejectReason.SIZE_MISMATCH, f"raw {sink.size} != {begin.raw_bytes}")
     digest = sink.digest.digest()
     if digest != end.sha256:
-        raise DecodeError("checksum_mismatch")
+        raise DecodeError(RejectReason.CHECKSUM_MISMATCH)
     if expected is not None and digest != expected.sha256:
-        raise DecodeError("checksum_mismatch", "not the signed snapshot")
+        raise DecodeError(RejectReason.CHECKSUM_MISMATCH, "not the signed snapshot")
     return ReceivedPayload(sink.size, compressed, digest)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.chain.model import PlanAction
-from edgechain.errors import DecodeError, PeerError
+from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, get_app_dirname
 from edgechain.runtime.protocol import (
     DEFAULT_MAX_STATE_BYTES,
@@ -61,6 +61,7 @@ from edgechain.runtime.transfer_common import (
     receive_payload,
     send_frame,
 )
+from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId
 
 _log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class ServerStats:
     failed: int
     replicas: int = 0
     """Replicas verified and stored."""
-    refused_by_reason: Mapping[str, int] = field(default_factory=dict)
+    refused_by_reason: Mapping[RejectReason, int] = field(default_factory=dict)
     """``refused`` by the reason sent to the peer (``not_planned``: an offer no block
     of our head chain carries; ``unauthenticated_origin``; ...)."""
 
@@ -123,7 +124,7 @@ class TransferServer:
         self._locks: dict[AppId, asyncio.Lock] = {}
         self._replica_locks: dict[AppId, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refusals: Counter[str] = Counter()
+        self._refusals: Counter[RejectReason] = Counter()
         self._counts = {
             "completed": 0,
             "already_running": 0,
@@ -184,7 +185,7 @@ class TransferServer:
         frame = encode_frame(FrameKind.VERDICT, encode_verdict(verdict))
         await send_frame(writer, frame, self.timeouts.io_s)
 
-    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: RejectReason) -> None:
         self._counts["refused"] += 1
         self._refusals[reason] += 1
         await self._send_verdict(writer, VerdictMessage(Verdict.REFUSED, False, reason))
@@ -194,7 +195,7 @@ class TransferServer:
         try:
             kind, body = await expect_frame(reader, t.io_s, FrameKind.OFFER, FrameKind.REPLICA)
             if kind is FrameKind.NACK:
-                raise DecodeError("unexpected_frame", kind.name)
+                raise DecodeError(RejectReason.UNEXPECTED_FRAME, kind.name)
             offer = decode_replica_offer(body) if kind is FrameKind.REPLICA else decode_offer(body)
         except DecodeError as exc:
             await self._refuse(writer, exc.reason)
@@ -206,40 +207,40 @@ class TransferServer:
 
     # --- migrations --------------------------------------------------------------------
 
-    async def _check(self, offer: Offer) -> str:
-        """Why ``offer`` must be refused, or "" when it is a planned migration to us."""
+    async def _check(self, offer: Offer) -> RejectReason | None:
+        """Why ``offer`` must be refused, or None when it is a planned migration to us."""
         entry = offer.entry
         if entry.action is not PlanAction.MIGRATE:
-            return "not_a_migration"
+            return RejectReason.NOT_A_MIGRATION
         if entry.destination != self.node_id:
-            return "wrong_destination"
+            return RejectReason.WRONG_DESTINATION
         if self.is_spec_current is not None and not self.is_spec_current(entry.app, offer.spec):
-            return "spec_does_not_match_app"
+            return RejectReason.SPEC_DOES_NOT_MATCH_APP
         if offer.spec.runtime not in self.runtime.kinds:
-            return "wrong_runtime"
+            return RejectReason.WRONG_RUNTIME
         if self.verify_origin is not None:
             root = compute_offer_signing_root(offer.block_hash, entry, offer.spec)
             if not offer.signature or not self.verify_origin(
                 NodeId(entry.origin), root, offer.signature
             ):
-                return "unauthenticated_origin"
+                return RejectReason.UNAUTHENTICATED_ORIGIN
         try:
             planned = self.is_planned(offer.block_hash, entry)
             if inspect.isawaitable(planned):
                 planned = await planned
         except Exception:
             # The chain layer's bug, not the peer's: refuse, and say so loudly.
-            _log.exception("plan check failed for block %s", bytes(offer.block_hash).hex())
-            return "plan_check_failed"
+            logs.log_exception(_log, "plan check failed", block=bytes(offer.block_hash).hex())
+            return RejectReason.PLAN_CHECK_FAILED
         if not planned:
-            return "not_planned"
-        return ""
+            return RejectReason.NOT_PLANNED
+        return None
 
     async def _serve_migration(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offer: Offer
     ) -> None:
         reason = await self._check(offer)
-        if reason:
+        if reason is not None:
             await self._refuse(writer, reason)
             return
         app = offer.entry.app
@@ -253,7 +254,7 @@ class TransferServer:
                 await self._send_verdict(writer, verdict)
                 return
             if running:
-                await self._refuse(writer, "app_already_running_here")
+                await self._refuse(writer, RejectReason.APP_ALREADY_RUNNING_HERE)
                 return
             need_image = not await asyncio.to_thread(self.runtime.has_image, offer.spec)
             await self._send_verdict(writer, VerdictMessage(Verdict.ACCEPT, need_image, ""))
@@ -283,7 +284,9 @@ class TransferServer:
                 if is_peer_gone(reader, writer):
                     # The origin gave up (timeout) while we restored: it resumes its own
                     # copy, so ours must go, or the app would run twice.
-                    raise TransferError("origin_gone", "connection closed during restore")
+                    raise TransferError(
+                        RejectReason.ORIGIN_GONE, "connection closed during restore"
+                    )
                 ledger.touch()
                 await send_frame(writer, encode_frame(FrameKind.DONE), t.io_s)
             except BaseException:
@@ -296,37 +299,37 @@ class TransferServer:
 
     # --- replicas ----------------------------------------------------------------------
 
-    async def _check_replica(self, offer: ReplicaOffer) -> str:
-        """Why ``offer`` must be refused, or "" when this node keeps that app's replica."""
+    async def _check_replica(self, offer: ReplicaOffer) -> RejectReason | None:
+        """Why ``offer`` must be refused, or None when this node keeps that app's replica."""
         if self.replicas is None or self.is_replica_wanted is None:
-            return "replicas_not_accepted"
+            return RejectReason.REPLICAS_NOT_ACCEPTED
         if offer.raw_bytes > self.max_state_bytes:
-            return "payload_too_large"
+            return RejectReason.PAYLOAD_TOO_LARGE
         try:
             wanted = self.is_replica_wanted(offer.app, offer.origin)
             if inspect.isawaitable(wanted):
                 wanted = await wanted
         except Exception:
-            _log.exception("replica check failed for app %s", bytes(offer.app).hex()[:16])
-            return "replica_check_failed"
+            logs.log_exception(_log, "replica check failed", app=bytes(offer.app).hex()[:16])
+            return RejectReason.REPLICA_CHECK_FAILED
         if not wanted:
-            return "replica_not_wanted"
+            return RejectReason.REPLICA_NOT_WANTED
         if self.verify_origin is not None:
             root = compute_replica_signing_root(
                 offer.app, offer.origin, offer.slot, offer.sha256, offer.raw_bytes
             )
             if not offer.signature or not self.verify_origin(offer.origin, root, offer.signature):
-                return "unauthenticated_origin"
+                return RejectReason.UNAUTHENTICATED_ORIGIN
         stored = self.replicas.get(offer.app)
         if stored is not None and offer.slot < stored.slot:
-            return "stale_slot"
-        return ""
+            return RejectReason.STALE_SLOT
+        return None
 
     async def _serve_replica(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offer: ReplicaOffer
     ) -> None:
         reason = await self._check_replica(offer)
-        if reason:
+        if reason is not None:
             await self._refuse(writer, reason)
             return
         store = self.replicas
@@ -354,13 +357,13 @@ class TransferServer:
                 except (OSError, ValueError) as exc:
                     # Our disk, not the peer: say so loudly, and tell the origin at once.
                     _log.error("cannot store replica of %s: %s", bytes(offer.app).hex()[:16], exc)
-                    info, reason = None, f"store_failed: {exc}"
+                    info, nack = None, f"store_failed: {exc}"
                 else:
                     # None: a newer replica was stored since the check (another connection).
-                    reason = "stale_slot"
+                    nack = RejectReason.STALE_SLOT
                 if info is None:
                     self._counts["failed"] += 1
-                    await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(reason)), 1.0)
+                    await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(nack)), 1.0)
                     return
                 await send_frame(writer, encode_frame(FrameKind.DONE), self.timeouts.io_s)
                 self._counts["replicas"] += 1

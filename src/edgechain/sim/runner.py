@@ -47,6 +47,7 @@ from edgechain.consensus.state import (
     get_slot_start_ms,
 )
 from edgechain.crypto import bls, vdf
+from edgechain.errors import RejectReason
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.sim.apps import AppLayer, AppModelConfig
@@ -208,7 +209,7 @@ class Simulation:
         self.auditor: Auditor | None = None
         self.genesis_slot_ms: int | None = None
         self.reorgs = 0
-        self.peer_errors: Counter[str] = Counter()
+        self.peer_errors: Counter[RejectReason] = Counter()
         self.heal_slot: int | None = None
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self.apps: AppLayer | None = None

@@ -199,20 +199,21 @@ class SlotCpuLog:
 
     def record(
         self, slot: int, on_duty: bool, totals_ns: dict[Component, int], process_ns: int
-    ) -> None:
+    ) -> SlotCpu | None:
+        """The sample of the slot that ended (None: this call set the baseline)."""
         last = self._last
         self._last = (totals_ns, process_ns)
         if last is None:
-            return
+            return None
         before, process_before = last
-        self.samples.append(
-            SlotCpu(
-                slot=slot,
-                on_duty=on_duty,
-                components_us={c: (totals_ns[c] - before[c]) // 1000 for c in Component},
-                process_us=(process_ns - process_before) // 1000,
-            )
+        sample = SlotCpu(
+            slot=slot,
+            on_duty=on_duty,
+            components_us={c: (totals_ns[c] - before[c]) // 1000 for c in Component},
+            process_us=(process_ns - process_before) // 1000,
         )
+        self.samples.append(sample)
+        return sample
 
     def summarize(self) -> dict[str, object]:
         """Median and p99 per component (ms per slot), on and off duty, the process's

@@ -70,7 +70,7 @@ from edgechain.consensus.messages import (
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id, sha256
 from edgechain.crypto.session import MAC_SIZE, SessionKeys, compute_mac
-from edgechain.errors import DecodeError, LocalError, PeerError
+from edgechain.errors import DecodeError, LocalError, PeerError, RejectReason
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import (
     HASH_SIZE,
@@ -335,15 +335,17 @@ def decode_message(
     """
     limit = get_max_size(transport)
     if len(data) > limit:
-        raise DecodeError("too_large", f"{len(data)} bytes > {limit} over {transport.value}")
+        raise DecodeError(
+            RejectReason.TOO_LARGE, f"{len(data)} bytes > {limit} over {transport.value}"
+        )
     envelope = _parse(pb.Envelope(), data, "envelope")
     if envelope.version != WIRE_VERSION:
-        raise DecodeError("bad_version", str(envelope.version))
+        raise DecodeError(RejectReason.BAD_VERSION, str(envelope.version))
     sender = NodeId(_check_fixed(envelope.sender, HASH_SIZE, "sender"))
     payload = _parse(pb.Payload(), envelope.payload, "payload")
     kind = payload.WhichOneof("kind")
     if kind is None:
-        raise DecodeError("empty_payload")
+        raise DecodeError(RejectReason.EMPTY_PAYLOAD)
     message = _DECODERS[kind](payload)
     _check_envelope_signature(envelope, type(message), sessions)
     return message, sender
@@ -353,7 +355,7 @@ def decode_gossip_payload(data: bytes) -> tuple[GossipableMessage, NodeId]:
     """The origin's message inside a :class:`GossipMsg` payload, and the origin."""
     message, origin = decode_message(data, Transport.STREAM)
     if not isinstance(message, GOSSIP_TYPES):
-        raise DecodeError("not_gossipable", type(message).__name__)
+        raise DecodeError(RejectReason.NOT_GOSSIPABLE, type(message).__name__)
     return message, origin  # type: ignore[return-value]
 
 
@@ -361,7 +363,7 @@ def _parse(proto: P, data: bytes, what: str) -> P:
     try:
         proto.ParseFromString(data)
     except Exception as exc:  # the C parser raises its own DecodeError, or RuntimeError
-        raise DecodeError("malformed", f"{what}: {exc}") from None
+        raise DecodeError(RejectReason.MALFORMED, f"{what}: {exc}") from None
     return proto
 
 
@@ -370,23 +372,23 @@ def _check_envelope_signature(
 ) -> None:
     if not is_envelope_signed(message_type):
         if envelope.public_key or envelope.signature or envelope.mac:
-            raise DecodeError("unexpected_signature", message_type.__name__)
+            raise DecodeError(RejectReason.UNEXPECTED_SIGNATURE, message_type.__name__)
         return
     public_key = PublicKey(_check_fixed(envelope.public_key, PUBLIC_KEY_SIZE, "public_key"))
     if compute_node_id(public_key) != envelope.sender:
-        raise DecodeError("key_mismatch", "sender is not SHA-256(public_key)")
+        raise DecodeError(RejectReason.KEY_MISMATCH, "sender is not SHA-256(public_key)")
     root = compute_envelope_signing_root(envelope.version, envelope.sender, envelope.payload)
     if envelope.mac:
         if envelope.signature:
-            raise DecodeError("unexpected_signature", "both a MAC and a signature")
+            raise DecodeError(RejectReason.UNEXPECTED_SIGNATURE, "both a MAC and a signature")
         mac = _check_fixed(envelope.mac, MAC_SIZE, "mac")
         if sessions is None:
-            raise DecodeError("unexpected_mac", message_type.__name__)
+            raise DecodeError(RejectReason.UNEXPECTED_MAC, message_type.__name__)
         with cpu_span(Component.DHT):  # only the DHT's envelopes are authenticated
             key = sessions.get_key(public_key)  # BlsError (a PeerError) if invalid
             valid = hmac.compare_digest(compute_mac(key, sessions.node_id, root), mac)
         if not valid:
-            raise PeerError("bad_envelope_mac", message_type.__name__)
+            raise PeerError(RejectReason.BAD_ENVELOPE_MAC, message_type.__name__)
         sessions.macs_verified += 1
         sessions.learn(public_key)
         return
@@ -394,7 +396,7 @@ def _check_envelope_signature(
     with cpu_span(Component.DHT):
         valid = bls.verify(public_key, root, signature)
     if not valid:
-        raise PeerError("bad_envelope_signature", message_type.__name__)
+        raise PeerError(RejectReason.BAD_ENVELOPE_SIGNATURE, message_type.__name__)
     if sessions is not None:
         # The sender proved this key: our answers to it can be MACed from now on.
         sessions.learn(public_key)
@@ -402,26 +404,26 @@ def _check_envelope_signature(
 
 def _check_fixed(value: bytes, size: int, field: str) -> bytes:
     if len(value) != size:
-        raise DecodeError("bad_length", f"{field}: {len(value)} bytes, expected {size}")
+        raise DecodeError(RejectReason.BAD_LENGTH, f"{field}: {len(value)} bytes, expected {size}")
     return value
 
 
 def _check_address(address: str) -> str:
     size = len(address.encode("utf-8"))
     if not 0 < size <= MAX_ADDRESS_BYTES:
-        raise DecodeError("bad_address", f"{size} bytes")
+        raise DecodeError(RejectReason.BAD_ADDRESS, f"{size} bytes")
     return address
 
 
 def _check_count(count: int, maximum: int, field: str) -> None:
     if count > maximum:
-        raise DecodeError("too_many", f"{field}: {count} > {maximum}")
+        raise DecodeError(RejectReason.TOO_MANY, f"{field}: {count} > {maximum}")
 
 
 def _decode_candidate(p: pb.Payload) -> CandidateMsg:
     block = decode_block(p.candidate.block)
     if not isinstance(block, Block):
-        raise DecodeError("bad_candidate", "a candidate is never a skip block")
+        raise DecodeError(RejectReason.BAD_CANDIDATE, "a candidate is never a skip block")
     return CandidateMsg(block)
 
 
@@ -482,7 +484,7 @@ def _from_genesis_announce(g: pb.GenesisAnnounce) -> GenesisMsg:
 def _decode_sync_request(p: pb.Payload) -> SyncRequestMsg:
     s = p.sync_request
     if not 0 < s.limit <= MAX_SYNC_BLOCKS:
-        raise DecodeError("bad_limit", str(s.limit))
+        raise DecodeError(RejectReason.BAD_LIMIT, str(s.limit))
     return SyncRequestMsg(BlockHash(_check_fixed(s.want, HASH_SIZE, "want")), s.limit)
 
 
@@ -521,12 +523,12 @@ def _decode_gossip(p: pb.Payload) -> GossipMsg:
     g = p.gossip
     message_id = _check_fixed(g.message_id, HASH_SIZE, "message_id")
     if not 0 < g.ttl <= MAX_GOSSIP_TTL:
-        raise DecodeError("bad_ttl", str(g.ttl))
+        raise DecodeError(RejectReason.BAD_TTL, str(g.ttl))
     if not g.payload:
-        raise DecodeError("empty_gossip")
+        raise DecodeError(RejectReason.EMPTY_GOSSIP)
     # A wrong id could poison every receiver's seen-cache against the real message.
     if compute_message_id(g.payload) != message_id:
-        raise DecodeError("bad_message_id")
+        raise DecodeError(RejectReason.BAD_MESSAGE_ID)
     return GossipMsg(message_id, g.ttl, g.payload)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from edgechain.errors import DecodeError, LocalError
+from edgechain.errors import DecodeError, LocalError, RejectReason
 from edgechain.wire.limits import FRAME_HEADER_BYTES, MAX_FRAME_BYTES
 
 
@@ -38,7 +38,7 @@ class FrameDecoder:
         protocol that reads a header frame, then :meth:`take_buffered`).
         """
         if self._failed:
-            raise DecodeError("stream_failed", "decoder already failed")
+            raise DecodeError(RejectReason.STREAM_FAILED, "decoder already failed")
         self._buf += data
         frames: list[bytes] = []
         while len(self._buf) >= FRAME_HEADER_BYTES and (
@@ -48,7 +48,9 @@ class FrameDecoder:
             if not 0 < size <= self._max_frame:
                 self._failed = True
                 self._buf.clear()
-                raise DecodeError("bad_frame_size", f"{size} bytes (limit {self._max_frame})")
+                raise DecodeError(
+                    RejectReason.BAD_FRAME_SIZE, f"{size} bytes (limit {self._max_frame})"
+                )
             end = FRAME_HEADER_BYTES + size
             if len(self._buf) < end:
                 break

@@ -1,0 +1,475 @@
+"""The component schemas of the API's OpenAPI document (``api/openapi.py``): the
+JSON objects the routes answer and take, key by key, from the same constants and enums
+the routes and ``api/schema.py`` check against, so a limit changed there changes here.
+"""
+
+from __future__ import annotations
+
+from edgechain.api.openapi_helpers import (
+    APP_STATES,
+    NO_NUL,
+    Schema,
+    closed_object,
+    count,
+    counters,
+    hex_string,
+    limit,
+    nullable,
+    ref,
+    share,
+    short_text,
+)
+from edgechain.api.openapi_snapshot import get_snapshot_schemas
+from edgechain.api.schema import RUNTIMES, U32_MAX
+from edgechain.chain.encoding import Limits
+from edgechain.chain.model import (
+    APP_COMMANDS,
+    MAX_CPU_LIMIT_MILLICORES,
+    MAX_MEMORY_LIMIT_BYTES,
+    MAX_STATE_LIMIT_BYTES,
+    MIN_CPU_LIMIT_MILLICORES,
+    MIN_MEMORY_LIMIT_BYTES,
+    MIN_STATE_LIMIT_BYTES,
+    PlanAction,
+)
+from edgechain.consensus.roles import Role
+from edgechain.orchestrator.liveness import NodeStatus
+from edgechain.runtime.base import AppStatus
+from edgechain.runtime.transfer_client import MigrationOutcome
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE
+
+# --- component schemas ---------------------------------------------------------------
+
+
+def _error_schema() -> Schema:
+    return {
+        "type": "object",
+        "description": "Every refusal: what is wrong, and the request field it is about "
+        "(a JSON path such as policy.min_interval_slots, a query parameter, path, "
+        "method, body, authorization...) when there is one.",
+        "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
+        "required": ["error"],
+        "additionalProperties": False,
+    }
+
+
+def _cpu_duty_schema() -> Schema:
+    figures = closed_object({"median": {"type": "number"}, "p99": {"type": "number"}})
+    return closed_object(
+        {
+            "slots": count("slots sampled"),
+            "components_ms": {
+                "type": "object",
+                "description": "ms of CPU per slot by component (telemetry/cpu.py), and "
+                "unaccounted, process",
+                "additionalProperties": figures,
+            },
+            "measured_share": nullable(
+                {"type": "number", "description": "the components' sum over the process's CPU"}
+            ),
+        }
+    )
+
+
+def _status_schema() -> Schema:
+    node_statuses = [s.value for s in NodeStatus]
+    return closed_object(
+        {
+            "node_id": ref("NodeId"),
+            "public_key": ref("PublicKey"),
+            "chain_id": {"type": "string"},
+            "admin_key": nullable(ref("PublicKey")),
+            "open_admission": {"type": ["boolean", "null"], "description": "null before genesis"},
+            "genesis": {"type": "boolean"},
+            "slot": count("the current slot (0 before genesis)"),
+            "head": nullable(ref("Hash")),
+            "head_slot": {"type": ["integer", "null"], "minimum": 0},
+            "role": {"type": "string", "enum": [r.value for r in Role]},
+            "is_validator": {"type": "boolean"},
+            "validators": count(),
+            "peers": count(),
+            "dht_sessions": closed_object({"keys_derived": count(), "macs_verified": count()}),
+            "blocks_accepted": count(),
+            "skip_blocks_accepted": count(),
+            "reorgs": count(),
+            "peer_errors": counters("peer input refused, by reason"),
+            "decode_errors": counters("undecodable input, by kind"),
+            "transport": closed_object(
+                {
+                    name: count()
+                    for name in (
+                        "datagrams_in",
+                        "datagrams_out",
+                        "frames_in",
+                        "frames_out",
+                        "bytes_in",
+                        "bytes_out",
+                        "send_failures",
+                        "bad_frames",
+                    )
+                }
+            ),
+            "rss_mb": {"type": "number", "minimum": 0},
+            "cpu_seconds": {"type": "number", "minimum": 0},
+            "cpu_per_slot": closed_object(
+                {"on_duty": ref("CpuPerSlot"), "off_duty": ref("CpuPerSlot")}
+            ),
+            "cpu_capacity": {
+                "type": ["number", "null"],
+                "description": "declared CPU cores for apps (null: shares of the whole host)",
+            },
+            "cpu_bp": share(),
+            "pressure_bp": share(),
+            "operator_key": nullable(ref("PublicKey")),
+            "apps": {
+                "type": "array",
+                "items": closed_object(
+                    {
+                        "app": ref("AppId"),
+                        "name": {"type": "string"},
+                        "running": {"type": "boolean"},
+                    }
+                ),
+            },
+            "runtimes": {"type": "array", "items": {"type": "string", "enum": sorted(RUNTIMES)}},
+            "container_engine": {"type": ["string", "null"]},
+            "status": {
+                "type": ["string", "null"],
+                "enum": [*node_statuses, None],
+                "description": "this node's liveness on its head chain (null: not seen yet)",
+            },
+            "frozen_apps": {"type": "array", "items": {"type": "string"}},
+            "transfer_refusals": counters("transfer offers refused, by reason"),
+            "clock_offset_ms": {"type": "integer"},
+            "hostile": nullable(
+                closed_object(
+                    {
+                        "behaviours": {"type": "array", "items": {"type": "string"}},
+                        "acts": counters("hostile acts, by behaviour"),
+                        "verdicts": counters("verdicts its offers got"),
+                    }
+                )
+            ),
+        }
+    )
+
+
+def _accepted_block_schema() -> Schema:
+    return closed_object(
+        {
+            "hash": ref("Hash"),
+            "slot": count(),
+            "skip": {"type": "boolean"},
+            "signers": count(),
+            "producer": nullable(ref("NodeId")),
+            "excluded": nullable(ref("NodeId")),
+            "accepted_ms": {"type": "integer", "description": "node clock, epoch ms"},
+        }
+    )
+
+
+def _node_view_schema() -> Schema:
+    return closed_object(
+        {
+            "node_id": ref("NodeId"),
+            "status": {"type": "string", "enum": [s.value for s in NodeStatus]},
+            "last_seen_slot": {"type": ["integer", "null"], "minimum": 0},
+            "public_key": ref("PublicKey"),
+            "address": {"type": "string"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "cpu_bp": nullable(share()),
+            "ram_bp": nullable(share()),
+            "pressure_bp": nullable(share()),
+            "report_slot": {"type": ["integer", "null"], "minimum": 0},
+            "apps": {"type": "array", "items": ref("AppId")},
+        }
+    )
+
+
+def _app_view_properties() -> dict[str, Schema]:
+    return {
+        "app_id": ref("AppId"),
+        "name": {"type": "string"},
+        "state": {"type": "string", "enum": list(APP_STATES)},
+        "version": {"type": "integer", "minimum": 1},
+        "node": nullable(ref("NodeId")),
+        "runtime": {"type": "string", "enum": sorted(RUNTIMES)},
+        "owner": {
+            "type": "string",
+            "pattern": f"^([0-9a-f]{{{2 * PUBLIC_KEY_SIZE}}})?$",
+            "description": "the key that submitted it",
+        },
+        "created_slot": count(),
+        "last_move_slot": {"type": ["integer", "null"], "minimum": 0},
+        "move_to": nullable(ref("NodeId")),
+        "replica_node": nullable(ref("NodeId")),
+        "reported_on": {
+            "type": "array",
+            "items": ref("NodeId"),
+            "description": "nodes whose latest report lists it",
+        },
+    }
+
+
+def _spec_properties(*, request: bool) -> dict[str, Schema]:
+    """The app spec's keys (``api/schema.py``); ``request``: as ``POST /apps`` takes it
+    (limits and defaults), else as ``GET /apps/{app}`` writes it."""
+    policy = ref("AppPolicyIn" if request else "AppPolicy")
+    if not request:
+        return {
+            "name": {"type": "string"},
+            "runtime": {"type": "string", "enum": sorted(RUNTIMES)},
+            "image": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}},
+            "cpu_bp": share(),
+            "ram_bp": share(),
+            "stateful": {"type": "boolean"},
+            "policy": policy,
+            "replica_interval_slots": {"type": "integer", "minimum": 0, "maximum": U32_MAX},
+            "cpu_limit_millicores": {"type": "integer", "minimum": 0},
+            "memory_limit_bytes": {"type": "integer", "minimum": 0},
+            "state_limit_bytes": {"type": "integer", "minimum": 0},
+            "run_as_root": {"type": "boolean"},
+        }
+    name = short_text("the app's name; not only white space", required=True)
+    name["pattern"] = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    return {
+        "name": name,
+        "runtime": {"type": "string", "enum": sorted(RUNTIMES), "default": "process"},
+        "image": {**short_text("container image (a container app needs one)"), "default": ""},
+        "command": {
+            "type": "array",
+            "maxItems": Limits.MAX_COMMAND_ARGS,
+            "default": [],
+            "description": "argv (a process app needs one, with a non-empty first item)",
+            "items": {
+                "type": "string",
+                "maxLength": Limits.MAX_ARG_STR,
+                "pattern": NO_NUL,
+                "description": f"at most {Limits.MAX_ARG_STR} UTF-8 bytes, no NUL",
+            },
+        },
+        "cpu_bp": {**share("CPU hint, basis points of a node"), "default": 0},
+        "ram_bp": {**share("RAM hint, basis points of a node"), "default": 0},
+        "stateful": {"type": "boolean", "default": False},
+        "policy": policy,
+        "replica_interval_slots": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": U32_MAX,
+            "default": 0,
+            "description": "slots between state replicas (a stateful app only)",
+        },
+        "cpu_limit_millicores": limit(
+            MIN_CPU_LIMIT_MILLICORES, MAX_CPU_LIMIT_MILLICORES, "CPU limit, millicores"
+        ),
+        "memory_limit_bytes": limit(
+            MIN_MEMORY_LIMIT_BYTES, MAX_MEMORY_LIMIT_BYTES, "memory limit, bytes"
+        ),
+        "state_limit_bytes": limit(
+            MIN_STATE_LIMIT_BYTES, MAX_STATE_LIMIT_BYTES, "state directory limit, bytes"
+        ),
+        "run_as_root": {
+            "type": "boolean",
+            "default": False,
+            "description": "a container app's own root (never a process app)",
+        },
+    }
+
+
+def _app_spec_in_schema() -> Schema:
+    schema = {
+        "type": "object",
+        "description": "An app spec (api/schema.py parse_app_spec). Besides each key's "
+        "limits: a process app needs a command whose first item is not empty and may not "
+        "run as root, a container app needs an image, and replicas need a stateful app; "
+        "any other refusal names its field in a 400.",
+        "properties": _spec_properties(request=True),
+        "required": ["name"],
+        "additionalProperties": False,
+        "allOf": [
+            {
+                "if": {"properties": {"runtime": {"const": "container"}}, "required": ["runtime"]},
+                "then": {"required": ["image"], "properties": {"image": {"minLength": 1}}},
+                "else": {
+                    "required": ["command"],
+                    "properties": {
+                        "command": {"minItems": 1, "prefixItems": [{"minLength": 1}]},
+                        "run_as_root": {"const": False},
+                    },
+                },
+            },
+            {
+                "if": {
+                    "properties": {"replica_interval_slots": {"minimum": 1}},
+                    "required": ["replica_interval_slots"],
+                },
+                "then": {"properties": {"stateful": {"const": True}}, "required": ["stateful"]},
+            },
+        ],
+    }
+    return schema
+
+
+def _policy_in_schema() -> Schema:
+    return {
+        "type": "object",
+        "description": "Placement policy (chain/model.py AppPolicy)",
+        "properties": {
+            "pinned": {"type": "boolean", "default": False},
+            "pin_node": {
+                "type": "string",
+                "pattern": f"^([0-9a-fA-F]{{{2 * HASH_SIZE}}})?$",
+                "default": "",
+                "description": "node id to pin it to (empty: where it is first placed)",
+            },
+            "allowed_labels": {
+                "type": "array",
+                "maxItems": Limits.MAX_LABELS,
+                "default": [],
+                "items": short_text("a node label", required=True),
+            },
+            "anti_affinity": {**short_text("anti-affinity group"), "default": ""},
+            "min_interval_slots": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": U32_MAX,
+                "default": 0,
+            },
+        },
+        "additionalProperties": False,
+    }
+
+
+def _policy_out_schema() -> Schema:
+    return closed_object(
+        {
+            "pinned": {"type": "boolean"},
+            "pin_node": {"type": "string", "pattern": f"^([0-9a-f]{{{2 * HASH_SIZE}}})?$"},
+            "allowed_labels": {"type": "array", "items": {"type": "string"}},
+            "anti_affinity": {"type": "string"},
+            "min_interval_slots": {"type": "integer", "minimum": 0, "maximum": U32_MAX},
+        }
+    )
+
+
+def _history_event_schema() -> Schema:
+    # The commands an app's history lists (those naming an app, and its SUBMIT).
+    kinds = sorted(k.name.lower() for k in APP_COMMANDS)
+    kinds += [a.name.lower() for a in PlanAction]
+    kinds.append("node_left")
+    return closed_object(
+        {
+            "slot": count(),
+            "block": ref("Hash"),
+            "kind": {"type": "string", "enum": kinds},
+            "node": nullable(ref("NodeId")),
+            "origin": nullable(ref("NodeId")),
+            "signer": nullable(ref("PublicKey")),
+            "version": {"type": ["integer", "null"], "minimum": 1},
+        }
+    )
+
+
+def _migration_schema() -> Schema:
+    return closed_object(
+        {
+            "app": {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "id prefix"},
+            "name": {"type": "string"},
+            "slot": count("the slot of the block that planned it"),
+            "to": {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "node id prefix"},
+            "attempt": count(),
+            "outcome": {"type": "string", "enum": [o.value for o in MigrationOutcome]},
+            "reason": {"type": "string"},
+            "save_ms": {"type": "number", "minimum": 0},
+            "transmit_ms": {"type": "number", "minimum": 0},
+            "resume_ms": {"type": "number", "minimum": 0},
+            "raw_bytes": count(),
+            "compressed_bytes": count(),
+            "live": {"type": "boolean", "description": "frozen in memory, not stopped"},
+        }
+    )
+
+
+def _runtime_app_schema() -> Schema:
+    return closed_object(
+        {
+            "app": ref("AppId"),
+            "name": {"type": "string"},
+            "running": {"type": "boolean"},
+            "status": {"type": "string", "enum": [s.value for s in AppStatus]},
+            "cpu_bp": share(),
+            "ram_bp": share(),
+            "disk_bytes": count(),
+            "version": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "the spec version it runs (null: not known yet)",
+            },
+        }
+    )
+
+
+def get_component_schemas() -> dict[str, Schema]:
+    app_view = _app_view_properties()
+    return {
+        "Error": _error_schema(),
+        "Hash": hex_string(HASH_SIZE, "a block or command hash"),
+        "NodeId": hex_string(HASH_SIZE, "a node id"),
+        "AppId": hex_string(HASH_SIZE, "an app id"),
+        "PublicKey": hex_string(PUBLIC_KEY_SIZE, "a BLS public key"),
+        "Health": closed_object({"ok": {"type": "boolean", "const": True}}),
+        "Status": _status_schema(),
+        "CpuPerSlot": _cpu_duty_schema(),
+        "AcceptedBlock": _accepted_block_schema(),
+        "ChainBlock": closed_object(
+            {"hash": ref("Hash"), "slot": count(), "skip": {"type": "boolean"}}
+        ),
+        "NodeView": _node_view_schema(),
+        "AppView": closed_object(app_view),
+        "AppDetail": closed_object({**app_view, "spec": ref("AppSpec")}),
+        "AppSpec": closed_object(_spec_properties(request=False)),
+        "AppPolicy": _policy_out_schema(),
+        "AppSpecIn": _app_spec_in_schema(),
+        "AppPolicyIn": _policy_in_schema(),
+        "HistoryEvent": _history_event_schema(),
+        "AppHistory": closed_object(
+            {
+                "app_id": ref("AppId"),
+                "events": {"type": "array", "items": ref("HistoryEvent")},
+                "migrations": {"type": "array", "items": ref("Migration")},
+            }
+        ),
+        "Migration": _migration_schema(),
+        "RuntimeApp": _runtime_app_schema(),
+        "Operator": closed_object(
+            {
+                "public_key": ref("PublicKey"),
+                "admin": {"type": "boolean"},
+                "operator": {"type": "boolean"},
+                "revoked": {"type": "boolean"},
+                "last_seq": count("its last applied command's sequence number (0: none)"),
+            }
+        ),
+        "CommandIn": {
+            "type": "object",
+            "properties": {
+                "command": {
+                    "type": "string",
+                    "pattern": "^([0-9a-fA-F]{2})*$",
+                    "description": "hex of a signed command's canonical encoding",
+                }
+            },
+            "required": ["command"],
+            "additionalProperties": False,
+        },
+        "Receipt": closed_object(
+            {
+                "command_hash": ref("Hash"),
+                "seq": count(),
+                "app_id": {**ref("AppId"), "description": "a SUBMIT's app id to be"},
+            },
+            optional=("app_id",),
+        ),
+        **get_snapshot_schemas(),
+    }
