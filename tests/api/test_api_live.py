@@ -366,3 +366,27 @@ def test_metrics_events_and_the_dashboard_on_a_live_node(cluster: Cluster) -> No
     assert call(port, "GET", "/dashboard/nothing.js").status == 404
     assert call(port, "GET", "/dashboard/snapshot").body["node"]["id"]
     assert call(port, "GET", "/openapi.json").body["openapi"].startswith("3.")
+
+
+def test_reports_carry_the_measured_rtt(cluster: Cluster) -> None:
+    """Each node pings random validators (node/rtt.py); its reports, hence every node's
+    ``/nodes``, carry the smoothed RTT (paper Table 2), and ``/metrics`` shows it."""
+
+    def measured() -> bool:
+        statuses = [cluster.get(i, "/status") for i in (0, 1)]
+        return all(s["rtt_samples"] >= 1 and s["rtt_us"] > 0 for s in statuses)
+
+    wait_for(measured, 60, "an answered RTT probe on each node")
+
+    def reported() -> bool:
+        return all(n["rtt_us"] and n["rtt_us"] > 0 for n in cluster.get(1, "/nodes"))
+
+    wait_for(reported, 60, "reports with an RTT from both nodes")
+    metrics = call(cluster.ports[0], "GET", "/metrics").body
+    (rtt,) = (
+        s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "edgechain_rtt_seconds"
+    )
+    assert 0 < rtt < 5

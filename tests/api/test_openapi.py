@@ -195,6 +195,8 @@ class RealisticNode(FakeNode):
             "is_validator": True,
             "validators": 3,
             "peers": 2,
+            "rtt_us": 180,
+            "rtt_samples": 3,
             "dht_sessions": {"keys_derived": 2, "macs_verified": 40},
             "blocks_accepted": 11,
             "skip_blocks_accepted": 1,

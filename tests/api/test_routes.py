@@ -181,6 +181,7 @@ def test_nodes_and_operators(node: FakeNode) -> None:
         "cpu_bp",
         "ram_bp",
         "pressure_bp",
+        "rtt_us",
         "report_slot",
         "apps",
     }

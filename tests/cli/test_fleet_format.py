@@ -20,12 +20,13 @@ def test_status_shows_the_cpu_share_and_what_it_is_of() -> None:
     assert "cpu use" not in format_status(base, "u", None)
 
 
-def test_nodes_show_their_reported_pressure() -> None:
+def test_nodes_show_their_reported_pressure_and_rtt() -> None:
     node = {"node_id": "ab" * 32, "status": "active", "cpu_bp": 10_000, "pressure_bp": 2_600}
+    node["rtt_us"] = 1_234
     text = format_nodes([node, {"node_id": "cd" * 32, "cpu_bp": None, "pressure_bp": None}])
     header, first, second = text.splitlines()[:3]
-    assert "PRESSURE" in header
-    assert "100.0%" in first and "26.0%" in first
+    assert "PRESSURE" in header and "RTT" in header
+    assert "100.0%" in first and "26.0%" in first and "1.23 ms" in first
     assert second.count("-") >= 3
 
 

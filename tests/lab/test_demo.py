@@ -49,6 +49,7 @@ def test_demo_moves_an_app_and_the_summary_shows_it(base: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", output)
     for command in ("apps submit", "apps list", "nodes", "apps move counter", "apps history"):
         assert f"edgechain --client {run_dir}/client.toml {command}" in output
     summary = json.loads((run_dir / "summary.json").read_text())

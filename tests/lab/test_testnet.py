@@ -37,6 +37,7 @@ SUMMARY_KEYS = {
     "skip_blocks_after_join",
     "distinct_heads",
     "rss_mb",
+    "rtt_ms",
     "cpu_seconds",
     "block_propagation_ms",
     "kills",
@@ -116,6 +117,9 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     assert summary["block_propagation_ms"]["p50"] <= summary["block_propagation_ms"]["p99"]
     assert set(summary["rss_mb"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
     assert 5 < summary["rss_mb"]["max"] < 500
+    # Every node measured an RTT (node/rtt.py) in a 12-slot run of 1 s slots.
+    assert set(summary["rtt_ms"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
+    assert 0 < summary["rtt_ms"]["max"] < 5_000
     assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
     assert_cpu_per_slot(summary["cpu_per_slot"])
     statuses = [

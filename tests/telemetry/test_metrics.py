@@ -21,6 +21,7 @@ def _reading(**changes: object) -> MetricsReading:
         "validators": 5,
         "is_validator": True,
         "peers": 4,
+        "rtt_us": 1500,
         "apps_running": 2,
         "blocks": 9,
         "skip_blocks": 2,
@@ -55,6 +56,7 @@ def test_a_reading_and_observations_parse_back() -> None:
     samples = _samples(metrics)
     assert samples[("edgechain_slot", ())] == 12
     assert samples[("edgechain_head_slot", ())] == 11
+    assert samples[("edgechain_rtt_seconds", ())] == 0.0015
     assert samples[("edgechain_blocks_accepted_total", (("kind", "skip"),))] == 2
     assert samples[("edgechain_peer_errors_total", (("reason", "bad_vdf"),))] == 3
     assert samples[("edgechain_decode_errors_total", (("reason", "truncated"),))] == 7

@@ -88,6 +88,8 @@ def _status_schema() -> Schema:
             "is_validator": {"type": "boolean"},
             "validators": count(),
             "peers": count(),
+            "rtt_us": count("smoothed RTT to random validators, microseconds (node/rtt.py)"),
+            "rtt_samples": count("answered RTT probes"),
             "dht_sessions": closed_object({"keys_derived": count(), "macs_verified": count()}),
             "blocks_accepted": count(),
             "skip_blocks_accepted": count(),
@@ -180,6 +182,12 @@ def _node_view_schema() -> Schema:
             "cpu_bp": nullable(share()),
             "ram_bp": nullable(share()),
             "pressure_bp": nullable(share()),
+            "rtt_us": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": U32_MAX,
+                "description": "the smoothed RTT its latest report gives (microseconds)",
+            },
             "report_slot": {"type": ["integer", "null"], "minimum": 0},
             "apps": {"type": "array", "items": ref("AppId")},
         }

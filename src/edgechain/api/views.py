@@ -59,6 +59,7 @@ def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
                 "cpu_bp": report.cpu_bp if report else None,
                 "ram_bp": report.ram_bp if report else None,
                 "pressure_bp": report.pressure_bp if report else None,
+                "rtt_us": report.rtt_us if report else None,
                 "report_slot": report.slot if report else None,
                 "apps": [u.app.hex() for u in report.apps] if report else [],
             }

@@ -68,6 +68,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
             _percent(n.get("cpu_bp")),
             _percent(n.get("ram_bp")),
             _percent(n.get("pressure_bp")),
+            _get_rtt(n.get("rtt_us")),
             n.get("report_slot"),
             len(n.get("apps") or []),
         )
@@ -75,9 +76,16 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
     ]
     headers = (
         "NODE", "ADDRESS", "RUNTIMES", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "PRESSURE",
-        "REPORTED", "APPS",
+        "RTT", "REPORTED", "APPS",
     )  # fmt: skip
     return format_table(headers, rows) + f"\n{len(nodes)} validators"
+
+
+def _get_rtt(rtt_us: Any) -> str:
+    """A reported RTT (``node/rtt.py``) in milliseconds; ``-`` without one yet."""
+    if not isinstance(rtt_us, int) or rtt_us <= 0:
+        return "-"
+    return f"{rtt_us / 1000:.2f} ms"
 
 
 def _get_runtimes(labels: list[Any]) -> str:

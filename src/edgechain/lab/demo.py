@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class Demo:
         try:
             self._start_testnet()
             self._wait_for(self.client.exists, self._setup_timeout(), "client.toml")
+            self._print_dashboard()
             self._manage_apps()
             self._wait_slots(self.args.linger_slots)
         except DemoError as exc:
@@ -118,6 +120,13 @@ class Demo:
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         print(f"  (log: {self.run_dir / 'launcher.log'}; waiting for genesis and the grant)")
+
+    def _print_dashboard(self) -> None:
+        """Where to watch the run: the first node's dashboard (ARCHITECTURE.md, "The
+        HTTP API"), from the client config the testnet wrote."""
+        nodes = tomllib.loads(self.client.read_text()).get("nodes") or []
+        if nodes:
+            print(f"  dashboard: {nodes[0]}/ (open it while the demo runs)", flush=True)
 
     def _manage_apps(self) -> None:
         specs = write_specs(self.run_dir / "specs")

@@ -89,6 +89,8 @@ class OperatorSetup:
         write_client_config(self.client_path, self.urls, OPERATOR_KEY_FILE, ADMIN_KEY_FILE)
         self.written = True
         self.log(f"client config: {self.client_path}")
+        if self.urls:
+            self.log(f"dashboard: {self.urls[0]}/")
 
     def to_json(self) -> dict[str, Any]:
         return {

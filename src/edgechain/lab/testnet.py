@@ -52,6 +52,8 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             of CPU per slot, median over nodes of each node's median
                             and of its p99 (max_p99: the worst node), and
                             measured_share (components / process CPU)
+    rtt_ms                  {per_node, max, mean, min, total}: each node's smoothed RTT
+                            to random validators at the end (node/rtt.py, paper Table 2)
     peer_errors, decode_errors         summed over nodes
     kills                   per killed node: kill_slot, restart_slot, down_slots;
                             elected_while_down {slot: outcome} for the slots it was
@@ -245,6 +247,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         return f"p50 {d['p50']} {unit}, p99 {d['p99']} {unit}" if d else "-"
 
     rss, cpu = summary["rss_mb"], summary["cpu_seconds"]
+    rtt = summary.get("rtt_ms") or {}
     lines = [
         f"testnet: {summary['nodes']} nodes, committee {summary['committee']}, "
         f"{summary['slots']} slots of {summary['slot_duration']:g} s"
@@ -262,6 +265,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"  propagation       {dist('block_propagation_ms', 'ms')}",
         f"  rss per node      mean {rss['mean']} MB, max {rss['max']} MB",
         f"  cpu per node      mean {cpu['mean']} s, max {cpu['max']} s",
+        f"  rtt per node      mean {rtt.get('mean')} ms, max {rtt.get('max')} ms",
         *format_cpu_table(summary.get("cpu_per_slot") or {}),
     ]
     for kill in summary["kills"]:

@@ -127,6 +127,15 @@ def summarize_run(
         {n.spec.name: n.get_cpu_seconds() for n in cluster.nodes if n.incarnations}, 2
     )
     statuses = [s for s in collected.statuses.values() if s is not None]
+    # Paper Table 2: each node's smoothed RTT to random validators (node/rtt.py).
+    summary["rtt_ms"] = describe_per_node(
+        {
+            cluster.nodes[i].spec.name: s["rtt_us"] / 1000
+            for i, s in collected.statuses.items()
+            if s is not None and s.get("rtt_us")
+        },
+        2,
+    )
     summary["cpu_per_slot"] = merge_node_summaries(
         [s["cpu_per_slot"] for s in statuses if s.get("cpu_per_slot")]
     )

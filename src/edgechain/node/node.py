@@ -24,7 +24,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import psutil
@@ -74,6 +74,7 @@ from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.routing import PeerRouting
+from edgechain.node.rtt import RttProbe
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
@@ -152,6 +153,8 @@ class Node(NodeQueries):
         self.rng = random.Random(self.node_id)
         self.dht = DhtNode(self.node_id, random.Random(self.rng.getrandbits(64)), DhtConfig())
         self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
+        self.rtt = RttProbe(self.node_id, random.Random(self.rng.getrandbits(64)))
+        """The RTT our reports carry (node/rtt.py, paper Table 2)."""
         self.engine: ConsensusEngine | None = None
         self.counters = NodeCounters()
         self.recorder = EventRecorder(self.store, self.clock)
@@ -337,7 +340,7 @@ class Node(NodeQueries):
         with cpu_span(Component.APPS):
             if now >= self._next_usage_ms:
                 self._next_usage_ms = now + USAGE_INTERVAL_MS
-                usage = self.measure_usage()
+                usage = replace(self.measure_usage(), rtt_us=self.rtt.get_rtt_us())
                 if self.apps is not None:
                     self.apps.set_host_usage(usage)  # merged with the apps' own usage
                 else:
@@ -350,10 +353,24 @@ class Node(NodeQueries):
                 self._apply(Output(messages=self.hostile.on_tick(now)))
         with cpu_span(Component.DHT):
             self._apply_dht(self.dht.on_tick(now))
+            self._probe_rtt(engine, now)
         with cpu_span(Component.GOSSIP):
             self.gossip.set_peers(self.routing.get_gossip_peers())
             for peer, ihave in self.gossip.on_tick(now):
                 self.routing.send_to(peer, ihave)
+
+    def _probe_rtt(self, engine: ConsensusEngine, now: int) -> None:
+        """Ping a random validator when it is time (node/rtt.py)."""
+        state = engine.get_head_state()
+        if state is None:
+            return
+        peers = [info.node for info in state.validators.members]
+        choice = self.rtt.choose(now, time.perf_counter_ns(), peers)
+        if choice is not None:
+            peer, request_id = choice
+            address = self.routing.resolve(peer)
+            if address is not None:
+                self.routing.send_dht(Contact(peer, address), Ping(request_id))
 
     def _next_wakeup(self, now: int) -> int:
         candidates = [now + 1_000, self._next_usage_ms]
@@ -385,7 +402,11 @@ class Node(NodeQueries):
         now = self.clock.now_ms()
         if transport is Transport.DATAGRAM:
             self.routing.on_datagram_from(sender, source)
-        if isinstance(message, Ping | Pong | FindNode | Nodes):
+        if isinstance(message, Pong) and self.rtt.on_pong(
+            sender, message.request_id, time.perf_counter_ns()
+        ):
+            pass  # the answer to our RTT probe (node/rtt.py), not the DHT's
+        elif isinstance(message, Ping | Pong | FindNode | Nodes):
             if transport is Transport.DATAGRAM:
                 with cpu_span(Component.DHT):
                     self._apply_dht(self.dht.on_message(Contact(sender, source), message, now))

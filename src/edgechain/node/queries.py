@@ -31,6 +31,7 @@ from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duty import get_current_role
 from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder
 from edgechain.node.metrics import NodeObserver
+from edgechain.node.rtt import RttProbe
 from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
@@ -74,6 +75,7 @@ class NodeQueries:
     process: psutil.Process
     cpu: CpuAccounting
     observer: NodeObserver
+    rtt: RttProbe
     sessions: SessionKeys
     apps: AppManager | None
     _transfer_port: int | None
@@ -139,6 +141,9 @@ class NodeQueries:
             "is_validator": engine.is_validator(),
             "validators": len(state.validators) if state else 0,
             "peers": len(self.dht.get_peers()),
+            # Smoothed RTT to random validators (node/rtt.py): what our reports carry.
+            "rtt_us": self.rtt.get_rtt_us(),
+            "rtt_samples": self.rtt.samples,
             # DHT envelopes: MACs verified under session keys, keys derived (one
             # scalar multiplication each: crypto/session.py).
             "dht_sessions": {
@@ -213,6 +218,7 @@ class NodeQueries:
             validators=len(state.validators) if state is not None else 0,
             is_validator=engine.is_validator(),
             peers=len(self.dht.get_peers()),
+            rtt_us=self.rtt.get_rtt_us(),
             apps_running=(
                 sum(1 for v in self.apps.views if v.running) if self.apps is not None else 0
             ),

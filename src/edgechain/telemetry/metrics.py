@@ -53,6 +53,8 @@ class MetricsReading:
     validators: int
     is_validator: bool
     peers: int
+    rtt_us: int
+    """The smoothed RTT to random validators that this node reports (0: none yet)."""
     apps_running: int
     blocks: int
     skip_blocks: int
@@ -86,6 +88,9 @@ class _ReadingCollector(Collector):
         yield _gauge("validators", "Validators in the head state.", reading.validators)
         yield _gauge("is_validator", "1 if this node is a validator.", int(reading.is_validator))
         yield _gauge("peers", "Peers in the DHT routing table.", reading.peers)
+        yield _gauge(
+            "rtt_seconds", "Smoothed RTT to random validators (reported).", reading.rtt_us / 1e6
+        )
         yield _gauge("apps_running", "Apps this node's runtime runs.", reading.apps_running)
         blocks = CounterMetricFamily(
             f"{PREFIX}_blocks_accepted", "Blocks accepted (any branch).", labels=["kind"]
