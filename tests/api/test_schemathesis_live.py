@@ -1,44 +1,39 @@
 """schemathesis against a live node's ``/openapi.json``: no 5xx, no answer off the schema.
 
-``edgechain testnet --forever`` (``tests/cli/live_testnet.py``) starts 2 node processes
-(committee 1, 1 s slots). Once the launcher has granted its operator key, one app is
-submitted through ``POST /commands`` (allowed only on a label no node has: it stays
-queued and nothing runs), so the fleet answers carry a real app. Then schemathesis
-loads node 0's ``/openapi.json`` and sends every operation its examples, its coverage
-cases and at most :data:`MAX_EXAMPLES` generated requests (valid and invalid, seeded),
-checking each answer: not a server error, a documented status, a documented content
-type, a body that matches the response schema. The real app's own answers (by name,
-by id prefix, its history) are checked the same way.
+Two live nodes in this process (``tests/api/live_cluster.py``: ``NodeService``, what
+``edgechain node`` runs, serving HTTP on loopback; committee 1, 1 s slots). The admin
+grants a new operator key, which submits one app through ``POST /commands`` (allowed
+only on a label no node has: it stays queued and nothing runs), so the fleet answers
+carry a real app. Then schemathesis loads node 0's ``/openapi.json`` and sends every
+operation its examples, its coverage cases and at most :data:`MAX_EXAMPLES` generated
+requests (valid and invalid, seeded), checking each answer: not a server error, a
+documented status, a documented content type, a body that matches the response schema.
+The real app's own answers (by name, by id prefix, its history) are checked the same
+way.
 
 ``POST /apps`` gets the node's API token (``<data_dir>/api.token``), so the spec checks
-behind the token run too. Testnet nodes have no operator key of their own, so a spec
+behind the token run too. The nodes' own operator keys are never granted, so a spec
 that passes them is refused with a 403 and nothing a generator composes reaches the
 chain; ``POST /commands`` only takes commands signed by a granted key, which no
 generator forges. ``GET /events`` (an endless stream) is left out and checked by hand:
 its first event is a snapshot.
 
-Should the node not serve ``/openapi.json`` (an older node), the document is taken from
-:func:`~edgechain.api.openapi.get_openapi_document` and sent to the node's address;
-operations the node does not route are left out (the test prints which).
+Not in the serialized testnet group: the nodes are in-process and light (it used to
+start an ``edgechain testnet`` of its own, ~20 s of the suite's critical path).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from cli.live_testnet import LiveTestnet
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -46,15 +41,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from edgechain.api.auth import load_or_create_token
 from edgechain.api.openapi import get_openapi_document
 from edgechain.chain.assembly import make_command
 from edgechain.chain.encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppPolicy, AppSpec, CommandKind, RuntimeKind
 from edgechain.crypto import bls
-from edgechain.crypto.keystore import load_keystore
 
-pytestmark = pytest.mark.xdist_group("testnet")
+from .live_cluster import ADMIN_SK, CHAIN_ID, run_cluster, wait_for
 
 SETUP_TIMEOUT_S = 120.0
 """Generous: on a busy 2-core host the nodes' start, genesis and the grant can take a
@@ -107,46 +100,40 @@ def get_json(url: str) -> Any:
     return json.loads(body)
 
 
-def _submit_app(net: LiveTestnet, url: str) -> tuple[str, str]:
-    """Submit :data:`APP` with the testnet's granted operator key: its id and the key."""
-    sk = load_keystore(net.run_dir / "operator.key")
+def _submit_app(url: str) -> tuple[str, str]:
+    """Grant a new operator key (the admin's command), then submit :data:`APP` with it:
+    the app's id and the key. The nodes' own operator keys stay ungranted, so a
+    generated ``POST /apps`` with the token is refused (403) and runs nothing."""
+    sk = bls.keygen(b"openapi-live-operator".ljust(32, b"."))
     pk = bls.sk_to_pk(sk)
-    chain_id = get_json(f"{url}/status")["chain_id"]
-    seq = get_json(f"{url}/operators/{pk.hex()}")["last_seq"] + 1
-    command = make_command(sk, chain_id, seq, CommandKind.SUBMIT, spec=APP)
+    grant = make_command(ADMIN_SK, CHAIN_ID, 1, CommandKind.GRANT_OPERATOR, key=pk)
+    status, _, body = http(f"{url}/commands", {"command": encode_command(grant).hex()})
+    assert status == 202, body
+    wait_for(
+        lambda: bool(get_json(f"{url}/operators/{pk.hex()}")["operator"]),
+        SETUP_TIMEOUT_S,
+        "the grant on chain",
+    )
+    command = make_command(sk, CHAIN_ID, 1, CommandKind.SUBMIT, spec=APP)
     status, _, body = http(f"{url}/commands", {"command": encode_command(command).hex()})
     assert status == 202, body
-    app_id = compute_submitted_app_id(pk, seq).hex()
+    app_id = compute_submitted_app_id(pk, 1).hex()
     assert json.loads(body)["app_id"] == app_id
     return app_id, pk.hex()
 
 
 @pytest.fixture(scope="module")
 def live_node() -> Iterator[LiveNode]:
-    # Not pytest's tmp_path (0700): as root, apps run as an unprivileged user who must
-    # reach the data dirs (as tests/cli/conftest.py's run_dir).
-    base = Path(tempfile.mkdtemp(prefix="edgechain-openapi-live-"))
-    base.chmod(0o711)
-    net = LiveTestnet(base / "run", ("--nodes", "2", "--committee", "1"))
-    data_dir = net.run_dir / "node-000"
-    net.start()
-    try:
-        # client.toml: genesis is reached and the operator key granted.
-        net.wait_for(net.client.exists, "the operator grant", SETUP_TIMEOUT_S)
-        port = json.loads((data_dir / "ready.json").read_text())["http_port"]
-        url = f"http://127.0.0.1:{port}"
-        app_id, operator = _submit_app(net, url)
+    # Two live nodes in this process (tests/api/live_cluster.py), real HTTP on loopback.
+    with run_cluster(2) as cluster:
+        url = f"http://127.0.0.1:{cluster.ports[0]}"
+        app_id, operator = _submit_app(url)
 
         def listed() -> bool:
             return [a["app_id"] for a in get_json(f"{url}/apps")] == [app_id]
 
-        net.wait_for(listed, "the app on chain", SETUP_TIMEOUT_S)
-        yield LiveNode(url, load_or_create_token(data_dir), app_id, operator)
-    finally:
-        code, output = net.stop()
-        if not os.environ.get("EDGECHAIN_KEEP_RUN"):
-            shutil.rmtree(base, ignore_errors=True)
-        assert code == 0, output[-4000:]
+        wait_for(listed, SETUP_TIMEOUT_S, "the app on chain")
+        yield LiveNode(url, cluster.tokens[0], app_id, operator)
 
 
 def _config(node: LiveNode) -> schemathesis.Config:
