@@ -73,6 +73,8 @@ class Route:
     handler: RouteHandler
     query: frozenset[str] = frozenset()
     """The query parameters the route reads (any other is a 400)."""
+    before_ready: bool = False
+    """It answers while the node starts (it reads nothing of the node's state)."""
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -211,13 +213,13 @@ class NodeRoutes:
                 Route("POST", _pattern("/commands"), self.post_command),
                 Route("POST", _pattern("/apps"), self.post_app),
                 # Observability (ARCHITECTURE.md, "API"): these answer before genesis.
-                Route("GET", _pattern("/openapi.json"), self.get_openapi),
+                Route("GET", _pattern("/openapi.json"), self.get_openapi, before_ready=True),
                 Route("GET", _pattern("/metrics"), self.get_metrics),
                 Route("GET", _pattern("/events"), self.get_events),
-                Route("GET", _pattern("/"), self.get_dashboard),
-                Route("GET", _pattern("/dashboard"), self.get_dashboard),
+                Route("GET", _pattern("/"), self.get_dashboard, before_ready=True),
+                Route("GET", _pattern("/dashboard"), self.get_dashboard, before_ready=True),
                 Route("GET", _pattern("/dashboard/snapshot"), self.get_snapshot),
-                Route("GET", _pattern("/dashboard/{asset}"), self.get_asset),
+                Route("GET", _pattern("/dashboard/{asset}"), self.get_asset, before_ready=True),
             ]
         )
         self.files = DashboardFiles()
@@ -229,7 +231,7 @@ class NodeRoutes:
             check_query(request.query, route.query)
         except SchemaError as exc:
             raise schema_error(exc) from None
-        if not self.node.is_ready() and route.handler not in self.always:
+        if not self.node.is_ready() and not route.before_ready:
             raise HttpError(503, "node is starting", None, (("Retry-After", "1"),))
         return route.handler(request, params)
 
@@ -314,11 +316,6 @@ class NodeRoutes:
         return Reply(200, render_operator(self._get_state(), key))
 
     # --- observability --------------------------------------------------------------
-
-    @property
-    def always(self) -> tuple[RouteHandler, ...]:
-        """Handlers that answer while the node starts (nothing of the node's state)."""
-        return (self.get_openapi, self.get_dashboard, self.get_asset)
 
     def get_openapi(self, request: Request, params: Params) -> Reply:
         return Reply(200, get_openapi_document())

@@ -284,11 +284,9 @@ class _Connection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if status == 400 and "incomplete event" in str(exc).lower():
-                    status = 431  # h11's head limit: MAX_HEAD
+                # h11's hint is the status: 431 past MAX_HEAD (max_incomplete_event_size).
                 where = _get_field_of(exc, line_done=self.line_done, head_done=self.head_done)
-                raise HttpError(status, str(exc), where) from None
+                raise HttpError(exc.error_status_hint, str(exc), where) from None
             if event is not h11.NEED_DATA:
                 return event
             await self._receive()
@@ -345,7 +343,7 @@ class _Connection:
             await self.writer.drain()
 
     async def send(self, reply: Reply) -> None:
-        if reply.stream is not None and self.method != "HEAD":
+        if reply.stream is not None:  # only GET routes stream
             await self._write(encode_head(self.h11, reply, None))
             async with contextlib.aclosing(reply.stream()) as pieces:
                 async for piece in pieces:

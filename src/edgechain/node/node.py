@@ -360,9 +360,9 @@ class Node(NodeQueries):
                 self.routing.send_to(peer, ihave)
 
     def _probe_rtt(self, engine: ConsensusEngine, now: int) -> None:
-        """Ping a random validator when it is time (node/rtt.py)."""
+        """Ping a random validator when it is time (node/rtt.py); every loop pass asks."""
         state = engine.get_head_state()
-        if state is None:
+        if state is None or not self.rtt.is_due(now):
             return
         peers = [info.node for info in state.validators.members]
         choice = self.rtt.choose(now, time.perf_counter_ns(), peers)

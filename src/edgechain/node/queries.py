@@ -10,6 +10,7 @@ engine.
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,14 +109,7 @@ class NodeQueries:
     def get_head_chain(self) -> list[ChainEntry]:
         """The head chain, oldest first (genesis exclusive), each block with the state
         it was built on."""
-        engine = self.engine
-        if engine is None:
-            return []
-        out = []
-        for block_hash in engine.get_chain():
-            block = engine.blocks[block_hash]
-            out.append(ChainEntry(block_hash, block, engine.states[block.parent]))
-        return out
+        return self.get_recent_chain(sys.maxsize)
 
     def get_status(self) -> dict[str, Any]:
         engine = self.engine
@@ -279,8 +273,8 @@ class NodeQueries:
 
     def get_recent_chain(self, count: int) -> list[ChainEntry]:
         """The last ``count`` blocks of the head chain (genesis exclusive), oldest first,
-        each with the state it was built on: the end of ``get_head_chain`` without
-        walking the whole chain."""
+        each with the state it was built on, walking back from the head only as far as
+        asked."""
         engine = self.engine
         if engine is None or engine.head is None:
             return []

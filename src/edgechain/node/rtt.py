@@ -50,17 +50,21 @@ class RttProbe:
         self.samples = 0
         self.next_probe_ms = 0
 
+    def is_due(self, now_ms: int) -> bool:
+        """Time for a probe (the caller need not gather the peers before)."""
+        return now_ms >= self.next_probe_ms
+
     def choose(
         self, now_ms: int, now_ns: int, peers: Sequence[NodeId]
     ) -> tuple[NodeId, int] | None:
         """The peer to ping now and the request id to ping it with, or None (not yet
         time, nobody else, or too many probes unanswered)."""
+        if not self.is_due(now_ms):
+            return None
+        self.next_probe_ms = now_ms + PROBE_INTERVAL_MS
         for request_id, probe in list(self.outstanding.items()):
             if now_ms - probe.sent_ms >= PROBE_TIMEOUT_MS:
                 del self.outstanding[request_id]
-        if now_ms < self.next_probe_ms:
-            return None
-        self.next_probe_ms = now_ms + PROBE_INTERVAL_MS
         others = [p for p in peers if p != self.node_id]
         if not others or len(self.outstanding) >= MAX_OUTSTANDING:
             return None
