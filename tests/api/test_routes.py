@@ -18,9 +18,10 @@ from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, compute_genesis_state
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.node import ChainEntry, CommandReceipt, NoOperatorKeyError
+from edgechain.orchestrator.fleet import HistoryEvent
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.testing import ADMIN, make_genesis
-from edgechain.types import AppId, Slot
+from edgechain.types import AppId, BlockHash, Slot
 
 TOKEN = "ab" * 32
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -44,6 +45,14 @@ class FakeNode:
         self.state: BlockState | None = dataclasses.replace(
             compute_genesis_state(genesis), registry=Registry(records=records)
         )
+        node = idents[0].node
+        self.history: dict[AppId, list[HistoryEvent]] = {
+            _app(1): [
+                HistoryEvent(2, BlockHash(b"\x02" * 32), "submit", signer=ADMIN.pk, version=1),
+                HistoryEvent(3, BlockHash(b"\x03" * 32), "place", node=node),
+            ],
+            _app(2): [HistoryEvent(4, BlockHash(b"\x04" * 32), "stop", signer=ADMIN.pk)],
+        }
         self.ready = True
         self.operator = True
         self.refuse: RejectReason | None = None
@@ -61,8 +70,8 @@ class FakeNode:
     def get_head_state(self) -> BlockState | None:
         return self.state
 
-    def get_head_chain(self) -> list[ChainEntry]:
-        return []
+    def get_app_history(self, app: AppId) -> list[HistoryEvent]:
+        return list(self.history.get(app, []))
 
     def get_blocks(self, since: int, limit: int) -> list[dict[str, Any]]:
         return [{"since": since, "limit": limit}]
@@ -213,11 +222,21 @@ def test_apps_fleet_view(node: FakeNode) -> None:
     assert error(call(node, "GET", "/apps/nothing")) == (404, "app")
     assert error(call(node, "GET", "/apps/twin")) == (409, "app")
     history = call(node, "GET", "/apps/web/history").payload
+    signer, placed_on = ADMIN.pk.hex(), node.history[_app(1)][1].node
+    assert placed_on is not None
     assert history == {
         "app_id": _app(1).hex(),
-        "events": [],
+        "events": [
+            {"slot": 2, "block": "02" * 32, "kind": "submit", "node": None, "origin": None,
+             "signer": signer, "version": 1},
+            {"slot": 3, "block": "03" * 32, "kind": "place", "node": placed_on.hex(),
+             "origin": None, "signer": None, "version": None},
+        ],
         "migrations": [{"app": _app(1).hex()[:16], "outcome": "ok"}],
-    }
+    }  # fmt: skip
+    stopped = call(node, "GET", "/apps/db/history").payload
+    assert [e["kind"] for e in stopped["events"]] == ["stop"] and stopped["migrations"] == []
+    assert call(node, "GET", "/apps/" + _app(0x12).hex() + "/history").payload["events"] == []
 
 
 def test_post_apps_needs_the_token_first(node: FakeNode) -> None:

@@ -48,9 +48,9 @@ def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) ->
     validate_block(block, compute_block_hash(block), ctx, cache=SignatureCache())
 
 
-def test_format_6_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 6
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v6"
+def test_the_format_version_names_the_hash_domains() -> None:
+    assert FORMAT_VERSION == 7
+    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v7"
 
 
 def test_the_report_key_is_derived_from_the_bls_key_and_signs_verifiably() -> None:

@@ -3,14 +3,14 @@ engine's state, on engines of the consensus test harness (no OS calls)."""
 
 from __future__ import annotations
 
-from test_engine import Harness
-
 from edgechain.chain.model import NO_SIGNATURE, SkipBlock
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_slot_start_ms
 from edgechain.node.duty import choose_duty_nice, get_current_role
 from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.types import BlockHash, NodeId, Slot
+
+from .test_engine import Harness
 
 
 def _get_choices_by_role(net: Harness, now: int) -> dict[Role, set[int | None]]:

@@ -59,7 +59,11 @@ BOOTSTRAP = make_identity(0, b"harness")
 class Harness:
     """Engines on a perfect, instant network; ``down`` nodes send and receive nothing."""
 
-    def __init__(self, count: int, params: ChainParams = PARAMS) -> None:
+    def __init__(self, count: int, params: ChainParams = PARAMS, vdf_ms: int = 0) -> None:
+        self.vdf_ms = vdf_ms
+        """How long an evaluation takes in harness time. Long runs need the difficulty
+        rule's target (0 makes every VDF instant, so the rule raises difficulty 25 %
+        a block)."""
         self.engines: dict[NodeId, ConsensusEngine] = {}
         self.order: list[NodeId] = []
         self.down: set[NodeId] = set()
@@ -97,7 +101,8 @@ class Harness:
             queue.extend((src, dst, outgoing.message) for dst in targets if dst != src)
         for request in out.vdf_requests:
             result = vdf.prove(request.challenge, request.iterations)
-            self.handle(src, self.engines[src].on_vdf_result(request, result, self.now), queue)
+            done = self.now + self.vdf_ms
+            self.handle(src, self.engines[src].on_vdf_result(request, result, done), queue)
 
     def pump(self, queue: list[tuple[NodeId, NodeId, Message]]) -> None:
         while queue:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_engine import PARAMS, Harness
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
 from edgechain.chain.authority import is_banned
@@ -18,6 +17,8 @@ from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator import get_record
 from edgechain.testing import ADMIN, make_identity
 from edgechain.types import Slot
+
+from .test_engine import PARAMS, Harness
 
 SPEC = AppSpec("web", RuntimeKind.PROCESS, command=("sleep", "infinity"))
 OPERATOR = make_identity(7, b"operator")

@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import chisquare
 
 from edgechain.chain.model import SkipBlock
+from edgechain.sim.archive import get_chain_from
 from edgechain.sim.runner import SimConfig, Simulation, compute_result_digest, run_simulation
 
 LONG = os.environ.get("EDGECHAIN_LONG") == "1"
@@ -82,12 +83,21 @@ def test_partition_heal_abandons_the_lighter_branch() -> None:
     assert len(heads) == 1
     head = next(iter(heads))
     assert head is not None
-    # Every honest node's fork choice holds the abandoned branch, lighter than the head.
-    engine = sim.nodes[0].engine
-    assert engine.fork is not None
-    leaves = engine.fork.get_leaves() - {head}
-    assert leaves, "no abandoned branch is left in the block tree"
-    assert all(engine.fork.get_weight(leaf) <= engine.fork.get_weight(head) for leaf in leaves)
+    # The lighter half's branch was abandoned: accepted during the split, off the
+    # final chain. A node's fork choice still holds what is left of it, lighter than
+    # the head, unless finality has since pruned it (the tree is then rooted at the
+    # finalized block, an ancestor of the head).
+    chain = set(get_chain_from(sim.blocks, head))
+    abandoned = set(sim.blocks) - chain
+    assert abandoned, "no branch was abandoned"
+    for node in sim.nodes:
+        fork = node.engine.fork
+        assert fork is not None
+        assert fork.get_root() in chain or fork.get_root() == node.engine.ctx.get_genesis_hash()
+        leaves = fork.get_leaves() - {head}
+        assert all(fork.get_weight(leaf) <= fork.get_weight(head) for leaf in leaves)
+        # An abandoned block still in memory is in the tree: pruned branches leave.
+        assert all(h in fork for h in abandoned & set(node.engine.blocks))
 
 
 def test_byzantine_producers_get_no_votes() -> None:

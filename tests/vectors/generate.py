@@ -33,7 +33,9 @@ from edgechain.chain.model import (
     AppSpec,
     AppUsage,
     Block,
+    Checkpoint,
     CommandKind,
+    FinalityVote,
     PlanAction,
     PlanEntry,
     RuntimeKind,
@@ -59,7 +61,7 @@ from edgechain.testing import (
     make_identity,
     make_joining_request,
 )
-from edgechain.types import PublicKey, Slot
+from edgechain.types import BlockHash, PublicKey, Slot
 
 HERE = Path(__file__).resolve().parent
 MAX_FILE_BYTES = 200_000
@@ -243,6 +245,11 @@ def block_vectors() -> dict[str, object]:
             ident.sk, Slot(1), timestamp_ms=1_700_000_002_000 + i, cpu_bp=100 * i,
             ram_bp=200, disk_bp=300, rtt_us=1_000 + i, apps=(usage,) if i == 0 else (),
             pressure_bp=2_500 * i,
+            # The first report votes from genesis to epoch 1's checkpoint; the second
+            # carries no vote (format 7).
+            vote=FinalityVote(
+                Checkpoint(0, genesis_hash), Checkpoint(1, BlockHash(bytes(range(32))))
+            ) if i == 0 else None,
         )
         for i, ident in enumerate(idents[:2])
     )  # fmt: skip

@@ -14,6 +14,8 @@ from edgechain.chain.model import AppSpec, ChainParams, SignedCommand
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState
 from edgechain.node import ChainEntry, CommandReceipt
+from edgechain.orchestrator.fleet import HistoryEvent
+from edgechain.types import AppId
 
 
 class NodeInterface(Protocol):
@@ -27,8 +29,9 @@ class NodeInterface(Protocol):
 
     def get_head_state(self) -> BlockState | None: ...
 
-    def get_head_chain(self) -> list[ChainEntry]:
-        """The head chain, oldest first, genesis exclusive, with each parent's state."""
+    def get_app_history(self, app: AppId) -> list[HistoryEvent]:
+        """What the chain did to ``app``, in chain order: its finalized history (kept
+        in the node's store, memory prunes it) and the head chain's after it."""
         ...
 
     def get_blocks(self, since: int, limit: int) -> list[dict[str, Any]]: ...
@@ -49,8 +52,8 @@ class NodeInterface(Protocol):
         ...
 
     def get_recent_chain(self, count: int) -> list[ChainEntry]:
-        """The last ``count`` blocks of the head chain, oldest first (as
-        ``get_head_chain`` ends)."""
+        """The last ``count`` blocks of the head chain (genesis exclusive), oldest
+        first, with each parent's state."""
         ...
 
     def get_slot_roles(self) -> tuple[int, Roles | None]:

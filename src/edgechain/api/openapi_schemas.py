@@ -94,6 +94,20 @@ def _status_schema() -> Schema:
             "blocks_accepted": count(),
             "skip_blocks_accepted": count(),
             "reorgs": count(),
+            "finality": closed_object(
+                {
+                    "justified_epoch": count("the head chain's justified checkpoint"),
+                    "finalized_epoch": count("the head chain's finalized checkpoint"),
+                    "finalized": nullable(ref("Hash")),
+                    "finalized_slot": count("slot of the finalized block (0: genesis)"),
+                    "epoch_length": count("slots per epoch (0 before genesis)"),
+                    "blocks_in_memory": count("blocks held in memory (the rest: the store)"),
+                    "blocks_pruned": count("blocks dropped from memory behind finality"),
+                    "stale_blocks_ignored": count(
+                        "blocks at or below finality that were not on our chain"
+                    ),
+                }
+            ),
             "peer_errors": counters("peer input refused, by reason"),
             "decode_errors": counters("undecodable input, by kind"),
             "transport": closed_object(

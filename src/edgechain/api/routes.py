@@ -35,12 +35,7 @@ from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.node import CommandReceipt, NoOperatorKeyError
 from edgechain.node.events import MAX_ACCEPTED_LOG
-from edgechain.orchestrator.fleet import (
-    compute_app_history,
-    compute_app_view,
-    compute_app_views,
-    resolve_app,
-)
+from edgechain.orchestrator.fleet import compute_app_view, compute_app_views, resolve_app
 from edgechain.orchestrator.registry import AppRecord, get_record
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgechain.types import PUBLIC_KEY_SIZE
@@ -291,10 +286,7 @@ class NodeRoutes:
     def get_app_history(self, request: Request, params: Params) -> Reply:
         state = self._get_state()
         app = self._resolve_app(state, params[0]).app
-        chain = (
-            (e.block_hash, e.block, e.parent_state.registry) for e in self.node.get_head_chain()
-        )
-        events = compute_app_history(app, chain)
+        events = self.node.get_app_history(app)
         migrations = [
             m for m in self.node.get_migrations() if app.hex().startswith(str(m.get("app", "-")))
         ]

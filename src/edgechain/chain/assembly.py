@@ -29,6 +29,7 @@ from edgechain.chain.model import (
     Block,
     CommandKind,
     ExitRequest,
+    FinalityVote,
     InclusionRequest,
     ResourceReport,
     SignedCommand,
@@ -102,6 +103,7 @@ def make_report(
     rtt_us: int,
     apps: tuple[AppUsage, ...],
     pressure_bp: int = 0,
+    vote: FinalityVote | None = None,
 ) -> ResourceReport:
     node = compute_node_id(bls.sk_to_pk(sk))
     ordered = tuple(sorted(apps, key=lambda u: u.app))
@@ -116,6 +118,7 @@ def make_report(
         ordered,
         NO_REPORT_SIGNATURE,
         pressure_bp=pressure_bp,
+        vote=vote,
     )
     signature = report_key.sign_report_message(sk, compute_report_signing_root(unsigned))
     return dataclasses.replace(unsigned, signature=signature)

@@ -13,10 +13,9 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v6" || tag ||
-header)`` with the tag ``v6`` (``FORMAT_VERSION`` 6: reports are signed with Ed25519
-report keys, which inclusion requests carry), so the signatures that attest to a block
-are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v7" || tag ||
+header)`` with the tag ``v7`` (``FORMAT_VERSION`` 7: reports carry a finality vote), so
+the signatures that attest to a block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -35,8 +34,10 @@ from edgechain.chain.model import (
     AppUsage,
     Block,
     ChainParams,
+    Checkpoint,
     CommandKind,
     ExitRequest,
+    FinalityVote,
     Genesis,
     InclusionRequest,
     PlanAction,
@@ -64,7 +65,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -72,7 +73,9 @@ commands replace bare app specs, app ids no longer hash the spec, params carry
 UNDRAIN_NODE. 4: reports carry ``pressure_bp``, app usages ``state_bytes``. 5: specs
 end with ``cpu_limit_millicores``, ``memory_limit_bytes``, ``state_limit_bytes`` and
 ``run_as_root``. 6: a report's signature is a 64-byte Ed25519 signature, an inclusion
-request carries the 32-byte ``report_key`` after its proof of possession."""
+request carries the 32-byte ``report_key`` after its proof of possession. 7: a report
+ends with its optional finality vote (``chain/finality.py``); ``epoch_length`` defaults
+to 8 slots."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -475,6 +478,33 @@ def write_report_body(w: Writer, rep: ResourceReport) -> None:
     w.u32(rep.rtt_us)
     w.u32(rep.pressure_bp)
     w.items(rep.apps, write_app_usage)
+    w.boolean(rep.vote is not None)
+    if rep.vote is not None:
+        _write_vote(w, rep.vote)
+
+
+def write_checkpoint(w: Writer, c: Checkpoint) -> None:
+    w.u64(c.epoch)
+    w.fixed(c.block, HASH_SIZE)
+
+
+def read_checkpoint(r: Reader) -> Checkpoint:
+    epoch = r.u64()
+    return Checkpoint(epoch, BlockHash(r.fixed(HASH_SIZE)))
+
+
+def _write_vote(w: Writer, vote: FinalityVote) -> None:
+    write_checkpoint(w, vote.source)
+    write_checkpoint(w, vote.target)
+
+
+def encode_finality_vote(vote: FinalityVote) -> bytes:
+    """A node's last vote as it persists it (``consensus/finality_votes.py``)."""
+    return _encode_with(vote, _write_vote)
+
+
+def decode_finality_vote(data: bytes) -> FinalityVote:
+    return _decode_with(data, lambda r: FinalityVote(read_checkpoint(r), read_checkpoint(r)))
 
 
 def write_report(w: Writer, rep: ResourceReport) -> None:
@@ -488,11 +518,14 @@ def read_report(r: Reader) -> ResourceReport:
     ts = r.u64()
     cpu, ram, disk, rtt, pressure = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
     apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
+    vote = FinalityVote(read_checkpoint(r), read_checkpoint(r)) if r.boolean() else None
     sig = ReportSignature(r.fixed(REPORT_SIGNATURE_SIZE))
-    return ResourceReport(node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure)
+    return ResourceReport(
+        node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure, vote=vote
+    )
 
 
-_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + REPORT_SIGNATURE_SIZE
+_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + 1 + REPORT_SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:
@@ -504,7 +537,7 @@ def decode_report(data: bytes) -> ResourceReport:
 
 
 def compute_report_signing_root(rep: ResourceReport) -> bytes:
-    return _compute_signing_root(b"edgechain/report/v2", rep, write_report_body)
+    return _compute_signing_root(b"edgechain/report/v3", rep, write_report_body)
 
 
 # --- plan ------------------------------------------------------------------------------

@@ -197,6 +197,26 @@ class AppUsage:
     volume), so the planner weighs a move's gain against its transfer cost."""
 
 
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """An epoch boundary of a chain: the latest block at or before slot
+    ``epoch * epoch_length`` (Casper FFG's checkpoint, ``chain/finality.py``)."""
+
+    epoch: int
+    block: BlockHash
+
+
+@dataclass(frozen=True)
+class FinalityVote:
+    """A validator's Casper FFG vote, carried in its signed report: "the chain from
+    ``source`` (justified in my view) to ``target`` is the one I follow". Honest nodes
+    never sign two votes with the same target epoch, nor one whose span surrounds
+    another of theirs (``consensus/finality_votes.py``)."""
+
+    source: Checkpoint
+    target: Checkpoint
+
+
 @dataclass(frozen=True)
 class ResourceReport:
     """A node's signed report of its own totals and its applications (paper Table 2).
@@ -221,6 +241,9 @@ class ResourceReport:
     ``/proc/pressure/cpu`` "some avg10"), in basis points. With ``cpu_bp`` at capacity it
     tells the planner that the apps' measured usage is a starved share, not their demand
     (``orchestrator/load.py``). Encoded after ``rtt_us``."""
+    vote: FinalityVote | None = None
+    """The node's finality vote (format 7), encoded after the apps: one flag byte, then
+    source epoch, source block, target epoch, target block."""
 
 
 class PlanAction(enum.IntEnum):
@@ -293,7 +316,9 @@ class ChainParams:
     genesis_time_ms: int
     slot_duration_ms: int
     committee_size: int
-    epoch_length: int = 32
+    epoch_length: int = 8
+    """Slots per finality epoch (``chain/finality.py``): at least twice
+    ``report_interval_slots``, so every node votes in every epoch."""
     initial_difficulty: int = 10_000
     vdf_target_bp: int = 2_500
     """VDF evaluation should take this share of the slot (difficulty rule)."""

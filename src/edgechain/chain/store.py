@@ -27,10 +27,18 @@ and leaves the store as it was before the write: the transaction is rolled back,
 block is either stored whole or not at all. Reads keep working. Whoever wrote must not
 count the block as stored (the node stops: ``node.py``).
 
-Identity. A file is accepted only if it carries our SQLite ``application_id``, our
-schema version (``user_version``) and our magic row; an empty or missing file is
-initialised. Anything else (a corrupt, truncated or foreign file) raises
-:class:`~edgechain.errors.StoreError` without being modified.
+Identity. A file is accepted only if it carries our SQLite ``application_id``, a
+schema version (``user_version``) this build reads and our magic row; an empty or
+missing file is initialised. Anything else (a corrupt, truncated or foreign file, or a
+newer schema) raises :class:`~edgechain.errors.StoreError` without being modified. An
+older schema is migrated at open, in the open's transaction (``_MIGRATIONS``).
+
+App history. ``app_history`` holds what the chain did to each app in its finalized
+blocks (``orchestrator/fleet.py``, ``HistoryEvent``), which the node writes as blocks
+finalize, since memory forgets them (``consensus/pruning.py``). Rows are keyed by
+(block, seq), the event's position among its block's events, so writing the same
+block's events again (a replay after a restart) is a no-op. Plain columns, no pickles:
+the store still does not depend on the types the rows come from.
 """
 
 from __future__ import annotations
@@ -38,19 +46,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
 from edgechain.chain.forkchoice import GENESIS_SLOT, ForkChoice
 from edgechain.errors import StoreError, StoreFullError
-from edgechain.types import HASH_SIZE, BlockHash, Slot
+from edgechain.types import HASH_SIZE, AppId, BlockHash, Slot
 
 APPLICATION_ID = 0x45444743
 """``PRAGMA application_id`` of an edgechain block store: ASCII "EDGC"."""
 
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version``; bump with a migration when the schema changes."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version``; bump with a migration (``_MIGRATIONS``) when the schema
+changes. 2: ``app_history``."""
+
+OLDEST_SCHEMA_VERSION = 1
+"""The oldest schema version this build migrates from."""
 
 MAGIC = "edgechain-blockstore"
 
@@ -59,6 +71,13 @@ FULL_MARGIN_BYTES = 64 * 1024
 
 _ITER_BATCH = 512
 """Rows per query in ``iter_blocks`` so no read transaction stays open across yields."""
+
+_APP_HISTORY_SCHEMA = (
+    "CREATE TABLE app_history (block BLOB NOT NULL, seq INTEGER NOT NULL,"
+    " app BLOB NOT NULL, slot INTEGER NOT NULL, kind TEXT NOT NULL, node BLOB,"
+    " origin BLOB, signer BLOB, version INTEGER, PRIMARY KEY (block, seq))",
+    "CREATE INDEX app_history_by_app ON app_history (app, slot, seq)",
+)
 
 _SCHEMA = (
     "CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -69,7 +88,13 @@ _SCHEMA = (
     " slot INTEGER NOT NULL, weight INTEGER NOT NULL, encoded BLOB NOT NULL)",
     "CREATE INDEX blocks_by_slot ON blocks (slot, hash)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    *_APP_HISTORY_SCHEMA,
 )
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _APP_HISTORY_SCHEMA}
+"""Statements that take a store from schema version ``key`` to ``key + 1``."""
+
+_TABLES = ("genesis", "head", "blocks", "meta", "app_history")
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,23 @@ class BlockRecord:
 class GenesisRecord:
     hash: BlockHash
     encoded: bytes
+
+
+@dataclass(frozen=True)
+class AppEventRecord:
+    """A stored app history event (``orchestrator.fleet.HistoryEvent`` plus its app and
+    its place in its block)."""
+
+    app: AppId
+    block: BlockHash
+    seq: int
+    """Its position among all the events of ``block`` (every app's), from 0."""
+    slot: Slot
+    kind: str
+    node: bytes | None = None
+    origin: bytes | None = None
+    signer: bytes | None = None
+    version: int | None = None
 
 
 class BlockStore:
@@ -151,10 +193,11 @@ class BlockStore:
                 f"(SQLite application_id {int(app_id):#x}, expected {APPLICATION_ID:#x})"
             )
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if int(version) != SCHEMA_VERSION:
+        version = int(version)
+        if not OLDEST_SCHEMA_VERSION <= version <= SCHEMA_VERSION:
             raise StoreError(
                 f"block store {self._path} has schema version {version}, "
-                f"this build reads version {SCHEMA_VERSION}"
+                f"this build reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"
             )
         try:
             row = self._conn.execute("SELECT value FROM store_info WHERE key = 'magic'").fetchone()
@@ -162,11 +205,25 @@ class BlockStore:
             raise StoreError(f"{self._path} is not an edgechain block store: {exc}") from exc
         if row is None or row[0] != MAGIC:
             raise StoreError(f"{self._path} is not an edgechain block store (bad magic row)")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
         # Touch every table once so a damaged schema or a truncated file fails here,
         # at open, rather than at the first block read.
-        for table in ("genesis", "head", "blocks", "meta"):
+        for table in _TABLES:
             self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         self._conn.execute("SELECT max(slot) FROM blocks").fetchone()
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store of an older schema to ``SCHEMA_VERSION``, inside the open's
+        write transaction: a kill midway leaves it at the old version, migrated again at
+        the next open. Migrations only add tables, so every stored block is kept."""
+        for old in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[old]:
+                self._conn.execute(statement)
+        self._conn.execute(
+            "UPDATE store_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _check_file_size(self) -> None:
         # SQLite reads and writes the main file in whole pages (WAL checkpoints too),
@@ -355,6 +412,35 @@ class BlockStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    # -- app history ---------------------------------------------------------------
+
+    def put_app_events(self, events: Iterable[AppEventRecord]) -> int:
+        """Store app history events in one transaction; return how many were new.
+
+        An event already stored under the same (block, seq) is kept as it is (the same
+        block's events computed again, by a replay): writing a batch twice is a no-op.
+        """
+        rows = [_app_event_row(event) for event in events]
+        with self._translate_errors("put_app_events"), self._write_transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO app_history"
+                " (block, seq, app, slot, kind, node, origin, signer, version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def get_app_events(self, app: AppId) -> list[AppEventRecord]:
+        """The stored events of ``app`` in chain order (slot, then place in the block)."""
+        with self._translate_errors("get_app_events"):
+            rows = self._conn.execute(
+                "SELECT block, seq, app, slot, kind, node, origin, signer, version"
+                " FROM app_history WHERE app = ? ORDER BY slot, seq",
+                (app,),
+            ).fetchall()
+        return [_to_app_event(row) for row in rows]
+
     # -- maintenance ---------------------------------------------------------------
 
     def check_integrity(self) -> None:
@@ -446,6 +532,46 @@ def _to_record(row: tuple[bytes, bytes, int, int]) -> BlockRecord:
         parent=BlockHash(bytes(row[1])),
         slot=Slot(int(row[2])),
         weight=int(row[3]),
+    )
+
+
+_AppEventRow = tuple[
+    bytes, int, bytes, int, str, bytes | None, bytes | None, bytes | None, int | None
+]
+"""An ``app_history`` row: block, seq, app, slot, kind, node, origin, signer, version."""
+
+
+def _app_event_row(event: AppEventRecord) -> _AppEventRow:
+    _check_hash(event.block, "block")
+    _check_hash(event.app, "app")
+    if event.seq < 0 or event.slot < 0:
+        raise StoreError(
+            f"app event of block {event.block.hex()} has seq {event.seq}, slot {event.slot}"
+        )
+    return (
+        event.block,
+        event.seq,
+        event.app,
+        event.slot,
+        event.kind,
+        event.node,
+        event.origin,
+        event.signer,
+        event.version,
+    )
+
+
+def _to_app_event(row: _AppEventRow) -> AppEventRecord:
+    return AppEventRecord(
+        block=BlockHash(bytes(row[0])),
+        seq=int(row[1]),
+        app=AppId(bytes(row[2])),
+        slot=Slot(int(row[3])),
+        kind=str(row[4]),
+        node=None if row[5] is None else bytes(row[5]),
+        origin=None if row[6] is None else bytes(row[6]),
+        signer=None if row[7] is None else bytes(row[7]),
+        version=None if row[8] is None else int(row[8]),
     )
 
 

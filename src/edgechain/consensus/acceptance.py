@@ -25,6 +25,7 @@ from edgechain.consensus.messages import (
     Output,
     Route,
 )
+from edgechain.consensus.pruning import ChainPruner
 from edgechain.consensus.state import (
     ValidationMode,
     apply_block,
@@ -43,9 +44,16 @@ OnHeadChanged = Callable[[int, Output], None]
 class BlockAcceptance:
     """Accepts validated blocks into the chain and moves the head."""
 
-    def __init__(self, ctx: EngineContext, sync: Sync, on_head_changed: OnHeadChanged) -> None:
+    def __init__(
+        self,
+        ctx: EngineContext,
+        sync: Sync,
+        pruner: ChainPruner,
+        on_head_changed: OnHeadChanged,
+    ) -> None:
         self.ctx = ctx
         self.sync = sync
+        self.pruner = pruner
         self.on_head_changed = on_head_changed
         self.mode = ValidationMode(check_attestation=True, proof_scale=ctx.config.proof_scale)
 
@@ -78,6 +86,13 @@ class BlockAcceptance:
         assert params is not None and fork is not None
         if block_hash in ctx.states:
             return False
+        if self.pruner.is_below_finality(block.slot) or (
+            block.parent in ctx.states and block.parent not in fork
+        ):
+            # Not on our chain and at or below finality, or built on history below the
+            # finalized root: a branch that can never become the head (pruning.py).
+            self.pruner.stale_blocks_ignored += 1
+            return False
         if get_slot_start_ms(params, block.slot) > now + ctx.config.future_tolerance_ms:
             self.sync.hold(block, block_hash, sender)
             return False
@@ -109,7 +124,7 @@ class BlockAcceptance:
             ctx.stats.skip_blocks_accepted += 1
         else:
             ctx.stats.blocks_accepted += 1
-        out.events.append(BlockAccepted(block_hash, block.slot, is_skip, signers))
+        out.events.append(BlockAccepted(block_hash, block.slot, is_skip, signers, block))
         self.update_head(now, out)
         return True
 

@@ -77,9 +77,10 @@ class Committee:
         params = ctx.params
         assert params is not None
         block_hash = ctx.memo.get_block_hash(block)
-        parent = ctx.states.get(block.parent)
+        parent = ctx.get_branch_state(block.parent)
         if parent is None:
-            if sender is not None:
+            # Unknown: sync it. Known but below the finalized root: never vote for it.
+            if sender is not None and block.parent not in ctx.states:
                 self.request_sync(block.parent, sender, now, out)
             return
         roles = get_roles(ctx.memo, parent, block.slot, params.committee_size)
@@ -138,9 +139,9 @@ class Committee:
         ctx = self.ctx
         params = ctx.params
         assert params is not None
-        parent = ctx.states.get(vote.parent)
+        parent = ctx.get_branch_state(vote.parent)
         if parent is None:
-            if sender is not None:
+            if sender is not None and vote.parent not in ctx.states:
                 self.request_sync(vote.parent, sender, now, out)
             return
         roles = get_roles(ctx.memo, parent, vote.slot, params.committee_size)

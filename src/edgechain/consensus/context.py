@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.forkchoice import ForkChoice
-from edgechain.chain.model import AnyBlock, AppUsage, ChainParams, Genesis
+from edgechain.chain.model import AnyBlock, AppUsage, ChainParams, FinalityVote, Genesis
 from edgechain.consensus.messages import GenesisMsg
 from edgechain.consensus.state import BlockState, Memo, compute_genesis_state
 from edgechain.crypto import bls
@@ -46,6 +46,8 @@ class EngineConfig:
     report_interval_slots: int = 4
     """Report every this many slots (each node at its own phase): the chain state keeps
     every node's latest report, so blocks need only carry the new ones (§3.2)."""
+    last_vote: FinalityVote | None = None
+    """This node's last finality vote, as persisted before a restart."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class EngineContext:
         self.states: dict[BlockHash, BlockState] = {}
         self.blocks: dict[BlockHash, AnyBlock] = {}
 
+    def get_genesis_hash(self) -> BlockHash | None:
+        return get_genesis_hash(self.memo, self.genesis) if self.genesis is not None else None
+
     def get_head_state(self) -> BlockState | None:
         return self.states[self.head] if self.head is not None else None
 
@@ -105,14 +110,29 @@ class EngineContext:
         state = self.get_head_state()
         return state is not None and self.node_id in state.validators
 
+    def get_branch_state(self, block_hash: BlockHash) -> BlockState | None:
+        """The state after ``block_hash`` when a child of it may still join our chain:
+        the block is in the fork-choice tree, i.e. not below the finalized root
+        (``consensus/pruning.py``)."""
+        if self.fork is None or block_hash not in self.fork:
+            return None
+        return self.states.get(block_hash)
+
     def get_chain(self, upto: BlockHash | None = None) -> list[BlockHash]:
-        """Hashes from genesis (exclusive) to ``upto`` (default: head), oldest first."""
+        """Hashes from the oldest block held in memory (genesis excluded) to ``upto``
+        (default: head), oldest first. Below the finalized root only the retained
+        window is held (``consensus/pruning.py``); the store has the rest."""
         if self.fork is None or self.head is None:
             return []
         tip = upto or self.head
         chain = [tip, *self.fork.get_ancestors(tip)]
+        # Below the root: the retained window of our own chain, by parent links.
+        below = self.blocks.get(chain[-1])
+        while below is not None and below.parent in self.blocks:
+            chain.append(below.parent)
+            below = self.blocks[below.parent]
         chain.reverse()
-        return chain[1:]
+        return chain if chain[0] in self.blocks else chain[1:]
 
     def adopt_genesis(self, genesis: Genesis, signature: Signature) -> None:
         """Start the chain at ``genesis``: its parameters, fork choice, head and state."""

@@ -78,6 +78,7 @@ from edgechain.consensus.messages import (
     VoteMsg,
 )
 from edgechain.consensus.producer import Producer, ProducerDuty, build_candidate
+from edgechain.consensus.pruning import ChainPruner
 from edgechain.consensus.reports import ReportRelay, get_forward_time
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import (
@@ -136,7 +137,8 @@ class ConsensusEngine:
         self.joining = Joining(ctx, self._adopt_genesis)
         self.reports = ReportRelay(ctx)
         self.sync = Sync(ctx, self._on_block)
-        self.acceptance = BlockAcceptance(ctx, self.sync, self._on_head_changed)
+        self.pruner = ChainPruner(ctx)
+        self.acceptance = BlockAcceptance(ctx, self.sync, self.pruner, self._on_head_changed)
         self.producer = Producer(ctx, self._publish_block)
         self.committee = Committee(ctx, self.sync.request_sync, self._publish_block)
         if genesis is not None:
@@ -472,6 +474,7 @@ class ConsensusEngine:
         self.reports.prune(state)
         self.reports.hand_over_pools(now, out)
         self.committee.prune(state)
+        self.pruner.on_head_changed(out)
         self.reports.maybe_send_report(get_current_slot(params, now), now, out)
 
     def _get_committee_ids(

@@ -16,7 +16,9 @@ from edgechain.chain.model import (
     AnyBlock,
     AppSpec,
     Block,
+    Checkpoint,
     ExitRequest,
+    FinalityVote,
     Genesis,
     InclusionRequest,
     PlanEntry,
@@ -24,6 +26,7 @@ from edgechain.chain.model import (
     SignedCommand,
 )
 from edgechain.errors import RejectReason
+from edgechain.orchestrator.fleet import ChainStep
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 # --- messages ------------------------------------------------------------------------
@@ -174,6 +177,9 @@ class BlockAccepted:
     slot: Slot
     skip: bool
     signers: int
+    block: AnyBlock
+    """The block itself: by the time the event is read, pruning may have dropped it
+    from the engine's memory (a sync burst that runs past finality)."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,50 @@ class PeerRejected:
     sender: NodeId | None
 
 
-Event = BlockAccepted | HeadChanged | MigrationOrder | GenesisCreated | PeerRejected
+@dataclass(frozen=True)
+class ArchiveSyncWanted:
+    """A peer asked for blocks up to ``want`` that memory no longer holds (pruned below
+    finality): the node answers from its store, oldest first, at most ``limit``."""
+
+    want: BlockHash
+    limit: int
+    sender: NodeId
+
+
+@dataclass(frozen=True)
+class LastVoteChanged:
+    """This node signed a new finality vote: persist it before sending anything else
+    (``consensus/finality_votes.py``)."""
+
+    vote: FinalityVote
+
+
+@dataclass(frozen=True)
+class FinalityAdvanced:
+    """The head chain finalized a later checkpoint; the chain below it was pruned from
+    memory (``consensus/pruning.py``)."""
+
+    finalized: Checkpoint
+    slot: Slot
+    pruned_blocks: int
+    finalized_blocks: tuple[ChainStep, ...]
+    """The blocks this advance finalized, oldest first: the head chain after the
+    previously finalized block (exclusive; the genesis at the first advance) up to
+    ``finalized.block`` (inclusive), each with its hash and its parent's registry.
+    Collected before pruning, so the node can keep what it needs of them (the apps'
+    history, ``node/events.py``) after memory has dropped them."""
+
+
+Event = (
+    BlockAccepted
+    | HeadChanged
+    | MigrationOrder
+    | GenesisCreated
+    | PeerRejected
+    | LastVoteChanged
+    | FinalityAdvanced
+    | ArchiveSyncWanted
+)
 
 
 @dataclass

@@ -47,10 +47,11 @@ from dataclasses import dataclass
 
 from edgechain.chain.assembly import make_report
 from edgechain.chain.encoding import compute_report_signing_root
-from edgechain.chain.model import ChainParams, ResourceReport
+from edgechain.chain.model import ChainParams, FinalityVote, ResourceReport
 from edgechain.cluster.kmeans import Clustering, compute_clusters
 from edgechain.consensus.context import EngineContext, LocalUsage
-from edgechain.consensus.messages import Outgoing, Output, ReportMsg, Route
+from edgechain.consensus.finality_votes import choose_vote
+from edgechain.consensus.messages import LastVoteChanged, Outgoing, Output, ReportMsg, Route
 from edgechain.consensus.state import (
     BlockState,
     get_candidate_deadline_ms,
@@ -105,6 +106,8 @@ class ReportRelay:
         """Our latest report until the head chain carries it (the fallback's subject)."""
         self.fallback_slot = 0
         """The last slot whose producer got a direct fallback from us (once per slot)."""
+        self.last_vote: FinalityVote | None = ctx.config.last_vote
+        """Our latest finality vote (``consensus/finality_votes.py``)."""
         self.stats = RelayStats()
 
     def get_clustering(self, state: BlockState) -> Clustering:
@@ -136,13 +139,13 @@ class ReportRelay:
             self.last_reported_slot = target
             interval = max(1, ctx.config.report_interval_slots)
             if (target + ctx.node_id[0]) % interval == 0:
-                report = self.sign_report(target, now)
+                report = self.sign_report(target, now, head, out)
                 self.send_to_representative(report, head, out)
                 if fall_back:
                     self.send_direct(report, head, out)
                 return
         if fall_back and target > self.fallback_slot:
-            self.send_direct(self.sign_report(target, now), head, out)
+            self.send_direct(self.sign_report(target, now, head, out), head, out)
 
     def is_fallback_due(self, head: BlockState, now: int) -> bool:
         """Whether our latest report is past its deadline and not on the head chain."""
@@ -156,12 +159,22 @@ class ReportRelay:
             return False
         return head.slot >= own.slot or get_current_slot(params, now) > own.slot
 
-    def sign_report(self, slot: Slot, now: int) -> ResourceReport:
+    def sign_report(self, slot: Slot, now: int, head: BlockState, out: Output) -> ResourceReport:
+        """Our report for ``slot``, carrying our finality vote on ``head``. A new vote
+        is announced (``LastVoteChanged``) before the report that carries it leaves:
+        the node persists it first, so a restart cannot vote twice for an epoch."""
         ctx = self.ctx
         u = self.local_usage
+        vote = self.last_vote
+        if head.finality is not None:
+            vote = choose_vote(self.last_vote, head.finality)
+            if vote != self.last_vote and vote is not None:
+                self.last_vote = vote
+                out.events.insert(0, LastVoteChanged(vote))
         report = make_report(
             ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
             disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps, pressure_bp=u.pressure_bp,
+            vote=vote,
         )  # fmt: skip
         ctx.memo.signatures.add_own_report(
             get_report_public_key(ctx.sk), compute_report_signing_root(report), report.signature

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 from edgechain.chain.attestation import count_signers, get_signer_indices
 from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
 from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
+from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
     AnyBlock,
     Block,
@@ -72,7 +73,11 @@ class Memo:
     "Scale path": shared verification results keyed by content hash).
     """
 
-    def __init__(self, randomness: bytes, max_entries: int = 50_000) -> None:
+    def __init__(self, randomness: bytes, max_entries: int = 4_096) -> None:
+        # About 11 entries a block (hash, verdict, state, roles, plan, clusters, ...):
+        # 4096 keep the last few hundred slots, far more than a gossip duplicate or a
+        # reorg looks back, and they hold blocks and states that finality has pruned
+        # from the chain (consensus/pruning.py), so the bound is the memo's memory.
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._max = max_entries
         self.signatures = SignatureCache(randomness=randomness)
@@ -126,6 +131,9 @@ class BlockState:
     last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)
     """Each validator's latest contributing slot on this chain: block produced, vote in
     an attestation, report carried (``orchestrator/liveness.py``). Never mutated."""
+    finality: FinalityState | None = None
+    """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
+    only in hand-built test states."""
 
 
 REPORT_MAX_AGE_SLOTS = 32
@@ -146,20 +154,49 @@ def merge_reports(
 
 def compute_genesis_state(genesis: Genesis) -> BlockState:
     genesis_hash = compute_genesis_hash(genesis)
+    validators = compute_genesis_validator_set(genesis)
     return BlockState(
         block_hash=genesis_hash,
         slot=Slot(0),
         seed=compute_genesis_seed(genesis_hash),
-        validators=compute_genesis_validator_set(genesis),
+        validators=validators,
         difficulty=genesis.params.initial_difficulty,
         registry=EMPTY_REGISTRY,
         reports=(),
         signers=0,
         is_skip=False,
         authority=compute_genesis_authority(genesis.params),
-        last_seen=dict.fromkeys(
-            sorted(compute_genesis_validator_set(genesis).get_node_ids()), Slot(0)
-        ),
+        last_seen=dict.fromkeys(sorted(validators.get_node_ids()), Slot(0)),
+        finality=compute_genesis_finality(genesis_hash, validators),
+    )
+
+
+def compute_finality(
+    parent: BlockState,
+    block: AnyBlock,
+    block_hash: BlockHash,
+    validators: ValidatorSet,
+    params: ChainParams,
+) -> FinalityState | None:
+    """The finality state after ``block``: its reports' votes counted (a skip block
+    carries none but may cross an epoch boundary)."""
+    if parent.finality is None:
+        return None
+    votes = (
+        tuple((r.node, r.vote) for r in block.reports if r.vote is not None)
+        if isinstance(block, Block)
+        else ()
+    )
+    return process_finality(
+        parent.finality,
+        parent.slot,
+        parent.block_hash,
+        parent.validators,
+        block.slot,
+        block_hash,
+        validators,
+        votes,
+        params.epoch_length,
     )
 
 
@@ -249,6 +286,7 @@ def apply_block(
                 params.down_after_slots,
                 authority.banned,
             ),
+            finality=compute_finality(parent, block, block_hash, validators, params),
         )
     validators = apply_block_to_validator_set(parent.validators, block)
     registry = apply_block_to_registry(parent.registry, block.slot, (), get_removed_nodes(block))
@@ -273,6 +311,7 @@ def apply_block(
             params.down_after_slots,
             parent.authority.banned,
         ),
+        finality=compute_finality(parent, block, block_hash, validators, params),
     )
 
 

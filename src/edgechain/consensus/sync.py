@@ -14,6 +14,7 @@ from edgechain.chain.model import AnyBlock
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import (
     HEAD_WANT,
+    ArchiveSyncWanted,
     Outgoing,
     Output,
     PeerRejected,
@@ -138,18 +139,34 @@ class Sync:
                 Outgoing(SyncResponseMsg((), ctx.genesis_msg), Route.DIRECT, (sender,))
             )
             return
+        genesis_hash = ctx.get_genesis_hash()
+        limit = max(1, min(msg.limit, ctx.config.sync_limit))
         if msg.want not in ctx.blocks:
-            if ctx.genesis_msg is not None and msg.want == fork.get_root():
+            if ctx.genesis_msg is not None and msg.want == genesis_hash:
                 out.messages.append(
                     Outgoing(SyncResponseMsg((), ctx.genesis_msg), Route.DIRECT, (sender,))
                 )
+            elif ctx.genesis_msg is not None:
+                # Pruned from memory (or never seen): the node's store may have it.
+                out.events.append(ArchiveSyncWanted(msg.want, limit, sender))
             return
-        limit = max(1, min(msg.limit, ctx.config.sync_limit))
-        chain = [msg.want, *fork.get_ancestors(msg.want)][:limit]
-        blocks = tuple(ctx.blocks[h] for h in reversed(chain) if h in ctx.blocks)
-        reaches_genesis = bool(blocks) and blocks[0].parent == fork.get_root()
+        # Parent links, not the fork tree: the retained window below the finalized root
+        # is served too.
+        blocks: list[AnyBlock] = []
+        current: BlockHash | None = msg.want
+        while current is not None and current in ctx.blocks and len(blocks) < limit:
+            block = ctx.blocks[current]
+            blocks.append(block)
+            current = block.parent
+        blocks.reverse()
+        if len(blocks) < limit and current is not None and current != genesis_hash:
+            # Ran out of memory before the limit: the store continues from here.
+            out.events.append(ArchiveSyncWanted(current, limit - len(blocks), sender))
+        reaches_genesis = current == genesis_hash
         genesis = ctx.genesis_msg if reaches_genesis else None
-        out.messages.append(Outgoing(SyncResponseMsg(blocks, genesis), Route.DIRECT, (sender,)))
+        out.messages.append(
+            Outgoing(SyncResponseMsg(tuple(blocks), genesis), Route.DIRECT, (sender,))
+        )
 
     def on_sync_response(
         self, msg: SyncResponseMsg, sender: NodeId | None, now: int, out: Output

@@ -136,6 +136,23 @@ def summarize_run(
         },
         2,
     )
+    # Finality (chain/finality.py): how far behind each head it is, and what memory
+    # holds once pruning keeps only a window below it.
+    finality: dict[str, dict[str, Any]] = {}
+    lags: dict[str, float] = {}
+    for i, s in collected.statuses.items():
+        if s is None or not s.get("finality") or s.get("head_slot") is None:
+            continue
+        name = cluster.nodes[i].spec.name
+        finality[name] = s["finality"]
+        lags[name] = s["head_slot"] - s["finality"]["finalized_slot"]
+    summary["finality"] = {
+        "finalized_slot": describe_per_node({k: f["finalized_slot"] for k, f in finality.items()}),
+        "lag_slots": describe_per_node(lags),
+        "blocks_in_memory": describe_per_node(
+            {k: f["blocks_in_memory"] for k, f in finality.items()}
+        ),
+    }
     summary["cpu_per_slot"] = merge_node_summaries(
         [s["cpu_per_slot"] for s in statuses if s.get("cpu_per_slot")]
     )

@@ -21,6 +21,7 @@ from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.crypto import bls, vdf
 from edgechain.errors import LocalError
 from edgechain.network.transport import join_address
+from edgechain.node.archive import get_last_vote
 from edgechain.types import SecretKey, Signature
 
 HOSTILE_ENV = "EDGECHAIN_HOSTILE"
@@ -118,6 +119,7 @@ def make_engine(
         labels=labels,
         ticket=cfg.ticket,
         genesis_template=template,
+        last_vote=get_last_vote(store),
     )
     stored = store.get_genesis()
     genesis = decode_genesis(stored.encoded) if stored is not None else None

@@ -1,7 +1,8 @@
 """What a node keeps of what its engine did: the store, the accepted-blocks log, log lines.
 
 :class:`EventRecorder` writes accepted blocks and the head to the SQLite store (not
-while the node replays that store), keeps the recent accepted blocks the API serves
+while the node replays that store) and the apps' history in the blocks finality
+advances over (replayed or not), keeps the recent accepted blocks the API serves
 (``GET /blocks``) and logs each event as a JSON line. :func:`log_duty` logs the
 producer's and committee's outgoing actions. Together they let every skip block be
 explained from the logs (ARCHITECTURE.md, "Real node"). Acting on an event (starting
@@ -17,14 +18,16 @@ from dataclasses import dataclass
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import encode_block, encode_genesis
 from edgechain.chain.model import Block, SkipBlock
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store import AppEventRecord, BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
     CandidateMsg,
+    FinalityAdvanced,
     GenesisCreated,
     HeadChanged,
+    LastVoteChanged,
     MigrationOrder,
     Outgoing,
     PeerRejected,
@@ -32,9 +35,11 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
+from edgechain.node.archive import put_last_vote
 from edgechain.node.clock import NodeClock
+from edgechain.orchestrator.fleet import HistoryEvent, compute_block_history
 from edgechain.telemetry import logs
-from edgechain.types import NodeId
+from edgechain.types import AppId, NodeId, Slot
 
 log = logging.getLogger("edgechain.node")
 
@@ -65,7 +70,7 @@ class EventRecorder:
     def record(self, engine: ConsensusEngine, event: object, *, replaying: bool) -> None:
         """Record ``event``; ``replaying``: it comes from the store, not written again."""
         if isinstance(event, BlockAccepted):
-            block = engine.blocks[event.block_hash]
+            block = event.block
             weight = event.signers
             if not replaying:
                 self.store.put_block(
@@ -109,8 +114,62 @@ class EventRecorder:
                 action=event.entry.action.name,
                 slot=event.slot,
             )
+        elif isinstance(event, LastVoteChanged):
+            put_last_vote(self.store, event.vote)
+        elif isinstance(event, FinalityAdvanced):
+            # Written while replaying too: the rows are keyed by (block, seq), so a
+            # replay rewrites nothing, and it repairs what a kill between storing the
+            # finalizing block and this write lost, or a store migrated from schema 1
+            # (no history): a restart re-finalizes every epoch from the genesis on.
+            put_finalized_history(self.store, event)
+            logs.info(
+                log,
+                "finalized",
+                epoch=event.finalized.epoch,
+                slot=event.slot,
+                hash=event.finalized.block.hex()[:16],
+                pruned=event.pruned_blocks,
+            )
         elif isinstance(event, PeerRejected):
             logs.debug(log, "peer input rejected", reason=event.reason)
+
+
+def put_finalized_history(store: BlockStore, event: FinalityAdvanced) -> int:
+    """Store what the blocks ``event`` finalized did to the apps (memory forgets those
+    blocks, ``consensus/pruning.py``); return how many events were new."""
+    records = [
+        AppEventRecord(
+            app=app,
+            block=history.block,
+            seq=seq,
+            slot=Slot(history.slot),
+            kind=history.kind,
+            node=history.node,
+            origin=history.origin,
+            signer=history.signer,
+            version=history.version,
+        )
+        for step in event.finalized_blocks
+        for seq, (app, history) in enumerate(compute_block_history(*step))
+    ]
+    return store.put_app_events(records)
+
+
+def get_stored_app_history(store: BlockStore, app: AppId) -> list[HistoryEvent]:
+    """The history of ``app`` in the finalized blocks ``put_finalized_history`` stored,
+    in chain order."""
+    return [
+        HistoryEvent(
+            slot=record.slot,
+            block=record.block,
+            kind=record.kind,
+            node=record.node,
+            origin=record.origin,
+            signer=record.signer,
+            version=record.version,
+        )
+        for record in store.get_app_events(app)
+    ]
 
 
 def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:

@@ -36,6 +36,7 @@ from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
+    ArchiveSyncWanted,
     BlockAccepted,
     BlockMsg,
     CommandMsg,
@@ -45,6 +46,8 @@ from edgechain.consensus.messages import (
     Outgoing,
     Output,
     PeerRejected,
+    Route,
+    SyncResponseMsg,
     VdfRequest,
 )
 from edgechain.consensus.state import get_current_slot
@@ -63,6 +66,7 @@ from edgechain.errors import (
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
+from edgechain.node.archive import get_archived_chain
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node.cpu import CpuAccounting
@@ -535,6 +539,8 @@ class Node(NodeQueries):
             self.observer.on_block_accepted(
                 engine, event, self.clock.now_ms(), replaying=self._replaying
             )
+        elif isinstance(event, ArchiveSyncWanted) and not self._replaying:
+            self._serve_archive(event)
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
@@ -542,6 +548,22 @@ class Node(NodeQueries):
             # A new head may assign our apps elsewhere (a reorg, a sync after a pause):
             # stale copies stop at the next tick, not a measuring interval later.
             self.apps.on_head_changed(reorg=bool(event.reverted))
+
+    def _serve_archive(self, event: ArchiveSyncWanted) -> None:
+        """A peer syncs history pruned from memory: answer from the store."""
+        engine = self.engine
+        assert engine is not None
+        try:
+            with cpu_span(Component.STORE):
+                blocks, below = get_archived_chain(self.store, event.want, event.limit)
+        except StoreError as exc:
+            self._stop_on_store_failure(exc)
+            return
+        if not blocks:
+            return
+        genesis = engine.genesis_msg if below == engine.ctx.get_genesis_hash() else None
+        response = Outgoing(SyncResponseMsg(blocks, genesis), Route.DIRECT, (event.sender,))
+        self._send_outgoing(response)
 
     def _stop_on_store_failure(self, exc: StoreError) -> None:
         """A block or head the store refused is not accepted: stop at once, before the

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
+from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
@@ -26,18 +27,20 @@ from edgechain.crypto.session import SessionKeys
 from edgechain.errors import RejectReason, StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.transport import NetworkTransport
+from edgechain.node.archive import get_stored_chain_below
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import NodeConfig
 from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duty import get_current_role
-from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder
+from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder, get_stored_app_history
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.rtt import RttProbe
+from edgechain.orchestrator.fleet import HistoryEvent, compute_app_history
 from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
 from edgechain.telemetry.metrics import MetricsReading
-from edgechain.types import BlockHash, NodeId, PublicKey, SecretKey, Slot
+from edgechain.types import AppId, BlockHash, NodeId, PublicKey, SecretKey, Slot
 
 if TYPE_CHECKING:
     from edgechain.hostile import Hostile
@@ -59,6 +62,23 @@ class NodeCounters:
     decode_errors: Counter[RejectReason] = field(default_factory=Counter)
 
 
+def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
+    """The head chain's finality and what memory holds (``consensus/pruning.py``)."""
+    state = engine.get_head_state()
+    finality = state.finality if state is not None else None
+    pruner = engine.pruner
+    return {
+        "justified_epoch": finality.justified.epoch if finality else 0,
+        "finalized_epoch": finality.finalized.epoch if finality else 0,
+        "finalized": finality.finalized.block.hex() if finality else None,
+        "finalized_slot": pruner.finalized_slot,
+        "epoch_length": engine.params.epoch_length if engine.params else 0,
+        "blocks_in_memory": len(engine.blocks),
+        "blocks_pruned": pruner.blocks_pruned,
+        "stale_blocks_ignored": pruner.stale_blocks_ignored,
+    }
+
+
 class NodeQueries:
     """Read-only public interface of a node (api/ calls these)."""
 
@@ -73,6 +93,7 @@ class NodeQueries:
     engine: ConsensusEngine | None
     counters: NodeCounters
     recorder: EventRecorder
+    store: BlockStore
     process: psutil.Process
     cpu: CpuAccounting
     observer: NodeObserver
@@ -111,6 +132,22 @@ class NodeQueries:
         it was built on."""
         return self.get_recent_chain(sys.maxsize)
 
+    def get_app_history(self, app: AppId) -> list[HistoryEvent]:
+        """What the chain did to ``app``, in chain order: the finalized blocks' events
+        from the store (memory prunes those blocks, ``consensus/pruning.py``), then the
+        head chain's after the finalized slot, from memory."""
+        engine = self.engine
+        if engine is None:
+            return []
+        finalized_slot = engine.pruner.finalized_slot
+        recent = [
+            (entry.block_hash, entry.block, entry.parent_state.registry)
+            for entry in self.get_head_chain()
+            if entry.block.slot > finalized_slot
+        ]
+        stored = get_stored_app_history(self.recorder.store, app)
+        return stored + compute_app_history(app, recent)
+
     def get_status(self) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
@@ -147,6 +184,7 @@ class NodeQueries:
             "blocks_accepted": engine.stats.blocks_accepted,
             "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
             "reorgs": engine.stats.reorgs,
+            "finality": get_finality_status(engine),
             "peer_errors": dict(engine.stats.peer_errors),
             "decode_errors": dict(self.counters.decode_errors),
             "transport": vars(self.transport.stats),
@@ -219,6 +257,8 @@ class NodeQueries:
             blocks=engine.stats.blocks_accepted,
             skip_blocks=engine.stats.skip_blocks_accepted,
             reorgs=engine.stats.reorgs,
+            finalized_slot=engine.pruner.finalized_slot,
+            blocks_in_memory=len(engine.blocks),
             peer_errors=dict(engine.stats.peer_errors),
             decode_errors=dict(self.counters.decode_errors),
             cpu_ns=self.cpu.meter.get_totals_ns(),
@@ -240,15 +280,19 @@ class NodeQueries:
         return out
 
     def get_chain(self) -> list[dict[str, Any]]:
+        """The whole head chain, genesis exclusive: from the store below what memory
+        holds (finality prunes it, ``consensus/pruning.py``), then from memory."""
         engine = self.engine
         assert engine is not None
-        return [
+        held = engine.get_chain()
+        stored = get_stored_chain_below(self.store, held[0]) if held else []
+        return [{"hash": h.hex(), "slot": slot, "skip": skip} for h, slot, skip in stored] + [
             {
                 "hash": h.hex(),
                 "slot": engine.blocks[h].slot,
                 "skip": isinstance(engine.blocks[h], SkipBlock),
             }
-            for h in engine.get_chain()
+            for h in held
         ]
 
     def get_runtime_apps(self) -> list[dict[str, Any]]:

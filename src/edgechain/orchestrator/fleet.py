@@ -4,7 +4,8 @@ Pure functions of chain state for the API and the CLI (DESIGN.md, "Apps"): where
 app should run comes from the head registry; where it was last *seen* running comes from
 the nodes' signed reports the state carries; an app's history (submission, updates,
 stops, placements, migrations, recoveries, departures of its node) comes from the
-blocks of the head chain.
+blocks of the head chain (``compute_fleet_history`` computes every app's at once, which
+the node stores for the finalized blocks it prunes from memory).
 Nothing here reads a clock or a runtime: migration timings are measured by the nodes
 involved and served by them.
 """
@@ -123,47 +124,72 @@ def resolve_app(registry: Registry, text: str) -> AppId:
     return candidates[0]
 
 
-def compute_app_history(
-    app: AppId, chain: Iterable[tuple[BlockHash, AnyBlock, Registry]]
-) -> list[HistoryEvent]:
+ChainStep = tuple[BlockHash, AnyBlock, Registry]
+"""A block of the head chain with its hash and the registry *before* it (its parent's)."""
+
+
+def compute_app_history(app: AppId, chain: Iterable[ChainStep]) -> list[HistoryEvent]:
     """What the chain did to ``app``. ``chain``: the head chain's blocks in order, each
-    with the registry *before* it (its parent's)."""
-    events: list[HistoryEvent] = []
-    for block_hash, block, before in chain:
-        placed = get_record(before, app)
-        for node in get_removed_nodes(block):
-            # Its apps stay there until the node is down, then a RECOVER moves them.
-            if placed is not None and placed.node == node:
-                events.append(HistoryEvent(block.slot, block_hash, "node_left", node=node))
-        if not isinstance(block, Block):
-            continue
-        for entry in block.plan:
-            if entry.app != app:
-                continue
-            # place, migrate, recover (its node was down), replica (a new replica node)
-            kind = entry.action.name.lower()
-            origin = entry.origin if entry.action is not PlanAction.PLACE else None
-            events.append(
-                HistoryEvent(block.slot, block_hash, kind, node=entry.destination, origin=origin)
+    with the registry before it."""
+    return [event for owner, event in compute_fleet_history(chain) if owner == app]
+
+
+def compute_fleet_history(chain: Iterable[ChainStep]) -> list[tuple[AppId, HistoryEvent]]:
+    """What the chain did to every app, in chain order: each event with its app. The
+    events of one app are those ``compute_app_history`` lists for it, in its order."""
+    return [pair for step in chain for pair in compute_block_history(*step)]
+
+
+def compute_block_history(
+    block_hash: BlockHash, block: AnyBlock, before: Registry
+) -> list[tuple[AppId, HistoryEvent]]:
+    """What one block did to every app, in order: departures of app nodes, then plan
+    entries, then commands. ``before``: the registry before the block (its parent's)."""
+    events: list[tuple[AppId, HistoryEvent]] = []
+    for node in get_removed_nodes(block):
+        # Its apps stay there until the node is down, then a RECOVER moves them.
+        for record in before.records:
+            if record.node == node:
+                events.append(
+                    (record.app, HistoryEvent(block.slot, block_hash, "node_left", node=node))
+                )
+    if not isinstance(block, Block):
+        return events
+    for entry in block.plan:
+        # place, migrate, recover (its node was down), replica (a new replica node)
+        kind = entry.action.name.lower()
+        origin = entry.origin if entry.action is not PlanAction.PLACE else None
+        events.append(
+            (
+                entry.app,
+                HistoryEvent(block.slot, block_hash, kind, node=entry.destination, origin=origin),
             )
-        version = placed.version if placed is not None else 0
-        for cmd in block.commands:
-            if cmd.kind is CommandKind.SUBMIT:
-                if compute_submitted_app_id(cmd.signer, cmd.seq) != app:
-                    continue
-                version = 1
-            elif cmd.app != app:
-                continue
-            elif cmd.kind is CommandKind.UPDATE:
-                version += 1
-            events.append(
+        )
+    versions: dict[AppId, int] = {}  # each app's spec version after the commands so far
+    for cmd in block.commands:
+        if cmd.kind is CommandKind.SUBMIT:
+            app = compute_submitted_app_id(cmd.signer, cmd.seq)
+            versions[app] = 1
+        elif not cmd.app:
+            continue  # authority and node commands name no app
+        else:
+            app = AppId(cmd.app)
+            if app not in versions:
+                placed = get_record(before, app)
+                versions[app] = placed.version if placed is not None else 0
+            if cmd.kind is CommandKind.UPDATE:
+                versions[app] += 1
+        events.append(
+            (
+                app,
                 HistoryEvent(
                     block.slot,
                     block_hash,
                     cmd.kind.name.lower(),
                     node=cmd.node or None,
                     signer=bytes(cmd.signer),
-                    version=version if cmd.spec is not None else None,
-                )
+                    version=versions[app] if cmd.spec is not None else None,
+                ),
             )
+        )
     return events

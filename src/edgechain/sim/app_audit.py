@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgechain.chain.model import Block, ChainParams, PlanAction
 from edgechain.consensus.state import BlockState, get_current_slot
 from edgechain.orchestrator.registry import AppRecord, AppState, get_record
+from edgechain.sim.archive import get_chain_from
 from edgechain.types import AppId, BlockHash
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def get_reverted(sim: Simulation, acted: set[tuple[BlockHash, AppId]]) -> dict[s
         (n for n in sim.nodes if state is not None and n.engine.head == state.block_hash),
         None,
     )
-    chain = set(holder.engine.get_chain()) if holder is not None else set()
+    chain = set(get_chain_from(sim.blocks, holder.engine.head)) if holder is not None else set()
     kinds = (PlanAction.PLACE, PlanAction.MIGRATE, PlanAction.RECOVER)
     reverted = {kind.name.lower(): 0 for kind in kinds}
     entries: dict[tuple[BlockHash, AppId], PlanAction] = {}

@@ -17,6 +17,7 @@ from edgechain.consensus.state import (
     validate_full,
 )
 from edgechain.errors import PeerError
+from edgechain.sim.archive import get_chain_from
 from edgechain.types import BlockHash
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def check_invariants(sim: Simulation, slot: int, params: ChainParams) -> None:
             audited = sim.auditor.states.get(head)
             if audited is not None and audited.validators != node.engine.states[head].validators:
                 sim.violations.append(f"slot {slot}: validator sets differ at {head.hex()[:12]}")
+    check_finality(sim, slot, honest)
     in_partition = sim.net.partitioned
     recently_healed = (
         sim.heal_slot is not None and slot < sim.heal_slot + sim.config.convergence_slots
@@ -86,16 +88,43 @@ def check_invariants(sim: Simulation, slot: int, params: ChainParams) -> None:
     for node in honest:
         if node.engine.fork is None or node.engine.head is None:
             continue
-        prefixes.add(get_ancestor_at(node, depth))
+        prefixes.add(get_ancestor_at(sim, node, depth))
     if len(prefixes) > 1:
         sim.violations.append(f"slot {slot}: honest nodes disagree below slot {depth}")
 
 
-def get_ancestor_at(node: SimNode, slot: int) -> BlockHash | None:
-    fork = node.engine.fork
+def check_finality(sim: Simulation, slot: int, honest: list[SimNode]) -> None:
+    """Finality's safety, partitions included: every honest node's finalized block is
+    on one chain (``chain/finality.py``), and a node's finality never moves back."""
+    finalized = {
+        node.index: node.engine.pruner.finalized
+        for node in honest
+        if node.engine.pruner.finalized is not None
+    }
+    for index, checkpoint in finalized.items():
+        assert checkpoint is not None
+        previous = sim.finalized_by_node.get(index)
+        if previous is not None and checkpoint.epoch < previous.epoch:
+            sim.violations.append(f"slot {slot}: node {index} finality moved back")
+        sim.finalized_by_node[index] = checkpoint
+    if len(finalized) < 2:
+        return
+    tips = {c.block for c in finalized.values() if c is not None}
+    newest = max(tips, key=lambda h: sim.blocks[h].slot if h in sim.blocks else 0)
+    chain = set(get_chain_from(sim.blocks, newest))
+    if any(h not in chain and h in sim.blocks for h in tips):
+        sim.violations.append(f"slot {slot}: honest nodes finalized conflicting blocks")
+
+
+def get_ancestor_at(sim: Simulation, node: SimNode, slot: int) -> BlockHash | None:
+    """The block at or before ``slot`` on the node's head chain (through the run's
+    blocks: the node itself keeps only a window below finality)."""
     head = node.engine.head
-    assert fork is not None and head is not None
-    for h in (head, *fork.get_ancestors(head)):
-        if fork.get_slot(h) <= slot:
-            return h
+    while head is not None:
+        block = sim.blocks.get(head)
+        if block is None:
+            return head  # genesis
+        if block.slot <= slot:
+            return head
+        head = block.parent
     return None

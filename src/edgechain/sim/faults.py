@@ -29,6 +29,7 @@ from edgechain.network.gossip import Gossip
 from edgechain.orchestrator.planner import DEFAULT_MIN_MOVE_INTERVAL_SLOTS
 from edgechain.orchestrator.registry import AppState, get_apps_on_node
 from edgechain.sim.app_admin import make_pinned_spec
+from edgechain.sim.archive import get_chain_from
 from edgechain.sim.clock import MILLISECOND
 from edgechain.types import NodeId, Slot
 
@@ -194,12 +195,23 @@ def _place_and_move_within(sim: Simulation, half: list[SimNode], slot: int) -> N
 
 
 def partition(sim: Simulation, groups: list[set[NodeId]]) -> None:
+    sim.finality_marks.append(("split", get_finalized_epochs(sim)))
     sim.net.partition(groups)
     if sim.apps is not None:
         sim.apps.on_partition()
 
 
+def get_finalized_epochs(sim: Simulation) -> dict[int, int]:
+    """Each running node's finalized epoch (0 before any finalization)."""
+    return {
+        n.index: n.engine.pruner.finalized.epoch if n.engine.pruner.finalized else 0
+        for n in sim.nodes
+        if n.up
+    }
+
+
 def heal(sim: Simulation, slot: int) -> None:
+    sim.finality_marks.append(("heal", get_finalized_epochs(sim)))
     sim.net.heal()
     sim.heal_slot = slot
     if sim.apps is not None:
@@ -226,14 +238,16 @@ def restart(sim: Simulation, node: SimNode) -> None:
     old = node.engine
     engine = ConsensusEngine(
         node.ident.sk,
-        old.config,
+        # The store keeps the last finality vote (node/archive.py).
+        dataclasses.replace(old.config, last_vote=old.reports.last_vote),
         genesis=old.genesis,
         genesis_signature=old.genesis_msg.signature if old.genesis_msg else None,
         memo=sim.memo,
     )
     now = sim.now_ms()
-    for block_hash in old.get_chain():
-        engine.on_message(BlockMsg(old.blocks[block_hash]), None, now)
+    # Its store has every block of its chain, below the pruned window too.
+    for block_hash in get_chain_from(sim.blocks, old.head):
+        engine.on_message(BlockMsg(sim.blocks[block_hash]), None, now)
     node.engine = engine
     if node.dht is not None and node.gossip is not None:
         # A restarted process has lost its routing table and seen-cache too.

@@ -27,9 +27,10 @@ from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_inclusion_request, make_ticket
 from edgechain.chain.encoding import compute_genesis_hash, encode_block
-from edgechain.chain.model import AnyBlock, ChainParams, Genesis
+from edgechain.chain.model import AnyBlock, ChainParams, Checkpoint, Genesis
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
+    ArchiveSyncWanted,
     BlockAccepted,
     BlockMsg,
     CandidateMsg,
@@ -51,6 +52,7 @@ from edgechain.errors import RejectReason
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.sim.apps import AppLayer, AppModelConfig
+from edgechain.sim.archive import serve_archive
 from edgechain.sim.audit import Auditor, check_invariants
 from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
@@ -184,7 +186,8 @@ class Simulation:
         )
         self.memo = Memo(
             randomness=hashlib.sha256(b"edgechain/sim" + config.seed.to_bytes(8, "big")).digest(),
-            max_entries=400_000,
+            # Shared by every simulated node: per-block entries, plus per-node ones.
+            max_entries=8_192 + 300 * config.nodes,
         )
         self.progress = progress
         self.byzantine = byzantine
@@ -205,12 +208,15 @@ class Simulation:
         self.by_id: dict[NodeId, SimNode] = {}
         self.accept_times: dict[BlockHash, int] = {}
         self.blocks: dict[BlockHash, AnyBlock] = {}
+        self.finalized_by_node: dict[int, Checkpoint] = {}
         self.violations: list[str] = []
         self.auditor: Auditor | None = None
         self.genesis_slot_ms: int | None = None
         self.reorgs = 0
         self.peer_errors: Counter[RejectReason] = Counter()
         self.heal_slot: int | None = None
+        self.finality_marks: list[tuple[str, dict[int, int]]] = []
+        """Each node's finalized epoch when a partition starts and when it heals."""
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self.apps: AppLayer | None = None
         self.app_victim: int | None = None
@@ -400,6 +406,11 @@ class Simulation:
             if peer is not node:
                 self.net.send(node.ident.node, peer.ident.node, msg, size)
 
+    def send_direct(self, node: SimNode, message: Message, dst: NodeId) -> None:
+        """One message from ``node`` to ``dst`` (sized like any other)."""
+        if dst != node.ident.node and dst in self.by_id:
+            self.net.send(node.ident.node, dst, message, _message_size(message, self.memo))
+
     def _handle(self, node: SimNode, out: Output) -> None:
         src = node.ident.node
         for outgoing in out.messages:
@@ -421,6 +432,8 @@ class Simulation:
                 self._on_accepted(node, event)
             elif isinstance(event, HeadChanged) and event.reverted and node.honest:
                 self.reorgs += 1
+            elif isinstance(event, ArchiveSyncWanted) and node.honest:
+                serve_archive(self, node, event)
         self._arm(node, out.next_wakeup_ms)
         if node.gossip is not None and node.gossip.next_wakeup_ms is not None:
             self._arm(node, node.gossip.next_wakeup_ms)
@@ -442,7 +455,7 @@ class Simulation:
     def _on_accepted(self, node: SimNode, event: BlockAccepted) -> None:
         if not node.honest:
             return
-        block = node.engine.blocks[event.block_hash]
+        block = event.block
         self.blocks.setdefault(event.block_hash, block)
         self.accept_times.setdefault(event.block_hash, self.now_ms())
         if self.auditor is None and node.engine.genesis is not None:

@@ -8,13 +8,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgechain.chain.attestation import count_signers
 from edgechain.chain.model import ChainParams, SkipBlock
 from edgechain.consensus.state import get_roles, get_slot_start_ms
 from edgechain.crypto.hashing import compute_node_id
+from edgechain.sim.archive import get_chain_from
 from edgechain.types import BlockHash, Slot
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import Simulation
+    from edgechain.sim.runner import SimNode, Simulation
 
 
 @dataclass
@@ -42,6 +44,19 @@ class SimResult:
         }
 
 
+def get_finality_summary(sim: Simulation, honest: list[SimNode]) -> dict[str, Any]:
+    """The reference chain's finality and what the nodes hold in memory for it."""
+    finalized = [n.engine.pruner.finalized for n in honest]
+    slots = [n.engine.pruner.finalized_slot for n in honest if n.engine.pruner.finalized]
+    return {
+        "finalized_epoch_max": max((c.epoch for c in finalized if c is not None), default=0),
+        "finalized_slot_min": min(slots, default=0),
+        "finalized_slot_max": max(slots, default=0),
+        "blocks_in_memory_max": max((len(n.engine.blocks) for n in honest), default=0),
+        "stale_blocks_ignored": sum(n.engine.pruner.stale_blocks_ignored for n in honest),
+    }
+
+
 def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult:
     """The run's summary, one record per slot on the heaviest honest chain, and the
     role counts."""
@@ -54,13 +69,15 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
             -n.index,
         ),
     )
-    chain = reference.engine.get_chain()
-    by_slot: dict[int, BlockHash] = {reference.engine.blocks[h].slot: h for h in chain}
+    # Nodes prune their memory below finality: the run's own records (every block
+    # accepted, the auditor's states) hold the whole chain.
+    states = sim.auditor.states if sim.auditor is not None else reference.engine.states
+    chain = get_chain_from(sim.blocks, reference.engine.head)
+    by_slot: dict[int, BlockHash] = {sim.blocks[h].slot: h for h in chain}
     records: list[dict[str, Any]] = []
     role_counts: dict[str, Counter[str]] = {n.ident.node.hex()[:16]: Counter() for n in sim.nodes}
-    parent_state = (
-        reference.engine.states[reference.engine.fork.get_root()] if reference.engine.fork else None
-    )
+    genesis = reference.engine.ctx.get_genesis_hash()
+    parent_state = states.get(genesis) if genesis is not None else None
     for slot in range(1, sim.config.slots + 1):
         block_hash = by_slot.get(slot)
         producer_index: int | None = None
@@ -74,15 +91,15 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
         if block_hash is None:
             records.append(dataclasses.asdict(SlotRecord(slot, producer_index, "none", 0, None)))
             continue
-        block = reference.engine.blocks[block_hash]
+        block = sim.blocks[block_hash]
         kind = "skip" if isinstance(block, SkipBlock) else "block"
         accepted = sim.accept_times.get(block_hash)
         block_time = None if accepted is None else accepted - get_slot_start_ms(params, slot)
-        votes = reference.engine.states[block_hash].signers
+        votes = count_signers(block.signers)
         records.append(
             dataclasses.asdict(SlotRecord(slot, producer_index, kind, votes, block_time))
         )
-        parent_state = reference.engine.states[block_hash]
+        parent_state = states.get(block_hash)
     kinds = Counter(r["kind"] for r in records)
     head_state = reference.engine.get_head_state()
     for node in sim.nodes:
@@ -112,6 +129,7 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
             "p50": block_times[len(block_times) // 2] if block_times else None,
             "max": block_times[-1] if block_times else None,
         },
+        "finality": get_finality_summary(sim, honest),
         "peer_errors": dict(sorted(sim.peer_errors.items())),
         "crashed_producers": [[s, n.hex()[:16]] for s, n in sim.crashed_producers],
         **({"apps": sim.apps.summary()} if sim.apps is not None else {}),

@@ -59,6 +59,10 @@ class MetricsReading:
     blocks: int
     skip_blocks: int
     reorgs: int
+    finalized_slot: int = 0
+    """Slot of the head chain's finalized block (``chain/finality.py``)."""
+    blocks_in_memory: int = 0
+    """Blocks held in memory; finality prunes the rest to the store."""
     peer_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     decode_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     cpu_ns: Mapping[Component, int] = field(default_factory=dict)
@@ -85,6 +89,16 @@ class _ReadingCollector(Collector):
         yield _gauge("slot", "The current slot by the node's clock.", reading.slot)
         if reading.head_slot is not None:
             yield _gauge("head_slot", "The slot of the node's head block.", reading.head_slot)
+        yield _gauge(
+            "finalized_slot",
+            "The slot of the head chain's finalized block.",
+            reading.finalized_slot,
+        )
+        yield _gauge(
+            "blocks_in_memory",
+            "Blocks held in memory (finality prunes the rest to the store).",
+            reading.blocks_in_memory,
+        )
         yield _gauge("validators", "Validators in the head state.", reading.validators)
         yield _gauge("is_validator", "1 if this node is a validator.", int(reading.is_validator))
         yield _gauge("peers", "Peers in the DHT routing table.", reading.peers)

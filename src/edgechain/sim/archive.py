@@ -1,0 +1,48 @@
+"""The simulated nodes' stores, for what finality pruned from their memory.
+
+A real node answers a sync for blocks it pruned below finality from its SQLite store
+(``node/archive.py``). Simulated nodes have no store; the run's record of every block
+an honest node accepted (``Simulation.blocks``) stands in for it. That is a little more
+than one node's store holds (it has the blocks *any* honest node accepted), which only
+matters to a peer asking for a block its sender never had; senders answer for blocks
+of their own chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from edgechain.chain.model import AnyBlock
+from edgechain.consensus.messages import ArchiveSyncWanted, SyncResponseMsg
+from edgechain.types import BlockHash
+
+if TYPE_CHECKING:
+    from edgechain.sim.runner import SimNode, Simulation
+
+
+def get_chain_from(blocks: Mapping[BlockHash, AnyBlock], tip: BlockHash | None) -> list[BlockHash]:
+    """The chain ending at ``tip`` through ``blocks``' parent links, oldest first."""
+    chain: list[BlockHash] = []
+    while tip is not None and tip in blocks:
+        chain.append(tip)
+        tip = blocks[tip].parent
+    chain.reverse()
+    return chain
+
+
+def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> None:
+    """Answer ``event``'s sync from the run's blocks, as a node's store would."""
+    blocks: list[AnyBlock] = []
+    current: BlockHash | None = event.want
+    while current is not None and current in sim.blocks and len(blocks) < event.limit:
+        block = sim.blocks[current]
+        blocks.append(block)
+        current = block.parent
+    if not blocks:
+        return
+    blocks.reverse()
+    engine = node.engine
+    reaches_genesis = current is not None and current == engine.ctx.get_genesis_hash()
+    message = SyncResponseMsg(tuple(blocks), engine.genesis_msg if reaches_genesis else None)
+    sim.send_direct(node, message, event.sender)
