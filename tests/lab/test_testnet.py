@@ -100,13 +100,19 @@ pytestmark = pytest.mark.xdist_group("testnet")
 
 
 def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
+    # 28 slots: long enough for finality (epochs of 8 slots; epoch 1 is final once
+    # epoch 2 is justified, in its first reports after slot 16).
+    cfg = config(tmp_path, slots=28)
     summary = run_testnet(cfg)
 
     assert set(summary) >= SUMMARY_KEYS
     assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert summary["genesis"], summary["failure"]
-    assert summary["slots"] == 12
+    assert summary["slots"] == 28
+    finality = summary["finality"]
+    assert set(finality["finalized_slot"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
+    assert finality["finalized_slot"]["min"] >= 8, finality
+    assert finality["lag_slots"]["max"] <= 20, finality
     assert summary["nodes_answering"] == 5
     assert summary["join_slot"] is not None
     assert summary["validators_at_end"] == 5
@@ -117,7 +123,7 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     assert summary["block_propagation_ms"]["p50"] <= summary["block_propagation_ms"]["p99"]
     assert set(summary["rss_mb"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
     assert 5 < summary["rss_mb"]["max"] < 500
-    # Every node measured an RTT (node/rtt.py) in a 12-slot run of 1 s slots.
+    # Every node measured an RTT (node/rtt.py) in a 28-slot run of 1 s slots.
     assert set(summary["rtt_ms"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
     assert 0 < summary["rtt_ms"]["max"] < 5_000
     assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
