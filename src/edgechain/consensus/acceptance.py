@@ -99,7 +99,7 @@ class BlockAcceptance:
         parent = ctx.states.get(block.parent)
         if parent is None:
             self.sync.add_orphan(block, block_hash, sender)
-            if sender is not None:
+            if sender is not None and self.sync.is_missing_root(block.parent):
                 self.sync.request_sync(block.parent, sender, now, out)
             return False
         if trusted:

@@ -407,7 +407,7 @@ class ConsensusEngine:
             # Refused and counted unless its signer may issue it (on_message counts it).
             self._add_command(msg.command, now, check_applies=False)
         elif isinstance(msg, SyncRequestMsg):
-            self.sync.on_sync_request(msg, sender, out)
+            self.sync.on_sync_request(msg, sender, now, out)
         elif isinstance(msg, SyncResponseMsg):
             self.sync.on_sync_response(msg, sender, now, out)
 
@@ -475,6 +475,7 @@ class ConsensusEngine:
         self.reports.hand_over_pools(now, out)
         self.committee.prune(state)
         self.pruner.on_head_changed(out)
+        self.sync.drop_orphans_upto(self.pruner.finalized_slot)
         self.reports.maybe_send_report(get_current_slot(params, now), now, out)
 
     def _get_committee_ids(

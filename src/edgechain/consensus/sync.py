@@ -26,6 +26,9 @@ from edgechain.consensus.state import get_slot_start_ms
 from edgechain.errors import PeerError
 from edgechain.types import BlockHash, NodeId, Slot
 
+SYNC_ANSWER_INTERVAL_MS = 5_000
+"""A sync request repeated by the same peer within this is not answered again."""
+
 Pending = tuple[AnyBlock, BlockHash, NodeId | None]
 """A block not accepted yet, its hash, and who sent it."""
 OnBlock = Callable[[AnyBlock, BlockHash, NodeId | None, int, Output], None]
@@ -38,9 +41,16 @@ class Sync:
         self.ctx = ctx
         self.on_block = on_block
         self.orphans: dict[BlockHash, list[Pending]] = {}
+        """Orphans by the parent they wait for."""
+        self.orphan_hashes: set[BlockHash] = set()
+        """Every orphan's own hash: a parent that is one is not asked for (its own
+        missing ancestor is), see ``is_missing_root``."""
         self.orphan_count = 0
         self.held: list[Pending] = []
         self.sync_requested: dict[BlockHash, int] = {}
+        self.served: dict[tuple[NodeId, BlockHash], int] = {}
+        """When each (peer, wanted block) was last answered (``SYNC_ANSWER_INTERVAL_MS``)."""
+        self.requests_ignored = 0
 
     # --- blocks that wait --------------------------------------------------------------
 
@@ -55,7 +65,34 @@ class Sync:
         waiting = self.orphans.setdefault(block.parent, [])
         if all(h != block_hash for _, h, _ in waiting):
             waiting.append((block, block_hash, sender))
+            self.orphan_hashes.add(block_hash)
             self.orphan_count += 1
+
+    def drop_orphans_upto(self, slot: int) -> None:
+        """Forget orphans at or below the finalized ``slot``: they can no longer join
+        the chain (``consensus/pruning.py``), and they would hold their places in
+        ``max_orphans`` and be asked about every second."""
+        for parent in list(self.orphans):
+            waiting = [p for p in self.orphans[parent] if p[0].slot > slot]
+            dropped = len(self.orphans[parent]) - len(waiting)
+            if not dropped:
+                continue
+            self.orphan_hashes.difference_update(
+                h for b, h, _ in self.orphans[parent] if b.slot <= slot
+            )
+            self.orphan_count -= dropped
+            if waiting:
+                self.orphans[parent] = waiting
+            else:
+                del self.orphans[parent]
+
+    def is_missing_root(self, parent: BlockHash) -> bool:
+        """Whether ``parent`` must be asked for: not an orphan we hold. A node catching
+        up gets each new block by gossip, an orphan whose parent is the previous new
+        orphan; asking each sender for each of those parents made every peer answer
+        ``sync_limit`` blocks every slot (and every retry), the oldest missing
+        ancestor being the only one worth asking for."""
+        return parent not in self.orphan_hashes
 
     def has_orphan_after(self, slot: Slot) -> bool:
         """Is a block of a later slot than ``slot`` waiting for its ancestors? (Then the
@@ -68,6 +105,7 @@ class Sync:
         """The orphans waiting for ``parent``, which has just been accepted."""
         waiting = self.orphans.pop(parent, [])
         self.orphan_count -= len(waiting)
+        self.orphan_hashes.difference_update(h for _, h, _ in waiting)
         return waiting
 
     def release_held(self, now: int, out: Output) -> None:
@@ -106,6 +144,8 @@ class Sync:
     def retry_sync(self, now: int, out: Output) -> None:
         """Ask again for missing parents (a sync request or its answer may be lost)."""
         for missing, waiting in self.orphans.items():
+            if not self.is_missing_root(missing):
+                continue
             peers = [sender for _, _, sender in waiting if sender is not None]
             if peers:
                 self.request_sync(missing, peers[0], now, out)
@@ -121,10 +161,31 @@ class Sync:
             Outgoing(SyncRequestMsg(want, self.ctx.config.sync_limit), Route.DIRECT, (peer,))
         )
 
-    def on_sync_request(self, msg: SyncRequestMsg, sender: NodeId | None, out: Output) -> None:
+    def is_answered_recently(self, sender: NodeId, want: BlockHash, now: int) -> bool:
+        """A peer that waits for ancestors asks again every second (``retry_sync``), and
+        a node catching up needs several seconds to validate one answer of
+        ``sync_limit`` blocks: answering each repeat re-sent megabytes that the peer
+        was still busy with (measured: a bootstrap node serving a joiner grew to 350 MB
+        and stopped answering). One answer per peer and block per interval."""
+        last = self.served.get((sender, want))
+        if last is not None and now - last < SYNC_ANSWER_INTERVAL_MS:
+            self.requests_ignored += 1
+            return True
+        if len(self.served) >= 4 * self.ctx.config.max_orphans:
+            self.served = {
+                k: t for k, t in self.served.items() if now - t < SYNC_ANSWER_INTERVAL_MS
+            }
+        self.served[(sender, want)] = now
+        return False
+
+    def on_sync_request(
+        self, msg: SyncRequestMsg, sender: NodeId | None, now: int, out: Output
+    ) -> None:
         ctx = self.ctx
         fork = ctx.fork
         if sender is None or fork is None:
+            return
+        if msg.want != HEAD_WANT and self.is_answered_recently(sender, msg.want, now):
             return
         if msg.want == HEAD_WANT and ctx.head is not None and ctx.head in ctx.blocks:
             # A node without the genesis asks for it and our head: it syncs the head's

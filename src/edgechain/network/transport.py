@@ -38,8 +38,10 @@ Not shorter: the timeout also ends a connection whose receiver's window stays sh
 (a node starved of CPU not reading a large sync response), which must survive
 ordinary overload."""
 MAX_CONNECTIONS = 512
-MAX_WRITE_BUFFER = 32 * 1024 * 1024
-"""Beyond this much unsent data to one peer, frames to it are dropped (it is too slow)."""
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+"""Beyond this much unsent data to one peer, frames to it are dropped (it is too slow).
+A sync answer of ``sync_limit`` blocks is 1-3 MB; 32 MB per peer let a node serving a
+slow, catching-up peer from each of 20 connections grow past a gigabyte."""
 
 
 def split_address(address: str) -> tuple[str, int]:

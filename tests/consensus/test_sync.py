@@ -1,0 +1,78 @@
+"""Sync under catch-up load: only the oldest missing ancestor is asked for, a peer's
+repeated request is answered once per interval, orphans below finality are dropped.
+(A 20-node testnet's new node, joining at slot 1000, used to make every peer answer
+``sync_limit`` blocks each slot and each retry: the peers grew past a gigabyte.)"""
+
+from __future__ import annotations
+
+from edgechain.consensus.messages import BlockMsg, SyncRequestMsg, SyncResponseMsg
+from edgechain.consensus.sync import SYNC_ANSWER_INTERVAL_MS
+
+from .test_engine import Harness
+
+
+def _sync_requests(out: object) -> list[SyncRequestMsg]:
+    return [o.message for o in out.messages if isinstance(o.message, SyncRequestMsg)]  # type: ignore[attr-defined]
+
+
+def test_a_catching_up_node_asks_only_for_its_oldest_missing_ancestor() -> None:
+    net = Harness(4)
+    net.start_chain()
+    for slot in range(1, 6):
+        net.run_slot(slot)
+    source = net.engine(0)
+    chain = [source.blocks[h] for h in source.get_chain()]
+    newcomer = net.add(7)
+    newcomer.on_message(source.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
+    assert newcomer.genesis is not None
+    # Block 3 arrives first: its parent is asked for. Blocks 4 and 5 follow by gossip
+    # from other peers: their parents are orphans held here, nobody is asked.
+    first = newcomer.on_message(BlockMsg(chain[2]), net.order[0], net.now)
+    assert [r.want for r in _sync_requests(first)] == [chain[2].parent]
+    for block, sender in ((chain[3], net.order[1]), (chain[4], net.order[2])):
+        assert _sync_requests(newcomer.on_message(BlockMsg(block), sender, net.now)) == []
+    # The retry asks again for the one missing root only.
+    retry = newcomer.on_tick(net.now + 1_500)
+    assert [r.want for r in _sync_requests(retry)] == [chain[2].parent]
+
+
+def test_a_repeated_sync_request_is_answered_once_per_interval() -> None:
+    net = Harness(4)
+    net.start_chain()
+    for slot in range(1, 4):
+        net.run_slot(slot)
+    engine = net.engine(0)
+    head = engine.head
+    assert head is not None
+    asker = net.order[1]
+
+    def answers(now: int) -> int:
+        out = engine.on_message(SyncRequestMsg(head, 16), asker, now)
+        return sum(isinstance(o.message, SyncResponseMsg) for o in out.messages)
+
+    now = net.now
+    assert answers(now) == 1
+    assert answers(now + 1_000) == 0
+    assert answers(now + SYNC_ANSWER_INTERVAL_MS) == 1
+    assert engine.sync.requests_ignored == 1
+    # Another peer asking for the same block is answered.
+    out = engine.on_message(SyncRequestMsg(head, 16), net.order[2], now + 1_000)
+    assert any(isinstance(o.message, SyncResponseMsg) for o in out.messages)
+
+
+def test_orphans_at_or_below_a_finalized_slot_are_dropped() -> None:
+    net = Harness(4)
+    net.start_chain()
+    for slot in range(1, 5):
+        net.run_slot(slot)
+    source = net.engine(0)
+    chain = [source.blocks[h] for h in source.get_chain()]
+    newcomer = net.add(7)
+    newcomer.on_message(source.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
+    for block in chain[1:]:
+        newcomer.on_message(BlockMsg(block), net.order[0], net.now)
+    sync = newcomer.sync
+    assert sync.orphan_count == len(chain) - 1
+    sync.drop_orphans_upto(chain[2].slot)
+    assert sync.orphan_count == len(chain) - 3
+    assert sync.orphan_hashes == {source.memo.get_block_hash(b) for b in chain[3:]}
