@@ -79,9 +79,10 @@ class SignatureCache:
     randomness: bytes = b""
     """Secret for batch verification (see ``bls.batch_verify``); a node derives it from
     its key so that no peer can predict the batch's random scalars."""
-    max_entries: int = 1 << 15
-    """Cleared when full: about 3 MB at most (a slot adds one entry per report and
-    vote), where 2**18 let a node's RSS climb by 25 MB before the first clear."""
+    max_entries: int = 1 << 13
+    """Cleared when full: under 1 MB (a slot adds one entry per report and vote, ~13
+    at 20 nodes, so a few hundred slots), where 2**18 let a node's RSS climb by 25 MB
+    before the first clear. Only the last few slots' entries are ever looked up."""
     _seen: set[bytes] = field(default_factory=set)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
