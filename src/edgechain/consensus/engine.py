@@ -474,8 +474,10 @@ class ConsensusEngine:
         self.reports.prune(state)
         self.reports.hand_over_pools(now, out)
         self.committee.prune(state)
-        self.pruner.on_head_changed(out)
-        self.sync.drop_orphans_upto(self.pruner.finalized_slot)
+        if self.pruner.on_head_changed(out):
+            # Blocks at or below finality are refused before they can become orphans
+            # (acceptance.py), so only an advance leaves orphans to drop.
+            self.sync.drop_orphans_upto(self.pruner.finalized_slot)
         self.reports.maybe_send_report(get_current_slot(params, now), now, out)
 
     def _get_committee_ids(

@@ -42,17 +42,18 @@ class ChainPruner:
         """Whether a block at ``slot`` that we do not hold must be ignored."""
         return self.finalized is not None and slot <= self.finalized_slot
 
-    def on_head_changed(self, out: Output) -> None:
+    def on_head_changed(self, out: Output) -> bool:
+        """Prune if the head finalized a later checkpoint; True when it did."""
         ctx = self.ctx
         state = ctx.get_head_state()
         fork = ctx.fork
         if state is None or fork is None or state.finality is None:
-            return
+            return False
         finalized = state.finality.finalized
         if self.finalized is not None and finalized.epoch <= self.finalized.epoch:
-            return
+            return False
         if finalized.block not in fork:
-            return  # already below our root (cannot happen on a single chain)
+            return False  # already below our root (cannot happen on a single chain)
         slot = fork.get_slot(finalized.block)
         # Before anything is forgotten: the blocks below may be dropped just now.
         newly_finalized = self._collect_finalized(finalized.block)
@@ -61,6 +62,7 @@ class ChainPruner:
         forgotten = self._forget(dropped, finalized.block, slot)
         self.blocks_pruned += forgotten
         out.events.append(FinalityAdvanced(finalized, slot, forgotten, newly_finalized))
+        return True
 
     def _collect_finalized(self, upto: BlockHash) -> tuple[ChainStep, ...]:
         """The chain from after the previously finalized block (the genesis at first) up

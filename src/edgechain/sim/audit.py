@@ -17,7 +17,6 @@ from edgechain.consensus.state import (
     validate_full,
 )
 from edgechain.errors import PeerError
-from edgechain.sim.archive import get_chain_from
 from edgechain.types import BlockHash
 
 if TYPE_CHECKING:
@@ -110,9 +109,19 @@ def check_finality(sim: Simulation, slot: int, honest: list[SimNode]) -> None:
     if len(finalized) < 2:
         return
     tips = {c.block for c in finalized.values() if c is not None}
-    newest = max(tips, key=lambda h: sim.blocks[h].slot if h in sim.blocks else 0)
-    chain = set(get_chain_from(sim.blocks, newest))
-    if any(h not in chain and h in sim.blocks for h in tips):
+    known = [h for h in tips if h in sim.blocks]
+    if len(known) < 2:
+        return
+    # The newest finalized block's chain, walked only down to the oldest one's slot:
+    # every slot, so not to genesis (that made a long run quadratic).
+    oldest = min(sim.blocks[h].slot for h in known)
+    newest = max(known, key=lambda h: sim.blocks[h].slot)
+    chain = set()
+    current: BlockHash | None = newest
+    while current is not None and current in sim.blocks and sim.blocks[current].slot >= oldest:
+        chain.add(current)
+        current = sim.blocks[current].parent
+    if any(h not in chain for h in known):
         sim.violations.append(f"slot {slot}: honest nodes finalized conflicting blocks")
 
 
