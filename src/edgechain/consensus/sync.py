@@ -30,6 +30,26 @@ SYNC_ANSWER_INTERVAL_MS = 5_000
 """A sync request repeated by the same peer within this is not answered again."""
 
 Pending = tuple[AnyBlock, BlockHash, NodeId | None]
+
+
+def collect_ancestry(
+    get_block: Callable[[BlockHash], AnyBlock | None], want: BlockHash, limit: int
+) -> tuple[list[AnyBlock], BlockHash]:
+    """Up to ``limit`` blocks ending at ``want``, oldest first, through ``get_block``
+    (memory, a node's store, the simulator's record), and the parent of the oldest:
+    where the walk stopped (``want`` itself when ``get_block`` has nothing)."""
+    blocks: list[AnyBlock] = []
+    current = want
+    while len(blocks) < limit:
+        block = get_block(current)
+        if block is None:
+            break
+        blocks.append(block)
+        current = block.parent
+    blocks.reverse()
+    return blocks, current
+
+
 """A block not accepted yet, its hash, and who sent it."""
 OnBlock = Callable[[AnyBlock, BlockHash, NodeId | None, int, Output], None]
 
@@ -213,14 +233,8 @@ class Sync:
             return
         # Parent links, not the fork tree: the retained window below the finalized root
         # is served too.
-        blocks: list[AnyBlock] = []
-        current: BlockHash | None = msg.want
-        while current is not None and current in ctx.blocks and len(blocks) < limit:
-            block = ctx.blocks[current]
-            blocks.append(block)
-            current = block.parent
-        blocks.reverse()
-        if len(blocks) < limit and current is not None and current != genesis_hash:
+        blocks, current = collect_ancestry(ctx.blocks.get, msg.want, limit)
+        if len(blocks) < limit and current != genesis_hash:
             # Ran out of memory before the limit: the store continues from here.
             out.events.append(ArchiveSyncWanted(current, limit - len(blocks), sender))
         reaches_genesis = current == genesis_hash

@@ -18,6 +18,7 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.model import AnyBlock, FinalityVote
 from edgechain.chain.store import BlockStore
+from edgechain.consensus.sync import collect_ancestry
 from edgechain.errors import DecodeError, LocalError
 from edgechain.types import BlockHash
 
@@ -65,16 +66,10 @@ def get_archived_chain(
     """Up to ``limit`` stored blocks ending at ``want``, oldest first, and the parent of
     the oldest (the genesis hash when the answer reaches it; None when ``want`` is not
     stored)."""
-    blocks: list[AnyBlock] = []
-    current = want
-    while len(blocks) < limit:
-        data = store.get_block(current)
-        if data is None:
-            break
-        block = decode_block(data)
-        blocks.append(block)
-        current = block.parent
-    if not blocks:
-        return (), None
-    blocks.reverse()
-    return tuple(blocks), blocks[0].parent
+
+    def get_stored(block: BlockHash) -> AnyBlock | None:
+        data = store.get_block(block)
+        return None if data is None else decode_block(data)
+
+    blocks, below = collect_ancestry(get_stored, want, limit)
+    return (tuple(blocks), below) if blocks else ((), None)

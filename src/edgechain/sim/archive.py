@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from edgechain.chain.model import AnyBlock
 from edgechain.consensus.messages import ArchiveSyncWanted, SyncResponseMsg
+from edgechain.consensus.sync import collect_ancestry
 from edgechain.types import BlockHash
 
 if TYPE_CHECKING:
@@ -33,16 +34,10 @@ def get_chain_from(blocks: Mapping[BlockHash, AnyBlock], tip: BlockHash | None) 
 
 def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> None:
     """Answer ``event``'s sync from the run's blocks, as a node's store would."""
-    blocks: list[AnyBlock] = []
-    current: BlockHash | None = event.want
-    while current is not None and current in sim.blocks and len(blocks) < event.limit:
-        block = sim.blocks[current]
-        blocks.append(block)
-        current = block.parent
+    blocks, current = collect_ancestry(sim.blocks.get, event.want, event.limit)
     if not blocks:
         return
-    blocks.reverse()
     engine = node.engine
-    reaches_genesis = current is not None and current == engine.ctx.get_genesis_hash()
+    reaches_genesis = current == engine.ctx.get_genesis_hash()
     message = SyncResponseMsg(tuple(blocks), engine.genesis_msg if reaches_genesis else None)
     sim.send_direct(node, message, event.sender)
