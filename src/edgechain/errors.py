@@ -93,6 +93,9 @@ class RejectReason(enum.StrEnum):
     BAD_DIFFICULTY_RULE = "bad_difficulty_rule"
     WRONG_PLAN = "wrong_plan"
     BANNED_NODE = "banned_node"
+    BAD_STATE_ROOT = "bad_state_root"
+    """A block's ``state_root`` is not its parent state's, or a state fetched for
+    checkpoint sync does not match the root it was checked against."""
 
     # --- a block's migration plan on the registry (orchestrator/registry.py) ----------
     PLAN_APP_TWICE = "plan_app_twice"

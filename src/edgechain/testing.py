@@ -101,8 +101,11 @@ def build_block(
     commands: tuple[SignedCommand, ...] = (),
     difficulty: int | None = None,
     vdf_result: vdf.VdfResult | None = None,
+    state_root: bytes = bytes(32),
 ) -> Block:
-    """A fully signed and attested block (all committee members sign by default)."""
+    """A fully signed and attested block (all committee members sign by default).
+    ``state_root``: the parent state's root when the block is to pass full validation
+    (``consensus/state_codec.compute_state_root``)."""
     proof = vdf_result or vdf.prove(parent, vdf_iterations)
     candidate = Block(
         parent=parent,
@@ -113,6 +116,7 @@ def build_block(
         difficulty=difficulty if difficulty is not None else vdf_iterations,
         vdf_output=proof.output,
         vdf_proof=proof.proof,
+        state_root=state_root,
         reports=tuple(sorted(reports, key=lambda r: r.node)),
         plan=plan,
         inclusions=inclusions,

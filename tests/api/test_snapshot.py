@@ -165,6 +165,7 @@ class World(NodeQueries):
                 difficulty=before.difficulty,
                 vdf_output=(hashlib.sha256(bytes(parent_hash)).digest() * 4)[:VDF_FORM_SIZE],
                 vdf_proof=bytes(VDF_FORM_SIZE),
+                state_root=bytes(32),
                 reports=tuple(sorted(reports, key=lambda r: r.node)),
                 plan=tuple(plan),
                 inclusions=(),
@@ -176,7 +177,7 @@ class World(NodeQueries):
             )
         block_hash = compute_block_hash(block)
         self.chain.blocks[block_hash] = block
-        self.chain.states[block_hash] = apply_block(before, block, block_hash, self.params, roles)
+        self.chain.states[block_hash] = apply_block(before, block, block_hash, self.params)
         if head:
             self.chain.head = block_hash
         accepted_ms = get_slot_start_ms(self.params, slot) + 700
@@ -211,8 +212,10 @@ class World(NodeQueries):
 @pytest.fixture
 def world() -> World:
     """5 validators, committee 2: two apps submitted, placed, reported, one migrated (this
-    node measured it), a skip block, a block on a losing branch, a block never logged."""
-    w = World(5, 2)
+    node measured it), a skip block, a block on a losing branch, a block never logged.
+    The initial difficulty is a genesis parameter chosen so that the seeds make the skip
+    block exclude n[3] (block format 8): block hashes fix who is elected."""
+    w = World(5, 2, initial_difficulty=12)
     web, submit_web = w.submit("web")
     db, submit_db = w.submit("db")
     n = [i.node for i in w.idents]

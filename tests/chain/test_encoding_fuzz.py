@@ -167,7 +167,7 @@ def test_spliced_garbage_is_a_clean_rejection(original: bytes, data: st.DataObje
 
 def _count_offsets() -> list[int]:
     """Offsets of the u32 list counts in BLOCK's header (reports .. commands)."""
-    offset = 1 + 32 + 8 + 8 + 32 + 8 + 8 + 100 + 100
+    offset = 1 + 32 + 8 + 8 + 32 + 8 + 8 + 100 + 100 + 32  # ... VDF proof, state root
     offsets = []
     lists: list[tuple[Sequence[Any], Callable[[Writer, Any], None]]] = [
         (BLOCK.reports, write_report),

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import compute_genesis_hash, compute_submitted_app_id
+from edgechain.chain.encoding import (
+    compute_genesis_hash,
+    compute_submitted_app_id,
+    encode_genesis,
+)
 from edgechain.chain.model import (
     AnyBlock,
     AppSpec,
@@ -157,8 +161,12 @@ def test_app_history_survives_pruning_in_the_store(finalized_net: Harness, tmp_p
         if event.finalized_blocks:
             assert event.finalized_blocks[-1][0] == event.finalized.block
     assert len(advanced) >= 2 and sum(1 for e in advanced if e.finalized_blocks) >= 2
+    accepted = [e for e in events if isinstance(e, BlockAccepted)]
     with BlockStore(tmp_path / "chain.db") as store:
         recorder = EventRecorder(store, NodeClock())
+        store.put_genesis(compute_genesis_hash(engine.genesis), encode_genesis(engine.genesis))
+        for block_event in accepted:  # a node stores each block before it finalizes
+            recorder.record(engine, block_event, replaying=False)
         for event in advanced:
             recorder.record(engine, event, replaying=False)
         stored = get_stored_app_history(store, APP)
@@ -176,6 +184,9 @@ def test_app_history_survives_pruning_in_the_store(finalized_net: Harness, tmp_p
         assert get_stored_app_history(store, APP) == stored
     with BlockStore(tmp_path / "lost.db") as store:  # the history lost before a restart
         recorder = EventRecorder(store, NodeClock())
+        store.put_genesis(compute_genesis_hash(engine.genesis), encode_genesis(engine.genesis))
+        for block_event in accepted:
+            recorder.record(engine, block_event, replaying=False)
         for event in advanced:
             recorder.record(engine, event, replaying=True)
         assert get_stored_app_history(store, APP) == stored

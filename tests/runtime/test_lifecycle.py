@@ -81,7 +81,7 @@ class FakeChain:
         assert self.head is not None
         slot = Slot(len(self.blocks) + 1)
         block = Block(
-            self.head, slot, 0, ME.node, 0, 1, b"", b"", (), plan, (), (), (),
+            self.head, slot, 0, ME.node, 0, 1, b"", b"", bytes(32), (), plan, (), (), (),
             Signature(b""), b"", Signature(b""),
         )  # fmt: skip
         block_hash = BlockHash(slot.to_bytes(32, "big"))

@@ -41,6 +41,8 @@ from edgechain.chain.model import (
     RuntimeKind,
 )
 from edgechain.consensus.roles import compute_roles
+from edgechain.consensus.state import compute_genesis_state
+from edgechain.consensus.state_codec import compute_state_root, encode_state
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import sha256
 from edgechain.crypto.seed import (
@@ -254,8 +256,10 @@ def block_vectors() -> dict[str, object]:
         for i, ident in enumerate(idents[:2])
     )  # fmt: skip
     newcomer = make_identity(50)
+    genesis_state = compute_genesis_state(genesis)
     block = build_block(
         parent=genesis_hash,
+        state_root=compute_state_root(genesis_state),
         slot=Slot(1),
         params=genesis.params,
         vdf_iterations=100,
@@ -282,6 +286,12 @@ def block_vectors() -> dict[str, object]:
     return {
         "format": f"edgechain-block-vectors/{FORMAT_VERSION}",
         "genesis": [{"encoding": encode_genesis(genesis).hex(), "hash": genesis_hash.hex()}],
+        # The state after the genesis in its canonical encoding (consensus/state_codec.py)
+        # and its root, which the block below carries (format 8).
+        "genesis_state": {
+            "encoding": encode_state(genesis_state).hex(),
+            "root": compute_state_root(genesis_state).hex(),
+        },
         "blocks": [
             {
                 "kind": "block" if isinstance(b, Block) else "skip",

@@ -123,3 +123,22 @@ def test_block_vectors_decode_and_hash() -> None:
         if case["app_id"] is not None:
             app_id = compute_submitted_app_id(command.signer, command.seq)
             assert app_id.hex() == case["app_id"]
+
+
+def test_state_vector_is_the_genesis_state_and_its_root_is_carried() -> None:
+    """The recorded state encoding is the genesis's state (recomputed here), decodes and
+    re-encodes to itself, hashes to the recorded root, and the slot-1 block carries it."""
+    from edgechain.chain.encoding import decode_block, decode_genesis
+    from edgechain.chain.model import Block
+    from edgechain.consensus.state import compute_genesis_state
+    from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
+
+    vectors = load("blocks.json")
+    case = vectors["genesis_state"]
+    state = decode_state(bytes.fromhex(case["encoding"]))
+    assert encode_state(state).hex() == case["encoding"]
+    assert compute_state_root(state).hex() == case["root"]
+    genesis = decode_genesis(bytes.fromhex(vectors["genesis"][0]["encoding"]))
+    assert state == compute_genesis_state(genesis)
+    block = decode_block(bytes.fromhex(vectors["blocks"][0]["encoding"]))
+    assert isinstance(block, Block) and block.state_root.hex() == case["root"]

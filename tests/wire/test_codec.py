@@ -9,6 +9,7 @@ import pytest
 from edgechain.chain.assembly import make_report
 from edgechain.chain.model import AppUsage
 from edgechain.consensus.messages import (
+    BlockMsg,
     ReportMsg,
     SyncRequestMsg,
     SyncResponseMsg,
@@ -331,7 +332,9 @@ def test_oversized_encoding_is_a_local_error() -> None:
 
 
 def test_sync_responses_are_trimmed_to_fit_a_frame() -> None:
-    block = SAMPLES["block"].block  # type: ignore[union-attr]
+    announce = SAMPLES["block"]
+    assert isinstance(announce, BlockMsg)
+    block = announce.block
     size = len(encode_message(SyncResponseMsg((block,)), SENDER.node))
     many = SyncResponseMsg((block,) * 40, SAMPLES["genesis"])  # type: ignore[arg-type]
     fitted = fit_sync_response(many, max_bytes=10 * size)

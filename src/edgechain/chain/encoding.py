@@ -65,7 +65,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -75,7 +75,8 @@ end with ``cpu_limit_millicores``, ``memory_limit_bytes``, ``state_limit_bytes``
 ``run_as_root``. 6: a report's signature is a 64-byte Ed25519 signature, an inclusion
 request carries the 32-byte ``report_key`` after its proof of possession. 7: a report
 ends with its optional finality vote (``chain/finality.py``); ``epoch_length`` defaults
-to 8 slots."""
+to 8 slots. 8: a block carries ``state_root`` (32 bytes after the VDF proof), the
+root of its parent's state (``consensus/state_codec.py``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -721,6 +722,7 @@ def _write_block_header(w: Writer, b: Block) -> None:
     w.u64(b.difficulty)
     w.fixed(b.vdf_output, VDF_FORM_SIZE)
     w.fixed(b.vdf_proof, VDF_FORM_SIZE)
+    w.fixed(b.state_root, HASH_SIZE)
     w.items(b.reports, write_report)
     w.items(b.plan, write_plan_entry)
     w.items(b.inclusions, write_inclusion)
@@ -777,6 +779,7 @@ def _read_block_body(r: Reader) -> Block:
     producer = NodeId(r.fixed(HASH_SIZE))
     ts, difficulty = r.u64(), r.u64()
     vdf_output, vdf_proof = r.fixed(VDF_FORM_SIZE), r.fixed(VDF_FORM_SIZE)
+    state_root = r.fixed(HASH_SIZE)
     reports = tuple(r.items(Limits.MAX_REPORTS, _MIN_REPORT_SIZE, read_report))
     plan = tuple(r.items(Limits.MAX_PLAN_ENTRIES, _PLAN_ENTRY_MIN_SIZE, read_plan_entry))
     inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
@@ -786,8 +789,8 @@ def _read_block_body(r: Reader) -> Block:
     signers = r.var_bytes(Limits.MAX_SIGNER_BYTES)
     aggregate = Signature(r.fixed(SIGNATURE_SIZE))
     return Block(
-        parent, slot, epoch, producer, ts, difficulty, vdf_output, vdf_proof, reports, plan,
-        inclusions, exits, commands, producer_sig, signers, aggregate,
+        parent, slot, epoch, producer, ts, difficulty, vdf_output, vdf_proof, state_root,
+        reports, plan, inclusions, exits, commands, producer_sig, signers, aggregate,
     )  # fmt: skip
 
 

@@ -365,6 +365,10 @@ class Block:
     difficulty: int
     vdf_output: bytes
     vdf_proof: bytes
+    state_root: bytes
+    """The root of the state after ``parent`` (``consensus/state_codec.py``): what a
+    node syncing from a checkpoint checks a fetched state against. The parent's state,
+    not this block's own: that one holds this block's hash."""
     reports: tuple[ResourceReport, ...]
     plan: tuple[PlanEntry, ...]
     inclusions: tuple[InclusionRequest, ...]

@@ -39,6 +39,13 @@ finalize, since memory forgets them (``consensus/pruning.py``). Rows are keyed b
 (block, seq), the event's position among its block's events, so writing the same
 block's events again (a replay after a restart) is a no-op. Plain columns, no pickles:
 the store still does not depend on the types the rows come from.
+
+Canonical chain and snapshot. ``canonical`` maps each slot of the finalized chain that
+has a block (skip blocks included; the genesis is not a row) to that block, which a
+joining node downloads forward from (``get_canonical_after``). The node writes it as
+finality advances, one stretch of chain at a time (``put_canonical``). ``state_snapshot``
+holds one chain state (opaque bytes) at a stored block, the latest the node saved, so a
+restart starts there instead of replaying every block.
 """
 
 from __future__ import annotations
@@ -57,9 +64,10 @@ from edgechain.types import HASH_SIZE, AppId, BlockHash, Slot
 APPLICATION_ID = 0x45444743
 """``PRAGMA application_id`` of an edgechain block store: ASCII "EDGC"."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version``; bump with a migration (``_MIGRATIONS``) when the schema
-changes. 2: ``app_history``."""
+changes. 2: ``app_history``. 3: ``canonical`` (backfilled from the head's ancestors at
+migration) and ``state_snapshot``."""
 
 OLDEST_SCHEMA_VERSION = 1
 """The oldest schema version this build migrates from."""
@@ -79,6 +87,27 @@ _APP_HISTORY_SCHEMA = (
     "CREATE INDEX app_history_by_app ON app_history (app, slot, seq)",
 )
 
+# IF NOT EXISTS: a schema-2 file never has these tables, but one made by dropping only
+# the later tables of a newer file (as tests make "old" files) must still migrate.
+_CHECKPOINT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS canonical (slot INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS state_snapshot (id INTEGER PRIMARY KEY CHECK (id = 0),"
+    " hash BLOB NOT NULL, slot INTEGER NOT NULL, encoded BLOB NOT NULL)",
+)
+
+_BACKFILL_CANONICAL = (
+    "WITH RECURSIVE chain (hash, parent, slot) AS ("
+    " SELECT blocks.hash, blocks.parent, blocks.slot"
+    " FROM blocks JOIN head ON head.id = 0 AND blocks.hash = head.hash"
+    " UNION ALL"
+    " SELECT blocks.hash, blocks.parent, blocks.slot"
+    " FROM blocks JOIN chain ON blocks.hash = chain.parent)"
+    " INSERT OR REPLACE INTO canonical (slot, hash) SELECT slot, hash FROM chain"
+)
+"""The head and its ancestors down to (not including) the genesis, by parent links:
+the chain the node had applied when it last ran schema 2. Recursion is a queue in
+SQLite, not a stack, and each step is a primary-key lookup, so a long chain is fine."""
+
 _SCHEMA = (
     "CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0),"
@@ -89,12 +118,16 @@ _SCHEMA = (
     "CREATE INDEX blocks_by_slot ON blocks (slot, hash)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
     *_APP_HISTORY_SCHEMA,
+    *_CHECKPOINT_SCHEMA,
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _APP_HISTORY_SCHEMA}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _APP_HISTORY_SCHEMA,
+    2: (*_CHECKPOINT_SCHEMA, _BACKFILL_CANONICAL),
+}
 """Statements that take a store from schema version ``key`` to ``key + 1``."""
 
-_TABLES = ("genesis", "head", "blocks", "meta", "app_history")
+_TABLES = ("genesis", "head", "blocks", "meta", "app_history", "canonical", "state_snapshot")
 
 
 @dataclass(frozen=True)
@@ -130,8 +163,19 @@ class AppEventRecord:
     version: int | None = None
 
 
+@dataclass(frozen=True)
+class StateSnapshot:
+    """The stored chain state after block ``hash`` (at ``slot``), encoded by its owner
+    (the store does not read it)."""
+
+    hash: BlockHash
+    slot: Slot
+    encoded: bytes
+
+
 class BlockStore:
-    """Blocks, genesis, head and a small key/value table in one SQLite file.
+    """Blocks, genesis, head, app history, the canonical chain, a state snapshot and a
+    small key/value table in one SQLite file.
 
     Not thread-safe; one process should own a store file at a time.
     """
@@ -216,7 +260,8 @@ class BlockStore:
     def _migrate(self, version: int) -> None:
         """Bring a store of an older schema to ``SCHEMA_VERSION``, inside the open's
         write transaction: a kill midway leaves it at the old version, migrated again at
-        the next open. Migrations only add tables, so every stored block is kept."""
+        the next open. Migrations only add tables (and fill them from what is stored),
+        so every stored block is kept."""
         for old in range(version, SCHEMA_VERSION):
             for statement in _MIGRATIONS[old]:
                 self._conn.execute(statement)
@@ -297,32 +342,47 @@ class BlockStore:
 
         The parent must be the genesis or a stored block with an earlier slot.
         """
-        _check_hash(block, "block")
-        _check_hash(parent, "parent")
-        if weight < 0:
-            raise StoreError(f"block {block.hex()} has negative weight {weight}")
+        return self.put_blocks([(block, parent, slot, weight, encoded)]) == 1
+
+    def put_blocks(self, blocks: Iterable[tuple[BlockHash, BlockHash, Slot, int, bytes]]) -> int:
+        """Store ``(hash, parent, slot, weight, encoded)`` blocks, parents first, in one
+        transaction (a node that follows the chain to a checkpoint stores hundreds at
+        once); return how many were new. Each parent must be the genesis or stored
+        (earlier in ``blocks`` counts) with an earlier slot."""
+        rows = list(blocks)
+        for block, parent, _, weight, _ in rows:
+            _check_hash(block, "block")
+            _check_hash(parent, "parent")
+            if weight < 0:
+                raise StoreError(f"block {block.hex()} has negative weight {weight}")
+        added = 0
         with self._translate_errors("put_block"), self._write_transaction():
-            existing = self._conn.execute(
-                "SELECT parent, slot FROM blocks WHERE hash = ?", (block,)
-            ).fetchone()
-            if existing is not None:
-                if bytes(existing[0]) != parent or int(existing[1]) != slot:
-                    raise StoreError(
-                        f"block {block.hex()} is stored with a different parent or slot"
-                    )
-                return False
-            parent_slot = self._get_parent_slot(parent)
-            if parent_slot is None:
-                raise StoreError(f"parent {parent.hex()} of block {block.hex()} is not stored")
-            if slot <= parent_slot:
-                raise StoreError(
-                    f"block {block.hex()} at slot {slot} does not follow parent slot {parent_slot}"
-                )
-            self._conn.execute(
-                "INSERT INTO blocks (hash, parent, slot, weight, encoded) VALUES (?, ?, ?, ?, ?)",
-                (block, parent, slot, weight, encoded),
+            for block, parent, slot, weight, encoded in rows:
+                added += self._insert_block(block, parent, slot, weight, encoded)
+        return added
+
+    def _insert_block(
+        self, block: BlockHash, parent: BlockHash, slot: Slot, weight: int, encoded: bytes
+    ) -> int:
+        existing = self._conn.execute(
+            "SELECT parent, slot FROM blocks WHERE hash = ?", (block,)
+        ).fetchone()
+        if existing is not None:
+            if bytes(existing[0]) != parent or int(existing[1]) != slot:
+                raise StoreError(f"block {block.hex()} is stored with a different parent or slot")
+            return 0
+        parent_slot = self._get_parent_slot(parent)
+        if parent_slot is None:
+            raise StoreError(f"parent {parent.hex()} of block {block.hex()} is not stored")
+        if slot <= parent_slot:
+            raise StoreError(
+                f"block {block.hex()} at slot {slot} does not follow parent slot {parent_slot}"
             )
-            return True
+        self._conn.execute(
+            "INSERT INTO blocks (hash, parent, slot, weight, encoded) VALUES (?, ?, ?, ?, ?)",
+            (block, parent, slot, weight, encoded),
+        )
+        return 1
 
     def _get_parent_slot(self, parent: BlockHash) -> Slot | None:
         row = self._conn.execute("SELECT slot FROM blocks WHERE hash = ?", (parent,)).fetchone()
@@ -358,27 +418,22 @@ class BlockStore:
             (count,) = self._conn.execute("SELECT count(*) FROM blocks").fetchone()
         return int(count)
 
-    def iter_blocks(self) -> Iterator[BlockRecord]:
-        """Every stored block's metadata ordered by (slot, hash): parents first.
+    def iter_blocks(self, after_slot: int = -1) -> Iterator[BlockRecord]:
+        """Every stored block's metadata (those past ``after_slot``) ordered by (slot,
+        hash): parents first.
 
         A child's slot is always above its parent's, so this order lets a caller
         rebuild a ``ForkChoice`` in one pass. Reads in batches (keyset pagination) so
         the caller may write to the store while iterating.
         """
-        last: tuple[int, bytes] | None = None
+        last: tuple[int, bytes] = (after_slot, b"\xff" * HASH_SIZE)
         while True:
             with self._translate_errors("iter_blocks"):
-                if last is None:
-                    rows = self._conn.execute(
-                        "SELECT hash, parent, slot, weight FROM blocks ORDER BY slot, hash LIMIT ?",
-                        (_ITER_BATCH,),
-                    ).fetchall()
-                else:
-                    rows = self._conn.execute(
-                        "SELECT hash, parent, slot, weight FROM blocks"
-                        " WHERE (slot, hash) > (?, ?) ORDER BY slot, hash LIMIT ?",
-                        (*last, _ITER_BATCH),
-                    ).fetchall()
+                rows = self._conn.execute(
+                    "SELECT hash, parent, slot, weight FROM blocks"
+                    " WHERE (slot, hash) > (?, ?) ORDER BY slot, hash LIMIT ?",
+                    (*last, _ITER_BATCH),
+                ).fetchall()
             for row in rows:
                 yield _to_record(row)
             if len(rows) < _ITER_BATCH:
@@ -440,6 +495,108 @@ class BlockStore:
                 (app,),
             ).fetchall()
         return [_to_app_event(row) for row in rows]
+
+    # -- canonical chain and state snapshot ----------------------------------------
+
+    def put_canonical(self, entries: Iterable[tuple[Slot, BlockHash]]) -> None:
+        """Record a stretch of the finalized chain, (slot, block) oldest first, in one
+        transaction.
+
+        Each block must be stored at that slot and be the child of the entry before it.
+        The stretch replaces the rows from its first block's parent's slot (exclusive) to
+        its last slot: a slot of that range without an entry is a skip slot of the chain,
+        so a row there (backfilled by the migration from a head later reorganised away)
+        is dropped. Writing the same stretch again (a replay) changes nothing.
+        """
+        rows = _canonical_rows(entries)
+        if not rows:
+            return
+        with self._translate_errors("put_canonical"), self._write_transaction():
+            after = self._check_stretch(rows)
+            self._conn.execute(
+                "DELETE FROM canonical WHERE slot > ? AND slot <= ?", (after, rows[-1][0])
+            )
+            self._conn.executemany("INSERT INTO canonical (slot, hash) VALUES (?, ?)", rows)
+
+    def _check_stretch(self, rows: list[tuple[int, bytes]]) -> int:
+        """The slot of the first block's parent; StoreError unless each block is stored
+        at its slot and is the child of the one before it."""
+        parents = [self._get_canonical_parent(slot, block) for slot, block in rows]
+        for (_, previous), (_, block), parent in zip(rows[:-1], rows[1:], parents[1:], strict=True):
+            if parent != previous:
+                raise StoreError(
+                    f"canonical block {block.hex()} is not the child of {previous.hex()}"
+                )
+        # A stored block's parent is always stored (put_block), the genesis included.
+        parent_slot = self._get_parent_slot(BlockHash(parents[0]))
+        return rows[0][0] - 1 if parent_slot is None else parent_slot
+
+    def _get_canonical_parent(self, slot: int, block: bytes) -> bytes:
+        row = self._conn.execute(
+            "SELECT parent, slot FROM blocks WHERE hash = ?", (block,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"canonical block {block.hex()} is not a stored block")
+        if int(row[1]) != slot:
+            raise StoreError(
+                f"canonical block {block.hex()} is stored at slot {row[1]}, not {slot}"
+            )
+        return bytes(row[0])
+
+    def get_canonical_after(self, slot: int, limit: int) -> list[tuple[BlockHash, bytes]]:
+        """Up to ``limit`` canonical blocks after ``slot``, by slot: (hash, encoded)."""
+        if limit < 0:
+            raise StoreError(f"get_canonical_after: negative limit {limit}")
+        with self._translate_errors("get_canonical_after"):
+            rows = self._conn.execute(
+                "SELECT canonical.hash, blocks.encoded FROM canonical"
+                " JOIN blocks ON blocks.hash = canonical.hash"
+                " WHERE canonical.slot > ? ORDER BY canonical.slot LIMIT ?",
+                (slot, limit),
+            ).fetchall()
+        return [(BlockHash(bytes(row[0])), bytes(row[1])) for row in rows]
+
+    def get_canonical_hash(self, slot: int) -> BlockHash | None:
+        """The canonical block at ``slot``; None for a skip slot or one not recorded."""
+        with self._translate_errors("get_canonical_hash"):
+            row = self._conn.execute(
+                "SELECT hash FROM canonical WHERE slot = ?", (slot,)
+            ).fetchone()
+        return None if row is None else BlockHash(bytes(row[0]))
+
+    def get_latest_canonical(self) -> tuple[Slot, BlockHash] | None:
+        """The canonical block with the highest slot, as (slot, hash), or None."""
+        with self._translate_errors("get_latest_canonical"):
+            row = self._conn.execute(
+                "SELECT slot, hash FROM canonical ORDER BY slot DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else _to_canonical(row)
+
+    def put_state_snapshot(self, block: BlockHash, slot: Slot, encoded: bytes) -> None:
+        """Replace the snapshot with the state after ``block``, which must be stored (or
+        the genesis) at ``slot``. One small transaction, like ``put_canonical``, so the
+        node can write both at each finality advance."""
+        _check_hash(block, "snapshot block")
+        with self._translate_errors("put_state_snapshot"), self._write_transaction():
+            stored_slot = self._get_parent_slot(block)
+            if stored_slot is None:
+                raise StoreError(f"snapshot block {block.hex()} is not a stored block")
+            if stored_slot != slot:
+                raise StoreError(
+                    f"snapshot block {block.hex()} is stored at slot {stored_slot}, not {slot}"
+                )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO state_snapshot (id, hash, slot, encoded)"
+                " VALUES (0, ?, ?, ?)",
+                (block, slot, encoded),
+            )
+
+    def get_state_snapshot(self) -> StateSnapshot | None:
+        with self._translate_errors("get_state_snapshot"):
+            row = self._conn.execute(
+                "SELECT hash, slot, encoded FROM state_snapshot WHERE id = 0"
+            ).fetchone()
+        return None if row is None else _to_snapshot(row)
 
     # -- maintenance ---------------------------------------------------------------
 
@@ -572,6 +729,23 @@ def _to_app_event(row: _AppEventRow) -> AppEventRecord:
         origin=None if row[6] is None else bytes(row[6]),
         signer=None if row[7] is None else bytes(row[7]),
         version=None if row[8] is None else int(row[8]),
+    )
+
+
+def _canonical_rows(entries: Iterable[tuple[Slot, BlockHash]]) -> list[tuple[int, bytes]]:
+    rows = [(int(slot), bytes(block)) for slot, block in entries]
+    for _, block in rows:
+        _check_hash(block, "canonical block")
+    return rows
+
+
+def _to_canonical(row: tuple[int, bytes]) -> tuple[Slot, BlockHash]:
+    return Slot(int(row[0])), BlockHash(bytes(row[1]))
+
+
+def _to_snapshot(row: tuple[bytes, int, bytes]) -> StateSnapshot:
+    return StateSnapshot(
+        hash=BlockHash(bytes(row[0])), slot=Slot(int(row[1])), encoded=bytes(row[2])
     )
 
 

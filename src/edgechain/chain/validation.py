@@ -364,12 +364,15 @@ def validate_block(
     ctx: BlockContext,
     *,
     check_attestation: bool = True,
+    check_vdf: bool = True,
     cache: SignatureCache | None = None,
 ) -> None:
     """Everything a produced block proves on its own, cheapest checks first.
 
     ``check_attestation=False`` checks a *candidate* (paper Algorithm 3, committee case:
     verify proof, plan, signature before voting) which has no aggregate yet.
+    ``check_vdf=False``: a node following the chain towards a checkpoint
+    (``consensus/light_client.py``) takes the VDF output the committee attested.
     """
     params = ctx.params
     if block.parent != ctx.parent_hash:
@@ -392,10 +395,13 @@ def validate_block(
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
     if len(block.vdf_output) != VDF_FORM_SIZE:
         raise ValidationError(RejectReason.BAD_VDF)
-    with cpu_span(Component.VDF_CHECK):
-        proven = vdf.verify(ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof)
-    if not proven:
-        raise ValidationError(RejectReason.BAD_VDF)
+    if check_vdf:
+        with cpu_span(Component.VDF_CHECK):
+            proven = vdf.verify(
+                ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof
+            )
+        if not proven:
+            raise ValidationError(RejectReason.BAD_VDF)
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
 

@@ -55,6 +55,9 @@ class BlockAcceptance:
         self.sync = sync
         self.pruner = pruner
         self.on_head_changed = on_head_changed
+        self.is_backward_sync_paused: Callable[[], bool] = lambda: False
+        """True while checkpoint sync follows the chain (``consensus/checkpoint_sync.py``):
+        an orphan's parent is then not asked for, the follow brings it."""
         self.mode = ValidationMode(check_attestation=True, proof_scale=ctx.config.proof_scale)
 
     def on_block(
@@ -99,7 +102,11 @@ class BlockAcceptance:
         parent = ctx.states.get(block.parent)
         if parent is None:
             self.sync.add_orphan(block, block_hash, sender)
-            if sender is not None and self.sync.is_missing_root(block.parent):
+            if (
+                sender is not None
+                and self.sync.is_missing_root(block.parent)
+                and not self.is_backward_sync_paused()
+            ):
                 self.sync.request_sync(block.parent, sender, now, out)
             return False
         if trusted:
@@ -108,13 +115,7 @@ class BlockAcceptance:
             signers = validate_full(ctx.memo, params, parent, block, block_hash, self.mode)
         state = ctx.memo.get(
             ("state", block_hash),
-            lambda: apply_block(
-                parent,
-                block,
-                block_hash,
-                params,
-                get_roles(ctx.memo, parent, block.slot, params.committee_size),
-            ),
+            lambda: apply_block(parent, block, block_hash, params),
         )
         ctx.states[block_hash] = state
         ctx.blocks[block_hash] = block

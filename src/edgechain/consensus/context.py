@@ -145,3 +145,15 @@ class EngineContext:
         self.states[genesis_hash] = self.memo.get(
             ("state", genesis_hash), lambda: compute_genesis_state(genesis)
         )
+
+    def install_anchor(self, block: AnyBlock, block_hash: BlockHash, state: BlockState) -> None:
+        """Continue the chain from ``block`` with ``state`` (checked against a root, or
+        this node's own stored snapshot): it becomes the fork choice's root and the
+        head; what memory held of the chain before is dropped."""
+        self.fork = ForkChoice(block_hash, state.slot)
+        self.head = block_hash
+        # In place: other parts hold these dictionaries.
+        self.states.clear()
+        self.states[block_hash] = state
+        self.blocks.clear()
+        self.blocks[block_hash] = block

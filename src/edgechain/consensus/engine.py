@@ -49,6 +49,11 @@ from edgechain.chain.model import (
     SignedCommand,
 )
 from edgechain.consensus.acceptance import BlockAcceptance
+from edgechain.consensus.checkpoint_sync import (
+    CheckpointSync,
+    on_forward_request,
+    on_state_request,
+)
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import (
     Committee,
@@ -63,6 +68,8 @@ from edgechain.consensus.messages import (
     CandidateMsg,
     CommandMsg,
     ExitMsg,
+    ForwardSyncRequestMsg,
+    ForwardSyncResponseMsg,
     GenesisMsg,
     InclusionMsg,
     Message,
@@ -72,6 +79,8 @@ from edgechain.consensus.messages import (
     ReportMsg,
     Route,
     SkipVoteMsg,
+    StateRequestMsg,
+    StateResponseMsg,
     SyncRequestMsg,
     SyncResponseMsg,
     VdfRequest,
@@ -108,7 +117,7 @@ __all__ = [
 
 def get_message_component(msg: Message) -> Component:
     """What handling ``msg`` is charged to (``telemetry/cpu.py``)."""
-    if isinstance(msg, BlockMsg | SyncResponseMsg):
+    if isinstance(msg, BlockMsg | SyncResponseMsg | ForwardSyncResponseMsg | StateResponseMsg):
         return Component.BLOCK_OTHER
     if isinstance(msg, CandidateMsg | VoteMsg | SkipVoteMsg):
         return Component.VOTES
@@ -141,6 +150,8 @@ class ConsensusEngine:
         self.acceptance = BlockAcceptance(ctx, self.sync, self.pruner, self._on_head_changed)
         self.producer = Producer(ctx, self._publish_block)
         self.committee = Committee(ctx, self.sync.request_sync, self._publish_block)
+        self.checkpoint = CheckpointSync(ctx, self._on_block, self._on_anchor_installed)
+        self.acceptance.is_backward_sync_paused = self.checkpoint.is_following
         if genesis is not None:
             self._adopt_genesis(genesis, genesis_signature or EMPTY_SIGNATURE)
 
@@ -278,7 +289,11 @@ class ConsensusEngine:
             self.joining.pre_genesis_tick(now_ms, out)
         else:
             self.sync.release_held(now_ms, out)
-            self.sync.retry_sync(now_ms, out)
+            self.checkpoint.on_tick(now_ms, out)
+            self.checkpoint.maybe_start(self.sync.get_ahead(), now_ms, out)
+            if not self.checkpoint.is_following():
+                # One catch-up path at a time: a follow replaces the backward walk.
+                self.sync.retry_sync(now_ms, out)
             self.joining.regossip_inclusion(now_ms, out)
             slot = get_current_slot(self.params, now_ms)
             if slot >= 1:
@@ -337,6 +352,17 @@ class ConsensusEngine:
             self._send_candidate(duty, result, now_ms, out)
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
         return out
+
+    def install_anchor(self, block: AnyBlock, block_hash: BlockHash, state: BlockState) -> None:
+        """Continue from a state this node trusts: its own stored snapshot at a restart,
+        or one checkpoint sync checked against its root."""
+        self.ctx.install_anchor(block, block_hash, state)
+        self._on_anchor_installed(state)
+
+    def _on_anchor_installed(self, state: BlockState) -> None:
+        self.producer.duty = None
+        self.pruner.on_anchor_installed(state)
+        self.sync.drop_orphans_upto(state.slot)
 
     def set_local_usage(self, usage: LocalUsage) -> None:
         self.reports.local_usage = usage
@@ -410,6 +436,14 @@ class ConsensusEngine:
             self.sync.on_sync_request(msg, sender, now, out)
         elif isinstance(msg, SyncResponseMsg):
             self.sync.on_sync_response(msg, sender, now, out)
+        elif isinstance(msg, ForwardSyncRequestMsg):
+            on_forward_request(self.ctx, msg, sender, out)
+        elif isinstance(msg, ForwardSyncResponseMsg):
+            self.checkpoint.on_forward_response(msg, sender, now, out)
+        elif isinstance(msg, StateRequestMsg):
+            on_state_request(self.ctx, msg, sender, out)
+        elif isinstance(msg, StateResponseMsg):
+            self.checkpoint.on_state_response(msg, sender, now, out)
 
     # --- slot duties -------------------------------------------------------------------
 
@@ -461,6 +495,10 @@ class ConsensusEngine:
     def _on_block(
         self, block: AnyBlock, block_hash: BlockHash, sender: NodeId | None, now: int, out: Output
     ) -> None:
+        if sender is not None and block.parent not in self.ctx.states:
+            # Far ahead: follow to a checkpoint rather than walk back block by block
+            # (acceptance then does not ask for the parent).
+            self.checkpoint.maybe_start([(block.slot, sender)], now, out)
         self.acceptance.on_block(block, block_hash, sender, now, out)
 
     def _on_head_changed(self, now: int, out: Output) -> None:
@@ -509,6 +547,7 @@ class ConsensusEngine:
                 get_candidate_deadline_ms(params, s),
             ]
         candidates += self.sync.get_wakeups(now)
+        candidates += self.checkpoint.get_wakeups(now)
         retry_at = self.joining.get_retry_time()
         if retry_at is not None:
             candidates.append(retry_at)

@@ -125,6 +125,41 @@ class SyncResponseMsg:
     """Included when the blocks reach back to genesis, for a node that has none yet."""
 
 
+@dataclass(frozen=True)
+class ForwardSyncRequestMsg:
+    """Checkpoint sync: ask a peer for up to ``limit`` blocks of its chain that follow
+    ``after``, oldest first (``consensus/checkpoint_sync.py``)."""
+
+    after: BlockHash
+    limit: int
+
+
+@dataclass(frozen=True)
+class ForwardSyncResponseMsg:
+    """The blocks of the responder's chain after ``after``, oldest first, each the
+    parent of the next; fewer than asked for once its head is reached (none when
+    ``after`` is not on its chain)."""
+
+    after: BlockHash
+    blocks: tuple[AnyBlock, ...]
+
+
+@dataclass(frozen=True)
+class StateRequestMsg:
+    """Checkpoint sync: ask a peer for the state after ``block``."""
+
+    block: BlockHash
+
+
+@dataclass(frozen=True)
+class StateResponseMsg:
+    """The canonical encoding of the state after ``block`` (``consensus/state_codec``),
+    empty when the responder does not hold it."""
+
+    block: BlockHash
+    state: bytes
+
+
 Message = (
     CandidateMsg
     | VoteMsg
@@ -137,6 +172,10 @@ Message = (
     | GenesisMsg
     | SyncRequestMsg
     | SyncResponseMsg
+    | ForwardSyncRequestMsg
+    | ForwardSyncResponseMsg
+    | StateRequestMsg
+    | StateResponseMsg
 )
 
 # --- outputs -------------------------------------------------------------------------
@@ -224,6 +263,36 @@ class ArchiveSyncWanted:
 
 
 @dataclass(frozen=True)
+class ArchiveForwardWanted:
+    """A peer follows the chain forward from ``after``, which memory no longer holds:
+    the node answers from its store's finalized chain (``ForwardSyncResponseMsg``)."""
+
+    after: BlockHash
+    limit: int
+    sender: NodeId
+
+
+@dataclass(frozen=True)
+class BlocksFollowed:
+    """Checkpoint sync checked these blocks (oldest first, each with its hash) with
+    the light transition: the node stores them, so it can serve history like any
+    other node."""
+
+    blocks: tuple[tuple[BlockHash, AnyBlock], ...]
+
+
+@dataclass(frozen=True)
+class CheckpointInstalled:
+    """Checkpoint sync adopted a fetched state that checked against its root: the
+    chain now continues from ``anchor`` (at ``slot``), after ``followed`` blocks
+    were followed with the light transition."""
+
+    anchor: BlockHash
+    slot: Slot
+    followed: int
+
+
+@dataclass(frozen=True)
 class LastVoteChanged:
     """This node signed a new finality vote: persist it before sending anything else
     (``consensus/finality_votes.py``)."""
@@ -256,6 +325,9 @@ Event = (
     | LastVoteChanged
     | FinalityAdvanced
     | ArchiveSyncWanted
+    | ArchiveForwardWanted
+    | BlocksFollowed
+    | CheckpointInstalled
 )
 
 

@@ -45,6 +45,7 @@ from edgechain.consensus.state import (
     get_proof_iterations,
     get_slot_start_ms,
 )
+from edgechain.consensus.state_codec import get_state_root
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.vdf import VdfResult
@@ -108,6 +109,7 @@ def build_candidate(
         difficulty=difficulty,
         vdf_output=result.output,
         vdf_proof=result.proof,
+        state_root=get_state_root(ctx.memo, parent),
         reports=chosen_reports,
         plan=get_plan(ctx.memo, params, parent, slot),
         inclusions=chosen_inclusions,

@@ -18,6 +18,7 @@ finality, or is history it has already pruned: it is ignored, never applied.
 from __future__ import annotations
 
 from edgechain.chain.model import Checkpoint
+from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import FinalityAdvanced, Output
 from edgechain.orchestrator.fleet import ChainStep
@@ -41,6 +42,13 @@ class ChainPruner:
     def is_below_finality(self, slot: int) -> bool:
         """Whether a block at ``slot`` that we do not hold must be ignored."""
         return self.finalized is not None and slot <= self.finalized_slot
+
+    def on_anchor_installed(self, state: BlockState) -> None:
+        """The chain now starts at ``state``'s block (``EngineContext.install_anchor``),
+        final in this node's view: nothing at or below it is taken any more."""
+        if state.finality is not None:
+            self.finalized = state.finality.finalized
+        self.finalized_slot = Slot(state.slot)
 
     def on_head_changed(self, out: Output) -> bool:
         """Prune if the head finalized a later checkpoint; True when it did."""

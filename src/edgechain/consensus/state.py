@@ -13,14 +13,13 @@ parent's authority and registry (``orchestrator/commands.py``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypeVar
 
-from edgechain.chain.attestation import count_signers, get_signer_indices
+from edgechain.chain.attestation import count_signers
 from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
-from edgechain.chain.encoding import compute_block_hash, compute_genesis_hash
+from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
     AnyBlock,
@@ -32,7 +31,6 @@ from edgechain.chain.model import (
 )
 from edgechain.chain.validation import (
     BlockContext,
-    SignatureCache,
     validate_block,
     validate_skip_block,
 )
@@ -43,7 +41,10 @@ from edgechain.chain.validator_set import (
     compute_node_id,
     get_removed_nodes,
 )
+from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.memo import Memo
 from edgechain.consensus.roles import Roles, compute_roles
+from edgechain.consensus.state_codec import get_state_root
 from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
 from edgechain.errors import RejectReason, ValidationError
@@ -64,78 +65,8 @@ from edgechain.types import BlockHash, NodeId, Slot
 
 T = TypeVar("T")
 
-
-class Memo:
-    """A bounded memo of pure results, keyed by content (hashes, slots).
-
-    A real node keeps its own; the simulator may hand one instance to all simulated
-    nodes, which is safe precisely because every key determines its value (DESIGN.md,
-    "Scale path": shared verification results keyed by content hash).
-    """
-
-    def __init__(self, randomness: bytes, max_entries: int = 1_024) -> None:
-        # About 11 entries a block (hash, verdict, state, roles, plan, clusters, ...):
-        # 1024 keep the last ~90 slots, more than a gossip duplicate or a reorg looks
-        # back. They hold blocks and states that finality has pruned from the chain
-        # (consensus/pruning.py): a 20-node testnet's RSS still grew 20 KB a slot
-        # until 4096 entries were full, past slot 400.
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._max = max_entries
-        self.signatures = SignatureCache(randomness=randomness)
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        try:
-            value = self._entries[key]
-        except KeyError:
-            self.misses += 1
-            value = compute()
-            self._entries[key] = value
-            if len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-            return value
-        self.hits += 1
-        return cast(T, value)
-
-    def get_block_hash(self, block: AnyBlock) -> BlockHash:
-        """Hash by object identity: the memo holds the block, so its id is not reused.
-
-        A node that decodes a block from bytes already knows its hash
-        (``decode_block_with_hash``) and primes this with :meth:`put_block_hash`.
-        """
-        return self.get(("hash", id(block)), lambda: (block, compute_block_hash(block)))[1]
-
-    def put_block_hash(self, block: AnyBlock, block_hash: BlockHash) -> None:
-        self.get(("hash", id(block)), lambda: (block, block_hash))
-
-
-@dataclass(frozen=True)
-class BlockState:
-    """The state after a block (or genesis)."""
-
-    block_hash: BlockHash
-    slot: Slot
-    seed: bytes
-    validators: ValidatorSet
-    difficulty: int
-    """VDF iterations the child must evaluate."""
-    registry: Registry
-    reports: tuple[ResourceReport, ...]
-    """Planner input for the child: each validator's latest report on this chain (at
-    most ``REPORT_MAX_AGE_SLOTS`` old), sorted by node. Nodes need not report every slot:
-    a block carries the reports that arrived, the state carries everyone's latest."""
-    signers: int
-    is_skip: bool
-    authority: Authority = field(default_factory=Authority)
-    """Admin and operator keys, their sequence numbers, banned nodes (``chain/authority``)."""
-    last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)
-    """Each validator's latest contributing slot on this chain: block produced, vote in
-    an attestation, report carried (``orchestrator/liveness.py``). Never mutated."""
-    finality: FinalityState | None = None
-    """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
-    only in hand-built test states."""
-
+# Re-exported: most callers take the state, its memo and its transition from here.
+__all__ = ["BlockState", "Memo"]
 
 REPORT_MAX_AGE_SLOTS = 32
 """A report older than this many slots no longer describes its node's load."""
@@ -240,12 +171,13 @@ def apply_block_commands(
     return registry, authority, validators
 
 
-def _get_contributions(block: AnyBlock, roles: Roles) -> Iterator[tuple[NodeId, Slot]]:
-    """Who contributed to ``block`` (liveness): its voters, its producer, its reports'
-    nodes (at the report's slot)."""
-    for index in get_signer_indices(block.signers):
-        if index < len(roles.committee):
-            yield compute_node_id(roles.committee[index]), block.slot
+def _get_contributions(block: AnyBlock) -> Iterator[tuple[NodeId, Slot]]:
+    """Who contributed to ``block`` (liveness): its producer, its reports' nodes (at the
+    report's slot). Not its voters: the attestation is not part of the block's hash, and
+    two nodes may hold the same block with different signers (committee members each
+    aggregate the skip votes they received), so a state that counted them would differ
+    between nodes, and so would its root (``consensus/state_codec.py``) and the plans
+    that read ``last_seen``."""
     if isinstance(block, Block):
         yield block.producer, block.slot
         for report in block.reports:
@@ -257,15 +189,9 @@ def apply_block(
     block: AnyBlock,
     block_hash: BlockHash,
     params: ChainParams,
-    roles: Roles | None = None,
 ) -> BlockState:
-    """The state transition of one validated block. ``roles``: the block's elected
-    roles when the caller has them (``get_roles``), else they are computed."""
+    """The state transition of one validated block."""
     committee_size = params.committee_size
-    if roles is None:
-        roles = compute_roles(
-            parent.validators.get_public_keys(), parent.seed, block.slot, committee_size
-        )
     if isinstance(block, Block):
         registry, authority, validators = apply_block_commands(parent, block, committee_size)
         return BlockState(
@@ -282,7 +208,7 @@ def apply_block(
             last_seen=compute_last_seen(
                 parent.last_seen,
                 block.slot,
-                _get_contributions(block, roles),
+                _get_contributions(block),
                 validators.get_node_ids(),
                 params.down_after_slots,
                 authority.banned,
@@ -307,7 +233,7 @@ def apply_block(
         last_seen=compute_last_seen(
             parent.last_seen,
             block.slot,
-            _get_contributions(block, roles),
+            _get_contributions(block),
             validators.get_node_ids(),
             params.down_after_slots,
             parent.authority.banned,
@@ -471,6 +397,8 @@ def _validate_uncached(
     expected = compute_next_difficulty(params, parent.difficulty, block.timestamp_ms - slot_start)
     if block.difficulty != expected:
         raise ValidationError(RejectReason.BAD_DIFFICULTY_RULE, f"{block.difficulty} != {expected}")
+    if block.state_root != get_state_root(memo, parent):
+        raise ValidationError(RejectReason.BAD_STATE_ROOT, "not the parent state's root")
     validate_block(
         block, block_hash, ctx, check_attestation=mode.check_attestation, cache=memo.signatures
     )

@@ -121,6 +121,15 @@ class Sync:
             block.slot > slot for waiting in self.orphans.values() for block, _, _ in waiting
         )
 
+    def get_ahead(self) -> list[tuple[Slot, NodeId]]:
+        """The slot and sender of each waiting orphan (checkpoint sync's trigger)."""
+        return [
+            (block.slot, sender)
+            for waiting in self.orphans.values()
+            for block, _, sender in waiting
+            if sender is not None
+        ]
+
     def take_orphans(self, parent: BlockHash) -> list[Pending]:
         """The orphans waiting for ``parent``, which has just been accepted."""
         waiting = self.orphans.pop(parent, [])

@@ -6,18 +6,31 @@ the store keeps every block, so a peer that syncs from far behind (a new node, o
 restarted after a long outage) is served from here (``ArchiveSyncWanted``). The last
 vote is written before the report that carries it leaves (events are handled before
 messages are sent, ``node.py``), so a restart cannot sign a second vote for an epoch.
+
+For checkpoint sync (``consensus/checkpoint_sync.py``) the store also indexes the
+finalized chain by slot, which a follower reads forward, keeps the blocks this node
+itself followed, and holds the state of the newest finalized block: a restart starts
+there and re-applies only the blocks after it, not the whole history.
 """
 
 from __future__ import annotations
 
+from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import (
     TAG_SKIP_BLOCK,
     decode_block,
+    decode_block_with_hash,
     decode_finality_vote,
+    encode_block,
     encode_finality_vote,
 )
-from edgechain.chain.model import AnyBlock, FinalityVote
+from edgechain.chain.model import AnyBlock, Block, FinalityVote
 from edgechain.chain.store import BlockStore
+from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.checkpoint_sync import get_forward_blocks
+from edgechain.consensus.context import EngineContext
+from edgechain.consensus.messages import BlocksFollowed, FinalityAdvanced
+from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
 from edgechain.consensus.sync import collect_ancestry
 from edgechain.errors import DecodeError, LocalError
 from edgechain.types import BlockHash
@@ -73,3 +86,71 @@ def get_archived_chain(
 
     blocks, below = collect_ancestry(get_stored, want, limit)
     return (tuple(blocks), below) if blocks else ((), None)
+
+
+# --- checkpoint sync (consensus/checkpoint_sync.py) --------------------------------------
+
+
+def get_forward_chain(
+    store: BlockStore, ctx: EngineContext, after: BlockHash, limit: int
+) -> tuple[AnyBlock, ...]:
+    """Up to ``limit`` blocks of the finalized chain after ``after`` (from the store's
+    canonical index), continued from memory's head chain; empty when ``after`` is not
+    on the finalized chain this node stored."""
+    if after == ctx.get_genesis_hash():
+        slot = 0
+    else:
+        record = store.get_record(after)
+        if record is None or store.get_canonical_hash(record.slot) != after:
+            return ()
+        slot = record.slot
+    rows = store.get_canonical_after(slot, limit)
+    blocks = [decode_block(data) for _, data in rows]
+    if len(blocks) < limit:
+        # The unfinalized tip, and the finalized blocks not indexed yet, from memory.
+        last = rows[-1][0] if rows else after
+        blocks.extend(get_forward_blocks(ctx, last, limit - len(blocks)) or ())
+    return tuple(blocks)
+
+
+def put_followed_blocks(store: BlockStore, event: BlocksFollowed) -> None:
+    """Blocks checkpoint sync followed are history this node can serve: stored as
+    accepted blocks are (each block's weight is its signer count)."""
+    store.put_blocks(
+        (block_hash, block.parent, block.slot, count_signers(block.signers), encode_block(block))
+        for block_hash, block in event.blocks
+    )
+
+
+def put_finalized_chain(store: BlockStore, ctx: EngineContext, event: FinalityAdvanced) -> None:
+    """The finalized blocks in the canonical index (what forward sync serves), and the
+    state of the newest as the snapshot a restart starts from."""
+    store.put_canonical((block.slot, block_hash) for block_hash, block, _ in event.finalized_blocks)
+    state = ctx.states.get(event.finalized.block)
+    if state is not None and state.slot > 0:  # the genesis needs no snapshot
+        store.put_state_snapshot(event.finalized.block, state.slot, encode_state(state))
+
+
+def load_snapshot(store: BlockStore) -> tuple[AnyBlock, BlockHash, BlockState] | None:
+    """The stored snapshot (a finalized block and the state after it), checked: the
+    state names that block, and hashes to the root the next canonical block carries
+    when that one is a full block built on it."""
+    snapshot = store.get_state_snapshot()
+    if snapshot is None or snapshot.slot == 0:
+        return None
+    data = store.get_block(snapshot.hash)
+    if data is None:
+        raise LocalError("the state snapshot's block is not in the store")
+    try:
+        block, block_hash = decode_block_with_hash(data)
+        state = decode_state(snapshot.encoded)
+    except DecodeError as exc:
+        raise LocalError(f"the stored state snapshot is unreadable: {exc}") from exc
+    if block_hash != snapshot.hash or state.block_hash != snapshot.hash:
+        raise LocalError("the stored state snapshot does not match its block")
+    for _, child_data in store.get_canonical_after(snapshot.slot, 1):
+        child = decode_block(child_data)
+        built_on = isinstance(child, Block) and child.parent == block_hash
+        if built_on and child.state_root != compute_state_root(state):  # type: ignore[union-attr]
+            raise LocalError("the stored state snapshot does not match its root")
+    return block, block_hash, state

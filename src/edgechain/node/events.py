@@ -23,7 +23,9 @@ from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     BlockAccepted,
     BlockMsg,
+    BlocksFollowed,
     CandidateMsg,
+    CheckpointInstalled,
     FinalityAdvanced,
     GenesisCreated,
     HeadChanged,
@@ -35,7 +37,7 @@ from edgechain.consensus.messages import (
     SkipVoteMsg,
     VoteMsg,
 )
-from edgechain.node.archive import put_last_vote
+from edgechain.node.archive import put_finalized_chain, put_followed_blocks, put_last_vote
 from edgechain.node.clock import NodeClock
 from edgechain.orchestrator.fleet import HistoryEvent, compute_block_history
 from edgechain.telemetry import logs
@@ -122,6 +124,7 @@ class EventRecorder:
             # finalizing block and this write lost, or a store migrated from schema 1
             # (no history): a restart re-finalizes every epoch from the genesis on.
             put_finalized_history(self.store, event)
+            put_finalized_chain(self.store, engine.ctx, event)
             logs.info(
                 log,
                 "finalized",
@@ -129,6 +132,16 @@ class EventRecorder:
                 slot=event.slot,
                 hash=event.finalized.block.hex()[:16],
                 pruned=event.pruned_blocks,
+            )
+        elif isinstance(event, BlocksFollowed):
+            put_followed_blocks(self.store, event)
+        elif isinstance(event, CheckpointInstalled):
+            logs.info(
+                log,
+                "checkpoint installed",
+                slot=event.slot,
+                hash=event.anchor.hex()[:16],
+                followed=event.followed,
             )
         elif isinstance(event, PeerRejected):
             logs.debug(log, "peer input rejected", reason=event.reason)

@@ -36,10 +36,12 @@ from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
+    ArchiveForwardWanted,
     ArchiveSyncWanted,
     BlockAccepted,
     BlockMsg,
     CommandMsg,
+    ForwardSyncResponseMsg,
     HeadChanged,
     Message,
     MigrationOrder,
@@ -66,7 +68,7 @@ from edgechain.errors import (
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
-from edgechain.node.archive import get_archived_chain
+from edgechain.node.archive import get_archived_chain, get_forward_chain, load_snapshot
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node.cpu import CpuAccounting
@@ -275,26 +277,33 @@ class Node(NodeQueries):
         return tuple(labels)
 
     def _replay_store(self) -> None:
-        """Restart: re-apply every stored block (parents first), without validating it
-        again (``ConsensusEngine.on_stored_block``)."""
+        """Restart: from the stored snapshot of the newest finalized state when there
+        is one (``node/archive.load_snapshot``), re-apply the stored blocks after it
+        (parents first), without validating them again (``on_stored_block``); without
+        a snapshot, every stored block from the genesis."""
         engine = self.engine
         assert engine is not None
         if engine.genesis is None:
             return
         self._replaying = True
         count = 0
+        after = -1
         try:
-            for record in self.store.iter_blocks():
+            snapshot = load_snapshot(self.store)
+            if snapshot is not None:
+                block, block_hash, state = snapshot
+                engine.install_anchor(block, block_hash, state)
+                after = state.slot
+            for record in self.store.iter_blocks(after_slot=after):
                 data = self.store.get_block(record.hash)
                 if data is None:
                     continue
-                block = decode_block(data)
-                out = engine.on_stored_block(block, record.hash, self.clock.now_ms())
+                out = engine.on_stored_block(decode_block(data), record.hash, self.clock.now_ms())
                 self._apply(out)
                 count += 1
         finally:
             self._replaying = False
-        logs.info(log, "store replayed", blocks=count)
+        logs.info(log, "store replayed", blocks=count, from_slot=after + 1)
 
     def _join_dht(self) -> None:
         contact = self.bootstrap or Contact(
@@ -541,6 +550,8 @@ class Node(NodeQueries):
             )
         elif isinstance(event, ArchiveSyncWanted) and not self._replaying:
             self._serve_archive(event)
+        elif isinstance(event, ArchiveForwardWanted) and not self._replaying:
+            self._serve_forward(event)
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
@@ -564,6 +575,20 @@ class Node(NodeQueries):
         genesis = engine.genesis_msg if below == engine.ctx.get_genesis_hash() else None
         response = Outgoing(SyncResponseMsg(blocks, genesis), Route.DIRECT, (event.sender,))
         self._send_outgoing(response)
+
+    def _serve_forward(self, event: ArchiveForwardWanted) -> None:
+        """A peer follows the chain from a block memory no longer holds: the store's
+        finalized chain, then memory's (``consensus/checkpoint_sync.py``)."""
+        engine = self.engine
+        assert engine is not None
+        try:
+            with cpu_span(Component.STORE):
+                blocks = get_forward_chain(self.store, engine.ctx, event.after, event.limit)
+        except StoreError as exc:
+            self._stop_on_store_failure(exc)
+            return
+        response = ForwardSyncResponseMsg(event.after, blocks)
+        self._send_outgoing(Outgoing(response, Route.DIRECT, (event.sender,)))
 
     def _stop_on_store_failure(self, exc: StoreError) -> None:
         """A block or head the store refused is not accepted: stop at once, before the

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgechain.consensus.engine import ConsensusEngine
-from edgechain.consensus.messages import Outgoing, Route, SyncResponseMsg
+from edgechain.consensus.messages import (
+    ForwardSyncResponseMsg,
+    Outgoing,
+    Route,
+    SyncResponseMsg,
+)
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.session import SessionKeys
 from edgechain.network.dht import DhtNode
@@ -24,6 +29,7 @@ from edgechain.wire.codec import (
     Transport,
     encode_gossip_payload,
     encode_message,
+    fit_forward_response,
     fit_sync_response,
     is_envelope_signed,
     select_transport,
@@ -133,6 +139,8 @@ class PeerRouting:
             return []
         if isinstance(message, SyncResponseMsg):
             message = fit_sync_response(message)
+        elif isinstance(message, ForwardSyncResponseMsg):
+            message = fit_forward_response(message)
         data = encode_message(message, self.node_id)
         transport = select_transport(message, data)
         unresolved = []

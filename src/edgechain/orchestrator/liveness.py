@@ -5,11 +5,12 @@ fencing lease, the CLI): ``active``, ``down`` or ``draining``. Every validator c
 it from the chain, never from its own view of the network, so all of them agree and the
 planner stays a deterministic function of the parent state.
 
-* A validator *contributes* in a block when it produced it, when its vote is in the
-  block's attestation (committee members sign every slot they serve, skip blocks
-  included), or when the block carries one of its resource reports (at the report's
-  slot: every ``report_interval_slots``, 4 by default). A validator included by a
-  block counts as seen in that block.
+* A validator *contributes* in a block when it produced it, or when the block carries
+  one of its resource reports (at the report's slot: every ``report_interval_slots``,
+  4 by default). A validator included by a block counts as seen in that block. Votes
+  do not count: the attestation is not covered by the block hash, and nodes may hold
+  one block with different signers, so liveness from votes made the state (and its
+  root, block format 8) differ between nodes.
 * ``last_seen[node]`` is the slot of its latest contribution on this chain.
 * In the plan of slot ``s``, a validator is ``down`` when ``s - last_seen >= K``
   (``ChainParams.down_after_slots``, 12 by default): it gets no placements and every

@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from edgechain.chain.model import AnyBlock
-from edgechain.consensus.messages import ArchiveSyncWanted, SyncResponseMsg
+from edgechain.consensus.checkpoint_sync import get_forward_blocks
+from edgechain.consensus.messages import (
+    ArchiveForwardWanted,
+    ArchiveSyncWanted,
+    ForwardSyncResponseMsg,
+    SyncResponseMsg,
+)
 from edgechain.consensus.sync import collect_ancestry
 from edgechain.types import BlockHash
 
@@ -41,3 +47,27 @@ def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> N
     reaches_genesis = current == engine.ctx.get_genesis_hash()
     message = SyncResponseMsg(tuple(blocks), engine.genesis_msg if reaches_genesis else None)
     sim.send_direct(node, message, event.sender)
+
+
+def serve_forward(sim: Simulation, node: SimNode, event: ArchiveForwardWanted) -> None:
+    """Answer a checkpoint sync's forward request from the node's finalized chain (the
+    run's blocks below its root), then its memory, as a node's canonical index would."""
+    ctx = node.engine.ctx
+    fork = ctx.fork
+    if fork is None:
+        return
+    chain = get_chain_from(sim.blocks, fork.get_root())
+    if event.after == ctx.get_genesis_hash():
+        start = 0
+    else:
+        try:
+            start = chain.index(event.after) + 1
+        except ValueError:
+            start = -1
+    blocks: list[AnyBlock] = []
+    if start >= 0:
+        blocks = [sim.blocks[h] for h in chain[start : start + event.limit]]
+        if len(blocks) < event.limit:
+            last = chain[start + len(blocks) - 1] if blocks else event.after
+            blocks.extend(get_forward_blocks(ctx, last, event.limit - len(blocks)) or ())
+    sim.send_direct(node, ForwardSyncResponseMsg(event.after, tuple(blocks)), event.sender)

@@ -79,14 +79,31 @@ def inject_faults(sim: Simulation, slot: int, params: ChainParams) -> None:
         sim.net.set_default_profile(dataclasses.replace(profile, loss=0.10))
     elif faults == "churn":
         _inject_churn(sim, slot, params, start_ms)
+    elif faults == "late-join" and slot == get_late_join_slot(sim.config.slots):
+        # A fifth of the nodes start once the chain is long and finalized: they catch up
+        # through checkpoint sync (consensus/checkpoint_sync.py).
+        for node in get_late_nodes(sim):
+            sim._start_node(node, start_ms)
     elif faults in ("app-host-crash", "app-host-pause"):
         _inject_app_host_fault(sim, slot, params)
     elif faults == "reorg-apps":
         _inject_reorg(sim, slot)
 
 
+LATE_SCENARIOS = ("churn", "late-join")
+"""Scenarios whose last fifth of the nodes is started after the genesis."""
+
+
+def get_late_join_slot(slots: int) -> int:
+    return max(4, slots * 2 // 3)
+
+
+def get_late_nodes(sim: Simulation) -> list[SimNode]:
+    return [n for n in sim.nodes if n.index >= sim.config.nodes * 4 // 5]
+
+
 def _inject_churn(sim: Simulation, slot: int, params: ChainParams, start_ms: int) -> None:
-    late = [n for n in sim.nodes if n.index >= sim.config.nodes * 4 // 5]
+    late = get_late_nodes(sim)
     if slot == 3:
         for node in late:
             sim._start_node(node, start_ms)

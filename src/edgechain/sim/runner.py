@@ -30,15 +30,19 @@ from edgechain.chain.encoding import compute_genesis_hash, encode_block
 from edgechain.chain.model import AnyBlock, ChainParams, Checkpoint, Genesis
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
+    ArchiveForwardWanted,
     ArchiveSyncWanted,
     BlockAccepted,
     BlockMsg,
     CandidateMsg,
+    CheckpointInstalled,
+    ForwardSyncResponseMsg,
     HeadChanged,
     Message,
     Output,
     ReportMsg,
     Route,
+    StateResponseMsg,
     SyncResponseMsg,
     VdfRequest,
 )
@@ -52,11 +56,16 @@ from edgechain.errors import RejectReason
 from edgechain.network.dht import DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.sim.apps import AppLayer, AppModelConfig
-from edgechain.sim.archive import serve_archive
+from edgechain.sim.archive import serve_archive, serve_forward
 from edgechain.sim.audit import Auditor, check_invariants
 from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
-from edgechain.sim.faults import APP_SCENARIOS, DEFAULT_SCENARIO_APPS, inject_faults
+from edgechain.sim.faults import (
+    APP_SCENARIOS,
+    DEFAULT_SCENARIO_APPS,
+    LATE_SCENARIOS,
+    inject_faults,
+)
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.sim.summary import SimResult, build_result, compute_result_digest
 from edgechain.testing import ADMIN, Identity, make_identity
@@ -74,6 +83,7 @@ SCENARIOS = (
     "app-host-crash",
     "app-host-pause",
     "reorg-apps",
+    "late-join",
 )
 
 
@@ -143,8 +153,10 @@ def _message_size(msg: Any, memo: Memo) -> int:
         ]
     if isinstance(msg, ReportMsg):
         return 64 + 180 * len(msg.reports)
-    if isinstance(msg, SyncResponseMsg):
+    if isinstance(msg, SyncResponseMsg | ForwardSyncResponseMsg):
         return 64 + sum(_message_size(BlockMsg(b), memo) for b in msg.blocks)
+    if isinstance(msg, StateResponseMsg):
+        return 64 + len(msg.state)
     return 200
 
 
@@ -213,6 +225,8 @@ class Simulation:
         self.auditor: Auditor | None = None
         self.genesis_slot_ms: int | None = None
         self.reorgs = 0
+        self.checkpoints_installed = 0
+        """Checkpoint syncs that adopted a state fetched from a peer."""
         self.peer_errors: Counter[RejectReason] = Counter()
         self.heal_slot: int | None = None
         self.finality_marks: list[tuple[str, dict[int, int]]] = []
@@ -434,6 +448,10 @@ class Simulation:
                 self.reorgs += 1
             elif isinstance(event, ArchiveSyncWanted) and node.honest:
                 serve_archive(self, node, event)
+            elif isinstance(event, ArchiveForwardWanted) and node.honest:
+                serve_forward(self, node, event)
+            elif isinstance(event, CheckpointInstalled):
+                self.checkpoints_installed += 1
         self._arm(node, out.next_wakeup_ms)
         if node.gossip is not None and node.gossip.next_wakeup_ms is not None:
             self._arm(node, node.gossip.next_wakeup_ms)
@@ -470,7 +488,8 @@ class Simulation:
     def run(self) -> SimResult:
         started = time.perf_counter()
         for node in self.nodes:
-            if not (self.config.faults == "churn" and node.index >= self.config.nodes * 4 // 5):
+            late = self.config.faults in LATE_SCENARIOS
+            if not (late and node.index >= self.config.nodes * 4 // 5):
                 self._start_node(node, 0)
         # Genesis is created by the bootstrap node once committee + 1 requests are in.
         while self.nodes[0].engine.genesis is None and self.clock.run_next():

@@ -117,6 +117,7 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
         "skip_blocks": kinds["skip"],
         "empty_slots": kinds["none"],
         "forks_resolved": sim.reorgs,
+        "checkpoints_installed": sim.checkpoints_installed,
         "distinct_heads": len(heads),
         "violations": list(sim.violations),
         "validators_at_end": len(head_state.validators) if head_state else 0,

@@ -58,11 +58,15 @@ from edgechain.consensus.messages import (
     CandidateMsg,
     CommandMsg,
     ExitMsg,
+    ForwardSyncRequestMsg,
+    ForwardSyncResponseMsg,
     GenesisMsg,
     InclusionMsg,
     Message,
     ReportMsg,
     SkipVoteMsg,
+    StateRequestMsg,
+    StateResponseMsg,
     SyncRequestMsg,
     SyncResponseMsg,
     VoteMsg,
@@ -242,6 +246,17 @@ def fit_sync_response(
     return SyncResponseMsg(message.blocks[:kept], message.genesis)
 
 
+def fit_forward_response(
+    message: ForwardSyncResponseMsg, max_bytes: int = MAX_FRAME_BYTES
+) -> ForwardSyncResponseMsg:
+    """The longest oldest-first prefix that encodes in ``max_bytes`` (the follower asks
+    again from the newest block it got, like ``fit_sync_response``)."""
+    fitted = fit_sync_response(SyncResponseMsg(message.blocks), max_bytes)
+    if len(fitted.blocks) == len(message.blocks):
+        return message
+    return ForwardSyncResponseMsg(message.after, fitted.blocks)
+
+
 @lru_cache(maxsize=16)
 def _get_public_key(sk: SecretKey) -> PublicKey:
     # A node signs every DHT message with the same key; the scalar multiplication that
@@ -301,6 +316,17 @@ def _to_payload(message: WireMessage) -> pb.Payload:
             p.sync_response.blocks.extend(encode_block(b) for b in message.blocks)
             if message.genesis is not None:
                 p.sync_response.genesis.CopyFrom(_to_genesis_announce(message.genesis))
+        case ForwardSyncRequestMsg():
+            p.forward_sync_request.CopyFrom(
+                pb.ForwardSyncRequest(after=message.after, limit=message.limit)
+            )
+        case ForwardSyncResponseMsg():
+            p.forward_sync_response.after = message.after
+            p.forward_sync_response.blocks.extend(encode_block(b) for b in message.blocks)
+        case StateRequestMsg():
+            p.state_request.block = message.block
+        case StateResponseMsg():
+            p.state_response.CopyFrom(pb.StateResponse(block=message.block, state=message.state))
         case Ping():
             p.ping.request_id = message.request_id
         case Pong():
@@ -496,6 +522,31 @@ def _decode_sync_response(p: pb.Payload) -> SyncResponseMsg:
     return SyncResponseMsg(blocks, genesis)
 
 
+def _decode_forward_sync_request(p: pb.Payload) -> ForwardSyncRequestMsg:
+    s = p.forward_sync_request
+    if not 0 < s.limit <= MAX_SYNC_BLOCKS:
+        raise DecodeError(RejectReason.BAD_LIMIT, str(s.limit))
+    return ForwardSyncRequestMsg(BlockHash(_check_fixed(s.after, HASH_SIZE, "after")), s.limit)
+
+
+def _decode_forward_sync_response(p: pb.Payload) -> ForwardSyncResponseMsg:
+    s = p.forward_sync_response
+    _check_count(len(s.blocks), MAX_SYNC_BLOCKS, "blocks")
+    after = BlockHash(_check_fixed(s.after, HASH_SIZE, "after"))
+    return ForwardSyncResponseMsg(after, tuple(decode_block(b) for b in s.blocks))
+
+
+def _decode_state_request(p: pb.Payload) -> StateRequestMsg:
+    return StateRequestMsg(BlockHash(_check_fixed(p.state_request.block, HASH_SIZE, "block")))
+
+
+def _decode_state_response(p: pb.Payload) -> StateResponseMsg:
+    s = p.state_response
+    # The state itself is decoded (and bounded) by consensus/state_codec.py when the
+    # follower checks it; the frame limit bounds it here.
+    return StateResponseMsg(BlockHash(_check_fixed(s.block, HASH_SIZE, "block")), bytes(s.state))
+
+
 def _decode_ping(p: pb.Payload) -> Ping:
     return Ping(p.ping.request_id)
 
@@ -557,6 +608,10 @@ _DECODERS: dict[str, Callable[[pb.Payload], WireMessage]] = {
     "genesis": _decode_genesis,
     "sync_request": _decode_sync_request,
     "sync_response": _decode_sync_response,
+    "forward_sync_request": _decode_forward_sync_request,
+    "forward_sync_response": _decode_forward_sync_response,
+    "state_request": _decode_state_request,
+    "state_response": _decode_state_response,
     "ping": _decode_ping,
     "pong": _decode_pong,
     "find_node": _decode_find_node,

@@ -134,6 +134,10 @@ class Payload(_message.Message):
     GENESIS_FIELD_NUMBER: _builtins.int
     SYNC_REQUEST_FIELD_NUMBER: _builtins.int
     SYNC_RESPONSE_FIELD_NUMBER: _builtins.int
+    FORWARD_SYNC_REQUEST_FIELD_NUMBER: _builtins.int
+    FORWARD_SYNC_RESPONSE_FIELD_NUMBER: _builtins.int
+    STATE_REQUEST_FIELD_NUMBER: _builtins.int
+    STATE_RESPONSE_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     FIND_NODE_FIELD_NUMBER: _builtins.int
@@ -166,6 +170,14 @@ class Payload(_message.Message):
     @_builtins.property
     def sync_response(self) -> Global___SyncResponse: ...
     @_builtins.property
+    def forward_sync_request(self) -> Global___ForwardSyncRequest: ...
+    @_builtins.property
+    def forward_sync_response(self) -> Global___ForwardSyncResponse: ...
+    @_builtins.property
+    def state_request(self) -> Global___StateRequest: ...
+    @_builtins.property
+    def state_response(self) -> Global___StateResponse: ...
+    @_builtins.property
     def ping(self) -> Global___Ping:
         """network: Kademlia DHT (paper §4 step 5)"""
 
@@ -197,6 +209,10 @@ class Payload(_message.Message):
         genesis: Global___GenesisAnnounce | None = ...,
         sync_request: Global___SyncRequest | None = ...,
         sync_response: Global___SyncResponse | None = ...,
+        forward_sync_request: Global___ForwardSyncRequest | None = ...,
+        forward_sync_response: Global___ForwardSyncResponse | None = ...,
+        state_request: Global___StateRequest | None = ...,
+        state_response: Global___StateResponse | None = ...,
         ping: Global___Ping | None = ...,
         pong: Global___Pong | None = ...,
         find_node: Global___FindNode | None = ...,
@@ -205,11 +221,11 @@ class Payload(_message.Message):
         ihave: Global___IHave | None = ...,
         iwant: Global___IWant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "command", "genesis", "sync_request", "sync_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "command", "genesis", "sync_request", "sync_response", "forward_sync_request", "forward_sync_response", "state_request", "state_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -491,6 +507,100 @@ class SyncResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncResponse: _TypeAlias = SyncResponse  # noqa: Y015
+
+@_typing.final
+class ForwardSyncRequest(_message.Message):
+    """Checkpoint sync (consensus/checkpoint_sync.py): the responder's chain after `after`,
+    oldest first, each block the parent of the next.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after: _builtins.bytes
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        after: _builtins.bytes = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardSyncRequest: _TypeAlias = ForwardSyncRequest  # noqa: Y015
+
+@_typing.final
+class ForwardSyncResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    after: _builtins.bytes
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        after: _builtins.bytes = ...,
+        blocks: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "blocks", b"blocks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardSyncResponse: _TypeAlias = ForwardSyncResponse  # noqa: Y015
+
+@_typing.final
+class StateRequest(_message.Message):
+    """The canonical encoding of the state after `block` (consensus/state_codec.py); an
+    empty `state` when the responder does not hold it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_FIELD_NUMBER: _builtins.int
+    block: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        block: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateRequest: _TypeAlias = StateRequest  # noqa: Y015
+
+@_typing.final
+class StateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    block: _builtins.bytes
+    state: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        block: _builtins.bytes = ...,
+        state: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateResponse: _TypeAlias = StateResponse  # noqa: Y015
 
 @_typing.final
 class Ping(_message.Message):

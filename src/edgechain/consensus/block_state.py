@@ -1,0 +1,41 @@
+"""The chain state after a block: what its child needs (``consensus/state.py`` has
+the transition, ``consensus/state_codec.py`` the canonical encoding and root)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from edgechain.chain.authority import Authority
+from edgechain.chain.finality import FinalityState
+from edgechain.chain.model import ResourceReport
+from edgechain.chain.validator_set import ValidatorSet
+from edgechain.orchestrator.registry import Registry
+from edgechain.types import BlockHash, NodeId, Slot
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """The state after a block (or genesis)."""
+
+    block_hash: BlockHash
+    slot: Slot
+    seed: bytes
+    validators: ValidatorSet
+    difficulty: int
+    """VDF iterations the child must evaluate."""
+    registry: Registry
+    reports: tuple[ResourceReport, ...]
+    """Planner input for the child: each validator's latest report on this chain (at
+    most ``REPORT_MAX_AGE_SLOTS`` old), sorted by node. Nodes need not report every slot:
+    a block carries the reports that arrived, the state carries everyone's latest."""
+    signers: int
+    is_skip: bool
+    authority: Authority = field(default_factory=Authority)
+    """Admin and operator keys, their sequence numbers, banned nodes (``chain/authority``)."""
+    last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)
+    """Each validator's latest contributing slot on this chain: block produced, vote in
+    an attestation, report carried (``orchestrator/liveness.py``). Never mutated."""
+    finality: FinalityState | None = None
+    """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
+    only in hand-built test states."""

@@ -1,0 +1,474 @@
+"""Canonical byte encoding of the chain state after a block, and its root.
+
+Why: a block carries the root of its parent's state, so a node joining late (or
+restarting after pruning) can fetch a recent state from any peer instead of replaying
+the chain from genesis, and check it against the root in a block it trusts. That only
+works if every honest node derives the *same bytes* from the same state: the encoding
+must be **canonical** (no dict or set order, no Python ``hash()``, no floats; mappings
+sorted by key bytes, sets by bytes, finality tallies by ``(epoch, block)``) and
+**total** (every state the system produces encodes, and decodes back to an equal
+``BlockState``). Decoding is as strict as ``chain/encoding.py``'s: bounded counts
+checked before allocating, strict booleans, enums and presence flags, sorted and unique
+keys, no trailing bytes, at most :data:`MAX_STATE_BYTES`. Every accepted input
+re-encodes to itself, so a state has exactly one encoding.
+
+Layout (primitives as in ``chain/encoding.py``)::
+
+    u8 STATE_FORMAT_VERSION
+    list<list<validator>> validator sets   -- distinct, in first-appearance order of
+                                              validators, voters, checkpoint records
+    fixed(32) block_hash || u64 slot || fixed(32) seed || u32 validators (set index)
+    u64 difficulty || registry || list<report> reports || u32 signers || bool is_skip
+    authority || list<(fixed(32) node, u64 slot)> last_seen (sorted by node)
+    bool has_finality [|| finality]
+
+A 1000-member validator set is about 140 KB, and a state names up to 67 (``validators``,
+``voters``, one per checkpoint record), nearly always equal: the table keeps one copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
+from typing import TypeVar
+
+from edgechain.chain.authority import Authority
+from edgechain.chain.encoding import (
+    Limits,
+    Reader,
+    Writer,
+    read_app_spec,
+    read_checkpoint,
+    read_report,
+    write_app_spec,
+    write_checkpoint,
+    write_report,
+)
+from edgechain.chain.finality import MAX_PENDING_EPOCHS, CheckpointRecord, FinalityState
+from edgechain.chain.model import Checkpoint
+from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
+from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.memo import Memo
+from edgechain.errors import DecodeError, RejectReason
+from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.types import (
+    HASH_SIZE,
+    PUBLIC_KEY_SIZE,
+    REPORT_KEY_SIZE,
+    REPORT_SIGNATURE_SIZE,
+    AppId,
+    BlockHash,
+    NodeId,
+    PublicKey,
+    Slot,
+)
+
+T = TypeVar("T")
+
+STATE_FORMAT_VERSION = 1
+"""The encoding's first byte; the root's domain tag names it too."""
+
+STATE_ROOT_DOMAIN = b"edgechain/state/v1"
+
+MAX_STATE_BYTES = 32 * 1024 * 1024
+"""The largest state encoding accepted (some 200 000 app records)."""
+
+
+class StateLimits:
+    """Upper bounds on a state's counts; each is a DecodeError beyond it."""
+
+    MAX_CHECKPOINTS = MAX_PENDING_EPOCHS + 1
+    """``chain/finality._trim``: the justified record and at most 64 after it."""
+    MAX_VALIDATOR_SETS = MAX_CHECKPOINTS + 2
+    MAX_VALIDATORS = 100_000
+    MAX_APPS = 1_000_000
+    MAX_KEYS = 100_000
+    """Operators, revoked keys, signers' sequence numbers, banned and draining nodes."""
+    MAX_LAST_SEEN = 2 * MAX_VALIDATORS
+    """Validators and the nodes that left but are not down yet."""
+    MAX_TALLIES = MAX_CHECKPOINTS
+
+
+# Lower bounds of each item's encoding (Reader.items refuses counts that cannot fit).
+_MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4
+_MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
+_MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1
+_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + 1 + REPORT_SIGNATURE_SIZE
+_CHECKPOINT_SIZE = 8 + HASH_SIZE
+_MIN_TALLY_SIZE = _CHECKPOINT_SIZE + 4
+
+_APP_STATES = (AppState.RUNNING, AppState.STOPPED)
+"""AppState's byte is its index here (never the enum's string value or its order)."""
+
+
+# --- shared helpers --------------------------------------------------------------------
+
+
+def _malformed(detail: str) -> DecodeError:
+    return DecodeError(RejectReason.MALFORMED, detail)
+
+
+def _write_optional(w: Writer, value: T | None, write: Callable[[Writer, T], None]) -> None:
+    w.boolean(value is not None)
+    if value is not None:
+        write(w, value)
+
+
+def _read_optional(r: Reader, read: Callable[[Reader], T]) -> T | None:
+    return read(r) if r.boolean() else None
+
+
+def _write_node(w: Writer, node: bytes) -> None:
+    w.fixed(node, HASH_SIZE)
+
+
+def _read_node(r: Reader) -> NodeId:
+    return NodeId(r.fixed(HASH_SIZE))
+
+
+def _read_slot(r: Reader) -> Slot:
+    return Slot(r.u64())
+
+
+def _read_key(r: Reader) -> bytes:
+    return r.fixed(PUBLIC_KEY_SIZE)
+
+
+def _write_optional_key(w: Writer, value: bytes, size: int) -> None:
+    """Empty, or exactly ``size`` bytes (the encoder never writes what decoding refuses)."""
+    if value and len(value) != size:
+        raise ValueError(f"expected 0 or {size} bytes, got {len(value)}")
+    w.var_bytes(value)
+
+
+def _read_optional_key(r: Reader, size: int, what: str) -> bytes:
+    """Empty, or exactly ``size`` bytes."""
+    value = r.var_bytes(size)
+    if value and len(value) != size:
+        raise DecodeError(RejectReason.BAD_LENGTH, what)
+    return value
+
+
+def _check_increasing(keys: Sequence[bytes], what: str) -> None:
+    """Canonical order: each key strictly after the previous one (sorted, unique)."""
+    if any(before >= after for before, after in pairwise(keys)):
+        raise _malformed(f"{what}: keys not strictly increasing")
+
+
+def _checkpoint_key(c: Checkpoint) -> bytes:
+    """Orders as ``(epoch, block)``: a big-endian epoch, then the 32-byte hash."""
+    return struct.pack(">Q", c.epoch) + bytes(c.block)
+
+
+# --- validator sets --------------------------------------------------------------------
+
+
+def _write_validator(w: Writer, v: ValidatorInfo) -> None:
+    _write_node(w, v.node)
+    w.fixed(v.public_key, PUBLIC_KEY_SIZE)
+    w.string(v.address)
+    w.items(v.labels, Writer.string)
+    _write_optional_key(w, v.report_key, REPORT_KEY_SIZE)
+
+
+def _read_validator(r: Reader) -> ValidatorInfo:
+    node = _read_node(r)
+    public_key = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
+    address = r.string(Limits.MAX_SHORT_STR)
+    labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
+    report_key = _read_optional_key(r, REPORT_KEY_SIZE, "validator report key")
+    return ValidatorInfo(node, public_key, address, labels, report_key)
+
+
+def _write_validator_set(w: Writer, vs: ValidatorSet) -> None:
+    w.items(vs.members, _write_validator)
+
+
+def _read_validator_set(r: Reader) -> ValidatorSet:
+    members = r.items(StateLimits.MAX_VALIDATORS, _MIN_VALIDATOR_SIZE, _read_validator)
+    return ValidatorSet(tuple(members))
+
+
+def _get_referenced_sets(state: BlockState) -> list[ValidatorSet]:
+    """Every validator set the state names, in the fixed traversal order."""
+    sets = [state.validators]
+    if state.finality is not None:
+        sets.append(state.finality.voters)
+        sets.extend(record.validators for record in state.finality.checkpoints)
+    return sets
+
+
+def _build_set_table(state: BlockState) -> list[ValidatorSet]:
+    """Distinct sets in first-appearance order (by equality, which is quick: equal sets
+    usually share their members tuple, and unequal ones differ in length or early)."""
+    table: list[ValidatorSet] = []
+    for vs in _get_referenced_sets(state):
+        if vs not in table:
+            table.append(vs)
+    return table
+
+
+class _SetRefs:
+    """The decoder's side: checks that references name the table canonically (each new
+    set is the next unused entry, and every entry ends up used)."""
+
+    def __init__(self, sets: list[ValidatorSet]) -> None:
+        self.sets = sets
+        self.used = 0
+
+    def read(self, r: Reader) -> ValidatorSet:
+        index = r.u32()
+        if index > self.used or index >= len(self.sets):
+            raise _malformed(f"validator set {index} out of order ({self.used} used)")
+        if index == self.used:
+            self.used += 1
+        return self.sets[index]
+
+    def finish(self) -> None:
+        if self.used != len(self.sets):
+            raise _malformed(f"{len(self.sets) - self.used} unused validator sets")
+
+
+def _read_set_table(r: Reader) -> list[ValidatorSet]:
+    """The table of distinct sets. Two sets are equal exactly when their encodings are,
+    so duplicates are found by comparing bytes (a memcmp, not member by member)."""
+    spans: list[bytes] = []
+
+    def read_one(x: Reader) -> ValidatorSet:
+        start = x.pos
+        vs = _read_validator_set(x)
+        spans.append(x.data[start : x.pos])
+        return vs
+
+    sets = r.items(StateLimits.MAX_VALIDATOR_SETS, 4, read_one)
+    for i, span in enumerate(spans):
+        if span in spans[:i]:
+            raise _malformed(f"validator set {i} repeats an earlier one")
+    return sets
+
+
+# --- registry --------------------------------------------------------------------------
+
+
+def _write_app_record(w: Writer, rec: AppRecord) -> None:
+    w.fixed(rec.app, HASH_SIZE)
+    write_app_spec(w, rec.spec)
+    _write_optional(w, rec.node, _write_node)
+    _write_optional(w, rec.last_move_slot, Writer.u64)
+    w.u8(_APP_STATES.index(rec.state))
+    w.u64(rec.version)
+    _write_optional_key(w, rec.owner, PUBLIC_KEY_SIZE)
+    w.u64(rec.created_slot)
+    _write_optional(w, rec.move_to, _write_node)
+    _write_optional(w, rec.replica_node, _write_node)
+    _write_optional(w, rec.previous_node, _write_node)
+    w.boolean(rec.moved_by_operator)
+
+
+def _read_app_state(r: Reader) -> AppState:
+    code = r.u8()
+    if code >= len(_APP_STATES):
+        raise DecodeError(RejectReason.BAD_ENUM, f"AppState={code}")
+    return _APP_STATES[code]
+
+
+def _read_app_record(r: Reader) -> AppRecord:
+    return AppRecord(
+        app=AppId(r.fixed(HASH_SIZE)),
+        spec=read_app_spec(r),
+        node=_read_optional(r, _read_node),
+        last_move_slot=_read_optional(r, _read_slot),
+        state=_read_app_state(r),
+        version=r.u64(),
+        owner=_read_optional_key(r, PUBLIC_KEY_SIZE, "app owner"),
+        created_slot=_read_slot(r),
+        move_to=_read_optional(r, _read_node),
+        replica_node=_read_optional(r, _read_node),
+        previous_node=_read_optional(r, _read_node),
+        moved_by_operator=r.boolean(),
+    )
+
+
+def _write_registry(w: Writer, reg: Registry) -> None:
+    w.items(reg.records, _write_app_record)
+    w.items(reg.queue, _write_node)
+
+
+def _read_registry(r: Reader) -> Registry:
+    records = tuple(r.items(StateLimits.MAX_APPS, _MIN_RECORD_SIZE, _read_app_record))
+    queue = tuple(r.items(StateLimits.MAX_APPS, HASH_SIZE, lambda x: AppId(x.fixed(HASH_SIZE))))
+    return Registry(records=records, queue=queue)
+
+
+# --- authority -------------------------------------------------------------------------
+
+
+def _write_key(w: Writer, key: bytes) -> None:
+    w.fixed(key, PUBLIC_KEY_SIZE)
+
+
+def _write_sequence(w: Writer, entry: tuple[bytes, int]) -> None:
+    _write_key(w, entry[0])
+    w.u64(entry[1])
+
+
+def _write_authority(w: Writer, auth: Authority) -> None:
+    _write_optional_key(w, auth.admin_key, PUBLIC_KEY_SIZE)
+    w.items(auth.operators, _write_key)
+    w.items(auth.revoked, _write_key)
+    w.items(auth.sequences, _write_sequence)
+    w.items(auth.banned, _write_node)
+    w.items(auth.draining, _write_node)
+
+
+def _read_authority(r: Reader) -> Authority:
+    admin_key = _read_optional_key(r, PUBLIC_KEY_SIZE, "admin key")
+    keys, size = StateLimits.MAX_KEYS, PUBLIC_KEY_SIZE
+    operators = tuple(r.items(keys, size, _read_key))
+    revoked = tuple(r.items(keys, size, _read_key))
+    sequences = tuple(r.items(keys, size + 8, lambda x: (_read_key(x), x.u64())))
+    banned = tuple(r.items(keys, HASH_SIZE, _read_node))
+    draining = tuple(r.items(keys, HASH_SIZE, _read_node))
+    return Authority(admin_key, operators, revoked, sequences, banned, draining)
+
+
+# --- mappings --------------------------------------------------------------------------
+
+
+def _write_last_seen(w: Writer, last_seen: Mapping[NodeId, Slot]) -> None:
+    w.u32(len(last_seen))
+    for node in sorted(last_seen, key=bytes):
+        _write_node(w, node)
+        w.u64(last_seen[node])
+
+
+def _read_last_seen(r: Reader) -> dict[NodeId, Slot]:
+    pairs = r.items(
+        StateLimits.MAX_LAST_SEEN, HASH_SIZE + 8, lambda x: (_read_node(x), _read_slot(x))
+    )
+    _check_increasing([node for node, _ in pairs], "last_seen")
+    return dict(pairs)
+
+
+def _write_tallies(w: Writer, tallies: Mapping[Checkpoint, frozenset[NodeId]]) -> None:
+    w.u32(len(tallies))
+    for target in sorted(tallies, key=_checkpoint_key):
+        write_checkpoint(w, target)
+        w.items(sorted(tallies[target], key=bytes), _write_node)
+
+
+def _read_voters(r: Reader) -> frozenset[NodeId]:
+    nodes = r.items(StateLimits.MAX_VALIDATORS, HASH_SIZE, _read_node)
+    _check_increasing(nodes, "tally")
+    return frozenset(nodes)
+
+
+def _read_tallies(r: Reader) -> dict[Checkpoint, frozenset[NodeId]]:
+    pairs = r.items(
+        StateLimits.MAX_TALLIES, _MIN_TALLY_SIZE, lambda x: (read_checkpoint(x), _read_voters(x))
+    )
+    _check_increasing([_checkpoint_key(target) for target, _ in pairs], "tallies")
+    return dict(pairs)
+
+
+# --- finality --------------------------------------------------------------------------
+
+
+def _write_finality(w: Writer, fin: FinalityState, table: list[ValidatorSet]) -> None:
+    write_checkpoint(w, fin.justified)
+    write_checkpoint(w, fin.finalized)
+    w.u32(table.index(fin.voters))
+    w.u32(len(fin.checkpoints))
+    for record in fin.checkpoints:
+        write_checkpoint(w, record.checkpoint)
+        w.u32(table.index(record.validators))
+    _write_tallies(w, fin.tallies)
+
+
+def _read_finality(r: Reader, refs: _SetRefs) -> FinalityState:
+    justified, finalized, voters = read_checkpoint(r), read_checkpoint(r), refs.read(r)
+    checkpoints = r.items(
+        StateLimits.MAX_CHECKPOINTS,
+        _CHECKPOINT_SIZE + 4,
+        lambda x: CheckpointRecord(read_checkpoint(x), refs.read(x)),
+    )
+    return FinalityState(justified, finalized, voters, tuple(checkpoints), _read_tallies(r))
+
+
+# --- the state -------------------------------------------------------------------------
+
+
+def encode_state(state: BlockState) -> bytes:
+    """The canonical encoding of ``state``: equal states give equal bytes.
+
+    Raises ValueError (a local bug, not a peer's) for a state outside the format: a
+    field of the wrong size, or an encoding beyond :data:`MAX_STATE_BYTES`.
+    """
+    table = _build_set_table(state)
+    w = Writer()
+    w.u8(STATE_FORMAT_VERSION)
+    w.items(table, _write_validator_set)
+    w.fixed(state.block_hash, HASH_SIZE)
+    w.u64(state.slot)
+    w.fixed(state.seed, HASH_SIZE)
+    w.u32(table.index(state.validators))
+    w.u64(state.difficulty)
+    _write_registry(w, state.registry)
+    w.items(state.reports, write_report)
+    w.u32(state.signers)
+    w.boolean(state.is_skip)
+    _write_authority(w, state.authority)
+    _write_last_seen(w, state.last_seen)
+    _write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
+    if len(w.buf) > MAX_STATE_BYTES:
+        raise ValueError(f"state encoding of {len(w.buf)} bytes > {MAX_STATE_BYTES}")
+    return bytes(w.buf)
+
+
+def decode_state(data: bytes) -> BlockState:
+    """The state ``data`` encodes; any malformed or non-canonical input is a DecodeError."""
+    if len(data) > MAX_STATE_BYTES:
+        raise DecodeError(RejectReason.TOO_LARGE, f"{len(data)} bytes")
+    r = Reader(bytes(data))
+    version = r.u8()
+    if version != STATE_FORMAT_VERSION:
+        raise DecodeError(RejectReason.BAD_VERSION, f"state format {version}")
+    refs = _SetRefs(_read_set_table(r))
+    state = BlockState(  # keyword arguments are evaluated in order: the field order
+        block_hash=BlockHash(r.fixed(HASH_SIZE)),
+        slot=_read_slot(r),
+        seed=r.fixed(HASH_SIZE),
+        validators=refs.read(r),
+        difficulty=r.u64(),
+        registry=_read_registry(r),
+        reports=tuple(r.items(StateLimits.MAX_VALIDATORS, _MIN_REPORT_SIZE, read_report)),
+        signers=r.u32(),
+        is_skip=r.boolean(),
+        authority=_read_authority(r),
+        last_seen=_read_last_seen(r),
+        finality=_read_optional(r, lambda x: _read_finality(x, refs)),
+    )
+    r.finish()
+    refs.finish()
+    return state
+
+
+def compute_state_root(state: BlockState) -> bytes:
+    """SHA-256 of the domain tag and the canonical encoding, with ``signers`` zeroed:
+    32 bytes. The signer count is that of the attestation this node holds, which the
+    block hash does not cover (nodes may hold one block with different signers); the
+    rest of the state is a function of the chain's hashes alone."""
+    canonical = dataclasses.replace(state, signers=0) if state.signers else state
+    return hashlib.sha256(STATE_ROOT_DOMAIN + encode_state(canonical)).digest()
+
+
+def get_state_root(memo: Memo, state: BlockState) -> bytes:
+    """:func:`compute_state_root`, memoised by block hash (a state is a function of its
+    block); a hand-built state that reuses a real block's hash is computed afresh."""
+    held, root = memo.get(
+        ("state-root", state.block_hash), lambda: (state, compute_state_root(state))
+    )
+    return root if held is state or held == state else compute_state_root(state)
