@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 
-from edgechain.chain.model import AnyBlock, Block
+from edgechain.chain.encoding import compute_block_hash
+from edgechain.chain.model import AnyBlock, Block, ChainParams
 from edgechain.consensus.checkpoint_sync import ANSWER_TIMEOUT_MS, CATCH_UP_SLOTS
 from edgechain.consensus.engine import ConsensusEngine
-from edgechain.consensus.light_client import get_light_state, process_light_block
+from edgechain.consensus.light_client import LightState, get_light_state, process_light_block
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
     BlockAccepted,
@@ -26,7 +27,7 @@ from edgechain.consensus.messages import (
     SyncRequestMsg,
 )
 from edgechain.consensus.pruning import RETAIN_SLOTS
-from edgechain.consensus.state import ValidationMode, validate_full
+from edgechain.consensus.state import ValidationMode, compute_genesis_state, validate_full
 from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import BlockHash, NodeId
@@ -70,6 +71,12 @@ def _canonical_chain(net: Harness) -> list[BlockHash]:
     return chain
 
 
+def _genesis_light(engine: ConsensusEngine) -> tuple[LightState, ChainParams]:
+    """The light state a new node starts from (its genesis's), and the chain's params."""
+    assert engine.genesis is not None and engine.params is not None
+    return get_light_state(compute_genesis_state(engine.genesis)), engine.params
+
+
 def test_blocks_carry_their_parent_states_root(net: Harness) -> None:
     engine = net.engine(0)
     chain = engine.get_chain()
@@ -111,12 +118,7 @@ def test_the_light_transition_follows_the_full_one(net: Harness) -> None:
     archive = _archive(net)
     chain = _canonical_chain(net)
     engine = net.engine(0)
-    params = engine.params
-    genesis_hash = engine.ctx.get_genesis_hash()
-    assert params is not None and genesis_hash is not None
-    fresh = Harness(1).engine(0)  # a node with only the genesis
-    fresh.on_message(engine.genesis_msg, None, 0)  # type: ignore[arg-type]
-    light = get_light_state(fresh.states[genesis_hash])
+    light, params = _genesis_light(engine)
     for block_hash in chain:
         light = process_light_block(light, archive[block_hash], block_hash, params)
     head = engine.get_head_state()
@@ -129,19 +131,13 @@ def test_the_light_transition_follows_the_full_one(net: Harness) -> None:
 def test_the_light_transition_refuses_a_block_not_attested(net: Harness) -> None:
     archive = _archive(net)
     chain = _canonical_chain(net)
-    engine = net.engine(0)
-    params = engine.params
-    genesis_hash = engine.ctx.get_genesis_hash()
-    assert params is not None and genesis_hash is not None
-    fresh = Harness(1).engine(0)
-    fresh.on_message(engine.genesis_msg, None, 0)  # type: ignore[arg-type]
-    light = get_light_state(fresh.states[genesis_hash])
+    light, params = _genesis_light(net.engine(0))
     first = archive[chain[0]]
     assert isinstance(first, Block)
     # Another VDF output: another hash, which the committee never signed.
     forged = dataclasses.replace(first, vdf_output=bytes(len(first.vdf_output)))
     with pytest.raises(ValidationError):
-        process_light_block(light, forged, fresh.memo.get_block_hash(forged), params)
+        process_light_block(light, forged, compute_block_hash(forged), params)
     # Not the next block of the followed chain.
     with pytest.raises(ValidationError) as caught:
         process_light_block(light, archive[chain[1]], chain[1], params)
