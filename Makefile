@@ -33,7 +33,7 @@ types: venv
 	$(BIN)/mypy
 
 unit: venv system-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15
 
 test: lint types unit
 
