@@ -7,9 +7,10 @@ worker, but with the pytest and pytest-xdist installed here the group suffix is 
 (pytest's ``nodeid`` no longer reads the ``_nodeid`` xdist sets), so a module's tests
 were spread over both workers and a module's shared testnet was started twice (the
 hostile one: 150 s). ``make test`` runs ``--dist loadscope`` (a module stays on one
-worker) and the group is enforced here: a module-scoped autouse fixture holds an exclusive file lock per group
-for as long as the module's tests run on a worker (module fixtures, such as a shared
-testnet, are set up after it and torn down before it lets go).
+worker) and the group is enforced here: a module-scoped autouse fixture holds an
+exclusive file lock per group for as long as the module's tests run on a worker
+(module fixtures, such as a shared testnet, are set up after it and torn down before
+it lets go).
 """
 
 from __future__ import annotations
