@@ -5,6 +5,8 @@ repeated request is answered once per interval, orphans below finality are dropp
 
 from __future__ import annotations
 
+from edgechain.chain.model import AnyBlock
+from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import BlockMsg, SyncRequestMsg, SyncResponseMsg
 from edgechain.consensus.sync import SYNC_ANSWER_INTERVAL_MS
 
@@ -15,16 +17,26 @@ def _sync_requests(out: object) -> list[SyncRequestMsg]:
     return [o.message for o in out.messages if isinstance(o.message, SyncRequestMsg)]  # type: ignore[attr-defined]
 
 
-def test_a_catching_up_node_asks_only_for_its_oldest_missing_ancestor() -> None:
+def _chain(slots: int) -> Harness:
     net = Harness(4)
     net.start_chain()
-    for slot in range(1, 6):
+    for slot in range(1, slots + 1):
         net.run_slot(slot)
+    return net
+
+
+def _newcomer(net: Harness) -> tuple[ConsensusEngine, list[AnyBlock]]:
+    """A node with only the genesis, and node 0's chain (oldest first)."""
     source = net.engine(0)
-    chain = [source.blocks[h] for h in source.get_chain()]
     newcomer = net.add(7)
     newcomer.on_message(source.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
     assert newcomer.genesis is not None
+    return newcomer, [source.blocks[h] for h in source.get_chain()]
+
+
+def test_a_catching_up_node_asks_only_for_its_oldest_missing_ancestor() -> None:
+    net = _chain(5)
+    newcomer, chain = _newcomer(net)
     # Block 3 arrives first: its parent is asked for. Blocks 4 and 5 follow by gossip
     # from other peers: their parents are orphans held here, nobody is asked.
     first = newcomer.on_message(BlockMsg(chain[2]), net.order[0], net.now)
@@ -37,10 +49,7 @@ def test_a_catching_up_node_asks_only_for_its_oldest_missing_ancestor() -> None:
 
 
 def test_a_repeated_sync_request_is_answered_once_per_interval() -> None:
-    net = Harness(4)
-    net.start_chain()
-    for slot in range(1, 4):
-        net.run_slot(slot)
+    net = _chain(3)
     engine = net.engine(0)
     head = engine.head
     assert head is not None
@@ -61,18 +70,12 @@ def test_a_repeated_sync_request_is_answered_once_per_interval() -> None:
 
 
 def test_orphans_at_or_below_a_finalized_slot_are_dropped() -> None:
-    net = Harness(4)
-    net.start_chain()
-    for slot in range(1, 5):
-        net.run_slot(slot)
-    source = net.engine(0)
-    chain = [source.blocks[h] for h in source.get_chain()]
-    newcomer = net.add(7)
-    newcomer.on_message(source.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
+    net = _chain(4)
+    newcomer, chain = _newcomer(net)
     for block in chain[1:]:
         newcomer.on_message(BlockMsg(block), net.order[0], net.now)
     sync = newcomer.sync
     assert sync.orphan_count == len(chain) - 1
     sync.drop_orphans_upto(chain[2].slot)
     assert sync.orphan_count == len(chain) - 3
-    assert sync.orphan_hashes == {source.memo.get_block_hash(b) for b in chain[3:]}
+    assert sync.orphan_hashes == {net.engine(0).memo.get_block_hash(b) for b in chain[3:]}

@@ -53,17 +53,18 @@ RETRY_AFTER_MS = 30_000
 another follow starts (peers may not hold the chain far enough back, or be slow)."""
 
 OnBlock = Callable[[AnyBlock, BlockHash, NodeId | None, int, Output], None]
-OnInstalled = Callable[[BlockState], None]
+Install = Callable[[AnyBlock, BlockHash, BlockState], None]
 
 
 class CheckpointSync:
     """One follow at a time: the light state, the peer, the blocks kept above the
     anchor candidate, and the state request in flight."""
 
-    def __init__(self, ctx: EngineContext, on_block: OnBlock, on_installed: OnInstalled) -> None:
+    def __init__(self, ctx: EngineContext, on_block: OnBlock, install: Install) -> None:
         self.ctx = ctx
         self.on_block = on_block
-        self.on_installed = on_installed
+        self.install = install
+        """``ConsensusEngine.install_anchor``: the chain continues from a checked state."""
         self.light: LightState | None = None
         self.peer: NodeId | None = None
         self.peers: list[NodeId] = []
@@ -266,8 +267,7 @@ class CheckpointSync:
             raise PeerError(RejectReason.BAD_STATE_ROOT, "state does not match its root")
         followed, rest = self.followed, self.kept[1:]
         self._stop()
-        self.ctx.install_anchor(anchor_block, anchor_hash, state)
-        self.on_installed(state)
+        self.install(anchor_block, anchor_hash, state)
         self.installs += 1
         out.events.append(CheckpointInstalled(anchor_hash, anchor_block.slot, followed))
         for block_hash, block in rest:
@@ -310,6 +310,19 @@ def get_forward_blocks(ctx: EngineContext, after: BlockHash, limit: int) -> list
     else:
         return None
     return [ctx.blocks[h] for h in chain[start : start + limit]]
+
+
+def complete_forward_chain(
+    ctx: EngineContext, archived: list[tuple[BlockHash, AnyBlock]], after: BlockHash, limit: int
+) -> tuple[AnyBlock, ...]:
+    """The answer to a forward request that memory could not serve: ``archived`` (the
+    finalized chain after ``after`` from a store, with hashes, at most ``limit``), then
+    the unfinalized tip and the finalized blocks not archived yet, from memory."""
+    blocks = [block for _, block in archived]
+    if len(blocks) < limit:
+        last = archived[-1][0] if archived else after
+        blocks.extend(get_forward_blocks(ctx, last, limit - len(blocks)) or ())
+    return tuple(blocks)
 
 
 def on_state_request(

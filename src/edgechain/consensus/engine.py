@@ -150,7 +150,7 @@ class ConsensusEngine:
         self.acceptance = BlockAcceptance(ctx, self.sync, self.pruner, self._on_head_changed)
         self.producer = Producer(ctx, self._publish_block)
         self.committee = Committee(ctx, self.sync.request_sync, self._publish_block)
-        self.checkpoint = CheckpointSync(ctx, self._on_block, self._on_anchor_installed)
+        self.checkpoint = CheckpointSync(ctx, self._on_block, self.install_anchor)
         self.acceptance.is_backward_sync_paused = self.checkpoint.is_following
         if genesis is not None:
             self._adopt_genesis(genesis, genesis_signature or EMPTY_SIGNATURE)
@@ -357,9 +357,6 @@ class ConsensusEngine:
         """Continue from a state this node trusts: its own stored snapshot at a restart,
         or one checkpoint sync checked against its root."""
         self.ctx.install_anchor(block, block_hash, state)
-        self._on_anchor_installed(state)
-
-    def _on_anchor_installed(self, state: BlockState) -> None:
         self.producer.duty = None
         self.pruner.on_anchor_installed(state)
         self.sync.drop_orphans_upto(state.slot)

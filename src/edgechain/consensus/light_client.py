@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgechain.chain.finality import FinalityState, process_finality
+from edgechain.chain.finality import FinalityState
 from edgechain.chain.model import AnyBlock, Block, ChainParams
 from edgechain.chain.validation import (
     BlockContext,
@@ -38,6 +38,7 @@ from edgechain.chain.validation import (
 from edgechain.chain.validator_set import ValidatorSet, apply_block_to_validator_set
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.roles import compute_roles
+from edgechain.consensus.state import compute_finality
 from edgechain.crypto.seed import compute_block_seed, compute_skip_seed
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import BlockHash, Slot
@@ -84,24 +85,14 @@ def process_light_block(
         producer_key=roles.producer,
         committee=roles.committee,
     )
-    validators = apply_block_to_validator_set(light.validators, block)
     if isinstance(block, Block):
         validate_block(block, block_hash, ctx, check_vdf=False, cache=cache)
         seed = compute_block_seed(block.vdf_output)
-        votes = tuple((r.node, r.vote) for r in block.reports if r.vote is not None)
     else:
         validate_skip_block(block, block_hash, ctx)
         seed = compute_skip_seed(light.seed, block.slot)
-        votes = ()
-    finality = process_finality(
-        light.finality,
-        light.slot,
-        light.block_hash,
-        light.validators,
-        block.slot,
-        block_hash,
-        validators,
-        votes,
-        params.epoch_length,
-    )
+    validators = apply_block_to_validator_set(light.validators, block)
+    # The full transition's own count (``consensus/state.apply_block``).
+    finality = compute_finality(light, block, block_hash, validators, params)
+    assert finality is not None  # a light state always has finality
     return LightState(block_hash, block.slot, seed, validators, finality)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
@@ -103,8 +103,22 @@ def compute_genesis_state(genesis: Genesis) -> BlockState:
     )
 
 
+class FinalityParent(Protocol):
+    """What counting a block's finality votes reads of its parent: a full
+    ``BlockState`` or the light state of checkpoint sync (``consensus/light_client``)."""
+
+    @property
+    def block_hash(self) -> BlockHash: ...
+    @property
+    def slot(self) -> Slot: ...
+    @property
+    def validators(self) -> ValidatorSet: ...
+    @property
+    def finality(self) -> FinalityState | None: ...
+
+
 def compute_finality(
-    parent: BlockState,
+    parent: FinalityParent,
     block: AnyBlock,
     block_hash: BlockHash,
     validators: ValidatorSet,

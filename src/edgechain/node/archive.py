@@ -27,7 +27,7 @@ from edgechain.chain.encoding import (
 from edgechain.chain.model import AnyBlock, Block, FinalityVote
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.block_state import BlockState
-from edgechain.consensus.checkpoint_sync import get_forward_blocks
+from edgechain.consensus.checkpoint_sync import complete_forward_chain
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import BlocksFollowed, FinalityAdvanced
 from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
@@ -104,13 +104,8 @@ def get_forward_chain(
         if record is None or store.get_canonical_hash(record.slot) != after:
             return ()
         slot = record.slot
-    rows = store.get_canonical_after(slot, limit)
-    blocks = [decode_block(data) for _, data in rows]
-    if len(blocks) < limit:
-        # The unfinalized tip, and the finalized blocks not indexed yet, from memory.
-        last = rows[-1][0] if rows else after
-        blocks.extend(get_forward_blocks(ctx, last, limit - len(blocks)) or ())
-    return tuple(blocks)
+    archived = [(h, decode_block(data)) for h, data in store.get_canonical_after(slot, limit)]
+    return complete_forward_chain(ctx, archived, after, limit)
 
 
 def put_followed_blocks(store: BlockStore, event: BlocksFollowed) -> None:
@@ -150,7 +145,10 @@ def load_snapshot(store: BlockStore) -> tuple[AnyBlock, BlockHash, BlockState] |
         raise LocalError("the stored state snapshot does not match its block")
     for _, child_data in store.get_canonical_after(snapshot.slot, 1):
         child = decode_block(child_data)
-        built_on = isinstance(child, Block) and child.parent == block_hash
-        if built_on and child.state_root != compute_state_root(state):  # type: ignore[union-attr]
+        if (
+            isinstance(child, Block)
+            and child.parent == block_hash
+            and child.state_root != compute_state_root(state)
+        ):
             raise LocalError("the stored state snapshot does not match its root")
     return block, block_hash, state

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from edgechain.chain.model import AnyBlock
-from edgechain.consensus.checkpoint_sync import get_forward_blocks
+from edgechain.consensus.checkpoint_sync import complete_forward_chain
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
     ArchiveSyncWanted,
@@ -64,10 +64,8 @@ def serve_forward(sim: Simulation, node: SimNode, event: ArchiveForwardWanted) -
             start = chain.index(event.after) + 1
         except ValueError:
             start = -1
-    blocks: list[AnyBlock] = []
+    blocks: tuple[AnyBlock, ...] = ()
     if start >= 0:
-        blocks = [sim.blocks[h] for h in chain[start : start + event.limit]]
-        if len(blocks) < event.limit:
-            last = chain[start + len(blocks) - 1] if blocks else event.after
-            blocks.extend(get_forward_blocks(ctx, last, event.limit - len(blocks)) or ())
-    sim.send_direct(node, ForwardSyncResponseMsg(event.after, tuple(blocks)), event.sender)
+        archived = [(h, sim.blocks[h]) for h in chain[start : start + event.limit]]
+        blocks = complete_forward_chain(ctx, archived, event.after, event.limit)
+    sim.send_direct(node, ForwardSyncResponseMsg(event.after, blocks), event.sender)
