@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgechain.sim.faults import get_late_join_slot
 from edgechain.sim.runner import SimConfig, Simulation
 
-LATE = SimConfig(nodes=10, committee=4, slots=150, seed=1, faults="late-join")
+LATE = SimConfig(nodes=10, committee=4, slots=150, seed=1, faults="late-join", apps=12)
 
 
 def test_late_nodes_sync_from_a_checkpoint_and_join() -> None:
@@ -14,6 +14,8 @@ def test_late_nodes_sync_from_a_checkpoint_and_join() -> None:
     result = sim.run()
     summary = result.summary
     assert summary["violations"] == []
+    # The apps stay exactly once while nodes install states fetched from peers.
+    assert summary["apps"]["max_copies_seen"] == 1 and summary["apps"]["liveness_checked"]
     late = [n for n in sim.nodes if n.index >= LATE.nodes * 4 // 5]
     assert len(late) == 2
     assert summary["checkpoints_installed"] == len(late)
