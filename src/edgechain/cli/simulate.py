@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,11 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+def get_peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def format_summary(result: SimResult) -> str:
     s = result.summary
     votes = s["votes_per_block"]
@@ -61,6 +67,16 @@ def format_summary(result: SimResult) -> str:
         f"  peer errors     {s['peer_errors'] or 'none'}",
         f"  messages        {s['messages']}",
         f"  wall time       {s['wall_seconds']} s",
+        *(
+            [f"  peak RSS        {s['peak_rss_mb']} MB (the whole simulation)"]
+            if "peak_rss_mb" in s
+            else []
+        ),
+        *(
+            [f"  stopped         after slot {s['slots_run']} of {s['slots']} (--max-wall)"]
+            if s.get("slots_run", s["slots"]) < s["slots"]
+            else []
+        ),
     ]
     apps = s.get("apps")
     if apps is not None:
@@ -93,7 +109,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         apps=args.apps,
     )
     progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
-    result = Simulation(config, progress=progress).run()
+    result = Simulation(config, progress=progress).run(max_wall_seconds=args.max_wall)
+    # The harness's peak: the run's records (every block, the auditor's states) as well
+    # as every simulated node.
+    result.summary["peak_rss_mb"] = round(get_peak_rss_bytes() / 2**20, 1)
     print(format_summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=1) + "\n")
@@ -141,6 +160,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--preset-genesis", action="store_true", help="start from a genesis holding every node"
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--max-wall",
+        type=float,
+        metavar="SECONDS",
+        help="stop after the first slot that ends past this much wall time",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="a short, readable simulated run")

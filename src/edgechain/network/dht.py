@@ -122,6 +122,9 @@ class RoutingTable:
         self._looked_up_at: list[int | None] = [None] * ID_BITS
         self._flat: dict[NodeId, tuple[int, _Entry]] = {}
         """Every entry with its id as an integer: ``closest`` scans this, not 256 buckets."""
+        self.version = 0
+        """Bumped whenever a contact enters or leaves: callers that derive something from
+        the membership (the gossip peer list) redo it only when this moves."""
 
     def __len__(self) -> int:
         return len(self._flat)
@@ -201,6 +204,7 @@ class RoutingTable:
         if index < 0 or self._buckets[index].pop(node_id, None) is None:
             return None
         del self._flat[node_id]
+        self.version += 1
         replacements = self._replacements[index]
         if not replacements:
             return None
@@ -240,6 +244,7 @@ class RoutingTable:
         entry = _Entry(contact)
         self._buckets[index][contact.node_id] = entry
         self._flat[contact.node_id] = (int.from_bytes(contact.node_id, "big"), entry)
+        self.version += 1
 
     def _add_replacement(self, index: int, contact: Contact) -> None:
         cache = self._replacements[index]
@@ -500,6 +505,11 @@ class DhtNode:
     def get_peers(self) -> list[Contact]:
         """Every contact of the routing table (e.g. the gossip layer's peer list)."""
         return self.table.contacts()
+
+    @property
+    def peers_version(self) -> int:
+        """Moves whenever :meth:`get_peers` gains or loses a contact."""
+        return self.table.version
 
     @property
     def is_joined(self) -> bool:

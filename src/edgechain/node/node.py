@@ -87,7 +87,7 @@ from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
-from edgechain.types import AppId, NodeId, SecretKey
+from edgechain.types import AppId, BlockHash, NodeId, SecretKey
 from edgechain.wire.codec import (
     Transport,
     decode_gossip_payload,
@@ -159,6 +159,8 @@ class Node(NodeQueries):
         self.rng = random.Random(self.node_id)
         self.dht = DhtNode(self.node_id, random.Random(self.rng.getrandbits(64)), DhtConfig())
         self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
+        self._gossip_peers_key: tuple[int, BlockHash | None] | None = None
+        """(DHT membership version, head) the gossip peer list was built from."""
         self.rtt = RttProbe(self.node_id, random.Random(self.rng.getrandbits(64)))
         """The RTT our reports carry (node/rtt.py, paper Table 2)."""
         self.engine: ConsensusEngine | None = None
@@ -368,7 +370,12 @@ class Node(NodeQueries):
             self._apply_dht(self.dht.on_tick(now))
             self._probe_rtt(engine, now)
         with cpu_span(Component.GOSSIP):
-            self.gossip.set_peers(self.routing.get_gossip_peers())
+            # The list is our DHT contacts and our head's validators: rebuild it only
+            # when either may have changed.
+            peers_key = (self.dht.peers_version, engine.head)
+            if peers_key != self._gossip_peers_key:
+                self._gossip_peers_key = peers_key
+                self.gossip.set_peers(self.routing.get_gossip_peers())
             for peer, ihave in self.gossip.on_tick(now):
                 self.routing.send_to(peer, ihave)
 

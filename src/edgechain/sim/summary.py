@@ -78,7 +78,7 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
     role_counts: dict[str, Counter[str]] = {n.ident.node.hex()[:16]: Counter() for n in sim.nodes}
     genesis = reference.engine.ctx.get_genesis_hash()
     parent_state = states.get(genesis) if genesis is not None else None
-    for slot in range(1, sim.config.slots + 1):
+    for slot in range(1, sim.slots_run + 1):
         block_hash = by_slot.get(slot)
         producer_index: int | None = None
         if parent_state is not None and parent_state.slot < slot:
@@ -110,6 +110,7 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
         "nodes": sim.config.nodes,
         "committee": sim.config.committee,
         "slots": sim.config.slots,
+        "slots_run": sim.slots_run,
         "slot_duration_ms": sim.config.slot_duration_ms,
         "seed": sim.config.seed,
         "faults": sim.config.faults,
