@@ -1,0 +1,74 @@
+"""The node's sockets on loopback: frames over TCP (a task opens the connection, later
+frames are written straight to it), datagrams over UDP, and a peer that is not there."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from edgechain.network.transport import NetworkTransport, join_address
+from edgechain.wire.codec import Transport
+
+Received = list[tuple[bytes, Transport]]
+
+
+async def _wait_for(condition: Callable[[], bool], limit_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _pair() -> tuple[NetworkTransport, NetworkTransport, Received]:
+    received: Received = []
+    a = NetworkTransport("127.0.0.1", 0, lambda data, kind, source: None)
+    b = NetworkTransport("127.0.0.1", 0, lambda data, kind, source: received.append((data, kind)))
+    await a.start()
+    await b.start()
+    return a, b, received
+
+
+def test_every_frame_arrives_whether_sent_before_or_after_the_connection_opened() -> None:
+    async def run() -> None:
+        a, b, received = await _pair()
+        try:
+            address = join_address("127.0.0.1", b.port)
+            frames = [f"frame {i}".encode() * (1 + i % 50) for i in range(300)]
+            for frame in frames[:100]:  # no connection yet: these go through tasks
+                a.send(address, frame, Transport.STREAM)
+            await _wait_for(lambda: len(received) >= 100)
+            for frame in frames[100:]:  # the connection is open: written at once
+                a.send(address, frame, Transport.STREAM)
+            await _wait_for(lambda: len(received) >= 300)
+            assert sorted(data for data, _ in received) == sorted(frames)
+            assert {kind for _, kind in received} == {Transport.STREAM}
+            assert a.stats.frames_out == 300
+            assert a.stats.send_failures == 0
+            assert b.stats.frames_in == 300
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+
+
+def test_datagrams_arrive_and_a_missing_peer_counts_as_a_failure() -> None:
+    async def run() -> None:
+        a, b, received = await _pair()
+        gone = NetworkTransport("127.0.0.1", 0, lambda data, kind, source: None)
+        await gone.start()
+        gone_address = join_address("127.0.0.1", gone.port)
+        await gone.close()
+        try:
+            a.send(join_address("127.0.0.1", b.port), b"hello", Transport.DATAGRAM)
+            await _wait_for(lambda: received == [(b"hello", Transport.DATAGRAM)])
+            a.send(gone_address, b"nobody home", Transport.STREAM)
+            await _wait_for(lambda: a.stats.send_failures == 1)
+            a.send("not an address", b"x", Transport.STREAM)
+            assert a.stats.send_failures == 2
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
