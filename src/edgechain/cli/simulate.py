@@ -73,7 +73,7 @@ def format_summary(result: SimResult) -> str:
             else []
         ),
         *(
-            [f"  stopped         after slot {s['slots_run']} of {s['slots']} (--max-wall)"]
+            [f"  stopped         by --max-wall after {s['slots_run']} of {s['slots']} slots"]
             if s.get("slots_run", s["slots"]) < s["slots"]
             else []
         ),
