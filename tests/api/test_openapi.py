@@ -210,6 +210,13 @@ class RealisticNode(FakeNode):
                 "blocks_in_memory": 11,
                 "blocks_pruned": 0,
                 "stale_blocks_ignored": 0,
+                "checkpoint_sync": {
+                    "following": False,
+                    "installs": 1,
+                    "failures": 0,
+                    "blocks_followed": 367,
+                    "anchor_slot": 383,
+                },
             },
             "peer_errors": {"bad_vote": 2},
             "decode_errors": {},

@@ -192,6 +192,14 @@ def test_a_newcomer_catches_up_from_a_checkpoint_not_from_genesis(net: Harness) 
     assert served and sum(served) > 0, "the stores were never asked"
     followed = sum(len(e.blocks) for e in events if isinstance(e, BlocksFollowed))
     assert followed == installed[0].followed
+    # What /status reports of it (node/queries.get_checkpoint_sync_status).
+    sync = newcomer.checkpoint
+    assert (sync.installs, sync.anchor_slot, sync.blocks_followed) == (
+        1,
+        installed[0].slot,
+        followed,
+    )
+    assert not sync.is_following()
     assert newcomer.head == engine.head
     # Only the blocks after the anchor were validated in full.
     assert newcomer.stats.blocks_accepted + newcomer.stats.skip_blocks_accepted < 40

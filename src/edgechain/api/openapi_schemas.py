@@ -106,6 +106,15 @@ def _status_schema() -> Schema:
                     "stale_blocks_ignored": count(
                         "blocks at or below finality that were not on our chain"
                     ),
+                    "checkpoint_sync": closed_object(
+                        {
+                            "following": {"type": "boolean"},
+                            "installs": count("finalized states fetched and installed"),
+                            "failures": count("follows or states given up on"),
+                            "blocks_followed": count("blocks checked with the light transition"),
+                            "anchor_slot": {"type": ["integer", "null"], "minimum": 0},
+                        }
+                    ),
                 }
             ),
             "peer_errors": counters("peer input refused, by reason"),

@@ -77,6 +77,10 @@ class CheckpointSync:
         self.state_wanted: BlockHash | None = None
         self.installs = 0
         self.failures = 0
+        self.blocks_followed = 0
+        """Blocks checked with the light transition, over every follow."""
+        self.anchor_slot: Slot | None = None
+        """Slot of the last state installed."""
         self.retry_at_ms = 0
 
     def is_following(self) -> bool:
@@ -195,6 +199,7 @@ class CheckpointSync:
 
     def _keep(self, followed: list[tuple[BlockHash, AnyBlock]], out: Output) -> None:
         self.followed += len(followed)
+        self.blocks_followed += len(followed)
         out.events.append(BlocksFollowed(tuple(followed)))
         self.kept.extend(followed)
         anchor = self._find_anchor()
@@ -269,6 +274,7 @@ class CheckpointSync:
         self._stop()
         self.install(anchor_block, anchor_hash, state)
         self.installs += 1
+        self.anchor_slot = anchor_block.slot
         out.events.append(CheckpointInstalled(anchor_hash, anchor_block.slot, followed))
         for block_hash, block in rest:
             self.on_block(block, block_hash, sender, now, out)

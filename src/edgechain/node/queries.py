@@ -76,6 +76,19 @@ def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
         "blocks_in_memory": len(engine.blocks),
         "blocks_pruned": pruner.blocks_pruned,
         "stale_blocks_ignored": pruner.stale_blocks_ignored,
+        "checkpoint_sync": get_checkpoint_sync_status(engine),
+    }
+
+
+def get_checkpoint_sync_status(engine: ConsensusEngine) -> dict[str, Any]:
+    """How this node caught up from a checkpoint (``consensus/checkpoint_sync.py``)."""
+    sync = engine.checkpoint
+    return {
+        "following": sync.is_following(),
+        "installs": sync.installs,
+        "failures": sync.failures,
+        "blocks_followed": sync.blocks_followed,
+        "anchor_slot": sync.anchor_slot,
     }
 
 
@@ -259,6 +272,7 @@ class NodeQueries:
             reorgs=engine.stats.reorgs,
             finalized_slot=engine.pruner.finalized_slot,
             blocks_in_memory=len(engine.blocks),
+            checkpoints_installed=engine.checkpoint.installs,
             peer_errors=dict(engine.stats.peer_errors),
             decode_errors=dict(self.counters.decode_errors),
             cpu_ns=self.cpu.meter.get_totals_ns(),

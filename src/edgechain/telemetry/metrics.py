@@ -63,6 +63,8 @@ class MetricsReading:
     """Slot of the head chain's finalized block (``chain/finality.py``)."""
     blocks_in_memory: int = 0
     """Blocks held in memory; finality prunes the rest to the store."""
+    checkpoints_installed: int = 0
+    """Finalized states fetched from peers and installed (checkpoint sync)."""
     peer_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     decode_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     cpu_ns: Mapping[Component, int] = field(default_factory=dict)
@@ -114,6 +116,11 @@ class _ReadingCollector(Collector):
         yield blocks
         yield CounterMetricFamily(f"{PREFIX}_reorgs", "Head changes that reverted blocks.",
                                   value=reading.reorgs)  # fmt: skip
+        yield CounterMetricFamily(
+            f"{PREFIX}_checkpoints_installed",
+            "Finalized states fetched from peers, checked against their root and installed.",
+            value=reading.checkpoints_installed,
+        )
         yield _by_reason("peer_errors", "Peer input refused, by reason.", reading.peer_errors)
         yield _by_reason("decode_errors", "Undecodable input, by reason.", reading.decode_errors)
         cpu = CounterMetricFamily(
