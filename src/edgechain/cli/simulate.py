@@ -8,6 +8,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from edgechain.sim.runner import SCENARIOS, SimConfig, SimResult, Simulation
 
@@ -49,6 +50,19 @@ def get_peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def format_report_lines(s: dict[str, Any]) -> list[str]:
+    """Report inclusion and travel times (``sim/report_metrics.py``)."""
+    if s.get("report_inclusion") is None:
+        return []
+    rep, prod = s["report_to_representative_ms"], s["report_to_producer_ms"]
+    return [
+        f"  reports         {s['report_inclusion']:.2%} of {s['reports_due']} due were in "
+        "their slot's block",
+        f"  report travel   to representative p50 {rep['p50']} ms  p99 {rep['p99']} ms; "
+        f"to producer p50 {prod['p50']} ms  p99 {prod['p99']} ms",
+    ]
+
+
 def format_summary(result: SimResult) -> str:
     s = result.summary
     votes = s["votes_per_block"]
@@ -66,6 +80,7 @@ def format_summary(result: SimResult) -> str:
         f"  validators      {s['validators_at_end']} at the end",
         f"  peer errors     {s['peer_errors'] or 'none'}",
         f"  messages        {s['messages']}",
+        *format_report_lines(s),
         f"  wall time       {s['wall_seconds']} s",
         *(
             [f"  peak RSS        {s['peak_rss_mb']} MB (the whole simulation)"]

@@ -79,6 +79,16 @@ def is_report_included(state: BlockState, report: ResourceReport) -> bool:
     return i < len(reports) and reports[i].node == report.node and reports[i].slot >= report.slot
 
 
+def is_report_due(node: NodeId, slot: int, interval_slots: int) -> bool:
+    """Whether ``node`` reports for ``slot``: every ``interval_slots`` at its own phase."""
+    return (slot + node[0]) % max(1, interval_slots) == 0
+
+
+def get_due_count(members: Iterable[NodeId], slot: int, interval_slots: int) -> int:
+    """How many of ``members`` report for ``slot``."""
+    return sum(1 for member in members if is_report_due(member, slot, interval_slots))
+
+
 @dataclass
 class RelayStats:
     """The relay's own counters (the engine's ``EngineStats`` counts blocks and votes)."""
@@ -137,8 +147,7 @@ class ReportRelay:
         fall_back = self.is_fallback_due(head, now)
         if target > self.last_reported_slot:
             self.last_reported_slot = target
-            interval = max(1, ctx.config.report_interval_slots)
-            if (target + ctx.node_id[0]) % interval == 0:
+            if is_report_due(ctx.node_id, target, ctx.config.report_interval_slots):
                 report = self.sign_report(target, now, head, out)
                 self.send_to_representative(report, head, out)
                 if fall_back:
@@ -269,12 +278,19 @@ class ReportRelay:
         for slot, buffered in list(self.forward_buffer.items()):
             if not buffered or head.slot >= slot:
                 continue
-            cluster_size = (
-                len(self.get_clustering(head).get_members(ctx.node_id))
-                if (ctx.node_id in head.validators)
+            # Complete once every member due to report for this slot has: a member
+            # reports every ``report_interval_slots`` slots at its own phase, so
+            # waiting for the whole cluster held every batch until the forward time.
+            due = (
+                get_due_count(
+                    self.get_clustering(head).get_members(ctx.node_id),
+                    slot,
+                    ctx.config.report_interval_slots,
+                )
+                if ctx.node_id in head.validators
                 else 0
             )
-            complete = len(buffered) >= cluster_size > 0
+            complete = len(buffered) >= due > 0
             if not complete and now < get_forward_time(params, slot) and slot not in self.forwarded:
                 continue
             roles = get_roles(ctx.memo, head, Slot(slot), params.committee_size)

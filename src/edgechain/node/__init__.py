@@ -9,7 +9,11 @@ sockets (``node.py``), and the collaborators it owns, one job each:
   ``choose_duty_nice``) and applying it, on the OS calls of ``priority.py``;
 * ``routing.py``: where a peer is reached (its registered address, the DHT, the
   last datagram) and what DHT envelopes carry (session MAC or signature);
+* ``inbox.py``: what arrives on the sockets, decoded and handed to its part;
 * ``queries.py``: the read side of the public interface (``get_*``);
+* ``submissions.py``: the write side (``submit_*``: commands into the engine);
+* ``archive.py``: what the store keeps for finality and checkpoint sync, the answers
+  to peers syncing pruned history, and a restart's replay;
 * ``cpu.py``: the CPU budget per slot (``telemetry/cpu.py``);
 * ``clock.py``: every wall-clock read (``--clock-offset-ms``);
 * ``log_format.py``: JSON-line logs.
@@ -19,8 +23,9 @@ sockets (``node.py``), and the collaborators it owns, one job each:
 
 from edgechain.node.config import NodeConfig
 from edgechain.node.log_format import configure_logging
-from edgechain.node.node import CommandReceipt, Node, NoOperatorKeyError
+from edgechain.node.node import Node
 from edgechain.node.queries import ChainEntry
+from edgechain.node.submissions import CommandReceipt, NoOperatorKeyError
 
 __all__ = [
     "ChainEntry",

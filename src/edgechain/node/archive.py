@@ -15,6 +15,8 @@ there and re-applies only the blocks after it, not the whole history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import (
     TAG_SKIP_BLOCK,
@@ -29,11 +31,22 @@ from edgechain.chain.store import BlockStore
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.checkpoint_sync import complete_forward_chain
 from edgechain.consensus.context import EngineContext
-from edgechain.consensus.messages import BlocksFollowed, FinalityAdvanced
+from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.messages import (
+    ArchiveForwardWanted,
+    ArchiveSyncWanted,
+    BlocksFollowed,
+    FinalityAdvanced,
+    ForwardSyncResponseMsg,
+    Outgoing,
+    Output,
+    Route,
+    SyncResponseMsg,
+)
 from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
 from edgechain.consensus.sync import collect_ancestry
 from edgechain.errors import DecodeError, LocalError
-from edgechain.types import BlockHash
+from edgechain.types import BlockHash, Slot
 
 LAST_VOTE_KEY = "last_finality_vote"
 
@@ -86,6 +99,23 @@ def get_archived_chain(
 
     blocks, below = collect_ancestry(get_stored, want, limit)
     return (tuple(blocks), below) if blocks else ((), None)
+
+
+def get_archive_response(
+    store: BlockStore, engine: ConsensusEngine, event: ArchiveSyncWanted | ArchiveForwardWanted
+) -> Outgoing | None:
+    """The answer from the store to a peer syncing history that memory no longer holds:
+    backward from a block (``ArchiveSyncWanted``), or forward along the finalized chain
+    for checkpoint sync (``ArchiveForwardWanted``). None: nothing stored to send."""
+    if isinstance(event, ArchiveForwardWanted):
+        blocks = get_forward_chain(store, engine.ctx, event.after, event.limit)
+        response = ForwardSyncResponseMsg(event.after, blocks)
+        return Outgoing(response, Route.DIRECT, (event.sender,))
+    archived, below = get_archived_chain(store, event.want, event.limit)
+    if not archived:
+        return None
+    genesis = engine.genesis_msg if below == engine.ctx.get_genesis_hash() else None
+    return Outgoing(SyncResponseMsg(archived, genesis), Route.DIRECT, (event.sender,))
 
 
 # --- checkpoint sync (consensus/checkpoint_sync.py) --------------------------------------
@@ -152,3 +182,30 @@ def load_snapshot(store: BlockStore) -> tuple[AnyBlock, BlockHash, BlockState] |
         ):
             raise LocalError("the stored state snapshot does not match its root")
     return block, block_hash, state
+
+
+def replay_store(
+    store: BlockStore,
+    engine: ConsensusEngine,
+    now_ms: Callable[[], int],
+    apply: Callable[[Output], None],
+) -> tuple[int, Slot | None]:
+    """A restart: install the stored snapshot of the newest finalized state when there
+    is one (:func:`load_snapshot`), then re-apply the stored blocks after it, parents
+    first, without validating them again (``on_stored_block``); without a snapshot,
+    every stored block from the genesis. Returns the blocks re-applied and the
+    snapshot's slot."""
+    after = -1
+    snapshot = load_snapshot(store)
+    if snapshot is not None:
+        block, block_hash, state = snapshot
+        engine.install_anchor(block, block_hash, state)
+        after = state.slot
+    count = 0
+    for record in store.iter_blocks(after_slot=after):
+        data = store.get_block(record.hash)
+        if data is None:
+            continue
+        apply(engine.on_stored_block(decode_block(data), record.hash, now_ms()))
+        count += 1
+    return count, (snapshot[2].slot if snapshot is not None else None)

@@ -8,8 +8,9 @@ bootstrap node, whose address and public key every node is given.
 
 Its collaborators live next to it in ``edgechain.node`` (see the package doc): the
 VDF worker, the events recorder, the duty priority, peer routing (``routing.py``:
-addresses, keys, encoding what is sent), the CPU budget, the read-side queries (a mixin
-of ``Node``; the write side, ``submit_*``, is below since it feeds the engine).
+addresses, keys, encoding what is sent), the CPU budget, the store's archive; and three
+mixins of ``Node``: the inbox (what arrives), the read-side queries and the write-side
+submissions.
 
 The node knows nothing of HTTP: ``api/`` sits above it and calls its public interface;
 ``node_daemon.py`` builds the process, a node with the API server around it.
@@ -23,32 +24,21 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import psutil
 
-from edgechain.chain.assembly import make_command
-from edgechain.chain.authority import get_last_seq
-from edgechain.chain.encoding import compute_submitted_app_id, decode_block
-from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.chain.store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
     ArchiveSyncWanted,
     BlockAccepted,
-    BlockMsg,
-    CommandMsg,
-    ForwardSyncResponseMsg,
     HeadChanged,
-    Message,
     MigrationOrder,
     Outgoing,
     Output,
-    PeerRejected,
-    Route,
-    SyncResponseMsg,
     VdfRequest,
 )
 from edgechain.consensus.state import get_current_slot
@@ -57,42 +47,35 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import load_keystore, load_or_create_keystore
 from edgechain.crypto.session import SessionKeys
 from edgechain.errors import (
-    LocalError,
-    PeerError,
-    RejectReason,
     StoreError,
     StoreFullError,
-    ValidationError,
 )
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
-from edgechain.node.archive import get_archived_chain, get_forward_chain, load_snapshot
+from edgechain.node.archive import get_archive_response, replay_store
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duty import DutyPriority, choose_duty_nice
 from edgechain.node.events import EventRecorder, log_duty
 from edgechain.node.host_usage import measure_host_usage
+from edgechain.node.inbox import NodeInbox
 from edgechain.node.log_format import configure_logging
 from edgechain.node.metrics import NodeObserver
-from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
+from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
+from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
-from edgechain.types import AppId, BlockHash, NodeId, SecretKey
-from edgechain.wire.codec import (
-    Transport,
-    decode_gossip_payload,
-    decode_message,
-)
-from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
+from edgechain.types import BlockHash, SecretKey
+from edgechain.wire.messages import Contact, Ping
 
 if TYPE_CHECKING:
     from edgechain.hostile import Hostile
@@ -100,29 +83,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgechain.node")
 
 USAGE_INTERVAL_MS = 5_000
-TICK_COALESCE_MS = 20
-"""A message asks for a pass of the loop at most this much later. Every message used to
-wake a whole pass at once (every part's ``on_tick``, the gossip peer list, the duty
-priority): with a hundred peers that was most of an idle node's CPU. Messages are
-handled on arrival regardless; the pass after them only runs the duties they may have
-made due (a report once the head moved), and 20 ms is far inside every deadline."""
 
 
-@dataclass(frozen=True)
-class CommandReceipt:
-    """A command the node accepted and gossiped (not yet in a block)."""
-
-    command_hash: bytes
-    seq: int
-    app_id: AppId | None = None
-    """SUBMIT only: the id the app will have."""
-
-
-class NoOperatorKeyError(LocalError):
-    """``submit_app`` needs an operator key in the node's configuration."""
-
-
-class Node(NodeQueries):
+class Node(NodeQueries, NodeSubmissions, NodeInbox):
     """A node: one event loop (:meth:`run`) driving its engine, DHT and gossip."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -152,7 +115,6 @@ class Node(NodeQueries):
         host, port = split_address(config.listen)
         self.transport = NetworkTransport(host, port, self._on_data)
         self._operator_seq = 0
-        """The last seq this node signed with its operator key."""
         self.started = asyncio.Event()
         """Set once the node runs (engine built, store replayed, DHT joined)."""
         self.rng = random.Random(self.node_id)
@@ -278,33 +240,18 @@ class Node(NodeQueries):
         return tuple(labels)
 
     def _replay_store(self) -> None:
-        """Restart: from the stored snapshot of the newest finalized state when there
-        is one (``node/archive.load_snapshot``), re-apply the stored blocks after it
-        (parents first), without validating them again (``on_stored_block``); without
-        a snapshot, every stored block from the genesis."""
+        """Restart: the stored snapshot and the blocks after it (``archive.replay_store``)."""
         engine = self.engine
         assert engine is not None
         if engine.genesis is None:
             return
         self._replaying = True
-        count = 0
-        after = -1
         try:
-            snapshot = load_snapshot(self.store)
-            if snapshot is not None:
-                block, block_hash, state = snapshot
-                engine.install_anchor(block, block_hash, state)
-                after = state.slot
-            for record in self.store.iter_blocks(after_slot=after):
-                data = self.store.get_block(record.hash)
-                if data is None:
-                    continue
-                out = engine.on_stored_block(decode_block(data), record.hash, self.clock.now_ms())
-                self._apply(out)
-                count += 1
+            count, snapshot_slot = replay_store(self.store, engine, self.clock.now_ms, self._apply)
         finally:
             self._replaying = False
-        logs.info(log, "store replayed", blocks=count, from_slot=after + 1)
+        from_slot = 0 if snapshot_slot is None else snapshot_slot + 1
+        logs.info(log, "store replayed", blocks=count, from_slot=from_slot)
 
     def _join_dht(self) -> None:
         contact = self.bootstrap or Contact(
@@ -405,87 +352,6 @@ class Node(NodeQueries):
             candidates.append(self.gossip.next_wakeup_ms)
         return max(now + 1, min(candidates))
 
-    # --- receiving -----------------------------------------------------------------------
-
-    def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
-        engine = self.engine
-        if engine is None or self.store_failure is not None:
-            return
-        try:
-            # Decoding is the gossip layer's work; a DHT envelope's signature check is
-            # the DHT's (wire/codec.py opens that span).
-            with cpu_span(Component.GOSSIP):
-                message, sender = decode_message(data, transport, self.sessions)
-        except PeerError as exc:
-            self.counters.decode_errors[exc.reason] += 1
-            logs.debug(log, "undecodable message", reason=exc.reason, **{"from": source})
-            return
-        now = self.clock.now_ms()
-        if transport is Transport.DATAGRAM:
-            self.routing.on_datagram_from(sender, source)
-        if isinstance(message, Pong) and self.rtt.on_pong(
-            sender, message.request_id, time.perf_counter_ns()
-        ):
-            pass  # the answer to our RTT probe (node/rtt.py), not the DHT's
-        elif isinstance(message, Ping | Pong | FindNode | Nodes):
-            if transport is Transport.DATAGRAM:
-                with cpu_span(Component.DHT):
-                    self._apply_dht(self.dht.on_message(Contact(sender, source), message, now))
-        elif isinstance(message, GossipMsg):
-            with cpu_span(Component.GOSSIP):
-                self._on_gossip(sender, message, now)
-        elif isinstance(message, IHave):
-            with cpu_span(Component.GOSSIP):
-                for peer, want in self.gossip.on_ihave(sender, message, now):
-                    self.routing.send_to(peer, want)
-        elif isinstance(message, IWant):
-            with cpu_span(Component.GOSSIP):
-                for peer, copy in self.gossip.on_iwant(sender, message, now):
-                    self.routing.send_to(peer, copy)
-        else:
-            if isinstance(message, BlockMsg) and self.duty.nice is None:
-                # Blocks come directly only to the next slot's producer and committee
-                # (engine._publish_block): we are one of them, and checking this block
-                # is the first step of the duty, so it already runs raised. The loop
-                # settles the priority on our actual role right after.
-                self.duty.set(COMMITTEE_NICE)
-            self._take(message, sender, now)
-        self._request_tick(now + TICK_COALESCE_MS)
-
-    def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
-        engine = self.engine
-        assert engine is not None
-        deliver, forwards = self.gossip.on_message(sender, message, now)
-        try:
-            inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
-        except PeerError as exc:
-            # Undecodable for us, undecodable for every honest peer: not relayed.
-            self.counters.decode_errors[exc.reason] += 1
-            return
-        if isinstance(inner, CommandMsg):
-            # Cheap to check, and anyone can make one: a command is relayed only once it
-            # passed our checks, so a refused one dies at the first honest hop. Blocks are
-            # relayed before validation: their propagation time is the slot's budget.
-            out = engine.on_message(inner, origin, now)
-            self._apply(out)
-            if any(isinstance(e, PeerRejected) for e in out.events):
-                return
-            inner = None
-        for peer, copy in forwards:
-            self.routing.send_to(peer, copy)
-        if inner is not None:
-            self._take(inner, origin, now)
-
-    def _take(self, message: Message, sender: NodeId | None, now: int) -> None:
-        """Hand a consensus message to the engine (a block's time goes to the metrics)."""
-        engine = self.engine
-        assert engine is not None
-        started = time.perf_counter()
-        out = engine.on_message(message, sender, now)
-        if isinstance(message, BlockMsg):
-            self.observer.on_block_taken(time.perf_counter() - started)
-        self._apply(out)
-
     # --- sending -------------------------------------------------------------------------
 
     def _apply(self, out: Output) -> None:
@@ -556,10 +422,8 @@ class Node(NodeQueries):
             self.observer.on_block_accepted(
                 engine, event, self.clock.now_ms(), replaying=self._replaying
             )
-        elif isinstance(event, ArchiveSyncWanted) and not self._replaying:
-            self._serve_archive(event)
-        elif isinstance(event, ArchiveForwardWanted) and not self._replaying:
-            self._serve_forward(event)
+        elif isinstance(event, ArchiveSyncWanted | ArchiveForwardWanted) and not self._replaying:
+            self._serve_from_store(event)
         # Replayed blocks are history: reconcile starts what the head places here.
         if isinstance(event, MigrationOrder) and self.apps is not None and not self._replaying:
             self.apps.on_order(event)
@@ -568,35 +432,18 @@ class Node(NodeQueries):
             # stale copies stop at the next tick, not a measuring interval later.
             self.apps.on_head_changed(reorg=bool(event.reverted))
 
-    def _serve_archive(self, event: ArchiveSyncWanted) -> None:
+    def _serve_from_store(self, event: ArchiveSyncWanted | ArchiveForwardWanted) -> None:
         """A peer syncs history pruned from memory: answer from the store."""
         engine = self.engine
         assert engine is not None
         try:
             with cpu_span(Component.STORE):
-                blocks, below = get_archived_chain(self.store, event.want, event.limit)
+                response = get_archive_response(self.store, engine, event)
         except StoreError as exc:
             self._stop_on_store_failure(exc)
             return
-        if not blocks:
-            return
-        genesis = engine.genesis_msg if below == engine.ctx.get_genesis_hash() else None
-        response = Outgoing(SyncResponseMsg(blocks, genesis), Route.DIRECT, (event.sender,))
-        self._send_outgoing(response)
-
-    def _serve_forward(self, event: ArchiveForwardWanted) -> None:
-        """A peer follows the chain from a block memory no longer holds: the store's
-        finalized chain, then memory's (``consensus/checkpoint_sync.py``)."""
-        engine = self.engine
-        assert engine is not None
-        try:
-            with cpu_span(Component.STORE):
-                blocks = get_forward_chain(self.store, engine.ctx, event.after, event.limit)
-        except StoreError as exc:
-            self._stop_on_store_failure(exc)
-            return
-        response = ForwardSyncResponseMsg(event.after, blocks)
-        self._send_outgoing(Outgoing(response, Route.DIRECT, (event.sender,)))
+        if response is not None:
+            self._send_outgoing(response)
 
     def _stop_on_store_failure(self, exc: StoreError) -> None:
         """A block or head the store refused is not accepted: stop at once, before the
@@ -625,48 +472,12 @@ class Node(NodeQueries):
             get_current_slot(params, now) if params is not None else None, nice is not None
         )
 
-    # --- public interface, write side (the read side: node/queries.py) -------------------
-
-    def submit_command(self, command: SignedCommand) -> CommandReceipt:
-        """Check ``command`` against the head state, keep it for a block and gossip it.
-
-        Raises the engine's ValidationError (``RejectReason.COMMAND_*``, ``NO_CHAIN``) if refused.
-        """
-        engine = self.engine
-        if engine is None:
-            raise ValidationError(RejectReason.NO_CHAIN, "node is starting")
-        digest, out = engine.submit_command(command, self.clock.now_ms())
-        self._apply(out)
-        self._request_tick(self.clock.now_ms())
-        app_id = None
-        if command.kind is CommandKind.SUBMIT:
-            app_id = compute_submitted_app_id(command.signer, command.seq)
-        return CommandReceipt(digest, command.seq, app_id)
-
-    def submit_app(self, spec: AppSpec) -> CommandReceipt:
-        """Sign a SUBMIT of ``spec`` with the node's operator key and submit it."""
-        engine = self.engine
-        sk = self.operator_sk
-        if sk is None:
-            raise NoOperatorKeyError("this node has no operator key (--operator-key)")
-        state = engine.get_head_state() if engine is not None else None
-        params = engine.params if engine is not None else None
-        if state is None or params is None:
-            raise ValidationError(RejectReason.NO_CHAIN, "no genesis yet")
-        # SPEC's seq rule, and above what this node signed already: two submissions in
-        # one millisecond, or before the first is in a block, still get distinct seqs.
-        last = get_last_seq(state.authority, bls.sk_to_pk(sk))
-        seq = max(last + 1, self._operator_seq + 1, self.clock.now_ms())
-        command = make_command(sk, params.chain_id, seq, CommandKind.SUBMIT, spec=spec)
-        receipt = self.submit_command(command)
-        self._operator_seq = seq
-        return receipt
-
 
 __all__ = [
     "ChainEntry",
     "CommandReceipt",
     "Node",
     "NodeConfig",
+    "NoOperatorKeyError",
     "configure_logging",
 ]

@@ -3,8 +3,7 @@
 :class:`NodeQueries` is a mixin of :class:`~edgechain.node.Node` (the API holds a node
 and calls ``node.get_status()`` etc., see ``api/node_interface.py``). Its methods only
 read the node's state; they never feed the engine, send or write, and nothing here
-knows of HTTP. The write side (``submit_*``) stays on ``Node``, since it drives the
-engine.
+knows of HTTP. The write side (``submit_*``) is ``submissions.py``.
 """
 
 from __future__ import annotations

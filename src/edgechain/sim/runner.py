@@ -27,8 +27,9 @@ from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_inclusion_request, make_ticket
 from edgechain.chain.encoding import compute_genesis_hash, encode_block
-from edgechain.chain.model import AnyBlock, ChainParams, Checkpoint, Genesis
+from edgechain.chain.model import AnyBlock, Block, ChainParams, Checkpoint, Genesis
 from edgechain.chain.validator_set import ValidatorSet
+from edgechain.consensus.context import DEFAULT_REPORT_INTERVAL_SLOTS
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
@@ -68,6 +69,7 @@ from edgechain.sim.faults import (
     inject_faults,
 )
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
+from edgechain.sim.report_metrics import ReportMetrics
 from edgechain.sim.summary import SimResult, build_result, compute_result_digest
 from edgechain.testing import ADMIN, Identity, make_identity
 from edgechain.types import BlockHash, NodeId, Signature
@@ -228,6 +230,9 @@ class Simulation:
         self.accept_times: dict[BlockHash, int] = {}
         self.blocks: dict[BlockHash, AnyBlock] = {}
         self.finalized_by_node: dict[int, Checkpoint] = {}
+        # The simulated nodes keep the engine's report interval.
+        self.report_metrics = ReportMetrics(DEFAULT_REPORT_INTERVAL_SLOTS)
+        """How reports travel (sim/report_metrics.py, paper Fig. 12)."""
         self.slots_run = 0
         """Slots completed so far (fewer than configured if a wall-time limit stopped it)."""
         self.validators_checked: dict[int, tuple[ValidatorSet, ValidatorSet]] = {}
@@ -378,6 +383,8 @@ class Simulation:
         if isinstance(payload, GossipMsg | IHave | IWant):
             self._on_gossip(node, src, payload, now)
             return
+        if isinstance(payload, ReportMsg):
+            self.report_metrics.on_delivered(dst, payload.reports, now)
         if (
             isinstance(payload, BlockMsg)
             and self.config.overlay == "broadcast"
@@ -488,6 +495,7 @@ class Simulation:
         if not node.honest:
             return
         block = event.block
+        first = event.block_hash not in self.blocks
         self.blocks.setdefault(event.block_hash, block)
         self.accept_times.setdefault(event.block_hash, self.now_ms())
         if self.auditor is None and node.engine.genesis is not None:
@@ -495,6 +503,10 @@ class Simulation:
                 node.engine.genesis, self.config.proof_scale, self.memo.signatures
             )
         if self.auditor is not None:
+            parent = self.auditor.states.get(block.parent)
+            if first and isinstance(block, Block) and parent is not None:
+                live = (n.ident.node for n in self.nodes if n.up and n.honest)
+                self.report_metrics.on_block(block, parent, live)
             self.auditor.check(block, event.block_hash)
 
     # --- the run -----------------------------------------------------------------------

@@ -174,7 +174,9 @@ class SlotCpu:
         return self.process_us - sum(self.components_us.values())
 
 
-MAX_SLOT_SAMPLES = 600
+MAX_SLOT_SAMPLES = 256
+"""Slots whose CPU ``/status`` summarizes (median and p99): enough for a p99, and full
+within minutes, so the log is not a term of a node's RSS growth."""
 
 
 def compute_percentile(values: list[int], fraction: float) -> int:

@@ -1,0 +1,146 @@
+"""What arrives on a node's sockets, decoded and handed to the part it is for.
+
+:class:`NodeInbox` is a mixin of :class:`~edgechain.node.Node`: the transport calls
+``_on_data`` with every datagram and frame. DHT messages go to the DHT (UDP only: its
+replies name the address they came from), an answer to our RTT probe to the probe,
+gossip to the gossip layer (and what it delivers to the engine), anything else straight
+to the engine. Undecodable input is counted, never raised. Each message asks for a pass
+of the loop ``TICK_COALESCE_MS`` later, so a burst shares one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.messages import BlockMsg, CommandMsg, Message, Output, PeerRejected
+from edgechain.crypto.session import SessionKeys
+from edgechain.errors import PeerError, StoreError
+from edgechain.network.dht import DhtNode, DhtOutput
+from edgechain.network.gossip import Gossip
+from edgechain.node.clock import NodeClock
+from edgechain.node.duty import DutyPriority
+from edgechain.node.metrics import NodeObserver
+from edgechain.node.priority import COMMITTEE_NICE
+from edgechain.node.queries import NodeCounters
+from edgechain.node.routing import PeerRouting
+from edgechain.node.rtt import RttProbe
+from edgechain.telemetry import logs
+from edgechain.telemetry.cpu import Component, cpu_span
+from edgechain.types import NodeId
+from edgechain.wire.codec import Transport, decode_gossip_payload, decode_message
+from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
+
+log = logging.getLogger("edgechain.node")
+
+TICK_COALESCE_MS = 20
+"""A message asks for a pass of the loop at most this much later. Every message used to
+wake a whole pass at once (every part's ``on_tick``, the gossip peer list, the duty
+priority): with a hundred peers that was most of an idle node's CPU. Messages are
+handled on arrival regardless; the pass after them only runs the duties they may have
+made due (a report once the head moved), and 20 ms is far inside every deadline."""
+
+
+class NodeInbox:
+    """Incoming data into the node's parts (a mixin of ``Node``, which sets these)."""
+
+    engine: ConsensusEngine | None
+    store_failure: StoreError | None
+    clock: NodeClock
+    sessions: SessionKeys
+    counters: NodeCounters
+    routing: PeerRouting
+    rtt: RttProbe
+    dht: DhtNode
+    gossip: Gossip
+    duty: DutyPriority
+    observer: NodeObserver
+
+    if TYPE_CHECKING:  # Node's own
+
+        def _apply(self, out: Output) -> None: ...
+
+        def _apply_dht(self, out: DhtOutput) -> None: ...
+
+        def _request_tick(self, at_ms: int) -> None: ...
+
+    def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
+        engine = self.engine
+        if engine is None or self.store_failure is not None:
+            return
+        try:
+            # Decoding is the gossip layer's work; a DHT envelope's signature check is
+            # the DHT's (wire/codec.py opens that span).
+            with cpu_span(Component.GOSSIP):
+                message, sender = decode_message(data, transport, self.sessions)
+        except PeerError as exc:
+            self.counters.decode_errors[exc.reason] += 1
+            logs.debug(log, "undecodable message", reason=exc.reason, **{"from": source})
+            return
+        now = self.clock.now_ms()
+        if transport is Transport.DATAGRAM:
+            self.routing.on_datagram_from(sender, source)
+        if isinstance(message, Pong) and self.rtt.on_pong(
+            sender, message.request_id, time.perf_counter_ns()
+        ):
+            pass  # the answer to our RTT probe (node/rtt.py), not the DHT's
+        elif isinstance(message, Ping | Pong | FindNode | Nodes):
+            if transport is Transport.DATAGRAM:
+                with cpu_span(Component.DHT):
+                    self._apply_dht(self.dht.on_message(Contact(sender, source), message, now))
+        elif isinstance(message, GossipMsg):
+            with cpu_span(Component.GOSSIP):
+                self._on_gossip(sender, message, now)
+        elif isinstance(message, IHave):
+            with cpu_span(Component.GOSSIP):
+                for peer, want in self.gossip.on_ihave(sender, message, now):
+                    self.routing.send_to(peer, want)
+        elif isinstance(message, IWant):
+            with cpu_span(Component.GOSSIP):
+                for peer, copy in self.gossip.on_iwant(sender, message, now):
+                    self.routing.send_to(peer, copy)
+        else:
+            if isinstance(message, BlockMsg) and self.duty.nice is None:
+                # Blocks come directly only to the next slot's producer and committee
+                # (engine._publish_block): we are one of them, and checking this block
+                # is the first step of the duty, so it already runs raised. The loop
+                # settles the priority on our actual role right after.
+                self.duty.set(COMMITTEE_NICE)
+            self._take(message, sender, now)
+        self._request_tick(now + TICK_COALESCE_MS)
+
+    def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
+        engine = self.engine
+        assert engine is not None
+        deliver, forwards = self.gossip.on_message(sender, message, now)
+        try:
+            inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
+        except PeerError as exc:
+            # Undecodable for us, undecodable for every honest peer: not relayed.
+            self.counters.decode_errors[exc.reason] += 1
+            return
+        if isinstance(inner, CommandMsg):
+            # Cheap to check, and anyone can make one: a command is relayed only once it
+            # passed our checks, so a refused one dies at the first honest hop. Blocks are
+            # relayed before validation: their propagation time is the slot's budget.
+            out = engine.on_message(inner, origin, now)
+            self._apply(out)
+            if any(isinstance(e, PeerRejected) for e in out.events):
+                return
+            inner = None
+        for peer, copy in forwards:
+            self.routing.send_to(peer, copy)
+        if inner is not None:
+            self._take(inner, origin, now)
+
+    def _take(self, message: Message, sender: NodeId | None, now: int) -> None:
+        """Hand a consensus message to the engine (a block's time goes to the metrics)."""
+        engine = self.engine
+        assert engine is not None
+        started = time.perf_counter()
+        out = engine.on_message(message, sender, now)
+        if isinstance(message, BlockMsg):
+            self.observer.on_block_taken(time.perf_counter() - started)
+        self._apply(out)
