@@ -179,7 +179,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--max-wall",
         type=float,
         metavar="SECONDS",
-        help="stop after the first slot that ends past this much wall time",
+        help="stop once this much wall time has passed (reports the slots completed)",
     )
     sim.set_defaults(func=cmd_simulate)
 

@@ -193,8 +193,8 @@ def replay_store(
     """A restart: install the stored snapshot of the newest finalized state when there
     is one (:func:`load_snapshot`), then re-apply the stored blocks after it, parents
     first, without validating them again (``on_stored_block``); without a snapshot,
-    every stored block from the genesis. Returns the blocks re-applied and the
-    snapshot's slot."""
+    every stored block from the genesis. Returns the blocks re-applied and the slot
+    the replay started from."""
     after = -1
     snapshot = load_snapshot(store)
     if snapshot is not None:
@@ -208,4 +208,4 @@ def replay_store(
             continue
         apply(engine.on_stored_block(decode_block(data), record.hash, now_ms()))
         count += 1
-    return count, (snapshot[2].slot if snapshot is not None else None)
+    return count, Slot(after + 1)

@@ -247,10 +247,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             return
         self._replaying = True
         try:
-            count, snapshot_slot = replay_store(self.store, engine, self.clock.now_ms, self._apply)
+            count, from_slot = replay_store(self.store, engine, self.clock.now_ms, self._apply)
         finally:
             self._replaying = False
-        from_slot = 0 if snapshot_slot is None else snapshot_slot + 1
         logs.info(log, "store replayed", blocks=count, from_slot=from_slot)
 
     def _join_dht(self) -> None:

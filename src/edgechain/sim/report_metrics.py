@@ -7,8 +7,9 @@ time. The harness sees every delivery, so it measures, per report that a block
 carries:
 
 * ``to_representative``: from the report's timestamp to its first delivery to another
-  node (the representative, unless the member's own relay was late and it fell back to
-  the producer); 0 when the member is its own representative;
+  node: the representative, unless the member fell back to the producer, or is its own
+  representative (then its first hop is the batch to the producer); 0 when the member
+  is the block's producer;
 * ``to_producer``: to its first delivery to the producer of the block that carries it;
   0 when the producer made or relayed it itself.
 

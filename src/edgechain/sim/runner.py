@@ -503,8 +503,8 @@ class Simulation:
                 node.engine.genesis, self.config.proof_scale, self.memo.signatures
             )
         if self.auditor is not None:
-            parent = self.auditor.states.get(block.parent)
-            if first and isinstance(block, Block) and parent is not None:
+            parent = self.auditor.states.get(block.parent) if first else None
+            if isinstance(block, Block) and parent is not None:
                 live = (n.ident.node for n in self.nodes if n.up and n.honest)
                 self.report_metrics.on_block(block, parent, live)
             self.auditor.check(block, event.block_hash)
@@ -512,8 +512,9 @@ class Simulation:
     # --- the run -----------------------------------------------------------------------
 
     def run(self, max_wall_seconds: float | None = None) -> SimResult:
-        """Run every configured slot, or stop after the first slot that ends past
-        ``max_wall_seconds`` of wall time (the summary's ``slots_run`` says where)."""
+        """Run every configured slot, or stop once ``max_wall_seconds`` of wall time
+        have passed (checked every ``WALL_CHECK_STEP`` of virtual time; the summary's
+        ``slots_run`` counts the slots completed)."""
         started = time.perf_counter()
         for node in self.nodes:
             late = self.config.faults in LATE_SCENARIOS
