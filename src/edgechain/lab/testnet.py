@@ -63,6 +63,10 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             blocks_it_produced_while_down (should be none), resynced
                             (its tip at the final slot = the majority tip)
     unexplained_skip_slots  skip blocks after join not excluding a node that was down
+    skip_causes             per skip slot, from the nodes' logs (lab/skip_causes.py):
+                            producer_silent, vdf_starved (its VDF thread was off the
+                            CPU), vdf_late, vdf_unfinished or not_attested; the VDF's
+                            wall and CPU ms, votes and skip votes logged
     crashes                 node processes that exited without being told to
     exit_codes              {name: code} of nodes that did not exit 0 on SIGTERM
     stop_sigkilled          nodes that ignored SIGTERM for the whole grace period

@@ -19,6 +19,7 @@ from edgechain.lab.apps import summarize_apps
 from edgechain.lab.cluster import Cluster, find_live_groups
 from edgechain.lab.elections import load_producers
 from edgechain.lab.operator import OperatorSetup
+from edgechain.lab.skip_causes import compute_skip_causes, read_log_lines
 from edgechain.lab.summary import (
     ChainEntry,
     Collected,
@@ -116,6 +117,14 @@ def summarize_run(
             producers=_load_producers(cluster, observed.kills, collected, end_slot, log),
         )
     )
+    # What each skip block's slot looked like to its producer and committee.
+    summary["skip_causes"] = [
+        cause.to_json()
+        for cause in compute_skip_causes(
+            summary["skip_slots"],
+            {n.spec.name: read_log_lines(n.spec.data_dir / "stderr.log") for n in cluster.nodes},
+        )
+    ]
     summary["validators_at_end"] = observed.validators
     summary["rss_mb"] = describe_per_node(
         {n.spec.name: n.rss_mb for n in cluster.nodes if n.rss_mb is not None}
