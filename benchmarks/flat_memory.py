@@ -188,12 +188,12 @@ def start_joiner(run_dir: Path, slot_duration: float) -> subprocess.Popen[bytes]
     )
     options = cluster.NodeOptions(DEFAULT_NODE_COMMAND, manifest["chain_id"], 0, slot_duration)
     boot = json.loads((run_dir / "node-000" / "ready.json").read_text())
-    bootstrap = cluster.Bootstrap(
-        f"{manifest['nodes'][0]['host']}:{boot['udp_port']}",
+    seeds = cluster.Seeds(
+        (f"{manifest['nodes'][0]['host']}:{boot['udp_port']}",),
         PublicKey(bytes.fromhex(manifest["nodes"][0]["public_key"])),
     )
     argv = cluster.build_node_argv(
-        spec, options, admin_key=bls.sk_to_pk(admin_sk), bootstrap=bootstrap,
+        spec, options, admin_key=bls.sk_to_pk(admin_sk), seeds=seeds,
         guard=cluster.get_guard_prefix(),
     )  # fmt: skip
     with (data_dir / "stdout.log").open("ab") as out, (data_dir / "stderr.log").open("ab") as err:

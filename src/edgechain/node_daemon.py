@@ -24,9 +24,12 @@ from edgechain.api.auth import load_or_create_token
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import READ_TIMEOUT_S, HttpServer
 from edgechain.errors import StoreFullError
-from edgechain.network.transport import split_address
+from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
 from edgechain.telemetry import logs
+
+API_FILE = "api.json"
+"""In the data directory: the URL of the node's API, written once it runs."""
 
 log = logging.getLogger("edgechain.node")
 
@@ -61,6 +64,7 @@ class NodeService:
             started.cancel()
             if self.node.started.is_set():
                 self._write_ready_file()
+                self._write_api_file()
             await node_task
         finally:
             if not node_task.done():
@@ -68,6 +72,19 @@ class NodeService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await node_task
             await self.api.close()
+
+    def _write_api_file(self) -> None:
+        """``<data_dir>/api.json``: where local tools reach this node's API
+        (``edgechain node leave --data-dir``), beside the token they need (api.token)."""
+        host = self.api.host if self.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        path = self.config.data_dir / API_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"url": f"http://{join_address(host, self.api.port)}"}))
+            tmp.replace(path)
+        except OSError as exc:
+            logs.error(log, "cannot write the API file", error=str(exc))
+            tmp.unlink(missing_ok=True)
 
     def _write_ready_file(self) -> None:
         path = self.config.ready_file
@@ -82,18 +99,28 @@ class NodeService:
             tmp.unlink(missing_ok=True)
 
 
+def on_sigterm(node: Node, stop: asyncio.Event) -> None:
+    """Stop, or with ``--leave-on-sigterm`` leave first (a Kubernetes pod's or a Swarm
+    task's shutdown drains the node); a second SIGTERM during a leave stops at once."""
+    if node.config.leave_on_sigterm and node.leaving.started_ms is None:
+        logs.info(log, "SIGTERM: leaving the network first (send another to stop now)")
+        node.leave()
+    else:
+        stop.set()
+
+
 async def run_node(config: NodeConfig) -> None:
     """Run a node and its API until SIGTERM or SIGINT; ``SystemExit`` with
     :data:`EXIT_DISK_FULL` or :data:`EXIT_STORE_FAILED` when its store failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         service = NodeService(config)
     except StoreFullError as exc:
         logs.error(log, "disk full: cannot open the block store", error=str(exc))
         raise SystemExit(EXIT_DISK_FULL) from None
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, lambda: on_sigterm(service.node, stop))
     await service.run(stop)
     failure = service.node.store_failure
     if failure is not None:

@@ -195,6 +195,18 @@ class RealisticNode(FakeNode):
             "is_validator": True,
             "validators": 3,
             "peers": 2,
+            "leave": {
+                "phase": "draining",
+                "started_ms": 1_700_000_000_000,
+                "draining_on_chain": True,
+                "apps_here": ["44" * 32],
+                "apps_running_here": ["44" * 32],
+                "apps_left_behind": [],
+            },
+            "seeds": [
+                {"address": "seed-0:7000", "node_id": "33" * 32, "reached_at": "10.0.0.2:7000"},
+                {"address": "seed-1:7000", "node_id": None, "reached_at": None},
+            ],
             "rtt_us": 180,
             "rtt_samples": 3,
             "dht_sessions": {"keys_derived": 2, "macs_verified": 40},

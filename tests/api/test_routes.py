@@ -57,6 +57,7 @@ class FakeNode:
         self.operator = True
         self.refuse: RejectReason | None = None
         self.submitted: list[object] = []
+        self.leaves = 0
 
     def is_ready(self) -> bool:
         return self.ready
@@ -112,6 +113,10 @@ class FakeNode:
             raise ValidationError(self.refuse, "refused")
         self.submitted.append(spec)
         return CommandReceipt(b"\x02" * 32, 7, _app(9))
+
+    def leave(self) -> dict[str, Any]:
+        self.leaves += 1
+        return {"phase": "draining", "apps_here": []}
 
 
 @pytest.fixture
@@ -265,6 +270,19 @@ def test_post_apps_needs_the_token_first(node: FakeNode) -> None:
 )
 def test_post_apps_bad_specs(node: FakeNode, body: Any, field: str) -> None:
     assert error(call(node, "POST", "/apps", body=body, headers=AUTH)) == (400, field)
+
+
+def test_post_leave_needs_the_token_and_no_body(node: FakeNode) -> None:
+    for headers in ({}, {"authorization": "Bearer nope"}):
+        assert error(call(node, "POST", "/node/leave", headers=headers)) == (401, "authorization")
+    assert error(call(node, "POST", "/node/leave", body={"x": 1}, headers=AUTH)) == (400, "body")
+    assert node.leaves == 0
+    bodies: tuple[Any, ...] = (b"", {})
+    for body in bodies:
+        reply = call(node, "POST", "/node/leave", body=body, headers=AUTH)
+        assert (reply.status, reply.payload["phase"]) == (202, "draining")
+    assert node.leaves == 2
+    assert error(call(node, "GET", "/node/leave"))[0] == 405
 
 
 def test_post_apps_without_operator_key_is_403(node: FakeNode) -> None:

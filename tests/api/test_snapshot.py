@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -55,7 +56,9 @@ from edgechain.consensus.state import (
 )
 from edgechain.node import CommandReceipt
 from edgechain.node.events import AcceptedBlock
+from edgechain.node.leaving import Leaving
 from edgechain.node.queries import NodeQueries
+from edgechain.node.seeds import SeedContacts
 from edgechain.orchestrator.registry import AppRecord, Registry
 from edgechain.testing import ADMIN, make_genesis, make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Slot
@@ -125,6 +128,11 @@ class World(NodeQueries):
         self.results: list[dict[str, Any]] = []
         self.apps = cast(Any, self)  # get_migrations reads ``apps.results``
         self.seq = 0
+        self.leaving = Leaving(self.node_id)
+        self.seeds = SeedContacts((), random.Random(0))
+
+    def leave(self) -> dict[str, Any]:
+        return self.leaving.to_json(None)
 
     def roles_on(self, parent: BlockState, slot: int) -> Any:
         keys = parent.validators.get_public_keys()

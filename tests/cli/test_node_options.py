@@ -23,6 +23,7 @@ from edgechain.cli.node import (
     get_clock_offset_ms,
     get_cpu_capacity,
     get_labels,
+    get_seeds,
     make_node_config,
     resolve_node_options,
 )
@@ -66,12 +67,32 @@ def test_a_new_chain_needs_an_admin_key(capsys: pytest.CaptureFixture[str]) -> N
         check_node_options({**base, "genesis": True})
     check_node_options({**base, "genesis": True, "admin_key": "ab" * 48})
     check_node_options({**base, "genesis": True, "open_admission": True})
-    with pytest.raises(NodeOptionError, match="--bootstrap"):
+    with pytest.raises(NodeOptionError, match="--seeds HOST:PORT"):
         check_node_options(base)
+    with pytest.raises(NodeOptionError, match="--seeds HOST:PORT"):
+        check_node_options({**base, "seeds": "a:1"})  # and the genesis key
+    check_node_options({**base, "seeds": "a:1", "genesis_key": "ab" * 48})
 
     assert main(["node", "--genesis", "--data-dir", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err
     assert "a new chain needs an admin key" in err and "--open-admission" in err
+
+
+def test_seeds_come_as_a_comma_separated_string_or_a_toml_list(tmp_path: Path) -> None:
+    assert get_seeds({"seeds": " a:1, [::1]:7000 ,,b.example:2"}) == (
+        "a:1", "[::1]:7000", "b.example:2"
+    )  # fmt: skip
+    assert get_seeds({"seeds": ""}) == ()
+    config = tmp_path / "node.toml"
+    config.write_text('seeds = ["seed-0:7000", "10.0.0.9:7000"]\n')
+    args = build_parser().parse_args(["node", "--config", str(config)])
+    assert get_seeds(resolve_node_options(args, {})) == ("seed-0:7000", "10.0.0.9:7000")
+    args = build_parser().parse_args(["node", "--config", str(config)])
+    values = resolve_node_options(args, {"EDGECHAIN_SEEDS": "c:3"})
+    assert get_seeds(values) == ("c:3",)  # the environment wins over the file
+    for bad in ("nohost", "a:", ":7", "a:0", "a:70000", "a:x"):
+        with pytest.raises(NodeOptionError, match="is not HOST:PORT"):
+            get_seeds({"seeds": bad})
 
 
 @pytest.mark.parametrize("value", [0, -1.5, "two", float("nan"), float("inf"), True, "0"])

@@ -172,8 +172,8 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         intruder_dir = run_dir.parent / "intruder"
         intruder = subprocess.Popen(
             [EDGECHAIN, "node", "--data-dir", str(intruder_dir), "--listen", "127.0.0.1:0",
-             "--http", "127.0.0.1:0", "--bootstrap", f"127.0.0.1:{ready[0]['udp_port']}",
-             "--bootstrap-key", manifest["nodes"][0]["public_key"], "--chain-id", chain_id,
+             "--http", "127.0.0.1:0", "--seeds", f"127.0.0.1:{ready[0]['udp_port']}",
+             "--genesis-key", manifest["nodes"][0]["public_key"], "--chain-id", chain_id,
              "--slot-duration", "1", "--ready-file", str(run_dir.parent / "intruder.json")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip

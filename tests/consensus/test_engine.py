@@ -77,7 +77,7 @@ class Harness:
         ident = BOOTSTRAP if i == 0 else make_identity(i, b"harness")
         config = EngineConfig(
             chain_id=self.params.chain_id,
-            bootstrap_key=BOOTSTRAP.pk,
+            genesis_key=BOOTSTRAP.pk,
             address=f"harness:{i}",
             ticket=make_ticket(ADMIN.sk, self.params.chain_id, ident.pk),
             genesis_template=self.params if i == 0 else None,

@@ -177,7 +177,7 @@ def _engine(
 ) -> tuple[ConsensusEngine, list[Identity], BlockState]:
     genesis, idents = make_genesis(count, committee_size=3, nodes_per_cluster=3)
     config = EngineConfig(
-        chain_id=genesis.params.chain_id, bootstrap_key=idents[0].pk, address="unit:0"
+        chain_id=genesis.params.chain_id, genesis_key=idents[0].pk, address="unit:0"
     )
     engine = ConsensusEngine(idents[0].sk, config, genesis=genesis)
     state = engine.get_head_state()

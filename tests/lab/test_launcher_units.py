@@ -23,9 +23,9 @@ from edgechain.consensus.roles import compute_roles
 from edgechain.consensus.state import apply_block, compute_genesis_state
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.lab.cluster import (
-    Bootstrap,
     NodePorts,
     NodeSpec,
+    Seeds,
     allocate_ports,
     build_node_argv,
     build_node_env,
@@ -128,50 +128,50 @@ def test_config_check_accepts_a_kill_plan() -> None:
     make_config(slots=0, kill=1, kill_at=40).check()  # --forever
 
 
-def test_bootstrap_node_argv_creates_genesis() -> None:
+def test_genesis_node_argv_creates_genesis() -> None:
     options = make_config(slot_duration=1.5).get_node_options()
     guard = ("setpriv", "--pdeathsig", "KILL")
-    argv = build_node_argv(make_spec(0), options, admin_key=PK, bootstrap=None, guard=guard)
+    argv = build_node_argv(make_spec(0), options, admin_key=PK, seeds=None, guard=guard)
     assert argv[:5] == ["setpriv", "--pdeathsig", "KILL", "edgechain", "node"]
     text = " ".join(argv)
     assert "--genesis --committee 3 --slot-duration 1.5" in text
     assert f"--admin-key {PK.hex()} --ticket 0102" in text
     assert "--ready-file /tmp/run/node-000/ready.json" in text
-    assert "--bootstrap" not in text
+    assert "--seeds" not in text
 
 
-def test_joining_node_argv_names_the_bootstrap() -> None:
+def test_joining_node_argv_names_the_seeds_and_the_genesis_key() -> None:
     spec = make_spec(
         2,
         host="10.213.0.4",
         ports=NodePorts(7004, 7005),
         exec_prefix=("ip", "netns", "exec", "ec-2"),
     )
-    bootstrap = Bootstrap("10.213.0.2:7000", PK)
+    seeds = Seeds(("10.213.0.2:7000", "10.213.0.3:7002"), PK)
     options = make_config(open_admission=True).get_node_options()
-    argv = build_node_argv(spec, options, admin_key=PK, bootstrap=bootstrap)
+    argv = build_node_argv(spec, options, admin_key=PK, seeds=seeds)
     assert argv[:6] == ["ip", "netns", "exec", "ec-2", "edgechain", "node"]
     text = " ".join(argv)
     assert "--listen 10.213.0.4:7004 --http 10.213.0.4:7005" in text
-    assert f"--bootstrap 10.213.0.2:7000 --bootstrap-key {PK.hex()}" in text
-    assert "--genesis" not in text
+    assert f"--seeds 10.213.0.2:7000,10.213.0.3:7002 --genesis-key {PK.hex()}" in text
+    assert "--genesis" not in argv
     assert f"--admin-key {PK.hex()} --open-admission" in text
     assert "--ticket" not in text  # open admission
 
 
 def test_every_node_gets_the_declared_cpu_capacity() -> None:
     options = make_config(cpu_capacity=0.25).get_node_options()
-    bootstrap = Bootstrap("127.0.0.1:7000", PK)
-    for index, boot in ((0, None), (3, bootstrap)):
-        argv = build_node_argv(make_spec(index), options, admin_key=PK, bootstrap=boot)
+    seeds = Seeds(("127.0.0.1:7000",), PK)
+    for index, boot in ((0, None), (3, seeds)):
+        argv = build_node_argv(make_spec(index), options, admin_key=PK, seeds=boot)
         assert argv[argv.index("--cpu-capacity") + 1] == "0.25"
     # By default every node offers one core: host-wide shares are one noisy figure that
     # all the nodes of a host share. "host" asks for them anyway.
     argv = build_node_argv(make_spec(1), make_config().get_node_options(), admin_key=PK,
-                           bootstrap=bootstrap)  # fmt: skip
+                           seeds=seeds)  # fmt: skip
     assert argv[argv.index("--cpu-capacity") + 1] == "1"
     argv = build_node_argv(make_spec(1), make_config(cpu_capacity=None).get_node_options(),
-                           admin_key=PK, bootstrap=bootstrap)  # fmt: skip
+                           admin_key=PK, seeds=seeds)  # fmt: skip
     assert "--cpu-capacity" not in argv
 
 
@@ -435,10 +435,10 @@ def test_nodes_with_a_container_engine_get_its_url() -> None:
     options = make_config().get_node_options()
     url = "unix:///tmp/x/podman.sock"
     spec = dataclasses.replace(make_spec(2), container_engine=url)
-    argv = build_node_argv(spec, options, admin_key=PK, bootstrap=None)
+    argv = build_node_argv(spec, options, admin_key=PK, seeds=None)
     assert argv[argv.index("--container-engine") + 1] == url
     assert "--container-engine" not in build_node_argv(
-        make_spec(3), options, admin_key=PK, bootstrap=None
+        make_spec(3), options, admin_key=PK, seeds=None
     )
 
 

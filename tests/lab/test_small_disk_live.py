@@ -34,10 +34,10 @@ from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore, load_keystore
 from edgechain.lab import small_disk
 from edgechain.lab.cluster import (
-    Bootstrap,
     NodeOptions,
     NodePorts,
     NodeSpec,
+    Seeds,
     build_node_argv,
     build_node_env,
     get_guard_prefix,
@@ -97,12 +97,12 @@ class ExtraNode:
             host="127.0.0.1",
             ports=NodePorts(0, 0),
         )
-        bootstrap = Bootstrap(
-            f"127.0.0.1:{ready0['udp_port']}", PublicKey(bytes.fromhex(ready0["public_key"]))
+        seeds = Seeds(
+            (f"127.0.0.1:{ready0['udp_port']}",), PublicKey(bytes.fromhex(ready0["public_key"]))
         )
         options = NodeOptions(DEFAULT_NODE_COMMAND, DEFAULT_CHAIN_ID, 2, SLOT_S)
         self.argv = build_node_argv(
-            spec, options, admin_key=bls.sk_to_pk(admin), bootstrap=bootstrap,
+            spec, options, admin_key=bls.sk_to_pk(admin), seeds=seeds,
             guard=get_guard_prefix(),
         )  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None

@@ -28,7 +28,7 @@ from edgechain.sim.network import LinkProfile
 from edgechain.types import NodeId
 from edgechain.wire.messages import Contact, FindNode, Nodes, Ping, Pong
 
-from .dht_harness import DhtHarness
+from .dht_harness import DhtHarness, get_address
 
 SELF = NodeId(b"\x00" * 32)
 
@@ -389,6 +389,37 @@ def test_join_through_a_bootstrap_that_knows_nobody() -> None:
     out = node.on_message(boot, Nodes(request.request_id, ()), now=5)
     assert LookupFinished(SELF, LookupPurpose.JOIN, (boot,)) in out.events
     assert node.is_joined
+
+
+def test_seeds_that_answer_later_join_a_node_that_started_alone() -> None:
+    """Every seed was down at start (the node joined alone); the first seed to answer
+    enters the table and a lookup of our own id goes out through it."""
+    node = _node()
+    node.join(Contact(SELF, "self:1"), now=0)
+    assert node.is_joined and len(node.table) == 0
+    seed, other = _contact(1), _contact(2)
+    out = node.add_seeds([seed, Contact(SELF, "self:1")], now=10)  # ourselves: left out
+    assert node.table.get(seed.node_id) == seed and len(node.table) == 1
+    ((to, request),) = out.messages
+    assert (to, request) == (seed, FindNode(request.request_id, SELF))
+    out = node.on_message(seed, Nodes(request.request_id, (other,)), now=15)
+    assert node.add_seeds([], now=20).messages == []  # nothing new: no lookup
+
+
+def test_a_node_whose_only_seed_is_down_joins_when_another_answers() -> None:
+    h = DhtHarness(seed=31)
+    nodes = _grow(h, 30)
+    late = h.add_node()
+    h.apply(late.node_id, late.join(Contact(late.node_id, get_address(late.node_id)), 0))
+    h.run_for_ms(1_000)
+    assert len(late.table) == 0
+    seed = nodes[7]
+    h.apply(
+        late.node_id, late.add_seeds([Contact(seed.node_id, get_address(seed.node_id))], h.now_ms)
+    )
+    h.run_for_ms(5_000)
+    assert len(late.table) >= 20
+    assert _found(h, nodes[3], late)
 
 
 # --- many DhtNodes over the simulated network ----------------------------------------------

@@ -25,7 +25,8 @@ class TokenError(LocalError):
     """The token file exists but cannot be used."""
 
 
-def _read_token(path: Path) -> str:
+def read_token(path: Path) -> str:
+    """The token in ``path`` (owner-only, 64 hex digits); TokenError otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -49,7 +50,7 @@ def load_or_create_token(data_dir: Path) -> str:
     """
     path = data_dir / TOKEN_FILE
     if os.path.lexists(path):
-        return _read_token(path)
+        return read_token(path)
     token = secrets.token_hex(TOKEN_BYTES)
     temporary = data_dir / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -61,7 +62,7 @@ def load_or_create_token(data_dir: Path) -> str:
     try:
         os.link(temporary, path)
     except FileExistsError:
-        return _read_token(path)
+        return read_token(path)
     finally:
         temporary.unlink()
     return token

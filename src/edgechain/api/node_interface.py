@@ -67,3 +67,7 @@ class NodeInterface(Protocol):
     def submit_app(self, spec: AppSpec) -> CommandReceipt:
         """Sign a SUBMIT of ``spec`` with the node's operator key and submit it."""
         ...
+
+    def leave(self) -> dict[str, Any]:
+        """Start leaving the network (drain, exit, stop); the leave's progress."""
+        ...

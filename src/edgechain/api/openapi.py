@@ -213,6 +213,15 @@ def _paths() -> dict[str, Schema]:
                 },
             ),
         },
+        "/node/leave": {
+            "post": _operation(
+                "postLeave",
+                "Leave the network: drain (apps move away with their state), exit, stop",
+                {"202": _json("The leave's progress", ref("Leave"))},
+                errors=(400, 401),
+                security=[{"bearer": []}],
+            )
+        },
         "/apps/{app}": {
             "get": _operation(
                 "getApp",

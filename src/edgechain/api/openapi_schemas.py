@@ -88,12 +88,27 @@ def _status_schema() -> Schema:
             "is_validator": {"type": "boolean"},
             "validators": count(),
             "peers": count(),
+            "seeds": {
+                "type": "array",
+                "description": "the configured seed addresses (node/seeds.py)",
+                "items": closed_object(
+                    {
+                        "address": {"type": "string", "description": "as configured"},
+                        "node_id": nullable(ref("NodeId")),
+                        "reached_at": {
+                            "type": ["string", "null"],
+                            "description": "where its answer came from (null: none yet)",
+                        },
+                    }
+                ),
+            },
             "rtt_us": count("smoothed RTT to random validators, microseconds (node/rtt.py)"),
             "rtt_samples": count("answered RTT probes"),
             "dht_sessions": closed_object({"keys_derived": count(), "macs_verified": count()}),
             "blocks_accepted": count(),
             "skip_blocks_accepted": count(),
             "reorgs": count(),
+            "leave": ref("Leave"),
             "finality": closed_object(
                 {
                     "justified_epoch": count("the head chain's justified checkpoint"),
@@ -494,6 +509,33 @@ def get_component_schemas() -> dict[str, Schema]:
             "required": ["command"],
             "additionalProperties": False,
         },
+        "Leave": closed_object(
+            {
+                "phase": {
+                    "type": "string",
+                    "enum": ["staying", "draining", "exiting", "left"],
+                    "description": "node/leaving.py: drain on chain and apps moved "
+                    "away, then the exit request, then the stop",
+                },
+                "started_ms": {"type": ["integer", "null"], "description": "when asked"},
+                "draining_on_chain": {"type": "boolean"},
+                "apps_here": {
+                    "type": "array",
+                    "items": ref("AppId"),
+                    "description": "running apps the head chain places here",
+                },
+                "apps_running_here": {
+                    "type": "array",
+                    "items": ref("AppId"),
+                    "description": "apps this node's runtime still runs or hands over",
+                },
+                "apps_left_behind": {
+                    "type": "array",
+                    "items": ref("AppId"),
+                    "description": "running apps still here when a timed-out drain exited",
+                },
+            }
+        ),
         "Receipt": closed_object(
             {
                 "command_hash": ref("Hash"),

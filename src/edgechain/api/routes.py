@@ -207,6 +207,7 @@ class NodeRoutes:
                 Route("GET", _pattern("/operators/{public_key}"), self.get_operator),
                 Route("POST", _pattern("/commands"), self.post_command),
                 Route("POST", _pattern("/apps"), self.post_app),
+                Route("POST", _pattern("/node/leave"), self.post_leave),
                 # Observability (ARCHITECTURE.md, "API"): these answer before genesis.
                 Route("GET", _pattern("/openapi.json"), self.get_openapi, before_ready=True),
                 Route("GET", _pattern("/metrics"), self.get_metrics),
@@ -367,9 +368,7 @@ class NodeRoutes:
             raise command_error(exc) from None
         return Reply(202, render_receipt(receipt))
 
-    def post_app(self, request: Request, params: Params) -> Reply:
-        # Token first: without it a caller learns nothing, not even what is wrong with
-        # its spec. Then the spec, then whether this node can sign for it at all.
+    def _check_token(self, request: Request) -> None:
         if not is_authorized(request.headers, self.token):
             raise HttpError(
                 401,
@@ -377,6 +376,19 @@ class NodeRoutes:
                 "authorization",
                 (("WWW-Authenticate", 'Bearer realm="edgechain"'),),
             )
+
+    def post_leave(self, request: Request, params: Params) -> Reply:
+        """Start this node's leave (node/leaving.py): 202 with its progress; asking
+        again while it runs changes nothing."""
+        self._check_token(request)
+        if request.body.strip() not in (b"", b"{}"):
+            raise HttpError(400, "POST /node/leave takes no body", "body")
+        return Reply(202, self.node.leave())
+
+    def post_app(self, request: Request, params: Params) -> Reply:
+        # Token first: without it a caller learns nothing, not even what is wrong with
+        # its spec. Then the spec, then whether this node can sign for it at all.
+        self._check_token(request)
         try:
             spec = parse_app_spec(get_object(parse_json_body(request.body), "body"))
         except SchemaError as exc:

@@ -1,7 +1,9 @@
 """Who may change what runs: the admin key, the operator keys and their sequence numbers.
 
 DESIGN.md, "Who may change what runs": the admin key is fixed at genesis; it grants and
-revokes operator keys on chain, may exclude a node and may drain one. Every app command
+revokes operator keys on chain, may exclude a node and may drain one. A node may drain
+and undrain itself, signing with its own key: that is how it leaves on purpose (issue
+16; ``node/leaving.py``). Every app command
 is signed by an operator (or the admin). Like the validator set, this is consensus state rebuilt by
 applying blocks in order; it is checked against the *parent's* state, so a key revoked
 in block B is refused from B's child on, and a key granted in B may sign from B's child
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgechain.chain.model import APP_COMMANDS, ChainParams, CommandKind, SignedCommand
+from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, NodeId
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, NodeId, PublicKey
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class Authority:
     sequences: tuple[tuple[bytes, int], ...] = ()
     banned: tuple[NodeId, ...] = ()
     draining: tuple[NodeId, ...] = ()
-    """Validators the admin is draining (``DRAIN_NODE``): no new apps, apps moved away."""
+    """Validators being drained (``DRAIN_NODE``, by the admin or by themselves): no new
+    apps, apps moved away. A node's exit ends its drain."""
 
 
 def compute_genesis_authority(params: ChainParams) -> Authority:
@@ -114,7 +118,7 @@ def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> 
     number including earlier commands of the same block."""
     signer = bytes(cmd.signer)
     if cmd.kind not in APP_COMMANDS:
-        if not is_admin(auth, signer):
+        if not is_admin(auth, signer) and not is_own_drain(cmd):
             raise ValidationError(RejectReason.COMMAND_NOT_ADMIN, cmd.kind.name)
     elif not is_operator(auth, signer):
         if is_revoked(auth, signer):
@@ -122,6 +126,23 @@ def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> 
         raise ValidationError(RejectReason.COMMAND_UNKNOWN_SIGNER, signer.hex()[:16])
     if cmd.seq <= last_seq:
         raise ValidationError(RejectReason.COMMAND_REPLAYED, f"seq {cmd.seq} <= {last_seq}")
+
+
+def is_own_drain(cmd: SignedCommand) -> bool:
+    """A DRAIN_NODE or UNDRAIN_NODE signed by the key of the node it names. The node id
+    is the hash of that key, and the command still needs that node to be a validator,
+    which it became with a proof of possession of the key (``validate_inclusion``)."""
+    return cmd.kind in (CommandKind.DRAIN_NODE, CommandKind.UNDRAIN_NODE) and bytes(
+        compute_node_id(PublicKey(cmd.signer))
+    ) == bytes(cmd.node)
+
+
+def end_drains(auth: Authority, exited: Iterable[bytes]) -> Authority:
+    """``auth`` without the drains of nodes that exited (a rejoin starts undrained)."""
+    gone = {bytes(n) for n in exited}
+    if not gone or not any(bytes(n) in gone for n in auth.draining):
+        return auth
+    return replace(auth, draining=tuple(n for n in auth.draining if bytes(n) not in gone))
 
 
 def _with(values: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:

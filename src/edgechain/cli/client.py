@@ -159,11 +159,19 @@ class UnreachableError(CliError):
 
 
 def request_json(
-    url: NodeUrl, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT_S
+    url: NodeUrl,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = HTTP_TIMEOUT_S,
+    token: str | None = None,
 ) -> Any:
-    """One request to one node; ApiError for an HTTP error, Unreachable if no answer."""
+    """One request to one node (with ``token``: as a local caller holding its API
+    token); ApiError for an HTTP error, Unreachable if no answer."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     connection = http.client.HTTPConnection(url.host, url.port, timeout=timeout)
     try:
         connection.request(method, path, body=data, headers=headers)

@@ -47,10 +47,19 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "advertise_host": NodeOption(
         str, None, "host other nodes reach us at (default: the --listen host)", "HOST"
     ),
-    "bootstrap": NodeOption(
-        str, None, "a known node to join through (every node but the genesis node)", "HOST:PORT"
+    "seeds": NodeOption(
+        str,
+        "",
+        "comma-separated addresses of nodes to find the network through (names or IPs; "
+        "no keys needed); joining works while any one of them answers (a TOML list too)",
+        "HOST:PORT,...",
     ),
-    "bootstrap_key": NodeOption(str, "", "the bootstrap node's public key (hex)", "HEX"),
+    "genesis_key": NodeOption(
+        str,
+        "",
+        "the public key (hex) that signed the chain's genesis: the node's trust anchor",
+        "HEX",
+    ),
     "chain_id": NodeOption(str, "edgechain", "network name; signatures are bound to it", "NAME"),
     "admin_key": NodeOption(
         str,
@@ -121,6 +130,19 @@ NODE_OPTIONS: dict[str, NodeOption] = {
         "behind); /status shows it as clock_offset_ms (default 0)",
         "MS",
     ),
+    "leave_on_sigterm": NodeOption(
+        bool,
+        False,
+        "SIGTERM makes the node leave first (drain, hand its apps over, exit, stop with "
+        "code 0), as `edgechain node leave` does; a second SIGTERM stops it at once",
+        None,
+    ),
+    "leave_timeout": NodeOption(
+        float,
+        600.0,
+        "how long a leave waits for the node's apps to move away before it exits anyway",
+        "SEC",
+    ),
     "ready_file": NodeOption(
         str, None, "write a JSON file with the node id and bound ports once listening", "FILE"
     ),
@@ -173,13 +195,14 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             "`edgechain admin keygen admin.key`), or --open-admission for a lab network "
             "that anyone may join"
         )
-    if not values["genesis"] and not (values["bootstrap"] and values["bootstrap_key"]):
+    if not values["genesis"] and not (get_seeds(values) and values["genesis_key"]):
         raise NodeOptionError(
             "a node that does not create the chain (--genesis) joins one: pass "
-            "--bootstrap HOST:PORT and --bootstrap-key HEX"
+            "--seeds HOST:PORT[,HOST:PORT...] and --genesis-key HEX"
         )
     get_cpu_capacity(values)
     get_clock_offset_ms(values)
+    get_leave_timeout(values)
     get_labels(values)
     engine = values.get("container_engine")
     if values.get("allow_root_containers") and engine is None:
@@ -189,6 +212,19 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             f"--container-engine {engine!r}: expected the Engine API URL, such as "
             "unix:///run/podman/podman.sock or unix:///var/run/docker.sock"
         )
+
+
+def get_seeds(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """``seeds`` as addresses: a comma-separated string (flag, environment) or a TOML
+    list; each must be HOST:PORT."""
+    raw = values.get("seeds") or ()
+    parts = raw.split(",") if isinstance(raw, str) else list(raw)
+    seeds = tuple(str(part).strip() for part in parts if str(part).strip())
+    for seed in seeds:
+        host, _, port = seed.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise NodeOptionError(f"--seeds: {seed!r} is not HOST:PORT")
+    return seeds
 
 
 def get_labels(values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -221,6 +257,18 @@ def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
             "2 or 0.5 (leave it out to report shares of the whole host)"
         )
     return cores
+
+
+def get_leave_timeout(values: Mapping[str, Any]) -> float:
+    """``leave_timeout`` in seconds: a finite number above 0."""
+    value = values.get("leave_timeout", 600.0)
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise NodeOptionError(f"--leave-timeout {value!r}: expected seconds above 0")
+    return seconds
 
 
 def get_clock_offset_ms(values: Mapping[str, Any]) -> int:
@@ -256,8 +304,8 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         listen=v["listen"],
         http=v["http"],
         advertise_host=v["advertise_host"],
-        bootstrap=v["bootstrap"],
-        bootstrap_key=_hex(v, "bootstrap_key"),
+        seeds=get_seeds(v),
+        genesis_key=_hex(v, "genesis_key"),
         chain_id=v["chain_id"],
         admin_key=_hex(v, "admin_key"),
         ticket=_hex(v, "ticket"),
@@ -275,6 +323,8 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         allow_root_containers=bool(v["allow_root_containers"]),
         clock_offset_ms=get_clock_offset_ms(v),
         ready_file=Path(v["ready_file"]) if v["ready_file"] else None,
+        leave_on_sigterm=bool(v["leave_on_sigterm"]),
+        leave_timeout_ms=int(get_leave_timeout(v) * 1000),
     )
 
 
@@ -285,6 +335,10 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     try:
         v = resolve_node_options(args, dict(os.environ))
+        if args.action == "leave":
+            from edgechain.cli.leave import leave_node
+
+            return leave_node(Path(v["data_dir"]), get_leave_timeout(v))
         check_node_options(v)
     except (NodeOptionError, OSError, ValueError) as exc:
         print(f"edgechain node: {exc}", file=sys.stderr)
@@ -315,6 +369,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="run a node daemon",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    node.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "leave"),
+        default="run",
+        help="run the daemon (default), or ask the node of --data-dir to leave the "
+        "network: it drains, its apps move away with their state, its exit goes into "
+        "a block, and it stops with exit code 0",
     )
     node.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
     for name, option in NODE_OPTIONS.items():

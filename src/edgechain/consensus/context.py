@@ -29,8 +29,9 @@ DEFAULT_REPORT_INTERVAL_SLOTS = 4
 @dataclass(frozen=True)
 class EngineConfig:
     chain_id: str
-    bootstrap_key: PublicKey
-    """The bootstrap node's key, known to every node (paper §4 step 1); signs genesis."""
+    genesis_key: PublicKey
+    """The key that signed the genesis, known to every node (paper §4 step 1): the
+    trust anchor. Its node was the paper's bootstrap node; here it need not be reachable."""
     address: str
     labels: tuple[str, ...] = ()
     ticket: bytes = b""

@@ -205,6 +205,10 @@ class ConsensusEngine:
     def pending_exits(self) -> dict[NodeId, ExitRequest]:
         return self.joining.pending_exits
 
+    def set_seeds(self, node_ids: list[NodeId]) -> None:
+        """The seeds that answered the node's pings: asked for the chain before genesis."""
+        self.joining.seed_ids = list(node_ids)
+
     @property
     def leaving(self) -> bool:
         return self.joining.leaving

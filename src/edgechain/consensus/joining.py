@@ -1,8 +1,8 @@
 """Genesis, joining and leaving (paper §4 steps 6-11).
 
-Before genesis the bootstrap node gathers inclusion requests and, once it holds enough
+Before genesis the genesis node gathers inclusion requests and, once it holds enough
 for a committee and a producer, creates and signs the genesis; every other node adopts
-the first genesis the bootstrap key signed. After genesis a node outside the validator
+the first genesis the genesis key signed. After genesis a node outside the validator
 set keeps asking to join; inclusion and exit requests wait here until a block carries
 them.
 """
@@ -65,6 +65,9 @@ class Joining:
         self.pending_exits: dict[NodeId, ExitRequest] = {}
         self.leaving = False
         self.last_inclusion_sent_ms: int | None = None
+        self.seed_ids: list[NodeId] = []
+        """Seeds that answered (the node learns them: node/seeds.py); asked for the
+        chain before genesis."""
         self.inclusion_attempts = 0
         """Requests sent since we last were a validator (or since genesis): the retry
         interval doubles with each, up to ``MAX_RETRY_BACKOFF`` times the base."""
@@ -98,7 +101,7 @@ class Joining:
         genesis_hash = get_genesis_hash(ctx.memo, msg.genesis)
         if msg.genesis.params.chain_id != ctx.config.chain_id:
             raise PeerError(RejectReason.FOREIGN_GENESIS, msg.genesis.params.chain_id)
-        if not bls.verify(ctx.config.bootstrap_key, genesis_hash, msg.signature):
+        if not bls.verify(ctx.config.genesis_key, genesis_hash, msg.signature):
             raise PeerError(RejectReason.BAD_GENESIS_SIGNATURE)
         ctx.memo.get(("genesis-valid", genesis_hash), lambda: validate_genesis(msg.genesis))
         self.adopt_genesis(msg.genesis, msg.signature)
@@ -115,7 +118,7 @@ class Joining:
         if ctx.params is None:
             template = ctx.config.genesis_template
             if template is None:
-                return  # only the bootstrap node gathers requests before genesis
+                return  # only the genesis node gathers requests before genesis
             params = template
         else:
             params = ctx.params
@@ -128,19 +131,22 @@ class Joining:
         )
         self.pending_inclusions[key] = req
 
-    def ask_bootstrap_for_chain(self, out: Output) -> None:
-        """Before genesis, with each inclusion retry: ask the bootstrap node directly
-        for the genesis and its head (``Sync.on_sync_request``, ``HEAD_WANT``).
+    def ask_seeds_for_chain(self, out: Output) -> None:
+        """Before genesis, with each inclusion retry: ask the seeds (and the genesis
+        key's node) directly for the genesis and its head (``Sync.on_sync_request``,
+        ``HEAD_WANT``).
 
         A node learns of the chain from gossip, which reaches it only once some node
         holds it as a peer (its DHT contacts, or the validators). In a 100-node join on
         2 cores, 14 nodes got no answer but the bootstrap's to their DHT lookups,
-        stayed out of every peer list, and never saw a block or the genesis; the
-        bootstrap's address and key are the one thing every node is given."""
-        bootstrap = compute_node_id(self.ctx.config.bootstrap_key)
-        if bootstrap != self.ctx.node_id:
+        stayed out of every peer list, and never saw a block or the genesis; the seeds
+        are the nodes every joiner is told about, so they are asked directly. Any one
+        that answers is enough: the genesis is checked against the genesis key."""
+        targets = dict.fromkeys([*self.seed_ids, compute_node_id(self.ctx.config.genesis_key)])
+        targets.pop(self.ctx.node_id, None)
+        if targets:
             request = SyncRequestMsg(HEAD_WANT, self.ctx.config.sync_limit)
-            out.messages.append(Outgoing(request, Route.DIRECT, (bootstrap,)))
+            out.messages.append(Outgoing(request, Route.DIRECT, tuple(targets)))
 
     def regossip_inclusion(self, now: int, out: Output) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7)."""
@@ -157,7 +163,7 @@ class Joining:
         if ctx.params is not None:
             self.inclusion_attempts += 1
         else:
-            self.ask_bootstrap_for_chain(out)
+            self.ask_seeds_for_chain(out)
         state = ctx.get_head_state()
         if state is not None and self.own_request.nonce < state.slot:
             # Excluded (or never admitted) since our last request: ask anew, so gossip

@@ -97,7 +97,7 @@ class CommandMsg:
 
 @dataclass(frozen=True)
 class GenesisMsg:
-    """Gossip: the genesis block, signed by the bootstrap node (paper §4 step 6)."""
+    """Gossip: the genesis block, signed by the genesis key (paper §4 step 6)."""
 
     genesis: Genesis
     signature: Signature
@@ -113,7 +113,7 @@ class SyncRequestMsg:
 
 HEAD_WANT = BlockHash(bytes(32))
 """``SyncRequestMsg.want`` that asks for the responder's head block and the genesis
-(a node that has no chain yet and knows no block hash: ``Joining.ask_bootstrap_for_chain``)."""
+(a node that has no chain yet and knows no block hash: ``Joining.ask_seeds_for_chain``)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from edgechain.chain.attestation import count_signers
-from edgechain.chain.authority import Authority, compute_genesis_authority, is_banned
+from edgechain.chain.authority import (
+    Authority,
+    compute_genesis_authority,
+    end_drains,
+    is_banned,
+)
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
@@ -173,16 +178,16 @@ def apply_block_commands(
     removed = get_removed_nodes(block)
     registry = apply_block_to_registry(parent.registry, block.slot, block.plan, removed)
     validators = apply_block_to_validator_set(parent.validators, block)
+    exits = {e.node for e in block.exits}
     if not block.commands:
-        return registry, parent.authority, validators
+        return registry, end_drains(parent.authority, exits), validators
     # An EXCLUDE names a validator of the parent (less the block's exits); the set of
     # every node the block removes keeps MOVEs off them.
-    exits = {e.node for e in block.exits}
     remaining = ValidatorSet(tuple(m for m in parent.validators.members if m.node not in exits))
     leaving = frozenset(bytes(n) for n in removed)
     ctx = get_command_context(parent, remaining, block.slot, committee_size, leaving)
     registry, authority = apply_commands(registry, ctx, block.commands)
-    return registry, authority, validators
+    return registry, end_drains(authority, exits), validators
 
 
 def _get_contributions(block: AnyBlock) -> Iterator[tuple[NodeId, Slot]]:

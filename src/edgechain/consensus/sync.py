@@ -218,7 +218,7 @@ class Sync:
             return
         if msg.want == HEAD_WANT and ctx.head is not None and ctx.head in ctx.blocks:
             # A node without the genesis asks for it and our head: it syncs the head's
-            # ancestors from us like any orphan's (joining.ask_bootstrap_for_chain).
+            # ancestors from us like any orphan's (joining.ask_seeds_for_chain).
             head_block = ctx.blocks[ctx.head]
             out.messages.append(
                 Outgoing(SyncResponseMsg((head_block,), ctx.genesis_msg), Route.DIRECT, (sender,))

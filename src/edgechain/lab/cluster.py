@@ -86,9 +86,11 @@ def get_node_name(index: int) -> str:
 
 
 @dataclass(frozen=True)
-class Bootstrap:
-    address: str
-    public_key: PublicKey
+class Seeds:
+    """What a joining node is told: where to find the network, and the genesis key."""
+
+    addresses: tuple[str, ...]
+    genesis_key: PublicKey
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class NodeOptions:
     command: tuple[str, ...]
     chain_id: str
     committee: int
-    """Genesis parameters, given to the bootstrap node only."""
+    """Genesis parameters, given to the genesis node only."""
     slot_duration: float
     open_admission: bool = False
     """Nodes join without tickets (the admin key still grants operators)."""
@@ -138,10 +140,10 @@ def build_node_argv(
     options: NodeOptions,
     *,
     admin_key: PublicKey,
-    bootstrap: Bootstrap | None,
+    seeds: Seeds | None,
     guard: Sequence[str] = (),
 ) -> list[str]:
-    """The command line of one node; ``bootstrap=None`` makes it the genesis node.
+    """The command line of one node; ``seeds=None`` makes it the genesis node.
 
     Every node gets the admin key (a new chain needs one); with open admission it gets
     ``--open-admission`` instead of its ticket.
@@ -175,7 +177,7 @@ def build_node_argv(
         argv += ["--container-engine", spec.container_engine]
     if spec.clock_offset_ms:
         argv += ["--clock-offset-ms", str(spec.clock_offset_ms)]
-    if bootstrap is None:
+    if seeds is None:
         argv += [
             "--genesis",
             "--committee",
@@ -184,7 +186,7 @@ def build_node_argv(
             f"{options.slot_duration:g}",
         ]
     else:
-        argv += ["--bootstrap", bootstrap.address, "--bootstrap-key", bootstrap.public_key.hex()]
+        argv += ["--seeds", ",".join(seeds.addresses), "--genesis-key", seeds.genesis_key.hex()]
     return argv
 
 
@@ -367,7 +369,7 @@ class Cluster:
         self.stop_grace = stop_grace
         self.nodes = [NodeProcess(spec) for spec in specs]
         self.admin_key = admin_key
-        self.bootstrap: Bootstrap | None = None
+        self.seeds: Seeds | None = None
         self.guard = get_guard_prefix()
         self.env = build_node_env(os.environ)
         self.log = log
@@ -380,7 +382,7 @@ class Cluster:
             node.spec,
             self.options,
             admin_key=self.admin_key,
-            bootstrap=None if index == 0 else self.bootstrap,
+            seeds=None if index == 0 else self.seeds,
             guard=self.guard,
         )
         env = self.env

@@ -68,6 +68,8 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             CPU), vdf_late, vdf_unfinished or not_attested; the VDF's
                             wall and CPU ms, votes and skip votes logged
     crashes                 node processes that exited without being told to
+    left                    [{name, slot}]: nodes that exited 0 on their own, having
+                            left the network (``edgechain node leave``)
     exit_codes              {name: code} of nodes that did not exit 0 on SIGTERM
     stop_sigkilled          nodes that ignored SIGTERM for the whole grace period
     until_interrupted       ``--slots 0``: the run was meant to end at Ctrl-C

@@ -24,12 +24,12 @@ from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
 from edgechain.lab.cluster import (
     HTTP_TIMEOUT_S,
-    Bootstrap,
     Cluster,
     NodeApiError,
     NodeProcess,
     NodeReady,
     NodeSpec,
+    Seeds,
     allocate_ports,
     get_node_name,
     http_get_json,
@@ -207,8 +207,9 @@ class Launcher:
         cluster.start(0)
         ready = self._wait_ready(0)
         host = cluster.nodes[0].spec.host
-        cluster.bootstrap = Bootstrap(f"{host}:{ready.udp_port}", cluster.nodes[0].spec.public_key)
-        self.output.log(f"bootstrap ready at {cluster.bootstrap.address} (http {ready.http_port})")
+        address = f"{host}:{ready.udp_port}"
+        cluster.seeds = Seeds((address,), cluster.nodes[0].spec.public_key)
+        self.output.log(f"genesis node ready at {address} (http {ready.http_port})")
 
     def _wait_ready(self, index: int) -> NodeReady:
         node = self._cluster().nodes[index]
@@ -335,11 +336,16 @@ class Launcher:
             node.sample_resources()
 
     def _check_nodes(self) -> None:
-        """Read new ready files; reap exited nodes (one not told to exit crashed)."""
+        """Read new ready files; reap exited nodes (one not told to exit crashed, unless
+        it exited 0: only a node that left the network on purpose does, node/leaving.py)."""
         for node in self._cluster().nodes:
             node.poll_ready()
             ended = node.reap()
             if ended is None or ended.ended_by is not None:
+                continue
+            if ended.exit_code == 0:
+                self.observed.left.append({"name": node.spec.name, "slot": self.observed.slot})
+                self.output.log(f"{node.spec.name} left the network (exit code 0)")
                 continue
             crash = {
                 "name": node.spec.name,

@@ -50,6 +50,8 @@ class Observed:
     kills: list[KillRecord] = field(default_factory=list)
     killed_indices: list[int] = field(default_factory=list)
     crashes: list[dict[str, Any]] = field(default_factory=list)
+    left: list[dict[str, Any]] = field(default_factory=list)
+    """Nodes that exited 0 on their own: they left the network (``node leave``)."""
 
 
 def compute_source_digest(package_dir: Path) -> str:
@@ -168,6 +170,7 @@ def summarize_run(
     summary["peer_errors"] = merge_counters(s.get("peer_errors") or {} for s in statuses)
     summary["decode_errors"] = merge_counters(s.get("decode_errors") or {} for s in statuses)
     summary["crashes"] = observed.crashes
+    summary["left"] = observed.left
     summary["exit_codes"] = {
         n.spec.name: n.current.exit_code
         for n in cluster.nodes

@@ -535,6 +535,22 @@ class DhtNode:
         self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
         return self._finish(out, now)
 
+    def add_seeds(self, contacts: Sequence[Contact], now: int) -> DhtOutput:
+        """Join (again) through ``contacts``: each enters the table, then a lookup of our
+        own id runs through them (Kademlia §2.3), as ``join`` does for its contact.
+
+        For contacts vouched for without a request of ours: a seed's, whose answer to
+        our ping proved its endpoint (``node/seeds.py``), or a validator's address
+        signed by its owner on chain. Seeds answer at any time, so a node that joined
+        alone (every seed down) joins the network when the first one answers."""
+        out = DhtOutput()
+        fresh = [c for c in contacts if c.node_id != self.node_id]
+        for contact in fresh:
+            self._add_verified(contact, now, out)
+        if fresh:
+            self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
+        return self._finish(out, now)
+
     def find(self, target: NodeId, now: int) -> DhtOutput:
         """Look ``target`` up; a :class:`LookupFinished` event reports the result."""
         out = DhtOutput()

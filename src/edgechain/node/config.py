@@ -22,6 +22,7 @@ from edgechain.crypto import bls, vdf
 from edgechain.errors import LocalError
 from edgechain.network.transport import join_address
 from edgechain.node.archive import get_last_vote
+from edgechain.node.leaving import DEFAULT_DRAIN_TIMEOUT_MS
 from edgechain.types import SecretKey, Signature
 
 HOSTILE_ENV = "EDGECHAIN_HOSTILE"
@@ -35,8 +36,10 @@ class NodeConfig:
     listen: str = "127.0.0.1:0"
     http: str = "127.0.0.1:0"
     advertise_host: str | None = None
-    bootstrap: str | None = None
-    bootstrap_key: bytes = b""
+    seeds: tuple[str, ...] = ()
+    """Addresses to find the network through (``--seeds``; node/seeds.py)."""
+    genesis_key: bytes = b""
+    """The key that signed the genesis (``--genesis-key``): the trust anchor."""
     chain_id: str = "edgechain"
     admin_key: bytes = b""
     ticket: bytes = b""
@@ -68,6 +71,11 @@ class NodeConfig:
     of this many cores, its total is the sum of its apps' (its own process left out),
     and it reports no host-wide CPU pressure (``runtime/usage.py``). None: the whole
     host."""
+    leave_on_sigterm: bool = False
+    """SIGTERM makes the node leave (drain, exit, stop: node/leaving.py) instead of
+    stopping at once; a second SIGTERM stops it at once (``--leave-on-sigterm``)."""
+    leave_timeout_ms: int = DEFAULT_DRAIN_TIMEOUT_MS
+    """How long a leave waits for the apps to move away (``--leave-timeout``)."""
     clock_offset_ms: int = 0
     """Milliseconds added to every wall-clock read of the node and of its fencing
     watchdog (``--clock-offset-ms``; negative: behind): a device whose clock is that far
@@ -114,7 +122,7 @@ def make_engine(
         )
     engine_config = EngineConfig(
         chain_id=cfg.chain_id,
-        bootstrap_key=bls.sk_to_pk(sk) if cfg.genesis else cfg.bootstrap_key,  # type: ignore[arg-type]
+        genesis_key=bls.sk_to_pk(sk) if cfg.genesis else cfg.genesis_key,  # type: ignore[arg-type]
         address=join_address(advertise, port),
         labels=labels,
         ticket=cfg.ticket,

@@ -2,7 +2,8 @@
 
 :class:`NodeInbox` is a mixin of :class:`~edgechain.node.Node`: the transport calls
 ``_on_data`` with every datagram and frame. DHT messages go to the DHT (UDP only: its
-replies name the address they came from), an answer to our RTT probe to the probe,
+replies name the address they came from), a seed's answer to our ping to the seeds, an
+answer to our RTT probe to the probe,
 gossip to the gossip layer (and what it delivers to the engine), anything else straight
 to the engine. Undecodable input is counted, never raised. Each message asks for a pass
 of the loop ``TICK_COALESCE_MS`` later, so a burst shares one.
@@ -27,6 +28,7 @@ from edgechain.node.priority import COMMITTEE_NICE
 from edgechain.node.queries import NodeCounters
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
+from edgechain.node.seeds import SeedContacts
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import NodeId
@@ -53,6 +55,7 @@ class NodeInbox:
     counters: NodeCounters
     routing: PeerRouting
     rtt: RttProbe
+    seeds: SeedContacts
     dht: DhtNode
     gossip: Gossip
     duty: DutyPriority
@@ -65,6 +68,8 @@ class NodeInbox:
         def _apply_dht(self, out: DhtOutput) -> None: ...
 
         def _request_tick(self, at_ms: int) -> None: ...
+
+        def _on_seed_answer(self, contact: Contact, now: int) -> None: ...
 
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
@@ -82,7 +87,13 @@ class NodeInbox:
         now = self.clock.now_ms()
         if transport is Transport.DATAGRAM:
             self.routing.on_datagram_from(sender, source)
-        if isinstance(message, Pong) and self.rtt.on_pong(
+        if (
+            isinstance(message, Pong)
+            and transport is Transport.DATAGRAM
+            and (seed := self.seeds.on_pong(sender, message.request_id, source))
+        ):
+            self._on_seed_answer(seed, now)  # a seed's answer to our ping (node/seeds.py)
+        elif isinstance(message, Pong) and self.rtt.on_pong(
             sender, message.request_id, time.perf_counter_ns()
         ):
             pass  # the answer to our RTT probe (node/rtt.py), not the DHT's

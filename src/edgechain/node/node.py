@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -61,12 +62,14 @@ from edgechain.node.duty import DutyPriority, choose_duty_nice
 from edgechain.node.events import EventRecorder, log_duty
 from edgechain.node.host_usage import measure_host_usage
 from edgechain.node.inbox import NodeInbox
+from edgechain.node.leaving import Leaving
 from edgechain.node.log_format import configure_logging
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
+from edgechain.node.seeds import MAX_CHAIN_CONTACTS, UNKNOWN_NODE, SeedContacts
 from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
@@ -98,8 +101,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         self.node_id = compute_node_id(self.pk)
         self.sessions = SessionKeys(self.sk, self.pk)
         """DHT messages to a peer whose key we know are MACed, not signed (session.py)."""
-        if config.bootstrap_key:
-            self.sessions.learn(config.bootstrap_key)
+        if config.genesis_key:
+            self.sessions.learn(config.genesis_key)
         self.hostile: Hostile | None = None
         if os.environ.get(HOSTILE_ENV):
             # Chaos experiments only: an honest node never imports hostile.py.
@@ -115,6 +118,10 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         host, port = split_address(config.listen)
         self.transport = NetworkTransport(host, port, self._on_data)
         self._operator_seq = 0
+        self.leaving = Leaving(self.node_id, config.leave_timeout_ms)
+        """This node's own leave, once asked for (node/leaving.py)."""
+        self.stopping = asyncio.Event()
+        """The loop's stop (``run`` takes the daemon's); a finished leave sets it."""
         self.started = asyncio.Event()
         """Set once the node runs (engine built, store replayed, DHT joined)."""
         self.rng = random.Random(self.node_id)
@@ -131,18 +138,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
             lambda: self.engine,
         )  # fmt: skip
-        self.bootstrap: Contact | None = None
-        """The bootstrap node the operator named (None: this node creates the chain)."""
-        if config.bootstrap and config.bootstrap_key:
-            bootstrap_id = compute_node_id(config.bootstrap_key)  # type: ignore[arg-type]
-            self.bootstrap = Contact(bootstrap_id, config.bootstrap)
-            # A joiner asks the bootstrap for the chain until it has it (HEAD_WANT). A
-            # routing table replaces a silent contact at once when a replacement waits
-            # (Kademlia §4.1), and a loaded bootstrap is often silent: without this
-            # address the request could go nowhere (in 100-node runs on 2 cores, 5-6
-            # joiners, all with ids sharing the bootstrap's first two bits, never got
-            # the genesis).
-            self.routing.configured[bootstrap_id] = config.bootstrap
+        self.seeds = SeedContacts(config.seeds, random.Random(self.rng.getrandbits(64)))
+        """The operator's seed addresses and who answered at them (node/seeds.py)."""
+        self._seed_tasks: set[asyncio.Task[None]] = set()
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self._wake = asyncio.Event()
@@ -182,6 +180,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
     # --- lifecycle -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.stopping = stop
         await self.transport.start()
         # Before the engine: the transfer port goes into our inclusion request's labels.
         self.apps = AppManager(
@@ -253,10 +252,49 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         logs.info(log, "store replayed", blocks=count, from_slot=from_slot)
 
     def _join_dht(self) -> None:
-        contact = self.bootstrap or Contact(
-            self.node_id, join_address(self.transport.host, self.transport.port)
-        )
-        self._apply_dht(self.dht.join(contact, self.clock.now_ms()))
+        """Join the DHT (paper §4 steps 1-5) through what we already know: a restarted
+        node's stored validator set (addresses their owners signed on chain). The seeds
+        join in as they answer their pings (``_on_seed_answer``)."""
+        now = self.clock.now_ms()
+        own = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
+        self._apply_dht(self.dht.join(own, now))
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        if state is not None:
+            known = [
+                Contact(info.node, info.address)
+                for info in state.validators.members
+                if info.node != self.node_id
+            ]
+            chosen = self.rng.sample(known, min(len(known), MAX_CHAIN_CONTACTS))
+            self._apply_dht(self.dht.add_seeds(chosen, now))
+
+    def _ping_seeds(self, now: int) -> None:
+        """Ping the seeds that have not answered yet, when due (node/seeds.py)."""
+        for address, request_id in self.seeds.get_pings_due(now):
+            task = asyncio.ensure_future(self._send_seed_ping(address, request_id))
+            self._seed_tasks.add(task)
+            task.add_done_callback(self._seed_tasks.discard)
+
+    async def _send_seed_ping(self, address: str, request_id: int) -> None:
+        """A signed Ping to a seed whose node id we do not know yet; a name is resolved
+        first (off the loop: a slow resolver must not stall a slot)."""
+        try:
+            host, port = split_address(address)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (OSError, ValueError) as exc:
+            logs.debug(log, "seed unresolved", seed=address, error=str(exc))
+            return
+        resolved = join_address(str(infos[0][4][0]), port)
+        self.routing.send_dht(Contact(UNKNOWN_NODE, resolved), Ping(request_id))
+
+    def _on_seed_answer(self, contact: Contact, now: int) -> None:
+        engine = self.engine
+        assert engine is not None
+        logs.info(log, "seed answered", node_id=contact.node_id.hex()[:16], at=contact.address)
+        self.routing.configured[contact.node_id] = contact.address
+        engine.set_seeds(self.seeds.get_node_ids())
+        self._apply_dht(self.dht.add_seeds([contact], now))
 
     async def _loop(self, stop: asyncio.Event) -> None:
         self.duty.capture_base()
@@ -311,10 +349,12 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
                 self.apps.tick(now)
         with cpu_span(Component.CONSENSUS):
             self._apply(engine.on_tick(now))
+            self.advance_leave(now)
             if self.hostile is not None:
                 self._apply(Output(messages=self.hostile.on_tick(now)))
         with cpu_span(Component.DHT):
             self._apply_dht(self.dht.on_tick(now))
+            self._ping_seeds(now)
             self._probe_rtt(engine, now)
         with cpu_span(Component.GOSSIP):
             # The list is our DHT contacts and our head's validators: rebuild it only

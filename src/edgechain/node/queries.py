@@ -32,8 +32,10 @@ from edgechain.node.config import NodeConfig
 from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duty import get_current_role
 from edgechain.node.events import MAX_ACCEPTED_LOG, EventRecorder, get_stored_app_history
+from edgechain.node.leaving import Leaving
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.rtt import RttProbe
+from edgechain.node.seeds import SeedContacts
 from edgechain.orchestrator.fleet import HistoryEvent, compute_app_history
 from edgechain.orchestrator.liveness import get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
@@ -110,6 +112,8 @@ class NodeQueries:
     cpu: CpuAccounting
     observer: NodeObserver
     rtt: RttProbe
+    seeds: SeedContacts
+    leaving: Leaving
     sessions: SessionKeys
     apps: AppManager | None
     _transfer_port: int | None
@@ -184,6 +188,8 @@ class NodeQueries:
             "is_validator": engine.is_validator(),
             "validators": len(state.validators) if state else 0,
             "peers": len(self.dht.get_peers()),
+            # The operator's seed addresses and who answered at each (node/seeds.py).
+            "seeds": self.seeds.to_json(),
             # Smoothed RTT to random validators (node/rtt.py): what our reports carry.
             "rtt_us": self.rtt.get_rtt_us(),
             "rtt_samples": self.rtt.samples,
@@ -196,6 +202,9 @@ class NodeQueries:
             "blocks_accepted": engine.stats.blocks_accepted,
             "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
             "reorgs": engine.stats.reorgs,
+            "leave": self.leaving.to_json(
+                state, self.apps.get_busy_apps() if self.apps is not None else []
+            ),
             "finality": get_finality_status(engine),
             "peer_errors": dict(engine.stats.peer_errors),
             "decode_errors": dict(self.counters.decode_errors),

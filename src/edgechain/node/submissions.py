@@ -5,12 +5,16 @@ of ``queries.py``'s read side. ``submit_command`` takes a command someone signed
 API's ``POST /commands``); ``submit_app`` signs a SUBMIT with the node's operator key
 for a local caller who presented its API token (``POST /apps``). Either way the engine
 checks the command against the head state before it is kept for a block and gossiped.
+``leave`` starts the node's own leave (``POST /node/leave``, node/leaving.py), which
+``advance_leave`` carries out step by step from the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.assembly import make_command
 from edgechain.chain.authority import get_last_seq
@@ -21,7 +25,12 @@ from edgechain.consensus.messages import Output
 from edgechain.crypto import bls
 from edgechain.errors import LocalError, RejectReason, ValidationError
 from edgechain.node.clock import NodeClock
-from edgechain.types import AppId, SecretKey
+from edgechain.node.leaving import LeaveStep, Leaving
+from edgechain.runtime.manager import AppManager
+from edgechain.telemetry import logs
+from edgechain.types import AppId, NodeId, SecretKey
+
+log = logging.getLogger("edgechain.node")
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,12 @@ class NodeSubmissions:
     operator_sk: SecretKey | None
     _operator_seq: int
     """The last seq this node signed with its operator key."""
+    sk: SecretKey
+    node_id: NodeId
+    apps: AppManager | None
+    leaving: Leaving
+    stopping: asyncio.Event
+    """Set to stop the node's loop (by the daemon's signal handler, or a finished leave)."""
 
     if TYPE_CHECKING:  # Node's own
 
@@ -87,3 +102,59 @@ class NodeSubmissions:
         receipt = self.submit_command(command)
         self._operator_seq = seq
         return receipt
+
+    def leave(self) -> dict[str, Any]:
+        """Start leaving the network (node/leaving.py); what ``/status`` says of it."""
+        now = self.clock.now_ms()
+        if self.leaving.start(now):
+            logs.info(log, "leaving", timeout_ms=self.leaving.drain_timeout_ms)
+            self._request_tick(now)
+        engine = self.engine
+        state = engine.get_head_state() if engine is not None else None
+        return self.leaving.to_json(state, self.get_busy_apps())
+
+    def get_busy_apps(self) -> list[str]:
+        """Apps this node's runtime still runs or hands over (a leave waits for none)."""
+        return self.apps.get_busy_apps() if self.apps is not None else []
+
+    def advance_leave(self, now: int) -> None:
+        """Carry out the leave's next step, if one is due (called every loop pass)."""
+        engine = self.engine
+        assert engine is not None
+        state = engine.get_head_state()
+        step = self.leaving.get_step(state, now, self.get_busy_apps())
+        if step is LeaveStep.WAIT:
+            return
+        if step is LeaveStep.STOP:
+            if not self.stopping.is_set():
+                logs.info(
+                    log,
+                    "left the network",
+                    apps_left_behind=[a.hex()[:16] for a in self.leaving.apps_left_behind],
+                )
+                self.stopping.set()
+            return
+        if step is LeaveStep.REQUEST_EXIT:
+            if self.leaving.apps_left_behind:
+                logs.warning(
+                    log,
+                    "drain timed out: exiting with apps still here",
+                    apps=[a.hex()[:16] for a in self.leaving.apps_left_behind],
+                )
+            logs.info(log, "exit requested")
+            self._apply(engine.request_exit(now))
+            return
+        params = engine.params
+        assert state is not None and params is not None  # a validator has a chain
+        seq = max(get_last_seq(state.authority, bls.sk_to_pk(self.sk)) + 1, now)
+        command = make_command(
+            self.sk, params.chain_id, seq, CommandKind.DRAIN_NODE, node=self.node_id
+        )
+        try:
+            self.submit_command(command)
+        except ValidationError as exc:
+            # Refused against our head (a stale view, or a drain pending already): the
+            # leave tries again after its resend interval.
+            logs.warning(log, "own drain refused", reason=exc.reason, detail=exc.detail)
+            return
+        logs.info(log, "draining", seq=seq)

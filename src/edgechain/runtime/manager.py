@@ -279,6 +279,14 @@ class AppManager:
     def get_views(self) -> list[dict[str, Any]]:
         return [vars(v) for v in self.views]
 
+    def get_busy_apps(self) -> list[str]:
+        """Apps (hex ids) that still run here or are being handed over from here: a
+        leaving node waits for none to be left (node/leaving.py). Running copies as the
+        last sample (every ``MEASURE_INTERVAL_MS``) saw them."""
+        busy = {bytes(app).hex() for app in self.migrations.get_in_progress()}
+        busy.update(v.app for v in self.views if v.running)
+        return sorted(busy)
+
     def get_status_apps(self) -> list[dict[str, Any]]:
         return [{"app": v.app, "name": v.name, "running": v.running} for v in self.views]
 

@@ -95,6 +95,10 @@ class MigrationsOut:
         lease lists them)."""
         return [app for app, handover in self._outgoing.items() if self._is_wanted(handover)]
 
+    def get_in_progress(self) -> list[AppId]:
+        """Every app whose handover from here has not ended, wanted or not."""
+        return list(self._outgoing)
+
     def start(self, block_hash: BlockHash, slot: Slot, entry: PlanEntry, spec: AppSpec) -> None:
         """Hand the app over, once: a second order for it waits for the first."""
         running = self._outgoing.get(entry.app)

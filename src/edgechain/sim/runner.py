@@ -264,7 +264,7 @@ class Simulation:
         for i, ident in enumerate(idents):
             engine_config = EngineConfig(
                 chain_id=self.params.chain_id,
-                bootstrap_key=bootstrap.pk,
+                genesis_key=bootstrap.pk,
                 address=f"sim:{i}",
                 labels=("region-a" if i % 2 == 0 else "region-b",),
                 ticket=make_ticket(ADMIN.sk, self.params.chain_id, ident.pk),

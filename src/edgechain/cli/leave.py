@@ -1,0 +1,77 @@
+"""``edgechain node leave``: ask the node of a data directory to leave, and follow it.
+
+The node's API URL comes from ``<data_dir>/api.json`` (the daemon writes it once it
+runs) and the right to ask from ``<data_dir>/api.token``: only someone who can read the
+node's data directory may make it leave. The command then follows ``/status`` ``leave``
+(node/leaving.py) and prints each phase, until the node stops answering after it left.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
+from edgechain.cli.client import ApiError, UnreachableError, parse_node_url, request_json
+from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
+
+API_FILE = "api.json"  # node_daemon.API_FILE (not imported: the CLI starts light)
+POLL_S = 1.0
+STOP_GRACE_S = 120.0
+"""Beyond the drain timeout: time for the exit to reach a block and the node to stop."""
+
+
+def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
+    """Ask, then follow until the node stopped (0) or the wait ran out (1)."""
+    try:
+        url = parse_node_url(json.loads((data_dir / API_FILE).read_text())["url"])
+        token = read_token(data_dir / TOKEN_FILE)
+    except (OSError, ValueError, KeyError, TokenError, CliError) as exc:
+        print(
+            f"edgechain node leave: no running node found in {data_dir} ({exc}); "
+            "pass the --data-dir the node runs with",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        progress = request_json(url, "POST", "/node/leave", {}, token=token)
+    except (ApiError, UnreachableError) as exc:
+        print(f"edgechain node leave: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"leaving: {describe(progress)}", flush=True)
+    deadline = time.monotonic() + drain_timeout_s + STOP_GRACE_S
+    last = progress
+    while time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        try:
+            status = request_json(url, "GET", "/status")
+        except UnreachableError:
+            if last.get("phase") in ("exiting", "left"):
+                print("left: the exit is in a block and the node stopped", flush=True)
+                return 0
+            print("edgechain node leave: the node stopped before its exit", file=sys.stderr)
+            return EXIT_FAILED
+        except ApiError:
+            continue  # stopping: the API answers 503 for a moment
+        leave = status.get("leave") or {}
+        if describe(leave) != describe(last):
+            print(f"leaving: {describe(leave)}", flush=True)
+        last = leave
+    print(f"edgechain node leave: still {describe(last)} after the wait", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def describe(leave: dict[str, Any]) -> str:
+    """One line of a leave's progress."""
+    phase = leave.get("phase", "?")
+    here = len({*(leave.get("apps_here") or ()), *(leave.get("apps_running_here") or ())})
+    text = f"{phase}, {here} app{'s' if here != 1 else ''} here"
+    if phase == "draining" and not leave.get("draining_on_chain"):
+        text += " (drain not in a block yet)"
+    behind = leave.get("apps_left_behind") or ()
+    if behind:
+        text += f", {len(behind)} left behind"
+    return text

@@ -1,0 +1,80 @@
+"""A node leaves on purpose (issue 16, item 3), through what an operator touches.
+
+On a 4-node ``edgechain testnet`` a stateful counter app runs on some node; ``edgechain
+node leave --data-dir`` that node's directory. The command follows the leave to its end
+and exits 0; the app then runs on another node, counting on from its state, with one
+copy at a time throughout; the node is out of the validator set (its exit is in a
+block); its process exited 0 on its own, which the launcher's summary records under
+``left``, not as a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .live_testnet import EDGECHAIN
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, _spec_yaml
+
+LEAVE_TIMEOUT_S = 240
+
+pytestmark = pytest.mark.xdist_group("testnet")
+
+
+def test_a_node_leaves_and_its_app_runs_on_elsewhere_with_its_state(run_dir: Path) -> None:
+    tag = f"leave-live-{os.getpid()}-{time.monotonic_ns()}"
+    net = LiveNet(run_dir, tag)
+    spec = run_dir.parent / "app.yaml"
+    spec.write_text(_spec_yaml(tag, "0.2"))
+    net.start()
+    try:
+        net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
+        app = net.app = net.cli("apps", "submit", str(spec))["app_id"]
+        net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
+        node = net.cli("apps", "show", app)["node"]
+        name = net.names()[node]
+        count_before = net.read_count(name, app)
+        assert count_before > 0
+
+        leave = subprocess.Popen(
+            [EDGECHAIN, "node", "leave", "--data-dir", str(run_dir / name),
+             "--leave-timeout", "120"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        # Never two running copies while the app moves away.
+        deadline = time.monotonic() + LEAVE_TIMEOUT_S
+        while leave.poll() is None and time.monotonic() < deadline:
+            net.instances()
+            time.sleep(0.3)
+        if leave.poll() is None:
+            leave.kill()
+        out, err = leave.communicate(timeout=30)
+        assert leave.returncode == 0, (out, err, net.describe())
+        assert "leaving: draining" in out and out.rstrip().endswith(
+            "left: the exit is in a block and the node stopped"
+        ), out
+
+        # The app runs elsewhere, from its state; the node is out of the set.
+        net.wait_for(
+            lambda: _placed(net, app) and net.cli("apps", "show", app)["node"] != node,
+            "the app on another node",
+            STEP_TIMEOUT_S,
+        )
+        where = net.names()[net.cli("apps", "show", app)["node"]]
+        assert where != name
+        assert net.read_count(where, app) >= count_before
+        assert net.max_copies == 1, net.describe_copies()
+        assert node not in {n["node_id"] for n in net.cli("nodes")}
+        history = [e["kind"] for e in net.cli("apps", "history", app)["events"]]
+        assert "migrate" in history or "move" in history, history
+    finally:
+        code, output = net.stop()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [entry["name"] for entry in summary["left"]] == [name], output[-3000:]
+    assert summary["crashes"] == [], summary["crashes"]
+    assert code == 0, output[-3000:]
