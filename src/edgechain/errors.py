@@ -84,6 +84,7 @@ class RejectReason(enum.StrEnum):
     BAD_PROOF_OF_POSSESSION = "bad_proof_of_possession"
     BAD_ADMISSION_TICKET = "bad_admission_ticket"
     BAD_EXIT = "bad_exit"
+    BAD_ADDRESS_RECORD = "bad_address_record"
     BAD_SUBMISSION = "bad_submission"
     BAD_PLAN = "bad_plan"
     BAD_GENESIS = "bad_genesis"

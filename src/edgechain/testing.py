@@ -22,6 +22,7 @@ from edgechain.chain.assembly import (
 )
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import (
+    AddressRecord,
     Block,
     ChainParams,
     ExitRequest,
@@ -99,6 +100,7 @@ def build_block(
     inclusions: tuple[InclusionRequest, ...] = (),
     exits: tuple[ExitRequest, ...] = (),
     commands: tuple[SignedCommand, ...] = (),
+    addresses: tuple[AddressRecord, ...] = (),
     difficulty: int | None = None,
     vdf_result: vdf.VdfResult | None = None,
     state_root: bytes = bytes(32),
@@ -122,6 +124,7 @@ def build_block(
         inclusions=inclusions,
         exits=exits,
         commands=commands,
+        addresses=addresses,
         producer_signature=EMPTY_SIGNATURE,
         signers=b"",
         aggregate_signature=EMPTY_SIGNATURE,

@@ -15,7 +15,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edgechain.chain.assembly import make_command, make_exit_request, make_report
+from edgechain.chain.assembly import (
+    make_address_record,
+    make_command,
+    make_exit_request,
+    make_report,
+)
 from edgechain.chain.encoding import (
     FORMAT_VERSION,
     compute_block_hash,
@@ -275,6 +280,9 @@ def block_vectors() -> dict[str, object]:
         inclusions=(make_joining_request(newcomer, genesis.params, 50),),
         exits=(make_exit_request(idents[4].sk, Slot(1)),),
         commands=(submit, move, grant, drain, submit_limited),
+        addresses=(
+            make_address_record(idents[2].sk, genesis.params.chain_id, "10.0.0.7:7000", Slot(1)),
+        ),
     )
     skip = build_skip_block(
         parent=compute_block_hash(block),

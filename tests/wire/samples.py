@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from edgechain.chain.assembly import make_command, make_exit_request, make_report
+from edgechain.chain.assembly import (
+    make_address_record,
+    make_command,
+    make_exit_request,
+    make_report,
+)
 from edgechain.chain.encoding import compute_genesis_hash, encode_genesis
 from edgechain.chain.model import AppPolicy, AppSpec, AppUsage, CommandKind, RuntimeKind
 from edgechain.consensus.messages import (
+    AddressMsg,
     BlockMsg,
     CandidateMsg,
     CommandMsg,
@@ -68,6 +74,7 @@ SKIP = build_skip_block(
 )
 SIG = Signature(bls.sign(IDENTS[1].sk, b"x"))
 EXIT = make_exit_request(IDENTS[3].sk, Slot(7))
+ADDRESS = make_address_record(IDENTS[2].sk, "wire", "[2001:db8::7]:7000", Slot(9))
 INNER = b"\x0a" * 40
 IPV4 = "255.255.255.255:65535"
 
@@ -80,6 +87,7 @@ SAMPLES: dict[str, WireMessage] = {
     "reports": ReportMsg((REPORT, REPORT)),
     "inclusion": InclusionMsg(GENESIS.inclusions[0]),
     "exit": ExitMsg(EXIT),
+    "address": AddressMsg(ADDRESS),
     "command": CommandMsg(BLOCK.commands[0]),
     "genesis": GenesisMsg(GENESIS, GENESIS_SIG),
     "sync_request": SyncRequestMsg(BlockHash(b"\x02" * 32), 64),

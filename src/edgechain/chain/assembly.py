@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from edgechain.chain.attestation import compute_bitfield
 from edgechain.chain.encoding import (
+    compute_address_signing_root,
     compute_block_hash,
     compute_command_signing_root,
     compute_exit_signing_root,
@@ -24,6 +25,7 @@ from edgechain.chain.encoding import (
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     NO_SIGNATURE,
+    AddressRecord,
     AppSpec,
     AppUsage,
     Block,
@@ -66,6 +68,13 @@ def make_inclusion_request(
     return dataclasses.replace(
         unsigned, signature=bls.sign(sk, compute_inclusion_signing_root(unsigned))
     )
+
+
+def make_address_record(sk: SecretKey, chain_id: str, address: str, slot: Slot) -> AddressRecord:
+    """``sk``'s validator is reached at ``address`` from ``slot`` on (block format 9)."""
+    unsigned = AddressRecord(compute_node_id(bls.sk_to_pk(sk)), address, slot, EMPTY_SIGNATURE)
+    signature = bls.sign(sk, compute_address_signing_root(chain_id, unsigned))
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 def make_command(

@@ -13,9 +13,9 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v7" || tag ||
-header)`` with the tag ``v7`` (``FORMAT_VERSION`` 7: reports carry a finality vote), so
-the signatures that attest to a block are not part of its identity.
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v9" || tag ||
+header)`` with the tag ``v9`` (``FORMAT_VERSION``), so the signatures that attest to a
+block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
 """
@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from edgechain.chain.model import (
+    AddressRecord,
     AnyBlock,
     AppPolicy,
     AppSpec,
@@ -65,7 +66,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -76,7 +77,8 @@ end with ``cpu_limit_millicores``, ``memory_limit_bytes``, ``state_limit_bytes``
 request carries the 32-byte ``report_key`` after its proof of possession. 7: a report
 ends with its optional finality vote (``chain/finality.py``); ``epoch_length`` defaults
 to 8 slots. 8: a block carries ``state_root`` (32 bytes after the VDF proof), the
-root of its parent's state (``consensus/state_codec.py``)."""
+root of its parent's state (``consensus/state_codec.py``). 9: a block ends its header
+with ``addresses``, validators' signed new addresses (``AddressRecord``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -95,6 +97,7 @@ class Limits:
     MAX_PLAN_ENTRIES = 4096
     MAX_INCLUSIONS = 1024
     MAX_EXITS = 1024
+    MAX_ADDRESSES = 1024
     MAX_COMMANDS = 1024
     MAX_LABELS = 16
     MAX_COMMAND_ARGS = 64
@@ -647,6 +650,33 @@ def compute_exit_signing_root(e: ExitRequest) -> bytes:
     return hashlib.sha256(b"edgechain/exit/v1" + w.buf).digest()
 
 
+def write_address_record(w: Writer, a: AddressRecord) -> None:
+    w.fixed(a.node, HASH_SIZE)
+    w.string(a.address)
+    w.u64(a.slot)
+    w.fixed(a.signature, SIGNATURE_SIZE)
+
+
+def read_address_record(r: Reader) -> AddressRecord:
+    node = NodeId(r.fixed(HASH_SIZE))
+    address = r.string(Limits.MAX_SHORT_STR)
+    slot = Slot(r.u64())
+    return AddressRecord(node, address, slot, Signature(r.fixed(SIGNATURE_SIZE)))
+
+
+_MIN_ADDRESS_RECORD_SIZE = HASH_SIZE + 2 + 8 + SIGNATURE_SIZE
+
+
+def compute_address_signing_root(chain_id: str, a: AddressRecord) -> bytes:
+    """What a validator signs to move its address (bound to the chain, like a ticket)."""
+    w = Writer()
+    w.string(chain_id)
+    w.fixed(a.node, HASH_SIZE)
+    w.string(a.address)
+    w.u64(a.slot)
+    return hashlib.sha256(b"edgechain/address/v1" + w.buf).digest()
+
+
 # --- genesis ---------------------------------------------------------------------------
 
 
@@ -728,6 +758,7 @@ def _write_block_header(w: Writer, b: Block) -> None:
     w.items(b.inclusions, write_inclusion)
     w.items(b.exits, write_exit)
     w.items(b.commands, write_command)
+    w.items(b.addresses, write_address_record)
 
 
 def _write_skip_header(w: Writer, b: SkipBlock) -> None:
@@ -785,12 +816,14 @@ def _read_block_body(r: Reader) -> Block:
     inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
     exits = tuple(r.items(Limits.MAX_EXITS, _EXIT_SIZE, read_exit))
     commands = tuple(r.items(Limits.MAX_COMMANDS, _MIN_COMMAND_SIZE, read_command))
+    addresses = tuple(r.items(Limits.MAX_ADDRESSES, _MIN_ADDRESS_RECORD_SIZE, read_address_record))
     producer_sig = Signature(r.fixed(SIGNATURE_SIZE))
     signers = r.var_bytes(Limits.MAX_SIGNER_BYTES)
     aggregate = Signature(r.fixed(SIGNATURE_SIZE))
     return Block(
         parent, slot, epoch, producer, ts, difficulty, vdf_output, vdf_proof, state_root,
         reports, plan, inclusions, exits, commands, producer_sig, signers, aggregate,
+        addresses,
     )  # fmt: skip
 
 

@@ -309,6 +309,19 @@ class ExitRequest:
 
 
 @dataclass(frozen=True)
+class AddressRecord:
+    """A validator's signed new address (issue 16): where it is reached from ``slot`` on,
+    after a restart on another port or a new IP. A block carrying it changes the
+    validator's address for every node; only a record newer than the address it
+    replaces applies (``ValidatorInfo.address_slot``), so an old one cannot be replayed."""
+
+    node: NodeId
+    address: str
+    slot: Slot
+    signature: Signature
+
+
+@dataclass(frozen=True)
 class ChainParams:
     """Parameters fixed by genesis."""
 
@@ -379,6 +392,8 @@ class Block:
     signers: bytes
     """Bitfield over the elected committee in election order, bit i = byte i//8, bit i%8."""
     aggregate_signature: Signature
+    addresses: tuple[AddressRecord, ...] = ()
+    """Validators' new addresses (format 9), applied after the exits and inclusions."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from edgechain.chain.attestation import (
 from edgechain.chain.authority import check_command_shape
 from edgechain.chain.encoding import (
     VDF_FORM_SIZE,
+    compute_address_signing_root,
     compute_command_signing_root,
     compute_exit_signing_root,
     compute_inclusion_signing_root,
@@ -45,6 +46,7 @@ from edgechain.chain.model import (
     MIN_CPU_LIMIT_MILLICORES,
     MIN_MEMORY_LIMIT_BYTES,
     MIN_STATE_LIMIT_BYTES,
+    AddressRecord,
     AppSpec,
     Block,
     ChainParams,
@@ -209,6 +211,43 @@ def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> Non
         signed = bls.verify(info.public_key, compute_exit_signing_root(req), req.signature)
     if not signed:
         raise ValidationError(RejectReason.BAD_EXIT, "signature")
+
+
+def validate_address_record(
+    rec: AddressRecord,
+    chain_id: str,
+    validators: ValidatorSet,
+    slot: Slot,
+    cache: SignatureCache | None = None,
+) -> None:
+    """A validator's new address, signed by it, newer than the one it replaces, not
+    from a future slot, and a well-formed ``host:port``."""
+    info = validators.get(rec.node)
+    if info is None:
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "not a validator")
+    if rec.slot > slot:
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "from a future slot")
+    if rec.slot <= info.address_slot:
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "not newer than its address")
+    if not is_address_valid(rec.address):
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "not host:port")
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        signed = _verify(
+            cache, info.public_key, compute_address_signing_root(chain_id, rec), rec.signature
+        )
+    if not signed:
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "signature")
+
+
+def is_address_valid(address: str) -> bool:
+    """``host:port`` (``[v6]:port`` too) with a port in 1..65535 and no spaces."""
+    host, _, port = address.rpartition(":")
+    return (
+        bool(host)
+        and port.isdigit()
+        and 0 < int(port) < 65536
+        and not any(c.isspace() for c in address)
+    )
 
 
 def _is_share(v: int) -> bool:
@@ -424,6 +463,13 @@ def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | 
         raise ValidationError(RejectReason.BAD_EXIT, "duplicate exit")
     for req_exit in block.exits:
         validate_exit(req_exit, members, block.slot)
+    moving = [a.node for a in block.addresses]
+    if len(set(moving)) != len(moving):
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "two records for one node")
+    if set(moving) & set(exiting):
+        raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "the node exits in this block")
+    for record in block.addresses:
+        validate_address_record(record, ctx.params.chain_id, members, block.slot, cache)
     validate_commands(block.commands, ctx.params.chain_id, cache)
     planned = [e.app for e in block.plan]
     if len(set(planned)) != len(planned):

@@ -10,6 +10,7 @@ the order role election shuffles (DESIGN.md, "Seed and roles").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +30,9 @@ class ValidatorInfo:
     labels: tuple[str, ...]
     report_key: bytes = b""
     """The Ed25519 key its resource reports are signed with (its inclusion request's)."""
+    address_slot: int = 0
+    """When ``address`` was set: the slot of the block that included the node, or of
+    the address record that moved it (a record must be newer to apply)."""
 
 
 @dataclass(frozen=True)
@@ -108,17 +112,27 @@ def apply_block_to_validator_set(vs: ValidatorSet, block: AnyBlock) -> Validator
 
     Removals apply before inclusions so that a node may exit and rejoin with a new
     address in one block; inclusions of current members are ignored (validation
-    rejects them, this keeps the transition total).
+    rejects them, this keeps the transition total). Address records apply last, each
+    only if newer than the address it replaces (validation refuses the others).
     """
     removed = set(get_removed_nodes(block))
     if not any(node in vs for node in removed) and not (
-        isinstance(block, Block) and block.inclusions
+        isinstance(block, Block) and (block.inclusions or block.addresses)
     ):
         return vs  # most blocks change nobody: the child's state shares the parent's set
     kept = [m for m in vs.members if m.node not in removed]
     if isinstance(block, Block):
         present = {m.node for m in kept}
         kept.extend(
-            info for info in map(get_validator_info, block.inclusions) if info.node not in present
+            dataclasses.replace(info, address_slot=block.slot)
+            for info in map(get_validator_info, block.inclusions)
+            if info.node not in present
         )
+        moved = {a.node: a for a in block.addresses}
+        kept = [
+            dataclasses.replace(m, address=moved[m.node].address, address_slot=moved[m.node].slot)
+            if m.node in moved and moved[m.node].slot > m.address_slot
+            else m
+            for m in kept
+        ]
     return ValidatorSet.from_members(kept)

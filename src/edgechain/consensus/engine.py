@@ -49,6 +49,7 @@ from edgechain.chain.model import (
     SignedCommand,
 )
 from edgechain.consensus.acceptance import BlockAcceptance
+from edgechain.consensus.addresses import AddressRecords
 from edgechain.consensus.checkpoint_sync import (
     CheckpointSync,
     on_forward_request,
@@ -64,6 +65,7 @@ from edgechain.consensus.committee import (
 from edgechain.consensus.context import EngineConfig, EngineContext, EngineStats, LocalUsage
 from edgechain.consensus.joining import Joining
 from edgechain.consensus.messages import (
+    AddressMsg,
     BlockMsg,
     CandidateMsg,
     CommandMsg,
@@ -144,6 +146,7 @@ class ConsensusEngine:
         self.config, self.memo, self.stats = config, memo, ctx.stats
         self.commands = CommandPool(config.chain_id, 0, memo.signatures)
         self.joining = Joining(ctx, self._adopt_genesis)
+        self.addresses = AddressRecords(ctx)
         self.reports = ReportRelay(ctx)
         self.sync = Sync(ctx, self._on_block)
         self.pruner = ChainPruner(ctx)
@@ -300,6 +303,9 @@ class ConsensusEngine:
                 self.sync.retry_sync(now_ms, out)
             self.joining.regossip_inclusion(now_ms, out)
             slot = get_current_slot(self.params, now_ms)
+            head = self.get_head_state()
+            if head is not None:
+                self.addresses.maybe_announce(head, slot, now_ms, out)
             if slot >= 1:
                 self._do_duties(slot, now_ms, out)
         out.next_wakeup_ms = self._get_next_wakeup(now_ms)
@@ -430,6 +436,10 @@ class ConsensusEngine:
             self.reports.on_reports(msg.reports, now, out)
         elif isinstance(msg, ExitMsg):
             self.joining.on_exit(msg.request)
+        elif isinstance(msg, AddressMsg):
+            head = self.get_head_state()
+            if head is not None:
+                self.addresses.on_record(msg.record, head)
         elif isinstance(msg, CommandMsg):
             # Refused and counted unless its signer may issue it (on_message counts it).
             self._add_command(msg.command, now, check_applies=False)
@@ -487,6 +497,7 @@ class ConsensusEngine:
             reports=self.reports.report_pool.get(slot, {}),
             inclusions=self.joining.pending_inclusions.values(),
             exits=self.joining.pending_exits,
+            addresses=self.addresses.pending,
             commands=self.commands,
         )  # fmt: skip
 
@@ -509,6 +520,7 @@ class ConsensusEngine:
         params = self.params
         assert state is not None and params is not None
         self.joining.prune(state)
+        self.addresses.prune(state)
         self.commands.prune(state, Slot(state.slot))
         self.reports.prune(state)
         self.reports.hand_over_pools(now, out)

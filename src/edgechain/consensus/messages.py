@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 
 from edgechain.chain.model import (
+    AddressRecord,
     AnyBlock,
     AppSpec,
     Block,
@@ -86,6 +87,13 @@ class ExitMsg:
     """Gossip: a validator's signed exit request."""
 
     request: ExitRequest
+
+
+@dataclass(frozen=True)
+class AddressMsg:
+    """Gossip: a validator's signed new address (``consensus/addresses.py``)."""
+
+    record: AddressRecord
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,7 @@ Message = (
     | ReportMsg
     | InclusionMsg
     | ExitMsg
+    | AddressMsg
     | CommandMsg
     | GenesisMsg
     | SyncRequestMsg

@@ -18,6 +18,7 @@ from edgechain.chain.attestation import is_majority
 from edgechain.chain.authority import is_banned
 from edgechain.chain.encoding import compute_block_hash, compute_vote_message
 from edgechain.chain.model import (
+    AddressRecord,
     AnyBlock,
     Block,
     ChainParams,
@@ -25,6 +26,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     ResourceReport,
 )
+from edgechain.consensus.addresses import choose_records
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import get_committee_ids
 from edgechain.consensus.context import EngineContext
@@ -80,9 +82,11 @@ def build_candidate(
     inclusions: Iterable[InclusionRequest],
     exits: Mapping[NodeId, ExitRequest],
     commands: CommandPool,
+    addresses: Mapping[NodeId, AddressRecord] | None = None,
 ) -> Block:
     """Algorithm 3, producer case: the candidate block built on ``parent`` from the
-    reports pooled for ``slot`` and the pending inclusions, exits and commands."""
+    reports pooled for ``slot`` and the pending inclusions, exits, commands and address
+    records."""
     limit = ctx.config.max_block_items
     chosen_reports = tuple(
         sorted((r for r in reports.values() if r.node in parent.validators), key=lambda r: r.node)
@@ -96,6 +100,9 @@ def build_candidate(
     chosen_exits = tuple(
         e for node, e in sorted(exits.items()) if node in parent.validators and e.slot <= slot
     )[:limit]
+    chosen_addresses = choose_records(
+        addresses or {}, parent, slot, frozenset(e.node for e in chosen_exits), limit
+    )
     timestamp = max(now, get_slot_start_ms(params, slot))
     difficulty = compute_next_difficulty(
         params, parent.difficulty, timestamp - get_slot_start_ms(params, slot)
@@ -115,6 +122,7 @@ def build_candidate(
         inclusions=chosen_inclusions,
         exits=chosen_exits,
         commands=(),
+        addresses=chosen_addresses,
         producer_signature=EMPTY_SIGNATURE,
         signers=b"",
         aggregate_signature=EMPTY_SIGNATURE,

@@ -68,10 +68,11 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-STATE_FORMAT_VERSION = 1
-"""The encoding's first byte; the root's domain tag names it too."""
+STATE_FORMAT_VERSION = 2
+"""The encoding's first byte; the root's domain tag names it too. 2: a validator ends
+with the u64 ``address_slot`` of its address (block format 9's address records)."""
 
-STATE_ROOT_DOMAIN = b"edgechain/state/v1"
+STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
 MAX_STATE_BYTES = 32 * 1024 * 1024
 """The largest state encoding accepted (some 200 000 app records)."""
@@ -93,7 +94,7 @@ class StateLimits:
 
 
 # Lower bounds of each item's encoding (Reader.items refuses counts that cannot fit).
-_MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4
+_MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4 + 8
 _MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
 _MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1
 _MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + 1 + REPORT_SIGNATURE_SIZE
@@ -172,6 +173,7 @@ def _write_validator(w: Writer, v: ValidatorInfo) -> None:
     w.string(v.address)
     w.items(v.labels, Writer.string)
     _write_optional_key(w, v.report_key, REPORT_KEY_SIZE)
+    w.u64(v.address_slot)
 
 
 def _read_validator(r: Reader) -> ValidatorInfo:
@@ -180,7 +182,7 @@ def _read_validator(r: Reader) -> ValidatorInfo:
     address = r.string(Limits.MAX_SHORT_STR)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
     report_key = _read_optional_key(r, REPORT_KEY_SIZE, "validator report key")
-    return ValidatorInfo(node, public_key, address, labels, report_key)
+    return ValidatorInfo(node, public_key, address, labels, report_key, r.u64())
 
 
 def _write_validator_set(w: Writer, vs: ValidatorSet) -> None:

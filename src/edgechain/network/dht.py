@@ -492,6 +492,8 @@ class DhtNode:
         self._lookups: dict[int, _ActiveLookup] = {}
         self._next_lookup = 0
         self._known: OrderedDict[NodeId, Contact] = OrderedDict()
+        self._answered: OrderedDict[NodeId, tuple[str, int]] = OrderedDict()
+        """Who answered a fresh request of ours, at which address, when (bounded)."""
         self._joined = False
         self._next_refresh: int | None = None
 
@@ -501,6 +503,15 @@ class DhtNode:
         """The address ``node_id`` last answered us from, if we know it."""
         contact = self.table.get(node_id) or self._known.get(node_id)
         return None if contact is None else contact.address
+
+    def get_recent_address(self, node_id: NodeId, now: int, max_age_ms: int) -> str | None:
+        """The address ``node_id`` proved at (answered a fresh request of ours sent
+        there) within the last ``max_age_ms``: fresher than an address on chain when
+        the node has just moved (``node/routing.py``)."""
+        answered = self._answered.get(node_id)
+        if answered is None or now - answered[1] > max_age_ms:
+            return None
+        return answered[0]
 
     def get_peers(self) -> list[Contact]:
         """Every contact of the routing table (e.g. the gossip layer's peer list)."""
@@ -635,6 +646,10 @@ class DhtNode:
             self.table.touch(src.node_id, now)
         else:
             self._add_verified(pending.contact, now, out)
+        self._answered[src.node_id] = (pending.contact.address, now)
+        self._answered.move_to_end(src.node_id)
+        while len(self._answered) > self.config.known_addresses:
+            self._answered.popitem(last=False)
         deferred = self._deferred.pop(src.node_id, None)
         if deferred is not None and deferred[0] == pending.contact:
             out.messages.append((deferred[0], self._answer_find_node(*deferred)))

@@ -136,7 +136,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         self.recorder = EventRecorder(self.store, self.clock)
         self.routing = PeerRouting(
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
-            lambda: self.engine,
+            lambda: self.engine, self.clock.now_ms,
         )  # fmt: skip
         self.seeds = SeedContacts(config.seeds, random.Random(self.rng.getrandbits(64)))
         """The operator's seed addresses and who answered at them (node/seeds.py)."""

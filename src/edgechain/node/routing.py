@@ -36,6 +36,9 @@ from edgechain.wire.codec import (
 )
 from edgechain.wire.messages import Contact, DhtMessage, GossipMsg, IHave, IWant
 
+RECENT_ANSWER_MS = 60_000
+"""A DHT answer this recent names where a node is now, over the address on chain."""
+
 
 @dataclass
 class RoutingCounters:
@@ -55,6 +58,7 @@ class PeerRouting:
         dht: DhtNode,
         gossip: Gossip,
         get_engine: Callable[[], ConsensusEngine | None],
+        now_ms: Callable[[], int],
     ) -> None:
         self.node_id = node_id
         self._sk = sk
@@ -63,6 +67,7 @@ class PeerRouting:
         self.dht = dht
         self.gossip = gossip
         self._get_engine = get_engine
+        self._now_ms = now_ms
         self.addresses: dict[NodeId, str] = {}
         """Source addresses of UDP datagrams: where a sender can be answered."""
         self.configured: dict[NodeId, str] = {}
@@ -74,7 +79,14 @@ class PeerRouting:
         self.addresses[sender] = source
 
     def resolve(self, node: NodeId) -> str | None:
-        """Where to reach ``node``: the address it registered on chain, else the DHT."""
+        """Where to reach ``node``: where it proved itself to our DHT in the last
+        ``RECENT_ANSWER_MS`` (a node that moved answers there before a block carries
+        its address record, ``consensus/addresses.py``), else the address on chain,
+        else the DHT's older knowledge, the last datagram's source, its pending
+        inclusion request, or the operator's seed address."""
+        recent = self.dht.get_recent_address(node, self._now_ms(), RECENT_ANSWER_MS)
+        if recent is not None:
+            return recent
         engine = self._get_engine()
         state = engine.get_head_state() if engine is not None else None
         if state is not None:

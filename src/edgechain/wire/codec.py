@@ -49,11 +49,14 @@ from edgechain.chain.encoding import (
     encode_genesis,
     encode_inclusion,
     encode_report,
+    read_address_record,
     read_exit,
+    write_address_record,
     write_exit,
 )
 from edgechain.chain.model import Block, ExitRequest
 from edgechain.consensus.messages import (
+    AddressMsg,
     BlockMsg,
     CandidateMsg,
     CommandMsg,
@@ -113,13 +116,15 @@ from edgechain.wire.messages import (
 WireMessage = Message | Ping | Pong | FindNode | Nodes | GossipMsg | IHave | IWant
 """Everything that travels in an Envelope."""
 
-GossipableMessage = BlockMsg | InclusionMsg | ExitMsg | CommandMsg | GenesisMsg
+GossipableMessage = BlockMsg | InclusionMsg | ExitMsg | AddressMsg | CommandMsg | GenesisMsg
 """What may sit inside a gossip wrapper (DESIGN.md: what is "gossiped")."""
 
 ENVELOPE_SIGNED: frozenset[type] = frozenset({Ping, Pong, FindNode, Nodes})
 """Types whose envelope carries the sender's public key and signature (see module doc)."""
 
-GOSSIP_TYPES: tuple[type, ...] = (BlockMsg, InclusionMsg, ExitMsg, CommandMsg, GenesisMsg)
+GOSSIP_TYPES: tuple[type, ...] = (
+    BlockMsg, InclusionMsg, ExitMsg, AddressMsg, CommandMsg, GenesisMsg
+)  # fmt: skip
 
 DATAGRAM_TYPES: tuple[type, ...] = (
     VoteMsg, SkipVoteMsg, ReportMsg, Ping, Pong, FindNode, Nodes, IHave, IWant
@@ -306,6 +311,10 @@ def _to_payload(message: WireMessage) -> pb.Payload:
             p.inclusion.request = encode_inclusion(message.request)
         case ExitMsg():
             p.exit.request = _encode_exit(message.request)
+        case AddressMsg():
+            w = Writer()
+            write_address_record(w, message.record)
+            p.address.record = bytes(w.buf)
         case CommandMsg():
             p.command.command = encode_command(message.command)
         case GenesisMsg():
@@ -494,6 +503,13 @@ def _decode_exit(p: pb.Payload) -> ExitMsg:
     return ExitMsg(request)
 
 
+def _decode_address(p: pb.Payload) -> AddressMsg:
+    r = Reader(p.address.record)
+    record = read_address_record(r)
+    r.finish()
+    return AddressMsg(record)
+
+
 def _decode_command(p: pb.Payload) -> CommandMsg:
     return CommandMsg(decode_command(p.command.command))
 
@@ -604,6 +620,7 @@ _DECODERS: dict[str, Callable[[pb.Payload], WireMessage]] = {
     "reports": _decode_reports,
     "inclusion": _decode_inclusion,
     "exit": _decode_exit,
+    "address": _decode_address,
     "command": _decode_command,
     "genesis": _decode_genesis,
     "sync_request": _decode_sync_request,

@@ -130,6 +130,7 @@ class Payload(_message.Message):
     REPORTS_FIELD_NUMBER: _builtins.int
     INCLUSION_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     GENESIS_FIELD_NUMBER: _builtins.int
     SYNC_REQUEST_FIELD_NUMBER: _builtins.int
@@ -161,6 +162,8 @@ class Payload(_message.Message):
     def inclusion(self) -> Global___Inclusion: ...
     @_builtins.property
     def exit(self) -> Global___Exit: ...
+    @_builtins.property
+    def address(self) -> Global___Address: ...
     @_builtins.property
     def command(self) -> Global___Command: ...
     @_builtins.property
@@ -205,6 +208,7 @@ class Payload(_message.Message):
         reports: Global___Reports | None = ...,
         inclusion: Global___Inclusion | None = ...,
         exit: Global___Exit | None = ...,
+        address: Global___Address | None = ...,
         command: Global___Command | None = ...,
         genesis: Global___GenesisAnnounce | None = ...,
         sync_request: Global___SyncRequest | None = ...,
@@ -221,11 +225,11 @@ class Payload(_message.Message):
         ihave: Global___IHave | None = ...,
         iwant: Global___IWant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "block", b"block", "candidate", b"candidate", "command", b"command", "exit", b"exit", "find_node", b"find_node", "forward_sync_request", b"forward_sync_request", "forward_sync_response", b"forward_sync_response", "genesis", b"genesis", "gossip", b"gossip", "ihave", b"ihave", "inclusion", b"inclusion", "iwant", b"iwant", "kind", b"kind", "nodes", b"nodes", "ping", b"ping", "pong", b"pong", "reports", b"reports", "skip_vote", b"skip_vote", "state_request", b"state_request", "state_response", b"state_response", "sync_request", b"sync_request", "sync_response", b"sync_response", "vote", b"vote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "command", "genesis", "sync_request", "sync_response", "forward_sync_request", "forward_sync_response", "state_request", "state_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["candidate", "vote", "skip_vote", "block", "reports", "inclusion", "exit", "address", "command", "genesis", "sync_request", "sync_response", "forward_sync_request", "forward_sync_response", "state_request", "state_response", "ping", "pong", "find_node", "nodes", "gossip", "ihave", "iwant"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -408,6 +412,27 @@ class Exit(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Exit: _TypeAlias = Exit  # noqa: Y015
+
+@_typing.final
+class Address(_message.Message):
+    """Gossip: a canonical AddressRecord, a validator's signed new address (block format 9)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    record: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        record: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Address: _TypeAlias = Address  # noqa: Y015
 
 @_typing.final
 class Command(_message.Message):
