@@ -4,6 +4,9 @@ the time; and the chain rules it relies on (a node drains itself; an exit ends a
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,15 @@ from edgechain.chain.authority import check_command_signer, end_drains, is_own_d
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind
 from edgechain.consensus.state import BlockState, apply_block_commands, compute_genesis_state
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.node.leaving import RESEND_MS, LeavePhase, LeaveStep, Leaving, get_apps_on
+from edgechain.node.leaving import (
+    RESEND_MS,
+    LeavePhase,
+    LeaveStep,
+    Leaving,
+    get_apps_on,
+    has_left_since,
+    write_left_file,
+)
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry, put_record
 from edgechain.testing import ADMIN, build_block, make_genesis
 from edgechain.types import AppId, Slot
@@ -128,3 +139,13 @@ def test_an_exit_ends_the_drain_of_the_node_that_exits() -> None:
         )  # fmt: skip
         _, authority, validators = apply_block_commands(parent, block, 2)
         assert authority.draining == () and ME.node not in validators
+
+
+def test_the_left_file_tells_a_finished_leave_from_an_old_one(tmp_path: Path) -> None:
+    assert not has_left_since(tmp_path, 0)
+    write_left_file(tmp_path, 1_000, [APP.hex()])
+    assert has_left_since(tmp_path, time.time() - 60)
+    assert not has_left_since(tmp_path, time.time() + 60)  # left before we asked
+    assert json.loads((tmp_path / "left.json").read_text()) == {
+        "left_ms": 1_000, "apps_left_behind": [APP.hex()]
+    }  # fmt: skip

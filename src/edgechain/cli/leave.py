@@ -17,9 +17,10 @@ from typing import Any
 from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
 from edgechain.cli.client import ApiError, UnreachableError, parse_node_url, request_json
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
+from edgechain.node.leaving import has_left_since
 
 API_FILE = "api.json"  # node_daemon.API_FILE (not imported: the CLI starts light)
-POLL_S = 1.0
+POLL_S = 0.25
 STOP_GRACE_S = 120.0
 """Beyond the drain timeout: time for the exit to reach a block and the node to stop."""
 
@@ -36,6 +37,7 @@ def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    asked_s = time.time() - 1.0  # file times may be coarse
     try:
         progress = request_json(url, "POST", "/node/leave", {}, token=token)
     except (ApiError, UnreachableError) as exc:
@@ -49,7 +51,7 @@ def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
         try:
             status = request_json(url, "GET", "/status")
         except UnreachableError:
-            if last.get("phase") in ("exiting", "left"):
+            if has_left_since(data_dir, asked_s):
                 print("left: the exit is in a block and the node stopped", flush=True)
                 return 0
             print("edgechain node leave: the node stopped before its exit", file=sys.stderr)

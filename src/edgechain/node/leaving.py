@@ -24,14 +24,20 @@ every loop pass and carries out the step it returns.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgechain.chain.authority import is_draining
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppState
 from edgechain.types import AppId, NodeId
 
+LEFT_FILE = "left.json"
+"""In the data directory once the node left: when, and the apps it left behind. The node
+stops right after, often before ``edgechain node leave`` polls again: this is how the
+command tells a finished leave from a node that died."""
 RESEND_MS = 10_000
 """A drain command or exit request not yet in a block is sent again this often."""
 DEFAULT_DRAIN_TIMEOUT_MS = 600_000
@@ -131,3 +137,23 @@ def get_apps_on(state: BlockState, node: NodeId) -> tuple[AppId, ...]:
     return tuple(
         r.app for r in state.registry.records if r.node == node and r.state is AppState.RUNNING
     )
+
+
+def write_left_file(data_dir: Path, now: int, apps_left_behind: list[str]) -> None:
+    """Record the finished leave (best effort: the chain has the exit either way)."""
+    path = data_dir / LEFT_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"left_ms": now, "apps_left_behind": apps_left_behind}))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def has_left_since(data_dir: Path, since_s: float) -> bool:
+    """Did the node of ``data_dir`` leave the network at ``since_s`` (epoch seconds) or
+    later? The file's own time is used, not the node's clock, which a lab may offset."""
+    try:
+        return (data_dir / LEFT_FILE).stat().st_mtime >= since_s
+    except OSError:
+        return False

@@ -25,7 +25,8 @@ from edgechain.consensus.messages import Output
 from edgechain.crypto import bls
 from edgechain.errors import LocalError, RejectReason, ValidationError
 from edgechain.node.clock import NodeClock
-from edgechain.node.leaving import LeaveStep, Leaving
+from edgechain.node.config import NodeConfig
+from edgechain.node.leaving import LeaveStep, Leaving, write_left_file
 from edgechain.runtime.manager import AppManager
 from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId, SecretKey
@@ -57,6 +58,7 @@ class NodeSubmissions:
     """The last seq this node signed with its operator key."""
     sk: SecretKey
     node_id: NodeId
+    config: NodeConfig
     apps: AppManager | None
     leaving: Leaving
     stopping: asyncio.Event
@@ -127,11 +129,9 @@ class NodeSubmissions:
             return
         if step is LeaveStep.STOP:
             if not self.stopping.is_set():
-                logs.info(
-                    log,
-                    "left the network",
-                    apps_left_behind=[a.hex()[:16] for a in self.leaving.apps_left_behind],
-                )
+                behind = [a.hex() for a in self.leaving.apps_left_behind]
+                logs.info(log, "left the network", apps_left_behind=[a[:16] for a in behind])
+                write_left_file(self.config.data_dir, now, behind)
                 self.stopping.set()
             return
         if step is LeaveStep.REQUEST_EXIT:
