@@ -19,6 +19,7 @@ from edgechain.chain.assembly import (
     make_address_record,
     make_command,
     make_exit_request,
+    make_inclusion_request,
     make_report,
 )
 from edgechain.chain.encoding import (
@@ -33,6 +34,7 @@ from edgechain.chain.encoding import (
     encode_command,
     encode_genesis,
 )
+from edgechain.chain.enrollment import make_enrollment_token
 from edgechain.chain.model import (
     AppPolicy,
     AppSpec,
@@ -62,6 +64,7 @@ from edgechain.crypto.shuffle import (
     compute_shuffled_list,
 )
 from edgechain.testing import (
+    ADMIN,
     build_block,
     build_skip_block,
     make_genesis,
@@ -244,6 +247,15 @@ def block_vectors() -> dict[str, object]:
     drain = make_command(
         make_identity(61).sk, chain_id, 2, CommandKind.DRAIN_NODE, node=idents[3].node
     )
+    revoke_token = make_command(
+        make_identity(61).sk, chain_id, 3, CommandKind.REVOKE_ENROLLMENT, key=bytes(range(32))
+    )
+    # A second newcomer presents an enrollment token instead of a key ticket (format 10).
+    enrolled = make_identity(51)
+    token = make_enrollment_token(ADMIN.sk, chain_id, bytes([7]) * 32, 1_000)
+    enrolled_request = make_inclusion_request(
+        enrolled.sk, "127.0.0.1:20051", ("lab",), token.encode()
+    )
     recovered = compute_submitted_app_id(operator.pk, 9)
     replicated = compute_submitted_app_id(operator.pk, 10)
     usage = AppUsage(app, 1_200, 300, 50, 4_096, 1_700_000_002_000, state_bytes=15_200_000)
@@ -277,9 +289,14 @@ def block_vectors() -> dict[str, object]:
             PlanEntry(PlanAction.MIGRATE, app, idents[0].node, idents[1].node),
             PlanEntry(PlanAction.REPLICA, replicated, idents[1].node, idents[3].node),
         ),
-        inclusions=(make_joining_request(newcomer, genesis.params, 50),),
+        inclusions=tuple(
+            sorted(
+                (make_joining_request(newcomer, genesis.params, 50), enrolled_request),
+                key=lambda r: r.public_key,
+            )
+        ),
         exits=(make_exit_request(idents[4].sk, Slot(1)),),
-        commands=(submit, move, grant, drain, submit_limited),
+        commands=(submit, move, grant, drain, revoke_token, submit_limited),
         addresses=(
             make_address_record(idents[2].sk, genesis.params.chain_id, "10.0.0.7:7000", Slot(1)),
         ),

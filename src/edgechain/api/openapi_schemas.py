@@ -82,6 +82,11 @@ def _status_schema() -> Schema:
             "open_admission": {"type": ["boolean", "null"], "description": "null before genesis"},
             "genesis": {"type": "boolean"},
             "slot": count("the current slot (0 before genesis)"),
+            "slot_duration_ms": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "null before genesis",
+            },
             "head": nullable(ref("Hash")),
             "head_slot": {"type": ["integer", "null"], "minimum": 0},
             "role": {"type": "string", "enum": [r.value for r in Role]},

@@ -1,7 +1,8 @@
 """Who may change what runs: the admin key, the operator keys and their sequence numbers.
 
 DESIGN.md, "Who may change what runs": the admin key is fixed at genesis; it grants and
-revokes operator keys on chain, may exclude a node and may drain one. A node may drain
+revokes operator keys on chain, may exclude a node and may drain one, and revokes
+enrollment tokens (``chain/enrollment.py``). A node may drain
 and undrain itself, signing with its own key: that is how it leaves on purpose (issue
 16; ``node/leaving.py``). Every app command
 is signed by an operator (or the admin). Like the validator set, this is consensus state rebuilt by
@@ -24,6 +25,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from edgechain.chain.enrollment import TOKEN_ID_SIZE
 from edgechain.chain.model import APP_COMMANDS, ChainParams, CommandKind, SignedCommand
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import RejectReason, ValidationError
@@ -43,6 +45,8 @@ class Authority:
     draining: tuple[NodeId, ...] = ()
     """Validators being drained (``DRAIN_NODE``, by the admin or by themselves): no new
     apps, apps moved away. A node's exit ends its drain."""
+    revoked_enrollments: tuple[bytes, ...] = ()
+    """Ids of enrollment tokens the admin revoked (``REVOKE_ENROLLMENT``), sorted."""
 
 
 def compute_genesis_authority(params: ChainParams) -> Authority:
@@ -69,6 +73,10 @@ def is_revoked(auth: Authority, key: bytes) -> bool:
 
 def is_banned(auth: Authority, node: bytes) -> bool:
     return _contains(auth.banned, node)
+
+
+def is_enrollment_revoked(auth: Authority, token_id: bytes) -> bool:
+    return _contains(auth.revoked_enrollments, token_id)
 
 
 def is_draining(auth: Authority, node: bytes) -> bool:
@@ -100,14 +108,20 @@ def check_command_shape(cmd: SignedCommand) -> None:
     wants_app = kind in APP_COMMANDS and kind is not CommandKind.SUBMIT
     wants_spec = kind in (CommandKind.SUBMIT, CommandKind.UPDATE)
     wants_node = kind in NODE_COMMANDS
-    wants_key = kind in (CommandKind.GRANT_OPERATOR, CommandKind.REVOKE_OPERATOR)
+    key_size = (
+        PUBLIC_KEY_SIZE
+        if kind in (CommandKind.GRANT_OPERATOR, CommandKind.REVOKE_OPERATOR)
+        else TOKEN_ID_SIZE
+        if kind is CommandKind.REVOKE_ENROLLMENT
+        else 0
+    )
     if len(cmd.app) != (HASH_SIZE if wants_app else 0):
         raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: app field")
     if (cmd.spec is not None) != wants_spec:
         raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: spec field")
     if len(cmd.node) != (HASH_SIZE if wants_node else 0):
         raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: node field")
-    if len(cmd.key) != (PUBLIC_KEY_SIZE if wants_key else 0):
+    if len(cmd.key) != key_size:
         raise ValidationError(RejectReason.COMMAND_MALFORMED, f"{kind.name}: key field")
     if cmd.seq < 1:
         raise ValidationError(RejectReason.COMMAND_MALFORMED, "seq must be at least 1")
@@ -158,6 +172,7 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
     grants, revocations and bans."""
     operators, revoked, banned = auth.operators, auth.revoked, tuple(map(bytes, auth.banned))
     draining = tuple(map(bytes, auth.draining))
+    revoked_tokens = auth.revoked_enrollments
     seqs: dict[bytes, int] = {}
     for cmd in commands:
         seqs[bytes(cmd.signer)] = max(seqs.get(bytes(cmd.signer), 0), cmd.seq)
@@ -171,6 +186,8 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
             draining = _with(draining, cmd.node)
         elif cmd.kind is CommandKind.UNDRAIN_NODE:
             draining = _without(draining, cmd.node)
+        elif cmd.kind is CommandKind.REVOKE_ENROLLMENT:
+            revoked_tokens = _with(revoked_tokens, cmd.key)
     if not seqs:
         return auth
     return Authority(
@@ -180,6 +197,7 @@ def apply_commands_to_authority(auth: Authority, commands: Iterable[SignedComman
         sequences=_merge_sequences(auth.sequences, seqs),
         banned=tuple(NodeId(n) for n in banned),
         draining=tuple(NodeId(n) for n in draining),
+        revoked_enrollments=revoked_tokens,
     )
 
 

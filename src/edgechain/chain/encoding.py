@@ -13,8 +13,8 @@ reproduce every hash (``tests/vectors/blocks.json``). Primitives:
 * ``bool``: one byte, 0 or 1; enums: one byte from the enum's values.
 
 A block's encoding is ``u8 tag || header || producer_signature || signers ||
-aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v9" || tag ||
-header)`` with the tag ``v9`` (``FORMAT_VERSION``), so the signatures that attest to a
+aggregate_signature``; the block hash is ``SHA-256("edgechain/block/v10" || tag ||
+header)`` with the tag ``v10`` (``FORMAT_VERSION``), so the signatures that attest to a
 block are not part of its identity.
 Decoding is strict: trailing bytes, out-of-range enums, non-minimal booleans, counts
 beyond a limit or beyond what the remaining bytes could hold are all DecodeErrors.
@@ -27,6 +27,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from edgechain.chain.enrollment import TOKEN_SIZE
 from edgechain.chain.model import (
     AddressRecord,
     AnyBlock,
@@ -66,7 +67,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -78,7 +79,9 @@ request carries the 32-byte ``report_key`` after its proof of possession. 7: a r
 ends with its optional finality vote (``chain/finality.py``); ``epoch_length`` defaults
 to 8 slots. 8: a block carries ``state_root`` (32 bytes after the VDF proof), the
 root of its parent's state (``consensus/state_codec.py``). 9: a block ends its header
-with ``addresses``, validators' signed new addresses (``AddressRecord``)."""
+with ``addresses``, validators' signed new addresses (``AddressRecord``). 10: an
+inclusion request's ``ticket`` may hold a 136-byte enrollment token
+(``chain/enrollment.py``); command kind REVOKE_ENROLLMENT, whose ``key`` is 32 bytes."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -105,7 +108,8 @@ class Limits:
     MAX_ARG_STR = 4096
     MAX_SIGNER_BYTES = 128
     """A committee of at most 1024 members."""
-    MAX_TICKET_BYTES = SIGNATURE_SIZE
+    MAX_TICKET_BYTES = TOKEN_SIZE
+    """A key ticket (a signature) or an enrollment token (``chain/enrollment.py``)."""
 
 
 # --- writing -------------------------------------------------------------------------
@@ -419,7 +423,8 @@ def read_command(r: Reader) -> SignedCommand:
     kind = CommandKind(_enum_value(r.u8(), CommandKind))
     app = _read_optional_fixed(r, HASH_SIZE, "command app")
     node = _read_optional_fixed(r, HASH_SIZE, "command node")
-    key = _read_optional_fixed(r, PUBLIC_KEY_SIZE, "command key")
+    # 0, 32 (REVOKE_ENROLLMENT) or 48 bytes: check_command_shape holds each kind to its own.
+    key = r.var_bytes(PUBLIC_KEY_SIZE)
     spec = read_app_spec(r) if r.boolean() else None
     signature = Signature(r.fixed(SIGNATURE_SIZE))
     return SignedCommand(signer, seq, kind, app, node, key, spec, signature)

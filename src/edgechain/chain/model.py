@@ -144,6 +144,9 @@ class CommandKind(enum.IntEnum):
     nothing on it and migrates its apps away (maintenance, a graceful shutdown)."""
     UNDRAIN_NODE = 14
     """``node``: a draining validator takes apps again."""
+    REVOKE_ENROLLMENT = 15
+    """``key``: the 32-byte id of an enrollment token (``chain/enrollment.py``): no
+    block includes a node with it from the next block on (format 10)."""
 
 
 APP_COMMANDS = frozenset(
@@ -176,7 +179,8 @@ class SignedCommand:
     node: bytes = b""
     """32-byte NodeId (MOVE target, EXCLUDE_NODE)."""
     key: bytes = b""
-    """48-byte public key (GRANT_OPERATOR, REVOKE_OPERATOR)."""
+    """48-byte public key (GRANT_OPERATOR, REVOKE_OPERATOR), or a 32-byte enrollment
+    token id (REVOKE_ENROLLMENT)."""
     spec: AppSpec | None = None
     """SUBMIT and UPDATE."""
     signature: Signature = NO_SIGNATURE

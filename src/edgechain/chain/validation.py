@@ -25,7 +25,7 @@ from edgechain.chain.attestation import (
     is_bitfield_well_formed,
     is_majority,
 )
-from edgechain.chain.authority import check_command_shape
+from edgechain.chain.authority import Authority, check_command_shape, is_enrollment_revoked
 from edgechain.chain.encoding import (
     VDF_FORM_SIZE,
     compute_address_signing_root,
@@ -37,6 +37,12 @@ from edgechain.chain.encoding import (
     compute_ticket_message,
     compute_vote_message,
     get_spec_encoding_error,
+)
+from edgechain.chain.enrollment import (
+    EnrollmentToken,
+    compute_enrollment_message,
+    decode_enrollment_token,
+    is_enrollment_token,
 )
 from edgechain.chain.model import (
     BASIS_POINTS,
@@ -192,6 +198,18 @@ def validate_inclusion(
         if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
             raise ValidationError(RejectReason.BAD_INCLUSION, "signature")
         if params.admin_key and not params.open_admission:
+            token = get_enrollment_token(req)
+            if token is not None:
+                # Signed by the admin for this chain; its expiry and revocation depend
+                # on the block's slot and state (``check_admission``).
+                message = compute_enrollment_message(
+                    params.chain_id, token.token_id, token.expires_slot
+                )
+                if not _verify(cache, params.admin_key, message, token.signature):
+                    raise ValidationError(
+                        RejectReason.BAD_ADMISSION_TICKET, "enrollment token signature"
+                    )
+                return
             message = compute_ticket_message(params.chain_id, req.public_key)
             if not _verify(cache, params.admin_key, message, req.ticket):
                 raise ValidationError(RejectReason.BAD_ADMISSION_TICKET)
@@ -199,6 +217,28 @@ def validate_inclusion(
             raise ValidationError(
                 RejectReason.BAD_ADMISSION_TICKET, "ticket on a chain without an admin key"
             )
+
+
+def get_enrollment_token(req: InclusionRequest) -> EnrollmentToken | None:
+    """The enrollment token ``req`` presents instead of a key ticket, if it does."""
+    if not is_enrollment_token(req.ticket):
+        return None
+    return decode_enrollment_token(req.ticket)
+
+
+def check_admission(req: InclusionRequest, params: ChainParams, auth: Authority, slot: int) -> None:
+    """What admits ``req`` in a block at ``slot`` on a state with ``auth``, beyond its
+    signatures (``validate_inclusion``): an enrollment token neither expired nor revoked."""
+    token = get_enrollment_token(req)
+    if token is None or not params.admin_key or params.open_admission:
+        return
+    if slot > token.expires_slot:
+        raise ValidationError(
+            RejectReason.BAD_ADMISSION_TICKET,
+            f"enrollment token expired at slot {token.expires_slot}",
+        )
+    if is_enrollment_revoked(auth, token.token_id):
+        raise ValidationError(RejectReason.BAD_ADMISSION_TICKET, "enrollment token revoked")
 
 
 def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:

@@ -9,9 +9,16 @@ commands, applied by a block like every app command).
 from __future__ import annotations
 
 import argparse
+import secrets
 from pathlib import Path
 
 from edgechain.chain.assembly import make_ticket
+from edgechain.chain.enrollment import (
+    TOKEN_ID_SIZE,
+    TOKEN_SIZE,
+    decode_enrollment_token,
+    make_enrollment_token,
+)
 from edgechain.chain.model import CommandKind
 from edgechain.cli.client import Fleet
 from edgechain.cli.commands import CommandResult, get_chain_id, send_command
@@ -78,6 +85,67 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     return 0
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(text: str) -> int:
+    """``90s``, ``30m``, ``12h``, ``7d`` (a bare number is seconds), above 0."""
+    text = text.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:])
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = int(number) * (unit or 1)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise CliError(f"{text!r} is not a duration such as 90s, 30m, 12h or 7d", EXIT_USAGE)
+    return seconds
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """A new enrollment token: valid from now for ``--valid-for``, in slots of the chain."""
+    ctx = Context.from_args(args)
+    status = ctx.fleet.get("/status")
+    if not isinstance(status, dict) or not status.get("slot_duration_ms"):
+        raise CliError("the node has no chain yet: enrollment tokens count slots of one")
+    valid_for_s = parse_duration_s(args.valid_for)
+    slots = -(-valid_for_s * 1000 // int(status["slot_duration_ms"]))
+    expires_slot = int(status["slot"]) + slots
+    token = make_enrollment_token(
+        ctx.admin_key(), str(status["chain_id"]), secrets.token_bytes(TOKEN_ID_SIZE), expires_slot
+    )
+    value = {
+        "token": token.encode().hex(),
+        "token_id": token.token_id.hex(),
+        "expires_slot": expires_slot,
+        "chain_id": status["chain_id"],
+    }
+    ctx.emit(value, value["token"])
+    return 0
+
+
+def cmd_revoke_enrollment(args: argparse.Namespace) -> int:
+    token_id = parse_token_id(args.token)
+    ctx = Context.from_args(args)
+    result = ctx.send(ctx.admin_key(), CommandKind.REVOKE_ENROLLMENT, key=token_id)
+    _print_result(ctx, result, f"revoke enrollment {short(token_id.hex(), 16)}")
+    return 0
+
+
+def parse_token_id(text: str) -> bytes:
+    """A token's id: the token itself (272 hex digits) or its id (64)."""
+    text = text.strip()
+    if len(text.removeprefix("0x")) == 2 * TOKEN_SIZE:
+        return decode_enrollment_token(parse_hex(text, TOKEN_SIZE, "token")).token_id
+    if len(text.removeprefix("0x")) == 2 * TOKEN_ID_SIZE:
+        return parse_hex(text, TOKEN_ID_SIZE, "token id")
+    raise CliError(
+        f"expected an enrollment token ({2 * TOKEN_SIZE} hex digits) or its id "
+        f"({2 * TOKEN_ID_SIZE})",
+        EXIT_USAGE,
+    )
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     public_key = parse_public_key(args.public_key)
     ctx = Context.from_args(args)
@@ -133,6 +201,24 @@ def add_parsers(
     ticket.add_argument("public_key", help=pubkey_help)
     ticket.add_argument("--chain-id", help="the chain's id (default: ask a node)")
     ticket.set_defaults(func=cmd_ticket)
+
+    enroll = group.add_parser(
+        "enroll",
+        parents=[common],
+        help="print a new enrollment token (hex): it admits any node that presents it "
+        "(--enrollment-token-file), until it expires or is revoked",
+    )
+    enroll.add_argument(
+        "--valid-for", default="7d", metavar="DURATION", help="e.g. 12h or 30d (default 7d)"
+    )
+    enroll.set_defaults(func=cmd_enroll)
+    revoke_enrollment = group.add_parser(
+        "revoke-enrollment",
+        parents=[common],
+        help="refuse an enrollment token from the next block on (nodes it admitted stay)",
+    )
+    revoke_enrollment.add_argument("token", help="the token, or its id (64 hex digits)")
+    revoke_enrollment.set_defaults(func=cmd_revoke_enrollment)
 
     for name, help_text, func in (
         ("grant", "make a key an operator (it may then sign app commands)", cmd_grant),

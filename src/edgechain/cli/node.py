@@ -71,6 +71,19 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "ticket": NodeOption(
         str, "", "this node's admission ticket from the admin (`edgechain admin ticket`)", "HEX"
     ),
+    "enrollment_token": NodeOption(
+        str,
+        "",
+        "an enrollment token from the admin (`edgechain admin enroll`): admits this node "
+        "with whatever key it made, like every replica given the same token",
+        "HEX",
+    ),
+    "enrollment_token_file": NodeOption(
+        str,
+        None,
+        "read the enrollment token from this file (a Swarm or Kubernetes secret)",
+        "FILE",
+    ),
     "open_admission": NodeOption(
         bool, False, "lab networks: any node may join without a ticket", None
     ),
@@ -203,6 +216,7 @@ def check_node_options(values: Mapping[str, Any]) -> None:
     get_cpu_capacity(values)
     get_clock_offset_ms(values)
     get_leave_timeout(values)
+    get_admission(values)
     get_labels(values)
     engine = values.get("container_engine")
     if values.get("allow_root_containers") and engine is None:
@@ -225,6 +239,34 @@ def get_seeds(values: Mapping[str, Any]) -> tuple[str, ...]:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise NodeOptionError(f"--seeds: {seed!r} is not HOST:PORT")
     return seeds
+
+
+def get_admission(values: Mapping[str, Any]) -> bytes:
+    """What the node's inclusion request presents: its ticket, or an enrollment token
+    (given in hex, or in a file); at most one of them."""
+    token_file = values.get("enrollment_token_file")
+    given = [
+        name for name in ("ticket", "enrollment_token", "enrollment_token_file") if values.get(name)
+    ]
+    if len(given) > 1:
+        flags = " and ".join("--" + name.replace("_", "-") for name in given)
+        raise NodeOptionError(f"{flags}: pass one way of being admitted")
+    if token_file:
+        try:
+            text = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise NodeOptionError(f"--enrollment-token-file {token_file}: {exc.strerror}") from None
+        values = {"enrollment_token": text}
+    if not values.get("enrollment_token"):
+        return _hex(values, "ticket") if values.get("ticket") else b""
+    token = _hex(values, "enrollment_token")
+    from edgechain.chain.enrollment import decode_enrollment_token
+
+    try:
+        decode_enrollment_token(token)
+    except ValueError as exc:
+        raise NodeOptionError(f"--enrollment-token: {exc}") from None
+    return token
 
 
 def get_labels(values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -308,7 +350,7 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         genesis_key=_hex(v, "genesis_key"),
         chain_id=v["chain_id"],
         admin_key=_hex(v, "admin_key"),
-        ticket=_hex(v, "ticket"),
+        ticket=get_admission(v),
         open_admission=bool(v["open_admission"]),
         operator_key=Path(v["operator_key"]) if v["operator_key"] else None,
         app_user=str(v["app_user"]),

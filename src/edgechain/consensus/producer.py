@@ -26,6 +26,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     ResourceReport,
 )
+from edgechain.chain.validation import check_admission
 from edgechain.consensus.addresses import choose_records
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import get_committee_ids
@@ -51,7 +52,7 @@ from edgechain.consensus.state_codec import get_state_root
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.vdf import VdfResult
-from edgechain.errors import PeerError, RejectReason
+from edgechain.errors import PeerError, RejectReason, ValidationError
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 Publish = Callable[[AnyBlock, BlockHash, int, Output], None]
@@ -96,6 +97,7 @@ def build_candidate(
         for r in sorted(inclusions, key=lambda r: r.public_key)
         if compute_node_id(r.public_key) not in parent.validators
         and not is_banned(parent.authority, compute_node_id(r.public_key))
+        and is_admissible(r, params, parent, slot)
     )[:limit]
     chosen_exits = tuple(
         e for node, e in sorted(exits.items()) if node in parent.validators and e.slot <= slot
@@ -129,6 +131,18 @@ def build_candidate(
     )
     chosen_commands = commands.select(parent, unsigned, limit)
     return sign_as_producer(dataclasses.replace(unsigned, commands=chosen_commands), ctx.sk)
+
+
+def is_admissible(
+    req: InclusionRequest, params: ChainParams, parent: BlockState, slot: Slot
+) -> bool:
+    """Would a block at ``slot`` on ``parent`` admit ``req`` (its enrollment token
+    neither expired nor revoked)? Its signatures were checked when it was pooled."""
+    try:
+        check_admission(req, params, parent.authority, slot)
+    except ValidationError:
+        return False
+    return True
 
 
 class Producer:

@@ -36,6 +36,7 @@ from edgechain.chain.model import (
 )
 from edgechain.chain.validation import (
     BlockContext,
+    check_admission,
     validate_block,
     validate_skip_block,
 )
@@ -426,6 +427,7 @@ def _validate_uncached(
     for req in block.inclusions:
         if is_banned(parent.authority, compute_node_id(req.public_key)):
             raise ValidationError(RejectReason.BANNED_NODE)
+        check_admission(req, params, parent.authority, block.slot)
     # Who signed each command and whether it applies: a block carrying a command that
     # does not check gets no votes. (Without commands there is nothing to check: the
     # plan was just compared with the recomputed one.)

@@ -68,9 +68,10 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-STATE_FORMAT_VERSION = 2
+STATE_FORMAT_VERSION = 3
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
-with the u64 ``address_slot`` of its address (block format 9's address records)."""
+with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
+authority ends with the revoked enrollment token ids (block format 10)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -324,6 +325,7 @@ def _write_authority(w: Writer, auth: Authority) -> None:
     w.items(auth.sequences, _write_sequence)
     w.items(auth.banned, _write_node)
     w.items(auth.draining, _write_node)
+    w.items(auth.revoked_enrollments, _write_node)
 
 
 def _read_authority(r: Reader) -> Authority:
@@ -334,7 +336,8 @@ def _read_authority(r: Reader) -> Authority:
     sequences = tuple(r.items(keys, size + 8, lambda x: (_read_key(x), x.u64())))
     banned = tuple(r.items(keys, HASH_SIZE, _read_node))
     draining = tuple(r.items(keys, HASH_SIZE, _read_node))
-    return Authority(admin_key, operators, revoked, sequences, banned, draining)
+    tokens = tuple(bytes(t) for t in r.items(keys, HASH_SIZE, _read_node))
+    return Authority(admin_key, operators, revoked, sequences, banned, draining, tokens)
 
 
 # --- mappings --------------------------------------------------------------------------

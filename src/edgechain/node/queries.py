@@ -182,6 +182,7 @@ class NodeQueries:
             "open_admission": params.open_admission if params is not None else None,
             "genesis": engine.genesis is not None,
             "slot": slot,
+            "slot_duration_ms": params.slot_duration_ms if params is not None else None,
             "head": engine.head.hex() if engine.head else None,
             "head_slot": state.slot if state else None,
             "role": role.value,

@@ -28,6 +28,7 @@ from edgechain.chain.authority import (
     check_command_signer,
     get_last_seq,
     is_draining,
+    is_enrollment_revoked,
     is_operator,
 )
 from edgechain.chain.encoding import compute_submitted_app_id
@@ -151,6 +152,8 @@ def _check_authority_command(
             raise _invalid("DRAIN_NODE: already draining")
     elif cmd.kind is CommandKind.UNDRAIN_NODE and not is_draining(auth, cmd.node):
         raise _invalid("UNDRAIN_NODE: not draining")
+    elif cmd.kind is CommandKind.REVOKE_ENROLLMENT and is_enrollment_revoked(auth, cmd.key):
+        raise _invalid("REVOKE_ENROLLMENT: already revoked")
 
 
 def apply_commands(
