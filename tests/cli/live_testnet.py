@@ -22,6 +22,19 @@ SLOT_S = 1.0
 POLL_S = 0.3
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
+    """A node the test started by hand: SIGTERM, then SIGKILL to its process group if it
+    is still there after ``grace_s`` (it runs in a session of its own)."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class LiveTestnet:
     """A running ``edgechain testnet`` and the CLI pointed at it."""
 

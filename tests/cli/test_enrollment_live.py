@@ -10,15 +10,13 @@ stays.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .live_testnet import EDGECHAIN
+from .live_testnet import EDGECHAIN, stop_process
 from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 
 JOIN_TIMEOUT_S = 120
@@ -86,9 +84,5 @@ def test_one_token_admits_replicas_until_it_is_revoked(run_dir: Path) -> None:
         assert first_id in ids  # a node the token admitted stays
     finally:
         for proc in started:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_process(proc)
         net.stop()

@@ -10,8 +10,6 @@ committee's votes to reach it at the new address.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from .live_testnet import stop_process
 from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 
 REACH_TIMEOUT_S = 120
@@ -86,12 +85,7 @@ def test_a_node_restarted_on_a_new_port_is_reachable_again(run_dir: Path) -> Non
             )
         )
     finally:
-        if restarted is not None:
-            restarted.send_signal(signal.SIGTERM)
-            try:
-                restarted.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(restarted.pid, signal.SIGKILL)
+        stop_process(restarted)
         net.stop()
 
 

@@ -220,8 +220,9 @@ def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdo
         assert status["clock_offset_ms"] == -1500
         watchdog_pid = int((data_dir / "watchdog.pid").read_text().split()[0])
         assert "--clock-offset-ms=-1500" in psutil.Process(watchdog_pid).cmdline()
-        log = (data_dir / "watchdog.log").read_text().splitlines()
-        start = next(json.loads(line) for line in log if '"start"' in line)
+        # The watchdog writes its first line once it runs: wait for it (a loaded CI-like
+        # host once read the file before the line was there).
+        start = _wait_for_start_line(data_dir / "watchdog.log")
         assert start["clock_offset_ms"] == -1500
     finally:
         node.send_signal(signal.SIGTERM)
@@ -231,3 +232,14 @@ def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdo
             node.kill()
             node.communicate()
     assert node.returncode == 0
+
+
+def _wait_for_start_line(path: Path, timeout_s: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [json.loads(line) for line in lines if '"start"' in line]
+        if found:
+            return dict(found[0])
+        assert time.monotonic() < deadline, f"no start line in {path}: {lines}"
+        time.sleep(0.1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -45,7 +44,7 @@ from edgechain.wire.codec import encode_gossip_payload, encode_message
 from edgechain.wire.framing import encode_frame
 from edgechain.wire.messages import GossipMsg, compute_message_id
 
-from .live_testnet import EDGECHAIN, LiveTestnet
+from .live_testnet import EDGECHAIN, LiveTestnet, stop_process
 
 SETUP_TIMEOUT_S = 300.0
 """Generous: on a busy 2-core host the joins, genesis and the grant can take minutes."""
@@ -207,12 +206,7 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 10, "10 more slots", 90)
         assert victim not in {n["node_id"] for n in net.cli("nodes")}
     finally:
-        if intruder is not None:
-            intruder.send_signal(signal.SIGTERM)
-            try:
-                intruder.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(intruder.pid, signal.SIGKILL)
+        stop_process(intruder)
         net.stop()
 
 

@@ -9,8 +9,6 @@ a validator; its ``/status`` names the seed that answered and the one that did n
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 
 from edgechain.crypto.keystore import create_keystore
 
-from .live_testnet import EDGECHAIN
+from .live_testnet import EDGECHAIN, stop_process
 from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 
 JOIN_TIMEOUT_S = 120
@@ -92,12 +90,7 @@ def test_a_node_joins_through_another_seed_while_the_genesis_node_is_down(
         ids = {n["node_id"] for n in net.cli("nodes")}
         assert mine["node_id"] in ids
     finally:
-        if joiner is not None:
-            joiner.send_signal(signal.SIGTERM)
-            try:
-                joiner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(joiner.pid, signal.SIGKILL)
+        stop_process(joiner)
         net.stop()
 
 

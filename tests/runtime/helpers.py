@@ -95,9 +95,16 @@ def get_tagged_processes(tag: str) -> list[psutil.Process]:
 
 def assert_single_instance(tag: str) -> None:
     """The app tagged ``tag`` runs exactly once on the whole host."""
-    wait_until(lambda: len(get_tagged_processes(tag)) == 1, timeout_s=5.0)
-    time.sleep(0.1)  # and stays single: no late second copy appears
-    assert len(get_tagged_processes(tag)) == 1
+    assert_instances(tag, 1)
+
+
+def assert_instances(tag: str, count: int) -> None:
+    """The app tagged ``tag`` runs exactly ``count`` times on the whole host: waited for
+    (under load an instance may not have exec'd its command yet, or psutil may fail to
+    read a process in disk sleep), then held: no late extra copy appears."""
+    wait_until(lambda: len(get_tagged_processes(tag)) == count, timeout_s=15.0)
+    time.sleep(0.1)
+    assert len(get_tagged_processes(tag)) == count
 
 
 def get_node_id(name: str) -> NodeId:

@@ -20,6 +20,7 @@ from edgechain.runtime.samples import get_cpu_load_spec
 
 from .helpers import (
     HERE,
+    assert_instances,
     assert_single_instance,
     get_app,
     get_counter,
@@ -223,7 +224,7 @@ def test_restore_refuses_when_already_running(
     with pytest.raises(AppRuntimeError):
         b.restore(app, spec, saved.archive)
     a.resume(app)
-    assert len(get_tagged_processes(tag)) == 2  # the two we started, no third
+    assert_instances(tag, 2)  # the two we started, no third
 
 
 def test_unknown_app_raises(process_pair: tuple[ProcessRuntime, ProcessRuntime]) -> None:
