@@ -27,7 +27,7 @@ from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
 CLI_WORKERS = 4
 """CLI processes at a time (each mostly imports; the host has other work to do)."""
 POLL_S = 0.5
-FAILED_RESEND_S = 15.0
+FAILED_RESEND_S = 30.0
 """A CLI call that failed may still have reached its node (the answer was lost, or came
 after the CLI gave up on a loaded host): it is sent again only after this long, when the
 chain would hold it by now, so an app is not submitted twice."""
@@ -136,10 +136,27 @@ def submit_specs(
         return {name for name in sent if name in on_chain}
 
     apply_commands(net, commands, done, "submissions on chain", timeout_s, log, client)
+    remove_doubles(net, client, log)
     views = net.get("/apps")
     if len({view["name"] for view in views}) != len(views):
-        raise LiveError("an app was submitted twice (a CLI call failed after its node had it)")
+        raise LiveError("an app was submitted twice and its second copy stayed")
     return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
+
+
+def remove_doubles(net: LiveTestnet, client: Path, log: Callable[[str], None]) -> None:
+    """An operator's double submission, undone as an operator would: a CLI call that
+    failed on a loaded host may have reached its node all the same, and its resend made
+    a second app of the same name (a distinct app to the chain, which runs both, each
+    once). The later ones are removed (``edgechain apps rm``), so the experiment starts
+    from one app per spec."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for view in net.get("/apps"):
+        by_name.setdefault(str(view["name"]), []).append(view)
+    for name, views in sorted(by_name.items()):
+        ordered = sorted(views, key=lambda v: (int(v["created_slot"]), str(v["app_id"])))
+        for extra in ordered[1:]:
+            log(f"submissions: {name} was submitted twice; removing {extra['app_id'][:12]}")
+            net.cli("apps", "rm", str(extra["app_id"]), client=client)
 
 
 def wait_all_on(net: LiveTestnet, obs: Observer, node: str, timeout_s: float) -> None:
