@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 
-from edgechain.api.auth import load_or_create_token
+from edgechain.api.auth import API_FILE, load_or_create_token
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import READ_TIMEOUT_S, HttpServer
 from edgechain.errors import StoreFullError
 from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
+from edgechain.node.json_files import write_json_file
 from edgechain.telemetry import logs
-
-API_FILE = "api.json"
-"""In the data directory: the URL of the node's API, written once it runs."""
 
 log = logging.getLogger("edgechain.node")
 
@@ -77,32 +74,27 @@ class NodeService:
         """``<data_dir>/api.json``: where local tools reach this node's API
         (``edgechain node leave --data-dir``), beside the token they need (api.token)."""
         host = self.api.host if self.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        path = self.config.data_dir / API_FILE
-        tmp = path.with_suffix(".tmp")
+        url = f"http://{join_address(host, self.api.port)}"
         try:
-            tmp.write_text(json.dumps({"url": f"http://{join_address(host, self.api.port)}"}))
-            tmp.replace(path)
+            write_json_file(self.config.data_dir / API_FILE, {"url": url})
         except OSError as exc:
             logs.error(log, "cannot write the API file", error=str(exc))
-            tmp.unlink(missing_ok=True)
 
     def _write_ready_file(self) -> None:
         path = self.config.ready_file
         if path is None:
             return
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({**self.node.get_identity(), "http_port": self.api.port}))
-            tmp.replace(path)
+            write_json_file(path, {**self.node.get_identity(), "http_port": self.api.port})
         except OSError as exc:  # a full disk: the node runs, whoever waits for it times out
             logs.error(log, "cannot write the ready file", error=str(exc))
-            tmp.unlink(missing_ok=True)
 
 
-def on_sigterm(node: Node, stop: asyncio.Event) -> None:
+def on_sigterm(node: Node | None, stop: asyncio.Event) -> None:
     """Stop, or with ``--leave-on-sigterm`` leave first (a Kubernetes pod's or a Swarm
-    task's shutdown drains the node); a second SIGTERM during a leave stops at once."""
-    if node.config.leave_on_sigterm and node.leaving.started_ms is None:
+    task's shutdown drains the node); a second SIGTERM during a leave stops at once.
+    ``node`` None: still being built, nothing to leave yet."""
+    if node is not None and node.config.leave_on_sigterm and node.leaving.started_ms is None:
         logs.info(log, "SIGTERM: leaving the network first (send another to stop now)")
         node.leave()
     else:
@@ -114,13 +106,17 @@ async def run_node(config: NodeConfig) -> None:
     :data:`EXIT_DISK_FULL` or :data:`EXIT_STORE_FAILED` when its store failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before the node is built, as before leaving existed: a signal during start-up
+    # stops the node cleanly once it runs.
+    built: list[Node] = []
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, lambda: on_sigterm(next(iter(built), None), stop))
     try:
         service = NodeService(config)
     except StoreFullError as exc:
         logs.error(log, "disk full: cannot open the block store", error=str(exc))
         raise SystemExit(EXIT_DISK_FULL) from None
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, lambda: on_sigterm(service.node, stop))
+    built.append(service.node)
     await service.run(stop)
     failure = service.node.store_failure
     if failure is not None:

@@ -18,6 +18,9 @@ from edgechain.crypto.keystore import check_private_file
 from edgechain.errors import LocalError
 
 TOKEN_FILE = "api.token"
+API_FILE = "api.json"
+"""In the data directory beside the token: the URL of the node's API, written once it
+runs (``node_daemon.py``), so local tools holding the token find it."""
 TOKEN_BYTES = 32
 
 

@@ -26,7 +26,6 @@ import struct
 from dataclasses import dataclass
 
 from edgechain.crypto import bls
-from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, SecretKey, Signature
 
 TOKEN_ID_SIZE = HASH_SIZE
@@ -70,18 +69,3 @@ def decode_enrollment_token(data: bytes) -> EnrollmentToken:
 def is_enrollment_token(ticket: bytes) -> bool:
     """Does an inclusion request's ``ticket`` hold a token (not a key ticket)?"""
     return len(ticket) == TOKEN_SIZE
-
-
-def validate_enrollment_token(
-    token: EnrollmentToken, chain_id: str, admin_key: bytes, slot: int
-) -> None:
-    """Signed by the admin for this chain, and not expired at ``slot``. Revocation is
-    the state's to check (``authority.revoked_enrollments``)."""
-    message = compute_enrollment_message(chain_id, token.token_id, token.expires_slot)
-    if not bls.verify(admin_key, message, token.signature):
-        raise ValidationError(RejectReason.BAD_ADMISSION_TICKET, "enrollment token signature")
-    if slot > token.expires_slot:
-        raise ValidationError(
-            RejectReason.BAD_ADMISSION_TICKET,
-            f"enrollment token expired at slot {token.expires_slot}",
-        )

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
+from edgechain.api.auth import API_FILE, TOKEN_FILE, TokenError, read_token
 from edgechain.cli.client import ApiError, UnreachableError, parse_node_url, request_json
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
 from edgechain.node.leaving import has_left_since
 
-API_FILE = "api.json"  # node_daemon.API_FILE (not imported: the CLI starts light)
 POLL_S = 0.25
 STOP_GRACE_S = 120.0
 """Beyond the drain timeout: time for the exit to reach a block and the node to stop."""

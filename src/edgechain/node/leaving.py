@@ -23,14 +23,15 @@ every loop pass and carries out the step it returns.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgechain.chain.authority import is_draining
 from edgechain.consensus.state import BlockState
+from edgechain.node.json_files import write_json_file
 from edgechain.orchestrator.registry import AppState
 from edgechain.types import AppId, NodeId
 
@@ -141,13 +142,10 @@ def get_apps_on(state: BlockState, node: NodeId) -> tuple[AppId, ...]:
 
 def write_left_file(data_dir: Path, now: int, apps_left_behind: list[str]) -> None:
     """Record the finished leave (best effort: the chain has the exit either way)."""
-    path = data_dir / LEFT_FILE
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({"left_ms": now, "apps_left_behind": apps_left_behind}))
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        write_json_file(
+            data_dir / LEFT_FILE, {"left_ms": now, "apps_left_behind": apps_left_behind}
+        )
 
 
 def has_left_since(data_dir: Path, since_s: float) -> bool:
