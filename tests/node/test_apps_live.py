@@ -254,8 +254,16 @@ async def _lifecycle(nodes: list[Node], admin: Admin, app_id: AppId) -> dict[str
     steps["stop"] = {"processes": len(_counter_processes()), "count_still": _read_count(host, app)}
     assert steps["stop"] == {"processes": 0, "count_still": frozen}
 
+    starts_before = len(_starts(host, app))
+
     async def started() -> bool:
-        return record_is(AppState.RUNNING, 1) and len(_counter_processes()) == 1
+        # Its log line too: the process exists a moment before it writes where it began
+        # (a loaded fresh-clone run read the previous start's line once).
+        return (
+            record_is(AppState.RUNNING, 1)
+            and len(_counter_processes()) == 1
+            and len(_starts(where(), app)) > starts_before
+        )
 
     admin.send(nodes[3], CommandKind.START, app=app_id)
     assert await wait_until(started, 30), "START did not start the app"
