@@ -213,6 +213,7 @@ class Node:
         *,
         port: int | None = None,
         on_progress: ProgressCallback | None = None,
+        may_resume: Callable[[], bool] = lambda: True,
     ) -> MigrationResult:
         """Migrate ``spec`` from this node to ``other`` (or to ``port``, e.g. a proxy)."""
         entry = get_entry(spec, self.node_id, other.node_id)
@@ -223,6 +224,7 @@ class Node:
             "127.0.0.1",
             other.port if port is None else port,
             on_progress=on_progress,
+            may_resume=may_resume,
         )
 
 

@@ -33,6 +33,7 @@ from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.runtime.lifecycle import Action, HeldApp, decide, was_removed
 from edgechain.runtime.manager import AppManager
+from edgechain.runtime.replication import Replicator
 from edgechain.runtime.samples import get_counter_spec
 from edgechain.telemetry import logs
 from edgechain.testing import make_identity
@@ -396,3 +397,33 @@ def test_an_app_moved_here_is_not_started_before_it_arrives(
     _reconcile(apps)
     assert _pids(tag) == set()
     assert apps.runtime.list() == ()
+
+
+def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits() -> None:
+    """``Replicator.get_unwanted``: a node the app left by an earlier handover holds
+    that copy's older state; a RECOVER back to it starts from the replica, so the
+    replica stays until the app runs here (a live run once lost 4 counts to this)."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    other = make_identity(9).node
+    replicator = Replicator(ME.node, chain.get_head_state)
+    # RECOVERed here (its replica node, so the registry names none now).
+    chain.append((AppRecord(app, spec, node=ME.node, last_move_slot=Slot(1)),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert replicator.get_unwanted(state, [app], running=[]) == []
+    assert replicator.get_unwanted(state, [app], running=[app]) == [app]
+    # This node is its replica node again: kept while the app runs elsewhere.
+    chain.append((AppRecord(app, spec, node=other, replica_node=ME.node),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert replicator.get_unwanted(state, [app], running=[]) == []
+    # Neither its node nor its replica node, or gone from the chain: dropped.
+    chain.append((AppRecord(app, spec, node=other),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert replicator.get_unwanted(state, [app], running=[]) == [app]
+    chain.append(())
+    state = chain.get_head_state()
+    assert state is not None
+    assert replicator.get_unwanted(state, [app], running=[]) == [app]

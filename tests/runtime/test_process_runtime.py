@@ -131,6 +131,33 @@ def test_stats_reports_cpu_ram_and_state_size(
     wait_until(lambda: runtime.stats(counter_app).disk_bytes >= 200_000)
 
 
+def test_a_start_withdraws_the_hook_its_state_advertised_until_the_app_does(
+    process_pair: tuple[ProcessRuntime, ProcessRuntime],
+) -> None:
+    """The hook's marker travels with the state (a replica, a migration); a snapshot
+    that signalled the new process before it installed its handler would kill it."""
+    runtime, _ = process_pair
+    spec, tag = get_counter()
+    app = get_app(spec)
+    runtime.start(app, spec)
+    state = runtime.get_state_dir(app)
+    wait_until((state / ".checkpoint-hook").exists)
+    runtime.stop(app)
+    # Restarted as a command without the hook (e.g. an update): the old marker goes.
+    command = ("/bin/sh", "-c", "exec sleep 30", tag)
+    quiet = AppSpec(name=spec.name, runtime=spec.runtime, command=command)
+    runtime.start(app, quiet)
+    assert not (state / ".checkpoint-hook").exists()
+    runtime.snapshot(app).archive.unlink()  # frozen and thawed, never signalled
+    assert runtime.is_running(app)
+    runtime.stop(app)
+    runtime.start(app, spec)  # the counter advertises it again, once it can answer
+    wait_until((state / ".checkpoint-hook").exists)
+    assert runtime.save(app).live
+    runtime.remove(app)
+    assert get_tagged_processes(tag) == []
+
+
 def test_save_uses_the_checkpoint_hook_and_keeps_the_app_frozen(
     process_pair: tuple[ProcessRuntime, ProcessRuntime],
 ) -> None:

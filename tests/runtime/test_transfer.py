@@ -207,13 +207,17 @@ def test_resending_the_same_transfer_is_harmless(process_pair: Pair, tmp_path: P
             # The destination's instance was untouched: it keeps counting from its value.
             assert read_count(b.get_state_dir(app)) >= before
             assert nb.server.get_stats().already_running == 2
-            # Another block while it runs there: a conflict, refused.
+            # Another block while it runs there (it started the app itself, having
+            # taken the origin for down): refused, and the origin's copy ends, state kept.
             a.start(app, spec)
             result = await na.migrate_to(nb, spec, 8)
             assert (result.outcome, result.reason) == (
-                MigrationOutcome.REFUSED,
+                MigrationOutcome.ALREADY_THERE,
                 "app_already_running_here",
             )
+            assert result.ok and not a.is_running(app)
+            assert a.get_state_dir(app).is_dir()
+            assert_single_instance(tag)
             a.remove(app)
 
     asyncio.run(run())
@@ -266,6 +270,36 @@ def test_corrupted_stream_resumes_at_origin(process_pair: Pair, tmp_path: Path) 
     asyncio.run(run())
     assert b.list() == ()
     assert list((tmp_path / "transfer-b" / "incoming").iterdir()) == []
+
+
+def test_failed_transfer_stays_stopped_where_it_may_not_run(
+    process_pair: Pair, tmp_path: Path
+) -> None:
+    """A node paused mid-transfer past its lease finds the stream broken: the app may be
+    running at the destination by then, so it is stopped, not resumed (state kept)."""
+    a, b = process_pair
+    spec, tag = _start_counter(a, pad=1 << 20)
+    app = get_app(spec)
+
+    async def run() -> None:
+        async with open_nodes([a, b], tmp_path) as (na, nb):
+            proxy = TamperProxy(nb.port, flip_at=600_000)
+            port = await proxy.start()
+            try:
+                result = await na.migrate_to(nb, spec, 5, port=port, may_resume=lambda: False)
+            finally:
+                await proxy.close()
+            assert result.outcome is MigrationOutcome.FAILED and result.save_ms > 0, result
+            assert not a.is_running(app)
+            assert get_tagged_processes(tag) == []
+            saved = read_count(a.get_state_dir(app))
+            # The next offer sends that state as it stands, and the count goes on from it.
+            result = await na.migrate_to(nb, spec, 5)
+            assert result.outcome is MigrationOutcome.COMPLETED, result
+            assert wait_count_above(b.get_state_dir(app), saved) > saved
+
+    asyncio.run(run())
+    assert_single_instance(tag)
 
 
 def test_payload_over_the_destination_bound_resumes_at_origin(

@@ -136,7 +136,12 @@ class AppManager:
         self.server.is_replica_wanted = self.replicator.is_wanted
         self.lease = LeaseWriter(data_dir)
         self.migrations = MigrationsOut(
-            node_id, self.client, self.head, self.tasks, self.transfer_dir
+            node_id,
+            self.client,
+            self.head,
+            self.tasks,
+            self.transfer_dir,
+            is_lease_valid=self._is_lease_valid,
         )
         self.lease_renewal = LeaseRenewal(
             node_id, self.head, self.lease, self.migrations.get_outgoing, clock=clock
@@ -187,6 +192,10 @@ class AppManager:
             raise
         port_file.write_text(f"{bound}\n")
         return bound
+
+    def _is_lease_valid(self) -> bool:
+        # Late-bound: the lease renewal lists the handovers, so it is built after them.
+        return self.lease_renewal.is_valid()
 
     def attach(self, engine: ChainView) -> None:
         self.head.engine = engine

@@ -67,7 +67,8 @@ class Handover:
 
 class MigrationsOut:
     """The outgoing migrations of node ``node_id``, sent with ``client``; handovers are
-    recorded under ``transfer_dir``."""
+    recorded under ``transfer_dir``; ``is_lease_valid``: may an app saved for a
+    handover that failed run here again (``TransferClient.migrate``'s ``may_resume``)."""
 
     def __init__(
         self,
@@ -76,8 +77,11 @@ class MigrationsOut:
         head: HeadQueries,
         tasks: AppTasks,
         transfer_dir: Path,
+        *,
+        is_lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.node_id = node_id
+        self.is_lease_valid = is_lease_valid
         self.client = client
         self.head = head
         self.tasks = tasks
@@ -214,7 +218,7 @@ class MigrationsOut:
                         entry,
                         record.spec,
                         *address,
-                        resume_if_cancelled=lambda: not handover.abandoned,
+                        may_resume=lambda: not handover.abandoned and self.is_lease_valid(),
                     )
                 except LocalError as exc:
                     # Not running here (never started, or already gone): nothing to send.

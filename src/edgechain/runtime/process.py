@@ -334,8 +334,15 @@ class ProcessRuntime(AppDirectories):
     def _launch(
         self, record: _App, app: AppId, spec: AppSpec, *, fresh_state: bool = False
     ) -> None:
-        """Spawn ``spec`` for ``record`` (held, stopped) and mark it running."""
+        """Spawn ``spec`` for ``record`` (held, stopped) and mark it running.
+
+        The checkpoint hook's marker is removed first: it travels with the state, but
+        the new process advertises its hook only once its SIGUSR1 handler is installed,
+        and a snapshot or save that signalled it before then would kill it (SIGUSR1's
+        default action; seen 2 times in 20 with a snapshot taken right after a start).
+        """
         self.mark_paused(app, False)  # left by an earlier incarnation, if any
+        (self.get_state_dir(app) / CHECKPOINT_MARKER).unlink(missing_ok=True)
         record.proc = self._spawn(app, spec, fresh_state=fresh_state)
         record.status = AppStatus.RUNNING
         record.last_sample = None

@@ -125,7 +125,7 @@ class Reconciler:
                 continue
             async with lock:
                 await self._carry_out(action, app, record)
-        self.replica_sync.prune(state, held)
+        self.replica_sync.prune(state, [app for app, h in held.items() if h.running])
 
     def _is_settled(self, record: AppRecord | None) -> bool:
         """The record's last move is K slots below the head (``Action.DISCARD``)."""

@@ -78,9 +78,10 @@ class ReplicaSync:
         finally:
             self.replicator.on_sent(due, ok)
 
-    def prune(self, state: BlockState, held: Collection[AppId]) -> None:
-        """Drop the stored replicas the head no longer wants here."""
+    def prune(self, state: BlockState, running: Collection[AppId]) -> None:
+        """Drop the stored replicas the head no longer wants here (``running``: the apps
+        running here, ``Replicator.get_unwanted``)."""
         stored = [info.app for info in self.replicas.list()]
-        for app in self.replicator.get_unwanted(state, stored, held):
+        for app in self.replicator.get_unwanted(state, stored, running):
             self.replicas.remove(app)
             logs.info(log, "replica dropped", app=bytes(app).hex()[:16])

@@ -84,16 +84,23 @@ class Replicator:
             self.last_sent[(replica.app, replica.replica_node)] = replica.slot
 
     def get_unwanted(
-        self, state: BlockState, stored: Collection[AppId], held: Collection[AppId]
+        self, state: BlockState, stored: Collection[AppId], running: Collection[AppId]
     ) -> list[AppId]:
         """Stored replicas the head no longer wants here: the app is gone, or this node is
-        not its replica node and either not its node either, or its node holding the
-        app's state itself (``held``: in the runtime; a RECOVER here has used it)."""
+        not its replica node and either not its node either, or its node running the app
+        (``running``: a RECOVER or an "origin down" start here has used the replica).
+
+        Running, not merely held: a node the app left by an earlier handover keeps that
+        copy's (older) state, and a RECOVER back to it must start from the replica. A
+        live run once dropped the replica in the reconcile pass that the RECOVER's start
+        raced with, and the app came back from that older state (32, its replica at 36).
+        """
         unwanted = []
         for app in stored:
             record = get_record(state.registry, app)
             if record is None or (
-                record.replica_node != self.node_id and (record.node != self.node_id or app in held)
+                record.replica_node != self.node_id
+                and (record.node != self.node_id or app in running)
             ):
                 unwanted.append(app)
         return unwanted

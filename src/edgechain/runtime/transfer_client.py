@@ -82,11 +82,14 @@ class MigrationOutcome(enum.Enum):
     COMPLETED = "completed"
     """The destination runs the app; the origin deleted its copy."""
     ALREADY_THERE = "already_there"
-    """Re-send: the destination already ran the app from this block; copy deleted."""
+    """The destination runs the app already: a re-send after it ran the app from this
+    block, or it started the app itself once it took us for down (``origin down``:
+    refused ``app_already_running_here``); our copy ended, its state kept."""
     REFUSED = "refused"
     """Refused or unreachable before anything was saved; the app kept running here."""
     FAILED = "failed"
-    """The migration broke; the app was resumed here."""
+    """The migration broke; the app was resumed here, or left stopped (state kept) when
+    it may not run here any more (``may_resume``: our fencing lease ran out meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ class _Job:
     host: str
     port: int
     stream: PayloadStream
-    resume_if_cancelled: Callable[[], bool]
+    may_resume: Callable[[], bool]
     save_ms: float = 0.0
     raw_bytes: int = 0
     included_image: bool = False
@@ -255,7 +258,7 @@ class TransferClient:
         port: int,
         *,
         on_progress: ProgressCallback | None = None,
-        resume_if_cancelled: Callable[[], bool] = lambda: True,
+        may_resume: Callable[[], bool] = lambda: True,
     ) -> MigrationResult:
         """Carry out one plan entry whose origin is this node; never loses the app.
 
@@ -263,12 +266,17 @@ class TransferClient:
         matter: the planner will see it in the next reports). A held app that is not
         running (this node restarted before it handed the app over) is handed over as
         its state stands. Every peer-side failure is a result with outcome REFUSED or
-        FAILED, the app running here.
+        FAILED, the app running here when ``may_resume()`` allows it, else stopped with
+        its state kept: a node paused mid-transfer for longer than its fencing lease
+        finds the transfer broken when it runs again, and the chain may have started the
+        app at the destination meanwhile (``origin down``). A destination that refuses
+        because it already runs the app (``app_already_running_here``: it started the
+        app itself after taking us for down) ends our copy: outcome ALREADY_THERE.
 
-        Cancelled, it resumes a saved app here when ``resume_if_cancelled()`` says so
-        (a node stopping); otherwise (the chain re-placed the app on a third node
-        meanwhile) the app stays as the save left it, stopped or paused, and the caller
-        stops it: resuming it would run it beside the copy the chain started.
+        Cancelled, it resumes a saved app here when ``may_resume()`` says so (a node
+        stopping); otherwise (the chain re-placed the app on a third node meanwhile) the
+        app stays as the save left it, stopped or paused, and the caller stops it:
+        resuming it would run it beside the copy the chain started.
         """
         app = entry.app
         lock = self._locks.setdefault(app, asyncio.Lock())
@@ -283,9 +291,7 @@ class TransferClient:
             offer = encode_frame(
                 FrameKind.OFFER, encode_offer(Offer(block_hash, entry, spec, signature))
             )
-            job = _Job(
-                app, block_hash, offer, host, port, PayloadStream(on_progress), resume_if_cancelled
-            )
+            job = _Job(app, block_hash, offer, host, port, PayloadStream(on_progress), may_resume)
             return await self._migrate(job)
 
     async def send_replica(
@@ -373,6 +379,12 @@ class TransferClient:
             return job.get_result(MigrationOutcome.REFUSED, str(exc))
         if verdict.verdict is Verdict.REFUSED:
             await close_writer(writer)
+            if verdict.reason == RejectReason.APP_ALREADY_RUNNING_HERE.value:
+                # The destination planned this move and runs the app without our state:
+                # it started it itself while the chain took us for down. Offering again
+                # would never end, and our copy must not run beside it.
+                await asyncio.to_thread(self._let_go, job.app)
+                return job.get_result(MigrationOutcome.ALREADY_THERE, verdict.reason)
             return job.get_result(MigrationOutcome.REFUSED, verdict.reason)
         if verdict.verdict is Verdict.ALREADY_RUNNING:
             await close_writer(writer)
@@ -409,7 +421,7 @@ class TransferClient:
             if saved is None and saving is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     saved = await asyncio.shield(saving)  # a failed save resumed the app
-            if saved is not None and job.resume_if_cancelled():
+            if saved is not None and job.may_resume():
                 await asyncio.to_thread(self.runtime.resume, job.app)
             raise
         await close_writer(writer)
@@ -429,7 +441,8 @@ class TransferClient:
             self.runtime.remove(app)
 
     async def _recover(self, job: _Job, reason: str) -> MigrationResult:
-        """After a failure past the save: confirm by re-send, else resume here."""
+        """After a failure past the save: confirm by re-send, else resume here (or
+        stop, when the app may no longer run here: ``_resume_or_stop``)."""
         if job.stream.end_sent:
             # The whole payload left: the destination may have started the app and lost
             # only the DONE. The same offer again is idempotent and tells us which.
@@ -439,8 +452,16 @@ class TransferClient:
                 if verdict.verdict is Verdict.ALREADY_RUNNING:
                     await asyncio.to_thread(self._let_go, job.app)
                     return job.get_result(MigrationOutcome.COMPLETED, "confirmed by re-send")
-        await asyncio.to_thread(self.runtime.resume, job.app)
+        await asyncio.to_thread(self._resume_or_stop, job)
         return job.get_result(MigrationOutcome.FAILED, reason)
+
+    def _resume_or_stop(self, job: _Job) -> None:
+        """Blocking: the saved app runs here again if ``job.may_resume()``; otherwise it
+        is stopped, state kept, and the next offer sends that state as it stands."""
+        if job.may_resume():
+            self.runtime.resume(job.app)
+        else:
+            self.runtime.stop(job.app)
 
 
 async def send_offer(

@@ -416,7 +416,10 @@ class AppLayer:
             self.handover_failures += 1
             copy = apps.copies.get(app)
             if copy is not None:
-                copy.saving = False  # any failure resumes the app at the origin
+                # A failure resumes the app at the origin while its lease holds, else
+                # stops it, state kept (TransferClient.migrate's may_resume).
+                copy.saving = False
+                copy.running = self._now() <= apps.lease_until_ms
             self._retry(handover, self._now())
             return
         self._finish_handover(apps, dest, handover, spec)
