@@ -77,18 +77,24 @@ def apply_test_block(
     return registry
 
 
+REPORT_SLOT = 9
+"""The default report's slot: after ``build_registry``'s placements (slot 2), before the
+plans the tests compute (slot 10 and later)."""
+
+
 def report(
     node: NodeId,
     cpu_bp: int,
     ram_bp: int = 0,
     apps: Sequence[tuple[AppId, int, int]] = (),
-    slot: int = 0,
+    slot: int = REPORT_SLOT,
     *,
     pressure_bp: int = 0,
     state_bytes: Mapping[AppId, int] | None = None,
 ) -> ResourceReport:
     """A report whose totals are given explicitly; ``apps`` are (app, cpu_bp, ram_bp);
-    ``state_bytes`` gives some apps a state size."""
+    ``state_bytes`` gives some apps a state size. By default of a slot after
+    ``build_registry``'s placements, so the apps it lists count as confirmed."""
     sizes = state_bytes or {}
     return ResourceReport(
         node=node,

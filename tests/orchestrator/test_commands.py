@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from orchestrator_helpers import report
 
 from edgechain.chain.assembly import make_command
 from edgechain.chain.authority import (
@@ -74,8 +75,23 @@ class Chain:
         return info.value.reason
 
     def plan(self) -> tuple[PlanEntry, ...]:
+        """The next block's plan, every validator having reported the running apps the
+        registry places on it (a report of this slot: apps moved in it do not count)."""
         infos = [NodeInfo(m.node, m.labels) for m in VALIDATORS.members]
-        return compute_plan(self.registry, (), infos, Slot(self.slot + 1), 4)
+        reports = [
+            report(
+                m.node,
+                0,
+                apps=[
+                    (r.app, 0, 0)
+                    for r in self.registry.records
+                    if r.node == m.node and r.state is AppState.RUNNING
+                ],
+                slot=self.slot,
+            )
+            for m in VALIDATORS.members
+        ]
+        return compute_plan(self.registry, reports, infos, Slot(self.slot + 1), 4)
 
 
 def granted() -> Chain:

@@ -161,7 +161,8 @@ def test_recover_from_the_wrong_origin_is_invalid() -> None:
 def test_draining_node_is_emptied_within_the_budget() -> None:
     specs = [app_spec(f"d{i}", cpu_bp=100) for i in range(3)]
     registry = build_registry([(s, A) for s in specs])
-    reports = [report(A, 300), report(B, 0), report(C, 0), report(D, 0)]
+    listed = [(app_id(s), 100, 0) for s in specs]
+    reports = [report(A, 300, apps=listed), report(B, 0), report(C, 0), report(D, 0)]
     plan = compute_plan(registry, reports, NODES, SLOT, 2, draining=frozenset({A}))
     assert [e.action for e in plan] == [PlanAction.MIGRATE] * 2
     assert all(e.origin == A and e.destination != A for e in plan)

@@ -10,6 +10,7 @@ placed at slot 2 and plans computed at slot 10 unless a test says otherwise.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 from orchestrator_helpers import (
@@ -24,7 +25,7 @@ from orchestrator_helpers import (
 )
 
 from edgechain.chain.encoding import encode_plan_entry
-from edgechain.chain.model import AppPolicy, PlanAction, ResourceReport
+from edgechain.chain.model import AppPolicy, PlanAction, PlanEntry, ResourceReport
 from edgechain.errors import LocalError
 from edgechain.orchestrator import (
     DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
@@ -39,7 +40,8 @@ from edgechain.orchestrator.load import (
     compute_hint_score,
     get_unclaimed_apps,
 )
-from edgechain.types import Slot
+from edgechain.orchestrator.registry import apply_block_to_registry, get_record, put_record
+from edgechain.types import AppId, NodeId, Slot
 
 A, B, C, D = node_id(1), node_id(2), node_id(3), node_id(4)
 NODES = [NodeInfo(A), NodeInfo(B), NodeInfo(C)]
@@ -290,6 +292,44 @@ def test_protocol_minimum_interval_applies_to_every_app() -> None:
     assert compute_plan(registry, reports, NODES[:2], Slot(first_allowed - 1), 4) == ()
     assert migrations(compute_plan(registry, reports, NODES[:2], Slot(first_allowed), 4))
     assert migrations(compute_plan(registry, reports, NODES[:2], Slot(3), 4, min_move_interval=0))
+
+
+def test_an_app_moves_again_only_once_its_node_reported_it() -> None:
+    """The chain does not see a transfer end: an app MIGRATEd to B at slot 12 is moved on
+    (balanced, drained, or an operator's MOVE) only after a report of B made after the
+    move lists it. Before, the move would start from a node that may never have had it
+    (its origin was paused): a live run lost an app so."""
+    x = app_spec("x")
+    moved_at = 12
+    registry = build_registry([(x, A)])
+    registry = apply_block_to_registry(
+        registry, Slot(moved_at), (PlanEntry(PlanAction.MIGRATE, app_id(x), A, B),), ()
+    )
+    slot = Slot(moved_at + 10)  # past every interval between two moves
+    listed = [(app_id(x), 2_000, 0)]
+
+    def plan(
+        b_report: ResourceReport, draining: frozenset[NodeId] = frozenset()
+    ) -> list[tuple[AppId, bytes, NodeId]]:
+        reports = [report(A, 0, slot=moved_at + 1), b_report, report(C, 0, slot=moved_at + 1)]
+        return migrations(compute_plan(registry, reports, NODES, slot, 4, draining=draining))
+
+    unconfirmed = [
+        report(B, 9_000, slot=moved_at + 1),  # not listed: still on its way
+        report(B, 9_000, apps=listed, slot=moved_at),  # listed, but before the move
+    ]
+    for b_report in unconfirmed:
+        assert plan(b_report) == []
+        assert plan(b_report, draining=frozenset({B})) == []
+    confirmed = report(B, 9_000, apps=listed, slot=moved_at + 1)
+    assert plan(confirmed) == [(app_id(x), B, A)] or plan(confirmed) == [(app_id(x), B, C)]
+    assert plan(confirmed, draining=frozenset({B}))
+    # An operator's MOVE waits the same way.
+    record = get_record(registry, app_id(x))
+    assert record is not None
+    registry = put_record(registry, replace(record, move_to=C))
+    assert plan(unconfirmed[0]) == []
+    assert plan(confirmed) == [(app_id(x), B, C)]
 
 
 # --- unknown load, report selection, the load model ------------------------------------

@@ -201,12 +201,13 @@ def _apply(state: PlanState, move: Move, entries: list[PlanEntry], ranking: _Ran
 
 
 def _is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: int) -> bool:
-    """Whether balancing may move the app at all (not yet in this plan, no operator move
-    pending or just carried out, policy and minimum interval allow it, worth a
-    transfer)."""
+    """Whether balancing may move the app at all (not yet in this plan, its node has
+    reported running it since its last move, no operator move pending or just carried
+    out, policy and minimum interval allow it, worth a transfer)."""
     record = state.records[app]
     return (
         app not in state.planned
+        and app in state.confirmed
         and record.move_to is None
         and not _is_held_by_operator(record, slot)
         and state.app_score[app] >= MIN_MOVABLE_SCORE

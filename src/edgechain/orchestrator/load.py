@@ -47,6 +47,14 @@ The load model (:func:`compute_load_model`) is where the planner's inputs meet:
   not show.
 * ``app_state_bytes``: the state size the app's report gives (0 if none), the transfer
   cost the planner weighs moves against.
+* ``confirmed``: the apps whose registry node has listed them in a report made after
+  their last move (report slot > ``last_move_slot``): the node runs them. Only those
+  may be moved again (``planner.py``): the chain does not record a transfer's end, and
+  an app balanced on before its last MIGRATE arrived was lost in a live run. Its
+  origin was paused mid-handover; four slots later balancing moved it from the
+  destination, which never had it, to a third node, which waited for a transfer that
+  never came, while the paused origin, back, found it placed elsewhere and deleted its
+  copy. A PLACE that has not started yet is the same case.
 
 Charging each app to its *registry* node, not to wherever a report last saw it, is what
 keeps a migration in flight from being counted twice: once the plan that moves an app
@@ -126,6 +134,7 @@ class LoadModel:
     reported: frozenset[NodeId]
     app_state_bytes: Mapping[AppId, int]
     saturated: frozenset[NodeId] = frozenset()
+    confirmed: frozenset[AppId] = frozenset()
 
 
 def select_reports(
@@ -228,7 +237,27 @@ def compute_load_model(
         reported=frozenset(chosen),
         app_state_bytes=state_bytes,
         saturated=saturated,
+        confirmed=compute_confirmed_apps(registry, chosen),
     )
+
+
+def compute_confirmed_apps(
+    registry: Registry, chosen: Mapping[NodeId, ResourceReport]
+) -> frozenset[AppId]:
+    """The placed apps whose node lists them in its report (``chosen``, one per
+    validator) made after their last move (module docstring, ``confirmed``). A report
+    of slot s is built on the block of s - 1, so s > last_move_slot means its node knew
+    of the move and ran the app when it reported."""
+    confirmed: set[AppId] = set()
+    listed = {node: {u.app for u in report.apps} for node, report in chosen.items()}
+    for record in registry.records:
+        node = record.node
+        if node is None or record.app not in listed.get(node, ()):
+            continue
+        moved = record.last_move_slot
+        if moved is None or chosen[node].slot > moved:
+            confirmed.add(record.app)
+    return frozenset(confirmed)
 
 
 def compute_demand_score(usage: AppUsage, spec: AppSpec, *, saturated: bool) -> int:

@@ -77,7 +77,9 @@ class PlanState:
     anti-affinity group; ``planned`` are the apps that already have an entry in this
     plan; ``sent``/``received`` count this plan's migrations per node and
     ``sent_bytes``/``received_bytes`` their state bytes; ``migrations`` is the number of
-    MIGRATE entries so far."""
+    MIGRATE entries so far; ``confirmed`` are the apps their node has reported running
+    since their last move (``load.compute_confirmed_apps``), the only ones that may
+    move again."""
 
     infos: dict[NodeId, NodeInfo]
     available: frozenset[NodeId]
@@ -92,6 +94,7 @@ class PlanState:
     apps_on: dict[NodeId, list[AppId]]
     groups_on: dict[NodeId, dict[str, int]]
     budget: MigrationBudget
+    confirmed: frozenset[AppId] = frozenset()
     planned: set[AppId] = field(default_factory=set)
     sent: Counter[NodeId] = field(default_factory=Counter)
     received: Counter[NodeId] = field(default_factory=Counter)
@@ -129,6 +132,7 @@ class PlanState:
             apps_on={node: [] for node in (*infos, *down)},
             groups_on={node: {} for node in (*infos, *down)},
             budget=budget,
+            confirmed=model.confirmed,
         )
         for record in registry.records:  # app id order, so every list stays sorted
             if (

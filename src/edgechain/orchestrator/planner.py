@@ -36,7 +36,10 @@ Down, draining and quiet nodes (silent for a few slots, ``liveness.QUIET_AFTER_S
 are never destinations, of anything, and nothing is moved off a quiet node: it may have
 just died, and its apps are safer where they are until it speaks again or is down.
 Stopped apps are neither placed nor moved, and weigh nothing on their node. Within a
-plan an app has at most one entry.
+plan an app has at most one entry. Phase 2 moves only apps whose node has reported
+running them since their last move (``load.compute_confirmed_apps``): the chain does
+not see a transfer end, and a move from a node that never received the app would wait
+forever on a handover nobody can make.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def _plan_operator_moves(state: PlanState, slot: Slot, min_move_interval: int) -
             or target == origin
             or app in state.planned
             or record.state is not AppState.RUNNING
+            or app not in state.confirmed
             or not is_move_allowed(record, slot, min_move_interval)
             or not state.is_destination_allowed(record, target)
         ):
@@ -150,6 +154,7 @@ def _plan_drains(state: PlanState, slot: Slot, min_move_interval: int) -> list[P
             record = state.records[app]
             if (
                 app in state.planned
+                or app not in state.confirmed
                 or not state.can_send(origin, app)
                 or not is_move_allowed(record, slot, min_move_interval)
             ):

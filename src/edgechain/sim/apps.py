@@ -36,13 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.model import (
     AppSpec,
+    AppUsage,
     ChainParams,
     CommandKind,
     PlanAction,
 )
-from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.state import get_current_slot, get_slot_start_ms
 from edgechain.orchestrator.liveness import get_lease_end_slot
+from edgechain.orchestrator.load import DEFAULT_CPU_REQUEST_BP
 from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import (
     Action,
@@ -144,6 +146,7 @@ class AppLayer:
             if not node.up:
                 continue
             self._renew_lease(node, apps, now)
+            self._report_usage(node, apps, now)
             self._run_handovers(node, apps, now)
             head = node.engine.head
             if head != apps.head:
@@ -218,6 +221,22 @@ class AppLayer:
         now = self._now()
         self.nodes[node.index].next_reconcile_ms = now
         self.auditor.note_event(now)
+
+    # --- reports ---------------------------------------------------------------------------
+
+    def _report_usage(self, node: SimNode, apps: NodeApps, now: int) -> None:
+        """What the node's reports list, as ``runtime/usage_sampler.py`` measures it: the
+        copies it runs, each at its spec's request (the planner's hint, so loads are as
+        without a measurement). The planner moves an app again only once its node has
+        listed it (``orchestrator/load.compute_confirmed_apps``)."""
+        usages = tuple(
+            AppUsage(app, copy.spec.cpu_bp or DEFAULT_CPU_REQUEST_BP, copy.spec.ram_bp, 0, 0, now)
+            for app, copy in sorted(apps.copies.items())
+            if apps.is_live_copy(app)
+        )
+        cpu = sum(u.cpu_bp for u in usages)
+        ram = sum(u.ram_bp for u in usages)
+        node.engine.set_local_usage(LocalUsage(cpu_bp=cpu, ram_bp=ram, apps=usages))
 
     # --- fencing ---------------------------------------------------------------------------
 
