@@ -65,7 +65,10 @@ def test_a_new_chain_needs_an_admin_key(capsys: pytest.CaptureFixture[str]) -> N
     base = {k: o.default for k, o in NODE_OPTIONS.items()}
     with pytest.raises(NodeOptionError, match="a new chain needs an admin key"):
         check_node_options({**base, "genesis": True})
-    check_node_options({**base, "genesis": True, "admin_key": "ab" * 48})
+    # A closed chain's genesis node is admitted like the others: its joiners check it.
+    with pytest.raises(NodeOptionError, match="admits its genesis node too"):
+        check_node_options({**base, "genesis": True, "admin_key": "ab" * 48})
+    check_node_options({**base, "genesis": True, "admin_key": "ab" * 48, "ticket": "cd" * 96})
     check_node_options({**base, "genesis": True, "open_admission": True})
     with pytest.raises(NodeOptionError, match="--seeds HOST:PORT"):
         check_node_options(base)
@@ -205,7 +208,7 @@ def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdo
     data_dir, ready = run_dir / "node", run_dir / "ready.json"
     admin = bls.sk_to_pk(bls.keygen(b"\x05" * 32)).hex()
     argv = [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--admin-key", admin,
-            "--data-dir", str(data_dir), "--ready-file", str(ready),
+            "--open-admission", "--data-dir", str(data_dir), "--ready-file", str(ready),
             "--clock-offset-ms", "-1500"]  # fmt: skip
     node = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -243,3 +246,45 @@ def _wait_for_start_line(path: Path, timeout_s: float = 30) -> dict[str, object]
             return dict(found[0])
         assert time.monotonic() < deadline, f"no start line in {path}: {lines}"
         time.sleep(0.1)
+
+
+def test_a_node_on_every_interface_advertises_the_address_its_peers_reach() -> None:
+    """In a container the node listens on 0.0.0.0: it advertises the local address of
+    its route to a seed (or the default route), never 0.0.0.0."""
+    from edgechain.node.config import get_advertise_host
+
+    assert get_advertise_host("node.example", "0.0.0.0", ()) == "node.example"
+    assert get_advertise_host(None, "10.1.2.3", ("10.9.9.9:7000",)) == "10.1.2.3"
+    found = get_advertise_host(None, "0.0.0.0", ("unresolvable.invalid:7000",))
+    assert found not in ("0.0.0.0", "") and found.count(".") == 3
+
+
+def test_an_enrollment_token_for_the_founders_is_made_before_the_chain(tmp_path: Path) -> None:
+    """``admin enroll --slot-duration``: offline (the client's node is never asked),
+    valid for its duration in slots counted from genesis."""
+    from edgechain.chain.enrollment import decode_enrollment_token
+
+    def cli(*argv: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgechain.cli", "--json", *argv],
+            capture_output=True, text=True, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert isinstance(answer, dict)
+        return answer
+
+    cli("admin", "keygen", "admin.key")
+    (tmp_path / "client.toml").write_text(
+        'nodes = ["http://127.0.0.1:9"]\nadmin_key = "admin.key"\n'
+    )
+    made = cli("--client", "client.toml", "admin", "enroll", "--valid-for", "1h",
+               "--slot-duration", "2", "--chain-id", "fleet")  # fmt: skip
+    token = decode_enrollment_token(bytes.fromhex(str(made["token"])))
+    assert (made["chain_id"], token.expires_slot) == ("fleet", 1800)
+    # Without it, the node is asked (and here none answers): a clear error.
+    done = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", "--client", "client.toml", "admin", "enroll"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode != 0 and "no node answered" in done.stderr

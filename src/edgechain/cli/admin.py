@@ -103,22 +103,37 @@ def parse_duration_s(text: str) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    """A new enrollment token: valid from now for ``--valid-for``, in slots of the chain."""
+    """A new enrollment token: valid from now for ``--valid-for``, in slots of the chain.
+
+    With ``--slot-duration`` it is made offline, its slots counted from genesis: for the
+    founders of a chain, the genesis node included (every replica of a deployment can
+    then be handed the same token before the chain exists)."""
     ctx = Context.from_args(args)
-    status = ctx.fleet.get("/status")
-    if not isinstance(status, dict) or not status.get("slot_duration_ms"):
-        raise CliError("the node has no chain yet: enrollment tokens count slots of one")
     valid_for_s = parse_duration_s(args.valid_for)
-    slots = -(-valid_for_s * 1000 // int(status["slot_duration_ms"]))
-    expires_slot = int(status["slot"]) + slots
+    if args.slot_duration is not None:
+        if args.slot_duration <= 0:
+            raise CliError("--slot-duration: expected seconds above 0", EXIT_USAGE)
+        chain_id, slot_ms, now_slot = args.chain_id, int(args.slot_duration * 1000), 0
+    else:
+        status = ctx.fleet.get("/status")
+        if not isinstance(status, dict) or not status.get("slot_duration_ms"):
+            raise CliError(
+                "the node has no chain yet: make the token for its founders with "
+                "--slot-duration (and --chain-id), counted from genesis",
+                EXIT_USAGE,
+            )
+        chain_id, slot_ms = str(status["chain_id"]), int(status["slot_duration_ms"])
+        now_slot = int(status["slot"])
+    slots = -(-valid_for_s * 1000 // slot_ms)
+    expires_slot = now_slot + slots
     token = make_enrollment_token(
-        ctx.admin_key(), str(status["chain_id"]), secrets.token_bytes(TOKEN_ID_SIZE), expires_slot
+        ctx.admin_key(), chain_id, secrets.token_bytes(TOKEN_ID_SIZE), expires_slot
     )
     value = {
         "token": token.encode().hex(),
         "token_id": token.token_id.hex(),
         "expires_slot": expires_slot,
-        "chain_id": status["chain_id"],
+        "chain_id": chain_id,
     }
     ctx.emit(value, value["token"])
     return 0
@@ -210,6 +225,16 @@ def add_parsers(
     )
     enroll.add_argument(
         "--valid-for", default="7d", metavar="DURATION", help="e.g. 12h or 30d (default 7d)"
+    )
+    enroll.add_argument(
+        "--slot-duration",
+        type=float,
+        metavar="SEC",
+        help="make the token offline, before genesis, for a chain of this slot length (its "
+        "founders, the genesis node included); its validity counts from genesis",
+    )
+    enroll.add_argument(
+        "--chain-id", default="edgechain", metavar="NAME", help="with --slot-duration"
     )
     enroll.set_defaults(func=cmd_enroll)
     revoke_enrollment = group.add_parser(

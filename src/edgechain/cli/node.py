@@ -208,6 +208,13 @@ def check_node_options(values: Mapping[str, Any]) -> None:
             "`edgechain admin keygen admin.key`), or --open-admission for a lab network "
             "that anyone may join"
         )
+    closed = values["admin_key"] and not values["open_admission"]
+    if values["genesis"] and closed and not get_admission(values):
+        raise NodeOptionError(
+            "a closed chain admits its genesis node too: pass --enrollment-token(-file) "
+            "(`edgechain admin enroll --slot-duration SEC` makes one before the chain "
+            "exists) or --ticket, or --open-admission for a lab network"
+        )
     if not values["genesis"] and not (get_seeds(values) and values["genesis_key"]):
         raise NodeOptionError(
             "a node that does not create the chain (--genesis) joins one: pass "
@@ -381,6 +388,10 @@ def cmd_node(args: argparse.Namespace) -> int:
             from edgechain.cli.leave import leave_node
 
             return leave_node(Path(v["data_dir"]), get_leave_timeout(v))
+        if args.action == "health":
+            from edgechain.cli.health import check_health
+
+            return check_health(Path(v["data_dir"]))
         check_node_options(v)
     except (NodeOptionError, OSError, ValueError) as exc:
         print(f"edgechain node: {exc}", file=sys.stderr)
@@ -415,11 +426,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     node.add_argument(
         "action",
         nargs="?",
-        choices=("run", "leave"),
+        choices=("run", "leave", "health"),
         default="run",
         help="run the daemon (default), or ask the node of --data-dir to leave the "
         "network: it drains, its apps move away with their state, its exit goes into "
-        "a block, and it stops with exit code 0",
+        "a block, and it stops with exit code 0; or check that it answers (health: "
+        "exit code 0, for container health checks)",
     )
     node.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
     for name, option in NODE_OPTIONS.items():

@@ -10,6 +10,7 @@ node's loop: it is read once, before the loop starts.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,40 @@ def measure_vdf_ips(iterations: int = 20_000) -> int:
     return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+PROBE_ADDRESS = ("192.0.2.1", 9)
+"""TEST-NET-1 (RFC 5737): never routed, so a UDP socket "connected" to it only asks the
+kernel which local address its default route would use; nothing is sent."""
+
+
+def get_advertise_host(advertise_host: str | None, listen_host: str, seeds: tuple[str, ...]) -> str:
+    """The host other nodes reach us at: ``--advertise-host``, else the listen host,
+    else (listening on every interface, as in a container) the local address of the
+    route to the first seed that resolves, or of the default route (a genesis node),
+    else loopback. No packet is sent: connecting a UDP socket only picks the route."""
+    if advertise_host:
+        return advertise_host
+    if listen_host not in WILDCARD_HOSTS:
+        return listen_host
+    targets = [split_seed(seed) for seed in seeds]
+    for host, port in [*targets, PROBE_ADDRESS]:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((host, port))
+                local = str(probe.getsockname()[0])
+        except (OSError, UnicodeError):
+            continue
+        if not local.startswith("127.") and local != "0.0.0.0":
+            return local
+    return "127.0.0.1"
+
+
+def split_seed(seed: str) -> tuple[str, int]:
+    """``host:port`` (the port 0 when missing or not a number: the route is the same)."""
+    host, _, port = seed.rpartition(":")
+    return (host or seed, int(port)) if port.isdigit() else (seed, 0)
+
+
 def make_engine(
     cfg: NodeConfig,
     sk: SecretKey,
@@ -100,9 +135,7 @@ def make_engine(
 ) -> ConsensusEngine:
     """The engine of a node listening on ``listen_host:port`` whose inclusion request
     carries ``labels``; with the genesis from ``store`` if the node has one."""
-    advertise = cfg.advertise_host or (
-        "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
-    )
+    advertise = get_advertise_host(cfg.advertise_host, listen_host, cfg.seeds)
     template = None
     if cfg.genesis:
         if not cfg.admin_key:
