@@ -12,6 +12,7 @@ import secrets
 import signal
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,18 @@ def test_garbage_never_breaks_the_server(process_pair: Pair, tmp_path: Path) -> 
     assert_single_instance(tag)
 
 
+async def _migrate_corrupted(
+    origin: Node, destination: Node, spec: AppSpec, may_resume: Callable[[], bool] = lambda: True
+) -> MigrationResult:
+    """A migration of block 5 through a proxy that flips a byte 600 kB into the stream."""
+    proxy = TamperProxy(destination.port, flip_at=600_000)
+    port = await proxy.start()
+    try:
+        return await origin.migrate_to(destination, spec, 5, port=port, may_resume=may_resume)
+    finally:
+        await proxy.close()
+
+
 def test_corrupted_stream_resumes_at_origin(process_pair: Pair, tmp_path: Path) -> None:
     a, b = process_pair
     spec, tag = _start_counter(a, pad=1 << 20)
@@ -256,13 +269,8 @@ def test_corrupted_stream_resumes_at_origin(process_pair: Pair, tmp_path: Path) 
 
     async def run() -> None:
         async with open_nodes([a, b], tmp_path) as (na, nb):
-            proxy = TamperProxy(nb.port, flip_at=600_000)
-            port = await proxy.start()
-            try:
-                before = read_count(a.get_state_dir(app))
-                result = await na.migrate_to(nb, spec, 5, port=port)
-            finally:
-                await proxy.close()
+            before = read_count(a.get_state_dir(app))
+            result = await _migrate_corrupted(na, nb, spec)
             _assert_resumed_at_origin(result, a, spec, tag, before)
             assert result.save_ms > 0  # it really was saved, then resumed
             assert nb.server.get_stats().failed == 1
@@ -283,12 +291,7 @@ def test_failed_transfer_stays_stopped_where_it_may_not_run(
 
     async def run() -> None:
         async with open_nodes([a, b], tmp_path) as (na, nb):
-            proxy = TamperProxy(nb.port, flip_at=600_000)
-            port = await proxy.start()
-            try:
-                result = await na.migrate_to(nb, spec, 5, port=port, may_resume=lambda: False)
-            finally:
-                await proxy.close()
+            result = await _migrate_corrupted(na, nb, spec, may_resume=lambda: False)
             assert result.outcome is MigrationOutcome.FAILED and result.save_ms > 0, result
             assert not a.is_running(app)
             assert get_tagged_processes(tag) == []
