@@ -143,8 +143,9 @@ class ContainerNetwork:
             argv += ["-v", f"{token}:{TOKEN_IN_CONTAINER}:ro,Z"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
-        podman(*argv, self.config.image)
+        # Recorded first: a run that fails still made the volume (remove() takes it).
         self.nodes.append(node)
+        podman(*argv, self.config.image)
         fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
         # Set once the container's network is up, a moment after `run` returns.
         node.address = wait_for(
