@@ -66,9 +66,11 @@ app's figure varies by ~20 % between reports on a busy host).
   within OPERATOR_HOLD_SLOTS of that move: the operator chose the node, and a plan
   taking the app on at once would undo the command (drains and recoveries still move
   it; ``pin_node`` in its policy keeps it there for good).
-* An app moves at most once per plan, and at most once every max(min_interval_slots,
-  min_move_interval) slots (``policy.is_move_allowed``), which covers transfers in
-  flight (tens of seconds, paper Table 3).
+* An app moves at most once per plan, at most once every max(min_interval_slots,
+  min_move_interval) slots (``policy.is_move_allowed``), and only once its node has
+  reported running it since its last move (``PlanState.may_move``): the interval alone
+  covered transfers in flight (tens of seconds, paper Table 3) but not one whose origin
+  was paused.
 """
 
 from __future__ import annotations
@@ -81,7 +83,6 @@ from typing import TypeVar
 
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.plan_state import MIB, PlanState
-from edgechain.orchestrator.policy import is_move_allowed
 from edgechain.orchestrator.registry import AppRecord
 from edgechain.types import AppId, NodeId, Slot
 
@@ -207,11 +208,10 @@ def _is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: i
     record = state.records[app]
     return (
         app not in state.planned
-        and app in state.confirmed
         and record.move_to is None
         and not _is_held_by_operator(record, slot)
         and state.app_score[app] >= MIN_MOVABLE_SCORE
-        and is_move_allowed(record, slot, min_move_interval)
+        and state.may_move(record, slot, min_move_interval)
     )
 
 

@@ -110,10 +110,15 @@ DEFAULT_CPU_REQUEST_BP = 100
 least-loaded node, as each placement would leave the loads unchanged."""
 
 
+def get_cpu_request_bp(spec: AppSpec) -> int:
+    """The CPU an app declares it wants, DEFAULT_CPU_REQUEST_BP when it declares none."""
+    return spec.cpu_bp or DEFAULT_CPU_REQUEST_BP
+
+
 def compute_hint_score(spec: AppSpec) -> int:
     """The load an app is expected to add before it has ever been measured: its
-    declared request, DEFAULT_CPU_REQUEST_BP of CPU when it declares none."""
-    return compute_load_score(spec.cpu_bp or DEFAULT_CPU_REQUEST_BP, spec.ram_bp)
+    declared request (``get_cpu_request_bp``)."""
+    return compute_load_score(get_cpu_request_bp(spec), spec.ram_bp)
 
 
 def compute_usage_score(usage: AppUsage) -> int:
@@ -237,33 +242,31 @@ def compute_load_model(
         reported=frozenset(chosen),
         app_state_bytes=state_bytes,
         saturated=saturated,
-        confirmed=compute_confirmed_apps(registry, chosen),
+        confirmed=compute_confirmed_apps(records, own_usage, chosen),
     )
 
 
 def compute_confirmed_apps(
-    registry: Registry, chosen: Mapping[NodeId, ResourceReport]
+    records: Mapping[AppId, AppRecord],
+    own_usage: Mapping[AppId, _Found],
+    chosen: Mapping[NodeId, ResourceReport],
 ) -> frozenset[AppId]:
-    """The placed apps whose node lists them in its report (``chosen``, one per
-    validator) made after their last move (module docstring, ``confirmed``). A report
-    of slot s is built on the block of s - 1, so s > last_move_slot means its node knew
-    of the move and ran the app when it reported."""
-    confirmed: set[AppId] = set()
-    listed = {node: {u.app for u in report.apps} for node, report in chosen.items()}
-    for record in registry.records:
-        node = record.node
-        if node is None or record.app not in listed.get(node, ()):
-            continue
-        moved = record.last_move_slot
-        if moved is None or chosen[node].slot > moved:
-            confirmed.add(record.app)
-    return frozenset(confirmed)
+    """The apps listed by their registry node (``own_usage``, from
+    :func:`_collect_usages`) in its report (``chosen``) made after their last move
+    (module docstring, ``confirmed``). A report of slot s is built on the block of
+    s - 1, so s > last_move_slot means its node knew of the move and ran the app when
+    it reported."""
+    return frozenset(
+        app
+        for app, (node, _) in own_usage.items()
+        if (moved := records[app].last_move_slot) is None or chosen[node].slot > moved
+    )
 
 
 def compute_demand_score(usage: AppUsage, spec: AppSpec, *, saturated: bool) -> int:
     """An app's score from its measured usage; on a saturated node its CPU counts at
     least at its declared request (module docstring, "Saturation")."""
-    request = spec.cpu_bp or DEFAULT_CPU_REQUEST_BP
+    request = get_cpu_request_bp(spec)
     cpu = max(usage.cpu_bp, request) if saturated else usage.cpu_bp
     return compute_load_score(cpu, usage.ram_bp)
 

@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from edgechain.orchestrator.load import LoadModel
-from edgechain.orchestrator.policy import NodeInfo, is_node_allowed
+from edgechain.orchestrator.policy import NodeInfo, is_move_allowed, is_node_allowed
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
-from edgechain.types import AppId, NodeId
+from edgechain.types import AppId, NodeId, Slot
 
 MIB = 1 << 20
 
@@ -165,6 +165,12 @@ class PlanState:
         if leaving is not None and leaving.spec.policy.anti_affinity == group:
             present -= 1
         return present == 0
+
+    def may_move(self, record: AppRecord, slot: Slot, min_move_interval: int) -> bool:
+        """May a MIGRATE take this placed app elsewhere in the plan of ``slot``: its node
+        reported running it since its last move (``confirmed``), and its policy and the
+        minimum interval allow it (``policy.is_move_allowed``)."""
+        return record.app in self.confirmed and is_move_allowed(record, slot, min_move_interval)
 
     def add_app(self, record: AppRecord, node: NodeId) -> None:
         self.load[node] += self.app_score[record.app]

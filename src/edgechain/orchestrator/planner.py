@@ -57,7 +57,7 @@ from edgechain.orchestrator.placement import (
     recover_apps,
 )
 from edgechain.orchestrator.plan_state import PlanState, compute_migration_budget
-from edgechain.orchestrator.policy import NodeInfo, is_move_allowed
+from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import AppState, Registry
 from edgechain.orchestrator.replicas import assign_replicas
 from edgechain.types import NodeId, Slot
@@ -133,8 +133,7 @@ def _plan_operator_moves(state: PlanState, slot: Slot, min_move_interval: int) -
             or target == origin
             or app in state.planned
             or record.state is not AppState.RUNNING
-            or app not in state.confirmed
-            or not is_move_allowed(record, slot, min_move_interval)
+            or not state.may_move(record, slot, min_move_interval)
             or not state.is_destination_allowed(record, target)
         ):
             continue
@@ -154,9 +153,8 @@ def _plan_drains(state: PlanState, slot: Slot, min_move_interval: int) -> list[P
             record = state.records[app]
             if (
                 app in state.planned
-                or app not in state.confirmed
                 or not state.can_send(origin, app)
-                or not is_move_allowed(record, slot, min_move_interval)
+                or not state.may_move(record, slot, min_move_interval)
             ):
                 continue
             destination = find_least_loaded_allowed(

@@ -44,7 +44,7 @@ from edgechain.chain.model import (
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.state import get_current_slot, get_slot_start_ms
 from edgechain.orchestrator.liveness import get_lease_end_slot
-from edgechain.orchestrator.load import DEFAULT_CPU_REQUEST_BP
+from edgechain.orchestrator.load import get_cpu_request_bp
 from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import (
     Action,
@@ -230,7 +230,7 @@ class AppLayer:
         without a measurement). The planner moves an app again only once its node has
         listed it (``orchestrator/load.compute_confirmed_apps``)."""
         usages = tuple(
-            AppUsage(app, copy.spec.cpu_bp or DEFAULT_CPU_REQUEST_BP, copy.spec.ram_bp, 0, 0, now)
+            AppUsage(app, get_cpu_request_bp(copy.spec), copy.spec.ram_bp, 0, 0, now)
             for app, copy in sorted(apps.copies.items())
             if apps.is_live_copy(app)
         )
