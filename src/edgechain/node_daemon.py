@@ -25,6 +25,7 @@ from edgechain.api.server import READ_TIMEOUT_S, HttpServer
 from edgechain.errors import StoreFullError
 from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
+from edgechain.node.config import WILDCARD_HOSTS
 from edgechain.node.json_files import write_json_file
 from edgechain.telemetry import logs
 
@@ -73,7 +74,7 @@ class NodeService:
     def _write_api_file(self) -> None:
         """``<data_dir>/api.json``: where local tools reach this node's API
         (``edgechain node leave --data-dir``), beside the token they need (api.token)."""
-        host = self.api.host if self.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = self.api.host if self.api.host not in WILDCARD_HOSTS else "127.0.0.1"
         url = f"http://{join_address(host, self.api.port)}"
         try:
             write_json_file(self.config.data_dir / API_FILE, {"url": url})

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from edgechain.api.auth import API_FILE
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
 from edgechain.crypto.keystore import load_keystore
 from edgechain.errors import KeystoreError
@@ -139,6 +140,13 @@ def parse_node_url(text: str, where: str = "node URL") -> NodeUrl:
     if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
         raise CliError(f"{where}: {text!r} is not http://HOST:PORT", EXIT_USAGE)
     return NodeUrl(parts.hostname, port)
+
+
+def read_local_node_url(data_dir: Path) -> NodeUrl:
+    """The API of the node running on ``data_dir`` (its ``api.json``, ``API_FILE``),
+    for the local commands (``node leave``, ``node health``). Raises OSError (no such
+    file: the node does not serve), ValueError, KeyError or CliError (not a URL)."""
+    return parse_node_url(json.loads((data_dir / API_FILE).read_text())["url"])
 
 
 class ApiError(CliError):

@@ -7,19 +7,17 @@ whatever ``--http`` address the node was given (environment, TOML file or flag).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from edgechain.api.auth import API_FILE
-from edgechain.cli.client import ApiError, UnreachableError, parse_node_url, request_json
+from edgechain.cli.client import ApiError, UnreachableError, read_local_node_url, request_json
 from edgechain.cli.common import EXIT_FAILED, CliError
 
 
 def check_health(data_dir: Path) -> int:
     """0 when the node answers ``GET /health`` with ``ok``, else 1 (and why, on stderr)."""
     try:
-        url = parse_node_url(json.loads((data_dir / API_FILE).read_text())["url"])
+        url = read_local_node_url(data_dir)
     except (OSError, ValueError, KeyError, CliError) as exc:
         print(f"edgechain node health: no node serving in {data_dir} ({exc})", file=sys.stderr)
         return EXIT_FAILED

@@ -8,14 +8,13 @@ node's data directory may make it leave. The command then follows ``/status`` ``
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from edgechain.api.auth import API_FILE, TOKEN_FILE, TokenError, read_token
-from edgechain.cli.client import ApiError, UnreachableError, parse_node_url, request_json
+from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
+from edgechain.cli.client import ApiError, UnreachableError, read_local_node_url, request_json
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
 from edgechain.node.leaving import has_left_since
 
@@ -27,7 +26,7 @@ STOP_GRACE_S = 120.0
 def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
     """Ask, then follow until the node stopped (0) or the wait ran out (1)."""
     try:
-        url = parse_node_url(json.loads((data_dir / API_FILE).read_text())["url"])
+        url = read_local_node_url(data_dir)
         token = read_token(data_dir / TOKEN_FILE)
     except (OSError, ValueError, KeyError, TokenError, CliError) as exc:
         print(
