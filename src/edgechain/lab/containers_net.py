@@ -1,13 +1,15 @@
 """A network of node containers on one host (issue 16, "Must show"): the node image
 (``deploy/Containerfile``), one node per podman container, driven as an operator would.
 
-:func:`run_container_network` starts a genesis node's container, reads the genesis key
-from its API, grants an operator key and issues an enrollment token with the CLI
-(``edgechain admin``), starts two more nodes that join through the first one as their
-seed, submits an app through the CLI and waits until a node reports it running; then it
-stops the genesis node's container and starts a fourth node whose seeds are the genesis
-node and the second node: it must join through the second. Everything it starts is
-removed at the end (containers, their volumes, the network), also on failure.
+:func:`run_container_network` issues one enrollment token with the CLI (``edgechain
+admin enroll``, before the chain exists), starts a genesis node's container, reads the
+genesis key from its API, starts two more nodes that join through the first one as
+their seed, grants an operator key, runs the image's health check in each container,
+submits an app through the CLI and waits until a node reports it running; then it stops
+the genesis node's container and starts a fourth node whose seeds are the genesis node
+and the second node: it must join through the second. Everything it starts is removed
+at the end (containers, their volumes, the network), also on failure unless
+``EDGECHAIN_KEEP_RUN`` is set.
 
 Only the host's podman CLI and the project's own CLI are used; the containers' APIs are
 reached at their addresses on the podman network (a rootful bridge the host routes to).
@@ -76,21 +78,6 @@ class _Node:
         return f"{self.address}:{PEER_PORT}"
 
 
-PODMAN_ENV: dict[str, str] = {}
-"""``CONTAINERS_CONF`` for this host's podman (``runtime/podman.py``: runc, cgroupfs,
-ulimits within the host's limits), set by :func:`run_container_network`."""
-
-
-def podman(*argv: str, check: bool = True) -> str:
-    done = subprocess.run(
-        ["podman", *argv], capture_output=True, text=True, check=False,
-        env={**os.environ, **PODMAN_ENV},
-    )  # fmt: skip
-    if check and done.returncode != 0:
-        raise ContainerNetError(f"podman {' '.join(argv[:3])}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 def cli(*argv: str, client: Path | None = None) -> Any:
     """``edgechain --json ...`` (with ``--client``), its JSON answer."""
     command = [*CLI, "--json", *argv]
@@ -123,17 +110,31 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
 
 
 class ContainerNetwork:
-    """The containers, volumes and network of one run (named with a random prefix)."""
+    """The containers, volumes and network of one run (named with a random prefix);
+    ``conf``: the ``containers.conf`` podman needs on this host (``runtime/podman.py``:
+    runc, cgroupfs, ulimits within the host's limits)."""
 
-    def __init__(self, config: ContainerNetConfig) -> None:
+    def __init__(self, config: ContainerNetConfig, conf: Path) -> None:
         self.config = config
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
         self.prefix = f"ecnet-{secrets.token_hex(3)}"
         self.network = self.prefix
         self.nodes: list[_Node] = []
-        self.env: list[str] = []
+
+    def run_podman(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["podman", *argv], capture_output=True, text=True, check=False, env=self.env
+        )
+
+    def podman(self, *argv: str, check: bool = True) -> str:
+        """``podman ARGV``'s output; with ``check``, a failure raises ContainerNetError."""
+        done = self.run_podman(*argv)
+        if check and done.returncode != 0:
+            raise ContainerNetError(f"podman {' '.join(argv[:3])}: {done.stderr.strip()}")
+        return done.stdout.strip()
 
     def create(self) -> None:
-        podman("network", "create", self.network)
+        self.podman("network", "create", self.network)
 
     def start_node(self, env: dict[str, str], token: Path | None = None) -> _Node:
         node = _Node(f"{self.prefix}-{len(self.nodes)}")
@@ -145,31 +146,32 @@ class ContainerNetwork:
             argv += ["-e", f"{key}={value}"]
         # Recorded first: a run that fails still made the volume (remove() takes it).
         self.nodes.append(node)
-        podman(*argv, self.config.image)
+        self.podman(*argv, self.config.image)
         fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
         # Set once the container's network is up, a moment after `run` returns.
         node.address = wait_for(
-            f"{node.name}'s address", lambda: podman("inspect", "--format", fmt, node.name), 30
+            f"{node.name}'s address", lambda: self.podman("inspect", "--format", fmt, node.name), 30
         )
         return node
 
     def stop_node(self, node: _Node) -> None:
-        podman("stop", "--time", "10", node.name)
+        self.podman("stop", "--time", "10", node.name)
+
+    def is_healthy(self, node: _Node) -> bool:
+        """The image's HEALTHCHECK, run once by podman (its timers need systemd)."""
+        return self.run_podman("healthcheck", "run", node.name).returncode == 0
 
     def get_logs(self, node: _Node, lines: int = 30) -> str:
-        done = subprocess.run(
-            ["podman", "logs", "--tail", str(lines), node.name],
-            capture_output=True, text=True, check=False, env={**os.environ, **PODMAN_ENV},
-        )  # fmt: skip
+        done = self.run_podman("logs", "--tail", str(lines), node.name)
         return (done.stdout + done.stderr).strip()
 
     def remove(self) -> None:
         """Everything this run made, whatever state it is in."""
         names = [n.name for n in self.nodes]
         if names:
-            podman("rm", "-f", "--time", "5", *names, check=False)
-            podman("volume", "rm", "-f", *names, check=False)
-        podman("network", "rm", "-f", self.network, check=False)
+            self.podman("rm", "-f", "--time", "5", *names, check=False)
+            self.podman("volume", "rm", "-f", *names, check=False)
+        self.podman("network", "rm", "-f", self.network, check=False)
 
 
 def get_validators(node: _Node) -> list[dict[str, Any]]:
@@ -193,8 +195,7 @@ def run_container_network(config: ContainerNetConfig) -> dict[str, Any]:
     conf = run_dir / "containers.conf"
     (run_dir / "tmp").mkdir()
     conf.write_text(get_containers_conf(run_dir / "tmp"))
-    PODMAN_ENV["CONTAINERS_CONF"] = str(conf)
-    net = ContainerNetwork(config)
+    net = ContainerNetwork(config, conf)
     log = config.log
     result: dict[str, Any] = {"image": config.image, "error": None, "steps": {}}
     started = time.monotonic()
@@ -238,14 +239,7 @@ def run_container_network(config: ContainerNetConfig) -> dict[str, Any]:
         step(f"{founders} validators")
         cli("admin", "grant", str(run_dir / "operator.key"), client=client)
         step("operator granted")
-        # The image's HEALTHCHECK, run once by podman (its timers need systemd).
-        result["healthy"] = {
-            n.name: subprocess.run(
-                ["podman", "healthcheck", "run", n.name], capture_output=True, check=False,
-                env={**os.environ, **PODMAN_ENV},
-            ).returncode == 0
-            for n in net.nodes
-        }  # fmt: skip
+        result["healthy"] = {n.name: net.is_healthy(n) for n in net.nodes}
         write_client(client, net.nodes)
         spec = run_dir / "app.yaml"
         command = json.dumps(["/bin/sh", "-c", APP_SCRIPT])
