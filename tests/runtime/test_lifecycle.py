@@ -31,7 +31,13 @@ from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
-from edgechain.runtime.lifecycle import Action, HeldApp, decide, was_removed
+from edgechain.runtime.lifecycle import (
+    Action,
+    HeldApp,
+    decide,
+    find_placing_entry,
+    was_removed,
+)
 from edgechain.runtime.manager import AppManager
 from edgechain.runtime.replication import Replicator
 from edgechain.runtime.samples import get_counter_spec
@@ -64,6 +70,8 @@ class FakeChain:
         genesis = BlockHash(bytes(32))
         self.states[genesis] = self._state(genesis, Slot(0), Registry())
         self.head: BlockHash | None = genesis
+        self.top = Slot(0)
+        """The slot of the newest block made, on any branch (each block has its own)."""
         self.usage: LocalUsage | None = None
         self.params: ChainParams | None = None
         """No chain parameters: no liveness, no lease (the rules below need neither)."""
@@ -80,7 +88,7 @@ class FakeChain:
     def append(self, records: tuple[AppRecord, ...], plan: tuple[PlanEntry, ...] = ()) -> Slot:
         """A new head block carrying ``plan``, after which the registry is ``records``."""
         assert self.head is not None
-        slot = Slot(len(self.blocks) + 1)
+        slot = self.top = Slot(self.top + 1)
         block = Block(
             self.head, slot, 0, ME.node, 0, 1, b"", b"", bytes(32), (), plan, (), (), (),
             Signature(b""), b"", Signature(b""),
@@ -106,6 +114,15 @@ class FakeChain:
 
     def set_local_usage(self, usage: LocalUsage) -> None:
         self.usage = usage
+
+    def forget_below(self, slot: int) -> dict[Slot, tuple[BlockHash, AnyBlock]]:
+        """Drop the blocks below ``slot`` from memory, as finality's pruning or a restart
+        from a snapshot does; returns them by slot, as the node's store keeps them."""
+        gone = {h: b for h, b in self.blocks.items() if b.slot < slot}
+        for block_hash in gone:
+            del self.blocks[block_hash]
+            del self.states[block_hash]
+        return {b.slot: (h, b) for h, b in gone.items()}
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -397,6 +414,57 @@ def test_an_app_moved_here_is_not_started_before_it_arrives(
     _reconcile(apps)
     assert _pids(tag) == set()
     assert apps.runtime.list() == ()
+
+
+def test_a_move_below_memory_is_read_from_the_store() -> None:
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    placed = _place(chain, app, spec)
+    moved = replace(placed, node=OTHER, last_move_slot=Slot(len(chain.blocks) + 1))
+    chain.append((moved,), (PlanEntry(PlanAction.MIGRATE, app, ME.node, OTHER),))
+    for _ in range(3):
+        chain.append((moved,))
+    place_hash, migrate_hash = chain.get_chain()[1:3]
+    stored = chain.forget_below(5)
+
+    # Memory no longer reaches the MIGRATE's slot: out of reach without the store.
+    assert find_placing_entry(chain, moved) is None
+    found = find_placing_entry(chain, moved, stored.get)
+    assert found == (migrate_hash, PlanEntry(PlanAction.MIGRATE, app, ME.node, OTHER))
+    # The store's block at a slot is only the answer for a move at that slot.
+    assert find_placing_entry(chain, placed, stored.get) == (
+        place_hash, PlanEntry(PlanAction.PLACE, app, NodeId(bytes(32)), ME.node),
+    )  # fmt: skip
+    assert find_placing_entry(chain, replace(moved, app=get_app(_counter("x"))), stored.get) is None
+    # A move still in memory never consults the store.
+    recent = replace(moved, node=ME.node, last_move_slot=Slot(6))
+    assert chain.append((recent,), (PlanEntry(PlanAction.MIGRATE, app, OTHER, ME.node),)) == 6
+    assert find_placing_entry(chain, recent, lambda slot: pytest.fail(f"read slot {slot}"))
+
+
+def test_an_app_placed_before_memory_starts_again_after_a_restart(tmp_path: Path) -> None:
+    """The chaos run's lost app: a node stopped (full disk) and restarted from its
+    snapshot no longer held the block that PLACEd its app, found no reason to start it,
+    and left it placed on itself, running nowhere."""
+    chain = FakeChain()
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    for _ in range(8):
+        chain.append((record,))
+    stored = chain.forget_below(4)
+    for archived in (None, stored.get):
+        apps = AppManager(tmp_path / f"node-{archived is None}", ME.node, ME.sk)
+        apps.attach(chain, archived)
+        try:
+            _reconcile(apps)
+            if archived is None:
+                assert _pids(tag) == set()  # what the node did before it read its store
+            else:
+                _single_pid(tag)
+                assert [a.app for a in apps.runtime.list()] == [app]
+        finally:
+            asyncio.run(apps.close())
+    _wait_none(tag)
 
 
 def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits() -> None:

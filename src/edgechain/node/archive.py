@@ -101,6 +101,23 @@ def get_archived_chain(
     return (tuple(blocks), below) if blocks else ((), None)
 
 
+def get_archived_block(store: BlockStore, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
+    """The finalized block at ``slot`` from the canonical index: what the app manager
+    reads of a move that memory no longer holds (``lifecycle.find_placing_entry``); None
+    for a slot the store has no canonical block at (a skip, or before a checkpoint sync)."""
+    block_hash = store.get_canonical_hash(slot)
+    data = store.get_block(block_hash) if block_hash is not None else None
+    if block_hash is None or data is None:
+        return None
+    try:
+        block, stored_hash = decode_block_with_hash(data)
+    except DecodeError as exc:
+        raise LocalError(f"the stored block at slot {slot} is unreadable: {exc}") from exc
+    if stored_hash != block_hash:
+        raise LocalError(f"the stored block at slot {slot} does not hash to its index entry")
+    return block_hash, block
+
+
 def get_archive_response(
     store: BlockStore, engine: ConsensusEngine, event: ArchiveSyncWanted | ArchiveForwardWanted
 ) -> Outgoing | None:

@@ -23,7 +23,7 @@ from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import ChainView, is_on_head_chain
+from edgechain.runtime.lifecycle import ArchivedBlock, ChainView, is_on_head_chain
 from edgechain.types import AppId, BlockHash, NodeId
 
 TRANSFER_LABEL = "edgechain.transfer"
@@ -61,6 +61,8 @@ class HeadQueries:
     def __init__(self, node_id: NodeId) -> None:
         self.node_id = node_id
         self.engine: ChainView | None = None
+        self.archived: ArchivedBlock | None = None
+        """The node's store of finalized blocks (``lifecycle.find_placing_entry``)."""
 
     def is_planned(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
         """The TransferServer's check: ``entry`` is in a block of our head chain."""

@@ -34,7 +34,12 @@ from edgechain.chain.model import AnyBlock, AppSpec, Block, ChainParams, PlanAct
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, get_record
-from edgechain.types import AppId, BlockHash, NodeId
+from edgechain.types import AppId, BlockHash, NodeId, Slot
+
+ArchivedBlock = Callable[[Slot], "tuple[BlockHash, AnyBlock] | None"]
+"""The finalized block at a slot, from the node's store (``node/archive.py``): the
+history finality pruned from memory (``consensus/pruning.py``) or that a restart did not
+load (it starts from the newest finalized state). None when the node never stored it."""
 
 
 class ChainView(Protocol):
@@ -173,21 +178,41 @@ def is_on_head_chain(engine: ChainView, block_hash: BlockHash) -> bool:
     return False
 
 
-def find_placing_entry(engine: ChainView, record: AppRecord) -> tuple[BlockHash, PlanEntry] | None:
+def find_placing_entry(
+    engine: ChainView, record: AppRecord, archived: ArchivedBlock | None = None
+) -> tuple[BlockHash, PlanEntry] | None:
     """The head-chain block (of ``record.last_move_slot``) and entry that put the app
-    where the registry has it; None if it is out of reach."""
+    where the registry has it; None if it is out of reach.
+
+    Memory holds the chain only a little below the finalized block, and after a restart
+    only from the newest finalized state on; an app placed before that still runs where
+    it was placed, and must be started again after a crash or a restart. When the walk
+    runs out of memory above the move's slot, that slot is finalized, so ``archived``
+    (the node's store) gives the block of the head chain there."""
     slot = record.last_move_slot
+    if slot is None:
+        return None
     current = engine.head
-    while slot is not None and current is not None and current in engine.blocks:
+    while current is not None and current in engine.blocks:
         block = engine.blocks[current]
         if block.slot < slot:
             return None
-        if block.slot == slot and isinstance(block, Block):
-            for entry in block.plan:
-                if entry.app == record.app:
-                    return current, entry
-            return None
+        if block.slot == slot:
+            return _find_entry(current, block, record.app)
         current = block.parent
+    if current is None or archived is None:
+        return None
+    found = archived(slot)
+    return _find_entry(found[0], found[1], record.app) if found is not None else None
+
+
+def _find_entry(
+    block_hash: BlockHash, block: AnyBlock, app: AppId
+) -> tuple[BlockHash, PlanEntry] | None:
+    if isinstance(block, Block):
+        for entry in block.plan:
+            if entry.app == app:
+                return block_hash, entry
     return None
 
 
@@ -198,6 +223,7 @@ def get_start_reason(
     is_received: Callable[[BlockHash, AppId], bool],
     is_down: Callable[[bytes], bool],
     is_arriving: Callable[[AppId], bool],
+    archived: ArchivedBlock | None = None,
 ) -> str | None:
     """Why a node may start the app the head places on it (None: it may not): a PLACE
     ("reconcile"), a RECOVER ("recover": its node was down), a migration it received
@@ -205,8 +231,9 @@ def get_start_reason(
     down and nothing is arriving ("origin down": it never arrived and never will; the
     origin is fenced, so the app restarts here, from a local replica if there is one).
     A migration still on its way is the origin's to send, never ours to start. The node
-    (``AppManager``) and the simulator's model (``sim/app_node.py``) share this rule."""
-    found = find_placing_entry(engine, record)
+    (``AppManager``) and the simulator's model (``sim/app_node.py``) share this rule;
+    ``archived``: :func:`find_placing_entry`'s look-up of a move memory no longer holds."""
+    found = find_placing_entry(engine, record, archived)
     if found is None:
         return None
     block_hash, entry = found

@@ -12,8 +12,8 @@ from edgechain.chain.model import AppSpec, Block, PlanEntry
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.runtime.lifecycle import ArchivedBlock, is_on_head_chain
 from edgechain.runtime.lifecycle import get_start_reason as get_lifecycle_start_reason
-from edgechain.runtime.lifecycle import is_on_head_chain
 from edgechain.types import AppId, BlockHash, NodeId
 
 
@@ -72,16 +72,22 @@ class NodeApps:
 
 
 def get_start_reason(
-    engine: ConsensusEngine, apps: NodeApps, record: AppRecord, down_after: int
+    engine: ConsensusEngine,
+    apps: NodeApps,
+    record: AppRecord,
+    down_after: int,
+    archived: ArchivedBlock | None = None,
 ) -> str | None:
     """``runtime/lifecycle.get_start_reason`` (the node's own rule) with the model's
-    transfer ledger and arrivals (``apps.ledger``, ``apps.arriving``)."""
+    transfer ledger and arrivals (``apps.ledger``, ``apps.arriving``) and its store
+    (``archived``)."""
     return get_lifecycle_start_reason(
         engine,
         record,
         is_received=lambda block_hash, app: (block_hash, app) in apps.ledger,
         is_down=lambda node: is_head_down(engine, node, down_after),
         is_arriving=lambda app: app in apps.arriving,
+        archived=archived,
     )
 
 

@@ -31,6 +31,7 @@ checks the outcome every ``sample_ms``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from edgechain.orchestrator.load import get_cpu_request_bp
 from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import (
     Action,
+    ArchivedBlock,
     HeldApp,
     decide,
     find_placing_entry,
@@ -65,6 +67,7 @@ from edgechain.sim.app_node import (
     is_head_down,
     is_planned,
 )
+from edgechain.sim.archive import get_archived_block
 from edgechain.sim.clock import MILLISECOND
 from edgechain.types import AppId, BlockHash
 
@@ -304,6 +307,10 @@ class AppLayer:
             self._carry_out(apps, action, app, record, engine)
         self._poll_watchdog(apps, now)
 
+    def _archived(self, engine: ConsensusEngine) -> ArchivedBlock:
+        """The node's store of its chain below memory (``sim/archive.py``)."""
+        return functools.partial(get_archived_block, self.sim.blocks, engine.head)
+
     def _is_allowed(
         self,
         engine: ConsensusEngine,
@@ -316,7 +323,8 @@ class AppLayer:
             return (
                 record is not None
                 and self._now() >= apps.settle_until_ms
-                and get_start_reason(engine, apps, record, self.down_after) is not None
+                and get_start_reason(engine, apps, record, self.down_after, self._archived(engine))
+                is not None
             )
         if action is Action.STOP_STALE:
             return app not in apps.arriving
@@ -332,7 +340,7 @@ class AppLayer:
     ) -> None:
         copy = apps.copies.get(app)
         if action is Action.START and record is not None:
-            found = find_placing_entry(engine, record)
+            found = find_placing_entry(engine, record, self._archived(engine))
             placed_by = found[0] if found is not None else None
             apps.copies[app] = Copy(record.spec, record.version)
             self.starts += 1

@@ -22,7 +22,7 @@ from edgechain.consensus.messages import (
     SyncResponseMsg,
 )
 from edgechain.consensus.sync import collect_ancestry
-from edgechain.types import BlockHash
+from edgechain.types import BlockHash, Slot
 
 if TYPE_CHECKING:
     from edgechain.sim.runner import SimNode, Simulation
@@ -36,6 +36,20 @@ def get_chain_from(blocks: Mapping[BlockHash, AnyBlock], tip: BlockHash | None) 
         tip = blocks[tip].parent
     chain.reverse()
     return chain
+
+
+def get_archived_block(
+    blocks: Mapping[BlockHash, AnyBlock], head: BlockHash | None, slot: Slot
+) -> tuple[BlockHash, AnyBlock] | None:
+    """The block at ``slot`` on the chain ending at ``head``, from the run's blocks: a
+    simulated node's store answering ``lifecycle.find_placing_entry`` for a move that
+    finality pruned from its memory (``node/archive.get_archived_block``)."""
+    while head is not None and head in blocks:
+        block = blocks[head]
+        if block.slot <= slot:
+            return (head, block) if block.slot == slot else None
+        head = block.parent
+    return None
 
 
 def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> None:

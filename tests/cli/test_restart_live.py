@@ -1,0 +1,82 @@
+"""A node restarted long after its app was placed runs the app again (the chaos run's
+lost app, found in CI).
+
+A restarted node starts from its newest finalized state (``node/archive.py``), so its
+memory no longer holds the block that placed an app some slots before. It must still
+start the app: the chain places it there, and the app's state is on its disk. Before
+the fix, the node found no reason to start it (``lifecycle.get_start_reason`` looked
+for the placing block in memory only), and the app ran nowhere for good.
+
+On a 4-node ``edgechain testnet``: a stateful counter submitted through the CLI; once
+the host's finalized slot is past the app's placement, the host is stopped (SIGTERM:
+it stops its apps, as after a full disk) and started again on its data directory. The
+app must run again on the same node, once, from its saved count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .live_testnet import stop_process
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, _spec_yaml
+from .test_refusals_live import http
+
+pytestmark = pytest.mark.xdist_group("testnet")
+
+
+def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) -> None:
+    tag = f"restart-live-{os.getpid()}-{time.monotonic_ns()}"
+    net = LiveNet(run_dir, tag)
+    spec = run_dir.parent / "app.yaml"
+    spec.write_text(_spec_yaml(tag, "0.2"))
+    net.start()
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
+        app = net.app = net.cli("apps", "submit", str(spec))["app_id"]
+        net.wait_for(lambda: _placed(net, app), "the app to run", STEP_TIMEOUT_S)
+        view = net.cli("apps", "show", app)
+        host, placed_at = net.names()[view["node"]], view["last_move_slot"]
+        ready_file = run_dir / host / "ready.json"
+        ready = json.loads(ready_file.read_text())
+
+        def finalized_past_placement() -> bool:
+            status = http(f"http://127.0.0.1:{ready['http_port']}/status")[1]
+            return int(status["finality"]["finalized_slot"]) > int(placed_at)
+
+        net.wait_for(finalized_past_placement, "finality past the placement", STEP_TIMEOUT_S)
+
+        node = psutil.Process(ready["pid"])
+        argv = node.cmdline()
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=60)
+        net.wait_for(lambda: net.instances() == [], "the stopped node's app to end", 30)
+        saved = net.read_count(host, app)
+        assert saved > 0
+        ready_file.unlink()
+        restarted = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL,
+            stderr=(run_dir / host / "restarted.log").open("wb"), start_new_session=True,
+        )  # fmt: skip
+        net.wait_for(ready_file.exists, "the node to start again", SETUP_TIMEOUT_S)
+
+        def running_again() -> bool:
+            assert restarted is not None and restarted.poll() is None, "the node died"
+            return _placed(net, app, view["node"]) and net.read_count(host, app) > saved
+
+        net.wait_for(running_again, "the app to run again on its node", STEP_TIMEOUT_S)
+        after = net.cli("apps", "show", app)
+        # Started again where it was, not recovered elsewhere: no move since.
+        assert after["last_move_slot"] == placed_at, after
+        assert net.max_copies == 1
+    finally:
+        stop_process(restarted)
+        net.stop()

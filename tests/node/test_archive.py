@@ -1,0 +1,48 @@
+"""``node/archive.get_archived_block``: the app manager's look-up of a finalized block
+that memory no longer holds, from a real store's canonical index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgechain.chain.encoding import compute_block_hash, encode_block
+from edgechain.chain.model import Block, PlanAction, PlanEntry
+from edgechain.chain.store import BlockStore
+from edgechain.errors import LocalError
+from edgechain.node.archive import get_archived_block
+from edgechain.testing import make_identity
+from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
+
+ME = make_identity(1)
+GENESIS = BlockHash(bytes(32))
+
+
+def _block(parent: BlockHash, slot: int, plan: tuple[PlanEntry, ...] = ()) -> Block:
+    return Block(
+        parent, Slot(slot), 0, ME.node, 0, 1, bytes(100), bytes(100), bytes(32), (), plan, (), (),
+        (), Signature(bytes(96)), b"", Signature(bytes(96)),
+    )  # fmt: skip
+
+
+def test_the_finalized_block_at_a_slot_comes_back_decoded(tmp_path: Path) -> None:
+    entry = PlanEntry(PlanAction.PLACE, AppId(b"\x01" * 32), NodeId(b""), ME.node)
+    first = _block(GENESIS, 1, (entry,))
+    second = _block(compute_block_hash(first), 3)
+    with BlockStore(tmp_path / "chain.db") as store:
+        store.put_genesis(GENESIS, b"genesis")
+        for block in (first, second):
+            block_hash = compute_block_hash(block)
+            store.put_block(block_hash, block.parent, block.slot, 1, encode_block(block))
+        store.put_canonical([(Slot(1), compute_block_hash(first))])
+
+        assert get_archived_block(store, Slot(1)) == (compute_block_hash(first), first)
+        assert get_archived_block(store, Slot(2)) is None  # a skip, or never finalized
+        assert get_archived_block(store, Slot(3)) is None  # stored, not yet canonical
+
+        # Our own store gone bad is our error, not a missing block.
+        store.put_block(BlockHash(b"\x07" * 32), GENESIS, Slot(4), 1, encode_block(second))
+        store.put_canonical([(Slot(4), BlockHash(b"\x07" * 32))])
+        with pytest.raises(LocalError, match="slot 4 does not hash"):
+            get_archived_block(store, Slot(4))
