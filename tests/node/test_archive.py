@@ -1,5 +1,5 @@
-"""``node/archive.get_archived_block``: the app manager's look-up of a finalized block
-that memory no longer holds, from a real store's canonical index."""
+"""``node/archive.StoreArchive``: the app manager's look-up of finalized blocks that
+memory no longer holds, from a real store's canonical index."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from edgechain.chain.encoding import compute_block_hash, encode_block
 from edgechain.chain.model import Block, PlanAction, PlanEntry
 from edgechain.chain.store import BlockStore
 from edgechain.errors import LocalError
-from edgechain.node.archive import get_archived_block
+from edgechain.node.archive import StoreArchive
 from edgechain.testing import make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
 
@@ -37,12 +37,20 @@ def test_the_finalized_block_at_a_slot_comes_back_decoded(tmp_path: Path) -> Non
             store.put_block(block_hash, block.parent, block.slot, 1, encode_block(block))
         store.put_canonical([(Slot(1), compute_block_hash(first))])
 
-        assert get_archived_block(store, Slot(1)) == (compute_block_hash(first), first)
-        assert get_archived_block(store, Slot(2)) is None  # a skip, or never finalized
-        assert get_archived_block(store, Slot(3)) is None  # stored, not yet canonical
+        archive = StoreArchive(store)
+        first_hash, second_hash = compute_block_hash(first), compute_block_hash(second)
+        assert archive.get_block_at(Slot(1)) == (first_hash, first)
+        assert archive.get_finalized_block(first_hash) == first
+        assert archive.get_block_at(Slot(2)) is None  # a skip, or never finalized
+        # Stored, not (yet) canonical: not answered for.
+        assert archive.get_block_at(Slot(3)) is None
+        assert archive.get_finalized_block(second_hash) is None
+        assert archive.get_finalized_block(BlockHash(b"\x05" * 32)) is None
 
         # Our own store gone bad is our error, not a missing block.
         store.put_block(BlockHash(b"\x07" * 32), GENESIS, Slot(4), 1, encode_block(second))
         store.put_canonical([(Slot(4), BlockHash(b"\x07" * 32))])
         with pytest.raises(LocalError, match="slot 4 does not hash"):
-            get_archived_block(store, Slot(4))
+            archive.get_block_at(Slot(4))
+        with pytest.raises(LocalError, match="slot 4 does not hash"):
+            archive.get_finalized_block(BlockHash(b"\x07" * 32))

@@ -31,11 +31,13 @@ from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lifecycle import (
     Action,
     HeldApp,
     decide,
     find_placing_entry,
+    is_on_head_chain,
     was_removed,
 )
 from edgechain.runtime.manager import AppManager
@@ -115,14 +117,30 @@ class FakeChain:
     def set_local_usage(self, usage: LocalUsage) -> None:
         self.usage = usage
 
-    def forget_below(self, slot: int) -> dict[Slot, tuple[BlockHash, AnyBlock]]:
+    def forget_below(self, slot: int) -> FakeArchive:
         """Drop the blocks below ``slot`` from memory, as finality's pruning or a restart
-        from a snapshot does; returns them by slot, as the node's store keeps them."""
+        from a snapshot does; they stay in the returned archive, as in a node's store."""
         gone = {h: b for h, b in self.blocks.items() if b.slot < slot}
         for block_hash in gone:
             del self.blocks[block_hash]
             del self.states[block_hash]
-        return {b.slot: (h, b) for h, b in gone.items()}
+        return FakeArchive(gone)
+
+
+class FakeArchive:
+    """The finalized chain below memory (``lifecycle.ChainArchive``); counts reads."""
+
+    def __init__(self, blocks: dict[BlockHash, AnyBlock]) -> None:
+        self.blocks = blocks
+        self.reads = 0
+
+    def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
+        self.reads += 1
+        return next(((h, b) for h, b in self.blocks.items() if b.slot == slot), None)
+
+    def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
+        self.reads += 1
+        return self.blocks.get(block_hash)
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -429,17 +447,45 @@ def test_a_move_below_memory_is_read_from_the_store() -> None:
 
     # Memory no longer reaches the MIGRATE's slot: out of reach without the store.
     assert find_placing_entry(chain, moved) is None
-    found = find_placing_entry(chain, moved, stored.get)
+    found = find_placing_entry(chain, moved, stored)
     assert found == (migrate_hash, PlanEntry(PlanAction.MIGRATE, app, ME.node, OTHER))
     # The store's block at a slot is only the answer for a move at that slot.
-    assert find_placing_entry(chain, placed, stored.get) == (
+    assert find_placing_entry(chain, placed, stored) == (
         place_hash, PlanEntry(PlanAction.PLACE, app, NodeId(bytes(32)), ME.node),
     )  # fmt: skip
-    assert find_placing_entry(chain, replace(moved, app=get_app(_counter("x"))), stored.get) is None
+    assert find_placing_entry(chain, replace(moved, app=get_app(_counter("x"))), stored) is None
+    # Below memory, a block is on the head chain when the archive has it finalized.
+    assert is_on_head_chain(chain, migrate_hash, stored)
+    assert not is_on_head_chain(chain, migrate_hash)
+    assert not is_on_head_chain(chain, BlockHash(b"\x09" * 32), stored)
     # A move still in memory never consults the store.
     recent = replace(moved, node=ME.node, last_move_slot=Slot(6))
     assert chain.append((recent,), (PlanEntry(PlanAction.MIGRATE, app, OTHER, ME.node),)) == 6
-    assert find_placing_entry(chain, recent, lambda slot: pytest.fail(f"read slot {slot}"))
+    reads = stored.reads
+    assert find_placing_entry(chain, recent, stored)
+    assert is_on_head_chain(chain, chain.get_chain()[-1], stored)
+    assert stored.reads == reads
+
+
+def test_an_offer_of_a_move_below_memory_is_still_planned() -> None:
+    """A destination restarted from a snapshot taken after the MIGRATE still accepts
+    the origin's offer: the block is finalized, on every later head chain."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    entry = PlanEntry(PlanAction.MIGRATE, app, OTHER, ME.node)
+    record = AppRecord(app, spec, node=ME.node, last_move_slot=Slot(1))
+    chain.append((record,), (entry,))
+    [_, migrate_hash] = chain.get_chain()
+    for _ in range(3):
+        chain.append((record,))
+    head = HeadQueries(ME.node)
+    head.engine = chain
+    assert head.is_planned(migrate_hash, entry)
+    head.archive = chain.forget_below(3)
+    assert head.is_planned(migrate_hash, entry)
+    assert not head.is_planned(migrate_hash, replace(entry, destination=OTHER))
+    head.archive = None
+    assert not head.is_planned(migrate_hash, entry)
 
 
 def test_an_app_placed_before_memory_starts_again_after_a_restart(tmp_path: Path) -> None:
@@ -452,7 +498,7 @@ def test_an_app_placed_before_memory_starts_again_after_a_restart(tmp_path: Path
     for _ in range(8):
         chain.append((record,))
     stored = chain.forget_below(4)
-    for archived in (None, stored.get):
+    for archived in (None, stored):
         apps = AppManager(tmp_path / f"node-{archived is None}", ME.node, ME.sk)
         apps.attach(chain, archived)
         try:

@@ -101,21 +101,38 @@ def get_archived_chain(
     return (tuple(blocks), below) if blocks else ((), None)
 
 
-def get_archived_block(store: BlockStore, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
-    """The finalized block at ``slot`` from the canonical index: what the app manager
-    reads of a move that memory no longer holds (``lifecycle.find_placing_entry``); None
-    for a slot the store has no canonical block at (a skip, or before a checkpoint sync)."""
-    block_hash = store.get_canonical_hash(slot)
-    data = store.get_block(block_hash) if block_hash is not None else None
-    if block_hash is None or data is None:
-        return None
-    try:
-        block, stored_hash = decode_block_with_hash(data)
-    except DecodeError as exc:
-        raise LocalError(f"the stored block at slot {slot} is unreadable: {exc}") from exc
-    if stored_hash != block_hash:
-        raise LocalError(f"the stored block at slot {slot} does not hash to its index entry")
-    return block_hash, block
+class StoreArchive:
+    """The finalized chain in the store's canonical index, for the app manager's checks
+    of moves memory no longer holds (``lifecycle.ChainArchive``). Our own store gone
+    bad is our error (``LocalError``), not a missing block."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+
+    def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
+        block_hash = self.store.get_canonical_hash(slot)
+        if block_hash is None:
+            return None
+        block = self._read(block_hash, f"slot {slot}")
+        return (block_hash, block) if block is not None else None
+
+    def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
+        record = self.store.get_record(block_hash)
+        if record is None or self.store.get_canonical_hash(record.slot) != block_hash:
+            return None
+        return self._read(block_hash, f"slot {record.slot}")
+
+    def _read(self, block_hash: BlockHash, where: str) -> AnyBlock | None:
+        data = self.store.get_block(block_hash)
+        if data is None:
+            return None
+        try:
+            block, stored_hash = decode_block_with_hash(data)
+        except DecodeError as exc:
+            raise LocalError(f"the stored block at {where} is unreadable: {exc}") from exc
+        if stored_hash != block_hash:
+            raise LocalError(f"the stored block at {where} does not hash to its index entry")
+        return block
 
 
 def get_archive_response(

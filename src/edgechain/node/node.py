@@ -19,7 +19,6 @@ The node knows nothing of HTTP: ``api/`` sits above it and calls its public inte
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import random
@@ -55,7 +54,7 @@ from edgechain.errors import (
 from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
-from edgechain.node.archive import get_archive_response, get_archived_block, replay_store
+from edgechain.node.archive import StoreArchive, get_archive_response, replay_store
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node.cpu import CpuAccounting
@@ -207,7 +206,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             port=self.transport.port,
             labels=self._get_labels(),
         )
-        self.apps.attach(self.engine, functools.partial(get_archived_block, self.store))
+        self.apps.attach(self.engine, StoreArchive(self.store))
         self._replay_store()
         self._join_dht()
         logs.info(log, "node started", **self.get_identity())

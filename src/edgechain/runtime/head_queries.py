@@ -23,7 +23,7 @@ from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import ArchivedBlock, ChainView, is_on_head_chain
+from edgechain.runtime.lifecycle import ChainArchive, ChainView, is_on_head_chain
 from edgechain.types import AppId, BlockHash, NodeId
 
 TRANSFER_LABEL = "edgechain.transfer"
@@ -61,8 +61,8 @@ class HeadQueries:
     def __init__(self, node_id: NodeId) -> None:
         self.node_id = node_id
         self.engine: ChainView | None = None
-        self.archived: ArchivedBlock | None = None
-        """The node's store of finalized blocks (``lifecycle.find_placing_entry``)."""
+        self.archive: ChainArchive | None = None
+        """The finalized chain memory no longer holds (``lifecycle.ChainArchive``)."""
 
     def is_planned(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
         """The TransferServer's check: ``entry`` is in a block of our head chain."""
@@ -70,9 +70,11 @@ class HeadQueries:
         if engine is None:
             return False
         block = engine.blocks.get(block_hash)
+        if block is None and self.archive is not None:
+            block = self.archive.get_finalized_block(block_hash)
         if not isinstance(block, Block) or entry not in block.plan:
             return False
-        return is_on_head_chain(engine, block_hash)
+        return is_on_head_chain(engine, block_hash, self.archive)
 
     def is_spec_current(self, app: AppId, spec: AppSpec) -> bool:
         """The TransferServer's check: ``spec`` is the head registry's spec of ``app``

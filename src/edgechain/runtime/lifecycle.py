@@ -36,10 +36,21 @@ from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, get_record
 from edgechain.types import AppId, BlockHash, NodeId, Slot
 
-ArchivedBlock = Callable[[Slot], "tuple[BlockHash, AnyBlock] | None"]
-"""The finalized block at a slot, from the node's store (``node/archive.py``): the
-history finality pruned from memory (``consensus/pruning.py``) or that a restart did not
-load (it starts from the newest finalized state). None when the node never stored it."""
+
+class ChainArchive(Protocol):
+    """The finalized chain below what memory holds: history that finality pruned
+    (``consensus/pruning.py``), or that a restart did not load (it starts from the
+    newest finalized state). The node reads its store (``node/archive.StoreArchive``);
+    the simulator its run's blocks (``sim/archive.RunArchive``). Finalized blocks are on
+    every later head chain, so these answer for the head chain."""
+
+    def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
+        """The finalized block at ``slot``; None for a skip or a slot never stored."""
+        ...
+
+    def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
+        """``block_hash``'s block if it is on the finalized chain, else None."""
+        ...
 
 
 class ChainView(Protocol):
@@ -162,12 +173,15 @@ def was_removed(chain: ChainView, app: AppId, searched: dict[AppId, BlockHash]) 
     return False
 
 
-def is_on_head_chain(engine: ChainView, block_hash: BlockHash) -> bool:
-    """True when ``block_hash`` is an ancestor-or-self of the engine's head."""
+def is_on_head_chain(
+    engine: ChainView, block_hash: BlockHash, archive: ChainArchive | None = None
+) -> bool:
+    """True when ``block_hash`` is an ancestor-or-self of the engine's head; a block
+    memory no longer holds is, when ``archive`` has it on the finalized chain."""
     target = engine.blocks.get(block_hash)
     current = engine.head
     if target is None:
-        return False
+        return archive is not None and archive.get_finalized_block(block_hash) is not None
     while current is not None and current in engine.blocks:
         if current == block_hash:
             return True
@@ -179,7 +193,7 @@ def is_on_head_chain(engine: ChainView, block_hash: BlockHash) -> bool:
 
 
 def find_placing_entry(
-    engine: ChainView, record: AppRecord, archived: ArchivedBlock | None = None
+    engine: ChainView, record: AppRecord, archive: ChainArchive | None = None
 ) -> tuple[BlockHash, PlanEntry] | None:
     """The head-chain block (of ``record.last_move_slot``) and entry that put the app
     where the registry has it; None if it is out of reach.
@@ -187,8 +201,8 @@ def find_placing_entry(
     Memory holds the chain only a little below the finalized block, and after a restart
     only from the newest finalized state on; an app placed before that still runs where
     it was placed, and must be started again after a crash or a restart. When the walk
-    runs out of memory above the move's slot, that slot is finalized, so ``archived``
-    (the node's store) gives the block of the head chain there."""
+    runs out of memory above the move's slot, that slot is finalized, so ``archive``
+    gives the block of the head chain there."""
     slot = record.last_move_slot
     if slot is None:
         return None
@@ -200,9 +214,9 @@ def find_placing_entry(
         if block.slot == slot:
             return _find_entry(current, block, record.app)
         current = block.parent
-    if current is None or archived is None:
+    if current is None or archive is None:
         return None
-    found = archived(slot)
+    found = archive.get_block_at(slot)
     return _find_entry(found[0], found[1], record.app) if found is not None else None
 
 
@@ -223,7 +237,7 @@ def get_start_reason(
     is_received: Callable[[BlockHash, AppId], bool],
     is_down: Callable[[bytes], bool],
     is_arriving: Callable[[AppId], bool],
-    archived: ArchivedBlock | None = None,
+    archive: ChainArchive | None = None,
 ) -> str | None:
     """Why a node may start the app the head places on it (None: it may not): a PLACE
     ("reconcile"), a RECOVER ("recover": its node was down), a migration it received
@@ -232,8 +246,8 @@ def get_start_reason(
     origin is fenced, so the app restarts here, from a local replica if there is one).
     A migration still on its way is the origin's to send, never ours to start. The node
     (``AppManager``) and the simulator's model (``sim/app_node.py``) share this rule;
-    ``archived``: :func:`find_placing_entry`'s look-up of a move memory no longer holds."""
-    found = find_placing_entry(engine, record, archived)
+    ``archive``: :func:`find_placing_entry`'s look-up of a move memory no longer holds."""
+    found = find_placing_entry(engine, record, archive)
     if found is None:
         return None
     block_hash, entry = found

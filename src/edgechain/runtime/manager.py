@@ -67,7 +67,7 @@ from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries, get_transfer_label
 from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.lease_renewal import LeaseRenewal
-from edgechain.runtime.lifecycle import ArchivedBlock, ChainView
+from edgechain.runtime.lifecycle import ChainArchive, ChainView
 from edgechain.runtime.migrations_out import MigrationsOut
 from edgechain.runtime.reconcile import Reconciler
 from edgechain.runtime.replica import ReplicaStore
@@ -197,11 +197,11 @@ class AppManager:
         # Late-bound: the lease renewal lists the handovers, so it is built after them.
         return self.lease_renewal.is_valid()
 
-    def attach(self, engine: ChainView, archived: ArchivedBlock | None = None) -> None:
-        """Read the head chain from ``engine``, and what finality pruned from its memory
-        from ``archived`` (the node's store)."""
+    def attach(self, engine: ChainView, archive: ChainArchive | None = None) -> None:
+        """Read the head chain from ``engine``, and the finalized chain its memory no
+        longer holds from ``archive`` (the node's store)."""
         self.head.engine = engine
-        self.head.archived = archived
+        self.head.archive = archive
 
     @property
     def engine(self) -> ChainView | None:

@@ -160,7 +160,7 @@ class MigrationsOut:
             # Only while the head places the app where this handover takes it: a copy
             # whose app the chain re-placed on a third node is stale (cancel_unwanted).
             return self._is_wanted(handover)
-        found = find_placing_entry(engine, record)
+        found = find_placing_entry(engine, record, self.head.archive)
         if found is None:
             return False
         block_hash, entry = found
@@ -170,8 +170,7 @@ class MigrationsOut:
             return False
         if self._get_handed_path(block_hash, record.app).exists():
             return False  # done: what we hold is the state as we handed it over
-        block = engine.blocks.get(block_hash)
-        self.start(block_hash, block.slot if block else Slot(0), entry, held.spec)
+        self.start(block_hash, Slot(record.last_move_slot or 0), entry, held.spec)
         return True
 
     def _get_handed_path(self, block_hash: BlockHash, app: AppId) -> Path:
@@ -186,7 +185,7 @@ class MigrationsOut:
         still places the app at the entry's destination (a reorg, a later move or a
         REMOVE makes the offer pointless); None otherwise."""
         engine = self.head.engine
-        if engine is None or not is_on_head_chain(engine, block_hash):
+        if engine is None or not is_on_head_chain(engine, block_hash, self.head.archive):
             return None
         record = self.head.get_head_record(entry.app)
         return record if record is not None and record.node == entry.destination else None

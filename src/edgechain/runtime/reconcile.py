@@ -234,5 +234,5 @@ class Reconciler:
             is_received=is_received,
             is_down=self.head.is_node_down,
             is_arriving=self._is_arriving,
-            archived=self.head.archived,
+            archive=self.head.archive,
         )

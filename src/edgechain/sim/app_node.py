@@ -12,7 +12,7 @@ from edgechain.chain.model import AppSpec, Block, PlanEntry
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import ArchivedBlock, is_on_head_chain
+from edgechain.runtime.lifecycle import ChainArchive, is_on_head_chain
 from edgechain.runtime.lifecycle import get_start_reason as get_lifecycle_start_reason
 from edgechain.types import AppId, BlockHash, NodeId
 
@@ -76,18 +76,18 @@ def get_start_reason(
     apps: NodeApps,
     record: AppRecord,
     down_after: int,
-    archived: ArchivedBlock | None = None,
+    archive: ChainArchive | None = None,
 ) -> str | None:
     """``runtime/lifecycle.get_start_reason`` (the node's own rule) with the model's
     transfer ledger and arrivals (``apps.ledger``, ``apps.arriving``) and its store
-    (``archived``)."""
+    (``archive``)."""
     return get_lifecycle_start_reason(
         engine,
         record,
         is_received=lambda block_hash, app: (block_hash, app) in apps.ledger,
         is_down=lambda node: is_head_down(engine, node, down_after),
         is_arriving=lambda app: app in apps.arriving,
-        archived=archived,
+        archive=archive,
     )
 
 
@@ -104,9 +104,11 @@ def get_head_record(engine: ConsensusEngine, app: AppId) -> AppRecord | None:
     return get_record(state.registry, app) if state is not None else None
 
 
-def is_planned(engine: ConsensusEngine, block_hash: BlockHash, entry: PlanEntry) -> bool:
-    """The destination's check of an offer (``AppManager.is_planned``)."""
-    block = engine.blocks.get(block_hash)
+def is_planned(
+    engine: ConsensusEngine, block_hash: BlockHash, entry: PlanEntry, archive: ChainArchive
+) -> bool:
+    """The destination's check of an offer (``HeadQueries.is_planned``)."""
+    block = engine.blocks.get(block_hash) or archive.get_finalized_block(block_hash)
     if not isinstance(block, Block) or entry not in block.plan:
         return False
-    return is_on_head_chain(engine, block_hash)
+    return is_on_head_chain(engine, block_hash, archive)

@@ -31,7 +31,6 @@ checks the outcome every ``sample_ms``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,6 @@ from edgechain.orchestrator.load import get_cpu_request_bp
 from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import (
     Action,
-    ArchivedBlock,
     HeldApp,
     decide,
     find_placing_entry,
@@ -67,7 +65,7 @@ from edgechain.sim.app_node import (
     is_head_down,
     is_planned,
 )
-from edgechain.sim.archive import get_archived_block
+from edgechain.sim.archive import RunArchive
 from edgechain.sim.clock import MILLISECOND
 from edgechain.types import AppId, BlockHash
 
@@ -307,9 +305,9 @@ class AppLayer:
             self._carry_out(apps, action, app, record, engine)
         self._poll_watchdog(apps, now)
 
-    def _archived(self, engine: ConsensusEngine) -> ArchivedBlock:
+    def _archive(self, engine: ConsensusEngine) -> RunArchive:
         """The node's store of its chain below memory (``sim/archive.py``)."""
-        return functools.partial(get_archived_block, self.sim.blocks, engine.head)
+        return RunArchive(self.sim.blocks, engine)
 
     def _is_allowed(
         self,
@@ -323,7 +321,7 @@ class AppLayer:
             return (
                 record is not None
                 and self._now() >= apps.settle_until_ms
-                and get_start_reason(engine, apps, record, self.down_after, self._archived(engine))
+                and get_start_reason(engine, apps, record, self.down_after, self._archive(engine))
                 is not None
             )
         if action is Action.STOP_STALE:
@@ -340,7 +338,7 @@ class AppLayer:
     ) -> None:
         copy = apps.copies.get(app)
         if action is Action.START and record is not None:
-            found = find_placing_entry(engine, record, self._archived(engine))
+            found = find_placing_entry(engine, record, self._archive(engine))
             placed_by = found[0] if found is not None else None
             apps.copies[app] = Copy(record.spec, record.version)
             self.starts += 1
@@ -367,7 +365,7 @@ class AppLayer:
             return False
         if record.app in apps.outgoing:
             return True
-        found = find_placing_entry(node.engine, record)
+        found = find_placing_entry(node.engine, record, self._archive(node.engine))
         if found is None:
             return False
         block_hash, entry = found
@@ -394,7 +392,7 @@ class AppLayer:
         if (
             record is None
             or record.node != entry.destination
-            or not is_on_head_chain(engine, handover.block_hash)
+            or not is_on_head_chain(engine, handover.block_hash, self._archive(engine))
             or is_head_down(engine, entry.destination, self.down_after)
         ):
             del apps.outgoing[entry.app]  # abandoned: reconcile decides what our copy is
@@ -416,7 +414,7 @@ class AppLayer:
             return
         dest_record = get_head_record(target.engine, entry.app)
         if (
-            not is_planned(target.engine, handover.block_hash, entry)
+            not is_planned(target.engine, handover.block_hash, entry, self._archive(target.engine))
             or dest_record is None
             or dest_record.spec != record.spec
         ):

@@ -10,7 +10,7 @@ of their own chain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from edgechain.chain.model import AnyBlock
@@ -25,6 +25,7 @@ from edgechain.consensus.sync import collect_ancestry
 from edgechain.types import BlockHash, Slot
 
 if TYPE_CHECKING:
+    from edgechain.consensus.engine import ConsensusEngine
     from edgechain.sim.runner import SimNode, Simulation
 
 
@@ -38,18 +39,37 @@ def get_chain_from(blocks: Mapping[BlockHash, AnyBlock], tip: BlockHash | None) 
     return chain
 
 
-def get_archived_block(
-    blocks: Mapping[BlockHash, AnyBlock], head: BlockHash | None, slot: Slot
-) -> tuple[BlockHash, AnyBlock] | None:
-    """The block at ``slot`` on the chain ending at ``head``, from the run's blocks: a
-    simulated node's store answering ``lifecycle.find_placing_entry`` for a move that
-    finality pruned from its memory (``node/archive.get_archived_block``)."""
-    while head is not None and head in blocks:
-        block = blocks[head]
-        if block.slot <= slot:
-            return (head, block) if block.slot == slot else None
-        head = block.parent
-    return None
+class RunArchive:
+    """A simulated node's store answering the app model's checks of moves its memory no
+    longer holds (``lifecycle.ChainArchive``, ``node/archive.StoreArchive``): its head
+    chain through the run's blocks. Asked only below memory, i.e. of finalized slots."""
+
+    def __init__(self, blocks: Mapping[BlockHash, AnyBlock], engine: ConsensusEngine) -> None:
+        self.blocks = blocks
+        self.engine = engine
+
+    def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
+        for block_hash, block in self._walk():
+            if block.slot <= slot:
+                return (block_hash, block) if block.slot == slot else None
+        return None
+
+    def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
+        target = self.blocks.get(block_hash)
+        if target is None:
+            return None
+        for current, block in self._walk():
+            if block.slot <= target.slot:
+                return block if current == block_hash else None
+        return None
+
+    def _walk(self) -> Iterator[tuple[BlockHash, AnyBlock]]:
+        """The head chain, newest first."""
+        current = self.engine.head
+        while current is not None and current in self.blocks:
+            block = self.blocks[current]
+            yield current, block
+            current = block.parent
 
 
 def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> None:
