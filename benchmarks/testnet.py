@@ -11,7 +11,8 @@ Scenarios (each one ``edgechain testnet`` run; the CLI equivalent is printed):
     .venv/bin/python benchmarks/testnet.py --slots 60 --only base,kill --json runs/tn.json
 
 One line per scenario: slots, skip blocks (after the last join), distinct heads, RSS and
-CPU per node, block propagation p50/p99; the JSON holds every summary in full.
+CPU per node, block propagation p50/p99, report inclusion and time to the producer
+(p50/p99); the JSON holds every summary in full.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgechain.lab.testnet import interrupt_on_termination
+from edgechain.lab.testnet import format_reports_line, interrupt_on_termination
 from edgechain.lab.testnet_config import LaunchConfig
 from edgechain.lab.testnet_launcher import run_testnet
 
@@ -89,7 +90,8 @@ def format_line(scenario: str, s: dict[str, Any]) -> str:
         f"missing {s['missing_slots']} heads {s['distinct_heads']} | "
         f"rss mean {s['rss_mb']['mean']} max {s['rss_mb']['max']} MB | "
         f"cpu mean {s['cpu_seconds']['mean']} max {s['cpu_seconds']['max']} s | "
-        f"propagation p50 {prop.get('p50')} p99 {prop.get('p99')} ms"
+        f"propagation p50 {prop.get('p50')} p99 {prop.get('p99')} ms | "
+        + format_reports_line(s.get("reports") or {}).strip()
     )
     if s["source_changed"]:
         line += "\n       WARNING: edgechain sources changed during the run"

@@ -41,6 +41,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.pruning import RETAIN_SLOTS
 from edgechain.node.clock import NodeClock
 from edgechain.node.events import EventRecorder, get_stored_app_history, put_finalized_history
+from edgechain.node.report_times import ReportTimes
 from edgechain.orchestrator.fleet import compute_app_history
 from edgechain.testing import ADMIN
 from edgechain.types import BlockHash, NodeId
@@ -163,7 +164,7 @@ def test_app_history_survives_pruning_in_the_store(finalized_net: Harness, tmp_p
     assert len(advanced) >= 2 and sum(1 for e in advanced if e.finalized_blocks) >= 2
     accepted = [e for e in events if isinstance(e, BlockAccepted)]
     with BlockStore(tmp_path / "chain.db") as store:
-        recorder = EventRecorder(store, NodeClock())
+        recorder = EventRecorder(store, NodeClock(), ReportTimes(engine.ctx.node_id))
         store.put_genesis(compute_genesis_hash(engine.genesis), encode_genesis(engine.genesis))
         for block_event in accepted:  # a node stores each block before it finalizes
             recorder.record(engine, block_event, replaying=False)
@@ -183,7 +184,7 @@ def test_app_history_survives_pruning_in_the_store(finalized_net: Harness, tmp_p
             assert put_finalized_history(store, event) == 0
         assert get_stored_app_history(store, APP) == stored
     with BlockStore(tmp_path / "lost.db") as store:  # the history lost before a restart
-        recorder = EventRecorder(store, NodeClock())
+        recorder = EventRecorder(store, NodeClock(), ReportTimes(engine.ctx.node_id))
         store.put_genesis(compute_genesis_hash(engine.genesis), encode_genesis(engine.genesis))
         for block_event in accepted:
             recorder.record(engine, block_event, replaying=False)

@@ -143,6 +143,14 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     # Every node measured an RTT (node/rtt.py) in a 28-slot run of 1 s slots.
     assert set(summary["rtt_ms"]["per_node"]) == {f"node-{i:03d}" for i in range(5)}
     assert 0 < summary["rtt_ms"]["max"] < 5_000
+    # Reports (node/report_times.py): every block after join counted, its producer's
+    # timings pooled; a report cannot reach the producer before it was signed.
+    reports = summary["reports"]
+    assert reports["blocks_measured"] > 0 and reports["due"] > 0
+    assert 0 < reports["inclusion"] <= 1
+    to_producer = reports["to_producer_ms"]
+    assert to_producer["samples"] > 0
+    assert 0 <= to_producer["p50"] <= to_producer["p99"] <= to_producer["max"]
     assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
     assert_cpu_per_slot(summary["cpu_per_slot"])
     statuses = [

@@ -209,6 +209,23 @@ def _accepted_block_schema() -> Schema:
             "producer": nullable(ref("NodeId")),
             "excluded": nullable(ref("NodeId")),
             "accepted_ms": {"type": "integer", "description": "node clock, epoch ms"},
+            "reports_due": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "validators whose report was due for the slot (null: a skip"
+                " block, or replayed from the store)",
+            },
+            "reports_due_carried": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "how many of the due reports the block carries",
+            },
+            "report_to_producer_ms": {
+                "type": ["array", "null"],
+                "items": count(),
+                "description": "per carried report, its timestamp to its first arrival"
+                " here, node clock ms (only for a block this node produced)",
+            },
         }
     )
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgechain.lab.report_summary import summarize_reports
+
 
 class RecordError(ValueError):
     """A node answered with JSON that does not have the documented shape."""
@@ -30,6 +32,10 @@ class BlockRecord:
     producer: str | None
     excluded: str | None
     accepted_ms: int
+    reports_due: int | None = None
+    reports_due_carried: int | None = None
+    report_to_producer_ms: tuple[int, ...] | None = None
+    """The block's report figures (``node/report_times.py``; null when not measured)."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +137,30 @@ def parse_block_records(data: Any) -> list[BlockRecord]:
             producer=_field(entry, "producer", (str, type(None))),
             excluded=_field(entry, "excluded", (str, type(None))),
             accepted_ms=_field(entry, "accepted_ms", int),
+            reports_due=_optional_count(entry, "reports_due"),
+            reports_due_carried=_optional_count(entry, "reports_due_carried"),
+            report_to_producer_ms=_optional_counts(entry, "report_to_producer_ms"),
         )
         for entry in data
     ]
+
+
+def _optional_count(entry: Mapping[str, Any], name: str) -> int | None:
+    value = entry.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise RecordError(f"field {name!r} is not a count or null: {value!r}")
+    return value
+
+
+def _optional_counts(entry: Mapping[str, Any], name: str) -> tuple[int, ...] | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(
+        isinstance(v, bool) or not isinstance(v, int) for v in value
+    ):
+        raise RecordError(f"field {name!r} is not a list of counts or null: {value!r}")
+    return tuple(value)
 
 
 def parse_chain(data: Any) -> list[ChainEntry]:
@@ -477,6 +504,7 @@ def build_chain_summary(
         "block_propagation_ms": propagation.to_json() if propagation else None,
         "block_propagation_ms_after_join": after_join.to_json() if after_join else None,
         "signers_per_block": signer_counts.to_json() if signer_counts else None,
+        "reports": summarize_reports(canonical, all_records, join_slot),
         "kills": [
             assess_kill(k, canonical, tips.get(k.name), majority, end_slot, producers)
             for k in kills

@@ -47,6 +47,10 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             counted only if the node was running at that moment;
                             block_propagation_ms_after_join: only blocks after join_slot
     signers_per_block       {p50, ...} over canonical non-skip blocks
+    reports                 after join_slot (lab/report_summary.py): inclusion (due
+                            reports the canonical blocks carry), due, blocks_measured,
+                            to_producer_ms {p50, p99, max, samples}: report timestamp
+                            to first arrival at the block's producer
     rss_mb, rss_peak_mb, cpu_seconds   {per_node: {name: value}, max, mean, min, total}
     cpu_per_slot            {on_duty, off_duty}: per component (telemetry/cpu.py), ms
                             of CPU per slot, median over nodes of each node's median
@@ -245,6 +249,16 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
     )
 
 
+def format_reports_line(reports: Mapping[str, Any]) -> str:
+    if reports.get("inclusion") is None:
+        return "  reports           -"
+    to_producer = reports["to_producer_ms"]
+    return (
+        f"  reports           {reports['inclusion']:.2%} of {reports['due']} due carried; "
+        f"to producer p50 {to_producer['p50']} ms, p99 {to_producer['p99']} ms"
+    )
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few readable lines for the terminal (the JSON has everything)."""
 
@@ -272,6 +286,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"  rss per node      mean {rss['mean']} MB, max {rss['max']} MB",
         f"  cpu per node      mean {cpu['mean']} s, max {cpu['max']} s",
         f"  rtt per node      mean {rtt.get('mean')} ms, max {rtt.get('max')} ms",
+        format_reports_line(summary.get("reports") or {}),
         *format_cpu_table(summary.get("cpu_per_slot") or {}),
     ]
     for kill in summary["kills"]:

@@ -39,6 +39,7 @@ from edgechain.consensus.messages import (
 )
 from edgechain.node.archive import put_finalized_chain, put_followed_blocks, put_last_vote
 from edgechain.node.clock import NodeClock
+from edgechain.node.report_times import ReportTimes
 from edgechain.orchestrator.fleet import HistoryEvent, compute_block_history
 from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId, Slot
@@ -59,15 +60,23 @@ class AcceptedBlock:
     producer: str | None
     excluded: str | None
     accepted_ms: int
+    reports_due: int | None = None
+    """Full blocks accepted live (not replayed): the reports due for the slot, how many
+    of those it carries, and, for a block we produced, each carried report's time to
+    reach us (``node/report_times.py``)."""
+    reports_due_carried: int | None = None
+    report_to_producer_ms: tuple[int, ...] | None = None
 
 
 class EventRecorder:
     """Records the engine's events in ``store``, in :attr:`accepted` and in the log;
-    ``accepted_ms`` is read from ``clock``, the node's."""
+    ``accepted_ms`` is read from ``clock``, the node's; the report figures of a block
+    from ``report_times``."""
 
-    def __init__(self, store: BlockStore, clock: NodeClock) -> None:
+    def __init__(self, store: BlockStore, clock: NodeClock, report_times: ReportTimes) -> None:
         self.store = store
         self.clock = clock
+        self.report_times = report_times
         self.accepted: deque[AcceptedBlock] = deque(maxlen=MAX_ACCEPTED_LOG)
         """Blocks accepted (any branch), oldest first; replayed ones too."""
 
@@ -80,6 +89,15 @@ class EventRecorder:
                 self.store.put_block(
                     event.block_hash, block.parent, block.slot, weight, encode_block(block)
                 )
+            reports = (
+                self.report_times.on_block(
+                    block,
+                    engine.states.get(block.parent),
+                    engine.ctx.config.report_interval_slots,
+                )
+                if isinstance(block, Block) and not replaying
+                else None
+            )
             self.accepted.append(
                 AcceptedBlock(
                     hash=event.block_hash.hex(),
@@ -89,6 +107,9 @@ class EventRecorder:
                     producer=block.producer.hex() if isinstance(block, Block) else None,
                     excluded=block.excluded.hex() if isinstance(block, SkipBlock) else None,
                     accepted_ms=self.clock.now_ms(),
+                    reports_due=reports.reports_due if reports else None,
+                    reports_due_carried=reports.reports_due_carried if reports else None,
+                    report_to_producer_ms=reports.report_to_producer_ms if reports else None,
                 )
             )
             logs.info(

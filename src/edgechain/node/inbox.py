@@ -16,7 +16,14 @@ import time
 from typing import TYPE_CHECKING
 
 from edgechain.consensus.engine import ConsensusEngine
-from edgechain.consensus.messages import BlockMsg, CommandMsg, Message, Output, PeerRejected
+from edgechain.consensus.messages import (
+    BlockMsg,
+    CommandMsg,
+    Message,
+    Output,
+    PeerRejected,
+    ReportMsg,
+)
 from edgechain.crypto.session import SessionKeys
 from edgechain.errors import PeerError, StoreError
 from edgechain.network.dht import DhtNode, DhtOutput
@@ -26,6 +33,7 @@ from edgechain.node.duty import DutyPriority
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import COMMITTEE_NICE
 from edgechain.node.queries import NodeCounters
+from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import SeedContacts
@@ -60,6 +68,7 @@ class NodeInbox:
     gossip: Gossip
     duty: DutyPriority
     observer: NodeObserver
+    report_times: ReportTimes
 
     if TYPE_CHECKING:  # Node's own
 
@@ -150,6 +159,8 @@ class NodeInbox:
         """Hand a consensus message to the engine (a block's time goes to the metrics)."""
         engine = self.engine
         assert engine is not None
+        if isinstance(message, ReportMsg):
+            self.report_times.on_received(message.reports, now)
         started = time.perf_counter()
         out = engine.on_message(message, sender, now)
         if isinstance(message, BlockMsg):

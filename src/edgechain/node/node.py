@@ -67,6 +67,7 @@ from edgechain.node.log_format import configure_logging
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
+from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import MAX_CHAIN_CONTACTS, UNKNOWN_NODE, SeedContacts
@@ -133,7 +134,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         """The RTT our reports carry (node/rtt.py, paper Table 2)."""
         self.engine: ConsensusEngine | None = None
         self.counters = NodeCounters()
-        self.recorder = EventRecorder(self.store, self.clock)
+        self.report_times = ReportTimes(self.node_id)
+        self.recorder = EventRecorder(self.store, self.clock, self.report_times)
         self.routing = PeerRouting(
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
             lambda: self.engine, self.clock.now_ms,
