@@ -112,11 +112,16 @@ def _placed(net: LiveNet, app: str, node: str | None = None) -> bool:
     )
 
 
-def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
-    tag = f"cli-live-{os.getpid()}-{time.monotonic_ns()}"
-    net = LiveNet(run_dir, tag)
+def new_counter_net(run_dir: Path, prefix: str) -> tuple[LiveNet, Path]:
+    """A testnet (not started) and the spec file of a counter app tagged for it."""
+    tag = f"{prefix}-{os.getpid()}-{time.monotonic_ns()}"
     spec = run_dir.parent / "app.yaml"
     spec.write_text(_spec_yaml(tag, "0.2"))
+    return LiveNet(run_dir, tag), spec
+
+
+def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
+    net, spec = new_counter_net(run_dir, "cli-live")
     net.start()
     try:
         net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
@@ -156,7 +161,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         )
 
         # update: a new spec version (faster interval), same id, same node, state kept.
-        spec.write_text(_spec_yaml(tag, "0.1"))
+        spec.write_text(_spec_yaml(net.tag, "0.1"))
         node = net.cli("apps", "show", app)["node"]
         name = net.names()[node]
         count_before_update = net.read_count(name, app)

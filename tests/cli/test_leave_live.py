@@ -12,7 +12,6 @@ an upgrade does: docs/deploy.md), joins the validator set again with its old key
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import psutil
 import pytest
 
 from .live_testnet import EDGECHAIN, stop_process
-from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, _spec_yaml
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter_net
 
 LEAVE_TIMEOUT_S = 240
 
@@ -29,10 +28,7 @@ pytestmark = pytest.mark.xdist_group("testnet")
 
 
 def test_a_node_leaves_and_its_app_runs_on_elsewhere_with_its_state(run_dir: Path) -> None:
-    tag = f"leave-live-{os.getpid()}-{time.monotonic_ns()}"
-    net = LiveNet(run_dir, tag)
-    spec = run_dir.parent / "app.yaml"
-    spec.write_text(_spec_yaml(tag, "0.2"))
+    net, spec = new_counter_net(run_dir, "leave-live")
     rejoined: subprocess.Popen[bytes] | None = None
     net.start()
     try:

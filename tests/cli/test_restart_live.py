@@ -16,27 +16,22 @@ app must run again on the same node, once, from its saved count.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from .live_testnet import stop_process
-from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, _spec_yaml
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter_net
 from .test_refusals_live import http
 
 pytestmark = pytest.mark.xdist_group("testnet")
 
 
 def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) -> None:
-    tag = f"restart-live-{os.getpid()}-{time.monotonic_ns()}"
-    net = LiveNet(run_dir, tag)
-    spec = run_dir.parent / "app.yaml"
-    spec.write_text(_spec_yaml(tag, "0.2"))
+    net, spec = new_counter_net(run_dir, "restart-live")
     net.start()
     restarted: subprocess.Popen[bytes] | None = None
     try:
