@@ -195,6 +195,7 @@ class AppUsage:
     ram_bp: int
     disk_bp: int
     net_bps: int
+    """Network bytes (not bits) sent and received per second (``runtime/net_traffic.py``)."""
     timestamp_ms: int
     state_bytes: int = 0
     """Size of the app's state a migration would transfer (its state directory or

@@ -82,6 +82,9 @@ class AppStats:
     disk_bytes: int
     """Size of the app's state directory (what a migration carries)."""
     status: AppStatus
+    net_bytes_per_s: int = 0
+    """Network bytes sent and received per second since the previous sample: a
+    container's own interfaces, a process app's TCP sockets (``runtime/net_traffic.py``)."""
 
 
 @dataclass(frozen=True)

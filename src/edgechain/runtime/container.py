@@ -80,7 +80,8 @@ from edgechain.runtime.container_engine import (
 )
 from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
 from edgechain.runtime.lease import PID_FILE
-from edgechain.runtime.process_group import GroupCensus, compute_cpu_bp, is_stopped
+from edgechain.runtime.net_traffic import TrafficMeter, is_own_netns, read_netns_bytes
+from edgechain.runtime.process_group import GroupCensus, GroupUsage, compute_cpu_bp, is_stopped
 from edgechain.runtime.spawner import write_pid_file
 from edgechain.runtime.state_quota import (
     StateQuotaError,
@@ -143,6 +144,7 @@ class ContainerRuntime(AppDirectories):
         self._samples: dict[AppId, tuple[float, float, int]] = {}
         """Per app: (census time, CPU seconds, leader pid) at the previous ``stats``."""
         self.census = census if census is not None else GroupCensus()
+        self.traffic = TrafficMeter()
 
     @property
     def kind(self) -> RuntimeKind:
@@ -248,6 +250,7 @@ class ContainerRuntime(AppDirectories):
         self.write_release(app, spec, version)
         with self._lock:
             self._samples.pop(app, None)
+        self.traffic.forget(app)
 
     def _record_leader(self, app: AppId, container: Any) -> None:
         """The container's init in the app's pid file: the watchdog's handle on it."""
@@ -326,11 +329,12 @@ class ContainerRuntime(AppDirectories):
     def stats(self, app: AppId) -> AppStats:
         """CPU and resident memory of the container's processes (its init's process
         group) from the same one-pass ``/proc`` census as process apps: no engine call
-        per app and sample, and the same measure as a process app's."""
+        per app and sample, and the same measure as a process app's; its network
+        traffic from its own namespace's interfaces (``runtime/net_traffic.py``)."""
         with self._get_lock(app):
             container = self.engine.get(app)
             status = self._observe(app, container)
-            cpu_bp, rss = 0, 0
+            cpu_bp, rss, net = 0, 0, 0
             pid = get_leader_pid(container)
             if status is not AppStatus.STOPPED and pid > 0:
                 now, usage = self.census.get(pid)
@@ -341,10 +345,20 @@ class ContainerRuntime(AppDirectories):
                     self._samples[app] = (now, cpu_s, pid)
                 if previous is not None and previous[2] == pid:
                     cpu_bp = compute_cpu_bp(cpu_s - previous[1], now - previous[0])
+                net = self.traffic.get_rate(app, now, self._get_traffic(pid, usage))
             total = _get_host_memory()
             ram_bp = min(BASIS_POINTS, rss * BASIS_POINTS // max(1, total))
             disk = get_tree_size(self.get_state_dir(app))
-            return AppStats(app, cpu_bp, ram_bp, rss, disk, status)
+            return AppStats(app, cpu_bp, ram_bp, rss, disk, status, net)
+
+    def _get_traffic(self, pid: int, usage: GroupUsage | None) -> dict[int, int]:
+        """Counters of the container's traffic: its own network namespace's interfaces,
+        or, on the node's namespace (host networking), its TCP sockets, since those
+        interfaces are the host's."""
+        if not is_own_netns(pid):
+            return self.census.get_tcp_bytes(usage) if usage is not None else {}
+        total = read_netns_bytes(pid)
+        return {0: total} if total is not None else {}
 
     def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
         with self._get_lock(app):
@@ -448,6 +462,7 @@ class ContainerRuntime(AppDirectories):
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
         with self._lock:
             self._samples.pop(app, None)
+        self.traffic.forget(app)
 
     def _load_image(self, tar: Path) -> None:
         try:

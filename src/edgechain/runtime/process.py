@@ -87,6 +87,7 @@ from edgechain.runtime.checkpoint import (
     checkpoint_and_freeze,
     write_archive_locked_out,
 )
+from edgechain.runtime.net_traffic import TrafficMeter
 from edgechain.runtime.process_group import (
     GroupCensus,
     compute_cpu_bp,
@@ -158,6 +159,8 @@ class ProcessRuntime(AppDirectories):
                 _log.error("process runtime cannot run apps: %s", self._unusable)
         self._spawner = Spawner(die_with_node=die_with_node)
         self.census = GroupCensus()
+        self.traffic = TrafficMeter()
+        """Each app's TCP socket counters at its previous sample (``stats``)."""
         self._apps: dict[AppId, _App] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -419,13 +422,15 @@ class ProcessRuntime(AppDirectories):
         record = self._get(app)
         with record.lock:
             status = self._observe(record)
-            cpu_s, rss = 0.0, 0
+            cpu_s, rss, sockets = 0.0, 0, {}
             now = time.monotonic()
             if record.proc is not None:
                 # One pass over /proc serves every app of a sampling round.
                 now, usage = self.census.get(record.proc.pid)
                 if usage is not None:
                     cpu_s, rss = usage.cpu_s, usage.rss
+                    sockets = self.census.get_tcp_bytes(usage)
+            net = self.traffic.get_rate(app, now, sockets)
             cpu_bp = 0
             if record.last_sample is not None and record.proc is not None:
                 then, cpu_then = record.last_sample
@@ -433,7 +438,7 @@ class ProcessRuntime(AppDirectories):
             record.last_sample = (now, cpu_s) if record.proc is not None else None
             ram_bp = rss * BASIS_POINTS // max(1, psutil.virtual_memory().total)
             disk = get_tree_size(self.get_state_dir(app))
-            return AppStats(app, cpu_bp, min(BASIS_POINTS, ram_bp), rss, disk, status)
+            return AppStats(app, cpu_bp, min(BASIS_POINTS, ram_bp), rss, disk, status, net)
 
     def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
         del include_image  # a process app has no image: its command is on every node
@@ -494,6 +499,7 @@ class ProcessRuntime(AppDirectories):
         # The state now lives elsewhere: no grace needed, the group just goes.
         self._terminate(record, app, grace_s=0)
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+        self.traffic.forget(app)
         with self._lock:
             if self._apps.get(app) is record:
                 del self._apps[app]

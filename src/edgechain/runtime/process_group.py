@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS
+from edgechain.runtime.net_traffic import get_socket_inodes, read_tcp_socket_bytes
 from edgechain.runtime.watchdog import has_stop_pending
 
 
@@ -113,6 +114,8 @@ class GroupUsage:
     """CPU seconds of the group's live members, and of the children they reaped."""
     rss: int
     """Resident bytes of the live members."""
+    members: tuple[int, ...] = ()
+    """The live members' pids."""
 
 
 class GroupCensus:
@@ -126,20 +129,37 @@ class GroupCensus:
         self._lock = threading.Lock()
         self._taken = -math.inf
         self._groups: dict[int, GroupUsage] = {}
+        self._tcp: dict[int, int] | None = None
+        """This round's TCP socket table (``net_traffic``), read when first asked."""
 
     def get(self, pgid: int) -> tuple[float, GroupUsage | None]:
         """(monotonic time of the census, the group's usage or None: no such group)."""
         with self._lock:
             if time.monotonic() - self._taken > self.max_age_s:
                 self._groups = read_groups()
+                self._tcp = None
                 self._taken = time.monotonic()
             return self._taken, self._groups.get(pgid)
+
+    def get_tcp_bytes(self, usage: GroupUsage) -> dict[int, int]:
+        """Bytes sent and received by each TCP socket the group's members hold (socket
+        inode → bytes), from one socket table per census round; empty if the kernel's
+        table cannot be read."""
+        with self._lock:
+            if self._tcp is None:
+                try:
+                    self._tcp = read_tcp_socket_bytes()
+                except OSError:
+                    self._tcp = {}
+            table = self._tcp
+        return {i: table[i] for i in get_socket_inodes(usage.members) if i in table}
 
 
 def read_groups() -> dict[int, GroupUsage]:
     """Process group id -> usage, for every process on the host now."""
     cpu: dict[int, float] = {}
     rss: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -157,4 +177,5 @@ def read_groups() -> dict[int, GroupUsage]:
             continue  # gone meanwhile
         cpu[group] = cpu.get(group, 0.0) + get_run_seconds(int(name), own) + reaped
         rss[group] = rss.get(group, 0) + resident
-    return {group: GroupUsage(cpu[group], rss[group]) for group in cpu}
+        members.setdefault(group, []).append(int(name))
+    return {group: GroupUsage(cpu[group], rss[group], tuple(members[group])) for group in cpu}

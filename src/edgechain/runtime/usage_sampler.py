@@ -137,7 +137,7 @@ class UsageSampler:
                         cpu_bp,
                         stats.ram_bp,
                         disk_bp,
-                        0,
+                        stats.net_bytes_per_s,
                         now,
                         state_bytes=stats.disk_bytes,
                     )
