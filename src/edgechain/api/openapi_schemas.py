@@ -469,6 +469,9 @@ def _runtime_app_schema() -> Schema:
             "cpu_bp": share(),
             "ram_bp": share(),
             "disk_bytes": count(),
+            "net_bytes_per_s": count(
+                "network bytes sent and received per second (a process app: TCP only)"
+            ),
             "version": {
                 "type": ["integer", "null"],
                 "minimum": 1,

@@ -39,6 +39,7 @@ class AppView:
     cpu_bp: int = 0
     ram_bp: int = 0
     disk_bytes: int = 0
+    net_bytes_per_s: int = 0
     version: int | None = None
     """The spec version the runtime started (None: not known yet, after a migration)."""
 
@@ -120,7 +121,12 @@ class UsageSampler:
                     continue
                 disk_bp = stats.disk_bytes * BASIS_POINTS // self._disk_total
                 measured.add(info.app)
-                view = replace(view, ram_bp=stats.ram_bp, disk_bytes=stats.disk_bytes)
+                view = replace(
+                    view,
+                    ram_bp=stats.ram_bp,
+                    disk_bytes=stats.disk_bytes,
+                    net_bytes_per_s=stats.net_bytes_per_s,
+                )
                 mean = self._cpu.add(info.app, stats.cpu_bp)
                 if mean is None:
                     # Just started here (placed, migrated in, restarted): no CPU figure
