@@ -135,7 +135,9 @@ def test_full_file_system(tmp_path: Path) -> None:
         with BlockStore(path) as store:
             store.put_genesis(GENESIS, b"genesis")
             small_disk.fill(disk)
-            assert small_disk.get_free_bytes(disk) == 0
+            # At most one block shows free that no write can take (ext4's reservations
+            # settle at the sync: 1 fill in about 70 here); the writes below fail alike.
+            assert small_disk.get_free_bytes(disk) <= small_disk.BLOCK_SIZE
             stored, refused = put_until_full(store)
             assert not store.has_block(refused)
         # Reopened on the still full disk: it reads, and refuses writes the same way.
