@@ -212,7 +212,7 @@ class World(NodeQueries):
 
     def report(self, index: int, cpu_bp: int, apps: Sequence[tuple[AppId, int]]) -> ResourceReport:
         slot = self.chain.get_head_state().slot
-        usage = tuple(AppUsage(app, cpu, cpu // 2, 0, 0, 0) for app, cpu in apps)
+        usage = tuple(AppUsage(app, cpu, cpu // 2, 0, cpu * 10, 0) for app, cpu in apps)
         node = self.idents[index].node
         return ResourceReport(node, slot, 0, cpu_bp, 3000, 0, 0, usage, NO_REPORT_SIGNATURE, 120)
 
@@ -320,8 +320,12 @@ def test_snapshot_of_a_small_world(world: World) -> None:
     web, db = ids["web"], ids["db"]
     assert nodes[n[1]]["cpu_bp"] == 2500 and nodes[n[1]]["pressure_bp"] == 120
     assert nodes[n[1]]["ram_bp"] == 3000 and nodes[n[1]]["report_slot"] == 2
-    assert nodes[n[1]]["apps"] == [{"id": web, "cpu_bp": 1200, "ram_bp": 600}]
-    assert nodes[n[2]]["apps"] == [{"id": db, "cpu_bp": 300, "ram_bp": 150}]
+    assert nodes[n[1]]["apps"] == [
+        {"id": web, "cpu_bp": 1200, "ram_bp": 600, "net_bytes_per_s": 12_000}
+    ]
+    assert nodes[n[2]]["apps"] == [
+        {"id": db, "cpu_bp": 300, "ram_bp": 150, "net_bytes_per_s": 3_000}
+    ]
     silent = [v for k, v in nodes.items() if k not in (n[1], n[2])]
     assert all(v["cpu_bp"] is None and v["apps"] == [] for v in silent)
 

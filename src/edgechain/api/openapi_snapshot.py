@@ -62,7 +62,14 @@ def _snapshot_block_schema() -> Schema:
 
 
 def _snapshot_validator_schema() -> Schema:
-    usage = closed_object({"id": ref("ShortId"), "cpu_bp": share(), "ram_bp": share()})
+    usage = closed_object(
+        {
+            "id": ref("ShortId"),
+            "cpu_bp": share(),
+            "ram_bp": share(),
+            "net_bytes_per_s": count("network bytes per second (a process app: TCP only)"),
+        }
+    )
     return closed_object(
         {
             "id": ref("ShortId"),

@@ -24,7 +24,8 @@ Ids (node, app, block hash) are their first ``SHORT_HEX`` hex digits. Keys:
     ``down``, ``draining``: ``orchestrator/liveness.py``, as ``GET /nodes``), ``role``
     in the current slot, from its latest report (null without one) ``cpu_bp``,
     ``ram_bp``, ``pressure_bp``, ``report_slot``, and ``apps``: that report's apps,
-    ``{id, cpu_bp, ram_bp}`` each (shares of the node, basis points).
+    ``{id, cpu_bp, ram_bp, net_bytes_per_s}`` each (shares of the node, basis
+    points; network bytes per second, ``runtime/net_traffic.py``).
 ``apps``: the head registry in app id order: ``id``, ``name``, ``state`` (``running``,
     ``queued``, ``stopped``), ``node`` (where the chain places it), ``runtime``,
     ``move_to`` (a MOVE waiting for the planner), ``last_move_slot``.
@@ -170,7 +171,12 @@ def _render_nodes(state: BlockState, roles: Roles | None, down_after: int) -> li
                 "pressure_bp": report.pressure_bp if report else None,
                 "report_slot": report.slot if report else None,
                 "apps": [
-                    {"id": short(u.app), "cpu_bp": u.cpu_bp, "ram_bp": u.ram_bp}
+                    {
+                        "id": short(u.app),
+                        "cpu_bp": u.cpu_bp,
+                        "ram_bp": u.ram_bp,
+                        "net_bytes_per_s": u.net_bps,
+                    }
                     for u in report.apps
                 ]
                 if report
