@@ -19,6 +19,7 @@ from edgechain.orchestrator.liveness import (
     compute_last_seen,
     get_lease_end_slot,
     get_node_status,
+    is_down,
 )
 from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
 from edgechain.types import AppId, NodeId, Slot
@@ -68,10 +69,10 @@ def test_status_down_after_k_slots_down_wins_over_draining() -> None:
     assert compute_down_nodes(seen, 22, K, holders=[B, D]) == {A, D}
     # The lease ends F = K - margin slots after the node's own last contribution, so
     # before the first slot whose plan may take it for down.
-    end = get_lease_end_slot(seen, A, K)
+    end = get_lease_end_slot(seen, A, K, _never_asked)
     assert end == 10 + K - FENCE_MARGIN_SLOTS
     assert end is not None and end < 10 + K
-    assert get_lease_end_slot(seen, D, K) is None
+    assert get_lease_end_slot(seen, D, K, _never_asked) is None
 
 
 def test_a_minority_chain_recovers_nothing_and_its_leases_run_out() -> None:
@@ -80,11 +81,27 @@ def test_a_minority_chain_recovers_nothing_and_its_leases_run_out() -> None:
     recovers those K slots after it last heard of them."""
     minority = {A: Slot(30), B: Slot(30), C: Slot(10), D: Slot(10), E: Slot(10)}
     assert compute_down_nodes(minority, 30, K, holders=[C, D]) == frozenset()
-    # Its own nodes contribute every slot, but the quorum slot is the partition's start.
-    assert get_lease_end_slot(minority, A, K) == 10 + K - FENCE_MARGIN_SLOTS
+    # Its own nodes contribute every slot, but the quorum slot is the partition's start;
+    # and what A contributed after it, on the minority's blocks, the majority never saw:
+    # the lease runs from A's last contribution at or before the quorum slot.
+    asked: list[int] = []
+
+    def seen_by(slot: Slot) -> Slot:
+        asked.append(slot)
+        return Slot(6)
+
+    assert get_lease_end_slot(minority, A, K, seen_by) == 6 + K - FENCE_MARGIN_SLOTS
+    assert asked == [10]
+    # The majority saw A last at 6 too, and takes it for down at 6 + K: after the lease.
+    assert is_down({**minority, A: Slot(6)}, A, 6 + K, K)
+    assert get_lease_end_slot(minority, A, K, lambda slot: None) is None  # out of reach
     majority = {A: Slot(10), B: Slot(10), C: Slot(30), D: Slot(30), E: Slot(30)}
     assert compute_down_nodes(majority, 30, K) == {A, B}
-    assert get_lease_end_slot(majority, C, K) == 30 + K - FENCE_MARGIN_SLOTS
+    assert get_lease_end_slot(majority, C, K, _never_asked) == 30 + K - FENCE_MARGIN_SLOTS
+
+
+def _never_asked(slot: Slot) -> Slot | None:
+    raise AssertionError(f"own contribution by {slot} asked, though not past the quorum")
 
 
 # --- recovery ----------------------------------------------------------------------------

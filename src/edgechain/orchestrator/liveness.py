@@ -31,7 +31,7 @@ expires before the chain can recover its apps: an app is fenced before it is re-
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from edgechain.types import NodeId, Slot
 
@@ -164,18 +164,34 @@ def get_quorum_slot(last_seen: LastSeen) -> Slot | None:
     return ordered[len(ordered) // 2]
 
 
-def get_lease_end_slot(last_seen: LastSeen, node: NodeId, down_after: int) -> Slot | None:
+def get_lease_end_slot(
+    last_seen: LastSeen,
+    node: NodeId,
+    down_after: int,
+    seen_by: Callable[[Slot], Slot | None],
+) -> Slot | None:
     """The slot at whose start ``node``'s fencing lease ends, by the chain it sees: F =
-    K - FENCE_MARGIN_SLOTS slots after the earlier of its own latest contribution and
-    the quorum slot (None: the chain does not know it, so it holds no lease).
+    K - FENCE_MARGIN_SLOTS slots after its own latest contribution at or before the
+    quorum slot (None: the chain does not know it, so it holds no lease).
 
     Own contribution: the chain marks the node down K slots after it, so its apps are
     frozen FENCE_MARGIN_SLOTS before they can be recovered. Quorum slot: a node whose
     chain stops hearing from a majority (the minority side of a partition) freezes its
     apps too, while the majority side recovers them K slots after it last heard of it.
+    At or before the quorum slot: what the node contributed later may be only on its
+    own side's blocks, which the majority never sees. A chaos run found it (a ring, then
+    even halves): a node's contributions on its half's fork renewed its lease to the
+    quorum slot, 6 slots past its last contribution the other half knew, which took it
+    for down and recovered its app while it still ran. ``seen_by(slot)``: the node's
+    latest contribution on this chain at or before ``slot`` (its ``last_seen`` in the
+    state of the chain's latest block at or before it; None if out of reach).
     """
     seen = last_seen.get(node)
     quorum = get_quorum_slot(last_seen)
     if seen is None or quorum is None:
         return None
+    if seen > quorum:
+        seen = seen_by(quorum)
+        if seen is None:
+            return None
     return Slot(min(seen, quorum) + get_fence_slots(down_after))

@@ -19,6 +19,7 @@ from edgechain.orchestrator.registry import get_apps_on_node
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import get_now_ms
+from edgechain.runtime.lifecycle import get_seen_by
 from edgechain.types import AppId, BlockHash, NodeId
 
 
@@ -75,12 +76,17 @@ class LeaseRenewal:
         engine = self.head.engine
         state = engine.get_head_state() if engine is not None else None
         params = engine.params if engine is not None else None
-        if state is None or params is None:
+        if engine is None or state is None or params is None:
             return None
         cached = self._head_lease
         if cached is not None and cached[0] == (state.block_hash, params):
             return cached[1]
-        end = get_lease_end_slot(state.last_seen, self.node_id, params.down_after_slots)
+        end = get_lease_end_slot(
+            state.last_seen,
+            self.node_id,
+            params.down_after_slots,
+            lambda slot: get_seen_by(engine, self.node_id, slot),
+        )
         valid_until = get_slot_start_ms(params, end) if end is not None else 0
         apps = tuple(r.app for r in get_apps_on_node(state.registry, self.node_id))
         self._head_lease = ((state.block_hash, params), (valid_until, apps))

@@ -192,6 +192,19 @@ def is_on_head_chain(
     return False
 
 
+def get_seen_by(engine: ChainView, node: NodeId, slot: Slot) -> Slot | None:
+    """``node``'s latest contribution on the head chain at or before ``slot``: its
+    ``last_seen`` in the state of the head chain's latest block at or before ``slot``
+    (``liveness.get_lease_end_slot``); None when memory no longer reaches that block."""
+    current = engine.head
+    while current is not None and current in engine.blocks:
+        if engine.blocks[current].slot <= slot:
+            state = engine.states.get(current)
+            return state.last_seen.get(node) if state is not None else None
+        current = engine.blocks[current].parent
+    return None
+
+
 def find_placing_entry(
     engine: ChainView, record: AppRecord, archive: ChainArchive | None = None
 ) -> tuple[BlockHash, PlanEntry] | None:

@@ -51,6 +51,7 @@ from edgechain.runtime.lifecycle import (
     HeldApp,
     decide,
     find_placing_entry,
+    get_seen_by,
     is_on_head_chain,
     was_removed,
 )
@@ -250,7 +251,12 @@ class AppLayer:
         params = engine.params
         if state is None or params is None:
             return
-        end = get_lease_end_slot(state.last_seen, apps.node_id, params.down_after_slots)
+        end = get_lease_end_slot(
+            state.last_seen,
+            apps.node_id,
+            params.down_after_slots,
+            lambda slot: get_seen_by(engine, apps.node_id, slot),
+        )
         apps.lease_until_ms = get_slot_start_ms(params, end) if end is not None else 0
         placed = {r.app for r in get_apps_on_node(state.registry, apps.node_id)}
         apps.lease_apps = frozenset(placed | set(apps.outgoing))
