@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 
-from edgechain.chain.model import AppSpec, Block, PlanEntry
+from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.chain.validator_set import ValidatorInfo
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import ChainArchive, ChainView, is_on_head_chain
+from edgechain.runtime.lifecycle import ChainArchive, ChainView, is_planned_on_head
 from edgechain.types import AppId, BlockHash, NodeId
 
 TRANSFER_LABEL = "edgechain.transfer"
@@ -67,14 +67,7 @@ class HeadQueries:
     def is_planned(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
         """The TransferServer's check: ``entry`` is in a block of our head chain."""
         engine = self.engine
-        if engine is None:
-            return False
-        block = engine.blocks.get(block_hash)
-        if block is None and self.archive is not None:
-            block = self.archive.get_finalized_block(block_hash)
-        if not isinstance(block, Block) or entry not in block.plan:
-            return False
-        return is_on_head_chain(engine, block_hash, self.archive)
+        return engine is not None and is_planned_on_head(engine, block_hash, entry, self.archive)
 
     def is_spec_current(self, app: AppId, spec: AppSpec) -> bool:
         """The TransferServer's check: ``spec`` is the head registry's spec of ``app``

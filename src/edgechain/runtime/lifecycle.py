@@ -192,6 +192,21 @@ def is_on_head_chain(
     return False
 
 
+def is_planned_on_head(
+    engine: ChainView, block_hash: BlockHash, entry: PlanEntry, archive: ChainArchive | None
+) -> bool:
+    """A destination's check of an offer: ``entry`` is in the plan of ``block_hash``'s
+    block, on the engine's head chain. A block below memory is read once from
+    ``archive``, which holds only finalized blocks: on the head chain if it has it."""
+    block = engine.blocks.get(block_hash)
+    below_memory = block is None
+    if below_memory:
+        block = archive.get_finalized_block(block_hash) if archive is not None else None
+    if not isinstance(block, Block) or entry not in block.plan:
+        return False
+    return below_memory or is_on_head_chain(engine, block_hash)
+
+
 def get_seen_by(engine: ChainView, node: NodeId, slot: Slot) -> Slot | None:
     """``node``'s latest contribution on the head chain at or before ``slot``: its
     ``last_seen`` in the state of the head chain's latest block at or before ``slot``

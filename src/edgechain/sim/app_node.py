@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgechain.chain.model import AppSpec, Block, PlanEntry
+from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.orchestrator.liveness import is_down
 from edgechain.orchestrator.registry import AppRecord, get_record
-from edgechain.runtime.lifecycle import ChainArchive, is_on_head_chain
+from edgechain.runtime.lifecycle import ChainArchive, is_planned_on_head
 from edgechain.runtime.lifecycle import get_start_reason as get_lifecycle_start_reason
 from edgechain.types import AppId, BlockHash, NodeId
 
@@ -108,7 +108,4 @@ def is_planned(
     engine: ConsensusEngine, block_hash: BlockHash, entry: PlanEntry, archive: ChainArchive
 ) -> bool:
     """The destination's check of an offer (``HeadQueries.is_planned``)."""
-    block = engine.blocks.get(block_hash) or archive.get_finalized_block(block_hash)
-    if not isinstance(block, Block) or entry not in block.plan:
-        return False
-    return is_on_head_chain(engine, block_hash, archive)
+    return is_planned_on_head(engine, block_hash, entry, archive)
