@@ -5,11 +5,14 @@
 # $EDGECHAIN_STATE_DIR/count after every step. A migrated copy reads the file back, so it
 # continues from where the origin stopped: never from zero, never backwards.
 #
-# usage: counter.sh [PAD_BYTES] [INTERVAL_S] [TAG]
-#   PAD_BYTES  size of an incompressible pad file kept in the state dir, created once, so
-#              the state weighs like the paper's median CRIU checkpoint (15.2 MB); default 0
-#   INTERVAL_S seconds between increments (default 0.1: ten steps a second)
-#   TAG        ignored; lets a test find this exact instance in the process table
+# usage: counter.sh [PAD_BYTES] [INTERVAL_S] [TAG] [REWRITE_KIB]
+#   PAD_BYTES   size of an incompressible pad file kept in the state dir, created once, so
+#               the state weighs like the paper's median CRIU checkpoint (15.2 MB); default 0
+#   INTERVAL_S  seconds between increments (default 0.1: ten steps a second)
+#   TAG         ignored; lets a test find this exact instance in the process table
+#   REWRITE_KIB each step also overwrites this many KiB of the pad with random bytes, in
+#               place, moving on through the pad (a state that keeps changing while a
+#               pre-copy migration copies it: runtime/precopy.py); default 0
 #
 # POSIX sh only (dash on a host, busybox sh in the container image): no python needed.
 #
@@ -24,6 +27,7 @@ set -u
 dir="${EDGECHAIN_STATE_DIR:?EDGECHAIN_STATE_DIR is not set}"
 pad="${1:-0}"
 interval="${2:-0.1}"
+rewrite="${4:-0}"
 ack="${EDGECHAIN_CHECKPOINT_ACK:-}"
 
 count=0
@@ -65,8 +69,18 @@ if [ -n "$ack" ]; then
     : > "$dir/.checkpoint-hook"
 fi
 
+pad_kib=$((pad / 1024))
+rewrite_slots=0
+if [ "$rewrite" -gt 0 ] && [ "$pad_kib" -ge "$rewrite" ]; then
+    rewrite_slots=$((pad_kib / rewrite))
+fi
+
 while :; do
     count=$((count + 1))
     persist
+    if [ "$rewrite_slots" -gt 0 ]; then
+        dd if=/dev/urandom of="$dir/pad" bs=1024 count="$rewrite" \
+            seek=$(( (count % rewrite_slots) * rewrite )) conv=notrunc 2>/dev/null
+    fi
     sleep "$interval"
 done

@@ -166,6 +166,14 @@ class RejectReason(enum.StrEnum):
     ARCHIVE_MALFORMED = "archive_malformed"
     ARCHIVE_WITHOUT_STATE = "archive_without_state"
 
+    # --- pre-copy state deltas (runtime/state_delta.py, transfer_server.py) -----------
+    DELTA_MALFORMED = "delta_malformed"
+    DELTA_BAD_PATH = "delta_bad_path"
+    DELTA_BAD_BLOCK = "delta_bad_block"
+    DELTA_TOO_MANY_ENTRIES = "delta_too_many_entries"
+    PRECOPY_NOT_OFFERED = "precopy_not_offered"
+    """A pre-copy round the destination did not offer, or more rounds than it allows."""
+
     # --- transfer connections (runtime/protocol.py, transfer_client.py, ...) ----------
     CONNECTION_CLOSED = "connection_closed"
     CONNECTION_ERROR = "connection_error"

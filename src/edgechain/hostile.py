@@ -85,8 +85,7 @@ from edgechain.runtime.protocol import (
     encode_frame,
     encode_offer,
 )
-from edgechain.runtime.transfer_client import send_offer
-from edgechain.runtime.transfer_common import TransferTimeouts, close_writer
+from edgechain.runtime.transfer_common import TransferTimeouts, close_writer, send_offer
 from edgechain.types import AppId, NodeId, SecretKey, Slot
 
 BEHAVIOURS = (

@@ -21,6 +21,7 @@ import psutil
 from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime
+from edgechain.runtime.precopy import MIN_STATE_BYTES
 from edgechain.runtime.samples import get_counter_spec
 from edgechain.runtime.transfer import (
     MigrationResult,
@@ -67,7 +68,9 @@ def wait_count_above(state_dir: Path, value: int, timeout_s: float = 10.0) -> in
 def _is_tagged(proc: psutil.Process, tag: str) -> bool:
     try:
         cmdline = proc.cmdline()
-        return bool(cmdline) and cmdline[-1] == tag and proc.status() != psutil.STATUS_ZOMBIE
+        # The tag ends the argv, or comes just before the counter's rewrite size.
+        tail = cmdline[-1:] if not cmdline or not cmdline[-1].isdigit() else cmdline[-2:-1]
+        return tail == [tag] and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -125,11 +128,14 @@ def get_app(spec: AppSpec) -> AppId:
     return AppId(hashlib.sha256(b"test-app" + encode_app_spec(spec)).digest())
 
 
-def get_counter(pad: int = 0) -> tuple[AppSpec, str]:
-    """A process counter app with a fresh tag (``pad`` bytes of padding state), and
-    the tag."""
+def get_counter(pad: int = 0, rewrite_kib: int = 0) -> tuple[AppSpec, str]:
+    """A process counter app with a fresh tag (``pad`` bytes of padding state, of which
+    it rewrites ``rewrite_kib`` KiB every step), and the tag."""
     tag = f"t-{secrets.token_hex(4)}"
-    return get_counter_spec(RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag), tag
+    spec = get_counter_spec(
+        RuntimeKind.PROCESS, pad_bytes=pad, interval_s=0.05, tag=tag, rewrite_kib=rewrite_kib
+    )
+    return spec, tag
 
 
 def get_free_closed_port() -> int:
@@ -236,6 +242,7 @@ async def open_nodes(
     is_planned: PlanCheck = accept_all,
     timeouts: TransferTimeouts | None = None,
     is_spec_current: SpecCheck | None = None,
+    precopy_min_bytes: int | None = MIN_STATE_BYTES,
 ) -> AsyncIterator[list[Node]]:
     """Start a transfer server and client per runtime; close the servers after."""
     nodes = []
@@ -252,7 +259,7 @@ async def open_nodes(
                 is_spec_current=is_spec_current,
             )
             await server.start("127.0.0.1", 0)
-            client = TransferClient(runtime, timeouts=timeouts)
+            client = TransferClient(runtime, timeouts=timeouts, precopy_min_bytes=precopy_min_bytes)
             nodes.append(Node(name, node_id, runtime, server, client))
         yield nodes
     finally:

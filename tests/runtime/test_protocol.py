@@ -59,9 +59,18 @@ def test_small_messages_round_trip() -> None:
         VerdictMessage(Verdict.ACCEPT, True, ""),
         VerdictMessage(Verdict.REFUSED, False, "not_planned"),
         VerdictMessage(Verdict.ALREADY_RUNNING, False, ""),
+        VerdictMessage(Verdict.ACCEPT, False, "", precopy=True),
     ):
         assert decode_verdict(encode_verdict(message)) == message
-    assert decode_begin(encode_begin(Begin(15 << 20, True))) == Begin(15 << 20, True)
+    for begin in (Begin(15 << 20, True), Begin(7, False, delta=True), Begin(7, False, True, True)):
+        assert decode_begin(encode_begin(begin)) == begin
+
+
+@pytest.mark.parametrize("flags", [0x04, 0x03, 0x07, 0x08])
+def test_begin_flags_that_make_no_sense_are_refused(flags: int) -> None:
+    """FINAL without DELTA, a delta carrying an image, an unknown bit."""
+    with pytest.raises(DecodeError):
+        decode_begin(struct.pack(">QB", 10, flags))
     end = End(123, b"\x05" * 32)
     assert decode_end(encode_end(end)) == end
 

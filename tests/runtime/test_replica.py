@@ -26,7 +26,7 @@ from edgechain.chain.model import AppSpec
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import DecodeError
-from edgechain.runtime import transfer_client
+from edgechain.runtime import replica_send
 from edgechain.runtime.checkpoint import SNAPSHOT_PREFIX, StateSnapshot
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.protocol import (
@@ -302,7 +302,7 @@ def test_corrupted_payloads_are_refused_and_the_stored_replica_stays(
                 await proxy.close()
             # A well-formed stream that is not the snapshot the host signed.
             with monkeypatch.context() as patch:
-                patch.setattr(transfer_client, "take_snapshot", lying_snapshot)
+                patch.setattr(replica_send, "take_snapshot", lying_snapshot)
                 lying = await send(trio, app, 3, server.port)
             return damaged, lying
 

@@ -9,6 +9,7 @@ leaving the tree, no devices), and the member count is bounded. Anything else is
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tarfile
 from pathlib import Path
@@ -74,15 +75,44 @@ def extract_state_archive(archive: Path, state_dir: Path, image_out: Path | None
         unpacked = staging / ARCHIVE_STATE_PREFIX
         if not unpacked.is_dir():
             raise ArchiveError(RejectReason.ARCHIVE_WITHOUT_STATE)
-        old = state_dir.parent / (state_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if state_dir.exists():
-            state_dir.rename(old)
-        unpacked.rename(state_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(unpacked, state_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return has_image
+
+
+def install_state_dir(staged: Path, state_dir: Path) -> None:
+    """Make the complete state tree ``staged`` (a pre-copy's, ``runtime/precopy.py``)
+    the app's ``state_dir``: renamed into place, or copied beside it first when it lies
+    on another file system. ``state_dir`` is replaced atomically, as by an unpack."""
+    try:
+        _swap_in(staged, state_dir)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        copy = state_dir.parent / (state_dir.name + ".restoring")
+        shutil.rmtree(copy, ignore_errors=True)
+        try:
+            shutil.copytree(staged, copy, symlinks=True)
+            _swap_in(copy, state_dir)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _swap_in(tree: Path, state_dir: Path) -> None:
+    """Replace ``state_dir`` by ``tree`` (same file system) with two renames."""
+    old = state_dir.parent / (state_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    existed = state_dir.exists()
+    if existed:
+        state_dir.rename(old)
+    try:
+        tree.rename(state_dir)
+    except OSError:
+        if existed:
+            old.rename(state_dir)  # as it was: the caller decides what happens next
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def get_tree_size(path: Path) -> int:

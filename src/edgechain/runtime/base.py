@@ -108,6 +108,9 @@ class SavedState:
     """True: the app is frozen in memory at the origin (``resume`` is instant).
     False: it was stopped gracefully (``resume`` restarts it from its state dir)."""
     includes_image: bool
+    delta: bool = False
+    """The file is a pre-copy's final state delta (``runtime/precopy.py``), not an
+    archive; it is the caller's to delete."""
 
 
 @runtime_checkable
@@ -181,6 +184,31 @@ class RetiringRuntime(Protocol):
     """
 
     def retire(self, app: AppId) -> None: ...
+
+
+@runtime_checkable
+class PrecopyRuntime(Protocol):
+    """A runtime whose apps' state can be copied while they run, then handed over by
+    what changed (``runtime/precopy.py``), and started from a staged copy."""
+
+    def get_precopy_dirs(self, app: AppId) -> tuple[Path, Path] | None:
+        """The app's state dir (read while it runs) and a scratch dir only this node
+        writes (for delta files); None when this app cannot be pre-copied."""
+        ...
+
+    def freeze(self, app: AppId) -> bool:
+        """Checkpoint and freeze, or stop, the app for a handover, as ``save`` does but
+        without archiving; True when frozen in memory. ``resume`` undoes it."""
+        ...
+
+    def can_restore_staged(self, spec: AppSpec) -> bool:
+        """True when ``restore_staged`` can start an app of ``spec``."""
+        ...
+
+    def restore_staged(self, app: AppId, spec: AppSpec, staged: Path) -> None:
+        """Start the app from the state dir ``staged`` (moved into place, root's and
+        private until then), as ``restore`` does from an archive."""
+        ...
 
 
 def get_app_dirname(app: AppId) -> str:

@@ -50,7 +50,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +65,7 @@ from edgechain.runtime.appuser import (
     give_tree,
     resolve_app_user,
 )
-from edgechain.runtime.archive import extract_state_archive, get_tree_size
+from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
     CHECKPOINT_MARKER,
@@ -440,8 +440,9 @@ class ProcessRuntime(AppDirectories):
             disk = get_tree_size(self.get_state_dir(app))
             return AppStats(app, cpu_bp, min(BASIS_POINTS, ram_bp), rss, disk, status, net)
 
-    def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
-        del include_image  # a process app has no image: its command is on every node
+    def freeze(self, app: AppId) -> bool:
+        """``PrecopyRuntime``: checkpoint and freeze the app, else stop it gracefully;
+        True when it is frozen in memory. ``resume`` undoes it."""
         record = self._get(app)
         with record.lock:
             # FROZEN: neither checkpointed nor archived live; _terminate kills it.
@@ -454,6 +455,18 @@ class ProcessRuntime(AppDirectories):
                 live = True  # already frozen by pause(): archive as it stands
             if not live:
                 self._terminate(record, app, self.stop_grace_s)
+            return live
+
+    def get_precopy_dirs(self, app: AppId) -> tuple[Path, Path] | None:
+        """``PrecopyRuntime``: the state dir, and the app dir (root's) for scratch."""
+        self._get(app)
+        return self.get_state_dir(app), self.get_app_dir(app)
+
+    def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
+        del include_image  # a process app has no image: its command is on every node
+        record = self._get(app)
+        with record.lock:
+            live = self.freeze(app)
             archive = self.get_app_dir(app) / SAVED_ARCHIVE
             try:
                 size = write_archive_locked_out(self.get_state_dir(app), archive, self.app_user)
@@ -464,11 +477,21 @@ class ProcessRuntime(AppDirectories):
 
     def restore(self, app: AppId, spec: AppSpec, archive: Path) -> None:
         """Unpack and start; the spec version is unknown here (``set_version``)."""
+        self._restore(app, spec, lambda state: extract_state_archive(archive, state))
+
+    def can_restore_staged(self, spec: AppSpec) -> bool:
+        return spec.runtime is RuntimeKind.PROCESS
+
+    def restore_staged(self, app: AppId, spec: AppSpec, staged: Path) -> None:
+        """``PrecopyRuntime``: start the app from a pre-copy's staged state dir."""
+        self._restore(app, spec, lambda state: install_state_dir(staged, state))
+
+    def _restore(self, app: AppId, spec: AppSpec, install: Callable[[Path], object]) -> None:
         _check_kind(spec)
         with self._claim_stopped(app, spec, "is already running here") as record:
             try:
                 self.get_app_dir(app).mkdir(exist_ok=True)
-                extract_state_archive(archive, self.get_state_dir(app))
+                install(self.get_state_dir(app))
                 # Unpacked by root, in a directory no app could write: owned wholesale.
                 self._launch(record, app, spec, fresh_state=True)
                 self._record_release(app, record, spec, None)

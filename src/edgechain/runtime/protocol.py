@@ -15,6 +15,14 @@ the origin to the destination carrying typed, length-prefixed frames::
                                           <- RECEIVED   (payload verified)
                                           <- DONE       (restored and started) | NACK
 
+Pre-copy (``runtime/precopy.py``): a destination that can start an app from a staged
+state directory says so in its VERDICT (flag PRECOPY). The origin may then send, while
+the app still runs, up to ``precopy.MAX_ROUNDS`` payloads flagged DELTA (a
+``runtime/state_delta.py`` delta each, acknowledged by RECEIVED and applied to the
+staging tree), then freeze the app and send one payload flagged DELTA|FINAL, answered
+RECEIVED and DONE like a plain archive. A plain archive after DELTA rounds replaces them
+(the state turned out to hold what a delta cannot carry).
+
 The OFFER body is the "length-prefixed binary header"::
 
     magic "EMIG" || version:u8 || block_hash[32]
@@ -72,7 +80,7 @@ from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, AppId, BlockHash, NodeId
 # --- protocol constants ----------------------------------------------------------------
 
 PROTOCOL_MAGIC = b"EMIG"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 REPLICA_MAGIC = b"EREP"
 REPLICA_VERSION = 1
 
@@ -139,6 +147,12 @@ class Verdict(enum.IntEnum):
 
 FLAG_IMAGE = 0x01
 """VERDICT: the destination lacks the base image. BEGIN: the archive carries it."""
+FLAG_PRECOPY = 0x02
+"""VERDICT: the destination takes pre-copy rounds."""
+FLAG_DELTA = 0x02
+"""BEGIN: the payload is a state delta."""
+FLAG_FINAL = 0x04
+"""BEGIN: with FLAG_DELTA, the frozen last round."""
 
 
 class TransferError(PeerError):
@@ -203,12 +217,18 @@ class VerdictMessage:
     verdict: Verdict
     need_image: bool
     reason: str
+    precopy: bool = False
+    """ACCEPT: this destination takes pre-copy rounds (DELTA payloads)."""
 
 
 @dataclass(frozen=True)
 class Begin:
     raw_bytes: int
     includes_image: bool
+    delta: bool = False
+    """The payload is a state delta (a pre-copy round), not an archive."""
+    final: bool = False
+    """The delta is the last round, sent with the app frozen: restore after it."""
 
 
 @dataclass(frozen=True)
@@ -323,7 +343,7 @@ def decode_replica_offer(body: bytes) -> ReplicaOffer:
 
 
 def encode_verdict(message: VerdictMessage) -> bytes:
-    flags = FLAG_IMAGE if message.need_image else 0
+    flags = (FLAG_IMAGE if message.need_image else 0) | (FLAG_PRECOPY if message.precopy else 0)
     return _VERDICT_HEAD.pack(int(message.verdict), flags) + _encode_reason(message.reason)
 
 
@@ -335,22 +355,30 @@ def decode_verdict(body: bytes) -> VerdictMessage:
         verdict = Verdict(code)
     except ValueError:
         raise DecodeError(RejectReason.BAD_VERDICT, str(code)) from None
-    if flags & ~FLAG_IMAGE:
+    if flags & ~(FLAG_IMAGE | FLAG_PRECOPY):
         raise DecodeError(RejectReason.BAD_FLAGS, str(flags))
-    return VerdictMessage(verdict, bool(flags & FLAG_IMAGE), _decode_reason(body[2:]))
+    return VerdictMessage(
+        verdict, bool(flags & FLAG_IMAGE), _decode_reason(body[2:]), bool(flags & FLAG_PRECOPY)
+    )
 
 
 def encode_begin(begin: Begin) -> bytes:
-    return _BEGIN.pack(begin.raw_bytes, FLAG_IMAGE if begin.includes_image else 0)
+    flags = FLAG_IMAGE if begin.includes_image else 0
+    flags |= (FLAG_DELTA if begin.delta else 0) | (FLAG_FINAL if begin.final else 0)
+    return _BEGIN.pack(begin.raw_bytes, flags)
 
 
 def decode_begin(body: bytes) -> Begin:
     if len(body) != _BEGIN.size:
         raise DecodeError(RejectReason.BAD_BEGIN)
     raw, flags = _BEGIN.unpack(body)
-    if flags & ~FLAG_IMAGE:
+    if flags & ~(FLAG_IMAGE | FLAG_DELTA | FLAG_FINAL):
         raise DecodeError(RejectReason.BAD_FLAGS, str(flags))
-    return Begin(raw, bool(flags & FLAG_IMAGE))
+    delta, final = bool(flags & FLAG_DELTA), bool(flags & FLAG_FINAL)
+    image = bool(flags & FLAG_IMAGE)
+    if (final and not delta) or (delta and image):
+        raise DecodeError(RejectReason.BAD_FLAGS, str(flags))
+    return Begin(raw, image, delta, final)
 
 
 def encode_end(end: End) -> bytes:

@@ -3,9 +3,9 @@ has a container engine (``edgechain node --container-engine unix:///...``).
 
 :class:`NodeRuntimes` is what the app manager, the transfer client and server and the
 replica code hold: one object with the runtime interface (``base.AppRuntime``,
-``RetiringRuntime``, ``replica.SnapshotRuntime``) that sends each call to the runtime
-the app's spec names. An app new here (``start``, ``restore``) goes to the runtime of
-its spec's kind; every other call goes to the runtime that holds it: the process
+``RetiringRuntime``, ``PrecopyRuntime``, ``replica.SnapshotRuntime``) that sends each
+call to the runtime the app's spec names. An app new here (``start``, ``restore``) goes
+to the runtime of its spec's kind; every other call goes to the runtime that holds it: the process
 runtime when it knows the app, else the one whose kind the app's recorded release names
 (both runtimes keep their apps under the same ``<data_dir>/apps`` layout,
 ``base.AppDirectories``). A container app on a node
@@ -161,6 +161,22 @@ class NodeRuntimes(AppDirectories):
 
     def retire(self, app: AppId) -> None:
         self._holder(app).retire(app)
+
+    # Pre-copy (``runtime/precopy.py``): process apps only; a container's state dir may
+    # be a quota mount that a staged tree cannot be renamed onto.
+
+    def get_precopy_dirs(self, app: AppId) -> tuple[Path, Path] | None:
+        holder = self._holder(app)
+        return holder.get_precopy_dirs(app) if holder is self.process else None
+
+    def freeze(self, app: AppId) -> bool:
+        return self.process.freeze(app)
+
+    def can_restore_staged(self, spec: AppSpec) -> bool:
+        return self.process.can_restore_staged(spec)
+
+    def restore_staged(self, app: AppId, spec: AppSpec, staged: Path) -> None:
+        self.process.restore_staged(app, spec, staged)
 
     def remove(self, app: AppId) -> None:
         try:

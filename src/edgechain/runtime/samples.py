@@ -94,15 +94,19 @@ def get_counter_spec(
     interval_s: float = 0.1,
     tag: str = "",
     image: str = SAMPLE_IMAGE,
+    rewrite_kib: int = 0,
 ) -> AppSpec:
-    """The stateful ``counter`` app; ``tag`` makes its id (and argv) unique."""
-    argv = (
+    """The stateful ``counter`` app; ``tag`` makes its id (and argv) unique;
+    ``rewrite_kib`` KiB of its pad are rewritten at every step."""
+    argv: tuple[str, ...] = (
         "/bin/sh",
         _get_script(kind, "counter/counter.sh"),
         str(pad_bytes),
         f"{interval_s:g}",
         tag or "-",
     )
+    if rewrite_kib:
+        argv += (str(rewrite_kib),)
     return AppSpec(
         name="counter",
         runtime=kind,

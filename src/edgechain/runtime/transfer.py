@@ -2,7 +2,8 @@
 "Migration execution" and "Exactly once").
 
 One import point for the transfer: the origin side is ``transfer_client.py``
-(:class:`TransferClient`: ``migrate`` an app out, ``send_replica`` of an app's state),
+(:class:`TransferClient`: ``migrate`` an app out, with ``precopy_rounds.py`` for a
+pre-copy; ``send_replica`` of an app's state, ``replica_send.py``),
 the destination side ``transfer_server.py`` (:class:`TransferServer`: migrations into
 the runtime, replicas into a ``ReplicaStore``), what both share ``transfer_common.py``,
 the wire format ``protocol.py``. The modules were one until the replica path made the
@@ -11,13 +12,8 @@ file too long to read as a whole; importers keep using this one.
 
 from __future__ import annotations
 
-from edgechain.runtime.transfer_client import (
-    MigrationOutcome,
-    MigrationResult,
-    ReplicaOutcome,
-    ReplicaResult,
-    TransferClient,
-)
+from edgechain.runtime.replica_send import ReplicaOutcome, ReplicaResult
+from edgechain.runtime.transfer_client import MigrationOutcome, MigrationResult, TransferClient
 from edgechain.runtime.transfer_common import (
     OriginCheck,
     PlanCheck,

@@ -1,4 +1,5 @@
-"""The origin side of a transfer: migrating an app out, and sending a state replica.
+"""The origin side of a transfer: migrating an app out (and, through
+``replica_send.py``, sending a state replica).
 
 Migration (paper §3.3; DESIGN.md "Migration execution"): once a block is accepted, for
 each plan entry whose origin is this node, offer the migration to the destination; only
@@ -11,18 +12,17 @@ a DONE lost after the destination started the app, is closed by a re-send of the
 offer, which the destination answers ALREADY_RUNNING (idempotent) so the origin then
 drops its copy.
 
-Replica (DESIGN.md "Exactly once": a down node's apps are re-placed from their latest
-replica): snapshot the app's state while it keeps running (frozen only while its state
-dir is archived, ``ProcessRuntime.snapshot``), then offer it signed, with its hash and
-size, to the app's replica node and stream it the same way. Nothing changes for the app
-here, whatever the outcome; the snapshot archive is deleted afterwards.
+Pre-copy (``runtime/precopy.py``): when the destination offers it and the app's state
+is large (``precopy_min_bytes``), the state is first sent in rounds while the app runs
+on (``precopy_rounds.py``; a failure then costs nothing but the attempt), and the save
+freezes the app only for a final delta of what changed; everything after is as above.
 
 Timing (for Table 3's comparison): ``save_ms`` is freezing/stopping the app and
-archiving its state; ``transmit_ms`` runs from the first payload byte to the
-destination's RECEIVED (compression, transfer, decompression and verification are
-pipelined, so the paper's compress step is here); ``resume_ms`` runs from RECEIVED to
-DONE (unpack, start; for a replica: storing it). The origin's end of its copy comes
-after and is not counted.
+archiving its state (with pre-copy: writing the final delta); ``transmit_ms`` runs from
+the first payload byte to the destination's RECEIVED (compression, transfer,
+decompression and verification are pipelined, so the paper's compress step is here);
+``resume_ms`` runs from RECEIVED to DONE (unpack, start). The origin's end of its copy
+comes after and is not counted; the pre-copy rounds are ``precopy_ms``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ import contextlib
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.crypto import bls
@@ -46,33 +45,32 @@ from edgechain.runtime.base import (
     RetiringRuntime,
     SavedState,
 )
-from edgechain.runtime.checkpoint import StateSnapshot
+from edgechain.runtime.precopy import MIN_STATE_BYTES, PrecopyUnsupportedError
+from edgechain.runtime.precopy_rounds import (
+    PrecopyDone,
+    get_precopy_dirs,
+    save_final_round,
+    send_running_rounds,
+)
 from edgechain.runtime.protocol import (
     ZSTD_LEVEL,
     Begin,
     FrameKind,
     Offer,
-    ReplicaOffer,
-    TransferError,
     Verdict,
     VerdictMessage,
     compute_offer_signing_root,
-    compute_replica_signing_root,
-    decode_nack,
-    decode_verdict,
     encode_frame,
     encode_offer,
-    encode_replica_offer,
-    expect_frame,
 )
-from edgechain.runtime.replica import SnapshotRuntime, take_snapshot
+from edgechain.runtime.replica_send import ReplicaResult, send_replica
 from edgechain.runtime.transfer_common import (
     PayloadStream,
     ProgressCallback,
     TransferTimeouts,
     close_writer,
     ms_since,
-    send_frame,
+    send_offer,
     send_payload,
 )
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey
@@ -108,6 +106,13 @@ class MigrationResult:
     included_image: bool
     live: bool
     """True when the app was frozen in memory rather than stopped for the save."""
+    precopy_rounds: int = 0
+    """Pre-copy rounds sent while the app ran (``runtime/precopy.py``); then the save,
+    transmit and resume segments are the frozen final round's alone."""
+    precopy_ms: float = 0.0
+    """How long those rounds took (the app ran meanwhile)."""
+    precopy_bytes: int = 0
+    """Compressed bytes those rounds sent."""
 
     @property
     def ok(self) -> bool:
@@ -117,46 +122,6 @@ class MigrationResult:
     @property
     def total_ms(self) -> float:
         return self.save_ms + self.transmit_ms + self.resume_ms
-
-
-class ReplicaOutcome(enum.Enum):
-    STORED = "stored"
-    """The replica node verified and stored the snapshot."""
-    REFUSED = "refused"
-    """Refused (or the replica node unreachable) before the payload was sent."""
-    FAILED = "failed"
-    """The snapshot or the stream failed; the replica node kept what it had."""
-
-
-@dataclass(frozen=True)
-class ReplicaResult:
-    """One replica as the app's host saw it (the app ran on throughout)."""
-
-    app: AppId
-    slot: int
-    outcome: ReplicaOutcome
-    reason: str
-    save_ms: float
-    """Snapshot: checkpoint hook, freeze, archive, resume, then hashing the archive."""
-    paused_ms: float
-    """The part of ``save_ms`` the app was frozen for (0 when it was not running)."""
-    transmit_ms: float
-    store_ms: float
-    """From the replica node's RECEIVED to its DONE (the replica is on its disk)."""
-    raw_bytes: int
-    compressed_bytes: int
-    sha256: bytes
-    frozen: bool
-    """True when the app was running and frozen for the copy; False: archived as it
-    stood (stopped, or already paused)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is ReplicaOutcome.STORED
-
-    @property
-    def total_ms(self) -> float:
-        return self.save_ms + self.transmit_ms + self.store_ms
 
 
 @dataclass
@@ -174,8 +139,10 @@ class _Job:
     raw_bytes: int = 0
     included_image: bool = False
     live: bool = False
+    precopy: PrecopyDone | None = None
 
     def get_result(self, outcome: MigrationOutcome, reason: str) -> MigrationResult:
+        pre = self.precopy
         return MigrationResult(
             self.app,
             self.block_hash,
@@ -188,43 +155,10 @@ class _Job:
             self.stream.compressed_bytes,
             self.included_image,
             self.live,
+            pre.rounds if pre else 0,
+            pre.elapsed_ms if pre else 0.0,
+            pre.compressed_bytes if pre else 0,
         )
-
-
-@dataclass
-class _ReplicaJob:
-    """One replica in progress at the app's host (mutable, private)."""
-
-    app: AppId
-    slot: int
-    stream: PayloadStream = field(default_factory=PayloadStream)
-    save_ms: float = 0.0
-    paused_ms: float = 0.0
-    raw_bytes: int = 0
-    sha256: bytes = b""
-    frozen: bool = False
-
-    def get_result(self, outcome: ReplicaOutcome, reason: str) -> ReplicaResult:
-        return ReplicaResult(
-            self.app,
-            self.slot,
-            outcome,
-            reason,
-            self.save_ms,
-            self.paused_ms,
-            self.stream.transmit_ms,
-            self.stream.resume_ms,
-            self.raw_bytes,
-            self.stream.compressed_bytes,
-            self.sha256,
-            self.frozen,
-        )
-
-
-def _drop_snapshot(taking: asyncio.Future[tuple[StateSnapshot, bytes]]) -> None:
-    """Delete the archive of a snapshot nobody waits for any more."""
-    if not taking.cancelled() and taking.exception() is None:
-        taking.result()[0].archive.unlink(missing_ok=True)
 
 
 class TransferClient:
@@ -238,10 +172,14 @@ class TransferClient:
         timeouts: TransferTimeouts | None = None,
         zstd_level: int = ZSTD_LEVEL,
         sk: SecretKey | None = None,
+        precopy_min_bytes: int | None = MIN_STATE_BYTES,
     ) -> None:
         self.runtime = runtime
         self.timeouts = timeouts or TransferTimeouts()
         self.zstd_level = zstd_level
+        self.precopy_min_bytes = precopy_min_bytes
+        """Pre-copy an app whose state is at least this large, when the destination
+        offers it (``runtime/precopy.py``); None: never."""
         self.sk = sk
         """The origin node's key: signs every offer so destinations can authenticate it."""
         self.node_id: NodeId | None = compute_node_id(bls.sk_to_pk(sk)) if sk is not None else None
@@ -304,73 +242,21 @@ class TransferClient:
         on_progress: ProgressCallback | None = None,
     ) -> ReplicaResult:
         """Snapshot ``app`` (it keeps running here) and send it to the replica node at
-        ``host:port`` as the replica of ``slot``.
-
-        Raises ``AppNotFoundError`` when the runtime does not hold the app (running or
-        stopped), and ``AppRuntimeError`` when this client has no key (a replica must
-        name and prove its origin) or its runtime takes no snapshots. Everything else is
-        a result: REFUSED (the replica node said no, or is unreachable) or FAILED (the
-        snapshot or the stream broke); the replica node then keeps its previous replica.
-        """
-        runtime = self.runtime
-        if self.sk is None or self.node_id is None:
-            raise AppRuntimeError("a replica must be signed: this transfer client has no key")
-        if not isinstance(runtime, SnapshotRuntime):
-            raise AppRuntimeError(f"the {runtime.kind.value} runtime takes no snapshots")
+        ``host:port`` as the replica of ``slot`` (``replica_send.send_replica``); never
+        while a migration of the same app is under way."""
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
-            job = _ReplicaJob(app, slot, PayloadStream(on_progress))
-            start = time.perf_counter()
-            taking = asyncio.ensure_future(asyncio.to_thread(take_snapshot, runtime, app))
-            try:
-                snapshot, digest = await asyncio.shield(taking)
-            except asyncio.CancelledError:
-                taking.add_done_callback(_drop_snapshot)  # the thread runs on: clean up after
-                raise
-            except AppNotFoundError:
-                raise
-            except (AppRuntimeError, OSError) as exc:
-                job.save_ms = ms_since(start)
-                return job.get_result(ReplicaOutcome.FAILED, f"snapshot_failed: {exc}")
-            job.save_ms = ms_since(start)
-            job.paused_ms, job.frozen = snapshot.paused_ms, snapshot.frozen
-            job.raw_bytes, job.sha256 = snapshot.raw_bytes, digest
-            try:
-                root = compute_replica_signing_root(
-                    app, self.node_id, slot, digest, snapshot.raw_bytes
-                )
-                offer = ReplicaOffer(
-                    app, self.node_id, slot, digest, snapshot.raw_bytes, bls.sign(self.sk, root)
-                )
-                frame = encode_frame(FrameKind.REPLICA, encode_replica_offer(offer))
-                return await self._send_replica(job, frame, snapshot.archive, host, port)
-            finally:
-                snapshot.archive.unlink(missing_ok=True)
-
-    async def _send_replica(
-        self, job: _ReplicaJob, offer: bytes, archive: Path, host: str, port: int
-    ) -> ReplicaResult:
-        try:
-            reader, writer, verdict = await send_offer(host, port, offer, self.timeouts)
-        except PeerError as exc:
-            return job.get_result(ReplicaOutcome.REFUSED, str(exc))
-        try:
-            if verdict.verdict is not Verdict.ACCEPT:
-                return job.get_result(ReplicaOutcome.REFUSED, verdict.reason or "refused")
-            await send_payload(
-                reader,
-                writer,
-                archive,
-                Begin(job.raw_bytes, False),
-                job.stream,
+            return await send_replica(
+                self.runtime,
+                self.sk,
+                app,
+                slot,
+                host,
+                port,
                 self.timeouts,
                 self.zstd_level,
+                on_progress,
             )
-        except (PeerError, OSError) as exc:
-            return job.get_result(ReplicaOutcome.FAILED, str(exc))
-        finally:
-            await close_writer(writer)
-        return job.get_result(ReplicaOutcome.STORED, "")
 
     async def _migrate(self, job: _Job) -> MigrationResult:
         try:
@@ -391,20 +277,27 @@ class TransferClient:
             await asyncio.to_thread(self._let_go, job.app)
             return job.get_result(MigrationOutcome.ALREADY_THERE, "re-send")
 
+        try:
+            # While the app runs on here: a failure costs nothing but the attempt.
+            job.precopy = await self._precopy(job, reader, writer, verdict)
+        except (PeerError, AppRuntimeError, OSError) as exc:
+            await close_writer(writer)
+            return job.get_result(MigrationOutcome.FAILED, f"precopy: {exc}")
+        except BaseException:
+            await close_writer(writer)
+            raise
         saved: SavedState | None = None
         saving: asyncio.Future[SavedState] | None = None
         try:
             start = time.perf_counter()
-            saving = asyncio.ensure_future(
-                asyncio.to_thread(self.runtime.save, job.app, include_image=verdict.need_image)
-            )
+            saving = asyncio.ensure_future(asyncio.to_thread(self._save, job, verdict.need_image))
             # Shielded: a cancellation must not leave the save's thread running unseen
             # (the handler below waits for it, then decides what the app becomes).
             saved = await asyncio.shield(saving)
             job.save_ms = ms_since(start)
             job.raw_bytes, job.live = saved.raw_bytes, saved.live
             job.included_image = saved.includes_image
-            begin = Begin(saved.raw_bytes, saved.includes_image)
+            begin = Begin(saved.raw_bytes, saved.includes_image, saved.delta, saved.delta)
             await send_payload(
                 reader, writer, saved.archive, begin, job.stream, self.timeouts, self.zstd_level
             )
@@ -424,9 +317,42 @@ class TransferClient:
             if saved is not None and job.may_resume():
                 await asyncio.to_thread(self.runtime.resume, job.app)
             raise
+        finally:
+            if saved is not None and saved.delta:
+                saved.archive.unlink(missing_ok=True)
         await close_writer(writer)
         await asyncio.to_thread(self._let_go, job.app)
         return job.get_result(MigrationOutcome.COMPLETED, "")
+
+    async def _precopy(
+        self,
+        job: _Job,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        verdict: VerdictMessage,
+    ) -> PrecopyDone | None:
+        """The pre-copy rounds, when the destination offers them and the app's state is
+        large enough; None: a plain migration (also when the state holds what a delta
+        cannot carry: the plain archive that follows replaces any rounds sent)."""
+        limit = self.precopy_min_bytes
+        if not verdict.precopy or limit is None:
+            return None
+        dirs = await asyncio.to_thread(get_precopy_dirs, self.runtime, job.app, limit)
+        if dirs is None:
+            return None
+        try:
+            return await send_running_rounds(
+                reader, writer, dirs, self.timeouts, self.zstd_level, job.stream.on_progress
+            )
+        except PrecopyUnsupportedError:
+            return None
+
+    def _save(self, job: _Job, need_image: bool) -> SavedState:
+        """Blocking: freeze or stop the app and write what the destination still needs
+        (the final delta after pre-copy rounds, else the whole archive)."""
+        if job.precopy is not None:
+            return save_final_round(self.runtime, job.app, job.precopy, include_image=need_image)
+        return self.runtime.save(job.app, include_image=need_image)
 
     def _holds(self, app: AppId) -> bool:
         """Blocking: does the runtime hold ``app`` (running or not)?"""
@@ -462,28 +388,3 @@ class TransferClient:
             self.runtime.resume(job.app)
         else:
             self.runtime.stop(job.app)
-
-
-async def send_offer(
-    host: str, port: int, offer: bytes, timeouts: TransferTimeouts
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, VerdictMessage]:
-    """Connect to a transfer server, send an OFFER frame and read its verdict; the
-    connection stays open for the payload. Raises ``TransferError`` (a PeerError)."""
-    try:
-        connecting = asyncio.open_connection(host, port)
-        reader, writer = await asyncio.wait_for(connecting, timeouts.connect_s)
-    except TimeoutError:
-        raise TransferError(RejectReason.CONNECT_TIMEOUT, f"{host}:{port}") from None
-    except OSError as exc:
-        raise TransferError(RejectReason.CONNECT_FAILED, str(exc)) from None
-    try:
-        await send_frame(writer, offer, timeouts.io_s)
-        kind, body = await expect_frame(reader, timeouts.io_s, FrameKind.VERDICT)
-        if kind is FrameKind.NACK:
-            verdict = VerdictMessage(Verdict.REFUSED, False, decode_nack(body))
-        else:
-            verdict = decode_verdict(body)
-    except BaseException:
-        await close_writer(writer)
-        raise
-    return reader, writer, verdict

@@ -33,9 +33,12 @@ from edgechain.runtime.protocol import (
     FrameKind,
     ReplicaOffer,
     TransferError,
+    Verdict,
+    VerdictMessage,
     decode_begin,
     decode_end,
     decode_nack,
+    decode_verdict,
     encode_begin,
     encode_end,
     encode_frame,
@@ -119,6 +122,31 @@ async def send_frame(writer: asyncio.StreamWriter, frame: bytes, timeout_s: floa
         raise TransferError(RejectReason.CONNECTION_ERROR, str(exc)) from None
 
 
+async def send_offer(
+    host: str, port: int, offer: bytes, timeouts: TransferTimeouts
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, VerdictMessage]:
+    """Connect to a transfer server, send an OFFER frame and read its verdict; the
+    connection stays open for the payload. Raises ``TransferError`` (a PeerError)."""
+    try:
+        connecting = asyncio.open_connection(host, port)
+        reader, writer = await asyncio.wait_for(connecting, timeouts.connect_s)
+    except TimeoutError:
+        raise TransferError(RejectReason.CONNECT_TIMEOUT, f"{host}:{port}") from None
+    except OSError as exc:
+        raise TransferError(RejectReason.CONNECT_FAILED, str(exc)) from None
+    try:
+        await send_frame(writer, offer, timeouts.io_s)
+        kind, body = await expect_frame(reader, timeouts.io_s, FrameKind.VERDICT)
+        if kind is FrameKind.NACK:
+            verdict = VerdictMessage(Verdict.REFUSED, False, decode_nack(body))
+        else:
+            verdict = decode_verdict(body)
+    except BaseException:
+        await close_writer(writer)
+        raise
+    return reader, writer, verdict
+
+
 # --- the payload, origin side ----------------------------------------------------------
 
 
@@ -144,9 +172,12 @@ async def send_payload(
     stream: PayloadStream,
     timeouts: TransferTimeouts,
     zstd_level: int = ZSTD_LEVEL,
+    *,
+    expect_done: bool = True,
 ) -> None:
-    """Send ``archive`` (BEGIN, compressed DATA, END), then wait for RECEIVED and DONE,
-    timing both legs in ``stream``. A NACK or a silent peer is a ``PeerError``."""
+    """Send ``archive`` (BEGIN, compressed DATA, END), then wait for RECEIVED and (when
+    ``expect_done``: not after a pre-copy round) DONE, timing both legs in ``stream``.
+    A NACK or a silent peer is a ``PeerError``."""
     start = time.perf_counter()
     # Listen while sending: a destination that fails mid-stream says so with a NACK
     # at once, and the origin stops sending (and resumes) instead of finishing.
@@ -162,6 +193,8 @@ async def send_payload(
     finally:
         reply.cancel()
     stream.transmit_ms = ms_since(start)
+    if not expect_done:
+        return
     start = time.perf_counter()
     _check_reply(await read_frame(reader, timeouts.restore_s), FrameKind.DONE, stream)
     stream.resume_ms = ms_since(start)
@@ -227,6 +260,8 @@ class ReceivedPayload:
     raw_bytes: int
     compressed_bytes: int
     sha256: bytes
+    begin: Begin
+    """What the payload said it is (an archive, a delta, the final delta)."""
 
 
 class _BoundedSink:
@@ -301,4 +336,4 @@ async def receive_payload(
         raise DecodeError(RejectReason.CHECKSUM_MISMATCH)
     if expected is not None and digest != expected.sha256:
         raise DecodeError(RejectReason.CHECKSUM_MISMATCH, "not the signed snapshot")
-    return ReceivedPayload(sink.size, compressed, digest)
+    return ReceivedPayload(sink.size, compressed, digest, begin)

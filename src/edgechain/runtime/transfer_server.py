@@ -29,7 +29,9 @@ from pathlib import Path
 
 from edgechain.chain.model import PlanAction
 from edgechain.errors import DecodeError, PeerError, RejectReason
-from edgechain.runtime.base import AppRuntime, AppRuntimeError, get_app_dirname
+from edgechain.runtime.archive import MAX_ARCHIVE_MEMBERS
+from edgechain.runtime.base import AppRuntime, AppRuntimeError, PrecopyRuntime, get_app_dirname
+from edgechain.runtime.precopy import MAX_ROUNDS
 from edgechain.runtime.protocol import (
     DEFAULT_MAX_STATE_BYTES,
     FrameKind,
@@ -48,10 +50,12 @@ from edgechain.runtime.protocol import (
     expect_frame,
 )
 from edgechain.runtime.replica import ReplicaStore
+from edgechain.runtime.state_delta import StagedTree, apply_state_delta
 from edgechain.runtime.transfer_common import (
     LINGER_S,
     OriginCheck,
     PlanCheck,
+    ReceivedPayload,
     ReplicaCheck,
     SpecCheck,
     TransferTimeouts,
@@ -257,8 +261,14 @@ class TransferServer:
                 await self._refuse(writer, RejectReason.APP_ALREADY_RUNNING_HERE)
                 return
             need_image = not await asyncio.to_thread(self.runtime.has_image, offer.spec)
-            await self._send_verdict(writer, VerdictMessage(Verdict.ACCEPT, need_image, ""))
-            await self._receive_and_restore(reader, writer, offer, ledger)
+            precopy = (
+                isinstance(self.runtime, PrecopyRuntime)
+                and self.runtime.can_restore_staged(offer.spec)
+                and not need_image
+            )
+            verdict = VerdictMessage(Verdict.ACCEPT, need_image, "", precopy)
+            await self._send_verdict(writer, verdict)
+            await self._receive_and_restore(reader, writer, offer, ledger, precopy)
 
     async def _receive_and_restore(
         self,
@@ -266,15 +276,24 @@ class TransferServer:
         writer: asyncio.StreamWriter,
         offer: Offer,
         ledger: Path,
+        precopy: bool,
     ) -> None:
         t = self.timeouts
         app = offer.entry.app
         incoming = self.work_dir / "incoming" / f"{get_app_dirname(app)}-{secrets.token_hex(4)}"
+        staged = StagedTree(
+            incoming.with_name(incoming.name + ".staged"),
+            self.max_state_bytes,
+            MAX_ARCHIVE_MEMBERS,
+        )
         try:
-            await receive_payload(reader, incoming, self.timeouts, self.max_state_bytes)
+            received = await self._receive_rounds(reader, writer, incoming, staged, precopy)
             await send_frame(writer, encode_frame(FrameKind.RECEIVED), t.io_s)
             try:
-                await asyncio.to_thread(self.runtime.restore, app, offer.spec, incoming)
+                if received.begin.delta:
+                    await asyncio.to_thread(self._restore_staged, offer, incoming, staged)
+                else:
+                    await asyncio.to_thread(self.runtime.restore, app, offer.spec, incoming)
             except (AppRuntimeError, PeerError, OSError) as exc:
                 self._counts["failed"] += 1
                 reason = f"restore_failed: {exc}"
@@ -296,6 +315,42 @@ class TransferServer:
             self._counts["completed"] += 1
         finally:
             incoming.unlink(missing_ok=True)
+            staged.discard()
+
+    async def _receive_rounds(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        incoming: Path,
+        staged: StagedTree,
+        precopy: bool,
+    ) -> ReceivedPayload:
+        """Receive payloads until the one to restore from: a plain archive, or the final
+        delta of a pre-copy. Each earlier pre-copy round is applied to ``staged`` and
+        acknowledged with RECEIVED."""
+        rounds = 0
+        while True:
+            received = await receive_payload(reader, incoming, self.timeouts, self.max_state_bytes)
+            begin = received.begin
+            if not begin.delta:
+                return received  # a plain archive replaces any staged rounds
+            if not precopy or (not begin.final and rounds >= MAX_ROUNDS):
+                raise DecodeError(RejectReason.PRECOPY_NOT_OFFERED, f"round {rounds + 1}")
+            if begin.final:
+                return received
+            await asyncio.to_thread(apply_state_delta, incoming, staged)
+            rounds += 1
+            await send_frame(writer, encode_frame(FrameKind.RECEIVED), self.timeouts.io_s)
+
+    def _restore_staged(self, offer: Offer, delta: Path, staged: StagedTree) -> None:
+        """Blocking: apply the final delta (the tree is then the origin's frozen state)
+        and start the app from it."""
+        if not apply_state_delta(delta, staged):
+            raise DecodeError(RejectReason.DELTA_MALFORMED, "the last round is not final")
+        runtime = self.runtime
+        if not isinstance(runtime, PrecopyRuntime):
+            raise AppRuntimeError("this runtime takes no pre-copy")
+        runtime.restore_staged(offer.entry.app, offer.spec, staged.root)
 
     # --- replicas ----------------------------------------------------------------------
 
