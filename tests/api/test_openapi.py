@@ -277,6 +277,9 @@ class RealisticNode(FakeNode):
                 "raw_bytes": 4096,
                 "compressed_bytes": 512,
                 "live": True,
+                "precopy_rounds": 2,
+                "precopy_ms": 830.5,
+                "precopy_bytes": 150_000_000,
             }
         ]
 

@@ -455,6 +455,9 @@ def _migration_schema() -> Schema:
             "raw_bytes": count(),
             "compressed_bytes": count(),
             "live": {"type": "boolean", "description": "frozen in memory, not stopped"},
+            "precopy_rounds": count("rounds sent while the app ran (0: no pre-copy)"),
+            "precopy_ms": {"type": "number", "minimum": 0},
+            "precopy_bytes": count("compressed bytes those rounds sent"),
         }
     )
 

@@ -244,12 +244,13 @@ def format_history(app_id: str, events: list[Any], migrations: list[dict[str, An
         lines.append("")
         lines.append(
             format_table(
-                ("SLOT", "TO", "OUTCOME", "SAVE", "TRANSMIT", "RESUME", "STATE BYTES"),
+                ("SLOT", "TO", "OUTCOME", "PRE-COPY", "SAVE", "TRANSMIT", "RESUME", "STATE BYTES"),
                 [
                     (
                         m.get("slot"),
                         short(m.get("to", m.get("destination"))),
                         m.get("outcome"),
+                        _precopy(m),
                         _ms(m.get("save_ms")),
                         _ms(m.get("transmit_ms")),
                         _ms(m.get("resume_ms")),
@@ -260,6 +261,14 @@ def format_history(app_id: str, events: list[Any], migrations: list[dict[str, An
             )
         )
     return "\n".join(lines)
+
+
+def _precopy(migration: dict[str, Any]) -> str:
+    """Rounds sent while the app ran, and how long they took (``-``: none)."""
+    rounds = migration.get("precopy_rounds")
+    if not isinstance(rounds, int) or rounds == 0:
+        return "-"
+    return f"{rounds} in {_ms(migration.get('precopy_ms'))}"
 
 
 def _ms(value: Any) -> str:

@@ -246,6 +246,9 @@ class MigrationsOut:
             "raw_bytes": result.raw_bytes,
             "compressed_bytes": result.compressed_bytes,
             "live": result.live,
+            "precopy_rounds": result.precopy_rounds,
+            "precopy_ms": round(result.precopy_ms, 1),
+            "precopy_bytes": result.precopy_bytes,
         }
         self.results.append(entry)
         self.outcomes[result.outcome.value] += 1
