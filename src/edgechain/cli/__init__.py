@@ -1,9 +1,10 @@
 """``edgechain``: the daemon, local networks, and the fleet client.
 
 One module per command group: ``simulate`` (and ``demo``), ``node``, ``testnet``, ``chaos``,
-``apps``, ``fleet`` (``nodes``, ``blocks``, ``status``) and ``admin``. The client
-commands talk to nodes over HTTP with the client config (``cli/client.py``) and sign
-with its keys (``cli/commands.py``); their exit statuses are in ``cli/common.py``.
+``experiment`` (``experiment paper``), ``apps``, ``fleet`` (``nodes``, ``blocks``,
+``status``) and ``admin``. The client commands talk to nodes over HTTP with the client
+config (``cli/client.py``) and sign with its keys (``cli/commands.py``); their exit
+statuses are in ``cli/common.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgechain.cli import admin, apps, chaos, fleet, node, simulate, testnet
+    from edgechain.cli import admin, apps, chaos, experiment, fleet, node, simulate, testnet
     from edgechain.cli.common import add_client_options
 
     parser = argparse.ArgumentParser(
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_parsers(sub)
     testnet.add_parsers(sub)
     chaos.add_parsers(sub)
+    experiment.add_parsers(sub)
     apps.add_parsers(sub, common)
     fleet.add_parsers(sub, common)
     admin.add_parsers(sub, common)

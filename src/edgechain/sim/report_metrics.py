@@ -54,6 +54,11 @@ class ReportMetrics:
     """(receiver, author, slot) → time of the first delivery there."""
     to_representative_ms: list[int] = field(default_factory=list)
     to_producer_ms: list[int] = field(default_factory=list)
+    sample_slots: list[int] = field(default_factory=list)
+    """The slot of the block that carried each sample (parallel to the two lists above)."""
+    blocks: list[tuple[int, int, int]] = field(default_factory=list)
+    """(slot, reports due, reports carried) of every full block counted, in the order
+    seen: the per-block inclusion behind ``inclusion`` (Fig. 12 of ``lab/paper``)."""
     included: int = 0
     due: int = 0
 
@@ -73,14 +78,17 @@ class ReportMetrics:
             )
             arrived = self.delivered_ms.get((producer, report.node, report.slot), created)
             self.to_producer_ms.append(max(0, arrived - created))
+            self.sample_slots.append(block.slot)
         carried = {report.node for report in block.reports}
         due = [
             node
             for node in live
             if node in parent.validators and is_report_due(node, block.slot, self.interval_slots)
         ]
+        included = sum(1 for node in due if node in carried)
         self.due += len(due)
-        self.included += sum(1 for node in due if node in carried)
+        self.included += included
+        self.blocks.append((block.slot, len(due), included))
         self._forget_before(block.slot - KEEP_SLOTS)
 
     def _forget_before(self, slot: int) -> None:

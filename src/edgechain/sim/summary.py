@@ -1,4 +1,5 @@
-"""A simulation's result: the summary, the per-slot records and the role table."""
+"""A simulation's result: the summary, the per-slot records and the role table
+(producer, committee member and cluster representative counts per node, paper Fig. 7)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.model import ChainParams, SkipBlock
+from edgechain.cluster.kmeans import compute_clusters
+from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.state import get_roles, get_slot_start_ms
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.sim.archive import get_chain_from
-from edgechain.types import BlockHash, Slot
+from edgechain.types import BlockHash, NodeId, Slot
 
 if TYPE_CHECKING:
     from edgechain.sim.runner import SimNode, Simulation
@@ -57,18 +60,42 @@ def get_finality_summary(sim: Simulation, honest: list[SimNode]) -> dict[str, An
     }
 
 
-def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult:
-    """The run's summary, one record per slot on the heaviest honest chain, and the
-    role counts."""
-    honest = sim._honest_up()
-    heads = {n.engine.head for n in honest}
-    reference = max(
-        honest,
+def get_reference_node(sim: Simulation) -> SimNode:
+    """The honest node (up) whose head has the most weight (lowest index on ties): its
+    chain is the run's canonical chain."""
+    return max(
+        sim._honest_up(),
         key=lambda n: (
             n.engine.fork.get_weight(n.engine.head) if n.engine.fork and n.engine.head else 0,
             -n.index,
         ),
     )
+
+
+def get_reference_chain(sim: Simulation) -> list[BlockHash]:
+    """The canonical chain's blocks, genesis side first (``get_reference_node``'s head;
+    the run's records hold the blocks the nodes pruned)."""
+    return get_chain_from(sim.blocks, get_reference_node(sim).engine.head)
+
+
+def get_representatives(sim: Simulation, params: ChainParams, parent: BlockState) -> list[NodeId]:
+    """The cluster representatives of the slot after ``parent`` (paper §3.2, Fig. 7):
+    its members report through them (``ReportRelay.get_clustering``, same memo key)."""
+    clustering = sim.memo.get(
+        ("clusters", parent.block_hash),
+        lambda: compute_clusters(
+            parent.validators.get_node_ids(), parent.seed, params.nodes_per_cluster
+        ),
+    )
+    return list(clustering.representatives)
+
+
+def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult:
+    """The run's summary, one record per slot on the heaviest honest chain, and the
+    role counts (producer, committee member, cluster representative)."""
+    honest = sim._honest_up()
+    heads = {n.engine.head for n in honest}
+    reference = get_reference_node(sim)
     # Nodes prune their memory below finality: the run's own records (every block
     # accepted, the auditor's states) hold the whole chain.
     states = sim.auditor.states if sim.auditor is not None else reference.engine.states
@@ -88,6 +115,8 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
             role_counts[compute_node_id(roles.producer).hex()[:16]]["producer"] += 1
             for pk in roles.committee:
                 role_counts[compute_node_id(pk).hex()[:16]]["committee"] += 1
+            for node_id in get_representatives(sim, params, parent_state):
+                role_counts[node_id.hex()[:16]]["representative"] += 1
         if block_hash is None:
             records.append(dataclasses.asdict(SlotRecord(slot, producer_index, "none", 0, None)))
             continue

@@ -1,0 +1,159 @@
+"""``edgechain experiment paper``: the paper's §4 evaluation (Figs. 7-12, Table 3)
+reproduced with this system (``lab/paper/``). Only the simulated form (``--sim``) is
+built: the figures come from a simulated network, the worst case from the planner
+model, and Table 3 from a ``benchmarks/migration.py --json`` file when given."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgechain.cli.common import EXIT_USAGE, CliError
+
+MIN_NODES = 4
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    experiment = sub.add_parser(
+        "experiment", help="reproduce the paper's evaluation figures (edgechain experiment paper)"
+    )
+    kinds = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    paper = kinds.add_parser(
+        "paper",
+        help="the paper's §4 figures (7-12) and Table 3, in simulation (--sim)",
+        description="Run a simulated network and the planners' worst case, and write "
+        "into the run directory report.md (each number beside the paper's), result.json "
+        "(every number the figures are drawn from) and the figures as PNG. Table 3 / "
+        "Fig. 10 come from --migration-json (benchmarks/migration.py --json); no "
+        "migration is run here.",
+    )
+    add = paper.add_argument
+    add("--sim", action="store_true", help="simulate the network (required: the only form built)")
+    add("--nodes", type=int, default=100, help="simulated nodes (default 100)")
+    add("--apps", type=int, default=200, help="apps the simulated admin submits (default 200)")
+    add("--slots", type=int, default=60, help="slots to simulate (default 60)")
+    add("--slot-duration", type=float, default=2.0, metavar="SECONDS", help="default 2")
+    add("--committee", type=int, default=32, help="committee size (default 32)")
+    add("--seed", type=int, default=1, help="same seed, same figures and numbers (default 1)")
+    add("--runtime", choices=("process", "container"), default="process",
+        help="the app runtime whose migration times Table 3 shows (default process)")  # fmt: skip
+    add("--out", type=Path, default=None, metavar="DIR",
+        help="run directory (default: runs/paper-<time>); must be new or empty")  # fmt: skip
+    add("--migration-json", type=Path, action="append", default=[], metavar="FILE",
+        help="benchmarks/migration.py --json output; repeat for more state sizes")  # fmt: skip
+    add("--preset-genesis", action="store_true",
+        help="start from a genesis holding every node (skip the join phase)")  # fmt: skip
+    add("--worst-nodes", type=int, default=None, help="worst-case nodes (default --nodes)")
+    add("--worst-apps", type=int, default=None,
+        help="worst-case apps, all on one node (default two per worst-case node)")  # fmt: skip
+    add("--worst-slots", type=int, default=None,
+        help="worst-case slots (default 60 up to 100 nodes, else 80)")  # fmt: skip
+    add("--max-wall", type=float, default=None, metavar="SECONDS",
+        help="stop simulating after this much wall time (the figures cover what ran)")  # fmt: skip
+    add("--quiet", action="store_true", help="no progress on stderr")
+    paper.set_defaults(func=cmd_paper)
+
+
+def check_args(args: Any) -> None:
+    if not args.sim:
+        raise CliError(
+            "only the simulated form is built yet: add --sim (a live testnet run of the "
+            "paper's figures is not implemented)",
+            EXIT_USAGE,
+        )
+    if args.nodes < MIN_NODES or args.committee < 1 or args.committee >= args.nodes:
+        raise CliError(f"need --nodes >= {MIN_NODES} and 1 <= --committee < --nodes", EXIT_USAGE)
+    if args.apps < 1 or args.slots < 2 or args.slot_duration <= 0:
+        raise CliError("need --apps >= 1, --slots >= 2 and --slot-duration > 0", EXIT_USAGE)
+    for value, name in ((args.worst_nodes, "--worst-nodes"), (args.worst_apps, "--worst-apps"),
+                        (args.worst_slots, "--worst-slots")):  # fmt: skip
+        if value is not None and value < 1:
+            raise CliError(f"{name} must be at least 1", EXIT_USAGE)
+    for path in args.migration_json:
+        if not path.is_file():
+            raise CliError(f"--migration-json {path}: no such file", EXIT_USAGE)
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        raise CliError(f"run directory {args.out} is not empty", EXIT_USAGE)
+
+
+def get_command_line(args: Any, out: Path) -> str:
+    """The command as parsed (every option spelled out), for the report."""
+    words = ["edgechain", "experiment", "paper", "--sim"]
+    for option, value in (
+        ("--nodes", args.nodes), ("--committee", args.committee), ("--slots", args.slots),
+        ("--slot-duration", f"{args.slot_duration:g}"), ("--apps", args.apps),
+        ("--seed", args.seed), ("--runtime", args.runtime),
+        ("--worst-nodes", args.worst_nodes), ("--worst-apps", args.worst_apps),
+        ("--worst-slots", args.worst_slots), ("--max-wall", args.max_wall),
+    ):  # fmt: skip
+        if value is not None:
+            words += [option, str(value)]
+    if args.preset_genesis:
+        words.append("--preset-genesis")
+    for path in args.migration_json:
+        words += ["--migration-json", str(path)]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def cmd_paper(args: Any) -> int:
+    from edgechain.cli.simulate import ProgressBar
+    from edgechain.lab.paper.migration_table import MigrationJsonError
+    from edgechain.lab.paper.run import PaperConfig, run_paper
+
+    check_args(args)
+    out = args.out or Path("runs") / time.strftime("paper-%Y%m%d-%H%M%S")
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    config = PaperConfig(
+        out=out,
+        nodes=args.nodes,
+        apps=args.apps,
+        slots=args.slots,
+        slot_duration_s=args.slot_duration,
+        committee=args.committee,
+        seed=args.seed,
+        runtime=args.runtime,
+        preset_genesis=args.preset_genesis,
+        worst_nodes=args.worst_nodes,
+        worst_apps=args.worst_apps,
+        worst_slots=args.worst_slots,
+        migration_json=tuple(args.migration_json),
+        max_wall_s=args.max_wall,
+        command=get_command_line(args, out),
+    )
+    progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
+    try:
+        result = run_paper(config, progress=progress, log=log)
+    except MigrationJsonError as exc:
+        raise CliError(f"--migration-json: {exc}", EXIT_USAGE) from None
+    print(format_summary(result, out))
+    return 1 if result["sim"]["summary"]["violations"] else 0
+
+
+def format_summary(result: dict[str, Any], out: Path) -> str:
+    summary = result["sim"]["summary"]
+    prod = summary["report_to_producer_ms"]
+    worst = result["worst_case"]
+    lines = [
+        f"run directory   {out}",
+        f"blocks          {summary['blocks']} (skip {summary['skip_blocks']}, "
+        f"empty {summary['empty_slots']}) in {result['config']['slots_run']} slots",
+        f"reports         {summary['report_inclusion']} included; to producer "
+        f"p50 {prod['p50']} ms, p99 {prod['p99']} ms",
+    ]
+    for name, run in worst["planners"].items():
+        lines.append(
+            f"worst case      {name}: max/mean <= {worst['balanced_ratio']} at slot "
+            f"{run['slots_to_balance']}, {run['migrations']} migrations"
+        )
+    lines.append(f"figures         {', '.join(result['figures'].values())}")
+    lines.append(f"violations      {len(summary['violations']) or 'none'}")
+    return "\n".join(lines)
