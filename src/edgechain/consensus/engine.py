@@ -515,7 +515,8 @@ class ConsensusEngine:
 
     def _on_head_changed(self, now: int, out: Output) -> None:
         """After the head moved: drop what the head chain carries, hand report pools to
-        the producers the new head elects, maybe report (or fall back)."""
+        the producers the new head elects, maybe report (or fall back), forward the
+        clusters now complete."""
         state = self.get_head_state()
         params = self.params
         assert state is not None and params is not None
@@ -530,6 +531,11 @@ class ConsensusEngine:
             # (acceptance.py), so only an advance leaves orphans to drop.
             self.sync.drop_orphans_upto(self.pruner.finalized_slot)
         self.reports.maybe_send_report(get_current_slot(params, now), now, out)
+        # A representative that got its members' reports before the block they were
+        # made on counted its cluster on the older head; on the new one it may be
+        # complete now. Without this the batch waited for the next tick, often the
+        # forward time (a 14 s tail at 16 s slots, 1000 simulated nodes).
+        self.reports.maybe_forward_reports(now, out)
 
     def _get_committee_ids(
         self, parent: BlockState, slot: Slot, roles: Roles

@@ -281,16 +281,17 @@ class ReportRelay:
             # Complete once every member due to report for this slot has: a member
             # reports every ``report_interval_slots`` slots at its own phase, so
             # waiting for the whole cluster held every batch until the forward time.
-            due = (
-                get_due_count(
-                    self.get_clustering(head).get_members(ctx.node_id),
-                    slot,
-                    ctx.config.report_interval_slots,
-                )
-                if ctx.node_id in head.validators
-                else 0
-            )
-            complete = len(buffered) >= due > 0
+            # A node that is no representative on its head is only passing on reports
+            # sent to it on another head (a member or a representative a block ahead
+            # or behind): there is no cluster to wait for, and waiting held them until
+            # the forward time (most of the 1 % tail at 16 s slots, 200 nodes).
+            clustering = self.get_clustering(head)
+            if ctx.node_id in head.validators and clustering.is_representative(ctx.node_id):
+                members = clustering.get_members(ctx.node_id)
+                due = get_due_count(members, slot, ctx.config.report_interval_slots)
+                complete = len(buffered) >= due > 0
+            else:
+                complete = True
             if not complete and now < get_forward_time(params, slot) and slot not in self.forwarded:
                 continue
             roles = get_roles(ctx.memo, head, Slot(slot), params.committee_size)
