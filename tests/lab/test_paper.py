@@ -62,7 +62,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "run"
     argv = ["experiment", "paper", "--sim", "--nodes", str(NODES), "--committee",
             str(COMMITTEE), "--apps", str(APPS), "--slots", str(SLOTS), "--seed", "3",
-            "--migration-json", str(migration), "--out", str(out), "--quiet"]  # fmt: skip
+            "--migration-json", str(migration), "--out", str(out), "--quiet",
+            "--worst-sim-nodes", "12", "--worst-sim-slots", "24"]  # fmt: skip
     assert main(argv) == 0
     return out
 
@@ -110,6 +111,21 @@ def test_report_numbers_are_those_of_result_json(run_dir: Path, result: dict[str
         assert row[1:3] == [str(run["slots_to_balance"]), str(run["migrations"])]
     ours = result["worst_case"]["planners"]["edgechain"]
     assert f"our planner {ours['slots_to_balance']} slots" in report
+    simulated = result["worst_case"]["simulated"]
+    row = get_table_row(report, "edgechain, simulated network (12 nodes, 24 apps)")
+    assert row[1:3] == [str(simulated["slots_to_balance"]), str(simulated["migrations"])]
+
+
+def test_the_simulated_worst_case_starts_on_one_node_and_spreads(result: dict[str, Any]) -> None:
+    """The worst case on the simulated network: every app on the first node when the
+    admin undrains the others (max/mean = the node count), spread by the chain's planner
+    to max/mean <= 1.25, one copy of each app throughout."""
+    simulated = result["worst_case"]["simulated"]
+    ratios = {int(k): v for k, v in simulated["max_over_mean_by_slot"].items()}
+    assert ratios[simulated["undrain_at"]] == 12.0
+    assert simulated["slots_to_balance"] is not None, ratios
+    assert simulated["migrations"] >= 12 and simulated["max_copies_seen"] == 1
+    assert simulated["violations"] == []
 
 
 def test_the_figures_data_agree_with_the_simulation(result: dict[str, Any]) -> None:

@@ -425,6 +425,8 @@ class PlanCheck:
         self.quiet = (case.quiet & frozenset(self.infos)) - case.down
         self.available = frozenset(self.infos) - case.down - self.draining - self.quiet
         self.load = dict.fromkeys(case.down, 0) | dict(self.model.node_load)
+        self.replica_destinations: list[NodeId] = []
+        """Replica nodes this plan named so far (``assign_replicas`` counts them)."""
         self.groups = groups_by_node(case.registry)
 
     # --- helpers ---------------------------------------------------------------------
@@ -633,15 +635,22 @@ class PlanCheck:
         assert record.state is AppState.RUNNING
         assert record.spec.stateful and record.spec.replica_interval_slots > 0
         assert entry.origin == node, "a REPLICA names the app's own node as origin"
+        held = Counter(
+            r.replica_node for r in self.case.registry.records if r.replica_node is not None
+        )
+        held.update(self.replica_destinations)
         candidates = [
-            (self.load[n], n)
+            (held[n], self.load[n], n)
             for n in self.available
             if n != node and is_replica_node_allowed(record.spec, self.infos[n])
         ]
         assert candidates, "a replica node the app's labels allow"
-        assert (self.load[entry.destination], entry.destination) == min(candidates), (
-            "the least-loaded node the app's labels allow, not its own"
+        dest = entry.destination
+        assert (held[dest], self.load[dest], dest) == min(candidates), (
+            "of the nodes the app's labels allow, not its own: the fewest replicas held "
+            "(this plan's counted), then the least loaded"
         )
+        self.replica_destinations.append(dest)
         old = record.replica_node
         assert (
             old is None

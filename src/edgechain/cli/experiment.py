@@ -52,6 +52,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="worst-case apps, all on one node (default two per worst-case node)")  # fmt: skip
     add("--worst-slots", type=int, default=None,
         help="worst-case slots (default 60 up to 100 nodes, else 80)")  # fmt: skip
+    add("--worst-sim-nodes", type=int, default=100,
+        help="the worst case again on the simulated network: nodes (two apps each; "
+             "default 100)")  # fmt: skip
+    add("--worst-sim-slots", type=int, default=40,
+        help="its slots (default 40; 0: not run)")  # fmt: skip
     add("--max-wall", type=float, default=None, metavar="SECONDS",
         help="stop simulating after this much wall time (the figures cover what ran)")  # fmt: skip
     add("--quiet", action="store_true", help="no progress on stderr")
@@ -73,6 +78,10 @@ def check_args(args: Any) -> None:
                         (args.worst_slots, "--worst-slots")):  # fmt: skip
         if value is not None and value < 1:
             raise CliError(f"{name} must be at least 1", EXIT_USAGE)
+    if args.worst_sim_slots < 0 or (args.worst_sim_slots and args.worst_sim_nodes < MIN_NODES):
+        raise CliError(
+            f"need --worst-sim-slots >= 0 and --worst-sim-nodes >= {MIN_NODES}", EXIT_USAGE
+        )
     for path in args.migration_json:
         if not path.is_file():
             raise CliError(f"--migration-json {path}: no such file", EXIT_USAGE)
@@ -88,7 +97,8 @@ def get_command_line(args: Any, out: Path) -> str:
         ("--slot-duration", f"{args.slot_duration:g}"), ("--apps", args.apps),
         ("--seed", args.seed), ("--runtime", args.runtime),
         ("--worst-nodes", args.worst_nodes), ("--worst-apps", args.worst_apps),
-        ("--worst-slots", args.worst_slots), ("--max-wall", args.max_wall),
+        ("--worst-slots", args.worst_slots), ("--worst-sim-nodes", args.worst_sim_nodes),
+        ("--worst-sim-slots", args.worst_sim_slots), ("--max-wall", args.max_wall),
     ):  # fmt: skip
         if value is not None:
             words += [option, str(value)]
@@ -125,6 +135,8 @@ def cmd_paper(args: Any) -> int:
         worst_nodes=args.worst_nodes,
         worst_apps=args.worst_apps,
         worst_slots=args.worst_slots,
+        worst_sim_nodes=args.worst_sim_nodes,
+        worst_sim_slots=args.worst_sim_slots,
         migration_json=tuple(args.migration_json),
         max_wall_s=args.max_wall,
         command=get_command_line(args, out),

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgechain.sim.app_load import LOAD_REQUEST, LOADS, TRANSFER_FIXED, TRANSFERS
+from edgechain.sim.apps import AppModelConfig
 from edgechain.sim.runner import SCENARIOS, SimConfig, SimResult, Simulation
 
 
@@ -100,6 +102,12 @@ def format_summary(result: SimResult) -> str:
             f"  apps            {apps['submitted']} submitted, max copies {copies}, "
             f"{apps['recovered']} recovered (worst {worst} slots), {apps['unrecovered']} not"
         )
+        case = apps.get("worst_case")
+        if case is not None:
+            lines.append(
+                f"  worst case      undrain from slot {case['undrain_at']}, max/mean <= 1.25 "
+                f"after {case['slots_to_balance']} slots, {case['migrations']} migrations"
+            )
     if s["violations"]:
         lines.append(f"  VIOLATIONS ({len(s['violations'])}):")
         lines += [f"    - {v}" for v in s["violations"][:20]]
@@ -122,6 +130,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         preset_genesis=args.preset_genesis,
         apps=args.apps,
+        app_model=AppModelConfig(
+            load=args.app_load, transfer=args.app_transfer, worst_case=args.worst_case
+        ),
     )
     progress = ProgressBar("simulate", enabled=sys.stderr.isatty() and not args.quiet)
     result = Simulation(config, progress=progress).run(max_wall_seconds=args.max_wall)
@@ -162,6 +173,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--seed", type=int, default=1, help="same seed, same run (default 1)")
     sim.add_argument("--faults", choices=SCENARIOS, default="none", help="fault scenario")
     sim.add_argument("--apps", type=int, default=0, help="apps to submit and audit (exactly once)")
+    sim.add_argument(
+        "--app-load",
+        choices=LOADS,
+        default=LOAD_REQUEST,
+        help="request: each app uses its CPU request; mixed: steady 1.1-7.9 %% demands; "
+        "varying: those demands steady, diurnal or bursty (sim/app_load.py)",
+    )
+    sim.add_argument(
+        "--app-transfer",
+        choices=TRANSFERS,
+        default=TRANSFER_FIXED,
+        help="fixed: 1 s a migration; modelled: pre-copy and frozen times from the app's "
+        "state size, fitted to docs/results/migration.md",
+    )
+    sim.add_argument(
+        "--worst-case",
+        action="store_true",
+        help="the paper's worst case: every app starts on the first node (the others "
+        "drained), then the others are undrained",
+    )
     sim.add_argument("--json", metavar="FILE", help="also write the result here")
     sim.add_argument("--no-reports", action="store_true", help="nodes send no resource reports")
     sim.add_argument("--no-trace", action="store_true", help="skip the network trace digest")

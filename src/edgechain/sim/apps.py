@@ -57,24 +57,30 @@ from edgechain.runtime.lifecycle import (
 )
 from edgechain.sim.app_admin import Admin, make_app_spec
 from edgechain.sim.app_audit import AppAuditor, get_reverted
+from edgechain.sim.app_handover import HandoverRunner
+from edgechain.sim.app_load import (
+    LOAD_REQUEST,
+    TRANSFER_FIXED,
+    TransferCost,
+    compute_node_usage,
+    get_demand_bp,
+    make_mixed_spec,
+    summarize_costs,
+)
 from edgechain.sim.app_node import (
     Copy,
     Handover,
     NodeApps,
-    get_head_record,
     get_start_reason,
     is_head_down,
-    is_planned,
 )
+from edgechain.sim.app_worst_case import WorstCase
 from edgechain.sim.archive import RunArchive
 from edgechain.sim.clock import MILLISECOND
 from edgechain.types import AppId, BlockHash
 
 if TYPE_CHECKING:
     from edgechain.sim.runner import SimNode, Simulation
-
-MIGRATE_RETRY_MS = (500, 1_000, 2_000, 4_000)
-"""``runtime/manager.py``'s MIGRATE_RETRY_S: backoff between offers; the last repeats."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,15 @@ class AppModelConfig:
     stateful_every: int = 3
     """Every this many apps is stateful with replicas every ``replica_interval_slots``."""
     replica_interval_slots: int = 4
+    load: str = LOAD_REQUEST
+    """``request``: each copy reports its spec's request; ``mixed``: steady demands of
+    mixed sizes; ``varying``: with load profiles (``sim/app_load.py``)."""
+    transfer: str = TRANSFER_FIXED
+    """``fixed``: every handover takes ``transfer_ms``, frozen; ``modelled``: pre-copy
+    and frozen segments from the app's state size (``sim/app_load.py``)."""
+    worst_case: bool = False
+    """Every app starts on the first node, then the others are undrained
+    (``sim/app_worst_case.py``, paper §4.2)."""
 
 
 class AppLayer:
@@ -110,10 +125,13 @@ class AppLayer:
         self.config = config
         self.down_after = params.down_after_slots
         self.nodes = [NodeApps(n.index, n.ident.node) for n in sim.nodes]
-        self.to_submit = [
-            make_app_spec(i, config.stateful_every, config.replica_interval_slots)
-            for i in range(count)
-        ]
+        self.to_submit = [self._make_spec(i) for i in range(count)]
+        self.app_index: dict[AppId, int] = {}
+        """Each submitted app's index (its load profile and state size)."""
+        self.worst_case = WorstCase() if config.worst_case else None
+        self.handover_runner = HandoverRunner(self)
+        self.costs: list[TransferCost] = []
+        """The modelled cost of every completed handover (``transfer="modelled"``)."""
         self.admin = Admin(sim, params.chain_id)
         self.auditor = AppAuditor(sim, params, self.nodes)
         self.starts = 0
@@ -128,28 +146,46 @@ class AppLayer:
     def start(self) -> None:
         for apps in self.nodes:
             # Each node reconciles at its own phase of the period.
-            apps.next_reconcile_ms = self._now() + apps.index * self.config.sample_ms % max(
+            apps.next_reconcile_ms = self.get_now_ms() + apps.index * self.config.sample_ms % max(
                 1, self.config.reconcile_ms
             )
-        self._schedule(self._now())
+        self._schedule(self.get_now_ms())
 
-    def _now(self) -> int:
+    def get_now_ms(self) -> int:
         return self.sim.clock.now // MILLISECOND
 
     def _schedule(self, at_ms: int) -> None:
         self.sim.clock.schedule(at_ms * MILLISECOND, self._tick)
 
+    def _make_spec(self, index: int) -> AppSpec:
+        config = self.config
+        if config.load != LOAD_REQUEST:
+            stateful = config.stateful_every > 0 and index % config.stateful_every == 0
+            return make_mixed_spec(index, stateful, config.replica_interval_slots)
+        return make_app_spec(index, config.stateful_every, config.replica_interval_slots)
+
+    def get_demand(self, apps: NodeApps, app: AppId, now: int) -> int:
+        """CPU ``app`` uses on ``apps``'s node now (``sim/app_load.get_demand_bp``)."""
+        spec = apps.copies[app].spec
+        index = self.app_index.get(app)
+        return get_demand_bp(app, spec, index, now, self.params.slot_duration_ms, self.config.load)
+
     def _tick(self) -> None:
-        now = self._now()
-        if self.to_submit and get_current_slot(self.params, now) >= self.config.submit_slot:
+        now = self.get_now_ms()
+        slot = get_current_slot(self.params, now)
+        due = self.to_submit and slot >= self.config.submit_slot
+        # Short-circuit: the worst case drains (may_submit) only while apps wait.
+        if due and (self.worst_case is None or self.worst_case.may_submit(self, now)):
             self._submit_pending(now)
+        if self.worst_case is not None:
+            self.worst_case.on_tick(self, now, slot)
         for apps in self.nodes:
             node = self.sim.nodes[apps.index]
             if not node.up:
                 continue
             self._renew_lease(node, apps, now)
             self._report_usage(node, apps, now)
-            self._run_handovers(node, apps, now)
+            self.handover_runner.run(node, apps, now)
             head = node.engine.head
             if head != apps.head:
                 if apps.head is not None and not is_on_head_chain(node.engine, apps.head):
@@ -162,7 +198,7 @@ class AppLayer:
                 apps.next_reconcile_ms = now + self.config.reconcile_ms
                 self._reconcile(node, apps, now)
         for apps in self.nodes:
-            self._poll_watchdog(apps, now)
+            self.poll_watchdog(apps, now)
         self.auditor.sample(now)
         self._schedule(now + self.config.sample_ms)
 
@@ -171,8 +207,10 @@ class AppLayer:
     def _submit_pending(self, now: int) -> None:
         node = next((n for n in self.sim.nodes if n.up and n.honest), None)
         while node is not None and self.to_submit:
-            if self.submit(node, CommandKind.SUBMIT, now, spec=self.to_submit[0]) is None:
+            app = self.submit(node, CommandKind.SUBMIT, now, spec=self.to_submit[0])
+            if app is None:
                 return  # no chain yet: next tick
+            self.app_index[app] = len(self.app_index)
             self.to_submit.pop(0)
 
     def submit(
@@ -196,17 +234,17 @@ class AppLayer:
 
     def on_partition(self) -> None:
         """The network splits: no liveness check until it heals."""
-        self.auditor.note_fault(self._now(), [], lasting=True)
+        self.auditor.note_fault(self.get_now_ms(), [], lasting=True)
 
     def on_heal(self) -> None:
-        self.auditor.end_fault(self._now())
+        self.auditor.end_fault(self.get_now_ms())
 
     def on_pause(self, node: SimNode) -> None:
         """SIGSTOP: its copies run on until its watchdog freezes them. Its apps must
         run exactly once again, elsewhere, within K + 3 slots, pause or not."""
         apps = self.nodes[node.index]
         affected = sorted(a for a in apps.copies if apps.is_live_copy(a))
-        self.auditor.note_fault(self._now(), affected)
+        self.auditor.note_fault(self.get_now_ms(), affected)
 
     def on_crash(self, node: SimNode) -> None:
         """kill -9: the apps die with the node, and everything it held in memory."""
@@ -220,7 +258,7 @@ class AppLayer:
 
     def on_start(self, node: SimNode) -> None:
         """The node runs again (restart or resume): it reconciles at its next tick."""
-        now = self._now()
+        now = self.get_now_ms()
         self.nodes[node.index].next_reconcile_ms = now
         self.auditor.note_event(now)
 
@@ -231,10 +269,14 @@ class AppLayer:
         copies it runs, each at its spec's request (the planner's hint, so loads are as
         without a measurement). The planner moves an app again only once its node has
         listed it (``orchestrator/load.compute_confirmed_apps``)."""
+        live = [(app, copy) for app, copy in sorted(apps.copies.items()) if apps.is_live_copy(app)]
+        if self.config.load != LOAD_REQUEST:
+            demands = [(app, self.get_demand(apps, app, now), c.spec.ram_bp) for app, c in live]
+            node.engine.set_local_usage(compute_node_usage(demands, now))
+            return
         usages = tuple(
             AppUsage(app, get_cpu_request_bp(copy.spec), copy.spec.ram_bp, 0, 0, now)
-            for app, copy in sorted(apps.copies.items())
-            if apps.is_live_copy(app)
+            for app, copy in live
         )
         cpu = sum(u.cpu_bp for u in usages)
         ram = sum(u.ram_bp for u in usages)
@@ -261,7 +303,7 @@ class AppLayer:
         placed = {r.app for r in get_apps_on_node(state.registry, apps.node_id)}
         apps.lease_apps = frozenset(placed | set(apps.outgoing))
 
-    def _poll_watchdog(self, apps: NodeApps, now: int) -> None:
+    def poll_watchdog(self, apps: NodeApps, now: int) -> None:
         """``runtime/watchdog.py``: lease expired, freeze every running copy; valid,
         thaw the frozen copies the lease lists."""
         if not self.config.fencing:
@@ -309,9 +351,9 @@ class AppLayer:
             if action is None or not self._is_allowed(engine, apps, action, app, record):
                 continue
             self._carry_out(apps, action, app, record, engine)
-        self._poll_watchdog(apps, now)
+        self.poll_watchdog(apps, now)
 
-    def _archive(self, engine: ConsensusEngine) -> RunArchive:
+    def get_archive(self, engine: ConsensusEngine) -> RunArchive:
         """The node's store of its chain below memory (``sim/archive.py``)."""
         return RunArchive(self.sim.blocks, engine)
 
@@ -326,8 +368,10 @@ class AppLayer:
         if action is Action.START:
             return (
                 record is not None
-                and self._now() >= apps.settle_until_ms
-                and get_start_reason(engine, apps, record, self.down_after, self._archive(engine))
+                and self.get_now_ms() >= apps.settle_until_ms
+                and get_start_reason(
+                    engine, apps, record, self.down_after, self.get_archive(engine)
+                )
                 is not None
             )
         if action is Action.STOP_STALE:
@@ -344,7 +388,7 @@ class AppLayer:
     ) -> None:
         copy = apps.copies.get(app)
         if action is Action.START and record is not None:
-            found = find_placing_entry(engine, record, self._archive(engine))
+            found = find_placing_entry(engine, record, self.get_archive(engine))
             placed_by = found[0] if found is not None else None
             apps.copies[app] = Copy(record.spec, record.version)
             self.starts += 1
@@ -371,7 +415,7 @@ class AppLayer:
             return False
         if record.app in apps.outgoing:
             return True
-        found = find_placing_entry(node.engine, record, self._archive(node.engine))
+        found = find_placing_entry(node.engine, record, self.get_archive(node.engine))
         if found is None:
             return False
         block_hash, entry = found
@@ -384,113 +428,10 @@ class AppLayer:
         apps.outgoing[record.app] = Handover(block_hash, entry, next_try_ms=now)
         return True
 
-    def _run_handovers(self, node: SimNode, apps: NodeApps, now: int) -> None:
-        for app in sorted(apps.outgoing):
-            handover = apps.outgoing[app]
-            if handover.in_flight or now < handover.next_try_ms:
-                continue
-            self._try_handover(node, apps, handover, now)
-
-    def _try_handover(self, node: SimNode, apps: NodeApps, handover: Handover, now: int) -> None:
-        entry = handover.entry
-        engine = node.engine
-        record = get_head_record(engine, entry.app)
-        if (
-            record is None
-            or record.node != entry.destination
-            or not is_on_head_chain(engine, handover.block_hash, self._archive(engine))
-            or is_head_down(engine, entry.destination, self.down_after)
-        ):
-            del apps.outgoing[entry.app]  # abandoned: reconcile decides what our copy is
-            return
-        copy = apps.copies.get(entry.app)
-        if copy is None:
-            del apps.outgoing[entry.app]  # "migration skipped": nothing held here to send
-            return
-        # A held copy that is not running (handed over on a branch a reorg reverted, or
-        # stopped stale) is sent as its state stands, as TransferClient.migrate does: the
-        # destination waits for it, and nothing else would ever start the app there.
-        target = self.sim.by_id[entry.destination]
-        dest = self.nodes[target.index]
-        if not self._can_talk(node, target):
-            self._retry(handover, now)
-            return
-        if dest.is_live_copy(entry.app):
-            self._finish_handover(apps, dest, handover, copy.spec)  # re-sent: acknowledged
-            return
-        dest_record = get_head_record(target.engine, entry.app)
-        if (
-            not is_planned(target.engine, handover.block_hash, entry, self._archive(target.engine))
-            or dest_record is None
-            or dest_record.spec != record.spec
-        ):
-            self._retry(handover, now)  # the destination refuses the offer (for now)
-            return
-        handover.in_flight = True
-        copy.saving = True
-        dest.arriving.add(entry.app)
-        self.sim.clock.call_later(
-            self.config.transfer_ms * MILLISECOND,
-            lambda: self._complete_transfer(node, target, handover, copy.spec),
-        )
-
-    def _complete_transfer(
-        self, origin: SimNode, target: SimNode, handover: Handover, spec: AppSpec
-    ) -> None:
-        apps, dest = self.nodes[origin.index], self.nodes[target.index]
-        app = handover.entry.app
-        dest.arriving.discard(app)
-        handover.in_flight = False
-        if apps.outgoing.get(app) is not handover:
-            return  # the origin crashed meanwhile: the stream broke
-        if not target.up or not self._can_talk(origin, target):
-            self.handover_failures += 1
-            copy = apps.copies.get(app)
-            if copy is not None:
-                # A failure resumes the app at the origin while its lease holds, else
-                # stops it, state kept (TransferClient.migrate's may_resume).
-                copy.saving = False
-                copy.running = self._now() <= apps.lease_until_ms
-            self._retry(handover, self._now())
-            return
-        self._finish_handover(apps, dest, handover, spec)
-
-    def _finish_handover(
-        self, apps: NodeApps, dest: NodeApps, handover: Handover, spec: AppSpec
-    ) -> None:
-        """The destination runs the app (restored, started, acknowledged), then the
-        origin ends its copy and keeps its state (``ProcessRuntime.retire``)."""
-        app = handover.entry.app
-        kept = apps.copies.get(app)
-        if kept is not None:
-            kept.running = kept.frozen = kept.saving = False
-        if not dest.is_live_copy(app):
-            dest.copies[app] = Copy(spec, None)
-            self.started_by.append((handover.block_hash, app))
-        dest.ledger.add((handover.block_hash, app))
-        apps.handed.add((handover.block_hash, app))
-        del apps.outgoing[app]
-        self.handovers += 1
-        self._poll_watchdog(dest, self._now())
-
-    def _retry(self, handover: Handover, now: int) -> None:
-        delay = MIGRATE_RETRY_MS[min(handover.attempt, len(MIGRATE_RETRY_MS) - 1)]
-        handover.attempt += 1
-        handover.next_try_ms = now + delay
-
-    def _can_talk(self, a: SimNode, b: SimNode) -> bool:
-        net = self.sim.net
-        return (
-            a.up
-            and b.up
-            and net.can_reach(a.ident.node, b.ident.node)
-            and net.can_reach(b.ident.node, a.ident.node)
-        )
-
     # --- results ----------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "submitted": len(self.admin.submitted),
             "starts": self.starts,
             "stale_stops": self.stale_stops,
@@ -499,3 +440,8 @@ class AppLayer:
             **get_reverted(self.sim, set(self.started_by)),
             **self.auditor.summary(),
         }
+        if self.costs:
+            out["migration_costs_ms"] = summarize_costs(self.costs)
+        if self.worst_case is not None:
+            out["worst_case"] = self.worst_case.summary(self.handovers)
+        return out

@@ -130,6 +130,24 @@ def plot_worst_case(worst: Mapping[str, Any], path: Path) -> None:
         loads = run["max_load_pct_by_slot"]
         bottom.plot(range(len(loads)), loads, color=colour,
                     label=f"most loaded node, {PLANNER_LABELS.get(planner, planner)}")  # fmt: skip
+    simulated = worst.get("simulated")
+    if simulated and simulated.get("undrain_at") is not None:
+        # Slot 0 here: the admin's undrain (every app ran on the first node).
+        start = simulated["undrain_at"]
+        points = sorted(
+            (int(slot) - start, ratio)
+            for slot, ratio in simulated["max_over_mean_by_slot"].items()
+            if int(slot) >= start
+        )
+        balanced = simulated["slots_to_balance"]
+        label = (
+            f"our planner, simulated network ({simulated['nodes']} nodes, {simulated['apps']} "
+            "apps, real engines): "
+            + (f"<= {bar} at slot {balanced}" if balanced is not None else f"never <= {bar}")
+            + f", {simulated['migrations']} migrations"
+        )
+        top.plot([p[0] for p in points], [p[1] for p in points], color="tab:purple",
+                 linestyle="-.", label=label)  # fmt: skip
     top.axhline(bar, color="tab:green", linestyle="--", label=f"max/mean = {bar}")
     top.set_yscale("log")
     top.set_ylim(bottom=1)

@@ -19,7 +19,9 @@ from typing import Any
 from edgechain.lab.paper.migration_table import read_migration_files
 from edgechain.lab.paper.report import write_report
 from edgechain.lab.paper.sim_data import get_sim_data
-from edgechain.lab.paper.worst_case import make_config, run_worst_case
+from edgechain.lab.paper.worst_case import WorstCaseConfig, make_config, run_worst_case
+from edgechain.sim.app_load import LOAD_MIXED, TRANSFER_MODELLED
+from edgechain.sim.apps import AppModelConfig
 from edgechain.sim.runner import SimConfig, Simulation
 
 Progress = Callable[[int, int], None]
@@ -55,6 +57,11 @@ class PaperConfig:
     worst_apps: int | None = None
     """Default: two per worst-case node (``worst_case.get_default_apps``)."""
     worst_slots: int | None = None
+    worst_sim_nodes: int = 100
+    """Nodes of that run (two apps each)."""
+    worst_sim_slots: int = 40
+    """Slots of the worst case run again on the simulated network with our planner
+    (``sim/app_worst_case.py``; 0: not run)."""
     migration_json: tuple[Path, ...] = ()
     max_wall_s: float | None = None
     command: str = ""
@@ -93,6 +100,34 @@ def run_simulation(
     data["summary"] = result.summary
     data["trace_digest"] = result.trace_digest
     return data, timing
+
+
+def run_simulated_worst_case(worst: WorstCaseConfig, slots: int) -> dict[str, Any]:
+    """The worst case on the simulated network (every node a real engine, the chain's
+    planner, drains and undrains by the admin, mixed loads, modelled migrations)."""
+    sim_config = SimConfig(
+        nodes=worst.nodes,
+        committee=max(3, min(32, worst.nodes // 3)),
+        slots=slots,
+        slot_duration_ms=2_000,
+        seed=worst.seed,
+        apps=worst.apps,
+        preset_genesis=True,
+        trace=False,
+        app_model=AppModelConfig(load=LOAD_MIXED, transfer=TRANSFER_MODELLED, worst_case=True),
+    )
+    summary = Simulation(sim_config).run().summary
+    apps = summary["apps"]
+    return {
+        "nodes": worst.nodes,
+        "apps": worst.apps,
+        "slots": slots,
+        "committee": sim_config.committee,
+        **apps["worst_case"],
+        "migration_costs_ms": apps.get("migration_costs_ms"),
+        "max_copies_seen": apps["max_copies_seen"],
+        "violations": summary["violations"],
+    }
 
 
 def write_figures(result: dict[str, Any], out: Path, log: Log) -> dict[str, str]:
@@ -144,6 +179,12 @@ def run_paper(
     worst_started = time.perf_counter()
     worst, timing["worst_case_plans"] = run_worst_case(worst_config)
     timing["worst_case_s"] = round(time.perf_counter() - worst_started, 2)
+    if config.worst_sim_slots > 0:
+        sim_case = make_config(config.worst_sim_nodes, None, None, config.seed)
+        log(f"worst case in the simulator: {sim_case.apps} apps, {sim_case.nodes} nodes")
+        worst_started = time.perf_counter()
+        worst["simulated"] = run_simulated_worst_case(sim_case, config.worst_sim_slots)
+        timing["worst_case_sim_s"] = round(time.perf_counter() - worst_started, 2)
     slots_run = int(sim["summary"].get("slots_run", config.slots))
     result: dict[str, Any] = {
         "config": get_config_record(config, slots_run),
