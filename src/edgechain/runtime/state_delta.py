@@ -122,8 +122,9 @@ class DeltaWriter:
 class StagedTree:
     """The destination's staging directory of one pre-copy migration, and what it holds.
 
-    ``root`` is created here, private to this node (no app can write there), so plain
-    path operations under it are safe; every path still goes through the checks.
+    ``root`` is created with the first delta applied, private to this node (no app can
+    write there), so plain path operations under it are safe; every path still goes
+    through the checks. A plain migration never creates it.
     """
 
     root: Path
@@ -132,9 +133,14 @@ class StagedTree:
     sizes: dict[str, int] = field(default_factory=dict)
     """Size of every staged file, by relative path."""
     dirs: set[str] = field(default_factory=set)
+    created: bool = False
 
-    def __post_init__(self) -> None:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=False)
+    def create(self) -> None:
+        """Make ``root`` (once), fresh: anything left there by a crash is removed."""
+        if not self.created:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root.mkdir(mode=0o700, parents=True)
+            self.created = True
 
     @property
     def staged_bytes(self) -> int:
@@ -147,6 +153,7 @@ class StagedTree:
 def apply_state_delta(delta: Path, tree: StagedTree) -> bool:
     """Apply the delta file ``delta`` to ``tree``; return True when it was FINAL (the
     tree is then exactly the origin's state). Raises :class:`DeltaError`."""
+    tree.create()
     with delta.open("rb") as source:
         reader = _Reader(source)
         magic, flags = _HEAD.unpack(reader.take(_HEAD.size))
