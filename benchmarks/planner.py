@@ -3,29 +3,10 @@
 The model lives in ``edgechain.lab.planner_model`` (shared with ``edgechain experiment
 paper``); this file is its command line and table, and re-exports the model's names.
 
-An in-memory fleet: ``--nodes`` equal nodes (100 % CPU = 10 000 bp each, no background)
-and ``--apps`` apps whose CPU demand is drawn from ``random.Random(--seed)`` uniformly in
-110..790 bp (1.1-7.9 % CPU, mean ~4.4 %), RAM ~0 (1 bp). Each spec declares a CPU request
-of its demand rounded to the nearest whole percent (at least 1 %), as an operator would.
-
-* ``--start one-node``: every app already runs on node 0 (the paper's worst case, §4.2);
-  ``submitted``: every app is queued at once and the first plan places them.
-* ``--reports demand``: each node reports each app at its full demand and a total of
-  min(10 000, sum); ``saturated``: a node whose apps demand more than 10 000 bp shares
-  its CPU proportionally (each app reports demand * 10 000 // total, the node 10 000,
-  and, when ``ResourceReport`` has the field, ``pressure_bp`` = 10 000 - 10 000 *
-  10 000 // total); a node with room reports full demand.
-* Reports lag one block, as on the chain: the plan of slot s reads the reports of its
-  parent block s-1, which the nodes built on block s-2, so they describe where apps ran
-  before the parent's plan (the first plan sees the starting placement). Every plan is
-  fed back with ``apply_block_to_registry``.
-* ``--planner algorithm1``: ``orchestrator/algorithm1.py`` (one migration per slot, only
-  with an empty queue); ``edgechain``: ``compute_plan`` with the chain's default
-  ``max_migrations_per_slot`` and default parameters otherwise.
-
-Per slot it records the imbalance of the TRUE demand: max / mean of the summed demand
-of the apps the registry places on each node. ``slots_to_balance`` is the first slot
-(the first plan is slot 1) whose ratio is at most 1.25. Figures only, nothing asserted.
+What is modelled (the fleet, the two start points, the report modes, the one-block
+lag of reports, the two planners) and what is recorded per slot (max / mean of the
+true demand; ``slots_to_balance``: the first slot at most 1.25) is the model module's
+docstring. Figures only, nothing asserted.
 
     .venv/bin/python benchmarks/planner.py --nodes 100 --apps 200 --json runs/planner.json
 """
