@@ -245,3 +245,29 @@ def test_truncated_or_garbled_deltas_are_peer_errors(tmp_path: Path) -> None:
         tree = new_tree(tmp_path / f"case-{case}")
         with pytest.raises(DeltaError):
             apply_state_delta(delta, tree)
+
+
+def test_the_staged_books_match_the_disk_after_every_kind_of_change(tmp_path: Path) -> None:
+    """The running byte total and the directory index agree with what is on disk after
+    growth, shrinking, kind changes and a final prune of a nested tree."""
+    state = tmp_path / "state"
+    (state / "a" / "b").mkdir(parents=True)
+    (state / "a" / "b" / "f").write_bytes(b"x" * 3000)
+    (state / "a" / "g").write_bytes(b"y" * 10)
+    (state / "h").write_bytes(b"z" * 7)
+    tree, out = new_tree(tmp_path), tmp_path / "round.delta"
+    sent: dict[str, SentFile] = {}
+    run_round(state, sent, tree, out, final=False)
+    assert tree.staged_bytes == 3017
+    (state / "a" / "b" / "f").unlink()
+    (state / "a" / "b").rmdir()
+    (state / "a" / "b").write_bytes(b"now a file")
+    (state / "h").write_bytes(b"z")
+    run_round(state, sent, tree, out, final=False)
+    (state / "a" / "g").unlink()
+    (state / "a" / "b").unlink()
+    (state / "a").rmdir()
+    run_round(state, sent, tree, out, final=True)
+    assert read_tree(tree.root) == read_tree(state) == {"h": b"z"}
+    assert tree.staged_bytes == 1 and tree.sizes == {"h": 1} and tree.dirs == set()
+    assert {p for paths in tree.children.values() for p in paths} == {"h"}
