@@ -69,8 +69,6 @@ class Round:
 
     files: Mapping[str, SentFile]
     """The whole tree as this round leaves the destination holding it."""
-    state_bytes: int
-    """Size of every file of the state, as read."""
     changed_bytes: int
     """Bytes of the blocks this round carries."""
     delta_bytes: int
@@ -82,7 +80,7 @@ def write_round(state_dir: Path, sent: Mapping[str, SentFile], out: Path, *, fin
     destination holds) to the state as read now. Raises ``PrecopyUnsupportedError`` for
     what a delta cannot carry, and ``OSError`` when the state cannot be read."""
     files: dict[str, SentFile] = {}
-    state_bytes = changed = 0
+    changed = 0
     with out.open("wb") as sink:
         writer = DeltaWriter(sink, final=final)
         for top, dirnames, filenames, dirfd in os.fwalk(state_dir, follow_symlinks=False):
@@ -100,12 +98,11 @@ def write_round(state_dir: Path, sent: Mapping[str, SentFile], out: Path, *, fin
                 if result is None:
                     continue
                 files[path] = result[0]
-                state_bytes += result[0].size
                 changed += result[1]
             dirnames.sort()  # parents before children, deterministic order
         writer.close()
         size = sink.tell()
-    return Round(files, state_bytes, changed, size)
+    return Round(files, changed, size)
 
 
 def _write_file(

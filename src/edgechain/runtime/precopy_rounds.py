@@ -48,8 +48,6 @@ class PrecopyDone:
     files: Mapping[str, SentFile]
     """What the destination holds now."""
     rounds: int
-    changed_bytes: int
-    """Bytes of the blocks the rounds carried (the first carries the whole state)."""
     compressed_bytes: int
     elapsed_ms: float
 
@@ -80,7 +78,7 @@ async def send_running_rounds(
     start = time.perf_counter()
     out = scratch / ROUND_FILE
     files: Mapping[str, SentFile] = {}
-    rounds = changed = compressed = 0
+    rounds = compressed = 0
     previous: int | None = None
     try:
         while True:
@@ -91,14 +89,13 @@ async def send_running_rounds(
                 reader, writer, out, begin, stream, timeouts, zstd_level, expect_done=False
             )
             files, rounds = done.files, rounds + 1
-            changed += done.changed_bytes
             compressed += stream.compressed_bytes
             if is_converged(rounds, done.changed_bytes, previous):
                 break
             previous = done.changed_bytes
     finally:
         out.unlink(missing_ok=True)
-    return PrecopyDone(state_dir, scratch, files, rounds, changed, compressed, ms_since(start))
+    return PrecopyDone(state_dir, scratch, files, rounds, compressed, ms_since(start))
 
 
 def save_final_round(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.crypto import bls
-from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError
 from edgechain.runtime.base import AppNotFoundError, AppRuntime, AppRuntimeError
 from edgechain.runtime.checkpoint import StateSnapshot
@@ -41,7 +40,7 @@ from edgechain.runtime.transfer_common import (
     send_offer,
     send_payload,
 )
-from edgechain.types import AppId, SecretKey
+from edgechain.types import AppId, NodeId, SecretKey
 
 
 class ReplicaOutcome(enum.Enum):
@@ -123,6 +122,7 @@ def _drop_snapshot(taking: asyncio.Future[tuple[StateSnapshot, bytes]]) -> None:
 async def send_replica(
     runtime: AppRuntime,
     sk: SecretKey | None,
+    origin: NodeId | None,
     app: AppId,
     slot: int,
     host: str,
@@ -131,7 +131,8 @@ async def send_replica(
     zstd_level: int,
     on_progress: ProgressCallback | None = None,
 ) -> ReplicaResult:
-    """Snapshot ``app`` (it keeps running here) and send it, signed with ``sk``, to the
+    """Snapshot ``app`` (it keeps running here) and send it, signed with ``sk`` as
+    ``origin`` (this node: the id of ``sk``'s public key), to the
     replica node at ``host:port`` as the replica of ``slot``.
 
     Raises ``AppNotFoundError`` when the runtime does not hold the app (running or
@@ -140,11 +141,10 @@ async def send_replica(
     REFUSED (the replica node said no, or is unreachable) or FAILED (the snapshot or the
     stream broke); the replica node then keeps its previous replica.
     """
-    if sk is None:
+    if sk is None or origin is None:
         raise AppRuntimeError("a replica must be signed: this transfer client has no key")
     if not isinstance(runtime, SnapshotRuntime):
         raise AppRuntimeError(f"the {runtime.kind.value} runtime takes no snapshots")
-    origin = compute_node_id(bls.sk_to_pk(sk))
     job = _ReplicaJob(app, slot, PayloadStream(on_progress))
     start = time.perf_counter()
     taking = asyncio.ensure_future(asyncio.to_thread(take_snapshot, runtime, app))

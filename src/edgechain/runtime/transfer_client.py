@@ -249,6 +249,7 @@ class TransferClient:
             return await send_replica(
                 self.runtime,
                 self.sk,
+                self.node_id,
                 app,
                 slot,
                 host,
