@@ -113,22 +113,29 @@ def get_demand_bp(
 
 
 def compute_node_usage(
-    demands: Sequence[tuple[AppId, int, int]], now_ms: int, capacity_bp: int = NODE_CAPACITY_BP
+    demands: Sequence[tuple[AppId, int, int]],
+    now_ms: int,
+    capacity_bp: int | None = NODE_CAPACITY_BP,
 ) -> LocalUsage:
     """A node's usage from its copies' (app, CPU demand, RAM): saturated, the CPU is
-    shared in proportion to demand and the starvation shows as pressure."""
+    shared in proportion to demand and the starvation shows as pressure. Without a
+    ``capacity_bp`` (the ``request`` load) every demand is reported as it is, summed."""
     total = sum(cpu for _, cpu, _ in demands)
-    saturated = total > capacity_bp
-    usages = tuple(
-        AppUsage(app, cpu * capacity_bp // total if saturated else cpu, ram, 0, 0, now_ms)
-        for app, cpu, ram in demands
+    ram = sum(r for _, _, r in demands)
+    if capacity_bp is None or total <= capacity_bp:
+        usages = tuple(AppUsage(app, cpu, r, 0, 0, now_ms) for app, cpu, r in demands)
+        return LocalUsage(
+            cpu_bp=total, ram_bp=ram if capacity_bp is None else min(BASIS_POINTS, ram),
+            apps=usages,
+        )  # fmt: skip
+    shared = tuple(
+        AppUsage(app, cpu * capacity_bp // total, r, 0, 0, now_ms) for app, cpu, r in demands
     )
-    pressure = capacity_bp - capacity_bp * capacity_bp // total if saturated else 0
     return LocalUsage(
-        cpu_bp=min(total, capacity_bp),
-        ram_bp=min(BASIS_POINTS, sum(ram for _, _, ram in demands)),
-        apps=usages,
-        pressure_bp=pressure,
+        cpu_bp=capacity_bp,
+        ram_bp=min(BASIS_POINTS, ram),
+        apps=shared,
+        pressure_bp=capacity_bp - capacity_bp * capacity_bp // total,
     )
 
 

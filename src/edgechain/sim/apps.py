@@ -36,15 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.model import (
     AppSpec,
-    AppUsage,
     ChainParams,
     CommandKind,
     PlanAction,
 )
-from edgechain.consensus.engine import ConsensusEngine, LocalUsage
+from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.state import get_current_slot, get_slot_start_ms
 from edgechain.orchestrator.liveness import get_lease_end_slot
-from edgechain.orchestrator.load import get_cpu_request_bp
 from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import (
     Action,
@@ -60,6 +58,7 @@ from edgechain.sim.app_audit import AppAuditor, get_reverted
 from edgechain.sim.app_handover import HandoverRunner
 from edgechain.sim.app_load import (
     LOAD_REQUEST,
+    NODE_CAPACITY_BP,
     TRANSFER_FIXED,
     TransferCost,
     compute_node_usage,
@@ -266,21 +265,17 @@ class AppLayer:
 
     def _report_usage(self, node: SimNode, apps: NodeApps, now: int) -> None:
         """What the node's reports list, as ``runtime/usage_sampler.py`` measures it: the
-        copies it runs, each at its spec's request (the planner's hint, so loads are as
-        without a measurement). The planner moves an app again only once its node has
-        listed it (``orchestrator/load.compute_confirmed_apps``)."""
-        live = [(app, copy) for app, copy in sorted(apps.copies.items()) if apps.is_live_copy(app)]
-        if self.config.load != LOAD_REQUEST:
-            demands = [(app, self.get_demand(apps, app, now), c.spec.ram_bp) for app, c in live]
-            node.engine.set_local_usage(compute_node_usage(demands, now))
-            return
-        usages = tuple(
-            AppUsage(app, get_cpu_request_bp(copy.spec), copy.spec.ram_bp, 0, 0, now)
-            for app, copy in live
-        )
-        cpu = sum(u.cpu_bp for u in usages)
-        ram = sum(u.ram_bp for u in usages)
-        node.engine.set_local_usage(LocalUsage(cpu_bp=cpu, ram_bp=ram, apps=usages))
+        copies it runs, each at its demand (``sim/app_load.py``; with the ``request``
+        load its spec's request, the planner's hint, with no CPU cap). The planner moves
+        an app again only once its node has listed it
+        (``orchestrator/load.compute_confirmed_apps``)."""
+        demands = [
+            (app, self.get_demand(apps, app, now), copy.spec.ram_bp)
+            for app, copy in sorted(apps.copies.items())
+            if apps.is_live_copy(app)
+        ]
+        capacity = None if self.config.load == LOAD_REQUEST else NODE_CAPACITY_BP
+        node.engine.set_local_usage(compute_node_usage(demands, now, capacity))
 
     # --- fencing ---------------------------------------------------------------------------
 
