@@ -53,6 +53,7 @@ from migration_downtime import DowntimeWatch
 
 from edgechain.chain.encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
+from edgechain.lab.paper.paper_numbers import CRIU_STATE_MB, STANDARD_STATE_MB, TABLE3
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.container import ContainerRuntime
 from edgechain.runtime.podman import PodmanService, PodmanUnavailableError
@@ -67,24 +68,23 @@ from edgechain.runtime.transfer import (
 )
 from edgechain.types import AppId, BlockHash, NodeId
 
-PAPER_TABLE3_MEDIAN_MS = {
-    "criu": {"save_ms": 2701.0, "transmit_ms": 79.0, "resume_ms": 3259.0},
-    "standard": {"save_ms": 11231.0, "transmit_ms": 1624.0, "resume_ms": 7414.0},
-}
 PAPER_TABLE3_MS = {
-    # Paper Table 3 (§4.2): min, max, median, mean, SD per segment, in ms.
-    "criu": {
-        "save_ms": {"min": 1975, "max": 8368, "median": 2701, "mean": 3126, "sd": 1111},
-        "transmit_ms": {"min": 46, "max": 833, "median": 79, "mean": 88, "sd": 61},
-        "resume_ms": {"min": 2366, "max": 10012, "median": 3259, "mean": 3540, "sd": 1166},
-    },
-    "standard": {
-        "save_ms": {"min": 4010, "max": 49080, "median": 11231, "mean": 12875, "sd": 6942},
-        "transmit_ms": {"min": 506, "max": 15007, "median": 1624, "mean": 2047, "sd": 1467},
-        "resume_ms": {"min": 1449, "max": 34337, "median": 7414, "mean": 9550, "sd": 6637},
-    },
+    # Paper Table 3 (§4.2), from lab/paper/paper_numbers.py: per segment, in ms.
+    row.kind.lower(): {
+        f"{r.segment}_ms": {
+            "min": r.min_ms, "max": r.max_ms, "median": r.median_ms, "mean": r.mean_ms,
+            "sd": r.sd_ms,
+        }
+        for r in TABLE3
+        if r.kind == row.kind
+    }
+    for row in TABLE3
+}  # fmt: skip
+PAPER_TABLE3_MEDIAN_MS = {
+    kind: {segment: float(figures["median"]) for segment, figures in rows.items()}
+    for kind, rows in PAPER_TABLE3_MS.items()
 }
-PAPER_SIZES_MB = (15.2, 142.2)
+PAPER_SIZES_MB = (CRIU_STATE_MB, STANDARD_STATE_MB)
 """The paper's median CRIU state and median standard export (§4.2)."""
 GOALS_MS = {"process": 300.0, "container": 1000.0}
 """Downtime goals at the paper's sizes (the container one at 15.2 MB only)."""
