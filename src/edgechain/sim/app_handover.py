@@ -114,7 +114,10 @@ class HandoverRunner:
             dest.arriving.discard(app)
             handover.in_flight = False
             return  # the origin crashed meanwhile
-        if not target.up or not self.can_talk(origin, target) or not copy.running:
+        # Not ``copy.running``: a held copy that is not running is handed over as its
+        # state stands (``_try_handover``), after rounds like any other, as
+        # ``precopy_rounds`` reads the state dir whatever the app does.
+        if not target.up or not self.can_talk(origin, target):
             dest.arriving.discard(app)
             handover.in_flight = False
             self.layer.handover_failures += 1
