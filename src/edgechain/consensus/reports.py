@@ -54,6 +54,7 @@ from edgechain.consensus.finality_votes import choose_vote
 from edgechain.consensus.messages import LastVoteChanged, Outgoing, Output, ReportMsg, Route
 from edgechain.consensus.state import (
     BlockState,
+    Memo,
     get_candidate_deadline_ms,
     get_current_slot,
     get_roles,
@@ -70,6 +71,15 @@ def get_forward_time(params: ChainParams, slot: int) -> int:
     """When a representative forwards an incomplete cluster's reports for ``slot``."""
     half_vdf = params.slot_duration_ms * params.vdf_target_bp // 20_000
     return get_slot_start_ms(params, slot) + half_vdf
+
+
+def get_clustering(memo: Memo, state: BlockState, nodes_per_cluster: int) -> Clustering:
+    """The §3.2 overlay of the slot after ``state`` (k-means seeded by its seed), once
+    per block in ``memo``: what members and representatives route reports by."""
+    return memo.get(
+        ("clusters", state.block_hash),
+        lambda: compute_clusters(state.validators.get_node_ids(), state.seed, nodes_per_cluster),
+    )
 
 
 def is_report_included(state: BlockState, report: ResourceReport) -> bool:
@@ -123,12 +133,7 @@ class ReportRelay:
     def get_clustering(self, state: BlockState) -> Clustering:
         params = self.ctx.params
         assert params is not None
-        return self.ctx.memo.get(
-            ("clusters", state.block_hash),
-            lambda: compute_clusters(
-                state.validators.get_node_ids(), state.seed, params.nodes_per_cluster
-            ),
-        )
+        return get_clustering(self.ctx.memo, state, params.nodes_per_cluster)
 
     def maybe_send_report(self, slot: Slot, now: int, out: Output) -> None:
         """Report for the next producer: once the head for ``t - 1`` is known, or at 2/3

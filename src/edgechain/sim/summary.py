@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.model import ChainParams, SkipBlock
-from edgechain.cluster.kmeans import compute_clusters
 from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.reports import get_clustering
 from edgechain.consensus.state import get_roles, get_slot_start_ms
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.sim.archive import get_chain_from
@@ -80,14 +80,8 @@ def get_reference_chain(sim: Simulation) -> list[BlockHash]:
 
 def get_representatives(sim: Simulation, params: ChainParams, parent: BlockState) -> list[NodeId]:
     """The cluster representatives of the slot after ``parent`` (paper §3.2, Fig. 7):
-    its members report through them (``ReportRelay.get_clustering``, same memo key)."""
-    clustering = sim.memo.get(
-        ("clusters", parent.block_hash),
-        lambda: compute_clusters(
-            parent.validators.get_node_ids(), parent.seed, params.nodes_per_cluster
-        ),
-    )
-    return list(clustering.representatives)
+    its members report through them (``consensus/reports.get_clustering``)."""
+    return list(get_clustering(sim.memo, parent, params.nodes_per_cluster).representatives)
 
 
 def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult:
