@@ -18,7 +18,6 @@ Skips only where podman cannot run here (and fails instead with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ import docker
 import psutil
 import pytest
 
+from edgechain.lab.faults_live import is_cgroup_frozen, is_dying
 from edgechain.runtime.podman import get_unavailable_reason
 from edgechain.runtime.samples import SAMPLE_IMAGE
 
@@ -78,22 +78,8 @@ class Copy:
     uid: int
     cgroup: str
     frozen: bool
-
-
-def _is_cgroup_frozen(cgroup: str) -> bool:
-    """Is the container's cgroup frozen? The engine's pause (a migration's save) uses
-    the cgroup freezer, whose tasks show as "D", not "T": only the cgroup says so."""
-    for line in cgroup.splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controllers == "freezer":  # cgroup v1
-            state = Path("/sys/fs/cgroup/freezer", path.lstrip("/"), "freezer.state")
-            with contextlib.suppress(OSError):
-                return state.read_text().strip() in ("FROZEN", "FREEZING")
-        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            events = Path("/sys/fs/cgroup", path.lstrip("/"), "cgroup.events")  # cgroup v2
-            with contextlib.suppress(OSError):
-                return "frozen 1" in events.read_text().splitlines()
-    return False
+    dying: bool
+    """SIGKILL pending, exiting or a zombie (``lab/faults_live.is_dying``)."""
 
 
 class ContainerNet(LiveTestnet):
@@ -129,9 +115,13 @@ class ContainerNet(LiveTestnet):
             except (ProcessLookupError, OSError):
                 continue
             node = self.node_running(cgroup)
-            frozen = proc.info["status"] == psutil.STATUS_STOPPED or _is_cgroup_frozen(cgroup)
-            found.append(Copy(proc.pid, node, proc.info["uids"].real, cgroup, frozen))
-        running = [c for c in found if not c.frozen]
+            frozen = proc.info["status"] == psutil.STATUS_STOPPED or is_cgroup_frozen(proc.pid)
+            found.append(
+                Copy(proc.pid, node, proc.info["uids"].real, cgroup, frozen, is_dying(proc.pid))
+            )
+        # A copy killed while paused is thawed to die: awake, SIGKILL pending, it runs
+        # no code of its own again (the engine's kill; ``runtime/container._discard``).
+        running = [c for c in found if not c.frozen and not c.dying]
         if len(running) > self.max_copies:
             self.max_copies = len(running)
             self.max_copies_seen = running

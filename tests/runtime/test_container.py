@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from edgechain.chain.model import AppSpec, PlanEntry, RuntimeKind
+from edgechain.lab.faults_live import is_cgroup_frozen, is_dying
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, AppStatus
 from edgechain.runtime.container import ContainerRuntime
 from edgechain.runtime.container_engine import is_criu_available
 from edgechain.runtime.podman import PodmanService
 from edgechain.runtime.samples import SAMPLE_IMAGE, get_counter_spec, get_cpu_load_spec
+from edgechain.runtime.spawner import PID_FILE, read_pid_file
 from edgechain.runtime.transfer import MigrationOutcome
 from edgechain.types import BlockHash
 
@@ -246,3 +249,43 @@ def test_refused_and_corrupted_migrations_keep_the_container(
     asyncio.run(run())
     assert b.list() == ()
     assert_single_instance(tag)
+
+
+def _watch_for_a_thawed_run(pid: int, stop: threading.Event) -> list[str]:
+    """Sample ``pid`` until it is gone (or ``stop``): each sample in which it was out of
+    the freezer with no SIGKILL pending, i.e. free to run its own code."""
+    free: list[str] = []
+    while not stop.is_set():
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists():
+            break
+        if not is_cgroup_frozen(pid) and not is_dying(pid) and status.exists():
+            free.append(f"{time.monotonic():.4f}")
+    return free
+
+
+@pytest.mark.parametrize("end", ["remove", "retire"])
+def test_a_paused_container_ended_never_runs_again(container_pair: Pair, end: str) -> None:
+    """A migration's origin is paused for its save; ending it then (the handover done:
+    ``retire``; the app removed: ``remove``) must not thaw it to run even briefly while
+    its copy runs at the destination. The engine's forced removal of a paused container
+    thaws it first (about 8 ms of running, measured); the runtime kills it before."""
+    a, _ = container_pair
+    spec = _start_counter(a)
+    app = get_app(spec)
+    pid_file = read_pid_file(a.get_app_dir(app) / PID_FILE)
+    assert pid_file is not None
+    pid = pid_file[0]
+    assert a.save(app).live and a.stats(app).status is AppStatus.PAUSED
+    wait_until(lambda: is_cgroup_frozen(pid))
+    stop = threading.Event()
+    seen: list[list[str]] = []
+    watcher = threading.Thread(target=lambda: seen.append(_watch_for_a_thawed_run(pid, stop)))
+    watcher.start()
+    try:
+        getattr(a, end)(app)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout_s=30)
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == [[]], f"ran free at {seen[0][:5]} (of {len(seen[0])} samples)"

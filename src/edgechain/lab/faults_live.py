@@ -123,6 +123,27 @@ def is_dying(pid: int) -> bool:
     return bool(pending & 1 << (signal.SIGKILL - 1))
 
 
+def is_cgroup_frozen(pid: int) -> bool:
+    """Is process ``pid`` in a frozen cgroup? The container engine's pause uses the
+    cgroup freezer, whose tasks show as "D", not "T": only the cgroup says so (v1: the
+    freezer hierarchy's ``freezer.state``; v2: ``cgroup.events``)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "freezer":
+            state = Path("/sys/fs/cgroup/freezer", path.lstrip("/"), "freezer.state")
+            with contextlib.suppress(OSError):
+                return state.read_text().strip() in ("FROZEN", "FREEZING")
+        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            events = Path("/sys/fs/cgroup", path.lstrip("/"), "cgroup.events")
+            with contextlib.suppress(OSError):
+                return "frozen 1" in events.read_text().splitlines()
+    return False
+
+
 def scan_instances(run_dir: Path, tags: Collection[str]) -> list[Instance]:
     """The copies of the apps tagged ``tags`` running on this host, one per process group.
 
