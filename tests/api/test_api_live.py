@@ -287,6 +287,14 @@ def test_reports_carry_the_measured_rtt(cluster: Cluster) -> None:
         return all(n["rtt_us"] and n["rtt_us"] > 0 for n in cluster.get(1, "/nodes"))
 
     wait_for(reported, 60, "reports with an RTT from both nodes")
+
+    # Each answer from a validator is also a Vivaldi sample (cluster/vivaldi.py): the
+    # two nodes push apart from the origin, and the chain's copies follow the reports.
+    def placed() -> bool:
+        nodes = cluster.get(1, "/nodes")
+        return all(n["coordinate_us"] not in (None, [0, 0]) for n in nodes)
+
+    wait_for(placed, 60, "reported network coordinates off the origin on the chain")
     metrics = call(cluster.ports[0], "GET", "/metrics").body
     (rtt,) = (
         s.value

@@ -196,6 +196,7 @@ def test_nodes_and_operators(node: FakeNode) -> None:
         "ram_bp",
         "pressure_bp",
         "rtt_us",
+        "coordinate_us",
         "report_slot",
         "apps",
     }

@@ -19,7 +19,7 @@ from edgechain.chain.encoding import (
     encode_inclusion,
     encode_report,
 )
-from edgechain.chain.model import ResourceReport
+from edgechain.chain.model import COORD_LIMIT_US, Coordinate, ResourceReport
 from edgechain.chain.validation import (
     SignatureCache,
     validate_block,
@@ -49,8 +49,8 @@ def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) ->
 
 
 def test_the_format_version_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 10
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v10"
+    assert FORMAT_VERSION == 11
+    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v11"
 
 
 def test_the_report_key_is_derived_from_the_bls_key_and_signs_verifiably() -> None:
@@ -86,6 +86,29 @@ def test_reports_and_inclusions_round_trip_with_the_ed25519_fields() -> None:
     request = make_inclusion_request(ident.sk, "127.0.0.1:1", ("eu",))
     assert request.report_key == report_key.get_report_public_key(ident.sk)
     assert decode_inclusion(encode_inclusion(request)) == request
+
+
+def test_a_report_carries_its_coordinate_signed_and_bounded(world: World) -> None:
+    """Format 11: the coordinate is encoded (signed integers), covered by the report's
+    signature, and a coordinate off the map makes the block invalid."""
+    _, idents, _ = world
+    placed = make_report(
+        idents[0].sk, Slot(1), timestamp_ms=1, cpu_bp=1, ram_bp=1, disk_bp=1, rtt_us=1,
+        apps=(), coordinate=Coordinate(-COORD_LIMIT_US, COORD_LIMIT_US),
+    )  # fmt: skip
+    assert decode_report(encode_report(placed)) == placed
+    _validate_with_reports(world, (placed,))
+    moved = dataclasses.replace(placed, coordinate=Coordinate(0, 0))
+    with pytest.raises(ValidationError) as refused:
+        _validate_with_reports(world, (moved,))
+    assert refused.value.reason == RejectReason.BAD_REPORT_SIGNATURE
+    off_map = make_report(
+        idents[0].sk, Slot(1), timestamp_ms=1, cpu_bp=1, ram_bp=1, disk_bp=1, rtt_us=1,
+        apps=(), coordinate=Coordinate(COORD_LIMIT_US + 1, 0),
+    )  # fmt: skip
+    with pytest.raises(ValidationError) as refused:
+        _validate_with_reports(world, (off_map,))
+    assert refused.value.reason == RejectReason.BAD_REPORT and "map" in str(refused.value)
 
 
 def test_the_genesis_validators_carry_their_report_keys(

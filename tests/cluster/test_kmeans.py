@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgechain.chain.model import COORD_LIMIT_US, Coordinate
 from edgechain.cluster import (
     Clustering,
     compute_cluster_count,
@@ -23,6 +24,7 @@ from edgechain.cluster import (
     compute_point,
     kmeans,
 )
+from edgechain.cluster.kmeans import compute_coordinate_point, is_coordinate_mode
 from edgechain.errors import LocalError
 from edgechain.types import NodeId
 
@@ -42,8 +44,8 @@ def squared_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
 # --- naive reference -------------------------------------------------------------------
 
 
-def reference_draw(seed: bytes, index: int, bound: int) -> int:
-    prefix = kmeans.DOMAIN + b"kmeans++" + len(seed).to_bytes(4, "big") + seed
+def reference_draw(seed: bytes, index: int, bound: int, purpose: bytes = b"kmeans++") -> int:
+    prefix = kmeans.DOMAIN + purpose + len(seed).to_bytes(4, "big") + seed
     digest = hashlib.sha256(prefix + index.to_bytes(4, "big")).digest()
     return int.from_bytes(digest, "big") % bound
 
@@ -100,12 +102,22 @@ def reference_means(
 
 
 def reference_clusters(
-    validators: Sequence[NodeId], seed: bytes, nodes_per_cluster: int
+    validators: Sequence[NodeId],
+    seed: bytes,
+    nodes_per_cluster: int,
+    coordinates: dict[NodeId, Coordinate] | None = None,
 ) -> tuple[list[list[NodeId]], list[NodeId]]:
     nodes = sorted(set(validators))
     n = len(nodes)
     k = min(n, max(1, (2 * n + nodes_per_cluster) // (2 * nodes_per_cluster)))
-    points = [compute_point(seed, node) for node in nodes]
+    if coordinates is not None and 4 * sum(node in coordinates for node in nodes) >= 3 * n:
+        # The grid: a coordinate in [-2^21, 2^21) µs, 64 µs a step; no coordinate: origin.
+        points = [
+            ((c.x_us + 2**21) // 64, (c.y_us + 2**21) // 64)
+            for c in (coordinates.get(node, Coordinate(0, 0)) for node in nodes)
+        ]
+    else:
+        points = [compute_point(seed, node) for node in nodes]
     centroids = [points[i] for i in reference_seeding(points, k, seed)]
     assignment = reference_assign(points, centroids)
     for _ in range(kmeans.MAX_LLOYD_ITERATIONS - 1):
@@ -114,15 +126,10 @@ def reference_clusters(
             break
         centroids = means
         assignment = reference_assign(points, centroids)
-    means = reference_means(points, assignment, k)
-    clusters: list[list[NodeId]] = []
-    reps: list[NodeId] = []
-    for j in range(k):
-        members = [p for p in range(n) if assignment[p] == j]
-        clusters.append([nodes[p] for p in members])
-        reps.append(nodes[min(members, key=lambda p: (squared_distance(points[p], means[j]), p))])
-    order = sorted(range(k), key=lambda j: clusters[j][0])
-    return [clusters[j] for j in order], [reps[j] for j in order]
+    clusters = [[nodes[p] for p in range(n) if assignment[p] == j] for j in range(k)]
+    clusters.sort(key=lambda c: c[0])
+    reps = [c[reference_draw(seed, i, len(c), b"representative")] for i, c in enumerate(clusters)]
+    return clusters, reps
 
 
 # --- basic properties -------------------------------------------------------------------
@@ -196,21 +203,66 @@ def test_thousand_validators_partition_into_fifty_clusters() -> None:
     assert_well_formed(clustering, validators, 50)
 
 
-def test_representative_is_the_member_nearest_the_centroid() -> None:
+def test_representatives_are_drawn_afresh_from_each_seed() -> None:
+    """Same positions (coordinates), another seed: the representatives change, so none
+    can be foreseen or chosen by sitting at a cluster's centre (§4.3)."""
     validators = make_nodes(200)
-    seed = make_seed(b"reps")
-    clustering = compute_clusters(validators, seed, 10)
-    for cluster, rep in zip(clustering.clusters, clustering.representatives, strict=True):
-        points = [compute_point(seed, node) for node in cluster]
-        centroid = (
-            sum(p[0] for p in points) // len(points),
-            sum(p[1] for p in points) // len(points),
+    coordinates = {
+        node: Coordinate(i % 10 * 20_000, i // 10 % 2 * 50_000) for i, node in enumerate(validators)
+    }
+    seen: list[tuple[NodeId, ...]] = []
+    for label in (b"r1", b"r2", b"r3"):
+        clustering = compute_clusters(validators, make_seed(label), 10, coordinates)
+        assert all(
+            rep in cluster
+            for cluster, rep in zip(clustering.clusters, clustering.representatives, strict=True)
         )
-        nearest = min(
-            zip(points, cluster, strict=True),
-            key=lambda pn: (squared_distance(pn[0], centroid), pn[1]),
-        )
-        assert rep == nearest[1]
+        seen.append(clustering.representatives)
+    assert len(set(seen)) == 3
+
+
+def test_coordinates_group_nodes_that_are_near() -> None:
+    """Four far-apart sites of 25 nodes each (a few ms within a site, 100+ ms between):
+    k = 4 clusters are exactly the sites, whatever the seed. With hash positions (no
+    coordinates) the same nodes mix the sites."""
+    validators = make_nodes(100)
+    sites = [(0, 0), (150_000, 0), (0, 150_000), (150_000, 150_000)]
+    coordinates = {
+        node: Coordinate(sites[i % 4][0] + i * 37 % 3_000, sites[i % 4][1] + i * 53 % 3_000)
+        for i, node in enumerate(validators)
+    }
+    by_site = sorted(sorted(n for i, n in enumerate(validators) if i % 4 == s) for s in range(4))
+    for label in (b"s1", b"s2"):
+        clustering = compute_clusters(validators, make_seed(label), 25, coordinates)
+        assert sorted(list(c) for c in clustering.clusters) == by_site
+        clusters, reps = reference_clusters(validators, make_seed(label), 25, coordinates)
+        assert [list(c) for c in clustering.clusters] == clusters
+        assert list(clustering.representatives) == reps
+    hashed = compute_clusters(validators, make_seed(b"s1"), 25)
+    assert sorted(list(c) for c in hashed.clusters) != by_site
+
+
+def test_hash_positions_until_three_quarters_have_coordinates() -> None:
+    validators = make_nodes(40)
+    seed = make_seed(b"quorum")
+    hashed = compute_clusters(validators, seed, 10)
+    far = {node: Coordinate(i * 10_000, 0) for i, node in enumerate(validators)}
+    few = {node: far[node] for node in validators[:29]}  # 29 of 40 < 75 %
+    enough = {node: far[node] for node in validators[:30]}
+    assert not is_coordinate_mode(validators, few)
+    assert is_coordinate_mode(validators, enough)
+    assert compute_clusters(validators, seed, 10, few) == hashed
+    assert compute_clusters(validators, seed, 10, enough) != hashed
+    clusters, reps = reference_clusters(validators, seed, 10, enough)
+    clustering = compute_clusters(validators, seed, 10, enough)
+    assert [list(c) for c in clustering.clusters] == clusters
+    assert list(clustering.representatives) == reps
+
+
+def test_extreme_coordinates_stay_on_the_grid() -> None:
+    limit = COORD_LIMIT_US
+    for c in (Coordinate(-limit, -limit), Coordinate(limit, limit), Coordinate(0, -limit)):
+        assert all(0 <= v < 1 << kmeans.COORD_BITS for v in compute_coordinate_point(c))
 
 
 def test_input_order_and_duplicates_do_not_matter() -> None:
@@ -261,7 +313,7 @@ def test_golden_vector() -> None:
     assert digest.hexdigest() == GOLDEN_CLUSTERING_SHA256
 
 
-GOLDEN_CLUSTERING_SHA256 = "7e5e96172b6d763f83a5c2494b6e9032c29c739318b805154ae9efa08c742524"
+GOLDEN_CLUSTERING_SHA256 = "3a3ee4aaee755e250290f501c1c0dcc098263628fbb022ed8c2923e5431be6b4"
 
 
 # --- against the naive reference ------------------------------------------------------

@@ -19,6 +19,7 @@ from edgechain.chain.model import (
     AppUsage,
     Checkpoint,
     CommandKind,
+    Coordinate,
     RuntimeKind,
 )
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
@@ -255,6 +256,7 @@ def test_the_root_moves_with_every_field(command_states: list[BlockState]) -> No
         lambda s: dataclasses.replace(s, difficulty=s.difficulty + 1),
         lambda s: dataclasses.replace(s, is_skip=not s.is_skip),
         lambda s: dataclasses.replace(s, last_seen={**s.last_seen, node: Slot(s.slot + 9)}),
+        lambda s: dataclasses.replace(s, coordinates={**s.coordinates, node: Coordinate(-1, 2)}),
         lambda s: dataclasses.replace(
             s, reports=(dataclasses.replace(report, cpu_bp=report.cpu_bp + 1), *s.reports[1:])
         ),

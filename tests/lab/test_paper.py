@@ -63,7 +63,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["experiment", "paper", "--sim", "--nodes", str(NODES), "--committee",
             str(COMMITTEE), "--apps", str(APPS), "--slots", str(SLOTS), "--seed", "3",
             "--migration-json", str(migration), "--out", str(out), "--quiet",
-            "--worst-sim-nodes", "12", "--worst-sim-slots", "24"]  # fmt: skip
+            "--worst-sim-nodes", "12", "--worst-sim-slots", "24", "--geo-regions", "3"]  # fmt: skip
     assert main(argv) == 0
     return out
 
@@ -265,3 +265,18 @@ def test_without_migration_json_the_report_gives_the_command(result: dict[str, A
     assert "benchmarks/migration.py --json migration.json" in report
     migration_table = re.search(r"\| this run \(", report)
     assert migration_table is None
+
+
+def test_the_overlay_section_gives_the_summary_s_latencies(
+    run_dir: Path, result: dict[str, Any]
+) -> None:
+    """--geo-regions: report.md sets the coordinate overlay's member-to-representative
+    delay beside hash positions, as result.json has them."""
+    latency = result["sim"]["summary"]["cluster_latency"]
+    report = (run_dir / "report.md").read_text()
+    assert result["config"]["geo_regions"] == 3
+    assert len(latency["by_slot"]) == SLOTS
+    ours = get_table_row(report, "network coordinates")
+    assert ours[1] == f"{latency['overlay']['mean_ms']} ms"
+    hashed = get_table_row(report, "hash positions (reference), same validators and seeds")
+    assert hashed[2] == f"{latency['hash_positions']['p50_ms']} ms"

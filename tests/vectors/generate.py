@@ -42,6 +42,7 @@ from edgechain.chain.model import (
     Block,
     Checkpoint,
     CommandKind,
+    Coordinate,
     FinalityVote,
     PlanAction,
     PlanEntry,
@@ -269,6 +270,8 @@ def block_vectors() -> dict[str, object]:
             vote=FinalityVote(
                 Checkpoint(0, genesis_hash), Checkpoint(1, BlockHash(bytes(range(32))))
             ) if i == 0 else None,
+            # Format 11: the first report's coordinate is negative on one axis.
+            coordinate=Coordinate(-12_345, 67_890) if i == 0 else Coordinate(0, 0),
         )
         for i, ident in enumerate(idents[:2])
     )  # fmt: skip

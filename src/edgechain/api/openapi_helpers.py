@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgechain.chain.encoding import Limits
-from edgechain.chain.model import BASIS_POINTS
+from edgechain.chain.model import BASIS_POINTS, COORD_LIMIT_US
 
 Schema = dict[str, Any]
 
@@ -46,6 +46,15 @@ def count(description: str = "") -> Schema:
 
 def share(description: str = "") -> Schema:
     out: Schema = {"type": "integer", "minimum": 0, "maximum": BASIS_POINTS}
+    if description:
+        out["description"] = description
+    return out
+
+
+def coordinate(description: str = "") -> Schema:
+    """A network coordinate ``[x, y]`` in microseconds of RTT (``cluster/vivaldi.py``)."""
+    axis: Schema = {"type": "integer", "minimum": -COORD_LIMIT_US, "maximum": COORD_LIMIT_US}
+    out: Schema = {"type": "array", "items": axis, "minItems": 2, "maxItems": 2}
     if description:
         out["description"] = description
     return out

@@ -10,6 +10,7 @@ from edgechain.api.openapi_helpers import (
     NO_NUL,
     Schema,
     closed_object,
+    coordinate,
     count,
     counters,
     hex_string,
@@ -109,6 +110,7 @@ def _status_schema() -> Schema:
             },
             "rtt_us": count("smoothed RTT to random validators, microseconds (node/rtt.py)"),
             "rtt_samples": count("answered RTT probes"),
+            "coordinate_us": coordinate("this node's Vivaldi coordinate, as it reports it"),
             "dht_sessions": closed_object({"keys_derived": count(), "macs_verified": count()}),
             "blocks_accepted": count(),
             "skip_blocks_accepted": count(),
@@ -248,6 +250,9 @@ def _node_view_schema() -> Schema:
                 "maximum": U32_MAX,
                 "description": "the smoothed RTT its latest report gives (microseconds)",
             },
+            "coordinate_us": nullable(
+                coordinate("the chain's copy of its coordinate (null: never reported)")
+            ),
             "report_slot": {"type": ["integer", "null"], "minimum": 0},
             "apps": {"type": "array", "items": ref("AppId")},
         }

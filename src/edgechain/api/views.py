@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgechain.chain.authority import get_last_seq, is_admin, is_operator, is_revoked
+from edgechain.chain.model import Coordinate
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.liveness import get_node_status
 
@@ -60,11 +61,17 @@ def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
                 "ram_bp": report.ram_bp if report else None,
                 "pressure_bp": report.pressure_bp if report else None,
                 "rtt_us": report.rtt_us if report else None,
+                # The chain's copy (cluster/vivaldi.py): what the overlay clusters on.
+                "coordinate_us": _render_coordinate(state.coordinates.get(info.node)),
                 "report_slot": report.slot if report else None,
                 "apps": [u.app.hex() for u in report.apps] if report else [],
             }
         )
     return out
+
+
+def _render_coordinate(c: Coordinate | None) -> list[int] | None:
+    return [c.x_us, c.y_us] if c is not None else None
 
 
 def render_operator(state: BlockState, public_key: bytes) -> dict[str, Any]:

@@ -25,11 +25,13 @@ from edgechain.chain.encoding import (
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     NO_SIGNATURE,
+    ORIGIN,
     AddressRecord,
     AppSpec,
     AppUsage,
     Block,
     CommandKind,
+    Coordinate,
     ExitRequest,
     FinalityVote,
     InclusionRequest,
@@ -113,6 +115,7 @@ def make_report(
     apps: tuple[AppUsage, ...],
     pressure_bp: int = 0,
     vote: FinalityVote | None = None,
+    coordinate: Coordinate = ORIGIN,
 ) -> ResourceReport:
     node = compute_node_id(bls.sk_to_pk(sk))
     ordered = tuple(sorted(apps, key=lambda u: u.app))
@@ -128,6 +131,7 @@ def make_report(
         NO_REPORT_SIGNATURE,
         pressure_bp=pressure_bp,
         vote=vote,
+        coordinate=coordinate,
     )
     signature = report_key.sign_report_message(sk, compute_report_signing_root(unsigned))
     return dataclasses.replace(unsigned, signature=signature)

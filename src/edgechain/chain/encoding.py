@@ -38,6 +38,7 @@ from edgechain.chain.model import (
     ChainParams,
     Checkpoint,
     CommandKind,
+    Coordinate,
     ExitRequest,
     FinalityVote,
     Genesis,
@@ -67,7 +68,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -81,7 +82,9 @@ to 8 slots. 8: a block carries ``state_root`` (32 bytes after the VDF proof), th
 root of its parent's state (``consensus/state_codec.py``). 9: a block ends its header
 with ``addresses``, validators' signed new addresses (``AddressRecord``). 10: an
 inclusion request's ``ticket`` may hold a 136-byte enrollment token
-(``chain/enrollment.py``); command kind REVOKE_ENROLLMENT, whose ``key`` is 32 bytes."""
+(``chain/enrollment.py``); command kind REVOKE_ENROLLMENT, whose ``key`` is 32 bytes.
+11: a report carries the node's network ``coordinate`` (two i32, after ``pressure_bp``),
+which the chain state keeps per validator (``cluster/vivaldi.py``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -134,6 +137,9 @@ class Writer:
 
     def u64(self, v: int) -> None:
         self.buf += struct.pack(">Q", v)
+
+    def i32(self, v: int) -> None:
+        self.buf += struct.pack(">i", v)
 
     def fixed(self, v: bytes, size: int) -> None:
         if len(v) != size:
@@ -191,6 +197,9 @@ class Reader:
 
     def u64(self) -> int:
         return int(struct.unpack(">Q", self.take(8))[0])
+
+    def i32(self) -> int:
+        return int(struct.unpack(">i", self.take(4))[0])
 
     def fixed(self, size: int) -> bytes:
         return self.take(size)
@@ -486,6 +495,8 @@ def write_report_body(w: Writer, rep: ResourceReport) -> None:
     w.u32(rep.disk_bp)
     w.u32(rep.rtt_us)
     w.u32(rep.pressure_bp)
+    w.i32(rep.coordinate.x_us)
+    w.i32(rep.coordinate.y_us)
     w.items(rep.apps, write_app_usage)
     w.boolean(rep.vote is not None)
     if rep.vote is not None:
@@ -526,15 +537,17 @@ def read_report(r: Reader) -> ResourceReport:
     slot = Slot(r.u64())
     ts = r.u64()
     cpu, ram, disk, rtt, pressure = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
+    coordinate = Coordinate(r.i32(), r.i32())
     apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
     vote = FinalityVote(read_checkpoint(r), read_checkpoint(r)) if r.boolean() else None
     sig = ReportSignature(r.fixed(REPORT_SIGNATURE_SIZE))
     return ResourceReport(
-        node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure, vote=vote
-    )
+        node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure, vote=vote,
+        coordinate=coordinate,
+    )  # fmt: skip
 
 
-_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + 1 + REPORT_SIGNATURE_SIZE
+MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 * 2 + 4 + 1 + REPORT_SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:
@@ -816,7 +829,7 @@ def _read_block_body(r: Reader) -> Block:
     ts, difficulty = r.u64(), r.u64()
     vdf_output, vdf_proof = r.fixed(VDF_FORM_SIZE), r.fixed(VDF_FORM_SIZE)
     state_root = r.fixed(HASH_SIZE)
-    reports = tuple(r.items(Limits.MAX_REPORTS, _MIN_REPORT_SIZE, read_report))
+    reports = tuple(r.items(Limits.MAX_REPORTS, MIN_REPORT_SIZE, read_report))
     plan = tuple(r.items(Limits.MAX_PLAN_ENTRIES, _PLAN_ENTRY_MIN_SIZE, read_plan_entry))
     inclusions = tuple(r.items(Limits.MAX_INCLUSIONS, _MIN_INCLUSION_SIZE, read_inclusion))
     exits = tuple(r.items(Limits.MAX_EXITS, _EXIT_SIZE, read_exit))

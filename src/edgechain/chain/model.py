@@ -187,6 +187,24 @@ class SignedCommand:
 
 
 @dataclass(frozen=True)
+class Coordinate:
+    """A node's network coordinate (Vivaldi, ``cluster/vivaldi.py``): a point on a 2-D
+    map whose distances predict round-trip times, in microseconds of RTT per axis."""
+
+    x_us: int
+    y_us: int
+
+
+ORIGIN = Coordinate(0, 0)
+"""Where every node starts, and where the chain keeps a validator that never reported."""
+
+COORD_LIMIT_US = (1 << 21) - 1
+"""Each axis of a reported coordinate stays within ±2.1 s of RTT: far beyond any real
+path, and small enough that the overlay maps a coordinate onto its 16-bit grid by a
+shift (``cluster/kmeans.py``). A report beyond it is invalid."""
+
+
+@dataclass(frozen=True)
 class AppUsage:
     """One application's resource vector, paper §3.2: {app, cpu, ram, disk, network, t}."""
 
@@ -249,6 +267,10 @@ class ResourceReport:
     vote: FinalityVote | None = None
     """The node's finality vote (format 7), encoded after the apps: one flag byte, then
     source epoch, source block, target epoch, target block."""
+    coordinate: Coordinate = ORIGIN
+    """The node's own Vivaldi coordinate (format 11), encoded after ``pressure_bp`` as
+    two signed 32-bit integers; the chain moves its copy towards it by a bounded step
+    (``cluster/vivaldi.compute_next_coordinate``)."""
 
 
 class PlanAction(enum.IntEnum):

@@ -46,6 +46,7 @@ from edgechain.chain.enrollment import (
 )
 from edgechain.chain.model import (
     BASIS_POINTS,
+    COORD_LIMIT_US,
     MAX_CPU_LIMIT_MILLICORES,
     MAX_MEMORY_LIMIT_BYTES,
     MAX_STATE_LIMIT_BYTES,
@@ -306,6 +307,9 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
         shares += [usage.cpu_bp, usage.ram_bp, usage.disk_bp]
     if not all(map(_is_share, shares)):
         raise ValidationError(RejectReason.BAD_REPORT, "share outside [0, 10000]")
+    c = rep.coordinate
+    if max(abs(c.x_us), abs(c.y_us)) > COORD_LIMIT_US:
+        raise ValidationError(RejectReason.BAD_REPORT, "coordinate outside the map")
     apps = [u.app for u in rep.apps]
     if apps != sorted(set(apps)):
         raise ValidationError(RejectReason.BAD_REPORT, "apps not sorted and unique")

@@ -45,6 +45,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="run directory (default: runs/paper-<time>); must be new or empty")  # fmt: skip
     add("--migration-json", type=Path, action="append", default=[], metavar="FILE",
         help="benchmarks/migration.py --json output; repeat for more state sizes")  # fmt: skip
+    add("--geo-regions", type=int, default=0, metavar="N",
+        help="nodes in N regions, delay by distance (sim/geography.py), and the overlay "
+             "clustered on network coordinates measured against hash positions "
+             "(default 0: the paper's uniform 0-5 ms)")  # fmt: skip
     add("--preset-genesis", action="store_true",
         help="start from a genesis holding every node (skip the join phase)")  # fmt: skip
     add("--worst-nodes", type=int, default=None, help="worst-case nodes (default --nodes)")
@@ -72,6 +76,8 @@ def check_args(args: Any) -> None:
         )
     if args.nodes < MIN_NODES or args.committee < 1 or args.committee >= args.nodes:
         raise CliError(f"need --nodes >= {MIN_NODES} and 1 <= --committee < --nodes", EXIT_USAGE)
+    if args.geo_regions < 0:
+        raise CliError("--geo-regions must be 0 or more", EXIT_USAGE)
     if args.apps < 1 or args.slots < 2 or args.slot_duration <= 0:
         raise CliError("need --apps >= 1, --slots >= 2 and --slot-duration > 0", EXIT_USAGE)
     for value, name in ((args.worst_nodes, "--worst-nodes"), (args.worst_apps, "--worst-apps"),
@@ -96,6 +102,7 @@ def get_command_line(args: Any, out: Path) -> str:
         ("--nodes", args.nodes), ("--committee", args.committee), ("--slots", args.slots),
         ("--slot-duration", f"{args.slot_duration:g}"), ("--apps", args.apps),
         ("--seed", args.seed), ("--runtime", args.runtime),
+        ("--geo-regions", args.geo_regions or None),
         ("--worst-nodes", args.worst_nodes), ("--worst-apps", args.worst_apps),
         ("--worst-slots", args.worst_slots), ("--worst-sim-nodes", args.worst_sim_nodes),
         ("--worst-sim-slots", args.worst_sim_slots), ("--max-wall", args.max_wall),
@@ -132,6 +139,7 @@ def cmd_paper(args: Any) -> int:
         seed=args.seed,
         runtime=args.runtime,
         preset_genesis=args.preset_genesis,
+        geo_regions=args.geo_regions,
         worst_nodes=args.worst_nodes,
         worst_apps=args.worst_apps,
         worst_slots=args.worst_slots,

@@ -65,6 +65,21 @@ def format_report_lines(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def format_cluster_latency(s: dict[str, Any]) -> list[str]:
+    """With a geography: member-to-representative delay, our overlay and hash positions
+    (both over the slots clustered on coordinates; sim/coordinates.py)."""
+    latency = s.get("cluster_latency")
+    if latency is None:
+        return []
+    ours, hashed = latency["overlay"], latency["hash_positions"]
+    since = latency["coordinate_mode_from_slot"]
+    return [
+        f"  cluster hop     coordinates p50 {ours['p50_ms']} ms mean {ours['mean_ms']} ms; "
+        f"hash positions p50 {hashed['p50_ms']} ms mean {hashed['mean_ms']} ms "
+        f"(one way, slots {since}-{s['slots_run'] if 'slots_run' in s else s['slots']})"
+    ]
+
+
 def format_summary(result: SimResult) -> str:
     s = result.summary
     votes = s["votes_per_block"]
@@ -83,6 +98,7 @@ def format_summary(result: SimResult) -> str:
         f"  peer errors     {s['peer_errors'] or 'none'}",
         f"  messages        {s['messages']}",
         *format_report_lines(s),
+        *format_cluster_latency(s),
         f"  wall time       {s['wall_seconds']} s",
         *(
             [f"  peak RSS        {s['peak_rss_mb']} MB (the whole simulation)"]
@@ -130,6 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         preset_genesis=args.preset_genesis,
         apps=args.apps,
+        geo_regions=args.geo_regions,
         app_model=AppModelConfig(
             load=args.app_load, transfer=args.app_transfer, worst_case=args.worst_case
         ),
@@ -171,6 +188,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--slot-duration", type=float, default=2.0, help="seconds (default 2)")
     sim.add_argument("--latency", type=_parse_range, default=(0, 5), help="MIN-MAX ms")
     sim.add_argument("--seed", type=int, default=1, help="same seed, same run (default 1)")
+    sim.add_argument(
+        "--geo-regions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="0: every link has the --latency delay (default); N > 0: nodes in N regions "
+        "on a map, delay by distance (sim/geography.py) plus --latency as jitter",
+    )
     sim.add_argument("--faults", choices=SCENARIOS, default="none", help="fault scenario")
     sim.add_argument("--apps", type=int, default=0, help="apps to submit and audit (exactly once)")
     sim.add_argument(

@@ -6,13 +6,21 @@ k-means is shared by all nodes, the VDF proof". Every node runs :func:`compute_c
 on the same validator set and the same seed and gets the same clusters and the same
 representatives, with no message exchanged.
 
-Why pseudo-random points rather than, say, measured network coordinates: every input
-must be on the chain (or every node would cluster differently), and §4.3 asks that "to
-avoid a potential attack vector on the clustering, the network topology changes every
-slot". A node's position is ``SHA-256(domain || seed || node id)``; the seed is the VDF
-output of the block just accepted, which nobody can predict before the block exists
-(§3.4), so a node cannot choose its key to become a representative or to land in its
-victims' cluster, and every slot draws a fresh topology.
+Positions. The reference implementation places nodes at hash positions, which makes the
+overlay blind to the network: a report may cross a continent to a representative while
+a neighbour sits next door. Here a node is placed at its *network coordinate* once
+enough validators have one (:data:`COORDINATE_QUORUM`): a Vivaldi position the node
+reports and the chain keeps (``cluster/vivaldi.py``; every input is on the chain, so
+every node clusters alike), which the chain moves by a bounded step per report, so no
+node can jump into its victims' cluster. Before that (a young chain, or many joiners),
+the position is ``SHA-256(domain || seed || node id)``, as in the reference.
+
+§4.3's defence survives either way: "to avoid a potential attack vector on the
+clustering, the network topology changes every slot". The k-means++ seeding draws from
+the slot's seed (the VDF output of the block just accepted, which nobody can predict,
+§3.4), and each cluster's *representative* is a member drawn from that seed, not the
+member nearest the centroid, so a node can neither choose nor foresee who relays its
+neighbours' reports, even with coordinates that hardly move.
 
 Why 2-D points of 16 bits per axis: the positions carry no meaning, k-means only needs a
 metric space in which to form compact, roughly balanced groups, and two dimensions make
@@ -39,13 +47,14 @@ import bisect
 import hashlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edgechain.chain.model import COORD_LIMIT_US, ORIGIN, Coordinate
 from edgechain.errors import LocalError
 from edgechain.types import NodeId
 
-DOMAIN = b"edgechain/cluster/v1"
+DOMAIN = b"edgechain/cluster/v2"
 """Domain separation for every hash this module draws from the seed."""
 
 MAX_LLOYD_ITERATIONS = 5
@@ -64,13 +73,22 @@ _COORD_BYTES = COORD_BITS // 8
 _INFINITY = 1 << (2 * COORD_BITS + 2)
 """Larger than any squared distance between two points."""
 
+COORDINATE_QUORUM_BP = 7_500
+"""Cluster on network coordinates once at least 75 % of the validators have one on the
+chain; the rest sit at the origin, where Vivaldi starts them."""
+
+_COORD_OFFSET = COORD_LIMIT_US + 1
+_COORD_SHIFT = (2 * _COORD_OFFSET).bit_length() - 1 - COORD_BITS
+"""A coordinate in [-2^21, 2^21) µs maps onto the 16-bit grid as (c + 2^21) >> 6: a
+64 µs resolution, far finer than the milliseconds that separate regions."""
+
 
 @dataclass(frozen=True)
 class Clustering:
     """The overlay of one slot.
 
     ``clusters[i]`` is a sorted tuple of node ids and ``representatives[i]`` its
-    representative (the member nearest the cluster's centroid). Clusters are ordered by
+    representative (a member drawn from the slot's seed). Clusters are ordered by
     their smallest member. ``nodes`` (sorted) and ``cluster_of`` (parallel to ``nodes``)
     index the membership so lookups are a binary search, and the dataclass stays
     hashable and comparable.
@@ -121,30 +139,49 @@ def compute_point(seed: bytes, node: NodeId) -> tuple[int, int]:
     return _split_point(_seeded_hasher(seed, b"point"), node)
 
 
+def is_coordinate_mode(nodes: Sequence[NodeId], coordinates: Mapping[NodeId, Coordinate]) -> bool:
+    """Whether enough of ``nodes`` have a coordinate to cluster on coordinates."""
+    have = sum(1 for node in nodes if node in coordinates)
+    return have * 10_000 >= COORDINATE_QUORUM_BP * len(nodes) > 0
+
+
+def compute_coordinate_point(c: Coordinate) -> tuple[int, int]:
+    """A coordinate on the 16-bit grid (exact: shifts of integers)."""
+    return ((c.x_us + _COORD_OFFSET) >> _COORD_SHIFT, (c.y_us + _COORD_OFFSET) >> _COORD_SHIFT)
+
+
 def compute_clusters(
-    validators: Sequence[NodeId], seed: bytes, nodes_per_cluster: int
+    validators: Sequence[NodeId],
+    seed: bytes,
+    nodes_per_cluster: int,
+    coordinates: Mapping[NodeId, Coordinate] | None = None,
 ) -> Clustering:
     """Cluster ``validators`` into k groups with k-means seeded by ``seed`` (§3.2).
 
-    Steps, all integer: positions from SHA-256 (:func:`compute_point`); k-means++
-    seeding whose draws are SHA-256 of the seed (:func:`_choose_initial_centroids`);
-    at most :data:`MAX_LLOYD_ITERATIONS` Lloyd iterations with centroids as floor means;
-    an empty cluster takes the point farthest from its own centroid; the member nearest
-    each final centroid (ties: smallest node id) is the representative.
-    Duplicate ids in ``validators`` are counted once; the input order does not matter.
+    Steps, all integer: positions from the chain's network coordinates when enough
+    exist (:func:`is_coordinate_mode`), else from SHA-256 (:func:`compute_point`);
+    k-means++ seeding whose draws are SHA-256 of the seed
+    (:func:`_choose_initial_centroids`); at most :data:`MAX_LLOYD_ITERATIONS` Lloyd
+    iterations with centroids as floor means; an empty cluster takes the point farthest
+    from its own centroid; each cluster's representative is a member drawn from the
+    seed. Duplicate ids in ``validators`` are counted once; the input order does not
+    matter.
     """
     nodes = sorted(set(validators))
     k = compute_cluster_count(len(nodes), nodes_per_cluster)
     if k == 0:
         return Clustering((), (), (), ())
-    point_hasher = _seeded_hasher(seed, b"point")
-    points = [_split_point(point_hasher, node) for node in nodes]
+    if coordinates is not None and is_coordinate_mode(nodes, coordinates):
+        points = [compute_coordinate_point(coordinates.get(node, ORIGIN)) for node in nodes]
+    else:
+        point_hasher = _seeded_hasher(seed, b"point")
+        points = [_split_point(point_hasher, node) for node in nodes]
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
 
     centroids = _choose_initial_centroids(xs, ys, k, seed)
     assignment = _run_lloyd(xs, ys, centroids)
-    return _build_clustering(nodes, xs, ys, assignment, k)
+    return _build_clustering(nodes, assignment, k, seed)
 
 
 # --- hashing ---------------------------------------------------------------------------
@@ -410,27 +447,27 @@ def _compute_centroids(
 
 
 def _build_clustering(
-    nodes: list[NodeId], xs: list[int], ys: list[int], assignment: list[int], k: int
+    nodes: list[NodeId], assignment: list[int], k: int, seed: bytes
 ) -> Clustering:
-    """Sorted clusters, their representatives, and the membership index."""
-    centroids = _compute_centroids(xs, ys, assignment, k)
+    """Sorted clusters, their representatives, and the membership index.
+
+    The representative of the i-th cluster (clusters ordered by smallest member) is its
+    member at index SHA-256(domain, "representative", seed, i) mod size: a fresh draw
+    every slot that nobody can steer, whatever the positions (§4.3)."""
     members: list[list[int]] = [[] for _ in range(k)]
     for p, j in enumerate(assignment):
         members[j].append(p)  # p ascends, so each list is in node-id order
-    representative: list[int] = []
-    for j in range(k):
-        cx, cy = centroids[j]
-        # min over (distance, index): the nearest member, ties to the smallest node id.
-        representative.append(
-            min(members[j], key=lambda p: ((xs[p] - cx) ** 2 + (ys[p] - cy) ** 2, p))
-        )
     order = sorted(range(k), key=lambda j: members[j][0])
     new_index = [0] * k
     for new, old in enumerate(order):
         new_index[old] = new
+    draws = _seeded_hasher(seed, b"representative")
+    clusters = tuple(tuple(nodes[p] for p in members[j]) for j in order)
     return Clustering(
-        clusters=tuple(tuple(nodes[p] for p in members[j]) for j in order),
-        representatives=tuple(nodes[representative[j]] for j in order),
+        clusters=clusters,
+        representatives=tuple(
+            cluster[_draw(draws, i, len(cluster))] for i, cluster in enumerate(clusters)
+        ),
         nodes=tuple(nodes),
         cluster_of=tuple(new_index[j] for j in assignment),
     )

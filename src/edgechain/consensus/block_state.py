@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from edgechain.chain.authority import Authority
 from edgechain.chain.finality import FinalityState
-from edgechain.chain.model import ResourceReport
+from edgechain.chain.model import Coordinate, ResourceReport
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.orchestrator.registry import Registry
 from edgechain.types import BlockHash, NodeId, Slot
@@ -36,6 +36,11 @@ class BlockState:
     last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)
     """Each validator's latest contributing slot on this chain: block produced, vote in
     an attestation, report carried (``orchestrator/liveness.py``). Never mutated."""
+    coordinates: Mapping[NodeId, Coordinate] = field(default_factory=dict)
+    """Each validator's network coordinate on this chain, for those that ever reported
+    one (keys sorted): moved towards each new report's by a bounded step
+    (``cluster/vivaldi.compute_next_coordinate``); what the overlay clusters on
+    (``cluster/kmeans.py``). Never mutated."""
     finality: FinalityState | None = None
     """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
     only in hand-built test states."""

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.forkchoice import ForkChoice
-from edgechain.chain.model import AnyBlock, AppUsage, ChainParams, FinalityVote, Genesis
+from edgechain.chain.model import (
+    ORIGIN,
+    AnyBlock,
+    AppUsage,
+    ChainParams,
+    Coordinate,
+    FinalityVote,
+    Genesis,
+)
 from edgechain.consensus.messages import GenesisMsg
 from edgechain.consensus.state import BlockState, Memo, compute_genesis_state
 from edgechain.crypto import bls
@@ -64,6 +72,8 @@ class LocalUsage:
     apps: tuple[AppUsage, ...] = ()
     pressure_bp: int = 0
     """CPU pressure stall share in basis points (``ResourceReport.pressure_bp``)."""
+    coordinate: Coordinate = ORIGIN
+    """This node's Vivaldi coordinate (``cluster/vivaldi.py``, ``node/rtt.py``)."""
 
 
 @dataclass

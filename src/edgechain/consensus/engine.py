@@ -374,6 +374,10 @@ class ConsensusEngine:
     def set_local_usage(self, usage: LocalUsage) -> None:
         self.reports.local_usage = usage
 
+    def get_local_usage(self) -> LocalUsage:
+        """What the next report will carry."""
+        return self.reports.local_usage
+
     def submit_command(self, cmd: SignedCommand, now_ms: int) -> tuple[bytes, Output]:
         """API: check a signed command against the head state in full (it must apply),
         remember it until a block carries it, gossip it; returns its hash. A refused

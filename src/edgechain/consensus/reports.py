@@ -78,7 +78,9 @@ def get_clustering(memo: Memo, state: BlockState, nodes_per_cluster: int) -> Clu
     per block in ``memo``: what members and representatives route reports by."""
     return memo.get(
         ("clusters", state.block_hash),
-        lambda: compute_clusters(state.validators.get_node_ids(), state.seed, nodes_per_cluster),
+        lambda: compute_clusters(
+            state.validators.get_node_ids(), state.seed, nodes_per_cluster, state.coordinates
+        ),
     )
 
 
@@ -188,7 +190,7 @@ class ReportRelay:
         report = make_report(
             ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
             disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps, pressure_bp=u.pressure_bp,
-            vote=vote,
+            vote=vote, coordinate=u.coordinate,
         )  # fmt: skip
         ctx.memo.signatures.add_own_report(
             get_report_public_key(ctx.sk), compute_report_signing_root(report), report.signature

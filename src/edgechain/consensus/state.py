@@ -13,7 +13,7 @@ parent's authority and registry (``orchestrator/commands.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -27,9 +27,11 @@ from edgechain.chain.authority import (
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
+    ORIGIN,
     AnyBlock,
     Block,
     ChainParams,
+    Coordinate,
     Genesis,
     PlanEntry,
     ResourceReport,
@@ -47,6 +49,7 @@ from edgechain.chain.validator_set import (
     compute_node_id,
     get_removed_nodes,
 )
+from edgechain.cluster.vivaldi import compute_next_coordinate
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo
 from edgechain.consensus.roles import Roles, compute_roles
@@ -88,6 +91,24 @@ def merge_reports(
     latest = {r.node: r for r in known if r.slot + REPORT_MAX_AGE_SLOTS >= slot}
     latest.update((r.node, r) for r in fresh)
     return tuple(latest[node] for node in sorted(latest) if node in validators)
+
+
+def compute_coordinates(
+    known: Mapping[NodeId, Coordinate],
+    fresh: Sequence[ResourceReport],
+    validators: ValidatorSet,
+) -> Mapping[NodeId, Coordinate]:
+    """Validators' coordinates after a block: each fresh report moves its node's by at
+    most a bounded step from where the chain had it (the origin at first), so no report
+    can move a node across the map (``cluster/vivaldi.py``); nodes that left drop out."""
+    if not fresh and all(node in validators for node in known):
+        return known
+    moved = {node: c for node, c in known.items() if node in validators}
+    for report in fresh:
+        if report.node in validators:
+            previous = moved.get(report.node, ORIGIN)
+            moved[report.node] = compute_next_coordinate(previous, report.coordinate)
+    return {node: moved[node] for node in sorted(moved)}
 
 
 def compute_genesis_state(genesis: Genesis) -> BlockState:
@@ -222,6 +243,7 @@ def apply_block(
             difficulty=block.difficulty,
             registry=registry,
             reports=merge_reports(parent.reports, block.reports, validators, block.slot),
+            coordinates=compute_coordinates(parent.coordinates, block.reports, validators),
             signers=count_signers(block.signers),
             is_skip=False,
             authority=authority,
@@ -247,6 +269,7 @@ def apply_block(
         registry=registry,
         # A skip block carries no reports: the child plans on the last known ones.
         reports=merge_reports(parent.reports, (), validators, block.slot),
+        coordinates=compute_coordinates(parent.coordinates, (), validators),
         signers=count_signers(block.signers),
         is_skip=True,
         authority=parent.authority,

@@ -20,6 +20,7 @@ Layout (primitives as in ``chain/encoding.py``)::
     fixed(32) block_hash || u64 slot || fixed(32) seed || u32 validators (set index)
     u64 difficulty || registry || list<report> reports || u32 signers || bool is_skip
     authority || list<(fixed(32) node, u64 slot)> last_seen (sorted by node)
+    list<(fixed(32) node, i32 x, i32 y)> coordinates (sorted by node)
     bool has_finality [|| finality]
 
 A 1000-member validator set is about 140 KB, and a state names up to 67 (``validators``,
@@ -37,6 +38,7 @@ from typing import TypeVar
 
 from edgechain.chain.authority import Authority
 from edgechain.chain.encoding import (
+    MIN_REPORT_SIZE,
     Limits,
     Reader,
     Writer,
@@ -48,7 +50,7 @@ from edgechain.chain.encoding import (
     write_report,
 )
 from edgechain.chain.finality import MAX_PENDING_EPOCHS, CheckpointRecord, FinalityState
-from edgechain.chain.model import Checkpoint
+from edgechain.chain.model import Checkpoint, Coordinate
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo
@@ -58,7 +60,6 @@ from edgechain.types import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
     REPORT_KEY_SIZE,
-    REPORT_SIGNATURE_SIZE,
     AppId,
     BlockHash,
     NodeId,
@@ -68,10 +69,11 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-STATE_FORMAT_VERSION = 3
+STATE_FORMAT_VERSION = 4
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
-authority ends with the revoked enrollment token ids (block format 10)."""
+authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
+network coordinates follow ``last_seen`` (block format 11)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -98,7 +100,6 @@ class StateLimits:
 _MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4 + 8
 _MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
 _MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1
-_MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 + 1 + REPORT_SIGNATURE_SIZE
 _CHECKPOINT_SIZE = 8 + HASH_SIZE
 _MIN_TALLY_SIZE = _CHECKPOINT_SIZE + 4
 
@@ -358,6 +359,24 @@ def _read_last_seen(r: Reader) -> dict[NodeId, Slot]:
     return dict(pairs)
 
 
+def _write_coordinates(w: Writer, coordinates: Mapping[NodeId, Coordinate]) -> None:
+    w.u32(len(coordinates))
+    for node in sorted(coordinates, key=bytes):
+        _write_node(w, node)
+        w.i32(coordinates[node].x_us)
+        w.i32(coordinates[node].y_us)
+
+
+def _read_coordinates(r: Reader) -> dict[NodeId, Coordinate]:
+    pairs = r.items(
+        StateLimits.MAX_VALIDATORS,
+        HASH_SIZE + 8,
+        lambda x: (_read_node(x), Coordinate(x.i32(), x.i32())),
+    )
+    _check_increasing([node for node, _ in pairs], "coordinates")
+    return dict(pairs)
+
+
 def _write_tallies(w: Writer, tallies: Mapping[Checkpoint, frozenset[NodeId]]) -> None:
     w.u32(len(tallies))
     for target in sorted(tallies, key=_checkpoint_key):
@@ -427,6 +446,7 @@ def encode_state(state: BlockState) -> bytes:
     w.boolean(state.is_skip)
     _write_authority(w, state.authority)
     _write_last_seen(w, state.last_seen)
+    _write_coordinates(w, state.coordinates)
     _write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
     if len(w.buf) > MAX_STATE_BYTES:
         raise ValueError(f"state encoding of {len(w.buf)} bytes > {MAX_STATE_BYTES}")
@@ -449,11 +469,12 @@ def decode_state(data: bytes) -> BlockState:
         validators=refs.read(r),
         difficulty=r.u64(),
         registry=_read_registry(r),
-        reports=tuple(r.items(StateLimits.MAX_VALIDATORS, _MIN_REPORT_SIZE, read_report)),
+        reports=tuple(r.items(StateLimits.MAX_VALIDATORS, MIN_REPORT_SIZE, read_report)),
         signers=r.u32(),
         is_skip=r.boolean(),
         authority=_read_authority(r),
         last_seen=_read_last_seen(r),
+        coordinates=_read_coordinates(r),
         finality=_read_optional(r, lambda x: _read_finality(x, refs)),
     )
     r.finish()

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from edgechain.chain.model import ORIGIN, Coordinate
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     BlockMsg,
@@ -103,7 +104,7 @@ class NodeInbox:
         ):
             self._on_seed_answer(seed, now)  # a seed's answer to our ping (node/seeds.py)
         elif isinstance(message, Pong) and self.rtt.on_pong(
-            sender, message.request_id, time.perf_counter_ns()
+            sender, message.request_id, time.perf_counter_ns(), self._get_coordinate_of(sender)
         ):
             pass  # the answer to our RTT probe (node/rtt.py), not the DHT's
         elif isinstance(message, Ping | Pong | FindNode | Nodes):
@@ -154,6 +155,14 @@ class NodeInbox:
             self.routing.send_to(peer, copy)
         if inner is not None:
             self._take(inner, origin, now)
+
+    def _get_coordinate_of(self, node: NodeId) -> Coordinate | None:
+        """``node``'s network coordinate on our head (the origin for a validator that
+        has not reported one), or None when it is not a validator there."""
+        head = self.engine.get_head_state() if self.engine is not None else None
+        if head is None or node not in head.validators:
+            return None
+        return head.coordinates.get(node, ORIGIN)
 
     def _take(self, message: Message, sender: NodeId | None, now: int) -> None:
         """Hand a consensus message to the engine (a block's time goes to the metrics)."""

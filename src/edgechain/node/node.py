@@ -342,7 +342,11 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         with cpu_span(Component.APPS):
             if now >= self._next_usage_ms:
                 self._next_usage_ms = now + USAGE_INTERVAL_MS
-                usage = replace(self.measure_usage(), rtt_us=self.rtt.get_rtt_us())
+                usage = replace(
+                    self.measure_usage(),
+                    rtt_us=self.rtt.get_rtt_us(),
+                    coordinate=self.rtt.get_coordinate(),
+                )
                 if self.apps is not None:
                     self.apps.set_host_usage(usage)  # merged with the apps' own usage
                 else:

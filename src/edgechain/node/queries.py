@@ -194,6 +194,8 @@ class NodeQueries:
             # Smoothed RTT to random validators (node/rtt.py): what our reports carry.
             "rtt_us": self.rtt.get_rtt_us(),
             "rtt_samples": self.rtt.samples,
+            # Our Vivaldi coordinate (cluster/vivaldi.py), as our next report gives it.
+            "coordinate_us": [self.rtt.get_coordinate().x_us, self.rtt.get_coordinate().y_us],
             # DHT envelopes: MACs verified under session keys, keys derived (one
             # scalar multiplication each: crypto/session.py).
             "dht_sessions": {

@@ -13,6 +13,11 @@ of these request ids.
 
 The RTT is measured, reported and shown (``/status``, ``/nodes``, ``/metrics``); no
 consensus rule reads it: a node could report any figure, and nothing may hang on one.
+
+Each answered probe is also a Vivaldi sample (``cluster/vivaldi.py``): the node moves its
+network coordinate against the peer's coordinate as the head state has it, and reports
+it; the chain moves its copy towards it by a bounded step, and the report overlay
+clusters on those copies (``cluster/kmeans.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgechain.chain.model import Coordinate
+from edgechain.cluster.vivaldi import VivaldiState, process_sample
 from edgechain.types import NodeId
 
 PROBE_INTERVAL_MS = 5_000
@@ -49,6 +56,7 @@ class RttProbe:
         self.smoothed_us: int | None = None
         self.samples = 0
         self.next_probe_ms = 0
+        self.vivaldi = VivaldiState()
 
     def is_due(self, now_ms: int) -> bool:
         """Time for a probe (the caller need not gather the peers before)."""
@@ -73,8 +81,12 @@ class RttProbe:
         self.outstanding[request_id] = Probe(peer, now_ns, now_ms)
         return peer, request_id
 
-    def on_pong(self, sender: NodeId, request_id: int, now_ns: int) -> bool:
-        """True if the answer is to one of our probes (then it is ours, not the DHT's)."""
+    def on_pong(
+        self, sender: NodeId, request_id: int, now_ns: int, peer_coordinate: Coordinate | None
+    ) -> bool:
+        """True if the answer is to one of our probes (then it is ours, not the DHT's).
+        ``peer_coordinate``: the sender's coordinate on our head (None: not a validator
+        there, so no Vivaldi sample)."""
         probe = self.outstanding.get(request_id)
         if probe is None or probe.peer != sender:
             return False
@@ -85,7 +97,14 @@ class RttProbe:
         else:
             self.smoothed_us += (sample_us - self.smoothed_us) // SMOOTHING
         self.samples += 1
+        if peer_coordinate is not None:
+            tiebreak = self.node_id + sender
+            self.vivaldi = process_sample(self.vivaldi, peer_coordinate, sample_us, tiebreak)
         return True
+
+    def get_coordinate(self) -> Coordinate:
+        """This node's Vivaldi coordinate (the origin before its first sample)."""
+        return self.vivaldi.coordinate
 
     def get_rtt_us(self) -> int:
         """The smoothed RTT in microseconds (0 before the first answer)."""

@@ -78,7 +78,7 @@ class AppAuditor:
         self.note_event(now)
 
     def sample(self, now: int) -> None:
-        state = self.sim._majority_head()
+        state = self.sim.get_majority_head()
         if state is None:
             return
         self.samples += 1
@@ -189,7 +189,7 @@ def get_reverted(sim: Simulation, acted: set[tuple[BlockHash, AppId]]) -> dict[s
     """What reorgs undid, from the blocks honest nodes accepted off the final
     majority chain: their PLACE, MIGRATE and RECOVER entries (``reverted``), and
     those a node acted on (``acted``: started or received the app for the entry)."""
-    state = sim._majority_head()
+    state = sim.get_majority_head()
     holder = next(
         (n for n in sim.nodes if state is not None and n.engine.head == state.block_hash),
         None,

@@ -31,7 +31,7 @@ checks the outcome every ``sample_ms``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.model import (
@@ -275,7 +275,10 @@ class AppLayer:
             if apps.is_live_copy(app)
         ]
         capacity = None if self.config.load == LOAD_REQUEST else NODE_CAPACITY_BP
-        node.engine.set_local_usage(compute_node_usage(demands, now, capacity))
+        usage = compute_node_usage(demands, now, capacity)
+        # The coordinate is the coordinate layer's (sim/coordinates.py), not the apps'.
+        coordinate = node.engine.get_local_usage().coordinate
+        node.engine.set_local_usage(replace(usage, coordinate=coordinate))
 
     # --- fencing ---------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def inject_faults(sim: Simulation, slot: int, params: ChainParams) -> None:
     start_ms = get_slot_start_ms(params, slot)
     if faults == "crash-producers" and slot % 10 == 5:
         # Crash the producer elected for this slot just before it starts.
-        head = sim._majority_head()
+        head = sim.get_majority_head()
         if head is not None and head.slot < slot:
             roles = get_roles(sim.memo, head, Slot(slot), params.committee_size)
             victim = sim.by_id.get(compute_node_id(roles.producer))
@@ -131,7 +131,7 @@ def _inject_app_host_fault(sim: Simulation, slot: int, params: ChainParams) -> N
         if victim is None:
             return
         sim.app_victim = victim.index
-        head = sim._majority_head()
+        head = sim.get_majority_head()
         if head is not None:
             sim.app_victim_apps = sum(
                 1
@@ -153,7 +153,7 @@ def _inject_app_host_fault(sim: Simulation, slot: int, params: ChainParams) -> N
 def get_busiest_host(sim: Simulation) -> SimNode | None:
     """The up node (not the bootstrap) the majority head places the most running apps
     on; ties to the lowest index. None when no app is placed."""
-    head = sim._majority_head()
+    head = sim.get_majority_head()
     if head is None:
         return None
     best: tuple[int, int] | None = None

@@ -16,7 +16,10 @@ Model of one ``send(src, dst, payload, size)`` at virtual time ``now``:
    uplink is modelled: it is the bottleneck of a producer pushing a block to many peers.
 3. On the wire: a cross-partition message is dropped (``partition``); then the link's
    :class:`LinkProfile` applies: loss, a latency draw, an optional extra reordering
-   delay, and optionally a duplicate copy with its own latency draw.
+   delay, and optionally a duplicate copy with its own latency draw. With a
+   ``base_latency(src, dst)`` (e.g. distance on a map, ``sim/geography.py``), it is
+   added to the main copy's and the duplicate's delay, so the draw becomes jitter on
+   top of a per-pair propagation delay; it is a pure function and draws nothing.
 4. At arrival the destination must be up, else dropped (``dst_down``): a crashed node
    receives nothing, including messages that were in flight when it crashed. Messages
    that already left a node that then crashes are still delivered (they were on the
@@ -229,11 +232,14 @@ class SimNetwork(Generic[P]):
         fifo_links: bool = False,
         trace: bool = False,
         trace_hook: Callable[[TraceRecord], None] | None = None,
+        base_latency: Callable[[NodeId, NodeId], Micros] | None = None,
     ) -> None:
         """``profile``: default for every link (testbed latency, no faults).
         ``bandwidth``: default uplink bytes/s for every node (``None``: unlimited).
         ``trace``: keep a running SHA-256 of the trace for :meth:`trace_digest`.
         ``trace_hook``: called with every :class:`TraceRecord` (e.g. ``list.append``).
+        ``base_latency``: per-pair delay (µs) added under every latency draw; must be
+        deterministic and use no RNG (``None``: none, the draw is the whole delay).
         """
         if bandwidth is not None:
             _check_bandwidth(bandwidth)
@@ -241,6 +247,7 @@ class SimNetwork(Generic[P]):
         self._rng = random.Random(seed)
         self._clock = clock
         self._default_profile = profile if profile is not None else LinkProfile()
+        self._base_latency = base_latency
         self._link_profiles: dict[tuple[NodeId, NodeId], LinkProfile] = {}
         self._default_bandwidth = bandwidth
         self._bandwidth: dict[NodeId, int | None] = {}
@@ -389,7 +396,9 @@ class SimNetwork(Generic[P]):
         if profile.loss and rng.random() < profile.loss:
             self._drop(DropReason.LOSS, now, src, dst, size)
             return
-        delay = _draw_delay(profile.latency, rng)
+        # Not an RNG draw: the same seed makes the same draws with or without it.
+        base = 0 if self._base_latency is None else _check_delay(self._base_latency(src, dst))
+        delay = base + _draw_delay(profile.latency, rng)
         if profile.reorder and rng.random() < profile.reorder:
             delay += _draw_delay(profile.reorder_delay, rng)
         arrives = self._fifo_arrival(src, dst, departs + delay)
@@ -398,7 +407,7 @@ class SimNetwork(Generic[P]):
             self._duplicated += 1
             if self._tracing:
                 self._record(TraceRecord(now, TraceKind.DUPLICATE, src, dst, size))
-            copy_arrives = departs + _draw_delay(profile.latency, rng)
+            copy_arrives = departs + base + _draw_delay(profile.latency, rng)
             self._schedule_delivery(copy_arrives, src, dst, payload, size)
 
     def _departure_time(self, src: NodeId, size: int, now: Micros) -> Micros:
@@ -476,9 +485,12 @@ class SimNetwork(Generic[P]):
 
 
 def _draw_delay(model: LatencyModel, rng: random.Random) -> Micros:
-    delay = model(rng)
+    return _check_delay(model(rng))
+
+
+def _check_delay(delay: Micros) -> Micros:
     if delay < 0 or not isinstance(delay, int):
-        raise ValueError(f"latency model returned {delay!r}: need an int >= 0 (µs)")
+        raise ValueError(f"a latency (model or base) gave {delay!r}: need an int >= 0 (µs)")
     return delay
 
 

@@ -62,12 +62,14 @@ from edgechain.sim.archive import serve_archive, serve_forward
 from edgechain.sim.audit import Auditor, check_invariants
 from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
 from edgechain.sim.clock import MILLISECOND, SimClock, Timer
+from edgechain.sim.coordinates import CoordinateLayer
 from edgechain.sim.faults import (
     APP_SCENARIOS,
     DEFAULT_SCENARIO_APPS,
     LATE_SCENARIOS,
     inject_faults,
 )
+from edgechain.sim.geography import Geography, compute_geography
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.sim.report_metrics import ReportMetrics
 from edgechain.sim.summary import SimResult, build_result, compute_result_digest
@@ -129,6 +131,9 @@ class SimConfig:
     down_after_slots: int = 12
     """K (``ChainParams.down_after_slots``)."""
     app_model: AppModelConfig = field(default_factory=AppModelConfig)
+    geo_regions: int = 0
+    """0: uniform latency as before; N > 0: nodes in N regions, delay by distance
+    (``sim/geography.py``) plus the ``latency_ms`` draw as jitter."""
 
 
 WALL_CHECK_STEP = 50 * MILLISECOND
@@ -199,11 +204,17 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.clock = SimClock()
         low, high = config.latency_ms
+        self.geography: Geography | None = None
+        if config.geo_regions > 0:
+            # The ids the nodes get below (node i is make_identity(i, b"sim")), in order.
+            node_ids = [make_identity(i, b"sim").node for i in range(config.nodes)]
+            self.geography = compute_geography(node_ids, config.geo_regions, config.seed)
         self.net: SimNetwork[SimPayload] = SimNetwork(
             config.seed,
             self.clock,
             profile=LinkProfile(latency=Uniform(low * MILLISECOND, high * MILLISECOND)),
             trace=config.trace,
+            base_latency=None if self.geography is None else self.geography.get_one_way_us,
         )
         self.memo = Memo(
             randomness=hashlib.sha256(b"edgechain/sim" + config.seed.to_bytes(8, "big")).digest(),
@@ -249,6 +260,14 @@ class Simulation:
         """Each node's finalized epoch when a partition starts and when it heals."""
         self.crashed_producers: list[tuple[int, NodeId]] = []
         self.apps: AppLayer | None = None
+        self.coordinates = (
+            None
+            if self.geography is None
+            else CoordinateLayer(
+                self.geography, config.seed, config.slot_duration_ms, config.nodes_per_cluster
+            )
+        )
+        """Vivaldi samples and cluster latency (sim/coordinates.py), with a geography."""
         self.app_victim: int | None = None
         self.app_victim_apps = 0
         """Running apps the majority head placed on the app-host fault's victim."""
@@ -537,6 +556,8 @@ class Simulation:
         deadline = None if max_wall_seconds is None else started + max_wall_seconds
         for slot in range(1, end_slot + 1):
             inject_faults(self, slot, params)
+            if self.coordinates is not None:
+                self.coordinates.on_slot(self, slot)
             if not self._run_slot(get_slot_start_ms(params, slot + 1) * MILLISECOND, deadline):
                 break
             check_invariants(self, slot, params)
@@ -563,7 +584,7 @@ class Simulation:
     def _honest_up(self) -> list[SimNode]:
         return [n for n in self.nodes if n.honest and n.up and n.engine.genesis is not None]
 
-    def _majority_head(self) -> BlockState | None:
+    def get_majority_head(self) -> BlockState | None:
         honest = self._honest_up()
         heads = Counter(n.engine.head for n in honest if n.engine.head)
         if not heads:

@@ -158,6 +158,7 @@ def build_result(sim: Simulation, params: ChainParams, wall: float) -> SimResult
         "peer_errors": dict(sorted(sim.peer_errors.items())),
         "crashed_producers": [[s, n.hex()[:16]] for s, n in sim.crashed_producers],
         **({"apps": sim.apps.summary()} if sim.apps is not None else {}),
+        **({"cluster_latency": sim.coordinates.summary()} if sim.coordinates is not None else {}),
         **sim.report_metrics.summary(),
         "messages": sim.net.stats().sent,
         "wall_seconds": round(wall, 2),

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgechain.cluster.kmeans import COORDINATE_QUORUM_BP
 from edgechain.lab.paper.paper_numbers import FIG12_BOUND_SHARE
 from edgechain.telemetry.cpu import compute_percentile
 
@@ -218,6 +219,36 @@ def plot_reports(sim: Mapping[str, Any], config: Mapping[str, Any], path: Path) 
     inclusion.set_xlabel("slot of the block")
     inclusion.legend(fontsize=8, loc="lower right")
     inclusion.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_cluster_latency(sim: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
+    """Our addition to §4.3: per slot, the mean one-way delay from a cluster member to
+    its representative, with the overlay on network coordinates and, for the same
+    validators and seed, on the reference's hash positions."""
+    plt = get_pyplot()
+    latency = sim["summary"]["cluster_latency"]
+    rows = latency["by_slot"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    slots = [row[0] for row in rows]
+    ax.plot(slots, [row[2] for row in rows], marker=".", color="tab:gray",
+            label="hash positions (the reference implementation)")  # fmt: skip
+    ax.plot(slots, [row[1] for row in rows], marker=".", color="tab:blue",
+            label="network coordinates (Vivaldi, on the chain)")  # fmt: skip
+    since = latency["coordinate_mode_from_slot"]
+    if since is not None:
+        ax.axvline(since, color="tab:green", linestyle=":",
+                   label=f"{COORDINATE_QUORUM_BP // 100} % of validators have a "
+                         f"coordinate (slot {since})")  # fmt: skip
+    ax.set_xlabel("slot")
+    ax.set_ylabel("member to representative, one way (ms, mean)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    place_legend(ax)
+    ax.set_title(
+        f"Cluster overlay locality, {config['geo_regions']} regions ({get_run_label(config)})",
+        fontsize=10,
+    )
     save_figure(fig, path)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgechain.cluster.kmeans import COORDINATE_QUORUM_BP
+from edgechain.cluster.vivaldi import MAX_STEP_US
 from edgechain.lab.paper import paper_numbers as paper
 from edgechain.lab.paper.migration_table import format_table3, get_median
 
@@ -189,6 +191,48 @@ def get_simulated_worst_case_lines(worst: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def get_overlay_section(result: Mapping[str, Any]) -> list[str]:
+    """With ``--geo-regions``: how near each member's representative is (our addition)."""
+    latency = result["sim"]["summary"].get("cluster_latency")
+    if latency is None:
+        return []
+    ours, hashed = latency["overlay"], latency["hash_positions"]
+    rows = [
+        ("network coordinates", ours),
+        ("hash positions (reference), same validators and seeds", hashed),
+    ]
+    return [
+        "## Cluster overlay locality (not in the paper)",
+        "",
+        f"Nodes in {result['config']['geo_regions']} regions, one-way delay 1 ms + 10 µs/km "
+        "(`sim/geography.py`). Each node's Vivaldi coordinate comes from RTT samples to "
+        "random validators (`cluster/vivaldi.py`); the chain moves its copy by at most "
+        f"{MAX_STEP_US // 1000} ms per report, and k-means clusters on the copies once "
+        f"{COORDINATE_QUORUM_BP // 100} % of the "
+        f"validators have one (from slot {latency['coordinate_mode_from_slot']}). The "
+        "representative is still drawn from the slot's seed among the members. Delay "
+        "from each member to its representative, over the "
+        f"{latency['coordinate_mode_slots']} slots clustered on coordinates:",
+        "",
+        format_table(
+            ("overlay", "mean", "p50", "p99", "member-slots"),
+            [
+                (
+                    name,
+                    format_ms(v["mean_ms"]),
+                    format_ms(v["p50_ms"]),
+                    format_ms(v["p99_ms"]),
+                    str(v["count"]),
+                )
+                for name, v in rows
+            ],
+        ),
+        "",
+        get_figure_line(result, "overlay", "cluster overlay locality"),
+        "",
+    ]
+
+
 def write_report(result: Mapping[str, Any]) -> str:
     """The whole ``report.md``."""
     config, summary = result["config"], result["sim"]["summary"]
@@ -266,6 +310,7 @@ def write_report(result: Mapping[str, Any]) -> str:
         "",
         get_figure_line(result, "fig12", "Fig. 12: report propagation"),
         "",
+        *get_overlay_section(result),
         "## Fig. 10 / Table 3: migration times",
         "",
         *get_migration_section(result),

@@ -36,6 +36,7 @@ FIGURE_FILES = {
     "fig11_worst_case": "fig11_worst_case_apps_per_node.png",
     "fig12": "fig12_report_propagation.png",
     "fig10": "fig10_migration.png",
+    "overlay": "overlay_cluster_latency.png",
 }
 
 
@@ -52,6 +53,8 @@ class PaperConfig:
     latency_ms: tuple[int, int] = (0, 5)
     """The paper's artificial delay: 0-5 ms on every UDP packet (§4)."""
     preset_genesis: bool = False
+    geo_regions: int = 0
+    """Nodes in this many regions, delay by distance (``SimConfig.geo_regions``)."""
     worst_nodes: int | None = None
     """Worst-case fleet size; default ``nodes``."""
     worst_apps: int | None = None
@@ -90,6 +93,7 @@ def run_simulation(
         seed=config.seed,
         apps=config.apps,
         preset_genesis=config.preset_genesis,
+        geo_regions=config.geo_regions,
     )
     log(f"simulating {config.nodes} nodes, {config.slots} slots, {config.apps} apps")
     sim = Simulation(sim_config, progress=progress)
@@ -144,6 +148,8 @@ def write_figures(result: dict[str, Any], out: Path, log: Log) -> dict[str, str]
         ("fig11_worst_case", lambda p: figures_apps.plot_worst_case_stacks(worst, p)),
         ("fig12", lambda p: figures.plot_reports(sim, config, p)),
     ]
+    if "cluster_latency" in sim["summary"]:
+        drawers.append(("overlay", lambda p: figures.plot_cluster_latency(sim, config, p)))
     if result.get("migration") is not None:
         migration = result["migration"]
         drawers.append(("fig10", lambda p: figures_apps.plot_migration(migration, p)))
