@@ -22,37 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from edgechain.lab.balance import BalanceConfig, run_balance
 from edgechain.lab.balance_report import format_report, plot_balance, summarize_series
+from edgechain.lab.live_runs import get_source, make_run_base
 from edgechain.lab.testnet import interrupt_on_termination
-
-
-def make_base(parent: Path | None) -> Path:
-    """A fresh directory others may traverse but not list (0711): the nodes' apps run
-    as an unprivileged user, who must reach their state directories."""
-    base = Path(tempfile.mkdtemp(prefix="edgechain-balance-", dir=parent))
-    base.chmod(0o711)
-    return base
-
-
-def get_source() -> str | None:
-    """The checkout's commit (``-dirty``: with local changes), for the JSON: the nodes
-    run this tree, which others may be changing."""
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{time.monotonic() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     config = BalanceConfig(
-        run_dir=make_base(args.dir) / "run",
+        run_dir=make_run_base("edgechain-balance-", args.dir) / "run",
         nodes=args.nodes,
         committee=args.committee,
         apps=args.apps,
@@ -111,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupt_on_termination():
         # Ctrl-C stops the testnet (run_balance's cleanup) and ends the run with an error.
         result = run_balance(config)
-    result["source"] = get_source()
+    result["source"] = get_source(Path(__file__).parent)
     print(format_report(result), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,27 +27,8 @@ from typing import Any
 
 from edgechain.lab.exactly_once import ExactlyOnceConfig, run_exactly_once
 from edgechain.lab.exactly_once_report import format_report, get_stale_over_one_slot
+from edgechain.lab.live_runs import get_source, make_run_base
 from edgechain.lab.testnet import interrupt_on_termination
-
-
-def make_base(parent: Path | None) -> Path:
-    """A fresh directory others may traverse but not list (0711)."""
-    base = Path(tempfile.mkdtemp(prefix="edgechain-exactly-once-", dir=parent))
-    base.chmod(0o711)
-    return base
-
-
-def get_source() -> str | None:
-    """The checkout's commit (``-dirty``: with local changes), for the JSON: the nodes
-    run this tree, which others may be changing."""
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
 
 
 def summarize_runs(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -102,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < args.committee + 2 or args.apps < 1 or args.runs < 1:
         parser.error("need --nodes >= --committee + 2 (two faults), --apps >= 1, --runs >= 1")
-    base = make_base(args.dir)
+    base = make_run_base("edgechain-exactly-once-", args.dir)
     started = time.monotonic()
 
     def log(message: str) -> None:
@@ -130,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(format_report(result), flush=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # each run cleaned up after itself
-    output = {"source": get_source(), "runs": results, "summary": summarize_runs(results)}
+    output = {
+        "source": get_source(Path(__file__).parent),
+        "runs": results,
+        "summary": summarize_runs(results),
+    }
     print(json.dumps(output["summary"], indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

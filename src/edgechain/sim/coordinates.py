@@ -118,6 +118,7 @@ class CoordinateLayer:
     def summary(self) -> dict[str, Any]:
         mode_slots = [s.slot for s in self.slots if s.coordinate_mode]
         return {
+            "regions": self.geography.regions,
             "coordinate_mode_from_slot": mode_slots[0] if mode_slots else None,
             "coordinate_mode_slots": len(mode_slots),
             "overlay": summarize_us(self.overlay_us),
