@@ -9,6 +9,13 @@ from edgechain.node.rtt import MAX_OUTSTANDING, PROBE_INTERVAL_MS, PROBE_TIMEOUT
 from edgechain.types import NodeId
 
 ME, A, B = (NodeId(bytes([i]) * 32) for i in (1, 2, 3))
+
+
+def no_coordinate(_: NodeId) -> Coordinate | None:
+    """A peer that is not a validator on our head: no Vivaldi sample."""
+    return None
+
+
 MS = 1_000_000
 """Nanoseconds in a millisecond."""
 
@@ -31,13 +38,17 @@ def test_answers_make_a_smoothed_average_and_others_are_not_ours() -> None:
     probe = RttProbe(ME, random.Random(2))
     assert probe.get_rtt_us() == 0
     _, request_id = probe.choose(0, 0, [A]) or (None, 0)
-    assert not probe.on_pong(B, request_id, 5 * MS, None)  # another peer's answer: not ours
-    assert not probe.on_pong(A, request_id + 1, 5 * MS, None)  # an id we never sent: the DHT's
-    assert probe.on_pong(A, request_id, 4 * MS, None)
+    assert not probe.on_pong(
+        B, request_id, 5 * MS, no_coordinate
+    )  # another peer's answer: not ours
+    assert not probe.on_pong(
+        A, request_id + 1, 5 * MS, no_coordinate
+    )  # an id we never sent: the DHT's
+    assert probe.on_pong(A, request_id, 4 * MS, no_coordinate)
     assert probe.get_rtt_us() == 4000
-    assert not probe.on_pong(A, request_id, 9 * MS, None)  # each probe is answered once
+    assert not probe.on_pong(A, request_id, 9 * MS, no_coordinate)  # each probe is answered once
     _, request_id = probe.choose(PROBE_INTERVAL_MS, 0, [A]) or (None, 0)
-    assert probe.on_pong(A, request_id, 12 * MS, None)  # a slow answer moves it an eighth
+    assert probe.on_pong(A, request_id, 12 * MS, no_coordinate)  # a slow answer moves it an eighth
     assert probe.get_rtt_us() == 4000 + (12000 - 4000) // 8
     assert probe.samples == 2
 
@@ -62,12 +73,12 @@ def test_answers_from_validators_move_the_network_coordinate() -> None:
     has for it; an answer from a non-validator (None) times the RTT only."""
     probe = RttProbe(ME, random.Random(4))
     _, request_id = probe.choose(0, 0, [A]) or (None, 0)
-    assert probe.on_pong(A, request_id, 30 * MS, None)
+    assert probe.on_pong(A, request_id, 30 * MS, no_coordinate)
     assert probe.get_coordinate() == ORIGIN and probe.vivaldi.samples == 0
     far = Coordinate(80_000, 0)
     for i in range(1, 40):
         _, request_id = probe.choose(i * PROBE_INTERVAL_MS, 0, [A]) or (None, 0)
-        assert probe.on_pong(A, request_id, 30 * MS, far)
+        assert probe.on_pong(A, request_id, 30 * MS, lambda _: far)
     # 30 ms from a peer at x = 80 ms: Vivaldi settles about 30 ms away from it.
     distance = abs(probe.get_coordinate().x_us - far.x_us)
     assert probe.vivaldi.samples == 39 and 20_000 < distance < 40_000, probe.vivaldi

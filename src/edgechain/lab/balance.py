@@ -418,10 +418,7 @@ def run_balance(config: BalanceConfig) -> dict[str, Any]:
     except KeyboardInterrupt:
         result["error"] = "interrupted"  # the testnet still stops, below
     finally:
-        run.net.stop()
-        result["leftover_processes"] = run.net.leftovers
-        result["launcher_exit_code"] = run.net.stop_code
-        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        result.update(run.net.stop_and_record(started))
     even = (config.even_ratio, config.even_hold, config.window_slots)
     result.update(summarize_series(run.samples, run.undrain.slot0, *even))
     result["series"] = run.samples

@@ -363,10 +363,7 @@ def run_exactly_once(config: ExactlyOnceConfig) -> dict[str, Any]:
         result["error"] = str(exc)
         config.log(f"error: {exc}")
     finally:
-        net.stop()
-        result["leftover_processes"] = net.leftovers
-        result["launcher_exit_code"] = net.stop_code
-        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        result.update(net.stop_and_record(started))
     result["copies"] = obs.to_json() if obs is not None else None
     result["bounds"] = Bounds.for_params(result.get("params")).to_json()
     result["violations"] = check_result(result)

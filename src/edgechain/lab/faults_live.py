@@ -360,6 +360,16 @@ class LiveTestnet:
         self.stop_code = launcher.returncode
         self.sweep_leftovers()
 
+    def stop_and_record(self, started: float) -> dict[str, Any]:
+        """:meth:`stop`, then what a run's result records of it: what was left behind,
+        the launcher's exit code, the run's time since ``started`` (monotonic)."""
+        self.stop()
+        return {
+            "leftover_processes": self.leftovers,
+            "launcher_exit_code": self.stop_code,
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
+
     def sweep_leftovers(self) -> None:
         """Record in :attr:`leftovers` what of the run's apps outlived the testnet by
         :data:`LEFTOVER_GRACE_S`, then kill it."""

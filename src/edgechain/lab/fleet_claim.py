@@ -160,11 +160,10 @@ def run_claim(config: ClaimConfig) -> dict[str, Any]:
     except LiveError as exc:
         result["error"] = str(exc)
         config.log(f"error: {exc}")
+    except KeyboardInterrupt:
+        result["error"] = "interrupted"  # the testnet still stops, and the result is kept
     finally:
-        net.stop()
-        result["leftover_processes"] = net.leftovers
-        result["launcher_exit_code"] = net.stop_code
-        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        result.update(net.stop_and_record(started))
     result["copies"] = obs.to_json() if obs is not None else None
     result["testnet"] = read_testnet_summary(config.run_dir)
     result["violations"] = check_claim(result)

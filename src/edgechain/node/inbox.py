@@ -104,7 +104,7 @@ class NodeInbox:
         ):
             self._on_seed_answer(seed, now)  # a seed's answer to our ping (node/seeds.py)
         elif isinstance(message, Pong) and self.rtt.on_pong(
-            sender, message.request_id, time.perf_counter_ns(), self._get_coordinate_of(sender)
+            sender, message.request_id, time.perf_counter_ns(), self._get_coordinate_of
         ):
             pass  # the answer to our RTT probe (node/rtt.py), not the DHT's
         elif isinstance(message, Ping | Pong | FindNode | Nodes):

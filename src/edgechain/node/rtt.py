@@ -23,7 +23,7 @@ clusters on those copies (``cluster/kmeans.py``).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgechain.chain.model import Coordinate
@@ -82,11 +82,15 @@ class RttProbe:
         return peer, request_id
 
     def on_pong(
-        self, sender: NodeId, request_id: int, now_ns: int, peer_coordinate: Coordinate | None
+        self,
+        sender: NodeId,
+        request_id: int,
+        now_ns: int,
+        get_coordinate: Callable[[NodeId], Coordinate | None],
     ) -> bool:
         """True if the answer is to one of our probes (then it is ours, not the DHT's).
-        ``peer_coordinate``: the sender's coordinate on our head (None: not a validator
-        there, so no Vivaldi sample)."""
+        ``get_coordinate``: a node's coordinate on our head (None: not a validator there,
+        so no Vivaldi sample), asked only for an answer to our probe."""
         probe = self.outstanding.get(request_id)
         if probe is None or probe.peer != sender:
             return False
@@ -97,6 +101,7 @@ class RttProbe:
         else:
             self.smoothed_us += (sample_us - self.smoothed_us) // SMOOTHING
         self.samples += 1
+        peer_coordinate = get_coordinate(sender)
         if peer_coordinate is not None:
             tiebreak = self.node_id + sender
             self.vivaldi = process_sample(self.vivaldi, peer_coordinate, sample_us, tiebreak)

@@ -30,7 +30,12 @@ from edgechain.cluster.vivaldi import VivaldiState, process_sample
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo
 from edgechain.consensus.reports import get_clustering
-from edgechain.sim.geography import Geography, compute_cluster_latency_us, summarize_us
+from edgechain.sim.geography import (
+    Geography,
+    compute_cluster_latency_us,
+    compute_mean_ms,
+    summarize_us,
+)
 from edgechain.types import NodeId
 
 if TYPE_CHECKING:
@@ -101,16 +106,21 @@ class CoordinateLayer:
     def measure(self, head: BlockState, slot: int, memo: Memo) -> None:
         """The overlay of the slot after ``head`` against hash positions."""
         validators = head.validators.get_node_ids()
+        mode = is_coordinate_mode(validators, head.coordinates)
         overlay = get_clustering(memo, head, self.nodes_per_cluster)
-        hashed = compute_clusters(validators, head.seed, self.nodes_per_cluster)
+        # Before coordinate mode the overlay *is* the hash-position clustering.
+        hashed = (
+            compute_clusters(validators, head.seed, self.nodes_per_cluster) if mode else overlay
+        )
         overlay_us = compute_cluster_latency_us(
             overlay.clusters, overlay.representatives, self.geography
         )
         hash_us = compute_cluster_latency_us(
             hashed.clusters, hashed.representatives, self.geography
         )
-        mode = is_coordinate_mode(validators, head.coordinates)
-        self.slots.append(SlotLatency(slot, _mean_ms(overlay_us), _mean_ms(hash_us), mode))
+        self.slots.append(
+            SlotLatency(slot, compute_mean_ms(overlay_us), compute_mean_ms(hash_us), mode)
+        )
         if mode:
             self.overlay_us += overlay_us
             self.hash_us += hash_us
@@ -127,7 +137,3 @@ class CoordinateLayer:
                 [s.slot, s.overlay_ms, s.hash_ms, int(s.coordinate_mode)] for s in self.slots
             ],
         }
-
-
-def _mean_ms(values: list[int]) -> float:
-    return round(sum(values) / len(values) / 1_000, 2) if values else 0.0

@@ -146,6 +146,11 @@ def compute_cluster_latency_us(
     ]
 
 
+def compute_mean_ms(values: Sequence[int]) -> float:
+    """The mean of µs values, in ms rounded to 2 decimals (0.0 when empty)."""
+    return round(sum(values) / len(values) / 1_000, 2) if values else 0.0
+
+
 def summarize_us(values: Sequence[int]) -> dict[str, float | int]:
     """Mean, p50 and p99 of µs values, in ms rounded to 2 decimals, and the count
     (all zero when empty). Percentiles by nearest rank, as the report-travel figures
@@ -154,7 +159,7 @@ def summarize_us(values: Sequence[int]) -> dict[str, float | int]:
         return {"mean_ms": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "count": 0}
     ranks = get_percentiles(list(values))
     return {
-        "mean_ms": round(sum(values) / len(values) / 1_000, 2),
+        "mean_ms": compute_mean_ms(values),
         "p50_ms": round((ranks["p50"] or 0) / 1_000, 2),
         "p99_ms": round((ranks["p99"] or 0) / 1_000, 2),
         "count": len(values),
