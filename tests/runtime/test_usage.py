@@ -115,6 +115,12 @@ def test_census_sums_a_whole_group_and_serves_a_round(tmp_path: Path) -> None:
     group = subprocess.Popen(["/bin/sh", "-c", burn], start_new_session=True)
     other = subprocess.Popen(["/bin/sh", "-c", "sleep 30"], start_new_session=True)
     try:
+        # The group as it runs: its shell started, its busy loop forked. Read at once
+        # after Popen, the leader may still be in exec, with no memory mapped (rss 0;
+        # CI saw it once on a loaded host).
+        wait_until(
+            lambda: group.pid in read_groups() and len(read_groups()[group.pid].members) >= 2
+        )
         census = GroupCensus(max_age_s=60.0)
         taken, first = census.get(group.pid)
         assert first is not None and first.rss > 0
