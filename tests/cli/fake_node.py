@@ -40,6 +40,11 @@ class FakeState:
     migrations: list[dict[str, Any]] = field(default_factory=list)
     refuse: tuple[int, dict[str, Any]] | None = None
     """Answer POST /commands with this status and body."""
+    refuse_after: int | None = None
+    """Refuse (as ``refuse``) every POST /commands once this many were accepted."""
+    skip_names: set[str] = field(default_factory=set)
+    """Submissions of these app names are accepted but never applied (a producer found
+    them not to apply; a later seq then spends them)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     def poll(self) -> None:
@@ -54,6 +59,8 @@ class FakeState:
     def _apply(self, command: SignedCommand) -> None:
         signer = bytes(command.signer).hex()
         self.last_seq[signer] = max(self.last_seq.get(signer, 0), command.seq)
+        if command.spec is not None and command.spec.name in self.skip_names:
+            return
         if command.kind is CommandKind.SUBMIT:
             assert command.spec is not None
             app_id = compute_submitted_app_id(command.signer, command.seq).hex()
@@ -145,7 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post_command(self, body: bytes) -> None:
         state = self.state
-        if state.refuse is not None:
+        if state.refuse is not None and (
+            state.refuse_after is None or len(state.commands) >= state.refuse_after
+        ):
             return self._reply(*state.refuse)
         command = decode_command(bytes.fromhex(json.loads(body)["command"]))
         root = compute_command_signing_root(state.chain_id, command)

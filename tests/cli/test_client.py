@@ -138,6 +138,58 @@ def test_submit_signs_posts_waits_and_prints_the_app(
     assert app_id in out and "queued" in out
 
 
+def test_submit_of_several_specs_signs_consecutive_seqs_in_one_call(
+    tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for name in ("web", "db", "cache"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(SPEC_YAML.replace("name: web", f"name: {name}"))
+        paths.append(str(path))
+    code, out, err = _run(capsys, client, "--json", "apps", "submit", *paths)
+    assert code == 0, err
+    assert [c.spec.name for c in state.commands if c.spec] == ["web", "db", "cache"]
+    seqs = [c.seq for c in state.commands]
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+    results = json.loads(out)
+    assert [r["name"] for r in results] == ["web", "db", "cache"]
+    assert all(r["applied"] and r["kind"] == "submit" for r in results)
+    assert [r["app_id"] for r in results] == [
+        compute_submitted_app_id(c.signer, c.seq).hex() for c in state.commands
+    ]
+    assert set(state.apps) == {r["app_id"] for r in results}
+
+
+def test_submit_of_several_specs_reports_what_did_not_land(
+    tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for name in ("a", "b", "c"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(SPEC_YAML.replace("name: web", f"name: {name}"))
+        paths.append(str(path))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "runtime": "process", "colour": "red"}))
+    # A bad file anywhere: nothing is sent.
+    code, _, err = _run(capsys, client, "apps", "submit", *paths, str(bad))
+    assert code == 2 and "colour" in err and state.commands == []
+
+    # A node refusing the second: the first stands and is named.
+    state.refuse, state.refuse_after = (409, {"error": "command_pool_full"}), 1
+    code, _, err = _run(capsys, client, "apps", "submit", *paths)
+    assert code == 1 and "'b' was refused after 1 of 3" in err and "command_pool_full" in err
+    assert len(state.commands) == 1
+    first_app = compute_submitted_app_id(state.commands[0].signer, state.commands[0].seq).hex()
+    assert first_app in err
+
+    # The middle one never applied while the last did: spent, and said so.
+    state.refuse = state.refuse_after = None
+    state.skip_names = {"b"}
+    code, out, err = _run(capsys, client, "apps", "submit", *paths)
+    assert code == 1 and "not on chain although a later submission applied: b" in err
+    assert "submit a (app" in out and "3 apps submitted" in out
+
+
 def test_json_output_and_app_by_name(
     client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
 ) -> None:

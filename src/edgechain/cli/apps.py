@@ -16,7 +16,7 @@ from typing import Any
 
 from edgechain.chain.model import CommandKind
 from edgechain.cli.client import quote_segment
-from edgechain.cli.commands import CommandResult
+from edgechain.cli.commands import CommandResult, send_submits
 from edgechain.cli.common import CliError, format_fields, format_table, short
 from edgechain.cli.context import Context, parse_hex
 from edgechain.cli.fleet import get_list, resolve_node_id
@@ -141,10 +141,28 @@ def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
+    paths: list[str] = args.spec
+    specs = [load_spec(path) for path in paths]  # every file checked before any is sent
     ctx = Context.from_args(args)
-    result = ctx.send(ctx.operator_key(), CommandKind.SUBMIT, spec=spec)
-    _report(ctx, result, result.app_id)
+    if len(specs) == 1:
+        result = ctx.send(ctx.operator_key(), CommandKind.SUBMIT, spec=specs[0])
+        _report(ctx, result, result.app_id)
+        return 0
+    results = send_submits(ctx.fleet, ctx.operator_key(), specs, wait=ctx.wait, timeout=ctx.timeout)
+    missing = []
+    if ctx.wait:
+        # The last seq applied; an earlier one a producer found not to apply is spent.
+        on_chain = {str(view.get("app_id")) for view in get_list(ctx, "/apps")}
+        missing = [r for r in results if r.app_id not in on_chain]
+    value = [dict(r.to_json(), name=spec.name) for r, spec in zip(results, specs, strict=True)]
+    lines = [
+        r.describe(f"submit {spec.name} (app {short(r.app_id)})")
+        for r, spec in zip(results, specs, strict=True)
+    ]
+    ctx.emit(value, "\n".join([*lines, f"{len(results)} apps submitted"]))
+    if missing:
+        names = ", ".join(spec.name for r, spec in zip(results, specs, strict=True) if r in missing)
+        raise CliError(f"not on chain although a later submission applied: {names}")
     return 0
 
 
@@ -311,7 +329,15 @@ def add_parsers(
 
     app = ("app", "app id, unique id prefix, or unique name")
     spec = ("spec", "app spec file: YAML, or JSON if it ends in .json ('-': stdin)")
-    add("submit", "submit a new app (placed by the planner)", cmd_submit, spec)
+    submit = group.add_parser(
+        "submit",
+        parents=[common],
+        help="submit new apps (placed by the planner)",
+        description="Submit one app per spec file, signed with consecutive sequence "
+        "numbers in one call (the chain applies them in order, several per block).",
+    )
+    submit.add_argument("spec", nargs="+", help=spec[1] + "; several: one app each")
+    submit.set_defaults(func=cmd_submit)
     add("list", "every app of the fleet, with its node", cmd_list)
     add("show", "one app, with its spec", cmd_show, app)
     add(

@@ -10,7 +10,7 @@ hex-encoded to ``POST /commands``; it is applied once ``GET /operators/{pk}`` sh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -105,6 +105,61 @@ def send_command(
         return result
     wait_applied(fleet, signer, seq, timeout)
     return replace(result, applied=True)
+
+
+def send_submits(
+    fleet: Fleet,
+    sk: SecretKey,
+    specs: Sequence[AppSpec],
+    *,
+    wait: bool = True,
+    timeout: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> list[CommandResult]:
+    """Sign and post one SUBMIT per spec, with consecutive sequence numbers, in order;
+    with ``wait``, return once the last is applied.
+
+    One call for many apps because the chain applies a signer's commands in seq order
+    and refuses any seq at or below the last applied (replay protection): separate
+    concurrent calls pick time-like seqs that overtake each other, so the later-landing
+    lower ones are spent and must be signed again. Consecutive seqs posted in order
+    are kept by a node (an earlier one of the signer is pending) and included by the
+    producer in (signer, seq) order (``consensus/command_pool.py``), many per block.
+    A node refusing one stops the batch: the ones posted before it stand (CliError
+    names them)."""
+    signer = bytes(bls.sk_to_pk(sk)).hex()
+    chain_id = get_chain_id(fleet)
+    first = choose_seq(get_last_seq(fleet, signer), int(clock() * 1000))
+    results: list[CommandResult] = []
+    for offset, spec in enumerate(specs):
+        seq = first + offset
+        command = make_command(sk, chain_id, seq, CommandKind.SUBMIT, spec=spec)
+        try:
+            reply = fleet.post("/commands", {"command": encode_command(command).hex()})
+        except CliError as exc:
+            if not results:
+                raise
+            posted = ", ".join(r.app_id or "?" for r in results)
+            raise CliError(
+                f"{spec.name!r} was refused after {len(results)} of {len(specs)} submissions "
+                f"were accepted (app ids {posted}): {exc}",
+                exc.exit_code,
+            ) from None
+        app_id = reply.get("app_id") if isinstance(reply, dict) else None
+        results.append(
+            CommandResult(
+                kind="submit",
+                signer=signer,
+                seq=seq,
+                command_hash=str(reply.get("command_hash", "")) if isinstance(reply, dict) else "",
+                app_id=app_id if isinstance(app_id, str) else None,
+                applied=False,
+            )
+        )
+    if not wait or not results:
+        return results
+    wait_applied(fleet, signer, results[-1].seq, timeout)
+    return [replace(r, applied=True) for r in results]
 
 
 def wait_applied(fleet: Fleet, signer_hex: str, seq: int, timeout: float) -> None:

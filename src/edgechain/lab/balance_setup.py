@@ -10,6 +10,9 @@ CLI call failed (and ``FAILED_RESEND_S`` passed: the node may have had it anyway
 later command of the same key is on chain and its own is not (its sequence number is
 spent, ``cli/commands.py``). A command still in flight is never sent twice, and a
 submission counts as done once an app of its name is on chain.
+
+Submissions avoid the race: many spec files go in one ``apps submit`` call, which
+signs consecutive seqs (:func:`submit_specs`); the calls run one after another.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
 CLI_WORKERS = 4
 """CLI processes at a time (each mostly imports; the host has other work to do)."""
 POLL_S = 0.5
+SUBMIT_BATCH = 50
+"""Spec files per ``apps submit`` call (its seqs are consecutive; under the pool's
+per-signer limit of 256 pending)."""
 FAILED_RESEND_S = 30.0
 """A CLI call that failed may still have reached its node (the answer was lost, or came
 after the CLI gave up on a loaded host): it is sent again only after this long, when the
@@ -38,7 +44,8 @@ class Sent:
     """One command as the CLI answered it (``--json``); ``answer`` None: it failed."""
 
     argv: tuple[str, ...]
-    answer: dict[str, Any] | None
+    answer: Any
+    """The CLI's JSON: an object, or a list for a submission of several files."""
     error: str | None = None
     at: float = 0.0
     """When the CLI call ended (monotonic seconds)."""
@@ -126,21 +133,50 @@ def submit_specs(
     timeout_s: float,
     log: Callable[[str], None],
 ) -> dict[str, str]:
-    """``edgechain apps submit FILE`` for each spec file (by app name); returns once the
-    chain holds every app: app name -> app id (hex)."""
-    commands = {name: ("apps", "submit", str(path)) for name, path in specs.items()}
+    """``edgechain apps submit FILE...`` for the spec files (by app name), ``SUBMIT_BATCH``
+    files per CLI call, one call at a time (each signs consecutive seqs, which the chain
+    applies in order); returns once the chain holds every app: app name -> app id (hex).
 
-    def done(sent: Mapping[str, Sent]) -> set[str]:
+    A batch is sent again, without what is on chain by then, once it can no longer
+    apply: its call failed and ``FAILED_RESEND_S`` passed, or the chain's ``last_seq``
+    reached the batch's last seq while some of it is missing (spent)."""
+    deadline = time.monotonic() + timeout_s
+
+    def send_batch(names: list[str]) -> tuple[list[str], Sent]:
+        argv = ("apps", "submit", *(str(specs[name]) for name in names))
+        return names, send(net, argv, client)
+
+    names = list(specs)
+    batches = [send_batch(names[i : i + SUBMIT_BATCH]) for i in range(0, len(names), SUBMIT_BATCH)]
+    while True:
+        net.check_alive()
         # By name: a submission whose CLI call failed may be on chain all the same.
         on_chain = {str(view["name"]) for view in net.get("/apps")}
-        return {name for name in sent if name in on_chain}
-
-    apply_commands(net, commands, done, "submissions on chain", timeout_s, log, client)
+        missing = [name for name in specs if name not in on_chain]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            errors = [sent.error for _, sent in batches if sent.error]
+            raise LiveError(f"timed out after {timeout_s:.0f}s: submissions {missing} {errors}")
+        for index, (batch, sent) in enumerate(batches):
+            left = [name for name in batch if name not in on_chain]
+            if left and is_batch_spent(net, sent):
+                log(f"submissions: {len(left)} sent again ({sent.error or 'their seq was spent'})")
+                batches[index] = send_batch(left)
+        time.sleep(POLL_S)
     remove_doubles(net, client, log)
     views = net.get("/apps")
     if len({view["name"] for view in views}) != len(views):
         raise LiveError("an app was submitted twice and its second copy stayed")
     return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
+
+
+def is_batch_spent(net: LiveTestnet, sent: Sent) -> bool:
+    """:func:`is_spent` for one ``apps submit`` call, of one file or several (then its
+    answer is a list, the last entry holding the highest seq)."""
+    if isinstance(sent.answer, list):
+        return is_spent(net, Sent(sent.argv, sent.answer[-1], None, sent.at))
+    return is_spent(net, sent)
 
 
 def remove_doubles(net: LiveTestnet, client: Path, log: Callable[[str], None]) -> None:
