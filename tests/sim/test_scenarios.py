@@ -70,8 +70,10 @@ def test_crashed_producer_is_excluded_by_exactly_one_skip_block() -> None:
 
 
 def test_partition_heal_abandons_the_lighter_branch() -> None:
+    # Seed 4: both halves hold a committee majority in some slot of the split, so both
+    # build (which half can is seed-dependent: seeds 2, 3 and 8 give one half none).
     sim = Simulation(
-        SimConfig(nodes=24, committee=8, slots=_size(30, 80), seed=3, faults="partition-heal")
+        SimConfig(nodes=24, committee=8, slots=_size(30, 80), seed=4, faults="partition-heal")
     )
     result = sim.run()
     s = result.summary

@@ -571,6 +571,7 @@ class ConsensusEngine:
             ]
         candidates += self.sync.get_wakeups(now)
         candidates += self.checkpoint.get_wakeups(now)
+        candidates += self.reports.get_wakeups()
         retry_at = self.joining.get_retry_time()
         if retry_at is not None:
             candidates.append(retry_at)

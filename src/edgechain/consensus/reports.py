@@ -4,8 +4,18 @@ Every validator sends a signed report to its cluster representative (k-means ove
 seeded by the head's seed) once the head for the previous slot is known, or at 2/3 of
 it at the latest, every ``report_interval_slots`` slots at its own phase.
 Representatives batch-verify and forward to the producer of the report's slot once
-their whole cluster reported or at ``slot start + half the VDF target``; the producer
-pools what verifies for its candidate.
+their whole cluster reported, or ``RELAY_WAIT_BP`` of a slot after the first report of
+the batch arrived, or at ``slot start + half the VDF target``, whichever comes first;
+what arrives after a batch left follows on its own at once. The producer pools what
+verifies for its candidate.
+
+Why the short wait. A member signs its report once its head reaches the previous slot,
+so a cluster completes only when its slowest member has the block: on 50 real nodes at
+16 s slots (block propagation p99 1.7 s) every early report waited for that member, and
+report-to-producer p99 was 1.7 s, past the 10 % of a slot the issue asks for. Waiting
+5 % of a slot still batches the members that arrive together (one message per cluster
+in the usual case) and bounds what any report waits; a straggler costs one more small
+message to the producer.
 
 A live node must never lose its reports because of its representative: a node that
 contributes nothing to the chain for a while is taken for down and its apps moved. Two
@@ -73,6 +83,18 @@ def get_forward_time(params: ChainParams, slot: int) -> int:
     return get_slot_start_ms(params, slot) + half_vdf
 
 
+RELAY_WAIT_BP = 500
+"""How long a representative holds a batch for the rest of its cluster, in basis points
+of the slot, counted from the batch's first report (module docstring)."""
+
+
+def get_relay_deadline(params: ChainParams, slot: int, first_arrival: int) -> int:
+    """When a representative forwards an incomplete batch for ``slot`` whose first
+    report arrived at ``first_arrival``: after the relay wait, by the forward time."""
+    wait = params.slot_duration_ms * RELAY_WAIT_BP // 10_000
+    return min(first_arrival + wait, get_forward_time(params, slot))
+
+
 def get_clustering(memo: Memo, state: BlockState, nodes_per_cluster: int) -> Clustering:
     """The §3.2 overlay of the slot after ``state`` (k-means seeded by its seed), once
     per block in ``memo``: what members and representatives route reports by."""
@@ -122,6 +144,8 @@ class ReportRelay:
         self.report_pool: dict[Slot, dict[NodeId, ResourceReport]] = {}
         self.unverified_pool: dict[Slot, dict[NodeId, ResourceReport]] = {}
         self.forward_buffer: dict[Slot, dict[NodeId, ResourceReport]] = {}
+        self.first_arrival: dict[Slot, int] = {}
+        """When the first report of each slot's pending batch reached the buffer."""
         self.forwarded: set[Slot] = set()
         self.last_reported_slot = 0
         self.own_report: ResourceReport | None = None
@@ -156,7 +180,7 @@ class ReportRelay:
             self.last_reported_slot = target
             if is_report_due(ctx.node_id, target, ctx.config.report_interval_slots):
                 report = self.sign_report(target, now, head, out)
-                self.send_to_representative(report, head, out)
+                self.send_to_representative(report, head, now, out)
                 if fall_back:
                     self.send_direct(report, head, out)
                 return
@@ -199,11 +223,13 @@ class ReportRelay:
         self.stats.reports_signed += 1
         return report
 
-    def send_to_representative(self, report: ResourceReport, head: BlockState, out: Output) -> None:
+    def send_to_representative(
+        self, report: ResourceReport, head: BlockState, now: int, out: Output
+    ) -> None:
         ctx = self.ctx
         representative = self.get_clustering(head).get_representative(ctx.node_id)
         if representative == ctx.node_id:
-            self.route_report(report, head)
+            self.route_report(report, head, now)
             self.verify_pool(head)
         else:
             out.messages.append(Outgoing(ReportMsg((report,)), Route.DIRECT, (representative,)))
@@ -222,7 +248,7 @@ class ReportRelay:
             producer = compute_node_id(roles.producer)
             out.messages.append(Outgoing(ReportMsg((report,)), Route.DIRECT, (producer,)))
 
-    def route_report(self, report: ResourceReport, head: BlockState) -> None:
+    def route_report(self, report: ResourceReport, head: BlockState, now: int) -> None:
         params = self.ctx.params
         assert params is not None
         if head.slot < report.slot:
@@ -231,6 +257,7 @@ class ReportRelay:
                 self.unverified_pool.setdefault(report.slot, {})[report.node] = report
                 return
         self.forward_buffer.setdefault(report.slot, {})[report.node] = report
+        self.first_arrival.setdefault(report.slot, now)
 
     def on_reports(self, reports: Iterable[ResourceReport], now: int, out: Output) -> None:
         params = self.ctx.params
@@ -241,7 +268,7 @@ class ReportRelay:
             # A report from outside our validator set may be honest (a node we have just
             # seen excluded, or one not yet included on our branch): dropped, not blamed.
             if report.node in head.validators and current <= report.slot <= current + 2:
-                self.route_report(report, head)
+                self.route_report(report, head, now)
         self.maybe_forward_reports(now, out)
         bad = self.verify_pool(head)
         if bad:
@@ -299,7 +326,9 @@ class ReportRelay:
                 complete = len(buffered) >= due > 0
             else:
                 complete = True
-            if not complete and now < get_forward_time(params, slot) and slot not in self.forwarded:
+            first = self.first_arrival.get(slot, now)
+            deadline = get_relay_deadline(params, slot, first)
+            if not complete and now < deadline and slot not in self.forwarded:
                 continue
             roles = get_roles(ctx.memo, head, Slot(slot), params.committee_size)
             producer = compute_node_id(roles.producer)
@@ -312,12 +341,24 @@ class ReportRelay:
                 ctx.stats.peer_errors[RejectReason.BAD_REPORT_SIGNATURE] += verdicts.count(False)
             batch = tuple(r for r, ok in zip(candidates, verdicts, strict=True) if ok)
             self.forward_buffer[slot] = {}
+            self.first_arrival.pop(slot, None)
             self.forwarded.add(Slot(slot))
             if producer == ctx.node_id:
                 # Kept only while the head says so: see hand_over_pools.
                 self.report_pool.setdefault(Slot(slot), {}).update((r.node, r) for r in batch)
             else:
                 out.messages.append(Outgoing(ReportMsg(batch), Route.DIRECT, (producer,)))
+
+    def get_wakeups(self) -> list[int]:
+        """When a held batch is due to leave (``get_relay_deadline``)."""
+        params = self.ctx.params
+        if params is None:
+            return []
+        return [
+            get_relay_deadline(params, slot, first)
+            for slot, first in self.first_arrival.items()
+            if self.forward_buffer.get(slot)
+        ]
 
     def hand_over_pools(self, now: int, out: Output) -> None:
         """After a head change: send every producer pool we no longer own to the node the
@@ -352,4 +393,5 @@ class ReportRelay:
         for table in (self.report_pool, self.forward_buffer, self.unverified_pool):
             for old in [s for s in table if s < state.slot]:
                 del table[old]
+        self.first_arrival = {s: t for s, t in self.first_arrival.items() if s >= state.slot}
         self.forwarded = {s for s in self.forwarded if s >= state.slot}
