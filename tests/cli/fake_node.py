@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class FakeState:
     migrations: list[dict[str, Any]] = field(default_factory=list)
     refuse: tuple[int, dict[str, Any]] | None = None
     """Answer POST /commands with this status and body."""
+    delay_s: float = 0.0
+    """Answer every request this late (a node on a saturated host)."""
     refuse_after: int | None = None
     """Refuse (as ``refuse``) every POST /commands once this many were accepted."""
     skip_names: set[str] = field(default_factory=set)
@@ -119,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, body: bytes) -> None:
         state = self.state
+        time.sleep(state.delay_s)
         path = urlsplit(self.path).path
         state.requests.append((method, self.path))
         parts = [unquote(p) for p in path.strip("/").split("/")]

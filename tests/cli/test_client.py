@@ -190,6 +190,18 @@ def test_submit_of_several_specs_reports_what_did_not_land(
     assert "submit a (app" in out and "3 apps submitted" in out
 
 
+def test_http_timeout_is_how_long_one_node_may_take(
+    client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state.delay_s = 0.5
+    code, _, err = _run(capsys, client, "--http-timeout", "0.1", "apps", "list")
+    assert code == 2 and "no node answered" in err and "timed out" in err
+    code, out, err = _run(capsys, client, "--http-timeout", "3", "apps", "list")
+    assert code == 0 and "0 apps" in out, err
+    code, _, err = _run(capsys, client, "--http-timeout", "0", "apps", "list")
+    assert code == 2 and "--http-timeout" in err
+
+
 def test_json_output_and_app_by_name(
     client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
 ) -> None:

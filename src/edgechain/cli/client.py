@@ -24,14 +24,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from edgechain.api.auth import API_FILE
-from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
+from edgechain.cli.common import DEFAULT_HTTP_TIMEOUT_S, EXIT_FAILED, EXIT_USAGE, CliError
 from edgechain.crypto.keystore import load_keystore
 from edgechain.errors import KeystoreError
 from edgechain.types import SecretKey
 
 CLIENT_ENV = "EDGECHAIN_CLIENT"
 DEFAULT_CLIENT_FILE = "client.toml"
-HTTP_TIMEOUT_S = 5.0
+HTTP_TIMEOUT_S = DEFAULT_HTTP_TIMEOUT_S
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 _MEMBERS = frozenset({"nodes", "key", "admin_key"})
 

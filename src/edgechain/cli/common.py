@@ -22,6 +22,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_HTTP_TIMEOUT_S = 5.0
+"""How long one request waits for a node before the client tries the next one."""
 """How long a signed command may take to be applied (a few slots, with margin)."""
 
 
@@ -34,7 +36,7 @@ class CliError(Exception):
 
 
 def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
-    """``--client``, ``--json``, ``--timeout``, ``--no-wait``.
+    """``--client``, ``--json``, ``--timeout``, ``--http-timeout``, ``--no-wait``.
 
     Accepted before the command (``edgechain --client F apps list``) and after it
     (``edgechain apps list --client F``). The sub-command copies default to SUPPRESS,
@@ -63,6 +65,14 @@ def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         metavar="SEC",
         default=default(DEFAULT_TIMEOUT_S),
         help=f"wait this long for a signed command to be applied (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--http-timeout",
+        type=float,
+        metavar="SEC",
+        default=default(DEFAULT_HTTP_TIMEOUT_S),
+        help="wait this long for one node's answer before trying the next configured node "
+        f"(default {DEFAULT_HTTP_TIMEOUT_S:g}; raise it for nodes on a saturated host)",
     )
     parser.add_argument(
         "--no-wait",

@@ -33,7 +33,10 @@ class Context:
     def from_args(cls, args: argparse.Namespace) -> Context:
         path = find_client_config(args.client, os.environ, Path.cwd())
         config = load_client_config(path)
-        return cls(config, Fleet(config.nodes), args.json, args.timeout, not args.no_wait)
+        if args.http_timeout <= 0:
+            raise CliError("--http-timeout must be above 0", EXIT_USAGE)
+        fleet = Fleet(config.nodes, args.http_timeout)
+        return cls(config, fleet, args.json, args.timeout, not args.no_wait)
 
     def operator_key(self) -> SecretKey:
         return load_key(self.config.key, "key", self.config)

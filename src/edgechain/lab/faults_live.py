@@ -38,6 +38,7 @@ import psutil
 
 from edgechain.chain.encoding import decode_genesis
 from edgechain.chain.model import ChainParams
+from edgechain.cli.common import DEFAULT_HTTP_TIMEOUT_S
 from edgechain.lab.cluster import get_guard_prefix
 from edgechain.lab.operator import CLIENT_FILE, OPERATOR_KEY_FILE
 from edgechain.runtime.process_group import is_stopped
@@ -302,6 +303,11 @@ class LiveTestnet:
         self.leftovers: list[str] = []
         """What was still alive after the launcher stopped the testnet (then killed)."""
         self.stop_code: int | None = None
+        self.http_timeout_s: float | None = None
+        """How long one node may take to answer, for :meth:`get` and the CLI's
+        ``--http-timeout`` (None: their defaults, 3 s and 5 s). Raised where 100 nodes
+        saturate the host; a paused node then holds each request this long before the
+        next node is tried."""
 
     # --- start and stop --------------------------------------------------------------
 
@@ -389,7 +395,8 @@ class LiveTestnet:
         """``edgechain --client CLIENT ARGV --json`` (default: ``RUN/client.toml``)."""
         config = client if client is not None else self.run_dir / CLIENT_FILE
         done = subprocess.run(
-            [*CLI, "--client", str(config), *argv, "--json"],
+            [*CLI, "--client", str(config), "--http-timeout",
+             f"{self.http_timeout_s or DEFAULT_HTTP_TIMEOUT_S:g}", *argv, "--json"],
             capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
         )  # fmt: skip
         if done.returncode != 0:
@@ -431,7 +438,7 @@ class LiveTestnet:
             if node.name in avoid:
                 continue
             with contextlib.suppress(OSError, ValueError):
-                return http_get(node.url, path)
+                return http_get(node.url, path, self.http_timeout_s or HTTP_TIMEOUT_S)
         raise LiveError(f"no node answered GET {path}")
 
     # --- time ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
 from edgechain.runtime.samples import get_apps_dir
 
 SAMPLE_S = 1.0
+CLAIM_HTTP_TIMEOUT_S = 30.0
+"""How long a node may take to answer in this lab (its testnet has no paused node)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ def run_claim(config: ClaimConfig) -> dict[str, Any]:
         slot_s=config.slot_s,
         join_s=config.join_s,
     )
+    # 100 node processes on 2 cores: a node's API can take many seconds to answer a
+    # request that arrives while it validates a block (it gets ~2 % of a core).
+    net.http_timeout_s = CLAIM_HTTP_TIMEOUT_S
     result: dict[str, Any] = {
         "config": {
             "nodes": config.nodes,
