@@ -1,11 +1,12 @@
-"""lab/balance_setup.py: a double submission is undone through the CLI, oldest kept."""
+"""lab/balance_setup.py: a double submission is undone through the CLI, oldest kept;
+batches of submissions land whole, what a producer skipped is sent again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, cast
 
-from edgechain.lab.balance_setup import remove_doubles
+from edgechain.lab.balance_setup import remove_doubles, submit_specs
 from edgechain.lab.faults_live import LiveTestnet
 
 
@@ -46,3 +47,50 @@ def test_nothing_happens_without_doubles() -> None:
     net = FakeNet([{"name": "web", "app_id": "aa" * 32, "created_slot": 7}])
     remove_doubles(cast(LiveTestnet, net), Path("client.toml"), print)
     assert net.calls == []
+
+
+class FakeChain:
+    """``apps submit F... --no-wait`` answered as the CLI does (one entry per file, with
+    consecutive seqs), a chain that applies every command except the names in ``lost``
+    (once each: a producer without them included the later ones), GET /apps and GET
+    /operators/{key}."""
+
+    def __init__(self, lost: set[str]) -> None:
+        self.lost = lost
+        self.last_seq = 0
+        self.apps: list[dict[str, Any]] = []
+        self.calls: list[list[str]] = []
+
+    def check_alive(self) -> None:
+        pass
+
+    def get(self, path: str) -> Any:
+        if path == "/apps":
+            return list(self.apps)
+        assert path == "/operators/" + "ab" * 48
+        return {"last_seq": self.last_seq}
+
+    def cli(self, *argv: str, client: Path | None = None, timeout_s: float = 0) -> Any:
+        assert argv[:2] == ("apps", "submit") and argv[-1] == "--no-wait"
+        names = [Path(f).stem for f in argv[2:-1]]
+        self.calls.append(names)
+        answer = []
+        for name in names:
+            self.last_seq += 1
+            answer.append({"name": name, "seq": self.last_seq, "signer": "ab" * 48})
+            if name in self.lost:
+                self.lost.discard(name)
+                continue
+            self.apps.append({"name": name, "app_id": f"{self.last_seq:064x}", "created_slot": 1})
+        return answer if len(names) > 1 else answer[0]
+
+
+def test_a_submission_a_producer_skipped_is_sent_again_alone() -> None:
+    specs = {f"app-{i:03d}": Path(f"app-{i:03d}.yaml") for i in range(120)}
+    net = FakeChain(lost={"app-058", "app-119"})
+    ids = submit_specs(cast(LiveTestnet, net), specs, Path("client.toml"), 30.0, print)
+    assert sorted(ids) == sorted(specs)
+    assert [len(c) for c in net.calls[:3]] == [50, 50, 20]
+    # Each lost one again, on its own; none twice on chain.
+    assert sorted(net.calls[3:]) == [["app-058"], ["app-119"]]
+    assert len(net.apps) == 120

@@ -18,14 +18,14 @@ signs consecutive seqs (:func:`submit_specs`); the calls run one after another.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgechain.lab.exactly_once_watch import Observer, get_fleet
-from edgechain.lab.faults_live import LiveError, LiveTestnet, wait_until
+from edgechain.lab.faults_live import CLI_TIMEOUT_S, LiveError, LiveTestnet, wait_until
 
 CLI_WORKERS = 4
 """CLI processes at a time (each mostly imports; the host has other work to do)."""
@@ -33,6 +33,9 @@ POLL_S = 0.5
 SUBMIT_BATCH = 50
 """Spec files per ``apps submit`` call (its seqs are consecutive; under the pool's
 per-signer limit of 256 pending)."""
+SUBMIT_S_PER_FILE = 5.0
+"""Added to a submission call's time limit per file (100 nodes on 2 cores: a batch of 50
+outlived the plain 120 s)."""
 FAILED_RESEND_S = 30.0
 """A CLI call that failed may still have reached its node (the answer was lost, or came
 after the CLI gave up on a loaded host): it is sent again only after this long, when the
@@ -51,9 +54,11 @@ class Sent:
     """When the CLI call ended (monotonic seconds)."""
 
 
-def send(net: LiveTestnet, argv: Sequence[str], client: Path | None) -> Sent:
+def send(
+    net: LiveTestnet, argv: Sequence[str], client: Path | None, timeout_s: float = CLI_TIMEOUT_S
+) -> Sent:
     try:
-        answer = net.cli(*argv, "--no-wait", client=client)
+        answer = net.cli(*argv, "--no-wait", client=client, timeout_s=timeout_s)
     except LiveError as exc:  # a collision of two sequence numbers, a busy node
         return Sent(tuple(argv), None, str(exc), time.monotonic())
     return Sent(tuple(argv), answer, None, time.monotonic())
@@ -138,13 +143,14 @@ def submit_specs(
     applies in order); returns once the chain holds every app: app name -> app id (hex).
 
     A batch is sent again, without what is on chain by then, once it can no longer
-    apply: its call failed and ``FAILED_RESEND_S`` passed, or the chain's ``last_seq``
-    reached the batch's last seq while some of it is missing (spent)."""
+    apply (:func:`is_batch_spent`): its call failed and ``FAILED_RESEND_S`` passed, or
+    the chain's ``last_seq`` reached the lowest seq of what is missing (spent)."""
     deadline = time.monotonic() + timeout_s
 
     def send_batch(names: list[str]) -> tuple[list[str], Sent]:
         argv = ("apps", "submit", *(str(specs[name]) for name in names))
-        return names, send(net, argv, client)
+        # One POST per file: on a saturated host each can take seconds.
+        return names, send(net, argv, client, CLI_TIMEOUT_S + SUBMIT_S_PER_FILE * len(names))
 
     names = list(specs)
     batches = [send_batch(names[i : i + SUBMIT_BATCH]) for i in range(0, len(names), SUBMIT_BATCH)]
@@ -160,7 +166,7 @@ def submit_specs(
             raise LiveError(f"timed out after {timeout_s:.0f}s: submissions {missing} {errors}")
         for index, (batch, sent) in enumerate(batches):
             left = [name for name in batch if name not in on_chain]
-            if left and is_batch_spent(net, sent):
+            if left and is_batch_spent(net, sent, left):
                 log(f"submissions: {len(left)} sent again ({sent.error or 'their seq was spent'})")
                 batches[index] = send_batch(left)
         time.sleep(POLL_S)
@@ -171,12 +177,19 @@ def submit_specs(
     return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
 
 
-def is_batch_spent(net: LiveTestnet, sent: Sent) -> bool:
-    """:func:`is_spent` for one ``apps submit`` call, of one file or several (then its
-    answer is a list, the last entry holding the highest seq)."""
-    if isinstance(sent.answer, list):
-        return is_spent(net, Sent(sent.argv, sent.answer[-1], None, sent.at))
-    return is_spent(net, sent)
+def is_batch_spent(net: LiveTestnet, sent: Sent, missing: Collection[str]) -> bool:
+    """Whether the ``missing`` names of one ``apps submit`` call can no longer land: its
+    call failed (:func:`is_spent`), or the chain's ``last_seq`` of the signer reached
+    the lowest seq among them (a later or the same seq applied while they are not on
+    chain: a producer without them included the ones after). An answer of one file is
+    an object, of several a list with each file's ``name`` and ``seq``."""
+    if not isinstance(sent.answer, list):
+        return is_spent(net, sent)
+    seqs = [int(entry["seq"]) for entry in sent.answer if entry.get("name") in missing]
+    if not seqs:
+        return False
+    operator = net.get(f"/operators/{sent.answer[0]['signer']}")
+    return min(seqs) <= int(operator["last_seq"])
 
 
 def remove_doubles(net: LiveTestnet, client: Path, log: Callable[[str], None]) -> None:

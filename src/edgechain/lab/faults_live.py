@@ -54,6 +54,10 @@ HTTP_TIMEOUT_S = 3.0
 CLI_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 90.0
 """The launcher collects every node's figures, then stops them (SIGTERM, a grace)."""
+STOP_S_PER_NODE = 3.0
+"""Added to the launcher's time to stop per node: 100 nodes with 200 apps on 2 cores
+(load average 240) were still being collected after 90 s and the kill left their
+watchdogs behind."""
 LEFTOVER_GRACE_S = 10.0
 POLL_S = 0.2
 _STARTING = re.compile(rb"counter: starting from (\d+)")
@@ -359,7 +363,7 @@ class LiveTestnet:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGINT)
         try:
-            launcher.wait(timeout=STOP_TIMEOUT_S)
+            launcher.wait(timeout=STOP_TIMEOUT_S + STOP_S_PER_NODE * self.nodes)
         except subprocess.TimeoutExpired:
             signal_groups([launcher.pid], signal.SIGKILL)
             launcher.wait()
@@ -391,14 +395,21 @@ class LiveTestnet:
 
     # --- the fleet ---------------------------------------------------------------------
 
-    def cli(self, *argv: str, client: Path | None = None) -> Any:
-        """``edgechain --client CLIENT ARGV --json`` (default: ``RUN/client.toml``)."""
+    def cli(self, *argv: str, client: Path | None = None, timeout_s: float = CLI_TIMEOUT_S) -> Any:
+        """``edgechain --client CLIENT ARGV --json`` (default: ``RUN/client.toml``);
+        LiveError when it fails or is still running after ``timeout_s`` (then killed:
+        what it sent before may still land)."""
         config = client if client is not None else self.run_dir / CLIENT_FILE
-        done = subprocess.run(
-            [*CLI, "--client", str(config), "--http-timeout",
-             f"{self.http_timeout_s or DEFAULT_HTTP_TIMEOUT_S:g}", *argv, "--json"],
-            capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
-        )  # fmt: skip
+        try:
+            done = subprocess.run(
+                [*CLI, "--client", str(config), "--http-timeout",
+                 f"{self.http_timeout_s or DEFAULT_HTTP_TIMEOUT_S:g}", *argv, "--json"],
+                capture_output=True, text=True, timeout=timeout_s, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise LiveError(
+                f"edgechain {' '.join(argv[:3])}...: killed after {timeout_s:g} s"
+            ) from None
         if done.returncode != 0:
             raise LiveError(f"edgechain {' '.join(argv)}: {done.stderr.strip()}")
         return json.loads(done.stdout)
