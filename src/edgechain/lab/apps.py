@@ -1,7 +1,8 @@
 """Where each app ran and how it moved, for the testnet summary (pure, like summary.py).
 
 Inputs are what the launcher collected at the end: the fleet view (``GET /apps``) and
-each app's history (``GET /apps/{id}/history``) from one node, and every node's
+each app's history (``GET /apps/{id}/history``, each asked of another node in turn:
+they hold the same finalized history), and every node's
 ``GET /migrations`` (timings are measured by the origin of each migration). Node ids
 are shown as the launcher's node names.
 """
