@@ -138,14 +138,20 @@ def test_submit_signs_posts_waits_and_prints_the_app(
     assert app_id in out and "queued" in out
 
 
+def _write_specs(directory: Path, names: tuple[str, ...]) -> list[str]:
+    """SPEC_YAML under each name, one file each; their paths."""
+    paths = []
+    for name in names:
+        path = directory / f"{name}.yaml"
+        path.write_text(SPEC_YAML.replace("name: web", f"name: {name}"))
+        paths.append(str(path))
+    return paths
+
+
 def test_submit_of_several_specs_signs_consecutive_seqs_in_one_call(
     tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = []
-    for name in ("web", "db", "cache"):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(SPEC_YAML.replace("name: web", f"name: {name}"))
-        paths.append(str(path))
+    paths = _write_specs(tmp_path, ("web", "db", "cache"))
     code, out, err = _run(capsys, client, "--json", "apps", "submit", *paths)
     assert code == 0, err
     assert [c.spec.name for c in state.commands if c.spec] == ["web", "db", "cache"]
@@ -163,11 +169,7 @@ def test_submit_of_several_specs_signs_consecutive_seqs_in_one_call(
 def test_submit_of_several_specs_reports_what_did_not_land(
     tmp_path: Path, client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = []
-    for name in ("a", "b", "c"):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(SPEC_YAML.replace("name: web", f"name: {name}"))
-        paths.append(str(path))
+    paths = _write_specs(tmp_path, ("a", "b", "c"))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "runtime": "process", "colour": "red"}))
     # A bad file anywhere: nothing is sent.
