@@ -149,20 +149,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _report(ctx, result, result.app_id)
         return 0
     results = send_submits(ctx.fleet, ctx.operator_key(), specs, wait=ctx.wait, timeout=ctx.timeout)
-    missing = []
+    pairs = list(zip(results, specs, strict=True))
+    value = [dict(r.to_json(), name=spec.name) for r, spec in pairs]
+    lines = [r.describe(f"submit {spec.name} (app {short(r.app_id)})") for r, spec in pairs]
+    ctx.emit(value, "\n".join([*lines, f"{len(results)} apps submitted"]))
     if ctx.wait:
         # The last seq applied; an earlier one a producer found not to apply is spent.
         on_chain = {str(view.get("app_id")) for view in get_list(ctx, "/apps")}
-        missing = [r for r in results if r.app_id not in on_chain]
-    value = [dict(r.to_json(), name=spec.name) for r, spec in zip(results, specs, strict=True)]
-    lines = [
-        r.describe(f"submit {spec.name} (app {short(r.app_id)})")
-        for r, spec in zip(results, specs, strict=True)
-    ]
-    ctx.emit(value, "\n".join([*lines, f"{len(results)} apps submitted"]))
-    if missing:
-        names = ", ".join(spec.name for r, spec in zip(results, specs, strict=True) if r in missing)
-        raise CliError(f"not on chain although a later submission applied: {names}")
+        missing = [spec.name for r, spec in pairs if r.app_id not in on_chain]
+        if missing:
+            raise CliError(
+                f"not on chain although a later submission applied: {', '.join(missing)}"
+            )
     return 0
 
 

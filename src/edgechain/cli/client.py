@@ -31,7 +31,6 @@ from edgechain.types import SecretKey
 
 CLIENT_ENV = "EDGECHAIN_CLIENT"
 DEFAULT_CLIENT_FILE = "client.toml"
-HTTP_TIMEOUT_S = DEFAULT_HTTP_TIMEOUT_S
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 _MEMBERS = frozenset({"nodes", "key", "admin_key"})
 
@@ -171,7 +170,7 @@ def request_json(
     method: str,
     path: str,
     body: Any = None,
-    timeout: float = HTTP_TIMEOUT_S,
+    timeout: float = DEFAULT_HTTP_TIMEOUT_S,
     token: str | None = None,
 ) -> Any:
     """One request to one node (with ``token``: as a local caller holding its API
@@ -211,7 +210,7 @@ def quote_segment(text: str) -> str:
 class Fleet:
     """The configured nodes; each request goes to the first one that answers."""
 
-    def __init__(self, urls: Sequence[str], timeout: float = HTTP_TIMEOUT_S) -> None:
+    def __init__(self, urls: Sequence[str], timeout: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
         if not urls:
             raise CliError("no node URLs configured", EXIT_USAGE)
         self.urls = [parse_node_url(u) for u in urls]

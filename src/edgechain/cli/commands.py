@@ -16,7 +16,7 @@ from typing import Any
 
 from edgechain.chain.assembly import make_command
 from edgechain.chain.encoding import encode_command
-from edgechain.chain.model import AppSpec, CommandKind
+from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.cli.client import Fleet
 from edgechain.cli.common import EXIT_FAILED, CliError, short
 from edgechain.crypto import bls
@@ -89,22 +89,28 @@ def send_command(
     chain_id = get_chain_id(fleet)
     seq = choose_seq(get_last_seq(fleet, signer), int(clock() * 1000))
     command = make_command(sk, chain_id, seq, kind, app=app, node=node, key=key, spec=spec)
-    reply = fleet.post("/commands", {"command": encode_command(command).hex()})
-    if not isinstance(reply, dict):
-        raise CliError("POST /commands did not answer with a JSON object")
-    app_id = reply.get("app_id")
-    result = CommandResult(
-        kind=kind.name.lower(),
-        signer=signer,
-        seq=seq,
-        command_hash=str(reply.get("command_hash", "")),
-        app_id=app_id if isinstance(app_id, str) else (app.hex() if app else None),
-        applied=False,
-    )
+    result = post_command(fleet, command, signer)
     if not wait:
         return result
     wait_applied(fleet, signer, seq, timeout)
     return replace(result, applied=True)
+
+
+def post_command(fleet: Fleet, command: SignedCommand, signer_hex: str) -> CommandResult:
+    """``POST /commands``; the result as accepted by a node (not yet applied)."""
+    reply = fleet.post("/commands", {"command": encode_command(command).hex()})
+    if not isinstance(reply, dict):
+        raise CliError("POST /commands did not answer with a JSON object")
+    app_id = reply.get("app_id")
+    app = bytes(command.app)
+    return CommandResult(
+        kind=command.kind.name.lower(),
+        signer=signer_hex,
+        seq=command.seq,
+        command_hash=str(reply.get("command_hash", "")),
+        app_id=app_id if isinstance(app_id, str) else (app.hex() if app else None),
+        applied=False,
+    )
 
 
 def send_submits(
@@ -135,7 +141,7 @@ def send_submits(
         seq = first + offset
         command = make_command(sk, chain_id, seq, CommandKind.SUBMIT, spec=spec)
         try:
-            reply = fleet.post("/commands", {"command": encode_command(command).hex()})
+            results.append(post_command(fleet, command, signer))
         except CliError as exc:
             if not results:
                 raise
@@ -145,17 +151,6 @@ def send_submits(
                 f"were accepted (app ids {posted}): {exc}",
                 exc.exit_code,
             ) from None
-        app_id = reply.get("app_id") if isinstance(reply, dict) else None
-        results.append(
-            CommandResult(
-                kind="submit",
-                signer=signer,
-                seq=seq,
-                command_hash=str(reply.get("command_hash", "")) if isinstance(reply, dict) else "",
-                app_id=app_id if isinstance(app_id, str) else None,
-                applied=False,
-            )
-        )
     if not wait or not results:
         return results
     wait_applied(fleet, signer, results[-1].seq, timeout)

@@ -22,9 +22,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 DEFAULT_TIMEOUT_S = 60.0
+"""How long a signed command may take to be applied (a few slots, with margin)."""
 DEFAULT_HTTP_TIMEOUT_S = 5.0
 """How long one request waits for a node before the client tries the next one."""
-"""How long a signed command may take to be applied (a few slots, with margin)."""
 
 
 class CliError(Exception):
