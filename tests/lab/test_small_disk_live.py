@@ -201,10 +201,13 @@ def test_full_disk_stops_the_node_cleanly_and_loses_no_accepted_block() -> None:
         reported = {b["hash"] for b in http_get(url, "/blocks")}
         heads = {http_get(url, "/status")["head"]}
         assert len(reported) >= 3, reported
+        # The node may free a page right after (SQLite's journal): topped up each poll.
         filled = small_disk.fill(disk)
-        assert filled > 0 and small_disk.get_free_bytes(disk) == 0
+        assert filled > 0
 
         def has_stopped() -> bool:
+            nonlocal filled
+            filled += small_disk.fill(disk)
             blocks, status = try_get(url, "/blocks"), try_get(url, "/status")
             if blocks is not None:
                 reported.update(b["hash"] for b in blocks)
