@@ -187,12 +187,23 @@ def test_one_seed_gives_one_result(tmp_path: Path) -> None:
     assert run_worst_case(worst)[0] == run_worst_case(worst)[0]
 
 
-def test_without_sim_it_says_only_the_simulator_is_built(
+def test_the_live_form_refuses_what_it_cannot_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["experiment", "paper", "--nodes", "8", "--out", str(tmp_path / "x")]) == 2
-    assert "only the simulated form is built" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    """Without --sim: a testnet; what only a simulation or a container engine has is
+    refused (exit 2) before anything starts. The live run: test_paper_live.py."""
+    out = tmp_path / "x"
+    for argv, message in (
+        (["--runtime", "container"], "process runtime only"),
+        (["--geo-regions", "3"], "--geo-regions is for the simulated form"),
+        (["--preset-genesis"], "--preset-genesis is for the simulated form"),
+        (["--slot-duration", "0.1"], "--slot-duration must be at least 0.5 s"),
+        (["--nodes", "5", "--committee", "5"], "1 <= --committee < --nodes"),
+        (["--sim", "--start-on-one-node"], "for the live form"),
+    ):
+        assert main(["experiment", "paper", *argv, "--out", str(out)]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not out.exists()
 
 
 def test_table3_from_a_migration_json(tmp_path: Path) -> None:

@@ -55,11 +55,25 @@ def save_figure(fig: Any, path: Path) -> None:
     get_pyplot().close(fig)
 
 
+def is_live(config: Mapping[str, Any]) -> bool:
+    """A run of real node processes (``live_run.py``), not a simulation."""
+    return config.get("mode") == "live"
+
+
 def get_run_label(config: Mapping[str, Any]) -> str:
+    if is_live(config):
+        return (
+            f"{config['nodes']} real node processes on one host, committee "
+            f"{config['committee']}, {config['slot_duration_s']:g} s slots"
+        )
     return (
         f"{config['nodes']} simulated nodes, committee {config['committee']}, "
         f"{config['slot_duration_s']:g} s slots, seed {config['seed']}"
     )
+
+
+def get_node_axis_label(config: Mapping[str, Any]) -> str:
+    return "node (n3 is node-003)" if is_live(config) else "node (index in the simulation)"
 
 
 def plot_roles(sim: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
@@ -86,7 +100,7 @@ def plot_roles(sim: Mapping[str, Any], config: Mapping[str, Any], path: Path) ->
         ax.set_ylabel("times elected\n(slots)")
         ax.legend(fontsize=8, loc="upper right")
         ax.grid(axis="y", alpha=0.3)
-    axes[-1].set_xlabel("node (index in the simulation)")
+    axes[-1].set_xlabel(get_node_axis_label(config))
     fig.suptitle(f"Fig. 7: roles per node over {slots} slots ({get_run_label(config)})")
     save_figure(fig, path)
 
@@ -151,15 +165,24 @@ def plot_cpu_load(sim: Mapping[str, Any], config: Mapping[str, Any], path: Path)
     ax.step(slots, column("p50"), where="mid", color="tab:blue", label="median")
     ax.step(slots, column("mean"), where="mid", color="black", linestyle="--", label="mean")
     ax.step(slots, column("max"), where="mid", color="tab:red", linewidth=0.8, label="max")
+    if is_live(config) and config.get("first_slot") is not None:
+        start = "every node undrained" if config.get("start_on_one_node") else "apps on chain"
+        ax.axvline(config["first_slot"], color="tab:green", linestyle=":",
+                   label=f"run slot 0: {start}")  # fmt: skip
     ax.set_xlabel("slot")
     ax.set_ylabel("node CPU load (% of one node,\nlatest report on chain)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     place_legend(ax)
+    note = (
+        "the nodes report their apps' measured CPU (% of the 1 core each offers)"
+        if is_live(config)
+        else "simulated apps report their constant CPU request: the spread changes only "
+        "where apps are placed or moved"
+    )
     ax.set_title(
         f"Fig. 9: CPU load over the nodes per slot ({get_run_label(config)}, "
-        f"{config['apps']} apps)\nsimulated apps report their constant CPU request: the "
-        "spread changes only where apps are placed or moved",
+        f"{config['apps']} apps)\n{note}",
         fontsize=10,
     )
     save_figure(fig, path)

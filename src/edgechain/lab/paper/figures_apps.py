@@ -15,6 +15,7 @@ from typing import Any
 from edgechain.lab.paper.figures import (
     get_pyplot,
     get_run_label,
+    is_live,
     place_legend,
     save_figure,
     set_plain_ticks,
@@ -64,15 +65,23 @@ def plot_sim_stacks(sim: Mapping[str, Any], config: Mapping[str, Any], path: Pat
     for ax, moment in zip(axes[0], moments, strict=True):
         draw_stacks(ax, stacks["stacks"][str(moment)], nodes, colours)
         queued = stacks["queued"][str(moment)]
-        ax.set_title(f"slot {moment}" + (f" ({queued} queued)" if queued else ""), fontsize=9)
+        title = f"slot {moment}"
+        if is_live(config) and config.get("first_slot") is not None:
+            title += f" (run slot {moment - config['first_slot']})"
+        ax.set_title(title + (f" ({queued} queued)" if queued else ""), fontsize=9)
         ax.set_xlabel("node")
-    axes[0][0].set_ylabel("apps' CPU (% of one node;\none segment per app)")
+    axes[0][0].set_ylabel(
+        "apps' CPU as reported (% of a node's\ncore; one segment per app)"
+        if is_live(config)
+        else "apps' CPU (% of one node;\none segment per app)"
+    )
     shown = (
         ""
         if len(nodes) == stacks["total_nodes"]
         else (f", the {len(nodes)} most loaded of {stacks['total_nodes']} nodes")
     )
-    fig.suptitle(f"Fig. 11: apps per node in the simulated run ({get_run_label(config)}, "
+    run = "live run" if is_live(config) else "simulated run"
+    fig.suptitle(f"Fig. 11: apps per node in the {run} ({get_run_label(config)}, "
                  f"{config['apps']} apps{shown})", fontsize=10)  # fmt: skip
     save_figure(fig, path)
 

@@ -27,10 +27,24 @@ def format_ms(value: Any) -> str:
     return "-" if value is None else f"{value} ms"
 
 
+def is_live(result: Mapping[str, Any]) -> bool:
+    """A live testnet's result (``live_run.py``): its figures' data is under ``live``."""
+    return "live" in result
+
+
+def get_network_cell(result: Mapping[str, Any]) -> str:
+    config = result["config"]
+    kind = "real node processes on one host" if is_live(result) else "simulated nodes"
+    return (
+        f"{config['nodes']} {kind}, committee {config['committee']}, "
+        f"{config['slot_duration_s']:g} s slots, {config['slots_run']} slots"
+    )
+
+
 def get_headline(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """(what, this run, the paper, where in the paper) rows."""
-    config, summary = result["config"], result["sim"]["summary"]
-    roles = result["sim"]["roles"]
+    data = result["live"] if is_live(result) else result["sim"]  # the same keys
+    config, summary, roles = result["config"], data["summary"], data["roles"]
     nodes = config["nodes"]
     elected = roles["elected_at_least_once"]
     worst = result["worst_case"]
@@ -39,8 +53,7 @@ def get_headline(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     rep, prod = summary["report_to_representative_ms"], summary["report_to_producer_ms"]
     bound_ms = round(paper.FIG12_BOUND_SHARE * config["slot_duration_s"] * 1000)
     rows = [
-        ("network", f"{nodes} simulated nodes, committee {config['committee']}, "
-         f"{config['slot_duration_s']:g} s slots, {config['slots_run']} slots",
+        ("network", get_network_cell(result),
          f"{paper.FIG8_NODES} nodes, committee {paper.FIG8_COMMITTEE}, "
          f"{paper.FIG8_SLOT_S} s slots; {paper.FIG7_SLOTS} slots in Fig. 7", "§4.1"),
         ("nodes elected at least once: producer / committee / representative",
@@ -60,7 +73,8 @@ def get_headline(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{format_pct(summary['report_inclusion'])} of {summary['reports_due']}",
          "not given", "§4.3"),
         ("report to representative (p50 / p99)",
-         f"{format_ms(rep['p50'])} / {format_ms(rep['p99'])}",
+         "not measured by real nodes" if is_live(result)
+         else f"{format_ms(rep['p50'])} / {format_ms(rep['p99'])}",
          f"within {paper.FIG12_BOUND_S} s (16 s slots)", "§4.3, Fig. 12"),
         ("report to producer (p50 / p99)",
          f"{format_ms(prod['p50'])} / {format_ms(prod['p99'])} "
@@ -234,7 +248,7 @@ def get_overlay_section(result: Mapping[str, Any]) -> list[str]:
 
 
 def write_report(result: Mapping[str, Any]) -> str:
-    """The whole ``report.md``."""
+    """The whole ``report.md`` of a simulated run (a live one's: ``report_live.py``)."""
     config, summary = result["config"], result["sim"]["summary"]
     worst = result["worst_case"]
     cpu = result["sim"]["cpu_load"]

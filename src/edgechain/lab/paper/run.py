@@ -135,21 +135,24 @@ def run_simulated_worst_case(worst: WorstCaseConfig, slots: int) -> dict[str, An
 
 
 def write_figures(result: dict[str, Any], out: Path, log: Log) -> dict[str, str]:
-    """Every figure the result has data for; returns figure key → file name."""
+    """Every figure the result has data for, simulated or live (``result["live"]``,
+    the same keys); returns figure key → file name."""
     from edgechain.lab.paper import figures, figures_apps
 
-    sim, config, worst = result["sim"], result["config"], result["worst_case"]
+    data = result["live"] if "live" in result else result["sim"]
+    config, worst = result["config"], result["worst_case"]
     drawers: list[tuple[str, Callable[[Path], None]]] = [
-        ("fig7", lambda p: figures.plot_roles(sim, config, p)),
-        ("fig8", lambda p: figures.plot_votes_and_block_times(sim, config, p)),
-        ("fig9", lambda p: figures.plot_cpu_load(sim, config, p)),
-        ("fig11_sim", lambda p: figures_apps.plot_sim_stacks(sim, config, p)),
+        ("fig7", lambda p: figures.plot_roles(data, config, p)),
+        ("fig8", lambda p: figures.plot_votes_and_block_times(data, config, p)),
+        ("fig9", lambda p: figures.plot_cpu_load(data, config, p)),
+        ("fig12", lambda p: figures.plot_reports(data, config, p)),
         ("worst_case", lambda p: figures_apps.plot_worst_case(worst, p)),
         ("fig11_worst_case", lambda p: figures_apps.plot_worst_case_stacks(worst, p)),
-        ("fig12", lambda p: figures.plot_reports(sim, config, p)),
     ]
-    if "cluster_latency" in sim["summary"]:
-        drawers.append(("overlay", lambda p: figures.plot_cluster_latency(sim, config, p)))
+    if data["app_stacks"]["moments"]:  # a live run that never reached its first moment
+        drawers.append(("fig11_sim", lambda p: figures_apps.plot_sim_stacks(data, config, p)))
+    if "cluster_latency" in data["summary"]:
+        drawers.append(("overlay", lambda p: figures.plot_cluster_latency(data, config, p)))
     if result.get("migration") is not None:
         migration = result["migration"]
         drawers.append(("fig10", lambda p: figures_apps.plot_migration(migration, p)))
