@@ -124,18 +124,19 @@ def test_a_preferred_node_wins_over_lpt() -> None:
 
 
 def test_a_swap_helps_where_no_single_move_can() -> None:
-    """A: 5000 + 3000 = 8000, B: 4000 + 1000 = 5000. Gap 3000 (m = 406): every app of
-    A would overshoot it (3000 leaves g - a = 0, 5000 inverts it). Swaps: 5000 for 4000
-    (d = 1000) or 3000 for 1000 (d = 2000) both leave the pair 1000 apart, the same
-    potential drop 2 * d * (g - d); the first found, A's largest app, wins the tie."""
+    """A: 5800 + 4200 = 10000, B: 4400 + 1000 = 5400 (mean 7700, A above the band at
+    9240). Gap 4600 (m = 481): every app of A would overshoot it (4200 leaves g - a =
+    400 < m, 5800 inverts it). Swaps: 5800 for 4400 (d = 1400) or 4200 for 1000 (d =
+    3200) have the same potential drop 2 * d * (g - d); the first found, A's largest
+    app, wins the tie."""
     a1, a2, b1, b2 = (app_spec(n) for n in ("a1", "a2", "b1", "b2"))
     registry = build_registry([(a1, A), (a2, A), (b1, B), (b2, B)])
     reports = [
-        report(A, 4_000, apps=[(app_id(a1), 2_500, 0), (app_id(a2), 1_500, 0)]),
-        report(B, 2_500, apps=[(app_id(b1), 2_000, 0), (app_id(b2), 500, 0)]),
+        report(A, 5_000, apps=[(app_id(a1), 2_900, 0), (app_id(a2), 2_100, 0)]),
+        report(B, 2_700, apps=[(app_id(b1), 2_200, 0), (app_id(b2), 500, 0)]),
     ]
     plan = compute_plan(registry, reports, NODES[:2], SLOT, 4)
-    assert migrations(plan) == [(app_id(a2), A, B), (app_id(b2), B, A)]
+    assert migrations(plan) == [(app_id(a1), A, B), (app_id(b1), B, A)]
     # Without budget for two moves, nothing.
     assert compute_plan(registry, reports, NODES[:2], SLOT, 1) == ()
 
@@ -146,8 +147,8 @@ def test_a_swap_respects_anti_affinity_counting_the_leaving_app() -> None:
     b1, b2 = app_spec("b1"), app_spec("b2", policy=group)
     registry = build_registry([(a1, A), (a2, A), (b1, B), (b2, B)])
     reports = [
-        report(A, 4_000, apps=[(app_id(a1), 2_500, 0), (app_id(a2), 1_500, 0)]),
-        report(B, 2_500, apps=[(app_id(b1), 2_000, 0), (app_id(b2), 500, 0)]),
+        report(A, 5_000, apps=[(app_id(a1), 2_900, 0), (app_id(a2), 2_100, 0)]),
+        report(B, 2_700, apps=[(app_id(b1), 2_200, 0), (app_id(b2), 500, 0)]),
     ]
     # a1 is pinned, so the only swap is a2 for b2, which share group g: each may take
     # the other's place.

@@ -186,7 +186,7 @@ def test_tries_the_next_most_loaded_node_when_the_first_cannot_move() -> None:
     registry = build_registry([(pinned, A), (free, B)])
     reports = [
         report(A, 5_000, apps=[(app_id(pinned), 5_000, 0)]),  # 10000, immovable
-        report(B, 3_000, apps=[(app_id(free), 1_500, 0)]),  # 6000
+        report(B, 4_000, apps=[(app_id(free), 2_000, 0)]),  # 8000: above the band (7200)
         report(C, 0),
     ]
     plan = compute_plan(registry, reports, NODES, SLOT, 4)
@@ -339,12 +339,12 @@ def test_unreported_node_gets_placements_but_no_migrations() -> None:
     x, y, queued = app_spec("x"), app_spec("y"), app_spec("queued", cpu_bp=100)
     registry = build_registry([(x, A), (y, B), (queued, None)])
     reports = [
-        report(A, 8_000, apps=[(app_id(x), 1_000, 0)]),  # 16000: background 14000 + x 2000
+        report(A, 9_000, apps=[(app_id(x), 1_000, 0)]),  # 18000: background 16000 + x 2000
         report(B, 5_000, apps=[(app_id(y), 4_000, 0)]),  # 10000: background 2000 + y 8000
     ]
     nodes = [NodeInfo(A), NodeInfo(B), NodeInfo(D)]  # D has no report
     model = compute_load_model(registry, reports, frozenset({A, B, D}), SLOT)
-    assert model.node_load[D] == 2_000, "lower median of the backgrounds 2000 and 14000"
+    assert model.node_load[D] == 2_000, "lower median of the backgrounds 2000 and 16000"
     plan = compute_plan(registry, reports, nodes, SLOT, 4)
     assert placements(plan) == [(app_id(queued), D)]  # the least loaded: 2000
     assert migrations(plan) == [(app_id(x), A, B)]  # D looks lighter, but is unreported
