@@ -20,7 +20,7 @@ from edgechain.chain.assembly import make_report
 from edgechain.chain.model import Block, ChainParams, ResourceReport
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import Output, ReportMsg
-from edgechain.consensus.reports import ReportRelay
+from edgechain.consensus.reports import REPORT_DELAY_BP, ReportRelay
 from edgechain.consensus.state import BlockState, get_roles, get_slot_start_ms
 from edgechain.crypto.hashing import compute_node_id, sha256
 from edgechain.orchestrator.liveness import is_down
@@ -217,6 +217,10 @@ def _reports_to(out: Output) -> list[tuple[NodeId, ResourceReport]]:
     ]
 
 
+def _get_report_delay(params: ChainParams) -> int:
+    return params.slot_duration_ms * REPORT_DELAY_BP // 10_000
+
+
 def _own_phase_slot(node: NodeId, after: int) -> int:
     return next(s for s in range(after, after + INTERVAL) if (s + node[0]) % INTERVAL == 0)
 
@@ -227,14 +231,19 @@ def test_member_falls_back_once_per_slot_after_its_slot_passes_without_it() -> N
     assert params is not None
     me = engine.node_id
     slot = _own_phase_slot(me, 10)
-    # Head for slot - 1 known: the member reports for ``slot`` to its representative.
+    # Head for slot - 1 known: the member reports for ``slot`` to its representative,
+    # REPORT_DELAY_BP of a slot later.
     before = _state(genesis_state, slot - 1, b"a")
-    out = _set_head(engine, before, get_slot_start_ms(params, slot - 1) + 500)
+    seen = get_slot_start_ms(params, slot - 1) + 500
+    _set_head(engine, before, seen)
+    assert engine.reports.own_report is None, "not signed during the block's burst"
+    engine.on_tick(seen + _get_report_delay(params))
     own = engine.reports.own_report
     assert own is not None and own.slot == slot and own.node == me
     assert engine.reports.stats.direct_fallbacks == 0
     # The slot's block is accepted without it: a fresh report for slot + 1, straight to
-    # that slot's producer on the new head.
+    # that slot's producer on the new head (at once: past 2/3 of the slot, the delay's
+    # bound).
     missed = _state(genesis_state, slot, b"b")
     out = _set_head(engine, missed, get_slot_start_ms(params, slot) + 1_400)
     producer = compute_node_id(get_roles(engine.memo, missed, Slot(slot + 1), 3).producer)
@@ -259,7 +268,9 @@ def test_no_fallback_when_the_block_carries_the_report() -> None:
     params = engine.params
     assert params is not None
     slot = _own_phase_slot(engine.node_id, 10)
-    _set_head(engine, _state(genesis_state, slot - 1, b"a"), get_slot_start_ms(params, slot - 1))
+    seen = get_slot_start_ms(params, slot - 1)
+    _set_head(engine, _state(genesis_state, slot - 1, b"a"), seen)
+    engine.on_tick(seen + _get_report_delay(params))
     own = engine.reports.own_report
     assert own is not None
     carried = _state(genesis_state, slot, b"b", reports=(own,))
