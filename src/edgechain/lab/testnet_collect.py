@@ -42,8 +42,8 @@ def collect(cluster: Cluster, run_dir: Path, get: NodeGet, pool: Executor) -> Co
     (run_dir / "collected-apps.json").write_text(json.dumps(fleet) + "\n")
     return Collected(
         statuses={i: s if isinstance(s, dict) else None for i, s in statuses.items()},
-        chains={i: _parse_or_none(parse_chain, c) for i, c in chains.items()},
-        blocks={i: _parse_or_none(parse_block_records, b) for i, b in blocks.items()},
+        chains={i: parse_or_none(parse_chain, c) for i, c in chains.items()},
+        blocks={i: parse_or_none(parse_block_records, b) for i, b in blocks.items()},
         apps=apps,
         histories=histories,
         migrations=migrations,
@@ -99,7 +99,7 @@ def _write_raw(cluster: Cluster, run_dir: Path, *answers: Mapping[int, Any]) -> 
     (run_dir / "collected.json").write_text(json.dumps(raw) + "\n")
 
 
-def _parse_or_none(parse: Callable[[Any], Any], data: Any) -> Any:
+def parse_or_none(parse: Callable[[Any], Any], data: Any) -> Any:
     if data is None:
         return None
     try:

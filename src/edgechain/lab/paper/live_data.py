@@ -63,6 +63,7 @@ from edgechain.lab.summary import (
     parse_chain,
     pick_reference,
 )
+from edgechain.lab.testnet_collect import parse_or_none
 from edgechain.telemetry.cpu import compute_percentile
 from edgechain.types import Slot
 
@@ -102,15 +103,6 @@ def get_answer(url: str, path: str) -> Any:
     with contextlib.suppress(OSError, ValueError):
         return http_get(url, path, timeout=COLLECT_TIMEOUT_S)
     return None
-
-
-def parse_or_none(parse: Any, data: Any) -> Any:
-    if data is None:
-        return None
-    try:
-        return parse(data)
-    except RecordError:
-        return None
 
 
 def collect_nodes(net: LiveTestnet) -> Collected:

@@ -5,7 +5,6 @@ the testnet's own summary, the worst cases, and the figures drawn."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -17,12 +16,9 @@ from edgechain.lab.paper.live_config import (
     CPU_CAPACITY,
     PERIOD_MS,
     LiveConfig,
-    Log,
     Progress,
     get_app_shares,
 )
-from edgechain.lab.paper.run import run_simulated_worst_case
-from edgechain.lab.paper.worst_case import make_config, run_worst_case
 
 SUMMARY_KEYS = ("join_slot", "blocks", "skip_blocks", "skip_blocks_after_join", "skip_causes",
                 "distinct_heads", "nodes_without_genesis", "reports", "signers_per_block",
@@ -98,20 +94,3 @@ def get_config_record(
         host_cpus=os.cpu_count(),
     )
     return record
-
-
-def run_worst_cases(config: LiveConfig, timing: dict[str, Any], log: Log) -> dict[str, Any]:
-    """The planner model's worst case, and the simulated network's only if asked."""
-    worst_config = make_config(
-        config.worst_nodes or config.nodes, config.worst_apps, config.worst_slots, config.seed
-    )
-    log(f"worst case on the planner model: {worst_config.apps} apps on one of "
-        f"{worst_config.nodes} nodes")  # fmt: skip
-    started = time.perf_counter()
-    worst, timing["worst_case_plans"] = run_worst_case(worst_config)
-    timing["worst_case_s"] = round(time.perf_counter() - started, 2)
-    if config.worst_sim_slots > 0:
-        sim_case = make_config(config.worst_sim_nodes, None, None, config.seed)
-        log(f"worst case in the simulator: {sim_case.apps} apps, {sim_case.nodes} nodes")
-        worst["simulated"] = run_simulated_worst_case(sim_case, config.worst_sim_slots)
-    return worst
