@@ -104,11 +104,14 @@ def build_block(
     difficulty: int | None = None,
     vdf_result: vdf.VdfResult | None = None,
     state_root: bytes = bytes(32),
+    vdf_group: BlockHash | None = None,
 ) -> Block:
     """A fully signed and attested block (all committee members sign by default).
     ``state_root``: the parent state's root when the block is to pass full validation
-    (``consensus/state_codec.compute_state_root``)."""
-    proof = vdf_result or vdf.prove(parent, vdf_iterations)
+    (``consensus/state_codec.compute_state_root``). ``vdf_group``: the VDF's group hash
+    (``consensus/state.compute_vdf_group``); by default the parent's hash, which is right
+    for a block on the genesis or one that opens an epoch."""
+    proof = vdf_result or vdf.prove(vdf_group or parent, parent, vdf_iterations)
     candidate = Block(
         parent=parent,
         slot=slot,

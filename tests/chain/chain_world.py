@@ -28,6 +28,7 @@ def get_slot_1_context(world: World) -> BlockContext:
         parent_hash=compute_genesis_hash(genesis),
         parent_slot=Slot(0),
         vdf_iterations=ITERATIONS,
+        vdf_group=compute_genesis_hash(genesis),
         validators=vs,
         producer_key=idents[0].pk,
         committee=tuple(i.pk for i in idents[1:5]),

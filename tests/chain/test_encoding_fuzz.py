@@ -66,6 +66,7 @@ CTX = BlockContext(
     parent_hash=GENESIS_HASH,
     parent_slot=Slot(0),
     vdf_iterations=ITERATIONS,
+    vdf_group=GENESIS_HASH,
     validators=VALIDATORS,
     producer_key=IDENTS[0].pk,
     committee=tuple(i.pk for i in IDENTS[1:5]),

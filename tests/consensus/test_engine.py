@@ -100,7 +100,7 @@ class Harness:
             )
             queue.extend((src, dst, outgoing.message) for dst in targets if dst != src)
         for request in out.vdf_requests:
-            result = vdf.prove(request.challenge, request.iterations)
+            result = vdf.prove(request.group, request.challenge, request.iterations)
             done = self.now + self.vdf_ms
             self.handle(src, self.engines[src].on_vdf_result(request, result, done), queue)
 
@@ -352,7 +352,7 @@ def test_a_vdf_is_wanted_only_while_it_can_still_become_the_candidate() -> None:
     deadline = get_candidate_deadline_ms(net.chain_params(), 2)
     assert not producer.is_vdf_wanted(request, deadline)
     # Once the candidate went out, a second evaluation is not wanted either.
-    result = vdf.prove(request.challenge, request.iterations)
+    result = vdf.prove(request.group, request.challenge, request.iterations)
     out = producer.on_vdf_result(request, result, start + 100)
     assert out.messages, "the candidate went to the committee"
     assert not producer.is_vdf_wanted(request, start + 200)

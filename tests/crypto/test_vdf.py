@@ -6,6 +6,7 @@ import hashlib
 import threading
 from pathlib import Path
 
+import chiavdf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,14 +32,18 @@ def challenge(label: int) -> bytes:
     return hashlib.sha256(b"vdf test challenge" + label.to_bytes(4, "big")).digest()
 
 
+GROUP = challenge(1000)
+"""The group hash of most tests: one epoch's group, several challenges in it."""
+
+
 @pytest.fixture(scope="module")
 def small() -> VdfResult:
-    return prove(challenge(0), SMALL)
+    return prove(GROUP, challenge(0), SMALL)
 
 
 @pytest.fixture(scope="module")
 def medium() -> VdfResult:
-    return prove(challenge(1), MEDIUM)
+    return prove(GROUP, challenge(1), MEDIUM)
 
 
 def flip_bit(data: bytes, bit: int) -> bytes:
@@ -49,8 +54,8 @@ def flip_bit(data: bytes, bit: int) -> bytes:
 
 def test_roundtrip(small: VdfResult, medium: VdfResult) -> None:
     assert len(small.output) == OUTPUT_SIZE and len(small.proof) == PROOF_SIZE
-    assert verify(challenge(0), SMALL, small.output, small.proof)
-    assert verify(challenge(1), MEDIUM, medium.output, medium.proof)
+    assert verify(GROUP, challenge(0), SMALL, small.output, small.proof)
+    assert verify(GROUP, challenge(1), MEDIUM, medium.output, medium.proof)
 
 
 def test_small_iterations_give_identity_proof(small: VdfResult, medium: VdfResult) -> None:
@@ -59,12 +64,12 @@ def test_small_iterations_give_identity_proof(small: VdfResult, medium: VdfResul
 
 
 def test_deterministic(small: VdfResult) -> None:
-    assert prove(challenge(0), SMALL) == small
+    assert prove(GROUP, challenge(0), SMALL) == small
 
 
 def test_one_iteration() -> None:
-    result = prove(challenge(5), 1)
-    assert verify(challenge(5), 1, result.output, result.proof)
+    result = prove(GROUP, challenge(5), 1)
+    assert verify(GROUP, challenge(5), 1, result.output, result.proof)
 
 
 @pytest.mark.parametrize("which", ["small", "medium"])
@@ -74,7 +79,9 @@ def test_every_single_bit_flip_fails(which: str, small: VdfResult, medium: VdfRe
     accepted = []
     for bit in range(8 * len(blob)):
         tampered = flip_bit(blob, bit)
-        if verify(challenge(label), iterations, tampered[:OUTPUT_SIZE], tampered[OUTPUT_SIZE:]):
+        if verify(
+            GROUP, challenge(label), iterations, tampered[:OUTPUT_SIZE], tampered[OUTPUT_SIZE:]
+        ):
             accepted.append(bit)
     assert accepted == []
 
@@ -89,7 +96,7 @@ def test_bit_flips_never_raise_inside_chiavdf(
         tampered = flip_bit(blob, bit)
         # Padding bits of the last field are not checked by chiavdf; the filter is
         # what rejects those. Here we only require "no exception".
-        verify(challenge(1), MEDIUM, tampered[:OUTPUT_SIZE], tampered[OUTPUT_SIZE:])
+        verify(GROUP, challenge(1), MEDIUM, tampered[:OUTPUT_SIZE], tampered[OUTPUT_SIZE:])
 
 
 @pytest.mark.parametrize(
@@ -102,55 +109,58 @@ def test_bit_flips_never_raise_inside_chiavdf(
     ],
 )
 def test_non_canonical_identity_proof_rejected(small: VdfResult, proof: bytes) -> None:
-    assert not verify(challenge(0), SMALL, small.output, proof)
+    assert not verify(GROUP, challenge(0), SMALL, small.output, proof)
 
 
 def test_unused_padding_bits_rejected(medium: VdfResult) -> None:
     # The last byte of a form holds unused high bits that chiavdf's verifier ignores.
     for bit in range(8 * (OUTPUT_SIZE - 1), 8 * OUTPUT_SIZE):
-        assert not verify(challenge(1), MEDIUM, flip_bit(medium.output, bit), medium.proof)
-        assert not verify(challenge(1), MEDIUM, medium.output, flip_bit(medium.proof, bit))
+        assert not verify(GROUP, challenge(1), MEDIUM, flip_bit(medium.output, bit), medium.proof)
+        assert not verify(GROUP, challenge(1), MEDIUM, medium.output, flip_bit(medium.proof, bit))
 
 
 @pytest.mark.parametrize("delta", [-1, 1, MEDIUM])
 def test_wrong_iterations(medium: VdfResult, delta: int) -> None:
-    assert not verify(challenge(1), MEDIUM + delta, medium.output, medium.proof)
+    assert not verify(GROUP, challenge(1), MEDIUM + delta, medium.output, medium.proof)
 
 
 def test_wrong_challenge(medium: VdfResult) -> None:
-    assert not verify(challenge(2), MEDIUM, medium.output, medium.proof)
+    assert not verify(GROUP, challenge(2), MEDIUM, medium.output, medium.proof)
 
 
 def test_output_and_proof_swapped(medium: VdfResult) -> None:
-    assert not verify(challenge(1), MEDIUM, medium.proof, medium.output)
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.proof, medium.output)
 
 
 @pytest.mark.parametrize("length", [0, 1, OUTPUT_SIZE - 1, OUTPUT_SIZE + 1, 2 * OUTPUT_SIZE])
 def test_bad_lengths(medium: VdfResult, length: int) -> None:
     blob = (medium.output + medium.proof + bytes(OUTPUT_SIZE))[:length]
-    assert not verify(challenge(1), MEDIUM, blob, medium.proof)
-    assert not verify(challenge(1), MEDIUM, medium.output, blob)
+    assert not verify(GROUP, challenge(1), MEDIUM, blob, medium.proof)
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.output, blob)
 
 
 def test_truncated_and_extended(medium: VdfResult) -> None:
-    assert not verify(challenge(1), MEDIUM, medium.output[:-1], medium.proof)
-    assert not verify(challenge(1), MEDIUM, medium.output, medium.proof + b"\x00")
-    assert not verify(challenge(1), MEDIUM, medium.output + b"\x00", medium.proof)
-    assert not verify(challenge(1), MEDIUM, medium.output, medium.proof[:-1])
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.output[:-1], medium.proof)
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.output, medium.proof + b"\x00")
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.output + b"\x00", medium.proof)
+    assert not verify(GROUP, challenge(1), MEDIUM, medium.output, medium.proof[:-1])
 
 
 @pytest.mark.parametrize("iterations", [0, -1, MAX_ITERATIONS + 1, 2**64, -(2**64)])
 def test_iterations_out_of_range(medium: VdfResult, iterations: int) -> None:
-    assert not verify(challenge(1), iterations, medium.output, medium.proof)
+    assert not verify(GROUP, challenge(1), iterations, medium.output, medium.proof)
     with pytest.raises(ValueError):
-        prove(challenge(1), iterations)
+        prove(GROUP, challenge(1), iterations)
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x00" * 31, b"\x00" * 33])
 def test_challenge_length(medium: VdfResult, bad: bytes) -> None:
-    assert not verify(bad, MEDIUM, medium.output, medium.proof)
+    assert not verify(GROUP, bad, MEDIUM, medium.output, medium.proof)
+    assert not verify(bad, challenge(1), MEDIUM, medium.output, medium.proof)
     with pytest.raises(ValueError):
-        prove(bad, MEDIUM)
+        prove(GROUP, bad, MEDIUM)
+    with pytest.raises(ValueError):
+        prove(bad, challenge(1), MEDIUM)
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,13 +170,13 @@ def test_challenge_length(medium: VdfResult, bad: bytes) -> None:
     iterations=st.integers(min_value=-5, max_value=10_000),
 )
 def test_random_garbage_never_raises(output: bytes, proof: bytes, iterations: int) -> None:
-    assert not verify(challenge(3), iterations, output, proof)
+    assert not verify(GROUP, challenge(3), iterations, output, proof)
 
 
 @settings(max_examples=100, deadline=None)
 @given(output=st.binary(max_size=300), proof=st.binary(max_size=300))
 def test_random_lengths_never_raise(output: bytes, proof: bytes) -> None:
-    assert not verify(challenge(3), 10, output, proof)
+    assert not verify(GROUP, challenge(3), 10, output, proof)
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,15 +186,44 @@ def test_random_edits_of_a_valid_proof_fail(small: VdfResult, data: st.DataObjec
     position = data.draw(st.integers(min_value=0, max_value=len(blob) - 1))
     value = data.draw(st.integers(min_value=0, max_value=255).filter(lambda v: v != blob[position]))
     blob[position] = value
-    assert not verify(challenge(0), SMALL, bytes(blob[:OUTPUT_SIZE]), bytes(blob[OUTPUT_SIZE:]))
+    assert not verify(
+        GROUP, challenge(0), SMALL, bytes(blob[:OUTPUT_SIZE]), bytes(blob[OUTPUT_SIZE:])
+    )
 
 
 def test_discriminant_is_cached() -> None:
     vdf._discriminant.cache_clear()
-    result = prove(challenge(4), SMALL)
-    assert verify(challenge(4), SMALL, result.output, result.proof)
-    assert verify(challenge(4), SMALL, result.output, result.proof)
+    result = prove(GROUP, challenge(4), SMALL)
+    assert verify(GROUP, challenge(4), SMALL, result.output, result.proof)
+    assert verify(GROUP, challenge(4), SMALL, result.output, result.proof)
     assert vdf._discriminant.cache_info().hits >= 1
+
+
+def test_one_group_derives_its_discriminant_once_for_many_challenges() -> None:
+    # The point of the epoch's group (block format 12): blocks of one epoch share it.
+    vdf._discriminant.cache_clear()
+    for label in range(20, 25):
+        result = prove(GROUP, challenge(label), SMALL)
+        assert verify(GROUP, challenge(label), SMALL, result.output, result.proof)
+    assert vdf._discriminant.cache_info().misses == 1
+
+
+def test_each_challenge_starts_from_its_own_element_of_the_group() -> None:
+    outputs = {prove(GROUP, challenge(label), SMALL).output for label in range(30, 36)}
+    assert len(outputs) == 6
+    starts = {vdf.get_input_form(GROUP, challenge(label)) for label in range(30, 36)}
+    assert len(starts) == 6 and vdf.GENERATOR_FORM not in starts
+
+
+def test_wrong_group(medium: VdfResult) -> None:
+    assert not verify(challenge(1), challenge(1), MEDIUM, medium.output, medium.proof)
+    assert not verify(challenge(2), challenge(1), MEDIUM, medium.output, medium.proof)
+
+
+def test_an_evaluation_from_the_generator_does_not_verify() -> None:
+    # The pre-format-12 evaluation (from the generator form) is no proof for a block now.
+    blob = chiavdf.prove(GROUP, vdf.GENERATOR_FORM, vdf.DISCRIMINANT_BITS, MEDIUM, "")
+    assert not verify(GROUP, challenge(1), MEDIUM, blob[:OUTPUT_SIZE], blob[OUTPUT_SIZE:])
 
 
 def test_result_is_frozen(small: VdfResult) -> None:
@@ -194,7 +233,7 @@ def test_result_is_frozen(small: VdfResult) -> None:
 
 def test_precompute_discriminant() -> None:
     vdf._discriminant.cache_clear()
-    vdf.precompute_discriminant(challenge(6))
+    vdf.precompute_discriminant(GROUP)
     assert vdf._discriminant.cache_info().currsize == 1
     with pytest.raises(ValueError):
         vdf.precompute_discriminant(b"short")
@@ -208,7 +247,9 @@ def test_prove_stops_when_its_keep_running_file_goes(tmp_path: Path) -> None:
     def evaluate() -> None:
         try:
             # About a minute of squarings: only the removal can end it quickly.
-            outcome.append(vdf.prove(challenge(7), 10_000_000, keep_running=str(keep_running)))
+            outcome.append(
+                vdf.prove(GROUP, challenge(7), 10_000_000, keep_running=str(keep_running))
+            )
         except BaseException as exc:
             outcome.append(exc)
 
@@ -224,5 +265,5 @@ def test_prove_stops_when_its_keep_running_file_goes(tmp_path: Path) -> None:
 def test_prove_with_a_keep_running_file_gives_a_valid_proof(tmp_path: Path) -> None:
     keep_running = tmp_path / "vdf.run"
     keep_running.touch()
-    result = vdf.prove(challenge(8), 1000, keep_running=str(keep_running))
-    assert vdf.verify(challenge(8), 1000, result.output, result.proof)
+    result = vdf.prove(GROUP, challenge(8), 1000, keep_running=str(keep_running))
+    assert vdf.verify(GROUP, challenge(8), 1000, result.output, result.proof)

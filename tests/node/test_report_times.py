@@ -22,8 +22,9 @@ def _parent() -> BlockState:
         ValidatorInfo(i.node, i.pk, f"127.0.0.1:{n}", ()) for n, i in enumerate(IDS)
     )
     return BlockState(
-        BlockHash(bytes(32)), Slot(9), b"", validators, 1, Registry(), (), 0, is_skip=False
-    )
+        BlockHash(bytes(32)), Slot(9), b"", validators, 1, Registry(), (), 0, is_skip=False,
+        vdf_group=BlockHash(bytes(32)),
+    )  # fmt: skip
 
 
 def _report(node: NodeId, slot: int, at_ms: int) -> ResourceReport:

@@ -84,7 +84,7 @@ class FakeChain:
         members = getattr(self, "members", ())
         return BlockState(
             block_hash, slot, b"", ValidatorSet(()), 1, registry, (), 0, is_skip=False,
-            last_seen=dict.fromkeys(members, slot),
+            vdf_group=block_hash, last_seen=dict.fromkeys(members, slot),
         )  # fmt: skip
 
     def append(self, records: tuple[AppRecord, ...], plan: tuple[PlanEntry, ...] = ()) -> Slot:

@@ -68,7 +68,7 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 11
+FORMAT_VERSION = 12
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -84,7 +84,9 @@ with ``addresses``, validators' signed new addresses (``AddressRecord``). 10: an
 inclusion request's ``ticket`` may hold a 136-byte enrollment token
 (``chain/enrollment.py``); command kind REVOKE_ENROLLMENT, whose ``key`` is 32 bytes.
 11: a report carries the node's network ``coordinate`` (two i32, after ``pressure_bp``),
-which the chain state keeps per validator (``cluster/vivaldi.py``)."""
+which the chain state keeps per validator (``cluster/vivaldi.py``). 12: same bytes, new
+VDF: the discriminant comes from the epoch's group hash and the evaluation starts from
+a form hashed from the parent hash (``crypto/vdf.py``), not from the generator."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

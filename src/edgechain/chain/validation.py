@@ -167,6 +167,8 @@ class BlockContext:
     parent_slot: Slot
     vdf_iterations: int
     """The difficulty recorded in the last produced ancestor (the VDF's iteration count)."""
+    vdf_group: BlockHash
+    """The group hash of the block's VDF (``consensus/state.compute_vdf_group``)."""
     validators: ValidatorSet
     """The validator set after the parent."""
     producer_key: PublicKey
@@ -481,7 +483,11 @@ def validate_block(
     if check_vdf:
         with cpu_span(Component.VDF_CHECK):
             proven = vdf.verify(
-                ctx.parent_hash, ctx.vdf_iterations, block.vdf_output, block.vdf_proof
+                ctx.vdf_group,
+                ctx.parent_hash,
+                ctx.vdf_iterations,
+                block.vdf_output,
+                block.vdf_proof,
             )
         if not proven:
             raise ValidationError(RejectReason.BAD_VDF)

@@ -81,6 +81,7 @@ def process_light_block(
         parent_hash=light.block_hash,
         parent_slot=light.slot,
         vdf_iterations=1,  # unused: the VDF is not checked here
+        vdf_group=light.block_hash,  # unused, likewise
         validators=light.validators,
         producer_key=roles.producer,
         committee=roles.committee,

@@ -217,6 +217,8 @@ class VdfRequest:
     difficulty: int
     iterations: int
     slot: Slot
+    group: BlockHash
+    """The group hash the evaluation runs in (``crypto/vdf.py``)."""
 
 
 @dataclass(frozen=True)

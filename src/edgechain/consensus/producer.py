@@ -43,6 +43,7 @@ from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import (
     BlockState,
     compute_next_difficulty,
+    compute_vdf_group,
     get_candidate_deadline_ms,
     get_plan,
     get_proof_iterations,
@@ -175,10 +176,16 @@ class Producer:
             and (duty.candidate is not None or duty.parent == head.block_hash)
         ):
             return  # never two candidates for one slot; the VDF is already running
+        params = self.ctx.params
+        if params is None:
+            return  # no genesis yet: no duty either
         committee_ids = get_committee_ids(self.ctx.memo, head, slot, roles)
         self.duty = ProducerDuty(slot, head.block_hash, roles, committee_ids)
         iterations = get_proof_iterations(head.difficulty, self.ctx.config.proof_scale)
-        out.vdf_requests.append(VdfRequest(head.block_hash, head.difficulty, iterations, slot))
+        group = compute_vdf_group(head, slot, params.epoch_length)
+        out.vdf_requests.append(
+            VdfRequest(head.block_hash, head.difficulty, iterations, slot, group)
+        )
 
     def send_candidate(self, duty: ProducerDuty, block: Block, out: Output) -> None:
         duty.candidate = block

@@ -111,6 +111,17 @@ def compute_coordinates(
     return {node: moved[node] for node in sorted(moved)}
 
 
+def compute_vdf_group(parent: BlockState, slot: Slot, epoch_length: int) -> BlockHash:
+    """The group hash of the VDF of a block at ``slot`` on ``parent``: the parent's hash
+    if the block opens an epoch the parent is not in, else the parent's group. So it is
+    the hash of the last block before the block's epoch began, and every block of an
+    epoch on one chain shares it (``crypto/vdf.py``: one discriminant per epoch). It is
+    known a whole epoch before the blocks that use it end, never earlier."""
+    if slot // epoch_length != parent.slot // epoch_length:
+        return parent.block_hash
+    return parent.vdf_group
+
+
 def compute_genesis_state(genesis: Genesis) -> BlockState:
     genesis_hash = compute_genesis_hash(genesis)
     validators = compute_genesis_validator_set(genesis)
@@ -124,6 +135,7 @@ def compute_genesis_state(genesis: Genesis) -> BlockState:
         reports=(),
         signers=0,
         is_skip=False,
+        vdf_group=genesis_hash,
         authority=compute_genesis_authority(genesis.params),
         last_seen=dict.fromkeys(sorted(validators.get_node_ids()), Slot(0)),
         finality=compute_genesis_finality(genesis_hash, validators),
@@ -246,6 +258,7 @@ def apply_block(
             coordinates=compute_coordinates(parent.coordinates, block.reports, validators),
             signers=count_signers(block.signers),
             is_skip=False,
+            vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
             authority=authority,
             last_seen=compute_last_seen(
                 parent.last_seen,
@@ -272,6 +285,7 @@ def apply_block(
         coordinates=compute_coordinates(parent.coordinates, (), validators),
         signers=count_signers(block.signers),
         is_skip=True,
+        vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
         authority=parent.authority,
         last_seen=compute_last_seen(
             parent.last_seen,
@@ -427,6 +441,7 @@ def _validate_uncached(
         parent_hash=parent.block_hash,
         parent_slot=parent.slot,
         vdf_iterations=get_proof_iterations(parent.difficulty, mode.proof_scale),
+        vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
         validators=parent.validators,
         producer_key=roles.producer,
         committee=roles.committee,

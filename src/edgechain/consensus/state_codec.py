@@ -19,6 +19,7 @@ Layout (primitives as in ``chain/encoding.py``)::
                                               validators, voters, checkpoint records
     fixed(32) block_hash || u64 slot || fixed(32) seed || u32 validators (set index)
     u64 difficulty || registry || list<report> reports || u32 signers || bool is_skip
+    fixed(32) vdf_group
     authority || list<(fixed(32) node, u64 slot)> last_seen (sorted by node)
     list<(fixed(32) node, i32 x, i32 y)> coordinates (sorted by node)
     bool has_finality [|| finality]
@@ -69,11 +70,12 @@ from edgechain.types import (
 
 T = TypeVar("T")
 
-STATE_FORMAT_VERSION = 4
+STATE_FORMAT_VERSION = 5
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
-network coordinates follow ``last_seen`` (block format 11)."""
+network coordinates follow ``last_seen`` (block format 11). 5: the VDF's group hash
+follows ``is_skip`` (block format 12)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -444,6 +446,7 @@ def encode_state(state: BlockState) -> bytes:
     w.items(state.reports, write_report)
     w.u32(state.signers)
     w.boolean(state.is_skip)
+    w.fixed(state.vdf_group, HASH_SIZE)
     _write_authority(w, state.authority)
     _write_last_seen(w, state.last_seen)
     _write_coordinates(w, state.coordinates)
@@ -472,6 +475,7 @@ def decode_state(data: bytes) -> BlockState:
         reports=tuple(r.items(StateLimits.MAX_VALIDATORS, MIN_REPORT_SIZE, read_report)),
         signers=r.u32(),
         is_skip=r.boolean(),
+        vdf_group=BlockHash(r.fixed(HASH_SIZE)),
         authority=_read_authority(r),
         last_seen=_read_last_seen(r),
         coordinates=_read_coordinates(r),

@@ -3,8 +3,20 @@
 Paper §3.4: the producer of block ``n`` evaluates ``VDF(hash(n - 1), difficulty(n - 1))``
 and the output seeds the roles of the next slot (DESIGN.md, "VDF" and "Seed and
 roles"). The group is the class group of binary quadratic forms of a 1024-bit negative
-discriminant derived from the challenge (the parent block hash), so no trusted setup is
-needed; the starting element is the generator form ``(a, b) = (2, 1)``.
+discriminant, so no trusted setup is needed.
+
+The group is the epoch's, the starting element the block's (block format 12). The
+discriminant is derived from a *group hash*: the hash of the last block before the
+block's epoch began, on its own chain (``consensus/state.compute_vdf_group``), so every
+block of an epoch shares one. Deriving it is a search for a 1024-bit prime, 23-33 ms
+here, and every validator did it for every block: most of the VDF check's cost, and
+the floor of 100 nodes on one host (ARCHITECTURE.md, "CPU budget"). Now a node derives
+it once per epoch. The starting element is a form hashed from the *challenge*, the
+parent block hash (``crypto/class_group.py``), so each block still evaluates from a
+point nobody knew before its parent existed. Chia fixes its discriminant for a whole
+challenge chain sub-slot (about ten minutes) the same way; the delay rests on nobody
+computing the class group of a fresh 1024-bit discriminant within the epoch, which is
+far beyond any known computation.
 
 Byte layout (chiavdf's compressed form encoding, ``FORM_SIZE`` = 100 bytes each):
 
@@ -29,6 +41,7 @@ from functools import lru_cache
 
 import chiavdf
 
+from edgechain.crypto import class_group
 from edgechain.types import HASH_SIZE
 
 DISCRIMINANT_BITS = 1024
@@ -48,10 +61,13 @@ _FLAG_IS_IDENTITY = 0x04
 _FLAG_IS_GENERATOR = 0x08
 _IDENTITY_FORM = bytes([_FLAG_IS_IDENTITY]) + bytes(FORM_SIZE - 1)
 GENERATOR_FORM = bytes([_FLAG_IS_GENERATOR]) + bytes(FORM_SIZE - 1)
-"""The starting element ``x``: chiavdf's encoding of the generator form (2, 1)."""
+"""chiavdf's encoding of the generator form (2, 1)."""
 
 _RECURSION_DEPTH = 0  # plain Wesolowski: one proof, no n-Wesolowski segments
-_DISCRIMINANT_CACHE_SIZE = 256  # a node verifies a handful of recent parents at most
+_DISCRIMINANT_CACHE_SIZE = 16
+"""Groups in use at once: the current epoch's on a few forks, and a syncing node's."""
+_INPUT_CACHE_SIZE = 256
+"""Starting forms: a node verifies a handful of recent parents at most."""
 
 
 @dataclass(frozen=True)
@@ -63,28 +79,58 @@ class VdfResult:
 
 
 @lru_cache(maxsize=_DISCRIMINANT_CACHE_SIZE)
-def _discriminant(challenge: bytes) -> str:
-    # Deriving the discriminant is a search for a 1024-bit prime (~6-11 ms); the producer
-    # and every verifier of a block use the same parent hash, so cache it.
-    disc: str = chiavdf.create_discriminant(challenge, DISCRIMINANT_BITS)
+def _discriminant(group: bytes) -> str:
+    # A search for a 1024-bit prime (23-33 ms here): once per epoch, since every block
+    # of an epoch on one chain names the same group hash.
+    disc: str = chiavdf.create_discriminant(group, DISCRIMINANT_BITS)
     return disc
 
 
-def precompute_discriminant(challenge: bytes) -> None:
-    """Derive and cache the discriminant for ``challenge`` ahead of time (~10 ms).
-
-    A node can call this when it accepts a block, whose hash is the next challenge, so
-    that the first :func:`verify` of the child block costs only the ~3 ms check.
-    """
-    if len(challenge) != CHALLENGE_SIZE:
-        raise ValueError(f"challenge must be {CHALLENGE_SIZE} bytes, got {len(challenge)}")
-    _discriminant(bytes(challenge))
+def _decodes_to(discriminant: str, encoded: bytes, a: int, b: int) -> bool:
+    try:
+        got_a, got_b = chiavdf.bqfc_deserialize(discriminant, encoded, True)
+    except Exception:  # chiavdf raises RuntimeError on a form it will not take
+        return False
+    parse = class_group.parse_form_integer
+    return (parse(got_a), parse(got_b)) == (a, b)
 
 
-def _check_arguments(challenge: bytes, iterations: int) -> str | None:
+@lru_cache(maxsize=_INPUT_CACHE_SIZE)
+def get_input_form(group: bytes, challenge: bytes) -> bytes:
+    """The starting element for ``challenge`` (the parent hash) in ``group``'s class
+    group, in chiavdf's encoding (~1 ms; cached, so the producer and a verifier in one
+    process pay once)."""
+    problem = _check_hash("group", group) or _check_hash("challenge", challenge)
+    if problem is not None:
+        raise ValueError(problem)
+    discriminant = _discriminant(bytes(group))
+    return class_group.compute_input_form(
+        class_group.parse_discriminant(discriminant),
+        DISCRIMINANT_BITS,
+        bytes(challenge),
+        lambda encoded, a, b: _decodes_to(discriminant, encoded, a, b),
+    )
+
+
+def precompute_discriminant(group: bytes) -> None:
+    """Derive and cache the discriminant of ``group`` ahead of time (23-33 ms)."""
+    problem = _check_hash("group", group)
+    if problem is not None:
+        raise ValueError(problem)
+    _discriminant(bytes(group))
+
+
+def _check_hash(name: str, value: bytes) -> str | None:
+    if len(value) != CHALLENGE_SIZE:
+        return f"{name} must be {CHALLENGE_SIZE} bytes, got {len(value)}"
+    return None
+
+
+def _check_arguments(group: bytes, challenge: bytes, iterations: int) -> str | None:
     """The reason the arguments are unusable, or ``None`` if they are fine."""
-    if len(challenge) != CHALLENGE_SIZE:
-        return f"challenge must be {CHALLENGE_SIZE} bytes, got {len(challenge)}"
+    problem = _check_hash("group", group) or _check_hash("challenge", challenge)
+    if problem is not None:
+        return problem
     if not 1 <= iterations <= MAX_ITERATIONS:
         return f"iterations must be in [1, {MAX_ITERATIONS}], got {iterations}"
     return None
@@ -94,24 +140,25 @@ class VdfCancelledError(Exception):
     """The evaluation was stopped: its ``keep_running`` file was removed."""
 
 
-def prove(challenge: bytes, iterations: int, *, keep_running: str = "") -> VdfResult:
-    """Evaluate the VDF on ``challenge`` (the parent block hash) for ``iterations`` squarings.
+def prove(group: bytes, challenge: bytes, iterations: int, *, keep_running: str = "") -> VdfResult:
+    """Evaluate the VDF on ``challenge`` (the parent block hash) in ``group``'s class
+    group (the epoch's group hash) for ``iterations`` squarings.
 
     Takes ``iterations`` / ~180k seconds. chiavdf releases the GIL while it works, so it
-    may run in a worker thread. Raises ``ValueError`` on a challenge that is not 32
-    bytes or iterations outside ``[1, MAX_ITERATIONS]`` (local misuse).
+    may run in a worker thread. Raises ``ValueError`` on a group or challenge that is not
+    32 bytes or iterations outside ``[1, MAX_ITERATIONS]`` (local misuse).
 
     ``keep_running``: the path of an existing file; chiavdf checks it as it goes and
     stops within milliseconds once it is gone (:class:`VdfCancelledError`). That is how a
     producer drops an evaluation nobody wants any more (its slot passed, or a new head
     made it a different slot's producer) instead of burning a core on it.
     """
-    problem = _check_arguments(challenge, iterations)
+    problem = _check_arguments(group, challenge, iterations)
     if problem is not None:
         raise ValueError(problem)
-    blob: bytes = chiavdf.prove(
-        bytes(challenge), GENERATOR_FORM, DISCRIMINANT_BITS, iterations, keep_running
-    )
+    start = get_input_form(bytes(group), bytes(challenge))
+    # chiavdf derives the discriminant from its first argument: the group hash.
+    blob: bytes = chiavdf.prove(bytes(group), start, DISCRIMINANT_BITS, iterations, keep_running)
     if not blob and keep_running:
         raise VdfCancelledError(f"VDF evaluation stopped: {keep_running} was removed")
     if len(blob) != OUTPUT_SIZE + PROOF_SIZE:
@@ -129,24 +176,26 @@ def _is_canonical_form(discriminant: str, form: bytes) -> bool:
     return True
 
 
-def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
-    """Whether ``output``/``proof`` is the canonical VDF evaluation for the inputs (~3 ms).
+def verify(group: bytes, challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+    """Whether ``output``/``proof`` is the canonical VDF evaluation for the inputs (~6 ms,
+    and the group's discriminant once per epoch).
 
     Never raises on peer data: wrong lengths, out-of-range iterations, undecodable or
     non-canonical forms and wrong proofs all return ``False``.
     """
-    if _check_arguments(challenge, iterations) is not None:
+    if _check_arguments(group, challenge, iterations) is not None:
         return False
     if len(output) != OUTPUT_SIZE or len(proof) != PROOF_SIZE:
         return False
     output, proof = bytes(output), bytes(proof)
-    discriminant = _discriminant(bytes(challenge))
+    discriminant = _discriminant(bytes(group))
+    start = get_input_form(bytes(group), bytes(challenge))
     if not (_is_canonical_form(discriminant, output) and _is_canonical_form(discriminant, proof)):
         return False
     try:
         ok: bool = chiavdf.verify_n_wesolowski(
             discriminant,
-            GENERATOR_FORM,
+            start,
             output + proof,
             iterations,
             DISCRIMINANT_BITS,

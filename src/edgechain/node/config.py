@@ -86,7 +86,7 @@ class NodeConfig:
 def measure_vdf_ips(iterations: int = 20_000) -> int:
     """Iterations per second of this machine (for the genesis difficulty)."""
     started = time.perf_counter()
-    vdf.prove(os.urandom(32), iterations)
+    vdf.prove(os.urandom(32), os.urandom(32), iterations)
     return max(1, int(iterations / max(time.perf_counter() - started, 1e-6)))
 
 

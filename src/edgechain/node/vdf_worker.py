@@ -86,7 +86,10 @@ class VdfRunner:
             cpu_started = time.thread_time_ns()
             try:
                 return vdf.prove(
-                    request.challenge, request.iterations, keep_running=str(keep_running)
+                    request.group,
+                    request.challenge,
+                    request.iterations,
+                    keep_running=str(keep_running),
                 )
             finally:
                 timing["end"] = self._clock.now_ms()

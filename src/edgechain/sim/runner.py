@@ -271,7 +271,7 @@ class Simulation:
         self.app_victim: int | None = None
         self.app_victim_apps = 0
         """Running apps the majority head placed on the app-host fault's victim."""
-        self._vdf_cache: dict[tuple[bytes, int], vdf.VdfResult] = {}
+        self._vdf_cache: dict[tuple[bytes, bytes, int], vdf.VdfResult] = {}
         self.relayed: dict[int, set[int]] = {}
         self.tokens: dict[bytes, tuple[Message, NodeId]] = {}
         """Gossip payload token -> (message, origin): the gossip objects run for real on
@@ -497,10 +497,10 @@ class Simulation:
             self._arm(node, node.gossip.next_wakeup_ms)
 
     def _run_vdf(self, node: SimNode, request: VdfRequest) -> None:
-        key = (bytes(request.challenge), request.iterations)
+        key = (bytes(request.group), bytes(request.challenge), request.iterations)
         result = self._vdf_cache.get(key)
         if result is None:
-            result = vdf.prove(request.challenge, request.iterations)
+            result = vdf.prove(request.group, request.challenge, request.iterations)
             self._vdf_cache[key] = result
         delay_us = request.difficulty * 1_000_000 // self.config.vdf_ips
 
