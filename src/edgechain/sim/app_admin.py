@@ -18,7 +18,8 @@ from edgechain.testing import ADMIN
 from edgechain.types import AppId, NodeId
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 
 def make_app_spec(index: int, stateful_every: int, replica_interval_slots: int) -> AppSpec:

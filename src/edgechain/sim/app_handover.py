@@ -29,7 +29,7 @@ from edgechain.sim.clock import MILLISECOND
 
 if TYPE_CHECKING:
     from edgechain.sim.apps import AppLayer
-    from edgechain.sim.runner import SimNode
+    from edgechain.sim.world import SimNode
 
 MIGRATE_RETRY_MS = (500, 1_000, 2_000, 4_000)
 """``runtime/manager.py``'s MIGRATE_RETRY_S: backoff between offers; the last repeats."""

@@ -79,7 +79,8 @@ from edgechain.sim.clock import MILLISECOND
 from edgechain.types import AppId, BlockHash
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from edgechain.types import BlockHash, Slot
 
 if TYPE_CHECKING:
     from edgechain.consensus.engine import ConsensusEngine
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 
 def get_chain_from(blocks: Mapping[BlockHash, AnyBlock], tip: BlockHash | None) -> list[BlockHash]:
@@ -80,7 +81,7 @@ def serve_archive(sim: Simulation, node: SimNode, event: ArchiveSyncWanted) -> N
     engine = node.engine
     reaches_genesis = current == engine.ctx.get_genesis_hash()
     message = SyncResponseMsg(tuple(blocks), engine.genesis_msg if reaches_genesis else None)
-    sim.send_direct(node, message, event.sender)
+    sim.transport.send_direct(node, message, event.sender)
 
 
 def serve_forward(sim: Simulation, node: SimNode, event: ArchiveForwardWanted) -> None:
@@ -102,4 +103,4 @@ def serve_forward(sim: Simulation, node: SimNode, event: ArchiveForwardWanted) -
     if start >= 0:
         archived = [(h, sim.blocks[h]) for h in chain[start : start + event.limit]]
         blocks = complete_forward_chain(ctx, archived, event.after, event.limit)
-    sim.send_direct(node, ForwardSyncResponseMsg(event.after, blocks), event.sender)
+    sim.transport.send_direct(node, ForwardSyncResponseMsg(event.after, blocks), event.sender)

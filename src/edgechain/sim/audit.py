@@ -20,7 +20,8 @@ from edgechain.errors import PeerError
 from edgechain.types import BlockHash
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 
 class Auditor:

@@ -34,7 +34,8 @@ from edgechain.sim.clock import MILLISECOND
 from edgechain.types import NodeId, Slot
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 APP_FAULT_SLOT = 9
 """App scenarios: the slot the fault starts (the apps, submitted at slot 2, run by then)."""

@@ -1,12 +1,14 @@
 """The deterministic simulator: many consensus engines, one virtual clock, one seed.
 
-Every simulated node runs the *same* :class:`ConsensusEngine` a real node runs. The
-runner feeds it ticks, delivered messages and VDF results on a virtual clock
-(``sim/clock.py``) over a seeded network with latency, loss, partitions and crashes
-(``sim/network.py``). VDF proofs are real, at ``difficulty // proof_scale`` iterations,
-while the clock is charged what the full difficulty would cost at ``vdf_ips``
-(DESIGN.md, "VDF"). Simulated nodes share one :class:`Memo`, so a block is verified
-once per network rather than once per node (a real node never shares it).
+Every simulated node runs the *same* :class:`ConsensusEngine` a real node runs; the
+nodes are built from a :class:`SimConfig` (``sim/config.py``) by ``sim/world.py``. The
+runner feeds each engine ticks, delivered messages and VDF results on a virtual clock
+(``sim/clock.py``); the messages travel through ``sim/transport.py`` over a seeded
+network with latency, loss, partitions and crashes (``sim/network.py``). VDF proofs
+are real, at ``difficulty // proof_scale`` iterations, while the clock is charged what
+the full difficulty would cost at ``vdf_ips`` (DESIGN.md, "VDF"). Simulated nodes
+share one :class:`Memo`, so a block is verified once per network rather than once per
+node (a real node never shares it).
 
 An auditor with its own memo re-validates every block any honest node accepts, and
 the invariants of issue "Consensus engine and simulator" are checked each slot
@@ -16,36 +18,24 @@ the invariants of issue "Consensus engine and simulator" are checked each slot
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
-from edgechain.chain.assembly import EMPTY_SIGNATURE, make_inclusion_request, make_ticket
-from edgechain.chain.encoding import compute_genesis_hash, encode_block
-from edgechain.chain.model import AnyBlock, Block, ChainParams, Checkpoint, Genesis
+from edgechain.chain.model import AnyBlock, Block, Checkpoint
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.context import DEFAULT_REPORT_INTERVAL_SLOTS
-from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
     ArchiveSyncWanted,
     BlockAccepted,
-    BlockMsg,
-    CandidateMsg,
     CheckpointInstalled,
-    ForwardSyncResponseMsg,
     HeadChanged,
-    Message,
     Output,
-    ReportMsg,
-    Route,
-    StateResponseMsg,
-    SyncResponseMsg,
     VdfRequest,
 )
 from edgechain.consensus.state import (
@@ -53,15 +43,13 @@ from edgechain.consensus.state import (
     Memo,
     get_slot_start_ms,
 )
-from edgechain.crypto import bls, vdf
+from edgechain.crypto import vdf
 from edgechain.errors import RejectReason
-from edgechain.network.dht import DhtNode, DhtOutput
-from edgechain.network.gossip import Gossip, GossipConfig
-from edgechain.sim.apps import AppLayer, AppModelConfig
+from edgechain.sim.apps import AppLayer
 from edgechain.sim.archive import serve_archive, serve_forward
 from edgechain.sim.audit import Auditor, check_invariants
-from edgechain.sim.byzantine import BEHAVIOURS, ReportDropper, make_byzantine_factory
-from edgechain.sim.clock import MILLISECOND, SimClock, Timer
+from edgechain.sim.clock import MILLISECOND, SimClock
+from edgechain.sim.config import SCENARIOS, SimConfig
 from edgechain.sim.coordinates import CoordinateLayer
 from edgechain.sim.faults import (
     APP_SCENARIOS,
@@ -73,140 +61,46 @@ from edgechain.sim.geography import Geography, compute_geography
 from edgechain.sim.network import LinkProfile, SimNetwork, Uniform
 from edgechain.sim.report_metrics import ReportMetrics
 from edgechain.sim.summary import SimResult, build_result, compute_result_digest
-from edgechain.testing import ADMIN, Identity, make_identity
-from edgechain.types import BlockHash, NodeId, Signature
-from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
-
-SCENARIOS = (
-    "none",
-    "crash-producers",
-    "partition-heal",
-    "byzantine-producer",
-    "report-dropper",
-    "lossy",
-    "churn",
-    "app-host-crash",
-    "app-host-pause",
-    "reorg-apps",
-    "late-join",
+from edgechain.sim.transport import SimPayload, Transport
+from edgechain.sim.world import (
+    EngineFactory,
+    SimNode,
+    choose_engines,
+    make_chain_params,
+    make_nodes,
 )
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    nodes: int = 20
-    committee: int = 8
-    slots: int = 30
-    slot_duration_ms: int = 2_000
-    latency_ms: tuple[int, int] = (0, 5)
-    seed: int = 1
-    faults: str = "none"
-    vdf_ips: int = 180_000
-    """Iterations per second the virtual clock charges (measured: chiavdf ~180k/s here)."""
-    proof_scale: int = 1_000
-    vdf_target_bp: int = 2_500
-    send_reports: bool = True
-    nodes_per_cluster: int = 20
-    agreement_depth: int = 4
-    """Honest nodes must agree on everything older than this many slots."""
-    convergence_slots: int = 6
-    """After a partition heals, one head everywhere within this many slots."""
-    overlay: str = "gossip"
-    """``gossip``: every node runs the real DHT (``network/dht.py``) and gossip
-    (``network/gossip.py``) objects, and gossip spreads through DHT neighbours.
-    ``broadcast``: a gossiped message goes straight to every node, plus the relay below."""
-    gossip_relay: int = 4
-    """With ``broadcast``: each node forwards a block it sees first to this many random
-    peers; 0 makes gossip a single direct broadcast."""
-    gossip_fanout: int = 8
-    gossip_heartbeat_ms: int = 2_000
-    preset_genesis: bool = False
-    """Start from a genesis holding every node, as if the bootstrap node had gathered
-    all requests (skips the join phase, which is not what large runs measure)."""
-    trace: bool = True
-    """Hash every network event into a digest (byte-identical-trace checks)."""
-    apps: int = 0
-    """Apps the admin submits after genesis; > 0 (or an app scenario) runs the app
-    layer and its exactly-once auditor (``sim/apps.py``)."""
-    down_after_slots: int = 12
-    """K (``ChainParams.down_after_slots``)."""
-    app_model: AppModelConfig = field(default_factory=AppModelConfig)
-    geo_regions: int = 0
-    """0: uniform latency as before; N > 0: nodes in N regions, delay by distance
-    (``sim/geography.py``) plus the ``latency_ms`` draw as jitter."""
-
+from edgechain.testing import make_identity
+from edgechain.types import BlockHash, NodeId
 
 WALL_CHECK_STEP = 50 * MILLISECOND
 """Virtual time run between checks of ``run``'s wall-clock limit."""
 
 
-@dataclass
-class SimNode:
-    index: int
-    ident: Identity
-    engine: ConsensusEngine
-    honest: bool = True
-    up: bool = True
-    timer: Timer[Any] | None = None
-    timer_at: int | None = None
-    gossip: Gossip | None = None
-    dht: DhtNode | None = None
-    dht_wakeup: int | None = None
-    peers_version: int = -1
-    """The DHT membership version the gossip peer list was last built from."""
-
-
-SimPayload = Message | GossipMsg | IHave | IWant | Ping | Pong | FindNode | Nodes
-
-
-def _message_size(msg: Any, memo: Memo) -> int:
-    """Approximate wire size; blocks are charged their canonical encoding."""
-    if isinstance(msg, BlockMsg | CandidateMsg):
-        return memo.get(("size", id(msg.block)), lambda: (msg.block, len(encode_block(msg.block))))[
-            1
-        ]
-    if isinstance(msg, ReportMsg):
-        return 64 + 180 * len(msg.reports)
-    if isinstance(msg, SyncResponseMsg | ForwardSyncResponseMsg):
-        return 64 + sum(_message_size(BlockMsg(b), memo) for b in msg.blocks)
-    if isinstance(msg, StateResponseMsg):
-        return 64 + len(msg.state)
-    return 200
-
-
 class Simulation:
-    """Build with a config, then :meth:`run`. Same config, same result (wall time aside)."""
+    """Build with a config, then :meth:`run`. Same config, same result (wall time aside).
+
+    It builds the world (``sim/world.py``) and owns the transport (``sim/transport.py``);
+    what it keeps is the run itself: the nodes' timers, what their engines return, the
+    VDF they ask for, and the slot loop with its faults and checks."""
 
     def __init__(
         self,
         config: SimConfig,
         *,
-        engine_factory: Callable[[int, Identity, EngineConfig, Memo], ConsensusEngine]
-        | None = None,
+        engine_factory: EngineFactory | None = None,
         byzantine: frozenset[int] = frozenset(),
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if config.faults not in SCENARIOS:
             raise ValueError(f"unknown fault scenario {config.faults!r}; one of {SCENARIOS}")
-        if config.faults == "byzantine-producer" and engine_factory is None:
-            # Nodes 1..6 each misbehave one way (sim/byzantine.py); the rest are honest.
-            assignment = {i + 1: kind for i, kind in enumerate(BEHAVIOURS) if i + 1 < config.nodes}
-            engine_factory = make_byzantine_factory(assignment)
-            byzantine = frozenset(assignment)
-        elif config.faults == "report-dropper" and engine_factory is None:
-            # Every fourth node (1, 5, 9, ...) drops every report it should relay.
-            droppers: dict[int, type[ConsensusEngine]] = dict.fromkeys(
-                range(1, config.nodes, 4), ReportDropper
-            )
-            engine_factory = make_byzantine_factory(droppers)
-            byzantine = frozenset(droppers)
+        engine_factory, byzantine = choose_engines(config, engine_factory, byzantine)
         self.config = config
         self.rng = random.Random(config.seed)
         self.clock = SimClock()
         low, high = config.latency_ms
         self.geography: Geography | None = None
         if config.geo_regions > 0:
-            # The ids the nodes get below (node i is make_identity(i, b"sim")), in order.
+            # The ids sim/world.py gives the nodes (node i is make_identity(i, b"sim")), in order.
             node_ids = [make_identity(i, b"sim").node for i in range(config.nodes)]
             self.geography = compute_geography(node_ids, config.geo_regions, config.seed)
         self.net: SimNetwork[SimPayload] = SimNetwork(
@@ -223,21 +117,7 @@ class Simulation:
         )
         self.progress = progress
         self.byzantine = byzantine
-        self.params = ChainParams(
-            chain_id=f"sim-{config.seed}",
-            genesis_time_ms=0,
-            slot_duration_ms=config.slot_duration_ms,
-            committee_size=config.committee,
-            initial_difficulty=max(
-                1, config.vdf_ips * config.slot_duration_ms * config.vdf_target_bp // 10_000_000
-            ),
-            vdf_target_bp=config.vdf_target_bp,
-            admin_key=ADMIN.pk,
-            nodes_per_cluster=config.nodes_per_cluster,
-            down_after_slots=config.down_after_slots,
-        )
-        self.nodes: list[SimNode] = []
-        self.by_id: dict[NodeId, SimNode] = {}
+        self.params = make_chain_params(config)
         self.accept_times: dict[BlockHash, int] = {}
         self.blocks: dict[BlockHash, AnyBlock] = {}
         self.finalized_by_node: dict[int, Checkpoint] = {}
@@ -272,69 +152,23 @@ class Simulation:
         self.app_victim_apps = 0
         """Running apps the majority head placed on the app-host fault's victim."""
         self._vdf_cache: dict[tuple[bytes, bytes, int], vdf.VdfResult] = {}
-        self.relayed: dict[int, set[int]] = {}
-        self.tokens: dict[bytes, tuple[Message, NodeId]] = {}
-        """Gossip payload token -> (message, origin): the gossip objects run for real on
-        small tokens instead of re-encoding a block at every hop."""
-        bootstrap = make_identity(0, b"sim")
-        self.bootstrap = bootstrap
-        idents = [bootstrap] + [make_identity(i, b"sim") for i in range(1, config.nodes)]
-        configs = []
-        for i, ident in enumerate(idents):
-            engine_config = EngineConfig(
-                chain_id=self.params.chain_id,
-                genesis_key=bootstrap.pk,
-                address=f"sim:{i}",
-                labels=("region-a" if i % 2 == 0 else "region-b",),
-                ticket=make_ticket(ADMIN.sk, self.params.chain_id, ident.pk),
-                genesis_template=self.params if i == 0 else None,
-                genesis_delay_ms=1_000,
-                proof_scale=config.proof_scale,
-                send_reports=config.send_reports,
-            )
-            configs.append(engine_config)
-        genesis, genesis_sig = self._make_preset_genesis(idents, configs)
-        for i, (ident, engine_config) in enumerate(zip(idents, configs, strict=True)):
-            factory = engine_factory if (engine_factory and i in byzantine) else None
-            engine = (
-                factory(i, ident, engine_config, self.memo)
-                if factory
-                else ConsensusEngine(
-                    ident.sk,
-                    engine_config,
-                    memo=self.memo,
-                    genesis=genesis,
-                    genesis_signature=genesis_sig,
-                )
-            )
-            if factory and genesis is not None:
-                engine._adopt_genesis(genesis, genesis_sig or EMPTY_SIGNATURE)
-            node = SimNode(i, ident, engine, honest=i not in byzantine)
-            if config.overlay == "gossip":
-                rng = random.Random(config.seed * 1_000_003 + i)
-                node.dht = DhtNode(ident.node, random.Random(rng.getrandbits(64)))
-                gossip_config = GossipConfig(
-                    fanout=config.gossip_fanout, heartbeat_ms=config.gossip_heartbeat_ms
-                )
-                node.gossip = Gossip(ident.node, random.Random(rng.getrandbits(64)), gossip_config)
-            self.nodes.append(node)
-            self.by_id[ident.node] = node
-
-    def _make_preset_genesis(
-        self, idents: list[Identity], configs: list[EngineConfig]
-    ) -> tuple[Genesis | None, Signature | None]:
-        if not self.config.preset_genesis:
-            return None, None
-        requests = sorted(
-            (
-                make_inclusion_request(ident.sk, c.address, c.labels, c.ticket)
-                for ident, c in zip(idents, configs, strict=True)
-            ),
-            key=lambda r: r.public_key,
+        self.nodes = make_nodes(config, self.params, self.memo, engine_factory, byzantine)
+        self.by_id: dict[NodeId, SimNode] = {node.ident.node: node for node in self.nodes}
+        self.bootstrap = self.nodes[0].ident
+        self.transport = Transport(
+            config,
+            net=self.net,
+            clock=self.clock,
+            memo=self.memo,
+            rng=self.rng,
+            nodes=self.nodes,
+            by_id=self.by_id,
+            bootstrap=self.bootstrap.node,
+            report_metrics=self.report_metrics,
+            handle=self._handle,
+            arm=self._arm,
         )
-        params = dataclasses.replace(self.params, genesis_time_ms=1_000)
-        genesis = Genesis(params, tuple(requests), 0)
-        return genesis, bls.sign(self.bootstrap.sk, compute_genesis_hash(genesis))
+        """Carries the nodes' messages (sim/transport.py)."""
 
     # --- driving -----------------------------------------------------------------------
 
@@ -343,11 +177,7 @@ class Simulation:
 
     def _start_node(self, node: SimNode, at_ms: int) -> None:
         node.up = True
-        self.net.register(node.ident.node, self._deliver)
-        self.net.node_up(node.ident.node)
-        if node.dht is not None:
-            bootstrap = Contact(self.bootstrap.node, self.bootstrap.node.hex())
-            self._handle_dht(node, node.dht.join(bootstrap, self.now_ms()))
+        self.transport.connect(node)
         self._arm(node, at_ms)
 
     def _arm(self, node: SimNode, at_ms: int | None) -> None:
@@ -367,118 +197,11 @@ class Simulation:
         if not node.up:
             return
         now = self.now_ms()
-        if node.dht is not None:
-            self._handle_dht(node, node.dht.on_tick(now))
-        if node.gossip is not None:
-            self._refresh_peers(node)
-            for peer, ihave in node.gossip.on_tick(now):
-                self.net.send(node.ident.node, peer, ihave, 64 + 32 * len(ihave.message_ids))
+        self.transport.on_tick(node, now)
         self._handle(node, node.engine.on_tick(now))
 
-    def _refresh_peers(self, node: SimNode) -> None:
-        assert node.gossip is not None and node.dht is not None
-        # Rebuilding the list walks 256 buckets; at 1000 nodes it was a quarter of the run.
-        if node.dht.peers_version != node.peers_version:
-            node.peers_version = node.dht.peers_version
-            node.gossip.set_peers(c.node_id for c in node.dht.get_peers())
-
-    def _handle_dht(self, node: SimNode, out: DhtOutput) -> None:
-        if out.next_wakeup_ms is not None:
-            node.dht_wakeup = out.next_wakeup_ms
-        for contact, message in out.messages:
-            self.net.send(node.ident.node, NodeId(bytes.fromhex(contact.address)), message, 120)
-        if out.next_wakeup_ms is not None:
-            self._arm(node, out.next_wakeup_ms)
-
-    def _deliver(self, src: NodeId, dst: NodeId, payload: SimPayload, at: int) -> None:
-        node = self.by_id[dst]
-        if not node.up:
-            return
-        now = self.now_ms()
-        if isinstance(payload, Ping | Pong | FindNode | Nodes):
-            if node.dht is not None:
-                self._handle_dht(node, node.dht.on_message(Contact(src, src.hex()), payload, now))
-            return
-        if isinstance(payload, GossipMsg | IHave | IWant):
-            self._on_gossip(node, src, payload, now)
-            return
-        if isinstance(payload, ReportMsg):
-            self.report_metrics.on_delivered(dst, payload.reports, now)
-        if (
-            isinstance(payload, BlockMsg)
-            and self.config.overlay == "broadcast"
-            and self.config.gossip_relay
-        ):
-            self._relay(node, payload)
-        self._handle(node, node.engine.on_message(payload, src, now))
-
-    def _on_gossip(
-        self, node: SimNode, src: NodeId, payload: GossipMsg | IHave | IWant, now: int
-    ) -> None:
-        gossip = node.gossip
-        if gossip is None:
-            return
-        me = node.ident.node
-        if isinstance(payload, IHave):
-            for peer, want in gossip.on_ihave(src, payload, now):
-                self.net.send(me, peer, want, 64 + 32 * len(want.message_ids))
-            return
-        if isinstance(payload, IWant):
-            for peer, copy in gossip.on_iwant(src, payload, now):
-                self.net.send(me, peer, copy, self._gossip_size(copy))
-            return
-        deliver, forwards = gossip.on_message(src, payload, now)
-        for peer, copy in forwards:
-            self.net.send(me, peer, copy, self._gossip_size(copy))
-        if deliver:
-            message, origin = self.tokens[payload.payload]
-            self._handle(node, node.engine.on_message(message, origin, now))
-
-    def _gossip_size(self, msg: GossipMsg) -> int:
-        return 48 + _message_size(self.tokens[msg.payload][0], self.memo)
-
-    def _publish(self, node: SimNode, message: Message) -> None:
-        assert node.gossip is not None
-        token = len(self.tokens).to_bytes(8, "big")
-        self.tokens[token] = (message, node.ident.node)
-        self._refresh_peers(node)
-        for peer, copy in node.gossip.publish(token, self.now_ms()):
-            self.net.send(node.ident.node, peer, copy, self._gossip_size(copy))
-
-    def _relay(self, node: SimNode, msg: BlockMsg) -> None:
-        """Gossip forwarding on first sight (de-duplicated by block identity)."""
-        seen = self.relayed.setdefault(node.index, set())
-        key = id(msg.block)
-        if key in seen:
-            return
-        seen.add(key)
-        if len(seen) > 4096:
-            seen.clear()
-        size = _message_size(msg, self.memo)
-        for _ in range(self.config.gossip_relay):
-            peer = self.nodes[self.rng.randrange(len(self.nodes))]
-            if peer is not node:
-                self.net.send(node.ident.node, peer.ident.node, msg, size)
-
-    def send_direct(self, node: SimNode, message: Message, dst: NodeId) -> None:
-        """One message from ``node`` to ``dst`` (sized like any other)."""
-        if dst != node.ident.node and dst in self.by_id:
-            self.net.send(node.ident.node, dst, message, _message_size(message, self.memo))
-
     def _handle(self, node: SimNode, out: Output) -> None:
-        src = node.ident.node
-        for outgoing in out.messages:
-            size = _message_size(outgoing.message, self.memo)
-            if outgoing.route is Route.GOSSIP and node.gossip is not None:
-                self._publish(node, outgoing.message)
-                continue
-            if outgoing.route is Route.GOSSIP:
-                targets: Any = (n.ident.node for n in self.nodes if n is not node)
-            else:
-                targets = outgoing.to
-            for dst in targets:
-                if dst != src and dst in self.by_id:
-                    self.net.send(src, dst, outgoing.message, size)
+        self.transport.send(node, out.messages)
         for request in out.vdf_requests:
             self._run_vdf(node, request)
         for event in out.events:
@@ -600,6 +323,7 @@ def run_simulation(config: SimConfig, **kwargs: Any) -> SimResult:
 __all__ = [
     "SCENARIOS",
     "SimConfig",
+    "SimNode",
     "SimResult",
     "Simulation",
     "compute_result_digest",

@@ -19,7 +19,8 @@ from edgechain.sim.archive import get_chain_from
 from edgechain.types import BlockHash, NodeId, Slot
 
 if TYPE_CHECKING:
-    from edgechain.sim.runner import SimNode, Simulation
+    from edgechain.sim.runner import Simulation
+    from edgechain.sim.world import SimNode
 
 
 @dataclass
