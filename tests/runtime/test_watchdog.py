@@ -24,14 +24,17 @@ import psutil
 import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime import watchdog
 from edgechain.runtime.base import AppRuntimeError, AppStatus
 from edgechain.runtime.fencing import Watchdog, get_frozen_apps
 from edgechain.runtime.lease import (
     APPS_DIR,
+    LEASE_FILE,
     PID_FILE,
     RUNTIME_PAUSED_FILE,
     WATCHDOG_LOG_FILE,
     get_now_ms,
+    read_lease,
     write_lease,
     write_pid_entry,
 )
@@ -425,3 +428,33 @@ def test_a_node_behind_the_host_keeps_a_lease_the_host_would_call_expired(
     wait_ticking(node.runtime, apps)  # many polls later: still running
     assert get_frozen_apps(node.data_dir) == set()
     assert not node.logged("freeze")
+
+
+def test_the_lease_reader_parses_the_file_again_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One stat per poll instead of a JSON parse (100 watchdogs polling 10 times a
+    # second spent 40 % of a core parsing); every write the node makes is seen.
+    parsed: list[str] = []
+    real_read = read_lease
+
+    def counting_read(path: str) -> object:
+        parsed.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(watchdog, "read_lease", counting_read)
+    reader = watchdog.LeaseReader(str(tmp_path / LEASE_FILE))
+    assert reader.read() is None and parsed == []  # missing: expired, nothing parsed
+    write_lease(tmp_path, 1_000, ["aa"], 1)
+    first = reader.read()
+    assert first is not None and first.valid_until_ms == 1_000
+    for _ in range(5):
+        assert reader.read() == first
+    assert len(parsed) == 1
+    write_lease(tmp_path, 2_000, ["aa"], 1)  # a renewal: same size, a new file
+    renewed = reader.read()
+    assert renewed is not None and renewed.valid_until_ms == 2_000 and len(parsed) == 2
+    (tmp_path / LEASE_FILE).unlink()
+    assert reader.read() is None
+    write_lease(tmp_path, 2_000, ["aa"], 1)
+    assert reader.read() == renewed and len(parsed) == 3

@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
 DEFAULT_POLL_MS = 100
+PARENT_CHECK_MS = 1_000
+"""How often the parent (the node) is looked for. Its going only lets the watchdog
+exit once the lease has expired; freezing follows the lease alone, every poll."""
 CREATE_TIME_TOLERANCE_S = 0.01
 """How close a leader's creation time must be to the pid file's (as in spawner.py)."""
 STOPPED_STATES = frozenset("Tt")
@@ -330,6 +333,33 @@ class Parent:
         return self.gone
 
 
+class LeaseReader:
+    """The lease file, read again only when it changed.
+
+    The node replaces the file atomically on every write (a new inode), so an unchanged
+    ``(inode, mtime, size)`` is an unchanged lease; one ``stat`` per poll instead of an
+    open, a read and a JSON parse. With 100 nodes on a host, polling 10 times a second,
+    that parse was 40 % of a core. Expiry is still judged against the clock every poll.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._key: tuple[int, int, int] | None = None
+        self._lease: Lease | None = None
+
+    def read(self) -> Lease | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            self._key = None
+            return None  # missing: expired
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if key != self._key:
+            self._lease = read_lease(self.path)
+            self._key = key
+        return self._lease
+
+
 # --- the loop ---------------------------------------------------------------------------
 
 
@@ -351,14 +381,19 @@ def run(data_dir: str, poll_ms: int, parent_pid: int | None, clock_offset_ms: in
         parent_pid=parent_pid,
         clock_offset_ms=clock_offset_ms,
     )
-    lease_path = os.path.join(data_dir, LEASE_FILE)
+    leases = LeaseReader(os.path.join(data_dir, LEASE_FILE))
+    parent_checked_ms: int | None = None
     while True:
-        lease = read_lease(lease_path)
-        expired = is_expired(lease, fence.now_ms())
+        lease = leases.read()
+        now = fence.now_ms()
+        expired = is_expired(lease, now)
         if poll(fence, lease, expired):
             fence.save()
-        if parent is not None and not parent.gone and parent.is_gone():
-            fence.log("parent gone", pid=parent.pid, then="exit once the lease expires")
+        due = parent_checked_ms is None or now - parent_checked_ms >= PARENT_CHECK_MS
+        if parent is not None and not parent.gone and (due or expired):
+            parent_checked_ms = now
+            if parent.is_gone():
+                fence.log("parent gone", pid=parent.pid, then="exit once the lease expires")
         if parent is not None and parent.gone and expired:
             fence.log("exit", why="parent gone and lease expired", frozen=len(fence.frozen))
             return 0
