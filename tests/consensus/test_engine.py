@@ -15,7 +15,7 @@ from edgechain.chain.assembly import make_command, make_ticket
 from edgechain.chain.encoding import compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, ChainParams, CommandKind, RuntimeKind, SkipBlock
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
-from edgechain.consensus.joining import get_retry_interval
+from edgechain.consensus.joining import RESIGN_EVERY, get_retry_interval
 from edgechain.consensus.messages import (
     HEAD_WANT,
     BlockAccepted,
@@ -448,6 +448,28 @@ def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
         if any(isinstance(o.message, InclusionMsg) for o in out.messages):
             sent.append((at - start) // 1000)
     assert sent == [0, 8, 24, 56, 88]
+
+
+def test_a_waiting_node_resends_its_signed_request_and_signs_anew_only_every_fourth_time() -> None:
+    """A repeat of a pending request costs the nodes that hold it nothing; each new one a
+    pairing check on every node. So retries re-send the same signed request, and a new
+    one (for the head's slot) goes out only every RESIGN_EVERY sends."""
+    net = Harness(4)
+    net.start_chain()
+    net.run_slot(1)
+    newcomer = net.add(7)
+    tip = net.engine(0).blocks[net.engine(0).head]  # type: ignore[index]
+    net.deliver(4, BlockMsg(tip), net.order[0])
+    net.down.update(net.order[:4])
+    requests = []
+    for at in range(net.now, net.now + 130_000, 500):
+        for o in newcomer.on_tick(at).messages:
+            if isinstance(o.message, InclusionMsg):
+                requests.append(o.message.request)
+    assert len(requests) == 6 and RESIGN_EVERY == 4
+    assert requests[1:4] == [requests[0]] * 3 and requests[0].nonce == 0
+    assert requests[4] != requests[0] and requests[4].nonce == 1  # the head's slot
+    assert requests[5] == requests[4]
 
 
 def test_a_node_nobody_gossips_to_asks_the_bootstrap_for_the_chain() -> None:

@@ -42,6 +42,15 @@ under load (a 100-node testnet starting on 2 cores) spent the CPU the blocks tha
 would include them needed. Gossip and the pending pools keep a request across
 retries; a retry only covers a loss."""
 
+RESIGN_EVERY = 4
+"""A retry re-sends the same signed request, which costs the nodes that hold it nothing
+(a repeat of a pending request is dropped before any check), and signs a new one only
+every this many retries, or at once after an exclusion. Every node verifies each new
+request (a pairing check, ~2 ms here): 100 joiners re-signing every retry cost a
+100-node host most of a core while they waited. A fresh request now and then still
+reaches a node that saw the old one before it had the genesis (gossip drops a message
+it has seen for ten minutes)."""
+
 
 def get_retry_interval(base_ms: int, attempts: int) -> int:
     """The wait after ``attempts`` requests since genesis (or since we were a validator):
@@ -71,6 +80,10 @@ class Joining:
         self.inclusion_attempts = 0
         """Requests sent since we last were a validator (or since genesis): the retry
         interval doubles with each, up to ``MAX_RETRY_BACKOFF`` times the base."""
+        self.sends_since_signed = 0
+        """Times ``own_request`` was sent since it was signed (``RESIGN_EVERY``)."""
+        self.was_validator = False
+        """We were a validator since ``own_request`` was signed: an exclusion."""
 
     # --- genesis -----------------------------------------------------------------------
 
@@ -153,6 +166,7 @@ class Joining:
         ctx = self.ctx
         if ctx.is_validator():
             self.inclusion_attempts = 0  # an exclusion later asks again promptly
+            self.was_validator = True
             return
         if self.leaving:
             return
@@ -165,13 +179,20 @@ class Joining:
         else:
             self.ask_seeds_for_chain(out)
         state = ctx.get_head_state()
-        if state is not None and self.own_request.nonce < state.slot:
-            # Excluded (or never admitted) since our last request: ask anew, so gossip
-            # carries it as a new message rather than a duplicate of the old one.
+        # A validator of this chain lately (``last_seen`` keeps one that left until it
+        # is down) that restarted outside the set has no ``was_validator`` to tell it.
+        excluded = self.was_validator or (state is not None and ctx.node_id in state.last_seen)
+        stale = excluded or self.sends_since_signed >= RESIGN_EVERY
+        if state is not None and self.own_request.nonce < state.slot and stale:
+            # Excluded since our last request, or it went out RESIGN_EVERY times: ask
+            # anew, so gossip carries it as a new message rather than a duplicate.
             config = ctx.config
             self.own_request = make_inclusion_request(
                 ctx.sk, config.address, config.labels, config.ticket, nonce=state.slot
             )
+            self.sends_since_signed = 0
+            self.was_validator = False
+        self.sends_since_signed += 1
         self.pending_inclusions[bytes(ctx.pk)] = self.own_request
         out.messages.append(Outgoing(InclusionMsg(self.own_request), Route.GOSSIP))
 
