@@ -59,6 +59,7 @@ class NodeInbox:
 
     engine: ConsensusEngine | None
     store_failure: StoreError | None
+    closed: bool
     clock: NodeClock
     sessions: SessionKeys
     counters: NodeCounters
@@ -83,7 +84,7 @@ class NodeInbox:
 
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
-        if engine is None or self.store_failure is not None:
+        if engine is None or self.store_failure is not None or self.closed:
             return
         try:
             # Decoding is the gossip layer's work; a DHT envelope's signature check is

@@ -176,6 +176,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         reads its clock with our offset, since the lease is written in our clock."""
         self._transfer_port: int | None = None
         self.store_failure: StoreError | None = None
+        self.closed = False
+        """The loop has ended: what still arrives (a frame read before the transport
+        closed) is dropped, not served from a store that is closing."""
         """A write to the store failed (a full disk): the engine holds a block the store
         does not, so the node stops (``node_daemon.py`` exits with a code saying why)."""
 
@@ -216,6 +219,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         try:
             await self._loop(stop)
         finally:
+            self.closed = True
             await self._close_apps()
             await self.transport.close()
             self.store.close()
@@ -402,7 +406,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
     def _apply(self, out: Output) -> None:
         engine = self.engine
         assert engine is not None
-        if self.store_failure is not None:
+        if self.store_failure is not None or self.closed:
             return  # stopping: nothing more is accepted, sent or started
         if out.next_wakeup_ms is not None:
             self._engine_wakeup = out.next_wakeup_ms
@@ -481,6 +485,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         """A peer syncs history pruned from memory: answer from the store."""
         engine = self.engine
         assert engine is not None
+        if self.closed:
+            return  # a stopped node answers nobody; its store may be closed already
         try:
             with cpu_span(Component.STORE):
                 response = get_archive_response(self.store, engine, event)
