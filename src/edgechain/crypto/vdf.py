@@ -189,9 +189,9 @@ def verify(group: bytes, challenge: bytes, iterations: int, output: bytes, proof
         return False
     output, proof = bytes(output), bytes(proof)
     discriminant = _discriminant(bytes(group))
-    start = get_input_form(bytes(group), bytes(challenge))
     if not (_is_canonical_form(discriminant, output) and _is_canonical_form(discriminant, proof)):
         return False
+    start = get_input_form(bytes(group), bytes(challenge))
     try:
         ok: bool = chiavdf.verify_n_wesolowski(
             discriminant,
