@@ -172,7 +172,8 @@ def bench_block_validation(
     from edgechain.chain.assembly import make_report
     from edgechain.chain.encoding import compute_genesis_hash, decode_block_with_hash, encode_block
     from edgechain.chain.model import AppUsage
-    from edgechain.chain.validation import BlockContext, SignatureCache, validate_block
+    from edgechain.chain.signature_cache import SignatureCache
+    from edgechain.chain.validation import BlockContext, validate_block
     from edgechain.chain.validator_set import compute_genesis_validator_set
     from edgechain.testing import build_block, make_genesis
     from edgechain.types import AppId

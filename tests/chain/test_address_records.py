@@ -11,12 +11,8 @@ from chain_world import World, build_slot_1_block, get_slot_1_context, make_worl
 from edgechain.chain.assembly import make_address_record, make_exit_request
 from edgechain.chain.encoding import compute_block_hash, decode_block, encode_block
 from edgechain.chain.model import Block
-from edgechain.chain.validation import (
-    SignatureCache,
-    is_address_valid,
-    validate_address_record,
-    validate_block,
-)
+from edgechain.chain.signature_cache import SignatureCache
+from edgechain.chain.validation import is_address_valid, validate_address_record, validate_block
 from edgechain.chain.validator_set import ValidatorSet, apply_block_to_validator_set
 from edgechain.consensus.addresses import RESEND_MS, AddressRecords, choose_records
 from edgechain.consensus.messages import AddressMsg, Output

@@ -20,11 +20,8 @@ from edgechain.chain.encoding import (
     encode_report,
 )
 from edgechain.chain.model import COORD_LIMIT_US, Coordinate, ResourceReport
-from edgechain.chain.validation import (
-    SignatureCache,
-    validate_block,
-    validate_inclusion,
-)
+from edgechain.chain.signature_cache import SignatureCache
+from edgechain.chain.validation import validate_block, validate_inclusion
 from edgechain.crypto import report_key
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.testing import Identity, make_identity

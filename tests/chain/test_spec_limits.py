@@ -24,7 +24,7 @@ from edgechain.chain.model import (
     AppSpec,
     RuntimeKind,
 )
-from edgechain.chain.validation import get_spec_limits_error, validate_app_spec
+from edgechain.chain.spec_checks import get_spec_limits_error, validate_app_spec
 from edgechain.errors import DecodeError, RejectReason, ValidationError
 
 CONTAINER = AppSpec("cache", RuntimeKind.CONTAINER, image="localhost/edgechain-apps:latest")

@@ -26,11 +26,12 @@ from edgechain.chain.model import (
     PlanEntry,
     RuntimeKind,
 )
+from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import (
     BlockContext,
-    SignatureCache,
     validate_block,
     validate_genesis,
+    validate_inclusion,
     validate_skip_block,
 )
 from edgechain.chain.validator_set import (
@@ -45,6 +46,7 @@ from edgechain.testing import (
     make_genesis,
     make_identity,
     make_joining_request,
+    make_params,
 )
 from edgechain.types import AppId, Signature, Slot
 
@@ -308,3 +310,31 @@ def test_signature_cache_only_remembers_valid(
     # A re-signed block is still accepted (the cache is keyed by content, not by node).
     resigned = sign_as_producer(block, idents[0].sk)
     validate_block(resigned, compute_block_hash(resigned), _ctx(world), cache=cache)
+
+
+def test_an_inclusion_names_its_first_bad_check_with_and_without_the_batch() -> None:
+    """``validate_inclusion`` checks the proof of possession, the signature and the
+    ticket as one multi-pairing when it has a cache; each corrupted part is still named,
+    the same as when each is checked alone, and a good request is remembered."""
+    params = make_params()
+    ident = make_identity(77)
+    good = make_joining_request(ident, params, 3)
+    other = make_joining_request(make_identity(78), params, 4)
+    corrupted = {
+        RejectReason.BAD_PROOF_OF_POSSESSION: dataclasses.replace(good, pop=other.pop),
+        RejectReason.BAD_INCLUSION: dataclasses.replace(good, signature=other.signature),
+        # Signed over the other node's ticket: only the ticket is wrong.
+        RejectReason.BAD_ADMISSION_TICKET: make_inclusion_request(
+            ident.sk, good.address, good.labels, other.ticket
+        ),
+    }
+    for cache in (None, SignatureCache(randomness=b"\x07" * 32)):
+        validate_inclusion(good, params, cache)
+        for reason, req in corrupted.items():
+            with pytest.raises(ValidationError) as caught:
+                validate_inclusion(req, params, cache)
+            assert caught.value.reason == reason, (cache, reason)
+    both_bad = dataclasses.replace(corrupted[RejectReason.BAD_ADMISSION_TICKET], pop=other.pop)
+    with pytest.raises(ValidationError) as caught:
+        validate_inclusion(both_bad, params, SignatureCache(randomness=b"\x07" * 32))
+    assert caught.value.reason == RejectReason.BAD_PROOF_OF_POSSESSION

@@ -24,7 +24,7 @@ from edgechain.chain.model import (
     AppSpec,
     RuntimeKind,
 )
-from edgechain.chain.validation import get_spec_limits_error
+from edgechain.chain.spec_checks import get_spec_limits_error
 from edgechain.types import HASH_SIZE
 
 U32_MAX = 2**32 - 1

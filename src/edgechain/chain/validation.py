@@ -15,9 +15,8 @@ the plan the deterministic one?) lives in ``consensus/``, which calls into here
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgechain.chain.attestation import (
     count_signers,
@@ -36,7 +35,6 @@ from edgechain.chain.encoding import (
     compute_report_signing_root,
     compute_ticket_message,
     compute_vote_message,
-    get_spec_encoding_error,
 )
 from edgechain.chain.enrollment import (
     EnrollmentToken,
@@ -45,26 +43,19 @@ from edgechain.chain.enrollment import (
     is_enrollment_token,
 )
 from edgechain.chain.model import (
-    BASIS_POINTS,
     COORD_LIMIT_US,
-    MAX_CPU_LIMIT_MILLICORES,
-    MAX_MEMORY_LIMIT_BYTES,
-    MAX_STATE_LIMIT_BYTES,
-    MIN_CPU_LIMIT_MILLICORES,
-    MIN_MEMORY_LIMIT_BYTES,
-    MIN_STATE_LIMIT_BYTES,
     AddressRecord,
-    AppSpec,
     Block,
     ChainParams,
     ExitRequest,
     Genesis,
     InclusionRequest,
     ResourceReport,
-    RuntimeKind,
     SignedCommand,
     SkipBlock,
 )
+from edgechain.chain.signature_cache import SignatureCache, verify_with
+from edgechain.chain.spec_checks import is_share, validate_app_spec
 from edgechain.chain.validator_set import (
     ValidatorSet,
     compute_node_id,
@@ -74,88 +65,6 @@ from edgechain.crypto import bls, report_key, vdf
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, PublicKey, Slot
-
-
-@dataclass
-class SignatureCache:
-    """Signatures this node has itself verified, by digest of (key, message, signature).
-
-    A report a committee member verified when it arrived over the overlay need not be
-    verified again inside the block. A real node only ever caches its own results (the
-    simulator may share one cache between simulated nodes, DESIGN.md "Scale path").
-    """
-
-    randomness: bytes = b""
-    """Secret for batch verification (see ``bls.batch_verify``); a node derives it from
-    its key so that no peer can predict the batch's random scalars."""
-    max_entries: int = 1 << 13
-    """Cleared when full: under 1 MB (a slot adds one entry per report and vote, ~13
-    at 20 nodes, so a few hundred slots), where 2**18 let a node's RSS climb by 25 MB
-    before the first clear. Only the last few slots' entries are ever looked up."""
-    _seen: set[bytes] = field(default_factory=set)
-
-    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
-        key = hashlib.sha256(public_key + message + signature).digest()
-        if key in self._seen:
-            return True
-        if not bls.verify(public_key, message, signature):
-            return False
-        self._remember(key)
-        return True
-
-    def verify_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-        """Verify many signatures at once; one bad signature costs a one-by-one pass."""
-        keys = [hashlib.sha256(pk + m + sig).digest() for pk, m, sig in items]
-        todo = [i for i, key in enumerate(keys) if key not in self._seen]
-        if todo and bls.batch_verify([items[i] for i in todo], self.randomness):
-            for i in todo:
-                self._remember(keys[i])
-            todo = []
-        results = [True] * len(items)
-        for i in todo:
-            results[i] = self.verify(*items[i])
-        return results
-
-    def verify_reports(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-        """Ed25519 report signatures ``(report key, message, signature)``, one by one
-        (libsodium has no batch check; one costs about 0.1 ms, a BLS one 2 ms)."""
-        results = []
-        for public_key, message, signature in items:
-            key = _get_report_entry(public_key, message, signature)
-            ok = key in self._seen
-            if not ok and report_key.verify_report_signature(public_key, message, signature):
-                self._remember(key)
-                ok = True
-            results.append(ok)
-        return results
-
-    def add_own_report(self, public_key: bytes, message: bytes, signature: bytes) -> None:
-        """Record a report this node just signed itself."""
-        self._remember(_get_report_entry(public_key, message, signature))
-
-    def verify_pop(self, public_key: bytes, proof: bytes) -> bool:
-        """A proof of possession, remembered like a signature."""
-        key = hashlib.sha256(b"pop" + public_key + proof).digest()
-        if key in self._seen:
-            return True
-        if not bls.pop_verify(public_key, proof):
-            return False
-        self._remember(key)
-        return True
-
-    def _remember(self, key: bytes) -> None:
-        if len(self._seen) >= self.max_entries:
-            self._seen.clear()
-        self._seen.add(key)
-
-
-def _get_report_entry(public_key: bytes, message: bytes, signature: bytes) -> bytes:
-    """A report signature's entry in the cache (its own domain: not a BLS signature's)."""
-    return hashlib.sha256(b"report" + public_key + message + signature).digest()
-
-
-def _verify(cache: SignatureCache | None, pk: bytes, message: bytes, sig: bytes) -> bool:
-    return cache.verify(pk, message, sig) if cache else bls.verify(pk, message, sig)
 
 
 @dataclass(frozen=True)
@@ -183,43 +92,58 @@ def validate_inclusion(
 ) -> None:
     """Proof of possession (rogue-key defence), the node's signature, the admin ticket.
 
-    With a ``cache``, a request already checked when it was gossiped costs nothing when
-    a block carries it again (three pairings saved per request per block).
+    With a ``cache``, the three are one randomised multi-pairing (``bls.batch_verify``:
+    4 pairings and one final exponentiation instead of 6 and 3), and a request already
+    checked when it was gossiped costs nothing when a block carries it again. Without
+    one (no secret for the batch's scalars), each is checked alone. Either way the first
+    failing check, in the order above, names the error.
     """
     if not req.address or not bls.is_public_key_valid(req.public_key):
         raise ValidationError(RejectReason.BAD_INCLUSION, "address or key")
     if not report_key.is_report_key_valid(req.report_key):
         raise ValidationError(RejectReason.BAD_INCLUSION, "report key")
-    with cpu_span(Component.SIGNATURE_CHECKS):
-        pop_ok = (
-            cache.verify_pop(req.public_key, req.pop)
-            if cache
-            else bls.pop_verify(req.public_key, req.pop)
-        )
-        if not pop_ok:
-            raise ValidationError(RejectReason.BAD_PROOF_OF_POSSESSION)
-        if not _verify(cache, req.public_key, compute_inclusion_signing_root(req), req.signature):
-            raise ValidationError(RejectReason.BAD_INCLUSION, "signature")
-        if params.admin_key and not params.open_admission:
-            token = get_enrollment_token(req)
-            if token is not None:
-                # Signed by the admin for this chain; its expiry and revocation depend
-                # on the block's slot and state (``check_admission``).
-                message = compute_enrollment_message(
-                    params.chain_id, token.token_id, token.expires_slot
-                )
-                if not _verify(cache, params.admin_key, message, token.signature):
-                    raise ValidationError(
-                        RejectReason.BAD_ADMISSION_TICKET, "enrollment token signature"
-                    )
-                return
-            message = compute_ticket_message(params.chain_id, req.public_key)
-            if not _verify(cache, params.admin_key, message, req.ticket):
-                raise ValidationError(RejectReason.BAD_ADMISSION_TICKET)
-        elif req.ticket and not params.admin_key:
-            raise ValidationError(
-                RejectReason.BAD_ADMISSION_TICKET, "ticket on a chain without an admin key"
+    checks: list[tuple[tuple[bytes, bytes, bytes], bool, ValidationError]] = [
+        (
+            (req.public_key, req.public_key, req.pop),
+            True,
+            ValidationError(RejectReason.BAD_PROOF_OF_POSSESSION),
+        ),
+        (
+            (req.public_key, compute_inclusion_signing_root(req), req.signature),
+            False,
+            ValidationError(RejectReason.BAD_INCLUSION, "signature"),
+        ),
+    ]
+    if params.admin_key and not params.open_admission:
+        token = get_enrollment_token(req)
+        if token is not None:
+            # Signed by the admin for this chain; its expiry and revocation depend on
+            # the block's slot and state (``check_admission``).
+            message = compute_enrollment_message(
+                params.chain_id, token.token_id, token.expires_slot
             )
+            admin: tuple[bytes, bytes, bytes] = (params.admin_key, message, token.signature)
+            error = ValidationError(RejectReason.BAD_ADMISSION_TICKET, "enrollment token signature")
+        else:
+            message = compute_ticket_message(params.chain_id, req.public_key)
+            admin = (params.admin_key, message, req.ticket)
+            error = ValidationError(RejectReason.BAD_ADMISSION_TICKET)
+        checks.append((admin, False, error))
+    with cpu_span(Component.SIGNATURE_CHECKS):
+        if cache:
+            verdicts = cache.verify_batch([c[0] for c in checks], pops=[c[1] for c in checks])
+        else:
+            verdicts = [
+                bls.pop_verify(pk, sig) if pop else bls.verify(pk, m, sig)
+                for (pk, m, sig), pop, _ in checks
+            ]
+    for (_, _, error), ok in zip(checks, verdicts, strict=True):
+        if not ok:
+            raise error
+    if req.ticket and not params.admin_key:
+        raise ValidationError(
+            RejectReason.BAD_ADMISSION_TICKET, "ticket on a chain without an admin key"
+        )
 
 
 def get_enrollment_token(req: InclusionRequest) -> EnrollmentToken | None:
@@ -275,7 +199,7 @@ def validate_address_record(
     if not is_address_valid(rec.address):
         raise ValidationError(RejectReason.BAD_ADDRESS_RECORD, "not host:port")
     with cpu_span(Component.SIGNATURE_CHECKS):
-        signed = _verify(
+        signed = verify_with(
             cache, info.public_key, compute_address_signing_root(chain_id, rec), rec.signature
         )
     if not signed:
@@ -293,10 +217,6 @@ def is_address_valid(address: str) -> bool:
     )
 
 
-def _is_share(v: int) -> bool:
-    return 0 <= v <= BASIS_POINTS
-
-
 def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: Slot) -> bytes:
     """Everything about a report but its signature; returns the reporter's report key."""
     info = validators.get(rep.node)
@@ -307,7 +227,7 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
     shares = [rep.cpu_bp, rep.ram_bp, rep.disk_bp, rep.pressure_bp]
     for usage in rep.apps:
         shares += [usage.cpu_bp, usage.ram_bp, usage.disk_bp]
-    if not all(map(_is_share, shares)):
+    if not all(map(is_share, shares)):
         raise ValidationError(RejectReason.BAD_REPORT, "share outside [0, 10000]")
     c = rep.coordinate
     if max(abs(c.x_us), abs(c.y_us)) > COORD_LIMIT_US:
@@ -335,66 +255,6 @@ def validate_reports(
     for report, ok in zip(reports, verdicts, strict=True):
         if not ok:
             raise ValidationError(RejectReason.BAD_REPORT_SIGNATURE, report.node.hex()[:16])
-
-
-def validate_app_spec(spec: AppSpec) -> None:
-    """A spec the chain can carry and a runtime can start (the wire's limits included:
-    a field the decoder refuses would make the whole block undecodable)."""
-    error = get_spec_encoding_error(spec)
-    if error is not None:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, error)
-    if not spec.name:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, "empty name")
-    if spec.runtime is RuntimeKind.PROCESS and not spec.command:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, "process app without a command")
-    if spec.runtime is RuntimeKind.CONTAINER and not spec.image:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, "container app without an image")
-    if not (_is_share(spec.cpu_bp) and _is_share(spec.ram_bp)):
-        raise ValidationError(RejectReason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
-    if spec.replica_interval_slots and not spec.stateful:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, "replicas of an app without state")
-    error = get_spec_limits_error(spec)
-    if error is not None:
-        raise ValidationError(RejectReason.BAD_SUBMISSION, error)
-
-
-def _get_range_error(name: str, value: int, low: int, high: int) -> str | None:
-    """Why a limit is out of range (0 is always allowed: no limit), or None."""
-    if value == 0 or low <= value <= high:
-        return None
-    return f"{name}: {value} outside [{low}, {high}] (0: no limit)"
-
-
-def get_spec_limits_error(spec: AppSpec) -> str | None:
-    """Why the spec's resource limits or root opt-in are refused (``"field: why"``), or
-    None. Shared with the API's schema so a refused field is named before signing.
-
-    The minima are what engines refuse (a limit no node could start would queue the app
-    forever); the maxima are sanity bounds well inside the encoding's widths.
-    """
-    for name, value, low, high in (
-        (
-            "cpu_limit_millicores",
-            spec.cpu_limit_millicores,
-            MIN_CPU_LIMIT_MILLICORES,
-            MAX_CPU_LIMIT_MILLICORES,
-        ),
-        (
-            "memory_limit_bytes",
-            spec.memory_limit_bytes,
-            MIN_MEMORY_LIMIT_BYTES,
-            MAX_MEMORY_LIMIT_BYTES,
-        ),
-        ("state_limit_bytes", spec.state_limit_bytes, MIN_STATE_LIMIT_BYTES, MAX_STATE_LIMIT_BYTES),
-    ):
-        error = _get_range_error(name, value, low, high)
-        if error is not None:
-            return error
-    if spec.run_as_root and spec.runtime is not RuntimeKind.CONTAINER:
-        # DESIGN.md: apps never run as root; only a container's own root (an operator's
-        # explicit opt-in per node) is allowed.
-        return "run_as_root: only a container app may run as root"
-    return None
 
 
 def validate_commands(
@@ -474,7 +334,7 @@ def validate_block(
     producer_message = compute_producer_message(block_hash)
     # The producer's signature, like the aggregate, is a check every validator makes.
     with cpu_span(Component.ATTESTATION_CHECK):
-        signed = _verify(cache, ctx.producer_key, producer_message, block.producer_signature)
+        signed = verify_with(cache, ctx.producer_key, producer_message, block.producer_signature)
     if not signed:
         raise ValidationError(RejectReason.BAD_PRODUCER_SIGNATURE)
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).

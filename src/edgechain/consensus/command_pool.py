@@ -24,7 +24,8 @@ from edgechain.chain.authority import (
 )
 from edgechain.chain.encoding import compute_command_hash
 from edgechain.chain.model import Block, SignedCommand
-from edgechain.chain.validation import SignatureCache, validate_command_signature
+from edgechain.chain.signature_cache import SignatureCache
+from edgechain.chain.validation import validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.commands import apply_commands

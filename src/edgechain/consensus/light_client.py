@@ -29,12 +29,8 @@ from dataclasses import dataclass
 
 from edgechain.chain.finality import FinalityState
 from edgechain.chain.model import AnyBlock, Block, ChainParams
-from edgechain.chain.validation import (
-    BlockContext,
-    SignatureCache,
-    validate_block,
-    validate_skip_block,
-)
+from edgechain.chain.signature_cache import SignatureCache
+from edgechain.chain.validation import BlockContext, validate_block, validate_skip_block
 from edgechain.chain.validator_set import ValidatorSet, apply_block_to_validator_set
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.roles import compute_roles

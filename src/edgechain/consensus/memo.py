@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import AnyBlock
-from edgechain.chain.validation import SignatureCache
+from edgechain.chain.signature_cache import SignatureCache
 from edgechain.types import BlockHash
 
 T = TypeVar("T")

@@ -210,7 +210,11 @@ def pop_verify(pk: bytes, proof: bytes) -> bool:
     return _core_verify(pk_point, bytes(pk), proof, DST_POP)
 
 
-def batch_verify(items: Sequence[tuple[bytes, bytes, bytes]], randomness: bytes) -> bool:
+def batch_verify(
+    items: Sequence[tuple[bytes, bytes, bytes]],
+    randomness: bytes,
+    dsts: Sequence[bytes] | None = None,
+) -> bool:
     """True iff *every* (public key, message, signature) triple verifies.
 
     Randomised batch verification: with secret 64-bit scalars r_i, check
@@ -220,12 +224,17 @@ def batch_verify(items: Sequence[tuple[bytes, bytes, bytes]], randomness: bytes)
     chose the signatures (a node passes a secret derived from its key); the scalars are
     SHA-256 of it and the batch, so the check is reproducible for a given node.
     Costs about 0.8 ms a signature against 1.5 ms for :func:`verify` one by one.
+    ``dsts`` gives each item's domain tag (a proof of possession is a signature over the
+    key under ``DST_POP``); default ``DST_SIGNATURE`` for all.
     """
     if not items:
         return True
+    tags = list(dsts) if dsts is not None else [DST_SIGNATURE] * len(items)
+    if len(tags) != len(items):
+        raise ValueError(f"{len(items)} items, {len(tags)} domain tags")
     digest = hashlib.sha256(randomness)
-    for pk, message, sig in items:
-        digest.update(pk + hashlib.sha256(message).digest() + sig)
+    for (pk, message, sig), dst in zip(items, tags, strict=True):
+        digest.update(pk + hashlib.sha256(dst + message).digest() + sig)
     batch_seed = digest.digest()
     g1_points: list[G1Point] = []
     g2_points: list[G2Point] = []
@@ -238,7 +247,7 @@ def batch_verify(items: Sequence[tuple[bytes, bytes, bytes]], randomness: bytes)
             )
             scalar = Scalar(r | 1)
             g1_points.append(_decode_public_key(bytes(pk)) * scalar)
-            g2_points.append(G2Point.hash_to_curve(message, DST_SIGNATURE))
+            g2_points.append(G2Point.hash_to_curve(message, tags[index]))
             signatures.append(_decode_signature(sig))
             scalars.append(scalar)
     except BlsError:

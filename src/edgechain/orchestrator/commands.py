@@ -33,7 +33,7 @@ from edgechain.chain.authority import (
 )
 from edgechain.chain.encoding import compute_submitted_app_id
 from edgechain.chain.model import APP_COMMANDS, CommandKind, SignedCommand
-from edgechain.chain.validation import validate_app_spec
+from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
 from edgechain.errors import RejectReason, ValidationError

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import AnyBlock, ChainParams, Genesis
-from edgechain.chain.validation import SignatureCache
+from edgechain.chain.signature_cache import SignatureCache
 from edgechain.consensus.state import (
     BlockState,
     Memo,
