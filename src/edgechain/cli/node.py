@@ -378,6 +378,7 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
     import os
     import sys
 
@@ -396,19 +397,17 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from edgechain.errors import LocalError
-    from edgechain.node.event_loop import get_loop_factory, run_with_loop
     from edgechain.node.log_format import configure_logging
     from edgechain.node_daemon import run_node
 
     try:
         config = make_node_config(v)
-        loop_factory = get_loop_factory(os.environ)
     except (NodeOptionError, OSError, ValueError) as exc:
         print(f"edgechain node: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(v["log_level"])
     try:
-        run_with_loop(run_node(config), loop_factory)
+        asyncio.run(run_node(config))
     except LocalError as exc:
         # Our configuration (a bad app user, an unreadable key, a taken port): say what,
         # without a traceback; a bug still raises.
