@@ -9,16 +9,18 @@ import pytest
 
 from edgechain.errors import RejectReason
 from edgechain.network.dht import (
-    ID_BITS,
-    STALE_FAILURES,
     DhtConfig,
     DhtNode,
     DhtRejected,
     LookupFinished,
     LookupPurpose,
-    NodeLookup,
     PeerAdded,
     PeerRemoved,
+)
+from edgechain.network.dht_lookup import NodeLookup
+from edgechain.network.dht_table import (
+    ID_BITS,
+    STALE_FAILURES,
     RoutingTable,
     compute_distance,
     compute_random_id_in_bucket,

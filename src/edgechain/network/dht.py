@@ -3,14 +3,16 @@
 Paper §4 steps 1-5: the first node is a bootstrapping node whose address every node
 knows; each node joins by contacting it, and "together, the bootstrapping node and all
 other nodes maintain a Kademlia-style DHT, which helps nodes discover each other". This
-module is that DHT, after Maymounkov & Mazières, *Kademlia: A Peer-to-peer Information
-System Based on the XOR Metric* (IPTPS 2002):
+module, with ``dht_table.py`` and ``dht_lookup.py``, is that DHT, after Maymounkov &
+Mazières, *Kademlia: A Peer-to-peer Information System Based on the XOR Metric* (IPTPS
+2002):
 
-* :class:`RoutingTable` — 256 k-buckets by XOR distance, least-recently seen first; a
-  full bucket keeps its old contacts and asks (as an *output*) for the oldest one to be
+* ``dht_table.RoutingTable`` — 256 k-buckets by XOR distance, least-recently seen first;
+  a full bucket keeps its old contacts and asks (as an *output*) for the oldest one to be
   pinged before it may be evicted (§2.2: long-lived nodes are the likeliest to stay);
-* :class:`NodeLookup` — the iterative FIND_NODE lookup (§2.3): alpha requests in flight,
-  always to the closest contacts not yet asked, until the k closest known have answered;
+* ``dht_lookup.NodeLookup`` — the iterative FIND_NODE lookup (§2.3): alpha requests in
+  flight, always to the closest contacts not yet asked, until the k closest known have
+  answered;
 * :class:`DhtNode` — both, driven by ``on_message(src, msg, now)`` / ``on_tick(now)``,
   returning the messages to send and the next time it wants to be woken. Joining is a
   lookup of one's own id through the bootstrap node, then a refresh of every bucket
@@ -33,358 +35,25 @@ the proof, so a forged source address cannot turn our answers into a UDP amplifi
 
 from __future__ import annotations
 
-import bisect
 import enum
-import heapq
-import itertools
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edgechain.errors import RejectReason
-from edgechain.types import HASH_SIZE, NodeId
+from edgechain.network.dht_lookup import NodeLookup
+from edgechain.network.dht_table import (
+    DEFAULT_ALPHA,
+    DEFAULT_ATTEMPTS,
+    DEFAULT_K,
+    DEFAULT_REPLY_LIMIT,
+    ID_BITS,
+    RoutingTable,
+    compute_random_id_in_bucket,
+)
+from edgechain.types import NodeId
 from edgechain.wire.messages import Contact, DhtMessage, FindNode, Nodes, Ping, Pong
-
-ID_BITS = HASH_SIZE * 8
-
-DEFAULT_K = 20
-"""Bucket size and lookup width (Kademlia's k)."""
-
-DEFAULT_ALPHA = 3
-"""Parallel requests per lookup (Kademlia's alpha)."""
-
-DEFAULT_REPLY_LIMIT = 16
-"""Contacts per Nodes answer: 16 signed contacts with IPv4 addresses fit one 1232-byte
-datagram (``tests/wire``); 20 would not. Lookups still keep the k = 20 closest."""
-
-DEFAULT_ATTEMPTS = 3
-"""Requests a lookup sends to one contact before giving up on it. A first exchange with
-a node that does not know us yet takes four datagrams (FindNode, its endpoint-proof
-Ping, our Pong, its Nodes), so at 10 % loss one try fails a third of the time; three
-tries bring that to ~4 % (``tests/network/test_dht.py`` measures lookups under loss)."""
-
-STALE_FAILURES = 5
-"""Kademlia §4.1: a contact that failed to answer 5 requests in a row is stale."""
-
-
-def compute_distance(a: bytes, b: bytes) -> int:
-    """The XOR metric."""
-    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
-
-
-def get_bucket_index(self_id: bytes, other: bytes) -> int:
-    """``i`` such that ``2^i <= distance < 2^(i+1)``; -1 for the node itself."""
-    return compute_distance(self_id, other).bit_length() - 1
-
-
-def compute_random_id_in_bucket(self_id: bytes, index: int, rng: random.Random) -> NodeId:
-    """A uniformly random id at distance ``[2^index, 2^(index+1))`` from ``self_id``."""
-    distance = (1 << index) | rng.getrandbits(index) if index > 0 else 1
-    value = int.from_bytes(self_id, "big") ^ distance
-    return NodeId(value.to_bytes(HASH_SIZE, "big"))
-
-
-# --- routing table -------------------------------------------------------------------------
-
-
-@dataclass
-class _Entry:
-    contact: Contact
-    failures: int = 0
-    """Requests in a row it did not answer."""
-
-
-class RoutingTable:
-    """k-buckets over the XOR metric, least-recently seen contact first in each bucket.
-
-    Only contacts that proved themselves (see the module doc) should be added. A full
-    bucket never drops a live contact for a new one: :meth:`add` keeps the newcomer in
-    the bucket's replacement cache and returns the least-recently seen contact, which
-    the caller pings; an answer keeps it (:meth:`touch`), silence evicts it
-    (:meth:`remove`) and promotes the newest replacement.
-    """
-
-    def __init__(
-        self, self_id: NodeId, k: int = DEFAULT_K, replacements: int | None = None
-    ) -> None:
-        if len(self_id) != HASH_SIZE:
-            raise ValueError(f"node ids are {HASH_SIZE} bytes")
-        if k < 1:
-            raise ValueError("k must be positive")
-        self.self_id = self_id
-        self.k = k
-        self._max_replacements = k if replacements is None else replacements
-        self._buckets: list[OrderedDict[NodeId, _Entry]] = [OrderedDict() for _ in range(ID_BITS)]
-        self._replacements: list[OrderedDict[NodeId, Contact]] = [
-            OrderedDict() for _ in range(ID_BITS)
-        ]
-        self._looked_up_at: list[int | None] = [None] * ID_BITS
-        self._flat: dict[NodeId, tuple[int, _Entry]] = {}
-        """Every entry with its id as an integer: ``closest`` scans this, not 256 buckets."""
-        self.version = 0
-        """Bumped whenever a contact enters or leaves: callers that derive something from
-        the membership (the gossip peer list) redo it only when this moves."""
-
-    def __len__(self) -> int:
-        return len(self._flat)
-
-    def __contains__(self, node_id: object) -> bool:
-        return isinstance(node_id, bytes) and self.get(NodeId(node_id)) is not None
-
-    def get_bucket_index(self, node_id: bytes) -> int:
-        return get_bucket_index(self.self_id, node_id)
-
-    def get(self, node_id: NodeId) -> Contact | None:
-        item = self._flat.get(node_id)
-        return None if item is None else item[1].contact
-
-    def get_bucket(self, index: int) -> list[Contact]:
-        """Contacts of bucket ``index``, least-recently seen first."""
-        return [e.contact for e in self._buckets[index].values()]
-
-    def get_replacements(self, index: int) -> list[Contact]:
-        return list(self._replacements[index].values())
-
-    def contacts(self) -> list[Contact]:
-        return [e.contact for bucket in self._buckets for e in bucket.values()]
-
-    def add(self, contact: Contact, now: int) -> Contact | None:
-        """Insert or refresh ``contact``; return the contact to ping if its bucket is full.
-
-        A known contact moves to the tail (most recently seen) and takes the new address.
-        """
-        index = self.get_bucket_index(contact.node_id)
-        if index < 0:
-            return None
-        bucket = self._buckets[index]
-        entry = bucket.get(contact.node_id)
-        if entry is not None:
-            entry.contact, entry.failures = contact, 0
-            bucket.move_to_end(contact.node_id)
-            return None
-        if len(bucket) < self.k:
-            self._insert(index, contact)
-            return None
-        self._add_replacement(index, contact)
-        oldest = next(iter(bucket.values()))
-        return oldest.contact
-
-    def touch(self, node_id: NodeId, now: int) -> bool:
-        """``node_id`` answered: it becomes the most recently seen of its bucket."""
-        index = self.get_bucket_index(node_id)
-        if index < 0:
-            return False
-        entry = self._buckets[index].get(node_id)
-        if entry is None:
-            return False
-        entry.failures = 0
-        self._buckets[index].move_to_end(node_id)
-        return True
-
-    def on_failure(self, node_id: NodeId) -> Contact | None:
-        """``node_id`` did not answer. Returns the replacement if it was evicted.
-
-        Kademlia §4.1: with a replacement waiting, a silent contact is replaced at once;
-        without one it stays until stale (``STALE_FAILURES``), because an empty slot is
-        worth less than a contact that may only be briefly unreachable.
-        """
-        index = self.get_bucket_index(node_id)
-        entry = self._buckets[index].get(node_id) if index >= 0 else None
-        if entry is None:
-            return None
-        entry.failures += 1
-        if self._replacements[index] or entry.failures >= STALE_FAILURES:
-            return self.remove(node_id)
-        return None
-
-    def remove(self, node_id: NodeId) -> Contact | None:
-        """Drop ``node_id``; promote the newest replacement, which is returned."""
-        index = self.get_bucket_index(node_id)
-        if index < 0 or self._buckets[index].pop(node_id, None) is None:
-            return None
-        del self._flat[node_id]
-        self.version += 1
-        replacements = self._replacements[index]
-        if not replacements:
-            return None
-        _, promoted = replacements.popitem(last=True)
-        self._insert(index, promoted)
-        return promoted
-
-    def closest(self, target: bytes, n: int) -> list[Contact]:
-        """The ``n`` known contacts closest to ``target`` by XOR distance, closest first."""
-        key = int.from_bytes(target, "big")
-        nearest = heapq.nsmallest(n, self._flat.values(), key=lambda item: item[0] ^ key)
-        return [entry.contact for _, entry in nearest]
-
-    def mark_looked_up(self, target: bytes, now: int) -> None:
-        """A lookup for ``target`` refreshes its bucket (Kademlia §2.3)."""
-        index = self.get_bucket_index(target)
-        if index >= 0:
-            self._looked_up_at[index] = now
-
-    def get_stale_buckets(self, now: int, interval: int) -> list[int]:
-        """Buckets to refresh: no lookup within ``interval``, from the nearest non-empty one.
-
-        Buckets closer than every known contact are empty in any network much smaller
-        than 2^256 nodes; refreshing them would only repeat the same lookup.
-        """
-        nonempty = [i for i, bucket in enumerate(self._buckets) if bucket]
-        if not nonempty:
-            return []
-        return [
-            i
-            for i in range(nonempty[0], ID_BITS)
-            if (last := self._looked_up_at[i]) is None or now - last >= interval
-        ]
-
-    def _insert(self, index: int, contact: Contact) -> None:
-        self._replacements[index].pop(contact.node_id, None)
-        entry = _Entry(contact)
-        self._buckets[index][contact.node_id] = entry
-        self._flat[contact.node_id] = (int.from_bytes(contact.node_id, "big"), entry)
-        self.version += 1
-
-    def _add_replacement(self, index: int, contact: Contact) -> None:
-        cache = self._replacements[index]
-        cache.pop(contact.node_id, None)
-        cache[contact.node_id] = contact
-        while len(cache) > self._max_replacements:
-            cache.popitem(last=False)
-
-
-# --- iterative lookup ------------------------------------------------------------------------
-
-
-class _State(enum.Enum):
-    NEW = 0
-    IN_FLIGHT = 1
-    RESPONDED = 2
-    FAILED = 3
-
-
-@dataclass
-class _Candidate:
-    contact: Contact
-    distance: int
-    state: _State = _State.NEW
-    attempts: int = 0
-
-
-class NodeLookup:
-    """Kademlia's iterative node lookup for ``target`` (§2.3), as a state machine.
-
-    Starts from the k closest contacts of the routing table, keeps at most alpha requests in
-    flight, always asking the closest contact not yet asked, and merges every answer into
-    its shortlist; a contact that times out is asked again, ``attempts`` times in all,
-    before it counts as failed. It is done when each of the k closest contacts it knows
-    (ignoring those that failed) has answered: no closer node can then be learned (the classic
-    "round without progress, then ask all k" rule reaches the same fixed point). The
-    ``result`` is those k contacts, closest first.
-    """
-
-    def __init__(
-        self,
-        target: NodeId,
-        routing_table: RoutingTable,
-        rng: random.Random,
-        *,
-        alpha: int = DEFAULT_ALPHA,
-        k: int = DEFAULT_K,
-        attempts: int = DEFAULT_ATTEMPTS,
-    ) -> None:
-        if alpha < 1 or k < 1 or attempts < 1:
-            raise ValueError("alpha, k and attempts must be positive")
-        self.target = target
-        self.alpha = alpha
-        self.k = k
-        self.attempts = attempts
-        self._self_id = routing_table.self_id
-        self._key = int.from_bytes(target, "big")
-        self._rng = rng
-        self._candidates: dict[NodeId, _Candidate] = {}
-        self._order: list[_Candidate] = []
-        """Every candidate, closest first (kept sorted on insertion)."""
-        self._in_flight = 0
-        self._started = False
-        self.add_contacts(routing_table.closest(target, k))
-
-    def add_contacts(self, contacts: Iterable[Contact]) -> None:
-        """Merge contacts into the shortlist (known ones and ourselves are skipped)."""
-        for contact in contacts:
-            if contact.node_id == self._self_id or contact.node_id in self._candidates:
-                continue
-            candidate = _Candidate(contact, int.from_bytes(contact.node_id, "big") ^ self._key)
-            self._candidates[contact.node_id] = candidate
-            bisect.insort(self._order, candidate, key=lambda c: c.distance)
-
-    def start(self, now: int) -> list[tuple[Contact, FindNode]]:
-        """The first alpha requests."""
-        self._started = True
-        return self._next_requests()
-
-    def on_response(
-        self, peer: NodeId, nodes: Sequence[Contact], now: int
-    ) -> list[tuple[Contact, FindNode]]:
-        """``peer`` answered with ``nodes``; returns the requests to send next."""
-        candidate = self._candidates.get(peer)
-        if candidate is None or candidate.state is not _State.IN_FLIGHT:
-            return []  # not asked, or already timed out: its news come too late
-        candidate.state = _State.RESPONDED
-        self._in_flight -= 1
-        self.add_contacts(nodes)
-        return self._next_requests()
-
-    def on_timeout(self, peer: NodeId, now: int) -> list[tuple[Contact, FindNode]]:
-        """``peer`` did not answer in time; returns the requests to send next."""
-        candidate = self._candidates.get(peer)
-        if candidate is None or candidate.state is not _State.IN_FLIGHT:
-            return []
-        # One lost datagram should not cost the lookup its best contact (edge links
-        # lose packets): ask again, with a fresh request id, up to ``attempts`` times.
-        retry = candidate.attempts < self.attempts
-        candidate.state = _State.NEW if retry else _State.FAILED
-        self._in_flight -= 1
-        return self._next_requests()
-
-    @property
-    def is_done(self) -> bool:
-        if not self._started:
-            return False
-        return all(c.state is _State.RESPONDED for c in self._get_closest_alive())
-
-    @property
-    def result(self) -> list[Contact]:
-        """The k closest contacts that answered, closest first (complete once done)."""
-        answered = (c.contact for c in self._order if c.state is _State.RESPONDED)
-        return list(itertools.islice(answered, self.k))
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def _get_closest_alive(self) -> list[_Candidate]:
-        alive = (c for c in self._order if c.state is not _State.FAILED)
-        return list(itertools.islice(alive, self.k))
-
-    def _next_requests(self) -> list[tuple[Contact, FindNode]]:
-        budget = self.alpha - self._in_flight
-        requests: list[tuple[Contact, FindNode]] = []
-        for candidate in self._get_closest_alive():
-            if budget <= 0:
-                break
-            if candidate.state is _State.NEW:
-                candidate.state = _State.IN_FLIGHT
-                candidate.attempts += 1
-                self._in_flight += 1
-                request_id = self._rng.getrandbits(64)
-                requests.append((candidate.contact, FindNode(request_id, self.target)))
-                budget -= 1
-        return requests
-
-
-# --- the DHT node ---------------------------------------------------------------------------
 
 
 class LookupPurpose(enum.Enum):
@@ -409,6 +78,9 @@ class DhtConfig:
     """Outstanding requests; beyond it, requests from unknown senders are not pinged back."""
     known_addresses: int = 4_096
     """Verified contacts remembered for ``get_address`` beyond the routing table."""
+    rejoin_max_ms: int = 60_000
+    """Longest wait before a join that no seed answered is tried again (see
+    :meth:`DhtNode._on_joined`); the first wait is about ``request_timeout_ms``."""
 
 
 @dataclass(frozen=True)
@@ -496,6 +168,10 @@ class DhtNode:
         """Who answered a fresh request of ours, at which address, when (bounded)."""
         self._joined = False
         self._next_refresh: int | None = None
+        self._seeds: dict[NodeId, Contact] = {}
+        """The contacts we joined through (``join``, ``add_seeds``), asked again by a rejoin."""
+        self._rejoin_at: int | None = None
+        self._rejoins = 0
 
     # -- queries --------------------------------------------------------------------------
 
@@ -542,6 +218,7 @@ class DhtNode:
         """
         out = DhtOutput()
         if bootstrap.node_id != self.node_id:
+            self._seeds[bootstrap.node_id] = bootstrap
             self._add_verified(bootstrap, now, out)
         self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
         return self._finish(out, now)
@@ -557,6 +234,7 @@ class DhtNode:
         out = DhtOutput()
         fresh = [c for c in contacts if c.node_id != self.node_id]
         for contact in fresh:
+            self._seeds[contact.node_id] = contact
             self._add_verified(contact, now, out)
         if fresh:
             self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
@@ -596,6 +274,11 @@ class DhtNode:
             self._on_request_timeout(request_id, now, out)
         if self._joined and self._next_refresh is not None and now >= self._next_refresh:
             self._refresh_stale_buckets(now, out)
+        if self._rejoin_at is not None and now >= self._rejoin_at:
+            self._rejoin_at = None
+            for seed in self._seeds.values():
+                self._add_verified(seed, now, out)  # back in the table, failures reset
+            self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
         return self._finish(out, now)
 
     # -- internals --------------------------------------------------------------------------
@@ -771,7 +454,19 @@ class DhtNode:
             self._on_joined(result, now, out)
 
     def _on_joined(self, result: tuple[Contact, ...], now: int, out: DhtOutput) -> None:
-        """Kademlia §2.3: refresh every bucket farther away than the closest neighbour."""
+        """Kademlia §2.3: refresh every bucket farther away than the closest neighbour.
+
+        A join that no seed answered (an overloaded bootstrap node drops a FindNode from
+        a sender it cannot ping back, ``max_pending``) leaves us in nobody's table and
+        only the seeds in ours; refreshing from there would wait ``refresh_interval_ms``.
+        It is tried again instead, after a random wait that doubles each time (up to
+        ``rejoin_max_ms``): nodes that joined in one burst do not retry in one burst."""
+        if not result and self._seeds:
+            delay = min(self.config.request_timeout_ms << self._rejoins, self.config.rejoin_max_ms)
+            self._rejoins = min(self._rejoins + 1, 16)
+            self._rejoin_at = now + delay // 2 + self._rng.randrange(delay // 2 + 1)
+            return
+        self._rejoin_at, self._rejoins = None, 0
         self._joined = True
         self._next_refresh = now + self.config.refresh_interval_ms
         closest = self.table.closest(self.node_id, 1)
@@ -793,5 +488,7 @@ class DhtNode:
         deadlines = [p.deadline for p in self._pending.values()]
         if self._joined and self._next_refresh is not None:
             deadlines.append(self._next_refresh)
+        if self._rejoin_at is not None:
+            deadlines.append(self._rejoin_at)
         out.next_wakeup_ms = min(deadlines) if deadlines else None
         return out
