@@ -34,7 +34,7 @@ class SignatureCache:
     _seen: set[bytes] = field(default_factory=set)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
-        key = hashlib.sha256(public_key + message + signature).digest()
+        key = _get_signature_entry(public_key, message, signature)
         if key in self._seen:
             return True
         if not bls.verify(public_key, message, signature):
@@ -50,9 +50,9 @@ class SignatureCache:
         ``pops[i]``: item ``i`` is a proof of possession ``(key, key, proof)``, checked
         under its own domain tag and remembered as :meth:`verify_pop` remembers it.
         """
-        is_pop = [bool(pops[i]) if i < len(pops) else False for i in range(len(items))]
+        is_pop = list(pops) if pops else [False] * len(items)
         keys = [
-            _get_pop_entry(pk, sig) if pop else hashlib.sha256(pk + m + sig).digest()
+            _get_pop_entry(pk, sig) if pop else _get_signature_entry(pk, m, sig)
             for (pk, m, sig), pop in zip(items, is_pop, strict=True)
         ]
         todo = [i for i, key in enumerate(keys) if key not in self._seen]
@@ -98,6 +98,11 @@ class SignatureCache:
         if len(self._seen) >= self.max_entries:
             self._seen.clear()
         self._seen.add(key)
+
+
+def _get_signature_entry(public_key: bytes, message: bytes, signature: bytes) -> bytes:
+    """A BLS signature's entry in the cache."""
+    return hashlib.sha256(public_key + message + signature).digest()
 
 
 def _get_pop_entry(public_key: bytes, proof: bytes) -> bytes:
