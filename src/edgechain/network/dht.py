@@ -65,6 +65,12 @@ class LookupPurpose(enum.Enum):
     """Lookup the node layer asked for (:meth:`DhtNode.find`)."""
 
 
+MAX_CHAIN_CONTACTS = 16
+"""A node that knows the validator set (a restart's stored head, a preset genesis) joins
+the DHT through at most this many validators, chosen at random: their addresses are on
+chain, signed by their owners, and a fleet started at once does not all ask one seed."""
+
+
 @dataclass(frozen=True)
 class DhtConfig:
     k: int = DEFAULT_K

@@ -51,7 +51,7 @@ from edgechain.errors import (
     StoreError,
     StoreFullError,
 )
-from edgechain.network.dht import DhtConfig, DhtNode, DhtOutput
+from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtConfig, DhtNode, DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
 from edgechain.node.archive import StoreArchive, get_archive_response, replay_store
@@ -70,7 +70,7 @@ from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
-from edgechain.node.seeds import MAX_CHAIN_CONTACTS, UNKNOWN_NODE, SeedContacts
+from edgechain.node.seeds import UNKNOWN_NODE, SeedContacts
 from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL

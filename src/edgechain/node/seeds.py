@@ -25,9 +25,6 @@ SEED_RETRY_MS = 2_000
 """Ping unanswered seeds this often while no seed has answered yet."""
 SEED_RECHECK_MS = 30_000
 """Once one has: ping the seeds that never answered this often (one may come back)."""
-MAX_CHAIN_CONTACTS = 16
-"""A restarted node joins the DHT through at most this many validators of its stored
-head, chosen at random: their addresses are on chain, signed by their owners."""
 UNKNOWN_NODE = NodeId(bytes(32))
 """The id a seed ping is addressed to: nobody's (its envelope is signed, not MACed)."""
 MAX_SEEDS = 64

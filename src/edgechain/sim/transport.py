@@ -31,7 +31,7 @@ from edgechain.consensus.messages import (
     SyncResponseMsg,
 )
 from edgechain.consensus.state import Memo
-from edgechain.network.dht import DhtOutput
+from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtOutput
 from edgechain.sim.clock import MILLISECOND, SimClock
 from edgechain.sim.config import SimConfig
 from edgechain.sim.network import SimNetwork
@@ -102,12 +102,31 @@ class Transport:
         return self.clock.now // MILLISECOND
 
     def connect(self, node: SimNode) -> None:
-        """Put a starting node on the network; its DHT (if any) joins via the bootstrap node."""
+        """Put a starting node on the network and join its DHT (if any).
+
+        As a real node does (``Node._join_dht``), a node that already holds a head (a
+        preset genesis) joins through up to ``MAX_CHAIN_CONTACTS`` random validators of
+        it: 10,000 nodes asking one bootstrap node at once mostly go unanswered. A node
+        without one joins through the bootstrap node."""
         self.net.register(node.ident.node, self.deliver)
         self.net.node_up(node.ident.node)
-        if node.dht is not None:
+        if node.dht is None:
+            return
+        now = self.now_ms()
+        state = node.engine.get_head_state()
+        if state is None:
             bootstrap = Contact(self.bootstrap, self.bootstrap.hex())
-            self._handle_dht(node, node.dht.join(bootstrap, self.now_ms()))
+            self._handle_dht(node, node.dht.join(bootstrap, now))
+            return
+        me = node.ident.node
+        self._handle_dht(node, node.dht.join(Contact(me, me.hex()), now))
+        members = state.validators.members
+        # Indexes, not a list of every member per node: 10,000 x 10,000 otherwise.
+        rng = random.Random(self.config.seed * 1_000_003 + node.index)
+        picked = rng.sample(range(len(members)), min(len(members), MAX_CHAIN_CONTACTS + 1))
+        chosen = [members[i].node for i in picked if members[i].node != me]
+        contacts = [Contact(n, n.hex()) for n in chosen[:MAX_CHAIN_CONTACTS]]
+        self._handle_dht(node, node.dht.add_seeds(contacts, now))
 
     def on_tick(self, node: SimNode, now: int) -> None:
         """A node's timer fired: its DHT and gossip objects do their periodic work."""
