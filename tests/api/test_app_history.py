@@ -33,7 +33,7 @@ from edgechain.chain.model import (
     SignedCommand,
     SkipBlock,
 )
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.chain.validator_set import get_removed_nodes
 from edgechain.consensus.messages import FinalityAdvanced, Output
 from edgechain.consensus.pruning import RETAIN_SLOTS, ChainPruner

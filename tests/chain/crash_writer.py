@@ -20,7 +20,7 @@ import hashlib
 import random
 import sys
 
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.types import BlockHash, Slot
 
 GENESIS = BlockHash(hashlib.sha256(b"crash-test-genesis").digest())

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.store import SCHEMA_VERSION, AppEventRecord, BlockStore
+from edgechain.chain.store.app_history import AppEventRecord
+from edgechain.chain.store.block_store import BlockStore
+from edgechain.chain.store.schema import SCHEMA_VERSION
 from edgechain.errors import StoreError
 from edgechain.types import AppId, BlockHash, Slot
 

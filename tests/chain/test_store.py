@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgechain.chain.forkchoice import ForkChoice
-from edgechain.chain.store import BlockRecord, BlockStore, GenesisRecord, load_fork_choice
+from edgechain.chain.store.block_store import BlockStore, load_fork_choice
+from edgechain.chain.store.blocks import BlockRecord, GenesisRecord
 from edgechain.errors import LocalError, StoreError
 from edgechain.types import BlockHash, Slot
 

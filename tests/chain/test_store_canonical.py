@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.store import (
-    APPLICATION_ID,
-    MAGIC,
-    SCHEMA_VERSION,
-    AppEventRecord,
-    BlockStore,
-    StateSnapshot,
-)
+from edgechain.chain.store.app_history import AppEventRecord
+from edgechain.chain.store.block_store import BlockStore
+from edgechain.chain.store.canonical import StateSnapshot
+from edgechain.chain.store.schema import APPLICATION_ID, MAGIC, SCHEMA_VERSION
 from edgechain.errors import StoreError
 from edgechain.types import AppId, BlockHash, Slot
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.store import BlockRecord, BlockStore, load_fork_choice
+from edgechain.chain.store.block_store import BlockStore, load_fork_choice
+from edgechain.chain.store.blocks import BlockRecord
 from edgechain.types import BlockHash, Slot
 
 WRITER = Path(__file__).with_name("crash_writer.py")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.store import BlockStore, load_fork_choice
+from edgechain.chain.store.block_store import BlockStore, load_fork_choice
 from edgechain.errors import LocalError, StoreError, StoreFullError
 from edgechain.lab import small_disk
 from edgechain.types import BlockHash, Slot
@@ -36,13 +36,13 @@ def body(block: BlockHash) -> bytes:
 
 def limit_pages(store: BlockStore, extra_pages: int) -> None:
     """Let the database grow by ``extra_pages`` at most (0: not at all)."""
-    conn = store._conn  # the pragma is per connection; nothing public sets it
+    conn = store._db.conn  # the pragma is per connection; nothing public sets it
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
     conn.execute(f"PRAGMA max_page_count = {int(pages) + extra_pages}")
 
 
 def lift_limit(store: BlockStore) -> None:
-    store._conn.execute("PRAGMA max_page_count = 4294967294")
+    store._db.conn.execute("PRAGMA max_page_count = 4294967294")
 
 
 def put_until_full(store: BlockStore, first_slot: int = 1) -> tuple[list[BlockHash], BlockHash]:

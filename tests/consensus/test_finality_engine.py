@@ -25,7 +25,7 @@ from edgechain.chain.model import (
     FinalityVote,
     RuntimeKind,
 )
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     ArchiveSyncWanted,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.lab.chaos_disk import find_lost_blocks
 from edgechain.types import BlockHash, Slot
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from edgechain.chain.encoding import compute_block_hash, decode_block, encode_block
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.lab.chain_audit import audit_stores
 from edgechain.lab.chaos_faults import (
     ALL_KINDS,

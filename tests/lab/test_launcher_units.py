@@ -18,7 +18,7 @@ from edgechain.chain.encoding import (
     encode_block,
     encode_genesis,
 )
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.roles import compute_roles
 from edgechain.consensus.state import apply_block, compute_genesis_state
 from edgechain.crypto.hashing import compute_node_id

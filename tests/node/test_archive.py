@@ -9,7 +9,7 @@ import pytest
 
 from edgechain.chain.encoding import compute_block_hash, encode_block
 from edgechain.chain.model import Block, PlanAction, PlanEntry
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.errors import LocalError
 from edgechain.node.archive import StoreArchive
 from edgechain.testing import make_identity

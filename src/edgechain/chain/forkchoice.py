@@ -102,7 +102,7 @@ class ForkChoice:
         ``weight`` is the block's number of committee signers. A block's identity (its
         hash) does not cover the attestation, so the same block may later arrive with
         more signers; the weight given first is kept (see the module docstring of
-        ``store.py`` for the same first-write-wins rule on disk).
+        ``store/blocks.py`` for the same first-write-wins rule on disk).
         """
         known = self._blocks.get(block)
         if known is not None:

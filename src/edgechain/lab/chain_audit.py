@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.chain.encoding import compute_block_hash, decode_block, decode_genesis
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.state import (
     BlockState,
     Memo,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgechain.chain.encoding import decode_block, decode_genesis
 from edgechain.chain.model import AnyBlock, Genesis
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.roles import compute_roles
 from edgechain.consensus.state import BlockState, apply_block, compute_genesis_state
 from edgechain.crypto.hashing import compute_node_id

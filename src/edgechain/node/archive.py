@@ -27,7 +27,7 @@ from edgechain.chain.encoding import (
     encode_finality_vote,
 )
 from edgechain.chain.model import AnyBlock, Block, FinalityVote
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.checkpoint_sync import complete_forward_chain
 from edgechain.consensus.context import EngineContext

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgechain.chain.encoding import decode_genesis
 from edgechain.chain.model import ChainParams
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.crypto import bls, vdf
 from edgechain.errors import LocalError

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import encode_block, encode_genesis
 from edgechain.chain.model import Block, SkipBlock
-from edgechain.chain.store import AppEventRecord, BlockStore
+from edgechain.chain.store.app_history import AppEventRecord
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     BlockAccepted,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine, LocalUsage
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,

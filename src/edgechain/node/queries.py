@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
-from edgechain.chain.store import BlockStore
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
