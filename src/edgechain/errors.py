@@ -21,7 +21,7 @@ class RejectReason(enum.StrEnum):
     the status JSON, the logs and the tests show, so a value never changes.
     """
 
-    # --- canonical encoding (chain/encoding.py; the wire codec reuses a few) ---------
+    # --- canonical encoding (chain/*encoding*.py; the wire codec reuses a few) --------
     TRUNCATED = "truncated"
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"

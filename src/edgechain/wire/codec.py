@@ -35,26 +35,20 @@ from typing import TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
-from edgechain.chain.encoding import (
-    Limits,
-    Reader,
-    Writer,
-    decode_block,
-    decode_command,
-    decode_genesis,
+from edgechain.chain.command_encoding import decode_command, encode_command
+from edgechain.chain.encoding import decode_block, decode_genesis, encode_block, encode_genesis
+from edgechain.chain.encoding_limits import Limits
+from edgechain.chain.encoding_primitives import Reader, Writer
+from edgechain.chain.model import Block, ExitRequest
+from edgechain.chain.report_encoding import decode_report, encode_report
+from edgechain.chain.validator_encoding import (
     decode_inclusion,
-    decode_report,
-    encode_block,
-    encode_command,
-    encode_genesis,
     encode_inclusion,
-    encode_report,
     read_address_record,
     read_exit,
     write_address_record,
     write_exit,
 )
-from edgechain.chain.model import Block, ExitRequest
 from edgechain.consensus.messages import (
     AddressMsg,
     BlockMsg,
