@@ -26,7 +26,8 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.session import SessionKeys, compute_session_key
 from edgechain.crypto.shuffle import compute_shuffled_list
 from edgechain.types import PublicKey, SecretKey, Slot
-from edgechain.wire.codec import Transport, decode_message, encode_message
+from edgechain.wire.codec import decode_message, encode_message
+from edgechain.wire.message_kinds import Transport
 from edgechain.wire.messages import FindNode
 
 Result = dict[str, float | int | str]

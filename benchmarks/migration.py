@@ -51,7 +51,7 @@ from typing import Any
 
 from migration_downtime import DowntimeWatch
 
-from edgechain.chain.encoding import encode_app_spec
+from edgechain.chain.command_encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.lab.paper.paper_numbers import CRIU_STATE_MB, STANDARD_STATE_MB, TABLE3
 from edgechain.runtime.base import AppRuntime

@@ -21,7 +21,7 @@ class RejectReason(enum.StrEnum):
     the status JSON, the logs and the tests show, so a value never changes.
     """
 
-    # --- canonical encoding (chain/encoding.py; the wire codec reuses a few) ---------
+    # --- canonical encoding (chain/*encoding*.py; the wire codec reuses a few) --------
     TRUNCATED = "truncated"
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"
@@ -36,7 +36,7 @@ class RejectReason(enum.StrEnum):
     BAD_PLAN_ENTRY = "bad_plan_entry"
     BAD_ADMIN_KEY = "bad_admin_key"
 
-    # --- envelopes and frames (wire/codec.py, wire/framing.py) ------------------------
+    # --- envelopes and frames (wire/codec.py, wire/payload_decoding.py, framing.py) ---
     STREAM_FAILED = "stream_failed"
     BAD_FRAME_SIZE = "bad_frame_size"
     BAD_VERSION = "bad_version"
@@ -53,7 +53,7 @@ class RejectReason(enum.StrEnum):
     BAD_CANDIDATE = "bad_candidate"
     BAD_LIMIT = "bad_limit"
 
-    # --- gossip and DHT (wire/codec.py, network/dht.py) -------------------------------
+    # --- gossip and DHT (wire/payload_decoding.py, network/dht.py) --------------------
     BAD_TTL = "bad_ttl"
     EMPTY_GOSSIP = "empty_gossip"
     BAD_MESSAGE_ID = "bad_message_id"

@@ -53,7 +53,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, sign_as_producer, sign_vote
-from edgechain.chain.encoding import compute_report_signing_root
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     AppUsage,
@@ -62,6 +61,7 @@ from edgechain.chain.model import (
     PlanEntry,
     ResourceReport,
 )
+from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.consensus.committee import get_committee_ids, get_skip_exclusion, get_skip_hash
 from edgechain.consensus.messages import (
     CandidateMsg,

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgechain.chain.encoding import Limits
+from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import AppPolicy, AppSpec, RuntimeKind
 
 # Printable names without control characters (what the API accepts for names).

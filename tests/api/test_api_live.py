@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgechain.api.server import MAX_BODY
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import encode_command
+from edgechain.chain.command_encoding import encode_command
 from edgechain.chain.model import CommandKind
 from edgechain.crypto import bls
 from edgechain.telemetry.cpu import Component

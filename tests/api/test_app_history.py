@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.forkchoice import ForkChoice
 from edgechain.chain.model import (
     AnyBlock,

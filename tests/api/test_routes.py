@@ -12,7 +12,7 @@ import pytest
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import HttpError, Reply, Request
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import compute_submitted_app_id, encode_command
+from edgechain.chain.command_encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppSpec, ChainParams, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, compute_genesis_state

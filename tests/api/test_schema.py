@@ -15,7 +15,8 @@ from edgechain.api.schema import (
     parse_app_spec,
     parse_query_int,
 )
-from edgechain.chain.encoding import Limits, decode_app_spec, encode_app_spec
+from edgechain.chain.command_encoding import decode_app_spec, encode_app_spec
+from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import AppPolicy, AppSpec, RuntimeKind
 
 from .strategies import app_specs, json_values, spec_json

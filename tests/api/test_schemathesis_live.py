@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
 
 from edgechain.api.openapi import get_openapi_document
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import compute_submitted_app_id, encode_command
+from edgechain.chain.command_encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppPolicy, AppSpec, CommandKind, RuntimeKind
 from edgechain.crypto import bls
 

@@ -25,11 +25,8 @@ import pytest
 from edgechain.api.snapshot import SHORT_HEX, compute_snapshot
 from edgechain.chain.assembly import make_command
 from edgechain.chain.attestation import compute_bitfield
-from edgechain.chain.encoding import (
-    VDF_FORM_SIZE,
-    compute_block_hash,
-    compute_submitted_app_id,
-)
+from edgechain.chain.command_encoding import compute_submitted_app_id
+from edgechain.chain.encoding import VDF_FORM_SIZE, compute_block_hash
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     NO_SIGNATURE,

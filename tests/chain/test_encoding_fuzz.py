@@ -18,29 +18,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgechain.chain.assembly import make_command, make_report
+from edgechain.chain.command_encoding import (
+    decode_app_spec,
+    decode_command,
+    encode_app_spec,
+    encode_command,
+    write_command,
+)
 from edgechain.chain.encoding import (
     TAG_BLOCK,
-    Writer,
     compute_block_hash,
     compute_genesis_hash,
-    decode_app_spec,
     decode_block,
     decode_block_with_hash,
-    decode_command,
     decode_genesis,
-    decode_inclusion,
-    decode_plan_entry,
-    decode_report,
-    encode_app_spec,
     encode_block,
-    encode_command,
     encode_genesis,
-    write_command,
-    write_exit,
-    write_inclusion,
-    write_plan_entry,
-    write_report,
 )
+from edgechain.chain.encoding_primitives import Writer
 from edgechain.chain.model import (
     AppPolicy,
     AppSpec,
@@ -51,7 +46,10 @@ from edgechain.chain.model import (
     PlanEntry,
     RuntimeKind,
 )
+from edgechain.chain.plan_encoding import decode_plan_entry, write_plan_entry
+from edgechain.chain.report_encoding import decode_report, write_report
 from edgechain.chain.validation import BlockContext, validate_block, validate_skip_block
+from edgechain.chain.validator_encoding import decode_inclusion, write_exit, write_inclusion
 from edgechain.chain.validator_set import compute_genesis_validator_set
 from edgechain.errors import DecodeError, PeerError
 from edgechain.testing import build_block, build_skip_block, make_genesis

@@ -14,13 +14,8 @@ from edgechain.chain.authority import (
     check_command_shape,
     is_enrollment_revoked,
 )
-from edgechain.chain.encoding import (
-    compute_block_hash,
-    decode_block,
-    decode_command,
-    encode_block,
-    encode_command,
-)
+from edgechain.chain.command_encoding import decode_command, encode_command
+from edgechain.chain.encoding import compute_block_hash, decode_block, encode_block
 from edgechain.chain.enrollment import (
     TOKEN_SIZE,
     decode_enrollment_token,

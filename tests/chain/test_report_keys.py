@@ -9,19 +9,16 @@ import pytest
 from chain_world import World, build_slot_1_block, get_slot_1_context, make_world
 
 from edgechain.chain.assembly import make_inclusion_request, make_report
-from edgechain.chain.encoding import (
-    BLOCK_HASH_DOMAIN,
-    FORMAT_VERSION,
-    compute_block_hash,
+from edgechain.chain.encoding import BLOCK_HASH_DOMAIN, FORMAT_VERSION, compute_block_hash
+from edgechain.chain.model import COORD_LIMIT_US, Coordinate, ResourceReport
+from edgechain.chain.report_encoding import (
     compute_report_signing_root,
-    decode_inclusion,
     decode_report,
-    encode_inclusion,
     encode_report,
 )
-from edgechain.chain.model import COORD_LIMIT_US, Coordinate, ResourceReport
 from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import validate_block, validate_inclusion
+from edgechain.chain.validator_encoding import decode_inclusion, encode_inclusion
 from edgechain.crypto import report_key
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.testing import Identity, make_identity

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgechain.chain.encoding import (
+from edgechain.chain.command_encoding import (
     decode_app_spec,
     encode_app_spec,
     get_spec_encoding_error,

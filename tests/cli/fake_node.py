@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from edgechain.chain.encoding import (
+from edgechain.chain.command_encoding import (
     compute_command_signing_root,
     compute_submitted_app_id,
     decode_command,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import CommandKind, RuntimeKind
 from edgechain.cli import main
 from edgechain.cli.apps import merge_migrations

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
-from edgechain.chain.encoding import encode_command
+from edgechain.chain.command_encoding import encode_command
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.messages import CommandMsg
 from edgechain.crypto import bls

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import pytest
 
 from edgechain.chain.assembly import make_command, make_ticket
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import (
     AppSpec,
     Block,

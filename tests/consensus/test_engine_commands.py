@@ -9,7 +9,7 @@ import pytest
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
 from edgechain.chain.authority import is_banned
-from edgechain.chain.encoding import compute_command_hash, compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_command_hash, compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.command_pool import PendingCommand
 from edgechain.consensus.messages import CommandMsg, VoteMsg

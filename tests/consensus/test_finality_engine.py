@@ -11,11 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import (
-    compute_genesis_hash,
-    compute_submitted_app_id,
-    encode_genesis,
-)
+from edgechain.chain.command_encoding import compute_submitted_app_id
+from edgechain.chain.encoding import compute_genesis_hash, encode_genesis
 from edgechain.chain.model import (
     AnyBlock,
     AppSpec,

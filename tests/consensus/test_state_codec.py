@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from edgechain.chain.encoding import Writer
+from edgechain.chain.encoding_primitives import Writer
 from edgechain.chain.finality import CheckpointRecord, FinalityState
 from edgechain.chain.model import (
     AppPolicy,

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from edgechain.network.transport import NetworkTransport, join_address
-from edgechain.wire.codec import Transport
+from edgechain.wire.message_kinds import Transport
 
 Received = list[tuple[bytes, Transport]]
 

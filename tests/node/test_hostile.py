@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from edgechain.chain.assembly import make_report, sign_vote
-from edgechain.chain.encoding import compute_report_signing_root, compute_vote_message
+from edgechain.chain.encoding import compute_vote_message
 from edgechain.chain.model import ResourceReport, RuntimeKind
+from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.consensus.messages import Outgoing, ReportMsg, Route, VoteMsg
 from edgechain.crypto import bls
 from edgechain.crypto.report_key import get_report_public_key, verify_report_signature

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 
-from edgechain.chain.encoding import encode_app_spec
+from edgechain.chain.command_encoding import encode_app_spec
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     AppPolicy,

@@ -15,7 +15,7 @@ from edgechain.chain.authority import (
     is_draining,
     is_operator,
 )
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import (
     AppPolicy,
     AppSpec,

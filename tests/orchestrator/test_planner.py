@@ -24,8 +24,8 @@ from orchestrator_helpers import (
     report,
 )
 
-from edgechain.chain.encoding import encode_plan_entry
 from edgechain.chain.model import AppPolicy, PlanAction, PlanEntry, ResourceReport
+from edgechain.chain.plan_encoding import encode_plan_entry
 from edgechain.errors import LocalError
 from edgechain.orchestrator import (
     DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
@@ -521,7 +521,7 @@ node 2 is not eu): 2 moves."""
 
 
 def test_golden_vector() -> None:
-    """Regression vector: SHA-256 over the canonical encoding (chain/encoding.py) of the
+    """Regression vector: SHA-256 over the canonical encoding (chain/plan_encoding.py) of the
     plan of :func:`scenario`, computed by this code when it was written and checked by
     hand (see GOLDEN_PLAN_SHA256). Every validator must compute this exact plan, so a
     change here is a consensus change, to be made deliberately."""

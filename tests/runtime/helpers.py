@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from edgechain.chain.encoding import encode_app_spec
+from edgechain.chain.command_encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.precopy import MIN_STATE_BYTES

@@ -22,16 +22,18 @@ from edgechain.chain.assembly import (
     make_inclusion_request,
     make_report,
 )
+from edgechain.chain.command_encoding import (
+    compute_command_hash,
+    compute_command_signing_root,
+    compute_submitted_app_id,
+    encode_command,
+)
 from edgechain.chain.encoding import (
     FORMAT_VERSION,
     compute_block_hash,
-    compute_command_hash,
-    compute_command_signing_root,
     compute_genesis_hash,
-    compute_submitted_app_id,
     compute_vote_message,
     encode_block,
-    encode_command,
     encode_genesis,
 )
 from edgechain.chain.enrollment import make_enrollment_token

@@ -89,16 +89,18 @@ def test_seed_vectors() -> None:
 
 def test_block_vectors_decode_and_hash() -> None:
     """Each encoding decodes, re-encodes to the same bytes, and hashes as recorded."""
-    from edgechain.chain.encoding import (
+    from edgechain.chain.command_encoding import (
         compute_command_hash,
         compute_command_signing_root,
-        compute_genesis_hash,
         compute_submitted_app_id,
-        decode_block_with_hash,
         decode_command,
+        encode_command,
+    )
+    from edgechain.chain.encoding import (
+        compute_genesis_hash,
+        decode_block_with_hash,
         decode_genesis,
         encode_block,
-        encode_command,
         encode_genesis,
     )
     from edgechain.chain.validation import validate_command_signature, validate_genesis

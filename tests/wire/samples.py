@@ -31,7 +31,7 @@ from edgechain.consensus.messages import (
 from edgechain.crypto import bls
 from edgechain.testing import build_block, build_skip_block, make_genesis, make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
-from edgechain.wire.codec import WireMessage
+from edgechain.wire.message_kinds import WireMessage
 from edgechain.wire.messages import (
     Contact,
     FindNode,

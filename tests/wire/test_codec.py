@@ -20,18 +20,12 @@ from edgechain.testing import make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Slot
 from edgechain.wire import edgechain_pb2 as pb
 from edgechain.wire.codec import (
-    DATAGRAM_TYPES,
-    ENVELOPE_SIGNED,
-    GOSSIP_TYPES,
-    Transport,
     compute_envelope_signing_root,
     decode_gossip_payload,
     decode_message,
     encode_gossip_payload,
     encode_message,
     fit_sync_response,
-    is_envelope_signed,
-    select_transport,
 )
 from edgechain.wire.limits import (
     MAX_DATAGRAM_BYTES,
@@ -40,6 +34,14 @@ from edgechain.wire.limits import (
     MAX_IHAVE_IDS,
     MAX_SYNC_BLOCKS,
     WIRE_VERSION,
+)
+from edgechain.wire.message_kinds import (
+    DATAGRAM_TYPES,
+    ENVELOPE_SIGNED,
+    GOSSIP_TYPES,
+    Transport,
+    is_envelope_signed,
+    select_transport,
 )
 from edgechain.wire.messages import (
     Contact,

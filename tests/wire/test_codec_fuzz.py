@@ -19,14 +19,9 @@ from hypothesis import strategies as st
 
 from edgechain.errors import PeerError
 from edgechain.wire import edgechain_pb2 as pb
-from edgechain.wire.codec import (
-    Transport,
-    decode_gossip_payload,
-    decode_message,
-    encode_message,
-    is_envelope_signed,
-)
+from edgechain.wire.codec import decode_gossip_payload, decode_message, encode_message
 from edgechain.wire.limits import WIRE_VERSION
+from edgechain.wire.message_kinds import Transport, is_envelope_signed
 from edgechain.wire.messages import GossipMsg
 
 from .samples import SAMPLES, SENDER

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgechain.chain.encoding import Limits
+from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import BASIS_POINTS, COORD_LIMIT_US
 
 Schema = dict[str, Any]

@@ -22,7 +22,7 @@ from edgechain.api.openapi_helpers import (
 )
 from edgechain.api.openapi_snapshot import get_snapshot_schemas
 from edgechain.api.schema import RUNTIMES, U32_MAX
-from edgechain.chain.encoding import Limits
+from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import (
     APP_COMMANDS,
     MAX_CPU_LIMIT_MILLICORES,

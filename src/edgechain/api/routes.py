@@ -29,7 +29,7 @@ from edgechain.api.schema import (
 )
 from edgechain.api.server import HttpError, Reply, Request
 from edgechain.api.views import render_nodes, render_operator, to_json
-from edgechain.chain.encoding import decode_command
+from edgechain.chain.command_encoding import decode_command
 from edgechain.chain.model import SignedCommand
 from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError, RejectReason

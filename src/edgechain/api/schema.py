@@ -2,7 +2,7 @@
 
 Every error is a :class:`SchemaError` naming the field (``policy.min_interval_slots``,
 ``command[3]``), which the API answers as a 400. A spec is checked against the wire's
-limits here (``chain/encoding.Limits``), before it is signed or gossiped: issue 8
+limits here (``chain/encoding_limits.Limits``), before it is signed or gossiped: issue 8
 found a 5000-character name that the node accepted and its peers could not decode.
 Strings are counted in UTF-8 bytes, as the encoding counts them, and must encode (a
 JSON ``"\\ud800"`` escape gives a Python string that does not).
@@ -14,7 +14,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from edgechain.chain.encoding import Limits, get_spec_encoding_error
+from edgechain.chain.command_encoding import get_spec_encoding_error
+from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import (
     BASIS_POINTS,
     MAX_CPU_LIMIT_MILLICORES,

@@ -11,15 +11,10 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from edgechain.chain.attestation import compute_bitfield
+from edgechain.chain.command_encoding import compute_command_signing_root
 from edgechain.chain.encoding import (
-    compute_address_signing_root,
     compute_block_hash,
-    compute_command_signing_root,
-    compute_exit_signing_root,
-    compute_inclusion_signing_root,
     compute_producer_message,
-    compute_report_signing_root,
-    compute_ticket_message,
     compute_vote_message,
 )
 from edgechain.chain.model import (
@@ -38,6 +33,13 @@ from edgechain.chain.model import (
     ResourceReport,
     SignedCommand,
     SkipBlock,
+)
+from edgechain.chain.report_encoding import compute_report_signing_root
+from edgechain.chain.validator_encoding import (
+    compute_address_signing_root,
+    compute_exit_signing_root,
+    compute_inclusion_signing_root,
+    compute_ticket_message,
 )
 from edgechain.chain.validator_set import compute_node_id
 from edgechain.crypto import bls, report_key

@@ -8,7 +8,7 @@ the next slot's roles, and the committee's aggregate attestation.
 Every quantity consensus depends on is an integer (Rule 2): resource shares are in
 basis points (1/100 of a percent, 0..10 000), times in milliseconds, RTT in
 microseconds, network use in bytes per second. The canonical byte encoding of each
-type lives in ``chain/encoding.py``.
+type lives in ``chain/encoding.py`` and the ``chain/*_encoding.py`` modules it uses.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ refused field before anything is signed.
 
 from __future__ import annotations
 
-from edgechain.chain.encoding import get_spec_encoding_error
+from edgechain.chain.command_encoding import get_spec_encoding_error
 from edgechain.chain.model import (
     BASIS_POINTS,
     MAX_CPU_LIMIT_MILLICORES,

@@ -25,17 +25,8 @@ from edgechain.chain.attestation import (
     is_majority,
 )
 from edgechain.chain.authority import Authority, check_command_shape, is_enrollment_revoked
-from edgechain.chain.encoding import (
-    VDF_FORM_SIZE,
-    compute_address_signing_root,
-    compute_command_signing_root,
-    compute_exit_signing_root,
-    compute_inclusion_signing_root,
-    compute_producer_message,
-    compute_report_signing_root,
-    compute_ticket_message,
-    compute_vote_message,
-)
+from edgechain.chain.command_encoding import compute_command_signing_root
+from edgechain.chain.encoding import VDF_FORM_SIZE, compute_producer_message, compute_vote_message
 from edgechain.chain.enrollment import (
     EnrollmentToken,
     compute_enrollment_message,
@@ -54,8 +45,15 @@ from edgechain.chain.model import (
     SignedCommand,
     SkipBlock,
 )
+from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.chain.signature_cache import SignatureCache, verify_with
 from edgechain.chain.spec_checks import is_share, validate_app_spec
+from edgechain.chain.validator_encoding import (
+    compute_address_signing_root,
+    compute_exit_signing_root,
+    compute_inclusion_signing_root,
+    compute_ticket_message,
+)
 from edgechain.chain.validator_set import (
     ValidatorSet,
     compute_node_id,

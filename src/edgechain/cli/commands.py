@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import encode_command
+from edgechain.chain.command_encoding import encode_command
 from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.cli.client import Fleet
 from edgechain.cli.common import EXIT_FAILED, CliError, short

@@ -22,7 +22,7 @@ from edgechain.chain.authority import (
     check_command_signer,
     get_last_seq,
 )
-from edgechain.chain.encoding import compute_command_hash
+from edgechain.chain.command_encoding import compute_command_hash
 from edgechain.chain.model import Block, SignedCommand
 from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import validate_command_signature

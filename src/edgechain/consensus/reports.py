@@ -67,8 +67,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgechain.chain.assembly import make_report
-from edgechain.chain.encoding import compute_report_signing_root
 from edgechain.chain.model import ChainParams, FinalityVote, ResourceReport
+from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.cluster.kmeans import Clustering, compute_clusters
 from edgechain.consensus.context import EngineContext, LocalUsage
 from edgechain.consensus.finality_votes import choose_vote

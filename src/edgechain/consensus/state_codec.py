@@ -7,12 +7,12 @@ works if every honest node derives the *same bytes* from the same state: the enc
 must be **canonical** (no dict or set order, no Python ``hash()``, no floats; mappings
 sorted by key bytes, sets by bytes, finality tallies by ``(epoch, block)``) and
 **total** (every state the system produces encodes, and decodes back to an equal
-``BlockState``). Decoding is as strict as ``chain/encoding.py``'s: bounded counts
-checked before allocating, strict booleans, enums and presence flags, sorted and unique
-keys, no trailing bytes, at most :data:`MAX_STATE_BYTES`. Every accepted input
+``BlockState``). Decoding is as strict as ``chain/encoding_primitives.py``'s: bounded
+counts checked before allocating, strict booleans, enums and presence flags, sorted and
+unique keys, no trailing bytes, at most :data:`MAX_STATE_BYTES`. Every accepted input
 re-encodes to itself, so a state has exactly one encoding.
 
-Layout (primitives as in ``chain/encoding.py``)::
+Layout (primitives as in ``chain/encoding_primitives.py``)::
 
     u8 STATE_FORMAT_VERSION
     list<list<validator>> validator sets   -- distinct, in first-appearance order of
@@ -38,20 +38,18 @@ from itertools import pairwise
 from typing import TypeVar
 
 from edgechain.chain.authority import Authority
-from edgechain.chain.encoding import (
+from edgechain.chain.command_encoding import read_app_spec, write_app_spec
+from edgechain.chain.encoding_limits import Limits
+from edgechain.chain.encoding_primitives import Reader, Writer
+from edgechain.chain.finality import MAX_PENDING_EPOCHS, CheckpointRecord, FinalityState
+from edgechain.chain.model import Checkpoint, Coordinate
+from edgechain.chain.report_encoding import (
     MIN_REPORT_SIZE,
-    Limits,
-    Reader,
-    Writer,
-    read_app_spec,
     read_checkpoint,
     read_report,
-    write_app_spec,
     write_checkpoint,
     write_report,
 )
-from edgechain.chain.finality import MAX_PENDING_EPOCHS, CheckpointRecord, FinalityState
-from edgechain.chain.model import Checkpoint, Coordinate
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo

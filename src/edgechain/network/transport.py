@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgechain.errors import DecodeError
-from edgechain.wire.codec import Transport
 from edgechain.wire.framing import FrameDecoder, encode_frame
 from edgechain.wire.limits import MAX_DATAGRAM_BYTES
+from edgechain.wire.message_kinds import Transport
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,10 @@ from edgechain.chain.encoding import (
     TAG_SKIP_BLOCK,
     decode_block,
     decode_block_with_hash,
-    decode_finality_vote,
     encode_block,
-    encode_finality_vote,
 )
 from edgechain.chain.model import AnyBlock, Block, FinalityVote
+from edgechain.chain.report_encoding import decode_finality_vote, encode_finality_vote
 from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.checkpoint_sync import complete_forward_chain

@@ -41,7 +41,8 @@ from edgechain.node.seeds import SeedContacts
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import NodeId
-from edgechain.wire.codec import Transport, decode_gossip_payload, decode_message
+from edgechain.wire.codec import decode_gossip_payload, decode_message
+from edgechain.wire.message_kinds import Transport
 from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, Nodes, Ping, Pong
 
 log = logging.getLogger("edgechain.node")

@@ -26,14 +26,12 @@ from edgechain.network.gossip import Gossip
 from edgechain.network.transport import NetworkTransport
 from edgechain.types import NodeId, PublicKey, SecretKey
 from edgechain.wire.codec import (
-    Transport,
     encode_gossip_payload,
     encode_message,
     fit_forward_response,
     fit_sync_response,
-    is_envelope_signed,
-    select_transport,
 )
+from edgechain.wire.message_kinds import Transport, is_envelope_signed, select_transport
 from edgechain.wire.messages import Contact, DhtMessage, GossipMsg, IHave, IWant
 
 RECENT_ANSWER_MS = 60_000

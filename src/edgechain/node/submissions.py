@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgechain.chain.assembly import make_command
 from edgechain.chain.authority import get_last_seq
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import Output

@@ -31,7 +31,7 @@ from edgechain.chain.authority import (
     is_enrollment_revoked,
     is_operator,
 )
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import APP_COMMANDS, CommandKind, SignedCommand
 from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet

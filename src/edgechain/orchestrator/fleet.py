@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import AnyBlock, Block, CommandKind, PlanAction, ResourceReport
 from edgechain.chain.validator_set import get_removed_nodes
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record

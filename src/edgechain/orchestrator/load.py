@@ -80,8 +80,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edgechain.chain.encoding import encode_report
 from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
+from edgechain.chain.report_encoding import encode_report
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record
 from edgechain.types import AppId, NodeId, Slot
 

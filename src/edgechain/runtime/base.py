@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from edgechain.chain.encoding import decode_app_spec, encode_app_spec
+from edgechain.chain.command_encoding import decode_app_spec, encode_app_spec
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.errors import LocalError, PeerError
 from edgechain.runtime.lease import RUNTIME_PAUSED_FILE

@@ -67,13 +67,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from edgechain.chain.encoding import (
-    decode_app_spec,
-    decode_plan_entry,
-    encode_app_spec,
-    encode_plan_entry,
-)
+from edgechain.chain.command_encoding import decode_app_spec, encode_app_spec
 from edgechain.chain.model import AppSpec, PlanEntry
+from edgechain.chain.plan_encoding import decode_plan_entry, encode_plan_entry
 from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.types import HASH_SIZE, SIGNATURE_SIZE, AppId, BlockHash, NodeId
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgechain.chain.assembly import make_command
-from edgechain.chain.encoding import compute_submitted_app_id
+from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import AppPolicy, AppSpec, CommandKind, RuntimeKind
 from edgechain.errors import PeerError
 from edgechain.testing import ADMIN

@@ -7,7 +7,7 @@ gets a :class:`~edgechain.errors.DecodeError`; we never buffer or parse past it.
 
 from __future__ import annotations
 
-from edgechain.chain.encoding import Limits
+from edgechain.chain.encoding_limits import Limits
 
 WIRE_VERSION = 1
 """``Envelope.version``; a node rejects any other value (no silent cross-version parse)."""

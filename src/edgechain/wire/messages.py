@@ -6,7 +6,8 @@ bootstrapping node and all other nodes maintain a Kademlia-style DHT") and the g
 wrapper with its pull repair (paper §3.1: blocks, inclusion requests and app commands
 spread by gossip). The pure objects of :mod:`edgechain.network` and
 the simulator exchange these dataclasses directly; :mod:`edgechain.wire.codec` maps
-them to and from bytes.
+them to and from bytes (with :mod:`edgechain.wire.payload_encoding` and
+:mod:`edgechain.wire.payload_decoding`).
 """
 
 from __future__ import annotations
