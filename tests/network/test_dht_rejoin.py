@@ -57,3 +57,38 @@ def test_a_burst_of_joins_through_an_overloaded_bootstrap_leaves_nobody_out() ->
     assert all(node.is_joined for node in nodes)
     assert min(known_by[node.node_id] for node in nodes) > 0
     assert min(len(node.table) for node in nodes) > 1
+
+
+def test_a_join_that_found_only_its_seed_is_joined_and_looks_again() -> None:
+    """Seen in a 100-node testnet on two cores: the seed answered, every contact it named
+    timed out, and the late joiner kept a table of one contact for the rest of the run."""
+    node = DhtNode(SELF, random.Random(0), DhtConfig(request_timeout_ms=100))
+    (find,) = _finds(node.join(BOOT, now=0).messages)
+    named = Contact(NodeId(b"\x40" + b"\x00" * 31), "10.0.0.2:7000")
+    out = node.on_message(BOOT, Nodes(find.request_id, (named,)), now=5)
+    asked = [m for c, m in out.messages if c == named]
+    assert asked, "the lookup asks the contact the seed named"
+    now = 5
+    while not node.is_joined:  # the named contact never answers
+        now += 50
+        out = node.on_tick(now)
+        assert now < 2_000
+    assert [c.node_id for c in node.get_peers()] == [BOOT.node_id]
+    # Joined through the seed, but the lookup runs again later, through the seed.
+    assert out.next_wakeup_ms is not None
+    again: list[FindNode] = []
+    for _ in range(40):
+        now += 50
+        again += [m for m in _finds(node.on_tick(now).messages) if m.target == SELF]
+    assert again, "a join that found no one beyond its seeds is tried again"
+    # This time the seed names a contact that answers: the node stops looking.
+    other = Contact(NodeId(b"\x20" + b"\x00" * 31), "10.0.0.3:7000")
+    out = node.on_message(BOOT, Nodes(again[-1].request_id, (other,)), now=now + 1)
+    (ask,) = [m for c, m in out.messages if c == other and isinstance(m, FindNode)]
+    node.on_message(other, Nodes(ask.request_id, ()), now=now + 2)
+    assert other.node_id in {c.node_id for c in node.get_peers()}
+    later = []
+    for _ in range(400):
+        now += 50
+        later += [m for m in _finds(node.on_tick(now).messages) if m.target == SELF]
+    assert not later, "once the join found someone, it is not tried again"

@@ -457,23 +457,37 @@ class DhtNode:
         result = tuple(active.lookup.result)
         out.events.append(LookupFinished(active.lookup.target, active.purpose, result))
         if active.purpose is LookupPurpose.JOIN:
-            self._on_joined(result, now, out)
+            self._on_joined(result, active.lookup.failures, now, out)
 
-    def _on_joined(self, result: tuple[Contact, ...], now: int, out: DhtOutput) -> None:
+    def _on_joined(
+        self, result: tuple[Contact, ...], failures: int, now: int, out: DhtOutput
+    ) -> None:
         """Kademlia §2.3: refresh every bucket farther away than the closest neighbour.
 
         A join that no seed answered (an overloaded bootstrap node drops a FindNode from
         a sender it cannot ping back, ``max_pending``) leaves us in nobody's table and
         only the seeds in ours; refreshing from there would wait ``refresh_interval_ms``.
         It is tried again instead, after a random wait that doubles each time (up to
-        ``rejoin_max_ms``): nodes that joined in one burst do not retry in one burst."""
-        if not result and self._seeds:
+        ``rejoin_max_ms``): nodes that joined in one burst do not retry in one burst.
+
+        So is a join that found no one but its seeds (the seeds answered, every contact
+        they named timed out): 100 nodes on two cores answer in seconds, and late joiners
+        of such a testnet kept a table of one contact until the refresh 15 minutes on.
+        That node is joined (the seeds know it), but looks again. A network of only the
+        seeds (a restart with every validator a seed) names no one who fails: joined."""
+        only_seeds = all(contact.node_id in self._seeds for contact in result)
+        thin = not result or (only_seeds and failures > 0)
+        if thin and self._seeds:
             delay = min(self.config.request_timeout_ms << self._rejoins, self.config.rejoin_max_ms)
             self._rejoins = min(self._rejoins + 1, 16)
             self._rejoin_at = now + delay // 2 + self._rng.randrange(delay // 2 + 1)
-            return
-        self._rejoin_at, self._rejoins = None, 0
-        self._joined = True
+            if not result:
+                return
+        else:
+            self._rejoin_at, self._rejoins = None, 0
+        was_joined, self._joined = self._joined, True
+        if was_joined and thin:
+            return  # nothing new to refresh the buckets through
         self._next_refresh = now + self.config.refresh_interval_ms
         closest = self.table.closest(self.node_id, 1)
         if not closest:

@@ -120,6 +120,11 @@ class NodeLookup:
         return list(itertools.islice(answered, self.k))
 
     @property
+    def failures(self) -> int:
+        """Contacts that never answered (each asked ``attempts`` times)."""
+        return sum(1 for c in self._order if c.state is _State.FAILED)
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 
