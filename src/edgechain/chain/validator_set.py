@@ -11,7 +11,7 @@ the order role election shuffles (DESIGN.md, "Seed and roles").
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -41,10 +41,22 @@ class ValidatorSet:
 
     members: tuple[ValidatorInfo, ...]
     _by_node: Mapping[NodeId, ValidatorInfo] = field(init=False, repr=False, compare=False)
+    _encodings: dict[str, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {m.node: m for m in self.members}
         object.__setattr__(self, "_by_node", MappingProxyType(index))
+        object.__setattr__(self, "_encodings", {})
+
+    def get_encoding(self, name: str, encode: Callable[[ValidatorSet], bytes]) -> bytes:
+        """``encode(self)``, computed once per set object and ``name``: most blocks
+        change nobody, so a chain's states share one set, and the state root of every
+        block would otherwise encode the same 100 validators again (about half of a
+        100-node state's root). The set is immutable, so the bytes stay right."""
+        encoded = self._encodings.get(name)
+        if encoded is None:
+            encoded = self._encodings[name] = encode(self)
+        return encoded
 
     @staticmethod
     def from_members(members: Iterable[ValidatorInfo]) -> ValidatorSet:

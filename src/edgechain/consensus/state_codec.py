@@ -188,7 +188,13 @@ def _read_validator(r: Reader) -> ValidatorInfo:
 
 
 def _write_validator_set(w: Writer, vs: ValidatorSet) -> None:
+    w.buf += vs.get_encoding("state", _encode_validator_set)
+
+
+def _encode_validator_set(vs: ValidatorSet) -> bytes:
+    w = Writer()
     w.items(vs.members, _write_validator)
+    return bytes(w.buf)
 
 
 def _read_validator_set(r: Reader) -> ValidatorSet:
