@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import random
 
-from edgechain.node.seeds import MAX_SEEDS, SEED_RECHECK_MS, SEED_RETRY_MS, SeedContacts
+from edgechain.node.seeds import (
+    MAX_SEEDS,
+    PINGS_REMEMBERED,
+    SEED_RECHECK_MS,
+    SEED_RETRY_MS,
+    SeedContacts,
+)
 from edgechain.types import NodeId
 from edgechain.wire.messages import Contact
 
@@ -23,9 +29,8 @@ def test_unanswered_seeds_are_pinged_until_one_answers_then_rarely() -> None:
     again = seeds.get_pings_due(SEED_RETRY_MS)
     assert [a for a, _ in again] == ["seed-0:7000", "seed-1:7000"]
     assert {r for _, r in again}.isdisjoint({r for _, r in pings})  # fresh request ids
-    # An answer to an old ping teaches nothing; to the current one, the contact.
-    assert seeds.on_pong(A, pings[1][1], "10.0.0.2:7000") is None
-    contact = seeds.on_pong(A, again[1][1], "10.0.0.2:7000")
+    # The answer to the first ping arrives after the retry (a loaded seed): it counts.
+    contact = seeds.on_pong(A, pings[1][1], "10.0.0.2:7000")
     assert contact == Contact(A, "10.0.0.2:7000")
     assert seeds.get_contacts() == [contact] and seeds.get_node_ids() == [A]
     assert seeds.on_pong(A, again[1][1], "10.0.0.2:7000") is None  # answered once
@@ -51,3 +56,10 @@ def test_the_list_is_bounded() -> None:
     seeds = make(*(f"10.0.{i // 250}.{i % 250}:7000" for i in range(MAX_SEEDS + 10)))
     assert len(seeds.get_pings_due(0)) == MAX_SEEDS
     assert make().get_pings_due(0) == []
+
+
+def test_only_the_last_pings_of_a_silent_seed_are_remembered() -> None:
+    seeds = make("seed-0:7000")
+    sent = [seeds.get_pings_due(i * SEED_RETRY_MS)[0][1] for i in range(PINGS_REMEMBERED + 1)]
+    assert seeds.on_pong(A, sent[0], "10.0.0.2:7000") is None  # forgotten
+    assert seeds.on_pong(A, sent[1], "10.0.0.2:7000") == Contact(A, "10.0.0.2:7000")

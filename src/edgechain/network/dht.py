@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from edgechain.errors import RejectReason
 from edgechain.network.dht_lookup import NodeLookup
+from edgechain.network.dht_requests import LateAnswers, Pending, RequestKind
 from edgechain.network.dht_table import (
     DEFAULT_ALPHA,
     DEFAULT_ATTEMPTS,
@@ -124,23 +125,6 @@ class DhtOutput:
     next_wakeup_ms: int | None = None
 
 
-class _RequestKind(enum.Enum):
-    VERIFY = "verify"
-    """Endpoint proof of a sender that is not in the table (yet)."""
-    EVICT = "evict"
-    """Is the least-recently seen contact of a full bucket still alive?"""
-    FIND = "find"
-    """A FindNode of some lookup."""
-
-
-@dataclass
-class _Pending:
-    contact: Contact
-    kind: _RequestKind
-    deadline: int
-    lookup: int | None = None
-
-
 @dataclass
 class _ActiveLookup:
     lookup: NodeLookup
@@ -163,7 +147,9 @@ class DhtNode:
         self.config = config or DhtConfig()
         self.table = RoutingTable(node_id, self.config.k)
         self._rng = rng
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
+        self._late = LateAnswers(self.config.max_pending)
+        """Requests that timed out and may still be answered (``dht_requests.py``)."""
         self._pinging: dict[NodeId, int] = {}
         self._deferred: dict[NodeId, tuple[Contact, FindNode]] = {}
         """FindNode requests waiting for their sender's endpoint proof (one per sender)."""
@@ -278,6 +264,7 @@ class DhtNode:
         expired = [rid for rid, p in self._pending.items() if p.deadline <= now]
         for request_id in expired:
             self._on_request_timeout(request_id, now, out)
+        self._late.expire(now)
         if self._joined and self._next_refresh is not None and now >= self._next_refresh:
             self._refresh_stale_buckets(now, out)
         if self._rejoin_at is not None and now >= self._rejoin_at:
@@ -300,7 +287,7 @@ class DhtNode:
             return True
         # Unknown sender, or a known id at a new address: prove the endpoint first.
         if src.node_id not in self._pinging and len(self._pending) < self.config.max_pending:
-            self._send_ping(src, _RequestKind.VERIFY, now, out)
+            self._send_ping(src, RequestKind.VERIFY, now, out)
         return False
 
     def _answer_find_node(self, src: Contact, request: FindNode) -> Nodes:
@@ -322,23 +309,25 @@ class DhtNode:
         if (
             pending is None
             or pending.contact.node_id != src.node_id
-            or (pending.kind is _RequestKind.FIND) != is_nodes
+            or (pending.kind is RequestKind.FIND) != is_nodes
         ):
-            out.events.append(DhtRejected(RejectReason.UNEXPECTED_ANSWER, src.node_id))
+            late = self._late.take(request_id, src, is_nodes, now)
+            if late is None:
+                out.events.append(DhtRejected(RejectReason.UNEXPECTED_ANSWER, src.node_id))
+            else:  # alive at the address we asked, only slow: a contact all the same
+                self._add_verified(late.contact, now, out)
+                self._record_answer(src.node_id, late.contact, now)
             return
         del self._pending[request_id]
         if self._pinging.get(src.node_id) == request_id:
             del self._pinging[src.node_id]
         # The answer proves that the holder of the id's key receives at the address we
         # sent to; that address (not the answer's source) is the one we record.
-        if pending.kind is _RequestKind.EVICT:
+        if pending.kind is RequestKind.EVICT:
             self.table.touch(src.node_id, now)
         else:
             self._add_verified(pending.contact, now, out)
-        self._answered[src.node_id] = (pending.contact.address, now)
-        self._answered.move_to_end(src.node_id)
-        while len(self._answered) > self.config.known_addresses:
-            self._answered.popitem(last=False)
+        self._record_answer(src.node_id, pending.contact, now)
         deferred = self._deferred.pop(src.node_id, None)
         if deferred is not None and deferred[0] == pending.contact:
             out.messages.append((deferred[0], self._answer_find_node(*deferred)))
@@ -350,17 +339,24 @@ class DhtNode:
                 self._send_lookup_requests(pending.lookup, requests, now, out)
                 self._finish_lookup_if_done(pending.lookup, now, out)
 
+    def _record_answer(self, node_id: NodeId, asked: Contact, now: int) -> None:
+        self._answered[node_id] = (asked.address, now)
+        self._answered.move_to_end(node_id)
+        while len(self._answered) > self.config.known_addresses:
+            self._answered.popitem(last=False)
+
     def _on_request_timeout(self, request_id: int, now: int, out: DhtOutput) -> None:
         pending = self._pending.pop(request_id)
+        self._late.add(request_id, pending, now)
         node_id = pending.contact.node_id
         if self._pinging.get(node_id) == request_id:
             del self._pinging[node_id]
             self._deferred.pop(node_id, None)
-        if pending.kind is _RequestKind.EVICT:
+        if pending.kind is RequestKind.EVICT:
             # Kademlia §2.2: the oldest contact of a full bucket did not answer; the
             # newest waiting contact takes its place.
             self._remove_contact(node_id, out)
-        elif pending.kind is _RequestKind.FIND:
+        elif pending.kind is RequestKind.FIND:
             self._on_contact_failure(node_id, out)
             if pending.lookup is not None and pending.lookup in self._lookups:
                 lookup = self._lookups[pending.lookup].lookup
@@ -394,11 +390,11 @@ class DhtNode:
         if not was_present and self.table.get(contact.node_id) is not None:
             out.events.append(PeerAdded(contact))
         if oldest is not None and oldest.node_id not in self._pinging:
-            self._send_ping(oldest, _RequestKind.EVICT, now, out)
+            self._send_ping(oldest, RequestKind.EVICT, now, out)
 
-    def _send_ping(self, contact: Contact, kind: _RequestKind, now: int, out: DhtOutput) -> None:
+    def _send_ping(self, contact: Contact, kind: RequestKind, now: int, out: DhtOutput) -> None:
         request_id = self._new_request_id()
-        self._pending[request_id] = _Pending(contact, kind, now + self.config.request_timeout_ms)
+        self._pending[request_id] = Pending(contact, kind, now + self.config.request_timeout_ms)
         self._pinging[contact.node_id] = request_id
         out.messages.append((contact, Ping(request_id)))
 
@@ -439,8 +435,8 @@ class DhtNode:
             request = drawn
             if request.request_id in self._pending:
                 request = FindNode(self._new_request_id(), drawn.target)
-            self._pending[request.request_id] = _Pending(
-                contact, _RequestKind.FIND, now + self.config.request_timeout_ms, lookup_id
+            self._pending[request.request_id] = Pending(
+                contact, RequestKind.FIND, now + self.config.request_timeout_ms, lookup_id
             )
             out.messages.append((contact, request))
 
