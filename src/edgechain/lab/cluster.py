@@ -14,6 +14,7 @@ import dataclasses
 import http.client
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -91,6 +92,10 @@ class Seeds:
 
     addresses: tuple[str, ...]
     genesis_key: PublicKey
+
+
+EXTRA_SEEDS = 2
+"""Seeds a joining node gets besides the genesis node (``Cluster.get_seeds_for``)."""
 
 
 @dataclass(frozen=True)
@@ -382,7 +387,7 @@ class Cluster:
             node.spec,
             self.options,
             admin_key=self.admin_key,
-            seeds=None if index == 0 else self.seeds,
+            seeds=None if index == 0 else self.get_seeds_for(index),
             guard=self.guard,
         )
         env = self.env
@@ -391,6 +396,20 @@ class Cluster:
         node.start(argv, env)
         pid = node.current.popen.pid if node.current else None
         self.log(f"started {node.spec.name} pid {pid}: {shlex.join(argv)}")
+
+    def get_seeds_for(self, index: int) -> Seeds | None:
+        """The genesis node's address and up to ``EXTRA_SEEDS`` other running nodes'
+        (drawn by ``index``), as an operator lists several seeds: 100 nodes given only
+        node 0 kept it, their one seed, too busy to answer them (session 24)."""
+        if self.seeds is None:
+            return None
+        running = [
+            f"{n.spec.host}:{ready.udp_port}"
+            for n in self.nodes[1:index]
+            if n.is_running() and (ready := n.poll_ready()) is not None
+        ]
+        extra = random.Random(index).sample(running, min(EXTRA_SEEDS, len(running)))
+        return dataclasses.replace(self.seeds, addresses=(*self.seeds.addresses, *extra))
 
     def restart(self, index: int) -> None:
         """Start a killed node again with its data dir and the ports it had."""
