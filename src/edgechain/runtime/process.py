@@ -297,7 +297,8 @@ class ProcessRuntime(AppDirectories):
         out = []
         for app, record in self._records.items():
             with record.lock:
-                out.append(AppInfo(app, record.spec.name, record.observe()))
+                status = record.observe()
+                out.append(AppInfo(app, record.spec.name, status, record.exit_code))
         return tuple(out)
 
     def is_running(self, app: AppId) -> bool:

@@ -159,6 +159,7 @@ class ProcessLauncher:
         record.proc = self._spawn(app, spec, fresh_state=fresh_state)
         record.status = AppStatus.RUNNING
         record.last_sample = None
+        record.exit_code = None
 
     def terminate(self, record: ProcessRecord, app: AppId, grace_s: float) -> None:
         """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything. A group
@@ -172,6 +173,7 @@ class ProcessLauncher:
         record.proc = None
         record.status = AppStatus.STOPPED
         record.last_sample = None
+        record.exit_code = None  # stopped on purpose: not an exit of its own
         (self.dirs.get_app_dir(app) / PID_FILE).unlink(missing_ok=True)
 
     def checkpoint_and_freeze(self, record: ProcessRecord, app: AppId, timeout_s: float) -> bool:

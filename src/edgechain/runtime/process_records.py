@@ -36,11 +36,14 @@ class ProcessRecord:
     """(monotonic time, CPU seconds) at the previous ``stats`` call."""
     version: int | None = None
     """The spec version ``spec`` is, when known."""
+    exit_code: int | None = None
+    """How its last run ended when it ended on its own (``AppInfo.exit_code``)."""
 
     def refresh(self) -> AppStatus:
-        """Notice an app that exited on its own (and reap it)."""
+        """Notice an app that exited on its own (reap it, keep its exit status)."""
         if self.proc is not None and self.proc.poll() is not None:
             kill_leftovers(self.proc.pid)
+            self.exit_code = self.proc.returncode
             self.proc = None
             self.status = AppStatus.STOPPED
         return self.status
