@@ -259,3 +259,52 @@ def test_each_finality_advance_carries_the_blocks_it_finalized_before_pruning() 
     (second,) = advance(5, first_slot + 3)
     assert [h for h, _, _ in second.finalized_blocks] == chain[first_slot : first_slot + 3]
     assert advance(5, first_slot + 5) == []
+
+
+def test_history_and_recent_chain_once_pruning_dropped_the_oldest_states(tmp_path: Path) -> None:
+    """A node that ran long enough for the real pruner to drop blocks below its retained
+    window (block and state both) still answers an app's whole history: the oldest
+    block memory holds has no parent state any more, and the walk ends there instead
+    of failing (a 500, which the testnet summary took for an app "never placed")."""
+    world = World(6, 2)
+    n = [i.node for i in world.idents]
+    web, submit = world.submit("web")
+    world.add(commands=[submit])
+    world.add(plan=[PlanEntry(PlanAction.PLACE, web, b"", n[1])])
+    world.add(plan=[PlanEntry(PlanAction.MIGRATE, web, n[1], n[2])])
+    for _ in range(RETAIN_SLOTS + 20):
+        world.add()
+    whole = compute_app_history(web, chain_steps(world))
+    assert [e.kind for e in whole] == ["submit", "place", "migrate"]
+    chain = world.chain.get_chain()
+    fork = ForkChoice(world.chain.blocks[chain[0]].parent, Slot(0))
+    for block_hash in chain:
+        block = world.chain.blocks[block_hash]
+        fork.add(block_hash, block.parent, block.slot, 1)
+    head = world.chain.get_head_state()
+    assert head.finality is not None
+    finalized_slot = RETAIN_SLOTS + 10
+    finalized = dataclasses.replace(
+        head.finality, finalized=Checkpoint(3, chain[finalized_slot - 1])
+    )
+    ctx = SimpleNamespace(
+        blocks=world.chain.blocks,
+        states=world.chain.states,
+        fork=fork,
+        get_head_state=lambda: dataclasses.replace(head, finality=finalized),
+    )
+    pruner = ChainPruner(cast(Any, ctx))
+    out = Output()
+    assert pruner.on_head_changed(out)
+    (advance,) = [e for e in out.events if isinstance(e, FinalityAdvanced)]
+    assert chain[0] not in world.chain.states  # memory dropped blocks and their states
+    cast(Any, world.chain).pruner = pruner
+    with BlockStore(tmp_path / "chain.db") as store:
+        put_finalized_history(store, advance)
+        world.recorder = cast(Any, SimpleNamespace(accepted=deque(), store=store))
+        assert world.get_app_history(web) == whole
+    held = world.get_recent_chain(10_000)
+    assert held == world.get_head_chain()
+    assert held[-1].block_hash == world.chain.head
+    assert all(e.parent_state is world.chain.states[e.block.parent] for e in held)
+    assert world.get_recent_chain(3) == held[-3:]

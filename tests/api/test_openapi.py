@@ -52,6 +52,7 @@ from edgechain.consensus.roles import Role
 from edgechain.network.transport import TransportStats
 from edgechain.node.events import AcceptedBlock
 from edgechain.runtime.usage_sampler import AppView as RuntimeAppView
+from edgechain.runtime.usage_sampler import render_views
 from edgechain.telemetry.cpu import Component, SlotCpuLog
 from edgechain.testing import ADMIN
 
@@ -288,8 +289,18 @@ class RealisticNode(FakeNode):
         views = [
             RuntimeAppView(_app(1).hex(), "web", True, "running", 300, 20, 4096, 1),
             RuntimeAppView(_app(2).hex(), "db", False, "stopped"),
+            RuntimeAppView(
+                _app(3).hex(),
+                "flaky",
+                False,
+                "crash_looping",
+                version=2,
+                restarts=3,
+                last_exit="exit code 2",
+                next_restart_in_s=7.5,
+            ),
         ]
-        return [vars(v) for v in views]
+        return render_views(views, bytes(range(32)))
 
 
 def test_answers_match_the_response_schemas() -> None:

@@ -53,6 +53,7 @@ class FakeNode:
             ],
             _app(2): [HistoryEvent(4, BlockHash(b"\x04" * 32), "stop", signer=ADMIN.pk)],
         }
+        self.runtime_apps: list[dict[str, Any]] = []
         self.ready = True
         self.operator = True
         self.refuse: RejectReason | None = None
@@ -81,7 +82,7 @@ class FakeNode:
         return []
 
     def get_runtime_apps(self) -> list[dict[str, Any]]:
-        return []
+        return self.runtime_apps
 
     def get_migrations(self) -> list[dict[str, Any]]:
         return [{"app": _app(1).hex()[:16], "outcome": "ok"}, {"app": "ffff", "outcome": "x"}]
@@ -243,6 +244,20 @@ def test_apps_fleet_view(node: FakeNode) -> None:
     stopped = call(node, "GET", "/apps/db/history").payload
     assert [e["kind"] for e in stopped["events"]] == ["stop"] and stopped["migrations"] == []
     assert call(node, "GET", "/apps/" + _app(0x12).hex() + "/history").payload["events"] == []
+
+
+def test_app_views_carry_this_nodes_copy(node: FakeNode) -> None:
+    """What the chain cannot say: the answering node's runtime view of its copy (a
+    crash loop), on the app's view; null for the apps it holds no copy of."""
+    copy = {"app": _app(1).hex(), "node": "aa" * 32, "status": "crash_looping",
+            "running": False, "restarts": 4, "last_exit": "exit code 2",
+            "next_restart_in_s": 12.5}  # fmt: skip
+    node.runtime_apps = [copy]
+    apps = call(node, "GET", "/apps").payload
+    assert [a["local"] for a in apps] == [copy, None, None, None]
+    assert apps[0]["state"] == "running"  # the chain's view is unchanged
+    assert call(node, "GET", "/apps/web").payload["local"] == copy
+    assert call(node, "GET", "/apps/db").payload["local"] is None
 
 
 def test_post_apps_needs_the_token_first(node: FakeNode) -> None:

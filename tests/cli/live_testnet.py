@@ -73,15 +73,17 @@ class LiveTestnet:
             output, _ = launcher.communicate()
         return launcher.returncode, output.decode(errors="replace")
 
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
-        """Poll ``predicate`` while the testnet runs; on a timeout, fail with what
-        :meth:`describe` says of the fleet."""
+    def wait_for(
+        self, predicate: Callable[[], bool], what: str, timeout: float, step: float = POLL_S
+    ) -> None:
+        """Poll ``predicate`` every ``step`` s while the testnet runs; on a timeout,
+        fail with what :meth:`describe` says of the fleet."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.launcher is not None and self.launcher.poll() is None, "testnet died"
             if predicate():
                 return
-            time.sleep(POLL_S)
+            time.sleep(step)
         raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
 
     def describe(self) -> str:

@@ -61,8 +61,15 @@ def test_apps_summary_follows_the_history() -> None:
 
 def test_apps_summary_without_answers() -> None:
     assert summarize_apps(None, {}, {}, NAMES) is None
-    apps = summarize_apps([_view(None, "queued")], {}, {}, NAMES)
+    queued = {"app_id": APP, "events": [{"slot": 4, "kind": "submit", "version": 1}]}
+    apps = summarize_apps([_view(None, "queued")], {APP: queued}, {}, NAMES)
     assert apps is not None
     [app] = apps
     assert app["path"] == [] and app["node"] is None
     assert "never placed" in format_app_line(app)
+    # No node answered with its history (one that failed with a 500 after pruning
+    # did): nothing is known of its path, which is not "never placed".
+    [app] = summarize_apps([_view(C)], {APP: None}, {}, NAMES) or []
+    assert app["history_collected"] is False and app["events"] == []
+    line = format_app_line(app)
+    assert "never placed" not in line and line.endswith("history not collected")

@@ -7,6 +7,9 @@ end removes every container and stops both services. It skips, saying why, only 
 podman is not installed or cannot run a container on this host; with
 ``EDGECHAIN_REQUIRE_PODMAN=1`` that is a failure instead.
 
+``manager`` is a real ``AppManager`` over ``test_lifecycle.FakeChain`` (a small chain
+whose registries the test writes), for the tests of reconcile; closed afterwards.
+
 ``tmp_path`` is overridden here: when the tests run as root, the process runtime runs
 apps as an unprivileged user (``nobody``), which must be able to reach its state
 directory, and pytest's own temporary directories are 0700. Each test gets a fresh
@@ -15,16 +18,19 @@ directory under a searchable (0711, not listable) base in ``/tmp`` instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edgechain.runtime.image import ImageBuildError
+from edgechain.runtime.manager import AppManager
 from edgechain.runtime.podman import (
     PodmanService,
     PodmanUnavailableError,
@@ -32,6 +38,9 @@ from edgechain.runtime.podman import (
 )
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.samples import SAMPLE_IMAGE
+
+if TYPE_CHECKING:
+    from .test_lifecycle import FakeChain
 
 
 @contextlib.contextmanager
@@ -44,6 +53,20 @@ def _reachable_dir(parent: Path, prefix: str | None = None) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[tuple[AppManager, FakeChain]]:
+    """A real ``AppManager`` over a fresh fake chain (see the module docstring)."""
+    from .test_lifecycle import ME, FakeChain  # a test module: imported when used
+
+    chain = FakeChain()
+    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
+    apps.attach(chain)
+    try:
+        yield apps, chain
+    finally:
+        asyncio.run(apps.close())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,17 +180,6 @@ def _wait_none(tag: str) -> None:
 
 def _events(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
     return [logs.get_fields(r) for r in caplog.records if r.getMessage() == message]
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[tuple[AppManager, FakeChain]]:
-    chain = FakeChain()
-    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
-    apps.attach(chain)
-    try:
-        yield apps, chain
-    finally:
-        asyncio.run(apps.close())
 
 
 def _reconcile(apps: AppManager) -> None:

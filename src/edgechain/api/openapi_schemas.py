@@ -36,6 +36,7 @@ from edgechain.chain.model import (
 from edgechain.consensus.roles import Role
 from edgechain.orchestrator.liveness import NodeStatus
 from edgechain.runtime.base import AppStatus
+from edgechain.runtime.restart_backoff import CRASH_LOOPING
 from edgechain.runtime.transfer_client import MigrationOutcome
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE
 
@@ -281,6 +282,11 @@ def _app_view_properties() -> dict[str, Schema]:
             "items": ref("NodeId"),
             "description": "nodes whose latest report lists it",
         },
+        "local": {
+            "anyOf": [ref("RuntimeApp"), {"type": "null"}],
+            "description": "this node's copy as its runtime sees it (null: it holds none); "
+            "status crash_looping: it failed here and waits to be restarted",
+        },
     }
 
 
@@ -471,9 +477,14 @@ def _runtime_app_schema() -> Schema:
     return closed_object(
         {
             "app": ref("AppId"),
+            "node": ref("NodeId"),
             "name": {"type": "string"},
             "running": {"type": "boolean"},
-            "status": {"type": "string", "enum": [s.value for s in AppStatus]},
+            "status": {
+                "type": "string",
+                "enum": [*(s.value for s in AppStatus), CRASH_LOOPING],
+                "description": "crash_looping: it failed here and waits to be restarted",
+            },
             "cpu_bp": share(),
             "ram_bp": share(),
             "disk_bytes": count(),
@@ -484,6 +495,17 @@ def _runtime_app_schema() -> Schema:
                 "type": ["integer", "null"],
                 "minimum": 1,
                 "description": "the spec version it runs (null: not known yet)",
+            },
+            "restarts": count("restarts after failures here since it last stayed up"),
+            "last_exit": {
+                "type": ["string", "null"],
+                "description": "how its last failure here ended (exit code 2, killed by "
+                "SIGKILL, a start's error) while its failures count",
+            },
+            "next_restart_in_s": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "seconds until it is started again, while it waits",
             },
         }
     )

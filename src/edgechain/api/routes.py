@@ -265,7 +265,14 @@ class NodeRoutes:
 
     def get_apps(self, request: Request, params: Params) -> Reply:
         state = self._get_state()
-        return Reply(200, to_json(compute_app_views(state.registry, state.reports)))
+        local = self._get_local_copies()
+        views = to_json(compute_app_views(state.registry, state.reports))
+        return Reply(200, [{**view, "local": local.get(view["app_id"])} for view in views])
+
+    def _get_local_copies(self) -> dict[str, dict[str, Any]]:
+        """This node's copies, by app id: the chain's view of an app plus what this
+        node's runtime says of its copy (``local``; a crash loop is only known here)."""
+        return {str(copy["app"]): copy for copy in to_json(self.node.get_runtime_apps())}
 
     def _resolve_app(self, state: BlockState, text: str) -> AppRecord:
         try:
@@ -282,7 +289,8 @@ class NodeRoutes:
         state = self._get_state()
         record = self._resolve_app(state, params[0])
         view = to_json(compute_app_view(record, state.reports))
-        return Reply(200, {**view, "spec": app_spec_to_json(record.spec)})
+        local = self._get_local_copies().get(view["app_id"])
+        return Reply(200, {**view, "local": local, "spec": app_spec_to_json(record.spec)})
 
     def get_app_history(self, request: Request, params: Params) -> Reply:
         state = self._get_state()

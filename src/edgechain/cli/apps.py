@@ -4,6 +4,11 @@ APP is an app id, a unique id prefix or a unique name (resolved by the node,
 ``GET /apps/{APP}``); NODE a node id or a unique prefix of one (``edgechain nodes``).
 Every command that changes something is a signed command (``cli/commands.py``) and by
 default returns once a block applied it, printing the app as the chain then has it.
+
+``list`` and ``show`` also ask every configured node what its runtime holds
+(``GET /runtime/apps``): how the app's copy fares on its node is known only there (an
+app that keeps failing is ``crash_looping`` there, with its restarts and last exit,
+while the chain still places it: blocks carry no such thing).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from edgechain.cli.fleet import get_list, resolve_node_id
 from edgechain.cli.specfile import load_spec
 
 APP_ID_SIZE = 32
+CRASH_LOOPING = "crash_looping"
+"""The status ``GET /runtime/apps`` gives an app that failed on its node and waits to be
+restarted (``runtime/restart_backoff.CRASH_LOOPING``; not imported: the runtime package
+would double the CLI's start-up time)."""
 
 
 def get_app(ctx: Context, text: str) -> dict[str, Any]:
@@ -37,15 +46,59 @@ def get_app_id(ctx: Context, text: str) -> bytes:
     return parse_hex(str(get_app(ctx, text)["app_id"]), APP_ID_SIZE, "app id")
 
 
+def get_copies(ctx: Context) -> dict[tuple[str, str], dict[str, Any]]:
+    """What every configured node's runtime says of its copies, by (app id, node id);
+    nothing from a node that does not answer."""
+    copies: dict[tuple[str, str], dict[str, Any]] = {}
+    for answer in ctx.fleet.get_each("/runtime/apps").values():
+        for copy in answer if isinstance(answer, list) else ():
+            if isinstance(copy, dict):
+                copies[(str(copy.get("app")), str(copy.get("node")))] = copy
+    return copies
+
+
+def add_copies(views: list[dict[str, Any]], copies: Mapping[tuple[str, str], Any]) -> None:
+    """Set each view's ``on_node``: its node's copy as that node's runtime sees it (from
+    ``copies``, or the answering node's own ``local``); None when no configured node
+    that answered holds it there."""
+    for view in views:
+        node = view.get("node")
+        local = view.get("local")
+        copy = copies.get((str(view.get("app_id")), str(node))) if node else None
+        if copy is None and node and isinstance(local, dict) and local.get("node") == node:
+            copy = local
+        view["on_node"] = copy
+
+
 # --- formatting -----------------------------------------------------------------------
 
 
+def describe_copy(copy: Any) -> str | None:
+    """``crash_looping: 3 restarts, last exit: exit code 2, next restart in 8 s``"""
+    if not isinstance(copy, Mapping):
+        return None
+    parts = []
+    restarts, last_exit = copy.get("restarts"), copy.get("last_exit")
+    if last_exit:
+        parts += [f"{restarts} restarts", f"last exit: {last_exit}"]
+    wait = copy.get("next_restart_in_s")
+    if isinstance(wait, int | float):
+        parts.append(f"next restart in {wait:g} s")
+    return str(copy.get("status")) + (": " + ", ".join(parts) if parts else "")
+
+
+def _is_crash_looping(view: Mapping[str, Any]) -> bool:
+    copy = view.get("on_node")
+    return isinstance(copy, Mapping) and copy.get("status") == CRASH_LOOPING
+
+
 def format_apps(apps: list[dict[str, Any]]) -> str:
+    ordered = sorted(apps, key=lambda a: (str(a.get("name")), str(a.get("app_id"))))
     rows = [
         (
             short(a.get("app_id")),
             a.get("name"),
-            a.get("state"),
+            CRASH_LOOPING if _is_crash_looping(a) else a.get("state"),
             a.get("version"),
             short(a.get("node")),
             a.get("runtime"),
@@ -53,10 +106,17 @@ def format_apps(apps: list[dict[str, Any]]) -> str:
             a.get("last_move_slot"),
             ",".join(short(n) for n in a.get("reported_on") or []) or "-",
         )
-        for a in sorted(apps, key=lambda a: (str(a.get("name")), str(a.get("app_id"))))
+        for a in ordered
     ]
     headers = ("APP", "NAME", "STATE", "VER", "NODE", "RUNTIME", "CREATED", "MOVED", "RUNS ON")
-    return format_table(headers, rows) + f"\n{len(apps)} apps"
+    # The chain places these on a node that keeps failing to run them: say why.
+    failing = [
+        f"{a.get('name')} ({short(a.get('app_id'))}) on {short(a.get('node'))}: "
+        f"{describe_copy(a.get('on_node'))}"
+        for a in ordered
+        if _is_crash_looping(a)
+    ]
+    return "\n".join([format_table(headers, rows), f"{len(apps)} apps", *failing])
 
 
 def format_bytes(value: int) -> str:
@@ -101,6 +161,8 @@ def format_app(view: dict[str, Any]) -> str:
         ("last moved at slot", view.get("last_move_slot")),
         ("reported running on", ", ".join(short(n) for n in view.get("reported_on") or []) or "-"),
     ]
+    if "on_node" in view:
+        pairs.append(("on its node", describe_copy(view.get("on_node")) or "unknown"))
     spec = view.get("spec")
     if isinstance(spec, dict):
         for name in ("image", "command", "cpu_bp", "ram_bp", "stateful", "replica_interval_slots"):
@@ -167,6 +229,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
     apps = get_list(ctx, "/apps")
+    add_copies(apps, get_copies(ctx))
     ctx.emit(apps, format_apps(apps))
     return 0
 
@@ -174,6 +237,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
     view = get_app(ctx, args.app)
+    add_copies([view], get_copies(ctx))
     ctx.emit(view, format_app(view))
     return 0
 

@@ -32,13 +32,14 @@ def _total_ms(entry: Mapping[str, Any]) -> float | None:
 
 def summarize_app(
     view: Mapping[str, Any],
-    events: Sequence[Any],
+    events: Sequence[Any] | None,
     migrations: Sequence[Mapping[str, Any]],
     names: Mapping[str, str],
 ) -> dict[str, Any]:
+    """``events``: the app's history from a node (None: no node answered with one)."""
     app_id = str(view.get("app_id", ""))
     shown_events = []
-    for event in events:
+    for event in events or ():
         if not isinstance(event, Mapping):
             continue
         shown = {"slot": event.get("slot"), "kind": event.get("kind")}
@@ -67,6 +68,7 @@ def summarize_app(
         "node": _name(names, view.get("node")),
         "path": [e["node"] for e in shown_events if e["kind"] in PATH_EVENTS and "node" in e],
         "events": shown_events,
+        "history_collected": events is not None,
         "migrations": sorted(timings, key=lambda t: int(t["slot"] or 0)),
     }
 
@@ -106,7 +108,7 @@ def summarize_apps(
         history = histories.get(str(view.get("app_id")))
         events = history.get("events") if isinstance(history, Mapping) else None
         summaries.append(
-            summarize_app(view, events if isinstance(events, list) else [], results, names)
+            summarize_app(view, events if isinstance(events, list) else None, results, names)
         )
     return sorted(summaries, key=lambda s: (str(s["name"]), s["app_id"]))
 
@@ -122,9 +124,9 @@ def format_app_line(app: Mapping[str, Any], name_width: int = 0) -> str:
     completed = [m["total_ms"] for m in app["migrations"] if m.get("outcome") == "completed"]
     timing = f" (migrations {', '.join(f'{t} ms' for t in completed)})" if completed else ""
     where = f"on {app['node']}" if app["node"] else ""
+    # Without a history answer nothing is known of its path, which is not "never placed".
+    unknown = "never placed" if app.get("history_collected", True) else "history not collected"
     return (
         f"{app['name']!s:<{name_width}}  {str(app['app_id'])[:12]}  "
-        f"{app['state']} {where} v{app['version']}: "
-        + (" -> ".join(steps) or "never placed")
-        + timing
+        f"{app['state']} {where} v{app['version']}: " + (" -> ".join(steps) or unknown) + timing
     )

@@ -144,8 +144,9 @@ class NodeQueries:
         return self.engine.get_head_state() if self.engine is not None else None
 
     def get_head_chain(self) -> list[ChainEntry]:
-        """The head chain, oldest first (genesis exclusive), each block with the state
-        it was built on."""
+        """The head chain memory holds, oldest first (genesis exclusive), each block
+        with the state it was built on (finality prunes what lies below its retained
+        window: ``get_recent_chain``)."""
         return self.get_recent_chain(sys.maxsize)
 
     def get_app_history(self, app: AppId) -> list[HistoryEvent]:
@@ -155,11 +156,9 @@ class NodeQueries:
         engine = self.engine
         if engine is None:
             return []
-        finalized_slot = engine.pruner.finalized_slot
         recent = [
             (entry.block_hash, entry.block, entry.parent_state.registry)
-            for entry in self.get_head_chain()
-            if entry.block.slot > finalized_slot
+            for entry in self._walk_head_chain(sys.maxsize, after_slot=engine.pruner.finalized_slot)
         ]
         stored = get_stored_app_history(self.recorder.store, app)
         return stored + compute_app_history(app, recent)
@@ -341,9 +340,17 @@ class NodeQueries:
         }
 
     def get_recent_chain(self, count: int) -> list[ChainEntry]:
-        """The last ``count`` blocks of the head chain (genesis exclusive), oldest first,
-        each with the state it was built on, walking back from the head only as far as
-        asked."""
+        """The last ``count`` blocks of the head chain (genesis exclusive) that memory
+        holds, oldest first, each with the state it was built on, walking back from the
+        head only as far as asked."""
+        return self._walk_head_chain(count)
+
+    def _walk_head_chain(self, count: int, *, after_slot: int = -1) -> list[ChainEntry]:
+        """At most ``count`` blocks of the head chain above ``after_slot``, oldest first.
+
+        The walk ends where memory does: at the genesis, or at the oldest block still
+        held, whose parent (block and state) finality pruned below its retained window
+        (``consensus/pruning.py``); that history is in the store."""
         engine = self.engine
         if engine is None or engine.head is None:
             return []
@@ -351,9 +358,12 @@ class NodeQueries:
         block_hash = engine.head
         while len(out) < count:
             block = engine.blocks.get(block_hash)
-            if block is None:  # genesis
+            if block is None or block.slot <= after_slot:  # the genesis, or far enough
                 break
-            out.append(ChainEntry(block_hash, block, engine.states[block.parent]))
+            parent_state = engine.states.get(block.parent)
+            if parent_state is None:  # pruned below the retained window
+                break
+            out.append(ChainEntry(block_hash, block, parent_state))
             block_hash = block.parent
         out.reverse()
         return out

@@ -3,13 +3,17 @@ naming it, and whenever reconcile finds an app placed here that does not run.
 
 :class:`AppStarter` starts an app only under a valid fencing lease
 (``runtime/lease_renewal.py``), from the local replica when that is the newer state
-(after a RECOVER, or a migration whose origin died), and logs "app started".
+(after a RECOVER, or a migration whose origin died), and logs "app started". Every
+start and every start that raises is told to the node's restart backoff
+(``runtime/restart_backoff.py``): a start that raises is a failure, logged at most once
+per interval, and the next start waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +22,7 @@ from edgechain.orchestrator.registry import AppState
 from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaStore, restore_from_replica
+from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId
@@ -27,7 +32,8 @@ log = logging.getLogger("edgechain.apps")
 
 class AppStarter:
     """Starts apps in ``runtime``; ``lock``: an app's lock (``AppTasks.lock``);
-    ``is_lease_valid``: may the node start anything now."""
+    ``is_lease_valid``: may the node start anything now; ``restarts``: the node's
+    failures per app, told of every start."""
 
     def __init__(
         self,
@@ -38,6 +44,7 @@ class AppStarter:
         *,
         lock: Callable[[AppId], asyncio.Lock],
         is_lease_valid: Callable[[], bool],
+        restarts: RestartBackoff,
     ) -> None:
         self.node_id = node_id
         self.runtime = runtime
@@ -45,6 +52,7 @@ class AppStarter:
         self.head = head
         self._lock = lock
         self._is_lease_valid = is_lease_valid
+        self.restarts = restarts
 
     async def place(self, app: AppId, spec: AppSpec, why: str) -> None:
         """A PLACE or RECOVER order naming this node, checked against the head."""
@@ -61,8 +69,18 @@ class AppStarter:
             await self.start_if_stopped(app, spec, why, version)
 
     async def start_if_stopped(
-        self, app: AppId, spec: AppSpec, why: str, version: int | None = None
+        self,
+        app: AppId,
+        spec: AppSpec,
+        why: str,
+        version: int | None = None,
+        *,
+        now: float | None = None,
     ) -> None:
+        """Start the app unless it runs; ``now``: the monotonic time to stamp the start
+        or its failure with for the backoff (reconcile's pass; None: the clock's)."""
+        if now is None:
+            now = time.monotonic()
         if await asyncio.to_thread(self.runtime.is_running, app):
             return
         if not self._is_lease_valid():
@@ -79,8 +97,21 @@ class AppStarter:
                 fields["replica_slot"] = used.slot if used is not None else None
             await asyncio.to_thread(self.runtime.start, app, spec, version=version)
         except AppRuntimeError as exc:
-            logs.error(log, "app start failed", **fields, error=str(exc))
+            failure = self.restarts.on_failed(app, now, str(exc))
+            if failure is not None:  # else rate-limited
+                logs.error(
+                    log,
+                    "app start failed",
+                    **fields,
+                    error=str(exc),
+                    failures=failure.failures,
+                    restart_in_s=failure.delay_s,
+                    not_logged=failure.unlogged,
+                )
             return
+        restarts = self.restarts.on_started(app, now)
+        if restarts:
+            fields["restarts"] = restarts
         logs.info(log, "app started", **fields)
 
     def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:

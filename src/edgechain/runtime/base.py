@@ -94,6 +94,10 @@ class AppInfo:
     app: AppId
     name: str
     status: AppStatus
+    exit_code: int | None = None
+    """How its last run ended when it ended on its own (the exit status; negative: the
+    signal that killed it); None while it runs, once the runtime stopped it, or when
+    the runtime cannot tell."""
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from edgechain.types import AppId
 SAVED_ARCHIVE = "saved.tar"
 """In an app's directory: the archive ``save`` wrote (gone again on ``resume``)."""
 ACK_FILE = "checkpoint.ack"
-"""In the app's run directory (``process.RUN_DIR``): the app's acknowledgement."""
+"""In the app's run directory (``process_launch.RUN_DIR``): the app's acknowledgement."""
 SNAPSHOT_PREFIX = "snapshot-"
 """In an app's directory: ``snapshot-<random>.tar``, a replica snapshot being sent (the
 caller deletes it)."""

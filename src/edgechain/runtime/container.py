@@ -74,6 +74,7 @@ from edgechain.runtime.checkpoint import (
 from edgechain.runtime.container_engine import (
     EngineContainers,
     get_leader_pid,
+    get_own_exit_code,
     get_status,
     is_criu_available,
     open_engine_client,
@@ -473,10 +474,11 @@ class ContainerRuntime(AppDirectories):
     def list(self) -> tuple[AppInfo, ...]:
         """This node's containers, and the container apps recorded here whose container
         is gone (stopped: a node restart, a removed container; their state is kept)."""
-        found = {
-            app: AppInfo(app, name, self._observe(app, container))
-            for app, name, container in self.engine.list_mine()
-        }
+        found = {}
+        for app, name, container in self.engine.list_mine():
+            status = self._observe(app, container)
+            pid_file = self.get_app_dir(app) / PID_FILE  # _end, a stop of ours, removes it
+            found[app] = AppInfo(app, name, status, get_own_exit_code(container, pid_file))
         for app, spec, _ in self.read_releases(RuntimeKind.CONTAINER):
             found.setdefault(app, AppInfo(app, spec.name, AppStatus.STOPPED))
         return tuple(found[app] for app in sorted(found))

@@ -56,6 +56,15 @@ def get_status(container: Any) -> AppStatus:
     return AppStatus.STOPPED
 
 
+def get_own_exit_code(container: Any, pid_file: Path) -> int | None:
+    """The engine's exit code of a container that ended on its own: stopped, and its
+    ``pid_file`` still there (the runtime's own stop removes it); else None."""
+    if get_status(container) is not AppStatus.STOPPED or not pid_file.exists():
+        return None
+    code = container.attrs.get("State", {}).get("ExitCode")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def get_leader_pid(container: Any) -> int:
     """The host pid of the container's init (0 when it does not run)."""
     return int(container.attrs.get("State", {}).get("Pid") or 0)

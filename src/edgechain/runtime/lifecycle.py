@@ -99,12 +99,14 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class HeldApp:
-    """An app the runtime holds: whether it runs (or is frozen), and its release."""
+    """An app the runtime holds: whether it runs (or is frozen), its release, and how
+    its last run ended when it ended on its own (``AppInfo.exit_code``)."""
 
     app: AppId
     running: bool
     spec: AppSpec
     version: int | None
+    exit_code: int | None = None
 
 
 def decide(

@@ -31,6 +31,8 @@ and the parts get their collaborators passed in (none refers back to the manager
 * ``migrations_out.py`` (:class:`MigrationsOut`): the outgoing retry loops, their
   results and the handovers;
 * ``reconcile.py`` (:class:`Reconciler`): the reconciliation pass;
+* ``restart_backoff.py`` (:class:`RestartBackoff`): the apps' failures here and the wait
+  before each one's next start (the starter and reconcile tell it, the views show it);
 * ``replica_sync.py`` (:class:`ReplicaSync`): replica sends and pruning;
 * ``usage_sampler.py`` (:class:`UsageSampler`, :class:`AppView`, :func:`merge_usage`):
   per-app usage for the reports and the API.
@@ -73,9 +75,10 @@ from edgechain.runtime.reconcile import Reconciler
 from edgechain.runtime.replica import ReplicaStore
 from edgechain.runtime.replica_sync import ReplicaSync
 from edgechain.runtime.replication import Replicator
+from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import DEFAULT_CONTAINER_NETWORK, open_node_runtimes
 from edgechain.runtime.transfer import TransferClient, TransferServer
-from edgechain.runtime.usage_sampler import AppView, UsageSampler, merge_usage
+from edgechain.runtime.usage_sampler import AppView, UsageSampler, merge_usage, render_views
 from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId, SecretKey
 
@@ -135,6 +138,7 @@ class AppManager:
         self.server.replicas = self.replicas
         self.server.is_replica_wanted = self.replicator.is_wanted
         self.lease = LeaseWriter(data_dir)
+        self.restarts = RestartBackoff()
         self.migrations = MigrationsOut(
             node_id,
             self.client,
@@ -153,6 +157,7 @@ class AppManager:
             self.head,
             lock=self.tasks.lock,
             is_lease_valid=self.lease_renewal.is_valid,
+            restarts=self.restarts,
         )
         self.replica_sync = ReplicaSync(
             self.client, self.replicas, self.replicator, self.head, self.tasks
@@ -166,6 +171,7 @@ class AppManager:
             migrations=self.migrations,
             replica_sync=self.replica_sync,
             transfer_dir=self.transfer_dir,
+            restarts=self.restarts,
         )
         self.usage = UsageSampler(
             self.runtime,
@@ -173,6 +179,7 @@ class AppManager:
             disk_total=max(1, psutil.disk_usage(str(data_dir)).total),
             cpu_capacity=cpu_capacity,
             clock=clock,
+            restarts=self.restarts,
         )
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0
@@ -289,7 +296,9 @@ class AppManager:
         return self.usage.views
 
     def get_views(self) -> list[dict[str, Any]]:
-        return [vars(v) for v in self.views]
+        """The runtime's apps as the API shows them (``GET /runtime/apps``), each with
+        this node's id."""
+        return render_views(self.views, self.node_id)
 
     def get_busy_apps(self) -> list[str]:
         """Apps (hex ids) that still run here or are being handed over from here: a

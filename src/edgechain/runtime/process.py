@@ -6,10 +6,14 @@ its own directory ``<root>/<app id hex>/`` holding ``state/`` (given to the app 
 runtime's own bookkeeping. Each app runs in its own session, so its whole process group
 is signalled and killed together: stopping an app never leaves its children behind.
 
-:class:`ProcessRuntime` is the ``AppRuntime`` implementation: it keeps each app's
-record (spec, process, status) under its locks and composes the pieces that do the
-work, each in its own module:
+:class:`ProcessRuntime` is the ``AppRuntime`` implementation: it carries out each call
+on the app's record under its lock, composing the pieces that do the work, each in its
+own module:
 
+* ``runtime/process_records.py``: each app's record (spec, process, status) and the
+  table of them;
+* ``runtime/process_launch.py``: who apps run as, their directories and environment,
+  spawning and ending their groups, the checkpoint before a live save;
 * ``runtime/spawner.py``: starting apps (one spawner thread, ``setpriv --pdeathsig
   KILL`` so apps die with their node), pid files, reaping orphans of an earlier
   incarnation (``reap_orphans``);
@@ -41,38 +45,22 @@ watchdog never to thaw that group.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import secrets
 import shutil
 import signal
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
-from edgechain.runtime.appuser import (
-    DEFAULT_APP_USER,
-    AppUser,
-    AppUserError,
-    find_unreachable,
-    give_tree,
-    resolve_app_user,
-)
+from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
-    CHECKPOINT_ACK_ENV,
     CHECKPOINT_MARKER,
-    STATE_DIR_ENV,
     AppDirectories,
     AppInfo,
-    AppNotFoundError,
     AppRuntimeError,
     AppStats,
     AppStatus,
@@ -84,40 +72,14 @@ from edgechain.runtime.checkpoint import (
     SNAPSHOT_PREFIX,
     StateSnapshot,
     archive_while_frozen,
-    checkpoint_and_freeze,
     write_archive_locked_out,
 )
 from edgechain.runtime.net_traffic import TrafficMeter
-from edgechain.runtime.process_group import (
-    GroupCensus,
-    compute_cpu_bp,
-    end_group,
-    is_stopped,
-    kill_leftovers,
-    signal_group,
-)
-from edgechain.runtime.spawner import PID_FILE, Spawner, reap_orphan_groups, write_pid_file
+from edgechain.runtime.process_group import GroupCensus, compute_cpu_bp, signal_group
+from edgechain.runtime.process_launch import ProcessLauncher, get_app_user
+from edgechain.runtime.process_records import ProcessRecord, ProcessRecords
+from edgechain.runtime.spawner import reap_orphan_groups
 from edgechain.types import AppId
-
-RUN_DIR = "run"
-"""Per-app directory the app may write besides its state (owned by the app user)."""
-LOG_FILE = "app.log"
-
-_log = logging.getLogger("edgechain.runtime")
-
-
-@dataclass
-class _App:
-    """Mutable bookkeeping of one app (private: never leaves the runtime)."""
-
-    spec: AppSpec
-    proc: subprocess.Popen[bytes] | None
-    status: AppStatus
-    lock: threading.RLock
-    last_sample: tuple[float, float] | None = None
-    """(monotonic time, CPU seconds) at the previous ``stats`` call."""
-    version: int | None = None
-    """The spec version ``spec`` is, when known."""
 
 
 class ProcessRuntime(AppDirectories):
@@ -142,38 +104,15 @@ class ProcessRuntime(AppDirectories):
         self.root.mkdir(parents=True, exist_ok=True)
         self.stop_grace_s = stop_grace_s
         self.checkpoint_timeout_s = checkpoint_timeout_s
-        self.app_user = self._get_app_user(app_user)
-        self._unusable = ""
-        """Why no app can start here (the app user cannot reach the root), or ""."""
-        if self.app_user is not None:
-            # Search without listing: an app reaches its own directory by name only.
-            self.root.chmod(0o711)
-            blocked = find_unreachable(self.root, self.app_user)
-            if blocked is not None:
-                self._unusable = (
-                    f"app user {self.app_user.name} cannot reach {blocked} on the way to "
-                    f"{self.root}: make it searchable (chmod o+x) or use another data dir"
-                )
-                # Loud, but not fatal: the node still serves the chain; every start
-                # fails with this message instead of running the app as root.
-                _log.error("process runtime cannot run apps: %s", self._unusable)
-        self._spawner = Spawner(die_with_node=die_with_node)
+        self.app_user = get_app_user(app_user)
+        self._launcher = ProcessLauncher(self, self.app_user, die_with_node=die_with_node)
         self.census = GroupCensus()
         self.traffic = TrafficMeter()
         """Each app's TCP socket counters at its previous sample (``stats``)."""
-        self._apps: dict[AppId, _App] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        self._load_recorded()
+        self._records = ProcessRecords()
+        for app, spec, version in self.read_releases(RuntimeKind.PROCESS):
+            self._records.add_recorded(app, spec, version)
         self.reap_orphans()
-
-    @staticmethod
-    def _get_app_user(app_user: str | None) -> AppUser | None:
-        if os.geteuid() != 0:
-            return None  # already unprivileged: apps run as the node's user
-        if app_user is None:
-            raise AppUserError("the node runs as root and no app user is configured")
-        return resolve_app_user(app_user)
 
     @property
     def kind(self) -> RuntimeKind:
@@ -186,82 +125,11 @@ class ProcessRuntime(AppDirectories):
     @property
     def unusable_reason(self) -> str:
         """Why apps cannot start on this runtime ("" when they can)."""
-        return self._unusable
-
-    # --- paths ---------------------------------------------------------------------------
+        return self._launcher.unusable_reason
 
     def get_run_dir(self, app: AppId) -> Path:
         """The directory besides ``state/`` the app may write (its checkpoint ack)."""
-        return self.get_app_dir(app) / RUN_DIR
-
-    # --- bookkeeping ---------------------------------------------------------------------
-
-    def _get(self, app: AppId) -> _App:
-        with self._lock:
-            record = self._apps.get(app)
-        if record is None:
-            raise AppNotFoundError(f"no app {bytes(app).hex()[:16]} on this runtime")
-        return record
-
-    def _get_or_add(self, app: AppId, spec: AppSpec) -> _App:
-        with self._lock:
-            if self._closed:
-                raise AppRuntimeError("runtime is closed")
-            record = self._apps.get(app)
-            if record is None:
-                record = _App(spec, None, AppStatus.STOPPED, threading.RLock())
-                self._apps[app] = record
-            return record
-
-    def _is_current(self, app: AppId, record: _App) -> bool:
-        """False once ``remove`` has dropped ``record`` (a caller that waited for its
-        lock must start over, or it would run an app the runtime no longer tracks)."""
-        with self._lock:
-            return self._apps.get(app) is record
-
-    @contextlib.contextmanager
-    def _claim_stopped(self, app: AppId, spec: AppSpec, running: str) -> Iterator[_App]:
-        """Hold the lock of the app's record (added when new), which must be stopped;
-        when it runs, ``AppRuntimeError`` says "app NAME ``running``"."""
-        while True:
-            record = self._get_or_add(app, spec)
-            with record.lock:
-                if not self._is_current(app, record):
-                    continue  # removed while we waited for its lock: a new record
-                if self._refresh(record) is not AppStatus.STOPPED:
-                    raise AppRuntimeError(f"app {spec.name!r} {running}")
-                yield record
-                return
-
-    def _load_recorded(self) -> None:
-        """Know the apps an earlier incarnation left here (stopped; state kept)."""
-        for app, spec, version in self.read_releases(RuntimeKind.PROCESS):
-            self._apps[app] = _App(spec, None, AppStatus.STOPPED, threading.RLock(), None, version)
-
-    def _record_release(self, app: AppId, record: _App, spec: AppSpec, version: int | None) -> None:
-        self.write_release(app, spec, version)
-        record.spec = spec
-        record.version = version
-
-    def _refresh(self, record: _App) -> AppStatus:
-        """Notice an app that exited on its own (and reap it)."""
-        if record.proc is not None and record.proc.poll() is not None:
-            kill_leftovers(record.proc.pid)
-            record.proc = None
-            record.status = AppStatus.STOPPED
-        return record.status
-
-    def _observe(self, record: _App) -> AppStatus:
-        """``_refresh``, and FROZEN for a running app the fencing watchdog stopped."""
-        status = self._refresh(record)
-        return AppStatus.FROZEN if self._is_fenced(record) else status
-
-    @staticmethod
-    def _is_fenced(record: _App) -> bool:
-        """The app's leader is stopped though the runtime did not pause it: frozen by
-        the fencing watchdog (``runtime/watchdog.py``)."""
-        proc = record.proc
-        return record.status is AppStatus.RUNNING and proc is not None and is_stopped(proc.pid)
+        return self._launcher.get_run_dir(app)
 
     def reap_orphans(self) -> int:
         """Kill app process groups left by an earlier incarnation of this runtime.
@@ -269,113 +137,14 @@ class ProcessRuntime(AppDirectories):
         Their state directories stay (state is never thrown away); only processes go.
         Returns how many groups were killed.
         """
-        return reap_orphan_groups(self.root, self._owns_pid)
+        return reap_orphan_groups(self.root, self._records.owns_pid)
 
-    def _owns_pid(self, pid: int) -> bool:
-        """True when ``pid`` leads the group of an app this runtime runs."""
-        with self._lock:
-            return any(r.proc is not None and r.proc.pid == pid for r in self._apps.values())
-
-    # --- process control -----------------------------------------------------------------
-
-    def _prepare_dirs(self, app: AppId, *, fresh_state: bool = False) -> None:
-        """Create the app's directories; with an app user, hand it what it may write.
-
-        ``fresh_state``: the state dir was just unpacked by root from an archive (see
-        ``give_tree``); otherwise it is the app's own, possibly from an older run as
-        root, so ownership is checked on every start.
-        """
-        if self._unusable:
-            raise AppUserError(self._unusable)
-        app_dir = self.get_app_dir(app)
-        app_dir.mkdir(exist_ok=True)
-        for sub in (self.get_state_dir(app), self.get_run_dir(app)):
-            sub.mkdir(exist_ok=True)
-        user = self.app_user
-        if user is None:
-            return
-        app_dir.chmod(0o711)  # root's: the app passes through to state/ and run/ only
-        os.chown(app_dir, os.geteuid(), os.getegid())
-        give_tree(self.get_state_dir(app), user, fresh=fresh_state)
-        give_tree(self.get_run_dir(app), user)
-
-    def _get_env(self, app: AppId) -> dict[str, str]:
-        env = dict(os.environ)
-        env[STATE_DIR_ENV] = str(self.get_state_dir(app))
-        env[CHECKPOINT_ACK_ENV] = str(self.get_run_dir(app) / ACK_FILE)
-        if self.app_user is not None:
-            # The node's HOME (root's) is not the app's; its state dir is all it has.
-            env.update(
-                HOME=str(self.get_state_dir(app)),
-                USER=self.app_user.name,
-                LOGNAME=self.app_user.name,
-            )
-        return env
-
-    def _spawn(
-        self, app: AppId, spec: AppSpec, *, fresh_state: bool = False
-    ) -> subprocess.Popen[bytes]:
-        if not spec.command:
-            raise AppRuntimeError(f"app {spec.name!r} has no command for the process runtime")
-        self._prepare_dirs(app, fresh_state=fresh_state)
-        app_dir = self.get_app_dir(app)
-        state_dir = self.get_state_dir(app)
-        env = self._get_env(app)
-        try:
-            proc = self._spawner.spawn(
-                spec.command,
-                cwd=state_dir,
-                env=env,
-                log_path=app_dir / LOG_FILE,
-                user=self.app_user,
-            )
-        except OSError as exc:
-            raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
-        write_pid_file(app_dir / PID_FILE, proc.pid)
-        return proc
-
-    def _launch(
-        self, record: _App, app: AppId, spec: AppSpec, *, fresh_state: bool = False
+    def _record_release(
+        self, app: AppId, record: ProcessRecord, spec: AppSpec, version: int | None
     ) -> None:
-        """Spawn ``spec`` for ``record`` (held, stopped) and mark it running.
-
-        The checkpoint hook's marker is removed first: it travels with the state, but
-        the new process advertises its hook only once its SIGUSR1 handler is installed,
-        and a snapshot or save that signalled it before then would kill it (SIGUSR1's
-        default action; seen 2 times in 20 with a snapshot taken right after a start).
-        """
-        self.mark_paused(app, False)  # left by an earlier incarnation, if any
-        (self.get_state_dir(app) / CHECKPOINT_MARKER).unlink(missing_ok=True)
-        record.proc = self._spawn(app, spec, fresh_state=fresh_state)
-        record.status = AppStatus.RUNNING
-        record.last_sample = None
-
-    def _terminate(self, record: _App, app: AppId, grace_s: float) -> None:
-        """SIGTERM the group, wait ``grace_s``, then SIGKILL; reap everything. A group
-        the watchdog froze gets SIGKILL alone (it is never continued)."""
-        if record.proc is not None:
-            if self._is_fenced(record):
-                _log.warning("killing app %s frozen by the watchdog", bytes(app).hex()[:16])
-                grace_s = 0
-            end_group(record.proc, paused=record.status is AppStatus.PAUSED, grace_s=grace_s)
-        self.mark_paused(app, False)
-        record.proc = None
-        record.status = AppStatus.STOPPED
-        record.last_sample = None
-        (self.get_app_dir(app) / PID_FILE).unlink(missing_ok=True)
-
-    def _checkpoint_and_freeze(self, record: _App, app: AppId) -> bool:
-        """Cooperative checkpoint: SIGUSR1, wait for the app's ack, then SIGSTOP."""
-        proc = record.proc
-        if proc is None:
-            return False
-        ack = self.get_run_dir(app) / ACK_FILE
-        self.mark_paused(app, True)  # before the SIGSTOP: the watchdog must not thaw it
-        if not checkpoint_and_freeze(proc, ack, self.checkpoint_timeout_s):
-            self.mark_paused(app, False)
-            return False
-        record.status = AppStatus.PAUSED
-        return True
+        self.write_release(app, spec, version)
+        record.spec = spec
+        record.version = version
 
     # --- the AppRuntime interface --------------------------------------------------------
 
@@ -383,20 +152,20 @@ class ProcessRuntime(AppDirectories):
         """Run ``spec`` (spec ``version``, when the caller knows it) from the app's
         state dir; the spec and version are recorded for ``get_release``."""
         _check_kind(spec)
-        with self._claim_stopped(app, spec, "is already running") as record:
-            self._launch(record, app, spec)
+        with self._records.claim_stopped(app, spec, "is already running") as record:
+            self._launcher.launch(record, app, spec)
             self._record_release(app, record, spec, version)
 
     def stop(self, app: AppId) -> None:
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            self._refresh(record)
-            self._terminate(record, app, self.stop_grace_s)
+            record.refresh()
+            self._launcher.terminate(record, app, self.stop_grace_s)
 
     def pause(self, app: AppId) -> None:
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            status = self._observe(record)
+            status = record.observe()
             if status is AppStatus.STOPPED or record.proc is None:
                 raise AppRuntimeError("cannot pause a stopped app")
             if status is AppStatus.FROZEN:
@@ -407,21 +176,21 @@ class ProcessRuntime(AppDirectories):
             record.status = AppStatus.PAUSED
 
     def resume(self, app: AppId) -> None:
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
             (self.get_app_dir(app) / SAVED_ARCHIVE).unlink(missing_ok=True)
-            status = self._refresh(record)
+            status = record.refresh()
             if status is AppStatus.PAUSED and record.proc is not None:
                 signal_group(record.proc.pid, signal.SIGCONT)
                 record.status = AppStatus.RUNNING
                 self.mark_paused(app, False)
             elif status is AppStatus.STOPPED:
-                self._launch(record, app, record.spec)
+                self._launcher.launch(record, app, record.spec)
 
     def stats(self, app: AppId) -> AppStats:
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            status = self._observe(record)
+            status = record.observe()
             cpu_s, rss, sockets = 0.0, 0, {}
             now = time.monotonic()
             if record.proc is not None:
@@ -443,28 +212,28 @@ class ProcessRuntime(AppDirectories):
     def freeze(self, app: AppId) -> bool:
         """``PrecopyRuntime``: checkpoint and freeze the app, else stop it gracefully;
         True when it is frozen in memory. ``resume`` undoes it."""
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            # FROZEN: neither checkpointed nor archived live; _terminate kills it.
-            status = self._observe(record)
+            # FROZEN: neither checkpointed nor archived live; terminate kills it.
+            status = record.observe()
             live = False
             marker = self.get_state_dir(app) / CHECKPOINT_MARKER
             if status is AppStatus.RUNNING and marker.exists():
-                live = self._checkpoint_and_freeze(record, app)
+                live = self._launcher.checkpoint_and_freeze(record, app, self.checkpoint_timeout_s)
             elif status is AppStatus.PAUSED:
                 live = True  # already frozen by pause(): archive as it stands
             if not live:
-                self._terminate(record, app, self.stop_grace_s)
+                self._launcher.terminate(record, app, self.stop_grace_s)
             return live
 
     def get_precopy_dirs(self, app: AppId) -> tuple[Path, Path] | None:
         """``PrecopyRuntime``: the state dir, and the app dir (root's) for scratch."""
-        self._get(app)
+        self._records.get(app)
         return self.get_state_dir(app), self.get_app_dir(app)
 
     def save(self, app: AppId, *, include_image: bool = False) -> SavedState:
         del include_image  # a process app has no image: its command is on every node
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
             live = self.freeze(app)
             archive = self.get_app_dir(app) / SAVED_ARCHIVE
@@ -488,12 +257,12 @@ class ProcessRuntime(AppDirectories):
 
     def _restore(self, app: AppId, spec: AppSpec, install: Callable[[Path], object]) -> None:
         _check_kind(spec)
-        with self._claim_stopped(app, spec, "is already running here") as record:
+        with self._records.claim_stopped(app, spec, "is already running here") as record:
             try:
                 self.get_app_dir(app).mkdir(exist_ok=True)
                 install(self.get_state_dir(app))
                 # Unpacked by root, in a directory no app could write: owned wholesale.
-                self._launch(record, app, spec, fresh_state=True)
+                self._launcher.launch(record, app, spec, fresh_state=True)
                 self._record_release(app, record, spec, None)
             except BaseException:
                 # Nothing of a failed restore stays: the origin still owns the app.
@@ -503,46 +272,41 @@ class ProcessRuntime(AppDirectories):
     def retire(self, app: AppId) -> None:
         """End a handed-over app's group with SIGKILL alone (it is frozen for the save and
         must never run again here) and keep its directory: ``RetiringRuntime``."""
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            self._refresh(record)
-            self._terminate(record, app, grace_s=0)
+            record.refresh()
+            self._launcher.terminate(record, app, grace_s=0)
 
     def remove(self, app: AppId) -> None:
-        with self._lock:
-            record = self._apps.get(app)
+        record = self._records.find(app)
         if record is None:
             shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
             return
         with record.lock:
             self._forget(app, record)
 
-    def _forget(self, app: AppId, record: _App) -> None:
-        self._refresh(record)
+    def _forget(self, app: AppId, record: ProcessRecord) -> None:
+        record.refresh()
         # The state now lives elsewhere: no grace needed, the group just goes.
-        self._terminate(record, app, grace_s=0)
+        self._launcher.terminate(record, app, grace_s=0)
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
         self.traffic.forget(app)
-        with self._lock:
-            if self._apps.get(app) is record:
-                del self._apps[app]
+        self._records.drop(app, record)
 
     def list(self) -> tuple[AppInfo, ...]:
-        with self._lock:
-            items = list(self._apps.items())
         out = []
-        for app, record in items:
+        for app, record in self._records.items():
             with record.lock:
-                out.append(AppInfo(app, record.spec.name, self._observe(record)))
+                status = record.observe()
+                out.append(AppInfo(app, record.spec.name, status, record.exit_code))
         return tuple(out)
 
     def is_running(self, app: AppId) -> bool:
-        with self._lock:
-            record = self._apps.get(app)
+        record = self._records.find(app)
         if record is None:
             return False
         with record.lock:
-            return self._refresh(record) is not AppStatus.STOPPED
+            return record.refresh() is not AppStatus.STOPPED
 
     def has_image(self, spec: AppSpec) -> bool:
         del spec
@@ -550,27 +314,26 @@ class ProcessRuntime(AppDirectories):
 
     def holds(self, app: AppId) -> bool:
         """Whether this runtime knows the app (running or not)."""
-        with self._lock:
-            return app in self._apps
+        return self._records.holds(app)
 
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         """The spec the app was last started with, and its version when known."""
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
             return record.spec, record.version
 
     def set_version(self, app: AppId, version: int) -> None:
         """Record the version of the spec the app runs (after a restore: the caller
         found the restored spec equal to that version's)."""
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
             self._record_release(app, record, record.spec, version)
 
     def get_pid(self, app: AppId) -> int | None:
         """The pid of the app's group leader, or None when it is not running."""
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
-            self._refresh(record)
+            record.refresh()
             return record.proc.pid if record.proc is not None else None
 
     def snapshot(self, app: AppId) -> StateSnapshot:
@@ -581,10 +344,10 @@ class ProcessRuntime(AppDirectories):
         (stopped, paused, frozen) is archived as it stands and left so. The archive
         (``save``'s format: ``restore`` takes it) is the caller's to delete.
         """
-        record = self._get(app)
+        record = self._records.get(app)
         with record.lock:
             # Not FROZEN either: archive_while_frozen would continue the group after.
-            proc = record.proc if self._observe(record) is AppStatus.RUNNING else None
+            proc = record.proc if record.observe() is AppStatus.RUNNING else None
             state = self.get_state_dir(app)
             hook = (state / CHECKPOINT_MARKER).exists()
             ack = self.get_run_dir(app) / ACK_FILE if hook else None
@@ -604,14 +367,11 @@ class ProcessRuntime(AppDirectories):
             return StateSnapshot(app, archive, size, paused_ms, frozen=proc is not None)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            items = list(self._apps.items())
-        for app, record in items:
+        for app, record in self._records.close():
             with record.lock:
-                self._refresh(record)
-                self._terminate(record, app, min(self.stop_grace_s, 1.0))
-        self._spawner.close()
+                record.refresh()
+                self._launcher.terminate(record, app, min(self.stop_grace_s, 1.0))
+        self._launcher.close()
 
     def __enter__(self) -> ProcessRuntime:
         return self

@@ -17,6 +17,12 @@ updated" or "app removed"):
 * held here, record gone from the head registry (REMOVE): stop it and delete its app
   directory, once the head chain shows the removal (``lifecycle.was_removed``).
 
+A start this node made that ended on its own (the runtime lists the app stopped, with
+its exit status) is a failure: it is logged, and the next start waits, longer after each
+failure in a row (``runtime/restart_backoff.py``). Only starts wait; the failures of an
+app the head no longer wants running here, or whose spec an UPDATE replaced, are
+forgotten in the same pass.
+
 An app in flight (a migration out holds its lock; one coming in has an incoming file)
 is skipped, and an app whose record places it on another node is left alone. A
 migration out that the head no longer wants (it places the app on neither end) is
@@ -31,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgechain.orchestrator.registry import AppRecord, get_apps_on_node, get_record
+from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
@@ -46,11 +52,17 @@ from edgechain.runtime.lifecycle import (
 )
 from edgechain.runtime.migrations_out import MigrationsOut
 from edgechain.runtime.replica_sync import ReplicaSync
+from edgechain.runtime.restart_backoff import RestartBackoff, describe_exit
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId
 
 log = logging.getLogger("edgechain.apps")
+
+PASS_SLACK_S = 0.1
+"""A restart wait this close to its end counts as over: passes come about a second
+apart, each after an await, and one a few ms early must not postpone the start by a
+whole pass."""
 
 
 class Reconciler:
@@ -68,6 +80,7 @@ class Reconciler:
         migrations: MigrationsOut,
         replica_sync: ReplicaSync,
         transfer_dir: Path,
+        restarts: RestartBackoff,
     ) -> None:
         self.node_id = node_id
         self.runtime = runtime
@@ -77,6 +90,8 @@ class Reconciler:
         self.migrations = migrations
         self.replica_sync = replica_sync
         self.transfer_dir = transfer_dir
+        self.restarts = restarts
+        """Each app's failures here and the wait before its next start."""
         self._settle_until = 0.0
         """No start before this (monotonic seconds): a reorg is settling."""
         self._searched: dict[AppId, BlockHash] = {}
@@ -95,6 +110,9 @@ class Reconciler:
         # First: a handover whose app the head re-placed on a third node holds the app's
         # lock while its offer waits; cancelled, its copy is stale and stopped below.
         await self.migrations.cancel_unwanted()
+        # The pass's one time for the backoff: its failures, waits and starts are all
+        # stamped with it, so a wait of N s is over N passes later (passes are ~1 s apart).
+        listed_at = time.monotonic()
         held = {h.app: h for h in await asyncio.to_thread(self._get_held)}
         state = engine.get_head_state()  # after the await: the head may have moved
         if state is None:
@@ -110,6 +128,7 @@ class Reconciler:
             current = engine.get_head_state()
             record = get_record(current.registry, app) if current is not None else None
             here = held.get(app)
+            self._note_failure(app, record, here, listed_at)
             action = decide(
                 self.node_id,
                 record,
@@ -121,11 +140,42 @@ class Reconciler:
                 outgoing=here is not None and self.migrations.is_handing_over(engine, record, here),
                 settled=self._is_settled(record),
             )
-            if action is None or not self._is_allowed(engine, action, app, record):
+            if action is None or not self._is_allowed(engine, action, app, record, listed_at):
                 continue
             async with lock:
-                await self._carry_out(action, app, record)
+                await self._carry_out(action, app, record, listed_at)
+        self.restarts.retain(apps)
         self.replica_sync.prune(state, [app for app, h in held.items() if h.running])
+
+    def _note_failure(
+        self, app: AppId, record: AppRecord | None, here: HeldApp | None, now: float
+    ) -> None:
+        """Count the end of a start of ours that the runtime's listing (taken at
+        ``now``) shows stopped, and log it (rate-limited); forget the app's failures once
+        the head no longer wants it running here, or wants another spec."""
+        if (
+            record is None
+            or record.node != self.node_id
+            or record.state is not AppState.RUNNING
+            or (here is not None and not here.running and here.spec != record.spec)
+        ):
+            self.restarts.forget(app)
+        elif here is not None and here.running:
+            self.restarts.on_running(app, now)
+        elif here is not None and self.restarts.is_started(app, now):
+            failure = self.restarts.on_failed(app, now, describe_exit(here.exit_code))
+            if failure is not None:
+                logs.warning(
+                    log,
+                    "app failed",
+                    app=bytes(app).hex()[:16],
+                    name=record.spec.name,
+                    reason=failure.reason,
+                    failures=failure.failures,
+                    restarts=failure.restarts,
+                    restart_in_s=failure.delay_s,
+                    not_logged=failure.unlogged,
+                )
 
     def _is_settled(self, record: AppRecord | None) -> bool:
         """The record's last move is K slots below the head (``Action.DISCARD``)."""
@@ -145,16 +195,22 @@ class Reconciler:
             except AppRuntimeError:
                 continue  # removed meanwhile
             running = info.status is not AppStatus.STOPPED
-            held.append(HeldApp(info.app, running, spec, version))
+            held.append(HeldApp(info.app, running, spec, version, info.exit_code))
         return held
 
     def _is_allowed(
-        self, engine: ChainView, action: Action, app: AppId, record: AppRecord | None
+        self,
+        engine: ChainView,
+        action: Action,
+        app: AppId,
+        record: AppRecord | None,
+        now: float,
     ) -> bool:
         if action is Action.START:
             return (
                 record is not None
                 and time.monotonic() >= self._settle_until
+                and self.restarts.get_wait(app, now) <= PASS_SLACK_S
                 and self._get_start_reason(engine, record) is not None
             )
         if action is Action.STOP_STALE:
@@ -167,8 +223,11 @@ class Reconciler:
         incoming = self.transfer_dir / "incoming"
         return any(incoming.glob(f"{get_app_dirname(app)}-*"))
 
-    async def _carry_out(self, action: Action, app: AppId, record: AppRecord | None) -> None:
-        """Run ``action`` in a worker thread; the caller holds the app's lock."""
+    async def _carry_out(
+        self, action: Action, app: AppId, record: AppRecord | None, now: float
+    ) -> None:
+        """Run ``action`` in a worker thread; the caller holds the app's lock; ``now``:
+        the pass's time (a start is stamped with it)."""
         fields: dict[str, Any] = {"app": bytes(app).hex()[:16]}
         if record is not None:
             fields.update(name=record.spec.name, version=record.version)
@@ -177,7 +236,7 @@ class Reconciler:
             if action is Action.START and record is not None:
                 why = self._get_start_reason(engine, record) if engine else None
                 await self.starter.start_if_stopped(
-                    app, record.spec, why or "reconcile", record.version
+                    app, record.spec, why or "reconcile", record.version, now=now
                 )
             elif action is Action.STOP_STALE:
                 if await asyncio.to_thread(self._stop_if_running, app):

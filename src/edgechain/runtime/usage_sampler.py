@@ -9,20 +9,25 @@ parts in each case.
 
 :class:`UsageSampler` keeps the last sample (:class:`AppView` per app for the API,
 ``AppUsage`` per measured app for the reports) and pushes the merged figures
-(:func:`merge_usage`) to the engine.
+(:func:`merge_usage`) to the engine. An app's view also says what the node's restart
+backoff knows of it (``runtime/restart_backoff.py``): ``crash_looping`` while it waits
+to be restarted after failing here, its restarts and its last exit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from edgechain.chain.model import BASIS_POINTS, AppUsage
 from edgechain.consensus.engine import LocalUsage
 from edgechain.runtime.base import AppRuntimeError, AppStatus
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import get_now_ms
+from edgechain.runtime.restart_backoff import CRASH_LOOPING, RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
 from edgechain.types import AppId
@@ -36,12 +41,27 @@ class AppView:
     name: str
     running: bool
     status: str
+    """The runtime's (``AppStatus``), or ``crash_looping``: it failed here and waits to be
+    restarted."""
     cpu_bp: int = 0
     ram_bp: int = 0
     disk_bytes: int = 0
     net_bytes_per_s: int = 0
     version: int | None = None
     """The spec version the runtime started (None: not known yet, after a migration)."""
+    restarts: int = 0
+    """Restarts after failures here, since it last stayed up (``STABLE_AFTER_S``)."""
+    last_exit: str | None = None
+    """How its last failure here ended (``exit code 2``, a start's error), while its
+    failures count."""
+    next_restart_in_s: float | None = None
+    """Seconds until its next start, while it waits for one."""
+
+
+def render_views(views: Iterable[AppView], node: bytes) -> list[dict[str, Any]]:
+    """The views as the API answers them (``GET /runtime/apps``): each with the id of
+    the ``node`` that holds the copy."""
+    return [{**vars(view), "node": node.hex()} for view in views]
 
 
 def merge_usage(
@@ -62,7 +82,7 @@ def merge_usage(
 class UsageSampler:
     """Samples ``runtime``'s apps; ``disk_total``: the bytes of the data dir's disk
     (disk shares are of it); ``cpu_capacity``: the node's declared cores (None: the
-    whole host)."""
+    whole host); ``restarts``: the node's failures per app, shown in the views."""
 
     def __init__(
         self,
@@ -72,8 +92,10 @@ class UsageSampler:
         disk_total: int,
         cpu_capacity: float | None = None,
         clock: Callable[[], int] = get_now_ms,
+        restarts: RestartBackoff | None = None,
     ) -> None:
         self.runtime = runtime
+        self.restarts = restarts
         self._clock = clock
         """The node's wall clock (epoch ms): the usage timestamps are in it."""
         self.head = head
@@ -94,7 +116,8 @@ class UsageSampler:
 
     async def measure(self) -> None:
         views, usage = await asyncio.to_thread(self._sample)
-        self.views = views
+        # On the loop's thread, where the backoff is changed.
+        self.views = tuple(self._add_restarts(v, time.monotonic()) for v in views)
         self.app_usage = usage
         self.push_usage()
 
@@ -153,6 +176,20 @@ class UsageSampler:
         self._cpu.retain(measured)
         usage.sort(key=lambda u: bytes(u.app))
         return tuple(views), tuple(usage)
+
+    def _add_restarts(self, view: AppView, now: float) -> AppView:
+        known = (
+            self.restarts.get_status(AppId(bytes.fromhex(view.app)), now) if self.restarts else None
+        )
+        if known is None:
+            return view
+        return replace(
+            view,
+            status=view.status if view.running else CRASH_LOOPING,
+            restarts=known.restarts,
+            last_exit=known.last_exit,
+            next_restart_in_s=known.next_restart_in_s,
+        )
 
     def push_usage(self) -> None:
         engine = self.head.engine

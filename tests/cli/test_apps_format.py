@@ -1,0 +1,63 @@
+"""``edgechain apps list`` and ``show``: the chain's view of each app, and what the
+app's node says of its copy (a crash loop is known only there)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgechain.cli import apps as cli_apps
+from edgechain.cli.apps import add_copies, describe_copy, format_app, format_apps
+from edgechain.runtime import restart_backoff
+
+A, B = "aa" * 32, "bb" * 32
+NODE, OTHER = "11" * 32, "22" * 32
+
+
+def _view(app: str, name: str, node: str | None, local: Any = None) -> dict[str, Any]:
+    return {"app_id": app, "name": name, "state": "running", "version": 1, "node": node,
+            "runtime": "process", "reported_on": [], "local": local}  # fmt: skip
+
+
+def _copy(app: str, node: str, status: str, **more: Any) -> dict[str, Any]:
+    return {"app": app, "node": node, "status": status, "running": status == "running",
+            "restarts": 0, "last_exit": None, "next_restart_in_s": None, **more}  # fmt: skip
+
+
+def test_the_cli_reads_the_status_the_runtime_writes() -> None:
+    assert cli_apps.CRASH_LOOPING == restart_backoff.CRASH_LOOPING
+
+
+def test_each_app_gets_the_copy_on_its_own_node() -> None:
+    failing = _copy(A, NODE, "crash_looping", restarts=3, last_exit="exit code 2",
+                    next_restart_in_s=6.5)  # fmt: skip
+    stale = _copy(B, OTHER, "stopped")
+    views = [
+        _view(A, "flaky", NODE),
+        _view(B, "web", NODE, local=stale),  # the answering node's copy is not its node's
+        _view("cc" * 32, "queued", None),
+        _view("dd" * 32, "own", OTHER, local=_copy("dd" * 32, OTHER, "running")),
+    ]
+    add_copies(views, {(A, NODE): failing, (B, OTHER): stale})
+    assert [v["on_node"] for v in views[:3]] == [failing, None, None]
+    assert views[3]["on_node"]["status"] == "running"  # the answering node's own
+    text = format_apps(views)
+    header, *rows = text.splitlines()
+    assert header.split()[2] == "STATE"
+    assert rows[0].split()[2] == "crash_looping"  # flaky, sorted by name
+    assert [r.split()[2] for r in rows[1:4]] == ["running", "running", "running"]
+    assert rows[4] == "4 apps"
+    assert rows[5] == (
+        f"flaky ({A[:12]}) on {NODE[:12]}: crash_looping: 3 restarts, "
+        "last exit: exit code 2, next restart in 6.5 s"
+    )
+    assert "on its node" in format_app(views[0])
+    assert "crash_looping: 3 restarts" in format_app(views[0])
+    assert "on its node" not in format_app(_view(A, "flaky", NODE))  # not asked
+
+
+def test_describe_copy() -> None:
+    assert describe_copy(None) is None
+    assert describe_copy(_copy(A, NODE, "running")) == "running"
+    assert describe_copy(_copy(A, NODE, "running", restarts=2, last_exit="killed by SIGKILL")) == (
+        "running: 2 restarts, last exit: killed by SIGKILL"
+    )
