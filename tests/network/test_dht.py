@@ -408,6 +408,30 @@ def test_seeds_that_answer_later_join_a_node_that_started_alone() -> None:
     assert node.add_seeds([], now=20).messages == []  # nothing new: no lookup
 
 
+def test_seeds_answering_one_by_one_share_one_join() -> None:
+    """Three seeds answered within a second in a testnet, and each started its own join
+    (and, once done, its own refresh of every bucket): the second and third now join
+    the lookup under way, and once joined through others a seed only enters the table."""
+    node = _node()
+    node.join(Contact(SELF, "self:1"), now=0)
+    first, second, other = _contact(1), _contact(2), _contact(3)
+    ((_, request),) = node.add_seeds([first], now=10).messages
+    out = node.add_seeds([second], now=11)
+    asked = [(c, m) for c, m in out.messages if isinstance(m, FindNode)]
+    assert [c for c, _ in asked] == [second] and asked[0][1].target == SELF
+    assert node.active_lookups == 1
+    # The lookup finds someone beyond the seeds; a later seed starts nothing.
+    out = node.on_message(first, Nodes(request.request_id, (other,)), now=15)
+    (to_other,) = [m for c, m in out.messages if c == other and isinstance(m, FindNode)]
+    node.on_message(other, Nodes(to_other.request_id, ()), now=16)
+    node.on_message(second, Nodes(asked[0][1].request_id, ()), now=17)
+    assert node.is_joined and other.node_id in {c.node_id for c in node.get_peers()}
+    late = _contact(4)
+    out = node.add_seeds([late], now=20)
+    assert node.table.get(late.node_id) == late
+    assert not [m for _, m in out.messages if isinstance(m, FindNode)]
+
+
 def test_a_node_whose_only_seed_is_down_joins_when_another_answers() -> None:
     h = DhtHarness(seed=31)
     nodes = _grow(h, 30)

@@ -78,6 +78,12 @@ class NodeLookup:
             self._candidates[contact.node_id] = candidate
             bisect.insort(self._order, candidate, key=lambda c: c.distance)
 
+    def add_and_continue(self, contacts: Iterable[Contact]) -> list[tuple[Contact, FindNode]]:
+        """Merge contacts learned elsewhere (a seed that answered late) into a running
+        lookup; returns the requests to send next."""
+        self.add_contacts(contacts)
+        return self._next_requests() if self._started else []
+
     def start(self, now: int) -> list[tuple[Contact, FindNode]]:
         """The first alpha requests."""
         self._started = True
