@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 
-from edgechain.network.dht import DhtConfig, DhtNode, DhtRejected
+from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht_events import DhtRejected
 from edgechain.network.dht_requests import LATE_ANSWER_MS
 from edgechain.types import NodeId
 from edgechain.wire.messages import Contact, FindNode, Ping, Pong

@@ -35,13 +35,20 @@ the proof, so a forged source address cannot turn our answers into a UDP amplifi
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgechain.errors import RejectReason
+from edgechain.network.dht_events import (
+    DhtOutput,
+    DhtRejected,
+    LookupFinished,
+    LookupPurpose,
+    PeerAdded,
+    PeerRemoved,
+)
 from edgechain.network.dht_lookup import NodeLookup
 from edgechain.network.dht_requests import LateAnswers, Pending, RequestKind
 from edgechain.network.dht_table import (
@@ -55,16 +62,6 @@ from edgechain.network.dht_table import (
 )
 from edgechain.types import NodeId
 from edgechain.wire.messages import Contact, DhtMessage, FindNode, Nodes, Ping, Pong
-
-
-class LookupPurpose(enum.Enum):
-    JOIN = "join"
-    """Lookup of our own id through the bootstrap node (paper §4 step 4)."""
-    REFRESH = "refresh"
-    """Lookup of a random id in a bucket not looked up for a while."""
-    FIND = "find"
-    """Lookup the node layer asked for (:meth:`DhtNode.find`)."""
-
 
 MAX_CHAIN_CONTACTS = 16
 """A node that knows the validator set (a restart's stored head, a preset genesis) joins
@@ -88,41 +85,6 @@ class DhtConfig:
     rejoin_max_ms: int = 60_000
     """Longest wait before a join that no seed answered is tried again (see
     :meth:`DhtNode._on_joined`); the first wait is about ``request_timeout_ms``."""
-
-
-@dataclass(frozen=True)
-class PeerAdded:
-    contact: Contact
-
-
-@dataclass(frozen=True)
-class PeerRemoved:
-    node_id: NodeId
-
-
-@dataclass(frozen=True)
-class LookupFinished:
-    target: NodeId
-    purpose: LookupPurpose
-    contacts: tuple[Contact, ...]
-
-
-@dataclass(frozen=True)
-class DhtRejected:
-    """An answer that matched no request of ours (late, replayed, or from someone else)."""
-
-    reason: RejectReason
-    sender: NodeId
-
-
-DhtEvent = PeerAdded | PeerRemoved | LookupFinished | DhtRejected
-
-
-@dataclass
-class DhtOutput:
-    messages: list[tuple[Contact, DhtMessage]] = field(default_factory=list)
-    events: list[DhtEvent] = field(default_factory=list)
-    next_wakeup_ms: int | None = None
 
 
 @dataclass

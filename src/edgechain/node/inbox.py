@@ -27,7 +27,8 @@ from edgechain.consensus.messages import (
 )
 from edgechain.crypto.session import SessionKeys
 from edgechain.errors import PeerError, StoreError
-from edgechain.network.dht import DhtNode, DhtOutput
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_events import DhtOutput
 from edgechain.network.gossip import Gossip
 from edgechain.node.clock import NodeClock
 from edgechain.node.duty import DutyPriority

@@ -51,7 +51,8 @@ from edgechain.errors import (
     StoreError,
     StoreFullError,
 )
-from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtConfig, DhtNode, DhtOutput
+from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtConfig, DhtNode
+from edgechain.network.dht_events import DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
 from edgechain.node.archive import StoreArchive, get_archive_response, replay_store

@@ -31,7 +31,8 @@ from edgechain.consensus.messages import (
     SyncResponseMsg,
 )
 from edgechain.consensus.state import Memo
-from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtOutput
+from edgechain.network.dht import MAX_CHAIN_CONTACTS
+from edgechain.network.dht_events import DhtOutput
 from edgechain.sim.clock import MILLISECOND, SimClock
 from edgechain.sim.config import SimConfig
 from edgechain.sim.network import SimNetwork
