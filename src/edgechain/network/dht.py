@@ -194,14 +194,16 @@ class DhtNode:
         for contact in fresh:
             self._seeds[contact.node_id] = contact
             self._add_verified(contact, now, out)
-        joining = [i for i, a in self._lookups.items() if a.purpose is LookupPurpose.JOIN]
         if not fresh:
-            pass
-        elif joining:
+            return self._finish(out, now)
+        joining = next(
+            (i for i, a in self._lookups.items() if a.purpose is LookupPurpose.JOIN), None
+        )
+        if joining is not None:
             # Seeds answer one by one: each joins the lookup already running instead
             # of starting its own (three seeds tripled a testnet's joins and refreshes).
-            requests = self._lookups[joining[0]].lookup.add_and_continue(fresh)
-            self._send_lookup_requests(joining[0], requests, now, out)
+            requests = self._lookups[joining].lookup.add_and_continue(fresh)
+            self._send_lookup_requests(joining, requests, now, out)
         elif not settled:
             self._start_lookup(self.node_id, LookupPurpose.JOIN, now, out)
         return self._finish(out, now)
@@ -280,11 +282,7 @@ class DhtNode:
     ) -> None:
         pending = self._pending.get(request_id)
         is_nodes = contacts is not None
-        if (
-            pending is None
-            or pending.contact.node_id != src.node_id
-            or (pending.kind is RequestKind.FIND) != is_nodes
-        ):
+        if pending is None or not pending.is_answered_by(src, is_nodes):
             late = self._late.take(request_id, src, is_nodes, now)
             if late is None:
                 out.events.append(DhtRejected(RejectReason.UNEXPECTED_ANSWER, src.node_id))

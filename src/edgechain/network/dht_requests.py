@@ -38,6 +38,13 @@ class Pending:
     deadline: int
     lookup: int | None = None
 
+    def is_answered_by(self, sender: Contact, is_nodes: bool) -> bool:
+        """Is an answer from ``sender`` (a ``Nodes`` if ``is_nodes``, else a ``Pong``)
+        one to this request: from the node asked, of the kind asked for?"""
+        return (
+            self.contact.node_id == sender.node_id and (self.kind is RequestKind.FIND) == is_nodes
+        )
+
 
 class LateAnswers:
     """Requests that timed out, by request id, oldest first, at most ``limit`` of them,
@@ -46,11 +53,6 @@ class LateAnswers:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._expired: OrderedDict[int, tuple[Pending, int]] = OrderedDict()
-        self.accepted = 0
-        """Late answers taken (each proved a contact that a timeout had given up)."""
-
-    def __len__(self) -> int:
-        return len(self._expired)
 
     def add(self, request_id: int, pending: Pending, now: int) -> None:
         self._expired[request_id] = (pending, now + LATE_ANSWER_MS)
@@ -64,14 +66,9 @@ class LateAnswers:
         if held is None:
             return None
         pending, until = held
-        if (
-            until < now
-            or pending.contact.node_id != contact.node_id
-            or (pending.kind is RequestKind.FIND) != is_nodes
-        ):
+        if until < now or not pending.is_answered_by(contact, is_nodes):
             return None
         del self._expired[request_id]
-        self.accepted += 1
         return pending
 
     def expire(self, now: int) -> None:
