@@ -329,12 +329,7 @@ def validate_block(
     if not 1 <= block.difficulty <= vdf.MAX_ITERATIONS:
         raise ValidationError(RejectReason.BAD_DIFFICULTY, str(block.difficulty))
     _validate_contents(block, ctx, cache)
-    producer_message = compute_producer_message(block_hash)
-    # The producer's signature, like the aggregate, is a check every validator makes.
-    with cpu_span(Component.ATTESTATION_CHECK):
-        signed = verify_with(cache, ctx.producer_key, producer_message, block.producer_signature)
-    if not signed:
-        raise ValidationError(RejectReason.BAD_PRODUCER_SIGNATURE)
+    validate_producer_signature(block, block_hash, ctx, cache)
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
     if len(block.vdf_output) != VDF_FORM_SIZE:
         raise ValidationError(RejectReason.BAD_VDF)
@@ -351,6 +346,28 @@ def validate_block(
             raise ValidationError(RejectReason.BAD_VDF)
     if check_attestation:
         validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
+
+
+def validate_producer_signature(
+    block: Block, block_hash: BlockHash, ctx: BlockContext, cache: SignatureCache | None
+) -> None:
+    """The producer's signature on the block hash, which it does not cover."""
+    producer_message = compute_producer_message(block_hash)
+    # Like the aggregate, a check every validator makes.
+    with cpu_span(Component.ATTESTATION_CHECK):
+        signed = verify_with(cache, ctx.producer_key, producer_message, block.producer_signature)
+    if not signed:
+        raise ValidationError(RejectReason.BAD_PRODUCER_SIGNATURE)
+
+
+def validate_checked_candidate(
+    block: Block, block_hash: BlockHash, ctx: BlockContext, cache: SignatureCache | None
+) -> None:
+    """A produced block whose candidate (same hash) already passed ``validate_block``
+    without the attestation: what the hash does not cover is left, the producer's
+    signature (a cache hit when its bytes are the candidate's) and the aggregate."""
+    validate_producer_signature(block, block_hash, ctx, cache)
+    validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
 
 
 def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | None) -> None:

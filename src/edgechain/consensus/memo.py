@@ -47,6 +47,10 @@ class Memo:
         self.hits += 1
         return cast(T, value)
 
+    def peek(self, key: Hashable) -> object | None:
+        """The value held for ``key``, or None; computes nothing and counts nothing."""
+        return self._entries.get(key)
+
     def get_block_hash(self, block: AnyBlock) -> BlockHash:
         """Hash by object identity: the memo holds the block, so its id is not reused.
 

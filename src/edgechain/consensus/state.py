@@ -14,7 +14,7 @@ parent's authority and registry (``orchestrator/commands.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from edgechain.chain.attestation import count_signers
@@ -40,6 +40,7 @@ from edgechain.chain.validation import (
     BlockContext,
     check_admission,
     validate_block,
+    validate_checked_candidate,
     validate_skip_block,
 )
 from edgechain.chain.validator_set import (
@@ -427,6 +428,13 @@ def _validate_outcome(
     return count_signers(block.signers)
 
 
+def _is_checked_candidate(memo: Memo, block_hash: BlockHash, mode: ValidationMode) -> bool:
+    """Whether the block of this hash passed as a candidate (the memo's verdict: its
+    signer count, 0 for a candidate, or the ValidationError that refused it)."""
+    verdict = memo.peek(("valid", block_hash, replace(mode, check_attestation=False)))
+    return isinstance(verdict, int)
+
+
 def _validate_uncached(
     memo: Memo,
     params: ChainParams,
@@ -448,6 +456,12 @@ def _validate_uncached(
     )
     if not isinstance(block, Block):
         validate_skip_block(block, block_hash, ctx, check_attestation=mode.check_attestation)
+        return
+    if mode.check_attestation and _is_checked_candidate(memo, block_hash, mode):
+        # A committee member checked this block as its candidate before it voted
+        # (Algorithm 3), and the hash covers all of that: the VDF, the reports, the
+        # plan and the commands are not checked a second time.
+        validate_checked_candidate(block, block_hash, ctx, memo.signatures)
         return
     slot_start = get_slot_start_ms(params, block.slot)
     if not slot_start <= block.timestamp_ms <= get_candidate_deadline_ms(params, block.slot):
