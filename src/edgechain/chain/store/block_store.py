@@ -71,7 +71,8 @@ class BlockStore(BlockTables, AppHistoryTable, CanonicalTables):
     # -- small key/value table -----------------------------------------------------
 
     def put_meta(self, key: str, value: bytes) -> None:
-        with self._db.translate_errors("put_meta"), self._db.write_transaction():
+        """Durable even against a power loss: the node's last finality vote lives here."""
+        with self._db.translate_errors("put_meta"), self._db.write_transaction(durable=True):
             self._db.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from edgechain.chain.store.connection import StoreConnection
+from edgechain.chain.store.connection import DEFAULT_SYNCHRONOUS, StoreConnection
 from edgechain.errors import StoreError
 
 APPLICATION_ID = 0x45444743
@@ -86,10 +86,10 @@ _TABLES = ("genesis", "head", "blocks", "meta", "app_history", "canonical", "sta
 def open_store_file(db: StoreConnection) -> None:
     """Make ``db``'s file a usable store of ``SCHEMA_VERSION``: initialise an empty
     file, or check that it is ours and migrate an older schema; then switch to WAL with
-    ``synchronous=FULL``. StoreError, with the file left as it was, for a foreign,
-    damaged or newer file."""
+    ``synchronous=NORMAL`` (``connection.DEFAULT_SYNCHRONOUS``). StoreError, with the
+    file left as it was, for a foreign, damaged or newer file."""
     with db.translate_errors("open"):
-        db.conn.execute("PRAGMA synchronous = FULL")
+        db.conn.execute(f"PRAGMA synchronous = {DEFAULT_SYNCHRONOUS}")
         # Before anything else: a file cut to a few bytes would otherwise read as
         # an empty database and be initialised over.
         _check_file_size(db.conn, db.path)
