@@ -245,3 +245,24 @@ def test_app_spec_and_command_roundtrip(
     assert decode_app_spec(encode_app_spec(spec)) == spec
     update = make_command(IDENTS[0].sk, "c", seq, CommandKind.UPDATE, app=bytes(32), spec=spec)
     assert decode_command(encode_command(update)) == update
+
+
+@FUZZ
+@given(st.sampled_from([BLOCK_BYTES, SKIP_BYTES]), st.data())
+def test_bytes_that_decode_are_the_canonical_encoding(original: bytes, data: st.DataObject) -> None:
+    """A node takes a received block's hash from its bytes (``decode_block_with_hash``,
+    ``BlockMsg.block_hash``) rather than encoding it again. That is the same hash only
+    if every byte string that decodes is the one encoding of what it decodes to."""
+    position = data.draw(st.integers(min_value=0, max_value=len(original) * 8 - 1))
+    mutated = bytearray(original)
+    mutated[position // 8] ^= 1 << (position % 8)
+    start = data.draw(st.integers(min_value=0, max_value=len(mutated)))
+    garbage = data.draw(st.binary(max_size=16))
+    spliced = bytes(mutated[:start]) + garbage + bytes(mutated[start + len(garbage) :])
+    for candidate in (bytes(mutated), spliced):
+        try:
+            block, block_hash = decode_block_with_hash(candidate)
+        except PeerError:
+            continue
+        assert encode_block(block) == candidate
+        assert block_hash == compute_block_hash(block)

@@ -8,7 +8,11 @@ from __future__ import annotations
 from edgechain.chain.model import AnyBlock
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import BlockMsg, SyncRequestMsg, SyncResponseMsg
-from edgechain.consensus.sync import SYNC_ANSWER_INTERVAL_MS
+from edgechain.consensus.sync import (
+    SYNC_ANSWER_INTERVAL_MS,
+    SYNC_FORK_MARGIN,
+    get_sync_retry_ms,
+)
 
 from .test_engine import Harness
 
@@ -79,3 +83,36 @@ def test_orphans_at_or_below_a_finalized_slot_are_dropped() -> None:
     sync.drop_orphans_upto(chain[2].slot)
     assert sync.orphan_count == len(chain) - 3
     assert sync.orphan_hashes == {net.engine(0).memo.get_block_hash(b) for b in chain[3:]}
+
+
+def test_a_node_one_block_behind_asks_for_the_gap_not_the_whole_chain() -> None:
+    net = _chain(8)
+    newcomer, chain = _newcomer(net)
+    for block in chain[:-2]:
+        newcomer.on_message(BlockMsg(block), net.order[0], net.now)
+    head = newcomer.get_head_state()
+    assert head is not None
+    out = newcomer.on_message(BlockMsg(chain[-1]), net.order[0], net.now)
+    (request,) = _sync_requests(out)
+    assert request.want == chain[-1].parent
+    assert request.limit == chain[-1].slot - head.slot - 1 + SYNC_FORK_MARGIN
+    assert request.limit < newcomer.config.sync_limit
+    # The answer of that many blocks joins the chain.
+    answer = net.engine(0).on_message(request, newcomer.node_id, net.now)
+    (response,) = [o.message for o in answer.messages if isinstance(o.message, SyncResponseMsg)]
+    assert len(response.blocks) == request.limit
+    newcomer.on_message(response, net.order[0], net.now)
+    assert newcomer.head == net.engine(0).head
+
+
+def test_a_missing_block_is_asked_for_again_less_and_less_often() -> None:
+    assert [get_sync_retry_ms(n) for n in range(1, 7)] == [1_000, 2_000, 4_000, 8_000, 8_000, 8_000]
+    net = _chain(5)
+    newcomer, chain = _newcomer(net)
+    start = net.now
+    assert _sync_requests(newcomer.on_message(BlockMsg(chain[-1]), net.order[0], start))
+    asked = [
+        at for at in range(start + 100, start + 16_000, 100) if _sync_requests(newcomer.on_tick(at))
+    ]
+    # Ticks come every 100 ms here; requests at +1 s, +3 s, +7 s and +15 s.
+    assert [at - start for at in asked] == [1_000, 3_000, 7_000, 15_000]

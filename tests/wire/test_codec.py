@@ -7,9 +7,12 @@ import dataclasses
 import pytest
 
 from edgechain.chain.assembly import make_report
+from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import AppUsage
 from edgechain.consensus.messages import (
     BlockMsg,
+    CandidateMsg,
+    ForwardSyncResponseMsg,
     ReportMsg,
     SyncRequestMsg,
     SyncResponseMsg,
@@ -77,6 +80,17 @@ def test_every_message_roundtrips(name: str) -> None:
     message, sender = decode_message(data)
     assert message == SAMPLES[name]
     assert sender == SENDER.node
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_received_blocks_come_with_the_hash_of_their_bytes(name: str) -> None:
+    """The engine takes these instead of encoding each block again to hash it."""
+    message, _ = decode_message(_encode(name))
+    if isinstance(message, BlockMsg | CandidateMsg):
+        assert message.block_hash == compute_block_hash(message.block)
+    elif isinstance(message, SyncResponseMsg | ForwardSyncResponseMsg):
+        assert message.hashes == tuple(compute_block_hash(b) for b in message.blocks)
+        assert len(message.hashes) == len(message.blocks) > 0
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

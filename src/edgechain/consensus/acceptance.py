@@ -107,7 +107,7 @@ class BlockAcceptance:
                 and self.sync.is_missing_root(block.parent)
                 and not self.is_backward_sync_paused()
             ):
-                self.sync.request_sync(block.parent, sender, now, out)
+                self.sync.request_sync(block.parent, sender, now, out, block.slot)
             return False
         if trusted:
             signers = count_signers(block.signers)

@@ -32,7 +32,9 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError, RejectReason
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
-RequestSync = Callable[[BlockHash, NodeId, int, Output], None]
+RequestSync = Callable[[BlockHash, NodeId, int, Output, int | None], None]
+"""``Sync.request_sync``: the missing block, whom to ask, now, the output, and the slot
+of what waits for it."""
 Publish = Callable[[AnyBlock, BlockHash, int, Output], None]
 
 
@@ -81,7 +83,7 @@ class Committee:
         if parent is None:
             # Unknown: sync it. Known but below the finalized root: never vote for it.
             if sender is not None and block.parent not in ctx.states:
-                self.request_sync(block.parent, sender, now, out)
+                self.request_sync(block.parent, sender, now, out, block.slot)
             return
         roles = get_roles(ctx.memo, parent, block.slot, params.committee_size)
         index = roles.committee_index(ctx.pk)
@@ -142,7 +144,7 @@ class Committee:
         parent = ctx.get_branch_state(vote.parent)
         if parent is None:
             if sender is not None and vote.parent not in ctx.states:
-                self.request_sync(vote.parent, sender, now, out)
+                self.request_sync(vote.parent, sender, now, out, vote.slot)
             return
         roles = get_roles(ctx.memo, parent, vote.slot, params.committee_size)
         if vote.excluded != get_skip_exclusion(params, parent, roles):

@@ -414,6 +414,10 @@ class ConsensusEngine:
             self._dispatch_message(msg, sender, now, out)
 
     def _dispatch_message(self, msg: Message, sender: NodeId | None, now: int, out: Output) -> None:
+        if isinstance(msg, BlockMsg | CandidateMsg) and msg.block_hash is not None:
+            self.memo.put_block_hash(msg.block, msg.block_hash)
+        elif isinstance(msg, SyncResponseMsg | ForwardSyncResponseMsg):
+            self.memo.put_received_hashes(msg.blocks, msg.hashes)
         if isinstance(msg, GenesisMsg):
             self.joining.on_genesis(msg, out)
             return
@@ -423,7 +427,7 @@ class ConsensusEngine:
         if self.params is None:
             # Before genesis only blocks matter: they tell us a chain exists; fetch it.
             if isinstance(msg, BlockMsg) and sender is not None:
-                self.sync.request_sync(self.memo.get_block_hash(msg.block), sender, now, out)
+                self.sync.request_sync(self.memo.get_block_hash(msg.block), sender, now, out, None)
             elif isinstance(msg, SyncResponseMsg) and msg.genesis is not None:
                 self.joining.on_genesis(msg.genesis, out)
                 self.sync.on_sync_response(msg, sender, now, out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar, cast
 
 from edgechain.chain.encoding import compute_block_hash
@@ -61,3 +61,10 @@ class Memo:
 
     def put_block_hash(self, block: AnyBlock, block_hash: BlockHash) -> None:
         self.get(("hash", id(block)), lambda: (block, block_hash))
+
+    def put_received_hashes(self, blocks: Sequence[AnyBlock], hashes: Sequence[BlockHash]) -> None:
+        """The hashes the wire decoder computed for ``blocks`` (none for blocks built in
+        memory): re-encoding a block of a hundred reports to hash it cost a joining
+        node more than decoding it."""
+        for block, block_hash in zip(blocks, hashes, strict=False):
+            self.put_block_hash(block, block_hash)

@@ -38,6 +38,9 @@ class CandidateMsg:
     """Producer → committee: the signed, not yet attested candidate (Algorithm 3)."""
 
     block: Block
+    block_hash: BlockHash | None = field(default=None, compare=False, repr=False)
+    """The hash the wire decoder computed from the received bytes (no re-encoding:
+    ``decode_block_with_hash``); None for a block built in memory."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class BlockMsg:
     """Gossip: an attested block or skip block."""
 
     block: AnyBlock
+    block_hash: BlockHash | None = field(default=None, compare=False, repr=False)
+    """The hash the wire decoder computed from the received bytes (no re-encoding:
+    ``decode_block_with_hash``); None for a block built in memory."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,9 @@ class SyncResponseMsg:
     blocks: tuple[AnyBlock, ...]
     genesis: GenesisMsg | None = None
     """Included when the blocks reach back to genesis, for a node that has none yet."""
+    hashes: tuple[BlockHash, ...] = field(default=(), compare=False, repr=False)
+    """The blocks' hashes as the wire decoder computed them (``BlockMsg.block_hash``);
+    empty for blocks built in memory."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,8 @@ class ForwardSyncResponseMsg:
 
     after: BlockHash
     blocks: tuple[AnyBlock, ...]
+    hashes: tuple[BlockHash, ...] = field(default=(), compare=False, repr=False)
+    """As ``SyncResponseMsg.hashes``."""
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from edgechain.chain.command_encoding import decode_command
-from edgechain.chain.encoding import decode_block, decode_genesis
+from edgechain.chain.encoding import decode_block_with_hash, decode_genesis
 from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.encoding_primitives import Reader
-from edgechain.chain.model import Block
+from edgechain.chain.model import AnyBlock, Block
 from edgechain.chain.report_encoding import decode_report
 from edgechain.chain.validator_encoding import decode_inclusion, read_address_record, read_exit
 from edgechain.consensus.messages import (
@@ -82,10 +82,10 @@ def _check_count(count: int, maximum: int, field: str) -> None:
 
 
 def _decode_candidate(p: pb.Payload) -> CandidateMsg:
-    block = decode_block(p.candidate.block)
+    block, block_hash = decode_block_with_hash(p.candidate.block)
     if not isinstance(block, Block):
         raise DecodeError(RejectReason.BAD_CANDIDATE, "a candidate is never a skip block")
-    return CandidateMsg(block)
+    return CandidateMsg(block, block_hash)
 
 
 def _decode_vote(p: pb.Payload) -> VoteMsg:
@@ -110,7 +110,13 @@ def _decode_skip_vote(p: pb.Payload) -> SkipVoteMsg:
 
 
 def _decode_block(p: pb.Payload) -> BlockMsg:
-    return BlockMsg(decode_block(p.block.block))
+    return BlockMsg(*decode_block_with_hash(p.block.block))
+
+
+def _decode_blocks(encoded: Sequence[bytes]) -> tuple[tuple[AnyBlock, ...], tuple[BlockHash, ...]]:
+    """Blocks and the hashes of their received bytes."""
+    decoded = [decode_block_with_hash(b) for b in encoded]
+    return tuple(b for b, _ in decoded), tuple(h for _, h in decoded)
 
 
 def _decode_reports(p: pb.Payload) -> ReportMsg:
@@ -159,9 +165,9 @@ def _decode_sync_request(p: pb.Payload) -> SyncRequestMsg:
 def _decode_sync_response(p: pb.Payload) -> SyncResponseMsg:
     s = p.sync_response
     _check_count(len(s.blocks), MAX_SYNC_BLOCKS, "blocks")
-    blocks = tuple(decode_block(b) for b in s.blocks)
+    blocks, hashes = _decode_blocks(s.blocks)
     genesis = _from_genesis_announce(s.genesis) if s.HasField("genesis") else None
-    return SyncResponseMsg(blocks, genesis)
+    return SyncResponseMsg(blocks, genesis, hashes)
 
 
 def _decode_forward_sync_request(p: pb.Payload) -> ForwardSyncRequestMsg:
@@ -175,7 +181,7 @@ def _decode_forward_sync_response(p: pb.Payload) -> ForwardSyncResponseMsg:
     s = p.forward_sync_response
     _check_count(len(s.blocks), MAX_SYNC_BLOCKS, "blocks")
     after = BlockHash(check_fixed(s.after, HASH_SIZE, "after"))
-    return ForwardSyncResponseMsg(after, tuple(decode_block(b) for b in s.blocks))
+    return ForwardSyncResponseMsg(after, *_decode_blocks(s.blocks))
 
 
 def _decode_state_request(p: pb.Payload) -> StateRequestMsg:
