@@ -37,15 +37,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE
-from edgechain.chain.forkchoice import ForkChoice
 from edgechain.chain.model import (
     AnyBlock,
     Block,
     ChainParams,
-    ExitRequest,
     Genesis,
-    InclusionRequest,
-    ResourceReport,
     SignedCommand,
 )
 from edgechain.consensus.acceptance import BlockAcceptance
@@ -63,6 +59,7 @@ from edgechain.consensus.committee import (
     get_skip_hash,
 )
 from edgechain.consensus.context import EngineConfig, EngineContext, EngineStats, LocalUsage
+from edgechain.consensus.engine_view import EngineView
 from edgechain.consensus.joining import Joining
 from edgechain.consensus.messages import (
     AddressMsg,
@@ -95,13 +92,12 @@ from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import (
     BlockState,
     Memo,
-    ValidationMode,
     get_candidate_deadline_ms,
     get_current_slot,
     get_roles,
     get_slot_start_ms,
 )
-from edgechain.consensus.sync import Pending, Sync
+from edgechain.consensus.sync import Sync
 from edgechain.crypto.hashing import sha256
 from edgechain.crypto.vdf import VdfResult
 from edgechain.errors import PeerError, RejectReason, ValidationError
@@ -128,8 +124,9 @@ def get_message_component(msg: Message) -> Component:
     return Component.CONSENSUS
 
 
-class ConsensusEngine:
-    """One node's consensus state machine: a coordinator of the parts above."""
+class ConsensusEngine(EngineView):
+    """One node's consensus state machine: a coordinator of the parts above (their
+    state reads as its attributes through :class:`EngineView`)."""
 
     def __init__(
         self,
@@ -157,136 +154,6 @@ class ConsensusEngine:
         self.acceptance.is_backward_sync_paused = self.checkpoint.is_following
         if genesis is not None:
             self._adopt_genesis(genesis, genesis_signature or EMPTY_SIGNATURE)
-
-    # --- the parts' state, as the engine's attributes ----------------------------------
-
-    @property
-    def genesis(self) -> Genesis | None:
-        return self.ctx.genesis
-
-    @property
-    def genesis_msg(self) -> GenesisMsg | None:
-        return self.ctx.genesis_msg
-
-    @property
-    def params(self) -> ChainParams | None:
-        return self.ctx.params
-
-    @property
-    def fork(self) -> ForkChoice | None:
-        return self.ctx.fork
-
-    @property
-    def head(self) -> BlockHash | None:
-        return self.ctx.head
-
-    @property
-    def states(self) -> dict[BlockHash, BlockState]:
-        return self.ctx.states
-
-    @property
-    def blocks(self) -> dict[BlockHash, AnyBlock]:
-        return self.ctx.blocks
-
-    @property
-    def mode(self) -> ValidationMode:
-        return self.acceptance.mode
-
-    @property
-    def candidate_mode(self) -> ValidationMode:
-        return self.committee.mode
-
-    @property
-    def own_request(self) -> InclusionRequest:
-        return self.joining.own_request
-
-    @property
-    def pending_inclusions(self) -> dict[bytes, InclusionRequest]:
-        return self.joining.pending_inclusions
-
-    @property
-    def pending_exits(self) -> dict[NodeId, ExitRequest]:
-        return self.joining.pending_exits
-
-    def set_seeds(self, node_ids: list[NodeId]) -> None:
-        """The seeds that answered the node's pings: asked for the chain before genesis."""
-        self.joining.seed_ids = list(node_ids)
-
-    @property
-    def leaving(self) -> bool:
-        return self.joining.leaving
-
-    @property
-    def last_inclusion_sent_ms(self) -> int | None:
-        return self.joining.last_inclusion_sent_ms
-
-    @property
-    def duty(self) -> ProducerDuty | None:
-        return self.producer.duty
-
-    @property
-    def voted(self) -> dict[Slot, tuple[BlockHash, NodeId]]:
-        return self.committee.voted
-
-    @property
-    def skip_voted(self) -> set[Slot]:
-        return self.committee.skip_voted
-
-    @property
-    def skip_votes(self) -> dict[BlockHash, dict[int, Signature]]:
-        return self.committee.skip_votes
-
-    @property
-    def local_usage(self) -> LocalUsage:
-        return self.reports.local_usage
-
-    @property
-    def report_pool(self) -> dict[Slot, dict[NodeId, ResourceReport]]:
-        return self.reports.report_pool
-
-    @property
-    def unverified_pool(self) -> dict[Slot, dict[NodeId, ResourceReport]]:
-        return self.reports.unverified_pool
-
-    @property
-    def forward_buffer(self) -> dict[Slot, dict[NodeId, ResourceReport]]:
-        return self.reports.forward_buffer
-
-    @property
-    def forwarded(self) -> set[Slot]:
-        return self.reports.forwarded
-
-    @property
-    def last_reported_slot(self) -> int:
-        return self.reports.last_reported_slot
-
-    @property
-    def orphans(self) -> dict[BlockHash, list[Pending]]:
-        return self.sync.orphans
-
-    @property
-    def orphan_count(self) -> int:
-        return self.sync.orphan_count
-
-    @property
-    def held(self) -> list[Pending]:
-        return self.sync.held
-
-    @property
-    def sync_requested(self) -> dict[BlockHash, int]:
-        return self.sync.sync_requested
-
-    # --- queries -----------------------------------------------------------------------
-
-    def get_head_state(self) -> BlockState | None:
-        return self.ctx.get_head_state()
-
-    def is_validator(self) -> bool:
-        return self.ctx.is_validator()
-
-    def get_chain(self, upto: BlockHash | None = None) -> list[BlockHash]:
-        """Hashes from genesis (exclusive) to ``upto`` (default: head), oldest first."""
-        return self.ctx.get_chain(upto)
 
     # --- inputs ------------------------------------------------------------------------
 
