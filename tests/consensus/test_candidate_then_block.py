@@ -20,6 +20,7 @@ from edgechain.types import Signature
 from .test_engine import Harness
 
 NO_AGGREGATE = Signature(bytes(96))
+STRANGER = bls.keygen(b"not the producer nor the committee, 32 bytes of seed")
 CANDIDATE = ValidationMode(check_attestation=False)
 ATTESTED = ValidationMode(check_attestation=True)
 
@@ -55,6 +56,12 @@ class CountingVerify:
         return self.real(*args)  # type: ignore[arg-type]
 
 
+def _count_vdf_checks(monkeypatch: pytest.MonkeyPatch) -> CountingVerify:
+    counting = CountingVerify()
+    monkeypatch.setattr(vdf, "verify", counting)
+    return counting
+
+
 def _validate(
     memo: Memo, chain: Harness, block: Block, parent: BlockState, mode: ValidationMode
 ) -> int:
@@ -66,8 +73,7 @@ def test_the_attested_block_after_its_candidate_checks_the_vdf_once(
     chain: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     block, parent = _last_block(chain)
-    counting = CountingVerify()
-    monkeypatch.setattr(vdf, "verify", counting)
+    counting = _count_vdf_checks(monkeypatch)
     memo = Memo(randomness=os.urandom(32))
     candidate = dataclasses.replace(block, signers=b"", aggregate_signature=NO_AGGREGATE)
     assert _validate(memo, chain, candidate, parent, CANDIDATE) == 0
@@ -92,8 +98,7 @@ def test_what_the_hash_does_not_cover_is_still_checked(
     memo = Memo(randomness=os.urandom(32))
     candidate = dataclasses.replace(block, signers=b"", aggregate_signature=NO_AGGREGATE)
     _validate(memo, chain, candidate, parent, CANDIDATE)
-    stranger = bls.keygen(b"not the producer nor the committee, 32 bytes of seed")
-    wrong = bls.sign(stranger, b"something else")
+    wrong = bls.sign(STRANGER, b"something else")
     if field == "aggregate_signature":
         forged = dataclasses.replace(block, aggregate_signature=wrong)
     else:
@@ -107,16 +112,14 @@ def test_a_refused_candidate_does_not_shorten_the_check(
     chain: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     block, parent = _last_block(chain)
-    counting = CountingVerify()
-    monkeypatch.setattr(vdf, "verify", counting)
+    counting = _count_vdf_checks(monkeypatch)
     memo = Memo(randomness=os.urandom(32))
-    stranger = bls.keygen(b"not the producer nor the committee, 32 bytes of seed")
     # The same hash, refused for what the hash does not cover.
     refused = dataclasses.replace(
         block,
         signers=b"",
         aggregate_signature=NO_AGGREGATE,
-        producer_signature=bls.sign(stranger, b"something else"),
+        producer_signature=bls.sign(STRANGER, b"something else"),
     )
     with pytest.raises(ValidationError):
         _validate(memo, chain, refused, parent, CANDIDATE)
