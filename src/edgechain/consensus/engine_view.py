@@ -156,7 +156,7 @@ class EngineView:
         return self.sync.held
 
     @property
-    def sync_requested(self) -> dict[BlockHash, int]:
+    def sync_requested(self) -> dict[BlockHash, tuple[int, int]]:
         return self.sync.sync_requested
 
     # --- queries -----------------------------------------------------------------------

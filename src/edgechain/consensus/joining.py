@@ -52,10 +52,11 @@ reaches a node that saw the old one before it had the genesis (gossip drops a me
 it has seen for ten minutes)."""
 
 
-def get_retry_interval(base_ms: int, attempts: int) -> int:
+def get_retry_interval(base_ms: int, attempts: int, max_factor: int = MAX_RETRY_BACKOFF) -> int:
     """The wait after ``attempts`` requests since genesis (or since we were a validator):
-    the base until one was sent, then doubling up to ``MAX_RETRY_BACKOFF`` times it."""
-    return base_ms * min(MAX_RETRY_BACKOFF, 1 << max(0, attempts - 1))
+    the base until one was sent, then doubling up to ``max_factor`` times it (also the
+    sync retry's rule: ``sync.get_sync_retry_ms``)."""
+    return base_ms * min(max_factor, 1 << max(0, attempts - 1))
 
 
 class Joining:

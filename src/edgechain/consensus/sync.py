@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from edgechain.chain.model import AnyBlock
 from edgechain.consensus.context import EngineContext
+from edgechain.consensus.joining import get_retry_interval
 from edgechain.consensus.messages import (
     HEAD_WANT,
     ArchiveSyncWanted,
@@ -31,10 +32,8 @@ SYNC_ANSWER_INTERVAL_MS = 5_000
 
 SYNC_RETRY_MS = 1_000
 """The wait before a missing block is asked for again, after the first request."""
-MAX_SYNC_RETRY_MS = 8_000
-"""The longest wait between two requests for one missing block."""
-
-
+MAX_SYNC_BACKOFF = 8
+"""The longest wait between two requests for one missing block, in ``SYNC_RETRY_MS``."""
 SYNC_FORK_MARGIN = 2
 """Blocks asked for beyond those our head says can be missing: a fork that short is
 fetched in one answer."""
@@ -48,7 +47,7 @@ def get_sync_retry_ms(attempts: int) -> int:
     brought two to four copies of each answer, and the copies' decoding was a
     joining node's largest cost after the signature checks; a lost request is still
     asked for again within seconds."""
-    return min(MAX_SYNC_RETRY_MS, SYNC_RETRY_MS << max(0, attempts - 1))
+    return get_retry_interval(SYNC_RETRY_MS, attempts, MAX_SYNC_BACKOFF)
 
 
 Pending = tuple[AnyBlock, BlockHash, NodeId | None]
@@ -89,10 +88,9 @@ class Sync:
         missing ancestor is), see ``is_missing_root``."""
         self.orphan_count = 0
         self.held: list[Pending] = []
-        self.sync_requested: dict[BlockHash, int] = {}
-        """When each missing block was last asked for."""
-        self.sync_attempts: dict[BlockHash, int] = {}
-        """How many times each was asked for (``get_sync_retry_ms``)."""
+        self.sync_requested: dict[BlockHash, tuple[int, int]] = {}
+        """When each missing block was last asked for, and how many times it was
+        (``get_sync_retry_ms``)."""
         self.served: dict[tuple[NodeId, BlockHash], int] = {}
         """When each (peer, wanted block) was last answered (``SYNC_ANSWER_INTERVAL_MS``)."""
         self.requests_ignored = 0
@@ -211,15 +209,12 @@ class Sync:
         """Ask ``peer`` for ``want`` and the ancestors we may lack (``get_sync_limit``)
         when it is time (``get_sync_retry_ms``); ``below_slot``: the slot of the block
         (or vote) that waits for ``want``, None when we hold no chain to count from."""
-        last = self.sync_requested.get(want)
-        attempts = self.sync_attempts.get(want, 0)
+        last, attempts = self.sync_requested.get(want, (None, 0))
         if last is not None and now - last < get_sync_retry_ms(attempts):
             return
-        self.sync_requested[want] = now
-        self.sync_attempts[want] = attempts + 1
+        self.sync_requested[want] = (now, attempts + 1)
         if len(self.sync_requested) > 4 * self.ctx.config.max_orphans:
-            self.sync_requested = {want: now}
-            self.sync_attempts = {want: attempts + 1}
+            self.sync_requested = {want: (now, attempts + 1)}
         out.messages.append(
             Outgoing(SyncRequestMsg(want, self.get_sync_limit(below_slot)), Route.DIRECT, (peer,))
         )
