@@ -18,19 +18,16 @@ from edgechain.chain.model import (
     Block,
     ChainParams,
     CommandKind,
-    InclusionRequest,
     RuntimeKind,
     SkipBlock,
 )
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
-from edgechain.consensus.joining import RESIGN_EVERY, get_retry_interval
 from edgechain.consensus.messages import (
     HEAD_WANT,
     BlockAccepted,
     BlockMsg,
     Event,
     GenesisMsg,
-    InclusionMsg,
     Message,
     MigrationOrder,
     Outgoing,
@@ -432,48 +429,6 @@ def test_a_restart_applies_stored_blocks_without_validating_them_again() -> None
     assert damaged.stats.peer_errors[RejectReason.STORED_BLOCK_HASH_MISMATCH] == 1
     assert any(isinstance(e, PeerRejected) for e in out.events)
     assert damaged.head != first_hash and len(damaged.get_chain()) == 0
-
-
-def _run_a_waiting_newcomer(duration_ms: int) -> list[tuple[int, InclusionRequest]]:
-    """A node that joins a one-block chain whose validators then all go down, ticked
-    every 0.5 s for ``duration_ms``: when (ms after the start) it sent which request."""
-    net = Harness(4)
-    net.start_chain()
-    net.run_slot(1)
-    newcomer = net.add(7)
-    tip = net.engine(0).blocks[net.engine(0).head]  # type: ignore[index]
-    net.deliver(4, BlockMsg(tip), net.order[0])
-    assert newcomer.genesis is not None
-    net.down.update(net.order[:4])
-    start = net.now
-    sent = []
-    for at in range(start, start + duration_ms, 500):
-        for o in newcomer.on_tick(at).messages:
-            if isinstance(o.message, InclusionMsg):
-                sent.append((at - start, o.message.request))
-    return sent
-
-
-def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
-    """Each new request costs every node a pairing: the retry interval doubles up to 4x
-    the base while a node waits to be included (joining.get_retry_interval)."""
-    assert [get_retry_interval(8_000, a) for a in range(5)] == [
-        8_000, 8_000, 16_000, 32_000, 32_000,
-    ]  # fmt: skip
-    # Nobody includes it (the others are down): it asks at 0, +8, +24, +56, +88 s.
-    sent = [(at // 1000) for at, _ in _run_a_waiting_newcomer(100_000)]
-    assert sent == [0, 8, 24, 56, 88]
-
-
-def test_a_waiting_node_resends_its_signed_request_and_signs_anew_only_every_fourth_time() -> None:
-    """A repeat of a pending request costs the nodes that hold it nothing; each new one a
-    pairing check on every node. So retries re-send the same signed request, and a new
-    one (for the head's slot) goes out only every RESIGN_EVERY sends."""
-    requests = [request for _, request in _run_a_waiting_newcomer(130_000)]
-    assert len(requests) == 6 and RESIGN_EVERY == 4
-    assert requests[1:4] == [requests[0]] * 3 and requests[0].nonce == 0
-    assert requests[4] != requests[0] and requests[4].nonce == 1  # the head's slot
-    assert requests[5] == requests[4]
 
 
 def test_a_node_nobody_gossips_to_asks_the_bootstrap_for_the_chain() -> None:

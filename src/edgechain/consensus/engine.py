@@ -168,9 +168,10 @@ class ConsensusEngine(EngineView):
             if not self.checkpoint.is_following():
                 # One catch-up path at a time: a follow replaces the backward walk.
                 self.sync.retry_sync(now_ms, out)
-            self.joining.regossip_inclusion(now_ms, out)
-            slot = get_current_slot(self.params, now_ms)
             head = self.get_head_state()
+            behind = head is None or self.sync.has_orphan_after(head.slot)
+            self.joining.regossip_inclusion(now_ms, out, behind=behind)
+            slot = get_current_slot(self.params, now_ms)
             if head is not None:
                 self.addresses.maybe_announce(head, slot, now_ms, out)
             if slot >= 1:
