@@ -1,15 +1,21 @@
 """Joining after the genesis: when a node asks to be included, and with which request.
 
 A node asks once it holds the chain (not while a block later than its head waits for
-its ancestors), signs for its head's slot, and a request signed before the genesis
+its ancestors; a head lagging the clock first asks the seeds for theirs), signs for
+its head's slot, and a request signed before the genesis
 (nonce 0) is pooled by nobody after it (``consensus/joining.py``).
 """
 
 from __future__ import annotations
 
 from edgechain.chain.model import InclusionRequest
-from edgechain.consensus.joining import PRE_GENESIS_NONCE, RESIGN_EVERY, get_retry_interval
-from edgechain.consensus.messages import BlockMsg, InclusionMsg, Output
+from edgechain.consensus.joining import (
+    MAX_LAG_ASKS,
+    PRE_GENESIS_NONCE,
+    RESIGN_EVERY,
+    get_retry_interval,
+)
+from edgechain.consensus.messages import HEAD_WANT, BlockMsg, InclusionMsg, Output, SyncRequestMsg
 from edgechain.types import Slot
 
 from .test_engine import Harness
@@ -21,10 +27,11 @@ def _get_requests(out: Output) -> list[InclusionRequest]:
 
 def _run_a_waiting_newcomer(
     duration_ms: int, next_block_at_ms: int | None = None
-) -> list[tuple[int, InclusionRequest]]:
+) -> tuple[list[tuple[int, InclusionRequest]], list[int]]:
     """A node that joins a two-block chain whose validators then all go down, ticked
-    every 0.5 s for ``duration_ms``: when (ms after the start) it sent which request.
-    It holds the first block from the start, the second from ``next_block_at_ms``."""
+    every 0.5 s for ``duration_ms``: when (ms after the start) it sent which request,
+    and when it asked the seeds for their head instead. It holds the first block from
+    the start, the second from ``next_block_at_ms``."""
     net = Harness(4)
     net.start_chain()
     net.run_slot(1)
@@ -36,14 +43,16 @@ def _run_a_waiting_newcomer(
     assert newcomer.genesis is not None
     net.down.update(net.order[:4])
     start = net.now
-    sent = []
+    sent, head_asks = [], []
     for at in range(start, start + duration_ms, 500):
         if next_block_at_ms is not None and at - start == next_block_at_ms:
             newcomer.on_message(BlockMsg(second), net.order[0], at)
         for o in newcomer.on_tick(at).messages:
             if isinstance(o.message, InclusionMsg):
                 sent.append((at - start, o.message.request))
-    return sent
+            elif isinstance(o.message, SyncRequestMsg) and o.message.want == HEAD_WANT:
+                head_asks.append(at - start)
+    return sent, head_asks
 
 
 def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
@@ -52,25 +61,30 @@ def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
     assert [get_retry_interval(8_000, a) for a in range(5)] == [
         8_000, 8_000, 16_000, 32_000, 32_000,
     ]  # fmt: skip
-    # Nobody includes it (the others are down): it asks at 0, +8, +24, +56, +88 s.
-    sent = [(at // 1000) for at, _ in _run_a_waiting_newcomer(100_000)]
-    assert sent == [0, 8, 24, 56, 88]
+    # Nobody includes it (the others are down). Its first request goes at once; then
+    # its head lags the clock by more than JOIN_MAX_LAG_SLOTS, so it asks the seeds for
+    # their head MAX_LAG_ASKS times (+8, +16, +24 s), and then asks to join all the same
+    # (the chain may be stalled): +32, +48, +80 s.
+    sent, head_asks = _run_a_waiting_newcomer(100_000)
+    assert [at // 1000 for at, _ in sent] == [0, 32, 48, 80]
+    assert [at // 1000 for at in head_asks] == [8, 16, 24] and MAX_LAG_ASKS == 3
 
 
 def test_a_waiting_node_resends_its_signed_request_and_signs_anew_only_every_fourth_time() -> None:
     """A repeat of a pending request costs the nodes that hold it nothing; each new one a
     pairing check on every node. So retries re-send the same signed request, and a new
     one (for the head's slot) goes out only every RESIGN_EVERY sends."""
-    requests = [request for _, request in _run_a_waiting_newcomer(130_000, 60_000)]
+    sent, _ = _run_a_waiting_newcomer(170_000, 60_000)
+    requests = [request for _, request in sent]
     assert len(requests) == 6 and RESIGN_EVERY == 4
     # Its first request after the genesis is signed for its head's slot, never with the
     # pre-genesis nonce 0 (which nobody pools after the genesis).
     assert requests[1:4] == [requests[0]] * 3 and requests[0].nonce == 1
     assert requests[4] != requests[0] and requests[4].nonce == 2  # the head's slot now
-    # With no newer head there is nothing new to sign for: the same request goes out.
-    still = [request for _, request in _run_a_waiting_newcomer(130_000)]
-    assert still == [still[0]] * 6
     assert requests[5] == requests[4]
+    # With no newer head there is nothing new to sign for: the same request goes out.
+    still, _ = _run_a_waiting_newcomer(170_000)
+    assert [request for _, request in still] == [still[0][1]] * 6
 
 
 def test_a_request_signed_before_the_genesis_is_pooled_by_nobody_after_it() -> None:
@@ -86,12 +100,17 @@ def test_a_request_signed_before_the_genesis_is_pooled_by_nobody_after_it() -> N
     validator = net.engine(0)
     validator.on_message(InclusionMsg(requests[0]), late.node_id, net.now)
     assert bytes(late.pk) not in validator.pending_inclusions
-    # The same node's request once it follows the chain is pooled.
-    first = validator.blocks[validator.get_chain()[0]]
-    net.deliver(4, BlockMsg(first), net.order[0])
+    # The same node's request once it follows the chain is pooled. (The chain goes on
+    # for the retry interval meanwhile: a head older than the clock is lagging.)
+    net.down.add(late.node_id)
+    for slot in range(2, 7):
+        net.run_slot(slot)
+    late.on_message(validator.ctx.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
+    for block_hash in validator.get_chain():
+        late.on_message(BlockMsg(validator.blocks[block_hash]), net.order[0], net.now)
     assert late.head == validator.head
-    requests = _get_requests(late.on_tick(net.now + 10_000))
-    assert [r.nonce for r in requests] == [1]
+    requests = _get_requests(late.on_tick(net.now))
+    assert [r.nonce for r in requests] == [6]
     validator.on_message(InclusionMsg(requests[0]), late.node_id, net.now)
     assert validator.pending_inclusions[bytes(late.pk)] == requests[0]
 
@@ -109,9 +128,9 @@ def test_a_node_behind_the_chain_does_not_ask_to_join_until_it_caught_up() -> No
     assert late.genesis is not None and late.get_head_state().slot == 0  # type: ignore[union-attr]
     late.on_message(BlockMsg(second), net.order[0], net.now)  # its parent is missing
     assert late.sync.has_orphan_after(Slot(0))
-    for at in range(net.now, net.now + 30_000, 500):
+    for at in range(net.now, net.now + 6_000, 500):
         assert _get_requests(late.on_tick(at)) == []
-    late.on_message(BlockMsg(first), net.order[0], net.now + 30_000)
+    late.on_message(BlockMsg(first), net.order[0], net.now + 6_000)
     assert late.head == net.engine(0).head
-    requests = _get_requests(late.on_tick(net.now + 30_000))
+    requests = _get_requests(late.on_tick(net.now + 6_000))
     assert [r.nonce for r in requests] == [2]

@@ -60,7 +60,7 @@ from edgechain.consensus.committee import (
 )
 from edgechain.consensus.context import EngineConfig, EngineContext, EngineStats, LocalUsage
 from edgechain.consensus.engine_view import EngineView
-from edgechain.consensus.joining import Joining
+from edgechain.consensus.joining import JOIN_MAX_LAG_SLOTS, Joining
 from edgechain.consensus.messages import (
     AddressMsg,
     BlockMsg,
@@ -169,9 +169,10 @@ class ConsensusEngine(EngineView):
                 # One catch-up path at a time: a follow replaces the backward walk.
                 self.sync.retry_sync(now_ms, out)
             head = self.get_head_state()
-            behind = head is None or self.sync.has_orphan_after(head.slot)
-            self.joining.regossip_inclusion(now_ms, out, behind=behind)
             slot = get_current_slot(self.params, now_ms)
+            behind = head is None or self.sync.has_orphan_after(head.slot)
+            lagging = head is not None and head.slot + JOIN_MAX_LAG_SLOTS < slot
+            self.joining.regossip_inclusion(now_ms, out, behind=behind, lagging=lagging)
             if head is not None:
                 self.addresses.maybe_announce(head, slot, now_ms, out)
             if slot >= 1:

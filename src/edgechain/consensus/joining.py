@@ -51,6 +51,13 @@ request (a pairing check, ~2 ms here): 100 joiners re-signing every retry cost a
 reaches a node that saw the old one before it had the genesis (gossip drops a message
 it has seen for ten minutes)."""
 
+JOIN_MAX_LAG_SLOTS = 4
+"""A head more than this many slots older than the clock is lagging: the node asks for
+the network's head before it asks to join (``Joining.regossip_inclusion``)."""
+
+MAX_LAG_ASKS = 3
+"""Head requests in a row before a lagging node asks to join anyway."""
+
 PRE_GENESIS_NONCE = 0
 """The nonce of a request signed before its node had the chain: the genesis node pools
 it for the genesis, and after the genesis nobody does. A node asks with the slot of its
@@ -91,6 +98,9 @@ class Joining:
         """Times ``own_request`` was sent since it was signed (``RESIGN_EVERY``)."""
         self.was_validator = False
         """We were a validator since ``own_request`` was signed: an exclusion."""
+        self.lag_asks = 0
+        """Head requests sent in a row instead of an inclusion request, the head lagging
+        the clock (``MAX_LAG_ASKS``)."""
 
     # --- genesis -----------------------------------------------------------------------
 
@@ -173,7 +183,9 @@ class Joining:
             request = SyncRequestMsg(HEAD_WANT, self.ctx.config.sync_limit)
             out.messages.append(Outgoing(request, Route.DIRECT, tuple(targets)))
 
-    def regossip_inclusion(self, now: int, out: Output, *, behind: bool = False) -> None:
+    def regossip_inclusion(
+        self, now: int, out: Output, *, behind: bool = False, lagging: bool = False
+    ) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7), once
         it holds the chain: not while ``behind`` (a block later than its head waits for
         its ancestors), and after the genesis never with the request it signed before
@@ -184,7 +196,13 @@ class Joining:
         testnet on 2 cores (session 26), 39 of 51 skip blocks excluded a node that at
         its slot had accepted no block yet (24) or was more than 3 slots behind (15):
         nodes started after the genesis gossiped the request they signed while waiting
-        for it, and were included before they had the genesis."""
+        for it, and were included before they had the genesis.
+
+        ``lagging``: the head is more than ``JOIN_MAX_LAG_SLOTS`` behind the clock with
+        nothing newer in sight; 13 more of 40 skip blocks in the next run excluded such
+        a node (a joiner outside the gossip mesh learns of newer blocks late). It asks
+        the seeds for their head instead, up to ``MAX_LAG_ASKS`` times in a row, then
+        asks to join anyway: the network's head may be as old (a stalled chain)."""
         ctx = self.ctx
         if ctx.is_validator():
             self.inclusion_attempts = 0  # an exclusion later asks again promptly
@@ -196,10 +214,16 @@ class Joining:
         if retry is not None and now < retry:
             return
         self.last_inclusion_sent_ms = now
-        if ctx.params is not None:
-            self.inclusion_attempts += 1
-        else:
+        if ctx.params is None:
             self.ask_seeds_for_chain(out)
+        elif lagging and self.lag_asks < MAX_LAG_ASKS:
+            self.lag_asks += 1
+            self.ask_seeds_for_chain(out)
+            return
+        else:
+            self.inclusion_attempts += 1
+        if not lagging:
+            self.lag_asks = 0
         state = ctx.get_head_state()
         # A validator of this chain lately (``last_seen`` keeps one that left until it
         # is down) that restarted outside the set has no ``was_validator`` to tell it.
