@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,27 @@ def test_every_frame_arrives_whether_sent_before_or_after_the_connection_opened(
             assert a.stats.frames_out == 300
             assert a.stats.send_failures == 0
             assert b.stats.frames_in == 300
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+
+
+def test_a_frame_arrives_when_the_loop_is_busy_while_its_connection_opens() -> None:
+    """The kernel connects at once; the loop sees it only when it is free again. A
+    loop busy for 2.5 s (a loaded host) lost every frame to a new peer with a 2 s
+    connect timeout, which expired before the loop saw the connection."""
+
+    async def run() -> None:
+        a, b, received = await _pair()
+        try:
+            a.send(join_address("127.0.0.1", b.port), b"sync answer", Transport.STREAM)
+            await asyncio.sleep(0)  # the connect starts
+            time.sleep(2.5)  # the loop is busy: validating, say
+            await _wait_for(lambda: len(received) >= 1 or a.stats.send_failures > 0)
+            assert received == [(b"sync answer", Transport.STREAM)]
+            assert a.stats.send_failures == 0
         finally:
             await a.close()
             await b.close()

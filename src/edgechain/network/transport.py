@@ -26,7 +26,15 @@ Receiver = Callable[[bytes, Transport, str], None]
 """Called with each datagram or frame, how it came, and ``host:port`` of the sender
 (for TCP the peer's ephemeral port: only a hint)."""
 
-CONNECT_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 10.0
+"""How long opening a connection may take, as the loop sees it. The kernel completes a
+connect to a listening peer at once, but the timer runs on the loop: a loop busy past
+the timeout (a block's validation, a sync answer to check, a host of 100 nodes on 2
+cores) found the timeout expired before it saw the connection, and dropped the frame.
+At 2 s a 100-node testnet lost sync answers and blocks this way (RTT there is 1-4 s:
+loops are that late); a late joiner waited 100 s for the genesis that three seeds
+were asked for every 8 s (session 26). Not much longer either: frames to an
+unreachable peer wait behind the attempt (``_get_connection`` holds its lock)."""
 USER_TIMEOUT_MS = 10_000
 """``TCP_USER_TIMEOUT`` of every connection we open: data unacknowledged this long
 closes it, and the next frame opens a fresh one. Without it a connection that lived
