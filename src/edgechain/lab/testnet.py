@@ -71,6 +71,9 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
                             producer_silent, vdf_starved (its VDF thread was off the
                             CPU), vdf_late, vdf_unfinished or not_attested; the VDF's
                             wall and CPU ms, votes and skip votes logged
+    skip_excluded_lag       per skip block: the node it excluded and how long after the
+                            first node that node accepted the skip block's parent
+                            (parent_late_ms; null: never), lab/skip_lag.py
     crashes                 node processes that exited without being told to
     left                    [{name, slot}]: nodes that exited 0 on their own, having
                             left the network (``edgechain node leave``)
@@ -99,6 +102,7 @@ from typing import Any
 from edgechain.errors import LocalError
 from edgechain.lab.apps import format_app_line
 from edgechain.lab.cluster import STOP_GRACE_S
+from edgechain.lab.skip_lag import ExcludedLag, count_behind
 from edgechain.lab.testnet_config import (
     DEFAULT_CHAIN_ID,
     DEFAULT_CPU_CAPACITY,
@@ -259,6 +263,19 @@ def format_reports_line(reports: Mapping[str, Any]) -> str:
     )
 
 
+def format_behind_line(summary: Mapping[str, Any]) -> str:
+    """How many skip blocks excluded a producer that was behind the chain."""
+    lags = [
+        ExcludedLag(e["slot"], e["excluded"], e["parent_late_ms"])
+        for e in summary.get("skip_excluded_lag") or []
+    ]
+    behind = count_behind(lags, round(float(summary["slot_duration"]) * 1000))
+    return (
+        f"  skips, behind     {behind} of {len(lags)} excluded a producer that got its "
+        "parent > 1 slot after the first node"
+    )
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few readable lines for the terminal (the JSON has everything)."""
 
@@ -280,6 +297,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"  join slot         {summary['join_slot']}",
         f"  blocks / skips    {summary['blocks']} / {summary['skip_blocks']} "
         f"(after join: {summary['skip_blocks_after_join']})",
+        format_behind_line(summary),
         f"  distinct heads    {summary['distinct_heads']} "
         f"({summary['nodes_answering']} nodes answering)",
         f"  propagation       {dist('block_propagation_ms', 'ms')}",
