@@ -10,19 +10,32 @@ from __future__ import annotations
 
 from edgechain.chain.model import InclusionRequest
 from edgechain.consensus.joining import (
+    DIRECT_TO_PRODUCERS,
     MAX_LAG_ASKS,
     PRE_GENESIS_NONCE,
     RESIGN_EVERY,
     get_retry_interval,
 )
-from edgechain.consensus.messages import HEAD_WANT, BlockMsg, InclusionMsg, Output, SyncRequestMsg
+from edgechain.consensus.messages import (
+    HEAD_WANT,
+    BlockMsg,
+    InclusionMsg,
+    Output,
+    Route,
+    SyncRequestMsg,
+)
 from edgechain.types import Slot
 
 from .test_engine import Harness
 
 
 def _get_requests(out: Output) -> list[InclusionRequest]:
-    return [o.message.request for o in out.messages if isinstance(o.message, InclusionMsg)]
+    """The requests ``out`` gossips (each also goes straight to the next producers)."""
+    return [
+        o.message.request
+        for o in out.messages
+        if isinstance(o.message, InclusionMsg) and o.route is Route.GOSSIP
+    ]
 
 
 def _run_a_waiting_newcomer(
@@ -48,7 +61,7 @@ def _run_a_waiting_newcomer(
         if next_block_at_ms is not None and at - start == next_block_at_ms:
             newcomer.on_message(BlockMsg(second), net.order[0], at)
         for o in newcomer.on_tick(at).messages:
-            if isinstance(o.message, InclusionMsg):
+            if isinstance(o.message, InclusionMsg) and o.route is Route.GOSSIP:
                 sent.append((at - start, o.message.request))
             elif isinstance(o.message, SyncRequestMsg) and o.message.want == HEAD_WANT:
                 head_asks.append(at - start)
@@ -134,3 +147,34 @@ def test_a_node_behind_the_chain_does_not_ask_to_join_until_it_caught_up() -> No
     assert late.head == net.engine(0).head
     requests = _get_requests(late.on_tick(net.now + 6_000))
     assert [r.nonce for r in requests] == [2]
+
+
+def test_a_request_also_goes_straight_to_the_next_producers() -> None:
+    """Gossip drops a re-sent request as a duplicate everywhere it was seen, so a request
+    gossip lost stayed lost until the next re-signing: the next producers get it
+    directly too, and the first of them includes it in its block."""
+    net = Harness(4)
+    net.start_chain()
+    net.run_slot(1)
+    late = net.add(7)
+    validator = net.engine(0)
+    late.on_message(validator.ctx.genesis_msg, net.order[0], net.now)  # type: ignore[arg-type]
+    for block_hash in validator.get_chain():
+        late.on_message(BlockMsg(validator.blocks[block_hash]), net.order[0], net.now)
+    out = late.on_tick(net.now)
+    direct = [
+        o for o in out.messages if isinstance(o.message, InclusionMsg) and o.route is Route.DIRECT
+    ]
+    assert len(direct) == 1 and direct[0].message == InclusionMsg(late.joining.own_request)
+    head = validator.get_head_state()
+    assert head is not None
+    assert direct[0].to == late.joining.get_next_producers(head)
+    next_producer = net.get_next_producer(2)
+    assert next_producer.node_id in direct[0].to and late.node_id not in direct[0].to
+    assert 1 <= len(direct[0].to) <= DIRECT_TO_PRODUCERS
+    # Only the next producer hears it (gossip lost): it includes the node.
+    next_producer.on_message(direct[0].message, late.node_id, net.now)
+    net.down.add(late.node_id)
+    net.run_slot(2)
+    state = validator.get_head_state()
+    assert state is not None and state.slot == 2 and late.node_id in state.validators

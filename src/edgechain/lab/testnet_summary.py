@@ -73,7 +73,8 @@ def _get_excluded_lags(
         if status is not None and "node_id" in status
     }
     all_records = [record for records in blocks.values() for record in records]
-    canonical = annotate_chain(chain, all_records)
+    # The chain summary's canonical chain: up to the run's last slot.
+    canonical = [b for b in annotate_chain(chain, all_records) if b.slot <= summary["slots"]]
     return [lag.to_json() for lag in compute_excluded_lags(canonical, blocks, ids)]
 
 
