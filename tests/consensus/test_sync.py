@@ -5,6 +5,8 @@ repeated request is answered once per interval, orphans below finality are dropp
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from edgechain.chain.model import AnyBlock
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import BlockMsg, SyncRequestMsg, SyncResponseMsg
@@ -116,3 +118,21 @@ def test_a_missing_block_is_asked_for_again_less_and_less_often() -> None:
     ]
     # Ticks come every 100 ms here; requests at +1 s, +3 s, +7 s and +15 s.
     assert [at - start for at in asked] == [1_000, 3_000, 7_000, 15_000]
+
+
+def test_a_missing_block_is_asked_for_from_another_peer_each_time() -> None:
+    """One slow peer must not hold a catching-up node back: the retries go to the other
+    senders and then to the validators of its head, each peer once in turn."""
+    net = _chain(5)
+    newcomer, chain = _newcomer(net)
+    start = net.now
+    first = newcomer.on_message(BlockMsg(chain[-1]), net.order[0], start)
+    asked = [o.to for o in first.messages if isinstance(o.message, SyncRequestMsg)]
+    for at in range(start + 100, start + 40_000, 100):
+        out = newcomer.on_tick(at)
+        asked += [o.to for o in out.messages if isinstance(o.message, SyncRequestMsg)]
+    assert asked[0] == (net.order[0],)  # the block's sender first
+    peers = [to[0] for to in asked]
+    validators = set(net.order[:4])  # the genesis validators, newcomer's head's set
+    assert set(peers) == validators and newcomer.node_id not in peers
+    assert all(a != b for a, b in pairwise(peers))
