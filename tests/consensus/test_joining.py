@@ -178,3 +178,15 @@ def test_a_request_also_goes_straight_to_the_next_producers() -> None:
     net.run_slot(2)
     state = validator.get_head_state()
     assert state is not None and state.slot == 2 and late.node_id in state.validators
+
+
+def test_a_node_the_genesis_left_out_asks_again_as_soon_as_it_has_the_genesis() -> None:
+    """Its pre-genesis request is pooled by nobody now: it must not wait out the retry
+    interval that request started (a node started just after the genesis joined 8 s
+    late, and the live tests that expect every node in the set saw it missing)."""
+    net = Harness(4)
+    net.start_chain()
+    late = net.add(7)
+    assert [r.nonce for r in _get_requests(late.on_tick(net.now))] == [PRE_GENESIS_NONCE]
+    late.on_message(net.engine(0).ctx.genesis_msg, net.order[0], net.now + 500)  # type: ignore[arg-type]
+    assert [r.nonce for r in _get_requests(late.on_tick(net.now + 500))] == [1]

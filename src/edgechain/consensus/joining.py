@@ -144,6 +144,14 @@ class Joining:
         self.adopt_genesis(msg.genesis, msg.signature)
         out.events.append(GenesisCreated(genesis_hash))
 
+    def on_genesis_adopted(self) -> None:
+        """The requests gathered for the genesis are done with; a node the genesis left
+        out asks again at once, for the chain (``PRE_GENESIS_NONCE``), not after the
+        retry interval its last pre-genesis request started."""
+        self.pending_inclusions.clear()
+        self.last_inclusion_sent_ms = None
+        self.inclusion_attempts = 0
+
     # --- joining -----------------------------------------------------------------------
 
     def on_inclusion(self, req: InclusionRequest) -> None:
