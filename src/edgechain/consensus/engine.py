@@ -60,7 +60,7 @@ from edgechain.consensus.committee import (
 )
 from edgechain.consensus.context import EngineConfig, EngineContext, EngineStats, LocalUsage
 from edgechain.consensus.engine_view import EngineView
-from edgechain.consensus.joining import JOIN_MAX_LAG_SLOTS, Joining
+from edgechain.consensus.joining import Joining
 from edgechain.consensus.messages import (
     AddressMsg,
     BlockMsg,
@@ -142,10 +142,10 @@ class ConsensusEngine(EngineView):
         self.sk, self.pk, self.node_id = ctx.sk, ctx.pk, ctx.node_id
         self.config, self.memo, self.stats = config, memo, ctx.stats
         self.commands = CommandPool(config.chain_id, 0, memo.signatures)
-        self.joining = Joining(ctx, self._adopt_genesis)
         self.addresses = AddressRecords(ctx)
         self.reports = ReportRelay(ctx)
         self.sync = Sync(ctx, self._on_block)
+        self.joining = Joining(ctx, self._adopt_genesis, self.sync.has_orphan_after)
         self.pruner = ChainPruner(ctx)
         self.acceptance = BlockAcceptance(ctx, self.sync, self.pruner, self._on_head_changed)
         self.producer = Producer(ctx, self._publish_block)
@@ -168,11 +168,9 @@ class ConsensusEngine(EngineView):
             if not self.checkpoint.is_following():
                 # One catch-up path at a time: a follow replaces the backward walk.
                 self.sync.retry_sync(now_ms, out)
-            head = self.get_head_state()
+            self.joining.regossip_inclusion(now_ms, out)
             slot = get_current_slot(self.params, now_ms)
-            behind = head is None or self.sync.has_orphan_after(head.slot)
-            lagging = head is not None and head.slot + JOIN_MAX_LAG_SLOTS < slot
-            self.joining.regossip_inclusion(now_ms, out, behind=behind, lagging=lagging)
+            head = self.get_head_state()
             if head is not None:
                 self.addresses.maybe_announce(head, slot, now_ms, out)
             if slot >= 1:

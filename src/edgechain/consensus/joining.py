@@ -28,7 +28,7 @@ from edgechain.consensus.messages import (
     Route,
     SyncRequestMsg,
 )
-from edgechain.consensus.state import BlockState, get_roles
+from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError, RejectReason
@@ -83,10 +83,15 @@ class Joining:
     """Inclusion and exit requests, and the genesis that starts the chain."""
 
     def __init__(
-        self, ctx: EngineContext, adopt_genesis: Callable[[Genesis, Signature], None]
+        self,
+        ctx: EngineContext,
+        adopt_genesis: Callable[[Genesis, Signature], None],
+        has_orphan_after: Callable[[Slot], bool],
     ) -> None:
         self.ctx = ctx
         self.adopt_genesis = adopt_genesis
+        self.has_orphan_after = has_orphan_after
+        """Whether a block later than the slot waits for its ancestors (``Sync``)."""
         config = ctx.config
         self.own_request = make_inclusion_request(
             ctx.sk, config.address, config.labels, config.ticket
@@ -198,13 +203,11 @@ class Joining:
             request = SyncRequestMsg(HEAD_WANT, self.ctx.config.sync_limit)
             out.messages.append(Outgoing(request, Route.DIRECT, tuple(targets)))
 
-    def regossip_inclusion(
-        self, now: int, out: Output, *, behind: bool = False, lagging: bool = False
-    ) -> None:
+    def regossip_inclusion(self, now: int, out: Output) -> None:
         """A node outside the validator set keeps asking to join (paper §4 step 7), once
-        it holds the chain: not while ``behind`` (a block later than its head waits for
-        its ancestors), and after the genesis never with the request it signed before
-        it (``PRE_GENESIS_NONCE``).
+        it holds the chain: not while it is behind (a block later than its head waits
+        for its ancestors), and after the genesis never with the request it signed
+        before it (``PRE_GENESIS_NONCE``).
 
         A validator elected before it can follow the chain stays silent in its slots,
         each one a skip block that excludes it, and it must ask again. In a 100-node
@@ -213,7 +216,7 @@ class Joining:
         nodes started after the genesis gossiped the request they signed while waiting
         for it, and were included before they had the genesis.
 
-        ``lagging``: the head is more than ``JOIN_MAX_LAG_SLOTS`` behind the clock with
+        Lagging: the head is more than ``JOIN_MAX_LAG_SLOTS`` behind the clock with
         nothing newer in sight; 13 more of 40 skip blocks in the next run excluded such
         a node (a joiner outside the gossip mesh learns of newer blocks late). It asks
         the seeds for their head instead, up to ``MAX_LAG_ASKS`` times in a row, then
@@ -223,11 +226,17 @@ class Joining:
             self.inclusion_attempts = 0  # an exclusion later asks again promptly
             self.was_validator = True
             return
-        if self.leaving or (ctx.params is not None and behind):
+        if self.leaving:
             return
         retry = self.get_retry_time()
         if retry is not None and now < retry:
             return
+        state = ctx.get_head_state()
+        lagging = False
+        if ctx.params is not None:
+            if state is None or self.has_orphan_after(state.slot):
+                return  # behind
+            lagging = state.slot + JOIN_MAX_LAG_SLOTS < get_current_slot(ctx.params, now)
         self.last_inclusion_sent_ms = now
         if ctx.params is None:
             self.ask_seeds_for_chain(out)
@@ -239,7 +248,6 @@ class Joining:
             self.inclusion_attempts += 1
         if not lagging:
             self.lag_asks = 0
-        state = ctx.get_head_state()
         # A validator of this chain lately (``last_seen`` keeps one that left until it
         # is down) that restarted outside the set has no ``was_validator`` to tell it.
         excluded = self.was_validator or (state is not None and ctx.node_id in state.last_seen)
@@ -257,11 +265,11 @@ class Joining:
             self.was_validator = False
         self.sends_since_signed += 1
         self.pending_inclusions[bytes(ctx.pk)] = self.own_request
-        out.messages.append(Outgoing(InclusionMsg(self.own_request), Route.GOSSIP))
+        message = InclusionMsg(self.own_request)
+        out.messages.append(Outgoing(message, Route.GOSSIP))
         if state is not None:
             producers = self.get_next_producers(state)
             if producers:
-                message = InclusionMsg(self.own_request)
                 out.messages.append(Outgoing(message, Route.DIRECT, producers))
 
     def get_next_producers(self, state: BlockState) -> tuple[NodeId, ...]:
