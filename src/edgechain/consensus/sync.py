@@ -199,7 +199,7 @@ class Sync:
             if not self.is_missing_root(missing):
                 continue
             peers = [sender for _, _, sender in waiting if sender is not None]
-            if peers:
+            if peers and self.is_request_due(missing, now):
                 lowest = min(block.slot for block, _, _ in waiting)
                 self.request_sync(missing, self.get_retry_peer(missing, peers), now, out, lowest)
 
@@ -215,13 +215,19 @@ class Sync:
         candidates = list(dict.fromkeys(senders))
         head = self.ctx.get_head_state()
         if head is not None:
-            validators = [n for n in head.validators.get_node_ids() if n not in candidates]
-            validators = [n for n in validators if n != self.ctx.node_id]
+            others = {*candidates, self.ctx.node_id}
+            validators = [n for n in head.validators.get_node_ids() if n not in others]
             if validators:
                 start = int.from_bytes(self.ctx.node_id[:4], "big") % len(validators)
                 candidates += validators[start:] + validators[:start]
         _, attempts = self.sync_requested.get(want, (None, 0))
         return candidates[attempts % len(candidates)]
+
+    def is_request_due(self, want: BlockHash, now: int) -> bool:
+        """Whether ``want`` may be asked for now (never yet, or ``get_sync_retry_ms``
+        after the last request)."""
+        last, attempts = self.sync_requested.get(want, (None, 0))
+        return last is None or now - last >= get_sync_retry_ms(attempts)
 
     def request_sync(
         self, want: BlockHash, peer: NodeId, now: int, out: Output, below_slot: int | None
@@ -229,9 +235,9 @@ class Sync:
         """Ask ``peer`` for ``want`` and the ancestors we may lack (``get_sync_limit``)
         when it is time (``get_sync_retry_ms``); ``below_slot``: the slot of the block
         (or vote) that waits for ``want``, None when we hold no chain to count from."""
-        last, attempts = self.sync_requested.get(want, (None, 0))
-        if last is not None and now - last < get_sync_retry_ms(attempts):
+        if not self.is_request_due(want, now):
             return
+        _, attempts = self.sync_requested.get(want, (None, 0))
         self.sync_requested[want] = (now, attempts + 1)
         if len(self.sync_requested) > 4 * self.ctx.config.max_orphans:
             self.sync_requested = {want: (now, attempts + 1)}
