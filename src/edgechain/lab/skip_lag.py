@@ -3,7 +3,8 @@
 A skip block excludes the slot's elected producer (§3.4). A producer that had not yet
 accepted the block its slot builds on could not produce, whatever its CPU: it was
 behind (a node included before it followed the chain, or one that fell behind). This
-module measures that from the nodes' ``GET /blocks`` records: how long after the first
+module measures that from the nodes' ``GET /blocks`` records (``lab/summary.py``
+computes it with the chain's figures): how long after the first
 node accepted the skip block's parent the excluded node accepted it (None: it never
 did while it answered). Pure; the testnet summary feeds it.
 """
@@ -13,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgechain.lab.summary import BlockRecord, CanonicalBlock
+from edgechain.lab.acceptance_times import get_first_acceptances
+
+if TYPE_CHECKING:
+    from edgechain.lab.summary import BlockRecord, CanonicalBlock
 
 
 @dataclass(frozen=True)
@@ -43,22 +47,15 @@ def compute_excluded_lags(
     """One entry per canonical skip block that has a parent block (not the genesis).
 
     ``blocks``: each node's records by node name; ``names``: node id (hex) to name."""
-    accepted: dict[str, dict[str, int]] = {}
-    first: dict[str, int] = {}
-    for name, records in blocks.items():
-        mine = accepted.setdefault(name, {})
-        for record in records:
-            t = min(mine.get(record.hash, record.accepted_ms), record.accepted_ms)
-            mine[record.hash] = t
-            first[record.hash] = min(first.get(record.hash, t), t)
+    first_seen, earliest = get_first_acceptances(blocks)
     lags = []
     for parent, block in pairwise(canonical):
         if not block.skip:
             continue
         excluded = block.excluded or ""
         node = names.get(excluded) or (excluded[:16] or None)
-        at = accepted.get(node or "", {}).get(parent.hash)
-        origin = first.get(parent.hash)
+        at = first_seen.get((node or "", parent.hash))
+        origin = earliest.get(parent.hash)
         late = at - origin if at is not None and origin is not None else None
         lags.append(ExcludedLag(block.slot, node, late))
     return lags

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgechain.lab.acceptance_times import get_first_acceptances
 from edgechain.lab.report_summary import summarize_reports
+from edgechain.lab.skip_lag import compute_excluded_lags
 
 
 class RecordError(ValueError):
@@ -235,17 +237,8 @@ def compute_propagation_samples(
     node killed in between accepted it only after its restart; neither is propagation.
     The earliest node itself contributes a 0 sample (the definition is "each node's").
     """
-    first_seen: dict[tuple[str, str], int] = {}
-    slots: dict[str, int] = {}
-    for name, records in blocks.items():
-        for record in records:
-            key = (name, record.hash)
-            # A node may list a block twice (accepted, then replayed after a restart).
-            first_seen[key] = min(first_seen.get(key, record.accepted_ms), record.accepted_ms)
-            slots[record.hash] = record.slot
-    earliest: dict[str, int] = {}
-    for (_, block_hash), t_ms in first_seen.items():
-        earliest[block_hash] = min(earliest.get(block_hash, t_ms), t_ms)
+    first_seen, earliest = get_first_acceptances(blocks)
+    slots = {record.hash: record.slot for records in blocks.values() for record in records}
     samples: list[float] = []
     for (name, block_hash), t_ms in first_seen.items():
         if slots[block_hash] < min_slot:
@@ -471,6 +464,11 @@ def build_chain_summary(
         for b in annotate_chain(chains[reference] if reference else [], all_records)
         if b.slot <= end_slot
     ]
+    names_by_id = {
+        str(s["node_id"]): nodes[i]
+        for i, s in collected.statuses.items()
+        if s is not None and "node_id" in s
+    }
     live_heads = {
         s.get("head") for s in collected.statuses.values() if s is not None and s.get("head")
     }
@@ -492,6 +490,9 @@ def build_chain_summary(
         "skip_blocks": len(skip_slots),
         "skip_slots": skip_slots,
         "missing_slots": max(0, end_slot - len(canonical)),
+        "skip_excluded_lag": [
+            lag.to_json() for lag in compute_excluded_lags(canonical, blocks, names_by_id)
+        ],
         "skip_blocks_after_join": (
             len(get_skip_slots(canonical, join_slot)) if join_slot is not None else None
         ),

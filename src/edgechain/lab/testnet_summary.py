@@ -20,13 +20,11 @@ from edgechain.lab.cluster import Cluster, find_live_groups
 from edgechain.lab.elections import load_producers
 from edgechain.lab.operator import OperatorSetup
 from edgechain.lab.skip_causes import compute_skip_causes, read_log_lines
-from edgechain.lab.skip_lag import compute_excluded_lags
 from edgechain.lab.summary import (
     ChainEntry,
     Collected,
     HeadObservation,
     KillRecord,
-    annotate_chain,
     build_chain_summary,
     describe_per_node,
     find_join_slot,
@@ -54,28 +52,6 @@ class Observed:
     crashes: list[dict[str, Any]] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
     """Nodes that exited 0 on their own: they left the network (``node leave``)."""
-
-
-def _get_excluded_lags(
-    cluster: Cluster, collected: Collected, summary: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """Per skip block: how late its excluded producer got the parent (lab/skip_lag.py)."""
-    names = {n.spec.index: n.spec.name for n in cluster.nodes}
-    reference = summary.get("reference_node")
-    index = next((i for i, name in names.items() if name == reference), None)
-    chain = collected.chains.get(index) if index is not None else None
-    if not chain:
-        return []
-    blocks = {names[i]: b for i, b in collected.blocks.items() if b is not None}
-    ids = {
-        str(status["node_id"]): names[i]
-        for i, status in collected.statuses.items()
-        if status is not None and "node_id" in status
-    }
-    all_records = [record for records in blocks.values() for record in records]
-    # The chain summary's canonical chain: up to the run's last slot.
-    canonical = [b for b in annotate_chain(chain, all_records) if b.slot <= summary["slots"]]
-    return [lag.to_json() for lag in compute_excluded_lags(canonical, blocks, ids)]
 
 
 def compute_source_digest(package_dir: Path) -> str:
@@ -143,7 +119,6 @@ def summarize_run(
             producers=_load_producers(cluster, observed.kills, collected, end_slot, log),
         )
     )
-    summary["skip_excluded_lag"] = _get_excluded_lags(cluster, collected, summary)
     # What each skip block's slot looked like to its producer and committee.
     summary["skip_causes"] = [
         cause.to_json()
