@@ -37,6 +37,7 @@ from edgechain.chain.validation import (
 from edgechain.chain.validator_set import (
     apply_block_to_validator_set,
 )
+from edgechain.crypto import bls
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.testing import (
     ADMIN,
@@ -302,11 +303,12 @@ def test_signature_cache_only_remembers_valid(
         ),
     )
     validate_block(block, compute_block_hash(block), _ctx(world), cache=cache)
-    assert len(cache._seen) == 2  # the report and the producer signature
+    # The report, the producer's signature and the committee's aggregate.
+    assert len(cache._seen) == 3
     bad = dataclasses.replace(block, producer_signature=block.aggregate_signature)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="bad_producer_signature"):
         validate_block(bad, compute_block_hash(bad), _ctx(world), cache=cache)
-    assert len(cache._seen) == 2
+    assert len(cache._seen) == 3
     # A re-signed block is still accepted (the cache is keyed by content, not by node).
     resigned = sign_as_producer(block, idents[0].sk)
     validate_block(resigned, compute_block_hash(resigned), _ctx(world), cache=cache)
@@ -338,3 +340,30 @@ def test_an_inclusion_names_its_first_bad_check_with_and_without_the_batch() -> 
     with pytest.raises(ValidationError) as caught:
         validate_inclusion(both_bad, params, SignatureCache(randomness=b"\x07" * 32))
     assert caught.value.reason == RejectReason.BAD_PROOF_OF_POSSESSION
+
+
+def test_the_block_signatures_batch_names_the_bad_one_and_cannot_be_shifted(
+    world: World,
+) -> None:
+    """The producer's signature and the aggregate are checked as one randomised batch
+    (``validate_block_signatures``). A wrong aggregate is still named as such; and a
+    producer that moves a point from one signature to the other, which keeps their plain
+    sum and so would pass an unrandomised sum check, is refused."""
+    block = _block(world)
+    block_hash = compute_block_hash(block)
+    validate_block(block, block_hash, _ctx(world), cache=SignatureCache(randomness=b"k"))
+    wrong = dataclasses.replace(block, aggregate_signature=block.producer_signature)
+    reason = _reason(lambda: validate_block(wrong, block_hash, _ctx(world), cache=SignatureCache()))
+    assert reason == RejectReason.BAD_AGGREGATE_SIGNATURE
+    shift = bls.G2Point.hash_to_curve(b"shift", bls.DST_SIGNATURE)
+    producer = bls.G2Point.from_compressed_bytes(block.producer_signature) + shift
+    aggregate = bls.G2Point.from_compressed_bytes(block.aggregate_signature) - shift
+    shifted = dataclasses.replace(
+        block,
+        producer_signature=Signature(producer.to_compressed_bytes()),
+        aggregate_signature=Signature(aggregate.to_compressed_bytes()),
+    )
+    reason = _reason(
+        lambda: validate_block(shifted, block_hash, _ctx(world), cache=SignatureCache(b"k"))
+    )
+    assert reason == RejectReason.BAD_PRODUCER_SIGNATURE

@@ -57,7 +57,9 @@ class SignatureCache:
         ]
         todo = [i for i, key in enumerate(keys) if key not in self._seen]
         dsts = [bls.DST_POP if is_pop[i] else bls.DST_SIGNATURE for i in todo]
-        if todo and bls.batch_verify([items[i] for i in todo], self.randomness, dsts):
+        # One left (the rest were cached): a plain check, which skips the batch's
+        # scalar multiplications.
+        if len(todo) > 1 and bls.batch_verify([items[i] for i in todo], self.randomness, dsts):
             for i in todo:
                 self._remember(keys[i])
             todo = []

@@ -285,17 +285,51 @@ def validate_attestation(
     block_hash: BlockHash, signers: bytes, aggregate: bytes, committee: Sequence[PublicKey]
 ) -> int:
     """FastAggregateVerify over the signing committee members; returns the signer count."""
+    keys = get_attesting_keys(signers, committee)
+    with cpu_span(Component.ATTESTATION_CHECK):
+        valid = bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate)
+    if not valid:
+        raise ValidationError(RejectReason.BAD_AGGREGATE_SIGNATURE)
+    return len(keys)
+
+
+def get_attesting_keys(signers: bytes, committee: Sequence[PublicKey]) -> list[PublicKey]:
+    """The keys of the committee members ``signers`` names, once the bitfield is well
+    formed and names a majority."""
     if not is_bitfield_well_formed(signers, len(committee)):
         raise ValidationError(RejectReason.BAD_BITFIELD)
     count = count_signers(signers)
     if not is_majority(count, len(committee)):
         raise ValidationError(RejectReason.NO_MAJORITY, f"{count} of {len(committee)}")
-    keys = [committee[i] for i in get_signer_indices(signers)]
+    return [committee[i] for i in get_signer_indices(signers)]
+
+
+def validate_block_signatures(
+    block: Block, block_hash: BlockHash, ctx: BlockContext, cache: SignatureCache | None
+) -> None:
+    """The producer's signature and the committee's aggregate, in one randomised
+    multi-pairing (``bls.batch_verify``): three pairings and one final exponentiation
+    where two separate checks cost four and two (about 1.5 ms of the 5.5 ms every
+    validator spends on a block's signatures, issue 13). Secret scalars keep a producer,
+    who builds the aggregate, from shifting a difference between the two signatures.
+    On failure the batch is checked one by one, so the reason names the bad one.
+    """
+    keys = get_attesting_keys(block.signers, ctx.committee)
+    try:
+        aggregate_key = bls.aggregate_public_keys(keys).to_compressed_bytes()
+    except bls.BlsError:
+        raise ValidationError(RejectReason.BAD_AGGREGATE_SIGNATURE) from None
+    items = [
+        (ctx.producer_key, compute_producer_message(block_hash), block.producer_signature),
+        (aggregate_key, compute_vote_message(block_hash), block.aggregate_signature),
+    ]
+    # Like the aggregate alone, a check every validator makes.
     with cpu_span(Component.ATTESTATION_CHECK):
-        valid = bls.fast_aggregate_verify(keys, compute_vote_message(block_hash), aggregate)
-    if not valid:
+        producer_ok, aggregate_ok = (cache or SignatureCache()).verify_batch(items)
+    if not producer_ok:
+        raise ValidationError(RejectReason.BAD_PRODUCER_SIGNATURE)
+    if not aggregate_ok:
         raise ValidationError(RejectReason.BAD_AGGREGATE_SIGNATURE)
-    return count
 
 
 # --- blocks ----------------------------------------------------------------------------
@@ -329,7 +363,10 @@ def validate_block(
     if not 1 <= block.difficulty <= vdf.MAX_ITERATIONS:
         raise ValidationError(RejectReason.BAD_DIFFICULTY, str(block.difficulty))
     _validate_contents(block, ctx, cache)
-    validate_producer_signature(block, block_hash, ctx, cache)
+    if check_attestation:
+        validate_block_signatures(block, block_hash, ctx, cache)
+    else:
+        validate_producer_signature(block, block_hash, ctx, cache)
     # The VDF seeds the next roles: P_n = VDF(hash_{n-1}, difficulty_{n-1}) (§3.4).
     if len(block.vdf_output) != VDF_FORM_SIZE:
         raise ValidationError(RejectReason.BAD_VDF)
@@ -344,8 +381,6 @@ def validate_block(
             )
         if not proven:
             raise ValidationError(RejectReason.BAD_VDF)
-    if check_attestation:
-        validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
 
 
 def validate_producer_signature(
@@ -366,8 +401,7 @@ def validate_checked_candidate(
     """A produced block whose candidate (same hash) already passed ``validate_block``
     without the attestation: what the hash does not cover is left, the producer's
     signature (a cache hit when its bytes are the candidate's) and the aggregate."""
-    validate_producer_signature(block, block_hash, ctx, cache)
-    validate_attestation(block_hash, block.signers, block.aggregate_signature, ctx.committee)
+    validate_block_signatures(block, block_hash, ctx, cache)
 
 
 def _validate_contents(block: Block, ctx: BlockContext, cache: SignatureCache | None) -> None:

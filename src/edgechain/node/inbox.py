@@ -5,8 +5,8 @@
 replies name the address they came from), a seed's answer to our ping to the seeds, an
 answer to our RTT probe to the probe,
 gossip to the gossip layer (and what it delivers to the engine), anything else straight
-to the engine. Undecodable input is counted, never raised. Each message asks for a pass
-of the loop ``TICK_COALESCE_MS`` later, so a burst shares one.
+to the engine. Undecodable input is counted, never raised. A message the engine took
+asks for a pass of the loop ``TICK_COALESCE_MS`` later, so a burst shares one.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, 
 log = logging.getLogger("edgechain.node")
 
 TICK_COALESCE_MS = 20
-"""A message asks for a pass of the loop at most this much later. Every message used to
-wake a whole pass at once (every part's ``on_tick``, the gossip peer list, the duty
-priority): with a hundred peers that was most of an idle node's CPU. Messages are
-handled on arrival regardless; the pass after them only runs the duties they may have
-made due (a report once the head moved), and 20 ms is far inside every deadline."""
+"""A message the engine took asks for a pass of the loop at most this much later.
+Messages are handled on arrival; the pass after them only runs the duties they may
+have made due (a report once the head moved, a VDF once we became the producer), and
+20 ms is far inside every deadline. Only the engine's messages and a seed's first answer
+ask: a duplicate gossip copy, an IHave or IWant, a DHT message or an RTT answer changes
+no duty (the DHT and the gossip heartbeat ask for their own deadlines). Every message
+used to ask, and most of an idle node's passes were for gossip duplicates."""
 
 
 class NodeInbox:
@@ -106,6 +108,7 @@ class NodeInbox:
             and (seed := self.seeds.on_pong(sender, message.request_id, source))
         ):
             self._on_seed_answer(seed, now)  # a seed's answer to our ping (node/seeds.py)
+            self._request_tick(now + TICK_COALESCE_MS)
         elif isinstance(message, Pong) and self.rtt.on_pong(
             sender, message.request_id, time.perf_counter_ns(), self._get_coordinate_of
         ):
@@ -133,12 +136,13 @@ class NodeInbox:
                 # settles the priority on our actual role right after.
                 self.duty.set(COMMITTEE_NICE)
             self._take(message, sender, now)
-        self._request_tick(now + TICK_COALESCE_MS)
 
     def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
         engine = self.engine
         assert engine is not None
         deliver, forwards = self.gossip.on_message(sender, message, now)
+        if self.gossip.next_wakeup_ms is not None:
+            self._request_tick(self.gossip.next_wakeup_ms)  # its heartbeat, if it has news
         try:
             inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
         except PeerError as exc:
@@ -151,6 +155,7 @@ class NodeInbox:
             # relayed before validation: their propagation time is the slot's budget.
             out = engine.on_message(inner, origin, now)
             self._apply(out)
+            self._request_tick(now + TICK_COALESCE_MS)
             if any(isinstance(e, PeerRejected) for e in out.events):
                 return
             inner = None
@@ -178,3 +183,4 @@ class NodeInbox:
         if isinstance(message, BlockMsg):
             self.observer.on_block_taken(time.perf_counter() - started)
         self._apply(out)
+        self._request_tick(now + TICK_COALESCE_MS)

@@ -73,6 +73,7 @@ from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import UNKNOWN_NODE, SeedContacts
 from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
+from edgechain.node.tick_schedule import TickSchedule
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
@@ -146,7 +147,10 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         self._seed_tasks: set[asyncio.Task[None]] = set()
         self.process = psutil.Process()
         self.process.cpu_percent(None)
-        self._wake = asyncio.Event()
+        self.schedule = TickSchedule(self.clock.now_ms)
+        """When the loop runs its next pass (``_tick``): the earliest timer of its parts,
+        or :data:`TICK_COALESCE_MS` after a message that may have made a duty due
+        (``_request_tick``); node/tick_schedule.py."""
         self.observer = NodeObserver(self.get_metrics_reading)
         """The node's Prometheus metrics (node/metrics.py): ``GET /metrics``."""
         self.cpu = CpuAccounting(on_slot=self.observer.on_slot_cpu)
@@ -164,9 +168,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         device here."""
         self._next_usage_ms = 0
         self._engine_wakeup: int | None = None
-        self._tick_due_ms = 0
-        """When the loop runs its next pass (``_tick``): the earliest timer of its parts,
-        or :data:`TICK_COALESCE_MS` after a message (``_request_tick``)."""
         self._dht_wakeup: int | None = None
         self._replaying = False
         self.duty = DutyPriority()
@@ -306,30 +307,26 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
     async def _loop(self, stop: asyncio.Event) -> None:
         self.duty.capture_base()
         self.cpu.start()
-        loop = asyncio.get_running_loop()
-        # One waiter for the whole run turns ``stop`` into a wake-up. Each pass then
-        # costs one timer handle and one future: ``wait_for`` over two event waiters
-        # built a task and three futures per pass, tens of passes a slot, and showed in
-        # the CPU budget's "other".
+        schedule = self.schedule
+        # One waiter for the whole run turns ``stop`` into a wake-up; a pass costs no
+        # task or future of its own, and a message moves the one timer rather than
+        # waking the loop (node/tick_schedule.py).
         stop_waiter = asyncio.ensure_future(stop.wait())
-        stop_waiter.add_done_callback(lambda _: self._wake.set())
+        stop_waiter.add_done_callback(lambda _: schedule.wake_now())
         try:
             while not stop.is_set() and self.store_failure is None:
                 now = self.clock.now_ms()
-                if now >= self._tick_due_ms:
+                if schedule.is_due(now):
                     self._tick(now)
                     self._drop_unwanted_vdfs(now)
                     self._update_priority(now)
-                    self._tick_due_ms = self._next_wakeup(now)
-                wake_at = self._tick_due_ms
-                timeout = max(0.0, (wake_at - self.clock.now_ms()) / 1000)
-                self._wake.clear()
-                timer = loop.call_later(timeout, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    timer.cancel()
+                    schedule.set_next(self._next_wakeup(now))
+                else:
+                    schedule.arm()  # woken a little early by the timer
+                schedule.wake.clear()
+                await schedule.wake.wait()
         finally:
+            schedule.close()
             stop_waiter.cancel()
             self._drop_unwanted_vdfs(self.clock.now_ms(), all_of_them=True)
             self.duty.set(None)
@@ -337,9 +334,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
 
     def _request_tick(self, at_ms: int) -> None:
         """Run the loop's next pass no later than ``at_ms``."""
-        if at_ms < self._tick_due_ms:
-            self._tick_due_ms = at_ms
-            self._wake.set()
+        self.schedule.request(at_ms)
 
     def _tick(self, now: int) -> None:
         engine = self.engine
@@ -411,6 +406,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             return  # stopping: nothing more is accepted, sent or started
         if out.next_wakeup_ms is not None:
             self._engine_wakeup = out.next_wakeup_ms
+            self._request_tick(out.next_wakeup_ms)
         for event in out.events:
             self._on_event(event)
             if self.store_failure is not None:
@@ -434,6 +430,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
     def _apply_dht(self, out: DhtOutput) -> None:
         if out.next_wakeup_ms is not None:
             self._dht_wakeup = out.next_wakeup_ms
+            self._request_tick(out.next_wakeup_ms)
         for contact, message in out.messages:
             self.routing.send_dht(contact, message)
 

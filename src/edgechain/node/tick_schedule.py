@@ -1,0 +1,78 @@
+"""When the node's loop runs its next pass, and the one timer that wakes it for it.
+
+The loop (``Node._loop``) runs a pass (``_tick``: every part's timers, the gossip
+heartbeat, the duty priority) at the earliest deadline of its parts, or shortly after a
+message that may have made a duty due. A pass is the dearest thing an idle node does
+per event (issue 13's CPU budget), so the schedule keeps the number of passes to the
+deadlines themselves:
+
+* a request for an earlier pass moves the one timer; it does not wake the loop only for
+  the loop to compute a new timeout and sleep again (that doubled the passes: one to
+  re-arm, one to tick);
+* a request for a later pass than the one already due does nothing.
+
+The schedule reads the node's clock (``now_ms``) and arms asyncio timers, so it lives
+in ``node/``, the layer that does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+class TickSchedule:
+    """The due time of the loop's next pass and the timer that sets :attr:`wake` then."""
+
+    def __init__(self, now_ms: Callable[[], int]) -> None:
+        self._now_ms = now_ms
+        self.due_ms = 0
+        """The next pass runs once the clock reaches this (0: at once)."""
+        self.wake = asyncio.Event()
+        """Set when the loop should look again: the timer fired, or :meth:`wake_now`."""
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for: int | None = None
+        self.arms = 0
+        """Timers armed so far (tests read it to see that requests coalesce)."""
+
+    def is_due(self, now: int) -> bool:
+        return now >= self.due_ms
+
+    def request(self, at_ms: int) -> None:
+        """Run a pass no later than ``at_ms`` (a no-op if one is already due by then)."""
+        if at_ms < self.due_ms:
+            self.due_ms = at_ms
+            self.arm()
+
+    def set_next(self, at_ms: int) -> None:
+        """After a pass: the next one is due at ``at_ms``."""
+        self.due_ms = at_ms
+        self.arm()
+
+    def arm(self) -> None:
+        """Make sure a timer wakes the loop at :attr:`due_ms` (one timer at a time)."""
+        if self._handle is not None and self._armed_for == self.due_ms:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        delay = max(0.0, (self.due_ms - self._now_ms()) / 1000)
+        self._handle = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self._armed_for = self.due_ms
+        self.arms += 1
+
+    def wake_now(self) -> None:
+        """Wake the loop without a pass being due (it is stopping)."""
+        self.wake.set()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            self._armed_for = None
+
+    def _on_timer(self) -> None:
+        # Forgotten before waking: a loop woken a little early (asyncio's clock
+        # resolution) finds no timer and arms a fresh one for the same due time.
+        self._handle = None
+        self._armed_for = None
+        self.wake.set()

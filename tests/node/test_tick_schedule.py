@@ -1,0 +1,60 @@
+"""The node loop's schedule (node/tick_schedule.py): one timer, moved only earlier."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edgechain.node.tick_schedule import TickSchedule
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000
+
+    def now_ms(self) -> int:
+        return self.ms
+
+
+def test_a_later_request_does_not_arm_another_timer() -> None:
+    async def scenario() -> None:
+        clock = _Clock()
+        schedule = TickSchedule(clock.now_ms)
+        schedule.set_next(1_500)
+        assert schedule.arms == 1
+        schedule.request(1_700)  # later than the pass already due: nothing to do
+        schedule.request(1_500)
+        assert (schedule.due_ms, schedule.arms) == (1_500, 1)
+        schedule.request(1_020)  # earlier: the one timer moves
+        assert (schedule.due_ms, schedule.arms) == (1_020, 2)
+        schedule.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_timer_wakes_the_loop_once_the_pass_is_due() -> None:
+    async def scenario() -> None:
+        clock = _Clock()
+        schedule = TickSchedule(clock.now_ms)
+        schedule.set_next(1_005)
+        assert not schedule.wake.is_set()
+        await asyncio.wait_for(schedule.wake.wait(), timeout=5)
+        clock.ms = 1_005
+        assert schedule.is_due(clock.now_ms())
+        schedule.arm()  # the fired timer was forgotten: arming again sets a new one
+        assert schedule.arms == 2
+        schedule.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_immediate_request_wakes_at_once() -> None:
+    async def scenario() -> None:
+        clock = _Clock()
+        schedule = TickSchedule(clock.now_ms)
+        schedule.set_next(60_000)
+        schedule.request(clock.ms)
+        await asyncio.wait_for(schedule.wake.wait(), timeout=5)
+        assert schedule.is_due(clock.now_ms())
+        schedule.close()
+
+    asyncio.run(scenario())
