@@ -125,6 +125,22 @@ def test_valid_block_roundtrips_and_validates() -> None:
     assert decode_genesis(encode_genesis(GENESIS)) == GENESIS
 
 
+def test_decoding_the_same_block_bytes_again_gives_the_same_objects() -> None:
+    """A block arrives several times (gossip from several origins, the direct copy,
+    sync): decoding equal bytes again returns the first decode's objects; bytes that
+    differ only in a signature decode afresh, and bad bytes are refused every time."""
+    first = decode_block_with_hash(BLOCK_BYTES)
+    again = decode_block_with_hash(bytes(bytearray(BLOCK_BYTES)))  # equal, another object
+    assert again[0] is first[0] and again[1] == first[1]
+    assert encode_block(first[0]) == BLOCK_BYTES  # its remembered bytes are its encoding
+    resigned = BLOCK_BYTES[:-1] + bytes([BLOCK_BYTES[-1] ^ 1])
+    other, other_hash = decode_block_with_hash(resigned)
+    assert other is not first[0] and other_hash == first[1]  # signatures are not hashed
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            decode_block_with_hash(BLOCK_BYTES[:-1])
+
+
 @FUZZ
 @given(st.binary(max_size=4096))
 def test_random_bytes_are_clean_rejections(data: bytes) -> None:

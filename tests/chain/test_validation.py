@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from chain_world import ITERATIONS, World, build_slot_1_block, get_slot_1_context, make_world
+from py_arkworks_bls12381 import G2Point
 
 from edgechain.chain.assembly import (
     make_command,
@@ -355,9 +356,9 @@ def test_the_block_signatures_batch_names_the_bad_one_and_cannot_be_shifted(
     wrong = dataclasses.replace(block, aggregate_signature=block.producer_signature)
     reason = _reason(lambda: validate_block(wrong, block_hash, _ctx(world), cache=SignatureCache()))
     assert reason == RejectReason.BAD_AGGREGATE_SIGNATURE
-    shift = bls.G2Point.hash_to_curve(b"shift", bls.DST_SIGNATURE)
-    producer = bls.G2Point.from_compressed_bytes(block.producer_signature) + shift
-    aggregate = bls.G2Point.from_compressed_bytes(block.aggregate_signature) - shift
+    shift = G2Point.hash_to_curve(b"shift", bls.DST_SIGNATURE)
+    producer = G2Point.from_compressed_bytes(block.producer_signature) + shift
+    aggregate = G2Point.from_compressed_bytes(block.aggregate_signature) - shift
     shifted = dataclasses.replace(
         block,
         producer_signature=Signature(producer.to_compressed_bytes()),

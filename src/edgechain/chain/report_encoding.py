@@ -12,6 +12,7 @@ from edgechain.chain.encoding_primitives import (
     encode_with,
 )
 from edgechain.chain.model import AppUsage, Checkpoint, Coordinate, FinalityVote, ResourceReport
+from edgechain.chain.recent_encodings import RecentEncodings
 from edgechain.types import (
     HASH_SIZE,
     REPORT_SIGNATURE_SIZE,
@@ -83,9 +84,21 @@ def decode_finality_vote(data: bytes) -> FinalityVote:
     return decode_with(data, lambda r: FinalityVote(read_checkpoint(r), read_checkpoint(r)))
 
 
+RECENT_REPORTS = RecentEncodings[ResourceReport](4096)
+"""Reports whose bytes :func:`write_report` remembers: every block's ``state_root``
+encodes the state's latest report of each validator, most of them the previous block's
+(``chain/recent_encodings.py``). Room for a few thousand validators' reports."""
+
+
 def write_report(w: Writer, rep: ResourceReport) -> None:
-    write_report_body(w, rep)
-    w.fixed(rep.signature, REPORT_SIGNATURE_SIZE)
+    data = RECENT_REPORTS.get(rep)
+    if data is None:
+        own = Writer()
+        write_report_body(own, rep)
+        own.fixed(rep.signature, REPORT_SIGNATURE_SIZE)
+        data = bytes(own.buf)
+        RECENT_REPORTS.put(rep, data)
+    w.buf += data
 
 
 def read_report(r: Reader) -> ResourceReport:

@@ -122,12 +122,10 @@ class NodeInbox:
                 self._on_gossip(sender, message, now)
         elif isinstance(message, IHave):
             with cpu_span(Component.GOSSIP):
-                for peer, want in self.gossip.on_ihave(sender, message, now):
-                    self.routing.send_to(peer, want)
+                self.routing.send_copies(self.gossip.on_ihave(sender, message, now))
         elif isinstance(message, IWant):
             with cpu_span(Component.GOSSIP):
-                for peer, copy in self.gossip.on_iwant(sender, message, now):
-                    self.routing.send_to(peer, copy)
+                self.routing.send_copies(self.gossip.on_iwant(sender, message, now))
         else:
             if isinstance(message, BlockMsg) and self.duty.nice is None:
                 # Blocks come directly only to the next slot's producer and committee
@@ -159,8 +157,7 @@ class NodeInbox:
             if any(isinstance(e, PeerRejected) for e in out.events):
                 return
             inner = None
-        for peer, copy in forwards:
-            self.routing.send_to(peer, copy)
+        self.routing.send_copies(forwards)
         if inner is not None:
             self._take(inner, origin, now)
 

@@ -369,8 +369,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             if peers_key != self._gossip_peers_key:
                 self._gossip_peers_key = peers_key
                 self.gossip.set_peers(self.routing.get_gossip_peers())
-            for peer, ihave in self.gossip.on_tick(now):
-                self.routing.send_to(peer, ihave)
+            self.routing.send_copies(self.gossip.on_tick(now))
 
     def _probe_rtt(self, engine: ConsensusEngine, now: int) -> None:
         """Ping a random validator when it is time (node/rtt.py); every loop pass asks."""

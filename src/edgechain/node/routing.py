@@ -9,7 +9,7 @@ encodes and sends; the node's loop decides what to send.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from edgechain.consensus.engine import ConsensusEngine
@@ -118,13 +118,20 @@ class PeerRouting:
             peers.extend(state.validators.get_node_ids())
         return peers
 
-    def send_to(self, peer: NodeId, message: GossipMsg | IHave | IWant) -> None:
-        address = self.resolve(peer)
-        if address is None:
-            self.counters.unresolved += 1
-            return
-        data = encode_message(message, self.node_id)
-        self.transport.send(address, data, select_transport(message, data))
+    def send_copies(self, copies: Iterable[tuple[NodeId, GossipMsg | IHave | IWant]]) -> None:
+        """Send each peer its message, encoding each distinct message once: a push
+        sends one gossip copy to ``fanout`` peers, a heartbeat one IHave to several."""
+        encoded: dict[GossipMsg | IHave | IWant, tuple[bytes, Transport]] = {}
+        for peer, message in copies:
+            address = self.resolve(peer)
+            if address is None:
+                self.counters.unresolved += 1
+                continue
+            ready = encoded.get(message)
+            if ready is None:
+                data = encode_message(message, self.node_id)
+                ready = encoded[message] = (data, select_transport(message, data))
+            self.transport.send(address, *ready)
 
     def send_dht(self, contact: Contact, message: DhtMessage) -> None:
         """MACed to a peer whose key we know, signed otherwise."""
@@ -144,8 +151,7 @@ class PeerRouting:
         if outgoing.route is Route.GOSSIP:
             sk = self._sk if is_envelope_signed(type(message)) else None
             payload = encode_gossip_payload(message, self.node_id, sk)  # type: ignore[arg-type]
-            for peer, copy in self.gossip.publish(payload, now):
-                self.send_to(peer, copy)
+            self.send_copies(self.gossip.publish(payload, now))
             return []
         if isinstance(message, SyncResponseMsg):
             message = fit_sync_response(message)
