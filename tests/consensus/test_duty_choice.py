@@ -7,7 +7,7 @@ from edgechain.chain.model import NO_SIGNATURE, SkipBlock
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_slot_start_ms
 from edgechain.node.duty import choose_duty_nice, get_current_role
-from edgechain.node.priority import COMMITTEE_NICE, PRODUCER_NICE
+from edgechain.node.priority import CATCH_UP_NICE, COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.types import BlockHash, NodeId, Slot
 
 from .test_engine import Harness
@@ -47,8 +47,10 @@ def test_after_an_empty_slot_the_duties_are_still_raised() -> None:
     assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
 
 
-def test_a_node_behind_gets_no_raise_but_a_running_vdf_keeps_the_producers() -> None:
-    """A block of slot 3 waits for its parent: the network is ahead of our head."""
+def test_a_node_behind_gets_the_catch_up_raise_and_a_running_vdf_keeps_the_producers() -> None:
+    """A block of slot 3 waits for its parent: the network is ahead of our head. No
+    duty is raised on roles computed from a stale head, but catching up is, below
+    every duty."""
     net = Harness(5)
     net.start_chain()
     net.run_slot(1)
@@ -58,7 +60,29 @@ def test_a_node_behind_gets_no_raise_but_a_running_vdf_keeps_the_producers() -> 
     for engine in net.engines.values():
         engine.sync.add_orphan(newer, BlockHash(b"\x02" * 32), None)
         assert engine.sync.has_orphan_after(Slot(1))
-        assert choose_duty_nice(engine, engine.pk, later, vdf_running=False) is None
+        assert choose_duty_nice(engine, engine.pk, later, vdf_running=False) == CATCH_UP_NICE
         assert choose_duty_nice(engine, engine.pk, later, vdf_running=True) == PRODUCER_NICE
         # An orphan of an older slot (a dead fork) is no sign of being behind.
         assert not engine.sync.has_orphan_after(Slot(3))
+
+
+def test_the_catch_up_raise_is_below_every_duty_and_needs_a_sign_of_being_behind() -> None:
+    """An old head alone (a stalled chain, the same for everyone) raises nothing; an
+    orphan of the current slot's parent slot is no lag either."""
+    assert PRODUCER_NICE < COMMITTEE_NICE < CATCH_UP_NICE < 0
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    stalled = get_slot_start_ms(params, 6) + 10
+    for engine in net.engines.values():
+        _, role = get_current_role(engine, engine.pk, stalled)
+        if role is Role.NONE:
+            assert choose_duty_nice(engine, engine.pk, stalled, vdf_running=False) is None
+    now = get_slot_start_ms(params, 2) + 10
+    newer = SkipBlock(BlockHash(b"\x01" * 32), Slot(2), NodeId(bytes(32)), b"", NO_SIGNATURE)
+    for engine in net.engines.values():
+        engine.sync.add_orphan(newer, BlockHash(b"\x03" * 32), None)
+        _, role = get_current_role(engine, engine.pk, now)
+        expected = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
+        assert choose_duty_nice(engine, engine.pk, now, vdf_running=False) == expected

@@ -16,6 +16,7 @@ from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_current_slot, get_roles
 from edgechain.node.priority import (
+    CATCH_UP_NICE,
     COMMITTEE_NICE,
     PRODUCER_NICE,
     get_autogroup_nice,
@@ -43,7 +44,8 @@ def choose_duty_nice(
 ) -> int | None:
     """On duty (producer or committee of the current slot): run ahead of other work
     (the loop thread and this process's autogroup, see :func:`set_autogroup_nice`).
-    None: no duty, back to the start values.
+    Behind the network with no duty: :data:`CATCH_UP_NICE`. None: no duty, back to the
+    start values.
 
     A slot's deadlines are the producer's VDF and candidate and the committee's
     votes, all before 2/3 of the slot. On a busy device (or a one-host testnet, where
@@ -57,7 +59,12 @@ def choose_duty_nice(
         return PRODUCER_NICE
     slot, role = get_current_role(engine, pk, now)
     head = engine.get_head_state()
-    if head is None or (head.slot != slot - 1 and engine.sync.has_orphan_after(head.slot)):
+    behind = (
+        head is not None
+        and head.slot < slot - 1
+        and (engine.sync.has_orphan_after(head.slot) or engine.checkpoint.is_following())
+    )
+    if head is None or behind:
         # A block of a later slot than our head waits for its ancestors: we are
         # behind, and roles computed on our head are most likely not the network's.
         # Still try the duty, but never crowd out the real producer: several lagging
@@ -67,6 +74,8 @@ def choose_duty_nice(
         # or a loaded host whose committee once missed the deadline keeps missing it
         # (100 nodes on 2 cores: after one empty slot no committee was raised again).
         role = Role.NONE
+    if role is Role.NONE and behind:
+        return CATCH_UP_NICE  # the work of catching up: above following, below duties
     return {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
 
 

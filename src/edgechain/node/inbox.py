@@ -127,7 +127,7 @@ class NodeInbox:
             with cpu_span(Component.GOSSIP):
                 self.routing.send_copies(self.gossip.on_iwant(sender, message, now))
         else:
-            if isinstance(message, BlockMsg) and self.duty.nice is None:
+            if isinstance(message, BlockMsg) and (self.duty.nice or 0) > COMMITTEE_NICE:
                 # Blocks come directly only to the next slot's producer and committee
                 # (engine._publish_block): we are one of them, and checking this block
                 # is the first step of the duty, so it already runs raised. The loop

@@ -23,6 +23,12 @@ the default. The VDF is the slot's critical path: it gets a core whatever else r
 COMMITTEE_NICE = -5
 """Nice value of a committee member until the slot's block is in: its votes have a
 deadline, but a whole committee raised as high as the producer would crowd it out."""
+CATCH_UP_NICE = -2
+"""Nice value of a node that is behind the network (a later block waits for its
+ancestors, or it follows the chain towards a checkpoint) and has no duty. On one host
+where every node follows every block, the scheduler's fair share left a joiner no CPU
+beyond what the others spent on the chain's tip, so it never caught up (100 nodes on 2
+cores, issue 13). Below the committee's raise, so duties still come first."""
 
 
 def set_thread_nice(nice: int) -> bool:
