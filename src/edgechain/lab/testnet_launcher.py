@@ -38,15 +38,14 @@ from edgechain.lab.cluster import (
 from edgechain.lab.containers import ContainerEngines
 from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan_netns
 from edgechain.lab.operator import OperatorSetup
+from edgechain.lab.package_sources import PACKAGE_DIR, compile_package, compute_source_digest
 from edgechain.lab.small_disk import mount_small_disk
 from edgechain.lab.summary import Collected, HeadObservation, KillRecord, count_validators
 from edgechain.lab.testnet_collect import collect
 from edgechain.lab.testnet_config import LaunchConfig, LaunchError
 from edgechain.lab.testnet_progress import LaunchOutput, Progress
 from edgechain.lab.testnet_summary import (
-    PACKAGE_DIR,
     Observed,
-    compute_source_digest,
     summarize_run,
     write_summary,
 )
@@ -100,6 +99,8 @@ class Launcher:
                 "directories all have o+x)"
             )
         collected: Collected | None = None
+        if not compile_package(PACKAGE_DIR):
+            self.output.log(f"bytecode of {PACKAGE_DIR} not written: each node compiles it")
         try:
             specs, admin_key = self._prepare()
             with contextlib.ExitStack() as stack:

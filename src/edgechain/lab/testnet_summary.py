@@ -4,8 +4,6 @@ answered at the end (figures computed by :mod:`edgechain.lab.summary`)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -13,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import edgechain
 from edgechain.errors import LocalError
 from edgechain.lab.apps import summarize_apps
 from edgechain.lab.cluster import Cluster, find_live_groups
 from edgechain.lab.elections import load_producers
 from edgechain.lab.operator import OperatorSetup
+from edgechain.lab.package_sources import PACKAGE_DIR, compute_source_digest
 from edgechain.lab.skip_causes import compute_skip_causes, read_log_lines
 from edgechain.lab.summary import (
     ChainEntry,
@@ -52,23 +50,6 @@ class Observed:
     crashes: list[dict[str, Any]] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
     """Nodes that exited 0 on their own: they left the network (``node leave``)."""
-
-
-def compute_source_digest(package_dir: Path) -> str:
-    """SHA-256 over the package's Python sources (path and content, sorted).
-
-    The nodes run whatever is on disk when each starts; with an editable install being
-    edited, a late joiner can run different code. Compared at start and end of a run.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        digest.update(str(path.relative_to(package_dir)).encode() + b"\0")
-        with contextlib.suppress(OSError):
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-PACKAGE_DIR = Path(edgechain.__file__).parent
 
 
 def summarize_run(
