@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgechain.chain.signature_cache import SignatureCache
 from edgechain.consensus.roles import compute_roles
 from edgechain.crypto import bls, vdf
 from edgechain.crypto.hashing import compute_node_id
@@ -264,6 +265,37 @@ def bench_dht_envelope(repeat: int = DEFAULT_REPEAT) -> Result:
     }
 
 
+def bench_block_signatures(repeat: int = DEFAULT_REPEAT, committee: int = 16) -> Result:
+    """What every validator checks of every block beside its VDF: the producer's
+    signature and the committee's aggregate. Two checks (four pairings, two final
+    exponentiations) against one randomised batch (three pairings, one), as
+    ``chain/validation.validate_block_signatures`` does since session 27."""
+    sks = _secret_keys(committee + 1)
+    pks = [bls.sk_to_pk(sk) for sk in sks]
+    produced, voted = b"bench producer message", b"bench vote message"
+    producer_sig = bls.sign(sks[0], produced)
+    aggregate = bls.aggregate([bls.sign(sk, voted) for sk in sks[1:]])
+
+    def separate() -> None:
+        assert bls.verify(pks[0], produced, producer_sig)
+        assert bls.fast_aggregate_verify(pks[1:], voted, aggregate)
+
+    def batched() -> None:
+        key = bls.aggregate_public_keys(pks[1:]).to_compressed_bytes()
+        items = [(pks[0], produced, producer_sig), (key, voted, aggregate)]
+        assert SignatureCache(randomness=b"bench").verify_batch(items) == [True, True]
+
+    separate_ms = _median_ms(separate, repeat)
+    batched_ms = _median_ms(batched, repeat)
+    return {
+        "committee": committee,
+        "separate_ms": separate_ms,
+        "batched_ms": batched_ms,
+        "ratio": round(separate_ms / batched_ms, 2),
+        "repeat": repeat,
+    }
+
+
 # --------------------------------------------------------------------------------------
 
 
@@ -276,6 +308,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     "roles_1000": bench_roles,
     "block_validation_1000_reports": bench_block_validation,
     "dht_envelope": bench_dht_envelope,
+    "block_signatures": bench_block_signatures,
 }
 
 
