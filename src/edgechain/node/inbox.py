@@ -35,6 +35,7 @@ from edgechain.node.duty import DutyPriority
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import COMMITTEE_NICE
 from edgechain.node.queries import NodeCounters
+from edgechain.node.relayed_blocks import RelayedBlocks
 from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
@@ -72,6 +73,7 @@ class NodeInbox:
     seeds: SeedContacts
     dht: DhtNode
     gossip: Gossip
+    relayed_blocks: RelayedBlocks
     duty: DutyPriority
     observer: NodeObserver
     report_times: ReportTimes
@@ -147,6 +149,12 @@ class NodeInbox:
             # Undecodable for us, undecodable for every honest peer: not relayed.
             self.counters.decode_errors[exc.reason] += 1
             return
+        if (
+            isinstance(inner, BlockMsg)
+            and inner.block_hash is not None
+            and self.relayed_blocks.is_repeat(inner.block_hash, inner.block_hash in engine.states)
+        ):
+            return  # another origin's copy of a block we relayed and hold (relayed_blocks.py)
         if isinstance(inner, CommandMsg):
             # Cheap to check, and anyone can make one: a command is relayed only once it
             # passed our checks, so a refused one dies at the first honest hop. Blocks are

@@ -68,6 +68,7 @@ from edgechain.node.log_format import configure_logging
 from edgechain.node.metrics import NodeObserver
 from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
+from edgechain.node.relayed_blocks import RelayedBlocks
 from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
@@ -130,6 +131,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         self.rng = random.Random(self.node_id)
         self.dht = DhtNode(self.node_id, random.Random(self.rng.getrandbits(64)), DhtConfig())
         self.gossip = Gossip(self.node_id, random.Random(self.rng.getrandbits(64)), GossipConfig())
+        self.relayed_blocks = RelayedBlocks()
+        """Blocks relayed by gossip: another origin's copy stops here (relayed_blocks.py)."""
         self._gossip_peers_key: tuple[int, BlockHash | None] | None = None
         """(DHT membership version, head) the gossip peer list was built from."""
         self.rtt = RttProbe(self.node_id, random.Random(self.rng.getrandbits(64)))
