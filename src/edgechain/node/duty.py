@@ -58,24 +58,22 @@ def choose_duty_nice(
         # Only wanted evaluations are left (the loop drops the others first).
         return PRODUCER_NICE
     slot, role = get_current_role(engine, pk, now)
-    head = engine.get_head_state()
-    behind = (
+    head = engine.get_head_state()  # None: no role either (get_current_role)
+    if (
         head is not None
         and head.slot < slot - 1
         and (engine.sync.has_orphan_after(head.slot) or engine.checkpoint.is_following())
-    )
-    if head is None or behind:
-        # A block of a later slot than our head waits for its ancestors: we are
-        # behind, and roles computed on our head are most likely not the network's.
-        # Still try the duty, but never crowd out the real producer: several lagging
-        # nodes that each believed they produce once starved it at this priority.
+    ):
+        # A block of a later slot than our head waits for its ancestors (or we follow
+        # towards a checkpoint): we are behind, and roles computed on our head are most
+        # likely not the network's. Still try the duty, but never crowd out the real
+        # producer: several lagging nodes that each believed they produce once starved
+        # it at this priority. Catching up runs above following, below every duty.
         # A head older than the last slot with nothing newer in sight is the network's
         # (a slot got neither a block nor a skip block): that slot's duties are raised,
         # or a loaded host whose committee once missed the deadline keeps missing it
         # (100 nodes on 2 cores: after one empty slot no committee was raised again).
-        role = Role.NONE
-    if role is Role.NONE and behind:
-        return CATCH_UP_NICE  # the work of catching up: above following, below duties
+        return CATCH_UP_NICE
     return {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
 
 
