@@ -120,7 +120,7 @@ class ContainerNet(LiveTestnet):
                 Copy(proc.pid, node, proc.info["uids"].real, cgroup, frozen, is_dying(proc.pid))
             )
         # A copy killed while paused is thawed to die: awake, SIGKILL pending, it runs
-        # no code of its own again (the engine's kill; ``runtime/container._discard``).
+        # no code of its own again (the engine's kill; ``runtime/container_control._discard``).
         running = [c for c in found if not c.frozen and not c.dying]
         if len(running) > self.max_copies:
             self.max_copies = len(running)

@@ -29,12 +29,12 @@ from edgechain.consensus.memo import Memo
 from edgechain.consensus.state_codec import (
     MAX_STATE_BYTES,
     STATE_FORMAT_VERSION,
-    StateLimits,
     compute_state_root,
     decode_state,
     encode_state,
     get_state_root,
 )
+from edgechain.consensus.state_codec_fields import StateLimits
 from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.sim.runner import SimConfig, Simulation

@@ -45,15 +45,8 @@ from edgechain.lab.netns import (
     read_neighbour_limits,
     write_neighbour_limits,
 )
-from edgechain.lab.summary import (
-    BlockRecord,
-    ChainEntry,
-    Collected,
-    Interval,
-    KillRecord,
-    build_chain_summary,
-    pick_reference,
-)
+from edgechain.lab.summary import Collected, build_chain_summary, pick_reference
+from edgechain.lab.summary_records import BlockRecord, ChainEntry, Interval, KillRecord
 from edgechain.lab.testnet import add_testnet_arguments, config_from_args
 from edgechain.lab.testnet_config import DEFAULT_CPU_CAPACITY, LaunchConfig, LaunchError
 from edgechain.lab.testnet_progress import Progress, format_progress

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from edgechain.lab.report_summary import summarize_reports
-from edgechain.lab.summary import BlockRecord, CanonicalBlock, RecordError, parse_block_records
+from edgechain.lab.summary_records import (
+    BlockRecord,
+    CanonicalBlock,
+    RecordError,
+    parse_block_records,
+)
 
 
 def _record(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgechain.lab.skip_lag import compute_excluded_lags, count_behind
-from edgechain.lab.summary import BlockRecord, CanonicalBlock
+from edgechain.lab.summary_records import BlockRecord, CanonicalBlock
 
 IDS = {"aa" * 32: "node-001", "bb" * 32: "node-002", "cc" * 32: "node-003"}
 

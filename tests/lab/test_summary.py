@@ -5,20 +5,10 @@ from __future__ import annotations
 import pytest
 
 from edgechain.lab.summary import (
-    BlockRecord,
-    CanonicalBlock,
-    ChainEntry,
-    HeadObservation,
-    Interval,
-    KillRecord,
-    RecordError,
     annotate_chain,
     assess_kill,
     classify_slot,
     compute_propagation_samples,
-    count_validators,
-    describe,
-    describe_per_node,
     find_join_slot,
     get_down_slots,
     get_election_slots,
@@ -27,10 +17,20 @@ from edgechain.lab.summary import (
     get_tip_at,
     get_unexplained_skips,
     merge_counters,
+)
+from edgechain.lab.summary_records import (
+    BlockRecord,
+    CanonicalBlock,
+    ChainEntry,
+    HeadObservation,
+    Interval,
+    KillRecord,
+    RecordError,
+    count_validators,
     parse_block_records,
     parse_chain,
-    percentile,
 )
+from edgechain.lab.summary_stats import describe, describe_per_node, percentile
 
 
 def record(block: str, slot: int, at: int, *, skip: bool = False, **kw: str) -> BlockRecord:

@@ -1,5 +1,6 @@
 """Small builders of JSON Schema objects for the API's OpenAPI document
-(``api/openapi.py``, ``api/openapi_schemas.py``, ``api/openapi_snapshot.py``)."""
+(``api/openapi.py``, ``api/openapi_schemas.py``, ``api/openapi_node_schemas.py``,
+``api/openapi_app_schemas.py``, ``api/openapi_snapshot.py``)."""
 
 from __future__ import annotations
 

@@ -26,23 +26,21 @@ Layout (primitives as in ``chain/encoding_primitives.py``)::
 
 A 1000-member validator set is about 140 KB, and a state names up to 67 (``validators``,
 ``voters``, one per checkpoint record), nearly always equal: the table keeps one copy.
+
+The decoders' bounds (``StateLimits``), the helpers every part shares and the codecs of
+the authority, ``last_seen``, the coordinates and the finality tallies are in
+``consensus/state_codec_fields.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import struct
-from collections.abc import Callable, Mapping, Sequence
-from itertools import pairwise
-from typing import TypeVar
 
-from edgechain.chain.authority import Authority
 from edgechain.chain.command_encoding import read_app_spec, write_app_spec
 from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.encoding_primitives import Reader, Writer
-from edgechain.chain.finality import MAX_PENDING_EPOCHS, CheckpointRecord, FinalityState
-from edgechain.chain.model import Checkpoint, Coordinate
+from edgechain.chain.finality import CheckpointRecord, FinalityState
 from edgechain.chain.report_encoding import (
     MIN_REPORT_SIZE,
     read_checkpoint,
@@ -53,20 +51,29 @@ from edgechain.chain.report_encoding import (
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo
+from edgechain.consensus.state_codec_fields import (
+    CHECKPOINT_SIZE,
+    StateLimits,
+    get_malformed_error,
+    read_authority,
+    read_coordinates,
+    read_last_seen,
+    read_node,
+    read_optional,
+    read_optional_key,
+    read_slot,
+    read_tallies,
+    write_authority,
+    write_coordinates,
+    write_last_seen,
+    write_node,
+    write_optional,
+    write_optional_key,
+    write_tallies,
+)
 from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
-from edgechain.types import (
-    HASH_SIZE,
-    PUBLIC_KEY_SIZE,
-    REPORT_KEY_SIZE,
-    AppId,
-    BlockHash,
-    NodeId,
-    PublicKey,
-    Slot,
-)
-
-T = TypeVar("T")
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
 STATE_FORMAT_VERSION = 5
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
@@ -81,109 +88,33 @@ MAX_STATE_BYTES = 32 * 1024 * 1024
 """The largest state encoding accepted (some 200 000 app records)."""
 
 
-class StateLimits:
-    """Upper bounds on a state's counts; each is a DecodeError beyond it."""
-
-    MAX_CHECKPOINTS = MAX_PENDING_EPOCHS + 1
-    """``chain/finality._trim``: the justified record and at most 64 after it."""
-    MAX_VALIDATOR_SETS = MAX_CHECKPOINTS + 2
-    MAX_VALIDATORS = 100_000
-    MAX_APPS = 1_000_000
-    MAX_KEYS = 100_000
-    """Operators, revoked keys, signers' sequence numbers, banned and draining nodes."""
-    MAX_LAST_SEEN = 2 * MAX_VALIDATORS
-    """Validators and the nodes that left but are not down yet."""
-    MAX_TALLIES = MAX_CHECKPOINTS
-
-
 # Lower bounds of each item's encoding (Reader.items refuses counts that cannot fit).
 _MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4 + 8
 _MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
 _MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1
-_CHECKPOINT_SIZE = 8 + HASH_SIZE
-_MIN_TALLY_SIZE = _CHECKPOINT_SIZE + 4
 
 _APP_STATES = (AppState.RUNNING, AppState.STOPPED)
 """AppState's byte is its index here (never the enum's string value or its order)."""
-
-
-# --- shared helpers --------------------------------------------------------------------
-
-
-def _malformed(detail: str) -> DecodeError:
-    return DecodeError(RejectReason.MALFORMED, detail)
-
-
-def _write_optional(w: Writer, value: T | None, write: Callable[[Writer, T], None]) -> None:
-    w.boolean(value is not None)
-    if value is not None:
-        write(w, value)
-
-
-def _read_optional(r: Reader, read: Callable[[Reader], T]) -> T | None:
-    return read(r) if r.boolean() else None
-
-
-def _write_node(w: Writer, node: bytes) -> None:
-    w.fixed(node, HASH_SIZE)
-
-
-def _read_node(r: Reader) -> NodeId:
-    return NodeId(r.fixed(HASH_SIZE))
-
-
-def _read_slot(r: Reader) -> Slot:
-    return Slot(r.u64())
-
-
-def _read_key(r: Reader) -> bytes:
-    return r.fixed(PUBLIC_KEY_SIZE)
-
-
-def _write_optional_key(w: Writer, value: bytes, size: int) -> None:
-    """Empty, or exactly ``size`` bytes (the encoder never writes what decoding refuses)."""
-    if value and len(value) != size:
-        raise ValueError(f"expected 0 or {size} bytes, got {len(value)}")
-    w.var_bytes(value)
-
-
-def _read_optional_key(r: Reader, size: int, what: str) -> bytes:
-    """Empty, or exactly ``size`` bytes."""
-    value = r.var_bytes(size)
-    if value and len(value) != size:
-        raise DecodeError(RejectReason.BAD_LENGTH, what)
-    return value
-
-
-def _check_increasing(keys: Sequence[bytes], what: str) -> None:
-    """Canonical order: each key strictly after the previous one (sorted, unique)."""
-    if any(before >= after for before, after in pairwise(keys)):
-        raise _malformed(f"{what}: keys not strictly increasing")
-
-
-def _checkpoint_key(c: Checkpoint) -> bytes:
-    """Orders as ``(epoch, block)``: a big-endian epoch, then the 32-byte hash."""
-    return struct.pack(">Q", c.epoch) + bytes(c.block)
 
 
 # --- validator sets --------------------------------------------------------------------
 
 
 def _write_validator(w: Writer, v: ValidatorInfo) -> None:
-    _write_node(w, v.node)
+    write_node(w, v.node)
     w.fixed(v.public_key, PUBLIC_KEY_SIZE)
     w.string(v.address)
     w.items(v.labels, Writer.string)
-    _write_optional_key(w, v.report_key, REPORT_KEY_SIZE)
+    write_optional_key(w, v.report_key, REPORT_KEY_SIZE)
     w.u64(v.address_slot)
 
 
 def _read_validator(r: Reader) -> ValidatorInfo:
-    node = _read_node(r)
+    node = read_node(r)
     public_key = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
     address = r.string(Limits.MAX_SHORT_STR)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
-    report_key = _read_optional_key(r, REPORT_KEY_SIZE, "validator report key")
+    report_key = read_optional_key(r, REPORT_KEY_SIZE, "validator report key")
     return ValidatorInfo(node, public_key, address, labels, report_key, r.u64())
 
 
@@ -232,14 +163,14 @@ class _SetRefs:
     def read(self, r: Reader) -> ValidatorSet:
         index = r.u32()
         if index > self.used or index >= len(self.sets):
-            raise _malformed(f"validator set {index} out of order ({self.used} used)")
+            raise get_malformed_error(f"validator set {index} out of order ({self.used} used)")
         if index == self.used:
             self.used += 1
         return self.sets[index]
 
     def finish(self) -> None:
         if self.used != len(self.sets):
-            raise _malformed(f"{len(self.sets) - self.used} unused validator sets")
+            raise get_malformed_error(f"{len(self.sets) - self.used} unused validator sets")
 
 
 def _read_set_table(r: Reader) -> list[ValidatorSet]:
@@ -256,7 +187,7 @@ def _read_set_table(r: Reader) -> list[ValidatorSet]:
     sets = r.items(StateLimits.MAX_VALIDATOR_SETS, 4, read_one)
     for i, span in enumerate(spans):
         if span in spans[:i]:
-            raise _malformed(f"validator set {i} repeats an earlier one")
+            raise get_malformed_error(f"validator set {i} repeats an earlier one")
     return sets
 
 
@@ -266,15 +197,15 @@ def _read_set_table(r: Reader) -> list[ValidatorSet]:
 def _write_app_record(w: Writer, rec: AppRecord) -> None:
     w.fixed(rec.app, HASH_SIZE)
     write_app_spec(w, rec.spec)
-    _write_optional(w, rec.node, _write_node)
-    _write_optional(w, rec.last_move_slot, Writer.u64)
+    write_optional(w, rec.node, write_node)
+    write_optional(w, rec.last_move_slot, Writer.u64)
     w.u8(_APP_STATES.index(rec.state))
     w.u64(rec.version)
-    _write_optional_key(w, rec.owner, PUBLIC_KEY_SIZE)
+    write_optional_key(w, rec.owner, PUBLIC_KEY_SIZE)
     w.u64(rec.created_slot)
-    _write_optional(w, rec.move_to, _write_node)
-    _write_optional(w, rec.replica_node, _write_node)
-    _write_optional(w, rec.previous_node, _write_node)
+    write_optional(w, rec.move_to, write_node)
+    write_optional(w, rec.replica_node, write_node)
+    write_optional(w, rec.previous_node, write_node)
     w.boolean(rec.moved_by_operator)
 
 
@@ -289,119 +220,28 @@ def _read_app_record(r: Reader) -> AppRecord:
     return AppRecord(
         app=AppId(r.fixed(HASH_SIZE)),
         spec=read_app_spec(r),
-        node=_read_optional(r, _read_node),
-        last_move_slot=_read_optional(r, _read_slot),
+        node=read_optional(r, read_node),
+        last_move_slot=read_optional(r, read_slot),
         state=_read_app_state(r),
         version=r.u64(),
-        owner=_read_optional_key(r, PUBLIC_KEY_SIZE, "app owner"),
-        created_slot=_read_slot(r),
-        move_to=_read_optional(r, _read_node),
-        replica_node=_read_optional(r, _read_node),
-        previous_node=_read_optional(r, _read_node),
+        owner=read_optional_key(r, PUBLIC_KEY_SIZE, "app owner"),
+        created_slot=read_slot(r),
+        move_to=read_optional(r, read_node),
+        replica_node=read_optional(r, read_node),
+        previous_node=read_optional(r, read_node),
         moved_by_operator=r.boolean(),
     )
 
 
 def _write_registry(w: Writer, reg: Registry) -> None:
     w.items(reg.records, _write_app_record)
-    w.items(reg.queue, _write_node)
+    w.items(reg.queue, write_node)
 
 
 def _read_registry(r: Reader) -> Registry:
     records = tuple(r.items(StateLimits.MAX_APPS, _MIN_RECORD_SIZE, _read_app_record))
     queue = tuple(r.items(StateLimits.MAX_APPS, HASH_SIZE, lambda x: AppId(x.fixed(HASH_SIZE))))
     return Registry(records=records, queue=queue)
-
-
-# --- authority -------------------------------------------------------------------------
-
-
-def _write_key(w: Writer, key: bytes) -> None:
-    w.fixed(key, PUBLIC_KEY_SIZE)
-
-
-def _write_sequence(w: Writer, entry: tuple[bytes, int]) -> None:
-    _write_key(w, entry[0])
-    w.u64(entry[1])
-
-
-def _write_authority(w: Writer, auth: Authority) -> None:
-    _write_optional_key(w, auth.admin_key, PUBLIC_KEY_SIZE)
-    w.items(auth.operators, _write_key)
-    w.items(auth.revoked, _write_key)
-    w.items(auth.sequences, _write_sequence)
-    w.items(auth.banned, _write_node)
-    w.items(auth.draining, _write_node)
-    w.items(auth.revoked_enrollments, _write_node)
-
-
-def _read_authority(r: Reader) -> Authority:
-    admin_key = _read_optional_key(r, PUBLIC_KEY_SIZE, "admin key")
-    keys, size = StateLimits.MAX_KEYS, PUBLIC_KEY_SIZE
-    operators = tuple(r.items(keys, size, _read_key))
-    revoked = tuple(r.items(keys, size, _read_key))
-    sequences = tuple(r.items(keys, size + 8, lambda x: (_read_key(x), x.u64())))
-    banned = tuple(r.items(keys, HASH_SIZE, _read_node))
-    draining = tuple(r.items(keys, HASH_SIZE, _read_node))
-    tokens = tuple(bytes(t) for t in r.items(keys, HASH_SIZE, _read_node))
-    return Authority(admin_key, operators, revoked, sequences, banned, draining, tokens)
-
-
-# --- mappings --------------------------------------------------------------------------
-
-
-def _write_last_seen(w: Writer, last_seen: Mapping[NodeId, Slot]) -> None:
-    w.u32(len(last_seen))
-    for node in sorted(last_seen, key=bytes):
-        _write_node(w, node)
-        w.u64(last_seen[node])
-
-
-def _read_last_seen(r: Reader) -> dict[NodeId, Slot]:
-    pairs = r.items(
-        StateLimits.MAX_LAST_SEEN, HASH_SIZE + 8, lambda x: (_read_node(x), _read_slot(x))
-    )
-    _check_increasing([node for node, _ in pairs], "last_seen")
-    return dict(pairs)
-
-
-def _write_coordinates(w: Writer, coordinates: Mapping[NodeId, Coordinate]) -> None:
-    w.u32(len(coordinates))
-    for node in sorted(coordinates, key=bytes):
-        _write_node(w, node)
-        w.i32(coordinates[node].x_us)
-        w.i32(coordinates[node].y_us)
-
-
-def _read_coordinates(r: Reader) -> dict[NodeId, Coordinate]:
-    pairs = r.items(
-        StateLimits.MAX_VALIDATORS,
-        HASH_SIZE + 8,
-        lambda x: (_read_node(x), Coordinate(x.i32(), x.i32())),
-    )
-    _check_increasing([node for node, _ in pairs], "coordinates")
-    return dict(pairs)
-
-
-def _write_tallies(w: Writer, tallies: Mapping[Checkpoint, frozenset[NodeId]]) -> None:
-    w.u32(len(tallies))
-    for target in sorted(tallies, key=_checkpoint_key):
-        write_checkpoint(w, target)
-        w.items(sorted(tallies[target], key=bytes), _write_node)
-
-
-def _read_voters(r: Reader) -> frozenset[NodeId]:
-    nodes = r.items(StateLimits.MAX_VALIDATORS, HASH_SIZE, _read_node)
-    _check_increasing(nodes, "tally")
-    return frozenset(nodes)
-
-
-def _read_tallies(r: Reader) -> dict[Checkpoint, frozenset[NodeId]]:
-    pairs = r.items(
-        StateLimits.MAX_TALLIES, _MIN_TALLY_SIZE, lambda x: (read_checkpoint(x), _read_voters(x))
-    )
-    _check_increasing([_checkpoint_key(target) for target, _ in pairs], "tallies")
-    return dict(pairs)
 
 
 # --- finality --------------------------------------------------------------------------
@@ -415,17 +255,17 @@ def _write_finality(w: Writer, fin: FinalityState, table: list[ValidatorSet]) ->
     for record in fin.checkpoints:
         write_checkpoint(w, record.checkpoint)
         w.u32(table.index(record.validators))
-    _write_tallies(w, fin.tallies)
+    write_tallies(w, fin.tallies)
 
 
 def _read_finality(r: Reader, refs: _SetRefs) -> FinalityState:
     justified, finalized, voters = read_checkpoint(r), read_checkpoint(r), refs.read(r)
     checkpoints = r.items(
         StateLimits.MAX_CHECKPOINTS,
-        _CHECKPOINT_SIZE + 4,
+        CHECKPOINT_SIZE + 4,
         lambda x: CheckpointRecord(read_checkpoint(x), refs.read(x)),
     )
-    return FinalityState(justified, finalized, voters, tuple(checkpoints), _read_tallies(r))
+    return FinalityState(justified, finalized, voters, tuple(checkpoints), read_tallies(r))
 
 
 # --- the state -------------------------------------------------------------------------
@@ -451,10 +291,10 @@ def encode_state(state: BlockState) -> bytes:
     w.u32(state.signers)
     w.boolean(state.is_skip)
     w.fixed(state.vdf_group, HASH_SIZE)
-    _write_authority(w, state.authority)
-    _write_last_seen(w, state.last_seen)
-    _write_coordinates(w, state.coordinates)
-    _write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
+    write_authority(w, state.authority)
+    write_last_seen(w, state.last_seen)
+    write_coordinates(w, state.coordinates)
+    write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
     if len(w.buf) > MAX_STATE_BYTES:
         raise ValueError(f"state encoding of {len(w.buf)} bytes > {MAX_STATE_BYTES}")
     return bytes(w.buf)
@@ -471,7 +311,7 @@ def decode_state(data: bytes) -> BlockState:
     refs = _SetRefs(_read_set_table(r))
     state = BlockState(  # keyword arguments are evaluated in order: the field order
         block_hash=BlockHash(r.fixed(HASH_SIZE)),
-        slot=_read_slot(r),
+        slot=read_slot(r),
         seed=r.fixed(HASH_SIZE),
         validators=refs.read(r),
         difficulty=r.u64(),
@@ -480,10 +320,10 @@ def decode_state(data: bytes) -> BlockState:
         signers=r.u32(),
         is_skip=r.boolean(),
         vdf_group=BlockHash(r.fixed(HASH_SIZE)),
-        authority=_read_authority(r),
-        last_seen=_read_last_seen(r),
-        coordinates=_read_coordinates(r),
-        finality=_read_optional(r, lambda x: _read_finality(x, refs)),
+        authority=read_authority(r),
+        last_seen=read_last_seen(r),
+        coordinates=read_coordinates(r),
+        finality=read_optional(r, lambda x: _read_finality(x, refs)),
     )
     r.finish()
     refs.finish()

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgechain.lab.summary import BlockRecord
+    from edgechain.lab.summary_records import BlockRecord
 
 
 def get_first_acceptances(

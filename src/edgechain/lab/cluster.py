@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.lab.summary import Interval, RecordError
+from edgechain.lab.summary_records import Interval, RecordError
 from edgechain.node.config import HOSTILE_ENV
 from edgechain.types import PublicKey
 

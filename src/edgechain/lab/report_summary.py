@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edgechain.telemetry.cpu import compute_percentile
 
 if TYPE_CHECKING:
-    from edgechain.lab.summary import BlockRecord, CanonicalBlock
+    from edgechain.lab.summary_records import BlockRecord, CanonicalBlock
 
 
 def summarize_reports(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edgechain.lab.acceptance_times import get_first_acceptances
 
 if TYPE_CHECKING:
-    from edgechain.lab.summary import BlockRecord, CanonicalBlock
+    from edgechain.lab.summary_records import BlockRecord, CanonicalBlock
 
 
 @dataclass(frozen=True)

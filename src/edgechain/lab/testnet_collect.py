@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.lab.cluster import Cluster
-from edgechain.lab.summary import Collected, RecordError, parse_block_records, parse_chain
+from edgechain.lab.summary import Collected
+from edgechain.lab.summary_records import RecordError, parse_block_records, parse_chain
 
 COLLECT_TIMEOUT_S = 10.0
 COLLECT_TRIES = 2

@@ -40,7 +40,8 @@ from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan
 from edgechain.lab.operator import OperatorSetup
 from edgechain.lab.package_sources import PACKAGE_DIR, compile_package, compute_source_digest
 from edgechain.lab.small_disk import mount_small_disk
-from edgechain.lab.summary import Collected, HeadObservation, KillRecord, count_validators
+from edgechain.lab.summary import Collected
+from edgechain.lab.summary_records import HeadObservation, KillRecord, count_validators
 from edgechain.lab.testnet_collect import collect
 from edgechain.lab.testnet_config import LaunchConfig, LaunchError
 from edgechain.lab.testnet_progress import LaunchOutput, Progress

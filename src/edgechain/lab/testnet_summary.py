@@ -19,18 +19,16 @@ from edgechain.lab.operator import OperatorSetup
 from edgechain.lab.package_sources import PACKAGE_DIR, compute_source_digest
 from edgechain.lab.skip_causes import compute_skip_causes, read_log_lines
 from edgechain.lab.summary import (
-    ChainEntry,
     Collected,
-    HeadObservation,
-    KillRecord,
     build_chain_summary,
-    describe_per_node,
     find_join_slot,
     get_canonical_hashes,
     get_election_slots,
     merge_counters,
     pick_reference,
 )
+from edgechain.lab.summary_records import ChainEntry, HeadObservation, KillRecord
+from edgechain.lab.summary_stats import describe_per_node
 from edgechain.lab.testnet_config import LaunchConfig
 from edgechain.telemetry.cpu import merge_node_summaries
 

@@ -59,7 +59,7 @@ app's figure varies by ~20 % between reports on a busy host).
   figures involved. Beyond that, the registry keeps each app's
   ``previous_node`` and balancing never sends an app back to it within
   RETURN_GUARD_SLOTS slots of its move (operator moves, drains and recoveries may).
-* An app with a usable replica node goes to that node only (``_follows_replica``): a
+* An app with a usable replica node goes to that node only (``follows_replica``): a
   migration whose origin dies in flight then restarts from the replica, not from
   nothing.
 * An app an operator moved (``AppRecord.moved_by_operator``) is not balanced away
@@ -71,17 +71,17 @@ app's figure varies by ~20 % between reports on a busy host).
   reported running it since its last move (``PlanState.may_move``): the interval alone
   covered transfers in flight (tens of seconds, paper Table 3) but not one whose origin
   was paused.
+
+The phase itself and its single moves are in ``balancing_moves.py``, the swaps in
+``balancing_swaps.py``; this module holds the rule, its constants and what both share.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.plan_state import MIB, PlanState
 from edgechain.orchestrator.registry import AppRecord
 from edgechain.types import AppId, NodeId, Slot
@@ -176,42 +176,7 @@ def is_better(drop: int, cost: int, best: Move | None) -> bool:
     return best is None or drop * best.cost > best.drop * cost
 
 
-def balance_loads(state: PlanState, slot: Slot, min_move_interval: int) -> list[PlanEntry]:
-    """Single moves while the budget lasts and one qualifies, then swaps."""
-    entries: list[PlanEntry] = []
-    movable = _MovableApps(state, slot, min_move_interval)
-    ranking = _Ranking(state)
-    if not ranking.destinations:
-        return entries
-    while state.has_budget():
-        move = _find_best_move(state, movable, ranking)
-        if move is None:
-            break
-        _apply(state, move, entries, ranking)
-        movable.discard(move.origin, move.record.app)
-    for _ in range(MAX_SWAPS_PER_PLAN):
-        if not state.has_budget(2):
-            break
-        swap = _find_best_swap(state, ranking, slot, min_move_interval)
-        if swap is None:
-            break
-        for move in swap:
-            _apply(state, move, entries, ranking)
-    return entries
-
-
-def _apply(state: PlanState, move: Move, entries: list[PlanEntry], ranking: _Ranking) -> None:
-    load = state.load
-    origin_load, destination_load = load[move.origin], load[move.destination]
-    state.migrate(move.record, move.origin, move.destination)
-    ranking.rerank(move.origin, origin_load, load[move.origin])
-    ranking.rerank(move.destination, destination_load, load[move.destination])
-    if state.received[move.destination] >= state.budget.in_per_node:
-        ranking.drop_destination(move.destination, load[move.destination])
-    entries.append(PlanEntry(PlanAction.MIGRATE, move.record.app, move.origin, move.destination))
-
-
-def _is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: int) -> bool:
+def is_candidate(state: PlanState, app: AppId, slot: Slot, min_move_interval: int) -> bool:
     """Whether balancing may move the app at all (not yet in this plan, its node has
     reported running it since its last move, no operator move pending or just carried
     out, policy and minimum interval allow it, worth a transfer)."""
@@ -233,7 +198,7 @@ def _is_held_by_operator(record: AppRecord, slot: Slot) -> bool:
     )
 
 
-def _is_return(record: AppRecord, destination: NodeId, slot: Slot) -> bool:
+def is_return(record: AppRecord, destination: NodeId, slot: Slot) -> bool:
     return (
         record.previous_node == destination
         and record.last_move_slot is not None
@@ -241,8 +206,8 @@ def _is_return(record: AppRecord, destination: NodeId, slot: Slot) -> bool:
     )
 
 
-class _MovableApps:
-    """Each origin's balancing candidates (``_is_candidate``) as a (score, app id)
+class MovableApps:
+    """Each origin's balancing candidates (``is_candidate``) as a (score, app id)
     sorted list, built once per plan on first use: an app's candidacy only changes
     when it moves, and a moved app is discarded."""
 
@@ -260,7 +225,7 @@ class _MovableApps:
             apps = sorted(
                 (state.app_score[app], app)
                 for app in state.apps_on[origin]
-                if _is_candidate(state, app, self.slot, self.min_move_interval)
+                if is_candidate(state, app, self.slot, self.min_move_interval)
             )
             self.by_node[origin] = apps
         if len(apps) <= MOVE_WINDOW:
@@ -275,7 +240,7 @@ class _MovableApps:
             _remove_sorted(apps, (self.state.app_score[app], app))
 
 
-class _Ranking:
+class Ranking:
     """The reported nodes by load, kept sorted as balancing moves apps: destinations
     (available, with incoming budget left) by (load, id), origins (not down) by
     (-load, id)."""
@@ -316,202 +281,7 @@ def _remove_sorted(items: list[_Key], key: _Key) -> bool:
     return False
 
 
-def _find_best_move(state: PlanState, movable: _MovableApps, ranking: _Ranking) -> Move | None:
-    """The best single move from the most-loaded node that can make one."""
-    load = state.load
-    ascending = ranking.destinations
-    if not ascending:
-        return None
-    lightest = ascending[0][0]
-    out_limit = state.budget.out_per_node
-    for _, origin in ranking.origins:
-        # The gap to the lightest node bounds every gap of this origin and of the
-        # lighter origins after it: below the smallest margin plus the smallest app,
-        # nothing qualifies any more.
-        if (
-            load[origin] - lightest < MIN_MOVE_MARGIN + MIN_MOVABLE_SCORE
-            or load[origin] <= ranking.ceiling
-        ):
-            return None
-        if state.sent[origin] >= out_limit:
-            continue
-        window = movable.get_window(origin, load[origin] - lightest)
-        move = _find_best_move_from(
-            state, origin, window, ascending, movable.slot, below=ranking.mean
-        )
-        if move is not None:
-            return move
-    return None
-
-
-def _find_best_move_from(
-    state: PlanState,
-    origin: NodeId,
-    window: list[tuple[int, AppId]],
-    ascending: list[tuple[int, NodeId]],
-    slot: Slot,
-    *,
-    below: int,
-) -> Move | None:
-    """Among ``window``'s apps, each to its least-loaded allowed destination (loaded
-    below ``below``), the move with the best drop per cost."""
-    load = state.load
-    origin_load = load[origin]
-    best: Move | None = None
-    for score, app in window:
-        if not state.can_send(origin, app):
-            continue
-        record = state.records[app]
-        for destination_load, destination in ascending:
-            if destination_load >= below:
-                break
-            gap = origin_load - destination_load
-            # Heavier destinations have smaller gaps and larger margins: none qualifies.
-            if not is_gain_enough(gap, score, compute_move_margin(origin_load, destination_load)):
-                break
-            if (
-                state.can_receive(destination, app)
-                and not _is_return(record, destination, slot)
-                and state.is_destination_allowed(record, destination)
-                and _follows_replica(state, record, destination)
-            ):
-                drop = score * (gap - score)
-                cost = compute_move_cost(state.app_bytes.get(app, 0))
-                if is_better(drop, cost, best):
-                    best = Move(record, origin, destination, drop, cost)
-                break
-    return best
-
-
-def _find_best_swap(
-    state: PlanState, ranking: _Ranking, slot: Slot, min_move_interval: int
-) -> tuple[Move, Move] | None:
-    """The best swap between one of the SWAP_HEAVY_NODES most loaded nodes and one of
-    the SWAP_LIGHT_NODES least loaded, each available with budget left both ways
-    (module docstring)."""
-    load = state.load
-    budget = state.budget
-
-    def has_room(node: NodeId) -> bool:
-        return (
-            node in state.available
-            and state.sent[node] < budget.out_per_node
-            and state.received[node] < budget.in_per_node
-        )
-
-    candidates: dict[NodeId, list[AppId]] = {}
-
-    def get_candidates(node: NodeId) -> list[AppId]:
-        if node not in candidates:
-            candidates[node] = _get_swap_candidates(state, node, slot, min_move_interval)
-        return candidates[node]
-
-    # Nodes whose apps all moved lately have nothing to trade: skip them, or the most
-    # loaded few would hide every other heavy node from the search.
-    heavy = list(
-        itertools.islice(
-            (
-                n
-                for _, n in ranking.origins
-                if load[n] > ranking.ceiling and has_room(n) and get_candidates(n)
-            ),
-            SWAP_HEAVY_NODES,
-        )
-    )
-    light = list(
-        itertools.islice(
-            (
-                n
-                for _, n in ranking.destinations
-                if load[n] < ranking.mean and has_room(n) and get_candidates(n)
-            ),
-            SWAP_LIGHT_NODES,
-        )
-    )
-    best: tuple[Move, Move] | None = None
-    best_drop, best_cost = 0, 1
-    for heavy_node in heavy:
-        for light_node in light:
-            gap = load[heavy_node] - load[light_node]
-            margin = compute_move_margin(load[heavy_node], load[light_node])
-            if gap - MIN_MOVABLE_SCORE < margin:
-                break  # lighter nodes come first: the gaps only shrink
-            found = _find_best_swap_between(
-                state, heavy_node, light_node, get_candidates, slot=slot
-            )
-            if found is not None and found[0].drop * best_cost > best_drop * found[0].cost:
-                best = found
-                best_drop, best_cost = found[0].drop, found[0].cost
-    return best
-
-
-def _get_swap_candidates(
-    state: PlanState, node: NodeId, slot: Slot, min_move_interval: int
-) -> list[AppId]:
-    apps = [
-        app
-        for app in state.apps_on[node]
-        if _is_candidate(state, app, slot, min_move_interval) and state.can_send(node, app)
-    ]
-    apps.sort(key=lambda app: (-state.app_score[app], app))
-    return apps[:SWAP_APPS]
-
-
-def _find_best_swap_between(
-    state: PlanState,
-    heavy: NodeId,
-    light: NodeId,
-    get_candidates: Callable[[NodeId], list[AppId]],
-    *,
-    slot: Slot,
-) -> tuple[Move, Move] | None:
-    """The best (x of ``heavy``, y of ``light``) trade; both moves carry the swap's drop
-    d * (g - d) and total cost in ``drop``/``cost`` of the first."""
-    gap = state.load[heavy] - state.load[light]
-    margin = compute_move_margin(state.load[heavy], state.load[light])
-    best: tuple[Move, Move] | None = None
-    light_apps = get_candidates(light)
-    for x in get_candidates(heavy):
-        x_record = state.records[x]
-        if not state.can_receive(light, x) or _is_return(x_record, light, slot):
-            continue
-        for y in light_apps:
-            y_record = state.records[y]
-            difference = state.app_score[x] - state.app_score[y]
-            if (
-                SWAP_MIN_DIFFERENCE_DIVISOR * difference < state.app_score[x] + state.app_score[y]
-                or not is_gain_enough(gap, difference, margin)
-                or not state.can_receive(heavy, y)
-                or _is_return(y_record, heavy, slot)
-                or not _is_swap_allowed(state, x_record, heavy, y_record, light)
-            ):
-                continue
-            drop = difference * (gap - difference)
-            cost = compute_move_cost(state.app_bytes.get(x, 0)) + compute_move_cost(
-                state.app_bytes.get(y, 0)
-            )
-            if best is None or is_better(drop, cost, best[0]):
-                best = (
-                    Move(x_record, heavy, light, drop, cost),
-                    Move(y_record, light, heavy, drop, cost),
-                )
-    return best
-
-
-def _is_swap_allowed(
-    state: PlanState, x: AppRecord, heavy: NodeId, y: AppRecord, light: NodeId
-) -> bool:
-    """Labels, pin and anti-affinity of both apps, each counting the other as gone, and
-    each going to its replica node if it has one (``_follows_replica``)."""
-    return (
-        state.is_destination_allowed(x, light, leaving=y)
-        and state.is_destination_allowed(y, heavy, leaving=x)
-        and _follows_replica(state, x, light)
-        and _follows_replica(state, y, heavy)
-    )
-
-
-def _follows_replica(state: PlanState, record: AppRecord, destination: NodeId) -> bool:
+def follows_replica(state: PlanState, record: AppRecord, destination: NodeId) -> bool:
     """An app with a usable replica node is balanced to that node only. If its origin
     dies while the migration is in flight, the destination starts the app itself once
     the origin is down ("origin down", ``runtime/lifecycle.py``), from the replica it

@@ -27,7 +27,7 @@ A plan is built in phases, each on the loads left by the ones before
    fleet): first operator moves (a MOVE command left ``move_to`` on the record: the app
    migrates there whatever the loads say, within the total), then drains (each app of a
    ``draining`` node to the least-loaded available node it may use), then balancing
-   (``balancing.balance_loads``: single moves under a relative move rule, then swaps;
+   (``balancing_moves.balance_loads``: single moves under a relative move rule, then swaps;
    the potential argument that it cannot cycle is there).
 3. **Replicas** (``replicas.assign_replicas``): a replica node for each opted-in app
    without a valid one.
@@ -49,7 +49,7 @@ from collections.abc import Sequence
 
 from edgechain.chain.model import PlanAction, PlanEntry, ResourceReport
 from edgechain.errors import LocalError
-from edgechain.orchestrator.balancing import balance_loads
+from edgechain.orchestrator.balancing_moves import balance_loads
 from edgechain.orchestrator.load import compute_load_model
 from edgechain.orchestrator.placement import (
     find_least_loaded_allowed,

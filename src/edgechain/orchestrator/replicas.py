@@ -9,7 +9,7 @@ most ``MAX_REPLICA_ENTRIES`` per plan, in app id order. A valid replica node is 
 replica nodes do not churn with load.
 
 Why the count comes first: an app with a replica node is balanced to that node only
-(``balancing._follows_replica``), and a node takes two migrations a slot. By load
+(``balancing.follows_replica``), and a node takes two migrations a slot. By load
 alone, every app named in one plan got the same node (the load does not change while
 a plan is made): in the simulated worst case (200 apps started on one node, a third
 of them stateful, ``sim/app_worst_case.py``) all 67 stateful apps shared one replica

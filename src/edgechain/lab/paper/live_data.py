@@ -54,14 +54,13 @@ from edgechain.lab.paper.sim_data import (
     compute_distribution,
 )
 from edgechain.lab.paper.stacks import choose_bar_nodes, get_node_label
-from edgechain.lab.summary import (
+from edgechain.lab.summary import get_canonical_hashes, pick_reference
+from edgechain.lab.summary_records import (
     BlockRecord,
     ChainEntry,
     RecordError,
-    get_canonical_hashes,
     parse_block_records,
     parse_chain,
-    pick_reference,
 )
 from edgechain.lab.testnet_collect import parse_or_none
 from edgechain.telemetry.cpu import compute_percentile

@@ -68,7 +68,7 @@ from edgechain.lab.paper.migration_table import read_migration_files
 from edgechain.lab.paper.report_live import write_live_report
 from edgechain.lab.paper.run import run_worst_cases, write_figures
 from edgechain.lab.paper.stacks import STACK_MOMENTS, pick_even_moments
-from edgechain.lab.summary import RecordError
+from edgechain.lab.summary_records import RecordError
 from edgechain.runtime.appuser import is_open_to_others
 from edgechain.runtime.samples import get_apps_dir
 
