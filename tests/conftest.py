@@ -11,6 +11,12 @@ worker) and the group is enforced here: a module-scoped autouse fixture holds an
 exclusive file lock per group for as long as the module's tests run on a worker
 (module fixtures, such as a shared testnet, are set up after it and torn down before
 it lets go).
+
+``xdist_group("testnet-light")`` marks the small testnets (3-4 nodes at 1 s slots,
+driven through the CLI): they take the ``testnet`` group's lock *shared*, so two of them
+may run at once (one per worker) but never beside a ``testnet`` module, which takes it
+exclusive. Run one at a time, those modules were about 400 s of the suite's critical
+path while the other worker idled; two of them together use well under the two cores.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+SHARED_GROUPS = {"testnet-light": ("testnet", fcntl.LOCK_SH)}
+"""Groups that hold another group's lock in shared mode: (that group, lock mode)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,9 +43,10 @@ def _one_group_member_at_a_time(request: pytest.FixtureRequest) -> Iterator[None
     if not groups:
         yield
         return
-    lock_path = Path(tempfile.gettempdir()) / f"edgechain-tests-{groups[0]}.lock"
+    group, mode = SHARED_GROUPS.get(groups[0], (groups[0], fcntl.LOCK_EX))
+    lock_path = Path(tempfile.gettempdir()) / f"edgechain-tests-{group}.lock"
     with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, mode)
         try:
             yield
         finally:

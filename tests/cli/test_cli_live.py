@@ -28,7 +28,7 @@ from .live_testnet import LiveTestnet
 SETUP_TIMEOUT_S = 300.0
 STEP_TIMEOUT_S = 90.0
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def _spec_yaml(tag: str, interval: str) -> str:

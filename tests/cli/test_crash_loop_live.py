@@ -38,7 +38,7 @@ POLL_S = 0.1
 PASS_S = 0.5
 """Slack for the node's reconcile pass stamping the times it compares."""
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 class CrashNet(LiveTestnet):

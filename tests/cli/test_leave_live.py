@@ -24,7 +24,7 @@ from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter
 
 LEAVE_TIMEOUT_S = 240
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def test_a_node_leaves_and_its_app_runs_on_elsewhere_with_its_state(run_dir: Path) -> None:

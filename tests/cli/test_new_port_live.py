@@ -22,7 +22,7 @@ from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 
 REACH_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:

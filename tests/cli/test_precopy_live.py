@@ -20,7 +20,7 @@ from edgechain.runtime.samples import get_apps_dir
 
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 PAD_BYTES = 20_000_000
 

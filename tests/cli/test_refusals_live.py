@@ -50,7 +50,7 @@ SETUP_TIMEOUT_S = 300.0
 """Generous: on a busy 2-core host the joins, genesis and the grant can take minutes."""
 COUNT_TIMEOUT_S = 30.0
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:

@@ -25,7 +25,7 @@ from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 JOIN_TIMEOUT_S = 120
 
 # Real testnets are CPU-bound on 2 cores: run them one after another on one worker.
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def _start_replica(

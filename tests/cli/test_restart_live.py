@@ -27,7 +27,7 @@ from .live_testnet import stop_process
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter_net
 from .test_refusals_live import http
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) -> None:

@@ -48,7 +48,7 @@ from edgechain.node_daemon import EXIT_DISK_FULL
 from edgechain.types import PublicKey
 
 pytestmark = [
-    pytest.mark.xdist_group("testnet"),
+    pytest.mark.xdist_group("testnet-light"),
     pytest.mark.skipif(os.geteuid() != 0, reason="a small disk needs root (loop mounts)"),
     pytest.mark.skipif(
         os.geteuid() == 0 and not small_disk.is_small_disk_available(),
