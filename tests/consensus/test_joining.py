@@ -9,12 +9,13 @@ its head's slot, and a request signed before the genesis
 from __future__ import annotations
 
 from edgechain.chain.model import InclusionRequest
+from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.joining import (
     DIRECT_TO_PRODUCERS,
     MAX_LAG_ASKS,
+    MAX_RETRY_BACKOFF,
     PRE_GENESIS_NONCE,
     RESIGN_EVERY,
-    get_retry_interval,
 )
 from edgechain.consensus.messages import (
     HEAD_WANT,
@@ -70,8 +71,8 @@ def _run_a_waiting_newcomer(
 
 def test_a_node_waiting_to_join_backs_off_its_requests() -> None:
     """Each new request costs every node a pairing: the retry interval doubles up to 4x
-    the base while a node waits to be included (joining.get_retry_interval)."""
-    assert [get_retry_interval(8_000, a) for a in range(5)] == [
+    the base while a node waits to be included (backoff.get_backoff_ms)."""
+    assert [get_backoff_ms(8_000, a, MAX_RETRY_BACKOFF) for a in range(5)] == [
         8_000, 8_000, 16_000, 32_000, 32_000,
     ]  # fmt: skip
     # Nobody includes it (the others are down). Its first request goes at once; then

@@ -16,6 +16,7 @@ from edgechain.chain.assembly import make_exit_request, make_inclusion_request
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import validate_exit, validate_genesis, validate_inclusion
+from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.context import EngineContext, get_genesis_hash
 from edgechain.consensus.messages import (
     HEAD_WANT,
@@ -70,13 +71,6 @@ PRE_GENESIS_NONCE = 0
 it for the genesis, and after the genesis nobody does. A node asks with the slot of its
 head (at least 1) once it follows the chain. The nonce is not checked by consensus; this
 is the joining nodes' and the pools' rule."""
-
-
-def get_retry_interval(base_ms: int, attempts: int, max_factor: int = MAX_RETRY_BACKOFF) -> int:
-    """The wait after ``attempts`` requests since genesis (or since we were a validator):
-    the base until one was sent, then doubling up to ``max_factor`` times it (also the
-    sync retry's rule: ``sync.get_sync_retry_ms``)."""
-    return base_ms * min(max_factor, 1 << max(0, attempts - 1))
 
 
 class Joining:
@@ -290,8 +284,9 @@ class Joining:
         last = self.last_inclusion_sent_ms
         if last is None or self.ctx.is_validator():
             return None
-        return last + get_retry_interval(
-            self.ctx.config.inclusion_retry_ms, self.inclusion_attempts
+        # Attempts count since genesis, or since we were last a validator.
+        return last + get_backoff_ms(
+            self.ctx.config.inclusion_retry_ms, self.inclusion_attempts, MAX_RETRY_BACKOFF
         )
 
     # --- leaving -----------------------------------------------------------------------

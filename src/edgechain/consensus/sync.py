@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edgechain.chain.model import AnyBlock
+from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.context import EngineContext
-from edgechain.consensus.joining import get_retry_interval
 from edgechain.consensus.messages import (
     HEAD_WANT,
     ArchiveSyncWanted,
@@ -47,7 +47,7 @@ def get_sync_retry_ms(attempts: int) -> int:
     brought two to four copies of each answer, and the copies' decoding was a
     joining node's largest cost after the signature checks; a lost request is still
     asked for again within seconds."""
-    return get_retry_interval(SYNC_RETRY_MS, attempts, MAX_SYNC_BACKOFF)
+    return get_backoff_ms(SYNC_RETRY_MS, attempts, MAX_SYNC_BACKOFF)
 
 
 Pending = tuple[AnyBlock, BlockHash, NodeId | None]
