@@ -283,6 +283,17 @@ def test_genesis_rules() -> None:
     validate_genesis(open_genesis)
 
 
+@pytest.mark.parametrize(("epochs", "ok"), [(0, False), (1, True), (64, True), (65, False)])
+def test_a_genesis_bounds_how_long_a_vdf_group_serves(epochs: int, ok: bool) -> None:
+    genesis, _ = make_genesis(5, committee_size=4)
+    params = dataclasses.replace(genesis.params, vdf_group_epochs=epochs)
+    changed = dataclasses.replace(genesis, params=params)
+    if ok:
+        validate_genesis(changed)
+    else:
+        assert _reason(lambda: validate_genesis(changed)) == RejectReason.BAD_GENESIS
+
+
 def test_signature_cache_only_remembers_valid(
     world: World,
 ) -> None:

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 12
+FORMAT_VERSION = 13
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -53,7 +53,9 @@ inclusion request's ``ticket`` may hold a 136-byte enrollment token
 11: a report carries the node's network ``coordinate`` (two i32, after ``pressure_bp``),
 which the chain state keeps per validator (``cluster/vivaldi.py``). 12: same bytes, new
 VDF: the discriminant comes from the epoch's group hash and the evaluation starts from
-a form hashed from the parent hash (``crypto/vdf.py``), not from the generator."""
+a form hashed from the parent hash (``crypto/vdf.py``), not from the generator. 13:
+params end with ``vdf_group_epochs``: the VDF group changes every that many finality
+epochs (4 by default, 32 slots), not every epoch."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2
@@ -79,6 +81,7 @@ def write_params(w: Writer, p: ChainParams) -> None:
     w.u32(p.max_migrations_per_slot)
     w.boolean(p.open_admission)
     w.u32(p.down_after_slots)
+    w.u32(p.vdf_group_epochs)
 
 
 def read_params(r: Reader) -> ChainParams:
@@ -90,7 +93,7 @@ def read_params(r: Reader) -> ChainParams:
         raise DecodeError(RejectReason.BAD_ADMIN_KEY)
     return ChainParams(
         chain_id, genesis_time, slot_ms, committee, epoch, difficulty, target, admin,
-        r.u32(), r.u32(), r.boolean(), r.u32(),
+        r.u32(), r.u32(), r.boolean(), r.u32(), r.u32(),
     )  # fmt: skip
 
 

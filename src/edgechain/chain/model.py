@@ -375,6 +375,22 @@ class ChainParams:
     slots is ``down``: it gets no placements and its apps are recovered elsewhere
     (``orchestrator/liveness.py``). Reports come every 4 slots, so 12 leaves a live node
     two lost reports of slack."""
+    vdf_group_epochs: int = 4
+    """Finality epochs one VDF group (its 1024-bit discriminant) serves: the group
+    changes every ``epoch_length * vdf_group_epochs`` slots (``vdf_group_slots``). Each
+    change costs every node a discriminant search (~17 ms) at the same moment; at one
+    per 8-slot epoch that was 2 ms of every node's slot (ARCHITECTURE.md, "One
+    discriminant per group period")."""
+
+    @property
+    def vdf_group_slots(self) -> int:
+        """Slots between changes of the VDF group (``consensus/state.compute_vdf_group``)."""
+        return self.epoch_length * self.vdf_group_epochs
+
+
+MAX_VDF_GROUP_EPOCHS = 64
+"""Upper bound on ``ChainParams.vdf_group_epochs``: a group must not outlive a few
+minutes of slots (Chia keeps one discriminant about ten minutes)."""
 
 
 @dataclass(frozen=True)

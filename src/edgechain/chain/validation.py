@@ -35,6 +35,7 @@ from edgechain.chain.enrollment import (
 )
 from edgechain.chain.model import (
     COORD_LIMIT_US,
+    MAX_VDF_GROUP_EPOCHS,
     AddressRecord,
     Block,
     ChainParams,
@@ -468,6 +469,8 @@ def validate_genesis(genesis: Genesis) -> None:
         raise ValidationError(RejectReason.BAD_GENESIS, "admin key")
     if p.down_after_slots < 1:
         raise ValidationError(RejectReason.BAD_GENESIS, "down_after_slots")
+    if not 1 <= p.vdf_group_epochs <= MAX_VDF_GROUP_EPOCHS:
+        raise ValidationError(RejectReason.BAD_GENESIS, "vdf_group_epochs")
     if len(genesis.inclusions) < p.committee_size + 1:
         raise ValidationError(RejectReason.BAD_GENESIS, "fewer than committee_size + 1 validators")
     keys = [r.public_key for r in genesis.inclusions]

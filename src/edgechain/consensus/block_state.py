@@ -32,9 +32,9 @@ class BlockState:
     signers: int
     is_skip: bool
     vdf_group: BlockHash
-    """The group hash this block's VDF was evaluated in (its epoch's: the hash of the
-    last block before the epoch began, ``state.compute_vdf_group``); the genesis's is
-    its own hash."""
+    """The group hash this block's VDF was evaluated in (its group period's: the hash of
+    the last block before the period began, ``state.compute_vdf_group``); the genesis's
+    is its own hash."""
     authority: Authority = field(default_factory=Authority)
     """Admin and operator keys, their sequence numbers, banned nodes (``chain/authority``)."""
     last_seen: Mapping[NodeId, Slot] = field(default_factory=dict)

@@ -182,7 +182,7 @@ class Producer:
         committee_ids = get_committee_ids(self.ctx.memo, head, slot, roles)
         self.duty = ProducerDuty(slot, head.block_hash, roles, committee_ids)
         iterations = get_proof_iterations(head.difficulty, self.ctx.config.proof_scale)
-        group = compute_vdf_group(head, slot, params.epoch_length)
+        group = compute_vdf_group(head, slot, params.vdf_group_slots)
         out.vdf_requests.append(
             VdfRequest(head.block_hash, head.difficulty, iterations, slot, group)
         )

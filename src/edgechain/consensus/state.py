@@ -112,13 +112,14 @@ def compute_coordinates(
     return {node: moved[node] for node in sorted(moved)}
 
 
-def compute_vdf_group(parent: BlockState, slot: Slot, epoch_length: int) -> BlockHash:
+def compute_vdf_group(parent: BlockState, slot: Slot, group_slots: int) -> BlockHash:
     """The group hash of the VDF of a block at ``slot`` on ``parent``: the parent's hash
-    if the block opens an epoch the parent is not in, else the parent's group. So it is
-    the hash of the last block before the block's epoch began, and every block of an
-    epoch on one chain shares it (``crypto/vdf.py``: one discriminant per epoch). It is
-    known a whole epoch before the blocks that use it end, never earlier."""
-    if slot // epoch_length != parent.slot // epoch_length:
+    if the block opens a group period (``ChainParams.vdf_group_slots``) the parent is
+    not in, else the parent's group. So it is the hash of the last block before the
+    block's period began, and every block of a period on one chain shares it
+    (``crypto/vdf.py``: one discriminant per period). It is known a whole period before
+    the blocks that use it end, never earlier."""
+    if slot // group_slots != parent.slot // group_slots:
         return parent.block_hash
     return parent.vdf_group
 
@@ -259,7 +260,7 @@ def apply_block(
             coordinates=compute_coordinates(parent.coordinates, block.reports, validators),
             signers=count_signers(block.signers),
             is_skip=False,
-            vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
+            vdf_group=compute_vdf_group(parent, block.slot, params.vdf_group_slots),
             authority=authority,
             last_seen=compute_last_seen(
                 parent.last_seen,
@@ -286,7 +287,7 @@ def apply_block(
         coordinates=compute_coordinates(parent.coordinates, (), validators),
         signers=count_signers(block.signers),
         is_skip=True,
-        vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
+        vdf_group=compute_vdf_group(parent, block.slot, params.vdf_group_slots),
         authority=parent.authority,
         last_seen=compute_last_seen(
             parent.last_seen,
@@ -449,7 +450,7 @@ def _validate_uncached(
         parent_hash=parent.block_hash,
         parent_slot=parent.slot,
         vdf_iterations=get_proof_iterations(parent.difficulty, mode.proof_scale),
-        vdf_group=compute_vdf_group(parent, block.slot, params.epoch_length),
+        vdf_group=compute_vdf_group(parent, block.slot, params.vdf_group_slots),
         validators=parent.validators,
         producer_key=roles.producer,
         committee=roles.committee,

@@ -5,17 +5,19 @@ and the output seeds the roles of the next slot (DESIGN.md, "VDF" and "Seed and
 roles"). The group is the class group of binary quadratic forms of a 1024-bit negative
 discriminant, so no trusted setup is needed.
 
-The group is the epoch's, the starting element the block's (block format 12). The
-discriminant is derived from a *group hash*: the hash of the last block before the
-block's epoch began, on its own chain (``consensus/state.compute_vdf_group``), so every
-block of an epoch shares one. Deriving it is a search for a 1024-bit prime, 23-33 ms
-here, and every validator did it for every block: most of the VDF check's cost, and
-the floor of 100 nodes on one host (ARCHITECTURE.md, "CPU budget"). Now a node derives
-it once per epoch. The starting element is a form hashed from the *challenge*, the
-parent block hash (``crypto/class_group.py``), so each block still evaluates from a
-point nobody knew before its parent existed. Chia fixes its discriminant for a whole
-challenge chain sub-slot (about ten minutes) the same way; the delay rests on nobody
-computing the class group of a fresh 1024-bit discriminant within the epoch, which is
+The group is the group period's, the starting element the block's (block formats 12
+and 13). The discriminant is derived from a *group hash*: the hash of the last block
+before the block's group period began (``ChainParams.vdf_group_slots``, 32 slots by
+default; one 8-slot epoch in format 12), on its own chain
+(``consensus/state.compute_vdf_group``), so every block of a period shares one.
+Deriving it is a search for a 1024-bit prime, 17-33 ms here, and every validator did
+it for every block: most of the VDF check's cost, and the floor of 100 nodes on one
+host (ARCHITECTURE.md, "CPU budget"). Now a node derives it once per period. The
+starting element is a form hashed from the *challenge*, the parent block hash
+(``crypto/class_group.py``), so each block still evaluates from a point nobody knew
+before its parent existed. Chia fixes its discriminant for a whole challenge chain
+sub-slot (about ten minutes) the same way; the delay rests on nobody computing the
+class group of a fresh 1024-bit discriminant within the period, which is
 far beyond any known computation.
 
 Byte layout (chiavdf's compressed form encoding, ``FORM_SIZE`` = 100 bytes each):
@@ -80,8 +82,8 @@ class VdfResult:
 
 @lru_cache(maxsize=_DISCRIMINANT_CACHE_SIZE)
 def _discriminant(group: bytes) -> str:
-    # A search for a 1024-bit prime (23-33 ms here): once per epoch, since every block
-    # of an epoch on one chain names the same group hash.
+    # A search for a 1024-bit prime (17-33 ms here): once per group period, since every
+    # block of a period on one chain names the same group hash.
     disc: str = chiavdf.create_discriminant(group, DISCRIMINANT_BITS)
     return disc
 
@@ -178,7 +180,7 @@ def _is_canonical_form(discriminant: str, form: bytes) -> bool:
 
 def verify(group: bytes, challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
     """Whether ``output``/``proof`` is the canonical VDF evaluation for the inputs (~6 ms,
-    and the group's discriminant once per epoch).
+    and the group's discriminant once per group period).
 
     Never raises on peer data: wrong lengths, out-of-range iterations, undecodable or
     non-canonical forms and wrong proofs all return ``False``.
