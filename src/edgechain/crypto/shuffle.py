@@ -149,11 +149,41 @@ def compute_shuffled_list(items_or_count: int | Sequence[T], seed: bytes) -> lis
     return _shuffle_list(list(items_or_count), seed)
 
 
+_SWAP_MASK = bytes.maketrans(b"01", b"\x00\xff")
+"""Decision character to byte mask: ``"1"`` (swap) selects the mirrored byte."""
+
+
+def _apply_round_to_positions(positions: bytes, bits: str, pivot: int) -> bytes:
+    """:func:`_apply_round` on a permutation of at most 256 positions held as bytes.
+
+    The same swaps, done by the interpreter's C code rather than a loop per position:
+    the mirrored segments are byte slices, and each swap decision becomes a 0x00 or
+    0xff byte of a mask that picks, byte by byte, the mirrored or the kept position
+    (``(kept & ~mask) | (mirrored & mask)`` on integers). Roles are shuffled every
+    slot on every node: 0.54 against 1.84 ms for 100 validators (issue 13).
+    """
+    count = len(positions)
+    mirrored = positions[pivot::-1] + positions[:pivot:-1]
+    decisions = _mirror_decisions(bits, 0, pivot + 1) + _mirror_decisions(bits, pivot + 1, count)
+    mask = int.from_bytes(decisions.encode("ascii").translate(_SWAP_MASK), "big")
+    kept = int.from_bytes(positions, "big") & ~mask
+    swapped = int.from_bytes(mirrored, "big") & mask
+    return (kept | swapped).to_bytes(count, "big")
+
+
 def _shuffle_list(items: list[T], seed: bytes) -> list[T]:
     count = len(items)
     _check_seed_and_count(seed, count)
     if count <= 1:
         return items
+    if count <= _BUCKET_SIZE:
+        positions = bytes(range(count))
+        for current_round in reversed(range(SHUFFLE_ROUND_COUNT)):
+            prefix = _round_prefix(seed, current_round)
+            positions = _apply_round_to_positions(
+                positions, _round_bits(prefix, count), _pivot(prefix, count)
+            )
+        return [items[position] for position in positions]
     # Rounds in reverse: result[i] = items[f_89(...f_0(i))] (see compute_shuffled_list).
     for current_round in reversed(range(SHUFFLE_ROUND_COUNT)):
         prefix = _round_prefix(seed, current_round)
