@@ -259,7 +259,7 @@ def test_member_falls_back_once_per_slot_after_its_slot_passes_without_it() -> N
     assert fresh is not None and fresh.slot == slot + 1
     carried = _state(genesis_state, slot + 1, b"c", reports=(fresh,))
     _set_head(engine, carried, get_slot_start_ms(params, slot + 1) + 1_400)
-    assert engine.reports.own_report is None
+    assert engine.reports.own_report == fresh  # kept until a newer one: a reorg may drop it
     assert engine.reports.stats.direct_fallbacks == 1
 
 
@@ -276,7 +276,35 @@ def test_no_fallback_when_the_block_carries_the_report() -> None:
     carried = _state(genesis_state, slot, b"b", reports=(own,))
     out = _set_head(engine, carried, get_slot_start_ms(params, slot) + 1_400)
     assert engine.reports.stats.direct_fallbacks == 0 and not _reports_to(out)
-    assert engine.reports.own_report is None
+    assert engine.reports.own_report == own
+
+
+def test_a_report_whose_block_a_reorg_dropped_falls_back() -> None:
+    """The block of our report's slot carried it, then the network built the next
+    block on that block's parent: the report is off the head chain, so we send a fresh
+    one to the next producer rather than wait a whole report interval (which let a
+    simulated node's lease run out and froze its apps, ``is_fallback_due``)."""
+    engine, _, genesis_state = _engine()
+    params = engine.params
+    assert params is not None
+    slot = _own_phase_slot(engine.node_id, 10)
+    seen = get_slot_start_ms(params, slot - 1)
+    _set_head(engine, _state(genesis_state, slot - 1, b"a"), seen)
+    engine.on_tick(seen + _get_report_delay(params))
+    own = engine.reports.own_report
+    assert own is not None and own.slot == slot
+    carried = _state(genesis_state, slot, b"b", reports=(own,))
+    out = _set_head(engine, carried, get_slot_start_ms(params, slot) + 1_400)
+    assert engine.reports.stats.direct_fallbacks == 0 and not _reports_to(out)
+    # The reorg: slot + 1's block, on slot - 1's block, without our report.
+    reorged = _state(genesis_state, slot + 1, b"c")
+    out = _set_head(engine, reorged, get_slot_start_ms(params, slot + 1) + 1_400)
+    assert engine.reports.stats.direct_fallbacks == 1
+    fresh = engine.reports.own_report
+    assert fresh is not None and fresh.slot == slot + 2
+    producer = compute_node_id(get_roles(engine.memo, reorged, Slot(slot + 2), 3).producer)
+    if producer != engine.node_id:
+        assert [(dst, r.slot) for dst, r in _reports_to(out)] == [(producer, slot + 2)]
 
 
 def _lagging_representative_heads(

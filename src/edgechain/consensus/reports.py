@@ -223,14 +223,20 @@ class ReportRelay:
         return min(seen_at + delay, get_candidate_deadline_ms(params, target - 1))
 
     def is_fallback_due(self, head: BlockState, now: int) -> bool:
-        """Whether our latest report is past its deadline and not on the head chain."""
+        """Whether our latest report is past its deadline and not on the head chain.
+
+        The report stays our subject once a head carries it, until a newer one replaces
+        it: a reorg may drop the block that carried it. It used to be forgotten at the
+        first head that carried it; a simulated run (block format 14, seed 6 of the
+        crash scenario) accepted a slot's block with our report, the network built the
+        next block on its parent, and the report was lost with no fallback: our next
+        turn was a whole report interval later, our lease (F slots after our last
+        contribution) ran out, and the watchdog froze our apps for a slot.
+        """
         params = self.ctx.params
         own = self.own_report
         assert params is not None
-        if own is None:
-            return False
-        if is_report_included(head, own):
-            self.own_report = None
+        if own is None or is_report_included(head, own):
             return False
         return head.slot >= own.slot or get_current_slot(params, now) > own.slot
 
