@@ -17,8 +17,10 @@ than 100 % CPU reports each at its proportional share (demand * 10 000 // total)
 * the plan is the same whatever the order of the reports, the nodes and their labels;
 * no app moves before max(min_interval_slots, min_move_interval) slots since it was last
   placed or moved (counted here, not read from the registry);
-* no app ever goes back to a node it left during the run (A -> B -> A, or A -> B -> C ->
-  A);
+* no app goes straight back to the node it left (A -> B -> A), and with constant
+  measurements (below) to no node it left during the run (A -> B -> C -> A either):
+  when an app's figures change after a move, the potential argument does not hold and
+  only the return guard on ``previous_node`` does;
 * with constant measurements (demand reports, requests equal to demands), the model's
   loads are the true loads of the registry's placement, and the potential (sum of the
   squared loads) strictly falls with every balancing move across the whole run: each
@@ -192,7 +194,8 @@ class Run:
     """What the run has seen so far, for the checks that span slots."""
 
     last_move: dict[AppId, int] = dataclasses.field(default_factory=dict)
-    left: dict[AppId, set[bytes]] = dataclasses.field(default_factory=dict)
+    left: dict[AppId, list[bytes]] = dataclasses.field(default_factory=dict)
+    """The nodes each app left, in order."""
     last_potential: int | None = None
     moves: int = 0
     swaps: int = 0
@@ -210,12 +213,22 @@ def check_slot(run: Run, fleet: Fleet, case: Case, plan: Sequence[PlanEntry]) ->
             interval = max(policy.min_interval_slots, case.min_move_interval)
             last = run.last_move.get(entry.app)
             assert last is None or case.slot - last >= interval, "the minimum interval"
-            went_back = entry.destination in run.left.get(entry.app, set())
+            # With constant measurements the potential argument forbids any return;
+            # when they change (requests unlike demands, saturation), only the guard
+            # on the node it just left holds (ARCHITECTURE.md, "Why it cannot cycle").
+            # An app placed on 8 and moved 8 -> 5 -> 3 -> 8, its reported figures
+            # replacing its request after each move, was drawn once (session 29).
+            left = (
+                run.left.get(entry.app, [])
+                if fleet.constant_model
+                else run.left.get(entry.app, [])[-1:]
+            )
+            went_back = entry.destination in left
             assert not went_back, (
                 f"{names[entry.app]} went back to node {entry.destination[0]}, which it "
                 f"left before (slot {case.slot}, from node {entry.origin[0]})"
             )
-            run.left.setdefault(entry.app, set()).add(entry.origin)
+            run.left.setdefault(entry.app, []).append(entry.origin)
             run.moves += 1
         run.last_move[entry.app] = case.slot
     if not fleet.constant_model:
