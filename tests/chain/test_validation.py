@@ -17,7 +17,7 @@ from edgechain.chain.assembly import (
     make_ticket,
     sign_as_producer,
 )
-from edgechain.chain.encoding import compute_block_hash
+from edgechain.chain.encoding import compute_block_hash, compute_vote_message
 from edgechain.chain.model import (
     AppSpec,
     AppUsage,
@@ -378,4 +378,20 @@ def test_the_block_signatures_batch_names_the_bad_one_and_cannot_be_shifted(
     reason = _reason(
         lambda: validate_block(shifted, block_hash, _ctx(world), cache=SignatureCache(b"k"))
     )
+    assert reason == RejectReason.BAD_PRODUCER_SIGNATURE
+
+
+def test_the_producer_signs_the_vote_message_since_format_14(world: World) -> None:
+    """The producer's signature is over the message its committee signs; one over the
+    old producer message (``edgechain/producer/v1``) no longer counts."""
+    block = _block(world)
+    block_hash = compute_block_hash(block)
+    assert bls.verify(
+        _ctx(world).producer_key, compute_vote_message(block_hash), block.producer_signature
+    )
+    _genesis, idents, _ = world
+    producer_sk = next(i.sk for i in idents if i.pk == _ctx(world).producer_key)
+    old = bls.sign(producer_sk, b"edgechain/producer/v1" + block_hash)
+    stale = dataclasses.replace(block, producer_signature=old)
+    reason = _reason(lambda: validate_block(stale, block_hash, _ctx(world), cache=SignatureCache()))
     assert reason == RejectReason.BAD_PRODUCER_SIGNATURE

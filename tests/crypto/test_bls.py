@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from py_arkworks_bls12381 import G2Point
 from py_ecc.bls.ciphersuites import G2ProofOfPossession
 from py_ecc.bls.point_compression import compress_G1, compress_G2, modular_squareroot_in_FQ2
 from py_ecc.fields import optimized_bls12_381_FQ as FQ
@@ -311,6 +312,37 @@ def test_fast_aggregate_verify_needs_every_signer() -> None:
     # The key order does not matter; duplicates do.
     assert bls.fast_aggregate_verify(PKS[1::-1], MESSAGE, aggregate)
     assert not bls.fast_aggregate_verify([PKS[0], PKS[0]], MESSAGE, aggregate)
+
+
+def test_a_batch_that_shares_messages_agrees_with_one_by_one_checks() -> None:
+    """``batch_verify`` pairs each (tag, message) once with the keys that sign it; the
+    verdict is still every item's, and a point moved between two signatures of one
+    message (same sum) is refused."""
+    other = b"another message"
+    signatures = [bls.sign(sk, MESSAGE) for sk in SKS]
+    pops = [bls.pop_prove(sk) for sk in SKS]
+    items = [
+        (PKS[0], MESSAGE, signatures[0]),
+        (PKS[1], MESSAGE, signatures[1]),
+        (PKS[2], other, bls.sign(SKS[2], other)),
+        (PKS[2], MESSAGE, signatures[2]),
+        (PKS[0], bytes(PKS[0]), pops[0]),
+    ]
+    tags = [bls.DST_SIGNATURE] * 4 + [bls.DST_POP]
+    assert bls.batch_verify(items, b"r", tags)
+    # The proof of possession signs the key under its own tag: not under the default.
+    assert not bls.batch_verify(items, b"r")
+    swapped = [(PKS[1], MESSAGE, signatures[0]), (PKS[0], MESSAGE, signatures[1])]
+    assert not bls.batch_verify(swapped, b"r")
+    shift = G2Point.hash_to_curve(b"shift", bls.DST_SIGNATURE)
+    first = G2Point.from_compressed_bytes(signatures[0]) + shift
+    second = G2Point.from_compressed_bytes(signatures[1]) - shift
+    moved = [
+        (PKS[0], MESSAGE, first.to_compressed_bytes()),
+        (PKS[1], MESSAGE, second.to_compressed_bytes()),
+    ]
+    assert bls.aggregate([item[2] for item in moved]) == bls.aggregate(signatures[:2])
+    assert not bls.batch_verify(moved, b"r")
 
 
 @settings(max_examples=40, deadline=None)

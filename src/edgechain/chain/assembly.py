@@ -14,7 +14,6 @@ from edgechain.chain.attestation import compute_bitfield
 from edgechain.chain.command_encoding import compute_command_signing_root
 from edgechain.chain.encoding import (
     compute_block_hash,
-    compute_producer_message,
     compute_vote_message,
 )
 from edgechain.chain.model import (
@@ -140,7 +139,8 @@ def make_report(
 
 
 def sign_as_producer(block: Block, sk: SecretKey) -> Block:
-    message = compute_producer_message(compute_block_hash(block))
+    """The producer signs the message its committee signs (block format 14)."""
+    message = compute_vote_message(compute_block_hash(block))
     return dataclasses.replace(block, producer_signature=bls.sign(sk, message))
 
 

@@ -32,9 +32,10 @@ A live node must never lose its reports because of its representative: a node th
 contributes nothing to the chain for a while is taken for down and its apps moved. Two
 rules make the relay survive a silent, byzantine or lagging representative.
 
-**Member fallback.** A member remembers its latest own report until its head chain
-carries it (the head state's ``reports`` holds an entry of ours with ``slot >=`` the
-report's). The deadline is the first of: the head reaching the report's slot (the block
+**Member fallback.** A member remembers its latest own report until it signs a newer
+one, and checks at each head whether the head chain carries it (the head state's
+``reports`` holds an entry of ours with ``slot >=`` the report's): a reorg may drop the
+block that did. The deadline is the first of: the head reaching the report's slot (the block
 of that slot, or a later one, was accepted without it) and the start of the next slot
 while the head is still before it. In the usual case the relay has delivered and the
 block carries the report, so nothing is sent twice. Past the deadline the member signs

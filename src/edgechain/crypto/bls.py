@@ -224,6 +224,10 @@ def batch_verify(
     chose the signatures (a node passes a secret derived from its key); the scalars are
     SHA-256 of it and the batch, so the check is reproducible for a given node.
     Costs about 0.8 ms a signature against 1.5 ms for :func:`verify` one by one.
+    Items that sign the same message under the same tag share its hash to the curve
+    and its pairing, ``e(sum r_i*pk_i, H(m))`` (bilinearity: the same equation): a
+    block's producer signature and its committee aggregate, which since block format
+    14 sign one message, cost two pairings rather than three (issue 13).
     ``dsts`` gives each item's domain tag (a proof of possession is a signature over the
     key under ``DST_POP``); default ``DST_SIGNATURE`` for all.
     """
@@ -236,8 +240,8 @@ def batch_verify(
     for (pk, message, sig), dst in zip(items, tags, strict=True):
         digest.update(pk + hashlib.sha256(dst + message).digest() + sig)
     batch_seed = digest.digest()
-    g1_points: list[G1Point] = []
-    g2_points: list[G2Point] = []
+    # (tag, message) -> the keys and scalars signing it, in first-seen order.
+    groups: dict[tuple[bytes, bytes], tuple[list[G1Point], list[Scalar]]] = {}
     signatures: list[G2Point] = []
     scalars: list[Scalar] = []
     try:
@@ -246,11 +250,19 @@ def batch_verify(
                 hashlib.sha256(batch_seed + index.to_bytes(8, "big")).digest()[:8], "big"
             )
             scalar = Scalar(r | 1)
-            g1_points.append(_decode_public_key(bytes(pk)) * scalar)
-            g2_points.append(G2Point.hash_to_curve(message, tags[index]))
+            keys, key_scalars = groups.setdefault((tags[index], bytes(message)), ([], []))
+            keys.append(_decode_public_key(bytes(pk)))
+            key_scalars.append(scalar)
             signatures.append(_decode_signature(sig))
             scalars.append(scalar)
     except BlsError:
         return False
+    g1_points = [
+        keys[0] * key_scalars[0]
+        if len(keys) == 1
+        else G1Point.multiexp_unchecked(keys, key_scalars)
+        for keys, key_scalars in groups.values()
+    ]
+    g2_points = [G2Point.hash_to_curve(message, dst) for dst, message in groups]
     combined = G2Point.multiexp_unchecked(signatures, scalars)
     return GT.pairing_check([*g1_points, _NEG_G1_GENERATOR], [*g2_points, combined])
