@@ -22,6 +22,7 @@ from edgechain.chain.store.app_history import AppEventRecord
 from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
+    HEAD_WANT,
     BlockAccepted,
     BlockMsg,
     BlocksFollowed,
@@ -36,6 +37,8 @@ from edgechain.consensus.messages import (
     PeerRejected,
     Route,
     SkipVoteMsg,
+    SyncRequestMsg,
+    SyncResponseMsg,
     VoteMsg,
 )
 from edgechain.node.archive import put_finalized_chain, put_followed_blocks, put_last_vote
@@ -210,9 +213,16 @@ def get_stored_app_history(store: BlockStore, app: AppId) -> list[HistoryEvent]:
 
 
 def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:
-    """Producer and committee actions, so a skip block can be explained from logs."""
+    """Producer and committee actions, so a skip block can be explained from logs; and
+    a joiner's asks for the chain and a seed's answers with the genesis, so a late
+    genesis can be (late joiners of a 100-node run waited 60-100 s for it from seeds
+    that answered their pings, issue 13). Both are rare: one ask per retry interval."""
     message = outgoing.message
-    if isinstance(message, CandidateMsg):
+    if isinstance(message, SyncRequestMsg) and message.want == HEAD_WANT:
+        logs.info(log, "chain asked", to=[peer.hex()[:16] for peer in outgoing.to])
+    elif isinstance(message, SyncResponseMsg) and message.genesis is not None:
+        logs.info(log, "chain sent", to=[peer.hex()[:16] for peer in outgoing.to])
+    elif isinstance(message, CandidateMsg):
         logs.info(log, "candidate sent", slot=message.block.slot, to=len(outgoing.to))
     elif isinstance(message, BlockMsg) and isinstance(message.block, Block):
         if message.block.producer == node_id and outgoing.route is Route.GOSSIP:

@@ -24,6 +24,7 @@ from edgechain.consensus.messages import (
     Output,
     PeerRejected,
     ReportMsg,
+    SyncResponseMsg,
 )
 from edgechain.crypto.session import SessionKeys
 from edgechain.errors import PeerError, StoreError
@@ -183,6 +184,9 @@ class NodeInbox:
         assert engine is not None
         if isinstance(message, ReportMsg):
             self.report_times.on_received(message.reports, now)
+        elif isinstance(message, SyncResponseMsg) and engine.params is None:
+            # The answer to our ask for the chain (node/events.log_duty logs the ask).
+            logs.info(log, "chain received", **{"from": sender.hex()[:16] if sender else None})
         started = time.perf_counter()
         out = engine.on_message(message, sender, now)
         if isinstance(message, BlockMsg):
