@@ -86,3 +86,20 @@ def test_the_catch_up_raise_is_below_every_duty_and_needs_a_sign_of_being_behind
         _, role = get_current_role(engine, engine.pk, now)
         expected = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
         assert choose_duty_nice(engine, engine.pk, now, vdf_running=False) == expected
+
+
+def test_a_node_waiting_for_another_nodes_genesis_gets_the_catch_up_raise() -> None:
+    """Before the genesis a joiner is as far behind as a node can be; the node that
+    makes the genesis (its template) is not behind anyone."""
+    net = Harness(5)
+    maker, joiner = net.engine(0), net.engine(1)
+    assert maker.params is None and joiner.params is None
+    assert choose_duty_nice(maker, maker.pk, 0, vdf_running=False) is None
+    assert choose_duty_nice(joiner, joiner.pk, 0, vdf_running=False) == CATCH_UP_NICE
+    net.start_chain()
+    net.run_slot(1)
+    assert joiner.params is not None
+    now = get_slot_start_ms(net.chain_params(), 2) + 10
+    _, role = get_current_role(joiner, joiner.pk, now)
+    expected = {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
+    assert choose_duty_nice(joiner, joiner.pk, now, vdf_running=False) == expected
