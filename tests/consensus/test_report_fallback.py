@@ -263,28 +263,11 @@ def test_member_falls_back_once_per_slot_after_its_slot_passes_without_it() -> N
     assert engine.reports.stats.direct_fallbacks == 1
 
 
-def test_no_fallback_when_the_block_carries_the_report() -> None:
-    engine, _, genesis_state = _engine()
-    params = engine.params
-    assert params is not None
-    slot = _own_phase_slot(engine.node_id, 10)
-    seen = get_slot_start_ms(params, slot - 1)
-    _set_head(engine, _state(genesis_state, slot - 1, b"a"), seen)
-    engine.on_tick(seen + _get_report_delay(params))
-    own = engine.reports.own_report
-    assert own is not None
-    carried = _state(genesis_state, slot, b"b", reports=(own,))
-    out = _set_head(engine, carried, get_slot_start_ms(params, slot) + 1_400)
-    assert engine.reports.stats.direct_fallbacks == 0 and not _reports_to(out)
-    assert engine.reports.own_report == own
-
-
-def test_a_report_whose_block_a_reorg_dropped_falls_back() -> None:
-    """The block of our report's slot carried it, then the network built the next
-    block on that block's parent: the report is off the head chain, so we send a fresh
-    one to the next producer rather than wait a whole report interval (which let a
-    simulated node's lease run out and froze its apps, ``is_fallback_due``)."""
-    engine, _, genesis_state = _engine()
+def _carry_own_report(
+    engine: ConsensusEngine, genesis_state: BlockState
+) -> tuple[ChainParams, int, ResourceReport]:
+    """We report for our next phase slot, and that slot's block carries it: nothing is
+    sent again, and the report stays our subject (a reorg may still drop it)."""
     params = engine.params
     assert params is not None
     slot = _own_phase_slot(engine.node_id, 10)
@@ -296,6 +279,22 @@ def test_a_report_whose_block_a_reorg_dropped_falls_back() -> None:
     carried = _state(genesis_state, slot, b"b", reports=(own,))
     out = _set_head(engine, carried, get_slot_start_ms(params, slot) + 1_400)
     assert engine.reports.stats.direct_fallbacks == 0 and not _reports_to(out)
+    assert engine.reports.own_report == own
+    return params, slot, own
+
+
+def test_no_fallback_when_the_block_carries_the_report() -> None:
+    engine, _, genesis_state = _engine()
+    _carry_own_report(engine, genesis_state)
+
+
+def test_a_report_whose_block_a_reorg_dropped_falls_back() -> None:
+    """The block of our report's slot carried it, then the network built the next
+    block on that block's parent: the report is off the head chain, so we send a fresh
+    one to the next producer rather than wait a whole report interval (which let a
+    simulated node's lease run out and froze its apps, ``is_fallback_due``)."""
+    engine, _, genesis_state = _engine()
+    params, slot, _ = _carry_own_report(engine, genesis_state)
     # The reorg: slot + 1's block, on slot - 1's block, without our report.
     reorged = _state(genesis_state, slot + 1, b"c")
     out = _set_head(engine, reorged, get_slot_start_ms(params, slot + 1) + 1_400)
