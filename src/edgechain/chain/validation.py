@@ -322,9 +322,10 @@ def validate_block_signatures(
         aggregate_key = bls.aggregate_public_keys(keys).to_compressed_bytes()
     except bls.BlsError:
         raise ValidationError(RejectReason.BAD_AGGREGATE_SIGNATURE) from None
+    message = compute_vote_message(block_hash)
     items = [
-        (ctx.producer_key, compute_vote_message(block_hash), block.producer_signature),
-        (aggregate_key, compute_vote_message(block_hash), block.aggregate_signature),
+        (ctx.producer_key, message, block.producer_signature),
+        (aggregate_key, message, block.aggregate_signature),
     ]
     # Like the aggregate alone, a check every validator makes.
     with cpu_span(Component.ATTESTATION_CHECK):

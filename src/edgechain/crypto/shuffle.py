@@ -23,9 +23,9 @@ these swaps to a list, one round at a time, hashing once for the pivot and once 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 SHUFFLE_ROUND_COUNT = 90
 SEED_SIZE = 32
@@ -36,6 +36,7 @@ _BUCKET_SIZE = 256  # positions covered by one ``source`` hash (256 bits)
 _BUCKET_BYTES = _BUCKET_SIZE // 8
 
 T = TypeVar("T")
+S = TypeVar("S", bytes, list[Any])
 
 
 def _check_seed_and_count(seed: bytes, count: int) -> None:
@@ -178,15 +179,16 @@ def _shuffle_list(items: list[T], seed: bytes) -> list[T]:
     if count <= 1:
         return items
     if count <= _BUCKET_SIZE:
-        positions = bytes(range(count))
-        for current_round in reversed(range(SHUFFLE_ROUND_COUNT)):
-            prefix = _round_prefix(seed, current_round)
-            positions = _apply_round_to_positions(
-                positions, _round_bits(prefix, count), _pivot(prefix, count)
-            )
+        positions = _run_rounds(bytes(range(count)), seed, _apply_round_to_positions)
         return [items[position] for position in positions]
-    # Rounds in reverse: result[i] = items[f_89(...f_0(i))] (see compute_shuffled_list).
+    return _run_rounds(items, seed, _apply_round)
+
+
+def _run_rounds(sequence: S, seed: bytes, apply_round: Callable[[S, str, int], S]) -> S:
+    """Every round applied to ``sequence``, from the last to the first:
+    ``result[i] = sequence[f_89(...f_0(i))]`` (see :func:`compute_shuffled_list`)."""
+    count = len(sequence)
     for current_round in reversed(range(SHUFFLE_ROUND_COUNT)):
         prefix = _round_prefix(seed, current_round)
-        items = _apply_round(items, _round_bits(prefix, count), _pivot(prefix, count))
-    return items
+        sequence = apply_round(sequence, _round_bits(prefix, count), _pivot(prefix, count))
+    return sequence
