@@ -31,11 +31,17 @@ def main() -> None:
     if data_dir.name not in wanted:
         runpy.run_module("edgechain.cli", run_name="__main__")
         return
+    from edgechain.cli import main as run_cli
+
     profile = cProfile.Profile(time.thread_time)
+    code = 1
     try:
-        profile.runcall(runpy.run_module, "edgechain.cli", run_name="__main__")
+        # Called with its arguments, ``main`` returns after the node stops rather than
+        # leaving through ``exit_without_teardown``, which would skip the dump.
+        code = profile.runcall(run_cli, args)
     finally:
         profile.dump_stats(str(data_dir / "prof.out"))
+    sys.exit(code)
 
 
 if __name__ == "__main__":
