@@ -43,6 +43,7 @@ from edgechain.consensus.state import (
     get_roles,
     get_slot_start_ms,
 )
+from edgechain.consensus.sync import SYNC_RETRY_MS
 from edgechain.crypto import vdf
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import RejectReason
@@ -275,6 +276,29 @@ def test_late_node_without_genesis_syncs_it() -> None:
     net.run_slot(3)
     state = newcomer.get_head_state()
     assert state is not None and newcomer.node_id in state.validators
+
+
+def test_a_node_without_genesis_asks_for_the_chain_once_per_retry_not_per_block() -> None:
+    """Each gossiped block before the genesis is a new block to ask about; the asks
+    (each answered with up to ``sync_limit`` blocks) share one retry time."""
+    net = Harness(4)
+    net.start_chain()
+    for slot in (1, 2, 3):
+        net.run_slot(slot)
+    newcomer = net.add(7)
+    chain = net.engine(0).get_chain()
+    blocks = [net.engine(0).blocks[h] for h in chain[-3:]]
+
+    def count_asks(block_index: int, now: int) -> int:
+        out = newcomer.on_message(BlockMsg(blocks[block_index]), net.order[0], now)
+        return sum(isinstance(o.message, SyncRequestMsg) for o in out.messages)
+
+    start = net.now
+    assert count_asks(0, start) == 1
+    assert count_asks(1, start + SYNC_RETRY_MS - 1) == 0  # another block, same wait
+    assert count_asks(2, start + SYNC_RETRY_MS) == 1
+    assert count_asks(0, start + SYNC_RETRY_MS + 1) == 0  # the wait has doubled
+    assert newcomer.genesis is None  # no answer was delivered
 
 
 def test_submitted_app_is_included_then_placed() -> None:

@@ -294,7 +294,7 @@ class ConsensusEngine(EngineView):
         if self.params is None:
             # Before genesis only blocks matter: they tell us a chain exists; fetch it.
             if isinstance(msg, BlockMsg) and sender is not None:
-                self.sync.request_sync(self.memo.get_block_hash(msg.block), sender, now, out, None)
+                self.sync.request_chain(self.memo.get_block_hash(msg.block), sender, now, out)
             elif isinstance(msg, SyncResponseMsg) and msg.genesis is not None:
                 self.joining.on_genesis(msg.genesis, out)
                 self.sync.on_sync_response(msg, sender, now, out)
