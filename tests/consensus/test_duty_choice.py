@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgechain.chain.model import NO_SIGNATURE, SkipBlock
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_slot_start_ms
-from edgechain.node.duty import choose_duty_nice, get_current_role
+from edgechain.node.duty import choose_duty_nice, get_current_role, get_next_role
 from edgechain.node.priority import CATCH_UP_NICE, COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.types import BlockHash, NodeId, Slot
 
@@ -34,6 +34,28 @@ def test_the_current_slots_roles_get_their_raise_and_everyone_else_none() -> Non
     assert choices[Role.PRODUCER] == {PRODUCER_NICE}
     assert choices[Role.COMMITTEE] == {COMMITTEE_NICE}
     assert choices.get(Role.NONE, {None}) == {None}
+
+
+def test_once_the_slots_block_is_in_the_next_slots_roles_get_their_raise() -> None:
+    """Within slot 1, after slot 1's block: nobody has a duty left in slot 1, and the
+    roles slot 2 elects on that block are raised already."""
+    net = Harness(5)
+    net.start_chain()
+    net.run_slot(1)
+    params = net.chain_params()
+    now = get_slot_start_ms(params, 1) + params.slot_duration_ms - 10
+    nices: dict[Role, set[int | None]] = {}
+    for engine in net.engines.values():
+        assert get_current_role(engine, engine.pk, now)[1] is Role.NONE
+        # The role slot 2 gives this node, read a moment after slot 2 began.
+        _, role = get_current_role(engine, engine.pk, now + 20)
+        assert get_next_role(engine, engine.pk, now) is role
+        nices[role] = nices.get(role, set()) | {
+            choose_duty_nice(engine, engine.pk, now, vdf_running=False)
+        }
+    assert nices[Role.PRODUCER] == {PRODUCER_NICE}
+    assert nices[Role.COMMITTEE] == {COMMITTEE_NICE}
+    assert nices.get(Role.NONE, {None}) == {None}
 
 
 def test_after_an_empty_slot_the_duties_are_still_raised() -> None:

@@ -39,13 +39,26 @@ def get_current_role(engine: ConsensusEngine, pk: PublicKey, now: int) -> tuple[
     return slot, roles.get_role(pk)
 
 
+def get_next_role(engine: ConsensusEngine, pk: PublicKey, now: int) -> Role:
+    """``pk``'s role in the next slot once the current slot's block is our head (that
+    block's state elects the next slot's roles); otherwise none yet."""
+    state = engine.get_head_state()
+    params = engine.params
+    if params is None or state is None or not len(state.validators):
+        return Role.NONE
+    slot = get_current_slot(params, now)
+    if state.slot != slot:
+        return Role.NONE
+    return get_roles(engine.memo, state, Slot(slot + 1), params.committee_size).get_role(pk)
+
+
 def choose_duty_nice(
     engine: ConsensusEngine, pk: PublicKey, now: int, *, vdf_running: bool
 ) -> int | None:
-    """On duty (producer or committee of the current slot): run ahead of other work
-    (the loop thread and this process's autogroup, see :func:`set_autogroup_nice`).
-    Behind the network with no duty: :data:`CATCH_UP_NICE`. None: no duty, back to the
-    start values.
+    """On duty (producer or committee of the current slot, or of the next slot once
+    the current slot's block is in): run ahead of other work (the loop thread and this
+    process's autogroup, see :func:`set_autogroup_nice`). Behind the network with no
+    duty: :data:`CATCH_UP_NICE`. None: no duty, back to the start values.
 
     A slot's deadlines are the producer's VDF and candidate and the committee's
     votes, all before 2/3 of the slot. On a busy device (or a one-host testnet, where
@@ -79,6 +92,11 @@ def choose_duty_nice(
         # or a loaded host whose committee once missed the deadline keeps missing it
         # (100 nodes on 2 cores: after one empty slot no committee was raised again).
         return CATCH_UP_NICE
+    if role is Role.NONE:
+        # The next slot's producer starts its VDF at the slot's start: a loop left at
+        # the default priority until then woke up to 0.3 s late on a loaded host, and
+        # its VDF finished after the candidate deadline (100 nodes on 2 cores).
+        role = get_next_role(engine, pk, now)
     return {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
 
 

@@ -34,7 +34,7 @@ from edgechain.network.gossip import Gossip
 from edgechain.node.clock import NodeClock
 from edgechain.node.duty import DutyPriority
 from edgechain.node.metrics import NodeObserver
-from edgechain.node.priority import COMMITTEE_NICE
+from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import NodeCounters
 from edgechain.node.relayed_blocks import RelayedBlocks
 from edgechain.node.report_times import ReportTimes
@@ -89,6 +89,8 @@ class NodeInbox:
 
         def _on_seed_answer(self, contact: Contact, now: int) -> None: ...
 
+        def _settle_priority(self, now: int) -> int | None: ...
+
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
         if engine is None or self.store_failure is not None or self.closed:
@@ -130,12 +132,17 @@ class NodeInbox:
             with cpu_span(Component.GOSSIP):
                 self.routing.send_copies(self.gossip.on_iwant(sender, message, now))
         else:
-            if isinstance(message, BlockMsg) and (self.duty.nice or 0) > COMMITTEE_NICE:
+            if isinstance(message, BlockMsg) and (self.duty.nice or 0) > PRODUCER_NICE:
                 # Blocks come directly only to the next slot's producer and committee
-                # (engine._publish_block): we are one of them, and checking this block
-                # is the first step of the duty, so it already runs raised. The loop
-                # settles the priority on our actual role right after.
-                self.duty.set(COMMITTEE_NICE)
+                # (acceptance.publish): we are one of them, and checking this block is
+                # the first step of the duty, so it runs as raised as the producer's
+                # (we learn which of them we are only from the block's state). At the
+                # committee's raise, a crowd of catching-up nodes just below it left
+                # the next producer 10 % of a core: in a 100-node join its parent was
+                # accepted 0.5-2.6 s after the first node's, its VDF done after the
+                # candidate deadline, a skip block (session 29, k5). ``_take`` settles
+                # the priority on our actual role as soon as the block is in.
+                self.duty.set(PRODUCER_NICE)
             self._take(message, sender, now)
 
     def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
@@ -187,9 +194,15 @@ class NodeInbox:
         elif isinstance(message, SyncResponseMsg) and engine.params is None:
             # The answer to our ask for the chain (node/events.log_duty logs the ask).
             logs.info(log, "chain received", **{"from": sender.hex()[:16] if sender else None})
+        head = engine.head
         started = time.perf_counter()
         out = engine.on_message(message, sender, now)
         if isinstance(message, BlockMsg):
             self.observer.on_block_taken(time.perf_counter() - started)
         self._apply(out)
+        if engine.head != head:
+            # A new head may give us the current slot's duty (its VDF is the slot's
+            # critical path): raised now, not after the loop's next pass, which on a
+            # loaded host came 0.3 s later at the default priority.
+            self._settle_priority(now)
         self._request_tick(now + TICK_COALESCE_MS)

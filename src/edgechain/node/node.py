@@ -513,11 +513,18 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
 
     # --- duty priority (node/duty.py) ----------------------------------------------------
 
-    def _update_priority(self, now: int) -> None:
+    def _settle_priority(self, now: int) -> int | None:
+        """Our duty's priority now (``choose_duty_nice``), applied; the nice value."""
         engine = self.engine
         assert engine is not None
         nice = choose_duty_nice(engine, self.pk, now, vdf_running=self.vdf_runner.is_running())
         self.duty.set(nice)
+        return nice
+
+    def _update_priority(self, now: int) -> None:
+        engine = self.engine
+        assert engine is not None
+        nice = self._settle_priority(now)
         params = engine.params
         self.cpu.on_pass(
             get_current_slot(params, now) if params is not None else None, nice is not None
