@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from edgechain.node.tick_schedule import TickSchedule
+from edgechain.node.tick_schedule import (
+    HOUSEKEEPING_GRID_MS,
+    TickSchedule,
+    get_housekeeping_phase,
+    get_housekeeping_time,
+)
 
 
 class _Clock:
@@ -58,3 +63,20 @@ def test_an_immediate_request_wakes_at_once() -> None:
         schedule.close()
 
     asyncio.run(scenario())
+
+
+def test_housekeeping_waits_for_the_next_point_of_the_nodes_grid() -> None:
+    grid = HOUSEKEEPING_GRID_MS
+    for phase in (0, 1, 437, grid - 1):
+        for due in (0, 1, phase, phase + 1, 5 * grid + 3, 7 * grid + phase):
+            at = get_housekeeping_time(due, phase)
+            assert due <= at < due + grid
+            assert at % grid == phase
+    # Two deadlines within one interval share a pass.
+    assert get_housekeeping_time(1_100, 300) == get_housekeeping_time(1_250, 300) == 1_300
+
+
+def test_nodes_sit_at_different_places_on_the_grid() -> None:
+    phases = {get_housekeeping_phase(bytes([i]) * 32) for i in range(20)}
+    assert all(0 <= p < HOUSEKEEPING_GRID_MS for p in phases)
+    assert len(phases) > 15

@@ -91,6 +91,8 @@ class NodeInbox:
 
         def _settle_priority(self, now: int) -> int | None: ...
 
+        def _get_housekeeping_time(self, due_ms: int) -> int: ...
+
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
         if engine is None or self.store_failure is not None or self.closed:
@@ -150,7 +152,8 @@ class NodeInbox:
         assert engine is not None
         deliver, forwards = self.gossip.on_message(sender, message, now)
         if self.gossip.next_wakeup_ms is not None:
-            self._request_tick(self.gossip.next_wakeup_ms)  # its heartbeat, if it has news
+            # Its heartbeat, if it has news: housekeeping (node/tick_schedule.py).
+            self._request_tick(self._get_housekeeping_time(self.gossip.next_wakeup_ms))
         try:
             inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
         except PeerError as exc:

@@ -74,7 +74,11 @@ from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import UNKNOWN_NODE, SeedContacts
 from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
-from edgechain.node.tick_schedule import TickSchedule
+from edgechain.node.tick_schedule import (
+    TickSchedule,
+    get_housekeeping_phase,
+    get_housekeeping_time,
+)
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
@@ -154,6 +158,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         """When the loop runs its next pass (``_tick``): the earliest timer of its parts,
         or :data:`TICK_COALESCE_MS` after a message that may have made a duty due
         (``_request_tick``); node/tick_schedule.py."""
+        self._housekeeping_phase = get_housekeeping_phase(self.node_id)
         self.observer = NodeObserver(self.get_metrics_reading)
         """The node's Prometheus metrics (node/metrics.py): ``GET /metrics``."""
         self.cpu = CpuAccounting(on_slot=self.observer.on_slot_cpu)
@@ -388,16 +393,22 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
                 self.routing.send_dht(Contact(peer, address), Ping(request_id))
 
     def _next_wakeup(self, now: int) -> int:
-        candidates = [now + 1_000, self._next_usage_ms]
+        """The engine's and the DHT's deadlines; everything else on the housekeeping
+        grid (node/tick_schedule.py), at least one pass a grid interval."""
+        housekeeping = [now + 1, self._next_usage_ms]
         if self.apps is not None:
-            candidates.append(self.apps.next_wakeup_ms)
+            housekeeping.append(self.apps.next_wakeup_ms)
+        if self.gossip.next_wakeup_ms is not None:
+            housekeeping.append(self.gossip.next_wakeup_ms)
+        candidates = [self._get_housekeeping_time(max(now + 1, min(housekeeping)))]
         if self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
         if self._dht_wakeup is not None:
             candidates.append(self._dht_wakeup)
-        if self.gossip.next_wakeup_ms is not None:
-            candidates.append(self.gossip.next_wakeup_ms)
         return max(now + 1, min(candidates))
+
+    def _get_housekeeping_time(self, due_ms: int) -> int:
+        return get_housekeeping_time(due_ms, self._housekeeping_phase)
 
     # --- sending -------------------------------------------------------------------------
 
