@@ -24,7 +24,11 @@ from pathlib import Path
 from edgechain.consensus.messages import VdfRequest
 from edgechain.crypto import vdf
 from edgechain.node.clock import NodeClock
-from edgechain.node.priority import get_autogroup_nice, raise_thread_priority
+from edgechain.node.priority import (
+    get_autogroup_nice,
+    get_thread_policy,
+    raise_thread_priority,
+)
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, get_meter
 
@@ -77,12 +81,14 @@ class VdfRunner:
         self._running[request] = keep_running
         self._on_start()
         timing: dict[str, int] = {}
+        policy = {"class": "normal"}
 
         def prove() -> vdf.VdfResult:
             # Measured in the thread: tells a slow evaluation from a busy event loop.
             timing["start"] = self._clock.now_ms()
             timing["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
             timing["group_nice"] = get_autogroup_nice() or 0
+            policy["class"] = get_thread_policy()
             cpu_started = time.thread_time_ns()
             try:
                 return vdf.prove(
@@ -116,6 +122,7 @@ class VdfRunner:
                 "delivery_ms": now - timing["end"],
                 "nice": timing["nice"],
                 "group_nice": timing["group_nice"],
+                "policy": policy["class"],
             }
             error = f.exception()
             if isinstance(error, vdf.VdfCancelledError):
