@@ -20,9 +20,14 @@ PRODUCER_NICE = -20
 block, where the node may raise priority (root or CAP_SYS_NICE); elsewhere all keep
 the default. The VDF is the slot's critical path: it gets a core whatever else runs."""
 
-COMMITTEE_NICE = -5
+COMMITTEE_NICE = -10
 """Nice value of a committee member until the slot's block is in: its votes have a
-deadline, but a whole committee raised as high as the producer would crowd it out."""
+deadline, but a whole committee raised as high as the producer would crowd it out.
+-5 until session 30: with the VDF thread in the real-time class (which no nice value
+reaches) the committee's checks were the slot's bottleneck on a loaded host (9 of 22
+skip blocks of a 100-node run were "not_attested"); at -10 a member's group weighs
+9548 against 1024 for a default one, and sixteen of them still leave the producer's
+loop (-20, 88761) over a third of the CPU while they all run."""
 CATCH_UP_NICE = -2
 """Nice value of a node that is behind the network (a later block waits for its
 ancestors, or it follows the chain towards a checkpoint) and has no duty. On one host
