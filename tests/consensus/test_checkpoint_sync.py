@@ -25,6 +25,7 @@ from edgechain.consensus.messages import (
     PeerRejected,
     StateResponseMsg,
     SyncRequestMsg,
+    SyncResponseMsg,
 )
 from edgechain.consensus.pruning import RETAIN_SLOTS
 from edgechain.consensus.state import ValidationMode, compute_genesis_state, validate_full
@@ -205,6 +206,33 @@ def test_a_newcomer_catches_up_from_a_checkpoint_not_from_genesis(net: Harness) 
     assert newcomer.stats.blocks_accepted + newcomer.stats.skip_blocks_accepted < 40
     head = newcomer.get_head_state()
     assert head is not None and head == engine.get_head_state()
+
+
+def test_a_newcomer_sent_the_chain_with_its_genesis_follows_it_to_a_checkpoint(
+    net: Harness,
+) -> None:
+    """The answer to a chain ask before the genesis holds the genesis and the blocks from
+    it (up to ``sync_limit``). A chain past ``CATCH_UP_SLOTS`` is not replayed from the
+    genesis: the newest block starts a follow, as a head block far ahead does. (In a
+    100-node join on 2 cores, replaying took a late joiner minutes.)"""
+    original = net.handle
+    served = _serve_forward_from_archive(net, drop_backward=True)
+    try:
+        newcomer = net.add(11)
+        engine = net.engine(0)
+        archive = _archive(net)
+        blocks = tuple(archive[h] for h in _canonical_chain(net))
+        assert blocks[-1].slot >= CATCH_UP_SLOTS
+        answer = SyncResponseMsg(blocks, engine.genesis_msg)
+        net.deliver(len(net.order) - 1, answer, net.order[0])
+    finally:
+        net.handle = original  # type: ignore[method-assign]
+    events = net.events[newcomer.node_id]
+    assert newcomer.genesis == engine.genesis
+    assert len([e for e in events if isinstance(e, CheckpointInstalled)]) == 1
+    assert served and sum(served) > 0
+    assert newcomer.head == engine.head
+    assert newcomer.stats.blocks_accepted + newcomer.stats.skip_blocks_accepted < 40
 
 
 def test_a_state_that_does_not_match_its_root_is_refused(net: Harness) -> None:

@@ -47,6 +47,7 @@ from edgechain.chain.model import (
 from edgechain.consensus.acceptance import BlockAcceptance
 from edgechain.consensus.addresses import AddressRecords
 from edgechain.consensus.checkpoint_sync import (
+    CATCH_UP_SLOTS,
     CheckpointSync,
     on_forward_request,
     on_state_request,
@@ -297,6 +298,11 @@ class ConsensusEngine(EngineView):
                 self.sync.request_chain(self.memo.get_block_hash(msg.block), sender, now, out)
             elif isinstance(msg, SyncResponseMsg) and msg.genesis is not None:
                 self.joining.on_genesis(msg.genesis, out)
+                if msg.blocks and msg.blocks[-1].slot >= CATCH_UP_SLOTS:
+                    # A chain this long is followed to a checkpoint (``_on_block``, issue
+                    # 13 item 4), not replayed block by block from the genesis: only the
+                    # newest block, which shows how far ahead the chain is.
+                    msg = SyncResponseMsg(msg.blocks[-1:], None)
                 self.sync.on_sync_response(msg, sender, now, out)
             return
         if isinstance(msg, BlockMsg):
