@@ -139,11 +139,11 @@ class NodeInbox:
                 # (acceptance.publish): we are one of them, and checking this block is
                 # the first step of the duty, so it runs as raised as the producer's
                 # (we learn which of them we are only from the block's state). At the
-                # committee's raise, a crowd of catching-up nodes just below it left
-                # the next producer 10 % of a core: in a 100-node join its parent was
-                # accepted 0.5-2.6 s after the first node's, its VDF done after the
-                # candidate deadline, a skip block (session 29, k5). ``_take`` settles
-                # the priority on our actual role as soon as the block is in.
+                # committee's raise it shared the CPU with a crowd of catching-up nodes
+                # just below it: in a 100-node join (session 29, k5) the next producers
+                # of skip blocks accepted their parents 0.5-2.6 s after the first node,
+                # and finished their VDFs after the candidate deadline. ``_take``
+                # settles the priority on our actual role as soon as the block is in.
                 self.duty.set(PRODUCER_NICE)
             self._take(message, sender, now)
 
