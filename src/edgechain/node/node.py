@@ -40,10 +40,8 @@ from edgechain.consensus.messages import (
     MigrationOrder,
     Outgoing,
     Output,
-    VdfRequest,
 )
-from edgechain.consensus.state import get_current_slot
-from edgechain.crypto import bls, vdf
+from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import load_keystore, load_or_create_keystore
 from edgechain.crypto.session import SessionKeys
@@ -59,14 +57,14 @@ from edgechain.node.archive import StoreArchive, get_archive_response, replay_st
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
 from edgechain.node.cpu import CpuAccounting
-from edgechain.node.duty import DutyPriority, choose_duty_nice
+from edgechain.node.duties import NodeDuties
+from edgechain.node.duty import DutyPriority
 from edgechain.node.events import EventRecorder, log_duty
 from edgechain.node.host_usage import measure_host_usage
 from edgechain.node.inbox import NodeInbox
 from edgechain.node.leaving import Leaving
 from edgechain.node.log_format import configure_logging
 from edgechain.node.metrics import NodeObserver
-from edgechain.node.priority import PRODUCER_NICE
 from edgechain.node.queries import ChainEntry, NodeCounters, NodeQueries
 from edgechain.node.relayed_blocks import RelayedBlocks
 from edgechain.node.report_times import ReportTimes
@@ -96,7 +94,7 @@ log = logging.getLogger("edgechain.node")
 USAGE_INTERVAL_MS = 5_000
 
 
-class Node(NodeQueries, NodeSubmissions, NodeInbox):
+class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
     """A node: one event loop (:meth:`run`) driving its engine, DHT and gossip."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -447,26 +445,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
         for contact, message in out.messages:
             self.routing.send_dht(contact, message)
 
-    # --- VDF (vdf_worker.py runs it) -------------------------------------------------------
-
-    def _on_vdf_start(self) -> None:
-        # Raised now, not at the loop's next pass: the request may come from a message
-        # handler, with a backlog of other callbacks before the loop runs again.
-        self.duty.set(PRODUCER_NICE)
-
-    def _on_vdf_result(self, request: VdfRequest, result: vdf.VdfResult) -> None:
-        engine = self.engine
-        assert engine is not None  # the engine asked for this evaluation
-        self._apply(engine.on_vdf_result(request, result, self.clock.now_ms()))
-        self._request_tick(self.clock.now_ms())
-
-    def _drop_unwanted_vdfs(self, now: int, *, all_of_them: bool = False) -> None:
-        engine = self.engine
-        if all_of_them or engine is None:
-            self.vdf_runner.drop_all()
-        else:
-            self.vdf_runner.drop_unwanted(lambda request: engine.is_vdf_wanted(request, now))
-
     # --- events --------------------------------------------------------------------------
 
     def _on_event(self, event: object) -> None:
@@ -521,25 +499,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox):
             data_dir=str(self.config.data_dir),
         )
         self._request_tick(self.clock.now_ms())
-
-    # --- duty priority (node/duty.py) ----------------------------------------------------
-
-    def _settle_priority(self, now: int) -> int | None:
-        """Our duty's priority now (``choose_duty_nice``), applied; the nice value."""
-        engine = self.engine
-        assert engine is not None
-        nice = choose_duty_nice(engine, self.pk, now, vdf_running=self.vdf_runner.is_running())
-        self.duty.set(nice)
-        return nice
-
-    def _update_priority(self, now: int) -> None:
-        engine = self.engine
-        assert engine is not None
-        nice = self._settle_priority(now)
-        params = engine.params
-        self.cpu.on_pass(
-            get_current_slot(params, now) if params is not None else None, nice is not None
-        )
 
 
 __all__ = [
