@@ -256,8 +256,8 @@ class Sync:
         One ask per ``get_sync_retry_ms`` whatever block prompts it. Each new block is
         a new ``want``, so a joiner used to ask once a slot while it waited, each answer
         up to ``sync_limit`` blocks (1-3 MB) decoded whole; in a 100-node join on 2
-        cores a joiner waited 10-60 s between receiving the genesis and adopting it,
-        and every answer queued behind the first was decoded on the way."""
+        cores a joiner waited 10-60 s between receiving the genesis and adopting it, and
+        any answer that arrived meanwhile cost it a whole decode more."""
         if not self.is_request_due(CHAIN_ASK, now):
             return
         _, attempts = self.sync_requested.get(CHAIN_ASK, (None, 0))
