@@ -26,6 +26,7 @@ from edgechain.runtime.manager import AppManager
 from edgechain.runtime.process import ProcessRuntime
 
 from .helpers import (
+    assert_single_instance,
     get_app,
     get_counter,
     get_node_id,
@@ -204,7 +205,10 @@ def test_save_restore_round_trip_as_the_app_user(
     assert wait_count_above(state_b, saved_count) > saved_count
     assert _owners(state_b) == {(nobody.uid, nobody.gid)}
     _assert_runs_as(b, spec, nobody)
-    assert len(get_tagged_processes(tag)) == 1
+    # The origin's copy got SIGKILL in ``remove``; a child it had just forked can still
+    # be in the process table, dying, on a loaded host (CI, 2 cores, live testnets
+    # beside it): waited for, then held at one.
+    assert_single_instance(tag)
     # The version is not part of a migration; the node confirms it against the chain.
     assert b.get_release(app) == (spec, None)
     b.set_version(app, 4)
