@@ -239,15 +239,22 @@ class Sync:
         """Ask ``peer`` for ``want`` and the ancestors we may lack (``get_sync_limit``)
         when it is time (``get_sync_retry_ms``); ``below_slot``: the slot of the block
         (or vote) that waits for ``want``, None when we hold no chain to count from."""
-        if not self.is_request_due(want, now):
+        if not self.record_request(want, now):
             return
-        _, attempts = self.sync_requested.get(want, (None, 0))
-        self.sync_requested[want] = (now, attempts + 1)
-        if len(self.sync_requested) > 4 * self.ctx.config.max_orphans:
-            self.sync_requested = {want: (now, attempts + 1)}
         out.messages.append(
             Outgoing(SyncRequestMsg(want, self.get_sync_limit(below_slot)), Route.DIRECT, (peer,))
         )
+
+    def record_request(self, key: BlockHash, now: int) -> bool:
+        """If a request under ``key`` is due (``is_request_due``), count it as sent now
+        and return True; otherwise False."""
+        if not self.is_request_due(key, now):
+            return False
+        _, attempts = self.sync_requested.get(key, (None, 0))
+        self.sync_requested[key] = (now, attempts + 1)
+        if len(self.sync_requested) > 4 * self.ctx.config.max_orphans:
+            self.sync_requested = {key: (now, attempts + 1)}
+        return True
 
     def request_chain(self, want: BlockHash, peer: NodeId, now: int, out: Output) -> None:
         """Before the genesis: a gossiped block ``want`` says a chain exists; ask its
@@ -258,10 +265,8 @@ class Sync:
         up to ``sync_limit`` blocks (1-3 MB) decoded whole; in a 100-node join on 2
         cores a joiner waited 10-60 s between receiving the genesis and adopting it, and
         any answer that arrived meanwhile cost it a whole decode more."""
-        if not self.is_request_due(CHAIN_ASK, now):
+        if not self.record_request(CHAIN_ASK, now):
             return
-        _, attempts = self.sync_requested.get(CHAIN_ASK, (None, 0))
-        self.sync_requested[CHAIN_ASK] = (now, attempts + 1)
         request = SyncRequestMsg(want, self.ctx.config.sync_limit)
         out.messages.append(Outgoing(request, Route.DIRECT, (peer,)))
 
