@@ -91,8 +91,6 @@ class NodeInbox:
 
         def _settle_priority(self, now: int) -> int | None: ...
 
-        def _get_housekeeping_time(self, due_ms: int) -> int: ...
-
     def _on_data(self, data: bytes, transport: Transport, source: str) -> None:
         engine = self.engine
         if engine is None or self.store_failure is not None or self.closed:
@@ -150,10 +148,9 @@ class NodeInbox:
     def _on_gossip(self, sender: NodeId, message: GossipMsg, now: int) -> None:
         engine = self.engine
         assert engine is not None
+        # Its heartbeat, if it has news, runs at a housekeeping pass (node/tick_schedule.py):
+        # one is always due within a grid interval.
         deliver, forwards = self.gossip.on_message(sender, message, now)
-        if self.gossip.next_wakeup_ms is not None:
-            # Its heartbeat, if it has news: housekeeping (node/tick_schedule.py).
-            self._request_tick(self._get_housekeeping_time(self.gossip.next_wakeup_ms))
         try:
             inner, origin = decode_gossip_payload(message.payload) if deliver else (None, None)
         except PeerError as exc:

@@ -391,22 +391,16 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
                 self.routing.send_dht(Contact(peer, address), Ping(request_id))
 
     def _next_wakeup(self, now: int) -> int:
-        """The engine's and the DHT's deadlines; everything else on the housekeeping
-        grid (node/tick_schedule.py), at least one pass a grid interval."""
-        housekeeping = [now + 1, self._next_usage_ms]
-        if self.apps is not None:
-            housekeeping.append(self.apps.next_wakeup_ms)
-        if self.gossip.next_wakeup_ms is not None:
-            housekeeping.append(self.gossip.next_wakeup_ms)
-        candidates = [self._get_housekeeping_time(max(now + 1, min(housekeeping)))]
+        """The engine's and the DHT's deadlines, and the next point of the housekeeping
+        grid (node/tick_schedule.py): a pass there runs whatever of the gossip
+        heartbeat, the apps' and the host's usage rounds and the probes is due by then,
+        so their own due times need no pass of their own."""
+        candidates = [get_housekeeping_time(now + 1, self._housekeeping_phase)]
         if self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
         if self._dht_wakeup is not None:
             candidates.append(self._dht_wakeup)
         return max(now + 1, min(candidates))
-
-    def _get_housekeeping_time(self, due_ms: int) -> int:
-        return get_housekeeping_time(due_ms, self._housekeeping_phase)
 
     # --- sending -------------------------------------------------------------------------
 

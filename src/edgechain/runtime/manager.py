@@ -260,10 +260,6 @@ class AppManager:
         self._next_measure_ms = now_ms + MEASURE_INTERVAL_MS
         self._measuring = self.tasks.spawn(self._round())
 
-    @property
-    def next_wakeup_ms(self) -> int:
-        return self._next_measure_ms
-
     # --- queries ---------------------------------------------------------------------
 
     def is_planned(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
