@@ -88,17 +88,17 @@ from edgechain.consensus.messages import (
 )
 from edgechain.consensus.producer import Producer, ProducerDuty, build_candidate
 from edgechain.consensus.pruning import ChainPruner
-from edgechain.consensus.reports import ReportRelay, get_forward_time
-from edgechain.consensus.roles import Roles
+from edgechain.consensus.reports import ReportRelay
+from edgechain.consensus.roles import Role, Roles
 from edgechain.consensus.state import (
     BlockState,
     Memo,
     get_candidate_deadline_ms,
     get_current_slot,
     get_roles,
-    get_slot_start_ms,
 )
 from edgechain.consensus.sync import Sync
+from edgechain.consensus.wakeups import get_slot_deadlines
 from edgechain.crypto.hashing import sha256
 from edgechain.crypto.vdf import VdfResult
 from edgechain.errors import PeerError, RejectReason, ValidationError
@@ -182,12 +182,16 @@ class ConsensusEngine(EngineView):
     def on_message(self, msg: Message, sender: NodeId | None, now_ms: int) -> Output:
         """Handle one peer message. A peer's bad input is counted, never raised."""
         out = Output()
+        head = self.ctx.head
         try:
             self._dispatch(msg, sender, now_ms, out)
         except PeerError as exc:
             self.stats.peer_errors[exc.reason] += 1
             out.events.append(PeerRejected(exc.reason, sender))
-        out.next_wakeup_ms = self._get_next_wakeup(now_ms)
+        # A new head may have made a duty due that no deadline announces (consensus/
+        # wakeups.py): the next pass runs now.
+        moved = self.ctx.head != head
+        out.next_wakeup_ms = now_ms if moved else self._get_next_wakeup(now_ms)
         return out
 
     def on_stored_block(self, block: AnyBlock, block_hash: BlockHash, now_ms: int) -> Output:
@@ -439,13 +443,18 @@ class ConsensusEngine(EngineView):
             retry = self.config.inclusion_retry_ms
             return now + min(retry, 500)
         slot = get_current_slot(params, now)
-        candidates = []
-        for s in (slot, slot + 1):
-            candidates += [
-                get_slot_start_ms(params, s),
-                get_forward_time(params, s),
-                get_candidate_deadline_ms(params, s),
-            ]
+        head = self.get_head_state()
+        head_slot = head.slot if head is not None else -1
+        next_role = Role.NONE
+        if head is not None and head_slot >= slot and self.is_validator():
+            next_role = get_roles(self.memo, head, Slot(slot + 1), params.committee_size).get_role(
+                self.pk
+            )
+        duty = self.producer.duty
+        producer_open = duty is not None and duty.slot == slot and not duty.done
+        candidates = get_slot_deadlines(
+            params, slot, head_slot, next_role, producer_open=producer_open
+        )
         candidates += self.sync.get_wakeups(now)
         candidates += self.checkpoint.get_wakeups(now)
         candidates += self.reports.get_wakeups()

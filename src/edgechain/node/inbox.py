@@ -5,8 +5,8 @@
 replies name the address they came from), a seed's answer to our ping to the seeds, an
 answer to our RTT probe to the probe,
 gossip to the gossip layer (and what it delivers to the engine), anything else straight
-to the engine. Undecodable input is counted, never raised. A message the engine took
-asks for a pass of the loop ``TICK_COALESCE_MS`` later, so a burst shares one.
+to the engine. Undecodable input is counted, never raised. A message that moves the
+engine's head asks, through the engine's wake-up time, for a pass of the loop at once.
 """
 
 from __future__ import annotations
@@ -51,13 +51,13 @@ from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, 
 log = logging.getLogger("edgechain.node")
 
 TICK_COALESCE_MS = 20
-"""A message the engine took asks for a pass of the loop at most this much later.
-Messages are handled on arrival; the pass after them only runs the duties they may
-have made due (a report once the head moved, a VDF once we became the producer), and
-20 ms is far inside every deadline. Only the engine's messages and a seed's first answer
-ask: a duplicate gossip copy, an IHave or IWant, a DHT message or an RTT answer changes
-no duty (the DHT and the gossip heartbeat ask for their own deadlines). Every message
-used to ask, and most of an idle node's passes were for gossip duplicates."""
+"""A seed's first answer asks for a pass of the loop at most this much later (the join
+goes on from the pass). The engine's messages ask through the engine: a pass at once
+when one moved the head (consensus/wakeups.py), none otherwise. Until session 31 every
+message the engine took asked for a pass 20 ms later, whatever it was (a report, a
+vote, a second copy of a block): about one pass a slot more on an idle node of a
+20-node testnet, each a pass's full cost. Before that every message asked, and most
+of an idle node's passes were for gossip duplicates."""
 
 
 class NodeInbox:
@@ -169,7 +169,6 @@ class NodeInbox:
             # relayed before validation: their propagation time is the slot's budget.
             out = engine.on_message(inner, origin, now)
             self._apply(out)
-            self._request_tick(now + TICK_COALESCE_MS)
             if any(isinstance(e, PeerRejected) for e in out.events):
                 return
             inner = None
@@ -205,4 +204,3 @@ class NodeInbox:
             # critical path): raised now, not after the loop's next pass, which on a
             # loaded host came 0.3 s later at the default priority.
             self._settle_priority(now)
-        self._request_tick(now + TICK_COALESCE_MS)

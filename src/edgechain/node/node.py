@@ -153,9 +153,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self.schedule = TickSchedule(self.clock.now_ms)
-        """When the loop runs its next pass (``_tick``): the earliest timer of its parts,
-        or :data:`TICK_COALESCE_MS` after a message that may have made a duty due
-        (``_request_tick``); node/tick_schedule.py."""
+        """When the loop runs its next pass (``_tick``): the earliest timer of its parts
+        (the engine's is "now" after a message that moved its head); node/tick_schedule.py."""
         self._housekeeping_phase = get_housekeeping_phase(self.node_id)
         self.observer = NodeObserver(self.get_metrics_reading)
         """The node's Prometheus metrics (node/metrics.py): ``GET /metrics``."""

@@ -189,7 +189,10 @@ class Simulation:
                 return
             node.timer.cancel()
         node.timer_at = at_ms
-        node.timer = self.clock.schedule(at_ms * MILLISECOND, lambda: self._wake(node))
+        # "Now" in milliseconds may lie a fraction of one behind the clock (an engine
+        # asks for a pass at once after a message that moved its head).
+        at = max(at_ms * MILLISECOND, self.clock.now)
+        node.timer = self.clock.schedule(at, lambda: self._wake(node))
 
     def _wake(self, node: SimNode) -> None:
         node.timer = None
