@@ -216,12 +216,21 @@ def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:
     """Producer and committee actions, so a skip block can be explained from logs; and
     a joiner's asks for the chain and a seed's answers with the genesis, so a late
     genesis can be (late joiners of a 100-node run waited 60-100 s for it from seeds
-    that answered their pings, issue 13). Both are rare: one ask per retry interval."""
+    that answered their pings, issue 13); and the sync asks and answers after it, so a
+    slow catch-up can be (a joiner accepted block 1 a minute after the genesis). All
+    are rare: one ask per retry interval, and none once a node follows the tip."""
     message = outgoing.message
     if isinstance(message, SyncRequestMsg) and message.want == HEAD_WANT:
         logs.info(log, "chain asked", to=[peer.hex()[:16] for peer in outgoing.to])
     elif isinstance(message, SyncResponseMsg) and message.genesis is not None:
         logs.info(log, "chain sent", to=[peer.hex()[:16] for peer in outgoing.to])
+    elif isinstance(message, SyncRequestMsg):
+        logs.info(
+            log, "sync asked", to=[peer.hex()[:16] for peer in outgoing.to], limit=message.limit
+        )
+    elif isinstance(message, SyncResponseMsg):
+        to = [peer.hex()[:16] for peer in outgoing.to]
+        logs.info(log, "sync sent", to=to, blocks=len(message.blocks))
     elif isinstance(message, CandidateMsg):
         logs.info(log, "candidate sent", slot=message.block.slot, to=len(outgoing.to))
     elif isinstance(message, BlockMsg) and isinstance(message.block, Block):

@@ -190,9 +190,15 @@ class NodeInbox:
         assert engine is not None
         if isinstance(message, ReportMsg):
             self.report_times.on_received(message.reports, now)
-        elif isinstance(message, SyncResponseMsg) and engine.params is None:
-            # The answer to our ask for the chain (node/events.log_duty logs the ask).
-            logs.info(log, "chain received", **{"from": sender.hex()[:16] if sender else None})
+        elif isinstance(message, SyncResponseMsg):
+            # The answer to our ask for the chain or for missing blocks (node/events.
+            # log_duty logs the ask).
+            logs.info(
+                log,
+                "chain received" if engine.params is None else "sync received",
+                blocks=len(message.blocks),
+                **{"from": sender.hex()[:16] if sender else None},
+            )
         head = engine.head
         started = time.perf_counter()
         out = engine.on_message(message, sender, now)
