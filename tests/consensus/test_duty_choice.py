@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgechain.chain.model import NO_SIGNATURE, SkipBlock
 from edgechain.consensus.roles import Role
 from edgechain.consensus.state import get_slot_start_ms
-from edgechain.node.duty import choose_duty_nice, get_current_role, get_next_role
+from edgechain.node.duty import choose_duty_nice, get_current_role
 from edgechain.node.priority import CATCH_UP_NICE, COMMITTEE_NICE, PRODUCER_NICE
 from edgechain.types import BlockHash, NodeId, Slot
 
@@ -49,7 +49,7 @@ def test_once_the_slots_block_is_in_the_next_slots_roles_get_their_raise() -> No
         assert get_current_role(engine, engine.pk, now)[1] is Role.NONE
         # The role slot 2 gives this node, read a moment after slot 2 began.
         _, role = get_current_role(engine, engine.pk, now + 20)
-        assert get_next_role(engine, engine.pk, now) is role
+        assert engine.get_next_role(now) is role
         nices[role] = nices.get(role, set()) | {
             choose_duty_nice(engine, engine.pk, now, vdf_running=False)
         }

@@ -437,6 +437,18 @@ class ConsensusEngine(EngineView):
 
     # --- timers ------------------------------------------------------------------------
 
+    def get_next_role(self, now: int) -> Role:
+        """Our role in the next slot once the current slot's block is our head (that
+        block's state elects the next slot's roles); otherwise none yet."""
+        params = self.params
+        head = self.get_head_state()
+        if params is None or head is None or not self.is_validator():
+            return Role.NONE
+        slot = get_current_slot(params, now)
+        if head.slot != slot:
+            return Role.NONE
+        return get_roles(self.memo, head, Slot(slot + 1), params.committee_size).get_role(self.pk)
+
     def _get_next_wakeup(self, now: int) -> int:
         params = self.params
         if params is None:
@@ -445,15 +457,10 @@ class ConsensusEngine(EngineView):
         slot = get_current_slot(params, now)
         head = self.get_head_state()
         head_slot = head.slot if head is not None else -1
-        next_role = Role.NONE
-        if head is not None and head_slot >= slot and self.is_validator():
-            next_role = get_roles(self.memo, head, Slot(slot + 1), params.committee_size).get_role(
-                self.pk
-            )
         duty = self.producer.duty
         producer_open = duty is not None and duty.slot == slot and not duty.done
         candidates = get_slot_deadlines(
-            params, slot, head_slot, next_role, producer_open=producer_open
+            params, slot, head_slot, self.get_next_role(now), producer_open=producer_open
         )
         candidates += self.sync.get_wakeups(now)
         candidates += self.checkpoint.get_wakeups(now)

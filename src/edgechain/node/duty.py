@@ -39,19 +39,6 @@ def get_current_role(engine: ConsensusEngine, pk: PublicKey, now: int) -> tuple[
     return slot, roles.get_role(pk)
 
 
-def get_next_role(engine: ConsensusEngine, pk: PublicKey, now: int) -> Role:
-    """``pk``'s role in the next slot once the current slot's block is our head (that
-    block's state elects the next slot's roles); otherwise none yet."""
-    state = engine.get_head_state()
-    params = engine.params
-    if params is None or state is None or not len(state.validators):
-        return Role.NONE
-    slot = get_current_slot(params, now)
-    if state.slot != slot:
-        return Role.NONE
-    return get_roles(engine.memo, state, Slot(slot + 1), params.committee_size).get_role(pk)
-
-
 def choose_duty_nice(
     engine: ConsensusEngine, pk: PublicKey, now: int, *, vdf_running: bool
 ) -> int | None:
@@ -96,7 +83,7 @@ def choose_duty_nice(
         # The next slot's producer starts its VDF at the slot's start: a loop left at
         # the default priority until then woke up to 0.3 s late on a loaded host, and
         # its VDF finished after the candidate deadline (100 nodes on 2 cores).
-        role = get_next_role(engine, pk, now)
+        role = engine.get_next_role(now)
     return {Role.PRODUCER: PRODUCER_NICE, Role.COMMITTEE: COMMITTEE_NICE}.get(role)
 
 

@@ -212,6 +212,12 @@ def get_stored_app_history(store: BlockStore, app: AppId) -> list[HistoryEvent]:
     ]
 
 
+def _get_peer_names(outgoing: Outgoing) -> list[str]:
+    """The recipients as the logs name nodes: the first 16 hex digits of the id (built
+    only for a message that is logged: ``log_duty`` sees every message a node sends)."""
+    return [peer.hex()[:16] for peer in outgoing.to]
+
+
 def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:
     """Producer and committee actions, so a skip block can be explained from logs; and
     a joiner's asks for the chain and a seed's answers with the genesis, so a late
@@ -221,16 +227,13 @@ def log_duty(outgoing: Outgoing, node_id: NodeId) -> None:
     are rare: one ask per retry interval, and none once a node follows the tip."""
     message = outgoing.message
     if isinstance(message, SyncRequestMsg) and message.want == HEAD_WANT:
-        logs.info(log, "chain asked", to=[peer.hex()[:16] for peer in outgoing.to])
+        logs.info(log, "chain asked", to=_get_peer_names(outgoing))
     elif isinstance(message, SyncResponseMsg) and message.genesis is not None:
-        logs.info(log, "chain sent", to=[peer.hex()[:16] for peer in outgoing.to])
+        logs.info(log, "chain sent", to=_get_peer_names(outgoing))
     elif isinstance(message, SyncRequestMsg):
-        logs.info(
-            log, "sync asked", to=[peer.hex()[:16] for peer in outgoing.to], limit=message.limit
-        )
+        logs.info(log, "sync asked", to=_get_peer_names(outgoing), limit=message.limit)
     elif isinstance(message, SyncResponseMsg):
-        to = [peer.hex()[:16] for peer in outgoing.to]
-        logs.info(log, "sync sent", to=to, blocks=len(message.blocks))
+        logs.info(log, "sync sent", to=_get_peer_names(outgoing), blocks=len(message.blocks))
     elif isinstance(message, CandidateMsg):
         logs.info(log, "candidate sent", slot=message.block.slot, to=len(outgoing.to))
     elif isinstance(message, BlockMsg) and isinstance(message.block, Block):
