@@ -213,6 +213,7 @@ class RealisticNode(FakeNode):
             "rtt_samples": 3,
             "coordinate_us": [-1_200, 3_400],
             "dht_sessions": {"keys_derived": 2, "macs_verified": 40},
+            "dht_timeout_ms": 2_000,
             "blocks_accepted": 11,
             "skip_blocks_accepted": 1,
             "reorgs": 0,

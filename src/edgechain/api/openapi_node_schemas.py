@@ -80,6 +80,10 @@ def _status_schema() -> Schema:
             "rtt_samples": count("answered RTT probes"),
             "coordinate_us": coordinate("this node's Vivaldi coordinate, as it reports it"),
             "dht_sessions": closed_object({"keys_derived": count(), "macs_verified": count()}),
+            "dht_timeout_ms": count(
+                "how long a DHT request is waited for: the configured floor, longer when "
+                "answers come slowly (network/dht_requests.py)"
+            ),
             "blocks_accepted": count(),
             "skip_blocks_accepted": count(),
             "reorgs": count(),

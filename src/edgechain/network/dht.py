@@ -50,7 +50,7 @@ from edgechain.network.dht_events import (
     PeerRemoved,
 )
 from edgechain.network.dht_lookup import NodeLookup
-from edgechain.network.dht_requests import LateAnswers, Pending, RequestKind
+from edgechain.network.dht_requests import LateAnswers, Pending, RequestKind, RequestTimer
 from edgechain.network.dht_table import (
     DEFAULT_ALPHA,
     DEFAULT_ATTEMPTS,
@@ -76,6 +76,9 @@ class DhtConfig:
     attempts: int = DEFAULT_ATTEMPTS
     reply_limit: int = DEFAULT_REPLY_LIMIT
     request_timeout_ms: int = 2_000
+    """The shortest wait for an answer; it grows with the measured round trips
+    (``dht_requests.RequestTimer``) up to ``max_request_timeout_ms``."""
+    max_request_timeout_ms: int = 10_000
     refresh_interval_ms: int = 15 * 60_000
     """Kademlia refreshes hourly; edge networks churn more (devices sleep, move)."""
     max_pending: int = 1_024
@@ -111,6 +114,10 @@ class DhtNode:
         self._rng = rng
         self._pending: dict[int, Pending] = {}
         self._late = LateAnswers(self.config.max_pending)
+        self.timer = RequestTimer(
+            self.config.request_timeout_ms, self.config.max_request_timeout_ms
+        )
+        """How long a request is waited for (``dht_requests.py``)."""
         """Requests that timed out and may still be answered (``dht_requests.py``)."""
         self._pinging: dict[NodeId, int] = {}
         self._deferred: dict[NodeId, tuple[Contact, FindNode]] = {}
@@ -287,10 +294,12 @@ class DhtNode:
             if late is None:
                 out.events.append(DhtRejected(RejectReason.UNEXPECTED_ANSWER, src.node_id))
             else:  # alive at the address we asked, only slow: a contact all the same
+                self.timer.on_answer(now - late.sent)
                 self._add_verified(late.contact, now, out)
                 self._record_answer(src.node_id, late.contact, now)
             return
         del self._pending[request_id]
+        self.timer.on_answer(now - pending.sent)
         if self._pinging.get(src.node_id) == request_id:
             del self._pinging[src.node_id]
         # The answer proves that the holder of the id's key receives at the address we
@@ -366,7 +375,7 @@ class DhtNode:
 
     def _send_ping(self, contact: Contact, kind: RequestKind, now: int, out: DhtOutput) -> None:
         request_id = self._new_request_id()
-        self._pending[request_id] = Pending(contact, kind, now + self.config.request_timeout_ms)
+        self._pending[request_id] = Pending(contact, kind, now, now + self.timer.timeout_ms)
         self._pinging[contact.node_id] = request_id
         out.messages.append((contact, Ping(request_id)))
 
@@ -408,7 +417,7 @@ class DhtNode:
             if request.request_id in self._pending:
                 request = FindNode(self._new_request_id(), drawn.target)
             self._pending[request.request_id] = Pending(
-                contact, RequestKind.FIND, now + self.config.request_timeout_ms, lookup_id
+                contact, RequestKind.FIND, now, now + self.timer.timeout_ms, lookup_id
             )
             out.messages.append((contact, request))
 

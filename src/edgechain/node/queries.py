@@ -201,6 +201,9 @@ class NodeQueries:
                 "keys_derived": self.sessions.derivations,
                 "macs_verified": self.sessions.macs_verified,
             },
+            # How long our DHT requests are waited for: the configured floor, longer
+            # when answers come slowly (network/dht_requests.RequestTimer).
+            "dht_timeout_ms": self.dht.timer.timeout_ms,
             "blocks_accepted": engine.stats.blocks_accepted,
             "skip_blocks_accepted": engine.stats.skip_blocks_accepted,
             "reorgs": engine.stats.reorgs,
