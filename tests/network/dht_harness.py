@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import DhtEvent, DhtOutput
 from edgechain.sim.clock import MILLISECOND, Callback, SimClock, Timer
 from edgechain.sim.network import LinkProfile, SimNetwork

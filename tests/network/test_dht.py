@@ -8,7 +8,8 @@ import random
 import pytest
 
 from edgechain.errors import RejectReason
-from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import (
     DhtRejected,
     LookupFinished,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 
-from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import DhtRejected
 from edgechain.network.dht_requests import LATE_ANSWER_MS
 from edgechain.types import NodeId
-from edgechain.wire.messages import Contact, FindNode, Ping, Pong
+from edgechain.wire.messages import Contact, FindNode, Nodes, Ping, Pong
 
 SELF = NodeId(b"\x00" * 32)
 PEER = Contact(NodeId(b"\x80" + b"\x00" * 31), "10.0.0.1:7000")
@@ -66,3 +67,20 @@ def test_a_late_answer_counts_once_from_the_node_asked_and_not_forever() -> None
     ]
     replay = node2.on_message(PEER, Pong(ping2.request_id), 400)
     assert [e for e in replay.events if isinstance(e, DhtRejected)]
+
+
+def test_a_findnode_answered_late_still_feeds_its_lookup() -> None:
+    node = _node()
+    out = node.add_seeds([PEER], now=0)  # a lookup of our own id through PEER
+    (first,) = [m for c, m in out.messages if c == PEER and isinstance(m, FindNode)]
+    out = node.on_tick(150)  # timed out: PEER is asked again
+    (again,) = [m for c, m in out.messages if c == PEER and isinstance(m, FindNode)]
+    assert again.request_id != first.request_id
+    # The first answer comes after all: the contact it names is asked next, as it
+    # would have been in time (before session 33 the lookup ignored it).
+    out = node.on_message(PEER, Nodes(first.request_id, (OTHER,)), now=300)
+    assert not [e for e in out.events if isinstance(e, DhtRejected)]
+    assert [m for c, m in out.messages if c == OTHER and isinstance(m, FindNode)]
+    # The request asked again is then answered to no effect.
+    out = node.on_message(PEER, Nodes(again.request_id, ()), now=400)
+    assert not [m for c, m in out.messages if c == PEER and isinstance(m, FindNode)]

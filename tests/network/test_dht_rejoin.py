@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import LookupFinished, LookupPurpose
 from edgechain.types import NodeId
 from edgechain.wire.messages import Contact, DhtMessage, FindNode, Nodes

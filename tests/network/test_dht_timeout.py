@@ -11,7 +11,8 @@ import random
 
 import pytest
 
-from edgechain.network.dht import DhtConfig, DhtNode
+from edgechain.network.dht import DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_requests import RequestTimer
 from edgechain.sim.clock import MILLISECOND
 from edgechain.sim.network import LinkProfile, Uniform
@@ -96,7 +97,7 @@ def _join_100(max_timeout_ms: int) -> tuple[int, int]:
 def test_slow_links_cost_fewer_requests_and_every_node_joins() -> None:
     fixed_finds, fixed_joined = _join_100(max_timeout_ms=2_000)  # the old fixed timeout
     finds, joined = _join_100(max_timeout_ms=10_000)
-    assert joined == 100
-    # Seed 11: 17,136 against 48,653 FindNodes, 100 against 89 nodes joined.
-    assert finds < 0.5 * fixed_finds
-    assert fixed_joined < 100
+    assert joined == fixed_joined == 100  # late answers feed their lookups either way
+    # Seed 11: 16,932 against 35,462 FindNodes. Before late answers fed their lookups,
+    # 17,136 against 48,653, and 89 nodes joined with the fixed timeout.
+    assert finds < 0.6 * fixed_finds

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgechain.errors import RejectReason
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import (
     DhtOutput,
     DhtRejected,
@@ -52,10 +53,6 @@ from edgechain.network.dht_events import (
 from edgechain.network.dht_lookup import NodeLookup
 from edgechain.network.dht_requests import LateAnswers, Pending, RequestKind, RequestTimer
 from edgechain.network.dht_table import (
-    DEFAULT_ALPHA,
-    DEFAULT_ATTEMPTS,
-    DEFAULT_K,
-    DEFAULT_REPLY_LIMIT,
     ID_BITS,
     RoutingTable,
     compute_random_id_in_bucket,
@@ -67,27 +64,6 @@ MAX_CHAIN_CONTACTS = 16
 """A node that knows the validator set (a restart's stored head, a preset genesis) joins
 the DHT through at most this many validators, chosen at random: their addresses are on
 chain, signed by their owners, and a fleet started at once does not all ask one seed."""
-
-
-@dataclass(frozen=True)
-class DhtConfig:
-    k: int = DEFAULT_K
-    alpha: int = DEFAULT_ALPHA
-    attempts: int = DEFAULT_ATTEMPTS
-    reply_limit: int = DEFAULT_REPLY_LIMIT
-    request_timeout_ms: int = 2_000
-    """The shortest wait for an answer; it grows with the measured round trips
-    (``dht_requests.RequestTimer``) up to ``max_request_timeout_ms``."""
-    max_request_timeout_ms: int = 10_000
-    refresh_interval_ms: int = 15 * 60_000
-    """Kademlia refreshes hourly; edge networks churn more (devices sleep, move)."""
-    max_pending: int = 1_024
-    """Outstanding requests; beyond it, requests from unknown senders are not pinged back."""
-    known_addresses: int = 4_096
-    """Verified contacts remembered for ``get_address`` beyond the routing table."""
-    rejoin_max_ms: int = 60_000
-    """Longest wait before a join that no seed answered is tried again (see
-    :meth:`DhtNode._on_joined`); the first wait is about ``request_timeout_ms``."""
 
 
 @dataclass
@@ -297,6 +273,8 @@ class DhtNode:
                 self.timer.on_answer(now - late.sent)
                 self._add_verified(late.contact, now, out)
                 self._record_answer(src.node_id, late.contact, now)
+                if contacts is not None and late.lookup is not None:
+                    self._continue_lookup(late.lookup, src, contacts, now, out, late=True)
             return
         del self._pending[request_id]
         self.timer.on_answer(now - pending.sent)
@@ -313,12 +291,31 @@ class DhtNode:
         if deferred is not None and deferred[0] == pending.contact:
             out.messages.append((deferred[0], self._answer_find_node(*deferred)))
         if contacts is not None and pending.lookup is not None:
-            active = self._lookups.get(pending.lookup)
-            if active is not None:
-                fresh = [c for c in contacts if c.node_id != self.node_id]
-                requests = active.lookup.on_response(src.node_id, fresh, now)
-                self._send_lookup_requests(pending.lookup, requests, now, out)
-                self._finish_lookup_if_done(pending.lookup, now, out)
+            self._continue_lookup(pending.lookup, src, contacts, now, out, late=False)
+
+    def _continue_lookup(
+        self,
+        lookup_id: int,
+        src: Contact,
+        contacts: tuple[Contact, ...],
+        now: int,
+        out: DhtOutput,
+        *,
+        late: bool,
+    ) -> None:
+        """A lookup's FindNode was answered (``late``: after it timed out), if the
+        lookup is still running."""
+        active = self._lookups.get(lookup_id)
+        if active is None:
+            return
+        lookup = active.lookup
+        fresh = [c for c in contacts if c.node_id != self.node_id]
+        if late:
+            requests = lookup.on_late_response(src.node_id, fresh, now)
+        else:
+            requests = lookup.on_response(src.node_id, fresh, now)
+        self._send_lookup_requests(lookup_id, requests, now, out)
+        self._finish_lookup_if_done(lookup_id, now, out)
 
     def _record_answer(self, node_id: NodeId, asked: Contact, now: int) -> None:
         self._answered[node_id] = (asked.address, now)

@@ -101,6 +101,24 @@ class NodeLookup:
         self.add_contacts(nodes)
         return self._next_requests()
 
+    def on_late_response(
+        self, peer: NodeId, nodes: Sequence[Contact], now: int
+    ) -> list[tuple[Contact, FindNode]]:
+        """``peer`` answered a request of this lookup that had timed out: it is alive
+        and its news count (waiting to be asked again, asked again, or given up on).
+        On a loaded host most answers that come late come all the same; without this
+        the lookup asked the slow contact again and then the next one. The request asked
+        again, if any, is then answered or times out to no effect (``on_response`` and
+        ``on_timeout`` take only a request in flight)."""
+        candidate = self._candidates.get(peer)
+        if candidate is None or candidate.state is _State.RESPONDED:
+            return []
+        if candidate.state is _State.IN_FLIGHT:
+            self._in_flight -= 1
+        candidate.state = _State.RESPONDED
+        self.add_contacts(nodes)
+        return self._next_requests()
+
     def on_timeout(self, peer: NodeId, now: int) -> list[tuple[Contact, FindNode]]:
         """``peer`` did not answer in time; returns the requests to send next."""
         candidate = self._candidates.get(peer)

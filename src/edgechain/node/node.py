@@ -49,7 +49,8 @@ from edgechain.errors import (
     StoreError,
     StoreFullError,
 )
-from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtConfig, DhtNode
+from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtNode
+from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.network.transport import NetworkTransport, join_address, split_address
