@@ -90,11 +90,11 @@ class DhtNode:
         self._rng = rng
         self._pending: dict[int, Pending] = {}
         self._late = LateAnswers(self.config.max_pending)
+        """Requests that timed out and may still be answered (``dht_requests.py``)."""
         self.timer = RequestTimer(
             self.config.request_timeout_ms, self.config.max_request_timeout_ms
         )
         """How long a request is waited for (``dht_requests.py``)."""
-        """Requests that timed out and may still be answered (``dht_requests.py``)."""
         self._pinging: dict[NodeId, int] = {}
         self._deferred: dict[NodeId, tuple[Contact, FindNode]] = {}
         """FindNode requests waiting for their sender's endpoint proof (one per sender)."""

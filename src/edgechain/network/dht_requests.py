@@ -1,20 +1,21 @@
 """The DHT's requests: what is in flight, and what timed out but may still be answered.
 
-A request times out after ``DhtConfig.request_timeout_ms`` so that a lookup moves on
-from a dead contact. On a loaded host the live ones answer late: 100 node processes on
+A request times out (after at least ``DhtConfig.request_timeout_ms``) so that a lookup
+moves on from a dead contact. On a loaded host the live ones answer late: 100 node processes on
 two cores measured RTTs of 1 to 3.7 s against a 2 s timeout, so pings that would have
 proved a new contact's address, and FindNodes of a join, were answered after they had
 been given up, refused as unexpected, and late joiners kept a table of one contact. A
 request that timed out is therefore remembered for a while (``LateAnswers``): its
-answer still proves the contact alive at that address. It does not feed a lookup that
-has moved on. Pure bookkeeping, no clock: ``now`` is passed in.
+answer still proves the contact alive at that address, and a FindNode's answer still
+feeds its lookup (``NodeLookup.on_late_response``). Pure bookkeeping, no clock: ``now``
+is passed in.
 
-Late answers still cost what they were meant to save: a lookup whose FindNode timed out
-asks the contact again (``DhtConfig.attempts``) and then the next one, so an overloaded
-host got more requests the slower it answered. In a 100-node testnet on two cores
-(session 33, h2) each node received 350-840 FindNodes for its ~10 lookups, five times
-the 122 per join of the same joins over a lossless simulated network, and its own
-FindNodes timed out 60-580 times. The timeout therefore follows the answers
+A timeout that is only a slow answer still costs requests: a lookup whose FindNode
+timed out asks the contact again (``DhtConfig.attempts``) and then the next one, so an
+overloaded host got more requests the slower it answered. In a 100-node testnet on two
+cores (session 33, h2) each node received 350-840 FindNodes for its 7-14 lookups, up to
+seven times the 122 per join of the same joins over a lossless simulated network, and
+its own FindNodes timed out 60-580 times. The timeout therefore follows the answers
 (:class:`RequestTimer`): TCP's retransmission timer over the round trips of this
 node's DHT requests, never below the configured one.
 """
