@@ -33,7 +33,6 @@ MAX_COUNT = 1 << 40
 """``uint32(position // 256)`` must not overflow: positions stay below ``2**40``."""
 
 _BUCKET_SIZE = 256  # positions covered by one ``source`` hash (256 bits)
-_BUCKET_BYTES = _BUCKET_SIZE // 8
 
 T = TypeVar("T")
 

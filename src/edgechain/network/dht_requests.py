@@ -110,12 +110,10 @@ class RequestTimer:
         self.ceiling_ms = ceiling_ms
         self.smoothed_ms: int | None = None
         self.variation_ms = 0
-        self.samples = 0
 
     def on_answer(self, round_trip_ms: int) -> None:
         """An answer came ``round_trip_ms`` after its request (RFC 6298 section 2)."""
         sample = max(0, round_trip_ms)
-        self.samples += 1
         if self.smoothed_ms is None:
             self.smoothed_ms = sample
             self.variation_ms = sample // 2
