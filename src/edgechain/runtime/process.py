@@ -316,6 +316,11 @@ class ProcessRuntime(AppDirectories):
         """Whether this runtime knows the app (running or not)."""
         return self._records.holds(app)
 
+    def is_empty(self) -> bool:
+        """Whether this runtime knows no app at all; its table is in memory, so the
+        answer never blocks (``NodeRuntimes.is_known_empty``)."""
+        return self._records.is_empty()
+
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         """The spec the app was last started with, and its version when known."""
         record = self._records.get(app)

@@ -128,6 +128,10 @@ class ProcessRecords:
         with self._lock:
             return app in self._apps
 
+    def is_empty(self) -> bool:
+        with self._lock:
+            return not self._apps
+
     def owns_pid(self, pid: int) -> bool:
         """True when ``pid`` leads the group of an app of this table."""
         with self._lock:

@@ -113,7 +113,9 @@ class Reconciler:
         # The pass's one time for the backoff: its failures, waits and starts are all
         # stamped with it, so a wait of N s is over N passes later (passes are ~1 s apart).
         listed_at = time.monotonic()
-        held = {h.app: h for h in await asyncio.to_thread(self._get_held)}
+        # An empty runtime has nothing to list: no worker thread (runtimes.py).
+        listed = [] if self.runtime.is_known_empty() else await asyncio.to_thread(self._get_held)
+        held = {h.app: h for h in listed}
         state = engine.get_head_state()  # after the await: the head may have moved
         if state is None:
             return

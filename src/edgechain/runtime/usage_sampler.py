@@ -115,7 +115,14 @@ class UsageSampler:
         self.push_usage()
 
     async def measure(self) -> None:
-        views, usage = await asyncio.to_thread(self._sample)
+        views: tuple[AppView, ...]
+        usage: tuple[AppUsage, ...]
+        if self.runtime.is_known_empty():
+            # Nothing to list or measure: no worker thread to wake (runtimes.py).
+            self._cpu.retain(set())
+            views, usage = (), ()
+        else:
+            views, usage = await asyncio.to_thread(self._sample)
         # On the loop's thread, where the backoff is changed.
         self.views = tuple(self._add_restarts(v, time.monotonic()) for v in views)
         self.app_usage = usage
