@@ -80,7 +80,7 @@ def test_an_idle_round_wakes_no_worker_thread_and_a_placed_app_is_still_started(
     apps, chain = manager
     chain.append(())  # a head with an empty registry
     assert _threads_used(lambda: _round(apps)) == 0
-    assert apps.usage.views == ()
+    assert not apps.usage.views
 
     # The chain places an app here: the next round starts it (in worker threads), and
     # from then on the rounds list and measure it in worker threads again.
@@ -89,5 +89,5 @@ def test_an_idle_round_wakes_no_worker_thread_and_a_placed_app_is_still_started(
     assert _threads_used(lambda: _round(apps)) > 0
     _single_pid(tag)
     assert _threads_used(lambda: _round(apps)) >= 2
-    assert [view.name for view in apps.usage.views] == [spec.name]
+    assert [v.name for v in apps.usage.views] == [spec.name]
     assert len(_pids(tag)) == 1
