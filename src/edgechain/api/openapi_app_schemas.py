@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from edgechain.api.openapi_helpers import (
     APP_STATES,
+    END,
     NO_NUL,
     Schema,
     closed_object,
@@ -90,7 +91,7 @@ def _spec_properties(*, request: bool) -> dict[str, Schema]:
             "run_as_root": {"type": "boolean"},
         }
     name = short_text("the app's name; not only white space", required=True)
-    name["pattern"] = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    name["pattern"] = rf"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*{END}"
     return {
         "name": name,
         "runtime": {"type": "string", "enum": sorted(RUNTIMES), "default": "process"},

@@ -92,7 +92,12 @@ def limit(low: int, high: int, what: str) -> Schema:
     }
 
 
-NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+END = r"(?![\s\S])"
+"""The end of the string, for patterns: ``$`` is that in ECMA-262 (JSON Schema's
+dialect), but Python's ``re.search``, which validators such as ``jsonschema`` use, also
+lets it match before a final newline, so a name ending in one passed the schema and
+failed the parser. A look-ahead for no character means the end in both."""
+NO_CONTROL = rf"^[^\x00-\x1f\x7f-\x9f]*{END}"
 """No control character (Unicode category Cc): names and labels (``name_like``)."""
 NO_NUL = r"^[^\x00]*$"
 
