@@ -174,7 +174,7 @@ def test_payload_cache_is_bounded_in_bytes() -> None:
     g = _gossip(max_cache_bytes=1_000)
     for i in range(10):
         g.on_message(PEERS[0], _msg(bytes([i]) * 300), now=i)
-    (_, announcement), *_ = g.on_tick(1_000)
+    (_, announcement), *_ = g.on_tick(g.config.heartbeat_ms)
     assert announcement.message_ids == tuple(
         compute_message_id(bytes([i]) * 300) for i in (7, 8, 9)
     )

@@ -6,6 +6,7 @@ import asyncio
 
 from edgechain.node.tick_schedule import (
     HOUSEKEEPING_GRID_MS,
+    IDLE_HOUSEKEEPING_GRID_MS,
     TickSchedule,
     get_housekeeping_phase,
     get_housekeeping_time,
@@ -76,7 +77,21 @@ def test_housekeeping_waits_for_the_next_point_of_the_nodes_grid() -> None:
     assert get_housekeeping_time(1_100, 300) == get_housekeeping_time(1_250, 300) == 1_300
 
 
+def test_an_idle_node_wakes_on_every_other_point_of_its_grid() -> None:
+    grid, idle = HOUSEKEEPING_GRID_MS, IDLE_HOUSEKEEPING_GRID_MS
+    assert idle % grid == 0
+    for phase in (0, 1, 437, grid + 5, idle - 1):
+        for due in (0, 1, phase, phase + 1, 5 * idle + 3, 7 * idle + phase):
+            at = get_housekeeping_time(due, phase, idle=True)
+            assert due <= at < due + idle
+            assert at % idle == phase
+            # A point of the idle grid is one of the busy grid's: the same phase.
+            busy = get_housekeeping_time(due, phase)
+            assert busy % grid == phase % grid and busy <= at
+    assert get_housekeeping_time(1_100, 300, idle=True) == 2_300
+
+
 def test_nodes_sit_at_different_places_on_the_grid() -> None:
     phases = {get_housekeeping_phase(bytes([i]) * 32) for i in range(20)}
-    assert all(0 <= p < HOUSEKEEPING_GRID_MS for p in phases)
+    assert all(0 <= p < IDLE_HOUSEKEEPING_GRID_MS for p in phases)
     assert len(phases) > 15

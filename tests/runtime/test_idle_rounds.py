@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgechain.runtime.manager import AppManager
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.types import NodeId
 
 from .test_lifecycle import FakeChain, _new_app, _pids, _place, _single_pid, _wait_none
 
@@ -91,3 +93,30 @@ def test_an_idle_round_wakes_no_worker_thread_and_a_placed_app_is_still_started(
     assert _threads_used(lambda: _round(apps)) >= 2
     assert [v.name for v in apps.usage.views] == [spec.name]
     assert len(_pids(tag)) == 1
+
+
+def test_the_manager_is_idle_only_with_nothing_here_to_look_after(
+    manager: tuple[AppManager, FakeChain],
+) -> None:
+    """``is_idle`` picks the node's slower housekeeping grid (node/tick_schedule.py):
+    false as soon as the head places an app here, before the app has started, and
+    while the stopped app's state is still held."""
+    apps, chain = manager
+    assert apps.is_idle(), "no head yet"
+    chain.append(())
+    assert apps.is_idle()
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    assert not apps.is_idle(), "placed here, not started yet"
+    asyncio.run(_round(apps))
+    _single_pid(tag)
+    assert not apps.is_idle()
+    # Moved away: the copy here stops, its state is held until it is removed.
+    elsewhere = replace(record, node=NodeId(bytes(range(32))))
+    chain.append((elsewhere,))
+    assert not apps.is_idle(), "its copy still runs here"
+    asyncio.run(_round(apps))
+    _wait_none(tag)
+    assert not apps.is_idle(), "its state is still held here"
+    apps.runtime.remove(app)
+    assert apps.is_idle()

@@ -66,8 +66,11 @@ class GossipConfig:
     """How long a message id is remembered (many slots; far beyond propagation time)."""
     max_seen: int = 1 << 16
     """Bound on remembered ids; the oldest are forgotten first when it is reached."""
-    heartbeat_ms: int = 1_000
-    """Interval of the pull-repair IHave announcements."""
+    heartbeat_ms: int = 2_000
+    """Interval of the pull-repair IHave announcements. 1 s until issue 13's CPU budget:
+    every heartbeat is a message to ``ihave_peers`` nodes, each a wake-up of its own on a
+    loaded host (an IHave cost a receiver about 0.14 ms at 20 nodes on 2 cores), and the
+    simulator's fault scenarios had always run at 2 s."""
     ihave_peers: int = 3
     """Peers that get each heartbeat's IHave."""
     history_ms: int = 10_000

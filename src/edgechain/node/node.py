@@ -392,10 +392,11 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
 
     def _next_wakeup(self, now: int) -> int:
         """The engine's and the DHT's deadlines, and the next point of the housekeeping
-        grid (node/tick_schedule.py): a pass there runs whatever of the gossip
-        heartbeat, the apps' and the host's usage rounds and the probes is due by then,
-        so their own due times need no pass of their own."""
-        candidates = [get_housekeeping_time(now + 1, self._housekeeping_phase)]
+        grid (node/tick_schedule.py; the idle one without apps to look after): a pass
+        there runs whatever of the gossip heartbeat, the apps' and the host's usage
+        rounds and the probes is due by then, so their own due times need no pass."""
+        idle = self.apps is None or self.apps.is_idle()
+        candidates = [get_housekeeping_time(now + 1, self._housekeeping_phase, idle=idle)]
         if self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
         if self._dht_wakeup is not None:

@@ -22,7 +22,7 @@ from edgechain.chain.validator_set import ValidatorInfo
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.orchestrator.liveness import is_down
-from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.orchestrator.registry import AppRecord, Registry, get_apps_on_node, get_record
 from edgechain.runtime.lifecycle import ChainArchive, ChainView, is_planned_on_head
 from edgechain.types import AppId, BlockHash, NodeId
 
@@ -63,6 +63,7 @@ class HeadQueries:
         self.engine: ChainView | None = None
         self.archive: ChainArchive | None = None
         """The finalized chain memory no longer holds (``lifecycle.ChainArchive``)."""
+        self._placing: tuple[Registry, bool] | None = None
 
     def is_planned(self, block_hash: BlockHash, entry: PlanEntry) -> bool:
         """The TransferServer's check: ``entry`` is in a block of our head chain."""
@@ -82,6 +83,18 @@ class HeadQueries:
     def get_head_record(self, app: AppId) -> AppRecord | None:
         state = self.get_head_state()
         return get_record(state.registry, app) if state is not None else None
+
+    def is_placing_here(self) -> bool:
+        """Whether the head's registry places an app on this node (the manager's idle
+        check, asked on every loop pass: computed once per registry)."""
+        state = self.get_head_state()
+        if state is None:
+            return False
+        cached = self._placing
+        if cached is None or cached[0] is not state.registry:
+            placed = bool(get_apps_on_node(state.registry, self.node_id))
+            cached = self._placing = (state.registry, placed)
+        return cached[1]
 
     def verify_origin(self, origin: NodeId, message: bytes, signature: bytes) -> bool:
         """Did validator ``origin`` sign ``message``? Its key from the recent chain."""

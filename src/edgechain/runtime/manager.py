@@ -246,6 +246,18 @@ class AppManager:
             slot_ms = engine.params.slot_duration_ms if engine and engine.params else 0
             self.reconciler.settle(slot_ms / 1000)
 
+    def is_idle(self) -> bool:
+        """Nothing here for a round to look after: no app is held here (known without
+        blocking, ``NodeRuntimes.is_known_empty``), the head places none here and none
+        is being handed over from here. The node's loop then wakes for housekeeping half
+        as often (``node/tick_schedule.py``); a head change still reconciles at the next
+        pass (``on_head_changed``), which starts what it places here."""
+        return (
+            self.runtime.is_known_empty()
+            and not self.head.is_placing_here()
+            and not self.migrations.get_in_progress()
+        )
+
     def set_host_usage(self, usage: LocalUsage) -> None:
         self.usage.set_host_usage(usage)
 
