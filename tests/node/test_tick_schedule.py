@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 
 from edgechain.node.tick_schedule import (
     HOUSEKEEPING_GRID_MS,
     IDLE_HOUSEKEEPING_GRID_MS,
+    HousekeepingGrid,
     TickSchedule,
     get_housekeeping_phase,
     get_housekeeping_time,
@@ -95,3 +98,37 @@ def test_nodes_sit_at_different_places_on_the_grid() -> None:
     phases = {get_housekeeping_phase(bytes([i]) * 32) for i in range(20)}
     assert all(0 <= p < IDLE_HOUSEKEEPING_GRID_MS for p in phases)
     assert len(phases) > 15
+
+
+def test_a_pass_shortly_before_a_grid_point_serves_it_and_the_loop_skips_it() -> None:
+    grid = HousekeepingGrid(phase_ms=300)
+    # Within half an interval before a point: served early, as at the point itself.
+    assert grid.take(50, idle=True) == 300
+    assert grid.get_next_point(50, idle=True) == 2_300
+    # More than half an interval before the next point: nothing to serve.
+    assert grid.take(1_200, idle=True) is None
+    assert grid.take(1_500, idle=True) == 2_300
+    assert grid.take(1_600, idle=True) is None, "a point is served once"
+    assert grid.get_next_point(1_600, idle=True) == 4_300, "the loop does not wake at 2_300"
+    # A pass after the next point (the loop woke late): served as of now, once.
+    assert grid.take(4_900, idle=True) == 4_900
+    assert grid.take(4_950, idle=True) is None
+    assert grid.get_next_point(4_950, idle=True) == 6_300
+
+
+def test_serving_early_keeps_each_parts_period() -> None:
+    """Housekeeping run at its points, early or not, never comes more often than the
+    grid: passes at random times serve each point at most once."""
+    grid = HousekeepingGrid(phase_ms=437)
+    rng = random.Random(7)
+    now, served = 0, []
+    while now < 200_000:
+        at = grid.take(now, idle=True)
+        if at is not None:
+            served.append(at)
+        # The loop wakes at the next point or earlier, as other deadlines ask.
+        now = min(grid.get_next_point(now, idle=True), now + rng.randrange(1, 900))
+    gaps = [b - a for a, b in itertools.pairwise(served)]
+    assert min(gaps) >= IDLE_HOUSEKEEPING_GRID_MS
+    assert max(gaps) <= IDLE_HOUSEKEEPING_GRID_MS
+    assert all(at % IDLE_HOUSEKEEPING_GRID_MS == 437 for at in served[1:])

@@ -10,11 +10,13 @@ sockets (``node.py``), and the collaborators it owns, one job each:
 * ``routing.py``: where a peer is reached (its registered address, the DHT, the
   last datagram) and what DHT envelopes carry (session MAC or signature);
 * ``inbox.py``: what arrives on the sockets, decoded and handed to its part;
+* ``contacts.py``: joining the DHT, pinging the seeds, probing round trips;
 * ``queries.py``: the read side of the public interface (``get_*``);
 * ``submissions.py``: the write side (``submit_*``: commands into the engine);
 * ``archive.py``: what the store keeps for finality and checkpoint sync, the answers
   to peers syncing pruned history, and a restart's replay;
 * ``cpu.py``: the CPU budget per slot (``telemetry/cpu.py``);
+* ``tick_schedule.py``: when the loop's next pass is due; the housekeeping grid;
 * ``clock.py``: every wall-clock read (``--clock-offset-ms``);
 * ``log_format.py``: JSON-line logs.
 

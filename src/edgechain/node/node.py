@@ -8,9 +8,10 @@ bootstrap node, whose address and public key every node is given.
 
 Its collaborators live next to it in ``edgechain.node`` (see the package doc): the
 VDF worker, the events recorder, the duty priority, peer routing (``routing.py``:
-addresses, keys, encoding what is sent), the CPU budget, the store's archive; and three
-mixins of ``Node``: the inbox (what arrives), the read-side queries and the write-side
-submissions.
+addresses, keys, encoding what is sent), the CPU budget, the store's archive; and the
+mixins of ``Node``: the inbox (what arrives), the read-side queries, the write-side
+submissions, the duties (``duties.py``) and the first contacts (``contacts.py``: the DHT
+join, the seeds' pings, the RTT probes).
 
 The node knows nothing of HTTP: ``api/`` sits above it and calls its public interface;
 ``node_daemon.py`` builds the process, a node with the API server around it.
@@ -22,8 +23,6 @@ import asyncio
 import logging
 import os
 import random
-import socket
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -49,14 +48,15 @@ from edgechain.errors import (
     StoreError,
     StoreFullError,
 )
-from edgechain.network.dht import MAX_CHAIN_CONTACTS, DhtNode
+from edgechain.network.dht import DhtNode
 from edgechain.network.dht_config import DhtConfig
 from edgechain.network.dht_events import DhtOutput
 from edgechain.network.gossip import Gossip, GossipConfig
-from edgechain.network.transport import NetworkTransport, join_address, split_address
+from edgechain.network.transport import NetworkTransport, split_address
 from edgechain.node.archive import StoreArchive, get_archive_response, replay_store
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import HOSTILE_ENV, NodeConfig, make_engine
+from edgechain.node.contacts import NodeContacts
 from edgechain.node.cpu import CpuAccounting
 from edgechain.node.duties import NodeDuties
 from edgechain.node.duty import DutyPriority
@@ -71,12 +71,12 @@ from edgechain.node.relayed_blocks import RelayedBlocks
 from edgechain.node.report_times import ReportTimes
 from edgechain.node.routing import PeerRouting
 from edgechain.node.rtt import RttProbe
-from edgechain.node.seeds import UNKNOWN_NODE, SeedContacts
+from edgechain.node.seeds import SeedContacts
 from edgechain.node.submissions import CommandReceipt, NodeSubmissions, NoOperatorKeyError
 from edgechain.node.tick_schedule import (
+    HousekeepingGrid,
     TickSchedule,
     get_housekeeping_phase,
-    get_housekeeping_time,
 )
 from edgechain.node.vdf_worker import VdfRunner
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
@@ -85,7 +85,6 @@ from edgechain.runtime.manager import AppManager, get_transfer_label
 from edgechain.telemetry import logs
 from edgechain.telemetry.cpu import Component, cpu_span
 from edgechain.types import BlockHash, SecretKey
-from edgechain.wire.messages import Contact, Ping
 
 if TYPE_CHECKING:
     from edgechain.hostile import Hostile
@@ -95,7 +94,7 @@ log = logging.getLogger("edgechain.node")
 USAGE_INTERVAL_MS = 5_000
 
 
-class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
+class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
     """A node: one event loop (:meth:`run`) driving its engine, DHT and gossip."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -156,7 +155,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
         self.schedule = TickSchedule(self.clock.now_ms)
         """When the loop runs its next pass (``_tick``): the earliest timer of its parts
         (the engine's is "now" after a message that moved its head); node/tick_schedule.py."""
-        self._housekeeping_phase = get_housekeeping_phase(self.node_id)
+        self.housekeeping = HousekeepingGrid(get_housekeeping_phase(self.node_id))
+        """The grid the gossip heartbeat, the apps' and usage rounds and the probes keep."""
         self.observer = NodeObserver(self.get_metrics_reading)
         """The node's Prometheus metrics (node/metrics.py): ``GET /metrics``."""
         self.cpu = CpuAccounting(on_slot=self.observer.on_slot_cpu)
@@ -265,51 +265,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
             self._replaying = False
         logs.info(log, "store replayed", blocks=count, from_slot=from_slot)
 
-    def _join_dht(self) -> None:
-        """Join the DHT (paper §4 steps 1-5) through what we already know: a restarted
-        node's stored validator set (addresses their owners signed on chain). The seeds
-        join in as they answer their pings (``_on_seed_answer``)."""
-        now = self.clock.now_ms()
-        own = Contact(self.node_id, join_address(self.transport.host, self.transport.port))
-        self._apply_dht(self.dht.join(own, now))
-        engine = self.engine
-        state = engine.get_head_state() if engine is not None else None
-        if state is not None:
-            known = [
-                Contact(info.node, info.address)
-                for info in state.validators.members
-                if info.node != self.node_id
-            ]
-            chosen = self.rng.sample(known, min(len(known), MAX_CHAIN_CONTACTS))
-            self._apply_dht(self.dht.add_seeds(chosen, now))
-
-    def _ping_seeds(self, now: int) -> None:
-        """Ping the seeds that have not answered yet, when due (node/seeds.py)."""
-        for address, request_id in self.seeds.get_pings_due(now):
-            task = asyncio.ensure_future(self._send_seed_ping(address, request_id))
-            self._seed_tasks.add(task)
-            task.add_done_callback(self._seed_tasks.discard)
-
-    async def _send_seed_ping(self, address: str, request_id: int) -> None:
-        """A signed Ping to a seed whose node id we do not know yet; a name is resolved
-        first (off the loop: a slow resolver must not stall a slot)."""
-        try:
-            host, port = split_address(address)
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except (OSError, ValueError) as exc:
-            logs.debug(log, "seed unresolved", seed=address, error=str(exc))
-            return
-        resolved = join_address(str(infos[0][4][0]), port)
-        self.routing.send_dht(Contact(UNKNOWN_NODE, resolved), Ping(request_id))
-
-    def _on_seed_answer(self, contact: Contact, now: int) -> None:
-        engine = self.engine
-        assert engine is not None
-        logs.info(log, "seed answered", node_id=contact.node_id.hex()[:16], at=contact.address)
-        self.routing.configured[contact.node_id] = contact.address
-        engine.set_seeds(self.seeds.get_node_ids())
-        self._apply_dht(self.dht.add_seeds([contact], now))
-
     async def _loop(self, stop: asyncio.Event) -> None:
         self.duty.capture_base()
         self.cpu.start()
@@ -345,9 +300,12 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
     def _tick(self, now: int) -> None:
         engine = self.engine
         assert engine is not None
+        # Housekeeping (whatever of it is due) runs as at the grid point this pass
+        # serves, if any (node/tick_schedule.py); the deadlines' parts at ``now``.
+        at = self.housekeeping.take(now, idle=self._is_idle()) or now
         with cpu_span(Component.APPS):
-            if now >= self._next_usage_ms:
-                self._next_usage_ms = now + USAGE_INTERVAL_MS
+            if at >= self._next_usage_ms:
+                self._next_usage_ms = at + USAGE_INTERVAL_MS
                 usage = replace(
                     self.measure_usage(),
                     rtt_us=self.rtt.get_rtt_us(),
@@ -358,7 +316,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
                 else:
                     engine.set_local_usage(usage)
             if self.apps is not None:
-                self.apps.tick(now)
+                self.apps.tick(at)
         with cpu_span(Component.CONSENSUS):
             self._apply(engine.on_tick(now))
             self.advance_leave(now)
@@ -366,8 +324,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
                 self._apply(Output(messages=self.hostile.on_tick(now)))
         with cpu_span(Component.DHT):
             self._apply_dht(self.dht.on_tick(now))
-            self._ping_seeds(now)
-            self._probe_rtt(engine, now)
+            self._ping_seeds(at)
+            self._probe_rtt(engine, at)
         with cpu_span(Component.GOSSIP):
             # The list is our DHT contacts and our head's validators: rebuild it only
             # when either may have changed.
@@ -375,28 +333,18 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties):
             if peers_key != self._gossip_peers_key:
                 self._gossip_peers_key = peers_key
                 self.gossip.set_peers(self.routing.get_gossip_peers())
-            self.routing.send_copies(self.gossip.on_tick(now))
+            self.routing.send_copies(self.gossip.on_tick(at))
 
-    def _probe_rtt(self, engine: ConsensusEngine, now: int) -> None:
-        """Ping a random validator when it is time (node/rtt.py); every loop pass asks."""
-        state = engine.get_head_state()
-        if state is None or not self.rtt.is_due(now):
-            return
-        peers = [info.node for info in state.validators.members]
-        choice = self.rtt.choose(now, time.perf_counter_ns(), peers)
-        if choice is not None:
-            peer, request_id = choice
-            address = self.routing.resolve(peer)
-            if address is not None:
-                self.routing.send_dht(Contact(peer, address), Ping(request_id))
+    def _is_idle(self) -> bool:
+        """No app to look after here: the slower housekeeping grid (tick_schedule.py)."""
+        return self.apps is None or self.apps.is_idle()
 
     def _next_wakeup(self, now: int) -> int:
         """The engine's and the DHT's deadlines, and the next point of the housekeeping
         grid (node/tick_schedule.py; the idle one without apps to look after): a pass
         there runs whatever of the gossip heartbeat, the apps' and the host's usage
         rounds and the probes is due by then, so their own due times need no pass."""
-        idle = self.apps is None or self.apps.is_idle()
-        candidates = [get_housekeeping_time(now + 1, self._housekeeping_phase, idle=idle)]
+        candidates = [self.housekeeping.get_next_point(now, idle=self._is_idle())]
         if self._engine_wakeup is not None:
             candidates.append(self._engine_wakeup)
         if self._dht_wakeup is not None:

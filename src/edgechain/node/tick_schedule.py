@@ -56,6 +56,44 @@ def get_housekeeping_phase(node_id: bytes) -> int:
     return int.from_bytes(node_id[:4], "big") % IDLE_HOUSEKEEPING_GRID_MS
 
 
+class HousekeepingGrid:
+    """Which point of the node's grid its housekeeping has served, and whether a pass
+    at ``now`` serves the next one.
+
+    A point is served by the first pass at most half a grid interval before it (or any
+    pass after it): that pass runs the housekeeping as at the point, and the loop does
+    not wake for the point itself. On a node off duty most passes come at deadlines the
+    grid knows nothing of (after a block moved the head, at the report's signing time),
+    and a point just after one of them was a wake-up of its own (0.5 ms a pass at 20
+    nodes on 2 cores). Run early, each part still keeps its own period, counted from
+    the point (``Gossip.on_tick`` and the apps' and usage rounds take the time they are
+    handed), so none runs more often than before.
+    """
+
+    def __init__(self, phase_ms: int) -> None:
+        self.phase_ms = phase_ms
+        self.served_ms = -1
+        """The latest point served (-1: none yet)."""
+
+    def get_next_point(self, now: int, *, idle: bool) -> int:
+        """The next point not served yet, after ``now``: when the loop must wake for it."""
+        return get_housekeeping_time(max(now, self.served_ms) + 1, self.phase_ms, idle=idle)
+
+    def take(self, now: int, *, idle: bool) -> int | None:
+        """For a pass at ``now``: the time to run the housekeeping as (``now``, or the
+        point it serves early), marking the point served; None: nothing to serve yet."""
+        grid = IDLE_HOUSEKEEPING_GRID_MS if idle else HOUSEKEEPING_GRID_MS
+        point = get_housekeeping_time(self.served_ms + 1, self.phase_ms, idle=idle)
+        if point <= now:
+            # Late or on time: serve the latest point passed (the ones before are lost).
+            self.served_ms = now - (now - self.phase_ms) % grid
+            return now
+        if point - now <= grid // 2:
+            self.served_ms = point
+            return point
+        return None
+
+
 class TickSchedule:
     """The due time of the loop's next pass and the timer that sets :attr:`wake` then."""
 
