@@ -33,13 +33,18 @@ is the gossip heartbeat (every 2 s, ``GossipConfig.heartbeat_ms``) and rounds of
 so a point a second woke the node for nothing every other time. A multiple of
 :data:`HOUSEKEEPING_GRID_MS`, so both grids share the node's phase. At 20 nodes on 2
 cores (2 s slots, half the nodes on each grid in one testnet) the idle grid with the
-2 s heartbeat cut 0.85 ms a slot off an off-duty node's CPU (issue 13's budget)."""
+2 s heartbeat cut 0.58-0.85 ms a slot off an off-duty node's CPU (issue 13's budget)."""
+
+
+def get_housekeeping_grid(*, idle: bool) -> int:
+    """The grid's interval: :data:`IDLE_HOUSEKEEPING_GRID_MS` for a node with no app to
+    look after (``idle``), else :data:`HOUSEKEEPING_GRID_MS`."""
+    return IDLE_HOUSEKEEPING_GRID_MS if idle else HOUSEKEEPING_GRID_MS
 
 
 def get_housekeeping_time(due_ms: int, phase_ms: int, *, idle: bool = False) -> int:
     """The first point of the grid ``phase_ms + k * grid`` at or after ``due_ms``, where
-    ``grid`` is :data:`IDLE_HOUSEKEEPING_GRID_MS` for a node with no app to look after
-    (``idle``), else :data:`HOUSEKEEPING_GRID_MS`.
+    ``grid`` is :func:`get_housekeeping_grid`'s.
 
     Each part kept its own one-second period at its own phase: at 20 nodes a node ran
     about three passes a second, half of them for the gossip heartbeat or the apps'
@@ -47,8 +52,7 @@ def get_housekeeping_time(due_ms: int, phase_ms: int, *, idle: bool = False) -> 
     share passes with each other and with the engine's. The phase differs per node
     (``get_housekeeping_phase``): on one host a common grid would wake every node at
     the same instant, and slots start on whole seconds."""
-    grid = IDLE_HOUSEKEEPING_GRID_MS if idle else HOUSEKEEPING_GRID_MS
-    return due_ms + (phase_ms - due_ms) % grid
+    return due_ms + (phase_ms - due_ms) % get_housekeeping_grid(idle=idle)
 
 
 def get_housekeeping_phase(node_id: bytes) -> int:
@@ -82,11 +86,11 @@ class HousekeepingGrid:
     def take(self, now: int, *, idle: bool) -> int | None:
         """For a pass at ``now``: the time to run the housekeeping as (``now``, or the
         point it serves early), marking the point served; None: nothing to serve yet."""
-        grid = IDLE_HOUSEKEEPING_GRID_MS if idle else HOUSEKEEPING_GRID_MS
+        grid = get_housekeeping_grid(idle=idle)
         point = get_housekeeping_time(self.served_ms + 1, self.phase_ms, idle=idle)
         if point <= now:
             # Late or on time: serve the latest point passed (the ones before are lost).
-            self.served_ms = now - (now - self.phase_ms) % grid
+            self.served_ms = get_housekeeping_time(now - grid + 1, self.phase_ms, idle=idle)
             return now
         if point - now <= grid // 2:
             self.served_ms = point
