@@ -177,7 +177,7 @@ def test_the_spec_schema_names_the_parsers_keys() -> None:
 class RealisticNode(FakeNode):
     """The fake, with node data shaped as the node's queries shape it."""
 
-    def get_status(self) -> dict[str, Any]:
+    def get_status(self, cpu_since_slot: int | None = None) -> dict[str, Any]:
         log = SlotCpuLog()
         totals = dict.fromkeys(Component, 0)
         log.record(1, False, totals, 0)
@@ -239,7 +239,7 @@ class RealisticNode(FakeNode):
             "transport": vars(TransportStats(datagrams_in=5)),
             "rss_mb": 41.5,
             "cpu_seconds": 1.25,
-            "cpu_per_slot": log.summarize(),
+            "cpu_per_slot": log.summarize(cpu_since_slot),
             "cpu_capacity": None,
             "cpu_bp": 120,
             "pressure_bp": 0,

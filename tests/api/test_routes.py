@@ -63,8 +63,8 @@ class FakeNode:
     def is_ready(self) -> bool:
         return self.ready
 
-    def get_status(self) -> dict[str, Any]:
-        return {"ok": 1}
+    def get_status(self, cpu_since_slot: int | None = None) -> dict[str, Any]:
+        return {"ok": 1} if cpu_since_slot is None else {"ok": 1, "cpu_since_slot": cpu_since_slot}
 
     def get_params(self) -> ChainParams | None:
         return self.params
@@ -171,6 +171,16 @@ def test_query_parameters(node: FakeNode) -> None:
     assert error(call(node, "GET", "/blocks", {"limit": "0"})) == (400, "limit")
     assert error(call(node, "GET", "/blocks", {"colour": "red"})) == (400, "colour")
     assert error(call(node, "GET", "/status", {"since": "1"})) == (400, "since")
+    assert call(node, "GET", "/status", {"cpu_since_slot": "0"}).payload == {
+        "ok": 1,
+        "cpu_since_slot": 0,
+    }
+    assert call(node, "GET", "/status", {"cpu_since_slot": "120"}).payload["cpu_since_slot"] == 120
+    for bad in ("x", "-1", "", "9" * 30):
+        assert error(call(node, "GET", "/status", {"cpu_since_slot": bad})) == (
+            400,
+            "cpu_since_slot",
+        )
 
 
 def test_503_while_starting_and_before_genesis(node: FakeNode) -> None:

@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
     "kills",
     "genesis",
     "join_slot",
+    "cpu_per_slot_after_join",
     "ok",
 }
 
@@ -153,6 +154,10 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     assert 0 <= to_producer["p50"] <= to_producer["p99"] <= to_producer["max"]
     assert all(v > 0 for v in summary["cpu_seconds"]["per_node"].values())
     assert_cpu_per_slot(summary["cpu_per_slot"])
+    # The same table over the slots after the join alone (GET /status?cpu_since_slot=).
+    after = summary["cpu_per_slot_after_join"]
+    assert after["off_duty"]["nodes"] == 5
+    assert 0 < after["off_duty"]["slots"] < summary["cpu_per_slot"]["off_duty"]["slots"]
     statuses = [
         node["status"] for node in json.loads((cfg.run_dir / "collected.json").read_text()).values()
     ]

@@ -93,6 +93,25 @@ def test_the_slot_log_adds_up_to_the_process() -> None:
     assert off["measured_share"] == round(12 / 13, 3)  # type: ignore[index]
 
 
+def test_the_slot_log_summarizes_the_slots_after_a_given_one() -> None:
+    """A join's slots cost more than the steady ones after it: ``since_slot`` keeps
+    only the later ones, and a slot past the last leaves nothing to summarize."""
+    log = SlotCpuLog()
+    totals = dict.fromkeys(Component, 0)
+    log.record(0, False, dict(totals), 0)
+    for slot in range(1, 11):
+        # 20 ms of gossip a slot up to slot 6, then 2 ms.
+        totals[Component.GOSSIP] += (20 if slot <= 6 else 2) * 1_000_000
+        log.record(slot, False, dict(totals), totals[Component.GOSSIP])
+    whole = log.summarize()["off_duty"]
+    after = log.summarize(since_slot=6)["off_duty"]
+    assert whole["slots"] == 10 and after["slots"] == 4  # type: ignore[index]
+    assert whole["components_ms"]["gossip"]["median"] == 20.0  # type: ignore[index]
+    assert after["components_ms"]["gossip"] == {"median": 2.0, "p99": 2.0}  # type: ignore[index]
+    assert log.summarize(since_slot=10)["off_duty"]["slots"] == 0  # type: ignore[index]
+    assert log.summarize(since_slot=0) == log.summarize()
+
+
 def test_percentiles_are_nearest_rank() -> None:
     assert compute_percentile([], 0.5) == 0
     assert compute_percentile([5, 1, 3], 0.5) == 3

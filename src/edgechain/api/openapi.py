@@ -144,6 +144,16 @@ def _paths() -> dict[str, Schema]:
                 "getStatus",
                 "The node: identity, chain, role, peers, counters, CPU, apps",
                 {"200": _json("The node's status", ref("Status"))},
+                parameters=[
+                    {
+                        "name": "cpu_since_slot",
+                        "in": "query",
+                        "required": False,
+                        "description": "cpu_per_slot over the slots after this one only "
+                        "(default: every slot the node keeps)",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": _SINCE_MAX},
+                    }
+                ],
             )
         },
         "/blocks": {

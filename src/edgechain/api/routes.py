@@ -195,7 +195,7 @@ class NodeRoutes:
         self.router = Router(
             [
                 Route("GET", _pattern("/health"), self.get_health),
-                Route("GET", _pattern("/status"), self.get_status),
+                Route("GET", _pattern("/status"), self.get_status, frozenset({"cpu_since_slot"})),
                 Route("GET", _pattern("/blocks"), self.get_blocks, frozenset({"since", "limit"})),
                 Route("GET", _pattern("/chain"), self.get_chain),
                 Route("GET", _pattern("/nodes"), self.get_nodes),
@@ -243,7 +243,13 @@ class NodeRoutes:
         return Reply(200, {"ok": True})
 
     def get_status(self, request: Request, params: Params) -> Reply:
-        return Reply(200, self.node.get_status())
+        try:
+            since = parse_query_int(
+                request.query, "cpu_since_slot", default=-1, low=0, high=2**63 - 1
+            )
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        return Reply(200, self.node.get_status(since if since >= 0 else None))
 
     def get_blocks(self, request: Request, params: Params) -> Reply:
         try:

@@ -227,6 +227,9 @@ class Collected:
     """App id -> that node's ``GET /apps/{id}/history``."""
     migrations: dict[int, Any] = field(default_factory=dict)
     """Every node's ``GET /migrations``."""
+    cpu_after_join: dict[int, Any] = field(default_factory=dict)
+    """Every node's ``cpu_per_slot`` over the slots after the join
+    (``GET /status?cpu_since_slot=``); empty when the run never joined."""
 
 
 def pick_reference(chains: Mapping[str, Sequence[ChainEntry]], end_slot: int) -> str | None:

@@ -55,7 +55,9 @@ Summary JSON (figures computed by :mod:`edgechain.lab.summary`)::
     cpu_per_slot            {on_duty, off_duty}: per component (telemetry/cpu.py), ms
                             of CPU per slot, median over nodes of each node's median
                             and of its p99 (max_p99: the worst node), and
-                            measured_share (components / process CPU)
+                            measured_share (components / process CPU);
+                            cpu_per_slot_after_join: the same over the slots after
+                            join_slot only (null when the run never joined)
     rtt_ms                  {per_node, max, mean, min, total}: each node's smoothed RTT
                             to random validators at the end (node/rtt.py, paper Table 2)
     peer_errors, decode_errors         summed over nodes
@@ -307,6 +309,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         format_reports_line(summary.get("reports") or {}),
         *format_cpu_table(summary.get("cpu_per_slot") or {}),
     ]
+    if summary.get("cpu_per_slot_after_join"):
+        lines += format_cpu_table(
+            summary["cpu_per_slot_after_join"], f"after slot {summary['join_slot']}"
+        )
     for kill in summary["kills"]:
         lines.append(
             f"  killed {kill['name']} at slot {kill['kill_slot']}: skip blocks excluding it "

@@ -24,9 +24,13 @@ NodeGet = Callable[[int, str, float, int], Any]
 None if the node is not up or did not answer."""
 
 
-def collect(cluster: Cluster, run_dir: Path, get: NodeGet, pool: Executor) -> Collected:
+def collect(
+    cluster: Cluster, run_dir: Path, get: NodeGet, pool: Executor, join_slot: int | None = None
+) -> Collected:
     """Every node's answers, patiently: an overloaded node answers slowly, and a missing
-    answer loses that node's figures."""
+    answer loses that node's figures. With ``join_slot``, every node's CPU table over
+    the slots after it as well (``SlotCpuLog.summarize``: the join is a phase of its
+    own, most of a 150-slot run at 100 nodes)."""
 
     def get_all(path: str) -> dict[int, Any]:
         indices = range(len(cluster.nodes))
@@ -38,6 +42,7 @@ def collect(cluster: Cluster, run_dir: Path, get: NodeGet, pool: Executor) -> Co
     blocks = get_all("/blocks?since=0")
     apps, histories = _collect_apps(len(cluster.nodes), get, pool)
     migrations = get_all("/migrations")
+    after_join = {} if join_slot is None else get_all(f"/status?cpu_since_slot={join_slot}")
     _write_raw(cluster, run_dir, statuses, chains, blocks, migrations)
     fleet = {"apps": apps, "histories": histories}
     (run_dir / "collected-apps.json").write_text(json.dumps(fleet) + "\n")
@@ -48,6 +53,11 @@ def collect(cluster: Cluster, run_dir: Path, get: NodeGet, pool: Executor) -> Co
         apps=apps,
         histories=histories,
         migrations=migrations,
+        cpu_after_join={
+            i: s["cpu_per_slot"]
+            for i, s in after_join.items()
+            if isinstance(s, dict) and isinstance(s.get("cpu_per_slot"), dict)
+        },
     )
 
 

@@ -40,7 +40,7 @@ from edgechain.lab.netns import NetnsNetwork, NetnsPlan, build_exec_prefix, plan
 from edgechain.lab.operator import OperatorSetup
 from edgechain.lab.package_sources import PACKAGE_DIR, compile_package, compute_source_digest
 from edgechain.lab.small_disk import mount_small_disk
-from edgechain.lab.summary import Collected
+from edgechain.lab.summary import Collected, find_join_slot
 from edgechain.lab.summary_records import HeadObservation, KillRecord, count_validators
 from edgechain.lab.testnet_collect import collect
 from edgechain.lab.testnet_config import LaunchConfig, LaunchError
@@ -198,7 +198,8 @@ class Launcher:
             return None
         try:
             self._sample_resources()
-            return collect(self._cluster(), self.config.run_dir, self._get, self._pool)
+            join_slot = find_join_slot(self.observed.heads, self.config.nodes)
+            return collect(self._cluster(), self.config.run_dir, self._get, self._pool, join_slot)
         except KeyboardInterrupt:
             # A second Ctrl-C: skip collecting, just stop.
             self.interrupted = True

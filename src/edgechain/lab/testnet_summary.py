@@ -146,6 +146,13 @@ def summarize_run(
     summary["cpu_per_slot"] = merge_node_summaries(
         [s["cpu_per_slot"] for s in statuses if s.get("cpu_per_slot")]
     )
+    # The same over the slots after the join alone: the steady cost, where the whole
+    # run's median at 100 nodes is mostly the join's.
+    summary["cpu_per_slot_after_join"] = (
+        merge_node_summaries(list(collected.cpu_after_join.values()))
+        if collected.cpu_after_join
+        else None
+    )
     summary["peer_errors"] = merge_counters(s.get("peer_errors") or {} for s in statuses)
     summary["decode_errors"] = merge_counters(s.get("decode_errors") or {} for s in statuses)
     summary["crashes"] = observed.crashes

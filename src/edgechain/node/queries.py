@@ -163,7 +163,8 @@ class NodeQueries:
         stored = get_stored_app_history(self.recorder.store, app)
         return stored + compute_app_history(app, recent)
 
-    def get_status(self) -> dict[str, Any]:
+    def get_status(self, cpu_since_slot: int | None = None) -> dict[str, Any]:
+        """``cpu_since_slot``: ``cpu_per_slot`` over the slots after it only."""
         engine = self.engine
         assert engine is not None
         now = self.clock.now_ms()
@@ -218,7 +219,7 @@ class NodeQueries:
             "cpu_seconds": round(cpu.user + cpu.system, 2),
             # Milliseconds of CPU per slot by component, median and p99, on and off
             # duty (telemetry/cpu.py), over the last slots.
-            "cpu_per_slot": self.cpu.log.summarize(),
+            "cpu_per_slot": self.cpu.log.summarize(cpu_since_slot),
             # What the node's next report says (runtime/usage.py): shares of
             # cpu_capacity cores (null: of the whole host), pressure from Linux PSI.
             "cpu_capacity": self.config.cpu_capacity,
