@@ -118,6 +118,27 @@ def test_lifecycle_stats_and_list(container_pair: Pair) -> None:
     assert not a.get_app_dir(app).exists()
 
 
+def test_an_ended_container_is_listed_with_its_exit_and_last_words(container_pair: Pair) -> None:
+    """A container that ends on its own is listed stopped with the engine's exit code
+    and the last line it wrote (from the engine's log), which a failure's reason shows
+    (``restart_backoff.describe_exit``); a stop of ours has neither."""
+    a, _ = container_pair
+    tag = f"f-{secrets.token_hex(4)}"
+    command = ("/bin/sh", "-c", "echo starting; echo 'boom: no such thing' >&2; exit 3", tag)
+    spec = AppSpec(name="failing", runtime=RuntimeKind.CONTAINER, image=SAMPLE_IMAGE,
+                   command=command)  # fmt: skip
+    app = get_app(spec)
+    a.start(app, spec)
+
+    def ended() -> bool:
+        return [i.status for i in a.list()] == [AppStatus.STOPPED]
+
+    wait_until(ended, timeout_s=60.0)
+    [info] = a.list()
+    assert (info.exit_code, info.last_output) == (3, "boom: no such thing")
+    a.remove(app)
+
+
 def test_cpu_load_shows_in_stats(container_pair: Pair) -> None:
     a, _ = container_pair
     spec = get_cpu_load_spec(RuntimeKind.CONTAINER, share_percent=60, tag=secrets.token_hex(4))

@@ -13,15 +13,18 @@ import logging
 import secrets
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.orchestrator.registry import AppState
 from edgechain.runtime.manager import AppManager
+from edgechain.runtime.process_launch import read_last_output
 from edgechain.runtime.restart_backoff import (
     BASE_DELAY_S,
     CRASH_LOOPING,
+    LAST_OUTPUT_CHARS,
     MAX_DELAY_S,
     RestartBackoff,
     compute_restart_delay,
@@ -61,6 +64,10 @@ def test_describe_exit() -> None:
     assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
     assert describe_exit(-200) == "killed by signal 200"
     assert describe_exit(None) == "exited (status unknown)"
+    assert describe_exit(2, "sh: 0: cannot open x: Permission denied") == (
+        "exit code 2: sh: 0: cannot open x: Permission denied"
+    )
+    assert describe_exit(-signal.SIGKILL, "") == "killed by SIGKILL"
 
 
 def test_backoff_waits_grow_and_a_stable_run_forgives() -> None:
@@ -200,6 +207,31 @@ def test_a_failing_app_is_restarted_with_growing_waits_and_shown_crash_looping(
     assert len(_pids(tag)) <= 1  # never a second copy
 
 
+def test_a_failing_run_says_what_it_last_wrote(
+    manager: tuple[AppManager, FakeChain], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reason of a failure names the exit and the run's last line of output (the
+    app's log on this node, which a CLI user cannot see): the shell's complaint about a
+    script it cannot open, say, rather than a bare ``exit code 2``."""
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    apps, chain = manager
+    apps.restarts.base_s, apps.restarts.max_s = 5.0, 5.0  # one failure, then a long wait
+    tag = f"said-{secrets.token_hex(4)}"
+    command = ("/bin/sh", "-c", "echo starting; echo 'boom: no such thing' >&2; exit 3", tag)
+    spec = AppSpec(name=f"said-{tag}", runtime=RuntimeKind.PROCESS, command=command)
+    app = get_app(spec)
+    _place(chain, app, spec)
+
+    def failed() -> bool:
+        _round(apps)
+        return bool(_fields(caplog, "app failed"))
+
+    wait_until(failed, timeout_s=30.0, step_s=0.05)
+    [failure] = _fields(caplog, "app failed")
+    assert failure["reason"] == "exit code 3: boom: no such thing"
+    assert _view(apps, app)["last_exit"] == "exit code 3: boom: no such thing"
+
+
 def test_a_stop_or_an_update_while_it_waits_acts_at_once(
     manager: tuple[AppManager, FakeChain], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -255,3 +287,17 @@ def test_a_start_that_raises_is_a_failure_and_waits_too(
     assert (failed["failures"], failed["restart_in_s"]) == (1, 600.0)
     view = _view(apps, app)
     assert view["status"] == CRASH_LOOPING and "has no command" in str(view["last_exit"])
+
+
+def test_the_last_output_is_the_last_line_of_the_log_shown_safely(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    assert read_last_output(log) == ""  # no log
+    log.write_bytes(b"")
+    assert read_last_output(log) == ""
+    log.write_bytes(b"first\nsecond line \n\n  \n")
+    assert read_last_output(log) == "second line"  # blank lines and spaces skipped
+    log.write_bytes(b"x" * 10_000 + b"\nbad \x1b[31mcolour\x07 and \xff\n")
+    assert read_last_output(log) == "bad ?[31mcolour? and \ufffd"  # read from the end only
+    log.write_bytes(b"a" * 100 + b"b" * LAST_OUTPUT_CHARS + b"\n")
+    shown = read_last_output(log)
+    assert shown == "..." + "b" * LAST_OUTPUT_CHARS  # its end, where the error is

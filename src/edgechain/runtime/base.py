@@ -98,6 +98,9 @@ class AppInfo:
     """How its last run ended when it ended on its own (the exit status; negative: the
     signal that killed it); None while it runs, once the runtime stopped it, or when
     the runtime cannot tell."""
+    last_output: str = ""
+    """With ``exit_code``: the last line the run wrote (its log's tail, for people:
+    "why" beside "exit code 2"); empty when there is none or the runtime keeps no log."""
 
 
 @dataclass(frozen=True)

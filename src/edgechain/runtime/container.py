@@ -57,7 +57,12 @@ from edgechain.runtime.checkpoint import (
     write_archive_locked_out,
 )
 from edgechain.runtime.container_control import ContainerControl
-from edgechain.runtime.container_engine import get_leader_pid, get_own_exit_code, get_status
+from edgechain.runtime.container_engine import (
+    get_last_output,
+    get_leader_pid,
+    get_own_exit_code,
+    get_status,
+)
 from edgechain.runtime.lease import PID_FILE
 from edgechain.runtime.net_traffic import is_own_netns, read_netns_bytes
 from edgechain.runtime.process_group import GroupUsage, compute_cpu_bp
@@ -250,7 +255,9 @@ class ContainerRuntime(ContainerControl):
         for app, name, container in self.engine.list_mine():
             status = self._observe(app, container)
             pid_file = self.get_app_dir(app) / PID_FILE  # _end, a stop of ours, removes it
-            found[app] = AppInfo(app, name, status, get_own_exit_code(container, pid_file))
+            code = get_own_exit_code(container, pid_file)
+            said = get_last_output(container) if code is not None else ""
+            found[app] = AppInfo(app, name, status, code, said)
         for app, spec, _ in self.read_releases(RuntimeKind.CONTAINER):
             found.setdefault(app, AppInfo(app, spec.name, AppStatus.STOPPED))
         return tuple(found[app] for app in sorted(found))

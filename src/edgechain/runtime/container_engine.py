@@ -23,6 +23,7 @@ from typing import Any
 
 from edgechain.runtime.base import AppNotFoundError, AppRuntimeError, AppStatus, get_app_dirname
 from edgechain.runtime.podman import ENGINE_API_VERSION
+from edgechain.runtime.restart_backoff import get_last_line
 from edgechain.types import AppId
 
 LABEL_APP = "edgechain.app"
@@ -63,6 +64,20 @@ def get_own_exit_code(container: Any, pid_file: Path) -> int | None:
         return None
     code = container.attrs.get("State", {}).get("ExitCode")
     return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+LAST_OUTPUT_LINES = 5
+"""Log lines asked of the engine for an ended container's last words."""
+
+
+def get_last_output(container: Any) -> str:
+    """The last line an ended container wrote (the engine's log of it,
+    ``restart_backoff.get_last_line``); "" when the engine keeps none or fails."""
+    try:
+        output = container.logs(stdout=True, stderr=True, tail=LAST_OUTPUT_LINES)
+    except Exception:  # the SDK's APIError, a log driver without reads, a lost socket
+        return ""
+    return get_last_line(output) if isinstance(output, bytes) else ""
 
 
 def get_leader_pid(container: Any) -> int:

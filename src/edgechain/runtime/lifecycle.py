@@ -107,6 +107,8 @@ class HeldApp:
     spec: AppSpec
     version: int | None
     exit_code: int | None = None
+    last_output: str = ""
+    """``AppInfo.last_output``: what the ended run last wrote."""
 
 
 def decide(

@@ -76,7 +76,12 @@ from edgechain.runtime.checkpoint import (
 )
 from edgechain.runtime.net_traffic import TrafficMeter
 from edgechain.runtime.process_group import GroupCensus, compute_cpu_bp, signal_group
-from edgechain.runtime.process_launch import ProcessLauncher, get_app_user
+from edgechain.runtime.process_launch import (
+    LOG_FILE,
+    ProcessLauncher,
+    get_app_user,
+    read_last_output,
+)
 from edgechain.runtime.process_records import ProcessRecord, ProcessRecords
 from edgechain.runtime.spawner import reap_orphan_groups
 from edgechain.types import AppId
@@ -298,7 +303,11 @@ class ProcessRuntime(AppDirectories):
         for app, record in self._records.items():
             with record.lock:
                 status = record.observe()
-                out.append(AppInfo(app, record.spec.name, status, record.exit_code))
+                code = record.exit_code
+                said = ""
+                if code is not None:  # a run that ended on its own: say why, if it did
+                    said = read_last_output(self.get_app_dir(app) / LOG_FILE)
+                out.append(AppInfo(app, record.spec.name, status, code, said))
         return tuple(out)
 
     def is_running(self, app: AppId) -> bool:

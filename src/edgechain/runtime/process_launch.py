@@ -41,12 +41,31 @@ from edgechain.runtime.base import (
 from edgechain.runtime.checkpoint import ACK_FILE, checkpoint_and_freeze
 from edgechain.runtime.process_group import end_group
 from edgechain.runtime.process_records import ProcessRecord
+from edgechain.runtime.restart_backoff import get_last_line
 from edgechain.runtime.spawner import PID_FILE, Spawner, write_pid_file
 from edgechain.types import AppId
 
 RUN_DIR = "run"
 """Per-app directory the app may write besides its state (owned by the app user)."""
 LOG_FILE = "app.log"
+LAST_OUTPUT_BYTES = 4096
+"""How much of a log's end is read for its last line."""
+
+
+def read_last_output(log_path: Path) -> str:
+    """The last line ``log_path`` holds (:func:`get_last_line` of its end); "" for none.
+
+    A crash-looping app said only "exit code 2" (session 35's trial: a script its user
+    could not read); the shell had written why into the app's log, which a user of the
+    CLI cannot see."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - LAST_OUTPUT_BYTES))
+            return get_last_line(log.read(LAST_OUTPUT_BYTES))
+    except OSError:
+        return ""
+
 
 _log = logging.getLogger("edgechain.runtime")
 

@@ -165,7 +165,8 @@ class Reconciler:
         elif here is not None and here.running:
             self.restarts.on_running(app, now)
         elif here is not None and self.restarts.is_started(app, now):
-            failure = self.restarts.on_failed(app, now, describe_exit(here.exit_code))
+            reason = describe_exit(here.exit_code, here.last_output)
+            failure = self.restarts.on_failed(app, now, reason)
             if failure is not None:
                 logs.warning(
                     log,
@@ -197,7 +198,7 @@ class Reconciler:
             except AppRuntimeError:
                 continue  # removed meanwhile
             running = info.status is not AppStatus.STOPPED
-            held.append(HeldApp(info.app, running, spec, version, info.exit_code))
+            held.append(HeldApp(info.app, running, spec, version, info.exit_code, info.last_output))
         return held
 
     def _is_allowed(

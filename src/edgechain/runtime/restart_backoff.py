@@ -56,17 +56,35 @@ def compute_restart_delay(
     return float(min(max_s, base_s * 2 ** (failures - 1)))
 
 
-def describe_exit(exit_code: int | None) -> str:
-    """How a run ended, for people: ``exit code 2``, ``killed by SIGKILL``."""
+LAST_OUTPUT_CHARS = 200
+"""The longest last line of output shown (``AppInfo.last_output``): a reason, not a log."""
+
+
+def get_last_line(output: bytes) -> str:
+    """The last non-blank line of an app's ``output`` (the end of its log), printable
+    characters only, at most :data:`LAST_OUTPUT_CHARS` (its end, where the error
+    usually is); "" for none."""
+    lines = [line.strip() for line in output.decode("utf-8", errors="replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    shown = "".join(c if c.isprintable() else "?" for c in last)
+    return shown if len(shown) <= LAST_OUTPUT_CHARS else "..." + shown[-LAST_OUTPUT_CHARS:]
+
+
+def describe_exit(exit_code: int | None, last_output: str = "") -> str:
+    """How a run ended, for people: ``exit code 2``, ``killed by SIGKILL``, followed by
+    what it last wrote when the runtime knows (``exit code 2: sh: 0: cannot open
+    run.sh: Permission denied``)."""
     if exit_code is None:
-        return "exited (status unknown)"
-    if exit_code < 0:
+        how = "exited (status unknown)"
+    elif exit_code < 0:
         try:
             name = signal.Signals(-exit_code).name
         except ValueError:
             name = f"signal {-exit_code}"
-        return f"killed by {name}"
-    return f"exit code {exit_code}"
+        how = f"killed by {name}"
+    else:
+        how = f"exit code {exit_code}"
+    return f"{how}: {last_output}" if last_output else how
 
 
 @dataclass
