@@ -47,9 +47,14 @@ from edgechain.lab.netns import (
 )
 from edgechain.lab.summary import Collected, build_chain_summary, pick_reference
 from edgechain.lab.summary_records import BlockRecord, ChainEntry, Interval, KillRecord
-from edgechain.lab.testnet import add_testnet_arguments, config_from_args
+from edgechain.lab.testnet import (
+    add_testnet_arguments,
+    config_from_args,
+    get_shown_after_join_table,
+)
 from edgechain.lab.testnet_config import DEFAULT_CPU_CAPACITY, LaunchConfig, LaunchError
 from edgechain.lab.testnet_progress import Progress, format_progress
+from edgechain.telemetry.cpu import Component, SlotCpuLog, merge_node_summaries
 from edgechain.testing import build_skip_block, make_genesis
 from edgechain.types import PublicKey, Slot
 
@@ -446,3 +451,28 @@ def test_testnet_containers_flag(argv: list[str], expected: int) -> None:
 def test_more_container_nodes_than_nodes_is_refused() -> None:
     with pytest.raises(LaunchError, match=r"--containers must be 0\.\.5"):
         make_config(containers=6).check()
+
+
+def _cpu_table(slots: range) -> dict[str, object]:
+    """Three nodes' merged CPU tables over ``slots`` (all off duty)."""
+    logs = []
+    for _ in range(3):
+        log = SlotCpuLog()
+        totals = dict.fromkeys(Component, 0)
+        log.record(slots.start - 1, False, dict(totals), 0)
+        for slot in slots:
+            totals[Component.GOSSIP] += 1_000_000
+            log.record(slot, False, dict(totals), totals[Component.GOSSIP])
+        logs.append(log.summarize())
+    return merge_node_summaries(logs)
+
+
+def test_the_table_after_the_join_is_printed_only_when_the_join_took_slots() -> None:
+    whole = _cpu_table(range(1, 151))
+    long_join = {"cpu_per_slot": whole, "cpu_per_slot_after_join": _cpu_table(range(97, 151))}
+    assert get_shown_after_join_table(long_join) is long_join["cpu_per_slot_after_join"]
+    short_join = {"cpu_per_slot": whole, "cpu_per_slot_after_join": _cpu_table(range(3, 151))}
+    assert get_shown_after_join_table(short_join) is None  # nearly the same table
+    assert get_shown_after_join_table({"cpu_per_slot": whole}) is None  # never joined
+    never = {"cpu_per_slot": whole, "cpu_per_slot_after_join": None}
+    assert get_shown_after_join_table(never) is None

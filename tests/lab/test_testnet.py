@@ -27,6 +27,7 @@ from edgechain.lab.elections import compute_elections, load_chain
 from edgechain.lab.netns import get_unavailable_reason, list_links, list_namespaces
 from edgechain.lab.testnet_config import LaunchConfig
 from edgechain.lab.testnet_launcher import run_testnet
+from edgechain.telemetry.cpu import count_merged_slots
 
 LONG = os.environ.get("EDGECHAIN_LONG") == "1"
 
@@ -158,11 +159,8 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     # The same table over the slots after the join alone (GET /status?cpu_since_slot=):
     # some slots, as many at most (a 5-node join can end before a node's first sample;
     # with a committee of 3 a node is off duty in few slots, maybe none after the join).
-    def count_slots(table: dict[str, Any]) -> int:
-        return sum(table[duty]["slots"] for duty in ("on_duty", "off_duty") if table[duty])
-
     after = summary["cpu_per_slot_after_join"]
-    assert 0 < count_slots(after) <= count_slots(summary["cpu_per_slot"])
+    assert 0 < count_merged_slots(after) <= count_merged_slots(summary["cpu_per_slot"])
     statuses = [
         node["status"] for node in json.loads((cfg.run_dir / "collected.json").read_text()).values()
     ]

@@ -13,6 +13,7 @@ from edgechain.telemetry.cpu import (
     CpuMeter,
     SlotCpuLog,
     compute_percentile,
+    count_merged_slots,
     cpu_span,
     format_cpu_table,
     install_meter,
@@ -135,3 +136,5 @@ def test_nodes_merge_into_one_table() -> None:
     assert merged["off_duty"]["measured_share"] == {"min": 1.0, "median": 1.0}
     lines = format_cpu_table(merged)
     assert any(line.strip().startswith("dht") for line in lines)
+    assert count_merged_slots(merged) == 3  # three nodes, one off-duty slot each
+    assert count_merged_slots(merge_node_summaries([])) == 0

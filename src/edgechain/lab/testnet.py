@@ -113,7 +113,7 @@ from edgechain.lab.testnet_config import (
     default_run_dir,
 )
 from edgechain.lab.testnet_launcher import Launcher
-from edgechain.telemetry.cpu import format_cpu_table
+from edgechain.telemetry.cpu import count_merged_slots, format_cpu_table
 
 
 def _parse_cpu_capacity(text: str) -> float | None:
@@ -278,6 +278,22 @@ def format_behind_line(summary: Mapping[str, Any]) -> str:
     )
 
 
+AFTER_JOIN_SHOWN_BELOW = 0.9
+"""The table after the join is printed when it covers less than this share of the
+node-slots of the whole run's (the JSON summary always holds it)."""
+
+
+def get_shown_after_join_table(summary: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The CPU table after the join when it is worth printing beside the whole run's:
+    when the join took a part of the slots measured (at 100 nodes, most of a 150-slot
+    run). A 5-node join ends in a slot or two, and the table would be the same again."""
+    after = summary.get("cpu_per_slot_after_join")
+    whole = count_merged_slots(summary.get("cpu_per_slot") or {})
+    if not after or count_merged_slots(after) >= AFTER_JOIN_SHOWN_BELOW * whole:
+        return None
+    return after  # type: ignore[no-any-return]
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few readable lines for the terminal (the JSON has everything)."""
 
@@ -309,10 +325,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         format_reports_line(summary.get("reports") or {}),
         *format_cpu_table(summary.get("cpu_per_slot") or {}),
     ]
-    if summary.get("cpu_per_slot_after_join"):
-        lines += format_cpu_table(
-            summary["cpu_per_slot_after_join"], f"after slot {summary['join_slot']}"
-        )
+    after = get_shown_after_join_table(summary)
+    if after is not None:
+        lines += format_cpu_table(after, f"after slot {summary['join_slot']}")
     for kill in summary["kills"]:
         lines.append(
             f"  killed {kill['name']} at slot {kill['kill_slot']}: skip blocks excluding it "

@@ -294,6 +294,11 @@ def _median_float(values: list[float]) -> float:
     return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
 
 
+def count_merged_slots(merged: Mapping[str, Any]) -> int:
+    """Node-slots a merged table covers, on and off duty together."""
+    return sum(part["slots"] for part in (merged.get("on_duty"), merged.get("off_duty")) if part)
+
+
 def format_cpu_table(merged: Mapping[str, Any], title: str = "cpu ms/slot") -> list[str]:
     """The merged table as text lines (ms per slot, median / p99 over nodes)."""
     lines = []
