@@ -243,13 +243,15 @@ class NodeRoutes:
         return Reply(200, {"ok": True})
 
     def get_status(self, request: Request, params: Params) -> Reply:
-        try:
-            since = parse_query_int(
-                request.query, "cpu_since_slot", default=-1, low=0, high=2**63 - 1
-            )
-        except SchemaError as exc:
-            raise schema_error(exc) from None
-        return Reply(200, self.node.get_status(since if since >= 0 else None))
+        since = None
+        if "cpu_since_slot" in request.query:
+            try:
+                since = parse_query_int(
+                    request.query, "cpu_since_slot", default=0, low=0, high=2**63 - 1
+                )
+            except SchemaError as exc:
+                raise schema_error(exc) from None
+        return Reply(200, self.node.get_status(since))
 
     def get_blocks(self, request: Request, params: Params) -> Reply:
         try:
