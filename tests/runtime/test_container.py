@@ -124,7 +124,10 @@ def test_an_ended_container_is_listed_with_its_exit_and_last_words(container_pai
     (``restart_backoff.describe_exit``); a stop of ours has neither."""
     a, _ = container_pair
     tag = f"f-{secrets.token_hex(4)}"
-    command = ("/bin/sh", "-c", "echo starting; echo 'boom: no such thing' >&2; exit 3", tag)
+    # It runs a moment first: the runtime records the container's init once it runs,
+    # and a container whose init it never saw cannot be told to have ended on its own.
+    script = "echo starting; sleep 5; echo 'boom: no such thing' >&2; exit 3"
+    command = ("/bin/sh", "-c", script, tag)
     spec = AppSpec(name="failing", runtime=RuntimeKind.CONTAINER, image=SAMPLE_IMAGE,
                    command=command)  # fmt: skip
     app = get_app(spec)
