@@ -11,7 +11,7 @@ import pytest
 
 from edgechain.network.gossip import Gossip, GossipConfig
 from edgechain.types import NodeId
-from edgechain.wire.limits import MAX_GOSSIP_TTL
+from edgechain.wire.limits import MAX_GOSSIP_TTL, MAX_IHAVE_IDS
 from edgechain.wire.messages import GossipMsg, IHave, IWant, compute_message_id
 
 
@@ -41,7 +41,8 @@ def test_first_sight_delivers_and_forwards_to_fanout_peers() -> None:
     assert len(targets) == 8
     assert len(set(targets)) == 8
     assert PEERS[0] not in targets  # never back to the sender
-    assert all(m.ttl == 7 and m.payload == b"block" for _, m in forwards)
+    assert all(isinstance(m, GossipMsg) for _, m in forwards)
+    assert all(m.ttl == 7 and m.payload == b"block" for _, m in forwards)  # type: ignore[union-attr]
 
 
 def test_duplicates_are_neither_delivered_nor_forwarded() -> None:
@@ -68,7 +69,7 @@ def test_last_hop_is_delivered_but_not_forwarded() -> None:
 def test_oversized_ttl_is_clamped() -> None:
     g = _gossip()
     _, forwards = g.on_message(PEERS[0], _msg(b"x", ttl=1000), now=0)
-    assert {m.ttl for _, m in forwards} == {MAX_GOSSIP_TTL - 1}
+    assert {m.ttl for _, m in forwards if isinstance(m, GossipMsg)} == {MAX_GOSSIP_TTL - 1}
 
 
 def test_small_peer_lists_are_flooded() -> None:
@@ -111,7 +112,15 @@ def test_same_seed_same_choices() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw", [{"fanout": 0}, {"ttl": 0}, {"ttl": MAX_GOSSIP_TTL + 1}, {"max_seen": 0}]
+    "kw",
+    [
+        {"fanout": 0},
+        {"ttl": 0},
+        {"ttl": MAX_GOSSIP_TTL + 1},
+        {"max_seen": 0},
+        {"piggyback_ids": MAX_IHAVE_IDS + 1},
+        {"announce_after_ms": -1},
+    ],
 )
 def test_config_is_checked(kw: dict[str, int]) -> None:
     with pytest.raises(ValueError):
@@ -122,7 +131,8 @@ def test_config_is_checked(kw: dict[str, int]) -> None:
 
 
 def test_heartbeat_announces_recent_ids_to_a_few_peers() -> None:
-    g = _gossip(heartbeat_ms=1_000, history_ms=5_000)
+    # Announcements on the push off: the heartbeat alone (tested below with them on).
+    g = _gossip(heartbeat_ms=1_000, history_ms=5_000, piggyback_ids=0)
     assert g.next_wakeup_ms is None
     g.on_message(PEERS[0], _msg(b"a"), now=0)
     g.publish(b"b", now=10)
@@ -136,7 +146,7 @@ def test_heartbeat_announces_recent_ids_to_a_few_peers() -> None:
 
 
 def test_heartbeat_stops_when_history_expires() -> None:
-    g = _gossip(heartbeat_ms=1_000, history_ms=1_500)
+    g = _gossip(heartbeat_ms=1_000, history_ms=1_500, piggyback_ids=0)
     g.on_message(PEERS[0], _msg(b"a"), now=0)
     assert len(g.on_tick(1_000)) == 3
     assert g.on_tick(2_000) == []
@@ -163,6 +173,53 @@ def test_iwant_is_answered_once_per_peer_with_ttl_one() -> None:
     assert len(g.on_iwant(PEERS[2], want, now=3)) == 1
 
 
+def test_pushed_copies_announce_the_ids_held_long_enough() -> None:
+    g = _gossip()  # announce_after_ms 1000
+    a, b, c = (compute_message_id(x) for x in (b"a", b"b", b"c"))
+    g.on_message(PEERS[0], _msg(b"a"), now=0)
+    _, forwards = g.on_message(PEERS[0], _msg(b"b"), now=500)
+    assert {m.recent_ids for _, m in forwards if isinstance(m, GossipMsg)} == {()}
+    _, forwards = g.on_message(PEERS[0], _msg(b"c"), now=1_500)
+    announced = {m.recent_ids for _, m in forwards if isinstance(m, GossipMsg)}
+    assert announced == {(b, a)}  # newest first, never the pushed message itself
+    assert c not in announced.pop()
+    own = g.publish(b"d", now=1_600)
+    assert {m.recent_ids for _, m in own} == {(b, a)}
+
+
+def test_announced_ids_we_lack_are_asked_for_once() -> None:
+    g = _gossip(iwant_retry_ms=2_000)
+    g.on_message(PEERS[0], _msg(b"known"), now=0)
+    known, new = compute_message_id(b"known"), compute_message_id(b"new")
+    copy = GossipMsg(compute_message_id(b"x"), 5, b"x", (known, new))
+    _, forwards = g.on_message(PEERS[1], copy, now=10)
+    assert [(p, m) for p, m in forwards if isinstance(m, IWant)] == [(PEERS[1], IWant((new,)))]
+    # A duplicate's announcements count too; an id asked for is not asked again yet.
+    assert g.on_message(PEERS[2], copy, now=20) == (False, [])
+    dup = GossipMsg(copy.message_id, 5, b"x", (new,))
+    assert g.on_message(PEERS[3], dup, now=2_010) == (False, [(PEERS[3], IWant((new,)))])
+
+
+def test_heartbeat_is_skipped_while_pushes_carry_the_announcements() -> None:
+    g = _gossip(heartbeat_ms=2_000)
+    g.on_message(PEERS[0], _msg(b"a"), now=0)
+    g.on_message(PEERS[0], _msg(b"b"), now=1_500)
+    assert g.on_tick(2_000) == []  # pushed 500 ms ago
+    assert g.stats.heartbeats_skipped == 1
+    announcements = g.on_tick(4_000)  # idle since 1500: the heartbeat announces
+    assert len(announcements) == 3
+    ids = (compute_message_id(b"a"), compute_message_id(b"b"))
+    assert all(m == IHave(ids) for _, m in announcements)
+
+
+def test_without_piggyback_every_heartbeat_announces() -> None:
+    g = _gossip(heartbeat_ms=2_000, piggyback_ids=0)
+    g.on_message(PEERS[0], _msg(b"a"), now=0)
+    g.on_message(PEERS[0], _msg(b"b"), now=1_500)
+    assert len(g.on_tick(2_000)) == 3
+    assert g.stats.heartbeats_skipped == 0
+
+
 def test_pulled_message_is_delivered_not_pushed() -> None:
     g = _gossip()
     g.on_ihave(PEERS[0], IHave((compute_message_id(b"x"),)), now=0)
@@ -171,7 +228,7 @@ def test_pulled_message_is_delivered_not_pushed() -> None:
 
 
 def test_payload_cache_is_bounded_in_bytes() -> None:
-    g = _gossip(max_cache_bytes=1_000)
+    g = _gossip(max_cache_bytes=1_000, piggyback_ids=0)
     for i in range(10):
         g.on_message(PEERS[0], _msg(bytes([i]) * 300), now=i)
     (_, announcement), *_ = g.on_tick(g.config.heartbeat_ms)
@@ -266,10 +323,14 @@ def test_1000_nodes_all_receive_every_message() -> None:
     assert max(net.hops.values()) < 8  # the TTL is not what stopped the push
     push_per_node = net.sent["GossipMsg"] / (n * messages)
     assert 7.9 < push_per_node <= 8.0
+    # The first heartbeat comes less than an interval after the nodes' last push, which
+    # would have carried the announcements: skipped. The network is idle from then on.
+    net.heartbeat(now=1_000)
+    assert net.sent["IHave"] == 0
     heartbeats = 0
     while net.missed() and heartbeats < 5:
         heartbeats += 1
-        net.heartbeat(now=heartbeats * 1_000)
+        net.heartbeat(now=1_000 + heartbeats * 1_000)
     assert net.missed() == 0
     assert heartbeats <= 3
     # Duplicates suppressed: each node delivered each message exactly once.
@@ -278,6 +339,31 @@ def test_1000_nodes_all_receive_every_message() -> None:
     # Repair is cheap: 3 IHave per node per heartbeat, IWant and copies only for misses.
     assert net.sent["IHave"] == 3 * n * heartbeats
     assert net.sent["IWant"] <= 2 * missed_by_push
+
+
+def test_busy_network_repairs_through_announcements_on_the_push() -> None:
+    """A message a second, heartbeats in between: each miss is found through the ids
+    that the next message's copies carry, and the heartbeats that would have announced
+    them are skipped; only the last message's misses wait for the idle heartbeats."""
+    n, messages = 1000, 20
+    config = GossipConfig(fanout=8, ttl=8, heartbeat_ms=1_000)
+    net = Network(_make_network(n, view=100, seed=1, symmetric=False, config=config))
+    origins = random.Random(2).sample(sorted(net.nodes), messages)
+    for i, origin in enumerate(origins):
+        net.publish(origin, i.to_bytes(4, "big"), now=i * 1_000)
+        net.heartbeat(now=i * 1_000 + 500)
+    ids = [compute_message_id(i.to_bytes(4, "big")) for i in range(messages)]
+    # Every message but the last reached every node: its misses were pulled.
+    assert all(len(net.reached[i]) == n for i in ids[:-1])
+    assert sum(g.stats.pulled for g in net.nodes.values()) > 0
+    # Heartbeats: 20 rounds of 1000 nodes, nearly all skipped (a node that missed the
+    # latest message pushed nothing in the interval and still announces).
+    skipped = sum(g.stats.heartbeats_skipped for g in net.nodes.values())
+    assert skipped > 0.9 * n * (messages - 1)
+    assert net.sent["IHave"] < 0.1 * 3 * n * messages
+    for k in range(1, 5):
+        net.heartbeat(now=messages * 1_000 + k * 1_000)
+    assert net.missed() == 0
 
 
 def test_small_two_way_peer_lists_need_no_repair() -> None:

@@ -102,6 +102,9 @@ SAMPLES: dict[str, WireMessage] = {
     "find_node": FindNode(3, NodeId(b"\x03" * 32)),
     "nodes": Nodes(4, tuple(Contact(NodeId(bytes([i]) * 32), IPV4) for i in range(16))),
     "gossip": GossipMsg(compute_message_id(INNER), 8, INNER),
+    "gossip_announcing": GossipMsg(
+        compute_message_id(INNER), 7, INNER, tuple(bytes([i]) * 32 for i in range(32))
+    ),
     "ihave": IHave(tuple(bytes([i]) * 32 for i in range(32))),
     "iwant": IWant((b"\x07" * 32,)),
 }

@@ -228,6 +228,19 @@ def test_gossip_with_a_wrong_message_id_is_rejected() -> None:
         decode_message(encode_message(forged, SENDER.node))
 
 
+def test_gossip_announcements_are_checked_and_not_part_of_the_id() -> None:
+    ids = (b"\x05" * 32, b"\x06" * 32)
+    msg = GossipMsg(compute_message_id(b"p"), 3, b"p", ids)
+    received, _ = decode_message(encode_message(msg, SENDER.node))
+    assert received == msg
+    too_many = GossipMsg(msg.message_id, 3, b"p", tuple(bytes([i]) * 32 for i in range(33)))
+    with pytest.raises(DecodeError, match="too_many"):
+        decode_message(encode_message(too_many, SENDER.node))
+    short = GossipMsg(msg.message_id, 3, b"p", (b"\x05" * 31,))
+    with pytest.raises(DecodeError, match="bad_length"):
+        decode_message(encode_message(short, SENDER.node))
+
+
 @pytest.mark.parametrize("ttl", [0, MAX_GOSSIP_TTL + 1])
 def test_gossip_ttl_is_bounded(ttl: int) -> None:
     msg = GossipMsg(compute_message_id(b"p"), ttl, b"p")

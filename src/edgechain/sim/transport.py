@@ -214,14 +214,18 @@ class Transport:
                 self.net.send(me, peer, copy, self._gossip_size(copy))
             return
         deliver, forwards = gossip.on_message(src, payload, now)
-        for peer, copy in forwards:
-            self.net.send(me, peer, copy, self._gossip_size(copy))
+        for peer, onward in forwards:
+            if isinstance(onward, IWant):  # for ids the copy announced (pull repair)
+                self.net.send(me, peer, onward, 64 + 32 * len(onward.message_ids))
+            else:
+                self.net.send(me, peer, onward, self._gossip_size(onward))
         if deliver:
             message, origin = self.tokens[payload.payload]
             self.handle(node, node.engine.on_message(message, origin, now))
 
     def _gossip_size(self, msg: GossipMsg) -> int:
-        return 48 + _message_size(self.tokens[msg.payload][0], self.memo)
+        announced = 34 * len(msg.recent_ids)  # 32 bytes and a field header each
+        return 48 + announced + _message_size(self.tokens[msg.payload][0], self.memo)
 
     def _publish(self, node: SimNode, message: Message) -> None:
         assert node.gossip is not None

@@ -754,19 +754,27 @@ class Gossip(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    RECENT_IDS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.bytes
     ttl: _builtins.int
     payload: _builtins.bytes
+    @_builtins.property
+    def recent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The forwarding hop's announcements: ids of other messages it holds (at most 32;
+        not covered by message_id). Pull repair on the push, in place of most IHaves.
+        """
+
     def __init__(
         self,
         *,
         message_id: _builtins.bytes = ...,
         ttl: _builtins.int = ...,
         payload: _builtins.bytes = ...,
+        recent_ids: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "payload", b"payload", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "payload", b"payload", "recent_ids", b"recent_ids", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

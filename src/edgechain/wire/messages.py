@@ -76,6 +76,10 @@ class GossipMsg:
     message_id: bytes
     ttl: int
     payload: bytes
+    recent_ids: tuple[bytes, ...] = ()
+    """The forwarding hop's announcements (pull repair on the push,
+    ``network/gossip.py``): ids of other messages it holds. A hint, like an IHave; not
+    part of ``message_id``."""
 
 
 @dataclass(frozen=True)

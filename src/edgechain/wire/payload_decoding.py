@@ -228,7 +228,7 @@ def _decode_gossip(p: pb.Payload) -> GossipMsg:
     # A wrong id could poison every receiver's seen-cache against the real message.
     if compute_message_id(g.payload) != message_id:
         raise DecodeError(RejectReason.BAD_MESSAGE_ID)
-    return GossipMsg(message_id, g.ttl, g.payload)
+    return GossipMsg(message_id, g.ttl, g.payload, _decode_message_ids(g.recent_ids))
 
 
 def _decode_message_ids(ids: Sequence[bytes]) -> tuple[bytes, ...]:

@@ -111,7 +111,12 @@ def to_payload(message: WireMessage) -> pb.Payload:
             p.nodes.CopyFrom(pb.Nodes(request_id=message.request_id, contacts=contacts))
         case GossipMsg():
             p.gossip.CopyFrom(
-                pb.Gossip(message_id=message.message_id, ttl=message.ttl, payload=message.payload)
+                pb.Gossip(
+                    message_id=message.message_id,
+                    ttl=message.ttl,
+                    payload=message.payload,
+                    recent_ids=message.recent_ids,
+                )
             )
         case IHave():
             p.ihave.message_ids.extend(message.message_ids)
