@@ -49,6 +49,7 @@ from edgechain.chain.model import (
     SkipBlock,
 )
 from edgechain.consensus.roles import Role
+from edgechain.network.gossip import GossipStats
 from edgechain.network.transport import TransportStats
 from edgechain.node.events import AcceptedBlock
 from edgechain.runtime.usage_sampler import AppView as RuntimeAppView
@@ -237,6 +238,7 @@ class RealisticNode(FakeNode):
             "peer_errors": {"bad_vote": 2},
             "decode_errors": {},
             "transport": vars(TransportStats(datagrams_in=5)),
+            "gossip": vars(GossipStats(delivered=3, heartbeats_skipped=2)),
             "rss_mb": 41.5,
             "cpu_seconds": 1.25,
             "cpu_per_slot": log.summarize(cpu_since_slot),

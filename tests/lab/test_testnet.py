@@ -167,6 +167,10 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
     # Every node's DHT traffic went MACed after the first message to each peer.
     assert all(s["dht_sessions"]["macs_verified"] > 0 for s in statuses)
     assert all(not s["decode_errors"] for s in statuses)
+    # Pull repair rode on the push (network/gossip.py): with a block a second, heartbeats
+    # found that the node's copies had carried its announcements, and sent no IHave.
+    assert all(s["gossip"]["delivered"] > 0 for s in statuses)
+    assert sum(s["gossip"]["heartbeats_skipped"] for s in statuses) > 0, statuses
     assert summary["kills"] == []
     assert summary["ok"]
     assert_nothing_left(cfg.run_dir, summary)

@@ -128,6 +128,22 @@ def _status_schema() -> Schema:
                     )
                 }
             ),
+            "gossip": closed_object(
+                {
+                    name: count()
+                    for name in (
+                        "published",
+                        "delivered",
+                        "duplicates",
+                        "forwarded",
+                        "pulled",
+                        "ihave_sent",
+                        "iwant_sent",
+                        "served",
+                        "heartbeats_skipped",
+                    )
+                }
+            ),
             "rss_mb": {"type": "number", "minimum": 0},
             "cpu_seconds": {"type": "number", "minimum": 0},
             "cpu_per_slot": closed_object(

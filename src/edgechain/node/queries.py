@@ -25,6 +25,7 @@ from edgechain.crypto import bls
 from edgechain.crypto.session import SessionKeys
 from edgechain.errors import RejectReason, StoreError
 from edgechain.network.dht import DhtNode
+from edgechain.network.gossip import Gossip
 from edgechain.network.transport import NetworkTransport
 from edgechain.node.archive import get_stored_chain_below
 from edgechain.node.clock import NodeClock
@@ -104,6 +105,7 @@ class NodeQueries:
     operator_sk: SecretKey | None
     transport: NetworkTransport
     dht: DhtNode
+    gossip: Gossip
     engine: ConsensusEngine | None
     counters: NodeCounters
     recorder: EventRecorder
@@ -215,6 +217,9 @@ class NodeQueries:
             "peer_errors": dict(engine.stats.peer_errors),
             "decode_errors": dict(self.counters.decode_errors),
             "transport": vars(self.transport.stats),
+            # Push and pull repair (network/gossip.py): how many heartbeats our pushes
+            # made unnecessary, how much came by IWant.
+            "gossip": vars(self.gossip.stats),
             "rss_mb": round(memory.rss / 2**20, 1),
             "cpu_seconds": round(cpu.user + cpu.system, 2),
             # Milliseconds of CPU per slot by component, median and p99, on and off
