@@ -106,7 +106,9 @@ class GossipConfig:
         if self.heartbeat_ms < 1 or self.history_ms < 0 or self.max_cache_bytes < 0:
             raise ValueError("bad pull-repair settings")
         if not 0 <= self.piggyback_ids <= MAX_IHAVE_IDS or self.announce_after_ms < 0:
-            raise ValueError(f"piggyback_ids must be in 0..{MAX_IHAVE_IDS}")
+            raise ValueError(
+                f"piggyback_ids must be in 0..{MAX_IHAVE_IDS}, announce_after_ms non-negative"
+            )
 
 
 @dataclass
@@ -217,8 +219,7 @@ class Gossip:
         if self._next_heartbeat is None or now < self._next_heartbeat:
             return []
         self._next_heartbeat = now + self.config.heartbeat_ms if self._cache else None
-        ids = tuple(self._cache)[-MAX_IHAVE_IDS:]
-        if not ids:
+        if not self._cache:
             return []
         if (
             self.config.piggyback_ids
@@ -229,6 +230,7 @@ class Gossip:
             # arrived since rides on the next push, or on the first idle heartbeat.
             self.stats.heartbeats_skipped += 1
             return []
+        ids = tuple(self._cache)[-MAX_IHAVE_IDS:]
         targets = self._sample(list(self._peers), self.config.ihave_peers)
         self.stats.ihave_sent += len(targets)
         return [(peer, IHave(ids)) for peer in targets]
@@ -271,12 +273,14 @@ class Gossip:
     def _get_announced_ids(self, now: int, pushed: bytes) -> tuple[bytes, ...]:
         """The newest ``piggyback_ids`` ids we have held for ``announce_after_ms``, other
         than the one being pushed (the cache is in arrival order)."""
-        held_before = now - self.config.announce_after_ms + self.config.history_ms
+        # A payload is cached until its arrival plus history_ms: held since at most
+        # now - announce_after_ms when it expires by this.
+        latest_expiry = now - self.config.announce_after_ms + self.config.history_ms
         ids: list[bytes] = []
         for message_id, cached in reversed(self._cache.items()):
             if len(ids) == self.config.piggyback_ids:
                 break
-            if cached.expiry <= held_before and message_id != pushed:
+            if cached.expiry <= latest_expiry and message_id != pushed:
                 ids.append(message_id)
         return tuple(ids)
 

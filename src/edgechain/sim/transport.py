@@ -44,6 +44,11 @@ from edgechain.wire.messages import Contact, FindNode, GossipMsg, IHave, IWant, 
 SimPayload = Message | GossipMsg | IHave | IWant | Ping | Pong | FindNode | Nodes
 
 
+def _get_ids_size(msg: IHave | IWant) -> int:
+    """Approximate wire size of a pull-repair message: a header and 32 bytes an id."""
+    return 64 + 32 * len(msg.message_ids)
+
+
 def _message_size(msg: Any, memo: Memo) -> int:
     """Approximate wire size; blocks are charged their canonical encoding."""
     if isinstance(msg, BlockMsg | CandidateMsg):
@@ -136,7 +141,7 @@ class Transport:
         if node.gossip is not None:
             self._refresh_peers(node)
             for peer, ihave in node.gossip.on_tick(now):
-                self.net.send(node.ident.node, peer, ihave, 64 + 32 * len(ihave.message_ids))
+                self.net.send(node.ident.node, peer, ihave, _get_ids_size(ihave))
 
     def send(self, node: SimNode, messages: Iterable[Outgoing]) -> None:
         """Send what a node's engine returned: gossip to everyone, the rest to its targets."""
@@ -207,7 +212,7 @@ class Transport:
         me = node.ident.node
         if isinstance(payload, IHave):
             for peer, want in gossip.on_ihave(src, payload, now):
-                self.net.send(me, peer, want, 64 + 32 * len(want.message_ids))
+                self.net.send(me, peer, want, _get_ids_size(want))
             return
         if isinstance(payload, IWant):
             for peer, copy in gossip.on_iwant(src, payload, now):
@@ -216,7 +221,7 @@ class Transport:
         deliver, forwards = gossip.on_message(src, payload, now)
         for peer, onward in forwards:
             if isinstance(onward, IWant):  # for ids the copy announced (pull repair)
-                self.net.send(me, peer, onward, 64 + 32 * len(onward.message_ids))
+                self.net.send(me, peer, onward, _get_ids_size(onward))
             else:
                 self.net.send(me, peer, onward, self._gossip_size(onward))
         if deliver:
