@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from edgechain.runtime.threads import run_in_thread
 from edgechain.telemetry.cpu import (
     Component,
     CpuMeter,
     SlotCpuLog,
+    charge_thread_cpu,
     compute_percentile,
     count_merged_slots,
     cpu_span,
@@ -67,6 +70,42 @@ def test_other_threads_count_only_what_they_add(meter: CpuMeter) -> None:
     totals = meter.get_totals_ns()
     assert totals[Component.DHT] == 0
     assert totals[Component.VDF_PROVING] == 5_000_000
+
+
+def _burn_and_read(ms: float) -> tuple[int, int]:
+    """Burn ``ms`` of this thread's CPU; (the CPU it read, this thread's ident)."""
+    started = time.thread_time_ns()
+    _burn(ms)
+    return time.thread_time_ns() - started, threading.get_ident()
+
+
+def test_a_worker_threads_cpu_is_charged_to_its_component(meter: CpuMeter) -> None:
+    # What the app manager hands asyncio's worker threads (starting an app, a
+    # snapshot) used to be the process's unaccounted CPU.
+    used, ident = asyncio.run(run_in_thread(_burn_and_read, 30))
+    assert ident != threading.get_ident()
+    totals = meter.get_totals_ns()
+    assert used >= 29e6
+    assert used <= totals[Component.APPS] <= used + 2e6
+    assert totals[Component.VDF_PROVING] == 0
+
+
+def test_a_charged_call_on_the_meters_thread_is_counted_once(meter: CpuMeter) -> None:
+    with cpu_span(Component.DHT):
+        charge_thread_cpu(Component.APPS, _burn)(20)
+    totals = meter.get_totals_ns()
+    assert totals[Component.APPS] == 0
+    assert totals[Component.DHT] >= 19e6
+
+
+def test_a_charged_call_that_raises_is_still_charged(meter: CpuMeter) -> None:
+    def fail() -> None:
+        _burn(10)
+        raise RuntimeError("engine gone")
+
+    with pytest.raises(RuntimeError, match="engine gone"):
+        asyncio.run(run_in_thread(fail))
+    assert meter.get_totals_ns()[Component.APPS] >= 9e6
 
 
 def test_without_a_meter_a_span_does_nothing() -> None:

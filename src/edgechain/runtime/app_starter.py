@@ -24,6 +24,7 @@ from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaStore, restore_from_replica
 from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.runtime.threads import run_in_thread
 from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId
 
@@ -81,7 +82,7 @@ class AppStarter:
         or its failure with for the backoff (reconcile's pass; None: the clock's)."""
         if now is None:
             now = time.monotonic()
-        if await asyncio.to_thread(self.runtime.is_running, app):
+        if await run_in_thread(self.runtime.is_running, app):
             return
         if not self._is_lease_valid():
             logs.info(log, "start deferred: lease expired", app=bytes(app).hex()[:16])
@@ -90,12 +91,12 @@ class AppStarter:
             "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
         }  # fmt: skip
         try:
-            if await asyncio.to_thread(self._is_replica_wanted_at_start, app, why):
-                used = await asyncio.to_thread(
+            if await run_in_thread(self._is_replica_wanted_at_start, app, why):
+                used = await run_in_thread(
                     restore_from_replica, self.runtime, self.replicas, app, spec
                 )
                 fields["replica_slot"] = used.slot if used is not None else None
-            await asyncio.to_thread(self.runtime.start, app, spec, version=version)
+            await run_in_thread(self.runtime.start, app, spec, version=version)
         except AppRuntimeError as exc:
             failure = self.restarts.on_failed(app, now, str(exc))
             if failure is not None:  # else rate-limited

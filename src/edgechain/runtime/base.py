@@ -124,7 +124,8 @@ class SavedState:
 class AppRuntime(Protocol):
     """Start, stop, pause, resume, stats, save, restore and list the apps of one node.
 
-    Every method is blocking; the transfer calls them through ``asyncio.to_thread``.
+    Every method is blocking; the app manager and the transfers call them through
+    ``runtime/threads.run_in_thread``.
     Implementations are safe to call from any thread.
     """
 

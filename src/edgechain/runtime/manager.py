@@ -7,7 +7,7 @@ under ``<data_dir>/apps``; each app runs with the runtime its spec names), a
 :class:`TransferServer` (incoming migrations) and a :class:`TransferClient` (outgoing
 ones). The node feeds it the engine's
 ``MigrationOrder`` events and ticks it; it never blocks the node's event loop: every
-runtime call runs in a worker thread (``asyncio.to_thread``), every order in a task.
+runtime call runs in a worker thread (``threads.run_in_thread``), every order in a task.
 
 * PLACE to this node: start the app from its spec.
 * MIGRATE from this node: offer it to the destination's transfer server, retried with
@@ -77,6 +77,7 @@ from edgechain.runtime.replica_sync import ReplicaSync
 from edgechain.runtime.replication import Replicator
 from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import DEFAULT_CONTAINER_NETWORK, open_node_runtimes
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer import TransferClient, TransferServer
 from edgechain.runtime.usage_sampler import AppView, UsageSampler, merge_usage, render_views
 from edgechain.telemetry import logs
@@ -195,7 +196,7 @@ class AppManager:
         except OSError:
             # Loud: peers know this port from the chain; a node on another one is unreachable.
             logs.error(log, "cannot bind the transfer port", port=port)
-            await asyncio.to_thread(self.runtime.close)
+            await run_in_thread(self.runtime.close)
             raise
         port_file.write_text(f"{bound}\n")
         return bound
@@ -217,7 +218,7 @@ class AppManager:
     async def close(self) -> None:
         await self.tasks.close()
         await self.server.close()
-        await asyncio.to_thread(self.runtime.close)
+        await run_in_thread(self.runtime.close)
 
     # --- inputs from the node ----------------------------------------------------------
 

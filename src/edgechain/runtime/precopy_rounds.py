@@ -24,6 +24,7 @@ from edgechain.runtime.precopy import (
     write_round,
 )
 from edgechain.runtime.protocol import Begin
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     PayloadStream,
     ProgressCallback,
@@ -82,7 +83,7 @@ async def send_running_rounds(
     previous: int | None = None
     try:
         while True:
-            done = await asyncio.to_thread(write_round, state_dir, files, out, final=False)
+            done = await run_in_thread(write_round, state_dir, files, out, final=False)
             stream = PayloadStream(on_progress)
             begin = Begin(done.delta_bytes, False, delta=True)
             await send_payload(

@@ -31,7 +31,6 @@ cancelled first, so its copy is stopped in this pass (``MigrationsOut.cancel_unw
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ from edgechain.runtime.migrations_out import MigrationsOut
 from edgechain.runtime.replica_sync import ReplicaSync
 from edgechain.runtime.restart_backoff import RestartBackoff, describe_exit
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.runtime.threads import run_in_thread
 from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId
 
@@ -114,7 +114,7 @@ class Reconciler:
         # stamped with it, so a wait of N s is over N passes later (passes are ~1 s apart).
         listed_at = time.monotonic()
         # An empty runtime has nothing to list: no worker thread (runtimes.py).
-        listed = [] if self.runtime.is_known_empty() else await asyncio.to_thread(self._get_held)
+        listed = [] if self.runtime.is_known_empty() else await run_in_thread(self._get_held)
         held = {h.app: h for h in listed}
         state = engine.get_head_state()  # after the await: the head may have moved
         if state is None:
@@ -242,25 +242,25 @@ class Reconciler:
                     app, record.spec, why or "reconcile", record.version, now=now
                 )
             elif action is Action.STOP_STALE:
-                if await asyncio.to_thread(self._stop_if_running, app):
+                if await run_in_thread(self._stop_if_running, app):
                     # A second copy: the head runs it elsewhere, or never started it.
                     where = record.node.hex()[:16] if record and record.node else None
                     logs.warning(log, "stale app stopped", **fields, placed_on=where)
             elif action is Action.STOP:
-                if await asyncio.to_thread(self._stop_if_running, app):
+                if await run_in_thread(self._stop_if_running, app):
                     logs.info(log, "app stopped", **fields, why="stopped")
             elif action is Action.UPDATE and record is not None:
-                done, old = await asyncio.to_thread(self._restart_at, app, record)
+                done, old = await run_in_thread(self._restart_at, app, record)
                 if done:
                     logs.info(log, "app updated", **fields, from_version=old)
             elif action is Action.CONFIRM and record is not None:
-                await asyncio.to_thread(self.runtime.set_version, app, record.version)
+                await run_in_thread(self.runtime.set_version, app, record.version)
             elif action is Action.REMOVE:
-                await asyncio.to_thread(self.runtime.remove, app)
+                await run_in_thread(self.runtime.remove, app)
                 self._searched.pop(app, None)
                 logs.info(log, "app removed", **fields, why="removed")
             elif action is Action.DISCARD:
-                await asyncio.to_thread(self.runtime.remove, app)
+                await run_in_thread(self.runtime.remove, app)
                 logs.info(log, "app removed", **fields, why="placed elsewhere")
         except AppRuntimeError as exc:
             logs.error(log, "app action failed", **fields, action=action.value, error=str(exc))

@@ -31,6 +31,7 @@ from edgechain.runtime.protocol import (
     encode_replica_offer,
 )
 from edgechain.runtime.replica import SnapshotRuntime, take_snapshot
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     PayloadStream,
     ProgressCallback,
@@ -147,7 +148,7 @@ async def send_replica(
         raise AppRuntimeError(f"the {runtime.kind.value} runtime takes no snapshots")
     job = _ReplicaJob(app, slot, PayloadStream(on_progress))
     start = time.perf_counter()
-    taking = asyncio.ensure_future(asyncio.to_thread(take_snapshot, runtime, app))
+    taking = asyncio.ensure_future(run_in_thread(take_snapshot, runtime, app))
     try:
         snapshot, digest = await asyncio.shield(taking)
     except asyncio.CancelledError:

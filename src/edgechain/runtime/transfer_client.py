@@ -64,6 +64,7 @@ from edgechain.runtime.protocol import (
     encode_offer,
 )
 from edgechain.runtime.replica_send import ReplicaResult, send_replica
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     PayloadStream,
     ProgressCallback,
@@ -219,7 +220,7 @@ class TransferClient:
         app = entry.app
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
-            if not await asyncio.to_thread(self._holds, app):
+            if not await run_in_thread(self._holds, app):
                 raise AppNotFoundError(f"app {bytes(app).hex()[:16]} is not held here")
             signature = (
                 bls.sign(self.sk, compute_offer_signing_root(block_hash, entry, spec))
@@ -270,12 +271,12 @@ class TransferClient:
                 # The destination planned this move and runs the app without our state:
                 # it started it itself while the chain took us for down. Offering again
                 # would never end, and our copy must not run beside it.
-                await asyncio.to_thread(self._let_go, job.app)
+                await run_in_thread(self._let_go, job.app)
                 return job.get_result(MigrationOutcome.ALREADY_THERE, verdict.reason)
             return job.get_result(MigrationOutcome.REFUSED, verdict.reason)
         if verdict.verdict is Verdict.ALREADY_RUNNING:
             await close_writer(writer)
-            await asyncio.to_thread(self._let_go, job.app)
+            await run_in_thread(self._let_go, job.app)
             return job.get_result(MigrationOutcome.ALREADY_THERE, "re-send")
 
         try:
@@ -291,7 +292,7 @@ class TransferClient:
         saving: asyncio.Future[SavedState] | None = None
         try:
             start = time.perf_counter()
-            saving = asyncio.ensure_future(asyncio.to_thread(self._save, job, verdict.need_image))
+            saving = asyncio.ensure_future(run_in_thread(self._save, job, verdict.need_image))
             # Shielded: a cancellation must not leave the save's thread running unseen
             # (the handler below waits for it, then decides what the app becomes).
             saved = await asyncio.shield(saving)
@@ -316,13 +317,13 @@ class TransferClient:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     saved = await asyncio.shield(saving)  # a failed save resumed the app
             if saved is not None and job.may_resume():
-                await asyncio.to_thread(self.runtime.resume, job.app)
+                await run_in_thread(self.runtime.resume, job.app)
             raise
         finally:
             if saved is not None and saved.delta:
                 saved.archive.unlink(missing_ok=True)
         await close_writer(writer)
-        await asyncio.to_thread(self._let_go, job.app)
+        await run_in_thread(self._let_go, job.app)
         return job.get_result(MigrationOutcome.COMPLETED, "")
 
     async def _precopy(
@@ -338,7 +339,7 @@ class TransferClient:
         limit = self.precopy_min_bytes
         if not verdict.precopy or limit is None:
             return None
-        dirs = await asyncio.to_thread(get_precopy_dirs, self.runtime, job.app, limit)
+        dirs = await run_in_thread(get_precopy_dirs, self.runtime, job.app, limit)
         if dirs is None:
             return None
         try:
@@ -377,9 +378,9 @@ class TransferClient:
                 _, writer, verdict = await send_offer(job.host, job.port, job.offer, self.timeouts)
                 await close_writer(writer)
                 if verdict.verdict is Verdict.ALREADY_RUNNING:
-                    await asyncio.to_thread(self._let_go, job.app)
+                    await run_in_thread(self._let_go, job.app)
                     return job.get_result(MigrationOutcome.COMPLETED, "confirmed by re-send")
-        await asyncio.to_thread(self._resume_or_stop, job)
+        await run_in_thread(self._resume_or_stop, job)
         return job.get_result(MigrationOutcome.FAILED, reason)
 
     def _resume_or_stop(self, job: _Job) -> None:

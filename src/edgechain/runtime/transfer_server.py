@@ -51,6 +51,7 @@ from edgechain.runtime.protocol import (
 )
 from edgechain.runtime.replica import ReplicaStore
 from edgechain.runtime.state_delta import StagedTree, apply_state_delta
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     LINGER_S,
     OriginCheck,
@@ -251,7 +252,7 @@ class TransferServer:
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
             ledger = self._get_ledger_path(offer.block_hash, app)
-            running = await asyncio.to_thread(self.runtime.is_running, app)
+            running = await run_in_thread(self.runtime.is_running, app)
             if running and ledger.exists():
                 self._counts["already_running"] += 1
                 verdict = VerdictMessage(Verdict.ALREADY_RUNNING, False, "")
@@ -260,7 +261,7 @@ class TransferServer:
             if running:
                 await self._refuse(writer, RejectReason.APP_ALREADY_RUNNING_HERE)
                 return
-            need_image = not await asyncio.to_thread(self.runtime.has_image, offer.spec)
+            need_image = not await run_in_thread(self.runtime.has_image, offer.spec)
             precopy = (
                 isinstance(self.runtime, PrecopyRuntime)
                 and self.runtime.can_restore_staged(offer.spec)
@@ -291,9 +292,9 @@ class TransferServer:
             await send_frame(writer, encode_frame(FrameKind.RECEIVED), t.io_s)
             try:
                 if received.begin.delta:
-                    await asyncio.to_thread(self._restore_staged, offer, incoming, staged)
+                    await run_in_thread(self._restore_staged, offer, incoming, staged)
                 else:
-                    await asyncio.to_thread(self.runtime.restore, app, offer.spec, incoming)
+                    await run_in_thread(self.runtime.restore, app, offer.spec, incoming)
             except (AppRuntimeError, PeerError, OSError) as exc:
                 self._counts["failed"] += 1
                 reason = f"restore_failed: {exc}"
@@ -310,7 +311,7 @@ class TransferServer:
                 await send_frame(writer, encode_frame(FrameKind.DONE), t.io_s)
             except BaseException:
                 ledger.unlink(missing_ok=True)
-                await asyncio.to_thread(self.runtime.remove, app)
+                await run_in_thread(self.runtime.remove, app)
                 raise
             self._counts["completed"] += 1
         finally:
@@ -338,7 +339,7 @@ class TransferServer:
                 raise DecodeError(RejectReason.PRECOPY_NOT_OFFERED, f"round {rounds + 1}")
             if begin.final:
                 return received
-            await asyncio.to_thread(apply_state_delta, incoming, staged)
+            await run_in_thread(apply_state_delta, incoming, staged)
             rounds += 1
             await send_frame(writer, encode_frame(FrameKind.RECEIVED), self.timeouts.io_s)
 
@@ -399,7 +400,7 @@ class TransferServer:
                 )
                 await send_frame(writer, encode_frame(FrameKind.RECEIVED), self.timeouts.io_s)
                 try:
-                    info = await asyncio.to_thread(
+                    info = await run_in_thread(
                         store.put,
                         offer.app,
                         offer.origin,

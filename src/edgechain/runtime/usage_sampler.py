@@ -16,7 +16,6 @@ to be restarted after failing here, its restarts and its last exit.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.restart_backoff import CRASH_LOOPING, RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.usage import CpuAverager, merge_cpu_bp, scale_host_bp
 from edgechain.types import AppId
 
@@ -122,7 +122,7 @@ class UsageSampler:
             self._cpu.retain(set())
             views, usage = (), ()
         else:
-            views, usage = await asyncio.to_thread(self._sample)
+            views, usage = await run_in_thread(self._sample)
         # On the loop's thread, where the backoff is changed.
         self.views = tuple(self._add_restarts(v, time.monotonic()) for v in views)
         self.app_usage = usage
