@@ -27,6 +27,7 @@ import psutil
 
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
+from edgechain.telemetry.cpu import Component, charge_thread_cpu
 
 PID_FILE = "pid"
 """In an app's directory: its group leader's pid and creation time (root's file)."""
@@ -78,7 +79,8 @@ class Spawner:
                     extra_groups=[] if user is not None else None,
                 )
 
-        return self._thread.submit(fork).result()
+        # The fork's CPU (copying a node's page tables) is the app manager's.
+        return self._thread.submit(charge_thread_cpu(Component.APPS, fork)).result()
 
     def close(self) -> None:
         """Stop the spawner thread (after the last ``spawn``)."""
