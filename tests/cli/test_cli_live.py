@@ -32,11 +32,18 @@ pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def _spec_yaml(tag: str, interval: str) -> str:
+    """The counter, after it starts a companion loop in a session of its own (as a
+    daemon would): that loop leaves the app's process group, and must still stop,
+    move and go with the app (``runtime/app_processes.py``)."""
     script = get_apps_dir() / "counter" / "counter.sh"
+    wrapper = (
+        "setsid /bin/sh -c 'while :; do sleep 0.2; done' \\\"$0-escaped\\\" & "
+        f'exec /bin/sh {script} 0 {interval} \\"$0\\"'
+    )
     return (
         "name: lifecycle\n"
         "runtime: process\n"
-        f'command: ["/bin/sh", "{script}", "0", "{interval}", "{tag}"]\n'
+        f'command: ["/bin/sh", "-c", "{wrapper}", "{tag}"]\n'
         "cpu_bp: 10\n"
         "ram_bp: 10\n"
         "stateful: true\n"
@@ -86,6 +93,21 @@ class LiveNet(LiveTestnet):
             frozen = proc.info["status"] == psutil.STATUS_STOPPED
             found.append(Instance(proc.pid, relative.parts[0], relative.parts[2], cmdline, frozen))
         self.max_copies = max(self.max_copies, sum(1 for i in found if not i.frozen))
+        return found
+
+    def escaped(self) -> list[str]:
+        """The nodes (names) whose copy's companion loop runs (not stopped) here."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = proc.info["cmdline"] or ()
+            if not cmdline or cmdline[-1] != f"{self.tag}-escaped":
+                continue
+            try:
+                state_dir = Path(proc.environ()["EDGECHAIN_STATE_DIR"])
+            except (psutil.Error, KeyError):
+                continue
+            if proc.info["status"] not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                found.append(state_dir.relative_to(self.run_dir).parts[0])
         return found
 
     def read_count(self, node: str, app: str) -> int:
@@ -140,6 +162,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
             ("lifecycle", node, "running")
         ]
         name = net.names()[node]
+        net.wait_for(lambda: net.escaped() == [name], "its companion loop", STEP_TIMEOUT_S)
 
         # stop: no copy left anywhere, the record keeps its node and the state stays.
         # (The node is read again right before each command: the planner may have moved
@@ -149,6 +172,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         stopped = net.cli("apps", "stop", "lifecycle")
         assert stopped["app"]["state"] == "stopped" and stopped["app"]["node"] == node
         net.wait_for(lambda: net.instances() == [], "the app to stop", STEP_TIMEOUT_S)
+        net.wait_for(lambda: net.escaped() == [], "its companion to stop", STEP_TIMEOUT_S)
         count_stopped = net.read_count(name, app)
         assert count_stopped > 0
 
@@ -178,6 +202,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
             )
 
         net.wait_for(runs_new_version, "the updated app", STEP_TIMEOUT_S)
+        net.wait_for(lambda: net.escaped() == [name], "one companion loop", STEP_TIMEOUT_S)
 
         # move to a named node (by id prefix): one copy, there, the counter goes on.
         target = sorted(n for n in net.names() if n != node)[0]
@@ -192,6 +217,8 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
             "the origin to delete its copy",
             STEP_TIMEOUT_S,
         )
+        # The companion moved too: none left at the origin beside the new copy's.
+        net.wait_for(lambda: net.escaped() == [target_name], "one companion, moved", STEP_TIMEOUT_S)
         history = net.cli("apps", "history", app)
         assert history["events"], history
 
@@ -209,6 +236,7 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
             STEP_TIMEOUT_S,
         )
         assert net.max_copies == 1
+        net.wait_for(lambda: net.escaped() == [], "the companion to go", STEP_TIMEOUT_S)
     finally:
         code, output = net.stop()
     # Ctrl-C is how a --forever testnet ends: it stops every node and writes its summary.

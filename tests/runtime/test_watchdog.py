@@ -258,6 +258,64 @@ def test_a_frozen_unlisted_app_is_killed_without_running_again(node: FencedNode)
     assert node.logged("gone")
 
 
+# An app whose loop left its group (setsid): the loop writes "y" to state/escaped.
+ESCAPER = f"setsid sh -c 'while :; do echo y >> escaped; sleep 0.02; done' & {LOOP}"
+
+
+def count_escaped(runtime: ProcessRuntime, app: AppId) -> int:
+    try:
+        return (runtime.get_state_dir(app) / "escaped").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def is_writing(runtime: ProcessRuntime, app: AppId, count: int) -> bool:
+    """``count`` calls of ``count_escaped``, 0.1 s apart, grew (the loop runs)."""
+    sizes = []
+    for _ in range(count):
+        sizes.append(count_escaped(runtime, app))
+        time.sleep(0.1)
+    return sizes[-1] > sizes[0]
+
+
+def test_the_fence_reaches_the_processes_that_left_the_group(node: FencedNode) -> None:
+    """Frozen with their app at expiry, thawed with it, killed when it is retired: a
+    daemon an app started never runs beside the copy the chain places elsewhere."""
+    app = node.start_app(ESCAPER)
+    wait_until(lambda: count_escaped(node.runtime, app) > 0, LIMIT_S)
+    node.lease(-1, [app])
+    node.start_watchdog()
+    wait_until(lambda: is_frozen(node.runtime, app), LIMIT_S)
+    wait_until(lambda: not is_writing(node.runtime, app, 4), LIMIT_S)
+    assert node.logged("freeze_stragglers")
+    node.lease(LONG_MS, [app])
+    wait_until(lambda: is_running(node.runtime, app), LIMIT_S)
+    assert is_writing(node.runtime, app, 10)
+    until = get_now_ms() - 1
+    write_lease(node.data_dir, until, [], node.parent.pid, until + 300)
+    wait_until(lambda: node.logged("retire"), LIMIT_S)
+    wait_until(lambda: not node.runtime.is_running(app), LIMIT_S)
+    wait_until(lambda: not is_writing(node.runtime, app, 4), LIMIT_S)
+    written = count_escaped(node.runtime, app)
+    time.sleep(0.5)
+    assert count_escaped(node.runtime, app) == written  # gone, not frozen
+
+
+def test_the_processes_of_an_app_whose_leader_died_are_frozen_at_expiry(
+    node: FencedNode,
+) -> None:
+    """The node killed: its apps die by their parent-death signal, which a process in a
+    new session does not inherit; the watchdog, which outlives the node, stops it."""
+    app = node.start_app(ESCAPER)
+    wait_until(lambda: count_escaped(node.runtime, app) > 0, LIMIT_S)
+    leader = get_leader(node.runtime, app)
+    os.killpg(leader.pid, signal.SIGKILL)
+    node.lease(-1, [])
+    node.start_watchdog()
+    wait_until(lambda: node.logged("freeze_stragglers"), LIMIT_S)
+    wait_until(lambda: not is_writing(node.runtime, app, 4), LIMIT_S)
+
+
 def test_an_app_started_after_expiry_is_frozen(node: FencedNode) -> None:
     node.lease(-1, [])
     node.start_watchdog()

@@ -27,7 +27,6 @@ from edgechain.errors import LocalError, PeerError
 from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.types import AppId
 
-STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
 """Environment variable through which an app learns where to keep its state."""
 
 CHECKPOINT_ACK_ENV = "EDGECHAIN_CHECKPOINT_ACK"

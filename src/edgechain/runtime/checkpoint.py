@@ -74,11 +74,14 @@ class StateSnapshot:
     it stood (stopped, or paused by someone else, and left so)."""
 
 
-def checkpoint_and_freeze(proc: subprocess.Popen[bytes], ack: Path, timeout_s: float) -> bool:
+def checkpoint_and_freeze(
+    proc: subprocess.Popen[bytes], ack: Path, timeout_s: float, state_dir: str | None = None
+) -> bool:
     """Cooperative checkpoint: SIGUSR1, wait for the app's ack, then SIGSTOP.
 
     True when the group of ``proc`` is now frozen; False when the app did not create
-    ``ack`` within ``timeout_s`` or exited (it then runs on, or is gone).
+    ``ack`` within ``timeout_s`` or exited (it then runs on, or is gone). ``state_dir``:
+    the copy's (``app_processes``); its processes outside the group are stopped too.
     """
     ack.unlink(missing_ok=True)
     # The whole group gets SIGUSR1: it also ends a pending `sleep` in a shell app, so
@@ -90,7 +93,7 @@ def checkpoint_and_freeze(proc: subprocess.Popen[bytes], ack: Path, timeout_s: f
         if time.monotonic() > deadline or proc.poll() is not None:
             return False
         time.sleep(_POLL_S)
-    signal_group(proc.pid, signal.SIGSTOP)
+    signal_group(proc.pid, signal.SIGSTOP, state_dir)
     return True
 
 
@@ -138,16 +141,18 @@ def archive_while_frozen(
     """
     if proc is None or proc.poll() is not None or _is_stopped(proc.pid):
         return write_archive_locked_out(state_dir, archive, user), 0.0
-    if ack is None or not checkpoint_and_freeze(proc, ack, timeout_s):
+    # The copy's processes outside its group (app_processes) freeze and thaw with it.
+    copy = os.path.abspath(state_dir)
+    if ack is None or not checkpoint_and_freeze(proc, ack, timeout_s, copy):
         if proc.poll() is not None:  # exited while asked to persist
             return write_archive_locked_out(state_dir, archive, user), 0.0
-        signal_group(proc.pid, signal.SIGSTOP)
+        signal_group(proc.pid, signal.SIGSTOP, copy)
     start = time.perf_counter()
     try:
         _wait_stopped(proc.pid, timeout_s)
         size = write_archive_locked_out(state_dir, archive, user)
     finally:
-        signal_group(proc.pid, signal.SIGCONT)
+        signal_group(proc.pid, signal.SIGCONT, copy)
     return size, (time.perf_counter() - start) * 1000.0
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_processes import STATE_DIR_ENV
 from edgechain.runtime.appuser import DEFAULT_APP_USER, AppUser, give_tree, resolve_app_user
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
-    STATE_DIR_ENV,
     AppDirectories,
     AppNotFoundError,
     AppRuntimeError,

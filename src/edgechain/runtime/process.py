@@ -177,7 +177,7 @@ class ProcessRuntime(AppDirectories):
                 # A pause would hand the group to resume(), which continues it.
                 raise AppRuntimeError("cannot pause an app frozen by the fencing watchdog")
             self.mark_paused(app, True)
-            signal_group(record.proc.pid, signal.SIGSTOP)
+            signal_group(record.proc.pid, signal.SIGSTOP, record.state_dir)
             record.status = AppStatus.PAUSED
 
     def resume(self, app: AppId) -> None:
@@ -186,7 +186,7 @@ class ProcessRuntime(AppDirectories):
             (self.get_app_dir(app) / SAVED_ARCHIVE).unlink(missing_ok=True)
             status = record.refresh()
             if status is AppStatus.PAUSED and record.proc is not None:
-                signal_group(record.proc.pid, signal.SIGCONT)
+                signal_group(record.proc.pid, signal.SIGCONT, record.state_dir)
                 record.status = AppStatus.RUNNING
                 self.mark_paused(app, False)
             elif status is AppStatus.STOPPED:

@@ -3,7 +3,9 @@
 The process runtime starts each app in its own session (``runtime/spawner.py``), so
 the app's leader pid is also its process group id, and everything the app forked is in
 that group. Every signal the runtime sends goes to the whole group: stopping an app
-never leaves its children behind, and pausing it freezes all of them.
+never leaves its children behind, and pausing it freezes all of them; given the app
+copy's state directory, it also goes to the processes that left the group with
+``setsid`` (``runtime/app_processes.py``).
 
 Usage is measured over the app's process group, as a share of the whole host in basis
 points (``compute_cpu_bp``, also used by the container runtime). :class:`GroupCensus`
@@ -27,12 +29,18 @@ from dataclasses import dataclass
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS
+from edgechain.runtime.app_processes import signal_stragglers
 from edgechain.runtime.net_traffic import get_socket_inodes, read_tcp_socket_bytes
 from edgechain.runtime.watchdog import has_stop_pending
 
 
-def signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to a process group; False when the group no longer exists."""
+def signal_group(pgid: int, sig: signal.Signals, state_dir: str | None = None) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists.
+
+    ``state_dir``: the app copy's (``app_processes.get_state_dir_value``): its
+    processes that left the group get ``sig`` too (``app_processes``)."""
+    if state_dir is not None:
+        signal_stragglers(state_dir, pgid, sig)
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
@@ -55,27 +63,31 @@ def is_stopped(pid: int) -> bool:
     return status != psutil.STATUS_ZOMBIE and has_stop_pending(pid)
 
 
-def kill_leftovers(pgid: int) -> None:
-    # The leader is gone; children it left in its group (a pending `sleep`) go too.
-    signal_group(pgid, signal.SIGKILL)
+def kill_leftovers(pgid: int, state_dir: str | None = None) -> None:
+    # The leader is gone; children it left in its group (a pending `sleep`) go too,
+    # and those that left the group (``app_processes``).
+    signal_group(pgid, signal.SIGKILL, state_dir)
 
 
-def end_group(proc: subprocess.Popen[bytes], *, paused: bool, grace_s: float) -> None:
+def end_group(
+    proc: subprocess.Popen[bytes], *, paused: bool, grace_s: float, state_dir: str | None = None
+) -> None:
     """SIGTERM the group of ``proc`` (its leader), wait ``grace_s``, then SIGKILL; reap
     everything. ``paused``: the group is stopped (SIGSTOP) and may be continued for
-    its SIGTERM. With no grace, SIGKILL alone: a stopped group never runs again."""
+    its SIGTERM. With no grace, SIGKILL alone: a stopped group never runs again.
+    ``state_dir``: the copy's, whose processes outside the group share its fate."""
     pgid = proc.pid
     if paused and grace_s > 0:
         # A stopped process cannot handle SIGTERM; without a grace (removing the
         # origin's copy after a migration) SIGKILL alone ends it, never letting
         # the frozen copy run again.
-        signal_group(pgid, signal.SIGCONT)
-    if grace_s > 0 and signal_group(pgid, signal.SIGTERM):
+        signal_group(pgid, signal.SIGCONT, state_dir)
+    if grace_s > 0 and signal_group(pgid, signal.SIGTERM, state_dir):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-    signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL, state_dir)
     proc.wait()
-    kill_leftovers(pgid)
+    kill_leftovers(pgid, state_dir)
 
 
 def compute_cpu_bp(cpu_seconds: float, wall_seconds: float) -> int:

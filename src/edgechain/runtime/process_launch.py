@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from edgechain.chain.model import AppSpec
+from edgechain.runtime.app_processes import STATE_DIR_ENV, get_state_dir_value
 from edgechain.runtime.appuser import (
     AppUser,
     AppUserError,
@@ -33,7 +34,6 @@ from edgechain.runtime.appuser import (
 from edgechain.runtime.base import (
     CHECKPOINT_ACK_ENV,
     CHECKPOINT_MARKER,
-    STATE_DIR_ENV,
     AppDirectories,
     AppRuntimeError,
     AppStatus,
@@ -130,9 +130,14 @@ class ProcessLauncher:
         give_tree(self.dirs.get_state_dir(app), user, fresh=fresh_state)
         give_tree(self.get_run_dir(app), user)
 
+    def get_state_dir_value(self, app: AppId) -> str:
+        """The app's state dir as its processes' environment names it: how the runtime
+        finds those that left its process group (``runtime/app_processes.py``)."""
+        return get_state_dir_value(str(self.dirs.get_app_dir(app)))
+
     def _get_env(self, app: AppId) -> dict[str, str]:
         env = dict(os.environ)
-        env[STATE_DIR_ENV] = str(self.dirs.get_state_dir(app))
+        env[STATE_DIR_ENV] = self.get_state_dir_value(app)
         env[CHECKPOINT_ACK_ENV] = str(self.get_run_dir(app) / ACK_FILE)
         if self.app_user is not None:
             # The node's HOME (root's) is not the app's; its state dir is all it has.
@@ -176,6 +181,7 @@ class ProcessLauncher:
         self.dirs.mark_paused(app, False)  # left by an earlier incarnation, if any
         (self.dirs.get_state_dir(app) / CHECKPOINT_MARKER).unlink(missing_ok=True)
         record.proc = self._spawn(app, spec, fresh_state=fresh_state)
+        record.state_dir = self.get_state_dir_value(app)
         record.status = AppStatus.RUNNING
         record.last_sample = None
         record.exit_code = None
@@ -187,7 +193,12 @@ class ProcessLauncher:
             if record.is_fenced():
                 _log.warning("killing app %s frozen by the watchdog", bytes(app).hex()[:16])
                 grace_s = 0
-            end_group(record.proc, paused=record.status is AppStatus.PAUSED, grace_s=grace_s)
+            end_group(
+                record.proc,
+                paused=record.status is AppStatus.PAUSED,
+                grace_s=grace_s,
+                state_dir=self.get_state_dir_value(app),
+            )
         self.dirs.mark_paused(app, False)
         record.proc = None
         record.status = AppStatus.STOPPED
@@ -202,7 +213,7 @@ class ProcessLauncher:
             return False
         ack = self.get_run_dir(app) / ACK_FILE
         self.dirs.mark_paused(app, True)  # before the SIGSTOP: the watchdog must not thaw it
-        if not checkpoint_and_freeze(proc, ack, timeout_s):
+        if not checkpoint_and_freeze(proc, ack, timeout_s, self.get_state_dir_value(app)):
             self.dirs.mark_paused(app, False)
             return False
         record.status = AppStatus.PAUSED

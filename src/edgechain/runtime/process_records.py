@@ -38,11 +38,14 @@ class ProcessRecord:
     """The spec version ``spec`` is, when known."""
     exit_code: int | None = None
     """How its last run ended when it ended on its own (``AppInfo.exit_code``)."""
+    state_dir: str | None = None
+    """The copy's state directory as its processes' environment names it
+    (``app_processes``): set when it is launched."""
 
     def refresh(self) -> AppStatus:
         """Notice an app that exited on its own (reap it, keep its exit status)."""
         if self.proc is not None and self.proc.poll() is not None:
-            kill_leftovers(self.proc.pid)
+            kill_leftovers(self.proc.pid, self.state_dir)
             self.exit_code = self.proc.returncode
             self.proc = None
             self.status = AppStatus.STOPPED

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from edgechain.runtime.app_processes import get_state_dir_value, signal_stragglers
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
 from edgechain.telemetry.cpu import Component, charge_thread_cpu
@@ -122,7 +123,11 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
             alive = abs(psutil.Process(pid).create_time() - created) < 0.01
         except psutil.Error:
             alive = False
-        if alive and signal_group(pid, signal.SIGKILL):
+        # The processes that left its group go too, the leader alive or not (a kill -9
+        # of the node leaves the pid file of an app whose leader may have exited since).
+        copy = get_state_dir_value(str(pid_file.parent))
+        stragglers = signal_stragglers(copy, None, signal.SIGKILL)
+        if (alive and signal_group(pid, signal.SIGKILL)) or stragglers:
             killed += 1
         pid_file.unlink(missing_ok=True)
     return killed

@@ -26,8 +26,10 @@ or thawing anything.
 
 Small on purpose, one per node and 50 nodes per host: stdlib only, it reads ``/proc``
 itself (the creation time as psutil computes it: boot time plus start ticks) and
-imports nothing of edgechain but ``runtime/lease.py``. ``fencing.Watchdog`` starts it
-without the package's ``__init__`` modules (which load the whole runtime); by hand::
+imports nothing of edgechain but ``runtime/lease.py`` and ``runtime/app_processes.py``
+(every signal to an app's group also reaches its processes that left the group).
+``fencing.Watchdog`` starts it without the package's ``__init__`` modules (which load
+the whole runtime); by hand::
 
     python -m edgechain.runtime.watchdog --data-dir D [--poll-ms 100] [--parent-pid P]
         [--clock-offset-ms=N]
@@ -42,6 +44,11 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from edgechain.runtime.app_processes import (
+    find_copies_under,
+    get_state_dir_value,
+    signal_stragglers,
+)
 from edgechain.runtime.lease import (
     APPS_DIR,
     LEASE_FILE,
@@ -250,11 +257,37 @@ class Fence:
     # --- passes ---
 
     def freeze_all(self, boot_time: float) -> bool:
-        """Freeze every app group that runs; True when the frozen set changed."""
+        """Freeze every app group that runs, and every process of an app copy here
+        that left its group; True when the frozen set changed."""
         changed = self._forget_gone(boot_time)
         for leader in find_leaders(self.apps_dir, boot_time):
             changed |= self._freeze(leader)
+        self._freeze_stragglers()
         return changed
+
+    def _freeze_stragglers(self) -> None:
+        """SIGSTOP every process whose environment names an app copy of this node
+        (``app_processes``) and still runs: those that left their group (a daemon an
+        app started with ``setsid``) and those whose leader is gone (the node died
+        and its apps with it, by their parent-death signal, which a process started
+        in a new session does not inherit). One pass over ``/proc`` for all apps.
+        They stay stopped: the thaw continues a group and its stragglers together;
+        a leaderless one is killed by the node (``kill_leftovers``, or the reaping of
+        a restarted node's runtime)."""
+        for state_dir, pids in find_copies_under(self.apps_dir).items():
+            stopped = 0
+            for pid in pids:
+                found = read_proc_stat(pid)
+                if found is None or found[0] in STOPPED_STATES or has_stop_pending(pid):
+                    continue
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except OSError:
+                    continue
+                stopped += 1
+            if stopped:
+                app = os.path.basename(os.path.dirname(state_dir))
+                self.log("freeze_stragglers", app=app, processes=stopped)
 
     def _freeze(self, leader: Leader) -> bool:
         identity = (leader.pid, leader.created)
@@ -264,7 +297,7 @@ class Fence:
             return False
         if leader.state in STOPPED_STATES:
             return False  # stopped by someone else (the runtime's pause): not ours
-        if not signal_group(leader.pid, signal.SIGSTOP):
+        if not signal_group(leader.pid, signal.SIGSTOP):  # its stragglers: freeze_all
             return False
         if not self.frozen:
             self.since_ms = self.now_ms()
@@ -282,7 +315,7 @@ class Fence:
             changed = True
             if os.path.exists(os.path.join(self.apps_dir, app, RUNTIME_PAUSED_FILE)):
                 self.log("leave", app=app, pid=pid, why="paused by the runtime")
-            elif signal_group(pid, signal.SIGCONT):
+            elif self._signal(app, pid, signal.SIGCONT):
                 self.log("thaw", app=app, pid=pid)
         if not self.frozen:
             self.since_ms = None
@@ -293,9 +326,16 @@ class Fence:
         (``Lease.retire_after_ms``). Stopped processes die of SIGKILL without running
         again; their state stays on disk. They are forgotten once gone."""
         for app, (pid, _) in self.frozen.items():
-            if app not in self.retired and signal_group(pid, signal.SIGKILL):
+            if app not in self.retired and self._signal(app, pid, signal.SIGKILL):
                 self.retired.add(app)
                 self.log("retire", app=app, pid=pid)
+
+    def _signal(self, app: str, pgid: int, sig: signal.Signals) -> bool:
+        """``sig`` to the app's group and to its processes that left the group
+        (``app_processes``: a daemon it started with ``setsid`` would run on, next
+        to the copy the chain places elsewhere); True when the group got it."""
+        signal_stragglers(get_state_dir_value(os.path.join(self.apps_dir, app)), pgid, sig)
+        return signal_group(pgid, sig)
 
     def _forget_gone(self, boot_time: float) -> bool:
         """Drop the frozen groups whose leader is gone (killed by the node and reaped;

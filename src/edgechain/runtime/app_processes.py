@@ -1,0 +1,105 @@
+"""Every process of one app copy, the ones that left its process group included.
+
+The process runtime starts each app in a session of its own and signals that process
+group (``runtime/process_group.py``). A process the app starts with ``setsid`` (a
+daemon, ``nohup`` and a double fork, a shell script's ``setsid cmd &``) leaves the
+group, and a group signal no longer reaches it: a trial of session 38 moved such an
+app to another node, and the escaped child kept running on the old one next to the new
+copy's, which is an app running twice. It still carries the environment it was started
+with, and the runtime puts the copy's own state directory in it
+(:data:`STATE_DIR_ENV`, an absolute path, distinct for every node and app on a host),
+so ``/proc/PID/environ`` names the copy each process belongs to.
+
+Every signal the runtime and the fencing watchdog send to an app's group also goes to
+its *stragglers*: the processes whose environment names the copy's state directory but
+which are not in the group (:func:`signal_stragglers`). A process that replaced its
+whole environment (``env -i``) is not found: the process runtime is not a sandbox (a
+container is: its engine ends every process in it).
+
+Stdlib only: the watchdog (``runtime/watchdog.py``) imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+TYPE_CHECKING = False  # as in lease.py: typing would cost every watchdog memory
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
+"""The variable that gives an app its state directory (and names the copy here)."""
+
+STATE_DIR_NAME = "state"
+"""An app's state directory under its app directory (``<apps>/<app hex>/state``)."""
+
+
+def get_state_dir_value(app_dir: str) -> str:
+    """What :data:`STATE_DIR_ENV` holds for the app whose directory is ``app_dir``:
+    absolute, so the node and its watchdog, started from any directory, agree."""
+    return os.path.join(os.path.abspath(app_dir), STATE_DIR_NAME)
+
+
+def _read_environments() -> Iterator[tuple[int, bytes]]:
+    """(pid, NUL-separated environment) of every process but this one that we may
+    read, with a NUL in front, so that every entry sits between two NULs."""
+    own = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == own:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as file:
+                yield int(name), b"\0" + file.read()
+        except OSError:  # gone, or not ours to read
+            continue
+
+
+def find_app_pids(state_dir: str) -> list[int]:
+    """The pids of every process whose environment sets :data:`STATE_DIR_ENV` to
+    ``state_dir`` exactly; processes we may not read are skipped."""
+    wanted = b"\0" + f"{STATE_DIR_ENV}={state_dir}".encode() + b"\0"
+    return [pid for pid, environ in _read_environments() if wanted in environ]
+
+
+def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
+    """Every process of an app copy under ``apps_dir`` (one node's apps), by the copy's
+    state directory: one pass over ``/proc`` for all of them."""
+    prefix = b"\0" + f"{STATE_DIR_ENV}={os.path.abspath(apps_dir)}{os.sep}".encode()
+    head = len(STATE_DIR_ENV) + 2  # the NUL in front, then NAME=
+    copies: dict[str, list[int]] = {}
+    for pid, environ in _read_environments():
+        at = environ.find(prefix)
+        if at < 0:
+            continue
+        value = environ[at + head : environ.index(b"\0", at + 1)]
+        copies.setdefault(value.decode(errors="replace"), []).append(pid)
+    return copies
+
+
+MAX_ROUNDS = 5
+"""Passes over ``/proc`` of :func:`signal_stragglers`: a process may fork between the
+pass that found it and its signal; its child is found by the next pass (a stopped or
+killed parent forks no more)."""
+
+
+def signal_stragglers(state_dir: str, pgid: int | None, sig: signal.Signals) -> int:
+    """Send ``sig`` to the processes of the copy at ``state_dir`` outside process group
+    ``pgid`` (the group's own members got the group's signal; None: send to all),
+    pass after pass until one finds none it has not signalled; return how many got it."""
+    seen: set[int] = set()
+    signalled = 0
+    for _ in range(MAX_ROUNDS):
+        found = [pid for pid in find_app_pids(state_dir) if pid not in seen]
+        if not found:
+            break
+        seen.update(found)  # signalled, gone or the group's: not looked at again
+        for pid in found:
+            try:
+                if pgid is not None and os.getpgid(pid) == pgid:
+                    continue
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+            signalled += 1
+    return signalled

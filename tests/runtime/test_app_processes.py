@@ -1,0 +1,151 @@
+"""An app's processes that left its process group (``setsid``) share its fate.
+
+A session-38 trial moved an app whose shell started a loop with ``setsid`` to another
+node: the loop kept running on the old node beside the new copy's. These tests start
+such an app on a real process runtime and check that stop, pause, resume, a save for a
+migration and the reaping of an earlier incarnation reach the escaped loop too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_processes import (
+    STATE_DIR_ENV,
+    find_app_pids,
+    find_copies_under,
+    get_state_dir_value,
+    signal_stragglers,
+)
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.process_group import is_stopped
+from edgechain.types import AppId
+
+from .helpers import get_app, wait_until
+
+LIMIT_S = 10.0
+# The app writes "x" to ticks every 20 ms; the loop it starts in a session of its own
+# writes "y" to escaped. Both in the state dir (the app's working directory).
+ESCAPER = (
+    "setsid sh -c 'while :; do echo y >> escaped; sleep 0.02; done' & "
+    "while :; do echo x >> ticks; sleep 0.02; done"
+)
+
+
+def start_escaper(runtime: ProcessRuntime) -> tuple[AppId, list[int]]:
+    """Start the app; return it and the pids of its processes outside its group."""
+    tag = f"escaper-{secrets.token_hex(4)}"
+    spec = AppSpec(name=tag, runtime=RuntimeKind.PROCESS, command=("sh", "-c", ESCAPER, tag))
+    app = get_app(spec)
+    runtime.start(app, spec)
+    wait_until(lambda: get_size(runtime, app, "escaped") > 0, LIMIT_S)
+    return app, get_stragglers(runtime, app)
+
+
+def get_stragglers(runtime: ProcessRuntime, app: AppId) -> list[int]:
+    leader = runtime.get_pid(app)
+    copy = get_state_dir_value(str(runtime.get_app_dir(app)))
+    found = []
+    for pid in find_app_pids(copy):
+        try:
+            if os.getpgid(pid) != leader:
+                found.append(pid)
+        except ProcessLookupError:
+            continue
+    return found
+
+
+def get_size(runtime: ProcessRuntime, app: AppId, name: str) -> int:
+    try:
+        return (runtime.get_state_dir(app) / name).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_environment_names_one_copy_exactly(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    values = [get_state_dir_value(str(apps / name)) for name in ("aa", "aab")]
+    procs = [
+        subprocess.Popen(["sleep", "30"], env={**os.environ, STATE_DIR_ENV: value})
+        for value in values
+    ]
+    try:
+        assert find_app_pids(values[0]) == [procs[0].pid]
+        assert find_app_pids(values[1]) == [procs[1].pid]
+        assert find_app_pids(values[0] + "x") == []
+        copies = find_copies_under(str(apps))
+        assert copies == {values[0]: [procs[0].pid], values[1]: [procs[1].pid]}
+        assert find_copies_under(str(tmp_path / "other")) == {}
+        assert signal_stragglers(values[0], None, signal.SIGKILL) == 1
+        assert procs[0].wait(LIMIT_S) == -signal.SIGKILL
+        assert procs[1].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_stop_ends_the_processes_that_left_the_group(tmp_path: Path) -> None:
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime)
+        assert stragglers  # the loop left the group: a group signal misses it
+        runtime.stop(app)
+        wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
+        wait_until(lambda: get_stragglers(runtime, app) == [], LIMIT_S)
+
+
+def test_pause_stops_them_and_resume_continues_them(tmp_path: Path) -> None:
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime)
+        runtime.pause(app)
+        # The loop's own `sleep` children come and go: stopped or gone, none runs.
+        wait_until(lambda: all(is_stopped(p) or is_gone(p) for p in stragglers), LIMIT_S)
+        written = get_size(runtime, app, "escaped")
+        runtime.resume(app)
+        wait_until(lambda: not any(is_stopped(pid) for pid in stragglers), LIMIT_S)
+        wait_until(lambda: get_size(runtime, app, "escaped") > written, LIMIT_S)
+        runtime.stop(app)
+
+
+def test_a_save_for_a_migration_leaves_none_at_the_origin(tmp_path: Path) -> None:
+    # The origin's side of a migration: save (no checkpoint hook: a graceful stop),
+    # then remove once the destination has it.
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime)
+        saved = runtime.save(app)
+        assert not saved.live
+        wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
+        runtime.remove(app)
+
+
+def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
+    tmp_path: Path,
+) -> None:
+    old = ProcessRuntime(tmp_path / "apps", die_with_node=False)
+    app, stragglers = start_escaper(old)
+    # The old runtime "crashes" (never closed); its app's leader dies with it, as the
+    # parent-death signal kills it; the loop in its own session does not die with it.
+    leader = old.get_pid(app)
+    assert leader is not None
+    os.killpg(leader, signal.SIGKILL)
+    new = ProcessRuntime(tmp_path / "apps")
+    try:
+        wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
+        assert (new.get_state_dir(app) / "escaped").exists()  # state is kept
+    finally:
+        new.close()
+        old.close()
