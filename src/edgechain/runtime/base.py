@@ -27,8 +27,6 @@ from edgechain.errors import LocalError, PeerError
 from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.types import AppId
 
-"""Environment variable through which an app learns where to keep its state."""
-
 CHECKPOINT_ACK_ENV = "EDGECHAIN_CHECKPOINT_ACK"
 """Path the app touches to acknowledge a cooperative checkpoint (SIGUSR1)."""
 

@@ -85,9 +85,9 @@ def end_group(
     if grace_s > 0 and signal_group(pgid, signal.SIGTERM, state_dir):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-    signal_group(pgid, signal.SIGKILL, state_dir)
+    signal_group(pgid, signal.SIGKILL)
     proc.wait()
-    kill_leftovers(pgid, state_dir)
+    kill_leftovers(pgid, state_dir)  # the group's rest, and its stragglers: one sweep
 
 
 def compute_cpu_bp(cpu_seconds: float, wall_seconds: float) -> int:
