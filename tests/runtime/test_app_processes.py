@@ -21,7 +21,11 @@ from edgechain.runtime.app_processes import (
     STATE_DIR_ENV,
     find_app_pids,
     find_copies_under,
+    find_namespace_members,
+    get_pid_namespace,
     get_state_dir_value,
+    is_foreign_namespace,
+    signal_namespace_stragglers,
     signal_stragglers,
 )
 from edgechain.runtime.process import ProcessRuntime
@@ -149,3 +153,19 @@ def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
     finally:
         new.close()
         old.close()
+
+
+def test_a_process_app_has_no_namespace_stragglers(tmp_path: Path) -> None:
+    """The search by PID namespace is for containers: a process app shares the node's
+    namespace with every process of the host, none of which it may signal."""
+    assert not is_foreign_namespace(get_pid_namespace(os.getpid()))
+    assert not is_foreign_namespace(None)
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime)
+        leader = runtime.get_pid(app)
+        assert leader is not None
+        assert signal_namespace_stragglers(leader, signal.SIGSTOP) == 0
+        assert not any(is_stopped(pid) for pid in stragglers)
+        members = find_namespace_members([get_pid_namespace(os.getpid()) or "-"])
+        assert set(stragglers) <= set(next(iter(members.values())))
+        runtime.stop(app)

@@ -7,6 +7,7 @@ Every wait is on a condition with a generous limit; each test closes what it sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from edgechain.chain.model import RuntimeKind
+from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.runtime.base import AppStatus
 from edgechain.runtime.container import ContainerRuntime
 from edgechain.runtime.fencing import Watchdog
@@ -27,7 +28,7 @@ from edgechain.runtime.lease import APPS_DIR, PID_FILE, get_now_ms, write_lease
 from edgechain.runtime.podman import PodmanService
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.runtimes import NoContainerEngineError, NodeRuntimes
-from edgechain.runtime.samples import get_counter_spec
+from edgechain.runtime.samples import SAMPLE_IMAGE, get_counter_spec
 from edgechain.types import AppId
 
 from .helpers import get_app, read_count, wait_count_above, wait_until
@@ -170,6 +171,96 @@ def test_the_watchdog_freezes_a_container_app_and_stop_kills_it(
         watchdog.stop()
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+ESCAPING_SCRIPT = (
+    # A daemon started in the container: a session of its own, outside the init's group.
+    "busybox setsid /bin/sh -c 'while :; do echo x >> /state/escaped; sleep 0.05; done' "
+    "</dev/null >/dev/null 2>&1 & exec sleep 100000"
+)
+
+
+def _escaped_size(state: Path) -> int:
+    try:
+        return (state / "escaped").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _get_escaped_sessions(leader: int) -> list[psutil.Process]:
+    """The session leaders in ``leader``'s PID namespace (its container) but itself:
+    the daemons that left its group (not their short-lived ``sleep`` children)."""
+    namespace = os.readlink(f"/proc/{leader}/ns/pid")
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if (
+                process.pid != leader
+                and os.readlink(f"/proc/{process.pid}/ns/pid") == namespace
+                and os.getsid(process.pid) == process.pid
+            ):
+                found.append(process)
+    return found
+
+
+def _is_stopped(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_STOPPED
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _is_gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_watchdog_freezes_what_left_a_container_apps_group(
+    runtimes: NodeRuntimes, tmp_path: Path
+) -> None:
+    """A process started in the container with ``setsid`` left the init's group, which
+    the watchdog stops, and its environment names the container's ``/state``: found by
+    the container's PID namespace, it is stopped at expiry, continued with its app when
+    the lease lists the app again, and gone once the app is retired."""
+    data_dir = runtimes.root.parent
+    spec = AppSpec(
+        name="escaper",
+        runtime=RuntimeKind.CONTAINER,
+        image=SAMPLE_IMAGE,
+        command=("/bin/sh", "-c", ESCAPING_SCRIPT, secrets.token_hex(4)),
+        cpu_bp=10,
+        ram_bp=10,
+        stateful=True,
+    )
+    app = get_app(spec)
+    runtimes.start(app, spec)
+    state = runtimes.get_state_dir(app)
+    wait_until(lambda: _escaped_size(state) > 0, LIMIT_S)
+    leader = int((runtimes.get_app_dir(app) / PID_FILE).read_text().split()[0])
+    escaped = _get_escaped_sessions(leader)
+    assert escaped, "the app's daemon should have left the init's group"
+    parent = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    watchdog = Watchdog(poll_ms=50)
+    listed = [bytes(app).hex()]
+    try:
+        write_lease(data_dir, get_now_ms() + 300, listed, parent.pid)
+        watchdog.start(data_dir, parent.pid)
+        wait_until(lambda: runtimes.stats(app).status is AppStatus.FROZEN, LIMIT_S)
+        wait_until(lambda: all(_is_stopped(p) for p in escaped), LIMIT_S)
+        write_lease(data_dir, get_now_ms() + 600_000, listed, parent.pid)
+        wait_until(lambda: not any(_is_stopped(p) for p in escaped), LIMIT_S)
+        written = _escaped_size(state)
+        wait_until(lambda: _escaped_size(state) > written, LIMIT_S)
+        expired = get_now_ms() - 1
+        write_lease(data_dir, expired, [], parent.pid, expired + 300)
+        wait_until(lambda: all(_is_gone(p) for p in escaped), LIMIT_S)
+    finally:
+        watchdog.stop()
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        runtimes.stop(app)
 
 
 def test_a_process_only_node_does_not_load_the_docker_sdk(tmp_path: Path) -> None:

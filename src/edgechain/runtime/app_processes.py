@@ -13,8 +13,15 @@ so ``/proc/PID/environ`` names the copy each process belongs to.
 Every signal the runtime and the fencing watchdog send to an app's group also goes to
 its *stragglers*: the processes whose environment names the copy's state directory but
 which are not in the group (:func:`signal_stragglers`). A process that replaced its
-whole environment (``env -i``) is not found: the process runtime is not a sandbox (a
-container is: its engine ends every process in it).
+whole environment (``env -i``) is not found: the process runtime is not a sandbox.
+
+A container is one, but not for a signal: its engine ends every process in it, yet the
+fencing watchdog freezes an app with SIGSTOP to the group of the container's init (the
+engine may be down with the node), and a process started in the container with
+``setsid`` left that group; its environment names the container's ``/state``, not a
+directory here. Every process in the init's PID namespace is the container's, so the
+watchdog finds those by namespace (:func:`find_namespace_members`,
+:func:`signal_namespace_stragglers`).
 
 Stdlib only: the watchdog (``runtime/watchdog.py``) imports it.
 """
@@ -26,7 +33,7 @@ import signal
 
 TYPE_CHECKING = False  # as in lease.py: typing would cost every watchdog memory
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Collection, Iterator
 
 STATE_DIR_ENV = "EDGECHAIN_STATE_DIR"
 """The variable that gives an app its state directory (and names the copy here)."""
@@ -87,10 +94,62 @@ def signal_stragglers(state_dir: str, pgid: int | None, sig: signal.Signals) -> 
     """Send ``sig`` to the processes of the copy at ``state_dir`` outside process group
     ``pgid`` (the group's own members got the group's signal; None: send to all),
     pass after pass until one finds none it has not signalled; return how many got it."""
+    return _signal_outside_group(lambda: find_app_pids(state_dir), pgid, sig)
+
+
+def get_pid_namespace(pid: int) -> str | None:
+    """The PID namespace ``pid`` lives in (its ``/proc/PID/ns/pid`` link, such as
+    ``pid:[4026531836]``); None when it is gone or not ours to inspect."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def find_namespace_members(namespaces: Collection[str]) -> dict[str, list[int]]:
+    """The pids of every process in each of ``namespaces`` (as
+    :func:`get_pid_namespace` names them), this one excluded: one pass over ``/proc``."""
+    members: dict[str, list[int]] = {}
+    if not namespaces:
+        return members
+    own = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == own:
+            continue
+        namespace = get_pid_namespace(int(name))
+        if namespace is not None and namespace in namespaces:
+            members.setdefault(namespace, []).append(int(name))
+    return members
+
+
+def is_foreign_namespace(namespace: str | None) -> bool:
+    """``namespace`` is known and not this process's: a container's, for an app's
+    leader (a process app shares the node's namespace)."""
+    return namespace is not None and namespace != get_pid_namespace(os.getpid())
+
+
+def signal_namespace_stragglers(leader: int, sig: signal.Signals) -> int:
+    """Send ``sig`` to the processes in the PID namespace of ``leader`` (a container's
+    init) outside its process group, rescanning like :func:`signal_stragglers`; none
+    when ``leader`` is gone or shares our namespace (a process app: its stragglers are
+    found by environment). Return how many got it."""
+    namespace = get_pid_namespace(leader)
+    if namespace is None or not is_foreign_namespace(namespace):
+        return 0
+    return _signal_outside_group(
+        lambda: find_namespace_members((namespace,)).get(namespace, []), leader, sig
+    )
+
+
+def _signal_outside_group(
+    find: Callable[[], list[int]], pgid: int | None, sig: signal.Signals
+) -> int:
+    """``sig`` to what ``find`` returns outside group ``pgid``, pass after pass (a
+    process may fork between a pass and its signal) until a pass finds nothing new."""
     seen: set[int] = set()
     signalled = 0
     for _ in range(MAX_ROUNDS):
-        found = [pid for pid in find_app_pids(state_dir) if pid not in seen]
+        found = [pid for pid in find() if pid not in seen]
         if not found:
             break
         seen.update(found)  # signalled, gone or the group's: not looked at again

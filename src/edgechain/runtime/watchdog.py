@@ -46,7 +46,11 @@ from dataclasses import dataclass
 
 from edgechain.runtime.app_processes import (
     find_copies_under,
+    find_namespace_members,
+    get_pid_namespace,
     get_state_dir_value,
+    is_foreign_namespace,
+    signal_namespace_stragglers,
     signal_stragglers,
 )
 from edgechain.runtime.lease import (
@@ -175,6 +179,15 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def _is_in_group(pid: int, pgid: int) -> bool:
+    """``pid`` belongs to process group ``pgid`` (the group's signal reached it); a
+    process gone meanwhile counts as in it: there is nothing left to stop."""
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return True
+
+
 def is_group_leader(pid: int) -> bool:
     try:
         return os.getpgid(pid) == pid
@@ -267,13 +280,44 @@ class Fence:
         """Freeze every app group that runs, and every process of an app copy here
         that left its group; True when the frozen set changed."""
         changed = self._forget_gone(boot_time)
-        for leader in find_leaders(self.apps_dir, boot_time):
+        leaders = list(find_leaders(self.apps_dir, boot_time))
+        for leader in leaders:
             changed |= self._freeze(leader)
         now = self.now_ms()
         if self.swept_ms is None or now - self.swept_ms >= STRAGGLER_SWEEP_MS:
             self.swept_ms = now
             self._freeze_stragglers()
+            self._freeze_container_stragglers(leaders)
         return changed
+
+    def _freeze_container_stragglers(self, leaders: Sequence[Leader]) -> None:
+        """SIGSTOP the processes of each container app that left its init's group (a
+        ``setsid`` in the container: its environment names the container's ``/state``,
+        so the sweep by environment misses it), found by the init's PID namespace
+        (``app_processes``). One pass over ``/proc`` for all containers; none when no
+        leader is a container's."""
+        containers: dict[str, Leader] = {}
+        for leader in leaders:
+            namespace = get_pid_namespace(leader.pid)
+            if namespace is not None and is_foreign_namespace(namespace):
+                containers[namespace] = leader
+        for namespace, pids in find_namespace_members(containers).items():
+            leader = containers[namespace]
+            stopped = sum(self._stop(pid) for pid in pids if not _is_in_group(pid, leader.pid))
+            if stopped:
+                self.log("freeze_stragglers", app=leader.app, processes=stopped)
+
+    @staticmethod
+    def _stop(pid: int) -> bool:
+        """SIGSTOP ``pid`` unless it is gone or stopped already; True when sent."""
+        found = read_proc_stat(pid)
+        if found is None or found[0] in STOPPED_STATES or has_stop_pending(pid):
+            return False
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            return False
+        return True
 
     def _freeze_stragglers(self) -> None:
         """SIGSTOP every process whose environment names an app copy of this node
@@ -285,16 +329,7 @@ class Fence:
         a leaderless one is killed by the node (``kill_leftovers``, or the reaping of
         a restarted node's runtime)."""
         for state_dir, pids in find_copies_under(self.apps_dir).items():
-            stopped = 0
-            for pid in pids:
-                found = read_proc_stat(pid)
-                if found is None or found[0] in STOPPED_STATES or has_stop_pending(pid):
-                    continue
-                try:
-                    os.kill(pid, signal.SIGSTOP)
-                except OSError:
-                    continue
-                stopped += 1
+            stopped = sum(self._stop(pid) for pid in pids)
             if stopped:
                 app = os.path.basename(os.path.dirname(state_dir))
                 self.log("freeze_stragglers", app=app, processes=stopped)
@@ -344,8 +379,10 @@ class Fence:
     def _signal(self, app: str, pgid: int, sig: signal.Signals) -> bool:
         """``sig`` to the app's group and to its processes that left the group
         (``app_processes``: a daemon it started with ``setsid`` would run on, next
-        to the copy the chain places elsewhere); True when the group got it."""
+        to the copy the chain places elsewhere; in a container, found by its PID
+        namespace); True when the group got it."""
         signal_stragglers(get_state_dir_value(os.path.join(self.apps_dir, app)), pgid, sig)
+        signal_namespace_stragglers(pgid, sig)
         return signal_group(pgid, sig)
 
     def _forget_gone(self, boot_time: float) -> bool:
