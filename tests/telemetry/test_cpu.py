@@ -131,6 +131,8 @@ def test_the_slot_log_adds_up_to_the_process() -> None:
     assert figures["vdf_check"] == {"median": 10.0, "p99": 10.0}
     assert figures["unaccounted"]["median"] == 1.0
     assert off["measured_share"] == round(12 / 13, 3)  # type: ignore[index]
+    # Issue 13's measure: the process but the VDF and attestation checks, slot by slot.
+    assert figures["process_without_checks"] == {"median": 3.0, "p99": 3.0}
 
 
 def test_the_slot_log_summarizes_the_slots_after_a_given_one() -> None:
@@ -175,5 +177,8 @@ def test_nodes_merge_into_one_table() -> None:
     assert merged["off_duty"]["measured_share"] == {"min": 1.0, "median": 1.0}
     lines = format_cpu_table(merged)
     assert any(line.strip().startswith("dht") for line in lines)
+    # Every row's figures start in one column, the longest name's included.
+    rows = [line for line in lines if line.strip().startswith(("dht", "process_without"))]
+    assert len(rows) == 2 and len({row.index(".") for row in rows}) == 1
     assert count_merged_slots(merged) == 3  # three nodes, one off-duty slot each
     assert count_merged_slots(merge_node_summaries([])) == 0

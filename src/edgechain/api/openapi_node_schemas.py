@@ -30,7 +30,8 @@ def _cpu_duty_schema() -> Schema:
             "components_ms": {
                 "type": "object",
                 "description": "ms of CPU per slot by component (telemetry/cpu.py), and "
-                "unaccounted, process",
+                "unaccounted, process, process_without_checks (the process but the VDF "
+                "and attestation checks)",
                 "additionalProperties": figures,
             },
             "measured_share": nullable(

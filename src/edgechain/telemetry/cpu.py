@@ -200,6 +200,20 @@ class SlotCpu:
         """The process's CPU no span saw (negative: the readings' rounding)."""
         return self.process_us - sum(self.components_us.values())
 
+    @property
+    def without_checks_us(self) -> int:
+        """The process's CPU but the checks every validator makes of every block
+        (:data:`EVERY_BLOCK_CHECKS`): what issue 13's off-duty goal measures."""
+        return self.process_us - sum(self.components_us[c] for c in EVERY_BLOCK_CHECKS)
+
+
+EVERY_BLOCK_CHECKS = (Component.VDF_CHECK, Component.ATTESTATION_CHECK)
+"""The VDF proof and the committee's signatures: every validator checks them for every
+block, whatever the fleet's size, so the off-duty goal leaves them out (issue 13)."""
+
+WITHOUT_CHECKS = "process_without_checks"
+"""The table's row of :attr:`SlotCpu.without_checks_us`, figured slot by slot (the
+difference of the rows' medians is not the median of the differences)."""
 
 MAX_SLOT_SAMPLES = 256
 """Slots whose CPU ``/status`` summarizes (median and p99): enough for a p99, and full
@@ -264,6 +278,7 @@ class SlotCpuLog:
             table["unaccounted"] = _get_figures([s.unaccounted_us for s in samples])
             process = [s.process_us for s in samples]
             table["process"] = _get_figures(process)
+            table[WITHOUT_CHECKS] = _get_figures([s.without_checks_us for s in samples])
             measured = sum(sum(s.components_us.values()) for s in samples)
             total = sum(process)
             out[name] = {
@@ -332,11 +347,12 @@ def format_cpu_table(merged: Mapping[str, Any], title: str = "cpu ms/slot") -> l
     duties = [d for d in ("off_duty", "on_duty") if merged.get(d)]
     if not duties:
         return [f"  {title:<18}(no slot measured)"]
-    header = f"  {title:<18}" + "".join(f"{d.replace('_', ' '):>22}" for d in duties)
+    width = max(18, *(len(name) + 1 for name in merged[duties[0]]["components_ms"]))
+    header = f"  {title:<{width}}" + "".join(f"{d.replace('_', ' '):>22}" for d in duties)
     lines.append(header)
-    lines.append("  " + " " * 18 + "".join(f"{'median':>11}{'p99':>11}" for _ in duties))
+    lines.append("  " + " " * width + "".join(f"{'median':>11}{'p99':>11}" for _ in duties))
     for name in merged[duties[0]]["components_ms"]:
-        row = f"  {name:<18}"
+        row = f"  {name:<{width}}"
         for duty in duties:
             figures = merged[duty]["components_ms"][name]
             row += f"{figures['median']:>11.2f}{figures['p99']:>11.2f}"
@@ -344,5 +360,5 @@ def format_cpu_table(merged: Mapping[str, Any], title: str = "cpu ms/slot") -> l
     shares = "  ".join(
         f"{d.replace('_', ' ')} {merged[d]['measured_share']['median']}" for d in duties
     )
-    lines.append(f"  measured share    {shares} (components / process CPU, median node)")
+    lines.append(f"  {'measured share':<{width}}{shares} (components / process CPU, median node)")
     return lines
