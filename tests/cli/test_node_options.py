@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
+from edgechain.chain.model import ChainParams
 from edgechain.cli import build_parser, main
 from edgechain.cli.node import (
     NODE_OPTIONS,
@@ -23,6 +25,7 @@ from edgechain.cli.node import (
     get_clock_offset_ms,
     get_cpu_capacity,
     get_labels,
+    get_positive_slots,
     get_seeds,
     make_node_config,
     resolve_node_options,
@@ -288,3 +291,27 @@ def test_an_enrollment_token_for_the_founders_is_made_before_the_chain(tmp_path:
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode != 0 and "no node answered" in done.stderr
+
+
+def test_the_genesis_sets_how_often_nodes_report_by_its_down_after_and_epoch() -> None:
+    """``--down-after-slots`` and ``--epoch-length`` reach the genesis template; the
+    report interval follows from them (``ChainParams.report_interval_slots``)."""
+    config = make_node_config(_genesis_options())
+    assert (config.epoch_length, config.down_after_slots) == (8, 12)
+    config = make_node_config(_genesis_options("--epoch-length", "40", "--down-after-slots", "60"))
+    assert (config.epoch_length, config.down_after_slots) == (40, 60)
+    params = ChainParams("c", 0, 2_000, 4)
+    assert params.report_interval_slots == 4  # the defaults: 12 // 3 and 8 // 2
+    assert replace(params, epoch_length=40, down_after_slots=60).report_interval_slots == 20
+    # The shorter of the two rules: two lost reports of slack, two votes an epoch.
+    assert replace(params, epoch_length=40, down_after_slots=12).report_interval_slots == 4
+    assert replace(params, epoch_length=6, down_after_slots=60).report_interval_slots == 3
+    assert replace(params, epoch_length=1, down_after_slots=1).report_interval_slots == 1
+
+
+@pytest.mark.parametrize("value", [0, -3, True, "8", 2.5])
+def test_a_genesis_slot_count_is_a_whole_number_of_at_least_one(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--epoch-length .*whole number of slots"):
+        get_positive_slots({"epoch_length": value}, "epoch_length")
+    with pytest.raises(NodeOptionError, match=r"--down-after-slots"):
+        check_node_options({**_genesis_options(), "down_after_slots": value})

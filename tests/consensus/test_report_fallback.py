@@ -28,7 +28,7 @@ from edgechain.sim.runner import SimConfig, SimNode, Simulation
 from edgechain.testing import Identity, make_genesis
 from edgechain.types import BlockHash, NodeId, Slot
 
-INTERVAL: int = EngineConfig.report_interval_slots
+INTERVAL: int = ChainParams("t", 0, 1_000, 1).report_interval_slots
 K: int = ChainParams.down_after_slots
 
 # 20 nodes in 4 clusters, so droppers are often some cluster's representative; the

@@ -47,3 +47,26 @@ def test_dropping_representatives_show_in_inclusion_and_travel_time() -> None:
     slow, fast = dropped["report_to_producer_ms"], honest["report_to_producer_ms"]
     assert isinstance(slow, dict) and isinstance(fast, dict)
     assert slow["p99"] > fast["p50"]
+
+
+def test_a_longer_down_after_and_epoch_carry_fewer_reports_a_block() -> None:
+    """The knob issue 13's flat-in-N goal needs: a genesis with twice K and the epoch
+    has every node report half as often, so blocks carry half the reports (what a
+    block's check costs grows with them), every due report is still carried, and the
+    chain still finalizes (two votes an epoch) with no violation."""
+    longer = dataclasses.replace(SIM, slots=48, down_after_slots=24, epoch_length=16)
+    default = dataclasses.replace(SIM, slots=48)
+    carried = {}
+    for name, config in (("default", default), ("longer", longer)):
+        sim = Simulation(config)
+        summary = sim.run().summary
+        assert summary["violations"] == []
+        assert summary["report_inclusion"] == 1.0
+        blocks = [b for b in sim.blocks.values() if isinstance(b, Block) and b.slot > 16]
+        carried[name] = sum(len(b.reports) for b in blocks) / len(blocks)
+        engine = sim.nodes[1].engine
+        head = engine.get_head_state()
+        assert head is not None and engine.pruner.finalized is not None  # finality goes on
+        assert head.slot - engine.pruner.finalized_slot <= 4 * config.epoch_length
+    assert sim.params.report_interval_slots == 8
+    assert carried["longer"] < 0.6 * carried["default"]

@@ -358,7 +358,7 @@ class ChainParams:
     committee_size: int
     epoch_length: int = 8
     """Slots per finality epoch (``chain/finality.py``): at least twice
-    ``report_interval_slots``, so every node votes in every epoch."""
+    :attr:`report_interval_slots`, so every node votes in every epoch."""
     initial_difficulty: int = 10_000
     vdf_target_bp: int = 2_500
     """VDF evaluation should take this share of the slot (difficulty rule)."""
@@ -373,14 +373,26 @@ class ChainParams:
     down_after_slots: int = 12
     """K: a validator with no contribution on chain (block, vote, report) for this many
     slots is ``down``: it gets no placements and its apps are recovered elsewhere
-    (``orchestrator/liveness.py``). Reports come every 4 slots, so 12 leaves a live node
-    two lost reports of slack."""
+    (``orchestrator/liveness.py``). Reports come every :attr:`report_interval_slots`
+    (4 by default), so 12 leaves a live node two lost reports of slack."""
     vdf_group_epochs: int = 4
     """Finality epochs one VDF group (its 1024-bit discriminant) serves: the group
     changes every ``epoch_length * vdf_group_epochs`` slots (``vdf_group_slots``). Each
     change costs every node a discriminant search (~17 ms) at the same moment; at one
     per 8-slot epoch that was 2 ms of every node's slot (ARCHITECTURE.md, "One
     discriminant per group period")."""
+
+    @property
+    def report_interval_slots(self) -> int:
+        """Every node reports every this many slots, each at its own phase
+        (``consensus/reports.py``): the most that leaves a live node two lost reports
+        of slack before :attr:`down_after_slots` and a finality vote in every epoch
+        (two a epoch), 4 with the defaults. A block carries about ``N /`` this many
+        reports, the part of every node's slot that grows with the fleet (issue 13):
+        a genesis with a longer ``down_after_slots`` and ``epoch_length`` trades a
+        slower recovery of a dead node's apps and a later finality for fewer reports
+        a block (ARCHITECTURE.md, "The CPU budget", session 39)."""
+        return max(1, min(self.down_after_slots // 3, self.epoch_length // 2))
 
     @property
     def vdf_group_slots(self) -> int:

@@ -106,6 +106,20 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     ),
     "committee": NodeOption(int, 8, "committee size (genesis parameter)", "N"),
     "slot_duration": NodeOption(float, 2.0, "seconds per slot (genesis parameter)", "SEC"),
+    "epoch_length": NodeOption(
+        int,
+        8,
+        "slots per finality epoch (genesis parameter); with --down-after-slots it sets "
+        "how often every node reports: min(down-after-slots / 3, epoch-length / 2)",
+        "SLOTS",
+    ),
+    "down_after_slots": NodeOption(
+        int,
+        12,
+        "a validator silent on chain this many slots is down and its apps are recovered "
+        "elsewhere (genesis parameter); longer: fewer reports a block, slower recovery",
+        "SLOTS",
+    ),
     "vdf_fraction": NodeOption(
         float, 0.25, "share of a slot the VDF should take (genesis parameter)", "FRACTION"
     ),
@@ -222,6 +236,8 @@ def check_node_options(values: Mapping[str, Any]) -> None:
         )
     get_cpu_capacity(values)
     get_clock_offset_ms(values)
+    get_positive_slots(values, "epoch_length")
+    get_positive_slots(values, "down_after_slots")
     get_leave_timeout(values)
     get_admission(values)
     get_labels(values)
@@ -288,6 +304,15 @@ def get_labels(values: Mapping[str, Any]) -> tuple[str, ...]:
             "are set by the node itself (--container-engine declares container apps)"
         )
     return labels
+
+
+def get_positive_slots(values: Mapping[str, Any], name: str) -> int:
+    """A genesis parameter counted in slots: a whole number of at least 1."""
+    value = values.get(name)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    flag = "--" + name.replace("_", "-")
+    raise NodeOptionError(f"{flag} {value!r}: expected a whole number of slots, at least 1")
 
 
 def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
@@ -363,6 +388,8 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         app_user=str(v["app_user"]),
         genesis=bool(v["genesis"]),
         committee=int(v["committee"]),
+        epoch_length=get_positive_slots(v, "epoch_length"),
+        down_after_slots=get_positive_slots(v, "down_after_slots"),
         slot_duration_ms=int(float(v["slot_duration"]) * 1000),
         vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
         labels=get_labels(v),

@@ -31,8 +31,6 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import RejectReason
 from edgechain.types import BlockHash, PublicKey, SecretKey, Signature
 
-DEFAULT_REPORT_INTERVAL_SLOTS = 4
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -54,9 +52,6 @@ class EngineConfig:
     max_block_items: int = 256
     inclusion_retry_ms: int = 8_000
     send_reports: bool = True
-    report_interval_slots: int = DEFAULT_REPORT_INTERVAL_SLOTS
-    """Report every this many slots (each node at its own phase): the chain state keeps
-    every node's latest report, so blocks need only carry the new ones (§3.2)."""
     last_vote: FinalityVote | None = None
     """This node's last finality vote, as persisted before a restart."""
 

@@ -202,7 +202,7 @@ class ReportRelay:
         fall_back = self.is_fallback_due(head, now)
         if target > self.last_reported_slot:
             self.last_reported_slot = target
-            if is_report_due(ctx.node_id, target, ctx.config.report_interval_slots):
+            if is_report_due(ctx.node_id, target, params.report_interval_slots):
                 report = self.sign_report(target, now, head, out)
                 self.send_to_representative(report, head, now, out)
                 if fall_back:
@@ -364,7 +364,7 @@ class ReportRelay:
             clustering = self.get_clustering(head)
             if ctx.node_id in head.validators and clustering.is_representative(ctx.node_id):
                 members = clustering.get_members(ctx.node_id)
-                due = get_due_count(members, slot, ctx.config.report_interval_slots)
+                due = get_due_count(members, slot, params.report_interval_slots)
                 complete = len(buffered) >= due > 0
             else:
                 complete = True

@@ -79,7 +79,15 @@ T = TypeVar("T")
 __all__ = ["BlockState", "Memo"]
 
 REPORT_MAX_AGE_SLOTS = 32
-"""A report older than this many slots no longer describes its node's load."""
+"""A report older than this many slots no longer describes its node's load (or twice
+the report interval, when a genesis sets a longer one: :func:`get_report_max_age`)."""
+
+
+def get_report_max_age(params: ChainParams) -> int:
+    """Slots a node's latest report stays in the state: :data:`REPORT_MAX_AGE_SLOTS`,
+    or two report intervals if that is longer, so a live node's load never drops out
+    of the planner's view between two of its reports."""
+    return max(REPORT_MAX_AGE_SLOTS, 2 * params.report_interval_slots)
 
 
 def merge_reports(
@@ -87,9 +95,11 @@ def merge_reports(
     fresh: tuple[ResourceReport, ...],
     validators: ValidatorSet,
     slot: int,
+    max_age: int = REPORT_MAX_AGE_SLOTS,
 ) -> tuple[ResourceReport, ...]:
-    """Each validator's latest report: ``fresh`` (this block's) over ``known``."""
-    latest = {r.node: r for r in known if r.slot + REPORT_MAX_AGE_SLOTS >= slot}
+    """Each validator's latest report: ``fresh`` (this block's) over ``known`` (those
+    at most ``max_age`` slots old)."""
+    latest = {r.node: r for r in known if r.slot + max_age >= slot}
     latest.update((r.node, r) for r in fresh)
     return tuple(latest[node] for node in sorted(latest) if node in validators)
 
@@ -256,7 +266,9 @@ def apply_block(
             validators=validators,
             difficulty=block.difficulty,
             registry=registry,
-            reports=merge_reports(parent.reports, block.reports, validators, block.slot),
+            reports=merge_reports(
+                parent.reports, block.reports, validators, block.slot, get_report_max_age(params)
+            ),
             coordinates=compute_coordinates(parent.coordinates, block.reports, validators),
             signers=count_signers(block.signers),
             is_skip=False,
@@ -283,7 +295,9 @@ def apply_block(
         difficulty=max(1, parent.difficulty * 3 // 4),
         registry=registry,
         # A skip block carries no reports: the child plans on the last known ones.
-        reports=merge_reports(parent.reports, (), validators, block.slot),
+        reports=merge_reports(
+            parent.reports, (), validators, block.slot, get_report_max_age(params)
+        ),
         coordinates=compute_coordinates(parent.coordinates, (), validators),
         signers=count_signers(block.signers),
         is_skip=True,

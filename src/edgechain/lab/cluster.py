@@ -138,6 +138,9 @@ class NodeOptions:
     """Nodes join without tickets (the admin key still grants operators)."""
     cpu_capacity: float | None = None
     """Every node's ``--cpu-capacity`` (None: each reports shares of the whole host)."""
+    epoch_length: int | None = None
+    """Genesis parameters too (None: the node's default)."""
+    down_after_slots: int | None = None
 
 
 def build_node_argv(
@@ -190,6 +193,10 @@ def build_node_argv(
             "--slot-duration",
             f"{options.slot_duration:g}",
         ]
+        if options.epoch_length is not None:
+            argv += ["--epoch-length", str(options.epoch_length)]
+        if options.down_after_slots is not None:
+            argv += ["--down-after-slots", str(options.down_after_slots)]
     else:
         argv += ["--seeds", ",".join(seeds.addresses), "--genesis-key", seeds.genesis_key.hex()]
     return argv

@@ -147,6 +147,22 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
     add("--committee", type=int, default=3, help="committee size (default 3)")
     add("--slot-duration", type=float, default=2.0, metavar="SEC", help="default 2")
     add(
+        "--epoch-length",
+        type=int,
+        default=None,
+        metavar="SLOTS",
+        help="genesis: slots per finality epoch (default 8)",
+    )
+    add(
+        "--down-after-slots",
+        type=int,
+        default=None,
+        metavar="SLOTS",
+        help="genesis: silent this long, a node is down and its apps move (default 12); "
+        "every node reports every min(this / 3, epoch length / 2) slots, so longer "
+        "values mean fewer reports a block and a slower recovery",
+    )
+    add(
         "--slots",
         type=int,
         default=30,
@@ -243,6 +259,8 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         open_admission=args.open_admission,
         cpu_capacity=args.cpu_capacity,
         containers=args.nodes if args.containers == -1 else args.containers,
+        epoch_length=args.epoch_length,
+        down_after_slots=args.down_after_slots,
         kill=args.kill,
         kill_at=args.kill_at,
         restart_after=args.restart_after if args.restart_after >= 0 else None,
@@ -305,7 +323,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     rtt = summary.get("rtt_ms") or {}
     lines = [
         f"testnet: {summary['nodes']} nodes, committee {summary['committee']}, "
-        f"{summary['slots']} slots of {summary['slot_duration']:g} s"
+        f"{summary['slots']} slots of {summary['slot_duration']:g} s, reports every "
+        f"{summary['report_interval_slots']} slots"
         + (
             ("  (until Ctrl-C)" if summary.get("until_interrupted") else "  (interrupted)")
             if summary["interrupted"]

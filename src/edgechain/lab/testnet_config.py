@@ -54,6 +54,10 @@ class LaunchConfig:
     reports shares of the whole host."""
     containers: int = 0
     """Nodes 0..containers-1 get a private container engine (``lab/containers.py``)."""
+    epoch_length: int | None = None
+    """Genesis parameters (None: the node's defaults, 8 and 12): together they set the
+    report interval (``ChainParams.report_interval_slots``)."""
+    down_after_slots: int | None = None
     kill: int = 0
     kill_at: int | None = None
     restart_after: int | None = 5
@@ -82,6 +86,12 @@ class LaunchConfig:
             )
         if self.committee < 1 or self.slot_duration <= 0:
             raise LaunchError("--committee and --slot-duration must be positive")
+        for flag, slots in (
+            ("--epoch-length", self.epoch_length),
+            ("--down-after-slots", self.down_after_slots),
+        ):
+            if slots is not None and slots < 1:
+                raise LaunchError(f"{flag} must be at least 1 slot")
         if self.slots < 0:
             raise LaunchError("--slots must not be negative (0: until interrupted)")
         if self.join_interval < 0:
@@ -111,6 +121,8 @@ class LaunchConfig:
             self.slot_duration,
             self.open_admission,
             self.cpu_capacity,
+            self.epoch_length,
+            self.down_after_slots,
         )
 
     def get_genesis_timeout(self) -> float:

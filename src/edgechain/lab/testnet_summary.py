@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgechain.chain.model import ChainParams
 from edgechain.errors import LocalError
 from edgechain.lab.apps import summarize_apps
 from edgechain.lab.cluster import Cluster, find_live_groups
@@ -50,6 +51,17 @@ class Observed:
     """Nodes that exited 0 on their own: they left the network (``node leave``)."""
 
 
+def get_report_interval(config: LaunchConfig) -> int:
+    """How often every node of the run reports: what its genesis parameters give
+    (``ChainParams.report_interval_slots``)."""
+    params = ChainParams("-", 0, 1, 1)
+    return replace(
+        params,
+        epoch_length=config.epoch_length or params.epoch_length,
+        down_after_slots=config.down_after_slots or params.down_after_slots,
+    ).report_interval_slots
+
+
 def summarize_run(
     config: LaunchConfig,
     cluster: Cluster,
@@ -71,6 +83,7 @@ def summarize_run(
         "nodes": config.nodes,
         "committee": config.committee,
         "slot_duration": config.slot_duration,
+        "report_interval_slots": get_report_interval(config),
         "join_interval": config.join_interval,
         "cpu_capacity": config.cpu_capacity,
         "containers": config.containers,

@@ -48,6 +48,11 @@ class NodeConfig:
     """Genesis only: nodes join without a ticket (labs); the admin key still rules apps."""
     genesis: bool = False
     committee: int = 8
+    epoch_length: int = 8
+    """Genesis only (``ChainParams.epoch_length``)."""
+    down_after_slots: int = 12
+    """Genesis only (``ChainParams.down_after_slots``); with ``epoch_length`` it sets
+    the report interval (``ChainParams.report_interval_slots``)."""
     slot_duration_ms: int = 2_000
     vdf_target_bp: int = 2_500
     initial_difficulty: int | None = None
@@ -148,6 +153,8 @@ def make_engine(
             genesis_time_ms=0,
             slot_duration_ms=cfg.slot_duration_ms,
             committee_size=cfg.committee,
+            epoch_length=cfg.epoch_length,
+            down_after_slots=cfg.down_after_slots,
             initial_difficulty=difficulty,
             vdf_target_bp=cfg.vdf_target_bp,
             admin_key=cfg.admin_key,

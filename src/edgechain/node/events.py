@@ -93,13 +93,12 @@ class EventRecorder:
                 self.store.put_block(
                     event.block_hash, block.parent, block.slot, weight, encode_block(block)
                 )
+            params = engine.params  # known once a block is accepted
             reports = (
                 self.report_times.on_block(
-                    block,
-                    engine.states.get(block.parent),
-                    engine.ctx.config.report_interval_slots,
+                    block, engine.states.get(block.parent), params.report_interval_slots
                 )
-                if isinstance(block, Block) and not replaying
+                if isinstance(block, Block) and not replaying and params is not None
                 else None
             )
             self.accepted.append(

@@ -63,6 +63,9 @@ class SimConfig:
     layer and its exactly-once auditor (``sim/apps.py``)."""
     down_after_slots: int = 12
     """K (``ChainParams.down_after_slots``)."""
+    epoch_length: int = 8
+    """``ChainParams.epoch_length``; with K it sets the report interval
+    (``ChainParams.report_interval_slots``)."""
     app_model: AppModelConfig = field(default_factory=AppModelConfig)
     geo_regions: int = 0
     """0: uniform latency as before; N > 0: nodes in N regions, delay by distance

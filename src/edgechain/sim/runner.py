@@ -28,7 +28,6 @@ from typing import Any
 
 from edgechain.chain.model import AnyBlock, Block, Checkpoint
 from edgechain.chain.validator_set import ValidatorSet
-from edgechain.consensus.context import DEFAULT_REPORT_INTERVAL_SLOTS
 from edgechain.consensus.messages import (
     ArchiveForwardWanted,
     ArchiveSyncWanted,
@@ -121,8 +120,8 @@ class Simulation:
         self.accept_times: dict[BlockHash, int] = {}
         self.blocks: dict[BlockHash, AnyBlock] = {}
         self.finalized_by_node: dict[int, Checkpoint] = {}
-        # The simulated nodes keep the engine's report interval.
-        self.report_metrics = ReportMetrics(DEFAULT_REPORT_INTERVAL_SLOTS)
+        # The simulated nodes report at the interval the genesis parameters give.
+        self.report_metrics = ReportMetrics(self.params.report_interval_slots)
         """How reports travel (sim/report_metrics.py, paper Fig. 12)."""
         self.slots_run = 0
         """Slots completed so far (fewer than configured if a wall-time limit stopped it)."""

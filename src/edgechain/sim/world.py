@@ -83,6 +83,7 @@ def make_chain_params(config: SimConfig) -> ChainParams:
         admin_key=ADMIN.pk,
         nodes_per_cluster=config.nodes_per_cluster,
         down_after_slots=config.down_after_slots,
+        epoch_length=config.epoch_length,
     )
 
 
