@@ -24,6 +24,9 @@ Parts (ms per block, median over blocks and repeats):
 
 Figures only, nothing asserted; the reports per block grow as N / 4 (each node reports
 every ``report_interval_slots`` = 4 slots), which is what the parts that grow follow.
+``--down-after-slots 60 --epoch-length 40`` gives a genesis whose nodes report every 20
+slots (``ChainParams.report_interval_slots``): what still grows then grows with the
+state, not with the reports a block carries.
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ class ChainSample:
     reports_per_block: float
 
 
-def build_sample(nodes: int, slots: int, seed: int) -> ChainSample:
+def build_sample(
+    nodes: int, slots: int, seed: int, *, down_after_slots: int = 12, epoch_length: int = 8
+) -> ChainSample:
     """Run the simulator from a genesis holding every node and keep the head chain's
-    blocks after the first few slots (whose parents lack reports)."""
+    blocks after the first few slots (whose parents lack reports); ``down_after_slots``
+    and ``epoch_length`` set the report interval (``ChainParams.report_interval_slots``)."""
     config = SimConfig(
+        down_after_slots=down_after_slots,
+        epoch_length=epoch_length,
         nodes=nodes,
         committee=min(16, nodes - 1),
         slots=slots,
@@ -160,10 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--down-after-slots", type=int, default=12, help="genesis K")
+    parser.add_argument("--epoch-length", type=int, default=8, help="genesis epoch")
     args = parser.parse_args(argv)
     results = []
     for nodes in args.nodes:
-        sample = build_sample(nodes, args.slots, args.seed)
+        sample = build_sample(
+            nodes,
+            args.slots,
+            args.seed,
+            down_after_slots=args.down_after_slots,
+            epoch_length=args.epoch_length,
+        )
         results.append((sample, measure(sample, args.repeats)))
     header = f"{'ms per block':<20}" + "".join(f"{f'N={s.nodes}':>10}" for s, _ in results)
     if len(results) > 1:
