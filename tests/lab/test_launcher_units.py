@@ -54,6 +54,7 @@ from edgechain.lab.testnet import (
 )
 from edgechain.lab.testnet_config import DEFAULT_CPU_CAPACITY, LaunchConfig, LaunchError
 from edgechain.lab.testnet_progress import Progress, format_progress
+from edgechain.lab.testnet_summary import get_report_interval
 from edgechain.telemetry.cpu import Component, SlotCpuLog, merge_node_summaries
 from edgechain.testing import build_skip_block, make_genesis
 from edgechain.types import PublicKey, Slot
@@ -136,6 +137,28 @@ def test_genesis_node_argv_creates_genesis() -> None:
     assert f"--admin-key {PK.hex()} --ticket 0102" in text
     assert "--ready-file /tmp/run/node-000/ready.json" in text
     assert "--seeds" not in text
+
+
+def test_the_genesis_node_alone_gets_the_down_after_and_epoch_length() -> None:
+    """``testnet --epoch-length --down-after-slots`` reach the genesis node (they are
+    genesis parameters, the others take them from the chain), and the summary says
+    how often the nodes report."""
+    config = make_config(epoch_length=40, down_after_slots=60)
+    options = config.get_node_options()
+    genesis = " ".join(build_node_argv(make_spec(0), options, admin_key=PK, seeds=None))
+    assert "--epoch-length 40 --down-after-slots 60" in genesis
+    seeds = Seeds(("127.0.0.1:7000",), PK)
+    joiner = build_node_argv(make_spec(1), options, admin_key=PK, seeds=seeds)
+    assert "--epoch-length" not in joiner and "--down-after-slots" not in joiner
+    default = " ".join(
+        build_node_argv(make_spec(0), make_config().get_node_options(), admin_key=PK, seeds=None)
+    )
+    assert "--epoch-length" not in default
+    assert get_report_interval(config) == 20
+    assert get_report_interval(make_config()) == 4
+    assert get_report_interval(make_config(down_after_slots=24)) == 4  # epoch 8: 8 // 2
+    with pytest.raises(LaunchError, match="--down-after-slots must be at least 1 slot"):
+        make_config(down_after_slots=0).check()
 
 
 def test_joining_node_argv_names_the_seeds_and_the_genesis_key() -> None:
