@@ -22,9 +22,9 @@ from edgechain.runtime.app_processes import (
     find_app_pids,
     find_copies_under,
     find_namespace_members,
+    get_foreign_namespace,
     get_pid_namespace,
     get_state_dir_value,
-    is_foreign_namespace,
     signal_namespace_stragglers,
     signal_stragglers,
 )
@@ -158,8 +158,9 @@ def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
 def test_a_process_app_has_no_namespace_stragglers(tmp_path: Path) -> None:
     """The search by PID namespace is for containers: a process app shares the node's
     namespace with every process of the host, none of which it may signal."""
-    assert not is_foreign_namespace(get_pid_namespace(os.getpid()))
-    assert not is_foreign_namespace(None)
+    assert get_pid_namespace(os.getpid()) is not None
+    assert get_foreign_namespace(os.getpid()) is None
+    assert get_foreign_namespace(-1) is None  # no such process
     with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
         app, stragglers = start_escaper(runtime)
         leader = runtime.get_pid(app)

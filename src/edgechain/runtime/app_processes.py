@@ -48,16 +48,22 @@ def get_state_dir_value(app_dir: str) -> str:
     return os.path.join(os.path.abspath(app_dir), STATE_DIR_NAME)
 
 
+def _list_other_pids() -> Iterator[int]:
+    """The pid of every process in ``/proc`` but this one (it may be gone by the time
+    the caller looks at it)."""
+    own = os.getpid()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != own:
+            yield int(name)
+
+
 def _read_environments() -> Iterator[tuple[int, bytes]]:
     """(pid, NUL-separated environment) of every process but this one that we may
     read, with a NUL in front, so that every entry sits between two NULs."""
-    own = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == own:
-            continue
+    for pid in _list_other_pids():
         try:
-            with open(f"/proc/{name}/environ", "rb") as file:
-                yield int(name), b"\0" + file.read()
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                yield pid, b"\0" + file.read()
         except OSError:  # gone, or not ours to read
             continue
 
@@ -112,20 +118,19 @@ def find_namespace_members(namespaces: Collection[str]) -> dict[str, list[int]]:
     members: dict[str, list[int]] = {}
     if not namespaces:
         return members
-    own = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == own:
-            continue
-        namespace = get_pid_namespace(int(name))
+    for pid in _list_other_pids():
+        namespace = get_pid_namespace(pid)
         if namespace is not None and namespace in namespaces:
-            members.setdefault(namespace, []).append(int(name))
+            members.setdefault(namespace, []).append(pid)
     return members
 
 
-def is_foreign_namespace(namespace: str | None) -> bool:
-    """``namespace`` is known and not this process's: a container's, for an app's
-    leader (a process app shares the node's namespace)."""
-    return namespace is not None and namespace != get_pid_namespace(os.getpid())
+def get_foreign_namespace(pid: int) -> str | None:
+    """The PID namespace of ``pid`` when it is known and not this process's: a
+    container's, for an app's leader; None for a process app (it shares the node's
+    namespace) and for a process gone."""
+    namespace = get_pid_namespace(pid)
+    return namespace if namespace != get_pid_namespace(os.getpid()) else None
 
 
 def signal_namespace_stragglers(leader: int, sig: signal.Signals) -> int:
@@ -133,8 +138,8 @@ def signal_namespace_stragglers(leader: int, sig: signal.Signals) -> int:
     init) outside its process group, rescanning like :func:`signal_stragglers`; none
     when ``leader`` is gone or shares our namespace (a process app: its stragglers are
     found by environment). Return how many got it."""
-    namespace = get_pid_namespace(leader)
-    if namespace is None or not is_foreign_namespace(namespace):
+    namespace = get_foreign_namespace(leader)
+    if namespace is None:
         return 0
     return _signal_outside_group(
         lambda: find_namespace_members((namespace,)).get(namespace, []), leader, sig

@@ -47,9 +47,8 @@ from dataclasses import dataclass
 from edgechain.runtime.app_processes import (
     find_copies_under,
     find_namespace_members,
-    get_pid_namespace,
+    get_foreign_namespace,
     get_state_dir_value,
-    is_foreign_namespace,
     signal_namespace_stragglers,
     signal_stragglers,
 )
@@ -298,8 +297,8 @@ class Fence:
         leader is a container's."""
         containers: dict[str, Leader] = {}
         for leader in leaders:
-            namespace = get_pid_namespace(leader.pid)
-            if namespace is not None and is_foreign_namespace(namespace):
+            namespace = get_foreign_namespace(leader.pid)
+            if namespace is not None:
                 containers[namespace] = leader
         for namespace, pids in find_namespace_members(containers).items():
             leader = containers[namespace]
