@@ -12,7 +12,12 @@ from edgechain.chain.assembly import make_address_record, make_exit_request
 from edgechain.chain.encoding import compute_block_hash, decode_block, encode_block
 from edgechain.chain.model import Block
 from edgechain.chain.signature_cache import SignatureCache
-from edgechain.chain.validation import is_address_valid, validate_address_record, validate_block
+from edgechain.chain.validation import (
+    is_address_valid,
+    validate_address_record,
+    validate_block,
+    validate_exit,
+)
 from edgechain.chain.validator_set import ValidatorSet, apply_block_to_validator_set
 from edgechain.consensus.addresses import RESEND_MS, AddressRecords, choose_records
 from edgechain.consensus.messages import AddressMsg, Output
@@ -113,6 +118,22 @@ def test_an_inclusion_stamps_the_address_slot(world: World) -> None:
     )
     info = apply_block_to_validator_set(vs, block).get(newcomer.node)
     assert info is not None and info.address_slot == 1
+
+
+def test_an_exit_signed_before_the_address_slot_is_refused(world: World) -> None:
+    """The node's address slot marks its present stay (its inclusion): an exit signed
+    before it ended an earlier stay and cannot end this one."""
+    _, idents, vs = world
+    info = vs.get(idents[2].node)
+    assert info is not None
+    again = dataclasses.replace(info, address_slot=10)
+    rejoined = ValidatorSet(tuple(again if m.node == again.node else m for m in vs.members))
+    validate_exit(make_exit_request(idents[2].sk, Slot(10)), rejoined, Slot(12))
+    old = make_exit_request(idents[2].sk, Slot(9))
+    validate_exit(old, vs, Slot(12))
+    with pytest.raises(ValidationError, match="current stay") as caught:
+        validate_exit(old, rejoined, Slot(12))
+    assert caught.value.reason is RejectReason.BAD_EXIT
 
 
 class _Ctx:

@@ -9,6 +9,7 @@ its head's slot, and a request signed before the genesis
 from __future__ import annotations
 
 from edgechain.chain.model import InclusionRequest
+from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.joining import (
     DIRECT_TO_PRODUCERS,
@@ -20,12 +21,16 @@ from edgechain.consensus.joining import (
 from edgechain.consensus.messages import (
     HEAD_WANT,
     BlockMsg,
+    ExitMsg,
     InclusionMsg,
+    Message,
     Output,
+    PeerRejected,
     Route,
     SyncRequestMsg,
 )
-from edgechain.types import Slot
+from edgechain.errors import RejectReason
+from edgechain.types import NodeId, Slot
 
 from .test_engine import Harness
 
@@ -191,3 +196,55 @@ def test_a_node_the_genesis_left_out_asks_again_as_soon_as_it_has_the_genesis() 
     assert [r.nonce for r in _get_requests(late.on_tick(net.now))] == [PRE_GENESIS_NONCE]
     late.on_message(net.engine(0).ctx.genesis_msg, net.order[0], net.now + 500)  # type: ignore[arg-type]
     assert [r.nonce for r in _get_requests(late.on_tick(net.now + 500))] == [1]
+
+
+def _get_exit(out: Output) -> ExitMsg:
+    return next(o.message for o in out.messages if isinstance(o.message, ExitMsg))
+
+
+def test_an_exit_of_an_earlier_stay_does_not_remove_the_node_that_joined_again() -> None:
+    """A node leaves, is started again on its key and included again; its old exit
+    request, replayed (a restarted node's own gossip pulled it back in CI at stop 47),
+    is refused by every node, itself included, and no block carries it."""
+    net = Harness(6)
+    net.start_chain()
+    net.run_slot(1)
+    leaver = net.engine(5)
+    node = leaver.node_id
+    out = leaver.request_exit(net.now)
+    old_exit = _get_exit(out)
+    queue: list[tuple[NodeId, NodeId, Message]] = []
+    net.handle(node, out, queue)
+    net.pump(queue)
+    slot = 2
+    while node in _validators(net) and slot < 10:
+        net.run_slot(slot)
+        slot += 1
+    assert node not in _validators(net)
+
+    # Restarted on the same key: a fresh engine, which syncs the chain and asks to join.
+    net.order.remove(node)
+    rejoined = net.add(5)
+    tip = net.engine(0).blocks[net.engine(0).head]  # type: ignore[index]
+    net.deliver(5, BlockMsg(tip), net.order[0])
+    while node not in _validators(net) and slot < 20:
+        net.run_slot(slot)
+        slot += 1
+    assert node in _validators(net)
+
+    for engine in (rejoined, net.engine(0)):
+        rejected = [e.reason for e in net.deliver(net.order.index(engine.node_id), old_exit).events
+                    if isinstance(e, PeerRejected)]  # fmt: skip
+        assert rejected == [RejectReason.BAD_EXIT.value]
+        assert node not in engine.joining.pending_exits
+    for _ in range(4):  # every node produces once or more: none carries the old exit
+        net.run_slot(slot)
+        slot += 1
+    assert node in _validators(net)
+    assert {e.head for e in net.engines.values()} == {net.engine(0).head}
+
+
+def _validators(net: Harness) -> ValidatorSet:
+    state = net.engine(0).get_head_state()
+    assert state is not None
+    return state.validators

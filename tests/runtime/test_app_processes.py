@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -80,6 +81,11 @@ def is_gone(pid: int) -> bool:
         return True
 
 
+def _has_environment(pid: int) -> bool:
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        return STATE_DIR_ENV.encode() in file.read()
+
+
 def test_the_environment_names_one_copy_exactly(tmp_path: Path) -> None:
     apps = tmp_path / "apps"
     values = [get_state_dir_value(str(apps / name)) for name in ("aa", "aab")]
@@ -88,6 +94,10 @@ def test_the_environment_names_one_copy_exactly(tmp_path: Path) -> None:
         for value in values
     ]
     try:
+        # Popen returns once exec began; the kernel sets the new environment a moment
+        # later (an empty /proc/<pid>/environ until then): wait for it, not a sleep.
+        for proc in procs:
+            wait_until(partial(_has_environment, proc.pid), LIMIT_S)
         assert find_app_pids(values[0]) == [procs[0].pid]
         assert find_app_pids(values[1]) == [procs[1].pid]
         assert find_app_pids(values[0] + "x") == []

@@ -167,12 +167,26 @@ def check_admission(req: InclusionRequest, params: ChainParams, auth: Authority,
         raise ValidationError(RejectReason.BAD_ADMISSION_TICKET, "enrollment token revoked")
 
 
+def is_exit_of_current_stay(req: ExitRequest, validators: ValidatorSet) -> bool:
+    """Whether ``req`` was signed during its node's present membership: not before the
+    slot its address was last set (its inclusion, or a later address record of its
+    own). An exit request carries no other mark of the stay it ends, so without this a
+    node that left and was included again could be removed by its earlier exit,
+    replayed (a restarted node's own gossip pulls its old request back: session 40).
+    A node's exits and address records are signed in slot order, so its own later
+    exit never falls before its address."""
+    info = validators.get(req.node)
+    return info is not None and req.slot >= info.address_slot
+
+
 def validate_exit(req: ExitRequest, validators: ValidatorSet, slot: Slot) -> None:
     info = validators.get(req.node)
     if info is None:
         raise ValidationError(RejectReason.BAD_EXIT, "not a validator")
     if req.slot > slot:
         raise ValidationError(RejectReason.BAD_EXIT, "exit from a future slot")
+    if not is_exit_of_current_stay(req, validators):
+        raise ValidationError(RejectReason.BAD_EXIT, "signed before the node's current stay")
     with cpu_span(Component.SIGNATURE_CHECKS):
         signed = bls.verify(info.public_key, compute_exit_signing_root(req), req.signature)
     if not signed:

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from edgechain.chain.assembly import make_exit_request, make_inclusion_request
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
-from edgechain.chain.validation import validate_exit, validate_genesis, validate_inclusion
+from edgechain.chain.validation import (
+    is_exit_of_current_stay,
+    validate_exit,
+    validate_genesis,
+    validate_inclusion,
+)
 from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.context import EngineContext, get_genesis_hash
 from edgechain.consensus.messages import (
@@ -301,13 +306,20 @@ class Joining:
         state = self.ctx.get_head_state()
         assert state is not None
         validate_exit(req, state.validators, Slot(2**62))
-        self.pending_exits.setdefault(req.node, req)
+        pending = self.pending_exits.get(req.node)
+        if pending is None or req.slot > pending.slot:
+            self.pending_exits[req.node] = req
 
     def prune(self, state: BlockState) -> None:
-        """Drop requests a block on the head chain (``state``) already carries."""
+        """Drop requests a block on the head chain (``state``) already carries, and
+        exits that can no longer apply (``is_exit_of_current_stay``)."""
         for key in [
             k for k in self.pending_inclusions if compute_node_id(PublicKey(k)) in state.validators
         ]:
             del self.pending_inclusions[key]
-        for node in [n for n in self.pending_exits if n not in state.validators]:
+        for node in [
+            n
+            for n, req in self.pending_exits.items()
+            if not is_exit_of_current_stay(req, state.validators)
+        ]:
             del self.pending_exits[node]

@@ -26,7 +26,7 @@ from edgechain.chain.model import (
     InclusionRequest,
     ResourceReport,
 )
-from edgechain.chain.validation import check_admission
+from edgechain.chain.validation import check_admission, is_exit_of_current_stay
 from edgechain.consensus.addresses import choose_records
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import get_committee_ids
@@ -101,7 +101,9 @@ def build_candidate(
         and is_admissible(r, params, parent, slot)
     )[:limit]
     chosen_exits = tuple(
-        e for node, e in sorted(exits.items()) if node in parent.validators and e.slot <= slot
+        e
+        for _, e in sorted(exits.items())
+        if is_exit_of_current_stay(e, parent.validators) and e.slot <= slot
     )[:limit]
     chosen_addresses = choose_records(
         addresses or {}, parent, slot, frozenset(e.node for e in chosen_exits), limit
