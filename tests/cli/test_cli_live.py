@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from edgechain.lab.faults_live import is_dying
 from edgechain.runtime.samples import get_apps_dir
 
 from .live_testnet import LiveTestnet
@@ -60,6 +61,10 @@ class Instance:
     app: str
     cmdline: tuple[str, ...]
     frozen: bool
+    dying: bool
+    """SIGKILL pending, exiting or a zombie (``lab/faults_live.is_dying``): a retired
+    origin, frozen for its save and then killed, is woken by the kernel only to die and
+    reads as running meanwhile; it runs nothing, so it is no second copy."""
 
 
 class LiveNet(LiveTestnet):
@@ -91,8 +96,14 @@ class LiveNet(LiveTestnet):
                 continue
             relative = state_dir.relative_to(self.run_dir)  # node-NNN/apps/<app>/state
             frozen = proc.info["status"] == psutil.STATUS_STOPPED
-            found.append(Instance(proc.pid, relative.parts[0], relative.parts[2], cmdline, frozen))
-        self.max_copies = max(self.max_copies, sum(1 for i in found if not i.frozen))
+            found.append(
+                Instance(
+                    proc.pid, relative.parts[0], relative.parts[2], cmdline, frozen,
+                    is_dying(proc.pid),
+                )
+            )  # fmt: skip
+        running = sum(1 for i in found if not i.frozen and not i.dying)
+        self.max_copies = max(self.max_copies, running)
         return found
 
     def escaped(self) -> list[str]:
