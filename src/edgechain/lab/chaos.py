@@ -49,12 +49,14 @@ from edgechain.lab.chaos_faults import (
     CLOCK_SKEW,
     FULL_DISK,
     KILL,
+    LEAVE,
     PAUSE,
     Fault,
     compute_drop_rules,
     draw_fault,
     get_cut_off,
 )
+from edgechain.lab.chaos_leave import LeaveFault, wait_rejoined
 from edgechain.lab.chaos_network import PacketFilter
 from edgechain.lab.chaos_report import FaultRecord, RunFacts, build_report
 from edgechain.lab.chaos_testnet import ChaosTestnet
@@ -139,6 +141,8 @@ class ChaosRun:
         self.paused: set[str] = set()
         self.disk_accepted: set[str] = set()
         """Blocks the small-disk node listed as accepted just before its disk filled."""
+        self.leave: LeaveFault | None = None
+        """The last leave fault's node and command."""
         self.disk_exit: int | None = None
         """The small-disk node's exit status in the last full-disk fault (None: it went on)."""
         self._crashes_seen = 0
@@ -260,6 +264,8 @@ class ChaosRun:
         self.records.append(record)
         if fault.kind == CLOCK_SKEW:
             record.detail["offset_ms"] = fault.offset_ms
+        if fault.kind == LEAVE:
+            self._judge_rejoin(fault, record)
         if fault.kind == FULL_DISK:
             (index,) = fault.targets
             data_dir = net.cluster.nodes[index].spec.data_dir
@@ -287,6 +293,17 @@ class ChaosRun:
         config.log(
             f"  heads one after {_show(heads.seconds)}, apps once after {_show(apps.seconds)}"
         )
+
+    def _judge_rejoin(self, fault: Fault, record: FaultRecord) -> None:
+        (index,) = fault.targets
+        node = self.net.get_nodes().get(get_node_name(index))
+        node_id = node.node_id if node is not None else ""
+        seconds, stayed = wait_rejoined(self.net, node_id, self.config.slot_s, self._tick)
+        record.detail["rejoined_slots"] = (
+            None if seconds is None else round(seconds / self.config.slot_s, 2)
+        )
+        if seconds is None or not stayed:
+            self._violate("left_node_rejoins", fault, {"rejoined": seconds, "stayed": stayed})
 
     def _judge_cut_off(self, on_cut_off: set[str], cut_off: set[str]) -> tuple[int, int]:
         if not on_cut_off:
@@ -323,6 +340,10 @@ class ChaosRun:
             for index in fault.targets:
                 net.pause(index)
                 self.paused.add(get_node_name(index))
+        elif fault.kind == LEAVE:
+            (index,) = fault.targets
+            self.leave = LeaveFault(net, index)
+            self.leave.start()
         else:
             self._filter().apply(compute_drop_rules(fault, net.plan.addresses))
 
@@ -348,6 +369,12 @@ class ChaosRun:
             for index in fault.targets:
                 net.resume(index)
                 self.paused.discard(get_node_name(index))
+        elif fault.kind == LEAVE:
+            assert self.leave is not None
+            problem = self.leave.finish(self._tick)
+            if problem is not None:
+                self._violate("leave_unclean", fault, problem)
+            net.restart(self.leave.index)
         else:
             self._filter().heal()
 

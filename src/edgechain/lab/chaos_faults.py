@@ -16,6 +16,10 @@ Kinds (issue 12):
   (``-m statistic``); what it sends still arrives.
 * ``clock-skew`` — the node is stopped and restarted with ``--clock-offset-ms`` of
   0.5-3 s either way (its watchdog follows), and restarted without at the end.
+* ``leave`` — the node leaves on purpose (``edgechain node leave``: drain, exit, stop)
+  and is started again on its data directory when the leave is over; it must be a
+  validator again, and stay one, however soon it comes back (CI at stop 47 saw a node
+  restarted a few seconds after its leave removed again by its own old exit).
 * ``full-disk`` — the file system of the one node whose data directory is a small
   disk of its own (``lab/small_disk.py``) is filled; the node must stop cleanly (exit
   75) or go on, and keep every block it accepted; the filler is deleted at the end
@@ -40,8 +44,9 @@ RING = "ring"
 ONE_WAY_LOSS = "one-way-loss"
 CLOCK_SKEW = "clock-skew"
 FULL_DISK = "full-disk"
+LEAVE = "leave"
 
-PROCESS_KINDS = (KILL, PAUSE, CLOCK_SKEW, FULL_DISK)
+PROCESS_KINDS = (KILL, PAUSE, CLOCK_SKEW, FULL_DISK, LEAVE)
 NETWORK_KINDS = (PARTITION_HALVES, PARTITION_MINORITY, ISOLATE, RING, ONE_WAY_LOSS)
 ALL_KINDS = (*PROCESS_KINDS, *NETWORK_KINDS)
 
@@ -122,7 +127,7 @@ def draw_fault(
         if disk_node is None:
             raise FaultError("a full-disk fault needs a node on a small disk")
         targets: tuple[int, ...] = (disk_node,)
-    elif kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS, CLOCK_SKEW):
+    elif kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS, CLOCK_SKEW, LEAVE):
         targets = (rng.randrange(nodes),)
         if kind == CLOCK_SKEW:
             offset = rng.choice((-1, 1)) * rng.randint(500, 3_000)

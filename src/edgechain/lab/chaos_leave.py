@@ -1,0 +1,125 @@
+"""The leave fault (``lab/chaos.py``): a node leaves on purpose and comes back.
+
+The node is asked to leave the way an operator asks, ``edgechain node leave --data-dir``
+(drain, exit, stop: ``node/leaving.py``). When the command is done, the node must have
+stopped on its own with exit status 0; it is then started again on its data directory
+at once, as an upgrade does (``docs/deploy.md``). Two things are judged beyond the
+invariants every fault is judged by (heads, apps exactly once):
+
+* ``leave_unclean``: the command failed, or the node did not stop with status 0;
+* ``left_node_rejoins``: the node is not a validator again within
+  ``REJOIN_LIMIT_SLOTS``, or it is no longer one ``STAY_SLOTS`` later. A node started a
+  few seconds after its leave used to be removed again by its own old exit, which its
+  peers' gossip announced back to it (CI at stop 47;
+  ``chain/validation.is_exit_of_current_stay``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgechain.lab.chaos_faults import LEAVE
+from edgechain.lab.chaos_testnet import ChaosTestnet
+from edgechain.lab.cluster import Incarnation
+from edgechain.lab.faults_live import CLI, LiveError
+
+DRAIN_TIMEOUT_S = 60
+"""``--leave-timeout`` of the command: how long the node's apps get to move away."""
+COMMAND_LIMIT_S = DRAIN_TIMEOUT_S + 90.0
+"""How long the command may take in all (the drain, the exit's block, the stop)."""
+EXIT_LIMIT_S = 30.0
+"""How long after the command the node process may take to be seen ended."""
+REJOIN_LIMIT_SLOTS = 30
+"""Slots after its restart within which the node must be a validator again."""
+STAY_SLOTS = 6
+"""Slots it must then stay one (an old exit would land in the next few blocks)."""
+POLL_S = 0.2
+
+
+class LeaveFault:
+    """One node's leave: started by :meth:`start`, waited for and judged by
+    :meth:`finish`, which leaves the node stopped, ready for its restart."""
+
+    def __init__(self, net: ChaosTestnet, index: int) -> None:
+        self.net = net
+        self.index = index
+        self.command: subprocess.Popen[str] | None = None
+        self.incarnation: Incarnation | None = None
+        """The node process asked to leave (the restart is another)."""
+
+    def start(self) -> None:
+        node = self.net.cluster.nodes[self.index]
+        self.incarnation = node.current
+        # Marked, so that neither the launcher nor the run takes its exit for a crash.
+        self.net.expect_exit(self.index, LEAVE)
+        self.command = subprocess.Popen(
+            [*CLI, "node", "leave", "--data-dir", str(node.spec.data_dir),
+             "--leave-timeout", str(DRAIN_TIMEOUT_S)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def finish(self, tick: Callable[[], None]) -> dict[str, Any] | None:
+        """Wait for the command and the node's exit, calling ``tick`` meanwhile (the
+        run keeps sampling the process table); what went wrong, or None."""
+        command = self.command
+        assert command is not None, "finish before start"
+        deadline = time.time() + COMMAND_LIMIT_S
+        while command.poll() is None and time.time() < deadline:
+            tick()
+            time.sleep(POLL_S)
+        if command.poll() is None:
+            command.kill()
+        out, err = command.communicate(timeout=30)
+        exit_code = self._wait_exit(tick)
+        problem: dict[str, Any] = {}
+        if command.returncode != 0:
+            problem["command_status"] = command.returncode
+            problem["command_output"] = (out + err)[-2000:]
+        if exit_code != 0:
+            problem["node_exit_status"] = exit_code
+        if exit_code is None:
+            self.net.cluster.kill(self.index)  # still running: stopped for the restart
+        return problem or None
+
+    def _wait_exit(self, tick: Callable[[], None]) -> int | None:
+        """The exit status of the node process asked to leave (None: still running)."""
+        incarnation = self.incarnation
+        if incarnation is None:
+            return None
+        deadline = time.time() + EXIT_LIMIT_S
+        while incarnation.popen.poll() is None and time.time() < deadline:
+            tick()
+            time.sleep(POLL_S)
+        return incarnation.popen.poll()
+
+
+def is_validator(net: ChaosTestnet, node_id: str) -> bool:
+    """Whether the first node that answers counts ``node_id`` among its head's
+    validators (False when none answers)."""
+    with contextlib.suppress(LiveError):
+        return any(entry.get("node_id") == node_id for entry in net.get("/nodes"))
+    return False
+
+
+def wait_rejoined(
+    net: ChaosTestnet, node_id: str, slot_s: float, tick: Callable[[], None]
+) -> tuple[float | None, bool]:
+    """(Seconds until ``node_id`` was a validator again, or None past
+    ``REJOIN_LIMIT_SLOTS``; whether it still was ``STAY_SLOTS`` later)."""
+    start = time.time()
+    deadline = start + REJOIN_LIMIT_SLOTS * slot_s
+    while not is_validator(net, node_id):
+        if time.time() > deadline:
+            return None, False
+        tick()
+        time.sleep(POLL_S)
+    seconds = time.time() - start
+    stay_until = time.time() + STAY_SLOTS * slot_s
+    while time.time() < stay_until:
+        tick()
+        time.sleep(POLL_S)
+    return seconds, is_validator(net, node_id)
