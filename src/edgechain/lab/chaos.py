@@ -374,6 +374,8 @@ class ChaosRun:
             problem = self.leave.finish(self._tick)
             if problem is not None:
                 self._violate("leave_unclean", fault, problem)
+            # Away for the fault's length, as a node being upgraded is.
+            self._sample_for(fault.duration_slots * self.config.slot_s)
             net.restart(self.leave.index)
         else:
             self._filter().heal()

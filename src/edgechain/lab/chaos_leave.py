@@ -2,9 +2,9 @@
 
 The node is asked to leave the way an operator asks, ``edgechain node leave --data-dir``
 (drain, exit, stop: ``node/leaving.py``). When the command is done, the node must have
-stopped on its own with exit status 0; it is then started again on its data directory
-at once, as an upgrade does (``docs/deploy.md``). Two things are judged beyond the
-invariants every fault is judged by (heads, apps exactly once):
+stopped on its own with exit status 0; it is started again on its data directory after
+the fault's length (2-5 slots), as an upgrade does (``docs/deploy.md``). Two things
+are judged beyond the invariants every fault is judged by (heads, apps exactly once):
 
 * ``leave_unclean``: the command failed, or the node did not stop with status 0;
 * ``left_node_rejoins``: the node is not a validator again within
