@@ -6,8 +6,9 @@ restart, one-way loss, a ring), targets and lengths drawn with a fixed seed, on 
 6-node testnet in network namespaces, with counter apps running and moved through the
 CLI, and must report no violation: after every fault one head within 5 slots, every app
 exactly once within K + 3 slots, a node that left a validator again, never two
-unfrozen copies, no node crash, every stored block valid again, nothing left running. The report's own bounds are checked
-too, and the chain audit is shown to catch a tampered block in a copy of a real store.
+unfrozen copies, no node crash, every stored block valid again, nothing left running.
+The report's own bounds are checked too, and the chain audit is shown to catch a
+tampered block in a copy of a real store.
 
 ``EDGECHAIN_LONG=1`` adds the issue's partition scenario: a minority cut off for 20
 slots (longer than K): the minority fences its apps, the majority re-places them, and
