@@ -56,7 +56,7 @@ from edgechain.lab.chaos_faults import (
     draw_fault,
     get_cut_off,
 )
-from edgechain.lab.chaos_leave import LeaveFault, wait_rejoined
+from edgechain.lab.chaos_leave import LeaveFault, judge_rejoin
 from edgechain.lab.chaos_network import PacketFilter
 from edgechain.lab.chaos_report import FaultRecord, RunFacts, build_report
 from edgechain.lab.chaos_testnet import ChaosTestnet
@@ -265,7 +265,11 @@ class ChaosRun:
         if fault.kind == CLOCK_SKEW:
             record.detail["offset_ms"] = fault.offset_ms
         if fault.kind == LEAVE:
-            self._judge_rejoin(fault, record)
+            assert self.leave is not None
+            slots, problem = judge_rejoin(self.leave, config.slot_s, self._tick)
+            record.detail["rejoined_slots"] = slots
+            if problem is not None:
+                self._violate("left_node_rejoins", fault, problem)
         if fault.kind == FULL_DISK:
             (index,) = fault.targets
             data_dir = net.cluster.nodes[index].spec.data_dir
@@ -293,17 +297,6 @@ class ChaosRun:
         config.log(
             f"  heads one after {_show(heads.seconds)}, apps once after {_show(apps.seconds)}"
         )
-
-    def _judge_rejoin(self, fault: Fault, record: FaultRecord) -> None:
-        (index,) = fault.targets
-        node = self.net.get_nodes().get(get_node_name(index))
-        node_id = node.node_id if node is not None else ""
-        seconds, stayed = wait_rejoined(self.net, node_id, self.config.slot_s, self._tick)
-        record.detail["rejoined_slots"] = (
-            None if seconds is None else round(seconds / self.config.slot_s, 2)
-        )
-        if seconds is None or not stayed:
-            self._violate("left_node_rejoins", fault, {"rejoined": seconds, "stayed": stayed})
 
     def _judge_cut_off(self, on_cut_off: set[str], cut_off: set[str]) -> tuple[int, int]:
         if not on_cut_off:
@@ -376,7 +369,7 @@ class ChaosRun:
                 self._violate("leave_unclean", fault, problem)
             # Away for the fault's length, as a node being upgraded is.
             self._sample_for(fault.duration_slots * self.config.slot_s)
-            net.restart(self.leave.index)
+            self.leave.restart()
         else:
             self._filter().heal()
 

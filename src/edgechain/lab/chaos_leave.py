@@ -24,7 +24,7 @@ from typing import Any
 
 from edgechain.lab.chaos_faults import LEAVE
 from edgechain.lab.chaos_testnet import ChaosTestnet
-from edgechain.lab.cluster import Incarnation
+from edgechain.lab.cluster import Incarnation, get_node_name
 from edgechain.lab.faults_live import CLI, LiveError
 
 DRAIN_TIMEOUT_S = 60
@@ -50,6 +50,7 @@ class LeaveFault:
         self.command: subprocess.Popen[str] | None = None
         self.incarnation: Incarnation | None = None
         """The node process asked to leave (the restart is another)."""
+        self.restarted_at: float | None = None
 
     def start(self) -> None:
         node = self.net.cluster.nodes[self.index]
@@ -85,6 +86,11 @@ class LeaveFault:
             self.net.cluster.kill(self.index)  # still running: stopped for the restart
         return problem or None
 
+    def restart(self) -> None:
+        """Start the node again on its data directory."""
+        self.net.restart(self.index)
+        self.restarted_at = time.time()
+
     def _wait_exit(self, tick: Callable[[], None]) -> int | None:
         """The exit status of the node process asked to leave (None: still running)."""
         incarnation = self.incarnation
@@ -105,19 +111,34 @@ def is_validator(net: ChaosTestnet, node_id: str) -> bool:
     return False
 
 
+def judge_rejoin(
+    leave: LeaveFault, slot_s: float, tick: Callable[[], None]
+) -> tuple[float | None, dict[str, Any] | None]:
+    """(Slots from the restart of the node that left until it was a validator again;
+    what went wrong, or None)."""
+    net, since = leave.net, leave.restarted_at
+    assert since is not None, "judged before the restart"
+    node = net.get_nodes().get(get_node_name(leave.index))
+    node_id = node.node_id if node is not None else ""
+    seconds, stayed = wait_rejoined(net, node_id, since, slot_s, tick)
+    slots = None if seconds is None else round(seconds / slot_s, 2)
+    if seconds is None or not stayed:
+        return slots, {"rejoined_slots": slots, "stayed": stayed}
+    return slots, None
+
+
 def wait_rejoined(
-    net: ChaosTestnet, node_id: str, slot_s: float, tick: Callable[[], None]
+    net: ChaosTestnet, node_id: str, since: float, slot_s: float, tick: Callable[[], None]
 ) -> tuple[float | None, bool]:
-    """(Seconds until ``node_id`` was a validator again, or None past
-    ``REJOIN_LIMIT_SLOTS``; whether it still was ``STAY_SLOTS`` later)."""
-    start = time.time()
-    deadline = start + REJOIN_LIMIT_SLOTS * slot_s
+    """(Seconds from ``since`` until ``node_id`` was seen a validator again, or None
+    past ``REJOIN_LIMIT_SLOTS``; whether it still was ``STAY_SLOTS`` later)."""
+    deadline = since + REJOIN_LIMIT_SLOTS * slot_s
     while not is_validator(net, node_id):
         if time.time() > deadline:
             return None, False
         tick()
         time.sleep(POLL_S)
-    seconds = time.time() - start
+    seconds = time.time() - since
     stay_until = time.time() + STAY_SLOTS * slot_s
     while time.time() < stay_until:
         tick()
