@@ -172,7 +172,8 @@ def is_exit_of_current_stay(req: ExitRequest, validators: ValidatorSet) -> bool:
     slot its address was last set (its inclusion, or a later address record of its
     own). An exit request carries no other mark of the stay it ends, so without this a
     node that left and was included again could be removed by its earlier exit,
-    replayed (a restarted node's own gossip pulls its old request back: session 40).
+    replayed (CI at stop 47: a node started again seconds after its leave pulled its
+    own old exit back through gossip's pull repair and carried it in its next block).
     A node's exits and address records are signed in slot order, so its own later
     exit never falls before its address."""
     info = validators.get(req.node)
