@@ -17,9 +17,9 @@ Kinds (issue 12):
 * ``clock-skew`` — the node is stopped and restarted with ``--clock-offset-ms`` of
   0.5-3 s either way (its watchdog follows), and restarted without at the end.
 * ``leave`` — the node leaves on purpose (``edgechain node leave``: drain, exit, stop)
-  and is started again on its data directory when the leave is over; it must be a
-  validator again, and stay one, however soon it comes back (CI at stop 47 saw a node
-  restarted a few seconds after its leave removed again by its own old exit).
+  and is started again on its data directory the fault's length after it stopped; it
+  must be a validator again, and stay one (CI at stop 47 saw a node restarted a few
+  seconds after its leave removed again by its own old exit).
 * ``full-disk`` — the file system of the one node whose data directory is a small
   disk of its own (``lab/small_disk.py``) is filled; the node must stop cleanly (exit
   75) or go on, and keep every block it accepted; the filler is deleted at the end

@@ -68,11 +68,7 @@ class LeaveFault:
         run keeps sampling the process table); what went wrong, or None."""
         command = self.command
         assert command is not None, "finish before start"
-        deadline = time.time() + COMMAND_LIMIT_S
-        while command.poll() is None and time.time() < deadline:
-            tick()
-            time.sleep(POLL_S)
-        if command.poll() is None:
+        if not _poll_until(lambda: command.poll() is not None, COMMAND_LIMIT_S, tick):
             command.kill()
         out, err = command.communicate(timeout=30)
         exit_code = self._wait_exit(tick)
@@ -96,10 +92,7 @@ class LeaveFault:
         incarnation = self.incarnation
         if incarnation is None:
             return None
-        deadline = time.time() + EXIT_LIMIT_S
-        while incarnation.popen.poll() is None and time.time() < deadline:
-            tick()
-            time.sleep(POLL_S)
+        _poll_until(lambda: incarnation.popen.poll() is not None, EXIT_LIMIT_S, tick)
         return incarnation.popen.poll()
 
 
@@ -132,15 +125,21 @@ def wait_rejoined(
 ) -> tuple[float | None, bool]:
     """(Seconds from ``since`` until ``node_id`` was seen a validator again, or None
     past ``REJOIN_LIMIT_SLOTS``; whether it still was ``STAY_SLOTS`` later)."""
-    deadline = since + REJOIN_LIMIT_SLOTS * slot_s
-    while not is_validator(net, node_id):
-        if time.time() > deadline:
-            return None, False
-        tick()
-        time.sleep(POLL_S)
+    limit_s = since + REJOIN_LIMIT_SLOTS * slot_s - time.time()
+    if not _poll_until(lambda: is_validator(net, node_id), limit_s, tick):
+        return None, False
     seconds = time.time() - since
-    stay_until = time.time() + STAY_SLOTS * slot_s
-    while time.time() < stay_until:
+    _poll_until(lambda: False, STAY_SLOTS * slot_s, tick)  # sampling meanwhile
+    return seconds, is_validator(net, node_id)
+
+
+def _poll_until(predicate: Callable[[], bool], limit_s: float, tick: Callable[[], None]) -> bool:
+    """Call ``tick`` every ``POLL_S`` until ``predicate`` holds (True) or ``limit_s``
+    passed (False). ``tick`` may raise: the run's own checks (a dead testnet) end it."""
+    deadline = time.time() + limit_s
+    while not predicate():
+        if time.time() >= deadline:
+            return False
         tick()
         time.sleep(POLL_S)
-    return seconds, is_validator(net, node_id)
+    return True
