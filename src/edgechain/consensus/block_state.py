@@ -27,7 +27,7 @@ class BlockState:
     registry: Registry
     reports: tuple[ResourceReport, ...]
     """Planner input for the child: each validator's latest report on this chain (at
-    most ``REPORT_MAX_AGE_SLOTS`` old), sorted by node. Nodes need not report every slot:
+    most ``state.get_report_max_age`` slots old), sorted by node. Nodes need not report every slot:
     a block carries the reports that arrived, the state carries everyone's latest."""
     signers: int
     is_skip: bool

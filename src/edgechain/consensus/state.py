@@ -95,10 +95,11 @@ def merge_reports(
     fresh: tuple[ResourceReport, ...],
     validators: ValidatorSet,
     slot: int,
-    max_age: int = REPORT_MAX_AGE_SLOTS,
+    max_age: int,
 ) -> tuple[ResourceReport, ...]:
     """Each validator's latest report: ``fresh`` (this block's) over ``known`` (those
-    at most ``max_age`` slots old)."""
+    at most ``max_age`` slots old: :func:`get_report_max_age`, which every node must
+    use alike, so no default)."""
     latest = {r.node: r for r in known if r.slot + max_age >= slot}
     latest.update((r.node, r) for r in fresh)
     return tuple(latest[node] for node in sorted(latest) if node in validators)
