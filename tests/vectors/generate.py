@@ -51,7 +51,7 @@ from edgechain.chain.model import (
     RuntimeKind,
 )
 from edgechain.consensus.roles import compute_roles
-from edgechain.consensus.state import compute_genesis_state
+from edgechain.consensus.state import apply_block, compute_genesis_state
 from edgechain.consensus.state_codec import compute_state_root, encode_state
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import sha256
@@ -313,6 +313,7 @@ def block_vectors() -> dict[str, object]:
         committee=idents[1:4],
         signer_indices=[0, 1],
     )
+    departed_state = apply_block(genesis_state, skip, compute_block_hash(skip), genesis.params)
     return {
         "format": f"edgechain-block-vectors/{FORMAT_VERSION}",
         "genesis": [{"encoding": encode_genesis(genesis).hex(), "hash": genesis_hash.hex()}],
@@ -321,6 +322,13 @@ def block_vectors() -> dict[str, object]:
         "genesis_state": {
             "encoding": encode_state(genesis_state).hex(),
             "root": compute_state_root(genesis_state).hex(),
+        },
+        # The transition of the skip block below applied to the genesis state (its
+        # parent is the slot-1 block, which excludes nobody): one departure, the node the
+        # skip block excludes, at slot 2 (state format 6, block format 15).
+        "departed_state": {
+            "encoding": encode_state(departed_state).hex(),
+            "root": compute_state_root(departed_state).hex(),
         },
         "blocks": [
             {

@@ -144,3 +144,28 @@ def test_state_vector_is_the_genesis_state_and_its_root_is_carried() -> None:
     assert state == compute_genesis_state(genesis)
     block = decode_block(bytes.fromhex(vectors["blocks"][0]["encoding"]))
     assert isinstance(block, Block) and block.state_root.hex() == case["root"]
+
+
+def test_departed_state_vector_records_the_skip_blocks_exclusion() -> None:
+    """The second state vector is the skip block's transition on the genesis state: it
+    decodes and re-encodes to itself, hashes to its root, and keeps the excluded node in
+    ``departures`` at the skip block's slot (state format 6)."""
+    from edgechain.chain.encoding import compute_block_hash, decode_block, decode_genesis
+    from edgechain.chain.model import SkipBlock
+    from edgechain.consensus.state import apply_block, compute_genesis_state
+    from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
+
+    vectors = load("blocks.json")
+    case = vectors["departed_state"]
+    state = decode_state(bytes.fromhex(case["encoding"]))
+    assert encode_state(state).hex() == case["encoding"]
+    assert compute_state_root(state).hex() == case["root"]
+    genesis = decode_genesis(bytes.fromhex(vectors["genesis"][0]["encoding"]))
+    skip = decode_block(bytes.fromhex(vectors["blocks"][1]["encoding"]))
+    assert isinstance(skip, SkipBlock)
+    expected = apply_block(
+        compute_genesis_state(genesis), skip, compute_block_hash(skip), genesis.params
+    )
+    assert state == expected
+    assert dict(state.departures) == {skip.excluded: skip.slot}
+    assert skip.excluded not in state.validators

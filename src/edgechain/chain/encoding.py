@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 14
+FORMAT_VERSION = 15
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -58,7 +58,10 @@ params end with ``vdf_group_epochs``: the VDF group changes every that many fina
 epochs (4 by default, 32 slots), not every epoch. 14: same bytes; the producer signs
 the block's vote message (``compute_vote_message``), the message its committee signs,
 so a validator checks both signatures with two pairings and one hash to the curve
-(``bls.batch_verify``), not three and two."""
+(``bls.batch_verify``), not three and two. 15: same bytes; an inclusion request's
+``nonce`` is checked: at most 64 slots before the block's slot, not after it, and no
+earlier than its node's last departure, which the state keeps (state format 6,
+``chain/departures.py``), so an old request cannot readmit a node that left."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

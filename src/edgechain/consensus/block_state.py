@@ -45,6 +45,10 @@ class BlockState:
     one (keys sorted): moved towards each new report's by a bounded step
     (``cluster/vivaldi.compute_next_coordinate``); what the overlay clusters on
     (``cluster/kmeans.py``). Never mutated."""
+    departures: Mapping[NodeId, Slot] = field(default_factory=dict)
+    """The nodes that left the set in the last ``INCLUSION_MAX_AGE_SLOTS`` slots (exit,
+    exclusion), each with the slot it left at (keys sorted): a request to join again
+    must be signed no earlier (``chain/departures.py``). Never mutated."""
     finality: FinalityState | None = None
     """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
     only in hand-built test states."""

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 
 from edgechain.chain.assembly import make_exit_request, make_inclusion_request
+from edgechain.chain.departures import INCLUSION_MAX_AGE_SLOTS, is_after_departure, is_too_old
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import (
@@ -37,7 +38,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError, RejectReason
+from edgechain.errors import PeerError, RejectReason, ValidationError
 from edgechain.types import NodeId, PublicKey, Signature, Slot
 
 MAX_RETRY_BACKOFF = 4
@@ -56,6 +57,11 @@ request (a pairing check, ~2 ms here): 100 joiners re-signing every retry cost a
 100-node host most of a core while they waited. A fresh request now and then still
 reaches a node that saw the old one before it had the genesis (gossip drops a message
 it has seen for ten minutes)."""
+
+RESIGN_AGE_SLOTS = INCLUSION_MAX_AGE_SLOTS // 2
+"""A request whose nonce is this many slots behind the head is signed anew before it is
+sent again: a block may carry it only while it is at most ``INCLUSION_MAX_AGE_SLOTS``
+old, so a sent request has at least this many slots to be included."""
 
 JOIN_MAX_LAG_SLOTS = 4
 """A head more than this many slots older than the clock is lagging: the node asks for
@@ -179,6 +185,13 @@ class Joining:
             state = ctx.get_head_state()
             if state is not None and compute_node_id(req.public_key) in state.validators:
                 return
+            if state is not None:
+                # An old copy (gossip's pull repair hands them around): no later block
+                # on this head may carry it (``chain/departures.py``).
+                if is_too_old(req, state.slot):
+                    raise ValidationError(RejectReason.BAD_INCLUSION, "too old to be included")
+                if not is_after_departure(req, state.departures):
+                    raise ValidationError(RejectReason.BAD_INCLUSION, "signed before the node left")
         ctx.memo.get(
             ("inclusion-valid", req),
             lambda: validate_inclusion(req, params, ctx.memo.signatures),
@@ -250,12 +263,16 @@ class Joining:
         # A validator of this chain lately (``last_seen`` keeps one that left until it
         # is down) that restarted outside the set has no ``was_validator`` to tell it.
         excluded = self.was_validator or (state is not None and ctx.node_id in state.last_seen)
-        stale = excluded or self.sends_since_signed >= RESIGN_EVERY
+        stale = (
+            excluded
+            or self.sends_since_signed >= RESIGN_EVERY
+            or (state is not None and state.slot - self.own_request.nonce >= RESIGN_AGE_SLOTS)
+        )
         pre_genesis = self.own_request.nonce == PRE_GENESIS_NONCE
         if state is not None and (pre_genesis or (self.own_request.nonce < state.slot and stale)):
-            # Signed before the genesis, excluded since our last request, or it went
-            # out RESIGN_EVERY times: ask anew, so gossip carries it as a new message
-            # rather than a duplicate.
+            # Signed before the genesis, excluded since our last request, it went out
+            # RESIGN_EVERY times, or it nears the age past which no block may carry it:
+            # ask anew, so gossip carries it as a new message rather than a duplicate.
             config = ctx.config
             self.own_request = make_inclusion_request(
                 ctx.sk, config.address, config.labels, config.ticket, nonce=max(1, state.slot)
@@ -312,9 +329,15 @@ class Joining:
 
     def prune(self, state: BlockState) -> None:
         """Drop requests a block on the head chain (``state``) already carries, and
-        exits that can no longer apply (``is_exit_of_current_stay``)."""
+        those that can no longer apply: inclusions too old or signed before their node
+        left (``chain/departures.py``), exits of an earlier stay
+        (``is_exit_of_current_stay``)."""
         for key in [
-            k for k in self.pending_inclusions if compute_node_id(PublicKey(k)) in state.validators
+            k
+            for k, req in self.pending_inclusions.items()
+            if compute_node_id(PublicKey(k)) in state.validators
+            or is_too_old(req, state.slot)
+            or not is_after_departure(req, state.departures)
         ]:
             del self.pending_inclusions[key]
         for node in [

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from edgechain.chain.assembly import EMPTY_SIGNATURE, attach_attestation, sign_as_producer
 from edgechain.chain.attestation import is_majority
 from edgechain.chain.authority import is_banned
+from edgechain.chain.departures import check_inclusion_slot
 from edgechain.chain.encoding import compute_block_hash, compute_vote_message
 from edgechain.chain.model import (
     AddressRecord,
@@ -140,9 +141,11 @@ def is_admissible(
     req: InclusionRequest, params: ChainParams, parent: BlockState, slot: Slot
 ) -> bool:
     """Would a block at ``slot`` on ``parent`` admit ``req`` (its enrollment token
-    neither expired nor revoked)? Its signatures were checked when it was pooled."""
+    neither expired nor revoked, its nonce fresh and after its node's last departure:
+    ``chain/departures.py``)? Its signatures were checked when it was pooled."""
     try:
         check_admission(req, params, parent.authority, slot)
+        check_inclusion_slot(req, slot, parent.departures)
     except ValidationError:
         return False
     return True

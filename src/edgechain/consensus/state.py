@@ -24,6 +24,7 @@ from edgechain.chain.authority import (
     end_drains,
     is_banned,
 )
+from edgechain.chain.departures import check_inclusion_slot, compute_departures
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
@@ -283,6 +284,9 @@ def apply_block(
                 params.down_after_slots,
                 authority.banned,
             ),
+            departures=compute_departures(
+                parent.departures, parent.validators, validators, block.slot
+            ),
             finality=compute_finality(parent, block, block_hash, validators, params),
         )
     validators = apply_block_to_validator_set(parent.validators, block)
@@ -312,6 +316,7 @@ def apply_block(
             params.down_after_slots,
             parent.authority.banned,
         ),
+        departures=compute_departures(parent.departures, parent.validators, validators, block.slot),
         finality=compute_finality(parent, block, block_hash, validators, params),
     )
 
@@ -496,6 +501,7 @@ def _validate_uncached(
         if is_banned(parent.authority, compute_node_id(req.public_key)):
             raise ValidationError(RejectReason.BANNED_NODE)
         check_admission(req, params, parent.authority, block.slot)
+        check_inclusion_slot(req, block.slot, parent.departures)
     # Who signed each command and whether it applies: a block carrying a command that
     # does not check gets no votes. (Without commands there is nothing to check: the
     # plan was just compared with the recomputed one.)

@@ -22,13 +22,14 @@ Layout (primitives as in ``chain/encoding_primitives.py``)::
     fixed(32) vdf_group
     authority || list<(fixed(32) node, u64 slot)> last_seen (sorted by node)
     list<(fixed(32) node, i32 x, i32 y)> coordinates (sorted by node)
+    list<(fixed(32) node, u64 slot)> departures (sorted by node)
     bool has_finality [|| finality]
 
 A 1000-member validator set is about 140 KB, and a state names up to 67 (``validators``,
 ``voters``, one per checkpoint record), nearly always equal: the table keeps one copy.
 
 The decoders' bounds (``StateLimits``), the helpers every part shares and the codecs of
-the authority, ``last_seen``, the coordinates and the finality tallies are in
+the authority, ``last_seen`` and ``departures``, the coordinates and the finality tallies are in
 ``consensus/state_codec_fields.py``.
 """
 
@@ -57,16 +58,16 @@ from edgechain.consensus.state_codec_fields import (
     get_malformed_error,
     read_authority,
     read_coordinates,
-    read_last_seen,
     read_node,
+    read_node_slots,
     read_optional,
     read_optional_key,
     read_slot,
     read_tallies,
     write_authority,
     write_coordinates,
-    write_last_seen,
     write_node,
+    write_node_slots,
     write_optional,
     write_optional_key,
     write_tallies,
@@ -75,12 +76,13 @@ from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
-STATE_FORMAT_VERSION = 5
+STATE_FORMAT_VERSION = 6
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
 network coordinates follow ``last_seen`` (block format 11). 5: the VDF's group hash
-follows ``is_skip`` (block format 12)."""
+follows ``is_skip`` (block format 12). 6: ``departures`` follow the coordinates (block
+format 15, ``chain/departures.py``)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -292,8 +294,9 @@ def encode_state(state: BlockState) -> bytes:
     w.boolean(state.is_skip)
     w.fixed(state.vdf_group, HASH_SIZE)
     write_authority(w, state.authority)
-    write_last_seen(w, state.last_seen)
+    write_node_slots(w, state.last_seen)
     write_coordinates(w, state.coordinates)
+    write_node_slots(w, state.departures)
     write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
     if len(w.buf) > MAX_STATE_BYTES:
         raise ValueError(f"state encoding of {len(w.buf)} bytes > {MAX_STATE_BYTES}")
@@ -321,8 +324,9 @@ def decode_state(data: bytes) -> BlockState:
         is_skip=r.boolean(),
         vdf_group=BlockHash(r.fixed(HASH_SIZE)),
         authority=read_authority(r),
-        last_seen=read_last_seen(r),
+        last_seen=read_node_slots(r, "last_seen"),
         coordinates=read_coordinates(r),
+        departures=read_node_slots(r, "departures"),
         finality=read_optional(r, lambda x: _read_finality(x, refs)),
     )
     r.finish()

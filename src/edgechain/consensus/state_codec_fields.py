@@ -35,7 +35,8 @@ class StateLimits:
     MAX_KEYS = 100_000
     """Operators, revoked keys, signers' sequence numbers, banned and draining nodes."""
     MAX_LAST_SEEN = 2 * MAX_VALIDATORS
-    """Validators and the nodes that left but are not down yet."""
+    """Validators and the nodes that left but are not down yet; also the bound of
+    ``departures`` (the nodes that left in the last 64 slots)."""
     MAX_TALLIES = MAX_CHECKPOINTS
 
 
@@ -140,18 +141,19 @@ def read_authority(r: Reader) -> Authority:
 # --- mappings --------------------------------------------------------------------------
 
 
-def write_last_seen(w: Writer, last_seen: Mapping[NodeId, Slot]) -> None:
-    w.u32(len(last_seen))
-    for node in sorted(last_seen, key=bytes):
+def write_node_slots(w: Writer, slots: Mapping[NodeId, Slot]) -> None:
+    """A node-to-slot map (``last_seen``, ``departures``), sorted by node."""
+    w.u32(len(slots))
+    for node in sorted(slots, key=bytes):
         write_node(w, node)
-        w.u64(last_seen[node])
+        w.u64(slots[node])
 
 
-def read_last_seen(r: Reader) -> dict[NodeId, Slot]:
+def read_node_slots(r: Reader, what: str) -> dict[NodeId, Slot]:
     pairs = r.items(
         StateLimits.MAX_LAST_SEEN, HASH_SIZE + 8, lambda x: (read_node(x), read_slot(x))
     )
-    _check_increasing([node for node, _ in pairs], "last_seen")
+    _check_increasing([node for node, _ in pairs], what)
     return dict(pairs)
 
 
