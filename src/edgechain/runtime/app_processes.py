@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 
 TYPE_CHECKING = False  # as in lease.py: typing would cost every watchdog memory
 if TYPE_CHECKING:
@@ -57,22 +58,48 @@ def _list_other_pids() -> Iterator[int]:
             yield int(name)
 
 
-def _read_environments() -> Iterator[tuple[int, bytes]]:
+PF_KTHREAD = 0x00200000
+"""``/proc/PID/stat``'s flag of a kernel thread (``include/linux/sched.h``)."""
+
+
+def is_user_task_without_environment(pid: int) -> bool:
+    """Whether ``pid``, whose ``/proc/PID/environ`` read empty, is a live user process:
+    one in the middle of an ``execve`` (the kernel sets the new environment a moment
+    after the old one is gone), or one started with none at all (``env -i``). Kernel
+    threads and zombies have none either, and are neither."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()  # the name may hold spaces and ")"
+    if len(fields) < 7 or fields[0] in (b"Z", b"X"):
+        return False
+    return not int(fields[6]) & PF_KTHREAD
+
+
+def _read_environments(unsettled: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """(pid, NUL-separated environment) of every process but this one that we may
-    read, with a NUL in front, so that every entry sits between two NULs."""
+    read, with a NUL in front, so that every entry sits between two NULs. A user
+    process whose environment reads empty is added to ``unsettled`` when given
+    (:func:`is_user_task_without_environment`): it may be an app's mid-exec."""
     for pid in _list_other_pids():
         try:
             with open(f"/proc/{pid}/environ", "rb") as file:
-                yield pid, b"\0" + file.read()
+                environ = file.read()
         except OSError:  # gone, or not ours to read
             continue
+        if not environ and unsettled is not None and is_user_task_without_environment(pid):
+            unsettled.append(pid)
+        yield pid, b"\0" + environ
 
 
-def find_app_pids(state_dir: str) -> list[int]:
+def find_app_pids(state_dir: str, unsettled: list[int] | None = None) -> list[int]:
     """The pids of every process whose environment sets :data:`STATE_DIR_ENV` to
-    ``state_dir`` exactly; processes we may not read are skipped."""
+    ``state_dir`` exactly; processes we may not read are skipped, and those whose
+    environment could not be told yet go to ``unsettled`` (:func:`_read_environments`)."""
     wanted = b"\0" + f"{STATE_DIR_ENV}={state_dir}".encode() + b"\0"
-    return [pid for pid, environ in _read_environments() if wanted in environ]
+    return [pid for pid, environ in _read_environments(unsettled) if wanted in environ]
 
 
 def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
@@ -93,14 +120,17 @@ def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
 MAX_ROUNDS = 5
 """Passes over ``/proc`` of :func:`signal_stragglers`: a process may fork between the
 pass that found it and its signal; its child is found by the next pass (a stopped or
-killed parent forks no more)."""
+killed parent forks no more). A process caught in the middle of an ``execve`` has an
+empty environment for that moment, so a pass that met a user process without one it
+had not met before is followed by another (its exec is over by then), even if it found
+nothing new: otherwise a straggler exec'ing at the last pass escaped a move's kill."""
 
 
 def signal_stragglers(state_dir: str, pgid: int | None, sig: signal.Signals) -> int:
     """Send ``sig`` to the processes of the copy at ``state_dir`` outside process group
     ``pgid`` (the group's own members got the group's signal; None: send to all),
     pass after pass until one finds none it has not signalled; return how many got it."""
-    return _signal_outside_group(lambda: find_app_pids(state_dir), pgid, sig)
+    return _signal_outside_group(partial(find_app_pids, state_dir), pgid, sig)
 
 
 def get_pid_namespace(pid: int) -> str | None:
@@ -141,21 +171,28 @@ def signal_namespace_stragglers(leader: int, sig: signal.Signals) -> int:
     namespace = get_foreign_namespace(leader)
     if namespace is None:
         return 0
+    # Members are told by namespace, not environment: none is ever unsettled.
     return _signal_outside_group(
-        lambda: find_namespace_members((namespace,)).get(namespace, []), leader, sig
+        lambda _unsettled: find_namespace_members((namespace,)).get(namespace, []), leader, sig
     )
 
 
 def _signal_outside_group(
-    find: Callable[[], list[int]], pgid: int | None, sig: signal.Signals
+    find: Callable[[list[int]], list[int]], pgid: int | None, sig: signal.Signals
 ) -> int:
     """``sig`` to what ``find`` returns outside group ``pgid``, pass after pass (a
-    process may fork between a pass and its signal) until a pass finds nothing new."""
+    process may fork between a pass and its signal) until a pass finds nothing new and
+    meets no user process without an environment that an earlier pass had not met
+    (``find`` adds those to the list it is given: :data:`MAX_ROUNDS`)."""
     seen: set[int] = set()
+    met_unsettled: set[int] = set()
     signalled = 0
     for _ in range(MAX_ROUNDS):
-        found = [pid for pid in find() if pid not in seen]
-        if not found:
+        unsettled: list[int] = []
+        found = [pid for pid in find(unsettled) if pid not in seen]
+        newly_unsettled = set(unsettled) - met_unsettled
+        met_unsettled.update(unsettled)
+        if not found and not newly_unsettled:
             break
         seen.update(found)  # signalled, gone or the group's: not looked at again
         for pid in found:
