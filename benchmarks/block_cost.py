@@ -46,6 +46,7 @@ from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import validate_report_fields
 from edgechain.consensus import state as st
 from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.memo import Memo
 from edgechain.consensus.state_codec import compute_state_root
 from edgechain.sim.config import SimConfig
@@ -143,10 +144,10 @@ def measure_block(params: ChainParams, parent: BlockState, data: bytes) -> dict[
 
     out["report_fields"] = _clock(check_fields)
     out["report_signatures"] = _clock(lambda: SignatureCache().verify_reports(items))
-    mode = st.ValidationMode(check_attestation=False, proof_scale=PROOF_SCALE)
+    mode = ValidationMode(check_attestation=False, proof_scale=PROOF_SCALE)
     fresh = Memo(randomness=b"\x01" * 32, max_entries=64)
     out["block_checks_total"] = _clock(
-        lambda: st.validate_full(fresh, params, parent, block, block_hash, mode)
+        lambda: validate_full(fresh, params, parent, block, block_hash, mode)
     )
     out["apply"] = _clock(lambda: st.apply_block(parent, block, block_hash, params))
     return out

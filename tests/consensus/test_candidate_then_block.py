@@ -11,8 +11,8 @@ import pytest
 
 from edgechain.chain.model import Block
 from edgechain.consensus.block_state import BlockState
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.memo import Memo
-from edgechain.consensus.state import ValidationMode, validate_full
 from edgechain.crypto import bls, vdf
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import Signature

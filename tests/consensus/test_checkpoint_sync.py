@@ -9,6 +9,7 @@ import pytest
 
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import AnyBlock, Block, ChainParams
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.checkpoint_sync import ANSWER_TIMEOUT_MS, CATCH_UP_SLOTS
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.light_client import LightState, get_light_state, process_light_block
@@ -28,7 +29,7 @@ from edgechain.consensus.messages import (
     SyncResponseMsg,
 )
 from edgechain.consensus.pruning import RETAIN_SLOTS
-from edgechain.consensus.state import ValidationMode, compute_genesis_state, validate_full
+from edgechain.consensus.state import compute_genesis_state
 from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import BlockHash, NodeId

@@ -16,10 +16,10 @@ import pytest
 from edgechain.chain.assembly import sign_as_producer
 from edgechain.chain.model import Block, InclusionRequest
 from edgechain.chain.validator_set import ValidatorSet
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.memo import Memo
 from edgechain.consensus.messages import BlockMsg, ExitMsg, InclusionMsg, Message, PeerRejected
-from edgechain.consensus.state import ValidationMode, validate_full
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import NodeId
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.model import AnyBlock, Block, PlanAction, SkipBlock
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.committee import get_committee_ids
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import (
@@ -26,13 +27,7 @@ from edgechain.consensus.messages import (
     Route,
 )
 from edgechain.consensus.pruning import ChainPruner
-from edgechain.consensus.state import (
-    ValidationMode,
-    apply_block,
-    get_roles,
-    get_slot_start_ms,
-    validate_full,
-)
+from edgechain.consensus.state import apply_block, get_roles, get_slot_start_ms
 from edgechain.consensus.sync import Pending, Sync
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.orchestrator.registry import get_record

@@ -16,17 +16,16 @@ from edgechain.chain.attestation import is_majority
 from edgechain.chain.encoding import compute_block_hash, compute_vote_message
 from edgechain.chain.model import AnyBlock, Block, ChainParams, SkipBlock
 from edgechain.chain.validator_set import compute_skip_exclusion
+from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.context import EngineContext
 from edgechain.consensus.messages import Outgoing, Output, Route, SkipVoteMsg, VoteMsg
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import (
     BlockState,
     Memo,
-    ValidationMode,
     get_candidate_deadline_ms,
     get_current_slot,
     get_roles,
-    validate_full,
 )
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError, RejectReason

@@ -18,13 +18,14 @@ from edgechain.chain.model import (
     ResourceReport,
 )
 from edgechain.consensus.acceptance import BlockAcceptance
+from edgechain.consensus.block_validation import ValidationMode
 from edgechain.consensus.committee import Committee
 from edgechain.consensus.context import EngineContext, LocalUsage
 from edgechain.consensus.joining import Joining
 from edgechain.consensus.messages import GenesisMsg
 from edgechain.consensus.producer import Producer, ProducerDuty
 from edgechain.consensus.reports import ReportRelay
-from edgechain.consensus.state import BlockState, ValidationMode
+from edgechain.consensus.state import BlockState
 from edgechain.consensus.sync import Pending, Sync
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 

@@ -29,6 +29,7 @@ from edgechain.chain.model import (
 )
 from edgechain.chain.validation import check_admission, is_exit_of_current_stay
 from edgechain.consensus.addresses import choose_records
+from edgechain.consensus.block_validation import get_proof_iterations
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import get_committee_ids
 from edgechain.consensus.context import EngineContext
@@ -47,7 +48,6 @@ from edgechain.consensus.state import (
     compute_vdf_group,
     get_candidate_deadline_ms,
     get_plan,
-    get_proof_iterations,
     get_slot_start_ms,
 )
 from edgechain.consensus.state_codec import get_state_root

@@ -1,20 +1,16 @@
-"""Chain state after each block, its transition, and full block validation.
+"""Chain state after each block and its transition.
 
 The state after a block is a pure function of the chain up to that block, so it is
 keyed by the block hash. It carries what the *child* needs: the seed for role
 election (Algorithm 2), the validator set, the VDF difficulty, the app registry, and
 the resource reports the planner reads (Algorithm 1 works on the parent's data).
 
-Full validation = the self-contained checks of ``chain/validation.py`` with the
-*elected* producer and committee, plus what only consensus knows: the timestamp window,
-the difficulty rule, the recomputed migration plan, and the signed commands against the
-parent's authority and registry (``orchestrator/commands.py``).
+Full validation of a block on its parent state is ``consensus/block_validation.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from edgechain.chain.attestation import count_signers
@@ -22,9 +18,8 @@ from edgechain.chain.authority import (
     Authority,
     compute_genesis_authority,
     end_drains,
-    is_banned,
 )
-from edgechain.chain.departures import check_inclusion_slot, compute_departures
+from edgechain.chain.departures import compute_departures
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.finality import FinalityState, compute_genesis_finality, process_finality
 from edgechain.chain.model import (
@@ -37,28 +32,18 @@ from edgechain.chain.model import (
     PlanEntry,
     ResourceReport,
 )
-from edgechain.chain.validation import (
-    BlockContext,
-    check_admission,
-    validate_block,
-    validate_checked_candidate,
-    validate_skip_block,
-)
 from edgechain.chain.validator_set import (
     ValidatorSet,
     apply_block_to_validator_set,
     compute_genesis_validator_set,
-    compute_node_id,
     get_removed_nodes,
 )
 from edgechain.cluster.vivaldi import compute_next_coordinate
 from edgechain.consensus.block_state import BlockState
 from edgechain.consensus.memo import Memo
 from edgechain.consensus.roles import Roles, compute_roles
-from edgechain.consensus.state_codec import get_state_root
 from edgechain.crypto import vdf
 from edgechain.crypto.seed import compute_block_seed, compute_genesis_seed, compute_skip_seed
-from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.commands import CommandContext, apply_commands
 from edgechain.orchestrator.liveness import (
     compute_down_nodes,
@@ -395,115 +380,3 @@ def get_plan(
             quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots),
         ),
     )
-
-
-# --- full validation -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ValidationMode:
-    check_attestation: bool = True
-    proof_scale: int = 1
-    """The VDF proof uses ``max(1, difficulty // proof_scale)`` iterations (1 on a
-    real node; the simulator scales proofs down and charges its clock the full cost)."""
-
-
-def get_proof_iterations(difficulty: int, proof_scale: int) -> int:
-    return max(1, difficulty // proof_scale)
-
-
-def validate_full(
-    memo: Memo,
-    params: ChainParams,
-    parent: BlockState,
-    block: AnyBlock,
-    block_hash: BlockHash,
-    mode: ValidationMode,
-) -> int:
-    """Validate ``block`` on ``parent`` as a validator would (Algorithm 3); returns signers.
-
-    Results are memoised by (hash, mode): a block's content fixes its parent, so the
-    answer cannot differ between two calls. A rejection is memoised too and re-raised.
-    """
-    key = ("valid", block_hash, mode)
-    outcome = memo.get(
-        key, lambda: _validate_outcome(memo, params, parent, block, block_hash, mode)
-    )
-    if isinstance(outcome, ValidationError):
-        raise ValidationError(outcome.reason, outcome.detail)
-    return outcome
-
-
-def _validate_outcome(
-    memo: Memo,
-    params: ChainParams,
-    parent: BlockState,
-    block: AnyBlock,
-    block_hash: BlockHash,
-    mode: ValidationMode,
-) -> int | ValidationError:
-    try:
-        _validate_uncached(memo, params, parent, block, block_hash, mode)
-    except ValidationError as exc:
-        return exc
-    return count_signers(block.signers)
-
-
-def _is_checked_candidate(memo: Memo, block_hash: BlockHash, mode: ValidationMode) -> bool:
-    """Whether the block of this hash passed as a candidate (the memo's verdict: its
-    signer count, 0 for a candidate, or the ValidationError that refused it)."""
-    verdict = memo.peek(("valid", block_hash, replace(mode, check_attestation=False)))
-    return isinstance(verdict, int)
-
-
-def _validate_uncached(
-    memo: Memo,
-    params: ChainParams,
-    parent: BlockState,
-    block: AnyBlock,
-    block_hash: BlockHash,
-    mode: ValidationMode,
-) -> None:
-    roles = get_roles(memo, parent, block.slot, params.committee_size)
-    ctx = BlockContext(
-        params=params,
-        parent_hash=parent.block_hash,
-        parent_slot=parent.slot,
-        vdf_iterations=get_proof_iterations(parent.difficulty, mode.proof_scale),
-        vdf_group=compute_vdf_group(parent, block.slot, params.vdf_group_slots),
-        validators=parent.validators,
-        producer_key=roles.producer,
-        committee=roles.committee,
-    )
-    if not isinstance(block, Block):
-        validate_skip_block(block, block_hash, ctx, check_attestation=mode.check_attestation)
-        return
-    if mode.check_attestation and _is_checked_candidate(memo, block_hash, mode):
-        # A committee member checked this block as its candidate before it voted
-        # (Algorithm 3), and the hash covers all of that: the VDF, the reports, the
-        # plan and the commands are not checked a second time.
-        validate_checked_candidate(block, block_hash, ctx, memo.signatures)
-        return
-    slot_start = get_slot_start_ms(params, block.slot)
-    if not slot_start <= block.timestamp_ms <= get_candidate_deadline_ms(params, block.slot):
-        raise ValidationError(RejectReason.BAD_TIMESTAMP)
-    expected = compute_next_difficulty(params, parent.difficulty, block.timestamp_ms - slot_start)
-    if block.difficulty != expected:
-        raise ValidationError(RejectReason.BAD_DIFFICULTY_RULE, f"{block.difficulty} != {expected}")
-    if block.state_root != get_state_root(memo, parent):
-        raise ValidationError(RejectReason.BAD_STATE_ROOT, "not the parent state's root")
-    validate_block(
-        block, block_hash, ctx, check_attestation=mode.check_attestation, cache=memo.signatures
-    )
-    if block.plan != get_plan(memo, params, parent, block.slot):
-        raise ValidationError(RejectReason.WRONG_PLAN)
-    for req in block.inclusions:
-        if is_banned(parent.authority, compute_node_id(req.public_key)):
-            raise ValidationError(RejectReason.BANNED_NODE)
-        check_admission(req, params, parent.authority, block.slot)
-        check_inclusion_slot(req, block.slot, parent.departures)
-    # Who signed each command and whether it applies: a block carrying a command that
-    # does not check gets no votes. (Without commands there is nothing to check: the
-    # plan was just compared with the recomputed one.)
-    if block.commands:
-        apply_block_commands(parent, block, params.committee_size)

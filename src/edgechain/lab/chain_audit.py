@@ -1,6 +1,6 @@
 """After a run, check that no node accepted an invalid block: every block in every
 node's store is validated again, from that store's genesis, exactly as an honest
-validator checks one (``consensus/state.validate_full``: elected producer, VDF proof,
+validator checks one (``consensus/block_validation.validate_full``: elected producer, VDF proof,
 the plan recomputed, the aggregate signature over a committee majority), and must
 pass. Blocks shared by several stores are checked once.
 
@@ -17,14 +17,8 @@ from typing import Any
 
 from edgechain.chain.encoding import compute_block_hash, decode_block, decode_genesis
 from edgechain.chain.store.block_store import BlockStore
-from edgechain.consensus.state import (
-    BlockState,
-    Memo,
-    ValidationMode,
-    apply_block,
-    compute_genesis_state,
-    validate_full,
-)
+from edgechain.consensus.block_validation import ValidationMode, validate_full
+from edgechain.consensus.state import BlockState, Memo, apply_block, compute_genesis_state
 from edgechain.errors import ValidationError
 from edgechain.types import BlockHash
 

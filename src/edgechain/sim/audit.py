@@ -8,14 +8,8 @@ from typing import TYPE_CHECKING
 from edgechain.chain.encoding import compute_block_hash
 from edgechain.chain.model import AnyBlock, ChainParams, Genesis
 from edgechain.chain.signature_cache import SignatureCache
-from edgechain.consensus.state import (
-    BlockState,
-    Memo,
-    ValidationMode,
-    apply_block,
-    compute_genesis_state,
-    validate_full,
-)
+from edgechain.consensus.block_validation import ValidationMode, validate_full
+from edgechain.consensus.state import BlockState, Memo, apply_block, compute_genesis_state
 from edgechain.errors import PeerError
 from edgechain.types import BlockHash
 
