@@ -32,6 +32,10 @@ drop-reports        as representative, relays only its own   the members' fallba
                     report                                   (``consensus/reports.py``)
 replay-commands     every 3 s re-gossips a signed command    ``command_replayed``
                     the chain already carries
+replay-inclusions   every 3 s re-gossips the inclusion       ``bad_inclusion``; no block
+                    request a block carried for a node that  carries it, the node stays
+                    has left the set since (an exclusion)    out until it asks anew
+                                                             (``chain/departures.py``)
 announce-apps       its own reports list, with a heavy       ``report_names_app_not_run``;
                     usage, apps the chain placed on other    the planner ignores those
                     nodes (re-signed: a valid report)        listings (``orchestrator/
@@ -57,6 +61,7 @@ from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     AppUsage,
     Block,
+    InclusionRequest,
     PlanAction,
     PlanEntry,
     ResourceReport,
@@ -66,6 +71,7 @@ from edgechain.consensus.committee import get_committee_ids, get_skip_exclusion,
 from edgechain.consensus.messages import (
     CandidateMsg,
     CommandMsg,
+    InclusionMsg,
     Outgoing,
     ReportMsg,
     Route,
@@ -74,6 +80,7 @@ from edgechain.consensus.messages import (
 )
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
+from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.report_key import sign_report_message
 from edgechain.errors import LocalError, PeerError
 from edgechain.node.config import HOSTILE_ENV as ENV
@@ -98,6 +105,7 @@ BEHAVIOURS = (
     "alter-reports",
     "drop-reports",
     "replay-commands",
+    "replay-inclusions",
     "announce-apps",
     "unplanned-migrations",
 )
@@ -141,6 +149,7 @@ class Hostile:
         self._forger = bls.keygen(os.urandom(32))
         self._outsider_slot = -1
         self._next_replay_ms = 0
+        self._next_inclusion_ms = 0
         self._next_offer_ms = 0
         self.verdicts: Counter[str] = Counter()
         """unplanned-migrations: the verdicts its offers got (``refused:<reason>``)."""
@@ -251,6 +260,9 @@ class Hostile:
         if "replay-commands" in self.behaviours and now >= self._next_replay_ms:
             self._next_replay_ms = now + REPLAY_EVERY_MS
             sent += self._replay_command(engine)
+        if "replay-inclusions" in self.behaviours and now >= self._next_inclusion_ms:
+            self._next_inclusion_ms = now + REPLAY_EVERY_MS
+            sent += self._replay_inclusion(engine)
         if "unplanned-migrations" in self.behaviours and now >= self._next_offer_ms:
             self._next_offer_ms = now + OFFER_EVERY_MS
             self._offer_unplanned(engine)
@@ -320,6 +332,28 @@ class Hostile:
                 self.acts["replay-commands"] += 1
                 return [Outgoing(CommandMsg(commands[0]), Route.GOSSIP)]
         return []
+
+    def _replay_inclusion(self, engine: Any) -> list[Outgoing]:
+        """The newest request a block of the head chain carried for a node the head
+        state records as departed since (signed before it left), in turn over those
+        nodes. Requests of the genesis are signed before any chain (nonce 0), which
+        every node drops unchecked: they are not replayed."""
+        head: BlockState | None = engine.get_head_state()
+        if head is None or not head.departures:
+            return []
+        stale: dict[NodeId, InclusionRequest] = {}
+        for block_hash in engine.get_chain():
+            for req in getattr(engine.blocks.get(block_hash), "inclusions", ()):
+                node = compute_node_id(req.public_key)
+                left = head.departures.get(node)
+                if left is not None and 0 < req.nonce < left:
+                    stale[node] = req
+        if not stale:
+            return []
+        nodes = sorted(stale)
+        req = stale[nodes[self.acts["replay-inclusions"] % len(nodes)]]
+        self.acts["replay-inclusions"] += 1
+        return [Outgoing(InclusionMsg(req), Route.GOSSIP)]
 
 
 def _raise_cpu(report: ResourceReport) -> ResourceReport:

@@ -19,8 +19,16 @@ from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.block_validation import ValidationMode, validate_full
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.memo import Memo
-from edgechain.consensus.messages import BlockMsg, ExitMsg, InclusionMsg, Message, PeerRejected
+from edgechain.consensus.messages import (
+    BlockMsg,
+    ExitMsg,
+    InclusionMsg,
+    Message,
+    PeerRejected,
+    Route,
+)
 from edgechain.errors import RejectReason, ValidationError
+from edgechain.hostile import Hostile
 from edgechain.types import NodeId
 
 from .test_engine import Harness
@@ -128,3 +136,20 @@ def test_started_again_it_signs_a_new_request_that_admits_it(
     left = net.engine(0).get_head_state().departures[net.engine(LEAVER).node_id]  # type: ignore[union-attr]
     engine, _ = _restart_and_join(net, slot + 4)
     assert engine.joining.own_request.nonce >= left > request.nonce
+
+
+def test_the_hostile_replay_sends_that_request(
+    replay: tuple[Harness, InclusionRequest, int],
+) -> None:
+    """``replay-inclusions`` (``hostile.py``, judged on real nodes in
+    ``tests/lab/test_hostile_live.py``) picks this very request from the head chain."""
+    net, request, _ = replay
+    replayer = net.engine(1)
+    hostile = Hostile(("replay-inclusions",), replayer.ctx.sk, replayer.node_id, lambda: replayer)
+    (sent,) = hostile.on_tick(net.now)
+    assert sent.message == InclusionMsg(request) and sent.route is Route.GOSSIP
+    assert hostile.acts["replay-inclusions"] == 1
+    out = net.deliver(0, sent.message, replayer.node_id)
+    assert [e.reason for e in out.events if isinstance(e, PeerRejected)] == [
+        RejectReason.BAD_INCLUSION
+    ]

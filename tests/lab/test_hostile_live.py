@@ -45,7 +45,7 @@ HOSTILE = {
     1: "invalid-vdf",
     2: "forged-votes,unplanned-migrations,drop-reports",
     3: "outsider-votes,duplicate-votes,alter-reports",
-    4: "replay-commands,drop-reports",
+    4: "replay-commands,replay-inclusions,drop-reports",
     5: "equivocate,announce-apps",
     6: "wrong-plan",
     7: "alter-reports",
@@ -213,6 +213,15 @@ def test_outsider_votes_are_refused(run: Run) -> None:
 def test_replayed_commands_are_refused(run: Run) -> None:
     assert run.acts(4, "replay-commands") >= 1
     assert run.counted_by_others(4, "command_replayed") >= 1
+
+
+def test_replayed_inclusion_requests_are_refused(run: Run) -> None:
+    """Node 4 re-gossips the request that admitted a node excluded since (the producers
+    of bad candidates, 5 and 6, joined after the genesis); block format 15 refuses it
+    (``chain/departures.py``), and no block carries a request signed before its node
+    left: the audit re-validated every stored block (``test_every_node_answered...``)."""
+    assert run.acts(4, "replay-inclusions") >= 1
+    assert run.counted_by_others(4, "bad_inclusion") >= 1
 
 
 def test_altered_reports_are_refused(run: Run) -> None:

@@ -183,15 +183,16 @@ class Joining:
                 return
             params = ctx.params
             state = ctx.get_head_state()
-            if state is not None and compute_node_id(req.public_key) in state.validators:
-                return
             if state is not None:
-                # An old copy (gossip's pull repair hands them around): no later block
-                # on this head may carry it (``chain/departures.py``).
+                # An old copy (gossip's pull repair hands them around, a peer may replay
+                # one): no later block on this head may carry it (``chain/departures.py``),
+                # even when its node is back in the set with a newer request.
                 if is_too_old(req, state.slot):
                     raise ValidationError(RejectReason.BAD_INCLUSION, "too old to be included")
                 if not is_after_departure(req, state.departures):
                     raise ValidationError(RejectReason.BAD_INCLUSION, "signed before the node left")
+                if compute_node_id(req.public_key) in state.validators:
+                    return
         ctx.memo.get(
             ("inclusion-valid", req),
             lambda: validate_inclusion(req, params, ctx.memo.signatures),
