@@ -34,8 +34,8 @@ replay-commands     every 3 s re-gossips a signed command    ``command_replayed`
                     the chain already carries
 replay-inclusions   every 3 s re-gossips the inclusion       ``bad_inclusion``; no block
                     request a block carried for a node that  carries it, the node stays
-                    has left the set since (an exclusion)    out until it asks anew
-                                                             (``chain/departures.py``)
+                    has left the set since (an exit or an    out until it asks anew
+                    exclusion)                               (``chain/departures.py``)
 announce-apps       its own reports list, with a heavy       ``report_names_app_not_run``;
                     usage, apps the chain placed on other    the planner ignores those
                     nodes (re-signed: a valid report)        listings (``orchestrator/
