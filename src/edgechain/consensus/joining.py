@@ -80,8 +80,10 @@ about one inclusion every three slots, then 25 in one block whose producer had t
 PRE_GENESIS_NONCE = 0
 """The nonce of a request signed before its node had the chain: the genesis node pools
 it for the genesis, and after the genesis nobody does. A node asks with the slot of its
-head (at least 1) once it follows the chain. The nonce is not checked by consensus; this
-is the joining nodes' and the pools' rule."""
+head (at least 1) once it follows the chain. Consensus checks only that a block's
+requests are fresh and signed no earlier than their node's last departure
+(``chain/departures.py``), which a nonce-0 request fails 64 slots after the genesis;
+dropping them at once is the joining nodes' and the pools' rule."""
 
 
 class Joining:
