@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.authority import is_banned
 from edgechain.chain.departures import check_inclusion_slot
-from edgechain.chain.model import AnyBlock, Block, ChainParams
+from edgechain.chain.model import AnyBlock, Block, ChainParams, InclusionRequest
 from edgechain.chain.validation import (
     BlockContext,
     check_admission,
@@ -37,7 +37,7 @@ from edgechain.consensus.state import (
 )
 from edgechain.consensus.state_codec import get_state_root
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.types import BlockHash
+from edgechain.types import BlockHash, Slot
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,20 @@ class ValidationMode:
 
 def get_proof_iterations(difficulty: int, proof_scale: int) -> int:
     return max(1, difficulty // proof_scale)
+
+
+def check_inclusion_on_parent(
+    req: InclusionRequest, params: ChainParams, parent: BlockState, slot: Slot
+) -> None:
+    """What admits ``req`` in a block at ``slot`` on ``parent`` beyond its signatures
+    (``chain/validation.validate_inclusion``): its node not banned, its enrollment token
+    neither expired nor revoked (``check_admission``), its nonce fresh and after its
+    node's last departure (``chain/departures.py``). Full validation and the producer's
+    choice (``producer.is_admissible``) both ask this; the first failure is raised."""
+    if is_banned(parent.authority, compute_node_id(req.public_key)):
+        raise ValidationError(RejectReason.BANNED_NODE)
+    check_admission(req, params, parent.authority, slot)
+    check_inclusion_slot(req, slot, parent.departures)
 
 
 def validate_full(
@@ -138,10 +152,7 @@ def _validate_uncached(
     if block.plan != get_plan(memo, params, parent, block.slot):
         raise ValidationError(RejectReason.WRONG_PLAN)
     for req in block.inclusions:
-        if is_banned(parent.authority, compute_node_id(req.public_key)):
-            raise ValidationError(RejectReason.BANNED_NODE)
-        check_admission(req, params, parent.authority, block.slot)
-        check_inclusion_slot(req, block.slot, parent.departures)
+        check_inclusion_on_parent(req, params, parent, block.slot)
     # Who signed each command and whether it applies: a block carrying a command that
     # does not check gets no votes. (Without commands there is nothing to check: the
     # plan was just compared with the recomputed one.)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, attach_attestation, sign_as_producer
 from edgechain.chain.attestation import is_majority
-from edgechain.chain.authority import is_banned
-from edgechain.chain.departures import check_inclusion_slot
 from edgechain.chain.encoding import compute_block_hash, compute_vote_message
 from edgechain.chain.model import (
     AddressRecord,
@@ -27,9 +25,9 @@ from edgechain.chain.model import (
     InclusionRequest,
     ResourceReport,
 )
-from edgechain.chain.validation import check_admission, is_exit_of_current_stay
+from edgechain.chain.validation import is_exit_of_current_stay
 from edgechain.consensus.addresses import choose_records
-from edgechain.consensus.block_validation import get_proof_iterations
+from edgechain.consensus.block_validation import check_inclusion_on_parent, get_proof_iterations
 from edgechain.consensus.command_pool import CommandPool
 from edgechain.consensus.committee import get_committee_ids
 from edgechain.consensus.context import EngineContext
@@ -98,7 +96,6 @@ def build_candidate(
         r
         for r in sorted(inclusions, key=lambda r: r.public_key)
         if compute_node_id(r.public_key) not in parent.validators
-        and not is_banned(parent.authority, compute_node_id(r.public_key))
         and is_admissible(r, params, parent, slot)
     )[:limit]
     chosen_exits = tuple(
@@ -140,12 +137,11 @@ def build_candidate(
 def is_admissible(
     req: InclusionRequest, params: ChainParams, parent: BlockState, slot: Slot
 ) -> bool:
-    """Would a block at ``slot`` on ``parent`` admit ``req`` (its enrollment token
-    neither expired nor revoked, its nonce fresh and after its node's last departure:
-    ``chain/departures.py``)? Its signatures were checked when it was pooled."""
+    """Would a block at ``slot`` on ``parent`` admit ``req``
+    (``block_validation.check_inclusion_on_parent``)? Its signatures were checked when
+    it was pooled."""
     try:
-        check_admission(req, params, parent.authority, slot)
-        check_inclusion_slot(req, slot, parent.departures)
+        check_inclusion_on_parent(req, params, parent, slot)
     except ValidationError:
         return False
     return True
