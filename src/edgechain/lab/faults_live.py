@@ -41,6 +41,7 @@ from edgechain.chain.model import ChainParams
 from edgechain.cli.common import DEFAULT_HTTP_TIMEOUT_S
 from edgechain.lab.cluster import get_guard_prefix
 from edgechain.lab.operator import CLIENT_FILE, OPERATOR_KEY_FILE
+from edgechain.runtime.app_processes import read_stat_fields
 from edgechain.runtime.process_group import is_stopped
 from edgechain.runtime.replica import META_FILE, REPLICAS_DIR
 
@@ -113,9 +114,10 @@ def is_dying(pid: int) -> bool:
     die; until it gets a CPU and exits (tens of ms on a loaded host) its state is R with
     no SIGSTOP pending, which ``is_stopped`` reads as running. Such a copy runs nothing.
     """
+    fields = read_stat_fields(pid)
+    if fields is None:
+        return True  # gone meanwhile
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rsplit(b")", 1)[1].split()
         if fields[0] in (b"Z", b"X") or int(fields[6]) & _PF_EXITING:
             return True
         with open(f"/proc/{pid}/status", "rb") as file:

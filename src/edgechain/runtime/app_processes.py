@@ -62,18 +62,25 @@ PF_KTHREAD = 0x00200000
 """``/proc/PID/stat``'s flag of a kernel thread (``include/linux/sched.h``)."""
 
 
+def read_stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after ``pid (comm)``, the state letter first;
+    None when ``pid`` is gone or not ours to read. The command name may hold spaces and
+    parentheses: the fields follow the last ``)``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split()
+
+
 def is_user_task_without_environment(pid: int) -> bool:
     """Whether ``pid``, whose ``/proc/PID/environ`` read empty, is a live user process:
     one in the middle of an ``execve`` (the kernel sets the new environment a moment
     after the old one is gone), or one started with none at all (``env -i``). Kernel
     threads and zombies have none either, and are neither."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()  # the name may hold spaces and ")"
-    if len(fields) < 7 or fields[0] in (b"Z", b"X"):
+    fields = read_stat_fields(pid)
+    if fields is None or len(fields) < 7 or fields[0] in (b"Z", b"X"):
         return False
     return not int(fields[6]) & PF_KTHREAD
 

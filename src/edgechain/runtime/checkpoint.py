@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psutil
 
+from edgechain.runtime.app_processes import read_stat_fields
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.archive import write_state_archive
 from edgechain.runtime.base import AppRuntimeError
@@ -172,11 +173,9 @@ def _is_stopped(pid: int) -> bool:
 
 def _read_state(pid: int) -> tuple[str, int]:
     """The state letter and the process group of ``pid`` ("" when it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
+    fields = read_stat_fields(pid)
+    if fields is None:
         return "", 0
-    fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) "
     return fields[0].decode(), int(fields[2])
 
 

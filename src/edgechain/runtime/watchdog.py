@@ -49,6 +49,7 @@ from edgechain.runtime.app_processes import (
     find_namespace_members,
     get_foreign_namespace,
     get_state_dir_value,
+    read_stat_fields,
     signal_namespace_stragglers,
     signal_stragglers,
 )
@@ -111,13 +112,9 @@ class Leader:
 
 def read_proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks after boot) of ``pid``; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-    except OSError:
+    fields = read_stat_fields(pid)
+    if fields is None:
         return None
-    # The command name may hold spaces and parentheses: the fields follow the last ")".
-    fields = data[data.rfind(b")") + 2 :].split()
     try:
         return fields[0].decode("ascii"), int(fields[19])
     except (IndexError, ValueError):
