@@ -56,10 +56,9 @@ def compute_departures(
         if validators is parent_validators
         else [n for n in parent_validators.get_node_ids() if n not in validators]
     )
-    expired = [n for n, at in parent.items() if slot - at > INCLUSION_MAX_AGE_SLOTS]
-    if not removed and not expired:
-        return parent
     kept = {n: at for n, at in parent.items() if slot - at <= INCLUSION_MAX_AGE_SLOTS}
+    if not removed and len(kept) == len(parent):
+        return parent
     kept.update(dict.fromkeys(removed, slot))
     return {n: kept[n] for n in sorted(kept, key=bytes)}
 
