@@ -14,9 +14,9 @@ from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, Sign
 from edgechain.consensus.command_pool import PendingCommand
 from edgechain.consensus.messages import CommandMsg, VoteMsg
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.orchestrator import get_record
+from edgechain.orchestrator import AppRecord, get_record
 from edgechain.testing import ADMIN, make_identity
-from edgechain.types import Slot
+from edgechain.types import AppId, Slot
 
 from .test_engine import PARAMS, Harness
 
@@ -113,6 +113,39 @@ def test_api_refuses_commands_that_do_not_apply() -> None:
     long_name = dataclasses.replace(SPEC, name="x" * 5000)
     with pytest.raises(ValidationError):
         net.engine(0).submit_command(admin(1, CommandKind.SUBMIT, spec=long_name), net.now)
+
+
+def head_record(net: Harness, app: AppId) -> AppRecord:
+    state = net.engine(0).get_head_state()
+    assert state is not None
+    record = get_record(state.registry, app)
+    assert record is not None
+    return record
+
+
+def test_api_refuses_a_move_to_a_draining_node_which_a_block_may_still_carry() -> None:
+    net = Harness(5)
+    net.start_chain()
+    slot = include(net, admin(1, CommandKind.SUBMIT, spec=SPEC), 1)
+    app = compute_submitted_app_id(bytes(PARAMS.admin_key), 1)
+    while head_record(net, app).node is None:
+        net.run_slot(slot)
+        slot += 1
+        assert slot < 12, "app never placed"
+    target = next(n for n in net.order if n != head_record(net, app).node)
+    slot = include(net, admin(2, CommandKind.DRAIN_NODE, node=target), slot)
+    move = admin(3, CommandKind.MOVE, app=app, node=target)
+    with pytest.raises(ValidationError, match="is draining") as info:
+        net.engine(1).submit_command(move, net.now)
+    assert info.value.reason == RejectReason.COMMAND_INVALID
+    # Not a validity rule: gossiped, the same MOVE is kept, carried and left pending.
+    gossip_to_all(net, move, sender=1)
+    while move not in chain_commands(net, 0):
+        net.run_slot(slot)
+        slot += 1
+        assert slot < 30, "gossiped MOVE never carried"
+    record = head_record(net, app)
+    assert record.move_to == target and record.node != target
 
 
 def test_hostile_producer_with_an_unsigned_command_gets_no_votes() -> None:

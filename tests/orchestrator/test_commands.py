@@ -28,7 +28,11 @@ from edgechain.chain.model import (
 from edgechain.chain.validator_set import ValidatorInfo, ValidatorSet
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator import EMPTY_REGISTRY, AppState, Registry, compute_plan, get_record
-from edgechain.orchestrator.commands import CommandContext, apply_commands
+from edgechain.orchestrator.commands import (
+    CommandContext,
+    apply_commands,
+    check_move_destination,
+)
 from edgechain.orchestrator.fleet import compute_app_history, compute_app_views, resolve_app
 from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import apply_block_to_registry
@@ -285,3 +289,27 @@ def test_history_comes_from_the_blocks() -> None:
     assert [(e.kind, e.slot) for e in history] == [("submit", 1), ("place", 2)]
     assert history[0].signer == ADMIN.pk and history[0].version == 1
     assert history[1].node == node
+
+
+def test_the_api_check_of_a_move_names_a_draining_or_down_node() -> None:
+    chain = granted()
+    chain.block([chain.sign(ADMIN, CommandKind.DRAIN_NODE, node=NODES[1].node)])
+    app = app_of(1)
+    seen = {NodeId(n.node): Slot(20) for n in NODES[:3]}  # NODES[3] silent since genesis
+
+    def check(node: bytes, kind: CommandKind = CommandKind.MOVE) -> None:
+        fields: dict[str, object] = {"node": node}
+        if kind is CommandKind.MOVE:
+            fields["app"] = app
+        cmd = chain.sign(ADMIN, kind, **fields)
+        check_move_destination(cmd, chain.authority, seen, Slot(24), down_after=12)
+
+    check(NODES[2].node)  # active: the planner can carry it out
+    with pytest.raises(ValidationError, match="is draining") as info:
+        check(NODES[1].node)
+    assert info.value.reason == RejectReason.COMMAND_INVALID
+    with pytest.raises(ValidationError, match="is down"):
+        check(NODES[3].node)
+    seen[NodeId(NODES[3].node)] = Slot(13)  # last seen 11 slots ago: not down yet
+    check(NODES[3].node)
+    check(NODES[1].node, CommandKind.UNDRAIN_NODE)  # only a MOVE is checked

@@ -28,7 +28,7 @@ from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.orchestrator.commands import apply_commands
+from edgechain.orchestrator.commands import apply_commands, check_move_destination
 from edgechain.types import Slot
 
 MAX_PENDING_COMMANDS = 4_096
@@ -49,6 +49,8 @@ class CommandPool:
     def __init__(self, chain_id: str, committee_size: int, cache: SignatureCache) -> None:
         self.chain_id = chain_id
         self.committee_size = committee_size
+        self.down_after_slots = 0
+        """The genesis K (``liveness.is_down``), once the engine has a genesis."""
         self.cache = cache
         self.pending: dict[bytes, PendingCommand] = {}
 
@@ -58,7 +60,9 @@ class CommandPool:
         """Check ``cmd`` against ``head`` and keep it; returns its hash. Raises a
         ValidationError (a ``RejectReason.COMMAND_*`` reason) when it is refused. With
         ``check_applies`` (the API) it must also apply to the head registry, unless its
-        signer has earlier commands still pending here (they may make it apply)."""
+        signer has earlier commands still pending here (they may make it apply), and a
+        MOVE must name a node the planner can move to now (not a validity rule: a block
+        may carry such a MOVE, which then waits on the record)."""
         check_command_shape(cmd)
         validate_command_signature(cmd, self.chain_id, self.cache)
         signer = bytes(cmd.signer)
@@ -71,6 +75,7 @@ class CommandPool:
         if check_applies and not any(p.command.seq < cmd.seq for p in mine):
             ctx = get_command_context(head, head.validators, slot, self.committee_size)
             apply_commands(head.registry, ctx, (cmd,))
+            check_move_destination(cmd, head.authority, head.last_seen, slot, self.down_after_slots)
         digest = compute_command_hash(cmd)
         if digest not in self.pending:
             if len(self.pending) >= MAX_PENDING_COMMANDS or len(mine) >= MAX_PENDING_PER_SIGNER:

@@ -365,6 +365,7 @@ class ConsensusEngine(EngineView):
     def _adopt_genesis(self, genesis: Genesis, signature: Signature) -> None:
         self.ctx.adopt_genesis(genesis, signature)
         self.commands.committee_size = genesis.params.committee_size
+        self.commands.down_after_slots = genesis.params.down_after_slots
         self.joining.on_genesis_adopted()
 
     def _send_candidate(self, duty: ProducerDuty, result: VdfResult, now: int, out: Output) -> None:

@@ -37,6 +37,7 @@ from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
 from edgechain.errors import RejectReason, ValidationError
+from edgechain.orchestrator.liveness import LastSeen, NodeStatus, get_node_status
 from edgechain.orchestrator.policy import NodeInfo, get_missing_runtime, is_node_allowed
 from edgechain.orchestrator.registry import (
     AppRecord,
@@ -103,6 +104,30 @@ def _apply_app_command(registry: Registry, ctx: CommandContext, cmd: SignedComma
         return put_record(registry, replace(record, move_to=NodeId(cmd.node)))
     # REMOVE (check_command_shape admits no other app command)
     return delete_record(registry, record.app)
+
+
+def check_move_destination(
+    cmd: SignedCommand, auth: Authority, last_seen: LastSeen, slot: Slot, down_after: int
+) -> None:
+    """The API's check that a MOVE can be carried out now: its node is neither
+    draining nor down (``liveness.get_node_status``), which the planner never moves an
+    app to (``planner._plan_operator_moves``). Not a validity rule: a block may carry
+    such a MOVE, whose ``move_to`` then waits on the record until the node is usable
+    again; an operator asking at the API is told instead of left with an app that
+    shows "moving to" for as long as the drain or the outage lasts."""
+    if cmd.kind is not CommandKind.MOVE or cmd.node is None or down_after <= 0:
+        return
+    target = NodeId(cmd.node)
+    status = get_node_status(last_seen, target, slot, down_after, auth.draining)
+    if status is NodeStatus.DRAINING:
+        raise _invalid(
+            f"MOVE: {target.hex()[:16]} is draining: nothing is moved to it until the "
+            "admin undoes the drain"
+        )
+    if status is NodeStatus.DOWN:
+        raise _invalid(
+            f"MOVE: {target.hex()[:16]} is down: silent on the chain for {down_after} slots"
+        )
 
 
 def _check_spec(cmd: SignedCommand) -> None:
