@@ -82,6 +82,13 @@ def check_inclusion_slot(
     ``departures``; a ValidationError names the one that fails."""
     if req.nonce > slot:
         raise ValidationError(RejectReason.BAD_INCLUSION, f"signed at slot {req.nonce}, ahead")
+    check_not_stale(req, slot, departures)
+
+
+def check_not_stale(req: InclusionRequest, slot: int, departures: Mapping[NodeId, Slot]) -> None:
+    """The module's rules that only a later slot cannot undo: ``req`` is not too old for
+    a block at ``slot`` and was signed no earlier than its node's departure. A pool
+    refuses on these alone (a nonce ahead of its head may be a peer's newer head)."""
     if is_too_old(req, slot):
         raise ValidationError(
             RejectReason.BAD_INCLUSION,

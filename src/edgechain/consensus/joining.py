@@ -13,7 +13,12 @@ import dataclasses
 from collections.abc import Callable
 
 from edgechain.chain.assembly import make_exit_request, make_inclusion_request
-from edgechain.chain.departures import INCLUSION_MAX_AGE_SLOTS, is_after_departure, is_too_old
+from edgechain.chain.departures import (
+    INCLUSION_MAX_AGE_SLOTS,
+    check_not_stale,
+    is_after_departure,
+    is_too_old,
+)
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import (
@@ -38,7 +43,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError, RejectReason, ValidationError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.types import NodeId, PublicKey, Signature, Slot
 
 MAX_RETRY_BACKOFF = 4
@@ -189,10 +194,7 @@ class Joining:
                 # An old copy (gossip's pull repair hands them around, a peer may replay
                 # one): no later block on this head may carry it (``chain/departures.py``),
                 # even when its node is back in the set with a newer request.
-                if is_too_old(req, state.slot):
-                    raise ValidationError(RejectReason.BAD_INCLUSION, "too old to be included")
-                if not is_after_departure(req, state.departures):
-                    raise ValidationError(RejectReason.BAD_INCLUSION, "signed before the node left")
+                check_not_stale(req, state.slot, state.departures)
                 if compute_node_id(req.public_key) in state.validators:
                     return
         ctx.memo.get(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS
-from edgechain.runtime.app_processes import signal_stragglers
+from edgechain.runtime.app_processes import read_stat_fields, signal_stragglers
 from edgechain.runtime.net_traffic import get_socket_inodes, read_tcp_socket_bytes
 from edgechain.runtime.watchdog import has_stop_pending
 
@@ -175,18 +175,18 @@ def read_groups() -> dict[int, GroupUsage]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
+        fields = read_stat_fields(int(name))
+        if fields is None:
+            continue  # gone meanwhile
         try:
-            with open(f"/proc/{name}/stat", "rb") as file:
-                stat = file.read()
-            # After "pid (comm) ": state ppid pgrp ... utime(11) stime(12) cutime(13)
-            # cstime(14) ... rss(21), counted from state (comm may hold spaces).
-            fields = stat[stat.rindex(b")") + 2 :].split()
+            # Counted from the state letter: ppid(1) pgrp(2) ... utime(11) stime(12)
+            # cutime(13) cstime(14) ... rss(21).
             group = int(fields[2])
             own = (int(fields[11]) + int(fields[12])) / _TICKS
             reaped = (int(fields[13]) + int(fields[14])) / _TICKS
             resident = int(fields[21]) * _PAGE
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
+        except (ValueError, IndexError):
+            continue  # not a stat line we can read
         cpu[group] = cpu.get(group, 0.0) + get_run_seconds(int(name), own) + reaped
         rss[group] = rss.get(group, 0) + resident
         members.setdefault(group, []).append(int(name))
