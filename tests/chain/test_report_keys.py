@@ -43,8 +43,8 @@ def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) ->
 
 
 def test_the_format_version_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 15
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v15"
+    assert FORMAT_VERSION == 16
+    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v16"
 
 
 def test_the_report_key_is_derived_from_the_bls_key_and_signs_verifiably() -> None:

@@ -132,7 +132,7 @@ def _longest_silence(sim: Simulation) -> int:
         state = ref.engine.states[block_hash]
         for node, seen in state.last_seen.items():
             if node in honest:
-                assert not is_down(state.last_seen, node, state.slot + 1, K)
+                assert not is_down(state.last_seen, node, state.slot + 1, K, state.stall)
                 longest = max(longest, state.slot + 1 - seen)
     return longest
 

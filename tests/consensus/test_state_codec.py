@@ -36,6 +36,7 @@ from edgechain.consensus.state_codec import (
 )
 from edgechain.consensus.state_codec_fields import StateLimits
 from edgechain.errors import DecodeError, RejectReason
+from edgechain.orchestrator.liveness import STALL_MIN_SLOTS, Stall
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.sim.runner import SimConfig, Simulation
 from edgechain.testing import ADMIN
@@ -257,6 +258,7 @@ def test_the_root_moves_with_every_field(command_states: list[BlockState]) -> No
         lambda s: dataclasses.replace(s, is_skip=not s.is_skip),
         lambda s: dataclasses.replace(s, last_seen={**s.last_seen, node: Slot(s.slot + 9)}),
         lambda s: dataclasses.replace(s, coordinates={**s.coordinates, node: Coordinate(-1, 2)}),
+        lambda s: dataclasses.replace(s, stall=Stall(Slot(0), Slot(s.slot))),
         lambda s: dataclasses.replace(
             s, reports=(dataclasses.replace(report, cpu_bp=report.cpu_bp + 1), *s.reports[1:])
         ),
@@ -404,6 +406,24 @@ def test_non_canonical_encodings_are_refused(command_states: list[BlockState]) -
     at = good.index(b"".join(voters))
     doubled = good[:at] + voters[0] + voters[0] + b"".join(voters[2:]) + good[at + 32 * 3 :]
     assert _error(doubled) == RejectReason.MALFORMED
+
+
+def test_a_stall_must_be_long_enough_and_not_after_the_state(
+    command_states: list[BlockState],
+) -> None:
+    """A stall is at least ``STALL_MIN_SLOTS`` slots without a block, and ends no later
+    than the state's slot: anything else decodes to an error, not a state."""
+    state = dataclasses.replace(max(command_states, key=lambda s: s.slot), finality=None)
+    assert state.slot > STALL_MIN_SLOTS
+    good = Stall(Slot(0), Slot(STALL_MIN_SLOTS + 1))
+    assert decode_state(encode_state(dataclasses.replace(state, stall=good))).stall == good
+    for bad in (
+        Stall(Slot(1), Slot(STALL_MIN_SLOTS + 1)),  # too short
+        Stall(Slot(2), Slot(0)),  # backwards
+        Stall(Slot(0), Slot(state.slot + 1)),  # after the state
+    ):
+        data = encode_state(dataclasses.replace(state, stall=bad))
+        assert _error(data) == RejectReason.MALFORMED, bad
 
 
 def test_any_accepted_mutation_reencodes_to_itself(small: bytes) -> None:

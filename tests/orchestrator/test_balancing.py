@@ -23,7 +23,7 @@ from orchestrator_helpers import (
 from edgechain.chain.model import AppPolicy, PlanAction, PlanEntry
 from edgechain.orchestrator import NodeInfo, compute_load_model, compute_plan
 from edgechain.orchestrator.balancing import OPERATOR_HOLD_SLOTS, RETURN_GUARD_SLOTS
-from edgechain.orchestrator.liveness import QUIET_AFTER_SLOTS, compute_quiet_nodes
+from edgechain.orchestrator.liveness import NO_STALL, QUIET_AFTER_SLOTS, compute_quiet_nodes
 from edgechain.orchestrator.load import SATURATED_CPU_BP, SATURATED_PRESSURE_BP
 from edgechain.orchestrator.plan_state import (
     MAX_BYTES_PER_NODE,
@@ -292,7 +292,7 @@ def test_a_quiet_node_neither_sends_nor_receives() -> None:
 
 def test_quiet_nodes_from_last_seen() -> None:
     last_seen = {A: Slot(10), B: Slot(10 - QUIET_AFTER_SLOTS), C: Slot(10 - 12)}
-    assert compute_quiet_nodes(last_seen, 10, 12) == {B}
+    assert compute_quiet_nodes(last_seen, 10, 12, NO_STALL) == {B}
 
 
 def test_an_app_with_a_replica_node_is_balanced_to_it_only() -> None:

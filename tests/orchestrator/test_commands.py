@@ -34,6 +34,7 @@ from edgechain.orchestrator.commands import (
     check_move_destination,
 )
 from edgechain.orchestrator.fleet import compute_app_history, compute_app_views, resolve_app
+from edgechain.orchestrator.liveness import NO_STALL
 from edgechain.orchestrator.policy import NodeInfo
 from edgechain.orchestrator.registry import apply_block_to_registry
 from edgechain.testing import make_identity
@@ -302,7 +303,7 @@ def test_the_api_check_of_a_move_names_a_draining_or_down_node() -> None:
         if kind is CommandKind.MOVE:
             fields["app"] = app
         cmd = chain.sign(ADMIN, kind, **fields)
-        check_move_destination(cmd, chain.authority, seen, Slot(24), down_after=12)
+        check_move_destination(cmd, chain.authority, seen, Slot(24), 12, NO_STALL)
 
     check(NODES[2].node)  # active: the planner can carry it out
     with pytest.raises(ValidationError, match="is draining") as info:

@@ -14,11 +14,18 @@ from edgechain.errors import ValidationError
 from edgechain.orchestrator import NodeInfo, Registry, compute_plan, get_record
 from edgechain.orchestrator.liveness import (
     FENCE_MARGIN_SLOTS,
+    NO_STALL,
+    QUIET_AFTER_SLOTS,
+    STALL_MIN_SLOTS,
     NodeStatus,
+    Stall,
     compute_down_nodes,
     compute_last_seen,
+    compute_quiet_nodes,
+    compute_stall,
     get_lease_end_slot,
     get_node_status,
+    get_silence_start,
     is_down,
 )
 from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
@@ -59,14 +66,14 @@ def test_last_seen_rises_with_contributions_and_follows_the_validator_set() -> N
 
 def test_status_down_after_k_slots_down_wins_over_draining() -> None:
     seen = {A: Slot(10), B: Slot(20), C: Slot(21)}
-    assert get_node_status(seen, A, 21, K, ()) is NodeStatus.ACTIVE
-    assert get_node_status(seen, A, 22, K, ()) is NodeStatus.DOWN
-    assert get_node_status(seen, B, 22, K, (B,)) is NodeStatus.DRAINING
-    assert get_node_status(seen, A, 22, K, (A,)) is NodeStatus.DOWN
-    assert get_node_status(seen, D, 22, K, ()) is NodeStatus.DOWN  # unknown: down
-    assert compute_down_nodes(seen, 22, K) == {A}
+    assert get_node_status(seen, A, 21, K, (), NO_STALL) is NodeStatus.ACTIVE
+    assert get_node_status(seen, A, 22, K, (), NO_STALL) is NodeStatus.DOWN
+    assert get_node_status(seen, B, 22, K, (B,), NO_STALL) is NodeStatus.DRAINING
+    assert get_node_status(seen, A, 22, K, (A,), NO_STALL) is NodeStatus.DOWN
+    assert get_node_status(seen, D, 22, K, (), NO_STALL) is NodeStatus.DOWN  # unknown: down
+    assert compute_down_nodes(seen, 22, K, NO_STALL) == {A}
     # A node the chain forgot that still holds apps is down too.
-    assert compute_down_nodes(seen, 22, K, holders=[B, D]) == {A, D}
+    assert compute_down_nodes(seen, 22, K, NO_STALL, holders=[B, D]) == {A, D}
     # The lease ends F = K - margin slots after the node's own last contribution, so
     # before the first slot whose plan may take it for down.
     end = get_lease_end_slot(seen, A, K, _never_asked)
@@ -80,7 +87,7 @@ def test_a_minority_chain_recovers_nothing_and_its_leases_run_out() -> None:
     neither recover the majority's apps nor keep running its own: the majority side
     recovers those K slots after it last heard of them."""
     minority = {A: Slot(30), B: Slot(30), C: Slot(10), D: Slot(10), E: Slot(10)}
-    assert compute_down_nodes(minority, 30, K, holders=[C, D]) == frozenset()
+    assert compute_down_nodes(minority, 30, K, NO_STALL, holders=[C, D]) == frozenset()
     # Its own nodes contribute every slot, but the quorum slot is the partition's start;
     # and what A contributed after it, on the minority's blocks, the majority never saw:
     # the lease runs from A's last contribution at or before the quorum slot.
@@ -93,10 +100,10 @@ def test_a_minority_chain_recovers_nothing_and_its_leases_run_out() -> None:
     assert get_lease_end_slot(minority, A, K, seen_by) == 6 + K - FENCE_MARGIN_SLOTS
     assert asked == [10]
     # The majority saw A last at 6 too, and takes it for down at 6 + K: after the lease.
-    assert is_down({**minority, A: Slot(6)}, A, 6 + K, K)
+    assert is_down({**minority, A: Slot(6)}, A, 6 + K, K, NO_STALL)
     assert get_lease_end_slot(minority, A, K, lambda slot: None) is None  # out of reach
     majority = {A: Slot(10), B: Slot(10), C: Slot(30), D: Slot(30), E: Slot(30)}
-    assert compute_down_nodes(majority, 30, K) == {A, B}
+    assert compute_down_nodes(majority, 30, K, NO_STALL) == {A, B}
     assert get_lease_end_slot(majority, C, K, _never_asked) == 30 + K - FENCE_MARGIN_SLOTS
 
 
@@ -265,3 +272,46 @@ def test_a_pinned_app_gets_a_replica_node_within_its_labels() -> None:
     assert compute_plan(registry, [], nodes, SLOT, 4) == (
         PlanEntry(PlanAction.REPLICA, app_id(spec), A, C),
     )
+
+
+def test_a_stall_is_a_run_of_slots_without_a_block() -> None:
+    quiet = Stall(Slot(3), Slot(3 + STALL_MIN_SLOTS + 1))
+    # STALL_MIN_SLOTS empty slots make a stall; fewer keep the parent's.
+    assert compute_stall(NO_STALL, Slot(8), Slot(9 + STALL_MIN_SLOTS)) == Stall(
+        Slot(8), Slot(9 + STALL_MIN_SLOTS)
+    )
+    assert compute_stall(quiet, Slot(20), Slot(20 + STALL_MIN_SLOTS)) == quiet
+    assert compute_stall(quiet, Slot(20), Slot(21)) == quiet
+
+
+def test_a_stall_is_nobodys_silence_but_a_node_down_before_it_stays_down() -> None:
+    """The chain stalled from slot 20 to 45 (a fleet-wide outage): a node seen at 15
+    counts as seen at 45 and is down only at 45 + K; one seen at 8, already down when
+    the stall began (20 - 8 >= K), stays down; one seen after the stall is unaffected;
+    and without a stall nothing changes."""
+    stall = Stall(Slot(20), Slot(45))
+    seen = {A: Slot(15), B: Slot(8), C: Slot(46), D: Slot(47), E: Slot(48)}
+    assert get_silence_start(Slot(15), stall, K) == 45
+    assert get_silence_start(Slot(8), stall, K) == 8
+    assert get_silence_start(Slot(46), stall, K) == 46
+    assert get_silence_start(Slot(15), NO_STALL, K) == 15
+    assert not is_down(seen, A, 45 + K - 1, K, stall)
+    assert is_down(seen, A, 45 + K, K, stall)
+    assert is_down(seen, A, 46, K, NO_STALL)
+    assert is_down(seen, B, 46, K, stall)
+    assert get_node_status(seen, A, 50, K, (), stall) is NodeStatus.ACTIVE
+    assert compute_down_nodes(seen, 50, K, stall, holders=[A, B]) == {B}
+    assert compute_quiet_nodes(seen, 45 + QUIET_AFTER_SLOTS, K, stall) == {A}
+    assert not compute_quiet_nodes(seen, 45 + QUIET_AFTER_SLOTS - 1, K, stall)
+    # A node that left the set is forgotten only once down, stall not counted.
+    later = {**seen, C: Slot(55), D: Slot(55), E: Slot(55)}  # a quorum seen lately
+    assert A in compute_last_seen(later, Slot(45 + K - 1), [], [C, D, E], K, stall=stall)
+    assert A not in compute_last_seen(later, Slot(45 + K), [], [C, D, E], K, stall=stall)
+
+
+def test_the_lease_ignores_a_stall() -> None:
+    """A stall makes the chain recover later, never a node run longer: the lease still
+    ends F slots after the node's real last contribution (the minority side of a
+    partition has gaps too, and must not keep its apps running on them)."""
+    seen = {A: Slot(15), B: Slot(15), C: Slot(15)}
+    assert get_lease_end_slot(seen, A, K, _never_asked) == 15 + K - FENCE_MARGIN_SLOTS

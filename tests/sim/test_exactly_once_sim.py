@@ -17,7 +17,11 @@ from typing import Any
 from edgechain.chain.model import AnyBlock, Block, PlanAction
 from edgechain.orchestrator.registry import AppState
 from edgechain.sim.apps import AppModelConfig
-from edgechain.sim.faults import get_host_fault_slots
+from edgechain.sim.faults import (
+    FLEET_OUTAGE_LAGGARD_SLOTS,
+    get_fleet_outage_slots,
+    get_host_fault_slots,
+)
 from edgechain.sim.runner import SimConfig, SimResult, Simulation, compute_result_digest
 
 K = 12
@@ -184,3 +188,47 @@ def test_partition_heal_with_apps_runs_each_app_once() -> None:
     )  # fmt: skip
     _, result, apps = _run(config)
     assert apps["max_copies_seen"] == 1, result.summary["violations"]
+
+
+def test_a_fleet_wide_outage_recovers_nothing_that_comes_back_in_time() -> None:
+    """Every node cut off from every other for 2K slots (the switch they share failed):
+    no block at all, every lease runs out, every app is frozen. Nine of the 12 nodes come
+    back, the other three 6 slots later. The stalled slots count as no node's silence
+    (``liveness.get_silence_start``), so the laggards are not down when they return:
+    nothing is recovered or moved, and every app runs once, where it ran before.
+
+    Was a protocol defect, found on a live 5-node testnet stopped and restarted whole:
+    here (seed 1) the first block the returned majority made quorate, at slot 35,
+    recovered the laggards' 6 apps elsewhere, and balancing then moved 20 more."""
+    config = SimConfig(
+        nodes=12, committee=4, slots=55, seed=1, preset_genesis=True, apps=24,
+        down_after_slots=K, faults="fleet-outage",
+    )  # fmt: skip
+    sim, result, apps = _run(config)
+    assert result.summary["violations"] == []
+    cut_at, heal_at = get_fleet_outage_slots(K)
+    chain = _canonical_blocks(sim)
+    assert not [b.slot for b in chain if cut_at <= b.slot <= heal_at]  # a stall
+    head = sim.get_majority_head()
+    # K slots after the laggards came back: had they not reported, they would be down.
+    assert head is not None and head.slot >= heal_at + FLEET_OUTAGE_LAGGARD_SLOTS + K
+    assert head.stall.before < cut_at and head.stall.resumed > heal_at
+    node = next(n for n in sim.nodes if n.honest and n.up)
+    before = next(
+        node.engine.states[h] for h in reversed(node.engine.get_chain())
+        if node.engine.states[h].slot < cut_at
+    )  # fmt: skip
+    assert len(before.registry.records) == 24
+    # Every app where it was before the outage, and nothing planned for any since.
+    assert {r.app: r.node for r in head.registry.records} == {
+        r.app: r.node for r in before.registry.records
+    }
+    assert not [
+        (b.slot, e.action)
+        for b in chain
+        if isinstance(b, Block) and b.slot > heal_at
+        for e in b.plan
+        if e.action is not PlanAction.REPLICA
+    ]
+    assert apps["max_copies_seen"] == 1 and apps["liveness_checked"]
+    _assert_exactly_once_where_the_head_says(sim)

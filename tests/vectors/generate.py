@@ -66,6 +66,7 @@ from edgechain.crypto.shuffle import (
     compute_shuffled_index,
     compute_shuffled_list,
 )
+from edgechain.orchestrator.liveness import Stall
 from edgechain.testing import (
     ADMIN,
     build_block,
@@ -314,6 +315,17 @@ def block_vectors() -> dict[str, object]:
         signer_indices=[0, 1],
     )
     departed_state = apply_block(genesis_state, skip, compute_block_hash(skip), genesis.params)
+    late_skip = build_skip_block(
+        parent=genesis_hash,
+        slot=Slot(6),
+        excluded=idents[2].node,
+        committee=idents[1:4],
+        signer_indices=[0, 1],
+    )
+    stalled_state = apply_block(
+        genesis_state, late_skip, compute_block_hash(late_skip), genesis.params
+    )
+    assert stalled_state.stall == Stall(Slot(0), Slot(6))
     return {
         "format": f"edgechain-block-vectors/{FORMAT_VERSION}",
         "genesis": [{"encoding": encode_genesis(genesis).hex(), "hash": genesis_hash.hex()}],
@@ -329,6 +341,12 @@ def block_vectors() -> dict[str, object]:
         "departed_state": {
             "encoding": encode_state(departed_state).hex(),
             "root": compute_state_root(departed_state).hex(),
+        },
+        # The same skip block at slot 6 applied to the genesis state: slots 1-5 got no
+        # block, a stall from slot 0 to 6 (state format 7, block format 16).
+        "stalled_state": {
+            "encoding": encode_state(stalled_state).hex(),
+            "root": compute_state_root(stalled_state).hex(),
         },
         "blocks": [
             {

@@ -169,3 +169,18 @@ def test_departed_state_vector_records_the_skip_blocks_exclusion() -> None:
     assert state == expected
     assert dict(state.departures) == {skip.excluded: skip.slot}
     assert skip.excluded not in state.validators
+
+
+def test_stalled_state_vector_keeps_the_stall() -> None:
+    """The third state vector is a skip block of slot 6 on the genesis: slots 1-5 got no
+    block, so the state keeps the stall from 0 to 6 (state format 7), and its encoding
+    round-trips and hashes to its root."""
+    from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
+    from edgechain.orchestrator.liveness import Stall
+    from edgechain.types import Slot
+
+    case = load("blocks.json")["stalled_state"]
+    state = decode_state(bytes.fromhex(case["encoding"]))
+    assert encode_state(state).hex() == case["encoding"]
+    assert compute_state_root(state).hex() == case["root"]
+    assert state.slot == 6 and state.stall == Stall(Slot(0), Slot(6))

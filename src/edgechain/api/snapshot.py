@@ -155,7 +155,7 @@ def _render_nodes(state: BlockState, roles: Roles | None, down_after: int) -> li
     out = []
     for info in state.validators.members:
         report = reports.get(info.node)
-        if is_down(state.last_seen, info.node, view_slot, down_after):
+        if is_down(state.last_seen, info.node, view_slot, down_after, state.stall):
             status = NodeStatus.DOWN
         elif info.node in draining:
             status = NodeStatus.DRAINING

@@ -47,7 +47,7 @@ def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
     for info in state.validators.members:
         report = reports.get(info.node)
         status = get_node_status(
-            state.last_seen, info.node, slot, down_after, state.authority.draining
+            state.last_seen, info.node, slot, down_after, state.authority.draining, state.stall
         )
         out.append(
             {

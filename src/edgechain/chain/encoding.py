@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 15
+FORMAT_VERSION = 16
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -61,7 +61,11 @@ so a validator checks both signatures with two pairings and one hash to the curv
 (``bls.batch_verify``), not three and two. 15: same bytes; an inclusion request's
 ``nonce`` is checked: at most 64 slots before the block's slot, not after it, and no
 earlier than its node's last departure, which the state keeps (state format 6,
-``chain/departures.py``), so an old request cannot readmit a node that left."""
+``chain/departures.py``), so an old request cannot readmit a node that left. 16: same
+bytes; slots in which the chain got no block at all (a stall) count as no node's
+silence: a node not down when the chain stalled counts as seen at the first block after
+it, which the state keeps (state format 7, ``orchestrator/liveness.get_silence_start``),
+so the plans after a fleet-wide outage recover nothing that comes back in time."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

@@ -10,6 +10,7 @@ from edgechain.chain.authority import Authority
 from edgechain.chain.finality import FinalityState
 from edgechain.chain.model import Coordinate, ResourceReport
 from edgechain.chain.validator_set import ValidatorSet
+from edgechain.orchestrator.liveness import NO_STALL, Stall
 from edgechain.orchestrator.registry import Registry
 from edgechain.types import BlockHash, NodeId, Slot
 
@@ -49,6 +50,9 @@ class BlockState:
     """The nodes that left the set in the last ``INCLUSION_MAX_AGE_SLOTS`` slots (exit,
     exclusion), each with the slot it left at (keys sorted): a request to join again
     must be signed no earlier (``chain/departures.py``). Never mutated."""
+    stall: Stall = NO_STALL
+    """The latest stretch of slots this chain got no block in, not counted as anyone's
+    silence (``orchestrator/liveness.get_silence_start``)."""
     finality: FinalityState | None = None
     """Justified and finalized checkpoints of this chain (``chain/finality.py``); None
     only in hand-built test states."""

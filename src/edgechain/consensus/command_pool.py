@@ -29,6 +29,7 @@ from edgechain.chain.validation import validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator.commands import apply_commands, check_move_destination
+from edgechain.orchestrator.liveness import compute_stall
 from edgechain.types import Slot
 
 MAX_PENDING_COMMANDS = 4_096
@@ -75,7 +76,10 @@ class CommandPool:
         if check_applies and not any(p.command.seq < cmd.seq for p in mine):
             ctx = get_command_context(head, head.validators, slot, self.committee_size)
             apply_commands(head.registry, ctx, (cmd,))
-            check_move_destination(cmd, head.authority, head.last_seen, slot, self.down_after_slots)
+            stall = compute_stall(head.stall, head.slot, slot)
+            check_move_destination(
+                cmd, head.authority, head.last_seen, slot, self.down_after_slots, stall
+            )
         digest = compute_command_hash(cmd)
         if digest not in self.pending:
             if len(self.pending) >= MAX_PENDING_COMMANDS or len(mine) >= MAX_PENDING_PER_SIGNER:

@@ -49,6 +49,7 @@ from edgechain.orchestrator.liveness import (
     compute_down_nodes,
     compute_last_seen,
     compute_quiet_nodes,
+    compute_stall,
 )
 from edgechain.orchestrator.planner import compute_plan
 from edgechain.orchestrator.policy import NodeInfo
@@ -244,6 +245,7 @@ def apply_block(
 ) -> BlockState:
     """The state transition of one validated block."""
     committee_size = params.committee_size
+    stall = compute_stall(parent.stall, parent.slot, block.slot)
     if isinstance(block, Block):
         registry, authority, validators = apply_block_commands(parent, block, committee_size)
         return BlockState(
@@ -268,7 +270,9 @@ def apply_block(
                 validators.get_node_ids(),
                 params.down_after_slots,
                 authority.banned,
+                stall,
             ),
+            stall=stall,
             departures=compute_departures(
                 parent.departures, parent.validators, validators, block.slot
             ),
@@ -300,7 +304,9 @@ def apply_block(
             validators.get_node_ids(),
             params.down_after_slots,
             parent.authority.banned,
+            stall,
         ),
+        stall=stall,
         departures=compute_departures(parent.departures, parent.validators, validators, block.slot),
         finality=compute_finality(parent, block, block_hash, validators, params),
     )
@@ -362,6 +368,8 @@ def get_plan(
     memo: Memo, params: ChainParams, parent: BlockState, slot: Slot
 ) -> tuple[PlanEntry, ...]:
     """Algorithm 1 (extended): the plan a block at ``slot`` on ``parent`` must carry."""
+    # The stall this block ends, if it ends one, counts already (liveness.compute_stall).
+    stall = compute_stall(parent.stall, parent.slot, slot)
     return memo.get(
         ("plan", parent.block_hash, slot),
         lambda: compute_plan(
@@ -374,9 +382,10 @@ def get_plan(
                 parent.last_seen,
                 slot,
                 params.down_after_slots,
+                stall,
                 (r.node for r in parent.registry.records if r.node is not None),
             ),
             draining=frozenset(parent.authority.draining),
-            quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots),
+            quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots, stall),
         ),
     )

@@ -23,6 +23,7 @@ Layout (primitives as in ``chain/encoding_primitives.py``)::
     authority || list<(fixed(32) node, u64 slot)> last_seen (sorted by node)
     list<(fixed(32) node, i32 x, i32 y)> coordinates (sorted by node)
     list<(fixed(32) node, u64 slot)> departures (sorted by node)
+    u64 stall.before || u64 stall.resumed  -- both 0: never stalled
     bool has_finality [|| finality]
 
 A 1000-member validator set is about 140 KB, and a state names up to 67 (``validators``,
@@ -63,6 +64,7 @@ from edgechain.consensus.state_codec_fields import (
     read_optional,
     read_optional_key,
     read_slot,
+    read_stall,
     read_tallies,
     write_authority,
     write_coordinates,
@@ -70,19 +72,21 @@ from edgechain.consensus.state_codec_fields import (
     write_node_slots,
     write_optional,
     write_optional_key,
+    write_stall,
     write_tallies,
 )
 from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
-STATE_FORMAT_VERSION = 6
+STATE_FORMAT_VERSION = 7
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
 network coordinates follow ``last_seen`` (block format 11). 5: the VDF's group hash
 follows ``is_skip`` (block format 12). 6: ``departures`` follow the coordinates (block
-format 15, ``chain/departures.py``)."""
+format 15, ``chain/departures.py``). 7: the latest stall follows the departures (block
+format 16, ``orchestrator/liveness.get_silence_start``)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -297,6 +301,7 @@ def encode_state(state: BlockState) -> bytes:
     write_node_slots(w, state.last_seen)
     write_coordinates(w, state.coordinates)
     write_node_slots(w, state.departures)
+    write_stall(w, state.stall)
     write_optional(w, state.finality, lambda x, fin: _write_finality(x, fin, table))
     if len(w.buf) > MAX_STATE_BYTES:
         raise ValueError(f"state encoding of {len(w.buf)} bytes > {MAX_STATE_BYTES}")
@@ -327,10 +332,13 @@ def decode_state(data: bytes) -> BlockState:
         last_seen=read_node_slots(r, "last_seen"),
         coordinates=read_coordinates(r),
         departures=read_node_slots(r, "departures"),
+        stall=read_stall(r),
         finality=read_optional(r, lambda x: _read_finality(x, refs)),
     )
     r.finish()
     refs.finish()
+    if state.stall.resumed > state.slot:
+        raise get_malformed_error(f"stall resumed at {state.stall.resumed} > slot {state.slot}")
     return state
 
 

@@ -19,6 +19,7 @@ from edgechain.chain.finality import MAX_PENDING_EPOCHS
 from edgechain.chain.model import Checkpoint, Coordinate
 from edgechain.chain.report_encoding import read_checkpoint, write_checkpoint
 from edgechain.errors import DecodeError, RejectReason
+from edgechain.orchestrator.liveness import NO_STALL, STALL_MIN_SLOTS, Stall
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, NodeId, Slot
 
 T = TypeVar("T")
@@ -155,6 +156,21 @@ def read_node_slots(r: Reader, what: str) -> dict[NodeId, Slot]:
     )
     _check_increasing([node for node, _ in pairs], what)
     return dict(pairs)
+
+
+def write_stall(w: Writer, stall: Stall) -> None:
+    w.u64(stall.before)
+    w.u64(stall.resumed)
+
+
+def read_stall(r: Reader) -> Stall:
+    """A chain's latest stall: none (both 0), or a block more than ``STALL_MIN_SLOTS``
+    slots after its parent (the caller checks it is no later than the state's own
+    slot)."""
+    stall = Stall(read_slot(r), read_slot(r))
+    if stall != NO_STALL and not stall.before + STALL_MIN_SLOTS < stall.resumed:
+        raise get_malformed_error(f"stall {stall.before}..{stall.resumed}")
+    return stall
 
 
 def write_coordinates(w: Writer, coordinates: Mapping[NodeId, Coordinate]) -> None:

@@ -266,6 +266,7 @@ class NodeQueries:
             state.slot + 1,
             params.down_after_slots,
             state.authority.draining,
+            state.stall,
         ).value
 
     def get_metrics_reading(self) -> MetricsReading | None:

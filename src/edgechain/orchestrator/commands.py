@@ -37,7 +37,7 @@ from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
 from edgechain.errors import RejectReason, ValidationError
-from edgechain.orchestrator.liveness import LastSeen, NodeStatus, get_node_status
+from edgechain.orchestrator.liveness import LastSeen, NodeStatus, Stall, get_node_status
 from edgechain.orchestrator.policy import NodeInfo, get_missing_runtime, is_node_allowed
 from edgechain.orchestrator.registry import (
     AppRecord,
@@ -107,7 +107,12 @@ def _apply_app_command(registry: Registry, ctx: CommandContext, cmd: SignedComma
 
 
 def check_move_destination(
-    cmd: SignedCommand, auth: Authority, last_seen: LastSeen, slot: Slot, down_after: int
+    cmd: SignedCommand,
+    auth: Authority,
+    last_seen: LastSeen,
+    slot: Slot,
+    down_after: int,
+    stall: Stall,
 ) -> None:
     """The API's check that a MOVE can be carried out now: its node is neither
     draining nor down (``liveness.get_node_status``), which the planner never moves an
@@ -118,7 +123,7 @@ def check_move_destination(
     if cmd.kind is not CommandKind.MOVE or cmd.node is None or down_after <= 0:
         return
     target = NodeId(cmd.node)
-    status = get_node_status(last_seen, target, slot, down_after, auth.draining)
+    status = get_node_status(last_seen, target, slot, down_after, auth.draining, stall)
     if status is NodeStatus.DRAINING:
         raise _invalid(
             f"MOVE: {target.hex()[:16]} is draining: nothing is moved to it until the "

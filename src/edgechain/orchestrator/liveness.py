@@ -16,6 +16,20 @@ planner stays a deterministic function of the parent state.
   (``ChainParams.down_after_slots``, 12 by default): it gets no placements and every
   running app on it is recovered elsewhere (``PlanAction.RECOVER``). A node that
   contributes again is active again; its old apps are not given back.
+* A *stall* is a stretch of slots in which the chain got no block at all, neither a
+  block nor a skip block: the whole fleet was down (a power cut at a site), or every
+  node was cut off from the others (the switch they share failed). Nobody could be
+  seen in those slots, so they do not count as anyone's silence: a node that was not
+  down when the chain stalled counts as seen at the first block after the stall
+  (:func:`get_silence_start`), and so has K slots from there to contribute again.
+  Without that, the first blocks after a 25-slot outage of a 5-node testnet took the
+  nodes whose report had not come in yet for down, recovered their apps elsewhere and
+  restored their state from older replicas, while the nodes came back with the newer
+  state on disk. Only the latest stall counts: a node that was already down when it
+  began stays down, so a chain that keeps stalling delays a dead node's recovery by at
+  most about K slots and the stall, never for good. The fencing lease reads the real
+  ``last_seen`` (:func:`get_lease_end_slot`, :func:`is_quorate`): a stall only ever
+  makes the chain recover later, never a node run longer.
 * ``draining`` is the admin's DRAIN_NODE (``chain/authority.py``): the node keeps
   validating, gets no placements and its apps are migrated away, with their state.
   Down wins over draining: a silent node cannot hand anything over.
@@ -32,6 +46,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 from edgechain.types import NodeId, Slot
 
@@ -61,6 +76,45 @@ LastSeen = Mapping[NodeId, Slot]
 that of each node that left the set, until it is down."""
 
 
+@dataclass(frozen=True)
+class Stall:
+    """The latest stall on a chain: ``before``, the slot of the last block before it,
+    and ``resumed``, that of the first block after it, which is more than one slot
+    younger than its parent (``BlockState.stall``)."""
+
+    before: Slot
+    resumed: Slot
+
+
+NO_STALL = Stall(Slot(0), Slot(0))
+"""A chain that never stalled: no node's silence starts later than its last sight."""
+
+STALL_MIN_SLOTS = FENCE_MARGIN_SLOTS
+"""The fewest slots in a row without a block that make a stall. Shorter gaps fit in the
+slack K leaves a live node (its ``last_seen`` lags by up to about 6 of K = 12 slots),
+and they are what a few dead committee members cause: were every gap a stall, dead
+nodes that keep a chain skipping slots would keep earning their grace. A chain that
+comes back sputtering (its blocks gapped while the last nodes boot) keeps the grace of
+the stall it came back from."""
+
+
+def compute_stall(parent: Stall, parent_slot: Slot, slot: Slot) -> Stall:
+    """The latest stall after (or in the plan of) a block of ``slot`` on a parent of
+    ``parent_slot``: this block's, when at least :data:`STALL_MIN_SLOTS` slots between
+    them got no block at all."""
+    return Stall(parent_slot, slot) if slot - parent_slot > STALL_MIN_SLOTS else parent
+
+
+def get_silence_start(seen: Slot, stall: Stall, down_after: int) -> Slot:
+    """The slot a node's silence counts from: its latest contribution ``seen``, or the
+    first block after the latest stall if the node was seen before the stall and was
+    not down when it began (the module's docstring)."""
+    stalled = stall.resumed > stall.before  # NO_STALL is none
+    if stalled and seen < stall.resumed and stall.before - seen < down_after:
+        return stall.resumed
+    return seen
+
+
 def compute_last_seen(
     parent: LastSeen,
     slot: Slot,
@@ -68,6 +122,7 @@ def compute_last_seen(
     validators: Iterable[NodeId],
     down_after: int,
     banned: Collection[bytes] = (),
+    stall: Stall = NO_STALL,
 ) -> dict[NodeId, Slot]:
     """``last_seen`` after a block of ``slot``: the parent's, raised by this block's
     ``contributions`` (node, slot), for the validators after the block; a validator the
@@ -76,7 +131,8 @@ def compute_last_seen(
     A node that left the set (exit, exclusion) keeps its entry: its apps stay placed on
     it until it is down, and it still counts in the quorum (:func:`is_quorate`). The
     entry goes once the node is down *and* the parent chain is quorate, or the admin
-    banned the node (EXCLUDE_NODE). Why the quorum: the minority side of a partition
+    banned the node (EXCLUDE_NODE); ``stall`` is the chain's latest after the block
+    (:func:`get_silence_start`). Why the quorum: the minority side of a partition
     still builds blocks, and its skip blocks exclude the silent majority one by one; if
     those exclusions shrank the quorum's denominator, the minority would soon hold a
     "majority" of what is left and run the majority's apps a second time.
@@ -91,23 +147,30 @@ def compute_last_seen(
     for node, at in seen.items():
         if node in members:
             continue
-        gone = slot - at >= down_after and (may_forget or node in banned)
+        silent = slot - get_silence_start(at, stall, down_after)
+        gone = silent >= down_after and (may_forget or node in banned)
         if not gone:
             after[node] = at
     return {node: after[node] for node in sorted(after)}
 
 
-def is_down(last_seen: LastSeen, node: NodeId, slot: int, down_after: int) -> bool:
-    """Whether ``node`` counts as down in the plan (or view) of ``slot``; a node without
-    an entry (never a validator here, or gone for K slots) is down."""
+def is_down(last_seen: LastSeen, node: NodeId, slot: int, down_after: int, stall: Stall) -> bool:
+    """Whether ``node`` counts as down in the plan (or view) of ``slot`` on a chain whose
+    latest stall is ``stall``; a node without an entry (never a validator here, or gone
+    for K slots) is down."""
     seen = last_seen.get(node)
-    return seen is None or slot - seen >= down_after
+    return seen is None or slot - get_silence_start(seen, stall, down_after) >= down_after
 
 
 def get_node_status(
-    last_seen: LastSeen, node: NodeId, slot: int, down_after: int, draining: Iterable[bytes]
+    last_seen: LastSeen,
+    node: NodeId,
+    slot: int,
+    down_after: int,
+    draining: Iterable[bytes],
+    stall: Stall,
 ) -> NodeStatus:
-    if is_down(last_seen, node, slot, down_after):
+    if is_down(last_seen, node, slot, down_after, stall):
         return NodeStatus.DOWN
     return NodeStatus.DRAINING if node in frozenset(draining) else NodeStatus.ACTIVE
 
@@ -134,25 +197,36 @@ def is_quorate(last_seen: LastSeen, slot: int, down_after: int) -> bool:
 
 
 def compute_down_nodes(
-    last_seen: LastSeen, slot: int, down_after: int, holders: Iterable[NodeId] = ()
+    last_seen: LastSeen,
+    slot: int,
+    down_after: int,
+    stall: Stall,
+    holders: Iterable[NodeId] = (),
 ) -> frozenset[NodeId]:
-    """The nodes down in the plan of ``slot``: known nodes silent for K slots, and the
-    ``holders`` (nodes the registry places apps on) that the chain no longer knows. None
-    when the chain is not quorate: a minority must not recover what the majority runs."""
+    """The nodes down in the plan of ``slot``: known nodes silent for K slots (``stall``
+    not counted), and the ``holders`` (nodes the registry places apps on) that the chain
+    no longer knows. None when the chain is not quorate: a minority must not recover
+    what the majority runs."""
     if not is_quorate(last_seen, slot, down_after):
         return frozenset()
-    down = {n for n in last_seen if is_down(last_seen, n, slot, down_after)}
+    down = {n for n in last_seen if is_down(last_seen, n, slot, down_after, stall)}
     down.update(n for n in holders if n not in last_seen)
     return frozenset(down)
 
 
 def compute_quiet_nodes(
-    last_seen: LastSeen, slot: int, down_after: int, quiet_after: int = QUIET_AFTER_SLOTS
+    last_seen: LastSeen,
+    slot: int,
+    down_after: int,
+    stall: Stall,
+    quiet_after: int = QUIET_AFTER_SLOTS,
 ) -> frozenset[NodeId]:
-    """The known nodes silent for ``quiet_after`` slots but not yet down in the plan of
-    ``slot`` (``QUIET_AFTER_SLOTS``)."""
+    """The known nodes silent for ``quiet_after`` slots (``stall`` not counted) but not
+    yet down in the plan of ``slot`` (``QUIET_AFTER_SLOTS``)."""
     return frozenset(
-        node for node, at in last_seen.items() if quiet_after <= slot - at < down_after
+        node
+        for node, at in last_seen.items()
+        if quiet_after <= slot - get_silence_start(at, stall, down_after) < down_after
     )
 
 

@@ -115,7 +115,8 @@ class HeadQueries:
         params = engine.params if engine is not None else None
         if state is None or params is None:
             return False
-        return is_down(state.last_seen, NodeId(node), state.slot + 1, params.down_after_slots)
+        down_after = params.down_after_slots
+        return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after, state.stall)
 
     def get_destination(self, node: NodeId) -> tuple[str, int] | None:
         """Where ``node``'s transfer server listens, from its head-chain registration."""

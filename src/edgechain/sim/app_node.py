@@ -96,7 +96,7 @@ def is_head_down(engine: ConsensusEngine, node: bytes, down_after: int) -> bool:
     state = engine.get_head_state()
     if state is None:
         return False
-    return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after)
+    return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after, state.stall)
 
 
 def get_head_record(engine: ConsensusEngine, app: AppId) -> AppRecord | None:

@@ -21,6 +21,7 @@ SCENARIOS = (
     "app-host-crash",
     "app-host-pause",
     "reorg-apps",
+    "fleet-outage",
     "late-join",
 )
 

@@ -7,9 +7,11 @@ called at the start of every slot) and the primitives it uses.
   watchdog freezes them) and :func:`resume` (SIGCONT: the same engine goes on and
   syncs; no restart).
 
-The app scenarios (``app-host-crash``, ``app-host-pause``, ``reorg-apps``) hit the app
-layer (``sim/apps.py``) where it hurts: the node hosting the most apps, or both sides
-of a partition that each place and migrate apps before the heal reverts one side.
+The app scenarios (``app-host-crash``, ``app-host-pause``, ``reorg-apps``,
+``fleet-outage``) hit the app layer (``sim/apps.py``) where it hurts: the node hosting
+the most apps, both sides of a partition that each place and migrate apps before the
+heal reverts one side, or every node cut off from every other for longer than K (the
+switch they share failed), so that the chain stalls.
 """
 
 from __future__ import annotations
@@ -47,7 +49,18 @@ REORG_SLOTS = 6
 """``reorg-apps``: partition length, short of K (nobody should be taken for down)."""
 DEFAULT_SCENARIO_APPS = 8
 """Apps the app scenarios submit when ``SimConfig.apps`` is 0."""
-APP_SCENARIOS = ("app-host-crash", "app-host-pause", "reorg-apps")
+FLEET_OUTAGE_FACTOR = 2
+"""``fleet-outage``: every node is alone from ``APP_FAULT_SLOT`` for this many times K
+slots: the chain gets no block at all, and every lease runs out. Then three quarters of
+the nodes are reconnected, and the others ``FLEET_OUTAGE_LAGGARD_SLOTS`` later (nodes
+back from a power cut do not all boot and sync at once)."""
+FLEET_OUTAGE_LAGGARD_SLOTS = 6
+APP_SCENARIOS = ("app-host-crash", "app-host-pause", "reorg-apps", "fleet-outage")
+
+
+def get_fleet_outage_slots(down_after: int) -> tuple[int, int]:
+    """``fleet-outage``: the slots every node is cut off at and reconnected at."""
+    return APP_FAULT_SLOT, APP_FAULT_SLOT + FLEET_OUTAGE_FACTOR * down_after
 
 
 def get_host_fault_slots(down_after: int) -> tuple[int, int]:
@@ -74,6 +87,16 @@ def inject_faults(sim: Simulation, slot: int, params: ChainParams) -> None:
             cut = len(ids) // 2  # even halves: both can win committee majorities
             partition(sim, [set(ids[:cut]), set(ids[cut:])])
         elif slot == heal_at:
+            heal(sim, slot)
+    elif faults == "fleet-outage":
+        cut_at, heal_at = get_fleet_outage_slots(params.down_after_slots)
+        ids = [n.ident.node for n in sim.nodes]
+        first = len(ids) * 3 // 4
+        if slot == cut_at:
+            partition(sim, [{node} for node in ids])
+        elif slot == heal_at:
+            sim.net.partition([set(ids[:first]), *({node} for node in ids[first:])])
+        elif slot == heal_at + FLEET_OUTAGE_LAGGARD_SLOTS:
             heal(sim, slot)
     elif faults == "lossy" and slot == 1:
         profile = sim.net.default_profile
