@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_log import MAX_LOG_BYTES
 from edgechain.runtime.container_limits import (
     DEFAULT_PIDS_LIMIT,
+    LOG_CONFIG,
     NO_NEW_PRIVILEGES,
     ContainerLimitsError,
     get_container_limits,
@@ -53,9 +55,11 @@ def with_limits(**changes: Any) -> AppSpec:
 def test_no_limits_still_caps_processes_and_drops_root() -> None:
     assert get_container_limits(SPEC, user=USER) == {
         "pids_limit": DEFAULT_PIDS_LIMIT,
+        "log_config": LOG_CONFIG,
         "user": USER,
         "security_opt": [NO_NEW_PRIVILEGES],
     }
+    assert LOG_CONFIG["config"] == {"max-size": "8m"}  # app_log.MAX_LOG_BYTES
 
 
 def test_every_limit() -> None:
@@ -68,7 +72,8 @@ def test_every_limit() -> None:
     assert kwargs["nano_cpus"] == 1_500_000_000
     assert kwargs["mem_limit"] == kwargs["memswap_limit"] == 64 * MIB
     assert set(kwargs) == {
-        "pids_limit", "user", "security_opt", "nano_cpus", "mem_limit", "memswap_limit",
+        "pids_limit", "log_config", "user", "security_opt", "nano_cpus", "mem_limit",
+        "memswap_limit",
     }  # fmt: skip
 
 
@@ -211,6 +216,25 @@ def test_the_engine_oom_kills_beyond_the_memory_limit(client: Any) -> None:
             assert (state["ExitCode"] == 137) is killed, (size, state)  # 128 + SIGKILL
         finally:
             container.remove(force=True)
+
+
+@pytest.mark.podman
+@pytest.mark.xdist_group("podman")
+def test_the_engine_keeps_a_chatty_containers_log_bounded(client: Any) -> None:
+    """12 MB of output against the 8 MiB cap: the engine's log file stays under the
+    cap (Podman truncates it when it reaches the cap, even within a line), and the
+    latest output is there."""
+    burst = (MAX_LOG_BYTES + 4 * 1024 * 1024) // 7 * 7  # whole "chatty\n" lines
+    command = ["/bin/sh", "-c", f"yes chatty | head -c {burst}; echo last line"]
+    container = run_to_exit(client, command, **get_container_limits(SPEC, user=USER))
+    try:
+        log_path = Path(container.attrs["LogPath"])
+        assert 0 < log_path.stat().st_size <= MAX_LOG_BYTES
+        # Its latest output is kept (whole, or its end when the cap fell in that line).
+        last = container.logs(tail=1)
+        assert last.endswith(b"ine\n") and b"last line\n".endswith(last), last
+    finally:
+        container.remove(force=True)
 
 
 @pytest.mark.podman

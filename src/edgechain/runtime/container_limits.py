@@ -11,6 +11,11 @@ container's cgroup, not this node watching and reacting:
   kernel's OOM killer ends a process of the container;
 * always a ``pids_limit`` (``DEFAULT_PIDS_LIMIT``): a fork bomb in one app must not
   exhaust the node's process table;
+* always a bounded log (``log_config``: the engine keeps at most
+  ``app_log.MAX_LOG_BYTES`` of the container's output, as the node does for a process
+  app): an app that prints without end must not fill the node's disk. ``json-file`` is
+  Docker's driver and Podman's name for its own file driver; both take ``max-size``
+  (measured on Podman 4.3: 60 000 lines, 4.2 MB of log without it, 190 kB with 1m);
 * ``user``: the node's unprivileged ``"uid:gid"``, or ``"0:0"`` when the spec opts in
   with ``run_as_root`` (whether this node may run it at all is the planner's and the
   node's decision, not this function's). A non-root app also gets
@@ -30,12 +35,15 @@ import re
 from typing import Any
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_log import MAX_LOG_BYTES
 
 NANO_CPUS_PER_MILLICORE = 1_000_000
 DEFAULT_PIDS_LIMIT = 1024
 """Processes and threads per container: far more than an edge app needs, far fewer
 than the kernel's default ``pid_max`` of 32768 that one runaway app could otherwise use
 up for the whole node."""
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": f"{MAX_LOG_BYTES // (1024 * 1024)}m"}}
+"""The container's log driver and its size cap (``containers.run``'s ``log_config``)."""
 ROOT_USER = "0:0"
 NO_NEW_PRIVILEGES = "no-new-privileges"
 
@@ -78,7 +86,7 @@ def get_container_limits(
     if is_root_user(user):
         # The node's default user must never be root: root is the spec's explicit opt-in.
         raise ContainerLimitsError(f"user {user!r}: the node's app user must not be root")
-    kwargs: dict[str, Any] = {"pids_limit": DEFAULT_PIDS_LIMIT}
+    kwargs: dict[str, Any] = {"pids_limit": DEFAULT_PIDS_LIMIT, "log_config": LOG_CONFIG}
     if spec.run_as_root:
         kwargs["user"] = ROOT_USER
     else:

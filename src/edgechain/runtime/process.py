@@ -2,8 +2,9 @@
 
 Runs any command (``AppSpec.command``) as a plain process with no daemon. Each app has
 its own directory ``<root>/<app id hex>/`` holding ``state/`` (given to the app through
-``EDGECHAIN_STATE_DIR``; the only thing a migration carries), ``app.log`` and the
-runtime's own bookkeeping. Each app runs in its own session, so its whole process group
+``EDGECHAIN_STATE_DIR``; the only thing a migration carries), ``app.log`` (its output,
+kept under ``app_log.MAX_LOG_BYTES`` by every usage sample) and the runtime's own
+bookkeeping. Each app runs in its own session, so its whole process group
 is signalled and killed together: stopping an app never leaves its children behind.
 
 :class:`ProcessRuntime` is the ``AppRuntime`` implementation: it carries out each call
@@ -45,6 +46,7 @@ watchdog never to thaw that group.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import signal
@@ -55,6 +57,7 @@ from pathlib import Path
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
+from edgechain.runtime.app_log import trim_log
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
@@ -85,6 +88,8 @@ from edgechain.runtime.process_launch import (
 from edgechain.runtime.process_records import ProcessRecord, ProcessRecords
 from edgechain.runtime.spawner import reap_orphan_groups
 from edgechain.types import AppId
+
+_log = logging.getLogger("edgechain.runtime")
 
 
 class ProcessRuntime(AppDirectories):
@@ -212,6 +217,9 @@ class ProcessRuntime(AppDirectories):
             record.last_sample = (now, cpu_s) if record.proc is not None else None
             ram_bp = rss * BASIS_POINTS // max(1, psutil.virtual_memory().total)
             disk = get_tree_size(self.get_state_dir(app))
+            dropped = trim_log(self.get_app_dir(app) / LOG_FILE)
+            if dropped:
+                _log.info("log of %s trimmed: %d bytes dropped", app.hex()[:16], dropped)
             return AppStats(app, cpu_bp, min(BASIS_POINTS, ram_bp), rss, disk, status, net)
 
     def freeze(self, app: AppId) -> bool:

@@ -1,0 +1,46 @@
+"""A process app's log kept to a bounded size (``app.log``, ``runtime/process_launch.py``).
+
+A process app's output goes straight to ``app.log`` through an inherited ``O_APPEND``
+descriptor, so the node never sits in its path (a paused or restarting node does not
+block a chatty app). Nothing bounded it: an app that printed without end filled its
+node's disk, and with it the node's own store. :func:`trim_log` is called on every
+usage sample (``ProcessRuntime.stats``): past :data:`MAX_LOG_BYTES` the log keeps its
+last :data:`KEEP_LOG_BYTES` from a line start, behind one line that says how much went.
+It is logrotate's *copytruncate* done in place: the app's next write lands at the new
+end (``O_APPEND``); what it writes while the tail is being copied may be lost, which a
+log may afford and a state may not (state lives in the state directory, never here).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAX_LOG_BYTES = 8 * 1024 * 1024
+"""An app's log is trimmed once it is larger than this."""
+KEEP_LOG_BYTES = 1024 * 1024
+"""How much of its end a trimmed log keeps (so the last line a crash report reads,
+``process_launch.read_last_output``, survives)."""
+
+
+def trim_log(path: Path, max_bytes: int = MAX_LOG_BYTES, keep_bytes: int = KEEP_LOG_BYTES) -> int:
+    """Trim ``path`` to about its last ``keep_bytes`` once it is larger than
+    ``max_bytes``; the bytes dropped (0: nothing to do, or no log)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return 0
+    with open(fd, "r+b") as log:
+        size = os.fstat(fd).st_size
+        if size <= max_bytes:
+            return 0
+        log.seek(size - keep_bytes)
+        tail = log.read(keep_bytes)
+        start = tail.find(b"\n") + 1  # from a line start; 0 if the tail has no newline
+        kept = tail[start:] if start < len(tail) else tail
+        dropped = size - len(kept)
+        head = f"[edgechain: {dropped} earlier bytes of this log dropped]\n".encode()
+        log.seek(0)
+        log.write(head + kept)
+        log.truncate(len(head) + len(kept))
+        return dropped

@@ -1,0 +1,69 @@
+"""A process app's log stays bounded (``runtime/app_log.py``): trimmed in place, from a
+line start, while the app keeps writing through its ``O_APPEND`` descriptor."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_log import KEEP_LOG_BYTES, MAX_LOG_BYTES, trim_log
+from edgechain.runtime.base import AppStatus
+from edgechain.runtime.process import ProcessRuntime
+from edgechain.runtime.process_launch import LOG_FILE, read_last_output
+
+from .helpers import get_app, wait_until
+
+
+def test_a_log_past_the_limit_keeps_its_end_from_a_line_start(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    assert trim_log(log) == 0  # no log yet
+    lines = [f"line {i:06d}\n".encode() for i in range(2000)]  # 12 bytes each
+    log.write_bytes(b"".join(lines))
+    assert trim_log(log, max_bytes=24_000, keep_bytes=1000) == 0  # not past the limit
+    assert trim_log(log, max_bytes=20_000, keep_bytes=1000) > 0
+    text = log.read_bytes()
+    head, _, kept = text.partition(b"\n")
+    assert head.startswith(b"[edgechain: ") and head.endswith(b"earlier bytes of this log dropped]")
+    assert int(head.split()[1]) == 24_000 - len(kept)
+    assert kept.endswith(b"line 001999\n") and kept.startswith(b"line ")
+    assert len(kept) <= 1000 and len(kept) % 12 == 0  # whole lines only
+
+
+def test_a_writer_appending_through_its_descriptor_goes_on_at_the_new_end(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, b"x" * 50_000 + b"\nlast before\n")
+        assert trim_log(log, max_bytes=10_000, keep_bytes=100) > 0
+        os.write(fd, b"first after\n")
+    finally:
+        os.close(fd)
+    text = log.read_bytes()
+    assert text.endswith(b"\nlast before\nfirst after\n")
+    assert len(text) < 200 and b"\0" not in text  # no hole where the old end was
+
+
+def test_a_chatty_app_keeps_running_with_a_bounded_log(tmp_path: Path) -> None:
+    """A real app writes past the limit, then a line every 0.1 s: a usage sample trims
+    its log to about ``KEEP_LOG_BYTES``, and what it writes next is still logged."""
+    tag = secrets.token_hex(4)
+    burst = MAX_LOG_BYTES + 2 * KEEP_LOG_BYTES
+    script = f"yes 'chatty {tag}' | head -c {burst}; while :; do echo tick; sleep 0.1; done"
+    spec = AppSpec("chatty", RuntimeKind.PROCESS, command=("/bin/sh", "-c", script, tag))
+    app = get_app(spec)
+    with ProcessRuntime(tmp_path / "rt") as runtime:
+        runtime.start(app, spec)
+        log = runtime.get_app_dir(app) / LOG_FILE
+        wait_until(lambda: log.exists() and log.stat().st_size > burst, timeout_s=60)
+        stats = runtime.stats(app)
+        assert stats.status is AppStatus.RUNNING
+        assert log.stat().st_size < KEEP_LOG_BYTES + 4096
+        assert log.read_bytes().startswith(b"[edgechain: ")
+        ticks = log.read_bytes().count(b"tick\n")
+        wait_until(lambda: log.read_bytes().count(b"tick\n") >= ticks + 3, timeout_s=30)
+        assert read_last_output(log) == "tick"
+        assert runtime.is_running(app)
