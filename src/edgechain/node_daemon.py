@@ -5,6 +5,9 @@ the API server binds first (answering 503 until the node runs), the node starts,
 then the ready file is written with every port, the API's included. ``run_node`` is
 the entry point ``edgechain node`` calls.
 
+One process per data directory: ``run_node`` holds its lock for the process's life
+(``node/data_dir_lock.py``); a second one exits at once with the holder's pid.
+
 A full disk (ARCHITECTURE.md, "Real node"): when the block store cannot store a block,
 the node stops cleanly and the process exits with :data:`EXIT_DISK_FULL` (75, BSD's
 ``EX_TEMPFAIL``: try again later), or :data:`EXIT_STORE_FAILED` (74, ``EX_IOERR``) for
@@ -26,6 +29,7 @@ from edgechain.errors import StoreFullError
 from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
 from edgechain.node.config import WILDCARD_HOSTS
+from edgechain.node.data_dir_lock import lock_data_dir
 from edgechain.node.json_files import write_json_file
 from edgechain.telemetry import logs
 
@@ -112,6 +116,15 @@ async def run_node(config: NodeConfig) -> None:
     built: list[Node] = []
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, lambda: on_sigterm(next(iter(built), None), stop))
+    # Before anything in the data directory is read or touched (node/data_dir_lock.py).
+    lock = lock_data_dir(config.data_dir)
+    try:
+        await _run_service(config, stop, built)
+    finally:
+        lock.release()
+
+
+async def _run_service(config: NodeConfig, stop: asyncio.Event, built: list[Node]) -> None:
     try:
         service = NodeService(config)
     except StoreFullError as exc:

@@ -10,7 +10,9 @@ for the placing block in memory only), and the app ran nowhere for good.
 On a 4-node ``edgechain testnet``: a stateful counter submitted through the CLI; once
 the host's finalized slot is past the app's placement, the host is stopped (SIGTERM:
 it stops its apps, as after a full disk) and started again on its data directory. The
-app must run again on the same node, once, from its saved count.
+app must run again on the same node, once, from its saved count. Before the stop, a
+second node process started on the host's data directory must be refused and change
+nothing (``node/data_dir_lock.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import psutil
 import pytest
 
 from .live_testnet import stop_process
-from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter_net
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
 from .test_refusals_live import http
 
 pytestmark = pytest.mark.xdist_group("testnet-light")
@@ -51,6 +53,7 @@ def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) 
 
         node = psutil.Process(ready["pid"])
         argv = node.cmdline()
+        _assert_a_second_process_is_refused(net, argv, ready["pid"], run_dir / host)
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=60)
         net.wait_for(lambda: net.instances() == [], "the stopped node's app to end", 30)
@@ -75,3 +78,28 @@ def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) 
     finally:
         stop_process(restarted)
         net.stop()
+
+
+def _assert_a_second_process_is_refused(
+    net: LiveNet, argv: list[str], holder: int, data_dir: Path
+) -> None:
+    """A second ``edgechain node`` on the host's data directory (other ports, as a
+    service manager's copy beside a hand-started one) exits at once naming the holder,
+    and touches nothing: the app's process is the same, still one copy. Before the data
+    directory's lock it SIGKILLed the app as an orphan of an earlier incarnation and
+    then died on the transfer port with a traceback."""
+    before = [(i.pid, i.node) for i in net.instances()]
+    assert len(before) == 1
+    second = list(argv)
+    for flag in ("--listen", "--http"):
+        second[second.index(flag) + 1] = "127.0.0.1:0"
+    second[second.index("--ready-file") + 1] = str(data_dir.parent / "second.json")
+    done = subprocess.run(
+        second, check=False, capture_output=True, timeout=120, start_new_session=True
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    said = done.stderr.decode()
+    assert f"is in use by another node process (pid {holder})" in said, said
+    assert "Traceback" not in said
+    assert [(i.pid, i.node) for i in net.instances()] == before
+    assert not (data_dir.parent / "second.json").exists()
