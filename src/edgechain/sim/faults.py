@@ -53,7 +53,8 @@ FLEET_OUTAGE_FACTOR = 2
 """``fleet-outage``: every node is alone from ``APP_FAULT_SLOT`` for this many times K
 slots: the chain gets no block at all, and every lease runs out. Then three quarters of
 the nodes are reconnected, and the others ``FLEET_OUTAGE_LAGGARD_SLOTS`` later (nodes
-back from a power cut do not all boot and sync at once)."""
+back from a power cut do not all boot and sync at once), but for the last node, which
+crashed meanwhile and never comes back (a device the power cut broke)."""
 FLEET_OUTAGE_LAGGARD_SLOTS = 6
 APP_SCENARIOS = ("app-host-crash", "app-host-pause", "reorg-apps", "fleet-outage")
 
@@ -95,6 +96,7 @@ def inject_faults(sim: Simulation, slot: int, params: ChainParams) -> None:
         if slot == cut_at:
             partition(sim, [{node} for node in ids])
         elif slot == heal_at:
+            crash(sim, sim.nodes[-1])
             sim.net.partition([set(ids[:first]), *({node} for node in ids[first:])])
         elif slot == heal_at + FLEET_OUTAGE_LAGGARD_SLOTS:
             heal(sim, slot)
