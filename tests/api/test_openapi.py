@@ -250,6 +250,7 @@ class RealisticNode(FakeNode):
             "runtimes": ["process"],
             "container_engine": None,
             "status": "active",
+            "stall": {"before_slot": 36, "resumed_slot": 70},
             "frozen_apps": [],
             "transfer_refusals": {"not_planned": 1},
             "clock_offset_ms": -250,

@@ -20,6 +20,13 @@ def test_status_shows_the_cpu_share_and_what_it_is_of() -> None:
     assert "cpu use" not in format_status(base, "u", None)
 
 
+def test_status_shows_the_chains_last_stall_when_there_was_one() -> None:
+    base = {"chain_id": "c", "slot": 80, "apps": [], "stall": None}
+    assert "stall" not in format_status(base, "u", None)
+    stalled = {**base, "stall": {"before_slot": 36, "resumed_slot": 70}}
+    assert "no block after slot 36 until 70" in format_status(stalled, "u", None)
+
+
 def test_nodes_show_their_reported_pressure_and_rtt() -> None:
     node = {"node_id": "ab" * 32, "status": "active", "cpu_bp": 10_000, "pressure_bp": 2_600}
     node["rtt_us"] = 1_234

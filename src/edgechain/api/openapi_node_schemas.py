@@ -174,6 +174,14 @@ def _status_schema() -> Schema:
                 "enum": [*node_statuses, None],
                 "description": "this node's liveness on its head chain (null: not seen yet)",
             },
+            "stall": nullable(
+                closed_object(
+                    {
+                        "before_slot": count("slot of the last block before the stall"),
+                        "resumed_slot": count("slot of the first block after it"),
+                    }
+                )
+            ),
             "frozen_apps": {"type": "array", "items": {"type": "string"}},
             "transfer_refusals": counters("transfer offers refused, by reason"),
             "clock_offset_ms": {"type": "integer"},

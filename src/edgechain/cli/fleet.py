@@ -183,6 +183,11 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
     apps = status.get("apps")
     if isinstance(apps, list):
         pairs.append(("apps here", len(apps)))
+    stall = status.get("stall")
+    if isinstance(stall, dict):
+        # Slots with no block at all count as no node's silence (liveness.py).
+        before, resumed = stall.get("before_slot"), stall.get("resumed_slot")
+        pairs.append(("last chain stall", f"no block after slot {before} until {resumed}"))
     frozen = status.get("frozen_apps")
     if isinstance(frozen, list) and frozen:
         # The watchdog froze them: this node's lease ran out (it lost the chain).

@@ -38,7 +38,7 @@ from edgechain.node.metrics import NodeObserver
 from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import SeedContacts
 from edgechain.orchestrator.fleet import HistoryEvent, compute_app_history
-from edgechain.orchestrator.liveness import get_node_status
+from edgechain.orchestrator.liveness import NO_STALL, get_node_status
 from edgechain.runtime.fencing import get_frozen_apps
 from edgechain.runtime.manager import AppManager
 from edgechain.telemetry.metrics import MetricsReading
@@ -62,6 +62,13 @@ class NodeCounters:
     """Input the node's loop could not use (``decode_errors`` is in the status)."""
 
     decode_errors: Counter[RejectReason] = field(default_factory=Counter)
+
+
+def get_stall_status(state: BlockState | None) -> dict[str, int] | None:
+    """The head chain's latest stall, or None when it never stalled."""
+    if state is None or state.stall == NO_STALL:
+        return None
+    return {"before_slot": state.stall.before, "resumed_slot": state.stall.resumed}
 
 
 def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
@@ -241,6 +248,9 @@ class NodeQueries:
             ),
             "container_engine": self.config.container_engine,
             "status": self._get_liveness(state, params),
+            # The head chain's latest stall (slots with no block at all), which counts
+            # as no node's silence (orchestrator/liveness.py); null: none.
+            "stall": get_stall_status(state),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
             # Migration and replica offers this node's transfer server refused, by the
             # reason it gave (not_planned: no block of our head chain carries the entry).
