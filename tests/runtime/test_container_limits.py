@@ -17,7 +17,6 @@ from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.runtime.app_log import MAX_LOG_BYTES
 from edgechain.runtime.container_limits import (
     DEFAULT_PIDS_LIMIT,
-    LOG_CONFIG,
     NO_NEW_PRIVILEGES,
     ContainerLimitsError,
     get_container_limits,
@@ -55,11 +54,11 @@ def with_limits(**changes: Any) -> AppSpec:
 def test_no_limits_still_caps_processes_and_drops_root() -> None:
     assert get_container_limits(SPEC, user=USER) == {
         "pids_limit": DEFAULT_PIDS_LIMIT,
-        "log_config": LOG_CONFIG,
+        "log_config": {"type": "json-file", "config": {"max-size": "8m"}},  # 8 MiB
         "user": USER,
         "security_opt": [NO_NEW_PRIVILEGES],
     }
-    assert LOG_CONFIG["config"] == {"max-size": "8m"}  # app_log.MAX_LOG_BYTES
+    assert MAX_LOG_BYTES == 8 * MIB
 
 
 def test_every_limit() -> None:

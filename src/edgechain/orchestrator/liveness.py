@@ -16,12 +16,13 @@ planner stays a deterministic function of the parent state.
   (``ChainParams.down_after_slots``, 12 by default): it gets no placements and every
   running app on it is recovered elsewhere (``PlanAction.RECOVER``). A node that
   contributes again is active again; its old apps are not given back.
-* A *stall* is a stretch of slots in which the chain got no block at all, neither a
-  block nor a skip block: the whole fleet was down (a power cut at a site), or every
-  node was cut off from the others (the switch they share failed). Nobody could be
-  seen in those slots, so they do not count as anyone's silence: a node that was not
-  down when the chain stalled counts as seen at the first block after the stall
-  (:func:`get_silence_start`), and so has K slots from there to contribute again.
+* A *stall* is a stretch of at least ``STALL_MIN_SLOTS`` (4) slots in which the chain
+  got no block at all, neither a block nor a skip block: the whole fleet was down (a
+  power cut at a site), or every node was cut off from the others (the switch they
+  share failed). Nobody could be seen in those slots, so they do not count as
+  anyone's silence: a node that was not down when the chain stalled counts as seen at
+  the first block after the stall (:func:`get_silence_start`), and so has K slots from
+  there to contribute again.
   Without that, the first blocks after a 25-slot outage of a 5-node testnet took the
   nodes whose report had not come in yet for down, recovered their apps elsewhere and
   restored their state from older replicas, while the nodes came back with the newer
@@ -79,8 +80,8 @@ that of each node that left the set, until it is down."""
 @dataclass(frozen=True)
 class Stall:
     """The latest stall on a chain: ``before``, the slot of the last block before it,
-    and ``resumed``, that of the first block after it, which is more than one slot
-    younger than its parent (``BlockState.stall``)."""
+    and ``resumed``, that of the first block after it, more than
+    :data:`STALL_MIN_SLOTS` slots after its parent (``BlockState.stall``)."""
 
     before: Slot
     resumed: Slot

@@ -42,8 +42,16 @@ DEFAULT_PIDS_LIMIT = 1024
 """Processes and threads per container: far more than an edge app needs, far fewer
 than the kernel's default ``pid_max`` of 32768 that one runaway app could otherwise use
 up for the whole node."""
-LOG_CONFIG = {"type": "json-file", "config": {"max-size": f"{MAX_LOG_BYTES // (1024 * 1024)}m"}}
-"""The container's log driver and its size cap (``containers.run``'s ``log_config``)."""
+LOG_DRIVER = "json-file"
+LOG_MAX_SIZE = f"{MAX_LOG_BYTES // (1024 * 1024)}m"
+
+
+def get_log_config() -> dict[str, Any]:
+    """The container's log driver and its size cap (``containers.run``'s ``log_config``),
+    a new dict each time: the SDK may keep what it is given."""
+    return {"type": LOG_DRIVER, "config": {"max-size": LOG_MAX_SIZE}}
+
+
 ROOT_USER = "0:0"
 NO_NEW_PRIVILEGES = "no-new-privileges"
 
@@ -86,7 +94,7 @@ def get_container_limits(
     if is_root_user(user):
         # The node's default user must never be root: root is the spec's explicit opt-in.
         raise ContainerLimitsError(f"user {user!r}: the node's app user must not be root")
-    kwargs: dict[str, Any] = {"pids_limit": DEFAULT_PIDS_LIMIT, "log_config": LOG_CONFIG}
+    kwargs: dict[str, Any] = {"pids_limit": DEFAULT_PIDS_LIMIT, "log_config": get_log_config()}
     if spec.run_as_root:
         kwargs["user"] = ROOT_USER
     else:
