@@ -368,24 +368,25 @@ def get_plan(
     memo: Memo, params: ChainParams, parent: BlockState, slot: Slot
 ) -> tuple[PlanEntry, ...]:
     """Algorithm 1 (extended): the plan a block at ``slot`` on ``parent`` must carry."""
+    return memo.get(("plan", parent.block_hash, slot), lambda: _compute_plan(params, parent, slot))
+
+
+def _compute_plan(params: ChainParams, parent: BlockState, slot: Slot) -> tuple[PlanEntry, ...]:
     # The stall this block ends, if it ends one, counts already (liveness.compute_stall).
     stall = compute_stall(parent.stall, parent.slot, slot)
-    return memo.get(
-        ("plan", parent.block_hash, slot),
-        lambda: compute_plan(
-            parent.registry,
-            parent.reports,
-            get_node_infos(parent.validators),
+    return compute_plan(
+        parent.registry,
+        parent.reports,
+        get_node_infos(parent.validators),
+        slot,
+        params.max_migrations_per_slot,
+        down=compute_down_nodes(
+            parent.last_seen,
             slot,
-            params.max_migrations_per_slot,
-            down=compute_down_nodes(
-                parent.last_seen,
-                slot,
-                params.down_after_slots,
-                stall,
-                (r.node for r in parent.registry.records if r.node is not None),
-            ),
-            draining=frozenset(parent.authority.draining),
-            quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots, stall),
+            params.down_after_slots,
+            stall,
+            (r.node for r in parent.registry.records if r.node is not None),
         ),
+        draining=frozenset(parent.authority.draining),
+        quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots, stall),
     )

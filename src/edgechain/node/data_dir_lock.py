@@ -39,7 +39,6 @@ class DataDirInUseError(DataDirError):
 class DataDirLock:
     """The held lock; :meth:`release` (or the process's end) gives it up."""
 
-    path: Path
     fd: int | None
 
     def release(self) -> None:
@@ -73,7 +72,7 @@ def lock_data_dir(data_dir: Path) -> DataDirLock:
     with contextlib.suppress(OSError):  # the pid is for messages only: a full disk may refuse it
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return DataDirLock(path, fd)
+    return DataDirLock(fd)
 
 
 def _read_holder(fd: int) -> str:

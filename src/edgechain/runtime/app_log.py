@@ -27,6 +27,8 @@ def trim_log(path: Path, max_bytes: int = MAX_LOG_BYTES, keep_bytes: int = KEEP_
     """Trim ``path`` to about its last ``keep_bytes`` once it is larger than
     ``max_bytes``; the bytes dropped (0: nothing to do, or no log)."""
     try:
+        if os.stat(path).st_size <= max_bytes:
+            return 0  # the usual case, on every sample: no descriptor opened
         fd = os.open(path, os.O_RDWR)
     except OSError:
         return 0
