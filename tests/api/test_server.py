@@ -7,6 +7,7 @@ offending field named.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -260,3 +261,26 @@ def test_a_client_that_does_not_read_its_answer_is_dropped() -> None:
         sock.close()
         loop.run(server.close())
         loop.close()
+
+
+def test_closing_the_server_under_open_connections_logs_no_error() -> None:
+    """A node that stops with clients connected stops quietly: Python 3.11's stream
+    server logged each cancelled connection handler as an "Exception in callback"."""
+    loop = LoopThread()
+    errors: list[dict[str, object]] = []
+    loop.loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    server = HttpServer("127.0.0.1", 0, handler, read_timeout_s=30.0)
+    loop.run(server.start())
+    waiting = socket.create_connection(("127.0.0.1", server.port))  # in answer()
+    lingering = socket.create_connection(("127.0.0.1", server.port))  # in linger()
+    try:
+        lingering.sendall(request_bytes("GET", "/fine"))
+        assert lingering.recv(65536).startswith(b"HTTP/1.1 200")
+        wait_until(lambda: server.open_connections == 2)
+        loop.run(server.close())
+        loop.run(asyncio.sleep(0.1))  # the handlers' done callbacks run
+    finally:
+        waiting.close()
+        lingering.close()
+        loop.close()
+    assert errors == []

@@ -551,3 +551,31 @@ def test_only_the_planned_origin_can_offer(process_pair: Pair, tmp_path: Path) -
     assert [i.status for i in a.list()] == [AppStatus.STOPPED]  # ended, state kept
     assert_single_instance(tag)
     b.stop(get_app(spec))
+
+
+def test_closing_the_server_under_an_open_connection_logs_no_error(
+    process_pair: Pair, tmp_path: Path
+) -> None:
+    """A node that stops while a peer is connected stops quietly (Python 3.11 logged
+    each cancelled stream handler as an "Exception in callback")."""
+    errors: list[dict[str, object]] = []
+
+    async def run() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, c: errors.append(c))
+        async with open_nodes(list(process_pair), tmp_path) as (na, _nb):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", na.server.port)
+
+            def is_handled() -> bool:  # accepted: a handler waits for an offer
+                names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+                return "TransferServer._on_connection" in names
+
+            deadline = time.monotonic() + 10
+            while not is_handled():
+                assert time.monotonic() < deadline, "connection never accepted"
+                await asyncio.sleep(0.01)
+            await na.server.close()
+            await asyncio.sleep(0.1)  # the handler's done callback has run
+            writer.close()
+
+    asyncio.run(run())
+    assert errors == []

@@ -430,6 +430,11 @@ class HttpServer:
             await connection.linger()
         except (_NothingSentError, ConnectionError, OSError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # ``close`` (or asyncio.run's shutdown) cancelled us. Ended quietly: nobody
+            # awaits this task, and Python 3.11's StreamReaderProtocol logs a cancelled
+            # handler as an "Exception in callback" (3.12 checks ``cancelled()``).
+            pass
         finally:
             self._open -= 1
             if task is not None:

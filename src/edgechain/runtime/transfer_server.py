@@ -181,6 +181,10 @@ class TransferServer:
                 await drain_until_eof(reader, LINGER_S)
         except (ConnectionError, OSError):
             self._counts["failed"] += 1
+        except asyncio.CancelledError:
+            # ``close`` cancelled us: ended quietly, as NetworkTransport's handler does
+            # (Python 3.11 logs a cancelled stream handler as an error).
+            pass
         finally:
             await close_writer(writer)
             if task is not None:
