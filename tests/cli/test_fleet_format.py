@@ -27,6 +27,15 @@ def test_status_shows_the_chains_last_stall_when_there_was_one() -> None:
     assert "no block after slot 36 until 70" in format_status(stalled, "u", None)
 
 
+def test_status_shows_the_watchdog_and_its_restarts() -> None:
+    base = {"chain_id": "c", "slot": 80, "apps": []}
+    assert "watchdog" not in format_status(base, "u", None)  # an older node
+    running = {**base, "watchdog": {"pid": 4242, "restarts": 2}}
+    assert "pid 4242, restarted 2 times" in format_status(running, "u", None)
+    ended = {**base, "watchdog": {"pid": None, "restarts": 0}}
+    assert "not running, restarted 0 times" in format_status(ended, "u", None)
+
+
 def test_nodes_show_their_reported_pressure_and_rtt() -> None:
     node = {"node_id": "ab" * 32, "status": "active", "cpu_bp": 10_000, "pressure_bp": 2_600}
     node["rtt_us"] = 1_234

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -202,17 +205,16 @@ def test_a_clock_offset_is_a_whole_number_of_milliseconds(value: object) -> None
         check_node_options({**_genesis_options(), "clock_offset_ms": value})
 
 
-def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdog(
-    run_dir: Path,
-) -> None:
-    """The real daemon: ``--clock-offset-ms`` reaches ``/status`` and the watchdog the
-    node starts (its argv and its first log line)."""
+@contextlib.contextmanager
+def _running_node(run_dir: Path, *flags: str) -> Iterator[tuple[Path, int]]:
+    """The real daemon on a new chain of its own: its data dir and HTTP port; stopped
+    by SIGTERM at the end, which it must survive with exit status 0."""
     run_dir.mkdir()
     data_dir, ready = run_dir / "node", run_dir / "ready.json"
     admin = bls.sk_to_pk(bls.keygen(b"\x05" * 32)).hex()
     argv = [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--admin-key", admin,
             "--open-admission", "--data-dir", str(data_dir), "--ready-file", str(ready),
-            "--clock-offset-ms", "-1500"]  # fmt: skip
+            *flags]  # fmt: skip
     node = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -220,16 +222,7 @@ def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdo
             assert node.poll() is None, node.communicate()[1].decode()
             assert time.monotonic() < deadline, "the node did not start"
             time.sleep(0.1)
-        port = json.loads(ready.read_text())["http_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
-            status = json.load(reply)
-        assert status["clock_offset_ms"] == -1500
-        watchdog_pid = int((data_dir / "watchdog.pid").read_text().split()[0])
-        assert "--clock-offset-ms=-1500" in psutil.Process(watchdog_pid).cmdline()
-        # The watchdog writes its first line once it runs: wait for it (a loaded CI-like
-        # host once read the file before the line was there).
-        start = _wait_for_start_line(data_dir / "watchdog.log")
-        assert start["clock_offset_ms"] == -1500
+        yield data_dir, int(json.loads(ready.read_text())["http_port"])
     finally:
         node.send_signal(signal.SIGTERM)
         try:
@@ -238,6 +231,45 @@ def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdo
             node.kill()
             node.communicate()
     assert node.returncode == 0
+
+
+def _get_status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
+        status = json.load(reply)
+    assert isinstance(status, dict)
+    return status
+
+
+def test_a_node_started_with_a_clock_offset_shows_it_and_gives_it_to_its_watchdog(
+    run_dir: Path,
+) -> None:
+    """The real daemon: ``--clock-offset-ms`` reaches ``/status`` and the watchdog the
+    node starts (its argv and its first log line)."""
+    with _running_node(run_dir, "--clock-offset-ms", "-1500") as (data_dir, port):
+        assert _get_status(port)["clock_offset_ms"] == -1500
+        watchdog_pid = int((data_dir / "watchdog.pid").read_text().split()[0])
+        assert "--clock-offset-ms=-1500" in psutil.Process(watchdog_pid).cmdline()
+        # The watchdog writes its first line once it runs: wait for it (a loaded CI-like
+        # host once read the file before the line was there).
+        start = _wait_for_start_line(data_dir / "watchdog.log")
+        assert start["clock_offset_ms"] == -1500
+
+
+def test_a_killed_watchdog_is_started_again_by_its_node(run_dir: Path) -> None:
+    """Nothing fences a node's apps without its watchdog: killed, it is started again
+    within about a second, and ``/status`` shows the new one and the restart."""
+    with _running_node(run_dir) as (data_dir, port):
+        first = _get_status(port)["watchdog"]
+        assert first["restarts"] == 0 and psutil.pid_exists(first["pid"])
+        os.kill(first["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (now := _get_status(port)["watchdog"])["restarts"] == 0:
+            assert time.monotonic() < deadline, "the watchdog was not started again"
+            time.sleep(0.1)
+        assert now["restarts"] == 1 and now["pid"] != first["pid"]
+        assert psutil.Process(now["pid"]).status() != psutil.STATUS_ZOMBIE
+        recorded = int((data_dir / "watchdog.pid").read_text().split()[0])
+        assert recorded == now["pid"]
 
 
 def _wait_for_start_line(path: Path, timeout_s: float = 30) -> dict[str, object]:

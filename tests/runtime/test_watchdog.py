@@ -516,3 +516,27 @@ def test_the_lease_reader_parses_the_file_again_only_when_it_changed(
     assert reader.read() is None
     write_lease(tmp_path, 2_000, ["aa"], 1)
     assert reader.read() == renewed and len(parsed) == 3
+
+
+def test_a_watchdog_that_ended_is_started_again_and_fences(node: FencedNode) -> None:
+    """Killed (a stray ``pkill``, the OOM killer), the watchdog is started again by the
+    node's next check, and the new one freezes the apps of an expired lease."""
+    app = node.start_app()
+    node.lease(LONG_MS, [app])
+    assert node.watchdog.restart_if_ended() is None  # never started: nothing to restart
+    node.start_watchdog()
+    first = node.watchdog.pid
+    assert first is not None
+    assert node.watchdog.restart_if_ended() is None  # running: left alone
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: not node.watchdog.is_alive(), LIMIT_S)
+    assert node.watchdog.restart_if_ended() == -signal.SIGKILL
+    second = node.watchdog.pid
+    assert second is not None and second != first
+    assert node.watchdog.restarts == 1
+    assert node.watchdog.is_alive()
+    node.lease(-1, [app])  # the node loses the chain: the new watchdog fences
+    wait_until(lambda: is_frozen(node.runtime, app), LIMIT_S)
+    node.watchdog.stop()
+    assert node.watchdog.restart_if_ended() is None  # stopped on purpose: stays stopped
+    assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"

@@ -183,6 +183,12 @@ def _status_schema() -> Schema:
                 )
             ),
             "frozen_apps": {"type": "array", "items": {"type": "string"}},
+            "watchdog": closed_object(
+                {
+                    "pid": {"type": ["integer", "null"], "description": "null: not running"},
+                    "restarts": count("times the node found it ended and started it again"),
+                }
+            ),
             "transfer_refusals": counters("transfer offers refused, by reason"),
             "clock_offset_ms": {"type": "integer"},
             "hostile": nullable(

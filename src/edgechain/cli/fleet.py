@@ -192,6 +192,12 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
     if isinstance(frozen, list) and frozen:
         # The watchdog froze them: this node's lease ran out (it lost the chain).
         pairs.append(("frozen by the watchdog", ", ".join(short(str(a)) for a in frozen)))
+    watchdog = status.get("watchdog")
+    if isinstance(watchdog, dict):
+        # The process that fences this node's apps; the node starts it again if it ends.
+        pid, restarts = watchdog.get("pid"), watchdog.get("restarts")
+        running = f"pid {pid}" if pid is not None else "not running"
+        pairs.append(("watchdog", f"{running}, restarted {restarts} times"))
     if operator is not None:
         role = (
             "admin"

@@ -92,6 +92,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgechain.node")
 
 USAGE_INTERVAL_MS = 5_000
+WATCHDOG_CHECK_INTERVAL_MS = 1_000
+"""How often the node looks whether its watchdog still runs (a ``waitpid``)."""
 
 
 class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
@@ -173,6 +175,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         """The host's usage for our reports (host_usage.py); tests put a simulated
         device here."""
         self._next_usage_ms = 0
+        self._next_watchdog_check_ms = 0
         self._engine_wakeup: int | None = None
         self._dht_wakeup: int | None = None
         self._replaying = False
@@ -317,6 +320,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
                     engine.set_local_usage(usage)
             if self.apps is not None:
                 self.apps.tick(at)
+            if at >= self._next_watchdog_check_ms:
+                self._next_watchdog_check_ms = at + WATCHDOG_CHECK_INTERVAL_MS
+                self._keep_watchdog()
         with cpu_span(Component.CONSENSUS):
             self._apply(engine.on_tick(now))
             self.advance_leave(now)
@@ -334,6 +340,23 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
                 self._gossip_peers_key = peers_key
                 self.gossip.set_peers(self.routing.get_gossip_peers())
             self.routing.send_copies(self.gossip.on_tick(at))
+
+    def _keep_watchdog(self) -> None:
+        """Our apps are fenced only while the watchdog runs (DESIGN.md, "Exactly once"):
+        one that has ended is started again at once, and the operator told."""
+        try:
+            code = self.watchdog.restart_if_ended()
+        except OSError as exc:
+            logs.error(log, "watchdog ended and cannot be started again", error=str(exc))
+            return
+        if code is not None:
+            logs.error(
+                log,
+                "watchdog ended: started again",
+                exit_status=code,
+                pid=self.watchdog.pid,
+                restarts=self.watchdog.restarts,
+            )
 
     def _is_idle(self) -> bool:
         """No app to look after here: the slower housekeeping grid (tick_schedule.py)."""

@@ -39,7 +39,7 @@ from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import SeedContacts
 from edgechain.orchestrator.fleet import HistoryEvent, compute_app_history
 from edgechain.orchestrator.liveness import NO_STALL, get_node_status
-from edgechain.runtime.fencing import get_frozen_apps
+from edgechain.runtime.fencing import Watchdog, get_frozen_apps
 from edgechain.runtime.manager import AppManager
 from edgechain.telemetry.metrics import MetricsReading
 from edgechain.types import AppId, BlockHash, NodeId, PublicKey, SecretKey, Slot
@@ -125,6 +125,7 @@ class NodeQueries:
     leaving: Leaving
     sessions: SessionKeys
     apps: AppManager | None
+    watchdog: Watchdog
     _transfer_port: int | None
     store_failure: StoreError | None
     hostile: Hostile | None
@@ -252,6 +253,9 @@ class NodeQueries:
             # as no node's silence (orchestrator/liveness.py); null: none.
             "stall": get_stall_status(state),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
+            # The process that fences our apps (runtime/fencing.py), and how often the
+            # node found it ended and started it again.
+            "watchdog": {"pid": self.watchdog.pid, "restarts": self.watchdog.restarts},
             # Migration and replica offers this node's transfer server refused, by the
             # reason it gave (not_planned: no block of our head chain carries the entry).
             "transfer_refusals": (

@@ -86,6 +86,9 @@ class Watchdog:
         self.clock_offset_ms = clock_offset_ms
         self._proc: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
+        self._parent_pid: int | None = None
+        self.restarts = 0
+        """Times :meth:`restart_if_ended` found it ended and started it again."""
 
     @property
     def pid(self) -> int | None:
@@ -114,12 +117,35 @@ class Watchdog:
                 cwd="/",
             )
         self._data_dir = data_dir
+        self._parent_pid = parent_pid
         # The watchdog records itself too, but only once it runs: a node restarted at
         # once must find this one.
         record_process(data_dir / WATCHDOG_PID_FILE, self._proc.pid)
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def restart_if_ended(self) -> int | None:
+        """Start the watchdog again if it has ended since :meth:`start` (killed, say,
+        by a stray ``pkill`` or the OOM killer): the exit status of the one that ended
+        (negative: the signal), else None. Why: without it nothing fences our apps, and
+        a pause or a partition of this node then leaves them running beside the copies
+        the chain recovers elsewhere (seen live, session 44). ``OSError`` when it cannot
+        be started; the caller tries again."""
+        proc = self._proc
+        if proc is None or self._data_dir is None:
+            return None  # never started, or stopped on purpose
+        code = proc.poll()
+        if code is None:
+            return None
+        self._proc = None
+        try:
+            self.start(self._data_dir, self._parent_pid)
+        except BaseException:
+            self._proc = proc  # still ended: the next call tries again
+            raise
+        self.restarts += 1
+        return code
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM the watchdog (it exits without freezing or thawing); SIGKILL it
@@ -140,6 +166,7 @@ class Watchdog:
             recorded = read_pid_entry(pid_file)
             if recorded is not None and recorded[0] == proc.pid:
                 pid_file.unlink(missing_ok=True)
+        self._proc = None  # stopped on purpose: not one to restart
 
 
 def record_process(path: Path, pid: int) -> None:
