@@ -79,6 +79,7 @@ from edgechain.node.tick_schedule import (
     get_housekeeping_phase,
 )
 from edgechain.node.vdf_worker import VdfRunner
+from edgechain.node.watchdog_keeper import WatchdogKeeper
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
 from edgechain.runtime.manager import AppManager, get_transfer_label
@@ -92,8 +93,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgechain.node")
 
 USAGE_INTERVAL_MS = 5_000
-WATCHDOG_CHECK_INTERVAL_MS = 1_000
-"""How often the node looks whether its watchdog still runs (a ``waitpid``)."""
 
 
 class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
@@ -175,7 +174,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         """The host's usage for our reports (host_usage.py); tests put a simulated
         device here."""
         self._next_usage_ms = 0
-        self._next_watchdog_check_ms = 0
         self._engine_wakeup: int | None = None
         self._dht_wakeup: int | None = None
         self._replaying = False
@@ -185,6 +183,8 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         """Fencing (DESIGN.md, "Exactly once"): a process of its own that freezes our
         apps when the lease the app manager renews runs out (runtime/fencing.py); it
         reads its clock with our offset, since the lease is written in our clock."""
+        self.watchdog_keeper = WatchdogKeeper(self.watchdog)
+        """Starts the watchdog again should it end (node/watchdog_keeper.py)."""
         self._transfer_port: int | None = None
         self.store_failure: StoreError | None = None
         self.closed = False
@@ -214,6 +214,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         self._transfer_port = await self.apps.start(self.transport.host)
         # Before any app can start: from here on, apps run only under a live lease.
         await asyncio.to_thread(self.watchdog.start, self.config.data_dir)
+        self.watchdog_keeper.watch(asyncio.get_running_loop())
         self.engine = make_engine(
             self.config,
             self.sk,
@@ -240,6 +241,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         if self.apps is not None:
             await self.apps.close()
         # After the apps: a clean stop leaves nothing running for it to fence.
+        self.watchdog_keeper.close()
         await asyncio.to_thread(self.watchdog.stop)
 
     def _get_labels(self) -> tuple[str, ...]:
@@ -320,9 +322,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
                     engine.set_local_usage(usage)
             if self.apps is not None:
                 self.apps.tick(at)
-            if at >= self._next_watchdog_check_ms:
-                self._next_watchdog_check_ms = at + WATCHDOG_CHECK_INTERVAL_MS
-                self._keep_watchdog()
+            self.watchdog_keeper.check(at)
         with cpu_span(Component.CONSENSUS):
             self._apply(engine.on_tick(now))
             self.advance_leave(now)
@@ -340,23 +340,6 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
                 self._gossip_peers_key = peers_key
                 self.gossip.set_peers(self.routing.get_gossip_peers())
             self.routing.send_copies(self.gossip.on_tick(at))
-
-    def _keep_watchdog(self) -> None:
-        """Our apps are fenced only while the watchdog runs (DESIGN.md, "Exactly once"):
-        one that has ended is started again at once, and the operator told."""
-        try:
-            code = self.watchdog.restart_if_ended()
-        except OSError as exc:
-            logs.error(log, "watchdog ended and cannot be started again", error=str(exc))
-            return
-        if code is not None:
-            logs.error(
-                log,
-                "watchdog ended: started again",
-                exit_status=code,
-                pid=self.watchdog.pid,
-                restarts=self.watchdog.restarts,
-            )
 
     def _is_idle(self) -> bool:
         """No app to look after here: the slower housekeeping grid (tick_schedule.py)."""
