@@ -293,3 +293,47 @@ def test_the_started_release_survives_a_restart(tmp_path: Path) -> None:
         new.remove(app)
     with ProcessRuntime(tmp_path / "rt") as after_remove:
         assert after_remove.list() == ()
+
+
+def _count_user_tasks(uid: int) -> int:
+    """The user's processes and threads, as ``RLIMIT_NPROC`` counts them."""
+    count = 0
+    for proc in psutil.process_iter():
+        try:
+            if proc.uids().real == uid:
+                count += proc.num_threads()
+        except psutil.Error:
+            continue
+    return count
+
+
+def _is_sleep_300(proc: psutil.Process, uid: int) -> bool:
+    try:
+        return proc.uids().real == uid and proc.cmdline() == ["sleep", "300"]
+    except psutil.Error:
+        return False
+
+
+@needs_root
+def test_a_fork_bomb_is_held_to_the_app_users_process_limit(tmp_path: Path) -> None:
+    """A process app has no pids cgroup: a root node limits its app user's processes
+    (``RLIMIT_NPROC``, ``spawner.APP_USER_MAX_PROCESSES``). An app forking without
+    end is refused forks at the limit (a small one here), and stopping it ends all."""
+    nobody = _nobody()
+    limit = _count_user_tasks(nobody.uid) + 20
+    runtime = ProcessRuntime(tmp_path / "rt", app_user="nobody", max_app_processes=limit)
+    tag = f"bomb-{secrets.token_hex(4)}"
+    script = "i=0; while [ $i -lt 200 ]; do sleep 300 & i=$((i+1)); done; wait"
+    spec = AppSpec(name=tag, runtime=RuntimeKind.PROCESS, command=("sh", "-c", script, tag))
+    app = get_app(spec)
+    log = runtime.get_app_dir(app) / "app.log"
+    try:
+        runtime.start(app, spec)
+        wait_until(lambda: log.exists() and "fork" in log.read_text().lower(), 20)
+        assert _count_user_tasks(nobody.uid) <= limit
+        sleeps = [p for p in psutil.process_iter() if _is_sleep_300(p, nobody.uid)]
+        assert 0 < len(sleeps) < 200, log.read_text()[-500:]
+    finally:
+        runtime.stop(app)
+        runtime.close()
+    wait_until(lambda: not [p for p in psutil.process_iter() if _is_sleep_300(p, nobody.uid)], 20)

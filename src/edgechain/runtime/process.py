@@ -86,7 +86,7 @@ from edgechain.runtime.process_launch import (
     read_last_output,
 )
 from edgechain.runtime.process_records import ProcessRecord, ProcessRecords
-from edgechain.runtime.spawner import reap_orphan_groups
+from edgechain.runtime.spawner import APP_USER_MAX_PROCESSES, reap_orphan_groups
 from edgechain.types import AppId
 
 _log = logging.getLogger("edgechain.runtime")
@@ -99,6 +99,7 @@ class ProcessRuntime(AppDirectories):
     root; an unknown user, or root itself, is an :class:`AppUserError` here, at
     start-up. ``None`` asks for no drop, which a root node refuses too: apps never run
     as root. A node that is not root runs apps as itself and ignores ``app_user``.
+    ``max_app_processes``: the app user's ``RLIMIT_NPROC`` (``spawner.py``).
     """
 
     def __init__(
@@ -109,13 +110,16 @@ class ProcessRuntime(AppDirectories):
         checkpoint_timeout_s: float = 1.0,
         die_with_node: bool = True,
         app_user: str | None = DEFAULT_APP_USER,
+        max_app_processes: int = APP_USER_MAX_PROCESSES,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stop_grace_s = stop_grace_s
         self.checkpoint_timeout_s = checkpoint_timeout_s
         self.app_user = get_app_user(app_user)
-        self._launcher = ProcessLauncher(self, self.app_user, die_with_node=die_with_node)
+        self._launcher = ProcessLauncher(
+            self, self.app_user, die_with_node=die_with_node, max_processes=max_app_processes
+        )
         self.census = GroupCensus()
         self.traffic = TrafficMeter()
         """Each app's TCP socket counters at its previous sample (``stats``)."""

@@ -42,7 +42,7 @@ from edgechain.runtime.checkpoint import ACK_FILE, checkpoint_and_freeze
 from edgechain.runtime.process_group import end_group
 from edgechain.runtime.process_records import ProcessRecord
 from edgechain.runtime.restart_backoff import get_last_line
-from edgechain.runtime.spawner import PID_FILE, Spawner, write_pid_file
+from edgechain.runtime.spawner import APP_USER_MAX_PROCESSES, PID_FILE, Spawner, write_pid_file
 from edgechain.types import AppId
 
 RUN_DIR = "run"
@@ -85,7 +85,12 @@ class ProcessLauncher:
     process); ``die_with_node``: apps get SIGKILL when the node dies (``Spawner``)."""
 
     def __init__(
-        self, dirs: AppDirectories, app_user: AppUser | None, *, die_with_node: bool
+        self,
+        dirs: AppDirectories,
+        app_user: AppUser | None,
+        *,
+        die_with_node: bool,
+        max_processes: int = APP_USER_MAX_PROCESSES,
     ) -> None:
         self.dirs = dirs
         self.app_user = app_user
@@ -103,7 +108,7 @@ class ProcessLauncher:
                 # Loud, but not fatal: the node still serves the chain; every start
                 # fails with this message instead of running the app as root.
                 _log.error("process runtime cannot run apps: %s", self.unusable_reason)
-        self._spawner = Spawner(die_with_node=die_with_node)
+        self._spawner = Spawner(die_with_node=die_with_node, max_processes=max_processes)
 
     def get_run_dir(self, app: AppId) -> Path:
         """The directory besides ``state/`` the app may write (its checkpoint ack)."""

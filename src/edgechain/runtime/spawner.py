@@ -31,6 +31,14 @@ from edgechain.runtime.process_group import signal_group
 from edgechain.telemetry.cpu import Component, charge_thread_cpu
 
 PID_FILE = "pid"
+APP_USER_MAX_PROCESSES = 4096
+"""``RLIMIT_NPROC`` of every process app a root node runs as its app user: the app
+user's processes and threads on the host, all its apps together, may not pass it. Why:
+a process app has no pids cgroup (a container has ``pids_limit``), and a fork bomb as
+``nobody`` filled the host's pid space (``kernel.pid_max`` 32768 here), after which no
+node, watchdog or app on the host could fork. With the limit, the app user's forks
+fail and the rest of the host goes on. Not applied to a node that is not root: its apps
+run as its own user, whose count includes the nodes themselves."""
 """In an app's directory: its group leader's pid and creation time (root's file)."""
 
 
@@ -38,8 +46,11 @@ class Spawner:
     """Forks every app from one long-lived thread, through ``setpriv --pdeathsig KILL``
     when ``die_with_node`` and setpriv (util-linux) is installed."""
 
-    def __init__(self, *, die_with_node: bool) -> None:
+    def __init__(self, *, die_with_node: bool, max_processes: int = APP_USER_MAX_PROCESSES) -> None:
         self._setpriv = shutil.which("setpriv") if die_with_node else None
+        self._prlimit = shutil.which("prlimit")
+        self.max_processes = max_processes
+        """``RLIMIT_NPROC`` of apps run as an app user (``APP_USER_MAX_PROCESSES``)."""
         # One long-lived thread forks every app: the parent-death signal fires when the
         # *thread* that forked a child exits, so forking from short-lived executor
         # threads would kill apps at random.
@@ -61,6 +72,8 @@ class Spawner:
             # Credentials change in the child before it execs setpriv (Popen's user and
             # group), so the death signal setpriv sets is not cleared by that change.
             argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
+        if user is not None:
+            argv = self._limit_processes(argv)
 
         def fork() -> subprocess.Popen[bytes]:
             # The log stays root's (0600): the app writes it through the inherited fd.
@@ -82,6 +95,16 @@ class Spawner:
 
         # The fork's CPU (copying a node's page tables) is the app manager's.
         return self._thread.submit(charge_thread_cpu(Component.APPS, fork)).result()
+
+    def _limit_processes(self, argv: list[str]) -> list[str]:
+        """``argv`` under ``prlimit --nproc`` (util-linux, like setpriv): set in the
+        child before the app's first instruction, without a ``preexec_fn`` (unsafe in a
+        threaded node). Without prlimit, ``OSError``: an app user's app never starts
+        unlimited."""
+        if self._prlimit is None:
+            raise OSError("prlimit (util-linux) is not installed: cannot limit app processes")
+        limit = self.max_processes
+        return [self._prlimit, f"--nproc={limit}:{limit}", "--", *argv]
 
     def close(self) -> None:
         """Stop the spawner thread (after the last ``spawn``)."""
