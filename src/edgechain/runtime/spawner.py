@@ -31,15 +31,16 @@ from edgechain.runtime.process_group import signal_group
 from edgechain.telemetry.cpu import Component, charge_thread_cpu
 
 PID_FILE = "pid"
+"""In an app's directory: its group leader's pid and creation time (root's file)."""
 APP_USER_MAX_PROCESSES = 4096
 """``RLIMIT_NPROC`` of every process app a root node runs as its app user: the app
 user's processes and threads on the host, all its apps together, may not pass it. Why:
 a process app has no pids cgroup (a container has ``pids_limit``), and a fork bomb as
-``nobody`` filled the host's pid space (``kernel.pid_max`` 32768 here), after which no
-node, watchdog or app on the host could fork. With the limit, the app user's forks
-fail and the rest of the host goes on. Not applied to a node that is not root: its apps
-run as its own user, whose count includes the nodes themselves."""
-"""In an app's directory: its group leader's pid and creation time (root's file)."""
+``nobody`` would fill the host's pid space first (``kernel.pid_max`` 32768 here, below
+the default ``RLIMIT_NPROC`` of 96369), after which no node, watchdog or app on the host
+could fork. With the limit, the app user's forks fail and the rest of the host goes
+on. Not applied to a node that is not root: its apps run as its own user, whose count
+includes the nodes themselves."""
 
 
 class Spawner:
