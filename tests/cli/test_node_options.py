@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -19,7 +20,9 @@ from typing import Any
 import psutil
 import pytest
 
+from edgechain.chain.encoding import encode_genesis
 from edgechain.chain.model import ChainParams
+from edgechain.chain.store.block_store import BlockStore
 from edgechain.cli import build_parser, main
 from edgechain.cli.node import (
     NODE_OPTIONS,
@@ -34,6 +37,8 @@ from edgechain.cli.node import (
     resolve_node_options,
 )
 from edgechain.crypto import bls
+from edgechain.testing import make_genesis
+from edgechain.types import BlockHash
 
 
 def _node_parser() -> argparse.ArgumentParser:
@@ -205,17 +210,24 @@ def test_a_clock_offset_is_a_whole_number_of_milliseconds(value: object) -> None
         check_node_options({**_genesis_options(), "clock_offset_ms": value})
 
 
+def _get_node_argv(run_dir: Path, *flags: str) -> list[str]:
+    """``edgechain node`` founding a chain of its own in ``run_dir/node``."""
+    data_dir, ready = run_dir / "node", run_dir / "ready.json"
+    admin = bls.sk_to_pk(bls.keygen(b"\x05" * 32)).hex()
+    return [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--admin-key", admin,
+            "--open-admission", "--data-dir", str(data_dir), "--ready-file", str(ready),
+            *flags]  # fmt: skip
+
+
 @contextlib.contextmanager
 def _running_node(run_dir: Path, *flags: str) -> Iterator[tuple[Path, int]]:
     """The real daemon on a new chain of its own: its data dir and HTTP port; stopped
     by SIGTERM at the end, which it must survive with exit status 0."""
     run_dir.mkdir()
     data_dir, ready = run_dir / "node", run_dir / "ready.json"
-    admin = bls.sk_to_pk(bls.keygen(b"\x05" * 32)).hex()
-    argv = [sys.executable, "-m", "edgechain.cli", "node", "--genesis", "--admin-key", admin,
-            "--open-admission", "--data-dir", str(data_dir), "--ready-file", str(ready),
-            *flags]  # fmt: skip
-    node = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    node = subprocess.Popen(
+        _get_node_argv(run_dir, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -270,6 +282,29 @@ def test_a_killed_watchdog_is_started_again_by_its_node(run_dir: Path) -> None:
         assert psutil.Process(now["pid"]).status() != psutil.STATUS_ZOMBIE
         recorded = int((data_dir / "watchdog.pid").read_text().split()[0])
         assert recorded == now["pid"]
+
+
+def test_a_data_dir_of_another_block_format_is_refused_with_what_to_do(run_dir: Path) -> None:
+    """A chain written by another edgechain version (its genesis stored under another
+    format's hash domain, as a format bump leaves it) stops the node at start, before it
+    replays a block, with a message that says so; the store is left as it was."""
+    run_dir.mkdir()
+    db = run_dir / "node" / "chain.db"
+    db.parent.mkdir()
+    genesis, _ = make_genesis(5)
+    encoded = encode_genesis(genesis)
+    with BlockStore(db) as store:
+        older = hashlib.sha256(b"edgechain/genesis/v1" + encoded).digest()
+        store.put_genesis(BlockHash(older), encoded)
+    before = db.read_bytes()
+    node = subprocess.run(
+        _get_node_argv(run_dir), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert node.returncode == 1, node.stderr
+    assert "written by another edgechain version" in node.stderr
+    assert "start this node on a new data directory" in node.stderr
+    assert "Traceback" not in node.stderr
+    assert db.read_bytes() == before
 
 
 def _wait_for_start_line(path: Path, timeout_s: float = 30) -> dict[str, object]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import (
+    FORMAT_VERSION,
     TAG_SKIP_BLOCK,
     decode_block,
     decode_block_with_hash,
@@ -42,9 +43,14 @@ from edgechain.consensus.messages import (
     Route,
     SyncResponseMsg,
 )
-from edgechain.consensus.state_codec import compute_state_root, decode_state, encode_state
+from edgechain.consensus.state_codec import (
+    STATE_FORMAT_VERSION,
+    compute_state_root,
+    decode_state,
+    encode_state,
+)
 from edgechain.consensus.sync import collect_ancestry
-from edgechain.errors import DecodeError, LocalError
+from edgechain.errors import DecodeError, LocalError, RejectReason
 from edgechain.types import BlockHash, Slot
 
 LAST_VOTE_KEY = "last_finality_vote"
@@ -189,6 +195,20 @@ def put_finalized_chain(store: BlockStore, ctx: EngineContext, event: FinalityAd
         store.put_state_snapshot(event.finalized.block, state.slot, encode_state(state))
 
 
+def get_other_version_error(what: str) -> LocalError:
+    """A data directory written by another edgechain version: block and state formats
+    are not compatible across versions (each bump names the hash domains), so the node
+    cannot go on with that chain. Said plainly, with what to do: before, a stored
+    snapshot of another format said only ``bad_version: state format 6``, and a young
+    chain's blocks were replayed under the new format's rules without a word."""
+    return LocalError(
+        f"this data directory holds a chain written by another edgechain version ({what};"
+        f" this build writes block format {FORMAT_VERSION}, state format"
+        f" {STATE_FORMAT_VERSION}): run the version that wrote it, or start this node on a"
+        " new data directory (and a new chain)"
+    )
+
+
 def load_snapshot(store: BlockStore) -> tuple[AnyBlock, BlockHash, BlockState] | None:
     """The stored snapshot (a finalized block and the state after it), checked: the
     state names that block, and hashes to the root the next canonical block carries
@@ -203,6 +223,8 @@ def load_snapshot(store: BlockStore) -> tuple[AnyBlock, BlockHash, BlockState] |
         block, block_hash = decode_block_with_hash(data)
         state = decode_state(snapshot.encoded)
     except DecodeError as exc:
+        if exc.reason is RejectReason.BAD_VERSION:
+            raise get_other_version_error(f"its state snapshot: {exc.detail}") from exc
         raise LocalError(f"the stored state snapshot is unreadable: {exc}") from exc
     if block_hash != snapshot.hash or state.block_hash != snapshot.hash:
         raise LocalError("the stored state snapshot does not match its block")

@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgechain.chain.encoding import decode_genesis
-from edgechain.chain.model import ChainParams
+from edgechain.chain.encoding import compute_genesis_hash, decode_genesis
+from edgechain.chain.model import ChainParams, Genesis
 from edgechain.chain.store.block_store import BlockStore
+from edgechain.chain.store.blocks import GenesisRecord
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.crypto import bls, vdf
-from edgechain.errors import LocalError
+from edgechain.errors import DecodeError, LocalError
 from edgechain.network.transport import join_address
-from edgechain.node.archive import get_last_vote
+from edgechain.node.archive import get_last_vote, get_other_version_error
 from edgechain.node.leaving import DEFAULT_DRAIN_TIMEOUT_MS
 from edgechain.types import SecretKey, Signature
 
@@ -129,6 +130,19 @@ def split_seed(seed: str) -> tuple[str, int]:
     return (host or seed, int(port)) if port.isdigit() else (seed, 0)
 
 
+def get_stored_genesis(stored: GenesisRecord) -> Genesis:
+    """The stored genesis, which must hash under this build's block format to the hash
+    it was stored under: the format version names the hash domain, so a chain written
+    by another version is refused here, before any of its blocks is replayed."""
+    try:
+        genesis = decode_genesis(stored.encoded)
+    except DecodeError as exc:
+        raise get_other_version_error(f"its genesis does not decode: {exc}") from exc
+    if compute_genesis_hash(genesis) != stored.hash:
+        raise get_other_version_error("its genesis hashes otherwise under this block format")
+    return genesis
+
+
 def make_engine(
     cfg: NodeConfig,
     sk: SecretKey,
@@ -170,7 +184,7 @@ def make_engine(
         last_vote=get_last_vote(store),
     )
     stored = store.get_genesis()
-    genesis = decode_genesis(stored.encoded) if stored is not None else None
+    genesis = get_stored_genesis(stored) if stored is not None else None
     signature = store.get_meta("genesis_signature")
     return ConsensusEngine(
         sk,
