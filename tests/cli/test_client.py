@@ -3,8 +3,10 @@ errors and exit statuses, all through ``edgechain.cli.main`` as a user would cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from edgechain.cli import main
 from edgechain.cli.apps import merge_migrations
 from edgechain.cli.client import (
     ClientConfig,
+    Fleet,
     load_client_config,
     parse_client_config,
     parse_node_url,
@@ -330,3 +333,35 @@ def test_admin_keygen_ticket_grant(
     assert bytes(command.signer) == bytes(bls.sk_to_pk(admin_sk))
     code, _, err = _run(capsys, client, "admin", "revoke", "00ff")
     assert code == 2 and "96 hex digits" in err
+
+
+def test_a_node_that_did_not_answer_is_not_waited_for_again_in_one_command(url: str) -> None:
+    """With a silent node first, ``apps list`` waited for it twice (its list, then every
+    node's runtime view): one timeout per command is enough."""
+    accepted: list[socket.socket] = []
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    silent.settimeout(0.05)
+    stop = threading.Event()
+
+    def hold() -> None:  # accepts, counts, never answers
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(silent.accept()[0])
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        fleet = Fleet([f"http://127.0.0.1:{silent.getsockname()[1]}", url], timeout=0.5)
+        assert fleet.get("/apps") == []
+        answers = fleet.get_each("/apps")
+        assert isinstance(answers[str(fleet.urls[0])], CliError)
+        assert not isinstance(answers[str(fleet.urls[1])], CliError)
+        assert len(accepted) == 1
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        silent.close()

@@ -219,6 +219,9 @@ class Fleet:
         self.urls = [parse_node_url(u) for u in urls]
         self.timeout = timeout
         self.preferred = 0
+        self._unanswered: dict[NodeUrl, UnreachableError] = {}
+        """Nodes that did not answer in this command: not waited for again (with the
+        first of five nodes paused, ``apps list`` took two timeouts, 10 s, not one)."""
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """The answer of the first node that answers (the last one that did, first)."""
@@ -229,8 +232,10 @@ class Fleet:
                 reply = request_json(url, method, path, body, self.timeout)
             except UnreachableError as exc:
                 failures.append(str(exc))
+                self._unanswered[url] = exc
                 continue
             self.preferred = self.urls.index(url)
+            self._unanswered.pop(url, None)
             return reply
         raise UnreachableError("no node answered: " + "; ".join(failures))
 
@@ -245,6 +250,8 @@ class Fleet:
         once, so a node that does not answer costs one timeout, not one each."""
 
         def ask(url: NodeUrl) -> Any:
+            if url in self._unanswered:
+                return self._unanswered[url]
             try:
                 return request_json(url, "GET", path, None, self.timeout)
             except CliError as exc:
