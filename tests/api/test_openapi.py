@@ -56,6 +56,7 @@ from edgechain.runtime.usage_sampler import AppView as RuntimeAppView
 from edgechain.runtime.usage_sampler import render_views
 from edgechain.telemetry.cpu import Component, SlotCpuLog
 from edgechain.testing import ADMIN
+from edgechain.types import AppId
 
 from .strategies import app_specs, spec_json
 from .test_routes import AUTH, TOKEN, FakeNode, _app, call
@@ -290,6 +291,12 @@ class RealisticNode(FakeNode):
             }
         ]
 
+    def get_app_log(self, app: AppId, lines: int) -> dict[str, Any] | None:
+        found = super().get_app_log(app, lines)
+        if found is None:
+            return None
+        return {**found, "node_id": "22" * 32, "running": True}
+
     def get_runtime_apps(self) -> list[dict[str, Any]]:
         views = [
             RuntimeAppView(_app(1).hex(), "web", True, "running", 300, 20, 4096, 1),
@@ -326,6 +333,11 @@ def test_answers_match_the_response_schemas() -> None:
         ("/apps/{app}", "/apps/nothing", {}),
         ("/apps/{app}", "/apps/twin", {}),
         ("/apps/{app}/history", "/apps/web/history", {}),
+        ("/apps/{app}/log", "/apps/web/log", {}),
+        ("/apps/{app}/log", "/apps/db/log", {}),
+        ("/apps/{app}/log", "/apps/nothing/log", {}),
+        ("/apps/{app}/log", "/apps/twin/log", {}),
+        ("/apps/{app}/log", "/apps/web/log", {"lines": "0"}),
         ("/migrations", "/migrations", {}),
         ("/runtime/apps", "/runtime/apps", {}),
         ("/operators/{public_key}", f"/operators/{ADMIN.pk.hex()}", {}),
@@ -333,6 +345,8 @@ def test_answers_match_the_response_schemas() -> None:
     ]
     for template, path, query in cases:
         check_answer("GET", template, call(node, "GET", path, query))
+    for headers in ({}, AUTH):  # the log: refused unsigned, then read as a local caller
+        check_answer("GET", "/apps/{app}/log", call(node, "GET", "/apps/web/log", {}, b"", headers))
     # Before genesis, and while starting.
     node.state = None
     for template in ("/nodes", "/apps", "/dashboard/snapshot"):

@@ -14,13 +14,15 @@ from edgechain.api.server import HttpError, Reply, Request
 from edgechain.chain.assembly import make_command
 from edgechain.chain.command_encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppSpec, ChainParams, CommandKind, RuntimeKind, SignedCommand
+from edgechain.chain.read_auth import compute_log_read_message
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, compute_genesis_state
+from edgechain.crypto import bls
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.node import ChainEntry, CommandReceipt, NoOperatorKeyError
 from edgechain.orchestrator.fleet import HistoryEvent
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
-from edgechain.testing import ADMIN, make_genesis
+from edgechain.testing import ADMIN, Identity, make_genesis, make_identity
 from edgechain.types import AppId, BlockHash, Slot
 
 TOKEN = "ab" * 32
@@ -59,6 +61,8 @@ class FakeNode:
         self.refuse: RejectReason | None = None
         self.submitted: list[object] = []
         self.leaves = 0
+        self.now_ms = 1_700_000_000_000
+        self.logs = {_app(1): [f"line {i}" for i in range(1, 301)]}
 
     def is_ready(self) -> bool:
         return self.ready
@@ -86,6 +90,15 @@ class FakeNode:
 
     def get_migrations(self) -> list[dict[str, Any]]:
         return [{"app": _app(1).hex()[:16], "outcome": "ok"}, {"app": "ffff", "outcome": "x"}]
+
+    def get_app_log(self, app: AppId, lines: int) -> dict[str, Any] | None:
+        if app not in self.logs:
+            return None
+        kept = self.logs[app]
+        return {"app_id": app.hex(), "lines": kept[-lines:], "truncated": len(kept) > lines}
+
+    def get_now_ms(self) -> int:
+        return self.now_ms
 
     def get_overview(self) -> dict[str, Any]:
         return {"node_id": "00" * 32, "public_key": "00" * 48, "peers": 0, "rss_mb": 0}
@@ -409,3 +422,46 @@ def test_event_streams_are_bounded_in_number_and_lifetime(monkeypatch: pytest.Mo
     with pytest.raises(HttpError) as refused:
         asyncio.run(routes.handle(request))
     assert refused.value.status == 503
+
+
+def _signed(signer: Identity, app: AppId, time_ms: int) -> dict[str, str]:
+    """The headers ``edgechain apps logs`` sends (chain/read_auth.py)."""
+    message = compute_log_read_message("testnet", app, time_ms)
+    return {
+        "x-edgechain-key": signer.pk.hex(),
+        "x-edgechain-time": str(time_ms),
+        "x-edgechain-signature": bls.sign(signer.sk, message).hex(),
+    }
+
+
+def test_an_apps_output_is_read_by_its_operators_only(node: FakeNode) -> None:
+    path, now = f"/apps/{_app(1).hex()}/log", node.now_ms
+    assert error(call(node, "GET", path)) == (401, "x-edgechain-key")
+    assert call(node, "GET", path, headers=AUTH).payload["lines"][-1] == "line 300"  # local
+    reply = call(node, "GET", "/apps/web/log", {"lines": "3"}, headers=_signed(ADMIN, _app(1), now))
+    assert reply.status == 200, reply.payload
+    assert reply.payload["lines"] == ["line 298", "line 299", "line 300"]
+    assert reply.payload["truncated"] is True
+    assert (
+        len(call(node, "GET", path, headers=_signed(ADMIN, _app(1), now)).payload["lines"]) == 100
+    )
+    # 60 s either way of the node's clock; then refused, naming the header.
+    assert call(node, "GET", path, headers=_signed(ADMIN, _app(1), now - 60_000)).status == 200
+    stale = _signed(ADMIN, _app(1), now - 60_001)
+    assert error(call(node, "GET", path, headers=stale)) == (401, "x-edgechain-time")
+    ahead = _signed(ADMIN, _app(1), now + 60_001)
+    assert error(call(node, "GET", path, headers=ahead)) == (401, "x-edgechain-time")
+    # A key the chain does not know, a signature for another app, a bad header.
+    outsider = _signed(make_identity(7), _app(1), now)
+    assert error(call(node, "GET", path, headers=outsider)) == (403, "x-edgechain-key")
+    other_app = _signed(ADMIN, _app(2), now)
+    assert error(call(node, "GET", path, headers=other_app)) == (401, "x-edgechain-signature")
+    short = {**_signed(ADMIN, _app(1), now), "x-edgechain-key": "abcd"}
+    assert error(call(node, "GET", path, headers=short)) == (401, "x-edgechain-key")
+    no_time = {**_signed(ADMIN, _app(1), now), "x-edgechain-time": "soon"}
+    assert error(call(node, "GET", path, headers=no_time)) == (401, "x-edgechain-time")
+    # No output here, a bad line count.
+    quiet = f"/apps/{_app(2).hex()}/log"
+    assert error(call(node, "GET", quiet, headers=_signed(ADMIN, _app(2), now))) == (404, "app")
+    assert error(call(node, "GET", path, {"lines": "0"}, headers=AUTH)) == (400, "lines")
+    assert error(call(node, "GET", path, {"lines": "10001"}, headers=AUTH)) == (400, "lines")

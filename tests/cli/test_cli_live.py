@@ -215,6 +215,13 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         net.wait_for(runs_new_version, "the updated app", STEP_TIMEOUT_S)
         net.wait_for(lambda: net.escaped() == [name], "one companion loop", STEP_TIMEOUT_S)
 
+        # logs: its output on its node, read with the operator's signature; each start
+        # (the first, after the stop, after the update) said where it counts from.
+        logs = net.cli("apps", "logs", app, "--lines", "1000")["logs"]
+        assert logs[-1]["node_id"] == node and logs[-1]["running"], logs
+        starts = [line for line in logs[-1]["lines"] if line.startswith("counter: starting")]
+        assert len(starts) >= 3, logs[-1]["lines"]
+
         # move to a named node (by id prefix): one copy, there, the counter goes on.
         target = sorted(n for n in net.names() if n != node)[0]
         count_before_move = net.read_count(name, app)

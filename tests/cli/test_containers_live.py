@@ -187,6 +187,16 @@ class ContainerNet(LiveTestnet):
         os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
+def _logged_start(net: ContainerNet, node: str) -> bool:
+    """``apps logs`` shows the counter's first line, from the engine on ``node``."""
+    assert net.app is not None
+    logs = net.cli("apps", "logs", net.app, "--lines", "20")["logs"]
+    return any(
+        log["node_id"] == node and any("counter: starting" in line for line in log["lines"])
+        for log in logs
+    )
+
+
 def test_container_app_through_the_cli(run_dir: Path) -> None:
     tag = f"ct-live-{os.getpid()}-{time.monotonic_ns()}"
     net = ContainerNet(run_dir, tag)
@@ -209,9 +219,12 @@ def test_container_app_through_the_cli(run_dir: Path) -> None:
         net.wait_for(
             lambda: any(net.runs_on(name) for name in ENGINE_NODES), "placement", STEP_TIMEOUT_S
         )
-        first = net.name_of(net.cli("apps", "show", net.app)["node"])
+        shown = net.cli("apps", "show", net.app)["node"]
+        first = net.name_of(shown)
         (copy,) = net.copies()
         assert copy.uid != 0 and "libpod" in copy.cgroup, copy
+        # its output, from the engine's log, read with the operator's signature
+        net.wait_for(lambda: _logged_start(net, shown), "the container's output", STEP_TIMEOUT_S)
 
         # a node without an engine is refused outright
         refused = subprocess.run(

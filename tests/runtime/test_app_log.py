@@ -7,8 +7,18 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
+
 from edgechain.chain.model import AppSpec, RuntimeKind
-from edgechain.runtime.app_log import KEEP_LOG_BYTES, MAX_LOG_BYTES, trim_log
+from edgechain.chain.read_auth import MAX_TAIL_LINES
+from edgechain.runtime.app_log import (
+    KEEP_LOG_BYTES,
+    MAX_LOG_BYTES,
+    MAX_TAIL_BYTES,
+    LogTail,
+    read_log_tail,
+    trim_log,
+)
 from edgechain.runtime.base import AppStatus
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.process_launch import LOG_FILE, read_last_output
@@ -67,3 +77,29 @@ def test_a_chatty_app_keeps_running_with_a_bounded_log(tmp_path: Path) -> None:
         wait_until(lambda: log.read_bytes().count(b"tick\n") >= ticks + 3, timeout_s=30)
         assert read_last_output(log) == "tick"
         assert runtime.is_running(app)
+
+
+def test_the_tail_of_a_log_is_its_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    assert read_log_tail(log, 5) is None  # no log here
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(1, 11)))
+    assert read_log_tail(log, 3) == LogTail(("line 8", "line 9", "line 10"), truncated=True)
+    assert read_log_tail(log, 10) == LogTail(tuple(f"line {i}" for i in range(1, 11)), False)
+    log.write_bytes(b"no newline at the end")
+    assert read_log_tail(log, 5) == LogTail(("no newline at the end",), False)
+    log.write_bytes(b"bad \xff byte\n")
+    assert read_log_tail(log, 5) == LogTail(("bad \ufffd byte",), False)
+    with pytest.raises(ValueError, match="lines"):
+        read_log_tail(log, 0)
+
+
+def test_the_tail_of_a_huge_log_reads_only_its_end(tmp_path: Path) -> None:
+    """Bounded whatever the app printed: the last MAX_TAIL_BYTES, from a line start."""
+    log = tmp_path / "app.log"
+    line = b"x" * 99 + b"\n"
+    log.write_bytes(line * (3 * MAX_TAIL_BYTES // len(line)) + b"last\n")
+    tail = read_log_tail(log, MAX_TAIL_LINES)
+    assert tail is not None and tail.truncated
+    assert tail.lines[-1] == "last"
+    assert all(len(text) == 99 for text in tail.lines[:-1])  # the cut first line dropped
+    assert sum(len(text) + 1 for text in tail.lines) <= MAX_TAIL_BYTES

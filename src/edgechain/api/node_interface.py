@@ -40,6 +40,16 @@ class NodeInterface(Protocol):
 
     def get_runtime_apps(self) -> list[dict[str, Any]]: ...
 
+    def get_app_log(self, app: AppId, lines: int) -> dict[str, Any] | None:
+        """The last ``lines`` lines of ``app``'s output on this node (``app_id``,
+        ``node_id``, ``running``, ``lines``, ``truncated``); None when it has none here.
+        ``AppRuntimeError`` when the container engine cannot say."""
+        ...
+
+    def get_now_ms(self) -> int:
+        """The node's clock (epoch ms, with its ``--clock-offset-ms``)."""
+        ...
+
     def get_migrations(self) -> list[dict[str, Any]]: ...
 
     def get_metrics_text(self) -> bytes:

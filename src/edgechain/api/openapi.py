@@ -33,9 +33,10 @@ from edgechain.api.live import CONTENT_TYPES as DASHBOARD_TYPES
 from edgechain.api.live import EVENT_STREAM, DashboardFiles
 from edgechain.api.openapi_helpers import Schema, ref
 from edgechain.api.openapi_schemas import get_component_schemas
+from edgechain.chain.read_auth import DEFAULT_TAIL_LINES, MAX_TAIL_LINES
 from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
-from edgechain.types import PUBLIC_KEY_SIZE
+from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -51,7 +52,7 @@ _SINCE_MAX = 2**63 - 1
 
 _ERRORS = {
     400: "Bad request: a malformed request, an unknown query parameter, a bad value",
-    401: "No or wrong bearer token (WWW-Authenticate says how)",
+    401: "No or wrong bearer token or operator signature (WWW-Authenticate says how)",
     403: "Refused: the signer may not do this, or this node has no operator key",
     404: "Not found",
     408: "The request was not complete in time",
@@ -116,6 +117,33 @@ def _path_param(name: str, schema: Schema, description: str) -> Schema:
         "description": description,
         "schema": schema,
     }
+
+
+def _signature_headers() -> list[Schema]:
+    """The headers of an operator's signed read (``api/log_reads.py``)."""
+    described = (
+        (
+            "X-Edgechain-Key",
+            "the operator's BLS public key, hex",
+            f"^[0-9a-fA-F]{{{2 * PUBLIC_KEY_SIZE}}}$",
+        ),
+        ("X-Edgechain-Time", "when it signed, epoch ms (within 60 s of the node)", "^[0-9]+$"),
+        (
+            "X-Edgechain-Signature",
+            "its BLS signature, hex",
+            f"^[0-9a-fA-F]{{{2 * SIGNATURE_SIZE}}}$",
+        ),
+    )
+    return [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string", "pattern": pattern},
+        }
+        for name, text, pattern in described
+    ]
 
 
 def _paths() -> dict[str, Schema]:
@@ -250,6 +278,34 @@ def _paths() -> dict[str, Schema]:
                 errors=(404, 409),
                 tag="apps",
                 parameters=[app_param],
+            )
+        },
+        "/apps/{app}/log": {
+            "get": _operation(
+                "getAppLog",
+                "The end of an app's output on this node, for the chain's operators "
+                "(signed: X-Edgechain-Key, X-Edgechain-Time, X-Edgechain-Signature over "
+                "chain/read_auth.compute_log_read_message) or a local bearer",
+                {"200": _json("The app's last lines here", ref("AppLog"))},
+                errors=(401, 403, 404, 409),
+                tag="apps",
+                parameters=[
+                    app_param,
+                    {
+                        "name": "lines",
+                        "in": "query",
+                        "required": False,
+                        "description": "how many of the last lines",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_TAIL_LINES,
+                            "default": DEFAULT_TAIL_LINES,
+                        },
+                    },
+                    *_signature_headers(),
+                ],
+                security=[{"bearer": []}, {"operatorSignature": []}],
             )
         },
         "/migrations": {
@@ -402,7 +458,14 @@ def _build() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the node's API token (64 hex digits in <data_dir>/api.token)",
-                }
+                },
+                "operatorSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Edgechain-Signature",
+                    "description": "an operator's signed read, with X-Edgechain-Key and "
+                    "X-Edgechain-Time (api/log_reads.py)",
+                },
             },
         },
         "tags": [

@@ -309,6 +309,18 @@ def get_app_schemas() -> dict[str, Schema]:
                 "migrations": {"type": "array", "items": ref("Migration")},
             }
         ),
+        "AppLog": closed_object(
+            {
+                "app_id": ref("AppId"),
+                "node_id": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "running": {"type": "boolean", "description": "its copy here runs now"},
+                "lines": {"type": "array", "items": {"type": "string"}},
+                "truncated": {
+                    "type": "boolean",
+                    "description": "earlier output exists that these lines do not show",
+                },
+            }
+        ),
         "Migration": _migration_schema(),
         "RuntimeApp": _runtime_app_schema(),
     }

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from edgechain.api.auth import is_authorized
 from edgechain.api.live import EVENT_STREAM, DashboardFiles, SnapshotFeed
+from edgechain.api.log_reads import check_log_read
 from edgechain.api.node_interface import NodeInterface
 from edgechain.api.openapi import get_openapi_document
 from edgechain.api.schema import (
@@ -31,12 +32,14 @@ from edgechain.api.server import HttpError, Reply, Request
 from edgechain.api.views import render_nodes, render_operator, to_json
 from edgechain.chain.command_encoding import decode_command
 from edgechain.chain.model import SignedCommand
+from edgechain.chain.read_auth import DEFAULT_TAIL_LINES, MAX_TAIL_LINES
 from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.node import CommandReceipt, NoOperatorKeyError
 from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.orchestrator.fleet import compute_app_view, compute_app_views, resolve_app
 from edgechain.orchestrator.registry import AppRecord, get_record
+from edgechain.runtime.base import AppRuntimeError
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgechain.types import PUBLIC_KEY_SIZE
 
@@ -202,6 +205,7 @@ class NodeRoutes:
                 Route("GET", _pattern("/apps"), self.get_apps),
                 Route("GET", _pattern("/apps/{app}"), self.get_app),
                 Route("GET", _pattern("/apps/{app}/history"), self.get_app_history),
+                Route("GET", _pattern("/apps/{app}/log"), self.get_app_log, frozenset({"lines"})),
                 Route("GET", _pattern("/migrations"), self.get_migrations),
                 Route("GET", _pattern("/runtime/apps"), self.get_runtime_apps),
                 Route("GET", _pattern("/operators/{public_key}"), self.get_operator),
@@ -310,6 +314,29 @@ class NodeRoutes:
         return Reply(
             200, {"app_id": app.hex(), "events": to_json(events), "migrations": to_json(migrations)}
         )
+
+    def get_app_log(self, request: Request, params: Params) -> Reply:
+        """The end of the app's output on this node, for its operators (log_reads.py)."""
+        state = self._get_state()
+        app = self._resolve_app(state, params[0]).app
+        chain = self.node.get_params()
+        assert chain is not None  # a head state implies the genesis params
+        check_log_read(
+            request.headers, self.token, state, chain.chain_id, app, self.node.get_now_ms()
+        )
+        try:
+            lines = parse_query_int(
+                request.query, "lines", default=DEFAULT_TAIL_LINES, low=1, high=MAX_TAIL_LINES
+            )
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        try:
+            log = self.node.get_app_log(app, lines)
+        except AppRuntimeError as exc:
+            raise HttpError(503, str(exc), "app") from None
+        if log is None:
+            raise HttpError(404, f"app {app.hex()[:12]} has no output on this node", "app")
+        return Reply(200, log)
 
     def get_migrations(self, request: Request, params: Params) -> Reply:
         return Reply(200, to_json(self.node.get_migrations()))

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgechain.chain.model import CommandKind
+from edgechain.cli.app_logs import add_logs_parser
 from edgechain.cli.client import quote_segment
 from edgechain.cli.commands import CommandResult, send_submits
 from edgechain.cli.common import CliError, format_fields, format_table, short
@@ -421,3 +422,4 @@ def add_parsers(
     add(
         "history", "placements, moves and stops from the chain; migration timings", cmd_history, app
     )
+    add_logs_parser(group, common)

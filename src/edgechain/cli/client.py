@@ -175,11 +175,13 @@ def request_json(
     body: Any = None,
     timeout: float = DEFAULT_HTTP_TIMEOUT_S,
     token: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> Any:
     """One request to one node (with ``token``: as a local caller holding its API
     token); ApiError for an HTTP error, Unreachable if no answer."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
+    headers.update(extra_headers or {})
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     connection = http.client.HTTPConnection(url.host, url.port, timeout=timeout)
@@ -245,7 +247,7 @@ class Fleet:
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, body)
 
-    def get_each(self, path: str) -> dict[str, Any]:
+    def get_each(self, path: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Every node's answer (``CliError`` where it had none), by URL; asked all at
         once, so a node that does not answer costs one timeout, not one each."""
 
@@ -253,7 +255,7 @@ class Fleet:
             if url in self._unanswered:
                 return self._unanswered[url]
             try:
-                return request_json(url, "GET", path, None, self.timeout)
+                return request_json(url, "GET", path, None, self.timeout, extra_headers=headers)
             except CliError as exc:
                 return exc
 

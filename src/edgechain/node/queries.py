@@ -347,6 +347,25 @@ class NodeQueries:
         """The apps this node's runtime has, as it sees them."""
         return self.apps.get_views() if self.apps is not None else []
 
+    def get_app_log(self, app: AppId, lines: int) -> dict[str, Any] | None:
+        """The end of ``app``'s output on this node (``api/log_reads.py`` decides who
+        may read it); None when it has none here."""
+        if self.apps is None:
+            return None
+        tail = self.apps.runtime.get_log_tail(app, lines)
+        if tail is None:
+            return None
+        return {
+            "app_id": app.hex(),
+            "node_id": self.node_id.hex(),
+            "running": self.apps.runtime.is_running(app),
+            "lines": list(tail.lines),
+            "truncated": tail.truncated,
+        }
+
+    def get_now_ms(self) -> int:
+        return self.clock.now_ms()
+
     def get_migrations(self) -> list[dict[str, Any]]:
         """This node's migration results (outbound), oldest first, with timings."""
         return list(self.apps.results) if self.apps is not None else []

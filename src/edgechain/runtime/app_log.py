@@ -9,12 +9,17 @@ last :data:`KEEP_LOG_BYTES` from a line start, behind one line that says how muc
 It is logrotate's *copytruncate* done in place: the app's next write lands at the new
 end (``O_APPEND``); what it writes while the tail is being copied may be lost, which a
 log may afford and a state may not (state lives in the state directory, never here).
+:func:`read_log_tail` reads its end for ``GET /apps/{app}/log`` (``edgechain apps
+logs``), bounded in lines and bytes.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from edgechain.chain.read_auth import MAX_TAIL_LINES
 
 MAX_LOG_BYTES = 8 * 1024 * 1024
 """An app's log is trimmed once it is larger than this."""
@@ -46,3 +51,44 @@ def trim_log(path: Path, max_bytes: int = MAX_LOG_BYTES, keep_bytes: int = KEEP_
         log.write(head + kept)
         log.truncate(len(head) + len(kept))
         return dropped
+
+
+MAX_TAIL_BYTES = 1024 * 1024
+"""The most bytes of a log's end one read looks at: a line longer than the rest of
+this is cut (the API's answer stays bounded whatever the app printed)."""
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The end of an app's output on one node."""
+
+    lines: tuple[str, ...]
+    truncated: bool
+    """Earlier output exists that these lines do not show."""
+
+
+def get_log_lines(data: bytes, lines: int, *, cut: bool) -> LogTail:
+    """The last ``lines`` lines of ``data`` (``cut``: ``data`` starts mid-log, so its
+    first, partial, line is dropped); bytes that are not UTF-8 are replaced."""
+    if not 1 <= lines <= MAX_TAIL_LINES:
+        raise ValueError(f"lines {lines} outside [1, {MAX_TAIL_LINES}]")
+    text = data.decode("utf-8", errors="replace")
+    found = text.split("\n")
+    if found and found[-1] == "":
+        found.pop()  # the newline that ends the last line
+    if cut and len(found) > 1:
+        found = found[1:]
+    return LogTail(tuple(found[-lines:]), truncated=cut or len(found) > lines)
+
+
+def read_log_tail(path: Path, lines: int) -> LogTail | None:
+    """The last ``lines`` lines of the log at ``path`` (at most its last
+    :data:`MAX_TAIL_BYTES`); None when there is no log."""
+    try:
+        with open(path, "rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            log.seek(max(0, size - MAX_TAIL_BYTES))
+            data = log.read(MAX_TAIL_BYTES)
+    except OSError:
+        return None
+    return get_log_lines(data, lines, cut=size > MAX_TAIL_BYTES)

@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
+from edgechain.runtime.app_log import LogTail
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, write_state_archive
 from edgechain.runtime.base import AppInfo, AppRuntimeError, AppStats, AppStatus, SavedState
 from edgechain.runtime.checkpoint import (
@@ -60,6 +61,7 @@ from edgechain.runtime.container_control import ContainerControl
 from edgechain.runtime.container_engine import (
     get_last_output,
     get_leader_pid,
+    get_log_tail,
     get_own_exit_code,
     get_status,
 )
@@ -269,6 +271,11 @@ class ContainerRuntime(ContainerControl):
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         """The spec the app was last started with, and its version when known."""
         return self._release_or_raise(app)
+
+    def get_log_tail(self, app: AppId, lines: int) -> LogTail | None:
+        """The end of the app's output as the engine kept it (None: no container)."""
+        container = self.engine.find(app)
+        return get_log_tail(container, lines) if container is not None else None
 
     def set_version(self, app: AppId, version: int) -> None:
         with self._get_lock(app):

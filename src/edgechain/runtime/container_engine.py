@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgechain.runtime.app_log import MAX_TAIL_BYTES, LogTail, get_log_lines
 from edgechain.runtime.base import AppNotFoundError, AppRuntimeError, AppStatus, get_app_dirname
 from edgechain.runtime.podman import ENGINE_API_VERSION
 from edgechain.runtime.restart_backoff import get_last_line
@@ -78,6 +79,18 @@ def get_last_output(container: Any) -> str:
     except Exception:  # the SDK's APIError, a log driver without reads, a lost socket
         return ""
     return get_last_line(output) if isinstance(output, bytes) else ""
+
+
+def get_log_tail(container: Any, lines: int) -> LogTail:
+    """The last ``lines`` lines the engine kept of ``container``'s output (its
+    ``json-file`` log, capped by ``container_limits.get_log_config``)."""
+    try:
+        output = container.logs(stdout=True, stderr=True, tail=lines)
+    except Exception as exc:  # the SDK's APIError, a log driver without reads
+        raise AppRuntimeError(f"container engine: cannot read the log: {exc}") from exc
+    data = output if isinstance(output, bytes) else b""
+    cut = len(data) > MAX_TAIL_BYTES
+    return get_log_lines(data[-MAX_TAIL_BYTES:], lines, cut=cut)
 
 
 def get_leader_pid(container: Any) -> int:

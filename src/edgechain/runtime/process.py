@@ -57,7 +57,7 @@ from pathlib import Path
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
-from edgechain.runtime.app_log import trim_log
+from edgechain.runtime.app_log import LogTail, read_log_tail, trim_log
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
@@ -336,6 +336,10 @@ class ProcessRuntime(AppDirectories):
     def holds(self, app: AppId) -> bool:
         """Whether this runtime knows the app (running or not)."""
         return self._records.holds(app)
+
+    def get_log_tail(self, app: AppId, lines: int) -> LogTail | None:
+        """The end of the app's ``app.log`` on this node (None: it has none here)."""
+        return read_log_tail(self.get_app_dir(app) / LOG_FILE, lines)
 
     def is_empty(self) -> bool:
         """Whether this runtime knows no app at all; its table is in memory, so the

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_log import LogTail
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.base import (
     AppDirectories,
@@ -192,6 +193,13 @@ class NodeRuntimes(AppDirectories):
 
     def set_version(self, app: AppId, version: int) -> None:
         self._holder(app).set_version(app, version)
+
+    def get_log_tail(self, app: AppId, lines: int) -> LogTail | None:
+        """The end of the app's output on this node; None when it has none here."""
+        try:
+            return self._holder(app).get_log_tail(app, lines)
+        except AppNotFoundError:
+            return self.process.get_log_tail(app, lines)  # a log left without a release
 
     def is_running(self, app: AppId) -> bool:
         try:
