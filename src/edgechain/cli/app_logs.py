@@ -70,7 +70,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     answers = ctx.fleet.get_each(f"/apps/{app_id}/log?lines={args.lines}", headers)
     logs = [a for a in answers.values() if isinstance(a, dict)]
     if args.node:
+        held = ", ".join(short(str(log.get("node_id"))) for log in logs) or "none"
         logs = [log for log in logs if str(log.get("node_id", "")).startswith(args.node)]
+        if not logs:
+            raise CliError(f"no output of {short(app_id)} from a node {args.node}* (held: {held})")
     refusals = [
         f"{url}: {answer}"
         for url, answer in answers.items()

@@ -3,8 +3,8 @@
 Our apps are fenced only while the watchdog process runs (DESIGN.md, "Exactly once";
 ``runtime/fencing.py``). Killed (a stray ``pkill``, the OOM killer), it used to stay
 dead: a later pause or partition of the node then left its apps running beside the
-copies the chain recovered elsewhere (seen live in session 44: ten apps twice for
-40 s). The keeper starts it again at once and tells the operator:
+copies the chain recovered elsewhere (seen live in session 44: 11 apps twice for
+39 s). The keeper starts it again at once and tells the operator:
 
 * a pidfd (``os.pidfd_open``, Linux 5.3) on the loop wakes us the moment it ends, so
   the gap without fencing is the time to start a new one, tens of milliseconds;

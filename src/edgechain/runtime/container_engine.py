@@ -18,6 +18,7 @@ import functools
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ def get_log_tail(container: Any, lines: int) -> LogTail:
         raise AppRuntimeError(f"container engine: cannot read the log: {exc}") from exc
     data = output if isinstance(output, bytes) else b""
     cut = len(data) > MAX_TAIL_BYTES
-    return get_log_lines(data[-MAX_TAIL_BYTES:], lines, cut=cut)
+    tail = get_log_lines(data[-MAX_TAIL_BYTES:], lines, cut=cut)
+    # The engine gave at most ``lines``: all of them means there may be more before.
+    return replace(tail, truncated=tail.truncated or len(tail.lines) >= lines)
 
 
 def get_leader_pid(container: Any) -> int:
