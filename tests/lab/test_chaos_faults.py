@@ -16,6 +16,7 @@ from edgechain.lab.chaos_faults import (
     PARTITION_HALVES,
     PARTITION_MINORITY,
     RING,
+    WATCHDOG_KILL,
     DropRule,
     Fault,
     FaultError,
@@ -99,12 +100,14 @@ def test_one_way_loss_drops_only_inbound_at_the_victim_with_a_probability() -> N
 
 def test_process_faults_install_no_rules() -> None:
     assert compute_drop_rules(Fault(0, KILL, 2, (1,)), ADDRESSES) == []
+    assert compute_drop_rules(Fault(0, WATCHDOG_KILL, 2, (1,)), ADDRESSES) == []
 
 
 def test_the_cut_off_side_is_the_smaller_one() -> None:
     assert get_cut_off(Fault(0, PARTITION_MINORITY, 2, (4, 5)), 6) == (4, 5)
     assert get_cut_off(Fault(0, PARTITION_HALVES, 2, (0, 1, 2, 3)), 6) == (4, 5)
     assert get_cut_off(Fault(0, KILL, 2, (3,)), 6) == (3,)
+    assert get_cut_off(Fault(0, WATCHDOG_KILL, 2, (2,)), 6) == (2,)  # then paused
     assert get_cut_off(Fault(0, RING, 2, tuple(range(6))), 6) == ()
 
 

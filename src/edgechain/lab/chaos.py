@@ -51,6 +51,7 @@ from edgechain.lab.chaos_faults import (
     KILL,
     LEAVE,
     PAUSE,
+    WATCHDOG_KILL,
     Fault,
     compute_drop_rules,
     draw_fault,
@@ -67,6 +68,7 @@ from edgechain.lab.chaos_watch import (
     wait_apps_once,
     wait_heads,
 )
+from edgechain.lab.chaos_watchdog import kill_watchdog
 from edgechain.lab.cluster import get_node_name
 from edgechain.lab.exactly_once_watch import (
     CounterApp,
@@ -143,6 +145,8 @@ class ChaosRun:
         """Blocks the small-disk node listed as accepted just before its disk filled."""
         self.leave: LeaveFault | None = None
         """The last leave fault's node and command."""
+        self.watchdog_restarts: list[float | None] = []
+        """Each watchdog-kill's seconds until the node ran a new watchdog."""
         self.disk_exit: int | None = None
         """The small-disk node's exit status in the last full-disk fault (None: it went on)."""
         self._crashes_seen = 0
@@ -264,6 +268,8 @@ class ChaosRun:
         self.records.append(record)
         if fault.kind == CLOCK_SKEW:
             record.detail["offset_ms"] = fault.offset_ms
+        if fault.kind == WATCHDOG_KILL and self.watchdog_restarts:
+            record.detail["watchdog_restart_s"] = self.watchdog_restarts[-1]
         if fault.kind == LEAVE:
             assert self.leave is not None
             slots, problem = judge_rejoin(self.leave, config.slot_s, self._tick)
@@ -329,8 +335,10 @@ class ChaosRun:
             self.disk_accepted = read_accepted(node.url) if node is not None else set()
             net.expect_exit(index, FULL_DISK)
             fill(net.cluster.nodes[index].spec.data_dir)
-        elif fault.kind == PAUSE:
+        elif fault.kind in (PAUSE, WATCHDOG_KILL):
             for index in fault.targets:
+                if fault.kind == WATCHDOG_KILL:
+                    self._kill_watchdog(fault, index)
                 net.pause(index)
                 self.paused.add(get_node_name(index))
         elif fault.kind == LEAVE:
@@ -339,6 +347,14 @@ class ChaosRun:
             self.leave.start()
         else:
             self._filter().apply(compute_drop_rules(fault, net.plan.addresses))
+
+    def _kill_watchdog(self, fault: Fault, index: int) -> None:
+        killed, seconds = kill_watchdog(self.net.cluster.nodes[index].spec.data_dir)
+        self.watchdog_restarts.append(seconds)
+        if killed is not None and seconds is None:
+            self._violate("watchdog_restarted", fault, f"no new watchdog after {killed}")
+        shown = "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+        self.config.log(f"  watchdog {killed} killed, a new one running after {shown}")
 
     def _end(self, fault: Fault) -> None:
         net = self.net
@@ -358,7 +374,7 @@ class ChaosRun:
                 if code != CLEAN_STOP_EXIT:
                     self._violate("disk_full_unclean_stop", fault, f"exit status {code}")
                 net.restart(index)
-        elif fault.kind == PAUSE:
+        elif fault.kind in (PAUSE, WATCHDOG_KILL):
             for index in fault.targets:
                 net.resume(index)
                 self.paused.discard(get_node_name(index))

@@ -20,6 +20,9 @@ Kinds (issue 12):
   and is started again on its data directory the fault's length after it stopped; it
   must be a validator again, and stay one (CI at stop 47 saw a node restarted a few
   seconds after its leave removed again by its own old exit).
+* ``watchdog-kill`` — the node's fencing watchdog is SIGKILLed; once the node has
+  started a new one (``lab/chaos_watchdog.py``) the node is paused as by ``pause``:
+  the new watchdog must fence its apps.
 * ``full-disk`` — the file system of the one node whose data directory is a small
   disk of its own (``lab/small_disk.py``) is filled; the node must stop cleanly (exit
   75) or go on, and keep every block it accepted; the filler is deleted at the end
@@ -45,8 +48,9 @@ ONE_WAY_LOSS = "one-way-loss"
 CLOCK_SKEW = "clock-skew"
 FULL_DISK = "full-disk"
 LEAVE = "leave"
+WATCHDOG_KILL = "watchdog-kill"
 
-PROCESS_KINDS = (KILL, PAUSE, CLOCK_SKEW, FULL_DISK, LEAVE)
+PROCESS_KINDS = (KILL, PAUSE, CLOCK_SKEW, FULL_DISK, LEAVE, WATCHDOG_KILL)
 NETWORK_KINDS = (PARTITION_HALVES, PARTITION_MINORITY, ISOLATE, RING, ONE_WAY_LOSS)
 ALL_KINDS = (*PROCESS_KINDS, *NETWORK_KINDS)
 
@@ -127,7 +131,7 @@ def draw_fault(
         if disk_node is None:
             raise FaultError("a full-disk fault needs a node on a small disk")
         targets: tuple[int, ...] = (disk_node,)
-    elif kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS, CLOCK_SKEW, LEAVE):
+    elif kind in (KILL, PAUSE, ISOLATE, ONE_WAY_LOSS, CLOCK_SKEW, LEAVE, WATCHDOG_KILL):
         targets = (rng.randrange(nodes),)
         if kind == CLOCK_SKEW:
             offset = rng.choice((-1, 1)) * rng.randint(500, 3_000)
@@ -180,7 +184,7 @@ def compute_drop_rules(fault: Fault, addresses: Sequence[str]) -> list[DropRule]
 def get_cut_off(fault: Fault, nodes: int) -> tuple[int, ...]:
     """The nodes a fault takes out of the majority's sight (their apps may be fenced):
     the minority side of a partition, the killed, paused or isolated node."""
-    if fault.kind in (KILL, PAUSE, ISOLATE, CLOCK_SKEW, FULL_DISK):
+    if fault.kind in (KILL, PAUSE, ISOLATE, CLOCK_SKEW, FULL_DISK, WATCHDOG_KILL):
         return fault.targets
     if fault.kind in (PARTITION_HALVES, PARTITION_MINORITY):
         side = set(fault.targets)
