@@ -2,13 +2,14 @@
 
 The short run (about 2 minutes) injects one fault of most kinds in a fixed order (kill
 -9 and restart, clock skew, a full disk, a minority partition, a pause, a leave and a
-restart, one-way loss, a ring), targets and lengths drawn with a fixed seed, on a
-6-node testnet in network namespaces, with counter apps running and moved through the
-CLI, and must report no violation: after every fault one head within 5 slots, every app
-exactly once within K + 3 slots, a node that left a validator again, never two
-unfrozen copies, no node crash, every stored block valid again, nothing left running.
-The report's own bounds are checked too, and the chain audit is shown to catch a
-tampered block in a copy of a real store.
+restart, one-way loss, a ring, a watchdog killed before a pause), targets and lengths
+drawn with a fixed seed, on a 6-node testnet in network namespaces, with counter apps
+running and moved through the CLI, and must report no violation: after every fault
+one head within 5 slots, every app exactly once within K + 3 slots, a node that left a
+validator again, a killed watchdog started again, never two unfrozen copies, no node
+crash, every stored block valid again, nothing left running. The report's own bounds
+are checked too, and the chain audit is shown to catch a tampered block in a copy of a
+real store.
 
 ``EDGECHAIN_LONG=1`` adds the issue's partition scenario: a minority cut off for 20
 slots (longer than K): the minority fences its apps, the majority re-places them, and
@@ -43,6 +44,7 @@ from edgechain.lab.chaos_faults import (
     PARTITION_MINORITY,
     PAUSE,
     RING,
+    WATCHDOG_KILL,
 )
 from edgechain.lab.chaos_network import get_unavailable_reason as get_iptables_reason
 from edgechain.lab.netns import get_unavailable_reason as get_netns_reason
@@ -56,7 +58,17 @@ REASON = (
     else get_netns_reason() or get_iptables_reason()
 )
 LONG = os.environ.get("EDGECHAIN_LONG") == "1"
-SEQUENCE = (KILL, CLOCK_SKEW, FULL_DISK, PARTITION_MINORITY, PAUSE, LEAVE, ONE_WAY_LOSS, RING)
+SEQUENCE = (
+    KILL,
+    CLOCK_SKEW,
+    FULL_DISK,
+    PARTITION_MINORITY,
+    PAUSE,
+    LEAVE,
+    ONE_WAY_LOSS,
+    RING,
+    WATCHDOG_KILL,
+)
 """One fault of most kinds (the full disk only where loop devices work; partitions
 into halves and isolation run in the long form and the random runs)."""
 
@@ -112,6 +124,9 @@ def test_a_short_chaos_run_breaks_no_invariant(base: Path) -> None:
         if fault["kind"] == LEAVE:
             # Left with exit 0, started again at once: a validator again, for good.
             assert fault["rejoined_slots"] is not None, fault
+        if fault["kind"] == WATCHDOG_KILL:
+            # The node ran a new watchdog (in milliseconds) before it was paused.
+            assert fault["watchdog_restart_s"] is not None, fault
     assert report["process_table"]["max_unfrozen_copies"] == 1
     assert report["process_table"]["samples"] > 50
     audit = report["chain_audit"]
