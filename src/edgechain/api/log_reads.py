@@ -15,15 +15,17 @@ from collections.abc import Mapping
 from edgechain.api.auth import is_authorized
 from edgechain.api.schema import SchemaError, get_hex
 from edgechain.api.server import HttpError
+from edgechain.chain import read_auth
 from edgechain.chain.authority import is_operator, is_revoked
 from edgechain.chain.read_auth import READ_WINDOW_MS, compute_log_read_message, is_read_fresh
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
 from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, AppId
 
-KEY_HEADER = "x-edgechain-key"
-TIME_HEADER = "x-edgechain-time"
-SIGNATURE_HEADER = "x-edgechain-signature"
+# The server gives header names in lower case (api/server.py).
+KEY_HEADER = read_auth.KEY_HEADER.lower()
+TIME_HEADER = read_auth.TIME_HEADER.lower()
+SIGNATURE_HEADER = read_auth.SIGNATURE_HEADER.lower()
 
 
 def _refuse(status: int, message: str, header: str) -> HttpError:

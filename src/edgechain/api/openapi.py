@@ -33,7 +33,13 @@ from edgechain.api.live import CONTENT_TYPES as DASHBOARD_TYPES
 from edgechain.api.live import EVENT_STREAM, DashboardFiles
 from edgechain.api.openapi_helpers import Schema, ref
 from edgechain.api.openapi_schemas import get_component_schemas
-from edgechain.chain.read_auth import DEFAULT_TAIL_LINES, MAX_TAIL_LINES
+from edgechain.chain.read_auth import (
+    DEFAULT_TAIL_LINES,
+    KEY_HEADER,
+    MAX_TAIL_LINES,
+    SIGNATURE_HEADER,
+    TIME_HEADER,
+)
 from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
 from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
@@ -123,13 +129,13 @@ def _signature_headers() -> list[Schema]:
     """The headers of an operator's signed read (``api/log_reads.py``)."""
     described = (
         (
-            "X-Edgechain-Key",
+            KEY_HEADER,
             "the operator's BLS public key, hex",
             f"^[0-9a-fA-F]{{{2 * PUBLIC_KEY_SIZE}}}$",
         ),
-        ("X-Edgechain-Time", "when it signed, epoch ms (within 60 s of the node)", "^[0-9]+$"),
+        (TIME_HEADER, "when it signed, epoch ms (within 60 s of the node)", "^[0-9]+$"),
         (
-            "X-Edgechain-Signature",
+            SIGNATURE_HEADER,
             "its BLS signature, hex",
             f"^[0-9a-fA-F]{{{2 * SIGNATURE_SIZE}}}$",
         ),
@@ -462,9 +468,9 @@ def _build() -> dict[str, Any]:
                 "operatorSignature": {
                     "type": "apiKey",
                     "in": "header",
-                    "name": "X-Edgechain-Signature",
-                    "description": "an operator's signed read, with X-Edgechain-Key and "
-                    "X-Edgechain-Time (api/log_reads.py)",
+                    "name": SIGNATURE_HEADER,
+                    "description": f"an operator's signed read, with {KEY_HEADER} and "
+                    f"{TIME_HEADER} (api/log_reads.py)",
                 },
             },
         },

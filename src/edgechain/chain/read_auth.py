@@ -19,6 +19,12 @@ import hashlib
 from edgechain.types import AppId
 
 LOG_READ_DOMAIN = b"edgechain/read-log/v1"
+KEY_HEADER = "X-Edgechain-Key"
+"""The HTTP headers of a signed read: the operator's BLS public key (hex), the time it
+signed (epoch ms) and its signature (hex). One spelling for the client, the node and the
+API document."""
+TIME_HEADER = "X-Edgechain-Time"
+SIGNATURE_HEADER = "X-Edgechain-Signature"
 READ_WINDOW_MS = 60_000
 """How far a signed read's time may be from the node's clock, either way."""
 DEFAULT_TAIL_LINES = 100

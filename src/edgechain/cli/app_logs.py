@@ -14,7 +14,14 @@ import argparse
 import time
 from typing import Any
 
-from edgechain.chain.read_auth import DEFAULT_TAIL_LINES, MAX_TAIL_LINES, compute_log_read_message
+from edgechain.chain.read_auth import (
+    DEFAULT_TAIL_LINES,
+    KEY_HEADER,
+    MAX_TAIL_LINES,
+    SIGNATURE_HEADER,
+    TIME_HEADER,
+    compute_log_read_message,
+)
 from edgechain.cli.client import ApiError, quote_segment
 from edgechain.cli.common import EXIT_USAGE, CliError, short
 from edgechain.cli.context import Context
@@ -28,9 +35,9 @@ def get_signed_headers(ctx: Context, chain_id: str, app_id: str) -> dict[str, st
     time_ms = int(time.time() * 1000)
     message = compute_log_read_message(chain_id, AppId(bytes.fromhex(app_id)), time_ms)
     return {
-        "X-Edgechain-Key": bls.sk_to_pk(sk).hex(),
-        "X-Edgechain-Time": str(time_ms),
-        "X-Edgechain-Signature": bls.sign(sk, message).hex(),
+        KEY_HEADER: bls.sk_to_pk(sk).hex(),
+        TIME_HEADER: str(time_ms),
+        SIGNATURE_HEADER: bls.sign(sk, message).hex(),
     }
 
 
