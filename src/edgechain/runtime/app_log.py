@@ -81,14 +81,23 @@ def get_log_lines(data: bytes, lines: int, *, cut: bool) -> LogTail:
     return LogTail(tuple(found[-lines:]), truncated=cut or len(found) > lines)
 
 
-def read_log_tail(path: Path, lines: int) -> LogTail | None:
-    """The last ``lines`` lines of the log at ``path`` (at most its last
-    :data:`MAX_TAIL_BYTES`); None when there is no log."""
+def read_log_end(path: Path, max_bytes: int) -> tuple[bytes, bool] | None:
+    """The last ``max_bytes`` of the log at ``path``, and whether earlier bytes were
+    left out; None when there is no log."""
     try:
         with open(path, "rb") as log:
             size = os.fstat(log.fileno()).st_size
-            log.seek(max(0, size - MAX_TAIL_BYTES))
-            data = log.read(MAX_TAIL_BYTES)
+            log.seek(max(0, size - max_bytes))
+            return log.read(max_bytes), size > max_bytes
     except OSError:
         return None
-    return get_log_lines(data, lines, cut=size > MAX_TAIL_BYTES)
+
+
+def read_log_tail(path: Path, lines: int) -> LogTail | None:
+    """The last ``lines`` lines of the log at ``path`` (at most its last
+    :data:`MAX_TAIL_BYTES`); None when there is no log."""
+    end = read_log_end(path, MAX_TAIL_BYTES)
+    if end is None:
+        return None
+    data, cut = end
+    return get_log_lines(data, lines, cut=cut)

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from edgechain.chain.model import AppSpec
+from edgechain.runtime.app_log import read_log_end
 from edgechain.runtime.app_processes import STATE_DIR_ENV, get_state_dir_value
 from edgechain.runtime.appuser import (
     AppUser,
@@ -58,13 +59,8 @@ def read_last_output(log_path: Path) -> str:
     A crash-looping app said only "exit code 2" (session 35's trial: a script its user
     could not read); the shell had written why into the app's log, which a user of the
     CLI cannot see."""
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - LAST_OUTPUT_BYTES))
-            return get_last_line(log.read(LAST_OUTPUT_BYTES))
-    except OSError:
-        return ""
+    end = read_log_end(log_path, LAST_OUTPUT_BYTES)
+    return get_last_line(end[0]) if end is not None else ""
 
 
 _log = logging.getLogger("edgechain.runtime")
