@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+
 from edgechain.lab.faults_live import get_watchdog_pid
 
 RESTART_LIMIT_S = 10.0
@@ -24,13 +26,9 @@ RESTART_LIMIT_S = 10.0
 
 def is_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 def kill_watchdog(
@@ -47,8 +45,7 @@ def kill_watchdog(
         os.kill(old, signal.SIGKILL)
     while time.monotonic() - start < limit_s:
         new = get_watchdog_pid(data_dir)
-        with contextlib.suppress(OSError, IndexError):
-            if new is not None and new != old and is_alive(new):
-                return old, time.monotonic() - start
+        if new is not None and new != old and is_alive(new):
+            return old, time.monotonic() - start
         time.sleep(0.01)
     return old, None
