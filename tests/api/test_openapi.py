@@ -254,6 +254,7 @@ class RealisticNode(FakeNode):
             "stall": {"before_slot": 36, "resumed_slot": 70},
             "frozen_apps": [],
             "watchdog": {"pid": 4242, "restarts": 1},
+            "app_cgroups": {"held": False, "why_not": "the node is not root"},
             "transfer_refusals": {"not_planned": 1},
             "clock_offset_ms": -250,
             "hostile": {"behaviours": ["invalid-vdf"], "acts": {"invalid-vdf": 1}, "verdicts": {}},

@@ -12,12 +12,20 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from functools import partial
 from pathlib import Path
 
 import psutil
+import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.runtime.app_cgroups import (
+    find_cgroup2_mount,
+    find_copy_members,
+    get_copy_cgroup,
+    get_unavailable_reason,
+)
 from edgechain.runtime.app_processes import (
     STATE_DIR_ENV,
     find_app_pids,
@@ -42,12 +50,26 @@ ESCAPER = (
     "setsid sh -c 'while :; do echo y >> escaped; sleep 0.02; done' & "
     "while :; do echo x >> ticks; sleep 0.02; done"
 )
+# The same, but the loop also starts with an empty environment: nothing names its copy
+# but its cgroup (``runtime/app_cgroups.py``).
+HIDDEN_ESCAPER = "env -i " + ESCAPER
+NO_CGROUP = get_unavailable_reason()
+ESCAPERS = [
+    pytest.param(ESCAPER, id="setsid"),
+    pytest.param(
+        HIDDEN_ESCAPER,
+        id="env-i-setsid",
+        marks=pytest.mark.skipif(
+            bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}"
+        ),
+    ),
+]
 
 
-def start_escaper(runtime: ProcessRuntime) -> tuple[AppId, list[int]]:
+def start_escaper(runtime: ProcessRuntime, script: str = ESCAPER) -> tuple[AppId, list[int]]:
     """Start the app; return it and the pids of its processes outside its group."""
     tag = f"escaper-{secrets.token_hex(4)}"
-    spec = AppSpec(name=tag, runtime=RuntimeKind.PROCESS, command=("sh", "-c", ESCAPER, tag))
+    spec = AppSpec(name=tag, runtime=RuntimeKind.PROCESS, command=("sh", "-c", script, tag))
     app = get_app(spec)
     runtime.start(app, spec)
     wait_until(lambda: get_size(runtime, app, "escaped") > 0, LIMIT_S)
@@ -113,21 +135,57 @@ def test_the_environment_names_one_copy_exactly(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_stop_ends_the_processes_that_left_the_group(tmp_path: Path) -> None:
+def is_writing(runtime: ProcessRuntime, app: AppId) -> bool:
+    """The escaped loop runs: its file grows within half a second (it writes every
+    20 ms). Told by the file, not by the runtime's own search for the loop."""
+    before = get_size(runtime, app, "escaped")
+    time.sleep(0.5)
+    return get_size(runtime, app, "escaped") > before
+
+
+@pytest.mark.parametrize("script", ESCAPERS)
+def test_stop_ends_the_processes_that_left_the_group(tmp_path: Path, script: str) -> None:
     with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
-        app, stragglers = start_escaper(runtime)
+        app, stragglers = start_escaper(runtime, script)
         assert stragglers  # the loop left the group: a group signal misses it
         runtime.stop(app)
         wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
         wait_until(lambda: get_stragglers(runtime, app) == [], LIMIT_S)
+        assert not is_writing(runtime, app)
 
 
-def test_pause_stops_them_and_resume_continues_them(tmp_path: Path) -> None:
+@pytest.mark.skipif(bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}")
+def test_an_app_cannot_leave_its_cgroup_and_the_cgroup_goes_with_it(tmp_path: Path) -> None:
+    """The app's processes, the one without an environment included, are members of
+    the copy's cgroup; the app user may not move itself out (its try is written to
+    the state dir); stopping the app removes the cgroup."""
+    mount = find_cgroup2_mount()
+    assert mount is not None
+    leave = f"if echo $$ > {mount}/cgroup.procs; then echo left; else echo held; fi > try; "
     with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
-        app, stragglers = start_escaper(runtime)
+        app, stragglers = start_escaper(runtime, leave + HIDDEN_ESCAPER)
+        state_dir = get_state_dir_value(str(runtime.get_app_dir(app)))
+        cgroup = get_copy_cgroup(state_dir)
+        assert cgroup is not None
+        hidden = [pid for pid in stragglers if not _has_environment(pid)]
+        assert hidden  # found by nothing but the cgroup
+        assert set(hidden) <= set(find_copy_members(state_dir))
+        tried = runtime.get_state_dir(app) / "try"
+        wait_until(lambda: tried.exists() and tried.read_text() != "", LIMIT_S)
+        assert tried.read_text() == "held\n"
+        runtime.stop(app)
+        assert not os.path.exists(cgroup)
+        assert not is_writing(runtime, app)
+
+
+@pytest.mark.parametrize("script", ESCAPERS)
+def test_pause_stops_them_and_resume_continues_them(tmp_path: Path, script: str) -> None:
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime, script)
         runtime.pause(app)
         # The loop's own `sleep` children come and go: stopped or gone, none runs.
         wait_until(lambda: all(is_stopped(p) or is_gone(p) for p in stragglers), LIMIT_S)
+        assert not is_writing(runtime, app)
         written = get_size(runtime, app, "escaped")
         runtime.resume(app)
         wait_until(lambda: not any(is_stopped(pid) for pid in stragglers), LIMIT_S)
@@ -135,22 +193,25 @@ def test_pause_stops_them_and_resume_continues_them(tmp_path: Path) -> None:
         runtime.stop(app)
 
 
-def test_a_save_for_a_migration_leaves_none_at_the_origin(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ESCAPERS)
+def test_a_save_for_a_migration_leaves_none_at_the_origin(tmp_path: Path, script: str) -> None:
     # The origin's side of a migration: save (no checkpoint hook: a graceful stop),
     # then remove once the destination has it.
     with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
-        app, stragglers = start_escaper(runtime)
+        app, stragglers = start_escaper(runtime, script)
         saved = runtime.save(app)
         assert not saved.live
         wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
+        assert not is_writing(runtime, app)
         runtime.remove(app)
 
 
+@pytest.mark.parametrize("script", ESCAPERS)
 def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
-    tmp_path: Path,
+    tmp_path: Path, script: str
 ) -> None:
     old = ProcessRuntime(tmp_path / "apps", die_with_node=False)
-    app, stragglers = start_escaper(old)
+    app, stragglers = start_escaper(old, script)
     # The old runtime "crashes" (never closed); its app's leader dies with it, as the
     # parent-death signal kills it; the loop in its own session does not die with it.
     leader = old.get_pid(app)
@@ -159,6 +220,7 @@ def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
     new = ProcessRuntime(tmp_path / "apps")
     try:
         wait_until(lambda: all(is_gone(pid) for pid in stragglers), LIMIT_S)
+        assert not is_writing(new, app)
         assert (new.get_state_dir(app) / "escaped").exists()  # state is kept
     finally:
         new.close()

@@ -25,6 +25,7 @@ import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.runtime import watchdog
+from edgechain.runtime.app_cgroups import get_unavailable_reason
 from edgechain.runtime.base import AppRuntimeError, AppStatus
 from edgechain.runtime.fencing import Watchdog, get_frozen_apps
 from edgechain.runtime.lease import (
@@ -260,6 +261,18 @@ def test_a_frozen_unlisted_app_is_killed_without_running_again(node: FencedNode)
 
 # An app whose loop left its group (setsid): the loop writes "y" to state/escaped.
 ESCAPER = f"setsid sh -c 'while :; do echo y >> escaped; sleep 0.02; done' & {LOOP}"
+NO_CGROUP = get_unavailable_reason()
+ESCAPERS = [
+    pytest.param(ESCAPER, id="setsid"),
+    # The loop also clears its environment: only its cgroup names its copy.
+    pytest.param(
+        "env -i " + ESCAPER,
+        id="env-i-setsid",
+        marks=pytest.mark.skipif(
+            bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}"
+        ),
+    ),
+]
 
 
 def count_escaped(runtime: ProcessRuntime, app: AppId) -> int:
@@ -278,10 +291,11 @@ def is_writing(runtime: ProcessRuntime, app: AppId, count: int) -> bool:
     return sizes[-1] > sizes[0]
 
 
-def test_the_fence_reaches_the_processes_that_left_the_group(node: FencedNode) -> None:
+@pytest.mark.parametrize("script", ESCAPERS)
+def test_the_fence_reaches_the_processes_that_left_the_group(node: FencedNode, script: str) -> None:
     """Frozen with their app at expiry, thawed with it, killed when it is retired: a
     daemon an app started never runs beside the copy the chain places elsewhere."""
-    app = node.start_app(ESCAPER)
+    app = node.start_app(script)
     wait_until(lambda: count_escaped(node.runtime, app) > 0, LIMIT_S)
     node.lease(-1, [app])
     node.start_watchdog()
@@ -301,12 +315,13 @@ def test_the_fence_reaches_the_processes_that_left_the_group(node: FencedNode) -
     assert count_escaped(node.runtime, app) == written  # gone, not frozen
 
 
+@pytest.mark.parametrize("script", ESCAPERS)
 def test_the_processes_of_an_app_whose_leader_died_are_frozen_at_expiry(
-    node: FencedNode,
+    node: FencedNode, script: str
 ) -> None:
     """The node killed: its apps die by their parent-death signal, which a process in a
     new session does not inherit; the watchdog, which outlives the node, stops it."""
-    app = node.start_app(ESCAPER)
+    app = node.start_app(script)
     wait_until(lambda: count_escaped(node.runtime, app) > 0, LIMIT_S)
     leader = get_leader(node.runtime, app)
     os.killpg(leader.pid, signal.SIGKILL)

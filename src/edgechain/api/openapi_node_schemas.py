@@ -189,6 +189,16 @@ def _status_schema() -> Schema:
                     "restarts": count("times the node found it ended and started it again"),
                 }
             ),
+            "app_cgroups": closed_object(
+                {
+                    "held": {
+                        "type": "boolean",
+                        "description": "process apps run in a cgroup each, which none of "
+                        "their processes can leave (a root node with a cgroup v2 hierarchy)",
+                    },
+                    "why_not": {"type": "string", "description": "why not; empty when held"},
+                }
+            ),
             "transfer_refusals": counters("transfer offers refused, by reason"),
             "clock_offset_ms": {"type": "integer"},
             "hostile": nullable(

@@ -198,6 +198,12 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
         pid, restarts = watchdog.get("pid"), watchdog.get("restarts")
         running = f"pid {pid}" if pid is not None else "not running"
         pairs.append(("watchdog", f"{running}, restarted {restarts} times"))
+    cgroups = status.get("app_cgroups")
+    if isinstance(cgroups, dict):
+        # Without a cgroup, an app process that clears its environment and leaves its
+        # session is found by nothing (runtime/app_cgroups.py).
+        held = cgroups.get("held")
+        pairs.append(("app cgroups", "yes" if held else f"no ({cgroups.get('why_not')})"))
     if operator is not None:
         role = (
             "admin"

@@ -8,12 +8,15 @@ app to another node, and the escaped child kept running on the old one next to t
 copy's, which is an app running twice. It still carries the environment it was started
 with, and the runtime puts the copy's own state directory in it
 (:data:`STATE_DIR_ENV`, an absolute path, distinct for every node and app on a host),
-so ``/proc/PID/environ`` names the copy each process belongs to.
+so ``/proc/PID/environ`` names the copy each process belongs to. On a root node a
+copy's processes are also the members of its cgroup (``runtime/app_cgroups.py``),
+which finds those that replaced their environment too.
 
 Every signal the runtime and the fencing watchdog send to an app's group also goes to
 its *stragglers*: the processes whose environment names the copy's state directory but
 which are not in the group (:func:`signal_stragglers`). A process that replaced its
-whole environment (``env -i``) is not found: the process runtime is not a sandbox.
+whole environment (``env -i``) is found only by its cgroup, so only on a root node
+with a cgroup v2 hierarchy (``app_cgroups.get_unavailable_reason``).
 
 A container is one, but not for a signal: its engine ends every process in it, yet the
 fencing watchdog freezes an app with SIGSTOP to the group of the container's init (the
@@ -31,6 +34,8 @@ from __future__ import annotations
 import os
 import signal
 from functools import partial
+
+from edgechain.runtime.app_cgroups import find_copy_members, find_node_members, kill_copy
 
 TYPE_CHECKING = False  # as in lease.py: typing would cost every watchdog memory
 if TYPE_CHECKING:
@@ -103,10 +108,19 @@ def _read_environments(unsettled: list[int] | None = None) -> Iterator[tuple[int
 
 def find_app_pids(state_dir: str, unsettled: list[int] | None = None) -> list[int]:
     """The pids of every process whose environment sets :data:`STATE_DIR_ENV` to
-    ``state_dir`` exactly; processes we may not read are skipped, and those whose
-    environment could not be told yet go to ``unsettled`` (:func:`_read_environments`)."""
+    ``state_dir`` exactly, and of every member of the copy's cgroup; processes we may
+    not read are skipped, and those whose environment could not be told yet go to
+    ``unsettled`` (:func:`_read_environments`)."""
     wanted = b"\0" + f"{STATE_DIR_ENV}={state_dir}".encode() + b"\0"
-    return [pid for pid, environ in _read_environments(unsettled) if wanted in environ]
+    found = [pid for pid, environ in _read_environments(unsettled) if wanted in environ]
+    return _merge(found, find_copy_members(state_dir))
+
+
+def _merge(found: list[int], members: list[int]) -> list[int]:
+    """``found`` and then the cgroup ``members`` it lacks (``app_cgroups``: those
+    whose environment no longer names the copy)."""
+    known = set(found)
+    return found + [pid for pid in members if pid not in known]
 
 
 def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
@@ -121,6 +135,8 @@ def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
             continue
         value = environ[at + head : environ.index(b"\0", at + 1)]
         copies.setdefault(value.decode(errors="replace"), []).append(pid)
+    for state_dir, members in find_node_members(apps_dir).items():
+        copies[state_dir] = _merge(copies.get(state_dir, []), members)
     return copies
 
 
@@ -136,7 +152,10 @@ nothing new: otherwise a straggler exec'ing at the last pass escaped a move's ki
 def signal_stragglers(state_dir: str, pgid: int | None, sig: signal.Signals) -> int:
     """Send ``sig`` to the processes of the copy at ``state_dir`` outside process group
     ``pgid`` (the group's own members got the group's signal; None: send to all),
-    pass after pass until one finds none it has not signalled; return how many got it."""
+    pass after pass until one finds none it has not signalled; return how many got it.
+    A SIGKILL first goes to the copy's whole cgroup at once (``app_cgroups``)."""
+    if sig == signal.SIGKILL:
+        kill_copy(state_dir)
     return _signal_outside_group(partial(find_app_pids, state_dir), pgid, sig)
 
 

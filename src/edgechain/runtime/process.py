@@ -57,6 +57,7 @@ from pathlib import Path
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
+from edgechain.runtime.app_cgroups import remove_empty_cgroups
 from edgechain.runtime.app_log import LogTail, read_log_tail, trim_log
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
@@ -402,6 +403,7 @@ class ProcessRuntime(AppDirectories):
                 record.refresh()
                 self._launcher.terminate(record, app, min(self.stop_grace_s, 1.0))
         self._launcher.close()
+        remove_empty_cgroups(str(self.root))  # those of apps that ended on their own
 
     def __enter__(self) -> ProcessRuntime:
         return self

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from edgechain.chain.model import AppSpec
+from edgechain.runtime.app_cgroups import create_copy_cgroup, remove_copy_cgroup
 from edgechain.runtime.app_log import read_log_end
 from edgechain.runtime.app_processes import STATE_DIR_ENV, get_state_dir_value
 from edgechain.runtime.appuser import (
@@ -157,12 +158,18 @@ class ProcessLauncher:
         self._prepare_dirs(app, fresh_state=fresh_state)
         app_dir = self.dirs.get_app_dir(app)
         try:
+            # A root node's app runs in a cgroup of its own where the host has one:
+            # the set of processes it cannot leave (``runtime/app_cgroups.py``).
+            cgroup = (
+                None if self.app_user is None else create_copy_cgroup(self.get_state_dir_value(app))
+            )
             proc = self._spawner.spawn(
                 spec.command,
                 cwd=self.dirs.get_state_dir(app),
                 env=self._get_env(app),
                 log_path=app_dir / LOG_FILE,
                 user=self.app_user,
+                cgroup_procs=cgroup,
             )
         except OSError as exc:
             raise AppRuntimeError(f"cannot start {spec.name!r}: {exc}") from exc
@@ -200,6 +207,7 @@ class ProcessLauncher:
                 grace_s=grace_s,
                 state_dir=self.get_state_dir_value(app),
             )
+        remove_copy_cgroup(self.get_state_dir_value(app))
         self.dirs.mark_paused(app, False)
         record.proc = None
         record.status = AppStatus.STOPPED

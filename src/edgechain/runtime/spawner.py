@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from edgechain.runtime.app_cgroups import remove_empty_cgroups
 from edgechain.runtime.app_processes import get_state_dir_value, signal_stragglers
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
@@ -65,16 +66,22 @@ class Spawner:
         env: dict[str, str],
         log_path: Path,
         user: AppUser | None,
+        cgroup_procs: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Run ``command`` in a new session as ``user`` (None: as this process), output
-        appended to ``log_path``. Raises ``OSError`` when it cannot start."""
+        appended to ``log_path``; with ``cgroup_procs`` (a cgroup's ``cgroup.procs``,
+        ``runtime/app_cgroups.py``), inside that cgroup. Raises ``OSError`` when it
+        cannot start."""
         argv = list(command)
-        if self._setpriv is not None:
+        if user is not None:
+            argv = self._limit_processes(argv)
+        if cgroup_procs is not None and user is not None:
+            argv = self._join_cgroup(argv, cgroup_procs, user)
+            user = None  # setpriv drops root, after the join
+        elif self._setpriv is not None:
             # Credentials change in the child before it execs setpriv (Popen's user and
             # group), so the death signal setpriv sets is not cleared by that change.
             argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
-        if user is not None:
-            argv = self._limit_processes(argv)
 
         def fork() -> subprocess.Popen[bytes]:
             # The log stays root's (0600): the app writes it through the inherited fd.
@@ -96,6 +103,23 @@ class Spawner:
 
         # The fork's CPU (copying a node's page tables) is the app manager's.
         return self._thread.submit(charge_thread_cpu(Component.APPS, fork)).result()
+
+    def _join_cgroup(self, argv: list[str], cgroup_procs: str, user: AppUser) -> list[str]:
+        """``argv`` started by a root shell that writes its own pid to ``cgroup_procs``
+        and then execs setpriv, which drops to ``user`` (no supplementary groups) and
+        sets the death signal after that change (the kernel clears it on one), then
+        execs ``argv``. Joining from inside the child is what makes it race-free: the
+        app's first fork is already in the cgroup. The shell execs nothing when the
+        write fails. Without setpriv, ``OSError``: joining needs root, which the app
+        must not keep, and Popen's own drop comes before the shell runs."""
+        setpriv = self._setpriv or shutil.which("setpriv")
+        if setpriv is None:
+            raise OSError("setpriv (util-linux) is not installed: cannot start apps in a cgroup")
+        drop = [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        if self._setpriv is not None:
+            drop += ["--pdeathsig", "KILL"]
+        join = 'echo $$ > "$1" && shift && exec "$@"'
+        return ["/bin/sh", "-c", join, "edgechain-join", cgroup_procs, *drop, "--", *argv]
 
     def _limit_processes(self, argv: list[str]) -> list[str]:
         """``argv`` under ``prlimit --nproc`` (util-linux, like setpriv): set in the
@@ -154,4 +178,5 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
         if (alive and signal_group(pid, signal.SIGKILL)) or stragglers:
             killed += 1
         pid_file.unlink(missing_ok=True)
+    remove_empty_cgroups(str(root))
     return killed
