@@ -20,6 +20,7 @@ import psutil
 
 from edgechain.chain.command_encoding import encode_app_spec
 from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, RuntimeKind
+from edgechain.runtime.app_processes import is_user_task_without_environment
 from edgechain.runtime.base import AppRuntime
 from edgechain.runtime.precopy import MIN_STATE_BYTES
 from edgechain.runtime.samples import get_counter_spec
@@ -65,9 +66,26 @@ def wait_count_above(state_dir: Path, value: int, timeout_s: float = 10.0) -> in
     return read_count(state_dir)
 
 
+EXEC_RETRIES = 50
+"""Reads of an empty argv, 1 ms apart, before a process counts as having none."""
+
+
+def _read_cmdline(proc: psutil.Process) -> list[str]:
+    """``proc``'s argv; read again while it is empty: a root node's app execs its way
+    to the app (shell, setpriv, prlimit: ``runtime/spawner.py``), and its argv reads
+    empty for about 0.1 ms of each exec, long enough for a test to miss it."""
+    for _ in range(EXEC_RETRIES):
+        cmdline = proc.cmdline()
+        # Kernel threads and zombies have none for good.
+        if cmdline or not is_user_task_without_environment(proc.pid):
+            return cmdline
+        time.sleep(0.001)
+    return []
+
+
 def _is_tagged(proc: psutil.Process, tag: str) -> bool:
     try:
-        cmdline = proc.cmdline()
+        cmdline = _read_cmdline(proc)
         # The tag ends the argv, or comes just before the counter's rewrite size.
         tail = cmdline[-1:] if not cmdline or not cmdline[-1].isdigit() else cmdline[-2:-1]
         return tail == [tag] and proc.status() != psutil.STATUS_ZOMBIE

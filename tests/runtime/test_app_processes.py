@@ -178,6 +178,28 @@ def test_an_app_cannot_leave_its_cgroup_and_the_cgroup_goes_with_it(tmp_path: Pa
         assert not is_writing(runtime, app)
 
 
+@pytest.mark.skipif(bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}")
+def test_the_cpu_of_processes_that_left_the_group_counts_as_the_apps(tmp_path: Path) -> None:
+    """A daemon the app started spins; its leader sleeps. The app's usage is its
+    cgroup's: the spin shows in the CPU share its node reports to the planner (by the
+    process group alone it read about 0)."""
+    spinner = "env -i setsid sh -c 'while :; do :; done' & while :; do sleep 0.2; done"
+    with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:
+        app, stragglers = start_escaper(runtime, spinner + " & " + ESCAPER)
+        assert len(stragglers) >= 2
+
+        def sample_cpu_bp() -> int:
+            time.sleep(0.5)  # the share is over the time between two samples
+            return runtime.stats(app).cpu_bp
+
+        runtime.stats(app)
+        # A core of the host's is 10,000 / cores; a tenth of the host is enough to tell
+        # a spinning loop from a sleeping one on a loaded machine.
+        wait_until(lambda: sample_cpu_bp() >= 1_000, LIMIT_S)
+        assert runtime.stats(app).rss_bytes > 0
+        runtime.stop(app)
+
+
 @pytest.mark.parametrize("script", ESCAPERS)
 def test_pause_stops_them_and_resume_continues_them(tmp_path: Path, script: str) -> None:
     with ProcessRuntime(tmp_path / "apps", stop_grace_s=1.0) as runtime:

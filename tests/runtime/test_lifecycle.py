@@ -167,10 +167,17 @@ def _pids(tag: str) -> set[int]:
 
 
 def _single_pid(tag: str) -> int:
-    """The one running instance's pid, once a stopped one's last fork has died too."""
-    wait_until(lambda: len(_pids(tag)) == 1)
-    [pid] = _pids(tag)
-    return pid
+    """The one running instance's pid, once a stopped one's last fork has died too.
+    Taken from the look that found one: a new instance execs its way to the app
+    (shell, setpriv, prlimit), and its argv reads empty for the moment of each exec."""
+    found: list[int] = []
+
+    def is_single() -> bool:
+        found[:] = _pids(tag)
+        return len(found) == 1
+
+    wait_until(is_single)
+    return found[0]
 
 
 def _wait_none(tag: str) -> None:

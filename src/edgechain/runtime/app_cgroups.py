@@ -18,6 +18,8 @@ directory, so the watchdog and a restarted node find it from the same path):
 * every signal to the copy's stragglers also goes to the cgroup's members, and a
   SIGKILL to the copy writes ``cgroup.kill`` (Linux 5.14): the kernel kills every
   member at once, a forking one included;
+* the copy's CPU use is the cgroup's (``cpu.stat``), so a daemon an app started
+  counts in the usage its node reports, as a container's does;
 * the cgroup is removed when the copy ends.
 
 Only a root node can do this, and only where a cgroup v2 hierarchy is mounted writable
@@ -33,11 +35,13 @@ import errno
 import functools
 import hashlib
 import os
+import time
 
 BASE_NAME = "edgechain"
 """The cgroup under the hierarchy's root that holds every node's app cgroups."""
 PROCS_FILE = "cgroup.procs"
 KILL_FILE = "cgroup.kill"
+CPU_STAT_FILE = "cpu.stat"
 MOUNTS_FILE = "/proc/self/mounts"
 
 
@@ -148,6 +152,24 @@ def find_node_members(apps_dir: str) -> dict[str, list[int]]:
     return found
 
 
+def read_cpu_seconds(state_dir: str) -> float | None:
+    """The CPU time every process of the copy's cgroup used since the cgroup was made,
+    those that ended included (``cpu.stat``'s ``usage_usec``, kept without any
+    controller); None where the copy has no cgroup."""
+    cgroup = get_copy_cgroup(state_dir)
+    if cgroup is None:
+        return None
+    try:
+        with open(os.path.join(cgroup, CPU_STAT_FILE), "rb") as file:
+            for line in file:
+                key, _, value = line.partition(b" ")
+                if key == b"usage_usec":
+                    return int(value) / 1e6
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def kill_copy(state_dir: str) -> bool:
     """SIGKILL every process in the copy's cgroup at once (``cgroup.kill``); False
     where there is no such cgroup or no ``cgroup.kill`` (Linux before 5.14)."""
@@ -162,18 +184,31 @@ def kill_copy(state_dir: str) -> bool:
     return True
 
 
-def remove_copy_cgroup(state_dir: str) -> None:
-    """Remove the copy's cgroup once it holds no process (a live member keeps it, and
-    it is tried again when that copy ends), and its node's cgroup once that is empty."""
+REMOVE_WAIT_S = 1.0
+"""How long :func:`remove_copy_cgroup` waits for killed members to exit."""
+
+
+def remove_copy_cgroup(state_dir: str, wait_s: float = REMOVE_WAIT_S) -> None:
+    """Remove the copy's cgroup once it holds no process, waiting up to ``wait_s`` for
+    members just killed to exit (the kernel kills asynchronously); a member that
+    lives on keeps it (removed at the runtime's next start or close). Then the node's
+    cgroup, once that is empty."""
     cgroup = get_copy_cgroup(state_dir)
     if cgroup is None:
         return
-    for path in (cgroup, os.path.dirname(cgroup)):
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
-            os.rmdir(path)
+            os.rmdir(cgroup)
+            break
         except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                return  # busy (members left) or not empty (other apps): kept
+            if exc.errno == errno.ENOENT:
+                break
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+    with contextlib.suppress(OSError):  # other apps' cgroups keep it
+        os.rmdir(os.path.dirname(cgroup))
 
 
 def remove_empty_cgroups(apps_dir: str) -> None:

@@ -210,7 +210,11 @@ class ProcessRuntime(AppDirectories):
             now = time.monotonic()
             if record.proc is not None:
                 # One pass over /proc serves every app of a sampling round.
-                now, usage = self.census.get(record.proc.pid)
+                now, usage = (
+                    self.census.get(record.proc.pid)
+                    if record.state_dir is None
+                    else self.census.get_copy(record.proc.pid, record.state_dir)
+                )
                 if usage is not None:
                     cpu_s, rss = usage.cpu_s, usage.rss
                     sockets = self.census.get_tcp_bytes(usage)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import psutil
 
 from edgechain.chain.model import BASIS_POINTS
+from edgechain.runtime.app_cgroups import find_copy_members, read_cpu_seconds
 from edgechain.runtime.app_processes import read_stat_fields, signal_stragglers
 from edgechain.runtime.net_traffic import get_socket_inodes, read_tcp_socket_bytes
 from edgechain.runtime.watchdog import has_stop_pending
@@ -141,17 +142,36 @@ class GroupCensus:
         self._lock = threading.Lock()
         self._taken = -math.inf
         self._groups: dict[int, GroupUsage] = {}
+        self._rss: dict[int, int] = {}
+        """Each process's resident bytes."""
         self._tcp: dict[int, int] | None = None
         """This round's TCP socket table (``net_traffic``), read when first asked."""
 
     def get(self, pgid: int) -> tuple[float, GroupUsage | None]:
         """(monotonic time of the census, the group's usage or None: no such group)."""
         with self._lock:
-            if time.monotonic() - self._taken > self.max_age_s:
-                self._groups = read_groups()
-                self._tcp = None
-                self._taken = time.monotonic()
+            self._refresh()
             return self._taken, self._groups.get(pgid)
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._taken > self.max_age_s:
+            self._groups, self._rss = read_census()
+            self._tcp = None
+            self._taken = time.monotonic()
+
+    def get_copy(self, pgid: int, state_dir: str) -> tuple[float, GroupUsage | None]:
+        """As :meth:`get`, but over the copy's cgroup where it has one
+        (``app_cgroups``): its members whatever their group, and its CPU counter,
+        which keeps the time of members that ended. The group's usage elsewhere."""
+        cpu_s = read_cpu_seconds(state_dir)
+        if cpu_s is None:
+            return self.get(pgid)
+        read = time.monotonic()  # the counter is read now, not at the census
+        members = find_copy_members(state_dir)
+        with self._lock:
+            self._refresh()
+            rss = sum(self._rss.get(pid, 0) for pid in members)
+        return read, GroupUsage(cpu_s, rss, tuple(members))
 
     def get_tcp_bytes(self, usage: GroupUsage) -> dict[int, int]:
         """Bytes sent and received by each TCP socket the group's members hold (socket
@@ -169,8 +189,14 @@ class GroupCensus:
 
 def read_groups() -> dict[int, GroupUsage]:
     """Process group id -> usage, for every process on the host now."""
+    return read_census()[0]
+
+
+def read_census() -> tuple[dict[int, GroupUsage], dict[int, int]]:
+    """:func:`read_groups`, and each process's resident bytes, from one pass."""
     cpu: dict[int, float] = {}
     rss: dict[int, int] = {}
+    resident_by_pid: dict[int, int] = {}
     members: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -189,5 +215,7 @@ def read_groups() -> dict[int, GroupUsage]:
             continue  # not a stat line we can read
         cpu[group] = cpu.get(group, 0.0) + get_run_seconds(int(name), own) + reaped
         rss[group] = rss.get(group, 0) + resident
+        resident_by_pid[int(name)] = resident
         members.setdefault(group, []).append(int(name))
-    return {group: GroupUsage(cpu[group], rss[group], tuple(members[group])) for group in cpu}
+    groups = {group: GroupUsage(cpu[group], rss[group], tuple(members[group])) for group in cpu}
+    return groups, resident_by_pid
