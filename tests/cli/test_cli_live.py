@@ -274,6 +274,14 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
             "the origin to delete its copy",
             STEP_TIMEOUT_S,
         )
+        # The origin deleted its copy but kept its log: both nodes' output is shown,
+        # the origin's first (not running there), the chain's node last.
+        logs = net.cli("apps", "logs", app, "--lines", "1000")["logs"]
+        assert [(log["node_id"], log["running"]) for log in logs] == [
+            (node, False),
+            (target, True),
+        ], logs
+        assert any(line.startswith("counter: starting") for line in logs[0]["lines"]), logs
         # The companion moved too: none left at the origin beside the new copy's.
         net.wait_for(
             lambda: net.escaped() == [target_name] * COMPANIONS,

@@ -16,12 +16,14 @@ from edgechain.runtime.app_log import (
     MAX_LOG_BYTES,
     MAX_TAIL_BYTES,
     LogTail,
+    keep_log,
     read_log_tail,
     trim_log,
 )
 from edgechain.runtime.base import AppStatus
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.process_launch import LOG_FILE, read_last_output
+from edgechain.types import AppId
 
 from .helpers import get_app, wait_until
 
@@ -103,3 +105,48 @@ def test_the_tail_of_a_huge_log_reads_only_its_end(tmp_path: Path) -> None:
     assert tail.lines[-1] == "last"
     assert all(len(text) == 99 for text in tail.lines[:-1])  # the cut first line dropped
     assert sum(len(text) + 1 for text in tail.lines) <= MAX_TAIL_BYTES
+
+
+def test_the_log_of_a_copy_that_left_is_kept_and_goes_on_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    """The node deletes the copy of an app that runs elsewhere now (``remove``): its
+    output is still there to read, without the app's directory; when the app starts
+    here again its log goes on after it; an app that left the chain takes it along."""
+    tag = secrets.token_hex(4)
+    script = 'echo "run $(date +%s%N)"; while :; do sleep 0.1; done'
+    spec = AppSpec("leaver", RuntimeKind.PROCESS, command=("/bin/sh", "-c", script, tag))
+    app = get_app(spec)
+    with ProcessRuntime(tmp_path / "apps") as runtime:
+        runtime.start(app, spec)
+        wait_until(lambda: _count_runs(runtime, app) == 1, timeout_s=30)
+        runtime.remove(app)  # moved away: the copy here goes
+        assert not runtime.get_app_dir(app).exists()
+        assert not runtime.is_running(app)
+        assert _count_runs(runtime, app) == 1  # read from the kept log
+        runtime.start(app, spec)  # it came back
+        wait_until(lambda: _count_runs(runtime, app) == 2, timeout_s=30)
+        assert not runtime.get_kept_log(app).exists()  # the app's log again
+        runtime.remove(app)
+        runtime.discard_log(app)  # removed from the chain
+        assert runtime.get_log_tail(app, 10) is None
+
+
+def _count_runs(runtime: ProcessRuntime, app: AppId) -> int:
+    tail = runtime.get_log_tail(app, 100)
+    return 0 if tail is None else sum(line.startswith("run ") for line in tail.lines)
+
+
+def test_only_the_latest_kept_logs_stay(tmp_path: Path) -> None:
+    kept_dir = tmp_path / "app-logs"
+    for name in ("a", "b", "c"):
+        log = tmp_path / f"{name}.app.log"
+        log.write_bytes(b"x" * (KEEP_LOG_BYTES + 10) + f"\nlast {name}\n".encode())
+        keep_log(log, kept_dir / f"{name}.log", max_kept=2)
+        assert not log.exists()
+    assert sorted(p.name for p in kept_dir.iterdir()) == ["b.log", "c.log"]
+    tail = read_log_tail(kept_dir / "c.log", 1)
+    assert tail is not None and tail.lines == ("last c",)
+    assert (kept_dir / "c.log").stat().st_size <= KEEP_LOG_BYTES + 64  # trimmed
+    keep_log(tmp_path / "none.log", kept_dir / "none.log")  # no log: nothing
+    assert not (kept_dir / "none.log").exists()

@@ -11,10 +11,20 @@ end (``O_APPEND``); what it writes while the tail is being copied may be lost, w
 log may afford and a state may not (state lives in the state directory, never here).
 :func:`read_log_tail` reads its end for ``GET /apps/{app}/log`` (``edgechain apps
 logs``), bounded in lines and bytes.
+
+A log outlives its copy here. When the node deletes an app's directory because the app
+runs elsewhere now (a move, a recovery), :func:`keep_log` moves its log's last
+:data:`KEEP_LOG_BYTES` to ``<data>/app-logs/<app hex>.log`` (at most
+:data:`MAX_KEPT_LOGS` of them, the oldest go first), where ``edgechain apps logs`` still
+finds it, beside the new node's: a user trial of session 44 found a moved app's earlier
+output gone from its old node once the copy there was deleted. The app's next start
+here appends to it again (:func:`take_kept_log`); an app removed from the chain takes
+its kept log with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,3 +111,32 @@ def read_log_tail(path: Path, lines: int) -> LogTail | None:
         return None
     data, cut = end
     return get_log_lines(data, lines, cut=cut)
+
+
+MAX_KEPT_LOGS = 32
+"""Logs of apps that left this node that :func:`keep_log` keeps (1 MiB each at most)."""
+
+
+def keep_log(log_path: Path, kept: Path, max_kept: int = MAX_KEPT_LOGS) -> None:
+    """Move ``log_path`` (an app's, its copy about to be deleted) to ``kept``, trimmed
+    to its last :data:`KEEP_LOG_BYTES`; then delete the oldest kept logs beyond
+    ``max_kept``. Nothing when there is no log."""
+    if not log_path.exists():
+        return
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    trim_log(log_path, KEEP_LOG_BYTES, KEEP_LOG_BYTES)
+    os.replace(log_path, kept)
+    os.utime(kept)  # the time it left: the oldest departures go first
+    logs = []
+    for path in kept.parent.glob("*.log"):
+        with contextlib.suppress(OSError):
+            logs.append((path.stat().st_mtime_ns, path))
+    for _, path in sorted(logs)[: max(0, len(logs) - max_kept)]:
+        path.unlink(missing_ok=True)
+
+
+def take_kept_log(kept: Path, log_path: Path) -> None:
+    """Put a kept log back as the app's log before the app starts here again, so its
+    output goes on where it left off; nothing when there is none or the app has a log."""
+    if kept.exists() and not log_path.exists():
+        os.replace(kept, log_path)

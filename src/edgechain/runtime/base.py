@@ -216,6 +216,10 @@ class PrecopyRuntime(Protocol):
         ...
 
 
+KEPT_LOGS_DIR = "app-logs"
+"""Beside a runtime root: the logs of apps whose copy left this node."""
+
+
 def get_app_dirname(app: AppId) -> str:
     """The directory name of an app under a runtime root: its id in hex."""
     return bytes(app).hex()
@@ -232,6 +236,11 @@ class AppDirectories:
 
     def get_state_dir(self, app: AppId) -> Path:
         return self.get_app_dir(app) / "state"
+
+    def get_kept_log(self, app: AppId) -> Path:
+        """Where the log of an app whose copy left this node is kept
+        (``runtime/app_log.keep_log``): beside ``root``, so no app listing meets it."""
+        return self.root.parent / KEPT_LOGS_DIR / f"{get_app_dirname(app)}.log"
 
     def mark_paused(self, app: AppId, paused: bool) -> None:
         """Tell the fencing watchdog whether the runtime itself keeps the app paused

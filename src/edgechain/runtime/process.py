@@ -58,7 +58,7 @@ import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
 from edgechain.runtime.app_cgroups import remove_empty_cgroups
-from edgechain.runtime.app_log import LogTail, read_log_tail, trim_log
+from edgechain.runtime.app_log import LogTail, keep_log, read_log_tail, trim_log
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
@@ -302,7 +302,7 @@ class ProcessRuntime(AppDirectories):
     def remove(self, app: AppId) -> None:
         record = self._records.find(app)
         if record is None:
-            shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+            self._delete_app_dir(app)
             return
         with record.lock:
             self._forget(app, record)
@@ -311,9 +311,21 @@ class ProcessRuntime(AppDirectories):
         record.refresh()
         # The state now lives elsewhere: no grace needed, the group just goes.
         self._launcher.terminate(record, app, grace_s=0)
-        shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+        self._delete_app_dir(app)
         self.traffic.forget(app)
         self._records.drop(app, record)
+
+    def _delete_app_dir(self, app: AppId) -> None:
+        """Delete the app's directory; its log is kept (``app_log.keep_log``)."""
+        try:
+            keep_log(self.get_app_dir(app) / LOG_FILE, self.get_kept_log(app))
+        except OSError as exc:
+            _log.warning("log of %s not kept: %s", app.hex()[:16], exc)
+        shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+
+    def discard_log(self, app: AppId) -> None:
+        """Delete the app's kept log: the app left the chain."""
+        self.get_kept_log(app).unlink(missing_ok=True)
 
     def list(self) -> tuple[AppInfo, ...]:
         out = []
@@ -343,8 +355,10 @@ class ProcessRuntime(AppDirectories):
         return self._records.holds(app)
 
     def get_log_tail(self, app: AppId, lines: int) -> LogTail | None:
-        """The end of the app's ``app.log`` on this node (None: it has none here)."""
-        return read_log_tail(self.get_app_dir(app) / LOG_FILE, lines)
+        """The end of the app's ``app.log`` on this node, or of the log kept when its
+        copy left (None: neither)."""
+        tail = read_log_tail(self.get_app_dir(app) / LOG_FILE, lines)
+        return tail if tail is not None else read_log_tail(self.get_kept_log(app), lines)
 
     def is_empty(self) -> bool:
         """Whether this runtime knows no app at all; its table is in memory, so the

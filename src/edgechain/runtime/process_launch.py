@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgechain.chain.model import AppSpec
 from edgechain.runtime.app_cgroups import create_copy_cgroup, remove_copy_cgroup
-from edgechain.runtime.app_log import read_log_end
+from edgechain.runtime.app_log import read_log_end, take_kept_log
 from edgechain.runtime.app_processes import STATE_DIR_ENV, get_state_dir_value
 from edgechain.runtime.appuser import (
     AppUser,
@@ -157,6 +157,7 @@ class ProcessLauncher:
             raise AppRuntimeError(f"app {spec.name!r} has no command for the process runtime")
         self._prepare_dirs(app, fresh_state=fresh_state)
         app_dir = self.dirs.get_app_dir(app)
+        take_kept_log(self.dirs.get_kept_log(app), app_dir / LOG_FILE)
         try:
             # A root node's app runs in a cgroup of its own where the host has one:
             # the set of processes it cannot leave (``runtime/app_cgroups.py``).

@@ -257,6 +257,7 @@ class Reconciler:
                 await run_in_thread(self.runtime.set_version, app, record.version)
             elif action is Action.REMOVE:
                 await run_in_thread(self.runtime.remove, app)
+                await run_in_thread(self.runtime.discard_log, app)
                 self._searched.pop(app, None)
                 logs.info(log, "app removed", **fields, why="removed")
             elif action is Action.DISCARD:

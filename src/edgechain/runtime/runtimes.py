@@ -188,6 +188,11 @@ class NodeRuntimes(AppDirectories):
             holder = self.process
         holder.remove(app)
 
+    def discard_log(self, app: AppId) -> None:
+        """Delete the log kept of the app here: it left the chain. (A container's log
+        went with its container.)"""
+        self.process.discard_log(app)
+
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:
         return self._holder(app).get_release(app)
 
