@@ -7,8 +7,10 @@ only through :class:`NodeInterface`.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -40,6 +42,7 @@ from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.orchestrator.fleet import compute_app_view, compute_app_views, resolve_app
 from edgechain.orchestrator.registry import AppRecord, get_record
 from edgechain.runtime.base import AppRuntimeError
+from edgechain.telemetry.cpu import Component, charge_thread_cpu
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgechain.types import PUBLIC_KEY_SIZE
 
@@ -60,7 +63,9 @@ COMMAND_STATUS: dict[RejectReason, int] = {
 """HTTP status of each reason a node refuses a command for (unknown reasons: 422)."""
 
 Params = tuple[str, ...]
-RouteHandler = Callable[[Request, Params], Reply]
+RouteHandler = Callable[[Request, Params], Reply | Awaitable[Reply]]
+"""A route's handler: most answer at once from memory; one that reads files (an app's
+log) is a coroutine that reads in a worker thread, off the node's loop."""
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,8 @@ class NodeRoutes:
             raise schema_error(exc) from None
         if not self.node.is_ready() and not route.before_ready:
             raise HttpError(503, "node is starting", None, (("Retry-After", "1"),))
-        return route.handler(request, params)
+        reply = route.handler(request, params)
+        return await reply if inspect.isawaitable(reply) else reply
 
     def _get_state(self) -> BlockState:
         state = self.node.get_head_state()
@@ -315,8 +321,10 @@ class NodeRoutes:
             200, {"app_id": app.hex(), "events": to_json(events), "migrations": to_json(migrations)}
         )
 
-    def get_app_log(self, request: Request, params: Params) -> Reply:
-        """The end of the app's output on this node, for its operators (log_reads.py)."""
+    async def get_app_log(self, request: Request, params: Params) -> Reply:
+        """The end of the app's output on this node, for its operators (log_reads.py).
+        Read in a worker thread: up to 1 MiB of file (11.6 ms measured), or a
+        container engine's answer, would hold the node's loop."""
         state = self._get_state()
         app = self._resolve_app(state, params[0]).app
         chain = self.node.get_params()
@@ -331,7 +339,9 @@ class NodeRoutes:
         except SchemaError as exc:
             raise schema_error(exc) from None
         try:
-            log = self.node.get_app_log(app, lines)
+            # Charged as the API's other answers are, on the loop (telemetry/cpu.py).
+            read = charge_thread_cpu(Component.OTHER, self.node.get_app_log)
+            log = await asyncio.to_thread(read, app, lines)
         except AppRuntimeError as exc:
             raise HttpError(503, str(exc), "app") from None
         if log is None:
