@@ -21,10 +21,14 @@ import pytest
 
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.runtime.app_cgroups import (
+    create_copy_cgroup,
     find_cgroup2_mount,
     find_copy_members,
     get_copy_cgroup,
+    get_node_cgroup,
     get_unavailable_reason,
+    remove_copy_cgroup,
+    remove_stale_cgroups,
 )
 from edgechain.runtime.app_processes import (
     STATE_DIR_ENV,
@@ -264,3 +268,29 @@ def test_a_process_app_has_no_namespace_stragglers(tmp_path: Path) -> None:
         members = find_namespace_members([get_pid_namespace(os.getpid()) or "-"])
         assert set(stragglers) <= set(next(iter(members.values())))
         runtime.stop(app)
+
+
+@pytest.mark.skipif(bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}")
+def test_empty_app_cgroups_left_behind_are_swept_once_old(tmp_path: Path) -> None:
+    """A node killed before it removed its apps' cgroups, or a data dir deleted since,
+    leaves empty cgroups: a runtime's start sweeps those old enough to be no spawn in
+    progress, never one with a process in it."""
+    empty = get_state_dir_value(str(tmp_path / "gone" / "apps" / "aa"))
+    busy = get_state_dir_value(str(tmp_path / "live" / "apps" / "bb"))
+    procs = [create_copy_cgroup(state_dir) for state_dir in (empty, busy)]
+    assert all(procs)
+    sleeper = subprocess.Popen(
+        ["/bin/sh", "-c", 'echo $$ > "$1" && exec sleep 30', "join", str(procs[1])]
+    )
+    try:
+        wait_until(lambda: find_copy_members(busy) == [sleeper.pid], LIMIT_S)
+        remove_stale_cgroups()  # both are younger than a minute: a spawn may be filling one
+        assert os.path.isdir(str(get_copy_cgroup(empty)))
+        remove_stale_cgroups(min_age_s=0)
+        assert not os.path.exists(str(get_node_cgroup(str(tmp_path / "gone" / "apps"))))
+        assert find_copy_members(busy) == [sleeper.pid]  # kept, with its node's cgroup
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    remove_copy_cgroup(busy)
+    assert not os.path.exists(str(get_node_cgroup(str(tmp_path / "live" / "apps"))))

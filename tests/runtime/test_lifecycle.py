@@ -536,3 +536,29 @@ def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits
     state = chain.get_head_state()
     assert state is not None
     assert replicator.get_unwanted(state, [app], running=[]) == [app]
+
+
+def test_the_kept_log_of_an_app_that_left_goes_when_the_chain_removes_the_app(
+    manager: tuple[AppManager, FakeChain], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The copy here was deleted after a move (its log kept, ``app_log.keep_log``);
+    the node holds nothing of the app when the chain removes it, so no REMOVE of its
+    own deletes the log: the pass over the kept logs does, once the removal shows."""
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    apps, chain = manager
+    app, spec, tag = _new_app()
+    record = _place(chain, app, spec)
+    _reconcile(apps)
+    wait_count_above(apps.runtime.get_state_dir(app), 1)
+    moved = replace(record, node=OTHER, last_move_slot=Slot(len(chain.blocks) + 1))
+    chain.append((moved,), (PlanEntry(PlanAction.MIGRATE, app, ME.node, OTHER),))
+    apps.runtime.remove(app)  # the origin's copy goes once the destination runs it
+    _wait_none(tag)
+    assert app in apps.runtime.get_kept_logs()
+    _reconcile(apps)
+    assert apps.runtime.get_log_tail(app, 10) is not None  # the app still exists
+    chain.append(())  # REMOVE of `app`
+    _reconcile(apps)
+    assert apps.runtime.get_log_tail(app, 10) is None
+    assert app not in apps.runtime.get_kept_logs()
+    assert [e["app"] for e in _events(caplog, "app log discarded")] == [bytes(app).hex()[:16]]

@@ -114,6 +114,9 @@ def create_copy_cgroup(state_dir: str) -> str | None:
         os.makedirs(cgroup, exist_ok=True)
     except FileNotFoundError:  # the node's emptied cgroup was removed meanwhile
         os.makedirs(cgroup, exist_ok=True)
+    # Young again: the sweep of stale cgroups leaves it alone while the app joins it.
+    with contextlib.suppress(OSError):
+        os.utime(cgroup)
     return os.path.join(cgroup, PROCS_FILE)
 
 
@@ -224,3 +227,36 @@ def remove_empty_cgroups(apps_dir: str) -> None:
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
         os.rmdir(node)
+
+
+STALE_AFTER_S = 60.0
+"""An empty app cgroup this old is no spawn in progress (a spawn fills its cgroup within
+milliseconds of creating it)."""
+
+
+def remove_stale_cgroups(min_age_s: float = STALE_AFTER_S) -> int:
+    """Remove every node's empty app cgroups older than ``min_age_s``, and the node
+    cgroups left empty: those of nodes killed before they removed them, and of data
+    directories gone since (a test's). Return how many app cgroups went."""
+    root = get_root()
+    if root is None:
+        return 0
+    base = os.path.join(root, BASE_NAME)
+    removed = 0
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for node in os.listdir(base):
+            node_path = os.path.join(base, node)
+            if not os.path.isdir(node_path):
+                continue
+            with contextlib.suppress(OSError):
+                for name in os.listdir(node_path):
+                    path = os.path.join(node_path, name)
+                    if not os.path.isdir(path) or read_members(path):
+                        continue
+                    if now - os.stat(path).st_mtime >= min_age_s:
+                        with contextlib.suppress(OSError):
+                            os.rmdir(path)
+                            removed += 1
+                os.rmdir(node_path)  # fails while any app cgroup is left: kept
+    return removed

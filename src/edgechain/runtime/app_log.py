@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgechain.chain.read_auth import MAX_TAIL_LINES
+from edgechain.types import AppId
 
 MAX_LOG_BYTES = 8 * 1024 * 1024
 """An app's log is trimmed once it is larger than this."""
@@ -140,3 +141,15 @@ def take_kept_log(kept: Path, log_path: Path) -> None:
     output goes on where it left off; nothing when there is none or the app has a log."""
     if kept.exists() and not log_path.exists():
         os.replace(kept, log_path)
+
+
+def list_kept_logs(kept_dir: Path) -> frozenset[AppId]:
+    """The apps whose log ``kept_dir`` holds (files ``<app hex>.log``)."""
+    apps = set()
+    with contextlib.suppress(OSError):
+        for path in kept_dir.glob("*.log"):
+            with contextlib.suppress(ValueError):
+                app = bytes.fromhex(path.stem)
+                if len(app) == 32:
+                    apps.add(AppId(app))
+    return frozenset(apps)

@@ -237,10 +237,13 @@ class AppDirectories:
     def get_state_dir(self, app: AppId) -> Path:
         return self.get_app_dir(app) / "state"
 
+    def get_kept_logs_dir(self) -> Path:
+        """Where the logs of apps whose copy left this node are kept
+        (``runtime/app_log.keep_log``): beside ``root``, so no app listing meets them."""
+        return self.root.parent / KEPT_LOGS_DIR
+
     def get_kept_log(self, app: AppId) -> Path:
-        """Where the log of an app whose copy left this node is kept
-        (``runtime/app_log.keep_log``): beside ``root``, so no app listing meets it."""
-        return self.root.parent / KEPT_LOGS_DIR / f"{get_app_dirname(app)}.log"
+        return self.get_kept_logs_dir() / f"{get_app_dirname(app)}.log"
 
     def mark_paused(self, app: AppId, paused: bool) -> None:
         """Tell the fencing watchdog whether the runtime itself keeps the app paused

@@ -58,7 +58,7 @@ import psutil
 
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
 from edgechain.runtime.app_cgroups import remove_empty_cgroups
-from edgechain.runtime.app_log import LogTail, keep_log, read_log_tail, trim_log
+from edgechain.runtime.app_log import LogTail, keep_log, list_kept_logs, read_log_tail, trim_log
 from edgechain.runtime.appuser import DEFAULT_APP_USER
 from edgechain.runtime.archive import extract_state_archive, get_tree_size, install_state_dir
 from edgechain.runtime.base import (
@@ -124,6 +124,7 @@ class ProcessRuntime(AppDirectories):
         self.census = GroupCensus()
         self.traffic = TrafficMeter()
         """Each app's TCP socket counters at its previous sample (``stats``)."""
+        self._kept_logs = list_kept_logs(self.get_kept_logs_dir())
         self._records = ProcessRecords()
         for app, spec, version in self.read_releases(RuntimeKind.PROCESS):
             self._records.add_recorded(app, spec, version)
@@ -321,11 +322,17 @@ class ProcessRuntime(AppDirectories):
             keep_log(self.get_app_dir(app) / LOG_FILE, self.get_kept_log(app))
         except OSError as exc:
             _log.warning("log of %s not kept: %s", app.hex()[:16], exc)
+        self._kept_logs = list_kept_logs(self.get_kept_logs_dir())  # old ones went
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+
+    def get_kept_logs(self) -> frozenset[AppId]:
+        """The apps whose log is kept here (no I/O: the reconcile pass asks each slot)."""
+        return self._kept_logs
 
     def discard_log(self, app: AppId) -> None:
         """Delete the app's kept log: the app left the chain."""
         self.get_kept_log(app).unlink(missing_ok=True)
+        self._kept_logs -= {app}
 
     def list(self) -> tuple[AppInfo, ...]:
         out = []

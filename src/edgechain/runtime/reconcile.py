@@ -148,6 +148,20 @@ class Reconciler:
                 await self._carry_out(action, app, record, listed_at)
         self.restarts.retain(apps)
         self.replica_sync.prune(state, [app for app, h in held.items() if h.running])
+        await self._discard_removed_logs(engine)
+
+    async def _discard_removed_logs(self, engine: ChainView) -> None:
+        """Delete the kept logs (``app_log.keep_log``) of apps the chain removed: a node
+        that no longer held the app never saw a REMOVE of its own to act on."""
+        for app in sorted(self.runtime.get_kept_logs()):
+            state = engine.get_head_state()
+            if state is None or get_record(state.registry, app) is not None:
+                continue
+            if self.tasks.lock(app).locked():
+                continue  # coming back here: a restore takes its log back
+            if was_removed(engine, app, self._searched):
+                await run_in_thread(self.runtime.discard_log, app)
+                logs.info(log, "app log discarded", app=app.hex()[:16], why="removed")
 
     def _note_failure(
         self, app: AppId, record: AppRecord | None, here: HeldApp | None, now: float

@@ -188,6 +188,10 @@ class NodeRuntimes(AppDirectories):
             holder = self.process
         holder.remove(app)
 
+    def get_kept_logs(self) -> frozenset[AppId]:
+        """The apps whose log this node kept after their copy left (process apps)."""
+        return self.process.get_kept_logs()
+
     def discard_log(self, app: AppId) -> None:
         """Delete the log kept of the app here: it left the chain. (A container's log
         went with its container.)"""

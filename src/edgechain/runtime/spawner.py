@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from edgechain.runtime.app_cgroups import remove_empty_cgroups
+from edgechain.runtime.app_cgroups import remove_empty_cgroups, remove_stale_cgroups
 from edgechain.runtime.app_processes import get_state_dir_value, signal_stragglers
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
@@ -179,4 +179,5 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
             killed += 1
         pid_file.unlink(missing_ok=True)
     remove_empty_cgroups(str(root))
+    remove_stale_cgroups()  # other nodes' leftovers, once old
     return killed
