@@ -277,3 +277,22 @@ def test_a_process_only_node_does_not_load_the_docker_sdk(tmp_path: Path) -> Non
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_removed_containers_log_is_kept_as_a_process_apps_is(runtimes: NodeRuntimes) -> None:
+    """The engine deletes a container's log with the container: the node keeps its end
+    when it deletes the copy (the app runs elsewhere now), and drops it when the chain
+    removes the app."""
+    tag = secrets.token_hex(4)
+    _, boxed = _counters(tag)
+    runtimes.start(boxed, get_counter_spec(RuntimeKind.CONTAINER, tag=f"c-{tag}"))
+    wait_count_above(runtimes.get_state_dir(boxed), 1)
+    running = runtimes.get_log_tail(boxed, 100)
+    assert running is not None and running.lines
+    runtimes.remove(boxed)
+    assert not runtimes.is_running(boxed)
+    kept = runtimes.get_log_tail(boxed, 100)
+    assert kept is not None and kept.lines[: len(running.lines)] == running.lines
+    assert boxed in runtimes.get_kept_logs()
+    runtimes.discard_log(boxed)
+    assert runtimes.get_log_tail(boxed, 100) is None

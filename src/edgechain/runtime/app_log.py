@@ -127,6 +127,23 @@ def keep_log(log_path: Path, kept: Path, max_kept: int = MAX_KEPT_LOGS) -> None:
     kept.parent.mkdir(parents=True, exist_ok=True)
     trim_log(log_path, KEEP_LOG_BYTES, KEEP_LOG_BYTES)
     os.replace(log_path, kept)
+    _prune_kept(kept, max_kept)
+
+
+def keep_output(output: bytes, kept: Path, max_kept: int = MAX_KEPT_LOGS) -> None:
+    """Keep ``output`` (a container's log, read from its engine before the container is
+    deleted) at ``kept``: its last :data:`KEEP_LOG_BYTES`, from a line start, after
+    what an earlier departure kept there; then prune as :func:`keep_log` does."""
+    if not output:
+        return
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with open(kept, "ab") as file:
+        file.write(output[-KEEP_LOG_BYTES:] if len(output) > KEEP_LOG_BYTES else output)
+    trim_log(kept, KEEP_LOG_BYTES, KEEP_LOG_BYTES)
+    _prune_kept(kept, max_kept)
+
+
+def _prune_kept(kept: Path, max_kept: int) -> None:
     os.utime(kept)  # the time it left: the oldest departures go first
     logs = []
     for path in kept.parent.glob("*.log"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.chain.model import AppSpec, RuntimeKind
+from edgechain.chain.read_auth import MAX_TAIL_LINES
+from edgechain.runtime.app_log import keep_output
 from edgechain.runtime.app_processes import STATE_DIR_ENV
 from edgechain.runtime.appuser import DEFAULT_APP_USER, AppUser, give_tree, resolve_app_user
 from edgechain.runtime.base import (
@@ -33,6 +36,7 @@ from edgechain.runtime.container_engine import (
     get_status,
     is_criu_available,
     open_engine_client,
+    read_output,
 )
 from edgechain.runtime.container_limits import ContainerLimitsError, get_container_limits
 from edgechain.runtime.lease import PID_FILE
@@ -46,6 +50,8 @@ from edgechain.runtime.state_quota import (
     unmount_state_quota,
 )
 from edgechain.types import AppId
+
+_log = logging.getLogger("edgechain.runtime")
 
 STATE_MOUNT = "/state"
 
@@ -251,6 +257,11 @@ class ContainerControl(AppDirectories):
     def _forget(self, app: AppId) -> None:
         container = self.engine.find(app)
         if container is not None:
+            # Its log goes with it: keep the end of it, as a process app's is kept.
+            try:
+                keep_output(read_output(container, MAX_TAIL_LINES), self.get_kept_log(app))
+            except (AppRuntimeError, OSError) as exc:
+                _log.warning("log of %s not kept: %s", app.hex()[:16], exc)
             _discard(container)
         with contextlib.suppress(StateQuotaError):
             discard_state_quota(self.get_state_dir(app))  # a mount point is not removable

@@ -82,14 +82,19 @@ def get_last_output(container: Any) -> str:
     return get_last_line(output) if isinstance(output, bytes) else ""
 
 
-def get_log_tail(container: Any, lines: int) -> LogTail:
+def read_output(container: Any, lines: int) -> bytes:
     """The last ``lines`` lines the engine kept of ``container``'s output (its
-    ``json-file`` log, capped by ``container_limits.get_log_config``)."""
+    ``json-file`` log, capped by ``container_limits.get_log_config``), as bytes."""
     try:
         output = container.logs(stdout=True, stderr=True, tail=lines)
     except Exception as exc:  # the SDK's APIError, a log driver without reads
         raise AppRuntimeError(f"container engine: cannot read the log: {exc}") from exc
-    data = output if isinstance(output, bytes) else b""
+    return output if isinstance(output, bytes) else b""
+
+
+def get_log_tail(container: Any, lines: int) -> LogTail:
+    """The end of ``container``'s output (:func:`read_output`), at most ``lines``."""
+    data = read_output(container, lines)
     cut = len(data) > MAX_TAIL_BYTES
     tail = get_log_lines(data[-MAX_TAIL_BYTES:], lines, cut=cut)
     # The engine gave at most ``lines``: all of them means there may be more before.

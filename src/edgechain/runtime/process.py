@@ -322,8 +322,13 @@ class ProcessRuntime(AppDirectories):
             keep_log(self.get_app_dir(app) / LOG_FILE, self.get_kept_log(app))
         except OSError as exc:
             _log.warning("log of %s not kept: %s", app.hex()[:16], exc)
-        self._kept_logs = list_kept_logs(self.get_kept_logs_dir())  # old ones went
+        self.list_kept_logs()  # and old ones went
         shutil.rmtree(self.get_app_dir(app), ignore_errors=True)
+
+    def list_kept_logs(self) -> None:
+        """Read again which apps' logs are kept (after a keep, which may prune, or a
+        container's keep: its runtime shares the directories)."""
+        self._kept_logs = list_kept_logs(self.get_kept_logs_dir())
 
     def get_kept_logs(self) -> frozenset[AppId]:
         """The apps whose log is kept here (no I/O: the reconcile pass asks each slot)."""

@@ -187,6 +187,8 @@ class NodeRuntimes(AppDirectories):
             # process runtime only deletes the app's directory then.
             holder = self.process
         holder.remove(app)
+        if holder is not self.process:
+            self.process.list_kept_logs()  # a container's kept log, in the same place
 
     def get_kept_logs(self) -> frozenset[AppId]:
         """The apps whose log this node kept after their copy left (process apps)."""
