@@ -39,7 +39,6 @@ from edgechain.node.rtt import RttProbe
 from edgechain.node.seeds import SeedContacts
 from edgechain.orchestrator.fleet import HistoryEvent, compute_app_history
 from edgechain.orchestrator.liveness import NO_STALL, get_node_status
-from edgechain.runtime.app_cgroups import get_root as get_cgroup_root
 from edgechain.runtime.app_cgroups import get_unavailable_reason as get_no_cgroup
 from edgechain.runtime.fencing import Watchdog, get_frozen_apps
 from edgechain.runtime.manager import AppManager
@@ -260,7 +259,7 @@ class NodeQueries:
             "watchdog": {"pid": self.watchdog.pid, "restarts": self.watchdog.restarts},
             # Whether process apps run in a cgroup each, which no process of theirs can
             # leave (runtime/app_cgroups.py), and if not, why.
-            "app_cgroups": {"held": get_cgroup_root() is not None, "why_not": get_no_cgroup()},
+            "app_cgroups": {"held": not get_no_cgroup(), "why_not": get_no_cgroup()},
             # Migration and replica offers this node's transfer server refused, by the
             # reason it gave (not_planned: no block of our head chain carries the entry).
             "transfer_refusals": (

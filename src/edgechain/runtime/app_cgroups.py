@@ -23,7 +23,8 @@ directory, so the watchdog and a restarted node find it from the same path):
 * the cgroup is removed when the copy ends.
 
 Only a root node can do this, and only where a cgroup v2 hierarchy is mounted writable
-(the unified one of a hybrid host counts: membership needs no controller). Elsewhere
+and a process can join a cgroup in it (the unified one of a hybrid host counts:
+membership needs no controller). Elsewhere
 apps start as before, found by environment only (:func:`get_unavailable_reason` says
 why). Stdlib only: the watchdog (``runtime/watchdog.py``) imports it.
 """
@@ -83,8 +84,34 @@ def get_root() -> str | None:
 
 
 def get_unavailable_reason() -> str:
-    """Why apps get no cgroup here ("" when they do)."""
-    return _find_root()[1]
+    """Why apps get no cgroup here ("" when they do): no usable hierarchy, or a process
+    could not join a cgroup in it (:func:`_probe_join`)."""
+    return _probe_join()
+
+
+@functools.cache
+def _probe_join() -> str:
+    """ "" when a process can join a cgroup here, else why not: once per process, by a
+    shell that joins a probe cgroup as an app's first process does (``spawner.py``).
+    A hierarchy may be writable and still refuse the move (a delegation rule, a
+    controller's constraint); apps would then fail at every start, so they start
+    without a cgroup instead, and ``/status`` says why."""
+    root, reason = _find_root()
+    if root is None:
+        return reason
+    probe = os.path.join(root, BASE_NAME, f"probe-{os.getpid()}")
+    join = 'echo $$ > "$1"'
+    try:
+        os.makedirs(probe, exist_ok=True)
+        procs = os.path.join(probe, PROCS_FILE)
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", join, "edgechain-probe", procs], {})
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except OSError as exc:
+        return f"cannot join a cgroup under {root}: {exc.strerror}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
+    return "" if code == 0 else f"a process cannot join a cgroup under {root}"
 
 
 def get_node_cgroup(apps_dir: str) -> str | None:
@@ -108,7 +135,7 @@ def create_copy_cgroup(state_dir: str) -> str | None:
     """Create the copy's cgroup if need be; return its ``cgroup.procs`` path, which
     a process joins by writing its pid there. None where apps get no cgroup."""
     cgroup = get_copy_cgroup(state_dir)
-    if cgroup is None:
+    if cgroup is None or _probe_join():
         return None
     try:
         os.makedirs(cgroup, exist_ok=True)
