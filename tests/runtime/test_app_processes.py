@@ -253,6 +253,24 @@ def test_a_restarted_runtime_reaps_the_stragglers_of_its_earlier_incarnation(
         old.close()
 
 
+@pytest.mark.skipif(bool(NO_CGROUP), reason=f"apps get no cgroup on this host: {NO_CGROUP}")
+def test_a_restarted_runtime_reaps_a_copy_that_no_pid_file_names(tmp_path: Path) -> None:
+    """The node died between an app's spawn and its pid file: nothing on disk names
+    the copy, but its cgroup holds it, and the next incarnation kills it."""
+    old = ProcessRuntime(tmp_path / "apps", die_with_node=False)
+    app, stragglers = start_escaper(old, HIDDEN_ESCAPER)
+    leader = old.get_pid(app)
+    assert leader is not None
+    (old.get_app_dir(app) / "pid").unlink()
+    new = ProcessRuntime(tmp_path / "apps")
+    try:
+        wait_until(lambda: all(is_gone(pid) for pid in [leader, *stragglers]), LIMIT_S)
+        assert not is_writing(new, app)
+    finally:
+        new.close()
+        old.close()
+
+
 def test_a_process_app_has_no_namespace_stragglers(tmp_path: Path) -> None:
     """The search by PID namespace is for containers: a process app shares the node's
     namespace with every process of the host, none of which it may signal."""

@@ -25,7 +25,12 @@ from pathlib import Path
 
 import psutil
 
-from edgechain.runtime.app_cgroups import remove_empty_cgroups, remove_stale_cgroups
+from edgechain.runtime.app_cgroups import (
+    find_node_members,
+    kill_copy,
+    remove_empty_cgroups,
+    remove_stale_cgroups,
+)
 from edgechain.runtime.app_processes import get_state_dir_value, signal_stragglers
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
@@ -155,7 +160,9 @@ def read_pid_file(path: Path) -> tuple[int, float] | None:
 
 def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
     """Kill the process groups recorded in pid files under ``root`` (``<root>/*/pid``)
-    whose leader still runs and is not ``is_owned``; remove those pid files.
+    whose leader still runs and is not ``is_owned``; remove those pid files. Kill too
+    the members of each of the node's app cgroups (``app_cgroups``) none of which is
+    ``is_owned``.
 
     Returns how many groups were killed.
     """
@@ -178,6 +185,11 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
         if (alive and signal_group(pid, signal.SIGKILL)) or stragglers:
             killed += 1
         pid_file.unlink(missing_ok=True)
+    # A copy no pid file names (the node died between a spawn and its pid file) is in
+    # the node's app cgroups all the same.
+    for state_dir, members in find_node_members(str(root)).items():
+        if not any(is_owned(pid) for pid in members) and kill_copy(state_dir):
+            killed += 1
     remove_empty_cgroups(str(root))
     remove_stale_cgroups()  # other nodes' leftovers, once old
     return killed
