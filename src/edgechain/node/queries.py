@@ -185,6 +185,7 @@ class NodeQueries:
         memory = self.process.memory_info()
         cpu = self.process.cpu_times()
         admin_key = params.admin_key if params is not None else self.config.admin_key
+        no_cgroup = get_no_cgroup()
         return {
             "node_id": self.node_id.hex(),
             "public_key": self.pk.hex(),
@@ -259,7 +260,7 @@ class NodeQueries:
             "watchdog": {"pid": self.watchdog.pid, "restarts": self.watchdog.restarts},
             # Whether process apps run in a cgroup each, which no process of theirs can
             # leave (runtime/app_cgroups.py), and if not, why.
-            "app_cgroups": {"held": not get_no_cgroup(), "why_not": get_no_cgroup()},
+            "app_cgroups": {"held": not no_cgroup, "why_not": no_cgroup},
             # Migration and replica offers this node's transfer server refused, by the
             # reason it gave (not_planned: no block of our head chain carries the entry).
             "transfer_refusals": (

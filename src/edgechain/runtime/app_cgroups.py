@@ -163,7 +163,8 @@ def find_copy_members(state_dir: str) -> list[int]:
 
 
 def find_node_members(apps_dir: str) -> dict[str, list[int]]:
-    """The pids in each app cgroup of the node, by the copy's state directory."""
+    """The pids in each app cgroup of the node, by the app's directory (``<apps_dir>/
+    <app hex>``; its state directory is ``app_processes.get_state_dir_value`` of it)."""
     node = get_node_cgroup(apps_dir)
     found: dict[str, list[int]] = {}
     if node is None:
@@ -178,7 +179,7 @@ def find_node_members(apps_dir: str) -> dict[str, list[int]]:
         if os.path.isdir(path):
             members = read_members(path)
             if members:
-                found[os.path.join(apps, name, "state")] = members
+                found[os.path.join(apps, name)] = members
     return found
 
 
@@ -243,17 +244,10 @@ def remove_copy_cgroup(state_dir: str, wait_s: float = REMOVE_WAIT_S) -> None:
 
 def remove_empty_cgroups(apps_dir: str) -> None:
     """Remove the node's app cgroups that hold no process (left by a node killed
-    before it removed them)."""
+    before it removed them), and the node's cgroup once it is empty."""
     node = get_node_cgroup(apps_dir)
-    if node is None:
-        return
-    with contextlib.suppress(OSError):
-        for name in os.listdir(node):
-            path = os.path.join(node, name)
-            if os.path.isdir(path) and not read_members(path):
-                with contextlib.suppress(OSError):
-                    os.rmdir(path)
-        os.rmdir(node)
+    if node is not None:
+        _remove_empty_under(node, min_age_s=0.0)
 
 
 STALE_AFTER_S = 60.0
@@ -269,21 +263,31 @@ def remove_stale_cgroups(min_age_s: float = STALE_AFTER_S) -> int:
     if root is None:
         return 0
     base = os.path.join(root, BASE_NAME)
+    try:
+        nodes = os.listdir(base)
+    except OSError:
+        return 0
+    removed = 0
+    for node in nodes:
+        path = os.path.join(base, node)
+        if os.path.isdir(path):
+            removed += _remove_empty_under(path, min_age_s)
+    return removed
+
+
+def _remove_empty_under(node: str, min_age_s: float) -> int:
+    """Remove the app cgroups under ``node`` that hold no process and are at least
+    ``min_age_s`` old, then ``node`` itself if that left it empty; how many went."""
     removed = 0
     now = time.time()
     with contextlib.suppress(OSError):
-        for node in os.listdir(base):
-            node_path = os.path.join(base, node)
-            if not os.path.isdir(node_path):
+        for name in os.listdir(node):
+            path = os.path.join(node, name)
+            if not os.path.isdir(path) or read_members(path):
                 continue
-            with contextlib.suppress(OSError):
-                for name in os.listdir(node_path):
-                    path = os.path.join(node_path, name)
-                    if not os.path.isdir(path) or read_members(path):
-                        continue
-                    if now - os.stat(path).st_mtime >= min_age_s:
-                        with contextlib.suppress(OSError):
-                            os.rmdir(path)
-                            removed += 1
-                os.rmdir(node_path)  # fails while any app cgroup is left: kept
+            if now - os.stat(path).st_mtime >= min_age_s:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+                    removed += 1
+        os.rmdir(node)  # fails while any app cgroup is left: kept
     return removed

@@ -138,7 +138,7 @@ def keep_output(output: bytes, kept: Path, max_kept: int = MAX_KEPT_LOGS) -> Non
         return
     kept.parent.mkdir(parents=True, exist_ok=True)
     with open(kept, "ab") as file:
-        file.write(output[-KEEP_LOG_BYTES:] if len(output) > KEEP_LOG_BYTES else output)
+        file.write(output)  # at most the engine's capped log
     trim_log(kept, KEEP_LOG_BYTES, KEEP_LOG_BYTES)
     _prune_kept(kept, max_kept)
 

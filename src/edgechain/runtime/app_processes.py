@@ -135,7 +135,8 @@ def find_copies_under(apps_dir: str) -> dict[str, list[int]]:
             continue
         value = environ[at + head : environ.index(b"\0", at + 1)]
         copies.setdefault(value.decode(errors="replace"), []).append(pid)
-    for state_dir, members in find_node_members(apps_dir).items():
+    for app_dir, members in find_node_members(apps_dir).items():
+        state_dir = get_state_dir_value(app_dir)
         copies[state_dir] = _merge(copies.get(state_dir, []), members)
     return copies
 

@@ -191,12 +191,13 @@ class NodeRuntimes(AppDirectories):
             self.process.list_kept_logs()  # a container's kept log, in the same place
 
     def get_kept_logs(self) -> frozenset[AppId]:
-        """The apps whose log this node kept after their copy left (process apps)."""
+        """The apps whose log this node kept after their copy left (a container's
+        too: both runtimes keep them in one place)."""
         return self.process.get_kept_logs()
 
     def discard_log(self, app: AppId) -> None:
-        """Delete the log kept of the app here: it left the chain. (A container's log
-        went with its container.)"""
+        """Delete the log kept of the app here, whatever its runtime: it left the
+        chain."""
         self.process.discard_log(app)
 
     def get_release(self, app: AppId) -> tuple[AppSpec, int | None]:

@@ -167,6 +167,7 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
     Returns how many groups were killed.
     """
     killed = 0
+    reaped: set[str] = set()
     for pid_file in root.glob(f"*/{PID_FILE}"):
         entry = read_pid_file(pid_file)
         if entry is None:
@@ -181,14 +182,18 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
         # The processes that left its group go too, the leader alive or not (a kill -9
         # of the node leaves the pid file of an app whose leader may have exited since).
         copy = get_state_dir_value(str(pid_file.parent))
+        reaped.add(copy)
         stragglers = signal_stragglers(copy, None, signal.SIGKILL)
         if (alive and signal_group(pid, signal.SIGKILL)) or stragglers:
             killed += 1
         pid_file.unlink(missing_ok=True)
     # A copy no pid file names (the node died between a spawn and its pid file) is in
     # the node's app cgroups all the same.
-    for state_dir, members in find_node_members(str(root)).items():
-        if not any(is_owned(pid) for pid in members) and kill_copy(state_dir):
+    for app_dir, members in find_node_members(str(root)).items():
+        copy = get_state_dir_value(app_dir)
+        if copy in reaped or any(is_owned(pid) for pid in members):
+            continue  # killed above (its members may not have exited yet), or ours
+        if kill_copy(copy):
             killed += 1
     remove_empty_cgroups(str(root))
     remove_stale_cgroups()  # other nodes' leftovers, once old
