@@ -243,3 +243,19 @@ class StoreFullError(StoreError):
     """The file system holding the block store is full (SQLite ``SQLITE_FULL``): the
     write was rolled back, nothing of it is stored. Local, not a peer's fault; the node
     stops and comes back once space is freed (ARCHITECTURE.md, "Real node", full disk)."""
+
+
+class StoreCorruptError(StoreError):
+    """The block store's file is damaged: SQLite reports it malformed (``SQLITE_CORRUPT``,
+    ``SQLITE_NOTADB``), its ``quick_check`` at open fails, or a stored block does not
+    decode to its hash. Nothing repairs it in place: the node stops and its operator
+    moves the file aside, after which the node syncs the chain from its peers
+    (:func:`get_corrupt_store_advice`)."""
+
+
+def get_corrupt_store_advice(path: str) -> str:
+    """What the operator of a node whose store at ``path`` is damaged should do."""
+    return (
+        f"with the node stopped, move {path} and its -wal and -shm files aside and"
+        " start the node again: it syncs the chain from its peers"
+    )

@@ -25,7 +25,7 @@ import signal
 from edgechain.api.auth import API_FILE, load_or_create_token
 from edgechain.api.routes import NodeRoutes
 from edgechain.api.server import READ_TIMEOUT_S, HttpServer
-from edgechain.errors import StoreFullError
+from edgechain.errors import StoreCorruptError, StoreFullError
 from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
 from edgechain.node.config import WILDCARD_HOSTS
@@ -38,7 +38,8 @@ log = logging.getLogger("edgechain.node")
 EXIT_DISK_FULL = 75
 """The node stopped because its data directory's file system is full."""
 EXIT_STORE_FAILED = 74
-"""The node stopped because a write to its block store failed otherwise."""
+"""The node stopped because its block store failed otherwise: a write refused, or the
+file damaged (``errors.StoreCorruptError``)."""
 
 
 class NodeService:
@@ -137,7 +138,9 @@ async def _run_service(config: NodeConfig, stop: asyncio.Event, built: list[Node
         code = EXIT_DISK_FULL if isinstance(failure, StoreFullError) else EXIT_STORE_FAILED
         logs.error(
             log,
-            "node stopped on a store failure: restart it once the disk has room",
+            "node stopped: its block store is damaged"
+            if isinstance(failure, StoreCorruptError)
+            else "node stopped on a store failure: restart it once the disk has room",
             exit_code=code,
             error=str(failure),
         )

@@ -11,7 +11,7 @@ import pytest
 from edgechain.chain.forkchoice import ForkChoice
 from edgechain.chain.store.block_store import BlockStore, load_fork_choice
 from edgechain.chain.store.blocks import BlockRecord, GenesisRecord
-from edgechain.errors import LocalError, StoreError
+from edgechain.errors import LocalError, StoreCorruptError, StoreError
 from edgechain.types import BlockHash, Slot
 
 
@@ -246,6 +246,31 @@ def test_truncated_file_is_refused(tmp_path: Path, cut: str) -> None:
     }.get(cut) or int(cut)
     path.write_bytes(data[:keep])
     assert_refused(path, "truncated|malformed|not a database")
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_a_page_damaged_inside_the_file_is_refused_at_open(tmp_path: Path, where: str) -> None:
+    # Header, identity and schema intact: only a page of block data garbled, as a bad
+    # sector or an SD card leaves it. Found at open (quick_check), not at the read that
+    # reaches it hours later; the message says what the operator does.
+    path = tmp_path / "chain.db"
+    with BlockStore(path) as store:
+        fill(store)
+        for slot in range(5, 40):
+            parent = h("d") if slot == 5 else h(str(slot - 1))
+            store.put_block(h(str(slot)), parent, Slot(slot), 1, encoded(h(str(slot)), 5000))
+    data = bytearray(path.read_bytes())
+    pages = len(data) // PAGE
+    page = pages // 2 if where == "middle" else pages - 1
+    data[page * PAGE : (page + 1) * PAGE] = hashlib.shake_256(b"garbled").digest(PAGE)
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    with pytest.raises(StoreCorruptError) as info:
+        BlockStore(path)
+    message = str(info.value)
+    assert str(path) in message and "damaged" in message
+    assert "aside" in message and "syncs the chain from its peers" in message
+    assert path.read_bytes() == before
 
 
 def test_missing_directory_is_refused(tmp_path: Path) -> None:

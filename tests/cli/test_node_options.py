@@ -38,7 +38,7 @@ from edgechain.cli.node import (
 )
 from edgechain.crypto import bls
 from edgechain.testing import make_genesis
-from edgechain.types import BlockHash
+from edgechain.types import BlockHash, Slot
 
 
 def _node_parser() -> argparse.ArgumentParser:
@@ -303,6 +303,39 @@ def test_a_data_dir_of_another_block_format_is_refused_with_what_to_do(run_dir: 
     assert node.returncode == 1, node.stderr
     assert "written by another edgechain version" in node.stderr
     assert "start this node on a new data directory" in node.stderr
+    assert "Traceback" not in node.stderr
+    assert db.read_bytes() == before
+
+
+def test_a_damaged_block_store_stops_the_node_at_start_with_what_to_do(run_dir: Path) -> None:
+    """A page of ``chain.db`` garbled while the node was down (an SD card, a bad sector):
+    the header and schema are intact, so only a read reaching that page would fail,
+    maybe hours later, in the middle of an app's move. The node refuses to start
+    instead, with what to do, and leaves the file as it was."""
+    run_dir.mkdir()
+    db = run_dir / "node" / "chain.db"
+    db.parent.mkdir()
+    genesis, _ = make_genesis(5)
+    encoded = encode_genesis(genesis)
+    genesis_hash = BlockHash(hashlib.sha256(encoded).digest())  # refused before it counts
+    with BlockStore(db) as store:
+        store.put_genesis(genesis_hash, encoded)
+        parent = genesis_hash
+        for slot in range(1, 40):  # block-sized rows: a file of many pages
+            block_hash = BlockHash(hashlib.sha256(bytes([slot])).digest())
+            store.put_block(block_hash, parent, Slot(slot), slot, bytes([slot]) * 5000)
+            parent = block_hash
+    data = bytearray(db.read_bytes())
+    page_size = 4096
+    page = len(data) // page_size // 2
+    data[page * page_size : (page + 1) * page_size] = hashlib.shake_256(b"bad").digest(page_size)
+    db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    node = subprocess.run(
+        _get_node_argv(run_dir), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert node.returncode == 1, node.stderr
+    assert "is damaged" in node.stderr and "-wal and -shm files aside" in node.stderr
     assert "Traceback" not in node.stderr
     assert db.read_bytes() == before
 

@@ -10,7 +10,7 @@ import pytest
 from edgechain.chain.encoding import compute_block_hash, encode_block
 from edgechain.chain.model import Block, PlanAction, PlanEntry
 from edgechain.chain.store.block_store import BlockStore
-from edgechain.errors import LocalError
+from edgechain.errors import StoreCorruptError, StoreError
 from edgechain.node.archive import StoreArchive
 from edgechain.testing import make_identity
 from edgechain.types import AppId, BlockHash, NodeId, Signature, Slot
@@ -37,7 +37,8 @@ def test_the_finalized_block_at_a_slot_comes_back_decoded(tmp_path: Path) -> Non
             store.put_block(block_hash, block.parent, block.slot, 1, encode_block(block))
         store.put_canonical([(Slot(1), compute_block_hash(first))])
 
-        archive = StoreArchive(store)
+        failures: list[StoreError] = []
+        archive = StoreArchive(store, failures.append)
         first_hash, second_hash = compute_block_hash(first), compute_block_hash(second)
         assert archive.get_block_at(Slot(1)) == (first_hash, first)
         assert archive.get_finalized_block(first_hash) == first
@@ -47,10 +48,26 @@ def test_the_finalized_block_at_a_slot_comes_back_decoded(tmp_path: Path) -> Non
         assert archive.get_finalized_block(second_hash) is None
         assert archive.get_finalized_block(BlockHash(b"\x05" * 32)) is None
 
-        # Our own store gone bad is our error, not a missing block.
+        assert failures == []
+
+        # Our own store gone bad is our error, not a missing block: raised, and handed
+        # to the node (which stops) with what to do about it.
         store.put_block(BlockHash(b"\x07" * 32), GENESIS, Slot(4), 1, encode_block(second))
         store.put_canonical([(Slot(4), BlockHash(b"\x07" * 32))])
-        with pytest.raises(LocalError, match="slot 4 does not hash"):
+        with pytest.raises(StoreCorruptError, match="slot 4 does not hash") as raised:
             archive.get_block_at(Slot(4))
-        with pytest.raises(LocalError, match="slot 4 does not hash"):
+        assert failures == [raised.value]
+        assert "move" in str(raised.value) and "aside" in str(raised.value)
+        with pytest.raises(StoreCorruptError, match="slot 4 does not hash"):
             archive.get_finalized_block(BlockHash(b"\x07" * 32))
+        store.put_block(BlockHash(b"\x08" * 32), GENESIS, Slot(5), 1, b"\xff not a block")
+        store.put_canonical([(Slot(5), BlockHash(b"\x08" * 32))])
+        with pytest.raises(StoreCorruptError, match="slot 5 is unreadable"):
+            archive.get_block_at(Slot(5))
+        assert len(failures) == 3
+
+        # A read SQLite refuses goes the same way.
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            archive.get_block_at(Slot(1))
+        assert len(failures) == 4 and not isinstance(failures[-1], StoreCorruptError)

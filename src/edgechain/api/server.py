@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from edgechain.errors import StoreError
 from edgechain.telemetry import logs
 
 log = logging.getLogger("edgechain.api")
@@ -331,6 +332,11 @@ class _Connection:
             return exc.to_reply()
         except (_NothingSentError, ConnectionError):
             raise
+        except StoreError as exc:
+            # The node's store failed under the read (the node stops on it): not our
+            # bug, and the client is told why.
+            logs.error(log, "api request failed: block store", error=str(exc))
+            return Reply(503, {"error": f"the node's block store failed: {exc}"})
         except Exception:
             # The catch-all: our bug, never the client's connection's problem.
             logs.log_exception(log, "api request failed", **_describe(request))

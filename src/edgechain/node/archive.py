@@ -15,7 +15,8 @@ there and re-applies only the blocks after it, not the whole history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import (
@@ -50,7 +51,14 @@ from edgechain.consensus.state_codec import (
     encode_state,
 )
 from edgechain.consensus.sync import collect_ancestry
-from edgechain.errors import DecodeError, LocalError, RejectReason
+from edgechain.errors import (
+    DecodeError,
+    LocalError,
+    RejectReason,
+    StoreCorruptError,
+    StoreError,
+    get_corrupt_store_advice,
+)
 from edgechain.types import BlockHash, Slot
 
 LAST_VOTE_KEY = "last_finality_vote"
@@ -108,35 +116,59 @@ def get_archived_chain(
 
 class StoreArchive:
     """The finalized chain in the store's canonical index, for the app manager's checks
-    of moves memory no longer holds (``lifecycle.ChainArchive``). Our own store gone
-    bad is our error (``LocalError``), not a missing block."""
+    of moves memory no longer holds (``lifecycle.ChainArchive``).
 
-    def __init__(self, store: BlockStore) -> None:
+    Our own store gone bad is our error, not a missing block: a read SQLite refuses, or
+    a stored block that does not decode to its hash (StoreCorruptError), goes to
+    ``on_failure`` (the node stops, as on any store failure, ``Node._stop_on_store_failure``)
+    and is raised to the caller. Before, the app manager's pass raised it, logged it and
+    tried again at its next pass, every pass, while the node went on reporting: its
+    apps were neither run nor moved (session 46, a page of ``chain.db`` garbled)."""
+
+    def __init__(self, store: BlockStore, on_failure: Callable[[StoreError], None]) -> None:
         self.store = store
+        self.on_failure = on_failure
 
     def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
-        block_hash = self.store.get_canonical_hash(slot)
-        if block_hash is None:
-            return None
-        block = self._read(block_hash, f"slot {slot}")
+        with self._failing_to_node():
+            block_hash = self.store.get_canonical_hash(slot)
+            if block_hash is None:
+                return None
+            block = self._read(block_hash, f"slot {slot}")
         return (block_hash, block) if block is not None else None
 
     def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
-        record = self.store.get_record(block_hash)
-        if record is None or self.store.get_canonical_hash(record.slot) != block_hash:
-            return None
-        return self._read(block_hash, f"slot {record.slot}")
+        with self._failing_to_node():
+            record = self.store.get_record(block_hash)
+            if record is None or self.store.get_canonical_hash(record.slot) != block_hash:
+                return None
+            return self._read(block_hash, f"slot {record.slot}")
+
+    @contextlib.contextmanager
+    def _failing_to_node(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError as exc:
+            self.on_failure(exc)
+            raise
 
     def _read(self, block_hash: BlockHash, where: str) -> AnyBlock | None:
         data = self.store.get_block(block_hash)
         if data is None:
             return None
+        path = self.store.path
         try:
             block, stored_hash = decode_block_with_hash(data)
         except DecodeError as exc:
-            raise LocalError(f"the stored block at {where} is unreadable: {exc}") from exc
+            raise StoreCorruptError(
+                f"block store {path}: the stored block at {where} is unreadable: {exc};"
+                f" {get_corrupt_store_advice(path)}"
+            ) from exc
         if stored_hash != block_hash:
-            raise LocalError(f"the stored block at {where} does not hash to its index entry")
+            raise StoreCorruptError(
+                f"block store {path}: the stored block at {where} does not hash to its"
+                f" index entry; {get_corrupt_store_advice(path)}"
+            )
         return block
 
 

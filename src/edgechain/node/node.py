@@ -223,7 +223,7 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
             port=self.transport.port,
             labels=self._get_labels(),
         )
-        self.apps.attach(self.engine, StoreArchive(self.store))
+        self.apps.attach(self.engine, StoreArchive(self.store, self._stop_on_store_failure))
         self._replay_store()
         self._join_dht()
         logs.info(log, "node started", **self.get_identity())

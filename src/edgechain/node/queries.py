@@ -8,9 +8,11 @@ knows of HTTP. The write side (``submit_*``) is ``submissions.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +133,20 @@ class NodeQueries:
     store_failure: StoreError | None
     hostile: Hostile | None
 
+    if TYPE_CHECKING:  # Node's own
+
+        def _stop_on_store_failure(self, exc: StoreError) -> None: ...
+
+    @contextlib.contextmanager
+    def _reading_store(self) -> Iterator[None]:
+        """A read of the store that fails stops the node as a failed write does (its
+        store is damaged, ``errors.StoreCorruptError``): the caller gets the error."""
+        try:
+            yield
+        except StoreError as exc:
+            self._stop_on_store_failure(exc)
+            raise
+
     def is_ready(self) -> bool:
         """True once the engine exists (``run`` has started it), until a store write
         fails (the engine then holds blocks the store does not: the node is stopping)."""
@@ -171,7 +187,8 @@ class NodeQueries:
             (entry.block_hash, entry.block, entry.parent_state.registry)
             for entry in self._walk_head_chain(sys.maxsize, after_slot=engine.pruner.finalized_slot)
         ]
-        stored = get_stored_app_history(self.recorder.store, app)
+        with self._reading_store():
+            stored = get_stored_app_history(self.recorder.store, app)
         return stored + compute_app_history(app, recent)
 
     def get_status(self, cpu_since_slot: int | None = None) -> dict[str, Any]:
@@ -338,7 +355,8 @@ class NodeQueries:
         engine = self.engine
         assert engine is not None
         held = engine.get_chain()
-        stored = get_stored_chain_below(self.store, held[0]) if held else []
+        with self._reading_store():
+            stored = get_stored_chain_below(self.store, held[0]) if held else []
         return [{"hash": h.hex(), "slot": slot, "skip": skip} for h, slot, skip in stored] + [
             {
                 "hash": h.hex(),

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from edgechain.errors import StoreError
 from edgechain.telemetry import logs
 from edgechain.types import AppId
 
@@ -35,8 +36,15 @@ class AppTasks:
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logs.log_exception(log, "app task failed", task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, StoreError):
+            # Not our bug: the node's store failed under the task, and the node stops
+            # on it (node/archive.StoreArchive); the node logs what to do.
+            logs.error(log, "app task ended: the block store failed", error=str(exc))
+        elif exc is not None:
+            logs.log_exception(log, "app task failed", exc)
 
     def lock(self, app: AppId) -> asyncio.Lock:
         return self._locks.setdefault(app, asyncio.Lock())

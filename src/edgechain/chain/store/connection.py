@@ -15,6 +15,11 @@ while the file system has no room left) raises :class:`~edgechain.errors.StoreFu
 and leaves the store as it was before the write: the transaction is rolled back, so a
 block is either stored whole or not at all. Reads keep working. Whoever wrote must not
 count the block as stored (the node stops: ``node.py``).
+
+Damage. SQLite's own report of a malformed file (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``,
+on any read or write, e.g. a page an SD card garbled) raises
+:class:`~edgechain.errors.StoreCorruptError`, whose message says what the operator does
+about it: nothing here can repair the file, and retrying the read fails the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-from edgechain.errors import StoreError, StoreFullError
+from edgechain.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    get_corrupt_store_advice,
+)
 
 DEFAULT_SYNCHRONOUS = "NORMAL"
 """SQLite's ``synchronous`` for the store's writes. In WAL mode ``NORMAL`` makes a commit
@@ -104,8 +114,8 @@ class StoreConnection:
     @contextlib.contextmanager
     def translate_errors(self, operation: str) -> Iterator[None]:
         """Raise StoreError for a closed store, and turn a ``sqlite3.Error`` raised
-        inside the block into StoreFullError (disk full) or StoreError (anything else),
-        naming ``operation``."""
+        inside the block into StoreFullError (disk full), StoreCorruptError (a damaged
+        file) or StoreError (anything else), naming ``operation``."""
         if self.closed:
             raise StoreError(f"block store {self.path} is closed ({operation})")
         try:
@@ -114,6 +124,11 @@ class StoreConnection:
             if self._is_disk_full(exc):
                 raise StoreFullError(
                     f"block store {self.path}: disk full ({operation}): {exc}"
+                ) from exc
+            if is_corrupt_error(exc):
+                raise StoreCorruptError(
+                    f"block store {self.path} is damaged ({operation}): {exc};"
+                    f" {get_corrupt_store_advice(self.path)}"
                 ) from exc
             raise StoreError(f"block store {self.path} is unusable ({operation}): {exc}") from exc
 
@@ -132,3 +147,12 @@ class StoreConnection:
         except OSError:
             return False
         return stat.f_bavail * stat.f_frsize < FULL_MARGIN_BYTES
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def is_corrupt_error(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file itself is damaged (primary result code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES

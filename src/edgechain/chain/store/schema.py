@@ -18,7 +18,7 @@ import os
 import sqlite3
 
 from edgechain.chain.store.connection import DEFAULT_SYNCHRONOUS, StoreConnection
-from edgechain.errors import StoreError
+from edgechain.errors import StoreCorruptError, StoreError, get_corrupt_store_advice
 
 APPLICATION_ID = 0x45444743
 """``PRAGMA application_id`` of an edgechain block store: ASCII "EDGC"."""
@@ -98,12 +98,30 @@ def open_store_file(db: StoreConnection) -> None:
                 _create_schema(db.conn)
             else:
                 _check_identity(db.conn, db.path)
+                _check_pages(db.conn, db.path)
         # Only after the file is known to be ours: switching to WAL rewrites the
         # header, and a foreign file must be left untouched. Persistent, so a
         # kill between schema creation and here is repaired on the next open.
         mode = db.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"block store {db.path}: cannot enable WAL (got {mode})")
+
+
+def _check_pages(conn: sqlite3.Connection, path: str) -> None:
+    """SQLite's ``quick_check``: every page of every table and index readable and well
+    formed. A page damaged in the middle of the file (an SD card, a bad sector) passes
+    the identity checks and would fail only the read that reaches it, maybe hours
+    later, in the middle of moving an app (session 46 saw a node run on with its app
+    manager failing every pass). O(size of the file), but cheap: 0.06 s for 235 MB
+    in the page cache here; the full ``integrity_check`` (indexes against tables too)
+    stays an explicit ``BlockStore.check_integrity``. A page SQLite cannot parse raises
+    StoreCorruptError from the query itself (``connection.translate_errors``)."""
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise StoreCorruptError(
+            f"block store {path} is damaged (quick_check: {'; '.join(problems[:3])});"
+            f" {get_corrupt_store_advice(path)}"
+        )
 
 
 def _is_empty_database(conn: sqlite3.Connection) -> bool:
