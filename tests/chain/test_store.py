@@ -226,14 +226,19 @@ def test_missing_magic_row_is_refused(tmp_path: Path) -> None:
 PAGE = 4096
 
 
-@pytest.mark.parametrize("cut", ["1", "100", "4095", "half", "page", "half-page", "last-byte"])
-def test_truncated_file_is_refused(tmp_path: Path, cut: str) -> None:
-    path = tmp_path / "chain.db"
+def fill_many_pages(path: Path) -> None:
+    """A closed store of many pages: ``fill`` and 35 blocks of 5000 bytes."""
     with BlockStore(path) as store:
         fill(store)
         for slot in range(5, 40):
             parent = h("d") if slot == 5 else h(str(slot - 1))
             store.put_block(h(str(slot)), parent, Slot(slot), 1, encoded(h(str(slot)), 5000))
+
+
+@pytest.mark.parametrize("cut", ["1", "100", "4095", "half", "page", "half-page", "last-byte"])
+def test_truncated_file_is_refused(tmp_path: Path, cut: str) -> None:
+    path = tmp_path / "chain.db"
+    fill_many_pages(path)
     # Closing the last connection checkpoints the WAL into the main file.
     assert not (tmp_path / "chain.db-wal").exists()
     data = path.read_bytes()
@@ -254,11 +259,7 @@ def test_a_page_damaged_inside_the_file_is_refused_at_open(tmp_path: Path, where
     # sector or an SD card leaves it. Found at open (quick_check), not at the read that
     # reaches it hours later; the message says what the operator does.
     path = tmp_path / "chain.db"
-    with BlockStore(path) as store:
-        fill(store)
-        for slot in range(5, 40):
-            parent = h("d") if slot == 5 else h(str(slot - 1))
-            store.put_block(h(str(slot)), parent, Slot(slot), 1, encoded(h(str(slot)), 5000))
+    fill_many_pages(path)
     data = bytearray(path.read_bytes())
     pages = len(data) // PAGE
     page = pages // 2 if where == "middle" else pages - 1

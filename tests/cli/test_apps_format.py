@@ -7,7 +7,7 @@ from typing import Any
 
 from edgechain.cli import apps as cli_apps
 from edgechain.cli.apps import add_copies, describe_copy, format_app, format_apps
-from edgechain.runtime import restart_backoff
+from edgechain.runtime import disk_guard, restart_backoff
 
 A, B = "aa" * 32, "bb" * 32
 NODE, OTHER = "11" * 32, "22" * 32
@@ -25,6 +25,18 @@ def _copy(app: str, node: str, status: str, **more: Any) -> dict[str, Any]:
 
 def test_the_cli_reads_the_status_the_runtime_writes() -> None:
     assert cli_apps.CRASH_LOOPING == restart_backoff.CRASH_LOOPING
+    assert cli_apps.DISK_FULL == disk_guard.DISK_FULL
+
+
+def test_an_app_its_node_holds_for_filling_the_disk_says_so() -> None:
+    hold = "stopped by its node: the disk had 40 MiB free, under the node's reserve of 64 MiB"
+    held = _copy(A, NODE, "disk_full", hold=hold)
+    views = [_view(A, "filler", NODE), _view(B, "web", OTHER)]
+    add_copies(views, {(A, NODE): held})
+    rows = format_apps(views).splitlines()
+    assert rows[1].split()[2] == "disk_full"
+    assert rows[-1] == f"filler ({A[:12]}) on {NODE[:12]}: disk_full: {hold}"
+    assert f"disk_full: {hold}" in format_app(views[0])
 
 
 def test_each_app_gets_the_copy_on_its_own_node() -> None:

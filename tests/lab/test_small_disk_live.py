@@ -7,9 +7,12 @@ itself with exit code 75 (``node_daemon.EXIT_DISK_FULL``) and a "disk full" log 
 no traceback and no unhandled exception; every block it reported as accepted
 (``GET /blocks``, polled until it stopped) and its last reported head must be in its
 ``chain.db``. Then the space is freed and the node restarted: it replays its store,
-syncs and follows the network's head again, with every block it had.
+syncs and follows the network's head again, with every block it had. Before the fill,
+an app that writes its state without end is placed on it: the node stops and holds that
+app before its disk fills, and runs on (``runtime/disk_guard.py``); removed, its state
+goes.
 
-Skipped unless root with loop devices. About 40 s.
+Skipped unless root with loop devices. About 60 s.
 """
 
 from __future__ import annotations
@@ -173,6 +176,63 @@ def check_log(text: str, expected_errors: set[str]) -> None:
     assert errors == expected_errors, errors
 
 
+WRITER_SCRIPT = """#!/bin/sh
+# Idle unless it runs on the node whose data directory is $1, else write 1 MiB every
+# half second without end.
+case "$EDGECHAIN_STATE_DIR" in
+  "$1"/*) ;;
+  *) exec sleep 3600 ;;
+esac
+i=0
+while true; do
+  i=$((i+1))
+  head -c 1048576 /dev/zero > "$EDGECHAIN_STATE_DIR/chunk.$i" || echo "write $i failed"
+  sleep 0.5
+done
+"""
+
+
+def check_writer_is_held(net: LiveTestnet, base: Path, node: ExtraNode) -> None:
+    """An app that writes its state without end (2 MiB a second), placed on the node on
+    the small disk: the node stops and holds it before the disk fills
+    (``runtime/disk_guard.py``), says why, and runs on; removed, its state goes."""
+    script, spec = base / "writer.sh", base / "writer.json"
+    script.write_text(WRITER_SCRIPT)
+    script.chmod(0o755)
+    node_id = http_get(node.url, "/status")["node_id"]
+
+    def is_active() -> bool:
+        # Placing on it needs its inclusion and a report in the chain.
+        found = [n for n in net.cli("nodes") if n["node_id"] == node_id]
+        return bool(found) and found[0]["status"] == "active"
+
+    wait_for("the node to be active on the chain", is_active, 60)
+    # Pinned to it: the planner, which moves apps off a node whose disk fills, leaves
+    # the writer there.
+    command = ["/bin/sh", str(script), str(node.data_dir)]
+    spec.write_text(json.dumps({"name": "writer", "runtime": "process", "cpu_bp": 10,
+                                "ram_bp": 10, "stateful": True, "command": command,
+                                "policy": {"pin_node": node_id}}))  # fmt: skip
+    app = net.cli("apps", "submit", str(spec))["app_id"]
+    held: dict[str, Any] = {}
+
+    def is_held() -> bool:
+        assert node.exit_code() is None, "the node stopped: " + node.log.read_text()[-3000:]
+        for copy in try_get(node.url, "/runtime/apps") or []:
+            if copy["app"] == app and copy["status"] == "disk_full":
+                held.update(copy)
+                return True
+        return False
+
+    wait_for("the writer to be held on the node it fills", is_held, 90)
+    assert not held["running"] and "reserve" in held["hold"], held
+    assert node.exit_code() is None
+    app_dir = node.data_dir / "apps" / app
+    assert app_dir.exists()
+    net.cli("apps", "rm", app)
+    wait_for("the writer's state to be deleted", lambda: not app_dir.exists(), 60)
+
+
 def test_full_disk_stops_the_node_cleanly_and_loses_no_accepted_block() -> None:
     # Not pytest's tmp_path (0700): a root node's apps run as another user.
     base = Path(tempfile.mkdtemp(prefix="edgechain-small-disk-"))
@@ -196,6 +256,7 @@ def test_full_disk_stops_the_node_cleanly_and_loses_no_accepted_block() -> None:
             return bool(status and status["is_validator"] and status["blocks_accepted"] >= 3)
 
         wait_for("the node to join and accept blocks", is_following, 60)
+        check_writer_is_held(net, base, node)
 
         # Fill its disk while the chain runs; keep what it reports until it stops.
         reported = {b["hash"] for b in http_get(url, "/blocks")}

@@ -33,6 +33,7 @@ from edgechain.chain.model import (
     PlanAction,
 )
 from edgechain.runtime.base import AppStatus
+from edgechain.runtime.disk_guard import DISK_FULL
 from edgechain.runtime.restart_backoff import CRASH_LOOPING
 from edgechain.runtime.transfer_client import MigrationOutcome
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE
@@ -65,7 +66,8 @@ def _app_view_properties() -> dict[str, Schema]:
         "local": {
             "anyOf": [ref("RuntimeApp"), {"type": "null"}],
             "description": "this node's copy as its runtime sees it (null: it holds none); "
-            "status crash_looping: it failed here and waits to be restarted",
+            "status crash_looping: it failed here and waits to be restarted; disk_full: "
+            "this node holds it stopped, for it was filling the node's disk",
         },
     }
 
@@ -262,8 +264,9 @@ def _runtime_app_schema() -> Schema:
             "running": {"type": "boolean"},
             "status": {
                 "type": "string",
-                "enum": [*(s.value for s in AppStatus), CRASH_LOOPING],
-                "description": "crash_looping: it failed here and waits to be restarted",
+                "enum": [*(s.value for s in AppStatus), CRASH_LOOPING, DISK_FULL],
+                "description": "crash_looping: it failed here and waits to be restarted; "
+                "disk_full: this node holds it stopped, for it was filling the node's disk",
             },
             "cpu_bp": share(),
             "ram_bp": share(),
@@ -286,6 +289,11 @@ def _runtime_app_schema() -> Schema:
                 "type": ["number", "null"],
                 "minimum": 0,
                 "description": "seconds until it is started again, while it waits",
+            },
+            "hold": {
+                "type": ["string", "null"],
+                "description": "why this node holds it stopped (status disk_full: it was "
+                "filling the node's disk), while it does",
             },
         }
     )

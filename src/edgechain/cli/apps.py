@@ -33,6 +33,11 @@ CRASH_LOOPING = "crash_looping"
 """The status ``GET /runtime/apps`` gives an app that failed on its node and waits to be
 restarted (``runtime/restart_backoff.CRASH_LOOPING``; not imported: the runtime package
 would double the CLI's start-up time)."""
+DISK_FULL = "disk_full"
+"""The status of an app its node holds stopped for filling the node's disk
+(``runtime/disk_guard.DISK_FULL``)."""
+LOCAL_TROUBLES = (CRASH_LOOPING, DISK_FULL)
+"""Statuses that say the chain places an app on a node that does not run it."""
 
 
 def get_app(ctx: Context, text: str) -> dict[str, Any]:
@@ -78,6 +83,8 @@ def describe_copy(copy: Any) -> str | None:
     """``crash_looping: 3 restarts, last exit: exit code 2, next restart in 8 s``"""
     if not isinstance(copy, Mapping):
         return None
+    if copy.get("hold"):
+        return f"{copy.get('status')}: {copy.get('hold')}"
     parts = []
     restarts, last_exit = copy.get("restarts"), copy.get("last_exit")
     if last_exit:
@@ -88,9 +95,11 @@ def describe_copy(copy: Any) -> str | None:
     return str(copy.get("status")) + (": " + ", ".join(parts) if parts else "")
 
 
-def _is_crash_looping(view: Mapping[str, Any]) -> bool:
+def _get_trouble(view: Mapping[str, Any]) -> str | None:
+    """``crash_looping`` or ``disk_full`` when the app's node says so, else None."""
     copy = view.get("on_node")
-    return isinstance(copy, Mapping) and copy.get("status") == CRASH_LOOPING
+    status = copy.get("status") if isinstance(copy, Mapping) else None
+    return status if status in LOCAL_TROUBLES else None
 
 
 def format_apps(apps: list[dict[str, Any]]) -> str:
@@ -99,7 +108,7 @@ def format_apps(apps: list[dict[str, Any]]) -> str:
         (
             short(a.get("app_id")),
             a.get("name"),
-            CRASH_LOOPING if _is_crash_looping(a) else a.get("state"),
+            _get_trouble(a) or a.get("state"),
             a.get("version"),
             short(a.get("node")),
             a.get("runtime"),
@@ -115,7 +124,7 @@ def format_apps(apps: list[dict[str, Any]]) -> str:
         f"{a.get('name')} ({short(a.get('app_id'))}) on {short(a.get('node'))}: "
         f"{describe_copy(a.get('on_node'))}"
         for a in ordered
-        if _is_crash_looping(a)
+        if _get_trouble(a)
     ]
     return "\n".join([format_table(headers, rows), f"{len(apps)} apps", *failing])
 

@@ -65,6 +65,7 @@ from edgechain.consensus.messages import MigrationOrder
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.appuser import DEFAULT_APP_USER
+from edgechain.runtime.disk_guard import DiskGuard, StateSize
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries, get_transfer_label
 from edgechain.runtime.lease import get_now_ms
@@ -140,6 +141,7 @@ class AppManager:
         self.server.is_replica_wanted = self.replicator.is_wanted
         self.lease = LeaseWriter(data_dir)
         self.restarts = RestartBackoff()
+        self.disk_guard = DiskGuard(data_dir)
         self.migrations = MigrationsOut(
             node_id,
             self.client,
@@ -173,6 +175,7 @@ class AppManager:
             replica_sync=self.replica_sync,
             transfer_dir=self.transfer_dir,
             restarts=self.restarts,
+            disk_guard=self.disk_guard,
         )
         self.usage = UsageSampler(
             self.runtime,
@@ -181,6 +184,7 @@ class AppManager:
             cpu_capacity=cpu_capacity,
             clock=clock,
             restarts=self.restarts,
+            disk_guard=self.disk_guard,
         )
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0
@@ -325,7 +329,41 @@ class AppManager:
     async def _round(self) -> None:
         await self.reconcile()
         await self.usage.measure()
+        await self._guard_disk()
         self.replica_sync.send_due(self.usage.get_running())
+
+    async def _guard_disk(self) -> None:
+        """Stop and hold the app filling the node's disk, if it is nearly full
+        (``runtime/disk_guard.py``); one ``statvfs`` a pass otherwise."""
+        sizes = [
+            StateSize(AppId(bytes.fromhex(v.app)), v.running, v.disk_bytes)
+            for v in self.usage.views
+        ]
+        found = self.disk_guard.check(sizes, busy=self.migrations.get_in_progress())
+        if found is None:
+            return
+        app, hold = found
+        lock = self.tasks.lock(app)
+        if lock.locked():
+            # An action of reconcile or a handover that just began: the next pass decides.
+            self.disk_guard.release(app)
+            return
+        async with lock:
+            stopped = await run_in_thread(self.reconciler.stop_if_running, app)
+        # Stopped on purpose: not a failure to back off from (restart_backoff.py).
+        self.restarts.forget(app)
+        name = next((v.name for v in self.usage.views if v.app == bytes(app).hex()), None)
+        logs.warning(
+            log,
+            "app stopped: the node's disk is nearly full",
+            app=bytes(app).hex()[:16],
+            name=name,
+            stopped=stopped,
+            free_mib=hold.free_bytes // 2**20,
+            reserve_mib=hold.reserve_bytes // 2**20,
+            state_mib=hold.state_bytes // 2**20,
+            grew_mib=hold.growth_bytes // 2**20,
+        )
 
     async def reconcile(self) -> None:
         """One pass of the lifecycle rules (``runtime/reconcile.py``); idempotent.

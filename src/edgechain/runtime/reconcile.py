@@ -17,6 +17,9 @@ updated" or "app removed"):
 * held here, record gone from the head registry (REMOVE): stop it and delete its app
   directory, once the head chain shows the removal (``lifecycle.was_removed``).
 
+An app the node holds stopped for filling its disk (``runtime/disk_guard.py``) is not
+started while held.
+
 A start this node made that ended on its own (the runtime lists the app stopped, with
 its exit status) is a failure: it is logged, and the next start waits, longer after each
 failure in a row (``runtime/restart_backoff.py``). Only starts wait; the failures of an
@@ -40,6 +43,7 @@ from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_nod
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.base import AppRuntimeError, AppStatus, get_app_dirname
+from edgechain.runtime.disk_guard import DiskGuard
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lifecycle import (
     Action,
@@ -81,6 +85,7 @@ class Reconciler:
         replica_sync: ReplicaSync,
         transfer_dir: Path,
         restarts: RestartBackoff,
+        disk_guard: DiskGuard,
     ) -> None:
         self.node_id = node_id
         self.runtime = runtime
@@ -92,6 +97,8 @@ class Reconciler:
         self.transfer_dir = transfer_dir
         self.restarts = restarts
         """Each app's failures here and the wait before its next start."""
+        self.disk_guard = disk_guard
+        """The apps held stopped for filling the node's disk (never started here)."""
         self._settle_until = 0.0
         """No start before this (monotonic seconds): a reorg is settling."""
         self._searched: dict[AppId, BlockHash] = {}
@@ -228,6 +235,7 @@ class Reconciler:
                 record is not None
                 and time.monotonic() >= self._settle_until
                 and self.restarts.get_wait(app, now) <= PASS_SLACK_S
+                and not self.disk_guard.is_held(app)
                 and self._get_start_reason(engine, record) is not None
             )
         if action is Action.STOP_STALE:
@@ -256,12 +264,12 @@ class Reconciler:
                     app, record.spec, why or "reconcile", record.version, now=now
                 )
             elif action is Action.STOP_STALE:
-                if await run_in_thread(self._stop_if_running, app):
+                if await run_in_thread(self.stop_if_running, app):
                     # A second copy: the head runs it elsewhere, or never started it.
                     where = record.node.hex()[:16] if record and record.node else None
                     logs.warning(log, "stale app stopped", **fields, placed_on=where)
             elif action is Action.STOP:
-                if await run_in_thread(self._stop_if_running, app):
+                if await run_in_thread(self.stop_if_running, app):
                     logs.info(log, "app stopped", **fields, why="stopped")
             elif action is Action.UPDATE and record is not None:
                 done, old = await run_in_thread(self._restart_at, app, record)
@@ -280,7 +288,7 @@ class Reconciler:
         except AppRuntimeError as exc:
             logs.error(log, "app action failed", **fields, action=action.value, error=str(exc))
 
-    def _stop_if_running(self, app: AppId) -> bool:
+    def stop_if_running(self, app: AppId) -> bool:
         """Blocking: stop the app (state kept) if it runs; True when it did."""
         if not self.runtime.is_running(app):
             return False

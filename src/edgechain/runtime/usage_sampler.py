@@ -11,7 +11,9 @@ parts in each case.
 ``AppUsage`` per measured app for the reports) and pushes the merged figures
 (:func:`merge_usage`) to the engine. An app's view also says what the node's restart
 backoff knows of it (``runtime/restart_backoff.py``): ``crash_looping`` while it waits
-to be restarted after failing here, its restarts and its last exit.
+to be restarted after failing here, its restarts and its last exit; and ``disk_full``
+with why, while the node holds it stopped for filling its disk
+(``runtime/disk_guard.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from edgechain.chain.model import BASIS_POINTS, AppUsage
 from edgechain.consensus.engine import LocalUsage
 from edgechain.runtime.base import AppRuntimeError, AppStatus
+from edgechain.runtime.disk_guard import DISK_FULL, DiskGuard
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.restart_backoff import CRASH_LOOPING, RestartBackoff
@@ -42,7 +45,7 @@ class AppView:
     running: bool
     status: str
     """The runtime's (``AppStatus``), or ``crash_looping``: it failed here and waits to be
-    restarted."""
+    restarted, or ``disk_full``: the node holds it stopped (``hold`` says why)."""
     cpu_bp: int = 0
     ram_bp: int = 0
     disk_bytes: int = 0
@@ -56,6 +59,9 @@ class AppView:
     failures count."""
     next_restart_in_s: float | None = None
     """Seconds until its next start, while it waits for one."""
+    hold: str | None = None
+    """Why this node holds it stopped (status ``disk_full``: it was filling the node's
+    disk, ``runtime/disk_guard.py``), while it does."""
 
 
 def render_views(views: Iterable[AppView], node: bytes) -> list[dict[str, Any]]:
@@ -93,9 +99,11 @@ class UsageSampler:
         cpu_capacity: float | None = None,
         clock: Callable[[], int] = get_now_ms,
         restarts: RestartBackoff | None = None,
+        disk_guard: DiskGuard | None = None,
     ) -> None:
         self.runtime = runtime
         self.restarts = restarts
+        self.disk_guard = disk_guard
         self._clock = clock
         """The node's wall clock (epoch ms): the usage timestamps are in it."""
         self.head = head
@@ -124,7 +132,7 @@ class UsageSampler:
         else:
             views, usage = await run_in_thread(self._sample)
         # On the loop's thread, where the backoff is changed.
-        self.views = tuple(self._add_restarts(v, time.monotonic()) for v in views)
+        self.views = tuple(self._add_hold(self._add_restarts(v, time.monotonic())) for v in views)
         self.app_usage = usage
         self.push_usage()
 
@@ -197,6 +205,12 @@ class UsageSampler:
             last_exit=known.last_exit,
             next_restart_in_s=known.next_restart_in_s,
         )
+
+    def _add_hold(self, view: AppView) -> AppView:
+        hold = self.disk_guard.get_hold(AppId(bytes.fromhex(view.app))) if self.disk_guard else None
+        if hold is None or view.running:
+            return view
+        return replace(view, status=DISK_FULL, hold=hold.describe())
 
     def push_usage(self) -> None:
         engine = self.head.engine
