@@ -94,3 +94,41 @@ def test_a_submission_a_producer_skipped_is_sent_again_alone() -> None:
     # Each lost one again, on its own; none twice on chain.
     assert sorted(net.calls[3:]) == [["app-058"], ["app-119"]]
     assert len(net.apps) == 120
+
+
+class BlockBetweenReads(FakeChain):
+    """A chain whose block with the submissions lands right after the first read that
+    follows them: between the loop's two reads, whichever comes first."""
+
+    def __init__(self) -> None:
+        super().__init__(lost=set())
+        self.pending: list[dict[str, Any]] = []
+        self.applied_seq = 0
+
+    def get(self, path: str) -> Any:
+        answer = (
+            list(self.apps) if path == "/apps" else {"last_seq": self.applied_seq}
+        )  # the state before the block
+        if self.pending:
+            self.apps += self.pending
+            self.pending = []
+            self.applied_seq = self.last_seq
+        return answer
+
+    def cli(self, *argv: str, client: Path | None = None, timeout_s: float = 0) -> Any:
+        before = len(self.apps)
+        answer = super().cli(*argv, client=client, timeout_s=timeout_s)
+        self.pending += self.apps[before:]  # sent, not yet in a block
+        del self.apps[before:]
+        return answer
+
+
+def test_a_block_between_the_reads_does_not_make_a_submission_look_spent() -> None:
+    # Read the apps first and the signer's last seq second, and the block landing in
+    # between shows the submissions missing with their seqs spent: sent again, every
+    # app twice (session 46, a fleet-claim run: 16 apps for 8).
+    specs = {f"app-{i}": Path(f"app-{i}.yaml") for i in range(8)}
+    net = BlockBetweenReads()
+    ids = submit_specs(cast(LiveTestnet, net), specs, Path("client.toml"), 30.0, print)
+    assert sorted(ids) == sorted(specs)
+    assert len(net.calls) == 1 and len(net.apps) == 8

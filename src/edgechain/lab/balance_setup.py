@@ -66,11 +66,28 @@ def send(
 
 def is_spent(net: LiveTestnet, sent: Sent) -> bool:
     """The command can never apply (module docstring); a failed call only once the
-    chain would hold it had it reached its node (``FAILED_RESEND_S``)."""
+    chain would hold it had it reached its node (``FAILED_RESEND_S``). Ask it before
+    asking whether the command is done (see :func:`get_last_seq`)."""
     if sent.answer is None:
         return time.monotonic() - sent.at > FAILED_RESEND_S
-    operator = net.get(f"/operators/{sent.answer['signer']}")
-    return int(sent.answer["seq"]) < int(operator["last_seq"])
+    last_seq = get_last_seq(net, sent)
+    return last_seq is not None and int(sent.answer["seq"]) < last_seq
+
+
+def get_last_seq(net: LiveTestnet, sent: Sent) -> int | None:
+    """The chain's last seq of the key that signed ``sent`` (None: the call failed).
+
+    Read it *before* what is on chain: the node's state only moves forward, so what
+    it then shows on chain is at least as new, and a command still missing there with
+    a seq at or below this one can no longer apply. Read after, a block landing between
+    the two reads made a submission it had just applied look spent, and it was sent
+    again: the same apps twice (session 46, ``test_fleet_claim_live``: 16 apps for 8,
+    the second 8 landing after the check for doubles)."""
+    answer = sent.answer
+    if answer is None:
+        return None
+    signer = answer[0]["signer"] if isinstance(answer, list) else answer["signer"]
+    return int(net.get(f"/operators/{signer}")["last_seq"])
 
 
 def apply_commands(
@@ -91,6 +108,8 @@ def apply_commands(
     deadline = time.monotonic() + timeout_s
     while True:
         net.check_alive()
+        # Before what is done: get_last_seq says why.
+        spent = {key for key in commands if is_spent(net, sent[key])}
         missing = sorted(set(commands) - get_done(sent))
         if not missing:
             return sent
@@ -98,7 +117,7 @@ def apply_commands(
             errors = {k: sent[k].error for k in missing if sent[k].error}
             raise LiveError(f"timed out after {timeout_s:.0f}s: {what}: {missing} {errors}")
         for key in missing:
-            if is_spent(net, sent[key]):
+            if key in spent:
                 log(f"{what}: {key} sent again ({sent[key].error or 'its seq was spent'})")
                 sent[key] = send(net, commands[key], client)
         time.sleep(POLL_S)
@@ -156,6 +175,8 @@ def submit_specs(
     batches = [send_batch(names[i : i + SUBMIT_BATCH]) for i in range(0, len(names), SUBMIT_BATCH)]
     while True:
         net.check_alive()
+        # Before what is on chain: get_last_seq says why.
+        last_seqs = [get_last_seq(net, sent) for _, sent in batches]
         # By name: a submission whose CLI call failed may be on chain all the same.
         on_chain = {str(view["name"]) for view in net.get("/apps")}
         missing = [name for name in specs if name not in on_chain]
@@ -164,9 +185,9 @@ def submit_specs(
         if time.monotonic() > deadline:
             errors = [sent.error for _, sent in batches if sent.error]
             raise LiveError(f"timed out after {timeout_s:.0f}s: submissions {missing} {errors}")
-        for index, (batch, sent) in enumerate(batches):
+        for index, ((batch, sent), last_seq) in enumerate(zip(batches, last_seqs, strict=True)):
             left = [name for name in batch if name not in on_chain]
-            if left and is_batch_spent(net, sent, left):
+            if left and is_batch_spent(sent, left, last_seq):
                 log(f"submissions: {len(left)} sent again ({sent.error or 'their seq was spent'})")
                 batches[index] = send_batch(left)
         time.sleep(POLL_S)
@@ -177,19 +198,21 @@ def submit_specs(
     return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
 
 
-def is_batch_spent(net: LiveTestnet, sent: Sent, missing: Collection[str]) -> bool:
+def is_batch_spent(sent: Sent, missing: Collection[str], last_seq: int | None) -> bool:
     """Whether the ``missing`` names of one ``apps submit`` call can no longer land: its
-    call failed (:func:`is_spent`), or the chain's ``last_seq`` of the signer reached
-    the lowest seq among them (a later or the same seq applied while they are not on
-    chain: a producer without them included the ones after). An answer of one file is
-    an object, of several a list with each file's ``name`` and ``seq``."""
-    if not isinstance(sent.answer, list):
-        return is_spent(net, sent)
-    seqs = [int(entry["seq"]) for entry in sent.answer if entry.get("name") in missing]
-    if not seqs:
+    call failed and ``FAILED_RESEND_S`` passed, or ``last_seq`` (the signer's, read
+    before the apps: :func:`get_last_seq`) reached the lowest seq among them (a later
+    or the same seq applied while they are not on chain: a producer without them
+    included the ones after). An answer of one file is an object, of several a list
+    with each file's ``name`` and ``seq``."""
+    if sent.answer is None:
+        return time.monotonic() - sent.at > FAILED_RESEND_S
+    if last_seq is None:
         return False
-    operator = net.get(f"/operators/{sent.answer[0]['signer']}")
-    return min(seqs) <= int(operator["last_seq"])
+    if not isinstance(sent.answer, list):
+        return int(sent.answer["seq"]) < last_seq
+    seqs = [int(entry["seq"]) for entry in sent.answer if entry.get("name") in missing]
+    return bool(seqs) and min(seqs) <= last_seq
 
 
 def remove_doubles(net: LiveTestnet, client: Path, log: Callable[[str], None]) -> None:
