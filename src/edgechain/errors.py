@@ -250,12 +250,12 @@ class StoreCorruptError(StoreError):
     ``SQLITE_NOTADB``), its ``quick_check`` at open fails, or a stored block does not
     decode to its hash. Nothing repairs it in place: the node stops and its operator
     moves the file aside, after which the node syncs the chain from its peers
-    (:func:`get_corrupt_store_advice`)."""
+    (:func:`make_corrupt_store_error` says so in every such error)."""
 
 
-def get_corrupt_store_advice(path: str) -> str:
-    """What the operator of a node whose store at ``path`` is damaged should do."""
-    return (
-        f"with the node stopped, move {path} and its -wal and -shm files aside and"
-        " start the node again: it syncs the chain from its peers"
+def make_corrupt_store_error(path: str, what: str) -> StoreCorruptError:
+    """``block store PATH WHAT``, then what the node's operator should do about it."""
+    return StoreCorruptError(
+        f"block store {path} {what}; with the node stopped, move {path} and its -wal and"
+        " -shm files aside and start the node again: it syncs the chain from its peers"
     )

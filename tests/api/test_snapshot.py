@@ -51,6 +51,7 @@ from edgechain.consensus.state import (
     compute_genesis_state,
     get_slot_start_ms,
 )
+from edgechain.errors import StoreError
 from edgechain.node import CommandReceipt
 from edgechain.node.events import AcceptedBlock
 from edgechain.node.leaving import Leaving
@@ -130,6 +131,9 @@ class World(NodeQueries):
 
     def leave(self) -> dict[str, Any]:
         return self.leaving.to_json(None)
+
+    def _stop_on_store_failure(self, exc: StoreError) -> None:
+        self.store_failure = exc  # as Node does (it then stops)
 
     def roles_on(self, parent: BlockState, slot: int) -> Any:
         keys = parent.validators.get_public_keys()

@@ -68,10 +68,7 @@ def is_spent(net: LiveTestnet, sent: Sent) -> bool:
     """The command can never apply (module docstring); a failed call only once the
     chain would hold it had it reached its node (``FAILED_RESEND_S``). Ask it before
     asking whether the command is done (see :func:`get_last_seq`)."""
-    if sent.answer is None:
-        return time.monotonic() - sent.at > FAILED_RESEND_S
-    last_seq = get_last_seq(net, sent)
-    return last_seq is not None and int(sent.answer["seq"]) < last_seq
+    return is_batch_spent(sent, (), get_last_seq(net, sent))
 
 
 def get_last_seq(net: LiveTestnet, sent: Sent) -> int | None:

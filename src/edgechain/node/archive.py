@@ -55,9 +55,8 @@ from edgechain.errors import (
     DecodeError,
     LocalError,
     RejectReason,
-    StoreCorruptError,
     StoreError,
-    get_corrupt_store_advice,
+    make_corrupt_store_error,
 )
 from edgechain.types import BlockHash, Slot
 
@@ -114,6 +113,17 @@ def get_archived_chain(
     return (tuple(blocks), below) if blocks else ((), None)
 
 
+@contextlib.contextmanager
+def reporting_store_failure(on_failure: Callable[[StoreError], None]) -> Iterator[None]:
+    """A StoreError raised inside goes to ``on_failure`` (the node stops on it,
+    ``Node._stop_on_store_failure``) and on to the caller."""
+    try:
+        yield
+    except StoreError as exc:
+        on_failure(exc)
+        raise
+
+
 class StoreArchive:
     """The finalized chain in the store's canonical index, for the app manager's checks
     of moves memory no longer holds (``lifecycle.ChainArchive``).
@@ -130,7 +140,7 @@ class StoreArchive:
         self.on_failure = on_failure
 
     def get_block_at(self, slot: Slot) -> tuple[BlockHash, AnyBlock] | None:
-        with self._failing_to_node():
+        with reporting_store_failure(self.on_failure):
             block_hash = self.store.get_canonical_hash(slot)
             if block_hash is None:
                 return None
@@ -138,19 +148,11 @@ class StoreArchive:
         return (block_hash, block) if block is not None else None
 
     def get_finalized_block(self, block_hash: BlockHash) -> AnyBlock | None:
-        with self._failing_to_node():
+        with reporting_store_failure(self.on_failure):
             record = self.store.get_record(block_hash)
             if record is None or self.store.get_canonical_hash(record.slot) != block_hash:
                 return None
             return self._read(block_hash, f"slot {record.slot}")
-
-    @contextlib.contextmanager
-    def _failing_to_node(self) -> Iterator[None]:
-        try:
-            yield
-        except StoreError as exc:
-            self.on_failure(exc)
-            raise
 
     def _read(self, block_hash: BlockHash, where: str) -> AnyBlock | None:
         data = self.store.get_block(block_hash)
@@ -160,15 +162,11 @@ class StoreArchive:
         try:
             block, stored_hash = decode_block_with_hash(data)
         except DecodeError as exc:
-            raise StoreCorruptError(
-                f"block store {path}: the stored block at {where} is unreadable: {exc};"
-                f" {get_corrupt_store_advice(path)}"
-            ) from exc
+            what = f"is damaged: the stored block at {where} is unreadable: {exc}"
+            raise make_corrupt_store_error(path, what) from exc
         if stored_hash != block_hash:
-            raise StoreCorruptError(
-                f"block store {path}: the stored block at {where} does not hash to its"
-                f" index entry; {get_corrupt_store_advice(path)}"
-            )
+            what = f"is damaged: the stored block at {where} does not hash to its index entry"
+            raise make_corrupt_store_error(path, what)
         return block
 
 

@@ -8,11 +8,9 @@ knows of HTTP. The write side (``submit_*``) is ``submissions.py``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +27,7 @@ from edgechain.errors import RejectReason, StoreError
 from edgechain.network.dht import DhtNode
 from edgechain.network.gossip import Gossip
 from edgechain.network.transport import NetworkTransport
-from edgechain.node.archive import get_stored_chain_below
+from edgechain.node.archive import get_stored_chain_below, reporting_store_failure
 from edgechain.node.clock import NodeClock
 from edgechain.node.config import NodeConfig
 from edgechain.node.cpu import CpuAccounting
@@ -137,16 +135,6 @@ class NodeQueries:
 
         def _stop_on_store_failure(self, exc: StoreError) -> None: ...
 
-    @contextlib.contextmanager
-    def _reading_store(self) -> Iterator[None]:
-        """A read of the store that fails stops the node as a failed write does (its
-        store is damaged, ``errors.StoreCorruptError``): the caller gets the error."""
-        try:
-            yield
-        except StoreError as exc:
-            self._stop_on_store_failure(exc)
-            raise
-
     def is_ready(self) -> bool:
         """True once the engine exists (``run`` has started it), until a store write
         fails (the engine then holds blocks the store does not: the node is stopping)."""
@@ -187,7 +175,8 @@ class NodeQueries:
             (entry.block_hash, entry.block, entry.parent_state.registry)
             for entry in self._walk_head_chain(sys.maxsize, after_slot=engine.pruner.finalized_slot)
         ]
-        with self._reading_store():
+        # A failed read stops the node as a failed write does (a damaged store).
+        with reporting_store_failure(self._stop_on_store_failure):
             stored = get_stored_app_history(self.recorder.store, app)
         return stored + compute_app_history(app, recent)
 
@@ -355,7 +344,8 @@ class NodeQueries:
         engine = self.engine
         assert engine is not None
         held = engine.get_chain()
-        with self._reading_store():
+        # A failed read stops the node as a failed write does (a damaged store).
+        with reporting_store_failure(self._stop_on_store_failure):
             stored = get_stored_chain_below(self.store, held[0]) if held else []
         return [{"hash": h.hex(), "slot": slot, "skip": skip} for h, slot, skip in stored] + [
             {

@@ -65,7 +65,7 @@ from edgechain.consensus.messages import MigrationOrder
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.appuser import DEFAULT_APP_USER
-from edgechain.runtime.disk_guard import DiskGuard, StateSize
+from edgechain.runtime.disk_guard import MIB, DiskGuard, StateSize
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries, get_transfer_label
 from edgechain.runtime.lease import get_now_ms
@@ -359,10 +359,10 @@ class AppManager:
             app=bytes(app).hex()[:16],
             name=name,
             stopped=stopped,
-            free_mib=hold.free_bytes // 2**20,
-            reserve_mib=hold.reserve_bytes // 2**20,
-            state_mib=hold.state_bytes // 2**20,
-            grew_mib=hold.growth_bytes // 2**20,
+            free_mib=hold.free_bytes // MIB,
+            reserve_mib=hold.reserve_bytes // MIB,
+            state_mib=hold.state_bytes // MIB,
+            grew_mib=hold.growth_bytes // MIB,
         )
 
     async def reconcile(self) -> None:

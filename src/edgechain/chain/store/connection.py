@@ -29,12 +29,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-from edgechain.errors import (
-    StoreCorruptError,
-    StoreError,
-    StoreFullError,
-    get_corrupt_store_advice,
-)
+from edgechain.errors import StoreError, StoreFullError, make_corrupt_store_error
 
 DEFAULT_SYNCHRONOUS = "NORMAL"
 """SQLite's ``synchronous`` for the store's writes. In WAL mode ``NORMAL`` makes a commit
@@ -126,9 +121,8 @@ class StoreConnection:
                     f"block store {self.path}: disk full ({operation}): {exc}"
                 ) from exc
             if is_corrupt_error(exc):
-                raise StoreCorruptError(
-                    f"block store {self.path} is damaged ({operation}): {exc};"
-                    f" {get_corrupt_store_advice(self.path)}"
+                raise make_corrupt_store_error(
+                    self.path, f"is damaged ({operation}): {exc}"
                 ) from exc
             raise StoreError(f"block store {self.path} is unusable ({operation}): {exc}") from exc
 

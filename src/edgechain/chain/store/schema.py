@@ -18,7 +18,7 @@ import os
 import sqlite3
 
 from edgechain.chain.store.connection import DEFAULT_SYNCHRONOUS, StoreConnection
-from edgechain.errors import StoreCorruptError, StoreError, get_corrupt_store_advice
+from edgechain.errors import StoreError, make_corrupt_store_error
 
 APPLICATION_ID = 0x45444743
 """``PRAGMA application_id`` of an edgechain block store: ASCII "EDGC"."""
@@ -118,10 +118,7 @@ def _check_pages(conn: sqlite3.Connection, path: str) -> None:
     StoreCorruptError from the query itself (``connection.translate_errors``)."""
     problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
     if problems != ["ok"]:
-        raise StoreCorruptError(
-            f"block store {path} is damaged (quick_check: {'; '.join(problems[:3])});"
-            f" {get_corrupt_store_advice(path)}"
-        )
+        raise make_corrupt_store_error(path, f"is damaged (quick_check: {'; '.join(problems[:3])})")
 
 
 def _is_empty_database(conn: sqlite3.Connection) -> bool:
