@@ -220,6 +220,7 @@ def test_nodes_and_operators(node: FakeNode) -> None:
         "ram_bp",
         "pressure_bp",
         "rtt_us",
+        "state_room_bytes",
         "coordinate_us",
         "report_slot",
         "apps",

@@ -10,7 +10,12 @@ from chain_world import World, build_slot_1_block, get_slot_1_context, make_worl
 
 from edgechain.chain.assembly import make_inclusion_request, make_report
 from edgechain.chain.encoding import BLOCK_HASH_DOMAIN, FORMAT_VERSION, compute_block_hash
-from edgechain.chain.model import COORD_LIMIT_US, Coordinate, ResourceReport
+from edgechain.chain.model import (
+    COORD_LIMIT_US,
+    UNMEASURED_STATE_ROOM,
+    Coordinate,
+    ResourceReport,
+)
 from edgechain.chain.report_encoding import (
     compute_report_signing_root,
     decode_report,
@@ -43,8 +48,8 @@ def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) ->
 
 
 def test_the_format_version_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 16
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v16"
+    assert FORMAT_VERSION == 17
+    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v17"
 
 
 def test_the_report_key_is_derived_from_the_bls_key_and_signs_verifiably() -> None:
@@ -103,6 +108,30 @@ def test_a_report_carries_its_coordinate_signed_and_bounded(world: World) -> Non
     with pytest.raises(ValidationError) as refused:
         _validate_with_reports(world, (off_map,))
     assert refused.value.reason == RejectReason.BAD_REPORT and "map" in str(refused.value)
+
+
+def test_a_report_carries_its_state_room_signed_and_bounded(world: World) -> None:
+    """Format 17: the room for app state is encoded, covered by the report's signature,
+    and a room beyond the unmeasured maximum makes the block invalid."""
+    _, idents, _ = world
+
+    def with_room(room: int) -> ResourceReport:
+        return make_report(
+            idents[0].sk, Slot(1), timestamp_ms=1, cpu_bp=1, ram_bp=1, disk_bp=1, rtt_us=1,
+            apps=(), state_room_bytes=room,
+        )  # fmt: skip
+
+    measured = with_room(3 << 30)
+    assert decode_report(encode_report(measured)) == measured
+    _validate_with_reports(world, (measured,))
+    _validate_with_reports(world, (with_room(UNMEASURED_STATE_ROOM),))
+    grown = dataclasses.replace(measured, state_room_bytes=4 << 30)
+    with pytest.raises(ValidationError) as refused:
+        _validate_with_reports(world, (grown,))
+    assert refused.value.reason == RejectReason.BAD_REPORT_SIGNATURE
+    with pytest.raises(ValidationError) as refused:
+        _validate_with_reports(world, (with_room(UNMEASURED_STATE_ROOM + 1),))
+    assert refused.value.reason == RejectReason.BAD_REPORT and "room" in str(refused.value)
 
 
 def test_the_genesis_validators_carry_their_report_keys(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgechain.cli.fleet import format_nodes, format_status
 
 
@@ -44,6 +46,19 @@ def test_nodes_show_their_reported_pressure_and_rtt() -> None:
     assert "PRESSURE" in header and "RTT" in header
     assert "100.0%" in first and "26.0%" in first and "1.23 ms" in first
     assert second.count("-") >= 3
+
+
+def test_nodes_show_their_room_for_app_state() -> None:
+    """Block format 17: why a node gets no apps (``ROOM``); ``-`` is no limit."""
+    nodes: list[dict[str, Any]] = [
+        {"node_id": "ab" * 32, "state_room_bytes": 3 * (1 << 30) // 2},
+        {"node_id": "cd" * 32, "state_room_bytes": 0},
+        {"node_id": "ef" * 32, "state_room_bytes": None},
+    ]
+    header, *rows = format_nodes(nodes).splitlines()[:4]
+    column = header.split().index("ROOM")
+    assert [row.split()[column] for row in rows] == ["1.5", "0", "-"]
+    assert "1.5 GiB" in rows[0] and "0 KiB" in rows[1]
 
 
 def test_nodes_show_the_runtimes_they_declared() -> None:

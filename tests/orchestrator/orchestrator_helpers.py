@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from edgechain.chain.command_encoding import encode_app_spec
 from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
+    UNMEASURED_STATE_ROOM,
     AppPolicy,
     AppSpec,
     AppUsage,
@@ -91,9 +92,11 @@ def report(
     *,
     pressure_bp: int = 0,
     state_bytes: Mapping[AppId, int] | None = None,
+    state_room_bytes: int = UNMEASURED_STATE_ROOM,
 ) -> ResourceReport:
     """A report whose totals are given explicitly; ``apps`` are (app, cpu_bp, ram_bp);
-    ``state_bytes`` gives some apps a state size. By default of a slot after
+    ``state_bytes`` gives some apps a state size, ``state_room_bytes`` the node's room
+    for app state. By default of a slot after
     ``build_registry``'s placements, so the apps it lists count as confirmed."""
     sizes = state_bytes or {}
     return ResourceReport(
@@ -110,6 +113,7 @@ def report(
         ),
         signature=NO_REPORT_SIGNATURE,
         pressure_bp=pressure_bp,
+        state_room_bytes=state_room_bytes,
     )
 
 

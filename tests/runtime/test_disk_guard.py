@@ -42,6 +42,15 @@ def test_the_reserve_is_five_percent_within_its_bounds() -> None:
     assert compute_reserve(64 * MIB) == 16 * MIB  # never above a quarter of a small disk
 
 
+def test_the_room_a_node_reports_leaves_it_above_twice_its_reserve() -> None:
+    """A state the planner sends here must not bring the node to the level at which its
+    guard stops apps (``ResourceReport.state_room_bytes``)."""
+    assert DiskSpace(1 * GIB, 10 * GIB).get_state_room() == 0  # reserve 512 MiB
+    assert DiskSpace(2 * GIB, 10 * GIB).get_state_room() == 1 * GIB
+    assert DiskSpace(200 * MIB, 256 * MIB).get_state_room() == 72 * MIB  # reserve 64
+    assert DiskSpace(0, 0).get_state_room() == 0
+
+
 def test_the_writer_is_stopped_not_the_app_that_holds_a_big_state() -> None:
     disk = FakeDisk(total=10 * GIB, free=5 * GIB)  # reserve 512 MiB
     guard = DiskGuard(Path("/unused"), disk.read)

@@ -31,7 +31,7 @@ HOST_FAULT = SimConfig(
 """Seed 8: the busiest host is not elected producer while it is away, so the chain
 recovers its apps by liveness (RECOVER after K silent slots), not by exclusion."""
 REORG = SimConfig(
-    nodes=12, committee=3, slots=31, seed=4, preset_genesis=True, apps=12, faults="reorg-apps"
+    nodes=12, committee=3, slots=31, seed=1, preset_genesis=True, apps=12, faults="reorg-apps"
 )
 """The seed is one whose losing branch held a PLACE and a completed MIGRATE that its
 nodes acted on (the test asserts it did). Block hashes pick the producers, so a new block
@@ -51,7 +51,9 @@ deadlines a node has a duty at, and at once after a head change (session 31), to
 (of 1-24: 6, 10, 13, 14, 15, 22; no seed of the 24 broke an invariant); gossip
 announcements riding on the push (session 37) took 3 (of 1-24: 3, 4, 5, 15, 18; again no
 seed broke an invariant); format 15 (inclusion nonces checked, hash domains v15) took 4
-(of 1-24: 4, 5, 14, 15, 17, 20, 21, 22, 23; no seed broke an invariant).
+(of 1-24: 4, 5, 14, 15, 17, 20, 21, 22, 23; no seed broke an invariant); format 17
+(reports carry the node's room for app state) took 1 (of 1-24: 1, 8, 13, 15, 17, 19; the
+others lacked a fork or a reverted action, none broke an invariant).
 Seed 2 also found a flaw of the model:
 node 9 handed an app to node 6 on the losing branch, the winning branch then moved it
 from 9 to 5, and the model's origin skipped the handover because its copy was not
@@ -210,11 +212,13 @@ def test_a_fleet_wide_outage_recovers_only_the_node_that_never_comes_back() -> N
     assert result.summary["violations"] == []
     cut_at, heal_at = get_fleet_outage_slots(K)
     chain = _canonical_blocks(sim)
-    assert not [b.slot for b in chain if cut_at <= b.slot <= heal_at]  # a stall
+    # A stall; the majority is back from the start of slot heal_at, whose producer may
+    # make its block in time (block format 17, seed 1).
+    assert not [b.slot for b in chain if cut_at <= b.slot < heal_at]
     head = sim.get_majority_head()
     assert head is not None
     resumed = head.stall.resumed
-    assert head.stall.before < cut_at and heal_at < resumed <= heal_at + 3
+    assert head.stall.before < cut_at and heal_at <= resumed <= heal_at + 3
     # K slots after the laggards came back: had they not reported, they would be down.
     assert head.slot >= heal_at + FLEET_OUTAGE_LAGGARD_SLOTS + K
     node = next(n for n in sim.nodes if n.honest and n.up)

@@ -38,6 +38,7 @@ from edgechain.chain.encoding import (
 )
 from edgechain.chain.enrollment import make_enrollment_token
 from edgechain.chain.model import (
+    UNMEASURED_STATE_ROOM,
     AppPolicy,
     AppSpec,
     AppUsage,
@@ -275,6 +276,9 @@ def block_vectors() -> dict[str, object]:
             ) if i == 0 else None,
             # Format 11: the first report's coordinate is negative on one axis.
             coordinate=Coordinate(-12_345, 67_890) if i == 0 else Coordinate(0, 0),
+            # Format 17: the first report's node has 3 GiB of room for app state, the
+            # second does not measure it.
+            state_room_bytes=3 << 30 if i == 0 else UNMEASURED_STATE_ROOM,
         )
         for i, ident in enumerate(idents[:2])
     )  # fmt: skip

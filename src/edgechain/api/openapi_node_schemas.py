@@ -263,6 +263,13 @@ def _node_view_schema() -> Schema:
                 "maximum": U32_MAX,
                 "description": "the smoothed RTT its latest report gives (microseconds)",
             },
+            "state_room_bytes": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "the app state its latest report says it can take in "
+                "(bytes free above twice its disk reserve); the planner sends it no app "
+                "whose state this fills. null: no report, or not measured (no limit)",
+            },
             "coordinate_us": nullable(
                 coordinate("the chain's copy of its coordinate (null: never reported)")
             ),

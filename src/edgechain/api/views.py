@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgechain.chain.authority import get_last_seq, is_admin, is_operator, is_revoked
-from edgechain.chain.model import Coordinate
+from edgechain.chain.model import UNMEASURED_STATE_ROOM, Coordinate, ResourceReport
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.liveness import get_node_status
 
@@ -61,6 +61,7 @@ def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
                 "ram_bp": report.ram_bp if report else None,
                 "pressure_bp": report.pressure_bp if report else None,
                 "rtt_us": report.rtt_us if report else None,
+                "state_room_bytes": _get_state_room(report),
                 # The chain's copy (cluster/vivaldi.py): what the overlay clusters on.
                 "coordinate_us": _render_coordinate(state.coordinates.get(info.node)),
                 "report_slot": report.slot if report else None,
@@ -68,6 +69,14 @@ def render_nodes(state: BlockState, down_after: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _get_state_room(report: ResourceReport | None) -> int | None:
+    """The app state the node can take in, as its report gives it (None: no report, or
+    a node that does not measure it: no limit)."""
+    if report is None or report.state_room_bytes >= UNMEASURED_STATE_ROOM:
+        return None
+    return report.state_room_bytes
 
 
 def _render_coordinate(c: Coordinate | None) -> list[int] | None:

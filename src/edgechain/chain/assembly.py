@@ -20,6 +20,7 @@ from edgechain.chain.model import (
     NO_REPORT_SIGNATURE,
     NO_SIGNATURE,
     ORIGIN,
+    UNMEASURED_STATE_ROOM,
     AddressRecord,
     AppSpec,
     AppUsage,
@@ -117,6 +118,7 @@ def make_report(
     pressure_bp: int = 0,
     vote: FinalityVote | None = None,
     coordinate: Coordinate = ORIGIN,
+    state_room_bytes: int = UNMEASURED_STATE_ROOM,
 ) -> ResourceReport:
     node = compute_node_id(bls.sk_to_pk(sk))
     ordered = tuple(sorted(apps, key=lambda u: u.app))
@@ -133,6 +135,7 @@ def make_report(
         pressure_bp=pressure_bp,
         vote=vote,
         coordinate=coordinate,
+        state_room_bytes=state_room_bytes,
     )
     signature = report_key.sign_report_message(sk, compute_report_signing_root(unsigned))
     return dataclasses.replace(unsigned, signature=signature)

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 16
+FORMAT_VERSION = 17
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -65,7 +65,9 @@ earlier than its node's last departure, which the state keeps (state format 6,
 bytes; slots in which the chain got no block at all (a stall) count as no node's
 silence: a node not down when the chain stalled counts as seen at the first block after
 it, which the state keeps (state format 7, ``orchestrator/liveness.get_silence_start``),
-so the plans after a fleet-wide outage recover nothing that comes back in time."""
+so the plans after a fleet-wide outage recover nothing that comes back in time. 17: a
+report carries ``state_room_bytes`` (a u64 after its coordinate): the app state its
+node can take in, which the planner respects (state format 8, whose reports carry it)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

@@ -240,6 +240,10 @@ class FinalityVote:
     target: Checkpoint
 
 
+UNMEASURED_STATE_ROOM = (1 << 63) - 1
+"""A report's ``state_room_bytes`` when its node does not measure its disk: no limit."""
+
+
 @dataclass(frozen=True)
 class ResourceReport:
     """A node's signed report of its own totals and its applications (paper Table 2).
@@ -271,6 +275,13 @@ class ResourceReport:
     """The node's own Vivaldi coordinate (format 11), encoded after ``pressure_bp`` as
     two signed 32-bit integers; the chain moves its copy towards it by a bounded step
     (``cluster/vivaldi.compute_next_coordinate``)."""
+    state_room_bytes: int = UNMEASURED_STATE_ROOM
+    """How many bytes of app state the node can take in (format 17): the free space of
+    its data directory's file system above what the node keeps for itself
+    (``runtime/disk_guard.compute_state_room``), encoded after the coordinate as a
+    64-bit integer. The planner sends no app to a node whose room its state exceeds
+    (``orchestrator/plan_state.py``); a node that cannot measure it (the simulator)
+    reports :data:`UNMEASURED_STATE_ROOM`."""
 
 
 class PlanAction(enum.IntEnum):

@@ -54,6 +54,7 @@ def write_report_body(w: Writer, rep: ResourceReport) -> None:
     w.u32(rep.pressure_bp)
     w.i32(rep.coordinate.x_us)
     w.i32(rep.coordinate.y_us)
+    w.u64(rep.state_room_bytes)
     w.items(rep.apps, write_app_usage)
     w.boolean(rep.vote is not None)
     if rep.vote is not None:
@@ -107,16 +108,17 @@ def read_report(r: Reader) -> ResourceReport:
     ts = r.u64()
     cpu, ram, disk, rtt, pressure = r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
     coordinate = Coordinate(r.i32(), r.i32())
+    room = r.u64()
     apps = tuple(r.items(Limits.MAX_APPS_PER_REPORT, _APP_USAGE_SIZE, read_app_usage))
     vote = FinalityVote(read_checkpoint(r), read_checkpoint(r)) if r.boolean() else None
     sig = ReportSignature(r.fixed(REPORT_SIGNATURE_SIZE))
     return ResourceReport(
         node, slot, ts, cpu, ram, disk, rtt, apps, sig, pressure_bp=pressure, vote=vote,
-        coordinate=coordinate,
+        coordinate=coordinate, state_room_bytes=room,
     )  # fmt: skip
 
 
-MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 * 2 + 4 + 1 + REPORT_SIGNATURE_SIZE
+MIN_REPORT_SIZE = HASH_SIZE + 8 * 2 + 4 * 5 + 4 * 2 + 8 + 4 + 1 + REPORT_SIGNATURE_SIZE
 
 
 def encode_report(rep: ResourceReport) -> bytes:
@@ -128,4 +130,4 @@ def decode_report(data: bytes) -> ResourceReport:
 
 
 def compute_report_signing_root(rep: ResourceReport) -> bytes:
-    return compute_signing_root(b"edgechain/report/v3", rep, write_report_body)
+    return compute_signing_root(b"edgechain/report/v4", rep, write_report_body)

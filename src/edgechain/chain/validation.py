@@ -36,6 +36,7 @@ from edgechain.chain.enrollment import (
 from edgechain.chain.model import (
     COORD_LIMIT_US,
     MAX_VDF_GROUP_EPOCHS,
+    UNMEASURED_STATE_ROOM,
     AddressRecord,
     Block,
     ChainParams,
@@ -246,6 +247,8 @@ def validate_report_fields(rep: ResourceReport, validators: ValidatorSet, slot: 
     c = rep.coordinate
     if max(abs(c.x_us), abs(c.y_us)) > COORD_LIMIT_US:
         raise ValidationError(RejectReason.BAD_REPORT, "coordinate outside the map")
+    if rep.state_room_bytes > UNMEASURED_STATE_ROOM:
+        raise ValidationError(RejectReason.BAD_REPORT, "state room beyond its maximum")
     apps = [u.app for u in rep.apps]
     if apps != sorted(set(apps)):
         raise ValidationError(RejectReason.BAD_REPORT, "apps not sorted and unique")

@@ -69,6 +69,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
             _percent(n.get("ram_bp")),
             _percent(n.get("pressure_bp")),
             _get_rtt(n.get("rtt_us")),
+            _get_room(n.get("state_room_bytes")),
             n.get("report_slot"),
             len(n.get("apps") or []),
         )
@@ -76,9 +77,20 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
     ]
     headers = (
         "NODE", "ADDRESS", "RUNTIMES", "LABELS", "STATUS", "SEEN", "CPU", "RAM", "PRESSURE",
-        "RTT", "REPORTED", "APPS",
+        "RTT", "ROOM", "REPORTED", "APPS",
     )  # fmt: skip
     return format_table(headers, rows) + f"\n{len(nodes)} validators"
+
+
+def _get_room(room: Any) -> str:
+    """The app state a node can take in, to a tenth of its unit (``-``: no report or not
+    measured, so no limit)."""
+    if not isinstance(room, int):
+        return "-"
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if room >= size:
+            return f"{room / size:.1f} {unit}"
+    return f"{room // 1024} KiB"
 
 
 def _get_rtt(rtt_us: Any) -> str:

@@ -17,6 +17,7 @@ from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.forkchoice import ForkChoice
 from edgechain.chain.model import (
     ORIGIN,
+    UNMEASURED_STATE_ROOM,
     AnyBlock,
     AppUsage,
     ChainParams,
@@ -69,6 +70,8 @@ class LocalUsage:
     """CPU pressure stall share in basis points (``ResourceReport.pressure_bp``)."""
     coordinate: Coordinate = ORIGIN
     """This node's Vivaldi coordinate (``cluster/vivaldi.py``, ``node/rtt.py``)."""
+    state_room_bytes: int = UNMEASURED_STATE_ROOM
+    """The app state the node can take in (``ResourceReport.state_room_bytes``)."""
 
 
 @dataclass

@@ -256,7 +256,7 @@ class ReportRelay:
         report = make_report(
             ctx.sk, slot, timestamp_ms=now, cpu_bp=u.cpu_bp, ram_bp=u.ram_bp,
             disk_bp=u.disk_bp, rtt_us=u.rtt_us, apps=u.apps, pressure_bp=u.pressure_bp,
-            vote=vote, coordinate=u.coordinate,
+            vote=vote, coordinate=u.coordinate, state_room_bytes=u.state_room_bytes,
         )  # fmt: skip
         ctx.memo.signatures.add_own_report(
             get_report_public_key(ctx.sk), compute_report_signing_root(report), report.signature

@@ -79,14 +79,15 @@ from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
-STATE_FORMAT_VERSION = 7
+STATE_FORMAT_VERSION = 8
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
 network coordinates follow ``last_seen`` (block format 11). 5: the VDF's group hash
 follows ``is_skip`` (block format 12). 6: ``departures`` follow the coordinates (block
 format 15, ``chain/departures.py``). 7: the latest stall follows the departures (block
-format 16, ``orchestrator/liveness.get_silence_start``)."""
+format 16, ``orchestrator/liveness.get_silence_start``). 8: the validators' latest
+reports carry ``state_room_bytes`` (block format 17)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 

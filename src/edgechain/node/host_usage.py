@@ -9,6 +9,7 @@ import psutil
 
 from edgechain.chain.model import BASIS_POINTS
 from edgechain.consensus.engine import LocalUsage
+from edgechain.runtime.disk_guard import read_disk_space
 from edgechain.runtime.pressure import read_cpu_pressure_bp
 
 
@@ -33,10 +34,13 @@ def measure_host_usage(cpu_capacity: float | None, data_dir: Path) -> LocalUsage
     else:
         cpu = pressure = 0
     ram = int(psutil.virtual_memory().percent * 100)
-    disk = int(psutil.disk_usage(str(data_dir)).percent * 100)
+    space = read_disk_space(data_dir)
+    used = space.total_bytes - space.free_bytes
+    disk = used * BASIS_POINTS // space.total_bytes if space.total_bytes else 0
     return LocalUsage(
         cpu_bp=cpu,
         ram_bp=_clamp_share(ram),
         disk_bp=_clamp_share(disk),
         pressure_bp=pressure,
+        state_room_bytes=space.get_state_room(),
     )

@@ -47,6 +47,13 @@ The load model (:func:`compute_load_model`) is where the planner's inputs meet:
   not show.
 * ``app_state_bytes``: the state size the app's report gives (0 if none), the transfer
   cost the planner weighs moves against.
+* ``state_room``: the app state each reported node can still take in, its report's
+  ``state_room_bytes`` less the transfers of the apps the registry places on it that it
+  has not listed since their move (not ``confirmed``: their state may still be on its
+  way, so the free space it measured does not count it yet), each at
+  ``TRANSFER_ROOM_FACTOR`` times its state. A node that does not measure
+  it (``UNMEASURED_STATE_ROOM``) and an unreported node have no entry: no limit. The
+  planner sends no app to a node whose room its state fills (``plan_state.py``).
 * ``confirmed``: the apps whose registry node has listed them in a report made after
   their last move (report slot > ``last_move_slot``): the node runs them. Only those
   may be moved again (``planner.py``): the chain does not record a transfer's end, and
@@ -78,9 +85,15 @@ ignored. If a node appears in several reports, the one with the highest
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from edgechain.chain.model import BASIS_POINTS, AppSpec, AppUsage, ResourceReport
+from edgechain.chain.model import (
+    BASIS_POINTS,
+    UNMEASURED_STATE_ROOM,
+    AppSpec,
+    AppUsage,
+    ResourceReport,
+)
 from edgechain.chain.report_encoding import encode_report
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record
 from edgechain.types import AppId, NodeId, Slot
@@ -140,6 +153,7 @@ class LoadModel:
     app_state_bytes: Mapping[AppId, int]
     saturated: frozenset[NodeId] = frozenset()
     confirmed: frozenset[AppId] = frozenset()
+    state_room: Mapping[NodeId, int] = field(default_factory=dict)
 
 
 def select_reports(
@@ -161,6 +175,14 @@ def select_reports(
 def is_saturated(report: ResourceReport) -> bool:
     """Whether the node's apps got less CPU than they wanted (module docstring)."""
     return report.cpu_bp >= SATURATED_CPU_BP or report.pressure_bp >= SATURATED_PRESSURE_BP
+
+
+TRANSFER_ROOM_FACTOR = 2
+"""A node takes an app whose state, this many times over, fits its room: a transfer
+lands the whole payload on its disk before restoring the state from it (the archive and
+the state, or pre-copy's round file and staging tree), and an origin writes the payload
+out before sending it. Session 47: a 150 MB state could not leave a node with 80 MB
+free; every attempt failed with ENOSPC while the chain placed the app elsewhere."""
 
 
 HANDOVER_LISTING_SLOTS = 16
@@ -236,14 +258,36 @@ def compute_load_model(
     estimate = compute_median_background(list(backgrounds.values()))
     for node in node_load:
         node_load[node] += backgrounds.get(node, estimate)
+    confirmed = compute_confirmed_apps(records, own_usage, chosen)
     return LoadModel(
         node_load=node_load,
         app_score=app_score,
         reported=frozenset(chosen),
         app_state_bytes=state_bytes,
         saturated=saturated,
-        confirmed=compute_confirmed_apps(records, own_usage, chosen),
+        confirmed=confirmed,
+        state_room=compute_state_room(records, chosen, state_bytes, confirmed),
     )
+
+
+def compute_state_room(
+    records: Mapping[AppId, AppRecord],
+    chosen: Mapping[NodeId, ResourceReport],
+    state_bytes: Mapping[AppId, int],
+    confirmed: frozenset[AppId],
+) -> dict[NodeId, int]:
+    """Each reported node's room for app state (module docstring, ``state_room``): what
+    it reported, less the apps placed on it whose state its measure may not count yet."""
+    room = {
+        node: report.state_room_bytes
+        for node, report in chosen.items()
+        if report.state_room_bytes < UNMEASURED_STATE_ROOM
+    }
+    for record in records.values():
+        node = record.node
+        if node is not None and node in room and record.app not in confirmed:
+            room[node] -= TRANSFER_ROOM_FACTOR * state_bytes.get(record.app, 0)
+    return room
 
 
 def compute_confirmed_apps(

@@ -18,8 +18,9 @@ Order of the phase, all in one plan:
    node of all (a heap).
 
 An app no node can take (pinned to an absent node, labels nobody has, anti-affinity
-with every node) stays queued and does not block the others. PLACE and RECOVER entries
-start apps, they move nothing, so they are not counted against the migration budget.
+with every node, no room for its state anywhere: ``PlanState.has_room``) stays queued
+and does not block the others. PLACE and RECOVER entries start apps, they move
+nothing, so they are not counted against the migration budget.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
     heap = [(load, node) for node, load in state.load.items() if node in state.available]
     heapq.heapify(heap)
     for record in rest:
-        if is_constrained(record.spec):
+        destination = None
+        if not is_constrained(record.spec):
+            destination = _peek_least_loaded(heap, state)
+        if destination is None or not state.has_room(destination, record.app):
             destination = find_least_loaded_allowed(state, record)
-        else:
-            destination = _peek_least_loaded(heap, state.load)
         if destination is None:
             continue  # waits in the queue; later apps may still fit
         state.add_app(record, destination)
@@ -114,10 +116,12 @@ def find_least_loaded_allowed(
     return None if best is None else best[1]
 
 
-def _peek_least_loaded(heap: list[tuple[int, NodeId]], load: dict[NodeId, int]) -> NodeId | None:
+def _peek_least_loaded(heap: list[tuple[int, NodeId]], state: PlanState) -> NodeId | None:
+    """The least-loaded node with some room for app state: a node with none leaves the
+    heap for good (room only shrinks in this phase)."""
     while heap:
         node_load, node = heap[0]
-        if load[node] == node_load:
+        if state.load[node] == node_load and state.room.get(node, 1) > 0:
             return node
         heapq.heappop(heap)
     return None

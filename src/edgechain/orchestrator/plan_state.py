@@ -16,7 +16,7 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-from edgechain.orchestrator.load import LoadModel
+from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, LoadModel
 from edgechain.orchestrator.policy import NodeInfo, is_move_allowed, is_node_allowed
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import AppId, NodeId, Slot
@@ -77,9 +77,10 @@ class PlanState:
     anti-affinity group; ``planned`` are the apps that already have an entry in this
     plan; ``sent``/``received`` count this plan's migrations per node and
     ``sent_bytes``/``received_bytes`` their state bytes; ``migrations`` is the number of
-    MIGRATE entries so far; ``confirmed`` are the apps their node has reported running
-    since their last move (``load.compute_confirmed_apps``), the only ones that may
-    move again."""
+    MIGRATE entries so far; ``room`` is each node's room for app state left
+    (``load.compute_state_room``, less this plan's entries); ``confirmed`` are the
+    apps their node has reported running since their last move
+    (``load.compute_confirmed_apps``), the only ones that may move again."""
 
     infos: dict[NodeId, NodeInfo]
     available: frozenset[NodeId]
@@ -95,6 +96,7 @@ class PlanState:
     groups_on: dict[NodeId, dict[str, int]]
     budget: MigrationBudget
     confirmed: frozenset[AppId] = frozenset()
+    room: dict[NodeId, int] = field(default_factory=dict)
     planned: set[AppId] = field(default_factory=set)
     sent: Counter[NodeId] = field(default_factory=Counter)
     received: Counter[NodeId] = field(default_factory=Counter)
@@ -133,6 +135,7 @@ class PlanState:
             groups_on={node: {} for node in (*infos, *down)},
             budget=budget,
             confirmed=model.confirmed,
+            room=dict(model.state_room),
         )
         for record in registry.records:  # app id order, so every list stays sorted
             if (
@@ -153,10 +156,14 @@ class PlanState:
     def is_destination_allowed(
         self, record: AppRecord, node: NodeId, *, leaving: AppRecord | None = None
     ) -> bool:
-        """Available, runtime, labels, pin and anti-affinity (with the plan's earlier
-        entries applied; ``leaving``: an app that leaves ``node`` in the same step, a
-        swap's other half)."""
-        if node not in self.available or not is_node_allowed(record.spec, self.infos[node]):
+        """Available, room for the app's state, runtime, labels, pin and anti-affinity
+        (with the plan's earlier entries applied; ``leaving``: an app that leaves
+        ``node`` in the same step, a swap's other half)."""
+        if (
+            node not in self.available
+            or not self.has_room(node, record.app)
+            or not is_node_allowed(record.spec, self.infos[node])
+        ):
             return False
         group = record.spec.policy.anti_affinity
         if not group:
@@ -166,16 +173,42 @@ class PlanState:
             present -= 1
         return present == 0
 
+    def has_room(self, node: NodeId, app: AppId) -> bool:
+        """Whether ``node`` has room to take the app in: more than
+        :data:`TRANSFER_ROOM_FACTOR` times its state (so a node with no room at all takes
+        no new app either), after this plan's earlier entries; a node without a measured
+        room has no limit (``load.py``, ``state_room``)."""
+        room = self.room.get(node)
+        return room is None or TRANSFER_ROOM_FACTOR * self.app_bytes.get(app, 0) < room
+
+    def can_spool(self, record: AppRecord) -> bool:
+        """Whether the app's node has room to write its state out for a transfer (the
+        origin spools a MIGRATE's payload to its own disk first, ``runtime/transfer``)."""
+        room = None if record.node is None else self.room.get(record.node)
+        return room is None or self.app_bytes.get(record.app, 0) <= room
+
+    def take_room(self, node: NodeId, app: AppId) -> None:
+        """Charge the app's transfer to ``node``'s room (a PLACE, MIGRATE or REPLICA):
+        the plan's transfers run at once, each landing its payload beside its state."""
+        if node in self.room:
+            self.room[node] -= TRANSFER_ROOM_FACTOR * self.app_bytes.get(app, 0)
+
     def may_move(self, record: AppRecord, slot: Slot, min_move_interval: int) -> bool:
         """May a MIGRATE take this placed app elsewhere in the plan of ``slot``: its node
         reported running it since its last move (``confirmed``), and its policy and the
-        minimum interval allow it (``policy.is_move_allowed``)."""
-        return record.app in self.confirmed and is_move_allowed(record, slot, min_move_interval)
+        minimum interval allow it (``policy.is_move_allowed``), and its node has room
+        to write the state out (:meth:`can_spool`)."""
+        return (
+            record.app in self.confirmed
+            and is_move_allowed(record, slot, min_move_interval)
+            and self.can_spool(record)
+        )
 
     def add_app(self, record: AppRecord, node: NodeId) -> None:
         self.load[node] += self.app_score[record.app]
         bisect.insort(self.apps_on[node], record.app)
         self.count_group(record, node, 1)
+        self.take_room(node, record.app)
         self.planned.add(record.app)
 
     def remove_app(self, record: AppRecord, node: NodeId) -> None:

@@ -3,7 +3,8 @@
 Each running app that opted in to replicas (``spec.replica_interval_slots``) and has no
 entry in this plan gets a REPLICA entry when it has no valid replica node (none yet,
 down, draining, no longer a validator, the app's own node, or outside its allowed
-labels): among the available nodes other than its own that its labels allow, the one
+labels): among the available nodes other than its own that its labels allow and with
+room for its state (``PlanState.has_room``; a replica node already named keeps it), the one
 holding the fewest replicas (this plan's entries counted), then the least loaded. At
 most ``MAX_REPLICA_ENTRIES`` per plan, in app id order. A valid replica node is kept, so
 replica nodes do not churn with load.
@@ -52,12 +53,13 @@ def assign_replicas(state: PlanState) -> list[PlanEntry]:
             continue
         best: tuple[int, int, NodeId] | None = None
         for candidate in state.available:
-            if _is_replica_node_valid(state, record, candidate):
+            if _is_replica_node_valid(state, record, candidate) and state.has_room(candidate, app):
                 key = (held[candidate], state.load[candidate], candidate)
                 best = key if best is None or key < best else best
         if best is not None:
             entries.append(PlanEntry(PlanAction.REPLICA, app, node, best[2]))
             held[best[2]] += 1
+            state.take_room(best[2], app)
     return entries
 
 

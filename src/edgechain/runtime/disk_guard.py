@@ -71,6 +71,15 @@ class DiskSpace:
     """What an unprivileged writer may still use (``f_bavail``)."""
     total_bytes: int
 
+    def get_state_room(self) -> int:
+        """The app state this node can take in (``ResourceReport.state_room_bytes``):
+        the free space above twice the reserve, the level at which the guard's holds
+        end, so that a state the planner sends here leaves the node above the level
+        at which its guard stops apps. Session 46 saw a 300 MB state planned onto a
+        node with a 256 MiB disk: each retry of the transfer (22 seen) filled that disk
+        and failed."""
+        return max(0, self.free_bytes - RELEASE_FACTOR * compute_reserve(self.total_bytes))
+
 
 def read_disk_space(path: Path) -> DiskSpace:
     """The free and total bytes of the file system holding ``path`` (one ``statvfs``)."""
