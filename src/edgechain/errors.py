@@ -154,6 +154,10 @@ class RejectReason(enum.StrEnum):
     UNEXPECTED_FRAME = "unexpected_frame"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     """Also a replica offer refused for its announced size (runtime/transfer_server.py)."""
+    NO_ROOM = "no_room"
+    """The destination's disk cannot take the announced payload above its reserve
+    (``runtime/disk_guard.DiskSpace.get_writable``): its own condition, not the peer's
+    fault; the origin keeps the app and tries again."""
     SIZE_MISMATCH = "size_mismatch"
     BAD_COMPRESSION = "bad_compression"
     CHECKSUM_MISMATCH = "checksum_mismatch"

@@ -224,6 +224,34 @@ def test_a_newer_replica_replaces_the_stored_one_and_an_older_is_refused(trio: T
     assert reopened.get(app) is None and reopened.list() == ()
 
 
+def test_a_replica_the_disk_cannot_take_is_refused_and_the_stored_one_stays(
+    trio: Trio,
+) -> None:
+    """A replica node whose disk filled refuses the payload at BEGIN (``no_room``),
+    keeps the replica it had, and takes the next one once room is back."""
+    _, app = trio.start_counter()
+    room = [10_000_000]
+
+    async def run() -> list[ReplicaResult]:
+        async with open_replica_node(trio, {app}) as server:
+            server.get_writable = lambda: room[0]
+            results = [await send(trio, app, 10, server.port)]
+            room[0] = 10  # less than any archive
+            results.append(await send(trio, app, 20, server.port))
+            kept = trio.store.get(app)
+            assert kept is not None and kept.slot == 10
+            assert not any(trio.store.get_incoming_path(app).parent.iterdir())
+            room[0] = 10_000_000
+            results.append(await send(trio, app, 30, server.port))
+            return results
+
+    first, full, third = asyncio.run(run())
+    assert first.ok and not full.ok and third.ok
+    assert "no_room" in full.reason
+    info = trio.store.get(app)
+    assert info is not None and info.slot == 30
+
+
 def test_offers_the_chain_does_not_want_or_the_host_did_not_sign_are_refused(
     trio: Trio,
 ) -> None:

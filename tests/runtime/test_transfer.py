@@ -323,6 +323,40 @@ def test_payload_over_the_destination_bound_resumes_at_origin(
     asyncio.run(run())
 
 
+def test_a_payload_the_destination_disk_cannot_take_is_refused_before_it_lands(
+    process_pair: Pair, tmp_path: Path
+) -> None:
+    """A destination whose disk filled since its report refuses the payload at BEGIN
+    (``no_room``): the app resumes at the origin and nothing lands; with room back, the
+    next attempt completes."""
+    a, b = process_pair
+    spec, tag = _start_counter(a, pad=300_000)
+    app = get_app(spec)
+
+    async def run() -> None:
+        async with open_nodes([a, b], tmp_path) as (na, nb):
+            asked: list[int] = []
+
+            def get_writable() -> int:
+                asked.append(1)
+                return 500_000  # the payload twice over (archive and state) is more
+
+            nb.server.get_writable = get_writable
+            before = read_count(a.get_state_dir(app))
+            result = await na.migrate_to(nb, spec, 5)
+            _assert_resumed_at_origin(result, a, spec, tag, before)
+            assert "no_room" in result.reason and asked
+            assert not any((nb.server.work_dir / "incoming").iterdir())
+            assert nb.server.get_stats().failed == 1
+            nb.server.get_writable = lambda: 10_000_000
+            result = await na.migrate_to(nb, spec, 5)
+            assert result.outcome is MigrationOutcome.COMPLETED, result
+
+    asyncio.run(run())
+    assert_single_instance(tag)
+    assert wait_count_above(b.get_state_dir(app), 1) > 1
+
+
 def test_failed_restore_resumes_at_origin(process_pair: Pair, tmp_path: Path) -> None:
     a, b = process_pair
     spec, tag = _start_counter(a)

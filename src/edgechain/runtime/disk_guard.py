@@ -71,6 +71,11 @@ class DiskSpace:
     """What an unprivileged writer may still use (``f_bavail``)."""
     total_bytes: int
 
+    def get_writable(self) -> int:
+        """What the node may still write without going under its reserve: how much a
+        transfer may land here (``runtime/transfer_server.py``)."""
+        return max(0, self.free_bytes - compute_reserve(self.total_bytes))
+
     def get_state_room(self) -> int:
         """The app state this node can take in (``ResourceReport.state_room_bytes``):
         the free space above twice the reserve, the level at which the guard's holds

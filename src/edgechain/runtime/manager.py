@@ -65,7 +65,7 @@ from edgechain.consensus.messages import MigrationOrder
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.appuser import DEFAULT_APP_USER
-from edgechain.runtime.disk_guard import MIB, DiskGuard, StateSize
+from edgechain.runtime.disk_guard import MIB, DiskGuard, StateSize, read_disk_space
 from edgechain.runtime.fencing import LeaseWriter
 from edgechain.runtime.head_queries import HeadQueries, get_transfer_label
 from edgechain.runtime.lease import get_now_ms
@@ -133,6 +133,7 @@ class AppManager:
             self.transfer_dir,
             verify_origin=self.verify_origin,
             is_spec_current=self.is_spec_current,
+            get_writable=lambda: read_disk_space(self.transfer_dir).get_writable(),
         )
         self.client = TransferClient(self.runtime, sk=sk)
         self.replicas = ReplicaStore(data_dir / "replicas")

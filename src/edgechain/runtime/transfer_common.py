@@ -294,14 +294,21 @@ async def receive_payload(
     max_bytes: int,
     *,
     expected: ReplicaOffer | None = None,
+    room: int | None = None,
 ) -> ReceivedPayload:
     """Receive BEGIN, DATA*, END into ``path``; verify sizes (at most ``max_bytes``),
     the zstd checksum and SHA-256 (and, for a replica, that size and SHA-256 are the
-    ones ``expected`` signed). Any mismatch is a ``DecodeError``."""
+    ones ``expected`` signed). Any mismatch is a ``DecodeError``. A payload larger than
+    ``room`` (what this node's disk can take, None: not checked) is refused before a
+    byte of it is written: ``TransferError`` ``no_room``."""
     _, body = await expect_frame(reader, timeouts.io_s, FrameKind.BEGIN)
     begin = decode_begin(body)
     if begin.raw_bytes > max_bytes:
         raise DecodeError(RejectReason.PAYLOAD_TOO_LARGE, f"{begin.raw_bytes} bytes announced")
+    if room is not None and begin.raw_bytes > room:
+        raise TransferError(
+            RejectReason.NO_ROOM, f"{begin.raw_bytes} bytes announced, room here for {room}"
+        )
     if expected is not None and begin != Begin(expected.raw_bytes, False):
         raise DecodeError(RejectReason.SIZE_MISMATCH, f"{begin.raw_bytes} != {expected.raw_bytes}")
     compressed = 0

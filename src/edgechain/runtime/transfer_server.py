@@ -23,12 +23,13 @@ import inspect
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.chain.model import PlanAction
 from edgechain.errors import DecodeError, PeerError, RejectReason
+from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR
 from edgechain.runtime.archive import MAX_ARCHIVE_MEMBERS
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, PrecopyRuntime, get_app_dirname
 from edgechain.runtime.precopy import MAX_ROUNDS
@@ -105,8 +106,16 @@ class TransferServer:
         is_spec_current: SpecCheck | None = None,
         replicas: ReplicaStore | None = None,
         is_replica_wanted: ReplicaCheck | None = None,
+        get_writable: Callable[[], int] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.get_writable = get_writable
+        """When set, what this node's disk can still take above its reserve
+        (``disk_guard.DiskSpace.get_writable``): a payload that would not fit is refused
+        before a byte of it lands (``no_room``). A migration lands ``TRANSFER_ROOM_FACTOR``
+        times its payload (the payload and the state restored from it), a replica once.
+        The planner leaves that much room (``orchestrator/plan_state.py``); this is for
+        a disk that filled since the node's report."""
         self.is_spec_current = is_spec_current
         """When set, the offered spec must be the one the chain records for the app (app
         ids do not hash the spec: an UPDATE changes the spec and keeps the id)."""
@@ -162,6 +171,11 @@ class TransferServer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _get_room(self, factor: int) -> int | None:
+        """The largest payload this node takes now (None: no check), landing ``factor``
+        times its size."""
+        return None if self.get_writable is None else self.get_writable() // factor
+
     def _get_ledger_path(self, block_hash: BlockHash, app: AppId) -> Path:
         return self.work_dir / "ledger" / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
 
@@ -176,6 +190,8 @@ class TransferServer:
         except PeerError as exc:
             # Counted and dropped: a peer's bad input never takes the node down.
             self._counts["failed"] += 1
+            if exc.reason is RejectReason.NO_ROOM:
+                _log.warning("transfer refused, this disk is too full: %s", exc)
             with contextlib.suppress(Exception):
                 await send_frame(writer, encode_frame(FrameKind.NACK, encode_nack(str(exc))), 1.0)
                 await drain_until_eof(reader, LINGER_S)
@@ -335,7 +351,13 @@ class TransferServer:
         acknowledged with RECEIVED."""
         rounds = 0
         while True:
-            received = await receive_payload(reader, incoming, self.timeouts, self.max_state_bytes)
+            received = await receive_payload(
+                reader,
+                incoming,
+                self.timeouts,
+                self.max_state_bytes,
+                room=self._get_room(TRANSFER_ROOM_FACTOR),
+            )
             begin = received.begin
             if not begin.delta:
                 return received  # a plain archive replaces any staged rounds
@@ -400,7 +422,12 @@ class TransferServer:
             incoming = store.get_incoming_path(offer.app)
             try:
                 payload = await receive_payload(
-                    reader, incoming, self.timeouts, self.max_state_bytes, expected=offer
+                    reader,
+                    incoming,
+                    self.timeouts,
+                    self.max_state_bytes,
+                    expected=offer,
+                    room=self._get_room(1),
                 )
                 await send_frame(writer, encode_frame(FrameKind.RECEIVED), self.timeouts.io_s)
                 try:
