@@ -73,3 +73,26 @@ def test_describe_copy() -> None:
     assert describe_copy(_copy(A, NODE, "running", restarts=2, last_exit="killed by SIGKILL")) == (
         "running: 2 restarts, last exit: killed by SIGKILL"
     )
+
+
+def test_a_move_waiting_for_disk_room_says_why() -> None:
+    """Block format 17: the planner holds a move back while the destination's room is
+    not more than twice the state, or the origin's less than the state."""
+    mib = 1 << 20
+    view = {**_view(A, "big", NODE), "move_to": OTHER, "state_bytes": 150 * mib}
+    nodes = [
+        {"node_id": NODE, "state_room_bytes": 200 * mib},
+        {"node_id": OTHER, "state_room_bytes": 106 * mib},
+    ]
+    wait = cli_apps.describe_move_wait(view, nodes)
+    assert wait is not None and "room on 222222222222" in wait and "300.0 MiB" in wait
+    nodes[1]["state_room_bytes"] = 301 * mib
+    assert cli_apps.describe_move_wait(view, nodes) is None
+    nodes[0]["state_room_bytes"] = 100 * mib  # the origin cannot write it out
+    wait = cli_apps.describe_move_wait(view, nodes)
+    assert wait is not None and "room on 111111111111 to write the state out" in wait
+    nodes[0]["state_room_bytes"] = None  # not measured: no limit
+    assert cli_apps.describe_move_wait(view, nodes) is None
+    assert cli_apps.describe_move_wait({**view, "state_bytes": None}, nodes) is None
+    text = format_app({**view, "move_wait": "for room on x"})
+    assert "150.0 MiB" in text and "move waits" in text and "for room on x" in text

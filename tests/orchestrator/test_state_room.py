@@ -25,6 +25,7 @@ from orchestrator_helpers import (
 
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator import NodeInfo, compute_load_model, compute_plan
+from edgechain.orchestrator.fleet import compute_app_view
 from edgechain.orchestrator.plan_state import MIB
 from edgechain.orchestrator.registry import AppState, get_record, put_record
 from edgechain.types import AppId, Slot
@@ -185,3 +186,17 @@ def test_an_unmeasured_room_is_no_limit() -> None:
     reports = [a, report(B, 0)]
     assert compute_load_model(registry, reports, frozenset({A, B}), SLOT).state_room == {}
     assert migrations(compute_plan(registry, reports, NODES[:2], SLOT, 4)) == [(app_id(spec), A, B)]
+
+
+def test_an_app_view_gives_the_state_size_its_node_reported() -> None:
+    """What ``edgechain apps show`` explains a waiting move with: the size the app's own
+    node reported, else the largest another node that lists it reported."""
+    spec = app_spec("sized")
+    registry = build_registry([(spec, A)])
+    record = get_record(registry, app_id(spec))
+    assert record is not None
+    own = report(A, 0, apps=[(app_id(spec), 10, 0)], state_bytes={app_id(spec): 5 * MIB})
+    other = report(B, 0, apps=[(app_id(spec), 10, 0)], state_bytes={app_id(spec): 9 * MIB})
+    assert compute_app_view(record, [own, other]).state_bytes == 5 * MIB
+    assert compute_app_view(record, [other]).state_bytes == 9 * MIB
+    assert compute_app_view(record, []).state_bytes is None

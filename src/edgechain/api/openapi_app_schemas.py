@@ -63,6 +63,12 @@ def _app_view_properties() -> dict[str, Schema]:
             "items": ref("NodeId"),
             "description": "nodes whose latest report lists it",
         },
+        "state_bytes": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "its state's size as its node's latest report gives it (else "
+            "the largest another report that lists it gives; null: no report lists it)",
+        },
         "local": {
             "anyOf": [ref("RuntimeApp"), {"type": "null"}],
             "description": "this node's copy as its runtime sees it (null: it holds none); "

@@ -23,10 +23,11 @@ from edgechain.chain.model import CommandKind
 from edgechain.cli.app_logs import add_logs_parser
 from edgechain.cli.client import quote_segment
 from edgechain.cli.commands import CommandResult, send_submits
-from edgechain.cli.common import CliError, format_fields, format_table, short
+from edgechain.cli.common import CliError, format_fields, format_size, format_table, short
 from edgechain.cli.context import Context, parse_hex
 from edgechain.cli.fleet import get_list, resolve_node_id
 from edgechain.cli.specfile import load_spec
+from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR
 
 APP_ID_SIZE = 32
 CRASH_LOOPING = "crash_looping"
@@ -74,6 +75,37 @@ def add_copies(views: list[dict[str, Any]], copies: Mapping[tuple[str, str], Any
         if copy is None and node and isinstance(local, dict) and local.get("node") == node:
             copy = local
         view["on_node"] = copy
+
+
+def add_move_wait(ctx: Context, view: dict[str, Any]) -> None:
+    """Set ``move_wait`` on a view with a pending move: why it waits for disk room, as
+    the nodes' latest reports give it (``describe_move_wait``), or None."""
+    if view.get("move_to"):
+        view["move_wait"] = describe_move_wait(view, get_list(ctx, "/nodes"))
+
+
+def describe_move_wait(view: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+    """Why the planner holds a pending move back for room (``orchestrator/plan_state.py``:
+    the destination needs more room than twice the state, the origin room to write it
+    out once), from the rooms ``GET /nodes`` gives; None when the rooms allow it (or are
+    unknown: another reason holds it, or the planner takes it at the next block)."""
+    size, target, origin = view.get("state_bytes"), view.get("move_to"), view.get("node")
+    if not isinstance(size, int):
+        return None
+    rooms = {n.get("node_id"): n.get("state_room_bytes") for n in nodes}
+    room = rooms.get(target)
+    if isinstance(room, int) and TRANSFER_ROOM_FACTOR * size >= room:
+        return (
+            f"for room on {short(target)}: it can take {format_size(room)}, the move lands "
+            f"{format_size(TRANSFER_ROOM_FACTOR * size)} (the state twice over)"
+        )
+    room = rooms.get(origin)
+    if isinstance(room, int) and size > room:
+        return (
+            f"for room on {short(origin)} to write the state out: {format_size(room)} "
+            f"for {format_size(size)}"
+        )
+    return None
 
 
 # --- formatting -----------------------------------------------------------------------
@@ -171,6 +203,11 @@ def format_app(view: dict[str, Any]) -> str:
         ("last moved at slot", view.get("last_move_slot")),
         ("reported running on", ", ".join(short(n) for n in view.get("reported_on") or []) or "-"),
     ]
+    size = view.get("state_bytes")
+    if isinstance(size, int):
+        pairs.append(("state size", format_size(size)))
+    if view.get("move_wait"):
+        pairs.append(("move waits", view["move_wait"]))
     if "on_node" in view:
         pairs.append(("on its node", describe_copy(view.get("on_node")) or "unknown"))
     spec = view.get("spec")
@@ -203,6 +240,7 @@ def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
     view = None
     if app is not None and result.applied:
         view = get_app(ctx, app)
+        add_move_wait(ctx, view)
     value = result.to_json()
     if view is not None:
         value["app"] = view
@@ -248,6 +286,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
     view = get_app(ctx, args.app)
     add_copies([view], get_copies(ctx))
+    add_move_wait(ctx, view)
     ctx.emit(view, format_app(view))
     return 0
 

@@ -94,6 +94,14 @@ def short(value: Any, size: int = 12) -> str:
     return text[:size]
 
 
+def format_size(value: int) -> str:
+    """A byte count to a tenth of its binary unit: ``1.5 GiB``, ``66.2 MiB``."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value // 1024} KiB"
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns separated by two spaces; ``-`` for None."""
     cells = [[("-" if v is None else str(v)) for v in row] for row in rows]

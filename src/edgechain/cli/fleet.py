@@ -10,6 +10,7 @@ from edgechain.cli.common import (
     EXIT_USAGE,
     CliError,
     format_fields,
+    format_size,
     format_table,
     short,
 )
@@ -85,12 +86,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
 def _get_room(room: Any) -> str:
     """The app state a node can take in, to a tenth of its unit (``-``: no report or not
     measured, so no limit)."""
-    if not isinstance(room, int):
-        return "-"
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if room >= size:
-            return f"{room / size:.1f} {unit}"
-    return f"{room // 1024} KiB"
+    return format_size(room) if isinstance(room, int) else "-"
 
 
 def _get_rtt(rtt_us: Any) -> str:

@@ -44,6 +44,9 @@ class AppView:
     """Where its state replicas go (None: no replicas, or none named yet)."""
     reported_on: tuple[bytes, ...]
     """Nodes whose latest report lists the app (sorted): where it was seen running."""
+    state_bytes: int | None = None
+    """Its state's size as its node's latest report gives it (else the largest another
+    report that lists it gives; None: no report lists it)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,9 @@ def get_app_state_name(record: AppRecord) -> str:
 
 
 def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> AppView:
-    seen = tuple(sorted(r.node for r in reports if any(u.app == record.app for u in r.apps)))
+    sizes = {r.node: u.state_bytes for r in reports for u in r.apps if u.app == record.app}
+    seen = tuple(sorted(sizes))
+    own = sizes.get(record.node) if record.node is not None else None
     return AppView(
         app_id=record.app,
         name=record.spec.name,
@@ -89,6 +94,7 @@ def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> Ap
         move_to=record.move_to,
         replica_node=record.replica_node,
         reported_on=seen,
+        state_bytes=own if own is not None else max(sizes.values(), default=None),
     )
 
 
