@@ -201,12 +201,20 @@ def check_writer_is_held(net: LiveTestnet, base: Path, node: ExtraNode) -> None:
     script.chmod(0o755)
     node_id = http_get(node.url, "/status")["node_id"]
 
+    nodes: dict[str, dict[str, Any]] = {}
+
     def is_active() -> bool:
         # Placing on it needs its inclusion and a report in the chain.
-        found = [n for n in net.cli("nodes") if n["node_id"] == node_id]
-        return bool(found) and found[0]["status"] == "active"
+        nodes.update((n["node_id"], n) for n in net.cli("nodes"))
+        found = nodes.get(node_id)
+        return found is not None and found["status"] == "active" and found["report_slot"]
 
     wait_for("the node to be active on the chain", is_active, 60)
+    # Its report gives the chain its room for app state (block format 17), measured on
+    # its small disk: below the disk's size, and far below the other nodes'.
+    rooms = {n: view["state_room_bytes"] for n, view in nodes.items()}
+    assert isinstance(rooms[node_id], int) and rooms[node_id] < DISK_BYTES, rooms
+    assert any(isinstance(r, int) and r > 4 * DISK_BYTES for r in rooms.values()), rooms
     # Pinned to it: the planner, which moves apps off a node whose disk fills, leaves
     # the writer there.
     command = ["/bin/sh", str(script), str(node.data_dir)]
