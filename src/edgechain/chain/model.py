@@ -278,7 +278,7 @@ class ResourceReport:
     state_room_bytes: int = UNMEASURED_STATE_ROOM
     """How many bytes of app state the node can take in (format 17): the free space of
     its data directory's file system above what the node keeps for itself
-    (``runtime/disk_guard.compute_state_room``), encoded after the coordinate as a
+    (``runtime/disk_guard.DiskSpace.get_state_room``), encoded after the coordinate as a
     64-bit integer. The planner sends no app to a node whose room its state exceeds
     (``orchestrator/plan_state.py``); a node that cannot measure it (the simulator)
     reports :data:`UNMEASURED_STATE_ROOM`."""
