@@ -209,6 +209,29 @@ def test_move_respects_the_policy_and_the_validator_set() -> None:
     assert get_record(chain.registry, app).move_to == other_eu  # type: ignore[union-attr]
 
 
+def test_a_move_the_policy_refuses_names_the_part_of_the_policy() -> None:
+    """What the operator would change (``apps update``) to move the app there."""
+    chain = granted()
+    home, target = NODES[0].node, NODES[1].node
+
+    def refusal(policy: AppPolicy) -> str:
+        spec = AppSpec(f"p{chain.slot}", RuntimeKind.PROCESS, command=("true",), policy=policy)
+        chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=spec)])
+        app = next(r.app for r in chain.registry.records if r.spec == spec)
+        place = PlanEntry(PlanAction.PLACE, app, b"", NodeId(home))
+        chain.block([], (place,))
+        with pytest.raises(ValidationError) as info:
+            chain.block([chain.sign(OPERATOR, CommandKind.MOVE, app=app, node=target)])
+        return str(info.value)
+
+    assert f"pinned to node {home.hex()[:16]} (policy pin_node)" in refusal(
+        AppPolicy(pinned=True, pin_node=home)
+    )
+    assert "pinned to the node it runs on (policy pinned)" in refusal(AppPolicy(pinned=True))
+    labels = refusal(AppPolicy(allowed_labels=("asia",)))
+    assert f"{target.hex()[:16]} carries none of the app's allowed labels (asia)" in labels
+
+
 def test_a_stopped_app_is_neither_placed_nor_moved_nor_counted() -> None:
     chain = granted()
     chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])

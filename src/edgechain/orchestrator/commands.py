@@ -32,7 +32,7 @@ from edgechain.chain.authority import (
     is_operator,
 )
 from edgechain.chain.command_encoding import compute_submitted_app_id
-from edgechain.chain.model import APP_COMMANDS, CommandKind, SignedCommand
+from edgechain.chain.model import APP_COMMANDS, AppPolicy, CommandKind, SignedCommand
 from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.crypto import bls
@@ -156,7 +156,18 @@ def _check_move(record: AppRecord, ctx: CommandContext, target: NodeId) -> None:
     if missing is not None:
         raise _invalid(f"MOVE: {target.hex()[:16]} lacks {missing} for the app")
     if record.spec.policy.pinned or not is_node_allowed(record.spec, node):
-        raise _invalid("MOVE: the app's policy does not allow that node")
+        raise _invalid(f"MOVE: {_get_policy_refusal(record.spec.policy, target)}")
+
+
+def _get_policy_refusal(policy: AppPolicy, target: NodeId) -> str:
+    """Which part of the app's policy keeps it off ``target``: what an operator changes
+    (``apps update``) to move it there."""
+    if policy.pin_node and policy.pin_node != target:
+        return f"the app is pinned to node {policy.pin_node.hex()[:16]} (policy pin_node)"
+    if policy.pinned:
+        return "the app is pinned to the node it runs on (policy pinned)"
+    labels = ", ".join(policy.allowed_labels)
+    return f"{target.hex()[:16]} carries none of the app's allowed labels ({labels})"
 
 
 def _check_authority_command(
