@@ -1,7 +1,8 @@
-"""Room for app state (block format 17): the planner sends no app to a node whose
+"""Room for app state (block format 17): the planner moves no app to a node whose
 reported ``state_room_bytes`` twice its state fills (``TRANSFER_ROOM_FACTOR``: the
-payload lands beside the state), in every phase that picks a node, and moves no app off
-a node without room to write its state out.
+payload lands beside the state), starts none where the state once fills it
+(``START_ROOM_FACTOR``), in every phase that picks a node, and moves no app off a node
+without room to write its state out.
 
 Session 47's trial: a 300 MB state planned onto a node with a 256 MiB disk; every retry
 of the transfer filled that node's disk and failed. Scores as in ``test_balancing.py``;
@@ -200,3 +201,21 @@ def test_an_app_view_gives_the_state_size_its_node_reported() -> None:
     assert compute_app_view(record, [own, other]).state_bytes == 5 * MIB
     assert compute_app_view(record, [other]).state_bytes == 9 * MIB
     assert compute_app_view(record, []).state_bytes is None
+
+
+def test_a_start_needs_room_for_the_state_once_a_transfer_twice() -> None:
+    """A RECOVER starts the app from nothing or from the replica its node holds: the
+    state lands once. A MIGRATE lands its payload beside the state: twice."""
+    spec = app_spec("once")
+    registry = build_registry([(spec, A)])
+    a = report(A, 2_000, apps=[(app_id(spec), 1_000, 0)], state_bytes={app_id(spec): BIG})
+    b = report(B, 0, state_room_bytes=400 * MIB)
+    drain = compute_plan(registry, [a, b], NODES[:2], SLOT, 4, draining=frozenset({A}))
+    assert migrations(drain) == []
+    recovered = compute_plan(registry, [a, b], NODES[:2], SLOT, 4, down=frozenset({A}))
+    assert [(e.app, e.destination) for e in recovered if e.action is PlanAction.RECOVER] == [
+        (app_id(spec), B)
+    ]
+    tight = replace(b, state_room_bytes=BIG)  # not more than the state: no start either
+    recovered = compute_plan(registry, [a, tight], NODES[:2], SLOT, 4, down=frozenset({A}))
+    assert [e for e in recovered if e.action is PlanAction.RECOVER] == []

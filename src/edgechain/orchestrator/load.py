@@ -185,6 +185,11 @@ out before sending it. Session 47: a 150 MB state could not leave a node with 80
 free; every attempt failed with ENOSPC while the chain placed the app elsewhere."""
 
 
+START_ROOM_FACTOR = 1
+"""A node takes an app it starts (PLACE, RECOVER) when its state, once, fits its room: the
+app starts from nothing, or from the replica the node already holds, extracted once."""
+
+
 HANDOVER_LISTING_SLOTS = 16
 """How long after the registry moved an app (a MIGRATE, RECOVER or PLACE: its
 ``last_move_slot``) a node it does not place the app on may still list it: a

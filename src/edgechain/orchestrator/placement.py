@@ -29,6 +29,7 @@ import heapq
 from collections.abc import Callable
 
 from edgechain.chain.model import PlanAction, PlanEntry
+from edgechain.orchestrator.load import START_ROOM_FACTOR
 from edgechain.orchestrator.plan_state import PlanState
 from edgechain.orchestrator.policy import is_constrained
 from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
@@ -45,11 +46,13 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
     for origin, app in stranded:
         record = state.records[app]
-        destination = get_preferred_node(state, record) or find_least_loaded_allowed(state, record)
+        destination = get_preferred_node(state, record) or find_least_loaded_allowed(
+            state, record, factor=START_ROOM_FACTOR
+        )
         if destination is None:
             continue
         state.remove_app(record, origin)
-        state.add_app(record, destination)
+        state.add_app(record, destination, START_ROOM_FACTOR)
         entries.append(PlanEntry(PlanAction.RECOVER, app, origin, destination))
     entries.sort(key=lambda e: e.app)
     return entries
@@ -71,7 +74,7 @@ def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
         if preferred is None:
             rest.append(record)
         else:
-            state.add_app(record, preferred)
+            state.add_app(record, preferred, START_ROOM_FACTOR)
             entries.append(PlanEntry(PlanAction.PLACE, record.app, b"", preferred))
     rest.sort(key=lambda r: (-state.app_score[r.app], r.app))
     heap = [(load, node) for node, load in state.load.items() if node in state.available]
@@ -80,11 +83,11 @@ def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
         destination = None
         if not is_constrained(record.spec):
             destination = _peek_least_loaded(heap, state)
-        if destination is None or not state.has_room(destination, record.app):
-            destination = find_least_loaded_allowed(state, record)
+        if destination is None or not state.has_room(destination, record.app, START_ROOM_FACTOR):
+            destination = find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
         if destination is None:
             continue  # waits in the queue; later apps may still fit
-        state.add_app(record, destination)
+        state.add_app(record, destination, START_ROOM_FACTOR)
         heapq.heappush(heap, (state.load[destination], destination))
         entries.append(PlanEntry(PlanAction.PLACE, record.app, b"", destination))
     return entries
@@ -95,21 +98,28 @@ def get_preferred_node(state: PlanState, record: AppRecord) -> NodeId | None:
     target, else its replica node (which holds its latest state: an app evicted with
     its node restarts from there, DESIGN.md "Exactly once")."""
     for node in (record.move_to, record.replica_node):
-        if node is not None and state.is_destination_allowed(record, node):
+        if node is not None and state.is_destination_allowed(
+            record, node, factor=START_ROOM_FACTOR
+        ):
             return node
     return None
 
 
 def find_least_loaded_allowed(
-    state: PlanState, record: AppRecord, accept: Callable[[NodeId], bool] | None = None
+    state: PlanState,
+    record: AppRecord,
+    accept: Callable[[NodeId], bool] | None = None,
+    *,
+    factor: int,
 ) -> NodeId | None:
-    """The available node with the smallest (load, id) that the app may use (and that
-    ``accept`` accepts, e.g. has migration budget left), or None."""
+    """The available node with the smallest (load, id) that the app may use, with room
+    for ``factor`` times its state (``PlanState.has_room``), and that ``accept``
+    accepts (e.g. has migration budget left), or None."""
     best: tuple[int, NodeId] | None = None
     for node, node_load in state.load.items():
         if (
             (best is None or (node_load, node) < best)
-            and state.is_destination_allowed(record, node)
+            and state.is_destination_allowed(record, node, factor=factor)
             and (accept is None or accept(node))
         ):
             best = (node_load, node)

@@ -154,14 +154,20 @@ class PlanState:
             groups[group] = groups.get(group, 0) + delta
 
     def is_destination_allowed(
-        self, record: AppRecord, node: NodeId, *, leaving: AppRecord | None = None
+        self,
+        record: AppRecord,
+        node: NodeId,
+        *,
+        leaving: AppRecord | None = None,
+        factor: int = TRANSFER_ROOM_FACTOR,
     ) -> bool:
-        """Available, room for the app's state, runtime, labels, pin and anti-affinity
-        (with the plan's earlier entries applied; ``leaving``: an app that leaves
-        ``node`` in the same step, a swap's other half)."""
+        """Available, room for the app's state (``factor``: :meth:`has_room`), runtime,
+        labels, pin and anti-affinity (with the plan's earlier entries applied;
+        ``leaving``: an app that leaves ``node`` in the same step, a swap's other
+        half)."""
         if (
             node not in self.available
-            or not self.has_room(node, record.app)
+            or not self.has_room(node, record.app, factor)
             or not is_node_allowed(record.spec, self.infos[node])
         ):
             return False
@@ -173,13 +179,15 @@ class PlanState:
             present -= 1
         return present == 0
 
-    def has_room(self, node: NodeId, app: AppId) -> bool:
-        """Whether ``node`` has room to take the app in: more than
-        :data:`TRANSFER_ROOM_FACTOR` times its state (so a node with no room at all takes
-        no new app either), after this plan's earlier entries; a node without a measured
-        room has no limit (``load.py``, ``state_room``)."""
+    def has_room(self, node: NodeId, app: AppId, factor: int = TRANSFER_ROOM_FACTOR) -> bool:
+        """Whether ``node`` has room to take the app in: more than ``factor`` times its
+        state (:data:`TRANSFER_ROOM_FACTOR` for a MIGRATE or REPLICA, whose payload lands
+        beside the state; :data:`START_ROOM_FACTOR` for a PLACE or RECOVER, which starts
+        the app from nothing or from the replica the node holds), so a node with no room
+        at all takes no new app either, after this plan's earlier entries; a node
+        without a measured room has no limit (``load.py``, ``state_room``)."""
         room = self.room.get(node)
-        return room is None or TRANSFER_ROOM_FACTOR * self.app_bytes.get(app, 0) < room
+        return room is None or factor * self.app_bytes.get(app, 0) < room
 
     def can_spool(self, record: AppRecord) -> bool:
         """Whether the app's node has room to write its state out for a transfer (the
@@ -187,11 +195,11 @@ class PlanState:
         room = None if record.node is None else self.room.get(record.node)
         return room is None or self.app_bytes.get(record.app, 0) <= room
 
-    def take_room(self, node: NodeId, app: AppId) -> None:
-        """Charge the app's transfer to ``node``'s room (a PLACE, MIGRATE or REPLICA):
-        the plan's transfers run at once, each landing its payload beside its state."""
+    def take_room(self, node: NodeId, app: AppId, factor: int = TRANSFER_ROOM_FACTOR) -> None:
+        """Charge the app to ``node``'s room as :meth:`has_room` counted it: the plan's
+        transfers run at once, each landing its payload beside its state."""
         if node in self.room:
-            self.room[node] -= TRANSFER_ROOM_FACTOR * self.app_bytes.get(app, 0)
+            self.room[node] -= factor * self.app_bytes.get(app, 0)
 
     def may_move(self, record: AppRecord, slot: Slot, min_move_interval: int) -> bool:
         """May a MIGRATE take this placed app elsewhere in the plan of ``slot``: its node
@@ -204,11 +212,11 @@ class PlanState:
             and self.can_spool(record)
         )
 
-    def add_app(self, record: AppRecord, node: NodeId) -> None:
+    def add_app(self, record: AppRecord, node: NodeId, factor: int = TRANSFER_ROOM_FACTOR) -> None:
         self.load[node] += self.app_score[record.app]
         bisect.insort(self.apps_on[node], record.app)
         self.count_group(record, node, 1)
-        self.take_room(node, record.app)
+        self.take_room(node, record.app, factor)
         self.planned.add(record.app)
 
     def remove_app(self, record: AppRecord, node: NodeId) -> None:

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from edgechain.chain.model import PlanAction, PlanEntry, ResourceReport
 from edgechain.errors import LocalError
 from edgechain.orchestrator.balancing_moves import balance_loads
-from edgechain.orchestrator.load import compute_load_model
+from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, compute_load_model
 from edgechain.orchestrator.placement import (
     find_least_loaded_allowed,
     place_queued_apps,
@@ -158,7 +158,10 @@ def _plan_drains(state: PlanState, slot: Slot, min_move_interval: int) -> list[P
             ):
                 continue
             destination = find_least_loaded_allowed(
-                state, record, accept=functools.partial(state.can_receive, app=app)
+                state,
+                record,
+                accept=functools.partial(state.can_receive, app=app),
+                factor=TRANSFER_ROOM_FACTOR,
             )
             if destination is None:
                 continue
