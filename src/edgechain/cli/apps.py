@@ -27,7 +27,7 @@ from edgechain.cli.common import CliError, format_fields, format_size, format_ta
 from edgechain.cli.context import Context, parse_hex
 from edgechain.cli.fleet import get_list, resolve_node_id
 from edgechain.cli.specfile import load_spec
-from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR
+from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, can_write_out, is_room_enough
 
 APP_ID_SIZE = 32
 CRASH_LOOPING = "crash_looping"
@@ -92,15 +92,18 @@ def describe_move_wait(view: Mapping[str, Any], nodes: list[dict[str, Any]]) -> 
     size, target, origin = view.get("state_bytes"), view.get("move_to"), view.get("node")
     if not isinstance(size, int):
         return None
-    rooms = {n.get("node_id"): n.get("state_room_bytes") for n in nodes}
+    rooms = {
+        n.get("node_id"): room if isinstance(room := n.get("state_room_bytes"), int) else None
+        for n in nodes
+    }
     room = rooms.get(target)
-    if isinstance(room, int) and TRANSFER_ROOM_FACTOR * size >= room:
+    if room is not None and not is_room_enough(room, size, TRANSFER_ROOM_FACTOR):
         return (
             f"for room on {short(target)}: it can take {format_size(room)}, the move lands "
             f"{format_size(TRANSFER_ROOM_FACTOR * size)} (the state twice over)"
         )
     room = rooms.get(origin)
-    if isinstance(room, int) and size > room:
+    if room is not None and not can_write_out(room, size):
         return (
             f"for room on {short(origin)} to write the state out: {format_size(room)} "
             f"for {format_size(size)}"

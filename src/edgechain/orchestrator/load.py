@@ -190,6 +190,19 @@ START_ROOM_FACTOR = 1
 app starts from nothing, or from the replica the node already holds, extracted once."""
 
 
+def is_room_enough(room: int | None, state_bytes: int, factor: int) -> bool:
+    """Whether a node with ``room`` for app state (None: not measured, no limit) takes
+    an app whose state lands ``factor`` times: more than that, so a node with no room
+    at all takes no app, not even one without state yet."""
+    return room is None or factor * state_bytes < room
+
+
+def can_write_out(room: int | None, state_bytes: int) -> bool:
+    """Whether a node with ``room`` (None: no limit) can write an app's state out once,
+    as a transfer's origin does before it sends it."""
+    return room is None or state_bytes <= room
+
+
 HANDOVER_LISTING_SLOTS = 16
 """How long after the registry moved an app (a MIGRATE, RECOVER or PLACE: its
 ``last_move_slot``) a node it does not place the app on may still list it: a

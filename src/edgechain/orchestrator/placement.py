@@ -29,7 +29,7 @@ import heapq
 from collections.abc import Callable
 
 from edgechain.chain.model import PlanAction, PlanEntry
-from edgechain.orchestrator.load import START_ROOM_FACTOR
+from edgechain.orchestrator.load import START_ROOM_FACTOR, is_room_enough
 from edgechain.orchestrator.plan_state import PlanState
 from edgechain.orchestrator.policy import is_constrained
 from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
@@ -131,7 +131,9 @@ def _peek_least_loaded(heap: list[tuple[int, NodeId]], state: PlanState) -> Node
     heap for good (room only shrinks in this phase)."""
     while heap:
         node_load, node = heap[0]
-        if state.load[node] == node_load and state.room.get(node, 1) > 0:
+        if state.load[node] == node_load and is_room_enough(
+            state.room.get(node), 0, START_ROOM_FACTOR
+        ):
             return node
         heapq.heappop(heap)
     return None

@@ -16,7 +16,12 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, LoadModel
+from edgechain.orchestrator.load import (
+    TRANSFER_ROOM_FACTOR,
+    LoadModel,
+    can_write_out,
+    is_room_enough,
+)
 from edgechain.orchestrator.policy import NodeInfo, is_move_allowed, is_node_allowed
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import AppId, NodeId, Slot
@@ -186,14 +191,13 @@ class PlanState:
         the app from nothing or from the replica the node holds), so a node with no room
         at all takes no new app either, after this plan's earlier entries; a node
         without a measured room has no limit (``load.py``, ``state_room``)."""
-        room = self.room.get(node)
-        return room is None or factor * self.app_bytes.get(app, 0) < room
+        return is_room_enough(self.room.get(node), self.app_bytes.get(app, 0), factor)
 
     def can_spool(self, record: AppRecord) -> bool:
         """Whether the app's node has room to write its state out for a transfer (the
         origin spools a MIGRATE's payload to its own disk first, ``runtime/transfer``)."""
         room = None if record.node is None else self.room.get(record.node)
-        return room is None or self.app_bytes.get(record.app, 0) <= room
+        return can_write_out(room, self.app_bytes.get(record.app, 0))
 
     def take_room(self, node: NodeId, app: AppId, factor: int = TRANSFER_ROOM_FACTOR) -> None:
         """Charge the app to ``node``'s room as :meth:`has_room` counted it: the plan's

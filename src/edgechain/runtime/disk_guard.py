@@ -71,10 +71,15 @@ class DiskSpace:
     """What an unprivileged writer may still use (``f_bavail``)."""
     total_bytes: int
 
+    @property
+    def reserve_bytes(self) -> int:
+        """What the node keeps of this file system for itself (:func:`compute_reserve`)."""
+        return compute_reserve(self.total_bytes)
+
     def get_writable(self) -> int:
         """What the node may still write without going under its reserve: how much a
         transfer may land here (``runtime/transfer_server.py``)."""
-        return max(0, self.free_bytes - compute_reserve(self.total_bytes))
+        return max(0, self.free_bytes - self.reserve_bytes)
 
     def get_state_room(self) -> int:
         """The app state this node can take in (``ResourceReport.state_room_bytes``):
@@ -83,7 +88,7 @@ class DiskSpace:
         at which its guard stops apps. Session 46 saw a 300 MB state planned onto a
         node with a 256 MiB disk: each retry of the transfer (22 seen) filled that disk
         and failed."""
-        return max(0, self.free_bytes - RELEASE_FACTOR * compute_reserve(self.total_bytes))
+        return max(0, self.free_bytes - RELEASE_FACTOR * self.reserve_bytes)
 
 
 def read_disk_space(path: Path) -> DiskSpace:
@@ -163,7 +168,7 @@ class DiskGuard:
         }
         self._last_sizes = {s.app: s.state_bytes for s in sizes if s.running}
         space = self._read_space(self.path)
-        reserve = compute_reserve(space.total_bytes)
+        reserve = space.reserve_bytes
         if space.free_bytes >= RELEASE_FACTOR * reserve:
             self._holds.clear()
             return None
