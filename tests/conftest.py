@@ -17,19 +17,85 @@ driven through the CLI): they take the ``testnet`` group's lock *shared*, so two
 may run at once (one per worker) but never beside a ``testnet`` module, which takes it
 exclusive. Run one at a time, those modules were about 400 s of the suite's critical
 path while the other worker idled; two of them together use well under the two cores.
+
+Scheduling (``GroupScheduling`` below). The lock alone kept the groups apart but not the
+workers busy: ``loadscope`` handed out modules by size, so the one- and two-test live
+modules came last, and a worker that drew one while the other held the lock waited
+(CI at 531bbb5: 912 s; a fresh clone here spent about 540 worker-seconds of its 947 s
+run blocked in this fixture). Now every ``testnet`` module is one work unit (one
+worker runs them back to back) and so is every ``podman`` module, and the queue is
+ordered: the ``testnet-light`` modules first (both workers run them in pairs), then the
+``testnet`` unit, then ``podman``, then the rest, which the other worker runs beside
+the big testnets.
 """
 
 from __future__ import annotations
 
 import fcntl
+import re
 import tempfile
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 SHARED_GROUPS = {"testnet-light": ("testnet", fcntl.LOCK_SH)}
 """Groups that hold another group's lock in shared mode: (that group, lock mode)."""
+
+QUEUE_ORDER = ("testnet-light", "testnet", "podman")
+"""Groups in the order their modules are handed out; modules of no group come after."""
+
+ONE_UNIT_GROUPS = frozenset({"testnet", "podman"})
+"""Groups whose modules form one work unit: one worker runs them back to back instead
+of two workers taking turns at the lock, one of them idle."""
+
+_GROUP_MARK = re.compile(r"""pytest\.mark\.xdist_group\(\s*["']([\w-]+)["']""")
+
+
+@cache
+def get_module_group(path: str) -> str | None:
+    """The ``xdist_group`` a test file marks (module-level or on a test), read from its
+    source: the xdist controller schedules by node id and never imports the tests."""
+    try:
+        found = _GROUP_MARK.search(Path(path).read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def get_queue_rank(group: str | None) -> int:
+    return QUEUE_ORDER.index(group) if group in QUEUE_ORDER else len(QUEUE_ORDER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the collection by ``QUEUE_ORDER`` (stable within a rank): ``loadscope``
+    queues its work units in collection order (``GroupScheduling`` turns off its
+    reordering by size)."""
+    items.sort(key=lambda item: get_queue_rank(get_module_group(str(item.path))))
+
+
+class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+    """``loadscope`` with each ``ONE_UNIT_GROUPS`` group as one unit, in queue order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        group = get_module_group(str(Path(self.config.rootpath) / path))
+        if group in ONE_UNIT_GROUPS:
+            return f"group:{group}"
+        return str(super()._split_scope(nodeid))
+
+    def schedule(self) -> None:
+        self.config.option.loadscopereorder = False
+        super().schedule()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    if config.getoption("dist") != "loadscope":
+        return None  # xdist's own scheduler for the other modes
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="module", autouse=True)
