@@ -92,6 +92,7 @@ class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is un
         super().schedule()
 
 
+@pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     if config.getoption("dist") != "loadscope":
         return None  # xdist's own scheduler for the other modes

@@ -28,6 +28,7 @@ from edgechain.orchestrator.liveness import (
     get_silence_start,
     is_down,
 )
+from edgechain.orchestrator.load import is_move_landed
 from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
 from edgechain.types import AppId, NodeId, Slot
 
@@ -144,6 +145,71 @@ def test_recovery_prefers_the_replica_node_and_clears_it() -> None:
     record = get_record(apply_block_to_registry(registry, SLOT, plan, ()), app)
     assert record is not None and record.node == D and record.replica_node is None
     assert record.last_move_slot == SLOT
+
+
+def _moved(spec: AppSpec, origin: NodeId, destination: NodeId, at: int) -> Registry:
+    """The app placed on ``origin`` at slot 2, then MIGRATEd to ``destination`` at ``at``."""
+    registry = build_registry([(spec, origin)])
+    entry = PlanEntry(PlanAction.MIGRATE, app_id(spec), origin, destination)
+    return apply_block_to_registry(registry, Slot(at), (entry,), ())
+
+
+def test_a_move_that_never_landed_is_recovered_to_its_origin() -> None:
+    """The destination died with the app on its way: the origin kept the state dir, the
+    replica node and the least-loaded node hold older state or none."""
+    spec = replicated("db")
+    app = app_id(spec)
+    registry = _moved(spec, A, B, at=30)
+    record = get_record(registry, app)
+    assert record is not None
+    registry = put_record(registry, replace(record, replica_node=D))
+    busy_origin = report(A, 9_000, slot=35)  # the least-loaded node is C
+    unconfirmed = [busy_origin, report(B, 0, slot=30), report(C, 0), report(D, 0)]
+    plan = compute_plan(registry, unconfirmed, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, A)
+    # Once B had reported running it, its copy is the newest: the replica node, as ever.
+    landed = report(B, 1_000, apps=[(app, 1_000, 0)], slot=31)
+    confirmed = [busy_origin, landed, report(C, 0), report(D, 0)]
+    plan = compute_plan(registry, confirmed, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, D)
+    # An origin that may not take it (draining here) is passed over.
+    plan = compute_plan(
+        registry, unconfirmed, NODES, SLOT, 4, down=frozenset({B}), draining=frozenset({A})
+    )
+    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, D)
+
+
+def test_a_move_has_landed_once_its_node_reports_the_app_after_it() -> None:
+    """What keeps the origin's copy (``runtime/reconcile.py``, no DISCARD before)."""
+    spec = app_spec("x")
+    app = app_id(spec)
+    record = get_record(_moved(spec, A, B, at=30), app)
+    assert record is not None
+    listing = [(app, 100, 0)]
+    assert not is_move_landed(record, [report(B, 0, slot=31)])  # not listed
+    assert not is_move_landed(record, [report(B, 0, apps=listing, slot=30)])  # before it
+    assert not is_move_landed(record, [report(A, 0, apps=listing, slot=31)])  # the origin
+    assert is_move_landed(record, [report(A, 0), report(B, 0, apps=listing, slot=31)])
+    assert not is_move_landed(replace(record, node=None), [report(B, 0, apps=listing, slot=31)])
+
+
+def test_an_origin_without_room_for_new_state_still_takes_its_own_back() -> None:
+    """It holds the state dir already: some room is enough, not the state's size."""
+    spec = app_spec("big", cpu_bp=500)
+    app = app_id(spec)
+    registry = _moved(spec, A, B, at=30)
+    sizes = {app: 50 << 20}
+    reports = [
+        report(A, 0, slot=35, state_room_bytes=10 << 20),
+        report(B, 0, apps=[(app, 500, 0)], slot=29, state_bytes=sizes),  # before the move
+        report(C, 0, state_room_bytes=1 << 30),
+        report(D, 0, state_room_bytes=1 << 30),
+    ]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    full = [replace(reports[0], state_room_bytes=0), *reports[1:]]
+    plan = compute_plan(registry, full, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
 
 
 def test_down_and_draining_nodes_receive_nothing() -> None:

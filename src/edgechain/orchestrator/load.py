@@ -84,7 +84,7 @@ ignored. If a node appears in several reports, the one with the highest
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgechain.chain.model import (
@@ -188,6 +188,11 @@ free; every attempt failed with ENOSPC while the chain placed the app elsewhere.
 START_ROOM_FACTOR = 1
 """A node takes an app it starts (PLACE, RECOVER) when its state, once, fits its room: the
 app starts from nothing, or from the replica the node already holds, extracted once."""
+
+KEPT_ROOM_FACTOR = 0
+"""A RECOVER back to the origin of a handover that never landed (``placement.py``): the
+origin kept the app's state dir, so it needs no room beyond some (a node with none at
+all takes nothing, ``is_room_enough``)."""
 
 
 def is_room_enough(room: int | None, state_bytes: int, factor: int) -> bool:
@@ -322,6 +327,21 @@ def compute_confirmed_apps(
         app
         for app, (node, _) in own_usage.items()
         if (moved := records[app].last_move_slot) is None or chosen[node].slot > moved
+    )
+
+
+def is_move_landed(record: AppRecord, reports: Iterable[ResourceReport]) -> bool:
+    """Whether the app's registry node has reported running it since the app's last
+    move: :func:`compute_confirmed_apps`' rule for one app, on a state's latest reports
+    (``BlockState.reports``). Until then the node the app left keeps its copy
+    (``runtime/lifecycle.py``, DISCARD), and a RECOVER may hand the app back there
+    (``placement.get_unlanded_origin``)."""
+    moved = record.last_move_slot
+    return record.node is not None and any(
+        report.node == record.node
+        and (moved is None or report.slot > moved)
+        and any(usage.app == record.app for usage in report.apps)
+        for report in reports
     )
 
 

@@ -29,7 +29,7 @@ import heapq
 from collections.abc import Callable
 
 from edgechain.chain.model import PlanAction, PlanEntry
-from edgechain.orchestrator.load import START_ROOM_FACTOR, is_room_enough
+from edgechain.orchestrator.load import KEPT_ROOM_FACTOR, START_ROOM_FACTOR, is_room_enough
 from edgechain.orchestrator.plan_state import PlanState
 from edgechain.orchestrator.policy import is_constrained
 from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
@@ -38,24 +38,37 @@ from edgechain.types import NodeId
 
 def recover_apps(state: PlanState) -> list[PlanEntry]:
     """Phase 0 (DESIGN.md, "Exactly once"): RECOVER each running app of a down node to
-    its preferred node, else the least-loaded available node it may use, largest apps
-    first; the entries are listed in app id order. An app no node may take (pinned to
-    the down node) waits there."""
+    its pending ``move_to``, else the origin of a move that never landed
+    (:func:`get_unlanded_origin`), else its replica node, else the least-loaded
+    available node it may use, largest apps first; the entries are listed in app id
+    order. An app no node may take (pinned to the down node) waits there."""
     entries: list[PlanEntry] = []
     stranded = [(origin, app) for origin in sorted(state.down) for app in state.apps_on[origin]]
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
     for origin, app in stranded:
         record = state.records[app]
-        destination = get_preferred_node(state, record) or find_least_loaded_allowed(
-            state, record, factor=START_ROOM_FACTOR
-        )
-        if destination is None:
+        chosen = _choose_recovery(state, record)
+        if chosen is None:
             continue
+        destination, factor = chosen
         state.remove_app(record, origin)
-        state.add_app(record, destination, START_ROOM_FACTOR)
+        state.add_app(record, destination, factor)
         entries.append(PlanEntry(PlanAction.RECOVER, app, origin, destination))
     entries.sort(key=lambda e: e.app)
     return entries
+
+
+def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
+    """(destination, its room factor) in :func:`recover_apps`' order of preference."""
+    target = _get_move_target(state, record)
+    if target is None and (origin := get_unlanded_origin(state, record)) is not None:
+        return origin, KEPT_ROOM_FACTOR
+    target = (
+        target
+        or _get_if_allowed(state, record, record.replica_node, START_ROOM_FACTOR)
+        or find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
+    )
+    return None if target is None else (target, START_ROOM_FACTOR)
 
 
 def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
@@ -97,11 +110,32 @@ def get_preferred_node(state: PlanState, record: AppRecord) -> NodeId | None:
     """Where the app should go whatever the loads say, if it may: the operator's MOVE
     target, else its replica node (which holds its latest state: an app evicted with
     its node restarts from there, DESIGN.md "Exactly once")."""
-    for node in (record.move_to, record.replica_node):
-        if node is not None and state.is_destination_allowed(
-            record, node, factor=START_ROOM_FACTOR
-        ):
-            return node
+    return _get_move_target(state, record) or _get_if_allowed(
+        state, record, record.replica_node, START_ROOM_FACTOR
+    )
+
+
+def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
+    """The origin of the app's last MIGRATE or RECOVER (``previous_node``) when the node
+    it went to never reported running it (not ``confirmed``), if the origin may take it
+    back. The origin keeps the state dir of a move that did not land
+    (``runtime/lifecycle.py``: no DISCARD before the move is confirmed), so its state is
+    the app's latest: newer than its replica (older snapshots of that same origin),
+    where a third node would start the app from nothing."""
+    if record.app in state.confirmed:
+        return None
+    return _get_if_allowed(state, record, record.previous_node, KEPT_ROOM_FACTOR)
+
+
+def _get_move_target(state: PlanState, record: AppRecord) -> NodeId | None:
+    return _get_if_allowed(state, record, record.move_to, START_ROOM_FACTOR)
+
+
+def _get_if_allowed(
+    state: PlanState, record: AppRecord, node: NodeId | None, factor: int
+) -> NodeId | None:
+    if node is not None and state.is_destination_allowed(record, node, factor=factor):
+        return node
     return None
 
 

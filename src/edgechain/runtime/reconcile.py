@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgechain.orchestrator.load import is_move_landed
 from edgechain.orchestrator.registry import AppRecord, AppState, get_apps_on_node, get_record
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
@@ -147,7 +148,7 @@ class Reconciler:
                 and not self._is_arriving(app)
                 and was_removed(engine, app, self._searched),
                 outgoing=here is not None and self.migrations.is_handing_over(engine, record, here),
-                settled=self._is_settled(record),
+                settled=here is not None and self._is_settled(record),
             )
             if action is None or not self._is_allowed(engine, action, app, record, listed_at):
                 continue
@@ -202,13 +203,23 @@ class Reconciler:
                 )
 
     def _is_settled(self, record: AppRecord | None) -> bool:
-        """The record's last move is K slots below the head (``Action.DISCARD``)."""
+        """The record's last move is K slots below the head and its node has reported
+        running the app since (``Action.DISCARD``). Until then this copy may be the
+        app's only state: a move whose destination died before the app landed is
+        RECOVERed back here (``placement.get_unlanded_origin``)."""
         engine = self.head.engine
         state = engine.get_head_state() if engine is not None else None
         params = engine.params if engine is not None else None
-        if record is None or record.last_move_slot is None or state is None or params is None:
+        if (
+            record is None
+            or record.node == self.node_id
+            or record.last_move_slot is None
+            or state is None
+            or params is None
+        ):
             return False
-        return state.slot - record.last_move_slot >= params.down_after_slots
+        deep = state.slot - record.last_move_slot >= params.down_after_slots
+        return deep and is_move_landed(record, state.reports)
 
     def _get_held(self) -> list[HeldApp]:
         """Blocking: the runtime's apps with their releases."""
