@@ -155,28 +155,32 @@ def _moved(spec: AppSpec, origin: NodeId, destination: NodeId, at: int) -> Regis
 
 
 def test_a_move_that_never_landed_is_recovered_to_its_origin() -> None:
-    """The destination died with the app on its way: the origin kept the state dir, the
-    replica node and the least-loaded node hold older state or none."""
-    spec = replicated("db")
+    """The destination died with the app on its way: the origin kept the state dir,
+    where the least-loaded node would start the app from nothing."""
+    spec = replicated("db")  # no replica node named yet
     app = app_id(spec)
     registry = _moved(spec, A, B, at=30)
-    record = get_record(registry, app)
-    assert record is not None
-    registry = put_record(registry, replace(record, replica_node=D))
     busy_origin = report(A, 9_000, slot=35)  # the least-loaded node is C
-    unconfirmed = [busy_origin, report(B, 0, slot=30), report(C, 0), report(D, 0)]
+    unconfirmed = [busy_origin, report(B, 0, slot=30), report(C, 0), report(D, 100)]
     plan = compute_plan(registry, unconfirmed, NODES, SLOT, 4, down=frozenset({B}))
-    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, A)
-    # Once B had reported running it, its copy is the newest: the replica node, as ever.
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    # Once B had reported running it, the least loaded, as ever.
     landed = report(B, 1_000, apps=[(app, 1_000, 0)], slot=31)
-    confirmed = [busy_origin, landed, report(C, 0), report(D, 0)]
+    confirmed = [busy_origin, landed, report(C, 0), report(D, 100)]
     plan = compute_plan(registry, confirmed, NODES, SLOT, 4, down=frozenset({B}))
-    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, D)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
     # An origin that may not take it (draining here) is passed over.
     plan = compute_plan(
         registry, unconfirmed, NODES, SLOT, 4, down=frozenset({B}), draining=frozenset({A})
     )
-    assert plan[0] == PlanEntry(PlanAction.RECOVER, app, B, D)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
+    # A replica node goes first: the chain cannot always tell that a move never landed
+    # (a down node out of the set has no report left), and its replica may be newer.
+    record = get_record(registry, app)
+    assert record is not None
+    with_replica = put_record(registry, replace(record, replica_node=D))
+    plan = compute_plan(with_replica, unconfirmed, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
 
 
 def test_a_move_has_landed_once_its_node_reports_the_app_after_it() -> None:

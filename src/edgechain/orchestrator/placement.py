@@ -38,8 +38,8 @@ from edgechain.types import NodeId
 
 def recover_apps(state: PlanState) -> list[PlanEntry]:
     """Phase 0 (DESIGN.md, "Exactly once"): RECOVER each running app of a down node to
-    its pending ``move_to``, else the origin of a move that never landed
-    (:func:`get_unlanded_origin`), else its replica node, else the least-loaded
+    its preferred node (its pending ``move_to``, else its replica node), else the origin
+    of a move that never landed (:func:`get_unlanded_origin`), else the least-loaded
     available node it may use, largest apps first; the entries are listed in app id
     order. An app no node may take (pinned to the down node) waits there."""
     entries: list[PlanEntry] = []
@@ -60,15 +60,14 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
 
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
     """(destination, its room factor) in :func:`recover_apps`' order of preference."""
-    target = _get_move_target(state, record)
-    if target is None and (origin := get_unlanded_origin(state, record)) is not None:
+    preferred = get_preferred_node(state, record)
+    if preferred is not None:
+        return preferred, START_ROOM_FACTOR
+    origin = get_unlanded_origin(state, record)
+    if origin is not None:
         return origin, KEPT_ROOM_FACTOR
-    target = (
-        target
-        or _get_if_allowed(state, record, record.replica_node, START_ROOM_FACTOR)
-        or find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
-    )
-    return None if target is None else (target, START_ROOM_FACTOR)
+    least = find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
+    return None if least is None else (least, START_ROOM_FACTOR)
 
 
 def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
@@ -110,25 +109,28 @@ def get_preferred_node(state: PlanState, record: AppRecord) -> NodeId | None:
     """Where the app should go whatever the loads say, if it may: the operator's MOVE
     target, else its replica node (which holds its latest state: an app evicted with
     its node restarts from there, DESIGN.md "Exactly once")."""
-    return _get_move_target(state, record) or _get_if_allowed(
-        state, record, record.replica_node, START_ROOM_FACTOR
-    )
+    for node in (record.move_to, record.replica_node):
+        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
+            return allowed
+    return None
 
 
 def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
-    """The origin of the app's last MIGRATE or RECOVER (``previous_node``) when the node
-    it went to never reported running it (not ``confirmed``), if the origin may take it
-    back. The origin keeps the state dir of a move that did not land
-    (``runtime/lifecycle.py``: no DISCARD before the move is confirmed), so its state is
-    the app's latest: newer than its replica (older snapshots of that same origin),
-    where a third node would start the app from nothing."""
+    """For an app without a usable replica node: the origin of its last MIGRATE or
+    RECOVER (``previous_node``) when the node it went to has not reported running it
+    (not ``confirmed``), if the origin may take it back.
+
+    The origin keeps its copy's state dir until the move has landed and is K slots deep
+    (``runtime/reconcile.py``, DISCARD), so when the move never landed its state is the
+    app's latest, where any other node would start the app from nothing. When the origin
+    no longer holds a copy (the move landed long ago, and the down node, now out of the
+    validator set, has no report left to say so) it starts the app from nothing, as
+    another node would: never worse. A replica node goes first all the same: its
+    replica may come from the down node, after the move landed, newer than the origin's
+    copy, and when the down node left the set the chain cannot tell."""
     if record.app in state.confirmed:
         return None
     return _get_if_allowed(state, record, record.previous_node, KEPT_ROOM_FACTOR)
-
-
-def _get_move_target(state: PlanState, record: AppRecord) -> NodeId | None:
-    return _get_if_allowed(state, record, record.move_to, START_ROOM_FACTOR)
 
 
 def _get_if_allowed(
