@@ -18,12 +18,15 @@ import psutil
 import pytest
 
 from edgechain.chain.model import (
+    NO_REPORT_SIGNATURE,
     AnyBlock,
     AppSpec,
+    AppUsage,
     Block,
     ChainParams,
     PlanAction,
     PlanEntry,
+    ResourceReport,
     RuntimeKind,
 )
 from edgechain.chain.validator_set import ValidatorSet
@@ -536,6 +539,40 @@ def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits
     state = chain.get_head_state()
     assert state is not None
     assert replicator.get_unwanted(state, [app], running=[]) == [app]
+
+
+def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
+    """``replication.is_sender``: a handover that cannot land leaves the app running on
+    its origin until the chain recovers it, onto its replica node when it has one; the
+    origin's replicas keep that node's copy current meanwhile, and stop once the app
+    has landed (its node reported running it since the move)."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    spec = replace(spec, stateful=True, replica_interval_slots=3)
+    destination, replica_node = make_identity(9).node, make_identity(10).node
+    moved = AppRecord(
+        app, spec, node=destination, last_move_slot=Slot(1), replica_node=replica_node,
+        previous_node=ME.node,
+    )  # fmt: skip
+    chain.append((moved,))
+    sender = Replicator(ME.node, chain.get_head_state)
+    keeper = Replicator(replica_node, chain.get_head_state)
+    state = chain.get_head_state()
+    assert state is not None
+    assert [d.replica_node for d in sender.get_due(state, running=[app])] == [replica_node]
+    assert sender.get_due(state, running=[]) == []  # the save stopped it: nothing to send
+    assert keeper.is_wanted(app, ME.node) and keeper.is_wanted(app, destination)
+    assert not keeper.is_wanted(app, make_identity(11).node)
+    assert not Replicator(make_identity(11).node, chain.get_head_state).is_wanted(app, ME.node)
+    # Landed: the destination's report after the move lists it; the origin stops.
+    listing = AppUsage(app, 10, 10, 0, 0, 0)
+    landed = ResourceReport(destination, Slot(2), 0, 0, 0, 0, 0, (listing,), NO_REPORT_SIGNATURE)
+    assert chain.head is not None
+    chain.states[chain.head] = replace(state, reports=(landed,))
+    state = chain.get_head_state()
+    assert state is not None
+    assert sender.get_due(state, running=[app]) == []
+    assert not keeper.is_wanted(app, ME.node) and keeper.is_wanted(app, destination)
 
 
 def test_the_kept_log_of_an_app_that_left_goes_when_the_chain_removes_the_app(

@@ -5,8 +5,9 @@ The plan names each opted-in app's replica node (``PlanAction.REPLICA``, recorde
 every ``spec.replica_interval_slots`` slots, signed and hashed like a migration
 (``TransferClient.send_replica``); the replica node keeps the latest one
 (``runtime/replica.py``, ``ReplicaStore``) and accepts a replica only from the node the
-head registry places the app on, and only if it is the app's replica node
-(:meth:`Replicator.is_wanted`, the transfer server's callback). A RECOVER, or a
+head registry places the app on (or the origin still handing it over: :func:`is_sender`),
+and only if it is the app's replica node (:meth:`Replicator.is_wanted`, the transfer
+server's callback). A RECOVER, or a
 migration whose origin is down, then restarts the app from it
 (``runtime/manager.py``).
 
@@ -21,7 +22,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from edgechain.consensus.state import BlockState
-from edgechain.orchestrator.registry import AppState, get_record
+from edgechain.orchestrator.load import is_move_landed
+from edgechain.orchestrator.registry import AppRecord, AppState, get_record
 from edgechain.types import AppId, NodeId, Slot
 
 
@@ -46,26 +48,29 @@ class Replicator:
         self.in_flight: set[AppId] = set()
 
     def is_wanted(self, app: AppId, origin: NodeId) -> bool:
-        """The transfer server's check: the head places ``app`` on ``origin`` and names
-        this node its replica node."""
+        """The transfer server's check: this node is the app's replica node, and the
+        head places the app on ``origin`` or ``origin`` is handing it over
+        (:func:`is_sender`)."""
         state = self._get_head_state()
         record = get_record(state.registry, app) if state is not None else None
         return (
-            record is not None
-            and record.node == origin
+            state is not None
+            and record is not None
             and record.replica_node == self.node_id
             and origin != self.node_id
+            and is_sender(state, record, origin)
         )
 
     def get_due(self, state: BlockState, running: Collection[AppId]) -> list[DueReplica]:
-        """The replicas to send at the head ``state``: apps placed here, RUNNING and
-        running, with a replica node, whose interval has passed since the last one."""
+        """The replicas to send at the head ``state``: apps this node sends replicas of
+        (:func:`is_sender`), RUNNING and running here, with a replica node, whose
+        interval has passed since the last one."""
         due = []
         for record in state.registry.records:
             interval = record.spec.replica_interval_slots
             target = record.replica_node
             if (
-                record.node != self.node_id
+                not is_sender(state, record, self.node_id)
                 or target is None
                 or interval <= 0
                 or record.state is not AppState.RUNNING
@@ -104,3 +109,16 @@ class Replicator:
             ):
                 unwanted.append(app)
         return unwanted
+
+
+def is_sender(state: BlockState, record: AppRecord, node: NodeId) -> bool:
+    """Whether ``node`` sends the app's replicas: the head places the app there, or it
+    is the origin of the app's last move and that move has not landed
+    (``load.is_move_landed``). The origin of a handover that cannot land (its
+    destination unreachable, then dead) runs the app on until the chain recovers it,
+    up to K slots later, and recovers it onto the replica node when there is one
+    (``placement.py``): without the origin's replicas meanwhile, the app came back
+    from the replica of the slot before the move (live: 247 against 358 counts)."""
+    if record.node == node:
+        return True
+    return record.previous_node == node and not is_move_landed(record, state.reports)
