@@ -69,13 +69,15 @@ class Replicator:
         for record in state.registry.records:
             interval = record.spec.replica_interval_slots
             target = record.replica_node
+            # is_sender last: it may scan the state's reports (is_move_landed), and this
+            # runs every round over every record, most of them not running here.
             if (
-                not is_sender(state, record, self.node_id)
-                or target is None
+                target is None
                 or interval <= 0
                 or record.state is not AppState.RUNNING
                 or record.app not in running
                 or record.app in self.in_flight
+                or not is_sender(state, record, self.node_id)
             ):
                 continue
             last = self.last_sent.get((record.app, target))
