@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,3 +25,22 @@ def run_dir() -> Iterator[Path]:
         # EDGECHAIN_KEEP_RUN=1 keeps the nodes' logs of a failed run for a look.
         if not os.environ.get("EDGECHAIN_KEEP_RUN"):
             shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def block_port() -> Iterator[list[int]]:
+    """Ports whose TCP connections are REJECTed while the test runs (append to it after
+    inserting :func:`get_reject_rule`; the rules left are deleted at the end)."""
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("blocking one node's transfer port needs root and iptables")
+    blocked: list[int] = []
+    yield blocked
+    for port in blocked:
+        subprocess.run(["iptables", *get_reject_rule("-D", port)], check=False, capture_output=True)
+
+
+def get_reject_rule(op: str, port: int) -> list[str]:
+    """The iptables arguments that insert (``-I``) or delete (``-D``) the rule
+    REJECTing TCP connections to ``port``."""
+    return [op, "INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT",
+            "--reject-with", "tcp-reset"]  # fmt: skip

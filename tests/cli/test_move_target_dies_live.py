@@ -20,36 +20,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .conftest import get_reject_rule
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, _placed, new_counter_net
 
 RECOVERY_TIMEOUT_S = 180
 """K = 12 slots of 1 s before the dead node is down, then a slot or two: generous."""
 
 pytestmark = pytest.mark.xdist_group("testnet-light")
-
-
-@pytest.fixture
-def block_port() -> Iterator[list[int]]:
-    """Ports whose TCP connections are REJECTed while the test runs (append to it)."""
-    if os.geteuid() != 0 or shutil.which("iptables") is None:
-        pytest.skip("blocking one node's transfer port needs root and iptables")
-    blocked: list[int] = []
-    yield blocked
-    for port in blocked:
-        subprocess.run(["iptables", *_rule("-D", port)], check=False, capture_output=True)
-
-
-def _rule(op: str, port: int) -> list[str]:
-    return [op, "INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT",
-            "--reject-with", "tcp-reset"]  # fmt: skip
 
 
 def test_a_move_to_a_node_that_dies_is_recovered_on_its_origin_with_its_state(
@@ -68,7 +51,7 @@ def test_a_move_to_a_node_that_dies_is_recovered_on_its_origin_with_its_state(
         net.wait_for(lambda: net.read_count(names[origin], app) >= 20, "20 counts", STEP_TIMEOUT_S)
 
         ready = json.loads((run_dir / names[target] / "ready.json").read_text())
-        subprocess.run(["iptables", *_rule("-I", ready["transfer_port"])], check=True)
+        subprocess.run(["iptables", *get_reject_rule("-I", ready["transfer_port"])], check=True)
         block_port.append(ready["transfer_port"])
         moved = net.cli("apps", "move", app, target)
         assert moved["applied"], moved

@@ -43,7 +43,7 @@ from edgechain.runtime.lifecycle import (
     was_removed,
 )
 from edgechain.runtime.manager import AppManager
-from edgechain.runtime.replication import Replicator
+from edgechain.runtime.replication import Handoff, Replicator
 from edgechain.runtime.samples import get_counter_spec
 from edgechain.telemetry import logs
 from edgechain.testing import make_identity
@@ -573,6 +573,49 @@ def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
     assert state is not None
     assert sender.get_due(state, running=[app]) == []
     assert not keeper.is_wanted(app, ME.node) and keeper.is_wanted(app, destination)
+
+
+def test_the_replica_node_hands_its_replica_on_to_where_an_unlanded_move_goes() -> None:
+    """``Replicator.get_handoffs``: while a move has not landed, the app's replica node
+    sends its replica (the origin's) on to the destination, which accepts it from that
+    origin only (``is_wanted``); once the app lands, neither happens."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    spec = replace(spec, stateful=True, replica_interval_slots=3)
+    destination, replica_node = make_identity(9).node, make_identity(10).node
+    moved = AppRecord(
+        app, spec, node=destination, last_move_slot=Slot(1), replica_node=replica_node,
+        previous_node=ME.node,
+    )  # fmt: skip
+    chain.append((moved,))
+    state = chain.get_head_state()
+    assert state is not None
+    keeper = Replicator(replica_node, chain.get_head_state)
+    receiver = Replicator(destination, chain.get_head_state)
+    handoff = Handoff(app, destination, ME.node)
+    assert keeper.get_handoffs(state) == [handoff]
+    for other in (ME.node, destination, make_identity(11).node):  # only the replica node
+        assert Replicator(other, chain.get_head_state).get_handoffs(state) == []
+    assert receiver.is_wanted(app, ME.node)
+    assert not receiver.is_wanted(app, make_identity(11).node)
+    assert not receiver.is_wanted(app, destination)
+    # One at a time, and each replica once.
+    keeper.handing.add(app)
+    assert keeper.get_handoffs(state) == []
+    keeper.on_handed(handoff, 5, ok=True)
+    assert keeper.get_handoffs(state) == [handoff]
+    assert not keeper.is_handoff_new(handoff, 5) and keeper.is_handoff_new(handoff, 6)
+    keeper.on_handed(handoff, 6, ok=False)
+    assert keeper.is_handoff_new(handoff, 6)
+    # Landed: the destination reported running it since the move.
+    listing = AppUsage(app, 10, 10, 0, 0, 0)
+    landed = ResourceReport(destination, Slot(2), 0, 0, 0, 0, 0, (listing,), NO_REPORT_SIGNATURE)
+    assert chain.head is not None
+    chain.states[chain.head] = replace(state, reports=(landed,))
+    state = chain.get_head_state()
+    assert state is not None
+    assert keeper.get_handoffs(state) == []
+    assert not receiver.is_wanted(app, ME.node)
 
 
 def test_the_kept_log_of_an_app_that_left_goes_when_the_chain_removes_the_app(

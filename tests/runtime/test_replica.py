@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import tarfile
@@ -27,6 +28,7 @@ from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import DecodeError
 from edgechain.runtime import replica_send
+from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.checkpoint import SNAPSHOT_PREFIX, StateSnapshot
 from edgechain.runtime.process import ProcessRuntime
 from edgechain.runtime.protocol import (
@@ -116,20 +118,26 @@ def verify_origin(node: NodeId, message: bytes, signature: bytes) -> bool:
 
 @contextlib.asynccontextmanager
 async def open_replica_node(
-    trio: Trio, wanted: set[AppId], *, store: bool = True
+    trio: Trio,
+    wanted: set[AppId],
+    *,
+    store: bool = True,
+    at: tuple[ProcessRuntime, ReplicaStore, NodeId] | None = None,
 ) -> AsyncIterator[TransferServer]:
-    """The replica node's transfer server: it keeps replicas of ``wanted`` from HOST_ID."""
+    """The replica node's transfer server: it keeps replicas of ``wanted`` from HOST_ID
+    (``at``: another node's runtime, store and id than the replica node ``b``)."""
 
     def is_replica_wanted(app: AppId, origin: NodeId) -> bool:
         return app in wanted and origin == HOST_ID
 
+    runtime, replicas, node = at or (trio.b, trio.store, REPLICA_ID)
     server = TransferServer(
-        trio.b,
-        REPLICA_ID,
+        runtime,
+        node,
         lambda *_: False,  # no migration is planned in these tests
-        trio.store.root.parent / "transfer",
+        replicas.root.parent / "transfer",
         verify_origin=verify_origin,
-        replicas=trio.store if store else None,
+        replicas=replicas if store else None,
         is_replica_wanted=is_replica_wanted,
     )
     await server.start("127.0.0.1", 0)
@@ -194,6 +202,51 @@ def test_replica_is_stored_and_a_third_node_continues_from_it(trio: Trio) -> Non
     trio.c.start(app, spec)
     assert wait_count_above(trio.c.get_state_dir(app), replica_count) > replica_count
     trio.c.stop(app)
+
+
+def test_a_stored_replica_is_handed_on_under_its_origins_signature(
+    trio: Trio, tmp_path: Path
+) -> None:
+    """``replica_send.hand_off_replica``: the replica node sends what it stored on to
+    the destination of an unlanded move (``Replicator.get_handoffs``); the destination
+    checks it as if the host had sent it, and starts the app from it. A copy whose
+    signature does not match what it carries is refused."""
+    spec, app = trio.start_counter()
+    c_store = ReplicaStore(tmp_path / "c-data" / "replicas")
+    c_node = (trio.c, c_store, get_node_id("c"))
+
+    async def run() -> tuple[ReplicaResult, ReplicaResult]:
+        async with open_replica_node(trio, {app}) as server:
+            assert (await send(trio, app, 10, server.port)).ok
+        stored = trio.store.get(app)
+        assert stored is not None and stored.signature  # kept with the replica
+        async with open_replica_node(trio, {app}, at=c_node) as server:
+            with trio.store.checkout(app) as info:
+                assert info is not None
+                client = TransferClient(trio.b)  # no key of its own: the host's signature
+                forged = await client.hand_off_replica(
+                    dataclasses.replace(info, slot=11), "127.0.0.1", server.port
+                )
+                handed = await client.hand_off_replica(info, "127.0.0.1", server.port)
+            return forged, handed
+
+    forged, handed = asyncio.run(run())
+    assert (forged.outcome, forged.reason) == (ReplicaOutcome.REFUSED, "unauthenticated_origin")
+    assert handed.outcome is ReplicaOutcome.STORED, handed
+    stored, received = trio.store.get(app), c_store.get(app)
+    assert stored is not None and received is not None
+    assert (received.origin, received.slot, received.sha256, received.signature) == (
+        HOST_ID, 10, stored.sha256, stored.signature
+    )  # fmt: skip
+    replica_count = read_archive_count(received.path)
+    assert restore_from_replica(trio.c, c_store, app, spec) is not None
+    trio.c.start(app, spec)
+    assert wait_count_above(trio.c.get_state_dir(app), replica_count) > replica_count
+    trio.c.stop(app)
+    # A replica stored before signatures were kept cannot be handed on.
+    unsigned = dataclasses.replace(received, signature=b"")
+    with pytest.raises(AppRuntimeError, match="signature"):
+        asyncio.run(TransferClient(trio.b).hand_off_replica(unsigned, "127.0.0.1", 9))
 
 
 def test_a_newer_replica_replaces_the_stored_one_and_an_older_is_refused(trio: Trio) -> None:

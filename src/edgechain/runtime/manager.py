@@ -332,6 +332,7 @@ class AppManager:
         await self.usage.measure()
         await self._guard_disk()
         self.replica_sync.send_due(self.usage.get_running())
+        self.replica_sync.hand_off_due()
 
     async def _guard_disk(self) -> None:
         """Stop and hold the app filling the node's disk, if it is nearly full

@@ -75,6 +75,10 @@ class ReplicaInfo:
     """What it weighed on the wire (0 when it did not come over the network)."""
     received_ms: int
     """Wall-clock time it was stored (ms since the epoch)."""
+    signature: bytes = b""
+    """The origin's signature over the offer (``protocol.compute_replica_signing_root``),
+    kept so this node can hand the replica on under the origin's name
+    (``replication.get_handoffs``); empty for a replica stored before it was kept."""
 
 
 @runtime_checkable
@@ -150,6 +154,7 @@ class ReplicaStore:
         raw_bytes: int,
         *,
         compressed_bytes: int = 0,
+        signature: bytes = b"",
     ) -> ReplicaInfo | None:
         """Keep ``archive`` (SHA-256 ``sha256``, ``raw_bytes`` long) as the replica of
         ``app`` taken in ``slot``, replacing the stored one atomically.
@@ -186,6 +191,7 @@ class ReplicaStore:
                 raw_bytes,
                 compressed_bytes,
                 int(time.time() * 1000),
+                signature,
             )
             _write_json(app_dir / META_FILE, _to_json(info))
             for old in app_dir.glob("*.tar"):
@@ -296,6 +302,7 @@ def _to_json(info: ReplicaInfo) -> dict[str, Any]:
         "raw_bytes": info.raw_bytes,
         "compressed_bytes": info.compressed_bytes,
         "received_ms": info.received_ms,
+        "signature": info.signature.hex(),
     }
 
 
@@ -317,6 +324,7 @@ def _from_json(data: dict[str, Any], app_dir: Path) -> ReplicaInfo:
         int(data["raw_bytes"]),
         int(data["compressed_bytes"]),
         int(data["received_ms"]),
+        bytes.fromhex(data.get("signature", "")),
     )
 
 

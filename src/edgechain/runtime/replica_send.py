@@ -30,7 +30,7 @@ from edgechain.runtime.protocol import (
     encode_frame,
     encode_replica_offer,
 )
-from edgechain.runtime.replica import SnapshotRuntime, take_snapshot
+from edgechain.runtime.replica import ReplicaInfo, SnapshotRuntime, take_snapshot
 from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     PayloadStream,
@@ -169,6 +169,29 @@ async def send_replica(
         return await _send(job, frame, snapshot.archive, host, port, timeouts, zstd_level)
     finally:
         snapshot.archive.unlink(missing_ok=True)
+
+
+async def hand_off_replica(
+    info: ReplicaInfo,
+    host: str,
+    port: int,
+    timeouts: TransferTimeouts,
+    zstd_level: int,
+    on_progress: ProgressCallback | None = None,
+) -> ReplicaResult:
+    """Send a stored replica (``info``, checked out so its archive stays put) on to the
+    node at ``host:port``, under the signature of the origin that took it: the
+    receiver checks it as if the origin sent it (``replication.Replicator.get_handoffs``).
+    Raises ``AppRuntimeError`` for a replica stored without its signature."""
+    if not info.signature:
+        raise AppRuntimeError("this replica was stored without its origin's signature")
+    job = _ReplicaJob(info.app, info.slot, PayloadStream(on_progress))
+    job.raw_bytes, job.sha256 = info.raw_bytes, info.sha256
+    offer = ReplicaOffer(
+        info.app, info.origin, info.slot, info.sha256, info.raw_bytes, info.signature
+    )
+    frame = encode_frame(FrameKind.REPLICA, encode_replica_offer(offer))
+    return await _send(job, frame, info.path, host, port, timeouts, zstd_level)
 
 
 async def _send(

@@ -8,6 +8,7 @@ the stored replicas (``runtime/replica.py``) the head no longer wants here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -17,7 +18,8 @@ from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaStore
-from edgechain.runtime.replication import DueReplica, Replicator
+from edgechain.runtime.replication import DueReplica, Handoff, Replicator
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer import TransferClient
 from edgechain.telemetry import logs
 from edgechain.types import AppId
@@ -54,6 +56,51 @@ class ReplicaSync:
                 continue
             self.replicator.in_flight.add(due.app)
             self.tasks.spawn(self._send_replica(due, *address))
+
+    def hand_off_due(self) -> None:
+        """Start the hand-offs of stored replicas to the destinations of unlanded moves
+        (``Replicator.get_handoffs``). The stored replica is read only for the few apps
+        whose move has not landed; one that another node took, or that this destination
+        already has, is skipped."""
+        state = self.head.get_head_state()
+        if state is None:
+            return
+        for handoff in self.replicator.get_handoffs(state):
+            info = self.replicas.get(handoff.app)
+            if (
+                info is None
+                or not info.signature
+                or info.origin != handoff.origin
+                or not self.replicator.is_handoff_new(handoff, info.slot)
+            ):
+                continue
+            address = self.head.get_destination(handoff.to)
+            if address is None:
+                continue
+            self.replicator.handing.add(handoff.app)
+            self.tasks.spawn(self._hand_off(handoff, *address))
+
+    async def _hand_off(self, handoff: Handoff, host: str, port: int) -> None:
+        ok, slot = False, -1
+        fields: dict[str, Any] = {
+            "app": bytes(handoff.app).hex()[:16],
+            "to": bytes(handoff.to).hex()[:16],
+        }
+        holding = contextlib.ExitStack()
+        try:
+            info = await run_in_thread(holding.enter_context, self.replicas.checkout(handoff.app))
+            if info is None:
+                return  # dropped meanwhile, or corrupt (logged)
+            slot = fields["slot"] = info.slot
+            result = await self.client.hand_off_replica(info, host, port)
+            ok = result.ok
+            fields.update(outcome=result.outcome.value, reason=result.reason)
+            logs.info(log, "replica handed on" if ok else "replica hand-off refused", **fields)
+        except (AppRuntimeError, OSError) as exc:
+            logs.warning(log, "replica hand-off failed", **fields, error=str(exc))
+        finally:
+            await run_in_thread(holding.close)
+            self.replicator.on_handed(handoff, slot, ok)
 
     async def _send_replica(self, due: DueReplica, host: str, port: int) -> None:
         ok = False

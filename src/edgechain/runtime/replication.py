@@ -11,9 +11,14 @@ server's callback). A RECOVER, or a
 migration whose origin is down, then restarts the app from it
 (``runtime/manager.py``).
 
+A replica node also hands its replica on, under the origin's signature, to the
+destination of a move that has not landed (:meth:`Replicator.get_handoffs`), so that
+destination has the app's latest state if the origin dies before the handover.
+
 :class:`Replicator` is the bookkeeping: which replicas are due (:meth:`get_due`),
-in flight, last sent, and which stored ones the chain no longer wants
-(:meth:`get_unwanted`). The manager runs the sends and deletions in tasks.
+in flight, last sent, which to hand on (:meth:`get_handoffs`), and which stored ones
+the chain no longer wants (:meth:`get_unwanted`). The manager runs the sends and
+deletions in tasks.
 """
 
 from __future__ import annotations
@@ -36,6 +41,18 @@ class DueReplica:
     replica_node: NodeId
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """A replica this replica node should hand on to where the app is moving."""
+
+    app: AppId
+    to: NodeId
+    """The destination of the app's unlanded move (its registry node)."""
+    origin: NodeId
+    """The move's origin: only a replica it signed is handed on (the destination
+    accepts no other, ``Replicator.is_wanted``)."""
+
+
 class Replicator:
     """Which replicas this node sends and keeps; pure bookkeeping over the head state."""
 
@@ -46,20 +63,68 @@ class Replicator:
         """Per (app, replica node): the slot of the last replica it stored. A new replica
         node gets one at once."""
         self.in_flight: set[AppId] = set()
+        self.last_handed: dict[tuple[AppId, NodeId], int] = {}
+        """Per (app, destination): the slot of the last replica handed on there."""
+        self.handing: set[AppId] = set()
+        """Apps whose replica is being handed on (:meth:`get_handoffs`)."""
 
     def is_wanted(self, app: AppId, origin: NodeId) -> bool:
-        """The transfer server's check: this node is the app's replica node, and the
-        head places the app on ``origin`` or ``origin`` is handing it over
-        (:func:`is_sender`)."""
+        """The transfer server's check of a replica signed by ``origin``: this node is
+        the app's replica node, and the head places the app on ``origin`` or ``origin``
+        is handing it over (:func:`is_sender`); or this node is where an unlanded move
+        of the app goes and ``origin`` is where it comes from (a hand-off by the
+        replica node: :meth:`get_handoffs`)."""
         state = self._get_head_state()
         record = get_record(state.registry, app) if state is not None else None
+        if state is None or record is None or origin == self.node_id:
+            return False
+        if record.replica_node == self.node_id:
+            return is_sender(state, record, origin)
         return (
-            state is not None
-            and record is not None
-            and record.replica_node == self.node_id
-            and origin != self.node_id
-            and is_sender(state, record, origin)
+            record.node == self.node_id
+            and record.previous_node == origin
+            and not is_move_landed(record, state.reports)
         )
+
+    def get_handoffs(self, state: BlockState) -> list[Handoff]:
+        """The replicas this replica node should hand on at the head ``state``: for
+        each app it keeps replicas of whose last move has not landed, the replica goes
+        to the move's destination, provided it is the move's origin's (the caller
+        checks the stored replica against :attr:`Handoff.origin` and
+        :meth:`is_handoff_new`).
+
+        Why. Balancing moves an app with a replica node only to that node
+        (``balancing.follows_replica``), but an operator's MOVE names any node. If the
+        origin dies before the handover lands, that node starts the app once the
+        origin is down ("origin down", ``lifecycle.get_start_reason``) from a local
+        replica if it has one, else from nothing, while the app's latest replica sits
+        here. Sent as soon as the move is on chain, K slots before the origin can be
+        down, the replica is there when it is needed; the destination drops it once the
+        app runs there (:meth:`get_unwanted`)."""
+        handoffs = []
+        for record in state.registry.records:
+            to, origin = record.node, record.previous_node
+            if (
+                record.replica_node != self.node_id
+                or to is None
+                or origin is None
+                or to in (self.node_id, origin)
+                or record.state is not AppState.RUNNING
+                or record.app in self.handing
+                or is_move_landed(record, state.reports)
+            ):
+                continue
+            handoffs.append(Handoff(record.app, to, origin))
+        return handoffs
+
+    def is_handoff_new(self, handoff: Handoff, slot: int) -> bool:
+        """Whether the replica of ``slot`` has not yet reached ``handoff.to``."""
+        return self.last_handed.get((handoff.app, handoff.to), -1) < slot
+
+    def on_handed(self, handoff: Handoff, slot: int, ok: bool) -> None:
+        self.handing.discard(handoff.app)
+        if ok:
+            self.last_handed[(handoff.app, handoff.to)] = slot
 
     def get_due(self, state: BlockState, running: Collection[AppId]) -> list[DueReplica]:
         """The replicas to send at the head ``state``: apps this node sends replicas of

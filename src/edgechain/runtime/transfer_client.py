@@ -63,7 +63,8 @@ from edgechain.runtime.protocol import (
     encode_frame,
     encode_offer,
 )
-from edgechain.runtime.replica_send import ReplicaResult, send_replica
+from edgechain.runtime.replica import ReplicaInfo
+from edgechain.runtime.replica_send import ReplicaResult, hand_off_replica, send_replica
 from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
     PayloadStream,
@@ -259,6 +260,13 @@ class TransferClient:
                 self.zstd_level,
                 on_progress,
             )
+
+    async def hand_off_replica(self, info: ReplicaInfo, host: str, port: int) -> ReplicaResult:
+        """Send the stored replica ``info`` (checked out) on to ``host:port`` under its
+        origin's signature (``replica_send.hand_off_replica``)."""
+        lock = self._locks.setdefault(info.app, asyncio.Lock())
+        async with lock:
+            return await hand_off_replica(info, host, port, self.timeouts, self.zstd_level)
 
     async def _migrate(self, job: _Job) -> MigrationResult:
         try:

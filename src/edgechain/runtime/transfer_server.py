@@ -440,6 +440,7 @@ class TransferServer:
                         payload.sha256,
                         payload.raw_bytes,
                         compressed_bytes=payload.compressed_bytes,
+                        signature=offer.signature,
                     )
                 except (OSError, ValueError) as exc:
                     # Our disk, not the peer: say so loudly, and tell the origin at once.
