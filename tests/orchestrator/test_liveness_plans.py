@@ -183,6 +183,34 @@ def test_a_move_that_never_landed_is_recovered_to_its_origin() -> None:
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
 
 
+def test_a_recovery_goes_to_the_replica_node_before_a_pending_move() -> None:
+    """An app whose node died before an operator's MOVE was carried out restarts where
+    its latest state is, the replica node, not at the MOVE's target (which would start
+    it from nothing); the MOVE stays on the record and is planned from there next."""
+    spec = replicated("db")
+    app = app_id(spec)
+    registry = build_registry([(spec, B)])
+    record = get_record(registry, app)
+    assert record is not None
+    registry = put_record(registry, replace(record, replica_node=D, move_to=C))
+    reports = [report(A, 0), report(B, 0, slot=20), report(C, 0), report(D, 0)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+    registry = apply_block_to_registry(registry, SLOT, plan, ())
+    recovered = get_record(registry, app)
+    assert recovered is not None and (recovered.node, recovered.move_to) == (D, C)
+    later = Slot(SLOT + 40)
+    reports = [report(A, 0, slot=later - 1), report(C, 0, slot=later - 1)]
+    reports.append(report(D, 500, apps=[(app, 500, 0)], slot=later - 1))
+    plan = compute_plan(registry, reports, NODES, later, 4, down=frozenset({B}))
+    assert PlanEntry(PlanAction.MIGRATE, app, D, C) in plan
+    # Without a usable replica node, the MOVE's target as before.
+    registry = put_record(build_registry([(spec, B)]), replace(record, move_to=C))
+    reports = [report(A, 0), report(B, 0, slot=20), report(C, 0), report(D, 0)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
+
+
 def test_a_move_has_landed_once_its_node_reports_the_app_after_it() -> None:
     """What keeps the origin's copy (``runtime/reconcile.py``, no DISCARD before)."""
     spec = app_spec("x")

@@ -38,7 +38,7 @@ from edgechain.types import NodeId
 
 def recover_apps(state: PlanState) -> list[PlanEntry]:
     """Phase 0 (DESIGN.md, "Exactly once"): RECOVER each running app of a down node to
-    its preferred node (its pending ``move_to``, else its replica node), else the origin
+    its replica node, else its pending ``move_to``, else the origin
     of a move that never landed (:func:`get_unlanded_origin`), else the least-loaded
     available node it may use, largest apps first; the entries are listed in app id
     order. An app no node may take (pinned to the down node) waits there."""
@@ -59,10 +59,15 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
 
 
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
-    """(destination, its room factor) in :func:`recover_apps`' order of preference."""
-    preferred = get_preferred_node(state, record)
-    if preferred is not None:
-        return preferred, START_ROOM_FACTOR
+    """(destination, its room factor) in :func:`recover_apps`' order of preference.
+
+    The replica node before a pending ``move_to``: a RECOVER elsewhere starts the app
+    at once, from nothing (the replica node's hand-off, ``runtime/replication.py``,
+    comes too late for a start that does not wait), while the MOVE stays on the record
+    and is planned from the replica node next, state and all."""
+    for node in (record.replica_node, record.move_to):
+        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
+            return allowed, START_ROOM_FACTOR
     origin = get_unlanded_origin(state, record)
     if origin is not None:
         return origin, KEPT_ROOM_FACTOR

@@ -17,8 +17,9 @@ A plan is built in phases, each on the loads left by the ones before
 (``plan_state.PlanState``):
 
 0. **Recovery** (``placement.recover_apps``): every running app of a ``down`` node
-   (``liveness.py``) is RECOVERed to its pending ``move_to``, else its replica node,
-   else the least-loaded available node its policy allows. Not counted against the
+   (``liveness.py``) is RECOVERed to its replica node (its latest state), else its
+   pending ``move_to``, else the origin of a move that never landed, else the
+   least-loaded available node its policy allows. Not counted against the
    budget: the app runs nowhere the chain trusts.
 1. **Placement** (``placement.place_queued_apps``): queued apps, largest first onto the
    least loaded (LPT). PLACEs start apps, they move nothing: not counted either.
