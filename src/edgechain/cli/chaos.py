@@ -123,8 +123,15 @@ def format_report(report: dict[str, Any]) -> str:
         f"max {slots['apps_exactly_once']['max']} "
         f"(limit {report['limits']['apps_exactly_once_slots']})",
         f"blocks re-validated: {report['chain_audit']['distinct_blocks_checked']}",
-        f"violations: {len(report['violations'])}",
     ]
+    state = report.get("state")
+    if state:
+        lines.append(
+            f"app copies started: {state['starts']} ({state['starts_unread']} unread), "
+            f"from nothing after counting: {len(state['from_nothing'])}, below their "
+            f"highest count: {state['resumed_below_highest']} (most {state['max_count_lost']})"
+        )
+    lines.append(f"violations: {len(report['violations'])}")
     for violation in report["violations"][:20]:
         lines.append(
             f"  {violation['invariant']} (fault {violation['fault']}): {violation['detail']}"

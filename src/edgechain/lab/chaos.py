@@ -19,7 +19,9 @@ then until the duration is spent, one fault after another (``lab/chaos_faults.py
    the chain places it (limit K + 3 slots); a limit passed is a violation.
 
 Throughout: a second unfrozen copy of an app (confirmed) is a violation, and so is a
-node process that exits without the harness's signal. At the end, with the nodes
+node process that exits without the harness's signal, and a new copy of an app that
+starts from nothing while a node the fault left alone held a replica of its state
+(``state_lost``, ``lab/chaos_state.py``). At the end, with the nodes
 stopped, every block in every node's store is validated again (``lab/chain_audit.py``):
 an invalid one is a violation, and so is any app process left behind.
 
@@ -60,6 +62,7 @@ from edgechain.lab.chaos_faults import (
 from edgechain.lab.chaos_leave import LeaveFault, judge_rejoin
 from edgechain.lab.chaos_network import PacketFilter
 from edgechain.lab.chaos_report import FaultRecord, RunFacts, build_report
+from edgechain.lab.chaos_state import StateWatch, get_state_violations
 from edgechain.lab.chaos_testnet import ChaosTestnet
 from edgechain.lab.chaos_watch import (
     APPS_EXTRA_SLOTS,
@@ -138,6 +141,9 @@ class ChaosRun:
         self.workload: dict[str, int] = {"moves": 0, "moves_refused": 0}
         self.apps: dict[str, CounterApp] = {}
         self.obs: Observer | None = None
+        self.state: StateWatch | None = None
+        self.fault: Fault | None = None
+        """The latest fault (its nodes' replicas do not count for ``state_lost``)."""
         self.heads: HeadWatch | None = None
         self.filter: PacketFilter | None = None
         self.paused: set[str] = set()
@@ -170,6 +176,7 @@ class ChaosRun:
         )
         self.apps = submit_apps(net, submit)
         self.obs = Observer(net, self.apps)
+        self.state = StateWatch(net)
         self.heads = HeadWatch(self._get_urls, config.nodes)
         config.log(f"{len(self.apps)} apps submitted; waiting until each runs once")
         t = time.time()
@@ -237,6 +244,7 @@ class ChaosRun:
         cut_off = {get_node_name(i) for i in get_cut_off(fault, config.nodes)}
         before = get_fleet(net)
         on_cut_off = {app for app, view in before.items() if view["node_name"] in cut_off}
+        self.fault = fault
         t_start = time.time()
         self._inject(fault)
         config.log(f"fault {fault.describe()} at slot {net.get_slot(t_start):.1f}")
@@ -401,7 +409,10 @@ class ChaosRun:
         """One process table sample; new doubles and crashes become violations."""
         self.net.check_alive()
         obs = self._observer()
-        obs.scan(timed=True)
+        _, instances = obs.scan(timed=True)
+        if self.state is not None:
+            for lost in get_state_violations(self.state.observe(instances), self.fault):
+                self._violate("state_lost", self.fault, lost)
         for double in obs.doubles[self._doubles_seen :]:
             self._violate("app_ran_twice", None, double)
         self._doubles_seen = len(obs.doubles)
@@ -478,6 +489,7 @@ class ChaosRun:
             violations=self.violations,
             workload=self.workload,
             process_table=self.obs.to_json() if self.obs is not None else None,
+            state=self.state.to_json() if self.state is not None else None,
             audit=audit.to_json(),
             peer_errors=peer_errors,
             launcher_summary=net.summary,

@@ -80,6 +80,8 @@ class RunFacts:
     audit: dict[str, Any]
     peer_errors: dict[str, int]
     launcher_summary: dict[str, Any] | None
+    state: dict[str, Any] | None = None
+    """State continuity (``lab/chaos_state.py``): the count each new copy started from."""
 
 
 def build_report(facts: RunFacts) -> dict[str, Any]:
@@ -111,6 +113,7 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         },
         "workload": facts.workload,
         "process_table": facts.process_table,
+        "state": facts.state,
         "chain_audit": facts.audit,
         "peer_errors": facts.peer_errors,
         "launcher": _launcher_part(facts.launcher_summary),
