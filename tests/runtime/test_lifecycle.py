@@ -541,11 +541,9 @@ def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits
     assert replicator.get_unwanted(state, [app], running=[]) == [app]
 
 
-def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
-    """``replication.is_sender``: a handover that cannot land leaves the app running on
-    its origin until the chain recovers it, onto its replica node when it has one; the
-    origin's replicas keep that node's copy current meanwhile, and stop once the app
-    has landed (its node reported running it since the move)."""
+def _new_unlanded_move() -> tuple[FakeChain, AppId, NodeId, NodeId]:
+    """A chain whose head moved a replicated app from us to a destination (not landed):
+    (chain, app, destination, replica node)."""
     chain = FakeChain()
     app, spec, _ = _new_app()
     spec = replace(spec, stateful=True, replica_interval_slots=3)
@@ -555,6 +553,28 @@ def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
         previous_node=ME.node,
     )  # fmt: skip
     chain.append((moved,))
+    return chain, app, destination, replica_node
+
+
+def _land(chain: FakeChain, app: AppId, destination: NodeId) -> BlockState:
+    """The head state once the destination reported running the app after the move."""
+    listing = AppUsage(app, 10, 10, 0, 0, 0)
+    landed = ResourceReport(destination, Slot(2), 0, 0, 0, 0, 0, (listing,), NO_REPORT_SIGNATURE)
+    assert chain.head is not None
+    state = chain.get_head_state()
+    assert state is not None
+    chain.states[chain.head] = replace(state, reports=(landed,))
+    state = chain.get_head_state()
+    assert state is not None
+    return state
+
+
+def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
+    """``replication.is_sender``: a handover that cannot land leaves the app running on
+    its origin until the chain recovers it, onto its replica node when it has one; the
+    origin's replicas keep that node's copy current meanwhile, and stop once the app
+    has landed (its node reported running it since the move)."""
+    chain, app, destination, replica_node = _new_unlanded_move()
     sender = Replicator(ME.node, chain.get_head_state)
     keeper = Replicator(replica_node, chain.get_head_state)
     state = chain.get_head_state()
@@ -565,12 +585,7 @@ def test_the_origin_of_a_move_that_has_not_landed_sends_the_replicas() -> None:
     assert not keeper.is_wanted(app, make_identity(11).node)
     assert not Replicator(make_identity(11).node, chain.get_head_state).is_wanted(app, ME.node)
     # Landed: the destination's report after the move lists it; the origin stops.
-    listing = AppUsage(app, 10, 10, 0, 0, 0)
-    landed = ResourceReport(destination, Slot(2), 0, 0, 0, 0, 0, (listing,), NO_REPORT_SIGNATURE)
-    assert chain.head is not None
-    chain.states[chain.head] = replace(state, reports=(landed,))
-    state = chain.get_head_state()
-    assert state is not None
+    state = _land(chain, app, destination)
     assert sender.get_due(state, running=[app]) == []
     assert not keeper.is_wanted(app, ME.node) and keeper.is_wanted(app, destination)
 
@@ -579,15 +594,7 @@ def test_the_replica_node_hands_its_replica_on_to_where_an_unlanded_move_goes() 
     """``Replicator.get_handoffs``: while a move has not landed, the app's replica node
     sends its replica (the origin's) on to the destination, which accepts it from that
     origin only (``is_wanted``); once the app lands, neither happens."""
-    chain = FakeChain()
-    app, spec, _ = _new_app()
-    spec = replace(spec, stateful=True, replica_interval_slots=3)
-    destination, replica_node = make_identity(9).node, make_identity(10).node
-    moved = AppRecord(
-        app, spec, node=destination, last_move_slot=Slot(1), replica_node=replica_node,
-        previous_node=ME.node,
-    )  # fmt: skip
-    chain.append((moved,))
+    chain, app, destination, replica_node = _new_unlanded_move()
     state = chain.get_head_state()
     assert state is not None
     keeper = Replicator(replica_node, chain.get_head_state)
@@ -608,12 +615,7 @@ def test_the_replica_node_hands_its_replica_on_to_where_an_unlanded_move_goes() 
     keeper.on_handed(handoff, 6, ok=False)
     assert keeper.is_handoff_new(handoff, 6)
     # Landed: the destination reported running it since the move.
-    listing = AppUsage(app, 10, 10, 0, 0, 0)
-    landed = ResourceReport(destination, Slot(2), 0, 0, 0, 0, 0, (listing,), NO_REPORT_SIGNATURE)
-    assert chain.head is not None
-    chain.states[chain.head] = replace(state, reports=(landed,))
-    state = chain.get_head_state()
-    assert state is not None
+    state = _land(chain, app, destination)
     assert keeper.get_handoffs(state) == []
     assert not receiver.is_wanted(app, ME.node)
 
