@@ -211,6 +211,35 @@ def test_a_recovery_goes_to_the_replica_node_before_a_pending_move() -> None:
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
 
 
+def test_an_app_whose_replica_node_is_quiet_waits_for_it() -> None:
+    """A down node's app is not recovered elsewhere, from nothing, while its replica
+    node is only quiet: it goes there once that node speaks again, and elsewhere only
+    once it is down too."""
+    spec = replicated("db")
+    app = app_id(spec)
+    registry = build_registry([(spec, B)])
+    record = get_record(registry, app)
+    assert record is not None
+    registry = put_record(registry, replace(record, replica_node=D))
+    reports = [report(A, 0), report(B, 0, slot=20), report(C, 0), report(D, 0, slot=30)]
+    down = frozenset({B})
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down, quiet=frozenset({D}))
+    assert not [e for e in plan if e.app == app]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B, D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    # A quiet replica node that could not take it anyway is not waited for.
+    fenced = replicated("fenced", policy=AppPolicy(allowed_labels=("x",)))
+    registry = build_registry([(fenced, B)])
+    fenced_record = get_record(registry, app_id(fenced))
+    assert fenced_record is not None
+    registry = put_record(registry, replace(fenced_record, replica_node=D))
+    labelled = [NodeInfo(A, ("x",)), NodeInfo(B, ("x",)), NodeInfo(C), NodeInfo(D)]
+    plan = compute_plan(registry, reports, labelled, SLOT, 4, down=down, quiet=frozenset({D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app_id(fenced), B, A),)
+
+
 def test_a_move_has_landed_once_its_node_reports_the_app_after_it() -> None:
     """What keeps the origin's copy (``runtime/reconcile.py``, no DISCARD before)."""
     spec = app_spec("x")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.load import KEPT_ROOM_FACTOR, START_ROOM_FACTOR, is_room_enough
 from edgechain.orchestrator.plan_state import PlanState
-from edgechain.orchestrator.policy import is_constrained
+from edgechain.orchestrator.policy import is_constrained, is_node_allowed
 from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
 from edgechain.types import NodeId
 
@@ -41,12 +41,15 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
     its replica node, else its pending ``move_to``, else the origin
     of a move that never landed (:func:`get_unlanded_origin`), else the least-loaded
     available node it may use, largest apps first; the entries are listed in app id
-    order. An app no node may take (pinned to the down node) waits there."""
+    order. An app no node may take (pinned to the down node) waits there, and so does
+    one whose replica node is quiet (:func:`is_waiting_for_replica_node`)."""
     entries: list[PlanEntry] = []
     stranded = [(origin, app) for origin in sorted(state.down) for app in state.apps_on[origin]]
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
     for origin, app in stranded:
         record = state.records[app]
+        if is_waiting_for_replica_node(state, record):
+            continue
         chosen = _choose_recovery(state, record)
         if chosen is None:
             continue
@@ -56,6 +59,27 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
         entries.append(PlanEntry(PlanAction.RECOVER, app, origin, destination))
     entries.sort(key=lambda e: e.app)
     return entries
+
+
+def is_waiting_for_replica_node(state: PlanState, record: AppRecord) -> bool:
+    """Whether a down node's app waits for its replica node, which is quiet (silent a
+    while, not down: ``liveness.compute_quiet_nodes``) and could take it otherwise.
+
+    A quiet node is no destination, so the RECOVER went to another node, which started
+    the app from nothing while the replica node, back a slot or two later, held its
+    state (chaos, session 49: a host and its replica node cut off together by a
+    partition; the host went down while the replica node was still quiet, and the
+    app restarted from 0 with 326 counts on the replica node). Waiting costs at most
+    ``down_after_slots - QUIET_AFTER_SLOTS`` slots: by then the replica node has
+    spoken again (the RECOVER goes there) or is down (the app goes elsewhere, as
+    before)."""
+    node = record.replica_node
+    return (
+        node is not None
+        and node in state.quiet
+        and state.has_room(node, record.app, START_ROOM_FACTOR)
+        and is_node_allowed(record.spec, state.infos[node])
+    )
 
 
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
