@@ -27,13 +27,14 @@ from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.runtime import watchdog
 from edgechain.runtime.app_cgroups import get_unavailable_reason
 from edgechain.runtime.base import AppRuntimeError, AppStatus
-from edgechain.runtime.fencing import Watchdog, get_frozen_apps
+from edgechain.runtime.fencing import Watchdog, get_frozen_apps, get_watchdog_command
 from edgechain.runtime.lease import (
     APPS_DIR,
     LEASE_FILE,
     PID_FILE,
     RUNTIME_PAUSED_FILE,
     WATCHDOG_LOG_FILE,
+    WATCHDOG_PID_FILE,
     get_now_ms,
     read_lease,
     write_lease,
@@ -555,3 +556,27 @@ def test_a_watchdog_that_ended_is_started_again_and_fences(node: FencedNode) -> 
     node.watchdog.stop()
     assert node.watchdog.restart_if_ended() is None  # stopped on purpose: stays stopped
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"
+
+
+def test_a_full_disk_does_not_end_the_watchdog(node: FencedNode) -> None:
+    """Its log (``/dev/full``: every write fails with ENOSPC) and its pid file (a
+    directory in the way) cannot be written: the watchdog still freezes the apps of an
+    expired lease and thaws them when a lease lists them again. Before, the first line
+    it could not write ended it, and the watchdog its node started next never thawed a
+    group it had not frozen itself."""
+    apps = [node.start_app(), node.start_app()]
+    node.lease(-1, apps)  # a full disk stops the node renewing its lease, too
+    (node.data_dir / WATCHDOG_PID_FILE).mkdir()
+    command = get_watchdog_command(node.data_dir, POLL_MS, node.parent.pid)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.Popen(command, stdout=full, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: all(is_frozen(node.runtime, a) for a in apps), LIMIT_S)
+        assert proc.poll() is None, "the watchdog ended"
+        node.lease(LONG_MS, apps)
+        wait_until(lambda: all(is_running(node.runtime, a) for a in apps), LIMIT_S)
+        wait_ticking(node.runtime, apps)
+        assert proc.poll() is None, "the watchdog ended"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=LIMIT_S)

@@ -38,6 +38,7 @@ the whole runtime); by hand::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -231,9 +232,19 @@ class Fence:
         return get_now_ms(self.clock_offset_ms)
 
     def log(self, event: str, **fields: object) -> None:
-        """One JSON line on stderr (the node sends it to ``watchdog.log``)."""
+        """One JSON line on stderr (``watchdog.log``, in the node's data dir), or none.
+
+        The log is the one thing here a full disk stops, and it must not stop the
+        fence: a full disk also stops the node renewing its lease, so that is when the
+        watchdog freezes. A write that raised used to end the watchdog right after its
+        first freeze; the one its node started next did not know that group (its
+        ``watchdog.json`` was not written either) and never thawed it: the app stayed
+        frozen on a live node the chain placed it on (chaos, session 49: 14-slot
+        full-disk faults)."""
         entry = {"ms": self.now_ms(), "event": event, **fields}
-        print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
+        # Unwritten lines stay in the stream's buffer and go out once there is room.
+        with contextlib.suppress(OSError):
+            print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
 
     # --- state file ---
 
@@ -453,8 +464,13 @@ def run(data_dir: str, poll_ms: int, parent_pid: int | None, clock_offset_ms: in
     # Exit signals are taken synchronously (sigtimedwait is the poll's sleep), so a
     # pass is never cut short between a signal and its record.
     signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
-    write_pid_entry(os.path.join(data_dir, WATCHDOG_PID_FILE), os.getpid(), get_own_create_time())
     fence = Fence(data_dir, clock_offset_ms)
+    try:
+        write_pid_entry(
+            os.path.join(data_dir, WATCHDOG_PID_FILE), os.getpid(), get_own_create_time()
+        )
+    except OSError as exc:  # a full disk: the node recorded our pid when it started us
+        fence.log("error", what="cannot write the pid file", error=str(exc))
     fence.adopt_previous()
     fence.save()
     parent = Parent(parent_pid) if parent_pid is not None else None
