@@ -44,6 +44,7 @@ from edgechain.lab.chaos_disk import (
     CLEAN_STOP_EXIT,
     SMALL_DISK_BYTES,
     find_lost_blocks,
+    keep_logs,
     read_accepted,
 )
 from edgechain.lab.chaos_faults import (
@@ -459,6 +460,7 @@ class ChaosRun:
         for leftover in net.leftovers:
             self._violate("process_left_behind", None, leftover)
         for directory in net.mounted:
+            keep_logs(directory)
             try:
                 unmount(directory)
             except SmallDiskError as exc:

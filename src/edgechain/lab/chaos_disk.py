@@ -11,6 +11,7 @@ WAL mode lets a reader in).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
@@ -48,3 +49,15 @@ def find_lost_blocks(chain_db: Path, accepted: Collection[str]) -> list[str]:
     except sqlite3.Error:
         return wanted
     return [h for h in wanted if h not in stored]
+
+
+def keep_logs(data_dir: Path) -> Path:
+    """Copy the ``*.log`` files of the small-disk node's data directory to
+    ``<data_dir>-logs`` beside it before the directory's own file system is unmounted
+    (and its contents gone): what the node and its watchdog logged stays readable."""
+    kept = data_dir.with_name(data_dir.name + "-logs")
+    kept.mkdir(exist_ok=True)
+    for log in data_dir.glob("*.log"):
+        with contextlib.suppress(OSError):
+            shutil.copy2(log, kept / log.name)
+    return kept
