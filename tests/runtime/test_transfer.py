@@ -219,6 +219,13 @@ def test_resending_the_same_transfer_is_harmless(process_pair: Pair, tmp_path: P
             assert result.ok and not a.is_running(app)
             assert a.get_state_dir(app).is_dir()
             assert_single_instance(tag)
+            # Taken, then stopped here (its copy killed, say): the move is still ours,
+            # so a late offer of it gets the same answer and restores nothing over it.
+            b.stop(app)
+            reply = await _send_raw(nb.port, offer)
+            assert decode_verdict(reply[5:]).verdict is Verdict.ALREADY_RUNNING
+            assert not b.is_running(app)
+            b.start(app, spec)
             a.remove(app)
 
     asyncio.run(run())

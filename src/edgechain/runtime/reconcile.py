@@ -51,6 +51,7 @@ from edgechain.runtime.lifecycle import (
     ChainView,
     HeldApp,
     decide,
+    find_placing_entry,
     get_start_reason,
     was_removed,
 )
@@ -59,6 +60,7 @@ from edgechain.runtime.replica_sync import ReplicaSync
 from edgechain.runtime.restart_backoff import RestartBackoff, describe_exit
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.threads import run_in_thread
+from edgechain.runtime.transfer_common import get_ledger_path
 from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId
 
@@ -274,6 +276,8 @@ class Reconciler:
                 await self.starter.start_if_stopped(
                     app, record.spec, why or "reconcile", record.version, now=now
                 )
+                if why == "origin down" and engine is not None:
+                    await run_in_thread(self._record_takeover, engine, record)
             elif action is Action.STOP_STALE:
                 if await run_in_thread(self.stop_if_running, app):
                     # A second copy: the head runs it elsewhere, or never started it.
@@ -316,13 +320,27 @@ class Reconciler:
         self.runtime.start(app, record.spec, version=record.version)
         return True, version
 
+    def _record_takeover(self, engine: ChainView, record: AppRecord) -> None:
+        """Blocking: once an "origin down" start has the app running here, enter its
+        move in the transfer ledger, as a migration received is.
+
+        Without it, the start reason held only while the origin was down: the copy
+        here, killed later (its lease ran out in a partition and the watchdog retired
+        it), was never started again once the origin was back, and the app ran
+        nowhere while the chain placed it here (chaos, session 49: 14-slot faults, 2
+        ``apps_exactly_once`` violations)."""
+        if not self.runtime.is_running(record.app):
+            return
+        found = find_placing_entry(engine, record, self.head.archive)
+        if found is not None:
+            get_ledger_path(self.transfer_dir, found[0], record.app).touch()
+
     def _get_start_reason(self, engine: ChainView, record: AppRecord) -> str | None:
         """``lifecycle.get_start_reason`` with this node's transfer ledger (the same path
         as the TransferServer's: it exists once we acknowledged DONE)."""
 
         def is_received(block_hash: BlockHash, app: AppId) -> bool:
-            name = f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
-            return (self.transfer_dir / "ledger" / name).exists()
+            return get_ledger_path(self.transfer_dir, block_hash, app).exists()
 
         return get_start_reason(
             engine,

@@ -24,6 +24,7 @@ import zstandard
 
 from edgechain.chain.model import AppSpec, PlanEntry
 from edgechain.errors import DecodeError, RejectReason
+from edgechain.runtime.base import get_app_dirname
 from edgechain.runtime.protocol import (
     CHUNK_BYTES,
     READ_BYTES,
@@ -78,6 +79,20 @@ class TransferTimeouts:
     """Longest silence tolerated on any read or write (a stalled or dead peer)."""
     restore_s: float = 120.0
     """How long the origin waits for DONE after RECEIVED (restore may load an image)."""
+
+
+LEDGER_DIR = "ledger"
+"""Under the transfer server's work dir: one empty file per move this node took."""
+
+
+def get_ledger_path(work_dir: Path, block_hash: BlockHash, app: AppId) -> Path:
+    """The transfer ledger's entry for the move of ``app`` in block ``block_hash``: it
+    exists once this node took the move, by a migration it acknowledged DONE, or by
+    starting the app itself after the move's origin went down (``reconcile.py``). A
+    move in the ledger starts here again whenever the app stops (``lifecycle.
+    get_start_reason``: "reconcile"), and the origin's late offer of it is answered
+    ALREADY_RUNNING (``transfer_server.py``)."""
+    return work_dir / LEDGER_DIR / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
 
 
 def ms_since(start: float) -> float:

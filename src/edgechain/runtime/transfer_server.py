@@ -54,6 +54,7 @@ from edgechain.runtime.replica import ReplicaStore
 from edgechain.runtime.state_delta import StagedTree, apply_state_delta
 from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer_common import (
+    LEDGER_DIR,
     LINGER_S,
     OriginCheck,
     PlanCheck,
@@ -63,6 +64,7 @@ from edgechain.runtime.transfer_common import (
     TransferTimeouts,
     close_writer,
     drain_until_eof,
+    get_ledger_path,
     is_peer_gone,
     receive_payload,
     send_frame,
@@ -133,7 +135,7 @@ class TransferServer:
         """Bound on a received archive (uncompressed, and compressed), migration or
         replica alike."""
         (self.work_dir / "incoming").mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "ledger").mkdir(parents=True, exist_ok=True)
+        (self.work_dir / LEDGER_DIR).mkdir(parents=True, exist_ok=True)
         self._server: asyncio.Server | None = None
         self._locks: dict[AppId, asyncio.Lock] = {}
         self._replica_locks: dict[AppId, asyncio.Lock] = {}
@@ -177,7 +179,7 @@ class TransferServer:
         return None if self.get_writable is None else self.get_writable() // factor
 
     def _get_ledger_path(self, block_hash: BlockHash, app: AppId) -> Path:
-        return self.work_dir / "ledger" / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
+        return get_ledger_path(self.work_dir, block_hash, app)
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -273,7 +275,9 @@ class TransferServer:
         async with lock:
             ledger = self._get_ledger_path(offer.block_hash, app)
             running = await run_in_thread(self.runtime.is_running, app)
-            if running and ledger.exists():
+            # Taken already (by this offer's DONE, or by an "origin down" start here),
+            # whether it runs now or not: the origin ends its copy; ours is newer.
+            if ledger.exists():
                 self._counts["already_running"] += 1
                 verdict = VerdictMessage(Verdict.ALREADY_RUNNING, False, "")
                 await self._send_verdict(writer, verdict)
