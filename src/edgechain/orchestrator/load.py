@@ -326,8 +326,16 @@ def compute_confirmed_apps(
     return frozenset(
         app
         for app, (node, _) in own_usage.items()
-        if (moved := records[app].last_move_slot) is None or chosen[node].slot > moved
+        if is_reported_after_move(records[app], chosen[node].slot)
     )
+
+
+def is_reported_after_move(record: AppRecord, report_slot: int) -> bool:
+    """Whether a report of ``report_slot`` comes after the app's last move (or the app
+    never moved): the one rule of :func:`compute_confirmed_apps` and
+    :func:`is_move_landed`."""
+    moved = record.last_move_slot
+    return moved is None or report_slot > moved
 
 
 def is_move_landed(record: AppRecord, reports: Iterable[ResourceReport]) -> bool:
@@ -336,10 +344,9 @@ def is_move_landed(record: AppRecord, reports: Iterable[ResourceReport]) -> bool
     (``BlockState.reports``). Until then the node the app left keeps its copy
     (``runtime/lifecycle.py``, DISCARD), and a RECOVER may hand the app back there
     (``placement.get_unlanded_origin``)."""
-    moved = record.last_move_slot
     return record.node is not None and any(
         report.node == record.node
-        and (moved is None or report.slot > moved)
+        and is_reported_after_move(record, report.slot)
         and any(usage.app == record.app for usage in report.apps)
         for report in reports
     )

@@ -76,14 +76,13 @@ class Replicator:
         replica node: :meth:`get_handoffs`)."""
         state = self._get_head_state()
         record = get_record(state.registry, app) if state is not None else None
-        if state is None or record is None or origin == self.node_id:
-            return False
-        if record.replica_node == self.node_id:
-            return is_sender(state, record, origin)
+        # As the app's node, ``origin`` != us can only be the unlanded move's origin.
         return (
-            record.node == self.node_id
-            and record.previous_node == origin
-            and not is_move_landed(record, state.reports)
+            state is not None
+            and record is not None
+            and origin != self.node_id
+            and self.node_id in (record.replica_node, record.node)
+            and is_sender(state, record, origin)
         )
 
     def get_handoffs(self, state: BlockState) -> list[Handoff]:

@@ -70,7 +70,7 @@ from edgechain.runtime.transfer_common import (
     send_frame,
 )
 from edgechain.telemetry import logs
-from edgechain.types import AppId, BlockHash, NodeId
+from edgechain.types import AppId, NodeId
 
 _log = logging.getLogger(__name__)
 
@@ -178,9 +178,6 @@ class TransferServer:
         times its size."""
         return None if self.get_writable is None else self.get_writable() // factor
 
-    def _get_ledger_path(self, block_hash: BlockHash, app: AppId) -> Path:
-        return get_ledger_path(self.work_dir, block_hash, app)
-
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -273,7 +270,7 @@ class TransferServer:
         app = offer.entry.app
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
-            ledger = self._get_ledger_path(offer.block_hash, app)
+            ledger = get_ledger_path(self.work_dir, offer.block_hash, app)
             running = await run_in_thread(self.runtime.is_running, app)
             # Taken already (by this offer's DONE, or by an "origin down" start here),
             # whether it runs now or not: the origin ends its copy; ours is newer.
