@@ -20,8 +20,11 @@
 # a freeze (SIGSTOP, cgroup freezer) or a SIGKILL at any instant leaves a whole value.
 # Signals: TERM/INT persist and exit; USR1 is the runtime's cooperative checkpoint hook:
 # persist, then touch $EDGECHAIN_CHECKPOINT_ACK so the runtime knows the state on disk is
-# current (runtime/process.py). The runtime signals the whole process group, which also
-# ends a pending `sleep` at once, so the trap runs without waiting for the interval.
+# current (runtime/process.py). The runtime signals the whole process group. The sleep
+# between steps ignores USR1 and the shell waits for it with `wait`, which a trapped
+# signal interrupts at once: the trap runs without waiting for the interval, and no
+# sleep is killed by the signal (the shell would log "User defined signal 1" for each,
+# and push the "starting from" line out of a log's tail).
 set -u
 
 dir="${EDGECHAIN_STATE_DIR:?EDGECHAIN_STATE_DIR is not set}"
@@ -82,5 +85,6 @@ while :; do
         dd if=/dev/urandom of="$dir/pad" bs=1024 count="$rewrite" \
             seek=$(( (count % rewrite_slots) * rewrite )) conv=notrunc 2>/dev/null
     fi
-    sleep "$interval"
+    (trap '' USR1; exec sleep "$interval") &
+    wait $!
 done

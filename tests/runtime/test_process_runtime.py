@@ -16,7 +16,7 @@ from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
 from edgechain.runtime.archive import ArchiveError, extract_state_archive
 from edgechain.runtime.base import AppNotFoundError, AppRuntime, AppRuntimeError, AppStatus
 from edgechain.runtime.process import ProcessRuntime
-from edgechain.runtime.samples import get_cpu_load_spec
+from edgechain.runtime.samples import get_counter_spec, get_cpu_load_spec
 
 from .helpers import (
     HERE,
@@ -184,6 +184,34 @@ def test_save_uses_the_checkpoint_hook_and_keeps_the_app_frozen(
     runtime.resume(app)  # the migration failed: continue in memory
     assert not saved.archive.exists()
     assert wait_count_above(state, frozen) > frozen
+
+
+def test_the_counter_answers_its_checkpoint_mid_sleep_without_noise(
+    process_pair: tuple[ProcessRuntime, ProcessRuntime],
+) -> None:
+    """The checkpoint signal reaches the counter while it sleeps between steps: it
+    answers within the runtime's 1 s timeout though a step lasts 30 s, and its log
+    holds no "User defined signal 1" line per checkpoint (the shell's report of a
+    sleep the signal killed), which pushed "starting from" out of a log's tail."""
+    runtime, _ = process_pair
+    tag = f"t-{secrets.token_hex(4)}"
+    spec = get_counter_spec(RuntimeKind.PROCESS, interval_s=30, tag=tag)
+    app = get_app(spec)
+    runtime.start(app, spec)
+    state = runtime.get_state_dir(app)
+    wait_until(lambda: (state / ".checkpoint-hook").exists() and (state / "count").exists())
+    for _ in range(3):
+        saved = runtime.save(app)
+        assert saved.live  # the hook answered, though the app was asleep
+        saved.archive.unlink()
+        runtime.resume(app)
+    tail = runtime.get_log_tail(app, 20)
+    assert tail is not None
+    text = "\n".join(tail.lines)
+    assert "counter: starting from 0" in text
+    assert "signal" not in text.lower()
+    runtime.remove(app)
+    assert get_tagged_processes(tag) == []
 
 
 def test_save_without_hook_stops_gracefully(
