@@ -456,6 +456,39 @@ def test_a_new_watchdog_ends_the_previous_and_takes_over_its_freezes(node: Fence
         second.stop()
 
 
+class _KilledAfterSignal(BaseException):
+    """Stands in for a SIGKILL: the watchdog ends right after its first signal."""
+
+
+def test_a_watchdog_killed_right_after_a_freeze_leaves_it_to_its_successor(
+    node: FencedNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watchdog that dies between a group's SIGSTOP and its next write of
+    ``watchdog.json`` (the OOM killer, an operator's kill -9) must leave that group to
+    the next watchdog: the freeze is written before the signal. Written after it, the
+    successor never knew the group and the app stayed frozen for good on a live node
+    the chain places it on."""
+    app = node.start_app()
+    node.lease(-1, [app])
+    fence = watchdog.Fence(str(node.data_dir))
+    real_signal_group = watchdog.signal_group
+
+    def signal_then_die(pgid: int, sig: signal.Signals) -> bool:
+        real_signal_group(pgid, sig)
+        raise _KilledAfterSignal
+
+    monkeypatch.setattr(watchdog, "signal_group", signal_then_die)
+    with pytest.raises(_KilledAfterSignal):
+        fence.freeze_all(watchdog.read_boot_time())
+    monkeypatch.undo()
+    wait_until(lambda: is_frozen(node.runtime, app), LIMIT_S)
+    node.lease(LONG_MS, [app])
+    node.start_watchdog()  # the node starts a new one, and the lease is valid again
+    wait_until(lambda: is_running(node.runtime, app), LIMIT_S)
+    wait_ticking(node.runtime, [app])
+    assert node.logged("adopt") and node.logged("thaw")
+
+
 def test_the_watchdog_stays_small(node: FencedNode) -> None:
     """One watchdog per node, 50 nodes per host: no site-packages module is loaded (no
     psutil, crypto, ...) and its resident set stays near the interpreter's own."""

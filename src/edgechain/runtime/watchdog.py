@@ -16,13 +16,14 @@ OS process, so it keeps working while the node is stopped, reads the lease every
   itself for a migration (``apps/<hex>/paused``).
 
 What it froze is in ``<data_dir>/watchdog.json`` (rewritten atomically on every
-change), and every freeze and thaw is one JSON line on stderr. Its clock is the
-node's: ``--clock-offset-ms`` (the node's, passed on by ``fencing.Watchdog``) shifts
-every reading (the lease's expiry and retirement, ``since_ms``, the log's ``ms``), as
-the node's lease is written in its own shifted clock. With ``--parent-pid``
-(the node), once the parent is gone it keeps watching until the lease expires,
-freezes what is left, then exits. SIGTERM or SIGINT end it at once, without freezing
-or thawing anything.
+change; a freeze is written before its signal, so a successor knows every group a
+watchdog killed mid-pass left stopped), and every freeze and thaw is one JSON line on
+stderr. Its clock is the node's: ``--clock-offset-ms`` (the node's, passed on by
+``fencing.Watchdog``) shifts every reading (the lease's expiry and retirement,
+``since_ms``, the log's ``ms``), as the node's lease is written in its own shifted
+clock. With ``--parent-pid`` (the node), once the parent is gone it keeps watching
+until the lease expires, freezes what is left, then exits. SIGTERM or SIGINT end it
+at once, without freezing or thawing anything.
 
 Small on purpose, one per node and 50 nodes per host: stdlib only, it reads ``/proc``
 itself (the creation time as psutil computes it: boot time plus start ticks) and
@@ -288,8 +289,7 @@ class Fence:
         that left its group; True when the frozen set changed."""
         changed = self._forget_gone(boot_time)
         leaders = list(find_leaders(self.apps_dir, boot_time))
-        for leader in leaders:
-            changed |= self._freeze(leader)
+        changed |= self._freeze(leaders)
         now = self.now_ms()
         if self.swept_ms is None or now - self.swept_ms >= STRAGGLER_SWEEP_MS:
             self.swept_ms = now
@@ -341,20 +341,36 @@ class Fence:
                 app = os.path.basename(os.path.dirname(state_dir))
                 self.log("freeze_stragglers", app=app, processes=stopped)
 
-    def _freeze(self, leader: Leader) -> bool:
-        identity = (leader.pid, leader.created)
-        if self.frozen.get(leader.app) == identity:
-            if leader.state in RUNNING_STATES and signal_group(leader.pid, signal.SIGSTOP):
-                self.log("refreeze", app=leader.app, pid=leader.pid)  # someone continued it
-            return False
-        if leader.state in STOPPED_STATES:
-            return False  # stopped by someone else (the runtime's pause): not ours
-        if not signal_group(leader.pid, signal.SIGSTOP):  # its stragglers: freeze_all
+    def _freeze(self, leaders: Sequence[Leader]) -> bool:
+        """SIGSTOP the groups of ``leaders`` that run and are not ours yet (and again
+        those of ours someone continued); True when the frozen set changed.
+
+        Written ahead: the new groups are in ``watchdog.json`` before they get the
+        signal. A watchdog SIGKILLed between the two (the OOM killer, an operator)
+        would otherwise leave a group stopped that no successor knows of, and
+        ``adopt_previous`` takes over only the listed groups that are stopped: the
+        app would stay frozen on a node the chain places it on, for good."""
+        new: list[Leader] = []
+        for leader in leaders:
+            if self.frozen.get(leader.app) == (leader.pid, leader.created):
+                if leader.state in RUNNING_STATES and signal_group(leader.pid, signal.SIGSTOP):
+                    self.log("refreeze", app=leader.app, pid=leader.pid)  # continued
+            elif leader.state not in STOPPED_STATES:  # else the runtime's pause: not ours
+                new.append(leader)
+        if not new:
             return False
         if not self.frozen:
             self.since_ms = self.now_ms()
-        self.frozen[leader.app] = identity
-        self.log("freeze", app=leader.app, pid=leader.pid)
+        for leader in new:
+            self.frozen[leader.app] = (leader.pid, leader.created)
+        self.save()
+        for leader in new:
+            if signal_group(leader.pid, signal.SIGSTOP):
+                self.log("freeze", app=leader.app, pid=leader.pid)
+            else:  # gone meanwhile (its stragglers: freeze_all)
+                del self.frozen[leader.app]
+        if not self.frozen:
+            self.since_ms = None
         return True
 
     def thaw_listed(self, lease: Lease, boot_time: float) -> bool:
