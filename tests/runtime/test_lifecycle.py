@@ -541,6 +541,64 @@ def test_a_replica_is_dropped_once_the_app_runs_here_not_while_an_old_copy_waits
     assert replicator.get_unwanted(state, [app], running=[]) == [app]
 
 
+def test_a_former_replica_node_keeps_its_replica_until_the_new_one_has_it() -> None:
+    """``Replicator.is_passing_on``: the chain named another replica node (or none, the
+    old one excluded); the old one keeps its replica, hands it on to the new one under
+    the host's signature (which the new one accepts as the host's), and drops it only
+    once handed on. Before, it dropped it at once, and a host cut off from the new
+    replica node and then down had its app recovered there from nothing (chaos,
+    session 50: 0 after 189 counts)."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    spec = replace(spec, stateful=True, replica_interval_slots=3)
+    host, new_keeper = make_identity(9).node, make_identity(10).node
+    former = Replicator(ME.node, chain.get_head_state)
+    chain.append((AppRecord(app, spec, node=host, replica_node=ME.node),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_handoffs(state, [app]) == []  # its replica node: nothing to pass on
+    # Excluded: the chain names no replica node; the replica stays, with nowhere to go.
+    chain.append((AppRecord(app, spec, node=host),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == []
+    assert former.get_handoffs(state, [app]) == []
+    # A new replica node: handed on there, as the host's replica.
+    chain.append((AppRecord(app, spec, node=host, replica_node=new_keeper),))
+    state = chain.get_head_state()
+    assert state is not None
+    handoff = Handoff(app, new_keeper, frozenset((host,)), passing_on=True)
+    # A move's hand-off there once (as the replica node then) is no passing on: a
+    # live run dropped the replica at once after one.
+    former.on_handed(replace(handoff, passing_on=False), 3, ok=True)
+    assert former.get_unwanted(state, [app], running=[]) == []
+    assert former.get_handoffs(state, [app]) == [handoff]
+    assert former.get_handoffs(state, []) == []  # none stored: none to hand on
+    assert Replicator(new_keeper, chain.get_head_state).is_wanted(app, host)
+    former.on_handed(handoff, 7, ok=False)  # unreachable: kept, tried again
+    assert former.get_unwanted(state, [app], running=[]) == []
+    assert former.get_handoffs(state, [app]) == [handoff]
+    former.on_handed(handoff, 7, ok=True)
+    assert former.get_handoffs(state, [app]) == []
+    assert former.get_unwanted(state, [app], running=[]) == [app]
+    # Its replica node again, then not: it passes its replica on again.
+    chain.append((AppRecord(app, spec, node=host, replica_node=ME.node),))
+    state = chain.get_head_state()
+    assert state is not None
+    former.on_head(state)
+    assert former.get_unwanted(state, [app], running=[]) == []
+    chain.append((AppRecord(app, spec, node=host, replica_node=new_keeper),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == []
+    assert former.get_handoffs(state, [app]) == [handoff]
+    # An app without replicas (an update turned them off) keeps none anywhere else.
+    chain.append((AppRecord(app, replace(spec, replica_interval_slots=0), node=host),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert Replicator(ME.node, chain.get_head_state).get_unwanted(state, [app], []) == [app]
+
+
 def _new_unlanded_move() -> tuple[FakeChain, AppId, NodeId, NodeId]:
     """A chain whose head moved a replicated app from us to a destination (not landed):
     (chain, app, destination, replica node)."""
@@ -599,24 +657,24 @@ def test_the_replica_node_hands_its_replica_on_to_where_an_unlanded_move_goes() 
     assert state is not None
     keeper = Replicator(replica_node, chain.get_head_state)
     receiver = Replicator(destination, chain.get_head_state)
-    handoff = Handoff(app, destination, ME.node)
-    assert keeper.get_handoffs(state) == [handoff]
+    handoff = Handoff(app, destination, frozenset((ME.node,)))
+    assert keeper.get_handoffs(state, [app]) == [handoff]
     for other in (ME.node, destination, make_identity(11).node):  # only the replica node
-        assert Replicator(other, chain.get_head_state).get_handoffs(state) == []
+        assert Replicator(other, chain.get_head_state).get_handoffs(state, []) == []
     assert receiver.is_wanted(app, ME.node)
     assert not receiver.is_wanted(app, make_identity(11).node)
     assert not receiver.is_wanted(app, destination)
     # One at a time, and each replica once.
     keeper.handing.add(app)
-    assert keeper.get_handoffs(state) == []
+    assert keeper.get_handoffs(state, [app]) == []
     keeper.on_handed(handoff, 5, ok=True)
-    assert keeper.get_handoffs(state) == [handoff]
+    assert keeper.get_handoffs(state, [app]) == [handoff]
     assert not keeper.is_handoff_new(handoff, 5) and keeper.is_handoff_new(handoff, 6)
     keeper.on_handed(handoff, 6, ok=False)
     assert keeper.is_handoff_new(handoff, 6)
     # Landed: the destination reported running it since the move.
     state = _land(chain, app, destination)
-    assert keeper.get_handoffs(state) == []
+    assert keeper.get_handoffs(state, [app]) == []
     assert not receiver.is_wanted(app, ME.node)
 
 

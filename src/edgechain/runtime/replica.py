@@ -138,6 +138,17 @@ class ReplicaStore:
             found = (self._read_dir(d) for d in sorted(self.root.iterdir()))
             return tuple(info for info in found if info is not None)
 
+    def list_apps(self) -> tuple[AppId, ...]:
+        """The apps a replica is stored of, from the directory names alone (no file is
+        read: the manager asks every round)."""
+        apps: set[AppId] = set()
+        with self._lock:
+            for entry in os.scandir(self.root):
+                if len(entry.name) == 2 * HASH_SIZE and (Path(entry.path) / META_FILE).exists():
+                    with contextlib.suppress(ValueError):
+                        apps.add(AppId(bytes.fromhex(entry.name)))
+        return tuple(sorted(apps))
+
     def remove(self, app: AppId) -> None:
         """Forget the replica of ``app`` (the app was removed from the chain, or this
         node is no longer its replica node)."""

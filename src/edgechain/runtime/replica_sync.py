@@ -3,7 +3,8 @@ once", point 4; ``runtime/manager.py``).
 
 :class:`ReplicaSync` starts the replica sends that ``Replicator`` (``runtime/
 replication.py``) finds due for this node's running apps, each in a task, and drops
-the stored replicas (``runtime/replica.py``) the head no longer wants here.
+the stored replicas (``runtime/replica.py``) the head no longer wants here, once those
+it should hand on have been.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from edgechain.consensus.state import BlockState
+from edgechain.errors import RejectReason
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.base import AppRuntimeError
 from edgechain.runtime.head_queries import HeadQueries
@@ -58,21 +60,20 @@ class ReplicaSync:
             self.tasks.spawn(self._send_replica(due, *address))
 
     def hand_off_due(self) -> None:
-        """Start the hand-offs of stored replicas to the destinations of unlanded moves
-        (``Replicator.get_handoffs``). The stored replica is read only for the few apps
-        whose move has not landed; one that another node took, or that this destination
-        already has, is skipped."""
+        """Start the hand-offs of stored replicas (``Replicator.get_handoffs``): to the
+        destinations of unlanded moves, and from a former replica node to the new one.
+        A former replica node's replica that no receiver would take (not signed by an
+        origin it accepts) counts as handed on: it is then dropped."""
         state = self.head.get_head_state()
         if state is None:
             return
-        for handoff in self.replicator.get_handoffs(state):
+        for handoff in self.replicator.get_handoffs(state, self.replicas.list_apps()):
             info = self.replicas.get(handoff.app)
-            if (
-                info is None
-                or not info.signature
-                or info.origin != handoff.origin
-                or not self.replicator.is_handoff_new(handoff, info.slot)
-            ):
+            if info is None or not self.replicator.is_handoff_new(handoff, info.slot):
+                continue
+            if not info.signature or info.origin not in handoff.origins:
+                if handoff.passing_on:  # nobody would take it: nothing to keep it for
+                    self.replicator.on_handed(handoff, info.slot, ok=True)
                 continue
             address = self.head.get_destination(handoff.to)
             if address is None:
@@ -93,7 +94,8 @@ class ReplicaSync:
                 return  # dropped meanwhile, or corrupt (logged)
             slot = fields["slot"] = info.slot
             result = await self.client.hand_off_replica(info, host, port)
-            ok = result.ok
+            # A newer replica there (the origin reached it too) does the hand-off's job.
+            ok = result.ok or result.reason == RejectReason.STALE_SLOT.value
             fields.update(outcome=result.outcome.value, reason=result.reason)
             logs.info(log, "replica handed on" if ok else "replica hand-off refused", **fields)
         except (AppRuntimeError, OSError) as exc:
@@ -129,6 +131,7 @@ class ReplicaSync:
         """Drop the stored replicas the head no longer wants here (``running``: the apps
         running here, ``Replicator.get_unwanted``)."""
         stored = [info.app for info in self.replicas.list()]
+        self.replicator.on_head(state)
         for app in self.replicator.get_unwanted(state, stored, running):
             self.replicas.remove(app)
             logs.info(log, "replica dropped", app=bytes(app).hex()[:16])

@@ -13,7 +13,12 @@ migration whose origin is down, then restarts the app from it
 
 A replica node also hands its replica on, under the origin's signature, to the
 destination of a move that has not landed (:meth:`Replicator.get_handoffs`), so that
-destination has the app's latest state if the origin dies before the handover.
+destination has the app's latest state if the origin dies before the handover. And a
+node that is no longer the app's replica node (the chain named another, or dropped it
+when the node was excluded) keeps its replica until it has handed it on to the new
+replica node (:meth:`Replicator.is_passing_on`): the origin may be cut off from the new
+one, or die before its first replica there, and the app would be recovered there from
+nothing while its state sat here.
 
 :class:`Replicator` is the bookkeeping: which replicas are due (:meth:`get_due`),
 in flight, last sent, which to hand on (:meth:`get_handoffs`), and which stored ones
@@ -43,14 +48,18 @@ class DueReplica:
 
 @dataclass(frozen=True)
 class Handoff:
-    """A replica this replica node should hand on to where the app is moving."""
+    """A stored replica this node should hand on: to where the app is moving (this is
+    its replica node), or to its new replica node (this was its replica node)."""
 
     app: AppId
     to: NodeId
-    """The destination of the app's unlanded move (its registry node)."""
-    origin: NodeId
-    """The move's origin: only a replica it signed is handed on (the destination
-    accepts no other, ``Replicator.is_wanted``)."""
+    """The destination of the app's unlanded move (its registry node), or its new
+    replica node."""
+    origins: frozenset[NodeId]
+    """Only a replica one of these signed is handed on: the receiver accepts no other
+    (``Replicator.is_wanted``, :func:`is_sender`)."""
+    passing_on: bool = False
+    """From a former replica node to the new one (``Replicator.is_passing_on``)."""
 
 
 class Replicator:
@@ -67,6 +76,9 @@ class Replicator:
         """Per (app, destination): the slot of the last replica handed on there."""
         self.handing: set[AppId] = set()
         """Apps whose replica is being handed on (:meth:`get_handoffs`)."""
+        self.passed_on: set[tuple[AppId, NodeId]] = set()
+        """(app, new replica node) this former replica node has handed its replica on
+        to, or found no receiver would take it (:meth:`is_passing_on`)."""
 
     def is_wanted(self, app: AppId, origin: NodeId) -> bool:
         """The transfer server's check of a replica signed by ``origin``: this node is
@@ -85,12 +97,56 @@ class Replicator:
             and is_sender(state, record, origin)
         )
 
-    def get_handoffs(self, state: BlockState) -> list[Handoff]:
+    def get_handoffs(self, state: BlockState, stored: Collection[AppId]) -> list[Handoff]:
+        """The replicas this node should hand on at the head ``state`` (``stored``: the
+        apps it holds a replica of): :meth:`get_move_handoffs` and, for the apps whose
+        replica node it no longer is, to their new one (:meth:`is_passing_on`). The
+        caller checks the stored replica against :attr:`Handoff.origins` and
+        :meth:`is_handoff_new`."""
+        handoffs = self.get_move_handoffs(state)
+        for app in sorted(stored):
+            record = get_record(state.registry, app)
+            if (
+                record is None
+                or record.replica_node is None
+                or app in self.handing
+                or not self.is_passing_on(record)
+            ):
+                continue
+            origins = frozenset(
+                node
+                for node in (record.node, record.previous_node)
+                if node is not None and node != self.node_id and is_sender(state, record, node)
+            )
+            handoffs.append(Handoff(app, record.replica_node, origins, passing_on=True))
+        return handoffs
+
+    def is_passing_on(self, record: AppRecord) -> bool:
+        """This node holds a replica of ``record``'s app as its former replica node
+        (neither its replica node nor its node now), and has not yet handed it on to
+        the app's new replica node (none may be named yet): it keeps the replica
+        meanwhile.
+
+        Why. The chain names a new replica node when the old one is unavailable (quiet,
+        down, excluded), and the old one dropped its replica at once. In a chaos run
+        (session 50, ``--seed 5050 --fault-slots 14``) a partition cut an app's host off
+        from the new replica node; the host went down, and the app started there "origin
+        down" from 0 after 189 counts, while the old replica node, reachable, had just
+        deleted the app's state. The hand-off carries the origin's signature, so the new
+        replica node checks it as the origin's; one of an older slot than it holds is
+        refused (``STALE_SLOT``), which counts as handed on."""
+        spec = record.spec
+        return (
+            self.node_id not in (record.replica_node, record.node)
+            and spec.stateful
+            and spec.replica_interval_slots > 0
+            and (record.app, record.replica_node) not in self.passed_on
+        )
+
+    def get_move_handoffs(self, state: BlockState) -> list[Handoff]:
         """The replicas this replica node should hand on at the head ``state``: for
         each app it keeps replicas of whose last move has not landed, the replica goes
-        to the move's destination, provided it is the move's origin's (the caller
-        checks the stored replica against :attr:`Handoff.origin` and
-        :meth:`is_handoff_new`).
+        to the move's destination, provided it is the move's origin's.
 
         Why. Balancing moves an app with a replica node only to that node
         (``balancing.follows_replica``), but an operator's MOVE names any node. If the
@@ -113,7 +169,7 @@ class Replicator:
                 or is_move_landed(record, state.reports)
             ):
                 continue
-            handoffs.append(Handoff(record.app, to, origin))
+            handoffs.append(Handoff(record.app, to, frozenset((origin,))))
         return handoffs
 
     def is_handoff_new(self, handoff: Handoff, slot: int) -> bool:
@@ -124,6 +180,8 @@ class Replicator:
         self.handing.discard(handoff.app)
         if ok:
             self.last_handed[(handoff.app, handoff.to)] = slot
+            if handoff.passing_on:
+                self.passed_on.add((handoff.app, handoff.to))
 
     def get_due(self, state: BlockState, running: Collection[AppId]) -> list[DueReplica]:
         """The replicas to send at the head ``state``: apps this node sends replicas of
@@ -154,12 +212,25 @@ class Replicator:
         if ok:
             self.last_sent[(replica.app, replica.replica_node)] = replica.slot
 
+    def on_head(self, state: BlockState) -> None:
+        """Forget the passings-on of the apps whose replica node this node is again at
+        the head ``state``: should it lose the role again, it passes its newer replica
+        on anew."""
+        self.passed_on = {
+            (app, node)
+            for app, node in self.passed_on
+            if (record := get_record(state.registry, app)) is not None
+            and record.replica_node != self.node_id
+        }
+
     def get_unwanted(
         self, state: BlockState, stored: Collection[AppId], running: Collection[AppId]
     ) -> list[AppId]:
         """Stored replicas the head no longer wants here: the app is gone, or this node is
         not its replica node and either not its node either, or its node running the app
         (``running``: a RECOVER or an "origin down" start here has used the replica).
+        A former replica node keeps its replica until it has handed it on
+        (:meth:`is_passing_on`).
 
         Running, not merely held: a node the app left by an earlier handover keeps that
         copy's (older) state, and a RECOVER back to it must start from the replica. A
@@ -172,6 +243,7 @@ class Replicator:
             if record is None or (
                 record.replica_node != self.node_id
                 and (record.node != self.node_id or app in running)
+                and not self.is_passing_on(record)
             ):
                 unwanted.append(app)
         return unwanted

@@ -1,0 +1,155 @@
+"""A former replica node hands its replica on to the new one before it drops it.
+
+On a 6-node ``edgechain testnet`` a stateful counter with replicas runs on some node O,
+its replicas on another, R1. R1 is paused (SIGSTOP), and the transfer ports of the
+other nodes are blocked (iptables REJECT), so O can send no replica anywhere. Once R1
+is quiet (8 slots) or excluded by a skip block, the chain names a new replica node R2
+(``orchestrator/replicas.py``). Then O is killed (SIGKILL), R1 continued and the
+ports opened. O never sent R2 a replica; once O is down (12 slots) the chain recovers
+the app onto R2, and it must start from the state R1 held: R1, no longer the replica
+node, keeps its replica and hands it on to R2 under O's signature
+(``runtime/replication.Replicator.is_passing_on``). Before, R1 deleted its replica as
+soon as its head named R2, and R2 started the counter from 0 (chaos, session 50: 0
+after 189 counts).
+
+The counter prints the count it starts from (``apps/counter/counter.sh``), and
+``edgechain apps logs`` shows R2's output. Root only: ports are blocked with iptables,
+and R1's replica store is read to see the replica land (as
+``test_move_origin_dies_live``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .conftest import get_reject_rule
+from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
+from .test_move_origin_dies_live import _replica_stored_since, _starts_at
+from .test_move_target_dies_live import RECOVERY_TIMEOUT_S
+
+pytestmark = pytest.mark.xdist_group("testnet-light")
+
+NODES = 6
+
+
+def _get_pid(net: LiveNet, name: str) -> int:
+    return int(json.loads((net.run_dir / name / "ready.json").read_text())["pid"])
+
+
+def _use_the_founder_alone(net: LiveNet) -> Path:
+    """Point the CLI at node-000 alone (the first node of ``client.toml``), and return
+    the full config: a command that asks every node (``apps show``, ``status``) waits
+    out its HTTP timeout on a paused one, and the test would act seconds late."""
+    full = net.client
+    config = tomllib.loads(full.read_text())
+    alone = full.with_name("client-founder.toml")
+    alone.write_text(f'nodes = ["{config["nodes"][0]}"]\nkey = "{config["key"]}"\n')
+    net.client = alone
+    return full
+
+
+def _off_the_founder(net: LiveNet, app: str, founder: str) -> tuple[str, str]:
+    """Move the app until neither its node nor its replica node is node-000 (which the
+    CLI asks first, and which must not be paused); (node, replica node)."""
+    for _ in range(3):
+        view = net.cli("apps", "show", app)
+        node, replica = view["node"], view["replica_node"]
+        if replica is not None and founder not in (node, replica):
+            return node, replica
+        names = sorted(n for n in net.names() if n not in (founder, node, replica))
+        _move(net, app, founder if replica == founder else names[0])
+    raise AssertionError(f"app still on or replicated on node-000: {view}")
+
+
+def _move(net: LiveNet, app: str, target: str) -> None:
+    """``apps move`` the app to ``target``; wait until it runs there with a replica node."""
+    assert net.cli("apps", "move", app, target)["applied"]
+    net.wait_for(lambda: _placed(net, app, target), "the move", STEP_TIMEOUT_S)
+    net.wait_for(
+        lambda: net.cli("apps", "show", app)["replica_node"] not in (None, target),
+        "a replica node",
+        STEP_TIMEOUT_S,
+    )
+
+
+def test_a_former_replica_node_hands_its_replica_to_the_new_one(
+    run_dir: Path, block_port: list[int]
+) -> None:
+    net, spec = new_counter_net(run_dir, "replica-moves")
+    net.nodes = NODES
+    spec.write_text(spec.read_text() + "replica_interval_slots: 2\n")
+    stopped: list[int] = []
+    net.start()
+    try:
+        net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
+        app = net.app = net.cli("apps", "submit", str(spec))["app_id"]
+        net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
+        net.wait_for(
+            lambda: net.cli("apps", "show", app)["replica_node"] is not None,
+            "a replica node",
+            STEP_TIMEOUT_S,
+        )
+        names = net.names()
+        founder = next(n for n, name in names.items() if name == "node-000")
+        origin, replica = _off_the_founder(net, app, founder)
+        net.wait_for(lambda: net.read_count(names[origin], app) >= 20, "20 counts", STEP_TIMEOUT_S)
+        count_before, since_ms = net.read_count(names[origin], app), int(time.time() * 1000)
+        net.wait_for(
+            lambda: _replica_stored_since(net, names[replica], app, since_ms),
+            "a replica taken after that count",
+            STEP_TIMEOUT_S,
+        )
+
+        # R1 paused; O runs on but reaches no other transfer port, so whichever node
+        # the chain names next gets no replica from O.
+        replica_pid = _get_pid(net, names[replica])
+        full_client = _use_the_founder_alone(net)
+        os.kill(replica_pid, signal.SIGSTOP)
+        stopped.append(replica_pid)
+        for node, name in names.items():
+            if node not in (origin, replica):
+                port = json.loads((run_dir / name / "ready.json").read_text())["transfer_port"]
+                subprocess.run(["iptables", *get_reject_rule("-I", port)], check=True)
+                block_port.append(port)
+        net.wait_for(
+            lambda: net.cli("apps", "show", app)["replica_node"] not in (None, replica),
+            "a new replica node",
+            RECOVERY_TIMEOUT_S,
+        )
+        new_replica = net.cli("apps", "show", app)["replica_node"]
+        os.kill(_get_pid(net, names[origin]), signal.SIGKILL)
+        os.kill(replica_pid, signal.SIGCONT)
+        stopped.remove(replica_pid)
+        for port in list(block_port):
+            subprocess.run(["iptables", *get_reject_rule("-D", port)], check=True)
+            block_port.remove(port)
+        net.client = full_client  # `apps logs` asks the node the app runs on
+
+        def is_running_elsewhere() -> bool:
+            net.instances()  # counts copies on every poll
+            view = net.cli("apps", "show", app)
+            return view["node"] not in (origin, None) and _placed(net, app, view["node"])
+
+        net.wait_for(is_running_elsewhere, "the app recovered", RECOVERY_TIMEOUT_S)
+        where = net.cli("apps", "show", app)["node"]
+        starts = _starts_at(net, app, where)
+        history = net.cli("apps", "history", app)["events"]
+        assert where == new_replica, json.dumps(
+            {"where": where, "new_replica": new_replica, "origin": origin, "history": history}
+        )
+        assert starts and starts[-1] >= count_before, (starts, count_before, history)
+        assert net.max_copies == 1, net.describe_copies()
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        net.stop()
