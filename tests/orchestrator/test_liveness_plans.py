@@ -389,6 +389,27 @@ def test_an_app_of_an_excluded_node_waits_then_goes_to_its_replica_node() -> Non
     assert plan == (PlanEntry(PlanAction.RECOVER, app, A, D),)
 
 
+def test_an_app_of_an_excluded_node_gets_a_new_replica_node_before_it_is_recovered() -> None:
+    """The node and the replica node both excluded: a new replica node is named while
+    the app waits (its old one passes its replica on there), and the recovery goes to
+    it. Before, none was named until the node was down, and the app was recovered on
+    the least loaded node, from nothing."""
+    registry, app = place_replicated()
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, D),), ()
+    )
+    registry = apply_block_to_registry(registry, Slot(6), (), {A, D})
+    record = get_record(registry, app)
+    assert record is not None and record.node == A and record.replica_node is None
+    reports = [report(B, 9_000), report(C, 0)]
+    plan = compute_plan(registry, reports, NODES[1:3], SLOT, 4)
+    assert plan == (PlanEntry(PlanAction.REPLICA, app, A, C),)  # the least loaded
+    registry = apply_block_to_registry(registry, SLOT, plan, ())
+    reports = [report(B, 0), report(C, 9_000)]  # now the recovery's least loaded is B
+    plan = compute_plan(registry, reports, NODES[1:3], Slot(SLOT + 1), 4, down=frozenset({A}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, A, C),)
+
+
 def test_a_pinned_app_gets_a_replica_node_within_its_labels() -> None:
     """The pin says where the app runs, not where its state may be kept; the labels
     (geo-fencing) say both."""

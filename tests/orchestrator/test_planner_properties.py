@@ -631,7 +631,8 @@ class PlanCheck:
         assert entry.app > self.last_replica, "REPLICAs in app id order"
         self.last_replica = entry.app
         node = record.node
-        assert node is not None and node in self.infos and node not in self.case.down
+        # Its node need not be a validator (an excluded one keeps its apps until down).
+        assert node is not None and node not in self.case.down
         assert record.state is AppState.RUNNING
         assert record.spec.stateful and record.spec.replica_interval_slots > 0
         assert entry.origin == node, "a REPLICA names the app's own node as origin"

@@ -9,6 +9,14 @@ holding the fewest replicas (this plan's entries counted), then the least loaded
 most ``MAX_REPLICA_ENTRIES`` per plan, in app id order. A valid replica node is kept, so
 replica nodes do not churn with load.
 
+The app's node need not be a validator, only not down: a node a skip block excluded
+keeps its apps until it is down (``registry.py``), and so does the replica node they
+get. Before, an app whose node and replica node were both excluded (a partition that
+took both, or a pause) had no replica node named until its node was down; the
+recovery then went to the least loaded node and started from nothing, though the old
+replica node, reachable again, held the app's state to pass on
+(``runtime/replication.Replicator.is_passing_on``).
+
 Why the count comes first: an app with a replica node is balanced to that node only
 (``balancing.follows_replica``), and a node takes two migrations a slot. By load
 alone, every app named in one plan got the same node (the load does not change while
@@ -46,7 +54,6 @@ def assign_replicas(state: PlanState) -> list[PlanEntry]:
             or record.state is not AppState.RUNNING
             or not record.spec.stateful
             or record.spec.replica_interval_slots <= 0
-            or node not in state.infos
             or node in state.down
             or _is_replica_node_valid(state, record, record.replica_node)
         ):
