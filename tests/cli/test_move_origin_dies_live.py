@@ -50,6 +50,31 @@ def _replica_stored_since(net: LiveNet, node: str, app: str, since_ms: int) -> b
     return False
 
 
+def submit_with_replica_node(net: LiveNet, spec: Path) -> str:
+    """Submit the app of ``spec``; wait until it runs and has a replica node."""
+    app = net.app = str(net.cli("apps", "submit", str(spec))["app_id"])
+    net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
+    net.wait_for(
+        lambda: net.cli("apps", "show", app)["replica_node"] is not None,
+        "a replica node",
+        STEP_TIMEOUT_S,
+    )
+    return app
+
+
+def wait_fresh_replica(net: LiveNet, app: str, node: str, replica: str) -> int:
+    """Wait until the app counted 20 on ``node`` and ``replica`` (node names) then
+    stored a replica of it; return the count read before that replica."""
+    net.wait_for(lambda: net.read_count(node, app) >= 20, "20 counts", STEP_TIMEOUT_S)
+    count_before, since_ms = net.read_count(node, app), int(time.time() * 1000)
+    net.wait_for(
+        lambda: _replica_stored_since(net, replica, app, since_ms),
+        "a replica taken after that count",
+        STEP_TIMEOUT_S,
+    )
+    return count_before
+
+
 def _starts_at(net: LiveNet, app: str, node: str) -> list[int]:
     """The counts the app's copies on ``node`` started from, per its output."""
     logs = net.cli("apps", "logs", app, "--node", node, "--lines", "500")["logs"]
@@ -65,13 +90,7 @@ def test_a_move_whose_origin_dies_goes_on_from_the_replica(
     net.start()
     try:
         net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
-        app = net.app = net.cli("apps", "submit", str(spec))["app_id"]
-        net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
-        net.wait_for(
-            lambda: net.cli("apps", "show", app)["replica_node"] is not None,
-            "a replica node",
-            STEP_TIMEOUT_S,
-        )
+        app = submit_with_replica_node(net, spec)
         names = net.names()
         founder = next(n for n, name in names.items() if name == "node-000")
         view = net.cli("apps", "show", app)
@@ -85,13 +104,7 @@ def test_a_move_whose_origin_dies_goes_on_from_the_replica(
         # Not node-000 either if it can be helped: the app may have started there.
         others = sorted((n == founder, n) for n in names if n not in (origin, replica))
         destination = others[0][1]
-        net.wait_for(lambda: net.read_count(names[origin], app) >= 20, "20 counts", STEP_TIMEOUT_S)
-        count_before, since_ms = net.read_count(names[origin], app), int(time.time() * 1000)
-        net.wait_for(
-            lambda: _replica_stored_since(net, names[replica], app, since_ms),
-            "a replica taken after that count",
-            STEP_TIMEOUT_S,
-        )
+        count_before = wait_fresh_replica(net, app, names[origin], names[replica])
 
         ready = json.loads((run_dir / names[destination] / "ready.json").read_text())
         subprocess.run(["iptables", *get_reject_rule("-I", ready["transfer_port"])], check=True)

@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import tomllib
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pytest
 
 from .conftest import get_reject_rule
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
-from .test_move_origin_dies_live import _replica_stored_since, _starts_at
+from .test_move_origin_dies_live import _starts_at, submit_with_replica_node, wait_fresh_replica
 from .test_move_target_dies_live import RECOVERY_TIMEOUT_S
 
 pytestmark = pytest.mark.xdist_group("testnet-light")
@@ -91,23 +90,11 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
     net.start()
     try:
         net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
-        app = net.app = net.cli("apps", "submit", str(spec))["app_id"]
-        net.wait_for(lambda: _placed(net, app), "placement", STEP_TIMEOUT_S)
-        net.wait_for(
-            lambda: net.cli("apps", "show", app)["replica_node"] is not None,
-            "a replica node",
-            STEP_TIMEOUT_S,
-        )
+        app = submit_with_replica_node(net, spec)
         names = net.names()
         founder = next(n for n, name in names.items() if name == "node-000")
         origin, replica = _off_the_founder(net, app, founder)
-        net.wait_for(lambda: net.read_count(names[origin], app) >= 20, "20 counts", STEP_TIMEOUT_S)
-        count_before, since_ms = net.read_count(names[origin], app), int(time.time() * 1000)
-        net.wait_for(
-            lambda: _replica_stored_since(net, names[replica], app, since_ms),
-            "a replica taken after that count",
-            STEP_TIMEOUT_S,
-        )
+        count_before = wait_fresh_replica(net, app, names[origin], names[replica])
 
         # R1 paused; O runs on but reaches no other transfer port, so whichever node
         # the chain names next gets no replica from O.

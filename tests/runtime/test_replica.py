@@ -43,6 +43,7 @@ from edgechain.runtime.protocol import (
     encode_replica_offer,
 )
 from edgechain.runtime.replica import (
+    ReplicaInfo,
     ReplicaStore,
     SnapshotRuntime,
     restore_from_replica,
@@ -275,6 +276,49 @@ def test_a_newer_replica_replaces_the_stored_one_and_an_older_is_refused(trio: T
     assert reopened.get(app) == info
     reopened.remove(app)
     assert reopened.get(app) is None and reopened.list() == ()
+
+
+class _OvertakenStore(ReplicaStore):
+    """A replica store into which a newer replica lands while a payload streams in
+    (another connection): the put that follows finds it."""
+
+    def put(
+        self,
+        app: AppId,
+        origin: NodeId,
+        slot: int,
+        archive: Path,
+        sha256: bytes,
+        raw_bytes: int,
+        *,
+        compressed_bytes: int = 0,
+        signature: bytes = b"",
+    ) -> ReplicaInfo | None:
+        newer = archive.with_name(archive.name + "-newer")
+        newer.write_bytes(archive.read_bytes())
+        super().put(app, origin, slot + 1, newer, sha256, raw_bytes, signature=signature)
+        return super().put(
+            app, origin, slot, archive, sha256, raw_bytes,
+            compressed_bytes=compressed_bytes, signature=signature,
+        )  # fmt: skip
+
+
+def test_a_replica_overtaken_while_it_streams_is_refused_as_stale(trio: Trio) -> None:
+    """The replica node checks the slot at the offer and again when it stores; a newer
+    one stored between the two is the same refusal, ``stale_slot`` (a former replica
+    node's hand-off then counts as done, ``ReplicaSync._hand_off``), not a failure
+    to try again with the whole payload."""
+    _, app = trio.start_counter()
+    trio.store = _OvertakenStore(trio.store.root)
+
+    async def run() -> ReplicaResult:
+        async with open_replica_node(trio, {app}) as server:
+            return await send(trio, app, 10, server.port)
+
+    result = asyncio.run(run())
+    assert (result.outcome, result.reason) == (ReplicaOutcome.REFUSED, "stale_slot")
+    stored = trio.store.get(app)
+    assert stored is not None and stored.slot == 11
 
 
 def test_a_replica_the_disk_cannot_take_is_refused_and_the_stored_one_stays(

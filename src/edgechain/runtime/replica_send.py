@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.crypto import bls
-from edgechain.errors import PeerError
+from edgechain.errors import PeerError, RejectReason
 from edgechain.runtime.base import AppNotFoundError, AppRuntime, AppRuntimeError
 from edgechain.runtime.checkpoint import StateSnapshot
 from edgechain.runtime.protocol import (
@@ -212,7 +212,12 @@ async def _send(
             return job.get_result(ReplicaOutcome.REFUSED, verdict.reason or "refused")
         begin = Begin(job.raw_bytes, False)
         await send_payload(reader, writer, archive, begin, job.stream, timeouts, zstd_level)
-    except (PeerError, OSError) as exc:
+    except PeerError as exc:
+        if exc.reason is RejectReason.NACK and exc.detail == RejectReason.STALE_SLOT:
+            # A newer replica landed there meanwhile: refused as at the offer.
+            return job.get_result(ReplicaOutcome.REFUSED, RejectReason.STALE_SLOT.value)
+        return job.get_result(ReplicaOutcome.FAILED, str(exc))
+    except OSError as exc:
         return job.get_result(ReplicaOutcome.FAILED, str(exc))
     finally:
         await close_writer(writer)
