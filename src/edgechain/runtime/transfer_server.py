@@ -271,7 +271,6 @@ class TransferServer:
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
             ledger = get_ledger_path(self.work_dir, offer.block_hash, app)
-            running = await run_in_thread(self.runtime.is_running, app)
             # Taken already (by this offer's DONE, or by an "origin down" start here),
             # whether it runs now or not: the origin ends its copy; ours is newer.
             if ledger.exists():
@@ -279,7 +278,7 @@ class TransferServer:
                 verdict = VerdictMessage(Verdict.ALREADY_RUNNING, False, "")
                 await self._send_verdict(writer, verdict)
                 return
-            if running:
+            if await run_in_thread(self.runtime.is_running, app):
                 await self._refuse(writer, RejectReason.APP_ALREADY_RUNNING_HERE)
                 return
             need_image = not await run_in_thread(self.runtime.has_image, offer.spec)

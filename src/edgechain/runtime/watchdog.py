@@ -343,7 +343,8 @@ class Fence:
 
     def _freeze(self, leaders: Sequence[Leader]) -> bool:
         """SIGSTOP the groups of ``leaders`` that run and are not ours yet (and again
-        those of ours someone continued); True when the frozen set changed.
+        those of ours someone continued); True when ``watchdog.json`` is to be written
+        again (it was written ahead, and a group gone meanwhile left it).
 
         Written ahead: the new groups are in ``watchdog.json`` before they get the
         signal. A watchdog SIGKILLed between the two (the OOM killer, an operator)
