@@ -482,6 +482,8 @@ def test_a_watchdog_killed_right_after_a_freeze_leaves_it_to_its_successor(
         fence.freeze_all(watchdog.read_boot_time())
     monkeypatch.undo()
     wait_until(lambda: is_frozen(node.runtime, app), LIMIT_S)
+    # Written ahead as a group to adopt, not reported frozen before its signal.
+    assert get_frozen_apps(node.data_dir) == set()
     node.lease(LONG_MS, [app])
     node.start_watchdog()  # the node starts a new one, and the lease is valid again
     wait_until(lambda: is_running(node.runtime, app), LIMIT_S)

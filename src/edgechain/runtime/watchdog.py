@@ -16,14 +16,15 @@ OS process, so it keeps working while the node is stopped, reads the lease every
   itself for a migration (``apps/<hex>/paused``).
 
 What it froze is in ``<data_dir>/watchdog.json`` (rewritten atomically on every
-change; a freeze is written before its signal, so a successor knows every group a
-watchdog killed mid-pass left stopped), and every freeze and thaw is one JSON line on
-stderr. Its clock is the node's: ``--clock-offset-ms`` (the node's, passed on by
-``fencing.Watchdog``) shifts every reading (the lease's expiry and retirement,
-``since_ms``, the log's ``ms``), as the node's lease is written in its own shifted
-clock. With ``--parent-pid`` (the node), once the parent is gone it keeps watching
-until the lease expires, freezes what is left, then exits. SIGTERM or SIGINT end it
-at once, without freezing or thawing anything.
+change; a freeze is in its ``groups`` before its signal, so a successor knows every
+group a watchdog killed mid-pass left stopped, and in ``frozen`` after it), and every
+freeze and thaw is one JSON line on stderr. Its clock is the node's:
+``--clock-offset-ms`` (the node's, passed on by ``fencing.Watchdog``) shifts every
+reading (the lease's expiry and retirement, ``since_ms``, the log's ``ms``), as the
+node's lease is written in its own shifted clock. With ``--parent-pid`` (the node),
+once the parent is gone it keeps watching until the lease expires, freezes what is
+left, then exits. SIGTERM or SIGINT end it at once, without freezing or thawing
+anything.
 
 Small on purpose, one per node and 50 nodes per host: stdlib only, it reads ``/proc``
 itself (the creation time as psutil computes it: boot time plus start ticks) and
@@ -74,7 +75,7 @@ from edgechain.runtime.lease import (
 
 TYPE_CHECKING = False  # typing itself would cost every watchdog half a megabyte
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
 
 DEFAULT_POLL_MS = 100
 PARENT_CHECK_MS = 1_000
@@ -249,10 +250,12 @@ class Fence:
 
     # --- state file ---
 
-    def save(self) -> None:
-        """Rewrite ``watchdog.json`` (what the node reports as frozen)."""
+    def save(self, signalling: Collection[str] = ()) -> None:
+        """Rewrite ``watchdog.json``: ``frozen`` is what the node reports as frozen,
+        ``groups`` what a successor adopts. ``signalling``: groups about to get their
+        SIGSTOP, in ``groups`` already (written ahead) but not yet ``frozen``."""
         content = {
-            "frozen": sorted(self.frozen),
+            "frozen": sorted(app for app in self.frozen if app not in signalling),
             "since_ms": self.since_ms,
             "pid": os.getpid(),
             "groups": {app: list(identity) for app, identity in sorted(self.frozen.items())},
@@ -343,8 +346,8 @@ class Fence:
 
     def _freeze(self, leaders: Sequence[Leader]) -> bool:
         """SIGSTOP the groups of ``leaders`` that run and are not ours yet (and again
-        those of ours someone continued); True when ``watchdog.json`` is to be written
-        again (it was written ahead, and a group gone meanwhile left it).
+        those of ours someone continued); True when the frozen set changed (and
+        ``watchdog.json``, written ahead, is to be written again).
 
         Written ahead: the new groups are in ``watchdog.json`` before they get the
         signal. A watchdog SIGKILLed between the two (the OOM killer, an operator)
@@ -364,7 +367,7 @@ class Fence:
             self.since_ms = self.now_ms()
         for leader in new:
             self.frozen[leader.app] = (leader.pid, leader.created)
-        self.save()
+        self.save(signalling={leader.app for leader in new})
         for leader in new:
             if signal_group(leader.pid, signal.SIGSTOP):
                 self.log("freeze", app=leader.app, pid=leader.pid)
