@@ -211,6 +211,10 @@ def test_app_lifecycle_through_the_cli(run_dir: Path) -> None:
         net.wait_for(
             lambda: net.escaped() == [name] * COMPANIONS, "its companion loop", STEP_TIMEOUT_S
         )
+        # submit again (an operator's retry): refused, the name is taken; still one app.
+        refusal = net.cli_refused("apps", "submit", str(spec))
+        assert f"an app named 'lifecycle' exists (app {app[:16]})" in refusal, refusal
+        assert [a["app_id"] for a in net.cli("apps", "list") if a["name"] == "lifecycle"] == [app]
 
         # stop: no copy left anywhere, the record keeps its node and the state stays.
         # (The node is read again right before each command: the planner may have moved

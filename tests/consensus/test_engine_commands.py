@@ -115,6 +115,26 @@ def test_api_refuses_commands_that_do_not_apply() -> None:
         net.engine(0).submit_command(admin(1, CommandKind.SUBMIT, spec=long_name), net.now)
 
 
+def test_api_refuses_a_second_submission_of_a_name_pending_or_on_chain() -> None:
+    """A resent ``apps submit`` (a new seq, the same name) is refused while the first
+    waits for a block and once the chain holds it; the first, posted again as is, is
+    still taken (a retry of one command is no second app)."""
+    net = Harness(4)
+    net.start_chain()
+    first = admin(1, CommandKind.SUBMIT, spec=SPEC)
+    net.engine(0).submit_command(first, net.now)
+    resent = admin(2, CommandKind.SUBMIT, spec=SPEC)
+    with pytest.raises(ValidationError, match="is submitted already") as info:
+        net.engine(0).submit_command(resent, net.now)
+    assert info.value.reason == RejectReason.COMMAND_INVALID
+    net.engine(0).submit_command(first, net.now)
+    other = admin(2, CommandKind.SUBMIT, spec=dataclasses.replace(SPEC, name="db"))
+    net.engine(0).submit_command(other, net.now)
+    include(net, first, 1)
+    with pytest.raises(ValidationError, match="an app named 'web' exists"):
+        net.engine(1).submit_command(admin(3, CommandKind.SUBMIT, spec=SPEC), net.now)
+
+
 def head_record(net: Harness, app: AppId) -> AppRecord:
     state = net.engine(0).get_head_state()
     assert state is not None

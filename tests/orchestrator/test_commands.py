@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -123,7 +124,7 @@ def test_only_granted_keys_sign_app_commands() -> None:
 def test_replayed_and_out_of_order_commands_are_refused() -> None:
     chain = granted()
     first = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
-    second = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)
+    second = chain.sign(OPERATOR, CommandKind.SUBMIT, spec=dataclasses.replace(SPEC, name="db"))
     chain.block([first, second])
     assert get_last_seq(chain.authority, OPERATOR.pk) == 2
     assert chain.refused([first]) == RejectReason.COMMAND_REPLAYED
@@ -283,12 +284,42 @@ def test_fleet_views_names_and_history() -> None:
     assert resolve_app(chain.registry, app.hex()) == app
     with pytest.raises(KeyError):
         resolve_app(chain.registry, "nope")
-    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
-    with pytest.raises(ValueError, match="names 2 apps"):
-        resolve_app(chain.registry, "web")
+    other = AppSpec("db", RuntimeKind.PROCESS, command=("sleep", "infinity"), cpu_bp=100)
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=other)])
+    assert resolve_app(chain.registry, "db") == app_of(2)
     views = compute_app_views(chain.registry, ())
     assert [v.state for v in views] == ["queued", "queued"]
     assert all(v.reported_on == () for v in views)
+
+
+def test_an_app_name_is_unique_while_the_app_exists() -> None:
+    """An operator's second submission of a name (a resent ``apps submit``) is invalid,
+    from any key and within one block too; so is an UPDATE renaming an app to another
+    app's name. An UPDATE keeping its own name is fine, and a REMOVE frees the name."""
+    chain = granted()
+    chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    with pytest.raises(ValidationError, match="an app named 'web' exists"):
+        chain.block([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)])
+    with pytest.raises(ValidationError, match="exists"):
+        chain.block([chain.sign(ADMIN, CommandKind.SUBMIT, spec=SPEC)])
+    db = AppSpec("db", RuntimeKind.PROCESS, command=("sleep", "infinity"), cpu_bp=100)
+    twice = [chain.sign(OPERATOR, CommandKind.SUBMIT, spec=db) for _ in range(2)]
+    assert chain.refused(twice) == "command_invalid"
+    chain.block(twice[:1])
+    web = get_record(chain.registry, app_of(1))
+    db_app = resolve_app(chain.registry, "db")
+    assert web is not None and web.spec.name == "web"
+    bigger = dataclasses.replace(db, cpu_bp=200)
+    chain.block([chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=bigger)])
+    as_web = dataclasses.replace(db, name="web")
+    update = chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=as_web)
+    assert chain.refused([update]) == "command_invalid"
+    chain.block([chain.sign(OPERATOR, CommandKind.REMOVE, app=web.app)])
+    chain.block([chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=as_web)])
+    assert chain.refused([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)]) == (
+        "command_invalid"
+    )
+    assert [r.spec.name for r in chain.registry.records] == ["web"]
 
 
 def test_history_comes_from_the_blocks() -> None:

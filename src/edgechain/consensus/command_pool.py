@@ -23,7 +23,7 @@ from edgechain.chain.authority import (
     get_last_seq,
 )
 from edgechain.chain.command_encoding import compute_command_hash
-from edgechain.chain.model import Block, SignedCommand
+from edgechain.chain.model import Block, CommandKind, SignedCommand
 from edgechain.chain.signature_cache import SignatureCache
 from edgechain.chain.validation import validate_command_signature
 from edgechain.consensus.state import BlockState, apply_block_commands, get_command_context
@@ -36,6 +36,8 @@ MAX_PENDING_COMMANDS = 4_096
 MAX_PENDING_PER_SIGNER = 256
 COMMAND_TTL_SLOTS = 64
 """A command no block included within this many slots is dropped (it never applied)."""
+NAMING_COMMANDS = frozenset((CommandKind.SUBMIT, CommandKind.UPDATE))
+"""The commands that give an app its name (unique: ``commands.check_name_free``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class CommandPool:
             raise ValidationError(
                 RejectReason.COMMAND_REPLAYED, f"seq {cmd.seq} is pending already"
             )
+        digest = compute_command_hash(cmd)
+        if check_applies:
+            self._check_name_not_pending(cmd, digest)
         if check_applies and not any(p.command.seq < cmd.seq for p in mine):
             ctx = get_command_context(head, head.validators, slot, self.committee_size)
             apply_commands(head.registry, ctx, (cmd,))
@@ -80,12 +85,33 @@ class CommandPool:
             check_move_destination(
                 cmd, head.authority, head.last_seen, slot, self.down_after_slots, stall
             )
-        digest = compute_command_hash(cmd)
         if digest not in self.pending:
             if len(self.pending) >= MAX_PENDING_COMMANDS or len(mine) >= MAX_PENDING_PER_SIGNER:
                 raise ValidationError(RejectReason.COMMAND_POOL_FULL)
             self.pending[digest] = PendingCommand(cmd, slot)
         return digest
+
+    def _check_name_not_pending(self, cmd: SignedCommand, digest: bytes) -> None:
+        """The API's check that no other pending command gives an app ``cmd``'s name
+        (``commands.check_name_free`` checks the head registry): a submission sent again
+        while the first still waits for a block is refused here, where its sender gets
+        the answer, rather than dropped by every producer."""
+        if cmd.kind not in NAMING_COMMANDS or cmd.spec is None:
+            return
+        for held_digest, pending in self.pending.items():
+            held = pending.command
+            if (
+                held_digest != digest
+                and held.kind in NAMING_COMMANDS
+                and held.spec is not None
+                and held.spec.name == cmd.spec.name
+                and not (cmd.kind is held.kind is CommandKind.UPDATE and held.app == cmd.app)
+            ):
+                raise ValidationError(
+                    RejectReason.COMMAND_INVALID,
+                    f"{cmd.kind.name}: an app named {cmd.spec.name!r} is submitted already "
+                    f"(command {held_digest.hex()[:16]}, seq {held.seq}) and waits for a block",
+                )
 
     def select(self, parent: BlockState, candidate: Block, limit: int) -> tuple[SignedCommand, ...]:
         """The commands ``candidate`` (plan, exits and inclusions already set) carries:

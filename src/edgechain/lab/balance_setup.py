@@ -78,8 +78,9 @@ def get_last_seq(net: LiveTestnet, sent: Sent) -> int | None:
     it then shows on chain is at least as new, and a command still missing there with
     a seq at or below this one can no longer apply. Read after, a block landing between
     the two reads made a submission it had just applied look spent, and it was sent
-    again: the same apps twice (session 46, ``test_fleet_claim_live``: 16 apps for 8,
-    the second 8 landing after the check for doubles)."""
+    again: the same apps twice (session 46, ``test_fleet_claim_live``: 16 apps for 8;
+    since session 51 the chain refuses a second app of a name,
+    ``orchestrator.commands.check_name_free``, and such a resend is refused instead)."""
     answer = sent.answer
     if answer is None:
         return None
@@ -188,10 +189,7 @@ def submit_specs(
                 log(f"submissions: {len(left)} sent again ({sent.error or 'their seq was spent'})")
                 batches[index] = send_batch(left)
         time.sleep(POLL_S)
-    remove_doubles(net, client, log)
-    views = net.get("/apps")
-    if len({view["name"] for view in views}) != len(views):
-        raise LiveError("an app was submitted twice and its second copy stayed")
+    views = net.get("/apps")  # one app a name: the chain refuses a second submission
     return {str(view["name"]): str(view["app_id"]) for view in views if view["name"] in specs}
 
 
@@ -210,22 +208,6 @@ def is_batch_spent(sent: Sent, missing: Collection[str], last_seq: int | None) -
         return int(sent.answer["seq"]) < last_seq
     seqs = [int(entry["seq"]) for entry in sent.answer if entry.get("name") in missing]
     return bool(seqs) and min(seqs) <= last_seq
-
-
-def remove_doubles(net: LiveTestnet, client: Path, log: Callable[[str], None]) -> None:
-    """An operator's double submission, undone as an operator would: a CLI call that
-    failed on a loaded host may have reached its node all the same, and its resend made
-    a second app of the same name (a distinct app to the chain, which runs both, each
-    once). The later ones are removed (``edgechain apps rm``), so the experiment starts
-    from one app per spec."""
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for view in net.get("/apps"):
-        by_name.setdefault(str(view["name"]), []).append(view)
-    for name, views in sorted(by_name.items()):
-        ordered = sorted(views, key=lambda v: (int(v["created_slot"]), str(v["app_id"])))
-        for extra in ordered[1:]:
-            log(f"submissions: {name} was submitted twice; removing {extra['app_id'][:12]}")
-            net.cli("apps", "rm", str(extra["app_id"]), client=client)
 
 
 def wait_all_on(net: LiveTestnet, obs: Observer, node: str, timeout_s: float) -> None:

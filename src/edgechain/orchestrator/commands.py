@@ -84,12 +84,14 @@ def _apply_app_command(registry: Registry, ctx: CommandContext, cmd: SignedComma
         app = compute_submitted_app_id(cmd.signer, cmd.seq)
         if get_record(registry, app) is not None:
             raise _invalid("SUBMIT: app id exists")
+        check_name_free(registry, cmd)
         record = AppRecord(app=app, spec=cmd.spec, owner=bytes(cmd.signer), created_slot=ctx.slot)
         return put_record(registry, record)
     record = _get_app(registry, cmd)
     if kind is CommandKind.UPDATE:
         assert cmd.spec is not None
         _check_spec(cmd)
+        check_name_free(registry, cmd)
         return put_record(registry, replace(record, spec=cmd.spec, version=record.version + 1))
     if kind is CommandKind.STOP:
         if record.state is AppState.STOPPED:
@@ -104,6 +106,31 @@ def _apply_app_command(registry: Registry, ctx: CommandContext, cmd: SignedComma
         return put_record(registry, replace(record, move_to=NodeId(cmd.node)))
     # REMOVE (check_command_shape admits no other app command)
     return delete_record(registry, record.app)
+
+
+def get_app_named(registry: Registry, name: str) -> AppRecord | None:
+    """The registry's app called ``name`` (names are unique: :func:`check_name_free`)."""
+    return next((r for r in registry.records if r.spec.name == name), None)
+
+
+def check_name_free(registry: Registry, cmd: SignedCommand) -> None:
+    """A SUBMIT, or an UPDATE that renames its app, must name no other app of the
+    registry: an app's name is unique while the app exists (a REMOVE frees it).
+
+    Why. An operator whose ``apps submit`` failed on a loaded node (the answer lost, or
+    late) sends it again, and the first call may have reached the node all the same:
+    with names free, the chain ran the app twice, as two apps (session 46's lab: 16 apps
+    for 8 submitted), and every command naming it was then ambiguous. The second
+    submission now gets a clear refusal at the API instead, and a block carrying it is
+    invalid. A linear scan: submissions are rare, and a block holds few."""
+    assert cmd.spec is not None
+    name = cmd.spec.name
+    other = get_app_named(registry, name)
+    if other is not None and (cmd.kind is CommandKind.SUBMIT or other.app != cmd.app):
+        raise _invalid(
+            f"{cmd.kind.name}: an app named {name!r} exists (app {other.app.hex()[:16]}): "
+            "change it with `edgechain apps update`, or remove it first"
+        )
 
 
 def check_move_destination(
