@@ -142,6 +142,41 @@ def test_a_restarted_node_never_votes_again_for_an_epoch_it_voted_for() -> None:
     assert mine and all(v == far for v in mine)
 
 
+@pytest.mark.parametrize("same_chain", [True, False])
+def test_a_vote_kept_outside_the_store_counts_only_on_its_own_chain(same_chain: bool) -> None:
+    """A node whose store was moved aside starts with the vote file's vote and the
+    genesis it was cast on (``node/vote_file.py``): on that chain it is held to it as
+    to a stored vote; a vote of another chain (a data directory reused) is dropped
+    once the node knows its genesis, and the node votes on this chain at once."""
+    net = Harness(4, vdf_ms=VDF_MS)
+    far = FinalityVote(
+        Checkpoint(0, BlockHash(bytes(32))), Checkpoint(10_000, BlockHash(b"f" * 32))
+    )
+    net.start_chain()
+    old = net.engine(1)
+    assert old.genesis is not None and old.genesis_msg is not None
+    genesis = compute_genesis_hash(old.genesis) if same_chain else BlockHash(b"o" * 32)
+    config = dataclasses.replace(old.config, last_vote=far, last_vote_genesis=genesis)
+    net.engines[old.node_id] = ConsensusEngine(
+        old.sk, config, genesis=old.genesis, genesis_signature=old.genesis_msg.signature
+    )
+    before = len(net.events[old.node_id])
+    for slot in range(1, 31):
+        net.run_slot(slot)
+    changed = [e for e in net.events[old.node_id][before:] if isinstance(e, LastVoteChanged)]
+    mine = [
+        r.vote
+        for b in net.engine(0).blocks.values()
+        if isinstance(b, Block)
+        for r in b.reports
+        if r.node == old.node_id
+    ]
+    if same_chain:
+        assert not changed and mine and all(v == far for v in mine)
+    else:
+        assert changed and mine and far not in mine
+
+
 def test_app_history_survives_pruning_in_the_store(finalized_net: Harness, tmp_path: Path) -> None:
     """The finality advances carry every finalized block once, in order, with its
     parent's registry; recorded as the node records them (``EventRecorder``), the app's

@@ -55,6 +55,10 @@ class EngineConfig:
     send_reports: bool = True
     last_vote: FinalityVote | None = None
     """This node's last finality vote, as persisted before a restart."""
+    last_vote_genesis: BlockHash | None = None
+    """The genesis ``last_vote`` was cast on, when the node did not know its own at
+    start (its store was moved aside: ``node/vote_file.py``); a vote of another chain is
+    dropped once the genesis is known. None: nothing to check."""
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.report_key import get_report_public_key
 from edgechain.errors import PeerError, RejectReason
 from edgechain.orchestrator.load import get_unclaimed_apps
-from edgechain.types import NodeId, Slot
+from edgechain.types import BlockHash, NodeId, Slot
 
 
 def get_forward_time(params: ChainParams, slot: int) -> int:
@@ -171,6 +171,8 @@ class ReportRelay:
         """The last slot whose producer got a direct fallback from us (once per slot)."""
         self.last_vote: FinalityVote | None = ctx.config.last_vote
         """Our latest finality vote (``consensus/finality_votes.py``)."""
+        self.last_vote_genesis: BlockHash | None = ctx.config.last_vote_genesis
+        """The genesis :attr:`last_vote` was cast on, until checked against ours."""
         self.head_seen: tuple[int, int] = (-1, 0)
         """(slot, when): the head's slot and the time this node first saw it there."""
         self.stats = RelayStats()
@@ -247,6 +249,12 @@ class ReportRelay:
         the node persists it first, so a restart cannot vote twice for an epoch."""
         ctx = self.ctx
         u = self.local_usage
+        if self.last_vote_genesis is not None:
+            # A vote of another chain (a data directory reused for a new one) would
+            # hold our votes back until its epoch: dropped once our genesis is known.
+            if self.last_vote_genesis != ctx.get_genesis_hash():
+                self.last_vote = None
+            self.last_vote_genesis = None
         vote = self.last_vote
         if head.finality is not None:
             vote = choose_vote(self.last_vote, head.finality)

@@ -25,6 +25,7 @@ from edgechain.errors import DecodeError, LocalError
 from edgechain.network.transport import join_address
 from edgechain.node.archive import get_last_vote, get_other_version_error
 from edgechain.node.leaving import DEFAULT_DRAIN_TIMEOUT_MS
+from edgechain.node.vote_file import VOTE_FILE_NAME, get_start_vote
 from edgechain.types import SecretKey, Signature
 
 HOSTILE_ENV = "EDGECHAIN_HOSTILE"
@@ -174,6 +175,12 @@ def make_engine(
             admin_key=cfg.admin_key,
             open_admission=cfg.open_admission,
         )
+    stored = store.get_genesis()
+    last_vote, last_vote_genesis = get_start_vote(
+        get_last_vote(store),
+        stored.hash if stored is not None else None,
+        cfg.data_dir / VOTE_FILE_NAME,
+    )
     engine_config = EngineConfig(
         chain_id=cfg.chain_id,
         genesis_key=bls.sk_to_pk(sk) if cfg.genesis else cfg.genesis_key,  # type: ignore[arg-type]
@@ -181,9 +188,9 @@ def make_engine(
         labels=labels,
         ticket=cfg.ticket,
         genesis_template=template,
-        last_vote=get_last_vote(store),
+        last_vote=last_vote,
+        last_vote_genesis=last_vote_genesis,
     )
-    stored = store.get_genesis()
     genesis = get_stored_genesis(stored) if stored is not None else None
     signature = store.get_meta("genesis_signature")
     return ConsensusEngine(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgechain.chain.attestation import count_signers
 from edgechain.chain.encoding import encode_block, encode_genesis
@@ -44,6 +45,7 @@ from edgechain.consensus.messages import (
 from edgechain.node.archive import put_finalized_chain, put_followed_blocks, put_last_vote
 from edgechain.node.clock import NodeClock
 from edgechain.node.report_times import ReportTimes
+from edgechain.node.vote_file import StoredVote, write_vote_file
 from edgechain.orchestrator.fleet import HistoryEvent, compute_block_history
 from edgechain.telemetry import logs
 from edgechain.types import AppId, NodeId, Slot
@@ -77,10 +79,19 @@ class EventRecorder:
     ``accepted_ms`` is read from ``clock``, the node's; the report figures of a block
     from ``report_times``."""
 
-    def __init__(self, store: BlockStore, clock: NodeClock, report_times: ReportTimes) -> None:
+    def __init__(
+        self,
+        store: BlockStore,
+        clock: NodeClock,
+        report_times: ReportTimes,
+        vote_path: Path | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.report_times = report_times
+        self.vote_path = vote_path
+        """Where the last finality vote is kept outside the store (``node/vote_file.py``;
+        None: in the store alone)."""
         self.accepted: deque[AcceptedBlock] = deque(maxlen=MAX_ACCEPTED_LOG)
         """Blocks accepted (any branch), oldest first; replayed ones too."""
 
@@ -143,6 +154,9 @@ class EventRecorder:
                 slot=event.slot,
             )
         elif isinstance(event, LastVoteChanged):
+            genesis = engine.ctx.get_genesis_hash()
+            if self.vote_path is not None and genesis is not None:
+                write_vote_file(self.vote_path, StoredVote(genesis, event.vote))
             put_last_vote(self.store, event.vote)
         elif isinstance(event, FinalityAdvanced):
             # Written while replaying too: the rows are keyed by (block, seq), so a

@@ -79,6 +79,7 @@ from edgechain.node.tick_schedule import (
     get_housekeeping_phase,
 )
 from edgechain.node.vdf_worker import VdfRunner
+from edgechain.node.vote_file import VOTE_FILE_NAME
 from edgechain.node.watchdog_keeper import WatchdogKeeper
 from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 from edgechain.runtime.fencing import Watchdog
@@ -143,7 +144,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         self.engine: ConsensusEngine | None = None
         self.counters = NodeCounters()
         self.report_times = ReportTimes(self.node_id)
-        self.recorder = EventRecorder(self.store, self.clock, self.report_times)
+        self.recorder = EventRecorder(
+            self.store, self.clock, self.report_times, config.data_dir / VOTE_FILE_NAME
+        )
         self.routing = PeerRouting(
             self.node_id, self.sk, self.sessions, self.transport, self.dht, self.gossip,
             lambda: self.engine, self.clock.now_ms,
