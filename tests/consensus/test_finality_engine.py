@@ -132,14 +132,19 @@ def test_a_restarted_node_never_votes_again_for_an_epoch_it_voted_for() -> None:
     net.engines[old.node_id] = restarted
     _run_chain(net, 30)
     assert not [e for e in net.events[old.node_id][30:] if isinstance(e, LastVoteChanged)]
-    mine = [
+    mine = _get_carried_votes(net, old.node_id)
+    assert mine and all(v == far for v in mine)
+
+
+def _get_carried_votes(net: Harness, node: NodeId) -> list[FinalityVote | None]:
+    """The votes of ``node``'s reports that node 0's blocks carry."""
+    return [
         r.vote
         for b in net.engine(0).blocks.values()
         if isinstance(b, Block)
         for r in b.reports
-        if r.node == old.node_id
+        if r.node == node
     ]
-    assert mine and all(v == far for v in mine)
 
 
 @pytest.mark.parametrize("same_chain", [True, False])
@@ -164,13 +169,7 @@ def test_a_vote_kept_outside_the_store_counts_only_on_its_own_chain(same_chain: 
     for slot in range(1, 31):
         net.run_slot(slot)
     changed = [e for e in net.events[old.node_id][before:] if isinstance(e, LastVoteChanged)]
-    mine = [
-        r.vote
-        for b in net.engine(0).blocks.values()
-        if isinstance(b, Block)
-        for r in b.reports
-        if r.node == old.node_id
-    ]
+    mine = _get_carried_votes(net, old.node_id)
     if same_chain:
         assert not changed and mine and all(v == far for v in mine)
     else:
