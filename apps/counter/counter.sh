@@ -22,9 +22,10 @@
 # persist, then touch $EDGECHAIN_CHECKPOINT_ACK so the runtime knows the state on disk is
 # current (runtime/process.py). The runtime signals the whole process group. The sleep
 # between steps ignores USR1 and the shell waits for it with `wait`, which a trapped
-# signal interrupts at once: the trap runs without waiting for the interval, and no
-# sleep is killed by the signal (the shell would log "User defined signal 1" for each,
-# and push the "starting from" line out of a log's tail).
+# signal interrupts at once: the trap runs without waiting for the interval. Every
+# external command runs as a waited background job (`run`): one the signal killed in
+# the foreground made the shell log "User defined signal 1", which pushed the
+# "starting from" line out of a log's tail.
 set -u
 
 dir="${EDGECHAIN_STATE_DIR:?EDGECHAIN_STATE_DIR is not set}"
@@ -49,8 +50,17 @@ if [ "$pad" -gt 0 ] && [ ! -f "$dir/pad" ]; then
     head -c "$pad" /dev/urandom > "$dir/pad.tmp" && mv -f "$dir/pad.tmp" "$dir/pad"
 fi
 
+# Runs an external command as a job the shell waits for. The runtime signals the whole
+# process group, so a USR1 may end the command mid-way (the trap then persists again):
+# for a foreground command the shell logs "User defined signal 1", for a waited
+# background job it does not.
+run() {
+    "$@" &
+    wait $!
+}
+
 persist() {
-    echo "$count" > "$dir/count.tmp" && mv -f "$dir/count.tmp" "$dir/count"
+    echo "$count" > "$dir/count.tmp" && run mv -f "$dir/count.tmp" "$dir/count"
 }
 
 on_term() {
@@ -82,7 +92,7 @@ while :; do
     count=$((count + 1))
     persist
     if [ "$rewrite_slots" -gt 0 ]; then
-        dd if=/dev/urandom of="$dir/pad" bs=1024 count="$rewrite" \
+        run dd if=/dev/urandom of="$dir/pad" bs=1024 count="$rewrite" \
             seek=$(( (count % rewrite_slots) * rewrite )) conv=notrunc 2>/dev/null
     fi
     (trap '' USR1; exec sleep "$interval") &
