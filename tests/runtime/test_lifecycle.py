@@ -599,6 +599,51 @@ def test_a_former_replica_node_keeps_its_replica_until_the_new_one_has_it() -> N
     assert Replicator(ME.node, chain.get_head_state).get_unwanted(state, [app], []) == [app]
 
 
+def test_a_former_replica_node_keeps_a_passed_on_replica_for_the_next_replica_node() -> None:
+    """``Replicator.is_retaining``: passed on, the replica stays ``retain_slots`` slots.
+    If the new replica node then recovers the app (its host down), the chain names a
+    next replica node, and the former one passes its replica on there too, under the
+    first host's signature, which the next one accepts while the recovery has not
+    landed. Before, it was dropped once passed on, and the recovering node paused a
+    slot later left the app to start from nothing (chaos, session 50, seed 5353)."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    spec = replace(spec, stateful=True, replica_interval_slots=3)
+    host, keeper, next_keeper = (make_identity(i).node for i in (9, 10, 11))
+    former = Replicator(ME.node, chain.get_head_state)
+    chain.append((AppRecord(app, spec, node=host, replica_node=keeper),))
+    state = chain.get_head_state()
+    assert state is not None
+    handoff = Handoff(app, keeper, frozenset((host,)), passing_on=True)
+    assert former.get_handoffs(state, [app]) == [handoff]
+    former.on_handed(handoff, 1, ok=True, retain_slots=4)
+    assert former.get_handoffs(state, [app]) == []
+    assert former.get_unwanted(state, [app], running=[]) == []  # retained
+    # The host is down: recovered on the keeper, the next keeper named in the same plan.
+    recovered = AppRecord(
+        app, spec, node=keeper, replica_node=next_keeper, previous_node=host,
+        last_move_slot=Slot(2),
+    )  # fmt: skip
+    chain.append((recovered,))
+    state = chain.get_head_state()
+    assert state is not None
+    onward = Handoff(app, next_keeper, frozenset((keeper, host)), passing_on=True)
+    assert former.get_handoffs(state, [app]) == [onward]
+    assert Replicator(next_keeper, chain.get_head_state).is_wanted(app, host)
+    assert former.get_unwanted(state, [app], running=[]) == []
+    former.on_handed(onward, 1, ok=True, retain_slots=4)
+    for _ in range(3):  # kept 4 slots after the last passing on, then dropped
+        assert former.get_unwanted(state, [app], running=[]) == []
+        chain.append((recovered,))
+        state = chain.get_head_state()
+        assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == []
+    chain.append((recovered,))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == [app]
+
+
 def _new_unlanded_move() -> tuple[FakeChain, AppId, NodeId, NodeId]:
     """A chain whose head moved a replicated app from us to a destination (not landed):
     (chain, app, destination, replica node)."""

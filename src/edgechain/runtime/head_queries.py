@@ -112,11 +112,16 @@ class HeadQueries:
         next block's plan will see it."""
         engine = self.engine
         state = engine.get_head_state() if engine is not None else None
-        params = engine.params if engine is not None else None
-        if state is None or params is None:
+        down_after = self.get_down_after_slots()
+        if state is None or down_after is None:
             return False
-        down_after = params.down_after_slots
         return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after, state.stall)
+
+    def get_down_after_slots(self) -> int | None:
+        """The chain's K (``ChainParams.down_after_slots``); None before the genesis."""
+        engine = self.engine
+        params = engine.params if engine is not None else None
+        return params.down_after_slots if params is not None else None
 
     def get_destination(self, node: NodeId) -> tuple[str, int] | None:
         """Where ``node``'s transfer server listens, from its head-chain registration."""

@@ -102,7 +102,16 @@ class ReplicaSync:
             logs.warning(log, "replica hand-off failed", **fields, error=str(exc))
         finally:
             await run_in_thread(holding.close)
-            self.replicator.on_handed(handoff, slot, ok)
+            self.replicator.on_handed(handoff, slot, ok, self._get_retain_slots(handoff))
+
+    def _get_retain_slots(self, handoff: Handoff) -> int:
+        """How long a former replica node keeps a replica it passed on
+        (``Replicator.is_retaining``): K, for the host to go down and the app to be
+        recovered from the new replica node, and two replica intervals after, for the
+        recovered app's first replica to reach its next replica node."""
+        record = self.head.get_head_record(handoff.app)
+        interval = record.spec.replica_interval_slots if record is not None else 0
+        return (self.head.get_down_after_slots() or 0) + 2 * interval
 
     async def _send_replica(self, due: DueReplica, host: str, port: int) -> None:
         ok = False

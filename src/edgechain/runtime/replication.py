@@ -76,9 +76,10 @@ class Replicator:
         """Per (app, destination): the slot of the last replica handed on there."""
         self.handing: set[AppId] = set()
         """Apps whose replica is being handed on (:meth:`get_handoffs`)."""
-        self.passed_on: set[tuple[AppId, NodeId]] = set()
+        self.passed_on: dict[tuple[AppId, NodeId], int] = {}
         """(app, new replica node) this former replica node has handed its replica on
-        to, or found no receiver would take it (:meth:`is_passing_on`)."""
+        to, or found no receiver would take it (:meth:`is_passing_on`) -> the head slot
+        up to which it keeps the replica all the same (:meth:`is_retaining`)."""
 
     def is_wanted(self, app: AppId, origin: NodeId) -> bool:
         """The transfer server's check of a replica signed by ``origin``: this node is
@@ -176,12 +177,17 @@ class Replicator:
         """Whether the replica of ``slot`` has not yet reached ``handoff.to``."""
         return self.last_handed.get((handoff.app, handoff.to), -1) < slot
 
-    def on_handed(self, handoff: Handoff, slot: int, ok: bool) -> None:
+    def on_handed(self, handoff: Handoff, slot: int, ok: bool, retain_slots: int = 0) -> None:
+        """A hand-off ended (``ok``: the receiver holds the replica of ``slot``, or a
+        newer one). A passing on that ended so is kept ``retain_slots`` more slots of
+        the head (:meth:`is_retaining`; 0 where no receiver would take it)."""
         self.handing.discard(handoff.app)
         if ok:
             self.last_handed[(handoff.app, handoff.to)] = slot
             if handoff.passing_on:
-                self.passed_on.add((handoff.app, handoff.to))
+                state = self._get_head_state()
+                head_slot = state.slot if state is not None else 0
+                self.passed_on[(handoff.app, handoff.to)] = head_slot + retain_slots
 
     def get_due(self, state: BlockState, running: Collection[AppId]) -> list[DueReplica]:
         """The replicas to send at the head ``state``: apps this node sends replicas of
@@ -217,11 +223,28 @@ class Replicator:
         the head ``state``: should it lose the role again, it passes its newer replica
         on anew."""
         self.passed_on = {
-            (app, node)
-            for app, node in self.passed_on
+            (app, node): until
+            for (app, node), until in self.passed_on.items()
             if (record := get_record(state.registry, app)) is not None
             and record.replica_node != self.node_id
         }
+
+    def is_retaining(self, record: AppRecord, slot: int) -> bool:
+        """This former replica node keeps a replica it has passed on (:meth:`on_handed`'s
+        ``retain_slots``, the chain's K and two replica intervals: ``ReplicaSync``), in
+        case the app's state goes on to be used up before it is copied anew.
+
+        Why. In a chaos run (session 50, ``--seed 5353 --fault-slots 14``) a former
+        replica node passed its replica on to the new one, and dropped it; the new one
+        recovered the app from it when the host went down, so the app's state was on
+        that node alone until its first replica reached the next replica node, and it
+        was paused one slot later: the app started there from nothing. Kept, the
+        replica is passed on to the next replica node as well (:meth:`is_passing_on`:
+        a new replica node is a new passing on), under the first host's signature,
+        which that node accepts while the recovery has not landed."""
+        return self.node_id not in (record.replica_node, record.node) and any(
+            app == record.app and slot < until for (app, _), until in self.passed_on.items()
+        )
 
     def get_unwanted(
         self, state: BlockState, stored: Collection[AppId], running: Collection[AppId]
@@ -230,7 +253,7 @@ class Replicator:
         not its replica node and either not its node either, or its node running the app
         (``running``: a RECOVER or an "origin down" start here has used the replica).
         A former replica node keeps its replica until it has handed it on
-        (:meth:`is_passing_on`).
+        (:meth:`is_passing_on`), and a while after (:meth:`is_retaining`).
 
         Running, not merely held: a node the app left by an earlier handover keeps that
         copy's (older) state, and a RECOVER back to it must start from the replica. A
@@ -244,6 +267,7 @@ class Replicator:
                 record.replica_node != self.node_id
                 and (record.node != self.node_id or app in running)
                 and not self.is_passing_on(record)
+                and not self.is_retaining(record, state.slot)
             ):
                 unwanted.append(app)
         return unwanted
