@@ -313,7 +313,8 @@ def test_an_app_name_is_unique_while_the_app_exists() -> None:
     chain.block([chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=bigger)])
     as_web = dataclasses.replace(db, name="web")
     update = chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=as_web)
-    assert chain.refused([update]) == "command_invalid"
+    with pytest.raises(ValidationError, match=r"'web' exists .*: choose another name"):
+        chain.block([update])
     chain.block([chain.sign(OPERATOR, CommandKind.REMOVE, app=web.app)])
     chain.block([chain.sign(OPERATOR, CommandKind.UPDATE, app=db_app, spec=as_web)])
     assert chain.refused([chain.sign(OPERATOR, CommandKind.SUBMIT, spec=SPEC)]) == (

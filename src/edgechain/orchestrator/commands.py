@@ -127,9 +127,13 @@ def check_name_free(registry: Registry, cmd: SignedCommand) -> None:
     name = cmd.spec.name
     other = get_app_named(registry, name)
     if other is not None and (cmd.kind is CommandKind.SUBMIT or other.app != cmd.app):
-        raise _invalid(
-            f"{cmd.kind.name}: an app named {name!r} exists (app {other.app.hex()[:16]}): "
+        advice = (
             "change it with `edgechain apps update`, or remove it first"
+            if cmd.kind is CommandKind.SUBMIT
+            else "choose another name, or remove that app first"
+        )
+        raise _invalid(
+            f"{cmd.kind.name}: an app named {name!r} exists (app {other.app.hex()[:16]}): " + advice
         )
 
 
