@@ -284,7 +284,10 @@ def test_a_process_app_has_no_namespace_stragglers(tmp_path: Path) -> None:
         assert signal_namespace_stragglers(leader, signal.SIGSTOP) == 0
         assert not any(is_stopped(pid) for pid in stragglers)
         members = find_namespace_members([get_pid_namespace(os.getpid()) or "-"])
-        assert set(stragglers) <= set(next(iter(members.values())))
+        # Alive after the scan, so alive during it: the loop's 20 ms sleeps come and go
+        # (one that ended before the scan failed this on a loaded host).
+        alive = [pid for pid in stragglers if psutil.pid_exists(pid)]
+        assert alive and set(alive) <= set(next(iter(members.values())))
         runtime.stop(app)
 
 
