@@ -9,24 +9,25 @@ the restarted node, syncing from its peers with an empty store, had no last vote
 could sign, for an epoch it had voted in, a vote for another branch's checkpoint.
 
 The file survives that: it sits outside ``chain.db`` and is written whole or not at all
-(a temporary file, fsynced, renamed into place, the directory fsynced). It names the
-genesis the vote was cast on, since a data directory may be reused for a new chain: a
-vote of another chain must not hold this one's votes back (the engine drops it once it
-knows its genesis, ``EngineConfig.last_vote_genesis``). The store keeps its copy as
+(``runtime/durable_files.write_durably``). It names the genesis the vote was cast on,
+since a data directory may be reused for a new chain: a vote of another chain must not
+hold this one's votes back (the engine drops it once it knows its genesis,
+``EngineConfig.last_vote_genesis``). The store keeps its copy as
 well (older data directories have only that one); at start the node takes the later of
 the two (:func:`choose_later_vote`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgechain.chain.model import FinalityVote
 from edgechain.chain.report_encoding import decode_finality_vote, encode_finality_vote
 from edgechain.errors import DecodeError, LocalError, StoreError, StoreFullError
+from edgechain.runtime.durable_files import write_durably
 from edgechain.types import BlockHash
 
 VOTE_FILE_NAME = "finality-vote"
@@ -56,12 +57,12 @@ def read_vote_file(path: Path) -> StoredVote | None:
     if not body.startswith(MAGIC) or hashlib.sha256(body).digest() != digest:
         raise _unreadable(path, "not a finality vote file, or damaged")
     genesis = body[len(MAGIC) : len(MAGIC) + HASH_SIZE]
+    if len(genesis) != HASH_SIZE:
+        raise _unreadable(path, "too short")
     try:
         vote = decode_finality_vote(body[len(MAGIC) + HASH_SIZE :])
     except DecodeError as exc:
         raise _unreadable(path, str(exc)) from exc
-    if len(genesis) != HASH_SIZE:
-        raise _unreadable(path, "too short")
     return StoredVote(BlockHash(genesis), vote)
 
 
@@ -71,22 +72,10 @@ def write_vote_file(path: Path, stored: StoredVote) -> None:
     failed block write (``node_daemon``), since sending a vote it could forget is what
     the file is there to prevent."""
     body = MAGIC + bytes(stored.genesis) + encode_finality_vote(stored.vote)
-    data = body + hashlib.sha256(body).digest()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_durably(path, body + hashlib.sha256(body).digest())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        error = StoreFullError if exc.errno == 28 else StoreError  # ENOSPC
+        error = StoreFullError if exc.errno == errno.ENOSPC else StoreError
         raise error(f"finality vote file {path}: {exc}") from exc
 
 

@@ -43,6 +43,7 @@ from edgechain.runtime.appuser import AppUser, give_tree
 from edgechain.runtime.archive import ArchiveError, extract_state_archive
 from edgechain.runtime.base import AppRuntimeError, get_app_dirname
 from edgechain.runtime.checkpoint import StateSnapshot
+from edgechain.runtime.durable_files import write_durably
 from edgechain.types import HASH_SIZE, AppId, NodeId
 
 _log = logging.getLogger(__name__)
@@ -289,17 +290,7 @@ def _move(source: Path, target: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as file:
-        json.dump(data, file, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself survives a crash
-    finally:
-        os.close(fd)
+    write_durably(path, json.dumps(data, sort_keys=True).encode())
 
 
 def _to_json(info: ReplicaInfo) -> dict[str, Any]:
