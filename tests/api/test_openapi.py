@@ -343,6 +343,11 @@ def test_answers_match_the_response_schemas() -> None:
         ("/runtime/apps", "/runtime/apps", {}),
         ("/operators/{public_key}", f"/operators/{ADMIN.pk.hex()}", {}),
         ("/operators/{public_key}", "/operators/zz", {}),
+        ("/commands/{hash}", f"/commands/{'0a' * 32}", {}),
+        ("/commands/{hash}", f"/commands/{'0c' * 32}", {}),
+        ("/commands/{hash}", f"/commands/{'0d' * 32}", {}),
+        ("/commands/{hash}", f"/commands/{'0e' * 32}", {}),
+        ("/commands/{hash}", "/commands/zz", {}),
     ]
     for template, path, query in cases:
         check_answer("GET", template, call(node, "GET", path, query))

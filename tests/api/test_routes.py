@@ -15,6 +15,7 @@ from edgechain.chain.assembly import make_command
 from edgechain.chain.command_encoding import compute_submitted_app_id, encode_command
 from edgechain.chain.model import AppSpec, ChainParams, CommandKind, RuntimeKind, SignedCommand
 from edgechain.chain.read_auth import compute_log_read_message
+from edgechain.consensus.command_status import CommandState, CommandStatus
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, compute_genesis_state
 from edgechain.crypto import bls
@@ -59,6 +60,16 @@ class FakeNode:
         self.ready = True
         self.operator = True
         self.refuse: RejectReason | None = None
+        stop = make_command(ADMIN.sk, "c", 7, CommandKind.STOP, app=_app(1))
+        self.commands = {
+            b"\x0a" * 32: CommandStatus(
+                CommandState.APPLIED, stop, slot=5, block=BlockHash(b"\x0b" * 32)
+            ),
+            b"\x0c" * 32: CommandStatus(
+                CommandState.PENDING, stop, slot=6, reason="command_invalid: x", refused_heads=1
+            ),
+            b"\x0d" * 32: CommandStatus(CommandState.DROPPED, stop, slot=8, reason="gone"),
+        }
         self.submitted: list[object] = []
         self.leaves = 0
         self.now_ms = 1_700_000_000_000
@@ -99,6 +110,9 @@ class FakeNode:
 
     def get_now_ms(self) -> int:
         return self.now_ms
+
+    def get_command_status(self, digest: bytes) -> CommandStatus:
+        return self.commands.get(digest, CommandStatus(CommandState.UNKNOWN))
 
     def get_overview(self) -> dict[str, Any]:
         return {"node_id": "00" * 32, "public_key": "00" * 48, "peers": 0, "rss_mb": 0}
@@ -239,6 +253,29 @@ def test_nodes_and_operators(node: FakeNode) -> None:
     assert call(node, "GET", f"/operators/{'11' * 48}").payload["operator"] is False
     for bad in ("zz", "11" * 47, "11" * 49):
         assert error(call(node, "GET", f"/operators/{bad}")) == (400, "public_key")
+
+
+def test_a_commands_status(node: FakeNode) -> None:
+    applied = call(node, "GET", f"/commands/{'0a' * 32}").payload
+    assert applied == {
+        "command_hash": "0a" * 32,
+        "status": "applied",
+        "kind": "stop",
+        "signer": ADMIN.pk.hex(),
+        "seq": 7,
+        "slot": 5,
+        "block": "0b" * 32,
+    }
+    pending = call(node, "GET", f"/commands/{'0c' * 32}").payload
+    assert pending["status"] == "pending" and pending["reason"] == "command_invalid: x"
+    assert pending["refused_heads"] == 1 and "block" not in pending
+    dropped = call(node, "GET", f"/commands/{'0d' * 32}").payload
+    assert (dropped["status"], dropped["reason"], dropped["slot"]) == ("dropped", "gone", 8)
+    assert error(call(node, "GET", f"/commands/{'0e' * 32}")) == (404, "hash")
+    for bad in ("zz", "0a" * 31):
+        assert error(call(node, "GET", f"/commands/{bad}")) == (400, "hash")
+    node.state = None
+    assert call(node, "GET", f"/commands/{'0a' * 32}").status == 503
 
 
 def test_apps_fleet_view(node: FakeNode) -> None:

@@ -2,7 +2,8 @@
 
 It speaks the documented routes with canned data, decodes and verifies the signed
 commands it is sent, and applies them (``last_seq``, the app table) after a number of
-``GET /operators`` polls, as a block would some time after the post.
+``GET /operators`` or ``GET /commands/{hash}`` polls, as a block would some time after
+the post.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edgechain.chain.command_encoding import (
+    compute_command_hash,
     compute_command_signing_root,
     compute_submitted_app_id,
     decode_command,
@@ -35,7 +37,7 @@ class FakeState:
     commands: list[SignedCommand] = field(default_factory=list)
     pending: list[tuple[int, SignedCommand]] = field(default_factory=list)
     apply_after_polls: int = 1
-    """GET /operators polls before a posted command counts as applied (-1: never)."""
+    """Polls before a posted command counts as applied (-1: never)."""
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: list[dict[str, Any]] = field(default_factory=list)
     migrations: list[dict[str, Any]] = field(default_factory=list)
@@ -48,7 +50,18 @@ class FakeState:
     skip_names: set[str] = field(default_factory=set)
     """Submissions of these app names are accepted but never applied (a producer found
     them not to apply; a later seq then spends them)."""
+    removed_after_apply: set[str] = field(default_factory=set)
+    """Apps another operator removes right after a command of the client applied."""
+    status_route: bool = True
+    """False: no ``GET /commands/{hash}`` (a node of an older version)."""
+    drop_names: dict[str, str] = field(default_factory=dict)
+    """Submissions of these app names are dropped unapplied, for the reason given (the
+    node's head refused them, ``consensus/command_pool.py``)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    """Reasons of the commands dropped, by hash."""
+    applied: set[str] = field(default_factory=set)
+    """The hashes of the commands applied (not skipped)."""
 
     def poll(self) -> None:
         still = []
@@ -60,10 +73,14 @@ class FakeState:
         self.pending = still
 
     def _apply(self, command: SignedCommand) -> None:
+        if command.spec is not None and command.spec.name in self.drop_names:
+            self.dropped[compute_command_hash(command).hex()] = self.drop_names[command.spec.name]
+            return
         signer = bytes(command.signer).hex()
         self.last_seq[signer] = max(self.last_seq.get(signer, 0), command.seq)
         if command.spec is not None and command.spec.name in self.skip_names:
             return
+        self.applied.add(compute_command_hash(command).hex())
         if command.kind is CommandKind.SUBMIT:
             assert command.spec is not None
             app_id = compute_submitted_app_id(command.signer, command.seq).hex()
@@ -80,6 +97,8 @@ class FakeState:
                 view["node"] = command.node.hex()
             elif command.kind is CommandKind.UPDATE:
                 view["version"] += 1
+            if command.app.hex() in self.removed_after_apply:
+                del self.apps[command.app.hex()]
 
 
 def make_app_view(app_id: str, name: str, state: str, node: str | None) -> dict[str, Any]:
@@ -142,6 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if method == "POST" and path == "/commands":
             return self._post_command(body)
+        if method == "GET" and parts[0] == "commands" and len(parts) == 2 and state.status_route:
+            return self._get_command(parts[1])
         if method == "GET" and path == "/apps":
             return self._reply(200, [dict(v) for v in state.apps.values()])
         if method == "GET" and parts[0] == "apps" and len(parts) in (2, 3):
@@ -152,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, state.migrations)
         if method == "GET" and path == "/blocks":
             return self._reply(200, [])
-        return self._reply(404, {"error": "not found"})
+        return self._reply(404, {"error": "no such endpoint", "field": "path"})
 
     def _post_command(self, body: bytes) -> None:
         state = self.state
@@ -167,10 +188,30 @@ class _Handler(BaseHTTPRequestHandler):
         state.commands.append(command)
         if state.apply_after_polls >= 0:
             state.pending.append((state.apply_after_polls, command))
-        reply: dict[str, Any] = {"command_hash": "cd" * 32, "seq": command.seq}
+        reply: dict[str, Any] = {
+            "command_hash": compute_command_hash(command).hex(),
+            "seq": command.seq,
+        }
         if command.kind is CommandKind.SUBMIT:
             reply["app_id"] = compute_submitted_app_id(command.signer, command.seq).hex()
         return self._reply(202, reply)
+
+    def _get_command(self, digest: str) -> None:
+        """Applied, pending, or unknown (404: never posted, or skipped)."""
+        state = self.state
+        state.poll()
+        if digest in state.applied:
+            return self._reply(200, {"command_hash": digest, "status": "applied", "slot": 40})
+        if digest in state.dropped:
+            reply = {"command_hash": digest, "status": "dropped", "reason": state.dropped[digest]}
+            return self._reply(200, reply)
+        if any(compute_command_hash(c).hex() == digest for _, c in state.pending):
+            return self._reply(200, {"command_hash": digest, "status": "pending", "slot": 39})
+        if state.apply_after_polls < 0 and any(
+            compute_command_hash(c).hex() == digest for c in state.commands
+        ):
+            return self._reply(200, {"command_hash": digest, "status": "pending", "slot": 39})
+        return self._reply(404, {"error": "unknown command", "field": "hash"})
 
     def _get_app(self, parts: list[str]) -> None:
         apps = self.state.apps

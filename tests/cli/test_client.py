@@ -187,12 +187,28 @@ def test_submit_of_several_specs_reports_what_did_not_land(
     first_app = compute_submitted_app_id(state.commands[0].signer, state.commands[0].seq).hex()
     assert first_app in err
 
-    # The middle one never applied while the last did: spent, and said so.
+    # The middle one never applied while the last did: passed over, and said so.
     state.refuse = state.refuse_after = None
     state.skip_names = {"b"}
     code, out, err = _run(capsys, client, "apps", "submit", *paths)
-    assert code == 1 and "not on chain although a later submission applied: b" in err
-    assert "submit a (app" in out and "3 apps submitted" in out
+    assert code == 1 and "the chain did not apply the submission of b" in err
+    assert "submit a (app" in out and "2 of 3 apps submitted" in out
+    assert "submit b (app" in out and "it applied a later command of this key" in out
+
+    # Another operator's app took the name first: the node dropped it, and says why.
+    state.skip_names = set()
+    state.drop_names = {"c": "command_invalid: SUBMIT: an app named 'c' exists"}
+    code, out, err = _run(capsys, client, "apps", "submit", *paths)
+    assert code == 1 and "the chain did not apply the submission of c" in err
+    assert "2 of 3 apps submitted" in out and "an app named 'c' exists" in out
+    code, _, err = _run(capsys, client, "apps", "submit", paths[2])
+    assert code == 1 and "the chain did not apply command seq" in err
+    assert "an app named 'c' exists" in err
+
+    # A node of an older version, without GET /commands/{hash}: the signer's seq decides.
+    state.drop_names, state.status_route = {}, False
+    code, out, _ = _run(capsys, client, "apps", "submit", paths[2])
+    assert code == 0 and "applied" in out
 
 
 def test_http_timeout_is_how_long_one_node_may_take(
@@ -224,6 +240,12 @@ def test_json_output_and_app_by_name(
     assert result["applied"] and result["kind"] == "stop"
     assert result["app"]["state"] == "stopped"
     assert state.commands[-1].app.hex() == app_id
+
+    # Applied, then removed by another operator before the client reads it back.
+    state.removed_after_apply = {app_id}
+    code, out, err = _run(capsys, client, "apps", "start", app_id)
+    assert code == 0, err
+    assert "start: applied" in out and "the app has been removed since" in out
 
 
 def test_move_resolves_the_node_prefix(

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
-from edgechain.chain.command_encoding import encode_command
+from edgechain.chain.command_encoding import compute_command_hash, encode_command
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind, SignedCommand
 from edgechain.consensus.messages import CommandMsg
 from edgechain.crypto import bls
@@ -205,9 +205,77 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         start_slot = net.statuses()[0]["head_slot"]
         wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 10, "10 more slots", 90)
         assert victim not in {n["node_id"] for n in net.cli("nodes")}
+
+        check_an_overtaken_command_is_refused_at_once(net, chain_id)
     finally:
         stop_process(intruder)
         net.stop()
+
+
+def check_an_overtaken_command_is_refused_at_once(net: RefusalsTestnet, chain_id: str) -> None:
+    """Two operators at once: the client's ``apps stop`` is taken by the API while the app
+    exists, but a second operator's REMOVE of it comes first. The CLI says why the chain
+    did not apply the STOP, once the node dropped it; it used to wait for a block until
+    its 60 s timeout and then say it did not know.
+
+    The order is made certain: the other two validators are paused (no block can be
+    made) while both commands reach node 0, and the REMOVE's signer sorts first, which
+    is the order a producer takes one signer's commands after another's."""
+    run_dir = net.run_dir
+    client_pk = bls.sk_to_pk(load_keystore(run_dir / "operator.key"))  # client.toml's key
+    tries = 0
+    rival_sk = create_keystore(run_dir.parent / f"rival-{tries}.key")
+    while bytes(bls.sk_to_pk(rival_sk)) >= bytes(client_pk):
+        tries += 1
+        rival_sk = create_keystore(run_dir.parent / f"rival-{tries}.key")
+    net.cli("admin", "grant", bls.sk_to_pk(rival_sk).hex())
+    app = net.cli("apps", "submit", str(_write_spec(run_dir.parent, "contested")))["app_id"]
+    assert isinstance(app, str)
+
+    paused = [psutil.Process(r["pid"]) for r in net.ready()[1:3]]
+    stopper: subprocess.Popen[str] | None = None
+    try:
+        try:
+            for proc in paused:
+                proc.suspend()
+            remove = make_command(rival_sk, chain_id, time.time_ns() // 1_000_000,
+                                  CommandKind.REMOVE, app=bytes.fromhex(app))  # fmt: skip
+            body = {"command": encode_command(remove).hex()}
+            code, reply = http(f"{_url(net, 0)}/commands", body)
+            assert code == 202, reply
+            log = run_dir / "node-000" / "stderr.log"
+            stopper = subprocess.Popen(
+                [EDGECHAIN, "--client", str(net.client), "apps", "stop", app, "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            wait_for(lambda: _accepted(log, "stop"), "node 0 to take the STOP", 60)
+        finally:
+            for proc in paused:
+                proc.resume()
+        _, err = stopper.communicate(timeout=120)
+    finally:
+        if stopper is not None and stopper.poll() is None:
+            stopper.kill()
+            stopper.wait()
+    assert stopper.returncode == 1, err
+    assert "the chain did not apply command seq" in err and "unknown app" in err, err
+    assert app not in {a["app_id"] for a in net.cli("apps", "list")}
+    status = http(f"{_url(net, 0)}/commands/{compute_command_hash(remove).hex()}")[1]
+    assert status["status"] == "applied" and status["kind"] == "remove", status
+
+
+def _write_spec(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\nruntime: process\ncommand: [/bin/sleep, '600']\n")
+    return path
+
+
+def _accepted(log: Path, kind: str) -> bool:
+    """Whether the node's log has a ``command accepted`` line for a ``kind`` command."""
+    for line in log.read_text().splitlines():
+        if '"command accepted"' in line and json.loads(line).get("kind") == kind:
+            return True
+    return False
 
 
 def _url(net: RefusalsTestnet, index: int) -> str:

@@ -11,7 +11,8 @@ from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
 from edgechain.chain.authority import is_banned
 from edgechain.chain.command_encoding import compute_command_hash, compute_submitted_app_id
 from edgechain.chain.model import AppSpec, Block, CommandKind, RuntimeKind, SignedCommand
-from edgechain.consensus.command_pool import PendingCommand
+from edgechain.consensus.command_pool import REFUSED_HEADS, PendingCommand
+from edgechain.consensus.command_status import CommandState, get_command_status
 from edgechain.consensus.messages import CommandMsg, VoteMsg
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.orchestrator import AppRecord, get_record
@@ -211,3 +212,62 @@ def test_admin_exclusion_goes_through_blocks_and_the_node_never_returns() -> Non
         assert state is not None and victim not in state.validators
         assert is_banned(state.authority, victim)
     assert not net.engine(5).is_validator()
+
+
+def test_a_command_another_operator_overtook_is_dropped_with_the_reason() -> None:
+    """The API took a STOP while the app existed; another operator's REMOVE of the app
+    came first. Every head refuses the STOP: it is pending with the reason, then dropped
+    after ``REFUSED_HEADS`` heads, and ``get_command_status`` says why, where the
+    sender used to wait for a block until its timeout."""
+    net = Harness(4)
+    net.start_chain()
+    slot = include(net, admin(1, CommandKind.GRANT_OPERATOR, key=OPERATOR.pk), 1)
+    slot = include(net, admin(2, CommandKind.SUBMIT, spec=SPEC), slot)
+    app = compute_submitted_app_id(bytes(PARAMS.admin_key), 2)
+    # The producer takes commands in (signer, seq) order: the REMOVE's signer first,
+    # so that one block carrying both applies the REMOVE first too.
+    first, second = sorted(
+        [(bytes(OPERATOR.pk), operator), (bytes(ADMIN.pk), admin)], key=lambda pair: pair[0]
+    )
+    remove, stop = (
+        first[1](10, CommandKind.REMOVE, app=app),
+        second[1](10, CommandKind.STOP, app=app),
+    )
+    net.engine(1).submit_command(stop, net.now)  # kept by node 1 alone: not gossiped
+    digest = compute_command_hash(stop)
+    assert get_command_status(net.engine(1), digest).state is CommandState.PENDING
+    slot = include(net, remove, slot)
+    engine = net.engine(1)
+    status = get_command_status(engine, digest)
+    assert status.state is CommandState.PENDING and status.refused_heads >= 1
+    assert status.reason is not None and "unknown app" in status.reason
+    for _ in range(REFUSED_HEADS):
+        net.run_slot(slot)
+        slot += 1
+    status = get_command_status(engine, digest)
+    assert status.state is CommandState.DROPPED, status
+    assert status.reason is not None and "unknown app" in status.reason
+    assert digest not in engine.commands.pending and stop not in chain_commands(net, 0)
+    assert get_command_status(engine, compute_command_hash(remove)).state is CommandState.APPLIED
+    assert get_command_status(engine, b"\x00" * 32).state is CommandState.UNKNOWN
+
+
+def test_a_command_waiting_for_its_signers_earlier_one_is_not_dropped() -> None:
+    """An UPDATE of an app whose SUBMIT (an earlier seq of the same signer) is still
+    pending does not apply to the head alone; it is not counted refused, and a block
+    carries both."""
+    net = Harness(4)
+    net.start_chain()
+    submit = admin(1, CommandKind.SUBMIT, spec=SPEC)
+    app = compute_submitted_app_id(bytes(PARAMS.admin_key), 1)
+    update = admin(2, CommandKind.UPDATE, app=app, spec=dataclasses.replace(SPEC, cpu_bp=200))
+    engine = net.engine(1)
+    engine.submit_command(submit, net.now)
+    engine.submit_command(update, net.now)
+    digest = compute_command_hash(update)
+    engine.commands.prune(engine.get_head_state(), Slot(0))  # type: ignore[arg-type]
+    status = get_command_status(engine, digest)
+    assert status.state is CommandState.PENDING and status.reason is None
+    include(net, update, 1)
+    assert get_command_status(engine, digest).state is CommandState.APPLIED
+    assert head_record(net, app).spec.cpu_bp == 200

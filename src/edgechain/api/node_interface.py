@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from edgechain.chain.model import AppSpec, ChainParams, SignedCommand
+from edgechain.consensus.command_status import CommandStatus
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState
 from edgechain.node import ChainEntry, CommandReceipt
@@ -68,6 +69,10 @@ class NodeInterface(Protocol):
 
     def get_slot_roles(self) -> tuple[int, Roles | None]:
         """The current slot and its elected roles (None when there are none)."""
+        ...
+
+    def get_command_status(self, digest: bytes) -> CommandStatus:
+        """Where the command hashing to ``digest`` stands on this node."""
         ...
 
     def submit_command(self, command: SignedCommand) -> CommandReceipt:

@@ -42,7 +42,7 @@ from edgechain.chain.read_auth import (
 )
 from edgechain.node.events import MAX_ACCEPTED_LOG
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
-from edgechain.types import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -162,6 +162,11 @@ def _paths() -> dict[str, Schema]:
         "public_key",
         {"type": "string", "pattern": f"^[0-9a-fA-F]{{{2 * PUBLIC_KEY_SIZE}}}$"},
         f"a BLS public key, {2 * PUBLIC_KEY_SIZE} hex digits",
+    )
+    hash_param = _path_param(
+        "hash",
+        {"type": "string", "pattern": f"^[0-9a-fA-F]{{{2 * HASH_SIZE}}}$"},
+        f"a command hash (the receipt's command_hash), {2 * HASH_SIZE} hex digits",
     )
     asset_param = _path_param(
         "asset", {"type": "string", "minLength": 1}, "a file of the dashboard"
@@ -349,6 +354,17 @@ def _paths() -> dict[str, Schema]:
                     "required": True,
                     "content": {"application/json": {"schema": ref("CommandIn")}},
                 },
+            )
+        },
+        "/commands/{hash}": {
+            "get": _operation(
+                "getCommand",
+                "Where a command stands on this node: applied (a block of its head chain "
+                "carries it), pending (with why the last head refused it, if it did) or "
+                "dropped unapplied (and why)",
+                {"200": _json("The command's status", ref("CommandStatus"))},
+                errors=(404,),
+                parameters=[hash_param],
             )
         },
         # The dashboard and the metrics (ARCHITECTURE.md, "The HTTP API").

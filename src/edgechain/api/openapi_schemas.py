@@ -92,6 +92,26 @@ def get_component_schemas() -> dict[str, Schema]:
                 },
             }
         ),
+        "CommandStatus": closed_object(
+            {
+                "command_hash": ref("Hash"),
+                "status": {"type": "string", "enum": ["applied", "pending", "dropped"]},
+                "kind": {"type": "string", "description": "the command's kind, lower case"},
+                "signer": ref("PublicKey"),
+                "seq": count(),
+                "slot": count(
+                    "applied: the block's slot; pending: the slot it came in; dropped: "
+                    "the head's slot then"
+                ),
+                "block": {**ref("Hash"), "description": "applied: the block carrying it"},
+                "reason": {
+                    "type": "string",
+                    "description": "pending: why the last head refused it; dropped: why",
+                },
+                "refused_heads": count("pending: heads in a row that refused it"),
+            },
+            optional=("kind", "signer", "seq", "slot", "block", "reason", "refused_heads"),
+        ),
         "Receipt": closed_object(
             {
                 "command_hash": ref("Hash"),

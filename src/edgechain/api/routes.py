@@ -31,10 +31,11 @@ from edgechain.api.schema import (
     parse_query_int,
 )
 from edgechain.api.server import HttpError, Reply, Request
-from edgechain.api.views import render_nodes, render_operator, to_json
+from edgechain.api.views import render_command_status, render_nodes, render_operator, to_json
 from edgechain.chain.command_encoding import decode_command
 from edgechain.chain.model import SignedCommand
 from edgechain.chain.read_auth import DEFAULT_TAIL_LINES, MAX_TAIL_LINES
+from edgechain.consensus.command_status import CommandState
 from edgechain.consensus.state import BlockState
 from edgechain.errors import DecodeError, PeerError, RejectReason
 from edgechain.node import CommandReceipt, NoOperatorKeyError
@@ -44,7 +45,7 @@ from edgechain.orchestrator.registry import AppRecord, get_record
 from edgechain.runtime.base import AppRuntimeError
 from edgechain.telemetry.cpu import Component, charge_thread_cpu
 from edgechain.telemetry.metrics import CONTENT_TYPE as METRICS_TYPE
-from edgechain.types import PUBLIC_KEY_SIZE
+from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE
 
 MAX_BLOCKS = MAX_ACCEPTED_LOG
 """The most ``GET /blocks`` returns (a node keeps that many in its accepted log)."""
@@ -215,6 +216,7 @@ class NodeRoutes:
                 Route("GET", _pattern("/runtime/apps"), self.get_runtime_apps),
                 Route("GET", _pattern("/operators/{public_key}"), self.get_operator),
                 Route("POST", _pattern("/commands"), self.post_command),
+                Route("GET", _pattern("/commands/{hash}"), self.get_command),
                 Route("POST", _pattern("/apps"), self.post_app),
                 Route("POST", _pattern("/node/leave"), self.post_leave),
                 # Observability (ARCHITECTURE.md, "API"): these answer before genesis.
@@ -360,6 +362,23 @@ class NodeRoutes:
         except SchemaError as exc:
             raise schema_error(exc) from None
         return Reply(200, render_operator(self._get_state(), key))
+
+    def get_command(self, request: Request, params: Params) -> Reply:
+        """Where a command stands on this node (``consensus/command_status.py``)."""
+        try:
+            digest = get_hex(params[0], "hash", sizes=(HASH_SIZE,))
+        except SchemaError as exc:
+            raise schema_error(exc) from None
+        self._get_state()  # 503 before the genesis
+        status = self.node.get_command_status(digest)
+        if status.state is CommandState.UNKNOWN:
+            raise HttpError(
+                404,
+                "unknown command: no block of this node's head chain in memory carries it, "
+                "and it is neither pending nor dropped here",
+                "hash",
+            )
+        return Reply(200, render_command_status(digest, status))
 
     # --- observability --------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgechain.chain.authority import get_last_seq, is_admin, is_operator, is_revoked
 from edgechain.chain.model import UNMEASURED_STATE_ROOM, Coordinate, ResourceReport
+from edgechain.consensus.command_status import CommandStatus
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.liveness import get_node_status
 
@@ -92,3 +93,21 @@ def render_operator(state: BlockState, public_key: bytes) -> dict[str, Any]:
         "revoked": is_revoked(auth, public_key),
         "last_seq": get_last_seq(auth, public_key),
     }
+
+
+def render_command_status(digest: bytes, status: CommandStatus) -> dict[str, Any]:
+    """``GET /commands/{hash}``: the status, and the command's kind, signer and seq."""
+    out: dict[str, Any] = {"command_hash": digest.hex(), "status": status.state.value}
+    if status.command is not None:
+        out["kind"] = status.command.kind.name.lower()
+        out["signer"] = bytes(status.command.signer).hex()
+        out["seq"] = status.command.seq
+    if status.slot is not None:
+        out["slot"] = status.slot
+    if status.block is not None:
+        out["block"] = bytes(status.block).hex()
+    if status.reason is not None:
+        out["reason"] = status.reason
+    if status.refused_heads:
+        out["refused_heads"] = status.refused_heads
+    return out

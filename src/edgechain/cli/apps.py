@@ -21,7 +21,7 @@ from typing import Any
 
 from edgechain.chain.model import CommandKind
 from edgechain.cli.app_logs import add_logs_parser
-from edgechain.cli.client import quote_segment
+from edgechain.cli.client import ApiError, quote_segment
 from edgechain.cli.commands import CommandResult, send_submits
 from edgechain.cli.common import CliError, format_fields, format_size, format_table, short
 from edgechain.cli.context import Context, parse_hex
@@ -241,13 +241,21 @@ def format_result(result: CommandResult, view: dict[str, Any] | None) -> str:
 def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
     """Print the result, and the app as the chain now has it (None: it is gone)."""
     view = None
+    text = None
     if app is not None and result.applied:
-        view = get_app(ctx, app)
-        add_move_wait(ctx, view)
+        try:
+            view = get_app(ctx, app)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            # Another operator's REMOVE came in a later block: the command applied.
+            text = f"{result.describe(result.kind)}\n(the app has been removed since)"
+        else:
+            add_move_wait(ctx, view)
     value = result.to_json()
     if view is not None:
         value["app"] = view
-    ctx.emit(value, format_result(result, view))
+    ctx.emit(value, text or format_result(result, view))
 
 
 # --- commands -------------------------------------------------------------------------
@@ -265,15 +273,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     pairs = list(zip(results, specs, strict=True))
     value = [dict(r.to_json(), name=spec.name) for r, spec in pairs]
     lines = [r.describe(f"submit {spec.name} (app {short(r.app_id)})") for r, spec in pairs]
-    ctx.emit(value, "\n".join([*lines, f"{len(results)} apps submitted"]))
-    if ctx.wait:
-        # The last seq applied; an earlier one a producer found not to apply is spent.
-        on_chain = {str(view.get("app_id")) for view in get_list(ctx, "/apps")}
-        missing = [spec.name for r, spec in pairs if r.app_id not in on_chain]
-        if missing:
-            raise CliError(
-                f"not on chain although a later submission applied: {', '.join(missing)}"
-            )
+    refused = [spec.name for r, spec in pairs if r.refusal is not None]
+    done = f"{len(results) - len(refused)} of " if refused else ""
+    ctx.emit(value, "\n".join([*lines, f"{done}{len(results)} apps submitted"]))
+    if refused:
+        raise CliError(f"the chain did not apply the submission of {', '.join(refused)}")
     return 0
 
 

@@ -3,8 +3,12 @@
 ``seq = max(last_seq + 1, now_ms)`` with ``last_seq`` from ``GET /operators/{pk}``:
 strictly above every seq the chain applied for this key (replay protection), and
 time-like, so two clients sharing a key rarely pick the same one. The command is posted
-hex-encoded to ``POST /commands``; it is applied once ``GET /operators/{pk}`` shows
-``last_seq >= seq`` (the command is in a block of the node's head chain).
+hex-encoded to ``POST /commands``; it is applied once ``GET /commands/{hash}`` finds it
+in a block of the node's head chain. The signer's ``last_seq`` reaching the seq does
+not say so: a producer passes over a command that no longer applies (another operator's
+command came first) and takes the signer's next one. A command the node dropped (it did
+not apply to several heads in a row, ``consensus/command_pool.py``) or passed over ends
+the wait with the reason, instead of a timeout.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from edgechain.chain.assembly import make_command
 from edgechain.chain.command_encoding import encode_command
 from edgechain.chain.model import AppSpec, CommandKind, SignedCommand
-from edgechain.cli.client import Fleet
+from edgechain.cli.client import ApiError, Fleet
 from edgechain.cli.common import EXIT_FAILED, CliError, short
 from edgechain.crypto import bls
 from edgechain.types import SecretKey
@@ -34,9 +38,11 @@ class CommandResult:
     app_id: str | None
     applied: bool
     """False with ``--no-wait``: accepted by a node, not yet seen in a block."""
+    refusal: str | None = None
+    """Why the chain did not apply it (a batch's command; a single one raises)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind,
             "signer": self.signer,
             "seq": self.seq,
@@ -44,11 +50,26 @@ class CommandResult:
             "app_id": self.app_id,
             "applied": self.applied,
         }
+        if self.refusal is not None:
+            out["refusal"] = self.refusal
+        return out
 
     def describe(self, what: str) -> str:
         """``WHAT: applied (seq N, command HASH)``, for the client's text output."""
-        done = "applied" if self.applied else "accepted by a node (not waiting for a block)"
+        if self.refusal is not None:
+            done = f"not applied: {self.refusal}"
+        elif self.applied:
+            done = "applied"
+        else:
+            done = "accepted by a node (not waiting for a block)"
         return f"{what}: {done} (seq {self.seq}, command {short(self.command_hash)})"
+
+
+class NotAppliedError(CliError):
+    """The chain will not apply the command: the node dropped it, or passed over it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_FAILED)
 
 
 def get_chain_id(fleet: Fleet) -> str:
@@ -92,8 +113,7 @@ def send_command(
     result = post_command(fleet, command, signer)
     if not wait:
         return result
-    wait_applied(fleet, signer, seq, timeout)
-    return replace(result, applied=True)
+    return wait_applied(fleet, result, time.monotonic() + timeout, timeout)
 
 
 def post_command(fleet: Fleet, command: SignedCommand, signer_hex: str) -> CommandResult:
@@ -123,7 +143,7 @@ def send_submits(
     clock: Callable[[], float] = time.time,
 ) -> list[CommandResult]:
     """Sign and post one SUBMIT per spec, with consecutive sequence numbers, in order;
-    with ``wait``, return once the last is applied.
+    with ``wait``, return once each is applied or refused (``refusal``).
 
     One call for many apps because the chain applies a signer's commands in seq order
     and refuses any seq at or below the last applied (replay protection): separate
@@ -151,22 +171,76 @@ def send_submits(
                 f"were accepted (app ids {posted}): {exc}",
                 exc.exit_code,
             ) from None
-    if not wait or not results:
+    if not wait:
         return results
-    wait_applied(fleet, signer, results[-1].seq, timeout)
-    return [replace(r, applied=True) for r in results]
-
-
-def wait_applied(fleet: Fleet, signer_hex: str, seq: int, timeout: float) -> None:
-    """Poll until the signer's ``last_seq`` reaches ``seq``; CliError after ``timeout``."""
     deadline = time.monotonic() + timeout
+    waited: list[CommandResult] = []
+    for result in results:
+        try:
+            waited.append(wait_applied(fleet, result, deadline, timeout))
+        except NotAppliedError as exc:
+            waited.append(replace(result, refusal=str(exc)))
+    return waited
+
+
+def wait_applied(
+    fleet: Fleet, result: CommandResult, deadline: float, timeout: float
+) -> CommandResult:
+    """Poll ``GET /commands/{hash}`` until a block carries the command (``applied``).
+    NotAppliedError when the node dropped it or the chain applied a later command of
+    its signer without it; CliError at ``deadline`` (monotonic; ``timeout`` s after the
+    wait began), with why the node's last head refused it, if it did."""
+    refusal: str | None = None
     while True:
-        if get_last_seq(fleet, signer_hex) >= seq:
-            return
+        status = get_command_status(fleet, result.command_hash)
+        state = status.get("status") if status is not None else None
+        if state == "applied":
+            return replace(result, applied=True)
+        if state == "dropped":
+            assert status is not None
+            raise NotAppliedError(
+                f"the chain did not apply command seq {result.seq}: {status_reason(status)}"
+            )
+        if state == "pending":
+            assert status is not None
+            refusal = status_reason(status) if status.get("reason") else None
+        elif state is None and (last_seq := get_last_seq(fleet, result.signer)) >= result.seq:
+            if status is NO_STATUS_ROUTE:
+                return replace(result, applied=True)  # an older node: the seq rule alone
+            # Asked again after the seq: a block that came in between carries it.
+            if get_command_status(fleet, result.command_hash) is None:
+                raise NotAppliedError(
+                    f"the chain passed over command seq {result.seq}: it applied a later "
+                    f"command of this key (seq {last_seq}) without it"
+                )
         if time.monotonic() >= deadline:
+            why = f"; the node's head refuses it: {refusal}" if refusal else ""
             raise CliError(
-                f"command seq {seq} was accepted by a node but is not in a block after "
-                f"{timeout:g} s (it may still be applied, or a block producer refused it)",
+                f"command seq {result.seq} was accepted by a node but is not in a block "
+                f"after {timeout:g} s (it may still be applied){why}",
                 EXIT_FAILED,
             )
         time.sleep(POLL_INTERVAL_S)
+
+
+NO_STATUS_ROUTE: dict[str, Any] = {}
+"""``get_command_status``'s answer from a node without ``GET /commands/{hash}``."""
+
+
+def get_command_status(fleet: Fleet, command_hash: str) -> dict[str, Any] | None:
+    """``GET /commands/{hash}``; None when the node does not know the command (404),
+    ``NO_STATUS_ROUTE`` when the node has no such route (an older version)."""
+    try:
+        reply = fleet.get(f"/commands/{command_hash}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return NO_STATUS_ROUTE if exc.field == "path" else None
+        raise
+    if not isinstance(reply, dict):
+        raise CliError(f"the node's /commands/{command_hash[:12]}... is not a JSON object")
+    return reply
+
+
+def status_reason(status: dict[str, Any]) -> str:
+    reason = status.get("reason")
+    return reason if isinstance(reason, str) else "no reason given"

@@ -18,6 +18,7 @@ import psutil
 
 from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
 from edgechain.chain.store.block_store import BlockStore
+from edgechain.consensus.command_status import CommandState, CommandStatus, get_command_status
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
@@ -179,6 +180,12 @@ class NodeQueries:
         with reporting_store_failure(self._stop_on_store_failure):
             stored = get_stored_app_history(self.recorder.store, app)
         return stored + compute_app_history(app, recent)
+
+    def get_command_status(self, digest: bytes) -> CommandStatus:
+        engine = self.engine
+        if engine is None:
+            return CommandStatus(CommandState.UNKNOWN)
+        return get_command_status(engine, digest)
 
     def get_status(self, cpu_since_slot: int | None = None) -> dict[str, Any]:
         """``cpu_since_slot``: ``cpu_per_slot`` over the slots after it only."""

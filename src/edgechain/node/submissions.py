@@ -79,6 +79,16 @@ class NodeSubmissions:
         if engine is None:
             raise ValidationError(RejectReason.NO_CHAIN, "node is starting")
         digest, out = engine.submit_command(command, self.clock.now_ms())
+        # Who asked what, for the operators' audit (refusals are counted, not logged:
+        # anyone reaching the API could fill the log with them).
+        logs.info(
+            log,
+            "command accepted",
+            kind=command.kind.name.lower(),
+            signer=bytes(command.signer).hex()[:16],
+            seq=command.seq,
+            command=digest.hex(),
+        )
         self._apply(out)
         self._request_tick(self.clock.now_ms())
         app_id = None
