@@ -63,6 +63,9 @@ class FakeState:
     applied: set[str] = field(default_factory=set)
     """The hashes of the commands applied (not skipped)."""
 
+    def dropped_hashes(self) -> list[str]:
+        return list(self.dropped)
+
     def poll(self) -> None:
         still = []
         for polls, command in self.pending:

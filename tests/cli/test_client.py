@@ -205,6 +205,17 @@ def test_submit_of_several_specs_reports_what_did_not_land(
     assert code == 1 and "the chain did not apply command seq" in err
     assert "an app named 'c' exists" in err
 
+    # `edgechain command HASH` says where one stands.
+    code, out, err = _run(capsys, client, "command", state.dropped_hashes()[0])
+    assert code == 0, err
+    assert "dropped" in out and "an app named 'c' exists" in out
+    code, out, _ = _run(capsys, client, "command", state.dropped_hashes()[0], "--json")
+    assert json.loads(out)["status"] == "dropped"
+    code, _, err = _run(capsys, client, "command", "ab" * 32)
+    assert code == 1 and "no node knows command" in err
+    code, _, err = _run(capsys, client, "command", "xyz")
+    assert code == 2 and "not hexadecimal" in err
+
     # A node of an older version, without GET /commands/{hash}: the signer's seq decides.
     state.drop_names, state.status_route = {}, False
     code, out, _ = _run(capsys, client, "apps", "submit", paths[2])

@@ -2,7 +2,7 @@
 
 One module per command group: ``simulate`` (and ``demo``), ``node``, ``testnet``, ``chaos``,
 ``experiment`` (``experiment paper``), ``apps``, ``fleet`` (``nodes``, ``blocks``,
-``status``) and ``admin``. The client commands talk to nodes over HTTP with the client
+``status``, ``command``) and ``admin``. The client commands talk to nodes over HTTP with the client
 config (``cli/client.py``) and sign with its keys (``cli/commands.py``); their exit
 statuses are in ``cli/common.py``.
 """
@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, str] = {
     "nodes": "fleet",
     "blocks": "fleet",
     "status": "fleet",
+    "command": "fleet",
     "admin": "admin",
 }
 """Each command and the ``cli`` module that defines it, in the order ``--help`` lists
@@ -47,8 +48,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgechain",
         description="edgechain: the node daemon, local networks, and the fleet client.",
-        epilog="client commands (apps, nodes, blocks, status, admin) read a client config: "
-        "--client FILE or $EDGECHAIN_CLIENT",
+        epilog="client commands (apps, nodes, blocks, status, command, admin) read a client "
+        "config: --client FILE or $EDGECHAIN_CLIENT",
     )
     add_client_options(parser, top_level=True)
     common = argparse.ArgumentParser(add_help=False)

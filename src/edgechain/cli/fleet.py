@@ -1,10 +1,12 @@
-"""``edgechain nodes``, ``edgechain blocks``, ``edgechain status``: read-only views."""
+"""``edgechain nodes``, ``edgechain blocks``, ``edgechain status``, ``edgechain command``:
+read-only views."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from edgechain.cli.commands import get_command_status
 from edgechain.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -242,6 +244,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    """Where a command stands (``GET /commands/{hash}``): one sent with ``--no-wait``."""
+    ctx = Context.from_args(args)
+    digest = parse_hex(args.hash, COMMAND_HASH_SIZE, "command hash").hex()
+    status = get_command_status(ctx.fleet, digest)
+    if not status or not isinstance(status.get("status"), str):
+        raise CliError(
+            f"no node knows command {short(digest)}: no block of its head chain in memory "
+            "carries it, and it is neither pending nor dropped there",
+            EXIT_FAILED,
+        )
+    pairs = [(key, status[key]) for key in COMMAND_FIELDS if key in status]
+    ctx.emit(status, format_fields(pairs))
+    return 0
+
+
+COMMAND_HASH_SIZE = 32
+COMMAND_FIELDS = ("command_hash", "status", "kind", "signer", "seq", "slot", "block", "reason",
+                  "refused_heads")  # fmt: skip
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -266,3 +289,10 @@ def add_parsers(
         "status", parents=[common], help="the first answering node's status, and your key's"
     )
     status.set_defaults(func=cmd_status)
+    command = sub.add_parser(
+        "command",
+        parents=[common],
+        help="where a signed command stands: applied, pending or dropped, and why",
+    )
+    command.add_argument("hash", help="the command's hash (the output's command_hash)")
+    command.set_defaults(func=cmd_command)
