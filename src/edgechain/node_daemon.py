@@ -30,7 +30,7 @@ from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
 from edgechain.node.config import WILDCARD_HOSTS
 from edgechain.node.data_dir_lock import lock_data_dir
-from edgechain.node.json_files import write_json_file
+from edgechain.runtime.durable_files import write_json_atomically
 from edgechain.telemetry import logs
 
 log = logging.getLogger("edgechain.node")
@@ -82,7 +82,7 @@ class NodeService:
         host = self.api.host if self.api.host not in WILDCARD_HOSTS else "127.0.0.1"
         url = f"http://{join_address(host, self.api.port)}"
         try:
-            write_json_file(self.config.data_dir / API_FILE, {"url": url})
+            write_json_atomically(self.config.data_dir / API_FILE, {"url": url})
         except OSError as exc:
             logs.error(log, "cannot write the API file", error=str(exc))
 
@@ -91,7 +91,7 @@ class NodeService:
         if path is None:
             return
         try:
-            write_json_file(path, {**self.node.get_identity(), "http_port": self.api.port})
+            write_json_atomically(path, {**self.node.get_identity(), "http_port": self.api.port})
         except OSError as exc:  # a full disk: the node runs, whoever waits for it times out
             logs.error(log, "cannot write the ready file", error=str(exc))
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from edgechain.chain.authority import is_draining
 from edgechain.consensus.state import BlockState
-from edgechain.node.json_files import write_json_file
 from edgechain.orchestrator.registry import AppState
+from edgechain.runtime.durable_files import write_json_atomically
 from edgechain.types import AppId, NodeId
 
 LEFT_FILE = "left.json"
@@ -143,7 +143,7 @@ def get_apps_on(state: BlockState, node: NodeId) -> tuple[AppId, ...]:
 def write_left_file(data_dir: Path, now: int, apps_left_behind: list[str]) -> None:
     """Record the finished leave (best effort: the chain has the exit either way)."""
     with contextlib.suppress(OSError):
-        write_json_file(
+        write_json_atomically(
             data_dir / LEFT_FILE, {"left_ms": now, "apps_left_behind": apps_left_behind}
         )
 

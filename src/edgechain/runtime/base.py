@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 from edgechain.chain.command_encoding import decode_app_spec, encode_app_spec
 from edgechain.chain.model import AppSpec, RuntimeKind
 from edgechain.errors import LocalError, PeerError
+from edgechain.runtime.durable_files import write_atomically
 from edgechain.runtime.lease import RUNTIME_PAUSED_FILE
 from edgechain.types import AppId
 
@@ -259,11 +260,11 @@ class AppDirectories:
 
     def write_release(self, app: AppId, spec: AppSpec, version: int | None) -> None:
         app_dir = self.get_app_dir(app)
-        _write_atomically(app_dir / SPEC_FILE, encode_app_spec(spec))
+        write_atomically(app_dir / SPEC_FILE, encode_app_spec(spec))
         if version is None:
             (app_dir / VERSION_FILE).unlink(missing_ok=True)
         else:
-            _write_atomically(app_dir / VERSION_FILE, f"{version}\n".encode())
+            write_atomically(app_dir / VERSION_FILE, f"{version}\n".encode())
 
     def read_releases(
         self, kind: RuntimeKind | None = None
@@ -294,9 +295,3 @@ class AppDirectories:
         except (OSError, ValueError):
             version = None
         return spec, version
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -25,11 +25,12 @@ node (50 nodes per host), so it must not pull in the package's heavy modules.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from dataclasses import dataclass
+
+from edgechain.runtime.durable_files import write_atomically, write_json_atomically
 
 TYPE_CHECKING = False  # typing itself would cost every watchdog half a megabyte
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def read_pid_entry(path: StrPath) -> tuple[int, float] | None:
 
 
 def write_pid_entry(path: StrPath, pid: int, created: float) -> None:
-    write_text_atomically(path, f"{pid} {created}\n")
+    write_atomically(path, f"{pid} {created}\n".encode())
 
 
 def read_json(path: StrPath) -> dict[str, Any] | None:
@@ -143,22 +144,3 @@ def read_json(path: StrPath) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return content if isinstance(content, dict) else None
-
-
-def write_json_atomically(path: StrPath, content: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(content, separators=(",", ":")) + "\n")
-
-
-def write_text_atomically(path: StrPath, text: str) -> None:
-    """Write a temporary file next to ``path`` (0644), then rename it over ``path``: a
-    reader sees the old content or the new, never a part."""
-    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with open(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

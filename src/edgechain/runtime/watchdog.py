@@ -56,6 +56,7 @@ from edgechain.runtime.app_processes import (
     signal_namespace_stragglers,
     signal_stragglers,
 )
+from edgechain.runtime.durable_files import write_json_atomically
 from edgechain.runtime.lease import (
     APPS_DIR,
     LEASE_FILE,
@@ -69,7 +70,6 @@ from edgechain.runtime.lease import (
     read_json,
     read_lease,
     read_pid_entry,
-    write_json_atomically,
     write_pid_entry,
 )
 
