@@ -139,6 +139,11 @@ def test_submit_signs_posts_waits_and_prints_the_app(
     app_id = compute_submitted_app_id(command.signer, command.seq).hex()
     assert "submit: applied" in out
     assert app_id in out and "queued" in out
+    assert "'web' is stateful without replicas" in err  # a note; the submission went on
+
+    spec.write_text(SPEC_YAML + "replica_interval_slots: 3\n")
+    code, _, err = _run(capsys, client, "apps", "update", "web", str(spec))
+    assert code == 0 and "without replicas" not in err, err
 
 
 def _write_specs(directory: Path, names: tuple[str, ...]) -> list[str]:
@@ -318,7 +323,7 @@ def test_api_errors_exit_1_and_local_errors_exit_2(
     (tmp_path / "ok.yaml").write_text(SPEC_YAML)
     state.refuse = (403, {"error": "command_unknown_signer"})
     code, _, err = _run(capsys, client, "apps", "submit", str(tmp_path / "ok.yaml"))
-    assert (code, err) == (1, "error: command_unknown_signer\n")
+    assert code == 1 and err.endswith("\nerror: command_unknown_signer\n"), err
 
     state.refuse = None
     state.apply_after_polls = -1

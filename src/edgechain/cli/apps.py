@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgechain.chain.model import CommandKind
+from edgechain.chain.model import AppSpec, CommandKind
 from edgechain.cli.app_logs import add_logs_parser
 from edgechain.cli.client import ApiError, quote_segment
 from edgechain.cli.commands import CommandResult, send_submits
@@ -261,9 +262,23 @@ def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
 # --- commands -------------------------------------------------------------------------
 
 
+def warn_without_replicas(specs: Sequence[AppSpec]) -> None:
+    """A stateful app without replicas loses its state with its node (replicas are an
+    opt-in, ``replica_interval_slots``): said on standard error, the command goes on."""
+    for spec in specs:
+        if spec.stateful and not spec.replica_interval_slots:
+            print(
+                f"note: {spec.name!r} is stateful without replicas: if its node dies it "
+                "starts again elsewhere from an empty state (set replica_interval_slots "
+                "to keep a replica on another node)",
+                file=sys.stderr,
+            )
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     paths: list[str] = args.spec
     specs = [load_spec(path) for path in paths]  # every file checked before any is sent
+    warn_without_replicas(specs)
     ctx = Context.from_args(args)
     if len(specs) == 1:
         result = ctx.send(ctx.operator_key(), CommandKind.SUBMIT, spec=specs[0])
@@ -311,6 +326,7 @@ def _simple(kind: CommandKind) -> Any:
 
 def cmd_update(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    warn_without_replicas([spec])
     ctx = Context.from_args(args)
     app = get_app_id(ctx, args.app)
     result = ctx.send(ctx.operator_key(), CommandKind.UPDATE, app=app, spec=spec)
