@@ -14,7 +14,7 @@
 #               place, moving on through the pad (a state that keeps changing while a
 #               pre-copy migration copies it: runtime/precopy.py); default 0
 #
-# POSIX sh and `local` (dash on a host, busybox sh in the container image): no python needed.
+# POSIX sh only (dash on a host, busybox sh in the container image): no python needed.
 #
 # Crash safety: the count is written to a temporary file and renamed over the old one, so
 # a freeze (SIGSTOP, cgroup freezer) or a SIGKILL at any instant leaves a whole value.
@@ -23,9 +23,9 @@
 # current (runtime/process.py). The runtime signals the whole process group. The sleep
 # between steps ignores USR1 and the shell waits for it with `wait`, which a trapped
 # signal interrupts at once: the trap runs without waiting for the interval. Every
-# external command runs as a waited background job (`run`), its `wait` silenced: one
-# the signal killed made the shell log "User defined signal 1", which pushed the
-# "starting from" line out of a log's tail.
+# external command of the loop runs as a waited background job (`run`), its `wait`
+# silenced: one the signal killed made the shell log "User defined signal 1", which
+# pushed the "starting from" line out of a log's tail.
 set -u
 
 dir="${EDGECHAIN_STATE_DIR:?EDGECHAIN_STATE_DIR is not set}"
@@ -50,16 +50,14 @@ if [ "$pad" -gt 0 ] && [ ! -f "$dir/pad" ]; then
     head -c "$pad" /dev/urandom > "$dir/pad.tmp" && mv -f "$dir/pad.tmp" "$dir/pad"
 fi
 
-# Runs an external command as a job the shell waits for. The runtime signals the whole
-# process group, so a USR1 may end the command mid-way (the trap then persists again),
-# and the shell reports such a job as "User defined signal 1": for a foreground job in
-# the log, for a background one on the standard error of the `wait` that reaps it,
-# here /dev/null (300 checkpoints in a row: 145 such lines with the commands in the
-# foreground, 11 to 47 in the background, none like this).
-# A trap interrupts the `wait`, and the job may still run after it: waited for again
-# until it is gone (else the next step's rename raced it for the same file).
+# Runs an external command of the loop as a background job and waits until it is gone.
+# The runtime signals the whole process group, so a USR1 may end the command mid-way
+# (the trap persists again meanwhile); the shell reports such a job as "User defined
+# signal 1" on the standard error of the `wait` that reaps it, here /dev/null (300
+# checkpoints in a row: 145 such lines with the commands in the foreground, none like
+# this). A trap interrupts the `wait` while the job may still run: it is waited for
+# again, else the next step's rename raced it for the same file ("mv: cannot stat").
 run() {
-    local job
     "$@" &
     job=$!
     until wait "$job" 2>/dev/null; do
@@ -67,21 +65,28 @@ run() {
     done
 }
 
-# persist TMP: TMP is the temporary file's name. The traps use their own: a trap runs
-# while the loop's persist may be between its write and its rename, and with one name
-# the trap's rename took the loop's file and the loop's rename failed ("mv: cannot
-# stat", 7 in 300 checkpoints at 0.01 s steps). Both write the same count.
+# persist: the loop's write, through count.tmp.
 persist() {
-    echo "$count" > "$dir/$1" && run mv -f "$dir/$1" "$dir/count"
+    echo "$count" > "$dir/count.tmp" && run mv -f "$dir/count.tmp" "$dir/count"
+}
+
+# persist_in_trap: the traps' write, through a file of their own (a trap may run while
+# the loop's rename of count.tmp is on its way), with the rename in the foreground and
+# deaf to USR1: a background job here would change `$!` under the loop, should the trap
+# run between the loop's `cmd &` and its `job=$!`. The runtime sends the next USR1 only
+# after this trap's acknowledgement, so none comes while the rename runs.
+persist_in_trap() {
+    echo "$count" > "$dir/count.trap.tmp" &&
+        (trap '' USR1; exec mv -f "$dir/count.trap.tmp" "$dir/count")
 }
 
 on_term() {
-    persist count.trap.tmp
+    persist_in_trap
     exit 0
 }
 
 on_checkpoint() {
-    persist count.trap.tmp
+    persist_in_trap
     if [ -n "$ack" ]; then
         : > "$ack"
     fi
@@ -102,7 +107,7 @@ fi
 
 while :; do
     count=$((count + 1))
-    persist count.tmp
+    persist
     if [ "$rewrite_slots" -gt 0 ]; then
         run dd if=/dev/urandom of="$dir/pad" bs=1024 count="$rewrite" \
             seek=$(( (count % rewrite_slots) * rewrite )) conv=notrunc 2>/dev/null

@@ -112,6 +112,16 @@ def _has_environment(pid: int) -> bool:
         return STATE_DIR_ENV.encode() in file.read()
 
 
+def _is_without_environment(pid: int) -> bool:
+    """A live process whose environment lacks the app's (``env -i``); False once it is
+    gone: a straggler listed a moment ago may be a command that has exited since (make
+    test saw one go between the two reads)."""
+    try:
+        return not _has_environment(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
 def test_the_environment_names_one_copy_exactly(tmp_path: Path) -> None:
     apps = tmp_path / "apps"
     values = [get_state_dir_value(str(apps / name)) for name in ("aa", "aab")]
@@ -171,7 +181,7 @@ def test_an_app_cannot_leave_its_cgroup_and_the_cgroup_goes_with_it(tmp_path: Pa
         state_dir = get_state_dir_value(str(runtime.get_app_dir(app)))
         cgroup = get_copy_cgroup(state_dir)
         assert cgroup is not None
-        hidden = [pid for pid in stragglers if not _has_environment(pid)]
+        hidden = [pid for pid in stragglers if _is_without_environment(pid)]
         assert hidden  # found by nothing but the cgroup
         assert set(hidden) <= set(find_copy_members(state_dir))
         tried = runtime.get_state_dir(app) / "try"

@@ -226,7 +226,8 @@ def test_the_counter_logs_nothing_through_hundreds_of_checkpoints(tmp_path: Path
     waited in the background, 145 with them in the foreground. Steps of 0.01 s, so
     that signals land mid-step: a trap's rename of the loop's ``count.tmp``, and the
     loop's next rename while the last one still ran, made "mv: cannot stat" 7 times in
-    300 (the count was whole)."""
+    300 (the count was whole); once more in make test, a trap that ran between the
+    loop's ``cmd &`` and ``job=$!`` (its own background job then was ``$!``)."""
     state, ack = tmp_path / "state", tmp_path / "ack"
     state.mkdir()
     env = {"PATH": "/usr/bin:/bin", "EDGECHAIN_STATE_DIR": str(state),
