@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ def app_policies() -> st.SearchStrategy[AppPolicy]:
         ).map(tuple),
         anti_affinity=_bounded_text(_NAME_CHARS, Limits.MAX_SHORT_STR),
         min_interval_slots=st.integers(0, 2**32 - 1),
+        wait_for_state=st.booleans(),
     )
 
 
@@ -43,6 +45,7 @@ def app_specs(draw: st.DrawFn) -> AppSpec:
             lambda c: runtime is not RuntimeKind.PROCESS or bool(c[0])
         )
     )
+    stateful, policy = draw(st.booleans()), draw(app_policies())
     return AppSpec(
         name=name,
         runtime=runtime,
@@ -50,8 +53,8 @@ def app_specs(draw: st.DrawFn) -> AppSpec:
         command=tuple(command),
         cpu_bp=draw(st.integers(0, 10_000)),
         ram_bp=draw(st.integers(0, 10_000)),
-        stateful=draw(st.booleans()),
-        policy=draw(app_policies()),
+        stateful=stateful,
+        policy=replace(policy, wait_for_state=stateful and policy.wait_for_state),
         cpu_limit_millicores=draw(st.one_of(st.just(0), st.integers(10, 1_024_000))),
         memory_limit_bytes=draw(st.one_of(st.just(0), st.integers(6 * 2**20, 2**48))),
         state_limit_bytes=draw(st.one_of(st.just(0), st.integers(2**20, 2**40))),

@@ -52,6 +52,7 @@ def test_a_full_spec() -> None:
             "allowed_labels": ["eu", "gpu"],
             "anti_affinity": "db",
             "min_interval_slots": 2**32 - 1,
+            "wait_for_state": True,
         },
         "replica_interval_slots": 5,
         "cpu_limit_millicores": 1_500,
@@ -63,7 +64,9 @@ def test_a_full_spec() -> None:
     assert spec.replica_interval_slots == 5
     assert (spec.cpu_limit_millicores, spec.memory_limit_bytes) == (1_500, 2**30)
     assert (spec.state_limit_bytes, spec.run_as_root) == (2**40, True)
-    assert spec.policy == AppPolicy(True, bytes.fromhex("ab" * 32), ("eu", "gpu"), "db", 2**32 - 1)
+    assert spec.policy == AppPolicy(
+        True, bytes.fromhex("ab" * 32), ("eu", "gpu"), "db", 2**32 - 1, wait_for_state=True
+    )
     assert app_spec_to_json(spec) == data
 
 
@@ -75,6 +78,8 @@ def test_a_full_spec() -> None:
         ({**good(), "policy": []}, "policy"),
         ({**good(), "policy": {"min_interval_slots": -1}}, "policy.min_interval_slots"),
         ({**good(), "replica_interval_slots": 3}, "replica_interval_slots"),  # not stateful
+        ({**good(), "policy": {"wait_for_state": True}}, "policy.wait_for_state"),  # the same
+        ({**good(), "policy": {"wait_for_state": 1}}, "policy.wait_for_state"),
         ({**good(), "stateful": True, "replica_interval_slots": -1}, "replica_interval_slots"),
         ({**good(), "name": "n" * 5000}, "name"),
         # Shape.

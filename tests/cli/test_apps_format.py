@@ -96,3 +96,22 @@ def test_a_move_waiting_for_disk_room_says_why() -> None:
     assert cli_apps.describe_move_wait({**view, "state_bytes": None}, nodes) is None
     text = format_app({**view, "move_wait": "for room on x"})
     assert "150.0 MiB" in text and "move waits" in text and "for room on x" in text
+
+
+def test_an_app_waiting_for_its_state_says_so() -> None:
+    """Block format 18: with ``policy.wait_for_state`` an app whose node is down waits
+    for a node holding its state; `apps show` says so while its node is down."""
+    view = {**_view(A, "db", NODE), "state_node": OTHER}
+    nodes = [{"node_id": NODE, "status": "down"}, {"node_id": OTHER, "status": "down"}]
+    wait = cli_apps.describe_state_wait(view, nodes)
+    assert wait is not None and "its node 111111111111 is down" in wait
+    assert "or 222222222222, which holds its state," in wait and "apps move" in wait
+    assert cli_apps.describe_state_wait({**view, "state_node": None}, nodes) is not None
+    nodes[0]["status"] = "active"
+    assert cli_apps.describe_state_wait(view, nodes) is None
+    gone = [{"node_id": OTHER, "status": "active"}]
+    left = cli_apps.describe_state_wait(view, gone)
+    assert left is not None and "is out of the validator set" in left
+    text = format_app({**view, "state_wait": "its node x is down"})
+    assert "waits for its state" in text and "its node x is down" in text
+    assert "state held on" in text and OTHER in text

@@ -134,7 +134,7 @@ def _stopped_record(node: NodeId) -> AppRecord:
         cpu_bp=7,
         ram_bp=9,
         stateful=True,
-        policy=AppPolicy(True, bytes(node), ("edge", "gpu"), "db", 3),
+        policy=AppPolicy(True, bytes(node), ("edge", "gpu"), "db", 3, wait_for_state=True),
         replica_interval_slots=4,
         cpu_limit_millicores=500,
         memory_limit_bytes=2**40,
@@ -145,6 +145,7 @@ def _stopped_record(node: NodeId) -> AppRecord:
         AppId(b"\x01" * 32), spec, node, Slot(5), AppState.STOPPED, 3, ADMIN.pk, Slot(2),
         move_to=NodeId(b"\x02" * 32), replica_node=NodeId(b"\x03" * 32),
         previous_node=NodeId(b"\x04" * 32), moved_by_operator=True,
+        state_node=NodeId(b"\x05" * 32), replica_slot=Slot(4),
     )  # fmt: skip
 
 

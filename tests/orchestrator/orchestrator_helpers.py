@@ -50,9 +50,11 @@ def app_id(spec: AppSpec) -> AppId:
     """A test id per distinct spec (on chain, ids come from the SUBMIT command). It is
     the id block format 1 derived from the spec (with an empty nonce), so the golden
     plans and the convergence runs of these tests keep their app ids: the spec's
-    encoding without the ``replica_interval_slots`` that format 3 appended and the
-    limits format 5 appended (u32, u64, u64, bool: 21 bytes)."""
-    encoded = encode_app_spec(spec)[: -(4 + 21)]
+    encoding without the policy's ``wait_for_state`` that format 18 appended (a bool),
+    the ``replica_interval_slots`` that format 3 appended and the limits format 5
+    appended (u32, u64, u64, bool: 21 bytes). Two specs that differ only there share
+    an id: a test of that field gives one of them another name."""
+    encoded = encode_app_spec(spec)[: -(1 + 4 + 21)]
     return AppId(hashlib.sha256(b"edgechain/app/v1" + encoded + bytes(4)).digest())
 
 

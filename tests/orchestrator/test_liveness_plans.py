@@ -10,6 +10,7 @@ import pytest
 from orchestrator_helpers import app_id, app_spec, apply_test_block, build_registry, node_id, report
 
 from edgechain.chain.model import AppPolicy, AppSpec, PlanAction, PlanEntry
+from edgechain.chain.spec_checks import validate_app_spec
 from edgechain.errors import ValidationError
 from edgechain.orchestrator import NodeInfo, Registry, compute_plan, get_record
 from edgechain.orchestrator.liveness import (
@@ -29,7 +30,12 @@ from edgechain.orchestrator.liveness import (
     is_down,
 )
 from edgechain.orchestrator.load import is_move_landed
-from edgechain.orchestrator.registry import AppState, apply_block_to_registry, put_record
+from edgechain.orchestrator.registry import (
+    AppState,
+    apply_block_to_registry,
+    confirm_state_nodes,
+    put_record,
+)
 from edgechain.types import AppId, NodeId, Slot
 
 A, B, C, D, E = node_id(1), node_id(2), node_id(3), node_id(4), node_id(5)
@@ -238,6 +244,83 @@ def test_an_app_whose_replica_node_is_quiet_waits_for_it() -> None:
     labelled = [NodeInfo(A, ("x",)), NodeInfo(B, ("x",)), NodeInfo(C), NodeInfo(D)]
     plan = compute_plan(registry, reports, labelled, SLOT, 4, down=down, quiet=frozenset({D}))
     assert plan == (PlanEntry(PlanAction.RECOVER, app_id(fenced), B, A),)
+
+
+def test_an_app_that_waits_for_its_state_is_never_started_from_nothing() -> None:
+    """``policy.wait_for_state``: its node and the node holding its state both down, the
+    app waits (by default it starts on the least-loaded node from an empty state); it
+    goes to that node once it is back, and wherever an operator's MOVE sends it."""
+    spec = replicated("db", policy=AppPolicy(wait_for_state=True))
+    app = app_id(spec)
+    record = get_record(build_registry([(spec, B)]), app)
+    assert record is not None
+    held = replace(record, replica_node=D, state_node=D)
+    registry = put_record(build_registry([(spec, B)]), held)
+    reports = [report(A, 0), report(B, 0, slot=20), report(C, 0), report(D, 0, slot=20)]
+    both = frozenset({B, D})
+    assert not compute_plan(registry, reports, NODES, SLOT, 4, down=both)
+    default = put_record(registry, replace(held, spec=replicated("db")))
+    plan = compute_plan(default, reports, NODES, SLOT, 4, down=both)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)  # from nothing
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+    after = get_record(apply_block_to_registry(registry, SLOT, plan, ()), app)
+    assert after is not None and after.state_node is None  # used up there
+    # A replica node not confirmed to hold its state is no destination: it waits ...
+    unconfirmed = put_record(registry, replace(record, replica_node=D))
+    assert not compute_plan(unconfirmed, reports, NODES, SLOT, 4, down=frozenset({B}))
+    # ... unless its operator moves it: the one way to give its state up.
+    moved = put_record(registry, replace(held, move_to=C))
+    plan = compute_plan(moved, reports, NODES, SLOT, 4, down=both)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
+
+
+def test_a_replica_node_holds_the_state_once_its_host_was_seen_long_enough() -> None:
+    """Its node and its replica node paused together: a skip block excludes the replica
+    node first, while its node still looks alive, and the plan names a new replica node,
+    which the silent node never sends a replica. Only a node seen two replica intervals
+    after the naming makes that node the app's ``state_node``; so the app waits for the
+    old one (kept when it left the set) and goes there once it is back."""
+    spec = replicated("db", every=3, policy=AppPolicy(wait_for_state=True))
+    app = app_id(spec)
+    registry = build_registry([(spec, B)])
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, B, D),), ()
+    )
+    record = get_record(registry, app)
+    assert record is not None and (record.replica_slot, record.state_node) == (5, None)
+    assert confirm_state_nodes(registry, [report(B, 0, slot=10)]) == registry  # 10 < 5 + 6
+    registry = confirm_state_nodes(registry, [report(B, 0, slot=11)])
+    assert get_record(registry, app).state_node == D  # type: ignore[union-attr]
+    # D excluded: the replica node is forgotten, the state node is not.
+    registry = apply_block_to_registry(registry, Slot(20), (), {D})
+    record = get_record(registry, app)
+    assert record is not None and (record.replica_node, record.state_node) == (None, D)
+    # A new replica node C, named while B is silent (its last report at slot 18).
+    registry = apply_block_to_registry(
+        registry, Slot(21), (PlanEntry(PlanAction.REPLICA, app, B, C),), ()
+    )
+    registry = confirm_state_nodes(registry, [report(B, 0, slot=18)])
+    record = get_record(registry, app)
+    assert record is not None and (record.replica_node, record.state_node) == (C, D)
+    without_d = [NodeInfo(A), NodeInfo(B), NodeInfo(C)]
+    reports = [report(A, 0), report(B, 0, slot=18), report(C, 0)]
+    later = Slot(SLOT + 1)
+    plan = compute_plan(registry, reports, without_d, later, 4, down=frozenset({B}))
+    assert app not in [e.app for e in plan]  # not to C, from nothing
+    default = put_record(registry, replace(record, spec=replicated("db", every=3)))
+    plan = compute_plan(default, reports, without_d, later, 4, down=frozenset({B}))
+    assert PlanEntry(PlanAction.RECOVER, app, B, C) in plan  # by default: from nothing
+    back = [*reports, report(D, 0)]
+    plan = compute_plan(registry, back, NODES, later, 4, down=frozenset({B}))
+    assert PlanEntry(PlanAction.RECOVER, app, B, D) in plan
+
+
+def test_only_a_stateful_app_may_wait_for_its_state() -> None:
+    stateless = app_spec("web", policy=AppPolicy(wait_for_state=True))
+    with pytest.raises(ValidationError, match="no state"):
+        validate_app_spec(stateless)
+    validate_app_spec(replicated("db", policy=AppPolicy(wait_for_state=True)))
 
 
 def test_a_move_has_landed_once_its_node_reports_the_app_after_it() -> None:

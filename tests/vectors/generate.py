@@ -226,7 +226,9 @@ def block_vectors() -> dict[str, object]:
         cpu_bp=250,
         ram_bp=100,
         stateful=True,
-        policy=AppPolicy(allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3),
+        policy=AppPolicy(
+            allowed_labels=("eu",), anti_affinity="db", min_interval_slots=3, wait_for_state=True
+        ),
         replica_interval_slots=5,
     )
     # Format 5: a container spec with every resource limit and the root opt-in set.

@@ -58,6 +58,11 @@ def _app_view_properties() -> dict[str, Schema]:
         "last_move_slot": {"type": ["integer", "null"], "minimum": 0},
         "move_to": nullable(ref("NodeId")),
         "replica_node": nullable(ref("NodeId")),
+        "state_node": {
+            **nullable(ref("NodeId")),
+            "description": "policy.wait_for_state: the replica node confirmed to hold its "
+            "state, where it is recovered",
+        },
         "reported_on": {
             "type": "array",
             "items": ref("NodeId"),
@@ -149,7 +154,8 @@ def _app_spec_in_schema() -> Schema:
         "type": "object",
         "description": "An app spec (api/schema.py parse_app_spec). Besides each key's "
         "limits: a process app needs a command whose first item is not empty and may not "
-        "run as root, a container app needs an image, and replicas need a stateful app; "
+        "run as root, a container app needs an image, and replicas and wait_for_state "
+        "need a stateful app; "
         "any other refusal names its field in a 400.",
         "properties": _spec_properties(request=True),
         "required": ["name"],
@@ -170,6 +176,18 @@ def _app_spec_in_schema() -> Schema:
                 "if": {
                     "properties": {"replica_interval_slots": {"minimum": 1}},
                     "required": ["replica_interval_slots"],
+                },
+                "then": {"properties": {"stateful": {"const": True}}, "required": ["stateful"]},
+            },
+            {
+                "if": {
+                    "properties": {
+                        "policy": {
+                            "properties": {"wait_for_state": {"const": True}},
+                            "required": ["wait_for_state"],
+                        }
+                    },
+                    "required": ["policy"],
                 },
                 "then": {"properties": {"stateful": {"const": True}}, "required": ["stateful"]},
             },
@@ -203,6 +221,13 @@ def _policy_in_schema() -> Schema:
                 "maximum": U32_MAX,
                 "default": 0,
             },
+            "wait_for_state": {
+                "type": "boolean",
+                "default": False,
+                "description": "stateful apps: when its node is down, recover it only "
+                "where its state is (its replica node) or an operator's move sends it; "
+                "else it waits",
+            },
         },
         "additionalProperties": False,
     }
@@ -216,6 +241,7 @@ def _policy_out_schema() -> Schema:
             "allowed_labels": {"type": "array", "items": {"type": "string"}},
             "anti_affinity": {"type": "string"},
             "min_interval_slots": {"type": "integer", "minimum": 0, "maximum": U32_MAX},
+            "wait_for_state": {"type": "boolean"},
         }
     )
 

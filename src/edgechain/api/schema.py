@@ -48,7 +48,14 @@ SPEC_KEYS = frozenset(
     }
 )
 POLICY_KEYS = frozenset(
-    {"pinned", "pin_node", "allowed_labels", "anti_affinity", "min_interval_slots"}
+    {
+        "pinned",
+        "pin_node",
+        "allowed_labels",
+        "anti_affinity",
+        "min_interval_slots",
+        "wait_for_state",
+    }
 )
 RUNTIMES = {"process": RuntimeKind.PROCESS, "container": RuntimeKind.CONTAINER}
 
@@ -186,6 +193,7 @@ def parse_app_policy(data: object, prefix: str = "policy") -> AppPolicy:
             low=0,
             high=U32_MAX,
         ),
+        wait_for_state=get_bool(obj.get("wait_for_state", False), _join(prefix, "wait_for_state")),
     )
 
 
@@ -262,6 +270,10 @@ def parse_app_spec(data: object, prefix: str = "") -> AppSpec:
     )
     if spec.replica_interval_slots and not spec.stateful:
         raise SchemaError(_join(prefix, "replica_interval_slots"), "replicas need a stateful app")
+    if spec.policy.wait_for_state and not spec.stateful:
+        raise SchemaError(
+            _join(_join(prefix, "policy"), "wait_for_state"), "only a stateful app has a state"
+        )
     # The chain's own checks of the same limits, in case the two ever drift apart.
     problem = get_spec_encoding_error(spec) or get_spec_limits_error(spec)
     if problem is not None:
@@ -277,6 +289,7 @@ def app_policy_to_json(policy: AppPolicy) -> dict[str, Any]:
         "allowed_labels": list(policy.allowed_labels),
         "anti_affinity": policy.anti_affinity,
         "min_interval_slots": policy.min_interval_slots,
+        "wait_for_state": policy.wait_for_state,
     }
 
 

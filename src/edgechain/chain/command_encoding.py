@@ -26,6 +26,7 @@ def write_app_policy(w: Writer, p: AppPolicy) -> None:
     w.items(p.allowed_labels, Writer.string)
     w.string(p.anti_affinity)
     w.u32(p.min_interval_slots)
+    w.boolean(p.wait_for_state)
 
 
 def read_app_policy(r: Reader) -> AppPolicy:
@@ -35,7 +36,8 @@ def read_app_policy(r: Reader) -> AppPolicy:
         raise DecodeError(RejectReason.BAD_PIN_NODE)
     labels = tuple(r.items(Limits.MAX_LABELS, 2, lambda x: x.string(Limits.MAX_SHORT_STR)))
     anti = r.string(Limits.MAX_SHORT_STR)
-    return AppPolicy(pinned, pin_node, labels, anti, r.u32())
+    min_interval = r.u32()
+    return AppPolicy(pinned, pin_node, labels, anti, min_interval, r.boolean())
 
 
 def write_app_spec(w: Writer, s: AppSpec) -> None:

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 17
+FORMAT_VERSION = 18
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -67,7 +67,12 @@ silence: a node not down when the chain stalled counts as seen at the first bloc
 it, which the state keeps (state format 7, ``orchestrator/liveness.get_silence_start``),
 so the plans after a fleet-wide outage recover nothing that comes back in time. 17: a
 report carries ``state_room_bytes`` (a u64 after its coordinate): the app state its
-node can take in, which the planner respects (state format 8, whose reports carry it)."""
+node can take in, which the planner respects (state format 8, whose reports carry it).
+18: an app policy ends with ``wait_for_state`` (a bool after ``min_interval_slots``): a
+stateful app whose node is down is recovered only onto the replica node the chain
+confirmed to hold its state, or where an operator's MOVE sends it
+(``orchestrator/placement.py``; state format 9, whose app records carry it, their
+``state_node`` and ``replica_slot``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

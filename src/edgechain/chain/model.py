@@ -64,6 +64,11 @@ class AppPolicy:
     must carry at least one of these labels (geo-fencing); empty means any node.
     ``anti_affinity``: apps sharing a non-empty group avoid sharing a node.
     ``min_interval_slots``: minimum number of slots between two moves of this app.
+    ``wait_for_state`` (block format 18; stateful apps only): when the app's node is down,
+    it is recovered only onto the replica node the chain confirmed to hold its state
+    (``AppRecord.state_node``) or where an operator's MOVE sends it; otherwise it
+    waits, where by default it starts again on another node from an empty state
+    (``orchestrator/placement.py``).
     """
 
     pinned: bool = False
@@ -71,6 +76,7 @@ class AppPolicy:
     allowed_labels: tuple[str, ...] = ()
     anti_affinity: str = ""
     min_interval_slots: int = 0
+    wait_for_state: bool = False
 
 
 @dataclass(frozen=True)

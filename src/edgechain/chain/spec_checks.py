@@ -43,6 +43,8 @@ def validate_app_spec(spec: AppSpec) -> None:
         raise ValidationError(RejectReason.BAD_SUBMISSION, "resource hint outside [0, 10000]")
     if spec.replica_interval_slots and not spec.stateful:
         raise ValidationError(RejectReason.BAD_SUBMISSION, "replicas of an app without state")
+    if spec.policy.wait_for_state and not spec.stateful:
+        raise ValidationError(RejectReason.BAD_SUBMISSION, "waiting for the state of no state")
     error = get_spec_limits_error(spec)
     if error is not None:
         raise ValidationError(RejectReason.BAD_SUBMISSION, error)

@@ -80,9 +80,34 @@ def add_copies(views: list[dict[str, Any]], copies: Mapping[tuple[str, str], Any
 
 def add_move_wait(ctx: Context, view: dict[str, Any]) -> None:
     """Set ``move_wait`` on a view with a pending move: why it waits for disk room, as
-    the nodes' latest reports give it (``describe_move_wait``), or None."""
+    the nodes' latest reports give it (``describe_move_wait``), or None; and
+    ``state_wait`` on a view of an app that waits for its state (``describe_state_wait``)."""
+    policy = (view.get("spec") or {}).get("policy") or {}
+    if not view.get("move_to") and not policy.get("wait_for_state"):
+        return
+    nodes = get_list(ctx, "/nodes")
     if view.get("move_to"):
-        view["move_wait"] = describe_move_wait(view, get_list(ctx, "/nodes"))
+        view["move_wait"] = describe_move_wait(view, nodes)
+    if policy.get("wait_for_state"):
+        view["state_wait"] = describe_state_wait(view, nodes)
+
+
+def describe_state_wait(view: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+    """Why an app whose policy is ``wait_for_state`` is not running: its node is down
+    and the planner recovers it only where its state is (``orchestrator/placement.py``);
+    None when its node is not down."""
+    node = view.get("node")
+    statuses = {n.get("node_id"): n.get("status") for n in nodes}
+    status = statuses.get(node, "out of the validator set")
+    if not node or status not in ("down", "out of the validator set"):
+        return None
+    holder = view.get("state_node")
+    where = f" or {short(holder)}, which holds its state," if holder else ""
+    return (
+        f"its node {short(node)} is {status}: once it is down the app resumes when that "
+        f"node{where} is back (policy wait_for_state); `edgechain apps move` starts it "
+        "elsewhere from an empty state"
+    )
 
 
 def describe_move_wait(view: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str | None:
@@ -207,11 +232,15 @@ def format_app(view: dict[str, Any]) -> str:
         ("last moved at slot", view.get("last_move_slot")),
         ("reported running on", ", ".join(short(n) for n in view.get("reported_on") or []) or "-"),
     ]
+    if view.get("state_node"):
+        pairs.append(("state held on", view["state_node"]))
     size = view.get("state_bytes")
     if isinstance(size, int):
         pairs.append(("state size", format_size(size)))
     if view.get("move_wait"):
         pairs.append(("move waits", view["move_wait"]))
+    if view.get("state_wait"):
+        pairs.append(("waits for its state", view["state_wait"]))
     if "on_node" in view:
         pairs.append(("on its node", describe_copy(view.get("on_node")) or "unknown"))
     spec = view.get("spec")

@@ -57,6 +57,7 @@ from edgechain.orchestrator.registry import (
     EMPTY_REGISTRY,
     Registry,
     apply_block_to_registry,
+    confirm_state_nodes,
 )
 from edgechain.types import BlockHash, NodeId, Slot
 
@@ -248,6 +249,7 @@ def apply_block(
     stall = compute_stall(parent.stall, parent.slot, block.slot)
     if isinstance(block, Block):
         registry, authority, validators = apply_block_commands(parent, block, committee_size)
+        registry = confirm_state_nodes(registry, block.reports)
         return BlockState(
             block_hash=block_hash,
             slot=block.slot,

@@ -79,7 +79,7 @@ from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
-STATE_FORMAT_VERSION = 8
+STATE_FORMAT_VERSION = 9
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
@@ -87,7 +87,9 @@ network coordinates follow ``last_seen`` (block format 11). 5: the VDF's group h
 follows ``is_skip`` (block format 12). 6: ``departures`` follow the coordinates (block
 format 15, ``chain/departures.py``). 7: the latest stall follows the departures (block
 format 16, ``orchestrator/liveness.get_silence_start``). 8: the validators' latest
-reports carry ``state_room_bytes`` (block format 17)."""
+reports carry ``state_room_bytes`` (block format 17). 9: an app record's policy ends with
+``wait_for_state``, and the record with its optional ``state_node`` and ``replica_slot``
+(block format 18)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -214,6 +216,8 @@ def _write_app_record(w: Writer, rec: AppRecord) -> None:
     write_optional(w, rec.replica_node, write_node)
     write_optional(w, rec.previous_node, write_node)
     w.boolean(rec.moved_by_operator)
+    write_optional(w, rec.state_node, write_node)
+    write_optional(w, rec.replica_slot, Writer.u64)
 
 
 def _read_app_state(r: Reader) -> AppState:
@@ -237,6 +241,8 @@ def _read_app_record(r: Reader) -> AppRecord:
         replica_node=read_optional(r, read_node),
         previous_node=read_optional(r, read_node),
         moved_by_operator=r.boolean(),
+        state_node=read_optional(r, read_node),
+        replica_slot=read_optional(r, read_slot),
     )
 
 

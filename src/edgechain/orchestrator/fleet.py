@@ -42,6 +42,9 @@ class AppView:
     move_to: bytes | None
     replica_node: bytes | None
     """Where its state replicas go (None: no replicas, or none named yet)."""
+    state_node: bytes | None
+    """``policy.wait_for_state`` apps: the replica node confirmed to hold its state,
+    where it is recovered (``registry.confirm_state_nodes``)."""
     reported_on: tuple[bytes, ...]
     """Nodes whose latest report lists the app (sorted): where it was seen running."""
     state_bytes: int | None = None
@@ -93,6 +96,7 @@ def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> Ap
         last_move_slot=record.last_move_slot,
         move_to=record.move_to,
         replica_node=record.replica_node,
+        state_node=record.state_node,
         reported_on=seen,
         state_bytes=own if own is not None else max(sizes.values(), default=None),
     )

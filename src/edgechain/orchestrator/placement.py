@@ -41,8 +41,9 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
     its replica node, else its pending ``move_to``, else the origin
     of a move that never landed (:func:`get_unlanded_origin`), else the least-loaded
     available node it may use, largest apps first; the entries are listed in app id
-    order. An app no node may take (pinned to the down node) waits there, and so does
-    one whose replica node is quiet (:func:`is_waiting_for_replica_node`)."""
+    order. An app no node may take (pinned to the down node) waits there, and so do
+    one whose replica node is quiet (:func:`is_waiting_for_replica_node`) and one whose
+    policy is ``wait_for_state`` when no node holding its state may take it."""
     entries: list[PlanEntry] = []
     stranded = [(origin, app) for origin in sorted(state.down) for app in state.apps_on[origin]]
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
@@ -88,7 +89,10 @@ def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     The replica node before a pending ``move_to``: a RECOVER elsewhere starts the app
     at once, from nothing (the replica node's hand-off, ``runtime/replication.py``,
     comes too late for a start that does not wait), while the MOVE stays on the record
-    and is planned from the replica node next, state and all."""
+    and is planned from the replica node next, state and all. An app whose policy is
+    ``wait_for_state`` goes only where its state is (:func:`_choose_recovery_with_state`)."""
+    if record.spec.policy.wait_for_state:
+        return _choose_recovery_with_state(state, record)
     for node in (record.replica_node, record.move_to):
         if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
             return allowed, START_ROOM_FACTOR
@@ -97,6 +101,22 @@ def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
         return origin, KEPT_ROOM_FACTOR
     least = find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
     return None if least is None else (least, START_ROOM_FACTOR)
+
+
+def _choose_recovery_with_state(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
+    """``policy.wait_for_state``: its owner chose its state over running it now. The
+    node the chain confirmed to hold its replica (``state_node``,
+    ``registry.confirm_state_nodes``; not a replica node named since, which its silent
+    node may never have sent one), else an operator's MOVE target (the one way to give
+    the state up); else None: it waits, and resumes on its own node or its state node,
+    whichever comes back first. Not the origin of a move that seems not to have landed
+    (:func:`get_unlanded_origin`): a node out of the set has no report left to say it
+    landed, and an origin whose move landed long ago holds nothing (a live test saw an
+    app go back to such an origin from its paused node)."""
+    for node in (record.state_node, record.move_to):
+        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
+            return allowed, START_ROOM_FACTOR
+    return None
 
 
 def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:

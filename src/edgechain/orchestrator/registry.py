@@ -25,7 +25,7 @@ import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
+from edgechain.chain.model import AppSpec, PlanAction, PlanEntry, ResourceReport
 from edgechain.errors import RejectReason, ValidationError
 from edgechain.types import AppId, NodeId, Slot
 
@@ -70,6 +70,13 @@ class AppRecord:
     moved_by_operator: bool = False
     """Whether the app's last placement carried out an operator's MOVE (it landed on its
     ``move_to``): balancing leaves it there for a while (``balancing.OPERATOR_HOLD_SLOTS``)."""
+    state_node: NodeId | None = None
+    """``policy.wait_for_state`` apps (block format 18): the replica node the chain last
+    confirmed to hold the app's state (:func:`confirm_state_nodes`), where such an app is
+    recovered; kept when that node leaves the set (it may come back), cleared when the
+    app lands on it."""
+    replica_slot: Slot | None = None
+    """``policy.wait_for_state`` apps: the slot the current replica node was named in."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,8 @@ def apply_block_to_registry(
        ValidationError: honest validators recompute the plan from this same registry, so
        such a plan can only come from a faulty producer.
     2. ``removed_nodes`` (the block's exits and exclusions, or a skip block's excluded
-       producer): a ``move_to`` or ``replica_node`` naming one of them is dropped. Their
+       producer): a ``move_to`` or ``replica_node`` naming one of them is dropped (not a
+       ``state_node``: that node may come back). Their
        apps stay placed on them: a node excluded by a skip block may only have been slow
        and still runs them, so re-placing them at once would run them twice. The
        planner recovers them once the node is ``down`` (``orchestrator/liveness.py``),
@@ -212,10 +220,12 @@ def _apply_plan(
         elif entry.destination == entry.origin:
             raise ValidationError(RejectReason.PLAN_MIGRATE_IN_PLACE, entry.app.hex())
         if entry.action is PlanAction.REPLICA:
-            changed[entry.app] = replace(record, replica_node=entry.destination)
+            named = slot if record.spec.policy.wait_for_state else None
+            changed[entry.app] = replace(record, replica_node=entry.destination, replica_slot=named)
             continue
         move_to = None if record.move_to == entry.destination else record.move_to
         replica = None if record.replica_node == entry.destination else record.replica_node
+        state_node = None if record.state_node == entry.destination else record.state_node
         changed[entry.app] = replace(
             record,
             node=entry.destination,
@@ -224,6 +234,8 @@ def _apply_plan(
             replica_node=replica,
             previous_node=None if entry.action is PlanAction.PLACE else record.node,
             moved_by_operator=record.move_to is not None and record.move_to == entry.destination,
+            state_node=state_node,
+            replica_slot=record.replica_slot if replica is not None else None,
         )
     return [app for app in registry.queue if app not in placed]
 
@@ -241,3 +253,41 @@ def _forget_removed_nodes(
         replica = None if record.replica_node in removed else record.replica_node
         if move_to != record.move_to or replica != record.replica_node:
             changed[record.app] = replace(record, move_to=move_to, replica_node=replica)
+
+
+STATE_CONFIRM_INTERVALS = 2
+"""Replica intervals a node must be seen running the app after its replica node was
+named (or after it got the app) before that replica node counts as holding its state."""
+
+
+def confirm_state_nodes(registry: Registry, reports: Sequence[ResourceReport]) -> Registry:
+    """The registry after a block's ``reports``: a ``wait_for_state`` app's replica node
+    becomes its ``state_node`` once the app's node reported at least
+    ``STATE_CONFIRM_INTERVALS`` replica intervals after the later of the naming and the
+    app's last move. A host seen that long after sends its replica node a snapshot every
+    interval (``runtime/replication.py``); a replica node named while its host was
+    already silent (a host and its replica node lost together, the first excluded for
+    its silence sooner) never is, and the app is recovered where its state is, not on
+    that node from nothing (``placement._choose_recovery``)."""
+    if not reports:
+        return registry
+    seen: dict[bytes, int] = {}
+    for report in reports:
+        seen[report.node] = max(seen.get(report.node, 0), report.slot)
+    changed = []
+    for record in registry.records:
+        if (
+            not record.spec.policy.wait_for_state
+            or record.node is None
+            or record.replica_node is None
+            or record.replica_node == record.state_node
+            or record.node not in seen
+        ):
+            continue
+        since = max(record.replica_slot or 0, record.last_move_slot or 0)
+        wait = STATE_CONFIRM_INTERVALS * record.spec.replica_interval_slots
+        if seen[record.node] >= since + wait:
+            changed.append(replace(record, state_node=record.replica_node))
+    for record in changed:
+        registry = put_record(registry, record)
+    return registry
