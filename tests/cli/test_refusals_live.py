@@ -260,7 +260,7 @@ def check_an_overtaken_command_is_refused_at_once(net: RefusalsTestnet, chain_id
     assert stopper.returncode == 1, err
     assert "the chain did not apply command seq" in err and "unknown app" in err, err
     assert app not in {a["app_id"] for a in net.cli("apps", "list")}
-    status = http(f"{_url(net, 0)}/commands/{compute_command_hash(remove).hex()}")[1]
+    status = net.cli("command", compute_command_hash(remove).hex())
     assert status["status"] == "applied" and status["kind"] == "remove", status
 
 

@@ -78,10 +78,11 @@ def add_copies(views: list[dict[str, Any]], copies: Mapping[tuple[str, str], Any
         view["on_node"] = copy
 
 
-def add_move_wait(ctx: Context, view: dict[str, Any]) -> None:
-    """Set ``move_wait`` on a view with a pending move: why it waits for disk room, as
-    the nodes' latest reports give it (``describe_move_wait``), or None; and
-    ``state_wait`` on a view of an app that waits for its state (``describe_state_wait``)."""
+def add_waits(ctx: Context, view: dict[str, Any]) -> None:
+    """What the app waits for, with the nodes' view (one ``GET /nodes`` for both):
+    ``move_wait`` on a view with a pending move, why it waits for disk room as the nodes'
+    latest reports give it (``describe_move_wait``), or None; ``state_wait`` on a view
+    of an app that waits for its state (``describe_state_wait``)."""
     policy = (view.get("spec") or {}).get("policy") or {}
     if not view.get("move_to") and not policy.get("wait_for_state"):
         return
@@ -281,7 +282,7 @@ def _report(ctx: Context, result: CommandResult, app: str | None) -> None:
             # Another operator's REMOVE came in a later block: the command applied.
             text = f"{result.describe(result.kind)}\n(the app has been removed since)"
         else:
-            add_move_wait(ctx, view)
+            add_waits(ctx, view)
     value = result.to_json()
     if view is not None:
         value["app"] = view
@@ -337,7 +338,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
     view = get_app(ctx, args.app)
     add_copies([view], get_copies(ctx))
-    add_move_wait(ctx, view)
+    add_waits(ctx, view)
     ctx.emit(view, format_app(view))
     return 0
 

@@ -74,19 +74,14 @@ def get_command_status(engine: ConsensusEngine, digest: bytes) -> CommandStatus:
 
 
 def find_applied_command(engine: ConsensusEngine, digest: bytes) -> CommandStatus | None:
-    """The block of the head chain, among those memory holds, that carries ``digest``."""
-    block_hash = engine.head
-    while block_hash is not None:
-        block = engine.blocks.get(block_hash)
-        if block is None:
-            return None
+    """The block of the head chain, among those memory holds, that carries ``digest``
+    (newest first: a sender asks soon after it sent)."""
+    for block_hash in reversed(engine.get_chain()):
+        block = engine.blocks[block_hash]
         if isinstance(block, Block):
             for cmd in block.commands:
                 if compute_command_hash(cmd) == digest:
                     return CommandStatus(
                         CommandState.APPLIED, cmd, slot=block.slot, block=block_hash
                     )
-        if block.slot == 0:
-            return None
-        block_hash = block.parent
     return None

@@ -93,9 +93,9 @@ def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     ``wait_for_state`` goes only where its state is (:func:`_choose_recovery_with_state`)."""
     if record.spec.policy.wait_for_state:
         return _choose_recovery_with_state(state, record)
-    for node in (record.replica_node, record.move_to):
-        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
-            return allowed, START_ROOM_FACTOR
+    preferred = _get_first_allowed(state, record, (record.replica_node, record.move_to))
+    if preferred is not None:
+        return preferred, START_ROOM_FACTOR
     origin = get_unlanded_origin(state, record)
     if origin is not None:
         return origin, KEPT_ROOM_FACTOR
@@ -113,10 +113,8 @@ def _choose_recovery_with_state(state: PlanState, record: AppRecord) -> tuple[No
     (:func:`get_unlanded_origin`): a node out of the set has no report left to say it
     landed, and an origin whose move landed long ago holds nothing (a live test saw an
     app go back to such an origin from its paused node)."""
-    for node in (record.state_node, record.move_to):
-        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
-            return allowed, START_ROOM_FACTOR
-    return None
+    preferred = _get_first_allowed(state, record, (record.state_node, record.move_to))
+    return None if preferred is None else (preferred, START_ROOM_FACTOR)
 
 
 def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
@@ -158,10 +156,7 @@ def get_preferred_node(state: PlanState, record: AppRecord) -> NodeId | None:
     """Where the app should go whatever the loads say, if it may: the operator's MOVE
     target, else its replica node (which holds its latest state: an app evicted with
     its node restarts from there, DESIGN.md "Exactly once")."""
-    for node in (record.move_to, record.replica_node):
-        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
-            return allowed
-    return None
+    return _get_first_allowed(state, record, (record.move_to, record.replica_node))
 
 
 def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
@@ -180,6 +175,16 @@ def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
     if record.app in state.confirmed:
         return None
     return _get_if_allowed(state, record, record.previous_node, KEPT_ROOM_FACTOR)
+
+
+def _get_first_allowed(
+    state: PlanState, record: AppRecord, nodes: tuple[NodeId | None, ...]
+) -> NodeId | None:
+    """The first of ``nodes`` that may start the app (``START_ROOM_FACTOR``), in order."""
+    for node in nodes:
+        if (allowed := _get_if_allowed(state, record, node, START_ROOM_FACTOR)) is not None:
+            return allowed
+    return None
 
 
 def _get_if_allowed(
