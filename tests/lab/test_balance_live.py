@@ -28,7 +28,7 @@ import pytest
 from edgechain.lab.balance import HOST, BalanceConfig, run_balance
 from edgechain.lab.balance_report import format_report
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 NODES = 4
 APPS = 12

@@ -18,7 +18,7 @@ from edgechain.api.schema import app_spec_to_json
 from edgechain.cli.specfile import load_spec
 from edgechain.lab.demo import get_sample_specs, write_specs
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 
 def test_sample_spec_files_read_back_as_the_specs(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from edgechain.lab.faults_live import find_leftovers
 from edgechain.lab.paper import live_data
 from edgechain.lab.paper.run import FIGURE_FILES
 
-pytestmark = pytest.mark.xdist_group("testnet")
+pytestmark = pytest.mark.xdist_group("testnet-light")
 
 NODES, COMMITTEE, APPS, SLOTS = 5, 3, 6, 12
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
