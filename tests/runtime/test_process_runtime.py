@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -393,6 +394,28 @@ def test_reap_orphans_of_an_earlier_incarnation(tmp_path: Path) -> None:
     finally:
         new.close()
         old.close()
+
+
+def test_a_copy_of_the_root_on_the_same_host_leaves_the_originals_apps_alone(
+    tmp_path: Path,
+) -> None:
+    """An operator copies a live node's data directory on the same host: the copy's pid
+    files name the original's app, pid and start time alike. The copy's runtime reaps
+    its orphans, and must not kill the original's running app (it did)."""
+    spec, tag = get_counter()
+    app = get_app(spec)
+    original = ProcessRuntime(tmp_path / "rt")
+    try:
+        original.start(app, spec)
+        wait_count_above(original.get_state_dir(app), 1)
+        before = [p.pid for p in get_tagged_processes(tag)]
+        shutil.copytree(tmp_path / "rt", tmp_path / "copy", symlinks=True)
+        ProcessRuntime(tmp_path / "copy").close()
+        count = read_count(original.get_state_dir(app))
+        wait_count_above(original.get_state_dir(app), count + 1)  # it still counts
+        assert [p.pid for p in get_tagged_processes(tag)] == before
+    finally:
+        original.close()
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,25 @@ def find_app_pids(state_dir: str, unsettled: list[int] | None = None) -> list[in
     return _merge(found, find_copy_members(state_dir))
 
 
+def is_other_copy(pid: int, state_dir: str) -> bool:
+    """Whether process ``pid``'s environment names an app copy other than the one whose
+    state directory is ``state_dir``: not that copy's, whatever a pid file says. A data
+    directory copied on the same host carries its original's pid files, pids and start
+    times included; the copy must not take the original's apps for its own orphans.
+    False when the environment names no copy or cannot be read (an app may clear it:
+    a leftover is then known by its pid file alone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            environ = file.read()
+    except OSError:
+        return False
+    prefix = f"{STATE_DIR_ENV}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :] != state_dir.encode()
+    return False
+
+
 def _merge(found: list[int], members: list[int]) -> list[int]:
     """``found`` and then the cgroup ``members`` it lacks (``app_cgroups``: those
     whose environment no longer names the copy)."""

@@ -31,7 +31,7 @@ from edgechain.runtime.app_cgroups import (
     remove_empty_cgroups,
     remove_stale_cgroups,
 )
-from edgechain.runtime.app_processes import get_state_dir_value, signal_stragglers
+from edgechain.runtime.app_processes import get_state_dir_value, is_other_copy, signal_stragglers
 from edgechain.runtime.appuser import AppUser
 from edgechain.runtime.process_group import signal_group
 from edgechain.telemetry.cpu import Component, charge_thread_cpu
@@ -175,13 +175,14 @@ def reap_orphan_groups(root: Path, is_owned: Callable[[int], bool]) -> int:
         pid, created = entry
         if is_owned(pid):
             continue
+        copy = get_state_dir_value(str(pid_file.parent))
         try:
             alive = abs(psutil.Process(pid).create_time() - created) < 0.01
         except psutil.Error:
             alive = False
+        alive = alive and not is_other_copy(pid, copy)
         # The processes that left its group go too, the leader alive or not (a kill -9
         # of the node leaves the pid file of an app whose leader may have exited since).
-        copy = get_state_dir_value(str(pid_file.parent))
         reaped.add(copy)
         stragglers = signal_stragglers(copy, None, signal.SIGKILL)
         if (alive and signal_group(pid, signal.SIGKILL)) or stragglers:
