@@ -9,6 +9,7 @@ or misconfiguration and should surface loudly.
 from __future__ import annotations
 
 import enum
+import os
 
 
 class RejectReason(enum.StrEnum):
@@ -233,6 +234,16 @@ class ValidationError(PeerError):
 
 class LocalError(EdgechainError):
     """Our own misuse or misconfiguration (not a peer's fault)."""
+
+
+class BindError(LocalError):
+    """An address this node must listen on cannot be had: the port is taken (by another
+    process, or a copy of this node), or the host is not one of this machine's."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError, hint: str = "") -> None:
+        # os.strerror: asyncio's own message repeats the address.
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        super().__init__(f"cannot listen on {host}:{port} for {what}: {reason}{hint}")
 
 
 class KeystoreError(LocalError):

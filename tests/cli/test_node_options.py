@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,7 +224,7 @@ def _get_node_argv(run_dir: Path, *flags: str) -> list[str]:
 def _running_node(run_dir: Path, *flags: str) -> Iterator[tuple[Path, int]]:
     """The real daemon on a new chain of its own: its data dir and HTTP port; stopped
     by SIGTERM at the end, which it must survive with exit status 0."""
-    run_dir.mkdir()
+    run_dir.mkdir(exist_ok=True)
     data_dir, ready = run_dir / "node", run_dir / "ready.json"
     node = subprocess.Popen(
         _get_node_argv(run_dir, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -415,3 +416,51 @@ def test_a_genesis_slot_count_is_a_whole_number_of_at_least_one(value: object) -
         get_positive_slots({"epoch_length": value}, "epoch_length")
     with pytest.raises(NodeOptionError, match=r"--down-after-slots"):
         check_node_options({**_genesis_options(), "down_after_slots": value})
+
+
+def _hold_port() -> socket.socket:
+    """A TCP port of this host held by the test (listening), as another process would."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    return held
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"), [("--http", "the HTTP API (--http)"), ("--listen", "the peers (--listen)")]
+)
+def test_a_taken_port_stops_the_node_with_a_message(run_dir: Path, flag: str, what: str) -> None:
+    """A port another process holds: one line that says which and what for, exit 1, no
+    traceback (it was a traceback)."""
+    with _hold_port() as held:
+        port = held.getsockname()[1]
+        argv = _get_node_argv(run_dir, flag, f"127.0.0.1:{port}")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port} for {what}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_taken_transfer_port_stops_the_node_and_says_how_to_take_another(
+    run_dir: Path,
+) -> None:
+    """The transfer port is remembered (peers know it from the chain). Taken when the
+    node starts again, the node stops and names the file that remembers it; without
+    that file it takes a new one."""
+    with _running_node(run_dir) as (data_dir, _):
+        port_file = data_dir / "apps" / "transfer.port"
+        port = int(port_file.read_text())
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", port))
+        held.listen()
+        done = subprocess.run(
+            _get_node_argv(run_dir), capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 1, done.stderr
+        assert f"cannot listen on 127.0.0.1:{port} for state transfers" in done.stderr
+        assert f"delete {port_file} and the node takes a new one" in done.stderr
+        assert "Traceback" not in done.stderr
+        port_file.unlink()
+        (run_dir / "ready.json").unlink()
+        with _running_node(run_dir):
+            assert int(port_file.read_text()) != port

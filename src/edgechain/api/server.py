@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from edgechain.errors import StoreError
+from edgechain.errors import BindError, StoreError
 from edgechain.telemetry import logs
 
 log = logging.getLogger("edgechain.api")
@@ -410,7 +410,10 @@ class HttpServer:
         return self._open
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise BindError("the HTTP API (--http)", self.host, self.port, exc) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgechain.errors import DecodeError
+from edgechain.errors import BindError, DecodeError
 from edgechain.wire.framing import FrameDecoder, encode_frame
 from edgechain.wire.limits import MAX_DATAGRAM_BYTES
 from edgechain.wire.message_kinds import Transport
@@ -138,12 +138,19 @@ class NetworkTransport:
 
     async def start(self) -> None:
         """Bind TCP first (port 0 picks a free one), then UDP on the same number."""
-        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        loop = asyncio.get_running_loop()
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self._on_datagram), local_addr=(self.host, self.port)
-        )
+        asked = self.port
+        try:
+            self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+            loop = asyncio.get_running_loop()
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self._on_datagram), local_addr=(self.host, self.port)
+            )
+        except OSError as exc:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            raise BindError("the peers (--listen)", self.host, asked or self.port, exc) from exc
         set_receive_buffer(self._udp.get_extra_info("socket"))
 
     async def close(self) -> None:

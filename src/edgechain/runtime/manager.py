@@ -62,6 +62,7 @@ import psutil
 from edgechain.chain.model import AppSpec, AppUsage, PlanAction, PlanEntry
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.messages import MigrationOrder
+from edgechain.errors import BindError
 from edgechain.runtime.app_starter import AppStarter
 from edgechain.runtime.app_tasks import AppTasks
 from edgechain.runtime.appuser import DEFAULT_APP_USER
@@ -196,10 +197,18 @@ class AppManager:
         """Bind the transfer server (the remembered port, else a free one)."""
         port_file = self.root / PORT_FILE
         port = int(port_file.read_text()) if port_file.exists() else 0
+        # Peers know this port from the chain: a node on another one is unreachable, so
+        # the node stops rather than take a new one unasked.
+        hint = (
+            f" (this node's port before, known to its peers; another process holds it,"
+            f" perhaps a copy of this data directory: free it, or delete {port_file} and"
+            f" the node takes a new one)"
+            if port
+            else ""
+        )
         try:
-            _, bound = await self.server.start(host, port)
-        except OSError:
-            # Loud: peers know this port from the chain; a node on another one is unreachable.
+            _, bound = await self.server.start(host, port, hint=hint)
+        except BindError:
             logs.error(log, "cannot bind the transfer port", port=port)
             await run_in_thread(self.runtime.close)
             raise

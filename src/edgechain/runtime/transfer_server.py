@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechain.chain.model import PlanAction
-from edgechain.errors import DecodeError, PeerError, RejectReason
+from edgechain.errors import BindError, DecodeError, PeerError, RejectReason
 from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR
 from edgechain.runtime.archive import MAX_ARCHIVE_MEMBERS
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, PrecopyRuntime, get_app_dirname
@@ -149,8 +149,15 @@ class TransferServer:
             "replicas": 0,
         }
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._on_connection, host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, hint: str = ""
+    ) -> tuple[str, int]:
+        """Listen on ``host:port`` (0: a free port); :class:`BindError`, ending with
+        ``hint``, when it cannot."""
+        try:
+            self._server = await asyncio.start_server(self._on_connection, host, port)
+        except OSError as exc:
+            raise BindError("state transfers", host, port, exc, hint) from exc
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
