@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -454,6 +455,27 @@ def test_a_new_watchdog_ends_the_previous_and_takes_over_its_freezes(node: Fence
         assert node.logged("adopt")
     finally:
         second.stop()
+
+
+def test_a_copy_of_the_data_dir_leaves_the_originals_watchdog_running(
+    node: FencedNode, tmp_path: Path
+) -> None:
+    """The copy's pid file names the original's watchdog, pid and start time alike (a
+    data directory copied on the same host): its own watchdog must not end that one."""
+    node.lease(LONG_MS, [])
+    node.start_watchdog()
+    first = node.watchdog.pid
+    assert first is not None
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy2(node.data_dir / WATCHDOG_PID_FILE, copy / WATCHDOG_PID_FILE)
+    other = Watchdog(poll_ms=POLL_MS)
+    try:
+        other.start(copy, node.parent.pid)
+        assert psutil.Process(first).status() != "zombie"
+        assert node.watchdog.is_alive()
+    finally:
+        other.stop()
 
 
 class _KilledAfterSignal(BaseException):

@@ -174,9 +174,25 @@ def record_process(path: Path, pid: int) -> None:
         write_pid_entry(path, pid, psutil.Process(pid).create_time())
 
 
+def is_watching(proc: psutil.Process, data_dir: Path) -> bool:
+    """Whether the watchdog ``proc`` watches ``data_dir`` by its argv. A data directory
+    copied on the same host names the original's watchdog in its pid file, pid and
+    start time alike: the copy must not end it. True when the argv cannot be read (the
+    pid file and the start time decide, as they did alone before)."""
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return True
+    if "--data-dir" not in argv[:-1]:
+        return True
+    named = argv[argv.index("--data-dir") + 1]
+    return os.path.realpath(named) == os.path.realpath(data_dir)
+
+
 def end_previous_watchdog(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
     """End the watchdog ``<data_dir>/watchdog.pid`` names if it still runs (same pid
-    and creation time); return its pid, or None when there was none."""
+    and creation time, watching ``data_dir``); return its pid, or None when there was
+    none."""
     recorded = read_pid_entry(data_dir / WATCHDOG_PID_FILE)
     if recorded is None or recorded[0] == os.getpid():
         return None
@@ -185,6 +201,8 @@ def end_previous_watchdog(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> 
         proc = psutil.Process(pid)
         if abs(proc.create_time() - created) >= CREATE_TIME_TOLERANCE_S:
             return None  # the pid belongs to another process now
+        if not is_watching(proc, data_dir):
+            return None  # another data directory's, whose pid file was copied here
         proc.terminate()
         try:
             proc.wait(timeout=timeout_s)
