@@ -13,6 +13,11 @@ the node stops cleanly and the process exits with :data:`EXIT_DISK_FULL` (75, BS
 ``EX_TEMPFAIL``: try again later), or :data:`EXIT_STORE_FAILED` (74, ``EX_IOERR``) for
 any other failed store write. Its supervisor restarts it once there is room; it
 replays its store and syncs what it missed from its peers.
+
+Another process signing as this node (a copied data directory,
+``node/identity_clash.py``): the node stops its apps and exits with
+:data:`EXIT_IDENTITY_CLASH` (78, ``EX_CONFIG``), and refuses to start again until the
+operator deletes the file it left.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from edgechain.network.transport import join_address, split_address
 from edgechain.node import Node, NodeConfig
 from edgechain.node.config import WILDCARD_HOSTS
 from edgechain.node.data_dir_lock import lock_data_dir
+from edgechain.node.identity_clash import EXIT_IDENTITY_CLASH, check_no_clash
 from edgechain.runtime.durable_files import write_json_atomically
 from edgechain.telemetry import logs
 
@@ -120,6 +126,7 @@ async def run_node(config: NodeConfig) -> None:
     # Before anything in the data directory is read or touched (node/data_dir_lock.py).
     lock = lock_data_dir(config.data_dir)
     try:
+        check_no_clash(config.data_dir)
         await _run_service(config, stop, built)
     finally:
         lock.release()
@@ -133,6 +140,8 @@ async def _run_service(config: NodeConfig, stop: asyncio.Event, built: list[Node
         raise SystemExit(EXIT_DISK_FULL) from None
     built.append(service.node)
     await service.run(stop)
+    if service.node.identity_clash is not None:
+        raise SystemExit(EXIT_IDENTITY_CLASH)
     failure = service.node.store_failure
     if failure is not None:
         code = EXIT_DISK_FULL if isinstance(failure, StoreFullError) else EXIT_STORE_FAILED

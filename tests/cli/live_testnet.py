@@ -35,6 +35,13 @@ def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> N
         proc.wait()
 
 
+def replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """A node's command line with ``flag``'s value replaced (a node started by hand)."""
+    out = list(argv)
+    out[out.index(flag) + 1] = value
+    return out
+
+
 class LiveTestnet:
     """A running ``edgechain testnet`` and the CLI pointed at it."""
 

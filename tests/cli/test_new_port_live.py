@@ -17,18 +17,12 @@ from typing import Any
 import psutil
 import pytest
 
-from .live_testnet import stop_process
+from .live_testnet import replace_flag, stop_process
 from .test_refusals_live import SETUP_TIMEOUT_S, RefusalsTestnet, http
 
 REACH_TIMEOUT_S = 120
 
 pytestmark = pytest.mark.xdist_group("testnet-light")
-
-
-def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
-    out = list(argv)
-    out[out.index(flag) + 1] = value
-    return out
 
 
 def test_a_node_restarted_on_a_new_port_is_reachable_again(run_dir: Path) -> None:
@@ -49,8 +43,8 @@ def test_a_node_restarted_on_a_new_port_is_reachable_again(run_dir: Path) -> Non
         victim.wait(timeout=30)
         # Same data directory and key, another port: "a new IP from DHCP".
         ready_file = run_dir.parent / "restarted.json"
-        argv = _replace_flag(argv, "--listen", "127.0.0.1:0")
-        argv = _replace_flag(argv, "--ready-file", str(ready_file))
+        argv = replace_flag(argv, "--listen", "127.0.0.1:0")
+        argv = replace_flag(argv, "--ready-file", str(ready_file))
         data_dir = Path(argv[argv.index("--data-dir") + 1])
         restarted = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL,

@@ -64,6 +64,7 @@ from edgechain.consensus.engine_view import EngineView
 from edgechain.consensus.joining import Joining
 from edgechain.consensus.messages import (
     AddressMsg,
+    BlockAccepted,
     BlockMsg,
     CandidateMsg,
     CommandMsg,
@@ -397,7 +398,11 @@ class ConsensusEngine(EngineView):
             # Far ahead: follow to a checkpoint rather than walk back block by block
             # (acceptance then does not ask for the parent).
             self.checkpoint.maybe_start([(block.slot, sender)], now, out)
+        first = len(out.events)
         self.acceptance.on_block(block, block_hash, sender, now, out)
+        for event in out.events[first:]:
+            if isinstance(event, BlockAccepted):
+                self.reports.check_own_reports(event.block, event.block_hash, out)
 
     def _on_head_changed(self, now: int, out: Output) -> None:
         """After the head moved: drop what the head chain carries, hand report pools to

@@ -315,6 +315,16 @@ class CheckpointInstalled:
 
 
 @dataclass(frozen=True)
+class IdentityClash:
+    """A valid block carries a report signed with this node's key that this process
+    did not sign: another process holds the key (``consensus/own_reports.py``)."""
+
+    block: BlockHash
+    block_slot: Slot
+    report_slot: Slot
+
+
+@dataclass(frozen=True)
 class LastVoteChanged:
     """This node signed a new finality vote: persist it before sending anything else
     (``consensus/finality_votes.py``)."""
@@ -345,6 +355,7 @@ Event = (
     | GenesisCreated
     | PeerRejected
     | LastVoteChanged
+    | IdentityClash
     | FinalityAdvanced
     | ArchiveSyncWanted
     | ArchiveForwardWanted

@@ -68,12 +68,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgechain.chain.assembly import make_report
-from edgechain.chain.model import ChainParams, FinalityVote, ResourceReport
+from edgechain.chain.model import AnyBlock, Block, ChainParams, FinalityVote, ResourceReport
 from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.cluster.kmeans import Clustering, compute_clusters
 from edgechain.consensus.context import EngineContext, LocalUsage
 from edgechain.consensus.finality_votes import choose_vote
-from edgechain.consensus.messages import LastVoteChanged, Outgoing, Output, ReportMsg, Route
+from edgechain.consensus.messages import (
+    IdentityClash,
+    LastVoteChanged,
+    Outgoing,
+    Output,
+    ReportMsg,
+    Route,
+)
+from edgechain.consensus.own_reports import OwnReports
 from edgechain.consensus.state import (
     BlockState,
     Memo,
@@ -176,6 +184,20 @@ class ReportRelay:
         self.head_seen: tuple[int, int] = (-1, 0)
         """(slot, when): the head's slot and the time this node first saw it there."""
         self.stats = RelayStats()
+        self.own_reports = OwnReports()
+        """Every report this process signed (another process with our key: own_reports.py)."""
+        self.clash: IdentityClash | None = None
+
+    def check_own_reports(self, block: AnyBlock, block_hash: BlockHash, out: Output) -> None:
+        """An accepted ``block`` carrying a report of ours another process signed: one
+        :class:`IdentityClash` event, the first time."""
+        if self.clash is not None or not isinstance(block, Block):
+            return
+        for report in block.reports:
+            if report.node == self.ctx.node_id and self.own_reports.is_foreign(report):
+                self.clash = IdentityClash(block_hash, block.slot, report.slot)
+                out.events.append(self.clash)
+                return
 
     def get_clustering(self, state: BlockState) -> Clustering:
         params = self.ctx.params
@@ -269,6 +291,7 @@ class ReportRelay:
         ctx.memo.signatures.add_own_report(
             get_report_public_key(ctx.sk), compute_report_signing_root(report), report.signature
         )
+        self.own_reports.add(report)
         self.own_report = report
         self.stats.reports_signed += 1
         return report

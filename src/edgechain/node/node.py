@@ -36,6 +36,7 @@ from edgechain.consensus.messages import (
     ArchiveSyncWanted,
     BlockAccepted,
     HeadChanged,
+    IdentityClash,
     MigrationOrder,
     Outgoing,
     Output,
@@ -62,6 +63,7 @@ from edgechain.node.duties import NodeDuties
 from edgechain.node.duty import DutyPriority
 from edgechain.node.events import EventRecorder, log_duty
 from edgechain.node.host_usage import measure_host_usage
+from edgechain.node.identity_clash import describe_clash, write_clash_file
 from edgechain.node.inbox import NodeInbox
 from edgechain.node.leaving import Leaving
 from edgechain.node.log_format import configure_logging
@@ -190,11 +192,14 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         """Starts the watchdog again should it end (node/watchdog_keeper.py)."""
         self._transfer_port: int | None = None
         self.store_failure: StoreError | None = None
+        """A write to the store failed (a full disk): the engine holds a block the store
+        does not, so the node stops (``node_daemon.py`` exits with a code saying why)."""
+        self.identity_clash: IdentityClash | None = None
+        """Another process signs as this node: it stops, its apps first
+        (``node/identity_clash.py``)."""
         self.closed = False
         """The loop has ended: what still arrives (a frame read before the transport
         closed) is dropped, not served from a store that is closing."""
-        """A write to the store failed (a full disk): the engine holds a block the store
-        does not, so the node stops (``node_daemon.py`` exits with a code saying why)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -365,14 +370,14 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
     def _apply(self, out: Output) -> None:
         engine = self.engine
         assert engine is not None
-        if self.store_failure is not None or self.closed:
+        if self.store_failure is not None or self.identity_clash is not None or self.closed:
             return  # stopping: nothing more is accepted, sent or started
         if out.next_wakeup_ms is not None:
             self._engine_wakeup = out.next_wakeup_ms
             self._request_tick(out.next_wakeup_ms)
         for event in out.events:
             self._on_event(event)
-            if self.store_failure is not None:
+            if self.store_failure is not None or self.identity_clash is not None:
                 return
         if self._replaying:
             return
@@ -408,7 +413,9 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
         except StoreError as exc:
             self._stop_on_store_failure(exc)
             return
-        if isinstance(event, BlockAccepted):
+        if isinstance(event, IdentityClash) and not self._replaying:
+            self._stop_on_identity_clash(event)
+        elif isinstance(event, BlockAccepted):
             self.observer.on_block_accepted(
                 engine, event, self.clock.now_ms(), replaying=self._replaying
             )
@@ -436,6 +443,24 @@ class Node(NodeQueries, NodeSubmissions, NodeInbox, NodeDuties, NodeContacts):
             return
         if response is not None:
             self._send_outgoing(response)
+
+    def _stop_on_identity_clash(self, clash: IdentityClash) -> None:
+        """Another process holds our key: the file that keeps a restart from running
+        first, then stop (the loop ends and the apps are stopped with it)."""
+        self.identity_clash = clash
+        data_dir = self.config.data_dir
+        try:
+            write_clash_file(data_dir, clash, self.clock.now_ms())
+        except OSError as exc:
+            logs.error(log, "cannot write the identity clash file", error=str(exc))
+        logs.error(
+            log,
+            "identity clash: stopping",
+            detail=describe_clash(data_dir, clash.report_slot),
+            block=clash.block.hex()[:16],
+            block_slot=clash.block_slot,
+        )
+        self.stopping.set()
 
     def _stop_on_store_failure(self, exc: StoreError) -> None:
         """A block or head the store refused is not accepted: stop at once, before the
