@@ -50,11 +50,21 @@ from edgechain.lab.testnet_summary import (
     summarize_run,
     write_summary,
 )
+from edgechain.node.identity_clash import EXIT_IDENTITY_CLASH
+from edgechain.node_daemon import EXIT_DISK_FULL, EXIT_STORE_FAILED
 from edgechain.runtime.appuser import is_open_to_others
 from edgechain.types import PublicKey
 
 RESOURCE_SAMPLE_INTERVAL_S = 2.0
 MAX_POLL_THREADS = 16
+
+EXIT_REASONS = {
+    EXIT_DISK_FULL: "crash: its disk is full",
+    EXIT_STORE_FAILED: "crash: its block store failed",
+    EXIT_IDENTITY_CLASH: "crash: another process signs as it",
+}
+"""What the log says of a node that exited by itself with a status that tells why
+(``node_daemon.py``); any other status is a crash without a reason."""
 
 
 class Launcher:
@@ -357,7 +367,8 @@ class Launcher:
                 "stderr_tail": self._tail(node),
             }
             self.observed.crashes.append(crash)
-            self.output.log(f"{node.spec.name} exited with {ended.exit_code} (crash)")
+            why = EXIT_REASONS.get(ended.exit_code or 0, "crash")
+            self.output.log(f"{node.spec.name} exited with {ended.exit_code} ({why})")
 
     # -- faults --
 
