@@ -246,7 +246,12 @@ class Hostile:
         unsigned = dataclasses.replace(report, apps=apps, signature=NO_REPORT_SIGNATURE)
         signature = sign_report_message(self.sk, compute_report_signing_root(unsigned))
         self.acts["announce-apps"] += len(fake)
-        return dataclasses.replace(unsigned, signature=signature)
+        signed = dataclasses.replace(unsigned, signature=signature)
+        # Signed by this process, outside its engine: the engine must know it for its
+        # own, or a block carrying it reads as another process with our key
+        # (consensus/own_reports.py) and the node stops.
+        engine.reports.own_reports.add(signed)
+        return signed
 
     # --- its own messages ------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from edgechain.lab.faults_live import (
     LiveError,
     LiveTestnet,
     by_app,
+    confirm_running,
     get_watchdog_pid,
     read_count,
     signal_groups,
@@ -208,7 +209,11 @@ def run_pause(
                 gone.pop(app, None)  # a copy (again) on the paused node
                 if t_cont is None and all(i.frozen for i in here):
                     frozen_since.setdefault(app, t)  # the start of the current stretch
-                elif t_cont is None:
+                elif t_cont is None and confirm_running(i.pid for i in here if not i.frozen):
+                    # A second look, as for doubles: a frozen copy the watchdog retires
+                    # (SIGKILL) reads as running for an instant (is_dying's window), and
+                    # ended the stretch it had been frozen for (a make test run: "not
+                    # frozen", the watchdog's log saying frozen for 4 s, then retired).
                     frozen_since.pop(app, None)
             elif app not in gone:
                 # Killed: by the node after SIGCONT, or already during the pause by its
