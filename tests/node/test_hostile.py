@@ -15,6 +15,7 @@ from edgechain.chain.encoding import compute_vote_message
 from edgechain.chain.model import ResourceReport, RuntimeKind
 from edgechain.chain.report_encoding import compute_report_signing_root
 from edgechain.consensus.messages import Outgoing, ReportMsg, Route, VoteMsg
+from edgechain.consensus.own_reports import OwnReports
 from edgechain.crypto import bls
 from edgechain.crypto.report_key import get_report_public_key, verify_report_signature
 from edgechain.hostile import BEHAVIOURS, Hostile, HostileConfigError, parse_behaviours
@@ -101,7 +102,8 @@ def test_announced_apps_are_signed_into_the_nodes_own_report() -> None:
     theirs = AppRecord(AppId(b"\x05" * 32), get_counter_spec(RuntimeKind.PROCESS), OTHER.node)
     registry = Registry((theirs,))
     head = SimpleNamespace(registry=registry)  # what the behaviour reads of the head
-    engine = SimpleNamespace(get_head_state=lambda: head)
+    own = OwnReports()
+    engine = SimpleNamespace(get_head_state=lambda: head, reports=SimpleNamespace(own_reports=own))
     hostile = Hostile(("announce-apps",), ME.sk, ME.node, lambda: engine)
     (sent,) = hostile.rewrite(_reports())
     assert isinstance(sent.message, ReportMsg)
@@ -112,6 +114,9 @@ def test_announced_apps_are_signed_into_the_nodes_own_report() -> None:
     )
     assert other == _reports().message.reports[1]  # type: ignore[union-attr]
     assert get_unclaimed_apps(registry, mine, mine.slot) == [theirs.app]
+    # Its engine knows the re-signed report for its own: a block carrying it is no
+    # identity clash (consensus/own_reports.py).
+    assert own.roots[mine.slot] == {compute_report_signing_root(mine)}
 
 
 def test_other_messages_pass_untouched() -> None:
