@@ -7,6 +7,7 @@ granted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +34,34 @@ def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> N
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+class PausedNodes:
+    """Node processes a test paused (SIGSTOP). :meth:`release`, in the test's ``finally``
+    before the testnet stops, continues those still paused: a stopped process cannot
+    take the launcher's SIGTERM."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    def pause(self, pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        self.pids.append(pid)
+
+    def resume(self, pid: int) -> None:
+        os.kill(pid, signal.SIGCONT)
+        self.pids.remove(pid)
+
+    def resume_all(self) -> None:
+        for pid in list(self.pids):
+            self.resume(pid)
+
+    def release(self) -> None:
+        """Continue every node still paused; one gone since is skipped."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.pids.clear()
 
 
 def replace_flag(argv: list[str], flag: str, value: str) -> list[str]:

@@ -20,7 +20,6 @@ and R1's replica store is read to see the replica land (as
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import get_reject_rule
+from .live_testnet import PausedNodes
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
 from .test_move_origin_dies_live import _starts_at, submit_with_replica_node, wait_fresh_replica
 from .test_move_target_dies_live import RECOVERY_TIMEOUT_S
@@ -86,7 +86,7 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
     net, spec = new_counter_net(run_dir, "replica-moves")
     net.nodes = NODES
     spec.write_text(spec.read_text() + "replica_interval_slots: 2\n")
-    stopped: list[int] = []
+    paused = PausedNodes()
     net.start()
     try:
         net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
@@ -100,8 +100,7 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
         # the chain names next gets no replica from O.
         replica_pid = _get_pid(net, names[replica])
         full_client = _use_the_founder_alone(net)
-        os.kill(replica_pid, signal.SIGSTOP)
-        stopped.append(replica_pid)
+        paused.pause(replica_pid)
         for node, name in names.items():
             if node not in (origin, replica):
                 port = json.loads((run_dir / name / "ready.json").read_text())["transfer_port"]
@@ -114,8 +113,7 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
         )
         new_replica = net.cli("apps", "show", app)["replica_node"]
         os.kill(_get_pid(net, names[origin]), signal.SIGKILL)
-        os.kill(replica_pid, signal.SIGCONT)
-        stopped.remove(replica_pid)
+        paused.resume(replica_pid)
         for port in list(block_port):
             subprocess.run(["iptables", *get_reject_rule("-D", port)], check=True)
             block_port.remove(port)
@@ -136,7 +134,5 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
         assert starts and starts[-1] >= count_before, (starts, count_before, history)
         assert net.max_copies == 1, net.describe_copies()
     finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        paused.release()
         net.stop()

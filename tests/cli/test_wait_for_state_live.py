@@ -19,15 +19,14 @@ About 100 s, so it runs with ``EDGECHAIN_LONG=1``; the planner's rules are teste
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from .live_testnet import PausedNodes
 from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
 from .test_move_origin_dies_live import _starts_at, submit_with_replica_node, wait_fresh_replica
 from .test_move_target_dies_live import RECOVERY_TIMEOUT_S
@@ -94,7 +93,7 @@ def test_an_app_waiting_for_its_state_resumes_from_it(run_dir: Path) -> None:
     spec.write_text(
         spec.read_text() + "replica_interval_slots: 2\npolicy: {wait_for_state: true}\n"
     )
-    stopped: list[int] = []
+    paused = PausedNodes()
     net.start()
     try:
         net.wait_for(net.client.exists, "client.toml (genesis and the grant)", SETUP_TIMEOUT_S)
@@ -117,9 +116,7 @@ def test_an_app_waiting_for_its_state_resumes_from_it(run_dir: Path) -> None:
 
         full_client = _use_the_founder_alone(net)
         for node in (origin, replica):
-            pid = _get_pid(net, names[node])
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
+            paused.pause(_get_pid(net, names[node]))
 
         def is_waiting(anywhere: bool = True) -> bool:
             """The app on O, no copy running (``anywhere=False``: but O's own, which
@@ -145,9 +142,7 @@ def test_an_app_waiting_for_its_state_resumes_from_it(run_dir: Path) -> None:
 
         net.wait_for(has_waited, f"{WAITED_SLOTS} more slots", STEP_TIMEOUT_S)
 
-        replica_pid = _get_pid(net, names[replica])
-        os.kill(replica_pid, signal.SIGCONT)
-        stopped.remove(replica_pid)
+        paused.resume(_get_pid(net, names[replica]))
         net.client = full_client  # `apps logs` asks the node the app runs on
         net.wait_for(lambda: _placed(net, app, replica), "the app on R", RECOVERY_TIMEOUT_S)
         starts = _starts_at(net, app, replica)
@@ -155,13 +150,9 @@ def test_an_app_waiting_for_its_state_resumes_from_it(run_dir: Path) -> None:
         assert starts and starts[-1] >= count_before, json.dumps(
             {"starts": starts, "count_before": count_before, "history": history}
         )
-        for pid in list(stopped):
-            os.kill(pid, signal.SIGCONT)
-            stopped.remove(pid)
+        paused.resume_all()
         net.wait_for(lambda: _placed(net, app, replica), "one copy, on R", STEP_TIMEOUT_S)
         assert net.max_copies == 1, net.describe_copies()
     finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        paused.release()
         net.stop()
