@@ -174,13 +174,26 @@ def record_process(path: Path, pid: int) -> None:
         write_pid_entry(path, pid, psutil.Process(pid).create_time())
 
 
+ARGV_WAIT_S = 1.0
+"""How long :func:`is_watching` waits for a process's argv to read non-empty."""
+
+
 def is_watching(proc: psutil.Process, data_dir: Path) -> bool:
     """Whether the watchdog ``proc`` watches ``data_dir`` by its argv. A data directory
     copied on the same host names the original's watchdog in its pid file, pid and
     start time alike: the copy must not end it. True when the argv cannot be read (the
-    pid file and the start time decide, as they did alone before)."""
+    pid file and the start time decide, as they did alone before).
+
+    A process started a moment ago can read with an empty argv (``/proc/<pid>/cmdline``
+    while its exec completes: seen in one run in three of a copy started at once beside
+    the original on a loaded host, which then ended the original's watchdog), so an
+    empty one is read again for up to ``ARGV_WAIT_S``."""
+    deadline = time.monotonic() + ARGV_WAIT_S
     try:
         argv = proc.cmdline()
+        while not argv and time.monotonic() < deadline:
+            time.sleep(0.01)
+            argv = proc.cmdline()
     except psutil.Error:
         return True
     if "--data-dir" not in argv[:-1]:
