@@ -145,7 +145,7 @@ def _stopped_record(node: NodeId) -> AppRecord:
         AppId(b"\x01" * 32), spec, node, Slot(5), AppState.STOPPED, 3, ADMIN.pk, Slot(2),
         move_to=NodeId(b"\x02" * 32), replica_node=NodeId(b"\x03" * 32),
         previous_node=NodeId(b"\x04" * 32), moved_by_operator=True,
-        state_node=NodeId(b"\x05" * 32), replica_slot=Slot(4),
+        state_node=NodeId(b"\x05" * 32), replica_slot=Slot(4), move_landed=False,
     )  # fmt: skip
 
 

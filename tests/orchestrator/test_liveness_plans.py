@@ -33,7 +33,7 @@ from edgechain.orchestrator.load import is_move_landed
 from edgechain.orchestrator.registry import (
     AppState,
     apply_block_to_registry,
-    confirm_state_nodes,
+    apply_reports_to_registry,
     put_record,
 )
 from edgechain.types import AppId, NodeId, Slot
@@ -180,12 +180,73 @@ def test_a_move_that_never_landed_is_recovered_to_its_origin() -> None:
         registry, unconfirmed, NODES, SLOT, 4, down=frozenset({B}), draining=frozenset({A})
     )
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
-    # A replica node goes first: the chain cannot always tell that a move never landed
-    # (a down node out of the set has no report left), and its replica may be newer.
+    # Before a replica node, even one confirmed to hold the state: the origin ran the
+    # app up to the handover, and on while it could not land.
     record = get_record(registry, app)
-    assert record is not None
-    with_replica = put_record(registry, replace(record, replica_node=D))
+    assert record is not None and not record.move_landed
+    with_replica = put_record(registry, replace(record, replica_node=D, state_node=D))
     plan = compute_plan(with_replica, unconfirmed, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    # A move the chain saw land is not sent back, though no report is left to say so
+    # (its node left the set): the origin discarded its copy K slots after.
+    seen_landing = apply_reports_to_registry(with_replica, [landed])
+    assert get_record(seen_landing, app).move_landed  # type: ignore[union-attr]
+    gone = [busy_origin, report(C, 0), report(D, 100)]
+    plan = compute_plan(seen_landing, gone, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+
+
+def test_a_move_lands_on_the_record_once_its_node_reports_the_app_after_it() -> None:
+    """``move_landed`` follows the reports a block carries, and stays when they age out."""
+    spec = app_spec("x")
+    app = app_id(spec)
+    registry = _moved(spec, A, B, at=30)
+    listing = [(app, 100, 0)]
+    assert not get_record(registry, app).move_landed  # type: ignore[union-attr]
+    for reports in (
+        [report(B, 0, slot=31)],  # not listed
+        [report(B, 0, apps=listing, slot=30)],  # made before the move
+        [report(A, 0, apps=listing, slot=31)],  # the origin's
+    ):
+        assert apply_reports_to_registry(registry, reports) == registry
+    registry = apply_reports_to_registry(registry, [report(B, 0, apps=listing, slot=31)])
+    assert get_record(registry, app).move_landed  # type: ignore[union-attr]
+    assert is_move_landed(get_record(registry, app), [])  # type: ignore[arg-type]
+    moved_again = PlanEntry(PlanAction.MIGRATE, app, B, C)
+    registry = apply_block_to_registry(registry, Slot(40), (moved_again,), ())
+    assert not get_record(registry, app).move_landed  # type: ignore[union-attr]
+
+
+def test_a_recovery_goes_where_the_state_is_not_to_a_replica_node_named_too_late() -> None:
+    """A chaos run's history (session 53, app ``a6a72803``): the app ran on A with its
+    replica node C; the planner moved it to B, which was cut off before the move landed;
+    a new replica node D was named, which never received a replica; B went down. The
+    RECOVER went to D, which started the app from 0, while A held its live state (429
+    counts) and C a replica (378). Now: A; without A, C (confirmed from A's reports);
+    D only when neither may take it, and before the least-loaded node."""
+    spec = replicated("counter", every=3)
+    app = app_id(spec)
+    registry = build_registry([(spec, A)])
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, C),), ()
+    )
+    registry = apply_reports_to_registry(registry, [report(A, 0, apps=[(app, 500, 0)], slot=11)])
+    record = get_record(registry, app)
+    assert record is not None and (record.state_node, record.move_landed) == (C, True)
+    moved = (PlanEntry(PlanAction.MIGRATE, app, A, B),)
+    registry = apply_block_to_registry(registry, Slot(30), moved, ())
+    registry = apply_block_to_registry(
+        registry, Slot(32), (PlanEntry(PlanAction.REPLICA, app, B, D),), ()
+    )
+    record = get_record(registry, app)
+    assert record is not None and (record.replica_node, record.state_node) == (D, C)
+    reports = [report(A, 9_000, slot=35), report(B, 0, slot=29), report(C, 100), report(D, 0)]
+    down = frozenset({B})
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down)
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down, draining=frozenset({A}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({A, B, C}))
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
 
 
@@ -289,8 +350,8 @@ def test_a_replica_node_holds_the_state_once_its_host_was_seen_long_enough() -> 
     )
     record = get_record(registry, app)
     assert record is not None and (record.replica_slot, record.state_node) == (5, None)
-    assert confirm_state_nodes(registry, [report(B, 0, slot=10)]) == registry  # 10 < 5 + 6
-    registry = confirm_state_nodes(registry, [report(B, 0, slot=11)])
+    assert apply_reports_to_registry(registry, [report(B, 0, slot=10)]) == registry  # 10 < 5 + 6
+    registry = apply_reports_to_registry(registry, [report(B, 0, slot=11)])
     assert get_record(registry, app).state_node == D  # type: ignore[union-attr]
     # D excluded: the replica node is forgotten, the state node is not.
     registry = apply_block_to_registry(registry, Slot(20), (), {D})
@@ -300,7 +361,7 @@ def test_a_replica_node_holds_the_state_once_its_host_was_seen_long_enough() -> 
     registry = apply_block_to_registry(
         registry, Slot(21), (PlanEntry(PlanAction.REPLICA, app, B, C),), ()
     )
-    registry = confirm_state_nodes(registry, [report(B, 0, slot=18)])
+    registry = apply_reports_to_registry(registry, [report(B, 0, slot=18)])
     record = get_record(registry, app)
     assert record is not None and (record.replica_node, record.state_node) == (C, D)
     without_d = [NodeInfo(A), NodeInfo(B), NodeInfo(C)]

@@ -622,7 +622,7 @@ def test_a_former_replica_node_keeps_a_passed_on_replica_for_the_next_replica_no
     # The host is down: recovered on the keeper, the next keeper named in the same plan.
     recovered = AppRecord(
         app, spec, node=keeper, replica_node=next_keeper, previous_node=host,
-        last_move_slot=Slot(2),
+        last_move_slot=Slot(2), move_landed=False,
     )  # fmt: skip
     chain.append((recovered,))
     state = chain.get_head_state()
@@ -653,7 +653,7 @@ def _new_unlanded_move() -> tuple[FakeChain, AppId, NodeId, NodeId]:
     destination, replica_node = make_identity(9).node, make_identity(10).node
     moved = AppRecord(
         app, spec, node=destination, last_move_slot=Slot(1), replica_node=replica_node,
-        previous_node=ME.node,
+        previous_node=ME.node, move_landed=False,
     )  # fmt: skip
     chain.append((moved,))
     return chain, app, destination, replica_node

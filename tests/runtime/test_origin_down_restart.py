@@ -35,7 +35,9 @@ def test_an_app_taken_over_from_a_down_origin_starts_again_once_the_origin_is_ba
     chain.params = ChainParams("origin-down-test", int(time.time() * 1000), 1_000, 3)
     chain.members = (ME.node,)
     app, spec, tag = _new_app()
-    record = AppRecord(app, spec, node=ME.node, last_move_slot=Slot(1), previous_node=OTHER)
+    record = AppRecord(
+        app, spec, node=ME.node, last_move_slot=Slot(1), previous_node=OTHER, move_landed=False
+    )
     chain.append((record,), (PlanEntry(PlanAction.MIGRATE, app, OTHER, ME.node),))
     assert chain.head is not None
     moved_in = chain.head

@@ -31,7 +31,7 @@ HOST_FAULT = SimConfig(
 """Seed 8: the busiest host is not elected producer while it is away, so the chain
 recovers its apps by liveness (RECOVER after K silent slots), not by exclusion."""
 REORG = SimConfig(
-    nodes=12, committee=3, slots=31, seed=10, preset_genesis=True, apps=12, faults="reorg-apps"
+    nodes=12, committee=3, slots=31, seed=11, preset_genesis=True, apps=12, faults="reorg-apps"
 )
 """The seed is one whose losing branch held a PLACE and a completed MIGRATE that its
 nodes acted on (the test asserts it did). Block hashes pick the producers, so a new block
@@ -55,7 +55,8 @@ seed broke an invariant); format 15 (inclusion nonces checked, hash domains v15)
 (reports carry the node's room for app state) took 1 (of 1-24: 1, 8, 13, 15, 17, 19; the
 others lacked a fork or a reverted action, none broke an invariant); format 18 (app
 policies carry ``wait_for_state``) took 10 (of 1-24: 10, 11, 15, 16, 23; none broke an
-invariant).
+invariant); format 19 (records keep ``move_landed``; recovery where the state is) took
+11 (of 1-24: 11, 12, 16, 18, 20, 21; none broke an invariant).
 Seed 2 also found a flaw of the model:
 node 9 handed an app to node 6 on the losing branch, the winning branch then moved it
 from 9 to 5, and the model's origin skipped the handover because its copy was not

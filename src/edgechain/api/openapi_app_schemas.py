@@ -60,8 +60,8 @@ def _app_view_properties() -> dict[str, Schema]:
         "replica_node": nullable(ref("NodeId")),
         "state_node": {
             **nullable(ref("NodeId")),
-            "description": "policy.wait_for_state: the replica node confirmed to hold its "
-            "state, where it is recovered",
+            "description": "the replica node the chain confirmed to hold its state, "
+            "where it is recovered",
         },
         "reported_on": {
             "type": "array",

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 18
+FORMAT_VERSION = 19
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -72,7 +72,12 @@ node can take in, which the planner respects (state format 8, whose reports carr
 stateful app whose node is down is recovered only onto the replica node the chain
 confirmed to hold its state, or where an operator's MOVE sends it
 (``orchestrator/placement.py``; state format 9, whose app records carry it, their
-``state_node`` and ``replica_slot``)."""
+``state_node`` and ``replica_slot``). 19: same bytes; every replicated app's replica
+node is confirmed as its ``state_node``, an app record keeps whether its last move
+landed (state format 10, ``move_landed``), and a down node's app is recovered first
+where its state is known to be: the origin of a move that never landed, then its state
+node (``placement.get_state_holder``), not a replica node named after its host fell
+silent."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

@@ -57,7 +57,7 @@ from edgechain.orchestrator.registry import (
     EMPTY_REGISTRY,
     Registry,
     apply_block_to_registry,
-    confirm_state_nodes,
+    apply_reports_to_registry,
 )
 from edgechain.types import BlockHash, NodeId, Slot
 
@@ -249,7 +249,7 @@ def apply_block(
     stall = compute_stall(parent.stall, parent.slot, block.slot)
     if isinstance(block, Block):
         registry, authority, validators = apply_block_commands(parent, block, committee_size)
-        registry = confirm_state_nodes(registry, block.reports)
+        registry = apply_reports_to_registry(registry, block.reports)
         return BlockState(
             block_hash=block_hash,
             slot=block.slot,

@@ -79,7 +79,7 @@ from edgechain.errors import DecodeError, RejectReason
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE, REPORT_KEY_SIZE, AppId, BlockHash, PublicKey
 
-STATE_FORMAT_VERSION = 9
+STATE_FORMAT_VERSION = 10
 """The encoding's first byte; the root's domain tag names it too. 2: a validator ends
 with the u64 ``address_slot`` of its address (block format 9's address records). 3: the
 authority ends with the revoked enrollment token ids (block format 10). 4: the validators'
@@ -89,7 +89,7 @@ format 15, ``chain/departures.py``). 7: the latest stall follows the departures 
 format 16, ``orchestrator/liveness.get_silence_start``). 8: the validators' latest
 reports carry ``state_room_bytes`` (block format 17). 9: an app record's policy ends with
 ``wait_for_state``, and the record with its optional ``state_node`` and ``replica_slot``
-(block format 18)."""
+(block format 18). 10: an app record ends with ``move_landed`` (block format 19)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -100,7 +100,7 @@ MAX_STATE_BYTES = 32 * 1024 * 1024
 # Lower bounds of each item's encoding (Reader.items refuses counts that cannot fit).
 _MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4 + 8
 _MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
-_MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1
+_MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1 + 1 + 1 + 1
 
 _APP_STATES = (AppState.RUNNING, AppState.STOPPED)
 """AppState's byte is its index here (never the enum's string value or its order)."""
@@ -218,6 +218,7 @@ def _write_app_record(w: Writer, rec: AppRecord) -> None:
     w.boolean(rec.moved_by_operator)
     write_optional(w, rec.state_node, write_node)
     write_optional(w, rec.replica_slot, Writer.u64)
+    w.boolean(rec.move_landed)
 
 
 def _read_app_state(r: Reader) -> AppState:
@@ -243,6 +244,7 @@ def _read_app_record(r: Reader) -> AppRecord:
         moved_by_operator=r.boolean(),
         state_node=read_optional(r, read_node),
         replica_slot=read_optional(r, read_slot),
+        move_landed=r.boolean(),
     )
 
 

@@ -43,8 +43,8 @@ class AppView:
     replica_node: bytes | None
     """Where its state replicas go (None: no replicas, or none named yet)."""
     state_node: bytes | None
-    """``policy.wait_for_state`` apps: the replica node confirmed to hold its state,
-    where it is recovered (``registry.confirm_state_nodes``)."""
+    """The replica node the chain confirmed to hold its state, where it is recovered
+    (``registry.apply_reports_to_registry``, ``placement.get_state_holder``)."""
     reported_on: tuple[bytes, ...]
     """Nodes whose latest report lists the app (sorted): where it was seen running."""
     state_bytes: int | None = None

@@ -340,15 +340,19 @@ def is_reported_after_move(record: AppRecord, report_slot: int) -> bool:
 
 def is_move_landed(record: AppRecord, reports: Iterable[ResourceReport]) -> bool:
     """Whether the app's registry node has reported running it since the app's last
-    move: :func:`compute_confirmed_apps`' rule for one app, on a state's latest reports
+    move: the chain's record says so (``AppRecord.move_landed``, block format 19), or
+    :func:`compute_confirmed_apps`' rule for one app does, on a state's latest reports
     (``BlockState.reports``). Until then the node the app left keeps its copy
     (``runtime/lifecycle.py``, DISCARD), and a RECOVER may hand the app back there
     (``placement.get_unlanded_origin``)."""
-    return record.node is not None and any(
-        report.node == record.node
-        and is_reported_after_move(record, report.slot)
-        and any(usage.app == record.app for usage in report.apps)
-        for report in reports
+    return record.node is not None and (
+        record.move_landed
+        or any(
+            report.node == record.node
+            and is_reported_after_move(record, report.slot)
+            and any(usage.app == record.app for usage in report.apps)
+            for report in reports
+        )
     )
 
 

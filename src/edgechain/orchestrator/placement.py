@@ -38,19 +38,16 @@ from edgechain.types import NodeId
 
 def recover_apps(state: PlanState) -> list[PlanEntry]:
     """Phase 0 (DESIGN.md, "Exactly once"): RECOVER each running app of a down node to
-    its replica node, else its pending ``move_to``, else the origin
-    of a move that never landed (:func:`get_unlanded_origin`), else the least-loaded
-    available node it may use, largest apps first; the entries are listed in app id
-    order. An app no node may take (pinned to the down node) waits there, and so do
-    one whose replica node is quiet (:func:`is_waiting_for_replica_node`) and one whose
-    policy is ``wait_for_state`` when no node holding its state may take it."""
+    where its state is (:func:`_choose_recovery`), largest apps first; the entries are
+    listed in app id order. An app no node may take (pinned to the down node) waits
+    there, and so do one whose replica node is quiet (:func:`is_waiting_for_replica_node`)
+    and one whose policy is ``wait_for_state`` when no node holding its state may take
+    it."""
     entries: list[PlanEntry] = []
     stranded = [(origin, app) for origin in sorted(state.down) for app in state.apps_on[origin]]
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
     for origin, app in stranded:
         record = state.records[app]
-        if is_waiting_for_replica_node(state, record):
-            continue
         chosen = _choose_recovery(state, record)
         if chosen is None:
             continue
@@ -84,37 +81,58 @@ def is_waiting_for_replica_node(state: PlanState, record: AppRecord) -> bool:
 
 
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
-    """(destination, its room factor) in :func:`recover_apps`' order of preference.
+    """(destination, its room factor) for a down node's app, or None: it waits.
 
-    The replica node before a pending ``move_to``: a RECOVER elsewhere starts the app
-    at once, from nothing (the replica node's hand-off, ``runtime/replication.py``,
-    comes too late for a start that does not wait), while the MOVE stays on the record
-    and is planned from the replica node next, state and all. An app whose policy is
-    ``wait_for_state`` goes only where its state is (:func:`_choose_recovery_with_state`)."""
+    Where its state is known to be, first (:func:`get_state_holder`): the origin of a
+    move that never landed, else the replica node the chain confirmed. Else it waits
+    for a quiet replica node (:func:`is_waiting_for_replica_node`). Else, by default,
+    its replica node (it may have been handed the state: ``runtime/replication.py``),
+    its pending ``move_to``, the least-loaded node, in that order, each of which starts
+    the app from nothing if it holds no replica. The replica node before the MOVE's
+    target: the MOVE stays on the record and is planned from the replica node next,
+    state and all. An app whose policy is ``wait_for_state`` takes only an operator's
+    MOVE target (the one way to give its state up) and otherwise waits, and resumes on
+    its own node or where its state is, whichever comes back first."""
+    holder = get_state_holder(state, record)
+    if holder is not None:
+        return holder
+    if is_waiting_for_replica_node(state, record):
+        return None
     if record.spec.policy.wait_for_state:
-        return _choose_recovery_with_state(state, record)
-    preferred = _get_first_allowed(state, record, (record.replica_node, record.move_to))
+        candidates: tuple[NodeId | None, ...] = (record.move_to,)
+    else:
+        candidates = (record.replica_node, record.move_to)
+    preferred = _get_first_allowed(state, record, candidates)
     if preferred is not None:
         return preferred, START_ROOM_FACTOR
-    origin = get_unlanded_origin(state, record)
-    if origin is not None:
-        return origin, KEPT_ROOM_FACTOR
+    if record.spec.policy.wait_for_state:
+        return None
     least = find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
     return None if least is None else (least, START_ROOM_FACTOR)
 
 
-def _choose_recovery_with_state(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
-    """``policy.wait_for_state``: its owner chose its state over running it now. The
-    node the chain confirmed to hold its replica (``state_node``,
-    ``registry.confirm_state_nodes``; not a replica node named since, which its silent
-    node may never have sent one), else an operator's MOVE target (the one way to give
-    the state up); else None: it waits, and resumes on its own node or its state node,
-    whichever comes back first. Not the origin of a move that seems not to have landed
-    (:func:`get_unlanded_origin`): a node out of the set has no report left to say it
-    landed, and an origin whose move landed long ago holds nothing (a live test saw an
-    app go back to such an origin from its paused node)."""
-    preferred = _get_first_allowed(state, record, (record.state_node, record.move_to))
-    return None if preferred is None else (preferred, START_ROOM_FACTOR)
+def get_state_holder(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
+    """The node known to hold a down node's app's latest state that may take the app,
+    with its room factor, or None:
+
+    1. the origin of its last move, if that move never landed (:func:`get_unlanded_origin`):
+       it ran the app up to the handover, and runs it on while the handover cannot land
+       (``runtime/replication.is_sender``), so its copy is newer than any replica;
+    2. its ``state_node``, the replica node the chain confirmed from the host's reports
+       (``registry.apply_reports_to_registry``). Not the replica node as such: one named
+       after its host fell silent never received a replica.
+
+    Why. By default a recovery went to the replica node first. In a chaos run (session
+    53, ``--nodes 10 --seed 5353 --fault-slots 14``) an app moved to a node that was cut
+    off before the move landed; the chain then named a new replica node, which never
+    received a replica, and the app restarted there from 0, while the move's origin
+    held its live state (429 counts) and the former replica node a replica (378). A
+    second app lost its state the same way after a partition."""
+    origin = get_unlanded_origin(state, record)
+    if origin is not None:
+        return origin, KEPT_ROOM_FACTOR
+    held = _get_if_allowed(state, record, record.state_node, START_ROOM_FACTOR)
+    return None if held is None else (held, START_ROOM_FACTOR)
 
 
 def place_queued_apps(registry: Registry, state: PlanState) -> list[PlanEntry]:
@@ -160,19 +178,18 @@ def get_preferred_node(state: PlanState, record: AppRecord) -> NodeId | None:
 
 
 def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
-    """For an app without a usable replica node: the origin of its last MIGRATE or
-    RECOVER (``previous_node``) when the node it went to has not reported running it
-    (not ``confirmed``), if the origin may take it back.
+    """The origin of the app's last MIGRATE or RECOVER (``previous_node``) when the node
+    it went to has not reported running it since, if the origin may take it back.
 
+    Not reported: neither on the chain's record (``AppRecord.move_landed``, set by the
+    reports of every block since the move) nor in the latest reports (``confirmed``).
     The origin keeps its copy's state dir until the move has landed and is K slots deep
-    (``runtime/reconcile.py``, DISCARD), so when the move never landed its state is the
-    app's latest, where any other node would start the app from nothing. When the origin
-    no longer holds a copy (the move landed long ago, and the down node, now out of the
-    validator set, has no report left to say so) it starts the app from nothing, as
-    another node would: never worse. A replica node goes first all the same: its
-    replica may come from the down node, after the move landed, newer than the origin's
-    copy, and when the down node left the set the chain cannot tell."""
-    if record.app in state.confirmed:
+    (``runtime/reconcile.py``, DISCARD), so its state is the app's latest, where any
+    other node would start the app from nothing. The record, not the latest reports
+    alone: a down node out of the validator set has no report left to say the move
+    landed, and an origin whose move landed long ago holds nothing (a live test saw an
+    app go back to such an origin from its paused node)."""
+    if record.move_landed or record.app in state.confirmed:
         return None
     return _get_if_allowed(state, record, record.previous_node, KEPT_ROOM_FACTOR)
 

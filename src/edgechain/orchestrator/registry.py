@@ -71,12 +71,19 @@ class AppRecord:
     """Whether the app's last placement carried out an operator's MOVE (it landed on its
     ``move_to``): balancing leaves it there for a while (``balancing.OPERATOR_HOLD_SLOTS``)."""
     state_node: NodeId | None = None
-    """``policy.wait_for_state`` apps (block format 18): the replica node the chain last
-    confirmed to hold the app's state (:func:`confirm_state_nodes`), where such an app is
-    recovered; kept when that node leaves the set (it may come back), cleared when the
-    app lands on it."""
+    """The replica node the chain last confirmed to hold the app's state
+    (:func:`apply_reports_to_registry`; block format 18 for ``policy.wait_for_state``
+    apps, 19 for every replicated app), where the app is recovered
+    (``placement._choose_recovery``); kept when that node leaves the set (it may come
+    back), cleared when the app lands on it."""
     replica_slot: Slot | None = None
-    """``policy.wait_for_state`` apps: the slot the current replica node was named in."""
+    """The slot the current replica node was named in."""
+    move_landed: bool = True
+    """Whether the app's node has reported running it since its last placement or move
+    (block format 19; True for an app never placed). Kept on the record because a
+    report is not: a node that left the validator set has no report left to say the
+    app landed there, and the planner hands the app of a down node back to the origin
+    of a move that never landed (``placement.get_unlanded_origin``)."""
 
 
 @dataclass(frozen=True)
@@ -138,15 +145,16 @@ def apply_block_to_registry(
 
     1. The block's ``plan`` (computed from ``registry``, i.e. the parent's state): PLACE
        takes a queued app to its destination, MIGRATE and RECOVER move a placed app from
-       its origin; all three set the app's ``last_move_slot`` to ``slot`` and its
-       ``previous_node`` to the origin (None for PLACE), a move to the
+       its origin; all three set the app's ``last_move_slot`` to ``slot``, its
+       ``previous_node`` to the origin (None for PLACE) and ``move_landed`` to False
+       (:func:`apply_reports_to_registry` sets it again), a move to the
        app's ``move_to`` clears it and sets ``moved_by_operator`` (any other move
        clears that), and one onto its replica node clears
-       ``replica_node`` (the replica is used up there). REPLICA names the app's replica
-       node. An entry that does not fit the registry (unknown app, PLACE of a placed
-       app, a move or REPLICA from the wrong origin, an app twice) is a
-       ValidationError: honest validators recompute the plan from this same registry, so
-       such a plan can only come from a faulty producer.
+       ``replica_node`` (the replica is used up there) and ``state_node``. REPLICA
+       names the app's replica node and sets ``replica_slot``. An entry that does not
+       fit the registry (unknown app, PLACE of a placed app, a move or REPLICA from the
+       wrong origin, an app twice) is a ValidationError: honest validators recompute the
+       plan from this same registry, so such a plan can only come from a faulty producer.
     2. ``removed_nodes`` (the block's exits and exclusions, or a skip block's excluded
        producer): a ``move_to`` or ``replica_node`` naming one of them is dropped (not a
        ``state_node``: that node may come back). Their
@@ -220,8 +228,7 @@ def _apply_plan(
         elif entry.destination == entry.origin:
             raise ValidationError(RejectReason.PLAN_MIGRATE_IN_PLACE, entry.app.hex())
         if entry.action is PlanAction.REPLICA:
-            named = slot if record.spec.policy.wait_for_state else None
-            changed[entry.app] = replace(record, replica_node=entry.destination, replica_slot=named)
+            changed[entry.app] = replace(record, replica_node=entry.destination, replica_slot=slot)
             continue
         move_to = None if record.move_to == entry.destination else record.move_to
         replica = None if record.replica_node == entry.destination else record.replica_node
@@ -236,6 +243,7 @@ def _apply_plan(
             moved_by_operator=record.move_to is not None and record.move_to == entry.destination,
             state_node=state_node,
             replica_slot=record.replica_slot if replica is not None else None,
+            move_landed=False,
         )
     return [app for app in registry.queue if app not in placed]
 
@@ -260,33 +268,50 @@ STATE_CONFIRM_INTERVALS = 2
 named (or after it got the app) before that replica node counts as holding its state."""
 
 
-def confirm_state_nodes(registry: Registry, reports: Sequence[ResourceReport]) -> Registry:
-    """The registry after a block's ``reports``: a ``wait_for_state`` app's replica node
-    becomes its ``state_node`` once the app's node reported at least
-    ``STATE_CONFIRM_INTERVALS`` replica intervals after the later of the naming and the
-    app's last move. A host seen that long after sends its replica node a snapshot every
-    interval (``runtime/replication.py``); a replica node named while its host was
-    already silent (a host and its replica node lost together, the first excluded for
-    its silence sooner) never is, and the app is recovered where its state is, not on
-    that node from nothing (``placement._choose_recovery``)."""
-    # Every block of every validator comes through here: the reports are read only
-    # when an app waits for a confirmation, which few apps (or none) ever do.
-    unconfirmed = [
-        r
+def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceReport]) -> Registry:
+    """The registry after a block's ``reports`` (block format 19; pure):
+
+    - a move lands (``move_landed``) once a report of the app's node made after the
+      move lists the app (the rule of ``load.is_move_landed``);
+    - a replicated app's replica node becomes its ``state_node`` once the app's node
+      reported at least ``STATE_CONFIRM_INTERVALS`` replica intervals after the later
+      of the naming and the app's last move. A host seen that long after sends its
+      replica node a snapshot every interval (``runtime/replication.py``); a replica
+      node named while its host was already silent (a host and its replica node lost
+      together, the first excluded for its silence sooner) never is, and the app is
+      recovered where its state is, not on that node from nothing
+      (``placement._choose_recovery``).
+    """
+    # Every block of every validator comes through here: the reports are read only for
+    # the apps that wait for a landing or a confirmation, a few at any time (or none).
+    waiting = [
+        (r, r.node)
         for r in registry.records
-        if r.spec.policy.wait_for_state
-        and r.node is not None
-        and r.replica_node is not None
-        and r.replica_node != r.state_node
+        if r.node is not None
+        and (not r.move_landed or (r.replica_node is not None and r.replica_node != r.state_node))
     ]
-    if not unconfirmed or not reports:
+    if not waiting or not reports:
         return registry
-    seen: dict[bytes, int] = {}
+    latest: dict[bytes, int] = {}
+    listed: dict[tuple[bytes, bytes], int] = {}
     for report in reports:
-        seen[report.node] = max(seen.get(report.node, 0), report.slot)
-    for record in unconfirmed:
-        since = max(record.replica_slot or 0, record.last_move_slot or 0)
-        wait = STATE_CONFIRM_INTERVALS * record.spec.replica_interval_slots
-        if record.node in seen and seen[record.node] >= since + wait:
-            registry = put_record(registry, replace(record, state_node=record.replica_node))
+        latest[report.node] = max(latest.get(report.node, 0), report.slot)
+        for usage in report.apps:
+            key = (report.node, usage.app)
+            listed[key] = max(listed.get(key, 0), report.slot)
+    for record, node in waiting:
+        # A report of slot s is built on the block of s - 1: s > the move's slot means
+        # its node knew of the move (``load.is_reported_after_move``).
+        moved = record.last_move_slot or 0
+        landed = record.move_landed or listed.get((node, record.app), -1) > moved
+        state_node = record.state_node
+        if record.replica_node is not None and record.replica_node != state_node:
+            since = max(record.replica_slot or 0, moved)
+            wait = STATE_CONFIRM_INTERVALS * record.spec.replica_interval_slots
+            if latest.get(node, -1) >= since + wait:
+                state_node = record.replica_node
+        if (landed, state_node) != (record.move_landed, record.state_node):
+            registry = put_record(
+                registry, replace(record, move_landed=landed, state_node=state_node)
+            )
     return registry
