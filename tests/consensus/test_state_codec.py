@@ -146,6 +146,7 @@ def _stopped_record(node: NodeId) -> AppRecord:
         move_to=NodeId(b"\x02" * 32), replica_node=NodeId(b"\x03" * 32),
         previous_node=NodeId(b"\x04" * 32), moved_by_operator=True,
         state_node=NodeId(b"\x05" * 32), replica_slot=Slot(4), move_landed=False,
+        state_slot=Slot(6),
     )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ from edgechain.orchestrator.registry import (
     AppState,
     apply_block_to_registry,
     apply_reports_to_registry,
+    is_state_current,
     put_record,
 )
 from edgechain.types import AppId, NodeId, Slot
@@ -222,8 +223,9 @@ def test_a_recovery_goes_where_the_state_is_not_to_a_replica_node_named_too_late
     replica node C; the planner moved it to B, which was cut off before the move landed;
     a new replica node D was named, which never received a replica; B went down. The
     RECOVER went to D, which started the app from 0, while A held its live state (429
-    counts) and C a replica (378). Now: A; without A, C (confirmed from A's reports);
-    D only when neither may take it, and before the least-loaded node."""
+    counts) and C a replica (378). Now: A; without A, D (A sends its replicas there
+    while its move has not landed, and C hands its replica on), then C (confirmed from
+    A's reports, before the move), then the least-loaded node."""
     spec = replicated("counter", every=3)
     app = app_id(spec)
     registry = build_registry([(spec, A)])
@@ -245,9 +247,52 @@ def test_a_recovery_goes_where_the_state_is_not_to_a_replica_node_named_too_late
     plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down)
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
     plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down, draining=frozenset({A}))
-    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
-    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({A, B, C}))
     assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=down, draining=frozenset({A, D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)
+
+
+def test_a_state_node_confirmed_before_a_landed_move_yields_to_the_replica_node() -> None:
+    """A chaos run's history (session 54, app ``da4e9452``): the app ran on A with its
+    replica node and state node C; it migrated to B, and the move landed, but a
+    partition cut C off from B; the chain named A the replica node, and B sent its
+    replicas there; B went silent before A was confirmed, then down. C's replica, A's,
+    was stale, and C dropped it (no receiver takes a replica of a node the app left),
+    so a recovery onto C started from 0 while A held B's replica. The recovery goes to
+    the replica node, A, and C counts again once B's reports confirm it for B."""
+    spec = replicated("counter", every=3)
+    app = app_id(spec)
+    registry = build_registry([(spec, A)])
+    registry = apply_block_to_registry(
+        registry, Slot(5), (PlanEntry(PlanAction.REPLICA, app, A, C),), ()
+    )
+    registry = apply_reports_to_registry(registry, [report(A, 0, slot=11)])
+    registry = apply_block_to_registry(
+        registry, Slot(20), (PlanEntry(PlanAction.MIGRATE, app, A, B),), ()
+    )
+    record = get_record(registry, app)
+    assert record is not None and (record.state_node, record.state_slot) == (C, 11)
+    assert not is_state_current(record)
+    registry = apply_reports_to_registry(registry, [report(B, 0, apps=[(app, 500, 0)], slot=21)])
+    registry = apply_block_to_registry(
+        registry, Slot(22), (PlanEntry(PlanAction.REPLICA, app, B, A),), ()
+    )
+    reports = [report(A, 0, slot=35), report(B, 0, slot=26), report(C, 0), report(D, 9_000)]
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    plan = compute_plan(registry, reports, NODES, SLOT, 4, down=frozenset({A, B}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, C),)  # all that is left
+    # Had B reported two intervals after the move while C was still its replica node,
+    # C would hold B's replicas: confirmed again, it goes first.
+    renamed = apply_block_to_registry(
+        registry, Slot(23), (PlanEntry(PlanAction.REPLICA, app, B, C),), ()
+    )
+    moved = apply_reports_to_registry(renamed, [report(B, 0, slot=28)])
+    assert get_record(moved, app) == get_record(renamed, app)  # 28 < 23 + 6
+    moved = apply_reports_to_registry(renamed, [report(B, 0, slot=29)])
+    record = get_record(moved, app)
+    assert record is not None and (record.state_node, record.state_slot) == (C, 29)
+    assert is_state_current(record)
 
 
 def test_a_recovery_goes_to_the_replica_node_before_a_pending_move() -> None:

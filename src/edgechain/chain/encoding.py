@@ -74,10 +74,11 @@ confirmed to hold its state, or where an operator's MOVE sends it
 (``orchestrator/placement.py``; state format 9, whose app records carry it, their
 ``state_node`` and ``replica_slot``). 19: same bytes; every replicated app's replica
 node is confirmed as its ``state_node``, an app record keeps whether its last move
-landed (state format 10, ``move_landed``), and a down node's app is recovered first
-where its state is known to be: the origin of a move that never landed, then its state
-node (``placement.get_state_holder``), not a replica node named after its host fell
-silent."""
+landed and the slot its state node was confirmed in (state format 10, ``move_landed``
+and ``state_slot``), and a down node's app is recovered first where its current state
+is known to be: the origin of a move that never landed, then its state node if
+confirmed since that move (``placement.get_state_holder``), not a replica node named
+after its host fell silent."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

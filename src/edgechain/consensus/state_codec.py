@@ -89,7 +89,8 @@ format 15, ``chain/departures.py``). 7: the latest stall follows the departures 
 format 16, ``orchestrator/liveness.get_silence_start``). 8: the validators' latest
 reports carry ``state_room_bytes`` (block format 17). 9: an app record's policy ends with
 ``wait_for_state``, and the record with its optional ``state_node`` and ``replica_slot``
-(block format 18). 10: an app record ends with ``move_landed`` (block format 19)."""
+(block format 18). 10: an app record ends with ``move_landed`` and its optional
+``state_slot`` (block format 19)."""
 
 STATE_ROOT_DOMAIN = f"edgechain/state/v{STATE_FORMAT_VERSION}".encode()
 
@@ -100,7 +101,7 @@ MAX_STATE_BYTES = 32 * 1024 * 1024
 # Lower bounds of each item's encoding (Reader.items refuses counts that cannot fit).
 _MIN_VALIDATOR_SIZE = HASH_SIZE + PUBLIC_KEY_SIZE + 2 + 4 + 4 + 8
 _MIN_SPEC_SIZE = 2 + 1 + 2 + 4 + 4 + 4 + 1 + (1 + 4 + 4 + 2 + 4) + 4 + 4 + 8 + 8 + 1
-_MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 1 + 1 + 1 + 8 + 4 + 8 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+_MIN_RECORD_SIZE = HASH_SIZE + _MIN_SPEC_SIZE + 3 + 8 + 4 + 8 + 8 * 1
 
 _APP_STATES = (AppState.RUNNING, AppState.STOPPED)
 """AppState's byte is its index here (never the enum's string value or its order)."""
@@ -219,6 +220,7 @@ def _write_app_record(w: Writer, rec: AppRecord) -> None:
     write_optional(w, rec.state_node, write_node)
     write_optional(w, rec.replica_slot, Writer.u64)
     w.boolean(rec.move_landed)
+    write_optional(w, rec.state_slot, Writer.u64)
 
 
 def _read_app_state(r: Reader) -> AppState:
@@ -245,6 +247,7 @@ def _read_app_record(r: Reader) -> AppRecord:
         state_node=read_optional(r, read_node),
         replica_slot=read_optional(r, read_slot),
         move_landed=r.boolean(),
+        state_slot=read_optional(r, read_slot),
     )
 
 

@@ -32,7 +32,12 @@ from edgechain.chain.model import PlanAction, PlanEntry
 from edgechain.orchestrator.load import KEPT_ROOM_FACTOR, START_ROOM_FACTOR, is_room_enough
 from edgechain.orchestrator.plan_state import PlanState
 from edgechain.orchestrator.policy import is_constrained, is_node_allowed
-from edgechain.orchestrator.registry import AppRecord, Registry, get_queued_records
+from edgechain.orchestrator.registry import (
+    AppRecord,
+    Registry,
+    get_queued_records,
+    is_state_current,
+)
 from edgechain.types import NodeId
 
 
@@ -83,25 +88,28 @@ def is_waiting_for_replica_node(state: PlanState, record: AppRecord) -> bool:
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
     """(destination, its room factor) for a down node's app, or None: it waits.
 
-    Where its state is known to be, first (:func:`get_state_holder`): the origin of a
-    move that never landed, else the replica node the chain confirmed. Else it waits
-    for a quiet replica node (:func:`is_waiting_for_replica_node`). Else, by default,
-    its replica node (it may have been handed the state: ``runtime/replication.py``),
-    its pending ``move_to``, the least-loaded node, in that order, each of which starts
-    the app from nothing if it holds no replica. The replica node before the MOVE's
-    target: the MOVE stays on the record and is planned from the replica node next,
-    state and all. An app whose policy is ``wait_for_state`` takes only an operator's
-    MOVE target (the one way to give its state up) and otherwise waits, and resumes on
-    its own node or where its state is, whichever comes back first."""
+    Where its current state is known to be, first (:func:`get_state_holder`): the
+    origin of a move that never landed, else the state node confirmed since the last
+    move. Else it waits for a quiet replica node (:func:`is_waiting_for_replica_node`).
+    Else, by default: its replica node (the app's node sent it its replicas since the
+    naming, and a former one hands its replica on: ``runtime/replication.py``), a state
+    node confirmed before the last move (an earlier node's replica, if it still keeps
+    it), its pending ``move_to``, the least-loaded node, in that order, each of which
+    starts the app from nothing if it holds no replica. The replica node before the
+    MOVE's target: the MOVE stays on the record and is planned from the replica node
+    next, state and all. An app whose policy is ``wait_for_state`` takes only its state
+    node, whenever confirmed, or an operator's MOVE target (the one way to give its
+    state up), and otherwise waits, and resumes on its own node or where its state is,
+    whichever comes back first."""
     holder = get_state_holder(state, record)
     if holder is not None:
         return holder
     if is_waiting_for_replica_node(state, record):
         return None
     if record.spec.policy.wait_for_state:
-        candidates: tuple[NodeId | None, ...] = (record.move_to,)
+        candidates: tuple[NodeId | None, ...] = (record.state_node, record.move_to)
     else:
-        candidates = (record.replica_node, record.move_to)
+        candidates = (record.replica_node, record.state_node, record.move_to)
     preferred = _get_first_allowed(state, record, candidates)
     if preferred is not None:
         return preferred, START_ROOM_FACTOR
@@ -118,7 +126,8 @@ def get_state_holder(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     1. the origin of its last move, if that move never landed (:func:`get_unlanded_origin`):
        it ran the app up to the handover, and runs it on while the handover cannot land
        (``runtime/replication.is_sender``), so its copy is newer than any replica;
-    2. its ``state_node``, the replica node the chain confirmed from the host's reports
+    2. its ``state_node`` if confirmed since that move (``registry.is_state_current``):
+       the replica node the chain confirmed from the app's node's reports
        (``registry.apply_reports_to_registry``). Not the replica node as such: one named
        after its host fell silent never received a replica.
 
@@ -131,6 +140,8 @@ def get_state_holder(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     origin = get_unlanded_origin(state, record)
     if origin is not None:
         return origin, KEPT_ROOM_FACTOR
+    if not is_state_current(record):
+        return None
     held = _get_if_allowed(state, record, record.state_node, START_ROOM_FACTOR)
     return None if held is None else (held, START_ROOM_FACTOR)
 

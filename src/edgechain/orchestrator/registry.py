@@ -78,6 +78,10 @@ class AppRecord:
     back), cleared when the app lands on it."""
     replica_slot: Slot | None = None
     """The slot the current replica node was named in."""
+    state_slot: Slot | None = None
+    """The slot of the app's node's report that confirmed ``state_node`` (block format
+    19): after the app's last move, the state node holds its current node's replicas
+    (:func:`is_state_current`); before it, only an earlier node's."""
     move_landed: bool = True
     """Whether the app's node has reported running it since its last placement or move
     (block format 19; True for an app never placed). Kept on the record because a
@@ -232,7 +236,8 @@ def _apply_plan(
             continue
         move_to = None if record.move_to == entry.destination else record.move_to
         replica = None if record.replica_node == entry.destination else record.replica_node
-        state_node = None if record.state_node == entry.destination else record.state_node
+        held_at_destination = record.state_node == entry.destination
+        state_node = None if held_at_destination else record.state_node
         changed[entry.app] = replace(
             record,
             node=entry.destination,
@@ -244,6 +249,7 @@ def _apply_plan(
             state_node=state_node,
             replica_slot=record.replica_slot if replica is not None else None,
             move_landed=False,
+            state_slot=None if held_at_destination else record.state_slot,
         )
     return [app for app in registry.queue if app not in placed]
 
@@ -273,9 +279,11 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
 
     - a move lands (``move_landed``) once a report of the app's node made after the
       move lists the app (the rule of ``load.is_move_landed``);
-    - a replicated app's replica node becomes its ``state_node`` once the app's node
-      reported at least ``STATE_CONFIRM_INTERVALS`` replica intervals after the later
-      of the naming and the app's last move. A host seen that long after sends its
+    - a replicated app's replica node becomes its ``state_node`` (``state_slot``: the
+      report's slot) once the app's node reported at least ``STATE_CONFIRM_INTERVALS``
+      replica intervals after the later of the naming and the app's last move; a state
+      node confirmed before the last move is confirmed again so, for the app's new node
+      (:func:`is_state_current`). A host seen that long after sends its
       replica node a snapshot every interval (``runtime/replication.py``); a replica
       node named while its host was already silent (a host and its replica node lost
       together, the first excluded for its silence sooner) never is, and the app is
@@ -288,7 +296,13 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
         (r, r.node)
         for r in registry.records
         if r.node is not None
-        and (not r.move_landed or (r.replica_node is not None and r.replica_node != r.state_node))
+        and (
+            not r.move_landed
+            or (
+                r.replica_node is not None
+                and (r.replica_node != r.state_node or not is_state_current(r))
+            )
+        )
     ]
     if not waiting or not reports:
         return registry
@@ -304,14 +318,38 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
         # its node knew of the move (``load.is_reported_after_move``).
         moved = record.last_move_slot or 0
         landed = record.move_landed or listed.get((node, record.app), -1) > moved
-        state_node = record.state_node
-        if record.replica_node is not None and record.replica_node != state_node:
+        state_node, state_slot = record.state_node, record.state_slot
+        replica_node = record.replica_node
+        if replica_node is not None and (
+            replica_node != state_node or not is_state_current(record)
+        ):
             since = max(record.replica_slot or 0, moved)
             wait = STATE_CONFIRM_INTERVALS * record.spec.replica_interval_slots
-            if latest.get(node, -1) >= since + wait:
-                state_node = record.replica_node
-        if (landed, state_node) != (record.move_landed, record.state_node):
+            seen = latest.get(node, -1)
+            if seen >= since + wait:
+                state_node, state_slot = replica_node, Slot(seen)
+        if (landed, state_node, state_slot) != (
+            record.move_landed,
+            record.state_node,
+            record.state_slot,
+        ):
             registry = put_record(
-                registry, replace(record, move_landed=landed, state_node=state_node)
+                registry,
+                replace(record, move_landed=landed, state_node=state_node, state_slot=state_slot),
             )
     return registry
+
+
+def is_state_current(record: AppRecord) -> bool:
+    """Whether the app's ``state_node`` was confirmed by a report of its node made after
+    its last move: it holds that node's replicas, not an earlier node's. Why the
+    difference matters: in a chaos run (session 54, seed 5353) a state node confirmed
+    for one node kept the name after the app migrated, while a partition cut it off
+    from the new node, which sent its replicas to the next replica node instead; the
+    old state node, whose replica no receiver would take, dropped it, and a recovery
+    there started the app from nothing (``placement.get_state_holder``)."""
+    return (
+        record.state_node is not None
+        and record.state_slot is not None
+        and record.state_slot > (record.last_move_slot or 0)
+    )
