@@ -107,14 +107,12 @@ def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     if is_waiting_for_replica_node(state, record):
         return None
     if record.spec.policy.wait_for_state:
-        candidates: tuple[NodeId | None, ...] = (record.state_node, record.move_to)
-    else:
-        candidates = (record.replica_node, record.state_node, record.move_to)
+        waited = _get_first_allowed(state, record, (record.state_node, record.move_to))
+        return None if waited is None else (waited, START_ROOM_FACTOR)
+    candidates = (record.replica_node, record.state_node, record.move_to)
     preferred = _get_first_allowed(state, record, candidates)
     if preferred is not None:
         return preferred, START_ROOM_FACTOR
-    if record.spec.policy.wait_for_state:
-        return None
     least = find_least_loaded_allowed(state, record, factor=START_ROOM_FACTOR)
     return None if least is None else (least, START_ROOM_FACTOR)
 

@@ -90,16 +90,24 @@ def is_user_task_without_environment(pid: int) -> bool:
     return not int(fields[6]) & PF_KTHREAD
 
 
+def read_environ(pid: int) -> bytes | None:
+    """``/proc/PID/environ`` (NUL-separated entries), or None when ``pid`` is gone or
+    not ours to read."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
 def _read_environments(unsettled: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """(pid, NUL-separated environment) of every process but this one that we may
     read, with a NUL in front, so that every entry sits between two NULs. A user
     process whose environment reads empty is added to ``unsettled`` when given
     (:func:`is_user_task_without_environment`): it may be an app's mid-exec."""
     for pid in _list_other_pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as file:
-                environ = file.read()
-        except OSError:  # gone, or not ours to read
+        environ = read_environ(pid)
+        if environ is None:  # gone, or not ours to read
             continue
         if not environ and unsettled is not None and is_user_task_without_environment(pid):
             unsettled.append(pid)
@@ -123,10 +131,8 @@ def is_other_copy(pid: int, state_dir: str) -> bool:
     times included; the copy must not take the original's apps for its own orphans.
     False when the environment names no copy or cannot be read (an app may clear it:
     a leftover is then known by its pid file alone)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as file:
-            environ = file.read()
-    except OSError:
+    environ = read_environ(pid)
+    if environ is None:
         return False
     prefix = f"{STATE_DIR_ENV}=".encode()
     for entry in environ.split(b"\0"):
