@@ -31,6 +31,7 @@ from edgechain.cli.node import (
     check_node_options,
     get_clock_offset_ms,
     get_cpu_capacity,
+    get_genesis_delay_ms,
     get_labels,
     get_positive_slots,
     get_seeds,
@@ -416,6 +417,19 @@ def test_a_genesis_slot_count_is_a_whole_number_of_at_least_one(value: object) -
         get_positive_slots({"epoch_length": value}, "epoch_length")
     with pytest.raises(NodeOptionError, match=r"--down-after-slots"):
         check_node_options({**_genesis_options(), "down_after_slots": value})
+
+
+def test_the_genesis_delay_reaches_the_engine_in_milliseconds() -> None:
+    assert make_node_config(_genesis_options()).genesis_delay_ms == 3_000
+    assert make_node_config(_genesis_options("--genesis-delay", "1.25")).genesis_delay_ms == 1_250
+
+
+@pytest.mark.parametrize("value", [-1, 61, "soon", True, float("nan")])
+def test_a_genesis_delay_is_seconds_from_0_to_60(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--genesis-delay .*seconds from 0 to 60"):
+        get_genesis_delay_ms({"genesis_delay": value})
+    with pytest.raises(NodeOptionError, match=r"--genesis-delay"):
+        check_node_options({**_genesis_options(), "genesis_delay": value})
 
 
 def _hold_port() -> socket.socket:

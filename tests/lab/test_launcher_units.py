@@ -137,6 +137,11 @@ def test_genesis_node_argv_creates_genesis() -> None:
     assert f"--admin-key {PK.hex()} --ticket 0102" in text
     assert "--ready-file /tmp/run/node-000/ready.json" in text
     assert "--seeds" not in text
+    # One slot from the genesis to its first, within [1 s, the node's 3 s].
+    assert "--genesis-delay 1.5" in text
+    for slot, delay in ((0.5, 1.0), (2.0, 2.0), (5.0, 3.0)):
+        options = make_config(slot_duration=slot).get_node_options()
+        assert options.genesis_delay == delay
 
 
 def test_the_genesis_node_alone_gets_the_down_after_and_epoch_length() -> None:
@@ -150,6 +155,7 @@ def test_the_genesis_node_alone_gets_the_down_after_and_epoch_length() -> None:
     seeds = Seeds(("127.0.0.1:7000",), PK)
     joiner = build_node_argv(make_spec(1), options, admin_key=PK, seeds=seeds)
     assert "--epoch-length" not in joiner and "--down-after-slots" not in joiner
+    assert "--genesis-delay" not in joiner
     default = " ".join(
         build_node_argv(make_spec(0), make_config().get_node_options(), admin_key=PK, seeds=None)
     )

@@ -2,9 +2,9 @@
 
 ``count`` nodes in ``tmp/n0`` .. ``tmp/n{count-1}``, each with its node key created;
 node 0 creates the chain on a port chosen here and the others join through it, each
-with the admin's ticket. 1 s slots and a fixed VDF difficulty, so no test measures
-this machine. ``tests/api`` imports it as ``node.live_nodes`` (pytest puts ``tests/``
-on the path for its test packages).
+with the admin's ticket. 1 s slots (the genesis 1 s before its first) and a fixed VDF
+difficulty, so no test measures this machine. ``tests/api`` imports it as
+``node.live_nodes`` (pytest puts ``tests/`` on the path for its test packages).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def make_configs(
             genesis=i == 0,
             committee=committee,
             slot_duration_ms=1_000,
+            genesis_delay_ms=1_000,  # one slot, as a testnet's (lab/testnet_config.py)
             initial_difficulty=5_000,
         )
         for i, pk in enumerate(pks)

@@ -106,6 +106,13 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     ),
     "committee": NodeOption(int, 8, "committee size (genesis parameter)", "N"),
     "slot_duration": NodeOption(float, 2.0, "seconds per slot (genesis parameter)", "SEC"),
+    "genesis_delay": NodeOption(
+        float,
+        3.0,
+        "with --genesis: seconds from creating the genesis to its first slot, for it to "
+        "reach the first committee (a testnet on one host gives less)",
+        "SEC",
+    ),
     "epoch_length": NodeOption(
         int,
         8,
@@ -239,6 +246,7 @@ def check_node_options(values: Mapping[str, Any]) -> None:
     get_positive_slots(values, "epoch_length")
     get_positive_slots(values, "down_after_slots")
     get_leave_timeout(values)
+    get_genesis_delay_ms(values)
     get_admission(values)
     get_labels(values)
     engine = values.get("container_engine")
@@ -345,6 +353,18 @@ def get_leave_timeout(values: Mapping[str, Any]) -> float:
     return seconds
 
 
+def get_genesis_delay_ms(values: Mapping[str, Any]) -> int:
+    """``genesis_delay`` in whole milliseconds: seconds from 0 to a minute."""
+    value = values.get("genesis_delay", 3.0)
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 <= seconds <= 60:  # also refuses NaN
+        raise NodeOptionError(f"--genesis-delay {value!r}: expected seconds from 0 to 60")
+    return round(seconds * 1000)
+
+
 def get_clock_offset_ms(values: Mapping[str, Any]) -> int:
     """``clock_offset_ms`` as whole milliseconds (0 when not given); refuses anything
     else (a TOML file may hold a float, a string or a boolean)."""
@@ -391,6 +411,7 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         epoch_length=get_positive_slots(v, "epoch_length"),
         down_after_slots=get_positive_slots(v, "down_after_slots"),
         slot_duration_ms=int(float(v["slot_duration"]) * 1000),
+        genesis_delay_ms=get_genesis_delay_ms(v),
         vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
         labels=get_labels(v),
         cpu_capacity=get_cpu_capacity(v),

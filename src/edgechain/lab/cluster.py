@@ -141,6 +141,8 @@ class NodeOptions:
     epoch_length: int | None = None
     """Genesis parameters too (None: the node's default)."""
     down_after_slots: int | None = None
+    genesis_delay: float | None = None
+    """Seconds from the genesis to its first slot (None: the node's default, 3 s)."""
 
 
 def build_node_argv(
@@ -197,6 +199,8 @@ def build_node_argv(
             argv += ["--epoch-length", str(options.epoch_length)]
         if options.down_after_slots is not None:
             argv += ["--down-after-slots", str(options.down_after_slots)]
+        if options.genesis_delay is not None:
+            argv += ["--genesis-delay", f"{options.genesis_delay:g}"]
     else:
         argv += ["--seeds", ",".join(seeds.addresses), "--genesis-key", seeds.genesis_key.hex()]
     return argv

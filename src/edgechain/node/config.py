@@ -56,6 +56,8 @@ class NodeConfig:
     """Genesis only (``ChainParams.down_after_slots``); with ``epoch_length`` it sets
     the report interval (``ChainParams.report_interval_slots``)."""
     slot_duration_ms: int = 2_000
+    genesis_delay_ms: int = 3_000
+    """Genesis only: from creating the genesis to its first slot (``EngineConfig``)."""
     vdf_target_bp: int = 2_500
     initial_difficulty: int | None = None
     labels: tuple[str, ...] = ()
@@ -188,6 +190,7 @@ def make_engine(
         labels=labels,
         ticket=cfg.ticket,
         genesis_template=template,
+        genesis_delay_ms=cfg.genesis_delay_ms,
         last_vote=last_vote,
         last_vote_genesis=last_vote_genesis,
     )
