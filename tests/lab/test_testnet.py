@@ -351,8 +351,9 @@ def test_netns_testnet(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bigger_testnet(tmp_path: Path) -> None:
-    """Short form: 12 nodes, committee 6; EDGECHAIN_LONG=1: 50 nodes, committee 16."""
-    nodes, committee, slots = (50, 16, 60) if LONG else (12, 6, 20)
+    """Short form: 12 nodes, committee 6, 14 slots (every node joined by slot 2 here);
+    EDGECHAIN_LONG=1: 50 nodes, committee 16, 60 slots."""
+    nodes, committee, slots = (50, 16, 60) if LONG else (12, 6, 14)
     cfg = config(
         tmp_path,
         nodes=nodes,
