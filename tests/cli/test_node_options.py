@@ -33,6 +33,7 @@ from edgechain.cli.node import (
     get_cpu_capacity,
     get_genesis_delay_ms,
     get_labels,
+    get_leave_timeout,
     get_positive_slots,
     get_seeds,
     make_node_config,
@@ -430,6 +431,13 @@ def test_a_genesis_delay_is_seconds_from_0_to_60(value: object) -> None:
         get_genesis_delay_ms({"genesis_delay": value})
     with pytest.raises(NodeOptionError, match=r"--genesis-delay"):
         check_node_options({**_genesis_options(), "genesis_delay": value})
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True, float("inf")])
+def test_a_leave_timeout_is_seconds_above_0(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--leave-timeout .*seconds above 0"):
+        check_node_options({**_genesis_options(), "leave_timeout": value})
+    assert get_leave_timeout({"leave_timeout": "2.5"}) == 2.5
 
 
 def _hold_port() -> socket.socket:

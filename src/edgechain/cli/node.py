@@ -341,13 +341,19 @@ def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
     return cores
 
 
+def _to_seconds(value: object) -> float:
+    """An option's number of seconds, NaN for anything but a number (a TOML file may
+    hold a string or a boolean)."""
+    try:
+        return float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def get_leave_timeout(values: Mapping[str, Any]) -> float:
     """``leave_timeout`` in seconds: a finite number above 0."""
     value = values.get("leave_timeout", 600.0)
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
+    seconds = _to_seconds(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise NodeOptionError(f"--leave-timeout {value!r}: expected seconds above 0")
     return seconds
@@ -356,11 +362,7 @@ def get_leave_timeout(values: Mapping[str, Any]) -> float:
 def get_genesis_delay_ms(values: Mapping[str, Any]) -> int:
     """``genesis_delay`` in whole milliseconds: seconds from 0 to a minute."""
     value = values.get("genesis_delay", 3.0)
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not 0 <= seconds <= 60:  # also refuses NaN
+    if not 0 <= (seconds := _to_seconds(value)) <= 60:  # also refuses NaN
         raise NodeOptionError(f"--genesis-delay {value!r}: expected seconds from 0 to 60")
     return round(seconds * 1000)
 
