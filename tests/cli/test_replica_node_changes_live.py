@@ -6,10 +6,9 @@ other nodes are blocked (iptables REJECT), so O can send no replica anywhere. On
 is quiet (8 slots) or excluded by a skip block, the chain names a new replica node R2
 (``orchestrator/replicas.py``). R1 is drained if it is still a validator (else the
 app would go back to R1, its state node). Then O is killed (SIGKILL), R1 continued and
-the ports opened. O never sent
-R2 a replica; once O is down (12 slots) the chain recovers the app onto R2, and it
-must start from the state R1 held: R1, no longer the replica
-node, keeps its replica and hands it on to R2 under O's signature
+the ports opened. O never sent R2 a replica; once O is down (12 slots) the chain
+recovers the app onto R2, and it must start from the state R1 held: R1, no longer the
+replica node, keeps its replica and hands it on to R2 under O's signature
 (``runtime/replication.Replicator.is_passing_on``). Before, R1 deleted its replica as
 soon as its head named R2, and R2 started the counter from 0 (chaos, session 50: 0
 after 189 counts).

@@ -292,18 +292,12 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
     """
     # Every block of every validator comes through here: the reports are read only for
     # the apps that wait for a landing or a confirmation, a few at any time (or none).
-    waiting = [
-        (r, r.node)
-        for r in registry.records
-        if r.node is not None
-        and (
-            not r.move_landed
-            or (
-                r.replica_node is not None
-                and (r.replica_node != r.state_node or not is_state_current(r))
-            )
-        )
-    ]
+    waiting = []
+    for r in registry.records:
+        if r.node is not None:
+            confirming = is_state_node_awaited(r)
+            if confirming or not r.move_landed:
+                waiting.append((r, r.node, confirming))
     if not waiting or not reports:
         return registry
     latest: dict[bytes, int] = {}
@@ -313,21 +307,18 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
         for usage in report.apps:
             key = (report.node, usage.app)
             listed[key] = max(listed.get(key, 0), report.slot)
-    for record, node in waiting:
+    for record, node, confirming in waiting:
         # A report of slot s is built on the block of s - 1: s > the move's slot means
         # its node knew of the move (``load.is_reported_after_move``).
         moved = record.last_move_slot or 0
         landed = record.move_landed or listed.get((node, record.app), -1) > moved
         state_node, state_slot = record.state_node, record.state_slot
-        replica_node = record.replica_node
-        if replica_node is not None and (
-            replica_node != state_node or not is_state_current(record)
-        ):
+        if confirming:
             since = max(record.replica_slot or 0, moved)
             wait = STATE_CONFIRM_INTERVALS * record.spec.replica_interval_slots
             seen = latest.get(node, -1)
             if seen >= since + wait:
-                state_node, state_slot = replica_node, Slot(seen)
+                state_node, state_slot = record.replica_node, Slot(seen)
         if (landed, state_node, state_slot) != (
             record.move_landed,
             record.state_node,
@@ -338,6 +329,14 @@ def apply_reports_to_registry(registry: Registry, reports: Sequence[ResourceRepo
                 replace(record, move_landed=landed, state_node=state_node, state_slot=state_slot),
             )
     return registry
+
+
+def is_state_node_awaited(record: AppRecord) -> bool:
+    """Whether the app's replica node is still to be confirmed as its current state
+    node (:func:`apply_reports_to_registry`)."""
+    return record.replica_node is not None and (
+        record.replica_node != record.state_node or not is_state_current(record)
+    )
 
 
 def is_state_current(record: AppRecord) -> bool:
