@@ -4,9 +4,10 @@ strict Reader of big-endian integers, fixed and sized bytes, strings, booleans, 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from edgechain.chain.encoding_limits import Limits
 from edgechain.chain.model import CommandKind, PlanAction, RuntimeKind
@@ -61,6 +62,14 @@ class Writer:
     def boolean(self, v: bool) -> None:
         self.u8(1 if v else 0)
 
+    def record(self, layout: Layout, *values: int | bytes) -> None:
+        """Several fixed-size fields at once, as ``layout`` packs them (big-endian
+        integers and ``Ns`` byte strings): the same bytes as one call per field, in one
+        C call. Byte strings must be exactly their field's size (``struct`` would pad
+        or cut them silently)."""
+        layout.check_sizes(values)
+        self.buf += layout.pack(*values)
+
     def items(self, values: Sequence[T], write: Callable[[Writer, T], None]) -> None:
         self.u32(len(values))
         for value in values:
@@ -108,6 +117,15 @@ class Reader:
     def fixed(self, size: int) -> bytes:
         return self.take(size)
 
+    def record(self, layout: Layout) -> tuple[Any, ...]:
+        """Several fixed-size fields at once (:meth:`Writer.record`), in one C call
+        where a report took a dozen (issue 13: every node decodes every block's reports)."""
+        start = self.pos
+        if start + layout.size > len(self.data):
+            raise DecodeError(RejectReason.TRUNCATED, f"need {layout.size} bytes at {start}")
+        self.pos = start + layout.size
+        return layout.unpack_from(self.data, start)
+
     def var_bytes(self, max_len: int) -> bytes:
         n = self.u32()
         if n > max_len:
@@ -143,6 +161,31 @@ class Reader:
     def finish(self) -> None:
         if self.pos != len(self.data):
             raise DecodeError(RejectReason.TRAILING_BYTES, f"{len(self.data) - self.pos} bytes")
+
+
+class Layout(struct.Struct):
+    """A ``struct`` format of fixed-size fields (big-endian integers and ``Ns`` byte
+    strings) that :meth:`Writer.record` and :meth:`Reader.record` take, with the place
+    and size of each byte string, which ``struct`` would pad or cut silently."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        fields: list[tuple[int, int]] = []
+        index = 0
+        for count, code in re.findall(r"(\d*)([a-zA-Z?])", fmt):
+            if code == "s":
+                fields.append((index, int(count or 1)))
+                index += 1
+            else:
+                index += int(count or 1)
+        self.byte_fields = tuple(fields)
+
+    def check_sizes(self, values: tuple[int | bytes, ...]) -> None:
+        for index, size in self.byte_fields:
+            value = values[index]
+            if not isinstance(value, bytes | bytearray) or len(value) != size:
+                got = len(value) if isinstance(value, bytes | bytearray) else type(value).__name__
+                raise ValueError(f"expected {size} bytes, got {got}")
 
 
 def decode_with(data: bytes, read: Callable[[Reader], T]) -> T:

@@ -246,12 +246,15 @@ def compute_load_model(
     rule)."""
     chosen = select_reports(reports, validators)
     records = {r.app: r for r in registry.records}
+    # Most reports list no app (issue 13: this runs over every validator each block).
     listed = {
         node: {
             app: usage
             for app, usage in _get_report_usages(report).items()
             if is_listing_allowed(records.get(app), node, slot)
         }
+        if report.apps
+        else {}
         for node, report in chosen.items()
     }
     saturated = frozenset(node for node, report in chosen.items() if is_saturated(report))
@@ -377,6 +380,8 @@ def compute_background(report: ResourceReport, usages: Mapping[AppId, AppUsage])
     """A node's load that is not one of its reported apps (``usages``, from
     :func:`_get_report_usages`) at their measured usage, never negative."""
     total = compute_load_score(report.cpu_bp, report.ram_bp)
+    if not usages:
+        return total
     return max(0, total - sum(compute_usage_score(u) for u in usages.values()))
 
 
@@ -431,4 +436,4 @@ def _report_rank(report: ResourceReport) -> tuple[int, int, bytes]:
 
 
 def _clamp_share(value: int) -> int:
-    return min(max(value, 0), BASIS_POINTS)
+    return 0 if value < 0 else BASIS_POINTS if value > BASIS_POINTS else value
