@@ -62,3 +62,22 @@ def test_a_short_input_is_a_truncation_and_reads_nothing() -> None:
         reader.record(LAYOUT)
     assert caught.value.reason is RejectReason.TRUNCATED
     assert reader.pos == 0
+
+
+@given(st.lists(st.tuples(hashes, u64s, i32s), max_size=40))
+def test_a_table_is_its_count_and_rows_one_by_one(rows: list[tuple[bytes, int, int]]) -> None:
+    one_by_one = Writer()
+    one_by_one.u32(len(rows))
+    for h, a, c in rows:
+        one_by_one.fixed(h, 32)
+        one_by_one.u64(a)
+        one_by_one.i32(c)
+    table = Writer()
+    table.table("32sQi", rows)
+    assert table.buf == one_by_one.buf
+
+
+def test_a_table_refuses_a_short_byte_string_in_any_row() -> None:
+    rows = [(b"\x00" * 32, 1), (b"\x00" * 31, 2)]
+    with pytest.raises(ValueError, match="expected 32 bytes"):
+        Writer().table("32sQ", rows)

@@ -144,10 +144,7 @@ def read_authority(r: Reader) -> Authority:
 
 def write_node_slots(w: Writer, slots: Mapping[NodeId, Slot]) -> None:
     """A node-to-slot map (``last_seen``, ``departures``), sorted by node."""
-    w.u32(len(slots))
-    for node in sorted(slots, key=bytes):
-        write_node(w, node)
-        w.u64(slots[node])
+    w.table(f"{HASH_SIZE}sQ", [(node, slots[node]) for node in sorted(slots, key=bytes)])
 
 
 def read_node_slots(r: Reader, what: str) -> dict[NodeId, Slot]:
@@ -174,11 +171,14 @@ def read_stall(r: Reader) -> Stall:
 
 
 def write_coordinates(w: Writer, coordinates: Mapping[NodeId, Coordinate]) -> None:
-    w.u32(len(coordinates))
-    for node in sorted(coordinates, key=bytes):
-        write_node(w, node)
-        w.i32(coordinates[node].x_us)
-        w.i32(coordinates[node].y_us)
+    w.table(
+        f"{HASH_SIZE}sii",
+        [
+            (node, coordinate.x_us, coordinate.y_us)
+            for node in sorted(coordinates, key=bytes)
+            for coordinate in (coordinates[node],)
+        ],
+    )
 
 
 def read_coordinates(r: Reader) -> dict[NodeId, Coordinate]:
