@@ -14,12 +14,15 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar, cast
 
 from edgechain.chain.model import AnyBlock, Block, CommandKind, Genesis, InclusionRequest
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.types import NodeId, PublicKey
 
 __all__ = ["ValidatorInfo", "ValidatorSet", "compute_node_id"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,22 +44,24 @@ class ValidatorSet:
 
     members: tuple[ValidatorInfo, ...]
     _by_node: Mapping[NodeId, ValidatorInfo] = field(init=False, repr=False, compare=False)
-    _encodings: dict[str, bytes] = field(init=False, repr=False, compare=False)
+    _derived: dict[str, object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {m.node: m for m in self.members}
         object.__setattr__(self, "_by_node", MappingProxyType(index))
-        object.__setattr__(self, "_encodings", {})
+        object.__setattr__(self, "_derived", {})
 
-    def get_encoding(self, name: str, encode: Callable[[ValidatorSet], bytes]) -> bytes:
-        """``encode(self)``, computed once per set object and ``name``: most blocks
-        change nobody, so a chain's states share one set, and the state root of every
-        block would otherwise encode the same 100 validators again (about half of a
-        100-node state's root). The set is immutable, so the bytes stay right."""
-        encoded = self._encodings.get(name)
-        if encoded is None:
-            encoded = self._encodings[name] = encode(self)
-        return encoded
+    def get_derived(self, name: str, compute: Callable[[ValidatorSet], T]) -> T:
+        """``compute(self)``, computed once per set object and ``name`` (each name must
+        always go with one function). Most blocks change nobody, so a chain's states
+        share one set, and every block would otherwise redo the same work over all the
+        validators (issue 13): the state root's encoding of the set (about half of a
+        100-node state's root), the planner's node list. The set is immutable, so the
+        value stays right."""
+        if name in self._derived:
+            return cast(T, self._derived[name])
+        value = self._derived[name] = compute(self)
+        return value
 
     @staticmethod
     def from_members(members: Iterable[ValidatorInfo]) -> ValidatorSet:

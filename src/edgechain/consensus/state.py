@@ -363,6 +363,11 @@ def get_roles(memo: Memo, parent: BlockState, slot: Slot, committee_size: int) -
 
 
 def get_node_infos(validators: ValidatorSet) -> tuple[NodeInfo, ...]:
+    """The planner's view of the validators, once per validator set object."""
+    return validators.get_derived("node-infos", _compute_node_infos)
+
+
+def _compute_node_infos(validators: ValidatorSet) -> tuple[NodeInfo, ...]:
     return tuple(NodeInfo(m.node, m.labels) for m in validators.members)
 
 

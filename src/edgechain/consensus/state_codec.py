@@ -129,7 +129,7 @@ def _read_validator(r: Reader) -> ValidatorInfo:
 
 
 def _write_validator_set(w: Writer, vs: ValidatorSet) -> None:
-    w.buf += vs.get_encoding("state", _encode_validator_set)
+    w.buf += vs.get_derived("state-encoding", _encode_validator_set)
 
 
 def _encode_validator_set(vs: ValidatorSet) -> bytes:

@@ -210,7 +210,12 @@ def compute_down_nodes(
     what the majority runs."""
     if not is_quorate(last_seen, slot, down_after):
         return frozenset()
-    down = {n for n in last_seen if is_down(last_seen, n, slot, down_after, stall)}
+    # A stall only moves a silence's start later, so a node seen within the last K
+    # slots is not down: only the others need the full rule (issue 13: this runs over
+    # every validator at every block).
+    latest = slot - down_after
+    silent = [n for n, at in last_seen.items() if at <= latest]
+    down = {n for n in silent if is_down(last_seen, n, slot, down_after, stall)}
     down.update(n for n in holders if n not in last_seen)
     return frozenset(down)
 
@@ -224,10 +229,13 @@ def compute_quiet_nodes(
 ) -> frozenset[NodeId]:
     """The known nodes silent for ``quiet_after`` slots (``stall`` not counted) but not
     yet down in the plan of ``slot`` (``QUIET_AFTER_SLOTS``)."""
+    # As in compute_down_nodes: a node seen within ``quiet_after`` slots is not quiet.
+    latest = slot - quiet_after
     return frozenset(
         node
         for node, at in last_seen.items()
-        if quiet_after <= slot - get_silence_start(at, stall, down_after) < down_after
+        if at <= latest
+        and quiet_after <= slot - get_silence_start(at, stall, down_after) < down_after
     )
 
 
