@@ -24,16 +24,16 @@ from edgechain.types import (
     Slot,
 )
 
-_APP_USAGE = Layout(">32sIIIQQQ")
+_APP_USAGE = Layout(f">{HASH_SIZE}sIIIQQQ")
 """An app usage: app id, CPU, RAM and disk shares, net bytes/s, timestamp, state bytes."""
 _APP_USAGE_SIZE = _APP_USAGE.size
 
-_REPORT_HEAD = Layout(">32sQQIIIIIiiQ")
+_REPORT_HEAD = Layout(f">{HASH_SIZE}sQQIIIIIiiQ")
 """A report's fixed fields: node, slot, timestamp, CPU, RAM and disk shares, RTT,
 pressure, the coordinate's x and y, state room. One ``struct`` call each way instead
 of one a field: every node decodes every block's reports (issue 13)."""
 
-_CHECKPOINT = Layout(">Q32s")
+_CHECKPOINT = Layout(f">Q{HASH_SIZE}s")
 
 
 def write_app_usage(w: Writer, u: AppUsage) -> None:
