@@ -132,11 +132,7 @@ class Reader:
     def record(self, layout: Layout) -> tuple[Any, ...]:
         """Several fixed-size fields at once (:meth:`Writer.record`), in one C call
         where a report took a dozen (issue 13: every node decodes every block's reports)."""
-        start = self.pos
-        if start + layout.size > len(self.data):
-            raise DecodeError(RejectReason.TRUNCATED, f"need {layout.size} bytes at {start}")
-        self.pos = start + layout.size
-        return layout.unpack_from(self.data, start)
+        return layout.unpack(self.take(layout.size))
 
     def var_bytes(self, max_len: int) -> bytes:
         n = self.u32()

@@ -144,7 +144,8 @@ def read_authority(r: Reader) -> Authority:
 
 def write_node_slots(w: Writer, slots: Mapping[NodeId, Slot]) -> None:
     """A node-to-slot map (``last_seen``, ``departures``), sorted by node."""
-    w.table(f"{HASH_SIZE}sQ", [(node, slots[node]) for node in sorted(slots, key=bytes)])
+    # Dict keys are unique, so sorting the items sorts by node alone.
+    w.table(f"{HASH_SIZE}sQ", sorted(slots.items()))
 
 
 def read_node_slots(r: Reader, what: str) -> dict[NodeId, Slot]:
@@ -171,14 +172,8 @@ def read_stall(r: Reader) -> Stall:
 
 
 def write_coordinates(w: Writer, coordinates: Mapping[NodeId, Coordinate]) -> None:
-    w.table(
-        f"{HASH_SIZE}sii",
-        [
-            (node, coordinate.x_us, coordinate.y_us)
-            for node in sorted(coordinates, key=bytes)
-            for coordinate in (coordinates[node],)
-        ],
-    )
+    rows = [(node, c.x_us, c.y_us) for node, c in sorted(coordinates.items())]
+    w.table(f"{HASH_SIZE}sii", rows)
 
 
 def read_coordinates(r: Reader) -> dict[NodeId, Coordinate]:

@@ -214,8 +214,11 @@ def compute_down_nodes(
     # slots is not down: only the others need the full rule (issue 13: this runs over
     # every validator at every block).
     latest = slot - down_after
-    silent = [n for n, at in last_seen.items() if at <= latest]
-    down = {n for n in silent if is_down(last_seen, n, slot, down_after, stall)}
+    down = {
+        n
+        for n, at in last_seen.items()
+        if at <= latest and is_down(last_seen, n, slot, down_after, stall)
+    }
     down.update(n for n in holders if n not in last_seen)
     return frozenset(down)
 
