@@ -34,6 +34,15 @@ lane while the other worker's share of the rest is about 450 s, so a module move
 the unit into the light pairs saves half its time. The demo, the paper's live form and
 the live balance run (4-5 nodes, none asserting a run without skip blocks; each passed 5
 of 5 runs beside another light module) moved so: about 40 s.
+
+A third worker (session 57; CI at 70b1bd1 took 971 s). The light pairs leave the CPU
+idle much of the time: a 4-node testnet at 1 s slots uses about a third of a core, and
+the whole suite averaged 1.3 of its 2 cores. ``make test`` now runs three workers, and
+the last is the rest lane (``GroupScheduling.choose_scope``): from the start it takes
+the modules of no group while the other two run the light pairs; once the ``testnet``
+unit is handed out, only two workers go on, as before (the third shuts down when its
+light modules end). One fresh clone each, pytest's own time: two workers 826 s, three
+749 s of tests, four (light modules in threes) 740 s.
 """
 
 from __future__ import annotations
@@ -85,18 +94,61 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
-    """``loadscope`` with each ``ONE_UNIT_GROUPS`` group as one unit, in queue order."""
+    """``loadscope`` with each ``ONE_UNIT_GROUPS`` group as one unit, in queue order;
+    with three workers or more, the last one a rest lane (:meth:`choose_scope`)."""
 
     def _split_scope(self, nodeid: str) -> str:
-        path = nodeid.split("::", 1)[0]
-        group = get_module_group(str(Path(self.config.rootpath) / path))
+        group = self._get_group(nodeid)
         if group in ONE_UNIT_GROUPS:
             return f"group:{group}"
         return str(super()._split_scope(nodeid))
 
+    def _get_group(self, nodeid: str) -> str | None:
+        path = nodeid.split("::", 1)[0]
+        return get_module_group(str(Path(self.config.rootpath) / path))
+
+    def _get_unit_group(self, scope: str) -> str | None:
+        return self._get_group(next(iter(self.workqueue[scope])))
+
     def schedule(self) -> None:
         self.config.option.loadscopereorder = False
         super().schedule()
+
+    def choose_scope(self, node: Any) -> str | None:
+        """The work unit ``node`` runs next, or None: it is to shut down.
+
+        With two workers, the head of the queue (``loadscope``). With more, the last
+        worker is the rest lane: it takes the modules of no group, from the start,
+        while the others run the ``testnet-light`` modules, several at once (each a few
+        nodes at 1 s slots, which leave the CPU mostly idle). Once the ``testnet`` unit
+        is handed out, only two workers go on: the one that runs it and one more (the
+        rest lane), as with two workers, since those modules need the other core; the
+        others shut down when their light modules end.
+        """
+        scopes: list[str] = list(self.workqueue)
+        if not scopes:
+            return None
+        if self.numnodes < 3:
+            return scopes[0]
+        if node.gateway.id == f"gw{self.numnodes - 1}":
+            ungrouped = [s for s in scopes if self._get_unit_group(s) is None]
+            return (ungrouped or scopes)[0]
+        testnet_out = "group:testnet" not in self.workqueue
+        holds_testnet = "group:testnet" in self.assigned_work.get(node, {})
+        active = [n for n in self.nodes if not n.shutting_down]
+        if testnet_out and not holds_testnet and len(active) > 2:
+            return None
+        return scopes[0]
+
+    def _assign_work_unit(self, node: Any) -> None:
+        scope = self.choose_scope(node)
+        if scope is None:
+            node.shutdown()
+            return
+        work_unit = self.workqueue.pop(scope)
+        self.assigned_work.setdefault(node, {})[scope] = work_unit
+        collection = self.registered_collections[node]
+        node.send_runtest_some([collection.index(i) for i, done in work_unit.items() if not done])
 
 
 @pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook
