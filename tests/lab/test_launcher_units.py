@@ -226,21 +226,6 @@ def test_node_env_drops_edgechain_settings() -> None:
     assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1"}
 
 
-def test_nodes_keep_bytecode_in_the_run_directory_where_ours_writes_none() -> None:
-    # Written nowhere (the setting): each node would compile every module it imports.
-    quiet = {"PATH": "/bin", "PYTHONDONTWRITEBYTECODE": "1"}
-    env = build_node_env(quiet, pycache=Path("/run/x/pycache"))
-    assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1", "PYTHONPYCACHEPREFIX": "/run/x/pycache"}
-    # A prefix of the user's own wins; without the setting, Python's default is kept.
-    mine = build_node_env({**quiet, "PYTHONPYCACHEPREFIX": "/mine"}, pycache=Path("/run/x/p"))
-    assert mine["PYTHONPYCACHEPREFIX"] == "/mine" and "PYTHONDONTWRITEBYTECODE" not in mine
-    assert build_node_env({"PATH": "/bin"}, pycache=Path("/run/x/p")) == {
-        "PATH": "/bin",
-        "PYTHONUNBUFFERED": "1",
-    }
-    assert build_node_env(quiet)["PYTHONDONTWRITEBYTECODE"] == "1"
-
-
 def test_parse_ready() -> None:
     ready = parse_ready(
         {

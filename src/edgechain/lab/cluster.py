@@ -211,22 +211,11 @@ def get_guard_prefix() -> tuple[str, ...]:
     return ("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else ()
 
 
-def build_node_env(environ: Mapping[str, str], pycache: Path | None = None) -> dict[str, str]:
+def build_node_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The nodes' environment: ours minus EDGECHAIN_* (the node reads options from
-    those; a testnet node must get exactly the launcher's flags).
-
-    Where ours says not to write bytecode (``PYTHONDONTWRITEBYTECODE``, as on this
-    project's CI machines) and ``pycache`` is given, the nodes keep it there instead
-    (``PYTHONPYCACHEPREFIX``, the run directory's): otherwise every node compiles every
-    module it imports, about 0.2-0.4 s of CPU more per node start here (a fresh clone:
-    0.64-0.93 s against 0.46 s to import the node), which 100 nodes joining on two
-    cores pay together (issue 13). The source tree stays as the setting wanted it.
-    """
+    those; a testnet node must get exactly the launcher's flags)."""
     env = {k: v for k, v in environ.items() if not k.startswith("EDGECHAIN_")}
     env["PYTHONUNBUFFERED"] = "1"
-    if pycache is not None and env.get("PYTHONDONTWRITEBYTECODE"):
-        del env["PYTHONDONTWRITEBYTECODE"]
-        env.setdefault("PYTHONPYCACHEPREFIX", str(pycache))
     return env
 
 
@@ -398,9 +387,7 @@ class Cluster:
         self.admin_key = admin_key
         self.seeds: Seeds | None = None
         self.guard = get_guard_prefix()
-        self.env = build_node_env(
-            os.environ, pycache=specs[0].data_dir.parent / "pycache" if specs else None
-        )
+        self.env = build_node_env(os.environ)
         self.log = log
         self.stopped = False
         atexit.register(self.stop_all)
