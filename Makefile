@@ -32,10 +32,10 @@ lint: venv
 types: venv
 	$(BIN)/mypy
 
-# Bytecode is written (and src compiled once, first) even where the environment says
-# not to (PYTHONDONTWRITEBYTECODE, set on this machine): the suite starts hundreds of
-# node and CLI processes, and each would compile every module it imports again.
-unit: export PYTHONDONTWRITEBYTECODE :=
+# src is compiled first: with PYTHONDONTWRITEBYTECODE set (as on this machine) no import
+# writes bytecode, and each of the node and CLI processes the suite starts outside a
+# testnet launcher (which compiles it too, lab/package_sources.py) would compile every
+# module it imports again. compileall writes it whatever that setting says.
 unit: venv system-deps
 	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest -q -n 3 --dist loadscope --durations=15
