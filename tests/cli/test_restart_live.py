@@ -37,7 +37,7 @@ def test_a_restarted_node_runs_an_app_placed_before_its_snapshot(run_dir: Path) 
     # Pinned: the planner may move an unpinned app between the look at its node and the
     # stop (a 4-node testnet's loads swing on a shared host), and the app this test
     # follows must stay on the node it stops.
-    spec.write_text(spec.read_text() + "pinned: true\n")
+    spec.write_text(spec.read_text() + "policy:\n  pinned: true\n")
     net.start()
     restarted: subprocess.Popen[bytes] | None = None
     try:
