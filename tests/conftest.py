@@ -40,9 +40,10 @@ idle much of the time: a 4-node testnet at 1 s slots uses about a third of a cor
 the whole suite averaged 1.3 of its 2 cores. ``make test`` now runs three workers, and
 the last is the rest lane (``GroupScheduling.choose_scope``): from the start it takes
 the modules of no group while the other two run the light pairs; once the ``testnet``
-unit is handed out, only two workers go on, as before (the third shuts down when its
-light modules end). One fresh clone each, pytest's own time: two workers 826 s, three
-749 s of tests, four (light modules in threes) 740 s.
+unit is handed out, only two workers go on, as before: the one that runs it and the
+rest lane (the other light worker shuts down when its light modules end). One fresh
+clone each: two workers 826 s of pytest, three 749 s of tests, four (light modules in
+threes) 740 s.
 """
 
 from __future__ import annotations
