@@ -132,8 +132,7 @@ class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is un
         if self.numnodes < 3:
             return scopes[0]
         if node.gateway.id == f"gw{self.numnodes - 1}":
-            ungrouped = [s for s in scopes if self._get_unit_group(s) is None]
-            return (ungrouped or scopes)[0]
+            return next((s for s in scopes if self._get_unit_group(s) is None), scopes[0])
         testnet_out = "group:testnet" not in self.workqueue
         holds_testnet = "group:testnet" in self.assigned_work.get(node, {})
         active = [n for n in self.nodes if not n.shutting_down]
@@ -142,14 +141,14 @@ class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is un
         return scopes[0]
 
     def _assign_work_unit(self, node: Any) -> None:
+        """``loadscope``'s own assignment of the queue's head, with the chosen unit put
+        at the head first."""
         scope = self.choose_scope(node)
         if scope is None:
             node.shutdown()
             return
-        work_unit = self.workqueue.pop(scope)
-        self.assigned_work.setdefault(node, {})[scope] = work_unit
-        collection = self.registered_collections[node]
-        node.send_runtest_some([collection.index(i) for i, done in work_unit.items() if not done])
+        self.workqueue.move_to_end(scope, last=False)
+        super()._assign_work_unit(node)
 
 
 @pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook
