@@ -208,6 +208,13 @@ def watch(
     moments = [] if undrain is None else [progress.undrain_sent_slot or 0]
     first: int | None = None
     shown = -1
+
+    def take_due_snapshots(slot: int) -> None:
+        while moments and slot >= moments[0]:
+            snapshot = live_data.take_snapshot(net, moments.pop(0))
+            if snapshot is not None:
+                progress.snapshots.append(snapshot)
+
     while True:
         net.check_alive()
         slot = int(net.get_slot(time.time()))
@@ -215,14 +222,14 @@ def watch(
             count = STACK_MOMENTS - (undrain is not None)  # the undrain's moment is one
             moments += pick_even_moments(first, first + config.slots, count)
         if first is not None and slot > first + config.slots:
+            # A slow pass on a loaded host can step over the last moment (the window's
+            # end): its snapshot is still taken, a slot late, as any late moment is.
+            take_due_snapshots(slot)
             return
         _, instances = obs.scan(timed=True)
         once = len(obs.get_running_once(instances))
         progress.samples_not_all_once += once != len(obs.apps)
-        while moments and slot >= moments[0]:
-            snapshot = live_data.take_snapshot(net, moments.pop(0))
-            if snapshot is not None:
-                progress.snapshots.append(snapshot)
+        take_due_snapshots(slot)
         if slot != shown:
             shown = slot
             reached = "undrain sent" if first is None else f"slot {slot - first} of {config.slots}"
