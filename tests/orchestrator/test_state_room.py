@@ -203,6 +203,24 @@ def test_an_app_view_gives_the_state_size_its_node_reported() -> None:
     assert compute_app_view(record, []).state_bytes is None
 
 
+def test_an_app_view_runs_on_only_what_reports_after_its_move_saw() -> None:
+    """``RUNS ON`` after a move: the node the app left drops out when the move lands
+    (its report from before the move says where the app was), and stays listed while a
+    report made after the move still lists it (the origin hands the app over)."""
+    spec = app_spec("moved")
+    registry = build_registry([(spec, A)], placed_at=10)
+    record = get_record(registry, app_id(spec))
+    assert record is not None and record.last_move_slot == 10
+    listed = [(app_id(spec), 10, 0)]
+    before = report(B, 0, apps=listed, slot=9)
+    after = report(B, 0, apps=listed, slot=11)
+    own = report(A, 0, apps=listed, slot=11)
+    assert compute_app_view(record, [before]).reported_on == ()
+    assert compute_app_view(record, [before, own]).reported_on == (A,)
+    assert compute_app_view(record, [after, own]).reported_on == (A, B)
+    assert compute_app_view(record, [before]).state_bytes == 0
+
+
 def test_a_start_needs_room_for_the_state_once_a_transfer_twice() -> None:
     """A RECOVER starts the app from nothing or from the replica its node holds: the
     state lands once. A MIGRATE lands its payload beside the state: twice."""

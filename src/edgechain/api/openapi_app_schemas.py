@@ -66,7 +66,8 @@ def _app_view_properties() -> dict[str, Schema]:
         "reported_on": {
             "type": "array",
             "items": ref("NodeId"),
-            "description": "nodes whose latest report lists it",
+            "description": "nodes whose latest report lists it and was made after "
+            "its last move (a report from before the move says where it was)",
         },
         "state_bytes": {
             "type": ["integer", "null"],

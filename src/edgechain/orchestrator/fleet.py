@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from edgechain.chain.command_encoding import compute_submitted_app_id
 from edgechain.chain.model import AnyBlock, Block, CommandKind, PlanAction, ResourceReport
 from edgechain.chain.validator_set import get_removed_nodes
+from edgechain.orchestrator.load import is_reported_after_move
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry, get_record
 from edgechain.types import AppId, BlockHash
 
@@ -46,7 +47,10 @@ class AppView:
     """The replica node the chain confirmed to hold its state, where it is recovered
     (``registry.apply_reports_to_registry``, ``placement.get_state_holder``)."""
     reported_on: tuple[bytes, ...]
-    """Nodes whose latest report lists the app (sorted): where it was seen running."""
+    """Nodes whose latest report lists the app and was made after its last move
+    (sorted): where it was seen running. A report from before the move says where the
+    app was, so the node it left drops out of this list when the move lands, not when
+    that node next reports (``load.is_reported_after_move``)."""
     state_bytes: int | None = None
     """Its state's size as its node's latest report gives it (else the largest another
     report that lists it gives; None: no report lists it)."""
@@ -81,8 +85,9 @@ def get_app_state_name(record: AppRecord) -> str:
 
 
 def compute_app_view(record: AppRecord, reports: Iterable[ResourceReport]) -> AppView:
-    sizes = {r.node: u.state_bytes for r in reports for u in r.apps if u.app == record.app}
-    seen = tuple(sorted(sizes))
+    listing = [(r, u) for r in reports for u in r.apps if u.app == record.app]
+    sizes = {r.node: u.state_bytes for r, u in listing}
+    seen = tuple(sorted(r.node for r, _ in listing if is_reported_after_move(record, r.slot)))
     own = sizes.get(record.node) if record.node is not None else None
     return AppView(
         app_id=record.app,
