@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE
+from edgechain.consensus.context import DEFAULT_GENESIS_DELAY_MS
 
 if TYPE_CHECKING:
     from edgechain.node.config import NodeConfig
@@ -108,7 +109,7 @@ NODE_OPTIONS: dict[str, NodeOption] = {
     "slot_duration": NodeOption(float, 2.0, "seconds per slot (genesis parameter)", "SEC"),
     "genesis_delay": NodeOption(
         float,
-        3.0,
+        DEFAULT_GENESIS_DELAY_MS / 1000,
         "with --genesis: seconds from creating the genesis to its first slot, for it to "
         "reach the first committee (a testnet on one host gives less)",
         "SEC",
@@ -361,7 +362,7 @@ def get_leave_timeout(values: Mapping[str, Any]) -> float:
 
 def get_genesis_delay_ms(values: Mapping[str, Any]) -> int:
     """``genesis_delay`` in whole milliseconds: seconds from 0 to a minute."""
-    value = values.get("genesis_delay", 3.0)
+    value = values.get("genesis_delay", DEFAULT_GENESIS_DELAY_MS / 1000)
     if not 0 <= (seconds := _to_seconds(value)) <= 60:  # also refuses NaN
         raise NodeOptionError(f"--genesis-delay {value!r}: expected seconds from 0 to 60")
     return round(seconds * 1000)

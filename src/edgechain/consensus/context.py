@@ -32,6 +32,10 @@ from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import RejectReason
 from edgechain.types import BlockHash, PublicKey, SecretKey, Signature
 
+DEFAULT_GENESIS_DELAY_MS = 3_000
+"""From creating the genesis to its first slot, unless the operator says otherwise
+(``--genesis-delay``): time for the genesis to reach the first committee."""
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -45,7 +49,7 @@ class EngineConfig:
     """Admission ticket from the network admin (empty on an open-admission chain)."""
     genesis_template: ChainParams | None = None
     """Bootstrap node only: the parameters of the genesis it will create."""
-    genesis_delay_ms: int = 3_000
+    genesis_delay_ms: int = DEFAULT_GENESIS_DELAY_MS
     proof_scale: int = 1
     future_tolerance_ms: int = 500
     sync_limit: int = 256

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgechain.consensus.context import DEFAULT_GENESIS_DELAY_MS
 from edgechain.errors import LocalError
 from edgechain.lab.cluster import STOP_GRACE_S, NodeOptions
 from edgechain.runtime.appuser import is_open_to_others
@@ -134,11 +135,11 @@ class LaunchConfig:
 
 def get_testnet_genesis_delay(slot_duration: float) -> float:
     """The genesis node's wait from the genesis to its first slot in a testnet: one slot,
-    at least 1 s and at most the node's default 3 s. The wait is for the genesis to
+    at least 1 s and at most the node's default (3 s). The wait is for the genesis to
     reach the first committee; the nodes of a testnet are one host's processes, which
     it reaches in milliseconds, so the node's 3 s (for a real network) only delayed
     every testnet's start, the live tests' included."""
-    return min(3.0, max(1.0, slot_duration))
+    return min(DEFAULT_GENESIS_DELAY_MS / 1000, max(1.0, slot_duration))
 
 
 def default_run_dir(now: float | None = None) -> Path:

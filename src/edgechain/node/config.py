@@ -19,6 +19,7 @@ from edgechain.chain.encoding import compute_genesis_hash, decode_genesis
 from edgechain.chain.model import ChainParams, Genesis
 from edgechain.chain.store.block_store import BlockStore
 from edgechain.chain.store.blocks import GenesisRecord
+from edgechain.consensus.context import DEFAULT_GENESIS_DELAY_MS
 from edgechain.consensus.engine import ConsensusEngine, EngineConfig
 from edgechain.crypto import bls, vdf
 from edgechain.errors import DecodeError, LocalError
@@ -56,7 +57,7 @@ class NodeConfig:
     """Genesis only (``ChainParams.down_after_slots``); with ``epoch_length`` it sets
     the report interval (``ChainParams.report_interval_slots``)."""
     slot_duration_ms: int = 2_000
-    genesis_delay_ms: int = 3_000
+    genesis_delay_ms: int = DEFAULT_GENESIS_DELAY_MS
     """Genesis only: from creating the genesis to its first slot (``EngineConfig``)."""
     vdf_target_bp: int = 2_500
     initial_difficulty: int | None = None
