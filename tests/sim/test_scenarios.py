@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from scipy.stats import chisquare
 
+from edgechain.chain.attestation import get_tolerated_silent_members
 from edgechain.chain.model import SkipBlock
+from edgechain.chain.validator_set import NO_EXCLUSION
 from edgechain.sim.archive import get_chain_from
 from edgechain.sim.runner import SimConfig, Simulation, compute_result_digest, run_simulation
 
@@ -67,6 +69,31 @@ def test_crashed_producer_is_excluded_by_exactly_one_skip_block() -> None:
     assert any(r["kind"] == "block" for r in result.slots if r["slot"] > last_crash)
     assert s["distinct_heads"] == 1
     assert s["validators_at_end"] == 20 - len(sim.crashed_producers)
+
+
+@pytest.mark.parametrize(("nodes", "committee"), [(4, 3), (3, 2)])
+def test_at_the_validator_floor_only_a_committee_of_three_outlives_a_dead_node(
+    nodes: int, committee: int
+) -> None:
+    """At ``committee + 1`` validators a skip block excludes nobody, so a dead node
+    stays in every slot's roles. A committee of 3 still has a majority without it: the
+    chain goes on, a skip block for each slot it was to produce. A committee of 2 has
+    none: skip blocks for its slots, and no block at all after the crash (README, "How
+    many nodes may fail")."""
+    sim = Simulation(
+        SimConfig(nodes=nodes, committee=committee, slots=16, seed=1, faults="crash-producers")
+    )
+    result = sim.run()
+    assert result.summary["violations"] == []
+    assert [slot for slot, _ in sim.crashed_producers] == [5]
+    after = Counter(r["kind"] for r in result.slots if r["slot"] > 5)
+    skips = [b for b in _canonical_blocks(sim) if isinstance(b, SkipBlock)]
+    assert skips and all(b.excluded == NO_EXCLUSION for b in skips)
+    assert result.summary["validators_at_end"] == nodes
+    if get_tolerated_silent_members(committee) > 0:
+        assert after["block"] > 0 and after["none"] == 0, after
+    else:
+        assert after["block"] == 0 and after["skip"] > 0, after
 
 
 def test_partition_heal_abandons_the_lighter_branch() -> None:

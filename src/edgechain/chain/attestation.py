@@ -48,3 +48,12 @@ def count_signers(bitfield: bytes) -> int:
 def is_majority(signers: int, committee_size: int) -> bool:
     """Strictly more than half of the elected committee (paper §3.4 "majority vote")."""
     return 2 * signers > committee_size
+
+
+def get_tolerated_silent_members(committee_size: int) -> int:
+    """How many members of a full committee may be silent with the others still a
+    majority: 0 for committees of 1 and 2, 1 for 3 and 4. At the validator floor
+    (``committee_size + 1`` validators, ``validator_set.compute_skip_exclusion``) a dead
+    validator is never excluded and sits in every slot's roles, so with 0 here the chain
+    makes no block until it returns."""
+    return committee_size - (committee_size // 2 + 1)

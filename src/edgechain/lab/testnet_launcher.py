@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgechain.chain.assembly import make_ticket
+from edgechain.chain.attestation import get_tolerated_silent_members
 from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
 from edgechain.lab.cluster import (
@@ -108,6 +109,14 @@ class Launcher:
                 f"warning: {run_dir} is closed to others: the nodes' apps run as an "
                 "unprivileged user and cannot start there (use a --run-dir whose "
                 "directories all have o+x)"
+            )
+        if get_tolerated_silent_members(self.config.committee) == 0:
+            floor = self.config.committee + 1
+            self.output.log(
+                f"warning: a committee of {self.config.committee} needs every member's "
+                f"vote: once the chain is down to its floor of {floor} validators, one "
+                "dead node stops it (no block; every app frozen) until that node returns "
+                "(--committee 3 tolerates one)"
             )
         collected: Collected | None = None
         if not compile_package(PACKAGE_DIR):
