@@ -13,6 +13,9 @@ which gives the other node the time to stop the copy branch B no longer wants.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 
 from edgechain.chain.model import ChainParams, PlanAction, PlanEntry
 from edgechain.orchestrator.registry import AppRecord
+from edgechain.runtime.lease_renewal import FENCED, FENCED_HOLD
 from edgechain.runtime.manager import AppManager
 from edgechain.testing import make_identity
 from edgechain.types import BlockHash, NodeId, Slot
@@ -179,5 +183,54 @@ def test_nothing_starts_under_an_expired_lease(tmp_path: Path) -> None:
         node.chain.params = _params()
         node.reconcile()
         wait_until(lambda: len(_pids(tag)) == 1)
+    finally:
+        asyncio.run(node.apps.close())
+
+
+def test_an_app_the_watchdog_ends_under_an_expired_lease_is_fenced_not_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chain stops seeing the node (a stall, a partition): the watchdog freezes the
+    node's apps, then kills them. That is no failure of the app: it is not counted for
+    the restart backoff nor logged as ``app failed``, the API shows it ``fenced`` with
+    why (not ``crash_looping``), and once the chain sees the node again it starts at
+    once, from its state here."""
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
+    node = Node(tmp_path, 1)
+    try:
+        app, spec, tag = _new_app()
+        record = AppRecord(app, spec, node=node.id, last_move_slot=Slot(1))
+        node.chain.append((record,), (_place(app, node.id),))
+        node.reconcile()
+        wait_until(lambda: len(_pids(tag)) == 1)
+        state = node.apps.runtime.get_state_dir(app)
+        wait_count_above(state, 2)
+        # The lease expires (the node was last seen at slot 1, 100 slots ago), and the
+        # watchdog kills the app's group, as it does once the lease says retire.
+        node.chain.params = ChainParams("reorg-test", int(time.time() * 1000) - 100_000, SLOT_MS, 3)
+        [pid] = _pids(tag)
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        wait_until(lambda: _pids(tag) == set())
+        counted = read_count(state)
+
+        def fenced() -> bool:
+            node.reconcile()
+            asyncio.run(node.apps.usage.measure())
+            [view] = node.apps.get_views()
+            return bool(view["status"] == FENCED)
+
+        wait_until(fenced)
+        [view] = node.apps.get_views()
+        assert view["hold"] == FENCED_HOLD and view["running"] is False
+        assert node.apps.restarts.get_status(app, time.monotonic()) is None
+        assert _pids(tag) == set(), "nothing starts under the expired lease"
+        # Seen again: it starts at once, from where it was, and nothing was a failure.
+        node.chain.params = _params()
+        node.reconcile()
+        wait_until(lambda: len(_pids(tag)) == 1)
+        wait_count_above(state, counted + 1)
+        log = (node.apps.runtime.get_app_dir(app) / "app.log").read_text()
+        assert f"counter: starting from {counted}" in log
+        assert not [r for r in caplog.records if r.getMessage() == "app failed"]
     finally:
         asyncio.run(node.apps.close())

@@ -34,6 +34,7 @@ from edgechain.chain.model import (
 )
 from edgechain.runtime.base import AppStatus
 from edgechain.runtime.disk_guard import DISK_FULL
+from edgechain.runtime.lease_renewal import FENCED
 from edgechain.runtime.restart_backoff import CRASH_LOOPING
 from edgechain.runtime.transfer_client import MigrationOutcome
 from edgechain.types import HASH_SIZE, PUBLIC_KEY_SIZE
@@ -79,7 +80,8 @@ def _app_view_properties() -> dict[str, Schema]:
             "anyOf": [ref("RuntimeApp"), {"type": "null"}],
             "description": "this node's copy as its runtime sees it (null: it holds none); "
             "status crash_looping: it failed here and waits to be restarted; disk_full: "
-            "this node holds it stopped, for it was filling the node's disk",
+            "this node holds it stopped, for it was filling the node's disk; fenced: the "
+            "chain has not seen this node for F slots, so it holds it stopped",
         },
     }
 
@@ -297,9 +299,11 @@ def _runtime_app_schema() -> Schema:
             "running": {"type": "boolean"},
             "status": {
                 "type": "string",
-                "enum": [*(s.value for s in AppStatus), CRASH_LOOPING, DISK_FULL],
+                "enum": [*(s.value for s in AppStatus), CRASH_LOOPING, DISK_FULL, FENCED],
                 "description": "crash_looping: it failed here and waits to be restarted; "
-                "disk_full: this node holds it stopped, for it was filling the node's disk",
+                "disk_full: this node holds it stopped, for it was filling the node's disk; "
+                "fenced: the chain has not seen this node for F slots, so it holds it "
+                "stopped (hold says so) until the chain sees it again",
             },
             "cpu_bp": share(),
             "ram_bp": share(),

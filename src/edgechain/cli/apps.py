@@ -38,7 +38,10 @@ would double the CLI's start-up time)."""
 DISK_FULL = "disk_full"
 """The status of an app its node holds stopped for filling the node's disk
 (``runtime/disk_guard.DISK_FULL``)."""
-LOCAL_TROUBLES = (CRASH_LOOPING, DISK_FULL)
+FENCED = "fenced"
+"""The status of an app its node holds stopped because the chain has not seen the node
+for F slots (``runtime/lease_renewal.FENCED``)."""
+LOCAL_TROUBLES = (CRASH_LOOPING, DISK_FULL, FENCED)
 """Statuses that say the chain places an app on a node that does not run it."""
 
 

@@ -22,6 +22,18 @@ from edgechain.runtime.lease import get_now_ms
 from edgechain.runtime.lifecycle import get_seen_by
 from edgechain.types import AppId, BlockHash, NodeId
 
+FENCED = "fenced"
+"""The status the API gives an app this node holds stopped or frozen because its lease
+has expired: the chain has not seen the node for F slots, so the network may run the
+app elsewhere (the watchdog froze it, then killed it). Not a failure of the app: it
+starts again, from its state here, once the chain sees the node and the lease is
+renewed."""
+
+FENCED_HOLD = (
+    "the chain has not seen this node for F slots (it is cut off, or the chain makes no "
+    "blocks): its apps stay stopped until the chain sees it again"
+)
+
 
 class LeaseRenewal:
     """Renews ``lease`` from the head of ``head``'s engine; ``get_outgoing``: the apps

@@ -178,6 +178,7 @@ class AppManager:
             transfer_dir=self.transfer_dir,
             restarts=self.restarts,
             disk_guard=self.disk_guard,
+            is_lease_valid=self.lease_renewal.is_valid,
         )
         self.usage = UsageSampler(
             self.runtime,
@@ -187,6 +188,7 @@ class AppManager:
             clock=clock,
             restarts=self.restarts,
             disk_guard=self.disk_guard,
+            is_lease_valid=self.lease_renewal.is_valid,
         )
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ class Reconciler:
         transfer_dir: Path,
         restarts: RestartBackoff,
         disk_guard: DiskGuard,
+        is_lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.node_id = node_id
         self.runtime = runtime
@@ -102,6 +104,9 @@ class Reconciler:
         """Each app's failures here and the wait before its next start."""
         self.disk_guard = disk_guard
         """The apps held stopped for filling the node's disk (never started here)."""
+        self.is_lease_valid = is_lease_valid
+        """Whether the node's fencing lease holds: while it does not, the watchdog
+        freezes and kills the apps, which is no failure of theirs."""
         self._settle_until = 0.0
         """No start before this (monotonic seconds): a reorg is settling."""
         self._searched: dict[AppId, BlockHash] = {}
@@ -184,6 +189,7 @@ class Reconciler:
             or record.node != self.node_id
             or record.state is not AppState.RUNNING
             or (here is not None and not here.running and here.spec != record.spec)
+            or not self.is_lease_valid()  # fenced: the watchdog ends it, not a failure
         ):
             self.restarts.forget(app)
         elif here is not None and here.running:

@@ -11,9 +11,10 @@ parts in each case.
 ``AppUsage`` per measured app for the reports) and pushes the merged figures
 (:func:`merge_usage`) to the engine. An app's view also says what the node's restart
 backoff knows of it (``runtime/restart_backoff.py``): ``crash_looping`` while it waits
-to be restarted after failing here, its restarts and its last exit; and ``disk_full``
+to be restarted after failing here, its restarts and its last exit; ``disk_full``
 with why, while the node holds it stopped for filling its disk
-(``runtime/disk_guard.py``).
+(``runtime/disk_guard.py``); and ``fenced`` with why, while the node's lease has
+expired and the watchdog holds it frozen or has killed it (``runtime/lease_renewal.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from edgechain.runtime.base import AppRuntimeError, AppStatus
 from edgechain.runtime.disk_guard import DISK_FULL, DiskGuard
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lease import get_now_ms
+from edgechain.runtime.lease_renewal import FENCED, FENCED_HOLD
 from edgechain.runtime.restart_backoff import CRASH_LOOPING, RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.threads import run_in_thread
@@ -45,7 +47,8 @@ class AppView:
     running: bool
     status: str
     """The runtime's (``AppStatus``), or ``crash_looping``: it failed here and waits to be
-    restarted, or ``disk_full``: the node holds it stopped (``hold`` says why)."""
+    restarted, or ``disk_full`` / ``fenced``: the node holds it stopped (``hold`` says
+    why)."""
     cpu_bp: int = 0
     ram_bp: int = 0
     disk_bytes: int = 0
@@ -61,7 +64,8 @@ class AppView:
     """Seconds until its next start, while it waits for one."""
     hold: str | None = None
     """Why this node holds it stopped (status ``disk_full``: it was filling the node's
-    disk, ``runtime/disk_guard.py``), while it does."""
+    disk, ``runtime/disk_guard.py``; ``fenced``: the node's lease expired), while it
+    does."""
 
 
 def render_views(views: Iterable[AppView], node: bytes) -> list[dict[str, Any]]:
@@ -88,7 +92,8 @@ def merge_usage(
 class UsageSampler:
     """Samples ``runtime``'s apps; ``disk_total``: the bytes of the data dir's disk
     (disk shares are of it); ``cpu_capacity``: the node's declared cores (None: the
-    whole host); ``restarts``: the node's failures per app, shown in the views."""
+    whole host); ``restarts``: the node's failures per app, shown in the views;
+    ``is_lease_valid``: whether the node's fencing lease holds (None: always)."""
 
     def __init__(
         self,
@@ -100,8 +105,10 @@ class UsageSampler:
         clock: Callable[[], int] = get_now_ms,
         restarts: RestartBackoff | None = None,
         disk_guard: DiskGuard | None = None,
+        is_lease_valid: Callable[[], bool] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.is_lease_valid = is_lease_valid
         self.restarts = restarts
         self.disk_guard = disk_guard
         self._clock = clock
@@ -132,7 +139,10 @@ class UsageSampler:
         else:
             views, usage = await run_in_thread(self._sample)
         # On the loop's thread, where the backoff is changed.
-        self.views = tuple(self._add_hold(self._add_restarts(v, time.monotonic())) for v in views)
+        fenced = self.is_lease_valid is not None and not self.is_lease_valid()
+        self.views = tuple(
+            self._add_hold(self._add_restarts(v, time.monotonic()), fenced) for v in views
+        )
         self.app_usage = usage
         self.push_usage()
 
@@ -206,7 +216,9 @@ class UsageSampler:
             next_restart_in_s=known.next_restart_in_s,
         )
 
-    def _add_hold(self, view: AppView) -> AppView:
+    def _add_hold(self, view: AppView, fenced: bool) -> AppView:
+        if fenced and (not view.running or view.status == AppStatus.FROZEN.value):
+            return replace(view, status=FENCED, hold=FENCED_HOLD)
         hold = self.disk_guard.get_hold(AppId(bytes.fromhex(view.app))) if self.disk_guard else None
         if hold is None or view.running:
             return view
