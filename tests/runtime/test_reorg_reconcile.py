@@ -224,6 +224,10 @@ def test_an_app_the_watchdog_ends_under_an_expired_lease_is_fenced_not_failed(
         assert view["hold"] == FENCED_HOLD and view["running"] is False
         assert node.apps.restarts.get_status(app, time.monotonic()) is None
         assert _pids(tag) == set(), "nothing starts under the expired lease"
+        for _ in range(3):
+            node.reconcile()  # each pass defers the start; the log says so once a minute
+        deferred = [r for r in caplog.records if r.getMessage() == "start deferred: lease expired"]
+        assert len(deferred) == 1
         # Seen again: it starts at once, from where it was, and nothing was a failure.
         node.chain.params = _params()
         node.reconcile()

@@ -30,6 +30,11 @@ from edgechain.types import AppId, NodeId
 
 log = logging.getLogger("edgechain.apps")
 
+DEFERRED_LOG_INTERVAL_S = 60.0
+"""A start deferred for an expired lease is logged once, then at most this often per
+app: reconcile tries about once a second, and a node cut off for an hour logged 3,600
+lines per app."""
+
 
 class AppStarter:
     """Starts apps in ``runtime``; ``lock``: an app's lock (``AppTasks.lock``);
@@ -54,6 +59,19 @@ class AppStarter:
         self._lock = lock
         self._is_lease_valid = is_lease_valid
         self.restarts = restarts
+        self._deferred: dict[AppId, tuple[float, int]] = {}
+        """Apps whose start waits for the lease: when that was last logged, and the
+        deferrals since."""
+
+    def _log_deferred(self, app: AppId, now: float) -> None:
+        logged_at, unlogged = self._deferred.get(app, (None, 0))
+        if logged_at is not None and now - logged_at < DEFERRED_LOG_INTERVAL_S:
+            self._deferred[app] = (logged_at, unlogged + 1)
+            return
+        self._deferred[app] = (now, 0)
+        logs.info(
+            log, "start deferred: lease expired", app=bytes(app).hex()[:16], not_logged=unlogged
+        )
 
     async def place(self, app: AppId, spec: AppSpec, why: str) -> None:
         """A PLACE or RECOVER order naming this node, checked against the head."""
@@ -85,8 +103,9 @@ class AppStarter:
         if await run_in_thread(self.runtime.is_running, app):
             return
         if not self._is_lease_valid():
-            logs.info(log, "start deferred: lease expired", app=bytes(app).hex()[:16])
+            self._log_deferred(app, now)
             return  # reconcile tries again once the lease is renewed
+        self._deferred.pop(app, None)
         fields: dict[str, Any] = {
             "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
         }  # fmt: skip
