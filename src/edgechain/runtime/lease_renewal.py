@@ -30,8 +30,8 @@ starts again, from its state here, once the chain sees the node and the lease is
 renewed."""
 
 FENCED_HOLD = (
-    "the chain has not seen this node for F slots (it is cut off, or the chain makes no "
-    "blocks): its apps stay stopped until the chain sees it again"
+    "this node's fencing lease expired: the chain has not seen it for F = K - 4 slots (it "
+    "is cut off, or the chain makes no blocks), so its apps stay stopped until it does"
 )
 
 
