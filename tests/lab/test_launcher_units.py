@@ -382,6 +382,32 @@ def test_chain_summary_from_collected_answers() -> None:
     assert report["resynced"] is False  # node-002 stayed at h2
 
 
+def test_chain_summary_of_chains_without_block_records() -> None:
+    """Nodes stopped while the launcher asked them (one ``pkill`` for the whole run
+    directory): one answered ``/chain`` and not ``/blocks``, the others nothing. The
+    summary still counts the chain, without signer counts; it used to raise KeyError,
+    losing the whole summary."""
+    chain = [ChainEntry("h1", 1, False), ChainEntry("h2", 2, True), ChainEntry("h3", 3, False)]
+    collected = Collected(
+        statuses={0: None, 1: {"head": "h3", "genesis": True}, 2: None},
+        chains={0: None, 1: chain, 2: None},
+        blocks={0: None, 1: None, 2: None},
+    )
+    names = {i: f"node-{i:03d}" for i in range(3)}
+    summary = build_chain_summary(
+        nodes=names,
+        collected=collected,
+        runs={name: (Interval(0, None),) for name in names.values()},
+        end_slot=3,
+        join_slot=1,
+        kills=[],
+        producers={},
+    )
+    assert (summary["blocks"], summary["skip_blocks"]) == (2, 1)
+    assert summary["signers_per_block"] is None
+    assert summary["reference_node"] == "node-001"
+
+
 def test_pick_reference_needs_a_chain() -> None:
     assert pick_reference({}, 5) is None
     chain = [ChainEntry("h1", 1, False)]

@@ -8,7 +8,11 @@ transfer over loopback. Every container a test starts is removed by the runtime'
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import shutil
+import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -313,3 +317,38 @@ def test_a_paused_container_ended_never_runs_again(container_pair: Pair, end: st
         stop.set()
         watcher.join()
     assert seen == [[]], f"ran free at {seen[0][:5]} (of {len(seen[0])} samples)"
+
+
+def test_stopping_a_dead_service_still_removes_its_containers(
+    podman_services: Services, tmp_path: Path
+) -> None:
+    """A container outlives its service (its conmon is outside the service's group), so
+    a testnet whose engine died with its node (one ``pkill`` for the run directory)
+    left a frozen container behind. ``stop`` removes them through the CLI then."""
+    del podman_services  # only for its check that podman runs containers here
+    base = Path(tempfile.mkdtemp(prefix="ecpd-", dir="/tmp"))
+    service = PodmanService(base / "a")
+    try:
+        service.start()
+        service.import_sample_image()
+        tag = f"orphan-{secrets.token_hex(4)}"
+        client = service.get_client()
+        try:
+            client.containers.run(
+                SAMPLE_IMAGE,
+                ["/bin/sh", "-c", "sleep 600; true", tag],
+                detach=True,
+                network_mode="none",
+            )
+        finally:
+            client.close()
+        wait_until(lambda: bool(get_tagged_processes(tag)))
+        assert service._proc is not None
+        os.killpg(service._proc.pid, signal.SIGKILL)
+        service._proc.wait()
+        assert get_tagged_processes(tag), "the container runs on without its service"
+        service.stop()
+        wait_until(lambda: not get_tagged_processes(tag))
+    finally:
+        service.destroy()
+        shutil.rmtree(base, ignore_errors=True)

@@ -290,7 +290,11 @@ def build_chain_summary(
         else []
     )
     signers = {r.hash: r.signers for r in all_records}
-    signer_counts = describe([float(signers[b.hash]) for b in canonical if not b.skip])
+    # A node may answer /chain and not /blocks (stopped while asked): a block no answer
+    # describes has no signer count.
+    signer_counts = describe(
+        [float(signers[b.hash]) for b in canonical if not b.skip and b.hash in signers]
+    )
     skip_slots = get_skip_slots(canonical)
     return {
         "nodes_answering": len(chains) + len(without_genesis),

@@ -275,6 +275,12 @@ class PodmanService:
             with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
+        else:
+            # The service died (killed with the testnet's processes, say): its
+            # containers run on under their conmon, outside its group. The CLI reaches
+            # them through the same storage without a service.
+            with contextlib.suppress(Exception):
+                self.run_cli("rm", "--all", "--force", "--time", "0", timeout=60.0)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
