@@ -59,6 +59,9 @@ def test_a_node_leaves_and_its_app_runs_on_elsewhere_with_its_state(run_dir: Pat
         assert "leaving: draining" in out and out.rstrip().endswith(
             "left: the exit is in a block and the node stopped"
         ), out
+        # Committee 2 on 4 nodes: the 3 left behind are at the floor, with no member to
+        # spare (README, "How many nodes may fail"); the command says so first.
+        assert "validators remain after this node, at or below the chain's floor" in err, err
 
         # The app runs elsewhere, from its state; the node is out of the set.
         net.wait_for(

@@ -57,3 +57,14 @@ def get_tolerated_silent_members(committee_size: int) -> int:
     validator is never excluded and sits in every slot's roles, so with 0 here the chain
     makes no block until it returns."""
     return committee_size - (committee_size // 2 + 1)
+
+
+def is_one_failure_fatal(validators: int, committee_size: int) -> bool:
+    """Whether one dead validator stops a chain of ``validators`` until it returns: at
+    or below the validator floor (``committee_size + 1``, where skip blocks exclude
+    nobody) with a committee (everyone but the producer, on a small set) that has no
+    member to spare."""
+    if validators > committee_size + 1:
+        return False
+    members = min(committee_size, validators - 1)
+    return members <= 0 or get_tolerated_silent_members(members) == 0

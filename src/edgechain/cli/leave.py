@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
-from edgechain.cli.client import ApiError, UnreachableError, read_local_node_url, request_json
+from edgechain.chain.attestation import is_one_failure_fatal
+from edgechain.cli.client import (
+    ApiError,
+    NodeUrl,
+    UnreachableError,
+    read_local_node_url,
+    request_json,
+)
 from edgechain.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
 from edgechain.node.leaving import has_left_since
 
@@ -35,6 +42,9 @@ def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    warning = get_leave_warning(url)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     asked_s = time.time() - 1.0  # file times may be coarse
     try:
         progress = request_json(url, "POST", "/node/leave", {}, token=token)
@@ -62,6 +72,27 @@ def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
         last = leave
     print(f"edgechain node leave: still {describe(last)} after the wait", file=sys.stderr)
     return EXIT_FAILED
+
+
+def get_leave_warning(url: NodeUrl) -> str | None:
+    """A warning when the validators left behind would stop at one failure
+    (``attestation.is_one_failure_fatal``), else None (also when the node cannot say)."""
+    try:
+        status = request_json(url, "GET", "/status")
+        chain = request_json(url, "GET", "/dashboard/snapshot").get("node") or {}
+    except (ApiError, UnreachableError):
+        return None
+    validators, committee = chain.get("validators"), chain.get("committee_size")
+    if status.get("is_validator") is not True or not isinstance(validators, int):
+        return None
+    if not isinstance(committee, int) or not is_one_failure_fatal(validators - 1, committee):
+        return None
+    return (
+        f"warning: {validators - 1} validators remain after this node, at or below the "
+        f"chain's floor of committee + 1 = {committee + 1}: a block then needs every "
+        "elected member's vote, so one dead node will stop the chain until it returns "
+        '(README, "How many nodes may fail")'
+    )
 
 
 def describe(leave: dict[str, Any]) -> str:
