@@ -252,6 +252,7 @@ class RealisticNode(FakeNode):
             "container_engine": None,
             "status": "active",
             "stall": {"before_slot": 36, "resumed_slot": 70},
+            "skip_run": {"skip_blocks": 4, "since_slot": 71},
             "frozen_apps": [],
             "watchdog": {"pid": 4242, "restarts": 1},
             "app_cgroups": {"held": False, "why_not": "the node is not root"},

@@ -29,6 +29,17 @@ def test_status_shows_the_chains_last_stall_when_there_was_one() -> None:
     assert "no block after slot 36 until 70" in format_status(stalled, "u", None)
 
 
+def test_status_says_when_only_skip_blocks_come() -> None:
+    base = {"chain_id": "c", "slot": 80, "apps": [], "skip_run": None}
+    assert "skip blocks only" not in format_status(base, "u", None)
+    passing = {**base, "skip_run": {"skip_blocks": 2, "since_slot": 78}}
+    assert "skip blocks only" not in format_status(passing, "u", None)
+    stuck = {**base, "skip_run": {"skip_blocks": 9, "since_slot": 62}}
+    assert "9 in a row since slot 62: no committee reaches a majority" in format_status(
+        stuck, "u", None
+    )
+
+
 def test_status_shows_the_watchdog_and_its_restarts() -> None:
     base = {"chain_id": "c", "slot": 80, "apps": []}
     assert "watchdog" not in format_status(base, "u", None)  # an older node

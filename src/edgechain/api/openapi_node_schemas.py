@@ -182,6 +182,14 @@ def _status_schema() -> Schema:
                     }
                 )
             ),
+            "skip_run": nullable(
+                closed_object(
+                    {
+                        "skip_blocks": count("skip blocks in a row at the head"),
+                        "since_slot": count("slot of the first of them"),
+                    }
+                )
+            ),
             "frozen_apps": {"type": "array", "items": {"type": "string"}},
             "watchdog": closed_object(
                 {

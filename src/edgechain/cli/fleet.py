@@ -175,6 +175,11 @@ STATUS_FIELDS = (
 )
 
 
+SKIP_RUN_NOTE = 3
+"""Skip blocks in a row at the head from which ``status`` says so: one or two come from
+a slow or dead producer and pass."""
+
+
 def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | None) -> str:
     pairs: list[tuple[str, Any]] = [("node", url)]
     for name in STATUS_FIELDS:
@@ -198,6 +203,17 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
         # Slots with no block at all count as no node's silence (liveness.py).
         before, resumed = stall.get("before_slot"), stall.get("resumed_slot")
         pairs.append(("last chain stall", f"no block after slot {before} until {resumed}"))
+    run = status.get("skip_run")
+    if isinstance(run, dict) and int(run.get("skip_blocks") or 0) >= SKIP_RUN_NOTE:
+        # Skip blocks carry no reports: every node looks silent, and apps get fenced.
+        pairs.append(
+            (
+                "skip blocks only",
+                f"{run.get('skip_blocks')} in a row since slot {run.get('since_slot')}: no "
+                "committee reaches a majority for a block (a dead validator at the "
+                'chain\'s floor? README, "How many nodes may fail")',
+            )
+        )
     frozen = status.get("frozen_apps")
     if isinstance(frozen, list) and frozen:
         # The watchdog froze them: this node's lease ran out (it lost the chain).

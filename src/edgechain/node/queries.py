@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,28 @@ def get_stall_status(state: BlockState | None) -> dict[str, int] | None:
     if state is None or state.stall == NO_STALL:
         return None
     return {"before_slot": state.stall.before, "resumed_slot": state.stall.resumed}
+
+
+SKIP_RUN_LIMIT = 4_096
+"""How far back :func:`get_skip_run` walks (memory holds the blocks of a run: skip
+blocks carry no finality votes, so nothing below them is pruned meanwhile)."""
+
+
+def get_skip_run(
+    blocks: Mapping[BlockHash, AnyBlock], head: BlockHash | None
+) -> dict[str, int] | None:
+    """The skip blocks in a row at the tip of the head chain, and the slot of the first
+    (None: the head is a full block). Committees that attest no block leave only skip
+    blocks, which carry no reports, so every node looks silent; the stall above
+    (no block at all) does not count them. A dead validator at the chain's floor does
+    that (README, "How many nodes may fail")."""
+    count, first, current = 0, None, head
+    while current is not None and count < SKIP_RUN_LIMIT:
+        block = blocks.get(current)
+        if not isinstance(block, SkipBlock):
+            break
+        count, first, current = count + 1, block.slot, block.parent
+    return None if first is None else {"skip_blocks": count, "since_slot": first}
 
 
 def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
@@ -267,6 +290,7 @@ class NodeQueries:
             # The head chain's latest stall (slots with no block at all), which counts
             # as no node's silence (orchestrator/liveness.py); null: none.
             "stall": get_stall_status(state),
+            "skip_run": get_skip_run(engine.blocks, engine.head),
             "frozen_apps": sorted(get_frozen_apps(self.config.data_dir)),
             # The process that fences our apps (runtime/fencing.py), and how often the
             # node found it ended and started it again.
