@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgechain.chain.assembly import make_ticket
-from edgechain.chain.attestation import get_tolerated_silent_members
+from edgechain.chain.attestation import is_one_failure_fatal
 from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
 from edgechain.lab.cluster import (
@@ -110,8 +110,8 @@ class Launcher:
                 "unprivileged user and cannot start there (use a --run-dir whose "
                 "directories all have o+x)"
             )
-        if get_tolerated_silent_members(self.config.committee) == 0:
-            floor = self.config.committee + 1
+        floor = self.config.committee + 1
+        if is_one_failure_fatal(floor, self.config.committee):
             self.output.log(
                 f"warning: a committee of {self.config.committee} needs every member's "
                 f"vote: once the chain is down to its floor of {floor} validators, one "

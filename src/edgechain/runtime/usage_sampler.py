@@ -93,7 +93,7 @@ class UsageSampler:
     """Samples ``runtime``'s apps; ``disk_total``: the bytes of the data dir's disk
     (disk shares are of it); ``cpu_capacity``: the node's declared cores (None: the
     whole host); ``restarts``: the node's failures per app, shown in the views;
-    ``is_lease_valid``: whether the node's fencing lease holds (None: always)."""
+    ``is_lease_valid``: whether the node's fencing lease holds."""
 
     def __init__(
         self,
@@ -105,7 +105,7 @@ class UsageSampler:
         clock: Callable[[], int] = get_now_ms,
         restarts: RestartBackoff | None = None,
         disk_guard: DiskGuard | None = None,
-        is_lease_valid: Callable[[], bool] | None = None,
+        is_lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.runtime = runtime
         self.is_lease_valid = is_lease_valid
@@ -139,7 +139,7 @@ class UsageSampler:
         else:
             views, usage = await run_in_thread(self._sample)
         # On the loop's thread, where the backoff is changed.
-        fenced = self.is_lease_valid is not None and not self.is_lease_valid()
+        fenced = not self.is_lease_valid()
         self.views = tuple(
             self._add_hold(self._add_restarts(v, time.monotonic()), fenced) for v in views
         )
