@@ -133,17 +133,18 @@ class LiveTestnet:
 
     def cli(self, *argv: str) -> Any:
         """``edgechain --client RUN/client.toml ARGV --json``; fails the test on error."""
-        done = self._run_cli(argv)
+        done = self.run_cli(argv)
         assert done.returncode == 0, f"edgechain {' '.join(argv)}: {done.stderr}"
         return json.loads(done.stdout)
 
     def cli_refused(self, *argv: str) -> str:
         """What ``edgechain ... ARGV`` says on standard error as it fails (exit 1)."""
-        done = self._run_cli(argv)
+        done = self.run_cli(argv)
         assert done.returncode == 1, f"edgechain {' '.join(argv)}: {done.returncode}"
         return done.stderr
 
-    def _run_cli(self, argv: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    def run_cli(self, argv: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        """``edgechain ... ARGV --json`` as it ran, for a test that reads a refusal."""
         return subprocess.run(
             [EDGECHAIN, "--client", str(self.client), *argv, "--json"],
             capture_output=True, text=True, timeout=120, check=False,
