@@ -26,6 +26,7 @@ from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.threads import run_in_thread
 from edgechain.telemetry import logs
+from edgechain.telemetry.log_limit import LogLimit
 from edgechain.types import AppId, NodeId
 
 log = logging.getLogger("edgechain.apps")
@@ -59,16 +60,14 @@ class AppStarter:
         self._lock = lock
         self._is_lease_valid = is_lease_valid
         self.restarts = restarts
-        self._deferred: dict[AppId, tuple[float, int]] = {}
-        """Apps whose start waits for the lease: when that was last logged, and the
-        deferrals since."""
+        self._deferred: dict[AppId, LogLimit] = {}
+        """Apps whose start waits for the lease, and when that was last logged."""
 
     def _log_deferred(self, app: AppId, now: float) -> None:
-        logged_at, unlogged = self._deferred.get(app, (None, 0))
-        if logged_at is not None and now - logged_at < DEFERRED_LOG_INTERVAL_S:
-            self._deferred[app] = (logged_at, unlogged + 1)
+        limit = self._deferred.setdefault(app, LogLimit(DEFERRED_LOG_INTERVAL_S))
+        unlogged = limit.take(now)
+        if unlogged is None:
             return
-        self._deferred[app] = (now, 0)
         logs.info(
             log, "start deferred: lease expired", app=bytes(app).hex()[:16], not_logged=unlogged
         )

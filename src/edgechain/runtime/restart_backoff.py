@@ -29,6 +29,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from edgechain.telemetry.log_limit import LogLimit
 from edgechain.types import AppId
 
 BASE_DELAY_S = 1.0
@@ -98,9 +99,8 @@ class _Record:
     started_at: float | None = None
     """When this node last started it, until its end is counted (None: not started
     here, or its exit already counted)."""
-    logged_at: float | None = None
-    unlogged: int = 0
-    """Failures since the last one logged."""
+    log: LogLimit | None = None
+    """The failures logged (None: none yet; made with the backoff's interval)."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +165,11 @@ class RestartBackoff:
         record.failed_at = now
         record.last_reason = reason
         record.started_at = None
-        if record.logged_at is not None and now - record.logged_at < self.log_interval_s:
-            record.unlogged += 1
+        if record.log is None:
+            record.log = LogLimit(self.log_interval_s)
+        unlogged = record.log.take(now)
+        if unlogged is None:
             return None
-        unlogged, record.unlogged, record.logged_at = record.unlogged, 0, now
         delay = compute_restart_delay(record.failures, base_s=self.base_s, max_s=self.max_s)
         return Failure(reason, record.failures, record.restarts, delay, unlogged)
 
