@@ -197,6 +197,7 @@ class RealisticNode(FakeNode):
             "head_slot": 11,
             "role": Role.COMMITTEE.value,
             "is_validator": True,
+            "admission_problem": None,
             "validators": 3,
             "peers": 2,
             "leave": {

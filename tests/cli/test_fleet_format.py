@@ -40,6 +40,14 @@ def test_status_says_when_only_skip_blocks_come() -> None:
     )
 
 
+def test_status_says_why_the_node_cannot_join() -> None:
+    base = {"chain_id": "c", "slot": 80, "apps": [], "admission_problem": None}
+    assert "cannot join" not in format_status(base, "u", None)
+    refused = {**base, "admission_problem": "bad_admission_ticket"}
+    assert "cannot join" in format_status(refused, "u", None)
+    assert "bad_admission_ticket (its log says what to do)" in format_status(refused, "u", None)
+
+
 def test_status_shows_the_watchdog_and_its_restarts() -> None:
     base = {"chain_id": "c", "slot": 80, "apps": []}
     assert "watchdog" not in format_status(base, "u", None)  # an older node

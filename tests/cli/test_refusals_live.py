@@ -10,8 +10,9 @@ whose command line carries a unique marker, are
 
 and every node must count every refusal by reason in ``GET /status``; no block carries
 them, the fleet view stays empty and no process with the marker ever appears. A fifth
-node started by hand without an admission ticket never becomes a validator, and a node
-the admin excludes never comes back.
+node started by hand without an admission ticket says why it cannot join and never
+becomes a validator, its request gossiped anyway is refused and counted by every node,
+and a node the admin excludes says it is banned and never comes back.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import Any
 import psutil
 import pytest
 
-from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command
+from edgechain.chain.assembly import EMPTY_SIGNATURE, make_command, make_inclusion_request
 from edgechain.chain.command_encoding import compute_command_hash, encode_command
 from edgechain.chain.model import AppSpec, CommandKind, RuntimeKind, SignedCommand
-from edgechain.consensus.messages import CommandMsg
+from edgechain.consensus.messages import CommandMsg, InclusionMsg
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import create_keystore, load_keystore
@@ -97,10 +98,10 @@ class RefusalsTestnet(LiveTestnet):
         return [http(f"http://127.0.0.1:{r['http_port']}/status")[1] for r in self.ready()]
 
 
-def gossip(port: int, cmd: SignedCommand, origin_sk: SecretKey) -> None:
-    """Hand ``cmd`` to a node as a gossip hop from ``origin_sk``'s node would."""
+def gossip(port: int, message: CommandMsg | InclusionMsg, origin_sk: SecretKey) -> None:
+    """Hand ``message`` to a node as a gossip hop from ``origin_sk``'s node would."""
     origin = NodeId(compute_node_id(bls.sk_to_pk(origin_sk)))
-    payload = encode_gossip_payload(CommandMsg(cmd), origin, origin_sk)
+    payload = encode_gossip_payload(message, origin, origin_sk)
     frame = encode_frame(encode_message(GossipMsg(compute_message_id(payload), 4, payload), origin))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(frame)
@@ -148,7 +149,7 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         ports = [r["udp_port"] for r in net.ready()]
         for port in ports:
             for cmd in bad.values():
-                gossip(port, cmd, node_sk)
+                gossip(port, CommandMsg(cmd), node_sk)
 
         def counted() -> bool:
             for was, now in zip(before, (s["peer_errors"] for s in net.statuses()), strict=True):
@@ -165,7 +166,8 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
 
         wait_for(counted, "every node to count every refusal", COUNT_TIMEOUT_S)
 
-        # A node without a ticket asks to join; it never becomes a validator.
+        # A node without a ticket says why it cannot join (its log and /status), asks
+        # nobody, and never becomes a validator.
         ready = net.ready()
         manifest = json.loads((run_dir / "testnet.json").read_text())
         intruder_dir = run_dir.parent / "intruder"
@@ -180,12 +182,25 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         wait_for(intruder_ready.exists, "the ticketless node to start", SETUP_TIMEOUT_S)
         intruder_url = f"http://127.0.0.1:{json.loads(intruder_ready.read_text())['http_port']}"
 
-        def refused_to_join() -> bool:
+        def knows_it_is_refused() -> bool:
             mine = http(f"{intruder_url}/status")[1]
-            others = [s["peer_errors"].get("bad_admission_ticket", 0) for s in net.statuses()]
-            return bool(mine["genesis"] and mine["head_slot"]) and sum(others) >= 2
+            problem = mine["admission_problem"] or ""
+            return bool(mine["genesis"] and mine["head_slot"]) and "bad_admission_ticket" in problem
 
-        wait_for(refused_to_join, "the ticketless node's requests to be refused", 60)
+        wait_for(knows_it_is_refused, "the ticketless node to say why it cannot join", 60)
+        # Its request, gossiped to every node anyway (as a node that skipped that check
+        # would send it): every node refuses and counts it.
+        head_slot = net.statuses()[0]["head_slot"]
+        ticketless = make_inclusion_request(stranger_sk, "127.0.0.1:9", (), nonce=head_slot)
+        before_tickets = [s["peer_errors"].get("bad_admission_ticket", 0) for s in net.statuses()]
+        for port in ports:
+            gossip(port, InclusionMsg(ticketless), node_sk)
+
+        def ticket_refused() -> bool:
+            now = [s["peer_errors"].get("bad_admission_ticket", 0) for s in net.statuses()]
+            return all(n > b for n, b in zip(now, before_tickets, strict=True))
+
+        wait_for(ticket_refused, "every node to refuse the ticketless request", COUNT_TIMEOUT_S)
         start_slot = net.statuses()[0]["head_slot"]
         wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 8, "8 more slots", 60)
         assert not http(f"{intruder_url}/status")[1]["is_validator"]
@@ -196,12 +211,17 @@ def test_bad_commands_are_refused_and_counted_by_every_node(run_dir: Path) -> No
         assert not any(marker in " ".join(p.info["cmdline"] or ()) for p in
                        psutil.process_iter(["cmdline"]))  # fmt: skip
 
-        # The admin excludes a validator: it leaves the set and, though it keeps asking
-        # with a valid ticket, is never included again.
+        # The admin excludes a validator: it leaves the set, says it is banned, and is
+        # never included again.
         victim = manifest["nodes"][3]["node_id"]
         net.cli("admin", "exclude", victim)
         ids = {n["node_id"] for n in net.cli("nodes")}
         assert victim not in ids and len(ids) == 3
+        wait_for(
+            lambda: "banned_node" in (net.statuses()[3]["admission_problem"] or ""),
+            "the excluded node to say it is banned",
+            60,
+        )
         start_slot = net.statuses()[0]["head_slot"]
         wait_for(lambda: net.statuses()[0]["head_slot"] >= start_slot + 10, "10 more slots", 90)
         assert victim not in {n["node_id"] for n in net.cli("nodes")}

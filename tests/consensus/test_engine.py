@@ -79,13 +79,16 @@ class Harness:
         for i in range(count):
             self.add(i)
 
-    def add(self, i: int) -> ConsensusEngine:
+    def add(self, i: int, ticket: bytes | None = None) -> ConsensusEngine:
+        """Node ``i``, with ``ticket`` (None: the admin's ticket for its key)."""
         ident = BOOTSTRAP if i == 0 else make_identity(i, b"harness")
+        if ticket is None:
+            ticket = make_ticket(ADMIN.sk, self.params.chain_id, ident.pk)
         config = EngineConfig(
             chain_id=self.params.chain_id,
             genesis_key=BOOTSTRAP.pk,
             address=f"harness:{i}",
-            ticket=make_ticket(ADMIN.sk, self.params.chain_id, ident.pk),
+            ticket=ticket,
             genesis_template=self.params if i == 0 else None,
             genesis_delay_ms=1_000,
         )

@@ -8,9 +8,12 @@ its head's slot, and a request signed before the genesis
 
 from __future__ import annotations
 
+from edgechain.chain.assembly import make_ticket
+from edgechain.chain.enrollment import TOKEN_ID_SIZE, make_enrollment_token
 from edgechain.chain.model import InclusionRequest
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.backoff import get_backoff_ms
+from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.joining import (
     DIRECT_TO_PRODUCERS,
     MAX_LAG_ASKS,
@@ -20,6 +23,7 @@ from edgechain.consensus.joining import (
 )
 from edgechain.consensus.messages import (
     HEAD_WANT,
+    AdmissionRefused,
     BlockMsg,
     ExitMsg,
     InclusionMsg,
@@ -30,9 +34,12 @@ from edgechain.consensus.messages import (
     SyncRequestMsg,
 )
 from edgechain.errors import RejectReason
+from edgechain.testing import ADMIN, make_identity
 from edgechain.types import NodeId, Slot
 
-from .test_engine import Harness
+from .test_engine import PARAMS, Harness
+
+PK_7 = make_identity(7, b"harness").pk
 
 
 def _get_requests(out: Output) -> list[InclusionRequest]:
@@ -248,3 +255,47 @@ def _validators(net: Harness) -> ValidatorSet:
     state = net.engine(0).get_head_state()
     assert state is not None
     return state.validators
+
+
+def _join_with(ticket: bytes) -> tuple[Harness, ConsensusEngine, list[Output]]:
+    """A node with ``ticket`` that holds a two-block chain of four validators, ticked
+    at the chain's next slot and again past its retry interval."""
+    net = Harness(4)
+    net.start_chain()
+    net.run_slot(1)
+    net.run_slot(2)
+    newcomer = net.add(7, ticket=ticket)
+    for block_hash in net.engine(0).get_chain():
+        net.deliver(4, BlockMsg(net.engine(0).blocks[block_hash]), net.order[0])
+    assert newcomer.get_head_state() is not None
+    outs = [newcomer.on_tick(net.now), newcomer.on_tick(net.now + 40_000)]
+    return net, newcomer, outs
+
+
+def _refusals(outs: list[Output]) -> list[AdmissionRefused]:
+    return [e for out in outs for e in out.events if isinstance(e, AdmissionRefused)]
+
+
+def test_a_node_without_a_ticket_says_once_why_it_cannot_join_and_asks_nobody() -> None:
+    """Restarted without ``--ticket`` on a permissioned chain, a node asked every retry
+    and every peer refused it in silence (``bad_admission_ticket`` in their metrics):
+    it followed the chain for good with nothing in its own log (session 59)."""
+    net, newcomer, outs = _join_with(b"")
+    assert [_get_requests(out) for out in outs] == [[], []]
+    refusals = _refusals(outs)
+    assert [r.reason for r in refusals] == [RejectReason.BAD_ADMISSION_TICKET]  # told once
+    assert newcomer.admission_problem is not None
+    # A node with its ticket asks, and has nothing to be told.
+    _, admitted, outs = _join_with(make_ticket(ADMIN.sk, net.params.chain_id, bytes(PK_7)))
+    assert _get_requests(outs[0]) and not _refusals(outs)
+    assert admitted.admission_problem is None
+
+
+def test_a_node_whose_enrollment_token_expired_says_so() -> None:
+    token = make_enrollment_token(ADMIN.sk, PARAMS.chain_id, b"\x07" * TOKEN_ID_SIZE, 1)
+    _, newcomer, outs = _join_with(token.encode())
+    assert newcomer.admission_problem is not None
+    assert [_get_requests(out) for out in outs] == [[], []]
+    assert [(r.reason, r.detail) for r in _refusals(outs)] == [
+        (RejectReason.BAD_ADMISSION_TICKET, "enrollment token expired at slot 1")
+    ]

@@ -61,6 +61,14 @@ def _status_schema() -> Schema:
             "head_slot": {"type": ["integer", "null"], "minimum": 0},
             "role": {"type": "string", "enum": [r.value for r in Role]},
             "is_validator": {"type": "boolean"},
+            "admission_problem": nullable(
+                {
+                    "type": "string",
+                    "description": "why the chain would refuse this node's inclusion "
+                    "request (no ticket or enrollment token, one expired or revoked, "
+                    "banned); the node sends none meanwhile",
+                }
+            ),
             "validators": count(),
             "peers": count(),
             "seeds": {

@@ -214,6 +214,10 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
                 'chain\'s floor? README, "How many nodes may fail")',
             )
         )
+    problem = status.get("admission_problem")
+    if problem:
+        # The chain would refuse this node's inclusion request (consensus/joining.py).
+        pairs.append(("cannot join", f"{problem} (its log says what to do)"))
     frozen = status.get("frozen_apps")
     if isinstance(frozen, list) and frozen:
         # The watchdog froze them: this node's lease ran out (it lost the chain).

@@ -27,6 +27,7 @@ from edgechain.consensus.producer import Producer, ProducerDuty
 from edgechain.consensus.reports import ReportRelay
 from edgechain.consensus.state import BlockState
 from edgechain.consensus.sync import Pending, Sync
+from edgechain.errors import ValidationError
 from edgechain.types import BlockHash, NodeId, Signature, Slot
 
 
@@ -103,6 +104,11 @@ class EngineView:
     @property
     def last_inclusion_sent_ms(self) -> int | None:
         return self.joining.last_inclusion_sent_ms
+
+    @property
+    def admission_problem(self) -> ValidationError | None:
+        """Why the chain would refuse our own inclusion request, as last checked."""
+        return self.joining.admission_problem
 
     @property
     def duty(self) -> ProducerDuty | None:

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 
 from edgechain.chain.assembly import make_exit_request, make_inclusion_request
+from edgechain.chain.authority import is_banned
 from edgechain.chain.departures import (
     INCLUSION_MAX_AGE_SLOTS,
     check_not_stale,
@@ -22,6 +23,7 @@ from edgechain.chain.departures import (
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import (
+    check_admission,
     is_exit_of_current_stay,
     validate_exit,
     validate_genesis,
@@ -31,6 +33,7 @@ from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.context import EngineContext, get_genesis_hash
 from edgechain.consensus.messages import (
     HEAD_WANT,
+    AdmissionRefused,
     ExitMsg,
     GenesisCreated,
     GenesisMsg,
@@ -43,7 +46,7 @@ from edgechain.consensus.messages import (
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
-from edgechain.errors import PeerError, RejectReason
+from edgechain.errors import PeerError, RejectReason, ValidationError
 from edgechain.types import NodeId, PublicKey, Signature, Slot
 
 MAX_RETRY_BACKOFF = 4
@@ -125,6 +128,11 @@ class Joining:
         self.lag_asks = 0
         """Head requests sent in a row instead of an inclusion request, the head lagging
         the clock (``MAX_LAG_ASKS``)."""
+        self.admission_problem: ValidationError | None = None
+        """Why the chain would refuse ``own_request`` (:meth:`_check_own_request`)."""
+        self._signatures_checked: tuple[InclusionRequest, ValidationError | None] | None = None
+        """``own_request`` and what its signatures and ticket checked to (one batch of
+        pairings per request signed, not per retry)."""
 
     # --- genesis -----------------------------------------------------------------------
 
@@ -284,6 +292,8 @@ class Joining:
             )
             self.sends_since_signed = 0
             self.was_validator = False
+        if state is not None and not self._check_own_request(state, out):
+            return
         self.sends_since_signed += 1
         self.pending_inclusions[bytes(ctx.pk)] = self.own_request
         message = InclusionMsg(self.own_request)
@@ -292,6 +302,40 @@ class Joining:
             producers = self.get_next_producers(state)
             if producers:
                 out.messages.append(Outgoing(message, Route.DIRECT, producers))
+
+    def _check_own_request(self, state: BlockState, out: Output) -> bool:
+        """Whether the next block on ``state`` could carry ``own_request``, checked as
+        every peer checks it (``validate_inclusion``, the ban, ``check_admission``).
+        A node restarted without its ticket, or whose enrollment token expired or was
+        revoked, asked every retry and each peer refused it in silence (counted there
+        as ``bad_admission_ticket``): it followed the chain for good with nothing in its
+        own log. Now it says why once (``AdmissionRefused``, ``/status``
+        ``admission_problem``) and sends nothing the chain would refuse."""
+        ctx = self.ctx
+        params = ctx.params
+        if params is None:
+            return True
+        request = self.own_request
+        if self._signatures_checked is None or self._signatures_checked[0] is not request:
+            try:
+                validate_inclusion(request, params, ctx.memo.signatures)
+                found = None
+            except ValidationError as exc:
+                found = exc
+            self._signatures_checked = (request, found)
+        problem = self._signatures_checked[1]
+        if problem is None and is_banned(state.authority, ctx.node_id):
+            problem = ValidationError(RejectReason.BANNED_NODE, "banned by the admin")
+        if problem is None:
+            try:
+                check_admission(request, params, state.authority, Slot(state.slot + 1))
+            except ValidationError as exc:
+                problem = exc
+        told = self.admission_problem
+        self.admission_problem = problem
+        if problem is not None and (told is None or str(told) != str(problem)):
+            out.events.append(AdmissionRefused(problem.reason, problem.detail))
+        return problem is None
 
     def get_next_producers(self, state: BlockState) -> tuple[NodeId, ...]:
         """The producers of the ``DIRECT_TO_PRODUCERS`` slots after ``state`` on it (the

@@ -325,6 +325,17 @@ class IdentityClash:
 
 
 @dataclass(frozen=True)
+class AdmissionRefused:
+    """The chain would refuse this node's own inclusion request, for ``reason``
+    (``detail``): no ticket or enrollment token on a permissioned chain, one expired or
+    revoked, the node banned. Told when the problem starts or changes; the node stops
+    sending the request until it is gone (``consensus/joining.py``)."""
+
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True)
 class LastVoteChanged:
     """This node signed a new finality vote: persist it before sending anything else
     (``consensus/finality_votes.py``)."""
@@ -354,6 +365,7 @@ Event = (
     | MigrationOrder
     | GenesisCreated
     | PeerRejected
+    | AdmissionRefused
     | LastVoteChanged
     | IdentityClash
     | FinalityAdvanced

@@ -24,6 +24,7 @@ from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
 from edgechain.consensus.messages import (
     HEAD_WANT,
+    AdmissionRefused,
     BlockAccepted,
     BlockMsg,
     BlocksFollowed,
@@ -42,6 +43,7 @@ from edgechain.consensus.messages import (
     SyncResponseMsg,
     VoteMsg,
 )
+from edgechain.errors import RejectReason
 from edgechain.node.archive import put_finalized_chain, put_followed_blocks, put_last_vote
 from edgechain.node.clock import NodeClock
 from edgechain.node.report_times import ReportTimes
@@ -185,6 +187,27 @@ class EventRecorder:
             )
         elif isinstance(event, PeerRejected):
             logs.debug(log, "peer input rejected", reason=event.reason)
+        elif isinstance(event, AdmissionRefused):
+            logs.warning(
+                log,
+                "cannot join: the chain would refuse this node's inclusion request",
+                reason=event.reason,
+                detail=event.detail,
+                hint=get_admission_hint(event.reason),
+            )
+
+
+def get_admission_hint(reason: RejectReason) -> str:
+    """What the operator of a node the chain would not admit can do."""
+    if reason is RejectReason.BANNED_NODE:
+        return "the admin excluded this node's key: only a new key (a new data directory) joins"
+    if reason is RejectReason.BAD_ADMISSION_TICKET:
+        return (
+            "start it with --ticket (`edgechain admin ticket` for its public key) or "
+            "--enrollment-token-file (`edgechain admin enroll`); it follows the chain "
+            "meanwhile and asks again once the problem is gone"
+        )
+    return "it follows the chain meanwhile and asks again once the problem is gone"
 
 
 def put_finalized_history(store: BlockStore, event: FinalityAdvanced) -> int:

@@ -235,6 +235,11 @@ class NodeQueries:
             "head_slot": state.slot if state else None,
             "role": role.value,
             "is_validator": engine.is_validator(),
+            # Why the chain would refuse our inclusion request (consensus/joining.py:
+            # no ticket or token, one expired or revoked, banned); null: none known.
+            "admission_problem": (
+                str(engine.admission_problem) if engine.admission_problem is not None else None
+            ),
             "validators": len(state.validators) if state else 0,
             "peers": len(self.dht.get_peers()),
             # The operator's seed addresses and who answered at each (node/seeds.py).
