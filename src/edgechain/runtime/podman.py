@@ -163,6 +163,10 @@ class PodmanService:
             self._proc = subprocess.Popen(
                 [*self.get_cli_args(), "system", "service", "--time=0", self.base_url],
                 env=self.get_env(),
+                # conmon, which the service starts for each container, writes an ``oom``
+                # file into its working directory when the kernel OOM-kills the
+                # container: this one, not wherever the node (or a test) was started.
+                cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
