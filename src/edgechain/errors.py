@@ -236,6 +236,11 @@ class LocalError(EdgechainError):
     """Our own misuse or misconfiguration (not a peer's fault)."""
 
 
+CANNOT_LISTEN = "cannot listen on"
+"""How a :class:`BindError`'s message starts (the testnet launcher reads it in a node's
+standard error)."""
+
+
 class BindError(LocalError):
     """An address this node must listen on cannot be had: the port is taken (by another
     process, or a copy of this node), or the host is not one of this machine's."""
@@ -243,7 +248,7 @@ class BindError(LocalError):
     def __init__(self, what: str, host: str, port: int, cause: OSError, hint: str = "") -> None:
         # os.strerror: asyncio's own message repeats the address.
         reason = os.strerror(cause.errno) if cause.errno else str(cause)
-        super().__init__(f"cannot listen on {host}:{port} for {what}: {reason}{hint}")
+        super().__init__(f"{CANNOT_LISTEN} {host}:{port} for {what}: {reason}{hint}")
 
 
 class KeystoreError(LocalError):

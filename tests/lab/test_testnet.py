@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -182,6 +185,66 @@ def test_small_testnet_reaches_one_head_without_skips(tmp_path: Path) -> None:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         ready = json.loads((cfg.run_dir / node["name"] / "ready.json").read_text())
         assert ready["node_id"] == node["node_id"]
+
+
+def _find_free_ports(count: int) -> tuple[int, list[socket.socket]]:
+    """A base port below the ephemeral range whose ``count`` ports are free, with the
+    first and third (node-000's and node-001's peer ports) held, listening."""
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randrange(20_000, 30_000, 2)
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket()
+                held.append(probe)
+                probe.bind(("127.0.0.1", port))
+                probe.listen()
+        except OSError:
+            for probe in held:
+                probe.close()
+            continue
+        keep = [held[0], held[2]]
+        for probe in held:
+            if probe not in keep:
+                probe.close()
+        return base, keep
+    raise AssertionError("no free port range")
+
+
+def test_nodes_whose_ports_are_taken_for_a_moment_are_started_again(tmp_path: Path) -> None:
+    """A testnet's fixed ports lie where another process may hold one for a moment
+    (an outgoing socket): node-001 of a 6-node testnet found its peer port taken, exited,
+    and the testnet waited for it for good. The launcher starts such a node again. Each
+    port is held until the launcher's log says its node could not listen on it."""
+    base, held = _find_free_ports(8)
+    log = tmp_path / "run" / "launcher.log"
+    names = ("node-000", "node-001")
+    done = threading.Event()
+
+    def release_when_refused() -> None:
+        waiting = dict(zip(names, held, strict=True))
+        while waiting and not done.wait(0.05):
+            text = log.read_text() if log.exists() else ""
+            for name in [n for n in waiting if f"{n} cannot listen on" in text]:
+                waiting.pop(name).close()
+
+    watcher = threading.Thread(target=release_when_refused, daemon=True)
+    watcher.start()
+    try:
+        summary = run_testnet(config(tmp_path, nodes=4, slots=2, base_port=base))
+    finally:
+        done.set()
+        watcher.join()
+        for probe in held:
+            probe.close()
+    assert summary["genesis"], summary["failure"]
+    assert summary["crashes"] == [], summary["crashes"]
+    text = log.read_text()
+    for name, port in zip(names, (base, base + 2), strict=True):
+        said = f"{name} cannot listen on 127.0.0.1:{port} for the peers (--listen)"
+        assert said in text and "starting it again (1 of 3)" in text, text
+    assert summary["nodes_answering"] == 4
 
 
 def test_killed_nodes_are_skipped_and_resync(tmp_path: Path) -> None:

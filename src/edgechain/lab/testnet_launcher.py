@@ -23,6 +23,7 @@ from edgechain.chain.assembly import make_ticket
 from edgechain.chain.attestation import is_one_failure_fatal
 from edgechain.crypto import bls
 from edgechain.crypto.keystore import create_keystore
+from edgechain.errors import CANNOT_LISTEN
 from edgechain.lab.cluster import (
     HTTP_TIMEOUT_S,
     Cluster,
@@ -68,6 +69,15 @@ EXIT_REASONS = {
 (``node_daemon.py``); any other status is a crash without a reason."""
 
 
+PORT_RETRIES = 3
+"""Starts again of a node that could not listen on its ports before it was ever ready:
+a testnet's fixed ports lie in the kernel's ephemeral range, where another process's
+outgoing socket may hold one for a moment (seen: a 6-node testnet whose node-001 found
+its peer port taken, and the testnet waited for it for good)."""
+PORT_RETRY_DELAY_S = 1.0
+"""The wait before such a start again."""
+
+
 class Launcher:
     """Runs one testnet from start to summary; see :mod:`edgechain.lab.testnet`."""
 
@@ -93,6 +103,10 @@ class Launcher:
         self.source_digest = compute_source_digest(PACKAGE_DIR)
         self.rng = random.Random(config.seed)
         self._pool = ThreadPoolExecutor(max_workers=min(MAX_POLL_THREADS, config.nodes))
+        self._port_retries: dict[int, int] = {}
+        """Each node's starts again for a taken port (``PORT_RETRIES``)."""
+        self._port_retry_due: dict[int, float] = {}
+        """Nodes to start again for a taken port, and when."""
 
     # -- public --
 
@@ -240,7 +254,10 @@ class Launcher:
             ready = node.poll_ready()
             if ready is not None:
                 return ready
-            if not node.is_running():
+            if not node.is_running() and node.reap() and self._is_port_retry(node):
+                time.sleep(PORT_RETRY_DELAY_S)
+                self._cluster().start(index)
+            elif not node.is_running():
                 raise LaunchError(
                     f"{node.spec.name} exited before it was ready; see "
                     f"{node.spec.data_dir / 'stderr.log'}:\n{self._tail(node)}"
@@ -360,6 +377,11 @@ class Launcher:
     def _check_nodes(self) -> None:
         """Read new ready files; reap exited nodes (one not told to exit crashed, unless
         it exited 0: only a node that left the network on purpose does, node/leaving.py)."""
+        now = time.monotonic()
+        for index, due in list(self._port_retry_due.items()):
+            if now >= due:
+                del self._port_retry_due[index]
+                self._cluster().start(index)
         for node in self._cluster().nodes:
             node.poll_ready()
             ended = node.reap()
@@ -368,6 +390,9 @@ class Launcher:
             if ended.exit_code == 0:
                 self.observed.left.append({"name": node.spec.name, "slot": self.observed.slot})
                 self.output.log(f"{node.spec.name} left the network (exit code 0)")
+                continue
+            if self._is_port_retry(node):
+                self._port_retry_due[node.spec.index] = now + PORT_RETRY_DELAY_S
                 continue
             crash = {
                 "name": node.spec.name,
@@ -378,6 +403,23 @@ class Launcher:
             self.observed.crashes.append(crash)
             why = EXIT_REASONS.get(ended.exit_code or 0, "crash")
             self.output.log(f"{node.spec.name} exited with {ended.exit_code} ({why})")
+
+    def _is_port_retry(self, node: NodeProcess) -> bool:
+        """Whether to start ``node`` again: its incarnation that just ended never got
+        ready because a port was taken (``PORT_RETRIES`` times at most). Counted and
+        logged here; the caller starts it after ``PORT_RETRY_DELAY_S``."""
+        tried = self._port_retries.get(node.spec.index, 0)
+        if node.ready is not None or tried >= PORT_RETRIES:
+            return False
+        tail = self._tail(node, lines=2)
+        if CANNOT_LISTEN not in tail:
+            return False
+        self._port_retries[node.spec.index] = tried + 1
+        self.output.log(
+            f"{node.spec.name} {tail.splitlines()[-1].split(': ', 1)[-1]}: starting it "
+            f"again ({tried + 1} of {PORT_RETRIES})"
+        )
+        return True
 
     # -- faults --
 
