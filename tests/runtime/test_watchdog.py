@@ -137,7 +137,16 @@ def is_frozen(runtime: ProcessRuntime, app: AppId) -> bool:
     if not is_stopped(leader.pid):
         return False
     children = leader.children(recursive=True)
-    return all(is_stopped(c.pid) or c.status() == psutil.STATUS_ZOMBIE for c in children)
+    return all(is_stopped(c.pid) or _is_ended(c) for c in children)
+
+
+def _is_ended(process: psutil.Process) -> bool:
+    """A zombie, or gone: a leader with its SIGSTOP still pending (``is_stopped``
+    counts it) may reap a child between the listing and this look."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def is_running(runtime: ProcessRuntime, app: AppId) -> bool:
@@ -637,3 +646,23 @@ def test_a_full_disk_does_not_end_the_watchdog(node: FencedNode) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=LIMIT_S)
+
+
+def test_a_pending_sigstop_is_read_from_either_pending_set() -> None:
+    """``is_stopped`` takes a process with SIGSTOP pending for stopped: it stops before
+    it runs again (a shell waiting for the child it vforked, frozen with its group)."""
+    stop = 1 << (signal.SIGSTOP - 1)
+    head = b"Name:\tsh\nState:\tS (sleeping)\n"
+
+    def status(sig_pnd: int, shd_pnd: int) -> bytes:
+        return head + b"SigPnd:\t%016x\nShdPnd:\t%016x\nSigBlk:\t0\n" % (sig_pnd, shd_pnd)
+
+    assert not watchdog.is_stop_pending_in(status(0, 0))
+    assert watchdog.is_stop_pending_in(status(stop, 0))
+    assert watchdog.is_stop_pending_in(status(0, stop | 1))
+    assert not watchdog.is_stop_pending_in(status(1 << (signal.SIGTERM - 1), 0))
+    assert not watchdog.is_stop_pending_in(head)  # no pending sets: nothing pending
+    assert not watchdog.is_stop_pending_in(head + b"SigPnd:\tzz\n")  # unreadable
+    # And the process table agrees: a live process has none pending.
+    with open(f"/proc/{os.getpid()}/status", "rb") as file:
+        assert not watchdog.is_stop_pending_in(file.read())

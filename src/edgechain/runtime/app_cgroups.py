@@ -114,8 +114,10 @@ def _probe_join() -> str:
     return "" if code == 0 else f"a process cannot join a cgroup under {root}"
 
 
+@functools.lru_cache(maxsize=64)
 def get_node_cgroup(apps_dir: str) -> str | None:
-    """The cgroup holding the app cgroups of the node whose apps live in ``apps_dir``."""
+    """The cgroup holding the app cgroups of the node whose apps live in ``apps_dir``
+    (kept: the sampler asks twice per app each second, and the root is fixed)."""
     root = get_root()
     if root is None:
         return None

@@ -69,6 +69,7 @@ from edgechain.runtime.lease import PID_FILE
 from edgechain.runtime.net_traffic import is_own_netns, read_netns_bytes
 from edgechain.runtime.process_group import GroupUsage, compute_cpu_bp
 from edgechain.runtime.state_quota import discard_state_quota
+from edgechain.runtime.usage import get_host_memory
 from edgechain.types import AppId
 
 IMAGE_FILE = "image.tar"
@@ -153,8 +154,7 @@ class ContainerRuntime(ContainerControl):
                 if previous is not None and previous[2] == pid:
                     cpu_bp = compute_cpu_bp(cpu_s - previous[1], now - previous[0])
                 net = self.traffic.get_rate(app, now, self._get_traffic(pid, usage))
-            total = _get_host_memory()
-            ram_bp = min(BASIS_POINTS, rss * BASIS_POINTS // max(1, total))
+            ram_bp = min(BASIS_POINTS, rss * BASIS_POINTS // get_host_memory())
             disk = get_tree_size(self.get_state_dir(app))
             return AppStats(app, cpu_bp, ram_bp, rss, disk, status, net)
 
@@ -287,9 +287,3 @@ class ContainerRuntime(ContainerControl):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _get_host_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().total)

@@ -54,8 +54,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
 from edgechain.chain.model import BASIS_POINTS, AppSpec, RuntimeKind
 from edgechain.runtime.app_cgroups import remove_empty_cgroups
 from edgechain.runtime.app_log import LogTail, keep_log, list_kept_logs, read_log_tail, trim_log
@@ -88,6 +86,7 @@ from edgechain.runtime.process_launch import (
 )
 from edgechain.runtime.process_records import ProcessRecord, ProcessRecords
 from edgechain.runtime.spawner import APP_USER_MAX_PROCESSES, reap_orphan_groups
+from edgechain.runtime.usage import get_host_memory
 from edgechain.types import AppId
 
 _log = logging.getLogger("edgechain.runtime")
@@ -225,7 +224,7 @@ class ProcessRuntime(AppDirectories):
                 then, cpu_then = record.last_sample
                 cpu_bp = compute_cpu_bp(cpu_s - cpu_then, now - then)
             record.last_sample = (now, cpu_s) if record.proc is not None else None
-            ram_bp = rss * BASIS_POINTS // max(1, psutil.virtual_memory().total)
+            ram_bp = rss * BASIS_POINTS // get_host_memory()
             disk = get_tree_size(self.get_state_dir(app))
             dropped = trim_log(self.get_app_dir(app) / LOG_FILE)
             if dropped:

@@ -55,13 +55,13 @@ def is_stopped(pid: int) -> bool:
     before it runs again: it may be waiting for a CPU, finishing a write, or (until a
     SIGCONT) be a shell waiting for the child it vforked, which the same group
     SIGSTOP stopped before its exec."""
-    try:
-        status = psutil.Process(pid).status()
-    except psutil.Error:
+    fields = read_stat_fields(pid)  # one read: reconcile asks for every app each second
+    if not fields:
         return False
-    if status == psutil.STATUS_STOPPED:
+    state = fields[0]
+    if state == b"T":
         return True
-    return status != psutil.STATUS_ZOMBIE and has_stop_pending(pid)
+    return state != b"Z" and has_stop_pending(pid)
 
 
 def kill_leftovers(pgid: int, state_dir: str | None = None) -> None:
@@ -142,10 +142,9 @@ class GroupCensus:
         self._lock = threading.Lock()
         self._taken = -math.inf
         self._groups: dict[int, GroupUsage] = {}
-        self._rss: dict[int, int] = {}
-        """Each process's resident bytes."""
-        self._tcp: dict[int, int] | None = None
+        self._tcp: dict[int, int] = {}
         """This round's TCP socket table (``net_traffic``), read when first asked."""
+        self._tcp_taken = -math.inf
 
     def get(self, pgid: int) -> tuple[float, GroupUsage | None]:
         """(monotonic time of the census, the group's usage or None: no such group)."""
@@ -155,8 +154,7 @@ class GroupCensus:
 
     def _refresh(self) -> None:
         if time.monotonic() - self._taken > self.max_age_s:
-            self._groups, self._rss = read_census()
-            self._tcp = None
+            self._groups = read_groups()
             self._taken = time.monotonic()
 
     def get_copy(self, pgid: int, state_dir: str) -> tuple[float, GroupUsage | None]:
@@ -168,35 +166,39 @@ class GroupCensus:
             return self.get(pgid)
         read = time.monotonic()  # the counter is read now, not at the census
         members = find_copy_members(state_dir)
-        with self._lock:
-            self._refresh()
-            rss = sum(self._rss.get(pid, 0) for pid in members)
-        return read, GroupUsage(cpu_s, rss, tuple(members))
+        # The members' own stat files, not a census of the whole host: on a host of
+        # many nodes (a testnet) every node read every process each second.
+        return read, GroupUsage(cpu_s, sum(map(read_resident_bytes, members)), tuple(members))
 
     def get_tcp_bytes(self, usage: GroupUsage) -> dict[int, int]:
         """Bytes sent and received by each TCP socket the group's members hold (socket
-        inode → bytes), from one socket table per census round; empty if the kernel's
-        table cannot be read."""
+        inode → bytes), from one socket table per round (``max_age_s``, on its own
+        clock: a cgroup's copy takes no census); empty if the kernel's table cannot be
+        read."""
         with self._lock:
-            if self._tcp is None:
+            if time.monotonic() - self._tcp_taken > self.max_age_s:
                 try:
                     self._tcp = read_tcp_socket_bytes()
                 except OSError:
                     self._tcp = {}
+                self._tcp_taken = time.monotonic()
             table = self._tcp
         return {i: table[i] for i in get_socket_inodes(usage.members) if i in table}
 
 
+def read_resident_bytes(pid: int) -> int:
+    """Process ``pid``'s resident bytes (``/proc/PID/stat``'s rss); 0 when it is gone."""
+    fields = read_stat_fields(pid)
+    try:
+        return int(fields[21]) * _PAGE if fields else 0
+    except (ValueError, IndexError):
+        return 0
+
+
 def read_groups() -> dict[int, GroupUsage]:
-    """Process group id -> usage, for every process on the host now."""
-    return read_census()[0]
-
-
-def read_census() -> tuple[dict[int, GroupUsage], dict[int, int]]:
-    """:func:`read_groups`, and each process's resident bytes, from one pass."""
+    """Process group id -> usage, for every process on the host now (one pass)."""
     cpu: dict[int, float] = {}
     rss: dict[int, int] = {}
-    resident_by_pid: dict[int, int] = {}
     members: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -215,7 +217,5 @@ def read_census() -> tuple[dict[int, GroupUsage], dict[int, int]]:
             continue  # not a stat line we can read
         cpu[group] = cpu.get(group, 0.0) + get_run_seconds(int(name), own) + reaped
         rss[group] = rss.get(group, 0) + resident
-        resident_by_pid[int(name)] = resident
         members.setdefault(group, []).append(int(name))
-    groups = {group: GroupUsage(cpu[group], rss[group], tuple(members[group])) for group in cpu}
-    return groups, resident_by_pid
+    return {group: GroupUsage(cpu[group], rss[group], tuple(members[group])) for group in cpu}

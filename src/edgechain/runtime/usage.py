@@ -27,6 +27,7 @@ half to twice its share.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Collection, Iterable
 
@@ -50,6 +51,13 @@ moved app is averaged over the samples it has so far, so it shows at once."""
 def get_host_cores() -> int:
     """The host's logical CPUs, as ``compute_cpu_bp`` divides by."""
     return psutil.cpu_count() or 1
+
+
+@functools.cache
+def get_host_memory() -> int:
+    """The host's RAM in bytes, which app shares are of; read once (``virtual_memory``
+    parses ``/proc/meminfo``, and the runtimes asked for every app each second)."""
+    return max(1, int(psutil.virtual_memory().total))
 
 
 def compute_capacity_bp(cores_used: float, capacity: float) -> int:

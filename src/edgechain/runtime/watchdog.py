@@ -152,14 +152,25 @@ def find_process(pid: int, created: float, boot_time: float) -> str | None:
 
 def has_stop_pending(pid: int) -> bool:
     """SIGSTOP is pending for ``pid`` (its own or its thread group's pending set)."""
-    pending = 0
     try:
         with open(f"/proc/{pid}/status", "rb") as file:
-            for line in file:
-                if line.startswith((b"SigPnd:", b"ShdPnd:")):
-                    pending |= int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
+            return is_stop_pending_in(file.read())
+    except OSError:
         return False
+
+
+def is_stop_pending_in(status: bytes) -> bool:
+    """Whether a ``/proc/PID/status`` text has SIGSTOP in ``SigPnd`` or ``ShdPnd``.
+    Found in the whole text, not line by line: reconcile asks for every app's process
+    each second."""
+    pending = 0
+    for key in (b"\nSigPnd:", b"\nShdPnd:"):
+        at = status.find(key)
+        if at >= 0:
+            try:
+                pending |= int(status[at + len(key) : status.find(b"\n", at + 1)], 16)
+            except ValueError:
+                return False
     return bool(pending & 1 << (signal.SIGSTOP - 1))
 
 
