@@ -107,6 +107,7 @@ class Launcher:
         """Each node's starts again for a taken port (``PORT_RETRIES``)."""
         self._port_retry_due: dict[int, float] = {}
         """Nodes to start again for a taken port, and when."""
+        self._said_client_without = False
 
     # -- public --
 
@@ -314,10 +315,29 @@ class Launcher:
         if operator is None:
             return
         urls = None
-        if self.observed.genesis_after_s is not None and joined == self.config.nodes:
+        if (
+            operator.future is None
+            and self.observed.genesis_after_s is not None
+            and joined == self.config.nodes
+            and not self._port_retry_due
+        ):
+            nodes = self._cluster().nodes
             addresses = [self._node_address(i) for i in range(self.config.nodes)]
-            if all(a is not None for a in addresses):
+            # A node that crashed is not waited for: the run went on without a client
+            # config for good when one crashed before the grant. (A node the launcher
+            # killed is, until it is started again.)
+            crashed = {c["name"] for c in self.observed.crashes}
+            exited = [n.spec.name for n in nodes if n.spec.name in crashed and not n.is_running()]
+            if all(
+                a is not None or n.spec.name in exited
+                for a, n in zip(addresses, nodes, strict=True)
+            ):
                 urls = [f"http://{a[0]}:{a[1]}" for a in addresses if a is not None]
+                if exited and not self._said_client_without:
+                    self._said_client_without = True
+                    self.output.log(
+                        f"client config without {', '.join(exited)} (exited: see its stderr.log)"
+                    )
         operator.poll(self._pool, urls)
 
     # -- polling --
