@@ -9,6 +9,7 @@ node's loop: it is read once, before the loop starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -27,7 +28,10 @@ from edgechain.network.transport import join_address
 from edgechain.node.archive import get_last_vote, get_other_version_error
 from edgechain.node.leaving import DEFAULT_DRAIN_TIMEOUT_MS
 from edgechain.node.vote_file import VOTE_FILE_NAME, get_start_vote
+from edgechain.telemetry import logs
 from edgechain.types import SecretKey, Signature
+
+log = logging.getLogger("edgechain.node")
 
 HOSTILE_ENV = "EDGECHAIN_HOSTILE"
 """Names hostile behaviours for chaos experiments (``hostile.py``): only then does the
@@ -147,6 +151,26 @@ def get_stored_genesis(stored: GenesisRecord) -> Genesis:
     return genesis
 
 
+TICKET_META = "admission_ticket"
+"""The store's meta key of the ticket or enrollment token the node last started with."""
+
+
+def get_kept_ticket(store: BlockStore, given: bytes) -> bytes:
+    """What the node's inclusion request presents: the ticket or enrollment token it
+    was given, kept in its store, else the one kept from an earlier start. A validator
+    excluded while it was down asks to join again when it comes back; started without
+    its ``--ticket`` (a restart by hand, a unit file that had it only the first time),
+    it could never rejoin (session 59). A node that is given one presents that one."""
+    if given:
+        if store.get_meta(TICKET_META) != given:
+            store.put_meta(TICKET_META, given)
+        return given
+    kept = store.get_meta(TICKET_META) or b""
+    if kept:
+        logs.info(log, "admission: the ticket kept from an earlier start", size=len(kept))
+    return kept
+
+
 def make_engine(
     cfg: NodeConfig,
     sk: SecretKey,
@@ -189,7 +213,7 @@ def make_engine(
         genesis_key=bls.sk_to_pk(sk) if cfg.genesis else cfg.genesis_key,  # type: ignore[arg-type]
         address=join_address(advertise, port),
         labels=labels,
-        ticket=cfg.ticket,
+        ticket=get_kept_ticket(store, cfg.ticket),
         genesis_template=template,
         genesis_delay_ms=cfg.genesis_delay_ms,
         last_vote=last_vote,
