@@ -60,10 +60,19 @@ def check_inclusion_on_parent(
     neither expired nor revoked (``check_admission``), its nonce fresh and after its
     node's last departure (``chain/departures.py``). Full validation and the producer's
     choice (``producer.is_admissible``) both ask this; the first failure is raised."""
+    check_admitted(req, params, parent, slot)
+    check_inclusion_slot(req, slot, parent.departures)
+
+
+def check_admitted(
+    req: InclusionRequest, params: ChainParams, parent: BlockState, slot: Slot
+) -> None:
+    """The admin's part of admitting ``req`` in a block at ``slot`` on ``parent``: its
+    node not banned, its enrollment token neither expired nor revoked. A joining node
+    asks this of its own request too (``consensus/joining.py``)."""
     if is_banned(parent.authority, compute_node_id(req.public_key)):
         raise ValidationError(RejectReason.BANNED_NODE)
     check_admission(req, params, parent.authority, slot)
-    check_inclusion_slot(req, slot, parent.departures)
 
 
 def validate_full(

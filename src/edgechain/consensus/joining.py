@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import ParamSpec
 
 from edgechain.chain.assembly import make_exit_request, make_inclusion_request
-from edgechain.chain.authority import is_banned
 from edgechain.chain.departures import (
     INCLUSION_MAX_AGE_SLOTS,
     check_not_stale,
@@ -23,13 +23,13 @@ from edgechain.chain.departures import (
 from edgechain.chain.encoding import compute_genesis_hash
 from edgechain.chain.model import ExitRequest, Genesis, InclusionRequest
 from edgechain.chain.validation import (
-    check_admission,
     is_exit_of_current_stay,
     validate_exit,
     validate_genesis,
     validate_inclusion,
 )
 from edgechain.consensus.backoff import get_backoff_ms
+from edgechain.consensus.block_validation import check_admitted
 from edgechain.consensus.context import EngineContext, get_genesis_hash
 from edgechain.consensus.messages import (
     HEAD_WANT,
@@ -48,6 +48,8 @@ from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.errors import PeerError, RejectReason, ValidationError
 from edgechain.types import NodeId, PublicKey, Signature, Slot
+
+_P = ParamSpec("_P")
 
 MAX_RETRY_BACKOFF = 4
 """A request waits at most this many base intervals (``inclusion_retry_ms``) to be
@@ -94,6 +96,17 @@ requests are fresh and signed no earlier than their node's last departure
 dropping them at once is the joining nodes' and the pools' rule."""
 
 
+def _get_refusal(
+    check: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
+) -> ValidationError | None:
+    """What ``check(*args, **kwargs)`` refused with, or None when it passed."""
+    try:
+        check(*args, **kwargs)
+    except ValidationError as exc:
+        return exc
+    return None
+
+
 class Joining:
     """Inclusion and exit requests, and the genesis that starts the chain."""
 
@@ -130,9 +143,6 @@ class Joining:
         the clock (``MAX_LAG_ASKS``)."""
         self.admission_problem: ValidationError | None = None
         """Why the chain would refuse ``own_request`` (:meth:`_check_own_request`)."""
-        self._signatures_checked: tuple[InclusionRequest, ValidationError | None] | None = None
-        """``own_request`` and what its signatures and ticket checked to (one batch of
-        pairings per request signed, not per retry)."""
 
     # --- genesis -----------------------------------------------------------------------
 
@@ -305,7 +315,7 @@ class Joining:
 
     def _check_own_request(self, state: BlockState, out: Output) -> bool:
         """Whether the next block on ``state`` could carry ``own_request``, checked as
-        every peer checks it (``validate_inclusion``, the ban, ``check_admission``).
+        every peer checks it (``validate_inclusion``, ``block_validation.check_admitted``).
         A node restarted without its ticket, or whose enrollment token expired or was
         revoked, asked every retry and each peer refused it in silence (counted there
         as ``bad_admission_ticket``): it followed the chain for good with nothing in its
@@ -316,21 +326,14 @@ class Joining:
         if params is None:
             return True
         request = self.own_request
-        if self._signatures_checked is None or self._signatures_checked[0] is not request:
-            try:
-                validate_inclusion(request, params, ctx.memo.signatures)
-                found = None
-            except ValidationError as exc:
-                found = exc
-            self._signatures_checked = (request, found)
-        problem = self._signatures_checked[1]
-        if problem is None and is_banned(state.authority, ctx.node_id):
-            problem = ValidationError(RejectReason.BANNED_NODE, "banned by the admin")
+        # Its signatures and ticket once per request signed, not per retry; the verdict
+        # kept, a refusal too.
+        problem = ctx.memo.get(
+            ("own-inclusion", request),
+            lambda: _get_refusal(validate_inclusion, request, params, ctx.memo.signatures),
+        )
         if problem is None:
-            try:
-                check_admission(request, params, state.authority, Slot(state.slot + 1))
-            except ValidationError as exc:
-                problem = exc
+            problem = _get_refusal(check_admitted, request, params, state, Slot(state.slot + 1))
         told = self.admission_problem
         self.admission_problem = problem
         if problem is not None and (told is None or str(told) != str(problem)):
