@@ -107,7 +107,6 @@ class Launcher:
         """Each node's starts again for a taken port (``PORT_RETRIES``)."""
         self._port_retry_due: dict[int, float] = {}
         """Nodes to start again for a taken port, and when."""
-        self._said_client_without = False
 
     # -- public --
 
@@ -333,8 +332,7 @@ class Launcher:
                 for a, n in zip(addresses, nodes, strict=True)
             ):
                 urls = [f"http://{a[0]}:{a[1]}" for a in addresses if a is not None]
-                if exited and not self._said_client_without:
-                    self._said_client_without = True
+                if exited and urls:  # the grant starts now: said once
                     self.output.log(
                         f"client config without {', '.join(exited)} (exited: see its stderr.log)"
                     )
