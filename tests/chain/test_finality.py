@@ -56,6 +56,7 @@ class Chain:
         label: str,
         votes: list[tuple[int, FinalityVote]] = [],  # noqa: B006 - never mutated
         validators: ValidatorSet | None = None,
+        excluded: tuple[int, ...] = (),
     ) -> BlockHash:
         block = _hash(label)
         new_validators = validators or self.validators
@@ -69,6 +70,7 @@ class Chain:
             new_validators,
             [(_node(i), v) for i, v in votes],
             EPOCH,
+            [_node(i) for i in excluded],
         )
         self.tip, self.slot, self.validators = block, slot, new_validators
         return block
@@ -164,6 +166,30 @@ def test_the_voter_set_stays_until_finality_so_a_shrunk_minority_cannot_finalize
     chain.add(17, "m17", _vote(genesis, Checkpoint(2, b16), minority))
     assert chain.state.justified == genesis and chain.state.finalized == genesis
     assert len(chain.state.voters) == 9
+
+
+def test_the_admin_excluding_dead_voters_lets_finality_resume() -> None:
+    """4 of 9 voters are gone for good: 5 votes are not more than 2/3 of 9, and the chain
+    stalls. The admin's exclusions shrink the set to 8 (5 of 8 is not enough either),
+    then 7, and the votes already counted justify in that exclusion's own block."""
+    chain = Chain.start(_validators(range(9)))
+    genesis = chain.state.justified
+    live = range(4, 9)
+    b8 = chain.add(8, "b8")
+    chain.add(9, "b9", _vote(genesis, Checkpoint(1, b8), live))
+    assert chain.state.justified == genesis
+    chain.add(10, "b10", _vote(genesis, Checkpoint(1, b8), range(0, 1)), excluded=(0,))
+    assert chain.state.justified == genesis  # the excluded voter's vote does not count
+    assert chain.state.tallies[Checkpoint(1, b8)] == frozenset(_node(i) for i in live)
+    chain.add(11, "b11", excluded=(1,))
+    assert chain.state.justified == Checkpoint(1, b8)
+    assert _node(0) not in chain.state.voters and len(chain.state.voters) == 7
+    b16 = chain.add(16, "b16")
+    chain.add(17, "b17", _vote(Checkpoint(1, b8), Checkpoint(2, b16), live))
+    assert chain.state.finalized == Checkpoint(1, b8)
+    # b8's block had all nine validators; the set it hands on leaves out the excluded.
+    # (Two of the dead remain voters: 5 of 7 is still more than two thirds.)
+    assert sorted(chain.state.voters.get_node_ids()) == [_node(i) for i in range(2, 9)]
 
 
 def test_finalization_hands_on_the_finalized_blocks_validator_set() -> None:

@@ -57,6 +57,8 @@ class FakeState:
     drop_names: dict[str, str] = field(default_factory=dict)
     """Submissions of these app names are dropped unapplied, for the reason given (the
     node's head refused them, ``consensus/command_pool.py``)."""
+    finality: dict[str, Any] = field(default_factory=dict)
+    """``GET /status``'s ``finality`` (its silent voters, for ``admin exclude``)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
     """Reasons of the commands dropped, by hash."""
@@ -149,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         state.requests.append((method, self.path))
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if method == "GET" and path == "/status":
-            return self._reply(200, {"chain_id": state.chain_id, "head_slot": 40, "slot": 41})
+            status = {"chain_id": state.chain_id, "head_slot": 40, "slot": 41}
+            return self._reply(200, {**status, "finality": state.finality})
         if method == "GET" and parts[0] == "operators" and len(parts) == 2:
             state.poll()
             pk = parts[1]

@@ -284,6 +284,26 @@ def test_move_resolves_the_node_prefix(
     assert code == 1 and "no validator" in err
 
 
+def test_exclude_resolves_a_validator_then_a_silent_voter(
+    client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead device skip blocks took out of ``/nodes`` still holds finality back as a
+    voter (``/status``'s ``silent_voters``): ``admin exclude`` finds it there too."""
+    state.nodes = [{"node_id": "aa" * 32, "address": "127.0.0.1:1"}]
+    state.finality = {"silent_voters": ["cd" + "00" * 31, "cd" + "11" * 31]}
+    code, _, err = _run(capsys, client, "admin", "exclude", "aa")
+    assert code == 0, err
+    assert state.commands[-1].node.hex() == "aa" * 32
+    code, _, err = _run(capsys, client, "admin", "exclude", "cd")
+    assert code == 2 and "ambiguous among the silent voters" in err
+    code, _, err = _run(capsys, client, "admin", "exclude", "cd11")
+    assert code == 0, err
+    assert state.commands[-1].kind is CommandKind.EXCLUDE_NODE
+    assert state.commands[-1].node.hex() == "cd" + "11" * 31
+    code, _, err = _run(capsys, client, "admin", "exclude", "ef")
+    assert code == 1 and "no validator's nor silent voter's node id" in err
+
+
 def test_history_merges_migration_timings(
     client: Path, state: FakeState, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -48,6 +48,16 @@ def test_status_says_why_the_node_cannot_join() -> None:
     assert "bad_admission_ticket (its log says what to do)" in format_status(refused, "u", None)
 
 
+def test_status_names_the_silent_voters_that_hold_finality_back() -> None:
+    finality = {"voters": 6, "silent_voters": ["ab" * 32, "cd" * 32], "held_back": False}
+    base = {"chain_id": "c", "slot": 80, "apps": [], "finality": finality}
+    assert "finality held back" not in format_status(base, "u", None)
+    held = {**base, "finality": {**finality, "held_back": True}}
+    line = next(x for x in format_status(held, "u", None).splitlines() if "held back" in x)
+    assert "2 of 6 voters silent (abababababab, cdcdcdcdcdcd)" in line
+    assert "edgechain admin exclude NODE" in line
+
+
 def test_status_shows_the_watchdog_and_its_restarts() -> None:
     base = {"chain_id": "c", "slot": 80, "apps": []}
     assert "watchdog" not in format_status(base, "u", None)  # an older node

@@ -24,6 +24,7 @@ from edgechain.chain.model import (
 )
 from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.finality_health import get_silent_voters, is_finality_held_back
 from edgechain.consensus.messages import (
     ArchiveSyncWanted,
     BlockAccepted,
@@ -268,3 +269,39 @@ def test_a_node_joining_after_pruning_syncs_history_from_the_stores(
     assert newcomer.head == engine.head
     assert newcomer.pruner.finalized == engine.pruner.finalized
     assert len(newcomer.blocks) < len(archive)  # it pruned while catching up
+
+
+def test_the_admin_excluding_dead_voters_lets_finality_resume_and_prune() -> None:
+    """Two of six nodes die for good: skip blocks take them out of the validator set,
+    but four of six voters are not more than two thirds, so nothing finalizes and
+    memory grows with every block. ``/status`` names the two (``finality_health``);
+    once the admin excludes them (block format 20), finality resumes and prunes."""
+    net = Harness(6, vdf_ms=VDF_MS)
+    net.start_chain()
+    for slot in range(1, 25):
+        net.run_slot(slot)
+    engine = net.engine(0)
+    dead = set(net.order[4:])
+    net.down |= dead
+    for slot in range(25, 65):
+        net.run_slot(slot)
+    head = engine.get_head_state()
+    assert head is not None and head.finality is not None
+    stuck = engine.pruner.finalized_slot
+    assert stuck <= 32 and len(engine.blocks) >= 64 - stuck
+    silent = get_silent_voters(head, PARAMS.down_after_slots)
+    assert set(silent) == dead and is_finality_held_back(head, silent)
+    for seq, node in enumerate(sorted(dead), start=1):
+        command = make_command(ADMIN.sk, PARAMS.chain_id, seq, CommandKind.EXCLUDE_NODE, node=node)
+        _, out = engine.submit_command(command, net.now)
+        queue: list[tuple[NodeId, NodeId, Message]] = []
+        net.handle(net.order[0], out, queue)
+        net.pump(queue)
+    for slot in range(65, 95):
+        net.run_slot(slot)
+    head = engine.get_head_state()
+    assert head is not None and head.finality is not None
+    assert len(head.finality.voters) == 4 and not dead & set(head.finality.voters.get_node_ids())
+    assert engine.pruner.finalized_slot >= 72 > stuck
+    assert engine.pruner.blocks_pruned > 0
+    assert get_silent_voters(head, PARAMS.down_after_slots) == ()

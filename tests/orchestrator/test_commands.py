@@ -60,6 +60,7 @@ class Chain:
         self.authority = Authority(admin_key=ADMIN.pk)
         self.slot = 0
         self.seqs: dict[bytes, int] = {}
+        self.voters: ValidatorSet | None = None
 
     def sign(self, who: object, kind: CommandKind, **fields: object) -> SignedCommand:
         sk = who.sk  # type: ignore[attr-defined]
@@ -70,7 +71,9 @@ class Chain:
     def block(self, commands: Sequence[SignedCommand], plan: Sequence[PlanEntry] = ()) -> None:
         self.slot += 1
         registry = apply_block_to_registry(self.registry, Slot(self.slot), plan, ())
-        ctx = CommandContext(self.authority, VALIDATORS, Slot(self.slot), min_validators=3)
+        ctx = CommandContext(
+            self.authority, VALIDATORS, Slot(self.slot), min_validators=3, voters=self.voters
+        )
         self.registry, self.authority = apply_commands(registry, ctx, commands)
 
     def refused(self, commands: Sequence[SignedCommand]) -> str:
@@ -255,6 +258,31 @@ def test_admin_exclusion_bans_and_respects_the_floor() -> None:
     assert chain.refused(two) == "command_invalid"
     malformed = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE)
     assert chain.refused([malformed]) == RejectReason.COMMAND_MALFORMED
+
+
+def test_admin_exclusion_may_name_a_finality_voter_that_is_no_longer_a_validator() -> None:
+    """A dead device that skip blocks took out of the validator set still counts among
+    the finality voters (block format 20): the admin may exclude it, but not a node
+    that is neither, nor the last voter."""
+    gone = make_identity(30, b"cmd-gone")
+    chain = Chain()
+    chain.voters = ValidatorSet.from_members(
+        [*VALIDATORS.members, ValidatorInfo(gone.node, gone.pk, "gone", ())]
+    )
+    stranger = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=STRANGER.node)
+    assert chain.refused([stranger]) == "command_invalid"
+    chain.block([chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=gone.node)])
+    assert is_banned(chain.authority, gone.node)
+    # Named twice in one block: the second names neither any more.
+    twice = [
+        chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=NODES[0].node),
+        chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=NODES[0].node),
+    ]
+    assert chain.refused(twice) == "command_invalid"
+    chain.voters = ValidatorSet.from_members([ValidatorInfo(gone.node, gone.pk, "gone", ())])
+    last = chain.sign(ADMIN, CommandKind.EXCLUDE_NODE, node=gone.node)
+    with pytest.raises(ValidationError, match="last finality voter"):
+        chain.block([last])
 
 
 def test_admin_drain_and_undrain() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from edgechain.chain.model import AnyBlock, Block, PlanAction
+from edgechain.chain.model import AnyBlock, Block, PlanAction, SkipBlock
 from edgechain.orchestrator.registry import AppState
 from edgechain.sim.apps import AppModelConfig
 from edgechain.sim.faults import (
@@ -26,10 +26,11 @@ from edgechain.sim.runner import SimConfig, SimResult, Simulation, compute_resul
 
 K = 12
 HOST_FAULT = SimConfig(
-    nodes=12, committee=4, slots=43, seed=8, preset_genesis=True, apps=24, down_after_slots=K
+    nodes=12, committee=4, slots=43, seed=6, preset_genesis=True, apps=24, down_after_slots=K
 )
-"""Seed 8: the busiest host is not elected producer while it is away, so the chain
-recovers its apps by liveness (RECOVER after K silent slots), not by exclusion."""
+"""Seed 6 (block format 20; 19 had seed 8): the busiest host is not elected producer
+while it is away, so the chain recovers its apps by liveness (RECOVER after K silent
+slots), not by exclusion."""
 REORG = SimConfig(
     nodes=12, committee=3, slots=31, seed=11, preset_genesis=True, apps=12, faults="reorg-apps"
 )
@@ -56,7 +57,8 @@ seed broke an invariant); format 15 (inclusion nonces checked, hash domains v15)
 others lacked a fork or a reverted action, none broke an invariant); format 18 (app
 policies carry ``wait_for_state``) took 10 (of 1-24: 10, 11, 15, 16, 23; none broke an
 invariant); format 19 (records keep ``move_landed``; recovery where the state is) took
-11 (of 1-24: 11, 12, 16, 18, 20, 21; none broke an invariant).
+11 (of 1-24: 11, 12, 16, 18, 20, 21; none broke an invariant); format 20 (admin
+exclusions leave the voter set) kept 11.
 Seed 2 also found a flaw of the model:
 node 9 handed an app to node 6 on the losing branch, the winning branch then moved it
 from 9 to 5, and the model's origin skipped the handover because its copy was not
@@ -170,14 +172,23 @@ def test_reorg_reverting_a_place_and_a_migrate_leaves_each_app_once() -> None:
 
 
 def test_paused_host_excluded_by_a_skip_block_is_fenced_before_its_apps_move() -> None:
-    """Was a protocol bug (seed 4). The host (node 11, 3 apps), paused at slot 9, is the
-    elected producer of slot 10 and the skip block of slot 10 excludes it. Its apps used
-    to be queued at once and PLACEd by slot 11 while its lease ran until slot 16: ~5
-    slots of two copies. Now a node that leaves keeps its apps in the registry until it
-    is down (K slots after its last contribution, after its lease), then RECOVER."""
-    _, result, apps = _run(replace(HOST_FAULT, faults="app-host-pause", seed=4))
+    """Was a protocol bug (block format 19's seed 4: the host, node 11 with 3 apps,
+    paused at slot 9, was the elected producer of slot 10 and that slot's skip block
+    excluded it). Its apps used to be queued at once and PLACEd by slot 11 while its
+    lease ran until slot 16: ~5 slots of two copies. Now a node that leaves keeps its
+    apps in the registry until it is down (K slots after its last contribution, after
+    its lease), then RECOVER. Block format 20's seed 5: the host, node 1, paused at slot
+    9, is excluded by the skip block of slot 11."""
+    sim, result, apps = _run(replace(HOST_FAULT, faults="app-host-pause", seed=5))
+    assert sim.app_victim is not None
+    victim = sim.nodes[sim.app_victim].ident.node
+    assert [
+        b.slot for b in _canonical_blocks(sim) if isinstance(b, SkipBlock) and b.excluded == victim
+    ] == [11]
     assert apps["max_copies_seen"] == 1, result.summary["violations"]
     assert not result.summary["violations"]
+    hosted = sim.app_victim_apps
+    assert hosted and _recovered_from(sim, sim.app_victim) == [PlanAction.RECOVER] * hosted
 
 
 def test_partition_heal_with_apps_runs_each_app_once() -> None:

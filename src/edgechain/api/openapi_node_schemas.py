@@ -109,6 +109,19 @@ def _status_schema() -> Schema:
                     "stale_blocks_ignored": count(
                         "blocks at or below finality that were not on our chain"
                     ),
+                    "voters": count("the finality voter set: the finalized block's validators"),
+                    "silent_voters": {
+                        "type": "array",
+                        "items": ref("NodeId"),
+                        "description": "voters that no longer validate or are down: "
+                        "if these devices are gone for good, the admin's exclusion "
+                        "takes them out of the voter set",
+                    },
+                    "held_back": {
+                        "type": "boolean",
+                        "description": "more than a third of the voters are silent: "
+                        "nothing new finalizes and memory grows with every block",
+                    },
                     "checkpoint_sync": closed_object(
                         {
                             "following": {"type": "boolean"},

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 19
+FORMAT_VERSION = 20
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -78,7 +78,10 @@ landed and the slot its state node was confirmed in (state format 10, ``move_lan
 and ``state_slot``), and a down node's app is recovered first where its current state
 is known to be: the origin of a move that never landed, then its state node if
 confirmed since that move (``placement.get_state_holder``), not a replica node named
-after its host fell silent."""
+after its host fell silent. 20: same bytes; an admin's EXCLUDE_NODE also takes its node
+out of the finality voter set and off the sets pending checkpoints would hand on, and
+may name a voter that is no longer a validator, so that finality resumes once the admin
+excludes the devices that are gone for good (``chain/finality.py``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

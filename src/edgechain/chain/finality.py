@@ -36,13 +36,27 @@ persisted, ``consensus/finality_votes.py``), and the votes are signed reports on
 two chains: evidence of who broke the rule.
 
 **Liveness.** Finality needs more than 2/3 of V(F) live and reporting; while more than a
-third is down, blocks still come but nothing new finalizes (the chain stays correct,
-memory then grows again until finality resumes). There is no inactivity leak.
+third is down, blocks still come but nothing new finalizes, and memory grows with
+every block until finality resumes. There is no inactivity leak: a partition's
+minority must not finalize on its own. What resumes finality is the admin's word that
+a device is gone for good (block format 20): an ``EXCLUDE_NODE`` command also takes its
+node out of the voter set, from the block that carries it on (and off every pending
+checkpoint's set, so that a later finalization does not hand the node back). It may
+name a voter that skip blocks already took out of the validator set, the usual state
+of a dead device.
+
+**Safety with admin exclusions.** Within one branch, the votes of a segment are counted
+against V(F) less the admin's exclusions on that branch so far, and the FFG argument
+holds against that set when both branches carry the same exclusions. Two branches can
+only finalize conflicting checkpoints otherwise if the admin excluded different voters
+on each: its own signatures on both branches are then the evidence. The admin is the
+chain's trust root (it admits every node), and skip blocks, which anyone's silence
+produces, still shrink no voter set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from edgechain.chain.model import Checkpoint, FinalityVote
@@ -148,13 +162,17 @@ def process_finality(
     validators: ValidatorSet,
     votes: Iterable[tuple[NodeId, FinalityVote]],
     epoch_length: int,
+    excluded: Collection[NodeId] = (),
 ) -> FinalityState:
     """The finality state after a block at ``slot`` whose reports carry ``votes``.
 
     ``parent_validators``/``validators``: the validator sets after the parent and after
     the block (a checkpoint record keeps its block's set). Skip blocks pass no votes but
-    still record the epoch boundaries they cross.
+    still record the epoch boundaries they cross. ``excluded``: the nodes the block's
+    admin commands exclude, which leave the voter set before its votes are counted.
     """
+    if excluded:
+        parent = _drop_voters(parent, frozenset(excluded))
     records = _record_checkpoints(
         parent,
         parent_slot,
@@ -179,7 +197,7 @@ def process_finality(
         if node in parent.tallies.get(target, frozenset()):
             continue
         fresh.setdefault(target, set()).add(node)
-    if not fresh and records is parent.checkpoints:
+    if not fresh and records is parent.checkpoints and not excluded:
         return parent
     tallies = dict(parent.tallies)
     for target, nodes in fresh.items():
@@ -202,6 +220,32 @@ def process_finality(
         voters=voters,
         checkpoints=_trim(records, new_justified.epoch),
         tallies={},
+    )
+
+
+def _drop_voters(state: FinalityState, excluded: frozenset[NodeId]) -> FinalityState:
+    """``state`` without ``excluded`` among its voters, its tallies and the sets its
+    pending checkpoints would hand on (a fewer voters' supermajority is then counted
+    against the smaller set, in the same block)."""
+
+    smaller: dict[int, ValidatorSet] = {}
+
+    def without(vs: ValidatorSet) -> ValidatorSet:
+        if not any(node in vs for node in excluded):
+            return vs
+        # Records share set objects: one smaller set for each, shared the same way.
+        if id(vs) not in smaller:
+            smaller[id(vs)] = ValidatorSet(tuple(m for m in vs.members if m.node not in excluded))
+        return smaller[id(vs)]
+
+    return FinalityState(
+        justified=state.justified,
+        finalized=state.finalized,
+        voters=without(state.voters),
+        checkpoints=tuple(
+            CheckpointRecord(r.checkpoint, without(r.validators)) for r in state.checkpoints
+        ),
+        tallies={target: nodes - excluded for target, nodes in state.tallies.items()},
     )
 
 

@@ -113,14 +113,17 @@ def compute_genesis_validator_set(genesis: Genesis) -> ValidatorSet:
     return ValidatorSet.from_members(get_validator_info(r) for r in genesis.inclusions)
 
 
+def get_admin_exclusions(block: Block) -> tuple[NodeId, ...]:
+    """The nodes the admin excluded in ``block`` (its EXCLUDE_NODE commands): out of the
+    validator set and, from block format 20, out of the finality voter set."""
+    return tuple(NodeId(c.node) for c in block.commands if c.kind is CommandKind.EXCLUDE_NODE)
+
+
 def get_removed_nodes(block: AnyBlock) -> tuple[NodeId, ...]:
     """Nodes a block takes out of the set: its exits and the nodes the admin excluded
     (EXCLUDE_NODE commands), or a skip block's silent producer."""
     if isinstance(block, Block):
-        excluded = tuple(
-            NodeId(c.node) for c in block.commands if c.kind is CommandKind.EXCLUDE_NODE
-        )
-        return tuple(e.node for e in block.exits) + excluded
+        return tuple(e.node for e in block.exits) + get_admin_exclusions(block)
     return (block.excluded,)
 
 

@@ -24,7 +24,7 @@ from edgechain.cli.client import Fleet
 from edgechain.cli.commands import CommandResult, get_chain_id, send_command
 from edgechain.cli.common import EXIT_USAGE, CliError, print_json, short
 from edgechain.cli.context import Context, parse_hex
-from edgechain.cli.fleet import resolve_node_id
+from edgechain.cli.fleet import resolve_excludable_id, resolve_node_id
 from edgechain.crypto import bls
 from edgechain.crypto.hashing import compute_node_id
 from edgechain.crypto.keystore import create_keystore, load_keystore
@@ -181,7 +181,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_exclude(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args)
-    node = resolve_node_id(ctx, args.node)
+    node = resolve_excludable_id(ctx, args.node)
     result = ctx.send(ctx.admin_key(), CommandKind.EXCLUDE_NODE, node=node)
     _print_result(ctx, result, f"exclude node {short(node.hex())}")
     return 0
@@ -254,9 +254,17 @@ def add_parsers(
         parser.set_defaults(func=func)
 
     exclude = group.add_parser(
-        "exclude", parents=[common], help="remove a validator and ban its key"
+        "exclude",
+        parents=[common],
+        help="remove a validator and ban its key; also takes it (or a dead device no "
+        "longer a validator) out of the finality voters (`edgechain status`: finality "
+        "held back)",
     )
-    exclude.add_argument("node", help="node id or unique prefix (see `edgechain nodes`)")
+    exclude.add_argument(
+        "node",
+        help="node id or unique prefix (see `edgechain nodes`, or the silent voters of "
+        "`edgechain --json status`)",
+    )
     exclude.set_defaults(func=cmd_exclude)
 
     drain = group.add_parser(

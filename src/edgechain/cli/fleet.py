@@ -51,6 +51,28 @@ def resolve_node_id(ctx: Context, text: str) -> bytes:
     return parse_hex(str(resolve_node(ctx, text)["node_id"]), NODE_ID_SIZE, "node id")
 
 
+def resolve_excludable_id(ctx: Context, text: str) -> bytes:
+    """A validator's node id, else a silent finality voter's (a dead device that skip
+    blocks already took out of the validator set: the admin may still exclude it)."""
+    try:
+        return resolve_node_id(ctx, text)
+    except CliError as error:
+        if error.exit_code != EXIT_FAILED:
+            raise
+        status = ctx.fleet.get("/status")
+        finality = (status.get("finality") if isinstance(status, dict) else None) or {}
+        wanted = text.lower().removeprefix("0x")
+        voters = [str(v) for v in finality.get("silent_voters") or [] if str(v).startswith(wanted)]
+        if len(voters) != 1:
+            raise CliError(
+                f"no validator's nor silent voter's node id starts with {text!r}"
+                if not voters
+                else f"node id prefix {text!r} is ambiguous among the silent voters",
+                EXIT_FAILED if not voters else EXIT_USAGE,
+            ) from None
+        return parse_hex(voters[0], NODE_ID_SIZE, "node id")
+
+
 # --- nodes ----------------------------------------------------------------------------
 
 
@@ -212,6 +234,18 @@ def format_status(status: dict[str, Any], url: str, operator: dict[str, Any] | N
                 f"{run.get('skip_blocks')} in a row since slot {run.get('since_slot')}: no "
                 "committee reaches a majority for a block (a dead validator at the "
                 'chain\'s floor? README, "How many nodes may fail")',
+            )
+        )
+    finality = status.get("finality")
+    if isinstance(finality, dict) and finality.get("held_back"):
+        # More than a third of the voters are silent: nothing finalizes, memory grows.
+        silent = finality.get("silent_voters") or []
+        pairs.append(
+            (
+                "finality held back",
+                f"{len(silent)} of {finality.get('voters')} voters silent "
+                f"({', '.join(short(str(n)) for n in silent[:8])}); if those devices are "
+                "gone for good: edgechain admin exclude NODE, for each",
             )
         )
     problem = status.get("admission_problem")

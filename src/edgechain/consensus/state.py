@@ -28,6 +28,7 @@ from edgechain.chain.model import (
     Block,
     ChainParams,
     Coordinate,
+    FinalityVote,
     Genesis,
     PlanEntry,
     ResourceReport,
@@ -36,6 +37,7 @@ from edgechain.chain.validator_set import (
     ValidatorSet,
     apply_block_to_validator_set,
     compute_genesis_validator_set,
+    get_admin_exclusions,
     get_removed_nodes,
 )
 from edgechain.cluster.vivaldi import compute_next_coordinate
@@ -165,14 +167,15 @@ def compute_finality(
     params: ChainParams,
 ) -> FinalityState | None:
     """The finality state after ``block``: its reports' votes counted (a skip block
-    carries none but may cross an epoch boundary)."""
+    carries none but may cross an epoch boundary), the nodes its admin commands
+    exclude out of the voter set (block format 20)."""
     if parent.finality is None:
         return None
-    votes = (
-        tuple((r.node, r.vote) for r in block.reports if r.vote is not None)
-        if isinstance(block, Block)
-        else ()
-    )
+    votes: tuple[tuple[NodeId, FinalityVote], ...] = ()
+    excluded: tuple[NodeId, ...] = ()
+    if isinstance(block, Block):
+        votes = tuple((r.node, r.vote) for r in block.reports if r.vote is not None)
+        excluded = get_admin_exclusions(block)
     return process_finality(
         parent.finality,
         parent.slot,
@@ -183,6 +186,7 @@ def compute_finality(
         validators,
         votes,
         params.epoch_length,
+        excluded,
     )
 
 
@@ -201,6 +205,7 @@ def get_command_context(
         slot=slot,
         min_validators=committee_size + 1,
         leaving=leaving,
+        voters=parent.finality.voters if parent.finality is not None else None,
     )
 
 
@@ -216,8 +221,8 @@ def apply_block_commands(
     exits = {e.node for e in block.exits}
     if not block.commands:
         return registry, end_drains(parent.authority, exits), validators
-    # An EXCLUDE names a validator of the parent (less the block's exits); the set of
-    # every node the block removes keeps MOVEs off them.
+    # An EXCLUDE names a validator of the parent (less the block's exits) or one of its
+    # finality voters; the set of every node the block removes keeps MOVEs off them.
     remaining = ValidatorSet(tuple(m for m in parent.validators.members if m.node not in exits))
     leaving = frozenset(bytes(n) for n in removed)
     ctx = get_command_context(parent, remaining, block.slot, committee_size, leaving)

@@ -21,6 +21,7 @@ from edgechain.chain.model import AnyBlock, ChainParams, SkipBlock
 from edgechain.chain.store.block_store import BlockStore
 from edgechain.consensus.command_status import CommandState, CommandStatus, get_command_status
 from edgechain.consensus.engine import ConsensusEngine
+from edgechain.consensus.finality_health import get_silent_voters, is_finality_held_back
 from edgechain.consensus.roles import Roles
 from edgechain.consensus.state import BlockState, get_current_slot, get_roles
 from edgechain.crypto import bls
@@ -101,6 +102,8 @@ def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
     state = engine.get_head_state()
     finality = state.finality if state is not None else None
     pruner = engine.pruner
+    params = engine.params
+    silent = get_silent_voters(state, params.down_after_slots) if state and params else ()
     return {
         "justified_epoch": finality.justified.epoch if finality else 0,
         "finalized_epoch": finality.finalized.epoch if finality else 0,
@@ -110,6 +113,11 @@ def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
         "blocks_in_memory": len(engine.blocks),
         "blocks_pruned": pruner.blocks_pruned,
         "stale_blocks_ignored": pruner.stale_blocks_ignored,
+        # Voters that no longer validate or are down: more than a third of them stop
+        # finality, and only the admin's exclusion takes one out (finality_health.py).
+        "voters": len(finality.voters) if finality else 0,
+        "silent_voters": [node.hex() for node in silent],
+        "held_back": state is not None and is_finality_held_back(state, silent),
         "checkpoint_sync": get_checkpoint_sync_status(engine),
     }
 

@@ -63,6 +63,10 @@ class CommandContext:
     """An exclusion may not take the set below this (committee_size + 1)."""
     leaving: frozenset[bytes] = frozenset()
     """Every node the block takes out (exits and exclusions): no MOVE may target one."""
+    voters: ValidatorSet | None = None
+    """The parent's finality voter set: an EXCLUDE may also name one of them that is no
+    longer a validator (a dead device skip blocks took out), which takes it out of the
+    voter set too (block format 20, ``chain/finality.py``)."""
 
 
 def _invalid(detail: str) -> ValidationError:
@@ -213,10 +217,7 @@ def _check_authority_command(
         if not is_operator(auth, cmd.key) or cmd.key == auth.admin_key:
             raise _invalid("REVOKE_OPERATOR: not an operator")
     elif cmd.kind is CommandKind.EXCLUDE_NODE:
-        if cmd.node not in ctx.validators or cmd.node in excluded:
-            raise _invalid("EXCLUDE_NODE: not a validator")
-        if len(ctx.validators) - len(excluded) - 1 < ctx.min_validators:
-            raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
+        _check_exclusion(ctx, cmd.node, excluded)
     elif cmd.kind is CommandKind.DRAIN_NODE:
         if cmd.node not in ctx.validators or cmd.node in excluded:
             raise _invalid("DRAIN_NODE: not a validator")
@@ -226,6 +227,25 @@ def _check_authority_command(
         raise _invalid("UNDRAIN_NODE: not draining")
     elif cmd.kind is CommandKind.REVOKE_ENROLLMENT and is_enrollment_revoked(auth, cmd.key):
         raise _invalid("REVOKE_ENROLLMENT: already revoked")
+
+
+def _check_exclusion(ctx: CommandContext, node: bytes, excluded: set[bytes]) -> None:
+    """An EXCLUDE names a validator or a finality voter, not one the block already
+    excludes, and leaves the validator set at its floor and the voter set non-empty."""
+    voters = ctx.voters if ctx.voters is not None else ValidatorSet(())
+    is_validator = node in ctx.validators and node not in excluded
+    if not is_validator and (node not in voters or node in excluded):
+        raise _invalid("EXCLUDE_NODE: not a validator nor a finality voter")
+    if is_validator and len(ctx.validators) - len(excluded & _ids(ctx.validators)) - 1 < (
+        ctx.min_validators
+    ):
+        raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
+    if node in voters and len(voters) - len(excluded & _ids(voters)) - 1 < 1:
+        raise _invalid("EXCLUDE_NODE: it is the last finality voter")
+
+
+def _ids(vs: ValidatorSet) -> set[bytes]:
+    return {bytes(m.node) for m in vs.members}
 
 
 def apply_commands(
