@@ -27,6 +27,8 @@ def _reading(**changes: object) -> MetricsReading:
         "skip_blocks": 2,
         "reorgs": 1,
         "checkpoints_installed": 1,
+        "finality_voters": 6,
+        "silent_voters": 2,
         "peer_errors": {RejectReason.BAD_VDF: 3, RejectReason.DOUBLE_VOTE: 1},
         "decode_errors": {RejectReason.TRUNCATED: 7},
         "cpu_ns": {Component.VDF_CHECK: 2_500_000_000, Component.DHT: 1_000_000},
@@ -58,6 +60,8 @@ def test_a_reading_and_observations_parse_back() -> None:
     assert samples[("edgechain_slot", ())] == 12
     assert samples[("edgechain_head_slot", ())] == 11
     assert samples[("edgechain_rtt_seconds", ())] == 0.0015
+    assert samples[("edgechain_finality_voters", ())] == 6
+    assert samples[("edgechain_silent_voters", ())] == 2
     assert samples[("edgechain_blocks_accepted_total", (("kind", "skip"),))] == 2
     assert samples[("edgechain_checkpoints_installed_total", ())] == 1
     assert samples[("edgechain_peer_errors_total", (("reason", "bad_vdf"),))] == 3

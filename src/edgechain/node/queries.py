@@ -362,6 +362,10 @@ class NodeQueries:
             finalized_slot=engine.pruner.finalized_slot,
             blocks_in_memory=len(engine.blocks),
             checkpoints_installed=engine.checkpoint.installs,
+            finality_voters=len(state.finality.voters) if state and state.finality else 0,
+            silent_voters=(
+                len(get_silent_voters(state, params.down_after_slots)) if state and params else 0
+            ),
             peer_errors=dict(engine.stats.peer_errors),
             decode_errors=dict(self.counters.decode_errors),
             cpu_ns=self.cpu.meter.get_totals_ns(),

@@ -65,6 +65,10 @@ class MetricsReading:
     """Blocks held in memory; finality prunes the rest to the store."""
     checkpoints_installed: int = 0
     """Finalized states fetched from peers and installed (checkpoint sync)."""
+    finality_voters: int = 0
+    """The head chain's finality voter set (the finalized block's validators)."""
+    silent_voters: int = 0
+    """Voters that no longer validate or are down (``consensus/finality_health.py``)."""
     peer_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     decode_errors: Mapping[RejectReason, int] = field(default_factory=dict)
     cpu_ns: Mapping[Component, int] = field(default_factory=dict)
@@ -100,6 +104,17 @@ class _ReadingCollector(Collector):
             "blocks_in_memory",
             "Blocks held in memory (finality prunes the rest to the store).",
             reading.blocks_in_memory,
+        )
+        yield _gauge(
+            "finality_voters",
+            "Finality voters on the head chain (the finalized block's validators).",
+            reading.finality_voters,
+        )
+        yield _gauge(
+            "silent_voters",
+            "Finality voters that no longer validate or are down: more than a third of "
+            "the voters hold finality back (edgechain admin exclude takes one out).",
+            reading.silent_voters,
         )
         yield _gauge("validators", "Validators in the head state.", reading.validators)
         yield _gauge("is_validator", "1 if this node is a validator.", int(reading.is_validator))
