@@ -230,6 +230,7 @@ class RealisticNode(FakeNode):
                 "blocks_pruned": 0,
                 "stale_blocks_ignored": 0,
                 "voters": 4,
+                "is_voter": True,
                 "silent_voters": [],
                 "held_back": False,
                 "checkpoint_sync": {

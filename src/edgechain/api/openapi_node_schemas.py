@@ -110,6 +110,7 @@ def _status_schema() -> Schema:
                         "blocks at or below finality that were not on our chain"
                     ),
                     "voters": count("the finality voter set: the finalized block's validators"),
+                    "is_voter": {"type": "boolean", "description": "this node is one"},
                     "silent_voters": {
                         "type": "array",
                         "items": ref("NodeId"),

@@ -75,24 +75,47 @@ def leave_node(data_dir: Path, drain_timeout_s: float) -> int:
 
 
 def get_leave_warning(url: NodeUrl) -> str | None:
-    """A warning when the validators left behind would stop at one failure
-    (``attestation.is_one_failure_fatal``), else None (also when the node cannot say)."""
+    """What leaving would cost the chain (:func:`compute_leave_warnings`), else None
+    (also when the node cannot say)."""
     try:
         status = request_json(url, "GET", "/status")
         chain = request_json(url, "GET", "/dashboard/snapshot").get("node") or {}
     except (ApiError, UnreachableError):
         return None
+    return "\n".join(compute_leave_warnings(status, chain)) or None
+
+
+def compute_leave_warnings(status: dict[str, Any], chain: dict[str, Any]) -> list[str]:
+    """Warnings from the node's ``/status`` and its snapshot's ``node``: the validators
+    left behind would stop at one failure (``attestation.is_one_failure_fatal``); the
+    finality voters left would be two thirds or fewer (``finality_health.py``)."""
+    if status.get("is_validator") is not True:
+        return []
+    warnings = []
     validators, committee = chain.get("validators"), chain.get("committee_size")
-    if status.get("is_validator") is not True or not isinstance(validators, int):
-        return None
-    if not isinstance(committee, int) or not is_one_failure_fatal(validators - 1, committee):
-        return None
-    return (
-        f"warning: {validators - 1} validators remain after this node, at or below the "
-        f"chain's floor of committee + 1 = {committee + 1}: a block then needs every "
-        "elected member's vote, so one dead node will stop the chain until it returns "
-        '(README, "How many nodes may fail")'
-    )
+    if (
+        isinstance(validators, int)
+        and isinstance(committee, int)
+        and is_one_failure_fatal(validators - 1, committee)
+    ):
+        warnings.append(
+            f"warning: {validators - 1} validators remain after this node, at or below the "
+            f"chain's floor of committee + 1 = {committee + 1}: a block then needs every "
+            "elected member's vote, so one dead node will stop the chain until it returns "
+            '(README, "How many nodes may fail")'
+        )
+    finality = status.get("finality") or {}
+    voters, silent = finality.get("voters"), finality.get("silent_voters")
+    if finality.get("is_voter") is True and isinstance(voters, int) and isinstance(silent, list):
+        gone = len(silent) + 1
+        if 3 * gone >= voters:
+            warnings.append(
+                f"warning: {gone} of the chain's {voters} finality voters are silent once "
+                "this node leaves: nothing finalizes until enough of them return or the "
+                "admin excludes them (edgechain admin exclude NODE), and every node's "
+                "memory grows with each block meanwhile"
+            )
+    return warnings
 
 
 def describe(leave: dict[str, Any]) -> str:

@@ -116,6 +116,7 @@ def get_finality_status(engine: ConsensusEngine) -> dict[str, Any]:
         # Voters that no longer validate or are down: more than a third of them stop
         # finality, and only the admin's exclusion takes one out (finality_health.py).
         "voters": len(finality.voters) if finality else 0,
+        "is_voter": finality is not None and engine.node_id in finality.voters,
         "silent_voters": [node.hex() for node in silent],
         "held_back": state is not None and is_finality_held_back(state, silent),
         "checkpoint_sync": get_checkpoint_sync_status(engine),
