@@ -644,6 +644,34 @@ def test_a_former_replica_node_keeps_a_passed_on_replica_for_the_next_replica_no
     assert former.get_unwanted(state, [app], running=[]) == [app]
 
 
+def test_the_state_node_keeps_its_replica_however_long_ago_it_passed_it_on() -> None:
+    """The head names this node the app's confirmed ``state_node``: a RECOVER may come
+    here (``placement.get_state_holder``), so the replica stays past the retention, and
+    goes once the app runs here or another node is the state node. A live run lost the
+    state to this (session 60: the RECOVER started the counter from 0 after 29)."""
+    chain = FakeChain()
+    app, spec, _ = _new_app()
+    spec = replace(spec, stateful=True, replica_interval_slots=3)
+    host, keeper = make_identity(9).node, make_identity(10).node
+    former = Replicator(ME.node, chain.get_head_state)
+    record = AppRecord(app, spec, node=host, replica_node=keeper, state_node=ME.node)
+    chain.append((record,))
+    state = chain.get_head_state()
+    assert state is not None
+    (handoff,) = former.get_handoffs(state, [app])
+    former.on_handed(handoff, 1, ok=True, retain_slots=2)
+    for _ in range(4):  # past the retention
+        chain.append((record,))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == []
+    assert former.get_unwanted(state, [app], running=[app]) == [app]
+    chain.append((replace(record, state_node=keeper),))
+    state = chain.get_head_state()
+    assert state is not None
+    assert former.get_unwanted(state, [app], running=[]) == [app]
+
+
 def _new_unlanded_move() -> tuple[FakeChain, AppId, NodeId, NodeId]:
     """A chain whose head moved a replicated app from us to a destination (not landed):
     (chain, app, destination, replica node)."""

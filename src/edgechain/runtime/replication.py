@@ -253,7 +253,14 @@ class Replicator:
         not its replica node and either not its node either, or its node running the app
         (``running``: a RECOVER or an "origin down" start here has used the replica).
         A former replica node keeps its replica until it has handed it on
-        (:meth:`is_passing_on`), and a while after (:meth:`is_retaining`).
+        (:meth:`is_passing_on`), and a while after (:meth:`is_retaining`). A node the
+        head names the app's ``state_node`` keeps it until the app runs here: the chain
+        recovers a down node's app onto its confirmed state node
+        (``placement.get_state_holder``) however long ago that node passed the replica
+        on. A live run (session 60, ``test_replica_node_changes_live``) lost the state
+        so: the former replica node, still the state node, dropped its passed-on replica
+        after the retention, and the RECOVER onto it three slots later started the
+        counter from 0 after 29 counts.
 
         Running, not merely held: a node the app left by an earlier handover keeps that
         copy's (older) state, and a RECOVER back to it must start from the replica. A
@@ -266,6 +273,7 @@ class Replicator:
             if record is None or (
                 record.replica_node != self.node_id
                 and (record.node != self.node_id or app in running)
+                and (record.state_node != self.node_id or app in running)
                 and not self.is_passing_on(record)
                 and not self.is_retaining(record, state.slot)
             ):
