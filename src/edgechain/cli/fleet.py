@@ -30,20 +30,26 @@ def get_list(ctx: Context, path: str) -> list[dict[str, Any]]:
     return reply
 
 
-def resolve_node(ctx: Context, text: str) -> dict[str, Any]:
-    """The validator whose node id is ``text`` or starts with it (unique prefix)."""
+def match_node_ids(ids: list[str], text: str) -> list[str]:
+    """The ids that are ``text`` or, when none is, start with it (a node id or a hex
+    prefix of one; anything else is a usage error)."""
     wanted = text.lower().removeprefix("0x")
     if not wanted or any(c not in "0123456789abcdef" for c in wanted):
         raise CliError(f"NODE {text!r}: expected a node id or a hex prefix of one", EXIT_USAGE)
+    exact = [i for i in ids if i.lower() == wanted]
+    return exact or [i for i in ids if i.lower().startswith(wanted)]
+
+
+def resolve_node(ctx: Context, text: str) -> dict[str, Any]:
+    """The validator whose node id is ``text`` or starts with it (unique prefix)."""
     nodes = get_list(ctx, "/nodes")
-    exact = [n for n in nodes if str(n.get("node_id", "")).lower() == wanted]
-    matches = exact or [n for n in nodes if str(n.get("node_id", "")).lower().startswith(wanted)]
+    matches = match_node_ids([str(n.get("node_id", "")) for n in nodes], text)
     if not matches:
         raise CliError(f"no validator's node id starts with {text!r}", EXIT_FAILED)
     if len(matches) > 1:
-        ids = ", ".join(short(n.get("node_id")) for n in matches[:5])
+        ids = ", ".join(short(i) for i in matches[:5])
         raise CliError(f"node id prefix {text!r} is ambiguous: {ids}", EXIT_USAGE)
-    return matches[0]
+    return next(n for n in nodes if str(n.get("node_id", "")) == matches[0])
 
 
 def resolve_node_id(ctx: Context, text: str) -> bytes:
@@ -61,8 +67,7 @@ def resolve_excludable_id(ctx: Context, text: str) -> bytes:
             raise
         status = ctx.fleet.get("/status")
         finality = (status.get("finality") if isinstance(status, dict) else None) or {}
-        wanted = text.lower().removeprefix("0x")
-        voters = [str(v) for v in finality.get("silent_voters") or [] if str(v).startswith(wanted)]
+        voters = match_node_ids([str(v) for v in finality.get("silent_voters") or []], text)
         if len(voters) != 1:
             raise CliError(
                 f"no validator's nor silent voter's node id starts with {text!r}"

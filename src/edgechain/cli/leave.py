@@ -15,6 +15,7 @@ from typing import Any
 
 from edgechain.api.auth import TOKEN_FILE, TokenError, read_token
 from edgechain.chain.attestation import is_one_failure_fatal
+from edgechain.chain.finality import is_supermajority
 from edgechain.cli.client import (
     ApiError,
     NodeUrl,
@@ -108,7 +109,7 @@ def compute_leave_warnings(status: dict[str, Any], chain: dict[str, Any]) -> lis
     voters, silent = finality.get("voters"), finality.get("silent_voters")
     if finality.get("is_voter") is True and isinstance(voters, int) and isinstance(silent, list):
         gone = len(silent) + 1
-        if 3 * gone >= voters:
+        if not is_supermajority(voters - gone, voters):
             warnings.append(
                 f"warning: {gone} of the chain's {voters} finality voters are silent once "
                 "this node leaves: nothing finalizes until enough of them return or the "

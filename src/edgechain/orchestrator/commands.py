@@ -236,16 +236,15 @@ def _check_exclusion(ctx: CommandContext, node: bytes, excluded: set[bytes]) -> 
     is_validator = node in ctx.validators and node not in excluded
     if not is_validator and (node not in voters or node in excluded):
         raise _invalid("EXCLUDE_NODE: not a validator nor a finality voter")
-    if is_validator and len(ctx.validators) - len(excluded & _ids(ctx.validators)) - 1 < (
-        ctx.min_validators
-    ):
+    if is_validator and _count_left(ctx.validators, excluded) - 1 < ctx.min_validators:
         raise _invalid("EXCLUDE_NODE: the validator set would fall below its floor")
-    if node in voters and len(voters) - len(excluded & _ids(voters)) - 1 < 1:
+    if node in voters and _count_left(voters, excluded) - 1 < 1:
         raise _invalid("EXCLUDE_NODE: it is the last finality voter")
 
 
-def _ids(vs: ValidatorSet) -> set[bytes]:
-    return {bytes(m.node) for m in vs.members}
+def _count_left(vs: ValidatorSet, excluded: set[bytes]) -> int:
+    """Members of ``vs`` the block has not excluded so far."""
+    return len(vs) - sum(1 for node in excluded if node in vs)
 
 
 def apply_commands(
