@@ -429,7 +429,7 @@ def _snapshot_world() -> World:
     twice), recovered from the node a skip block excluded, stopped, moved, removed and
     one left queued; a block this node never logged, a node draining. The initial
     difficulty is a genesis parameter chosen so that the skip block excludes db's node."""
-    w = World(5, 2, initial_difficulty=2)
+    w = World(5, 2, initial_difficulty=8)
     (web, submit_web), (db, submit_db), (cache, submit_cache), (gone, submit_gone) = (
         w.submit(name) for name in ("web", "db", "cache", "gone")
     )
@@ -440,8 +440,8 @@ def _snapshot_world() -> World:
     w.add(plan=[PlanEntry(PlanAction.PLACE, app, b"", to) for app, to in place])
     w.add(reports=[w.report(1, 2500, [(web, 1200), (gone, 10)]), w.report(3, 800, [(db, 300)])])
     skip = w.chain.blocks[w.add(skip=True, votes=1)]
-    # Deterministic seeds (block format 20: difficulty 2; 19: 10; 18: 1; 17: 19; 16: 1; 15: 3;
-    # 14: 1; 13: 9): the skip block excludes db's node.
+    # Deterministic seeds (block format 21: difficulty 8; 20: 2; 19: 10; 18: 1; 17: 19; 16: 1;
+    # 15: 3; 14: 1; 13: 9): the skip block excludes db's node.
     assert isinstance(skip, SkipBlock) and skip.excluded == n[3]
     w.add(plan=[PlanEntry(PlanAction.MIGRATE, web, n[1], n[2])], record=False)
     migrate_slot = w.chain.get_head_state().slot

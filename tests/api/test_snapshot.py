@@ -223,9 +223,9 @@ def world() -> World:
     """5 validators, committee 2: two apps submitted, placed, reported, one migrated (this
     node measured it), a skip block, a block on a losing branch, a block never logged.
     The initial difficulty is a genesis parameter chosen so that the seeds make the skip
-    block exclude n[3] (block format 20: 3; 19: 3; 18: 6; 17: 2; 16: 10; 15: 3; 14: 2; 13: 3;
-    11: 7): block hashes fix who is elected."""
-    w = World(5, 2, initial_difficulty=3)
+    block exclude n[3] (block format 21: 2; 20: 3; 19: 3; 18: 6; 17: 2; 16: 10; 15: 3; 14: 2;
+    13: 3; 11: 7): block hashes fix who is elected."""
+    w = World(5, 2, initial_difficulty=2)
     web, submit_web = w.submit("web")
     db, submit_db = w.submit("db")
     n = [i.node for i in w.idents]

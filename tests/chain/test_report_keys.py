@@ -48,8 +48,8 @@ def _validate_with_reports(world: World, reports: tuple[ResourceReport, ...]) ->
 
 
 def test_the_format_version_names_the_hash_domains() -> None:
-    assert FORMAT_VERSION == 20
-    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v20"
+    assert FORMAT_VERSION == 21
+    assert BLOCK_HASH_DOMAIN == b"edgechain/block/v21"
 
 
 def test_the_report_key_is_derived_from_the_bls_key_and_signs_verifiably() -> None:

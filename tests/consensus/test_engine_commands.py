@@ -262,8 +262,13 @@ def test_a_command_waiting_for_its_signers_earlier_one_is_not_dropped() -> None:
     app = compute_submitted_app_id(bytes(PARAMS.admin_key), 1)
     update = admin(2, CommandKind.UPDATE, app=app, spec=dataclasses.replace(SPEC, cpu_bp=200))
     engine = net.engine(1)
-    engine.submit_command(submit, net.now)
+    _, out = engine.submit_command(submit, net.now)
     engine.submit_command(update, net.now)
+    # Gossip the SUBMIT too, so that any producer may carry the pair (not only node 1,
+    # whose turn the block hashes decide).
+    queue: list = []  # type: ignore[type-arg]
+    net.handle(net.order[1], out, queue)
+    net.pump(queue)
     digest = compute_command_hash(update)
     engine.commands.prune(engine.get_head_state(), Slot(0))  # type: ignore[arg-type]
     status = get_command_status(engine, digest)

@@ -352,6 +352,60 @@ def test_an_app_whose_replica_node_is_quiet_waits_for_it() -> None:
     assert plan == (PlanEntry(PlanAction.RECOVER, app_id(fenced), B, A),)
 
 
+def test_an_app_waits_while_its_state_node_is_out_of_the_set_but_not_down() -> None:
+    """Chaos, session 61 (block format 21): a skip block excluded the app's confirmed
+    state node during a short partition, its host went down two slots later, and the app
+    was recovered onto the least-loaded node from nothing. Now it waits while that node
+    is out of the set and not down (``departed``) or quiet; it goes there once the node
+    is readmitted, and elsewhere once the node is down. The origin of a move that never
+    landed is waited for the same way."""
+    spec = replicated("db")
+    app = app_id(spec)
+    record = get_record(build_registry([(spec, B)]), app)
+    assert record is not None
+    held = replace(record, state_node=D, state_slot=Slot(30))
+    assert is_state_current(held)
+    registry = put_record(build_registry([(spec, B)]), held)
+    without_d = [NodeInfo(A), NodeInfo(B), NodeInfo(C)]
+    reports = [report(A, 0), report(B, 0, slot=20), report(C, 0)]
+    down = frozenset({B})
+    # D excluded, not down: the app waits (it went to A, from nothing, before).
+    assert not compute_plan(
+        registry, reports, without_d, SLOT, 4, down=down, departed=frozenset({D})
+    )
+    assert compute_plan(registry, reports, without_d, SLOT, 4, down=down) == (
+        PlanEntry(PlanAction.RECOVER, app, B, A),
+    )
+    # Down as well: it goes elsewhere, as before; banned nodes are not passed as departed.
+    plan = compute_plan(
+        registry, reports, without_d, SLOT, 4, down=frozenset({B, D}), departed=frozenset({D})
+    )
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    # Readmitted (a validator again): there, state and all; a departed validator counts
+    # as a validator.
+    back = [*reports, report(D, 0)]
+    plan = compute_plan(registry, back, NODES, SLOT, 4, down=down, departed=frozenset({D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+    # A quiet state node (not the replica node) is waited for too.
+    plan = compute_plan(registry, back, NODES, SLOT, 4, down=down, quiet=frozenset({D}))
+    assert not [e for e in plan if e.app == app]
+    # A state node confirmed before the app's last move holds an older node's replica:
+    # not waited for.
+    moved = replace(held, last_move_slot=Slot(35), previous_node=C, move_landed=True)
+    assert not is_state_current(moved)
+    stale = put_record(registry, moved)
+    plan = compute_plan(stale, reports, without_d, SLOT, 4, down=down, departed=frozenset({D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
+    # The origin of a move that never landed, excluded meanwhile: waited for.
+    unlanded = replace(record, last_move_slot=Slot(35), previous_node=D, move_landed=False)
+    registry = put_record(build_registry([(spec, B)]), unlanded)
+    assert not compute_plan(
+        registry, reports, without_d, SLOT, 4, down=down, departed=frozenset({D})
+    )
+    plan = compute_plan(registry, back, NODES, SLOT, 4, down=down, departed=frozenset({D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, D),)
+
+
 def test_an_app_that_waits_for_its_state_is_never_started_from_nothing() -> None:
     """``policy.wait_for_state``: its node and the node holding its state both down, the
     app waits (by default it starts on the least-loaded node from an empty state); it

@@ -177,14 +177,14 @@ def test_paused_host_excluded_by_a_skip_block_is_fenced_before_its_apps_move() -
     excluded it). Its apps used to be queued at once and PLACEd by slot 11 while its
     lease ran until slot 16: ~5 slots of two copies. Now a node that leaves keeps its
     apps in the registry until it is down (K slots after its last contribution, after
-    its lease), then RECOVER. Block format 20's seed 5: the host, node 1, paused at slot
-    9, is excluded by the skip block of slot 11."""
+    its lease), then RECOVER. Block format 21's seed 5 (as 20's): the host, paused at
+    slot 9, is excluded by the skip block of that slot (20: slot 11)."""
     sim, result, apps = _run(replace(HOST_FAULT, faults="app-host-pause", seed=5))
     assert sim.app_victim is not None
     victim = sim.nodes[sim.app_victim].ident.node
     assert [
         b.slot for b in _canonical_blocks(sim) if isinstance(b, SkipBlock) and b.excluded == victim
-    ] == [11]
+    ] == [9]
     assert apps["max_copies_seen"] == 1, result.summary["violations"]
     assert not result.summary["violations"]
     hosted = sim.app_victim_apps

@@ -35,7 +35,7 @@ from edgechain.types import (
     Slot,
 )
 
-FORMAT_VERSION = 20
+FORMAT_VERSION = 21
 """Version of the block format; it names the block hash's domain tag. 2: signed
 commands replace bare app specs, app ids no longer hash the spec, params carry
 ``open_admission``. 3: plan actions RECOVER and REPLICA, specs carry
@@ -81,7 +81,11 @@ confirmed since that move (``placement.get_state_holder``), not a replica node n
 after its host fell silent. 20: same bytes; an admin's EXCLUDE_NODE also takes its node
 out of the finality voter set and off the sets pending checkpoints would hand on, and
 may name a voter that is no longer a validator, so that finality resumes once the admin
-excludes the devices that are gone for good (``chain/finality.py``)."""
+excludes the devices that are gone for good (``chain/finality.py``). 21: same bytes; a
+down node's app waits, rather than restart from nothing elsewhere, while the node known
+to hold its state is quiet or out of the validator set but not down (a skip block's
+exclusion it may come back from), at most K slots
+(``placement.is_waiting_for_state_holder``)."""
 
 TAG_BLOCK = 1
 TAG_SKIP_BLOCK = 2

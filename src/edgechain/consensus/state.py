@@ -401,4 +401,7 @@ def _compute_plan(params: ChainParams, parent: BlockState, slot: Slot) -> tuple[
         ),
         draining=frozenset(parent.authority.draining),
         quiet=compute_quiet_nodes(parent.last_seen, slot, params.down_after_slots, stall),
+        # Known but not validators: left the set (the planner drops validators and the
+        # down); the banned do not come back without the admin.
+        departed=frozenset(parent.last_seen).difference(parent.authority.banned),
     )

@@ -47,7 +47,7 @@ def recover_apps(state: PlanState) -> list[PlanEntry]:
     listed in app id order. An app no node may take (pinned to the down node) waits
     there, and so do one whose replica node is quiet (:func:`is_waiting_for_replica_node`)
     and one whose policy is ``wait_for_state`` when no node holding its state may take
-    it."""
+    it, and one whose state holder is briefly away (:func:`is_waiting_for_state_holder`)."""
     entries: list[PlanEntry] = []
     stranded = [(origin, app) for origin in sorted(state.down) for app in state.apps_on[origin]]
     stranded.sort(key=lambda item: (-state.app_score[item[1]], item[1]))
@@ -85,12 +85,38 @@ def is_waiting_for_replica_node(state: PlanState, record: AppRecord) -> bool:
     )
 
 
+def is_waiting_for_state_holder(state: PlanState, record: AppRecord) -> bool:
+    """Whether a down node's app waits for the node known to hold its latest state
+    (:func:`get_state_holder`'s two: the origin of a move that never landed, else its
+    state node confirmed since its last move), which cannot take it now only because it
+    is briefly away: quiet, or out of the validator set but not down
+    (``PlanState.departed``).
+
+    Why. In a chaos run (session 61, ``edgechain chaos --nodes 8 --duration 600 --seed
+    6161``) a 3-slot ring partition left the app's state node silent long enough for a
+    skip block to exclude it (slot 285); two slots later its host, killed earlier, was
+    down, and the app was recovered onto the least-loaded node, which started it from 0
+    while the state node, readmitted three slots later, held its replica at 1043
+    counts. Waiting costs at most K slots after the holder's last contribution: by then
+    it is back (the RECOVER goes there) or down (the app goes elsewhere, as before)."""
+    unlanded = not (record.move_landed or record.app in state.confirmed)
+    holders = (
+        record.previous_node if unlanded else None,
+        record.state_node if is_state_current(record) else None,
+    )
+    return any(
+        node is not None and (node in state.quiet or node in state.departed) for node in holders
+    )
+
+
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
     """(destination, its room factor) for a down node's app, or None: it waits.
 
     Where its current state is known to be, first (:func:`get_state_holder`): the
     origin of a move that never landed, else the state node confirmed since the last
-    move. Else it waits for a quiet replica node (:func:`is_waiting_for_replica_node`).
+    move. Else it waits while that node is briefly away
+    (:func:`is_waiting_for_state_holder`), or for a quiet replica node
+    (:func:`is_waiting_for_replica_node`).
     Else, by default: its replica node (the app's node sent it its replicas since the
     naming, and a former one hands its replica on: ``runtime/replication.py``), a state
     node confirmed before the last move (an earlier node's replica, if it still keeps
@@ -104,7 +130,7 @@ def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] 
     holder = get_state_holder(state, record)
     if holder is not None:
         return holder
-    if is_waiting_for_replica_node(state, record):
+    if is_waiting_for_state_holder(state, record) or is_waiting_for_replica_node(state, record):
         return None
     if record.spec.policy.wait_for_state:
         waited = _get_first_allowed(state, record, (record.state_node, record.move_to))

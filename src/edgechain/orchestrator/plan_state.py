@@ -77,7 +77,10 @@ class PlanState:
     are those with a report (the only ones balancing touches); ``available`` are the
     validators neither down, draining nor quiet (the only destinations); ``quiet`` are
     the validators silent for a while but not down (``liveness.compute_quiet_nodes``:
-    nothing moves off them either); ``apps_on`` lists each
+    nothing moves off them either); ``departed`` are the nodes out of the validator set
+    that the chain still knows and that are not down (a skip block excluded one that may
+    be readmitted a few slots later: ``placement.is_waiting_for_state_holder``);
+    ``apps_on`` lists each
     node's running apps in app id order; ``groups_on`` counts each node's apps per
     anti-affinity group; ``planned`` are the apps that already have an entry in this
     plan; ``sent``/``received`` count this plan's migrations per node and
@@ -92,6 +95,7 @@ class PlanState:
     down: frozenset[NodeId]
     draining: frozenset[NodeId]
     quiet: frozenset[NodeId]
+    departed: frozenset[NodeId]
     load: dict[NodeId, int]
     app_score: dict[AppId, int]
     app_bytes: dict[AppId, int]
@@ -119,6 +123,7 @@ class PlanState:
         draining: frozenset[NodeId],
         quiet: frozenset[NodeId],
         budget: MigrationBudget,
+        departed: frozenset[NodeId] = frozenset(),
     ) -> PlanState:
         # ``down`` may name nodes that left the validator set with apps still on them
         # (they stay placed there until the node is down, registry.py): their apps are
@@ -131,6 +136,7 @@ class PlanState:
             down=down,
             draining=draining,
             quiet=quiet,
+            departed=departed - frozenset(infos) - down,
             load=dict.fromkeys(down, 0) | dict(model.node_load),
             app_score=dict(model.app_score),
             app_bytes=dict(model.app_state_bytes),

@@ -17,10 +17,12 @@ A plan is built in phases, each on the loads left by the ones before
 (``plan_state.PlanState``):
 
 0. **Recovery** (``placement.recover_apps``): every running app of a ``down`` node
-   (``liveness.py``) is RECOVERed to its replica node (its latest state), else its
-   pending ``move_to``, else the origin of a move that never landed, else the
-   least-loaded available node its policy allows. Not counted against the
-   budget: the app runs nowhere the chain trusts.
+   (``liveness.py``) is RECOVERed where its latest state is known to be (the origin of
+   a move that never landed, else its confirmed state node), else its replica node,
+   its pending ``move_to``, the least-loaded available node its policy allows; it
+   waits while the node known to hold its state is only briefly away (quiet, or
+   excluded by a skip block and not down). Not counted against the budget: the app
+   runs nowhere the chain trusts.
 1. **Placement** (``placement.place_queued_apps``): queued apps, largest first onto the
    least loaded (LPT). PLACEs start apps, they move nothing: not counted either.
 2. **Migrations**, within the plan's budget (``plan_state.compute_migration_budget``:
@@ -80,6 +82,7 @@ def compute_plan(
     down: frozenset[NodeId] = frozenset(),
     draining: frozenset[NodeId] = frozenset(),
     quiet: frozenset[NodeId] = frozenset(),
+    departed: frozenset[NodeId] = frozenset(),
     min_move_interval: int = DEFAULT_MIN_MOVE_INTERVAL_SLOTS,
 ) -> tuple[PlanEntry, ...]:
     """The plan of the block of ``slot``: RECOVER entries (app id order), PLACE entries
@@ -89,14 +92,16 @@ def compute_plan(
     ``registry``, ``reports`` and ``nodes`` are the state after the parent block; the
     order of ``reports`` and ``nodes`` and of each node's labels does not matter. Two
     NodeInfo with the same id are a LocalError (the caller's validator set is wrong).
-    ``down``, ``draining`` and ``quiet`` come from ``orchestrator/liveness.py``.
+    ``down``, ``draining`` and ``quiet`` come from ``orchestrator/liveness.py``;
+    ``departed``: the nodes ``last_seen`` keeps that are neither validators nor banned
+    (``PlanState.departed``; validators and down nodes in it are ignored).
     ``max_migrations`` (``ChainParams.max_migrations_per_slot``) and
     ``min_move_interval`` are protocol constants: every node must use the same ones.
     """
     infos = _index_nodes(nodes)
     model = compute_load_model(registry, reports, frozenset(infos), slot)
     budget = compute_migration_budget(max_migrations, len(infos))
-    state = PlanState.start(registry, model, infos, down, draining, quiet, budget)
+    state = PlanState.start(registry, model, infos, down, draining, quiet, budget, departed)
     entries = recover_apps(state)
     entries.extend(place_queued_apps(registry, state))
     entries.extend(_plan_operator_moves(state, slot, min_move_interval))
