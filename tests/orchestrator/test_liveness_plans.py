@@ -389,6 +389,12 @@ def test_an_app_waits_while_its_state_node_is_out_of_the_set_but_not_down() -> N
     # A quiet state node (not the replica node) is waited for too.
     plan = compute_plan(registry, back, NODES, SLOT, 4, down=down, quiet=frozenset({D}))
     assert not [e for e in plan if e.app == app]
+    # ... unless it could not take the app anyway (its policy's labels).
+    labelled = replicated("db", policy=AppPolicy(allowed_labels=("x",)))
+    fenced = put_record(registry, replace(held, spec=labelled))
+    nodes = [NodeInfo(A, ("x",)), NodeInfo(B, ("x",)), NodeInfo(C), NodeInfo(D)]
+    plan = compute_plan(fenced, back, nodes, SLOT, 4, down=down, quiet=frozenset({D}))
+    assert plan == (PlanEntry(PlanAction.RECOVER, app, B, A),)
     # A state node confirmed before the app's last move holds an older node's replica:
     # not waited for.
     moved = replace(held, last_move_slot=Slot(35), previous_node=C, move_landed=True)

@@ -101,11 +101,25 @@ def is_waiting_for_state_holder(state: PlanState, record: AppRecord) -> bool:
     it is back (the RECOVER goes there) or down (the app goes elsewhere, as before)."""
     unlanded = not (record.move_landed or record.app in state.confirmed)
     holders = (
-        record.previous_node if unlanded else None,
-        record.state_node if is_state_current(record) else None,
+        (record.previous_node if unlanded else None, KEPT_ROOM_FACTOR),
+        (record.state_node if is_state_current(record) else None, START_ROOM_FACTOR),
     )
     return any(
-        node is not None and (node in state.quiet or node in state.departed) for node in holders
+        node is not None and _may_take_when_back(state, record, node, factor)
+        for node, factor in holders
+    )
+
+
+def _may_take_when_back(state: PlanState, record: AppRecord, node: NodeId, factor: int) -> bool:
+    """Whether ``node``, briefly away, may take the app once back: a quiet validator only
+    if it could now (as :func:`is_waiting_for_replica_node` asks); a departed node
+    always, since its labels and room left the state with it."""
+    if node in state.departed:
+        return True
+    return (
+        node in state.quiet
+        and state.has_room(node, record.app, factor)
+        and is_node_allowed(record.spec, state.infos[node])
     )
 
 
