@@ -775,3 +775,35 @@ def test_the_kept_log_of_an_app_that_left_goes_when_the_chain_removes_the_app(
     assert apps.runtime.get_log_tail(app, 10) is None
     assert app not in apps.runtime.get_kept_logs()
     assert [e["app"] for e in _events(caplog, "app log discarded")] == [bytes(app).hex()[:16]]
+
+
+def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) -> None:
+    """Chaos, session 61 (seed 6565): a node recovering a counter with no replica of it
+    started it from 0 after 823 counts, in the same 0.1 s as the replica node's hand-on
+    (789 counts) was stored there. A RECOVER or "origin down" start of an app with
+    replicas, on a node holding none, now waits up to ``HANDOFF_WAIT_MIN_S`` (or a slot)
+    from its first try for the hand-on, then starts from nothing as before."""
+    chain = FakeChain()
+    app, spec, tag = _new_app()
+    replicated = replace(spec, stateful=True, replica_interval_slots=2)
+    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
+    apps.attach(chain)
+    starter = apps.starter
+    try:
+        # No wait: a replica here, another reason, an app without replicas.
+        other = AppId(b"\x07" * 32)
+        assert not starter.is_waiting_for_handoff(other, replicated, "recover", 0.0, held=True)
+        assert not starter.is_waiting_for_handoff(other, replicated, "reconcile", 0.0, held=False)
+        assert not starter.is_waiting_for_handoff(other, spec, "origin down", 0.0, held=False)
+        # Through the start itself: the first tries start nothing ...
+        asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=100.0))
+        asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=101.5))
+        assert _pids(tag) == set() and not apps.runtime.is_running(app)
+        # ... and once the wait is over it starts, from nothing.
+        asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=102.0))
+        _single_pid(tag)
+        # The start ends that wait: a later recovery here waits again, from its own try.
+        assert starter.is_waiting_for_handoff(app, replicated, "recover", 200.0, held=False)
+    finally:
+        asyncio.run(apps.close())
+    _wait_none(tag)

@@ -117,6 +117,12 @@ class HeadQueries:
             return False
         return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after, state.stall)
 
+    def get_slot_duration_s(self) -> float | None:
+        """The chain's slot duration in seconds; None before the genesis."""
+        engine = self.engine
+        params = engine.params if engine is not None else None
+        return params.slot_duration_ms / 1000 if params is not None else None
+
     def get_down_after_slots(self) -> int | None:
         """The chain's K (``ChainParams.down_after_slots``); None before the genesis."""
         engine = self.engine
