@@ -804,6 +804,12 @@ def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) 
         _single_pid(tag)
         # The start ends that wait: a later recovery here waits again, from its own try.
         assert starter.is_waiting_for_handoff(app, replicated, "recover", 200.0, held=False)
+        # A node with the app's own state dir (an unlanded move's origin keeps it, newer
+        # than any replica) starts from it at once.
+        apps.runtime.stop(app)
+        _wait_none(tag)
+        asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=300.0))
+        _single_pid(tag)
     finally:
         asyncio.run(apps.close())
     _wait_none(tag)

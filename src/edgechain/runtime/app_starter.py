@@ -118,7 +118,7 @@ class AppStarter:
             return  # reconcile tries again once the lease is renewed
         self._deferred.pop(app, None)
         if why in HANDOFF_REASONS and spec.replica_interval_slots > 0:
-            held = await run_in_thread(self.replicas.get, app) is not None
+            held = await run_in_thread(self._holds_state, app)
             if self.is_waiting_for_handoff(app, spec, why, now, held=held):
                 return  # reconcile tries again, about once a second
         fields: dict[str, Any] = {
@@ -154,8 +154,9 @@ class AppStarter:
         self, app: AppId, spec: AppSpec, why: str, now: float, *, held: bool
     ) -> bool:
         """Whether a RECOVER (or "origin down") start of an app with replicas, on this
-        node that holds no replica of it (``held``), waits for one: the app's replica
-        node hands its replica on to the destination of an unlanded move
+        node that holds no state of it (``held``: no replica, no state dir of its own;
+        an unlanded move's origin starts from its kept copy at once), waits for one: the
+        app's replica node hands its replica on to the destination of an unlanded move
         (``Replicator.get_handoffs``), and it comes a moment after the block that makes
         the move. For at most ``max(HANDOFF_WAIT_MIN_S, one slot)`` from the first try;
         then it starts from nothing, as before.
@@ -177,6 +178,13 @@ class AppStarter:
                 why=why, wait_s=wait_s,
             )  # fmt: skip
         return True
+
+    def _holds_state(self, app: AppId) -> bool:
+        """Blocking: a replica of the app here, or its own state dir (the origin of a
+        move that never landed keeps it, and it is newer than any replica)."""
+        if self.replicas.get(app) is not None:
+            return True
+        return any(info.app == app for info in self.runtime.list())
 
     def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:
         """Blocking: start from the local replica? After a RECOVER, or a migration whose
