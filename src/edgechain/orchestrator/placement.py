@@ -77,10 +77,14 @@ def is_waiting_for_replica_node(state: PlanState, record: AppRecord) -> bool:
     spoken again (the RECOVER goes there) or is down (the app goes elsewhere, as
     before)."""
     node = record.replica_node
+    return node is not None and _is_quiet_and_fit(state, record, node, START_ROOM_FACTOR)
+
+
+def _is_quiet_and_fit(state: PlanState, record: AppRecord, node: NodeId, factor: int) -> bool:
+    """``node`` is quiet and could take the app now (room, labels) but for that."""
     return (
-        node is not None
-        and node in state.quiet
-        and state.has_room(node, record.app, START_ROOM_FACTOR)
+        node in state.quiet
+        and state.has_room(node, record.app, factor)
         and is_node_allowed(record.spec, state.infos[node])
     )
 
@@ -99,9 +103,8 @@ def is_waiting_for_state_holder(state: PlanState, record: AppRecord) -> bool:
     while the state node, readmitted three slots later, held its replica at 1043
     counts. Waiting costs at most K slots after the holder's last contribution: by then
     it is back (the RECOVER goes there) or down (the app goes elsewhere, as before)."""
-    unlanded = not (record.move_landed or record.app in state.confirmed)
     holders = (
-        (record.previous_node if unlanded else None, KEPT_ROOM_FACTOR),
+        (record.previous_node if _is_unlanded(state, record) else None, KEPT_ROOM_FACTOR),
         (record.state_node if is_state_current(record) else None, START_ROOM_FACTOR),
     )
     return any(
@@ -114,13 +117,7 @@ def _may_take_when_back(state: PlanState, record: AppRecord, node: NodeId, facto
     """Whether ``node``, briefly away, may take the app once back: a quiet validator only
     if it could now (as :func:`is_waiting_for_replica_node` asks); a departed node
     always, since its labels and room left the state with it."""
-    if node in state.departed:
-        return True
-    return (
-        node in state.quiet
-        and state.has_room(node, record.app, factor)
-        and is_node_allowed(record.spec, state.infos[node])
-    )
+    return node in state.departed or _is_quiet_and_fit(state, record, node, factor)
 
 
 def _choose_recovery(state: PlanState, record: AppRecord) -> tuple[NodeId, int] | None:
@@ -238,9 +235,15 @@ def get_unlanded_origin(state: PlanState, record: AppRecord) -> NodeId | None:
     alone: a down node out of the validator set has no report left to say the move
     landed, and an origin whose move landed long ago holds nothing (a live test saw an
     app go back to such an origin from its paused node)."""
-    if record.move_landed or record.app in state.confirmed:
+    if not _is_unlanded(state, record):
         return None
     return _get_if_allowed(state, record, record.previous_node, KEPT_ROOM_FACTOR)
+
+
+def _is_unlanded(state: PlanState, record: AppRecord) -> bool:
+    """The app's node has not reported running it since its last move, on the chain's
+    record nor in the latest reports (:func:`get_unlanded_origin`)."""
+    return not (record.move_landed or record.app in state.confirmed)
 
 
 def _get_first_allowed(

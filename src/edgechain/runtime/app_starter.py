@@ -117,15 +117,23 @@ class AppStarter:
             self._log_deferred(app, now)
             return  # reconcile tries again once the lease is renewed
         self._deferred.pop(app, None)
-        if why in HANDOFF_REASONS and spec.replica_interval_slots > 0:
-            held = await run_in_thread(self._holds_state, app)
-            if self.is_waiting_for_handoff(app, spec, why, now, held=held):
-                return  # reconcile tries again, about once a second
         fields: dict[str, Any] = {
             "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
         }  # fmt: skip
         try:
-            if await run_in_thread(self._is_replica_wanted_at_start, app, why):
+            # Each local read at most once: the replica store, then the runtime's own
+            # copies for whichever of the two decisions below needs them.
+            replica = await run_in_thread(self.replicas.get, app) is not None
+            if not replica and is_handoff_start(spec, why):
+                held = await run_in_thread(self._has_own_state, app)
+                if self.is_waiting_for_handoff(app, spec, why, now, held=held):
+                    return  # reconcile tries again, about once a second
+            if replica and (
+                why in HANDOFF_REASONS or not await run_in_thread(self._has_own_state, app)
+            ):
+                # After a RECOVER, or a migration whose origin died, the replica; otherwise
+                # only with no state of the app at all (a stale local copy is older than
+                # the replica its node sent).
                 used = await run_in_thread(
                     restore_from_replica, self.runtime, self.replicas, app, spec
                 )
@@ -165,7 +173,7 @@ class AppStarter:
         --seed 6565 --fault-slots 14``) a node recovering a counter started it from 0
         after 823 counts, in the same 0.1 s as its replica node's hand-on of 789 counts
         was stored there."""
-        if held or why not in HANDOFF_REASONS or spec.replica_interval_slots <= 0:
+        if held or not is_handoff_start(spec, why):
             self._awaiting_state.pop(app, None)
             return False
         since = self._awaiting_state.setdefault(app, now)
@@ -179,19 +187,13 @@ class AppStarter:
             )  # fmt: skip
         return True
 
-    def _holds_state(self, app: AppId) -> bool:
-        """Blocking: a replica of the app here, or its own state dir (the origin of a
-        move that never landed keeps it, and it is newer than any replica)."""
-        if self.replicas.get(app) is not None:
-            return True
+    def _has_own_state(self, app: AppId) -> bool:
+        """Blocking: the runtime holds a copy of the app (its state dir), running or not:
+        the origin of a move that never landed keeps one, newer than any replica."""
         return any(info.app == app for info in self.runtime.list())
 
-    def _is_replica_wanted_at_start(self, app: AppId, why: str) -> bool:
-        """Blocking: start from the local replica? After a RECOVER, or a migration whose
-        origin died, when we hold one; otherwise only when the runtime has no state of
-        the app at all (a stale local copy is older than the replica its node sent)."""
-        if self.replicas.get(app) is None:
-            return False
-        if why in HANDOFF_REASONS:
-            return True
-        return not any(info.app == app for info in self.runtime.list())
+
+def is_handoff_start(spec: AppSpec, why: str) -> bool:
+    """A start a replica's hand-on may be on its way for: a RECOVER, or a migration whose
+    origin died, of an app with replicas."""
+    return why in HANDOFF_REASONS and spec.replica_interval_slots > 0

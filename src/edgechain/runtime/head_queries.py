@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
-from edgechain.chain.model import AppSpec, PlanEntry
+from edgechain.chain.model import AppSpec, ChainParams, PlanEntry
 from edgechain.chain.validator_set import ValidatorInfo
 from edgechain.consensus.state import BlockState
 from edgechain.crypto import bls
@@ -117,16 +117,18 @@ class HeadQueries:
             return False
         return is_down(state.last_seen, NodeId(node), state.slot + 1, down_after, state.stall)
 
+    def _get_params(self) -> ChainParams | None:
+        engine = self.engine
+        return engine.params if engine is not None else None
+
     def get_slot_duration_s(self) -> float | None:
         """The chain's slot duration in seconds; None before the genesis."""
-        engine = self.engine
-        params = engine.params if engine is not None else None
+        params = self._get_params()
         return params.slot_duration_ms / 1000 if params is not None else None
 
     def get_down_after_slots(self) -> int | None:
         """The chain's K (``ChainParams.down_after_slots``); None before the genesis."""
-        engine = self.engine
-        params = engine.params if engine is not None else None
+        params = self._get_params()
         return params.down_after_slots if params is not None else None
 
     def get_destination(self, node: NodeId) -> tuple[str, int] | None:
