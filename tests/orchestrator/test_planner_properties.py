@@ -74,7 +74,7 @@ from edgechain.orchestrator.balancing import (
 )
 from edgechain.orchestrator.plan_state import MIB, MigrationBudget, compute_migration_budget
 from edgechain.orchestrator.policy import is_replica_node_allowed
-from edgechain.orchestrator.registry import put_record
+from edgechain.orchestrator.registry import is_state_current, put_record
 from edgechain.orchestrator.replicas import MAX_REPLICA_ENTRIES
 from edgechain.types import AppId, NodeId, Slot
 
@@ -798,10 +798,15 @@ def test_property_apps_left_queued_have_no_possible_node(case: Case) -> None:
     plan's recoveries and placements applied (group counts only grow in those phases,
     so a node free when the app was skipped would still be free), no available node
     allows them, unless a down node's app waits for its quiet replica node
-    (``placement.is_waiting_for_replica_node``; no case here measures room, so that
-    node's room never stops the wait)."""
+    (``placement.is_waiting_for_replica_node``) or for the quiet node known to hold its
+    state: the origin of a move that never landed, or its state node confirmed since its
+    last move (``placement.is_waiting_for_state_holder``, block format 21). No case here
+    measures room, so a quiet node's room never stops the wait."""
     plan = plan_of(case)
     infos = {info.node: info for info in case.nodes}
+    confirmed = compute_load_model(
+        case.registry, case.reports, frozenset(infos), case.slot
+    ).confirmed
     available = set(infos) - case.down - case.draining - case.quiet
     groups = groups_by_node(case.registry)
     handled: set[AppId] = set()
@@ -823,12 +828,17 @@ def test_property_apps_left_queued_have_no_possible_node(case: Case) -> None:
         and (record.node is None or record.node in case.down)
     ]
     for record in stranded:
-        replica = infos.get(record.replica_node) if record.replica_node else None
-        if (
-            record.node in case.down
-            and replica is not None
-            and replica.node in case.quiet
-            and is_node_allowed(record.spec, replica)
+        unlanded = not (record.move_landed or record.app in confirmed)
+        current = is_state_current(record)
+        awaited = [
+            record.replica_node,
+            record.previous_node if unlanded else None,
+            record.state_node if current else None,
+        ]
+        if record.node in case.down and any(
+            node in case.quiet and is_node_allowed(record.spec, infos[node])
+            for node in awaited
+            if node is not None and node in infos
         ):
             continue
         group = record.spec.policy.anti_affinity
