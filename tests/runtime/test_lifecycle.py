@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from edgechain.runtime.lifecycle import (
     was_removed,
 )
 from edgechain.runtime.manager import AppManager
+from edgechain.runtime.replica import hash_file
 from edgechain.runtime.replication import Handoff, Replicator
 from edgechain.runtime.samples import get_counter_spec
 from edgechain.telemetry import logs
@@ -790,11 +793,10 @@ def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) 
     apps.attach(chain)
     starter = apps.starter
     try:
-        # No wait: a replica here, another reason, an app without replicas.
+        # No wait: another reason, an app without replicas.
         other = AppId(b"\x07" * 32)
-        assert not starter.is_waiting_for_handoff(other, replicated, "recover", 0.0, held=True)
-        assert not starter.is_waiting_for_handoff(other, replicated, "reconcile", 0.0, held=False)
-        assert not starter.is_waiting_for_handoff(other, spec, "origin down", 0.0, held=False)
+        assert not starter.is_waiting_for_handoff(other, replicated, "reconcile", 0.0)
+        assert not starter.is_waiting_for_handoff(other, spec, "origin down", 0.0)
         # Through the start itself: the first tries start nothing ...
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=100.0))
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=101.5))
@@ -803,13 +805,112 @@ def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) 
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=102.0))
         _single_pid(tag)
         # The start ends that wait: a later recovery here waits again, from its own try.
-        assert starter.is_waiting_for_handoff(app, replicated, "recover", 200.0, held=False)
-        # A node with the app's own state dir (an unlanded move's origin keeps it, newer
-        # than any replica) starts from it at once.
+        assert starter.is_waiting_for_handoff(app, replicated, "recover", 200.0)
+        # A node with the app's own state dir and no mark of a handover (an unlanded
+        # move's origin keeps it, newer than any replica) starts from it at once.
         apps.runtime.stop(app)
         _wait_none(tag)
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=300.0))
         _single_pid(tag)
+    finally:
+        asyncio.run(apps.close())
+    _wait_none(tag)
+
+
+def test_a_copy_handed_over_and_recovered_here_yields_to_a_later_replica(tmp_path: Path) -> None:
+    """Session 62, the suite's exactly-once run: a counter migrated from node-005 to
+    node-004 at slot 25; node-004 ran it, sent a replica (41 counts, slot 26) to the
+    replica node and froze in a pause before any report showed the app. The RECOVER of
+    slot 39 went back to node-005, the move's origin, which started the counter from the
+    copy it kept at the handover (37), 12 ms before the replica node's hand-on of 41
+    arrived. A copy marked as handed over now yields to a replica taken by another node
+    from the handover's slot on, and waits a moment for one; a replica it took itself
+    is older than its copy. The counts show which state each start used."""
+    chain = FakeChain()
+    app, spec, tag = _new_app()
+    replicated = replace(spec, stateful=True, replica_interval_slots=2)
+    apps = AppManager(tmp_path / "node", ME.node, ME.sk)
+    apps.attach(chain)
+    starter, store, runtime = apps.starter, apps.replicas, apps.runtime
+    state = runtime.get_state_dir(app)
+    try:
+        runtime.start(app, replicated, version=1)
+        wait_count_above(state, 2)
+        snapshot = runtime.snapshot(app)  # the replica's state: fewer counts than the copy
+        archive = tmp_path / "replica.tar"
+        snapshot.archive.replace(archive)
+        with tarfile.open(archive) as tar, tar.extractfile("state/count") as file:  # type: ignore[union-attr]
+            taken = int(file.read())
+        wait_count_above(state, taken + 3)
+        runtime.stop(app)
+        _wait_none(tag)
+        kept = read_count(state)
+        digest, size = hash_file(archive), archive.stat().st_size
+
+        def put(origin: NodeId, slot: int) -> None:
+            store.remove(app)
+            copy = tmp_path / f"replica-{slot}.tar"
+            copy.write_bytes(archive.read_bytes())
+            assert store.put(app, origin, slot, copy, digest, size) is not None
+
+        starts: list[int] = []
+
+        def get_start_count() -> int:
+            """What the start just made began from, read from the counter's own log."""
+            log = runtime.get_app_dir(app) / "app.log"
+
+            def is_logged() -> bool:
+                starts[:] = [int(x) for x in re.findall(r"starting from (\d+)\n", log.read_text())]
+                return len(starts) > seen
+
+            seen = len(starts)
+            wait_until(is_logged)
+            return starts[-1]
+
+        def start(now: float) -> None:
+            asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=now))
+
+        def stop_and_restore_kept() -> None:
+            runtime.stop(app)
+            _wait_none(tag)
+            (state / "count").write_text(f"{kept}\n")
+
+        assert get_start_count() == 0  # the first start's line, before those below
+        handovers = apps.migrations.handovers
+        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
+        # Handed over, no replica here yet: the start waits, then uses the kept copy.
+        start(100.0)
+        assert _pids(tag) == set()
+        start(102.0)
+        _single_pid(tag)
+        assert get_start_count() == kept
+        assert handovers.get_slot(app) is None, "it runs here: the mark is spent"
+        stop_and_restore_kept()
+        # A replica this node took itself, even of a later slot, is older than its copy:
+        # it waits for a newer one, then starts from the kept copy.
+        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
+        put(ME.node, 30)
+        start(200.0)
+        assert _pids(tag) == set()
+        start(202.0)
+        _single_pid(tag)
+        assert get_start_count() == kept
+        stop_and_restore_kept()
+        # Another node's replica from before the handover: the kept copy (after a wait).
+        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
+        put(OTHER, 24)
+        start(300.0)
+        assert _pids(tag) == set()
+        start(302.0)
+        _single_pid(tag)
+        assert get_start_count() == kept
+        stop_and_restore_kept()
+        # The destination's replica from the handover's slot on: restored, at once.
+        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
+        put(OTHER, 25)
+        start(400.0)
+        _single_pid(tag)
+        assert get_start_count() == taken
     finally:
         asyncio.run(apps.close())
     _wait_none(tag)

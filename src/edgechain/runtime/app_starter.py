@@ -15,19 +15,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from edgechain.chain.model import AppSpec
 from edgechain.orchestrator.registry import AppState
 from edgechain.runtime.base import AppRuntimeError
+from edgechain.runtime.handovers import HandoverMarks
 from edgechain.runtime.head_queries import HeadQueries
-from edgechain.runtime.replica import ReplicaStore, restore_from_replica
+from edgechain.runtime.replica import ReplicaInfo, ReplicaStore, restore_from_replica
 from edgechain.runtime.restart_backoff import RestartBackoff
 from edgechain.runtime.runtimes import NodeRuntimes
 from edgechain.runtime.threads import run_in_thread
 from edgechain.telemetry import logs
 from edgechain.telemetry.log_limit import LogLimit
-from edgechain.types import AppId, NodeId
+from edgechain.types import AppId, NodeId, Slot
 
 log = logging.getLogger("edgechain.apps")
 
@@ -58,6 +60,7 @@ class AppStarter:
         runtime: NodeRuntimes,
         replicas: ReplicaStore,
         head: HeadQueries,
+        handovers: HandoverMarks,
         *,
         lock: Callable[[AppId], asyncio.Lock],
         is_lease_valid: Callable[[], bool],
@@ -67,6 +70,7 @@ class AppStarter:
         self.runtime = runtime
         self.replicas = replicas
         self.head = head
+        self.handovers = handovers
         self._lock = lock
         self._is_lease_valid = is_lease_valid
         self.restarts = restarts
@@ -121,24 +125,17 @@ class AppStarter:
             "app": bytes(app).hex()[:16], "name": spec.name, "why": why, "version": version,
         }  # fmt: skip
         try:
-            # Each local read at most once: the replica store, then the runtime's own
-            # copies for whichever of the two decisions below needs them.
-            replica = await run_in_thread(self.replicas.get, app) is not None
-            if not replica and is_handoff_start(spec, why):
-                held = await run_in_thread(self._has_own_state, app)
-                if self.is_waiting_for_handoff(app, spec, why, now, held=held):
-                    return  # reconcile tries again, about once a second
-            if replica and (
-                why in HANDOFF_REASONS or not await run_in_thread(self._has_own_state, app)
-            ):
-                # After a RECOVER, or a migration whose origin died, the replica; otherwise
-                # only with no state of the app at all (a stale local copy is older than
-                # the replica its node sent).
+            source = await run_in_thread(self._choose_state, app, spec, why)
+            if source.waits and self.is_waiting_for_handoff(app, spec, why, now):
+                return  # reconcile tries again, about once a second
+            if source.replica:
                 used = await run_in_thread(
                     restore_from_replica, self.runtime, self.replicas, app, spec
                 )
                 fields["replica_slot"] = used.slot if used is not None else None
             await run_in_thread(self.runtime.start, app, spec, version=version)
+            # It runs here again: no copy of ours is a handed-over one now.
+            await run_in_thread(self.handovers.forget, app)
         except AppRuntimeError as exc:
             failure = self.restarts.on_failed(app, now, str(exc))
             if failure is not None:  # else rate-limited
@@ -158,22 +155,46 @@ class AppStarter:
             fields["restarts"] = restarts
         logs.info(log, "app started", **fields)
 
-    def is_waiting_for_handoff(
-        self, app: AppId, spec: AppSpec, why: str, now: float, *, held: bool
-    ) -> bool:
-        """Whether a RECOVER (or "origin down") start of an app with replicas, on this
-        node that holds no state of it (``held``: no replica, no state dir of its own;
-        an unlanded move's origin starts from its kept copy at once), waits for one: the
-        app's replica node hands its replica on to the destination of an unlanded move
-        (``Replicator.get_handoffs``), and it comes a moment after the block that makes
-        the move. For at most ``max(HANDOFF_WAIT_MIN_S, one slot)`` from the first try;
-        then it starts from nothing, as before.
+    def _choose_state(self, app: AppId, spec: AppSpec, why: str) -> StateSource:
+        """Blocking: which state the start uses. Each local read at most once.
+
+        - No copy of the app here: the replica if one is here, else (a RECOVER or an
+          "origin down" start of an app with replicas) wait for one
+          (:meth:`is_waiting_for_handoff`).
+        - A copy here, on such a start: the copy, unless a replica here is newer
+          (:func:`is_replica_newer`). The copy is the state as this node handed it over
+          (a mark in ``handovers``): the destination ran the app since, and its
+          replicas, handed on by the replica node a moment after the RECOVER, are
+          awaited like a missing one. Otherwise this node is the origin of a move that
+          never landed: its copy is the newest, and it starts at once.
+        - A copy here, on any other start: the copy (a stale local copy is older than
+          the replica its node sent only after a RECOVER or an "origin down").
+        """
+        replica = self.replicas.get(app)
+        handoff = why in HANDOFF_REASONS
+        if not handoff and replica is None:
+            return StateSource(replica=False, waits=False)
+        if not any(info.app == app for info in self.runtime.list()):
+            return StateSource(replica=replica is not None, waits=replica is None)
+        if not handoff:
+            return StateSource(replica=False, waits=False)
+        handed = self.handovers.get_slot(app)
+        if replica is not None and is_replica_newer(replica, self.node_id, handed):
+            return StateSource(replica=True, waits=False)
+        return StateSource(replica=False, waits=handed is not None)
+
+    def is_waiting_for_handoff(self, app: AppId, spec: AppSpec, why: str, now: float) -> bool:
+        """Whether a RECOVER (or "origin down") start of an app with replicas waits for
+        its replica node's hand-on (``Replicator.get_handoffs``), which comes a moment
+        after the block that makes the move; for at most ``max(HANDOFF_WAIT_MIN_S, one
+        slot)`` from the first try, then it starts from the state it has (none, or its
+        handed-over copy).
 
         Why. In a chaos run (session 61, ``edgechain chaos --nodes 10 --duration 600
         --seed 6565 --fault-slots 14``) a node recovering a counter started it from 0
         after 823 counts, in the same 0.1 s as its replica node's hand-on of 789 counts
         was stored there."""
-        if held or not is_handoff_start(spec, why):
+        if not is_handoff_start(spec, why):
             self._awaiting_state.pop(app, None)
             return False
         since = self._awaiting_state.setdefault(app, now)
@@ -187,10 +208,30 @@ class AppStarter:
             )  # fmt: skip
         return True
 
-    def _has_own_state(self, app: AppId) -> bool:
-        """Blocking: the runtime holds a copy of the app (its state dir), running or not:
-        the origin of a move that never landed keeps one, newer than any replica."""
-        return any(info.app == app for info in self.runtime.list())
+
+@dataclass(frozen=True)
+class StateSource:
+    """What a start begins from (:meth:`AppStarter._choose_state`)."""
+
+    replica: bool
+    """From the replica stored here; else from the copy it has (none: from nothing)."""
+    waits: bool
+    """A replica's hand-on may bring newer state: the start waits for it a moment."""
+
+
+def is_replica_newer(replica: ReplicaInfo, node_id: NodeId, handed: Slot | None) -> bool:
+    """Whether ``replica`` holds newer state than this node's own copy of the app.
+
+    Not one this node took (``origin``): the copy ran on after it. Else, when the copy
+    is the state as this node handed it over in slot ``handed``, one taken from that
+    slot on (by the destination, or a host after it). With no such mark (the origin of
+    a move whose handover failed, or a copy left from before), one from another node,
+    as before the marks: the chain RECOVERs an app onto a node that holds a copy
+    mostly because that copy is the newest, so only the replicas of the app's hosts
+    since would beat it, and those are the ones its replica node holds."""
+    if replica.origin == node_id:
+        return False
+    return handed is None or replica.slot >= handed
 
 
 def is_handoff_start(spec: AppSpec, why: str) -> bool:

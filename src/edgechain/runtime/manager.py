@@ -160,6 +160,7 @@ class AppManager:
             self.runtime,
             self.replicas,
             self.head,
+            self.migrations.handovers,
             lock=self.tasks.lock,
             is_lease_valid=self.lease_renewal.is_valid,
             restarts=self.restarts,

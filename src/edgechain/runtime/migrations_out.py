@@ -6,11 +6,12 @@ backoff while the head chain still carries the block and still places the app th
 transfer protocol guarantees the app is never lost and never runs twice.
 
 :class:`MigrationsOut` runs one retry loop per app (:meth:`~MigrationsOut.start`), keeps
-the last results for the API, marks a completed handover on disk so it is not offered
-again, and tells reconcile whether a copy held here is still being handed over
-(:meth:`~MigrationsOut.is_handing_over`). A handover the head no longer wants (the chain
-placed the app on a third node, e.g. RECOVERed it because the destination was taken
-for down while our offer waited on it) is cancelled by reconcile before anything else
+the last results for the API, marks a completed handover on disk
+(``runtime/handovers.py``) so it is not offered again, and tells reconcile whether a
+copy held here is still being handed over (:meth:`~MigrationsOut.is_handing_over`). A
+handover the head no longer wants (the chain placed the app on a third node, e.g.
+RECOVERed it because the destination was taken for down while our offer waited on it)
+is cancelled by reconcile before anything else
 (:meth:`~MigrationsOut.cancel_unwanted`): its attempt holds the app's lock for as long
 as the transfer's timeouts allow, and our copy must stop now, not when they run out.
 """
@@ -29,9 +30,10 @@ from edgechain.chain.model import AppSpec, PlanAction, PlanEntry
 from edgechain.errors import LocalError
 from edgechain.orchestrator.registry import AppRecord
 from edgechain.runtime.app_tasks import AppTasks
-from edgechain.runtime.base import get_app_dirname
+from edgechain.runtime.handovers import HandoverMarks
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lifecycle import ChainView, HeldApp, find_placing_entry, is_on_head_chain
+from edgechain.runtime.threads import run_in_thread
 from edgechain.runtime.transfer import MigrationResult, TransferClient
 from edgechain.telemetry import logs
 from edgechain.types import AppId, BlockHash, NodeId, Slot
@@ -86,6 +88,7 @@ class MigrationsOut:
         self.head = head
         self.tasks = tasks
         self.transfer_dir = transfer_dir
+        self.handovers = HandoverMarks(transfer_dir)
         self.results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS)
         self.outcomes: Counter[str] = Counter()
         """Every attempt's outcome since start (``results`` keeps the last few)."""
@@ -168,17 +171,10 @@ class MigrationsOut:
             return False
         if self.head.is_node_down(entry.destination):
             return False
-        if self._get_handed_path(block_hash, record.app).exists():
+        if self.handovers.is_marked(block_hash, record.app):
             return False  # done: what we hold is the state as we handed it over
         self.start(block_hash, Slot(record.last_move_slot or 0), entry, held.spec)
         return True
-
-    def _get_handed_path(self, block_hash: BlockHash, app: AppId) -> Path:
-        """Exists once we handed ``app`` over for the MIGRATE of ``block_hash`` (our
-        copy ended, its state kept): it is not offered again (``is_handing_over``)."""
-        handed = self.transfer_dir / "handed"
-        handed.mkdir(parents=True, exist_ok=True)
-        return handed / f"{bytes(block_hash).hex()}-{get_app_dirname(app)}"
 
     def _get_wanted_record(self, block_hash: BlockHash, entry: PlanEntry) -> AppRecord | None:
         """The app's head record while the block is on our head chain and the registry
@@ -225,7 +221,9 @@ class MigrationsOut:
                     return
             self._record_result(result, fields, attempt)
             if result.ok:
-                self._get_handed_path(block_hash, app).touch()
+                # Not offered again (is_handing_over); a RECOVER back here weighs our
+                # kept copy against the destination's replicas (AppStarter).
+                await run_in_thread(self.handovers.mark, block_hash, app, slot)
                 return
             await asyncio.sleep(MIGRATE_RETRY_S[min(attempt, len(MIGRATE_RETRY_S) - 1)])
             attempt += 1

@@ -300,11 +300,13 @@ class Reconciler:
                 await run_in_thread(self.runtime.set_version, app, record.version)
             elif action is Action.REMOVE:
                 await run_in_thread(self.runtime.remove, app)
+                await run_in_thread(self.migrations.handovers.forget, app)
                 await run_in_thread(self.runtime.discard_log, app)
                 self._searched.pop(app, None)
                 logs.info(log, "app removed", **fields, why="removed")
             elif action is Action.DISCARD:
                 await run_in_thread(self.runtime.remove, app)
+                await run_in_thread(self.migrations.handovers.forget, app)
                 logs.info(log, "app removed", **fields, why="placed elsewhere")
         except AppRuntimeError as exc:
             logs.error(log, "app action failed", **fields, action=action.value, error=str(exc))

@@ -32,6 +32,7 @@ from edgechain.errors import BindError, DecodeError, PeerError, RejectReason
 from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR
 from edgechain.runtime.archive import MAX_ARCHIVE_MEMBERS
 from edgechain.runtime.base import AppRuntime, AppRuntimeError, PrecopyRuntime, get_app_dirname
+from edgechain.runtime.handovers import HandoverMarks
 from edgechain.runtime.precopy import MAX_ROUNDS
 from edgechain.runtime.protocol import (
     DEFAULT_MAX_STATE_BYTES,
@@ -130,6 +131,7 @@ class TransferServer:
         self.is_replica_wanted = is_replica_wanted
         """Without both, every replica offer is refused (``replicas_not_accepted``)."""
         self.work_dir = Path(work_dir)
+        self.handovers = HandoverMarks(self.work_dir)
         self.timeouts = timeouts or TransferTimeouts()
         self.max_state_bytes = max_state_bytes
         """Bound on a received archive (uncompressed, and compressed), migration or
@@ -335,6 +337,8 @@ class TransferServer:
                         RejectReason.ORIGIN_GONE, "connection closed during restore"
                     )
                 ledger.touch()
+                # The app runs here again: a copy we once handed over is replaced.
+                await run_in_thread(self.handovers.forget, app)
                 await send_frame(writer, encode_frame(FrameKind.DONE), t.io_s)
             except BaseException:
                 ledger.unlink(missing_ok=True)
