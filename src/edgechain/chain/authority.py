@@ -135,9 +135,17 @@ def check_command_signer(auth: Authority, cmd: SignedCommand, last_seq: int) -> 
         if not is_admin(auth, signer) and not is_own_drain(cmd):
             raise ValidationError(RejectReason.COMMAND_NOT_ADMIN, cmd.kind.name)
     elif not is_operator(auth, signer):
+        # The client shows the detail as it stands: say what to do about it.
         if is_revoked(auth, signer):
-            raise ValidationError(RejectReason.COMMAND_REVOKED, signer.hex()[:16])
-        raise ValidationError(RejectReason.COMMAND_UNKNOWN_SIGNER, signer.hex()[:16])
+            raise ValidationError(
+                RejectReason.COMMAND_REVOKED,
+                f"key {signer.hex()[:16]} was revoked by the chain's admin",
+            )
+        raise ValidationError(
+            RejectReason.COMMAND_UNKNOWN_SIGNER,
+            f"key {signer.hex()[:16]} is not an operator of this chain (the admin grants "
+            "one with `edgechain admin grant PUBKEY`)",
+        )
     if cmd.seq <= last_seq:
         raise ValidationError(RejectReason.COMMAND_REPLAYED, f"seq {cmd.seq} <= {last_seq}")
 
