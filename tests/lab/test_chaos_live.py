@@ -4,12 +4,12 @@ The short run (about 95 s) injects one fault of most kinds in a fixed order (clo
 skew, a full disk, a minority partition, a leave and a restart, one-way loss, a ring, a
 watchdog killed before a pause; ``EDGECHAIN_LONG=1`` adds a kill -9 and restart and a
 pause), targets and lengths drawn with a fixed seed, on a 6-node testnet in network
-namespaces, with counter apps running and moved through the CLI, and must report no violation: after every fault
-one head within 5 slots, every app exactly once within K + 3 slots, a node that left a
-validator again, a killed watchdog started again, never two unfrozen copies, no node
-crash, every stored block valid again, nothing left running. The report's own bounds
-are checked too, and the chain audit is shown to catch a tampered block in a copy of a
-real store.
+namespaces, with counter apps running and moved through the CLI, and must report no
+violation: after every fault one head within 5 slots, every app exactly once within
+K + 3 slots, a node that left a validator again, a killed watchdog started again, never
+two unfrozen copies, no node crash, every stored block valid again, nothing left
+running. The report's own bounds are checked too, and the chain audit is shown to catch
+a tampered block in a copy of a real store.
 
 ``EDGECHAIN_LONG=1`` adds the issue's partition scenario: a minority cut off for 20
 slots (longer than K): the minority fences its apps, the majority re-places them, and

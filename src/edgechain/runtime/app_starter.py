@@ -172,8 +172,8 @@ class AppStarter:
         """
         replica = self.replicas.get(app)
         handoff = why in HANDOFF_REASONS
-        if not handoff and replica is None:
-            return StateSource(replica=False, waits=False)
+        if replica is None and not is_handoff_start(spec, why):
+            return StateSource(replica=False, waits=False)  # its own state, if any
         if not any(info.app == app for info in self.runtime.list()):
             return StateSource(replica=replica is not None, waits=replica is None)
         if not handoff:
