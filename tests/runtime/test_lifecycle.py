@@ -877,34 +877,20 @@ def test_a_copy_handed_over_and_recovered_here_yields_to_a_later_replica(tmp_pat
 
         assert get_start_count() == 0  # the first start's line, before those below
         handovers = apps.migrations.handovers
-        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
-        # Handed over, no replica here yet: the start waits, then uses the kept copy.
-        start(100.0)
-        assert _pids(tag) == set()
-        start(102.0)
-        _single_pid(tag)
-        assert get_start_count() == kept
-        assert handovers.get_slot(app) is None, "it runs here: the mark is spent"
-        stop_and_restore_kept()
-        # A replica this node took itself, even of a later slot, is older than its copy:
-        # it waits for a newer one, then starts from the kept copy.
-        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
-        put(ME.node, 30)
-        start(200.0)
-        assert _pids(tag) == set()
-        start(202.0)
-        _single_pid(tag)
-        assert get_start_count() == kept
-        stop_and_restore_kept()
-        # Another node's replica from before the handover: the kept copy (after a wait).
-        handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
-        put(OTHER, 24)
-        start(300.0)
-        assert _pids(tag) == set()
-        start(302.0)
-        _single_pid(tag)
-        assert get_start_count() == kept
-        stop_and_restore_kept()
+        # Each waits for the hand-on first, then starts from the kept copy: handed over
+        # and no replica here yet; a replica this node took itself, even of a later
+        # slot (older than its copy); another node's from before the handover.
+        for now, replica in ((100.0, None), (200.0, (ME.node, 30)), (300.0, (OTHER, 24))):
+            handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
+            if replica is not None:
+                put(*replica)
+            start(now)
+            assert _pids(tag) == set(), replica
+            start(now + 2.0)
+            _single_pid(tag)
+            assert get_start_count() == kept, replica
+            assert handovers.get_slot(app) is None, "it runs here: the mark is spent"
+            stop_and_restore_kept()
         # The destination's replica from the handover's slot on: restored, at once.
         handovers.mark(BlockHash(b"\x09" * 32), app, Slot(25))
         put(OTHER, 25)
