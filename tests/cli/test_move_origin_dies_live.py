@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -30,12 +29,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import get_reject_rule
-from .test_cli_live import SETUP_TIMEOUT_S, STEP_TIMEOUT_S, LiveNet, _placed, new_counter_net
+from .test_cli_live import (
+    SETUP_TIMEOUT_S,
+    STARTING,
+    STEP_TIMEOUT_S,
+    LiveNet,
+    _placed,
+    new_counter_net,
+)
 from .test_move_target_dies_live import RECOVERY_TIMEOUT_S
 
 pytestmark = pytest.mark.xdist_group("testnet-light")
-
-STARTING = re.compile(r"counter: starting from (\d+)")
 
 
 def _replica_stored_since(net: LiveNet, node: str, app: str, since_ms: int) -> bool:

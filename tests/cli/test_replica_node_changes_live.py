@@ -7,8 +7,9 @@ is quiet (8 slots) or excluded by a skip block, the chain names a new replica no
 (``orchestrator/replicas.py``). R1 is drained if it is still a validator (else the
 app would go back to R1, its state node). Then O is killed (SIGKILL), R1 continued and
 the ports opened. O never sent R2 a replica; once O is down (12 slots) the chain
-recovers the app onto R2, and it must start from the state R1 held: R1, no longer the
-replica node, keeps its replica and hands it on to R2 under O's signature
+recovers the app onto R2 (or a replica node named after R2), and it must start from the
+state R1 held: R1, no longer the replica node, keeps its replica and hands it on to the
+current one under O's signature
 (``runtime/replication.Replicator.is_passing_on``). Before, R1 deleted its replica as
 soon as its head named R2, and R2 started the counter from 0 (chaos, session 50: 0
 after 189 counts).
@@ -151,7 +152,12 @@ def test_a_former_replica_node_hands_its_replica_to_the_new_one(
         where = net.cli("apps", "show", app)["node"]
         starts = _starts_at(net, app, where)
         history = net.cli("apps", "history", app)["events"]
-        assert where == new_replica or (not drained and where == replica), json.dumps(
+        # R2, or a replica node the chain named after it (R2 excluded in turn by a skip
+        # block on a loaded host, as in CI): R1 hands its replica on to whichever its
+        # head names. R1 itself only when it was not drained.
+        named = [e["node"] for e in history if e["kind"] == "replica"]
+        since = named[len(named) - 1 - named[::-1].index(new_replica) :]
+        assert where in since or (not drained and where == replica), json.dumps(
             {"where": where, "new_replica": new_replica, "origin": origin, "history": history}
         )
         assert starts and starts[-1] >= count_before, (starts, count_before, history)

@@ -40,3 +40,29 @@ def test_operator_key_is_granted_then_the_client_config_written(tmp_path: Path) 
     assert config.admin_key == tmp_path / "admin.key"
     assert setup.to_json()["granted"]
     assert any("granted" in line for line in logged)
+
+
+def test_a_grant_in_flight_at_the_runs_end_is_settled_and_its_config_written(
+    tmp_path: Path,
+) -> None:
+    """A run of a few slots can end while the grant waits for its block: ``settle``
+    waits for it, so ``client.toml`` is still written (CI: the ports-taken testnet of 2
+    slots, at afff50c, ended before its grant was applied)."""
+    admin_sk = create_keystore(tmp_path / "admin.key")
+    state = FakeState()
+    setup = OperatorSetup(tmp_path, admin_sk, 1.0, lambda line: None)
+    with serve(state) as url, ThreadPoolExecutor(1) as pool:
+        setup.poll(pool, [url])
+        assert setup.is_in_flight()
+        setup.settle(pool)
+    assert setup.written and setup.granted and not setup.is_in_flight()
+    assert load_client_config(tmp_path / "client.toml").nodes == (url,)
+
+
+def test_settling_without_a_grant_sent_writes_nothing(tmp_path: Path) -> None:
+    admin_sk = create_keystore(tmp_path / "admin.key")
+    setup = OperatorSetup(tmp_path, admin_sk, 1.0, lambda line: None)
+    with ThreadPoolExecutor(1) as pool:
+        setup.settle(pool)
+    assert not setup.written and not setup.is_in_flight()
+    assert not (tmp_path / "client.toml").exists()

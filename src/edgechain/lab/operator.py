@@ -5,13 +5,15 @@ The grant goes through the same code as ``edgechain admin grant`` (a GRANT_OPERA
 command signed with the run's admin key, posted to a node, applied by a block). It runs
 on the launcher's thread pool, so the launcher keeps watching the network meanwhile.
 ``client.toml`` appears only once the grant is settled: a script that waits for the
-file can use the key straight away (``granted`` in the summary says if it worked).
+file can use the key straight away (``granted`` in the summary says if it worked). A run
+whose last slot passes while the grant is in flight waits for it (:meth:`OperatorSetup.
+settle`), so even a run of a few slots leaves its config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from edgechain.types import SecretKey
 CLIENT_FILE = "client.toml"
 OPERATOR_KEY_FILE = "operator.key"
 ADMIN_KEY_FILE = "admin.key"
+GRANT_SETTLE_MARGIN_S = 5.0
+"""Beyond the grant's own timeout: its last HTTP request may still be under way."""
 
 
 def get_grant_timeout(slot_duration: float) -> float:
@@ -91,6 +95,18 @@ class OperatorSetup:
         self.log(f"client config: {self.client_path}")
         if self.urls:
             self.log(f"dashboard: {self.urls[0]}/")
+
+    def is_in_flight(self) -> bool:
+        """Whether the grant was sent and its config is not written yet."""
+        return self.future is not None and not self.written
+
+    def settle(self, pool: Executor) -> None:
+        """Wait for the grant in flight to settle (it gives up after its own timeout),
+        then write the config as :meth:`poll` does."""
+        if self.future is None:
+            return
+        wait([self.future], timeout=self.timeout + GRANT_SETTLE_MARGIN_S)
+        self.poll(pool, None)
 
     def to_json(self) -> dict[str, Any]:
         return {

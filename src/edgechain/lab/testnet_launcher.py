@@ -304,6 +304,12 @@ class Launcher:
             if joined < config.nodes:
                 upcoming.append(next_join)
             time.sleep(max(0.02, min(upcoming) - time.monotonic()))
+        operator = self.operator
+        if operator is not None and operator.is_in_flight() and not self.stop_requested.is_set():
+            # A short run (--slots 2) can end while the grant waits for its block: the
+            # nodes run on until it settles, so the run still leaves client.toml.
+            self.output.log("the last slot passed: waiting for the operator key's grant")
+            operator.settle(self._pool)
         # Slot S's block is gossiped within slot S; a short settle lets the last
         # copies arrive before the heads are compared.
         time.sleep(config.slot_duration / 4)
