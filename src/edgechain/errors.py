@@ -85,6 +85,10 @@ class RejectReason(enum.StrEnum):
     BAD_PROOF_OF_POSSESSION = "bad_proof_of_possession"
     BAD_ADMISSION_TICKET = "bad_admission_ticket"
     BAD_EXIT = "bad_exit"
+    STALE_EXIT = "stale_exit"
+    """An exit gossiped after its node left, or signed in an earlier stay of it: honest
+    nodes relay such (gossip's pull repair), so it is counted apart from ``bad_exit``
+    (``consensus/joining.py``). A block that carries one is still ``bad_exit``."""
     BAD_ADDRESS_RECORD = "bad_address_record"
     BAD_SUBMISSION = "bad_submission"
     BAD_PLAN = "bad_plan"

@@ -8,9 +8,11 @@ its head's slot, and a request signed before the genesis
 
 from __future__ import annotations
 
-from edgechain.chain.assembly import make_ticket
+import dataclasses
+
+from edgechain.chain.assembly import make_exit_request, make_ticket
 from edgechain.chain.enrollment import TOKEN_ID_SIZE, make_enrollment_token
-from edgechain.chain.model import InclusionRequest
+from edgechain.chain.model import ExitRequest, InclusionRequest
 from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.backoff import get_backoff_ms
 from edgechain.consensus.engine import ConsensusEngine
@@ -242,7 +244,7 @@ def test_an_exit_of_an_earlier_stay_does_not_remove_the_node_that_joined_again()
     for engine in (rejoined, net.engine(0)):
         rejected = [e.reason for e in net.deliver(net.order.index(engine.node_id), old_exit).events
                     if isinstance(e, PeerRejected)]  # fmt: skip
-        assert rejected == [RejectReason.BAD_EXIT.value]
+        assert rejected == [RejectReason.STALE_EXIT.value]  # not bad: honest relays carry it
         assert node not in engine.joining.pending_exits
     for _ in range(4):  # every node produces once or more: none carries the old exit
         net.run_slot(slot)
@@ -299,3 +301,27 @@ def test_a_node_whose_enrollment_token_expired_says_so() -> None:
     assert [(r.reason, r.detail) for r in _refusals(outs)] == [
         (RejectReason.BAD_ADMISSION_TICKET, "enrollment token expired at slot 1")
     ]
+
+
+def test_a_stale_exit_is_told_apart_from_a_bad_one() -> None:
+    """Over gossip, an exit of a node that is no validator is ``stale_exit`` (honest
+    relays carry such, unchecked); a validator's exit with a wrong signature is still
+    ``bad_exit``; a good one is taken."""
+    net = Harness(4)
+    net.start_chain()
+    net.run_slot(1)
+    engine = net.engine(0)
+    outsider = make_identity(99)
+    member = net.engine(3)
+
+    def reasons(req: ExitRequest) -> list[RejectReason]:
+        out = engine.on_message(ExitMsg(req), member.node_id, net.now)
+        return [e.reason for e in out.events if isinstance(e, PeerRejected)]
+
+    assert reasons(make_exit_request(outsider.sk, Slot(1))) == [RejectReason.STALE_EXIT]
+    good = make_exit_request(member.ctx.sk, Slot(1))
+    forged = dataclasses.replace(good, signature=make_exit_request(outsider.sk, Slot(1)).signature)
+    assert reasons(forged) == [RejectReason.BAD_EXIT]
+    assert member.node_id not in engine.joining.pending_exits
+    assert reasons(good) == []
+    assert engine.joining.pending_exits[member.node_id] == good

@@ -374,6 +374,10 @@ class Joining:
     def on_exit(self, req: ExitRequest) -> None:
         state = self.ctx.get_head_state()
         assert state is not None
+        if not is_exit_of_current_stay(req, state.validators):
+            # Its node left already or joined again since: honest relays carry these
+            # (pull repair) for as long as gossip remembers them. Refused unchecked.
+            raise ValidationError(RejectReason.STALE_EXIT, "its node's stay ended")
         validate_exit(req, state.validators, Slot(2**62))
         pending = self.pending_exits.get(req.node)
         if pending is None or req.slot > pending.slot:
