@@ -299,17 +299,21 @@ class Reconciler:
             elif action is Action.CONFIRM and record is not None:
                 await run_in_thread(self.runtime.set_version, app, record.version)
             elif action is Action.REMOVE:
-                await run_in_thread(self.runtime.remove, app)
-                await run_in_thread(self.migrations.handovers.forget, app)
+                await run_in_thread(self._remove_copy, app)
                 await run_in_thread(self.runtime.discard_log, app)
                 self._searched.pop(app, None)
                 logs.info(log, "app removed", **fields, why="removed")
             elif action is Action.DISCARD:
-                await run_in_thread(self.runtime.remove, app)
-                await run_in_thread(self.migrations.handovers.forget, app)
+                await run_in_thread(self._remove_copy, app)
                 logs.info(log, "app removed", **fields, why="placed elsewhere")
         except AppRuntimeError as exc:
             logs.error(log, "app action failed", **fields, action=action.value, error=str(exc))
+
+    def _remove_copy(self, app: AppId) -> None:
+        """Blocking: delete the app's copy here; a mark that it was handed over goes
+        with it (``runtime/handovers.py``)."""
+        self.runtime.remove(app)
+        self.migrations.handovers.forget(app)
 
     def stop_if_running(self, app: AppId) -> bool:
         """Blocking: stop the app (state kept) if it runs; True when it did."""
