@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from edgechain.cli import apps as cli_apps
-from edgechain.cli.apps import add_copies, describe_copy, format_app, format_apps
+from edgechain.cli import apps_format
+from edgechain.cli.apps import add_copies
+from edgechain.cli.apps_format import describe_copy, format_app, format_apps
 from edgechain.runtime import disk_guard, restart_backoff
 
 A, B = "aa" * 32, "bb" * 32
@@ -24,8 +26,8 @@ def _copy(app: str, node: str, status: str, **more: Any) -> dict[str, Any]:
 
 
 def test_the_cli_reads_the_status_the_runtime_writes() -> None:
-    assert cli_apps.CRASH_LOOPING == restart_backoff.CRASH_LOOPING
-    assert cli_apps.DISK_FULL == disk_guard.DISK_FULL
+    assert apps_format.CRASH_LOOPING == restart_backoff.CRASH_LOOPING
+    assert apps_format.DISK_FULL == disk_guard.DISK_FULL
 
 
 def test_an_app_its_node_holds_for_filling_the_disk_says_so() -> None:
@@ -37,6 +39,29 @@ def test_an_app_its_node_holds_for_filling_the_disk_says_so() -> None:
     assert rows[1].split()[2] == "disk_full"
     assert rows[-1] == f"filler ({A[:12]}) on {NODE[:12]}: disk_full: {hold}"
     assert f"disk_full: {hold}" in format_app(views[0])
+
+
+def test_an_app_whose_copy_started_without_its_state_says_so() -> None:
+    """Its node's runtime view carries the note (``app_starter.StateLoss``): ``apps
+    list`` adds a line under the table, ``apps show`` a field; an app that kept its
+    state shows neither."""
+    lost = "started at slot 271 (recover) without its state: no replica of it reached"
+    views = [_view(A, "counter", NODE), _view(B, "web", OTHER)]
+    add_copies(
+        views,
+        {
+            (A, NODE): _copy(A, NODE, "running", state_lost=lost),
+            (B, OTHER): _copy(B, OTHER, "running"),
+        },
+    )
+    rows = format_apps(views).splitlines()
+    assert rows[1].split()[2] == "running"
+    assert rows[-1] == f"counter ({A[:12]}) on {NODE[:12]}: {lost}"
+    assert rows[-2] == "2 apps"
+    assert [" ".join(line.split()) for line in format_app(views[0]).splitlines()][-1] == (
+        f"state lost {lost}"
+    )
+    assert "state lost" not in format_app(views[1])
 
 
 def test_each_app_gets_the_copy_on_its_own_node() -> None:

@@ -135,6 +135,9 @@ def test_a_move_whose_origin_dies_goes_on_from_the_replica(
         # first placement, when the destination is node-000 it moved off).
         assert starts and starts[-1] >= count_before, (starts, count_before, history)
         assert net.max_copies == 1, net.describe_copies()
+        # It started with its state: its node does not say otherwise.
+        on_node = net.cli("apps", "show", app).get("on_node") or {}
+        assert on_node.get("state_lost") is None, on_node
         count = net.read_count(names[destination], app)
         net.wait_for(
             lambda: net.read_count(names[destination], app) > count, "a count more", STEP_TIMEOUT_S

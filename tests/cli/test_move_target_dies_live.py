@@ -75,6 +75,8 @@ def test_a_move_to_a_node_that_dies_is_recovered_on_its_origin_with_its_state(
         assert where == origin, (names[where], history)
         assert count >= count_at_kill, (count, count_at_kill, history)
         assert net.max_copies == 1, net.describe_copies()
+        on_node = net.cli("apps", "show", app).get("on_node") or {}
+        assert on_node.get("state_lost") is None, on_node  # its origin kept its state
         kinds = [event["kind"] for event in history]
         assert "migrate" in kinds and "recover" in kinds, kinds
         # It counts on there.

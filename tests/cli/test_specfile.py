@@ -9,7 +9,7 @@ import pytest
 
 from edgechain.api.schema import app_spec_to_json
 from edgechain.chain.model import AppSpec, RuntimeKind
-from edgechain.cli.apps import format_app, format_bytes
+from edgechain.cli.apps_format import format_app, format_bytes
 from edgechain.cli.common import CliError
 from edgechain.cli.specfile import load_spec, parse_byte_quantity, parse_cpu_limit
 

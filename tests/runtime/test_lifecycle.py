@@ -35,6 +35,7 @@ from edgechain.chain.validator_set import ValidatorSet
 from edgechain.consensus.engine import LocalUsage
 from edgechain.consensus.state import BlockState
 from edgechain.orchestrator.registry import AppRecord, AppState, Registry
+from edgechain.runtime.app_starter import NO_REPLICAS
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.lifecycle import (
     Action,
@@ -780,12 +781,19 @@ def test_the_kept_log_of_an_app_that_left_goes_when_the_chain_removes_the_app(
     assert [e["app"] for e in _events(caplog, "app log discarded")] == [bytes(app).hex()[:16]]
 
 
-def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) -> None:
+def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Chaos, session 61 (seed 6565): a node recovering a counter with no replica of it
     started it from 0 after 823 counts, in the same 0.1 s as the replica node's hand-on
     (789 counts) was stored there. A RECOVER or "origin down" start of an app with
     replicas, on a node holding none, now waits up to ``HANDOFF_WAIT_MIN_S`` (or a slot)
-    from its first try for the hand-on, then starts from nothing as before."""
+    from its first try for the hand-on, then starts from nothing as before.
+
+    Chaos, session 64 (seed 6969): such a start, its node and replica node cut off
+    together, was logged as a plain "app started". It is now a warning, counted, and
+    the copy's view says so until the app starts here with state."""
+    caplog.set_level(logging.INFO, logger="edgechain.apps")
     chain = FakeChain()
     app, spec, tag = _new_app()
     replicated = replace(spec, stateful=True, replica_interval_slots=2)
@@ -801,9 +809,19 @@ def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) 
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=100.0))
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=101.5))
         assert _pids(tag) == set() and not apps.runtime.is_running(app)
-        # ... and once the wait is over it starts, from nothing.
+        assert starter.starts_without_state == 0 and starter.get_loss(app) is None
+        # ... and once the wait is over it starts, from nothing, and says so.
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=102.0))
         _single_pid(tag)
+        lost = "no replica of it reached this node within 2 s"
+        assert [e["state_lost"] for e in _events(caplog, "app started without its state")] == [lost]
+        assert _events(caplog, "app started") == []
+        loss = starter.get_loss(app)
+        assert loss is not None and loss.why == "recover" and loss.cause == lost
+        assert starter.starts_without_state == 1
+        asyncio.run(apps.usage.measure())
+        (view,) = apps.views
+        assert view.state_lost == loss.describe()
         # The start ends that wait: a later recovery here waits again, from its own try.
         assert starter.is_waiting_for_handoff(app, replicated, "recover", 200.0)
         # A node with the app's own state dir and no mark of a handover (an unlanded
@@ -812,6 +830,28 @@ def test_a_recovered_app_waits_a_moment_for_its_replica_hand_on(tmp_path: Path) 
         _wait_none(tag)
         asyncio.run(starter.start_if_stopped(app, replicated, "recover", 1, now=300.0))
         _single_pid(tag)
+        # That start had state: the note ends, and the count stays.
+        assert starter.get_loss(app) is None and starter.starts_without_state == 1
+        assert len(_events(caplog, "app started")) == 1
+        # A stateful app with no replicas, recovered onto a node that holds no copy of
+        # it, starts at once and from nothing: its state stayed on the node given up.
+        bare, bare_spec, bare_tag = _new_app()
+        bare_spec = replace(bare_spec, stateful=True)
+        asyncio.run(starter.start_if_stopped(bare, bare_spec, "recover", 1, now=400.0))
+        _single_pid(bare_tag)
+        bare_loss = starter.get_loss(bare)
+        assert bare_loss is not None and bare_loss.cause == NO_REPLICAS
+        assert starter.starts_without_state == 2
+        # A placement of a new app loses nothing.
+        fresh, fresh_spec, fresh_tag = _new_app()
+        fresh_spec = replace(fresh_spec, stateful=True)
+        asyncio.run(starter.start_if_stopped(fresh, fresh_spec, "place", 1, now=500.0))
+        _single_pid(fresh_tag)
+        assert starter.get_loss(fresh) is None and starter.starts_without_state == 2
+        apps.runtime.remove(bare)
+        apps.runtime.remove(fresh)
+        _wait_none(bare_tag)
+        _wait_none(fresh_tag)
     finally:
         asyncio.run(apps.close())
     _wait_none(tag)

@@ -33,6 +33,7 @@ def _reading(**changes: object) -> MetricsReading:
         "decode_errors": {RejectReason.TRUNCATED: 7},
         "cpu_ns": {Component.VDF_CHECK: 2_500_000_000, Component.DHT: 1_000_000},
         "migrations": {"completed": 2, "refused": 1},
+        "app_starts_without_state": 1,
     }
     fields.update(changes)
     return MetricsReading(**fields)  # type: ignore[arg-type]
@@ -69,6 +70,7 @@ def test_a_reading_and_observations_parse_back() -> None:
     assert samples[("edgechain_cpu_seconds_total", (("component", "vdf_check"),))] == 2.5
     assert samples[("edgechain_cpu_seconds_total", (("component", "gossip"),))] == 0
     assert samples[("edgechain_migrations_total", (("outcome", "completed"),))] == 2
+    assert samples[("edgechain_app_starts_without_state_total", ())] == 1
     assert samples[("edgechain_block_votes_count", ())] == 1
     assert samples[("edgechain_block_propagation_seconds_sum", ())] == pytest.approx(0.4)
     assert samples[("edgechain_report_latency_seconds_count", ())] == 2

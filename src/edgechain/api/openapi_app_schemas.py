@@ -332,6 +332,12 @@ def _runtime_app_schema() -> Schema:
                 "description": "why this node holds it stopped (status disk_full: it was "
                 "filling the node's disk), while it does",
             },
+            "state_lost": {
+                "type": ["string", "null"],
+                "description": "how this copy started from nothing although the app had "
+                "run elsewhere with state (no replica reached this node in time, or the "
+                "app keeps none), until it starts here again with state or moves",
+            },
         }
     )
 

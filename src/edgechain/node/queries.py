@@ -371,6 +371,9 @@ class NodeQueries:
             decode_errors=dict(self.counters.decode_errors),
             cpu_ns=self.cpu.meter.get_totals_ns(),
             migrations=dict(self.apps.migrations.outcomes) if self.apps is not None else {},
+            app_starts_without_state=(
+                self.apps.starter.starts_without_state if self.apps is not None else 0
+            ),
         )
 
     def get_metrics_text(self) -> bytes:

@@ -3,7 +3,11 @@ naming it, and whenever reconcile finds an app placed here that does not run.
 
 :class:`AppStarter` starts an app only under a valid fencing lease
 (``runtime/lease_renewal.py``), from the local replica when that is the newer state
-(after a RECOVER, or a migration whose origin died), and logs "app started". Every
+(after a RECOVER, or a migration whose origin died), and logs "app started". A start
+that begins from nothing although the app kept state on the node it ran on before (no
+replica reached this node in time, or the app keeps none) is logged as a warning, "app
+started without its state", counted, and shown in the copy's view until the app starts
+here again or its copy goes (:class:`StateLoss`). Every
 start and every start that raises is told to the node's restart backoff
 (``runtime/restart_backoff.py``): a start that raises is a failure, logged at most once
 per interval, and the next start waits.
@@ -78,6 +82,24 @@ class AppStarter:
         """Apps whose start waits for the lease, and when that was last logged."""
         self._awaiting_state: dict[AppId, float] = {}
         """Recovered apps whose start waits for their replica's hand-on, since when."""
+        self._losses: dict[AppId, StateLoss] = {}
+        """Apps whose last start here began without their state, while their copy runs."""
+        self.starts_without_state = 0
+        """Starts that began without the app's state, since the node started (metrics)."""
+
+    def get_loss(self, app: AppId) -> StateLoss | None:
+        """How the copy here last started without its state (None: it did not, or the
+        app moved since: a copy that came back by a migration brought its state)."""
+        loss = self._losses.get(app)
+        record = self.head.get_head_record(app)
+        moved = record.last_move_slot if record is not None else None
+        if loss is None or moved is None or loss.slot is None:
+            return loss
+        return loss if moved <= loss.slot else None
+
+    def forget(self, app: AppId) -> None:
+        """The copy here is gone: so is what its start lost."""
+        self._losses.pop(app, None)
 
     def _log_deferred(self, app: AppId, now: float) -> None:
         limit = self._deferred.setdefault(app, LogLimit(DEFERRED_LOG_INTERVAL_S))
@@ -136,6 +158,7 @@ class AppStarter:
             await run_in_thread(self.runtime.start, app, spec, version=version)
             # It runs here again: no copy of ours is a handed-over one now.
             await run_in_thread(self.handovers.forget, app)
+            self._note_loss(app, source.lost, why, fields)
         except AppRuntimeError as exc:
             failure = self.restarts.on_failed(app, now, str(exc))
             if failure is not None:  # else rate-limited
@@ -153,7 +176,22 @@ class AppStarter:
         restarts = self.restarts.on_started(app, now)
         if restarts:
             fields["restarts"] = restarts
-        logs.info(log, "app started", **fields)
+        if "state_lost" in fields:
+            logs.warning(log, "app started without its state", **fields)
+        else:
+            logs.info(log, "app started", **fields)
+
+    def _note_loss(self, app: AppId, lost: str | None, why: str, fields: dict[str, Any]) -> None:
+        """Remember (and count) a start that began without the app's state: the user
+        must hear of it (``apps show``, the node's log and metrics), not find a counter
+        back at 0. A start with its state ends the note."""
+        if lost is None:
+            self._losses.pop(app, None)
+            return
+        state = self.head.get_head_state()
+        self._losses[app] = StateLoss(state.slot if state is not None else None, why, lost)
+        self.starts_without_state += 1
+        fields["state_lost"] = lost
 
     def _choose_state(self, app: AppId, spec: AppSpec, why: str) -> StateSource:
         """Blocking: which state the start uses. Each local read at most once.
@@ -173,15 +211,30 @@ class AppStarter:
         replica = self.replicas.get(app)
         handoff = why in HANDOFF_REASONS
         if replica is None and not is_handoff_start(spec, why):
+            if handoff and spec.stateful and not self._has_copy(app):
+                # Its state lived only on the node it ran on, which the chain gave up.
+                return StateSource(replica=False, waits=False, lost=NO_REPLICAS)
             return StateSource(replica=False, waits=False)  # its own state, if any
-        if not any(info.app == app for info in self.runtime.list()):
-            return StateSource(replica=replica is not None, waits=replica is None)
+        if not self._has_copy(app):
+            if replica is None:
+                return StateSource(replica=False, waits=True, lost=self._get_late_replica())
+            return StateSource(replica=True, waits=False)
         if not handoff:
             return StateSource(replica=False, waits=False)
         handed = self.handovers.get_slot(app)
         if replica is not None and is_replica_newer(replica, self.node_id, handed):
             return StateSource(replica=True, waits=False)
         return StateSource(replica=False, waits=handed is not None)
+
+    def _has_copy(self, app: AppId) -> bool:
+        """Blocking: whether the runtime holds a copy of the app (its state dir)."""
+        return any(info.app == app for info in self.runtime.list())
+
+    def _get_handoff_wait_s(self) -> float:
+        return max(HANDOFF_WAIT_MIN_S, self.head.get_slot_duration_s() or 0.0)
+
+    def _get_late_replica(self) -> str:
+        return f"no replica of it reached this node within {self._get_handoff_wait_s():g} s"
 
     def is_waiting_for_handoff(self, app: AppId, spec: AppSpec, why: str, now: float) -> bool:
         """Whether a RECOVER (or "origin down") start of an app with replicas waits for
@@ -198,7 +251,7 @@ class AppStarter:
             self._awaiting_state.pop(app, None)
             return False
         since = self._awaiting_state.setdefault(app, now)
-        wait_s = max(HANDOFF_WAIT_MIN_S, self.head.get_slot_duration_s() or 0.0)
+        wait_s = self._get_handoff_wait_s()
         if now - since >= wait_s:
             return False
         if since == now:
@@ -217,6 +270,32 @@ class StateSource:
     """From the replica stored here; else from the copy it has (none: from nothing)."""
     waits: bool
     """A replica's hand-on may bring newer state: the start waits for it a moment."""
+    lost: str | None = None
+    """Why a start now would begin from nothing though the app kept state elsewhere
+    (None: it begins from its state, or has none to lose)."""
+
+
+NO_REPLICAS = "it keeps no replicas (replica_interval_slots is 0)"
+"""A stateful app recovered from a node the chain took for down, with no replica."""
+
+
+@dataclass(frozen=True)
+class StateLoss:
+    """A start on this node that began from nothing although the app had run elsewhere
+    with state: every node that held it was down or cut off from this one (a partition
+    that holds the app's node and its replica node on the other side; chaos, session 64,
+    seed 6969), or the app keeps no replicas. The chain chose availability (an app that
+    must not do so sets ``wait_for_state``): this says so where the user looks."""
+
+    slot: Slot | None
+    """The head's slot when it started (None: before the genesis)."""
+    why: str
+    """The start's reason (``recover``, ``origin down``)."""
+    cause: str
+
+    def describe(self) -> str:
+        at = f" at slot {self.slot}" if self.slot is not None else ""
+        return f"started{at} ({self.why}) without its state: {self.cause}"
 
 
 def is_replica_newer(replica: ReplicaInfo, node_id: NodeId, handed: Slot | None) -> bool:

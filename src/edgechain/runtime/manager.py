@@ -190,6 +190,7 @@ class AppManager:
             restarts=self.restarts,
             disk_guard=self.disk_guard,
             is_lease_valid=self.lease_renewal.is_valid,
+            get_state_loss=self._describe_state_loss,
         )
         self._measuring: asyncio.Task[None] | None = None
         self._next_measure_ms = 0
@@ -221,6 +222,10 @@ class AppManager:
     def _is_lease_valid(self) -> bool:
         # Late-bound: the lease renewal lists the handovers, so it is built after them.
         return self.lease_renewal.is_valid()
+
+    def _describe_state_loss(self, app: AppId) -> str | None:
+        loss = self.starter.get_loss(app)
+        return loss.describe() if loss is not None else None
 
     def attach(self, engine: ChainView, archive: ChainArchive | None = None) -> None:
         """Read the head chain from ``engine``, and the finalized chain its memory no

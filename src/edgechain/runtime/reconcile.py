@@ -311,9 +311,11 @@ class Reconciler:
 
     def _remove_copy(self, app: AppId) -> None:
         """Blocking: delete the app's copy here; a mark that it was handed over goes
-        with it (``runtime/handovers.py``)."""
+        with it (``runtime/handovers.py``), and so does a note that it started here
+        without its state."""
         self.runtime.remove(app)
         self.migrations.handovers.forget(app)
+        self.starter.forget(app)
 
     def stop_if_running(self, app: AppId) -> bool:
         """Blocking: stop the app (state kept) if it runs; True when it did."""

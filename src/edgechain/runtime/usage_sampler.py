@@ -66,6 +66,9 @@ class AppView:
     """Why this node holds it stopped (status ``disk_full``: it was filling the node's
     disk, ``runtime/disk_guard.py``; ``fenced``: the node's lease expired), while it
     does."""
+    state_lost: str | None = None
+    """How this copy last started without the state the app had elsewhere
+    (``app_starter.StateLoss``), until it starts here again with state or moves."""
 
 
 def render_views(views: Iterable[AppView], node: bytes) -> list[dict[str, Any]]:
@@ -93,7 +96,8 @@ class UsageSampler:
     """Samples ``runtime``'s apps; ``disk_total``: the bytes of the data dir's disk
     (disk shares are of it); ``cpu_capacity``: the node's declared cores (None: the
     whole host); ``restarts``: the node's failures per app, shown in the views;
-    ``is_lease_valid``: whether the node's fencing lease holds."""
+    ``is_lease_valid``: whether the node's fencing lease holds; ``get_state_loss``: how
+    an app's copy here started without its state (``app_starter.StateLoss``)."""
 
     def __init__(
         self,
@@ -106,8 +110,10 @@ class UsageSampler:
         restarts: RestartBackoff | None = None,
         disk_guard: DiskGuard | None = None,
         is_lease_valid: Callable[[], bool] = lambda: True,
+        get_state_loss: Callable[[AppId], str | None] = lambda app: None,
     ) -> None:
         self.runtime = runtime
+        self.get_state_loss = get_state_loss
         self.is_lease_valid = is_lease_valid
         self.restarts = restarts
         self.disk_guard = disk_guard
@@ -141,7 +147,8 @@ class UsageSampler:
         # On the loop's thread, where the backoff is changed.
         fenced = not self.is_lease_valid()
         self.views = tuple(
-            self._add_hold(self._add_restarts(v, time.monotonic()), fenced) for v in views
+            self._add_state_loss(self._add_hold(self._add_restarts(v, time.monotonic()), fenced))
+            for v in views
         )
         self.app_usage = usage
         self.push_usage()
@@ -215,6 +222,10 @@ class UsageSampler:
             last_exit=known.last_exit,
             next_restart_in_s=known.next_restart_in_s,
         )
+
+    def _add_state_loss(self, view: AppView) -> AppView:
+        lost = self.get_state_loss(AppId(bytes.fromhex(view.app)))
+        return view if lost is None else replace(view, state_lost=lost)
 
     def _add_hold(self, view: AppView, fenced: bool) -> AppView:
         if fenced and (not view.running or view.status == AppStatus.FROZEN.value):

@@ -74,6 +74,9 @@ class MetricsReading:
     cpu_ns: Mapping[Component, int] = field(default_factory=dict)
     migrations: Mapping[str, int] = field(default_factory=dict)
     """Migration attempts by outcome (the runtime's ``MigrationOutcome`` values)."""
+    app_starts_without_state: int = 0
+    """Apps this node started from nothing although they had run elsewhere with state
+    (``runtime/app_starter.StateLoss``)."""
 
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -151,6 +154,12 @@ class _ReadingCollector(Collector):
         for outcome, count in sorted(reading.migrations.items()):
             migrations.add_metric([outcome], count)
         yield migrations
+        yield CounterMetricFamily(
+            f"{PREFIX}_app_starts_without_state",
+            "Apps started here from nothing although they had run elsewhere with state "
+            "(no replica reached this node in time, or the app keeps none).",
+            value=reading.app_starts_without_state,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
