@@ -78,6 +78,37 @@ def test_a_start_from_nothing_while_a_replica_was_held_is_state_lost(tmp_path: P
     assert watch.to_json()["from_nothing"][0]["replicas"] == [["node-003", 36]]
 
 
+def test_a_start_from_nothing_is_matched_with_its_node_telling_of_it(tmp_path: Path) -> None:
+    """Session 64: a node logs a start that lost the app's state; the report says, for
+    each start from nothing, whether its node told of it, and counts the silent ones.
+    Another app's warning, or another node's, does not count."""
+    watch = _watch(tmp_path)
+    watch.observe([_copy(tmp_path, "node-001", 10, 0, 40)])
+    watch.observe([_copy(tmp_path, "node-002", 11, 0, 1)])
+    report = watch.to_json()
+    assert [s["told"] for s in report["from_nothing"]] == [False]
+    assert report["from_nothing_untold"] == 1
+
+    def event(app: str) -> str:
+        return json.dumps(
+            {"level": "warning", "msg": "app started without its state", "app": app[:16]}
+        )
+
+    other = "cd" * 32
+    (tmp_path / "node-001" / "stderr.log").write_text(event(APP) + "\n")  # not that node
+    (tmp_path / "node-002" / "stderr.log").write_text(
+        f'{{"msg": "app started", "app": "{APP[:16]}"}}\n{event(other)}\nnot json\n'
+    )
+    assert watch.to_json()["from_nothing_untold"] == 1
+    # Its node's log, kept apart after a full disk replaced the data directory.
+    kept = tmp_path / "node-002-logs"
+    kept.mkdir()
+    (kept / "stderr.log").write_text(event(APP) + "\n")
+    report = watch.to_json()
+    assert [s["told"] for s in report["from_nothing"]] == [True]
+    assert report["from_nothing_untold"] == 0
+
+
 def test_a_copy_whose_start_line_never_shows_is_given_up(tmp_path: Path) -> None:
     watch = _watch(tmp_path)
     silent = Instance(12, "node-004", APP, "tag", False, time.time())  # no log at all

@@ -128,7 +128,8 @@ def format_report(report: dict[str, Any]) -> str:
     if state:
         lines.append(
             f"app copies started: {state['starts']} ({state['starts_unread']} unread), "
-            f"from nothing after counting: {len(state['from_nothing'])}, below their "
+            f"from nothing after counting: {len(state['from_nothing'])} "
+            f"({state.get('from_nothing_untold', 0)} not told by their node), below their "
             f"highest count: {state['resumed_below_highest']} (most {state['max_count_lost']})"
         )
     lines.append(f"violations: {len(report['violations'])}")

@@ -18,15 +18,20 @@ the app moves on.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgechain.lab.chaos_faults import NETWORK_KINDS, Fault
 from edgechain.lab.cluster import get_node_name
 from edgechain.lab.exactly_once_watch import read_start_line
 from edgechain.lab.faults_live import Instance, LiveTestnet, read_replica
+
+STATE_LOST_EVENT = "app started without its state"
+"""The node's log message for a start that lost the app's state (``app_starter.py``)."""
 
 START_LINE_WAIT_S = 30.0
 """A copy whose start line is not readable this long after it was first seen is given
@@ -119,13 +124,43 @@ class StateWatch:
         return tuple(found)
 
     def to_json(self) -> dict[str, Any]:
+        told = read_state_losses(self.net.run_dir)
+        from_nothing = [
+            {**s.to_json(), "told": (s.node, s.app[:16]) in told}
+            for s in self.starts
+            if s.is_from_nothing
+        ]
         return {
             "starts": len(self.starts),
             "starts_unread": self.unread,
             "resumed_below_highest": sum(1 for s in self.starts if s.count_lost > 0),
             "max_count_lost": max((s.count_lost for s in self.starts), default=0),
-            "from_nothing": [s.to_json() for s in self.starts if s.is_from_nothing],
+            "from_nothing": from_nothing,
+            "from_nothing_untold": sum(1 for s in from_nothing if not s["told"]),
         }
+
+
+def read_state_losses(run_dir: Path) -> set[tuple[str, str]]:
+    """(node name, app id's first 16 hex digits) of every start the nodes logged as
+    without the app's state, from each node's log (a node whose data directory a
+    full-disk fault replaced: its kept logs, ``chaos_disk.py``)."""
+    found: set[tuple[str, str]] = set()
+    for log in sorted(run_dir.glob("node-*/stderr.log")):
+        node = log.parent.name.removesuffix("-logs")
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if STATE_LOST_EVENT not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("msg") == STATE_LOST_EVENT:
+                found.add((node, str(event.get("app"))))
+    return found
 
 
 def get_state_violations(starts: Iterable[StateStart], fault: Fault | None) -> list[dict[str, Any]]:
