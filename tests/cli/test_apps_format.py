@@ -92,6 +92,26 @@ def test_each_app_gets_the_copy_on_its_own_node() -> None:
     assert "on its node" not in format_app(_view(A, "flaky", NODE))  # not asked
 
 
+def test_runs_on_drops_a_node_whose_copy_says_it_no_longer_runs() -> None:
+    """A report comes every few slots: after ``apps stop`` the chain listed the app on
+    its node for up to 4 slots. The node's own runtime view is fresher: a copy there
+    that does not run (stopped, or waiting to restart) drops out of RUNS ON; a node
+    that said nothing keeps the chain's word. ``reported_on`` itself is the chain's."""
+    third = "33" * 32
+    view = {**_view(A, "counter", NODE), "state": "stopped", "reported_on": [NODE, OTHER, third]}
+    copies = {(A, NODE): _copy(A, NODE, "stopped"), (A, OTHER): _copy(A, OTHER, "running")}
+    add_copies([view], copies)
+    assert view["runs_on"] == [OTHER, third]
+    assert view["reported_on"] == [NODE, OTHER, third]
+    row = format_apps([view]).splitlines()[1]
+    assert row.split()[-1] == f"{OTHER[:12]},{third[:12]}"
+    # The answering node's own copy counts as its node's.
+    local = {**_view(A, "counter", NODE, local=_copy(A, NODE, "stopped")), "reported_on": [NODE]}
+    add_copies([local], {})
+    assert local["runs_on"] == []
+    assert format_apps([local]).splitlines()[1].split()[-1] == "-"
+
+
 def test_describe_copy() -> None:
     assert describe_copy(None) is None
     assert describe_copy(_copy(A, NODE, "running")) == "running"

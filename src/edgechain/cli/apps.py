@@ -58,14 +58,29 @@ def get_copies(ctx: Context) -> dict[tuple[str, str], dict[str, Any]]:
 def add_copies(views: list[dict[str, Any]], copies: Mapping[tuple[str, str], Any]) -> None:
     """Set each view's ``on_node``: its node's copy as that node's runtime sees it (from
     ``copies``, or the answering node's own ``local``); None when no configured node
-    that answered holds it there."""
+    that answered holds it there. And ``runs_on``: the nodes the chain's reports list
+    it running on (``reported_on``), but for those whose runtime says now that its copy
+    there does not run: a report comes every few slots, so a stopped app was listed on
+    its node for up to 4 slots after the stop."""
     for view in views:
         node = view.get("node")
         local = view.get("local")
-        copy = copies.get((str(view.get("app_id")), str(node))) if node else None
+        app = str(view.get("app_id"))
+        copy = copies.get((app, str(node))) if node else None
         if copy is None and node and isinstance(local, dict) and local.get("node") == node:
             copy = local
         view["on_node"] = copy
+        view["runs_on"] = [
+            n
+            for n in view.get("reported_on") or []
+            if not is_not_running(copy if n == node else copies.get((app, str(n))))
+        ]
+
+
+def is_not_running(copy: Any) -> bool:
+    """The node's runtime says its copy does not run (stopped, or waiting to restart);
+    False when it says nothing."""
+    return isinstance(copy, Mapping) and copy.get("running") is False
 
 
 def add_waits(ctx: Context, view: dict[str, Any]) -> None:

@@ -68,7 +68,7 @@ def format_apps(apps: list[dict[str, Any]]) -> str:
             a.get("runtime"),
             a.get("created_slot"),
             a.get("last_move_slot"),
-            ",".join(short(n) for n in a.get("reported_on") or []) or "-",
+            ",".join(short(n) for n in a.get("runs_on", a.get("reported_on")) or []) or "-",
         )
         for a in ordered
     ]
