@@ -10,7 +10,9 @@ container engine. A container counter app submitted with ``edgechain apps submit
   and the counter goes on from the state it had;
 * killed with its containers (the node's process group SIGKILLed, its containers
   removed from its engine: a device that died), its node is taken for down and the app
-  is recovered on another engine node, never node 3; one copy runs at every step.
+  is recovered on another engine node, never node 3; one copy runs at every step. It
+  keeps no replicas, so it starts there from nothing, and ``apps show`` says so
+  (``state lost``).
 
 Skips only where podman cannot run here (and fails instead with
 ``EDGECHAIN_REQUIRE_PODMAN=1``, as in CI).
@@ -254,6 +256,15 @@ def test_container_app_through_the_cli(run_dir: Path) -> None:
         )
         events = [e["kind"] for e in net.cli("apps", "history", net.app)["events"]]
         assert "recover" in events, events
+
+        # It keeps no replicas, and no node it is recovered onto holds a copy (the move's
+        # origin deleted its own once the move landed): it started from nothing, and
+        # its new node says so where the user looks.
+        def is_loss_told() -> bool:
+            on_node = net.cli("apps", "show", net.app).get("on_node") or {}
+            return "it keeps no replicas" in str(on_node.get("state_lost"))
+
+        net.wait_for(is_loss_told, "its node to tell the state was lost", STEP_TIMEOUT_S)
         assert PLAIN_NODE not in {c.node for c in net.copies()}
         assert net.max_copies == 1, net.max_copies_seen
 
