@@ -261,7 +261,7 @@ def test_container_app_through_the_cli(run_dir: Path) -> None:
         # origin deleted its own once the move landed): it started from nothing, and
         # its new node says so where the user looks.
         def is_loss_told() -> bool:
-            on_node = net.cli("apps", "show", net.app).get("on_node") or {}
+            on_node = net.cli("apps", "show", net.get_app()).get("on_node") or {}
             return "it keeps no replicas" in str(on_node.get("state_lost"))
 
         net.wait_for(is_loss_told, "its node to tell the state was lost", STEP_TIMEOUT_S)
