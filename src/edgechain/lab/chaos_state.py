@@ -29,9 +29,8 @@ from edgechain.lab.chaos_faults import NETWORK_KINDS, Fault
 from edgechain.lab.cluster import get_node_name
 from edgechain.lab.exactly_once_watch import read_start_line
 from edgechain.lab.faults_live import Instance, LiveTestnet, read_replica
-
-STATE_LOST_EVENT = "app started without its state"
-"""The node's log message for a start that lost the app's state (``app_starter.py``)."""
+from edgechain.lab.skip_causes import read_log_lines
+from edgechain.runtime.app_starter import STATE_LOST_MESSAGE
 
 START_LINE_WAIT_S = 30.0
 """A copy whose start line is not readable this long after it was first seen is given
@@ -147,18 +146,14 @@ def read_state_losses(run_dir: Path) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for log in sorted(run_dir.glob("node-*/stderr.log")):
         node = log.parent.name.removesuffix("-logs")
-        try:
-            lines = log.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if STATE_LOST_EVENT not in line:
+        for line in read_log_lines(log):
+            if STATE_LOST_MESSAGE not in line:
                 continue
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("msg") == STATE_LOST_EVENT:
+            if isinstance(event, dict) and event.get("msg") == STATE_LOST_MESSAGE:
                 found.add((node, str(event.get("app"))))
     return found
 

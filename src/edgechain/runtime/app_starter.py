@@ -24,7 +24,7 @@ from typing import Any
 
 from edgechain.chain.model import AppSpec
 from edgechain.orchestrator.registry import AppState
-from edgechain.runtime.base import AppRuntimeError
+from edgechain.runtime.base import AppRuntimeError, is_held
 from edgechain.runtime.handovers import HandoverMarks
 from edgechain.runtime.head_queries import HeadQueries
 from edgechain.runtime.replica import ReplicaInfo, ReplicaStore, restore_from_replica
@@ -48,6 +48,9 @@ HANDOFF_WAIT_MIN_S = 2.0
 (one slot, if longer) for its replica node's hand-on before it starts from nothing
 (:meth:`AppStarter.is_waiting_for_handoff`)."""
 
+
+STATE_LOST_MESSAGE = "app started without its state"
+"""The warning a start that lost the app's state logs (the chaos report reads it)."""
 
 HANDOFF_REASONS = ("recover", "origin down")
 """The starts a replica's hand-on may be on its way for."""
@@ -91,9 +94,11 @@ class AppStarter:
         """How the copy here last started without its state (None: it did not, or the
         app moved since: a copy that came back by a migration brought its state)."""
         loss = self._losses.get(app)
+        if loss is None or loss.slot is None:
+            return loss  # the sampler asks for every app every second: no head look-up
         record = self.head.get_head_record(app)
         moved = record.last_move_slot if record is not None else None
-        if loss is None or moved is None or loss.slot is None:
+        if moved is None:
             return loss
         return loss if moved <= loss.slot else None
 
@@ -177,7 +182,7 @@ class AppStarter:
         if restarts:
             fields["restarts"] = restarts
         if "state_lost" in fields:
-            logs.warning(log, "app started without its state", **fields)
+            logs.warning(log, STATE_LOST_MESSAGE, **fields)
         else:
             logs.info(log, "app started", **fields)
 
@@ -211,11 +216,11 @@ class AppStarter:
         replica = self.replicas.get(app)
         handoff = why in HANDOFF_REASONS
         if replica is None and not is_handoff_start(spec, why):
-            if handoff and spec.stateful and not self._has_copy(app):
+            if handoff and spec.stateful and not is_held(self.runtime, app):
                 # Its state lived only on the node it ran on, which the chain gave up.
                 return StateSource(replica=False, waits=False, lost=NO_REPLICAS)
             return StateSource(replica=False, waits=False)  # its own state, if any
-        if not self._has_copy(app):
+        if not is_held(self.runtime, app):
             if replica is None:
                 return StateSource(replica=False, waits=True, lost=self._get_late_replica())
             return StateSource(replica=True, waits=False)
@@ -225,10 +230,6 @@ class AppStarter:
         if replica is not None and is_replica_newer(replica, self.node_id, handed):
             return StateSource(replica=True, waits=False)
         return StateSource(replica=False, waits=handed is not None)
-
-    def _has_copy(self, app: AppId) -> bool:
-        """Blocking: whether the runtime holds a copy of the app (its state dir)."""
-        return any(info.app == app for info in self.runtime.list())
 
     def _get_handoff_wait_s(self) -> float:
         return max(HANDOFF_WAIT_MIN_S, self.head.get_slot_duration_s() or 0.0)

@@ -221,6 +221,11 @@ KEPT_LOGS_DIR = "app-logs"
 """Beside a runtime root: the logs of apps whose copy left this node."""
 
 
+def is_held(runtime: AppRuntime, app: AppId) -> bool:
+    """Blocking: whether ``runtime`` holds a copy of ``app``, running or not."""
+    return any(info.app == app for info in runtime.list())
+
+
 def get_app_dirname(app: AppId) -> str:
     """The directory name of an app under a runtime root: its id in hex."""
     return bytes(app).hex()

@@ -44,6 +44,7 @@ from edgechain.runtime.base import (
     AppRuntimeError,
     RetiringRuntime,
     SavedState,
+    is_held,
 )
 from edgechain.runtime.precopy import MIN_STATE_BYTES, PrecopyUnsupportedError
 from edgechain.runtime.precopy_rounds import (
@@ -366,7 +367,7 @@ class TransferClient:
 
     def _holds(self, app: AppId) -> bool:
         """Blocking: does the runtime hold ``app`` (running or not)?"""
-        return any(info.app == app for info in self.runtime.list())
+        return is_held(self.runtime, app)
 
     def _let_go(self, app: AppId) -> None:
         """Blocking: the destination runs the app now. End ours; keep its state when the
