@@ -420,6 +420,17 @@ def test_a_genesis_slot_count_is_a_whole_number_of_at_least_one(value: object) -
         check_node_options({**_genesis_options(), "down_after_slots": value})
 
 
+def test_the_vdf_fraction_reaches_the_genesis_in_basis_points() -> None:
+    assert make_node_config(_genesis_options()).vdf_target_bp == 2_500
+    assert make_node_config(_genesis_options("--vdf-fraction", "0.05")).vdf_target_bp == 500
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.5, "0.1", True, float("nan")])
+def test_a_vdf_fraction_is_a_share_of_a_slot_above_0_at_most_1(value: object) -> None:
+    with pytest.raises(NodeOptionError, match=r"--vdf-fraction .*above 0, at most 1"):
+        check_node_options({**_genesis_options(), "vdf_fraction": value})
+
+
 def test_the_genesis_delay_reaches_the_engine_in_milliseconds() -> None:
     assert make_node_config(_genesis_options()).genesis_delay_ms == 3_000
     assert make_node_config(_genesis_options("--genesis-delay", "1.25")).genesis_delay_ms == 1_250

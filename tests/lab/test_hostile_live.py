@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 from edgechain.chain.model import Block, SkipBlock
 from edgechain.lab.chain_audit import AuditResult, audit_stores
@@ -131,6 +132,7 @@ def run() -> Iterator[Run]:
         run_dir=base / "run",
         progress=False,
         hostile=tuple(HOSTILE.items()),
+        vdf_fraction=VDF_FRACTION,
     )
     outcome: list[dict[str, Any] | BaseException] = []
 

@@ -148,23 +148,27 @@ def test_the_genesis_node_alone_gets_the_down_after_and_epoch_length() -> None:
     """``testnet --epoch-length --down-after-slots`` reach the genesis node (they are
     genesis parameters, the others take them from the chain), and the summary says
     how often the nodes report."""
-    config = make_config(epoch_length=40, down_after_slots=60)
+    config = make_config(epoch_length=40, down_after_slots=60, vdf_fraction=0.05)
     options = config.get_node_options()
     genesis = " ".join(build_node_argv(make_spec(0), options, admin_key=PK, seeds=None))
     assert "--epoch-length 40 --down-after-slots 60" in genesis
+    assert "--vdf-fraction 0.05" in genesis
     seeds = Seeds(("127.0.0.1:7000",), PK)
     joiner = build_node_argv(make_spec(1), options, admin_key=PK, seeds=seeds)
     assert "--epoch-length" not in joiner and "--down-after-slots" not in joiner
-    assert "--genesis-delay" not in joiner
+    assert "--genesis-delay" not in joiner and "--vdf-fraction" not in joiner
     default = " ".join(
         build_node_argv(make_spec(0), make_config().get_node_options(), admin_key=PK, seeds=None)
     )
-    assert "--epoch-length" not in default
+    assert "--epoch-length" not in default and "--vdf-fraction" not in default
     assert get_report_interval(config) == 20
     assert get_report_interval(make_config()) == 4
     assert get_report_interval(make_config(down_after_slots=24)) == 4  # epoch 8: 8 // 2
     with pytest.raises(LaunchError, match="--down-after-slots must be at least 1 slot"):
         make_config(down_after_slots=0).check()
+    for fraction in (0.0, 1.5):
+        with pytest.raises(LaunchError, match=r"--vdf-fraction .*above 0, at most 1"):
+            make_config(vdf_fraction=fraction).check()
 
 
 def test_joining_node_argv_names_the_seeds_and_the_genesis_key() -> None:

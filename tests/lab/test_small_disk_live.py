@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 from edgechain.chain.assembly import make_ticket
 from edgechain.crypto import bls
@@ -245,7 +246,7 @@ def test_full_disk_stops_the_node_cleanly_and_loses_no_accepted_block() -> None:
     # Not pytest's tmp_path (0700): a root node's apps run as another user.
     base = Path(tempfile.mkdtemp(prefix="edgechain-small-disk-"))
     base.chmod(0o711)
-    net = LiveTestnet(base / "run", nodes=4, committee=2, slot_s=SLOT_S)
+    net = LiveTestnet(base / "run", nodes=4, committee=2, slot_s=SLOT_S, vdf_fraction=VDF_FRACTION)
     disk = base / "extra"
     log = base / "extra.log"
     node: ExtraNode | None = None

@@ -246,6 +246,7 @@ def check_node_options(values: Mapping[str, Any]) -> None:
     get_clock_offset_ms(values)
     get_positive_slots(values, "epoch_length")
     get_positive_slots(values, "down_after_slots")
+    get_vdf_target_bp(values)
     get_leave_timeout(values)
     get_genesis_delay_ms(values)
     get_admission(values)
@@ -322,6 +323,17 @@ def get_positive_slots(values: Mapping[str, Any], name: str) -> int:
         return value
     flag = "--" + name.replace("_", "-")
     raise NodeOptionError(f"{flag} {value!r}: expected a whole number of slots, at least 1")
+
+
+def get_vdf_target_bp(values: Mapping[str, Any]) -> int:
+    """``vdf_fraction`` in basis points of a slot: a share above 0 and at most 1 (a
+    VDF as long as the slot leaves no time to vote; at 0 it would delay nothing)."""
+    value = values.get("vdf_fraction")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+        return max(1, int(value * 10_000))
+    raise NodeOptionError(
+        f"--vdf-fraction {value!r}: expected a share of a slot above 0, at most 1"
+    )
 
 
 def get_cpu_capacity(values: Mapping[str, Any]) -> float | None:
@@ -415,7 +427,7 @@ def make_node_config(v: Mapping[str, Any]) -> NodeConfig:
         down_after_slots=get_positive_slots(v, "down_after_slots"),
         slot_duration_ms=int(float(v["slot_duration"]) * 1000),
         genesis_delay_ms=get_genesis_delay_ms(v),
-        vdf_target_bp=int(float(v["vdf_fraction"]) * 10_000),
+        vdf_target_bp=get_vdf_target_bp(v),
         labels=get_labels(v),
         cpu_capacity=get_cpu_capacity(v),
         container_engine=v["container_engine"] or None,

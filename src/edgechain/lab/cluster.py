@@ -143,6 +143,9 @@ class NodeOptions:
     down_after_slots: int | None = None
     genesis_delay: float | None = None
     """Seconds from the genesis to its first slot (None: the node's default, 3 s)."""
+    vdf_fraction: float | None = None
+    """Genesis parameter: the share of a slot the producer's VDF takes (None: the
+    node's default, 0.25)."""
 
 
 def build_node_argv(
@@ -201,6 +204,8 @@ def build_node_argv(
             argv += ["--down-after-slots", str(options.down_after_slots)]
         if options.genesis_delay is not None:
             argv += ["--genesis-delay", f"{options.genesis_delay:g}"]
+        if options.vdf_fraction is not None:
+            argv += ["--vdf-fraction", f"{options.vdf_fraction:g}"]
     else:
         argv += ["--seeds", ",".join(seeds.addresses), "--genesis-key", seeds.genesis_key.hex()]
     return argv

@@ -295,6 +295,7 @@ class LiveTestnet:
         join_s: float = 0.3,
         cpu_capacity: float | None = None,
         containers: int = 0,
+        vdf_fraction: float | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.nodes, self.committee, self.slot_s, self.join_s = nodes, committee, slot_s, join_s
@@ -302,6 +303,8 @@ class LiveTestnet:
         """Every node's ``--cpu-capacity`` (None: shares of the whole host)."""
         self.containers = containers
         """How many nodes (the first ones) get a container engine (``--containers``)."""
+        self.vdf_fraction = vdf_fraction
+        """Of a slot, the producer's VDF (``--vdf-fraction``; None: the node's 0.25)."""
         self.launcher: subprocess.Popen[bytes] | None = None
         self.params: ChainParams | None = None
         self.tags: set[str] = set()
@@ -328,6 +331,8 @@ class LiveTestnet:
             argv += ["--cpu-capacity", f"{self.cpu_capacity:g}"]
         if self.containers:
             argv += ["--containers", str(self.containers)]
+        if self.vdf_fraction is not None:
+            argv += ["--vdf-fraction", f"{self.vdf_fraction:g}"]
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with (self.run_dir.parent / f"{self.run_dir.name}.launcher.out").open("ab") as out:
             # Its own session: our Ctrl-C does not reach it before we stop it in order,

@@ -163,6 +163,14 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         "values mean fewer reports a block and a slower recovery",
     )
     add(
+        "--vdf-fraction",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="genesis: share of a slot the producer's VDF takes (default 0.25); lower "
+        "leaves more CPU to the nodes' other work and the host's, on a crowded host",
+    )
+    add(
         "--slots",
         type=int,
         default=30,
@@ -261,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
         containers=args.nodes if args.containers == -1 else args.containers,
         epoch_length=args.epoch_length,
         down_after_slots=args.down_after_slots,
+        vdf_fraction=args.vdf_fraction,
         kill=args.kill,
         kill_at=args.kill_at,
         restart_after=args.restart_after if args.restart_after >= 0 else None,
