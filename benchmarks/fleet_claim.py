@@ -25,6 +25,7 @@ from typing import Any
 from edgechain.lab.fleet_claim import ClaimConfig, run_claim
 from edgechain.lab.live_runs import get_source, make_run_base
 from edgechain.lab.testnet import format_summary, interrupt_on_termination
+from edgechain.lab.testnet_config import VDF_FRACTION_HELP, parse_vdf_fraction
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--setup-timeout", type=float, default=3600.0, metavar="SEC")
     parser.add_argument("--dir", type=Path, help="parent of the run directory")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--vdf-fraction", type=parse_vdf_fraction, metavar="FRACTION",
+                        help=VDF_FRACTION_HELP)  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.nodes < args.committee + 1 or args.apps < 1 or args.hold_slots < 1:
@@ -80,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         join_s=args.join_interval,
         hold_slots=args.hold_slots,
         setup_timeout_s=args.setup_timeout,
+        vdf_fraction=args.vdf_fraction,
         log=log,
     )
     log(f"run in {config.run_dir}")

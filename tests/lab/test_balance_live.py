@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 from edgechain.lab.balance import HOST, BalanceConfig, run_balance
 from edgechain.lab.balance_report import format_report
@@ -61,6 +62,7 @@ def test_apps_submitted_to_one_node_spread_over_the_testnet() -> None:
         slots=40,
         pre_slots=2,
         stop_when=is_spread,
+        vdf_fraction=VDF_FRACTION,
     )
     result = run_balance(config)
     print(format_report(result))  # shown on failure, or with -rA

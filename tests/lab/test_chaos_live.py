@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 from edgechain.chain.encoding import compute_block_hash, decode_block, encode_block
 from edgechain.chain.store.block_store import BlockStore
@@ -91,7 +92,8 @@ def _chaos(base: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     report = base / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "edgechain.cli", "chaos", "--run-dir", str(base / "run"),
-         "--json", str(report), "--netns-prefix", "ect", "--netns-subnet", "9", *args],
+         "--json", str(report), "--netns-prefix", "ect", "--netns-subnet", "9",
+         "--vdf-fraction", f"{VDF_FRACTION:g}", *args],
         capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     output = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-6000:]}"

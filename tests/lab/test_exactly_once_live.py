@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 from edgechain.lab.exactly_once import ExactlyOnceConfig, run_exactly_once
 from edgechain.lab.exactly_once_report import format_report
@@ -46,7 +47,12 @@ SLOT_S = 1.0
 
 def _run(base: Path) -> dict[str, Any]:
     config = ExactlyOnceConfig(
-        run_dir=base / "run", nodes=NODES, apps=APPS, slot_s=SLOT_S, pause_s=PAUSE_S
+        run_dir=base / "run",
+        nodes=NODES,
+        apps=APPS,
+        slot_s=SLOT_S,
+        pause_s=PAUSE_S,
+        vdf_fraction=VDF_FRACTION,
     )
     result = run_exactly_once(config)
     print(format_report(result))  # shown on failure, or with -rA

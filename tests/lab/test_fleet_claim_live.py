@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli.live_testnet import VDF_FRACTION
 
 pytestmark = pytest.mark.xdist_group("testnet")
 
@@ -27,6 +28,7 @@ def test_five_nodes_run_eight_apps_each_once(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARK), "--nodes", "5", "--committee", "3", "--apps", "8",
          "--slot-duration", "1", "--hold-slots", "4", "--setup-timeout", "300",
+         "--vdf-fraction", f"{VDF_FRACTION:g}",
          "--json", str(out)],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

@@ -17,6 +17,7 @@ from edgechain.cli.common import CliError
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edgechain.lab.chaos_faults import ALL_KINDS
+    from edgechain.lab.testnet_config import VDF_FRACTION_HELP, parse_vdf_fraction
 
     parser = sub.add_parser(
         "chaos",
@@ -47,6 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add("--run-dir", type=Path, default=None, help="default: a fresh directory under /tmp")
     add("--netns-prefix", default="ecc", help="namespace names PREFIX-<i> (default ecc)")
     add("--netns-subnet", type=int, default=7, metavar="K", help="10.213.K.0/24 (default 7)")
+    add("--vdf-fraction", type=parse_vdf_fraction, metavar="FRACTION", help=VDF_FRACTION_HELP)
     add("--quiet", action="store_true", help="no log lines on stderr")
     parser.set_defaults(func=cmd_chaos)
 
@@ -101,6 +103,7 @@ def cmd_chaos(args: Any) -> int:
         sequence=sequence,
         netns_prefix=args.netns_prefix,
         netns_subnet=args.netns_subnet,
+        vdf_fraction=args.vdf_fraction,
         log=log,
     )
     log(f"run directory {run_dir}")

@@ -109,6 +109,8 @@ class BalanceConfig:
     stop_when: Callable[[Sequence[dict[str, Any]]], bool] | None = None
     """Ends the measurement early (before ``slots``) once it holds for the samples
     taken since slot 0: a test waits for a condition, not for a number of slots."""
+    vdf_fraction: float | None = None
+    """Of a slot, the producer's VDF (``testnet --vdf-fraction``; None: the node's 0.25)."""
     log: Callable[[str], None] = field(default=lambda _: None)
 
     def get_request_bp(self) -> int:
@@ -247,6 +249,7 @@ class BalanceRun:
             committee=config.committee,
             slot_s=config.slot_s,
             cpu_capacity=config.cpu_capacity,
+            vdf_fraction=config.vdf_fraction,
         )
         self.apps: dict[str, CounterApp] = {}
         self.obs: Observer | None = None

@@ -110,6 +110,8 @@ class ChaosConfig:
     setup_timeout_s: float = 600.0
     netns_prefix: str = "ecc"
     netns_subnet: int = 7
+    vdf_fraction: float | None = None
+    """Of a slot, the producer's VDF (``testnet --vdf-fraction``; None: the node's 0.25)."""
     log: Callable[[str], None] = field(default=lambda _: None)
 
 
@@ -136,6 +138,7 @@ class ChaosRun:
             netns_prefix=config.netns_prefix,
             netns_subnet=config.netns_subnet,
             small_disks=small_disks,
+            vdf_fraction=config.vdf_fraction,
         )
         self.records: list[FaultRecord] = []
         self.violations: list[dict[str, Any]] = []

@@ -46,6 +46,7 @@ class ChaosTestnet(LiveTestnet):
         netns_prefix: str = "ecc",
         netns_subnet: int = 7,
         small_disks: tuple[tuple[int, int], ...] = (),
+        vdf_fraction: float | None = None,
     ) -> None:
         super().__init__(run_dir, nodes=nodes, committee=committee, slot_s=slot_s, join_s=join_s)
         self.config = LaunchConfig(
@@ -61,6 +62,7 @@ class ChaosTestnet(LiveTestnet):
             seed=seed,
             progress=False,
             small_disks=small_disks,
+            vdf_fraction=vdf_fraction,
         )
         self.runner: Launcher | None = None
         self.summary: dict[str, Any] | None = None

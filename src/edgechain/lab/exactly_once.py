@@ -329,7 +329,11 @@ def run_exactly_once(config: ExactlyOnceConfig) -> dict[str, Any]:
     """One run: setup, kill, pause (module docstring). Never leaves a process behind;
     a step that cannot complete ends the run with ``error`` set."""
     net = LiveTestnet(
-        config.run_dir, nodes=config.nodes, committee=config.committee, slot_s=config.slot_s
+        config.run_dir,
+        nodes=config.nodes,
+        committee=config.committee,
+        slot_s=config.slot_s,
+        vdf_fraction=config.vdf_fraction,
     )
     result: dict[str, Any] = {"run_dir": str(config.run_dir), "error": None}
     obs: Observer | None = None

@@ -50,6 +50,8 @@ class ExactlyOnceConfig:
     counter_interval_s: float = 0.5
     sample_s: float = 0.1
     setup_timeout_s: float = 300.0
+    vdf_fraction: float | None = None
+    """Of a slot, the producer's VDF (``testnet --vdf-fraction``; None: the node's 0.25)."""
     log: Callable[[str], None] = field(default=lambda _: None)
 
 

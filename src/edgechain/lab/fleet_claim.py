@@ -55,6 +55,8 @@ class ClaimConfig:
     app_cpu_bp: int = 50
     """Each app's declared CPU request (0.5 % of a node): a counter's real use is less."""
     setup_timeout_s: float = 3600.0
+    vdf_fraction: float | None = None
+    """Of a slot, the producer's VDF (``testnet --vdf-fraction``; None: the node's 0.25)."""
     log: Callable[[str], None] = field(default=lambda _: None)
 
 
@@ -125,6 +127,7 @@ def run_claim(config: ClaimConfig) -> dict[str, Any]:
         committee=config.committee,
         slot_s=config.slot_s,
         join_s=config.join_s,
+        vdf_fraction=config.vdf_fraction,
     )
     # 100 node processes on 2 cores: a node's API can take many seconds to answer a
     # request that arrives while it validates a block (it gets ~2 % of a core).

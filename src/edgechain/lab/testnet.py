@@ -109,8 +109,10 @@ from edgechain.lab.testnet_config import (
     DEFAULT_CHAIN_ID,
     DEFAULT_CPU_CAPACITY,
     DEFAULT_NODE_COMMAND,
+    VDF_FRACTION_HELP,
     LaunchConfig,
     default_run_dir,
+    parse_vdf_fraction,
 )
 from edgechain.lab.testnet_launcher import Launcher
 from edgechain.telemetry.cpu import count_merged_slots, format_cpu_table
@@ -162,14 +164,7 @@ def add_testnet_arguments(parser: argparse.ArgumentParser) -> None:
         "every node reports every min(this / 3, epoch length / 2) slots, so longer "
         "values mean fewer reports a block and a slower recovery",
     )
-    add(
-        "--vdf-fraction",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="genesis: share of a slot the producer's VDF takes (default 0.25); lower "
-        "leaves more CPU to the nodes' other work and the host's, on a crowded host",
-    )
+    add("--vdf-fraction", type=parse_vdf_fraction, metavar="FRACTION", help=VDF_FRACTION_HELP)
     add(
         "--slots",
         type=int,

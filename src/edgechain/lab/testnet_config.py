@@ -4,6 +4,7 @@ default run directory."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -138,6 +139,23 @@ class LaunchConfig:
         if self.genesis_timeout is not None:
             return self.genesis_timeout
         return self.join_interval * self.nodes + 60.0
+
+
+def parse_vdf_fraction(text: str) -> float:
+    """``--vdf-fraction``'s value: a share of a slot above 0 and at most 1."""
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = float("nan")
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share of a slot above 0, at most 1")
+    return fraction
+
+
+VDF_FRACTION_HELP = (
+    "genesis: share of a slot the producer's VDF takes (default 0.25); lower leaves more "
+    "CPU to the nodes' other work and the host's, on a crowded host"
+)
 
 
 def get_testnet_genesis_delay(slot_duration: float) -> float:
