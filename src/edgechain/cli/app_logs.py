@@ -25,12 +25,13 @@ from edgechain.chain.read_auth import (
 from edgechain.cli.client import ApiError, quote_segment
 from edgechain.cli.common import EXIT_USAGE, CliError, short
 from edgechain.cli.context import Context
-from edgechain.crypto import bls
 from edgechain.types import AppId
 
 
 def get_signed_headers(ctx: Context, chain_id: str, app_id: str) -> dict[str, str]:
     """The operator's signed read of ``app_id`` now (``api/log_reads.py``)."""
+    from edgechain.crypto import bls  # here: every `apps` command builds this parser
+
     sk = ctx.operator_key()
     time_ms = int(time.time() * 1000)
     message = compute_log_read_message(chain_id, AppId(bytes.fromhex(app_id)), time_ms)

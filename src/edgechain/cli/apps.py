@@ -16,18 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgechain.chain.model import AppSpec, CommandKind
 from edgechain.cli.app_logs import add_logs_parser
 from edgechain.cli.apps_format import format_app, format_apps, format_result
 from edgechain.cli.client import ApiError, quote_segment
-from edgechain.cli.commands import CommandResult, send_submits
 from edgechain.cli.common import CliError, format_size, format_table, short
 from edgechain.cli.context import Context, parse_hex
 from edgechain.cli.fleet import get_list, resolve_node_id
-from edgechain.cli.specfile import load_spec
-from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, can_write_out, is_room_enough
+
+if TYPE_CHECKING:
+    from edgechain.chain.model import AppSpec
+    from edgechain.cli.commands import CommandResult
 
 APP_ID_SIZE = 32
 
@@ -124,6 +124,8 @@ def describe_move_wait(view: Mapping[str, Any], nodes: list[dict[str, Any]]) -> 
     size, target, origin = view.get("state_bytes"), view.get("move_to"), view.get("node")
     if not isinstance(size, int):
         return None
+    from edgechain.orchestrator.load import TRANSFER_ROOM_FACTOR, can_write_out, is_room_enough
+
     rooms = {
         n.get("node_id"): room if isinstance(room := n.get("state_room_bytes"), int) else None
         for n in nodes
@@ -179,7 +181,16 @@ def warn_without_replicas(specs: Sequence[AppSpec]) -> None:
             )
 
 
+# The commands that sign import the signing side (chain.model, BLS, the spec checks)
+# themselves: `apps list` and `apps show`, what scripts poll, start in about half the
+# CPU without it.
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    from edgechain.chain.model import CommandKind
+    from edgechain.cli.commands import send_submits
+    from edgechain.cli.specfile import load_spec
+
     paths: list[str] = args.spec
     specs = [load_spec(path) for path in paths]  # every file checked before any is sent
     warn_without_replicas(specs)
@@ -217,8 +228,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simple(kind: CommandKind) -> Any:
+def _simple(kind_name: str) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from edgechain.chain.model import CommandKind
+
+        kind = CommandKind[kind_name]
         ctx = Context.from_args(args)
         app = get_app_id(ctx, args.app)
         result = ctx.send(ctx.operator_key(), kind, app=app)
@@ -229,6 +243,9 @@ def _simple(kind: CommandKind) -> Any:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    from edgechain.chain.model import CommandKind
+    from edgechain.cli.specfile import load_spec
+
     spec = load_spec(args.spec)
     warn_without_replicas([spec])
     ctx = Context.from_args(args)
@@ -239,6 +256,8 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_move(args: argparse.Namespace) -> int:
+    from edgechain.chain.model import CommandKind
+
     ctx = Context.from_args(args)
     app = get_app_id(ctx, args.app)
     node = resolve_node_id(ctx, args.node)
@@ -381,11 +400,11 @@ def add_parsers(
     add(
         "stop",
         "stop an app where it is (it keeps its node and state)",
-        _simple(CommandKind.STOP),
+        _simple("STOP"),
         app,
     )
-    add("start", "run a stopped app again", _simple(CommandKind.START), app)
-    add("rm", "remove an app and delete its state", _simple(CommandKind.REMOVE), app)
+    add("start", "run a stopped app again", _simple("START"), app)
+    add("rm", "remove an app and delete its state", _simple("REMOVE"), app)
     add("update", "a new spec version (same id, same node, state kept)", cmd_update, app, spec)
     add(
         "move",

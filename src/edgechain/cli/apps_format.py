@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgechain.cli.commands import CommandResult
 from edgechain.cli.common import format_fields, format_size, format_table, short
+
+if TYPE_CHECKING:
+    from edgechain.cli.commands import CommandResult
 
 CRASH_LOOPING = "crash_looping"
 """The status ``GET /runtime/apps`` gives an app that failed on its node and waits to be

@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from edgechain.api.auth import API_FILE
 from edgechain.cli.common import DEFAULT_HTTP_TIMEOUT_S, EXIT_FAILED, EXIT_USAGE, CliError
-from edgechain.crypto.keystore import load_keystore
 from edgechain.errors import KeystoreError
 from edgechain.types import SecretKey
 
@@ -114,6 +112,8 @@ def load_key(path: Path | None, what: str, config: ClientConfig) -> SecretKey:
     if path is None:
         where = config.path or "the client config"
         raise CliError(f"{where} names no {what} (a keystore file) to sign with", EXIT_USAGE)
+    from edgechain.crypto.keystore import load_keystore  # BLS: only a command that signs
+
     try:
         return load_keystore(path)
     except KeystoreError as exc:
@@ -148,6 +148,8 @@ def read_local_node_url(data_dir: Path) -> NodeUrl:
     """The API of the node running on ``data_dir`` (its ``api.json``, ``API_FILE``),
     for the local commands (``node leave``, ``node health``). Raises OSError (no such
     file: the node does not serve), ValueError, KeyError or CliError (not a URL)."""
+    from edgechain.api.auth import API_FILE
+
     return parse_node_url(json.loads((data_dir / API_FILE).read_text())["url"])
 
 

@@ -6,9 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgechain.chain.model import AppSpec, CommandKind
 from edgechain.cli.client import (
     ClientConfig,
     Fleet,
@@ -16,9 +15,12 @@ from edgechain.cli.client import (
     load_client_config,
     load_key,
 )
-from edgechain.cli.commands import CommandResult, send_command
 from edgechain.cli.common import EXIT_USAGE, CliError, print_json
 from edgechain.types import SecretKey
+
+if TYPE_CHECKING:  # the signing side (chain.model, BLS): imported by the commands that sign
+    from edgechain.chain.model import AppSpec, CommandKind
+    from edgechain.cli.commands import CommandResult
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Context:
         key: bytes = b"",
         spec: AppSpec | None = None,
     ) -> CommandResult:
+        from edgechain.cli.commands import send_command
+
         return send_command(
             self.fleet,
             sk,

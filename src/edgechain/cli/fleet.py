@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgechain.cli.commands import get_command_status
 from edgechain.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -17,7 +16,6 @@ from edgechain.cli.common import (
     short,
 )
 from edgechain.cli.context import Context, parse_hex
-from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
 
 DEFAULT_BLOCKS = 20
 NODE_ID_SIZE = 32
@@ -127,6 +125,8 @@ def _get_rtt(rtt_us: Any) -> str:
 
 def _get_runtimes(labels: list[Any]) -> str:
     """What the node runs, from the labels it declared (``orchestrator/policy.py``)."""
+    from edgechain.orchestrator.policy import CONTAINER_ENGINE_LABEL, ROOT_CONTAINERS_LABEL
+
     if CONTAINER_ENGINE_LABEL not in labels:
         return "process"
     root = "+root" if ROOT_CONTAINERS_LABEL in labels else ""
@@ -305,6 +305,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Where a command stands (``GET /commands/{hash}``): one sent with ``--no-wait``."""
+    from edgechain.cli.commands import get_command_status
+
     ctx = Context.from_args(args)
     digest = parse_hex(args.hash, COMMAND_HASH_SIZE, "command hash").hex()
     status = get_command_status(ctx.fleet, digest)
