@@ -49,6 +49,7 @@ threes) 740 s.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -137,7 +138,8 @@ class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is un
         holds_testnet = "group:testnet" in self.assigned_work.get(node, {})
         active = [n for n in self.nodes if not n.shutting_down]
         if testnet_out and not holds_testnet and len(active) > 2:
-            return None
+            # A second rest lane, niced (``_nice_a_second_rest_lane``), or done.
+            return next((s for s in scopes if self._get_unit_group(s) is None), None)
         return scopes[0]
 
     def _assign_work_unit(self, node: Any) -> None:
@@ -158,14 +160,38 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeSch
     return GroupScheduling(config, log)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_group_member_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+REST_LANE_NICENESS = 10
+
+
+def get_marked_groups(request: pytest.FixtureRequest) -> list[str]:
+    """The ``xdist_group`` names a test module marks itself with."""
     marks = getattr(request.module, "pytestmark", [])
-    groups = [
+    return [
         str(m.args[0])
         for m in (marks if isinstance(marks, list) else [marks])
         if getattr(m, "name", "") == "xdist_group" and m.args
     ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nice_a_second_rest_lane(request: pytest.FixtureRequest) -> None:
+    """A light worker that runs modules of no group (only once the ``testnet`` unit is
+    out, ``GroupScheduling.choose_scope``) does so at niceness 10: it takes the CPU the
+    unit's testnets and the first rest lane leave idle, never theirs. Raised for good
+    (the worker runs no group module after), and inherited by what its tests start."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if count < 3 or worker in ("", f"gw{count - 1}"):
+        return
+    if get_module_group(str(request.path)) is not None:  # marked on a test too
+        return
+    if os.getpriority(os.PRIO_PROCESS, 0) < REST_LANE_NICENESS:
+        os.setpriority(os.PRIO_PROCESS, 0, REST_LANE_NICENESS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_group_member_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    groups = get_marked_groups(request)
     if not groups:
         yield
         return
