@@ -44,6 +44,13 @@ unit is handed out, only two workers go on, as before: the one that runs it and 
 rest lane (the other light worker shuts down when its light modules end). One fresh
 clone each: two workers 826 s of pytest, three 749 s of tests, four (light modules in
 threes) 740 s.
+
+A second rest lane (session 65; CI at 0765e60 took 1036 s). On a host half as fast, a
+timeline of a fresh clone's run (948 s) showed the rest lane alone as the critical
+path: 894 s of modules of no group on the last worker, while the light worker that
+finished first shut down at 270 s, once the ``testnet`` unit was out. That worker now
+goes on with modules of no group, at niceness 10 (``_nice_a_second_rest_lane``): it
+takes only the CPU the unit's testnets and the first rest lane leave idle.
 """
 
 from __future__ import annotations
