@@ -170,16 +170,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeSch
 REST_LANE_NICENESS = 10
 
 
-def get_marked_groups(request: pytest.FixtureRequest) -> list[str]:
-    """The ``xdist_group`` names a test module marks itself with."""
-    marks = getattr(request.module, "pytestmark", [])
-    return [
-        str(m.args[0])
-        for m in (marks if isinstance(marks, list) else [marks])
-        if getattr(m, "name", "") == "xdist_group" and m.args
-    ]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _nice_a_second_rest_lane(request: pytest.FixtureRequest) -> None:
     """A light worker that runs modules of no group (only once the ``testnet`` unit is
@@ -198,7 +188,12 @@ def _nice_a_second_rest_lane(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_group_member_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    groups = get_marked_groups(request)
+    marks = getattr(request.module, "pytestmark", [])
+    groups = [
+        str(m.args[0])
+        for m in (marks if isinstance(marks, list) else [marks])
+        if getattr(m, "name", "") == "xdist_group" and m.args
+    ]
     if not groups:
         yield
         return
